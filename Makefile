@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each sets up what it needs:
+# a virtual environment in .venv with the pinned packages (requirements.lock), and the Debian
+# packages of scripts/setup_system.sh (installed when run as root, else the command is printed).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.mcutrain-installed
+BACKBONE := mcutrain/assets/mbv2-w0.35-fmnist64.safetensors
+
+.PHONY: demo test bench setup system venv backbone clean
+
+demo: setup
+	$(VENV)/bin/mcutrain demo
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+bench: setup
+	$(PY) bench/run_all.py
+
+setup: venv system
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+system:
+	bash scripts/setup_system.sh
+
+# Re-creates the bundled default backbone (about 25 minutes on 2 cores); see mcutrain/assets/README.md.
+backbone: setup
+	$(VENV)/bin/mcutrain pretrain --model mbv2-w0.35 --data fashion-mnist --resolution 64 \
+	    --epochs 12 --batch-size 128 --lr 0.1 --seed 0 --out runs/backbone/mbv2-w0.35-fmnist64.safetensors --force
+	cp runs/backbone/mbv2-w0.35-fmnist64.safetensors $(BACKBONE)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

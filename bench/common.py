@@ -1,0 +1,35 @@
+"""Shared plumbing for benchmarks: where results go and how every result is stamped."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from mcutrain.io.atomic import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "results"
+
+
+def stamp(command: str) -> dict:
+    """Who/what/when of a measurement, written beside every figure."""
+    return {
+        "command": command,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(DOCS / f"{name}.md", markdown.rstrip() + "\n")

@@ -1,0 +1,5 @@
+import sys
+
+from mcutrain.cli.main import main
+
+sys.exit(main())

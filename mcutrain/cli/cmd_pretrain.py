@@ -1,0 +1,48 @@
+"""`mcutrain pretrain`: float training of a zoo network on a dataset (resumable)."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from mcutrain.cli.output import add_json_flag, emit
+from mcutrain.train.pretrain import PretrainConfig, pretrain
+
+
+def register(subparsers) -> None:
+    d = PretrainConfig("", "", "")
+    p = subparsers.add_parser(
+        "pretrain", help="float-train a zoo network (SGD + momentum, cosine schedule)",
+        description="Float pretraining with SGD + momentum and a cosine schedule. Writes CKPT, "
+                    "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl after every epoch.")
+    p.add_argument("--model", required=True, help="zoo name (see `mcutrain zoo`)")
+    p.add_argument("--data", required=True, help="dataset name, folder:PATH or npz:PATH (see `mcutrain data list`)")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's, 128 for paper nets)")
+    p.add_argument("--no-augment", action="store_true", help="disable random flip and translation")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run at CKPT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = PretrainConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                         resolution=args.resolution, augment=not args.no_augment, seed=args.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    log = (lambda msg: print(msg, file=sys.stderr)) if not args.quiet or args.json else print
+    summary = pretrain(cfg, resume=args.resume, force=args.force, progress=not args.quiet, log=log)
+    emit(args, summary, lambda s: f"{s['model']} on {s['data']} @ {s['resolution']}px: "
+                                  f"test accuracy {s['test_accuracy']:.4f} (n={s['test_n']}) -> {s['checkpoint']}")
+    return 0

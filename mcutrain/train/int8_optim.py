@@ -1,0 +1,149 @@
+"""Optimizers for int8 parameters: QAS, SGD (+momentum) / Adam, and the update rules (DESIGN.md s. 4).
+
+For every trained tensor the step is, element by element, in float32 (the arithmetic the C engine
+repeats):
+  g~ = g * qas              qas = 1/s_w[c]^2 for weights, 1/(s_w[c]*s_x)^2 for biases (1 without QAS),
+                            0 for frozen (degenerate) channels, which never move
+  d  = g~ (SGD) | m = mu*m + g~; d = m (momentum) | Adam's m/(sqrt(v)+eps) with bias correction
+  weights, rule "sr":      w <- clamp(stochastic_round(w - lr*d), -127, 127)   (RNG stream: seed, step,
+                            tensor id = conv index, classifier = number of convs; element index = C
+                            order within the trained slice)
+  biases (both rules):     b <- sat32(b + floor(0.5 - lr*d))    (round to nearest, in float32)
+  rule "latent":           fp32 latent copies L <- L - lr*d, the forward uses clamp(round(L)):
+                            the reference implementation's simulation, for comparison only.
+Only the first ``kept`` channels of a weight are touched (input channels of a 1x1/normal conv,
+channels of a depthwise conv), exactly the slice the simulation computes gradients for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mcutrain.errors import McutrainError
+from mcutrain.quant.rng import stochastic_round_torch
+from mcutrain.quant.sim_model import Int8Conv, Int8Net
+
+OPTIMIZERS = ("sgd", "adam")
+UPDATE_RULES = ("sr", "latent")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass
+class Slot:
+    """One trained tensor: where it lives, which slice trains, its QAS factor and optimizer state."""
+
+    param: torch.nn.Parameter
+    is_weight: bool
+    tensor_id: int
+    kept_slice: tuple
+    qas: torch.Tensor  # broadcastable to the slice; 0 on frozen channels
+    state: dict
+
+
+class Int8Optimizer:
+    def __init__(self, net: Int8Net, *, kind: str = "sgd", lr: float = 0.01, momentum: float = 0.0,
+                 qas: bool = True, rule: str = "sr", seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8):
+        if kind not in OPTIMIZERS:
+            raise McutrainError(f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if rule not in UPDATE_RULES:
+            raise McutrainError(f"unknown update rule {rule!r}; choose one of {', '.join(UPDATE_RULES)}")
+        self.kind, self.lr, self.momentum, self.rule, self.seed = kind, lr, momentum, rule, seed
+        self.betas, self.eps, self.use_qas = betas, eps, qas
+        self.step_count = 0
+        self.slots = _slots(net, qas)
+
+    def zero_grad(self) -> None:
+        for s in self.slots:
+            s.param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        for s in self.slots:
+            if s.param.grad is None:
+                continue
+            g = s.param.grad[s.kept_slice].to(torch.float32) * s.qas
+            d = self._direction(s, g)
+            if s.is_weight:
+                self._update_weight(s, d)
+            else:
+                self._update_bias(s, d)
+
+    def _direction(self, s: Slot, g: torch.Tensor) -> torch.Tensor:
+        if self.kind == "sgd":
+            if self.momentum == 0:
+                return g
+            m = s.state.get("m")
+            s.state["m"] = g.clone() if m is None else m.mul_(self.momentum).add_(g)
+            return s.state["m"]
+        b1, b2 = self.betas
+        m = s.state.setdefault("m", torch.zeros_like(g)).mul_(b1).add_(g, alpha=1 - b1)
+        v = s.state.setdefault("v", torch.zeros_like(g)).mul_(b2).addcmul_(g, g, value=1 - b2)
+        m_hat = m / (1 - b1 ** self.step_count)
+        v_hat = v / (1 - b2 ** self.step_count)
+        return m_hat / (v_hat.sqrt() + self.eps)
+
+    def _update_weight(self, s: Slot, d: torch.Tensor) -> None:
+        w = s.param.data[s.kept_slice]
+        if self.rule == "latent":
+            latent = s.state.setdefault("latent", w.clone())
+            latent.sub_(self.lr * d)
+            s.param.data[s.kept_slice] = torch.round(latent).clamp_(-127, 127)
+            return
+        x = w - torch.tensor(self.lr, dtype=torch.float32) * d
+        s.param.data[s.kept_slice] = stochastic_round_torch(x.contiguous(), self.seed, self.step_count,
+                                                            s.tensor_id).clamp_(-127, 127).to(w.dtype)
+
+    def _update_bias(self, s: Slot, d: torch.Tensor) -> None:
+        b = s.param.data
+        if self.rule == "latent":
+            latent = s.state.setdefault("latent", b.clone())
+            latent.sub_((self.lr * d).to(latent.dtype))
+            s.param.data = torch.round(latent).clamp_(INT32_MIN, INT32_MAX)
+            return
+        delta = torch.floor(0.5 - torch.tensor(self.lr, dtype=torch.float32) * d)
+        s.param.data = (b + delta.to(b.dtype)).clamp_(INT32_MIN, INT32_MAX)
+
+    def state_bytes(self) -> int:
+        """Optimizer state that would live in SRAM (momentum / Adam moments / latent copies)."""
+        return sum(t.numel() * 4 for s in self.slots for t in s.state.values())
+
+
+def _slots(net: Int8Net, qas: bool) -> list[Slot]:
+    slots = []
+    for conv in net.convs():
+        frozen = torch.zeros(conv.weight.shape[0], dtype=torch.bool)
+        frozen[list(conv.q.frozen_channels)] = True
+        if conv.bias.requires_grad:
+            factor = 1.0 / (conv.w_scale.double() * conv.x_scale) ** 2 if qas else torch.ones(len(frozen))
+            slots.append(Slot(conv.bias, False, conv.index, (slice(None),), _masked(factor, frozen), {}))
+        if conv.weight.requires_grad:
+            factor = 1.0 / conv.w_scale.double() ** 2 if qas else torch.ones(len(frozen))
+            sl = _kept_slice(conv)
+            shape = (-1, 1, 1, 1)
+            q = _masked(factor, frozen).view(shape)
+            slots.append(Slot(conv.weight, True, conv.index, sl, q[: conv.kept] if conv.groups > 1 else q, {}))
+    cls = net.classifier
+    n = len(net.convs())
+    ws = cls.w_scale.double()
+    no_frozen = torch.zeros(len(ws), dtype=torch.bool)
+    slots.append(Slot(cls.bias, False, n, (slice(None),),
+                      _masked(1.0 / (ws * cls.x_scale) ** 2 if qas else torch.ones(len(ws)), no_frozen), {}))
+    slots.append(Slot(cls.weight, True, n, (slice(None), slice(None)),
+                      _masked(1.0 / ws ** 2 if qas else torch.ones(len(ws)), no_frozen).view(-1, 1), {}))
+    return slots
+
+
+def _kept_slice(conv: Int8Conv) -> tuple:
+    if conv.groups > 1:
+        return (slice(0, conv.kept),)
+    return (slice(None), slice(0, conv.kept))
+
+
+def _masked(factor: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+    """QAS factor in float32 with 0 on frozen channels (and wherever 1/s^2 is not finite)."""
+    f = factor.to(torch.float64)
+    f = torch.where(frozen | ~torch.isfinite(f), torch.zeros_like(f), f)
+    return f.to(torch.float32)

@@ -1,0 +1,202 @@
+"""Float pretraining: SGD + momentum, cosine schedule with warmup, resumable at epoch boundaries.
+
+Reads top to bottom like nanoGPT's train.py: config -> data -> model -> optimizer -> loop. After each
+epoch one state file (weights + momentum + epoch + config) and the checkpoint are written atomically,
+so a killed run resumed with ``--resume`` loses at most the epoch in progress. Every epoch's shuffle
+and augmentation depend only on (seed, epoch), so a resumed run reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset
+from mcutrain.errors import McutrainError
+from mcutrain.io.atomic import append_jsonl
+from mcutrain.io.container import read_container, write_container
+from mcutrain.models import MobileNetLike, build_model, get_spec
+from mcutrain.train.checkpoint import CheckpointInfo, load_numpy_state, save_checkpoint, state_to_numpy
+from mcutrain.train.evaluate import evaluate
+
+STATE_KIND = "train-state"
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: str
+    data: str
+    out: str
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    resolution: int = 0  # 0 = the model's default resolution
+    augment: bool = True
+    seed: int = 0
+
+    def resolved_resolution(self) -> int:
+        return self.resolution or get_spec(self.model).default_resolution
+
+
+def run_paths(out: str) -> dict[str, Path]:
+    base = Path(out)
+    stem = base.with_suffix("") if base.suffix else base
+    return {"checkpoint": base,
+            "state": stem.with_name(stem.name + ".state.safetensors"),
+            "metrics": stem.with_name(stem.name + ".metrics.jsonl")}
+
+
+def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
+             progress: bool = True, log=print) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; returns a summary with test accuracy."""
+    _check_config(cfg)
+    paths = run_paths(cfg.out)
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    resolution = cfg.resolved_resolution()
+    prep = Preprocessing()
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, dataset.num_classes)
+    optimizer = _make_optimizer(model, cfg)
+    start_epoch = _restore_or_start(cfg, paths, model, optimizer, resume=resume, force=force, log=log)
+
+    loader = BatchLoader(dataset.train, cfg.batch_size, resolution, shuffle=True, seed=cfg.seed,
+                         augment=cfg.augment, drop_last=True, preprocessing=prep)
+    total_steps = cfg.epochs * len(loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        train_stats = _train_one_epoch(model, optimizer, loader, epoch, total_steps, cfg, progress)
+        val = evaluate(model, dataset.val, resolution, prep)
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, **train_stats, "val_accuracy": val["accuracy"],
+                  "val_loss": val["loss"], "seconds": round(seconds, 2)}
+        append_jsonl(paths["metrics"], record)
+        _save_state(paths["state"], cfg, model, optimizer, epoch + 1)
+        save_checkpoint(paths["checkpoint"], model, _info(cfg, dataset, resolution, prep, record))
+        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f} "
+            f"acc {train_stats['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
+            f"{train_stats['images_per_s']:.0f} img/s")
+
+    test = evaluate(model, dataset.test, resolution, prep)
+    summary = {"checkpoint": str(paths["checkpoint"]), "model": cfg.model, "data": cfg.data,
+               "resolution": resolution, "epochs": cfg.epochs, "test_accuracy": test["accuracy"],
+               "test_n": test["n"]}
+    return summary
+
+
+def _train_one_epoch(model: MobileNetLike, optimizer: torch.optim.Optimizer, loader: BatchLoader,
+                     epoch: int, total_steps: int, cfg: PretrainConfig, progress: bool) -> dict:
+    model.train()
+    loader.set_epoch(epoch)
+    loss_sum, correct, seen = 0.0, 0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+               unit="batch", dynamic_ncols=True)
+    for i, (x, y) in enumerate(bar):
+        lr = cosine_lr(epoch * len(loader) + i, total_steps, cfg.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.3g}")
+    elapsed = time.perf_counter() - t0
+    return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "lr": lr if seen else cfg.lr, "images_per_s": seen / max(elapsed, 1e-9)}
+
+
+def cosine_lr(step: int, total_steps: int, base_lr: float) -> float:
+    """Linear warmup over the first 3% of steps (at most 500), then cosine decay to zero."""
+    warmup = min(500, max(1, total_steps * 3 // 100))
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.SGD:
+    # Weight decay on conv/linear weights only: decaying BatchNorm scales and biases hurts small nets.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _check_config(cfg: PretrainConfig) -> None:
+    get_spec(cfg.model)
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise McutrainError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.lr <= 0:
+        raise McutrainError("--lr must be positive")
+    if cfg.resolution < 0 or (cfg.resolution and cfg.resolution < 8):
+        raise McutrainError("--resolution must be at least 8")
+
+
+def _info(cfg: PretrainConfig, dataset: SplitDataset, resolution: int, prep: Preprocessing,
+          last: dict) -> CheckpointInfo:
+    return CheckpointInfo(model=cfg.model, num_classes=dataset.num_classes, resolution=resolution,
+                          classes=dataset.classes, preprocessing=prep.to_dict(), dataset=cfg.data,
+                          training={"config": asdict(cfg), "last_epoch": last})
+
+
+def _save_state(path: Path, cfg: PretrainConfig, model: torch.nn.Module,
+                optimizer: torch.optim.SGD, epochs_done: int) -> None:
+    tensors = {f"model/{k}": v for k, v in state_to_numpy(model).items()}
+    for i, p in enumerate(_params(optimizer)):
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"momentum/{i}"] = buf.detach().numpy()
+    write_container(path, STATE_KIND, STATE_VERSION, {"config": asdict(cfg), "epochs_done": epochs_done}, tensors)
+
+
+def _restore_or_start(cfg: PretrainConfig, paths: dict[str, Path], model: torch.nn.Module,
+                      optimizer: torch.optim.SGD, *, resume: bool, force: bool, log) -> int:
+    state_path = paths["state"]
+    if not state_path.exists():
+        if resume:
+            log(f"no saved state at {state_path}: starting from scratch")
+        return 0
+    if not resume:
+        if not force:
+            raise McutrainError(f"a run already exists at {state_path}; pass --resume to continue it "
+                                f"or --force to start again")
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+        return 0
+    meta, tensors = read_container(state_path, STATE_KIND, (STATE_VERSION,))
+    _check_same_config(meta["config"], asdict(cfg), state_path)
+    load_numpy_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, str(state_path))
+    for i, p in enumerate(_params(optimizer)):
+        if f"momentum/{i}" in tensors:
+            optimizer.state[p]["momentum_buffer"] = torch.from_numpy(np.array(tensors[f"momentum/{i}"]))
+    log(f"resuming after epoch {meta['epochs_done']}/{cfg.epochs} from {state_path}")
+    return int(meta["epochs_done"])
+
+
+def _check_same_config(saved: dict, current: dict, path: Path) -> None:
+    diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise McutrainError(f"cannot resume {path}: the settings differ ({detail})")
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
