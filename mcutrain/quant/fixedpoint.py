@@ -260,14 +260,16 @@ def rounding_divide_by_pot_torch(x, exponent) -> torch.Tensor:
     return _rdbpot_torch_(_owned_int64(x, e), e).to(torch.int32)
 
 
-def _rdbpot_torch_(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+def _rdbpot_torch_(x: torch.Tensor, e: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """In place on ``x``: ``(x + 2**(e-1) - [x < 0]) >> e`` for e >= 1, ``x`` for e == 0.
 
     Round half away from zero written as one biased floor shift (ties of negatives go down because of
     the -1); the NumPy twin uses gemmlowp's mask / remainder / threshold form; tests check them equal.
+    ``scratch``: optional int64 buffer of x's shape, spares an allocation.
     """
     half = (torch.ones_like(e) << e) >> 1
-    minus_one_if_negative = (x >> 63).mul_((e > 0).to(torch.int64))
+    minus_one_if_negative = torch.bitwise_right_shift(x, 63, out=scratch) if scratch is not None else x >> 63
+    minus_one_if_negative.mul_((e > 0).to(torch.int64))
     return x.add_(half).add_(minus_one_if_negative).bitwise_right_shift_(e)
 
 
@@ -314,12 +316,13 @@ def multiply_by_quantized_multiplier_torch(x, multiplier, shift) -> torch.Tensor
     return _mbqm_torch_(_owned_int64(x, m, s), m, s).to(torch.int32)
 
 
-def _mbqm_torch_(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def _mbqm_torch_(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor,
+                 scratch: torch.Tensor | None = None) -> torch.Tensor:
     """In place on ``x`` (int64, values in int32): MultiplyByQuantizedMultiplier."""
     left = s.clamp(min=0)
     right = (-s).clamp(min=0)
     x.mul_(torch.ones_like(left) << left).clamp_(INT32_MIN, INT32_MAX)
-    return _rdbpot_torch_(_srdhm_torch_(x, m), right)
+    return _rdbpot_torch_(_srdhm_torch_(x, m), right, scratch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,9 +544,10 @@ def quantized_add_with_mask_torch(a_q: torch.Tensor, b_q: torch.Tensor,
     def const(v: int) -> torch.Tensor:
         return torch.tensor(v, dtype=torch.int64, device=sa.device)
 
-    _mbqm_torch_(sa, const(p.a_multiplier), const(p.a_shift))
-    _mbqm_torch_(sb, const(p.b_multiplier), const(p.b_shift))
-    v = _mbqm_torch_(sa.add_(sb), const(p.out_multiplier), const(p.out_shift)).add_(p.out_zero)
+    scratch = torch.empty_like(sa)
+    _mbqm_torch_(sa, const(p.a_multiplier), const(p.a_shift), scratch)
+    _mbqm_torch_(sb, const(p.b_multiplier), const(p.b_shift), scratch)
+    v = _mbqm_torch_(sa.add_(sb), const(p.out_multiplier), const(p.out_shift), scratch).add_(p.out_zero)
     return _clamp_and_mask_torch(v, p.qmin, p.qmax)
 
 

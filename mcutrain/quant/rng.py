@@ -188,8 +188,7 @@ def stochastic_round_from_bits(x, r) -> np.ndarray:
     if r.dtype.kind not in "iu" or (r.size and (r.min() < 0 or r.max() > MASK32)):
         raise ValueError("random words must be integers in [0, 2**32)")
     u = (r.astype(np.uint32) >> np.uint32(8)).astype(np.float32) * U_SCALE
-    y = np.floor(x + u)
-    assert y.dtype == np.float32
+    y = np.floor(x + u)  # float32 + float32 -> float32 in NumPy: no float64 anywhere
     y = np.nan_to_num(y, nan=np.float32(0), posinf=INT32_MAX_F, neginf=INT32_MIN_F)
     return np.clip(y, INT32_MIN_F, INT32_MAX_F).astype(np.int32)
 

@@ -205,7 +205,8 @@ def _check_ratios(scheme: Scheme, spec: NetSpec) -> None:
 
 def _check_weight_implies_bias(scheme: Scheme, spec: NetSpec) -> None:
     names = conv_names(spec)
-    missing = [i for i in scheme.weight_layers if i not in set(scheme.bias_layers)]
+    biased = set(scheme.bias_layers)
+    missing = [i for i in scheme.weight_layers if i not in biased]
     if missing:
         i = missing[0]
         raise SchemeError(f"layer {i} ({names[i]}) updates its weight but not its bias; every "

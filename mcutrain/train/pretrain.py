@@ -27,6 +27,8 @@ from mcutrain.train.checkpoint import CheckpointInfo, load_numpy_state, save_che
 from mcutrain.train.evaluate import evaluate
 
 STATE_KIND = "train-state"
+# Mirroring a digit makes another symbol: these datasets get translation but no horizontal flip.
+MIRROR_UNSAFE = {"digits", "mnist-5k"}
 STATE_VERSION = 1
 
 
@@ -72,7 +74,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
     start_epoch = _restore_or_start(cfg, paths, model, optimizer, resume=resume, force=force, log=log)
 
     loader = BatchLoader(dataset.train, cfg.batch_size, resolution, shuffle=True, seed=cfg.seed,
-                         augment=cfg.augment, drop_last=True, preprocessing=prep)
+                         augment=cfg.augment, drop_last=True, preprocessing=prep,
+                         hflip=cfg.data not in MIRROR_UNSAFE)
     total_steps = cfg.epochs * len(loader)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()

@@ -429,3 +429,23 @@ def test_every_multiplier_of_the_paper_models_encodes():
                 p = fp.add_params(r["x_scale"], r["x_zero"], other["y_scale"], other["y_zero"],
                                   r["y_scale"], r["y_zero"])
                 assert p.out_multiplier >= 2**30 and p.out_shift < 0
+
+
+def test_torch_kernels_on_cuda_match_numpy():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the torch kernels were checked on CPU only")
+    rng_ = np.random.default_rng(7)
+    acc = rng_.integers(I32_MIN, I32_MAX, (8, 16, 5, 5), endpoint=True)
+    m, s = fp.quantize_multiplier(np.exp(rng_.uniform(np.log(1e-6), np.log(8.0), 16)))
+    y, inside = fp.requantize_with_mask(acc, m, s, 7, -128, 127)
+    yc, ic = fp.requantize_with_mask_torch(torch.from_numpy(acc).cuda(), m, s, 7, -128, 127)
+    np.testing.assert_array_equal(yc.cpu().numpy(), y)
+    np.testing.assert_array_equal(ic.cpu().numpy(), inside)
+    a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
+    p = fp.add_params(0.05, 3, 0.1, -2, 0.12, 5)
+    np.testing.assert_array_equal(
+        fp.quantized_add_torch(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda(), p).cpu().numpy(),
+        fp.quantized_add(a, b, p))
+    x = rng_.integers(-128, 128, (4, 32, 7, 7)).astype(np.int8)
+    np.testing.assert_array_equal(fp.avgpool_int8_torch(torch.from_numpy(x).cuda(), -3, 0.1, 0.13, 2).cpu().numpy(),
+                                  fp.avgpool_int8(x, -3, 0.1, 0.13, 2))

@@ -157,3 +157,13 @@ def test_stochastic_round_depends_on_stream():
     for other in ((2, 1, 1), (1, 2, 1), (1, 1, 2)):
         assert (rng.stochastic_round(x, *other) != a).mean() > 0.4  # independent coins differ half the time
     np.testing.assert_array_equal(rng.stochastic_round(x, 1, 1, 1), a)  # and it is deterministic
+
+
+def test_torch_rng_on_cuda_matches_numpy():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the torch RNG was checked on CPU only")
+    np.testing.assert_array_equal(rng.uniform_u32_torch(5, 6, 7, 100_000, device="cuda").cpu().numpy(),
+                                  rng.uniform_u32(5, 6, 7, 100_000))
+    x = np.random.default_rng(9).normal(0, 3, (300, 300)).astype(np.float32)
+    np.testing.assert_array_equal(rng.stochastic_round_torch(torch.from_numpy(x).cuda(), 1, 2, 3).cpu().numpy(),
+                                  rng.stochastic_round(x, 1, 2, 3))

@@ -1,0 +1,52 @@
+"""`mcutrain finetune`: simulated on-device training of an int8 model with a sparse-update scheme."""
+
+from __future__ import annotations
+
+from mcutrain.cli.output import add_json_flag, emit
+from mcutrain.train.finetune import FinetuneConfig, finetune
+from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+
+
+def register(subparsers) -> None:
+    d = FinetuneConfig("", "", "")
+    p = subparsers.add_parser(
+        "finetune", help="train an int8 model with a sparse-update scheme (PyTorch simulation)",
+        description="Fine-tune MODEL (an int8 model file) on --data with the parameters --scheme selects "
+                    "(a built-in name, see `mcutrain scheme list`, or a scheme JSON file). A dataset with "
+                    "other classes than the model gets a new int8 head. --float trains the fp32 twin "
+                    "(same folded graph, dequantized) as the baseline.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--data", required=True)
+    p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
+    p.add_argument("--out", required=True, metavar="MODEL2", help="trained int8 model to write")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (0: plain SGD, as on the device)")
+    qas = p.add_mutually_exclusive_group()
+    qas.add_argument("--qas", dest="qas", action="store_true", default=True, help="quantization-aware scaling (default)")
+    qas.add_argument("--no-qas", dest="qas", action="store_false")
+    p.add_argument("--update-rule", choices=UPDATE_RULES, default=d.update_rule,
+                   help="sr: int8 weights, stochastic rounding (default, as on the device); latent: fp32 copies")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-subset", type=int, default=0, help="use N random training samples (0: all)")
+    p.add_argument("--augment", action="store_true", help="random flip and translation")
+    p.add_argument("--float", action="store_true", help="fp32 baseline: train the dequantized twin")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = FinetuneConfig(model=args.model, data=args.data, scheme=args.scheme, out=args.out,
+                         optimizer=args.optimizer, momentum=args.momentum, qas=args.qas,
+                         update_rule=args.update_rule, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, resolution=args.resolution, seed=args.seed, augment=args.augment,
+                         float=args.float, train_subset=args.train_subset)
+    result = finetune(cfg, progress=not args.quiet)
+    emit(args, result, lambda r: f"accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
+                                 f"(n={r['n']}), final train loss {r['train_loss']:.4f}, "
+                                 f"{r['images_per_s']:.0f} images/s; wrote {r['out']}")
+    return 0

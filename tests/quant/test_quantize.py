@@ -1,0 +1,88 @@
+"""Post-training quantization: BatchNorm folding, weight/bias quantization, calibration, accuracy."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mcutrain.models import build_model
+from mcutrain.models.mobilenet import ConvBN
+from mcutrain.quant.quantize import fold_batchnorm, quantize_bias, quantize_weights, range_to_qtensor
+from mcutrain.quant.sim_model import Int8Net
+from tests.helpers.models import quantized
+
+
+def test_folded_conv_equals_conv_plus_batchnorm():
+    torch.manual_seed(0)
+    cb = ConvBN(4, 6, 3, 2, depthwise=False, relu6=True).eval()
+    with torch.no_grad():
+        cb.bn.running_mean.uniform_(-1, 1)
+        cb.bn.running_var.uniform_(0.5, 2)
+        cb.bn.weight.uniform_(0.5, 2)
+    f = fold_batchnorm(cb)
+    x = torch.randn(2, 4, 9, 9)
+    y = F.conv2d(x, torch.from_numpy(f.weight), torch.from_numpy(f.bias), 2, 1).clamp(0, 6)
+    assert torch.allclose(y, cb(x), atol=1e-5)
+
+
+def test_weights_are_symmetric_per_channel_and_use_the_full_range():
+    w = np.random.default_rng(0).normal(size=(5, 3, 3, 3)).astype(np.float32)
+    w[2] = 0.0  # a dead channel must not produce NaN
+    w_q, s = quantize_weights(w)
+    assert w_q.dtype == np.int8 and w_q.min() >= -127
+    live = [0, 1, 3, 4]
+    assert np.all(np.abs(w_q[live]).reshape(4, -1).max(1) == 127)
+    assert np.abs(w_q[live] * s[live, None, None, None] - w[live]).max() <= s.max() / 2 + 1e-7
+    assert s[2] == 0 and not w_q[2].any()
+
+
+def test_bias_uses_input_times_weight_scale_and_saturates():
+    b = quantize_bias(np.array([1.0, -1e12]), 0.5, np.array([0.01, 0.01], np.float32))
+    assert b[0] == 200 and b[1] == -(2**31)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 6.0), (-3.0, 1.0), (-0.5, 7.3)])
+def test_range_keeps_zero_exact(lo, hi):
+    q = range_to_qtensor(lo, hi)
+    assert -128 <= q.zero <= 127
+    assert abs(q.scale * (-128 - q.zero) - lo) <= q.scale
+    if lo == 0.0:
+        assert q.zero == -128  # ReLU outputs: the clamp at -128 is the ReLU
+
+
+def test_relu6_layers_clamp_at_zero_and_six():
+    q, _ = quantized("tiny", 32)
+    for conv in q.convs():
+        if conv.name.endswith(("depthwise", "pointwise1")) or conv.name == "first_conv":
+            assert conv.qmin == conv.y.zero == -128
+            assert conv.y.scale * (conv.qmax - conv.y.zero) <= 6.0 + conv.y.scale
+        else:
+            assert (conv.qmin, conv.qmax) == (-128, 127)
+
+
+def test_int8_logits_track_the_float_model():
+    q, model = quantized("tiny", 32, seed=2)
+    x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (16, 3, 32, 32)).astype(np.float32))
+    x = (x - 128) / 128
+    with torch.no_grad():
+        fl = model(x)
+        q8 = Int8Net(q)(x)
+    corr = np.corrcoef(fl.flatten().numpy(), q8.flatten().numpy())[0, 1]
+    assert corr > 0.95, corr
+
+
+def test_degenerate_channels_are_frozen():
+    torch.manual_seed(0)
+    model = build_model("tiny", 3).eval()
+    with torch.no_grad():
+        for m in model.modules():  # residual blocks start with a zero BN scale: give every channel life
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+        model.blocks[1].pointwise1.conv.weight[3] = 0.0
+    from tests.helpers.models import random_images
+    from mcutrain.quant.quantize import quantize_model
+    from mcutrain.train.checkpoint import CheckpointInfo
+    info = CheckpointInfo("tiny", 3, 32, ("a", "b", "c"), {"offset": 128.0, "scale": 1 / 128})
+    q = quantize_model(model, info, random_images(32, 32), batches=1, batch_size=32)
+    assert q.blocks[1].pointwise1.frozen_channels == (3,)
+    assert sum(len(c.frozen_channels) for c in q.convs()) == 1

@@ -1,0 +1,87 @@
+"""Fine-tuning (the simulation of on-device training): it learns, reproducibly, with any scheme."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mcutrain.cli import cmd_finetune, cmd_quantize
+from mcutrain.errors import CheckpointError, McutrainError
+from mcutrain.io.container import read_container
+from mcutrain.quant.model_file import load_qmodel
+from mcutrain.sparse import SchemeError
+from mcutrain.train.finetune import FinetuneConfig, finetune
+from tests.helpers.cli import run_command
+from tests.helpers.digits_model import make_digits_models
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return make_digits_models(tmp_path_factory.mktemp("digits"))
+
+
+def _cfg(models, tmp_path, **kw):
+    base = dict(model=str(models[1]), data="digits", scheme="full", out=str(tmp_path / "out.safetensors"),
+                epochs=2, batch_size=32, lr=0.02, seed=0)
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def test_full_update_with_qas_improves_accuracy(models, tmp_path):
+    r = finetune(_cfg(models, tmp_path), progress=False)
+    assert (1 - r["accuracy"]) < 0.7 * (1 - r["accuracy_before"])  # the error shrinks by 30% or more
+    assert r["train_loss_per_epoch"][-1] < r["train_loss_per_epoch"][0]
+    trained = load_qmodel(r["out"])
+    assert trained.provenance["finetune"]["scheme"] == "full"
+
+
+def test_same_seed_same_model_file(models, tmp_path):
+    a = finetune(_cfg(models, tmp_path, out=str(tmp_path / "a.safetensors"), scheme="last-k:4"), progress=False)
+    b = finetune(_cfg(models, tmp_path, out=str(tmp_path / "b.safetensors"), scheme="last-k:4"), progress=False)
+    ta = read_container(a["out"], "int8-model", (1,))[1]
+    tb = read_container(b["out"], "int8-model", (1,))[1]
+    assert all(np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+def test_scheme_decides_what_changes(models, tmp_path):
+    r = finetune(_cfg(models, tmp_path, scheme="bias-only"), progress=False)
+    before, after = load_qmodel(models[1]), load_qmodel(r["out"])
+    for a, b in zip(before.convs(), after.convs()):
+        assert np.array_equal(a.weight, b.weight), a.name  # bias-only never touches a conv weight
+    assert any(not np.array_equal(a.bias, b.bias) for a, b in zip(before.convs(), after.convs()))
+    assert not np.array_equal(before.classifier.weight, after.classifier.weight)
+
+
+def test_float_twin_baseline_learns(models, tmp_path):
+    r = finetune(_cfg(models, tmp_path, float=True, lr=0.01), progress=False)
+    assert r["accuracy"] > r["accuracy_before"]
+    assert load_qmodel(r["out"]).provenance["float_finetuned"] is True
+
+
+def test_new_task_gets_a_new_zero_head(models, tmp_path):
+    r = finetune(_cfg(models, tmp_path, data="faces", epochs=1), progress=False)
+    out = load_qmodel(r["out"])
+    assert out.num_classes == 2 and out.classes == ("non-face", "face")
+    assert r["accuracy_before"] == pytest.approx(0.5, abs=0.01)  # zero head: every logit equal
+
+
+@pytest.mark.parametrize("kw, error, message", [
+    ({"scheme": "paper-99kb"}, SchemeError, "paper-99kb"),
+    ({"optimizer": "lars"}, McutrainError, "unknown optimizer"),
+    ({"model": "/nonexistent/m.safetensors"}, CheckpointError, "no such file"),
+])
+def test_bad_input(models, tmp_path, kw, error, message):
+    with pytest.raises(error, match=message):
+        finetune(_cfg(models, tmp_path, **kw), progress=False)
+
+
+def test_cli_quantize_and_finetune_print_json(models, tmp_path):
+    code, out = run_command(cmd_quantize, ["quantize", str(models[0]), "--data", "digits",
+                                           "--out", str(tmp_path / "q.safetensors"), "--json"])
+    q = json.loads(out)
+    assert code == 0 and abs(q["float_accuracy"] - q["int8_accuracy"]) < 0.05
+    code, out = run_command(cmd_finetune, ["finetune", str(tmp_path / "q.safetensors"), "--data", "digits",
+                                           "--scheme", "last-layer", "--epochs", "1", "--quiet",
+                                           "--out", str(tmp_path / "f.safetensors"), "--json"])
+    r = json.loads(out)
+    assert code == 0 and {"accuracy", "train_loss", "images_per_s"} <= set(r)
