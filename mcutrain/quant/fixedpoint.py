@@ -425,8 +425,12 @@ def requantize_torch(acc: torch.Tensor, multiplier, shift, zero_point: int, qmin
 
 
 def requantize_with_mask_torch(acc: torch.Tensor, multiplier, shift, zero_point: int, qmin: int = INT8_MIN,
-                               qmax: int = INT8_MAX, channel_axis: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Torch twin of :func:`requantize_with_mask` (int8 tensor, bool mask)."""
+                               qmax: int = INT8_MAX, channel_axis: int = 1,
+                               out_dtype: torch.dtype = torch.int8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch twin of :func:`requantize_with_mask` (bool mask; values as ``out_dtype``, default int8).
+
+    The simulation asks for float32 (its carrier type for integers): one conversion instead of two.
+    """
     _check_clamp(zero_point, qmin, qmax)
     a = _owned_int64(acc).clamp_(INT32_MIN, INT32_MAX)
     size = a.shape[channel_axis] if a.dim() and -a.dim() <= channel_axis < a.dim() else None
@@ -434,7 +438,7 @@ def requantize_with_mask_torch(acc: torch.Tensor, multiplier, shift, zero_point:
     m = _torch_along_axis(m, a.dim(), channel_axis, size)
     s = _torch_along_axis(s, a.dim(), channel_axis, size)
     v = _mbqm_torch_(a, m, s).add_(zero_point)
-    return _clamp_and_mask_torch(v, qmin, qmax)
+    return _clamp_and_mask_torch(v, qmin, qmax, out_dtype)
 
 
 def _check_clamp(zero_point: int, qmin: int, qmax: int) -> None:
@@ -448,9 +452,10 @@ def _clamp_and_mask_np(v: np.ndarray, qmin: int, qmax: int) -> tuple[np.ndarray,
     return np.clip(v, qmin, qmax).astype(np.int8), (v > qmin) & (v < qmax)
 
 
-def _clamp_and_mask_torch(v: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _clamp_and_mask_torch(v: torch.Tensor, qmin: int, qmax: int,
+                          out_dtype: torch.dtype = torch.int8) -> tuple[torch.Tensor, torch.Tensor]:
     inside = (v > qmin).logical_and_(v < qmax)
-    return v.clamp_(qmin, qmax).to(torch.int8), inside
+    return v.clamp_(qmin, qmax).to(out_dtype), inside
 
 
 # ----------------------------------------------------------------------------------------------

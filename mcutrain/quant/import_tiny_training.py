@@ -72,8 +72,8 @@ def import_tiny_training(path: str | os.PathLike, num_classes: int | None = None
     """Read a tiny-training int8 model file as a :class:`QModel`.
 
     ``classes`` (names) or ``num_classes`` (names ``"0"``, ``"1"``, ...) replace the ImageNet head by a
-    zero-initialised int8 head; with neither, the original 1000-class head is kept (classes
-    ``"imagenet_000"`` ... ``"imagenet_999"``: the file holds no class names). Raises
+    zero-initialised int8 head; with neither, the file's head is kept (the paper's files: 1000 ImageNet
+    classes, named ``"imagenet_000"`` ... ``"imagenet_999"``: the file holds no class names). Raises
     :class:`CheckpointError` for anything that is not such a file (missing, not a zip, a foreign or
     malicious pickle, an unknown architecture, out-of-range integers or scales).
     """
@@ -91,7 +91,7 @@ def import_tiny_training(path: str | os.PathLike, num_classes: int | None = None
         "sha256": _sha256(path),
         "degenerate_channels": degenerate,
         "degenerate_channels_total": sum(degenerate.values()),
-        "head": "imagenet" if head_classes is None else "new",
+        "head": "original" if head_classes is None else "new",
         "input": "int8 p - 128 (the original models were fed round(p - 127.5): half-LSB shift)",
     }
     model = replace(model, provenance=provenance)
@@ -151,8 +151,10 @@ def _convert(raw: dict) -> QModel:
         blocks.append(QBlock(pw1, dw, pw2, add))
         t = add.y if add is not None else pw2.y
     classifier = _qlinear(_dict(raw["classifier"], "classifier"), spec.feature_ch)
-    return QModel(spec=spec, num_classes=IMAGENET_CLASSES, resolution=resolution,
-                  classes=tuple(f"imagenet_{k:03d}" for k in range(IMAGENET_CLASSES)),
+    k = classifier.weight.shape[0]
+    names = (tuple(f"imagenet_{c:03d}" for c in range(k)) if k == IMAGENET_CLASSES
+             else tuple(str(c) for c in range(k)))
+    return QModel(spec=spec, num_classes=k, resolution=resolution, classes=names,
                   preprocessing={"offset": INPUT_OFFSET, "scale": float(first.x.scale)},
                   input=QTensor(first.x.scale, 0), first_conv=first, blocks=tuple(blocks),
                   pool=QPool(x=t, y=classifier.x), classifier=classifier)
@@ -267,8 +269,6 @@ def _qlinear(cls: dict, feature_ch: int) -> QLinear:
     k = cls.get("out_channel")
     if not isinstance(k, int) or k < 2:
         raise CheckpointError(f"classifier.out_channel is {k!r}")
-    if k != IMAGENET_CLASSES:
-        raise CheckpointError(f"classifier has {k} classes, expected the {IMAGENET_CLASSES} of ImageNet")
     weight = _int8_weight(p, (k, feature_ch, 1, 1), "classifier").reshape(k, feature_ch)
     w_scale = _w_scales(p, k, "classifier")
     if (w_scale <= 0).any():

@@ -124,10 +124,20 @@ class Int8Net(nn.Module):
         return torch.round(x / self.q.input.scale).clamp_(-128, 127) + self.q.input.zero
 
     def features(self, x_q: torch.Tensor) -> torch.Tensor:
-        t = self.first_conv(x_q)
-        for block in self.blocks:
+        return self.pool(self.run_blocks(self.first_conv(x_q), 0))
+
+    def run_blocks(self, t: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
             t = block(t)
-        return self.pool(t)
+        return t
+
+    def prefix(self, x: torch.Tensor, stop_block: int) -> torch.Tensor:
+        """Loader floats -> the int8 input of block ``stop_block`` (for caching a frozen prefix)."""
+        return self.run_blocks(self.first_conv(self.quantize_input(x)), 0, stop_block)
+
+    def suffix(self, t: torch.Tensor, start_block: int) -> torch.Tensor:
+        """The int8 input of block ``start_block`` -> logits."""
+        return self.classifier(self.pool(self.run_blocks(t, start_block)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.quantize_input(x)))

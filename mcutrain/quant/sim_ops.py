@@ -40,13 +40,14 @@ class Int8ConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, layer):
         xz = x - layer.x_zero
-        acc = exact_conv(xz, weight, layer.stride, layer.groups) + bias.to(torch.int64)[None, :, None, None]
+        acc = exact_conv(xz, weight, layer.stride, layer.groups)
+        acc += bias.to(torch.int64)[None, :, None, None]
         y, mask = requantize_with_mask_torch(acc, layer.multiplier, layer.shift, layer.y_zero,
-                                             layer.qmin, layer.qmax)
+                                             layer.qmin, layer.qmax, out_dtype=x.dtype)
         ctx.layer, ctx.x_shape = layer, x.shape
         # The input is kept only when this layer's weight trains: frozen layers store just the mask.
         ctx.save_for_backward(xz if weight.requires_grad else None, weight, mask)
-        return y.to(x.dtype)
+        return y
 
     @staticmethod
     def backward(ctx, g_y):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset
+from mcutrain.data import BatchLoader, ImageSet, Preprocessing, SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
@@ -25,6 +26,14 @@ from mcutrain.sparse import UpdatePlan, load_scheme, resolve
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
+from mcutrain.train.prefix_cache import (
+    CACHE_LIMIT_BYTES,
+    CachedBatches,
+    cache_prefix,
+    cached_bytes,
+    first_trained_block,
+)
+from mcutrain.train.pretrain import MIRROR_UNSAFE
 
 
 @dataclass(frozen=True)
@@ -55,38 +64,72 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     qmodel = _fit_task(qmodel, dataset, cfg)
     plan = resolve(load_scheme(cfg.scheme, qmodel.spec.name), qmodel.spec)
     resolution = cfg.resolution or qmodel.resolution
-    prep = Preprocessing.from_dict(qmodel.preprocessing)
 
     torch.manual_seed(cfg.seed)
     net = FloatTwin(qmodel) if cfg.float else Int8Net(qmodel)
     net.set_trainable(plan)
-    before = evaluate(net, dataset.test, resolution, prep)
-    step = _make_step(net, cfg)
-    train = _subset(dataset.train, cfg.train_subset, cfg.seed)
-    loader = BatchLoader(train, cfg.batch_size, resolution, shuffle=True, seed=cfg.seed,
-                         augment=cfg.augment, preprocessing=prep)
+    task = _Task(net, plan, dataset, _subset(dataset.train, cfg.train_subset, cfg.seed), resolution,
+                 Preprocessing.from_dict(qmodel.preprocessing), cfg)
+    before = task.accuracy("test")
+    step = _make_step(net, task.model_fn, cfg)
     history, seen, t0 = [], 0, time.perf_counter()
     for epoch in range(cfg.epochs):
-        loader.set_epoch(epoch)
+        task.batches.set_epoch(epoch)
         losses = []
-        bar = tqdm(loader, desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = tqdm(task.batches, desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for x, y in bar:
             losses.append(step(x, y))
             seen += len(y)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
         history.append(sum(losses) / max(len(losses), 1))
     seconds = time.perf_counter() - t0
-    after = evaluate(net, dataset.test, resolution, prep)
     trained = net.to_qmodel()
     if cfg.out:
         save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": asdict(cfg)}))
-    return {"accuracy": after["accuracy"], "accuracy_before": before["accuracy"], "n": after["n"],
-            "train_loss": history[-1] if history else None, "train_loss_per_epoch": history,
-            "images_per_s": seen / max(seconds, 1e-9), "seconds": round(seconds, 2),
+    return {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": task.accuracy("val"),
+            "n": len(dataset.test), "train_loss": history[-1] if history else None,
+            "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
+            "seconds": round(seconds, 2), "prefix_cached_blocks": task.split or 0,
             "trainable": trainable_summary(plan), "config": asdict(cfg), "out": cfg.out or None}
 
 
-def _make_step(net, cfg: FinetuneConfig):
+class _Task:
+    """Training batches and evaluation, through the frozen-prefix cache when that is exact and fits."""
+
+    def __init__(self, net, plan: UpdatePlan, dataset: SplitDataset, train: ImageSet, resolution: int,
+                 prep: Preprocessing, cfg: FinetuneConfig):
+        self.net, self.resolution, self.prep = net, resolution, prep
+        self.splits = {"train": train, "val": dataset.val, "test": dataset.test}
+        self.split = None if cfg.float or cfg.augment else first_trained_block(net, plan)
+        total = sum(len(d) for d in self.splits.values())
+        if self.split is not None and cached_bytes(net, total, resolution, self.split) > CACHE_LIMIT_BYTES:
+            self.split = None
+        if self.split is None:
+            self.model_fn = net
+            self.batches = BatchLoader(train, cfg.batch_size, resolution, shuffle=True, seed=cfg.seed,
+                                       augment=cfg.augment, preprocessing=prep,
+                                       hflip=cfg.data not in MIRROR_UNSAFE)
+            return
+        split = self.split
+        self.features = {k: cache_prefix(net, d, resolution, prep, split) for k, d in self.splits.items()}
+        self.model_fn = lambda t: net.suffix(t, split)
+        self.batches = CachedBatches(self.features["train"], torch.from_numpy(train.labels), cfg.batch_size, cfg.seed)
+
+    @torch.no_grad()
+    def accuracy(self, split: str) -> float:
+        data = self.splits[split]
+        if self.split is None:
+            return evaluate(self.net, data, self.resolution, self.prep)["accuracy"]
+        was = self.net.training
+        self.net.eval()
+        feats, labels = self.features[split], torch.from_numpy(data.labels)
+        correct = sum((self.model_fn(feats[i:i + 256].float()).argmax(1) == labels[i:i + 256]).sum().item()
+                      for i in range(0, len(labels), 256))
+        self.net.train(was)
+        return correct / len(labels)
+
+
+def _make_step(net, model_fn, cfg: FinetuneConfig):
     """One training step (forward, loss, backward, update) returning the loss."""
     if cfg.float:
         params = [p for p in net.parameters() if p.requires_grad]
@@ -97,7 +140,7 @@ def _make_step(net, cfg: FinetuneConfig):
                             rule=cfg.update_rule, seed=cfg.seed)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(model_fn(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -113,13 +156,9 @@ def _fit_task(qmodel: QModel, dataset: SplitDataset, cfg: FinetuneConfig) -> QMo
     return new_head(qmodel, dataset.classes)
 
 
-def _subset(data, n: int, seed: int):
+def _subset(data: ImageSet, n: int, seed: int) -> ImageSet:
     if not n or n >= len(data):
         return data
-    import numpy as np
-
-    from mcutrain.data import ImageSet
-
     idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
     return ImageSet(data.images[idx], data.labels[idx])
 

@@ -85,3 +85,19 @@ def test_cli_quantize_and_finetune_print_json(models, tmp_path):
                                            "--out", str(tmp_path / "f.safetensors"), "--json"])
     r = json.loads(out)
     assert code == 0 and {"accuracy", "train_loss", "images_per_s"} <= set(r)
+
+
+def test_prefix_cache_is_bit_identical_to_the_full_forward(models, tmp_path, monkeypatch):
+    import mcutrain.train.finetune as ft
+
+    cached = finetune(_cfg(models, tmp_path, out=str(tmp_path / "c.safetensors"), scheme="last-k:4"),
+                      progress=False)
+    assert cached["prefix_cached_blocks"] > 0
+    monkeypatch.setattr(ft, "first_trained_block", lambda net, plan: None)
+    full = finetune(_cfg(models, tmp_path, out=str(tmp_path / "f.safetensors"), scheme="last-k:4"),
+                    progress=False)
+    assert full["prefix_cached_blocks"] == 0
+    tc = read_container(cached["out"], "int8-model", (1,))[1]
+    tf = read_container(full["out"], "int8-model", (1,))[1]
+    assert all(np.array_equal(tc[k], tf[k]) for k in tc)
+    assert cached["accuracy"] == full["accuracy"] and cached["train_loss"] == full["train_loss"]

@@ -1,0 +1,67 @@
+"""Frozen-prefix cache: compute the frozen front of the int8 network once per image, not per epoch.
+
+Layers below the lowest trained conv neither change nor need gradients, and without augmentation their
+int8 outputs depend only on the image, so fine-tuning may start every step at the first block that
+holds a trained conv. The cached path is bit-identical to the uncached one: the same batches in the
+same order (the loader's (seed, epoch) shuffle stream) reach exactly the same integers. This is what
+makes the paper-scale sweeps (ImageNet models at 128x128, many schemes) affordable on two cores.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mcutrain.data import BatchLoader, ImageSet, Preprocessing
+from mcutrain.data.loader import epoch_generator
+from mcutrain.quant.sim_model import Int8Net
+from mcutrain.sparse import UpdatePlan
+
+CACHE_LIMIT_BYTES = 1 << 30
+
+
+def first_trained_block(net: Int8Net, plan: UpdatePlan) -> int | None:
+    """Index of the first block with a trained conv (len(blocks) for classifier-only); None: no split."""
+    low = plan.lowest_trained_conv
+    if low is None:
+        return len(net.blocks)
+    if low == 0:
+        return None
+    convs = net.convs()
+    for b, block in enumerate(net.blocks):
+        if any(c is convs[low] for c in (block.pointwise1, block.depthwise, block.pointwise2)):
+            return b
+    return None
+
+
+@torch.no_grad()
+def cache_prefix(net: Int8Net, data: ImageSet, resolution: int, prep: Preprocessing, stop_block: int,
+                 batch_size: int = 128) -> torch.Tensor:
+    """int8 inputs of block ``stop_block`` for every image of ``data``, in order."""
+    loader = BatchLoader(data, batch_size, resolution, shuffle=False, preprocessing=prep)
+    return torch.cat([net.prefix(x, stop_block).to(torch.int8) for x, _ in loader])
+
+
+def cached_bytes(net: Int8Net, n: int, resolution: int, stop_block: int) -> int:
+    with torch.no_grad():
+        probe = net.prefix(torch.zeros(1, 3, resolution, resolution), stop_block)
+    return probe.numel() * n
+
+
+class CachedBatches:
+    """Batches of cached prefix outputs in the order a shuffled BatchLoader would give the images."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int):
+        self.features, self.labels, self.batch_size, self.seed = features, labels, batch_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.features[idx].to(torch.float32), self.labels[idx]
