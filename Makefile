@@ -32,9 +32,9 @@ $(STAMP): requirements.lock pyproject.toml
 system:
 	bash scripts/setup_system.sh
 
-# Re-creates the bundled default backbone (about 25 minutes on 2 cores); see mcutrain/assets/README.md.
+# Re-creates the bundled default backbone (about 30 minutes on one core); see mcutrain/assets/README.md.
 backbone: setup
-	$(VENV)/bin/mcutrain pretrain --model mbv2-w0.35 --data fashion-mnist --resolution 64 \
+	OMP_NUM_THREADS=1 $(VENV)/bin/mcutrain pretrain --model mbv2-w0.35 --data fashion-mnist --resolution 64 \
 	    --epochs 12 --batch-size 128 --lr 0.1 --seed 0 --out runs/backbone/mbv2-w0.35-fmnist64.safetensors --force
 	cp runs/backbone/mbv2-w0.35-fmnist64.safetensors $(BACKBONE)
 

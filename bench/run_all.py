@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["bench.float_throughput"]
+BENCHMARKS = ["bench.float_throughput", "bench.sim_throughput"]
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))

@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-subset", type=int, default=0, help="use N random training samples (0: all)")
+    p.add_argument("--eval-subset", type=int, default=0, help="evaluate on N random val/test samples (0: all)")
     p.add_argument("--augment", action="store_true", help="random flip and translation")
     p.add_argument("--float", action="store_true", help="fp32 baseline: train the dequantized twin")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -44,7 +45,8 @@ def run(args) -> int:
                          optimizer=args.optimizer, momentum=args.momentum, qas=args.qas,
                          update_rule=args.update_rule, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, resolution=args.resolution, seed=args.seed, augment=args.augment,
-                         float=args.float, train_subset=args.train_subset)
+                         float=args.float, train_subset=args.train_subset,
+                         eval_subset=args.eval_subset)
     result = finetune(cfg, progress=not args.quiet)
     emit(args, result, lambda r: f"accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
                                  f"(n={r['n']}), final train loss {r['train_loss']:.4f}, "

@@ -82,7 +82,8 @@ class BatchLoader:
         if drop_last and len(data) < batch_size:  # would silently yield no batch at all
             raise DataError(f"the split has {len(data)} samples, fewer than the batch size {batch_size} "
                             f"(with drop_last no batch is left); use a smaller batch size")
-        self.images = torch.from_numpy(np.ascontiguousarray(data.images.transpose(0, 3, 1, 2)))
+        # np.require copies only when needed: cached dataset arrays are read-only, torch wants writable
+        self.images = torch.from_numpy(np.require(data.images.transpose(0, 3, 1, 2), requirements=["C", "W"]))
         self.labels = torch.from_numpy(np.ascontiguousarray(data.labels))
         self.batch_size, self.resolution = int(batch_size), int(resolution)
         self.shuffle, self.seed, self.augment, self.drop_last = shuffle, int(seed), augment, drop_last

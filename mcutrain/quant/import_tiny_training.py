@@ -34,8 +34,9 @@ and ``custom_quantized_format.py`` of tiny-training, and against the three files
   zero-initialised int8 head for a new task (:func:`mcutrain.quant.head.new_head`).
 - Input: their images are ``round(p - 127.5)`` (ToTensor, Normalize(mean 0.5, std 1/255)) with
   ``x_scale = 1/127.5``, ``x_zero = 0``. mcutrain feeds every model the int8 input ``p - 128``
-  (preprocessing offset 128, scale = their first conv's ``x_scale``): a documented half-LSB shift
-  (``p - 128`` vs ``round(p - 127.5)``, which rounds half to even: they differ by one step for odd ``p``).
+  (preprocessing offset 128, scale = their first conv's ``x_scale``): a documented half-LSB shift.
+  (Recomputing their transform in float32, ``(p/255 - 0.5) / (1/255)`` is never exactly ``x.5``, so
+  their rounded input is ``p - 127`` for 184 of the 256 pixel values and ``p - 128`` for the other 72.)
 - Degenerate channels (``w_scale < 1e-8``, bias saturated at the int32 limits; mcunet-5fps has 57,
   proxyless-w0.3 30) are listed in each conv's ``frozen_channels`` (Quantization-Aware Scaling divides
   by ``w_scale**2``) and counted in ``provenance``.

@@ -103,6 +103,8 @@ class Int8Block(nn.Module):
 class Int8Net(nn.Module):
     """The whole int8 network; takes the float input of the loader, returns fp32 logits."""
 
+    cache_dtype = torch.int8  # what a frozen-prefix cache stores: the int8 activations themselves
+
     def __init__(self, q: QModel):
         super().__init__()
         self.q = q

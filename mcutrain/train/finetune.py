@@ -1,13 +1,15 @@
 """Fine-tuning an int8 model with a sparse-update scheme: the simulation of on-device training.
 
 Top to bottom: load the int8 model and the data (a new task gets a new zero-initialised int8 head),
-resolve the scheme to an UpdatePlan, build the int8 simulation (or its fp32 twin with ``float=True``),
+resolve the scheme to an UpdatePlan, permute channels so the ones worth updating are the first k
+(a bit-identical model), build the int8 simulation (or its fp32 twin with ``float=True``),
 train with the int8 optimizer (QAS, update rule) or plain fp32 SGD/Adam for the twin, evaluate the
 test split before and after, write the trained int8 model atomically.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -23,6 +25,7 @@ from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.quant.sim_model import Int8Net
 from mcutrain.sparse import UpdatePlan, load_scheme, resolve
+from mcutrain.sparse.permute import permute_for_plan
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
@@ -53,26 +56,36 @@ class FinetuneConfig:
     seed: int = 0
     augment: bool = False
     float: bool = False
-    train_subset: int = 0  # 0: all training samples; else a class-balanced-by-chance random subset
+    train_subset: int = 0  # 0: all training samples; else a seeded random subset of that size
+    eval_subset: int = 0  # 0: all val/test samples; else a seeded random subset of each
 
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None = None,
-             dataset: SplitDataset | None = None) -> dict:
+             dataset: SplitDataset | None = None, prefix_memo: dict | None = None) -> dict:
+    """Fine-tune and evaluate. ``prefix_memo`` (a dict the caller keeps) lets sweeps over optimizers
+    and learning rates reuse cached frozen-prefix activations of the same model, data and split."""
     _check(cfg)
     qmodel = model if model is not None else load_qmodel(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     qmodel = _fit_task(qmodel, dataset, cfg)
     plan = resolve(load_scheme(cfg.scheme, qmodel.spec.name), qmodel.spec)
+    # The channels worth updating become the first k, which every executor then updates. The
+    # permutation is a function of (model, plan): the pair identifies the cached prefix too.
+    identity = (qmodel.first_conv, plan.scheme)
+    qmodel, permutation = permute_for_plan(qmodel, plan)
+    if permutation["groups"]:
+        qmodel = replace(qmodel, provenance={**qmodel.provenance, "permutation": permutation})
     resolution = cfg.resolution or qmodel.resolution
 
     torch.manual_seed(cfg.seed)
     net = FloatTwin(qmodel) if cfg.float else Int8Net(qmodel)
     net.set_trainable(plan)
-    task = _Task(net, plan, dataset, _subset(dataset.train, cfg.train_subset, cfg.seed), resolution,
-                 Preprocessing.from_dict(qmodel.preprocessing), cfg)
+    dataset = _subsampled(dataset, cfg)
+    task = _Task(net, plan, dataset, dataset.train, resolution, Preprocessing.from_dict(qmodel.preprocessing), cfg,
+                 {} if prefix_memo is None else prefix_memo, identity)
     before = task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
-    history, seen, t0 = [], 0, time.perf_counter()
+    history, seen, t0, diverged = [], 0, time.perf_counter(), False
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
         losses = []
@@ -82,14 +95,20 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             seen += len(y)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
         history.append(sum(losses) / max(len(losses), 1))
+        if not math.isfinite(history[-1]):
+            diverged = True  # no point in more epochs; the caller learns why from "diverged"
+            break
     seconds = time.perf_counter() - t0
-    trained = net.to_qmodel()
+    if diverged and cfg.out:
+        raise McutrainError(f"training diverged (the loss became {history[-1]} in epoch {len(history)}); "
+                            f"nothing was written to {cfg.out}: lower --lr")
+    trained = None if diverged else net.to_qmodel()
     if cfg.out:
         save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": asdict(cfg)}))
     return {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": task.accuracy("val"),
             "n": len(dataset.test), "train_loss": history[-1] if history else None,
             "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
-            "seconds": round(seconds, 2), "prefix_cached_blocks": task.split or 0,
+            "seconds": round(seconds, 2), "diverged": diverged, "prefix_cached_blocks": task.split or 0,
             "trainable": trainable_summary(plan), "config": asdict(cfg), "out": cfg.out or None}
 
 
@@ -97,10 +116,10 @@ class _Task:
     """Training batches and evaluation, through the frozen-prefix cache when that is exact and fits."""
 
     def __init__(self, net, plan: UpdatePlan, dataset: SplitDataset, train: ImageSet, resolution: int,
-                 prep: Preprocessing, cfg: FinetuneConfig):
+                 prep: Preprocessing, cfg: FinetuneConfig, memo: dict, identity: tuple):
         self.net, self.resolution, self.prep = net, resolution, prep
         self.splits = {"train": train, "val": dataset.val, "test": dataset.test}
-        self.split = None if cfg.float or cfg.augment else first_trained_block(net, plan)
+        self.split = None if cfg.augment else first_trained_block(net, plan)
         total = sum(len(d) for d in self.splits.values())
         if self.split is not None and cached_bytes(net, total, resolution, self.split) > CACHE_LIMIT_BYTES:
             self.split = None
@@ -111,7 +130,12 @@ class _Task:
                                        hflip=cfg.data not in MIRROR_UNSAFE)
             return
         split = self.split
-        self.features = {k: cache_prefix(net, d, resolution, prep, split) for k, d in self.splits.items()}
+        key = (id(identity[0]), identity[1], type(net).__name__, split, resolution, dataset.name, cfg.seed,
+               cfg.train_subset, cfg.eval_subset)
+        if key not in memo:  # the entry keeps the model's first conv alive, so its id stays unique
+            memo[key] = (identity[0],
+                         {k: cache_prefix(net, d, resolution, prep, split) for k, d in self.splits.items()})
+        self.features = memo[key][1]
         self.model_fn = lambda t: net.suffix(t, split)
         self.batches = CachedBatches(self.features["train"], torch.from_numpy(train.labels), cfg.batch_size, cfg.seed)
 
@@ -154,6 +178,13 @@ def _fit_task(qmodel: QModel, dataset: SplitDataset, cfg: FinetuneConfig) -> QMo
     if tuple(dataset.classes) == tuple(qmodel.classes):
         return qmodel
     return new_head(qmodel, dataset.classes)
+
+
+def _subsampled(dataset: SplitDataset, cfg: FinetuneConfig) -> SplitDataset:
+    """Seeded random subsets, when asked, so sweeps fit the machine (results say so)."""
+    return replace(dataset, train=_subset(dataset.train, cfg.train_subset, cfg.seed),
+                   val=_subset(dataset.val, cfg.eval_subset, cfg.seed + 1),
+                   test=_subset(dataset.test, cfg.eval_subset, cfg.seed + 2))
 
 
 def _subset(data: ImageSet, n: int, seed: int) -> ImageSet:

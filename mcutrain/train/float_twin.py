@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcutrain.quant.qmodel import QConv, QModel
+from mcutrain.quant.qmodel import QBlock, QConv, QModel
 from mcutrain.quant.quantize import quantize_bias, quantize_weights
 from mcutrain.sparse import UpdatePlan
 
@@ -48,28 +48,55 @@ class FloatConv(nn.Module):
                        bias=quantize_bias(self.bias.detach().numpy().astype(np.float64), self.q.x.scale, w_scale))
 
 
+class FloatBlock(nn.Module):
+    def __init__(self, qb: QBlock):
+        super().__init__()
+        self.pointwise1 = FloatConv(qb.pointwise1) if qb.pointwise1 is not None else None
+        self.depthwise = FloatConv(qb.depthwise)
+        self.pointwise2 = FloatConv(qb.pointwise2)
+        self.residual = qb.add is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pointwise1(x) if self.pointwise1 is not None else x
+        y = self.pointwise2(self.depthwise(y))
+        return x + y if self.residual else y
+
+
 class FloatTwin(nn.Module):
+    """Same interface as Int8Net (convs, blocks, prefix/suffix, set_trainable, to_qmodel)."""
+
+    cache_dtype = torch.float32
+
     def __init__(self, q: QModel):
         super().__init__()
         self.q = q
-        self.conv_list = nn.ModuleList(FloatConv(c) for c in q.convs())
+        self.first_conv = FloatConv(q.first_conv)
+        self.blocks = nn.ModuleList(FloatBlock(qb) for qb in q.blocks)
         head = q.classifier
         self.head_w = nn.Parameter(torch.from_numpy(head.weight.astype(np.float32) * head.w_scale[:, None]))
         self.head_b = nn.Parameter(torch.from_numpy(
             (head.bias.astype(np.float64) * head.x.scale * head.w_scale).astype(np.float32)))
 
+    def convs(self) -> list[FloatConv]:
+        return [self.first_conv] + [c for b in self.blocks
+                                    for c in (b.pointwise1, b.depthwise, b.pointwise2) if c is not None]
+
+    def run_blocks(self, t: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
+            t = block(t)
+        return t
+
+    def prefix(self, x: torch.Tensor, stop_block: int) -> torch.Tensor:
+        return self.run_blocks(self.first_conv(x), 0, stop_block)
+
+    def suffix(self, t: torch.Tensor, start_block: int) -> torch.Tensor:
+        return F.linear(self.run_blocks(t, start_block).mean(dim=(2, 3)), self.head_w, self.head_b)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = iter(self.conv_list)
-        t = next(convs)(x)
-        for qb in self.q.blocks:
-            y = next(convs)(t) if qb.pointwise1 is not None else t
-            depthwise, pointwise2 = next(convs), next(convs)
-            y = pointwise2(depthwise(y))
-            t = t + y if qb.add is not None else y
-        return F.linear(t.mean(dim=(2, 3)), self.head_w, self.head_b)
+        return self.suffix(self.prefix(x, 0), 0)
 
     def set_trainable(self, plan: UpdatePlan) -> None:
-        for conv, update in zip(self.conv_list, plan.convs, strict=True):
+        for conv, update in zip(self.convs(), plan.convs, strict=True):
             conv.bias.requires_grad_(update.bias)
             conv.kept = update.kept_channels
             conv.weight.requires_grad_(conv.kept > 0)
@@ -79,7 +106,7 @@ class FloatTwin(nn.Module):
                 conv.bias.register_hook(_zero_channels(conv.q.frozen_channels))
 
     def to_qmodel(self) -> QModel:
-        convs = iter(c.to_qconv() for c in self.conv_list)
+        convs = iter(c.to_qconv() for c in self.convs())
         first = next(convs)
         blocks = []
         for qb in self.q.blocks:

@@ -1,6 +1,6 @@
 """Frozen-prefix cache: compute the frozen front of the int8 network once per image, not per epoch.
 
-Layers below the lowest trained conv neither change nor need gradients, and without augmentation their
+Works for the int8 simulation and its fp32 twin alike. Layers below the lowest trained conv neither change nor need gradients, and without augmentation their
 int8 outputs depend only on the image, so fine-tuning may start every step at the first block that
 holds a trained conv. The cached path is bit-identical to the uncached one: the same batches in the
 same order (the loader's (seed, epoch) shuffle stream) reach exactly the same integers. This is what
@@ -15,11 +15,12 @@ from mcutrain.data import BatchLoader, ImageSet, Preprocessing
 from mcutrain.data.loader import epoch_generator
 from mcutrain.quant.sim_model import Int8Net
 from mcutrain.sparse import UpdatePlan
+from mcutrain.train.float_twin import FloatTwin
 
 CACHE_LIMIT_BYTES = 1 << 30
 
 
-def first_trained_block(net: Int8Net, plan: UpdatePlan) -> int | None:
+def first_trained_block(net: Int8Net | FloatTwin, plan: UpdatePlan) -> int | None:
     """Index of the first block with a trained conv (len(blocks) for classifier-only); None: no split."""
     low = plan.lowest_trained_conv
     if low is None:
@@ -38,13 +39,13 @@ def cache_prefix(net: Int8Net, data: ImageSet, resolution: int, prep: Preprocess
                  batch_size: int = 128) -> torch.Tensor:
     """int8 inputs of block ``stop_block`` for every image of ``data``, in order."""
     loader = BatchLoader(data, batch_size, resolution, shuffle=False, preprocessing=prep)
-    return torch.cat([net.prefix(x, stop_block).to(torch.int8) for x, _ in loader])
+    return torch.cat([net.prefix(x, stop_block).to(net.cache_dtype) for x, _ in loader])
 
 
 def cached_bytes(net: Int8Net, n: int, resolution: int, stop_block: int) -> int:
     with torch.no_grad():
         probe = net.prefix(torch.zeros(1, 3, resolution, resolution), stop_block)
-    return probe.numel() * n
+    return probe.numel() * n * probe.new_empty((), dtype=net.cache_dtype).element_size()
 
 
 class CachedBatches:

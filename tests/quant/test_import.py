@@ -167,7 +167,7 @@ def compare_layers(raw: dict, rec: dict) -> list[tuple[str, float, float, int]]:
 
 
 @functools.lru_cache(maxsize=None)
-def run_both(name: str, n: int = 2):
+def run_both(name: str, n: int = 4):
     raw, q = load_real(name)
     x = images(n, q.resolution)
     rec, logits = project_layers(q, x)
@@ -180,12 +180,15 @@ def test_every_layer_within_one_lsb_of_their_arithmetic(name):
     rows = compare_layers(raw, rec)
     assert len(rows) == len(q.convs()) + sum(b.add is not None for b in q.blocks) + 1  # convs, adds, pool
     worst_within = min(rows, key=lambda r: r[2])
-    worst_exact = min(rows, key=lambda r: r[1])
-    print(f"\n{name}: worst layer within 1 LSB {worst_within[0]} {worst_within[2]:.6f} "
-          f"(equal {worst_within[1]:.6f}); worst layer equal {worst_exact[0]} {worst_exact[1]:.6f}; "
-          f"worst conv equal {min((r for r in rows if r[0] != 'pool' and not r[0].endswith('.add')), key=lambda r: r[1])}")
+    worst_equal = min(rows, key=lambda r: r[1])
+    worst_conv = min((r for r in rows if r[0] != "pool" and not r[0].endswith(".add")), key=lambda r: r[1])
+    print(f"\n{name}: {len(rows)} layers, {x.shape[0]} images; worst within 1 LSB: {worst_within[0]} "
+          f"{worst_within[2]:.6f}; worst exactly equal: {worst_equal[0]} {worst_equal[1]:.6f}; worst conv "
+          f"exactly equal: {worst_conv[0]} {worst_conv[1]:.6f}; max |diff| {max(r[3] for r in rows)}")
     failing = [r for r in rows if r[2] < LSB_CRITERION]
     assert not failing, f"layers with fewer than {LSB_CRITERION:.1%} of outputs within 1 LSB: {failing}"
+    # Stronger, and what the arithmetic guarantees: fixed point vs float rounding differ only on near-ties.
+    assert max(r[3] for r in rows) <= 1, [r for r in rows if r[3] > 1]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -265,7 +268,8 @@ def edit(raw: dict, fn) -> dict:
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["blocks"][1]["depthwise"].__setitem__("kernel_size", (5, 5)),
      r"conv 4 \(blocks\.1\.depthwise: 16->16 k5 s2 .*closest known architecture tiny .*k3 s2"),
-    (lambda r: r["blocks"].pop(), r"12 convs, the closest known architecture tiny has 15: blocks\.4\.pointwise1 is missing"),
+    (lambda r: r["blocks"].pop(),
+     r"12 convs, the closest known architecture tiny has 15: blocks\.4\.pointwise1 is missing"),
     (lambda r: r["blocks"][2].__setitem__("residual", None), r"blocks\.2: residual add missing"),
     (lambda r: r["blocks"][0]["pointwise2"]["params"]["weight"].__setitem__((0, 0, 0, 0), -128),
      r"blocks\.0\.pointwise2\.weight holds -128"),

@@ -101,3 +101,12 @@ def test_prefix_cache_is_bit_identical_to_the_full_forward(models, tmp_path, mon
     tf = read_container(full["out"], "int8-model", (1,))[1]
     assert all(np.array_equal(tc[k], tf[k]) for k in tc)
     assert cached["accuracy"] == full["accuracy"] and cached["train_loss"] == full["train_loss"]
+
+
+def test_divergence_is_reported_and_writes_nothing(models, tmp_path):
+    out = tmp_path / "never.safetensors"
+    r = finetune(_cfg(models, tmp_path, float=True, lr=1e6, out=""), progress=False)
+    assert r["diverged"] and len(r["train_loss_per_epoch"]) == 1
+    with pytest.raises(McutrainError, match="training diverged"):
+        finetune(_cfg(models, tmp_path, float=True, lr=1e6, out=str(out)), progress=False)
+    assert not out.exists()

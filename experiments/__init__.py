@@ -1,0 +1,1 @@
+"""Experiments that produce the published tables and plots in docs/results (run by `make bench`)."""

@@ -1,0 +1,172 @@
+"""Int8 training experiments of the paper, on the imported ImageNet-pretrained mcunet-5fps.
+
+  qas      the QAS ablation: fp32 SGD-M, int8 SGD-M, int8 Adam, int8 SGD-M + QAS, updating the last
+           two blocks (last-k:6: biases and weights of their 6 convs) and the classifier
+  rules    the weight update rule under QAS: stochastic rounding of int8 weights (sr, the device's)
+           vs fp32 latent weights (the reference simulation's)
+  schemes  what to update: last-layer, bias-only, paper-99kb sparse, full
+
+Protocol (the same for every cell): a new zero int8 head for the task; batch 32; the learning rate of
+each (method, dataset) is chosen on the validation split from a small grid, and the test accuracy at
+that learning rate is reported. To fit 2 CPU cores, training sets are subsampled to TRAIN_N images
+(seeded) and val/test to EVAL_N; images are upscaled to the model's 128x128. Everything is seeded.
+
+  python -m experiments.int8_training qas|rules|schemes|all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import DOCS, stamp, write_results
+from mcutrain.data import load_dataset
+from mcutrain.quant.import_tiny_training import import_tiny_training
+from mcutrain.train.finetune import FinetuneConfig, finetune
+
+UPSTREAM = Path(os.environ.get("MCUTRAIN_UPSTREAM_MODELS",
+                               Path(__file__).resolve().parents[2] / "shared" / "upstream" / "mcu_models"))
+DATASETS = ("fashion-mnist", "mnist-5k", "digits")
+TRAIN_N, EVAL_N = 1000, 1000
+SGD_LRS = (0.03, 0.01, 0.003, 0.001)
+
+METHODS = {  # name -> (finetune settings, lr grid)
+    "fp32 SGD-M": (dict(float=True, optimizer="sgd", momentum=0.9), SGD_LRS),
+    "int8 SGD-M": (dict(optimizer="sgd", momentum=0.9, qas=False), SGD_LRS),
+    "int8 Adam": (dict(optimizer="adam", momentum=0.0, qas=False), (1.0, 0.1, 0.01, 0.001)),
+    "int8 SGD-M + QAS": (dict(optimizer="sgd", momentum=0.9, qas=True), SGD_LRS),
+    "int8 SGD-M + QAS, latent fp32 weights": (dict(optimizer="sgd", momentum=0.9, qas=True,
+                                                   update_rule="latent"), SGD_LRS),
+}
+PAPER_QAS = {"fp32 SGD-M": 73.3, "int8 SGD-M": 64.9, "int8 Adam": 71.8, "int8 SGD-M + QAS": 73.5}
+
+
+def best_over_lrs(qmodel, dataset, scheme: str, settings: dict, lrs, epochs: int, memo: dict, train_n: int) -> dict:
+    """Train at each learning rate; keep the one with the best validation accuracy."""
+    runs = []
+    for lr in lrs:
+        cfg = FinetuneConfig(model="", data=dataset.name, scheme=scheme, epochs=epochs, batch_size=32, lr=lr,
+                             train_subset=train_n, eval_subset=EVAL_N, seed=0, **settings)
+        r = finetune(cfg, progress=False, model=qmodel, dataset=dataset, prefix_memo=memo)
+        runs.append({"lr": lr, "val": r["val_accuracy"], "test": r["accuracy"], "loss": r["train_loss"],
+                     "images_per_s": r["images_per_s"]})
+        print(f"    {scheme:12s} lr={lr:<6g} val {r['val_accuracy']:.3f} test {r['accuracy']:.3f}", flush=True)
+    best = max(runs, key=lambda r: r["val"])
+    return {"test": best["test"], "val": best["val"], "lr": best["lr"], "runs": runs}
+
+
+def run_grid(methods: dict, scheme_of, epochs_of, train_n_of) -> dict:
+    model_path = UPSTREAM / "mcunet-5fps.pkl"
+    if not model_path.exists():
+        sys.exit(f"the paper's models are needed: {model_path} is missing (set MCUTRAIN_UPSTREAM_MODELS)")
+    base = import_tiny_training(model_path)
+    results: dict = {}
+    for data in DATASETS:
+        dataset = load_dataset(data, seed=0)
+        memo: dict = {}
+        print(f"== {data}", flush=True)
+        for name, (settings, lrs) in methods.items():
+            t0 = time.perf_counter()
+            cell = best_over_lrs(base, dataset, scheme_of(name), settings, lrs, epochs_of(name), memo,
+                                 train_n_of(name))
+            cell["seconds"] = round(time.perf_counter() - t0, 1)
+            results.setdefault(name, {})[data] = cell
+            print(f"  {name}: test {cell['test']:.3f} (lr {cell['lr']})", flush=True)
+    return results
+
+
+def table(results: dict, paper: dict | None = None) -> list[str]:
+    head = "| method | " + " | ".join(DATASETS) + " | average |" + (" paper (avg of 8) |" if paper else "")
+    lines = [head, "|---" * (len(DATASETS) + 2 + bool(paper)) + "|"]
+    for name, cells in results.items():
+        accs = [cells[d]["test"] * 100 for d in DATASETS]
+        row = f"| {name} | " + " | ".join(f"{a:.1f} (lr {cells[d]['lr']:g})" for a, d in zip(accs, DATASETS))
+        row += f" | **{sum(accs) / len(accs):.1f}** |"
+        if paper:
+            row += f" {paper.get(name, float('nan')):.1f} |"
+        lines.append(row)
+    return lines
+
+
+def plot(results: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.6))
+    width = 0.8 / len(DATASETS)
+    for i, data in enumerate(DATASETS):
+        xs = [j + (i - (len(DATASETS) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [results[n][data]["test"] * 100 for n in names], width, label=data)
+    ax.set_xticks(range(len(names)), [n.replace(", ", ",\n").replace(" + ", "\n+ ") for n in names], fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def publish(name: str, title: str, results: dict, notes: list[str], command: str, paper=None) -> None:
+    meta = stamp(command)
+    plot(results, DOCS / f"{name}.png", title)
+    md = [f"# {title}", "", f"Measured {meta['date']} on {meta['machine']}. Command: `{command}`.", "", *notes, "",
+          *table(results, paper), "", f"![{title}]({name}.png)"]
+    write_results(name, {"experiment": name, "results": results, **meta}, "\n".join(md))
+
+
+PROTOCOL = [f"Model: the paper's ImageNet-pretrained int8 mcunet-5fps (imported), new zero int8 head, 128x128.",
+            f"Training set subsampled to {TRAIN_N} images, val/test to {EVAL_N} (seeded); batch 32; the learning "
+            f"rate of each cell is the best on the validation split (grid in the JSON); test accuracy in %."]
+
+
+def qas(epochs: int = 10) -> None:
+    methods = {k: METHODS[k] for k in PAPER_QAS}
+    res = run_grid(methods, lambda _n: "last-k:6", lambda _n: epochs, lambda _n: TRAIN_N)
+    publish("qas_ablation", "QAS ablation (last two blocks + classifier updated)", res,
+            PROTOCOL + [f"{epochs} epochs. The paper's column averages 8 other datasets (not available offline)."],
+            "python -m experiments.int8_training qas", PAPER_QAS)
+
+
+def rules(epochs: int = 10) -> None:
+    methods = {k: METHODS[k] for k in ("int8 SGD-M + QAS", "int8 SGD-M + QAS, latent fp32 weights")}
+    res = run_grid(methods, lambda _n: "last-k:6", lambda _n: epochs, lambda _n: TRAIN_N)
+    publish("update_rules", "Update rule under QAS: int8 + stochastic rounding vs fp32 latent", res,
+            PROTOCOL + [f"{epochs} epochs, last two blocks + classifier."], "python -m experiments.int8_training rules")
+
+
+SCHEMES = ("last-layer", "bias-only", "paper-99kb", "full")
+
+
+def schemes(epochs: int = 6, train_n: int = 500) -> None:
+    settings, lrs = METHODS["int8 SGD-M + QAS"]
+    methods = {s: (settings, lrs if s in ("last-layer", "paper-99kb") else (0.01, 0.003)) for s in SCHEMES}
+    res = run_grid(methods, lambda n: n, lambda _n: epochs, lambda _n: train_n)
+    publish("sparse_schemes", "What to update: classifier, biases, paper's sparse 99 KB scheme, everything", res,
+            [PROTOCOL[0], f"int8 SGD-M + QAS, {epochs} epochs on {train_n} training images (bias-only and full "
+             f"run the whole network every step, hence the smaller budget for all), lr grid of 4 (2 for "
+             f"bias-only and full), chosen on validation; test accuracy in %."],
+            "python -m experiments.int8_training schemes")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiment", choices=["qas", "rules", "schemes", "all"])
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for name in (["qas", "rules", "schemes"] if args.experiment == "all" else [args.experiment]):
+        globals()[name]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Tiny Training Engine: ir, autodiff, passes, memory, executor, codegen."""

@@ -1,0 +1,153 @@
+"""Frontend: trace the int8 simulation (``Int8Net``) with torch.fx into the engine's IR.
+
+The int8 layer modules are fx leaves; tracing records which layer feeds which (including the
+residual fan-out), and each leaf becomes one IR op whose integers and scales come from the layer's
+QConv/QAdd/QPool/QLinear. Anything else in the traced graph (a function, a method, another module) is
+an error that names the node and its op: the engine supports exactly what it can compile to C.
+The engine trains at batch 1, as the device does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.fx
+
+from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.verify import verify
+from mcutrain.errors import McutrainError
+from mcutrain.quant.qmodel import QModel
+from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, Int8Net, Int8Pool
+from mcutrain.sparse import UpdatePlan
+
+LEAVES = (Int8Conv, Int8Add, Int8Pool, Int8Linear)
+
+
+class UnsupportedError(McutrainError):
+    """The model contains a layer or operation the engine cannot compile."""
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
+
+
+class _IntegerForward(torch.nn.Module):
+    """The traced function: int8 image -> logits (input quantization happens before the engine)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_q: torch.Tensor) -> torch.Tensor:
+        return self.net.classifier(self.net.features(x_q))
+
+
+def trace(net: torch.nn.Module) -> torch.fx.Graph:
+    return _Tracer().trace(_IntegerForward(net))
+
+
+def graph_from_qmodel(qmodel: QModel, plan: UpdatePlan | None = None) -> Graph:
+    """Trace ``Int8Net(qmodel)`` into a verified forward graph (batch 1); ``plan`` marks trainables."""
+    net = Int8Net(qmodel)
+    builder = _Builder(qmodel, plan)
+    modules = dict(net.named_modules())
+    env: dict[str, str] = {}
+    for node in trace(net).nodes:
+        if node.op == "placeholder":
+            env[node.name] = builder.input_image()
+        elif node.op == "call_module" and isinstance(modules.get(node.target[len("net."):]), LEAVES):
+            module = modules[node.target[len("net."):]]
+            env[node.name] = builder.add_layer(node.target[len("net."):], module, [env[a.name] for a in node.args])
+        elif node.op == "output":
+            builder.outputs = (env[node.args[0].name],)
+        else:
+            raise UnsupportedError(f"node {node.name!r}: op {node.op} {node.target!r} is not supported by the "
+                                   f"engine (supported layers: int8 conv, residual add, average pool, classifier)")
+    return verify(builder.graph())
+
+
+class _Builder:
+    """Accumulates tensors, constants and ops while walking the traced graph."""
+
+    def __init__(self, qmodel: QModel, plan: UpdatePlan | None):
+        self.q, self.plan = qmodel, plan
+        self.tensors: dict[str, TensorInfo] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.params: list[str] = []
+        self.ops: list[Op] = []
+        self.outputs: tuple[str, ...] = ()
+
+    def graph(self) -> Graph:
+        return Graph(self.tensors, tuple(self.ops), ("image",), self.outputs, self.constants, tuple(self.params))
+
+    def input_image(self) -> str:
+        r = self.q.resolution
+        self.tensors["image"] = TensorInfo("image", (1, 3, r, r), "int8", "input", self.q.input.scale, self.q.input.zero)
+        return "image"
+
+    def const(self, name: str, array: np.ndarray, role: str = "const", trainable: bool = False) -> str:
+        self.constants[name] = np.ascontiguousarray(array)
+        self.tensors[name] = TensorInfo(name, tuple(array.shape), array.dtype.name, role, trainable=trainable)
+        if role in ("weight", "bias"):
+            self.params.append(name)
+        return name
+
+    def activation(self, name: str, shape: tuple[int, ...], dtype: str, scale=None, zero=None) -> str:
+        self.tensors[name] = TensorInfo(name, tuple(shape), dtype, "activation", scale, zero)
+        return name
+
+    def add_layer(self, path: str, module: torch.nn.Module, args: list[str]) -> str:
+        if isinstance(module, Int8Conv):
+            return self._conv(path, module, args[0])
+        if isinstance(module, Int8Add):
+            return self._add(path, module, args)
+        if isinstance(module, Int8Pool):
+            return self._pool(path, module, args[0])
+        return self._linear(path, module, args[0])
+
+    def _trainable(self, index: int) -> tuple[bool, int]:
+        if self.plan is None:
+            return False, 0
+        u = self.plan.convs[index]
+        return u.bias, u.kept_channels
+
+    def _conv(self, path: str, m: Int8Conv, x: str) -> str:
+        q = m.q
+        bias_trains, kept = self._trainable(m.index)
+        mult, shift = q.requant
+        w = self.const(f"{q.name}.weight", q.weight, "weight", trainable=kept > 0)
+        b = self.const(f"{q.name}.bias", q.bias, "bias", trainable=bias_trains)
+        ins = (x, w, b, self.const(f"{q.name}.multiplier", mult), self.const(f"{q.name}.shift", shift))
+        n, _, h, _ = self.tensors[x].shape
+        side = -(-h // q.stride)
+        y = self.activation(q.name, (n, q.out_ch, side, side), "int8", q.y.scale, q.y.zero)
+        attrs = make_attrs(index=m.index, stride=q.stride, groups=q.groups, pad=q.kernel // 2, x_zero=q.x.zero,
+                           y_zero=q.y.zero, qmin=q.qmin, qmax=q.qmax, frozen=tuple(q.frozen_channels))
+        self.ops.append(Op(q.name, "conv2d", ins, (y,), attrs))
+        return y
+
+    def _add(self, path: str, m: Int8Add, args: list[str]) -> str:
+        name = path.replace(".add", ".add_out") if path.endswith(".add") else f"{path}_out"
+        shape = self.tensors[args[0]].shape
+        y = self.activation(name, shape, "int8", m.q.y.scale, m.q.y.zero)
+        p = m.params
+        attrs = make_attrs(params=tuple(p.__dict__.items()), a_ratio=m.a_ratio, b_ratio=m.b_ratio)
+        self.ops.append(Op(path, "add", tuple(args), (y,), attrs))
+        return y
+
+    def _pool(self, path: str, m: Int8Pool, x: str) -> str:
+        n, c = self.tensors[x].shape[:2]
+        y = self.activation("pool", (n, c), "int8", m.y.scale, m.y.zero)
+        attrs = make_attrs(x_zero=m.x.zero, x_scale=m.x.scale, y_scale=m.y.scale, y_zero=m.y.zero)
+        self.ops.append(Op("pool", "avgpool", (x,), (y,), attrs))
+        return y
+
+    def _linear(self, path: str, m: Int8Linear, x: str) -> str:
+        q = m.q
+        w = self.const("classifier.weight", q.weight, "weight", trainable=self.plan is not None)
+        b = self.const("classifier.bias", q.bias, "bias", trainable=self.plan is not None)
+        scale = self.const("classifier.logit_scale", (q.x.scale * q.w_scale.astype(np.float64)).astype(np.float32))
+        y = self.activation("logits", (self.tensors[x].shape[0], q.weight.shape[0]), "float32")
+        self.ops.append(Op("classifier", "linear", (x, w, b, scale), (y,), make_attrs(x_zero=q.x.zero)))
+        return y

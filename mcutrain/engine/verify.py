@@ -1,0 +1,70 @@
+"""The verifier, run after every pass: a broken graph fails next to the pass that broke it.
+
+Checks: every tensor an op reads is defined before it (a graph input, a constant/parameter, or an
+earlier op's output: topological order); every tensor is defined once; every op kind is in the
+catalogue and its outputs have the shapes and dtypes the catalogue's rule gives; roles and dtypes are
+known; constants match their declared shape and dtype; only update ops may have no outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcutrain.engine.ir import DTYPES, ROLES, Graph
+from mcutrain.engine.ops import OUTPUT_TYPES
+
+
+class VerifyError(ValueError):
+    """The graph breaks an invariant; the message names the op and the tensor."""
+
+
+def verify(graph: Graph) -> Graph:
+    """Return ``graph`` unchanged if it is well formed, else raise VerifyError."""
+    _check_tensors(graph)
+    defined = set(graph.inputs) | set(graph.constants) | set(graph.params)
+    for i, op in enumerate(graph.ops):
+        where = f"op {i} {op.name!r} ({op.kind})"
+        if op.kind not in OUTPUT_TYPES:
+            raise VerifyError(f"{where}: unknown op kind")
+        for name in op.inputs:
+            if name not in graph.tensors:
+                raise VerifyError(f"{where}: reads undeclared tensor {name!r}")
+            if name not in defined:
+                raise VerifyError(f"{where}: reads {name!r} before it is defined")
+        _check_outputs(graph, op, where, defined)
+        defined.update(op.outputs)
+    for name in graph.outputs:
+        if name not in defined:
+            raise VerifyError(f"graph output {name!r} is never defined")
+    return graph
+
+
+def _check_tensors(graph: Graph) -> None:
+    for name, t in graph.tensors.items():
+        if t.name != name:
+            raise VerifyError(f"tensor {name!r} is declared under the name {t.name!r}")
+        if t.role not in ROLES or t.dtype not in DTYPES:
+            raise VerifyError(f"tensor {name!r}: unknown role {t.role!r} or dtype {t.dtype!r}")
+    for name, array in graph.constants.items():
+        t = graph.tensors.get(name)
+        if t is None:
+            raise VerifyError(f"constant {name!r} has no tensor declaration")
+        if tuple(array.shape) != t.shape or np.dtype(array.dtype).name != t.dtype:
+            raise VerifyError(f"constant {name!r} is {array.dtype}{list(array.shape)}, declared {t.type_str()}")
+
+
+def _check_outputs(graph: Graph, op, where: str, defined: set) -> None:
+    if not op.outputs and op.phase != "update":
+        raise VerifyError(f"{where}: only update ops may have no outputs")
+    expected = OUTPUT_TYPES[op.kind](graph, op)
+    if len(expected) != len(op.outputs):
+        raise VerifyError(f"{where}: {len(op.outputs)} outputs, the catalogue gives {len(expected)}")
+    for name, (shape, dtype) in zip(op.outputs, expected):
+        if name in defined:
+            raise VerifyError(f"{where}: redefines {name!r} (single definition)")
+        t = graph.tensors.get(name)
+        if t is None:
+            raise VerifyError(f"{where}: writes undeclared tensor {name!r}")
+        if t.shape != tuple(shape) or t.dtype != dtype:
+            raise VerifyError(f"{where}: output {name!r} declared {t.type_str()}, "
+                              f"the op gives {dtype}[{','.join(map(str, shape))}]")

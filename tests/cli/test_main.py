@@ -1,0 +1,50 @@
+"""The `mcutrain` entry point: every command registers, JSON output parses, errors exit 2 with a message."""
+
+import json
+
+import pytest
+
+from mcutrain.cli.main import COMMANDS, build_parser, main
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([name, "--help"])
+        assert exc.value.code == 0
+        assert "usage: mcutrain " + name in capsys.readouterr().out
+
+
+def test_zoo_json_lists_the_paper_networks_exactly(capsys):
+    code, out, _ = _run(capsys, ["zoo", "--json"])
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    assert rows["mcunet-5fps"]["convs"] == 42 and rows["mbv2-w0.35"]["macs"] == 16_646_912
+    assert {"name", "convs", "backbone_weights", "biases", "macs", "resolution"} <= set(rows["tiny"])
+
+
+def test_zoo_text_is_a_table(capsys):
+    code, out, _ = _run(capsys, ["zoo", "--resolution", "64"])
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["name", "convs", "backbone_weights"]
+    assert "mcunet-5fps" in out
+
+
+def test_user_errors_exit_2_with_the_message(capsys, tmp_path):
+    code, _, err = _run(capsys, ["eval", str(tmp_path / "none.safetensors"), "--data", "digits"])
+    assert code == 2 and "no such file" in err
+    code, _, err = _run(capsys, ["pretrain", "--model", "nope", "--data", "digits", "--out", str(tmp_path / "x")])
+    assert code == 2 and "unknown model 'nope'" in err
+    code, _, err = _run(capsys, ["data", "show", f"folder:{tmp_path}/missing"])
+    assert code == 2 and "missing" in err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 1
+    assert "COMMAND" in capsys.readouterr().out
