@@ -5,6 +5,10 @@ residual fan-out), and each leaf becomes one IR op whose integers and scales com
 QConv/QAdd/QPool/QLinear. Anything else in the traced graph (a function, a method, another module) is
 an error that names the node and its op: the engine supports exactly what it can compile to C.
 The engine trains at batch 1, as the device does.
+
+Besides the forward's own operands, each conv and the classifier get a constant ``{op name}.w_scale``
+(float32 per output channel) and an attribute ``x_scale``: no forward op reads them, the update pass
+derives the QAS factors from them (DESIGN.md section 4); pruning drops the ones nobody needs.
 """
 
 from __future__ import annotations
@@ -119,11 +123,13 @@ class _Builder:
         w = self.const(f"{q.name}.weight", q.weight, "weight", trainable=kept > 0)
         b = self.const(f"{q.name}.bias", q.bias, "bias", trainable=bias_trains)
         ins = (x, w, b, self.const(f"{q.name}.multiplier", mult), self.const(f"{q.name}.shift", shift))
+        self.const(f"{q.name}.w_scale", np.asarray(q.w_scale, np.float32))
         n, _, h, _ = self.tensors[x].shape
         side = -(-h // q.stride)
         y = self.activation(q.name, (n, q.out_ch, side, side), "int8", q.y.scale, q.y.zero)
         attrs = make_attrs(index=m.index, stride=q.stride, groups=q.groups, pad=q.kernel // 2, x_zero=q.x.zero,
-                           y_zero=q.y.zero, qmin=q.qmin, qmax=q.qmax, frozen=tuple(q.frozen_channels))
+                           y_zero=q.y.zero, qmin=q.qmin, qmax=q.qmax, frozen=tuple(q.frozen_channels),
+                           x_scale=float(q.x.scale))
         self.ops.append(Op(q.name, "conv2d", ins, (y,), attrs))
         return y
 
@@ -148,6 +154,8 @@ class _Builder:
         w = self.const("classifier.weight", q.weight, "weight", trainable=self.plan is not None)
         b = self.const("classifier.bias", q.bias, "bias", trainable=self.plan is not None)
         scale = self.const("classifier.logit_scale", (q.x.scale * q.w_scale.astype(np.float64)).astype(np.float32))
+        self.const("classifier.w_scale", np.asarray(q.w_scale, np.float32))
         y = self.activation("logits", (self.tensors[x].shape[0], q.weight.shape[0]), "float32")
-        self.ops.append(Op("classifier", "linear", (x, w, b, scale), (y,), make_attrs(x_zero=q.x.zero)))
+        attrs = make_attrs(x_zero=q.x.zero, x_scale=float(q.x.scale))
+        self.ops.append(Op("classifier", "linear", (x, w, b, scale), (y,), attrs))
         return y

@@ -10,6 +10,29 @@ Loss:             softmax_ce            (fp32 loss and the logits' gradient, fus
 Backward (fp32):  linear_grad_x, linear_grad_w, linear_grad_b, avgpool_grad, add_grad,
                   requant_grad, conv2d_grad_x, conv2d_grad_w, conv2d_grad_b, grad_sum
 Update:           update_weight, update_bias   (no outputs: they write a trainable parameter)
+
+Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain values; DESIGN.md s. 3):
+  conv2d(x, w, b, multiplier, shift) -> y [, mask]     mask = qmin < v < qmax (bit, v before the clamp)
+  add(a, b) -> y [, mask]                              avgpool(x) -> y [, mask]
+  linear(x, w, b, logit_scale) -> logits (fp32)        slice_channels(x){channels} -> x[:, :channels]
+  softmax_ce(logits, label) -> loss, g_logits          (softmax - onehot, mean over the batch of 1)
+  requant_grad(g_y, mask, m) -> g_y * mask * m         m: float32 per channel [C] or one value [1]
+  conv2d_grad_x(g_acc, w){stride, groups, pad, input_shape} -> conv_transpose(w, g_acc)
+  conv2d_grad_w(x_kept, g_acc){stride, groups, pad, kept, weight_shape, x_zero}
+                                                       -> correlate(x_kept - x_zero, g_acc), kept channels
+  conv2d_grad_b(g_acc) -> sum over positions
+  add_grad(g_y, mask, ratios[2]) -> g_y*mask*ratios[0], g_y*mask*ratios[1]
+  avgpool_grad(g_y, mask, factor[1]){input_shape} -> g_y*mask*factor spread over H x W
+  linear_grad_x(g, w, logit_scale) -> (g*logit_scale) @ w
+  linear_grad_w(g, x, logit_scale){x_zero} -> (g*logit_scale)^T (x - x_zero)
+  linear_grad_b(g, logit_scale) -> sum over the batch of g*logit_scale
+  grad_sum(g_1, ..., g_n) -> g_1 + ... + g_n           (gradients at a fan-out are summed)
+  update_weight(w, g, qas){lr, seed, tensor_id, rule}  w[:k...] <- clamp(sr(w - lr*g*qas), -127, 127)
+  update_bias(b, g, qas){lr, ...}                      b <- sat32(b + floor(0.5 - lr*g*qas))
+The gradient of an update is the leading slice of its parameter (``g.shape`` gives the kept channels;
+``qas`` has ``g.shape[0]`` entries). Products are float32 in the order written (the simulation's).
+An op with the attribute ``inplace=i`` writes its first output over its input ``i`` (same bytes):
+set by the in-place pass only where that input dies at the op, so executors may rely on it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 For every trained tensor the step is, element by element, in float32 (the arithmetic the C engine
 repeats):
   g~ = g * qas              qas = 1/s_w[c]^2 for weights, 1/(s_w[c]*s_x)^2 for biases (1 without QAS),
-                            0 for frozen (degenerate) channels, which never move
+                            0 for frozen (degenerate) channels, which never move (``qas_factors``:
+                            one function, shared with the engine's update pass)
   d  = g~ (SGD) | m = mu*m + g~; d = m (momentum) | Adam's m/(sqrt(v)+eps) with bias correction
   weights, rule "sr":      w <- clamp(stochastic_round(w - lr*d), -127, 127)   (RNG stream: seed, step,
                             tensor id = conv index, classifier = number of convs; element index = C
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mcutrain.errors import McutrainError
@@ -111,28 +113,47 @@ class Int8Optimizer:
         return sum(t.numel() * 4 for s in self.slots for t in s.state.values())
 
 
+def qas_factors(w_scale, x_scale: float, frozen_channels=(), qas: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(weight factor, bias factor) per output channel, float32: the QAS rescaling of DESIGN.md s. 4.
+
+    ``1 / s_w[c]**2`` for weights and ``1 / (s_w[c] * s_x)**2`` for biases, computed in float64 and
+    rounded once to float32; 0 on ``frozen_channels`` and wherever the factor is not finite (a
+    degenerate channel never moves). Without QAS both factors are 1 (0 on frozen channels).
+    One function for every executor: the simulation's optimizer and the engine's update pass.
+    """
+    w = np.asarray(w_scale).astype(np.float64)
+    frozen = np.zeros(len(w), dtype=bool)
+    frozen[list(frozen_channels)] = True
+    if not qas:
+        ones = np.ones(len(w))
+        return _masked_np(ones, frozen), _masked_np(ones, frozen)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        weight = 1.0 / w**2
+        bias = 1.0 / (w * x_scale) ** 2
+    return _masked_np(weight, frozen), _masked_np(bias, frozen)
+
+
+def _masked_np(factor: np.ndarray, frozen: np.ndarray) -> np.ndarray:
+    """QAS factor in float32 with 0 on frozen channels (and wherever it is not finite)."""
+    return np.where(frozen | ~np.isfinite(factor), 0.0, factor).astype(np.float32)
+
+
 def _slots(net: Int8Net, qas: bool) -> list[Slot]:
     slots = []
     for conv in net.convs():
-        frozen = torch.zeros(conv.weight.shape[0], dtype=torch.bool)
-        frozen[list(conv.q.frozen_channels)] = True
+        weight_f, bias_f = (torch.from_numpy(f) for f in
+                            qas_factors(conv.w_scale.numpy(), conv.x_scale, conv.q.frozen_channels, qas))
         if conv.bias.requires_grad:
-            factor = 1.0 / (conv.w_scale.double() * conv.x_scale) ** 2 if qas else torch.ones(len(frozen))
-            slots.append(Slot(conv.bias, False, conv.index, (slice(None),), _masked(factor, frozen), {}))
+            slots.append(Slot(conv.bias, False, conv.index, (slice(None),), bias_f, {}))
         if conv.weight.requires_grad:
-            factor = 1.0 / conv.w_scale.double() ** 2 if qas else torch.ones(len(frozen))
             sl = _kept_slice(conv)
-            shape = (-1, 1, 1, 1)
-            q = _masked(factor, frozen).view(shape)
+            q = weight_f.view(-1, 1, 1, 1)
             slots.append(Slot(conv.weight, True, conv.index, sl, q[: conv.kept] if conv.groups > 1 else q, {}))
     cls = net.classifier
     n = len(net.convs())
-    ws = cls.w_scale.double()
-    no_frozen = torch.zeros(len(ws), dtype=torch.bool)
-    slots.append(Slot(cls.bias, False, n, (slice(None),),
-                      _masked(1.0 / (ws * cls.x_scale) ** 2 if qas else torch.ones(len(ws)), no_frozen), {}))
-    slots.append(Slot(cls.weight, True, n, (slice(None), slice(None)),
-                      _masked(1.0 / ws ** 2 if qas else torch.ones(len(ws)), no_frozen).view(-1, 1), {}))
+    weight_f, bias_f = (torch.from_numpy(f) for f in qas_factors(cls.w_scale.numpy(), cls.x_scale, (), qas))
+    slots.append(Slot(cls.bias, False, n, (slice(None),), bias_f, {}))
+    slots.append(Slot(cls.weight, True, n, (slice(None), slice(None)), weight_f.view(-1, 1), {}))
     return slots
 
 
@@ -140,10 +161,3 @@ def _kept_slice(conv: Int8Conv) -> tuple:
     if conv.groups > 1:
         return (slice(0, conv.kept),)
     return (slice(None), slice(0, conv.kept))
-
-
-def _masked(factor: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
-    """QAS factor in float32 with 0 on frozen channels (and wherever 1/s^2 is not finite)."""
-    f = factor.to(torch.float64)
-    f = torch.where(frozen | ~torch.isfinite(f), torch.zeros_like(f), f)
-    return f.to(torch.float32)

@@ -1,0 +1,79 @@
+"""Tensor lifetimes from a schedule, and the arena buffers the memory planner places.
+
+Why a module of its own: the planner (``mcutrain.engine.memory``) works on plain records and never sees
+the IR; this is the one place that decides which tensors live in the arena and for how long.
+Conventions (inclusive op indices, TFLite Micro style):
+  * arena tensors: graph inputs and every op output. Parameters and constants are NOT in the arena
+    (trainable copies have their own SRAM, frozen data stays in Flash);
+  * a graph input lives from op 0; a tensor made by op i lives from i; it lives until its last reader,
+    and a graph output until the last op (the caller reads it after the program ran);
+  * an op marked ``inplace=j`` writes its first output over input j: the two tensors share one
+    buffer (a storage root), live for the union of their lifetimes.
+Buffer kinds, for reports: input, activation, saved (a forward tensor the backward reads), mask,
+gradient, loss.
+"""
+
+from __future__ import annotations
+
+from mcutrain.engine.ir import Graph
+from mcutrain.engine.memory import Buffer
+
+__all__ = ["arena_tensors", "buffers", "lifetimes", "storage_roots"]
+
+
+def arena_tensors(graph: Graph) -> list[str]:
+    """Tensors that live in the arena, in order of definition."""
+    return list(graph.inputs) + [out for op in graph.ops for out in op.outputs]
+
+
+def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
+    """Arena tensor -> (first, last) op index, both inclusive."""
+    end = max(len(graph.ops) - 1, 0)
+    first = {name: 0 for name in graph.inputs}
+    first.update({out: i for i, op in enumerate(graph.ops) for out in op.outputs})
+    last = dict(first)
+    for i, op in enumerate(graph.ops):
+        for name in op.inputs:
+            if name in last:
+                last[name] = max(last[name], i)
+    for name in graph.outputs:
+        last[name] = end
+    return {name: (first[name], last[name]) for name in arena_tensors(graph)}
+
+
+def storage_roots(graph: Graph) -> dict[str, str]:
+    """Arena tensor -> the tensor whose buffer it occupies (itself unless written in place)."""
+    root = {name: name for name in arena_tensors(graph)}
+    for op in graph.ops:
+        j = op.attr("inplace")
+        if j is not None:
+            root[op.outputs[0]] = root[op.inputs[j]]
+    return root
+
+
+def buffers(graph: Graph) -> tuple[Buffer, ...]:
+    """One Buffer per storage root: the largest of its tensors, over the union of their lifetimes."""
+    spans, roots = lifetimes(graph), storage_roots(graph)
+    kinds = _kinds(graph)
+    groups: dict[str, list[str]] = {}
+    for name in arena_tensors(graph):
+        groups.setdefault(roots[name], []).append(name)
+    return tuple(Buffer(root, max(graph.tensor(n).nbytes for n in members),
+                        min(spans[n][0] for n in members), max(spans[n][1] for n in members),
+                        kinds[root])
+                 for root, members in groups.items())
+
+
+def _kinds(graph: Graph) -> dict[str, str]:
+    """Report kind of each arena tensor: its role, with forward tensors the backward reads as 'saved'."""
+    read_by_backward = {n for op in graph.ops if op.phase != "forward" for n in op.inputs}
+    kinds = {}
+    for name in arena_tensors(graph):
+        role = graph.tensor(name).role
+        if role in ("input", "label"):
+            kinds[name] = "input"
+        elif role == "activation" and name in read_by_backward:
+            kinds[name] = "saved"
+        else:
+            kinds[name] = role
+    return kinds

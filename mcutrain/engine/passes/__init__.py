@@ -1,0 +1,36 @@
+"""The compile pipeline: the passes, in order, in ONE place; the verifier runs after each.
+
+Training (after ``differentiate``): insert_updates -> prune -> reorder -> inplace.
+Inference (the forward alone, for predict and the inference-only memory figure): prune -> inplace.
+Every pass is a pure function ``(Graph, PassOptions) -> Graph`` in its own module, which says why it
+exists; ``run_passes`` verifies the input and the output of every pass, so a broken graph fails next
+to the pass that broke it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from mcutrain.engine.ir import Graph
+from mcutrain.engine.passes.inplace import inplace
+from mcutrain.engine.passes.insert_updates import insert_updates
+from mcutrain.engine.passes.options import PassOptions
+from mcutrain.engine.passes.prune import prune
+from mcutrain.engine.passes.reorder import reorder
+from mcutrain.engine.verify import verify
+
+Pass = Callable[[Graph, PassOptions], Graph]
+
+PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, inplace)
+INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, inplace)
+
+__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "inplace", "insert_updates", "prune",
+           "reorder", "run_passes"]
+
+
+def run_passes(graph: Graph, options: PassOptions, passes: Sequence[Pass] = PIPELINE) -> Graph:
+    """Apply ``passes`` in order, verifying the graph before the first and after every one."""
+    graph = verify(graph)
+    for p in passes:
+        graph = verify(p(graph, options))
+    return graph

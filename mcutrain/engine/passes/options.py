@@ -1,0 +1,31 @@
+"""What the passes need to know beyond the graph: the training hyper-parameters of the device step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mcutrain.errors import McutrainError
+
+RULES = ("sr",)
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """SGD at batch 1 without momentum (the device step): learning rate, RNG seed, update rule, QAS.
+
+    ``rule`` is "sr" (int8 weights rounded stochastically, int32 biases to nearest): the one rule the
+    engine compiles; the simulation's "latent" mode exists only there, for comparison.
+    """
+
+    lr: float = 0.01
+    seed: int = 0
+    rule: str = "sr"
+    qas: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise McutrainError(f"update rule {self.rule!r} cannot be compiled; the engine supports {RULES}")
+        if not 0 <= int(self.seed) < 2**32 or int(self.seed) != self.seed:
+            raise McutrainError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if not self.lr > 0:
+            raise McutrainError(f"learning rate must be > 0, got {self.lr!r}")

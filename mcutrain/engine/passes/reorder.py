@@ -1,0 +1,44 @@
+"""Operator reordering: run each update as soon as it is legal, so its gradient buffer dies at once.
+
+Why: a weight gradient is as big as the trained part of the weight (float32); kept until the end of
+the backward, all of them would be live together. Applied in place right after the gradient is
+complete, each dies immediately (the paper's in-place update + operator reordering).
+"As soon as legal" respects both hazards on the parameter:
+  read-after-write   the update needs its complete gradient (and its other inputs);
+  write-after-read   every op that reads the OLD value must run first: the forward op that used the
+                     weight, and the backward's conv2d_grad_x / linear_grad_x, which multiply the
+                     output gradient by the same (old) weight. Updating a weight before its input
+                     gradient is computed would silently mix old and new weights.
+So each update goes right after max(producer of its gradient, last op reading its parameter);
+updates ready at the same op keep their relative order. Nothing else moves.
+"""
+
+from __future__ import annotations
+
+from mcutrain.engine.ir import Graph, Op
+
+UPDATE_KINDS = ("update_weight", "update_bias")
+
+
+def reorder(graph: Graph, options=None) -> Graph:
+    """Each update moved to right after the op at which it becomes legal."""
+    body = [op for op in graph.ops if op.kind not in UPDATE_KINDS]
+    after: dict[int, list[Op]] = {}
+    for update in (op for op in graph.ops if op.kind in UPDATE_KINDS):
+        after.setdefault(ready_index(body, update), []).append(update)
+    ops = [u for u in after.get(-1, [])]
+    for i, op in enumerate(body):
+        ops.append(op)
+        ops.extend(after.get(i, []))
+    return graph.with_ops(ops)
+
+
+def ready_index(body: list[Op], update: Op) -> int:
+    """The last op of ``body`` that must precede ``update``: it makes one of the update's inputs
+    (read-after-write) or reads the parameter's old value (write-after-read); -1 if none."""
+    param = update.inputs[0]
+    last = -1
+    for i, op in enumerate(body):
+        if param in op.inputs or set(update.inputs).intersection(op.outputs):
+            last = i
+    return last
