@@ -27,6 +27,8 @@ def stamp(command: str) -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        # The machines are shared: the 1-minute load average when the measurement started.
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from mcutrain.engine.autodiff import differentiate
 from mcutrain.engine.frontend import graph_from_qmodel
 from mcutrain.engine.ir import Graph
@@ -24,7 +26,8 @@ from mcutrain.engine.passes import INFERENCE_PIPELINE, PIPELINE, Pass, PassOptio
 from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse import UpdatePlan
 
-__all__ = ["Program", "Stage", "compile_training", "memory_report", "plan_stage"]
+__all__ = ["Program", "Stage", "build_program", "compile_training", "memory_report", "plan_stage",
+           "trainable_bytes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,9 +86,14 @@ def compile_training(qmodel: QModel, plan: UpdatePlan, *, lr: float, seed: int,
 
     ``passes`` exists for tests that compare the pipeline with and without a pass.
     """
-    options = PassOptions(lr=lr, seed=seed)
     forward = graph_from_qmodel(qmodel, plan)
     joint = differentiate(append_loss(forward), plan)
+    return build_program(joint, forward, PassOptions(lr=lr, seed=seed), passes)
+
+
+def build_program(joint: Graph, forward: Graph, options: PassOptions,
+                  passes: Sequence[Pass] = PIPELINE) -> Program:
+    """Joint (forward + loss + backward) graph and forward graph -> Program: passes, plans, report."""
     train = plan_stage(run_passes(joint, options, passes))
     inference = plan_stage(run_passes(forward, options, INFERENCE_PIPELINE))
     return Program(train, inference, options, memory_report(train, inference))
@@ -129,12 +137,12 @@ def memory_report(train: Stage, inference: Stage) -> dict:
 
 
 def trainable_bytes(graph: Graph) -> int:
-    """Bytes of the SRAM copies: each update's gradient is the kept slice of its parameter."""
+    """Bytes of the SRAM copies: the kept slice (attribute ``kept_shape``) of every updated parameter."""
     total = 0
     for op in graph.ops:
         if op.phase == "update":
-            param, grad = graph.tensor(op.inputs[0]), graph.tensor(op.inputs[1])
-            total += grad.numel * (param.nbytes // param.numel)
+            param = graph.tensor(op.inputs[0])
+            total += int(np.prod(op.attr("kept_shape"))) * (param.nbytes // param.numel)
     return total
 
 

@@ -8,17 +8,19 @@ Conventions (inclusive op indices, TFLite Micro style):
   * a graph input lives from op 0; a tensor made by op i lives from i; it lives until its last reader,
     and a graph output until the last op (the caller reads it after the program ran);
   * an op marked ``inplace=j`` writes its first output over input j: the two tensors share one
-    buffer (a storage root), live for the union of their lifetimes.
+    buffer (a storage root), live for the union of their lifetimes; an in-place depthwise conv also
+    needs a scratch buffer of one output channel (``{op}.scratch``, live at that op only).
 Buffer kinds, for reports: input, activation, saved (a forward tensor the backward reads), mask,
-gradient, loss.
+gradient, loss, scratch.
 """
 
 from __future__ import annotations
 
 from mcutrain.engine.ir import Graph
 from mcutrain.engine.memory import Buffer
+from mcutrain.engine.passes.inplace import is_inplace_depthwise
 
-__all__ = ["arena_tensors", "buffers", "lifetimes", "storage_roots"]
+__all__ = ["arena_tensors", "buffers", "lifetimes", "scratch_buffers", "storage_roots"]
 
 
 def arena_tensors(graph: Graph) -> list[str]:
@@ -58,10 +60,18 @@ def buffers(graph: Graph) -> tuple[Buffer, ...]:
     groups: dict[str, list[str]] = {}
     for name in arena_tensors(graph):
         groups.setdefault(roots[name], []).append(name)
-    return tuple(Buffer(root, max(graph.tensor(n).nbytes for n in members),
-                        min(spans[n][0] for n in members), max(spans[n][1] for n in members),
-                        kinds[root])
-                 for root, members in groups.items())
+    tensors = tuple(Buffer(root, max(graph.tensor(n).nbytes for n in members),
+                           min(spans[n][0] for n in members), max(spans[n][1] for n in members),
+                           kinds[root])
+                    for root, members in groups.items())
+    return tensors + scratch_buffers(graph)
+
+
+def scratch_buffers(graph: Graph) -> tuple[Buffer, ...]:
+    """One output channel of scratch for each in-place depthwise conv, live at that op."""
+    return tuple(Buffer(f"{op.name}.scratch", graph.tensor(op.outputs[0]).nbytes // graph.tensor(op.outputs[0]).shape[1],
+                        i, i, "scratch")
+                 for i, op in enumerate(graph.ops) if is_inplace_depthwise(op))
 
 
 def _kinds(graph: Graph) -> dict[str, str]:

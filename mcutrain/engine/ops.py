@@ -10,6 +10,7 @@ Loss:             softmax_ce            (fp32 loss and the logits' gradient, fus
 Backward (fp32):  linear_grad_x, linear_grad_w, linear_grad_b, avgpool_grad, add_grad,
                   requant_grad, conv2d_grad_x, conv2d_grad_w, conv2d_grad_b, grad_sum
 Update:           update_weight, update_bias   (no outputs: they write a trainable parameter)
+Fused (update):   conv2d_grad_w_update, linear_grad_w_update   (weight gradient + update, no buffer)
 
 Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain values; DESIGN.md s. 3):
   conv2d(x, w, b, multiplier, shift) -> y [, mask]     mask = qmin < v < qmax (bit, v before the clamp)
@@ -27,10 +28,19 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   linear_grad_w(g, x, logit_scale){x_zero} -> (g*logit_scale)^T (x - x_zero)
   linear_grad_b(g, logit_scale) -> sum over the batch of g*logit_scale
   grad_sum(g_1, ..., g_n) -> g_1 + ... + g_n           (gradients at a fan-out are summed)
-  update_weight(w, g, qas){lr, seed, tensor_id, rule}  w[:k...] <- clamp(sr(w - lr*g*qas), -127, 127)
-  update_bias(b, g, qas){lr, ...}                      b <- sat32(b + floor(0.5 - lr*g*qas))
-The gradient of an update is the leading slice of its parameter (``g.shape`` gives the kept channels;
-``qas`` has ``g.shape[0]`` entries). Products are float32 in the order written (the simulation's).
+  update_weight(w, g, qas){lr, seed, tensor_id, rule, kept_shape}
+                                                       w[kept] <- clamp(sr(w[kept] - lr*g*qas), -127, 127)
+  update_bias(b, g, qas){lr, seed, tensor_id, rule, kept_shape}
+                                                       b <- sat32(b + floor(0.5 - lr*g*qas))
+  conv2d_grad_w_update(w, x_kept, g_acc, qas){conv2d_grad_w's and update_weight's attributes}
+  linear_grad_w_update(w, g, x, logit_scale, qas){x_zero and update_weight's attributes}
+                                                       the weight gradient, applied as update_weight
+                                                       applies it, element by element: never stored
+Every update-phase op writes its first input ``p`` in place, the leading slice
+``kept = p[:s0, :s1, ...]`` with ``s = attr kept_shape`` (the kept channels; the gradient has that
+shape; ``qas`` has ``s0`` entries, broadcast along axis 0). Stochastic rounding draws word ``i`` of the
+stream (seed, step, tensor_id) for element ``i`` of the slice in C order. Products are float32 in the
+order written (the simulation's).
 An op with the attribute ``inplace=i`` writes its first output over its input ``i`` (same bytes):
 set by the in-place pass only where that input dies at the op, so executors may rely on it.
 """
@@ -142,4 +152,6 @@ OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "grad_sum": _float_like(0),
     "update_weight": _no_outputs,
     "update_bias": _no_outputs,
+    "conv2d_grad_w_update": _no_outputs,
+    "linear_grad_w_update": _no_outputs,
 }

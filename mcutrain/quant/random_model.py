@@ -1,4 +1,4 @@
-"""A random-weight int8 model of any zoo network: for memory figures, benchmarks and tests.
+"""A random-weight int8 model of any zoo network (or any NetSpec): for memory figures, benchmarks, tests.
 
 Memory and latency do not depend on the weights, so `mcutrain compile mcunet-5fps` needs no
 training. BatchNorm statistics are randomised (not the identity init, which zeroes every residual
@@ -12,6 +12,8 @@ import torch
 
 from mcutrain.data import ImageSet, Preprocessing
 from mcutrain.models import build_model
+from mcutrain.models.mobilenet import MobileNetLike
+from mcutrain.models.specs import NetSpec
 from mcutrain.quant.qmodel import QModel
 from mcutrain.quant.quantize import quantize_model
 from mcutrain.train.checkpoint import CheckpointInfo
@@ -23,11 +25,15 @@ def random_images(n: int, side: int, seed: int = 0, classes: int = 3) -> ImageSe
     return ImageSet(images, rng.integers(0, classes, n).astype(np.int64))
 
 
-def random_float_model(name: str, num_classes: int, seed: int = 0) -> torch.nn.Module:
+def random_float_model(model: str | NetSpec, num_classes: int, seed: int = 0) -> torch.nn.Module:
+    """A zoo network by name, or any architecture given as a NetSpec (e.g. random ones in tests)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_model(name, num_classes).eval()
+        if isinstance(model, NetSpec):
+            model = MobileNetLike(model, num_classes).eval()
+        else:
+            model = build_model(model, num_classes).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -38,9 +44,11 @@ def random_float_model(name: str, num_classes: int, seed: int = 0) -> torch.nn.M
     return model
 
 
-def random_qmodel(name: str, resolution: int, num_classes: int = 3, seed: int = 0) -> tuple[QModel, torch.nn.Module]:
-    """(int8 model, the float model it was quantized from)."""
+def random_qmodel(name: str | NetSpec, resolution: int, num_classes: int = 3,
+                  seed: int = 0) -> tuple[QModel, torch.nn.Module]:
+    """(int8 model, the float model it was quantized from); ``name``: a zoo name or a NetSpec."""
     model = random_float_model(name, num_classes, seed)
+    name = model.spec.name
     info = CheckpointInfo(model=name, num_classes=num_classes, resolution=resolution,
                           classes=tuple(str(i) for i in range(num_classes)),
                           preprocessing=Preprocessing().to_dict())

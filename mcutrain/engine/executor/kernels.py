@@ -218,7 +218,7 @@ def _direction(g: np.ndarray, qas: np.ndarray) -> np.ndarray:
 
 def update_weight(op: Op, args: list, step: int) -> tuple:
     w, g, qas = args
-    kept = tuple(slice(0, n) for n in g.shape)
+    kept = tuple(slice(0, n) for n in op.attr("kept_shape"))
     x = w[kept].astype(np.float32) - np.float32(op.attr("lr")) * _direction(g, qas)
     rounded = stochastic_round(np.ascontiguousarray(x), op.attr("seed"), step, op.attr("tensor_id"))
     w[kept] = np.clip(rounded, -127, 127).astype(w.dtype)
@@ -230,6 +230,21 @@ def update_bias(op: Op, args: list, step: int) -> tuple:
     delta = np.floor(np.float32(0.5) - np.float32(op.attr("lr")) * _direction(g, qas))
     b[...] = np.clip(b.astype(np.float64) + delta.astype(np.float64), INT32_MIN, INT32_MAX).astype(b.dtype)
     return ()
+
+
+def conv2d_grad_w_update(op: Op, args: list, step: int) -> tuple:
+    """The pair conv2d_grad_w + update_weight (here the gradient is a temporary; on the device each
+    element is applied as soon as it is computed)."""
+    w, x, g, qas = args
+    (grad,) = conv2d_grad_w(op, [x, g], step)
+    return update_weight(op, [w, grad, qas], step)
+
+
+def linear_grad_w_update(op: Op, args: list, step: int) -> tuple:
+    """The pair linear_grad_w + update_weight."""
+    w, g, x, scale, qas = args
+    (grad,) = linear_grad_w(op, [g, x, scale], step)
+    return update_weight(op, [w, grad, qas], step)
 
 
 KERNELS: dict[str, Kernel] = {
@@ -251,4 +266,6 @@ KERNELS: dict[str, Kernel] = {
     "linear_grad_b": linear_grad_b,
     "update_weight": update_weight,
     "update_bias": update_bias,
+    "conv2d_grad_w_update": conv2d_grad_w_update,
+    "linear_grad_w_update": linear_grad_w_update,
 }

@@ -1,47 +1,66 @@
-"""In-place rule: an elementwise op writes its output over an input that dies at that op.
+"""In-place rule: an op writes its output over an input that dies at that op.
 
-Why: an elementwise op reads element i of its input and writes element i of its output, so when the
-input is never read again the output can take its bytes: at that op one buffer is live instead of
-two. In the backward this removes one float32 buffer the size of every trained conv's output
-(``requant_grad``: g_acc over g_y), of every residual gradient sum (``grad_sum``) and of the add's
-first gradient (``add_grad``); in the forward the residual ``add`` writes over a dying input.
-Legal only when: the input is made by an op of this graph (not a caller's input, constant or
-parameter), is not a graph output, is last read by this op (and read once by it), and has the output's
-shape and dtype. The op gets the attribute ``inplace=i``; lifetimes then give both tensors one buffer.
+Why: when an input is never read again, the output can take its bytes, so at that op one buffer is
+live instead of two. Two kinds of op allow it:
+  * elementwise ops read element i and write element i: ``requant_grad`` (g_acc over g_y: one float32
+    buffer the size of every trained conv's output), ``grad_sum`` (a residual's gradient sum),
+    ``add_grad`` (its first gradient) and the forward residual ``add`` (over a dying input);
+  * depthwise convs (TinyEngine's in-place depthwise): output channel c depends on input channel c
+    only, so channel by channel the output goes over the input through a one-channel scratch buffer
+    (``lifetimes`` reserves it: Ho*Wo bytes, live at that op). With stride 2 the smaller output
+    channel c lands on input bytes of channels <= c, all consumed by then. In the frozen,
+    high-resolution prefix this removes one of the two big tensors of every depthwise step.
+Legal only when the input is made by an op of this graph (not a caller's input, constant or
+parameter), is not a graph output, is last read by this op (and read once by it), has the output's
+dtype, and is as big (elementwise: the same shape; depthwise: at least the output's bytes).
+The op gets the attribute ``inplace=i``; lifetimes then give both tensors one buffer.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from mcutrain.engine.ir import Graph, Op, make_attrs
+from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 
-# op kind -> input positions its first output may overwrite (None: any input)
-INPLACE_INPUTS: dict[str, tuple[int, ...] | None] = {
-    "requant_grad": (0,),
-    "grad_sum": None,
-    "add_grad": (0,),
-    "add": (1, 0),
+# op kind -> (input positions its first output may overwrite, None: any; how the bytes must fit)
+INPLACE_RULES: dict[str, tuple[tuple[int, ...] | None, str]] = {
+    "requant_grad": ((0,), "elementwise"),
+    "grad_sum": (None, "elementwise"),
+    "add_grad": ((0,), "elementwise"),
+    "add": ((1, 0), "elementwise"),
+    "conv2d": ((0,), "depthwise"),
 }
 
 
 def inplace(graph: Graph, options=None) -> Graph:
-    """Mark every elementwise op whose output can overwrite a dying input."""
+    """Mark every op whose first output can overwrite a dying input."""
     last_read = {name: i for i, op in enumerate(graph.ops) for name in op.inputs}
     made = {out for op in graph.ops for out in op.outputs}
     ops = [_mark(graph, i, op, last_read, made) for i, op in enumerate(graph.ops)]
     return graph.with_ops(ops)
 
 
+def is_inplace_depthwise(op: Op) -> bool:
+    """A depthwise conv marked in place: it needs a one-channel scratch buffer."""
+    return op.kind == "conv2d" and op.attr("inplace") is not None
+
+
+def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:
+    if src.dtype != out.dtype:
+        return False
+    if how == "elementwise":
+        return src.shape == out.shape
+    return op.attr("groups", 1) > 1 and out.nbytes <= src.nbytes
+
+
 def _mark(graph: Graph, index: int, op: Op, last_read: dict[str, int], made: set[str]) -> Op:
-    if op.kind not in INPLACE_INPUTS or op.attr("inplace") is not None or not op.outputs:
+    if op.kind not in INPLACE_RULES or op.attr("inplace") is not None or not op.outputs:
         return op
-    positions = INPLACE_INPUTS[op.kind]
+    positions, how = INPLACE_RULES[op.kind]
     out = graph.tensor(op.outputs[0])
     for j in positions if positions is not None else range(len(op.inputs)):
         name = op.inputs[j]
-        t = graph.tensor(name)
         if (name in made and name not in graph.outputs and last_read[name] == index
-                and op.inputs.count(name) == 1 and (t.shape, t.dtype) == (out.shape, out.dtype)):
+                and op.inputs.count(name) == 1 and _fits(how, op, graph.tensor(name), out)):
             return replace(op, attrs=make_attrs(**dict(op.attrs), inplace=j))
     return op

@@ -32,7 +32,8 @@ def insert_updates(graph: Graph, options: PassOptions) -> Graph:
         constants[f"{param}.qas"] = qas
         tensors[f"{param}.qas"] = TensorInfo(f"{param}.qas", qas.shape, "float32", "const")
         tensor_id = reader.attr("index") if reader.kind == "conv2d" else n_convs
-        attrs = make_attrs(lr=float(options.lr), seed=int(options.seed), tensor_id=int(tensor_id), rule=options.rule)
+        attrs = make_attrs(lr=float(options.lr), seed=int(options.seed), tensor_id=int(tensor_id),
+                           rule=options.rule, kept_shape=graph.tensor(grad).shape)
         kind = UPDATE_KINDS[graph.tensor(param).role]
         updates.append(Op(f"{param}.update", kind, (param, grad, f"{param}.qas"), (), attrs, "update"))
     outputs = tuple(o for o in graph.outputs if o not in set(grads.values()))

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 from mcutrain.engine.ir import Graph, Op
 
-UPDATE_KINDS = ("update_weight", "update_bias")
-
-
 def reorder(graph: Graph, options=None) -> Graph:
     """Each update moved to right after the op at which it becomes legal."""
-    body = [op for op in graph.ops if op.kind not in UPDATE_KINDS]
+    body = [op for op in graph.ops if op.phase != "update"]
     after: dict[int, list[Op]] = {}
-    for update in (op for op in graph.ops if op.kind in UPDATE_KINDS):
+    for update in (op for op in graph.ops if op.phase == "update"):
         after.setdefault(ready_index(body, update), []).append(update)
     ops = [u for u in after.get(-1, [])]
     for i, op in enumerate(body):
@@ -35,7 +32,8 @@ def reorder(graph: Graph, options=None) -> Graph:
 
 def ready_index(body: list[Op], update: Op) -> int:
     """The last op of ``body`` that must precede ``update``: it makes one of the update's inputs
-    (read-after-write) or reads the parameter's old value (write-after-read); -1 if none."""
+    (read-after-write) or reads the parameter's old value (write-after-read); -1 if none.
+    An update-phase op writes its first input, the parameter."""
     param = update.inputs[0]
     last = -1
     for i, op in enumerate(body):
