@@ -129,7 +129,7 @@ def publish(name: str, title: str, results: dict, notes: list[str], command: str
     write_results(name, {"experiment": name, "results": results, **meta}, "\n".join(md))
 
 
-PROTOCOL = [f"Model: the paper's ImageNet-pretrained int8 mcunet-5fps (imported), new zero int8 head, 128x128.",
+PROTOCOL = ["Model: the paper's ImageNet-pretrained int8 mcunet-5fps (imported), new zero int8 head, 128x128.",
             f"Training set subsampled to {TRAIN_N} images, val/test to {EVAL_N} (seeded); batch 32; the learning "
             f"rate of each cell is the best on the validation split (grid in the JSON); test accuracy in %."]
 

@@ -18,7 +18,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -144,3 +144,14 @@ class QModel:
     def convs(self) -> list[QConv]:
         """Backbone convs in forward order; index i is the paper's conv index i."""
         return [self.first_conv] + [c for b in self.blocks for c in b.convs()]
+
+    def with_convs(self, convs: list[QConv], classifier: QLinear, **changes) -> "QModel":
+        """The same network with other convs (forward order) and classifier, e.g. after training."""
+        it = iter(convs)
+        first = next(it)
+        blocks = []
+        for qb in self.blocks:
+            pw1 = next(it) if qb.pointwise1 is not None else None
+            depthwise, pointwise2 = next(it), next(it)
+            blocks.append(replace(qb, pointwise1=pw1, depthwise=depthwise, pointwise2=pointwise2))
+        return replace(self, first_conv=first, blocks=tuple(blocks), classifier=classifier, **changes)

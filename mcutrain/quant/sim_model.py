@@ -100,7 +100,21 @@ class Int8Block(nn.Module):
         return self.add(x, y) if self.add is not None else y
 
 
-class Int8Net(nn.Module):
+class BlockwiseNet(nn.Module):
+    """What the int8 simulation and its fp32 twin share: first_conv + blocks, walked the same way."""
+
+    def convs(self) -> list[nn.Module]:
+        """Conv layers in forward order (the paper's conv index)."""
+        return [self.first_conv] + [c for b in self.blocks
+                                    for c in (b.pointwise1, b.depthwise, b.pointwise2) if c is not None]
+
+    def run_blocks(self, t: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
+            t = block(t)
+        return t
+
+
+class Int8Net(BlockwiseNet):
     """The whole int8 network; takes the float input of the loader, returns fp32 logits."""
 
     cache_dtype = torch.int8  # what a frozen-prefix cache stores: the int8 activations themselves
@@ -117,21 +131,12 @@ class Int8Net(nn.Module):
         self.pool = Int8Pool(q.pool)
         self.classifier = Int8Linear(q.classifier)
 
-    def convs(self) -> list[Int8Conv]:
-        return [self.first_conv] + [c for b in self.blocks
-                                    for c in (b.pointwise1, b.depthwise, b.pointwise2) if c is not None]
-
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """Loader floats (p - 128) * scale -> the int8 input p - 128 (exact integers)."""
         return torch.round(x / self.q.input.scale).clamp_(-128, 127) + self.q.input.zero
 
     def features(self, x_q: torch.Tensor) -> torch.Tensor:
         return self.pool(self.run_blocks(self.first_conv(x_q), 0))
-
-    def run_blocks(self, t: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
-        for block in self.blocks[start:stop]:
-            t = block(t)
-        return t
 
     def prefix(self, x: torch.Tensor, stop_block: int) -> torch.Tensor:
         """Loader floats -> the int8 input of block ``stop_block`` (for caching a frozen prefix)."""
@@ -154,10 +159,4 @@ class Int8Net(nn.Module):
         self.classifier.bias.requires_grad_(True)
 
     def to_qmodel(self) -> QModel:
-        convs = iter(c.to_qconv() for c in self.convs())
-        first = next(convs)
-        blocks = []
-        for qb in self.q.blocks:
-            pw1 = next(convs) if qb.pointwise1 is not None else None
-            blocks.append(replace(qb, pointwise1=pw1, depthwise=next(convs), pointwise2=next(convs)))
-        return replace(self.q, first_conv=first, blocks=tuple(blocks), classifier=self.classifier.to_qlinear())
+        return self.q.with_convs([c.to_qconv() for c in self.convs()], self.classifier.to_qlinear())

@@ -16,6 +16,7 @@ from torch import nn
 
 from mcutrain.quant.qmodel import QBlock, QConv, QModel
 from mcutrain.quant.quantize import quantize_bias, quantize_weights
+from mcutrain.quant.sim_model import BlockwiseNet
 from mcutrain.sparse import UpdatePlan
 
 
@@ -62,7 +63,7 @@ class FloatBlock(nn.Module):
         return x + y if self.residual else y
 
 
-class FloatTwin(nn.Module):
+class FloatTwin(BlockwiseNet):
     """Same interface as Int8Net (convs, blocks, prefix/suffix, set_trainable, to_qmodel)."""
 
     cache_dtype = torch.float32
@@ -76,15 +77,6 @@ class FloatTwin(nn.Module):
         self.head_w = nn.Parameter(torch.from_numpy(head.weight.astype(np.float32) * head.w_scale[:, None]))
         self.head_b = nn.Parameter(torch.from_numpy(
             (head.bias.astype(np.float64) * head.x.scale * head.w_scale).astype(np.float32)))
-
-    def convs(self) -> list[FloatConv]:
-        return [self.first_conv] + [c for b in self.blocks
-                                    for c in (b.pointwise1, b.depthwise, b.pointwise2) if c is not None]
-
-    def run_blocks(self, t: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
-        for block in self.blocks[start:stop]:
-            t = block(t)
-        return t
 
     def prefix(self, x: torch.Tensor, stop_block: int) -> torch.Tensor:
         return self.run_blocks(self.first_conv(x), 0, stop_block)
@@ -106,19 +98,13 @@ class FloatTwin(nn.Module):
                 conv.bias.register_hook(_zero_channels(conv.q.frozen_channels))
 
     def to_qmodel(self) -> QModel:
-        convs = iter(c.to_qconv() for c in self.convs())
-        first = next(convs)
-        blocks = []
-        for qb in self.q.blocks:
-            pw1 = next(convs) if qb.pointwise1 is not None else None
-            blocks.append(replace(qb, pointwise1=pw1, depthwise=next(convs), pointwise2=next(convs)))
         head = self.q.classifier
         w_q, w_scale = quantize_weights(self.head_w.detach().numpy())
         w_scale = np.maximum(w_scale, 1e-8).astype(np.float32)
         new_head = replace(head, weight=w_q, w_scale=w_scale, bias=quantize_bias(
             self.head_b.detach().numpy().astype(np.float64), head.x.scale, w_scale))
-        return replace(self.q, first_conv=first, blocks=tuple(blocks), classifier=new_head,
-                       provenance={**self.q.provenance, "float_finetuned": True})
+        return self.q.with_convs([c.to_qconv() for c in self.convs()], new_head,
+                                 provenance={**self.q.provenance, "float_finetuned": True})
 
 
 def _keep_first_channels(kept: int, depthwise: bool, frozen: tuple[int, ...]):

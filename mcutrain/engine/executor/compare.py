@@ -1,0 +1,81 @@
+"""Side-by-side runs of the compiled engine and the PyTorch simulation, and how far apart they end.
+
+Why in the library: "the engine computes what the simulation computes" is the engine's contract; the
+tests, benchmarks and anyone porting a model check it the same way. The simulation side is exactly
+``Int8Net`` + ``Int8Optimizer(kind="sgd", momentum=0, qas=True, rule="sr")`` at batch 1, the step
+the engine compiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mcutrain.engine.executor import Executor
+from mcutrain.quant.qmodel import QModel
+from mcutrain.quant.sim_model import Int8Net
+from mcutrain.sparse import UpdatePlan
+from mcutrain.train.int8_optim import Int8Optimizer
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Losses of each step and every parameter after the last one."""
+
+    losses: tuple[float, ...]
+    params: dict[str, np.ndarray]
+
+
+def qmodel_params(q: QModel) -> dict[str, np.ndarray]:
+    """A QModel's integers under the engine's parameter names (``{conv}.weight``, ``classifier.bias``)."""
+    params = {}
+    for conv in q.convs():
+        params[f"{conv.name}.weight"], params[f"{conv.name}.bias"] = conv.weight, conv.bias
+    params["classifier.weight"], params["classifier.bias"] = q.classifier.weight, q.classifier.bias
+    return params
+
+
+def simulate(qmodel: QModel, plan: UpdatePlan, images: np.ndarray, labels: np.ndarray, *, lr: float,
+             seed: int) -> Trace:
+    """Train the simulation one image at a time (int8 images [N, 3, R, R]); the reference trace."""
+    net = Int8Net(qmodel)
+    net.set_trainable(plan)
+    opt = Int8Optimizer(net, kind="sgd", lr=lr, momentum=0.0, qas=True, rule="sr", seed=seed)
+    losses = []
+    for image, label in zip(images, labels):
+        opt.zero_grad()
+        logits = net.classifier(net.features(torch.from_numpy(image[None].astype(np.float32))))
+        loss = F.cross_entropy(logits, torch.tensor([int(label)]))
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return Trace(tuple(losses), qmodel_params(net.to_qmodel()))
+
+
+def run_engine(executor: Executor, images: np.ndarray, labels: np.ndarray) -> Trace:
+    """The same steps on the engine."""
+    losses = tuple(executor.train_step(image, int(label)) for image, label in zip(images, labels))
+    return Trace(losses, executor.parameters())
+
+
+def differences(engine: Trace, reference: Trace, initial: dict[str, np.ndarray]) -> dict:
+    """How far the engine's run is from the reference, and how much training moved the weights.
+
+    max_lsb: largest |difference| of a parameter integer; differing_fraction: share of parameter
+    elements that differ; loss_rel_error: worst relative loss error over the steps; moved: elements
+    the reference changed (so a test can tell that the comparison is not trivially equal).
+    """
+    total = differing = moved = 0
+    max_lsb = 0
+    for name, ref in reference.params.items():
+        diff = np.abs(engine.params[name].astype(np.int64) - ref.astype(np.int64))
+        max_lsb = max(max_lsb, int(diff.max(initial=0)))
+        differing += int(np.count_nonzero(diff))
+        moved += int(np.count_nonzero(ref != initial[name]))
+        total += diff.size
+    rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(engine.losses, reference.losses, strict=True)]
+    return {"max_lsb": max_lsb, "differing_fraction": differing / total, "loss_rel_error": max(rel),
+            "moved": moved, "elements": total}
