@@ -1,16 +1,37 @@
-"""`make bench`: run every benchmark in turn (each writes its own results files)."""
+"""`make bench`: regenerate every published figure in docs/results, each stamped with its command.
+
+Steps run in order, each a module's `main(argv)`; BENCH_ONLY=name1,name2 runs a subset. The int8
+training experiments take most of the time (about an hour on 2 cores); the throughput benchmarks a
+few minutes.
+"""
 
 from __future__ import annotations
 
-import runpy
+import importlib
+import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["bench.float_throughput", "bench.sim_throughput"]
+STEPS = [  # (name, module, argv)
+    ("float_throughput", "bench.float_throughput", []),
+    ("sim_throughput", "bench.sim_throughput", []),
+    ("int8_experiments", "experiments.int8_training", ["all"]),
+]
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
+    for name, module, argv in STEPS:
+        if only and name not in only:
+            continue
+        print(f"== {name}: python -m {module} {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        importlib.import_module(module).main(argv)
+        print(f"== {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    for name in BENCHMARKS:
-        print(f"== {name}", flush=True)
-        runpy.run_module(name, run_name="__main__")
+    main()

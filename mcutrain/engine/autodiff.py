@@ -10,8 +10,8 @@ update pass turns each gradient output into an update.
 
 Rules (one per forward op kind, in ONE table, ``VJP_RULES``) follow DESIGN.md section 3 and the
 simulation (``mcutrain.quant.sim_ops``) exactly, gradients taken w.r.t. integer-domain values:
-  conv2d   g_acc = requant_grad(g_y, mask, M);  g_x = conv2d_grad_x(g_acc, w);
-           g_w = conv2d_grad_w(x[:, :kept], g_acc);  g_b = conv2d_grad_b(g_acc)
+  conv2d   g_acc = requant_grad(g_y, mask, M);  g_b = conv2d_grad_b(g_acc);
+           g_x = conv2d_grad_x(g_acc, w);  g_w = conv2d_grad_w(x[:, :kept], g_acc)
   add      (g_a, g_b) = add_grad(g_y, mask, (s_a/s_y, s_b/s_y))   (one side only: requant_grad)
   avgpool  g_x = avgpool_grad(g_y, mask, s_x/(s_y*H*W))
   linear   g_x, g_w, g_b = linear_grad_{x,w,b}(g_logits, ..., logit_scale)
@@ -160,7 +160,12 @@ def _conv2d_vjp(bw: _Backward, op: Op, g_y: str) -> None:
     g_acc = bw.declare(f"{op.name}.g_acc", bw.info(g_y).shape)
     bw.emit(op, "requant_grad", (g_y, bw.mask(op), m), (g_acc,))
     geometry = dict(stride=op.attr("stride"), groups=op.attr("groups"), pad=op.attr("pad"))
-    if bw.needs(x):  # first: it reads the OLD weight, so the weight's update can follow its gradient
+    # Order: the bias gradient first (its update can run at once); then the input gradient, which
+    # reads the OLD weight, so the weight's update can follow its gradient; a frozen weight leaves
+    # the input gradient as g_acc's last reader (so it may overwrite g_acc, see passes/inplace).
+    if bw.needs(b):
+        bw.emit(op, "conv2d_grad_b", (g_acc,), (bw.grad_slot(b),))
+    if bw.needs(x):
         bw.emit(op, "conv2d_grad_x", (g_acc, w), (bw.grad_slot(x),), input_shape=bw.info(x).shape, **geometry)
     kept = bw.kept(op)
     if kept:
@@ -168,8 +173,6 @@ def _conv2d_vjp(bw: _Backward, op: Op, g_y: str) -> None:
         g_shape = (kept,) + shape[1:] if op.attr("groups") > 1 else (shape[0], kept) + shape[2:]
         bw.emit(op, "conv2d_grad_w", (bw.saved(x, kept), g_acc), (bw.grad_slot(w, g_shape),),
                 kept=kept, weight_shape=shape, x_zero=op.attr("x_zero"), **geometry)
-    if bw.needs(b):
-        bw.emit(op, "conv2d_grad_b", (g_acc,), (bw.grad_slot(b),))
 
 
 def _add_vjp(bw: _Backward, op: Op, g_y: str) -> None:

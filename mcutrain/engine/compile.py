@@ -1,8 +1,9 @@
 """``compile_training``: int8 model + update plan -> a scheduled, memory-planned training program.
 
 The pipeline, top to bottom (DESIGN.md section 6):
-  trace (frontend) -> append the loss -> autodiff (joint graph) -> passes (insert_updates, prune,
-  reorder, inplace; ``mcutrain.engine.passes``) -> lifetimes -> greedy memory plan -> report.
+  trace (frontend) -> append the loss -> autodiff (joint graph) -> passes (``mcutrain.engine.passes``:
+  insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace) -> lifetimes -> greedy memory
+  plan -> report.
 The inference program (predict, and the inference-only memory figure) is the traced forward through
 the inference passes, scheduled and planned the same way. A ``Stage`` is one scheduled graph with its
 lifetimes and plan; a ``Program`` holds the training and inference stages, the options and the report.

@@ -9,7 +9,8 @@ Conventions (inclusive op indices, TFLite Micro style):
     and a graph output until the last op (the caller reads it after the program ran);
   * an op marked ``inplace=j`` writes its first output over input j: the two tensors share one
     buffer (a storage root), live for the union of their lifetimes; an in-place depthwise conv also
-    needs a scratch buffer of one output channel (``{op}.scratch``, live at that op only).
+    needs a scratch buffer of one output channel, a fused pointwise-depthwise op one of the
+    expanded channel (``{op}.scratch``, live at that op only).
 Buffer kinds, for reports: input, activation, saved (a forward tensor the backward reads), mask,
 gradient, loss, scratch.
 """
@@ -20,7 +21,7 @@ from mcutrain.engine.ir import Graph
 from mcutrain.engine.memory import Buffer
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
 
-__all__ = ["arena_tensors", "buffers", "lifetimes", "scratch_buffers", "storage_roots"]
+__all__ = ["arena_tensors", "buffers", "lifetimes", "scratch_buffers", "scratch_bytes", "storage_roots"]
 
 
 def arena_tensors(graph: Graph) -> list[str]:
@@ -68,10 +69,21 @@ def buffers(graph: Graph) -> tuple[Buffer, ...]:
 
 
 def scratch_buffers(graph: Graph) -> tuple[Buffer, ...]:
-    """One output channel of scratch for each in-place depthwise conv, live at that op."""
-    return tuple(Buffer(f"{op.name}.scratch", graph.tensor(op.outputs[0]).nbytes // graph.tensor(op.outputs[0]).shape[1],
-                        i, i, "scratch")
-                 for i, op in enumerate(graph.ops) if is_inplace_depthwise(op))
+    """The scratch an op needs besides its tensors, as a buffer live at that op only."""
+    sizes = ((i, op, scratch_bytes(graph, op)) for i, op in enumerate(graph.ops))
+    return tuple(Buffer(f"{op.name}.scratch", size, i, i, "scratch") for i, op, size in sizes if size)
+
+
+def scratch_bytes(graph: Graph, op) -> int:
+    """One channel: of the output for an in-place depthwise conv (computed aside, then copied over
+    its input channel), of the expanded tensor for a fused pointwise-depthwise op."""
+    if is_inplace_depthwise(op):
+        out = graph.tensor(op.outputs[0])
+        return out.nbytes // out.shape[1]
+    if op.kind == "pointwise_depthwise":
+        n, _, h, w = graph.tensor(op.inputs[0]).shape
+        return n * h * w
+    return 0
 
 
 def _kinds(graph: Graph) -> dict[str, str]:

@@ -6,6 +6,7 @@ to the pass that built it. Semantics of each kind (DESIGN.md section 3) live in 
 names here are the contract between the frontend, autodiff, passes, the NumPy executor and codegen.
 
 Forward (int8):   conv2d, add, avgpool, linear, slice_channels
+Fused (forward):  pointwise_depthwise   (1x1 expand conv + depthwise conv, the expanded tensor never whole)
 Loss:             softmax_ce            (fp32 loss and the logits' gradient, fused)
 Backward (fp32):  linear_grad_x, linear_grad_w, linear_grad_b, avgpool_grad, add_grad,
                   requant_grad, conv2d_grad_x, conv2d_grad_w, conv2d_grad_b, grad_sum
@@ -16,6 +17,9 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   conv2d(x, w, b, multiplier, shift) -> y [, mask]     mask = qmin < v < qmax (bit, v before the clamp)
   add(a, b) -> y [, mask]                              avgpool(x) -> y [, mask]
   linear(x, w, b, logit_scale) -> logits (fp32)        slice_channels(x){channels} -> x[:, :channels]
+  pointwise_depthwise(x, w1, b1, m1, s1, w2, b2, m2, s2){depthwise attrs, expand_* attrs} -> y [, mask]
+                                                       = conv2d(conv2d(x, w1, ...){expand_*}, w2, ...),
+                                                       one expanded channel at a time (H*W scratch)
   softmax_ce(logits, label) -> loss, g_logits          (softmax - onehot, mean over the batch of 1)
   requant_grad(g_y, mask, m) -> g_y * mask * m         m: float32 per channel [C] or one value [1]
   conv2d_grad_x(g_acc, w){stride, groups, pad, input_shape} -> conv_transpose(w, g_acc)
@@ -68,6 +72,13 @@ def _conv2d(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 
 def _same_as_first_int8(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     y = (g.tensor(op.inputs[0]).shape, "int8")
+    return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
+
+
+def _pointwise_depthwise(g: Graph, op: Op) -> list[tuple[Shape, str]]:
+    n, _, h, w = g.tensor(op.inputs[0]).shape
+    s = op.attr("stride")
+    y = ((n, g.tensor(op.inputs[5]).shape[0], _out_side(h, s), _out_side(w, s)), "int8")
     return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
 
 
@@ -135,6 +146,7 @@ def _no_outputs(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 
 OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "conv2d": _conv2d,
+    "pointwise_depthwise": _pointwise_depthwise,
     "add": _same_as_first_int8,
     "avgpool": _avgpool,
     "linear": _linear,

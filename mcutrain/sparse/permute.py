@@ -243,3 +243,11 @@ def _permute_classifier(classifier: QLinear, order: np.ndarray | None) -> QLinea
         return classifier
     return replace(classifier, weight=np.array(classifier.weight[:, order], order="C"),
                    bias=classifier.bias.copy(), w_scale=classifier.w_scale.copy())
+
+
+def prepare_model(model: QModel, plan: UpdatePlan) -> QModel:
+    """The model every executor trains for ``plan``: channels permuted, the permutation recorded."""
+    permuted, record = permute_for_plan(model, plan)
+    if not record["groups"]:
+        return permuted
+    return replace(permuted, provenance={**permuted.provenance, "permutation": record})

@@ -25,7 +25,7 @@ from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.quant.sim_model import Int8Net
 from mcutrain.sparse import UpdatePlan, load_scheme, resolve
-from mcutrain.sparse.permute import permute_for_plan
+from mcutrain.sparse.permute import prepare_model
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
@@ -72,9 +72,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     # The channels worth updating become the first k, which every executor then updates. The
     # permutation is a function of (model, plan): the pair identifies the cached prefix too.
     identity = (qmodel.first_conv, plan.scheme)
-    qmodel, permutation = permute_for_plan(qmodel, plan)
-    if permutation["groups"]:
-        qmodel = replace(qmodel, provenance={**qmodel.provenance, "permutation": permutation})
+    qmodel = prepare_model(qmodel, plan)
     resolution = cfg.resolution or qmodel.resolution
 
     torch.manual_seed(cfg.seed)

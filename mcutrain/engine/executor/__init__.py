@@ -6,7 +6,10 @@ computes the right numbers. Every arena tensor is a NumPy view at its planned of
 wrong plan corrupt each other and the equivalence tests fail. Masks are stored PACKED, 1 bit per
 element (``np.packbits``, little bit order, C order), exactly the bytes the plan reserves for them.
 Trainable parameters live in their own arrays (the SRAM copies the update ops write in place);
-frozen parameters and constants are read-only arrays (Flash).
+frozen parameters and constants are read-only arrays (Flash). Kernels compute into NumPy temporaries
+and then store into the output's view, so in-place ops (output over a dying input) are safe; the
+scratch buffers the plan reserves for in-place depthwise and fused ops are what the device's
+channel-by-channel kernels need instead of those temporaries.
 
 ``Executor(program)``: ``predict(image) -> logits`` runs the inference stage (the forward alone, with
 its own plan, sharing the parameter copies); ``train_step(image, label) -> loss`` runs forward,

@@ -62,20 +62,29 @@ def run_engine(executor: Executor, images: np.ndarray, labels: np.ndarray) -> Tr
 
 
 def differences(engine: Trace, reference: Trace, initial: dict[str, np.ndarray]) -> dict:
-    """How far the engine's run is from the reference, and how much training moved the weights.
+    """How far the engine's run is from the reference, and how much training moved the parameters.
 
-    max_lsb: largest |difference| of a parameter integer; differing_fraction: share of parameter
-    elements that differ; loss_rel_error: worst relative loss error over the steps; moved: elements
-    the reference changed (so a test can tell that the comparison is not trivially equal).
+    max_lsb: largest |difference| of an int8 weight; differing_fraction: share of all parameter
+    elements (weights and biases) that differ; bias_error: largest |difference| of an int32 bias in
+    units of max(1 LSB, 1e-5 of how far the reference moved it): <= 1 means every bias is within one
+    LSB or within 1e-5 relative of its update (a bias update can be millions of LSB for a channel with
+    a tiny scale, where float32 arithmetic is only good to ~1e-7 relative); loss_rel_error: worst
+    relative loss error over the steps; moved: elements the reference changed (so a test can tell
+    that the comparison is not trivially equal).
     """
     total = differing = moved = 0
-    max_lsb = 0
+    max_lsb, bias_error = 0, 0.0
     for name, ref in reference.params.items():
-        diff = np.abs(engine.params[name].astype(np.int64) - ref.astype(np.int64))
-        max_lsb = max(max_lsb, int(diff.max(initial=0)))
+        ref64, start = ref.astype(np.int64), initial[name].astype(np.int64)
+        diff = np.abs(engine.params[name].astype(np.int64) - ref64)
+        if name.endswith(".weight"):
+            max_lsb = max(max_lsb, int(diff.max(initial=0)))
+        else:
+            allowed = np.maximum(1.0, 1e-5 * np.abs(ref64 - start))
+            bias_error = max(bias_error, float((diff / allowed).max(initial=0)))
         differing += int(np.count_nonzero(diff))
-        moved += int(np.count_nonzero(ref != initial[name]))
+        moved += int(np.count_nonzero(ref64 != start))
         total += diff.size
     rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(engine.losses, reference.losses, strict=True)]
-    return {"max_lsb": max_lsb, "differing_fraction": differing / total, "loss_rel_error": max(rel),
-            "moved": moved, "elements": total}
+    return {"max_lsb": max_lsb, "differing_fraction": differing / total, "bias_error": bias_error,
+            "loss_rel_error": max(rel), "moved": moved, "elements": total}

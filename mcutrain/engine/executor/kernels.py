@@ -21,6 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mcutrain.engine.ir import Op
+from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.quant.fixedpoint import AddParams, avgpool_int8_with_mask, quantized_add_with_mask, requantize_with_mask
 from mcutrain.quant.rng import stochastic_round
 
@@ -94,6 +95,14 @@ def conv2d(op: Op, args: list, step: int) -> tuple:
     acc = acc[None] + b.astype(np.int64)[None, :, None, None]
     y, mask = requantize_with_mask(acc, mult, shift, op.attr("y_zero"), op.attr("qmin"), op.attr("qmax"))
     return (y, mask)[: len(op.outputs)]
+
+
+def pointwise_depthwise(op: Op, args: list, step: int) -> tuple:
+    """The two convs in a row (here the expanded tensor is a temporary; on the device it is made and
+    consumed one channel at a time)."""
+    expand, depthwise = split(op)
+    (expanded,) = conv2d(expand, args[:5], step)
+    return conv2d(depthwise, [expanded] + list(args[5:]), step)
 
 
 def add(op: Op, args: list, step: int) -> tuple:
@@ -249,6 +258,7 @@ def linear_grad_w_update(op: Op, args: list, step: int) -> tuple:
 
 KERNELS: dict[str, Kernel] = {
     "conv2d": conv2d,
+    "pointwise_depthwise": pointwise_depthwise,
     "add": add,
     "avgpool": avgpool,
     "linear": linear,

@@ -209,15 +209,19 @@ def plot_live_memory(plan: Plan, path, n_ops: int | None = None,
         ax.stackplot(x, *ys, labels=kinds, alpha=0.85)
     ax.axhline(plan.arena_bytes / KB, color="black", linestyle="--",
                label=f"arena {plan.arena_bytes / KB:.1f} KB")
+    labelled: set[str] = set()
     for start, end, name in _phase_spans(phases, n_ops):
-        ax.axvspan(start - 0.5, end - 0.5, color=PHASE_COLORS.get(name, "grey"), alpha=0.08)
-        ax.text((start + end - 1) / 2, 1.0, name, transform=ax.get_xaxis_transform(),
-                ha="center", va="bottom", fontsize=8)
+        # Update ops interleave with the backward pass (each right after its gradient): every span is
+        # shaded and each phase is named once, in the legend, so nothing overlaps.
+        ax.axvspan(start - 0.5, end - 0.5, color=PHASE_COLORS.get(name, "grey"),
+                   alpha=0.3 if name == "update" else 0.08, lw=0,
+                   label=None if name in labelled else f"{name} ops")
+        labelled.add(name)
     ax.set_xlim(-0.5, max(n_ops, 1) - 0.5)
     ax.set_ylim(0, max(plan.arena_bytes / KB, 1e-3) * 1.08)
     ax.set_xlabel("op index (schedule order)")
     ax.set_ylabel("live memory (KB)")
-    ax.set_title(title, pad=14 if phases else 6)
+    ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,7 +1,9 @@
 """The compile pipeline: the passes, in order, in ONE place; the verifier runs after each.
 
-Training (after ``differentiate``): insert_updates -> prune -> reorder -> fuse_updates -> inplace.
-Inference (the forward alone, for predict and the inference-only memory figure): prune -> inplace.
+Training (after ``differentiate``):
+    insert_updates -> prune -> reorder -> fuse_updates -> fuse_expand -> inplace
+Inference (the forward alone, for predict and the inference-only memory figure):
+    prune -> fuse_expand -> inplace
 Every pass is a pure function ``(Graph, PassOptions) -> Graph`` in its own module, which says why it
 exists; ``run_passes`` verifies the input and the output of every pass, so a broken graph fails next
 to the pass that broke it.
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from mcutrain.engine.ir import Graph
+from mcutrain.engine.passes.fuse_expand import fuse_expand
 from mcutrain.engine.passes.fuse_updates import fuse_updates
 from mcutrain.engine.passes.inplace import inplace
 from mcutrain.engine.passes.insert_updates import insert_updates
@@ -22,11 +25,11 @@ from mcutrain.engine.verify import verify
 
 Pass = Callable[[Graph, PassOptions], Graph]
 
-PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, inplace)
-INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, inplace)
+PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace)
+INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, fuse_expand, inplace)
 
-__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_updates", "inplace", "insert_updates", "prune",
-           "reorder", "run_passes"]
+__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_expand", "fuse_updates", "inplace",
+           "insert_updates", "prune", "reorder", "run_passes"]
 
 
 def run_passes(graph: Graph, options: PassOptions, passes: Sequence[Pass] = PIPELINE) -> Graph:

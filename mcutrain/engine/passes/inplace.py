@@ -7,9 +7,11 @@ live instead of two. Two kinds of op allow it:
     ``add_grad`` (its first gradient) and the forward residual ``add`` (over a dying input);
   * depthwise convs (TinyEngine's in-place depthwise): output channel c depends on input channel c
     only, so channel by channel the output goes over the input through a one-channel scratch buffer
-    (``lifetimes`` reserves it: Ho*Wo bytes, live at that op). With stride 2 the smaller output
+    (``lifetimes`` reserves it: one output channel, live at that op). With stride 2 the smaller output
     channel c lands on input bytes of channels <= c, all consumed by then. In the frozen,
-    high-resolution prefix this removes one of the two big tensors of every depthwise step.
+    high-resolution prefix this removes one of the two big tensors of every depthwise step; in the
+    backward the same holds for the depthwise input gradient (``conv2d_grad_x`` with groups > 1,
+    stride 1: g_x over g_acc, when g_acc dies there, i.e. the weight is frozen).
 Legal only when the input is made by an op of this graph (not a caller's input, constant or
 parameter), is not a graph output, is last read by this op (and read once by it), has the output's
 dtype, and is as big (elementwise: the same shape; depthwise: at least the output's bytes).
@@ -29,6 +31,7 @@ INPLACE_RULES: dict[str, tuple[tuple[int, ...] | None, str]] = {
     "add_grad": ((0,), "elementwise"),
     "add": ((1, 0), "elementwise"),
     "conv2d": ((0,), "depthwise"),
+    "conv2d_grad_x": ((0,), "depthwise"),
 }
 
 
@@ -41,8 +44,8 @@ def inplace(graph: Graph, options=None) -> Graph:
 
 
 def is_inplace_depthwise(op: Op) -> bool:
-    """A depthwise conv marked in place: it needs a one-channel scratch buffer."""
-    return op.kind == "conv2d" and op.attr("inplace") is not None
+    """A depthwise conv (or its input gradient) marked in place: it needs a one-channel scratch."""
+    return op.kind in ("conv2d", "conv2d_grad_x") and op.attr("inplace") is not None
 
 
 def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:

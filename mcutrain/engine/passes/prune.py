@@ -14,7 +14,8 @@ from dataclasses import replace
 
 from mcutrain.engine.ir import Graph, Op
 
-OPTIONAL_OUTPUTS = ("conv2d", "add", "avgpool")  # outputs after the first (the mask) may be dropped
+# op kinds whose outputs after the first (the mask) may be dropped
+OPTIONAL_OUTPUTS = ("conv2d", "pointwise_depthwise", "add", "avgpool")
 
 
 def prune(graph: Graph, options=None) -> Graph:

@@ -1,0 +1,80 @@
+"""`mcutrain analyze`: contribution analysis of a model's biases and weights (input to the search)."""
+
+from __future__ import annotations
+
+import sys
+
+from mcutrain.cli.output import add_json_flag, emit, table
+from mcutrain.search.contrib import AnalysisConfig, analyze, runs_path, summary
+from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+
+
+def register(subparsers) -> None:
+    d = AnalysisConfig("", "", "")
+    p = subparsers.add_parser(
+        "analyze", help="measure what each bias depth and weight update adds to accuracy (for the search)",
+        description="Short int8 fine-tunes of MODEL on --data from the same start: the classifier only "
+                    "(baseline), the biases of the last k convs (dAcc_bias[k]) and each candidate conv's "
+                    "weight at ratios 1/8..1 (dAcc_W[i, r], over bias-only with the same depth). Accuracy "
+                    "is on the validation split, never test. Finished runs are kept in OUT.runs.jsonl: "
+                    "rerun the same command to resume. Use the training settings (--lr ...) you will "
+                    "fine-tune the chosen scheme with.")
+    p.add_argument("model", metavar="MODEL", help="int8 model file")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, metavar="CONTRIB_JSON")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per run (default {d.epochs})")
+    p.add_argument("--subset", type=int, default=d.train_subset, dest="train_subset",
+                   help=f"training samples per run, a seeded subset (default {d.train_subset}; 0: all)")
+    p.add_argument("--eval-subset", type=int, default=d.eval_subset,
+                   help=f"validation samples (default {d.eval_subset}; 0: the whole split)")
+    p.add_argument("--layers", default=None,
+                   help="candidate convs for weight runs: indices, ranges A..B, names, last:N "
+                        "(default: the last half of the convs)")
+    p.add_argument("--ratios", default=None, help="weight ratios (default: 1/8,1/4,1/2,1)")
+    p.add_argument("--bias-grid", default=None,
+                   help="k values of the bias runs, e.g. 1..6,9,12 (default: 1,2,3,4,6,8,12,... and all "
+                        "convs); the k the weight runs need are always added")
+    p.add_argument("--workers", type=int, default=d.workers, help="worker processes (default 1)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    qas = p.add_mutually_exclusive_group()
+    qas.add_argument("--qas", dest="qas", action="store_true", default=True, help="(default)")
+    qas.add_argument("--no-qas", dest="qas", action="store_false")
+    p.add_argument("--update-rule", choices=UPDATE_RULES, default=d.update_rule)
+    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = AnalysisConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
+                         train_subset=args.train_subset, eval_subset=args.eval_subset,
+                         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                         optimizer=args.optimizer, qas=args.qas, update_rule=args.update_rule, seed=args.seed,
+                         resolution=args.resolution, layers=args.layers, ratios=args.ratios,
+                         bias_grid=args.bias_grid, workers=args.workers)
+    doc = analyze(cfg, progress=not args.quiet)
+    result = {"out": args.out, "runs_cache": str(runs_path(args.out)), **summary(doc)}
+    if result["unstable"]:
+        print(f"mcutrain analyze: warning: {len(result['unstable'])} run(s) ended with a training loss far "
+              f"above chance ({', '.join(result['unstable'][:5])}...): their contributions are noise; "
+              f"consider a lower --lr", file=sys.stderr)
+    emit(args, result, _human)
+    return 0
+
+
+def _human(r: dict) -> str:
+    best = r["best_bias"]
+    lines = [f"{r['model']} on {r['data']}: baseline (classifier only) val accuracy {r['baseline'] * 100:.2f}%",
+             f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points" if best else
+             "no bias runs",
+             "top weight contributions (over bias-only with the same depth):",
+             table([[w["layer"], w["name"], w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
+                   ["layer", "name", "ratio", "dAcc (points)"]),
+             f"{r['runs']} runs ({r['runs_new']} new) in {r['seconds']:.1f} s; wrote {r['out']} "
+             f"(run cache {r['runs_cache']})"]
+    return "\n".join(lines)

@@ -1,0 +1,383 @@
+"""Contribution analysis (DESIGN.md section 5): what each bias depth and each weight update is worth.
+
+The paper describes it and never released code. From one starting model, short int8 fine-tunes with
+the simulation (``finetune``: SGD-M + QAS, stochastic rounding, a new head for a new task) measure
+
+  baseline          the classifier only (``last-layer``);
+  dAcc_bias[k]      updating the biases of the last k convs (+ classifier), minus the baseline;
+  dAcc_W[i, r]      updating conv i's weight at ratio r + the biases of convs i..n-1 (a weight update
+                    needs them) + classifier, minus the bias-only run with the same k = n - i.
+
+Accuracy is VALIDATION accuracy (the search must never see the test split), on seeded random subsets
+(``train_subset`` / ``eval_subset``) to keep runs short; contrib.json says so. ``predicted_gain``
+adds the contributions up as the paper's search does. Runs go through a resumable cache
+(``cache.RunCache``) and optionally through worker processes (``runs.run_groups``).
+
+contrib.json, format ``mcutrain-contrib`` version 1::
+
+    {"format": "mcutrain-contrib", "version": 1,
+     "model": {"path", "sha256", "arch", "n_convs", "resolution", "conv_names"},
+     "data": {"name", "sha256", "split_seed", "num_classes", "new_head", "train_used", "val_used"},
+     "settings": {epochs, batch_size, lr, momentum, optimizer, qas, update_rule, seed, resolution,
+                  train_subset, eval_subset},
+     "metric": "val_accuracy", "note": "...",
+     "grid": {"bias_k": [...], "layers": [...], "ratios": [...]},
+     "baseline": 0.81,                                  # validation accuracy, classifier only
+     "bias": {"3": 0.012, ...},                         # k -> dAcc_bias (every bias run made)
+     "weight": {"39": {"0.125": 0.004, ..., "1.0": 0.02}, ...},   # i -> r -> dAcc_W
+     "accuracy": {"bias": {k: acc}, "weight": {i: {r: acc}}},    # the raw accuracies
+     "unstable": ["w39@1+b3", ...],                     # runs whose loss ended above 2 ln(classes)
+     "runs": 58, "runs_new": 20, "wall_seconds": 312.4, "run_seconds": 590.1, "workers": 2}
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mcutrain.data import SplitDataset, load_dataset
+from mcutrain.errors import McutrainError
+from mcutrain.io.atomic import atomic_write_text
+from mcutrain.quant.model_file import load_qmodel
+from mcutrain.quant.qmodel import QModel
+from mcutrain.search.cache import RunCache
+from mcutrain.search.grid import Selection, select_bias_grid, select_layers, select_ratios
+from mcutrain.search.runs import Group, RunSpec, RunState, prefix_name, run_groups, without_test
+from mcutrain.models.specs import NetSpec
+from mcutrain.sparse.scheme import ALLOWED_RATIOS, Scheme, backbone_convs
+from mcutrain.train.finetune import FinetuneConfig
+from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+
+FORMAT = "mcutrain-contrib"
+VERSION = 1
+TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "optimizer", "qas", "update_rule", "seed",
+                     "resolution", "train_subset", "eval_subset")
+UNSTABLE_LOSS = 2.0  # x ln(classes): a final training loss this far above chance means a broken run
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Settings of one analysis. The training settings default to ``finetune``'s, except epochs and
+    subsets (short runs): analyse with the settings the chosen scheme will be fine-tuned with."""
+
+    model: str
+    data: str
+    out: str
+    epochs: int = 2
+    train_subset: int = 1000  # 0: all training samples
+    eval_subset: int = 1000  # 0: the whole validation split
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    optimizer: str = "sgd"
+    qas: bool = True
+    update_rule: str = "sr"
+    seed: int = 0
+    resolution: int = 0  # 0: the model's own
+    layers: Selection = None  # see grid.py; None: the last half of the convs
+    ratios: Selection = None  # None: 1/8, 1/4, 1/2, 1
+    bias_grid: Selection = None  # None: geometric 1, 2, 3, 4, 6, 8, 12, ... and n
+    workers: int = 1
+
+    @property
+    def settings(self) -> dict:
+        return {k: getattr(self, k) for k in TRAINING_SETTINGS}
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(model=self.model, data=self.data, scheme="", **self.settings)
+
+
+def runs_path(out: str | os.PathLike) -> Path:
+    """The run cache next to the output: ``<out>.runs.jsonl``."""
+    return Path(f"{os.fspath(out)}.runs.jsonl")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of an analysis: baseline, bias runs (grid + those the weight runs need), weight runs."""
+
+    n_convs: int
+    bias_k: tuple[int, ...]
+    layers: tuple[int, ...]
+    ratios: tuple[float, ...]
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        weights = [RunSpec(self.n_convs - i, i, r) for i in self.layers for r in self.ratios]
+        return [RunSpec(0)] + [RunSpec(k) for k in self.bias_k] + weights
+
+
+def plan_runs(cfg: AnalysisConfig, spec: NetSpec) -> Plan:
+    """Resolve the selections of ``cfg`` against the convs of ``spec``."""
+    n = len(backbone_convs(spec))
+    layers = select_layers(cfg.layers, spec)
+    grid = set(select_bias_grid(cfg.bias_grid, n)) | {n - i for i in layers}
+    return Plan(n, tuple(sorted(grid)), layers, select_ratios(cfg.ratios))
+
+
+# ---------------------------------------------------------------------------------------------- analyze
+
+
+def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
+    """Run (or resume) the analysis and write ``cfg.out`` atomically; returns the contrib document."""
+    t0 = time.perf_counter()
+    _check(cfg)
+    model = load_qmodel(cfg.model)
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    plan = plan_runs(cfg, model.spec)
+    identity = {"model_sha256": _file_sha256(cfg.model), "data": cfg.data,
+                "data_sha256": _data_sha256(dataset), **cfg.settings}
+    cache = RunCache(runs_path(cfg.out), identity)
+    todo = [run for run in plan.runs if cache.get(run) is None]
+    bar = tqdm(total=len(plan.runs), initial=len(plan.runs) - len(todo), desc="analyze", unit="run",
+               disable=not progress, dynamic_ncols=True)
+
+    def finished(run: RunSpec, record: dict) -> None:
+        cache.add(run, record)
+        bar.set_postfix_str(f"{run.label} val {record['val_accuracy']:.3f}")
+        bar.update(1)
+
+    try:
+        state = RunState(cfg.finetune_config(), model, without_test(dataset))
+        run_groups(_groups(todo, model), state, cfg.workers, finished)
+    finally:
+        bar.close()
+    results = {run: cache.get(run) for run in plan.runs}
+    doc = contrib_doc(cfg, plan, model, dataset, identity, results, len(todo), time.perf_counter() - t0)
+    atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def _groups(runs: list[RunSpec], model: QModel) -> list[Group]:
+    """Runs sharing a frozen prefix, grouped (one process runs a group back to back); the groups
+    with the deepest trained layer first, as they take longest and so balance the workers."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        name = prefix_name(model, run)
+        groups.setdefault(name, []).append((run, name))
+    return sorted(groups.values(), key=lambda g: (-max(r.bias for r, _ in g), g[0][1]))
+
+
+def _check(cfg: AnalysisConfig) -> None:
+    if cfg.optimizer not in OPTIMIZERS:
+        raise McutrainError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.update_rule not in UPDATE_RULES:
+        raise McutrainError(f"unknown update rule {cfg.update_rule!r}; choose {', '.join(UPDATE_RULES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
+        raise McutrainError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if cfg.train_subset < 0 or cfg.eval_subset < 0 or cfg.seed < 0 or cfg.resolution < 0:
+        raise McutrainError("--subset, --eval-subset, --seed and --resolution must be >= 0")
+    if cfg.workers < 1:
+        raise McutrainError(f"--workers must be >= 1, got {cfg.workers}")
+    if not cfg.out:
+        raise McutrainError("--out is required: the analysis writes contrib.json and its run cache there")
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _data_sha256(dataset: SplitDataset) -> str:
+    """Identity of the data the analysis sees: classes, train and validation splits (not test)."""
+    h = hashlib.sha256(json.dumps(list(dataset.classes)).encode())
+    for part in (dataset.train, dataset.val):
+        h.update(np.ascontiguousarray(part.images).tobytes())
+        h.update(np.ascontiguousarray(part.labels).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- document
+
+
+def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDataset, identity: dict,
+                results: dict[RunSpec, dict], runs_new: int, wall: float) -> dict:
+    """The contrib.json document from the finished runs (see the module docstring)."""
+    acc = {run: rec["val_accuracy"] for run, rec in results.items()}
+    base = acc[RunSpec(0)]
+    bias_acc = {k: acc[RunSpec(k)] for k in plan.bias_k}
+    weight_acc = {i: {r: acc[RunSpec(plan.n_convs - i, i, r)] for r in plan.ratios} for i in plan.layers}
+    limit = UNSTABLE_LOSS * math.log(max(dataset.num_classes, 2))
+    unstable = [run.label for run, rec in results.items()
+                if rec["diverged"] or not rec["train_loss_per_epoch"]
+                or not rec["train_loss_per_epoch"][-1] < limit]
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model": {"path": os.fspath(cfg.model), "sha256": identity["model_sha256"], "arch": model.spec.name,
+                  "n_convs": plan.n_convs, "resolution": cfg.resolution or model.resolution,
+                  "conv_names": [c.name for c in model.convs()]},
+        "data": {"name": cfg.data, "sha256": identity["data_sha256"], "split_seed": cfg.seed,
+                 "num_classes": dataset.num_classes, "new_head": tuple(dataset.classes) != tuple(model.classes),
+                 "train_used": _used(len(dataset.train), cfg.train_subset),
+                 "val_used": _used(len(dataset.val), cfg.eval_subset)},
+        "settings": cfg.settings,
+        "metric": "val_accuracy",
+        "note": (f"accuracies are on the validation split (the test split is never used), after "
+                 f"{cfg.epochs} epoch(s) on {_used(len(dataset.train), cfg.train_subset)} training samples "
+                 f"(a seeded subset when train_subset > 0) and evaluated on "
+                 f"{_used(len(dataset.val), cfg.eval_subset)} validation samples"),
+        "grid": {"bias_k": list(plan.bias_k), "layers": list(plan.layers), "ratios": list(plan.ratios)},
+        "baseline": base,
+        "bias": {str(k): a - base for k, a in bias_acc.items()},
+        "weight": {str(i): {str(r): a - bias_acc[plan.n_convs - i] for r, a in row.items()}
+                   for i, row in weight_acc.items()},
+        "accuracy": {"bias": {str(k): a for k, a in bias_acc.items()},
+                     "weight": {str(i): {str(r): a for r, a in row.items()} for i, row in weight_acc.items()}},
+        "unstable": unstable,
+        "runs": len(results), "runs_new": runs_new, "wall_seconds": round(wall, 2),
+        "run_seconds": round(sum(rec["seconds"] for rec in results.values()), 2), "workers": cfg.workers,
+    }
+
+
+def _used(available: int, subset: int) -> int:
+    return min(available, subset) if subset else available
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Contrib:
+    """A validated contrib.json: dAcc tables with int layer keys and float ratio keys."""
+
+    arch: str
+    n_convs: int
+    baseline: float
+    bias: dict[int, float]
+    weight: dict[int, dict[float, float]]
+    doc: dict
+
+    def weight_options(self) -> list[tuple[int, float]]:
+        """Every analysed (layer, ratio): the search's weight choices."""
+        return [(i, r) for i in sorted(self.weight) for r in sorted(self.weight[i])]
+
+
+def load_contrib(path: str | os.PathLike) -> Contrib:
+    """Read and validate contrib.json; every error names the file."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise McutrainError(f"{path}: no such file (make it with `mcutrain analyze`)") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise McutrainError(f"{path}: not a JSON file ({err})") from None
+    try:
+        return contrib_from_doc(doc)
+    except McutrainError as err:
+        raise McutrainError(f"{path}: {err}") from None
+
+
+def contrib_from_doc(doc: dict) -> Contrib:
+    """Validate a contrib document (format, version, tables) and parse its keys."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise McutrainError(f"not a contribution analysis: 'format' must be {FORMAT!r}")
+    if doc.get("version") != VERSION:
+        raise McutrainError(f"contrib format version {doc.get('version')!r} is not supported "
+                            f"(this mcutrain reads version {VERSION})")
+    try:
+        arch, n = str(doc["model"]["arch"]), int(doc["model"]["n_convs"])
+        baseline = _accuracy(doc["baseline"], "baseline")
+        bias = {_key(k, 1, n, "bias"): _delta(v, f"bias[{k}]") for k, v in doc["bias"].items()}
+        weight = {_key(i, 0, n - 1, "weight"): _ratios(row, f"weight[{i}]") for i, row in doc["weight"].items()}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise McutrainError(f"malformed contrib document ({type(err).__name__}: {err})") from None
+    missing = sorted(n - i for i in weight if n - i not in bias)
+    if missing:
+        raise McutrainError(f"weight runs need the bias runs k = {missing}, which are missing from 'bias'")
+    return Contrib(arch, n, baseline, bias, weight, doc)
+
+
+def _key(text: str, lo: int, hi: int, where: str) -> int:
+    if not str(text).isdigit() or not lo <= int(text) <= hi:
+        raise McutrainError(f"'{where}' key {text!r} must be an integer {lo}..{hi}")
+    return int(text)
+
+
+def _ratios(row: dict, where: str) -> dict[float, float]:
+    out = {}
+    for r, v in row.items():
+        try:
+            ratio = float(r)
+        except ValueError:
+            ratio = None
+        if ratio not in ALLOWED_RATIOS:
+            raise McutrainError(f"{where}: ratio {r!r} is not one of {ALLOWED_RATIOS}")
+        out[ratio] = _delta(v, f"{where}[{r}]")
+    return out
+
+
+def _accuracy(v, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        raise McutrainError(f"{where} must be an accuracy in [0, 1], got {v!r}")
+    return float(v)
+
+
+def _delta(v, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
+        raise McutrainError(f"{where} must be an accuracy difference in [-1, 1], got {v!r}")
+    return float(v)
+
+
+# ---------------------------------------------------------------------------------------------- using
+
+
+def bias_gain(contrib: Contrib, k: int) -> float:
+    """dAcc_bias at k: exact on the grid, linear between grid points (k = 0 is the baseline, gain 0),
+    and the deepest grid point's value beyond it (the default grid ends at n, so that is rare)."""
+    if k <= 0:
+        return 0.0
+    ks = [0] + sorted(contrib.bias)
+    gains = [0.0] + [contrib.bias[x] for x in ks[1:]]
+    j = bisect.bisect_left(ks, k)
+    if j == len(ks):
+        return gains[-1]
+    if ks[j] == k:
+        return gains[j]
+    t = (k - ks[j - 1]) / (ks[j] - ks[j - 1])
+    return gains[j - 1] + t * (gains[j] - gains[j - 1])
+
+
+def predicted_gain(contrib: Contrib, scheme: Scheme) -> float:
+    """dAcc_bias[k*] + sum dAcc_W[i, r] over the scheme's weight updates: contributions assumed
+    additive, as the paper's search does. k* is the scheme's NUMBER of bias-updated convs (the
+    analysis measured suffixes "last k"; a non-suffix bias list is scored as the suffix of its size);
+    k* off the grid is interpolated (``bias_gain``). A weight (i, r) the analysis did not measure is
+    an error: restrict the search to ``contrib.weight_options()``."""
+    if scheme.model != contrib.arch:
+        raise McutrainError(f"scheme {scheme.name!r} is for {scheme.model!r}, the analysis for {contrib.arch!r}")
+    missing = [(i, r) for i, r in scheme.weight_ratios if r not in contrib.weight.get(i, {})]
+    if missing:
+        raise McutrainError(f"scheme {scheme.name!r} updates weights the analysis did not measure: "
+                            f"{', '.join(f'conv {i} at {r:g}' for i, r in missing)}; analysed layers: "
+                            f"{sorted(contrib.weight)}")
+    return bias_gain(contrib, len(scheme.bias_layers)) + sum(contrib.weight[i][r] for i, r in scheme.weight_ratios)
+
+
+def summary(doc: dict, top: int = 10) -> dict:
+    """What the CLI prints: baseline, the best bias depth, the top weight contributions, cost."""
+    names = doc["model"]["conv_names"]
+    best_k = max(doc["bias"], key=lambda k: (doc["bias"][k], -int(k)), default=None)
+    rows = sorted(((int(i), float(r), d) for i, row in doc["weight"].items() for r, d in row.items()),
+                  key=lambda t: (-t[2], t[0], t[1]))
+    return {"model": doc["model"]["arch"], "data": doc["data"]["name"],
+            "baseline": doc["baseline"],
+            "best_bias": None if best_k is None else {"k": int(best_k), "dacc": doc["bias"][best_k]},
+            "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d} for i, r, d in rows[:top]],
+            "unstable": doc["unstable"], "runs": doc["runs"], "runs_new": doc["runs_new"],
+            "seconds": doc["wall_seconds"]}
+
+
+__all__ = ["AnalysisConfig", "Contrib", "Plan", "analyze", "bias_gain", "contrib_doc", "contrib_from_doc",
+           "load_contrib", "plan_runs", "predicted_gain", "runs_path", "summary"]

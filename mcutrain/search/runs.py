@@ -1,0 +1,246 @@
+"""The fine-tunes of a contribution analysis: what one run trains, and running many, here or in workers.
+
+A run is a ``RunSpec``: the biases of the last ``bias`` convs, optionally the weight of conv ``layer``
+at ``ratio``, and always the classifier; ``finetune`` (the int8 simulation) trains it from the same
+starting model and reports its validation accuracy.
+
+Sharing the frozen prefix
+    ``finetune`` caches the int8 activations in front of the first trained block in ``prefix_memo``
+    under the scheme's NAME (plus the model object, split block, data and seed). Runs are therefore
+    named by a hash of exactly what those activations depend on: the split block and the prefix
+    convs' parameters after the channel permutation the run's plan applies. Two runs with the same
+    name have bit-identical cached activations, so they may share them; runs whose permutation only
+    touches trained blocks share with the bias runs of the same block. Runs with the same name form
+    a group; a group runs in one process, back to back, so the prefix is computed once per group.
+
+Determinism
+    Every run computes with one torch thread, in the parent (``workers=1``) as in a worker, so the
+    results do not depend on ``--workers``: each run is seeded by the settings alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import multiprocessing
+import os
+import queue as queue_module
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from mcutrain.data import ImageSet, SplitDataset, load_dataset
+from mcutrain.quant.model_file import load_qmodel
+from mcutrain.quant.qmodel import QModel
+from mcutrain.sparse.permute import permute_for_plan
+from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, resolve, save_scheme
+from mcutrain.train.finetune import FinetuneConfig, finetune
+
+DRAIN_SECONDS = 2.0  # how long to collect finished runs from the queue after a worker failed
+PARENT_POLL_SECONDS = 1.0  # how often a worker checks that the analysis that started it still runs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tune: biases of the last ``bias`` convs (+ the weight of ``layer`` at ``ratio``)."""
+
+    bias: int
+    layer: int | None = None
+    ratio: float = 0.0
+
+    @property
+    def label(self) -> str:
+        if self.layer is not None:
+            return f"w{self.layer}@{self.ratio:g}+b{self.bias}"
+        return f"b{self.bias}" if self.bias else "last-layer"
+
+    def to_json(self) -> dict:
+        return {"bias": self.bias, "layer": self.layer, "ratio": self.ratio}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunSpec":
+        return cls(int(d["bias"]), None if d["layer"] is None else int(d["layer"]), float(d["ratio"]))
+
+    def scheme(self, model: str, n_convs: int, name: str) -> Scheme:
+        """The run as a Scheme (validated by ``finetune`` through ``resolve``)."""
+        weights = ((self.layer, self.ratio),) if self.layer is not None else ()
+        return Scheme(model, name, tuple(range(n_convs - self.bias, n_convs)), weights,
+                      description=f"contribution analysis run {self.label}")
+
+
+def prefix_name(model: QModel, run: RunSpec) -> str:
+    """The scheme name of ``run``: a hash of what its cached prefix activations depend on."""
+    spec = model.spec
+    scheme = run.scheme(spec.name, len(backbone_convs(spec)), "probe")
+    last_k_layers(spec, run.bias, "bias")
+    plan = resolve(scheme, spec)
+    permuted, _ = permute_for_plan(model, plan)
+    split = _first_trained_block(model, plan.lowest_trained_conv)
+    h = hashlib.sha256(repr(split).encode())
+    prefix = [] if split is None else [permuted.first_conv] + [c for b in permuted.blocks[:split] for c in b.convs()]
+    for conv in prefix:
+        for array in (conv.weight, conv.bias, conv.w_scale):
+            h.update(array.tobytes())
+    return f"contrib-s{'x' if split is None else split}-{h.hexdigest()[:12]}"
+
+
+def _first_trained_block(model: QModel, low: int | None) -> int | None:
+    """The block ``finetune`` caches up to (see ``prefix_cache.first_trained_block``); None: no cache."""
+    if low is None:
+        return len(model.blocks)
+    if low == 0:
+        return None
+    index = 1
+    for b, block in enumerate(model.blocks):
+        index += len(block.convs())
+        if low < index:
+            return b
+    raise ValueError(f"conv {low} is not in {model.spec.name}")
+
+
+# ----------------------------------------------------------------------------------------------- one run
+
+
+@dataclass
+class RunState:
+    """What every run of one process shares: the settings, the model, the data and the memo."""
+
+    cfg: FinetuneConfig
+    model: QModel
+    dataset: SplitDataset
+    memo: dict = field(default_factory=dict)
+
+
+def load_state(cfg: FinetuneConfig) -> RunState:
+    return RunState(cfg, load_qmodel(cfg.model), without_test(load_dataset(cfg.data, seed=cfg.seed)))
+
+
+def without_test(dataset: SplitDataset) -> SplitDataset:
+    """The data with its test split replaced by one validation image. ``finetune`` reports test
+    accuracy before and after training; the analysis must never look at test, and those two passes
+    (plus caching the test prefix) were most of a deep run's time. Training and validation are unchanged."""
+    return replace(dataset, test=ImageSet(dataset.val.images[:1], dataset.val.labels[:1]))
+
+
+def run_one(run: RunSpec, name: str, state: RunState) -> dict:
+    """Fine-tune ``run`` and return its record: validation accuracy (never test) and timings."""
+    spec = state.model.spec
+    scheme = run.scheme(spec.name, len(backbone_convs(spec)), name)
+    fd, path = tempfile.mkstemp(prefix="mcutrain-analyze-", suffix=".json")
+    os.close(fd)
+    t0 = time.perf_counter()
+    try:
+        save_scheme(path, scheme, spec)  # finetune takes a scheme by name or file
+        result = finetune(replace(state.cfg, scheme=path), progress=False, model=state.model,
+                          dataset=state.dataset, prefix_memo=state.memo)
+    finally:
+        os.unlink(path)
+    return {"val_accuracy": result["val_accuracy"], "train_loss_per_epoch": result["train_loss_per_epoch"],
+            "diverged": result["diverged"], "train_seconds": result["seconds"],
+            "seconds": round(time.perf_counter() - t0, 3), "prefix_cached_blocks": result["prefix_cached_blocks"]}
+
+
+Group = list[tuple[RunSpec, str]]
+OnResult = Callable[[RunSpec, dict], None]
+
+
+def run_groups(groups: list[Group], state: RunState, workers: int, on_result: OnResult) -> None:
+    """Run every group, calling ``on_result`` in this process as each run finishes (one writer)."""
+    if workers <= 1 or len(groups) <= 1:
+        _run_here(groups, state, on_result)
+    else:
+        _run_in_workers(groups, state.cfg, min(workers, len(groups)), on_result)
+
+
+def _run_here(groups: list[Group], state: RunState, on_result: OnResult) -> None:
+    with _one_thread():
+        for group in groups:
+            state.memo.clear()  # the previous group's prefix is not needed again
+            for run, name in group:
+                on_result(run, run_one(run, name, state))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread while runs compute here, as in a worker, then the caller's setting again."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: FinetuneConfig, results, parent: int) -> None:
+    """Worker start: one thread, the model and data loaded once, the queue results go back on, and
+    a watchdog so a killed analysis leaves no orphan worker training for nobody."""
+    torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _WORKER["state"] = load_state(cfg)
+    _WORKER["results"] = results
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _run_group(group: Group) -> int:
+    """A worker runs one group back to back (sharing its prefix), sending each run as it finishes."""
+    state: RunState = _WORKER["state"]
+    state.memo.clear()
+    for run, name in group:
+        _WORKER["results"].put((run, run_one(run, name, state)))
+    return len(group)
+
+
+def _run_in_workers(groups: list[Group], cfg: FinetuneConfig, workers: int, on_result: OnResult) -> None:
+    """Groups go to ``workers`` spawned processes; finished runs stream back on a queue so a killed
+    analysis loses only the runs in progress, and this process stays the cache's only writer."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    pending = sum(len(g) for g in groups)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, results, os.getpid()))
+    try:
+        futures = [pool.submit(_run_group, g) for g in groups]
+        while pending:
+            try:
+                on_result(*results.get(timeout=0.5))
+                pending -= 1
+            except queue_module.Empty:
+                pending -= _check_workers(futures, results, on_result, pending)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _check_workers(futures: list[Future], results, on_result: OnResult, pending: int) -> int:
+    """Raise a worker's failure (or a lost result), after keeping the runs that did finish: they
+    may still be on the queue. Returns how many runs it collected."""
+    failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+    if failed is None and not all(f.done() for f in futures):
+        return 0
+    collected, deadline = 0, time.monotonic() + DRAIN_SECONDS
+    while collected < pending and time.monotonic() < deadline:
+        try:
+            on_result(*results.get(timeout=0.1))
+            collected += 1
+        except queue_module.Empty:
+            continue
+    if failed is not None:
+        raise failed.exception()
+    if collected < pending:
+        raise RuntimeError(f"the workers finished but {pending - collected} run results never arrived")
+    return collected
