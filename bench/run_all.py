@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = [  # (name, module, argv)
     ("float_throughput", "bench.float_throughput", []),
     ("sim_throughput", "bench.sim_throughput", []),
+    ("memory_ladder", "bench.memory_ladder", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
 ]
 

@@ -16,6 +16,10 @@ Sharing the frozen prefix
 Determinism
     Every run computes with one torch thread, in the parent (``workers=1``) as in a worker, so the
     results do not depend on ``--workers``: each run is seeded by the settings alone.
+
+Never the test split
+    The runs see a dataset whose test split is one validation image (``without_test``): the
+    analysis selects schemes, so it must not look at test, and it saves finetune's test passes.
 """
 
 from __future__ import annotations
@@ -211,7 +215,8 @@ def _run_in_workers(groups: list[Group], cfg: FinetuneConfig, workers: int, on_r
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     pending = sum(len(g) for g in groups)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, results, os.getpid()))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(cfg, results, os.getpid()))
     try:
         futures = [pool.submit(_run_group, g) for g in groups]
         while pending:
