@@ -59,8 +59,12 @@ def main(argv=None) -> None:
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared 2-core machine two OpenMP threads per process "
+                         "stall on barriers whenever anything else runs, which makes figures meaningless)")
     ap.add_argument("--windows", type=int, default=5)
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     rows = []
     for spec in PAPER_SPECS:
         fp32_step, int8_step = steppers(spec.name, args.resolution, args.batch)

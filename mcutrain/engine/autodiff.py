@@ -18,8 +18,11 @@ simulation (``mcutrain.quant.sim_ops``) exactly, gradients taken w.r.t. integer-
 Only what can reach a trainable parameter is differentiated: a tensor needs a gradient iff it is a
 trainable parameter or computed from one (requires-grad propagation), so nothing below the lowest
 trained layer gets an input gradient. A tensor read by several ops (a residual's fan-out) receives one
-gradient per reader, and they are SUMMED by a ``grad_sum`` (the reference engine overwrote one with
-the other). Scales stay constants (float32), computed exactly as the simulation computes them.
+gradient per reader, and they are SUMMED (the reference engine overwrote one with the other): by a
+``grad_sum``, or, when the last contribution is a 1x1 conv's input gradient and one contribution came
+before it (a residual block's input: the skip branch's gradient first), by that conv2d_grad_x
+accumulating into the earlier contribution (its third operand ``init``): the sum is then made in
+place, without a third buffer, the same float32 additions one term after the other. Scales stay constants (float32), computed exactly as the simulation computes them.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class _Backward:
     def __init__(self, graph: Graph, plan: UpdatePlan, needs: set[str], expected: dict[str, int]):
         self.graph, self.plan, self.needs_grad, self.expected = graph, plan, needs, expected
         self.contributions: dict[str, list[str]] = {}
+        self.totals: dict[str, str] = {}  # tensors whose last contribution wrote their total
         self.tensors: dict[str, TensorInfo] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.ops: list[Op] = []
@@ -105,8 +109,21 @@ class _Backward:
         made.append(name)
         return self.declare(name, shape if shape is not None else self.info(tensor).shape)
 
+    def accumulate_slot(self, tensor: str) -> tuple[str, str] | None:
+        """(earlier contribution, total) when the next contribution is the last of two: the op making it
+        may add into the earlier one and write the total itself (no ``grad_sum``); else None."""
+        made = self.contributions.get(tensor, [])
+        if self.expected.get(tensor) != 2 or len(made) != 1:
+            return None
+        total = self.declare(grad_name(tensor), self.info(tensor).shape)
+        made.append(total)
+        self.totals[tensor] = total
+        return made[0], total
+
     def total(self, tensor: str) -> str:
         """The whole gradient of ``tensor``: its one contribution, or the sum of all of them."""
+        if tensor in self.totals:
+            return self.totals[tensor]
         made = self.contributions.get(tensor, [])
         if len(made) != self.expected.get(tensor, 0):
             raise AutodiffError(f"{tensor!r}: {len(made)} gradient contributions, expected "
@@ -166,7 +183,12 @@ def _conv2d_vjp(bw: _Backward, op: Op, g_y: str) -> None:
     if bw.needs(b):
         bw.emit(op, "conv2d_grad_b", (g_acc,), (bw.grad_slot(b),))
     if bw.needs(x):
-        bw.emit(op, "conv2d_grad_x", (g_acc, w), (bw.grad_slot(x),), input_shape=bw.info(x).shape, **geometry)
+        pointwise = op.attr("groups") == 1 and op.attr("stride") == 1 and bw.info(w).shape[2:] == (1, 1)
+        acc = bw.accumulate_slot(x) if pointwise else None
+        if acc is not None:  # g_x = earlier contribution + conv_transpose(w, g_acc), summed in place
+            bw.emit(op, "conv2d_grad_x", (g_acc, w, acc[0]), (acc[1],), input_shape=bw.info(x).shape, **geometry)
+        else:
+            bw.emit(op, "conv2d_grad_x", (g_acc, w), (bw.grad_slot(x),), input_shape=bw.info(x).shape, **geometry)
     kept = bw.kept(op)
     if kept:
         shape = bw.info(w).shape

@@ -2,16 +2,19 @@
 
 The pipeline, top to bottom (DESIGN.md section 6):
   trace (frontend) -> append the loss -> autodiff (joint graph) -> passes (``mcutrain.engine.passes``:
-  insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace) -> lifetimes -> greedy memory
-  plan -> report.
+  insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace, fuse_rows) -> lifetimes ->
+  greedy memory plan -> report.
 The inference program (predict, and the inference-only memory figure) is the traced forward through
-the inference passes, scheduled and planned the same way. A ``Stage`` is one scheduled graph with its
-lifetimes and plan; a ``Program`` holds the training and inference stages, the options and the report.
+the inference passes, scheduled and planned the same way, with the same row pipelines as the training
+program (the same kernels: the training program's forward without masks and saved copies). For
+honesty the report also gives the inference arena with the forward fused as far as it goes
+(``inference_min_arena_bytes``). A ``Stage`` is one scheduled graph with its lifetimes and plan; a
+``Program`` holds the training and inference stages, the options and the report.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -24,11 +27,13 @@ from mcutrain.engine.lifetimes import lifetimes, storage_roots
 from mcutrain.engine.loss import append_loss
 from mcutrain.engine.memory import Buffer, Plan, lower_bound, plan_bump, plan_greedy, summary
 from mcutrain.engine.passes import INFERENCE_PIPELINE, PIPELINE, Pass, PassOptions, run_passes
+from mcutrain.engine.passes.fuse_backward import update_ops
+from mcutrain.engine.passes.fuse_rows import KIND as ROWS, rings_of, row_segments
 from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse import UpdatePlan
 
-__all__ = ["Program", "Stage", "build_program", "compile_training", "memory_report", "plan_stage",
-           "trainable_bytes"]
+__all__ = ["Program", "Stage", "build_program", "compile_training", "format_report", "memory_report",
+           "plan_stage", "trainable_bytes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,29 +87,40 @@ def plan_stage(graph: Graph, planner: Callable[..., Plan] = plan_greedy) -> Stag
 
 
 def compile_training(qmodel: QModel, plan: UpdatePlan, *, lr: float, seed: int,
-                     passes: Sequence[Pass] = PIPELINE) -> Program:
+                     passes: Sequence[Pass] = PIPELINE, stream_input: bool = True,
+                     row_fusion: str = "auto") -> Program:
     """Compile one SGD step at batch 1 (Int8Optimizer sgd, momentum 0, QAS, rule sr) for ``plan``.
 
-    ``passes`` exists for tests that compare the pipeline with and without a pass.
+    ``stream_input``: read the image row by row from its source (camera, DMA, host) instead of holding
+    it whole in the arena (possible when only frozen layers read it); ``row_fusion``: how far the frozen
+    forward prefix is run as row pipelines ("auto", "max", "off"; ``PassOptions``). ``passes`` exists
+    for tests that compare the pipeline with and without a pass.
     """
     forward = graph_from_qmodel(qmodel, plan)
     joint = differentiate(append_loss(forward), plan)
-    return build_program(joint, forward, PassOptions(lr=lr, seed=seed), passes)
+    options = PassOptions(lr=lr, seed=seed, stream_input=stream_input, row_fusion=row_fusion)
+    return build_program(joint, forward, options, passes)
 
 
 def build_program(joint: Graph, forward: Graph, options: PassOptions,
                   passes: Sequence[Pass] = PIPELINE) -> Program:
-    """Joint (forward + loss + backward) graph and forward graph -> Program: passes, plans, report."""
+    """Joint (forward + loss + backward) graph and forward graph -> Program: passes, plans, report.
+
+    The inference program uses the training program's row pipelines; a second inference plan with
+    the forward fused as far as it goes ("max") is made for the report only."""
     train = plan_stage(run_passes(joint, options, passes))
-    inference = plan_stage(run_passes(forward, options, INFERENCE_PIPELINE))
-    return Program(train, inference, options, memory_report(train, inference))
+    same = replace(options, row_segments=row_segments(train.graph))
+    inference = plan_stage(run_passes(forward, same, INFERENCE_PIPELINE))
+    fullest = replace(options, row_fusion="max", row_segments=None) if options.row_fusion != "off" else same
+    best = plan_stage(run_passes(forward, fullest, INFERENCE_PIPELINE)).plan.arena_bytes
+    return Program(train, inference, options, memory_report(train, inference, best))
 
 
 # ----------------------------------------------------------------------------------------------
 # The memory report
 
 
-def memory_report(train: Stage, inference: Stage) -> dict:
+def memory_report(train: Stage, inference: Stage, inference_min: int | None = None) -> dict:
     """What lives where, in bytes (DESIGN.md section 6: count everything that lives in SRAM).
 
     arena: the planned arena (greedy), with the bump planner's and the lower bound for reference;
@@ -113,12 +129,19 @@ def memory_report(train: Stage, inference: Stage) -> dict:
     comparison); total SRAM = arena + trainable copies (no optimizer state: SGD without momentum);
     Flash: frozen weights, frozen parts of trained weights, and constants (the initial values of the
     trainable copies ship in Flash as well: ``flash_with_initial_trainables_bytes``);
-    inference: the forward alone, planned the same way.
+    inference: the forward alone, planned the same way (``inference_peak_bytes`` is the same number:
+    the key the CLI shows), with the training program's row pipelines; ``inference_min_arena_bytes``:
+    the forward fused as far as it goes. Input: whether the image is streamed (then it is NOT in the
+    arena: the ring of rows the first conv reads is), its whole size, and its bytes in the arena.
     """
     graph = train.graph
     trainable = trainable_bytes(graph)
     constants = sum(a.nbytes for a in graph.constants.values())
     stats = summary(train.plan)
+    image = graph.tensor(graph.inputs[0])
+    streamed = image.name in graph.streams
+    pipelines = [op for op in graph.ops if op.kind == ROWS]
+    ring = sum(c * rows * w for op in pipelines for t, (c, rows, w, _) in rings_of(op).items() if t == image.name)
     return {
         "arena_bytes": train.plan.arena_bytes,
         "arena_bump_bytes": plan_bump(train.buffers).arena_bytes,
@@ -134,16 +157,46 @@ def memory_report(train: Stage, inference: Stage) -> dict:
         "inference_peak_op": _peak_op_name(inference),
         "n_ops": len(graph.ops),
         "n_buffers": len(train.buffers),
+        # added with the row pipelines (keys above keep their meaning)
+        "trainable_sram_bytes": trainable,
+        "inference_peak_bytes": inference.plan.arena_bytes,
+        "inference_min_arena_bytes": inference_min if inference_min is not None else inference.plan.arena_bytes,
+        "train_over_inference": train.plan.arena_bytes / max(inference.plan.arena_bytes, 1),
+        "input_streamed": streamed,
+        "input_bytes": image.nbytes,
+        "input_in_arena_bytes": 0 if streamed else image.nbytes,
+        "input_ring_bytes": ring,
+        "row_pipelines": [list(op.attr("fused")) for op in pipelines],
+        "row_pipeline_scratch_bytes": max((sum(c * r * w for c, r, w, _ in rings_of(op).values())
+                                           for op in pipelines), default=0),
     }
+
+
+def format_report(report: Mapping[str, object]) -> str:
+    """The memory report as text lines, saying plainly where the image is (streamed or not)."""
+    kb = lambda b: f"{b / 1024:.1f} KB"  # noqa: E731
+    r = report
+    lines = [f"total SRAM: {kb(r['total_sram_bytes'])} = arena {kb(r['arena_bytes'])} "
+             f"+ trainable parameter copies {kb(r['trainable_bytes'])}",
+             f"  arena peak at {r['peak_op']} (masks {kb(r['mask_bytes'])} in the arena)"]
+    if r["input_streamed"]:
+        lines += [f"  image: STREAMED row by row from its source (camera / DMA / host buffer), not in the arena; "
+                  f"its ring of rows in the arena: {kb(r['input_ring_bytes'])}",
+                  f"  image buffer if kept whole: {kb(r['input_bytes'])} (not counted above)"]
+    else:
+        lines.append(f"  image: whole in the arena ({kb(r['input_bytes'])}, counted above)")
+    lines += [f"inference peak (same kernels): {kb(r['inference_peak_bytes'])}; fused as far as it goes: "
+              f"{kb(r['inference_min_arena_bytes'])}; training / inference {r['train_over_inference']:.2f}",
+              f"Flash: {kb(r['flash_bytes'])}"]
+    return "\n".join(lines)
 
 
 def trainable_bytes(graph: Graph) -> int:
     """Bytes of the SRAM copies: the kept slice (attribute ``kept_shape``) of every updated parameter."""
     total = 0
-    for op in graph.ops:
-        if op.phase == "update":
-            param = graph.tensor(op.inputs[0])
-            total += int(np.prod(op.attr("kept_shape"))) * (param.nbytes // param.numel)
+    for op in update_ops(graph):
+        param = graph.tensor(op.inputs[0])
+        total += int(np.prod(op.attr("kept_shape"))) * (param.nbytes // param.numel)
     return total
 
 

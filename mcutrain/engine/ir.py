@@ -8,6 +8,10 @@ quantization; an op names its input and output tensors and carries small attribu
 Roles say what a tensor is for, so passes and the memory report can reason without guessing:
 input, label, activation, weight, bias (trainable or frozen parameters), gradient, mask (1 bit per
 element), state (optimizer state), loss, const.
+
+A graph input named in ``Graph.streams`` is *streamed*: on the device it arrives from a sensor / DMA /
+host row by row, and the op that reads it (an ``mbconv_rows`` op, see ``ops``) copies the rows it needs
+into a small ring buffer of its own scratch; the input itself never occupies the arena.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Graph:
     outputs: tuple[str, ...]  # read by the caller (logits, loss)
     constants: Mapping[str, np.ndarray] = field(default_factory=dict)  # frozen data (Flash)
     params: tuple[str, ...] = ()  # persistent parameters (initial values in `constants`)
+    streams: tuple[str, ...] = ()  # graph inputs read row by row from a provider, never whole in the arena
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
@@ -105,7 +110,8 @@ def format_graph(graph: Graph) -> str:
     uses = graph.consumers()
     lines = ["graph("]
     for name in graph.inputs:
-        lines.append(f"    %{name}: {graph.tensor(name).type_str()}  # {graph.tensor(name).role}")
+        streamed = ", streamed row by row" if name in graph.streams else ""
+        lines.append(f"    %{name}: {graph.tensor(name).type_str()}  # {graph.tensor(name).role}{streamed}")
     lines.append("):")
     phase = None
     for op in graph.ops:

@@ -4,13 +4,15 @@ Why a module of its own: the planner (``mcutrain.engine.memory``) works on plain
 the IR; this is the one place that decides which tensors live in the arena and for how long.
 Conventions (inclusive op indices, TFLite Micro style):
   * arena tensors: graph inputs and every op output. Parameters and constants are NOT in the arena
-    (trainable copies have their own SRAM, frozen data stays in Flash);
+    (trainable copies have their own SRAM, frozen data stays in Flash), nor are streamed inputs
+    (``Graph.streams``: their rows go through the ring in the reading op's scratch);
   * a graph input lives from op 0; a tensor made by op i lives from i; it lives until its last reader,
     and a graph output until the last op (the caller reads it after the program ran);
   * an op marked ``inplace=j`` writes its first output over input j: the two tensors share one
     buffer (a storage root), live for the union of their lifetimes; an in-place depthwise conv also
     needs a scratch buffer of one output channel, a fused pointwise-depthwise op one of the
-    expanded channel (``{op}.scratch``, live at that op only).
+    expanded channel, a row pipeline (``mbconv_rows``) its ring buffers, a channel-by-channel block
+    backward (``mbconv_grad``) a few channels of each gradient (``{op}.scratch``, live at that op only).
 Buffer kinds, for reports: input, activation, saved (a forward tensor the backward reads), mask,
 gradient, loss, scratch.
 """
@@ -26,13 +28,13 @@ __all__ = ["arena_tensors", "buffers", "lifetimes", "scratch_buffers", "scratch_
 
 def arena_tensors(graph: Graph) -> list[str]:
     """Tensors that live in the arena, in order of definition."""
-    return list(graph.inputs) + [out for op in graph.ops for out in op.outputs]
+    return [n for n in graph.inputs if n not in graph.streams] + [out for op in graph.ops for out in op.outputs]
 
 
 def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
     """Arena tensor -> (first, last) op index, both inclusive."""
     end = max(len(graph.ops) - 1, 0)
-    first = {name: 0 for name in graph.inputs}
+    first = {name: 0 for name in graph.inputs if name not in graph.streams}
     first.update({out: i for i, op in enumerate(graph.ops) for out in op.outputs})
     last = dict(first)
     for i, op in enumerate(graph.ops):
@@ -76,13 +78,19 @@ def scratch_buffers(graph: Graph) -> tuple[Buffer, ...]:
 
 def scratch_bytes(graph: Graph, op) -> int:
     """One channel: of the output for an in-place depthwise conv (computed aside, then copied over
-    its input channel), of the expanded tensor for a fused pointwise-depthwise op."""
+    its input channel), of the expanded tensor for a fused pointwise-depthwise op; the rings of a
+    row pipeline (``rings``: (tensor, channels, rows, width, offset), int8, laid out one after another);
+    a group of channels of each gradient a channel-by-channel block backward makes (``scratch``)."""
     if is_inplace_depthwise(op):
         out = graph.tensor(op.outputs[0])
         return out.nbytes // out.shape[1]
     if op.kind == "pointwise_depthwise":
         n, _, h, w = graph.tensor(op.inputs[0]).shape
         return n * h * w
+    if op.kind == "mbconv_grad":
+        return op.attr("scratch")
+    if op.kind == "mbconv_rows":
+        return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings")), default=0)
     return 0
 
 

@@ -7,11 +7,13 @@ names here are the contract between the frontend, autodiff, passes, the NumPy ex
 
 Forward (int8):   conv2d, add, avgpool, linear, slice_channels
 Fused (forward):  pointwise_depthwise   (1x1 expand conv + depthwise conv, the expanded tensor never whole)
+                  mbconv_rows           (a chain of frozen convs / adds run row by row through ring buffers)
 Loss:             softmax_ce            (fp32 loss and the logits' gradient, fused)
 Backward (fp32):  linear_grad_x, linear_grad_w, linear_grad_b, avgpool_grad, add_grad,
                   requant_grad, conv2d_grad_x, conv2d_grad_w, conv2d_grad_b, grad_sum
 Update:           update_weight, update_bias   (no outputs: they write a trainable parameter)
 Fused (update):   conv2d_grad_w_update, linear_grad_w_update   (weight gradient + update, no buffer)
+Fused (backward): mbconv_grad   (a block's backward through its expanded channels, channel by channel)
 
 Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain values; DESIGN.md s. 3):
   conv2d(x, w, b, multiplier, shift) -> y [, mask]     mask = qmin < v < qmax (bit, v before the clamp)
@@ -20,9 +22,16 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   pointwise_depthwise(x, w1, b1, m1, s1, w2, b2, m2, s2){depthwise attrs, expand_* attrs} -> y [, mask]
                                                        = conv2d(conv2d(x, w1, ...){expand_*}, w2, ...),
                                                        one expanded channel at a time (H*W scratch)
+  mbconv_rows(x, params...){stages, internal, schedule, rings, stream, fused} -> y [, mask]
+                                                       = the stages (conv2d / add ops) in a row, each
+                                                       intermediate tensor a ring of a few rows in the
+                                                       op's scratch; x read row by row (streamed: never
+                                                       whole); see passes/fuse_rows
   softmax_ce(logits, label) -> loss, g_logits          (softmax - onehot, mean over the batch of 1)
   requant_grad(g_y, mask, m) -> g_y * mask * m         m: float32 per channel [C] or one value [1]
-  conv2d_grad_x(g_acc, w){stride, groups, pad, input_shape} -> conv_transpose(w, g_acc)
+  conv2d_grad_x(g_acc, w [, init]){stride, groups, pad, input_shape} -> [init +] conv_transpose(w, g_acc)
+                                                       (init: 1x1 convs only, the terms added to it
+                                                       one after the other in float32)
   conv2d_grad_w(x_kept, g_acc){stride, groups, pad, kept, weight_shape, x_zero}
                                                        -> correlate(x_kept - x_zero, g_acc), kept channels
   conv2d_grad_b(g_acc) -> sum over positions
@@ -40,6 +49,11 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   linear_grad_w_update(w, g, x, logit_scale, qas){x_zero and update_weight's attributes}
                                                        the weight gradient, applied as update_weight
                                                        applies it, element by element: never stored
+  mbconv_grad(inputs...){parts, internal, channels, writes, group, scratch} -> the chain's outputs
+                                                       = the parts (requant_grad, conv2d_grad_{x,b,w},
+                                                       updates) of one block, run for each expanded
+                                                       channel in turn; writes the parameters in
+                                                       ``writes`` in place; see passes/fuse_backward
 Every update-phase op writes its first input ``p`` in place, the leading slice
 ``kept = p[:s0, :s1, ...]`` with ``s = attr kept_shape`` (the kept channels; the gradient has that
 shape; ``qas`` has ``s0`` entries, broadcast along axis 0). Stochastic rounding draws word ``i`` of the
@@ -80,6 +94,28 @@ def _pointwise_depthwise(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     s = op.attr("stride")
     y = ((n, g.tensor(op.inputs[5]).shape[0], _out_side(h, s), _out_side(w, s)), "int8")
     return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
+
+
+class _WithInternal:
+    """``graph.tensor`` plus the intermediate tensors of an ``mbconv_rows`` op."""
+
+    def __init__(self, g: Graph, op: Op):
+        self.g, self.extra = g, {t.name: t for t in op.attr("internal", ())}
+
+    def tensor(self, name: str):
+        return self.extra[name] if name in self.extra else self.g.tensor(name)
+
+
+def _mbconv_rows(g: Graph, op: Op) -> list[tuple[Shape, str]]:
+    last = op.attr("stages")[-1]
+    return OUTPUT_TYPES[last.kind](_WithInternal(g, op), last)
+
+
+def _mbconv_grad(g: Graph, op: Op) -> list[tuple[Shape, str]]:
+    view, types = _WithInternal(g, op), {}
+    for part in op.attr("parts"):
+        types.update(zip(part.outputs, OUTPUT_TYPES[part.kind](view, part)))
+    return [types[o] for o in op.outputs]
 
 
 def _avgpool(g: Graph, op: Op) -> list[tuple[Shape, str]]:
@@ -147,6 +183,7 @@ def _no_outputs(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "conv2d": _conv2d,
     "pointwise_depthwise": _pointwise_depthwise,
+    "mbconv_rows": _mbconv_rows,
     "add": _same_as_first_int8,
     "avgpool": _avgpool,
     "linear": _linear,
@@ -165,5 +202,6 @@ OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "update_weight": _no_outputs,
     "update_bias": _no_outputs,
     "conv2d_grad_w_update": _no_outputs,
+    "mbconv_grad": _mbconv_grad,
     "linear_grad_w_update": _no_outputs,
 }

@@ -4,6 +4,9 @@ Checks: every tensor an op reads is defined before it (a graph input, a constant
 earlier op's output: topological order); every tensor is defined once; every op kind is in the
 catalogue and its outputs have the shapes and dtypes the catalogue's rule gives; roles and dtypes are
 known; constants match their declared shape and dtype; only update ops may have no outputs.
+Streamed inputs (``Graph.streams``) are graph inputs read only by row pipelines (``mbconv_rows`` with
+``stream``, as their input 0); a row pipeline's stages are conv2d / add ops reading only its input,
+earlier stages' outputs or its own operands, typed as the catalogue says.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcutrain.engine.ir import DTYPES, ROLES, Graph
-from mcutrain.engine.ops import OUTPUT_TYPES
+from mcutrain.engine.ops import OUTPUT_TYPES, _WithInternal
 
 
 class VerifyError(ValueError):
@@ -32,11 +35,45 @@ def verify(graph: Graph) -> Graph:
             if name not in defined:
                 raise VerifyError(f"{where}: reads {name!r} before it is defined")
         _check_outputs(graph, op, where, defined)
+        if op.kind == "mbconv_rows":
+            _check_rows(graph, op, where)
+        elif graph.streams and set(op.inputs) & set(graph.streams):
+            raise VerifyError(f"{where}: reads a streamed input whole (only row pipelines may read it)")
         defined.update(op.outputs)
     for name in graph.outputs:
         if name not in defined:
             raise VerifyError(f"graph output {name!r} is never defined")
+    for name in graph.streams:
+        if name not in graph.inputs:
+            raise VerifyError(f"streamed tensor {name!r} is not a graph input")
     return graph
+
+
+def _check_rows(graph: Graph, op, where: str) -> None:
+    stages = op.attr("stages")
+    internal = {t.name: t for t in op.attr("internal")}
+    streamed = bool(op.attr("stream"))
+    if streamed != (op.inputs[0] in graph.streams) or set(op.inputs[1:]) & set(graph.streams):
+        raise VerifyError(f"{where}: a streamed input must be its input 0, flagged stream")
+    available = {op.inputs[0]} | set(op.inputs)
+    for k, st in enumerate(stages):
+        if st.kind not in ("conv2d", "add"):
+            raise VerifyError(f"{where}: stage {st.name!r} is a {st.kind} (stages are conv2d / add)")
+        missing = [n for n in st.inputs if n not in available]
+        if missing:
+            raise VerifyError(f"{where}: stage {st.name!r} reads {missing} (not its input nor an earlier stage)")
+        last = k == len(stages) - 1
+        if last and st.outputs != op.outputs:
+            raise VerifyError(f"{where}: the last stage must write the op's outputs")
+        if not last:
+            if len(st.outputs) != 1 or st.outputs[0] not in internal:
+                raise VerifyError(f"{where}: stage {st.name!r} must write one declared intermediate tensor")
+            (shape, dtype), = OUTPUT_TYPES[st.kind](_WithInternal(graph, op), st)
+            t = internal[st.outputs[0]]
+            if t.shape != tuple(shape) or t.dtype != dtype or t.name in graph.tensors:
+                raise VerifyError(f"{where}: intermediate {t.name!r} declared {t.type_str()}, the stage gives "
+                                  f"{dtype}{list(shape)} (and it must not be a graph tensor)")
+            available.add(st.outputs[0])
 
 
 def _check_tensors(graph: Graph) -> None:

@@ -269,7 +269,8 @@ def _rdbpot_torch_(x: torch.Tensor, e: torch.Tensor, scratch: torch.Tensor | Non
     """
     half = (torch.ones_like(e) << e) >> 1
     minus_one_if_negative = torch.bitwise_right_shift(x, 63, out=scratch) if scratch is not None else x >> 63
-    minus_one_if_negative.mul_((e > 0).to(torch.int64))
+    if not bool((e > 0).all()):  # checked on the (per-channel) exponents: skips a full pass when all shift
+        minus_one_if_negative.mul_((e > 0).to(torch.int64))
     return x.add_(half).add_(minus_one_if_negative).bitwise_right_shift_(e)
 
 
@@ -321,7 +322,8 @@ def _mbqm_torch_(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor,
     """In place on ``x`` (int64, values in int32): MultiplyByQuantizedMultiplier."""
     left = s.clamp(min=0)
     right = (-s).clamp(min=0)
-    x.mul_(torch.ones_like(left) << left).clamp_(INT32_MIN, INT32_MAX)
+    if bool((left > 0).any()):  # multipliers >= 1 only: real models almost never need the left shift
+        x.mul_(torch.ones_like(left) << left).clamp_(INT32_MIN, INT32_MAX)
     return _rdbpot_torch_(_srdhm_torch_(x, m), right, scratch)
 
 

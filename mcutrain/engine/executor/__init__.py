@@ -9,7 +9,11 @@ Trainable parameters live in their own arrays (the SRAM copies the update ops wr
 frozen parameters and constants are read-only arrays (Flash). Kernels compute into NumPy temporaries
 and then store into the output's view, so in-place ops (output over a dying input) are safe; the
 scratch buffers the plan reserves for in-place depthwise and fused ops are what the device's
-channel-by-channel kernels need instead of those temporaries.
+channel-by-channel kernels need instead of those temporaries. Row pipelines (``ARENA_KERNELS``) work
+in the arena themselves: they keep their rings in their op's planned scratch bytes and write their
+outputs' views row by row. A streamed input (``Graph.streams``, the image) is never copied into the
+arena: the caller's array stays outside, like a camera or DMA source, and the pipeline that reads
+it asks for one row at a time (``RowSource``).
 
 ``Executor(program)``: ``predict(image) -> logits`` runs the inference stage (the forward alone, with
 its own plan, sharing the parameter copies); ``train_step(image, label) -> loss`` runs forward,
@@ -22,17 +26,19 @@ from typing import Mapping
 
 import numpy as np
 
-from mcutrain.engine.executor.kernels import KERNELS
+from mcutrain.engine.executor.kernels import ARENA_KERNELS, KERNELS
 from mcutrain.engine.ir import TensorInfo
-from mcutrain.engine.lifetimes import storage_roots
+from mcutrain.engine.lifetimes import scratch_bytes, storage_roots
 from mcutrain.engine.memory import check_plan
+from mcutrain.engine.passes.fuse_backward import update_ops
 
-__all__ = ["Arena", "Executor", "StageRunner", "trainable_params"]
+__all__ = ["Arena", "Executor", "RowSource", "StageRunner", "trainable_params"]
 
 
 def trainable_params(graph) -> list[str]:
-    """Parameters some update op writes: they get SRAM copies."""
-    return [op.inputs[0] for op in graph.ops if op.phase == "update"]
+    """Parameters some update writes (update ops, and updates inside fused block backwards): they
+    get SRAM copies."""
+    return [op.inputs[0] for op in update_ops(graph)]
 
 
 class Arena:
@@ -45,6 +51,12 @@ class Arena:
         roots = storage_roots(stage.graph)
         self.infos = {name: stage.graph.tensor(name) for name in roots}
         self.views = {name: self._view(info, stage.plan.offsets[roots[name]]) for name, info in self.infos.items()}
+        self.scratch = {}  # op name -> its scratch bytes (uint8 view at the planned offset)
+        for op in stage.graph.ops:
+            size = scratch_bytes(stage.graph, op)
+            if size:
+                offset = stage.plan.offsets[f"{op.name}.scratch"]
+                self.scratch[op.name] = np.frombuffer(self.memory, np.uint8, size, offset)
 
     def _view(self, info: TensorInfo, offset: int) -> np.ndarray:
         if info.dtype == "bit":
@@ -72,17 +84,42 @@ class Arena:
             view[...] = value
 
 
+class RowSource:
+    """A streamed input outside the arena (a sensor, a DMA buffer, the host): one row at a time."""
+
+    def __init__(self, array: np.ndarray):
+        self._array = array
+        self.shape = array.shape
+        self.rows_read = 0
+
+    def row(self, r: int) -> np.ndarray:
+        """Row ``r`` of every channel, [C, W] (batch 1)."""
+        self.rows_read += 1
+        return self._array[0, :, r, :]
+
+
+class _ArenaIO:
+    """What an arena kernel may touch: its outputs' views (masks packed) and its scratch bytes."""
+
+    def __init__(self, arena: Arena, op):
+        self.outputs = [arena.views[name] for name in op.outputs]
+        self.scratch = arena.scratch.get(op.name)
+
+
 class StageRunner:
     """Runs one planned stage op by op: inputs from the arena, the parameter copies or constants."""
 
     def __init__(self, stage, params: dict[str, np.ndarray], check: bool = True):
         self.stage, self.params = stage, params
         self.arena = Arena(stage, check)
+        self.sources: dict[str, RowSource] = {}
         self.constants = {n: _read_only(a) for n, a in stage.graph.constants.items() if n not in params}
 
     def value(self, name: str) -> np.ndarray:
         if name in self.arena:
             return self.arena.read(name)
+        if name in self.sources:
+            return self.sources[name]
         return self.params[name] if name in self.params else self.constants[name]
 
     def run(self, feeds: Mapping[str, np.ndarray], step: int = 0, record: dict | None = None) -> dict:
@@ -90,12 +127,18 @@ class StageRunner:
 
         ``record``: if given, receives a copy of every op output right after the op ran (for tests).
         """
-        for name in self.stage.graph.inputs:
-            self.arena.write(name, feeds[name])
-        for op in self.stage.graph.ops:
-            values = KERNELS[op.kind](op, [self.value(n) for n in op.inputs], step)
-            for name, value in zip(op.outputs, values, strict=True):
-                self.arena.write(name, value)
+        graph = self.stage.graph
+        self.sources = {name: RowSource(np.asarray(feeds[name])) for name in graph.streams}
+        for name in graph.inputs:
+            if name not in graph.streams:
+                self.arena.write(name, feeds[name])
+        for op in graph.ops:
+            args = [self.value(n) for n in op.inputs]
+            if op.kind in ARENA_KERNELS:  # writes its outputs' arena views itself
+                ARENA_KERNELS[op.kind](op, args, step, _ArenaIO(self.arena, op))
+            else:
+                for name, value in zip(op.outputs, KERNELS[op.kind](op, args, step), strict=True):
+                    self.arena.write(name, value)
             if record is not None:
                 record.update({name: self.arena.read(name).copy() for name in op.outputs})
         return {name: self.arena.read(name).copy() for name in self.stage.graph.outputs}

@@ -4,12 +4,21 @@ One table, ``KERNELS[kind](op, args, step) -> outputs``: ``args`` are the op's i
 masks already unpacked to bool), the result is a tuple of arrays, one per output, which the executor
 stores into the arena (update kernels write their parameter array in place and return ()). Kernels
 never write their inputs, so an in-place op (output over a dying input) is safe by construction.
+A second table, ``ARENA_KERNELS[kind](op, args, step, io)``, holds the kernels that work inside the
+arena as the device does: they write their outputs' arena views as they go, keep their intermediate
+data in their op's planned scratch bytes (``io.scratch``) and read a streamed input one row at a
+time (``io`` and ``args[0].row(r)``); nothing else is allocated but a row's temporaries. The row
+pipeline ``mbconv_rows`` is one: its memory claim (rings of a few rows) is what the kernel really uses.
 
 Forward arithmetic is integer-exact: fixed-point primitives from ``mcutrain.quant.fixedpoint``, conv
 accumulators in float64 (exact: |acc| < 2**53) turned into int64. The backward mirrors the
 simulation: elementwise products in float32 in the simulation's order (bit-identical), contractions
-(conv transposes, correlations, sums) in float64 rounded once to float32 (the simulation's float32
-sums differ in the last bits; the equivalence tests bound the effect). The update ops use the shared
+(conv transposes, correlations, sums) in float64 rounded once to float32, except the input gradient
+of a 1x1 conv: float32 products summed in float32 over the output channels in ascending order
+(``pointwise_input_grad``; what the channel-by-channel backward accumulates). The simulation's
+float32 sums differ in the last bits; the equivalence tests bound the effect. Every sum the
+channel-by-channel backward (``mbconv_grad``) computes per channel is computed by the same primitive
+here, so fusing changes no bit. The update ops use the shared
 stochastic rounding of ``mcutrain.quant.rng``.
 """
 
@@ -21,9 +30,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mcutrain.engine.ir import Op
+from mcutrain.engine.passes.fuse_backward import parts_of as parts_of_grad
 from mcutrain.engine.passes.fuse_expand import split
+from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, rings_of, stages_of
 from mcutrain.quant.fixedpoint import AddParams, avgpool_int8_with_mask, quantized_add_with_mask, requantize_with_mask
-from mcutrain.quant.rng import stochastic_round
+from mcutrain.quant.rng import INDEX_STRIDE, hash32, stochastic_round_from_bits, stream_key
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 Kernel = Callable[[Op, list, int], tuple]
@@ -74,14 +85,47 @@ def correlate_transpose(g: np.ndarray, w: np.ndarray, stride: int, groups: int, 
 
 
 def correlate_weight(x: np.ndarray, g: np.ndarray, k: int, stride: int, groups: int) -> np.ndarray:
-    """The adjoint of ``correlate`` w.r.t. w, for the channels of x [Ck, H, W]: -> weight gradient."""
+    """The adjoint of ``correlate`` w.r.t. w, for the channels of x [Ck, H, W]: -> weight gradient.
+
+    Depthwise and 1x1 convs: every gradient element is a float64 sum over the output positions
+    (NumPy's pairwise summation along one contiguous axis), the same whichever channels are computed
+    together: the channel-by-channel backward (``mbconv_grad``) gets the very same numbers."""
     pad = k // 2
     ho, wo = g.shape[1:]
+    if groups == 1 and k == 1 and stride == 1:
+        return pointwise_weight_grad(x, g)[:, :, None, None]
     xpad = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     win = _windows(xpad, k, stride, (ho, wo))  # [Ck, Ho, Wo, k, k]
     if groups == 1:
         return np.tensordot(g, win, axes=([1, 2], [1, 2]))  # [O, Ck, k, k]
-    return np.einsum("chw,chwij->cij", g[: x.shape[0]], win)[:, None]  # [Ck, 1, k, k]
+    n = x.shape[0]
+    cols = np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2)).reshape(n, k, k, ho * wo)
+    return (cols * g[:n].reshape(n, 1, 1, ho * wo)).sum(axis=-1)[:, None]  # [Ck, 1, k, k]
+
+
+def pointwise_weight_grad(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """1x1 conv weight gradient [O, Ck]: ``sum_p g[o, p] * x[i, p]`` in float64, summed along p
+    (pairwise, per (o, i)): row o needs output channel o only."""
+    o, n = g.shape[0], x.shape[0]
+    return (g.reshape(o, 1, -1) * x.reshape(1, n, -1)).sum(axis=-1)
+
+
+def pointwise_input_grad(g: np.ndarray, w: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+    """1x1 conv input gradient: g [O, P] (float32), w [O, C] -> [C, P] float32,
+    ``g_x[c, p] = [init[c, p] +] fl32(w[0, c] g[0, p]) + fl32(w[1, c] g[1, p]) + ...``: float32
+    products added in float32 in ascending o, one term after the other (``np.add.reduce`` along the
+    outer axis is sequential). Why float32 and this order: the channel-by-channel backward accumulates
+    the tail's input gradient one channel at a time into its float32 output (which starts as ``init``,
+    the other contribution of a residual fan-out), and a Cortex-M7 sums in float32."""
+    terms = w.astype(np.float32)[:, :, None] * g.astype(np.float32)[:, None, :]
+    if init is not None:
+        terms = np.concatenate([init.astype(np.float32)[None], terms])
+    return np.add.reduce(terms, axis=0)
+
+
+def channel_sums(a: np.ndarray) -> np.ndarray:
+    """[C, ...] -> float32 [C]: each channel summed in float64 (pairwise, contiguous), rounded once."""
+    return a.reshape(a.shape[0], -1).astype(np.float64).sum(axis=1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,8 +213,12 @@ def avgpool_grad(op: Op, args: list, step: int) -> tuple:
 
 
 def conv2d_grad_x(op: Op, args: list, step: int) -> tuple:
-    g, w = args
+    g, w = args[:2]
     shape = op.attr("input_shape")
+    if op.attr("groups") == 1 and w.shape[2:] == (1, 1) and op.attr("stride") == 1:
+        init = args[2][0].reshape(shape[1], -1) if len(args) == 3 else None
+        gx = pointwise_input_grad(g[0].reshape(g.shape[1], -1), w[:, :, 0, 0], init)
+        return (gx.reshape(shape),)
     gx = correlate_transpose(g[0].astype(np.float64), w.astype(np.float64), op.attr("stride"), op.attr("groups"),
                              tuple(shape[2:]))
     return (gx[None].astype(np.float32),)
@@ -185,7 +233,7 @@ def conv2d_grad_w(op: Op, args: list, step: int) -> tuple:
 
 
 def conv2d_grad_b(op: Op, args: list, step: int) -> tuple:
-    return (args[0].astype(np.float64).sum(axis=(0, 2, 3)).astype(np.float32),)
+    return (channel_sums(args[0][0]),)
 
 
 def grad_sum(op: Op, args: list, step: int) -> tuple:
@@ -225,19 +273,39 @@ def _direction(g: np.ndarray, qas: np.ndarray) -> np.ndarray:
     return g.astype(np.float32) * qas.astype(np.float32).reshape((-1,) + (1,) * (g.ndim - 1))
 
 
+def random_words(seed: int, step: int, tensor_id: int, start: int, n: int) -> np.ndarray:
+    """Words ``start .. start + n - 1`` of the stream (seed, step, tensor_id): ``rng.uniform_u32``'s
+    words at those indices (a channel's rows of a weight, updated on their own)."""
+    key = np.uint32(stream_key(seed, step, tensor_id))
+    index = np.arange(start, start + n, dtype=np.uint32)
+    return hash32(key + index * np.uint32(INDEX_STRIDE))
+
+
+def update_weight_rows(op: Op, w: np.ndarray, g: np.ndarray, qas: np.ndarray, step: int, rows: slice) -> None:
+    """``update_weight`` on rows ``rows`` of the kept slice (``g``, ``qas``: those rows): each element
+    draws the word of its index in the whole kept slice, so updating row by row changes nothing."""
+    shape = op.attr("kept_shape")
+    kept = (rows,) + tuple(slice(0, n) for n in shape[1:])
+    x = w[kept].astype(np.float32) - np.float32(op.attr("lr")) * _direction(g, qas)
+    per_row = int(np.prod(shape[1:], dtype=np.int64))
+    r = random_words(op.attr("seed"), step, op.attr("tensor_id"), rows.start * per_row, x.size).reshape(x.shape)
+    w[kept] = np.clip(stochastic_round_from_bits(np.ascontiguousarray(x), r), -127, 127).astype(w.dtype)
+
+
+def update_bias_rows(op: Op, b: np.ndarray, g: np.ndarray, qas: np.ndarray, rows: slice) -> None:
+    delta = np.floor(np.float32(0.5) - np.float32(op.attr("lr")) * _direction(g, qas))
+    b[rows] = np.clip(b[rows].astype(np.float64) + delta.astype(np.float64), INT32_MIN, INT32_MAX).astype(b.dtype)
+
+
 def update_weight(op: Op, args: list, step: int) -> tuple:
     w, g, qas = args
-    kept = tuple(slice(0, n) for n in op.attr("kept_shape"))
-    x = w[kept].astype(np.float32) - np.float32(op.attr("lr")) * _direction(g, qas)
-    rounded = stochastic_round(np.ascontiguousarray(x), op.attr("seed"), step, op.attr("tensor_id"))
-    w[kept] = np.clip(rounded, -127, 127).astype(w.dtype)
+    update_weight_rows(op, w, g, qas, step, slice(0, op.attr("kept_shape")[0]))
     return ()
 
 
 def update_bias(op: Op, args: list, step: int) -> tuple:
     b, g, qas = args
-    delta = np.floor(np.float32(0.5) - np.float32(op.attr("lr")) * _direction(g, qas))
-    b[...] = np.clip(b.astype(np.float64) + delta.astype(np.float64), INT32_MIN, INT32_MAX).astype(b.dtype)
+    update_bias_rows(op, b, g, qas, slice(0, b.shape[0]))
     return ()
 
 
@@ -254,6 +322,193 @@ def linear_grad_w_update(op: Op, args: list, step: int) -> tuple:
     w, g, x, scale, qas = args
     (grad,) = linear_grad_w(op, [g, x, scale], step)
     return update_weight(op, [w, grad, qas], step)
+
+
+# ----------------------------------------------------------------------------------------------
+# Row pipelines (kernels that work in the arena)
+
+
+def conv2d_row(op: Op, window: np.ndarray, first: int, height: int, row: int, w: np.ndarray, b: np.ndarray,
+               mult: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Output row ``row`` of ``conv2d`` (int8 [O, Wo] and its mask) from input rows ``first..`` of an
+    input of ``height`` rows (``window``: int8 [C, n, W]). The integers are exactly ``conv2d``'s: the
+    accumulator of every output element is the same sum of the same integer products."""
+    k, stride, pad = w.shape[-1], op.attr("stride"), op.attr("pad")
+    c, _, width = window.shape
+    wo = -(-width // stride)
+    xz = np.zeros((c, k, width + 2 * pad))
+    for i in range(k):
+        rho = stride * row - pad + i
+        if 0 <= rho < height:
+            xz[:, i, pad:pad + width] = window[:, rho - first].astype(np.float64) - op.attr("x_zero")
+    cols = sliding_window_view(xz, k, axis=2)[:, :, ::stride][:, :, :wo]  # [C, k, Wo, k]
+    wf = w.astype(np.float64)
+    if op.attr("groups") == 1:
+        acc = np.tensordot(wf, cols, axes=([1, 2, 3], [0, 1, 3]))  # [O, Wo]
+    else:
+        acc = np.einsum("cij,ciwj->cw", wf[:, 0], cols)
+    acc = np.rint(acc).astype(np.int64) + b.astype(np.int64)[:, None]
+    y, mask = requantize_with_mask(acc[None, :, None, :], mult, shift, op.attr("y_zero"), op.attr("qmin"),
+                                   op.attr("qmax"))
+    return y[0, :, 0], mask[0, :, 0]
+
+
+def write_bits(packed: np.ndarray, start: int, bits: np.ndarray) -> None:
+    """Store ``bits`` (bool) at bit ``start`` of a packed (little bit order) uint8 array, in place."""
+    end = start + bits.size
+    lo, hi = start // 8, (end + 7) // 8
+    chunk = np.unpackbits(packed[lo:hi], bitorder="little")
+    chunk[start - 8 * lo:end - 8 * lo] = bits.ravel()
+    packed[lo:hi] = np.packbits(chunk, bitorder="little")
+
+
+def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
+    """Run the row schedule: each event makes one row of one stage from rows in rings (or in the whole
+    input), into its ring or into the output's arena view (with its mask bits); a STREAM event copies
+    the next input row into the input's ring. ``io.outputs``: the outputs' arena views (masks packed);
+    ``io.scratch``: the op's scratch bytes, where the rings live."""
+    values = dict(zip(op.inputs, args))
+    x = op.inputs[0]
+    internal = internal_of(op)
+    rings = {t: (io.scratch[off:off + c * n * w].view(np.int8).reshape(c, n, w), n)
+             for t, (c, n, w, off) in rings_of(op).items()}
+    height = {t: info.shape[2] for t, info in internal.items()}
+    height[x] = values[x].shape[2]
+    out, mask = io.outputs[0], io.outputs[1] if len(op.outputs) == 2 else None
+    out_h, out_w = out.shape[2], out.shape[3]
+
+    def rows(t: str, lo: int, hi: int) -> np.ndarray:
+        if t in rings:
+            ring, n = rings[t]
+            return ring[:, [r % n for r in range(lo, hi + 1)]]
+        return values[t][0, :, lo:hi + 1]
+
+    stages = stages_of(op)
+    for s, r in op.attr("schedule"):
+        if s == STREAM:
+            ring, n = rings[x]
+            ring[:, r % n] = values[x].row(r)
+            continue
+        st = stages[s]
+        if st.kind == "conv2d":
+            src = st.inputs[0]
+            k, pad = values[st.inputs[1]].shape[-1], st.attr("pad")
+            lo = max(st.attr("stride") * r - pad, 0)
+            hi = min(st.attr("stride") * r - pad + k - 1, height[src] - 1)
+            y, m = conv2d_row(st, rows(src, lo, hi), lo, height[src], r, *(values[n] for n in st.inputs[1:5]))
+        else:
+            y, m = quantized_add_with_mask(rows(st.inputs[0], r, r)[:, 0], rows(st.inputs[1], r, r)[:, 0],
+                                           AddParams(**dict(st.attr("params"))))
+        target = st.outputs[0]
+        if target in rings:
+            ring, n = rings[target]
+            ring[:, r % n] = y
+            continue
+        out[0, :, r] = y
+        if mask is not None:
+            for c in range(m.shape[0]):
+                write_bits(mask, (c * out_h + r) * out_w, m[c])
+    return ()
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel-by-channel backward of a block (a kernel that works in the arena)
+
+
+def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
+    """Run the chain's parts for ``group`` expanded channels at a time (``io.scratch`` holds one group
+    of each gradient it materialises). Per channel every part computes exactly what its unfused kernel
+    computes for that channel; the tail's input gradient is accumulated in its float32 output in
+    ascending channel order (``pointwise_input_grad``'s order); updates apply to their rows at once.
+    Chain tensors also read outside the chain (outputs) get their rows stored as they are made."""
+    values = dict(zip(op.inputs, args))
+    outs = dict(zip(op.outputs, io.outputs))
+    parts, channels, group = parts_of_grad(op), op.attr("channels"), op.attr("group")
+    chained = {o for part in parts for o in part.outputs}
+    for c0 in range(0, channels, group):
+        rows = slice(c0, min(c0 + group, channels))
+        local: dict[str, np.ndarray | None] = {}
+        for part in parts:
+            _grad_part(part, rows, values, local, outs, chained, step)
+    return ()
+
+
+# where a chain tensor's channel axis is: gradients of activations [1, E, ...] on axis 1, of parameters on 0
+_CHANNEL_AXIS = {"conv2d_grad_x": 1, "requant_grad": 1, "conv2d_grad_b": 0, "conv2d_grad_w": 0}
+
+
+def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dict) -> None:
+    name = part.outputs[0]
+    local[name] = value
+    if name in outs and value is not None:
+        view = outs[name]
+        sel = slice(rows.start, rows.start + value.shape[0])
+        if _CHANNEL_AXIS[part.kind] == 1:
+            view[0, sel] = value
+        else:
+            view[sel] = value
+
+
+def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, chained: set, step: int) -> None:
+    n = rows.stop - rows.start
+    kind = part.kind
+    if kind == "conv2d_grad_x":
+        g_name, w = part.inputs[0], values[part.inputs[1]]
+        if g_name not in chained:  # the head: channels ``rows`` of the expanded gradient
+            g = values[g_name][0]
+            y = pointwise_input_grad(g.reshape(g.shape[0], -1), w[:, rows, 0, 0]).reshape((n,) + g.shape[1:])
+            _put(part, y, rows, local, outs)
+        elif part.attr("groups") > 1:  # depthwise, channel by channel
+            shape = part.attr("input_shape")
+            y = correlate_transpose(local[g_name].astype(np.float64), w[rows].astype(np.float64), part.attr("stride"),
+                                    part.attr("groups"), tuple(shape[2:]))
+            _put(part, y.astype(np.float32), rows, local, outs)
+        else:  # the tail: summed over the expanded channels, in ascending order, into its output
+            g = local[g_name]
+            acc = outs[part.outputs[0]][0]  # (over ``init`` when in place: then it starts as init)
+            terms = w[rows, :, 0, 0].astype(np.float32)[:, :, None] * g.reshape(n, 1, -1).astype(np.float32)
+            if rows.start or len(part.inputs) == 3:
+                start = acc if rows.start else values[part.inputs[2]][0]
+                terms = np.concatenate([start.reshape(1, acc.shape[0], -1), terms])
+            acc[...] = np.add.reduce(terms, axis=0).reshape(acc.shape)
+    elif kind == "requant_grad":
+        g, mask, m = local[part.inputs[0]], values[part.inputs[1]][0, rows], values[part.inputs[2]]
+        scale = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(n, 1, 1)
+        _put(part, (g * mask.astype(np.float32)) * scale, rows, local, outs)
+    elif kind == "conv2d_grad_b":
+        _put(part, channel_sums(local[part.inputs[0]]), rows, local, outs)
+    elif kind == "update_bias":
+        b, g, qas = values[part.inputs[0]], local[part.inputs[1]], values[part.inputs[2]]
+        update_bias_rows(part, b, g, qas[rows], rows)
+    elif kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
+        update = kind == "conv2d_grad_w_update"
+        x, g = (values[part.inputs[1]], local[part.inputs[2]]) if update else (values[part.inputs[0]], local[part.inputs[1]])
+        xz = x[0].astype(np.float64) - part.attr("x_zero")
+        if part.attr("groups") > 1:  # depthwise: channels below ``kept`` train
+            kept = min(rows.stop, xz.shape[0])
+            gw = None
+            if kept > rows.start:
+                gw = correlate_weight(xz[rows.start:kept], g[:kept - rows.start].astype(np.float64),
+                                      part.attr("weight_shape")[-1], part.attr("stride"),
+                                      part.attr("groups")).astype(np.float32)
+        else:  # 1x1: row c
+            gw = pointwise_weight_grad(xz, g.astype(np.float64).reshape(n, -1))[:, :, None, None].astype(np.float32)
+        if not update:
+            _put(part, gw, rows, local, outs)
+        elif gw is not None:
+            w, qas = values[part.inputs[0]], values[part.inputs[3]]
+            sel = slice(rows.start, rows.start + gw.shape[0])
+            update_weight_rows(part, w, gw, qas[sel], step, sel)
+    elif kind == "update_weight":
+        w, g, qas = values[part.inputs[0]], local[part.inputs[1]], values[part.inputs[2]]
+        if g is not None:
+            sel = slice(rows.start, rows.start + g.shape[0])
+            update_weight_rows(part, w, g, qas[sel], step, sel)
+    else:
+        raise ValueError(f"mbconv_grad cannot run a {kind} part")
+
+
+ARENA_KERNELS: dict[str, Callable] = {"mbconv_rows": mbconv_rows, "mbconv_grad": mbconv_grad}
 
 
 KERNELS: dict[str, Kernel] = {

@@ -1,9 +1,11 @@
 """The compile pipeline: the passes, in order, in ONE place; the verifier runs after each.
 
 Training (after ``differentiate``):
-    insert_updates -> prune -> reorder -> fuse_updates -> fuse_expand -> inplace
+    insert_updates -> prune -> reorder -> fuse_updates -> fuse_expand -> fuse_backward -> inplace -> fuse_rows
 Inference (the forward alone, for predict and the inference-only memory figure):
-    prune -> fuse_expand -> inplace
+    prune -> fuse_expand -> inplace -> fuse_rows
+``fuse_rows`` comes last because it chooses how far to fuse from the live memory of the final
+schedule (the rest of the program sets the floor it needs to reach).
 Every pass is a pure function ``(Graph, PassOptions) -> Graph`` in its own module, which says why it
 exists; ``run_passes`` verifies the input and the output of every pass, so a broken graph fails next
 to the pass that broke it.
@@ -14,7 +16,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from mcutrain.engine.ir import Graph
+from mcutrain.engine.passes.fuse_backward import fuse_backward
 from mcutrain.engine.passes.fuse_expand import fuse_expand
+from mcutrain.engine.passes.fuse_rows import fuse_rows
 from mcutrain.engine.passes.fuse_updates import fuse_updates
 from mcutrain.engine.passes.inplace import inplace
 from mcutrain.engine.passes.insert_updates import insert_updates
@@ -25,10 +29,11 @@ from mcutrain.engine.verify import verify
 
 Pass = Callable[[Graph, PassOptions], Graph]
 
-PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace)
-INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, fuse_expand, inplace)
+PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse_expand, fuse_backward, inplace,
+                              fuse_rows)
+INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, fuse_expand, inplace, fuse_rows)
 
-__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_expand", "fuse_updates", "inplace",
+__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_backward", "fuse_expand", "fuse_rows", "fuse_updates", "inplace",
            "insert_updates", "prune", "reorder", "run_passes"]
 
 

@@ -11,7 +11,9 @@ live instead of two. Two kinds of op allow it:
     channel c lands on input bytes of channels <= c, all consumed by then. In the frozen,
     high-resolution prefix this removes one of the two big tensors of every depthwise step; in the
     backward the same holds for the depthwise input gradient (``conv2d_grad_x`` with groups > 1,
-    stride 1: g_x over g_acc, when g_acc dies there, i.e. the weight is frozen).
+    stride 1: g_x over g_acc, when g_acc dies there, i.e. the weight is frozen);
+  * accumulating ops add their terms into an input one after the other: a 1x1 ``conv2d_grad_x``
+    with ``init`` (a residual fan-out's total over the skip branch's gradient).
 Legal only when the input is made by an op of this graph (not a caller's input, constant or
 parameter), is not a graph output, is last read by this op (and read once by it), has the output's
 dtype, and is as big (elementwise: the same shape; depthwise: at least the output's bytes).
@@ -24,14 +26,14 @@ from dataclasses import replace
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 
-# op kind -> (input positions its first output may overwrite, None: any; how the bytes must fit)
-INPLACE_RULES: dict[str, tuple[tuple[int, ...] | None, str]] = {
-    "requant_grad": ((0,), "elementwise"),
-    "grad_sum": (None, "elementwise"),
-    "add_grad": ((0,), "elementwise"),
-    "add": ((1, 0), "elementwise"),
-    "conv2d": ((0,), "depthwise"),
-    "conv2d_grad_x": ((0,), "depthwise"),
+# op kind -> alternatives (input positions its first output may overwrite, None: any; how the bytes must fit)
+INPLACE_RULES: dict[str, tuple[tuple[tuple[int, ...] | None, str], ...]] = {
+    "requant_grad": (((0,), "elementwise"),),
+    "grad_sum": ((None, "elementwise"),),
+    "add_grad": (((0,), "elementwise"),),
+    "add": (((1, 0), "elementwise"),),
+    "conv2d": (((0,), "depthwise"),),
+    "conv2d_grad_x": (((2,), "elementwise"), ((0,), "depthwise")),
 }
 
 
@@ -45,7 +47,7 @@ def inplace(graph: Graph, options=None) -> Graph:
 
 def is_inplace_depthwise(op: Op) -> bool:
     """A depthwise conv (or its input gradient) marked in place: it needs a one-channel scratch."""
-    return op.kind in ("conv2d", "conv2d_grad_x") and op.attr("inplace") is not None
+    return op.kind in ("conv2d", "conv2d_grad_x") and op.attr("inplace") == 0 and op.attr("groups", 1) > 1
 
 
 def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:
@@ -59,11 +61,13 @@ def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:
 def _mark(graph: Graph, index: int, op: Op, last_read: dict[str, int], made: set[str]) -> Op:
     if op.kind not in INPLACE_RULES or op.attr("inplace") is not None or not op.outputs:
         return op
-    positions, how = INPLACE_RULES[op.kind]
     out = graph.tensor(op.outputs[0])
-    for j in positions if positions is not None else range(len(op.inputs)):
-        name = op.inputs[j]
-        if (name in made and name not in graph.outputs and last_read[name] == index
-                and op.inputs.count(name) == 1 and _fits(how, op, graph.tensor(name), out)):
-            return replace(op, attrs=make_attrs(**dict(op.attrs), inplace=j))
+    for positions, how in INPLACE_RULES[op.kind]:
+        for j in positions if positions is not None else range(len(op.inputs)):
+            if j >= len(op.inputs):
+                continue
+            name = op.inputs[j]
+            if (name in made and name not in graph.outputs and last_read[name] == index
+                    and op.inputs.count(name) == 1 and _fits(how, op, graph.tensor(name), out)):
+                return replace(op, attrs=make_attrs(**dict(op.attrs), inplace=j))
     return op

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mcutrain.errors import McutrainError
 
 RULES = ("sr",)
+ROW_FUSION = ("auto", "max", "off")
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,20 @@ class PassOptions:
     seed: int = 0
     rule: str = "sr"
     qas: bool = True
+    # Memory layout choices (passes/fuse_rows): stream the image row by row instead of holding it in the
+    # arena; how far to fuse the frozen forward prefix into row pipelines ("auto": as far as lowers the
+    # program's peak, "max": the lowest prefix peak, "off"); an explicit segmentation (graph op names per
+    # pipeline) that overrides the search (the inference program reuses the training program's).
+    stream_input: bool = True
+    row_fusion: str = "auto"
+    row_segments: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise McutrainError(f"update rule {self.rule!r} cannot be compiled; the engine supports {RULES}")
         if not 0 <= int(self.seed) < 2**32 or int(self.seed) != self.seed:
             raise McutrainError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.row_fusion not in ROW_FUSION:
+            raise McutrainError(f"row_fusion must be one of {ROW_FUSION}, got {self.row_fusion!r}")
         if not self.lr > 0:
             raise McutrainError(f"learning rate must be > 0, got {self.lr!r}")

@@ -1,0 +1,247 @@
+"""Channel-by-channel backward of an inverted-residual block: the expanded gradients are never whole.
+
+Why: once the forward prefix is cheap, the training peak is the backward through the expanded
+tensors of the trained blocks, in float32 (MCUNet block 10 at 128x128: g_acc of the stride-2
+depthwise conv 240x4x4, its input gradient 240x8x8 = 60 KB, then the expand conv's g_acc as big).
+Every op between the project conv's input gradient and the expand conv's input gradient is
+separable along the expanded channels ``c``: channel c of the project conv's input gradient is
+``sum_o w2[o, c] g[o]``; the clamp masks, multipliers, bias gradients, the depthwise conv (both
+gradients) and the expand conv's weight gradient (row c) and bias gradient need channel c only;
+the expand conv's input gradient ``sum_c w1[c, i] g1[c]`` is accumulated channel by channel into
+its output. So one op can run the whole chain one expanded channel at a time, with a scratch of one
+channel of each gradient, applying each update as soon as its channel is complete.
+
+The chain, found from its head (a 1x1 ``conv2d_grad_x`` whose output gradient has E channels):
+  head -> requant_grad -> [conv2d_grad_b [-> update_bias]] [weight gradient (+ update)]
+       -> [depthwise conv2d_grad_x -> requant_grad -> ... (the same again)] -> [1x1 conv2d_grad_x: tail]
+Weight gradients qualify when their rows are the E channels (depthwise: channel c; 1x1: row c).
+Updates join the chain when they run inside it or right after it (after ``reorder``); otherwise
+(no reorder) the gradients stay whole outputs and the updates stay where they were. Other ops
+between the chain's ops (e.g. the project conv's own weight update, which waits for the head to read
+the old weight) move after the fused op when they depend on it, else stay before; a chain whose
+ops cannot be separated that way is left alone.
+
+The fused op ``mbconv_grad`` takes the place of the chain's last op:
+  inputs   every tensor the chain reads from outside (gradient, masks, weights, saved activations,
+           multipliers, QAS factors), in order of first use
+  outputs  chain tensors read outside it (the tail's input gradient first; bias / weight gradients
+           when their updates are elsewhere), written channel by channel (the tail's: accumulated,
+           over its ``init`` operand, the skip branch's gradient, when that dies here: ``inplace``)
+  attrs    parts    the chain's ops, in their order (a C generator runs them per channel)
+           internal TensorInfo of each chain tensor that is never whole
+           channels E;  writes the parameters the fused updates write
+           group    channels run together (one channel of each materialised gradient is
+                    ``scratch / group`` bytes; the NumPy kernel runs ``group`` at a time, C may run 1)
+           scratch  bytes of ``group`` channels of each gradient it materialises (``lifetimes``)
+Numbers: exactly the unfused kernels' (per channel they are the same operations; the 1x1 input
+gradient is summed in float32 over the channels in ascending order in both, see ``kernels``).
+"""
+
+from __future__ import annotations
+
+from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+
+KIND = "mbconv_grad"
+GROUP_BYTES = 512  # scratch for the channels run together (the NumPy kernel's batch; C may run one)
+
+__all__ = ["KIND", "fuse_backward", "internal_of", "parts_of", "update_ops"]
+
+UPDATE_KINDS = ("update_weight", "update_bias", "conv2d_grad_w_update", "linear_grad_w_update")
+
+
+def parts_of(op: Op) -> tuple[Op, ...]:
+    """The backward / update ops an ``mbconv_grad`` op runs for each channel, in order."""
+    return op.attr("parts")
+
+
+def update_ops(graph: Graph) -> list[Op]:
+    """Every update the program applies: update-phase ops and the updates inside fused block
+    backwards (each writes its first input, the parameter, in its ``kept_shape`` slice)."""
+    found = []
+    for op in graph.ops:
+        if op.kind == KIND:
+            found.extend(p for p in op.attr("parts") if p.kind in UPDATE_KINDS)
+        elif op.phase == "update":
+            found.append(op)
+    return found
+
+
+def internal_of(op: Op) -> dict[str, TensorInfo]:
+    return {t.name: t for t in op.attr("internal")}
+
+
+def is_pointwise(graph: Graph, op: Op) -> bool:
+    """A conv gradient op of a 1x1, stride-1, groups-1 conv (its weight is its ``w`` operand)."""
+    if op.kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
+        shape = op.attr("weight_shape")
+    else:
+        shape = graph.tensor(op.inputs[1]).shape
+    return op.attr("groups") == 1 and op.attr("stride") == 1 and tuple(shape[2:]) == (1, 1)
+
+
+def _writes(op: Op) -> set[str]:
+    if op.kind == KIND:
+        return set(op.attr("writes"))
+    return {op.inputs[0]} if op.phase == "update" else set()
+
+
+def _depends(a: Op, b: Op) -> bool:
+    """b (later) must stay after a: b reads what a makes or writes, or writes what a reads or writes."""
+    wa, wb = _writes(a), _writes(b)
+    return bool((set(a.outputs) | wa) & set(b.inputs) or wb & (set(a.inputs) | wa))
+
+
+class _Chain:
+    def __init__(self, graph: Graph, readers: dict[str, list[int]], producers: dict[str, int]):
+        self.g, self.readers, self.producers = graph, readers, producers
+
+    def find(self, h: int) -> tuple[list[int], int] | None:
+        """Indices of the chain's ops starting at head ``h`` (unsorted), and E; None if no chain."""
+        g, ops = self.g, self.g.ops
+        head = ops[h]
+        if head.kind != "conv2d_grad_x" or not is_pointwise(g, head):
+            return None
+        channels = g.tensor(head.outputs[0]).shape[1]
+        parts, cur = [h], head.outputs[0]
+        while cur is not None:
+            rs = self.readers.get(cur, [])
+            if cur in g.outputs or len(rs) != 1 or ops[rs[0]].kind != "requant_grad" or ops[rs[0]].inputs[0] != cur:
+                return None
+            parts.append(rs[0])
+            acc, cur = ops[rs[0]].outputs[0], None
+            if acc in g.outputs:
+                return None
+            for r in self.readers.get(acc, []):
+                op = ops[r]
+                if op.kind == "conv2d_grad_b" and op.inputs[0] == acc:
+                    parts.append(r)
+                    parts.extend(self._updates(op.outputs[0], "update_bias"))
+                elif op.kind in ("conv2d_grad_w", "conv2d_grad_w_update") and op.inputs[-2 if op.kind == "conv2d_grad_w_update" else 1] == acc:
+                    if not (op.attr("groups") == channels or (is_pointwise(g, op) and op.attr("weight_shape")[0] == channels)):
+                        return None
+                    parts.append(r)
+                    if op.kind == "conv2d_grad_w":
+                        parts.extend(self._updates(op.outputs[0], "update_weight"))
+                elif op.kind == "conv2d_grad_x" and op.inputs[0] == acc:
+                    if op.attr("groups") == channels and channels > 1:
+                        parts.append(r)
+                        cur = op.outputs[0]
+                    elif is_pointwise(g, op):
+                        parts.append(r)  # the tail: accumulated over the channels
+                    else:
+                        return None
+                else:
+                    return None
+        return parts, channels
+
+    def _updates(self, grad: str, kind: str) -> list[int]:
+        rs = self.readers.get(grad, [])
+        if len(rs) == 1 and self.g.ops[rs[0]].kind == kind and self.g.ops[rs[0]].inputs[1] == grad:
+            return rs
+        return []
+
+
+def _split(ops: tuple[Op, ...], parts: set[int]) -> tuple[list[int], list[int]] | None:
+    """Ops between the chain's first and last op that are not in it: (stay before, move after),
+    or None if some op cannot go either way."""
+    lo, hi = min(parts), max(parts)
+    before, after = [], []
+    for k in range(lo, hi + 1):
+        if k in parts:
+            continue
+        if any(_depends(ops[p], ops[k]) for p in parts if p < k) or any(_depends(ops[a], ops[k]) for a in after):
+            if any(_depends(ops[k], ops[p]) for p in parts if p > k):
+                return None
+            after.append(k)
+        else:
+            before.append(k)
+    return before, after
+
+
+def _trim_updates(ops: tuple[Op, ...], parts: list[int]) -> list[int]:
+    """Updates join the chain when they sit inside it or in the run of updates right after it."""
+    core = [p for p in parts if ops[p].kind not in ("update_bias", "update_weight")]
+    end = max(core)
+    k = end + 1
+    while k < len(ops) and k in parts:
+        end, k = k, k + 1
+    return [p for p in parts if p <= end]
+
+
+def _fused(graph: Graph, parts: list[int], channels: int) -> tuple[Op, set[str]]:
+    ops = graph.ops
+    members = [ops[p] for p in sorted(parts)]
+    made = [o for op in members for o in op.outputs]
+    inside = set(range(len(ops))) & set(parts)
+    outside_readers = {o for o in made for r in _readers_of(graph, o) if r not in inside} | (set(made) & set(graph.outputs))
+    tail = next((op for op in members if op.kind == "conv2d_grad_x" and op.inputs[0] in made
+                 and op.attr("groups") == 1), None)
+    first = [tail.outputs[0]] if tail is not None and tail.outputs[0] in outside_readers else []
+    outputs = tuple(first + [o for o in made if o in outside_readers and o not in first])
+    internal = tuple(graph.tensor(o) for o in made if o not in outside_readers)
+    inputs: list[str] = []
+    for op in members:
+        for n in op.inputs:
+            if n not in made and n not in inputs:
+                inputs.append(n)
+    writes = tuple(sorted({w for op in members for w in _writes(op)}))
+    per_channel = 0
+    for op in members:  # one channel of each gradient the chain materialises (requant_grad: in place)
+        if op.kind == "conv2d_grad_x" and op.outputs[0] not in outputs:
+            t = graph.tensor(op.outputs[0])
+            per_channel += 4 * t.numel // t.shape[1]
+    group = max(1, min(channels, GROUP_BYTES // max(per_channel, 1)))
+    name = f"{members[0].name}..{members[-1].name}"
+    extra = {}
+    if first and len(tail.inputs) == 3:  # the tail adds into ``init``: write over it if it dies here
+        init = tail.inputs[2]
+        made_by_op = any(init in op.outputs for op in ops)
+        if made_by_op and init not in graph.outputs and set(_readers_of(graph, init)) <= inside:
+            extra["inplace"] = inputs.index(init)
+    attrs = make_attrs(parts=tuple(members), internal=internal, channels=channels, writes=writes,
+                       group=group, scratch=group * per_channel, **extra)
+    op = Op(name, KIND, tuple(inputs), outputs, attrs, "backward" if outputs else "update")
+    return op, {t.name for t in internal}
+
+
+def _readers_of(graph: Graph, name: str) -> list[int]:
+    return [i for i, op in enumerate(graph.ops) if name in op.inputs]
+
+
+def fuse_backward(graph: Graph, options=None) -> Graph:
+    """Replace each channel-separable backward chain (see the module doc) by one ``mbconv_grad`` op."""
+    while True:
+        fused = _fuse_one(graph)
+        if fused is None:
+            return graph
+        graph = fused
+
+
+def _fuse_one(graph: Graph) -> Graph | None:
+    ops = graph.ops
+    readers: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        for n in op.inputs:
+            readers.setdefault(n, []).append(i)
+    producers = {o: i for i, op in enumerate(ops) for o in op.outputs}
+    chains = _Chain(graph, readers, producers)
+    for h, op in enumerate(ops):
+        found = chains.find(h)
+        if found is None:
+            continue
+        parts, channels = found
+        for candidate in (_trim_updates(ops, parts),
+                          [p for p in parts if ops[p].kind not in ("update_bias", "update_weight")]):
+            if min(candidate) != h or any(ops[p].kind == "conv2d_grad_w_update" for p in set(parts) - set(candidate)):
+                continue
+            split = _split(ops, set(candidate))
+            if split is None:
+                continue
+            before, after = split
+            op_new, gone = _fused(graph, candidate, channels)
+            lo, hi = min(candidate), max(candidate)
+            new_ops = (list(ops[:lo]) + [ops[k] for k in before] + [op_new] + [ops[k] for k in after]
+                       + list(ops[hi + 1:]))
+            tensors = {n: t for n, t in graph.tensors.items() if n not in gone}
+            return graph.with_ops(new_ops, tensors=tensors)
+    return None

@@ -1,0 +1,410 @@
+"""Row pipelines: a chain of frozen forward ops computed row by row through small ring buffers.
+
+Why: below the lowest trained layer the backward needs nothing of the forward (no saved input, no
+mask), yet the early, high-resolution tensors are the biggest of the network (MCUNet at 128x128: the
+image 48 KB, the first conv's output 64 KB, block 1's expanded tensor 128 KB). An output row of a
+"same"-padded k x k conv with stride s needs only k rows of its input (rows s*r - k//2 ...), so a
+chain of convs (and residual adds) can be run row by row, each intermediate tensor living in a ring
+of a few rows: MCUNetV2's patch-based inference and TinyEngine's line buffers, without recompute.
+Only the chain's input and output are whole; a streamed input (the camera image, ``Graph.streams``)
+is not even that: its rows are copied into a ring as the first conv needs them.
+
+The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i..j of the forward:
+  inputs   (x, every constant / parameter the stages read, in order of first use)
+  outputs  the last op's outputs (its int8 output and, if the backward needs it, its clamp mask)
+  attrs    stages   the fused ops, one conv2d / add each (a pointwise_depthwise op is split back
+                    into its two convs), with their original names, operands and attributes;
+                    intermediate tensors keep their names but leave the graph;
+           internal the TensorInfo of every intermediate tensor (shape and quantization);
+           schedule the static row schedule: ((stage, row), ...) in execution order; stage -1
+                    fetches the next row of the streamed input into its ring;
+           rings    ((tensor, channels, rows, width, offset), ...): each ring is ``channels x rows x
+                    width`` int8 (row r of the tensor in slot r % rows) at ``offset`` of the op's
+                    scratch buffer (aligned to 4; ``lifetimes`` reserves the scratch);
+           stream   whether x is streamed (then x is never read whole);
+           fused    the names of the graph ops the pipeline replaced;
+           inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
+                    output row r only after the last read of x's row r).
+The schedule is the pull order: output row r of the last stage is computed once every row it needs is
+there, recursively; ring sizes are the fewest rows for which row r never lands on a row still to be
+read (checked, not assumed). ``stages_of`` / ``internal_of`` give a C generator the parts back.
+
+Which chains: a segment of the leading forward ops (kinds conv2d, add, pointwise_depthwise) whose
+intermediate outputs have one output each (no mask: nothing trained reads them) read only inside the
+segment, with exactly one outside activation input. The segmentation is a small dynamic program over
+the prefix with the live bytes each segment would need (its outside tensors + rings): options
+``row_fusion`` "auto" (default: fuse as little as needed for the prefix to stop setting the program's
+peak; more fusion only costs time), "max" (the lowest prefix peak), "off"; ``row_segments`` forces the
+segmentation (the inference program reuses the training program's). With ``stream_input`` the image
+reader is always a pipeline (of one op at least) whose input is streamed, if nothing else reads the
+image (a trained first conv's weight gradient needs it whole; then it stays in the arena).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.memory import live_bytes_per_op
+from mcutrain.engine.ops import OUTPUT_TYPES
+from mcutrain.engine.passes.fuse_expand import split as split_expand
+
+KIND = "mbconv_rows"
+FUSABLE = ("conv2d", "add", "pointwise_depthwise")
+STREAM = -1  # schedule event: fetch the next row of the streamed input into its ring
+ALIGN = 4
+MAX_OPS = 12  # longest segment considered (in graph ops): keeps the search small
+
+__all__ = ["KIND", "STREAM", "RowPlan", "fuse_rows", "internal_of", "plan_rows", "rings_of", "row_segments",
+           "stages_of"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The parts of a fused op, for executors and code generators
+
+
+def stages_of(op: Op) -> tuple[Op, ...]:
+    """The conv2d / add ops an ``mbconv_rows`` op runs, in order (their original names and operands)."""
+    return op.attr("stages")
+
+
+def internal_of(op: Op) -> dict[str, TensorInfo]:
+    """Intermediate tensor name -> its TensorInfo (these tensors exist only as rings)."""
+    return {t.name: t for t in op.attr("internal")}
+
+
+def rings_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
+    """Ring tensor -> (channels, rows, width, byte offset in the op's scratch)."""
+    return {name: (c, rows, w, off) for name, c, rows, w, off in op.attr("rings")}
+
+
+def scratch_size(op: Op) -> int:
+    return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings")), default=0)
+
+
+def row_segments(graph: Graph) -> tuple[tuple[str, ...], ...]:
+    """The segmentation a graph's row pipelines use (graph op names), e.g. to give the inference program."""
+    return tuple(op.attr("fused") for op in graph.ops if op.kind == KIND)
+
+
+class _Types:
+    """``graph.tensor`` that also knows the intermediate tensors of a pipeline (for the catalogue rules)."""
+
+    def __init__(self, graph: Graph, extra: dict[str, TensorInfo]):
+        self.graph, self.extra = graph, extra
+
+    def tensor(self, name: str) -> TensorInfo:
+        return self.extra[name] if name in self.extra else self.graph.tensor(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# The row schedule
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    schedule: tuple[tuple[int, int], ...]
+    rings: tuple[tuple[str, int, int, int, int], ...]  # (tensor, channels, rows, width, offset)
+    scratch_bytes: int
+    inplace_ok: bool  # the output may overwrite x row by row
+
+
+def _needs(stage: Op, row: int, types) -> list[tuple[str, int, int]]:
+    """(tensor, first row, last row) that output row ``row`` of ``stage`` reads."""
+    if stage.kind == "add":
+        return [(stage.inputs[0], row, row), (stage.inputs[1], row, row)]
+    x = stage.inputs[0]
+    height = types.tensor(x).shape[2]
+    k = types.tensor(stage.inputs[1]).shape[-1]
+    lo = stage.attr("stride") * row - stage.attr("pad")
+    return [(x, max(lo, 0), min(lo + k - 1, height - 1))]
+
+
+def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool) -> RowPlan:
+    """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``."""
+    producer = {st.outputs[0]: i for i, st in enumerate(stages)}
+    final = stages[-1].outputs[0]
+    produced = {t: 0 for t in producer}
+    schedule: list[tuple[int, int]] = []
+    made: dict[str, list[int]] = {}  # tensor -> event time of each row
+    last_read: dict[str, list[int]] = {}
+    fetched = [0]
+
+    def height(t: str) -> int:
+        return types.tensor(t).shape[2]
+
+    def ensure(t: str, r: int) -> None:
+        if t == x:
+            while streamed and fetched[0] <= r:
+                made.setdefault(x, []).append(len(schedule))
+                schedule.append((STREAM, fetched[0]))
+                fetched[0] += 1
+            return
+        s = producer[t]
+        while produced[t] <= r:
+            row = produced[t]
+            needs = _needs(stages[s], row, types)
+            for u, _, hi in needs:
+                if hi >= 0:
+                    ensure(u, hi)
+            time = len(schedule)
+            for u, lo, hi in needs:
+                reads = last_read.setdefault(u, [-1] * height(u))
+                for rr in range(lo, hi + 1):
+                    reads[rr] = time
+            schedule.append((s, row))
+            made.setdefault(t, []).append(time)
+            produced[t] += 1
+
+    for r in range(height(final)):
+        ensure(final, r)
+    rings, offset = [], 0
+    for t in ([x] if streamed else []) + [st.outputs[0] for st in stages[:-1]]:
+        rows = _ring_rows(made[t], last_read.get(t, []))
+        info = types.tensor(t)
+        rings.append((t, info.shape[1], rows, info.shape[3], offset))
+        offset += -(-info.shape[1] * rows * info.shape[3] // ALIGN) * ALIGN
+    inplace_ok = (not streamed and types.tensor(x).shape == types.tensor(final).shape
+                  and all(lr <= made[final][r] for r, lr in enumerate(last_read.get(x, [])) if r < len(made[final])))
+    return RowPlan(tuple(schedule), tuple(rings), offset, inplace_ok)
+
+
+def _ring_rows(made: list[int], last_read: list[int]) -> int:
+    """Fewest ring rows such that row r never lands on row r - rows while that row is still to be read."""
+    last = [max(t, last_read[r] if r < len(last_read) else -1) for r, t in enumerate(made)]
+    rows = 1
+    while any(last[r - rows] >= made[r] for r in range(rows, len(made))):
+        rows += 1
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the fused op
+
+
+def _activation_inputs(op: Op) -> tuple[str, ...]:
+    return op.inputs[:2] if op.kind == "add" else op.inputs[:1]
+
+
+def _stages(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str, TensorInfo]]:
+    """Stage ops (pointwise_depthwise split back into two convs, in-place marks dropped) and the
+    TensorInfo of each intermediate tensor."""
+    stages: list[Op] = []
+    internal: dict[str, TensorInfo] = {}
+    types = _Types(graph, internal)
+    for op in seg:
+        parts = split_expand(op) if op.kind == "pointwise_depthwise" else (op,)
+        for part in parts:
+            attrs = tuple((k, v) for k, v in part.attrs if k != "inplace")
+            stages.append(replace(part, attrs=attrs, phase="forward"))
+    for st in stages[:-1]:
+        (shape, dtype), *_ = OUTPUT_TYPES[st.kind](types, st)
+        y = st.outputs[0]
+        if y in graph.tensors:
+            internal[y] = graph.tensor(y)
+        else:  # the expanded tensor of a split pointwise_depthwise op
+            internal[y] = TensorInfo(y, tuple(shape), dtype, "activation", None, st.attr("y_zero"))
+    return tuple(stages), internal
+
+
+def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool) -> Op:
+    stages, internal = _stages(graph, seg)
+    plan = plan_rows(stages, x, _Types(graph, internal), streamed)
+    inputs = [x]
+    for st in stages:
+        for name in st.inputs:
+            if name != x and name not in internal and name not in inputs:
+                inputs.append(name)
+    name = seg[0].name if len(seg) == 1 else f"{seg[0].name}..{seg[-1].name}"
+    attrs = dict(stages=stages, internal=tuple(internal.values()), schedule=plan.schedule, rings=plan.rings,
+                 stream=streamed, fused=tuple(op.name for op in seg))
+    if inplace:
+        attrs["inplace"] = 0
+    return Op(name, KIND, tuple(inputs), seg[-1].outputs, make_attrs(**attrs), "forward")
+
+
+# ----------------------------------------------------------------------------------------------
+# The pass
+
+
+class _Prefix:
+    """The leading forward ops and what a segment of them would cost once fused."""
+
+    def __init__(self, graph: Graph, options):
+        self.graph, self.options = graph, options
+        ops = graph.ops
+        n = 0
+        while n < len(ops) and ops[n].phase == "forward" and ops[n].kind in FUSABLE:
+            n += 1
+        self.n = n
+        self.readers: dict[str, list[int]] = {}
+        for i, op in enumerate(ops):
+            for name in op.inputs:
+                self.readers.setdefault(name, []).append(i)
+        from mcutrain.engine.lifetimes import buffers, storage_roots  # lifetimes imports the passes
+
+        bufs = buffers(graph)
+        self.live = live_bytes_per_op(bufs, len(ops)) if ops else []
+        roots = storage_roots(graph)
+        self.members: dict[str, list[str]] = {}
+        for t, root in roots.items():
+            self.members.setdefault(root, []).append(t)
+        self.bufs = [b for b in bufs if b.kind != "scratch"]
+        self.floor = max(self.live[n:], default=0)
+        self._cache: dict[tuple[int, int], tuple[int, bool, bool] | None] = {}
+
+    def external_input(self, i: int, j: int) -> str | None:
+        """The one outside activation input of ops i..j if they form a fusable chain, else None."""
+        ops = self.graph.ops
+        made = {o for op in ops[i:j + 1] for o in op.outputs}
+        for k in range(i, j):
+            op = ops[k]
+            if len(op.outputs) != 1 or op.outputs[0] in self.graph.outputs:
+                return None
+            if any(not i < r <= j for r in self.readers.get(op.outputs[0], [])):
+                return None
+        outside = {n for op in ops[i:j + 1] for n in _activation_inputs(op) if n not in made}
+        return outside.pop() if len(outside) == 1 else None
+
+    def streamable(self, x: str, i: int, j: int) -> bool:
+        return (self.options.stream_input and x in self.graph.inputs
+                and all(i <= r <= j for r in self.readers.get(x, [])))
+
+    def segment(self, i: int, j: int) -> tuple[int, bool, bool] | None:
+        """(live bytes while the fused op runs, streamed, in place), or None if not fusable."""
+        key = (i, j)
+        if key not in self._cache:
+            self._cache[key] = self._segment(i, j)
+        return self._cache[key]
+
+    def _segment(self, i: int, j: int):
+        x = self.external_input(i, j)
+        if x is None:
+            return None
+        streamed = self.streamable(x, i, j)
+        if i == j and not streamed:
+            return None  # one op with whole input and output: nothing to gain
+        g = self.graph
+        seg = list(g.ops[i:j + 1])
+        stages, internal = _stages(g, seg)
+        plan = plan_rows(stages, x, _Types(g, internal), streamed)
+        inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
+                   and max(self.readers.get(x, [])) <= j)
+        inside = {o for op in seg[:-1] for o in op.outputs}
+        total = plan.scratch_bytes
+        for b in self.bufs:
+            if b.first <= j and b.last >= i:
+                members = self.members.get(b.name, [b.name])
+                if all(m in inside for m in members) or (streamed and b.name == x):
+                    continue
+                total += b.size
+        if inplace:
+            total -= g.tensor(seg[-1].outputs[0]).nbytes
+        return total, streamed, inplace
+
+    def cost(self, i: int, j: int, fused: bool) -> int | None:
+        if not fused:
+            if i != j:
+                return None
+            if self._must_stream(i):
+                return None
+            return self.live[i]
+        seg = self.segment(i, j)
+        return None if seg is None else seg[0]
+
+    def _must_stream(self, i: int) -> bool:
+        """The image reader is a pipeline when its input can be streamed."""
+        op = self.graph.ops[i]
+        return any(x in self.graph.inputs and self.streamable(x, i, i) for x in _activation_inputs(op))
+
+
+def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, bool]]:
+    """Segments (i, j, fused) covering ops 0..n-1: lowest peak ("max"), or fewest fused ops among those
+    whose peak stays under max(lowest peak, the rest of the program's peak) ("auto")."""
+    n = prefix.n
+    if n == 0:
+        return []
+    options = [[(i, j, f, c) for i in range(max(0, j - MAX_OPS + 1), j + 1) for f in (False, True)
+                if (c := prefix.cost(i, j, f)) is not None] for j in range(n)]
+
+    def solve(limit: int | None):
+        # state after ops 0..j-1: (peak, fused ops) without a limit, (fused ops, peak) under one
+        best: list[tuple[int, int] | None] = [(0, 0)] + [None] * n
+        back: list[tuple[int, int, bool] | None] = [None] * (n + 1)
+        for j in range(n):
+            for i, _, fused, c in options[j]:
+                if best[i] is None or (limit is not None and c > limit):
+                    continue
+                peak, count = (best[i][0], best[i][1]) if limit is None else (best[i][1], best[i][0])
+                peak, count = max(peak, c), count + (j - i + 1 if fused else 0)
+                key = (peak, count) if limit is None else (count, peak)
+                if best[j + 1] is None or key < best[j + 1]:
+                    best[j + 1], back[j + 1] = key, (i, j, fused)
+        if best[n] is None:
+            return None, None
+        segs, j = [], n
+        while j > 0:
+            segs.append(back[j])
+            j = back[j][0]
+        return best[n], segs[::-1]
+
+    lowest, segs = solve(None)
+    if mode == "max" or segs is None:
+        return segs or []
+    limit = max(lowest[0], prefix.floor)
+    _, auto = solve(limit)
+    return auto if auto is not None else segs
+
+
+def _forced(prefix: _Prefix, names: tuple[tuple[str, ...], ...]) -> list[tuple[int, int, bool]]:
+    """The given segments (graph op names) where they are contiguous and fusable in this graph."""
+    index = {op.name: i for i, op in enumerate(prefix.graph.ops)}
+    segs = []
+    for group in names:
+        idx = [index.get(n) for n in group]
+        if None in idx or idx != list(range(idx[0], idx[0] + len(idx))) or idx[-1] >= prefix.n:
+            continue
+        if prefix.segment(idx[0], idx[-1]) is not None:
+            segs.append((idx[0], idx[-1], True))
+    for i in range(prefix.n):  # the image reader streams even if the given segmentation has no segment there
+        if prefix._must_stream(i) and not any(a <= i <= b for a, b, _ in segs) and prefix.segment(i, i):
+            segs.append((i, i, True))
+    return sorted(segs)
+
+
+def fuse_rows(graph: Graph, options) -> Graph:
+    """Replace chosen segments of the frozen forward prefix by ``mbconv_rows`` ops."""
+    mode = getattr(options, "row_fusion", "auto")
+    forced = getattr(options, "row_segments", None)
+    if mode == "off" and not getattr(options, "stream_input", False):
+        return graph
+    prefix = _Prefix(graph, options)
+    if forced is not None:
+        segs = _forced(prefix, forced)
+    elif mode == "off":
+        segs = [(i, i, True) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
+    else:
+        segs = [s for s in _choose(prefix, mode) if s[2]]
+    if not segs:
+        return graph
+    ops: list[Op] = []
+    gone: set[str] = set()
+    streams = list(graph.streams)
+    start = {i: (j, prefix.segment(i, j)) for i, j, _ in segs}
+    k = 0
+    while k < len(graph.ops):
+        if k not in start:
+            ops.append(graph.ops[k])
+            k += 1
+            continue
+        j, (_, streamed, inplace) = start[k]
+        seg = list(graph.ops[k:j + 1])
+        x = prefix.external_input(k, j)
+        op = _fused_op(graph, seg, x, streamed, inplace)
+        ops.append(op)
+        gone.update(internal_of(op))
+        if streamed and x not in streams:
+            streams.append(x)
+        k = j + 1
+    return graph.with_ops(ops, tensors={n: t for n, t in graph.tensors.items() if n not in gone},
+                          streams=tuple(streams))
