@@ -14,7 +14,7 @@ import sys
 from mcutrain import __version__
 from mcutrain.errors import McutrainError
 
-COMMANDS = ["zoo", "data", "pretrain", "eval", "quantize", "import", "scheme", "finetune", "compile", "demo"]
+COMMANDS = ["zoo", "data", "pretrain", "eval", "quantize", "import", "scheme", "finetune", "analyze", "compile", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,9 @@ class VerifyError(ValueError):
 def verify(graph: Graph) -> Graph:
     """Return ``graph`` unchanged if it is well formed, else raise VerifyError."""
     _check_tensors(graph)
+    for name in graph.streams:
+        if name not in graph.inputs:
+            raise VerifyError(f"streamed tensor {name!r} is not a graph input")
     defined = set(graph.inputs) | set(graph.constants) | set(graph.params)
     for i, op in enumerate(graph.ops):
         where = f"op {i} {op.name!r} ({op.kind})"
@@ -43,9 +46,7 @@ def verify(graph: Graph) -> Graph:
     for name in graph.outputs:
         if name not in defined:
             raise VerifyError(f"graph output {name!r} is never defined")
-    for name in graph.streams:
-        if name not in graph.inputs:
-            raise VerifyError(f"streamed tensor {name!r} is not a graph input")
+
     return graph
 
 

@@ -11,6 +11,7 @@ from mcutrain.engine.compile import compile_training, plan_stage
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.ir import format_graph
 from mcutrain.engine.memory import Plan, PlanError, check_plan, lower_bound, plan_bump, timeline_text
+from mcutrain.engine.passes.fuse_backward import update_ops
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 
@@ -82,7 +83,8 @@ def test_the_printed_program_shows_forward_backward_and_update_phases():
     for phase in ("forward", "backward", "update"):
         assert f"# --- {phase} ---" in text
     assert text.index("# --- forward ---") < text.index("# --- backward ---") < text.index("# --- update ---")
-    assert "softmax_ce(%logits, %label)" in text and "grad_sum(" in text
+    assert "softmax_ce(%logits, %label)" in text
+    assert "grad_sum(" in text or "mbconv_grad(" in text  # a residual's gradients summed (or accumulated)
 
 
 def test_training_reduces_the_loss_on_a_repeated_sample():
@@ -104,7 +106,7 @@ def test_the_memory_report_adds_up():
     assert r["total_sram_bytes"] == r["arena_bytes"] + r["trainable_bytes"]
     assert r["mask_bytes"] == sum(t.nbytes for t in program.graph.tensors.values() if t.role == "mask")
     assert r["flash_bytes"] + r["trainable_bytes"] == sum(a.nbytes for a in program.graph.constants.values())
-    q_kept = {op.inputs[0]: op.attr("kept_shape") for op in program.graph.ops if op.phase == "update"}
+    q_kept = {op.inputs[0]: op.attr("kept_shape") for op in update_ops(program.graph)}
     expected = sum(int(np.prod(s)) * program.graph.tensor(p).nbytes // program.graph.tensor(p).numel
                    for p, s in q_kept.items())
     assert r["trainable_bytes"] == expected
@@ -123,14 +125,17 @@ PAPER_PEAK_KB = {"mcunet-5fps": 173, "mbv2-w0.35": 141, "proxyless-w0.3": 135}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PEAK_KB))
-def test_at_128x128_the_training_peak_is_the_forward_peak_and_fits_256kb(name):
-    """DESIGN.md section 6: with a sparse plan, reordered and fused updates, the early forward sets the
-    peak; the backward of the late layers fits under it; everything in SRAM stays under 256 KB."""
+def test_at_128x128_training_fits_0_8x_the_paper_and_1_25x_inference(name):
+    """DESIGN.md section 6: streamed image, row-pipelined frozen prefix, channel-by-channel block backward:
+    TOTAL SRAM (arena + trainable copies) <= 0.8x the paper's sparse+reorder figure, the training arena
+    within 1.25x of the inference arena (the same kernels), everything under 256 KB."""
     program = _program(name, 128, "paper-99kb")
     r = program.report
-    assert r["arena_bytes"] <= r["inference_arena_bytes"] + 64  # + the label, live from op 0
-    assert r["arena_bytes"] <= r["arena_lower_bound_bytes"] + 64  # the greedy planner is tight here
-    assert r["arena_bytes"] < PAPER_PEAK_KB[name] * 1024
+    assert r["input_streamed"] and r["input_in_arena_bytes"] == 0 and r["input_bytes"] == 3 * 128 * 128
+    assert r["arena_bytes"] <= 1.25 * r["inference_arena_bytes"]
+    assert r["inference_min_arena_bytes"] <= r["inference_arena_bytes"]
+    assert r["arena_bytes"] <= r["arena_greedy_by_size_bytes"]
+    assert r["total_sram_bytes"] <= 0.8 * PAPER_PEAK_KB[name] * 1024
     assert r["total_sram_bytes"] <= 256 * 1024
     assert r["mask_bytes"] < 32 * 1024
 
@@ -143,7 +148,8 @@ def test_lifetimes_cover_every_read_and_inputs_live_from_the_start():
             if name in stage.lifetimes:
                 first, last = stage.lifetimes[name]
                 assert first <= i <= last, (name, i)
-    assert all(stage.lifetimes[n][0] == 0 for n in g.inputs)
+    assert all(stage.lifetimes[n][0] == 0 for n in g.inputs if n not in g.streams)
+    assert not any(n in stage.lifetimes for n in g.streams)  # a streamed image is not in the arena
     assert all(stage.lifetimes[n][1] == len(g.ops) - 1 for n in g.outputs)
     assert not any(n in stage.lifetimes for n in g.params) and not any(n in stage.lifetimes for n in g.constants)
     assert plan_stage(g).plan == stage.plan

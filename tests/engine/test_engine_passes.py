@@ -18,7 +18,9 @@ from mcutrain.engine.passes import (
     INFERENCE_PIPELINE,
     PIPELINE,
     PassOptions,
+    fuse_backward,
     fuse_expand,
+    fuse_rows,
     fuse_updates,
     inplace,
     insert_updates,
@@ -27,6 +29,7 @@ from mcutrain.engine.passes import (
     run_passes,
 )
 from mcutrain.engine.passes.fuse_updates import FUSED_KINDS
+from mcutrain.engine.passes.inplace import is_inplace_depthwise
 from mcutrain.engine.passes.reorder import ready_index
 from mcutrain.engine.verify import verify
 from mcutrain.quant.random_model import random_qmodel
@@ -73,8 +76,8 @@ def _same_results(a, b) -> bool:
 
 
 def test_the_pipeline_is_one_visible_ordered_list():
-    assert PIPELINE == (insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace)
-    assert INFERENCE_PIPELINE == (prune, fuse_expand, inplace)
+    assert PIPELINE == (insert_updates, prune, reorder, fuse_updates, fuse_backward, fuse_expand, inplace, fuse_rows)
+    assert INFERENCE_PIPELINE == (prune, fuse_expand, inplace, fuse_rows)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -226,7 +229,7 @@ def _expanded_tensor_reader(graph: Graph, op) -> str | None:
 @pytest.mark.parametrize("case", CASES + [("mcunet-5fps", 48, "paper-99kb")])
 def test_fuse_expand_leaves_no_expanded_tensor_that_only_a_depthwise_conv_reads(case):
     joint = _compiled(*case)[3]
-    before, g = _after(joint, fuse_updates), _after(joint, fuse_expand)
+    before, g = _after(joint, fuse_backward), _after(joint, fuse_expand)
     pairs = {_expanded_tensor_reader(before, op) for op in before.ops} - {None}
     fused = {op.name for op in g.ops if op.kind == "pointwise_depthwise"}
     assert fused == pairs and not {_expanded_tensor_reader(g, op) for op in g.ops} - {None}
@@ -245,15 +248,17 @@ def test_inplace_only_overwrites_inputs_that_die_there(case):
     marked = [(i, op) for i, op in enumerate(g.ops) if op.attr("inplace") is not None]
     assert "requant_grad" in {op.kind for _, op in marked}
     if case[2] == "bias-only":  # frozen depthwise weights: their input gradients overwrite g_acc
-        assert "conv2d_grad_x" in {op.kind for _, op in marked}
+        # (or the block's backward runs channel by channel and no expanded gradient is ever whole)
+        assert {"conv2d_grad_x", "mbconv_grad"} & {op.kind for op in g.ops} and (
+            "conv2d_grad_x" in {op.kind for _, op in marked} or "mbconv_grad" in {op.kind for op in g.ops})
     for i, op in marked:
         src, out = g.tensor(op.inputs[op.attr("inplace")]), g.tensor(op.outputs[0])
         assert spans[src.name][1] == i and src.name not in g.outputs and src.dtype == out.dtype
         depthwise = op.kind in ("conv2d", "conv2d_grad_x") and op.attr("groups") > 1
         assert src.shape == out.shape or (depthwise and out.nbytes <= src.nbytes)
     scratch = {b.name for b in buffers(g) if b.kind == "scratch"}
-    assert scratch == ({f"{op.name}.scratch" for _, op in marked if op.kind in ("conv2d", "conv2d_grad_x")}
-                       | {f"{op.name}.scratch" for op in g.ops if op.kind == "pointwise_depthwise"})
+    assert scratch == ({f"{op.name}.scratch" for _, op in marked if is_inplace_depthwise(op)}
+                       | {f"{op.name}.scratch" for op in g.ops if op.kind in ("pointwise_depthwise", "mbconv_grad")})
 
 
 @pytest.mark.parametrize("case", CASES)

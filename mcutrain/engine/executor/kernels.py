@@ -425,12 +425,58 @@ def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
     outs = dict(zip(op.outputs, io.outputs))
     parts, channels, group = parts_of_grad(op), op.attr("channels"), op.attr("group")
     chained = {o for part in parts for o in part.outputs}
+    recompute = op.attr("recompute", ())
+    source = _LazySource({fwd.outputs[0]: fwd for fwd in op.attr("lazy", ())}, values, op.attr("source_group", 1))
+    _source_phase(op.attr("pre", ()), source, values, outs, chained, step)
     for c0 in range(0, channels, group):
         rows = slice(c0, min(c0 + group, channels))
         local: dict[str, np.ndarray | None] = {}
+        for fwd in recompute:  # the forward's masks of these channels, from the block input (old weights)
+            x = local[fwd.inputs[0]][None] if fwd.inputs[0] in local else values[fwd.inputs[0]]
+            y, mask = conv2d(fwd, [x] + [values[n][rows] for n in fwd.inputs[1:]], step)
+            local[fwd.outputs[0]], local[fwd.outputs[1]] = y[0], mask[0]
         for part in parts:
-            _grad_part(part, rows, values, local, outs, chained, step)
+            _grad_part(part, rows, values, local, outs, chained, step, source)
+    _source_phase(op.attr("post", ()), source, values, outs, chained, step)
     return ()
+
+
+class _LazySource:
+    """Rows of the tensors an ``mbconv_grad`` op computes on demand (the spread and requantized pool
+    gradient): the same float32 products the unfused avgpool_grad and requant_grad make."""
+
+    def __init__(self, lazy: dict, values: dict, step: int):
+        self.lazy, self.values, self.step = lazy, values, step  # step: rows computed at a time
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.lazy
+
+    def channels(self, name: str) -> int:
+        return self.lazy[name].attr("input_shape", (0, 0))[1] if self.lazy[name].kind == "avgpool_grad" \
+            else self.channels(self.lazy[name].inputs[0])
+
+    def rows(self, name: str, rows: slice) -> np.ndarray:
+        op = self.lazy[name]
+        g_name, mask, scale = op.inputs
+        mask = self.values[mask][0, rows].astype(np.float32)
+        if op.kind == "avgpool_grad":
+            spread = (self.values[g_name][0, rows] * mask) * self.values[scale][0]
+            return np.broadcast_to(spread[:, None, None], (spread.shape[0],) + tuple(op.attr("input_shape")[2:]))
+        m = self.values[scale]
+        factor = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(-1, 1, 1)
+        return (self.rows(g_name, rows) * mask) * factor
+
+
+def _source_phase(phase: tuple, source: _LazySource, values: dict, outs: dict, chained: set, step: int) -> None:
+    """Ops over the channels of the lazily computed tensor (its bias gradient, its weight gradient)."""
+    if not phase:
+        return
+    name = next(n for n in phase[0].inputs if n in source)
+    for c0 in range(0, source.channels(name), source.step):
+        rows = slice(c0, min(c0 + source.step, source.channels(name)))
+        local = {name: source.rows(name, rows)}
+        for part in phase:
+            _grad_part(part, rows, values, local, outs, chained | {name}, step, source)
 
 
 # where a chain tensor's channel axis is: gradients of activations [1, E, ...] on axis 1, of parameters on 0
@@ -449,12 +495,24 @@ def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dic
             view[sel] = value
 
 
-def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, chained: set, step: int) -> None:
+def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, chained: set, step: int,
+               source: _LazySource | None = None) -> None:
     n = rows.stop - rows.start
     kind = part.kind
     if kind == "conv2d_grad_x":
         g_name, w = part.inputs[0], values[part.inputs[1]]
-        if g_name not in chained:  # the head: channels ``rows`` of the expanded gradient
+        if source is not None and g_name in source and g_name not in local:  # the head, from a lazy input
+            acc = None  # sum over the input's channels in ascending order, a few at a time
+            count = source.channels(g_name)
+            for o0 in range(0, count, source.step):
+                orows = slice(o0, min(o0 + source.step, count))
+                g = source.rows(g_name, orows)
+                terms = w[orows, rows, 0, 0].astype(np.float32)[:, :, None] * g.reshape(g.shape[0], 1, -1)
+                if acc is not None:
+                    terms = np.concatenate([acc[None], terms])
+                acc = np.add.reduce(terms, axis=0)
+            _put(part, acc.reshape((n,) + g.shape[1:]), rows, local, outs)
+        elif g_name not in chained:  # the head: channels ``rows`` of the expanded gradient
             g = values[g_name][0]
             y = pointwise_input_grad(g.reshape(g.shape[0], -1), w[:, rows, 0, 0]).reshape((n,) + g.shape[1:])
             _put(part, y, rows, local, outs)
@@ -472,7 +530,8 @@ def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, cha
                 terms = np.concatenate([start.reshape(1, acc.shape[0], -1), terms])
             acc[...] = np.add.reduce(terms, axis=0).reshape(acc.shape)
     elif kind == "requant_grad":
-        g, mask, m = local[part.inputs[0]], values[part.inputs[1]][0, rows], values[part.inputs[2]]
+        g, m = local[part.inputs[0]], values[part.inputs[2]]
+        mask = local[part.inputs[1]] if part.inputs[1] in local else values[part.inputs[1]][0, rows]
         scale = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(n, 1, 1)
         _put(part, (g * mask.astype(np.float32)) * scale, rows, local, outs)
     elif kind == "conv2d_grad_b":

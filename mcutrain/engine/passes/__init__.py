@@ -1,7 +1,7 @@
 """The compile pipeline: the passes, in order, in ONE place; the verifier runs after each.
 
 Training (after ``differentiate``):
-    insert_updates -> prune -> reorder -> fuse_updates -> fuse_expand -> fuse_backward -> inplace -> fuse_rows
+    insert_updates -> prune -> reorder -> fuse_updates -> fuse_backward -> fuse_expand -> inplace -> fuse_rows
 Inference (the forward alone, for predict and the inference-only memory figure):
     prune -> fuse_expand -> inplace -> fuse_rows
 ``fuse_rows`` comes last because it chooses how far to fuse from the live memory of the final
@@ -29,7 +29,7 @@ from mcutrain.engine.verify import verify
 
 Pass = Callable[[Graph, PassOptions], Graph]
 
-PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse_expand, fuse_backward, inplace,
+PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse_backward, fuse_expand, inplace,
                               fuse_rows)
 INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, fuse_expand, inplace, fuse_rows)
 

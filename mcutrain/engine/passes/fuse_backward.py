@@ -28,6 +28,14 @@ The fused op ``mbconv_grad`` takes the place of the chain's last op:
            when their updates are elsewhere), written channel by channel (the tail's: accumulated,
            over its ``init`` operand, the skip branch's gradient, when that dies here: ``inplace``)
   attrs    parts    the chain's ops, in their order (a C generator runs them per channel)
+           lazy / pre / post   (the last block: the head's input is the average pool's gradient,
+                    spread over the positions and requantized: computed as needed from the pooled
+                    vector, ``lazy``; the project conv's bias gradient + update run first over its
+                    output channels, ``pre``; its weight gradient + update last, ``post``, after
+                    the head read the old weight; ``source_group`` rows at a time)
+           recompute  the forward convs (expand, depthwise) whose masks are recomputed per channel
+                    from the block input when the expand conv's weight gradient keeps it whole
+                    anyway: the forward then outputs neither mask (1 bit per expanded element each)
            internal TensorInfo of each chain tensor that is never whole
            channels E;  writes the parameters the fused updates write
            group    channels run together (one channel of each materialised gradient is
@@ -44,7 +52,7 @@ from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 KIND = "mbconv_grad"
 GROUP_BYTES = 512  # scratch for the channels run together (the NumPy kernel's batch; C may run one)
 
-__all__ = ["KIND", "fuse_backward", "internal_of", "parts_of", "update_ops"]
+__all__ = ["KIND", "all_parts", "fuse_backward", "internal_of", "parts_of", "update_ops"]
 
 UPDATE_KINDS = ("update_weight", "update_bias", "conv2d_grad_w_update", "linear_grad_w_update")
 
@@ -60,10 +68,15 @@ def update_ops(graph: Graph) -> list[Op]:
     found = []
     for op in graph.ops:
         if op.kind == KIND:
-            found.extend(p for p in op.attr("parts") if p.kind in UPDATE_KINDS)
+            found.extend(p for p in all_parts(op) if p.kind in UPDATE_KINDS)
         elif op.phase == "update":
             found.append(op)
     return found
+
+
+def all_parts(op: Op) -> tuple[Op, ...]:
+    """Every op an ``mbconv_grad`` op stands for: lazily computed source, pre phase, chain, post phase."""
+    return op.attr("lazy", ()) + op.attr("pre", ()) + op.attr("parts") + op.attr("post", ())
 
 
 def internal_of(op: Op) -> dict[str, TensorInfo]:
@@ -94,6 +107,36 @@ def _depends(a: Op, b: Op) -> bool:
 class _Chain:
     def __init__(self, graph: Graph, readers: dict[str, list[int]], producers: dict[str, int]):
         self.g, self.readers, self.producers = graph, readers, producers
+
+    def source(self, h: int) -> tuple[list[int], list[int], list[int]] | None:
+        """When the head's input is the requantized gradient of the average pool (a per-channel value
+        spread over the positions, times the project conv's mask): (lazy ops: avgpool_grad,
+        requant_grad; pre: its bias gradient and update; post: its weight gradient and update).
+        The fused op then computes that input from the pooled gradient as it goes: never whole."""
+        g, ops = self.g, self.g.ops
+        src = ops[h].inputs[0]
+        r = self.producers.get(src)
+        if r is None or ops[r].kind != "requant_grad" or src in g.outputs:
+            return None
+        spread = ops[r].inputs[0]
+        p = self.producers.get(spread)
+        if p is None or ops[p].kind != "avgpool_grad" or self.readers.get(spread) != [r] or spread in g.outputs:
+            return None
+        channels = g.tensor(src).shape[1]
+        pre, post = [], []
+        for k in self.readers.get(src, []):
+            op = ops[k]
+            if k == h:
+                continue
+            if op.kind == "conv2d_grad_b" and op.inputs[0] == src:
+                pre += [k] + self._updates(op.outputs[0], "update_bias")
+            elif (op.kind in ("conv2d_grad_w", "conv2d_grad_w_update") and is_pointwise(g, op)
+                  and op.attr("weight_shape")[0] == channels
+                  and op.inputs[-2 if op.kind == "conv2d_grad_w_update" else 1] == src):
+                post += [k] + (self._updates(op.outputs[0], "update_weight") if op.kind == "conv2d_grad_w" else [])
+            else:
+                return None
+        return [p, r], pre, post
 
     def find(self, h: int) -> tuple[list[int], int] | None:
         """Indices of the chain's ops starting at head ``h`` (unsorted), and E; None if no chain."""
@@ -168,40 +211,88 @@ def _trim_updates(ops: tuple[Op, ...], parts: list[int]) -> list[int]:
     return [p for p in parts if p <= end]
 
 
-def _fused(graph: Graph, parts: list[int], channels: int) -> tuple[Op, set[str]]:
+def _fused(graph: Graph, parts: list[int], channels: int,
+           lazy: tuple[list[int], list[int], list[int]] | None = None) -> tuple[Op, set[str], dict[int, Op]]:
+    """The fused op, the tensors that leave the graph, and forward ops to replace (index -> op)."""
     ops = graph.ops
     members = [ops[p] for p in sorted(parts)]
-    made = [o for op in members for o in op.outputs]
-    inside = set(range(len(ops))) & set(parts)
+    source, pre, post = ([ops[k] for k in group] for group in (lazy or ([], [], [])))
+    made = [o for op in source + pre + members + post for o in op.outputs]
+    inside = set(parts) | {k for group in (lazy or ()) for k in group}
     outside_readers = {o for o in made for r in _readers_of(graph, o) if r not in inside} | (set(made) & set(graph.outputs))
     tail = next((op for op in members if op.kind == "conv2d_grad_x" and op.inputs[0] in made
                  and op.attr("groups") == 1), None)
     first = [tail.outputs[0]] if tail is not None and tail.outputs[0] in outside_readers else []
     outputs = tuple(first + [o for o in made if o in outside_readers and o not in first])
-    internal = tuple(graph.tensor(o) for o in made if o not in outside_readers)
+    internal = [graph.tensor(o) for o in made if o not in outside_readers]
+    recompute, edits, masks = _recompute(graph, members, inside)
+    for r in recompute:
+        internal += [TensorInfo(r.outputs[0], graph.tensor(r.outputs[0].removesuffix(".recomputed")).shape, "int8",
+                                "activation"), graph.tensor(r.outputs[1])]
     inputs: list[str] = []
-    for op in members:
+    for op in source + pre + list(recompute) + members + post:
         for n in op.inputs:
-            if n not in made and n not in inputs:
+            if n not in made and n not in masks and not n.endswith(".recomputed") and n not in inputs:
                 inputs.append(n)
-    writes = tuple(sorted({w for op in members for w in _writes(op)}))
+    writes = tuple(sorted({w for op in pre + members + post for w in _writes(op)}))
     per_channel = 0
     for op in members:  # one channel of each gradient the chain materialises (requant_grad: in place)
         if op.kind == "conv2d_grad_x" and op.outputs[0] not in outputs:
             t = graph.tensor(op.outputs[0])
             per_channel += 4 * t.numel // t.shape[1]
+    for r in recompute:  # one channel of the recomputed int8 output and of its mask bits
+        t = graph.tensor(r.outputs[1])
+        per_channel += (t.numel // t.shape[1]) * (1 if r is recompute[0] else 0) + -(-(t.numel // t.shape[1]) // 8)
     group = max(1, min(channels, GROUP_BYTES // max(per_channel, 1)))
-    name = f"{members[0].name}..{members[-1].name}"
-    extra = {}
+    scratch = group * per_channel
+    extra_attrs: dict = {}
+    if source:  # rows of the lazily computed head input, a few at a time (pre / post phases, the head)
+        t = graph.tensor(source[-1].outputs[0])
+        row = 4 * t.numel // t.shape[1]
+        extra_attrs = dict(lazy=tuple(source), pre=tuple(pre), post=tuple(post),
+                           source_group=max(1, min(t.shape[1], GROUP_BYTES // row)))
+        scratch += extra_attrs["source_group"] * row
+    name = f"{(source + members)[0].name}..{(members + post)[-1].name}"
+    extra = dict(extra_attrs)
     if first and len(tail.inputs) == 3:  # the tail adds into ``init``: write over it if it dies here
         init = tail.inputs[2]
         made_by_op = any(init in op.outputs for op in ops)
         if made_by_op and init not in graph.outputs and set(_readers_of(graph, init)) <= inside:
             extra["inplace"] = inputs.index(init)
-    attrs = make_attrs(parts=tuple(members), internal=internal, channels=channels, writes=writes,
-                       group=group, scratch=group * per_channel, **extra)
+    attrs = make_attrs(parts=tuple(members), internal=tuple(internal), channels=channels, writes=writes,
+                       group=group, scratch=scratch, recompute=recompute, **extra)
     op = Op(name, KIND, tuple(inputs), outputs, attrs, "backward" if outputs else "update")
-    return op, {t.name for t in internal}
+    return op, {t.name for t in internal}, edits
+
+
+def _recompute(graph: Graph, members: list[Op], inside: set[int]) -> tuple[tuple[Op, ...], dict[int, Op], set[str]]:
+    """Masks of the block's expand and depthwise convs recomputed per channel from the block input,
+    when that input is whole in the arena anyway (the expand conv's weight gradient reads all of it):
+    the forward then keeps neither mask. Returns (recompute ops, forward ops to replace, masks)."""
+    weight = next((p for p in members if p.kind in ("conv2d_grad_w", "conv2d_grad_w_update")
+                   and is_pointwise(graph, p)), None)
+    if weight is None:
+        return (), {}, set()
+    x = weight.inputs[1] if weight.kind == "conv2d_grad_w_update" else weight.inputs[0]
+    chain_masks = {p.inputs[1] for p in members if p.kind == "requant_grad"}
+    index = {op.name: i for i, op in enumerate(graph.ops)}
+    expand = next((op for op in graph.ops if op.phase == "forward" and op.kind == "conv2d" and op.inputs[0] == x
+                   and len(op.outputs) == 2 and op.outputs[1] in chain_masks and op.attr("groups") == 1), None)
+    if expand is None:
+        return (), {}, set()
+    depthwise = next((op for op in graph.ops if op.phase == "forward" and op.kind == "conv2d" and len(op.outputs) == 2
+                      and op.inputs[0] == expand.outputs[0] and op.outputs[1] in chain_masks), None)
+    forward = [expand] + ([depthwise] if depthwise is not None else [])
+    if any(set(_readers_of(graph, f.outputs[1])) - inside for f in forward):
+        return (), {}, set()
+    y = f"{expand.outputs[0]}.recomputed"
+    clean = lambda op: tuple((k, v) for k, v in op.attrs if k != "inplace")  # noqa: E731
+    recompute = [Op(f"{expand.name}.recompute", "conv2d", expand.inputs, (y, expand.outputs[1]), clean(expand))]
+    if depthwise is not None:
+        recompute.append(Op(f"{depthwise.name}.recompute", "conv2d", (y,) + depthwise.inputs[1:],
+                            (f"{depthwise.outputs[0]}.recomputed", depthwise.outputs[1]), clean(depthwise)))
+    edits = {index[f.name]: Op(f.name, f.kind, f.inputs, f.outputs[:1], f.attrs, f.phase) for f in forward}
+    return tuple(recompute), edits, {f.outputs[1] for f in forward}
 
 
 def _readers_of(graph: Graph, name: str) -> list[int]:
@@ -230,16 +321,22 @@ def _fuse_one(graph: Graph) -> Graph | None:
         if found is None:
             continue
         parts, channels = found
+        source = chains.source(h)
         for candidate in (_trim_updates(ops, parts),
                           [p for p in parts if ops[p].kind not in ("update_bias", "update_weight")]):
             if min(candidate) != h or any(ops[p].kind == "conv2d_grad_w_update" for p in set(parts) - set(candidate)):
                 continue
-            split = _split(ops, set(candidate))
+            for lazy in ([source] if source is not None else []) + [None]:
+                extra = [] if lazy is None else [k for group in lazy for k in group]
+                split = _split(ops, set(candidate) | set(extra))
+                if split is not None:
+                    break
             if split is None:
                 continue
             before, after = split
-            op_new, gone = _fused(graph, candidate, channels)
-            lo, hi = min(candidate), max(candidate)
+            op_new, gone, edits = _fused(graph, candidate, channels, lazy)
+            lo, hi = min(candidate + extra), max(candidate + extra)
+            ops = tuple(edits.get(i, op) for i, op in enumerate(ops))
             new_ops = (list(ops[:lo]) + [ops[k] for k in before] + [op_new] + [ops[k] for k in after]
                        + list(ops[hi + 1:]))
             tensors = {n: t for n, t in graph.tensors.items() if n not in gone}
