@@ -150,7 +150,11 @@ def rules(epochs: int = 10) -> None:
     methods = {k: METHODS[k] for k in ("int8 SGD-M + QAS", "int8 SGD-M + QAS, latent fp32 weights")}
     res = run_grid(methods, lambda _n: "last-k:6", lambda _n: epochs, lambda _n: TRAIN_N)
     publish("update_rules", TITLES["update_rules"], res,
-            PROTOCOL + [f"{epochs} epochs, last two blocks + classifier."], "python -m experiments.int8_training rules")
+            PROTOCOL + [f"{epochs} epochs, last two blocks + classifier.",
+                        "Stochastic rounding keeps the trained weights as int8 in SRAM (1 byte each, what the device stores); "
+                        "latent keeps an fp32 copy of every trained weight (4 bytes each) and is the reference "
+                        "implementation's simulation, which its device could not reproduce."],
+            "python -m experiments.int8_training rules")
 
 
 SCHEMES = ("last-layer", "bias-only", "paper-99kb", "full")
