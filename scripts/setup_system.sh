@@ -4,7 +4,7 @@
 # Add packages here as the pipeline grows (the Cortex-M toolchain and QEMU come with code generation).
 set -euo pipefail
 
-PACKAGES=(dataset-fashion-mnist)
+PACKAGES=(dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -22,7 +22,8 @@ gradient per reader, and they are SUMMED (the reference engine overwrote one wit
 ``grad_sum``, or, when the last contribution is a 1x1 conv's input gradient and one contribution came
 before it (a residual block's input: the skip branch's gradient first), by that conv2d_grad_x
 accumulating into the earlier contribution (its third operand ``init``): the sum is then made in
-place, without a third buffer, the same float32 additions one term after the other. Scales stay constants (float32), computed exactly as the simulation computes them.
+place, without a third buffer, the same float32 additions one term after the other.
+Scales stay constants (float32), computed exactly as the simulation computes them.
 """
 
 from __future__ import annotations

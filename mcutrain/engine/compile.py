@@ -28,8 +28,9 @@ from mcutrain.engine.loss import append_loss
 from mcutrain.engine.memory import Buffer, Plan, lower_bound, plan_bump, plan_greedy, summary
 from mcutrain.engine.passes import INFERENCE_PIPELINE, PIPELINE, Pass, PassOptions, run_passes
 from mcutrain.engine.passes.fuse_backward import update_ops
+from mcutrain.engine.passes.fuse_rows import KIND as ROWS
+from mcutrain.engine.passes.fuse_rows import rings_of, row_segments, scratch_size
 from mcutrain.engine.placement import plan_best
-from mcutrain.engine.passes.fuse_rows import KIND as ROWS, rings_of, row_segments
 from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse import UpdatePlan
 
@@ -112,7 +113,7 @@ def build_program(joint: Graph, forward: Graph, options: PassOptions,
     train = plan_stage(run_passes(joint, options, passes))
     same = replace(options, row_segments=row_segments(train.graph))
     inference = plan_stage(run_passes(forward, same, INFERENCE_PIPELINE))
-    fullest = replace(options, row_fusion="max", row_segments=None) if options.row_fusion != "off" else same
+    fullest = replace(options, row_fusion="max", row_segments=None)
     best = plan_stage(run_passes(forward, fullest, INFERENCE_PIPELINE)).plan.arena_bytes
     return Program(train, inference, options, memory_report(train, inference, best))
 
@@ -134,7 +135,8 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
     inference: the forward alone, planned the same way (``inference_peak_bytes`` is the same number:
     the key the CLI shows), with the training program's row pipelines; ``inference_min_arena_bytes``:
     the forward fused as far as it goes. Input: whether the image is streamed (then it is NOT in the
-    arena: the ring of rows the first conv reads is), its whole size, and its bytes in the arena.
+    arena: the ring of rows the first conv reads is), its whole size, and its bytes in the arena;
+    ``notes`` says the same in words (``format_report`` prints everything).
     """
     graph = train.graph
     trainable = trainable_bytes(graph)
@@ -170,9 +172,20 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
         "input_in_arena_bytes": 0 if streamed else image.nbytes,
         "input_ring_bytes": ring,
         "row_pipelines": [list(op.attr("fused")) for op in pipelines],
-        "row_pipeline_scratch_bytes": max((sum(c * r * w for c, r, w, _ in rings_of(op).values())
-                                           for op in pipelines), default=0),
+        "row_pipeline_folds": sum(len(op.attr("folds", ())) for op in pipelines),
+        "row_pipeline_scratch_bytes": max((scratch_size(op) for op in pipelines), default=0),
+        "block_backwards": sum(op.kind == "mbconv_grad" for op in graph.ops),
+        "notes": _input_notes(streamed, image.nbytes, ring),
     }
+
+
+def _input_notes(streamed: bool, whole: int, ring: int) -> list[str]:
+    """Plain lines on where the image is, so that nobody reads the arena as holding it."""
+    if streamed:
+        return [f"image: streamed row by row from its source (camera / DMA / host buffer), NOT in the arena; "
+                f"the arena holds a ring of {ring} bytes of its rows",
+                f"image buffer if kept whole: {whole / 1024:.1f} KB (not counted in arena or total SRAM)"]
+    return [f"image: whole in the arena ({whole / 1024:.1f} KB, counted in arena and total SRAM)"]
 
 
 def format_report(report: Mapping[str, object]) -> str:
@@ -188,6 +201,9 @@ def format_report(report: Mapping[str, object]) -> str:
                   f"  image buffer if kept whole: {kb(r['input_bytes'])} (not counted above)"]
     else:
         lines.append(f"  image: whole in the arena ({kb(r['input_bytes'])}, counted above)")
+    lines.append(f"  row pipelines: {len(r['row_pipelines'])} (frozen prefix, ops {sum(map(len, r['row_pipelines']))}, "
+                 f"folded expand convs {r['row_pipeline_folds']}); channel-by-channel block backwards: "
+                 f"{r['block_backwards']}")
     lines += [f"inference peak (same kernels): {kb(r['inference_peak_bytes'])}; fused as far as it goes: "
               f"{kb(r['inference_min_arena_bytes'])}; training / inference {r['train_over_inference']:.2f}",
               f"Flash: {kb(r['flash_bytes'])}"]

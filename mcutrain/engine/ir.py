@@ -130,6 +130,12 @@ def format_graph(graph: Graph) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, Op):  # the parts of a fused op: by kind and name (``format_op`` prints them whole)
+        return f"{value.kind}:{value.name}"
+    if isinstance(value, TensorInfo):
+        return f"{value.name}:{value.type_str()}"
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (Op, TensorInfo)) for v in value):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
     if isinstance(value, (tuple, list)) and len(value) > 6:
         return f"[{len(value)} items]"
     return str(value)

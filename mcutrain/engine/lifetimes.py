@@ -89,8 +89,8 @@ def scratch_bytes(graph: Graph, op) -> int:
         return n * h * w
     if op.kind == "mbconv_grad":
         return op.attr("scratch")
-    if op.kind == "mbconv_rows":
-        return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings")), default=0)
+    if op.kind == "mbconv_rows":  # rings, then folded windows
+        return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings") + op.attr("folds", ())), default=0)
     return 0
 
 

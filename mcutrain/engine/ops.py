@@ -22,7 +22,7 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   pointwise_depthwise(x, w1, b1, m1, s1, w2, b2, m2, s2){depthwise attrs, expand_* attrs} -> y [, mask]
                                                        = conv2d(conv2d(x, w1, ...){expand_*}, w2, ...),
                                                        one expanded channel at a time (H*W scratch)
-  mbconv_rows(x, params...){stages, internal, schedule, rings, stream, fused} -> y [, mask]
+  mbconv_rows(x, params...){stages, internal, schedule, rings, folds, stream, fused} -> y [, mask]
                                                        = the stages (conv2d / add ops) in a row, each
                                                        intermediate tensor a ring of a few rows in the
                                                        op's scratch; x read row by row (streamed: never

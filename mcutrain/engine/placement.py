@@ -1,25 +1,31 @@
-"""The arena placement the compiler uses: the memory planner's greedy first fit, tried in a few orders.
+"""The arena placement the compiler uses: the memory planner's greedy first fit, in the best of many orders.
 
 Why: TFLite Micro's greedy-by-size order (``mcutrain.engine.memory.plan_greedy``) is tight for an
 inference graph, but a training program has many long-lived small buffers (clamp masks, saved
 activations) beside short-lived big ones (gradients, ring buffers); placing by size alone can push the
-long-lived ones high and leave holes under the peak (MCUNet at 128x128: 39.6 KB arena for a 35.8 KB
-lower bound). The same first-fit step (``memory.planners.first_fit``) in other orders (by size x
-lifetime, by lifetime, by first use) often closes the gap. ``plan_best`` runs ``plan_greedy`` and
-those orders and keeps the smallest arena (ties: the earlier in the list, ``plan_greedy`` first), so
-it is never worse than ``plan_greedy``; every candidate is checked by ``memory.check_plan``.
-Deterministic: the orders are total (ties broken by name).
+long-lived ones high and leave holes under the peak (MbV2 at 128x128: 32.1 KB arena for a 25.1 KB
+lower bound). The same first-fit step (``memory.planners.first_fit``) in other orders often closes the
+gap. ``plan_best`` runs ``plan_greedy``, a few fixed orders (by size x lifetime, by lifetime, by first
+use, ...) and then, while the arena is above the lower bound, ``trials`` orders drawn by a seeded
+generator (size^a x lifetime^b x (1 + c x noise), random a, b, c; skipped when the gap is within
+1 KB or 1/64 of the bound; a trial stops as soon as it cannot win): it keeps the smallest arena (ties:
+the earliest candidate, ``plan_greedy`` first), so it is never worse than ``plan_greedy`` and always
+the same for the same buffers. The chosen plan is checked by ``memory.check_plan``.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Callable
 
-from mcutrain.engine.memory import DEFAULT_ALIGNMENT, Buffer, Plan, align_up, check_plan, plan_greedy
+from mcutrain.engine.memory import DEFAULT_ALIGNMENT, Buffer, Plan, align_up, check_plan, lower_bound, plan_greedy
 from mcutrain.engine.memory.planners import first_fit
 from mcutrain.engine.memory.records import canonical
 
-__all__ = ["ORDERS", "plan_best", "plan_in_order"]
+__all__ = ["ORDERS", "TRIALS", "plan_best", "plan_in_order"]
+
+TRIALS = 2000  # random orders tried when the fixed ones leave the arena clearly above the lower bound
+CLOSE_ENOUGH = 1 / 64  # ... i.e. by more than this fraction of it (and 1 KB): not worth the search
 
 ORDERS: dict[str, Callable[[Buffer], tuple]] = {
     "area": lambda b: (-(b.last - b.first + 1) * b.size, b.first, b.name),
@@ -29,29 +35,66 @@ ORDERS: dict[str, Callable[[Buffer], tuple]] = {
 }
 
 
+class _Placer:
+    """First-fit placement of one buffer set in any order (conflicts computed once)."""
+
+    def __init__(self, buffers: tuple[Buffer, ...], alignment: int):
+        self.buffers, self.alignment = buffers, alignment
+        self.conflicts = [[j for j, c in enumerate(buffers) if j != i and b.lives_with(c)]
+                          for i, b in enumerate(buffers)]
+
+    def place(self, order: list[int], limit: int | None = None) -> tuple[list[int] | None, int]:
+        """Offsets and arena; (None, limit) as soon as a buffer would end at or past ``limit``."""
+        offsets: list[int | None] = [None] * len(self.buffers)
+        for i in order:
+            size = self.buffers[i].size
+            if size == 0:
+                offsets[i] = 0
+                continue
+            blocked = [(offsets[j], offsets[j] + self.buffers[j].size) for j in self.conflicts[i]
+                       if offsets[j] is not None and self.buffers[j].size]
+            offsets[i] = first_fit(size, blocked, self.alignment)
+            if limit is not None and align_up(offsets[i] + size, self.alignment) >= limit:
+                return None, limit
+        arena = max((o + b.size for o, b in zip(offsets, self.buffers)), default=0)
+        return offsets, align_up(arena, self.alignment)
+
+    def plan(self, offsets: list[int]) -> Plan:
+        arena = max((o + b.size for o, b in zip(offsets, self.buffers)), default=0)
+        return Plan({b.name: o for b, o in zip(self.buffers, offsets)}, align_up(arena, self.alignment),
+                    self.buffers, self.alignment)
+
+
 def plan_in_order(buffers, key: Callable[[Buffer], tuple], alignment: int = DEFAULT_ALIGNMENT) -> Plan:
     """``plan_greedy``'s first-fit placement with buffers taken in the order ``key`` gives."""
-    ordered = canonical(buffers)
-    offsets: dict[str, int] = {}
-    placed: list[Buffer] = []
-    for b in sorted(ordered, key=key):
-        if b.size == 0:
-            offsets[b.name] = 0
-            continue
-        blocked = [(offsets[p.name], offsets[p.name] + p.size) for p in placed if p.lives_with(b)]
-        offsets[b.name] = first_fit(b.size, blocked, alignment)
-        placed.append(b)
-    arena = max((offsets[b.name] + b.size for b in ordered), default=0)
-    return Plan(offsets, align_up(arena, alignment), ordered, alignment)
+    placer = _Placer(canonical(buffers), alignment)
+    order = sorted(range(len(placer.buffers)), key=lambda i: key(placer.buffers[i]))
+    return placer.plan(placer.place(order)[0])
 
 
-def plan_best(buffers, alignment: int = DEFAULT_ALIGNMENT) -> Plan:
-    """The smallest of ``plan_greedy`` and first fit in the other ``ORDERS``."""
-    buffers = tuple(buffers)
+def plan_best(buffers, alignment: int = DEFAULT_ALIGNMENT, trials: int = TRIALS, seed: int = 0) -> Plan:
+    """The smallest arena of ``plan_greedy``, first fit in ``ORDERS`` and ``trials`` seeded random orders."""
     best = plan_greedy(buffers, alignment)
+    placer = _Placer(best.buffers, alignment)
+    bufs = placer.buffers
+    floor = align_up(lower_bound(bufs), alignment)
     for key in ORDERS.values():
-        plan = plan_in_order(buffers, key, alignment)
-        if plan.arena_bytes < best.arena_bytes:
-            best = plan
+        if best.arena_bytes <= floor:
+            break
+        offsets, arena = placer.place(sorted(range(len(bufs)), key=lambda i: key(bufs[i])))
+        if arena < best.arena_bytes:
+            best = placer.plan(offsets)
+    rng = random.Random(seed)
+    if best.arena_bytes - floor <= max(1024, floor * CLOSE_ENOUGH):
+        trials = 0
+    for _ in range(trials):
+        if best.arena_bytes <= floor:
+            break
+        a, b, c = rng.random(), rng.random(), rng.random()
+        weight = [-(x.size ** (0.5 + a)) * (x.last - x.first + 1) ** b * (1 + c * rng.random()) for x in bufs]
+        offsets, arena = placer.place(sorted(range(len(bufs)), key=lambda i: (weight[i], bufs[i].name)),
+                                      best.arena_bytes)
+        if offsets is not None and arena < best.arena_bytes:
+            best = placer.plan(offsets)
     check_plan(best)
     return best

@@ -40,6 +40,8 @@ def verify(graph: Graph) -> Graph:
         _check_outputs(graph, op, where, defined)
         if op.kind == "mbconv_rows":
             _check_rows(graph, op, where)
+        elif op.kind == "mbconv_grad":
+            _check_grad(graph, op, where)
         elif graph.streams and set(op.inputs) & set(graph.streams):
             raise VerifyError(f"{where}: reads a streamed input whole (only row pipelines may read it)")
         defined.update(op.outputs)
@@ -75,6 +77,25 @@ def _check_rows(graph: Graph, op, where: str) -> None:
                 raise VerifyError(f"{where}: intermediate {t.name!r} declared {t.type_str()}, the stage gives "
                                   f"{dtype}{list(shape)} (and it must not be a graph tensor)")
             available.add(st.outputs[0])
+
+
+GRAD_PARTS = ("avgpool_grad", "requant_grad", "conv2d_grad_x", "conv2d_grad_b", "conv2d_grad_w",
+              "conv2d_grad_w_update", "update_bias", "update_weight")
+
+
+def _check_grad(graph: Graph, op, where: str) -> None:
+    parts = op.attr("lazy", ()) + op.attr("pre", ()) + op.attr("parts") + op.attr("post", ())
+    bad = [p.name for p in parts if p.kind not in GRAD_PARTS]
+    if bad:
+        raise VerifyError(f"{where}: parts {bad} cannot run channel by channel")
+    stray = set(op.attr("writes")) - set(graph.params)
+    if stray or not set(op.attr("writes")) <= set(op.inputs):
+        raise VerifyError(f"{where}: writes {sorted(stray) or op.attr('writes')}: not parameters it reads")
+    made = {o for p in parts + op.attr("recompute", ()) for o in p.outputs}
+    for p in parts + op.attr("recompute", ()):
+        missing = [n for n in p.inputs if n not in made and n not in op.inputs and not n.endswith(".recomputed")]
+        if missing:
+            raise VerifyError(f"{where}: part {p.name!r} reads {missing}, neither an input nor made by a part")
 
 
 def _check_tensors(graph: Graph) -> None:

@@ -9,9 +9,9 @@ Trainable parameters live in their own arrays (the SRAM copies the update ops wr
 frozen parameters and constants are read-only arrays (Flash). Kernels compute into NumPy temporaries
 and then store into the output's view, so in-place ops (output over a dying input) are safe; the
 scratch buffers the plan reserves for in-place depthwise and fused ops are what the device's
-channel-by-channel kernels need instead of those temporaries. Row pipelines (``ARENA_KERNELS``) work
-in the arena themselves: they keep their rings in their op's planned scratch bytes and write their
-outputs' views row by row. A streamed input (``Graph.streams``, the image) is never copied into the
+channel-by-channel kernels need instead of those temporaries. Row pipelines and channel-by-channel
+block backwards (``ARENA_KERNELS``) work in the arena themselves: they keep their rings / their few
+channels of gradient in their op's planned scratch bytes and write their outputs' views as they go. A streamed input (``Graph.streams``, the image) is never copied into the
 arena: the caller's array stays outside, like a camera or DMA source, and the pipeline that reads
 it asks for one row at a time (``RowSource``).
 

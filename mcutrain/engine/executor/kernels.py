@@ -7,19 +7,22 @@ never write their inputs, so an in-place op (output over a dying input) is safe 
 A second table, ``ARENA_KERNELS[kind](op, args, step, io)``, holds the kernels that work inside the
 arena as the device does: they write their outputs' arena views as they go, keep their intermediate
 data in their op's planned scratch bytes (``io.scratch``) and read a streamed input one row at a
-time (``io`` and ``args[0].row(r)``); nothing else is allocated but a row's temporaries. The row
-pipeline ``mbconv_rows`` is one: its memory claim (rings of a few rows) is what the kernel really uses.
+time (``args[0].row(r)``): the row pipeline ``mbconv_rows`` (its rings of a few rows and folded
+windows are what the kernel really uses) and the channel-by-channel block backward ``mbconv_grad``
+(its few channels of each gradient live in the scratch; NumPy temporaries stand for a C loop's
+registers: a row's or a channel group's products).
 
 Forward arithmetic is integer-exact: fixed-point primitives from ``mcutrain.quant.fixedpoint``, conv
 accumulators in float64 (exact: |acc| < 2**53) turned into int64. The backward mirrors the
 simulation: elementwise products in float32 in the simulation's order (bit-identical), contractions
 (conv transposes, correlations, sums) in float64 rounded once to float32, except the input gradient
 of a 1x1 conv: float32 products summed in float32 over the output channels in ascending order
-(``pointwise_input_grad``; what the channel-by-channel backward accumulates). The simulation's
-float32 sums differ in the last bits; the equivalence tests bound the effect. Every sum the
-channel-by-channel backward (``mbconv_grad``) computes per channel is computed by the same primitive
-here, so fusing changes no bit. The update ops use the shared
-stochastic rounding of ``mcutrain.quant.rng``.
+(``pointwise_input_grad``; what the channel-by-channel backward accumulates); sums over the output
+positions (bias and depthwise / 1x1 weight gradients) go in ascending order (``position_sum``). The
+simulation's float32 sums differ in the last bits; the equivalence tests bound the effect. Every sum
+the channel-by-channel backward (``mbconv_grad``) makes per channel is made by the same primitive
+here, so fusing changes no bit. The update ops use the shared stochastic rounding of
+``mcutrain.quant.rng`` (``random_words``: any run of a stream's words, for row-by-row updates).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mcutrain.engine.ir import Op
+from mcutrain.engine.passes.fuse_backward import internal_of as internal_of_grad
 from mcutrain.engine.passes.fuse_backward import parts_of as parts_of_grad
 from mcutrain.engine.passes.fuse_expand import split
-from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, rings_of, stages_of
+from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of, window
 from mcutrain.quant.fixedpoint import AddParams, avgpool_int8_with_mask, quantized_add_with_mask, requantize_with_mask
 from mcutrain.quant.rng import INDEX_STRIDE, hash32, stochastic_round_from_bits, stream_key
 
@@ -87,9 +91,9 @@ def correlate_transpose(g: np.ndarray, w: np.ndarray, stride: int, groups: int, 
 def correlate_weight(x: np.ndarray, g: np.ndarray, k: int, stride: int, groups: int) -> np.ndarray:
     """The adjoint of ``correlate`` w.r.t. w, for the channels of x [Ck, H, W]: -> weight gradient.
 
-    Depthwise and 1x1 convs: every gradient element is a float64 sum over the output positions
-    (NumPy's pairwise summation along one contiguous axis), the same whichever channels are computed
-    together: the channel-by-channel backward (``mbconv_grad``) gets the very same numbers."""
+    Depthwise and 1x1 convs: every gradient element is a float64 sum over the output positions in
+    ascending (C) order, one term after the other (``position_sum``), the same whichever channels
+    are computed together: the channel-by-channel backward (``mbconv_grad``) gets the same numbers."""
     pad = k // 2
     ho, wo = g.shape[1:]
     if groups == 1 and k == 1 and stride == 1:
@@ -99,15 +103,22 @@ def correlate_weight(x: np.ndarray, g: np.ndarray, k: int, stride: int, groups: 
     if groups == 1:
         return np.tensordot(g, win, axes=([1, 2], [1, 2]))  # [O, Ck, k, k]
     n = x.shape[0]
-    cols = np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2)).reshape(n, k, k, ho * wo)
-    return (cols * g[:n].reshape(n, 1, 1, ho * wo)).sum(axis=-1)[:, None]  # [Ck, 1, k, k]
+    cols = win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, n, k, k)  # [P, Ck, k, k]
+    return position_sum(cols * g[:n].reshape(n, ho * wo).T[:, :, None, None])[:, None]  # [Ck, 1, k, k]
+
+
+def position_sum(terms: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 (the output positions) in float64, ascending, one term after the other
+    (``np.add.reduce`` along the outer axis of a contiguous array is sequential): an order a C loop
+    reproduces exactly, whichever channels (the other axes) are computed together."""
+    return np.add.reduce(np.ascontiguousarray(terms, dtype=np.float64), axis=0)
 
 
 def pointwise_weight_grad(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """1x1 conv weight gradient [O, Ck]: ``sum_p g[o, p] * x[i, p]`` in float64, summed along p
-    (pairwise, per (o, i)): row o needs output channel o only."""
+    """1x1 conv weight gradient [O, Ck]: ``sum_p g[o, p] * x[i, p]`` in float64 (``position_sum``):
+    row o needs output channel o only."""
     o, n = g.shape[0], x.shape[0]
-    return (g.reshape(o, 1, -1) * x.reshape(1, n, -1)).sum(axis=-1)
+    return position_sum(g.reshape(o, -1).T[:, :, None] * x.reshape(n, -1).T[:, None, :])
 
 
 def pointwise_input_grad(g: np.ndarray, w: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
@@ -124,8 +135,9 @@ def pointwise_input_grad(g: np.ndarray, w: np.ndarray, init: np.ndarray | None =
 
 
 def channel_sums(a: np.ndarray) -> np.ndarray:
-    """[C, ...] -> float32 [C]: each channel summed in float64 (pairwise, contiguous), rounded once."""
-    return a.reshape(a.shape[0], -1).astype(np.float64).sum(axis=1).astype(np.float32)
+    """[C, ...] -> float32 [C]: each channel summed in float64 over its positions (``position_sum``),
+    rounded once."""
+    return position_sum(a.reshape(a.shape[0], -1).T).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,6 +396,10 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
         return values[t][0, :, lo:hi + 1]
 
     stages = stages_of(op)
+    folds = {t: (io.scratch[off:off + c * n * w].view(np.int8).reshape(c, n, w))
+             for t, (c, n, w, off) in folds_of(op).items()}
+    producer = {st.outputs[0]: st for st in stages}
+    shapes = _Shapes(internal, values)
     for s, r in op.attr("schedule"):
         if s == STREAM:
             ring, n = rings[x]
@@ -391,11 +407,12 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
             continue
         st = stages[s]
         if st.kind == "conv2d":
-            src = st.inputs[0]
-            k, pad = values[st.inputs[1]].shape[-1], st.attr("pad")
-            lo = max(st.attr("stride") * r - pad, 0)
-            hi = min(st.attr("stride") * r - pad + k - 1, height[src] - 1)
-            y, m = conv2d_row(st, rows(src, lo, hi), lo, height[src], r, *(values[n] for n in st.inputs[1:5]))
+            src, lo, hi = window(st, r, shapes)
+            params = [values[n] for n in st.inputs[1:5]]
+            if src in folds:  # the expanded rows of the window, made a few channels at a time
+                y, m = _folded_row(st, producer[src], rows, lo, hi, r, height, folds[src], params, values)
+            else:
+                y, m = conv2d_row(st, rows(src, lo, hi), lo, height[src], r, *params)
         else:
             y, m = quantized_add_with_mask(rows(st.inputs[0], r, r)[:, 0], rows(st.inputs[1], r, r)[:, 0],
                                            AddParams(**dict(st.attr("params"))))
@@ -425,6 +442,7 @@ def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
     outs = dict(zip(op.outputs, io.outputs))
     parts, channels, group = parts_of_grad(op), op.attr("channels"), op.attr("group")
     chained = {o for part in parts for o in part.outputs}
+    slots = _gradient_slots(op, io.scratch, outs)
     recompute = op.attr("recompute", ())
     source = _LazySource({fwd.outputs[0]: fwd for fwd in op.attr("lazy", ())}, values, op.attr("source_group", 1))
     _source_phase(op.attr("pre", ()), source, values, outs, chained, step)
@@ -436,9 +454,26 @@ def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
             y, mask = conv2d(fwd, [x] + [values[n][rows] for n in fwd.inputs[1:]], step)
             local[fwd.outputs[0]], local[fwd.outputs[1]] = y[0], mask[0]
         for part in parts:
-            _grad_part(part, rows, values, local, outs, chained, step, source)
+            _grad_part(part, rows, values, local, outs, chained, step, source, slots)
     _source_phase(op.attr("post", ()), source, values, outs, chained, step)
     return ()
+
+
+def _gradient_slots(op: Op, scratch: np.ndarray, outs: dict) -> dict[str, np.ndarray]:
+    """The gradients a chain materialises per group (the head's and each depthwise input gradient, and
+    the requant_grad written over each), as float32 views of the op's scratch bytes (from offset 0)."""
+    internal = internal_of_grad(op)
+    slots, offset, group = {}, 0, op.attr("group")
+    for part in parts_of_grad(op):
+        name = part.outputs[0] if part.outputs else None
+        if part.kind == "conv2d_grad_x" and name not in outs:
+            shape = (group,) + internal[name].shape[2:]
+            size = 4 * int(np.prod(shape))
+            slots[name] = scratch[offset:offset + size].view(np.float32).reshape(shape)
+            offset += size
+        elif part.kind == "requant_grad" and part.inputs[0] in slots:
+            slots[name] = slots[part.inputs[0]]  # in place, element by element
+    return slots
 
 
 class _LazySource:
@@ -483,8 +518,13 @@ def _source_phase(phase: tuple, source: _LazySource, values: dict, outs: dict, c
 _CHANNEL_AXIS = {"conv2d_grad_x": 1, "requant_grad": 1, "conv2d_grad_b": 0, "conv2d_grad_w": 0}
 
 
-def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dict) -> None:
+def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dict,
+         slots: dict | None = None) -> None:
     name = part.outputs[0]
+    if slots and name in slots and value is not None:  # kept in the op's scratch until the next group
+        slot = slots[name][:value.shape[0]]
+        slot[...] = value
+        value = slot
     local[name] = value
     if name in outs and value is not None:
         view = outs[name]
@@ -496,7 +536,7 @@ def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dic
 
 
 def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, chained: set, step: int,
-               source: _LazySource | None = None) -> None:
+               source: _LazySource | None = None, slots: dict | None = None) -> None:
     n = rows.stop - rows.start
     kind = part.kind
     if kind == "conv2d_grad_x":
@@ -511,16 +551,16 @@ def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, cha
                 if acc is not None:
                     terms = np.concatenate([acc[None], terms])
                 acc = np.add.reduce(terms, axis=0)
-            _put(part, acc.reshape((n,) + g.shape[1:]), rows, local, outs)
+            _put(part, acc.reshape((n,) + g.shape[1:]), rows, local, outs, slots)
         elif g_name not in chained:  # the head: channels ``rows`` of the expanded gradient
             g = values[g_name][0]
             y = pointwise_input_grad(g.reshape(g.shape[0], -1), w[:, rows, 0, 0]).reshape((n,) + g.shape[1:])
-            _put(part, y, rows, local, outs)
+            _put(part, y, rows, local, outs, slots)
         elif part.attr("groups") > 1:  # depthwise, channel by channel
             shape = part.attr("input_shape")
             y = correlate_transpose(local[g_name].astype(np.float64), w[rows].astype(np.float64), part.attr("stride"),
                                     part.attr("groups"), tuple(shape[2:]))
-            _put(part, y.astype(np.float32), rows, local, outs)
+            _put(part, y.astype(np.float32), rows, local, outs, slots)
         else:  # the tail: summed over the expanded channels, in ascending order, into its output
             g = local[g_name]
             acc = outs[part.outputs[0]][0]  # (over ``init`` when in place: then it starts as init)
@@ -533,7 +573,7 @@ def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, cha
         g, m = local[part.inputs[0]], values[part.inputs[2]]
         mask = local[part.inputs[1]] if part.inputs[1] in local else values[part.inputs[1]][0, rows]
         scale = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(n, 1, 1)
-        _put(part, (g * mask.astype(np.float32)) * scale, rows, local, outs)
+        _put(part, (g * mask.astype(np.float32)) * scale, rows, local, outs, slots)
     elif kind == "conv2d_grad_b":
         _put(part, channel_sums(local[part.inputs[0]]), rows, local, outs)
     elif kind == "update_bias":
@@ -541,7 +581,8 @@ def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, cha
         update_bias_rows(part, b, g, qas[rows], rows)
     elif kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
         update = kind == "conv2d_grad_w_update"
-        x, g = (values[part.inputs[1]], local[part.inputs[2]]) if update else (values[part.inputs[0]], local[part.inputs[1]])
+        x_name, g_name = part.inputs[1:3] if update else part.inputs[:2]
+        x, g = values[x_name], local[g_name]
         xz = x[0].astype(np.float64) - part.attr("x_zero")
         if part.attr("groups") > 1:  # depthwise: channels below ``kept`` train
             kept = min(rows.stop, xz.shape[0])
@@ -565,6 +606,39 @@ def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, cha
             update_weight_rows(part, w, g, qas[sel], step, sel)
     else:
         raise ValueError(f"mbconv_grad cannot run a {kind} part")
+
+
+class _Shapes:
+    """``types.tensor(name).shape`` for ``window``: intermediate tensors and the op's operands."""
+
+    def __init__(self, internal: dict, values: dict):
+        self.internal, self.values = internal, values
+
+    def tensor(self, name: str):
+        return self.internal[name] if name in self.internal else self.values[name]
+
+
+def _folded_row(st: Op, expand: Op, rows, lo: int, hi: int, r: int, height: dict, buf: np.ndarray,
+                params: list, values: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``r`` of a depthwise conv whose input (a 1x1 expand conv's output) has no ring: for each
+    group of channels, the expand conv's rows lo..hi of those channels go into ``buf`` (the op's
+    scratch) and the depthwise conv reads them there: the same integers as the unfolded stages."""
+    base = expand.inputs[0]
+    win = rows(base, lo, hi)
+    w1, b1, m1, s1 = (values[n] for n in expand.inputs[1:5])
+    w, b, mult, shift = params
+    channels, group = w.shape[0], buf.shape[0]
+    ys, ms = [], []
+    for c0 in range(0, channels, group):
+        cs = slice(c0, min(c0 + group, channels))
+        n = cs.stop - cs.start
+        for j in range(hi - lo + 1):
+            buf[:n, j] = conv2d_row(expand, win[:, j:j + 1], lo + j, height[base], lo + j, w1[cs], b1[cs], m1[cs],
+                                    s1[cs])[0]
+        y, m = conv2d_row(st, buf[:n, :hi - lo + 1], lo, height[st.inputs[0]], r, w[cs], b[cs], mult[cs], shift[cs])
+        ys.append(y)
+        ms.append(m)
+    return np.concatenate(ys), np.concatenate(ms)
 
 
 ARENA_KERNELS: dict[str, Callable] = {"mbconv_rows": mbconv_rows, "mbconv_grad": mbconv_grad}

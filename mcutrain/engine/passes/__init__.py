@@ -4,6 +4,8 @@ Training (after ``differentiate``):
     insert_updates -> prune -> reorder -> fuse_updates -> fuse_backward -> fuse_expand -> inplace -> fuse_rows
 Inference (the forward alone, for predict and the inference-only memory figure):
     prune -> fuse_expand -> inplace -> fuse_rows
+``fuse_backward`` runs before ``fuse_expand`` because it may drop the masks of a block's expand and
+depthwise convs (recomputed in the backward), which lets ``fuse_expand`` fuse that block's forward too;
 ``fuse_rows`` comes last because it chooses how far to fuse from the live memory of the final
 schedule (the rest of the program sets the floor it needs to reach).
 Every pass is a pure function ``(Graph, PassOptions) -> Graph`` in its own module, which says why it
@@ -33,7 +35,8 @@ PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse
                               fuse_rows)
 INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, fuse_expand, inplace, fuse_rows)
 
-__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_backward", "fuse_expand", "fuse_rows", "fuse_updates", "inplace",
+__all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_backward", "fuse_expand", "fuse_rows", "fuse_updates",
+           "inplace",
            "insert_updates", "prune", "reorder", "run_passes"]
 
 

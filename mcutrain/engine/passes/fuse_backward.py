@@ -92,6 +92,11 @@ def is_pointwise(graph: Graph, op: Op) -> bool:
     return op.attr("groups") == 1 and op.attr("stride") == 1 and tuple(shape[2:]) == (1, 1)
 
 
+def _grad_input(op: Op) -> str:
+    """The output gradient a weight-gradient op reads (conv2d_grad_w(x, g), ..._update(w, x, g, qas))."""
+    return op.inputs[2] if op.kind == "conv2d_grad_w_update" else op.inputs[1]
+
+
 def _writes(op: Op) -> set[str]:
     if op.kind == KIND:
         return set(op.attr("writes"))
@@ -131,8 +136,7 @@ class _Chain:
             if op.kind == "conv2d_grad_b" and op.inputs[0] == src:
                 pre += [k] + self._updates(op.outputs[0], "update_bias")
             elif (op.kind in ("conv2d_grad_w", "conv2d_grad_w_update") and is_pointwise(g, op)
-                  and op.attr("weight_shape")[0] == channels
-                  and op.inputs[-2 if op.kind == "conv2d_grad_w_update" else 1] == src):
+                  and op.attr("weight_shape")[0] == channels and _grad_input(op) == src):
                 post += [k] + (self._updates(op.outputs[0], "update_weight") if op.kind == "conv2d_grad_w" else [])
             else:
                 return None
@@ -159,8 +163,10 @@ class _Chain:
                 if op.kind == "conv2d_grad_b" and op.inputs[0] == acc:
                     parts.append(r)
                     parts.extend(self._updates(op.outputs[0], "update_bias"))
-                elif op.kind in ("conv2d_grad_w", "conv2d_grad_w_update") and op.inputs[-2 if op.kind == "conv2d_grad_w_update" else 1] == acc:
-                    if not (op.attr("groups") == channels or (is_pointwise(g, op) and op.attr("weight_shape")[0] == channels)):
+                elif op.kind in ("conv2d_grad_w", "conv2d_grad_w_update") and _grad_input(op) == acc:
+                    rows_are_channels = (op.attr("groups") == channels
+                                         or (is_pointwise(g, op) and op.attr("weight_shape")[0] == channels))
+                    if not rows_are_channels:
                         return None
                     parts.append(r)
                     if op.kind == "conv2d_grad_w":
@@ -219,7 +225,8 @@ def _fused(graph: Graph, parts: list[int], channels: int,
     source, pre, post = ([ops[k] for k in group] for group in (lazy or ([], [], [])))
     made = [o for op in source + pre + members + post for o in op.outputs]
     inside = set(parts) | {k for group in (lazy or ()) for k in group}
-    outside_readers = {o for o in made for r in _readers_of(graph, o) if r not in inside} | (set(made) & set(graph.outputs))
+    outside_readers = ({o for o in made for r in _readers_of(graph, o) if r not in inside}
+                       | (set(made) & set(graph.outputs)))
     tail = next((op for op in members if op.kind == "conv2d_grad_x" and op.inputs[0] in made
                  and op.attr("groups") == 1), None)
     first = [tail.outputs[0]] if tail is not None and tail.outputs[0] in outside_readers else []

@@ -21,23 +21,35 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
            rings    ((tensor, channels, rows, width, offset), ...): each ring is ``channels x rows x
                     width`` int8 (row r of the tensor in slot r % rows) at ``offset`` of the op's
                     scratch buffer (aligned to 4; ``lifetimes`` reserves the scratch);
+           folds    ((tensor, channels, rows, width, offset), ...): expanded tensors that get no ring
+                    (below); each has a window of ``rows`` (the depthwise kernel's k) rows of
+                    ``channels`` of its channels in the scratch;
            stream   whether x is streamed (then x is never read whole);
            fused    the names of the graph ops the pipeline replaced;
            inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
                     output row r only after the last read of x's row r).
 The schedule is the pull order: output row r of the last stage is computed once every row it needs is
 there, recursively; ring sizes are the fewest rows for which row r never lands on a row still to be
-read (checked, not assumed). ``stages_of`` / ``internal_of`` give a C generator the parts back.
+read (checked, not assumed). ``stages_of`` / ``internal_of`` / ``rings_of`` / ``folds_of`` give a C
+generator the parts back.
+
+Folding (a segment variant the search may pick): the ring of an expanded tensor (E channels x k rows,
+the biggest ring: MCUNet block 3 has a 7x7 depthwise on 48 channels) is replaced by the expand conv's
+input ring (C_in < E channels x k rows) and a window of a few channels: for each output row the
+depthwise stage makes the k expanded rows of a few channels at a time from the input rows, then its
+own row of those channels. The expand conv is then recomputed k/stride times per row (the price of
+MCUNetV2's patch overlap); "auto" folds only when the peak needs it, "max" whenever it lowers it.
 
 Which chains: a segment of the leading forward ops (kinds conv2d, add, pointwise_depthwise) whose
 intermediate outputs have one output each (no mask: nothing trained reads them) read only inside the
 segment, with exactly one outside activation input. The segmentation is a small dynamic program over
-the prefix with the live bytes each segment would need (its outside tensors + rings): options
-``row_fusion`` "auto" (default: fuse as little as needed for the prefix to stop setting the program's
-peak; more fusion only costs time), "max" (the lowest prefix peak), "off"; ``row_segments`` forces the
-segmentation (the inference program reuses the training program's). With ``stream_input`` the image
-reader is always a pipeline (of one op at least) whose input is streamed, if nothing else reads the
-image (a trained first conv's weight gradient needs it whole; then it stays in the arena).
+the prefix with the live bytes each segment would need (its outside tensors + rings, each segment
+folded or not): options ``row_fusion`` "auto" (default: as little folding and fusion as keeps the
+prefix from setting the program's peak; both only cost time), "max" (the lowest prefix peak), "off";
+``row_segments`` forces the segmentation (the inference program reuses the training program's).
+With ``stream_input`` the image reader is always a pipeline (of one op at least) whose input is
+streamed, if nothing else reads the image (a trained first conv's weight gradient needs it whole;
+then it stays in the arena).
 """
 
 from __future__ import annotations
@@ -54,9 +66,10 @@ FUSABLE = ("conv2d", "add", "pointwise_depthwise")
 STREAM = -1  # schedule event: fetch the next row of the streamed input into its ring
 ALIGN = 4
 MAX_OPS = 12  # longest segment considered (in graph ops): keeps the search small
+FOLD_BYTES = 1024  # a folded expanded tensor's window: this many bytes of its channels at a time
 
-__all__ = ["KIND", "STREAM", "RowPlan", "fuse_rows", "internal_of", "plan_rows", "rings_of", "row_segments",
-           "stages_of"]
+__all__ = ["KIND", "STREAM", "RowPlan", "foldable", "folds_of", "fuse_rows", "internal_of", "plan_rows", "rings_of",
+           "row_segments", "scratch_size", "stages_of", "window"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,12 +92,18 @@ def rings_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
 
 
 def scratch_size(op: Op) -> int:
-    return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings")), default=0)
+    return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings") + op.attr("folds", ())), default=0)
 
 
-def row_segments(graph: Graph) -> tuple[tuple[str, ...], ...]:
-    """The segmentation a graph's row pipelines use (graph op names), e.g. to give the inference program."""
-    return tuple(op.attr("fused") for op in graph.ops if op.kind == KIND)
+def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], bool], ...]:
+    """The segmentation a graph's row pipelines use ((graph op names), folded), e.g. to give the
+    inference program the same kernels."""
+    return tuple((op.attr("fused"), bool(op.attr("folds"))) for op in graph.ops if op.kind == KIND)
+
+
+def folds_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
+    """Folded tensor -> (channels at a time, window rows, width, byte offset in the op's scratch)."""
+    return {name: (c, rows, w, off) for name, c, rows, w, off in op.attr("folds", ())}
 
 
 class _Types:
@@ -105,24 +124,49 @@ class _Types:
 class RowPlan:
     schedule: tuple[tuple[int, int], ...]
     rings: tuple[tuple[str, int, int, int, int], ...]  # (tensor, channels, rows, width, offset)
+    folds: tuple[tuple[str, int, int, int, int], ...]  # (folded tensor, channels, rows, width, offset)
     scratch_bytes: int
     inplace_ok: bool  # the output may overwrite x row by row
 
 
-def _needs(stage: Op, row: int, types) -> list[tuple[str, int, int]]:
-    """(tensor, first row, last row) that output row ``row`` of ``stage`` reads."""
-    if stage.kind == "add":
-        return [(stage.inputs[0], row, row), (stage.inputs[1], row, row)]
+def window(stage: Op, row: int, types) -> tuple[str, int, int]:
+    """(tensor, first row, last row) of the conv ``stage``'s input that its output row ``row`` reads."""
     x = stage.inputs[0]
     height = types.tensor(x).shape[2]
     k = types.tensor(stage.inputs[1]).shape[-1]
     lo = stage.attr("stride") * row - stage.attr("pad")
-    return [(x, max(lo, 0), min(lo + k - 1, height - 1))]
+    return x, max(lo, 0), min(lo + k - 1, height - 1)
 
 
-def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool) -> RowPlan:
-    """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``."""
+def _needs(stage: Op, row: int, types, folded: dict[str, Op]) -> list[tuple[str, int, int]]:
+    """(tensor, first row, last row) that output row ``row`` of ``stage`` reads (a folded tensor's rows
+    are its 1x1 expand conv's input rows: the stage makes them as it goes)."""
+    if stage.kind == "add":
+        return [(stage.inputs[0], row, row), (stage.inputs[1], row, row)]
+    x, lo, hi = window(stage, row, types)
+    return [(folded[x].inputs[0] if x in folded else x, lo, hi)]
+
+
+def foldable(stages: tuple[Op, ...]) -> list[str]:
+    """Expanded tensors (of a 1x1, stride-1 expand conv) read only by a depthwise conv with k > 1."""
+    found = []
+    for i, st in enumerate(stages[:-1]):
+        nxt = stages[i + 1]
+        if (st.kind == "conv2d" and st.attr("groups") == 1 and st.attr("stride") == 1 and st.attr("pad") == 0
+                and nxt.kind == "conv2d" and nxt.attr("groups") > 1 and nxt.inputs[0] == st.outputs[0]
+                and nxt.attr("pad") > 0 and not any(st.outputs[0] in o.inputs for o in stages[i + 2:])):
+            found.append(st.outputs[0])
+    return found
+
+
+def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple[str, ...] = ()) -> RowPlan:
+    """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``.
+
+    ``fold``: expanded tensors that get no ring: the depthwise stage reading one makes the expanded
+    rows of its window from the expand conv's input rows, ``FOLD_BYTES`` of channels at a time
+    (recomputing each expanded row for every output row whose window holds it)."""
     producer = {st.outputs[0]: i for i, st in enumerate(stages)}
+    folded = {t: stages[producer[t]] for t in fold}
     final = stages[-1].outputs[0]
     produced = {t: 0 for t in producer}
     schedule: list[tuple[int, int]] = []
@@ -143,7 +187,7 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool) -> RowPlan:
         s = producer[t]
         while produced[t] <= r:
             row = produced[t]
-            needs = _needs(stages[s], row, types)
+            needs = _needs(stages[s], row, types, folded)
             for u, _, hi in needs:
                 if hi >= 0:
                     ensure(u, hi)
@@ -158,15 +202,21 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool) -> RowPlan:
 
     for r in range(height(final)):
         ensure(final, r)
-    rings, offset = [], 0
-    for t in ([x] if streamed else []) + [st.outputs[0] for st in stages[:-1]]:
+    rings, folds, offset = [], [], 0
+    for t in ([x] if streamed else []) + [st.outputs[0] for st in stages[:-1] if st.outputs[0] not in folded]:
         rows = _ring_rows(made[t], last_read.get(t, []))
         info = types.tensor(t)
         rings.append((t, info.shape[1], rows, info.shape[3], offset))
         offset += -(-info.shape[1] * rows * info.shape[3] // ALIGN) * ALIGN
+    for t in fold:  # one window (k rows) of a few channels of the folded tensor
+        info = types.tensor(t)
+        k = types.tensor(stages[producer[t] + 1].inputs[1]).shape[-1]
+        group = max(1, min(info.shape[1], FOLD_BYTES // (k * info.shape[3])))
+        folds.append((t, group, k, info.shape[3], offset))
+        offset += -(-group * k * info.shape[3] // ALIGN) * ALIGN
     inplace_ok = (not streamed and types.tensor(x).shape == types.tensor(final).shape
                   and all(lr <= made[final][r] for r, lr in enumerate(last_read.get(x, [])) if r < len(made[final])))
-    return RowPlan(tuple(schedule), tuple(rings), offset, inplace_ok)
+    return RowPlan(tuple(schedule), tuple(rings), tuple(folds), offset, inplace_ok)
 
 
 def _ring_rows(made: list[int], last_read: list[int]) -> int:
@@ -207,9 +257,9 @@ def _stages(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str, Tens
     return tuple(stages), internal
 
 
-def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool) -> Op:
+def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, fold: bool) -> Op:
     stages, internal = _stages(graph, seg)
-    plan = plan_rows(stages, x, _Types(graph, internal), streamed)
+    plan = plan_rows(stages, x, _Types(graph, internal), streamed, tuple(foldable(stages)) if fold else ())
     inputs = [x]
     for st in stages:
         for name in st.inputs:
@@ -217,7 +267,7 @@ def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool
                 inputs.append(name)
     name = seg[0].name if len(seg) == 1 else f"{seg[0].name}..{seg[-1].name}"
     attrs = dict(stages=stages, internal=tuple(internal.values()), schedule=plan.schedule, rings=plan.rings,
-                 stream=streamed, fused=tuple(op.name for op in seg))
+                 folds=plan.folds, stream=streamed, fused=tuple(op.name for op in seg))
     if inplace:
         attrs["inplace"] = 0
     return Op(name, KIND, tuple(inputs), seg[-1].outputs, make_attrs(**attrs), "forward")
@@ -270,14 +320,15 @@ class _Prefix:
         return (self.options.stream_input and x in self.graph.inputs
                 and all(i <= r <= j for r in self.readers.get(x, [])))
 
-    def segment(self, i: int, j: int) -> tuple[int, bool, bool] | None:
-        """(live bytes while the fused op runs, streamed, in place), or None if not fusable."""
-        key = (i, j)
+    def segment(self, i: int, j: int, fold: bool = False) -> tuple[int, bool, bool] | None:
+        """(live bytes while the fused op runs, streamed, in place), or None if not fusable (or, with
+        ``fold``, if nothing can be folded)."""
+        key = (i, j, fold)
         if key not in self._cache:
-            self._cache[key] = self._segment(i, j)
+            self._cache[key] = self._segment(i, j, fold)
         return self._cache[key]
 
-    def _segment(self, i: int, j: int):
+    def _segment(self, i: int, j: int, fold: bool):
         x = self.external_input(i, j)
         if x is None:
             return None
@@ -287,7 +338,10 @@ class _Prefix:
         g = self.graph
         seg = list(g.ops[i:j + 1])
         stages, internal = _stages(g, seg)
-        plan = plan_rows(stages, x, _Types(g, internal), streamed)
+        folds = tuple(foldable(stages)) if fold else ()
+        if fold and not folds:
+            return None
+        plan = plan_rows(stages, x, _Types(g, internal), streamed, folds)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
                    and max(self.readers.get(x, [])) <= j)
         inside = {o for op in seg[:-1] for o in op.outputs}
@@ -302,14 +356,11 @@ class _Prefix:
             total -= g.tensor(seg[-1].outputs[0]).nbytes
         return total, streamed, inplace
 
-    def cost(self, i: int, j: int, fused: bool) -> int | None:
-        if not fused:
-            if i != j:
-                return None
-            if self._must_stream(i):
-                return None
-            return self.live[i]
-        seg = self.segment(i, j)
+    def cost(self, i: int, j: int, how: str) -> int | None:
+        """Live bytes of ops i..j run as ``how``: "op" (one unfused op), "rows", "rows+fold"."""
+        if how == "op":
+            return None if i != j or self._must_stream(i) else self.live[i]
+        seg = self.segment(i, j, how == "rows+fold")
         return None if seg is None else seg[0]
 
     def _must_stream(self, i: int) -> bool:
@@ -318,28 +369,30 @@ class _Prefix:
         return any(x in self.graph.inputs and self.streamable(x, i, i) for x in _activation_inputs(op))
 
 
-def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, bool]]:
-    """Segments (i, j, fused) covering ops 0..n-1: lowest peak ("max"), or fewest fused ops among those
-    whose peak stays under max(lowest peak, the rest of the program's peak) ("auto")."""
+def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, str]]:
+    """Segments (i, j, how) covering ops 0..n-1: the lowest peak ("max"), or, among segmentations whose
+    peak stays under max(lowest peak, the rest of the program's peak), the fewest folds (they recompute
+    an expand conv) and then the fewest fused ops ("auto"). Ties: lower peak, fewer fused ops, folds."""
     n = prefix.n
     if n == 0:
         return []
-    options = [[(i, j, f, c) for i in range(max(0, j - MAX_OPS + 1), j + 1) for f in (False, True)
-                if (c := prefix.cost(i, j, f)) is not None] for j in range(n)]
+    options = [[(i, j, how, c) for i in range(max(0, j - MAX_OPS + 1), j + 1) for how in ("op", "rows", "rows+fold")
+                if (c := prefix.cost(i, j, how)) is not None] for j in range(n)]
 
     def solve(limit: int | None):
-        # state after ops 0..j-1: (peak, fused ops) without a limit, (fused ops, peak) under one
-        best: list[tuple[int, int] | None] = [(0, 0)] + [None] * n
-        back: list[tuple[int, int, bool] | None] = [None] * (n + 1)
+        # state after ops 0..j-1: (peak, fused ops, folds), ordered as ``key`` says
+        best: list[tuple[int, int, int] | None] = [(0, 0, 0)] + [None] * n
+        back: list[tuple[int, int, str] | None] = [None] * (n + 1)
         for j in range(n):
-            for i, _, fused, c in options[j]:
+            for i, _, how, c in options[j]:
                 if best[i] is None or (limit is not None and c > limit):
                     continue
-                peak, count = (best[i][0], best[i][1]) if limit is None else (best[i][1], best[i][0])
-                peak, count = max(peak, c), count + (j - i + 1 if fused else 0)
-                key = (peak, count) if limit is None else (count, peak)
-                if best[j + 1] is None or key < best[j + 1]:
-                    best[j + 1], back[j + 1] = key, (i, j, fused)
+                peak, count, folds = best[i]
+                state = (max(peak, c), count + (j - i + 1 if how != "op" else 0), folds + (how == "rows+fold"))
+                key = state if limit is None else (state[2], state[1], state[0])
+                old = best[j + 1]
+                if old is None or key < (old if limit is None else (old[2], old[1], old[0])):
+                    best[j + 1], back[j + 1] = state, (i, j, how)
         if best[n] is None:
             return None, None
         segs, j = [], n
@@ -351,24 +404,24 @@ def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, bool]]:
     lowest, segs = solve(None)
     if mode == "max" or segs is None:
         return segs or []
-    limit = max(lowest[0], prefix.floor)
-    _, auto = solve(limit)
+    _, auto = solve(max(lowest[0], prefix.floor))
     return auto if auto is not None else segs
 
 
-def _forced(prefix: _Prefix, names: tuple[tuple[str, ...], ...]) -> list[tuple[int, int, bool]]:
-    """The given segments (graph op names) where they are contiguous and fusable in this graph."""
+def _forced(prefix: _Prefix, given: tuple[tuple[tuple[str, ...], bool], ...]) -> list[tuple[int, int, str]]:
+    """The given segments ((graph op names), folded) where they are contiguous and fusable here."""
     index = {op.name: i for i, op in enumerate(prefix.graph.ops)}
     segs = []
-    for group in names:
-        idx = [index.get(n) for n in group]
+    for names, fold in given:
+        idx = [index.get(n) for n in names]
         if None in idx or idx != list(range(idx[0], idx[0] + len(idx))) or idx[-1] >= prefix.n:
             continue
-        if prefix.segment(idx[0], idx[-1]) is not None:
-            segs.append((idx[0], idx[-1], True))
+        how = "rows+fold" if fold else "rows"
+        if prefix.cost(idx[0], idx[-1], how) is not None:
+            segs.append((idx[0], idx[-1], how))
     for i in range(prefix.n):  # the image reader streams even if the given segmentation has no segment there
         if prefix._must_stream(i) and not any(a <= i <= b for a, b, _ in segs) and prefix.segment(i, i):
-            segs.append((i, i, True))
+            segs.append((i, i, "rows"))
     return sorted(segs)
 
 
@@ -382,25 +435,26 @@ def fuse_rows(graph: Graph, options) -> Graph:
     if forced is not None:
         segs = _forced(prefix, forced)
     elif mode == "off":
-        segs = [(i, i, True) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
+        segs = [(i, i, "rows") for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
     else:
-        segs = [s for s in _choose(prefix, mode) if s[2]]
+        segs = [s for s in _choose(prefix, mode) if s[2] != "op"]
     if not segs:
         return graph
     ops: list[Op] = []
     gone: set[str] = set()
     streams = list(graph.streams)
-    start = {i: (j, prefix.segment(i, j)) for i, j, _ in segs}
+    start = {i: (j, how) for i, j, how in segs}
     k = 0
     while k < len(graph.ops):
         if k not in start:
             ops.append(graph.ops[k])
             k += 1
             continue
-        j, (_, streamed, inplace) = start[k]
+        j, how = start[k]
+        _, streamed, inplace = prefix.segment(k, j, how == "rows+fold")
         seg = list(graph.ops[k:j + 1])
         x = prefix.external_input(k, j)
-        op = _fused_op(graph, seg, x, streamed, inplace)
+        op = _fused_op(graph, seg, x, streamed, inplace, how == "rows+fold")
         ops.append(op)
         gone.update(internal_of(op))
         if streamed and x not in streams:

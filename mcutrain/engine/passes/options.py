@@ -25,10 +25,11 @@ class PassOptions:
     # Memory layout choices (passes/fuse_rows): stream the image row by row instead of holding it in the
     # arena; how far to fuse the frozen forward prefix into row pipelines ("auto": as far as lowers the
     # program's peak, "max": the lowest prefix peak, "off"); an explicit segmentation (graph op names per
-    # pipeline) that overrides the search (the inference program reuses the training program's).
+    # pipeline, and whether it folds its expand convs) that overrides the search (the inference program
+    # reuses the training program's).
     stream_input: bool = True
     row_fusion: str = "auto"
-    row_segments: tuple[tuple[str, ...], ...] | None = None
+    row_segments: tuple[tuple[tuple[str, ...], bool], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

@@ -1,0 +1,19 @@
+"""C code generation: a compiled training program -> dependency-free C99, and its host target.
+
+    program = compile_for_codegen(qmodel, plan, lr=0.1, seed=0)   # the passes the C target runs
+    generate(program, "out/")          # model.h, model.c, mct_kernels.{h,c}, mct_int8.h, manifest.json
+    engine = HostEngine(build_host("out/"))                         # cc -> libmodel.so, via ctypes
+    engine.train_step(image, label); engine.predict(image); engine.parameters()
+
+``generate`` (module ``generate``): templates + one emitter per op kind (``emitters.EMITTERS``) over the
+schedule and memory plan; ``host``: the host build (optionally with ASan + UBSan) and its runner.
+The kernels (``c/mct_kernels.c``) mirror the NumPy reference executor: forward bit-exact, backward
+and updates to its float rounding (see ``c/mct_kernels.h``).
+"""
+
+from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.generate import CODEGEN_PASSES, compile_for_codegen, generate, render, unsupported_kinds
+from mcutrain.codegen.host import HostEngine, build_host, run_sanitized
+
+__all__ = ["CODEGEN_PASSES", "CodegenError", "HostEngine", "build_host", "compile_for_codegen", "generate", "render",
+           "run_sanitized", "unsupported_kinds"]

@@ -1,0 +1,525 @@
+/* mct_kernels.c: see mct_kernels.h (what, in which order, with which rounding). */
+#include "mct_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------------
+ * Parameters */
+
+const int8_t *mct_weight_at(const mct_weight *w, int32_t row, int32_t col) {
+    if (w->sram != NULL && row < w->kept_rows && col < w->kept_cols)
+        return w->sram + ((size_t)row * (size_t)w->kept_cols + (size_t)col) * (size_t)w->inner;
+    return w->flash + ((size_t)row * (size_t)w->cols + (size_t)col) * (size_t)w->inner;
+}
+
+/* Row ``row`` as two runs of blocks: columns [0, split) from ``lo``, [split, cols) from ``hi``. */
+typedef struct {
+    const int8_t *lo, *hi;
+    int32_t split;
+} weight_row;
+
+static weight_row row_of(const mct_weight *w, int32_t row) {
+    weight_row r;
+    r.hi = w->flash + (size_t)row * (size_t)w->cols * (size_t)w->inner;
+    r.lo = r.hi;
+    r.split = 0;
+    if (w->sram != NULL && row < w->kept_rows) {
+        r.lo = w->sram + (size_t)row * (size_t)w->kept_cols * (size_t)w->inner;
+        r.split = w->kept_cols;
+    }
+    return r;
+}
+
+static inline int8_t row_at(const weight_row *r, int32_t col) { return col < r->split ? r->lo[col] : r->hi[col]; }
+
+void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
+                       int32_t kept_cols) {
+    const size_t run = (size_t)kept_cols * (size_t)inner;
+    for (int32_t r = 0; r < kept_rows; ++r)
+        memcpy(dst + (size_t)r * run, src + (size_t)r * (size_t)cols * (size_t)inner, run);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Forward */
+
+static void clear_bits(uint8_t *mask, int32_t n) {
+    if (mask != NULL) memset(mask, 0, ((size_t)n + 7) / 8);
+}
+
+static inline void put_bit(uint8_t *mask, int32_t i, uint8_t bit) {
+    if (mask != NULL) mask[i >> 3] |= (uint8_t)(bit << (i & 7));
+}
+
+static inline int get_bit(const uint8_t *mask, int32_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
+
+/* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp, mask bit. */
+static inline void conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+    uint8_t inside;
+    int32_t acc = mct_sat_i32((int64_t)sum + p->bias[o]);
+    *dst = mct_requantize(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
+    put_bit(mask, bit, inside);
+}
+
+static int32_t imax(int32_t a, int32_t b) { return a > b ? a : b; }
+static int32_t imin(int32_t a, int32_t b) { return a < b ? a : b; }
+
+#define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
+
+/* Output channel o of a 1x1 stride-1 conv into y_o (mask bits from bit0), MCT_BLOCK positions at a
+ * time so that each input channel is read in short contiguous runs. */
+static void pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
+                              int32_t bit0) {
+    const int32_t n = p->in_h * p->in_w;
+    const weight_row w = row_of(&p->w, o);
+    int32_t q0 = 0;
+    for (; q0 + MCT_BLOCK <= n; q0 += MCT_BLOCK) {
+        int32_t sum[MCT_BLOCK] = {0};
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const int32_t wi = i < w.split ? w.lo[i] : w.hi[i];
+            const int8_t *x_i = x + i * n + q0;
+            for (int32_t j = 0; j < MCT_BLOCK; ++j) sum[j] += ((int32_t)x_i[j] - p->x_zero) * wi;
+        }
+        for (int32_t j = 0; j < MCT_BLOCK; ++j) conv_out(p, o, sum[j], y_o + q0 + j, mask, bit0 + q0 + j);
+    }
+    for (; q0 < n; ++q0) {
+        int32_t sum = 0;
+        for (int32_t i = 0; i < p->in_c; ++i) sum += ((int32_t)x[i * n + q0] - p->x_zero) * row_at(&w, i);
+        conv_out(p, o, sum, y_o + q0, mask, bit0 + q0);
+    }
+}
+
+/* Channel c of a depthwise conv: input channel x_c -> output channel y_c. */
+static void depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
+                              int32_t bit0) {
+    const int8_t *w = mct_weight_at(&p->w, c, 0);
+    const int32_t k = p->k;
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        const int32_t iy = oy * p->stride - p->pad;
+        const int32_t a0 = imax(0, -iy), a1 = imin(k, p->in_h - iy);
+        for (int32_t ox = 0; ox < p->out_w; ++ox) {
+            const int32_t ix = ox * p->stride - p->pad;
+            const int32_t b0 = imax(0, -ix), b1 = imin(k, p->in_w - ix);
+            int32_t sum = 0;
+            for (int32_t a = a0; a < a1; ++a) {
+                const int32_t row = (iy + a) * p->in_w + ix;
+                for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)x_c[row + b] - p->x_zero) * w[a * k + b];
+            }
+            conv_out(p, c, sum, y_c + oy * p->out_w + ox, mask, bit0 + oy * p->out_w + ox);
+        }
+    }
+}
+
+/* Any groups == 1 conv (k x k, stride s), MCT_BLOCK output positions of a row at a time. */
+static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask) {
+    const int32_t k = p->k, in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    for (int32_t o = 0; o < p->out_c; ++o) {
+        for (int32_t oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy = oy * p->stride - p->pad;
+            const int32_t a0 = imax(0, -iy), a1 = imin(k, p->in_h - iy);
+            for (int32_t ox0 = 0; ox0 < p->out_w; ox0 += MCT_BLOCK) {
+                const int32_t m = imin(MCT_BLOCK, p->out_w - ox0);
+                int32_t sum[MCT_BLOCK] = {0};
+                for (int32_t i = 0; i < p->in_c; ++i) {
+                    const int8_t *w = mct_weight_at(&p->w, o, i);
+                    for (int32_t a = a0; a < a1; ++a) {
+                        const int8_t *row = x + i * in_n + (iy + a) * p->in_w;
+                        for (int32_t b = 0; b < k; ++b) {
+                            const int32_t wv = w[a * k + b];
+                            for (int32_t j = 0; j < m; ++j) {
+                                const int32_t ix = (ox0 + j) * p->stride - p->pad + b;
+                                if (ix >= 0 && ix < p->in_w) sum[j] += ((int32_t)row[ix] - p->x_zero) * wv;
+                            }
+                        }
+                    }
+                }
+                for (int32_t j = 0; j < m; ++j) {
+                    const int32_t at = o * out_n + oy * p->out_w + ox0 + j;
+                    conv_out(p, o, sum[j], y + at, mask, at);
+                }
+            }
+        }
+    }
+}
+
+/* In place (scratch != NULL, y == x): each output channel is made in the scratch, then copied over
+ * the input bytes, all of them read already (channel c lands on input channels <= c). */
+void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, int8_t *scratch) {
+    const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    clear_bits(mask, p->out_c * out_n);
+    if (p->groups > 1) {
+        for (int32_t c = 0; c < p->out_c; ++c) {
+            if (scratch == NULL) {
+                depthwise_channel(p, c, x + c * in_n, y + c * out_n, mask, c * out_n);
+            } else {
+                depthwise_channel(p, c, x + c * in_n, scratch, mask, c * out_n);
+                memcpy(y + c * out_n, scratch, (size_t)out_n);
+            }
+        }
+    } else if (p->k == 1 && p->stride == 1) {
+        for (int32_t o = 0; o < p->out_c; ++o) pointwise_channel(p, o, x, y + o * out_n, mask, o * out_n);
+    } else {
+        conv_general(p, x, y, mask);
+    }
+}
+
+/* Expanded channel c into the scratch (H*W bytes), then depthwise channel c from it: the expanded
+ * tensor is never whole. */
+void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
+                             uint8_t *mask, int8_t *scratch) {
+    const int32_t out_n = dw->out_h * dw->out_w;
+    clear_bits(mask, dw->out_c * out_n);
+    for (int32_t c = 0; c < dw->out_c; ++c) {
+        pointwise_channel(expand, c, x, scratch, NULL, 0);
+        depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
+    }
+}
+
+void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
+                     int32_t n) {
+    clear_bits(mask, n);
+    for (int32_t i = 0; i < n; ++i) {
+        uint8_t inside;
+        y[i] = mct_add(a[i], b[i], p, &inside);
+        put_bit(mask, i, inside);
+    }
+}
+
+void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *mask) {
+    clear_bits(mask, p->channels);
+    for (int32_t c = 0; c < p->channels; ++c) {
+        uint8_t inside;
+        y[c] = mct_avgpool(x + c * p->count, p->count, p->x_zero, p->multiplier, p->shift, p->y_zero, p->qmin,
+                           p->qmax, &inside);
+        put_bit(mask, c, inside);
+    }
+}
+
+void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits) {
+    for (int32_t k = 0; k < p->out_features; ++k) {
+        const weight_row w = row_of(&p->w, k);
+        int64_t acc = p->bias[k];
+        for (int32_t c = 0; c < p->in_features; ++c) acc += (int64_t)((int32_t)x[c] - p->x_zero) * row_at(&w, c);
+        logits[k] = (float)((double)acc * (double)p->scale[k]);
+    }
+}
+
+int32_t mct_argmax(const float *v, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; ++i)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Loss: float64 like the reference, with exp and log of our own (libm only gives expf/logf here). */
+
+static double pow2(int32_t e) { /* 2^e for -1022 <= e <= 1023, from its bits */
+    const uint64_t bits = (uint64_t)(e + 1023) << 52;
+    double f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static double scale2(double x, int32_t e) { /* x * 2^e */
+    while (e > 1023) {
+        x *= pow2(1023);
+        e -= 1023;
+    }
+    while (e < -1022) {
+        x *= pow2(-1022);
+        e += 1022;
+    }
+    return x * pow2(e);
+}
+
+double mct_exp(double x) {
+    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    static const double log2e = 1.44269504088896338700e+00;
+    if (x != x) return x;
+    if (x > 709.782712893384) return INFINITY;
+    if (x < -745.2) return 0.0;
+    const double t = x * log2e;
+    const int32_t n = (int32_t)(t < 0 ? t - 0.5 : t + 0.5); /* nearest integer */
+    const double r = (x - n * ln2_hi) - n * ln2_lo;         /* |r| <= ln2 / 2 */
+    double p = 1.0;                                          /* Taylor series to r^17/17!: < 1e-19 left */
+    for (int32_t i = 17; i >= 1; --i) p = 1.0 + p * r / i;
+    return scale2(p, n);
+}
+
+double mct_log(double x) {
+    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    if (x != x || x < 0) return NAN;
+    if (x == 0) return -INFINITY;
+    if (x > 1.7976931348623157e308) return x;
+    int32_t e = 0;
+    if (x < 2.2250738585072014e-308) { /* subnormal */
+        x *= 18014398509481984.0;      /* 2^54 */
+        e = -54;
+    }
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    e += (int32_t)((bits >> 52) & 0x7ff) - 1023;
+    bits = (bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL; /* m in [1, 2) */
+    double m;
+    memcpy(&m, &bits, sizeof m);
+    if (m > 1.4142135623730951) {
+        m *= 0.5;
+        e += 1;
+    }
+    const double s = (m - 1.0) / (m + 1.0), s2 = s * s; /* |s| <= 0.1716 */
+    double series = 0.0;                                 /* atanh series to s^29: < 1e-24 left */
+    for (int32_t i = 29; i >= 3; i -= 2) series = (series + 1.0 / i) * s2;
+    const double log_m = 2.0 * s + 2.0 * s * series;
+    return e * ln2_hi + (e * ln2_lo + log_m);
+}
+
+/* loss = logsumexp(z) - z[label]; grad = softmax(z) - onehot(label) (float64, stored float32). */
+void mct_softmax_ce(const float *logits, int32_t k, int32_t label, float *loss, float *grad) {
+    double top = logits[0], sum = 0.0;
+    for (int32_t i = 1; i < k; ++i)
+        if (logits[i] > top) top = logits[i];
+    for (int32_t i = 0; i < k; ++i) sum += mct_exp((double)logits[i] - top);
+    const double log_sum = mct_log(sum);
+    *loss = (float)(log_sum - ((double)logits[label] - top));
+    for (int32_t i = 0; i < k; ++i)
+        grad[i] = (float)(mct_exp(((double)logits[i] - top) - log_sum) - (i == label ? 1.0 : 0.0));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Backward: elementwise ops (in place: out == g allowed) */
+
+void mct_requant_grad(const float *g, const uint8_t *mask, const float *m, int32_t per_channel, int32_t channels,
+                      int32_t plane, float *out) {
+    for (int32_t c = 0; c < channels; ++c) {
+        const float mc = m[per_channel ? c : 0];
+        for (int32_t q = 0; q < plane; ++q) {
+            const int32_t i = c * plane + q;
+            out[i] = (g[i] * (float)get_bit(mask, i)) * mc;
+        }
+    }
+}
+
+/* out_a may be g (in place); out_b never is. */
+void mct_add_grad(const float *g, const uint8_t *mask, const float *ratios, int32_t n, float *out_a, float *out_b) {
+    for (int32_t i = 0; i < n; ++i) {
+        const float gm = g[i] * (float)get_bit(mask, i);
+        out_b[i] = gm * ratios[1];
+        out_a[i] = gm * ratios[0];
+    }
+}
+
+void mct_avgpool_grad(const float *g, const uint8_t *mask, const float *factor, int32_t channels, int32_t plane,
+                      float *out) {
+    for (int32_t c = 0; c < channels; ++c) {
+        const float spread = (g[c] * (float)get_bit(mask, c)) * factor[0];
+        for (int32_t q = 0; q < plane; ++q) out[c * plane + q] = spread;
+    }
+}
+
+/* float32 additions in reading order; out may be any of the terms. */
+void mct_grad_sum(const float *const *terms, int32_t n_terms, int32_t n, float *out) {
+    for (int32_t i = 0; i < n; ++i) {
+        float total = terms[0][i];
+        for (int32_t t = 1; t < n_terms; ++t) total = total + terms[t][i];
+        out[i] = total;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Backward: conv gradients */
+
+/* 1x1 stride-1 conv: out[i] = [init[i] +] sum_o w[o][i] * g[o], float32, o ascending (init may be out). */
+static void pointwise_grad_x(const mct_conv *p, const float *g, const float *init, float *out) {
+    const int32_t n = p->in_h * p->in_w;
+    int32_t first = 0;
+    if (init != NULL) {
+        if (init != out) memcpy(out, init, (size_t)p->in_c * (size_t)n * sizeof *out);
+    } else {
+        const weight_row w = row_of(&p->w, 0);
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const float wi = (float)row_at(&w, i);
+            for (int32_t q = 0; q < n; ++q) out[i * n + q] = wi * g[q];
+        }
+        first = 1;
+    }
+    for (int32_t o = first; o < p->out_c; ++o) {
+        const weight_row w = row_of(&p->w, o);
+        const float *g_o = g + o * n;
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const float wi = (float)row_at(&w, i);
+            float *out_i = out + i * n;
+            for (int32_t q = 0; q < n; ++q) out_i[q] = out_i[q] + wi * g_o[q];
+        }
+    }
+}
+
+/* The output position a kernel tap (a) maps input coordinate y to, or -1. */
+static int32_t tap_source(int32_t y, int32_t a, int32_t pad, int32_t stride, int32_t out_side) {
+    const int32_t t = y + pad - a;
+    if (stride == 1) return t >= 0 && t < out_side ? t : -1;
+    if (t < 0 || t % stride != 0 || t / stride >= out_side) return -1;
+    return t / stride;
+}
+
+/* Input-gradient element (c, y, x) of output channel o's contribution: sum over taps of w * g. */
+static mct_acc_t transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
+    mct_acc_t acc = 0;
+    for (int32_t a = 0; a < p->k; ++a) {
+        const int32_t oy = tap_source(y, a, p->pad, p->stride, p->out_h);
+        if (oy < 0) continue;
+        for (int32_t b = 0; b < p->k; ++b) {
+            const int32_t ox = tap_source(x, b, p->pad, p->stride, p->out_w);
+            if (ox >= 0) acc += (mct_acc_t)w[a * p->k + b] * (mct_acc_t)g_o[oy * p->out_w + ox];
+        }
+    }
+    return acc;
+}
+
+/* Depthwise: channel c of the input gradient from channel c of g (into the scratch when in place). */
+static void depthwise_grad_x(const mct_conv *p, const float *g, float *out, float *scratch) {
+    const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    for (int32_t c = 0; c < p->in_c; ++c) {
+        const int8_t *w = mct_weight_at(&p->w, c, 0);
+        float *dst = scratch != NULL ? scratch : out + c * in_n;
+        for (int32_t y = 0; y < p->in_h; ++y)
+            for (int32_t x = 0; x < p->in_w; ++x)
+                dst[y * p->in_w + x] = (float)transpose_tap_sum(p, w, g + c * out_n, y, x);
+        if (scratch != NULL) memcpy(out + c * in_n, scratch, (size_t)in_n * sizeof *out);
+    }
+}
+
+static void general_grad_x(const mct_conv *p, const float *g, float *out) {
+    const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    for (int32_t i = 0; i < p->in_c; ++i)
+        for (int32_t y = 0; y < p->in_h; ++y)
+            for (int32_t x = 0; x < p->in_w; ++x) {
+                mct_acc_t acc = 0;
+                for (int32_t o = 0; o < p->out_c; ++o)
+                    acc += transpose_tap_sum(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
+                out[i * in_n + y * p->in_w + x] = (float)acc;
+            }
+}
+
+void mct_conv2d_grad_x(const mct_conv *p, const float *g, const float *init, float *out, float *scratch) {
+    if (p->groups > 1)
+        depthwise_grad_x(p, g, out, scratch);
+    else if (p->k == 1 && p->stride == 1)
+        pointwise_grad_x(p, g, init, out);
+    else
+        general_grad_x(p, g, out);
+}
+
+void mct_conv2d_grad_b(const float *g, int32_t channels, int32_t plane, float *out) {
+    for (int32_t c = 0; c < channels; ++c) {
+        mct_acc_t acc = 0;
+        for (int32_t q = 0; q < plane; ++q) acc += (mct_acc_t)g[c * plane + q];
+        out[c] = (float)acc;
+    }
+}
+
+/* Weight-gradient element: sum over output positions of g[o] * (x[i] - x_zero) at tap (a, b). */
+static float grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
+    mct_acc_t acc = 0;
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        const int32_t iy = oy * p->stride - p->pad + a;
+        if (iy < 0 || iy >= p->in_h) continue;
+        for (int32_t ox = 0; ox < p->out_w; ++ox) {
+            const int32_t ix = ox * p->stride - p->pad + b;
+            if (ix >= 0 && ix < p->in_w)
+                acc += (mct_acc_t)g_o[oy * p->out_w + ox] * (mct_acc_t)((int32_t)x_i[iy * p->in_w + ix] - p->x_zero);
+        }
+    }
+    return (float)acc;
+}
+
+/* The element (row r, column c, tap t) of the weight gradient over the kept slice; x holds the kept
+ * input channels (or all of them). Depthwise: row r is channel r (one column). */
+static float conv_grad_w_at(const mct_conv *p, const int8_t *x, const float *g, int32_t r, int32_t c, int32_t t) {
+    const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    const int32_t channel = p->groups > 1 ? r : c;
+    return grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->k, t % p->k);
+}
+
+void mct_conv2d_grad_w(const mct_conv *p, const int8_t *x, const float *g, int32_t rows, int32_t cols, float *out) {
+    const int32_t taps = p->k * p->k;
+    for (int32_t r = 0; r < rows; ++r)
+        for (int32_t c = 0; c < cols; ++c)
+            for (int32_t t = 0; t < taps; ++t) out[(r * cols + c) * taps + t] = conv_grad_w_at(p, x, g, r, c, t);
+}
+
+void mct_linear_grad_x(const mct_linear *p, const float *g, float *out) {
+    for (int32_t c = 0; c < p->in_features; ++c) {
+        mct_acc_t acc = 0;
+        for (int32_t k = 0; k < p->out_features; ++k)
+            acc += (mct_acc_t)(g[k] * p->scale[k]) * (mct_acc_t)*mct_weight_at(&p->w, k, c);
+        out[c] = (float)acc;
+    }
+}
+
+static float linear_grad_w_at(const mct_linear *p, const float *g, const int8_t *x, int32_t k, int32_t c) {
+    return (float)((double)(g[k] * p->scale[k]) * (double)((int32_t)x[c] - p->x_zero));
+}
+
+void mct_linear_grad_w(const mct_linear *p, const float *g, const int8_t *x, float *out) {
+    for (int32_t k = 0; k < p->out_features; ++k)
+        for (int32_t c = 0; c < p->in_features; ++c) out[k * p->in_features + c] = linear_grad_w_at(p, g, x, k, c);
+}
+
+void mct_linear_grad_b(const mct_linear *p, const float *g, float *out) {
+    for (int32_t k = 0; k < p->out_features; ++k) out[k] = g[k] * p->scale[k];
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Updates */
+
+/* w <- clamp(sr(w - lr * (g * qas)), -127, 127): float32, in this order (the reference's). */
+static int8_t sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index) {
+    const float x = (float)w - lr * (g * qas);
+    const int32_t q = mct_stochastic_round(x, mct_stream_word(key, index));
+    return (int8_t)(q < -127 ? -127 : (q > 127 ? 127 : q));
+}
+
+void mct_update_weight(const mct_update *u, const float *g, uint32_t step) {
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const int32_t per_row = u->cols * u->inner;
+    for (int32_t r = 0; r < u->rows; ++r)
+        for (int32_t j = 0; j < per_row; ++j) {
+            const int32_t i = r * per_row + j;
+            u->w[i] = sgd_int8(u->w[i], g[i], u->qas[r], u->lr, key, (uint32_t)i);
+        }
+}
+
+/* b <- sat32(b + floor(0.5 - lr * (g * qas))) (float32 delta, float64 sum as the reference). */
+void mct_update_bias(const mct_update *u, const float *g) {
+    for (int32_t r = 0; r < u->rows; ++r) {
+        const float delta = floorf(0.5f - u->lr * (g[r] * u->qas[r]));
+        const double v = (double)u->b[r] + (double)delta;
+        if (v != v)
+            u->b[r] = INT32_MIN; /* what NumPy's float -> int32 cast gives for NaN on x86 */
+        else
+            u->b[r] = v <= -2147483648.0 ? INT32_MIN : (v >= 2147483647.0 ? INT32_MAX : (int32_t)v);
+    }
+}
+
+/* Each weight-gradient element is applied as soon as it is computed: no gradient buffer. */
+void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g,
+                              uint32_t step) {
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    for (int32_t r = 0; r < u->rows; ++r)
+        for (int32_t c = 0; c < u->cols; ++c)
+            for (int32_t t = 0; t < u->inner; ++t) {
+                const int32_t i = (r * u->cols + c) * u->inner + t;
+                u->w[i] = sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
+            }
+}
+
+void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const float *g, const int8_t *x,
+                              uint32_t step) {
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    for (int32_t k = 0; k < u->rows; ++k)
+        for (int32_t c = 0; c < u->cols; ++c) {
+            const int32_t i = k * u->cols + c;
+            u->w[i] = sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], u->lr, key, (uint32_t)i);
+        }
+}

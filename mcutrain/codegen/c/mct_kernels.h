@@ -1,0 +1,129 @@
+/* mct_kernels.h: the kernels of the programs mcutrain.codegen generates (C99; no malloc, no OS).
+ *
+ * One function per op kind of the engine's catalogue (mcutrain/engine/ops.py). What each computes is
+ * defined by the NumPy reference executor (mcutrain/engine/executor/kernels.py); these mirror it:
+ *   forward   int8, bit-exact: the fixed-point primitives of mct_int8.h (int32 accumulators, the
+ *             accumulator + bias saturated to int32, then requantized and clamped);
+ *   backward  float32 elementwise products in the reference's order; contractions (conv transposes,
+ *             weight correlations, channel sums, the classifier's products) accumulated in
+ *             mct_acc_t (double, as the reference's float64) and rounded once to float32; the
+ *             input gradient of a 1x1 conv summed in float32, output channel after output channel
+ *             (the reference's order, and what a channel-by-channel backward does);
+ *   updates   SGD with QAS factors; int8 weights rounded stochastically with the counter-based RNG
+ *             (the word of an element is its index in the trained slice, C order), saturated to
+ *             [-127, 127]; int32 biases rounded to nearest, saturated to int32.
+ * Tensors are batch 1, NCHW, C order. Clamp masks hold 1 bit per element: element i is bit i % 8 of
+ * byte i / 8 (little bit order), unused bits of the last byte are zero: numpy.packbits(bitorder=
+ * "little"), the bytes the NumPy executor keeps. Kernels that write a mask clear it first.
+ * In place: an op the engine marks ``inplace`` gets the same pointer for its output and the input it
+ * overwrites; every kernel below allows exactly the aliasing the engine's in-place rules allow.
+ *
+ * Build with IEEE float32 semantics: no -ffast-math, and -ffp-contract=off (a fused multiply-add
+ * rounds once where the reference rounds twice). The arena is reached through int8/int32/float
+ * pointers into one byte array: build with -fno-strict-aliasing.
+ */
+#ifndef MCT_KERNELS_H
+#define MCT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mct_int8.h"
+
+/* Accumulator of backward contractions: double mirrors the reference's float64 sums (soft-float on a
+ * single-precision FPU; -DMCT_ACC_T=float trades that parity for speed). */
+#ifndef MCT_ACC_T
+#define MCT_ACC_T double
+#endif
+typedef MCT_ACC_T mct_acc_t;
+
+/* An int8 weight [rows][cols][inner] whose leading slice [kept_rows][kept_cols][inner] may be trained:
+ * that slice lives in SRAM (``sram``), the rest is read from Flash (``flash``, the whole initial
+ * weight). Frozen weights: sram == NULL. */
+typedef struct {
+    const int8_t *flash;
+    int8_t *sram;
+    int32_t rows, cols, inner;
+    int32_t kept_rows, kept_cols;
+} mct_weight;
+
+/* Conv geometry and operands ("same" padding: out = ceil(in / stride)); groups > 1 is depthwise
+ * (groups == in_c == out_c). Backward ops use the geometry and the weight only. */
+typedef struct {
+    int32_t in_c, in_h, in_w;
+    int32_t out_c, out_h, out_w;
+    int32_t k, stride, pad, groups;
+    int32_t x_zero, y_zero, qmin, qmax;
+    mct_weight w;
+    const int32_t *bias;       /* [out_c]: the SRAM copy when trained */
+    const int32_t *multiplier; /* [out_c] */
+    const int32_t *shift;      /* [out_c] */
+} mct_conv;
+
+/* Global average pool constants (fixedpoint.avgpool_params). */
+typedef struct {
+    int32_t channels, count, x_zero, multiplier, shift, y_zero, qmin, qmax;
+} mct_pool;
+
+/* Classifier: logits[k] = scale[k] * (sum_c (x[c] - x_zero) * w[k][c] + bias[k]). */
+typedef struct {
+    int32_t in_features, out_features, x_zero;
+    mct_weight w;
+    const int32_t *bias;
+    const float *scale; /* [out_features]: s_x * s_w[k] */
+} mct_linear;
+
+/* One parameter's in-place SGD step over its trained slice [rows][cols][inner] (w: int8 weights, or
+ * b: int32 biases, cols = inner = 1); qas: one QAS factor per row; RNG stream (seed, step, tensor_id). */
+typedef struct {
+    int8_t *w;
+    int32_t *b;
+    const float *qas;
+    float lr;
+    uint32_t seed, tensor_id;
+    int32_t rows, cols, inner;
+} mct_update;
+
+/* ---- parameters ---- */
+const int8_t *mct_weight_at(const mct_weight *w, int32_t row, int32_t col);
+void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
+                       int32_t kept_cols);
+
+/* ---- forward (int8) ---- */
+void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, int8_t *scratch);
+void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
+                             uint8_t *mask, int8_t *scratch);
+void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
+                     int32_t n);
+void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *mask);
+void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits);
+int32_t mct_argmax(const float *v, int32_t n);
+
+/* ---- loss ---- */
+void mct_softmax_ce(const float *logits, int32_t k, int32_t label, float *loss, float *grad);
+double mct_exp(double x);
+double mct_log(double x);
+
+/* ---- backward (float32) ---- */
+void mct_requant_grad(const float *g, const uint8_t *mask, const float *m, int32_t per_channel, int32_t channels,
+                      int32_t plane, float *out);
+void mct_add_grad(const float *g, const uint8_t *mask, const float *ratios, int32_t n, float *out_a, float *out_b);
+void mct_avgpool_grad(const float *g, const uint8_t *mask, const float *factor, int32_t channels, int32_t plane,
+                      float *out);
+void mct_grad_sum(const float *const *terms, int32_t n_terms, int32_t n, float *out);
+void mct_conv2d_grad_x(const mct_conv *p, const float *g, const float *init, float *out, float *scratch);
+void mct_conv2d_grad_b(const float *g, int32_t channels, int32_t plane, float *out);
+void mct_conv2d_grad_w(const mct_conv *p, const int8_t *x, const float *g, int32_t rows, int32_t cols, float *out);
+void mct_linear_grad_x(const mct_linear *p, const float *g, float *out);
+void mct_linear_grad_w(const mct_linear *p, const float *g, const int8_t *x, float *out);
+void mct_linear_grad_b(const mct_linear *p, const float *g, float *out);
+
+/* ---- updates (write the SRAM copies in place) ---- */
+void mct_update_weight(const mct_update *u, const float *g, uint32_t step);
+void mct_update_bias(const mct_update *u, const float *g);
+void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g,
+                              uint32_t step);
+void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const float *g, const int8_t *x,
+                              uint32_t step);
+
+#endif /* MCT_KERNELS_H */

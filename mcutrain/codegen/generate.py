@@ -1,0 +1,244 @@
+"""Compiled ``Program`` -> a folder of dependency-free C: ``model.h``, ``model.c``, the kernels.
+
+``render(program)`` is a pure function from the program to ``{file name: text}``: the per-op C comes
+from the emitter table (``emitters.EMITTERS``), the files from the templates in ``templates/``; the
+kernel library (``c/mct_kernels.{h,c}``) and the fixed-point header (``mcutrain/quant/mct_int8.h``)
+are copied as they are. Same program -> same bytes (no dates, no paths, no dict-order accidents).
+``generate(program, folder)`` writes the files (and only then touches the disk).
+
+What ends where (DESIGN.md section 7): frozen parameters, the initial values of trained ones and all
+constants are ``static const`` (Flash); ONE ``static uint8_t arena[N]`` (N = the larger of the
+training and inference plans) holds every tensor at its planned offset (``Stage.offset``), scratch
+buffers included; the trained slices of parameters are ``static`` arrays (SRAM) that ``mct_init``
+fills from Flash. ``manifest.json`` describes the result for tools (shapes, sizes, the save layout).
+
+Only programs made of op kinds with a C kernel can be generated (``unsupported_kinds``); compile
+them with ``CODEGEN_PASSES`` and a whole (not streamed) input: ``compile_for_codegen``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+from typing import Mapping
+
+import numpy as np
+
+from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
+from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.literals import array_definition, comment, identifier
+from mcutrain.codegen.storage import (SAVE_HEADER_BYTES, SAVE_MAGIC, ParamStorage, layout_id, parameter_storage,
+                                      trainable_bytes)
+from mcutrain.engine.compile import compile_training
+from mcutrain.engine.passes import fuse_expand, fuse_updates, inplace, insert_updates, prune, reorder
+
+__all__ = ["CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
+
+HERE = Path(__file__).parent
+KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
+                "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
+FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
+SOURCES = ("model.c", "mct_kernels.c")  # what a build compiles
+STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
+
+# The passes whose op kinds have C kernels (the default pipeline's later passes make fused row /
+# channel kernels that the C target does not have yet).
+CODEGEN_PASSES = (insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace)
+
+
+def compile_for_codegen(qmodel, plan, *, lr: float, seed: int):
+    """``compile_training`` with the passes and options the C target supports (whole input image)."""
+    return compile_training(qmodel, plan, lr=lr, seed=seed, passes=CODEGEN_PASSES, stream_input=False,
+                            row_fusion="off")
+
+
+def unsupported_kinds(program) -> dict[str, int]:
+    """Op kinds of the program without a C kernel -> how many ops of that kind (empty: all supported)."""
+    missing: dict[str, int] = {}
+    for attr, _, _ in STAGES:
+        for op in getattr(program, attr).graph.ops:
+            if op.kind not in EMITTERS:
+                missing[op.kind] = missing.get(op.kind, 0) + 1
+    return dict(sorted(missing.items()))
+
+
+def check_supported(program) -> None:
+    missing = unsupported_kinds(program)
+    if missing:
+        kinds = ", ".join(f"{k} ({n} ops)" for k, n in missing.items())
+        raise CodegenError(f"no C kernel for op kind(s): {kinds}. Compile for C with "
+                           f"mcutrain.codegen.compile_for_codegen (passes=CODEGEN_PASSES, stream_input=False)")
+    for attr, _, _ in STAGES:
+        streams = getattr(program, attr).graph.streams
+        if streams:
+            raise CodegenError(f"the {attr} program streams its input(s) {list(streams)} row by row; the C "
+                               f"target needs the whole image in the arena (compile with stream_input=False)")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def render(program, title: str = "mcutrain training program") -> dict[str, str]:
+    """Every file of the generated folder, as text (pure: no file is written)."""
+    check_supported(program)
+    storages = parameter_storage(program)
+    params = {s.name: s for s in storages}
+    symbols = Symbols(_all_constants(program), params)
+    stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
+    values = _values(program, storages, symbols, stages, title)
+    files = {"model.h": _template("model.h.in").substitute(values),
+             "model.c": _template("model.c.in").substitute(values),
+             "manifest.json": _manifest(program, storages, values)}
+    files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
+    return files
+
+
+def generate(program, folder, title: str = "mcutrain training program") -> list[Path]:
+    """Render the program and write its files into ``folder`` (created); returns their paths."""
+    files = render(program, title)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in FILES:
+        path = folder / name
+        path.write_text(files[name])
+        paths.append(path)
+    return paths
+
+
+def _template(name: str) -> Template:
+    return Template((HERE / "templates" / name).read_text())
+
+
+def _all_constants(program) -> dict[str, np.ndarray]:
+    constants = dict(program.train.graph.constants)
+    for name, array in program.inference.graph.constants.items():
+        if name in constants and not np.array_equal(constants[name], array):
+            raise CodegenError(f"constant {name!r} differs between the training and inference programs")
+        constants.setdefault(name, array)
+    return constants
+
+
+def _stage_code(stage, tag: str, trace: int, symbols: Symbols) -> tuple[str, tuple[str, ...]]:
+    """(the stage function's body, the operand structs of its ops)."""
+    body, decls = [], []
+    for index, op in enumerate(stage.graph.ops):
+        emitted = emit(OpContext(op, index, stage, tag, symbols))
+        decls.extend(emitted.decls)
+        body.append(f"    {comment(f'{index}: {op.name} ({op.kind})')}\n    {emitted.code}\n    AFTER({trace}, {index});")
+    return "\n".join(body), tuple(decls)
+
+
+def _flash_arrays(storages: tuple[ParamStorage, ...], symbols: Symbols) -> str:
+    """Definitions of the Flash arrays emitted code uses: parameters (model order), then constants."""
+    params = {s.name for s in storages}
+    defs = []
+    for s in storages:
+        kind = f"trained slice {s.kept_shape} copied to SRAM" if s.trained else "frozen"
+        defs.append(array_definition(s.flash, symbols.constants[s.name], s.dtype, const=True,
+                                     note=f"{s.name} {list(s.shape)} {s.dtype}, {kind}"))
+    for name in symbols.used:
+        if name not in params:
+            array = symbols.constants[name]
+            defs.append(array_definition(identifier(name, "c_"), array, _dtype(name, array), const=True,
+                                         note=f"{name} {list(array.shape)}"))
+    return "\n\n".join(defs)
+
+
+def _dtype(name: str, array: np.ndarray) -> str:
+    dtype = np.asarray(array).dtype.name
+    if dtype not in ("int8", "int32", "float32"):
+        raise CodegenError(f"constant {name!r} has dtype {dtype}; C constants are int8, int32 or float32")
+    return dtype
+
+
+def _sram_arrays(storages) -> str:
+    lines = []
+    for s in storages:
+        if s.trained:
+            ctype = "int8_t" if s.dtype == "int8" else "int32_t"
+            n = int(np.prod(s.kept_shape))
+            lines.append(f"static {ctype} {s.sram}[{n}]; {comment(f'{s.name}{list(s.kept_shape)} of {list(s.shape)}')}")
+    return "\n".join(lines)
+
+
+def _init_body(storages) -> str:
+    lines = []
+    for s in storages:
+        if not s.trained:
+            continue
+        if s.kept_shape == s.shape:
+            lines.append(f"    memcpy({s.sram}, {s.flash}, sizeof {s.sram});")
+        else:
+            _, cols, inner = s.matrix()
+            rows, kept_cols = s.kept_matrix()
+            lines.append(f"    mct_copy_slice_i8({s.sram}, {s.flash}, {cols}, {inner}, {rows}, {kept_cols});")
+    return "\n".join(lines)
+
+
+def _save_bodies(storages) -> tuple[str, str]:
+    save, restore = [], []
+    for s in storages:
+        if s.trained:
+            at = SAVE_HEADER_BYTES + s.save_offset
+            save.append(f"    memcpy(buf + {at}, {s.sram}, sizeof {s.sram});")
+            restore.append(f"    memcpy({s.sram}, buf + {at}, sizeof {s.sram});")
+    return "\n".join(save), "\n".join(restore)
+
+
+def _summary(program, storages) -> str:
+    r = program.report
+    trained = [s for s in storages if s.trained]
+    lines = [f"arena {max(program.train.plan.arena_bytes, program.inference.plan.arena_bytes)} bytes "
+             f"(training {program.train.plan.arena_bytes}, inference {program.inference.plan.arena_bytes}); "
+             f"trained parameter copies {trainable_bytes(storages)} bytes ({len(trained)} parameters)",
+             f"Flash (parameters and constants, incl. initial values of trained ones): "
+             f"{r.get('flash_with_initial_trainables_bytes', 'n/a')} bytes",
+             f"SGD at batch 1: lr {program.options.lr}, seed {program.options.seed}, update rule "
+             f"{program.options.rule}, QAS {program.options.qas}"]
+    return "\n".join(f" * {line}" for line in lines)
+
+
+def _values(program, storages, symbols: Symbols, stages: Mapping, title: str) -> dict[str, object]:
+    train, infer = program.train, program.inference
+    (_, channels, height, width) = train.graph.tensor("image").shape
+    classes = infer.graph.tensor(infer.graph.outputs[0]).shape[1]
+    structs = "\n\n".join(stages["train"][1] + stages["inference"][1])
+    save, restore = _save_bodies(storages)
+    trainable = trainable_bytes(storages)
+    return {
+        "title": title, "summary": _summary(program, storages),
+        "image_channels": channels, "image_height": height, "image_width": width,
+        "image_bytes": channels * height * width, "num_classes": classes,
+        "arena_bytes": max(train.plan.arena_bytes, infer.plan.arena_bytes),
+        "train_arena_bytes": train.plan.arena_bytes, "inference_arena_bytes": infer.plan.arena_bytes,
+        "trainable_bytes": trainable, "save_bytes": SAVE_HEADER_BYTES + trainable,
+        "layout_id": f"0x{layout_id(storages):08x}u", "save_magic": f"0x{SAVE_MAGIC:08x}u",
+        "save_header": SAVE_HEADER_BYTES,
+        "flash": _flash_arrays(storages, symbols), "sram": _sram_arrays(storages), "structs": structs,
+        "train_ops": len(train.graph.ops), "inference_ops": len(infer.graph.ops),
+        "train_body": stages["train"][0], "inference_body": stages["inference"][0],
+        "init_body": _init_body(storages), "save_body": save, "restore_body": restore,
+        "host_params": ",\n".join(f"        {s.flash}" for s in storages),
+        "train_image": train.offset("image"), "train_label": train.offset("label"),
+        "train_loss": train.offset(train.graph.outputs[0]),
+        "inference_image": infer.offset("image"), "inference_logits": infer.offset(infer.graph.outputs[0]),
+    }
+
+
+def _manifest(program, storages, values: Mapping[str, object]) -> str:
+    keys = ("image_channels", "image_height", "image_width", "num_classes", "arena_bytes", "train_arena_bytes",
+            "inference_arena_bytes", "trainable_bytes", "save_bytes")
+    manifest = {
+        "format": "mcutrain-codegen/1",
+        "title": values["title"],
+        **{k: values[k] for k in keys},
+        "layout_id": layout_id(storages),
+        "lr": program.options.lr, "seed": program.options.seed,
+        "sources": list(SOURCES),
+        "params": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),
+                    "kept_shape": list(s.kept_shape) if s.trained else None, "save_offset": s.save_offset}
+                   for s in storages],
+    }
+    return json.dumps(manifest, indent=1, sort_keys=True) + "\n"

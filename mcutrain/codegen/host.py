@@ -1,0 +1,272 @@
+"""The host target: build a generated folder with the system C compiler and drive it from Python.
+
+``build(folder, sanitize=False, trace=False) -> path`` compiles ``model.c`` + ``mct_kernels.c`` into a
+shared library (``-std=c99 -O2 -Wall -Wextra -Werror``, plus ``-ffp-contract=off`` for the float32
+rounding the reference does, and ``-fno-strict-aliasing`` for the typed views of the byte arena), with
+the host-only API (``MCT_HOST_API``: the arena, the Flash parameters) and, with ``trace``, a hook
+after every op. ``sanitize`` adds AddressSanitizer + UndefinedBehaviorSanitizer (no recovery).
+``HostEngine(lib_path)`` runs it through ``ctypes`` with the NumPy executor's interface: ``predict``,
+``train_step``, ``parameters`` (and ``save`` / ``restore`` of the C API).
+
+A sanitized library needs the ASan runtime loaded first in the process: ``run_sanitized`` builds one,
+runs the steps in a fresh Python (``python -m mcutrain.codegen.host``) with ``LD_PRELOAD`` set, and
+fails on any finding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from mcutrain.codegen.errors import CodegenError
+
+__all__ = ["CFLAGS", "HostEngine", "SANITIZE_FLAGS", "build", "build_host", "run_sanitized"]
+
+CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
+HOST_FLAGS = ("-fPIC", "-shared", "-DMCT_HOST_API")
+DTYPES = {"int8": (np.int8, ctypes.c_int8), "int32": (np.int32, ctypes.c_int32)}
+TRACE_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32)
+
+
+def compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise CodegenError("no C compiler found (cc / gcc); install gcc or set CC")
+    return cc
+
+
+def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
+    """Compile the generated ``folder`` into a shared library next to its sources; returns its path.
+
+    The file name carries a hash of the sources and flags (``libmodel[-asan][-trace]-<hash>.so``): a
+    process can load a rebuilt program beside an older one (the dynamic loader reuses a library by
+    its path), and an up-to-date library is reused instead of rebuilt. It is written under a
+    temporary name and then renamed, so a loaded library is never overwritten in place."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    flags = list(CFLAGS) + list(HOST_FLAGS) + (["-DMCT_TRACE"] if trace else []) + (
+        list(SANITIZE_FLAGS) if sanitize else [])
+    sources = [folder / s for s in manifest["sources"]]
+    stem = "libmodel" + ("-asan" if sanitize else "") + ("-trace" if trace else "")
+    out = folder / f"{stem}-{_digest(folder, flags)}.so"
+    if out.is_file():
+        return out
+    for old in folder.glob(f"{stem}-{'?' * 12}.so"):
+        old.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=".libmodel", suffix=".so", dir=folder)
+    os.close(fd)
+    cmd = [compiler(), *flags, f"-I{folder}", *map(str, sources), "-o", tmp, "-lm"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        os.unlink(tmp)
+        raise CodegenError(f"host build failed ({' '.join(cmd)}):\n{result.stderr}")
+    os.replace(tmp, out)
+    return out
+
+
+def _digest(folder: Path, flags: list[str]) -> str:
+    """Hash of every source and header of the folder and the compiler flags."""
+    h = hashlib.sha256(" ".join([compiler()] + flags).encode())
+    for path in sorted(folder.glob("*.[ch]")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+build_host = build
+
+
+def read_manifest(folder) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise CodegenError(f"{folder}: no manifest.json (not a folder made by mcutrain.codegen.generate)")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+
+_OWNER: "weakref.WeakValueDictionary[str, HostEngine]" = weakref.WeakValueDictionary()  # path -> last engine
+
+
+class HostEngine:
+    """A host build of a generated program, driven through ctypes.
+
+    The library's state (arena, parameter copies, step counter) is global, like the device's: a new
+    ``HostEngine`` on the same file re-initialises it (``mct_init``), and an older engine on that file
+    refuses to run from then on."""
+
+    def __init__(self, lib_path, manifest: dict | None = None):
+        self.path = Path(lib_path).resolve()
+        self.manifest = manifest if manifest is not None else read_manifest(self.path.parent)
+        m = self.manifest
+        self.image_shape = (m["image_channels"], m["image_height"], m["image_width"])
+        self.classes = m["num_classes"]
+        self._lib = ctypes.CDLL(str(self.path))
+        self._declare()
+        self._hook = None
+        _OWNER[str(self.path)] = self
+        self._lib.mct_init()
+
+    def _declare(self) -> None:
+        lib = self._lib
+        signatures = {
+            "mct_init": (None, []),
+            "mct_predict": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p]),
+            "mct_train_step": (ctypes.c_float, [ctypes.c_void_p, ctypes.c_int]),
+            "mct_steps": (ctypes.c_uint32, []),
+            "mct_save": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_size_t]),
+            "mct_restore": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t]),
+            "mct_host_arena": (ctypes.c_void_p, []),
+            "mct_host_param": (ctypes.c_void_p, [ctypes.c_int32]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+
+    def _check(self) -> None:
+        if _OWNER.get(str(self.path)) is not self:
+            raise CodegenError(f"{self.path}: another HostEngine re-initialised this library; use that one")
+
+    def _image(self, image) -> np.ndarray:
+        image = np.asarray(image)
+        if image.dtype != np.int8:
+            raise ValueError(f"the engine takes int8 images, got {image.dtype}")
+        if image.shape not in (self.image_shape, (1,) + self.image_shape):
+            raise ValueError(f"image of shape {image.shape}, expected {self.image_shape}")
+        return np.ascontiguousarray(image.reshape(self.image_shape))
+
+    def predict(self, image) -> np.ndarray:
+        """int8 image [3, R, R] or [1, 3, R, R] -> float32 logits [1, K]."""
+        self._check()
+        x = self._image(image)
+        logits = np.zeros((1, self.classes), np.float32)
+        self._lib.mct_predict(x.ctypes.data, logits.ctypes.data)
+        return logits
+
+    def train_step(self, image, label: int) -> float:
+        """One SGD step (forward, backward, in-place updates); returns the loss."""
+        self._check()
+        if not 0 <= int(label) < self.classes:
+            raise ValueError(f"label {label} outside [0, {self.classes})")
+        x = self._image(image)
+        return float(self._lib.mct_train_step(x.ctypes.data, int(label)))
+
+    @property
+    def step(self) -> int:
+        return int(self._lib.mct_steps())
+
+    def save(self) -> bytes:
+        """``mct_save``: header + the trained parameter copies."""
+        self._check()
+        buf = (ctypes.c_uint8 * self.manifest["save_bytes"])()
+        n = self._lib.mct_save(buf, len(buf))
+        if n != len(buf):
+            raise CodegenError(f"mct_save wrote {n} bytes, expected {len(buf)}")
+        return bytes(buf)
+
+    def restore(self, data: bytes) -> None:
+        self._check()
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        code = self._lib.mct_restore(buf, len(data))
+        if code != 0:
+            raise CodegenError(f"mct_restore refused the buffer (code {code}: "
+                               f"{'wrong length' if code == -1 else 'another program'})")
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Every parameter (copies): Flash values with the trained slices from ``mct_save`` over them."""
+        payload = self.save()[16:]
+        out = {}
+        for index, p in enumerate(self.manifest["params"]):
+            dtype, ctype = DTYPES[p["dtype"]]
+            n = int(np.prod(p["shape"]))
+            address = self._lib.mct_host_param(index)
+            value = np.ctypeslib.as_array((ctype * n).from_address(address)).copy().reshape(p["shape"])
+            if p["kept_shape"] is not None:
+                kept = tuple(p["kept_shape"])
+                size = int(np.prod(kept)) * np.dtype(dtype).itemsize
+                chunk = payload[p["save_offset"]:p["save_offset"] + size]
+                value[tuple(slice(0, k) for k in kept)] = np.frombuffer(chunk, dtype).reshape(kept)
+            out[p["name"]] = value
+        return out
+
+    def arena(self) -> np.ndarray:
+        """The arena's bytes (a live uint8 view: valid while the library is loaded)."""
+        address = self._lib.mct_host_arena()
+        return np.ctypeslib.as_array((ctypes.c_uint8 * self.manifest["arena_bytes"]).from_address(address))
+
+    def set_trace(self, callback) -> None:
+        """``callback(stage, op_index)`` after every op (stage 0: training, 1: inference); a library
+        built with ``trace=True`` only. None removes it."""
+        if not hasattr(self._lib, "mct_host_set_trace"):
+            raise CodegenError(f"{self.path.name} was built without trace=True")
+        self._hook = TRACE_HOOK(callback) if callback is not None else None
+        fn = self._lib.mct_host_set_trace
+        fn.restype, fn.argtypes = None, [TRACE_HOOK]
+        fn(self._hook if self._hook is not None else TRACE_HOOK())
+
+
+# ----------------------------------------------------------------------------------------------
+# Sanitized runs (in a fresh process with the ASan runtime preloaded)
+
+
+def asan_runtime() -> str:
+    out = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = out.stdout.strip()
+    if out.returncode != 0 or not os.path.isabs(path):
+        raise CodegenError("the C compiler has no AddressSanitizer runtime (libasan)")
+    return path
+
+
+def run_steps(engine: HostEngine, images: np.ndarray, labels: np.ndarray, probe: np.ndarray) -> dict:
+    """Train on each (image, label), then predict ``probe`` images: losses, logits, parameters, save."""
+    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float64)
+    logits = np.concatenate([engine.predict(x) for x in probe]) if len(probe) else np.zeros((0, engine.classes))
+    saved = engine.save()
+    engine.restore(saved)
+    return {"losses": losses, "logits": logits, "saved": np.frombuffer(saved, np.uint8),
+            **{f"param:{k}": v for k, v in engine.parameters().items()}}
+
+
+def run_sanitized(folder, images: np.ndarray, labels: np.ndarray, probe: np.ndarray | None = None,
+                  timeout: float = 600) -> dict:
+    """Build ``folder`` with ASan + UBSan and run ``run_steps`` in a fresh process; returns its results
+    plus ``stderr``. Raises ``CodegenError`` on a failed run or any sanitizer report."""
+    lib = build(folder, sanitize=True)
+    probe = np.zeros((0,) + images.shape[1:], np.int8) if probe is None else probe
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, outputs = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(inputs, images=images, labels=labels, probe=probe)
+        env = dict(os.environ, LD_PRELOAD=asan_runtime(), ASAN_OPTIONS="detect_leaks=0:halt_on_error=1",
+                   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+        cmd = [sys.executable, "-m", "mcutrain.codegen.host", str(lib), str(inputs), str(outputs)]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        findings = [line for line in result.stderr.splitlines()
+                    if "runtime error" in line or "Sanitizer" in line]
+        if result.returncode != 0 or findings:
+            raise CodegenError(f"sanitized run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+        with np.load(outputs) as data:
+            out = {k: data[k] for k in data.files}
+    out["stderr"] = result.stderr
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    lib, inputs, outputs = argv
+    with np.load(inputs) as data:
+        images, labels, probe = data["images"], data["labels"], data["probe"]
+    np.savez(outputs, **run_steps(HostEngine(lib), images, labels, probe))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,161 @@
+"""The generated C as text and as objects: byte-stable, one arena of exactly the planned size with every
+tensor at its planned offset, frozen data in Flash (const), trained slices in SRAM, the documented
+API, nothing from the C library beyond memcpy / memset / floorf / expf / logf (also for a Cortex-M7),
+and programs the C target cannot run refused with the op kind named."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from mcutrain.codegen import CodegenError, compile_for_codegen, generate, render, unsupported_kinds
+from mcutrain.codegen.generate import FILES
+from mcutrain.codegen.host import CFLAGS, compiler
+from mcutrain.codegen.storage import parameter_storage
+from mcutrain.engine.compile import compile_training
+from mcutrain.quant.random_model import random_qmodel
+from mcutrain.sparse import get_builtin, resolve
+
+LR, SEED, CLASSES = 0.1, 11, 4
+ALLOWED_CALLS = {"memcpy", "memset", "floorf", "expf", "logf"}
+ARM_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16", "-ffunction-sections",
+             "-fdata-sections"]
+
+
+@lru_cache(maxsize=None)
+def _qmodel():
+    return random_qmodel("tiny", 32, CLASSES, seed=1)[0]
+
+
+@lru_cache(maxsize=None)
+def _program(scheme: str = "last-k:6"):
+    q = _qmodel()
+    return compile_for_codegen(q, resolve(get_builtin(scheme, "tiny"), q.spec), lr=LR, seed=SEED)
+
+
+@lru_cache(maxsize=None)
+def _files(scheme: str = "last-k:6") -> dict[str, str]:
+    return render(_program(scheme))
+
+
+def test_same_program_gives_the_same_bytes(tmp_path):
+    generate(_program(), tmp_path / "a")
+    generate(_program(), tmp_path / "b")
+    q = _qmodel()  # a second compile of the same model and plan
+    generate(compile_for_codegen(q, resolve(get_builtin("last-k:6", "tiny"), q.spec), lr=LR, seed=SEED), tmp_path / "c")
+    for name in FILES:
+        a = (tmp_path / "a" / name).read_bytes()
+        assert a == (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
+    assert render(_program()) == _files()
+    assert _files("full")["model.c"] != _files()["model.c"]
+
+
+def test_one_static_arena_of_the_planned_size_with_tensors_at_planned_offsets():
+    program, files = _program(), _files()
+    c, h = files["model.c"], files["model.h"]
+    size = max(program.train.plan.arena_bytes, program.inference.plan.arena_bytes)
+    assert f"#define MCT_ARENA_BYTES {size} " in h
+    assert c.count("static uint8_t arena[MCT_ARENA_BYTES] __attribute__((aligned(8)));") == 1
+    stages = {"T": program.train, "I": program.inference}
+    for body, tag in ((_function(c, "run_train"), "T"), (_function(c, "run_inference"), "I")):
+        stage = stages[tag]
+        calls = re.findall(r"/\* (\d+): (\S+) \((\w+)\) \*/\n(.*?)\n\s*AFTER", body, re.S)
+        assert len(calls) == len(stage.graph.ops)
+        for (index, name, kind, call), op in zip(calls, stage.graph.ops):
+            assert (name, kind) == (op.name, op.kind)
+            used = {int(o) for o in re.findall(r"\b(?:A8|A32|AF|AB)\((\d+)\)", call)}
+            planned = {stage.offset(t) for t in op.inputs + op.outputs if t in stage.storage}
+            planned |= {stage.plan.offsets[k] for k in stage.plan.offsets if k == f"{op.name}.scratch"}
+            assert used == planned, (name, used, planned)
+
+
+def test_frozen_data_is_const_and_trained_slices_are_sram():
+    program, c, h = _program(), _files()["model.c"], _files()["model.h"]
+    storages = parameter_storage(program)
+    trained = [s for s in storages if s.trained]
+    assert trained and len(trained) < len(storages)
+    for s in storages:
+        assert f"static const {_ctype(s.dtype)} {s.flash}[{int(np.prod(s.shape))}] = {{" in c
+        if s.trained:
+            assert f"static {_ctype(s.dtype)} {s.sram}[{int(np.prod(s.kept_shape))}];" in c
+    writable = re.findall(r"^static (?!const)[\w ]+?(\w+)\[", c, re.M)
+    assert sorted(writable) == sorted(["arena"] + [s.sram for s in trained])
+    assert f"#define MCT_TRAINABLE_BYTES {program.report['trainable_bytes']} " in h
+    manifest = json.loads(_files()["manifest.json"])
+    assert [p["name"] for p in manifest["params"]] == [s.name for s in storages]
+    assert manifest["save_bytes"] == 16 + program.report["trainable_bytes"]
+
+
+def test_the_header_documents_the_api():
+    h = _files()["model.h"]
+    for decl in ("void mct_init(void);", "int mct_predict(const int8_t *image, float *logits);",
+                 "float mct_train_step(const int8_t *image, int label);",
+                 "size_t mct_save(uint8_t *buf, size_t cap);", "int mct_restore(const uint8_t *buf, size_t len);"):
+        assert decl in h
+        name = decl.split("(")[0].split()[-1].lstrip("*")
+        assert h.count(name) >= 2, f"{name} is declared but not documented"
+    code = [re.sub(r"/\*.*?\*/", "", text, flags=re.S) for name, text in _files().items() if name[-2:] in (".c", ".h")]
+    for forbidden in ("malloc", "free(", "printf", "<stdio.h>", "<stdlib.h>"):
+        assert all(forbidden not in text for text in code), forbidden
+
+
+@pytest.mark.parametrize("cc", ["host", "arm"])
+def test_objects_need_nothing_but_memcpy_memset_floorf_expf_logf(tmp_path, cc):
+    if cc == "arm":
+        if shutil.which("arm-none-eabi-gcc") is None:
+            pytest.skip("arm-none-eabi-gcc not installed (scripts/setup_system.sh)")
+        tools, flags = ("arm-none-eabi-gcc", "arm-none-eabi-nm"), [*CFLAGS, *ARM_FLAGS]
+    else:
+        tools, flags = (compiler(), shutil.which("nm") or "nm"), list(CFLAGS)
+    generate(_program("full"), tmp_path)
+    undefined, defined = set(), set()
+    for source in ("model.c", "mct_kernels.c"):
+        obj = tmp_path / (source + ".o")
+        result = subprocess.run([tools[0], *flags, "-c", str(tmp_path / source), "-o", str(obj)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        symbols = subprocess.run([tools[1], str(obj)], capture_output=True, text=True, check=True).stdout
+        for line in symbols.splitlines():
+            parts = line.split()
+            (undefined if parts[-2] == "U" else defined).add(parts[-1])
+    external = {s for s in undefined - defined if not s.startswith("__aeabi_")}  # libgcc soft-double helpers
+    assert external <= ALLOWED_CALLS, external - ALLOWED_CALLS
+
+
+def test_op_kinds_without_a_c_kernel_are_refused_by_name():
+    q = _qmodel()
+    default = compile_training(q, resolve(get_builtin("last-k:6", "tiny"), q.spec), lr=LR, seed=SEED)
+    missing = unsupported_kinds(default)
+    if missing:  # the default pipeline's fused row / channel kernels
+        with pytest.raises(CodegenError, match=next(iter(missing))):
+            render(default)
+    program = _program()
+    ops = list(program.train.graph.ops)
+    ops[3] = replace(ops[3], kind="frobnicate")
+    odd = replace(program, train=replace(program.train, graph=program.train.graph.with_ops(ops)))
+    assert unsupported_kinds(odd) == {"frobnicate": 1}
+    with pytest.raises(CodegenError, match=r"frobnicate \(1 ops\)"):
+        render(odd)
+
+
+def test_a_streamed_input_is_refused():
+    program = _program()
+    streamed = replace(program, train=replace(program.train, graph=replace(program.train.graph, streams=("image",))))
+    with pytest.raises(CodegenError, match="stream_input=False"):
+        render(streamed)
+
+
+def _function(c: str, name: str) -> str:
+    start = c.index(f"static void {name}(")
+    return c[start:c.index("\n}\n", start)]
+
+
+def _ctype(dtype: str) -> str:
+    return {"int8": "int8_t", "int32": "int32_t"}[dtype]
