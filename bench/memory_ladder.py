@@ -31,9 +31,10 @@ NO_REORDER = tuple(p for p in PIPELINE if p not in (reorder, fuse_updates))
 KB = 1024
 
 
-def compiled(qmodel, scheme: str, passes) -> dict:
+def compiled(qmodel, scheme: str, passes, stream_input: bool = True) -> dict:
     plan = resolve(get_builtin(scheme, qmodel.spec.name), qmodel.spec)
-    return dict(compile_training(prepare_model(qmodel, plan), plan, lr=0.01, seed=0, passes=passes).report)
+    return dict(compile_training(prepare_model(qmodel, plan), plan, lr=0.01, seed=0, passes=passes,
+                                 stream_input=stream_input).report)
 
 
 def ladder_row(name: str, resolution: int) -> dict:
@@ -41,6 +42,7 @@ def ladder_row(name: str, resolution: int) -> dict:
     full = compiled(qmodel, "full", PIPELINE)
     sparse = compiled(qmodel, "paper-99kb", NO_REORDER)
     best = compiled(qmodel, "paper-99kb", PIPELINE)
+    whole = compiled(qmodel, "paper-99kb", PIPELINE, stream_input=False)
     torch_mem = torch_training_peak(name, resolution)
     paper = PAPER_KB[name]
     return {
@@ -52,6 +54,10 @@ def ladder_row(name: str, resolution: int) -> dict:
         "trainable_kb": best["trainable_bytes"] / KB, "inference_peak_kb": best["inference_arena_bytes"] / KB,
         "train_over_inference": best["arena_bytes"] / best["inference_arena_bytes"],
         "total_over_paper": best["total_sram_bytes"] / KB / paper[2],
+        "whole_image_total_kb": whole["total_sram_bytes"] / KB,
+        "whole_image_over_paper": whole["total_sram_bytes"] / KB / paper[2],
+        "input_streamed": best["input_streamed"], "image_kb": best["input_bytes"] / KB,
+        "inference_min_kb": best["inference_min_arena_bytes"] / KB,
         "arena_over_paper": best["arena_bytes"] / KB / paper[2],
         "flash_kb": best["flash_bytes"] / KB, "peak_op": best["peak_op"],
         "pytorch_step_growth_mib": torch_mem["training_bytes"] / 2**20,
@@ -70,7 +76,8 @@ def plot(rows: list[dict], path) -> None:
         ax = fig.add_subplot(1, len(rows), i + 1)
         xs = range(len(steps))
         ax.bar([x - 0.2 for x in xs], [r["paper_kb"][s] for s in steps], 0.4, label="paper (STM32F746)")
-        ax.bar([x + 0.2 for x in xs], [r["ours_total_kb"][s] for s in steps], 0.4, label="ours, total SRAM")
+        ax.bar([x + 0.2 for x in xs], [r["ours_total_kb"][s] for s in steps], 0.4,
+               label="ours, total SRAM (image streamed)")
         ax.axhline(256, color="red", linestyle=":", lw=1, label="256 KB")
         ax.set_yscale("log")
         ax.set_xticks(list(xs), ["full", "sparse", "sparse+\nreorder"], fontsize=8)
@@ -105,16 +112,21 @@ def main(argv=None) -> None:
           "(mcunet-5fps 99kb, mbv2-w0.35 99kb, proxyless-w0.3 98kb). PyTorch: one fp32 full-update step "
           "at batch 1 in a fresh process (growth of peak RSS over the RSS before the step / whole-process "
           "peak; the paper reports 303 MB for MbV2).", "",
+          "The image is streamed row by row from its source (camera, DMA, host) into a ring of rows in the "
+          "arena; the column 'image kept whole' gives the total if the whole image must sit in SRAM too.", "",
           "| model | full: paper / ours | sparse: paper / ours | sparse+reorder: paper / ours (arena) | "
-          "ours / paper | train / inference peak | PyTorch fp32 step |",
-          "|---|---:|---:|---:|---:|---:|---:|"]
+          "ours / paper | image kept whole: total (/ paper) | train / inference peak | PyTorch fp32 step |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         p, o, a = r["paper_kb"], r["ours_total_kb"], r["ours_arena_kb"]
         md.append(f"| {r['model']} | {p['full']} / {o['full']:.0f} KB | {p['sparse']} / {o['sparse']:.0f} KB | "
                   f"{p['sparse_reorder']} / **{o['sparse_reorder']:.1f}** ({a['sparse_reorder']:.1f}) KB | "
-                  f"{r['total_over_paper']:.2f} | {r['train_over_inference']:.2f} | "
+                  f"{r['total_over_paper']:.2f} | {r['whole_image_total_kb']:.1f} KB "
+                  f"({r['whole_image_over_paper']:.2f}) | {r['train_over_inference']:.2f} | "
                   f"+{r['pytorch_step_growth_mib']:.0f} MiB ({r['pytorch_process_peak_mib']:.0f} MiB process) |")
-    md += ["", "Goals: ours / paper <= 0.80 (total SRAM, counting the trainable copies), train / inference <= 1.25.",
+    md += ["", "Goals: ours / paper <= 0.80 (total SRAM, counting the trainable copies), train / inference <= 1.25 "
+           "(inference with the same kernels; the fully fused inference arenas are "
+           + ", ".join(f"{r['model']} {r['inference_min_kb']:.1f} KB" for r in rows) + ").",
            "", "![memory ladder](memory_ladder.png)"]
     write_results("memory_ladder", {"benchmark": "memory_ladder", "rows": rows, **meta}, "\n".join(md))
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mcutrain.cli.output import add_json_flag, emit
-from mcutrain.engine.compile import compile_training
+from mcutrain.engine.compile import compile_training, format_report
 from mcutrain.engine.reports import write_reports
 from mcutrain.models import model_names
 from mcutrain.quant.model_file import load_qmodel
@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate compiled into the update ops")
     p.add_argument("--seed", type=int, default=0, help="stochastic-rounding seed")
+    p.add_argument("--whole-image", action="store_true",
+                   help="keep the input image whole in SRAM (default: stream it row by row from its source, "
+                        "when only frozen layers read it)")
     p.add_argument("--report", metavar="DIR", default=None, help="write timeline and plot files here")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -48,7 +51,8 @@ def run(args) -> int:
     plan = resolve(load_scheme(args.scheme, qmodel.spec.name), qmodel.spec)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
           file=sys.stderr)
-    program = compile_training(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed)
+    program = compile_training(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed,
+                               stream_input=not args.whole_image)
     r = program.report
     summary = {
         "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme,
@@ -56,6 +60,8 @@ def run(args) -> int:
         "trainable_sram_bytes": r["trainable_bytes"], "mask_bytes": r["mask_bytes"],
         "flash_bytes": r["flash_bytes"], "inference_peak_bytes": r["inference_arena_bytes"],
         "arena_bump_bytes": r["arena_bump_bytes"], "peak_op": r["peak_op"], "ops": r["n_ops"],
+        "input_streamed": r["input_streamed"], "input_bytes": r["input_bytes"],
+        "train_over_inference": r["train_over_inference"], "text": format_report(r),
     }
     if args.report:
         title = f"{summary['model']} @{summary['resolution']}, {summary['scheme']}: live memory per op"
@@ -65,14 +71,7 @@ def run(args) -> int:
 
 
 def _human(s: dict) -> str:
-    kb = lambda b: f"{b / 1024:8.1f} KB"  # noqa: E731
-    lines = [f"{s['model']} @ {s['resolution']}x{s['resolution']}, scheme {s['scheme']}: {s['ops']} ops",
-             f"  SRAM total      {kb(s['peak_sram_bytes'])}  (arena + trained parameter copies)",
-             f"    arena         {kb(s['arena_bytes'])}  (peak at {s['peak_op']}; no reuse: {kb(s['arena_bump_bytes']).strip()})",
-             f"    trainable     {kb(s['trainable_sram_bytes'])}",
-             f"    of which masks{kb(s['mask_bytes'])}  (inside the arena)",
-             f"  Flash           {kb(s['flash_bytes'])}",
-             f"  inference peak  {kb(s['inference_peak_bytes'])}  (forward only)"]
+    lines = [f"{s['model']} @ {s['resolution']}x{s['resolution']}, scheme {s['scheme']}: {s['ops']} ops", s["text"]]
     if s.get("report_files"):
         lines.append("  report          " + ", ".join(s["report_files"]))
     return "\n".join(lines)
