@@ -22,7 +22,7 @@ from mcutrain.engine.ir import Op, TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
-from mcutrain.quant.fixedpoint import AddParams, avgpool_params
+from mcutrain.quant.int8_ops import AddParams, avgpool_params
 
 ARENA_MACROS = {"int8": "A8", "int32": "A32", "float32": "AF", "bit": "AB"}
 

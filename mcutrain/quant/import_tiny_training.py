@@ -44,7 +44,6 @@ and ``custom_quantized_format.py`` of tiny-training, and against the three files
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import replace
@@ -61,6 +60,7 @@ from mcutrain.quant.head import new_head
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
 from mcutrain.quant.quantize import DEGENERATE_W_SCALE
 from mcutrain.quant.safe_pickle import load_tiny_training_pickle
+from mcutrain.io.atomic import file_sha256
 
 FORMAT = "tiny-training"
 IMAGENET_CLASSES = 1000
@@ -89,7 +89,7 @@ def import_tiny_training(path: str | os.PathLike, num_classes: int | None = None
     provenance = {
         "format": FORMAT,
         "source": path.name,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "degenerate_channels": degenerate,
         "degenerate_channels_total": sum(degenerate.values()),
         "head": "original" if head_classes is None else "new",
@@ -116,13 +116,6 @@ def _head_classes(num_classes: int | None, classes) -> tuple[str, ...] | None:
         return tuple(str(i) for i in range(num_classes))
     return None
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ structure

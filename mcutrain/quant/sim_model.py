@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mcutrain.quant.fixedpoint import add_params
+from mcutrain.quant.int8_ops import add_params
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool
 from mcutrain.sparse import UpdatePlan
 from mcutrain.quant.sim_ops import Int8AddFn, Int8AvgPoolFn, Int8ConvFn, Int8LinearFn

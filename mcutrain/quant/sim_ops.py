@@ -18,11 +18,8 @@ from __future__ import annotations
 import torch
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from mcutrain.quant.fixedpoint import (
-    avgpool_int8_with_mask_torch,
-    quantized_add_with_mask_torch,
-    requantize_with_mask_torch,
-)
+from mcutrain.quant.fixedpoint import requantize_with_mask_torch
+from mcutrain.quant.int8_ops import avgpool_int8_with_mask_torch, quantized_add_with_mask_torch
 
 EXACT_FLOAT32 = 2.0**24
 

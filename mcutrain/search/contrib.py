@@ -56,6 +56,7 @@ from mcutrain.models.specs import NetSpec
 from mcutrain.sparse.scheme import ALLOWED_RATIOS, Scheme, backbone_convs
 from mcutrain.train.finetune import FinetuneConfig
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+from mcutrain.io.atomic import file_sha256
 
 FORMAT = "mcutrain-contrib"
 VERSION = 1
@@ -134,7 +135,7 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
     model = load_qmodel(cfg.model)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     plan = plan_runs(cfg, model.spec)
-    identity = {"model_sha256": _file_sha256(cfg.model), "data": cfg.data,
+    identity = {"model_sha256": file_sha256(cfg.model), "data": cfg.data,
                 "data_sha256": _data_sha256(dataset), **cfg.settings}
     cache = RunCache(runs_path(cfg.out), identity)
     todo = [run for run in plan.runs if cache.get(run) is None]
@@ -181,13 +182,6 @@ def _check(cfg: AnalysisConfig) -> None:
     if not cfg.out:
         raise McutrainError("--out is required: the analysis writes contrib.json and its run cache there")
 
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _data_sha256(dataset: SplitDataset) -> str:

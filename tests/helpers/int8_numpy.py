@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mcutrain.quant.fixedpoint import add_params, avgpool_int8, quantized_add, requantize
+from mcutrain.quant.fixedpoint import requantize
+from mcutrain.quant.int8_ops import add_params, avgpool_int8, quantized_add
 from mcutrain.quant.qmodel import QConv, QModel
 
 

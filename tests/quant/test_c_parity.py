@@ -11,6 +11,7 @@ import pytest
 
 import mcutrain.quant
 from mcutrain.quant import fixedpoint as fp
+from mcutrain.quant import int8_ops
 from mcutrain.quant import rng
 
 HEADER_DIR = Path(mcutrain.quant.__file__).parent
@@ -82,10 +83,10 @@ def test_requantize_add_and_pool_match(harness):
     assert run_c(harness, lines) == expected
 
     for case in [(0.05, 3, 0.1, -2, 0.12, 5), (0.0894, 23, 0.1106, -2, 0.13, 1), (0.02, -128, 0.02, -128, 0.04, -128)]:
-        p = fp.add_params(*case)
+        p = int8_ops.add_params(*case)
         a = np.arange(-128, 128, 3)
         aa, bb = np.meshgrid(a, a)
-        ya, ia = fp.quantized_add_with_mask(aa.ravel(), bb.ravel(), p)
+        ya, ia = int8_ops.quantized_add_with_mask(aa.ravel(), bb.ravel(), p)
         consts = " ".join(str(v) for v in (p.left_shift, p.a_zero, p.a_multiplier, p.a_shift, p.b_zero, p.b_multiplier,
                                            p.b_shift, p.out_zero, p.out_multiplier, p.out_shift, p.qmin, p.qmax))
         lines = [f"add {x} {y_} {consts}" for x, y_ in zip(aa.ravel(), bb.ravel())]
@@ -94,8 +95,8 @@ def test_requantize_add_and_pool_match(harness):
     for shape, s_x, z_x, s_y, z_y in [((2, 40, 4, 4), 0.11, -3, 0.147, -1), ((1, 30, 7, 7), 0.2, 5, 0.2, 5),
                                       ((1, 4, 64, 64), 0.05, -128, 0.01, 0)]:
         x = g.integers(-128, 128, shape).astype(np.int8)
-        yp, ip = fp.avgpool_int8_with_mask(x, z_x, s_x, s_y, z_y)
-        p = fp.avgpool_params(s_x, z_x, s_y, z_y, shape[2] * shape[3])
+        yp, ip = int8_ops.avgpool_int8_with_mask(x, z_x, s_x, s_y, z_y)
+        p = int8_ops.avgpool_params(s_x, z_x, s_y, z_y, shape[2] * shape[3])
         lines = []
         for nn in range(shape[0]):
             for c in range(shape[1]):

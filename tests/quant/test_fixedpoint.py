@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcutrain.quant import fixedpoint as fp
+from mcutrain.quant import int8_ops
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 int32s = st.integers(I32_MIN, I32_MAX)
@@ -324,11 +325,11 @@ ADD_CASES = [
 @pytest.mark.parametrize("case", ADD_CASES)
 def test_quantized_add_all_int8_pairs(case):
     s_a, z_a, s_b, z_b, s_y, z_y = case
-    p = fp.add_params(s_a, z_a, s_b, z_b, s_y, z_y)
+    p = int8_ops.add_params(s_a, z_a, s_b, z_b, s_y, z_y)
     a = np.arange(-128, 128, dtype=np.int8)[:, None].repeat(256, 1)
     b = a.T.copy()
-    y, inside = fp.quantized_add_with_mask(a, b, p)
-    yt, it = fp.quantized_add_with_mask_torch(torch.from_numpy(a), torch.from_numpy(b), p)
+    y, inside = int8_ops.quantized_add_with_mask(a, b, p)
+    yt, it = int8_ops.quantized_add_with_mask_torch(torch.from_numpy(a), torch.from_numpy(b), p)
     np.testing.assert_array_equal(yt.numpy(), y)
     np.testing.assert_array_equal(it.numpy(), inside)
     real = (s_a * (a.astype(np.float64) - z_a) + s_b * (b.astype(np.float64) - z_b)) / s_y
@@ -342,15 +343,15 @@ def test_quantized_add_all_int8_pairs(case):
 
 
 def test_add_params_formula_and_validation():
-    p = fp.add_params(0.05, 3, 0.1, -2, 0.12, 5)
+    p = int8_ops.add_params(0.05, 3, 0.1, -2, 0.12, 5)
     assert p.left_shift == 20
     assert fp.dequantize_multiplier(p.a_multiplier, p.a_shift) == pytest.approx(0.05 / 0.2, rel=1e-9)
     assert fp.dequantize_multiplier(p.b_multiplier, p.b_shift) == pytest.approx(0.5, rel=1e-9)
     assert fp.dequantize_multiplier(p.out_multiplier, p.out_shift) == pytest.approx(0.2 / (2**20 * 0.12), rel=1e-9)
     with pytest.raises(ValueError):
-        fp.add_params(0.0, 0, 0.1, 0, 0.1, 0)
+        int8_ops.add_params(0.0, 0, 0.1, 0, 0.1, 0)
     with pytest.raises(ValueError):
-        fp.add_params(0.1, 200, 0.1, 0, 0.1, 0)
+        int8_ops.add_params(0.1, 200, 0.1, 0, 0.1, 0)
     with pytest.raises(AttributeError):
         p.left_shift = 3  # frozen
 
@@ -361,14 +362,14 @@ def test_add_params_formula_and_validation():
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 9, 16, 25, 36, 49, 64, 100, 196, 1024, 4096])
 def test_avgpool_same_scale_is_exact_rounded_division(count):
     """Exhaustive over every reachable sum: rescale == round_half_away(sum / count) (TFLite AVERAGE_POOL)."""
-    p = fp.avgpool_params(0.037, 0, 0.037, 0, count, qmin=-128, qmax=127)
+    p = int8_ops.avgpool_params(0.037, 0, 0.037, 0, count, qmin=-128, qmax=127)
     sums = np.arange(-255 * count, 255 * count + 1, dtype=np.int64)
     q = np.abs(sums) // count
     r = np.abs(sums) - q * count
     exact = np.sign(sums) * (q + (2 * r >= count))
-    y, _ = fp.avgpool_sum_rescale(sums, p)
+    y, _ = int8_ops.avgpool_sum_rescale(sums, p)
     np.testing.assert_array_equal(y, np.clip(exact, -128, 127))
-    yt, _ = fp.avgpool_sum_rescale_torch(torch.from_numpy(sums), p)
+    yt, _ = int8_ops.avgpool_sum_rescale_torch(torch.from_numpy(sums), p)
     np.testing.assert_array_equal(yt.numpy(), y)
 
 
@@ -377,9 +378,9 @@ def test_avgpool_general_scales_numpy_torch_and_float_reference():
     for (n, c, h, w), s_x, z_x, s_y, z_y in [((4, 160, 4, 4), 0.11, -3, 0.147, -1), ((2, 96, 5, 5), 0.09, 7, 0.05, 2),
                                              ((3, 8, 7, 7), 0.2, -128, 0.2, -128)]:
         x = rng.integers(-128, 128, (n, c, h, w)).astype(np.int8)
-        y, inside = fp.avgpool_int8_with_mask(x, z_x, s_x, s_y, z_y)
+        y, inside = int8_ops.avgpool_int8_with_mask(x, z_x, s_x, s_y, z_y)
         assert y.shape == (n, c) and y.dtype == np.int8
-        yt, it = fp.avgpool_int8_with_mask_torch(torch.from_numpy(x), z_x, s_x, s_y, z_y)
+        yt, it = int8_ops.avgpool_int8_with_mask_torch(torch.from_numpy(x), z_x, s_x, s_y, z_y)
         np.testing.assert_array_equal(yt.numpy(), y)
         np.testing.assert_array_equal(it.numpy(), inside)
         real = (x.astype(np.float64) - z_x).mean(axis=(2, 3)) * s_x / s_y
@@ -390,11 +391,11 @@ def test_avgpool_general_scales_numpy_torch_and_float_reference():
 
 def test_avgpool_validation():
     with pytest.raises(ValueError):
-        fp.avgpool_int8(np.zeros((1, 2, 3), np.int8), 0, 0.1, 0.1, 0)
+        int8_ops.avgpool_int8(np.zeros((1, 2, 3), np.int8), 0, 0.1, 0.1, 0)
     with pytest.raises(ValueError):
-        fp.avgpool_params(0.1, 0, 0.0, 0, 16)
+        int8_ops.avgpool_params(0.1, 0, 0.0, 0, 16)
     with pytest.raises(ValueError):
-        fp.avgpool_params(0.1, 0, 0.1, 0, 2**16 + 1)
+        int8_ops.avgpool_params(0.1, 0, 0.1, 0, 2**16 + 1)
 
 
 # ---------------------------------------------------------------- the paper's models
@@ -426,7 +427,7 @@ def test_every_multiplier_of_the_paper_models_encodes():
             if block["residual"] is not None:
                 r = block["residual"]["params"]
                 other = block["pointwise2"]["params"]
-                p = fp.add_params(r["x_scale"], r["x_zero"], other["y_scale"], other["y_zero"],
+                p = int8_ops.add_params(r["x_scale"], r["x_zero"], other["y_scale"], other["y_zero"],
                                   r["y_scale"], r["y_zero"])
                 assert p.out_multiplier >= 2**30 and p.out_shift < 0
 
@@ -442,10 +443,10 @@ def test_torch_kernels_on_cuda_match_numpy():
     np.testing.assert_array_equal(yc.cpu().numpy(), y)
     np.testing.assert_array_equal(ic.cpu().numpy(), inside)
     a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
-    p = fp.add_params(0.05, 3, 0.1, -2, 0.12, 5)
+    p = int8_ops.add_params(0.05, 3, 0.1, -2, 0.12, 5)
     np.testing.assert_array_equal(
-        fp.quantized_add_torch(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda(), p).cpu().numpy(),
-        fp.quantized_add(a, b, p))
+        int8_ops.quantized_add_torch(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda(), p).cpu().numpy(),
+        int8_ops.quantized_add(a, b, p))
     x = rng_.integers(-128, 128, (4, 32, 7, 7)).astype(np.int8)
-    np.testing.assert_array_equal(fp.avgpool_int8_torch(torch.from_numpy(x).cuda(), -3, 0.1, 0.13, 2).cpu().numpy(),
-                                  fp.avgpool_int8(x, -3, 0.1, 0.13, 2))
+    np.testing.assert_array_equal(int8_ops.avgpool_int8_torch(torch.from_numpy(x).cuda(), -3, 0.1, 0.13, 2).cpu().numpy(),
+                                  int8_ops.avgpool_int8(x, -3, 0.1, 0.13, 2))

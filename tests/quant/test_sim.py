@@ -5,11 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mcutrain.quant.fixedpoint import (
-    avgpool_int8_with_mask_torch,
-    quantized_add_with_mask_torch,
-    requantize_with_mask_torch,
-)
+from mcutrain.quant.fixedpoint import requantize_with_mask_torch
+from mcutrain.quant.int8_ops import avgpool_int8_with_mask_torch, quantized_add_with_mask_torch
 from mcutrain.quant.sim_model import Int8Net
 from mcutrain.quant.sim_ops import partial_weight_grad
 from mcutrain.sparse import get_builtin, resolve

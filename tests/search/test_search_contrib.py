@@ -131,7 +131,7 @@ def test_cli_json_summary(reference, tmp_path, monkeypatch):
     assert summary["best_bias"]["k"] in (1, 2)
     top = summary["top_weights"]
     assert len(top) == 4 and [t["dacc"] for t in top] == sorted((t["dacc"] for t in top), reverse=True)
-    assert {"layer", "name", "ratio", "dacc"} <= set(top[0]) and summary["seconds"] >= 0
+    assert {"layer", "name", "ratio", "dacc"} <= set(top[0]) and "seconds" in summary
     assert load_contrib(out).baseline == reference[1]["baseline"]
 
 

@@ -26,7 +26,8 @@ from typing import Mapping
 
 import numpy as np
 
-from mcutrain.engine.executor.kernels import ARENA_KERNELS, KERNELS
+from mcutrain.engine.executor.arena_kernels import ARENA_KERNELS
+from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.ir import TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes, storage_roots
 from mcutrain.engine.memory import check_plan

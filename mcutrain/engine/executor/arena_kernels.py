@@ -1,0 +1,342 @@
+"""Kernels that work inside the arena, as the device does (the second kernel table, ``ARENA_KERNELS``).
+
+``ARENA_KERNELS[kind](op, args, step, io)`` writes its outputs' arena views as it goes, keeps its
+intermediate data in its op's planned scratch bytes (``io.scratch``) and reads a streamed input one
+row at a time (``args[0].row(r)``): the row pipeline ``mbconv_rows`` (its rings of a few rows and
+folded windows are what the kernel really uses, so the plan's claim is true) and the channel-by-
+channel block backward ``mbconv_grad`` (a few channels of each gradient live in the scratch; NumPy
+temporaries stand for a C loop's registers). Every per-channel sum uses the same primitives as the
+whole-tensor kernels in ``kernels``, so fusing changes no bit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from numpy.lib.stride_tricks import sliding_window_view
+from mcutrain.engine.ir import Op
+from mcutrain.engine.passes.fuse_backward import internal_of as internal_of_grad
+from mcutrain.engine.passes.fuse_backward import parts_of as parts_of_grad
+from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of, window
+from mcutrain.quant.fixedpoint import requantize_with_mask
+from mcutrain.quant.int8_ops import AddParams, quantized_add_with_mask
+from mcutrain.engine.executor.kernels import (
+    channel_sums,
+    conv2d,
+    correlate_transpose,
+    correlate_weight,
+    pointwise_input_grad,
+    pointwise_weight_grad,
+    update_bias_rows,
+    update_weight_rows,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Row pipelines (kernels that work in the arena)
+
+
+def conv2d_row(op: Op, window: np.ndarray, first: int, height: int, row: int, w: np.ndarray, b: np.ndarray,
+               mult: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Output row ``row`` of ``conv2d`` (int8 [O, Wo] and its mask) from input rows ``first..`` of an
+    input of ``height`` rows (``window``: int8 [C, n, W]). The integers are exactly ``conv2d``'s: the
+    accumulator of every output element is the same sum of the same integer products."""
+    k, stride, pad = w.shape[-1], op.attr("stride"), op.attr("pad")
+    c, _, width = window.shape
+    wo = -(-width // stride)
+    xz = np.zeros((c, k, width + 2 * pad))
+    for i in range(k):
+        rho = stride * row - pad + i
+        if 0 <= rho < height:
+            xz[:, i, pad:pad + width] = window[:, rho - first].astype(np.float64) - op.attr("x_zero")
+    cols = sliding_window_view(xz, k, axis=2)[:, :, ::stride][:, :, :wo]  # [C, k, Wo, k]
+    wf = w.astype(np.float64)
+    if op.attr("groups") == 1:
+        acc = np.tensordot(wf, cols, axes=([1, 2, 3], [0, 1, 3]))  # [O, Wo]
+    else:
+        acc = np.einsum("cij,ciwj->cw", wf[:, 0], cols)
+    acc = np.rint(acc).astype(np.int64) + b.astype(np.int64)[:, None]
+    y, mask = requantize_with_mask(acc[None, :, None, :], mult, shift, op.attr("y_zero"), op.attr("qmin"),
+                                   op.attr("qmax"))
+    return y[0, :, 0], mask[0, :, 0]
+
+
+def write_bits(packed: np.ndarray, start: int, bits: np.ndarray) -> None:
+    """Store ``bits`` (bool) at bit ``start`` of a packed (little bit order) uint8 array, in place."""
+    end = start + bits.size
+    lo, hi = start // 8, (end + 7) // 8
+    chunk = np.unpackbits(packed[lo:hi], bitorder="little")
+    chunk[start - 8 * lo:end - 8 * lo] = bits.ravel()
+    packed[lo:hi] = np.packbits(chunk, bitorder="little")
+
+
+def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
+    """Run the row schedule: each event makes one row of one stage from rows in rings (or in the whole
+    input), into its ring or into the output's arena view (with its mask bits); a STREAM event copies
+    the next input row into the input's ring. ``io.outputs``: the outputs' arena views (masks packed);
+    ``io.scratch``: the op's scratch bytes, where the rings live."""
+    values = dict(zip(op.inputs, args))
+    x = op.inputs[0]
+    internal = internal_of(op)
+    rings = {t: (io.scratch[off:off + c * n * w].view(np.int8).reshape(c, n, w), n)
+             for t, (c, n, w, off) in rings_of(op).items()}
+    height = {t: info.shape[2] for t, info in internal.items()}
+    height[x] = values[x].shape[2]
+    out, mask = io.outputs[0], io.outputs[1] if len(op.outputs) == 2 else None
+    out_h, out_w = out.shape[2], out.shape[3]
+
+    def rows(t: str, lo: int, hi: int) -> np.ndarray:
+        if t in rings:
+            ring, n = rings[t]
+            return ring[:, [r % n for r in range(lo, hi + 1)]]
+        return values[t][0, :, lo:hi + 1]
+
+    stages = stages_of(op)
+    folds = {t: (io.scratch[off:off + c * n * w].view(np.int8).reshape(c, n, w))
+             for t, (c, n, w, off) in folds_of(op).items()}
+    producer = {st.outputs[0]: st for st in stages}
+    shapes = _Shapes(internal, values)
+    for s, r in op.attr("schedule"):
+        if s == STREAM:
+            ring, n = rings[x]
+            ring[:, r % n] = values[x].row(r)
+            continue
+        st = stages[s]
+        if st.kind == "conv2d":
+            src, lo, hi = window(st, r, shapes)
+            params = [values[n] for n in st.inputs[1:5]]
+            if src in folds:  # the expanded rows of the window, made a few channels at a time
+                y, m = _folded_row(st, producer[src], rows, lo, hi, r, height, folds[src], params, values)
+            else:
+                y, m = conv2d_row(st, rows(src, lo, hi), lo, height[src], r, *params)
+        else:
+            y, m = quantized_add_with_mask(rows(st.inputs[0], r, r)[:, 0], rows(st.inputs[1], r, r)[:, 0],
+                                           AddParams(**dict(st.attr("params"))))
+        target = st.outputs[0]
+        if target in rings:
+            ring, n = rings[target]
+            ring[:, r % n] = y
+            continue
+        out[0, :, r] = y
+        if mask is not None:
+            for c in range(m.shape[0]):
+                write_bits(mask, (c * out_h + r) * out_w, m[c])
+    return ()
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel-by-channel backward of a block (a kernel that works in the arena)
+
+
+def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
+    """Run the chain's parts for ``group`` expanded channels at a time (``io.scratch`` holds one group
+    of each gradient it materialises). Per channel every part computes exactly what its unfused kernel
+    computes for that channel; the tail's input gradient is accumulated in its float32 output in
+    ascending channel order (``pointwise_input_grad``'s order); updates apply to their rows at once.
+    Chain tensors also read outside the chain (outputs) get their rows stored as they are made."""
+    values = dict(zip(op.inputs, args))
+    outs = dict(zip(op.outputs, io.outputs))
+    parts, channels, group = parts_of_grad(op), op.attr("channels"), op.attr("group")
+    chained = {o for part in parts for o in part.outputs}
+    slots = _gradient_slots(op, io.scratch, outs)
+    recompute = op.attr("recompute", ())
+    source = _LazySource({fwd.outputs[0]: fwd for fwd in op.attr("lazy", ())}, values, op.attr("source_group", 1))
+    _source_phase(op.attr("pre", ()), source, values, outs, chained, step)
+    for c0 in range(0, channels, group):
+        rows = slice(c0, min(c0 + group, channels))
+        local: dict[str, np.ndarray | None] = {}
+        for fwd in recompute:  # the forward's masks of these channels, from the block input (old weights)
+            x = local[fwd.inputs[0]][None] if fwd.inputs[0] in local else values[fwd.inputs[0]]
+            y, mask = conv2d(fwd, [x] + [values[n][rows] for n in fwd.inputs[1:]], step)
+            local[fwd.outputs[0]], local[fwd.outputs[1]] = y[0], mask[0]
+        for part in parts:
+            _grad_part(part, rows, values, local, outs, chained, step, source, slots)
+    _source_phase(op.attr("post", ()), source, values, outs, chained, step)
+    return ()
+
+
+def _gradient_slots(op: Op, scratch: np.ndarray, outs: dict) -> dict[str, np.ndarray]:
+    """The gradients a chain materialises per group (the head's and each depthwise input gradient, and
+    the requant_grad written over each), as float32 views of the op's scratch bytes (from offset 0)."""
+    internal = internal_of_grad(op)
+    slots, offset, group = {}, 0, op.attr("group")
+    for part in parts_of_grad(op):
+        name = part.outputs[0] if part.outputs else None
+        if part.kind == "conv2d_grad_x" and name not in outs:
+            shape = (group,) + internal[name].shape[2:]
+            size = 4 * int(np.prod(shape))
+            slots[name] = scratch[offset:offset + size].view(np.float32).reshape(shape)
+            offset += size
+        elif part.kind == "requant_grad" and part.inputs[0] in slots:
+            slots[name] = slots[part.inputs[0]]  # in place, element by element
+    return slots
+
+
+class _LazySource:
+    """Rows of the tensors an ``mbconv_grad`` op computes on demand (the spread and requantized pool
+    gradient): the same float32 products the unfused avgpool_grad and requant_grad make."""
+
+    def __init__(self, lazy: dict, values: dict, step: int):
+        self.lazy, self.values, self.step = lazy, values, step  # step: rows computed at a time
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.lazy
+
+    def channels(self, name: str) -> int:
+        return self.lazy[name].attr("input_shape", (0, 0))[1] if self.lazy[name].kind == "avgpool_grad" \
+            else self.channels(self.lazy[name].inputs[0])
+
+    def rows(self, name: str, rows: slice) -> np.ndarray:
+        op = self.lazy[name]
+        g_name, mask, scale = op.inputs
+        mask = self.values[mask][0, rows].astype(np.float32)
+        if op.kind == "avgpool_grad":
+            spread = (self.values[g_name][0, rows] * mask) * self.values[scale][0]
+            return np.broadcast_to(spread[:, None, None], (spread.shape[0],) + tuple(op.attr("input_shape")[2:]))
+        m = self.values[scale]
+        factor = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(-1, 1, 1)
+        return (self.rows(g_name, rows) * mask) * factor
+
+
+def _source_phase(phase: tuple, source: _LazySource, values: dict, outs: dict, chained: set, step: int) -> None:
+    """Ops over the channels of the lazily computed tensor (its bias gradient, its weight gradient)."""
+    if not phase:
+        return
+    name = next(n for n in phase[0].inputs if n in source)
+    for c0 in range(0, source.channels(name), source.step):
+        rows = slice(c0, min(c0 + source.step, source.channels(name)))
+        local = {name: source.rows(name, rows)}
+        for part in phase:
+            _grad_part(part, rows, values, local, outs, chained | {name}, step, source)
+
+
+# where a chain tensor's channel axis is: gradients of activations [1, E, ...] on axis 1, of parameters on 0
+_CHANNEL_AXIS = {"conv2d_grad_x": 1, "requant_grad": 1, "conv2d_grad_b": 0, "conv2d_grad_w": 0}
+
+
+def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dict,
+         slots: dict | None = None) -> None:
+    name = part.outputs[0]
+    if slots and name in slots and value is not None:  # kept in the op's scratch until the next group
+        slot = slots[name][:value.shape[0]]
+        slot[...] = value
+        value = slot
+    local[name] = value
+    if name in outs and value is not None:
+        view = outs[name]
+        sel = slice(rows.start, rows.start + value.shape[0])
+        if _CHANNEL_AXIS[part.kind] == 1:
+            view[0, sel] = value
+        else:
+            view[sel] = value
+
+
+def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, chained: set, step: int,
+               source: _LazySource | None = None, slots: dict | None = None) -> None:
+    n = rows.stop - rows.start
+    kind = part.kind
+    if kind == "conv2d_grad_x":
+        g_name, w = part.inputs[0], values[part.inputs[1]]
+        if source is not None and g_name in source and g_name not in local:  # the head, from a lazy input
+            acc = None  # sum over the input's channels in ascending order, a few at a time
+            count = source.channels(g_name)
+            for o0 in range(0, count, source.step):
+                orows = slice(o0, min(o0 + source.step, count))
+                g = source.rows(g_name, orows)
+                terms = w[orows, rows, 0, 0].astype(np.float32)[:, :, None] * g.reshape(g.shape[0], 1, -1)
+                if acc is not None:
+                    terms = np.concatenate([acc[None], terms])
+                acc = np.add.reduce(terms, axis=0)
+            _put(part, acc.reshape((n,) + g.shape[1:]), rows, local, outs, slots)
+        elif g_name not in chained:  # the head: channels ``rows`` of the expanded gradient
+            g = values[g_name][0]
+            y = pointwise_input_grad(g.reshape(g.shape[0], -1), w[:, rows, 0, 0]).reshape((n,) + g.shape[1:])
+            _put(part, y, rows, local, outs, slots)
+        elif part.attr("groups") > 1:  # depthwise, channel by channel
+            shape = part.attr("input_shape")
+            y = correlate_transpose(local[g_name].astype(np.float64), w[rows].astype(np.float64), part.attr("stride"),
+                                    part.attr("groups"), tuple(shape[2:]))
+            _put(part, y.astype(np.float32), rows, local, outs, slots)
+        else:  # the tail: summed over the expanded channels, in ascending order, into its output
+            g = local[g_name]
+            acc = outs[part.outputs[0]][0]  # (over ``init`` when in place: then it starts as init)
+            terms = w[rows, :, 0, 0].astype(np.float32)[:, :, None] * g.reshape(n, 1, -1).astype(np.float32)
+            if rows.start or len(part.inputs) == 3:
+                start = acc if rows.start else values[part.inputs[2]][0]
+                terms = np.concatenate([start.reshape(1, acc.shape[0], -1), terms])
+            acc[...] = np.add.reduce(terms, axis=0).reshape(acc.shape)
+    elif kind == "requant_grad":
+        g, m = local[part.inputs[0]], values[part.inputs[2]]
+        mask = local[part.inputs[1]] if part.inputs[1] in local else values[part.inputs[1]][0, rows]
+        scale = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(n, 1, 1)
+        _put(part, (g * mask.astype(np.float32)) * scale, rows, local, outs, slots)
+    elif kind == "conv2d_grad_b":
+        _put(part, channel_sums(local[part.inputs[0]]), rows, local, outs)
+    elif kind == "update_bias":
+        b, g, qas = values[part.inputs[0]], local[part.inputs[1]], values[part.inputs[2]]
+        update_bias_rows(part, b, g, qas[rows], rows)
+    elif kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
+        update = kind == "conv2d_grad_w_update"
+        x_name, g_name = part.inputs[1:3] if update else part.inputs[:2]
+        x, g = values[x_name], local[g_name]
+        xz = x[0].astype(np.float64) - part.attr("x_zero")
+        if part.attr("groups") > 1:  # depthwise: channels below ``kept`` train
+            kept = min(rows.stop, xz.shape[0])
+            gw = None
+            if kept > rows.start:
+                gw = correlate_weight(xz[rows.start:kept], g[:kept - rows.start].astype(np.float64),
+                                      part.attr("weight_shape")[-1], part.attr("stride"),
+                                      part.attr("groups")).astype(np.float32)
+        else:  # 1x1: row c
+            gw = pointwise_weight_grad(xz, g.astype(np.float64).reshape(n, -1))[:, :, None, None].astype(np.float32)
+        if not update:
+            _put(part, gw, rows, local, outs)
+        elif gw is not None:
+            w, qas = values[part.inputs[0]], values[part.inputs[3]]
+            sel = slice(rows.start, rows.start + gw.shape[0])
+            update_weight_rows(part, w, gw, qas[sel], step, sel)
+    elif kind == "update_weight":
+        w, g, qas = values[part.inputs[0]], local[part.inputs[1]], values[part.inputs[2]]
+        if g is not None:
+            sel = slice(rows.start, rows.start + g.shape[0])
+            update_weight_rows(part, w, g, qas[sel], step, sel)
+    else:
+        raise ValueError(f"mbconv_grad cannot run a {kind} part")
+
+
+class _Shapes:
+    """``types.tensor(name).shape`` for ``window``: intermediate tensors and the op's operands."""
+
+    def __init__(self, internal: dict, values: dict):
+        self.internal, self.values = internal, values
+
+    def tensor(self, name: str):
+        return self.internal[name] if name in self.internal else self.values[name]
+
+
+def _folded_row(st: Op, expand: Op, rows, lo: int, hi: int, r: int, height: dict, buf: np.ndarray,
+                params: list, values: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``r`` of a depthwise conv whose input (a 1x1 expand conv's output) has no ring: for each
+    group of channels, the expand conv's rows lo..hi of those channels go into ``buf`` (the op's
+    scratch) and the depthwise conv reads them there: the same integers as the unfolded stages."""
+    base = expand.inputs[0]
+    win = rows(base, lo, hi)
+    w1, b1, m1, s1 = (values[n] for n in expand.inputs[1:5])
+    w, b, mult, shift = params
+    channels, group = w.shape[0], buf.shape[0]
+    ys, ms = [], []
+    for c0 in range(0, channels, group):
+        cs = slice(c0, min(c0 + group, channels))
+        n = cs.stop - cs.start
+        for j in range(hi - lo + 1):
+            buf[:n, j] = conv2d_row(expand, win[:, j:j + 1], lo + j, height[base], lo + j, w1[cs], b1[cs], m1[cs],
+                                    s1[cs])[0]
+        y, m = conv2d_row(st, buf[:n, :hi - lo + 1], lo, height[st.inputs[0]], r, w[cs], b[cs], mult[cs], shift[cs])
+        ys.append(y)
+        ms.append(m)
+    return np.concatenate(ys), np.concatenate(ms)
+
+
+ARENA_KERNELS: dict[str, Callable] = {"mbconv_rows": mbconv_rows, "mbconv_grad": mbconv_grad}
