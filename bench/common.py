@@ -35,3 +35,20 @@ def stamp(command: str) -> dict:
 def write_results(name: str, payload: dict, markdown: str) -> None:
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(DOCS / f"{name}.md", markdown.rstrip() + "\n")
+
+
+def throughput_args(description: str, argv, *, steps: int, windows: int):
+    """Parse the options every throughput benchmark takes, and apply the thread count."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=steps, help="training steps per timed window")
+    ap.add_argument("--windows", type=int, default=windows, help="timed windows (the median is reported)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared 2-core machine two OpenMP threads per process "
+                         "stall on barriers whenever anything else runs, which makes figures meaningless)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

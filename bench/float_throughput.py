@@ -7,14 +7,13 @@ median of several timed windows is reported, all in one process so the figures a
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import stamp, write_results
+from bench.common import stamp, throughput_args, write_results
 from mcutrain.models import build_model, model_summary
 from mcutrain.models.specs import PAPER_SPECS
 
@@ -42,16 +41,7 @@ def images_per_second(name: str, resolution: int, batch: int, steps: int, window
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a shared 2-core machine two OpenMP threads per process "
-                         "stall on barriers whenever anything else runs, which makes figures meaningless)")
-    ap.add_argument("--windows", type=int, default=3)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = throughput_args(__doc__, argv, steps=5, windows=3)
     rows = []
     for spec in PAPER_SPECS:
         rate = images_per_second(spec.name, args.resolution, args.batch, args.steps, args.windows)

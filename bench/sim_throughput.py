@@ -9,14 +9,13 @@ median over windows. Target (issue 3): int8 at least 0.5x fp32.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import stamp, write_results
+from bench.common import stamp, throughput_args, write_results
 from mcutrain.models.specs import PAPER_SPECS
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.quant.sim_model import Int8Net
@@ -55,16 +54,7 @@ def timed(step, steps: int, batch: int) -> float:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a shared 2-core machine two OpenMP threads per process "
-                         "stall on barriers whenever anything else runs, which makes figures meaningless)")
-    ap.add_argument("--windows", type=int, default=5)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = throughput_args(__doc__, argv, steps=3, windows=5)
     rows = []
     for spec in PAPER_SPECS:
         fp32_step, int8_step = steppers(spec.name, args.resolution, args.batch)
