@@ -170,7 +170,9 @@ def schemes(epochs: int = 6, train_n: int = 500) -> None:
     publish("sparse_schemes", TITLES["sparse_schemes"], res,
             [PROTOCOL[0], f"int8 SGD-M + QAS, {epochs} epochs on {train_n} training images (bias-only and full "
              f"run the whole network every step, hence the smaller budget for all), lr grid of 5 (4 for "
-             f"bias-only and full), chosen on validation; test accuracy in %."],
+             f"bias-only and full), chosen on validation; test accuracy in %.",
+             "A learning rate chosen at the top of its grid (shown beside each figure) means a wider grid "
+             "could still raise that cell a little."],
             "python -m experiments.int8_training schemes")
 
 
