@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.search.contrib import AnalysisConfig, analyze, runs_path, summary
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
@@ -12,7 +13,7 @@ from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 def register(subparsers) -> None:
     d = AnalysisConfig("", "", "")
     p = subparsers.add_parser(
-        "analyze", help="measure what each bias depth and weight update adds to accuracy (for the search)",
+        "analyze", help=HELP["analyze"],
         description="Short int8 fine-tunes of MODEL on --data from the same start: the classifier only "
                     "(baseline), the biases of the last k convs (dAcc_bias[k]) and each candidate conv's "
                     "weight at ratios 1/8..1 (dAcc_W[i, r], over bias-only with the same depth). Accuracy "

@@ -6,10 +6,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.engine.compile import compile_training, format_report
 from mcutrain.engine.reports import write_reports
-from mcutrain.models import model_names
+from mcutrain.models import get_spec, model_names
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import load_scheme, resolve
@@ -18,7 +19,7 @@ from mcutrain.sparse.permute import prepare_model
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "compile", help="compile a training step: autodiff, prune, reorder, plan memory",
+        "compile", help=HELP["compile"],
         description="Compile one batch-1 training step of MODEL (an int8 model file, or a zoo name for a "
                     "random-weight model: memory does not depend on the weights) under --scheme, and report "
                     "SRAM (arena + SRAM copies of trained parameters), Flash and the inference-only peak. "
@@ -39,8 +40,6 @@ def register(subparsers) -> None:
 def load_model(spec: str, resolution: int):
     """A model file, or a zoo name (random weights) at ``resolution`` (0: the zoo default)."""
     if spec in model_names() and not Path(spec).exists():
-        from mcutrain.models import get_spec
-
         return random_qmodel(spec, resolution or get_spec(spec).default_resolution, num_classes=10)[0]
     model = load_qmodel(spec)
     return replace(model, resolution=resolution) if resolution else model

@@ -11,12 +11,13 @@ import argparse
 
 import numpy as np
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.data import dataset_catalog, load_dataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="list the offline datasets, inspect a dataset's splits",
+    parser = subparsers.add_parser("data", help=HELP["data"],
                                    description=__doc__)
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: _usage(parser))

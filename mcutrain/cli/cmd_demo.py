@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
+from mcutrain.cli.commands import HELP
 from mcutrain.assets import DEFAULT_BACKBONE, DEFAULT_BACKBONE_DATA
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.data import Preprocessing, load_dataset
@@ -24,7 +25,7 @@ from mcutrain.train.finetune import FinetuneConfig, finetune
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="run the main job on the bundled default backbone",
+        "demo", help=HELP["demo"],
         description="Evaluate a pretrained float backbone, quantize it to int8, move it to a new task and "
                     "train it there with a sparse int8 update (simulation of on-device training). Defaults: "
                     "the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, scheme "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.data import Preprocessing, load_dataset
 from mcutrain.errors import DataError
@@ -10,7 +11,7 @@ from mcutrain.train.evaluate import evaluate
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="accuracy of a checkpoint on a dataset's test split",
+    p = subparsers.add_parser("eval", help=HELP["eval"],
                               description="Evaluate CKPT on the test split of --data (split from --seed).")
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--data", required=True)

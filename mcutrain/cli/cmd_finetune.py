@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.finetune import FinetuneConfig, finetune
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
@@ -10,7 +11,7 @@ from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 def register(subparsers) -> None:
     d = FinetuneConfig("", "", "")
     p = subparsers.add_parser(
-        "finetune", help="train an int8 model with a sparse-update scheme (PyTorch simulation)",
+        "finetune", help=HELP["finetune"],
         description="Fine-tune MODEL (an int8 model file) on --data with the parameters --scheme selects "
                     "(a built-in name, see `mcutrain scheme list`, or a scheme JSON file). A dataset with "
                     "other classes than the model gets a new int8 head. --float trains the fp32 twin "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.errors import McutrainError
 from mcutrain.quant.import_tiny_training import import_tiny_training
@@ -12,7 +13,7 @@ FORMATS = ("tiny-training",)
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "import", help="import a foreign int8 model file (the paper's tiny-training .pkl)",
+        "import", help=HELP["import"],
         description="Read an int8 model of the paper (mit-han-lab/tiny-training mcu_models/*.pkl) with a "
                     "restricted unpickler (no code in the file ever runs), identify its architecture from its "
                     "conv shapes, freeze its degenerate channels (w_scale < 1e-8) and write an mcutrain int8 "

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.pretrain import PretrainConfig, pretrain
 
@@ -13,7 +12,7 @@ from mcutrain.train.pretrain import PretrainConfig, pretrain
 def register(subparsers) -> None:
     d = PretrainConfig("", "", "")
     p = subparsers.add_parser(
-        "pretrain", help="float-train a zoo network (SGD + momentum, cosine schedule)",
+        "pretrain", help=HELP["pretrain"],
         description="Float pretraining with SGD + momentum and a cosine schedule. Writes CKPT, "
                     "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl after every epoch.")
     p.add_argument("--model", required=True, help="zoo name (see `mcutrain zoo`)")
@@ -40,9 +39,9 @@ def run(args) -> int:
                          batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          resolution=args.resolution, augment=not args.no_augment, seed=args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    log = (lambda msg: print(msg, file=sys.stderr)) if not args.quiet or args.json else print
-    summary = pretrain(cfg, resume=args.resume, force=args.force, progress=not args.quiet, log=log)
+    # Epoch lines go to stderr like the progress bar: stdout carries only the result (text or JSON).
+    summary = pretrain(cfg, resume=args.resume, force=args.force, progress=not args.quiet,
+                       log=lambda msg: print(msg, file=sys.stderr))
     emit(args, summary, lambda s: f"{s['model']} on {s['data']} @ {s['resolution']}px: "
                                   f"test accuracy {s['test_accuracy']:.4f} (n={s['test_n']}) -> {s['checkpoint']}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.data import Preprocessing, load_dataset
 from mcutrain.errors import DataError
@@ -16,7 +17,7 @@ from mcutrain.train.evaluate import evaluate
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "quantize", help="post-training quantization of a float checkpoint to an int8 model",
+        "quantize", help=HELP["quantize"],
         description="Fold BatchNorm, calibrate activation ranges on training batches of --data, quantize "
                     "weights per channel and biases to int32 (DESIGN.md section 3); report float and int8 "
                     "test accuracy.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.models import get_spec, model_names
 from mcutrain.sparse import analytic_extra_bytes, builtin_names, load_scheme, resolve
@@ -16,7 +17,7 @@ from mcutrain.sparse.scheme import Scheme, compact_ranges, read_scheme_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("scheme", help="list, show and check sparse-update schemes",
+    parser = subparsers.add_parser("scheme", help=HELP["scheme"],
                                    description=__doc__)
     sub = parser.add_subparsers(dest="scheme_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: _usage(parser))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.models import model_names, model_summary
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("zoo", help="list the model zoo with parameter and MAC counts",
+    p = subparsers.add_parser("zoo", help=HELP["zoo"],
                               description="List the built-in networks. Counts exclude the classifier: "
                                           "convs, conv weight elements, per-channel biases, and MACs "
                                           "at the given (or default) input resolution.")

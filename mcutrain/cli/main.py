@@ -1,8 +1,9 @@
 """Entry point of the ``mcutrain`` command.
 
 Each subcommand lives in its own module ``cmd_<name>.py`` exposing ``register(subparsers)``, which
-adds its parser and sets ``func`` (``args -> exit code``). COMMANDS lists them in pipeline order so
-``mcutrain --help`` reads like the pipeline.
+adds its parser and sets ``func`` (``args -> exit code``). ``commands.HELP`` lists them in pipeline
+order so ``mcutrain --help`` reads like the pipeline. Only the chosen command's module is imported
+(the others would pull in torch and the engine for nothing): the rest get help-only parsers.
 """
 
 from __future__ import annotations
@@ -12,25 +13,36 @@ import importlib
 import sys
 
 from mcutrain import __version__
+from mcutrain.cli.commands import HELP
 from mcutrain.errors import McutrainError
 
-COMMANDS = ["zoo", "data", "pretrain", "eval", "quantize", "import", "scheme", "finetune", "analyze", "compile", "demo"]
+COMMANDS = list(HELP)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str] | None) -> str | None:
+    """The subcommand named on the command line, if any (the first argument that is one)."""
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if a in HELP), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcutrain",
         description="Train int8 neural networks on microcontrollers (MCUNetV3-style).",
     )
     parser.add_argument("--version", action="version", version=f"mcutrain {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"mcutrain.cli.cmd_{name}").register(subparsers)
+    chosen = chosen_command(argv)
+    for name, text in HELP.items():
+        if name == chosen:
+            importlib.import_module(f"mcutrain.cli.cmd_{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

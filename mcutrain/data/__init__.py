@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mcutrain.data.datasets import ImageSet, SplitDataset, dataset_catalog, load_dataset
+from mcutrain.data.datasets import ImageSet, SplitDataset, dataset_catalog, load_dataset, mirror_safe
 from mcutrain.data.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from mcutrain.data.loader import BatchLoader
 
-__all__ = ["ImageSet", "SplitDataset", "load_dataset", "dataset_catalog", "Preprocessing", "BatchLoader"]
+__all__ = ["ImageSet", "SplitDataset", "load_dataset", "dataset_catalog", "mirror_safe", "Preprocessing",
+           "BatchLoader"]
 
 
 def __getattr__(name: str):

@@ -122,3 +122,13 @@ def dataset_catalog() -> list[dict]:
                 row["error"] = str(err)
         rows.append(row)
     return rows
+
+
+def mirror_safe(name: str) -> bool:
+    """Whether random horizontal flips are a valid augmentation for this dataset.
+
+    Mirroring a digit makes another symbol, so the digit datasets say no; user data (folder:, npz:)
+    is assumed mirror-safe, as for most natural images.
+    """
+    source = sources.NAMED.get(name)
+    return source.mirror_safe if source is not None else True

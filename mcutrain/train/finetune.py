@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mcutrain.data import BatchLoader, ImageSet, Preprocessing, SplitDataset, load_dataset
+from mcutrain.data import BatchLoader, ImageSet, Preprocessing, SplitDataset, load_dataset, mirror_safe
 from mcutrain.errors import McutrainError
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
@@ -36,7 +36,6 @@ from mcutrain.train.prefix_cache import (
     cached_bytes,
     first_trained_block,
 )
-from mcutrain.train.pretrain import MIRROR_UNSAFE
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class _Task:
             self.model_fn = net
             self.batches = BatchLoader(train, cfg.batch_size, resolution, shuffle=True, seed=cfg.seed,
                                        augment=cfg.augment, preprocessing=prep,
-                                       hflip=cfg.data not in MIRROR_UNSAFE)
+                                       hflip=mirror_safe(cfg.data))
             return
         split = self.split
         key = (id(identity[0]), identity[1], type(net).__name__, split, resolution, dataset.name, cfg.seed,

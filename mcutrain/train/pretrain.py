@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset
+from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset, mirror_safe
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import append_jsonl
 from mcutrain.io.container import read_container, write_container
@@ -27,8 +27,6 @@ from mcutrain.train.checkpoint import CheckpointInfo, load_numpy_state, save_che
 from mcutrain.train.evaluate import evaluate
 
 STATE_KIND = "train-state"
-# Mirroring a digit makes another symbol: these datasets get translation but no horizontal flip.
-MIRROR_UNSAFE = {"digits", "mnist-5k"}
 STATE_VERSION = 1
 
 
@@ -75,7 +73,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
 
     loader = BatchLoader(dataset.train, cfg.batch_size, resolution, shuffle=True, seed=cfg.seed,
                          augment=cfg.augment, drop_last=True, preprocessing=prep,
-                         hflip=cfg.data not in MIRROR_UNSAFE)
+                         hflip=mirror_safe(cfg.data))
     total_steps = cfg.epochs * len(loader)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()

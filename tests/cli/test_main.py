@@ -14,12 +14,24 @@ def _run(capsys, argv):
 
 
 def test_every_command_has_help(capsys):
-    parser = build_parser()
     for name in COMMANDS:
         with pytest.raises(SystemExit) as exc:
-            parser.parse_args([name, "--help"])
+            build_parser([name, "--help"]).parse_args([name, "--help"])
         assert exc.value.code == 0
-        assert "usage: mcutrain " + name in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "usage: mcutrain " + name in out and "options:" in out
+
+
+def test_top_level_help_lists_every_command_without_importing_them(capsys):
+    import sys
+
+    for name in COMMANDS:
+        sys.modules.pop(f"mcutrain.cli.cmd_{name}", None)
+    with pytest.raises(SystemExit):
+        build_parser(["--help"]).parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+    assert not any(f"mcutrain.cli.cmd_{name}" in sys.modules for name in COMMANDS)
 
 
 def test_zoo_json_lists_the_paper_networks_exactly(capsys):

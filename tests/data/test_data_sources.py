@@ -288,3 +288,10 @@ def test_folder_16bit_grey_is_rescaled_not_clipped(tmp_path):
     assert raw.images.shape == (6, 4, 4, 1)
     peaks = [int(raw.images[raw.labels == k].max()) for k in range(2)]
     assert raw.classes == ("bright", "dark") and peaks == [255, 32]  # 8192/65535*255 = 31.9
+
+
+def test_only_the_digit_datasets_refuse_mirroring():
+    from mcutrain.data import mirror_safe
+
+    assert [n for n in ("fashion-mnist", "mnist-5k", "digits", "faces") if not mirror_safe(n)] == ["mnist-5k", "digits"]
+    assert mirror_safe("folder:/anything") and mirror_safe("npz:/x.npz")

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from mcutrain.errors import CheckpointError
-from mcutrain.io.container import read_container, write_container
+from mcutrain.io.container import write_container
 from mcutrain.quant.model_file import KIND, VERSION, load_qmodel, save_qmodel
 from tests.helpers import int8_numpy
+from tests.helpers.files import tamper
 from tests.helpers.models import int8_input, quantized
 
 
@@ -27,11 +28,6 @@ def test_round_trip_is_exact(tmp_path, qmodel):
     assert np.array_equal(int8_numpy.forward(qmodel, x)[0], int8_numpy.forward(back, x)[0])
 
 
-def _tamper(path, fn):
-    meta, tensors = read_container(path, KIND, (VERSION,))
-    fn(meta, tensors)
-    write_container(path, KIND, VERSION, meta, tensors)
-
 
 @pytest.mark.parametrize("change, message", [
     (lambda m, t: t.__setitem__("blocks.1.depthwise.weight", t["blocks.1.depthwise.weight"].astype(np.int16)),
@@ -46,7 +42,7 @@ def _tamper(path, fn):
 def test_bad_files_are_refused_by_name(tmp_path, qmodel, change, message):
     path = tmp_path / "m.safetensors"
     save_qmodel(path, qmodel)
-    _tamper(path, change)
+    tamper(path, KIND, VERSION, change)
     with pytest.raises(CheckpointError, match=message):
         load_qmodel(path)
 
