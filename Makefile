@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mcutrain-installed
 BACKBONE := mcutrain/assets/mbv2-w0.35-fmnist64.safetensors
 
-.PHONY: demo test bench setup system venv backbone clean
+.PHONY: demo test bench setup system venv ort-venv backbone clean
 
 demo: setup
 	$(VENV)/bin/mcutrain demo
@@ -16,7 +16,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
-bench: setup
+bench: setup ort-venv
 	$(PY) bench/run_all.py
 
 setup: venv system
@@ -32,6 +32,18 @@ $(STAMP): requirements.lock pyproject.toml
 system:
 	bash scripts/setup_system.sh
 
+# The ONNX Runtime training peer of bench/host_training.py lives in its own environment: it pins
+# onnx 1.16.2, which the project does not need (about 300 MB, installed only for `make bench`).
+ORT_VENV := .venv-ort
+ORT_STAMP := $(ORT_VENV)/.installed
+
+ort-venv: $(ORT_STAMP)
+
+$(ORT_STAMP): bench/requirements-ort.lock
+	test -x $(ORT_VENV)/bin/python || $(PYTHON) -m venv $(ORT_VENV)
+	$(ORT_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r bench/requirements-ort.lock
+	touch $(ORT_STAMP)
+
 # Re-creates the bundled default backbone (about 30 minutes on one core); see mcutrain/assets/README.md.
 backbone: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/mcutrain pretrain --model mbv2-w0.35 --data fashion-mnist --resolution 64 \
@@ -39,4 +51,4 @@ backbone: setup
 	cp runs/backbone/mbv2-w0.35-fmnist64.safetensors $(BACKBONE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(ORT_VENV) .pytest_cache .hypothesis
