@@ -18,6 +18,7 @@ STEPS = [  # (name, module, argv)
     ("float_throughput", "bench.float_throughput", []),
     ("sim_throughput", "bench.sim_throughput", []),
     ("memory_ladder", "bench.memory_ladder", []),
+    ("m7_footprint", "bench.m7_footprint", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
 ]
 
