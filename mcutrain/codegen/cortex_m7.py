@@ -29,6 +29,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,11 +140,11 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
     report = {"memory_map": asdict(memory), "elf": elf.name, "objects_footprint": needed,
               "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS)}
     if strict is not None:
-        report["strict"] = _strict(folder, objects, strict, needed)
+        report["strict"] = _strict(folder, objects, strict)
     return report
 
 
-def _strict(folder: Path, objects: list[Path], memory: MemoryMap, needed: dict) -> dict:
+def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
     out = {"memory_map": asdict(memory)}
     try:
         elf = _link_checked(folder, objects, memory, object_footprint(objects, memory.stack_bytes),
@@ -296,26 +297,31 @@ def run_qemu(elf, images, labels, eval_images=None, eval_labels=None, *, classes
 
 
 def _stream(cmd: list[str], cwd: Path, timeout: float, progress) -> tuple[list[dict], str, int]:
-    events = []
+    """Run QEMU, decoding JSON lines as they come; a watchdog kills it after ``timeout`` seconds (a
+    firmware that hangs prints nothing, so the reading loop alone could not notice)."""
+    events, lines = [], []
     # QEMU writes the semihosting console (the JSON lines) to stderr, beside its own messages.
-    lines = []
     with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        deadline = time.monotonic() + timeout
-        for raw in proc.stdout:
-            lines.append(raw)
-            if raw.startswith("{"):
-                event = json.loads(raw)
-                events.append(event)
-                if progress is not None:
-                    progress(event)
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise CodegenError(f"the firmware run took more than {timeout:.0f} s; killed")
-        try:
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
             proc.kill()
-            raise CodegenError(f"the firmware run took more than {timeout:.0f} s; killed") from None
+
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.start()
+        try:
+            for raw in proc.stdout:
+                lines.append(raw)
+                if raw.startswith("{"):
+                    events.append(json.loads(raw))
+                    if progress is not None:
+                        progress(events[-1])
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+    if killed.is_set():
+        raise CodegenError(f"the firmware run took more than {timeout:.0f} s and was killed")
     return events, "".join(lines), code
 
 

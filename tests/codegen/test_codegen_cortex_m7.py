@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from mcutrain.codegen import HostEngine, build_host, compile_for_codegen, generate
+from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_codegen, generate
 from mcutrain.codegen.cortex_m7 import (STACK_RESERVE, STM32F746, MemoryMap, MemoryOverflowError, build_cortex_m7,
                                         fnv1a, object_footprint, run_qemu, tools_available)
 from mcutrain.codegen.samples import int8_samples
@@ -146,3 +146,13 @@ def test_the_loss_falls_on_digits_under_qemu(tmp_path, digits_new_head):
     print(f"digits, last layer, 48 steps under QEMU: loss {first:.3f} -> {last:.3f}, accuracy {before} -> {after}")
     assert last < 0.8 * first
     assert after > before + 0.2
+
+
+def test_the_firmware_refuses_foreign_input_and_a_hung_run_is_killed(tmp_path):
+    generate(_program("last-k:6"), tmp_path)
+    elf = tmp_path / build_cortex_m7(tmp_path, strict=None)["elf"]
+    images, labels = _data(1)
+    with pytest.raises(CodegenError, match="input file made for another model"):
+        run_qemu(elf, images, labels, classes=CLASSES + 1)
+    with pytest.raises(CodegenError, match="took more than 0 s and was killed"):
+        run_qemu(elf, images, labels, classes=CLASSES, timeout=0.01)

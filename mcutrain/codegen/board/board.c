@@ -57,6 +57,6 @@ uint32_t mct_board_stack_high_water(void) {
     return (uint32_t)((uintptr_t)&_estack - (uintptr_t)p);
 }
 
-uint32_t mct_board_stack_painted(void) {
+uint32_t mct_board_stack_space(void) {
     return (uint32_t)((uintptr_t)&_estack - (uintptr_t)&_stack_limit);
 }

@@ -23,6 +23,6 @@ uint32_t mct_board_ticks(void); /* ticks since mct_board_clock_start */
 
 /* Stack: bytes between the top of SRAM and the lowest word that no longer holds the paint. */
 uint32_t mct_board_stack_high_water(void);
-uint32_t mct_board_stack_painted(void); /* bytes from the end of .bss to the top of SRAM (the stack's room) */
+uint32_t mct_board_stack_space(void); /* bytes from the end of .bss to the top of SRAM (the stack's room) */
 
 #endif /* MCT_BOARD_H */
