@@ -19,6 +19,9 @@ The harness (``board/harness.c``) reads samples from the host through semihostin
 lines; the runner here writes the input file (``INPUT_FORMAT``), starts QEMU with
 ``-icount shift=0,align=off,sleep=off`` (one instruction = 1 ns of virtual time, so timer ticks count
 instructions: 40 per tick, checked on every run against a loop of known length) and parses the lines.
+A run equals the host build bit for bit (losses, logits, trained parameters): the forward is integer,
+the loss uses the kernels' own exp/log (not newlib's or glibc's libm), float32 is IEEE with no
+contraction on both, and the float64 accumulators are soft-float here, rounded as IEEE requires.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
  * (MCT_INSTRUCTIONS_PER_TICK). The "calibration" line reports the ticks of a loop of known length
  * (2 instructions per iteration: subs + bne) so that the runner can check that scale on every run.
  * These are instructions, not cycles: a Cortex-M7 issues up to two per cycle and waits on memory.
+ * The timer is 32 bits: one measured interval may span up to 2^32 ticks (171 G instructions).
  *
  * The sample and save buffers live in the .hostio section, outside the SRAM being measured: on a
  * device the camera would write into the model's own input buffer (the arena) instead.
