@@ -44,9 +44,10 @@ def register(subparsers) -> None:
                         "when only frozen layers read it)")
     p.add_argument("--report", metavar="DIR", default=None, help="write timeline and plot files here")
     p.add_argument("--target", choices=TARGETS, default=None,
-                   help="also generate the C program into --out and build it for this target (the image is "
-                        "then kept whole: the C target does not stream it)")
-    p.add_argument("--out", metavar="DIR", default=None, help="folder for the generated C and the build (with --target)")
+                   help="also generate the C program into --out and build it for this target (compiled with "
+                        "the passes the C target supports; --whole-image does not apply)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for the generated C and the build (with --target)")
     p.add_argument("--sram-kb", type=int, default=STM32F746.ram_bytes // 1024,
                    help="SRAM of the cortex-m7 memory map in KiB (default: the STM32F746's 320)")
     p.add_argument("--flash-kb", type=int, default=STM32F746.flash_bytes // 1024,
@@ -117,4 +118,5 @@ def _target_line(t: dict) -> str:
     f, strict = t["footprint"], t["strict"]
     fits = "fits" if strict["fits"] else "does NOT fit (" + strict["why"] + ")"
     return (f"  cortex-m7       {t['out']}/{t['elf']}: Flash {f['flash_bytes']:,} bytes, static SRAM "
-            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run); {strict['memory_map']['name']}: {fits}")
+            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run); "
+            f"{strict['memory_map']['name']}: {fits}")
