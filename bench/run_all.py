@@ -19,6 +19,7 @@ STEPS = [  # (name, module, argv)
     ("sim_throughput", "bench.sim_throughput", []),
     ("memory_ladder", "bench.memory_ladder", []),
     ("host_training", "bench.host_training", []),
+    ("m7_footprint", "bench.m7_footprint", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
 ]
 

@@ -1,4 +1,10 @@
-"""`mcutrain compile`: compile one on-device training step and report where every byte lives."""
+"""`mcutrain compile`: compile one on-device training step and report where every byte lives.
+
+With ``--target host|cortex-m7 --out DIR`` it also generates the C program into DIR and builds it: a
+host library (``mcutrain run`` drives it through ctypes) or a Cortex-M7 firmware (STM32F746 map, also
+linked against a strict 256 KB SRAM map; ``mcutrain run`` drives it under QEMU). DIR gets
+``target.json``: what ``run`` needs to feed the program (resolution, input quantization, classes).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from mcutrain.cli.commands import HELP
+from mcutrain.codegen.cortex_m7 import STM32F746
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.engine.compile import compile_training, format_report
+from mcutrain.errors import McutrainError
 from mcutrain.engine.reports import write_reports
 from mcutrain.models import get_spec, model_names
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import load_scheme, resolve
 from mcutrain.sparse.permute import prepare_model
+
+TARGETS = ("host", "cortex-m7")
 
 
 def register(subparsers) -> None:
@@ -33,6 +43,15 @@ def register(subparsers) -> None:
                    help="keep the input image whole in SRAM (default: stream it row by row from its source, "
                         "when only frozen layers read it)")
     p.add_argument("--report", metavar="DIR", default=None, help="write timeline and plot files here")
+    p.add_argument("--target", choices=TARGETS, default=None,
+                   help="also generate the C program into --out and build it for this target (compiled with "
+                        "the passes the C target supports; --whole-image does not apply)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for the generated C and the build (with --target)")
+    p.add_argument("--sram-kb", type=int, default=STM32F746.ram_bytes // 1024,
+                   help="SRAM of the cortex-m7 memory map in KiB (default: the STM32F746's 320)")
+    p.add_argument("--flash-kb", type=int, default=STM32F746.flash_bytes // 1024,
+                   help="Flash of the cortex-m7 memory map in KiB (default: the STM32F746's 1024)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -46,12 +65,19 @@ def load_model(spec: str, resolution: int):
 
 
 def run(args) -> int:
+    if (args.target is None) != (args.out is None):
+        raise McutrainError("--target and --out go together: --target host|cortex-m7 --out DIR")
     qmodel = load_model(args.model, args.resolution)
     plan = resolve(load_scheme(args.scheme, qmodel.spec.name), qmodel.spec)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
           file=sys.stderr)
-    program = compile_training(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed,
-                               stream_input=not args.whole_image)
+    if args.target:
+        from mcutrain.codegen import compile_for_codegen
+
+        program = compile_for_codegen(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed)
+    else:
+        program = compile_training(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed,
+                                   stream_input=not args.whole_image)
     r = program.report
     summary = {
         "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme,
@@ -65,12 +91,32 @@ def run(args) -> int:
     if args.report:
         title = f"{summary['model']} @{summary['resolution']}, {summary['scheme']}: live memory per op"
         summary["report_files"] = [str(p) for p in write_reports(program, args.report, summary, title)]
+    if args.target:
+        from mcutrain.codegen.targets import build_target
+
+        memory = replace(STM32F746, flash_bytes=args.flash_kb * 1024, ram_bytes=args.sram_kb * 1024)
+        if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
+            memory = replace(memory, name=f"{args.flash_kb}kb-flash-{args.sram_kb}kb-sram")
+        summary["target"] = build_target(program, qmodel, plan, args.target, args.out, memory=memory,
+                                         log=lambda m: print(m, file=sys.stderr))
     emit(args, summary, _human)
     return 0
 
 
 def _human(s: dict) -> str:
     lines = [f"{s['model']} @ {s['resolution']}x{s['resolution']}, scheme {s['scheme']}: {s['ops']} ops", s["text"]]
+    if s.get("target"):
+        lines.append(_target_line(s["target"]))
     if s.get("report_files"):
         lines.append("  report          " + ", ".join(s["report_files"]))
     return "\n".join(lines)
+
+
+def _target_line(t: dict) -> str:
+    if t["target"] == "host":
+        return f"  host build      {t['out']}/{t['library']}"
+    f, strict = t["footprint"], t["strict"]
+    fits = "fits" if strict["fits"] else "does NOT fit (" + strict["why"] + ")"
+    return (f"  cortex-m7       {t['out']}/{t['elf']}: Flash {f['flash_bytes']:,} bytes, static SRAM "
+            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run); "
+            f"{strict['memory_map']['name']}: {fits}")

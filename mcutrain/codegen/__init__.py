@@ -6,7 +6,10 @@
     engine.train_step(image, label); engine.predict(image); engine.parameters()
 
 ``generate`` (module ``generate``): templates + one emitter per op kind (``emitters.EMITTERS``) over the
-schedule and memory plan; ``host``: the host build (optionally with ASan + UBSan) and its runner.
+schedule and memory plan; ``host``: the host build (optionally with ASan + UBSan) and its runner;
+``cortex_m7``: the firmware build (``board/``: start-up, semihosting harness, linker script), the
+memory check before linking and the runner under QEMU; ``targets``: a folder for either target plus
+``target.json`` (``mcutrain compile --target``, ``mcutrain run``); ``samples``: dataset -> int8 inputs.
 The kernels (``c/mct_kernels.c``) mirror the NumPy reference executor: forward bit-exact, backward
 and updates to its float rounding (see ``c/mct_kernels.h``).
 """

@@ -1,0 +1,363 @@
+"""The Cortex-M7 target: a generated folder -> firmware ELF for an STM32F746, and its runs under QEMU.
+
+    report = build_cortex_m7("out/")                 # board files + arm-none-eabi-gcc -> out/firmware.elf
+    result = run_qemu("out/firmware.elf", images, labels, eval_images, eval_labels)
+
+Why a target of its own: the host build proves the arithmetic, but only a real cross build says what
+the program costs on the microcontroller (Flash and SRAM from the ELF, the stack the kernels really
+use, instructions per step). The build (DESIGN.md section 7) uses the host's C flags (IEEE float32,
+no contraction, no strict aliasing) plus -mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-sp-d16,
+and links against the STM32F746 map (1 MB Flash at 0x0, 320 KB SRAM at 0x20000000: addresses QEMU's
+mps2-an500 also runs) and, separately, against a strict 256 KB SRAM map to say whether the paper's
+"under 256 KB" holds.
+
+Memory is checked before linking: the object files' section sizes plus the stack reserve against each
+region, with an error that names the region and the numbers (``MemoryOverflowError``); a linker that
+still overflows (the C library's few KB) is turned into the same error, never shown raw.
+
+The harness (``board/harness.c``) reads samples from the host through semihosting and prints JSON
+lines; the runner here writes the input file (``INPUT_FORMAT``), starts QEMU with
+``-icount shift=0,align=off,sleep=off`` (one instruction = 1 ns of virtual time, so timer ticks count
+instructions: 40 per tick, checked on every run against a loop of known length) and parses the lines.
+A run equals the host build bit for bit (losses, logits, trained parameters): the forward is integer,
+the loss uses the kernels' own exp/log (not newlib's or glibc's libm), float32 is IEEE with no
+contraction on both, and the float64 accumulators are soft-float here, rounded as IEEE requires.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from string import Template
+
+import numpy as np
+
+from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.host import CFLAGS, read_manifest
+
+__all__ = ["BOARD_FILES", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746", "ToolMissingError",
+           "UNDER_256KB", "build_cortex_m7", "elf_footprint", "object_footprint", "run_qemu", "tools_available"]
+
+BOARD = Path(__file__).parent / "board"
+BOARD_FILES = ("startup.c", "board.c", "harness.c", "mct_board.h")
+BOARD_SOURCES = ("startup.c", "board.c", "harness.c")
+ARCH_FLAGS = ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16")
+M7_CFLAGS = CFLAGS + ARCH_FLAGS + ("-ffunction-sections", "-fdata-sections")
+# No C start-up files and no semihosting library: the harness calls semihosting itself (no heap, no
+# stdio buffers). libc: memcpy/memset; libm: floorf; libgcc: the soft double of the fp32-only FPU.
+LINK_FLAGS = ("--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
+LIBS = ("-lm", "-lc", "-lgcc")
+SETUP_HINT = "install them with `make system` (scripts/setup_system.sh)"
+
+# The stack the linker keeps free above .bss. The kernels do not recurse and keep no large locals
+# (every tensor is in the arena): the deepest path measured is 540-572 bytes (tiny and the three paper
+# networks, the harness's logits included), so 4 KB leaves room; every run checks it (stack_high_water).
+STACK_RESERVE = 4096
+INSTRUCTIONS_PER_TICK = 40  # mps2 timer at 25 MHz, 1 ns per instruction (-icount shift=0); see harness.c
+INPUT_NAME = "mct_input.bin"
+INPUT_MAGIC, INPUT_VERSION = 0x4954434D, 1  # "MCTI"
+FLAG_EVAL_BEFORE, FLAG_EVAL_AFTER = 1, 2
+INPUT_FORMAT = """little-endian: 8 uint32 (magic "MCTI", version 1, image bytes, classes, n_train,
+n_eval, flags: 1 = evaluate before training, 2 = after, 0); then n_train + n_eval records of
+(int32 label, int8 image [C][H][W]): the training samples first, then the held-out ones."""
+
+FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
+SRAM_SECTIONS = (".data", ".bss")
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    """The memory a firmware is linked for: Flash and SRAM sizes, and the stack kept free in SRAM."""
+
+    name: str
+    flash_bytes: int
+    ram_bytes: int
+    stack_bytes: int = STACK_RESERVE
+
+
+STM32F746 = MemoryMap("stm32f746", 1024 * 1024, 320 * 1024)
+UNDER_256KB = MemoryMap("256kb-sram", 1024 * 1024, 256 * 1024)
+
+
+class ToolMissingError(CodegenError):
+    """The cross compiler or QEMU is not installed."""
+
+
+class MemoryOverflowError(CodegenError):
+    """The program does not fit the memory map: ``over`` is {region: (needed, available)}."""
+
+    def __init__(self, memory: MemoryMap, needed: dict[str, int], where: str):
+        self.memory, self.needed = memory, needed
+        available = {"Flash": memory.flash_bytes, "SRAM": memory.ram_bytes}
+        self.over = {r: (needed[r], available[r]) for r in available if needed[r] > available[r]}
+        parts = [f"{r}: needs {n:,} bytes, {a:,} available (over by {n - a:,})" for r, (n, a) in self.over.items()]
+        super().__init__(f"the program does not fit {memory.name} ({where}): " + "; ".join(parts)
+                         + f". SRAM counts .data + .bss (arena, trained parameter copies) + a {memory.stack_bytes:,}"
+                         f"-byte stack reserve; Flash counts code, constants and .data's initial values. Choose a "
+                         f"sparser scheme, a lower resolution or a larger memory map.")
+
+
+def tools_available(*names: str) -> str | None:
+    """None when every tool is on PATH, else a sentence naming the missing ones and how to install them."""
+    missing = [n for n in names if shutil.which(n) is None]
+    return f"{', '.join(missing)} not found: {SETUP_HINT}" if missing else None
+
+
+def _require(*names: str) -> None:
+    why = tools_available(*names)
+    if why:
+        raise ToolMissingError(why)
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    if result.returncode != 0:
+        raise CodegenError(f"{what} failed ({' '.join(map(str, cmd))}):\n{result.stderr[-4000:]}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Build
+
+
+def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | None = UNDER_256KB,
+                    defines: tuple[str, ...] = ()) -> dict:
+    """Copy the board files into the generated ``folder``, compile, check and link ``firmware.elf``
+    for ``memory`` (raises ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the
+    strict map too (``firmware-<name>.elf``; reported, never raised). ``defines`` (``NAME=VALUE``) go
+    to the compiler as -D (e.g. ``MCT_ACC_T=float``: faster, no longer bit-equal to the host build).
+    Returns the build report."""
+    _require("arm-none-eabi-gcc", "arm-none-eabi-size")
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for name in BOARD_FILES:
+        shutil.copyfile(BOARD / name, folder / name)
+    objects = _compile(folder, list(manifest["sources"]) + list(BOARD_SOURCES), [f"-D{d}" for d in defines])
+    needed = object_footprint(objects, memory.stack_bytes)
+    elf = _link_checked(folder, objects, memory, needed, folder / "firmware.elf")
+    report = {"memory_map": asdict(memory), "elf": elf.name, "objects_footprint": needed,
+              "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS) + [f"-D{d}" for d in defines]}
+    if strict is not None:
+        report["strict"] = _strict(folder, objects, strict)
+    return report
+
+
+def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
+    out = {"memory_map": asdict(memory)}
+    try:
+        elf = _link_checked(folder, objects, memory, object_footprint(objects, memory.stack_bytes),
+                            folder / f"firmware-{memory.name}.elf")
+    except MemoryOverflowError as err:
+        return {**out, "fits": False, "elf": None, "why": str(err),
+                "over": {r: {"needed": n, "available": a} for r, (n, a) in err.over.items()}}
+    return {**out, "fits": True, "elf": elf.name}
+
+
+def _compile(folder: Path, sources: list[str], extra: list[str]) -> list[Path]:
+    build = folder / "build-m7"
+    build.mkdir(exist_ok=True)
+    objects = []
+    for source in sources:
+        obj = build / (Path(source).stem + ".o")
+        _run(["arm-none-eabi-gcc", *M7_CFLAGS, *extra, f"-I{folder}", "-c", str(folder / source), "-o", str(obj)],
+             f"cross-compiling {source}")
+        objects.append(obj)
+    return objects
+
+
+def section_sizes(path: Path) -> dict[str, int]:
+    """{section name: bytes} of an object file or ELF (``arm-none-eabi-size -A -d``)."""
+    out = _run(["arm-none-eabi-size", "-A", "-d", str(path)], "arm-none-eabi-size").stdout
+    sizes: dict[str, int] = {}
+    for row in out.splitlines():
+        parts = row.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sizes[parts[0]] = sizes.get(parts[0], 0) + int(parts[1])
+    return sizes
+
+
+def _region(section: str) -> str | None:
+    """Where an object file's section ends up: 'flash', 'data' (both), 'bss', or None (not loaded)."""
+    if section.startswith((".text", ".rodata", ".isr_vector", ".ARM.exidx", ".ARM.extab")):
+        return "flash"
+    if section.startswith(".data"):
+        return "data"
+    if section.startswith(".bss") or section == "COMMON":
+        return "bss"
+    return None  # .hostio (the harness's host link), debug info, comments, attributes
+
+
+def object_footprint(objects: list[Path], stack_bytes: int) -> dict[str, int]:
+    """Flash and SRAM the objects need before linking (sections kept whole: --gc-sections can only
+    make the linked program smaller; the C library's few KB come on top)."""
+    totals = {"flash": 0, "data": 0, "bss": 0}
+    for obj in objects:
+        for section, size in section_sizes(obj).items():
+            region = _region(section)
+            if region is not None:
+                totals[region] += size
+    return {"Flash": totals["flash"] + totals["data"], "SRAM": totals["data"] + totals["bss"] + stack_bytes,
+            "data": totals["data"], "bss": totals["bss"], "stack_reserve": stack_bytes}
+
+
+OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+
+
+def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: dict, elf: Path) -> Path:
+    if needed["Flash"] > memory.flash_bytes or needed["SRAM"] > memory.ram_bytes:
+        raise MemoryOverflowError(memory, needed, "object files before linking")
+    script = folder / f"board-{memory.name}.ld"
+    script.write_text(Template((BOARD / "board.ld.in").read_text()).substitute(
+        flash_bytes=memory.flash_bytes, ram_bytes=memory.ram_bytes, stack_bytes=memory.stack_bytes))
+    cmd = ["arm-none-eabi-gcc", *ARCH_FLAGS, *LINK_FLAGS, "-T", str(script), *map(str, objects), *LIBS,
+           "-Wl,-Map=" + str(elf.with_suffix(".map")), "-o", str(elf)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        overflows = {region: int(n) for region, n in OVERFLOW.findall(result.stderr)}
+        if overflows:  # the libraries tipped it over: the same error as before linking
+            linked = dict(needed)
+            if "FLASH" in overflows:
+                linked["Flash"] = memory.flash_bytes + overflows["FLASH"]
+            if "RAM" in overflows:
+                linked["SRAM"] = memory.ram_bytes + overflows["RAM"]
+            raise MemoryOverflowError(memory, linked, "after linking the C library")
+        raise CodegenError(f"linking {elf.name} failed ({' '.join(cmd)}):\n{result.stderr[-4000:]}")
+    return elf
+
+
+def elf_footprint(elf) -> dict[str, int]:
+    """Flash (.isr_vector + .text + .rodata + .ARM.exidx + .data) and static SRAM (.data + .bss) of a
+    linked firmware, from its section headers; the stack comes from a run (``QemuRun``)."""
+    sizes = section_sizes(Path(elf))
+    return {"flash_bytes": sum(sizes.get(s, 0) for s in FLASH_SECTIONS),
+            "static_sram_bytes": sum(sizes.get(s, 0) for s in SRAM_SECTIONS),
+            "text": sizes.get(".text", 0), "rodata": sizes.get(".rodata", 0), "data": sizes.get(".data", 0),
+            "bss": sizes.get(".bss", 0), "stack_reserve": sizes.get(".stack", 0),
+            "harness_io": sizes.get(".hostio", 0)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs under QEMU
+
+
+@dataclass
+class QemuRun:
+    """What the firmware printed, decoded: floats from their bits, ticks as instructions."""
+
+    losses: np.ndarray               # [n_train] float32
+    train_instructions: np.ndarray    # [n_train]
+    logits: dict[str, np.ndarray]     # phase ("before" / "after") -> [n_eval, K] float32
+    classes: dict[str, np.ndarray]    # phase -> [n_eval] predicted class
+    predict_instructions: np.ndarray  # every prediction's instructions
+    stack_high_water: int
+    stack_space: int
+    save_fnv1a: int
+    steps: int
+    calibration: dict
+    seconds: float
+
+
+def qemu_command(elf) -> list[str]:
+    return ["qemu-system-arm", "-M", "mps2-an500", "-nographic", "-monitor", "none", "-serial", "none",
+            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0,align=off,sleep=off",
+            "-kernel", str(Path(elf).resolve())]
+
+
+def write_input(path, images: np.ndarray, labels, eval_images: np.ndarray, eval_labels, classes: int,
+                flags: int) -> None:
+    """The harness's input file (``INPUT_FORMAT``)."""
+    images, eval_images = np.asarray(images, np.int8), np.asarray(eval_images, np.int8)
+    image_bytes = int(np.prod(images.shape[1:] if len(images) else eval_images.shape[1:]))
+    with open(path, "wb") as f:
+        f.write(struct.pack("<8I", INPUT_MAGIC, INPUT_VERSION, image_bytes, classes, len(images),
+                            len(eval_images), flags, 0))
+        for x, y in list(zip(images, labels)) + list(zip(eval_images, eval_labels)):
+            f.write(struct.pack("<i", int(y)) + np.ascontiguousarray(x).tobytes())
+
+
+def run_qemu(elf, images, labels, eval_images=None, eval_labels=None, *, classes: int, before: bool = True,
+             after: bool = True, timeout: float = 600, progress=None) -> QemuRun:
+    """Train on (images, labels) under QEMU, evaluating (eval_images, eval_labels) before and/or after;
+    ``progress(event)`` is called with each decoded line as it arrives."""
+    _require("qemu-system-arm")
+    eval_images = np.zeros((0,) + np.shape(images)[1:], np.int8) if eval_images is None else eval_images
+    eval_labels = np.zeros(0, np.int64) if eval_labels is None else eval_labels
+    flags = (FLAG_EVAL_BEFORE if before else 0) | (FLAG_EVAL_AFTER if after else 0)
+    with tempfile.TemporaryDirectory(prefix="mct-qemu-") as tmp:
+        write_input(Path(tmp) / INPUT_NAME, images, labels, eval_images, eval_labels, classes, flags)
+        t0 = time.perf_counter()
+        events, stderr, code = _stream(qemu_command(elf), Path(tmp), timeout, progress)
+        seconds = time.perf_counter() - t0
+    errors = [e for e in events if e.get("event") in ("error", "fault")]
+    if code != 0 or errors or not events or events[-1].get("event") != "done":
+        raise CodegenError(f"the firmware run failed (exit {code}; {errors or 'no done line'}):\n{stderr[-2000:]}")
+    return _decode(events, seconds)
+
+
+def _stream(cmd: list[str], cwd: Path, timeout: float, progress) -> tuple[list[dict], str, int]:
+    """Run QEMU, decoding JSON lines as they come; a watchdog kills it after ``timeout`` seconds (a
+    firmware that hangs prints nothing, so the reading loop alone could not notice)."""
+    events, lines = [], []
+    # QEMU writes the semihosting console (the JSON lines) to stderr, beside its own messages.
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.start()
+        try:
+            for raw in proc.stdout:
+                lines.append(raw)
+                if raw.startswith("{"):
+                    events.append(json.loads(raw))
+                    if progress is not None:
+                        progress(events[-1])
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+    if killed.is_set():
+        raise CodegenError(f"the firmware run took more than {timeout:.0f} s and was killed")
+    return events, "".join(lines), code
+
+
+def _bits(hex_words) -> np.ndarray:
+    return np.array([int(h, 16) for h in hex_words], np.uint32).view(np.float32)
+
+
+def _decode(events: list[dict], seconds: float) -> QemuRun:
+    calibration = next(e for e in events if e["event"] == "calibration")
+    per_tick = calibration["loop_instructions"] / calibration["ticks"]
+    if abs(per_tick - INSTRUCTIONS_PER_TICK) > 0.01 * INSTRUCTIONS_PER_TICK:
+        raise CodegenError(f"timer calibration: {per_tick:.3f} instructions per tick, expected "
+                           f"{INSTRUCTIONS_PER_TICK} (is QEMU running with -icount shift=0?)")
+    train = [e for e in events if e["event"] == "train"]
+    predicts = [e for e in events if e["event"] == "predict"]
+    done = events[-1]
+    phases = sorted({e["phase"] for e in predicts})
+    return QemuRun(
+        losses=_bits([e["loss"] for e in train]),
+        train_instructions=np.array([e["ticks"] * INSTRUCTIONS_PER_TICK for e in train], np.int64),
+        logits={p: np.stack([_bits(e["logits"]) for e in predicts if e["phase"] == p]) for p in phases},
+        classes={p: np.array([e["class"] for e in predicts if e["phase"] == p]) for p in phases},
+        predict_instructions=np.array([e["ticks"] * INSTRUCTIONS_PER_TICK for e in predicts], np.int64),
+        stack_high_water=done["stack_high_water"], stack_space=done["stack_space"],
+        save_fnv1a=int(done["save_fnv1a"], 16), steps=done["steps"], calibration=calibration, seconds=seconds)
+
+
+def fnv1a(data: bytes) -> int:
+    """The harness's checksum of ``mct_save`` (FNV-1a, 32 bit), to compare a host engine's save with."""
+    h = 2166136261
+    for byte in data:
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h

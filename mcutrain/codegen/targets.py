@@ -1,0 +1,55 @@
+"""A generated folder for one target (host or cortex-m7), and ``target.json``: what a run needs.
+
+``mcutrain compile --target T --out DIR`` calls ``build_target``; ``mcutrain run DIR`` calls
+``read_target``. The generated C says nothing about where its input comes from; ``target.json``
+records it (resolution, preprocessing, the int8 input quantization, the class names) beside the build
+(the host library's name, or the firmware's memory maps and section sizes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7
+from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.generate import generate
+from mcutrain.codegen.host import build_host
+
+__all__ = ["TARGET_FILE", "build_target", "read_target"]
+
+TARGET_FILE = "target.json"
+FORMAT = "mcutrain-target/1"
+
+
+def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746, log=print) -> dict:
+    """Generate ``program`` into ``out``, build it for ``target`` and write ``target.json``; returns it."""
+    out = Path(out)
+    title = f"{qmodel.spec.name} @{qmodel.resolution}, {plan.scheme}"
+    generate(program, out, title=title)
+    info = {"format": FORMAT, "target": target, "out": str(out), "model": qmodel.spec.name,
+            "resolution": qmodel.resolution, "scheme": plan.scheme, "num_classes": qmodel.num_classes,
+            "classes": list(qmodel.classes), "preprocessing": dict(qmodel.preprocessing),
+            "input": {"scale": float(qmodel.input.scale), "zero": int(qmodel.input.zero)},
+            "lr": program.options.lr, "seed": program.options.seed}
+    if target == "host":
+        log(f"building the host library in {out} ...")
+        info["library"] = build_host(out).name
+    elif target == "cortex-m7":
+        log(f"cross-compiling for the Cortex-M7 ({memory.name}) in {out} ...")
+        info.update(build_cortex_m7(out, memory=memory, strict=UNDER_256KB))
+    else:
+        raise CodegenError(f"unknown target {target!r}; targets: host, cortex-m7")
+    (out / TARGET_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def read_target(folder) -> dict:
+    path = Path(folder) / TARGET_FILE
+    if not path.is_file():
+        raise CodegenError(f"{folder}: no {TARGET_FILE}; make the folder with "
+                           f"`mcutrain compile MODEL --scheme S --target host|cortex-m7 --out {folder}`")
+    info = json.loads(path.read_text())
+    if info.get("format") != FORMAT:
+        raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
+    return info

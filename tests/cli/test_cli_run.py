@@ -1,0 +1,91 @@
+"""`mcutrain compile --target ... --out DIR` then `mcutrain run DIR`: the JSON users script against, and
+clear errors (flags that go together, a folder not made by compile, a dataset with other classes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mcutrain.cli import cmd_compile, cmd_run
+from mcutrain.cli.main import main
+from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.quant.head import new_head
+from mcutrain.quant.model_file import load_qmodel, save_qmodel
+from tests.helpers.cli import run_command
+from tests.helpers.digits_model import make_digits_models
+
+M7_TOOLS = tools_available("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
+RUN_KEYS = {"losses", "accuracy", "seconds"}
+M7_KEYS = {"sram_bytes", "flash_bytes", "instructions_per_step", "instructions_per_inference", "fits_256kb"}
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """The digits int8 model (16x16, 10 classes) with a fresh head, as a file."""
+    folder = tmp_path_factory.mktemp("digits")
+    model = load_qmodel(make_digits_models(folder)[1])
+    path = folder / "fresh-head.safetensors"
+    save_qmodel(path, new_head(model, model.classes))
+    return str(path)
+
+
+def _compile(model: str, target: str, out, *extra: str) -> dict:
+    code, text = run_command(cmd_compile, ["compile", model, "--scheme", "last-layer", "--lr", "0.05",
+                                           "--target", target, "--out", str(out), "--json", *extra])
+    assert code == 0
+    return json.loads(text)
+
+
+def _run(folder, *extra: str) -> dict:
+    code, text = run_command(cmd_run, ["run", str(folder), "--data", "digits", "--steps", "30", "--eval", "20",
+                                       "--json", *extra])
+    assert code == 0
+    return json.loads(text)
+
+
+def test_host_target_compiles_and_runs(tmp_path, digits_model):
+    compiled = _compile(digits_model, "host", tmp_path / "host")
+    assert compiled["target"]["target"] == "host" and (tmp_path / "host" / compiled["target"]["library"]).is_file()
+    r = _run(tmp_path / "host")
+    assert RUN_KEYS <= set(r) and not M7_KEYS & set(r)
+    assert len(r["losses"]) == 30 and r["accuracy"]["n"] == 20
+    assert sum(r["losses"][-10:]) < sum(r["losses"][:10])
+
+
+@pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")
+def test_cortex_m7_target_compiles_and_runs_like_the_host(tmp_path, digits_model):
+    compiled = _compile(digits_model, "cortex-m7", tmp_path / "m7")
+    target = compiled["target"]
+    assert target["strict"]["fits"] and target["footprint"]["flash_bytes"] > 0
+    r = _run(tmp_path / "m7")
+    assert RUN_KEYS | M7_KEYS <= set(r)
+    assert r["sram_bytes"] == r["sram"]["static"] + r["sram"]["stack_high_water"]
+    assert r["sram"]["stack_within_reserve"] and r["flash_bytes"] == target["footprint"]["flash_bytes"]
+    assert r["instructions_per_step"] > r["instructions_per_inference"] > 0
+    _compile(digits_model, "host", tmp_path / "host")
+    host = _run(tmp_path / "host")
+    assert r["losses"] == host["losses"] and r["accuracy"] == host["accuracy"]  # bit-exact (see test_codegen_cortex_m7)
+
+
+@pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")
+def test_a_model_over_the_memory_map_is_a_clear_cli_error(tmp_path, digits_model, capsys):
+    code = main(["compile", digits_model, "--scheme", "full", "--target", "cortex-m7", "--out", str(tmp_path),
+                 "--sram-kb", "8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "SRAM: needs" in err and "8,192 available (over by" in err
+    assert "region" not in err and not (tmp_path / "firmware.elf").exists()
+
+
+def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
+    assert main(["compile", digits_model, "--scheme", "last-layer", "--target", "host"]) == 2
+    assert "--target and --out go together" in capsys.readouterr().err
+    assert main(["run", str(tmp_path), "--data", "digits", "--steps", "1"]) == 2
+    assert "no target.json" in capsys.readouterr().err
+    three = tmp_path / "three-classes.safetensors"
+    save_qmodel(three, new_head(load_qmodel(digits_model), ("a", "b", "c")))
+    _compile(str(three), "host", tmp_path / "host")
+    assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "1"]) == 2
+    assert "holds a 3-class model, digits has 10 classes" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "-1"]) == 2
+    assert "--steps and --eval must be >= 0" in capsys.readouterr().err
