@@ -10,12 +10,9 @@ step and per inference counted by QEMU (-icount): instructions, not cycles.
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
@@ -55,64 +52,14 @@ def run(args) -> int:
                 input_scale=target["input"]["scale"], input_zero=target["input"]["zero"])
     train = int8_samples(dataset.train, args.steps, seed=args.seed, **draw)
     held_out = int8_samples(dataset.test, min(args.eval, len(dataset.test)), seed=args.seed + 1, **draw)
+    from mcutrain.codegen.runner import run_cortex_m7, run_host
+
     runner = run_host if target["target"] == "host" else run_cortex_m7
     result = {"folder": str(args.folder), "target": target["target"], "model": target["model"],
               "resolution": target["resolution"], "scheme": target["scheme"], "data": args.data,
               **runner(Path(args.folder), target, train, held_out)}
     emit(args, result, _human)
     return 0
-
-
-def _accuracy(classes: np.ndarray, labels: np.ndarray) -> float | None:
-    return float(np.mean(classes == labels)) if len(labels) else None
-
-
-def run_host(folder: Path, target: dict, train, held_out) -> dict:
-    from mcutrain.codegen import HostEngine, build_host
-
-    engine = HostEngine(build_host(folder))
-    t0 = time.perf_counter()
-    before = np.array([int(engine.predict(x).argmax()) for x in held_out[0]], np.int64)
-    losses = []
-    for x, y in tqdm(list(zip(*train)), desc="train steps (host)", file=sys.stderr, leave=False):
-        losses.append(engine.train_step(x, int(y)))
-    after = np.array([int(engine.predict(x).argmax()) for x in held_out[0]], np.int64)
-    return {"losses": losses, "accuracy": {"before": _accuracy(before, held_out[1]),
-                                           "after": _accuracy(after, held_out[1]), "n": len(held_out[1])},
-            "seconds": round(time.perf_counter() - t0, 3)}
-
-
-def run_cortex_m7(folder: Path, target: dict, train, held_out) -> dict:
-    from mcutrain.codegen.cortex_m7 import run_qemu
-
-    total = 2 * len(held_out[1]) + len(train[1])
-    with tqdm(total=total, desc="firmware under QEMU (evaluate, train, evaluate)", file=sys.stderr,
-              leave=False) as bar:
-        run = run_qemu(folder / target["elf"], *train, *held_out, classes=target["num_classes"],
-                       progress=lambda e: bar.update(e["event"] in ("train", "predict")))
-    footprint = target["footprint"]
-    accuracy = {p: _accuracy(run.classes[p], held_out[1]) if p in run.classes else None for p in ("before", "after")}
-    return {
-        "losses": [float(v) for v in run.losses],
-        "accuracy": {**accuracy, "n": len(held_out[1])},
-        "seconds": round(run.seconds, 3),
-        "sram_bytes": footprint["static_sram_bytes"] + run.stack_high_water,
-        "flash_bytes": footprint["flash_bytes"],
-        "instructions_per_step": _mean(run.train_instructions),
-        "instructions_per_inference": _mean(run.predict_instructions),
-        "sram": {"static": footprint["static_sram_bytes"], "stack_high_water": run.stack_high_water,
-                 "stack_reserve": footprint["stack_reserve"],
-                 "stack_within_reserve": run.stack_high_water <= footprint["stack_reserve"]},
-        "fits_256kb": target["strict"]["fits"],
-        "memory_map": target["memory_map"]["name"],
-        "instructions_note": "QEMU -icount instruction counts (CMSDK timer, 40 instructions per tick, calibrated "
-                             "each run), not Cortex-M7 cycles",
-        "save_fnv1a": f"{run.save_fnv1a:08x}",
-    }
-
-
-def _mean(values: np.ndarray) -> int | None:
-    return int(round(float(np.mean(values)))) if len(values) else None
 
 
 def _human(r: dict) -> str:
