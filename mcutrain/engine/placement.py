@@ -72,14 +72,22 @@ def plan_in_order(buffers, key: Callable[[Buffer], tuple], alignment: int = DEFA
     return placer.plan(placer.place(order)[0])
 
 
-def plan_best(buffers, alignment: int = DEFAULT_ALIGNMENT, trials: int = TRIALS, seed: int = 0) -> Plan:
-    """The smallest arena of ``plan_greedy``, first fit in ``ORDERS`` and ``trials`` seeded random orders."""
+def plan_best(buffers, alignment: int = DEFAULT_ALIGNMENT, trials: int = TRIALS, seed: int = 0,
+              enough: int = 0) -> Plan:
+    """The smallest arena of ``plan_greedy``, first fit in ``ORDERS`` and ``trials`` seeded random orders.
+
+    ``enough``: stop as soon as the arena is at most this many bytes (default 0: only the lower bound
+    stops early). The search uses it to decide "arena <= X" exactly without running every order: the
+    full run's arena is <= X if and only if some order reaches <= X, and the orders and their random
+    draws do not depend on where the loop stops.
+    """
     best = plan_greedy(buffers, alignment)
     placer = _Placer(best.buffers, alignment)
     bufs = placer.buffers
     floor = align_up(lower_bound(bufs), alignment)
+    stop = max(floor, enough)  # the skip rule below keeps using the true floor
     for key in ORDERS.values():
-        if best.arena_bytes <= floor:
+        if best.arena_bytes <= stop:
             break
         offsets, arena = placer.place(sorted(range(len(bufs)), key=lambda i: key(bufs[i])))
         if arena < best.arena_bytes:
@@ -88,7 +96,7 @@ def plan_best(buffers, alignment: int = DEFAULT_ALIGNMENT, trials: int = TRIALS,
     if best.arena_bytes - floor <= max(1024, floor * CLOSE_ENOUGH):
         trials = 0
     for _ in range(trials):
-        if best.arena_bytes <= floor:
+        if best.arena_bytes <= stop:
             break
         a, b, c = rng.random(), rng.random(), rng.random()
         weight = [-(x.size ** (0.5 + a)) * (x.last - x.first + 1) ** b * (1 + c * rng.random()) for x in bufs]
