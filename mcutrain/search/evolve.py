@@ -74,6 +74,7 @@ class SearchResult:
     best: Evaluated
     history: list[float] = field(default_factory=list)  # best feasible gain after each evaluation
     evaluations: int = 0
+    evaluated: list[Evaluated] = field(default_factory=list)  # every distinct candidate, in order
 
 
 class Space:
@@ -191,7 +192,7 @@ def evolve(space: Space, cost: SramCost, cfg: SearchConfig, model: str, progress
             if not children:
                 break  # the space is exhausted
             population = sorted(parents + children, key=Evaluated.rank)[:cfg.population]
-    return SearchResult("evolution", ev.best, ev.history, ev.count)
+    return SearchResult("evolution", ev.best, ev.history, ev.count, list(ev.seen.values()))
 
 
 def _children(ev: Evaluator, space: Space, parents: list[Evaluated], cfg: SearchConfig,
@@ -221,7 +222,7 @@ def random_search(space: Space, cost: SramCost, cfg: SearchConfig, model: str, p
             if g is None:
                 break
             ev(g)
-    return SearchResult("random", ev.best, ev.history, ev.count)
+    return SearchResult("random", ev.best, ev.history, ev.count, list(ev.seen.values()))
 
 
 def plot_progress(results: list[SearchResult], path: str, title: str) -> None:
