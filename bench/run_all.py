@@ -18,7 +18,9 @@ STEPS = [  # (name, module, argv)
     ("float_throughput", "bench.float_throughput", []),
     ("sim_throughput", "bench.sim_throughput", []),
     ("memory_ladder", "bench.memory_ladder", []),
+    ("search_speed", "bench.search_speed", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
+    ("search_validation", "experiments.search_validation", []),
 ]
 
 

@@ -272,6 +272,12 @@ def _remember(memo: dict, key: tuple, value):
     return value
 
 
+def clear_memos() -> None:
+    """Forget the remembered segment steps (benchmarks measuring a cold start)."""
+    _STAGES_MEMO.clear()
+    _ROWS_MEMO.clear()
+
+
 def _stages_memo(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str, TensorInfo]]:
     """``_stages`` remembered by (the ops, the TensorInfo of every name they read or write)."""
     names = [n for op in seg for n in op.inputs + op.outputs]
