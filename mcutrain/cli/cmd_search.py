@@ -5,10 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
+from mcutrain.cli.cmd_compile import load_model
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
+from mcutrain.errors import McutrainError
+from mcutrain.quant.head import new_head
 from mcutrain.search.budget import kb, parse_bytes
-from mcutrain.search.evolve import SearchConfig, plot_progress, search
+from mcutrain.search.contrib import Contrib, load_contrib
+from mcutrain.search.cost import SramCost
+from mcutrain.search.evolve import SearchConfig, SearchOutcome, plot_progress, search
+from mcutrain.sparse import Scheme, save_scheme, scheme_to_json
 
 DEFAULTS = SearchConfig(sram_budget=1)
 
@@ -41,11 +49,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mcutrain.errors import McutrainError
-    from mcutrain.search.contrib import load_contrib
-    from mcutrain.search.cost import SramCost
-    from mcutrain.sparse import save_scheme, scheme_to_json
-
     if args.population < 2 or args.generations < 1:
         raise McutrainError(f"--population must be >= 2 and --generations >= 1, got {args.population}, "
                             f"{args.generations}")
@@ -78,12 +81,9 @@ def run(args) -> int:
     return 0
 
 
-def search_model(model: str, resolution: int, contrib):
+def search_model(model: str, resolution: int, contrib: Contrib):
     """The model the scheme will train: MODEL at ``resolution``, with the analysis' new head if it had one
     (the head's size is part of the memory)."""
-    from mcutrain.cli.cmd_compile import load_model
-    from mcutrain.quant.head import new_head
-
     qmodel = load_model(model, resolution)
     data = contrib.doc.get("data", {})
     if data.get("new_head") or int(data.get("num_classes", qmodel.num_classes)) != qmodel.num_classes:
@@ -91,9 +91,7 @@ def search_model(model: str, resolution: int, contrib):
     return qmodel
 
 
-def _described(out, cfg: SearchConfig):
-    from dataclasses import replace
-
+def _described(out: SearchOutcome, cfg: SearchConfig) -> Scheme:
     text = (f"searched (evolution, seed {cfg.seed}, {out.evolution.evaluations} candidates): predicted gain "
             f"{out.gain * 100:+.2f} points; total SRAM {out.exact.total_sram_bytes} bytes "
             f"({kb(out.exact.total_sram_bytes)}) of a {cfg.sram_budget}-byte budget")

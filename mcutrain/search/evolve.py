@@ -25,8 +25,10 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from mcutrain.errors import McutrainError
+from mcutrain.search.budget import check_minimum
 from mcutrain.search.contrib import Contrib, bias_gain
-from mcutrain.search.cost import SramCost
+from mcutrain.search.cost import Cost, SramCost
 from mcutrain.sparse.scheme import Scheme
 
 Choice = tuple[tuple[int, float], ...]  # ((conv index, ratio), ...) sorted
@@ -253,8 +255,8 @@ def plot_progress(results: list[SearchResult], path: str, title: str) -> None:
 class SearchOutcome:
     scheme: Scheme
     gain: float
-    exact: object  # cost.Cost of the chosen scheme (the numbers ``mcutrain compile`` prints)
-    minimum: object  # cost.Cost of the classifier-only scheme
+    exact: Cost  # of the chosen scheme: the numbers ``mcutrain compile`` prints
+    minimum: Cost  # of the classifier-only scheme
     evolution: SearchResult
     random: SearchResult
 
@@ -263,12 +265,8 @@ def search(cost: SramCost, contrib: Contrib, cfg: SearchConfig, progress: bool =
            name: str = "searched") -> SearchOutcome:
     """Evolution and, as the baseline, random search with as many evaluations; the evolution's best
     (never over budget) is the answer. A budget below the classifier-only scheme is an error."""
-    from mcutrain.search.budget import check_minimum
-
     model = cost.qmodel.spec.name
     if contrib.arch != model:
-        from mcutrain.errors import McutrainError
-
         raise McutrainError(f"the contribution analysis is for {contrib.arch!r}, the model is {model!r}")
     space = Space(contrib)
     minimum = cost.exact(Genome(0, ()).scheme(model, space.n))
