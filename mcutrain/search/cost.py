@@ -105,10 +105,8 @@ class SramCost:
             return Check(_within(c.total_sram_bytes, c.flash_bytes, sram_budget, flash_budget),
                          c.total_sram_bytes, c.flash_bytes, True)
         t = self._trained(scheme)
-        if flash_budget is not None and t.flash > flash_budget:
-            return Check(False, t.trainable, t.flash, False)
         floor = align_up(lower_bound(t.buffers), DEFAULT_ALIGNMENT) + t.trainable
-        if floor > sram_budget:
+        if floor > sram_budget or (flash_budget is not None and t.flash > flash_budget):
             return Check(False, floor, t.flash, False)
         plan = plan_best(t.buffers, enough=sram_budget - t.trainable)
         total = plan.arena_bytes + t.trainable
