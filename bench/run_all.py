@@ -20,7 +20,9 @@ STEPS = [  # (name, module, argv)
     ("memory_ladder", "bench.memory_ladder", []),
     ("host_training", "bench.host_training", []),
     ("m7_footprint", "bench.m7_footprint", []),
+    ("search_speed", "bench.search_speed", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
+    ("search_validation", "experiments.search_validation", []),
 ]
 
 

@@ -14,6 +14,7 @@ HELP: dict[str, str] = {
     "scheme": "list, show and check sparse-update schemes",
     "finetune": "train an int8 model with a sparse-update scheme (PyTorch simulation)",
     "analyze": "measure what each bias depth and weight update adds to accuracy (for the search)",
+    "search": "evolutionary search for the best sparse-update scheme under an SRAM (and Flash) budget",
     "compile": "compile a training step: autodiff, prune, reorder, plan memory (and build it as C)",
     "run": "train a compiled C program on a dataset: on the host, or on a Cortex-M7 under QEMU",
     "demo": "run the main job on the bundled default backbone",

@@ -257,6 +257,42 @@ def _stages(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str, Tens
     return tuple(stages), internal
 
 
+# A search compiles many plans whose frozen prefixes share segments: the two costly steps of a segment's
+# cost are pure functions of the segment's ops and the types of the tensors they touch, so they are
+# remembered under exactly that key (bounded; the results are immutable or copied).
+_MEMO_SIZE = 4096
+_STAGES_MEMO: dict[tuple, tuple[tuple[Op, ...], dict[str, TensorInfo]]] = {}
+_ROWS_MEMO: dict[tuple, RowPlan] = {}
+
+
+def _remember(memo: dict, key: tuple, value):
+    if len(memo) >= _MEMO_SIZE:
+        memo.pop(next(iter(memo)))
+    memo[key] = value
+    return value
+
+
+def clear_memos() -> None:
+    """Forget the remembered segment steps (benchmarks measuring a cold start)."""
+    _STAGES_MEMO.clear()
+    _ROWS_MEMO.clear()
+
+
+def _stages_memo(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str, TensorInfo]]:
+    """``_stages`` remembered by (the ops, the TensorInfo of every name they read or write)."""
+    names = [n for op in seg for n in op.inputs + op.outputs]
+    key = (tuple(seg), tuple(graph.tensors.get(n) for n in names))
+    found = _STAGES_MEMO.get(key) or _remember(_STAGES_MEMO, key, _stages(graph, seg))
+    return found[0], dict(found[1])
+
+
+def _plan_rows_memo(stages: tuple[Op, ...], x: str, types: _Types, streamed: bool, folds: tuple[str, ...]) -> RowPlan:
+    """``plan_rows`` remembered by (its arguments, the TensorInfo of every tensor it looks up)."""
+    names = [x] + [n for st in stages for n in st.inputs[:2] + st.outputs[:1]]
+    key = (stages, x, streamed, folds, tuple(types.tensor(n) for n in names))
+    return _ROWS_MEMO.get(key) or _remember(_ROWS_MEMO, key, plan_rows(stages, x, types, streamed, folds))
+
+
 def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, fold: bool) -> Op:
     stages, internal = _stages(graph, seg)
     plan = plan_rows(stages, x, _Types(graph, internal), streamed, tuple(foldable(stages)) if fold else ())
@@ -337,11 +373,11 @@ class _Prefix:
             return None  # one op with whole input and output: nothing to gain
         g = self.graph
         seg = list(g.ops[i:j + 1])
-        stages, internal = _stages(g, seg)
+        stages, internal = _stages_memo(g, seg)
         folds = tuple(foldable(stages)) if fold else ()
         if fold and not folds:
             return None
-        plan = plan_rows(stages, x, _Types(g, internal), streamed, folds)
+        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
                    and max(self.readers.get(x, [])) <= j)
         inside = {o for op in seg[:-1] for o in op.outputs}

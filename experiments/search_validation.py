@@ -1,0 +1,295 @@
+"""Does the searched scheme beat the baselines at the same memory? (issue 7, part 5)
+
+For each imported ImageNet-pretrained paper network (mcunet-5fps, mbv2-w0.35) and offline dataset
+(fashion-mnist, digits): a quick contribution analysis (``mcutrain analyze`` settings below, cached),
+then ``search`` at three TOTAL-SRAM budgets (classifier-only minimum + 25 KB, + 75 KB, and 256 KB, in
+compile's exact figure), then int8 fine-tunes of the searched schemes and of the baselines: last-layer
+(classifier only), bias-only, last-k:N (the largest N that fits each budget) and the paper's five
+schemes. Every scheme's memory is the exact ``mcutrain compile`` total SRAM at the experiment's
+resolution. Protocol: new zero int8 head, int8 SGD-M + QAS, batch 32, lr chosen on validation from
+``LRS``, test accuracy reported; seeded subsets. Small settings so that it runs on one shared core:
+
+  python -m experiments.search_validation            (writes docs/results/search_validation.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bench.common import DOCS, RESULTS, stamp, write_results
+from mcutrain.data import load_dataset
+from mcutrain.quant.head import new_head
+from mcutrain.quant.import_tiny_training import import_tiny_training
+from mcutrain.quant.model_file import save_qmodel
+from mcutrain.search.budget import KB
+from mcutrain.search.contrib import AnalysisConfig, analyze, load_contrib, predicted_gain
+from mcutrain.search.cost import SramCost
+from mcutrain.search.evolve import SearchConfig, search
+from mcutrain.sparse import analytic_extra_bytes, builtin_names, get_builtin, resolve, save_scheme
+from mcutrain.sparse.builtin import PAPER_ROWS
+from mcutrain.sparse.scheme import backbone_convs
+from mcutrain.train.finetune import FinetuneConfig, finetune
+
+UPSTREAM = Path(os.environ.get("MCUTRAIN_UPSTREAM_MODELS",
+                               Path(__file__).resolve().parents[2] / "shared" / "upstream" / "mcu_models"))
+NETS = ("mcunet-5fps", "mbv2-w0.35")
+DATASETS = ("fashion-mnist", "digits")
+RESOLUTION = 96
+TRAIN_N, EVAL_N, EPOCHS = 300, 500, 4
+LRS = (0.01, 0.003)
+ANALYSIS = dict(epochs=2, train_subset=300, eval_subset=300, lr=0.01, ratios="0.25,1")
+BUDGET_OFFSETS = (25 * KB, 75 * KB)  # over the classifier-only minimum; the third budget is 256 KB
+SEARCH = dict(population=24, generations=15, seed=0)
+WORK = RESULTS / "search_validation_work"
+NAME = "search_validation"
+TITLE = "Searched schemes vs baselines: test accuracy against exact total SRAM"
+
+
+def candidate_layers(net: str) -> list[int]:
+    """The analysis' weight candidates: every conv the paper's five schemes update (where its search
+    found gains), and the last three convs; keeps the analysis to ~30 short runs."""
+    n = len(backbone_convs(import_spec(net)))
+    paper = {i for row in PAPER_ROWS[net] for i, r in zip(row[2], row[3]) if r}
+    return sorted(paper | {n - 3, n - 2, n - 1})
+
+
+def import_spec(net: str):
+    from mcutrain.models.zoo import get_spec
+
+    return get_spec(net)
+
+
+def prepare_net(net: str) -> tuple[Path, object]:
+    """The imported model at RESOLUTION, saved where ``analyze`` can read it."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"{net}-{RESOLUTION}.mct"
+    model = replace(import_tiny_training(UPSTREAM / f"{net}.pkl"), resolution=RESOLUTION)
+    if not path.exists():
+        save_qmodel(path, model)
+    return path, model
+
+
+def largest_last_k(cost: SramCost, net: str, budget: int) -> tuple[str, int] | None:
+    """The largest N whose last-k:N fits ``budget`` (exact), scanning up until 3 in a row do not."""
+    n = len(backbone_convs(import_spec(net)))
+    best, misses = None, 0
+    for k in range(1, n + 1):
+        c = cost.exact(get_builtin(f"last-k:{k}", net)).total_sram_bytes
+        if c <= budget:
+            best, misses = (f"last-k:{k}", c), 0
+        else:
+            misses += 1
+            if misses == 3:
+                break
+    return best
+
+
+def best_over_lrs(model, dataset, scheme: str, memo: dict) -> dict:
+    runs = []
+    for lr in LRS:
+        cfg = FinetuneConfig(model="", data=dataset.name, scheme=scheme, epochs=EPOCHS, batch_size=32, lr=lr,
+                             train_subset=TRAIN_N, eval_subset=EVAL_N, seed=0, optimizer="sgd", momentum=0.9,
+                             qas=True)
+        r = finetune(cfg, progress=False, model=model, dataset=dataset, prefix_memo=memo)
+        runs.append({"lr": lr, "val": r["val_accuracy"], "test": r["accuracy"], "seconds": r["seconds"]})
+    best = max(runs, key=lambda r: r["val"])
+    return {"test": best["test"], "val": best["val"], "lr": best["lr"], "runs": runs}
+
+
+def run_pair(net: str, data: str, model_path: Path, model, cost: SramCost, budgets: list[int]) -> dict:
+    dataset = load_dataset(data, seed=0)
+    contrib_path = WORK / f"contrib-{net}-{data}.json"
+    t0 = time.perf_counter()
+    analyze(AnalysisConfig(model=str(model_path), data=data, out=str(contrib_path), resolution=RESOLUTION,
+                           layers=candidate_layers(net), bias_grid="1,2,4,8", **ANALYSIS), progress=False)
+    contrib = load_contrib(contrib_path)
+    analysis_s = time.perf_counter() - t0
+    schemes: dict[str, dict] = {}
+    for name in builtin_names(net):
+        if name != "full":
+            schemes[name] = {"kind": "paper" if name.startswith("paper") else "baseline", "scheme": name}
+    searched = []
+    for b, budget in enumerate(budgets):
+        ts = time.perf_counter()
+        out = search(cost, contrib, SearchConfig(sram_budget=budget, **SEARCH), progress=False,
+                     name=f"searched-b{b}")
+        path = WORK / f"scheme-{net}-{data}-b{b}.json"
+        save_scheme(path, out.scheme)
+        schemes[out.scheme.name] = {"kind": "searched", "scheme": str(path), "budget": budget,
+                                    "predicted_gain": out.gain, "random_predicted_gain": out.random.best.gain,
+                                    "search_seconds": round(time.perf_counter() - ts, 1),
+                                    "evaluations": out.evolution.evaluations}
+        searched.append(out.scheme.name)
+        lk = largest_last_k(cost, net, budget)
+        if lk:
+            schemes.setdefault(lk[0], {"kind": "baseline", "scheme": lk[0]})
+    memo: dict = {}
+    for name, row in schemes.items():
+        from mcutrain.sparse import load_scheme
+
+        scheme = load_scheme(row["scheme"], net)
+        c = cost.exact(scheme)
+        row.update(sram_bytes=c.total_sram_bytes, flash_bytes=c.flash_bytes,
+                   analytic_bytes=analytic_extra_bytes(resolve(scheme, model.spec), model.spec,
+                                                       RESOLUTION)["total_bytes"])
+        if row["kind"] != "searched":
+            try:
+                row["predicted_gain"] = predicted_gain(contrib, scheme)
+            except Exception:  # a weight the analysis did not measure: no prediction
+                row["predicted_gain"] = None
+        row.update(best_over_lrs(model, dataset, row["scheme"], memo))
+        print(f"  {net} {data} {name:14s} sram {c.total_sram_bytes / KB:6.1f} KB  test {row['test']:.3f} "
+              f"(lr {row['lr']})", flush=True)
+    return {"schemes": schemes, "searched": searched, "analysis_seconds": round(analysis_s, 1),
+            "analysis_runs": contrib.doc["runs"]}
+
+
+def dominated(pair: dict) -> dict:
+    """For each searched scheme: the baselines using at least as much SRAM that are more accurate."""
+    out = {}
+    for s in pair["searched"]:
+        me = pair["schemes"][s]
+        out[s] = [name for name, row in pair["schemes"].items() if row["kind"] != "searched"
+                  and row["sram_bytes"] >= me["sram_bytes"] and row["test"] > me["test"]]
+    return out
+
+
+def best_within(pair: dict, budget: int) -> tuple[str, dict]:
+    """The most accurate baseline (or paper scheme) whose SRAM fits ``budget``."""
+    fits = [(n, r) for n, r in pair["schemes"].items() if r["kind"] != "searched" and r["sram_bytes"] <= budget]
+    return max(fits, key=lambda nr: (nr[1]["test"], -nr[1]["sram_bytes"]))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--replot", action="store_true", help="re-draw the plot and page from the JSON")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.replot:
+        publish(json.loads((RESULTS / f"{NAME}.json").read_text()))
+        return
+    if not (UPSTREAM / "mcunet-5fps.pkl").exists():
+        sys.exit(f"the paper's models are needed in {UPSTREAM} (set MCUTRAIN_UPSTREAM_MODELS)")
+    meta = stamp("python -m experiments.search_validation")
+    t0 = time.perf_counter()
+    results: dict = {}
+    for net in NETS:
+        model_path, model = prepare_net(net)
+        cost = SramCost(new_head(model, [str(c) for c in range(10)]))  # every dataset here has 10 classes
+        minimum = cost.exact(get_builtin("last-layer", net)).total_sram_bytes
+        budgets = [minimum + off for off in BUDGET_OFFSETS] + [256 * KB]
+        for data in DATASETS:
+            print(f"== {net} on {data}: budgets {[round(b / KB, 1) for b in budgets]} KB", flush=True)
+            pair = run_pair(net, data, model_path, model, cost, budgets)
+            pair.update(minimum_bytes=minimum, budgets=budgets)
+            results[f"{net}/{data}"] = pair
+            payload = {"experiment": NAME, "settings": settings(), "results": results, **meta,
+                       "wall_seconds": round(time.perf_counter() - t0, 1)}
+            (RESULTS / f"{NAME}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    publish(payload)
+
+
+def settings() -> dict:
+    return {"resolution": RESOLUTION, "train_n": TRAIN_N, "eval_n": EVAL_N, "epochs": EPOCHS, "lrs": list(LRS),
+            "analysis": ANALYSIS, "analysis_bias_grid": "1,2,4,8 + the k the weight runs need",
+            "candidate_layers": {net: candidate_layers(net) for net in NETS},
+            "budget_offsets_bytes": list(BUDGET_OFFSETS), "search": SEARCH}
+
+
+def publish(payload: dict) -> None:
+    results, st = payload["results"], payload["settings"]
+    plot(results, DOCS / f"{NAME}.png")
+    header = [f"# {TITLE}", "",
+          f"Measured {payload['date']} on {payload['machine']} (load {payload['load_average_1min']}), "
+          f"{payload['wall_seconds'] / 60:.0f} min in all. Command: `{payload['command']}`.", "",
+          f"Networks: the paper's ImageNet-pretrained int8 models (imported), new zero int8 head (10 classes), "
+          f"input {st['resolution']}x{st['resolution']} (below the paper's 128, to fit one shared CPU core). "
+          f"Fine-tunes: int8 SGD-M (0.9) + QAS, batch 32, {st['epochs']} epochs on {st['train_n']} training "
+          f"images, lr from {st['lrs']} chosen on {st['eval_n']} validation images, test accuracy on "
+          f"{st['eval_n']} test images (seeded subsets).",
+          f"Contribution analysis (cached in bench/results/search_validation_work/): {st['analysis']['epochs']} "
+          f"epochs on {st['analysis']['train_subset']} images, validation accuracy on "
+          f"{st['analysis']['eval_subset']}, lr {st['analysis']['lr']}, ratios {st['analysis']['ratios']}, "
+          f"bias grid {st['analysis_bias_grid']}; weight candidates: the convs the paper's schemes update and the "
+          f"last three ({st['candidate_layers']}).",
+          f"Search: evolution, population {st['search']['population']} x {st['search']['generations']} "
+          f"generations, seed {st['search']['seed']}; budgets: classifier-only minimum + 25 KB, + 75 KB, and "
+          f"256 KB of total SRAM (KB = 1024 B), in `mcutrain compile`'s exact figure (arena + trainable "
+          f"copies, image streamed). SRAM below is that figure for every scheme; `analytic` is the paper's "
+          f"extra-memory model for comparison.", ""]
+    verdicts, in_budget, body = [], [], []
+    for key, pair in results.items():
+        md = body
+        md += [f"## {key}", "", f"classifier-only minimum {pair['minimum_bytes'] / KB:.1f} KB; budgets "
+               f"{', '.join(f'{b / KB:.1f}' for b in pair['budgets'])} KB; analysis {pair['analysis_runs']} runs in "
+               f"{pair['analysis_seconds']:.0f} s", "",
+               "| scheme | kind | SRAM (KB) | analytic (KB) | predicted gain | test acc (%) | lr |", "|---|---|---|---|---|---|---|"]
+        for name, row in sorted(pair["schemes"].items(), key=lambda kv: kv[1]["sram_bytes"]):
+            pg = "" if row.get("predicted_gain") is None else f"{row['predicted_gain'] * 100:+.1f}"
+            bold = "**" if row["kind"] == "searched" else ""
+            md.append(f"| {bold}{name}{bold} | {row['kind']} | {row['sram_bytes'] / KB:.1f} | "
+                      f"{row['analytic_bytes'] / KB:.1f} | {pg} | {bold}{row['test'] * 100:.1f}{bold} | {row['lr']:g} |")
+        md.append("")
+        for s, beaten in dominated(pair).items():
+            row = pair["schemes"][s]
+            rival = best_within(pair, row["budget"])
+            verdicts.append(not beaten)
+            in_budget.append(row["test"] >= rival[1]["test"])
+            md.append(f"- {s} (budget {row['budget'] / KB:.1f} KB, uses {row['sram_bytes'] / KB:.1f} KB, predicted "
+                      f"{row['predicted_gain'] * 100:+.1f} vs random search {row['random_predicted_gain'] * 100:+.1f}): "
+                      + ("at least as accurate as every baseline using the same or more SRAM" if not beaten else
+                         "BEATEN by " + ", ".join(f"{b} ({pair['schemes'][b]['test'] * 100:.1f}% at "
+                                                   f"{pair['schemes'][b]['sram_bytes'] / KB:.1f} KB)" for b in beaten))
+                      + f"; best baseline within the same budget: {rival[0]} {rival[1]['test'] * 100:.1f}% "
+                        f"({row['test'] * 100 - rival[1]['test'] * 100:+.1f} points for the searched scheme)")
+        md.append("")
+    md = header + [f"**Verdict (the issue's criterion): the searched scheme is at least as accurate as every "
+                   f"baseline using the same or more SRAM in {sum(verdicts)} of {len(verdicts)} (network, dataset, "
+                   f"budget) cases; at least as accurate as the best baseline that fits the same budget in "
+                   f"{sum(in_budget)} of {len(in_budget)}.** Differences of 1-2 points are within the noise of "
+                   f"{st['eval_n']}-image test sets.", ""]
+    md += body + [f"![{TITLE}]({NAME}.png)"]
+    write_results(NAME, payload, "\n".join(md))
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(results)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    marks = {"searched": ("*", "tab:red", 140), "paper": ("o", "tab:blue", 40), "baseline": ("s", "tab:gray", 40)}
+    for ax, key in zip(axes[0], keys):
+        pair = results[key]
+        for kind, (m, color, size) in marks.items():
+            rows = [(n, r) for n, r in pair["schemes"].items() if r["kind"] == kind]
+            ax.scatter([r["sram_bytes"] / KB for _, r in rows], [r["test"] * 100 for _, r in rows], marker=m,
+                       c=color, s=size, label=kind, zorder=3)
+            for n, r in rows:
+                ax.annotate(n.replace("searched-", "s").replace("paper-", "p"), (r["sram_bytes"] / KB, r["test"] * 100),
+                            fontsize=6, xytext=(3, 3), textcoords="offset points")
+        for b in pair["budgets"]:
+            ax.axvline(b / KB, color="tab:red", alpha=0.25, lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("total SRAM (KB, exact compile figure, log)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""`mcutrain search`: the sparse-update scheme with the best predicted gain under an SRAM / Flash budget."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dataclasses import replace
+
+from mcutrain.cli.cmd_compile import load_model
+from mcutrain.cli.commands import HELP
+from mcutrain.cli.output import add_json_flag, emit
+from mcutrain.errors import McutrainError
+from mcutrain.quant.head import new_head
+from mcutrain.search.budget import kb, parse_bytes
+from mcutrain.search.contrib import Contrib, load_contrib
+from mcutrain.search.cost import SramCost
+from mcutrain.search.evolve import SearchConfig, SearchOutcome, plot_progress, search
+from mcutrain.sparse import Scheme, save_scheme, scheme_to_json
+
+DEFAULTS = SearchConfig(sram_budget=1)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help=HELP["search"],
+        description="Evolutionary search (and random search with as many evaluations, as a baseline) for the "
+                    "sparse-update scheme that maximises the contribution analysis' predicted gain "
+                    "(dAcc_bias[k] + sum dAcc_W[i, r], `mcutrain analyze`) while the compiled training step "
+                    "fits --budget: total SRAM exactly as `mcutrain compile` reports it (arena + trainable "
+                    "copies, image streamed). Budgets: bytes, or with a unit: KB = KiB = 1024 B, MB = MiB = "
+                    "1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of finetune / "
+                    "compile) and a plot of best-so-far vs evaluations for both methods.")
+    p.add_argument("model", metavar="MODEL", help="int8 model file or zoo name (memory does not depend on weights)")
+    p.add_argument("--contrib", required=True, metavar="CONTRIB_JSON", help="output of `mcutrain analyze`")
+    p.add_argument("--budget", required=True, help="total SRAM budget, e.g. 200KB (KB = 1024 bytes)")
+    p.add_argument("--flash-budget", default=None, help="Flash budget, e.g. 1MB (default: none)")
+    p.add_argument("--resolution", type=int, default=0, help="input side (default: the analysis')")
+    p.add_argument("--population", type=int, default=DEFAULTS.population)
+    p.add_argument("--generations", type=int, default=DEFAULTS.generations,
+                   help="each method evaluates population x generations distinct candidates")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--out", required=True, metavar="SCHEME_JSON")
+    p.add_argument("--plot", default=None, help="PNG path (default: OUT with .png)")
+    p.add_argument("--name", default=None, help="scheme name (default: searched-<budget>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.population < 2 or args.generations < 1:
+        raise McutrainError(f"--population must be >= 2 and --generations >= 1, got {args.population}, "
+                            f"{args.generations}")
+    t0 = time.perf_counter()
+    contrib = load_contrib(args.contrib)
+    qmodel = search_model(args.model, args.resolution or int(contrib.doc["model"]["resolution"]), contrib)
+    cfg = SearchConfig(sram_budget=parse_bytes(args.budget, "--budget"),
+                       flash_budget=None if args.flash_budget is None else parse_bytes(args.flash_budget, "--flash-budget"),
+                       population=args.population, generations=args.generations, seed=args.seed)
+    name = args.name or f"searched-{args.budget}"
+    cost = SramCost(qmodel)
+    out = search(cost, contrib, cfg, progress=not args.quiet, name=name)
+    scheme = _described(out, cfg)
+    save_scheme(args.out, scheme)
+    plot = args.plot or str(Path(args.out).with_suffix(".png"))
+    plot_progress([out.evolution, out.random], plot,
+                  f"{qmodel.spec.name} @{qmodel.resolution}, budget {kb(cfg.sram_budget)} SRAM")
+    result = {
+        "predicted_gain": out.gain, "peak_sram_bytes": out.exact.total_sram_bytes, "budget_bytes": cfg.sram_budget,
+        "flash_bytes": out.exact.flash_bytes, "flash_budget_bytes": cfg.flash_budget,
+        "arena_bytes": out.exact.arena_bytes, "trainable_sram_bytes": out.exact.trainable_bytes,
+        "minimum_sram_bytes": out.minimum.total_sram_bytes,
+        "scheme": scheme_to_json(scheme), "out": args.out, "plot": plot,
+        "model": qmodel.spec.name, "resolution": qmodel.resolution,
+        "evaluations": out.evolution.evaluations, "random_evaluations": out.random.evaluations,
+        "random_predicted_gain": out.random.best.gain, "compiles": cost.compiles,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    emit(args, result, _human)
+    return 0
+
+
+def search_model(model: str, resolution: int, contrib: Contrib):
+    """The model the scheme will train: MODEL at ``resolution``, with the analysis' new head if it had one
+    (the head's size is part of the memory)."""
+    qmodel = load_model(model, resolution)
+    data = contrib.doc.get("data", {})
+    if data.get("new_head") or int(data.get("num_classes", qmodel.num_classes)) != qmodel.num_classes:
+        qmodel = new_head(qmodel, [str(c) for c in range(int(data["num_classes"]))])
+    return qmodel
+
+
+def _described(out: SearchOutcome, cfg: SearchConfig) -> Scheme:
+    text = (f"searched (evolution, seed {cfg.seed}, {out.evolution.evaluations} candidates): predicted gain "
+            f"{out.gain * 100:+.2f} points; total SRAM {out.exact.total_sram_bytes} bytes "
+            f"({kb(out.exact.total_sram_bytes)}) of a {cfg.sram_budget}-byte budget")
+    return replace(out.scheme, description=text)
+
+
+def _human(r: dict) -> str:
+    s = r["scheme"]
+    weights = ", ".join(f"{w['layer']}@{w['ratio']:g}" for w in s["weights"]) or "none"
+    return "\n".join([
+        f"{r['model']} @ {r['resolution']}: budget {r['budget_bytes']} bytes ({kb(r['budget_bytes'])}), "
+        f"classifier-only minimum {kb(r['minimum_sram_bytes'])}",
+        f"scheme {s['name']}: bias {s['bias']}, weights {weights}",
+        f"predicted gain {r['predicted_gain'] * 100:+.2f} points (random search, same "
+        f"{r['random_evaluations']} evaluations: {r['random_predicted_gain'] * 100:+.2f})",
+        f"total SRAM {r['peak_sram_bytes']} bytes ({kb(r['peak_sram_bytes'])}) = arena {kb(r['arena_bytes'])} + "
+        f"trainable {kb(r['trainable_sram_bytes'])}; Flash {kb(r['flash_bytes'])}",
+        f"wrote {r['out']} and {r['plot']} in {r['seconds']:.1f} s ({r['compiles']} training graphs built)",
+    ])

@@ -1,0 +1,49 @@
+"""Memory budgets as people write them ("200KB", "256KiB", "1MB", "204800") and the smallest one that works.
+
+Units: KB and KiB both mean 1024 bytes, MB and MiB 1024 * 1024 (the paper names its schemes in
+1024-byte KB, ``sparse.analytic.KB``, and the target's "256 KB SRAM" / "1 MB Flash" are binary too);
+a plain number, or one ending in B, is bytes. Decimals are allowed ("62.5KB" = 64000 bytes) and the
+result is rounded down to whole bytes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mcutrain.errors import McutrainError
+
+KB = 1024
+UNITS = {"": 1, "b": 1, "kb": KB, "kib": KB, "k": KB, "mb": KB * KB, "mib": KB * KB, "m": KB * KB}
+_BUDGET_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+
+
+class BudgetError(McutrainError):
+    """A budget that cannot be read, or one no scheme fits."""
+
+
+def parse_bytes(text: str | int, what: str = "budget") -> int:
+    """Bytes of "200KB" / "256KiB" / "1MB" / "204800" (KB = KiB = 1024 bytes)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = _BUDGET_RE.fullmatch(str(text))
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in UNITS:
+            raise BudgetError(f"{what}: cannot read {text!r}; write bytes (204800) or a number with a unit: "
+                              f"B, KB or KiB (1024 B), MB or MiB (1024 KB), e.g. 200KB")
+        value = int(float(m.group(1)) * UNITS[unit])
+    if value <= 0:
+        raise BudgetError(f"{what} must be positive, got {text!r}")
+    return value
+
+
+def kb(nbytes: int) -> str:
+    return f"{nbytes / KB:.1f} KB"
+
+
+def check_minimum(what: str, budget: int, minimum: int, model: str) -> None:
+    """Refuse a budget below the smallest feasible scheme (the classifier only), saying by how much."""
+    if budget < minimum:
+        raise BudgetError(f"{what} {budget} bytes ({kb(budget)}) is below the smallest feasible scheme of "
+                          f"{model}: training the classifier only needs {minimum} bytes ({kb(minimum)}), "
+                          f"{minimum - budget} bytes ({kb(minimum - budget)}) more than the budget")
