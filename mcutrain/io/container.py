@@ -38,7 +38,18 @@ def write_container(path: str | os.PathLike, kind: str, version: int, meta: dict
         "mcutrain.meta": json.dumps(meta, sort_keys=True),
         "mcutrain.sha256": digest,
     }
-    atomic_write_bytes(path, st_save(arrays, metadata=header))
+    atomic_write_bytes(path, _canonical(st_save(arrays, metadata=header)))
+
+
+def _canonical(blob: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes the metadata from a hash map
+    whose order changes from process to process, and a file's sha256 is how the contribution cache and
+    users recognise a model, so equal contents must give equal bytes. The header stays valid
+    safetensors (offsets are relative to the data, which is untouched; padded with spaces to 8 bytes)."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    text = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
 def read_container(path: str | os.PathLike, kind: str,

@@ -1,5 +1,6 @@
 """The safe container: round trip, and every way a file can be wrong is refused, never unpickled."""
 
+import json
 import pickle
 import zipfile
 
@@ -93,3 +94,21 @@ def test_append_jsonl(tmp_path):
     append_jsonl(path, {"a": 1})
     append_jsonl(path, {"a": 2})
     assert path.read_text().splitlines() == ['{"a": 1}', '{"a": 2}']
+
+
+def test_equal_contents_give_equal_bytes(tmp_path):
+    """safetensors writes its metadata from a randomly seeded hash map; the container sorts the header,
+    so a model's file sha256 identifies its contents (the contribution cache relies on it)."""
+    meta = {f"key{i}": i for i in range(20)}
+    tensors = {f"t{i}": np.full((i + 1,), i, np.int8) for i in range(12)}
+    blobs = []
+    for name in ("a", "b", "c"):
+        write_container(tmp_path / name, "thing", 1, meta, tensors)
+        blobs.append((tmp_path / name).read_bytes())
+    assert blobs[0] == blobs[1] == blobs[2]
+    n = int.from_bytes(blobs[0][:8], "little")
+    assert n % 8 == 0
+    header = blobs[0][8:8 + n].decode().rstrip(" ")
+    assert header == json.dumps(json.loads(header), sort_keys=True, separators=(",", ":"))
+    got_meta, got = read_container(tmp_path / "a", "thing", (1,))
+    assert got_meta == meta and all(np.array_equal(got[k], v) for k, v in tensors.items())
