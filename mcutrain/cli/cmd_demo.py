@@ -1,95 +1,70 @@
-"""`mcutrain demo`: the main job on the bundled default backbone.
-
-Today's pipeline, end to end on the bundled backbone: evaluate the float model on its own task,
-quantize it to int8 (post-training, calibrated), move it to a new task it has never seen with a new
-int8 head, and train it there with a sparse update in the bit-exact int8 simulation (QAS, stochastic
-rounding), reporting accuracy before and after. Later stages add the compiled C engine and QEMU.
-"""
+"""`mcutrain demo`: the main job on the bundled default (stages and decisions: ``mcutrain.demo``)."""
 
 from __future__ import annotations
 
 import sys
-import time
 
 from mcutrain.cli.commands import HELP
-from mcutrain.assets import DEFAULT_BACKBONE, DEFAULT_BACKBONE_DATA
 from mcutrain.cli.output import add_json_flag, emit
-from mcutrain.data import Preprocessing, load_dataset
-from mcutrain.models import model_summary
-from mcutrain.quant.quantize import quantize_model
-from mcutrain.quant.sim_model import Int8Net
-from mcutrain.train.checkpoint import load_checkpoint
-from mcutrain.train.evaluate import evaluate
-from mcutrain.train.finetune import FinetuneConfig, finetune
+
+DESCRIPTION = """\
+From a pretrained float backbone to training ON the compiled C engine: quantize to int8, give it a new
+head for a new task, pick a sparse-update scheme by evolutionary search under an SRAM/Flash budget
+(exact compiled memory, contribution analysis bundled or quick), compile the training step to C, train
+it at batch 1 on the host build streaming the task's samples, then run the same firmware on an emulated
+Cortex-M7 (QEMU) and measure its SRAM, Flash and instructions. Writes a report folder (--out).
+
+Defaults: the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, 256KB SRAM,
+1MB Flash. Your own: --checkpoint CKPT (a float checkpoint from `mcutrain pretrain`; supported layers: see
+docs/own-model.md), --data its task, --task folder:PATH or npz:PATH (your samples), --sram/--flash your
+chip, --contrib a contrib.json from `mcutrain analyze` (else a quick analysis runs)."""
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "demo", help=HELP["demo"],
-        description="Evaluate a pretrained float backbone, quantize it to int8, move it to a new task and "
-                    "train it there with a sparse int8 update (simulation of on-device training). Defaults: "
-                    "the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, scheme "
-                    "paper-99kb. Bring your own: --checkpoint (a float checkpoint from `mcutrain pretrain`), "
-                    "--data (its task), --task (folder:PATH or npz:PATH of your samples), --scheme.")
-    p.add_argument("--checkpoint", default=str(DEFAULT_BACKBONE), help="float checkpoint (default: bundled)")
+    from mcutrain.demo import DemoConfig
+
+    d = DemoConfig()
+    p = subparsers.add_parser("demo", help=HELP["demo"], description=DESCRIPTION,
+                              formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=d.checkpoint, help="float checkpoint (default: the bundled backbone)")
     p.add_argument("--data", default=None, help="the checkpoint's own task (default: recorded in it)")
-    p.add_argument("--task", default="mnist-5k", help="the new task to train on (default: mnist-5k)")
-    p.add_argument("--scheme", default="paper-99kb", help="sparse-update scheme (see `mcutrain scheme list`)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--train-subset", type=int, default=0, help="use N training samples of the new task (0: all)")
-    p.add_argument("--lr", type=float, default=0.03)
+    p.add_argument("--task", default=d.task, help=f"the new task (default {d.task}; folder:PATH, npz:PATH)")
+    p.add_argument("--sram", default=d.sram_budget, help=f"SRAM of the chip (default {d.sram_budget}; KB = 1024 B)")
+    p.add_argument("--flash", default=d.flash_budget, help=f"Flash of the chip (default {d.flash_budget})")
+    p.add_argument("--contrib", default=d.contrib,
+                   help="contrib.json of `mcutrain analyze`, 'auto' (bundled if it is for this model and task, "
+                        "else quick) or 'quick' (default auto)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"on-device training steps (default {d.steps})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate compiled into the C (default {d.lr})")
+    p.add_argument("--eval", type=int, default=d.eval_samples, dest="eval_samples",
+                   help=f"held-out samples (default {d.eval_samples})")
+    p.add_argument("--device-steps", type=int, default=d.device_steps,
+                   help=f"steps of the Cortex-M7 firmware under QEMU (default {d.device_steps}; 0: skip)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=d.out, help=f"report folder (default {d.out})")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
-def _step(n: int, text: str) -> None:
-    print(f"[{n}/4] {text}", file=sys.stderr, flush=True)
-
-
 def run(args) -> int:
-    t0 = time.perf_counter()
-    model, info = load_checkpoint(args.checkpoint)
-    data_name = args.data or info.dataset or DEFAULT_BACKBONE_DATA
-    seed = info.training.get("config", {}).get("seed", 0)
-    prep = Preprocessing.from_dict(info.preprocessing)
-    dataset = load_dataset(data_name, seed=seed)
-    _step(1, f"evaluating the float {info.model} on {data_name} ({len(dataset.test):,} test images)")
-    float_acc = evaluate(model, dataset.test, info.resolution, prep)["accuracy"]
-    _step(2, "quantizing to int8 (BatchNorm folded, calibrated activations, fixed-point requantization)")
-    qmodel = quantize_model(model, info, dataset.train, seed=seed)
-    int8_acc = evaluate(Int8Net(qmodel), dataset.test, info.resolution, prep)["accuracy"]
-    _step(3, f"new task {args.task}: new int8 head, training with scheme {args.scheme} (int8 simulation)")
-    task = load_dataset(args.task, seed=seed)
-    cfg = FinetuneConfig(model="", data=args.task, scheme=args.scheme, epochs=args.epochs, lr=args.lr,
-                         train_subset=args.train_subset, seed=seed)
-    tuned = finetune(cfg, progress=True, model=qmodel, dataset=task)
-    _step(4, "done")
-    summary = model_summary(info.model, info.resolution)
-    payload = {
-        "model": info.model, "resolution": info.resolution, "backbone_data": data_name,
-        "float_accuracy": float_acc, "int8_accuracy": int8_acc, "test_n": len(dataset.test),
-        "parameters": sum(p.numel() for p in model.parameters()), "backbone_weights": summary["backbone_weights"],
-        "macs": summary["macs"], "task": args.task, "scheme": args.scheme,
-        "task_accuracy_before": tuned["accuracy_before"], "task_accuracy_after": tuned["accuracy"],
-        "task_test_n": tuned["n"], "trainable": tuned["trainable"],
-        "train_images": args.train_subset or len(task.train),
-        "epochs": args.epochs, "seconds": round(time.perf_counter() - t0, 1),
-    }
-    emit(args, payload, _human)
+    from mcutrain.demo import DemoConfig, run_demo
+    from mcutrain.reports.demo import write_demo_report
+
+    cfg = DemoConfig(checkpoint=args.checkpoint, data=args.data, task=args.task, sram_budget=args.sram,
+                     flash_budget=args.flash, contrib=args.contrib, steps=args.steps, lr=args.lr,
+                     eval_samples=args.eval_samples, device_steps=args.device_steps, seed=args.seed, out=args.out)
+    result = run_demo(cfg)
+    result["command"] = "mcutrain " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else "mcutrain demo"
+    files = write_demo_report(result, cfg.out)
+    result["report_files"] = [str(f) for f in files]
+    emit(args, {k: v for k, v in result.items() if not k.startswith("_")}, _human)
     return 0
 
 
-def _human(p: dict) -> str:
-    w = p["trainable"]["weight_layers"]
-    return "\n".join([
-        "mcutrain demo",
-        f"  backbone     {p['model']} @ {p['resolution']}x{p['resolution']}: {p['parameters']:,} float parameters, "
-        f"{p['macs']:,} MACs per image",
-        f"  own task     {p['backbone_data']}: float {p['float_accuracy'] * 100:.2f}% -> int8 "
-        f"{p['int8_accuracy'] * 100:.2f}% ({p['test_n']:,} test images)",
-        f"  new task     {p['task']}: {p['task_accuracy_before'] * 100:.1f}% before -> "
-        f"{p['task_accuracy_after'] * 100:.1f}% after int8 training ({p['task_test_n']:,} test images)",
-        f"  scheme       {p['scheme']}: biases of {p['trainable']['bias_layers']} convs, weights of {len(w)} convs "
-        f"(partial channels), classifier; {p['train_images']} images x {p['epochs']} epochs",
-        f"  time         {p['seconds']:.0f} s",
-    ])
+def _human(r: dict) -> str:
+    from mcutrain.reports.demo import human_summary
+
+    rows = human_summary(r)
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join(["mcutrain demo"] + [f"  {label:<{width}}{text}" for label, text in rows]
+                     + [f"  {'report':<{width}}{r['config']['out']}/summary.md"])

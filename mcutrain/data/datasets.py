@@ -23,6 +23,14 @@ class ImageSet:
     images: np.ndarray
     labels: np.ndarray
 
+    def subset(self, n: int, seed: int) -> "ImageSet":
+        """A seeded random subset of ``n`` samples in their original order (all of them when ``n`` is
+        0 or at least the size): sweeps and demos that must fit the machine say so in their results."""
+        if not n or n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return ImageSet(self.images[idx], self.labels[idx])
+
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] not in (1, 3):
             raise DataError(f"ImageSet images must be uint8 [N,H,W,C] with C in (1, 3), "

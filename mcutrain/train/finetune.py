@@ -13,7 +13,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -179,16 +178,9 @@ def _fit_task(qmodel: QModel, dataset: SplitDataset, cfg: FinetuneConfig) -> QMo
 
 def _subsampled(dataset: SplitDataset, cfg: FinetuneConfig) -> SplitDataset:
     """Seeded random subsets, when asked, so sweeps fit the machine (results say so)."""
-    return replace(dataset, train=_subset(dataset.train, cfg.train_subset, cfg.seed),
-                   val=_subset(dataset.val, cfg.eval_subset, cfg.seed + 1),
-                   test=_subset(dataset.test, cfg.eval_subset, cfg.seed + 2))
-
-
-def _subset(data: ImageSet, n: int, seed: int) -> ImageSet:
-    if not n or n >= len(data):
-        return data
-    idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
-    return ImageSet(data.images[idx], data.labels[idx])
+    return replace(dataset, train=dataset.train.subset(cfg.train_subset, cfg.seed),
+                   val=dataset.val.subset(cfg.eval_subset, cfg.seed + 1),
+                   test=dataset.test.subset(cfg.eval_subset, cfg.seed + 2))
 
 
 def trainable_summary(plan: UpdatePlan) -> dict:

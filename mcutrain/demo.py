@@ -1,0 +1,288 @@
+"""The main job, end to end: a pretrained float backbone -> training ON the compiled C engine.
+
+    result = run_demo(DemoConfig())          # what `mcutrain demo` / `make demo` run
+    write_demo_report(result, cfg.out)       # mcutrain.reports.demo: JSON, Markdown, plots
+
+The stages, in pipeline order (each a function below, each printed as it starts):
+  1. backbone   load the float checkpoint, its accuracy on its own task;
+  2. quantize   int8 (post-training, calibrated), its accuracy on its own task;
+  3. new task   a new zero int8 head for a task the backbone never saw;
+  4. contrib    the contribution analysis: the bundled cache when it is for this very model file and
+                task (recognised by the int8 file's sha256), else a quick one (few layers, short runs);
+  5. search     evolutionary search for the scheme with the best predicted gain whose TOTAL SRAM
+                (arena + trained parameter copies, ``mcutrain compile``'s figure) fits the SRAM budget
+                less a stack reserve, and whose Flash constants fit the Flash budget less a code reserve;
+  6. compile    the training program for C (the same program ``mcutrain compile`` reports), generated
+                and built for the host;
+  7. train      batch-1 SGD steps ON the host build of the generated C, streaming the new task's
+                samples one at a time, held-out accuracy measured along the way;
+  8. device     the same program as Cortex-M7 firmware under QEMU (when the toolchain is installed):
+                a few steps on the same samples, which must give the host's losses bit for bit, and
+                what it costs: SRAM (static + measured stack), Flash, instructions per step.
+Defaults (the bundled backbone, mnist-5k, 256 KB / 1 MB) finish in a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from mcutrain.assets import DEFAULT_BACKBONE, DEFAULT_BACKBONE_DATA, DEFAULT_CONTRIB
+from mcutrain.errors import McutrainError
+
+__all__ = ["DemoConfig", "run_demo", "STACK_RESERVE_BYTES", "CODE_RESERVE_BYTES"]
+
+# What the searched program may not use of the chip: the C stack (the firmware's measured high-water
+# mark is about 0.6 KB; cortex_m7 reserves 4 KB) and, in Flash, the code (about 40 KB of kernels,
+# board and harness; 64 KB kept).
+STACK_RESERVE_BYTES = 4 * 1024
+CODE_RESERVE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    checkpoint: str = str(DEFAULT_BACKBONE)
+    data: str | None = None  # the backbone's own task (default: recorded in the checkpoint)
+    own_eval_samples: int = 0  # test images of the backbone's own task (0: the whole test split)
+    task: str = "mnist-5k"
+    sram_budget: str = "256KB"
+    flash_budget: str = "1MB"
+    contrib: str = "auto"  # a contrib.json, "auto" (bundled cache if it matches, else quick) or "quick"
+    steps: int = 3000  # batch-1 training steps on the host C engine
+    lr: float = 0.02
+    eval_samples: int = 500  # held-out samples of the new task
+    eval_every: int = 500
+    device_steps: int = 20  # steps of the firmware under QEMU (0: skip)
+    population: int = 24
+    generations: int = 15
+    seed: int = 0
+    out: str = "runs/demo"
+
+
+@dataclass
+class Progress:
+    """Numbered stage lines on stderr with the time each stage took."""
+
+    total: int
+    n: int = 0
+    t_stage: float = field(default_factory=time.perf_counter)
+    times: dict = field(default_factory=dict)
+    name: str = ""
+
+    def stage(self, name: str, text: str) -> None:
+        self.close()
+        self.n, self.name, self.t_stage = self.n + 1, name, time.perf_counter()
+        print(f"[{self.n}/{self.total}] {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.name:
+            self.times[self.name] = round(time.perf_counter() - self.t_stage, 1)
+            self.name = ""
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run every stage; returns the result document (what the report folder is written from)."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(total=8)
+    result: dict = {"config": asdict(cfg)}
+    model, info, prep, own = _backbone(cfg, progress, result)
+    qmodel = _quantize(model, info, own, cfg, progress, result, out)
+    task, qmodel = _new_task(qmodel, cfg, progress, result)
+    contrib = _contribution(out / "model-int8.safetensors", cfg, progress, result)
+    scheme, plan, search_outcome = _search(qmodel, contrib, cfg, progress, result, out)
+    program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
+    samples = _samples(task, prepared, cfg)
+    host = _train_on_host(program, prepared, plan, samples, cfg, progress, result, out)
+    _device(program, prepared, plan, samples, host, cfg, progress, result, out)
+    progress.close()
+    result["stage_seconds"] = progress.times
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["_program"], result["_search"] = program, search_outcome  # for the report's plots, not JSON
+    return result
+
+
+# --------------------------------------------------------------------------------------- stages
+
+
+def _backbone(cfg: DemoConfig, progress: Progress, result: dict):
+    from mcutrain.data import Preprocessing, load_dataset
+    from mcutrain.train.checkpoint import load_checkpoint
+    from mcutrain.train.evaluate import evaluate
+
+    model, info = load_checkpoint(cfg.checkpoint)
+    own_name = cfg.data or info.dataset or DEFAULT_BACKBONE_DATA
+    own = load_dataset(own_name, seed=_split_seed(info))
+    if cfg.own_eval_samples:
+        own = replace(own, test=own.test.subset(cfg.own_eval_samples, cfg.seed))
+    prep = Preprocessing.from_dict(info.preprocessing)
+    progress.stage("backbone", f"backbone {info.model} @ {info.resolution}x{info.resolution} "
+                               f"({Path(cfg.checkpoint).name}): float accuracy on {own_name} "
+                               f"({len(own.test):,} test images)")
+    result["backbone"] = {"checkpoint": str(cfg.checkpoint), "model": info.model, "resolution": info.resolution,
+                          "data": own_name, "test_n": len(own.test),
+                          "float_accuracy": evaluate(model, own.test, info.resolution, prep)["accuracy"]}
+    return model, info, prep, own
+
+
+def _split_seed(info) -> int:
+    return int(info.training.get("config", {}).get("seed", 0))
+
+
+def _quantize(model, info, own, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+    from mcutrain.data import Preprocessing
+    from mcutrain.io.atomic import file_sha256
+    from mcutrain.quant.model_file import save_qmodel
+    from mcutrain.quant.quantize import quantize_model
+    from mcutrain.quant.sim_model import Int8Net
+    from mcutrain.train.evaluate import evaluate
+
+    progress.stage("quantize", "quantizing to int8 (BatchNorm folded, calibrated, fixed-point requantization)")
+    qmodel = quantize_model(model, info, own.train, seed=_split_seed(info))
+    path = out / "model-int8.safetensors"
+    save_qmodel(path, qmodel)
+    acc = evaluate(Int8Net(qmodel), own.test, info.resolution, Preprocessing.from_dict(info.preprocessing))
+    result["backbone"].update(int8_accuracy=acc["accuracy"], int8_model=str(path), int8_sha256=file_sha256(path))
+    return qmodel
+
+
+def _new_task(qmodel, cfg: DemoConfig, progress: Progress, result: dict):
+    from mcutrain.data import load_dataset
+    from mcutrain.quant.head import new_head
+
+    task = load_dataset(cfg.task, seed=cfg.seed)
+    progress.stage("task", f"new task {cfg.task}: {task.num_classes} classes, {len(task.train):,} training "
+                           f"samples; a new zero int8 head")
+    result["task"] = {"name": cfg.task, "classes": task.num_classes, "train_n": len(task.train),
+                      "test_n": len(task.test)}
+    return task, new_head(qmodel, task.classes)
+
+
+def _contribution(model_path: Path, cfg: DemoConfig, progress: Progress, result: dict):
+    """The bundled analysis if it was made from this very file and task; else a quick one."""
+    from mcutrain.io.atomic import file_sha256
+    from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
+
+    if cfg.contrib not in ("auto", "quick"):
+        progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
+        result["contrib"] = {"source": cfg.contrib}
+        return load_contrib(cfg.contrib)
+    if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file():
+        cached = load_contrib(DEFAULT_CONTRIB)
+        doc = cached.doc
+        if doc["model"]["sha256"] == file_sha256(model_path) and doc["data"]["name"] == cfg.task:
+            progress.stage("contrib", f"contribution analysis: bundled ({DEFAULT_CONTRIB.name}, "
+                                      f"{doc.get('runs_total', len(doc['weight']))} runs; same model file and task)")
+            result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB)}
+            return cached
+    progress.stage("contrib", "contribution analysis: quick (last 12 convs, ratios 1/4 and 1, 300 samples, "
+                              "1 epoch per run)")
+    acfg = AnalysisConfig(model=str(model_path), data=cfg.task, out=str(Path(cfg.out) / "contrib.json"),
+                          epochs=1, train_subset=300, eval_subset=300, lr=0.01, seed=cfg.seed,
+                          layers="last:12", ratios="1/4,1", bias_grid="1,2,4,8,16")
+    doc = analyze(acfg, progress=True)
+    result["contrib"] = {"source": "quick", "path": acfg.out}
+    return contrib_from_doc(doc)
+
+
+def _search(qmodel, contrib, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+    from mcutrain.search import SearchConfig, SramCost, parse_bytes, search
+    from mcutrain.search.evolve import plot_progress
+    from mcutrain.sparse import resolve, save_scheme
+
+    sram, flash = parse_bytes(cfg.sram_budget, "SRAM budget"), parse_bytes(cfg.flash_budget, "Flash budget")
+    scfg = SearchConfig(sram_budget=sram - STACK_RESERVE_BYTES, flash_budget=flash - CODE_RESERVE_BYTES,
+                        population=cfg.population, generations=cfg.generations, seed=cfg.seed)
+    progress.stage("search", f"evolutionary search under {sram // 1024} KB SRAM (less {STACK_RESERVE_BYTES // 1024} "
+                             f"KB stack) and {flash // 1024} KB Flash (less {CODE_RESERVE_BYTES // 1024} KB code); "
+                             f"exact compiled memory per candidate")
+    outcome = search(SramCost(qmodel), contrib, scfg, progress=True, name=f"demo-{cfg.sram_budget}")
+    save_scheme(out / "scheme.json", outcome.scheme)
+    plot_progress([outcome.evolution, outcome.random], str(out / "search.png"),
+                  f"{qmodel.spec.name} @{qmodel.resolution}: best predicted gain under {cfg.sram_budget}")
+    plan = resolve(outcome.scheme, qmodel.spec)
+    result["search"] = {
+        "sram_budget_bytes": sram, "flash_budget_bytes": flash, "search_sram_budget_bytes": scfg.sram_budget,
+        "search_flash_budget_bytes": scfg.flash_budget, "predicted_gain": outcome.gain,
+        "random_predicted_gain": outcome.random.best.gain, "evaluations": outcome.evolution.evaluations,
+        "minimum_sram_bytes": outcome.minimum.total_sram_bytes, "scheme": outcome.scheme.name,
+        "bias_layers": sum(c.bias for c in plan.convs),
+        "weight_layers": [{"layer": c.index, "ratio": c.weight_ratio} for c in plan.convs if c.updates_weight],
+    }
+    return outcome.scheme, plan, outcome
+
+
+def _compile(qmodel, plan, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+    from mcutrain.codegen import compile_for_codegen
+    from mcutrain.sparse.permute import prepare_model
+
+    progress.stage("compile", "compiling the training step (autodiff, prune, reorder, fuse, plan memory) and "
+                              "generating C")
+    prepared = prepare_model(qmodel, plan)
+    program = compile_for_codegen(prepared, plan, lr=cfg.lr, seed=cfg.seed)
+    r = program.report
+    result["compiled"] = {"total_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
+                          "trainable_bytes": r["trainable_bytes"], "flash_bytes": r["flash_bytes"],
+                          "inference_arena_bytes": r["inference_arena_bytes"], "ops": r["n_ops"],
+                          "peak_op": r["peak_op"]}
+    return program, prepared
+
+
+def _samples(task, prepared, cfg: DemoConfig):
+    """The training stream (seeded order, every step a new sample while they last) and held-out samples."""
+    from mcutrain.codegen.samples import int8_samples
+
+    draw = dict(resolution=prepared.resolution, preprocessing=dict(prepared.preprocessing),
+                input_scale=float(prepared.input.scale), input_zero=int(prepared.input.zero))
+    train = int8_samples(task.train, cfg.steps, seed=cfg.seed, **draw)
+    held_out = int8_samples(task.test, min(cfg.eval_samples, len(task.test)), seed=cfg.seed + 1, **draw)
+    return train, held_out
+
+
+def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+    from mcutrain.codegen.runner import run_host
+    from mcutrain.codegen.targets import build_target
+
+    train, held_out = samples
+    progress.stage("train", f"training ON the generated C engine (host build): {cfg.steps} steps at batch 1, "
+                            f"lr {cfg.lr}, held-out accuracy on {len(held_out[1])} samples every {cfg.eval_every}")
+    target = build_target(program, prepared, plan, "host", out / "host", log=_quiet)
+    host = run_host(out / "host", target, train, held_out, eval_every=cfg.eval_every, leave=True)
+    result["host"] = {**{k: v for k, v in host.items() if k != "losses"}, "steps": len(host["losses"]),
+                      "ms_per_step": round(1000 * host["seconds"] / max(1, len(host["losses"])), 2)}
+    result["losses"] = host["losses"]
+    return host
+
+
+def _device(program, prepared, plan, samples, host, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+    from mcutrain.codegen.cortex_m7 import tools_available
+    from mcutrain.codegen.runner import run_cortex_m7
+    from mcutrain.codegen.targets import build_target
+
+    missing = tools_available("arm-none-eabi-gcc", "qemu-system-arm")
+    if cfg.device_steps <= 0 or missing:
+        why = "skipped (--device-steps 0)" if cfg.device_steps <= 0 else f"skipped: {missing}"
+        progress.stage("device", f"Cortex-M7 under QEMU: {why}")
+        result["device"] = {"skipped": why}
+        return
+    n = min(cfg.device_steps, len(samples[0][1]))
+    progress.stage("device", f"the same program as Cortex-M7 firmware (STM32F746 map) under QEMU: {n} steps")
+    target = build_target(program, prepared, plan, "cortex-m7", out / "cortex-m7", log=_quiet)
+    train = (samples[0][0][:n], samples[0][1][:n])
+    held_out = (samples[1][0][:8], samples[1][1][:8])
+    run = run_cortex_m7(out / "cortex-m7", target, train, held_out)
+    equal = bool(np.array_equal(np.asarray(run["losses"], np.float32), np.asarray(host["losses"][:n], np.float32)))
+    if not equal:
+        raise McutrainError("the firmware under QEMU gave other losses than the host build of the same program "
+                            "(they must be bit-identical); please report this with the report folder")
+    result["device"] = {**{k: v for k, v in run.items() if k != "losses"}, "steps": n,
+                        "losses_equal_host": equal}
+
+
+def _quiet(*_args) -> None:
+    pass

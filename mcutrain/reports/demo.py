@@ -1,0 +1,114 @@
+"""The demo's report folder: ``summary.json`` (every number), ``summary.md`` (the same for people), and
+plots: ``training.png`` (loss and held-out accuracy over the on-device steps), ``search.png``
+(evolution vs random search, written by the search stage), ``memory/`` (the compiled program's
+memory timeline, text and PNG, from ``mcutrain.engine.reports``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mcutrain.engine.reports import write_reports
+from mcutrain.io.atomic import atomic_write_text
+
+__all__ = ["human_summary", "write_demo_report"]
+
+
+def write_demo_report(result: dict, folder) -> list[Path]:
+    folder = Path(folder)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    title = f"{result['backbone']['model']} @{result['backbone']['resolution']}, searched scheme: live memory per op"
+    written = write_reports(result["_program"], folder / "memory", result["compiled"], title)
+    atomic_write_text(folder / "summary.json", json.dumps(public, indent=1, default=_plain) + "\n")
+    atomic_write_text(folder / "summary.md", markdown(public) + "\n")
+    plot_training(result, folder / "training.png")
+    return [folder / "summary.json", folder / "summary.md", folder / "training.png", folder / "search.png", *written]
+
+
+def _plain(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def plot_training(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = np.asarray(result["losses"], np.float64)
+    window = max(1, min(100, len(losses) // 10))
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(np.arange(window, len(losses) + 1), smooth, color="tab:blue", label=f"loss (mean of {window} steps)")
+    ax.set_xlabel("training step on the C engine (batch 1)")
+    ax.set_ylabel("cross-entropy loss", color="tab:blue")
+    curve = result["host"].get("accuracy_curve", [])
+    ax2 = ax.twinx()
+    ax2.plot([s for s, _ in curve], [100 * a for _, a in curve], "o-", color="tab:green",
+             label=f"held-out accuracy ({result['host']['accuracy']['n']} samples)")
+    ax2.set_ylabel("held-out accuracy (%)", color="tab:green")
+    ax2.set_ylim(0, 100)
+    ax.set_title(f"{result['task']['name']}: on-device training of {result['backbone']['model']} "
+                 f"@{result['backbone']['resolution']} (host build of the generated C)", fontsize=9)
+    lines = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="center left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _kb(n) -> str:
+    return f"{n / 1024:.1f} KB"
+
+
+def human_summary(r: dict) -> list[tuple[str, str]]:
+    """(label, text) rows: the terminal summary and the Markdown table say the same."""
+    b, s, c, h, d = r["backbone"], r["search"], r["compiled"], r["host"], r.get("device", {})
+    rows = [
+        ("backbone", f"{b['model']} @ {b['resolution']}x{b['resolution']} on {b['data']}: float "
+                     f"{100 * b['float_accuracy']:.2f}% -> int8 {100 * b['int8_accuracy']:.2f}% "
+                     f"({b['test_n']:,} test images)"),
+        ("contribution", f"{r['contrib']['source']}"),
+        ("scheme", f"searched ({s['evaluations']} candidates): biases of {s['bias_layers']} convs, weights of "
+                   f"{len(s['weight_layers'])} convs, classifier; predicted gain {100 * s['predicted_gain']:+.1f} "
+                   f"points (random search {100 * s['random_predicted_gain']:+.1f})"),
+        ("memory (computed)", f"SRAM {_kb(c['total_sram_bytes'])} (arena {_kb(c['arena_bytes'])} + trained "
+                              f"parameters {_kb(c['trainable_bytes'])}) of a {_kb(s['search_sram_budget_bytes'])} "
+                              f"budget; Flash constants {_kb(c['flash_bytes'])}"),
+        ("new task", f"{r['task']['name']}: {100 * h['accuracy']['before']:.1f}% before -> "
+                     f"{100 * h['accuracy']['after']:.1f}% after {h['steps']} on-device steps "
+                     f"({h['accuracy']['n']} held-out samples)"),
+        ("host C engine", f"{h['ms_per_step']:.2f} ms per training step (incl. Python driving it)"),
+    ]
+    if "skipped" in d:
+        rows.append(("Cortex-M7", d["skipped"]))
+    elif d:
+        rows += [
+            ("Cortex-M7 (QEMU)", f"{d['steps']} steps, losses bit-identical to the host: "
+                                 f"{'yes' if d['losses_equal_host'] else 'NO'}"),
+            ("memory (measured)", f"SRAM {_kb(d['sram_bytes'])} (static {_kb(d['sram']['static'])} + stack "
+                                  f"high-water {d['sram']['stack_high_water']} B), Flash {_kb(d['flash_bytes'])}; "
+                                  f"fits 256 KB: {'yes' if d['fits_256kb'] else 'no'}"),
+            ("instructions", f"{d['instructions_per_step']:,} per training step, {d['instructions_per_inference']:,} "
+                             f"per inference (QEMU counts, not cycles)"),
+        ]
+    rows.append(("time", f"{r['seconds']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in
+                                                            r["stage_seconds"].items()) + ")"))
+    return rows
+
+
+def markdown(r: dict) -> str:
+    lines = ["# mcutrain demo report", "",
+             f"Command: `{r.get('command', 'mcutrain demo')}`", "",
+             "| | |", "|---|---|"]
+    lines += [f"| {label} | {text} |" for label, text in human_summary(r)]
+    lines += ["", "![training](training.png)", "", "![search](search.png)", "",
+              "![memory](memory/memory.png)", "",
+              "Files: `summary.json` (every number), `scheme.json` (the searched scheme, usable with "
+              "`mcutrain compile --scheme`), `model-int8.safetensors`, `host/` and `cortex-m7/` (the generated "
+              "C and its builds), `memory/` (graph, timelines, plot)."]
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""The main job end to end on the bundled backbone, cut small: every stage runs for real (quantize, the
+bundled contribution analysis recognised by the int8 file's sha256, exact-memory search, compile, C
+training on the host, the same firmware under QEMU), and the report folder is written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mcutrain.assets import DEFAULT_CONTRIB
+from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.demo import STACK_RESERVE_BYTES, DemoConfig, run_demo
+from mcutrain.reports.demo import write_demo_report
+
+pytestmark = pytest.mark.xdist_group("demo")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    missing = tools_available("arm-none-eabi-gcc", "qemu-system-arm")
+    if missing:
+        pytest.skip(f"{missing}; `make system` (scripts/setup_system.sh) installs it")
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(own_eval_samples=200, steps=60, eval_samples=60, eval_every=30, device_steps=3,
+                     population=6, generations=2, out=str(out))
+    result = run_demo(cfg)
+    return cfg, result, write_demo_report(result, out)
+
+
+def test_stages_give_the_numbers_they_promise(demo):
+    cfg, r, _ = demo
+    assert r["backbone"]["float_accuracy"] > 0.8 and r["backbone"]["int8_accuracy"] > 0.8
+    assert r["contrib"]["source"] == ("bundled" if DEFAULT_CONTRIB.is_file() else "quick")
+    budget = r["search"]["sram_budget_bytes"] - STACK_RESERVE_BYTES
+    assert r["search"]["search_sram_budget_bytes"] == budget
+    assert r["compiled"]["total_sram_bytes"] <= budget
+    assert r["compiled"]["total_sram_bytes"] == r["compiled"]["arena_bytes"] + r["compiled"]["trainable_bytes"]
+    losses = np.asarray(r["losses"])
+    assert len(losses) == cfg.steps and np.all(np.isfinite(losses))
+    assert losses[-15:].mean() < losses[:15].mean()  # it learns on the C engine
+    assert [s for s, _ in r["host"]["accuracy_curve"]] == [0, 30, 60]
+
+
+def test_firmware_equals_host_and_fits(demo):
+    _, r, _ = demo
+    d = r["device"]
+    assert d["losses_equal_host"] and d["steps"] == 3
+    assert d["sram_bytes"] <= 256 * 1024 and d["fits_256kb"]
+    # measured static SRAM holds the computed arena + trained copies (and a little of the harness)
+    assert d["sram"]["static"] >= r["compiled"]["total_sram_bytes"]
+    assert d["instructions_per_step"] > d["instructions_per_inference"] > 0
+
+
+def test_report_folder(demo):
+    cfg, r, files = demo
+    for f in files:
+        assert f.is_file() and f.stat().st_size > 0, f
+    summary = json.loads((files[0]).read_text())
+    assert summary["search"]["scheme"] == r["search"]["scheme"]
+    assert "mnist-5k" in files[1].read_text()
