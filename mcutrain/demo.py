@@ -177,7 +177,7 @@ def _contribution(model_path: Path, cfg: DemoConfig, progress: Progress, result:
         doc = cached.doc
         if doc["model"]["sha256"] == file_sha256(model_path) and doc["data"]["name"] == cfg.task:
             progress.stage("contrib", f"contribution analysis: bundled ({DEFAULT_CONTRIB.name}, "
-                                      f"{doc.get('runs_total', len(doc['weight']))} runs; same model file and task)")
+                                      f"{doc.get('runs', '?')} runs; same model file and task)")
             result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB)}
             return cached
     progress.stage("contrib", "contribution analysis: quick (last 12 convs, ratios 1/4 and 1, 300 samples, "
@@ -226,6 +226,10 @@ def _compile(qmodel, plan, cfg: DemoConfig, progress: Progress, result: dict, ou
     prepared = prepare_model(qmodel, plan)
     program = compile_for_codegen(prepared, plan, lr=cfg.lr, seed=cfg.seed)
     r = program.report
+    if r["total_sram_bytes"] > result["search"]["search_sram_budget_bytes"]:  # the search priced another program
+        raise McutrainError(f"the compiled C program needs {r['total_sram_bytes']} bytes of SRAM, over the search "
+                            f"budget of {result['search']['search_sram_budget_bytes']}: the search's cost model and "
+                            f"the C target disagree (mcutrain.codegen.compile_for_codegen vs mcutrain.search.cost)")
     result["compiled"] = {"total_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
                           "trainable_bytes": r["trainable_bytes"], "flash_bytes": r["flash_bytes"],
                           "inference_arena_bytes": r["inference_arena_bytes"], "ops": r["n_ops"],
