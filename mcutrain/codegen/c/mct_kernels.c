@@ -13,14 +13,8 @@ const int8_t *mct_weight_at(const mct_weight *w, int32_t row, int32_t col) {
     return w->flash + ((size_t)row * (size_t)w->cols + (size_t)col) * (size_t)w->inner;
 }
 
-/* Row ``row`` as two runs of blocks: columns [0, split) from ``lo``, [split, cols) from ``hi``. */
-typedef struct {
-    const int8_t *lo, *hi;
-    int32_t split;
-} weight_row;
-
-static weight_row row_of(const mct_weight *w, int32_t row) {
-    weight_row r;
+mct_weight_row mct_row_of(const mct_weight *w, int32_t row) {
+    mct_weight_row r;
     r.hi = w->flash + (size_t)row * (size_t)w->cols * (size_t)w->inner;
     r.lo = r.hi;
     r.split = 0;
@@ -31,7 +25,7 @@ static weight_row row_of(const mct_weight *w, int32_t row) {
     return r;
 }
 
-static inline int8_t row_at(const weight_row *r, int32_t col) { return col < r->split ? r->lo[col] : r->hi[col]; }
+static inline int8_t row_at(const mct_weight_row *r, int32_t col) { return col < r->split ? r->lo[col] : r->hi[col]; }
 
 void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
                        int32_t kept_cols) {
@@ -47,31 +41,12 @@ static void clear_bits(uint8_t *mask, int32_t n) {
     if (mask != NULL) memset(mask, 0, ((size_t)n + 7) / 8);
 }
 
-static inline void put_bit(uint8_t *mask, int32_t i, uint8_t bit) {
-    if (mask != NULL) mask[i >> 3] |= (uint8_t)(bit << (i & 7));
-}
 
-static inline int get_bit(const uint8_t *mask, int32_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
-
-/* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp, mask bit. */
-static inline void conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
-    uint8_t inside;
-    int32_t acc = mct_sat_i32((int64_t)sum + p->bias[o]);
-    *dst = mct_requantize(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
-    put_bit(mask, bit, inside);
-}
-
-static int32_t imax(int32_t a, int32_t b) { return a > b ? a : b; }
-static int32_t imin(int32_t a, int32_t b) { return a < b ? a : b; }
-
-#define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
-
-/* Output channel o of a 1x1 stride-1 conv into y_o (mask bits from bit0), MCT_BLOCK positions at a
- * time so that each input channel is read in short contiguous runs. */
-static void pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
+/* MCT_BLOCK positions at a time so that each input channel is read in short contiguous runs. */
+void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
                               int32_t bit0) {
     const int32_t n = p->in_h * p->in_w;
-    const weight_row w = row_of(&p->w, o);
+    const mct_weight_row w = mct_row_of(&p->w, o);
     int32_t q0 = 0;
     for (; q0 + MCT_BLOCK <= n; q0 += MCT_BLOCK) {
         int32_t sum[MCT_BLOCK] = {0};
@@ -80,32 +55,32 @@ static void pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int
             const int8_t *x_i = x + i * n + q0;
             for (int32_t j = 0; j < MCT_BLOCK; ++j) sum[j] += ((int32_t)x_i[j] - p->x_zero) * wi;
         }
-        for (int32_t j = 0; j < MCT_BLOCK; ++j) conv_out(p, o, sum[j], y_o + q0 + j, mask, bit0 + q0 + j);
+        for (int32_t j = 0; j < MCT_BLOCK; ++j) mct_conv_out(p, o, sum[j], y_o + q0 + j, mask, bit0 + q0 + j);
     }
     for (; q0 < n; ++q0) {
         int32_t sum = 0;
         for (int32_t i = 0; i < p->in_c; ++i) sum += ((int32_t)x[i * n + q0] - p->x_zero) * row_at(&w, i);
-        conv_out(p, o, sum, y_o + q0, mask, bit0 + q0);
+        mct_conv_out(p, o, sum, y_o + q0, mask, bit0 + q0);
     }
 }
 
-/* Channel c of a depthwise conv: input channel x_c -> output channel y_c. */
-static void depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
+void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
                               int32_t bit0) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
     const int32_t k = p->k;
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad;
-        const int32_t a0 = imax(0, -iy), a1 = imin(k, p->in_h - iy);
+        const int32_t a0 = mct_imax(0, -iy), a1 = mct_imin(k, p->in_h - iy);
         for (int32_t ox = 0; ox < p->out_w; ++ox) {
             const int32_t ix = ox * p->stride - p->pad;
-            const int32_t b0 = imax(0, -ix), b1 = imin(k, p->in_w - ix);
+            const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
             int32_t sum = 0;
             for (int32_t a = a0; a < a1; ++a) {
                 const int32_t row = (iy + a) * p->in_w + ix;
                 for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)x_c[row + b] - p->x_zero) * w[a * k + b];
             }
-            conv_out(p, c, sum, y_c + oy * p->out_w + ox, mask, bit0 + oy * p->out_w + ox);
+            const int32_t at = oy * p->out_w + ox;
+            mct_conv_out(p, c, sum, y_c != NULL ? y_c + at : NULL, mask, bit0 + at);
         }
     }
 }
@@ -116,9 +91,9 @@ static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t 
     for (int32_t o = 0; o < p->out_c; ++o) {
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             const int32_t iy = oy * p->stride - p->pad;
-            const int32_t a0 = imax(0, -iy), a1 = imin(k, p->in_h - iy);
+            const int32_t a0 = mct_imax(0, -iy), a1 = mct_imin(k, p->in_h - iy);
             for (int32_t ox0 = 0; ox0 < p->out_w; ox0 += MCT_BLOCK) {
-                const int32_t m = imin(MCT_BLOCK, p->out_w - ox0);
+                const int32_t m = mct_imin(MCT_BLOCK, p->out_w - ox0);
                 int32_t sum[MCT_BLOCK] = {0};
                 for (int32_t i = 0; i < p->in_c; ++i) {
                     const int8_t *w = mct_weight_at(&p->w, o, i);
@@ -135,7 +110,7 @@ static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t 
                 }
                 for (int32_t j = 0; j < m; ++j) {
                     const int32_t at = o * out_n + oy * p->out_w + ox0 + j;
-                    conv_out(p, o, sum[j], y + at, mask, at);
+                    mct_conv_out(p, o, sum[j], y + at, mask, at);
                 }
             }
         }
@@ -150,14 +125,14 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
     if (p->groups > 1) {
         for (int32_t c = 0; c < p->out_c; ++c) {
             if (scratch == NULL) {
-                depthwise_channel(p, c, x + c * in_n, y + c * out_n, mask, c * out_n);
+                mct_depthwise_channel(p, c, x + c * in_n, y + c * out_n, mask, c * out_n);
             } else {
-                depthwise_channel(p, c, x + c * in_n, scratch, mask, c * out_n);
+                mct_depthwise_channel(p, c, x + c * in_n, scratch, mask, c * out_n);
                 memcpy(y + c * out_n, scratch, (size_t)out_n);
             }
         }
     } else if (p->k == 1 && p->stride == 1) {
-        for (int32_t o = 0; o < p->out_c; ++o) pointwise_channel(p, o, x, y + o * out_n, mask, o * out_n);
+        for (int32_t o = 0; o < p->out_c; ++o) mct_pointwise_channel(p, o, x, y + o * out_n, mask, o * out_n);
     } else {
         conv_general(p, x, y, mask);
     }
@@ -170,8 +145,8 @@ void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const i
     const int32_t out_n = dw->out_h * dw->out_w;
     clear_bits(mask, dw->out_c * out_n);
     for (int32_t c = 0; c < dw->out_c; ++c) {
-        pointwise_channel(expand, c, x, scratch, NULL, 0);
-        depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
+        mct_pointwise_channel(expand, c, x, scratch, NULL, 0);
+        mct_depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
     }
 }
 
@@ -181,7 +156,7 @@ void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, 
     for (int32_t i = 0; i < n; ++i) {
         uint8_t inside;
         y[i] = mct_add(a[i], b[i], p, &inside);
-        put_bit(mask, i, inside);
+        mct_put_bit(mask, i, inside);
     }
 }
 
@@ -191,13 +166,13 @@ void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *
         uint8_t inside;
         y[c] = mct_avgpool(x + c * p->count, p->count, p->x_zero, p->multiplier, p->shift, p->y_zero, p->qmin,
                            p->qmax, &inside);
-        put_bit(mask, c, inside);
+        mct_put_bit(mask, c, inside);
     }
 }
 
 void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits) {
     for (int32_t k = 0; k < p->out_features; ++k) {
-        const weight_row w = row_of(&p->w, k);
+        const mct_weight_row w = mct_row_of(&p->w, k);
         int64_t acc = p->bias[k];
         for (int32_t c = 0; c < p->in_features; ++c) acc += (int64_t)((int32_t)x[c] - p->x_zero) * row_at(&w, c);
         logits[k] = (float)((double)acc * (double)p->scale[k]);
@@ -295,7 +270,7 @@ void mct_requant_grad(const float *g, const uint8_t *mask, const float *m, int32
         const float mc = m[per_channel ? c : 0];
         for (int32_t q = 0; q < plane; ++q) {
             const int32_t i = c * plane + q;
-            out[i] = (g[i] * (float)get_bit(mask, i)) * mc;
+            out[i] = (g[i] * (float)mct_get_bit(mask, i)) * mc;
         }
     }
 }
@@ -303,7 +278,7 @@ void mct_requant_grad(const float *g, const uint8_t *mask, const float *m, int32
 /* out_a may be g (in place); out_b never is. */
 void mct_add_grad(const float *g, const uint8_t *mask, const float *ratios, int32_t n, float *out_a, float *out_b) {
     for (int32_t i = 0; i < n; ++i) {
-        const float gm = g[i] * (float)get_bit(mask, i);
+        const float gm = g[i] * (float)mct_get_bit(mask, i);
         out_b[i] = gm * ratios[1];
         out_a[i] = gm * ratios[0];
     }
@@ -312,7 +287,7 @@ void mct_add_grad(const float *g, const uint8_t *mask, const float *ratios, int3
 void mct_avgpool_grad(const float *g, const uint8_t *mask, const float *factor, int32_t channels, int32_t plane,
                       float *out) {
     for (int32_t c = 0; c < channels; ++c) {
-        const float spread = (g[c] * (float)get_bit(mask, c)) * factor[0];
+        const float spread = (g[c] * (float)mct_get_bit(mask, c)) * factor[0];
         for (int32_t q = 0; q < plane; ++q) out[c * plane + q] = spread;
     }
 }
@@ -336,7 +311,7 @@ static void pointwise_grad_x(const mct_conv *p, const float *g, const float *ini
     if (init != NULL) {
         if (init != out) memcpy(out, init, (size_t)p->in_c * (size_t)n * sizeof *out);
     } else {
-        const weight_row w = row_of(&p->w, 0);
+        const mct_weight_row w = mct_row_of(&p->w, 0);
         for (int32_t i = 0; i < p->in_c; ++i) {
             const float wi = (float)row_at(&w, i);
             for (int32_t q = 0; q < n; ++q) out[i * n + q] = wi * g[q];
@@ -344,7 +319,7 @@ static void pointwise_grad_x(const mct_conv *p, const float *g, const float *ini
         first = 1;
     }
     for (int32_t o = first; o < p->out_c; ++o) {
-        const weight_row w = row_of(&p->w, o);
+        const mct_weight_row w = mct_row_of(&p->w, o);
         const float *g_o = g + o * n;
         for (int32_t i = 0; i < p->in_c; ++i) {
             const float wi = (float)row_at(&w, i);
@@ -362,8 +337,7 @@ static int32_t tap_source(int32_t y, int32_t a, int32_t pad, int32_t stride, int
     return t / stride;
 }
 
-/* Input-gradient element (c, y, x) of output channel o's contribution: sum over taps of w * g. */
-static mct_acc_t transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
+mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
     mct_acc_t acc = 0;
     for (int32_t a = 0; a < p->k; ++a) {
         const int32_t oy = tap_source(y, a, p->pad, p->stride, p->out_h);
@@ -384,7 +358,7 @@ static void depthwise_grad_x(const mct_conv *p, const float *g, float *out, floa
         float *dst = scratch != NULL ? scratch : out + c * in_n;
         for (int32_t y = 0; y < p->in_h; ++y)
             for (int32_t x = 0; x < p->in_w; ++x)
-                dst[y * p->in_w + x] = (float)transpose_tap_sum(p, w, g + c * out_n, y, x);
+                dst[y * p->in_w + x] = (float)mct_transpose_tap_sum(p, w, g + c * out_n, y, x);
         if (scratch != NULL) memcpy(out + c * in_n, scratch, (size_t)in_n * sizeof *out);
     }
 }
@@ -396,7 +370,7 @@ static void general_grad_x(const mct_conv *p, const float *g, float *out) {
             for (int32_t x = 0; x < p->in_w; ++x) {
                 mct_acc_t acc = 0;
                 for (int32_t o = 0; o < p->out_c; ++o)
-                    acc += transpose_tap_sum(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
+                    acc += mct_transpose_tap_sum(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
                 out[i * in_n + y * p->in_w + x] = (float)acc;
             }
 }
@@ -418,8 +392,7 @@ void mct_conv2d_grad_b(const float *g, int32_t channels, int32_t plane, float *o
     }
 }
 
-/* Weight-gradient element: sum over output positions of g[o] * (x[i] - x_zero) at tap (a, b). */
-static float grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
+float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
     mct_acc_t acc = 0;
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad + a;
@@ -438,7 +411,7 @@ static float grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g
 static float conv_grad_w_at(const mct_conv *p, const int8_t *x, const float *g, int32_t r, int32_t c, int32_t t) {
     const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
     const int32_t channel = p->groups > 1 ? r : c;
-    return grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->k, t % p->k);
+    return mct_grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->k, t % p->k);
 }
 
 void mct_conv2d_grad_w(const mct_conv *p, const int8_t *x, const float *g, int32_t rows, int32_t cols, float *out) {
@@ -474,7 +447,7 @@ void mct_linear_grad_b(const mct_linear *p, const float *g, float *out) {
  * Updates */
 
 /* w <- clamp(sr(w - lr * (g * qas)), -127, 127): float32, in this order (the reference's). */
-static int8_t sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index) {
+int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index) {
     const float x = (float)w - lr * (g * qas);
     const int32_t q = mct_stochastic_round(x, mct_stream_word(key, index));
     return (int8_t)(q < -127 ? -127 : (q > 127 ? 127 : q));
@@ -486,7 +459,7 @@ void mct_update_weight(const mct_update *u, const float *g, uint32_t step) {
     for (int32_t r = 0; r < u->rows; ++r)
         for (int32_t j = 0; j < per_row; ++j) {
             const int32_t i = r * per_row + j;
-            u->w[i] = sgd_int8(u->w[i], g[i], u->qas[r], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], g[i], u->qas[r], u->lr, key, (uint32_t)i);
         }
 }
 
@@ -510,7 +483,7 @@ void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8
         for (int32_t c = 0; c < u->cols; ++c)
             for (int32_t t = 0; t < u->inner; ++t) {
                 const int32_t i = (r * u->cols + c) * u->inner + t;
-                u->w[i] = sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
+                u->w[i] = mct_sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
             }
 }
 
@@ -520,6 +493,6 @@ void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const fl
     for (int32_t k = 0; k < u->rows; ++k)
         for (int32_t c = 0; c < u->cols; ++c) {
             const int32_t i = k * u->cols + c;
-            u->w[i] = sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], u->lr, key, (uint32_t)i);
         }
 }

@@ -86,6 +86,12 @@ typedef struct {
 
 /* ---- parameters ---- */
 const int8_t *mct_weight_at(const mct_weight *w, int32_t row, int32_t col);
+/* Row ``row`` as two runs: columns [0, split) from ``lo`` (the SRAM slice), [split, cols) from ``hi``. */
+typedef struct {
+    const int8_t *lo, *hi;
+    int32_t split;
+} mct_weight_row;
+mct_weight_row mct_row_of(const mct_weight *w, int32_t row);
 void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
                        int32_t kept_cols);
 
@@ -125,5 +131,38 @@ void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8
                               uint32_t step);
 void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const float *g, const int8_t *x,
                               uint32_t step);
+
+/* ---- building blocks (shared with the fused kernels of mct_fused.c) ---- */
+#define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
+
+static inline int32_t mct_imax(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t mct_imin(int32_t a, int32_t b) { return a < b ? a : b; }
+
+static inline void mct_put_bit(uint8_t *mask, int32_t i, uint8_t bit) {
+    if (mask != NULL) mask[i >> 3] |= (uint8_t)(bit << (i & 7));
+}
+
+static inline int mct_get_bit(const uint8_t *mask, int32_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
+
+/* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp; stored at dst
+ * (unless NULL: a recomputation that wants the mask bit only) and mask bit ``bit``. */
+static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+    uint8_t inside;
+    const int32_t acc = mct_sat_i32((int64_t)sum + p->bias[o]);
+    const int8_t v = mct_requantize(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
+    if (dst != NULL) *dst = v;
+    mct_put_bit(mask, bit, inside);
+}
+
+/* Output channel o of a 1x1 stride-1 conv (whole [in_c][H][W] input) into y_o, mask bits from bit0. */
+void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask, int32_t bit0);
+/* Channel c of a depthwise conv: input plane x_c -> output plane y_c (NULL: mask bits only). */
+void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0);
+/* Input-gradient element (y, x) of one channel of a conv transpose: sum over taps of w * g (mct_acc_t). */
+mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x);
+/* Weight-gradient element at tap (a, b): sum over output positions (ascending) of g * (x - x_zero). */
+float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b);
+/* One SGD step of an int8 weight element (float32, stochastic rounding with word ``index``). */
+int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index);
 
 #endif /* MCT_KERNELS_H */
