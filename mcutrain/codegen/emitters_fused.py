@@ -314,14 +314,14 @@ def _layout(chain: _Chain, scratch: int | None) -> tuple[dict, dict, list[str], 
     for part in op.attr("parts"):
         if part.kind == "conv2d_grad_x" and part.outputs[0] not in op.outputs:
             name = f"g{len(slots)}"
-            pointers.append(f"float *const {name} = AF({scratch} + {offset});")
+            pointers.append(f"float *const {name} = AF({scratch + offset});")
             slots[part.outputs[0]] = name
             offset += 4 * chain.plane(part.outputs[0])
     recompute = op.attr("recompute", ())
     if recompute:
         expand = recompute[0]
         y_plane = chain.plane(expand.outputs[0])
-        pointers.append(f"int8_t *const y0 = A8({scratch} + {offset});")
+        pointers.append(f"int8_t *const y0 = A8({scratch + offset});")
         offset += y_plane
         for i, fwd in enumerate(recompute):
             y, mask = fwd.outputs
@@ -329,7 +329,7 @@ def _layout(chain: _Chain, scratch: int | None) -> tuple[dict, dict, list[str], 
             tag = chain.tag("r")
             chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
             n = chain.plane(mask)
-            pointers.append(f"uint8_t *const m{i} = AB({scratch} + {offset});")
+            pointers.append(f"uint8_t *const m{i} = AB({scratch + offset});")
             masks[mask] = (f"m{i}", "0")
             offset += (n + 7) // 8
             code.append(f"memset(m{i}, 0, {(n + 7) // 8});")
@@ -361,7 +361,8 @@ def emit_mbconv_grad(ctx: OpContext) -> Emitted:
         parts = op.attr(phase, ())
         if parts:
             channels = chain.shape(chain.lazy_name)[1]
-            body = [s for p in parts for s in _part(chain, p, "o", {}, slots, masks)]
+            phase_where: dict[str, str] = {}
+            body = [s for p in parts for s in _part(chain, p, "o", phase_where, slots, masks)]
             lines.append(f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment(phase)}")
             lines += ["    " + s for s in body] + ["}"]
     where: dict[str, str] = {}
@@ -373,7 +374,8 @@ def emit_mbconv_grad(ctx: OpContext) -> Emitted:
     post = op.attr("post", ())
     if post:
         channels = chain.shape(chain.lazy_name)[1]
-        body = [s for p in post for s in _part(chain, p, "o", {}, slots, masks)]
+        post_where: dict[str, str] = {}
+        body = [s for p in post for s in _part(chain, p, "o", post_where, slots, masks)]
         lines.append(f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment('post')}")
         lines += ["    " + s for s in body] + ["}"]
     code = "{\n" + "\n".join("        " + line for line in lines) + "\n    }"

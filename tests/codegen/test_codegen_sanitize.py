@@ -64,7 +64,8 @@ def test_a_planted_bug_is_reported(tmp_path, bug):
     q = _qmodel("tiny", 32)
     generate(compile_for_codegen(q, resolve(get_builtin("bias-only", "tiny"), q.spec), lr=LR, seed=SEED), tmp_path)
     source = (tmp_path / "model.c").read_text()
-    anchor = "    run_train(step_count);\n"
+    anchor = "    run_train(step_count, image);\n"
+    assert anchor in source
     (tmp_path / "model.c").write_text(source.replace(anchor, anchor + f"    {code}\n"))
     with pytest.raises(CodegenError, match=report):
         run_sanitized(tmp_path, np.zeros((1, 3, 32, 32), np.int8), np.array([1]))
