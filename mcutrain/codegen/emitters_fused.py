@@ -157,6 +157,7 @@ class _Chain:
         self.internal = grad_internal(ctx.op)
         self.decls: list[str] = []
         self.count = 0
+        self.deferred: dict[str, tuple] = {}  # weight gradient -> how its update computes it
         self.lazy_name = None
         lazy = ctx.op.attr("lazy", ())
         if lazy:
@@ -291,16 +292,22 @@ def _part(chain: _Chain, part: Op, chan: str, where: dict, slots: dict, masks: d
             if (rows, cols) != ctx.symbols.params[part.inputs[0]].kept_matrix():
                 raise CodegenError(f"op {chain.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
             return [f"mct_fg_grad_w_update_row({conv}, {u}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, step);"]
-        if out not in outputs:
-            raise CodegenError(f"op {chain.op.name}: a weight gradient kept inside a block backward has no C kernel "
-                               f"(fuse_updates fuses it with its update)")
+        if out not in outputs:  # read by its update only: computed there, element by element, no buffer
+            chain.deferred[out] = (conv, ctx.ptr(x), src, lazy, (rows, cols))
+            return [comment(f"{part.name}: row {chan} computed by its update")]
         per_row = cols * shape[2] * shape[3]
         where[out] = f"({ctx.ptr(out)} + (size_t){chan} * {per_row})"
         return [f"if ({chan} < {rows}) mct_fg_grad_w_row({conv}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, {cols}, "
                 f"{where[out]});"]
     if kind == "update_weight":
         w, g, qas = part.inputs
-        return [f"mct_fg_update_weight_row({chain.update(part, w, qas)}, {chan}, {where[g]}, step);"]
+        u = chain.update(part, w, qas)
+        if g in chain.deferred:  # the same row, its elements applied as they are computed (same numbers)
+            conv, x, src, lazy, matrix = chain.deferred[g]
+            if matrix != ctx.symbols.params[w].kept_matrix():
+                raise CodegenError(f"op {chain.op.name}: gradient slice {matrix} differs from the SRAM copy")
+            return [f"mct_fg_grad_w_update_row({conv}, {u}, {x}, {src}, {lazy}, {chan}, step);"]
+        return [f"mct_fg_update_weight_row({u}, {chan}, {where[g]}, step);"]
     raise CodegenError(f"op {chain.op.name}: a {kind} part of a block backward has no C kernel")
 
 
