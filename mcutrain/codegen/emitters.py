@@ -3,7 +3,8 @@
 ``EMITTERS[kind](ctx) -> Emitted``: ``decls`` are file-scope definitions (the op's ``static const``
 operand structs: geometry, zero points, pointers to its parameters and constants), ``code`` is the
 statement in the stage function, with arena pointers at the planned offsets. Emitters only build
-strings; ``generate`` assembles them. What the kernels compute is in ``c/mct_kernels.h``.
+strings; ``generate`` assembles them. What the kernels compute is in ``c/mct_kernels.h`` (the emitters
+of the fused kinds, row pipelines and block backwards, are in ``emitters_fused``: ``c/mct_fused.h``).
 Parameters and constants are referenced through ``Symbols``, which records what is used so that
 only referenced Flash arrays are defined.
 """

@@ -56,7 +56,8 @@ class _Views:
             if name in self.rings:
                 rc, ring, rw, off = self.rings[name]
                 if (rc, rw) != (c, w):
-                    raise CodegenError(f"op {self.ctx.op.name}: ring of {name} is {rc}x{ring}x{rw}, the tensor {c}x{h}x{w}")
+                    raise CodegenError(f"op {self.ctx.op.name}: ring of {name} is {rc}x{ring}x{rw}, "
+                                       f"the tensor {c}x{h}x{w}")
                 offset = self.scratch + off
             else:
                 ring, offset = h, self.ctx.stage.offset(name)
@@ -209,8 +210,9 @@ def _lazy_init(chain: _Chain) -> str:
     if size not in (1, channels) or ctx.symbols.constants[factor].size != 1:
         raise CodegenError(f"op {ctx.op.name}: lazy source factors of sizes {size}, "
                            f"{ctx.symbols.constants[factor].size} for {channels} channels")
+    per_channel = int(size == channels and channels > 1)
     return (f"const mct_lazy_grad lazy = {{{ctx.ptr(g)}, {ctx.ptr(pool_mask)}, {ctx.symbols.array(factor)}[0], "
-            f"{ctx.ptr(mask)}, {ctx.symbols.array(m)}, {int(size == channels and channels > 1)}, {channels}, {plane}}};")
+            f"{ctx.ptr(mask)}, {ctx.symbols.array(m)}, {per_channel}, {channels}, {plane}}};")
 
 
 def _source(chain: _Chain, where: dict, name: str) -> tuple[str, str]:
@@ -251,7 +253,8 @@ def _part(chain: _Chain, part: Op, chan: str, where: dict, slots: dict, masks: d
         if g not in where:  # the head: a whole gradient of the arena, or the lazily computed source
             src = "NULL, &lazy" if g == chain.lazy_name else f"{ctx.ptr(g)}, NULL"
             target = dest(out)
-            return [f"mct_fg_head({chain.weight(w)}, {chan}, {w_shape[0]}, {src}, {chain.plane(out)}, {target});"]
+            plane = chain.plane(out)
+            return [f"mct_fg_head({chain.weight(w)}, {chan}, {w_shape[0]}, {src}, {plane}, {target});"]
         if out not in outputs:
             raise CodegenError(f"op {chain.op.name}: the tail's input gradient is not an output")
         init = ctx.ptr(part.inputs[2]) if len(part.inputs) == 3 else "NULL"

@@ -2,8 +2,9 @@
 
 ``render(program)`` is a pure function from the program to ``{file name: text}``: the per-op C comes
 from the emitter table (``emitters.EMITTERS``), the files from the templates in ``templates/``; the
-kernel library (``c/mct_kernels.{h,c}``, ``c/mct_fused.{h,c}``) and the fixed-point header (``mcutrain/quant/mct_int8.h``)
-are copied as they are. Same program -> same bytes (no dates, no paths, no dict-order accidents).
+kernel library (``c/mct_kernels.{h,c}``, ``c/mct_fused.{h,c}``) and the fixed-point header
+(``mcutrain/quant/mct_int8.h``) are copied as they are. Same program -> same bytes (no dates, no
+paths, no dict-order accidents).
 ``generate(program, folder)`` writes the files (and only then touches the disk).
 
 What ends where (DESIGN.md section 7): frozen parameters, the initial values of trained ones and all
@@ -219,6 +220,7 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str) ->
     trainable = trainable_bytes(storages)
     return {
         "title": title, "summary": _summary(program, storages),
+        "image_streamed": int("image" in train.graph.streams and "image" in infer.graph.streams),
         "image_channels": channels, "image_height": height, "image_width": width,
         "image_bytes": channels * height * width, "num_classes": classes,
         "arena_bytes": max(train.plan.arena_bytes, infer.plan.arena_bytes),

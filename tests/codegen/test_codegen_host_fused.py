@@ -73,7 +73,8 @@ CASES = {
                     {"fold", "rows add", "rows inplace", "rows k5", "rows s1", "stream"}),
     "all-biases": ("k357", 32, {}, set(range(-15, 0)), "auto", {"rows mask", "tail init", "grad inplace", "stream"}),
     "whole-image": ("k357", 32, {0: 1.0, -1: 1.0}, set(), "max", {"image whole", "post"}),
-    "no-reorder-unfused": ("k357", 32, {-1: 1.0, -3: 0.5, -4: 1.0}, {-2}, "auto", {"conv2d_grad_b out", "conv2d_grad_w out"}),
+    "no-reorder-unfused": ("k357", 32, {-1: 1.0, -3: 0.5, -4: 1.0}, {-2}, "auto",
+                           {"conv2d_grad_b out", "conv2d_grad_w out"}),
 }
 
 

@@ -37,7 +37,8 @@ def _asan_available() -> bool:
 
 
 @pytest.mark.skipif(not _asan_available(), reason="no C compiler with AddressSanitizer here")
-@pytest.mark.parametrize("name, res, scheme, fusion", [("tiny", 32, "full", "auto"), ("mbv2-w0.35", 48, "paper-99kb", "auto"),
+@pytest.mark.parametrize("name, res, scheme, fusion", [("tiny", 32, "full", "auto"),
+                                                       ("mbv2-w0.35", 48, "paper-99kb", "auto"),
                                                        ("proxyless-w0.3", 64, "paper-99kb", "max")])
 def test_sanitized_run_has_no_findings_and_the_same_numbers(tmp_path, name, res, scheme, fusion):
     q = _qmodel(name, res)
