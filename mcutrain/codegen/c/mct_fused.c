@@ -10,50 +10,6 @@ static int8_t *view_data(const mct_rows_view *v, uint8_t *arena) { return (int8_
 
 static int32_t view_row(const mct_rows_view *v, int32_t r) { return (r % v->ring) * v->w; }
 
-/* Output row (positions of one row) of output channel o of a 1x1 stride-1 conv; input channel i's
- * row at x + i * x_cs. */
-static void pointwise_row(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, int8_t *y_o, uint8_t *mask,
-                          int32_t bit0) {
-    const mct_weight_row w = mct_row_of(&p->w, o);
-    const int32_t n = p->out_w;
-    int32_t q0 = 0;
-    for (; q0 + MCT_BLOCK <= n; q0 += MCT_BLOCK) {
-        int32_t sum[MCT_BLOCK] = {0};
-        for (int32_t i = 0; i < p->in_c; ++i) {
-            const int32_t wi = i < w.split ? w.lo[i] : w.hi[i];
-            const int8_t *x_i = x + i * x_cs + q0;
-            for (int32_t j = 0; j < MCT_BLOCK; ++j) sum[j] += ((int32_t)x_i[j] - p->x_zero) * wi;
-        }
-        for (int32_t j = 0; j < MCT_BLOCK; ++j) mct_conv_out(p, o, sum[j], y_o + q0 + j, mask, bit0 + q0 + j);
-    }
-    for (; q0 < n; ++q0) {
-        int32_t sum = 0;
-        for (int32_t i = 0; i < p->in_c; ++i) {
-            const int32_t wi = i < w.split ? w.lo[i] : w.hi[i];
-            sum += ((int32_t)x[i * x_cs + q0] - p->x_zero) * wi;
-        }
-        mct_conv_out(p, o, sum, y_o + q0, mask, bit0 + q0);
-    }
-}
-
-/* One output row of depthwise channel c; tap row a of the window at x_c + off[a] (off[a] < 0: padding). */
-static void depthwise_row(const mct_conv *p, int32_t c, const int8_t *x_c, const int32_t *off, int8_t *y_c,
-                          uint8_t *mask, int32_t bit0) {
-    const int8_t *w = mct_weight_at(&p->w, c, 0);
-    const int32_t k = p->k;
-    for (int32_t ox = 0; ox < p->out_w; ++ox) {
-        const int32_t ix = ox * p->stride - p->pad;
-        const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
-        int32_t sum = 0;
-        for (int32_t a = 0; a < k; ++a) {
-            if (off[a] < 0) continue;
-            const int8_t *row = x_c + off[a] + ix;
-            for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)row[b] - p->x_zero) * w[a * k + b];
-        }
-        mct_conv_out(p, c, sum, y_c + ox, mask, bit0 + ox);
-    }
-}
-
 /* One output row of a groups-1 k x k conv, MCT_BLOCK positions at a time. */
 static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, int8_t *y,
                         int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
@@ -104,11 +60,13 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
     const int32_t x_cs = in->ring * in->w;
     window_rows(p, r, in, off);
     if (p->groups > 1) {
-        for (int32_t c = 0; c < p->out_c; ++c)
-            depthwise_row(p, c, x + c * x_cs, off, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+        const int8_t *rows[MCT_ROWS_MAX_K];
+        for (int32_t c = 0; c < p->out_c; ++c) {
+            for (int32_t a = 0; a < p->k; ++a) rows[a] = off[a] >= 0 ? x + c * x_cs + off[a] : NULL;
+            mct_depthwise_row(p, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+        }
     } else if (p->k == 1 && p->stride == 1) {
-        for (int32_t o = 0; o < p->out_c; ++o)
-            pointwise_row(p, o, x + off[0], x_cs, t->y + o * t->y_cs, t->mask, t->bit0 + o * t->bit_cs);
+        mct_pointwise(p, 0, p->out_c, x + off[0], x_cs, p->out_w, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
     } else {
         general_row(p, x, x_cs, off, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
     }
@@ -118,18 +76,21 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
  * conv's rows of the window go into ``window`` (k rows), then the depthwise row reads them there. */
 static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_rows_view *in, uint8_t *arena,
                          int8_t *window, int32_t r, const row_target *t) {
-    int32_t off[MCT_ROWS_MAX_K];
+    const int8_t *rows[MCT_ROWS_MAX_K];
+    int32_t src[MCT_ROWS_MAX_K];
     const int8_t *x = view_data(in, arena);
-    const int32_t x_cs = in->ring * in->w, lo = mct_imax(0, r * dw->stride - dw->pad);
-    for (int32_t a = 0; a < dw->k; ++a) {
+    const int32_t x_cs = in->ring * in->w;
+    for (int32_t a = 0; a < dw->k; ++a) { /* tap a: expanded row rho, made in window row a */
         const int32_t rho = r * dw->stride - dw->pad + a;
-        off[a] = rho >= 0 && rho < dw->in_h ? (rho - lo) * dw->in_w : -1;
+        const int inside = rho >= 0 && rho < dw->in_h;
+        src[a] = inside ? view_row(in, rho) : -1;
+        rows[a] = inside ? window + a * dw->in_w : NULL;
     }
     for (int32_t c = 0; c < dw->out_c; ++c) {
         for (int32_t a = 0; a < dw->k; ++a)
-            if (off[a] >= 0) /* expanded row lo + off[a] / in_w, channel c */
-                pointwise_row(expand, c, x + view_row(in, lo + off[a] / dw->in_w), x_cs, window + off[a], NULL, 0);
-        depthwise_row(dw, c, window, off, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+            if (src[a] >= 0)
+                mct_pointwise(expand, c, c + 1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, 0, NULL, 0, 0);
+        mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
     }
 }
 

@@ -49,7 +49,7 @@ typedef struct {
 } mct_rows_stage;
 
 #define MCT_ROWS_STREAM (-1) /* schedule event: copy the next row of the streamed input into its ring */
-#define MCT_ROWS_MAX_K 16
+#define MCT_ROWS_MAX_K MCT_MAX_K
 
 typedef struct {
     const mct_rows_stage *stages;

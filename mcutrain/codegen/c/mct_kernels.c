@@ -42,46 +42,193 @@ static void clear_bits(uint8_t *mask, int32_t n) {
 }
 
 
-/* MCT_BLOCK positions at a time so that each input channel is read in short contiguous runs. */
-void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
-                              int32_t bit0) {
-    const int32_t n = p->in_h * p->in_w;
+/* Output channel o of a 1x1 conv at n positions, one weight at a time (any weight row, e.g. one
+ * whose columns are split between the SRAM slice and Flash). */
+static void pointwise_plain(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y_o,
+                            uint8_t *mask, int32_t bit0) {
     const mct_weight_row w = mct_row_of(&p->w, o);
-    int32_t q0 = 0;
-    for (; q0 + MCT_BLOCK <= n; q0 += MCT_BLOCK) {
-        int32_t sum[MCT_BLOCK] = {0};
-        for (int32_t i = 0; i < p->in_c; ++i) {
-            const int32_t wi = i < w.split ? w.lo[i] : w.hi[i];
-            const int8_t *x_i = x + i * n + q0;
-            for (int32_t j = 0; j < MCT_BLOCK; ++j) sum[j] += ((int32_t)x_i[j] - p->x_zero) * wi;
-        }
-        for (int32_t j = 0; j < MCT_BLOCK; ++j) mct_conv_out(p, o, sum[j], y_o + q0 + j, mask, bit0 + q0 + j);
-    }
-    for (; q0 < n; ++q0) {
+    for (int32_t q = 0; q < n; ++q) {
         int32_t sum = 0;
-        for (int32_t i = 0; i < p->in_c; ++i) sum += ((int32_t)x[i * n + q0] - p->x_zero) * row_at(&w, i);
-        mct_conv_out(p, o, sum, y_o + q0, mask, bit0 + q0);
+        for (int32_t i = 0; i < p->in_c; ++i) sum += ((int32_t)x[i * x_cs + q] - p->x_zero) * row_at(&w, i);
+        mct_conv_out(p, o, sum, y_o + q, mask, bit0 + q);
+    }
+}
+
+/* The weights of row o as one run of in_c values (NULL when the row is split between SRAM and Flash),
+ * and their sum: sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31),
+ * so the inner loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
+static const int8_t *contiguous_row(const mct_conv *p, int32_t o, int32_t *zsum) {
+    const mct_weight_row w = mct_row_of(&p->w, o);
+    const int8_t *run = w.split == 0 ? w.hi : (w.split >= p->in_c ? w.lo : NULL);
+    int32_t total = 0;
+    if (run != NULL)
+        for (int32_t i = 0; i < p->in_c; ++i) total += run[i];
+    *zsum = p->x_zero * total;
+    return run;
+}
+
+/* Two output channels (rows w0, w1) of a 1x1 conv, 4 positions at a time: each input value loaded
+ * once feeds 2 accumulators, each weight 4. */
+static void pointwise_two(const mct_conv *p, int32_t o, const int8_t *w0, int32_t z0, const int8_t *w1, int32_t z1,
+                          const int8_t *x, int32_t x_cs, int32_t n, int8_t *y0, int8_t *y1, uint8_t *mask,
+                          int32_t bit0, int32_t bit1) {
+    const int32_t in_c = p->in_c;
+    int32_t q = 0;
+    for (; q + 4 <= n; q += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        const int8_t *xi = x + q;
+        for (int32_t i = 0; i < in_c; ++i, xi += x_cs) {
+            const int32_t u = w0[i], v = w1[i];
+            const int32_t x0 = xi[0], x1 = xi[1], x2 = xi[2], x3 = xi[3];
+            a0 += x0 * u;
+            a1 += x1 * u;
+            a2 += x2 * u;
+            a3 += x3 * u;
+            b0 += x0 * v;
+            b1 += x1 * v;
+            b2 += x2 * v;
+            b3 += x3 * v;
+        }
+        mct_conv_out(p, o, a0 - z0, y0 + q, mask, bit0 + q);
+        mct_conv_out(p, o, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
+        mct_conv_out(p, o, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
+        mct_conv_out(p, o, a3 - z0, y0 + q + 3, mask, bit0 + q + 3);
+        mct_conv_out(p, o + 1, b0 - z1, y1 + q, mask, bit1 + q);
+        mct_conv_out(p, o + 1, b1 - z1, y1 + q + 1, mask, bit1 + q + 1);
+        mct_conv_out(p, o + 1, b2 - z1, y1 + q + 2, mask, bit1 + q + 2);
+        mct_conv_out(p, o + 1, b3 - z1, y1 + q + 3, mask, bit1 + q + 3);
+    }
+    for (; q < n; ++q) {
+        int32_t a = 0, b = 0;
+        for (int32_t i = 0; i < in_c; ++i) {
+            const int32_t xv = x[i * x_cs + q];
+            a += xv * w0[i];
+            b += xv * w1[i];
+        }
+        mct_conv_out(p, o, a - z0, y0 + q, mask, bit0 + q);
+        mct_conv_out(p, o + 1, b - z1, y1 + q, mask, bit1 + q);
+    }
+}
+
+/* One output channel, 8 positions at a time. */
+static void pointwise_one(const mct_conv *p, int32_t o, const int8_t *w, int32_t z, const int8_t *x, int32_t x_cs,
+                          int32_t n, int8_t *y, uint8_t *mask, int32_t bit0) {
+    const int32_t in_c = p->in_c;
+    int32_t q = 0;
+    for (; q + 8 <= n; q += 8) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        const int8_t *xi = x + q;
+        for (int32_t i = 0; i < in_c; ++i, xi += x_cs) {
+            const int32_t u = w[i];
+            a0 += xi[0] * u;
+            a1 += xi[1] * u;
+            a2 += xi[2] * u;
+            a3 += xi[3] * u;
+            a4 += xi[4] * u;
+            a5 += xi[5] * u;
+            a6 += xi[6] * u;
+            a7 += xi[7] * u;
+        }
+        const int32_t sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        for (int32_t j = 0; j < 8; ++j) mct_conv_out(p, o, sums[j] - z, y + q + j, mask, bit0 + q + j);
+    }
+    for (; q < n; ++q) {
+        int32_t a = 0;
+        for (int32_t i = 0; i < in_c; ++i) a += x[i * x_cs + q] * w[i];
+        mct_conv_out(p, o, a - z, y + q, mask, bit0 + q);
+    }
+}
+
+void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+    int32_t o = o0;
+    while (o < o1) {
+        const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
+        int32_t z0, z1;
+        const int8_t *w0 = contiguous_row(p, o, &z0);
+        const int8_t *w1 = o + 1 < o1 && w0 != NULL ? contiguous_row(p, o + 1, &z1) : NULL;
+        if (w1 != NULL) {
+            pointwise_two(p, o, w0, z0, w1, z1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
+            o += 2;
+        } else {
+            if (w0 != NULL)
+                pointwise_one(p, o, w0, z0, x, x_cs, n, y + at, mask, bit);
+            else
+                pointwise_plain(p, o, x, x_cs, n, y + at, mask, bit);
+            o += 1;
+        }
+    }
+}
+
+void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
+                           int32_t bit0) {
+    const int32_t n = p->in_h * p->in_w;
+    mct_pointwise(p, o, o + 1, x, n, n, y_o, 0, mask, bit0, 0);
+}
+
+/* Window sums without bounds (every tap inside the input), raw inputs (the zero point folded). */
+static inline int32_t taps3(const int8_t *r, const int8_t *w) { return r[0] * w[0] + r[1] * w[1] + r[2] * w[2]; }
+static inline int32_t taps5(const int8_t *r, const int8_t *w) { return taps3(r, w) + r[3] * w[3] + r[4] * w[4]; }
+static inline int32_t taps7(const int8_t *r, const int8_t *w) { return taps5(r, w) + r[5] * w[5] + r[6] * w[6]; }
+
+static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t k) {
+    int32_t sum = 0;
+    switch (k) {
+    case 3:
+        return taps3(rows[0] + ix, w) + taps3(rows[1] + ix, w + 3) + taps3(rows[2] + ix, w + 6);
+    case 5:
+        for (int32_t a = 0; a < 5; ++a) sum += taps5(rows[a] + ix, w + 5 * a);
+        return sum;
+    case 7:
+        for (int32_t a = 0; a < 7; ++a) sum += taps7(rows[a] + ix, w + 7 * a);
+        return sum;
+    default:
+        for (int32_t a = 0; a < k; ++a)
+            for (int32_t b = 0; b < k; ++b) sum += rows[a][ix + b] * w[a * k + b];
+        return sum;
+    }
+}
+
+/* Output row of depthwise channel c from its k tap rows (rows[a] = input row of tap a, NULL: padding).
+ * Columns whose window lies inside the input take the unrolled path, the edges the bounded one. */
+void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
+                       int32_t bit0) {
+    const int8_t *w = mct_weight_at(&p->w, c, 0);
+    const int32_t k = p->k, s = p->stride, pad = p->pad;
+    int32_t full = 1, wsum = 0;
+    for (int32_t a = 0; a < k; ++a) full &= rows[a] != NULL;
+    for (int32_t t = 0; t < k * k; ++t) wsum += w[t];
+    const int32_t zsum = p->x_zero * wsum;
+    int32_t lo = p->out_w, hi = p->out_w; /* interior columns [lo, hi) */
+    if (full && p->in_w >= k) {
+        lo = mct_imin((pad + s - 1) / s, p->out_w);
+        hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
+    }
+    for (int32_t ox = 0; ox < p->out_w; ++ox) {
+        const int32_t ix = ox * s - pad;
+        int32_t sum;
+        if (ox >= lo && ox < hi) {
+            sum = window_inside(rows, ix, w, k) - zsum;
+        } else {
+            const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+            sum = 0;
+            for (int32_t a = 0; a < k; ++a) {
+                if (rows[a] == NULL) continue;
+                for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)rows[a][ix + b] - p->x_zero) * w[a * k + b];
+            }
+        }
+        mct_conv_out(p, c, sum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
     }
 }
 
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
-                              int32_t bit0) {
-    const int8_t *w = mct_weight_at(&p->w, c, 0);
-    const int32_t k = p->k;
+                           int32_t bit0) {
+    const int8_t *rows[MCT_MAX_K];
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad;
-        const int32_t a0 = mct_imax(0, -iy), a1 = mct_imin(k, p->in_h - iy);
-        for (int32_t ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix = ox * p->stride - p->pad;
-            const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
-            int32_t sum = 0;
-            for (int32_t a = a0; a < a1; ++a) {
-                const int32_t row = (iy + a) * p->in_w + ix;
-                for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)x_c[row + b] - p->x_zero) * w[a * k + b];
-            }
-            const int32_t at = oy * p->out_w + ox;
-            mct_conv_out(p, c, sum, y_c != NULL ? y_c + at : NULL, mask, bit0 + at);
-        }
+        for (int32_t a = 0; a < p->k; ++a)
+            rows[a] = iy + a >= 0 && iy + a < p->in_h ? x_c + (iy + a) * p->in_w : NULL;
+        mct_depthwise_row(p, c, rows, y_c != NULL ? y_c + oy * p->out_w : NULL, mask, bit0 + oy * p->out_w);
     }
 }
 
@@ -132,7 +279,7 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
             }
         }
     } else if (p->k == 1 && p->stride == 1) {
-        for (int32_t o = 0; o < p->out_c; ++o) mct_pointwise_channel(p, o, x, y + o * out_n, mask, o * out_n);
+        mct_pointwise(p, 0, p->out_c, x, in_n, in_n, y, out_n, mask, 0, out_n);
     } else {
         conv_general(p, x, y, mask);
     }

@@ -154,8 +154,18 @@ static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_
     mct_put_bit(mask, bit, inside);
 }
 
+#define MCT_MAX_K 16 /* largest kernel side of a depthwise conv */
+
+/* Output channels [o0, o1) of a 1x1 stride-1 conv at n positions: input channel i's n values at
+ * x + i * x_cs, output channel o's at y + (o - o0) * y_cs, its mask bits from bit0 + (o - o0) * bit_cs. */
+void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs);
 /* Output channel o of a 1x1 stride-1 conv (whole [in_c][H][W] input) into y_o, mask bits from bit0. */
 void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask, int32_t bit0);
+/* One output row of depthwise channel c from the input rows of its k taps (NULL: a padding row);
+ * y NULL: mask bits only. */
+void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
+                       int32_t bit0);
 /* Channel c of a depthwise conv: input plane x_c -> output plane y_c (NULL: mask bits only). */
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0);
 /* Input-gradient element (y, x) of one channel of a conv transpose: sum over taps of w * g (mct_acc_t). */
