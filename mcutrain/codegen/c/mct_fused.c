@@ -10,30 +10,45 @@ static int8_t *view_data(const mct_rows_view *v, uint8_t *arena) { return (int8_
 
 static int32_t view_row(const mct_rows_view *v, int32_t r) { return (r % v->ring) * v->w; }
 
-/* One output row of a groups-1 k x k conv, MCT_BLOCK positions at a time. */
+/* One output row of a groups-1 k x k conv. Columns whose window lies inside the input in x take the
+ * unrolled path with raw inputs (the zero point folded into the sum of the weights of the rows inside
+ * the input), the edge columns the bounded one. */
 static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, int8_t *y,
                         int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
-    const int32_t k = p->k;
+    const int32_t k = p->k, s = p->stride, pad = p->pad;
+    int32_t lo = p->out_w, hi = p->out_w; /* interior columns [lo, hi) */
+    if (p->in_w >= k) {
+        lo = mct_imin((pad + s - 1) / s, p->out_w);
+        hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
+    }
     for (int32_t o = 0; o < p->out_c; ++o) {
-        for (int32_t ox0 = 0; ox0 < p->out_w; ox0 += MCT_BLOCK) {
-            const int32_t m = mct_imin(MCT_BLOCK, p->out_w - ox0);
-            int32_t sum[MCT_BLOCK] = {0};
+        int32_t wsum = 0;
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const int8_t *w = mct_weight_at(&p->w, o, i);
+            for (int32_t a = 0; a < k; ++a)
+                if (off[a] >= 0)
+                    for (int32_t b = 0; b < k; ++b) wsum += w[a * k + b];
+        }
+        const int32_t zsum = p->x_zero * wsum;
+        for (int32_t ox = 0; ox < p->out_w; ++ox) {
+            const int32_t ix = ox * s - pad;
+            const int inside = ox >= lo && ox < hi;
+            const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+            int32_t sum = inside ? -zsum : 0;
             for (int32_t i = 0; i < p->in_c; ++i) {
                 const int8_t *w = mct_weight_at(&p->w, o, i);
+                const int8_t *x_i = x + i * x_cs;
                 for (int32_t a = 0; a < k; ++a) {
                     if (off[a] < 0) continue;
-                    const int8_t *row = x + i * x_cs + off[a];
-                    for (int32_t b = 0; b < k; ++b) {
-                        const int32_t wv = w[a * k + b];
-                        for (int32_t j = 0; j < m; ++j) {
-                            const int32_t ix = (ox0 + j) * p->stride - p->pad + b;
-                            if (ix >= 0 && ix < p->in_w) sum[j] += ((int32_t)row[ix] - p->x_zero) * wv;
-                        }
+                    const int8_t *row = x_i + off[a];
+                    if (inside) {
+                        sum += mct_taps(row + ix, w + a * k, k);
+                    } else {
+                        for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)row[ix + b] - p->x_zero) * w[a * k + b];
                     }
                 }
             }
-            for (int32_t j = 0; j < m; ++j)
-                mct_conv_out(p, o, sum[j], y + o * y_cs + ox0 + j, mask, bit0 + o * bit_cs + ox0 + j);
+            mct_conv_out(p, o, sum, y + o * y_cs + ox, mask, bit0 + o * bit_cs + ox);
         }
     }
 }

@@ -166,21 +166,17 @@ void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t
     mct_pointwise(p, o, o + 1, x, n, n, y_o, 0, mask, bit0, 0);
 }
 
-/* Window sums without bounds (every tap inside the input), raw inputs (the zero point folded). */
-static inline int32_t taps3(const int8_t *r, const int8_t *w) { return r[0] * w[0] + r[1] * w[1] + r[2] * w[2]; }
-static inline int32_t taps5(const int8_t *r, const int8_t *w) { return taps3(r, w) + r[3] * w[3] + r[4] * w[4]; }
-static inline int32_t taps7(const int8_t *r, const int8_t *w) { return taps5(r, w) + r[5] * w[5] + r[6] * w[6]; }
 
 static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t k) {
     int32_t sum = 0;
     switch (k) {
     case 3:
-        return taps3(rows[0] + ix, w) + taps3(rows[1] + ix, w + 3) + taps3(rows[2] + ix, w + 6);
+        return mct_taps3(rows[0] + ix, w) + mct_taps3(rows[1] + ix, w + 3) + mct_taps3(rows[2] + ix, w + 6);
     case 5:
-        for (int32_t a = 0; a < 5; ++a) sum += taps5(rows[a] + ix, w + 5 * a);
+        for (int32_t a = 0; a < 5; ++a) sum += mct_taps5(rows[a] + ix, w + 5 * a);
         return sum;
     case 7:
-        for (int32_t a = 0; a < 7; ++a) sum += taps7(rows[a] + ix, w + 7 * a);
+        for (int32_t a = 0; a < 7; ++a) sum += mct_taps7(rows[a] + ix, w + 7 * a);
         return sum;
     default:
         for (int32_t a = 0; a < k; ++a)

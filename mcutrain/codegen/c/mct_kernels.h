@@ -156,6 +156,28 @@ static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_
 
 #define MCT_MAX_K 16 /* largest kernel side of a depthwise conv */
 
+/* One row of a window without bounds (every tap inside the input), raw inputs (the zero point is
+ * folded into a weight sum by the caller). */
+static inline int32_t mct_taps3(const int8_t *r, const int8_t *w) { return r[0] * w[0] + r[1] * w[1] + r[2] * w[2]; }
+static inline int32_t mct_taps5(const int8_t *r, const int8_t *w) {
+    return mct_taps3(r, w) + r[3] * w[3] + r[4] * w[4];
+}
+static inline int32_t mct_taps7(const int8_t *r, const int8_t *w) {
+    return mct_taps5(r, w) + r[5] * w[5] + r[6] * w[6];
+}
+static inline int32_t mct_taps(const int8_t *r, const int8_t *w, int32_t k) {
+    int32_t sum = 0;
+    switch (k) {
+    case 1: return r[0] * w[0];
+    case 3: return mct_taps3(r, w);
+    case 5: return mct_taps5(r, w);
+    case 7: return mct_taps7(r, w);
+    default:
+        for (int32_t b = 0; b < k; ++b) sum += r[b] * w[b];
+        return sum;
+    }
+}
+
 /* Output channels [o0, o1) of a 1x1 stride-1 conv at n positions: input channel i's n values at
  * x + i * x_cs, output channel o's at y + (o - o0) * y_cs, its mask bits from bit0 + (o - o0) * bit_cs. */
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
