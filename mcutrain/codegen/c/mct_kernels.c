@@ -185,8 +185,35 @@ static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t
     }
 }
 
+/* Output column ox of a depthwise row whose window crosses the input's edge: bounded taps. */
+static int32_t depthwise_edge(const mct_conv *p, const int8_t *const *rows, const int8_t *w, int32_t ox) {
+    const int32_t k = p->k, ix = ox * p->stride - p->pad;
+    const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+    int32_t sum = 0;
+    for (int32_t a = 0; a < k; ++a) {
+        if (rows[a] == NULL) continue;
+        for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)rows[a][ix + b] - p->x_zero) * w[a * k + b];
+    }
+    return sum;
+}
+
+/* Interior columns [lo, hi) of a 3x3 depthwise row: the 9 weights held in locals (the compiler cannot
+ * keep them in registers itself: the int8 stores to y may alias them as far as it knows). */
+static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const *rows, const int8_t *w, int32_t zsum,
+                              int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
+    const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (int32_t ox = lo; ox < hi; ++ox) {
+        const int32_t ix = ox * p->stride - p->pad;
+        const int8_t *r0 = rows[0] + ix, *r1 = rows[1] + ix, *r2 = rows[2] + ix;
+        const int32_t sum = r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 + r2[0] * w6
+                            + r2[1] * w7 + r2[2] * w8;
+        mct_conv_out(p, c, sum - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+    }
+}
+
 /* Output row of depthwise channel c from its k tap rows (rows[a] = input row of tap a, NULL: padding).
- * Columns whose window lies inside the input take the unrolled path, the edges the bounded one. */
+ * Columns whose window lies inside the input take the unrolled path with raw inputs (the zero point
+ * folded into the weight sum), the edges the bounded one. */
 void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                        int32_t bit0) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
@@ -200,21 +227,17 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         lo = mct_imin((pad + s - 1) / s, p->out_w);
         hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
     }
-    for (int32_t ox = 0; ox < p->out_w; ++ox) {
-        const int32_t ix = ox * s - pad;
-        int32_t sum;
-        if (ox >= lo && ox < hi) {
-            sum = window_inside(rows, ix, w, k) - zsum;
-        } else {
-            const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
-            sum = 0;
-            for (int32_t a = 0; a < k; ++a) {
-                if (rows[a] == NULL) continue;
-                for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)rows[a][ix + b] - p->x_zero) * w[a * k + b];
-            }
-        }
-        mct_conv_out(p, c, sum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+    for (int32_t ox = 0; ox < lo; ++ox)
+        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+    if (k == 3) {
+        depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
+    } else {
+        for (int32_t ox = lo; ox < hi; ++ox)
+            mct_conv_out(p, c, window_inside(rows, ox * s - pad, w, k) - zsum, y != NULL ? y + ox : NULL, mask,
+                         bit0 + ox);
     }
+    for (int32_t ox = hi; ox < p->out_w; ++ox)
+        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
