@@ -42,53 +42,43 @@ static void clear_bits(uint8_t *mask, int32_t n) {
 }
 
 
-/* Output channel o of a 1x1 conv at n positions, one weight at a time (any weight row, e.g. one
- * whose columns are split between the SRAM slice and Flash). */
-static void pointwise_plain(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y_o,
-                            uint8_t *mask, int32_t bit0) {
-    const mct_weight_row w = mct_row_of(&p->w, o);
-    for (int32_t q = 0; q < n; ++q) {
-        int32_t sum = 0;
-        for (int32_t i = 0; i < p->in_c; ++i) sum += ((int32_t)x[i * x_cs + q] - p->x_zero) * row_at(&w, i);
-        mct_conv_out(p, o, sum, y_o + q, mask, bit0 + q);
-    }
-}
-
-/* The weights of row o as one run of in_c values (NULL when the row is split between SRAM and Flash),
- * and their sum: sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31),
- * so the inner loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
-static const int8_t *contiguous_row(const mct_conv *p, int32_t o, int32_t *zsum) {
-    const mct_weight_row w = mct_row_of(&p->w, o);
-    const int8_t *run = w.split == 0 ? w.hi : (w.split >= p->in_c ? w.lo : NULL);
+/* The sum of row o's weights over the input channels, times the input zero point:
+ * sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31), so the inner
+ * loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
+static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
     int32_t total = 0;
-    if (run != NULL)
-        for (int32_t i = 0; i < p->in_c; ++i) total += run[i];
-    *zsum = p->x_zero * total;
-    return run;
+    for (int32_t i = 0; i < p->in_c; ++i) total += row_at(w, i);
+    return p->x_zero * total;
 }
 
-/* Two output channels (rows w0, w1) of a 1x1 conv, 4 positions at a time: each input value loaded
- * once feeds 2 accumulators, each weight 4. */
-static void pointwise_two(const mct_conv *p, int32_t o, const int8_t *w0, int32_t z0, const int8_t *w1, int32_t z1,
+/* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
+#define MCT_PW_TWO(u_, v_, i0, i1)                                              \
+    for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
+        const int32_t u = (u_)[i], v = (v_)[i];                                 \
+        const int32_t x0 = xi[0], x1 = xi[1], x2 = xi[2], x3 = xi[3];           \
+        a0 += x0 * u;                                                           \
+        a1 += x1 * u;                                                           \
+        a2 += x2 * u;                                                           \
+        a3 += x3 * u;                                                           \
+        b0 += x0 * v;                                                           \
+        b1 += x1 * v;                                                           \
+        b2 += x2 * v;                                                           \
+        b3 += x3 * v;                                                           \
+    }
+
+/* Two output channels (weight rows r0, r1 with the same SRAM/Flash split) of a 1x1 conv, 4 positions at
+ * a time: each input value loaded once feeds 2 accumulators, each weight 4. */
+static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0, const mct_weight_row *r1,
                           const int8_t *x, int32_t x_cs, int32_t n, int8_t *y0, int8_t *y1, uint8_t *mask,
                           int32_t bit0, int32_t bit1) {
-    const int32_t in_c = p->in_c;
+    const int32_t in_c = p->in_c, split = mct_imin(r0->split, in_c);
+    const int32_t z0 = zero_sum(p, r0), z1 = zero_sum(p, r1);
     int32_t q = 0;
     for (; q + 4 <= n; q += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         const int8_t *xi = x + q;
-        for (int32_t i = 0; i < in_c; ++i, xi += x_cs) {
-            const int32_t u = w0[i], v = w1[i];
-            const int32_t x0 = xi[0], x1 = xi[1], x2 = xi[2], x3 = xi[3];
-            a0 += x0 * u;
-            a1 += x1 * u;
-            a2 += x2 * u;
-            a3 += x3 * u;
-            b0 += x0 * v;
-            b1 += x1 * v;
-            b2 += x2 * v;
-            b3 += x3 * v;
-        }
+        MCT_PW_TWO(r0->lo, r1->lo, 0, split)
+        MCT_PW_TWO(r0->hi, r1->hi, split, in_c)
         mct_conv_out(p, o, a0 - z0, y0 + q, mask, bit0 + q);
         mct_conv_out(p, o, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
         mct_conv_out(p, o, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
@@ -102,61 +92,65 @@ static void pointwise_two(const mct_conv *p, int32_t o, const int8_t *w0, int32_
         int32_t a = 0, b = 0;
         for (int32_t i = 0; i < in_c; ++i) {
             const int32_t xv = x[i * x_cs + q];
-            a += xv * w0[i];
-            b += xv * w1[i];
+            a += xv * row_at(r0, i);
+            b += xv * row_at(r1, i);
         }
         mct_conv_out(p, o, a - z0, y0 + q, mask, bit0 + q);
         mct_conv_out(p, o + 1, b - z1, y1 + q, mask, bit1 + q);
     }
 }
+#undef MCT_PW_TWO
+
+#define MCT_PW_ONE(w_, i0, i1)                                                  \
+    for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
+        const int32_t u = (w_)[i];                                              \
+        a0 += xi[0] * u;                                                        \
+        a1 += xi[1] * u;                                                        \
+        a2 += xi[2] * u;                                                        \
+        a3 += xi[3] * u;                                                        \
+        a4 += xi[4] * u;                                                        \
+        a5 += xi[5] * u;                                                        \
+        a6 += xi[6] * u;                                                        \
+        a7 += xi[7] * u;                                                        \
+    }
 
 /* One output channel, 8 positions at a time. */
-static void pointwise_one(const mct_conv *p, int32_t o, const int8_t *w, int32_t z, const int8_t *x, int32_t x_cs,
+static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r, const int8_t *x, int32_t x_cs,
                           int32_t n, int8_t *y, uint8_t *mask, int32_t bit0) {
-    const int32_t in_c = p->in_c;
+    const int32_t in_c = p->in_c, split = mct_imin(r->split, in_c), z = zero_sum(p, r);
     int32_t q = 0;
     for (; q + 8 <= n; q += 8) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         const int8_t *xi = x + q;
-        for (int32_t i = 0; i < in_c; ++i, xi += x_cs) {
-            const int32_t u = w[i];
-            a0 += xi[0] * u;
-            a1 += xi[1] * u;
-            a2 += xi[2] * u;
-            a3 += xi[3] * u;
-            a4 += xi[4] * u;
-            a5 += xi[5] * u;
-            a6 += xi[6] * u;
-            a7 += xi[7] * u;
-        }
+        MCT_PW_ONE(r->lo, 0, split)
+        MCT_PW_ONE(r->hi, split, in_c)
         const int32_t sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
         for (int32_t j = 0; j < 8; ++j) mct_conv_out(p, o, sums[j] - z, y + q + j, mask, bit0 + q + j);
     }
     for (; q < n; ++q) {
         int32_t a = 0;
-        for (int32_t i = 0; i < in_c; ++i) a += x[i * x_cs + q] * w[i];
+        for (int32_t i = 0; i < in_c; ++i) a += x[i * x_cs + q] * row_at(r, i);
         mct_conv_out(p, o, a - z, y + q, mask, bit0 + q);
     }
 }
+#undef MCT_PW_ONE
 
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
     int32_t o = o0;
     while (o < o1) {
         const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
-        int32_t z0, z1;
-        const int8_t *w0 = contiguous_row(p, o, &z0);
-        const int8_t *w1 = o + 1 < o1 && w0 != NULL ? contiguous_row(p, o + 1, &z1) : NULL;
-        if (w1 != NULL) {
-            pointwise_two(p, o, w0, z0, w1, z1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
-            o += 2;
-        } else {
-            if (w0 != NULL)
-                pointwise_one(p, o, w0, z0, x, x_cs, n, y + at, mask, bit);
-            else
-                pointwise_plain(p, o, x, x_cs, n, y + at, mask, bit);
-            o += 1;
+        const mct_weight_row r0 = mct_row_of(&p->w, o);
+        if (o + 1 < o1) {
+            const mct_weight_row r1 = mct_row_of(&p->w, o + 1);
+            if (r1.split == r0.split) {
+                pointwise_two(p, o, &r0, &r1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
+                o += 2;
+                continue;
+            }
         }
+        pointwise_one(p, o, &r0, x, x_cs, n, y + at, mask, bit);
+        o += 1;
     }
 }
 
@@ -167,22 +161,12 @@ void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t
 }
 
 
+/* The window at column ix of the tap rows inside the input (rows[a] NULL: a padding row, skipped). */
 static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t k) {
     int32_t sum = 0;
-    switch (k) {
-    case 3:
-        return mct_taps3(rows[0] + ix, w) + mct_taps3(rows[1] + ix, w + 3) + mct_taps3(rows[2] + ix, w + 6);
-    case 5:
-        for (int32_t a = 0; a < 5; ++a) sum += mct_taps5(rows[a] + ix, w + 5 * a);
-        return sum;
-    case 7:
-        for (int32_t a = 0; a < 7; ++a) sum += mct_taps7(rows[a] + ix, w + 7 * a);
-        return sum;
-    default:
-        for (int32_t a = 0; a < k; ++a)
-            for (int32_t b = 0; b < k; ++b) sum += rows[a][ix + b] * w[a * k + b];
-        return sum;
-    }
+    for (int32_t a = 0; a < k; ++a)
+        if (rows[a] != NULL) sum += mct_taps(rows[a] + ix, w + a * k, k);
+    return sum;
 }
 
 /* Output column ox of a depthwise row whose window crosses the input's edge: bounded taps. */
@@ -218,18 +202,21 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
                        int32_t bit0) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
     const int32_t k = p->k, s = p->stride, pad = p->pad;
-    int32_t full = 1, wsum = 0;
-    for (int32_t a = 0; a < k; ++a) full &= rows[a] != NULL;
-    for (int32_t t = 0; t < k * k; ++t) wsum += w[t];
+    int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
+    for (int32_t a = 0; a < k; ++a) {
+        full &= rows[a] != NULL;
+        if (rows[a] != NULL)
+            for (int32_t b = 0; b < k; ++b) wsum += w[a * k + b];
+    }
     const int32_t zsum = p->x_zero * wsum;
-    int32_t lo = p->out_w, hi = p->out_w; /* interior columns [lo, hi) */
-    if (full && p->in_w >= k) {
+    int32_t lo = p->out_w, hi = p->out_w; /* columns whose window is inside the input in x: [lo, hi) */
+    if (p->in_w >= k) {
         lo = mct_imin((pad + s - 1) / s, p->out_w);
         hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
     }
     for (int32_t ox = 0; ox < lo; ++ox)
         mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
-    if (k == 3) {
+    if (k == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {
         for (int32_t ox = lo; ox < hi; ++ox)
