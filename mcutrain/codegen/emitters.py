@@ -135,6 +135,9 @@ def conv_fields(ctx: OpContext, attrs: dict, x_shape, y_shape, weight: str | Non
         raise CodegenError(f"op {ctx.op.name}: grouped convs must be depthwise (groups == channels)")
     if groups == 1 and c > weight_shape[1]:
         raise CodegenError(f"op {ctx.op.name}: input has {c} channels, the weight {weight_shape[1]}")
+    qmin, qmax, y_zero = attrs.get("qmin", 0), attrs.get("qmax", 0), attrs.get("y_zero", 0)
+    if not (-128 <= qmin <= qmax <= 127 and abs(y_zero) <= 255):  # what mct_requantize_fast relies on
+        raise CodegenError(f"op {ctx.op.name}: output range [{qmin}, {qmax}] / zero point {y_zero} is not int8")
     bias, mult, shift = (ctx.symbols.array(n) for n in operands) if operands else ("NULL",) * 3
     geometry = dict(in_c=c, in_h=h, in_w=w, out_c=o, out_h=ho, out_w=wo, k=k, stride=stride, pad=attrs["pad"],
                     groups=groups, x_zero=attrs.get("x_zero", 0), y_zero=attrs.get("y_zero", 0),

@@ -10,11 +10,65 @@ static int8_t *view_data(const mct_rows_view *v, uint8_t *arena) { return (int8_
 
 static int32_t view_row(const mct_rows_view *v, int32_t r) { return (r % v->ring) * v->w; }
 
-/* One output row of a groups-1 k x k conv. Columns whose window lies inside the input in x take the
- * unrolled path with raw inputs (the zero point folded into the sum of the weights of the rows inside
- * the input), the edge columns the bounded one. */
-static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, int8_t *y,
-                        int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+/* The output of event (stage, r): the row pointer in the output view, its channel stride, mask bits. */
+typedef struct {
+    int8_t *y;
+    int32_t y_cs;
+    uint8_t *mask;
+    int32_t bit0, bit_cs;
+} row_target;
+
+#define MCT_ROW_CHUNK 16 /* interior output columns accumulated together (int32 sums on the stack) */
+
+/* Column ox of a groups-1 conv row whose window crosses the input's left or right edge: bounded taps. */
+static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                            int32_t ox) {
+    const int32_t k = p->k, ix = ox * p->stride - p->pad;
+    const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+    int32_t sum = 0;
+    for (int32_t i = 0; i < p->in_c; ++i) {
+        const int8_t *w = mct_weight_at(&p->w, o, i);
+        for (int32_t a = 0; a < k; ++a) {
+            if (off[a] < 0) continue;
+            const int8_t *row = x + i * x_cs + off[a];
+            for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)row[ix + b] - p->x_zero) * w[a * k + b];
+        }
+    }
+    return sum;
+}
+
+/* Interior columns [lo, hi) of output channel o, MCT_ROW_CHUNK at a time: for each (input channel,
+ * tap row) its k weights are loaded once for the whole chunk; raw inputs, the zero point folded into
+ * ``zsum`` (the weights of the tap rows inside the input). */
+static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                           int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
+    const int32_t k = p->k, s = p->stride;
+    for (int32_t c0 = lo; c0 < hi; c0 += MCT_ROW_CHUNK) {
+        const int32_t m = mct_imin(MCT_ROW_CHUNK, hi - c0);
+        int32_t sum[MCT_ROW_CHUNK];
+        for (int32_t j = 0; j < m; ++j) sum[j] = -zsum;
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const int8_t *w = mct_weight_at(&p->w, o, i);
+            for (int32_t a = 0; a < k; ++a) {
+                if (off[a] < 0) continue;
+                const int8_t *row = x + i * x_cs + off[a] + c0 * s - p->pad;
+                const int8_t *wa = w + a * k;
+                if (k == 3) {
+                    const int32_t w0 = wa[0], w1 = wa[1], w2 = wa[2];
+                    for (int32_t j = 0; j < m; ++j, row += s) sum[j] += row[0] * w0 + row[1] * w1 + row[2] * w2;
+                } else {
+                    for (int32_t j = 0; j < m; ++j, row += s) sum[j] += mct_taps(row, wa, k);
+                }
+            }
+        }
+        for (int32_t j = 0; j < m; ++j)
+            mct_conv_out(p, o, sum[j], t->y + o * t->y_cs + c0 + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
+    }
+}
+
+/* One output row of a groups-1 k x k conv (the first conv): interior columns by ``general_inside``,
+ * the edge columns bounded. */
+static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, const row_target *t) {
     const int32_t k = p->k, s = p->stride, pad = p->pad;
     int32_t lo = p->out_w, hi = p->out_w; /* interior columns [lo, hi) */
     if (p->in_w >= k) {
@@ -29,27 +83,13 @@ static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const 
                 if (off[a] >= 0)
                     for (int32_t b = 0; b < k; ++b) wsum += w[a * k + b];
         }
-        const int32_t zsum = p->x_zero * wsum;
-        for (int32_t ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix = ox * s - pad;
-            const int inside = ox >= lo && ox < hi;
-            const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
-            int32_t sum = inside ? -zsum : 0;
-            for (int32_t i = 0; i < p->in_c; ++i) {
-                const int8_t *w = mct_weight_at(&p->w, o, i);
-                const int8_t *x_i = x + i * x_cs;
-                for (int32_t a = 0; a < k; ++a) {
-                    if (off[a] < 0) continue;
-                    const int8_t *row = x_i + off[a];
-                    if (inside) {
-                        sum += mct_taps(row + ix, w + a * k, k);
-                    } else {
-                        for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)row[ix + b] - p->x_zero) * w[a * k + b];
-                    }
-                }
-            }
-            mct_conv_out(p, o, sum, y + o * y_cs + ox, mask, bit0 + o * bit_cs + ox);
-        }
+        for (int32_t ox = 0; ox < lo; ++ox)
+            mct_conv_out(p, o, general_edge(p, o, x, x_cs, off, ox), t->y + o * t->y_cs + ox, t->mask,
+                         t->bit0 + o * t->bit_cs + ox);
+        general_inside(p, o, x, x_cs, off, p->x_zero * wsum, lo, hi, t);
+        for (int32_t ox = hi; ox < p->out_w; ++ox)
+            mct_conv_out(p, o, general_edge(p, o, x, x_cs, off, ox), t->y + o * t->y_cs + ox, t->mask,
+                         t->bit0 + o * t->bit_cs + ox);
     }
 }
 
@@ -60,14 +100,6 @@ static void window_rows(const mct_conv *p, int32_t r, const mct_rows_view *v, in
         off[a] = rho >= 0 && rho < p->in_h ? view_row(v, rho) : -1;
     }
 }
-
-/* The output of event (stage, r): the row pointer in the output view, its channel stride, mask bits. */
-typedef struct {
-    int8_t *y;
-    int32_t y_cs;
-    uint8_t *mask;
-    int32_t bit0, bit_cs;
-} row_target;
 
 static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *arena, int32_t r, const row_target *t) {
     int32_t off[MCT_ROWS_MAX_K];
@@ -83,7 +115,7 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
     } else if (p->k == 1 && p->stride == 1) {
         mct_pointwise(p, 0, p->out_c, x + off[0], x_cs, p->out_w, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
     } else {
-        general_row(p, x, x_cs, off, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
+        general_row(p, x, x_cs, off, t);
     }
 }
 

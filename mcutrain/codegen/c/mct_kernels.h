@@ -144,12 +144,31 @@ static inline void mct_put_bit(uint8_t *mask, int32_t i, uint8_t bit) {
 
 static inline int mct_get_bit(const uint8_t *mask, int32_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
 
+/* a + b saturated to int32 (= mct_sat_i32((int64_t)a + b), without 64-bit arithmetic). */
+static inline int32_t mct_add_sat(int32_t a, int32_t b) {
+    if (b >= 0 ? a > INT32_MAX - b : a < INT32_MIN - b) return b >= 0 ? INT32_MAX : INT32_MIN;
+    return a + b;
+}
+
+/* mct_requantize with the same results, cheaper where the shift is <= 0 (a multiplier below 1: every
+ * conv of a trained network): then MBQM has no left shift to saturate, and the zero point can be added
+ * in int32 after clamping to +-2^15 (the clamp to [qmin, qmax] and the mask give the same answers). */
+static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift, int32_t zero_point,
+                                         int32_t qmin, int32_t qmax, uint8_t *inside) {
+    if (shift > 0) return mct_requantize(acc, multiplier, shift, zero_point, qmin, qmax, inside);
+    int32_t m = mct_rdbpot(mct_srdhm(acc, multiplier), -shift);
+    m = m < -32768 ? -32768 : (m > 32767 ? 32767 : m);
+    const int32_t v = m + zero_point;
+    *inside = (uint8_t)((v > qmin) & (v < qmax));
+    return (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
+}
+
 /* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp; stored at dst
  * (unless NULL: a recomputation that wants the mask bit only) and mask bit ``bit``. */
 static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
     uint8_t inside;
-    const int32_t acc = mct_sat_i32((int64_t)sum + p->bias[o]);
-    const int8_t v = mct_requantize(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
+    const int32_t acc = mct_add_sat(sum, p->bias[o]);
+    const int8_t v = mct_requantize_fast(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
     if (dst != NULL) *dst = v;
     mct_put_bit(mask, bit, inside);
 }
