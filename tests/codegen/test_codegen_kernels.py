@@ -1,6 +1,6 @@
 """Kernel building blocks of the generated C checked against their definitions, in C, over millions of
-values: the fast requantization of the conv kernels (``mct_requantize_fast``, ``mct_add_sat`` in
-``c/mct_kernels.h``) gives exactly what the fixed-point reference of ``mct_int8.h`` gives (the one the
+values: the fast requantization of the conv kernels (``mct_requantize_fast``, ``mct_srdhm_fast``,
+``mct_add_sat`` in ``c/mct_kernels.h``) gives exactly what the fixed-point reference of ``mct_int8.h`` gives (the one the
 NumPy executor is bit-exact with) for every shift, multiplier, zero point and int8 range, edge values
 included."""
 
@@ -43,6 +43,8 @@ int main(void) {
         const int8_t ref = mct_requantize(acc_ref, multiplier, shift, zero, qmin, qmax, &in_ref);
         const int8_t fast = mct_requantize_fast(acc_fast, multiplier, shift, zero, qmin, qmax, &in_fast);
         cases += 1;
+        if (mct_srdhm(a, b) != mct_srdhm_fast(a, b) || mct_srdhm(a, multiplier) != mct_srdhm_fast(a, multiplier))
+            bad += 1;
         if (acc_ref != acc_fast || ref != fast || in_ref != in_fast) {
             if (bad < 5) printf("a=%ld b=%ld m=%ld s=%ld z=%ld [%ld,%ld]: %d/%d %d/%d\n", (long)a, (long)b,
                                 (long)multiplier, (long)shift, (long)zero, (long)qmin, (long)qmax, ref, fast, in_ref,

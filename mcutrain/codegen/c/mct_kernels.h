@@ -150,13 +150,21 @@ static inline int32_t mct_add_sat(int32_t a, int32_t b) {
     return a + b;
 }
 
+/* mct_srdhm in one rounding step: its nudge (+2^30, or 1 - 2^30 below zero) and truncation towards zero
+ * round a*b / 2^31 half up, which is floor((a*b + 2^30) / 2^31) for either sign (an arithmetic shift:
+ * one multiply, one add, one shift of the 64-bit product instead of a 64-bit division). */
+static inline int32_t mct_srdhm_fast(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
+}
+
 /* mct_requantize with the same results, cheaper where the shift is <= 0 (a multiplier below 1: every
  * conv of a trained network): then MBQM has no left shift to saturate, and the zero point can be added
  * in int32 after clamping to +-2^15 (the clamp to [qmin, qmax] and the mask give the same answers). */
 static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift, int32_t zero_point,
                                          int32_t qmin, int32_t qmax, uint8_t *inside) {
     if (shift > 0) return mct_requantize(acc, multiplier, shift, zero_point, qmin, qmax, inside);
-    int32_t m = mct_rdbpot(mct_srdhm(acc, multiplier), -shift);
+    int32_t m = mct_rdbpot(mct_srdhm_fast(acc, multiplier), -shift);
     m = m < -32768 ? -32768 : (m > 32767 ? 32767 : m);
     const int32_t v = m + zero_point;
     *inside = (uint8_t)((v > qmin) & (v < qmax));
