@@ -18,6 +18,11 @@
  * In place: an op the engine marks ``inplace`` gets the same pointer for its output and the input it
  * overwrites; every kernel below allows exactly the aliasing the engine's in-place rules allow.
  *
+ * Forward fast paths (same integers): a conv's sum of (x - x_zero) * w is computed as sum x * w minus
+ * x_zero times the sum of the weights of the taps inside the input (exact in int32), so inner loops are
+ * one multiply-accumulate per MAC; 1x1 convs run two output channels x four positions per input load,
+ * depthwise 3x3 rows keep their weights in locals; requantization with a shift <= 0 skips the 64-bit
+ * saturation paths (mct_requantize_fast, tested equal to mct_int8.h's mct_requantize).
  * Build with IEEE float32 semantics: no -ffast-math, and -ffp-contract=off (a fused multiply-add
  * rounds once where the reference rounds twice). The arena is reached through int8/int32/float
  * pointers into one byte array: build with -fno-strict-aliasing.
