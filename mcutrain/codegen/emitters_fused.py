@@ -86,7 +86,6 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
     if k > MAX_K:
         raise CodegenError(f"op {ctx.op.name}: kernel {k} > {MAX_K} in a row pipeline")
     decls = [forward_conv_struct(ctx, tag, st, views.shape(x), views.shape(y))]
-    out = str(views(y)) if y not in folded.values() and y not in folds else "-1"
     if x in folds:  # folded: rows of x are made by its expand conv from the expand's input
         expand = folded[x]
         e_tag = ctx.struct(f"s{s}e")
@@ -95,13 +94,13 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
         if rows < k or width != views.shape(x)[3]:
             raise CodegenError(f"op {ctx.op.name}: window of {x} ({rows} rows) smaller than its kernel {k}")
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", f"&{e_tag}"),
-                       ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", out),
+                       ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", str(views(y))),
                        ("window", str(scratch + off))]
     if y in folds:  # a folded expand conv: never scheduled (its depthwise stage makes its rows)
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", "-1"), ("in2", "-1"),
                        ("out", "-1"), ("window", "-1")]
     return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", str(views(x))), ("in2", "-1"),
-                   ("out", out), ("window", "-1")]
+                   ("out", str(views(y))), ("window", "-1")]
 
 
 def emit_mbconv_rows(ctx: OpContext) -> Emitted:
@@ -116,9 +115,8 @@ def emit_mbconv_rows(ctx: OpContext) -> Emitted:
     producer = {st.outputs[0]: st for st in stages}
     folds = {name: (name,) + entry for name, entry in folds_of(op).items()}
     folded = {name: producer[name] for name in folds}
-    stream = views(x) if streamed else -1
-    if not streamed:
-        views(x)
+    stream = views(x) if streamed else -1  # a streamed input's view is its ring
+    views(x)
     out = views(y)
     decls, rows = [], []
     for s, st in enumerate(stages):
