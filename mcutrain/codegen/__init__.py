@@ -1,7 +1,7 @@
 """C code generation: a compiled training program -> dependency-free C99, and its host target.
 
-    program = compile_for_codegen(qmodel, plan, lr=0.1, seed=0)   # the passes the C target runs
-    generate(program, "out/")          # model.h, model.c, mct_kernels.{h,c}, mct_int8.h, manifest.json
+    program = compile_for_codegen(qmodel, plan, lr=0.1, seed=0)   # the program `mcutrain compile` reports
+    generate(program, "out/")  # model.h, model.c, mct_kernels.{h,c}, mct_fused.{h,c}, mct_int8.h, manifest.json
     engine = HostEngine(build_host("out/"))                         # cc -> libmodel.so, via ctypes
     engine.train_step(image, label); engine.predict(image); engine.parameters()
 
@@ -9,9 +9,13 @@
 schedule and memory plan; ``host``: the host build (optionally with ASan + UBSan) and its runner;
 ``cortex_m7``: the firmware build (``board/``: start-up, semihosting harness, linker script), the
 memory check before linking and the runner under QEMU; ``targets``: a folder for either target plus
-``target.json`` (``mcutrain compile --target``, ``mcutrain run``); ``samples``: dataset -> int8 inputs.
-The kernels (``c/mct_kernels.c``) mirror the NumPy reference executor: forward bit-exact, backward
-and updates to its float rounding (see ``c/mct_kernels.h``).
+``target.json`` (``mcutrain compile --target``, ``mcutrain run``); ``samples``: dataset -> int8 inputs;
+``runner``: run a built folder on samples (host or QEMU).
+The kernels (``c/mct_kernels.c``; the fused row pipelines and channel-by-channel block backwards in
+``c/mct_fused.c``, code for them from ``emitters_fused``) mirror the NumPy reference executor: forward
+bit-exact, backward and updates to its float rounding (see ``c/mct_kernels.h``, ``c/mct_fused.h``).
+The C program's arena is the planned arena of the compiled program (the image streamed row by row
+from the caller's buffer).
 """
 
 from mcutrain.codegen.errors import CodegenError

@@ -3,7 +3,8 @@
 ``EMITTERS[kind](ctx) -> Emitted``: ``decls`` are file-scope definitions (the op's ``static const``
 operand structs: geometry, zero points, pointers to its parameters and constants), ``code`` is the
 statement in the stage function, with arena pointers at the planned offsets. Emitters only build
-strings; ``generate`` assembles them. What the kernels compute is in ``c/mct_kernels.h``.
+strings; ``generate`` assembles them. What the kernels compute is in ``c/mct_kernels.h`` (the emitters
+of the fused kinds, row pipelines and block backwards, are in ``emitters_fused``: ``c/mct_fused.h``).
 Parameters and constants are referenced through ``Symbols``, which records what is used so that
 only referenced Flash arrays are defined.
 """
@@ -134,6 +135,9 @@ def conv_fields(ctx: OpContext, attrs: dict, x_shape, y_shape, weight: str | Non
         raise CodegenError(f"op {ctx.op.name}: grouped convs must be depthwise (groups == channels)")
     if groups == 1 and c > weight_shape[1]:
         raise CodegenError(f"op {ctx.op.name}: input has {c} channels, the weight {weight_shape[1]}")
+    qmin, qmax, y_zero = attrs.get("qmin", 0), attrs.get("qmax", 0), attrs.get("y_zero", 0)
+    if not (-128 <= qmin <= qmax <= 127 and abs(y_zero) <= 255):  # what mct_requantize_fast relies on
+        raise CodegenError(f"op {ctx.op.name}: output range [{qmin}, {qmax}] / zero point {y_zero} is not int8")
     bias, mult, shift = (ctx.symbols.array(n) for n in operands) if operands else ("NULL",) * 3
     geometry = dict(in_c=c, in_h=h, in_w=w, out_c=o, out_h=ho, out_w=wo, k=k, stride=stride, pad=attrs["pad"],
                     groups=groups, x_zero=attrs.get("x_zero", 0), y_zero=attrs.get("y_zero", 0),
@@ -160,17 +164,19 @@ def linear_fields(ctx: OpContext, in_features: int, out_features: int, weight: s
             ("bias", ctx.symbols.array(bias) if bias else "NULL"), ("scale", ctx.symbols.array(scale))]
 
 
-def update_struct(ctx: OpContext, name: str, param: str, qas: str) -> str:
-    """``mct_update`` of the op's parameter: its SRAM slice, QAS factors, lr, RNG stream, slice shape."""
-    attrs = ctx.attrs()
+def update_struct(ctx: OpContext, name: str, param: str, qas: str, op: Op | None = None) -> str:
+    """``mct_update`` of the parameter an update op (``op``, default the context's) writes: its SRAM
+    slice, QAS factors, lr, RNG stream, slice shape."""
+    op = op if op is not None else ctx.op
+    attrs = dict(op.attrs)
     if attrs.get("rule") != "sr":
-        raise CodegenError(f"op {ctx.op.name}: update rule {attrs.get('rule')!r} has no C kernel (only 'sr')")
+        raise CodegenError(f"op {op.name}: update rule {attrs.get('rule')!r} has no C kernel (only 'sr')")
     storage = ctx.symbols.params[param]
     kept = tuple(attrs["kept_shape"])
     if kept != storage.kept_shape:
-        raise CodegenError(f"op {ctx.op.name}: kept shape {kept} differs from the SRAM copy {storage.kept_shape}")
+        raise CodegenError(f"op {op.name}: kept shape {kept} differs from the SRAM copy {storage.kept_shape}")
     if ctx.symbols.constants[qas].shape != (kept[0],):
-        raise CodegenError(f"op {ctx.op.name}: one QAS factor per trained row expected")
+        raise CodegenError(f"op {op.name}: one QAS factor per trained row expected")
     rows, cols = storage.kept_matrix()
     inner = numel(kept[2:])
     sram = ctx.symbols.sram(param)
@@ -178,7 +184,7 @@ def update_struct(ctx: OpContext, name: str, param: str, qas: str) -> str:
     fields = [("w", w), ("b", b), ("qas", ctx.symbols.array(qas)), ("lr", float_literal(np.float32(attrs["lr"]))),
               ("seed", uint_literal(attrs["seed"])), ("tensor_id", uint_literal(attrs["tensor_id"])),
               ("rows", str(rows)), ("cols", str(cols)), ("inner", str(inner))]
-    return declare("mct_update", name, ctx.op, fields)
+    return declare("mct_update", name, op, fields)
 
 
 def check_inplace(ctx: OpContext) -> None:
@@ -418,6 +424,11 @@ EMITTERS: dict[str, Callable[[OpContext], Emitted]] = {
     "conv2d_grad_w_update": emit_conv2d_grad_w_update,
     "linear_grad_w_update": emit_linear_grad_w_update,
 }
+
+
+from mcutrain.codegen.emitters_fused import FUSED_EMITTERS  # noqa: E402  (built on the helpers above)
+
+EMITTERS.update(FUSED_EMITTERS)
 
 
 def emit(ctx: OpContext) -> Emitted:

@@ -2,8 +2,9 @@
 
 ``render(program)`` is a pure function from the program to ``{file name: text}``: the per-op C comes
 from the emitter table (``emitters.EMITTERS``), the files from the templates in ``templates/``; the
-kernel library (``c/mct_kernels.{h,c}``) and the fixed-point header (``mcutrain/quant/mct_int8.h``)
-are copied as they are. Same program -> same bytes (no dates, no paths, no dict-order accidents).
+kernel library (``c/mct_kernels.{h,c}``, ``c/mct_fused.{h,c}``) and the fixed-point header
+(``mcutrain/quant/mct_int8.h``) are copied as they are. Same program -> same bytes (no dates, no
+paths, no dict-order accidents).
 ``generate(program, folder)`` writes the files (and only then touches the disk).
 
 What ends where (DESIGN.md section 7): frozen parameters, the initial values of trained ones and all
@@ -12,8 +13,10 @@ training and inference plans) holds every tensor at its planned offset (``Stage.
 buffers included; the trained slices of parameters are ``static`` arrays (SRAM) that ``mct_init``
 fills from Flash. ``manifest.json`` describes the result for tools (shapes, sizes, the save layout).
 
-Only programs made of op kinds with a C kernel can be generated (``unsupported_kinds``); compile
-them with ``CODEGEN_PASSES`` and a whole (not streamed) input: ``compile_for_codegen``.
+Only programs made of op kinds with a C kernel can be generated (``unsupported_kinds``): since the
+fused kernels of ``c/mct_fused.{h,c}`` that is every kind of the default pipeline (``CODEGEN_PASSES``,
+``compile_for_codegen``), with the image streamed: the caller's image pointer (RAM or Flash) is the
+stream source, the row pipeline copies its rows into the ring the plan reserves.
 """
 
 from __future__ import annotations
@@ -31,26 +34,29 @@ from mcutrain.codegen.literals import array_definition, comment, identifier
 from mcutrain.codegen.storage import (SAVE_HEADER_BYTES, SAVE_MAGIC, ParamStorage, layout_id, parameter_storage,
                                       trainable_bytes)
 from mcutrain.engine.compile import compile_training
-from mcutrain.engine.passes import fuse_expand, fuse_updates, inplace, insert_updates, prune, reorder
+from mcutrain.engine.passes import PIPELINE
 
 __all__ = ["CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
+                "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
-SOURCES = ("model.c", "mct_kernels.c")  # what a build compiles
+SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
 
-# The passes whose op kinds have C kernels (the default pipeline's later passes make fused row /
-# channel kernels that the C target does not have yet).
-CODEGEN_PASSES = (insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace)
+# The passes whose op kinds have C kernels: all of the default pipeline (the fused row pipelines and
+# channel-by-channel block backwards included, ``c/mct_fused.h``).
+CODEGEN_PASSES = PIPELINE
 
 
-def compile_for_codegen(qmodel, plan, *, lr: float, seed: int):
-    """``compile_training`` with the passes and options the C target supports (whole input image)."""
-    return compile_training(qmodel, plan, lr=lr, seed=seed, passes=CODEGEN_PASSES, stream_input=False,
-                            row_fusion="off")
+def compile_for_codegen(qmodel, plan, *, lr: float, seed: int, stream_input: bool = True, row_fusion: str = "auto"):
+    """``compile_training`` with the passes the C target supports: the same program (and memory plan)
+    that ``mcutrain compile`` reports, streamed input and row pipelines included (the C program's
+    arena is the reported arena). ``stream_input`` / ``row_fusion`` as in ``compile_training``."""
+    return compile_training(qmodel, plan, lr=lr, seed=seed, passes=CODEGEN_PASSES, stream_input=stream_input,
+                            row_fusion=row_fusion)
 
 
 def unsupported_kinds(program) -> dict[str, int]:
@@ -68,12 +74,17 @@ def check_supported(program) -> None:
     if missing:
         kinds = ", ".join(f"{k} ({n} ops)" for k, n in missing.items())
         raise CodegenError(f"no C kernel for op kind(s): {kinds}. Compile for C with "
-                           f"mcutrain.codegen.compile_for_codegen (passes=CODEGEN_PASSES, stream_input=False)")
+                           f"mcutrain.codegen.compile_for_codegen (passes=CODEGEN_PASSES)")
     for attr, _, _ in STAGES:
-        streams = getattr(program, attr).graph.streams
-        if streams:
-            raise CodegenError(f"the {attr} program streams its input(s) {list(streams)} row by row; the C "
-                               f"target needs the whole image in the arena (compile with stream_input=False)")
+        graph = getattr(program, attr).graph
+        if len(graph.streams) > 1 or (graph.streams and graph.streams[0] != graph.inputs[0]):
+            raise CodegenError(f"the {attr} program streams {list(graph.streams)}; the C target streams the image "
+                               f"({graph.inputs[0]!r}) only")
+        for op in graph.ops:
+            streamed = [n for n in op.inputs if n in graph.streams]
+            if streamed and (op.kind != "mbconv_rows" or op.inputs[0] not in streamed or not op.attr("stream")):
+                raise CodegenError(f"the {attr} program's op {op.name} ({op.kind}) reads the streamed input(s) "
+                                   f"{streamed} whole; only a row pipeline (mbconv_rows) reads a streamed image")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,6 +220,7 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str) ->
     trainable = trainable_bytes(storages)
     return {
         "title": title, "summary": _summary(program, storages),
+        "image_streamed": int("image" in train.graph.streams and "image" in infer.graph.streams),
         "image_channels": channels, "image_height": height, "image_width": width,
         "image_bytes": channels * height * width, "num_classes": classes,
         "arena_bytes": max(train.plan.arena_bytes, infer.plan.arena_bytes),
@@ -221,10 +233,18 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str) ->
         "train_body": stages["train"][0], "inference_body": stages["inference"][0],
         "init_body": _init_body(storages), "save_body": save, "restore_body": restore,
         "host_params": ",\n".join(f"        {s.flash}" for s in storages),
-        "train_image": train.offset("image"), "train_label": train.offset("label"),
+        "train_image": _image_copy(train), "train_label": train.offset("label"),
         "train_loss": train.offset(train.graph.outputs[0]),
-        "inference_image": infer.offset("image"), "inference_logits": infer.offset(infer.graph.outputs[0]),
+        "inference_image": _image_copy(infer), "inference_logits": infer.offset(infer.graph.outputs[0]),
     }
+
+
+def _image_copy(stage) -> str:
+    """The statement that hands the caller's image to a stage: a copy into the arena, or nothing when
+    the stage streams it (its row pipeline reads the caller's buffer row by row)."""
+    if "image" in stage.graph.streams:
+        return "/* the image is streamed: its row pipeline copies rows of the caller's buffer into a ring */"
+    return f"memcpy(A8({stage.offset('image')}), image, MCT_IMAGE_BYTES);"
 
 
 def _manifest(program, storages, values: Mapping[str, object]) -> str:

@@ -1,6 +1,6 @@
 """The host target: build a generated folder with the system C compiler and drive it from Python.
 
-``build(folder, sanitize=False, trace=False) -> path`` compiles ``model.c`` + ``mct_kernels.c`` into a
+``build(folder, sanitize=False, trace=False) -> path`` compiles the manifest's sources into a
 shared library (``-std=c99 -O2 -Wall -Wextra -Werror``, plus ``-ffp-contract=off`` for the float32
 rounding the reference does, and ``-fno-strict-aliasing`` for the typed views of the byte arena), with
 the host-only API (``MCT_HOST_API``: the arena, the Flash parameters) and, with ``trace``, a hook

@@ -16,8 +16,8 @@ import numpy as np
 from mcutrain.codegen.errors import CodegenError
 
 INT32_MIN = -(2**31)
-PER_LINE = {"int8": 32, "uint8": 32, "int32": 12, "float32": 8}
-C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float"}
+PER_LINE = {"int8": 32, "uint8": 32, "int16": 16, "int32": 12, "float32": 8}
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
 
 
 def identifier(name: str, prefix: str = "") -> str:
@@ -62,7 +62,7 @@ def literal(value, dtype: str) -> str:
 def array_body(values: np.ndarray, dtype: str, indent: str = "    ") -> str:
     """The comma-separated elements of a flat array, a fixed number per line."""
     flat = np.asarray(values).ravel()
-    if dtype in ("int8", "uint8", "int32"):
+    if dtype in ("int8", "uint8", "int16", "int32"):
         items = [int_literal(v) for v in flat.tolist()]
     else:
         items = [float_literal(v) for v in flat]

@@ -21,6 +21,7 @@ import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.literals import identifier
+from mcutrain.engine.passes.fuse_backward import update_ops
 
 SAVE_HEADER_BYTES = 16
 SAVE_MAGIC = 0x3154434D  # b"MCT1" read as a little-endian uint32
@@ -57,11 +58,10 @@ class ParamStorage:
 
 
 def trained_slices(graph) -> dict[str, tuple[int, ...]]:
-    """Parameter -> kept shape, for every parameter an update op of ``graph`` writes."""
+    """Parameter -> kept shape, for every parameter an update of ``graph`` writes (update ops and the
+    updates inside channel-by-channel block backwards)."""
     kept: dict[str, tuple[int, ...]] = {}
-    for op in graph.ops:
-        if op.phase != "update":
-            continue
+    for op in update_ops(graph):
         shape = tuple(int(s) for s in op.attr("kept_shape"))
         if kept.setdefault(op.inputs[0], shape) != shape:
             raise CodegenError(f"parameter {op.inputs[0]!r} is updated with two different kept shapes")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mcutrain.codegen import CodegenError, compile_for_codegen, generate, render, unsupported_kinds
-from mcutrain.codegen.generate import FILES
+from mcutrain.codegen.generate import FILES, SOURCES
 from mcutrain.codegen.host import CFLAGS, compiler
 from mcutrain.codegen.storage import parameter_storage
 from mcutrain.engine.compile import compile_training
@@ -72,8 +72,16 @@ def test_one_static_arena_of_the_planned_size_with_tensors_at_planned_offsets():
             assert (name, kind) == (op.name, op.kind)
             used = {int(o) for o in re.findall(r"\b(?:A8|A32|AF|AB)\((\d+)\)", call)}
             planned = {stage.offset(t) for t in op.inputs + op.outputs if t in stage.storage}
-            planned |= {stage.plan.offsets[k] for k in stage.plan.offsets if k == f"{op.name}.scratch"}
-            assert used == planned, (name, used, planned)
+            scratch = f"{op.name}.scratch"
+            planned |= {stage.plan.offsets[k] for k in stage.plan.offsets if k == scratch}
+            if kind in ("mbconv_rows", "mbconv_grad"):  # also addresses inside the scratch / in their tables
+                used |= _table_offsets(c, f"{tag}{index}")
+                start = stage.plan.offsets.get(scratch)
+                size = next((b.size for b in stage.buffers if b.name == scratch), 0)
+                inside = {u for u in used if start is not None and start < u < start + size}
+                assert used - inside == planned, (name, used - inside, planned)
+            else:
+                assert used == planned, (name, used, planned)
 
 
 def test_frozen_data_is_const_and_trained_slices_are_sram():
@@ -116,7 +124,7 @@ def test_objects_need_nothing_but_memcpy_memset_floorf_expf_logf(tmp_path, cc):
         tools, flags = (compiler(), shutil.which("nm") or "nm"), list(CFLAGS)
     generate(_program("full"), tmp_path)
     undefined, defined = set(), set()
-    for source in ("model.c", "mct_kernels.c"):
+    for source in SOURCES:
         obj = tmp_path / (source + ".o")
         result = subprocess.run([tools[0], *flags, "-c", str(tmp_path / source), "-o", str(obj)],
                                 capture_output=True, text=True)
@@ -132,10 +140,8 @@ def test_objects_need_nothing_but_memcpy_memset_floorf_expf_logf(tmp_path, cc):
 def test_op_kinds_without_a_c_kernel_are_refused_by_name():
     q = _qmodel()
     default = compile_training(q, resolve(get_builtin("last-k:6", "tiny"), q.spec), lr=LR, seed=SEED)
-    missing = unsupported_kinds(default)
-    if missing:  # the default pipeline's fused row / channel kernels
-        with pytest.raises(CodegenError, match=next(iter(missing))):
-            render(default)
+    assert unsupported_kinds(default) == {}  # the default pipeline's fused kinds have C kernels
+    assert {"mbconv_rows", "mbconv_grad"} <= {op.kind for op in default.train.graph.ops}
     program = _program()
     ops = list(program.train.graph.ops)
     ops[3] = replace(ops[3], kind="frobnicate")
@@ -145,15 +151,32 @@ def test_op_kinds_without_a_c_kernel_are_refused_by_name():
         render(odd)
 
 
-def test_a_streamed_input_is_refused():
-    program = _program()
-    streamed = replace(program, train=replace(program.train, graph=replace(program.train.graph, streams=("image",))))
-    with pytest.raises(CodegenError, match="stream_input=False"):
+def test_the_image_is_streamed_and_a_whole_read_of_a_streamed_input_is_refused():
+    program, c = _program(), _files()["model.c"]
+    assert program.train.graph.streams == ("image",) and "image" not in program.train.storage
+    assert "mct_mbconv_rows(&T0, arena, image);" in c  # the caller's buffer is the stream source
+    assert "memcpy(A8(" not in _function(c, "mct_train_step") and "memcpy(A8(" not in _function(c, "mct_predict")
+    q = _qmodel()
+    whole = compile_for_codegen(q, resolve(get_builtin("last-k:6", "tiny"), q.spec), lr=LR, seed=SEED,
+                                stream_input=False, row_fusion="off")
+    assert not whole.train.graph.streams and "image" in whole.train.storage
+    streamed = replace(whole, train=replace(whole.train, graph=replace(whole.train.graph, streams=("image",))))
+    reader = whole.train.graph.ops[0]
+    with pytest.raises(CodegenError, match=rf"op {re.escape(reader.name)} \({reader.kind}\) reads the streamed"):
         render(streamed)
 
 
+def _table_offsets(c: str, prefix: str) -> set[int]:
+    """Arena offsets in the operand tables of a fused op (structs named ``prefix`` + a lower-case suffix)."""
+    found = set()
+    for body in re.findall(rf"static const \w+ {prefix}(?:[a-z_]\w*)?(?:\[\d*\])? = (.*?);\n", c, re.S):
+        found |= {int(v) for v in re.findall(r"\.(?:offset|window|mask_offset) = (\d+)", body)}
+    return found
+
+
 def _function(c: str, name: str) -> str:
-    start = c.index(f"static void {name}(")
+    """The text of the C function ``name`` (a definition at the start of a line) up to its closing brace."""
+    start = re.search(rf"^[\w ]+[ *]{name}\(", c, re.M).start()
     return c[start:c.index("\n}\n", start)]
 
 

@@ -3,7 +3,10 @@ steps, predictions and save / restore as the plain build, zero findings, the sam
 
 The sanitized library runs in a fresh Python with the ASan runtime preloaded (``run_sanitized``);
 tiny's full update covers every kernel the paper network does not (a 3x3 first conv trained, summed
-fan-out gradients), mbv2-w0.35's 99 KB scheme partly trained weights (Flash + SRAM slices)."""
+fan-out gradients), mbv2-w0.35's 99 KB scheme partly trained weights (Flash + SRAM slices), and with
+proxyless-w0.3 fused as far as it goes the fused kernels' variants (the streamed image, row pipelines
+with folded expand convs, residual adds and in place, block backwards with the lazy pool gradient and
+recomputed masks)."""
 
 from __future__ import annotations
 
@@ -34,10 +37,12 @@ def _asan_available() -> bool:
 
 
 @pytest.mark.skipif(not _asan_available(), reason="no C compiler with AddressSanitizer here")
-@pytest.mark.parametrize("name, res, scheme", [("tiny", 32, "full"), ("mbv2-w0.35", 48, "paper-99kb")])
-def test_sanitized_run_has_no_findings_and_the_same_numbers(tmp_path, name, res, scheme):
+@pytest.mark.parametrize("name, res, scheme, fusion", [("tiny", 32, "full", "auto"),
+                                                       ("mbv2-w0.35", 48, "paper-99kb", "auto"),
+                                                       ("proxyless-w0.3", 64, "paper-99kb", "max")])
+def test_sanitized_run_has_no_findings_and_the_same_numbers(tmp_path, name, res, scheme, fusion):
     q = _qmodel(name, res)
-    program = compile_for_codegen(q, resolve(get_builtin(scheme, name), q.spec), lr=LR, seed=SEED)
+    program = compile_for_codegen(q, resolve(get_builtin(scheme, name), q.spec), lr=LR, seed=SEED, row_fusion=fusion)
     generate(program, tmp_path)
     rng = np.random.default_rng(3)
     images, labels = rng.integers(-128, 128, (STEPS, 3, res, res)).astype(np.int8), rng.integers(0, CLASSES, STEPS)
@@ -64,7 +69,8 @@ def test_a_planted_bug_is_reported(tmp_path, bug):
     q = _qmodel("tiny", 32)
     generate(compile_for_codegen(q, resolve(get_builtin("bias-only", "tiny"), q.spec), lr=LR, seed=SEED), tmp_path)
     source = (tmp_path / "model.c").read_text()
-    anchor = "    run_train(step_count);\n"
+    anchor = "    run_train(step_count, image);\n"
+    assert anchor in source
     (tmp_path / "model.c").write_text(source.replace(anchor, anchor + f"    {code}\n"))
     with pytest.raises(CodegenError, match=report):
         run_sanitized(tmp_path, np.zeros((1, 3, 32, 32), np.int8), np.array([1]))

@@ -13,14 +13,8 @@ const int8_t *mct_weight_at(const mct_weight *w, int32_t row, int32_t col) {
     return w->flash + ((size_t)row * (size_t)w->cols + (size_t)col) * (size_t)w->inner;
 }
 
-/* Row ``row`` as two runs of blocks: columns [0, split) from ``lo``, [split, cols) from ``hi``. */
-typedef struct {
-    const int8_t *lo, *hi;
-    int32_t split;
-} weight_row;
-
-static weight_row row_of(const mct_weight *w, int32_t row) {
-    weight_row r;
+mct_weight_row mct_row_of(const mct_weight *w, int32_t row) {
+    mct_weight_row r;
     r.hi = w->flash + (size_t)row * (size_t)w->cols * (size_t)w->inner;
     r.lo = r.hi;
     r.split = 0;
@@ -31,7 +25,7 @@ static weight_row row_of(const mct_weight *w, int32_t row) {
     return r;
 }
 
-static inline int8_t row_at(const weight_row *r, int32_t col) { return col < r->split ? r->lo[col] : r->hi[col]; }
+static inline int8_t row_at(const mct_weight_row *r, int32_t col) { return col < r->split ? r->lo[col] : r->hi[col]; }
 
 void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
                        int32_t kept_cols) {
@@ -47,66 +41,200 @@ static void clear_bits(uint8_t *mask, int32_t n) {
     if (mask != NULL) memset(mask, 0, ((size_t)n + 7) / 8);
 }
 
-static inline void put_bit(uint8_t *mask, int32_t i, uint8_t bit) {
-    if (mask != NULL) mask[i >> 3] |= (uint8_t)(bit << (i & 7));
+
+/* The sum of row o's weights over the input channels, times the input zero point:
+ * sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31), so the inner
+ * loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
+static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
+    int32_t total = 0;
+    for (int32_t i = 0; i < p->in_c; ++i) total += row_at(w, i);
+    return p->x_zero * total;
 }
 
-static inline int get_bit(const uint8_t *mask, int32_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
+/* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
+#define MCT_PW_TWO(u_, v_, i0, i1)                                              \
+    for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
+        const int32_t u = (u_)[i], v = (v_)[i];                                 \
+        const int32_t x0 = xi[0], x1 = xi[1], x2 = xi[2], x3 = xi[3];           \
+        a0 += x0 * u;                                                           \
+        a1 += x1 * u;                                                           \
+        a2 += x2 * u;                                                           \
+        a3 += x3 * u;                                                           \
+        b0 += x0 * v;                                                           \
+        b1 += x1 * v;                                                           \
+        b2 += x2 * v;                                                           \
+        b3 += x3 * v;                                                           \
+    }
 
-/* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp, mask bit. */
-static inline void conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
-    uint8_t inside;
-    int32_t acc = mct_sat_i32((int64_t)sum + p->bias[o]);
-    *dst = mct_requantize(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
-    put_bit(mask, bit, inside);
-}
-
-static int32_t imax(int32_t a, int32_t b) { return a > b ? a : b; }
-static int32_t imin(int32_t a, int32_t b) { return a < b ? a : b; }
-
-#define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
-
-/* Output channel o of a 1x1 stride-1 conv into y_o (mask bits from bit0), MCT_BLOCK positions at a
- * time so that each input channel is read in short contiguous runs. */
-static void pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
-                              int32_t bit0) {
-    const int32_t n = p->in_h * p->in_w;
-    const weight_row w = row_of(&p->w, o);
-    int32_t q0 = 0;
-    for (; q0 + MCT_BLOCK <= n; q0 += MCT_BLOCK) {
-        int32_t sum[MCT_BLOCK] = {0};
-        for (int32_t i = 0; i < p->in_c; ++i) {
-            const int32_t wi = i < w.split ? w.lo[i] : w.hi[i];
-            const int8_t *x_i = x + i * n + q0;
-            for (int32_t j = 0; j < MCT_BLOCK; ++j) sum[j] += ((int32_t)x_i[j] - p->x_zero) * wi;
+/* Two output channels (weight rows r0, r1 with the same SRAM/Flash split) of a 1x1 conv, 4 positions at
+ * a time: each input value loaded once feeds 2 accumulators, each weight 4. */
+static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0, const mct_weight_row *r1,
+                          const int8_t *x, int32_t x_cs, int32_t n, int8_t *y0, int8_t *y1, uint8_t *mask,
+                          int32_t bit0, int32_t bit1) {
+    const int32_t in_c = p->in_c, split = mct_imin(r0->split, in_c);
+    const int32_t z0 = zero_sum(p, r0), z1 = zero_sum(p, r1);
+    int32_t q = 0;
+    for (; q + 4 <= n; q += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        const int8_t *xi = x + q;
+        MCT_PW_TWO(r0->lo, r1->lo, 0, split)
+        MCT_PW_TWO(r0->hi, r1->hi, split, in_c)
+        mct_conv_out(p, o, a0 - z0, y0 + q, mask, bit0 + q);
+        mct_conv_out(p, o, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
+        mct_conv_out(p, o, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
+        mct_conv_out(p, o, a3 - z0, y0 + q + 3, mask, bit0 + q + 3);
+        mct_conv_out(p, o + 1, b0 - z1, y1 + q, mask, bit1 + q);
+        mct_conv_out(p, o + 1, b1 - z1, y1 + q + 1, mask, bit1 + q + 1);
+        mct_conv_out(p, o + 1, b2 - z1, y1 + q + 2, mask, bit1 + q + 2);
+        mct_conv_out(p, o + 1, b3 - z1, y1 + q + 3, mask, bit1 + q + 3);
+    }
+    for (; q < n; ++q) {
+        int32_t a = 0, b = 0;
+        for (int32_t i = 0; i < in_c; ++i) {
+            const int32_t xv = x[i * x_cs + q];
+            a += xv * row_at(r0, i);
+            b += xv * row_at(r1, i);
         }
-        for (int32_t j = 0; j < MCT_BLOCK; ++j) conv_out(p, o, sum[j], y_o + q0 + j, mask, bit0 + q0 + j);
+        mct_conv_out(p, o, a - z0, y0 + q, mask, bit0 + q);
+        mct_conv_out(p, o + 1, b - z1, y1 + q, mask, bit1 + q);
     }
-    for (; q0 < n; ++q0) {
-        int32_t sum = 0;
-        for (int32_t i = 0; i < p->in_c; ++i) sum += ((int32_t)x[i * n + q0] - p->x_zero) * row_at(&w, i);
-        conv_out(p, o, sum, y_o + q0, mask, bit0 + q0);
+}
+#undef MCT_PW_TWO
+
+#define MCT_PW_ONE(w_, i0, i1)                                                  \
+    for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
+        const int32_t u = (w_)[i];                                              \
+        a0 += xi[0] * u;                                                        \
+        a1 += xi[1] * u;                                                        \
+        a2 += xi[2] * u;                                                        \
+        a3 += xi[3] * u;                                                        \
+        a4 += xi[4] * u;                                                        \
+        a5 += xi[5] * u;                                                        \
+        a6 += xi[6] * u;                                                        \
+        a7 += xi[7] * u;                                                        \
+    }
+
+/* One output channel, 8 positions at a time. */
+static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r, const int8_t *x, int32_t x_cs,
+                          int32_t n, int8_t *y, uint8_t *mask, int32_t bit0) {
+    const int32_t in_c = p->in_c, split = mct_imin(r->split, in_c), z = zero_sum(p, r);
+    int32_t q = 0;
+    for (; q + 8 <= n; q += 8) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        const int8_t *xi = x + q;
+        MCT_PW_ONE(r->lo, 0, split)
+        MCT_PW_ONE(r->hi, split, in_c)
+        const int32_t sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        for (int32_t j = 0; j < 8; ++j) mct_conv_out(p, o, sums[j] - z, y + q + j, mask, bit0 + q + j);
+    }
+    for (; q < n; ++q) {
+        int32_t a = 0;
+        for (int32_t i = 0; i < in_c; ++i) a += x[i * x_cs + q] * row_at(r, i);
+        mct_conv_out(p, o, a - z, y + q, mask, bit0 + q);
+    }
+}
+#undef MCT_PW_ONE
+
+void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+    int32_t o = o0;
+    while (o < o1) {
+        const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
+        const mct_weight_row r0 = mct_row_of(&p->w, o);
+        if (o + 1 < o1) {
+            const mct_weight_row r1 = mct_row_of(&p->w, o + 1);
+            if (r1.split == r0.split) {
+                pointwise_two(p, o, &r0, &r1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
+                o += 2;
+                continue;
+            }
+        }
+        pointwise_one(p, o, &r0, x, x_cs, n, y + at, mask, bit);
+        o += 1;
     }
 }
 
-/* Channel c of a depthwise conv: input channel x_c -> output channel y_c. */
-static void depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
-                              int32_t bit0) {
+void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
+                           int32_t bit0) {
+    const int32_t n = p->in_h * p->in_w;
+    mct_pointwise(p, o, o + 1, x, n, n, y_o, 0, mask, bit0, 0);
+}
+
+
+/* The window at column ix of the tap rows inside the input (rows[a] NULL: a padding row, skipped). */
+static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t k) {
+    int32_t sum = 0;
+    for (int32_t a = 0; a < k; ++a)
+        if (rows[a] != NULL) sum += mct_taps(rows[a] + ix, w + a * k, k);
+    return sum;
+}
+
+/* Output column ox of a depthwise row whose window crosses the input's edge: bounded taps. */
+static int32_t depthwise_edge(const mct_conv *p, const int8_t *const *rows, const int8_t *w, int32_t ox) {
+    const int32_t k = p->k, ix = ox * p->stride - p->pad;
+    const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+    int32_t sum = 0;
+    for (int32_t a = 0; a < k; ++a) {
+        if (rows[a] == NULL) continue;
+        for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)rows[a][ix + b] - p->x_zero) * w[a * k + b];
+    }
+    return sum;
+}
+
+/* Interior columns [lo, hi) of a 3x3 depthwise row: the 9 weights held in locals (the compiler cannot
+ * keep them in registers itself: the int8 stores to y may alias them as far as it knows). */
+static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const *rows, const int8_t *w, int32_t zsum,
+                              int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
+    const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (int32_t ox = lo; ox < hi; ++ox) {
+        const int32_t ix = ox * p->stride - p->pad;
+        const int8_t *r0 = rows[0] + ix, *r1 = rows[1] + ix, *r2 = rows[2] + ix;
+        const int32_t sum = r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 + r2[0] * w6
+                            + r2[1] * w7 + r2[2] * w8;
+        mct_conv_out(p, c, sum - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+    }
+}
+
+/* Output row of depthwise channel c from its k tap rows (rows[a] = input row of tap a, NULL: padding).
+ * Columns whose window lies inside the input take the unrolled path with raw inputs (the zero point
+ * folded into the weight sum), the edges the bounded one. */
+void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
+                       int32_t bit0) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
-    const int32_t k = p->k;
+    const int32_t k = p->k, s = p->stride, pad = p->pad;
+    int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
+    for (int32_t a = 0; a < k; ++a) {
+        full &= rows[a] != NULL;
+        if (rows[a] != NULL)
+            for (int32_t b = 0; b < k; ++b) wsum += w[a * k + b];
+    }
+    const int32_t zsum = p->x_zero * wsum;
+    int32_t lo = p->out_w, hi = p->out_w; /* columns whose window is inside the input in x: [lo, hi) */
+    if (p->in_w >= k) {
+        lo = mct_imin((pad + s - 1) / s, p->out_w);
+        hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
+    }
+    for (int32_t ox = 0; ox < lo; ++ox)
+        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+    if (k == 3 && full) {
+        depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
+    } else {
+        for (int32_t ox = lo; ox < hi; ++ox)
+            mct_conv_out(p, c, window_inside(rows, ox * s - pad, w, k) - zsum, y != NULL ? y + ox : NULL, mask,
+                         bit0 + ox);
+    }
+    for (int32_t ox = hi; ox < p->out_w; ++ox)
+        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+}
+
+void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
+                           int32_t bit0) {
+    const int8_t *rows[MCT_MAX_K];
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad;
-        const int32_t a0 = imax(0, -iy), a1 = imin(k, p->in_h - iy);
-        for (int32_t ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix = ox * p->stride - p->pad;
-            const int32_t b0 = imax(0, -ix), b1 = imin(k, p->in_w - ix);
-            int32_t sum = 0;
-            for (int32_t a = a0; a < a1; ++a) {
-                const int32_t row = (iy + a) * p->in_w + ix;
-                for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)x_c[row + b] - p->x_zero) * w[a * k + b];
-            }
-            conv_out(p, c, sum, y_c + oy * p->out_w + ox, mask, bit0 + oy * p->out_w + ox);
-        }
+        for (int32_t a = 0; a < p->k; ++a)
+            rows[a] = iy + a >= 0 && iy + a < p->in_h ? x_c + (iy + a) * p->in_w : NULL;
+        mct_depthwise_row(p, c, rows, y_c != NULL ? y_c + oy * p->out_w : NULL, mask, bit0 + oy * p->out_w);
     }
 }
 
@@ -116,9 +244,9 @@ static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t 
     for (int32_t o = 0; o < p->out_c; ++o) {
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             const int32_t iy = oy * p->stride - p->pad;
-            const int32_t a0 = imax(0, -iy), a1 = imin(k, p->in_h - iy);
+            const int32_t a0 = mct_imax(0, -iy), a1 = mct_imin(k, p->in_h - iy);
             for (int32_t ox0 = 0; ox0 < p->out_w; ox0 += MCT_BLOCK) {
-                const int32_t m = imin(MCT_BLOCK, p->out_w - ox0);
+                const int32_t m = mct_imin(MCT_BLOCK, p->out_w - ox0);
                 int32_t sum[MCT_BLOCK] = {0};
                 for (int32_t i = 0; i < p->in_c; ++i) {
                     const int8_t *w = mct_weight_at(&p->w, o, i);
@@ -135,7 +263,7 @@ static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t 
                 }
                 for (int32_t j = 0; j < m; ++j) {
                     const int32_t at = o * out_n + oy * p->out_w + ox0 + j;
-                    conv_out(p, o, sum[j], y + at, mask, at);
+                    mct_conv_out(p, o, sum[j], y + at, mask, at);
                 }
             }
         }
@@ -150,14 +278,14 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
     if (p->groups > 1) {
         for (int32_t c = 0; c < p->out_c; ++c) {
             if (scratch == NULL) {
-                depthwise_channel(p, c, x + c * in_n, y + c * out_n, mask, c * out_n);
+                mct_depthwise_channel(p, c, x + c * in_n, y + c * out_n, mask, c * out_n);
             } else {
-                depthwise_channel(p, c, x + c * in_n, scratch, mask, c * out_n);
+                mct_depthwise_channel(p, c, x + c * in_n, scratch, mask, c * out_n);
                 memcpy(y + c * out_n, scratch, (size_t)out_n);
             }
         }
     } else if (p->k == 1 && p->stride == 1) {
-        for (int32_t o = 0; o < p->out_c; ++o) pointwise_channel(p, o, x, y + o * out_n, mask, o * out_n);
+        mct_pointwise(p, 0, p->out_c, x, in_n, in_n, y, out_n, mask, 0, out_n);
     } else {
         conv_general(p, x, y, mask);
     }
@@ -170,8 +298,8 @@ void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const i
     const int32_t out_n = dw->out_h * dw->out_w;
     clear_bits(mask, dw->out_c * out_n);
     for (int32_t c = 0; c < dw->out_c; ++c) {
-        pointwise_channel(expand, c, x, scratch, NULL, 0);
-        depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
+        mct_pointwise_channel(expand, c, x, scratch, NULL, 0);
+        mct_depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
     }
 }
 
@@ -181,7 +309,7 @@ void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, 
     for (int32_t i = 0; i < n; ++i) {
         uint8_t inside;
         y[i] = mct_add(a[i], b[i], p, &inside);
-        put_bit(mask, i, inside);
+        mct_put_bit(mask, i, inside);
     }
 }
 
@@ -191,13 +319,13 @@ void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *
         uint8_t inside;
         y[c] = mct_avgpool(x + c * p->count, p->count, p->x_zero, p->multiplier, p->shift, p->y_zero, p->qmin,
                            p->qmax, &inside);
-        put_bit(mask, c, inside);
+        mct_put_bit(mask, c, inside);
     }
 }
 
 void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits) {
     for (int32_t k = 0; k < p->out_features; ++k) {
-        const weight_row w = row_of(&p->w, k);
+        const mct_weight_row w = mct_row_of(&p->w, k);
         int64_t acc = p->bias[k];
         for (int32_t c = 0; c < p->in_features; ++c) acc += (int64_t)((int32_t)x[c] - p->x_zero) * row_at(&w, c);
         logits[k] = (float)((double)acc * (double)p->scale[k]);
@@ -295,7 +423,7 @@ void mct_requant_grad(const float *g, const uint8_t *mask, const float *m, int32
         const float mc = m[per_channel ? c : 0];
         for (int32_t q = 0; q < plane; ++q) {
             const int32_t i = c * plane + q;
-            out[i] = (g[i] * (float)get_bit(mask, i)) * mc;
+            out[i] = (g[i] * (float)mct_get_bit(mask, i)) * mc;
         }
     }
 }
@@ -303,7 +431,7 @@ void mct_requant_grad(const float *g, const uint8_t *mask, const float *m, int32
 /* out_a may be g (in place); out_b never is. */
 void mct_add_grad(const float *g, const uint8_t *mask, const float *ratios, int32_t n, float *out_a, float *out_b) {
     for (int32_t i = 0; i < n; ++i) {
-        const float gm = g[i] * (float)get_bit(mask, i);
+        const float gm = g[i] * (float)mct_get_bit(mask, i);
         out_b[i] = gm * ratios[1];
         out_a[i] = gm * ratios[0];
     }
@@ -312,7 +440,7 @@ void mct_add_grad(const float *g, const uint8_t *mask, const float *ratios, int3
 void mct_avgpool_grad(const float *g, const uint8_t *mask, const float *factor, int32_t channels, int32_t plane,
                       float *out) {
     for (int32_t c = 0; c < channels; ++c) {
-        const float spread = (g[c] * (float)get_bit(mask, c)) * factor[0];
+        const float spread = (g[c] * (float)mct_get_bit(mask, c)) * factor[0];
         for (int32_t q = 0; q < plane; ++q) out[c * plane + q] = spread;
     }
 }
@@ -336,7 +464,7 @@ static void pointwise_grad_x(const mct_conv *p, const float *g, const float *ini
     if (init != NULL) {
         if (init != out) memcpy(out, init, (size_t)p->in_c * (size_t)n * sizeof *out);
     } else {
-        const weight_row w = row_of(&p->w, 0);
+        const mct_weight_row w = mct_row_of(&p->w, 0);
         for (int32_t i = 0; i < p->in_c; ++i) {
             const float wi = (float)row_at(&w, i);
             for (int32_t q = 0; q < n; ++q) out[i * n + q] = wi * g[q];
@@ -344,7 +472,7 @@ static void pointwise_grad_x(const mct_conv *p, const float *g, const float *ini
         first = 1;
     }
     for (int32_t o = first; o < p->out_c; ++o) {
-        const weight_row w = row_of(&p->w, o);
+        const mct_weight_row w = mct_row_of(&p->w, o);
         const float *g_o = g + o * n;
         for (int32_t i = 0; i < p->in_c; ++i) {
             const float wi = (float)row_at(&w, i);
@@ -362,8 +490,7 @@ static int32_t tap_source(int32_t y, int32_t a, int32_t pad, int32_t stride, int
     return t / stride;
 }
 
-/* Input-gradient element (c, y, x) of output channel o's contribution: sum over taps of w * g. */
-static mct_acc_t transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
+mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
     mct_acc_t acc = 0;
     for (int32_t a = 0; a < p->k; ++a) {
         const int32_t oy = tap_source(y, a, p->pad, p->stride, p->out_h);
@@ -384,7 +511,7 @@ static void depthwise_grad_x(const mct_conv *p, const float *g, float *out, floa
         float *dst = scratch != NULL ? scratch : out + c * in_n;
         for (int32_t y = 0; y < p->in_h; ++y)
             for (int32_t x = 0; x < p->in_w; ++x)
-                dst[y * p->in_w + x] = (float)transpose_tap_sum(p, w, g + c * out_n, y, x);
+                dst[y * p->in_w + x] = (float)mct_transpose_tap_sum(p, w, g + c * out_n, y, x);
         if (scratch != NULL) memcpy(out + c * in_n, scratch, (size_t)in_n * sizeof *out);
     }
 }
@@ -396,7 +523,7 @@ static void general_grad_x(const mct_conv *p, const float *g, float *out) {
             for (int32_t x = 0; x < p->in_w; ++x) {
                 mct_acc_t acc = 0;
                 for (int32_t o = 0; o < p->out_c; ++o)
-                    acc += transpose_tap_sum(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
+                    acc += mct_transpose_tap_sum(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
                 out[i * in_n + y * p->in_w + x] = (float)acc;
             }
 }
@@ -418,8 +545,7 @@ void mct_conv2d_grad_b(const float *g, int32_t channels, int32_t plane, float *o
     }
 }
 
-/* Weight-gradient element: sum over output positions of g[o] * (x[i] - x_zero) at tap (a, b). */
-static float grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
+float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
     mct_acc_t acc = 0;
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad + a;
@@ -438,7 +564,7 @@ static float grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g
 static float conv_grad_w_at(const mct_conv *p, const int8_t *x, const float *g, int32_t r, int32_t c, int32_t t) {
     const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
     const int32_t channel = p->groups > 1 ? r : c;
-    return grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->k, t % p->k);
+    return mct_grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->k, t % p->k);
 }
 
 void mct_conv2d_grad_w(const mct_conv *p, const int8_t *x, const float *g, int32_t rows, int32_t cols, float *out) {
@@ -474,7 +600,7 @@ void mct_linear_grad_b(const mct_linear *p, const float *g, float *out) {
  * Updates */
 
 /* w <- clamp(sr(w - lr * (g * qas)), -127, 127): float32, in this order (the reference's). */
-static int8_t sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index) {
+int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index) {
     const float x = (float)w - lr * (g * qas);
     const int32_t q = mct_stochastic_round(x, mct_stream_word(key, index));
     return (int8_t)(q < -127 ? -127 : (q > 127 ? 127 : q));
@@ -486,7 +612,7 @@ void mct_update_weight(const mct_update *u, const float *g, uint32_t step) {
     for (int32_t r = 0; r < u->rows; ++r)
         for (int32_t j = 0; j < per_row; ++j) {
             const int32_t i = r * per_row + j;
-            u->w[i] = sgd_int8(u->w[i], g[i], u->qas[r], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], g[i], u->qas[r], u->lr, key, (uint32_t)i);
         }
 }
 
@@ -510,7 +636,7 @@ void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8
         for (int32_t c = 0; c < u->cols; ++c)
             for (int32_t t = 0; t < u->inner; ++t) {
                 const int32_t i = (r * u->cols + c) * u->inner + t;
-                u->w[i] = sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
+                u->w[i] = mct_sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
             }
 }
 
@@ -520,6 +646,6 @@ void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const fl
     for (int32_t k = 0; k < u->rows; ++k)
         for (int32_t c = 0; c < u->cols; ++c) {
             const int32_t i = k * u->cols + c;
-            u->w[i] = sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], u->lr, key, (uint32_t)i);
         }
 }

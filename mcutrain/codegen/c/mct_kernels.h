@@ -18,6 +18,11 @@
  * In place: an op the engine marks ``inplace`` gets the same pointer for its output and the input it
  * overwrites; every kernel below allows exactly the aliasing the engine's in-place rules allow.
  *
+ * Forward fast paths (same integers): a conv's sum of (x - x_zero) * w is computed as sum x * w minus
+ * x_zero times the sum of the weights of the taps inside the input (exact in int32), so inner loops are
+ * one multiply-accumulate per MAC; 1x1 convs run two output channels x four positions per input load,
+ * depthwise 3x3 rows keep their weights in locals; requantization with a shift <= 0 skips the 64-bit
+ * saturation paths (mct_requantize_fast, tested equal to mct_int8.h's mct_requantize).
  * Build with IEEE float32 semantics: no -ffast-math, and -ffp-contract=off (a fused multiply-add
  * rounds once where the reference rounds twice). The arena is reached through int8/int32/float
  * pointers into one byte array: build with -fno-strict-aliasing.
@@ -86,6 +91,12 @@ typedef struct {
 
 /* ---- parameters ---- */
 const int8_t *mct_weight_at(const mct_weight *w, int32_t row, int32_t col);
+/* Row ``row`` as two runs: columns [0, split) from ``lo`` (the SRAM slice), [split, cols) from ``hi``. */
+typedef struct {
+    const int8_t *lo, *hi;
+    int32_t split;
+} mct_weight_row;
+mct_weight_row mct_row_of(const mct_weight *w, int32_t row);
 void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
                        int32_t kept_cols);
 
@@ -125,5 +136,97 @@ void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8
                               uint32_t step);
 void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const float *g, const int8_t *x,
                               uint32_t step);
+
+/* ---- building blocks (shared with the fused kernels of mct_fused.c) ---- */
+#define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
+
+static inline int32_t mct_imax(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t mct_imin(int32_t a, int32_t b) { return a < b ? a : b; }
+
+static inline void mct_put_bit(uint8_t *mask, int32_t i, uint8_t bit) {
+    if (mask != NULL) mask[i >> 3] |= (uint8_t)(bit << (i & 7));
+}
+
+static inline int mct_get_bit(const uint8_t *mask, int32_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
+
+/* a + b saturated to int32 (= mct_sat_i32((int64_t)a + b), without 64-bit arithmetic). */
+static inline int32_t mct_add_sat(int32_t a, int32_t b) {
+    if (b >= 0 ? a > INT32_MAX - b : a < INT32_MIN - b) return b >= 0 ? INT32_MAX : INT32_MIN;
+    return a + b;
+}
+
+/* mct_srdhm in one rounding step: its nudge (+2^30, or 1 - 2^30 below zero) and truncation towards zero
+ * round a*b / 2^31 half up, which is floor((a*b + 2^30) / 2^31) for either sign (an arithmetic shift:
+ * one multiply, one add, one shift of the 64-bit product instead of a 64-bit division). */
+static inline int32_t mct_srdhm_fast(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
+}
+
+/* mct_requantize with the same results, cheaper where the shift is <= 0 (a multiplier below 1: every
+ * conv of a trained network): then MBQM has no left shift to saturate, and the zero point can be added
+ * in int32 after clamping to +-2^15 (the clamp to [qmin, qmax] and the mask give the same answers). */
+static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift, int32_t zero_point,
+                                         int32_t qmin, int32_t qmax, uint8_t *inside) {
+    if (shift > 0) return mct_requantize(acc, multiplier, shift, zero_point, qmin, qmax, inside);
+    int32_t m = mct_rdbpot(mct_srdhm_fast(acc, multiplier), -shift);
+    m = m < -32768 ? -32768 : (m > 32767 ? 32767 : m);
+    const int32_t v = m + zero_point;
+    *inside = (uint8_t)((v > qmin) & (v < qmax));
+    return (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
+}
+
+/* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp; stored at dst
+ * (unless NULL: a recomputation that wants the mask bit only) and mask bit ``bit``. */
+static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+    uint8_t inside;
+    const int32_t acc = mct_add_sat(sum, p->bias[o]);
+    const int8_t v = mct_requantize_fast(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
+    if (dst != NULL) *dst = v;
+    mct_put_bit(mask, bit, inside);
+}
+
+#define MCT_MAX_K 16 /* largest kernel side of a depthwise conv */
+
+/* One row of a window without bounds (every tap inside the input), raw inputs (the zero point is
+ * folded into a weight sum by the caller). */
+static inline int32_t mct_taps3(const int8_t *r, const int8_t *w) { return r[0] * w[0] + r[1] * w[1] + r[2] * w[2]; }
+static inline int32_t mct_taps5(const int8_t *r, const int8_t *w) {
+    return mct_taps3(r, w) + r[3] * w[3] + r[4] * w[4];
+}
+static inline int32_t mct_taps7(const int8_t *r, const int8_t *w) {
+    return mct_taps5(r, w) + r[5] * w[5] + r[6] * w[6];
+}
+static inline int32_t mct_taps(const int8_t *r, const int8_t *w, int32_t k) {
+    int32_t sum = 0;
+    switch (k) {
+    case 1: return r[0] * w[0];
+    case 3: return mct_taps3(r, w);
+    case 5: return mct_taps5(r, w);
+    case 7: return mct_taps7(r, w);
+    default:
+        for (int32_t b = 0; b < k; ++b) sum += r[b] * w[b];
+        return sum;
+    }
+}
+
+/* Output channels [o0, o1) of a 1x1 stride-1 conv at n positions: input channel i's n values at
+ * x + i * x_cs, output channel o's at y + (o - o0) * y_cs, its mask bits from bit0 + (o - o0) * bit_cs. */
+void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs);
+/* Output channel o of a 1x1 stride-1 conv (whole [in_c][H][W] input) into y_o, mask bits from bit0. */
+void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask, int32_t bit0);
+/* One output row of depthwise channel c from the input rows of its k taps (NULL: a padding row);
+ * y NULL: mask bits only. */
+void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
+                       int32_t bit0);
+/* Channel c of a depthwise conv: input plane x_c -> output plane y_c (NULL: mask bits only). */
+void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0);
+/* Input-gradient element (y, x) of one channel of a conv transpose: sum over taps of w * g (mct_acc_t). */
+mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x);
+/* Weight-gradient element at tap (a, b): sum over output positions (ascending) of g * (x - x_zero). */
+float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b);
+/* One SGD step of an int8 weight element (float32, stochastic rounding with word ``index``). */
+int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index);
 
 #endif /* MCT_KERNELS_H */

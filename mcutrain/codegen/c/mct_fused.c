@@ -1,0 +1,299 @@
+/* mct_fused.c: see mct_fused.h (row pipelines and the channel-by-channel block backward). */
+#include "mct_fused.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------------
+ * Row pipelines */
+
+static int8_t *view_data(const mct_rows_view *v, uint8_t *arena) { return (int8_t *)(void *)(arena + v->offset); }
+
+static int32_t view_row(const mct_rows_view *v, int32_t r) { return (r % v->ring) * v->w; }
+
+/* The output of event (stage, r): the row pointer in the output view, its channel stride, mask bits. */
+typedef struct {
+    int8_t *y;
+    int32_t y_cs;
+    uint8_t *mask;
+    int32_t bit0, bit_cs;
+} row_target;
+
+#define MCT_ROW_CHUNK 16 /* interior output columns accumulated together (int32 sums on the stack) */
+
+/* Column ox of a groups-1 conv row whose window crosses the input's left or right edge: bounded taps. */
+static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                            int32_t ox) {
+    const int32_t k = p->k, ix = ox * p->stride - p->pad;
+    const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+    int32_t sum = 0;
+    for (int32_t i = 0; i < p->in_c; ++i) {
+        const int8_t *w = mct_weight_at(&p->w, o, i);
+        for (int32_t a = 0; a < k; ++a) {
+            if (off[a] < 0) continue;
+            const int8_t *row = x + i * x_cs + off[a];
+            for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)row[ix + b] - p->x_zero) * w[a * k + b];
+        }
+    }
+    return sum;
+}
+
+/* Interior columns [lo, hi) of output channel o, MCT_ROW_CHUNK at a time: for each (input channel,
+ * tap row) its k weights are loaded once for the whole chunk; raw inputs, the zero point folded into
+ * ``zsum`` (the weights of the tap rows inside the input). */
+static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                           int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
+    const int32_t k = p->k, s = p->stride;
+    for (int32_t c0 = lo; c0 < hi; c0 += MCT_ROW_CHUNK) {
+        const int32_t m = mct_imin(MCT_ROW_CHUNK, hi - c0);
+        int32_t sum[MCT_ROW_CHUNK];
+        for (int32_t j = 0; j < m; ++j) sum[j] = -zsum;
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const int8_t *w = mct_weight_at(&p->w, o, i);
+            for (int32_t a = 0; a < k; ++a) {
+                if (off[a] < 0) continue;
+                const int8_t *row = x + i * x_cs + off[a] + c0 * s - p->pad;
+                const int8_t *wa = w + a * k;
+                if (k == 3) {
+                    const int32_t w0 = wa[0], w1 = wa[1], w2 = wa[2];
+                    for (int32_t j = 0; j < m; ++j, row += s) sum[j] += row[0] * w0 + row[1] * w1 + row[2] * w2;
+                } else {
+                    for (int32_t j = 0; j < m; ++j, row += s) sum[j] += mct_taps(row, wa, k);
+                }
+            }
+        }
+        for (int32_t j = 0; j < m; ++j)
+            mct_conv_out(p, o, sum[j], t->y + o * t->y_cs + c0 + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
+    }
+}
+
+/* One output row of a groups-1 k x k conv (the first conv): interior columns by ``general_inside``,
+ * the edge columns bounded. */
+static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, const row_target *t) {
+    const int32_t k = p->k, s = p->stride, pad = p->pad;
+    int32_t lo = p->out_w, hi = p->out_w; /* interior columns [lo, hi) */
+    if (p->in_w >= k) {
+        lo = mct_imin((pad + s - 1) / s, p->out_w);
+        hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
+    }
+    for (int32_t o = 0; o < p->out_c; ++o) {
+        int32_t wsum = 0;
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const int8_t *w = mct_weight_at(&p->w, o, i);
+            for (int32_t a = 0; a < k; ++a)
+                if (off[a] >= 0)
+                    for (int32_t b = 0; b < k; ++b) wsum += w[a * k + b];
+        }
+        for (int32_t ox = 0; ox < lo; ++ox)
+            mct_conv_out(p, o, general_edge(p, o, x, x_cs, off, ox), t->y + o * t->y_cs + ox, t->mask,
+                         t->bit0 + o * t->bit_cs + ox);
+        general_inside(p, o, x, x_cs, off, p->x_zero * wsum, lo, hi, t);
+        for (int32_t ox = hi; ox < p->out_w; ++ox)
+            mct_conv_out(p, o, general_edge(p, o, x, x_cs, off, ox), t->y + o * t->y_cs + ox, t->mask,
+                         t->bit0 + o * t->bit_cs + ox);
+    }
+}
+
+/* Where the k tap rows of output row r sit in a view (-1: padding). */
+static void window_rows(const mct_conv *p, int32_t r, const mct_rows_view *v, int32_t *off) {
+    for (int32_t a = 0; a < p->k; ++a) {
+        const int32_t rho = r * p->stride - p->pad + a;
+        off[a] = rho >= 0 && rho < p->in_h ? view_row(v, rho) : -1;
+    }
+}
+
+static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *arena, int32_t r, const row_target *t) {
+    int32_t off[MCT_ROWS_MAX_K];
+    const int8_t *x = view_data(in, arena);
+    const int32_t x_cs = in->ring * in->w;
+    window_rows(p, r, in, off);
+    if (p->groups > 1) {
+        const int8_t *rows[MCT_ROWS_MAX_K];
+        for (int32_t c = 0; c < p->out_c; ++c) {
+            for (int32_t a = 0; a < p->k; ++a) rows[a] = off[a] >= 0 ? x + c * x_cs + off[a] : NULL;
+            mct_depthwise_row(p, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+        }
+    } else if (p->k == 1 && p->stride == 1) {
+        mct_pointwise(p, 0, p->out_c, x + off[0], x_cs, p->out_w, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
+    } else {
+        general_row(p, x, x_cs, off, t);
+    }
+}
+
+/* A depthwise row whose input (a 1x1 expand conv's output) has no ring: for each channel, the expand
+ * conv's rows of the window go into ``window`` (k rows), then the depthwise row reads them there. */
+static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_rows_view *in, uint8_t *arena,
+                         int8_t *window, int32_t r, const row_target *t) {
+    const int8_t *rows[MCT_ROWS_MAX_K];
+    int32_t src[MCT_ROWS_MAX_K];
+    const int8_t *x = view_data(in, arena);
+    const int32_t x_cs = in->ring * in->w;
+    for (int32_t a = 0; a < dw->k; ++a) { /* tap a: expanded row rho, made in window row a */
+        const int32_t rho = r * dw->stride - dw->pad + a;
+        const int inside = rho >= 0 && rho < dw->in_h;
+        src[a] = inside ? view_row(in, rho) : -1;
+        rows[a] = inside ? window + a * dw->in_w : NULL;
+    }
+    for (int32_t c = 0; c < dw->out_c; ++c) {
+        for (int32_t a = 0; a < dw->k; ++a)
+            if (src[a] >= 0)
+                mct_pointwise(expand, c, c + 1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, 0, NULL, 0, 0);
+        mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+    }
+}
+
+static void add_stage(const mct_add_params *p, const mct_rows_view *a, const mct_rows_view *b, uint8_t *arena,
+                      int32_t r, const row_target *t) {
+    const int8_t *xa = view_data(a, arena) + view_row(a, r), *xb = view_data(b, arena) + view_row(b, r);
+    for (int32_t c = 0; c < a->c; ++c)
+        for (int32_t i = 0; i < a->w; ++i) {
+            uint8_t inside;
+            t->y[c * t->y_cs + i] = mct_add(xa[c * a->ring * a->w + i], xb[c * b->ring * b->w + i], p, &inside);
+            mct_put_bit(t->mask, t->bit0 + c * t->bit_cs + i, inside);
+        }
+}
+
+void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source) {
+    const mct_rows_view *out = &p->views[p->out];
+    uint8_t *mask = p->mask_offset >= 0 ? arena + p->mask_offset : NULL;
+    if (mask != NULL) memset(mask, 0, ((size_t)out->c * (size_t)out->h * (size_t)out->w + 7) / 8);
+    for (int32_t e = 0; e < p->n_events; ++e) {
+        const int32_t s = p->schedule[2 * e], r = p->schedule[2 * e + 1];
+        if (s == MCT_ROWS_STREAM) { /* row r of every channel of the caller's image into the ring */
+            const mct_rows_view *v = &p->views[p->stream];
+            int8_t *ring = view_data(v, arena) + view_row(v, r);
+            for (int32_t c = 0; c < v->c; ++c)
+                memcpy(ring + (size_t)c * (size_t)v->ring * (size_t)v->w,
+                       source + ((size_t)c * (size_t)v->h + (size_t)r) * (size_t)v->w, (size_t)v->w);
+            continue;
+        }
+        const mct_rows_stage *st = &p->stages[s];
+        const mct_rows_view *o = &p->views[st->out];
+        const int last = st->out == p->out;
+        const row_target t = {view_data(o, arena) + view_row(o, r), o->ring * o->w, last ? mask : NULL, r * o->w,
+                              o->h * o->w};
+        if (st->add != NULL)
+            add_stage(st->add, &p->views[st->in], &p->views[st->in2], arena, r, &t);
+        else if (st->expand != NULL)
+            folded_stage(st->conv, st->expand, &p->views[st->in], arena, (int8_t *)(void *)(arena + st->window), r,
+                         &t);
+        else
+            conv_stage(st->conv, &p->views[st->in], arena, r, &t);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Channel-by-channel block backward */
+
+float mct_lazy_value(const mct_lazy_grad *s, int32_t o, int32_t q) {
+    const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
+    return (spread * (float)mct_get_bit(s->mask, o * s->plane + q)) * s->m[s->per_channel ? o : 0];
+}
+
+void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
+                 int32_t plane, float *out) {
+    for (int32_t o = 0; o < out_c; ++o) {
+        const float wo = (float)*mct_weight_at(w, o, c);
+        if (lazy != NULL) {
+            for (int32_t q = 0; q < plane; ++q) {
+                const float term = wo * mct_lazy_value(lazy, o, q);
+                out[q] = o == 0 ? term : out[q] + term;
+            }
+        } else {
+            const float *g_o = g + (size_t)o * (size_t)plane;
+            for (int32_t q = 0; q < plane; ++q) {
+                const float term = wo * g_o[q];
+                out[q] = o == 0 ? term : out[q] + term;
+            }
+        }
+    }
+}
+
+void mct_fg_requant(const float *g, const uint8_t *mask, int32_t bit0, float m, int32_t plane, float *out) {
+    for (int32_t q = 0; q < plane; ++q) out[q] = (g[q] * (float)mct_get_bit(mask, bit0 + q)) * m;
+}
+
+float mct_fg_sum(const float *g, int32_t plane) {
+    mct_acc_t acc = 0;
+    for (int32_t q = 0; q < plane; ++q) acc += (mct_acc_t)g[q];
+    return (float)acc;
+}
+
+float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
+    mct_acc_t acc = 0;
+    for (int32_t q = 0; q < s->plane; ++q) acc += (mct_acc_t)mct_lazy_value(s, o, q);
+    return (float)acc;
+}
+
+void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
+    const int8_t *w = mct_weight_at(&p->w, c, 0);
+    for (int32_t y = 0; y < p->in_h; ++y)
+        for (int32_t x = 0; x < p->in_w; ++x) out[y * p->in_w + x] = (float)mct_transpose_tap_sum(p, w, g_c, y, x);
+}
+
+void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *init, int32_t in_c, int32_t plane,
+                 float *out) {
+    const mct_weight_row row = mct_row_of(w, c);
+    for (int32_t i = 0; i < in_c; ++i) {
+        const float wi = (float)(i < row.split ? row.lo[i] : row.hi[i]);
+        float *out_i = out + (size_t)i * (size_t)plane;
+        if (c > 0) {
+            for (int32_t q = 0; q < plane; ++q) out_i[q] = out_i[q] + wi * g_c[q];
+        } else if (init != NULL) {
+            const float *init_i = init + (size_t)i * (size_t)plane;
+            for (int32_t q = 0; q < plane; ++q) out_i[q] = init_i[q] + wi * g_c[q];
+        } else {
+            for (int32_t q = 0; q < plane; ++q) out_i[q] = wi * g_c[q];
+        }
+    }
+}
+
+/* Element (r, col, tap) of a weight gradient: depthwise channel r's tap, or the 1x1 conv's (r, col). */
+static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
+                       int32_t col, int32_t tap) {
+    const int32_t in_n = p->in_h * p->in_w;
+    if (lazy != NULL) { /* 1x1, stride 1: positions are the plane's */
+        const int8_t *x_i = x + (size_t)col * (size_t)in_n;
+        mct_acc_t acc = 0;
+        for (int32_t q = 0; q < in_n; ++q)
+            acc += (mct_acc_t)mct_lazy_value(lazy, r, q) * (mct_acc_t)((int32_t)x_i[q] - p->x_zero);
+        return (float)acc;
+    }
+    const int32_t channel = p->groups > 1 ? r : col;
+    return mct_grad_w_element(p, x + (size_t)channel * (size_t)in_n, g_r, tap / p->k, tap % p->k);
+}
+
+void mct_fg_grad_w_row(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
+                       int32_t cols, float *out) {
+    const int32_t taps = p->k * p->k;
+    for (int32_t c = 0; c < cols; ++c)
+        for (int32_t t = 0; t < taps; ++t) out[c * taps + t] = grad_w_at(p, x, g_r, lazy, r, c, t);
+}
+
+void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g_r,
+                              const mct_lazy_grad *lazy, int32_t r, uint32_t step) {
+    if (r >= u->rows) return;
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    for (int32_t c = 0; c < u->cols; ++c)
+        for (int32_t t = 0; t < u->inner; ++t) {
+            const int32_t i = (r * u->cols + c) * u->inner + t;
+            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, lazy, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
+        }
+}
+
+void mct_fg_update_weight_row(const mct_update *u, int32_t r, const float *g_r, uint32_t step) {
+    if (r >= u->rows) return;
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const int32_t per_row = u->cols * u->inner;
+    for (int32_t j = 0; j < per_row; ++j) {
+        const int32_t i = r * per_row + j;
+        u->w[i] = mct_sgd_int8(u->w[i], g_r[j], u->qas[r], u->lr, key, (uint32_t)i);
+    }
+}
+
+void mct_fg_update_bias_row(const mct_update *u, int32_t r, float g) {
+    mct_update row = *u;
+    row.b = u->b + r;
+    row.qas = u->qas + r;
+    row.rows = 1;
+    mct_update_bias(&row, &g);
+}

@@ -1,0 +1,395 @@
+"""Emitters of the fused op kinds of the full pipeline: row pipelines and channel-by-channel block backwards.
+
+Why a module of its own: these two kinds are not one kernel call over whole tensors but a program of
+their own, and their emitters are the longest: ``mbconv_rows`` becomes tables in Flash (the tensors it
+touches as row views, its stages, the static row schedule) for the kernel ``mct_mbconv_rows``;
+``mbconv_grad`` becomes a C loop over the expanded channels that calls one per-channel helper of
+``c/mct_fused.h`` per part of the chain, in the chain's order (as ``arena_kernels.mbconv_grad`` does,
+one channel at a time instead of a few: per channel the numbers are the same). Both keep their
+intermediate data in the op's planned scratch bytes: the rings and folded windows of the pipeline at
+the offsets the pass chose, one channel of each gradient (and of the recomputed forward) of the block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcutrain.codegen.emitters import (Emitted, OpContext, conv_fields, declare, forward_conv_struct, numel,
+                                       update_struct)
+from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.literals import array_definition, comment, int_literal, struct_initializer
+from mcutrain.engine.ir import Op
+from mcutrain.engine.lifetimes import scratch_bytes
+from mcutrain.engine.passes.fuse_backward import internal_of as grad_internal
+from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of
+from mcutrain.quant.int8_ops import AddParams
+
+MAX_K = 16  # MCT_ROWS_MAX_K
+
+
+def _scratch_offset(ctx: OpContext) -> int | None:
+    if not scratch_bytes(ctx.stage.graph, ctx.op):
+        return None
+    return ctx.stage.plan.offsets[f"{ctx.op.name}.scratch"]
+
+
+# ----------------------------------------------------------------------------------------------
+# mbconv_rows
+
+
+class _Views:
+    """The tensors a pipeline touches, as ``mct_rows_view`` rows: rings in the scratch, whole tensors
+    (a non-streamed input, the output) at their arena offsets."""
+
+    def __init__(self, ctx: OpContext, scratch: int | None):
+        self.ctx, self.scratch = ctx, scratch
+        self.internal, self.rings = internal_of(ctx.op), rings_of(ctx.op)
+        self.index: dict[str, int] = {}
+        self.rows: list[list[tuple[str, str]]] = []
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.internal[name].shape if name in self.internal else self.ctx.info(name).shape)
+
+    def __call__(self, name: str) -> int:
+        if name not in self.index:
+            _, c, h, w = self.shape(name)
+            if name in self.rings:
+                rc, ring, rw, off = self.rings[name]
+                if (rc, rw) != (c, w):
+                    raise CodegenError(f"op {self.ctx.op.name}: ring of {name} is {rc}x{ring}x{rw}, "
+                                       f"the tensor {c}x{h}x{w}")
+                offset = self.scratch + off
+            else:
+                ring, offset = h, self.ctx.stage.offset(name)
+            self.index[name] = len(self.rows)
+            self.rows.append([("offset", str(offset)), ("c", str(c)), ("h", str(h)), ("ring", str(ring)),
+                              ("w", str(w))])
+        return self.index[name]
+
+
+def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str, Op], scratch: int | None,
+                folds: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """(decls, fields of the stage's ``mct_rows_stage``)."""
+    tag = ctx.struct(f"s{s}")
+    if st.kind == "add":
+        params = dict(st.attr("params"))
+        fields = list(AddParams.__dataclass_fields__)
+        if set(params) != set(fields):
+            raise CodegenError(f"op {ctx.op.name}: add parameters {sorted(params)} differ from {fields}")
+        decl = declare("mct_add_params", tag, st, [(f, int_literal(params[f])) for f in fields])
+        return [decl], [("conv", "NULL"), ("add", f"&{tag}"), ("expand", "NULL"), ("in", str(views(st.inputs[0]))),
+                        ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1")]
+    if st.kind != "conv2d":
+        raise CodegenError(f"op {ctx.op.name}: a row pipeline stage of kind {st.kind!r} has no C kernel")
+    x, y = st.inputs[0], st.outputs[0]
+    k = ctx.info(st.inputs[1]).shape[-1]
+    if k > MAX_K:
+        raise CodegenError(f"op {ctx.op.name}: kernel {k} > {MAX_K} in a row pipeline")
+    decls = [forward_conv_struct(ctx, tag, st, views.shape(x), views.shape(y))]
+    if x in folds:  # folded: rows of x are made by its expand conv from the expand's input
+        expand = folded[x]
+        e_tag = ctx.struct(f"s{s}e")
+        decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x)))
+        _, _, rows, width, off = folds[x]
+        if rows < k or width != views.shape(x)[3]:
+            raise CodegenError(f"op {ctx.op.name}: window of {x} ({rows} rows) smaller than its kernel {k}")
+        return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", f"&{e_tag}"),
+                       ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", str(views(y))),
+                       ("window", str(scratch + off))]
+    if y in folds:  # a folded expand conv: never scheduled (its depthwise stage makes its rows)
+        return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", "-1"), ("in2", "-1"),
+                       ("out", "-1"), ("window", "-1")]
+    return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", str(views(x))), ("in2", "-1"),
+                   ("out", str(views(y))), ("window", "-1")]
+
+
+def emit_mbconv_rows(ctx: OpContext) -> Emitted:
+    op = ctx.op
+    stages = stages_of(op)
+    x, y = op.inputs[0], op.outputs[0]
+    scratch = _scratch_offset(ctx)
+    streamed = bool(op.attr("stream"))
+    if op.attr("inplace") == 0 and any(st.kind == "conv2d" and st.inputs[0] == x for st in stages[-1:]):
+        raise CodegenError(f"op {op.name}: in place with a last conv reading the input it overwrites")
+    views = _Views(ctx, scratch)
+    producer = {st.outputs[0]: st for st in stages}
+    folds = {name: (name,) + entry for name, entry in folds_of(op).items()}
+    folded = {name: producer[name] for name in folds}
+    stream = views(x) if streamed else -1  # a streamed input's view is its ring
+    views(x)
+    out = views(y)
+    decls, rows = [], []
+    for s, st in enumerate(stages):
+        d, fields = _rows_stage(ctx, views, st, s, folded, scratch, folds)
+        decls += d
+        rows.append(fields)
+    schedule = np.array([(s, r) for s, r in op.attr("schedule")], np.int64).reshape(-1)
+    if schedule.size and (schedule.max() > 32767 or schedule.min() < STREAM):
+        raise CodegenError(f"op {op.name}: row schedule does not fit int16")
+    name = ctx.struct()
+    decls.append(array_definition(f"{name}_schedule", schedule, "int16", const=True,
+                                  note=f"{op.name}: (stage, row) events, stage -1: the next streamed row"))
+    decls.append(f"static const mct_rows_view {name}_views[] = {{\n"
+                 + ",\n".join("    " + struct_initializer(v, indent="      ").replace("\n", " ") for v in views.rows)
+                 + "\n};")
+    decls.append(f"static const mct_rows_stage {name}_stages[] = {{\n"
+                 + ",\n".join("    " + struct_initializer(f, indent="      ").replace("\n", " ") for f in rows)
+                 + "\n};")
+    mask = str(ctx.stage.offset(op.outputs[1])) if len(op.outputs) == 2 else "-1"
+    decls.append(declare("mct_rows", name, op, [
+        ("stages", f"{name}_stages"), ("views", f"{name}_views"), ("schedule", f"{name}_schedule"),
+        ("n_events", str(schedule.size // 2)), ("stream", str(stream)), ("out", str(out)), ("mask_offset", mask)]))
+    return Emitted(tuple(decls), f"mct_mbconv_rows(&{name}, arena, {'image' if streamed else 'NULL'});")
+
+
+# ----------------------------------------------------------------------------------------------
+# mbconv_grad
+
+
+class _Chain:
+    """Emits the statements of one ``mbconv_grad`` op: where each chain tensor of the current channel
+    is (a float plane in the scratch or an output, a scalar, the lazily computed source) and the
+    operand structs of every part."""
+
+    def __init__(self, ctx: OpContext):
+        self.ctx, self.op = ctx, ctx.op
+        self.internal = grad_internal(ctx.op)
+        self.decls: list[str] = []
+        self.count = 0
+        self.deferred: dict[str, tuple] = {}  # weight gradient -> how its update computes it
+        self.lazy_name = None
+        lazy = ctx.op.attr("lazy", ())
+        if lazy:
+            self.lazy_name = lazy[-1].outputs[0]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.internal[name].shape if name in self.internal else self.ctx.info(name).shape)
+
+    def plane(self, name: str) -> int:
+        return numel(self.shape(name)[2:])
+
+    def tag(self, suffix: str) -> str:
+        self.count += 1
+        return self.ctx.struct(f"{suffix}{self.count}")
+
+    def weight(self, name: str) -> str:
+        tag = self.tag("w")
+        self.decls.append(f"static const mct_weight {tag} = {self.ctx.symbols.weight(name)};")
+        return f"&{tag}"
+
+    def conv(self, part: Op, x_shape, g_shape, weight: str | None, weight_shape) -> str:
+        tag = self.tag("c")
+        self.decls.append(declare("mct_conv", tag, part,
+                                  conv_fields(self.ctx, dict(part.attrs), x_shape, g_shape, weight, weight_shape)))
+        return f"&{tag}"
+
+    def update(self, part: Op, param: str, qas: str) -> str:
+        tag = self.tag("u")
+        self.decls.append(update_struct(self.ctx, tag, param, qas, part))
+        return f"&{tag}"
+
+    def factor(self, m: str, channels: int, chan: str) -> str:
+        size = self.ctx.symbols.constants[m].size
+        if size not in (1, channels):
+            raise CodegenError(f"op {self.op.name}: {size} factors for {channels} channels")
+        return f"{self.ctx.symbols.array(m)}[{chan if size == channels and channels > 1 else 0}]"
+
+
+def _lazy_init(chain: _Chain) -> str:
+    """The ``mct_lazy_grad`` of the op's lazily computed head input (a local of the emitted block)."""
+    ctx = chain.ctx
+    pool, requant = ctx.op.attr("lazy")
+    if pool.kind != "avgpool_grad" or requant.kind != "requant_grad" or requant.inputs[0] != pool.outputs[0]:
+        raise CodegenError(f"op {ctx.op.name}: lazily computed source {[pool.kind, requant.kind]} has no C kernel")
+    g, pool_mask, factor = pool.inputs
+    _, mask, m = requant.inputs
+    channels, plane = chain.shape(requant.outputs[0])[1], chain.plane(requant.outputs[0])
+    size = ctx.symbols.constants[m].size
+    if size not in (1, channels) or ctx.symbols.constants[factor].size != 1:
+        raise CodegenError(f"op {ctx.op.name}: lazy source factors of sizes {size}, "
+                           f"{ctx.symbols.constants[factor].size} for {channels} channels")
+    per_channel = int(size == channels and channels > 1)
+    return (f"const mct_lazy_grad lazy = {{{ctx.ptr(g)}, {ctx.ptr(pool_mask)}, {ctx.symbols.array(factor)}[0], "
+            f"{ctx.ptr(mask)}, {ctx.symbols.array(m)}, {per_channel}, {channels}, {plane}}};")
+
+
+def _source(chain: _Chain, where: dict, name: str) -> tuple[str, str]:
+    """(plane pointer, lazy pointer) of a gradient the current part reads."""
+    if name == chain.lazy_name and name not in where:
+        return "NULL", "&lazy"
+    if name not in where:
+        raise CodegenError(f"op {chain.op.name}: {name} read before it is made")
+    return where[name], "NULL"
+
+
+def _part(chain: _Chain, part: Op, chan: str, where: dict, slots: dict, masks: dict) -> list[str]:
+    """C statements of one part of the chain for channel ``chan`` (``where``: chain tensor -> C
+    expression of its current channel, updated here)."""
+    ctx, kind = chain.ctx, part.kind
+    outputs = set(chain.op.outputs)
+    out = part.outputs[0] if part.outputs else None
+    if out is not None and out in outputs and kind not in ("conv2d_grad_x", "conv2d_grad_b", "conv2d_grad_w"):
+        raise CodegenError(f"op {chain.op.name}: a {kind} output read outside the chain has no C kernel")
+
+    def dest(name: str) -> str:
+        if name in outputs:
+            return f"{ctx.ptr(name)} + (size_t){chan} * {chain.plane(name)}"
+        where[name] = slots[name]
+        return slots[name]
+
+    if kind == "conv2d_grad_x":
+        g, w = part.inputs[:2]
+        a = dict(part.attrs)
+        w_shape = ctx.info(w).shape
+        if a["groups"] > 1:
+            src, _ = _source(chain, where, g)
+            conv = chain.conv(part, tuple(a["input_shape"]), chain.shape(g), w, w_shape)
+            target = dest(out)
+            return [f"mct_fg_depthwise_grad_x({conv}, {chan}, {src}, {target});"]
+        if not (a["stride"] == 1 and tuple(w_shape[2:]) == (1, 1)):
+            raise CodegenError(f"op {chain.op.name}: a {w_shape} conv's input gradient in a block backward")
+        if g not in where:  # the head: a whole gradient of the arena, or the lazily computed source
+            src = "NULL, &lazy" if g == chain.lazy_name else f"{ctx.ptr(g)}, NULL"
+            target = dest(out)
+            plane = chain.plane(out)
+            return [f"mct_fg_head({chain.weight(w)}, {chan}, {w_shape[0]}, {src}, {plane}, {target});"]
+        if out not in outputs:
+            raise CodegenError(f"op {chain.op.name}: the tail's input gradient is not an output")
+        init = ctx.ptr(part.inputs[2]) if len(part.inputs) == 3 else "NULL"
+        return [f"mct_fg_tail({chain.weight(w)}, {chan}, {where[g]}, {init}, {w_shape[1]}, {chain.plane(out)}, "
+                f"{ctx.ptr(out)});"]
+    if kind == "requant_grad":
+        g, mask, m = part.inputs
+        src, _ = _source(chain, where, g)
+        plane = chain.plane(g)
+        bits, bit0 = masks[mask] if mask in masks else (ctx.ptr(mask), f"{chan} * {plane}")
+        where[out] = src  # in place, element by element
+        return [f"mct_fg_requant({src}, {bits}, {bit0}, {chain.factor(m, chain.shape(g)[1], chan)}, {plane}, {src});"]
+    if kind == "conv2d_grad_b":
+        (g,) = part.inputs
+        src, lazy = _source(chain, where, g)
+        var = chain.tag("gb")  # a local of the loop body
+        where[out] = var
+        value = f"mct_fg_lazy_sum(&lazy, {chan})" if lazy != "NULL" else f"mct_fg_sum({src}, {chain.plane(g)})"
+        code = [f"const float {var} = {value};"]
+        if out in outputs:
+            code.append(f"{ctx.ptr(out)}[{chan}] = {var};")
+        return code
+    if kind == "update_bias":
+        b, g, qas = part.inputs
+        return [f"mct_fg_update_bias_row({chain.update(part, b, qas)}, {chan}, {where[g]});"]
+    if kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
+        update = kind == "conv2d_grad_w_update"
+        x, g = part.inputs[1:3] if update else part.inputs[:2]
+        a = dict(part.attrs)
+        src, lazy = _source(chain, where, g)
+        shape = tuple(a["weight_shape"])
+        if lazy != "NULL" and (a["groups"] > 1 or shape[2:] != (1, 1) or a["stride"] != 1):
+            raise CodegenError(f"op {chain.op.name}: a lazily computed gradient feeds a {shape} weight gradient")
+        conv = chain.conv(part, ctx.info(x).shape, chain.shape(g), None, shape)
+        rows, cols = (a["kept"], 1) if a["groups"] > 1 else (shape[0], a["kept"])
+        if update:
+            u = chain.update(part, part.inputs[0], part.inputs[3])
+            if (rows, cols) != ctx.symbols.params[part.inputs[0]].kept_matrix():
+                raise CodegenError(f"op {chain.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
+            return [f"mct_fg_grad_w_update_row({conv}, {u}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, step);"]
+        if out not in outputs:  # read by its update only: computed there, element by element, no buffer
+            chain.deferred[out] = (conv, ctx.ptr(x), src, lazy, (rows, cols))
+            return [comment(f"{part.name}: row {chan} computed by its update")]
+        per_row = cols * shape[2] * shape[3]
+        where[out] = f"({ctx.ptr(out)} + (size_t){chan} * {per_row})"
+        return [f"if ({chan} < {rows}) mct_fg_grad_w_row({conv}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, {cols}, "
+                f"{where[out]});"]
+    if kind == "update_weight":
+        w, g, qas = part.inputs
+        u = chain.update(part, w, qas)
+        if g in chain.deferred:  # the same row, its elements applied as they are computed (same numbers)
+            conv, x, src, lazy, matrix = chain.deferred[g]
+            if matrix != ctx.symbols.params[w].kept_matrix():
+                raise CodegenError(f"op {chain.op.name}: gradient slice {matrix} differs from the SRAM copy")
+            return [f"mct_fg_grad_w_update_row({conv}, {u}, {x}, {src}, {lazy}, {chan}, step);"]
+        return [f"mct_fg_update_weight_row({u}, {chan}, {where[g]}, step);"]
+    raise CodegenError(f"op {chain.op.name}: a {kind} part of a block backward has no C kernel")
+
+
+def _layout(chain: _Chain, scratch: int | None) -> tuple[dict, dict, list[str], list[str]]:
+    """One channel of each gradient plane the chain keeps (float, first), then the recomputed
+    forward (the expand conv's int8 plane, each recomputed mask's bits). Returns (slots, masks,
+    recompute statements, declarations of the scratch pointers)."""
+    ctx, op = chain.ctx, chain.op
+    slots, masks, pointers, code = {}, {}, [], []
+    offset = 0
+    for part in op.attr("parts"):
+        if part.kind == "conv2d_grad_x" and part.outputs[0] not in op.outputs:
+            name = f"g{len(slots)}"
+            pointers.append(f"float *const {name} = AF({scratch + offset});")
+            slots[part.outputs[0]] = name
+            offset += 4 * chain.plane(part.outputs[0])
+    recompute = op.attr("recompute", ())
+    if recompute:
+        expand = recompute[0]
+        y_plane = chain.plane(expand.outputs[0])
+        pointers.append(f"int8_t *const y0 = A8({scratch + offset});")
+        offset += y_plane
+        for i, fwd in enumerate(recompute):
+            y, mask = fwd.outputs
+            x_shape = chain.shape(fwd.inputs[0]) if fwd.inputs[0] in chain.internal else ctx.info(fwd.inputs[0]).shape
+            tag = chain.tag("r")
+            chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
+            n = chain.plane(mask)
+            pointers.append(f"uint8_t *const m{i} = AB({scratch + offset});")
+            masks[mask] = (f"m{i}", "0")
+            offset += (n + 7) // 8
+            code.append(f"memset(m{i}, 0, {(n + 7) // 8});")
+            if fwd.attr("groups") > 1:
+                if fwd.inputs[0] != expand.outputs[0]:
+                    raise CodegenError(f"op {op.name}: recomputed depthwise conv does not read the expand conv")
+                code.append(f"mct_depthwise_channel(&{tag}, c, y0, NULL, m{i}, 0);")
+            else:
+                if i != 0:
+                    raise CodegenError(f"op {op.name}: recomputed convs are (expand, depthwise)")
+                code.append(f"mct_pointwise_channel(&{tag}, c, {ctx.ptr(fwd.inputs[0])}, y0, m{i}, 0);")
+    size = scratch_bytes(ctx.stage.graph, op)
+    if offset > size:
+        raise CodegenError(f"op {op.name}: one channel needs {offset} scratch bytes, the plan reserves {size}")
+    return slots, masks, code, pointers
+
+
+def emit_mbconv_grad(ctx: OpContext) -> Emitted:
+    op = ctx.op
+    chain = _Chain(ctx)
+    scratch = _scratch_offset(ctx)
+    if scratch is not None and scratch % 4:
+        raise CodegenError(f"op {op.name}: scratch at offset {scratch}, not aligned for float32")
+    slots, masks, recompute, pointers = _layout(chain, scratch)
+    lines = list(pointers)
+    if chain.lazy_name is not None:
+        lines.append(_lazy_init(chain))
+    for phase in ("pre",):
+        parts = op.attr(phase, ())
+        if parts:
+            channels = chain.shape(chain.lazy_name)[1]
+            phase_where: dict[str, str] = {}
+            body = [s for p in parts for s in _part(chain, p, "o", phase_where, slots, masks)]
+            lines.append(f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment(phase)}")
+            lines += ["    " + s for s in body] + ["}"]
+    where: dict[str, str] = {}
+    body = list(recompute)
+    for part in op.attr("parts"):
+        body += _part(chain, part, "c", where, slots, masks)
+    lines.append(f"for (int32_t c = 0; c < {op.attr('channels')}; ++c) {{")
+    lines += ["    " + s for s in body] + ["}"]
+    post = op.attr("post", ())
+    if post:
+        channels = chain.shape(chain.lazy_name)[1]
+        post_where: dict[str, str] = {}
+        body = [s for p in post for s in _part(chain, p, "o", post_where, slots, masks)]
+        lines.append(f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment('post')}")
+        lines += ["    " + s for s in body] + ["}"]
+    code = "{\n" + "\n".join("        " + line for line in lines) + "\n    }"
+    return Emitted(tuple(chain.decls), code)
+
+
+FUSED_EMITTERS = {"mbconv_rows": emit_mbconv_rows, "mbconv_grad": emit_mbconv_grad}
+
+__all__ = ["FUSED_EMITTERS", "emit_mbconv_grad", "emit_mbconv_rows"]
