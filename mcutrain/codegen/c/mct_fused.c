@@ -61,8 +61,9 @@ static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_
                 }
             }
         }
+        const mct_rq q = mct_rq_of(p, o);
         for (int32_t j = 0; j < m; ++j)
-            mct_conv_out(p, o, sum[j], t->y + o * t->y_cs + c0 + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
+            mct_rq_out(&q, sum[j], t->y + o * t->y_cs + c0 + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
     }
 }
 

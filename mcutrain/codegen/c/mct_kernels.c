@@ -73,20 +73,21 @@ static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0
                           int32_t bit0, int32_t bit1) {
     const int32_t in_c = p->in_c, split = mct_imin(r0->split, in_c);
     const int32_t z0 = zero_sum(p, r0), z1 = zero_sum(p, r1);
+    const mct_rq q0 = mct_rq_of(p, o), q1 = mct_rq_of(p, o + 1);
     int32_t q = 0;
     for (; q + 4 <= n; q += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         const int8_t *xi = x + q;
         MCT_PW_TWO(r0->lo, r1->lo, 0, split)
         MCT_PW_TWO(r0->hi, r1->hi, split, in_c)
-        mct_conv_out(p, o, a0 - z0, y0 + q, mask, bit0 + q);
-        mct_conv_out(p, o, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
-        mct_conv_out(p, o, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
-        mct_conv_out(p, o, a3 - z0, y0 + q + 3, mask, bit0 + q + 3);
-        mct_conv_out(p, o + 1, b0 - z1, y1 + q, mask, bit1 + q);
-        mct_conv_out(p, o + 1, b1 - z1, y1 + q + 1, mask, bit1 + q + 1);
-        mct_conv_out(p, o + 1, b2 - z1, y1 + q + 2, mask, bit1 + q + 2);
-        mct_conv_out(p, o + 1, b3 - z1, y1 + q + 3, mask, bit1 + q + 3);
+        mct_rq_out(&q0, a0 - z0, y0 + q, mask, bit0 + q);
+        mct_rq_out(&q0, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
+        mct_rq_out(&q0, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
+        mct_rq_out(&q0, a3 - z0, y0 + q + 3, mask, bit0 + q + 3);
+        mct_rq_out(&q1, b0 - z1, y1 + q, mask, bit1 + q);
+        mct_rq_out(&q1, b1 - z1, y1 + q + 1, mask, bit1 + q + 1);
+        mct_rq_out(&q1, b2 - z1, y1 + q + 2, mask, bit1 + q + 2);
+        mct_rq_out(&q1, b3 - z1, y1 + q + 3, mask, bit1 + q + 3);
     }
     for (; q < n; ++q) {
         int32_t a = 0, b = 0;
@@ -95,8 +96,8 @@ static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0
             a += xv * row_at(r0, i);
             b += xv * row_at(r1, i);
         }
-        mct_conv_out(p, o, a - z0, y0 + q, mask, bit0 + q);
-        mct_conv_out(p, o + 1, b - z1, y1 + q, mask, bit1 + q);
+        mct_rq_out(&q0, a - z0, y0 + q, mask, bit0 + q);
+        mct_rq_out(&q1, b - z1, y1 + q, mask, bit1 + q);
     }
 }
 #undef MCT_PW_TWO
@@ -118,6 +119,7 @@ static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0
 static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r, const int8_t *x, int32_t x_cs,
                           int32_t n, int8_t *y, uint8_t *mask, int32_t bit0) {
     const int32_t in_c = p->in_c, split = mct_imin(r->split, in_c), z = zero_sum(p, r);
+    const mct_rq rq = mct_rq_of(p, o);
     int32_t q = 0;
     for (; q + 8 <= n; q += 8) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
@@ -125,12 +127,12 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
         MCT_PW_ONE(r->lo, 0, split)
         MCT_PW_ONE(r->hi, split, in_c)
         const int32_t sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        for (int32_t j = 0; j < 8; ++j) mct_conv_out(p, o, sums[j] - z, y + q + j, mask, bit0 + q + j);
+        for (int32_t j = 0; j < 8; ++j) mct_rq_out(&rq, sums[j] - z, y + q + j, mask, bit0 + q + j);
     }
     for (; q < n; ++q) {
         int32_t a = 0;
         for (int32_t i = 0; i < in_c; ++i) a += x[i * x_cs + q] * row_at(r, i);
-        mct_conv_out(p, o, a - z, y + q, mask, bit0 + q);
+        mct_rq_out(&rq, a - z, y + q, mask, bit0 + q);
     }
 }
 #undef MCT_PW_ONE
@@ -186,12 +188,13 @@ static int32_t depthwise_edge(const mct_conv *p, const int8_t *const *rows, cons
 static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const *rows, const int8_t *w, int32_t zsum,
                               int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
     const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    const mct_rq q = mct_rq_of(p, c);
     for (int32_t ox = lo; ox < hi; ++ox) {
         const int32_t ix = ox * p->stride - p->pad;
         const int8_t *r0 = rows[0] + ix, *r1 = rows[1] + ix, *r2 = rows[2] + ix;
         const int32_t sum = r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 + r2[0] * w6
                             + r2[1] * w7 + r2[2] * w8;
-        mct_conv_out(p, c, sum - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(&q, sum - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
     }
 }
 
@@ -219,9 +222,9 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
     if (k == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {
+        const mct_rq q = mct_rq_of(p, c);
         for (int32_t ox = lo; ox < hi; ++ox)
-            mct_conv_out(p, c, window_inside(rows, ox * s - pad, w, k) - zsum, y != NULL ? y + ox : NULL, mask,
-                         bit0 + ox);
+            mct_rq_out(&q, window_inside(rows, ox * s - pad, w, k) - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
     }
     for (int32_t ox = hi; ox < p->out_w; ++ox)
         mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);

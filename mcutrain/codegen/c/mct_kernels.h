@@ -176,14 +176,30 @@ static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_
     return (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
 }
 
-/* Output channel o of a conv from its int32 sum: + bias (saturated), requantize, clamp; stored at dst
- * (unless NULL: a recomputation that wants the mask bit only) and mask bit ``bit``. */
-static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+/* Output channel o's requantization constants, as locals of the loop over its positions (read from the
+ * struct once: the compiler would reload them after every int8 store it cannot tell apart from them). */
+typedef struct {
+    int32_t bias, multiplier, shift, y_zero, qmin, qmax;
+} mct_rq;
+
+static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
+    const mct_rq q = {p->bias[o], p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax};
+    return q;
+}
+
+/* A conv output from its int32 sum: + bias (saturated), requantize, clamp; stored at dst (unless NULL:
+ * a recomputation that wants the mask bit only) and mask bit ``bit``. */
+static inline void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
     uint8_t inside;
-    const int32_t acc = mct_add_sat(sum, p->bias[o]);
-    const int8_t v = mct_requantize_fast(acc, p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax, &inside);
+    const int32_t acc = mct_add_sat(sum, q->bias);
+    const int8_t v = mct_requantize_fast(acc, q->multiplier, q->shift, q->y_zero, q->qmin, q->qmax, &inside);
     if (dst != NULL) *dst = v;
     mct_put_bit(mask, bit, inside);
+}
+
+static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+    const mct_rq q = mct_rq_of(p, o);
+    mct_rq_out(&q, sum, dst, mask, bit);
 }
 
 #define MCT_MAX_K 16 /* largest kernel side of a depthwise conv */
