@@ -18,6 +18,8 @@ STEPS = [  # (name, module, argv)
     ("float_throughput", "bench.float_throughput", []),
     ("sim_throughput", "bench.sim_throughput", []),
     ("memory_ladder", "bench.memory_ladder", []),
+    ("codegen_arena", "bench.codegen_arena", []),
+    ("codegen_instructions", "bench.codegen_instructions", []),
     ("host_training", "bench.host_training", []),
     ("m7_footprint", "bench.m7_footprint", []),
     ("search_speed", "bench.search_speed", []),
