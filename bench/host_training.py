@@ -24,25 +24,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from bench.common import ROOT, stamp, throughput_args, write_results
+from bench.timing import peak_rss_bytes, timed_steps
 
 NETWORKS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 SCHEME = "paper-99kb"
 ORT_PYTHON = ROOT / ".venv-ort" / "bin" / "python"
 DRIVER = ROOT / "bench" / "c" / "host_driver.c"
-
-
-def peak_rss_bytes() -> int:
-    """VmHWM of this process: its peak resident set since exec (ru_maxrss would carry the parent's)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def prepared(name: str, resolution: int):
@@ -111,11 +103,8 @@ def torch_worker(name: str, resolution: int, warmup: int, steps: int) -> dict:
         optimizer.step()
         return float(loss)
 
-    for i in range(warmup):
-        step(i)
-    t0 = time.perf_counter()
-    losses = [step(warmup + i) for i in range(steps)]
-    return {"seconds_per_step": (time.perf_counter() - t0) / steps, "losses": losses, "torch": torch.__version__,
+    seconds, losses = timed_steps(step, warmup, steps)
+    return {"seconds_per_step": seconds, "losses": losses, "torch": torch.__version__,
             "trainable_parameters": int(sum(p.numel() for p in params)),
             "peak_rss_bytes": peak_rss_bytes()}
 

@@ -3,7 +3,7 @@
     ort_worker.py artifacts MODEL.onnx TRAINABLE.json OUT_DIR   # generate_artifacts (frozen = the rest)
     ort_worker.py train OUT_DIR WARMUP STEPS SEED               # time batch-1 SGD steps, print one JSON line
 
-Imports nothing from mcutrain (the environment has only onnxruntime-training, onnx, numpy and torch).
+Imports nothing from mcutrain, only ``bench.timing`` (shared with the other contestants).
 The two phases run in separate processes so that the training process's peak resident set is the
 training's, not the artifact generator's. One intra-op thread, like the other two contestants.
 """
@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+from pathlib import Path
 
-
-def peak_rss_bytes() -> int:
-    """VmHWM of this process: its peak resident set since exec (ru_maxrss would carry the parent's)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.timing import peak_rss_bytes, timed_steps  # noqa: E402  (runs as a script in its own environment)
 
 
 def artifacts(model_path: str, trainable_path: str, out_dir: str) -> None:
@@ -61,11 +56,7 @@ def train(out_dir: str, warmup: int, steps: int, seed: int) -> None:
         module.lazy_reset_grad()
         return float(loss)
 
-    for i in range(warmup):
-        step(i)
-    t0 = time.perf_counter()
-    losses = [step(warmup + i) for i in range(steps)]
-    seconds = (time.perf_counter() - t0) / steps
+    seconds, losses = timed_steps(step, warmup, steps)
     peak = peak_rss_bytes()
     print(json.dumps({"seconds_per_step": seconds, "peak_rss_bytes": peak, "losses": losses,
                       "onnxruntime": onnxruntime.__version__}))
