@@ -96,12 +96,12 @@ def _row_features(graph, op) -> set[str]:
     found = {"rows"} | ({"fold"} if folds_of(op) else set()) | ({"rows mask"} if len(op.outputs) == 2 else set())
     found |= {"rows inplace"} if op.attr("inplace") == 0 else set()
     internal = {t.name: t for t in op.attr("internal")}
-    for st in stages_of(op):
-        if st.kind == "add":
+    for stage in stages_of(op):
+        if stage.kind == "add":
             found.add("rows add")
         else:
-            k = (internal.get(st.inputs[1]) or graph.tensor(st.inputs[1])).shape[-1]
-            found |= {f"rows k{k}", f"rows s{st.attr('stride')}"}
+            k = (internal.get(stage.inputs[1]) or graph.tensor(stage.inputs[1])).shape[-1]
+            found |= {f"rows k{k}", f"rows s{stage.attr('stride')}"}
     return found
 
 
