@@ -55,6 +55,13 @@ def _canonical(blob: bytes) -> bytes:
 def read_container(path: str | os.PathLike, kind: str,
                    versions: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
     """Return (meta, tensors) of a file of ``kind``; refuse anything corrupt, foreign or unknown."""
+    _, meta, tensors = read_versioned_container(path, kind, versions)
+    return meta, tensors
+
+
+def read_versioned_container(path: str | os.PathLike, kind: str,
+                             versions: tuple[int, ...]) -> tuple[int, dict, dict[str, np.ndarray]]:
+    """(version, meta, tensors): for readers of a kind with several versions in use."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -74,7 +81,7 @@ def read_container(path: str | os.PathLike, kind: str,
         meta = json.loads(header["mcutrain.meta"])
     except (SafetensorError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: corrupt {kind} file ({err})") from None
-    return meta, tensors
+    return int(version), meta, tensors
 
 
 def _parse_metadata(path: Path, blob: bytes) -> dict:

@@ -5,7 +5,7 @@ import pytest
 
 from mcutrain.errors import CheckpointError
 from mcutrain.io.container import write_container
-from mcutrain.quant.model_file import KIND, VERSION, load_qmodel, save_qmodel
+from mcutrain.quant.model_file import KIND, load_qmodel, save_qmodel
 from tests.helpers import int8_numpy
 from tests.helpers.files import tamper
 from tests.helpers.models import int8_input, quantized
@@ -42,7 +42,7 @@ def test_round_trip_is_exact(tmp_path, qmodel):
 def test_bad_files_are_refused_by_name(tmp_path, qmodel, change, message):
     path = tmp_path / "m.safetensors"
     save_qmodel(path, qmodel)
-    tamper(path, KIND, VERSION, change)
+    tamper(path, KIND, change)
     with pytest.raises(CheckpointError, match=message):
         load_qmodel(path)
 

@@ -5,7 +5,7 @@ import torch
 from mcutrain.errors import CheckpointError
 from mcutrain.io.container import write_container
 from mcutrain.models import build_model
-from mcutrain.train.checkpoint import KIND, VERSION, CheckpointInfo, load_checkpoint, save_checkpoint
+from mcutrain.train.checkpoint import KIND, CheckpointInfo, load_checkpoint, save_checkpoint
 from tests.helpers.files import tamper
 
 INFO = CheckpointInfo(model="tiny", num_classes=3, resolution=32, classes=("a", "b", "c"),
@@ -25,7 +25,7 @@ def test_round_trip_gives_identical_outputs(tmp_path):
 def test_missing_parameter_is_an_error_not_filled_in(tmp_path):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, build_model("tiny", 3), INFO)
-    tamper(path, KIND, VERSION, lambda meta, tensors: tensors.pop("classifier.bias"))
+    tamper(path, KIND, lambda meta, tensors: tensors.pop("classifier.bias"))
     with pytest.raises(CheckpointError, match=r"missing: \['classifier.bias'\]"):
         load_checkpoint(path)
 
@@ -33,11 +33,11 @@ def test_missing_parameter_is_an_error_not_filled_in(tmp_path):
 def test_wrong_shape_and_unknown_model(tmp_path):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, build_model("tiny", 3), INFO)
-    tamper(path, KIND, VERSION, lambda meta, tensors: tensors.__setitem__("classifier.weight",
+    tamper(path, KIND, lambda meta, tensors: tensors.__setitem__("classifier.weight",
                                                                           np.zeros((3, 5), np.float32)))
     with pytest.raises(CheckpointError, match="classifier.weight has shape"):
         load_checkpoint(path)
-    tamper(path, KIND, VERSION, lambda meta, tensors: meta.__setitem__("model", "alexnet"))
+    tamper(path, KIND, lambda meta, tensors: meta.__setitem__("model", "alexnet"))
     with pytest.raises(CheckpointError, match="unknown model 'alexnet'"):
         load_checkpoint(path)
 
