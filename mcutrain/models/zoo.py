@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from mcutrain.errors import ModelError
+from mcutrain.io.container import peek_container
 from mcutrain.models.mobilenet import MobileNetLike
 from mcutrain.models.spec_file import read_spec_file, spec_from_json, spec_to_json
 from mcutrain.models.specs import ALL_SPECS, NetSpec
@@ -84,7 +85,8 @@ def looks_like_spec_path(text: str) -> bool:
 
 
 def resolve_spec(name_or_path: str | os.PathLike | NetSpec) -> NetSpec:
-    """The one entry point for a model given by the user: a zoo name or an architecture .json file.
+    """The one entry point for a model given by the user: a zoo name, an architecture .json file, or
+    a model file (``.safetensors``: a float checkpoint or an int8 model, whose architecture it is).
 
     A zoo name wins over a file of the same name in the current folder, as with schemes; a value
     ending in ``.json`` or containing a path separator is a file.
@@ -94,9 +96,24 @@ def resolve_spec(name_or_path: str | os.PathLike | NetSpec) -> NetSpec:
     text = os.fspath(name_or_path)
     if text in _BY_NAME:
         return _BY_NAME[text]
+    if text.lower().endswith(".safetensors"):
+        return spec_of_model_file(text)
     if looks_like_spec_path(text):
         return remember_spec(read_spec_file(text))
     return zoo_spec(text)
+
+
+def spec_of_model_file(path: str | os.PathLike) -> NetSpec:
+    """The architecture of a float checkpoint or int8 model file, from its header alone."""
+    kind, version, meta = peek_container(path)
+    name_key = {"float-checkpoint": "model", "int8-model": "arch"}.get(kind)
+    if name_key is None:
+        raise ModelError(f"{path}: a {kind!r} file has no architecture (give a float checkpoint, "
+                         f"an int8 model, a zoo name or an architecture .json file)")
+    try:
+        return spec_from_embedded(meta.get("spec") if version >= 2 else None, str(meta[name_key]))
+    except (ModelError, KeyError) as err:
+        raise ModelError(f"{path}: {err}") from None
 
 
 def build_model(model: str | NetSpec, num_classes: int) -> MobileNetLike:

@@ -142,3 +142,22 @@ def test_only_non_zoo_specs_are_embedded_and_a_loaded_spec_wins_by_name():
     assert get_spec("tiny") == other and zoo_spec("tiny") != other
     remember_spec(zoo_spec("tiny"))
     assert get_spec("tiny") == zoo_spec("tiny")
+
+
+def test_a_model_file_names_its_architecture(tmp_path):
+    from mcutrain.errors import CheckpointError
+    from mcutrain.io.container import write_container
+    from mcutrain.train.checkpoint import CheckpointInfo, save_checkpoint
+
+    spec = spec_from_json(custom_doc())
+    info = CheckpointInfo(model=spec.name, num_classes=3, resolution=16, classes=("a", "b", "c"),
+                          preprocessing={"offset": 128.0, "scale": 1 / 128})
+    save_checkpoint(tmp_path / "c.safetensors", build_model(spec, 3), info)
+    forget_loaded_specs()
+    assert resolve_spec(str(tmp_path / "c.safetensors")) == spec
+    write_container(tmp_path / "s.safetensors", "train-state", 1, {}, {})
+    with pytest.raises(ModelError, match=r"s\.safetensors: a 'train-state' file has no architecture"):
+        resolve_spec(str(tmp_path / "s.safetensors"))
+    (tmp_path / "x.safetensors").write_bytes(b"\x05")
+    with pytest.raises(CheckpointError, match=r"x\.safetensors: not an mcutrain file"):
+        resolve_spec(str(tmp_path / "x.safetensors"))
