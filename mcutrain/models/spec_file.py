@@ -50,6 +50,9 @@ def spec_from_json(doc: Any, *, embedded: bool = False) -> NetSpec:
     if not isinstance(doc, dict):
         raise ModelError(f"an architecture must be a JSON object, got {type(doc).__name__}")
     _check_header(doc)
+    for key in ("name", "stem_ch", "blocks"):
+        if key not in doc:
+            raise ModelError(f"{key}: missing (an architecture needs name, stem_ch and blocks)")
     name = _name(doc.get("name"))
     _check_int(doc.get("in_ch", IN_CHANNELS), "in_ch", allowed=(IN_CHANNELS,),
                why="the data pipeline feeds 3-channel images; greyscale is repeated to 3 channels")

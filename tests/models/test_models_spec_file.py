@@ -94,6 +94,7 @@ _DELETE = object()
     (_set("name", "my net!"), r"name: 'my net!' is not a valid name"),
     (_set("name", "tiny"), r"name: 'tiny' is a zoo model with other layers"),
     (_set("se_ratio", 0.25), r"unknown key\(s\) 'se_ratio'"),
+    (_set("stem_ch", _DELETE), r"stem_ch: missing"),
     (_set("format", "onnx"), r"not an mcutrain architecture: 'format' must be 'mcutrain-arch'"),
     (_set("version", 2), r"architecture format version 2 is not supported"),
 ])
