@@ -1,5 +1,9 @@
 """The model zoo: build a network by name and count what a microcontroller cares about.
 
+It is also where a model the user names is resolved (``resolve_spec``: a zoo name, an architecture
+JSON file, a model file) and where model files get their architecture (``spec_to_embed``,
+``spec_of_file``), so that every command means the same thing by the same name.
+
 The counts are computed from the spec (analytically), so they need no forward pass; the tests check
 them against a forward pass with hooks and against the paper's published figures.
 """
@@ -66,13 +70,16 @@ def spec_to_embed(spec: NetSpec) -> dict | None:
     return None if _BY_NAME.get(spec.name) == spec else spec_to_json(spec)
 
 
-def spec_from_embedded(doc: dict | None, name: str) -> NetSpec:
-    """The architecture of a model file: its embedded spec (which wins over a zoo network of the
-    same name: the file is the truth), or the zoo network ``name`` when none is embedded."""
-    if doc is None:
+def spec_of_file(meta: dict, version: int, name: str) -> NetSpec:
+    """The architecture of a model file (float checkpoint or int8 model) from its metadata: version 1
+    names a zoo network; version 2 embeds its spec, which wins over a zoo network of the same name
+    (the file is the truth) and becomes what ``name`` means in this process."""
+    if version < 2:
         return zoo_spec(name)
+    if "spec" not in meta:
+        raise ModelError(f"version {version} file without its architecture (meta 'spec')")
     try:
-        spec = spec_from_json(doc, embedded=True)
+        spec = spec_from_json(meta["spec"], embedded=True)
     except ModelError as err:
         raise ModelError(f"embedded architecture: {err}") from None
     if spec.name != name:
@@ -111,7 +118,7 @@ def spec_of_model_file(path: str | os.PathLike) -> NetSpec:
         raise ModelError(f"{path}: a {kind!r} file has no architecture (give a float checkpoint, "
                          f"an int8 model, a zoo name or an architecture .json file)")
     try:
-        return spec_from_embedded(meta.get("spec") if version >= 2 else None, str(meta[name_key]))
+        return spec_of_file(meta, version, str(meta[name_key]))
     except (ModelError, KeyError) as err:
         raise ModelError(f"{path}: {err}") from None
 

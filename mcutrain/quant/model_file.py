@@ -21,7 +21,7 @@ import numpy as np
 from mcutrain.errors import CheckpointError, McutrainError
 from mcutrain.io.container import read_versioned_container, write_container
 from mcutrain.models import conv_shapes
-from mcutrain.models.zoo import spec_from_embedded, spec_to_embed
+from mcutrain.models.zoo import spec_of_file, spec_to_embed
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
 
 KIND = "int8-model"
@@ -59,9 +59,7 @@ def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
 def load_qmodel(path: str | os.PathLike) -> QModel:
     version, meta, tensors = read_versioned_container(path, KIND, READS)
     try:
-        if version >= 2 and "spec" not in meta:
-            raise CheckpointError(f"version {version} file without its architecture (meta 'spec')")
-        return _build(meta, tensors, meta.get("spec") if version >= 2 else None)
+        return _build(meta, tensors, version)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     except McutrainError as err:
@@ -70,8 +68,8 @@ def load_qmodel(path: str | os.PathLike) -> QModel:
         raise CheckpointError(f"{path}: malformed int8 model metadata ({type(err).__name__}: {err})") from None
 
 
-def _build(meta: dict, tensors: dict[str, np.ndarray], embedded: dict | None) -> QModel:
-    spec = spec_from_embedded(embedded, meta["arch"])
+def _build(meta: dict, tensors: dict[str, np.ndarray], version: int) -> QModel:
+    spec = spec_of_file(meta, version, meta["arch"])
     shapes = conv_shapes(spec, int(meta["resolution"]))
     if len(meta["convs"]) != len(shapes):
         raise CheckpointError(f"{len(meta['convs'])} convs stored, {spec.name} has {len(shapes)}")

@@ -24,7 +24,7 @@ import torch
 from mcutrain.errors import CheckpointError, McutrainError
 from mcutrain.io.container import read_versioned_container, write_container
 from mcutrain.models import MobileNetLike, build_model
-from mcutrain.models.zoo import spec_from_embedded, spec_to_embed
+from mcutrain.models.zoo import spec_of_file, spec_to_embed
 
 KIND = "float-checkpoint"
 VERSION = 2  # the newest; see the module docstring
@@ -80,10 +80,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[MobileNetLike, CheckpointI
     version, meta, tensors = read_versioned_container(path, KIND, READS)
     info = CheckpointInfo.from_meta(meta)
     try:
-        if version >= 2 and "spec" not in meta:
-            raise CheckpointError(f"version {version} file without its architecture (meta 'spec')")
-        spec = spec_from_embedded(meta.get("spec") if version >= 2 else None, info.model)
-        model = build_model(spec, info.num_classes)
+        model = build_model(spec_of_file(meta, version, info.model), info.num_classes)
     except McutrainError as err:
         raise CheckpointError(f"{path}: {err}") from None
     load_numpy_state(model, tensors, source=str(path))

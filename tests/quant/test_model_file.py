@@ -100,3 +100,14 @@ def test_custom_architectures_are_embedded_and_the_file_is_the_truth(tmp_path, n
     with pytest.raises(CheckpointError, match=r"m\.safetensors: blocks\.1\.depthwise: stride/groups 2/16, "
                                               r"architecture has 1/16"):
         load_qmodel(path)
+
+
+def test_a_version_2_file_must_carry_its_architecture(tmp_path, _zoo_only_afterwards):
+    from mcutrain.models import spec_from_json
+    from tests.helpers.arch import custom_doc
+
+    path = tmp_path / "m.safetensors"
+    save_qmodel(path, quantized(spec_from_json(custom_doc()), 16)[0])
+    tamper(path, KIND, lambda m, t: m.pop("spec"))
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: version 2 file without its architecture"):
+        load_qmodel(path)
