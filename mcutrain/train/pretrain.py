@@ -63,7 +63,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
     spec = _check_config(cfg)
     paths = run_paths(cfg.out)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
-    resolution = cfg.resolved_resolution()
+    resolution = cfg.resolution or spec.default_resolution
     prep = Preprocessing()
 
     torch.manual_seed(cfg.seed)
