@@ -44,7 +44,8 @@ def test_file_round_trip_and_defaults(tmp_path):
     write_spec_file(tmp_path / "a.json", spec)
     assert read_spec_file(tmp_path / "a.json") == spec
     short = {"format": "mcutrain-arch", "version": 1, "name": "short", "stem_ch": 4,
-             "blocks": [{"out_ch": 4, "kernel": 3, "stride": 1}, {"mid_ch": 8, "out_ch": 6, "kernel": 5, "stride": 2}]}
+             "blocks": [{"out_ch": 4, "kernel": 3, "stride": 1},
+                        {"mid_ch": 8, "out_ch": 6, "kernel": 5, "stride": 2}]}
     s = spec_from_json(short)  # in_ch of a block defaults to the previous output; stem and input defaults
     assert (s.in_ch, s.stem_kernel, s.stem_stride, s.default_resolution) == (3, 3, 2, 128)
     assert s.blocks == (BlockSpec(4, None, 4, 3, 1), BlockSpec(4, 8, 6, 5, 2))
