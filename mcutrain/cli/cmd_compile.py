@@ -18,7 +18,7 @@ from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.engine.compile import compile_training, format_report
 from mcutrain.errors import McutrainError
 from mcutrain.engine.reports import write_reports
-from mcutrain.models import get_spec, model_names
+from mcutrain.models import model_names, resolve_spec
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import load_scheme, resolve
@@ -30,11 +30,12 @@ TARGETS = ("host", "cortex-m7")
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compile", help=HELP["compile"],
-        description="Compile one batch-1 training step of MODEL (an int8 model file, or a zoo name for a "
-                    "random-weight model: memory does not depend on the weights) under --scheme, and report "
+        description="Compile one batch-1 training step of MODEL (an int8 model file, or a zoo name or an "
+                    "architecture .json file for a random-weight model: memory does not depend on the "
+                    "weights) under --scheme, and report "
                     "SRAM (arena + SRAM copies of trained parameters), Flash and the inference-only peak. "
                     "--report DIR writes the printed graph, memory timelines (text) and a memory plot (PNG).")
-    p.add_argument("model", metavar="MODEL", help="int8 model file or zoo name")
+    p.add_argument("model", metavar="MODEL", help="int8 model file, zoo name, or architecture .json file")
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
     p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate compiled into the update ops")
@@ -56,19 +57,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_model(spec: str, resolution: int):
-    """A model file, or a zoo name (random weights) at ``resolution`` (0: the zoo default)."""
-    if spec in model_names() and not Path(spec).exists():
-        return random_qmodel(spec, resolution or get_spec(spec).default_resolution, num_classes=10)[0]
-    model = load_qmodel(spec)
-    return replace(model, resolution=resolution) if resolution else model
+def load_model(model: str, resolution: int):
+    """An int8 model file, or a zoo name / architecture .json file (random weights) at ``resolution``
+    (0: the architecture's default)."""
+    if (model in model_names() and not Path(model).exists()) or model.lower().endswith(".json"):
+        spec = resolve_spec(model)
+        return random_qmodel(spec, resolution or spec.default_resolution, num_classes=10)[0]
+    qmodel = load_qmodel(model)
+    return replace(qmodel, resolution=resolution) if resolution else qmodel
 
 
 def run(args) -> int:
     if (args.target is None) != (args.out is None):
         raise McutrainError("--target and --out go together: --target host|cortex-m7 --out DIR")
     qmodel = load_model(args.model, args.resolution)
-    plan = resolve(load_scheme(args.scheme, qmodel.spec.name), qmodel.spec)
+    plan = resolve(load_scheme(args.scheme, qmodel.spec), qmodel.spec)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
           file=sys.stderr)
     if args.target:

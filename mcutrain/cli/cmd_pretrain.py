@@ -1,4 +1,4 @@
-"""`mcutrain pretrain`: float training of a zoo network on a dataset (resumable)."""
+"""`mcutrain pretrain`: float training of a zoo network or a JSON architecture on a dataset (resumable)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         "pretrain", help=HELP["pretrain"],
         description="Float pretraining with SGD + momentum and a cosine schedule. Writes CKPT, "
                     "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl after every epoch.")
-    p.add_argument("--model", required=True, help="zoo name (see `mcutrain zoo`)")
+    p.add_argument("--model", required=True,
+                   help="zoo name (see `mcutrain zoo`) or an architecture .json file (docs/own-model.md)")
     p.add_argument("--data", required=True, help="dataset name, folder:PATH or npz:PATH (see `mcutrain data list`)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=d.epochs)

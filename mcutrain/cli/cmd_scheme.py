@@ -11,7 +11,7 @@ import argparse
 
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
-from mcutrain.models import get_spec, model_names
+from mcutrain.models import model_names, resolve_spec
 from mcutrain.sparse import analytic_extra_bytes, builtin_names, load_scheme, resolve
 from mcutrain.sparse.scheme import Scheme, compact_ranges, read_scheme_file
 
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=f"the model ({', '.join(model_names())})")
+    parser.add_argument("--model", required=True,
+                        help=f"the model ({', '.join(model_names())}, or an architecture .json file)")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -51,13 +52,14 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows = [_summary(load_scheme(name, args.model), args.resolution) for name in builtin_names(args.model)]
+    spec = resolve_spec(args.model)
+    rows = [_summary(load_scheme(name, spec), args.resolution, spec) for name in builtin_names(spec)]
     emit(args, rows, _list_text)
     return 0
 
 
-def _summary(scheme: Scheme, resolution: int | None) -> dict:
-    spec = get_spec(scheme.model)
+def _summary(scheme: Scheme, resolution: int | None, spec=None) -> dict:
+    spec = spec or resolve_spec(scheme.model)
     res = resolution or spec.default_resolution
     memory = analytic_extra_bytes(resolve(scheme, spec), spec, res)
     return {"name": scheme.name, "model": scheme.model, "n_bias": len(scheme.bias_layers),
@@ -80,8 +82,8 @@ def _ratios(ratios: list[float]) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    scheme = load_scheme(args.scheme, args.model)
-    spec = get_spec(args.model)
+    spec = resolve_spec(args.model)
+    scheme = load_scheme(args.scheme, spec)
     res = args.resolution or spec.default_resolution
     plan = resolve(scheme, spec)
     memory = analytic_extra_bytes(plan, spec, res)
@@ -113,7 +115,7 @@ def _show_text(p: dict) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    scheme = read_scheme_file(args.path, get_spec(args.model))
+    scheme = read_scheme_file(args.path, resolve_spec(args.model))
     print(f"{args.path}: ok: scheme {scheme.name!r} for {scheme.model}, {len(scheme.bias_layers)} bias-updated "
           f"convs, {len(scheme.weight_ratios)} weight-updated convs")
     return 0

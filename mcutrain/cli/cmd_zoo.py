@@ -1,10 +1,10 @@
-"""`mcutrain zoo`: the networks mcutrain can build, with their sizes and costs."""
+"""`mcutrain zoo`: the networks mcutrain can build, with their sizes and costs (and those of a JSON architecture)."""
 
 from __future__ import annotations
 
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
-from mcutrain.models import model_names, model_summary
+from mcutrain.models import model_names, model_summary, resolve_spec
 
 
 def register(subparsers) -> None:
@@ -13,12 +13,14 @@ def register(subparsers) -> None:
                                           "convs, conv weight elements, per-channel biases, and MACs "
                                           "at the given (or default) input resolution.")
     p.add_argument("--resolution", type=int, default=None, help="input side for MACs (default: each model's)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME_OR_JSON",
+                   help="show only this model: a zoo name or an architecture .json file (checked; repeatable)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    rows = [model_summary(name, args.resolution) for name in model_names()]
+    rows = [model_summary(resolve_spec(m), args.resolution) for m in (args.model or model_names())]
     emit(args, rows, _human)
     return 0
 

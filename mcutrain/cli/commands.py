@@ -7,7 +7,7 @@ engine); each ``cmd_<name>.py`` reads its own line from here, so the text lives 
 HELP: dict[str, str] = {
     "zoo": "list the model zoo with parameter and MAC counts",
     "data": "list the offline datasets, inspect a dataset's splits",
-    "pretrain": "float-train a zoo network (SGD + momentum, cosine schedule)",
+    "pretrain": "float-train a zoo network or a JSON architecture (SGD + momentum, cosine schedule)",
     "eval": "accuracy of a checkpoint on a dataset's test split",
     "quantize": "post-training quantization of a float checkpoint to an int8 model",
     "import": "import a foreign int8 model file (the paper's tiny-training .pkl)",

@@ -55,6 +55,13 @@ def _canonical(blob: bytes) -> bytes:
 def read_container(path: str | os.PathLike, kind: str,
                    versions: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
     """Return (meta, tensors) of a file of ``kind``; refuse anything corrupt, foreign or unknown."""
+    _, meta, tensors = read_versioned_container(path, kind, versions)
+    return meta, tensors
+
+
+def read_versioned_container(path: str | os.PathLike, kind: str,
+                             versions: tuple[int, ...]) -> tuple[int, dict, dict[str, np.ndarray]]:
+    """(version, meta, tensors): for readers of a kind with several versions in use."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -74,7 +81,25 @@ def read_container(path: str | os.PathLike, kind: str,
         meta = json.loads(header["mcutrain.meta"])
     except (SafetensorError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: corrupt {kind} file ({err})") from None
-    return meta, tensors
+    return int(version), meta, tensors
+
+
+def peek_container(path: str | os.PathLike) -> tuple[str, int, dict]:
+    """(kind, version, meta) of any mcutrain file, from its header alone (the tensors are neither
+    read nor checked): for questions about a file, such as its architecture, not for using it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        blob = head + f.read(min(n, _HEADER_LIMIT))  # _parse_metadata refuses what is short or foreign
+    header = _parse_metadata(path, blob)
+    version = header.get("mcutrain.version", "")
+    try:
+        return header["mcutrain.kind"], int(version), json.loads(header["mcutrain.meta"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt header ({err})") from None
 
 
 def _parse_metadata(path: Path, blob: bytes) -> dict:

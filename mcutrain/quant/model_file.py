@@ -4,6 +4,12 @@ Integers and scales are stored as tensors (``<conv name>.weight`` int8, ``.bias`
 ``.w_scale`` float32); per-tensor quantization parameters and the architecture go in the JSON
 metadata. Loading refuses wrong dtypes, wrong shapes, non-finite or non-positive scales and zero
 points outside int8, naming the offending tensor, so a bad file never reaches an executor.
+
+Versions: 1 names a zoo architecture (meta ``arch``); 2 also embeds the architecture (meta ``spec``,
+the JSON of docs/own-model.md), which is what the file is checked against and built from, even when
+``arch`` is a zoo name with other layers (the file is the truth). Version 2 is written whenever the
+architecture is not a zoo network verbatim; zoo networks are still written as version 1, byte-identical
+to earlier files, whose sha256 keys the bundled contribution analysis (``models.zoo.spec_to_embed``).
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import os
 import numpy as np
 
 from mcutrain.errors import CheckpointError, McutrainError
-from mcutrain.io.container import read_container, write_container
-from mcutrain.models import conv_shapes, get_spec
+from mcutrain.io.container import read_versioned_container, write_container
+from mcutrain.models import conv_shapes
+from mcutrain.models.zoo import spec_of_file, spec_to_embed
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
 
 KIND = "int8-model"
-VERSION = 1
+VERSION = 2  # the newest; see the module docstring
+READS = (1, 2)
 
 
 def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
@@ -42,13 +50,16 @@ def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
         "pool": {"x": model.pool.x.to_dict(), "y": model.pool.y.to_dict()},
         "classifier": {"x": model.classifier.x.to_dict()}, "provenance": model.provenance,
     }
-    write_container(path, KIND, VERSION, meta, tensors)
+    spec = spec_to_embed(model.spec)
+    if spec is not None:
+        meta["spec"] = spec
+    write_container(path, KIND, VERSION if spec is not None else 1, meta, tensors)
 
 
 def load_qmodel(path: str | os.PathLike) -> QModel:
-    meta, tensors = read_container(path, KIND, (VERSION,))
+    version, meta, tensors = read_versioned_container(path, KIND, READS)
     try:
-        return _build(meta, tensors)
+        return _build(meta, tensors, version)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     except McutrainError as err:
@@ -57,8 +68,8 @@ def load_qmodel(path: str | os.PathLike) -> QModel:
         raise CheckpointError(f"{path}: malformed int8 model metadata ({type(err).__name__}: {err})") from None
 
 
-def _build(meta: dict, tensors: dict[str, np.ndarray]) -> QModel:
-    spec = get_spec(meta["arch"])
+def _build(meta: dict, tensors: dict[str, np.ndarray], version: int) -> QModel:
+    spec = spec_of_file(meta, version, meta["arch"])
     shapes = conv_shapes(spec, int(meta["resolution"]))
     if len(meta["convs"]) != len(shapes):
         raise CheckpointError(f"{len(meta['convs'])} convs stored, {spec.name} has {len(shapes)}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from mcutrain.models.specs import NetSpec
-from mcutrain.models.zoo import get_spec
+from mcutrain.models.zoo import get_spec, spec_to_embed
 from mcutrain.sparse.errors import SchemeError
 from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, validate
 
@@ -55,31 +55,41 @@ LAST_K = "last-k:N"
 _LAST_K_RE = re.compile(r"last-k:(-?\d+)")
 
 
-def builtin_names(model: str) -> list[str]:
-    """Canonical built-in names for ``model`` (paper schemes, then baselines); aliases and
-    ``last-k:N`` are accepted by ``get_builtin`` but not listed here."""
-    get_spec(model)
-    return [row[0] for row in PAPER_ROWS.get(model, ())] + list(BASELINES)
+def _spec(model: str | NetSpec) -> NetSpec:
+    return model if isinstance(model, NetSpec) else get_spec(model)
 
 
-def builtin_aliases(model: str) -> dict[str, str]:
-    return dict(ALIASES.get(model, {}))
+def _paper_rows(spec: NetSpec) -> tuple:
+    # Paper schemes are conv indices of the paper's networks: only a zoo network verbatim has them
+    # (an architecture of the user's that reuses a zoo name gets the baselines only).
+    return PAPER_ROWS.get(spec.name, ()) if spec_to_embed(spec) is None else ()
 
 
-def get_builtin(name: str, model: str) -> Scheme:
+def builtin_names(model: str | NetSpec) -> list[str]:
+    """Canonical built-in names for ``model`` (a name or a NetSpec: paper schemes, then baselines);
+    aliases and ``last-k:N`` are accepted by ``get_builtin`` but not listed here."""
+    return [row[0] for row in _paper_rows(_spec(model))] + list(BASELINES)
+
+
+def builtin_aliases(model: str | NetSpec) -> dict[str, str]:
+    spec = _spec(model)
+    return dict(ALIASES.get(spec.name, {})) if _paper_rows(spec) else {}
+
+
+def get_builtin(name: str, model: str | NetSpec) -> Scheme:
     """The built-in scheme ``name`` for ``model`` (an alias returns its target, under its own name)."""
-    spec = get_spec(model)
-    name = builtin_aliases(model).get(name, name)
-    for row in PAPER_ROWS.get(model, ()):
+    spec = _spec(model)
+    name = builtin_aliases(spec).get(name, name)
+    for row in _paper_rows(spec):
         if row[0] == name:
             return _paper_scheme(spec, *row)
     if name in BASELINES or _LAST_K_RE.fullmatch(name):
         return _baseline(spec, name)
-    raise SchemeError(f"no built-in scheme {name!r} for {model}; available: {_available(spec)}")
+    raise SchemeError(f"no built-in scheme {name!r} for {spec.name}; available: {_available(spec)}")
 
 
 def _available(spec: NetSpec) -> str:
-    names = builtin_names(spec.name) + [f"{a} (= {t})" for a, t in builtin_aliases(spec.name).items()]
+    names = builtin_names(spec) + [f"{a} (= {t})" for a, t in builtin_aliases(spec).items()]
     n = len(backbone_convs(spec))
     return ", ".join(names + [f"{LAST_K} (N = 0..{n})"]) + ", or a path to a .json scheme file"
 

@@ -302,19 +302,20 @@ def _parse_weight(entry: Any, spec: NetSpec) -> tuple[int, float]:
     return index, float(ratio)
 
 
-def load_scheme(path_or_name: str | os.PathLike, model_name: str) -> Scheme:
-    """A scheme from a JSON file or a built-in name, validated for ``model_name``.
+def load_scheme(path_or_name: str | os.PathLike, model: str | NetSpec) -> Scheme:
+    """A scheme from a JSON file or a built-in name, validated for ``model`` (a name or a NetSpec:
+    pass the spec of a loaded model, which may be an architecture of the user's).
 
     A value ending in ``.json`` or containing a path separator is a file; anything else is a
     built-in name (``mcutrain.sparse.builtin``), so a stray file never shadows a built-in.
     """
-    spec = get_spec(model_name)
+    spec = model if isinstance(model, NetSpec) else get_spec(model)
     text = os.fspath(path_or_name)
     if _looks_like_path(text):
         return read_scheme_file(text, spec)
     from mcutrain.sparse.builtin import get_builtin  # builtin imports this module
 
-    return get_builtin(text, model_name)
+    return get_builtin(text, spec)
 
 
 def read_scheme_file(path: str | os.PathLike, spec: NetSpec) -> Scheme:

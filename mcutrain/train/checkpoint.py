@@ -1,9 +1,16 @@
 """Float checkpoints: versioned, self-describing, never unpickled.
 
 A checkpoint holds the float weights (state_dict) and everything needed to use them without the
-command that made them: architecture name, classes, input resolution and preprocessing. Loading checks
+command that made them: the architecture (the full spec, so a user's JSON architecture is never needed
+again), classes, input resolution and preprocessing. Loading checks
 that the stored tensors match the architecture exactly: a missing or extra parameter is an error
 (the reference implementation silently filled missing parameters with ones).
+
+Versions: 1 names a zoo architecture (meta ``model``), looked up in the zoo; 2 also embeds the
+architecture (meta ``spec``, the JSON of docs/own-model.md), which the model is then built from, even
+when its name is a zoo name with other layers: the file is the truth. Version 2 is written whenever
+the architecture is not a zoo network verbatim; a zoo network is still written as version 1, so such
+files stay byte-identical to those of earlier mcutrain (``models.zoo.spec_to_embed`` says why).
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ import numpy as np
 import torch
 
 from mcutrain.errors import CheckpointError, McutrainError
-from mcutrain.io.container import read_container, write_container
+from mcutrain.io.container import read_versioned_container, write_container
 from mcutrain.models import MobileNetLike, build_model
+from mcutrain.models.zoo import spec_of_file, spec_to_embed
 
 KIND = "float-checkpoint"
-VERSION = 1
+VERSION = 2  # the newest; see the module docstring
+READS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -59,14 +68,19 @@ def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def save_checkpoint(path: str | os.PathLike, model: MobileNetLike, info: CheckpointInfo) -> None:
-    write_container(path, KIND, VERSION, info.to_meta(), state_to_numpy(model))
+    if info.model != model.spec.name:
+        raise ValueError(f"checkpoint info names {info.model!r}, the model is {model.spec.name!r}")
+    meta, spec = info.to_meta(), spec_to_embed(model.spec)
+    if spec is not None:
+        meta["spec"] = spec
+    write_container(path, KIND, VERSION if spec is not None else 1, meta, state_to_numpy(model))
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[MobileNetLike, CheckpointInfo]:
-    meta, tensors = read_container(path, KIND, (VERSION,))
+    version, meta, tensors = read_versioned_container(path, KIND, READS)
     info = CheckpointInfo.from_meta(meta)
     try:
-        model = build_model(info.model, info.num_classes)
+        model = build_model(spec_of_file(meta, version, info.model), info.num_classes)
     except McutrainError as err:
         raise CheckpointError(f"{path}: {err}") from None
     load_numpy_state(model, tensors, source=str(path))

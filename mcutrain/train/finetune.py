@@ -66,7 +66,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     qmodel = model if model is not None else load_qmodel(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     qmodel = _fit_task(qmodel, dataset, cfg)
-    plan = resolve(load_scheme(cfg.scheme, qmodel.spec.name), qmodel.spec)
+    plan = resolve(load_scheme(cfg.scheme, qmodel.spec), qmodel.spec)
     # The channels worth updating become the first k, which every executor then updates. The
     # permutation is a function of (model, plan): the pair identifies the cached prefix too.
     identity = (qmodel.first_conv, plan.scheme)

@@ -22,7 +22,7 @@ from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import append_jsonl
 from mcutrain.io.container import read_container, write_container
-from mcutrain.models import MobileNetLike, build_model, get_spec
+from mcutrain.models import MobileNetLike, NetSpec, build_model, resolve_spec, spec_to_json
 from mcutrain.train.checkpoint import CheckpointInfo, load_numpy_state, save_checkpoint, state_to_numpy
 from mcutrain.train.evaluate import evaluate
 
@@ -32,7 +32,7 @@ STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    model: str
+    model: str  # a zoo name or an architecture .json file
     data: str
     out: str
     epochs: int = 12
@@ -46,7 +46,7 @@ class PretrainConfig:
     seed: int = 0
 
     def resolved_resolution(self) -> int:
-        return self.resolution or get_spec(self.model).default_resolution
+        return self.resolution or resolve_spec(self.model).default_resolution
 
 
 def run_paths(out: str) -> dict[str, Path]:
@@ -60,14 +60,14 @@ def run_paths(out: str) -> dict[str, Path]:
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
              progress: bool = True, log=print) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns a summary with test accuracy."""
-    _check_config(cfg)
+    spec = _check_config(cfg)
     paths = run_paths(cfg.out)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
-    resolution = cfg.resolved_resolution()
+    resolution = cfg.resolution or spec.default_resolution
     prep = Preprocessing()
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, dataset.num_classes)
+    model = build_model(spec, dataset.num_classes)
     optimizer = _make_optimizer(model, cfg)
     start_epoch = _restore_or_start(cfg, paths, model, optimizer, resume=resume, force=force, log=log)
 
@@ -84,13 +84,13 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
                   "val_loss": val["loss"], "seconds": round(seconds, 2)}
         append_jsonl(paths["metrics"], record)
         _save_state(paths["state"], cfg, model, optimizer, epoch + 1)
-        save_checkpoint(paths["checkpoint"], model, _info(cfg, dataset, resolution, prep, record))
+        save_checkpoint(paths["checkpoint"], model, _info(cfg, spec.name, dataset, resolution, prep, record))
         log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f} "
             f"acc {train_stats['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
             f"{train_stats['images_per_s']:.0f} img/s")
 
     test = evaluate(model, dataset.test, resolution, prep)
-    summary = {"checkpoint": str(paths["checkpoint"]), "model": cfg.model, "data": cfg.data,
+    summary = {"checkpoint": str(paths["checkpoint"]), "model": spec.name, "data": cfg.data,
                "resolution": resolution, "epochs": cfg.epochs, "test_accuracy": test["accuracy"],
                "test_n": test["n"]}
     return summary
@@ -140,8 +140,8 @@ def _make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
                            lr=cfg.lr, momentum=cfg.momentum)
 
 
-def _check_config(cfg: PretrainConfig) -> None:
-    get_spec(cfg.model)
+def _check_config(cfg: PretrainConfig) -> NetSpec:
+    spec = resolve_spec(cfg.model)
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise McutrainError(f"--{name.replace('_', '-')} must be at least 1")
@@ -149,23 +149,26 @@ def _check_config(cfg: PretrainConfig) -> None:
         raise McutrainError("--lr must be positive")
     if cfg.resolution < 0 or (cfg.resolution and cfg.resolution < 8):
         raise McutrainError("--resolution must be at least 8")
+    return spec
 
 
-def _info(cfg: PretrainConfig, dataset: SplitDataset, resolution: int, prep: Preprocessing,
+def _info(cfg: PretrainConfig, name: str, dataset: SplitDataset, resolution: int, prep: Preprocessing,
           last: dict) -> CheckpointInfo:
-    return CheckpointInfo(model=cfg.model, num_classes=dataset.num_classes, resolution=resolution,
+    return CheckpointInfo(model=name, num_classes=dataset.num_classes, resolution=resolution,
                           classes=dataset.classes, preprocessing=prep.to_dict(), dataset=cfg.data,
                           training={"config": asdict(cfg), "last_epoch": last})
 
 
-def _save_state(path: Path, cfg: PretrainConfig, model: torch.nn.Module,
+def _save_state(path: Path, cfg: PretrainConfig, model: MobileNetLike,
                 optimizer: torch.optim.SGD, epochs_done: int) -> None:
     tensors = {f"model/{k}": v for k, v in state_to_numpy(model).items()}
     for i, p in enumerate(_params(optimizer)):
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[f"momentum/{i}"] = buf.detach().numpy()
-    write_container(path, STATE_KIND, STATE_VERSION, {"config": asdict(cfg), "epochs_done": epochs_done}, tensors)
+    # The spec itself, not only cfg.model: a JSON architecture edited between runs must not resume.
+    meta = {"config": asdict(cfg), "epochs_done": epochs_done, "spec": spec_to_json(model.spec)}
+    write_container(path, STATE_KIND, STATE_VERSION, meta, tensors)
 
 
 def _restore_or_start(cfg: PretrainConfig, paths: dict[str, Path], model: torch.nn.Module,
@@ -184,6 +187,7 @@ def _restore_or_start(cfg: PretrainConfig, paths: dict[str, Path], model: torch.
         return 0
     meta, tensors = read_container(state_path, STATE_KIND, (STATE_VERSION,))
     _check_same_config(meta["config"], asdict(cfg), state_path)
+    _check_same_spec(meta.get("spec"), model.spec, state_path)
     load_numpy_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, str(state_path))
     for i, p in enumerate(_params(optimizer)):
         if f"momentum/{i}" in tensors:
@@ -197,6 +201,13 @@ def _check_same_config(saved: dict, current: dict, path: Path) -> None:
     if diff:
         detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise McutrainError(f"cannot resume {path}: the settings differ ({detail})")
+
+
+def _check_same_spec(saved: dict | None, spec: NetSpec, path: Path) -> None:
+    # States written before specs were stored have none: their model was a zoo name, checked above.
+    if saved is not None and saved != spec_to_json(spec):
+        raise McutrainError(f"cannot resume {path}: the architecture {spec.name!r} differs from the one "
+                            f"the run started with (was the .json file edited?)")
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from mcutrain.io.container import read_container, write_container
+from mcutrain.io.container import read_versioned_container, write_container
+
+_ANY_VERSION = tuple(range(1, 100))
 
 
-def tamper(path, kind: str, version: int, change: Callable[[dict, dict], object]) -> None:
-    """Read ``path``, apply ``change(meta, tensors)`` in place, write it back (with a valid checksum)."""
-    meta, tensors = read_container(path, kind, (version,))
+def tamper(path, kind: str, change: Callable[[dict, dict], object]) -> None:
+    """Read ``path``, apply ``change(meta, tensors)`` in place, write it back under the version it had
+    (with a valid checksum)."""
+    version, meta, tensors = read_versioned_container(path, kind, _ANY_VERSION)
     change(meta, tensors)
     write_container(path, kind, version, meta, tensors)

@@ -9,7 +9,7 @@ import pytest
 
 from mcutrain.errors import CheckpointError
 from mcutrain.io.atomic import append_jsonl, atomic_write_bytes
-from mcutrain.io.container import read_container, write_container
+from mcutrain.io.container import peek_container, read_container, read_versioned_container, write_container
 
 TENSORS = {"w": np.arange(12, dtype=np.int8).reshape(3, 4), "b": np.array([1.5, -2.0], np.float32)}
 
@@ -27,6 +27,16 @@ def test_round_trip(good):
     assert set(tensors) == {"w", "b"}
     np.testing.assert_array_equal(tensors["w"], TENSORS["w"])
     assert tensors["w"].dtype == np.int8
+
+
+def test_version_and_header_only_reads(good, tmp_path):
+    assert read_versioned_container(good, "thing", (1, 3))[:2] == (3, {"name": "x", "n": [1, 2]})
+    assert peek_container(good) == ("thing", 3, {"name": "x", "n": [1, 2]})
+    (tmp_path / "short").write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="not an mcutrain file"):
+        peek_container(tmp_path / "short")
+    with pytest.raises(CheckpointError, match="no such file"):
+        peek_container(tmp_path / "none")
 
 
 def test_wrong_kind_and_version(good):
