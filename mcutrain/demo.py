@@ -94,7 +94,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     model, info, prep, own = _backbone(cfg, progress, result)
     qmodel = _quantize(model, info, own, cfg, progress, result, out)
     task, qmodel = _new_task(qmodel, cfg, progress, result)
-    contrib = _contribution(out / "model-int8.safetensors", cfg, progress, result)
+    contrib = _contribution(out / "model-int8.safetensors", len(qmodel.convs()), cfg, progress, result)
     scheme, plan, search_outcome = _search(qmodel, contrib, cfg, progress, result, out)
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
     samples = _samples(task, prepared, cfg)
@@ -163,7 +163,7 @@ def _new_task(qmodel, cfg: DemoConfig, progress: Progress, result: dict):
     return task, new_head(qmodel, task.classes)
 
 
-def _contribution(model_path: Path, cfg: DemoConfig, progress: Progress, result: dict):
+def _contribution(model_path: Path, n_convs: int, cfg: DemoConfig, progress: Progress, result: dict):
     """The bundled analysis if it was made from this very file and task; else a quick one."""
     from mcutrain.io.atomic import file_sha256
     from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
@@ -180,11 +180,13 @@ def _contribution(model_path: Path, cfg: DemoConfig, progress: Progress, result:
                                       f"{doc.get('runs', '?')} runs; same model file and task)")
             result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB)}
             return cached
-    progress.stage("contrib", "contribution analysis: quick (last 12 convs, ratios 1/4 and 1, 300 samples, "
-                              "1 epoch per run)")
+    layers = min(12, n_convs)  # small networks: every conv
+    progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
+                              f"1 epoch per run)")
     acfg = AnalysisConfig(model=str(model_path), data=cfg.task, out=str(Path(cfg.out) / "contrib.json"),
                           epochs=1, train_subset=300, eval_subset=300, lr=0.01, seed=cfg.seed,
-                          layers="last:12", ratios="1/4,1", bias_grid="1,2,4,8,16")
+                          layers=f"last:{layers}", ratios="1/4,1",
+                          bias_grid=[k for k in (1, 2, 4, 8, 16) if k <= n_convs])
     doc = analyze(acfg, progress=True)
     result["contrib"] = {"source": "quick", "path": acfg.out}
     return contrib_from_doc(doc)

@@ -58,3 +58,27 @@ def test_report_folder(demo):
     summary = json.loads((files[0]).read_text())
     assert summary["search"]["scheme"] == r["search"]["scheme"]
     assert "mnist-5k" in files[1].read_text()
+
+
+def test_own_checkpoint_runs_the_quick_analysis(tmp_path):
+    """A user's model (a JSON architecture with 11 convs, fewer than the quick analysis' widest
+    settings) on another task: the quick analysis adapts to the network, the rest runs unchanged."""
+    from mcutrain.models.zoo import forget_loaded_specs
+    from mcutrain.train.pretrain import PretrainConfig, pretrain
+    from tests.helpers.arch import custom_doc, write_doc
+
+    arch = write_doc(tmp_path / "my-tiny.json", custom_doc())
+    ckpt = tmp_path / "mine.safetensors"
+    try:
+        pretrain(PretrainConfig(model=str(arch), data="digits", out=str(ckpt), epochs=2, batch_size=32, lr=0.05),
+                 progress=False, log=lambda _m: None)
+        cfg = DemoConfig(checkpoint=str(ckpt), task="mnist-5k", contrib="quick", sram_budget="64KB",
+                         flash_budget="256KB", own_eval_samples=100, steps=40, eval_samples=40, eval_every=20,
+                         device_steps=0, population=6, generations=2, lr=0.02, out=str(tmp_path / "demo"))
+        r = run_demo(cfg)
+    finally:
+        forget_loaded_specs()
+    assert r["contrib"]["source"] == "quick"
+    assert r["compiled"]["total_sram_bytes"] <= 64 * 1024 - STACK_RESERVE_BYTES
+    assert r["device"] == {"skipped": "skipped (--device-steps 0)"}
+    assert len(r["losses"]) == 40 and np.all(np.isfinite(r["losses"]))
