@@ -33,7 +33,12 @@ def stamp(command: str) -> dict:
 
 
 def write_results(name: str, payload: dict, markdown: str) -> None:
+    """The JSON beside the page; every page carries its stamp (command, date, machine, load) even when
+    its own text does not say it."""
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
+    if payload.get("date") and payload["date"] not in markdown:
+        markdown = markdown.rstrip() + (f"\n\n_Measured {payload['date']} with `{payload.get('command', '?')}` on "
+                                        f"{payload.get('machine', '?')} (1-minute load {payload.get('load_average_1min')})._")
     atomic_write_text(DOCS / f"{name}.md", markdown.rstrip() + "\n")
 
 
