@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = [  # (name, module, argv)
+    ("demo", "bench.demo_run", []),
     ("float_throughput", "bench.float_throughput", []),
     ("sim_throughput", "bench.sim_throughput", []),
     ("memory_ladder", "bench.memory_ladder", []),
