@@ -365,29 +365,26 @@ def emit_mbconv_grad(ctx: OpContext) -> Emitted:
     lines = list(pointers)
     if chain.lazy_name is not None:
         lines.append(_lazy_init(chain))
-    for phase in ("pre",):
-        parts = op.attr(phase, ())
-        if parts:
-            channels = chain.shape(chain.lazy_name)[1]
-            phase_where: dict[str, str] = {}
-            body = [s for p in parts for s in _part(chain, p, "o", phase_where, slots, masks)]
-            lines.append(f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment(phase)}")
-            lines += ["    " + s for s in body] + ["}"]
+    lines += _output_channel_loop(chain, op.attr("pre", ()), "pre", slots, masks)
     where: dict[str, str] = {}
     body = list(recompute)
     for part in op.attr("parts"):
         body += _part(chain, part, "c", where, slots, masks)
     lines.append(f"for (int32_t c = 0; c < {op.attr('channels')}; ++c) {{")
     lines += ["    " + s for s in body] + ["}"]
-    post = op.attr("post", ())
-    if post:
-        channels = chain.shape(chain.lazy_name)[1]
-        post_where: dict[str, str] = {}
-        body = [s for p in post for s in _part(chain, p, "o", post_where, slots, masks)]
-        lines.append(f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment('post')}")
-        lines += ["    " + s for s in body] + ["}"]
+    lines += _output_channel_loop(chain, op.attr("post", ()), "post", slots, masks)
     code = "{\n" + "\n".join("        " + line for line in lines) + "\n    }"
     return Emitted(tuple(chain.decls), code)
+
+
+def _output_channel_loop(chain, parts, phase: str, slots, masks) -> list[str]:
+    """The pre / post phase: a loop over the block's output channels (o) running ``parts``."""
+    if not parts:
+        return []
+    channels = chain.shape(chain.lazy_name)[1]
+    where: dict[str, str] = {}
+    body = [s for p in parts for s in _part(chain, p, "o", where, slots, masks)]
+    return [f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment(phase)}"] + ["    " + s for s in body] + ["}"]
 
 
 FUSED_EMITTERS = {"mbconv_rows": emit_mbconv_rows, "mbconv_grad": emit_mbconv_grad}

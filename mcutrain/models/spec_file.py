@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from mcutrain.errors import ModelError
 from mcutrain.io.atomic import atomic_write_text
+from mcutrain.io.jsonfile import read_json_file
 from mcutrain.models.specs import ALL_SPECS, BlockSpec, NetSpec
 
 FORMAT = "mcutrain-arch"
@@ -72,17 +72,7 @@ def spec_from_json(doc: Any, *, embedded: bool = False) -> NetSpec:
 
 def read_spec_file(path: str | os.PathLike) -> NetSpec:
     """Parse and validate the architecture file ``path``; every error names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such architecture file")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ModelError(f"{path}: not a JSON file ({err})") from None
-    try:
-        return spec_from_json(doc)
-    except ModelError as err:
-        raise ModelError(f"{path}: {err}") from None
+    return read_json_file(path, spec_from_json, ModelError, "no such architecture file")
 
 
 def write_spec_file(path: str | os.PathLike, spec: NetSpec) -> None:

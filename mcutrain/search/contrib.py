@@ -47,6 +47,7 @@ from tqdm import tqdm
 from mcutrain.data import SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import atomic_write_text
+from mcutrain.io.jsonfile import read_json_file
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.search.cache import RunCache
@@ -260,17 +261,7 @@ class Contrib:
 
 def load_contrib(path: str | os.PathLike) -> Contrib:
     """Read and validate contrib.json; every error names the file."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise McutrainError(f"{path}: no such file (make it with `mcutrain analyze`)") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise McutrainError(f"{path}: not a JSON file ({err})") from None
-    try:
-        return contrib_from_doc(doc)
-    except McutrainError as err:
-        raise McutrainError(f"{path}: {err}") from None
+    return read_json_file(path, contrib_from_doc, McutrainError, "no such file (make it with `mcutrain analyze`)")
 
 
 def contrib_from_doc(doc: dict) -> Contrib:

@@ -44,10 +44,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from mcutrain.io.atomic import atomic_write_text
+from mcutrain.io.jsonfile import read_json_file
 from mcutrain.models.specs import NetSpec
 from mcutrain.models.zoo import ConvShape, conv_shapes, get_spec
 from mcutrain.sparse.errors import SchemeError
@@ -320,17 +320,7 @@ def load_scheme(path_or_name: str | os.PathLike, model: str | NetSpec) -> Scheme
 
 def read_scheme_file(path: str | os.PathLike, spec: NetSpec) -> Scheme:
     """Parse and validate the JSON scheme file ``path``; every error names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SchemeError(f"{path}: no such scheme file")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise SchemeError(f"{path}: not a JSON file ({err})") from None
-    try:
-        return scheme_from_json(doc, spec)
-    except SchemeError as err:
-        raise SchemeError(f"{path}: {err}") from None
+    return read_json_file(path, lambda doc: scheme_from_json(doc, spec), SchemeError, "no such scheme file")
 
 
 def _looks_like_path(text: str) -> bool:
