@@ -276,7 +276,10 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = list(results)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    cols = 2
+    rows_n = -(-len(keys) // cols)
+    fig, grid = plt.subplots(rows_n, cols, figsize=(5.2 * cols, 4.0 * rows_n), squeeze=False)
+    axes = [list(grid.flat)]
     marks = {"searched": ("*", "tab:red", 140), "paper": ("o", "tab:blue", 40), "baseline": ("s", "tab:gray", 40)}
     for ax, key in zip(axes[0], keys):
         pair = results[key]
@@ -289,8 +292,8 @@ def plot(results: dict, path: Path) -> None:
                             fontsize=6, xytext=(3, 3), textcoords="offset points")
         for b in pair["budgets"]:
             ax.axvline(b / KB, color="tab:red", alpha=0.25, lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("total SRAM (KB, exact compile figure, log)")
+        ax.set_xlim(0, 265)
+        ax.set_xlabel("total SRAM (KB, exact compile figure; red lines: budgets)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(key, fontsize=9)
         ax.grid(alpha=0.3)
