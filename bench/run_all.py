@@ -1,8 +1,9 @@
 """`make bench`: regenerate every published figure in docs/results, each stamped with its command.
 
-Steps run in order, each a module's `main(argv)`; BENCH_ONLY=name1,name2 runs a subset. The int8
-training experiments take most of the time (about an hour on 2 cores); the throughput benchmarks a
-few minutes.
+Steps run in order, each a module's `main(argv)`; BENCH_ONLY=name1,name2 runs a subset (names: the
+first column of STEPS). On this 2-core machine: the demo, the throughput, memory, C and QEMU benchmarks
+a few minutes each; the int8 training experiments about an hour and the search validation about
+half an hour (their fine-tunes dominate). ONNX Runtime training comes from `make ort-venv`.
 """
 
 from __future__ import annotations
