@@ -19,7 +19,6 @@ import random
 from typing import Callable
 
 from mcutrain.engine.memory import DEFAULT_ALIGNMENT, Buffer, Plan, align_up, check_plan, lower_bound, plan_greedy
-from mcutrain.engine.memory.planners import first_fit
 from mcutrain.engine.memory.records import canonical
 
 __all__ = ["ORDERS", "TRIALS", "plan_best", "plan_in_order"]
