@@ -24,5 +24,5 @@ from mcutrain.codegen.generate import (ACCUMULATE, CODEGEN_PASSES, compile_for_c
                                       unsupported_kinds)
 from mcutrain.codegen.host import HostEngine, build_host, run_sanitized
 
-__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "CodegenError", "HostEngine", "build_host", "compile_for_codegen", "generate", "render",
-           "run_sanitized", "unsupported_kinds"]
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "CodegenError", "HostEngine", "build_host", "compile_for_codegen",
+           "generate", "render", "run_sanitized", "unsupported_kinds"]

@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from mcutrain.codegen import ACCUMULATE, CodegenError, build_host, compile_for_codegen, generate, render
+from mcutrain.codegen import ACCUMULATE, CodegenError, HostEngine, build_host, compile_for_codegen, generate, render
 from mcutrain.codegen.check import float_outputs, op_by_op, side_by_side
 from mcutrain.codegen.generate import FILES, KERNEL_FILES
 from mcutrain.codegen.host import CFLAGS, build, compiler
@@ -114,3 +114,21 @@ def test_float32_training_stays_within_tolerance_of_the_reference(tmp_path, name
     assert d["differing_fraction"] <= 1e-3
     assert d["loss_rel_error"] <= 1e-5
     assert d["moved"] >= 50
+
+
+def test_a_snapshot_restores_across_modes(tmp_path):
+    """The save layout does not depend on the mode (docs/firmware.md says so): only int8 / int32 parameters."""
+    program = _program("tiny", 32, "full")
+    images, labels = _data(32, 3)
+    engines = {}
+    for mode in ACCUMULATE:
+        generate(program, tmp_path / mode, accumulate=mode)
+        engines[mode] = HostEngine(build_host(tmp_path / mode))
+        assert engines[mode].accumulate == mode
+    for x, y in zip(images, labels):
+        engines["float32"].train_step(x, int(y))
+    engines["float64"].restore(engines["float32"].save())
+    assert engines["float64"].step == 3
+    trained, restored = engines["float32"].parameters(), engines["float64"].parameters()
+    assert all(np.array_equal(trained[k], restored[k]) for k in trained)
+    assert not np.array_equal(trained["classifier.bias"], program.train.graph.constants["classifier.bias"])
