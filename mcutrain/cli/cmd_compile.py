@@ -4,6 +4,8 @@ With ``--target host|cortex-m7 --out DIR`` it also generates the C program into 
 host library (``mcutrain run`` drives it through ctypes) or a Cortex-M7 firmware (STM32F746 map, also
 linked against a strict 256 KB SRAM map; ``mcutrain run`` drives it under QEMU). DIR gets
 ``target.json``: what ``run`` needs to feed the program (resolution, input quantization, classes).
+``--accumulate float32`` generates the C with float32 backward accumulators (the folder's sources
+carry the mode, ``target.json`` and ``manifest.json`` say it; see ``mcutrain.codegen.generate``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from mcutrain.cli.commands import HELP
 from mcutrain.codegen.cortex_m7 import STM32F746
+from mcutrain.codegen.generate import ACCUMULATE
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.engine.compile import compile_training, format_report
 from mcutrain.errors import McutrainError
@@ -49,6 +52,13 @@ def register(subparsers) -> None:
                         "the passes the C target supports; --whole-image does not apply)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the generated C and the build (with --target)")
+    p.add_argument("--accumulate", choices=tuple(ACCUMULATE), default=None,
+                   help="the C backward's accumulators (with --target): float64 (default) sums its "
+                        "contractions in double, bit-equal to the NumPy reference executor; float32 sums them "
+                        "in float: about half the instructions per training step on the Cortex-M7 (its FPU is "
+                        "single-precision, double is soft-float), forward still bit-exact, backward within "
+                        "float32 rounding of the reference. Written into the generated C (no build flag "
+                        "needed), manifest.json and target.json")
     p.add_argument("--sram-kb", type=int, default=STM32F746.ram_bytes // 1024,
                    help="SRAM of the cortex-m7 memory map in KiB (default: the STM32F746's 320)")
     p.add_argument("--flash-kb", type=int, default=STM32F746.flash_bytes // 1024,
@@ -70,6 +80,9 @@ def load_model(model: str, resolution: int):
 def run(args) -> int:
     if (args.target is None) != (args.out is None):
         raise McutrainError("--target and --out go together: --target host|cortex-m7 --out DIR")
+    if args.accumulate is not None and args.target is None:
+        raise McutrainError(f"--accumulate {args.accumulate} applies to the generated C: add --target "
+                            f"host|cortex-m7 --out DIR")
     qmodel = load_model(args.model, args.resolution)
     plan = resolve(load_scheme(args.scheme, qmodel.spec), qmodel.spec)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
@@ -101,6 +114,7 @@ def run(args) -> int:
         if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
             memory = replace(memory, name=f"{args.flash_kb}kb-flash-{args.sram_kb}kb-sram")
         summary["target"] = build_target(program, qmodel, plan, args.target, args.out, memory=memory,
+                                         accumulate=args.accumulate or "float64",
                                          log=lambda m: print(m, file=sys.stderr))
     emit(args, summary, _human)
     return 0
@@ -116,10 +130,11 @@ def _human(s: dict) -> str:
 
 
 def _target_line(t: dict) -> str:
+    accumulators = f"{t['accumulate']} backward accumulators"
     if t["target"] == "host":
-        return f"  host build      {t['out']}/{t['library']}"
+        return f"  host build      {t['out']}/{t['library']} ({accumulators})"
     f, strict = t["footprint"], t["strict"]
     fits = "fits" if strict["fits"] else "does NOT fit (" + strict["why"] + ")"
     return (f"  cortex-m7       {t['out']}/{t['elf']}: Flash {f['flash_bytes']:,} bytes, static SRAM "
-            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run); "
+            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run), {accumulators}; "
             f"{strict['memory_map']['name']}: {fits}")

@@ -5,7 +5,8 @@ from the dataset's train split (training) and test split (held-out accuracy befo
 turned into the model's int8 input the way training in simulation does (``mcutrain.codegen.samples``).
 For the Cortex-M7 the result adds what the firmware costs: SRAM (.data + .bss + the stack's measured
 high-water mark), Flash (.isr_vector + .text + .rodata + .ARM.exidx + .data), and instructions per
-step and per inference counted by QEMU (-icount): instructions, not cycles.
+step and per inference counted by QEMU (-icount): instructions, not cycles. The result names the
+backward's accumulator mode the folder was generated with (``accumulate``, from ``target.json``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def run(args) -> int:
 
     runner = run_host if target["target"] == "host" else run_cortex_m7
     result = {"folder": str(args.folder), "target": target["target"], "model": target["model"],
-              "resolution": target["resolution"], "scheme": target["scheme"], "data": args.data,
+              "resolution": target["resolution"], "scheme": target["scheme"], "accumulate": target["accumulate"],
+              "data": args.data,
               **runner(Path(args.folder), target, train, held_out)}
     emit(args, result, _human)
     return 0
@@ -64,8 +66,8 @@ def run(args) -> int:
 
 def _human(r: dict) -> str:
     losses = r["losses"]
-    lines = [f"{r['model']} @ {r['resolution']}, {r['scheme']} on {r['target']}: {len(losses)} steps on {r['data']} "
-             f"in {r['seconds']:.2f} s"]
+    lines = [f"{r['model']} @ {r['resolution']}, {r['scheme']} on {r['target']} ({r['accumulate']} backward "
+             f"accumulators): {len(losses)} steps on {r['data']} in {r['seconds']:.2f} s"]
     if losses:
         k = max(1, len(losses) // 5)
         lines.append(f"  loss            first {k}: {np.mean(losses[:k]):.4f}, last {k}: {np.mean(losses[-k:]):.4f}")

@@ -9,6 +9,9 @@ contract; tests, benchmarks and the CLI check it the same way.
   * ``op_by_op``: one training step and one prediction with a trace build: every op output in the C
     arena right after the op against the executor's record (int8 / int32 and packed masks byte for
     byte, float32 to a relative 1e-5).
+  * ``float_outputs``: the same traced step, the float32 outputs only, counted bit for bit: how many
+    elements differ from the reference and by how much (float64 accumulators: none; float32
+    accumulators: most, by float32 rounding).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from mcutrain.codegen.host import HostEngine
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import Trace, differences
 
-__all__ = ["SideBySide", "op_by_op", "side_by_side"]
+__all__ = ["SideBySide", "float_outputs", "op_by_op", "side_by_side"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,9 @@ def side_by_side(program, lib_path, images: np.ndarray, labels: np.ndarray, prob
     return SideBySide(d, all(before), all(after), ms["ct"], ms["nt"], ms["cp"], ms["np"])
 
 
-def op_by_op(program, trace_lib_path, image: np.ndarray, label: int) -> dict[str, str]:
-    """One training step and one prediction, compared after every op: tensor -> what differs
-    (empty: every op output of both programs matches). Needs a library built with ``trace=True``."""
+def _traced(program, trace_lib_path, image: np.ndarray, label: int) -> tuple[dict, tuple[dict, dict]]:
+    """One training step and one prediction on both: ({(stage, tensor): C arena bytes right after the
+    op that wrote it}, (the executor's training record, its inference record))."""
     engine, ref = HostEngine(trace_lib_path), Executor(program)
     stages = (program.train, program.inference)
     seen: dict[tuple[int, str], np.ndarray] = {}
@@ -86,6 +89,14 @@ def op_by_op(program, trace_lib_path, image: np.ndarray, label: int) -> dict[str
     engine.predict(image)
     ref.predict(image, record=recorded[1])
     engine.set_trace(None)
+    return seen, recorded
+
+
+def op_by_op(program, trace_lib_path, image: np.ndarray, label: int) -> dict[str, str]:
+    """One training step and one prediction, compared after every op: tensor -> what differs
+    (empty: every op output of both programs matches). Needs a library built with ``trace=True``."""
+    stages = (program.train, program.inference)
+    seen, recorded = _traced(program, trace_lib_path, image, label)
     problems = {}
     for stage, record in enumerate(recorded):
         for name, value in record.items():
@@ -98,6 +109,27 @@ def op_by_op(program, trace_lib_path, image: np.ndarray, label: int) -> dict[str
             if problem:
                 problems[f"{('train', 'inference')[stage]}:{name}"] = problem
     return problems
+
+
+def float_outputs(program, trace_lib_path, image: np.ndarray, label: int) -> dict:
+    """The float32 op outputs of one training step (and a prediction) against the reference, bit for
+    bit: {"tensors", "elements", "differing" (elements not bit-equal), "worst_relative" (largest
+    |difference| over the tensor's largest |value|)}. Needs a library built with ``trace=True``."""
+    stages = (program.train, program.inference)
+    seen, recorded = _traced(program, trace_lib_path, image, label)
+    out = {"tensors": 0, "elements": 0, "differing": 0, "worst_relative": 0.0}
+    for stage, record in enumerate(recorded):
+        for name, value in record.items():
+            if stages[stage].graph.tensor(name).dtype != "float32" or (stage, name) not in seen:
+                continue
+            actual = seen[(stage, name)].view(np.float32).reshape(value.shape)
+            scale = max(float(np.abs(value).max(initial=0)), 1e-30)
+            out["tensors"] += 1
+            out["elements"] += value.size
+            out["differing"] += int(np.count_nonzero(actual != value))
+            worst = float(np.abs(actual.astype(np.float64) - value).max(initial=0)) / scale
+            out["worst_relative"] = max(out["worst_relative"], worst)
+    return out
 
 
 def _compare(dtype: str, got: np.ndarray, value: np.ndarray) -> str:

@@ -19,9 +19,11 @@ The harness (``board/harness.c``) reads samples from the host through semihostin
 lines; the runner here writes the input file (``INPUT_FORMAT``), starts QEMU with
 ``-icount shift=0,align=off,sleep=off`` (one instruction = 1 ns of virtual time, so timer ticks count
 instructions: 40 per tick, checked on every run against a loop of known length) and parses the lines.
-A run equals the host build bit for bit (losses, logits, trained parameters): the forward is integer,
-the loss uses the kernels' own exp/log (not newlib's or glibc's libm), float32 is IEEE with no
-contraction on both, and the float64 accumulators are soft-float here, rounded as IEEE requires.
+A run equals the host build of the same folder bit for bit (losses, logits, trained parameters), in
+either accumulator mode (``generate(..., accumulate=)``): the forward is integer, the loss uses the
+kernels' own exp/log (not newlib's or glibc's libm), float32 is IEEE with no contraction on both, and
+float64 accumulators are soft-float here, rounded as IEEE requires. The mode is in the folder's
+sources (``mct_kernels.h``); the build reports it (``accumulate``) and needs no flag for it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from string import Template
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.host import CFLAGS, read_manifest
+from mcutrain.codegen.host import CFLAGS, accumulate_of, read_manifest
 
 __all__ = ["BOARD_FILES", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746", "ToolMissingError",
            "UNDER_256KB", "build_cortex_m7", "elf_footprint", "object_footprint", "run_qemu", "tools_available"]
@@ -133,8 +135,9 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
     """Copy the board files into the generated ``folder``, compile, check and link ``firmware.elf``
     for ``memory`` (raises ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the
     strict map too (``firmware-<name>.elf``; reported, never raised). ``defines`` (``NAME=VALUE``) go
-    to the compiler as -D (e.g. ``MCT_ACC_T=float``: faster, no longer bit-equal to the host build).
-    Returns the build report."""
+    to the compiler as -D; the accumulator is NOT one of them: it is the folder's, fixed when it was
+    generated (``generate(..., accumulate="float32")``; a conflicting -DMCT_ACC_T fails the build).
+    Returns the build report (``accumulate``: the folder's mode)."""
     _require("arm-none-eabi-gcc", "arm-none-eabi-size")
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -143,7 +146,8 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
     objects = _compile(folder, list(manifest["sources"]) + list(BOARD_SOURCES), [f"-D{d}" for d in defines])
     needed = object_footprint(objects, memory.stack_bytes)
     elf = _link_checked(folder, objects, memory, needed, folder / "firmware.elf")
-    report = {"memory_map": asdict(memory), "elf": elf.name, "objects_footprint": needed,
+    report = {"memory_map": asdict(memory), "elf": elf.name, "accumulate": accumulate_of(manifest),
+              "objects_footprint": needed,
               "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS) + [f"-D{d}" for d in defines]}
     if strict is not None:
         report["strict"] = _strict(folder, objects, strict)

@@ -13,6 +13,21 @@ training and inference plans) holds every tensor at its planned offset (``Stage.
 buffers included; the trained slices of parameters are ``static`` arrays (SRAM) that ``mct_init``
 fills from Flash. ``manifest.json`` describes the result for tools (shapes, sizes, the save layout).
 
+The backward's accumulators (``accumulate``): "float64" (the default) sums the backward's
+contractions in ``double`` like the reference's float64 sums, so the host build equals the NumPy
+reference executor to its float rounding; "float32" sums them in ``float``: on a single-precision FPU
+(the Cortex-M7) the soft-float double is about half of a training step, and float32 halves it, at the
+price of parity with the reference (forward still bit-exact; losses and trained parameters within the
+tolerance ``tests/codegen/test_codegen_accumulate.py`` states). Decision: a GENERATE-TIME option, not
+a build define. The generated folder is what goes into a firmware project, so it must carry its
+arithmetic: the mode is written into the folder's ``mct_kernels.h`` (``#define MCT_ACC_T float``),
+``model.h`` (``MCT_ACC_BITS``, checked by ``model.c`` at compile time against the kernel header it is
+built with) and ``manifest.json`` (``"accumulate"``); the host build, the Cortex-M7 build,
+``target.json`` and ``mcutrain run`` all read it from there, and no one has to remember a -D flag (a
+conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Werror). The default
+mode's files differ from before only by the mode's own lines (manifest key, ``MCT_ACC_BITS`` and its
+check); its kernel header is the library's, byte for byte.
+
 Only programs made of op kinds with a C kernel can be generated (``unsupported_kinds``): since the
 fused kernels of ``c/mct_fused.{h,c}`` that is every kind of the default pipeline (``CODEGEN_PASSES``,
 ``compile_for_codegen``), with the image streamed: the caller's image pointer (RAM or Flash) is the
@@ -36,7 +51,7 @@ from mcutrain.codegen.storage import (SAVE_HEADER_BYTES, SAVE_MAGIC, ParamStorag
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import PIPELINE
 
-__all__ = ["CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
@@ -45,6 +60,9 @@ KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": 
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
 SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
+# Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default.
+ACCUMULATE = {"float64": ("double", 64), "float32": ("float", 32)}
+ACC_LINE = "#define MCT_ACC_T double\n"  # the line of c/mct_kernels.h that fixes the accumulator
 
 # The passes whose op kinds have C kernels: all of the default pipeline (the fused row pipelines and
 # channel-by-channel block backwards included, ``c/mct_fused.h``).
@@ -90,24 +108,44 @@ def check_supported(program) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def render(program, title: str = "mcutrain training program") -> dict[str, str]:
-    """Every file of the generated folder, as text (pure: no file is written)."""
+def check_accumulate(accumulate: str) -> tuple[str, int]:
+    """(C type, bits) of an accumulator mode; a clear error for any other name."""
+    if accumulate not in ACCUMULATE:
+        raise CodegenError(f"accumulate={accumulate!r} is not a mode; modes: {', '.join(ACCUMULATE)} "
+                           f"(float64: bit-equal to the reference, float32: faster on a single-precision FPU)")
+    return ACCUMULATE[accumulate]
+
+
+def render(program, title: str = "mcutrain training program", *, accumulate: str = "float64") -> dict[str, str]:
+    """Every file of the generated folder, as text (pure: no file is written); ``accumulate``: the
+    backward's accumulators, "float64" or "float32" (module docstring)."""
+    check_accumulate(accumulate)
     check_supported(program)
     storages = parameter_storage(program)
     params = {s.name: s for s in storages}
     symbols = Symbols(_all_constants(program), params)
     stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
-    values = _values(program, storages, symbols, stages, title)
+    values = _values(program, storages, symbols, stages, title, accumulate)
     files = {"model.h": _template("model.h.in").substitute(values),
              "model.c": _template("model.c.in").substitute(values),
              "manifest.json": _manifest(program, storages, values)}
     files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
+    files["mct_kernels.h"] = _with_accumulator(files["mct_kernels.h"], accumulate)
     return files
 
 
-def generate(program, folder, title: str = "mcutrain training program") -> list[Path]:
-    """Render the program and write its files into ``folder`` (created); returns their paths."""
-    files = render(program, title)
+def _with_accumulator(header: str, accumulate: str) -> str:
+    """The kernel header with ``MCT_ACC_T`` defined as the mode's C type (the library's text for float64)."""
+    if header.count(ACC_LINE) != 1:
+        raise CodegenError(f"c/mct_kernels.h must define the accumulator on exactly one line {ACC_LINE.strip()!r}")
+    ctype, _ = ACCUMULATE[accumulate]
+    return header.replace(ACC_LINE, f"#define MCT_ACC_T {ctype}\n")
+
+
+def generate(program, folder, title: str = "mcutrain training program", *, accumulate: str = "float64") -> list[Path]:
+    """Render the program and write its files into ``folder`` (created); returns their paths.
+    ``accumulate``: the backward's accumulators, "float64" (default) or "float32" (module docstring)."""
+    files = render(program, title, accumulate=accumulate)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -211,15 +249,17 @@ def _summary(program, storages) -> str:
     return "\n".join(f" * {line}" for line in lines)
 
 
-def _values(program, storages, symbols: Symbols, stages: Mapping, title: str) -> dict[str, object]:
+def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, accumulate: str) -> dict[str, object]:
     train, infer = program.train, program.inference
     (_, channels, height, width) = train.graph.tensor("image").shape
     classes = infer.graph.tensor(infer.graph.outputs[0]).shape[1]
     structs = "\n\n".join(stages["train"][1] + stages["inference"][1])
     save, restore = _save_bodies(storages)
     trainable = trainable_bytes(storages)
+    ctype, bits = ACCUMULATE[accumulate]
     return {
         "title": title, "summary": _summary(program, storages),
+        "accumulate": accumulate, "acc_bits": bits, "acc_type": ctype,
         "image_streamed": int("image" in train.graph.streams and "image" in infer.graph.streams),
         "image_channels": channels, "image_height": height, "image_width": width,
         "image_bytes": channels * height * width, "num_classes": classes,
@@ -255,6 +295,7 @@ def _manifest(program, storages, values: Mapping[str, object]) -> str:
         "title": values["title"],
         **{k: values[k] for k in keys},
         "layout_id": layout_id(storages),
+        "accumulate": values["accumulate"],
         "lr": program.options.lr, "seed": program.options.seed,
         "sources": list(SOURCES),
         "params": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),

@@ -6,7 +6,9 @@ rounding the reference does, and ``-fno-strict-aliasing`` for the typed views of
 the host-only API (``MCT_HOST_API``: the arena, the Flash parameters) and, with ``trace``, a hook
 after every op. ``sanitize`` adds AddressSanitizer + UndefinedBehaviorSanitizer (no recovery).
 ``HostEngine(lib_path)`` runs it through ``ctypes`` with the NumPy executor's interface: ``predict``,
-``train_step``, ``parameters`` (and ``save`` / ``restore`` of the C API).
+``train_step``, ``parameters`` (and ``save`` / ``restore`` of the C API). The backward's accumulator
+type is the folder's (fixed when generated, ``manifest.json``'s ``accumulate``; ``HostEngine.accumulate``):
+the build adds no flag for it.
 
 A sanitized library needs the ASan runtime loaded first in the process: ``run_sanitized`` builds one,
 runs the steps in a fresh Python (``python -m mcutrain.codegen.host``) with ``LD_PRELOAD`` set, and
@@ -30,7 +32,7 @@ import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
 
-__all__ = ["CFLAGS", "HostEngine", "SANITIZE_FLAGS", "build", "build_host", "run_sanitized"]
+__all__ = ["CFLAGS", "HostEngine", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
@@ -93,6 +95,11 @@ def read_manifest(folder) -> dict:
     return json.loads(path.read_text())
 
 
+def accumulate_of(manifest: dict) -> str:
+    """The backward accumulator mode a folder was generated with (folders from before the option: float64)."""
+    return manifest.get("accumulate", "float64")
+
+
 # ----------------------------------------------------------------------------------------------
 
 _OWNER: "weakref.WeakValueDictionary[str, HostEngine]" = weakref.WeakValueDictionary()  # path -> last engine
@@ -111,6 +118,7 @@ class HostEngine:
         m = self.manifest
         self.image_shape = (m["image_channels"], m["image_height"], m["image_width"])
         self.classes = m["num_classes"]
+        self.accumulate = accumulate_of(m)  # "float64" or "float32": the backward's accumulators
         self._lib = ctypes.CDLL(str(self.path))
         self._declare()
         self._hook = None

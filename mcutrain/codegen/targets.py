@@ -3,7 +3,9 @@
 ``mcutrain compile --target T --out DIR`` calls ``build_target``; ``mcutrain run DIR`` calls
 ``read_target``. The generated C says nothing about where its input comes from; ``target.json``
 records it (resolution, preprocessing, the int8 input quantization, the class names) beside the build
-(the host library's name, or the firmware's memory maps and section sizes).
+(the host library's name, or the firmware's memory maps and section sizes) and the backward's
+accumulator mode the folder was generated with (``accumulate``: "float64" or "float32", see
+``generate``; the C sources carry it, ``target.json`` says it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import generate
-from mcutrain.codegen.host import build_host
+from mcutrain.codegen.host import accumulate_of, build_host, read_manifest
 
 __all__ = ["TARGET_FILE", "build_target", "read_target"]
 
@@ -22,24 +24,27 @@ TARGET_FILE = "target.json"
 FORMAT = "mcutrain-target/1"
 
 
-def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746, log=print) -> dict:
-    """Generate ``program`` into ``out``, build it for ``target`` and write ``target.json``; returns it."""
+def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746,
+                 accumulate: str = "float64", log=print) -> dict:
+    """Generate ``program`` into ``out`` with the backward's ``accumulate`` mode ("float64": bit-equal
+    to the reference, "float32": faster on the Cortex-M7), build it for ``target`` and write
+    ``target.json``; returns it."""
+    if target not in ("host", "cortex-m7"):
+        raise CodegenError(f"unknown target {target!r}; targets: host, cortex-m7")
     out = Path(out)
     title = f"{qmodel.spec.name} @{qmodel.resolution}, {plan.scheme}"
-    generate(program, out, title=title)
+    generate(program, out, title=title, accumulate=accumulate)
     info = {"format": FORMAT, "target": target, "out": str(out), "model": qmodel.spec.name,
             "resolution": qmodel.resolution, "scheme": plan.scheme, "num_classes": qmodel.num_classes,
             "classes": list(qmodel.classes), "preprocessing": dict(qmodel.preprocessing),
             "input": {"scale": float(qmodel.input.scale), "zero": int(qmodel.input.zero)},
-            "lr": program.options.lr, "seed": program.options.seed}
+            "lr": program.options.lr, "seed": program.options.seed, "accumulate": accumulate}
     if target == "host":
         log(f"building the host library in {out} ...")
         info["library"] = build_host(out).name
-    elif target == "cortex-m7":
+    else:
         log(f"cross-compiling for the Cortex-M7 ({memory.name}) in {out} ...")
         info.update(build_cortex_m7(out, memory=memory, strict=UNDER_256KB))
-    else:
-        raise CodegenError(f"unknown target {target!r}; targets: host, cortex-m7")
     (out / TARGET_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -52,4 +57,10 @@ def read_target(folder) -> dict:
     info = json.loads(path.read_text())
     if info.get("format") != FORMAT:
         raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
+    info.setdefault("accumulate", "float64")  # folders built before the option
+    generated = accumulate_of(read_manifest(folder))
+    if generated != info["accumulate"]:
+        raise CodegenError(f"{folder}: {TARGET_FILE} says accumulate={info['accumulate']!r} but its C was generated "
+                           f"with {generated!r} (regenerated since it was built?); rebuild it with `mcutrain compile "
+                           f"... --target {info['target']} --accumulate ... --out {folder}`")
     return info

@@ -1,5 +1,7 @@
 """`mcutrain compile --target ... --out DIR` then `mcutrain run DIR`: the JSON users script against, and
-clear errors (flags that go together, a folder not made by compile, a dataset with other classes)."""
+clear errors (flags that go together, a folder not made by compile, a dataset with other classes).
+``--accumulate float32`` goes through compile (the folder's C, manifest.json, target.json) and run
+(host and QEMU, bit-equal to each other)."""
 
 from __future__ import annotations
 
@@ -77,9 +79,29 @@ def test_a_model_over_the_memory_map_is_a_clear_cli_error(tmp_path, digits_model
     assert "region" not in err and not (tmp_path / "firmware.elf").exists()
 
 
+def test_float32_accumulators_go_through_compile_and_run(tmp_path, digits_model):
+    compiled = _compile(digits_model, "host", tmp_path / "host", "--accumulate", "float32")
+    assert compiled["target"]["accumulate"] == "float32"
+    assert json.loads((tmp_path / "host" / "target.json").read_text())["accumulate"] == "float32"
+    assert json.loads((tmp_path / "host" / "manifest.json").read_text())["accumulate"] == "float32"
+    assert "#define MCT_ACC_T float\n" in (tmp_path / "host" / "mct_kernels.h").read_text()
+    host = _run(tmp_path / "host")
+    assert host["accumulate"] == "float32" and sum(host["losses"][-10:]) < sum(host["losses"][:10])
+    assert _run(tmp_path / "host", "--steps", "1")["accumulate"] == "float32"
+    if M7_TOOLS is None:
+        target = _compile(digits_model, "cortex-m7", tmp_path / "m7", "--accumulate", "float32")["target"]
+        assert target["accumulate"] == "float32"
+        m7 = _run(tmp_path / "m7")
+        assert m7["accumulate"] == "float32" and m7["losses"] == host["losses"]  # bit-equal, same mode
+    default = _compile(digits_model, "host", tmp_path / "default")
+    assert default["target"]["accumulate"] == "float64" and _run(tmp_path / "default")["accumulate"] == "float64"
+
+
 def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
     assert main(["compile", digits_model, "--scheme", "last-layer", "--target", "host"]) == 2
     assert "--target and --out go together" in capsys.readouterr().err
+    assert main(["compile", digits_model, "--scheme", "last-layer", "--accumulate", "float32"]) == 2
+    assert "--accumulate float32 applies to the generated C: add --target" in capsys.readouterr().err
     assert main(["run", str(tmp_path), "--data", "digits", "--steps", "1"]) == 2
     assert "no target.json" in capsys.readouterr().err
     three = tmp_path / "three-classes.safetensors"
@@ -89,3 +111,7 @@ def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
     assert "holds a 3-class model, digits has 10 classes" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "-1"]) == 2
     assert "--steps and --eval must be >= 0" in capsys.readouterr().err
+    manifest = tmp_path / "host" / "manifest.json"  # regenerated in the other mode after the build
+    manifest.write_text(manifest.read_text().replace('"accumulate": "float64"', '"accumulate": "float32"'))
+    assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "1"]) == 2
+    assert "target.json says accumulate='float64' but its C was generated with 'float32'" in capsys.readouterr().err

@@ -1,10 +1,13 @@
 """The Cortex-M7 firmware under QEMU computes what the host build computes, and its costs are measured.
 
-Equality decision: bit for bit, everything. The forward pass is integer (bit-exact by construction);
-the loss uses the kernels' own exp/log (mct_exp / mct_log in mct_kernels.c, not newlib's or glibc's
-libm), float32 arithmetic is IEEE on both (-ffp-contract=off on both builds), and the float64
-accumulators are soft-float on the fp32-only FPU, which rounds IEEE-correctly like x86-64's SSE2. So
-losses, logits and the trained parameters (checksum of mct_save) must be identical; no tolerance.
+Equality decision: bit for bit, everything, in both accumulator modes (the firmware against the host
+build of the same folder). The forward pass is integer (bit-exact by construction); the loss uses the
+kernels' own exp/log (mct_exp / mct_log in mct_kernels.c, not newlib's or glibc's libm), float32
+arithmetic is IEEE on both (-ffp-contract=off on both builds), and float64 accumulators are
+soft-float on the fp32-only FPU, which rounds IEEE-correctly like x86-64's SSE2; float32 accumulators
+are the FPU's IEEE single precision, like SSE2's. So losses, logits and the trained parameters
+(checksum of mct_save) must be identical; no tolerance. The float32 mode also takes fewer
+instructions per step (the soft-float double is gone from the contractions; QEMU's counts are exact).
 
 Also: the loss falls on an easy task (the digits model with a fresh head), a program too large for
 the memory map fails before linking with needed vs available per region (or after linking, when the
@@ -56,19 +59,34 @@ def _host_run(folder, images, labels, probe):
     return losses, before, after, fnv1a(engine.save())
 
 
+@pytest.mark.parametrize("accumulate", ["float64", "float32"])
 @pytest.mark.parametrize("scheme", ["full", "last-k:6"])
-def test_firmware_under_qemu_equals_the_host_build_bit_for_bit(tmp_path, scheme):
-    generate(_program(scheme), tmp_path)
+def test_firmware_under_qemu_equals_the_host_build_bit_for_bit(tmp_path, scheme, accumulate):
+    generate(_program(scheme), tmp_path, accumulate=accumulate)
     report = build_cortex_m7(tmp_path)
+    assert report["accumulate"] == accumulate
     images, labels = _data(6)
     run = run_qemu(tmp_path / report["elf"], images[:4], labels[:4], images[4:], labels[4:], classes=CLASSES)
     losses, before, after, checksum = _host_run(tmp_path, images[:4], labels[:4], images[4:])
-    print(f"tiny {scheme}: losses {run.losses}, {run.train_instructions.mean():.0f} instructions per step")
+    print(f"tiny {scheme} ({accumulate}): losses {run.losses}, {run.train_instructions.mean():.0f} instructions "
+          f"per step")
     assert run.losses.tobytes() == losses.tobytes()
     assert run.logits["before"].tobytes() == before.tobytes()
     assert run.logits["after"].tobytes() == after.tobytes()
     assert not np.array_equal(before, after)  # training changed something that the comparison saw
     assert run.save_fnv1a == checksum and run.steps == 4
+
+
+def test_float32_accumulators_take_fewer_instructions_per_step(tmp_path):
+    images, labels = _data(1)
+    per_step = {}
+    for mode in ("float64", "float32"):
+        generate(_program("full"), tmp_path / mode, accumulate=mode)
+        report = build_cortex_m7(tmp_path / mode, strict=None)
+        run = run_qemu(tmp_path / mode / report["elf"], images, labels, classes=CLASSES, before=False, after=False)
+        per_step[mode] = int(run.train_instructions[0])
+    print(f"tiny full, instructions per step: {per_step}")
+    assert per_step["float32"] < per_step["float64"]
 
 
 def test_costs_are_measured_and_repeat_exactly(tmp_path):

@@ -6,9 +6,10 @@
  *             accumulator + bias saturated to int32, then requantized and clamped);
  *   backward  float32 elementwise products in the reference's order; contractions (conv transposes,
  *             weight correlations, channel sums, the classifier's products) accumulated in
- *             mct_acc_t (double, as the reference's float64) and rounded once to float32; the
- *             input gradient of a 1x1 conv summed in float32, output channel after output channel
- *             (the reference's order, and what a channel-by-channel backward does);
+ *             mct_acc_t (double, as the reference's float64; float in a folder generated with
+ *             accumulate="float32") and rounded once to float32; the input gradient of a 1x1 conv
+ *             summed in float32, output channel after output channel (the reference's order, and
+ *             what a channel-by-channel backward does);
  *   updates   SGD with QAS factors; int8 weights rounded stochastically with the counter-based RNG
  *             (the word of an element is its index in the trained slice, C order), saturated to
  *             [-127, 127]; int32 biases rounded to nearest, saturated to int32.
@@ -35,11 +36,14 @@
 
 #include "mct_int8.h"
 
-/* Accumulator of backward contractions: double mirrors the reference's float64 sums (soft-float on a
- * single-precision FPU; -DMCT_ACC_T=float trades that parity for speed). */
-#ifndef MCT_ACC_T
+/* Accumulator of backward contractions, fixed when the folder is generated (mcutrain compile
+ * --accumulate, mcutrain.codegen.generate(..., accumulate=)): double ("float64", the default) mirrors
+ * the reference's float64 sums, bit for bit (soft-float on a single-precision FPU such as the
+ * Cortex-M7's: about half of a training step there); float ("float32") sums on the FPU, within float32
+ * rounding of them. The generator writes the line below, so the folder carries its arithmetic without a
+ * build flag; a -DMCT_ACC_T of another type is a macro redefinition (an error under -Werror), and
+ * model.c checks that it was generated for this accumulator (MCT_ACC_BITS in model.h). */
 #define MCT_ACC_T double
-#endif
 typedef MCT_ACC_T mct_acc_t;
 
 /* An int8 weight [rows][cols][inner] whose leading slice [kept_rows][kept_cols][inner] may be trained:
