@@ -14,7 +14,7 @@ from mcutrain.errors import McutrainError
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.search.contrib import contrib_from_doc, delta_se, predicted_gain, shrink, shrunk, validation_size
 from mcutrain.search.cost import SramCost
-from mcutrain.search.evolve import DEFAULT_NOISE_Z, Genome, SearchConfig, Space, evolve, search
+from mcutrain.search.evolve import DEFAULT_NOISE_Z, SearchConfig, Space, evolve, search
 
 MODEL, RES, N = "tiny", 32, 15
 
