@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--generations", type=int, default=DEFAULTS.generations,
                    help="each method evaluates population x generations distinct candidates")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--noise-z", type=float, default=DEFAULTS.noise_z, metavar="Z",
+                   help="shrink each measured delta towards 0 by Z binomial standard errors of its validation "
+                        f"accuracies before summing, so that noise does not add up to a gain; 0: the plain sum "
+                        f"(default {DEFAULTS.noise_z:g}, from docs/results/search_validation.md)")
     p.add_argument("--out", required=True, metavar="SCHEME_JSON")
     p.add_argument("--plot", default=None, help="PNG path (default: OUT with .png)")
     p.add_argument("--name", default=None, help="scheme name (default: searched-<budget>)")
@@ -57,7 +61,8 @@ def run(args) -> int:
     qmodel = search_model(args.model, args.resolution or int(contrib.doc["model"]["resolution"]), contrib)
     cfg = SearchConfig(sram_budget=parse_bytes(args.budget, "--budget"),
                        flash_budget=None if args.flash_budget is None else parse_bytes(args.flash_budget, "--flash-budget"),
-                       population=args.population, generations=args.generations, seed=args.seed)
+                       population=args.population, generations=args.generations, seed=args.seed,
+                       noise_z=args.noise_z)
     name = args.name or f"searched-{args.budget}"
     cost = SramCost(qmodel)
     out = search(cost, contrib, cfg, progress=not args.quiet, name=name)
@@ -67,7 +72,8 @@ def run(args) -> int:
     plot_progress([out.evolution, out.random], plot,
                   f"{qmodel.spec.name} @{qmodel.resolution}, budget {kb(cfg.sram_budget)} SRAM")
     result = {
-        "predicted_gain": out.gain, "peak_sram_bytes": out.exact.total_sram_bytes, "budget_bytes": cfg.sram_budget,
+        "predicted_gain": out.gain, "noise_z": cfg.noise_z, "unshrunk_predicted_gain": out.unshrunk_gain,
+        "peak_sram_bytes": out.exact.total_sram_bytes, "budget_bytes": cfg.sram_budget,
         "flash_bytes": out.exact.flash_bytes, "flash_budget_bytes": cfg.flash_budget,
         "arena_bytes": out.exact.arena_bytes, "trainable_sram_bytes": out.exact.trainable_bytes,
         "minimum_sram_bytes": out.minimum.total_sram_bytes,
@@ -92,8 +98,8 @@ def search_model(model: str, resolution: int, contrib: Contrib):
 
 
 def _described(out: SearchOutcome, cfg: SearchConfig) -> Scheme:
-    text = (f"searched (evolution, seed {cfg.seed}, {out.evolution.evaluations} candidates): predicted gain "
-            f"{out.gain * 100:+.2f} points; total SRAM {out.exact.total_sram_bytes} bytes "
+    text = (f"searched (evolution, seed {cfg.seed}, {out.evolution.evaluations} candidates, noise z {cfg.noise_z:g}): "
+            f"predicted gain {out.gain * 100:+.2f} points ({out.unshrunk_gain * 100:+.2f} unshrunk); total SRAM {out.exact.total_sram_bytes} bytes "
             f"({kb(out.exact.total_sram_bytes)}) of a {cfg.sram_budget}-byte budget")
     return replace(out.scheme, description=text)
 
@@ -105,7 +111,8 @@ def _human(r: dict) -> str:
         f"{r['model']} @ {r['resolution']}: budget {r['budget_bytes']} bytes ({kb(r['budget_bytes'])}), "
         f"classifier-only minimum {kb(r['minimum_sram_bytes'])}",
         f"scheme {s['name']}: bias {s['bias']}, weights {weights}",
-        f"predicted gain {r['predicted_gain'] * 100:+.2f} points (random search, same "
+        f"predicted gain {r['predicted_gain'] * 100:+.2f} points at noise z {r['noise_z']:g} "
+        f"({r['unshrunk_predicted_gain'] * 100:+.2f} unshrunk; random search, same "
         f"{r['random_evaluations']} evaluations: {r['random_predicted_gain'] * 100:+.2f})",
         f"total SRAM {r['peak_sram_bytes']} bytes ({kb(r['peak_sram_bytes'])}) = arena {kb(r['arena_bytes'])} + "
         f"trainable {kb(r['trainable_sram_bytes'])}; Flash {kb(r['flash_bytes'])}",

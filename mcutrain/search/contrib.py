@@ -13,6 +13,18 @@ Accuracy is VALIDATION accuracy (the search must never see the test split), on s
 adds the contributions up as the paper's search does. Runs go through a resumable cache
 (``cache.RunCache``) and optionally through worker processes (``runs.run_groups``).
 
+Noise (``shrunk``): every delta is ONE short fine-tune scored on n validation images, so it carries a
+binomial error of about sqrt(p(1-p)/n) per accuracy (~2 points at n = 500, more on the 269 images of
+`digits`' validation split). Summed over many layers, small noisy positive deltas look like real gains
+and the search piles up layers (and memory) whose gain is noise (docs/results/search_validation.md).
+``shrunk(contrib, z)`` soft-thresholds each delta d towards 0 by z standard errors of the difference
+of its two accuracies: sign(d) * max(0, |d| - z * se), se = sqrt(pa(1-pa)/n + pb(1-pb)/n), the two
+accuracies treated as independent (they share the images, so this over-states se somewhat; we have
+no per-image record to pair them). z = 0 returns the analysis unchanged (the paper's objective). n is
+``data.val_used`` (recorded by every ``analyze``); a document without it falls back to
+``settings.eval_subset`` (an upper bound on n: the shrinkage is then too small, never too large),
+and with neither, z > 0 is an error.
+
 contrib.json, format ``mcutrain-contrib`` version 1::
 
     {"format": "mcutrain-contrib", "version": 1,
@@ -350,6 +362,54 @@ def predicted_gain(contrib: Contrib, scheme: Scheme) -> float:
     return bias_gain(contrib, len(scheme.bias_layers)) + sum(contrib.weight[i][r] for i, r in scheme.weight_ratios)
 
 
+# ---------------------------------------------------------------------------------------------- noise
+
+
+def validation_size(contrib: Contrib) -> int | None:
+    """n behind each accuracy: ``data.val_used``, else ``settings.eval_subset`` (> 0), else None."""
+    for section, key in (("data", "val_used"), ("settings", "eval_subset")):
+        v = (contrib.doc.get(section) or {}).get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def delta_se(acc_a: float, acc_b: float, n: int) -> float:
+    """Binomial standard error of acc_a - acc_b, two accuracies on n images each, taken as independent."""
+    return math.sqrt((acc_a * (1 - acc_a) + acc_b * (1 - acc_b)) / n)
+
+
+def shrink(delta: float, se: float, z: float) -> float:
+    """Soft-threshold ``delta`` towards 0 by ``z * se``: sign(d) * max(0, |d| - z se); z = 0 returns d."""
+    return math.copysign(max(0.0, abs(delta) - z * se), delta) if z else delta
+
+
+def shrunk(contrib: Contrib, z: float) -> Contrib:
+    """``contrib`` with every delta shrunk by its noise (module docstring); z = 0: ``contrib`` itself.
+    The accuracies come from the baseline and the deltas (exactly how the deltas were made)."""
+    if not z >= 0 or math.isinf(z):
+        raise McutrainError(f"--noise-z must be a finite number >= 0, got {z!r}")
+    if z == 0:
+        return contrib
+    n = validation_size(contrib)
+    if n is None:
+        raise McutrainError("the contribution analysis records no validation-set size (data.val_used or "
+                            "settings.eval_subset), so its noise is unknown: re-run `mcutrain analyze` or use "
+                            "--noise-z 0")
+    base = contrib.baseline
+    bias_acc = {k: _clip(base + d) for k, d in contrib.bias.items()}
+    bias = {k: shrink(d, delta_se(bias_acc[k], base, n), z) for k, d in contrib.bias.items()}
+    weight = {}
+    for i, row in contrib.weight.items():
+        ref = bias_acc[contrib.n_convs - i]
+        weight[i] = {r: shrink(d, delta_se(_clip(ref + d), ref, n), z) for r, d in row.items()}
+    return Contrib(contrib.arch, contrib.n_convs, base, bias, weight, contrib.doc)
+
+
+def _clip(acc: float) -> float:
+    return min(1.0, max(0.0, acc))
+
+
 def summary(doc: dict, top: int = 10) -> dict:
     """What the CLI prints: baseline, the best bias depth, the top weight contributions, cost."""
     names = doc["model"]["conv_names"]
@@ -365,4 +425,5 @@ def summary(doc: dict, top: int = 10) -> dict:
 
 
 __all__ = ["AnalysisConfig", "Contrib", "Plan", "analyze", "bias_gain", "contrib_doc", "contrib_from_doc",
-           "load_contrib", "plan_runs", "predicted_gain", "runs_path", "summary"]
+           "delta_se", "load_contrib", "plan_runs", "predicted_gain", "runs_path", "shrink", "shrunk", "summary",
+           "validation_size"]
