@@ -28,3 +28,22 @@ def read_json_file(path: str | os.PathLike, parse: Callable[[object], T], error:
         return parse(doc)
     except error as err:
         raise error(f"{path}: {err}") from None
+
+
+def check_header(doc, *, format: str, version: int, keys: tuple[str, ...], what: str, error: type[Exception]) -> None:
+    """The top of every mcutrain JSON document: an object whose ``format`` and ``version`` are this
+    mcutrain's, with no key it does not know (a typo must not be silently ignored)."""
+    if not isinstance(doc, dict):
+        raise error(f"{what} must be a JSON object, got {type(doc).__name__}")
+    if doc.get("format") != format:
+        raise error(f"not an mcutrain {what}: 'format' must be {format!r}, got {doc.get('format')!r}")
+    found = doc.get("version")
+    if found != version or isinstance(found, bool):
+        raise error(f"{what} format version {found!r} is not supported (this mcutrain reads version {version})")
+    check_keys(doc, keys, f"a {what}", error)
+
+
+def check_keys(doc: dict, known: tuple[str, ...], what: str, error: type[Exception], where: str = "") -> None:
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise error(f"{where}unknown key(s) {', '.join(map(repr, unknown))}; {what} has the keys {', '.join(known)}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from mcutrain.errors import ModelError
 from mcutrain.io.atomic import atomic_write_text
-from mcutrain.io.jsonfile import read_json_file
+from mcutrain.io.jsonfile import check_header, check_keys, read_json_file
 from mcutrain.models.specs import ALL_SPECS, BlockSpec, NetSpec
 
 FORMAT = "mcutrain-arch"
@@ -80,20 +80,11 @@ def write_spec_file(path: str | os.PathLike, spec: NetSpec) -> None:
 
 
 def _check_header(doc: dict) -> None:
-    if doc.get("format") != FORMAT:
-        raise ModelError(f"not an mcutrain architecture: 'format' must be {FORMAT!r}, got {doc.get('format')!r}")
-    version = doc.get("version")
-    if version != VERSION or isinstance(version, bool):
-        raise ModelError(f"architecture format version {version!r} is not supported "
-                         f"(this mcutrain reads version {VERSION})")
-    _check_keys(doc, _TOP_KEYS, "an architecture")
+    check_header(doc, format=FORMAT, version=VERSION, keys=_TOP_KEYS, what="architecture", error=ModelError)
 
 
 def _check_keys(doc: dict, known: tuple[str, ...], what: str, where: str = "") -> None:
-    unknown = sorted(set(doc) - set(known))
-    if unknown:
-        raise ModelError(f"{where}unknown key(s) {', '.join(map(repr, unknown))}; {what} has the keys "
-                         f"{', '.join(known)}")
+    check_keys(doc, known, what, ModelError, where)
 
 
 def _name(value: Any) -> str:

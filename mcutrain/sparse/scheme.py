@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 from mcutrain.io.atomic import atomic_write_text
-from mcutrain.io.jsonfile import read_json_file
+from mcutrain.io.jsonfile import check_header, read_json_file
 from mcutrain.models.specs import NetSpec
 from mcutrain.models.zoo import ConvShape, conv_shapes, get_spec
 from mcutrain.sparse.errors import SchemeError
@@ -255,16 +255,7 @@ def scheme_from_json(doc: Any, spec: NetSpec) -> Scheme:
 
 
 def _check_header(doc: dict) -> None:
-    if doc.get("format") != FORMAT:
-        raise SchemeError(f"not an mcutrain scheme: 'format' must be {FORMAT!r}, got {doc.get('format')!r}")
-    version = doc.get("version")
-    if version != VERSION or isinstance(version, bool):
-        raise SchemeError(f"scheme format version {version!r} is not supported (this mcutrain reads "
-                          f"version {VERSION})")
-    unknown = sorted(set(doc) - set(_TOP_KEYS))
-    if unknown:
-        raise SchemeError(f"unknown key(s) {', '.join(map(repr, unknown))}; a scheme has the keys "
-                          f"{', '.join(_TOP_KEYS)}")
+    check_header(doc, format=FORMAT, version=VERSION, keys=_TOP_KEYS, what="scheme", error=SchemeError)
 
 
 def _string(doc: dict, key: str, default: str | None = None) -> str:

@@ -13,12 +13,6 @@ from tests.helpers.cli import run_command
 from tests.helpers.models import quantized
 
 
-@pytest.fixture(autouse=True)
-def _zoo_only_afterwards():
-    yield
-    forget_loaded_specs()
-
-
 def test_zoo_reports_a_json_architecture_next_to_a_zoo_net(tmp_path):
     arch = write_doc(tmp_path / "a.json", custom_doc())
     code, out = run_command(cmd_zoo, ["zoo", "--model", str(arch), "--model", "tiny", "--json"])

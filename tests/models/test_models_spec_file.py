@@ -25,12 +25,6 @@ from tests.helpers.arch import custom_doc, write_doc
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tiny-custom.json"
 
 
-@pytest.fixture(autouse=True)
-def _zoo_only_afterwards():
-    yield
-    forget_loaded_specs()
-
-
 @pytest.mark.parametrize("name", model_names())
 def test_every_zoo_spec_round_trips(name):
     spec = zoo_spec(name)

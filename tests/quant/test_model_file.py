@@ -7,7 +7,7 @@ from mcutrain.errors import CheckpointError
 from mcutrain.io.container import write_container
 from mcutrain.quant.model_file import KIND, load_qmodel, save_qmodel
 from tests.helpers import int8_numpy
-from tests.helpers.files import tamper
+from tests.helpers.files import tamper, version_and_meta
 from tests.helpers.models import int8_input, quantized
 
 
@@ -26,7 +26,6 @@ def test_round_trip_is_exact(tmp_path, qmodel):
         assert np.array_equal(a.requant[0], b.requant[0])
     x = int8_input(2, 32)
     assert np.array_equal(int8_numpy.forward(qmodel, x)[0], int8_numpy.forward(back, x)[0])
-
 
 
 @pytest.mark.parametrize("change, message", [
@@ -56,30 +55,16 @@ def test_float_checkpoint_is_not_an_int8_model(tmp_path):
 
 # ---- the architecture travels with the int8 file -------------------------------------------------
 
-@pytest.fixture
-def _zoo_only_afterwards():
-    from mcutrain.models.zoo import forget_loaded_specs
-
-    yield
-    forget_loaded_specs()
-
-
-def _version_meta(path):
-    from mcutrain.io.container import read_versioned_container
-
-    version, meta, _ = read_versioned_container(path, KIND, (1, 2))
-    return version, meta
-
 
 def test_zoo_models_are_written_name_only_as_version_1(tmp_path, qmodel):
     path = tmp_path / "m.safetensors"
     save_qmodel(path, qmodel)
-    version, meta = _version_meta(path)
+    version, meta = version_and_meta(path, KIND)
     assert version == 1 and "spec" not in meta and meta["arch"] == "tiny"
 
 
 @pytest.mark.parametrize("name", ["my-tiny", "tiny"])  # "tiny": a zoo name with other layers
-def test_custom_architectures_are_embedded_and_the_file_is_the_truth(tmp_path, name, _zoo_only_afterwards):
+def test_custom_architectures_are_embedded_and_the_file_is_the_truth(tmp_path, name):
     from mcutrain.models import spec_from_json, spec_to_json
     from mcutrain.models.zoo import forget_loaded_specs, zoo_spec
     from tests.helpers.arch import custom_doc
@@ -88,7 +73,7 @@ def test_custom_architectures_are_embedded_and_the_file_is_the_truth(tmp_path, n
     q = quantized(spec, 16)[0]
     path = tmp_path / "m.safetensors"
     save_qmodel(path, q)
-    version, meta = _version_meta(path)
+    version, meta = version_and_meta(path, KIND)
     assert version == 2 and meta["spec"] == spec_to_json(spec)
     forget_loaded_specs()  # a fresh process knows only the zoo
     back = load_qmodel(path)
@@ -102,7 +87,7 @@ def test_custom_architectures_are_embedded_and_the_file_is_the_truth(tmp_path, n
         load_qmodel(path)
 
 
-def test_a_version_2_file_must_carry_its_architecture(tmp_path, _zoo_only_afterwards):
+def test_a_version_2_file_must_carry_its_architecture(tmp_path):
     from mcutrain.models import spec_from_json
     from tests.helpers.arch import custom_doc
 

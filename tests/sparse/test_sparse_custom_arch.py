@@ -3,15 +3,9 @@
 import pytest
 
 from mcutrain.models import spec_from_json, zoo_spec
-from mcutrain.models.zoo import forget_loaded_specs, remember_spec
+from mcutrain.models.zoo import remember_spec
 from mcutrain.sparse import SchemeError, builtin_names, get_builtin, load_scheme, save_scheme
 from tests.helpers.arch import custom_doc
-
-
-@pytest.fixture(autouse=True)
-def _zoo_only_afterwards():
-    yield
-    forget_loaded_specs()
 
 
 def test_baselines_and_files_for_a_spec_that_is_in_no_zoo(tmp_path):

@@ -6,7 +6,7 @@ from mcutrain.errors import CheckpointError
 from mcutrain.io.container import write_container
 from mcutrain.models import build_model
 from mcutrain.train.checkpoint import KIND, CheckpointInfo, load_checkpoint, save_checkpoint
-from tests.helpers.files import tamper
+from tests.helpers.files import tamper, version_and_meta
 
 INFO = CheckpointInfo(model="tiny", num_classes=3, resolution=32, classes=("a", "b", "c"),
                       preprocessing={"offset": 128.0, "scale": 1 / 128}, dataset="npz:x")
@@ -59,52 +59,37 @@ def _custom_model(name="my-tiny"):
     return build_model(spec_from_json(custom_doc(name), embedded=True), 3).eval()
 
 
-@pytest.fixture
-def _zoo_only_afterwards():
-    from mcutrain.models.zoo import forget_loaded_specs
-
-    yield
-    forget_loaded_specs()
-
-
-def _version_and_meta(path):
-    from mcutrain.io.container import read_versioned_container
-
-    version, meta, _ = read_versioned_container(path, KIND, (1, 2))
-    return version, meta
-
-
 def test_zoo_nets_are_still_written_name_only_as_version_1(tmp_path):
     # The format earlier mcutrain wrote and read: such files (and their sha256) are unchanged.
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, build_model("tiny", 3), INFO)
-    version, meta = _version_and_meta(path)
+    version, meta = version_and_meta(path, KIND)
     assert version == 1 and "spec" not in meta and meta["model"] == "tiny"
     assert load_checkpoint(path)[0].spec == build_model("tiny", 3).spec
 
 
-def test_a_custom_architecture_is_embedded_as_version_2(tmp_path, _zoo_only_afterwards):
+def test_a_custom_architecture_is_embedded_as_version_2(tmp_path):
     from mcutrain.models import spec_to_json
 
     model = _custom_model()
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, model, CheckpointInfo(**{**INFO.__dict__, "model": "my-tiny", "resolution": 16}))
-    version, meta = _version_and_meta(path)
+    version, meta = version_and_meta(path, KIND)
     assert version == 2 and meta["spec"] == spec_to_json(model.spec)
     loaded, info = load_checkpoint(path)
     x = torch.randn(2, 3, 16, 16)
     assert loaded.spec == model.spec and info.model == "my-tiny" and torch.equal(model(x), loaded.eval()(x))
 
 
-def test_an_embedded_spec_with_a_zoo_name_wins_over_the_zoo(tmp_path, _zoo_only_afterwards):
+def test_an_embedded_spec_with_a_zoo_name_wins_over_the_zoo(tmp_path):
     model = _custom_model("tiny")  # a "tiny" with other layers than the zoo's
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, model, CheckpointInfo(**{**INFO.__dict__, "resolution": 16}))
-    assert _version_and_meta(path)[0] == 2
+    assert version_and_meta(path, KIND)[0] == 2
     assert load_checkpoint(path)[0].spec == model.spec != build_model("tiny", 3).spec
 
 
-def test_bad_embedded_specs_are_refused(tmp_path, _zoo_only_afterwards):
+def test_bad_embedded_specs_are_refused(tmp_path):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, _custom_model(), CheckpointInfo(**{**INFO.__dict__, "model": "my-tiny"}))
     tamper(path, KIND, lambda meta, tensors: meta["spec"]["blocks"][3].__setitem__("kernel", 9))

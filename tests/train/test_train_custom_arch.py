@@ -17,12 +17,6 @@ from tests.helpers.arch import custom_doc, write_doc
 from tests.helpers.cli import run_command
 
 
-@pytest.fixture(autouse=True)
-def _zoo_only_afterwards():
-    yield
-    forget_loaded_specs()
-
-
 def _json_out(module, argv):
     code, out = run_command(module, [module.__name__.rsplit("_", 1)[1]] + argv + ["--json"])
     assert code == 0
