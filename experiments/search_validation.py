@@ -329,8 +329,9 @@ def publish(payload: dict) -> None:
           f"Networks: the paper's ImageNet-pretrained int8 models (imported), new zero int8 head (10 classes), "
           f"input {st['resolution']}x{st['resolution']} (below the paper's 128, to fit one shared CPU core). "
           f"Fine-tunes: int8 SGD-M (0.9) + QAS, batch 32, {st['epochs']} epochs on {st['train_n']} training "
-          f"images, lr from {st['lrs']} chosen on {st['eval_n']} validation images, test accuracy on "
-          f"{st['eval_n']} test images (seeded subsets).",
+          f"images, lr from {st['lrs']} chosen on validation images, test accuracy on test images (seeded "
+          f"subsets of at most {st['eval_n']} each; digits' splits are smaller and used whole: 269 validation "
+          f"images).",
           f"Contribution analysis (cached in bench/results/search_validation_work/): {st['analysis']['epochs']} "
           f"epochs on {st['analysis']['train_subset']} images, validation accuracy on "
           f"{st['analysis']['eval_subset']}, lr {st['analysis']['lr']}, ratios {st['analysis']['ratios']}, "
