@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mcutrain import __version__
@@ -42,6 +43,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():
+        # In a log (CI, a pipe, `make demo | tee`) a bar redrawn ten times a second is megabytes of
+        # carriage returns; there it is redrawn every 10 s (tqdm reads its defaults from TQDM_*).
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
