@@ -96,7 +96,7 @@ def profile_cortex_m7(folder: Path, target: dict, train, held_out, default: dict
     first loss it must reproduce bit for bit (the hook only reads the timer). Each stage: its ops
     ({op, kind, phase, instructions}), totals by kind and by phase, the hook's measured cost per op
     (subtracted), and what the default build's step has beyond the ops' sum (``unattributed``: the
-    step's exit and the hook sites' NULL tests, which the probe does not see)."""
+    step's exit minus what the hook sites cost beyond the probed hook: 8-24 instructions per op)."""
     from mcutrain.codegen.cortex_m7 import op_profile, run_qemu
     from mcutrain.codegen.errors import CodegenError
 
