@@ -24,6 +24,7 @@ STEPS = [  # (name, module, argv)
     ("codegen_instructions", "bench.codegen_instructions", []),
     ("host_training", "bench.host_training", []),
     ("m7_footprint", "bench.m7_footprint", []),
+    ("m7_profile", "bench.m7_profile", []),
     ("search_speed", "bench.search_speed", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
     ("search_validation", "experiments.search_validation", []),

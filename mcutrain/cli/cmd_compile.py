@@ -59,6 +59,9 @@ def register(subparsers) -> None:
                         "single-precision, double is soft-float), forward still bit-exact, backward within "
                         "float32 rounding of the reference. Written into the generated C (no build flag "
                         "needed), manifest.json and target.json")
+    p.add_argument("--profile", action="store_true",
+                   help="with --target cortex-m7: also build firmware-profile.elf, which times every op (for "
+                        "`mcutrain run DIR --profile`); firmware.elf is built as without it")
     p.add_argument("--sram-kb", type=int, default=STM32F746.ram_bytes // 1024,
                    help="SRAM of the cortex-m7 memory map in KiB (default: the STM32F746's 320)")
     p.add_argument("--flash-kb", type=int, default=STM32F746.flash_bytes // 1024,
@@ -83,6 +86,9 @@ def run(args) -> int:
     if args.accumulate is not None and args.target is None:
         raise McutrainError(f"--accumulate {args.accumulate} applies to the generated C: add --target "
                             f"host|cortex-m7 --out DIR")
+    if args.profile and args.target != "cortex-m7":
+        raise McutrainError(f"--profile times the ops of the firmware: it needs --target cortex-m7 --out DIR "
+                            f"(got --target {args.target})")
     qmodel = load_model(args.model, args.resolution)
     plan = resolve(load_scheme(args.scheme, qmodel.spec), qmodel.spec)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
@@ -114,7 +120,7 @@ def run(args) -> int:
         if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
             memory = replace(memory, name=f"{args.flash_kb}kb-flash-{args.sram_kb}kb-sram")
         summary["target"] = build_target(program, qmodel, plan, args.target, args.out, memory=memory,
-                                         accumulate=args.accumulate or "float64",
+                                         accumulate=args.accumulate or "float64", profile=args.profile,
                                          log=lambda m: print(m, file=sys.stderr))
     emit(args, summary, _human)
     return 0

@@ -7,6 +7,8 @@ For the Cortex-M7 the result adds what the firmware costs: SRAM (.data + .bss + 
 high-water mark), Flash (.isr_vector + .text + .rodata + .ARM.exidx + .data), and instructions per
 step and per inference counted by QEMU (-icount): instructions, not cycles. The result names the
 backward's accumulator mode the folder was generated with (``accumulate``, from ``target.json``).
+``--profile`` (folders compiled with ``--profile``) adds the instructions of every op of the first
+training step and the first held-out inference (``codegen.runner.profile_cortex_m7``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, required=True, help="training steps (one sample each)")
     p.add_argument("--eval", type=int, default=20, help="held-out samples for the accuracy before/after (0: none)")
     p.add_argument("--seed", type=int, default=0, help="dataset split and sample order")
+    p.add_argument("--profile", action="store_true",
+                   help="cortex-m7 folders compiled with --profile: also time every op of the first training step "
+                        "and the first held-out inference (firmware-profile.elf) and report instructions per op, "
+                        "by kind and by phase")
     p.add_argument("--timeout", type=float, default=3600, help="seconds a QEMU run may take before it is killed")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -45,6 +51,9 @@ def run(args) -> int:
     if args.steps < 0 or args.eval < 0:
         raise DataError(f"--steps and --eval must be >= 0, got {args.steps} and {args.eval}")
     target = read_target(args.folder)
+    if args.profile and target["target"] != "cortex-m7":
+        raise DataError(f"--profile times the firmware's ops; {args.folder} is a {target['target']} folder "
+                        f"(compile with --target cortex-m7 --profile)")
     dataset = load_dataset(args.data, seed=args.seed)
     if dataset.num_classes != target["num_classes"]:
         raise DataError(f"{args.folder} holds a {target['num_classes']}-class model, {args.data} has "
@@ -53,13 +62,15 @@ def run(args) -> int:
                 input_scale=target["input"]["scale"], input_zero=target["input"]["zero"])
     train = int8_samples(dataset.train, args.steps, seed=args.seed, **draw)
     held_out = int8_samples(dataset.test, min(args.eval, len(dataset.test)), seed=args.seed + 1, **draw)
-    from mcutrain.codegen.runner import run_cortex_m7, run_host
+    from mcutrain.codegen.runner import profile_cortex_m7, run_cortex_m7, run_host
 
     runner = run_host if target["target"] == "host" else run_cortex_m7
     result = {"folder": str(args.folder), "target": target["target"], "model": target["model"],
               "resolution": target["resolution"], "scheme": target["scheme"], "accumulate": target["accumulate"],
               "data": args.data,
               **runner(Path(args.folder), target, train, held_out)}
+    if args.profile:
+        result["profile"] = profile_cortex_m7(Path(args.folder), target, train, held_out, result)
     emit(args, result, _human)
     return 0
 
@@ -81,5 +92,26 @@ def _human(r: dict) -> str:
                   f"  Flash           {r['flash_bytes']:,} bytes",
                   f"  instructions    {r['instructions_per_step'] or 0:,} per step, "
                   f"{r['instructions_per_inference'] or 0:,} per inference (QEMU instruction counts, not cycles)"]
+    if r.get("profile"):
+        lines += _profile_lines(r["profile"])
     return "\n".join(lines)
+
+
+def _profile_lines(profile: dict, top: int = 10) -> list[str]:
+    lines = []
+    for stage, p in profile.items():
+        total = p["default_build_instructions"] or p["instructions"]
+
+        def share(n: int) -> str:
+            return f"{100 * n / total:.1f}%" if total else "-"
+
+        lines += ["", f"  {stage}: {p['instructions']:,} instructions in {len(p['ops'])} ops (default build's "
+                      f"whole {stage}: {total:,}; {p['note']})",
+                  "    by phase: " + ", ".join(f"{k} {v:,} ({share(v)})" for k, v in p["by_phase"].items()),
+                  "    by kind:  " + ", ".join(f"{k} {v:,} ({share(v)})" for k, v in p["by_kind"].items()),
+                  f"    top {min(top, len(p['ops']))} ops:"]
+        for r in sorted(p["ops"], key=lambda r: -r["instructions"])[:top]:
+            lines.append(f"    {r['instructions']:>13,} {share(r['instructions']):>6}  {r['phase']:<8} {r['kind']:<22} "
+                         f"{r['op']}")
+    return lines
 

@@ -24,6 +24,15 @@ either accumulator mode (``generate(..., accumulate=)``): the forward is integer
 kernels' own exp/log (not newlib's or glibc's libm), float32 is IEEE with no contraction on both, and
 float64 accumulators are soft-float here, rounded as IEEE requires. The mode is in the folder's
 sources (``mct_kernels.h``); the build reports it (``accumulate``) and needs no flag for it.
+
+Profiles (opt-in, ``build_cortex_m7(..., profile=True)``): a second ELF, ``firmware-profile.elf``,
+built with -DMCT_TRACE, whose harness reads the timer after every op (``board/harness.c``); the
+default ``firmware.elf`` and its numbers are untouched (its objects are compiled without the flag).
+``op_profile`` turns a profile run into per-op instructions: ticks x 40 between consecutive ops, minus
+the hook's own cost measured in the same run (``hook_cost``). Per op the resolution is one tick (40
+instructions); the sum over a step telescopes, so it is exact to a tick plus what each hook site costs
+beyond the probed hook (the NULL test, the arguments, registers kept around the call), which stays in
+the ops' counts: measured 8 (tiny model) to 24 (paper networks) instructions per op.
 """
 
 from __future__ import annotations
@@ -46,7 +55,8 @@ from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.host import CFLAGS, accumulate_of, read_manifest
 
 __all__ = ["BOARD_FILES", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746", "ToolMissingError",
-           "UNDER_256KB", "build_cortex_m7", "elf_footprint", "object_footprint", "run_qemu", "tools_available"]
+           "UNDER_256KB", "build_cortex_m7", "elf_footprint", "object_footprint", "op_profile", "run_qemu",
+           "schedule_ops", "tools_available"]
 
 BOARD = Path(__file__).parent / "board"
 BOARD_FILES = ("startup.c", "board.c", "harness.c", "mct_board.h")
@@ -131,13 +141,14 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.Compl
 
 
 def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | None = UNDER_256KB,
-                    defines: tuple[str, ...] = ()) -> dict:
+                    defines: tuple[str, ...] = (), profile: bool = False) -> dict:
     """Copy the board files into the generated ``folder``, compile, check and link ``firmware.elf``
     for ``memory`` (raises ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the
     strict map too (``firmware-<name>.elf``; reported, never raised). ``defines`` (``NAME=VALUE``) go
     to the compiler as -D; the accumulator is NOT one of them: it is the folder's, fixed when it was
     generated (``generate(..., accumulate="float32")``; a conflicting -DMCT_ACC_T fails the build).
-    Returns the build report (``accumulate``: the folder's mode)."""
+    ``profile`` also builds ``firmware-profile.elf`` (-DMCT_TRACE: the timer after every op; module
+    docstring), reported as ``profile``. Returns the build report (``accumulate``: the folder's mode)."""
     _require("arm-none-eabi-gcc", "arm-none-eabi-size")
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -151,7 +162,18 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
               "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS) + [f"-D{d}" for d in defines]}
     if strict is not None:
         report["strict"] = _strict(folder, objects, strict)
+    if profile:
+        report["profile"] = _profile_build(folder, list(manifest["sources"]) + list(BOARD_SOURCES), defines, memory)
     return report
+
+
+def _profile_build(folder: Path, sources: list[str], defines: tuple[str, ...], memory: MemoryMap) -> dict:
+    """``firmware-profile.elf``: every source again with -DMCT_TRACE, in a build folder of its own."""
+    flags = [f"-D{d}" for d in defines] + ["-DMCT_TRACE"]
+    objects = _compile(folder, sources, flags, build="build-m7-profile")
+    elf = _link_checked(folder, objects, memory, object_footprint(objects, memory.stack_bytes),
+                        folder / "firmware-profile.elf")
+    return {"elf": elf.name, "cflags": list(M7_CFLAGS) + flags, "footprint": elf_footprint(elf)}
 
 
 def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
@@ -165,8 +187,8 @@ def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
     return {**out, "fits": True, "elf": elf.name}
 
 
-def _compile(folder: Path, sources: list[str], extra: list[str]) -> list[Path]:
-    build = folder / "build-m7"
+def _compile(folder: Path, sources: list[str], extra: list[str], build: str = "build-m7") -> list[Path]:
+    build = folder / build
     build.mkdir(exist_ok=True)
     objects = []
     for source in sources:
@@ -267,6 +289,8 @@ class QemuRun:
     steps: int
     calibration: dict
     seconds: float
+    profiles: list | None = None  # profile builds: [{"stage": "train" | "inference", "ops", "ticks": op ends}]
+    hook_cost: dict | None = None  # profile builds: the probe's ticks with and without the hook
 
 
 def qemu_command(elf) -> list[str]:
@@ -356,7 +380,49 @@ def _decode(events: list[dict], seconds: float) -> QemuRun:
         classes={p: np.array([e["class"] for e in predicts if e["phase"] == p]) for p in phases},
         predict_instructions=np.array([e["ticks"] * INSTRUCTIONS_PER_TICK for e in predicts], np.int64),
         stack_high_water=done["stack_high_water"], stack_space=done["stack_space"],
-        save_fnv1a=int(done["save_fnv1a"], 16), steps=done["steps"], calibration=calibration, seconds=seconds)
+        save_fnv1a=int(done["save_fnv1a"], 16), steps=done["steps"], calibration=calibration, seconds=seconds,
+        profiles=[{"stage": e["stage"], "ticks": e["ticks"], "ops": e["ops"]} for e in events
+                  if e["event"] == "profile"],
+        hook_cost=next((e for e in events if e["event"] == "hook_cost"), None))
+
+
+def op_profile(run: QemuRun, ops: list[dict], index: int = 0, stage: str = "train") -> dict:
+    """Per-op instructions of the ``index``-th ``stage`` ("train" or "inference") of a profile run.
+
+    ``ops``: the stage's ops in schedule order ({"op", "kind", "phase"}, ``schedule_ops``). Each op's
+    count is (its end - the previous op's end) x 40 - the hook's measured cost per call (rounded to
+    an instruction); the first op starts where the step starts, so it also holds the step's entry (the
+    image copy, the label). ``total_instructions``: the step as the harness timed it, hooks included;
+    ``hook_instructions``: the hooks' share of it, which a default build does not spend."""
+    if run.hook_cost is None:
+        raise CodegenError("this run has no per-op profile: run firmware-profile.elf (build_cortex_m7(profile=True))")
+    runs = [p for p in run.profiles if p["stage"] == stage]
+    if index >= len(runs):
+        raise CodegenError(f"the profile run has {len(runs)} {stage} profile(s), asked for number {index + 1}")
+    ticks = runs[index]["ticks"]
+    if runs[index]["ops"] != len(ops) or len(ticks) != len(ops):
+        raise CodegenError(f"the firmware traced {runs[index]['ops']} {stage} ops, the schedule has {len(ops)} "
+                           f"(is the folder regenerated since it was built?)")
+    per_call = hook_instructions_per_call(run.hook_cost)
+    ends = np.array([0] + list(ticks), np.int64) * INSTRUCTIONS_PER_TICK
+    rows = [{**op, "instructions": int(round(d - per_call))} for op, d in zip(ops, np.diff(ends))]
+    total = int((run.train_instructions if stage == "train" else run.predict_instructions)[index])
+    return {"stage": stage, "ops": rows, "total_instructions": total,
+            "hook_instructions_per_op": round(per_call, 2), "hook_instructions": int(round(per_call * len(ops))),
+            "after_last_op": int(total - ends[-1]), "instructions_per_tick": INSTRUCTIONS_PER_TICK}
+
+
+def hook_instructions_per_call(cost: dict) -> float:
+    """The hook's instructions per op: the probe's n hook sites with the hook set minus with it cleared
+    (the call, the timer read and the store; not the site's NULL test), per site."""
+    return (cost["ticks_with_hook"] - cost["ticks_without_hook"]) * INSTRUCTIONS_PER_TICK / cost["calls"]
+
+
+def schedule_ops(program) -> dict[str, list[dict]]:
+    """{"train" | "inference": [{"op", "kind", "phase"}]}: the program's ops in schedule order, the
+    order in which model.c runs them (and the profile harness times them)."""
+    return {stage: [{"op": op.name, "kind": op.kind, "phase": op.phase} for op in getattr(program, stage).graph.ops]
+            for stage in ("train", "inference")}
 
 
 def fnv1a(data: bytes) -> int:

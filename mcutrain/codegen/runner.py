@@ -5,6 +5,7 @@
 dict shape: losses, accuracy before/after, seconds; the firmware run adds what it costs (SRAM, Flash,
 instructions per step and per inference). ``mcutrain run`` and ``mcutrain demo`` both call them.
 ``run_host`` can also measure held-out accuracy every ``eval_every`` steps (the demo's curve).
+``profile_cortex_m7`` adds the per-op instruction profile of one step and one inference (``--profile``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["run_cortex_m7", "run_host"]
+__all__ = ["profile_cortex_m7", "run_cortex_m7", "run_host"]
 
 
 def _accuracy(classes: np.ndarray, labels: np.ndarray) -> float | None:
@@ -67,6 +68,8 @@ def run_cortex_m7(folder: Path, target: dict, train, held_out) -> dict:
         "flash_bytes": footprint["flash_bytes"],
         "instructions_per_step": _mean(run.train_instructions),
         "instructions_per_inference": _mean(run.predict_instructions),
+        "first_step_instructions": _first(run.train_instructions),
+        "first_inference_instructions": _first(run.predict_instructions),
         "sram": {"static": footprint["static_sram_bytes"], "stack_high_water": run.stack_high_water,
                  "stack_reserve": footprint["stack_reserve"],
                  "stack_within_reserve": run.stack_high_water <= footprint["stack_reserve"]},
@@ -78,5 +81,57 @@ def run_cortex_m7(folder: Path, target: dict, train, held_out) -> dict:
     }
 
 
+def _first(values: np.ndarray) -> int | None:
+    return int(values[0]) if len(values) else None
+
+
 def _mean(values: np.ndarray) -> int | None:
     return int(round(float(np.mean(values)))) if len(values) else None
+
+
+def profile_cortex_m7(folder: Path, target: dict, train, held_out, default: dict) -> dict:
+    """Per-op instructions of one training step and one inference: ``firmware-profile.elf`` (built by
+    ``mcutrain compile --target cortex-m7 --profile``) on the first training sample and the first
+    held-out one, from a fresh ``mct_init`` as in the ``default`` run (``run_cortex_m7``'s result), whose
+    first loss it must reproduce bit for bit (the hook only reads the timer). Each stage: its ops
+    ({op, kind, phase, instructions}), totals by kind and by phase, the hook's measured cost per op
+    (subtracted), and what the default build's step has beyond the ops' sum (``unattributed``: the
+    step's exit minus what the hook sites cost beyond the probed hook: 8-24 instructions per op)."""
+    from mcutrain.codegen.cortex_m7 import op_profile, run_qemu
+    from mcutrain.codegen.errors import CodegenError
+
+    info = target.get("profile")
+    if not info:
+        raise CodegenError(f"{folder} has no profile firmware; build it with `mcutrain compile ... --target cortex-m7 "
+                           f"--profile --out {folder}`")
+    if not len(train[1]) or not len(held_out[1]):
+        raise CodegenError(f"a profile needs one training and one held-out sample (got {len(train[1])} and "
+                           f"{len(held_out[1])}): use --steps >= 1 and --eval >= 1")
+    run = run_qemu(folder / info["elf"], train[0][:1], train[1][:1], held_out[0][:1], held_out[1][:1],
+                   classes=target["num_classes"], after=False)
+    if float(run.losses[0]) != default["losses"][0]:
+        raise CodegenError(f"the profile firmware's first loss {float(run.losses[0])!r} differs from the default "
+                           f"firmware's {default['losses'][0]!r}: the trace hook changed the arithmetic")
+    defaults = {"train": default["first_step_instructions"], "inference": default["first_inference_instructions"]}
+    return {stage: _stage_summary(op_profile(run, info["ops"][stage], stage=stage), defaults[stage])
+            for stage in ("train", "inference")}
+
+
+def _stage_summary(profile: dict, default_total: int | None) -> dict:
+    ops = profile["ops"]
+    attributed = sum(r["instructions"] for r in ops)
+    return {"ops": ops, "instructions": attributed, "by_kind": _totals(ops, "kind"), "by_phase": _totals(ops, "phase"),
+            "default_build_instructions": default_total,
+            "unattributed": None if default_total is None else default_total - attributed,
+            "profile_build_instructions": profile["total_instructions"],
+            "hook_instructions_per_op": profile["hook_instructions_per_op"],
+            "note": f"per op: timer ticks x {profile['instructions_per_tick']} between consecutive ops (resolution "
+                    f"{profile['instructions_per_tick']} instructions) minus the hook's measured "
+                    f"{profile['hook_instructions_per_op']} instructions; the first op includes the step's entry"}
+
+
+def _totals(ops: list[dict], key: str) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for r in ops:
+        totals[r[key]] = totals.get(r[key], 0) + r["instructions"]
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))

@@ -5,7 +5,9 @@
 records it (resolution, preprocessing, the int8 input quantization, the class names) beside the build
 (the host library's name, or the firmware's memory maps and section sizes) and the backward's
 accumulator mode the folder was generated with (``accumulate``: "float64" or "float32", see
-``generate``; the C sources carry it, ``target.json`` says it).
+``generate``; the C sources carry it, ``target.json`` says it). A cortex-m7 folder built with
+``profile=True`` also has ``firmware-profile.elf`` and, under ``profile``, the program's ops in
+schedule order (name, kind, phase): the generated C does not name them, a profile run needs them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7
+from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import generate
 from mcutrain.codegen.host import accumulate_of, build_host, read_manifest
@@ -25,12 +27,14 @@ FORMAT = "mcutrain-target/1"
 
 
 def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746,
-                 accumulate: str = "float64", log=print) -> dict:
+                 accumulate: str = "float64", profile: bool = False, log=print) -> dict:
     """Generate ``program`` into ``out`` with the backward's ``accumulate`` mode ("float64": bit-equal
     to the reference, "float32": faster on the Cortex-M7), build it for ``target`` and write
-    ``target.json``; returns it."""
+    ``target.json``; returns it. ``profile`` (cortex-m7 only): also the per-op profile firmware."""
     if target not in ("host", "cortex-m7"):
         raise CodegenError(f"unknown target {target!r}; targets: host, cortex-m7")
+    if profile and target != "cortex-m7":
+        raise CodegenError(f"profile=True is for the cortex-m7 target (it times ops on the firmware), not {target!r}")
     out = Path(out)
     title = f"{qmodel.spec.name} @{qmodel.resolution}, {plan.scheme}"
     generate(program, out, title=title, accumulate=accumulate)
@@ -44,7 +48,9 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
         info["library"] = build_host(out).name
     else:
         log(f"cross-compiling for the Cortex-M7 ({memory.name}) in {out} ...")
-        info.update(build_cortex_m7(out, memory=memory, strict=UNDER_256KB))
+        info.update(build_cortex_m7(out, memory=memory, strict=UNDER_256KB, profile=profile))
+        if profile:
+            info["profile"]["ops"] = schedule_ops(program)
     (out / TARGET_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return info
 

@@ -115,3 +115,28 @@ def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
     manifest.write_text(manifest.read_text().replace('"accumulate": "float64"', '"accumulate": "float32"'))
     assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "1"]) == 2
     assert "target.json says accumulate='float64' but its C was generated with 'float32'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")
+def test_profile_goes_through_compile_and_run(tmp_path, digits_model, capsys):
+    compiled = _compile(digits_model, "cortex-m7", tmp_path / "m7", "--profile")
+    assert (tmp_path / "m7" / compiled["target"]["profile"]["elf"]).is_file()
+    r = _run(tmp_path / "m7", "--steps", "1", "--eval", "1", "--profile")
+    for stage in ("train", "inference"):
+        p = r["profile"][stage]
+        assert p["ops"] and {"op", "kind", "phase", "instructions"} <= set(p["ops"][0])
+        assert sum(p["by_kind"].values()) == sum(p["by_phase"].values()) == p["instructions"]
+        assert abs(p["unattributed"]) <= 12 * len(p["ops"]) + 80  # the sites the probe cannot see, a tick each end
+    assert r["profile"]["train"]["default_build_instructions"] == r["instructions_per_step"]
+    assert set(r["profile"]["train"]["by_phase"]) == {"forward", "backward", "update"}
+    # the human form names the top ops
+    code, text = run_command(cmd_run, ["run", str(tmp_path / "m7"), "--data", "digits", "--steps", "1", "--eval",
+                                       "1", "--profile"])
+    assert code == 0 and "top 10 ops:" in text and "by phase:" in text
+    _compile(digits_model, "cortex-m7", tmp_path / "plain")
+    assert main(["run", str(tmp_path / "plain"), "--data", "digits", "--steps", "1", "--profile"]) == 2
+    assert "has no profile firmware; build it with `mcutrain compile ... --target cortex-m7 --profile" in \
+        capsys.readouterr().err
+    assert main(["compile", digits_model, "--scheme", "last-layer", "--target", "host", "--out",
+                 str(tmp_path / "host"), "--profile"]) == 2
+    assert "--profile times the ops of the firmware: it needs --target cortex-m7" in capsys.readouterr().err

@@ -14,6 +14,13 @@
  *
  * The sample and save buffers live in the .hostio section, outside the SRAM being measured: on a
  * device the camera would write into the model's own input buffer (the arena) instead.
+ *
+ * Profile builds (-DMCT_TRACE, `mcutrain compile --target cortex-m7 --profile`): model.c calls a hook
+ * after every op; the hook here stores the timer (ticks since the step or prediction began) per op
+ * index, and after each step / prediction a "profile" line lists them, so per-op instructions are the
+ * differences (resolution: one tick, 40 instructions, per op; the sum over ops telescopes, so it is
+ * exact to one tick). The hook's own cost is measured once at start ("hook_cost": mct_trace_probe's
+ * n back-to-back hook sites with the hook set, and again with it cleared) for the runner to subtract.
  */
 #include <stdint.h>
 
@@ -99,6 +106,65 @@ static void fail(const char *why) {
     mct_board_exit(2);
 }
 
+/* ---- profile builds: the per-op timer ---------------------------------------------------------- */
+#ifdef MCT_TRACE
+#define MCT_PROFILE_MAX_OPS 2048u
+#define HOOK_PROBE_CALLS 4096u
+void mct_host_set_trace(void (*hook)(int32_t stage, int32_t op));
+void mct_trace_probe(uint32_t n);
+
+/* In .hostio like the sample buffer: the profile does not add to the SRAM being measured. */
+__attribute__((section(".hostio"), aligned(8))) static uint32_t op_ticks[MCT_PROFILE_MAX_OPS];
+static uint32_t op_count;
+
+static void mark(int32_t stage, int32_t op) {
+    (void)stage;
+    const uint32_t now = mct_board_ticks();
+    if ((uint32_t)op < MCT_PROFILE_MAX_OPS) op_ticks[op] = now;
+    op_count += 1u;
+}
+
+/* Called before the step's first timer read, so that resetting costs the step nothing. */
+static void profile_begin(void) { op_count = 0u; }
+
+/* The ticks from t0 (the step's or prediction's start) to the end of each op. */
+static void profile_line(const char *stage, uint32_t t0) {
+    put("{\"event\":\"profile\",\"stage\":\"");
+    put(stage);
+    put("\"");
+    key("ops", op_count);
+    put(",\"ticks\":[");
+    for (uint32_t i = 0; i < op_count && i < MCT_PROFILE_MAX_OPS; ++i) {
+        if (i > 0) put(",");
+        put_u32(op_ticks[i] - t0);
+    }
+    put("]");
+    end_line();
+}
+
+static void hook_cost(void) {
+    mct_host_set_trace(mark);
+    uint32_t t0 = mct_board_ticks();
+    mct_trace_probe(HOOK_PROBE_CALLS);
+    const uint32_t with_hook = mct_board_ticks() - t0;
+    mct_host_set_trace(0);
+    t0 = mct_board_ticks();
+    mct_trace_probe(HOOK_PROBE_CALLS);
+    const uint32_t without = mct_board_ticks() - t0;
+    mct_host_set_trace(mark);
+    put("{\"event\":\"hook_cost\"");
+    key("calls", HOOK_PROBE_CALLS);
+    key("ticks_with_hook", with_hook);
+    key("ticks_without_hook", without);
+    end_line();
+}
+#define PROFILE_BEGIN() profile_begin()
+#define PROFILE_LINE(stage, t0) profile_line((stage), (t0))
+#else
+#define PROFILE_BEGIN() ((void)0)
+#define PROFILE_LINE(stage, t0) ((void)0)
+#endif
+
 /* ---- the run ---------------------------------------------------------------------------------- */
 static void known_loop(uint32_t n) { __asm volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc"); }
 
@@ -124,9 +190,11 @@ static void evaluate(int32_t file, uint32_t n, const char *phase) {
     float logits[MCT_NUM_CLASSES];
     for (uint32_t i = 0; i < n; ++i) {
         const int32_t label = read_label_and_image(file);
+        PROFILE_BEGIN();
         const uint32_t t0 = mct_board_ticks();
         const int predicted = mct_predict(image, logits);
         const uint32_t ticks = mct_board_ticks() - t0;
+        PROFILE_LINE("inference", t0);
         put("{\"event\":\"predict\",\"phase\":\"");
         put(phase);
         put("\"");
@@ -147,9 +215,11 @@ static void evaluate(int32_t file, uint32_t n, const char *phase) {
 static void train(int32_t file, uint32_t n) {
     for (uint32_t i = 0; i < n; ++i) {
         const int32_t label = read_label_and_image(file);
+        PROFILE_BEGIN();
         const uint32_t t0 = mct_board_ticks();
         const float loss = mct_train_step(image, label);
         const uint32_t ticks = mct_board_ticks() - t0;
+        PROFILE_LINE("train", t0);
         if (loss < 0.0f) fail("mct_train_step refused a sample (label out of range)");
         put("{\"event\":\"train\"");
         key("step", mct_steps());
@@ -184,6 +254,9 @@ int main(void) {
     if (h.image_bytes != MCT_IMAGE_BYTES || h.classes != MCT_NUM_CLASSES)
         fail("input file made for another model (image bytes or classes differ)");
     mct_init();
+#ifdef MCT_TRACE
+    hook_cost();
+#endif
     if (h.flags & FLAG_EVAL_BEFORE) {
         seek_record(file, h.n_train);
         evaluate(file, h.n_eval, "before");
