@@ -32,7 +32,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from bench.common import DOCS, stamp, write_results
 from bench.m7_footprint import CLOCK_HZ, PAPER_MS_PER_STEP
