@@ -190,21 +190,41 @@ float mct_lazy_value(const mct_lazy_grad *s, int32_t o, int32_t q) {
     return (spread * (float)mct_get_bit(s->mask, o * s->plane + q)) * s->m[s->per_channel ? o : 0];
 }
 
+/* Lazy channel o's two possible values: mct_lazy_value with mask bit 1 and with bit 0, computed with
+ * the same float32 operations once per channel (per position only the bit picks one). */
+typedef struct {
+    float v0, v1;
+    const uint8_t *mask;
+    int32_t bit0;
+} lazy_channel;
+
+static lazy_channel lazy_channel_of(const mct_lazy_grad *s, int32_t o) {
+    const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
+    const float m = s->m[s->per_channel ? o : 0];
+    const lazy_channel l = {(spread * 0.0f) * m, (spread * 1.0f) * m, s->mask, o * s->plane};
+    return l;
+}
+
+static inline float lazy_at(const lazy_channel *l, int32_t q) {
+    return mct_get_bit(l->mask, l->bit0 + q) ? l->v1 : l->v0;
+}
+
 void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
                  int32_t plane, float *out) {
     for (int32_t o = 0; o < out_c; ++o) {
         const float wo = (float)*mct_weight_at(w, o, c);
         if (lazy != NULL) {
-            for (int32_t q = 0; q < plane; ++q) {
-                const float term = wo * mct_lazy_value(lazy, o, q);
-                out[q] = o == 0 ? term : out[q] + term;
-            }
+            const lazy_channel l = lazy_channel_of(lazy, o);
+            if (o == 0)
+                for (int32_t q = 0; q < plane; ++q) out[q] = wo * lazy_at(&l, q);
+            else
+                for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * lazy_at(&l, q);
         } else {
             const float *g_o = g + (size_t)o * (size_t)plane;
-            for (int32_t q = 0; q < plane; ++q) {
-                const float term = wo * g_o[q];
-                out[q] = o == 0 ? term : out[q] + term;
-            }
+            if (o == 0)
+                for (int32_t q = 0; q < plane; ++q) out[q] = wo * g_o[q];
+            else
+                for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * g_o[q];
         }
     }
 }
@@ -220,15 +240,23 @@ float mct_fg_sum(const float *g, int32_t plane) {
 }
 
 float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
+    const lazy_channel l = lazy_channel_of(s, o);
     mct_acc_t acc = 0;
-    for (int32_t q = 0; q < s->plane; ++q) acc += (mct_acc_t)mct_lazy_value(s, o, q);
+    for (int32_t q = 0; q < s->plane; ++q) acc += (mct_acc_t)lazy_at(&l, q);
     return (float)acc;
 }
 
 void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
-    for (int32_t y = 0; y < p->in_h; ++y)
-        for (int32_t x = 0; x < p->in_w; ++x) out[y * p->in_w + x] = (float)mct_transpose_tap_sum(p, w, g_c, y, x);
+    const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w;
+    for (int32_t y = 0; y < p->in_h; ++y) {
+        const mct_tap_range ra = mct_tap_range_of(y + p->pad, s, p->out_h, k); /* once per row */
+        float *out_y = out + y * in_w;
+        for (int32_t x = 0; x < in_w; ++x) {
+            const mct_tap_range rb = mct_tap_range_of(x + p->pad, s, out_w, k);
+            out_y[x] = (float)mct_tap_range_sum(w, k, s, g_c, out_w, &ra, &rb);
+        }
+    }
 }
 
 void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *init, int32_t in_c, int32_t plane,
@@ -254,9 +282,10 @@ static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, con
     const int32_t in_n = p->in_h * p->in_w;
     if (lazy != NULL) { /* 1x1, stride 1: positions are the plane's */
         const int8_t *x_i = x + (size_t)col * (size_t)in_n;
+        const lazy_channel l = lazy_channel_of(lazy, r);
+        const int32_t x_zero = p->x_zero;
         mct_acc_t acc = 0;
-        for (int32_t q = 0; q < in_n; ++q)
-            acc += (mct_acc_t)mct_lazy_value(lazy, r, q) * (mct_acc_t)((int32_t)x_i[q] - p->x_zero);
+        for (int32_t q = 0; q < in_n; ++q) acc += (mct_acc_t)lazy_at(&l, q) * (mct_acc_t)((int32_t)x_i[q] - x_zero);
         return (float)acc;
     }
     const int32_t channel = p->groups > 1 ? r : col;

@@ -485,25 +485,13 @@ static void pointwise_grad_x(const mct_conv *p, const float *g, const float *ini
     }
 }
 
-/* The output position a kernel tap (a) maps input coordinate y to, or -1. */
-static int32_t tap_source(int32_t y, int32_t a, int32_t pad, int32_t stride, int32_t out_side) {
-    const int32_t t = y + pad - a;
-    if (stride == 1) return t >= 0 && t < out_side ? t : -1;
-    if (t < 0 || t % stride != 0 || t / stride >= out_side) return -1;
-    return t / stride;
-}
-
 mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
-    mct_acc_t acc = 0;
-    for (int32_t a = 0; a < p->k; ++a) {
-        const int32_t oy = tap_source(y, a, p->pad, p->stride, p->out_h);
-        if (oy < 0) continue;
-        for (int32_t b = 0; b < p->k; ++b) {
-            const int32_t ox = tap_source(x, b, p->pad, p->stride, p->out_w);
-            if (ox >= 0) acc += (mct_acc_t)w[a * p->k + b] * (mct_acc_t)g_o[oy * p->out_w + ox];
-        }
-    }
-    return acc;
+    /* The taps whose source (y + pad - a) / stride is an output position, as ranges: the same taps in the
+     * same ascending order (the same sum), no test per tap. */
+    const int32_t k = p->k, s = p->stride, ow = p->out_w;
+    const mct_tap_range ra = mct_tap_range_of(y + p->pad, s, p->out_h, k);
+    const mct_tap_range rb = mct_tap_range_of(x + p->pad, s, ow, k);
+    return mct_tap_range_sum(w, k, s, g_o, ow, &ra, &rb);
 }
 
 /* Depthwise: channel c of the input gradient from channel c of g (into the scratch when in place). */
@@ -549,15 +537,17 @@ void mct_conv2d_grad_b(const float *g, int32_t channels, int32_t plane, float *o
 }
 
 float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
+    /* The output positions whose input (oy * s - pad + a, ox * s - pad + b) is inside, as ranges (same
+     * positions, ascending: same sum). */
+    const int32_t s = p->stride, in_w = p->in_w, out_w = p->out_w, x_zero = p->x_zero;
+    const int32_t oy0 = mct_first_inside(p->pad - a, s), oy1 = mct_imin(p->out_h, mct_end_inside(p->in_h, p->pad - a, s));
+    const int32_t ox0 = mct_first_inside(p->pad - b, s), ox1 = mct_imin(out_w, mct_end_inside(in_w, p->pad - b, s));
     mct_acc_t acc = 0;
-    for (int32_t oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy = oy * p->stride - p->pad + a;
-        if (iy < 0 || iy >= p->in_h) continue;
-        for (int32_t ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix = ox * p->stride - p->pad + b;
-            if (ix >= 0 && ix < p->in_w)
-                acc += (mct_acc_t)g_o[oy * p->out_w + ox] * (mct_acc_t)((int32_t)x_i[iy * p->in_w + ix] - p->x_zero);
-        }
+    for (int32_t oy = oy0; oy < oy1; ++oy) {
+        const float *g_row = g_o + oy * out_w;
+        const int8_t *x_row = x_i + (oy * s - p->pad + a) * in_w;
+        for (int32_t ox = ox0, ix = ox0 * s - p->pad + b; ox < ox1; ++ox, ix += s)
+            acc += (mct_acc_t)g_row[ox] * (mct_acc_t)((int32_t)x_row[ix] - x_zero);
     }
     return (float)acc;
 }

@@ -242,6 +242,43 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
                        int32_t bit0);
 /* Channel c of a depthwise conv: input plane x_c -> output plane y_c (NULL: mask bits only). */
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0);
+/* The taps a in [0, k) of a conv transpose whose source t = yp - a (yp = y + pad) is an output position:
+ * t >= 0, t % s == 0, t / s < out_side. They are lo, lo + s, ..., up to hi (none: lo > hi); the first's
+ * position is ``first``, each next one's one less. */
+typedef struct {
+    int32_t lo, hi, first;
+} mct_tap_range;
+
+static inline mct_tap_range mct_tap_range_of(int32_t yp, int32_t s, int32_t out_side, int32_t k) {
+    mct_tap_range r;
+    const int32_t low = yp - s * (out_side - 1); /* congruent to yp modulo s, like yp % s */
+    r.lo = yp >= 0 ? mct_imax(yp % s, low) : 0;
+    r.hi = yp >= 0 ? mct_imin(k - 1, yp) : -1;
+    r.first = (yp - r.lo) / s;
+    return r;
+}
+
+/* sum over the taps (a, b) of ranges ra x rb, a then b ascending, of w[a][b] * g_o[oy][ox] (mct_acc_t). */
+static inline mct_acc_t mct_tap_range_sum(const int8_t *w, int32_t k, int32_t s, const float *g_o, int32_t out_w,
+                                          const mct_tap_range *ra, const mct_tap_range *rb) {
+    mct_acc_t acc = 0;
+    for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
+        const int8_t *wa = w + a * k;
+        const float *g_row = g_o + oy * out_w;
+        for (int32_t b = rb->lo, ox = rb->first; b <= rb->hi; b += s, --ox)
+            acc += (mct_acc_t)wa[b] * (mct_acc_t)g_row[ox];
+    }
+    return acc;
+}
+
+/* The first o >= 0 with o * s - d >= 0, and the end of the os with o * s - d < n (weight-gradient
+ * positions whose input is inside; d = pad - tap). */
+static inline int32_t mct_first_inside(int32_t d, int32_t s) { return d <= 0 ? 0 : (d + s - 1) / s; }
+static inline int32_t mct_end_inside(int32_t n, int32_t d, int32_t s) {
+    const int32_t t = n - 1 + d; /* o * s <= t */
+    return t < 0 ? 0 : t / s + 1;
+}
+
 /* Input-gradient element (y, x) of one channel of a conv transpose: sum over taps of w * g (mct_acc_t). */
 mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x);
 /* Weight-gradient element at tap (a, b): sum over output positions (ascending) of g * (x - x_zero). */
