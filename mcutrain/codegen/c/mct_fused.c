@@ -221,10 +221,22 @@ void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, 
                 for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * lazy_at(&l, q);
         } else {
             const float *g_o = g + (size_t)o * (size_t)plane;
-            if (o == 0)
+            if (o + 4 <= out_c) { /* four channels per pass over out: the same additions in order */
+                const float w1 = (float)*mct_weight_at(w, o + 1, c), w2 = (float)*mct_weight_at(w, o + 2, c);
+                const float w3 = (float)*mct_weight_at(w, o + 3, c);
+                const float *g1 = g_o + plane, *g2 = g1 + plane, *g3 = g2 + plane;
+                if (o == 0)
+                    for (int32_t q = 0; q < plane; ++q)
+                        out[q] = ((wo * g_o[q] + w1 * g1[q]) + w2 * g2[q]) + w3 * g3[q];
+                else
+                    for (int32_t q = 0; q < plane; ++q)
+                        out[q] = (((out[q] + wo * g_o[q]) + w1 * g1[q]) + w2 * g2[q]) + w3 * g3[q];
+                o += 3;
+            } else if (o == 0) {
                 for (int32_t q = 0; q < plane; ++q) out[q] = wo * g_o[q];
-            else
+            } else {
                 for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * g_o[q];
+            }
         }
     }
 }
@@ -262,7 +274,23 @@ void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, flo
 void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *init, int32_t in_c, int32_t plane,
                  float *out) {
     const mct_weight_row row = mct_row_of(w, c);
-    for (int32_t i = 0; i < in_c; ++i) {
+    int32_t i = 0;
+    if (c > 0) /* four input channels per pass over g_c: each element's addition as below */
+        for (; i + 4 <= in_c; i += 4) {
+            const float w0 = (float)(i < row.split ? row.lo[i] : row.hi[i]);
+            const float w1 = (float)(i + 1 < row.split ? row.lo[i + 1] : row.hi[i + 1]);
+            const float w2 = (float)(i + 2 < row.split ? row.lo[i + 2] : row.hi[i + 2]);
+            const float w3 = (float)(i + 3 < row.split ? row.lo[i + 3] : row.hi[i + 3]);
+            float *o0 = out + (size_t)i * (size_t)plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
+            for (int32_t q = 0; q < plane; ++q) {
+                const float gq = g_c[q];
+                o0[q] = o0[q] + w0 * gq;
+                o1[q] = o1[q] + w1 * gq;
+                o2[q] = o2[q] + w2 * gq;
+                o3[q] = o3[q] + w3 * gq;
+            }
+        }
+    for (; i < in_c; ++i) {
         const float wi = (float)(i < row.split ? row.lo[i] : row.hi[i]);
         float *out_i = out + (size_t)i * (size_t)plane;
         if (c > 0) {
