@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "mct_int8.h"
 
@@ -242,6 +243,28 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
                        int32_t bit0);
 /* Channel c of a depthwise conv: input plane x_c -> output plane y_c (NULL: mask bits only). */
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0);
+/* (mct_acc_t)g * (mct_acc_t)v for a float32 g and a small integer v (|v| <= 255: an int8 weight, or an
+ * int8 input minus its zero point). With double accumulators the product is exact (24 + 8 bits), so it
+ * is built from g's bits with one integer multiply: the same double as the conversions and the
+ * soft-float multiply (several times the instructions on a single-precision FPU). Zero, subnormal,
+ * infinite and NaN operands take the plain expression. */
+static inline mct_acc_t mct_mul_exact(float g, int32_t v) {
+    if (sizeof(mct_acc_t) != sizeof(double)) return (mct_acc_t)g * (mct_acc_t)v;
+    uint32_t bits;
+    memcpy(&bits, &g, sizeof bits);
+    const uint32_t e = (bits >> 23) & 0xffu, av = (uint32_t)(v < 0 ? -v : v);
+    if (e == 0 || e == 0xffu || av == 0 || av > 255) return (mct_acc_t)g * (mct_acc_t)v;
+    const uint32_t p = ((bits & 0x7fffffu) | 0x800000u) * av; /* < 2^32: exact */
+    const int32_t n = 31 - __builtin_clz(p);                  /* p's leading bit */
+    const uint64_t sign = (uint64_t)((bits >> 31) ^ (uint32_t)(v < 0)) << 63;
+    const uint64_t exponent = (uint64_t)(n + (int32_t)e - 150 + 1023) << 52;
+    const uint64_t fraction = ((uint64_t)p << (52 - n)) & 0xfffffffffffffull;
+    const uint64_t word = sign | exponent | fraction;
+    double d;
+    memcpy(&d, &word, sizeof d);
+    return (mct_acc_t)d;
+}
+
 /* The taps a in [0, k) of a conv transpose whose source t = yp - a (yp = y + pad) is an output position:
  * t >= 0, t % s == 0, t / s < out_side. They are lo, lo + s, ..., up to hi (none: lo > hi); the first's
  * position is ``first``, each next one's one less. */
@@ -266,7 +289,7 @@ static inline mct_acc_t mct_tap_range_sum(const int8_t *w, int32_t k, int32_t s,
         const int8_t *wa = w + a * k;
         const float *g_row = g_o + oy * out_w;
         for (int32_t b = rb->lo, ox = rb->first; b <= rb->hi; b += s, --ox)
-            acc += (mct_acc_t)wa[b] * (mct_acc_t)g_row[ox];
+            acc += mct_mul_exact(g_row[ox], wa[b]);
     }
     return acc;
 }
