@@ -215,7 +215,16 @@ void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, 
         const float wo = (float)*mct_weight_at(w, o, c);
         if (lazy != NULL) {
             const lazy_channel l = lazy_channel_of(lazy, o);
-            if (o == 0)
+            if (o > 0 && o + 4 <= out_c) { /* four channels per pass over out, as below */
+                const float w1 = (float)*mct_weight_at(w, o + 1, c), w2 = (float)*mct_weight_at(w, o + 2, c);
+                const float w3 = (float)*mct_weight_at(w, o + 3, c);
+                const lazy_channel l1 = lazy_channel_of(lazy, o + 1), l2 = lazy_channel_of(lazy, o + 2);
+                const lazy_channel l3 = lazy_channel_of(lazy, o + 3);
+                for (int32_t q = 0; q < plane; ++q)
+                    out[q] = (((out[q] + wo * lazy_at(&l, q)) + w1 * lazy_at(&l1, q)) + w2 * lazy_at(&l2, q)) +
+                             w3 * lazy_at(&l3, q);
+                o += 3;
+            } else if (o == 0)
                 for (int32_t q = 0; q < plane; ++q) out[q] = wo * lazy_at(&l, q);
             else
                 for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * lazy_at(&l, q);
