@@ -326,6 +326,13 @@ static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, con
         return (float)acc;
     }
     const int32_t channel = p->groups > 1 ? r : col;
+    if (p->k == 1 && p->stride == 1 && p->pad == 0 && p->groups == 1) { /* 1x1: the plane, in order */
+        const int8_t *x_i = x + (size_t)channel * (size_t)in_n;
+        const int32_t x_zero = p->x_zero;
+        mct_acc_t acc = 0;
+        for (int32_t q = 0; q < in_n; ++q) acc += mct_mul_exact(g_r[q], (int32_t)x_i[q] - x_zero);
+        return (float)acc;
+    }
     return mct_grad_w_element(p, x + (size_t)channel * (size_t)in_n, g_r, tap / p->k, tap % p->k);
 }
 
