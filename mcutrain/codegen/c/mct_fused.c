@@ -322,7 +322,7 @@ static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, con
         const lazy_channel l = lazy_channel_of(lazy, r);
         const int32_t x_zero = p->x_zero;
         mct_acc_t acc = 0;
-        for (int32_t q = 0; q < in_n; ++q) acc += mct_mul_exact(lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
+        for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
         return (float)acc;
     }
     const int32_t channel = p->groups > 1 ? r : col;
@@ -330,7 +330,7 @@ static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, con
         const int8_t *x_i = x + (size_t)channel * (size_t)in_n;
         const int32_t x_zero = p->x_zero;
         mct_acc_t acc = 0;
-        for (int32_t q = 0; q < in_n; ++q) acc += mct_mul_exact(g_r[q], (int32_t)x_i[q] - x_zero);
+        for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, g_r[q], (int32_t)x_i[q] - x_zero);
         return (float)acc;
     }
     return mct_grad_w_element(p, x + (size_t)channel * (size_t)in_n, g_r, tap / p->k, tap % p->k);

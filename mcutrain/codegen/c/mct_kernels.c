@@ -547,7 +547,7 @@ float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o,
         const float *g_row = g_o + oy * out_w;
         const int8_t *x_row = x_i + (oy * s - p->pad + a) * in_w;
         for (int32_t ox = ox0, ix = ox0 * s - p->pad + b; ox < ox1; ++ox, ix += s)
-            acc += mct_mul_exact(g_row[ox], (int32_t)x_row[ix] - x_zero);
+            acc = mct_mac_exact(acc, g_row[ox], (int32_t)x_row[ix] - x_zero);
     }
     return (float)acc;
 }

@@ -265,6 +265,22 @@ static inline mct_acc_t mct_mul_exact(float g, int32_t v) {
     return (mct_acc_t)d;
 }
 
+/* acc + mct_mul_exact(g, v), the same double; with double accumulators a zero product (g = +-0, or
+ * v = 0 and g finite: about half of a masked gradient or a ReLU input) costs no soft-float add:
+ * x + (-0) is x, x + (+0) is x except -0 + +0 = +0 (round to nearest). A NaN acc takes the plain add. */
+static inline mct_acc_t mct_mac_exact(mct_acc_t acc, float g, int32_t v) {
+    if (sizeof(mct_acc_t) != sizeof(double)) return acc + (mct_acc_t)g * (mct_acc_t)v;
+    uint32_t bits;
+    memcpy(&bits, &g, sizeof bits);
+    const int zero = (bits << 1) == 0 || (v == 0 && ((bits >> 23) & 0xffu) != 0xffu);
+    if (!zero) return acc + mct_mul_exact(g, v);
+    uint64_t a;
+    memcpy(&a, &acc, sizeof a);
+    if ((a << 1) > ((uint64_t)0x7ff << 53)) return acc + mct_mul_exact(g, v); /* NaN */
+    if (((bits >> 31) ^ (uint32_t)(v < 0)) != 0) return acc;                  /* + (-0) */
+    return (a << 1) == 0 ? (mct_acc_t)0 : acc;                                /* + (+0) */
+}
+
 /* The taps a in [0, k) of a conv transpose whose source t = yp - a (yp = y + pad) is an output position:
  * t >= 0, t % s == 0, t / s < out_side. They are lo, lo + s, ..., up to hi (none: lo > hi); the first's
  * position is ``first``, each next one's one less. */
@@ -289,7 +305,7 @@ static inline mct_acc_t mct_tap_range_sum(const int8_t *w, int32_t k, int32_t s,
         const int8_t *wa = w + a * k;
         const float *g_row = g_o + oy * out_w;
         for (int32_t b = rb->lo, ox = rb->first; b <= rb->hi; b += s, --ox)
-            acc += mct_mul_exact(g_row[ox], wa[b]);
+            acc = mct_mac_exact(acc, g_row[ox], wa[b]);
     }
     return acc;
 }
