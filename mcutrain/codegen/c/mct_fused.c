@@ -256,14 +256,14 @@ void mct_fg_requant(const float *g, const uint8_t *mask, int32_t bit0, float m, 
 
 float mct_fg_sum(const float *g, int32_t plane) {
     mct_acc_t acc = 0;
-    for (int32_t q = 0; q < plane; ++q) acc += (mct_acc_t)g[q];
+    for (int32_t q = 0; q < plane; ++q) acc = mct_add_exact(acc, g[q]);
     return (float)acc;
 }
 
 float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
     const lazy_channel l = lazy_channel_of(s, o);
     mct_acc_t acc = 0;
-    for (int32_t q = 0; q < s->plane; ++q) acc += (mct_acc_t)lazy_at(&l, q);
+    for (int32_t q = 0; q < s->plane; ++q) acc = mct_add_exact(acc, lazy_at(&l, q));
     return (float)acc;
 }
 

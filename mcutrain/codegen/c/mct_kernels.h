@@ -281,6 +281,19 @@ static inline mct_acc_t mct_mac_exact(mct_acc_t acc, float g, int32_t v) {
     return (a << 1) == 0 ? (mct_acc_t)0 : acc;                                /* + (+0) */
 }
 
+/* acc + (mct_acc_t)g, the same value; a zero g costs no soft-float add (see mct_mac_exact). */
+static inline mct_acc_t mct_add_exact(mct_acc_t acc, float g) {
+    if (sizeof(mct_acc_t) != sizeof(double)) return acc + (mct_acc_t)g;
+    uint32_t bits;
+    memcpy(&bits, &g, sizeof bits);
+    if ((bits << 1) != 0) return acc + (mct_acc_t)g;
+    uint64_t a;
+    memcpy(&a, &acc, sizeof a);
+    if ((a << 1) > ((uint64_t)0x7ff << 53)) return acc + (mct_acc_t)g; /* NaN */
+    if ((bits >> 31) != 0) return acc;                                  /* + (-0) */
+    return (a << 1) == 0 ? (mct_acc_t)0 : acc;                          /* + (+0) */
+}
+
 /* The taps a in [0, k) of a conv transpose whose source t = yp - a (yp = y + pad) is an output position:
  * t >= 0, t % s == 0, t / s < out_side. They are lo, lo + s, ..., up to hi (none: lo > hi); the first's
  * position is ``first``, each next one's one less. */
