@@ -255,7 +255,12 @@ static inline mct_acc_t mct_mul_exact(float g, int32_t v) {
     const uint32_t e = (bits >> 23) & 0xffu, av = (uint32_t)(v < 0 ? -v : v);
     if (e == 0 || e == 0xffu || av == 0 || av > 255) return (mct_acc_t)g * (mct_acc_t)v;
     const uint32_t p = ((bits & 0x7fffffu) | 0x800000u) * av; /* < 2^32: exact */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(MCT_PORTABLE_CLZ)
     const int32_t n = 31 - __builtin_clz(p);                  /* p's leading bit */
+#else
+    int32_t n = 23; /* p is in [2^23, 2^32): its leading bit, portably */
+    while (n < 31 && (p >> (n + 1)) != 0) ++n;
+#endif
     const uint64_t sign = (uint64_t)((bits >> 31) ^ (uint32_t)(v < 0)) << 63;
     const uint64_t exponent = (uint64_t)(n + (int32_t)e - 150 + 1023) << 52;
     const uint64_t fraction = ((uint64_t)p << (52 - n)) & 0xfffffffffffffull;
