@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import stamp, write_results
+from bench.paper import paper_model
 from mcutrain.codegen import build_host, compile_for_codegen, generate, render
 from mcutrain.codegen.check import side_by_side
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import fuse_expand, fuse_updates, inplace, insert_updates, prune, reorder
 from mcutrain.models.specs import PAPER_SPECS
-from mcutrain.quant.random_model import random_qmodel
-from mcutrain.sparse import get_builtin, resolve
-from mcutrain.sparse.permute import prepare_model
 
 BEFORE_PASSES = (insert_updates, prune, reorder, fuse_updates, fuse_expand, inplace)
 
@@ -41,9 +39,7 @@ def c_arena(program) -> int:
 
 
 def row(name: str, resolution: int, check: int) -> dict:
-    q = random_qmodel(name, resolution, num_classes=10)[0]
-    plan = resolve(get_builtin("paper-99kb", name), q.spec)
-    model = prepare_model(q, plan)
+    model, plan = paper_model(name, resolution)
     reported = compile_training(model, plan, lr=0.01, seed=0)
     now = compile_for_codegen(model, plan, lr=0.01, seed=0)
     before = compile_training(model, plan, lr=0.01, seed=0, passes=BEFORE_PASSES, stream_input=False,

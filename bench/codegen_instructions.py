@@ -20,15 +20,11 @@ import tempfile
 from pathlib import Path
 
 from bench.common import stamp, write_results
-from mcutrain.codegen import compile_for_codegen, generate
+from bench.paper import codegen_program, paper_cycles_per_step
+from mcutrain.codegen import generate
 from mcutrain.codegen.host import CFLAGS, compiler, read_manifest
 from mcutrain.models.specs import PAPER_SPECS
-from mcutrain.quant.random_model import random_qmodel
-from mcutrain.sparse import get_builtin, resolve
-from mcutrain.sparse.permute import prepare_model
 
-PAPER_MS = {"mcunet-5fps": 546, "mbv2-w0.35": 373, "proxyless-w0.3": 443}  # TTE sparse, STM32F746
-MHZ = 216
 
 DRIVER = r"""
 #include <stdio.h>
@@ -57,9 +53,7 @@ def counted(binary: Path, function: str, workdir: Path) -> int:
 
 
 def row(name: str, resolution: int) -> dict:
-    q = random_qmodel(name, resolution, num_classes=10)[0]
-    plan = resolve(get_builtin("paper-99kb", name), q.spec)
-    program = compile_for_codegen(prepare_model(q, plan), plan, lr=0.01, seed=0)
+    program = codegen_program(name, resolution)[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         generate(program, folder)
@@ -68,7 +62,7 @@ def row(name: str, resolution: int) -> dict:
         binary = folder / "driver"
         subprocess.run([compiler(), *CFLAGS, f"-I{folder}", *sources, "-o", str(binary), "-lm"], check=True)
         train, predict = counted(binary, "mct_train_step", folder), counted(binary, "mct_predict", folder)
-    budget = PAPER_MS[name] * MHZ * 1000
+    budget = int(paper_cycles_per_step(name))
     return {"model": name, "resolution": resolution, "train_step_instructions": train,
             "predict_instructions": predict, "paper_cycles_at_216mhz": budget, "goal_half": budget // 2}
 

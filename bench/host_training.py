@@ -29,23 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, stamp, throughput_args, write_results
+from bench.paper import SCHEME, paper_model
 from bench.timing import peak_rss_bytes, timed_steps
 
 NETWORKS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
-SCHEME = "paper-99kb"
 ORT_PYTHON = ROOT / ".venv-ort" / "bin" / "python"
 DRIVER = ROOT / "bench" / "c" / "host_driver.c"
-
-
-def prepared(name: str, resolution: int):
-    """The random-weight int8 model of ``name``, permuted for the scheme, and the scheme's plan."""
-    from mcutrain.quant.random_model import random_qmodel
-    from mcutrain.sparse import load_scheme, resolve
-    from mcutrain.sparse.permute import prepare_model
-
-    qmodel = random_qmodel(name, resolution, num_classes=10)[0]
-    plan = resolve(load_scheme(SCHEME, qmodel.spec.name), qmodel.spec)
-    return prepare_model(qmodel, plan), plan
 
 
 # ---------------------------------------------------------------------------------------- C
@@ -55,7 +44,7 @@ def run_c(name: str, resolution: int, warmup: int, steps: int, work: Path) -> di
     from mcutrain.codegen import compile_for_codegen, generate
     from mcutrain.codegen.host import CFLAGS, compiler
 
-    qmodel, plan = prepared(name, resolution)
+    qmodel, plan = paper_model(name, resolution)
     folder = work / f"c-{name}"
     generate(compile_for_codegen(qmodel, plan, lr=0.01, seed=0), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -87,7 +76,7 @@ def torch_worker(name: str, resolution: int, warmup: int, steps: int) -> dict:
     from mcutrain.train.float_twin import FloatTwin
 
     torch.set_num_threads(1)
-    qmodel, plan = prepared(name, resolution)
+    qmodel, plan = paper_model(name, resolution)
     twin = FloatTwin(qmodel)
     twin.set_trainable(plan)
     params = [p for p in twin.parameters() if p.requires_grad]
@@ -127,7 +116,7 @@ def export_onnx(name: str, resolution: int, folder: Path) -> None:
 
     from mcutrain.train.float_twin import FloatTwin
 
-    qmodel, plan = prepared(name, resolution)
+    qmodel, plan = paper_model(name, resolution)
     twin = FloatTwin(qmodel)
     twin.set_trainable(plan)
     trainable = [n for n, p in twin.named_parameters() if p.requires_grad]

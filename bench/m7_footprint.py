@@ -26,30 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import stamp, write_results
-from mcutrain.codegen import compile_for_codegen
+from bench.paper import PAPER_MS_PER_STEP, codegen_program, digits_samples, paper_cycles_per_step
 from mcutrain.codegen.cortex_m7 import run_qemu
-from mcutrain.codegen.samples import int8_samples
 from mcutrain.codegen.targets import build_target
-from mcutrain.data import load_dataset
 from mcutrain.models.specs import PAPER_SPECS
-from mcutrain.quant.random_model import random_qmodel
-from mcutrain.sparse import get_builtin, resolve
-from mcutrain.sparse.permute import prepare_model
 
-PAPER_MS_PER_STEP = {"mcunet-5fps": 546, "mbv2-w0.35": 373, "proxyless-w0.3": 443}  # TTE sparse, STM32F746
-CLOCK_HZ = 216e6
 KB = 1024
 
 
 def measure(name: str, resolution: int, steps: int, evals: int, folder: Path) -> dict:
-    qmodel = random_qmodel(name, resolution, num_classes=10)[0]
-    plan = resolve(get_builtin("paper-99kb", name), qmodel.spec)
-    program = compile_for_codegen(prepare_model(qmodel, plan), plan, lr=0.01, seed=0)
+    program, qmodel, plan = codegen_program(name, resolution)
     target = build_target(program, qmodel, plan, "cortex-m7", folder, log=lambda m: print("  " + m, flush=True))
-    data = load_dataset("digits", seed=0)
-    draw = dict(resolution=resolution, preprocessing=qmodel.preprocessing, input_scale=qmodel.input.scale,
-                input_zero=qmodel.input.zero)
-    samples = (*int8_samples(data.train, steps, seed=0, **draw), *int8_samples(data.test, evals, seed=1, **draw))
+    samples = digits_samples(qmodel, steps, evals)
     run = run_qemu(folder / target["elf"], *samples, classes=10)
     # The same program with float32 backward accumulators (`mcutrain compile --accumulate float32`): how
     # much of a step is the soft-float double.
@@ -57,7 +45,7 @@ def measure(name: str, resolution: int, steps: int, evals: int, folder: Path) ->
                         accumulate="float32", log=lambda m: print("  " + m, flush=True))
     fast_run = run_qemu(Path(fast["out"]) / fast["elf"], *samples, classes=10, before=False, after=False)
     f, report = target["footprint"], program.report
-    paper_cycles = PAPER_MS_PER_STEP[name] * 1e-3 * CLOCK_HZ
+    paper_cycles = paper_cycles_per_step(name)
     per_step = float(np.mean(run.train_instructions))
     return {
         "model": name, "resolution": resolution, "scheme": plan.scheme,

@@ -34,16 +34,10 @@ from pathlib import Path
 
 
 from bench.common import DOCS, stamp, write_results
-from bench.m7_footprint import CLOCK_HZ, PAPER_MS_PER_STEP
-from mcutrain.codegen import compile_for_codegen
+from bench.paper import PAPER_MS_PER_STEP, codegen_program, digits_samples, paper_cycles_per_step
 from mcutrain.codegen.cortex_m7 import op_profile, run_qemu
-from mcutrain.codegen.samples import int8_samples
 from mcutrain.codegen.targets import build_target
-from mcutrain.data import load_dataset
 from mcutrain.models.specs import PAPER_SPECS
-from mcutrain.quant.random_model import random_qmodel
-from mcutrain.sparse import get_builtin, resolve
-from mcutrain.sparse.permute import prepare_model
 
 GROUPS = ("forward, row pipelines", "forward, frozen prefix", "forward, trained part", "loss", "backward", "updates")
 MODES = ("float64", "float32")
@@ -107,18 +101,13 @@ def profile_mode(program, qmodel, plan, folder: Path, samples, accumulate: str) 
 
 
 def measure(name: str, resolution: int, folder: Path) -> dict:
-    qmodel = random_qmodel(name, resolution, num_classes=10)[0]
-    plan = resolve(get_builtin("paper-99kb", name), qmodel.spec)
-    program = compile_for_codegen(prepare_model(qmodel, plan), plan, lr=0.01, seed=0)
-    data = load_dataset("digits", seed=0)
-    draw = dict(resolution=resolution, preprocessing=qmodel.preprocessing, input_scale=qmodel.input.scale,
-                input_zero=qmodel.input.zero)
-    samples = (*int8_samples(data.train, 1, seed=0, **draw), *int8_samples(data.test, 1, seed=1, **draw))
+    program, qmodel, plan = codegen_program(name, resolution)
+    samples = digits_samples(qmodel, 1, 1)
     modes = {m: profile_mode(program, qmodel, plan, folder / m, samples, m) for m in MODES}
     return {"model": name, "resolution": resolution, "scheme": plan.scheme,
             "train_ops": len(program.train.graph.ops), "inference_ops": len(program.inference.graph.ops),
             "paper_ms_per_step": PAPER_MS_PER_STEP[name],
-            "paper_cycles_per_step": PAPER_MS_PER_STEP[name] * 1e-3 * CLOCK_HZ, "modes": modes}
+            "paper_cycles_per_step": paper_cycles_per_step(name), "modes": modes}
 
 
 def plot(rows: list[dict], path: Path) -> None:
