@@ -95,7 +95,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     qmodel = _quantize(model, info, own, cfg, progress, result, out)
     task, qmodel = _new_task(qmodel, cfg, progress, result)
     contrib = _contribution(out / "model-int8.safetensors", len(qmodel.convs()), cfg, progress, result)
-    scheme, plan, search_outcome = _search(qmodel, contrib, cfg, progress, result, out)
+    plan = _search(qmodel, contrib, cfg, progress, result, out)
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
     samples = _samples(task, prepared, cfg)
     host = _train_on_host(program, prepared, plan, samples, cfg, progress, result, out)
@@ -103,7 +103,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     progress.close()
     result["stage_seconds"] = progress.times
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["_program"], result["_search"] = program, search_outcome  # for the report's plots, not JSON
     return result
 
 
@@ -216,11 +215,12 @@ def _search(qmodel, contrib, cfg: DemoConfig, progress: Progress, result: dict, 
         "bias_layers": sum(c.bias for c in plan.convs),
         "weight_layers": [{"layer": c.index, "ratio": c.weight_ratio} for c in plan.convs if c.updates_weight],
     }
-    return outcome.scheme, plan, outcome
+    return plan
 
 
 def _compile(qmodel, plan, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
     from mcutrain.codegen import compile_for_codegen
+    from mcutrain.engine.reports import write_reports
     from mcutrain.sparse.permute import prepare_model
 
     progress.stage("compile", "compiling the training step (autodiff, prune, reorder, fuse, plan memory) and "
@@ -236,6 +236,10 @@ def _compile(qmodel, plan, cfg: DemoConfig, progress: Progress, result: dict, ou
                           "trainable_bytes": r["trainable_bytes"], "flash_bytes": r["flash_bytes"],
                           "inference_arena_bytes": r["inference_arena_bytes"], "ops": r["n_ops"],
                           "peak_op": r["peak_op"]}
+    # The memory report is the compiled program's; written here, the result stays plain JSON.
+    title = f"{qmodel.spec.name} @{qmodel.resolution}, searched scheme: live memory per op"
+    result["compiled"]["report_files"] = [str(f) for f in write_reports(program, out / "memory", result["compiled"],
+                                                                        title)]
     return program, prepared
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from mcutrain.cli.commands import HELP
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
 
     d = DemoConfig()
     p = subparsers.add_parser("demo", help=HELP["demo"], description=DESCRIPTION,
-                              formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=d.checkpoint, help="float checkpoint (default: the bundled backbone)")
     p.add_argument("--data", default=None, help="the checkpoint's own task (default: recorded in it)")
     p.add_argument("--task", default=d.task, help=f"the new task (default {d.task}; folder:PATH, npz:PATH)")
@@ -57,7 +58,7 @@ def run(args) -> int:
     result["command"] = "mcutrain " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else "mcutrain demo"
     files = write_demo_report(result, cfg.out)
     result["report_files"] = [str(f) for f in files]
-    emit(args, {k: v for k, v in result.items() if not k.startswith("_")}, _human)
+    emit(args, result, _human)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The demo's report folder: ``summary.json`` (every number), ``summary.md`` (the same for people), and
-plots: ``training.png`` (loss and held-out accuracy over the on-device steps), ``search.png``
-(evolution vs random search, written by the search stage), ``memory/`` (the compiled program's
+``training.png`` (loss and held-out accuracy over the on-device steps); the stages that own them have
+already written ``search.png`` (evolution vs random search) and ``memory/`` (the compiled program's
 memory timeline, text and PNG, from ``mcutrain.engine.reports``)."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mcutrain.engine.reports import write_reports
 from mcutrain.io.atomic import atomic_write_text
 
 __all__ = ["human_summary", "write_demo_report"]
@@ -18,13 +17,11 @@ __all__ = ["human_summary", "write_demo_report"]
 
 def write_demo_report(result: dict, folder) -> list[Path]:
     folder = Path(folder)
-    public = {k: v for k, v in result.items() if not k.startswith("_")}
-    title = f"{result['backbone']['model']} @{result['backbone']['resolution']}, searched scheme: live memory per op"
-    written = write_reports(result["_program"], folder / "memory", result["compiled"], title)
-    atomic_write_text(folder / "summary.json", json.dumps(public, indent=1, default=_plain) + "\n")
-    atomic_write_text(folder / "summary.md", markdown(public) + "\n")
+    atomic_write_text(folder / "summary.json", json.dumps(result, indent=1, default=_plain) + "\n")
+    atomic_write_text(folder / "summary.md", markdown(result) + "\n")
     plot_training(result, folder / "training.png")
-    return [folder / "summary.json", folder / "summary.md", folder / "training.png", folder / "search.png", *written]
+    return [folder / "summary.json", folder / "summary.md", folder / "training.png", folder / "search.png",
+            *map(Path, result["compiled"]["report_files"])]
 
 
 def _plain(value):
