@@ -141,12 +141,11 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.Compl
 
 
 def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | None = UNDER_256KB,
-                    defines: tuple[str, ...] = (), profile: bool = False) -> dict:
+                    profile: bool = False) -> dict:
     """Copy the board files into the generated ``folder``, compile, check and link ``firmware.elf``
     for ``memory`` (raises ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the
-    strict map too (``firmware-<name>.elf``; reported, never raised). ``defines`` (``NAME=VALUE``) go
-    to the compiler as -D; the accumulator is NOT one of them: it is the folder's, fixed when it was
-    generated (``generate(..., accumulate="float32")``; a conflicting -DMCT_ACC_T fails the build).
+    strict map too (``firmware-<name>.elf``; reported, never raised). The accumulator is the folder's,
+    fixed when it was generated (``generate(..., accumulate="float32")``; a -DMCT_ACC_T fails the build).
     ``profile`` also builds ``firmware-profile.elf`` (-DMCT_TRACE: the timer after every op; module
     docstring), reported as ``profile``. Returns the build report (``accumulate``: the folder's mode)."""
     _require("arm-none-eabi-gcc", "arm-none-eabi-size")
@@ -154,26 +153,26 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
     manifest = read_manifest(folder)
     for name in BOARD_FILES:
         shutil.copyfile(BOARD / name, folder / name)
-    objects = _compile(folder, list(manifest["sources"]) + list(BOARD_SOURCES), [f"-D{d}" for d in defines])
+    sources = list(manifest["sources"]) + list(BOARD_SOURCES)
+    objects = _compile(folder, sources, [])
     needed = object_footprint(objects, memory.stack_bytes)
     elf = _link_checked(folder, objects, memory, needed, folder / "firmware.elf")
     report = {"memory_map": asdict(memory), "elf": elf.name, "accumulate": accumulate_of(manifest),
               "objects_footprint": needed,
-              "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS) + [f"-D{d}" for d in defines]}
+              "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS)}
     if strict is not None:
         report["strict"] = _strict(folder, objects, strict)
     if profile:
-        report["profile"] = _profile_build(folder, list(manifest["sources"]) + list(BOARD_SOURCES), defines, memory)
+        report["profile"] = _profile_build(folder, sources, memory)
     return report
 
 
-def _profile_build(folder: Path, sources: list[str], defines: tuple[str, ...], memory: MemoryMap) -> dict:
+def _profile_build(folder: Path, sources: list[str], memory: MemoryMap) -> dict:
     """``firmware-profile.elf``: every source again with -DMCT_TRACE, in a build folder of its own."""
-    flags = [f"-D{d}" for d in defines] + ["-DMCT_TRACE"]
-    objects = _compile(folder, sources, flags, build="build-m7-profile")
+    objects = _compile(folder, sources, ["-DMCT_TRACE"], build="build-m7-profile")
     elf = _link_checked(folder, objects, memory, object_footprint(objects, memory.stack_bytes),
                         folder / "firmware-profile.elf")
-    return {"elf": elf.name, "cflags": list(M7_CFLAGS) + flags, "footprint": elf_footprint(elf)}
+    return {"elf": elf.name, "cflags": list(M7_CFLAGS) + ["-DMCT_TRACE"], "footprint": elf_footprint(elf)}
 
 
 def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
