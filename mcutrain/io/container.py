@@ -1,19 +1,38 @@
 """One safe, self-describing container for every mcutrain artifact (checkpoints, int8 models, state).
 
-Format: a safetensors file (a JSON header + raw little-endian arrays; nothing is ever unpickled)
-whose header metadata holds
-  ``mcutrain.kind``     what the file is (e.g. "float-checkpoint"); a reader names the kind it wants,
-  ``mcutrain.version``  the kind's format version; readers refuse versions they do not know,
-  ``mcutrain.meta``     a JSON document describing the contents (architecture, classes, ...),
-  ``mcutrain.sha256``   a hash of the tensor bytes, so silent corruption is refused, not trained on.
+Format: a safetensors file (an 8-byte little-endian header length, a JSON header, raw little-endian
+arrays; nothing is ever unpickled) whose header metadata holds
+  ``mcutrain.kind``      what the file is (e.g. "float-checkpoint"); a reader names the kind it wants,
+  ``mcutrain.version``   the kind's format version; readers refuse versions they do not know,
+  ``mcutrain.meta``      a JSON document describing the contents (architecture, classes, ...),
+  ``mcutrain.checksum``  ``"sha256:<64 hex>"``: the SHA-256 of the WHOLE file (length prefix, header
+                         and tensor data) as it reads with these 64 hex digits replaced by 64 ``"0"``s.
+So a flipped bit anywhere (kind, version, meta, a tensor's dtype/shape/offsets, the padding, the data)
+is refused as corruption instead of being trained on. The checksum is not a signature: whoever can
+write the file can recompute it; every reader validates what the meta and tensors say on top of it.
+
+The file is canonical: the JSON header is written with sorted keys, no spaces and space padding to a
+multiple of 8 bytes (``_canonical``), so equal contents give byte-identical files (a file's sha256 is
+how caches and users recognise a model). Readers require that form too.
+
+Files of the earlier container (their ``mcutrain.sha256`` covered only the tensor data) are refused
+with a message saying how to re-save them: ``python -m mcutrain.io.container OLD NEW`` checks the old
+data checksum and writes the same kind, version, meta and tensors in this format (``migrate_container``).
+Only migrate files you trust: the old format could not tell a changed header from a good one.
+
+Limits: a file may be at most ``MAX_FILE_BYTES``, its JSON header at most ``_HEADER_LIMIT`` bytes and
+its meta nested at most ``MAX_META_DEPTH`` levels.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +43,37 @@ from safetensors.numpy import save as st_save
 from mcutrain.errors import CheckpointError
 from mcutrain.io.atomic import atomic_write_bytes
 
+MAX_FILE_BYTES = 1 << 30
+"""Largest container read (1 GiB): a microcontroller model is a few MB, its float checkpoint tens."""
+MAX_META_DEPTH = 32
+"""Deepest nesting of the meta JSON (mcutrain writes at most ~6 levels)."""
 _HEADER_LIMIT = 100 * 1024 * 1024
+
+CHECKSUM_KEY = "mcutrain.checksum"
+_LEGACY_CHECKSUM_KEY = "mcutrain.sha256"  # the earlier container: a hash of the tensor bytes only
+_ZERO_DIGEST = "0" * 64
+_CHECKSUM_FIELD = re.compile(rb'"mcutrain\.checksum":"sha256:([0-9a-f]{64})"')
+MIGRATE_HINT = "python -m mcutrain.io.container OLD NEW"
 
 
 def write_container(path: str | os.PathLike, kind: str, version: int, meta: dict,
                     tensors: dict[str, np.ndarray]) -> None:
     """Serialise ``tensors`` with ``meta`` and write atomically."""
+    atomic_write_bytes(path, container_bytes(kind, version, meta, tensors))
+
+
+def container_bytes(kind: str, version: int, meta: dict, tensors: dict[str, np.ndarray]) -> bytes:
+    """The exact bytes ``write_container`` writes (canonical, checksummed)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    digest = _data_sha256(st_save(arrays))
     header = {
         "mcutrain.kind": kind,
         "mcutrain.version": str(version),
         "mcutrain.meta": json.dumps(meta, sort_keys=True),
-        "mcutrain.sha256": digest,
+        CHECKSUM_KEY: "sha256:" + _ZERO_DIGEST,
     }
-    atomic_write_bytes(path, _canonical(st_save(arrays, metadata=header)))
+    blob = _canonical(st_save(arrays, metadata=header))
+    field = _checksum_field(blob)
+    return blob[:field.start(1)] + _whole_file_sha256(blob, field).encode() + blob[field.end(1):]
 
 
 def _canonical(blob: bytes) -> bytes:
@@ -47,9 +82,32 @@ def _canonical(blob: bytes) -> bytes:
     users recognise a model, so equal contents must give equal bytes. The header stays valid
     safetensors (offsets are relative to the data, which is untouched; padded with spaces to 8 bytes)."""
     (n,) = struct.unpack("<Q", blob[:8])
-    text = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
+    text = _canonical_header(json.loads(blob[8:8 + n]))
     return struct.pack("<Q", len(text)) + text + blob[8 + n:]
+
+
+def _canonical_header(header: dict) -> bytes:
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return text + b" " * (-len(text) % 8)
+
+
+def _checksum_field(blob: bytes) -> re.Match:
+    """Where the checksum's hex digits are in the header (exactly once: the header is canonical, and
+    inside the meta string every quote is escaped, so the pattern cannot occur there)."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    found = list(_CHECKSUM_FIELD.finditer(blob, 8, 8 + n))
+    if len(found) != 1:
+        raise CheckpointError(f"{len(found)} checksum fields in the header")
+    return found[0]
+
+
+def _whole_file_sha256(blob: bytes, field: re.Match) -> str:
+    """SHA-256 of the file with the checksum's digits read as zeros (they cannot cover themselves)."""
+    h = hashlib.sha256()
+    h.update(blob[:field.start(1)])
+    h.update(_ZERO_DIGEST.encode())
+    h.update(blob[field.end(1):])
+    return h.hexdigest()
 
 
 def read_container(path: str | os.PathLike, kind: str,
@@ -63,63 +121,170 @@ def read_versioned_container(path: str | os.PathLike, kind: str,
                              versions: tuple[int, ...]) -> tuple[int, dict, dict[str, np.ndarray]]:
     """(version, meta, tensors): for readers of a kind with several versions in use."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    blob = path.read_bytes()
-    header = _parse_metadata(path, blob)
-    found_kind = header.get("mcutrain.kind")
+    blob = _read_file(path)
+    found_kind, version, meta = _checked_header(path, blob)
     if found_kind != kind:
         raise CheckpointError(f"{path}: is a {found_kind!r} file, expected {kind!r}")
-    version = header.get("mcutrain.version", "")
-    if not version.isdigit() or int(version) not in versions:
-        raise CheckpointError(f"{path}: {kind} format version {version!r} is not supported "
+    if version not in versions:
+        raise CheckpointError(f"{path}: {kind} format version {version} is not supported "
                               f"(this mcutrain reads {', '.join(map(str, versions))})")
-    if _data_sha256(blob) != header.get("mcutrain.sha256"):
-        raise CheckpointError(f"{path}: tensor data does not match its checksum (corrupt file)")
     try:
         tensors = st_load(blob)
-        meta = json.loads(header["mcutrain.meta"])
-    except (SafetensorError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: corrupt {kind} file ({err})") from None
-    return int(version), meta, tensors
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt {kind} file ({_one_line(err)})") from None
+    return version, meta, tensors
 
 
 def peek_container(path: str | os.PathLike) -> tuple[str, int, dict]:
-    """(kind, version, meta) of any mcutrain file, from its header alone (the tensors are neither
-    read nor checked): for questions about a file, such as its architecture, not for using it."""
+    """(kind, version, meta) of any mcutrain file, checksum verified, tensors not decoded: for questions
+    about a file, such as its architecture, not for using it."""
     path = Path(path)
+    return _checked_header(path, _read_file(path))
+
+
+def _read_file(path: Path) -> bytes:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    with path.open("rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        blob = head + f.read(min(n, _HEADER_LIMIT))  # _parse_metadata refuses what is short or foreign
-    header = _parse_metadata(path, blob)
-    version = header.get("mcutrain.version", "")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise CheckpointError(f"{path}: {size} bytes, over the {MAX_FILE_BYTES}-byte limit of a model file")
+    return path.read_bytes()
+
+
+def _checked_header(path: Path, blob: bytes) -> tuple[str, int, dict]:
+    """(kind, version, meta) once the file is known to be an intact, canonical container of this format."""
+    header = _parse_header(path, blob)
+    _verify_checksum(path, blob, header)
+    found_kind = header.get("mcutrain.kind")
+    version = header.get("mcutrain.version")
+    if not isinstance(found_kind, str) or not isinstance(version, str) or not re.fullmatch(r"[1-9][0-9]{0,5}", version):
+        raise CheckpointError(f"{path}: corrupt header (kind {found_kind!r}, version {version!r})")
+    meta_text = header.get("mcutrain.meta")
     try:
-        return header["mcutrain.kind"], int(version), json.loads(header["mcutrain.meta"])
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"{path}: corrupt header ({err})") from None
+        meta = json.loads(meta_text) if isinstance(meta_text, str) else None
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: corrupt {found_kind} metadata ({_one_line(err)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the {found_kind} metadata must be a JSON object")
+    if _depth(meta) > MAX_META_DEPTH:
+        raise CheckpointError(f"{path}: metadata nested deeper than {MAX_META_DEPTH} levels")
+    return found_kind, int(version), meta
 
 
-def _parse_metadata(path: Path, blob: bytes) -> dict:
+def _parse_header(path: Path, blob: bytes) -> dict:
+    """The header's ``__metadata__`` of an mcutrain container (canonical, if of the current format)."""
     foreign = CheckpointError(f"{path}: not an mcutrain file (expected a safetensors container)")
     if len(blob) < 8:
         raise foreign
     (n,) = struct.unpack("<Q", blob[:8])
     if n > min(_HEADER_LIMIT, len(blob) - 8):
         raise foreign
+    raw = blob[8:8 + n]
     try:
-        header = json.loads(blob[8:8 + n])
-    except (UnicodeDecodeError, ValueError):
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        if b'"mcutrain.' in raw:  # ours, damaged: say so rather than "foreign"
+            raise CheckpointError(f"{path}: corrupt mcutrain file (its header is not valid JSON)") from None
         raise foreign from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or "mcutrain.kind" not in meta:
         raise foreign
+    if CHECKSUM_KEY in meta and _canonical_header(header) != raw:
+        raise CheckpointError(f"{path}: corrupt mcutrain file (its header is not in the canonical form "
+                              f"mcutrain writes)")
     return meta
 
 
-def _data_sha256(blob: bytes) -> str:
-    """Hash of the tensor bytes only (they do not depend on the header, which holds the hash)."""
+def _verify_checksum(path: Path, blob: bytes, header: dict) -> None:
+    if CHECKSUM_KEY not in header:
+        if _LEGACY_CHECKSUM_KEY in header:
+            raise CheckpointError(f"{path}: written by an earlier mcutrain whose checksum covers only the "
+                                  f"tensor data; re-save it in the current format with `{MIGRATE_HINT}` "
+                                  f"(only if you trust the file)")
+        raise CheckpointError(f"{path}: corrupt mcutrain file (no checksum)")
+    try:
+        field = _checksum_field(blob)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: corrupt mcutrain file ({err})") from None
+    if _whole_file_sha256(blob, field) != field.group(1).decode():
+        raise CheckpointError(f"{path}: the file does not match its checksum (corrupt file)")
+
+
+def _depth(doc) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_META_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+# ---------------------------------------------------------------------------------------------- migration
+
+
+def migrate_container(src: str | os.PathLike, dst: str | os.PathLike,
+                      change_meta=None) -> tuple[str, int]:
+    """Re-save ``src`` (this format, or the earlier one whose checksum covered only the tensor data)
+    as ``dst`` in the current format: same kind, version, meta and tensors, the old checksum verified
+    first. ``change_meta(kind, meta)`` may edit the meta in place (e.g. drop fields). Returns (kind, version)."""
+    src = Path(src)
+    blob = _read_file(src)
+    try:
+        kind, version, meta = _checked_header(src, blob)
+    except CheckpointError as err:
+        if "earlier mcutrain" not in str(err):
+            raise
+        kind, version, meta = _legacy_header(src, blob)
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointError(f"{src}: corrupt {kind} file ({_one_line(err)})") from None
+    if change_meta is not None:
+        change_meta(kind, meta)
+    write_container(dst, kind, version, meta, tensors)
+    return kind, version
+
+
+def _legacy_header(path: Path, blob: bytes) -> tuple[str, int, dict]:
+    """(kind, version, meta) of an earlier-format file whose tensor-data checksum holds."""
     (n,) = struct.unpack("<Q", blob[:8])
-    return hashlib.sha256(blob[8 + n:]).hexdigest()
+    header = json.loads(blob[8:8 + n])["__metadata__"]
+    if hashlib.sha256(blob[8 + n:]).hexdigest() != header.get(_LEGACY_CHECKSUM_KEY):
+        raise CheckpointError(f"{path}: tensor data does not match its checksum (corrupt file)")
+    version = header.get("mcutrain.version", "")
+    try:
+        meta = json.loads(header["mcutrain.meta"])
+        if not (isinstance(meta, dict) and version.isdigit()):
+            raise ValueError("no meta object or version")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path}: corrupt header ({_one_line(err)})") from None
+    return str(header["mcutrain.kind"]), int(version), meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mcutrain.io.container OLD NEW``: re-save a container in the current format."""
+    parser = argparse.ArgumentParser(prog="python -m mcutrain.io.container",
+                                     description="Re-save an mcutrain file (float checkpoint, int8 model, "
+                                                 "training state) in the current container format.")
+    parser.add_argument("old", help="the file to read (not changed)")
+    parser.add_argument("new", help="the file to write (may be OLD itself)")
+    args = parser.parse_args(argv)
+    try:
+        kind, version = migrate_container(args.old, args.new)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.new}: {kind} version {version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
