@@ -2,19 +2,43 @@
 
 Integers and scales are stored as tensors (``<conv name>.weight`` int8, ``.bias`` int32,
 ``.w_scale`` float32); per-tensor quantization parameters and the architecture go in the JSON
-metadata. Loading refuses wrong dtypes, wrong shapes, non-finite or non-positive scales and zero
-points outside int8, naming the offending tensor, so a bad file never reaches an executor.
+metadata.
 
 Versions: 1 names a zoo architecture (meta ``arch``); 2 also embeds the architecture (meta ``spec``,
 the JSON of docs/own-model.md), which is what the file is checked against and built from, even when
 ``arch`` is a zoo name with other layers (the file is the truth). Version 2 is written whenever the
-architecture is not a zoo network verbatim; zoo networks are still written as version 1, byte-identical
-to earlier files, whose sha256 keys the bundled contribution analysis (``models.zoo.spec_to_embed``).
+architecture is not a zoo network verbatim; zoo networks are still written as version 1.
+
+Validation (on load, and before saving: a file mcutrain writes is one it reads back). Every field is
+checked for its type (``True`` is not an integer), its range and its consistency with the tensors and
+with the other fields; a bad one is a ``CheckpointError`` whose one line names the field (or tensor)
+and what is allowed. Besides the limits shared with float checkpoints (``train.checkpoint``:
+resolution [8, 1024], num_classes [2, 10000] = len(classes), distinct class names):
+  * meta keys: exactly those ``save_qmodel`` writes (``spec`` only in version 2); every conv entry
+    named, in order, as the architecture's convs, with its stride and groups;
+  * preprocessing: offset 128 and scale = ``input.scale``, input zero point 0: the int8 input is
+    ``p - 128`` for every model (``qmodel`` module docstring);
+  * activation quantization (input, every conv's x/y, adds' a/b/y, pool x/y, classifier x): scale a
+    finite number in ACTIVATION_SCALE_RANGE = [1e-9, 1e4] (the quantizer's smallest is 1e-6/255),
+    zero point an integer in [-128, 127]; each tensor's x equals the y of the tensor it reads
+    (first conv <- input, block convs chained, add a <- block input and b <- pointwise2, pool x <-
+    last block, classifier x <- pool y);
+  * clamp ranges (convs, adds): integers with -128 <= qmin < qmax <= 127;
+  * tensors: exactly the architecture's, each with its dtype and shape; int8 weights in [-127, 127];
+    weight scales finite, conv ones in [0, 1e4], classifier ones in (0, 1e4];
+  * ``frozen_channels``: strictly increasing channel indices in [0, out_channels), including every
+    channel whose weight scale is below DEGENERATE_W_SCALE (1e-8; QAS divides by its square);
+  * fixed-point constants: every conv multiplier x.scale * w_scale / y.scale must be below 2**30
+    (``fixedpoint.quantize_multiplier``: shift <= 30), every add's max(a.scale, b.scale) / y.scale
+    below 2**49 (its output multiplier, after the 2**20 headroom shift, below 2**30), the pool's
+    x.scale / (y.scale * side**2) below 2**30 with side**2 <= 2**16 positions
+    (``int8_ops.avgpool_params``).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -22,14 +46,41 @@ from mcutrain.errors import CheckpointError, McutrainError
 from mcutrain.io.container import read_versioned_container, write_container
 from mcutrain.models import conv_shapes
 from mcutrain.models.zoo import spec_of_file, spec_to_embed
+from mcutrain.quant.fixedpoint import ADD_LEFT_SHIFT, MAX_SHIFT, quantize_multiplier
+from mcutrain.quant.int8_ops import MAX_POOL_COUNT, add_params, avgpool_params
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
+from mcutrain.quant.quantize import DEGENERATE_W_SCALE
+from mcutrain.train.checkpoint import (
+    check_classes,
+    check_preprocessing,
+    check_resolution,
+    meta_dict,
+    meta_int,
+    meta_list,
+    meta_number,
+    meta_str,
+)
 
 KIND = "int8-model"
 VERSION = 2  # the newest; see the module docstring
 READS = (1, 2)
 
+ACTIVATION_SCALE_RANGE = (1e-9, 1e4)
+MAX_WEIGHT_SCALE = 1e4
+INPUT_OFFSET = 128.0
+MAX_MULTIPLIER = 2.0 ** MAX_SHIFT  # quantize_multiplier refuses reals from about here on
+_META_KEYS = ("arch", "num_classes", "resolution", "classes", "preprocessing", "input", "convs", "adds",
+              "pool", "classifier")
+_OPTIONAL_META_KEYS = ("provenance",)
+_CONV_KEYS = ("name", "stride", "groups", "x", "y", "qmin", "qmax", "frozen_channels")
+
 
 def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
+    """Write ``model``; a model that ``load_qmodel`` would refuse is refused here, nothing written."""
+    try:
+        check_qmodel(model)
+    except CheckpointError as err:
+        raise CheckpointError(f"refusing to write {path}: {err}") from None
     tensors: dict[str, np.ndarray] = {}
     convs = []
     for conv in model.convs():
@@ -57,36 +108,49 @@ def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
 
 
 def load_qmodel(path: str | os.PathLike) -> QModel:
+    """The int8 model of ``path``; anything wrong in it is a ``CheckpointError`` naming the field."""
     version, meta, tensors = read_versioned_container(path, KIND, READS)
     try:
-        return _build(meta, tensors, version)
-    except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+        return check_qmodel(_build(meta, tensors, version))
     except McutrainError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, IndexError) as err:  # a gap in the checks: still one line
         raise CheckpointError(f"{path}: malformed int8 model metadata ({type(err).__name__}: {err})") from None
 
 
+# ---------------------------------------------------------------------------------------------- parsing
+# Types, keys, names and shapes: the meta and tensors -> a QModel. Ranges and consistency: check_qmodel.
+
+
 def _build(meta: dict, tensors: dict[str, np.ndarray], version: int) -> QModel:
-    spec = spec_of_file(meta, version, meta["arch"])
-    shapes = conv_shapes(spec, int(meta["resolution"]))
-    if len(meta["convs"]) != len(shapes):
-        raise CheckpointError(f"{len(meta['convs'])} convs stored, {spec.name} has {len(shapes)}")
-    convs = [_conv(m, s, tensors) for m, s in zip(meta["convs"], shapes)]
-    num_classes = int(meta["num_classes"])
+    optional = _OPTIONAL_META_KEYS + (("spec",) if version >= 2 else ())
+    meta_dict(meta, "", _META_KEYS, optional)
+    spec = spec_of_file(meta, version, meta_str(meta["arch"], "arch"))
+    resolution = check_resolution(meta["resolution"])
+    num_classes, classes = check_classes(meta["num_classes"], meta["classes"])
+    shapes = conv_shapes(spec, resolution)
+    entries = meta_list(meta["convs"], "convs", len(shapes))
+    convs = [_conv(entry, i, shape, tensors) for i, (entry, shape) in enumerate(zip(entries, shapes))]
     classifier = QLinear(
         weight=_tensor(tensors, "classifier.weight", np.int8, (num_classes, spec.feature_ch)),
         bias=_tensor(tensors, "classifier.bias", np.int32, (num_classes,)),
         w_scale=_tensor(tensors, "classifier.w_scale", np.float32, (num_classes,)),
-        x=_qtensor(meta["classifier"]["x"], "classifier.x"))
-    _check_scales(classifier.w_scale, "classifier.w_scale")
-    return QModel(spec=spec, num_classes=num_classes, resolution=int(meta["resolution"]),
-                  classes=tuple(meta["classes"]), preprocessing=dict(meta["preprocessing"]),
+        x=_qtensor(meta_dict(meta["classifier"], "classifier", ("x",), ())["x"], "classifier.x"))
+    expected = {f"{c.name}.{t}" for c in convs for t in ("weight", "bias", "w_scale")}
+    expected |= {"classifier.weight", "classifier.bias", "classifier.w_scale"}
+    unexpected = sorted(set(tensors) - expected)
+    if unexpected:
+        raise CheckpointError(f"tensor {unexpected[0]} is not part of {spec.name} "
+                              f"({len(unexpected)} unexpected tensors)")
+    pool = meta_dict(meta["pool"], "pool", ("x", "y"), ())
+    provenance = meta.get("provenance", {})
+    meta_dict(provenance, "provenance")
+    return QModel(spec=spec, num_classes=num_classes, resolution=resolution, classes=classes,
+                  preprocessing=check_preprocessing(meta["preprocessing"]),
                   input=_qtensor(meta["input"], "input"), first_conv=convs[0],
-                  blocks=_blocks(spec, convs[1:], meta["adds"]),
-                  pool=QPool(_qtensor(meta["pool"]["x"], "pool.x"), _qtensor(meta["pool"]["y"], "pool.y")),
-                  classifier=classifier, provenance=dict(meta.get("provenance", {})))
+                  blocks=_blocks(spec, convs[1:], meta_list(meta["adds"], "adds", len(spec.blocks))),
+                  pool=QPool(_qtensor(pool["x"], "pool.x"), _qtensor(pool["y"], "pool.y")),
+                  classifier=classifier, provenance=dict(provenance))
 
 
 def _blocks(spec, convs: list[QConv], adds: list) -> tuple[QBlock, ...]:
@@ -101,26 +165,28 @@ def _blocks(spec, convs: list[QConv], adds: list) -> tuple[QBlock, ...]:
     return tuple(blocks)
 
 
-def _conv(m: dict, shape, tensors) -> QConv:
+def _conv(entry: Any, index: int, shape, tensors) -> QConv:
+    m = meta_dict(entry, f"convs[{index}]", _CONV_KEYS, ())
     if m["name"] != shape.name:
-        raise CheckpointError(f"conv {m['name']!r} found where the architecture has {shape.name!r}")
-    wshape = (shape.out_ch, shape.in_ch // shape.groups, shape.kernel, shape.kernel)
-    conv = QConv(name=shape.name, stride=int(m["stride"]), groups=int(m["groups"]),
-                 weight=_tensor(tensors, f"{shape.name}.weight", np.int8, wshape),
-                 bias=_tensor(tensors, f"{shape.name}.bias", np.int32, (shape.out_ch,)),
-                 w_scale=_tensor(tensors, f"{shape.name}.w_scale", np.float32, (shape.out_ch,)),
-                 x=_qtensor(m["x"], f"{shape.name}.x"), y=_qtensor(m["y"], f"{shape.name}.y"),
-                 qmin=int(m["qmin"]), qmax=int(m["qmax"]),
-                 frozen_channels=tuple(int(c) for c in m["frozen_channels"]))
-    if (conv.stride, conv.groups) != (shape.stride, shape.groups):
-        raise CheckpointError(f"{shape.name}: stride/groups {conv.stride}/{conv.groups}, "
+        raise CheckpointError(f"convs[{index}].name: conv {_short(m['name'])} found where the architecture "
+                              f"has {shape.name!r}")
+    name = shape.name
+    stride = meta_int(m["stride"], f"{name}.stride", 1, 2)
+    groups = meta_int(m["groups"], f"{name}.groups", 1, shape.out_ch)
+    if (stride, groups) != (shape.stride, shape.groups):
+        raise CheckpointError(f"{name}: stride/groups {stride}/{groups}, "
                               f"architecture has {shape.stride}/{shape.groups}")
-    if not -128 <= conv.qmin < conv.qmax <= 127:
-        raise CheckpointError(f"{shape.name}: clamp range [{conv.qmin}, {conv.qmax}] is not inside int8")
-    if conv.weight.min(initial=0) < -127:
-        raise CheckpointError(f"{shape.name}.weight: -128 is outside the symmetric range [-127, 127]")
-    _check_scales(conv.w_scale, f"{shape.name}.w_scale", allow_zero=True)
-    return conv
+    wshape = (shape.out_ch, shape.in_ch // shape.groups, shape.kernel, shape.kernel)
+    frozen = meta_list(m["frozen_channels"], f"{name}.frozen_channels")
+    return QConv(name=name, stride=stride, groups=groups,
+                 weight=_tensor(tensors, f"{name}.weight", np.int8, wshape),
+                 bias=_tensor(tensors, f"{name}.bias", np.int32, (shape.out_ch,)),
+                 w_scale=_tensor(tensors, f"{name}.w_scale", np.float32, (shape.out_ch,)),
+                 x=_qtensor(m["x"], f"{name}.x"), y=_qtensor(m["y"], f"{name}.y"),
+                 qmin=meta_int(m["qmin"], f"{name}.qmin", -128, 127),
+                 qmax=meta_int(m["qmax"], f"{name}.qmax", -128, 127),
+                 frozen_channels=tuple(meta_int(c, f"{name}.frozen_channels[{j}]", 0, shape.out_ch - 1)
+                                       for j, c in enumerate(frozen)))
 
 
 def _tensor(tensors: dict, name: str, dtype, shape: tuple) -> np.ndarray:
@@ -132,20 +198,10 @@ def _tensor(tensors: dict, name: str, dtype, shape: tuple) -> np.ndarray:
     return t
 
 
-def _qtensor(d: dict, name: str) -> QTensor:
-    q = QTensor.from_dict(d)
-    if not (np.isfinite(q.scale) and q.scale > 0):
-        raise CheckpointError(f"{name}: scale {q.scale} must be positive and finite")
-    if not -128 <= q.zero <= 127:
-        raise CheckpointError(f"{name}: zero point {q.zero} is outside int8")
-    return q
-
-
-def _check_scales(scales: np.ndarray, name: str, allow_zero: bool = False) -> None:
-    # Degenerate channels (w_scale ~ 0) exist in the paper's files; they are frozen, not refused.
-    bad = ~np.isfinite(scales) | (scales < 0 if allow_zero else scales <= 0)
-    if bad.any():
-        raise CheckpointError(f"{name}: {int(bad.sum())} scales are negative or not finite")
+def _qtensor(d: Any, name: str) -> QTensor:
+    d = meta_dict(d, name, ("scale", "zero"), ())
+    return QTensor(meta_number(d["scale"], f"{name}.scale", *ACTIVATION_SCALE_RANGE),
+                   meta_int(d["zero"], f"{name}.zero", -128, 127))
 
 
 def _add_to_dict(add: QAdd | None) -> dict | None:
@@ -154,8 +210,168 @@ def _add_to_dict(add: QAdd | None) -> dict | None:
     return {"a": add.a.to_dict(), "b": add.b.to_dict(), "y": add.y.to_dict(), "qmin": add.qmin, "qmax": add.qmax}
 
 
-def _add_from_dict(d: dict | None, name: str) -> QAdd | None:
+def _add_from_dict(d: Any, name: str) -> QAdd | None:
     if d is None:
         return None
+    d = meta_dict(d, name, ("a", "b", "y", "qmin", "qmax"), ())
     return QAdd(_qtensor(d["a"], f"{name}.a"), _qtensor(d["b"], f"{name}.b"), _qtensor(d["y"], f"{name}.y"),
-                int(d["qmin"]), int(d["qmax"]))
+                meta_int(d["qmin"], f"{name}.qmin", -128, 127), meta_int(d["qmax"], f"{name}.qmax", -128, 127))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_qmodel(model: QModel) -> QModel:
+    """Ranges and consistency of a QModel, however it was made (loaded, quantized, imported): the rules
+    of the module docstring. Returns ``model``; raises ``CheckpointError`` naming the first bad field."""
+    check_resolution(model.resolution)
+    check_classes(model.num_classes, list(model.classes))
+    _check_input(model)
+    for conv in model.convs():
+        _check_conv(conv)
+    for i, block in enumerate(model.blocks):
+        if block.add is not None:
+            _check_add(block.add, f"blocks.{i}.add")
+    _check_chain(model)
+    _check_pool(model)
+    _check_classifier(model.classifier)
+    return model
+
+
+def _check_input(model: QModel) -> None:
+    prep = check_preprocessing(dict(model.preprocessing))
+    _check_qtensor(model.input, "input")
+    if model.input.zero != 0:
+        raise CheckpointError(f"input.zero: {model.input.zero}, must be 0 (the int8 input is p - 128)")
+    if prep["offset"] != INPUT_OFFSET:
+        raise CheckpointError(f"preprocessing.offset: {prep['offset']:g}, must be 128 for an int8 model "
+                              f"(its input is p - 128)")
+    if prep["scale"] != model.input.scale:
+        raise CheckpointError(f"preprocessing.scale: {prep['scale']!r} must equal input.scale "
+                              f"{model.input.scale!r}")
+
+
+def _check_qtensor(q: QTensor, name: str) -> None:
+    meta_number(q.scale, f"{name}.scale", *ACTIVATION_SCALE_RANGE)
+    meta_int(q.zero, f"{name}.zero", -128, 127)
+
+
+def _check_clamp(qmin: int, qmax: int, name: str) -> None:
+    meta_int(qmin, f"{name}.qmin", -128, 127)
+    meta_int(qmax, f"{name}.qmax", -128, 127)
+    if not qmin < qmax:
+        raise CheckpointError(f"{name}: clamp range [{qmin}, {qmax}] is not inside int8 "
+                              f"(needs -128 <= qmin < qmax <= 127)")
+
+
+def _check_conv(conv: QConv) -> None:
+    name = conv.name
+    _check_qtensor(conv.x, f"{name}.x")
+    _check_qtensor(conv.y, f"{name}.y")
+    _check_clamp(conv.qmin, conv.qmax, name)
+    if conv.weight.size and conv.weight.min() < -127:
+        raise CheckpointError(f"{name}.weight: -128 is outside the symmetric range [-127, 127]")
+    w_scale = conv.w_scale.astype(np.float64)
+    bad = ~np.isfinite(w_scale) | (w_scale < 0) | (w_scale > MAX_WEIGHT_SCALE)
+    if bad.any():
+        c = int(np.flatnonzero(bad)[0])
+        raise CheckpointError(f"{name}.w_scale: {int(bad.sum())} scales outside [0, {MAX_WEIGHT_SCALE:g}] or not "
+                              f"finite (channel {c}: {w_scale[c]!r})")
+    _check_frozen(conv, w_scale)
+    _check_multiplier(conv.real_multiplier, f"{name}: requantization multiplier x.scale * w_scale / y.scale")
+
+
+def _check_frozen(conv: QConv, w_scale: np.ndarray) -> None:
+    name, frozen = f"{conv.name}.frozen_channels", conv.frozen_channels
+    for j, c in enumerate(frozen):
+        meta_int(c, f"{name}[{j}]", 0, conv.out_ch - 1)
+    if any(a >= b for a, b in zip(frozen, frozen[1:])):
+        raise CheckpointError(f"{name}: channel indices must be strictly increasing")
+    unfrozen = sorted(set(np.flatnonzero(w_scale < DEGENERATE_W_SCALE).tolist()) - set(frozen))
+    if unfrozen:
+        raise CheckpointError(f"{name}: channel {unfrozen[0]} has w_scale {w_scale[unfrozen[0]]:.3g} < "
+                              f"{DEGENERATE_W_SCALE:g} and must be frozen ({len(unfrozen)} such channels)")
+
+
+def _check_multiplier(real: np.ndarray, what: str) -> None:
+    """A real multiplier the fixed-point requantizer can encode (``quantize_multiplier``)."""
+    per_channel = np.ndim(real) > 0
+    real = np.atleast_1d(np.asarray(real, dtype=np.float64))
+    worst = int(np.argmax(np.where(np.isfinite(real), real, np.inf)))
+    if not real[worst] < MAX_MULTIPLIER:
+        channel = f" (channel {worst})" if per_channel else ""
+        raise CheckpointError(f"{what} = {real[worst]:.4g}{channel} must be below 2^{MAX_SHIFT} "
+                              f"(the fixed-point shift is at most {MAX_SHIFT})")
+    try:
+        quantize_multiplier(real)
+    except ValueError as err:  # the carry of rounding just below 2^30
+        raise CheckpointError(f"{what}: {err}") from None
+
+
+def _check_add(add: QAdd, name: str) -> None:
+    for part in ("a", "b", "y"):
+        _check_qtensor(getattr(add, part), f"{name}.{part}")
+    _check_clamp(add.qmin, add.qmax, name)
+    ratio = max(add.a.scale, add.b.scale) / add.y.scale
+    limit = 2.0 ** (MAX_SHIFT + ADD_LEFT_SHIFT - 1)
+    if not ratio < limit:
+        raise CheckpointError(f"{name}: scale ratio max(a.scale, b.scale) / y.scale = {ratio:.4g} must be below "
+                              f"2^{MAX_SHIFT + ADD_LEFT_SHIFT - 1} (the fixed-point add's output multiplier)")
+    try:
+        add_params(add.a.scale, add.a.zero, add.b.scale, add.b.zero, add.y.scale, add.y.zero, add.qmin, add.qmax)
+    except ValueError as err:
+        raise CheckpointError(f"{name}: {err}") from None
+
+
+def _check_chain(model: QModel) -> None:
+    """Every tensor is read with the quantization it was written with."""
+    _same(model.first_conv.x, model.input, "first_conv.x", "input")
+    t, t_name = model.first_conv.y, "first_conv.y"
+    for i, block in enumerate(model.blocks):
+        block_in, block_in_name = t, t_name
+        for conv in block.convs():
+            _same(conv.x, t, f"{conv.name}.x", t_name)
+            t, t_name = conv.y, f"{conv.name}.y"
+        if block.add is not None:
+            _same(block.add.a, block_in, f"blocks.{i}.add.a", block_in_name)
+            _same(block.add.b, t, f"blocks.{i}.add.b", t_name)
+            t, t_name = block.add.y, f"blocks.{i}.add.y"
+    _same(model.pool.x, t, "pool.x", t_name)
+    _same(model.classifier.x, model.pool.y, "classifier.x", "pool.y")
+
+
+def _same(reader: QTensor, writer: QTensor, reader_name: str, writer_name: str) -> None:
+    if reader != writer:
+        raise CheckpointError(f"{reader_name}: (scale {reader.scale!r}, zero {reader.zero}) must equal "
+                              f"{writer_name} (scale {writer.scale!r}, zero {writer.zero}), the tensor it reads")
+
+
+def _check_pool(model: QModel) -> None:
+    _check_qtensor(model.pool.x, "pool.x")
+    _check_qtensor(model.pool.y, "pool.y")
+    side = conv_shapes(model.spec, model.resolution)[-1].out_side
+    if side * side > MAX_POOL_COUNT:
+        raise CheckpointError(f"resolution: {model.resolution} leaves {side}x{side} positions to pool, more "
+                              f"than the {MAX_POOL_COUNT} the int8 average pool sums")
+    _check_multiplier(model.pool.x.scale / (model.pool.y.scale * side * side),
+                      "pool: multiplier x.scale / (y.scale * positions)")
+    try:
+        avgpool_params(model.pool.x.scale, model.pool.x.zero, model.pool.y.scale, model.pool.y.zero, side * side)
+    except ValueError as err:
+        raise CheckpointError(f"pool: {err}") from None
+
+
+def _check_classifier(classifier: QLinear) -> None:
+    _check_qtensor(classifier.x, "classifier.x")
+    if classifier.weight.size and classifier.weight.min() < -127:
+        raise CheckpointError("classifier.weight: -128 is outside the symmetric range [-127, 127]")
+    w_scale = classifier.w_scale.astype(np.float64)
+    bad = ~np.isfinite(w_scale) | (w_scale <= 0) | (w_scale > MAX_WEIGHT_SCALE)
+    if bad.any():
+        raise CheckpointError(f"classifier.w_scale: {int(bad.sum())} scales outside (0, {MAX_WEIGHT_SCALE:g}] "
+                              f"or not finite")
