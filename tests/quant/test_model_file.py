@@ -240,3 +240,43 @@ def test_a_version_2_file_must_carry_its_architecture(tmp_path):
     tamper(path, KIND, lambda m, t: m.pop("spec"))
     with pytest.raises(CheckpointError, match=r"m\.safetensors: version 2 file without its architecture"):
         load_qmodel(path)
+
+
+# ---- through the CLI: exit 2, one line naming the field, no traceback, no hang --------------------
+
+CLI_CASES = ["resolution true", "resolution 100000", "preprocessing offset 1e30", "classifier x scale 1e30",
+             "classifier x with pool y 1e30", "add clamp outside int8", "frozen 99999", "conv multiplier over 2^30",
+             "pool multiplier over 2^30", "add y out of the chain"]
+
+
+@pytest.mark.parametrize("command", ["compile", "finetune"])
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_compile_and_finetune_refuse_forged_model_files(tmp_path, capsys, qmodel, command, case):
+    from mcutrain.cli.main import main
+
+    path = tmp_path / "m.safetensors"
+    save_qmodel(path, qmodel)
+    tamper(path, KIND, FORGED[case][0])
+    argv = [command, str(path), "--scheme", "last-layer"]
+    if command == "finetune":
+        argv += ["--data", "npz:/nonexistent.npz", "--out", str(tmp_path / "out.safetensors"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"mcutrain {command}: error: {path}: ")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_header_bit_flip_32_to_33_is_refused_through_compile(tmp_path, capsys, qmodel):
+    """The tester's case: '2' -> '3' is one flipped bit (0x32 -> 0x33) in the resolution."""
+    from mcutrain.cli.main import main
+
+    path = tmp_path / "m.safetensors"
+    save_qmodel(path, qmodel)
+    blob = path.read_bytes()
+    field = b'\\"resolution\\": 32'
+    assert blob.count(field) == 1
+    path.write_bytes(blob.replace(field, b'\\"resolution\\": 33'))
+    assert main(["compile", str(path), "--scheme", "last-layer"]) == 2
+    assert capsys.readouterr().err == (f"mcutrain compile: error: {path}: the file does not match its "
+                                       f"checksum (corrupt file)\n")

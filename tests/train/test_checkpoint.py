@@ -108,3 +108,110 @@ def test_bad_embedded_specs_are_refused(tmp_path):
 def test_info_and_model_must_agree():
     with pytest.raises(ValueError, match="names 'tiny', the model is 'my-tiny'"):
         save_checkpoint("unused.safetensors", _custom_model(), INFO)
+
+
+# ---- every field validated; non-finite weights refused -------------------------------------------
+
+
+def _nan_in(name):
+    def change(meta, tensors):
+        tensors[name] = tensors[name].copy()
+        tensors[name].flat[0] = np.nan
+    return change
+
+
+FORGED = {
+    "resolution true": (lambda m, t: m.__setitem__("resolution", True),
+                        r"resolution: True is not an integer in \[8, 1024\]"),
+    "resolution 100000": (lambda m, t: m.__setitem__("resolution", 100000),
+                          r"resolution: 100000 is not an integer in \[8, 1024\]"),
+    "resolution float": (lambda m, t: m.__setitem__("resolution", 32.0), r"resolution: 32\.0 is not an integer"),
+    "num_classes string": (lambda m, t: m.__setitem__("num_classes", "3"),
+                           r"num_classes: '3' is not an integer in \[2, 10000\]"),
+    "classes count": (lambda m, t: m["classes"].pop(), r"classes: 2 names, num_classes is 3"),
+    "classes empty name": (lambda m, t: m["classes"].__setitem__(0, ""),
+                           r"classes\[0\]: '' is not a string of 1 to 256 characters"),
+    "offset 1e30": (lambda m, t: m["preprocessing"].__setitem__("offset", 1e30),
+                    r"preprocessing\.offset: 1e\+30 is not a finite number in \[0, 255\]"),
+    "scale 0": (lambda m, t: m["preprocessing"].__setitem__("scale", 0),
+                r"preprocessing\.scale: 0 is not a finite number in \[1e-06, 1\]"),
+    "scale bool": (lambda m, t: m["preprocessing"].__setitem__("scale", True),
+                   r"preprocessing\.scale: True is not a finite number"),
+    "preprocessing missing": (lambda m, t: m.pop("preprocessing"), r"preprocessing: missing"),
+    "unknown key": (lambda m, t: m.__setitem__("epochs", 3), r"epochs: unknown field \(allowed: "),
+    "model type": (lambda m, t: m.__setitem__("model", 5), r"model: 5 is not a string"),
+    "training type": (lambda m, t: m.__setitem__("training", []), r"training: \[\] is not an object"),
+    "training config type": (lambda m, t: m.__setitem__("training", {"config": 5}),
+                             r"training\.config: 5 is not an object"),
+    "split seed": (lambda m, t: m.__setitem__("training", {"config": {"seed": -1}}),
+                   r"training\.config\.seed: -1 is not an integer in \[0, 9223372036854775807\]"),
+    "nan weight": (_nan_in("blocks.2.depthwise.conv.weight"),
+                   r"blocks\.2\.depthwise\.conv\.weight has 1 non-finite values \(NaN or infinity\)"),
+    "inf bn": (lambda m, t: t.__setitem__("classifier.bias", np.full_like(t["classifier.bias"], np.inf)),
+               r"classifier\.bias has 3 non-finite values"),
+    "negative variance": (lambda m, t: t.__setitem__("first_conv.bn.running_var",
+                                                     -t["first_conv.bn.running_var"]),
+                          r"first_conv\.bn\.running_var has negative variances"),
+    "float64 tensor": (lambda m, t: t.__setitem__("classifier.bias", t["classifier.bias"].astype(np.float64)),
+                       r"classifier\.bias is float64, the architecture needs float32"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_forged_fields_and_bad_tensors_are_refused_by_name(tmp_path, case):
+    change, message = FORGED[case]
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, build_model("tiny", 3), INFO)
+    tamper(path, KIND, change)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_tensor_names_in_the_cases_exist():
+    # the NaN cases must hit real tensors, or they would test nothing
+    names = set(build_model("tiny", 3).state_dict())
+    assert {"blocks.2.depthwise.conv.weight", "first_conv.bn.running_var", "classifier.bias"} <= names
+
+
+def test_a_diverged_model_or_a_bad_info_is_not_written(tmp_path):
+    path = tmp_path / "c.safetensors"
+    model = build_model("tiny", 3)
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"refusing to write .*c\.safetensors: classifier\.weight has 1 "
+                                              r"non-finite values"):
+        save_checkpoint(path, model, INFO)
+    with pytest.raises(CheckpointError, match=r"refusing to write .*resolution: 2 is not an integer in \[8, 1024\]"):
+        save_checkpoint(path, build_model("tiny", 3), CheckpointInfo(**{**INFO.__dict__, "resolution": 2}))
+    assert not path.exists()
+
+
+def test_the_bundled_backbone_loads_and_has_no_timings():
+    from mcutrain.assets import DEFAULT_BACKBONE
+
+    model, info = load_checkpoint(DEFAULT_BACKBONE)
+    assert info.model == "mbv2-w0.35" and info.resolution == 64 and info.num_classes == 10
+    last = info.training["last_epoch"]
+    assert "seconds" not in last and "images_per_s" not in last and last["epoch"] == 12
+
+
+# ---- through the CLI: exit 2, one line, no traceback -----------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["eval", "quantize"])
+@pytest.mark.parametrize("case", ["resolution true", "offset 1e30", "nan weight", "split seed"])
+def test_eval_and_quantize_refuse_forged_checkpoints(tmp_path, capsys, command, case):
+    from mcutrain.cli.main import main
+
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, build_model("tiny", 3), INFO)
+    tamper(path, KIND, FORGED[case][0])
+    argv = [command, str(path), "--data", "npz:/nonexistent.npz"]
+    if command == "quantize":
+        argv += ["--out", str(tmp_path / "q.safetensors")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"mcutrain {command}: error: {path}: ")
+    assert not (tmp_path / "q.safetensors").exists()
