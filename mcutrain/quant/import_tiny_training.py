@@ -57,6 +57,7 @@ from mcutrain.models import conv_shapes
 from mcutrain.models.specs import ALL_SPECS, PAPER_SPECS, NetSpec
 from mcutrain.models.zoo import ConvShape
 from mcutrain.quant.head import new_head
+from mcutrain.quant.model_file import check_qmodel
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
 from mcutrain.quant.quantize import DEGENERATE_W_SCALE
 from mcutrain.quant.safe_pickle import load_tiny_training_pickle
@@ -82,9 +83,11 @@ def import_tiny_training(path: str | os.PathLike, num_classes: int | None = None
     head_classes = _head_classes(num_classes, classes)
     raw = load_tiny_training_pickle(path)
     try:
-        model = _convert(raw)
+        model = check_qmodel(_convert(raw))  # the limits and rules of every int8 model file
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:  # a gap in the checks
+        raise CheckpointError(f"{path}: malformed tiny-training model ({type(err).__name__}: {err})") from None
     degenerate = {c.name: len(c.frozen_channels) for c in model.convs() if c.frozen_channels}
     provenance = {
         "format": FORMAT,
@@ -124,6 +127,9 @@ def _head_classes(num_classes: int | None, classes) -> tuple[str, ...] | None:
 def _convert(raw: dict) -> QModel:
     if raw["feature_mix"] is not None:
         raise CheckpointError("has a feature_mix conv: no known architecture has one")
+    most = max(len(s.blocks) for s in ALL_SPECS)
+    if len(raw["blocks"]) > most:  # before walking them: each may be a shared reference
+        raise CheckpointError(f"blocks: {len(raw['blocks'])} blocks, no known architecture has more than {most}")
     named = _named_convs(raw)
     spec, resolution = identify_architecture(named)
     for i, (b, block) in enumerate(zip(spec.blocks, raw["blocks"])):
@@ -209,7 +215,7 @@ def identify_architecture(named: list[tuple[str, dict]]) -> tuple[NetSpec, int]:
     that differs from the closest known architecture (the one with the longest matching prefix).
     """
     resolution = named[0][1].get("in_shape")
-    if not isinstance(resolution, int) or resolution < 1:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise CheckpointError(f"first_conv.in_shape is {resolution!r}, expected the input side (an int)")
     best: tuple[int, NetSpec, list[ConvShape]] | None = None
     for spec in PAPER_SPECS + tuple(s for s in ALL_SPECS if s not in PAPER_SPECS):

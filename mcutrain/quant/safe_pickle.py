@@ -6,8 +6,15 @@ and Python numbers. A pickle can run arbitrary code, so they are never opened wi
 ``data.pkl`` with an unpickler whose ``find_class`` resolves only the few numpy names that array
 reconstruction needs, each to a checking wrapper, and refuses everything else (``CheckpointError``
 naming the refused ``module.name``). Torch storages (``persistent_load``) are refused as well: the
-files hold no tensors. After loading, the whole object tree is checked to contain only dicts, lists,
+files hold no tensors. After loading, the whole object graph is checked to contain only dicts, lists,
 tuples, str, int, float, bool, None and numeric (non-object) numpy arrays / scalars.
+
+Bounded work: a pickle's memo lets a few hundred bytes describe a graph with 2**40 paths (lists that
+share their children), so the check walks each container once (memoised by identity, shared
+references counted once) and refuses, before looking further, a graph of more than ``MAX_NODES``
+objects and references, nested deeper than ``MAX_DEPTH`` on its longest path, or with a reference
+cycle. ``data.pkl`` itself may be at most ``MAX_DATA_PKL_BYTES``. (The real files: ~1 MB, ~2,000
+objects, 6 levels.)
 
 What the three real files use (checked with ``pickletools``): ``numpy.core.multiarray._reconstruct``,
 ``numpy.ndarray``, ``numpy.dtype``, ``_codecs.encode``. Files written by numpy 2 name
@@ -32,8 +39,12 @@ except ImportError:  # pragma: no cover - numpy 1.x
 
 from mcutrain.errors import CheckpointError
 
-MAX_DATA_PKL_BYTES = 256 * 2**20
+MAX_DATA_PKL_BYTES = 64 * 2**20
 """data.pkl files larger than this are refused before reading (the real ones are < 1 MB)."""
+MAX_NODES = 1_000_000
+"""Most containers + references (each shared one counted once) in an accepted object graph."""
+MAX_DEPTH = 32
+"""Deepest nesting (longest path from the root) of an accepted object graph."""
 
 
 class _NdarrayClass:
@@ -122,18 +133,72 @@ class RestrictedUnpickler(pickle.Unpickler):
 _PLAIN_SCALARS = (str, int, float, bool, type(None), bytes)
 
 
-def _check_plain(obj: Any, where: str = "data", depth: int = 0) -> None:
-    if depth > 64:
-        raise CheckpointError(f"{where}: nesting too deep")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
+def _check_plain(root: Any, source: str = "data") -> None:
+    """Refuse anything but plain data, walking each container once (see the module docstring).
+
+    Iterative depth-first walk: ``height`` memoises, per container, the longest path below it, so a
+    container reached again costs one lookup, and the longest path through it is still measured.
+    """
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
+    budget = [MAX_NODES]
+    stack = [_enter(root, source, 1, on_path, budget)] if _is_container(root) else []
+    if not stack:
+        _check_leaf(root, source)
+    while stack:
+        node, children, where, depth, tallest = stack[-1]
+        child = next(children, _DONE)
+        if child is _DONE:
+            stack.pop()
+            on_path.discard(id(node))
+            height[id(node)] = tallest
+            if stack:
+                parent = stack[-1]
+                stack[-1] = (*parent[:4], max(parent[4], tallest + 1))
+            continue
+        key, value = child
+        if not _is_container(value):
+            _check_leaf(value, f"{where}[{key!r}]")
+            continue
+        if id(value) in height:  # shared: already checked; only its depth here matters
+            if depth + 1 + height[id(value)] > MAX_DEPTH:
+                raise CheckpointError(f"{where}[{key!r}]: nested deeper than {MAX_DEPTH} levels")
+            stack[-1] = (node, children, where, depth, max(tallest, height[id(value)] + 1))
+            continue
+        if id(value) in on_path:
+            raise CheckpointError(f"{where}[{key!r}]: a reference cycle (model data is a tree of plain values)")
+        stack.append(_enter(value, f"{where}[{key!r}]", depth + 1, on_path, budget))
+
+
+_DONE = object()
+
+
+def _is_container(obj: Any) -> bool:
+    return isinstance(obj, (dict, list, tuple))
+
+
+def _enter(node: Any, where: str, depth: int, on_path: set[int], budget: list[int]):
+    """Stack entry (node, its (key, child) iterator, where, depth, tallest subtree so far)."""
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    budget[0] -= 1 + len(node)
+    if budget[0] < 0:
+        raise CheckpointError(f"{where}: more than {MAX_NODES} objects and references in the file")
+    if type(node) not in (dict, list, tuple):
+        raise CheckpointError(f"{where}: value of type {type(node).__name__} is not allowed")
+    on_path.add(id(node))
+    if isinstance(node, dict):
+        for k in node:
             if not isinstance(k, (str, int)):
                 raise CheckpointError(f"{where}: dict key of type {type(k).__name__} is not allowed")
-            _check_plain(v, f"{where}[{k!r}]", depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_plain(v, f"{where}[{i}]", depth + 1)
-    elif isinstance(obj, np.ndarray):
+        children = iter(node.items())
+    else:
+        children = enumerate(node)
+    return node, children, where, depth, 0
+
+
+def _check_leaf(obj: Any, where: str) -> None:
+    if isinstance(obj, np.ndarray):
         if type(obj) is not np.ndarray or obj.dtype.hasobject:
             raise CheckpointError(f"{where}: array of type {type(obj).__name__}/{obj.dtype} is not allowed")
     elif isinstance(obj, np.generic):

@@ -365,3 +365,59 @@ def test_cli_refuses_foreign_files(tmp_path, members, message):
     with pytest.raises(CheckpointError, match=message):
         run_cli(["import", str(path), "--format", "tiny-training", "--out", str(out)])
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------ bounded, checked
+
+
+def _shared_nest(depth: int) -> list:
+    x: list = []
+    for _ in range(depth):
+        x = [x, x]
+    return x
+
+
+def test_cli_refuses_a_40_deep_shared_list_pickle_within_a_second(tmp_path, capsys):
+    """The tester's 604-byte file: nested lists sharing their children hung `mcutrain import` (2**40 paths)."""
+    import time
+
+    from mcutrain.cli.main import main
+
+    raw = {"first_conv": _shared_nest(40), "blocks": [_shared_nest(40)], "feature_mix": None, "classifier": {}}
+    path = _zip(tmp_path / "deep.pkl", {"archive/data.pkl": pickle.dumps(raw, protocol=2)})
+    assert path.stat().st_size < 1200
+    start = time.perf_counter()
+    assert main(["import", str(path), "--format", "tiny-training", "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert time.perf_counter() - start < 1.0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nested deeper than 32 levels" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_more_blocks_than_any_architecture_are_refused_before_walking_them(tmp_path, tiny_model):
+    raw = to_tiny_training_dict(tiny_model)
+    raw["blocks"] = [raw["blocks"][1]] * 100_000  # one shared block: cheap to pickle, costly to walk
+    path = write_tiny_training(tmp_path / "many.pkl", raw)
+    with pytest.raises(CheckpointError, match=r"blocks: 100000 blocks, no known architecture has more than \d+"):
+        import_tiny_training(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["first_conv"].__setitem__("in_shape", True), r"first_conv\.in_shape is True"),
+    (lambda r: r["blocks"][1]["depthwise"].__setitem__("params", [1]), r"blocks\.1\.depthwise\.params is a list"),
+    (lambda r: r["classifier"]["params"].__setitem__("x_scale", 1e30),
+     r"pool\.y\.scale: 1e\+30 is not a finite number in \[1e-09, 10000\]"),  # pool y = classifier x
+    (lambda r: r["blocks"][0]["residual"]["params"].__setitem__("y_scale", 0.5),
+     r"blocks\.1\.pointwise1\.x: \(scale .*\) must equal blocks\.0\.add\.y"),
+])
+def test_imported_models_obey_the_model_file_rules(tmp_path, tiny_model, change, message):
+    path = write_tiny_training(tmp_path / "bad.pkl", edit(to_tiny_training_dict(tiny_model), change))
+    with pytest.raises(CheckpointError, match=message):
+        import_tiny_training(path)
+
+
+def test_a_consistent_file_at_resolution_100000_is_refused(tmp_path, tiny_model):
+    # every conv's in/out side says 100000: the architecture matches, the resolution limit refuses it
+    path = write_tiny_training(tmp_path / "huge.pkl", to_tiny_training_dict(replace(tiny_model, resolution=100_000)))
+    with pytest.raises(CheckpointError, match=r"huge\.pkl: resolution: 100000 is not an integer in \[8, 1024\]"):
+        import_tiny_training(path)

@@ -220,3 +220,76 @@ def test_truncated_files_are_refused(tmp_path):
     short = write_zip(tmp_path / "short.pkl", {name: data[: len(data) // 2]})
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_tiny_training_pickle(short)
+
+
+# ---------------------------------------------------------------- bounded work
+
+
+def _shared_nest(depth: int) -> list:
+    """Lists that share their children: ``depth`` levels, 2**depth paths, depth + 1 distinct lists."""
+    x: list = []
+    for _ in range(depth):
+        x = [x, x]
+    return x
+
+
+def test_a_40_deep_shared_list_is_refused_within_a_second():
+    import time
+
+    blob = pickle.dumps({"first_conv": {}, "blocks": _shared_nest(40), "feature_mix": None, "classifier": {}},
+                        protocol=2)
+    assert len(blob) < 700  # the tester's file was 604 bytes
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"<bytes>\['blocks'\](\[0\])+: nested deeper than 32 levels"):
+        restricted_loads(blob)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_shared_references_are_walked_once_and_accepted_when_shallow():
+    import time
+
+    shared = {"w": np.zeros(3, np.int8)}
+    data = {"a": _shared_nest(25), "b": [shared] * 50_000}  # 2**25 paths; 50,000 references to one dict
+    start = time.perf_counter()
+    back = restricted_loads(pickle.dumps(data, protocol=2))
+    assert time.perf_counter() - start < 1.0
+    assert len(back["b"]) == 50_000 and back["b"][0] is back["b"][-1]
+
+
+def test_depth_is_the_longest_path_even_through_a_shared_child():
+    # the shared child is first met shallow ("a": levels 2 and 3), then again under a deep chain
+    # ("b": the dict 1, deep 2, 29 nested lists to level 31, leaf 32, [1] 33 > 32)
+    deep = inner = []
+    for _ in range(29):
+        inner.append([])
+        inner = inner[0]
+    leaf = [[1]]
+    inner.append(leaf)
+    with pytest.raises(CheckpointError, match="nested deeper than 32 levels"):
+        restricted_loads(pickle.dumps({"a": leaf, "b": deep}, protocol=2))
+    restricted_loads(pickle.dumps({"a": leaf, "b": deep[0]}, protocol=2))  # one level less: accepted
+
+
+def test_node_count_limit_and_cycles(monkeypatch):
+    from mcutrain.quant import safe_pickle
+
+    monkeypatch.setattr(safe_pickle, "MAX_NODES", 1000)
+    with pytest.raises(CheckpointError, match=r"more than 1000 objects and references"):
+        restricted_loads(pickle.dumps([list(range(10)) for _ in range(100)], protocol=2))
+    restricted_loads(pickle.dumps([list(range(10)) for _ in range(80)], protocol=2))  # 1 + 80 + 80 * 11 = 961
+    loop: list = []
+    loop.append([loop])
+    with pytest.raises(CheckpointError, match=r"<bytes>\[0\]\[0\]: a reference cycle"):
+        restricted_loads(pickle.dumps(loop, protocol=2))
+
+
+def test_real_files_are_far_inside_the_limits():
+    from mcutrain.quant import safe_pickle
+
+    for name in EXPECTED:
+        path = MODELS / name
+        if not path.is_file():
+            pytest.skip(f"{path} not present")
+        data = load_tiny_training_pickle(path)
+        assert safe_pickle.MAX_DEPTH >= 4 * 6 and isinstance(data, dict)  # the real files nest 6 deep
+    assert safe_pickle.MAX_DATA_PKL_BYTES >= 32 * 1024 * 1024  # the real data.pkl files are < 1 MB
