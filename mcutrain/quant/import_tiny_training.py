@@ -61,6 +61,7 @@ from mcutrain.quant.model_file import check_qmodel
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
 from mcutrain.quant.quantize import DEGENERATE_W_SCALE
 from mcutrain.quant.safe_pickle import load_tiny_training_pickle
+from mcutrain.train.checkpoint import MAX_CLASSES, MIN_CLASSES
 from mcutrain.io.atomic import file_sha256
 
 FORMAT = "tiny-training"
@@ -112,12 +113,18 @@ def _head_classes(num_classes: int | None, classes) -> tuple[str, ...] | None:
             raise McutrainError(f"num_classes={num_classes} but {len(classes)} class names were given")
         if len(set(classes)) != len(classes):
             raise McutrainError(f"class names must be distinct, got {list(classes)}")
+        _check_head_size(len(classes))
         return classes
     if num_classes is not None:
-        if num_classes < 2:
-            raise McutrainError(f"a classifier needs at least 2 classes, got {num_classes}")
+        _check_head_size(num_classes)
         return tuple(str(i) for i in range(num_classes))
     return None
+
+
+def _check_head_size(k: int) -> None:
+    # before the head is allocated: --num-classes 1000000000 would ask for gigabytes
+    if not MIN_CLASSES <= k <= MAX_CLASSES:
+        raise McutrainError(f"a new head needs {MIN_CLASSES} to {MAX_CLASSES} classes, got {k}")
 
 
 

@@ -59,6 +59,7 @@ from mcutrain.train.checkpoint import (
     meta_list,
     meta_number,
     meta_str,
+    shown,
 )
 
 KIND = "int8-model"
@@ -168,7 +169,7 @@ def _blocks(spec, convs: list[QConv], adds: list) -> tuple[QBlock, ...]:
 def _conv(entry: Any, index: int, shape, tensors) -> QConv:
     m = meta_dict(entry, f"convs[{index}]", _CONV_KEYS, ())
     if m["name"] != shape.name:
-        raise CheckpointError(f"convs[{index}].name: conv {_short(m['name'])} found where the architecture "
+        raise CheckpointError(f"convs[{index}].name: conv {shown(m['name'])} found where the architecture "
                               f"has {shape.name!r}")
     name = shape.name
     stride = meta_int(m["stride"], f"{name}.stride", 1, 2)
@@ -216,11 +217,6 @@ def _add_from_dict(d: Any, name: str) -> QAdd | None:
     d = meta_dict(d, name, ("a", "b", "y", "qmin", "qmax"), ())
     return QAdd(_qtensor(d["a"], f"{name}.a"), _qtensor(d["b"], f"{name}.b"), _qtensor(d["y"], f"{name}.y"),
                 meta_int(d["qmin"], f"{name}.qmin", -128, 127), meta_int(d["qmax"], f"{name}.qmax", -128, 127))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- checks

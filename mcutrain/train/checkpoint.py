@@ -18,7 +18,7 @@ range and its consistency with the tensors and the other fields, and a bad one i
   ``resolution``      an integer in [MIN_RESOLUTION, MAX_RESOLUTION] = [8, 1024] (pretrain's minimum;
                       1024 covers any microcontroller input),
   ``num_classes``     an integer in [2, MAX_CLASSES] = [2, 10000], equal to the number of ``classes``,
-  ``classes``         distinct strings of 1 to MAX_CLASS_NAME = 256 characters,
+  ``classes``         distinct printable strings of 1 to MAX_CLASS_NAME = 256 characters,
   ``preprocessing``   exactly ``offset`` in [0, 255] (a pixel value) and ``scale`` in [1e-6, 1],
   ``model``, ``dataset`` strings, ``training`` an object (its ``config.seed``, read by quantize, an
   integer >= 0), ``spec`` (version 2 only) a valid architecture; no other keys.
@@ -61,28 +61,29 @@ _META_KEYS = ("model", "num_classes", "resolution", "classes", "preprocessing", 
 def meta_int(value: Any, field: str, lo: int, hi: int) -> int:
     """An integer (not a bool) in [lo, hi]."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise CheckpointError(f"{field}: {_show(value)} is not an integer in [{lo}, {hi}]")
+        raise CheckpointError(f"{field}: {shown(value)} is not an integer in [{lo}, {hi}]")
     return value
 
 
 def meta_number(value: Any, field: str, lo: float, hi: float) -> float:
     """A finite number (not a bool) in [lo, hi]."""
+    # ints compare exactly with floats; math.isfinite(10**400) would raise OverflowError
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and lo <= value <= hi):
-        raise CheckpointError(f"{field}: {_show(value)} is not a finite number in [{lo:g}, {hi:g}]")
+            (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi):
+        raise CheckpointError(f"{field}: {shown(value)} is not a finite number in [{lo:g}, {hi:g}]")
     return float(value)
 
 
 def meta_str(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise CheckpointError(f"{field}: {_show(value)} is not a string")
+        raise CheckpointError(f"{field}: {shown(value)} is not a string")
     return value
 
 
 def meta_dict(value: Any, field: str, required: tuple[str, ...] = (), optional: tuple[str, ...] | None = None) -> dict:
     """A JSON object with the ``required`` keys and, if ``optional`` is given, no keys but those."""
     if not isinstance(value, dict):
-        raise CheckpointError(f"{field or 'metadata'}: {_show(value)} is not an object")
+        raise CheckpointError(f"{field or 'metadata'}: {shown(value)} is not an object")
     missing = [k for k in required if k not in value]
     if missing:
         raise CheckpointError(f"{field + '.' if field else ''}{missing[0]}: missing")
@@ -96,7 +97,7 @@ def meta_dict(value: Any, field: str, required: tuple[str, ...] = (), optional: 
 
 def meta_list(value: Any, field: str, length: int | None = None) -> list:
     if not isinstance(value, list):
-        raise CheckpointError(f"{field}: {_show(value)} is not a list")
+        raise CheckpointError(f"{field}: {shown(value)} is not a list")
     if length is not None and len(value) != length:
         raise CheckpointError(f"{field}: {len(value)} entries, expected {length}")
     return value
@@ -113,8 +114,9 @@ def check_classes(num_classes: Any, classes: Any) -> tuple[int, tuple[str, ...]]
     if len(names) != k:
         raise CheckpointError(f"classes: {len(names)} names, num_classes is {k}")
     for i, name in enumerate(names):
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_CLASS_NAME:
-            raise CheckpointError(f"classes[{i}]: {_show(name)} is not a string of 1 to {MAX_CLASS_NAME} characters")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_CLASS_NAME or not name.isprintable():
+            raise CheckpointError(f"classes[{i}]: {shown(name)} is not a printable string of 1 to "
+                                  f"{MAX_CLASS_NAME} characters")
     if len(set(names)) != k:
         raise CheckpointError("classes: names must be distinct")
     return k, tuple(names)
@@ -137,7 +139,8 @@ def _check_training(training: Any) -> dict:
     return training
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters: a forged field may be megabytes long."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -421,3 +421,9 @@ def test_a_consistent_file_at_resolution_100000_is_refused(tmp_path, tiny_model)
     path = write_tiny_training(tmp_path / "huge.pkl", to_tiny_training_dict(replace(tiny_model, resolution=100_000)))
     with pytest.raises(CheckpointError, match=r"huge\.pkl: resolution: 100000 is not an integer in \[8, 1024\]"):
         import_tiny_training(path)
+
+
+@pytest.mark.parametrize("num_classes", [1, 10_001, 10**9])
+def test_a_new_head_size_is_checked_before_it_is_allocated(tiny_file, num_classes):
+    with pytest.raises(McutrainError, match=rf"a new head needs 2 to 10000 classes, got {num_classes}"):
+        import_tiny_training(tiny_file, num_classes=num_classes)

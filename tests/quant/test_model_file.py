@@ -87,7 +87,7 @@ FORGED = {
     "num_classes vs classes": (lambda m, t: m.__setitem__("num_classes", 4), r"classes: 3 names, num_classes is 4"),
     "duplicate classes": (lambda m, t: m.__setitem__("classes", ["0", "0", "1"]), "classes: names must be distinct"),
     "class name type": (lambda m, t: m["classes"].__setitem__(1, 7),
-                        r"classes\[1\]: 7 is not a string of 1 to 256 characters"),
+                        r"classes\[1\]: 7 is not a printable string of 1 to 256 characters"),
     "preprocessing offset 1e30": (lambda m, t: m["preprocessing"].__setitem__("offset", 1e30),
                                   r"preprocessing\.offset: 1e\+30 is not a finite number in \[0, 255\]"),
     "preprocessing offset 100": (lambda m, t: m["preprocessing"].__setitem__("offset", 100.0),
