@@ -54,6 +54,8 @@ _LEGACY_CHECKSUM_KEY = "mcutrain.sha256"  # the earlier container: a hash of the
 _ZERO_DIGEST = "0" * 64
 _CHECKSUM_FIELD = re.compile(rb'"mcutrain\.checksum":"sha256:([0-9a-f]{64})"')
 MIGRATE_HINT = "python -m mcutrain.io.container OLD NEW"
+# safetensors.numpy raises KeyError for dtypes numpy lacks (F8_E4M3, ...), SafetensorError for the rest
+_DECODE_ERRORS = (SafetensorError, ValueError, KeyError, TypeError)
 
 
 def write_container(path: str | os.PathLike, kind: str, version: int, meta: dict,
@@ -130,7 +132,7 @@ def read_versioned_container(path: str | os.PathLike, kind: str,
                               f"(this mcutrain reads {', '.join(map(str, versions))})")
     try:
         tensors = st_load(blob)
-    except (SafetensorError, ValueError) as err:
+    except _DECODE_ERRORS as err:
         raise CheckpointError(f"{path}: corrupt {kind} file ({_one_line(err)})") from None
     return version, meta, tensors
 
@@ -245,7 +247,7 @@ def migrate_container(src: str | os.PathLike, dst: str | os.PathLike,
         kind, version, meta = _legacy_header(src, blob)
     try:
         tensors = st_load(blob)
-    except (SafetensorError, ValueError) as err:
+    except _DECODE_ERRORS as err:
         raise CheckpointError(f"{src}: corrupt {kind} file ({_one_line(err)})") from None
     if change_meta is not None:
         change_meta(kind, meta)

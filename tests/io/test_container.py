@@ -274,3 +274,20 @@ def test_migration_refuses_a_corrupt_legacy_file(tmp_path, capsys):
     assert container.main([str(old), str(tmp_path / "new.safetensors")]) == 2
     assert "tensor data does not match its checksum" in capsys.readouterr().err
     assert not (tmp_path / "new.safetensors").exists()
+
+
+@pytest.mark.parametrize("dtype", ["F8_E4M3", "F8_E5M2", "BF16", "XX"])
+def test_tensor_dtypes_numpy_cannot_hold_are_refused(tmp_path, dtype):
+    """A forged tensor entry (checksum recomputed) is refused in one line, whatever safetensors raises."""
+    blob = container_bytes("thing", 3, {"a": 1}, TENSORS)
+    start, end = _header_span(blob)
+    header = json.loads(blob[start:end])
+    header["w"]["dtype"] = dtype
+    text = container._canonical_header(header)
+    forged = struct.pack("<Q", len(text)) + text + blob[end:]
+    field = container._checksum_field(forged)
+    forged = forged[:field.start(1)] + container._whole_file_sha256(forged, field).encode() + forged[field.end(1):]
+    path = tmp_path / "f.safetensors"
+    path.write_bytes(forged)
+    with pytest.raises(CheckpointError, match=r"f\.safetensors: corrupt thing file \("):
+        read_container(path, "thing", (3,))
