@@ -61,7 +61,7 @@ from mcutrain.quant.model_file import check_qmodel
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool, QTensor
 from mcutrain.quant.quantize import DEGENERATE_W_SCALE
 from mcutrain.quant.safe_pickle import load_tiny_training_pickle
-from mcutrain.train.checkpoint import MAX_CLASSES, MIN_CLASSES
+from mcutrain.train.checkpoint import MAX_CLASSES, MIN_CLASSES, shown
 from mcutrain.io.atomic import file_sha256
 
 FORMAT = "tiny-training"
@@ -198,20 +198,30 @@ def _describe(c: dict | ConvShape) -> str:
     if isinstance(c, ConvShape):
         return (f"{c.in_ch}->{c.out_ch} k{c.kernel} s{c.stride} groups {c.groups} "
                 f"in {c.in_side} out {c.out_side}")
-    return (f"{c.get('in_channel')}->{c.get('out_channel')} k{_kernel(c)} s{c.get('stride')} groups "
-            f"{c.get('groups')} in {c.get('in_shape')} out {c.get('out_shape')}")
+    def field(key: str) -> str:
+        return shown(c.get(key))
+    return (f"{field('in_channel')}->{field('out_channel')} k{shown(_kernel(c))} s{field('stride')} groups "
+            f"{field('groups')} in {field('in_shape')} out {field('out_shape')}")
+
+
+def _int(v: Any) -> int | None:
+    """A structural field as a plain int, or None: a forged file may hold arrays, whose comparison
+    with ``==`` is no truth value."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return int(v)
+    return None
 
 
 def _kernel(c: dict) -> Any:
     k = c.get("kernel_size")
-    if isinstance(k, (tuple, list)) and len(k) == 2 and k[0] == k[1]:
-        return k[0]
-    return k
+    if isinstance(k, (tuple, list)) and len(k) == 2 and _int(k[0]) is not None and _int(k[0]) == _int(k[1]):
+        return _int(k[0])
+    return _int(k)
 
 
 def _matches(c: dict, s: ConvShape) -> bool:
-    got = (c.get("in_channel"), c.get("out_channel"), _kernel(c), c.get("stride"), c.get("groups"),
-           c.get("in_shape"), c.get("out_shape", s.out_side))
+    got = (_int(c.get("in_channel")), _int(c.get("out_channel")), _kernel(c), _int(c.get("stride")),
+           _int(c.get("groups")), _int(c.get("in_shape")), _int(c.get("out_shape", s.out_side)))
     return got == (s.in_ch, s.out_ch, s.kernel, s.stride, s.groups, s.in_side, s.out_side)
 
 
@@ -223,7 +233,7 @@ def identify_architecture(named: list[tuple[str, dict]]) -> tuple[NetSpec, int]:
     """
     resolution = named[0][1].get("in_shape")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise CheckpointError(f"first_conv.in_shape is {resolution!r}, expected the input side (an int)")
+        raise CheckpointError(f"first_conv.in_shape is {shown(resolution)}, expected the input side (an int)")
     best: tuple[int, NetSpec, list[ConvShape]] | None = None
     for spec in PAPER_SPECS + tuple(s for s in ALL_SPECS if s not in PAPER_SPECS):
         shapes = conv_shapes(spec, resolution)
@@ -263,7 +273,7 @@ def _qconv(shape: ConvShape, conv: dict) -> QConv:
     w_scale = _w_scales(p, shape.out_ch, name)
     depthwise = conv.get("depthwise")
     if depthwise is not None and bool(depthwise) != (shape.groups > 1):
-        raise CheckpointError(f"{name}: depthwise={depthwise!r} but groups={shape.groups}")
+        raise CheckpointError(f"{name}: depthwise={shown(depthwise)} but groups={shape.groups}")
     frozen = tuple(int(c) for c in np.flatnonzero(w_scale < DEGENERATE_W_SCALE))
     # Their forward clamps every conv output to [-128, 127]; ReLU6 is y_zero = -128 (see module doc).
     return QConv(name=name, stride=shape.stride, groups=shape.groups, weight=weight, bias=bias,
@@ -275,7 +285,7 @@ def _qlinear(cls: dict, feature_ch: int) -> QLinear:
     p = _dict(cls.get("params"), "classifier.params")
     k = cls.get("out_channel")
     if not isinstance(k, int) or k < 2:
-        raise CheckpointError(f"classifier.out_channel is {k!r}")
+        raise CheckpointError(f"classifier.out_channel is {shown(k)}")
     weight = _int8_weight(p, (k, feature_ch, 1, 1), "classifier").reshape(k, feature_ch)
     w_scale = _w_scales(p, k, "classifier")
     if (w_scale <= 0).any():
@@ -323,7 +333,7 @@ def _qtensor(p: dict, which: str, where: str) -> QTensor:
     if isinstance(zero, np.generic):
         zero = zero.item()
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
-        raise CheckpointError(f"{where}.{which}_scale is {scale!r}, expected a positive finite number")
+        raise CheckpointError(f"{where}.{which}_scale is {shown(scale)}, expected a positive finite number")
     if isinstance(zero, bool) or not isinstance(zero, int) or not -128 <= zero <= 127:
-        raise CheckpointError(f"{where}.{which}_zero is {zero!r}, expected an int8 zero point")
+        raise CheckpointError(f"{where}.{which}_zero is {shown(zero)}, expected an int8 zero point")
     return QTensor(float(scale), int(zero))

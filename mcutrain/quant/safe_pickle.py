@@ -60,40 +60,40 @@ _NDARRAY = _NdarrayClass()
 def _checked_dtype(*args: Any) -> np.dtype:
     """``numpy.dtype(...)`` for numeric / bool / bytes dtypes only (no object dtypes)."""
     if not args or not isinstance(args[0], str):
-        raise CheckpointError(f"refused numpy.dtype{args!r}: only dtypes named by a string are allowed")
+        raise CheckpointError(f"refused numpy.dtype{_shown(args)}: only dtypes named by a string are allowed")
     dt = np.dtype(*args)
     if dt.hasobject or dt.kind not in "biufcSV":
-        raise CheckpointError(f"refused numpy dtype {dt!r}: only numeric arrays may be loaded")
+        raise CheckpointError(f"refused numpy dtype {_shown(dt)}: only numeric arrays may be loaded")
     return dt
 
 
 def _checked_reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
     """``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b')``: an empty array to fill."""
     if cls is not _NDARRAY:
-        raise CheckpointError(f"refused array reconstruction of {cls!r}: only numpy.ndarray is allowed")
+        raise CheckpointError(f"refused array reconstruction of {_shown(cls)}: only numpy.ndarray is allowed")
     if tuple(shape) != (0,) or typecode not in (b"b", "b"):
-        raise CheckpointError(f"refused array reconstruction with shape {shape!r}, typecode {typecode!r}")
+        raise CheckpointError(f"refused array reconstruction with shape {_shown(shape)}, typecode {_shown(typecode)}")
     return _multiarray._reconstruct(np.ndarray, (0,), b"b")
 
 
 def _checked_scalar(dtype: Any, data: Any = None) -> np.generic:
     """``numpy.core.multiarray.scalar(dtype, bytes)`` for non-object dtypes."""
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-        raise CheckpointError(f"refused numpy scalar of dtype {dtype!r}")
+        raise CheckpointError(f"refused numpy scalar of dtype {_shown(dtype)}")
     return _multiarray.scalar(dtype, data)
 
 
 def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode(str, 'latin1')``: how protocol-2 pickles spell bytes."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise CheckpointError(f"refused _codecs.encode with encoding {encoding!r}")
+        raise CheckpointError(f"refused _codecs.encode with encoding {_shown(encoding)}")
     return text.encode("latin1")
 
 
 def _empty_bytes(*args: Any) -> bytes:
     """``bytes()``: how protocol-2 pickles spell ``b''`` (the data of an empty array)."""
     if args:
-        raise CheckpointError(f"refused bytes{args!r}: only bytes() is allowed")
+        raise CheckpointError(f"refused bytes{_shown(args)}: only bytes() is allowed")
     return b""
 
 
@@ -118,14 +118,14 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         except KeyError:
             raise CheckpointError(
-                f"refused to load {module}.{name}: model files may only contain numpy arrays and plain "
-                "Python data (this file is foreign or malicious)"
+                f"refused to load {_shown(module)[1:-1]}.{_shown(name)[1:-1]}: model files may only contain "
+                "numpy arrays and plain Python data (this file is foreign or malicious)"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0] if isinstance(pid, tuple) and pid else pid
         raise CheckpointError(
-            f"refused persistent object {kind!r} (a torch storage): this loader reads numpy-only model "
+            f"refused persistent object {_shown(kind)} (a torch storage): this loader reads numpy-only model "
             "files; tensors are not expected here"
         )
 
@@ -158,16 +158,16 @@ def _check_plain(root: Any, source: str = "data") -> None:
             continue
         key, value = child
         if not _is_container(value):
-            _check_leaf(value, f"{where}[{key!r}]")
+            _check_leaf(value, f"{where}[{_shown(key)}]")
             continue
         if id(value) in height:  # shared: already checked; only its depth here matters
             if depth + 1 + height[id(value)] > MAX_DEPTH:
-                raise CheckpointError(f"{where}[{key!r}]: nested deeper than {MAX_DEPTH} levels")
+                raise CheckpointError(f"{where}[{_shown(key)}]: nested deeper than {MAX_DEPTH} levels")
             stack[-1] = (node, children, where, depth, max(tallest, height[id(value)] + 1))
             continue
         if id(value) in on_path:
-            raise CheckpointError(f"{where}[{key!r}]: a reference cycle (model data is a tree of plain values)")
-        stack.append(_enter(value, f"{where}[{key!r}]", depth + 1, on_path, budget))
+            raise CheckpointError(f"{where}[{_shown(key)}]: a reference cycle (model data is a tree of plain values)")
+        stack.append(_enter(value, f"{where}[{_shown(key)}]", depth + 1, on_path, budget))
 
 
 _DONE = object()
@@ -208,6 +208,12 @@ def _check_leaf(obj: Any, where: str) -> None:
         raise CheckpointError(f"{where}: value of type {type(obj).__name__} is not allowed")
 
 
+def _shown(value: Any) -> str:
+    """``repr`` on one line, at most 60 characters: the values come from the (hostile) file."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def restricted_loads(data: bytes, source: str = "<bytes>") -> Any:
     """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure is a ``CheckpointError``."""
     try:
@@ -216,7 +222,8 @@ def restricted_loads(data: bytes, source: str = "<bytes>") -> Any:
         raise CheckpointError(f"{source}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             OverflowError, MemoryError, RecursionError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{source}: corrupt or truncated pickle ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{source}: corrupt or truncated pickle ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
     _check_plain(obj, source)
     return obj
 

@@ -140,8 +140,8 @@ def _check_training(training: Any) -> dict:
 
 
 def shown(value: Any) -> str:
-    """``repr(value)`` cut to 60 characters: a forged field may be megabytes long."""
-    text = repr(value)
+    """``repr(value)`` on one line, cut to 60 characters: a forged field may be megabytes long."""
+    text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
 
 

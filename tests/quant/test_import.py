@@ -427,3 +427,13 @@ def test_a_consistent_file_at_resolution_100000_is_refused(tmp_path, tiny_model)
 def test_a_new_head_size_is_checked_before_it_is_allocated(tiny_file, num_classes):
     with pytest.raises(McutrainError, match=rf"a new head needs 2 to 10000 classes, got {num_classes}"):
         import_tiny_training(tiny_file, num_classes=num_classes)
+
+
+def test_structural_fields_that_are_arrays_are_refused_in_one_line(tmp_path, tiny_model):
+    # `==` on an array is no truth value: the shape match must not raise, the message must stay one line
+    raw = edit(to_tiny_training_dict(tiny_model),
+               lambda r: r["blocks"][2]["pointwise1"].__setitem__("in_channel", np.zeros((2, 2))))
+    with pytest.raises(CheckpointError, match=r"unknown architecture: conv 6 \(blocks\.2\.pointwise1: array\(\[\[0\., "
+                                              r"0\.\], \[0\., 0\.\]\]\)->") as err:
+        import_tiny_training(write_tiny_training(tmp_path / "bad.pkl", raw))
+    assert "\n" not in str(err.value)

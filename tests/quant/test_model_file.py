@@ -123,11 +123,13 @@ FORGED = {
                                 r"classifier\.w_scale: 1 scales outside \(0, 10000\]"),
     "weight -128": (lambda m, t: t["blocks.0.depthwise.weight"].__setitem__((0, 0, 0, 0), -128),
                     r"blocks\.0\.depthwise\.weight: -128 is outside the symmetric range"),
-    "conv multiplier over 2^30": (lambda m, t: (_rescale(m, m["convs"][0]["y"], 1e-8), _set_w_scale(t, "first_conv", 1e4)),
-                                  r"first_conv: requantization multiplier x\.scale \* w_scale / y\.scale = "
-                                  r"7\.8\d*e\+09 \(channel 0\) must be below 2\^30"),
-    "pool multiplier over 2^30": (lambda m, t: (_rescale(m, m["pool"]["y"], 1e-9), _rescale(m, m["pool"]["x"], 1e3)),
-                                  r"pool: multiplier x\.scale / \(y\.scale \* positions\) = 6\.25e\+10 must be below 2\^30"),
+    "conv multiplier over 2^30": (
+        lambda m, t: (_rescale(m, m["convs"][0]["y"], 1e-8), _set_w_scale(t, "first_conv", 1e4)),
+        r"first_conv: requantization multiplier x\.scale \* w_scale / y\.scale = 7\.8\d*e\+09 \(channel 0\) "
+        r"must be below 2\^30"),
+    "pool multiplier over 2^30": (
+        lambda m, t: (_rescale(m, m["pool"]["y"], 1e-9), _rescale(m, m["pool"]["x"], 1e3)),
+        r"pool: multiplier x\.scale / \(y\.scale \* positions\) = 6\.25e\+10 must be below 2\^30"),
     "stride": (lambda m, t: _conv(m, "blocks.1.depthwise").__setitem__("stride", 3),
                r"blocks\.1\.depthwise\.stride: 3 is not an integer in \[1, 2\]"),
     "groups 0": (lambda m, t: _conv(m, "blocks.1.depthwise").__setitem__("groups", 0),
