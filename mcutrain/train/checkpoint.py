@@ -9,8 +9,9 @@ that the stored tensors match the architecture exactly: a missing or extra param
 Versions: 1 names a zoo architecture (meta ``model``), looked up in the zoo; 2 also embeds the
 architecture (meta ``spec``, the JSON of docs/own-model.md), which the model is then built from, even
 when its name is a zoo name with other layers: the file is the truth. Version 2 is written whenever
-the architecture is not a zoo network verbatim; a zoo network is still written as version 1, so such
-files stay byte-identical to those of earlier mcutrain (``models.zoo.spec_to_embed`` says why).
+the architecture is not a zoo network verbatim; a zoo network is still written as version 1, with the
+meta of earlier mcutrain (``models.zoo.spec_to_embed`` says why; the container around it changed in
+issue 11: its checksum now covers the whole file, see ``io.container``).
 
 Validation on load: every meta field is checked for its type (``True`` is not an integer here), its
 range and its consistency with the tensors and the other fields, and a bad one is refused with a
