@@ -17,8 +17,6 @@ from tests.fuzz.assets import CLASSES, RESOLUTION, Assets
 from tests.fuzz.corpus_models import _Reduce, _declared_size
 from tests.fuzz.harness import Case, fresh_dir
 
-COMMANDS = ("data", "pretrain", "finetune")
-
 
 def _argv(command: str, data: str, assets: Assets, out: Path) -> list[str]:
     if command == "data":
@@ -30,9 +28,11 @@ def _argv(command: str, data: str, assets: Assets, out: Path) -> list[str]:
             "--epochs", "1", "--quiet"]
 
 
-def _cases(category: str, name: str, data: str, d: Path, assets: Assets, names=(), sentinel=None) -> list[Case]:
+def _cases(category: str, index: int, name: str, data: str, d: Path, assets: Assets, names=(),
+           sentinel=None) -> list[Case]:
+    """``data show`` and, alternating with ``index``, ``pretrain`` or ``finetune``."""
     cases = []
-    for command in COMMANDS:
+    for command in ("data", ("pretrain", "finetune")[index % 2]):
         out = d / f"out-{command}"
         out.mkdir()
         cases.append(Case(category, f"{name} [{command}]", _argv(command, data, assets, out), out_dir=out,
@@ -125,20 +125,20 @@ def npz_edits() -> list[tuple[str, Callable[[Path], None], tuple[str, ...]]]:
 
 def npz_cases(assets: Assets, root: Path) -> list[Case]:
     cases = []
-    for name, write, names in npz_edits():
+    for i, (name, write, names) in enumerate(npz_edits()):
         d = fresh_dir(root, "npz")
         path = d / "data.npz"
         write(path)
-        cases += _cases("dataset-npz", name, f"npz:{path}", d, assets, names)
+        cases += _cases("dataset-npz", i, name, f"npz:{path}", d, assets, names)
     d = fresh_dir(root, "npz-payload")
     sentinel = d / "PAYLOAD_RAN"
     path = d / "data.npz"
     np.savez(path, x=np.array([_Reduce(os.system, (f"touch {sentinel}",))], dtype=object), y=np.array([0]))
-    cases += _cases("dataset-npz", "x: an object array holding an os.system payload", f"npz:{path}", d, assets,
+    cases += _cases("dataset-npz", 0, "x: an object array holding an os.system payload", f"npz:{path}", d, assets,
                     ("x", "object", "pickle"), sentinel=sentinel)
     d = fresh_dir(root, "npz-dir")
     (d / "data.npz").mkdir()
-    cases += _cases("dataset-npz", "path is a directory", f"npz:{d / 'data.npz'}", d, assets, ("file", "directory"))
+    cases += _cases("dataset-npz", 1, "path is a directory", f"npz:{d / 'data.npz'}", d, assets, ("file", "directory"))
     return cases
 
 
@@ -219,11 +219,11 @@ def folder_edits() -> list[tuple[str, Callable[[Path], Path], tuple[str, ...]]]:
 
 def folder_cases(assets: Assets, root: Path) -> list[Case]:
     cases = []
-    for name, make, names in folder_edits():
+    for i, (name, make, names) in enumerate(folder_edits()):
         d = fresh_dir(root, "folder")
         folder = make(d / "images")
-        cases += _cases("dataset-folder", name, f"folder:{folder}", d, assets, names)
+        cases += _cases("dataset-folder", i, name, f"folder:{folder}", d, assets, names)
     d = fresh_dir(root, "folder-missing")
-    cases += _cases("dataset-folder", "the folder does not exist", f"folder:{d / 'nothing'}", d, assets,
+    cases += _cases("dataset-folder", 0, "the folder does not exist", f"folder:{d / 'nothing'}", d, assets,
                     ("no such", "exist"))
     return cases

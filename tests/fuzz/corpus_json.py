@@ -70,7 +70,6 @@ def _common(doc: dict, nest_key: str) -> list[tuple[str, Any, tuple[str, ...]]]:
         ("unknown top-level key", _with(doc, "surprise", value=1), ("surprise", "unknown")),
         ("200000 levels of nesting", text[:-1] + f', "{nest_key}": ' + _deep(200_000) + "}", ("deep", "nest")),
         ("200000 levels of nesting (whole file)", _deep(200_000), ("deep", "nest")),
-        ("a 30 MB file", text[:-1] + ', "padding": "' + "x" * HUGE_BYTES + '"}', ("large", "size", "limit", "bytes")),
         ("a 30 MB file of whitespace", " " * HUGE_BYTES + text, ("large", "size", "limit", "bytes")),
     ]
 
@@ -80,6 +79,8 @@ def _common(doc: dict, nest_key: str) -> list[tuple[str, Any, tuple[str, ...]]]:
 
 def scheme_edits(doc: dict) -> list[tuple[str, Any, tuple[str, ...]]]:
     edits = _common(doc, "description")
+    edits.append(("a 30 MB description", _with(doc, "description", value="x" * HUGE_BYTES),
+                  ("large", "size", "limit", "bytes", "description")))
     bias_values = [("-1", -1), ("0", 0), ("10^30", 10**30), ("1e308", 1e308), ("NaN", NAN), ("Infinity", INF),
                    ("'4' (a string)", "4"), ("true", True), ("4.5", 4.5), ("null", None)]
     edits += [(f"bias last {n}", _with(doc, "bias", value={"last": v}), ("bias", "last")) for n, v in bias_values]
@@ -113,7 +114,7 @@ def scheme_edits(doc: dict) -> list[tuple[str, Any, tuple[str, ...]]]:
 def scheme_cases(assets: Assets, root: Path) -> list[Case]:
     doc = json.loads(assets.scheme.read_text())
     cases = []
-    for name, content, names in scheme_edits(doc):
+    for i, (name, content, names) in enumerate(scheme_edits(doc)):
         d = fresh_dir(root, "scheme")
         path = d / "scheme.json"
         _write(path, content)
@@ -123,7 +124,8 @@ def scheme_cases(assets: Assets, root: Path) -> list[Case]:
                  "compile": ["compile", str(assets.int8), "--scheme", str(path)],
                  "finetune": ["finetune", str(assets.int8), "--data", f"npz:{assets.npz}", "--scheme", str(path),
                               "--out", str(out / "m.safetensors"), "--epochs", "1", "--quiet"]}
-        for command, argv in argvs.items():
+        for command in ("scheme check", ("compile", "finetune")[i % 2]):
+            argv = argvs[command]
             cases.append(Case("scheme-json", f"{name} [{command}]", argv, out_dir=out, names=names))
     return cases
 
@@ -184,7 +186,7 @@ def arch_cases(assets: Assets, root: Path) -> list[Case]:
     doc = json.loads(assets.arch.read_text())
     doc["name"] = "fuzz-net"
     cases = []
-    for name, content, names in arch_edits(doc):
+    for i, (name, content, names) in enumerate(arch_edits(doc)):
         d = fresh_dir(root, "arch")
         path = d / "arch.json"
         _write(path, content)
@@ -194,7 +196,8 @@ def arch_cases(assets: Assets, root: Path) -> list[Case]:
                  "compile": ["compile", str(path), "--scheme", "last-k:2"],
                  "pretrain": ["pretrain", "--model", str(path), "--data", f"npz:{assets.npz}", "--out",
                               str(out / "f.safetensors"), "--epochs", "1", "--batch-size", "8", "--quiet"]}
-        for command, argv in argvs.items():
+        for command in ("compile", ("zoo", "pretrain")[i % 2]):
+            argv = argvs[command]
             cases.append(Case("arch-json", f"{name} [{command}]", argv, out_dir=out, names=names))
     return cases
 
@@ -261,7 +264,7 @@ def contrib_cases(assets: Assets, root: Path) -> list[Case]:
 
 def _search_argv(assets: Assets, contrib: Path, out: Path, *extra: str) -> list[str]:
     return ["search", str(assets.int8), "--contrib", str(contrib), "--out", str(out / "scheme.json"),
-            "--population", "4", "--generations", "2", "--quiet", *extra]
+            "--population", "4", "--generations", "2", "--quiet", *(extra or ("--budget", "1MB"))]
 
 
 # ----------------------------------------------------------------------------------------- budgets

@@ -186,8 +186,6 @@ def pickle_cases(assets: Assets, root: Path) -> list[Case]:
     add("shared children, 30 levels of dicts",
         lambda p: _zip_pickle(p, pickle.dumps(_shared(30, lambda n: {"a": n, "b": n, "c": n}), 2)),
         ("node", "size", "large", "limit"))
-    add("shared children, 60 levels x 2 tuples",
-        lambda p: _zip_pickle(p, pickle.dumps(_shared(60, lambda n: (n, n)), 2)), ("node", "size", "large", "limit"))
     add("flat list of 20M references (compressed)", lambda p: _zip_pickle(p, _memo_list(20_000_000), compress=True),
         ("node", "size", "large", "limit"))
     add("int of 20 MB (LONG4)", lambda p: _zip_pickle(p, b"\x80\x02\x8b" + struct.pack("<i", 20 << 20) + b"\x01" * (20 << 20) + b"."),
@@ -466,10 +464,10 @@ def float_edits() -> list[tuple[str, Callable, tuple[str, ...]]]:
         ("training: a list", _set("training", value=[1, 2]), ("training",)),
         ("training seed -1", _set("training", "config", "seed", value=-1), ("seed",)),
         ("training seed 'x'", _set("training", "config", "seed", value="x"), ("seed",)),
-        ("weights NaN (stem conv)", _tensor("first_conv.0.weight", lambda t: np.full_like(t, np.nan)), ("finite", "nan")),
+        ("weights NaN (stem conv)", _tensor("first_conv.conv.weight", lambda t: np.full_like(t, np.nan)), ("finite", "nan")),
         ("weights inf (classifier)", _tensor("classifier.weight", lambda t: np.full_like(t, np.inf)), ("finite", "inf")),
-        ("BatchNorm running_var -1", _tensor("first_conv.1.running_var", lambda t: -np.ones_like(t)), ("running_var", "variance")),
-        ("BatchNorm running_var NaN", _tensor("first_conv.1.running_var", lambda t: np.full_like(t, np.nan)), ("finite", "nan")),
+        ("BatchNorm running_var -1", _tensor("first_conv.bn.running_var", lambda t: -np.ones_like(t)), ("running_var", "variance")),
+        ("BatchNorm running_var NaN", _tensor("first_conv.bn.running_var", lambda t: np.full_like(t, np.nan)), ("finite", "nan")),
         ("weights 1e38", _tensor("classifier.weight", lambda t: np.full_like(t, 1e38)), ("finite", "large", "weight")),
         ("weights float16", _tensor("classifier.weight", lambda t: t.astype(np.float16)), ("dtype", "float16", "classifier")),
         ("weights int8", _tensor("classifier.weight", lambda t: t.astype(np.int8)), ("dtype", "int8", "classifier")),

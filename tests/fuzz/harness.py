@@ -23,10 +23,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-CASE_SECONDS = 8.0
+CASE_SECONDS = 5.0
 """A clear error must come within this; every refusal the suite expects is a load-time check (< 1 s)."""
 
-KILL_GRACE_SECONDS = 12.0
+KILL_GRACE_SECONDS = 10.0
 """How long past its time limit a case may keep a worker before the worker is killed (stuck in C)."""
 
 ADDRESS_SPACE_BYTES = 3 * 2**30
@@ -105,7 +105,8 @@ def judge(case: Case, result: dict) -> Verdict:
         cause = ""
     if not last and result.get("stdout"):
         last = "(stdout) " + result["stdout"].strip().splitlines()[-1]
-    return Verdict(case, cause == "", cause, last[:300], seconds, result)
+    return Verdict(case, cause == "", cause, last if len(last) <= 300 else last[:240] + " ... " + last[-50:],
+                   seconds, result)
 
 
 def _exception_line(stderr: str) -> str:
@@ -286,7 +287,8 @@ def format_failures(verdicts: list[Verdict]) -> str:
     lines = []
     for v in verdicts:
         if not v.clear:
-            lines.append(f"  [{v.cause}] {v.case.name}\n      $ {v.case.command}\n      > {v.last_line}")
+            command = " ".join(a if len(a) < 120 else a[:100] + "..." for a in v.case.command.split(" "))
+            lines.append(f"  [{v.cause}] {v.case.name}\n      $ {command}\n      > {v.last_line}")
     return "\n".join(lines)
 
 

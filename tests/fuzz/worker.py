@@ -103,7 +103,13 @@ def run_case(request: dict) -> dict:
         signal.setitimer(signal.ITIMER_REAL, 0)
         _forget_state()
     return {"code": code, "how": how, "timed_out": timed_out, "seconds": time.perf_counter() - t0,
-            "stdout": out.getvalue()[-4000:], "stderr": err.getvalue()[-8000:]}
+            "stdout": _clip(out.getvalue()), "stderr": _clip(err.getvalue())}
+
+
+def _clip(text: str, limit: int = 1 << 20) -> str:
+    """Whole unless huge: then its start and its end (the verdict reads the end, and the last line whole
+    when it fits)."""
+    return text if len(text) <= limit else text[: limit // 4] + "\n[...]\n" + text[-(limit * 3 // 4):]
 
 
 def main() -> None:
