@@ -60,9 +60,9 @@ def _common(doc: dict, nest_key: str) -> list[tuple[str, Any, tuple[str, ...]]]:
         ("empty file", "", ("json", "empty")),
         ("not UTF-8", b"\xff\xfe\x00{" + bytes(range(128, 255)), ("json", "utf")),
         ("UTF-8 with a byte-order mark", "\ufeff" + text, ("json", "bom")),
-        ("top level is a list", [doc], ("object", "list")),
-        ("top level is null", None, ("object", "none", "null")),
-        ("top level is a number", 3, ("object", "int")),
+        ("top level is a list", [doc], ("object", "list", "format")),
+        ("top level is null", None, ("object", "none", "null", "format")),
+        ("top level is a number", 3, ("object", "int", "format")),
         ("format wrong", _with(doc, "format", value="something-else"), ("format",)),
         ("version 2", _with(doc, "version", value=2), ("version",)),
         ("version true", _with(doc, "version", value=True), ("version",)),
@@ -264,7 +264,7 @@ def contrib_cases(assets: Assets, root: Path) -> list[Case]:
 
 def _search_argv(assets: Assets, contrib: Path, out: Path, *extra: str) -> list[str]:
     return ["search", str(assets.int8), "--contrib", str(contrib), "--out", str(out / "scheme.json"),
-            "--population", "4", "--generations", "2", "--quiet", *(extra or ("--budget", "1MB"))]
+            "--population", "2", "--generations", "1", "--quiet", *(extra or ("--budget", "1MB"))]
 
 
 # ----------------------------------------------------------------------------------------- budgets
