@@ -22,6 +22,10 @@ HUGE_BYTES = 30 * 2**20
 
 NAN, INF = float("nan"), float("inf")
 
+SEARCH_SECONDS = 15.0
+"""Per-case limit of the ``search`` cases: a wrongly accepted analysis runs the smallest search (~3 s
+alone, more on a loaded machine), which must show as "accepted", not as a hang."""
+
 
 def _deep(levels: int) -> str:
     return "[" * levels + "]" * levels
@@ -111,9 +115,31 @@ def scheme_edits(doc: dict) -> list[tuple[str, Any, tuple[str, ...]]]:
     return edits
 
 
+C_COMMENT_ESCAPE = (
+    # Closes the generated C's title comment (/* model.c: <model> @<res>, <scheme name>), adds a
+    # file-scope asm constructor that runs ``touch SENTINEL`` when the library is loaded (numeric
+    # local labels, so it assembles twice: model.c includes model.h, both carry the title), reopens.
+    'x */ __asm__(".pushsection .text\\n1: lea 2f(%rip), %rdi\\n jmp system@PLT\\n2: .asciz '
+    '\\"touch {sentinel}\\"\\n.popsection\\n.pushsection .init_array, \\"aw\\"\\n.quad 1b\\n.popsection"); /*')
+
+
+def injection_case(assets: Assets, root: Path, doc: dict) -> Case:
+    """A scheme whose name escapes the generated C's comment: ``compile --target host`` must refuse it
+    (today it builds a library that runs the code when ``mcutrain run`` loads it)."""
+    d = fresh_dir(root, "scheme-injection")
+    sentinel = d / "PAYLOAD_RAN"
+    path = d / "scheme.json"
+    path.write_text(json.dumps(_with(doc, "name", value=C_COMMENT_ESCAPE.format(sentinel=sentinel))))
+    out = d / "out"
+    out.mkdir()
+    return Case("scheme-json", "name closing the C comment: code in the generated program [compile --target host]",
+                ["compile", str(assets.int8), "--scheme", str(path), "--target", "host", "--out", str(out / "c")],
+                out_dir=out, names=("name",), sentinel=sentinel, timeout=120.0)
+
+
 def scheme_cases(assets: Assets, root: Path) -> list[Case]:
     doc = json.loads(assets.scheme.read_text())
-    cases = []
+    cases = [injection_case(assets, root, doc)]
     for i, (name, content, names) in enumerate(scheme_edits(doc)):
         d = fresh_dir(root, "scheme")
         path = d / "scheme.json"
@@ -258,7 +284,7 @@ def contrib_cases(assets: Assets, root: Path) -> list[Case]:
         out = d / "out"
         out.mkdir()
         cases.append(Case("contrib-json", f"{name} [search]", _search_argv(assets, path, out), out_dir=out,
-                          names=names))
+                          names=names, timeout=SEARCH_SECONDS))
     return cases
 
 
@@ -283,6 +309,6 @@ def budget_cases(assets: Assets, root: Path) -> list[Case]:
             out.mkdir()
             extra = [flag, text] if flag == "--budget" else ["--budget", "1MB", flag, text]
             cases.append(Case("budget", f"{flag} {text[:40]!r}", _search_argv(assets, assets.contrib, out, *extra),
-                              out_dir=out, names=(flag,)))
+                              out_dir=out, names=(flag,), timeout=SEARCH_SECONDS))
     return cases
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from tests.fuzz.assets import CLASSES, Assets
+from tests.fuzz.assets import Assets
 from tests.fuzz.harness import Case, fresh_dir
 from tests.helpers.files import tamper
 

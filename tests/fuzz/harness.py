@@ -188,7 +188,8 @@ class _Worker:
 
 
 class WorkerPool:
-    """Runs cases on ``size`` workers; a worker that dies, hangs or times out is replaced."""
+    """Runs cases on ``size`` workers; a worker that dies or stops answering is replaced (one whose case
+    timed out answers, and goes on)."""
 
     def __init__(self, size: int, log_dir: Path):
         self.size, self.log_dir = size, Path(log_dir)
@@ -240,8 +241,6 @@ class WorkerPool:
                 self.restarts += 1
                 continue
             results[index] = json.loads(line)
-            if results[index].get("timed_out"):
-                self._replace(slot)
         now = time.monotonic()
         for slot in [s for s in busy if self.workers[s].deadline < now]:  # stuck where no signal reaches
             index = busy.pop(slot)
