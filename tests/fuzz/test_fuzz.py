@@ -66,6 +66,8 @@ CATEGORIES = {
 
 pytestmark = pytest.mark.xdist_group("fuzz")
 
+VALID_SECONDS = 90.0
+
 
 @pytest.fixture(scope="module")
 def fuzz_root(tmp_path_factory):
@@ -116,7 +118,9 @@ def test_valid_inputs_are_accepted(assets, pool, fuzz_root):
         ["search", str(assets.int8), "--contrib", str(assets.contrib), "--budget", "1MB", "--out",
          str(out / "s.json"), "--population", "4", "--generations", "2", "--quiet"],
     ]
-    cases = [Case("valid", " ".join(a[:2]), a) for a in argvs] + corpus_restore.valid_restore_cases(assets, fuzz_root)
+    # a generous limit: these run to the end (training, a search), on a machine that may be busy
+    cases = [Case("valid", " ".join(a[:2]), a, timeout=VALID_SECONDS) for a in argvs]
+    cases += corpus_restore.valid_restore_cases(assets, fuzz_root)
     results = pool.run(cases)
     bad = [(c.command, r.get("code"), judge(c, r).last_line) for c, r in zip(cases, results) if r.get("code") != 0]
     assert bad == []
