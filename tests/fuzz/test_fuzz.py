@@ -15,19 +15,21 @@ What it tries (issue 11, item 8), every case from a fixed list or a fixed seed, 
   ``quantize`` (float).
 - ``dataset-npz`` / ``dataset-folder``: bad labels, shapes, dtypes, counts, object arrays, declared
   zip bombs, non-zip bytes; empty classes, 0-byte and non-image files, huge declared image sizes;
-  through ``data show``, ``pretrain`` and ``finetune``.
+  through ``data show`` and ``pretrain`` or ``finetune``.
 - ``scheme-json``, ``arch-json``, ``contrib-json``, ``budget``: wrong types, huge / negative / NaN /
-  Infinity numbers, 200k-level nesting, huge files, unknown keys; through ``scheme check``,
-  ``compile``, ``zoo``, ``pretrain`` and ``search``.
+  Infinity numbers, 200k-level nesting, 30 MB files, unknown keys, a scheme name that closes the
+  generated C's comment (code injection); through ``scheme check``, ``compile``, ``finetune``,
+  ``zoo``, ``pretrain`` and ``search``.
 - ``saved-params``: a host build of a tiny program; its ``mct_save`` buffer corrupted (flipped bits,
   erased second half, truncated, zeroed, another model's buffer) must be refused by ``mct_restore``
   (non-zero) with the parameters unchanged.
 
 Harness (``harness.py``, ``worker.py``): cases run in worker processes that import mcutrain once and
 call ``mcutrain.cli.main.main(argv)`` in-process, under RLIMIT_AS (3 GiB) and a per-case time limit
-(8 s, interval timer; a worker stuck in C code is killed 12 s later and replaced, as is one that
-dies). A case passes ("clear error") when: exit status 2; no traceback; the last stderr line is the
-only ``mcutrain CMD: error: ...`` line (lines before it may be the command's own progress notes, such
+(5 s, 15 s for ``search``; an interval timer, after which the worker goes on with the next case; a
+worker stuck in C code is killed 10 s later and replaced, as is one that dies). A case passes
+("clear error") when: exit status 2; no traceback; the last stderr line is the only
+``mcutrain CMD: error: ...`` line (lines before it may be the command's own progress notes, such
 as ``compiling tiny @ 16x16 ...``; progress bars are disabled with TQDM_DISABLE, so no bar can hide
 or fake anything); where the case says what is wrong, the message names it (one of a few words,
 e.g. ``resolution``); within the time limit; nothing written in the case's output folder (not even
@@ -35,7 +37,8 @@ a temporary file); no payload ran.
 
 Output: per category, the failing cases (description, command, cause, last stderr line) and the
 table tried / clear error / failed, printed at the end of the session (``-s`` shows it) and written to
-``<pytest basetemp>/fuzz/fuzz_summary.json``. Run it alone with
+``<pytest basetemp>/fuzz0/fuzz_summary.json``. ``test_valid_inputs_are_accepted`` runs the inputs
+the cases are made from (they must pass), ``test_fuzz_harness.py`` the verdicts themselves. Run it alone with
 ``PYTHONPATH=$PWD python -m pytest -q -n 0 tests/fuzz -s``; FUZZ_WORKERS sets the number of worker
 processes (default 2, 1 under pytest-xdist).
 """
