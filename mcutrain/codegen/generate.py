@@ -50,6 +50,7 @@ from mcutrain.codegen.storage import (SAVE_HEADER_BYTES, SAVE_MAGIC, ParamStorag
                                       trainable_bytes)
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import PIPELINE
+from mcutrain.train.learning_rate import check_learning_rate
 
 __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
 
@@ -73,6 +74,7 @@ def compile_for_codegen(qmodel, plan, *, lr: float, seed: int, stream_input: boo
     """``compile_training`` with the passes the C target supports: the same program (and memory plan)
     that ``mcutrain compile`` reports, streamed input and row pipelines included (the C program's
     arena is the reported arena). ``stream_input`` / ``row_fusion`` as in ``compile_training``."""
+    check_learning_rate(lr, "lr")  # compiled into the C as a float32 literal: NaN/inf would train NaN weights
     return compile_training(qmodel, plan, lr=lr, seed=seed, passes=CODEGEN_PASSES, stream_input=stream_input,
                             row_fusion=row_fusion)
 
