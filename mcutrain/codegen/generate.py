@@ -46,8 +46,8 @@ import numpy as np
 from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.literals import array_definition, comment, identifier
-from mcutrain.codegen.storage import (SAVE_HEADER_BYTES, SAVE_MAGIC, ParamStorage, layout_id, parameter_storage,
-                                      trainable_bytes)
+from mcutrain.codegen.storage import (MODEL_ID_BYTES, SAVE_CRC_BYTES, SAVE_HEADER_BYTES, SAVE_VERSION, ParamStorage,
+                                      model_identity, parameter_storage, save_bytes, trainable_bytes)
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import PIPELINE
 from mcutrain.train.learning_rate import check_learning_rate
@@ -258,6 +258,7 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, ac
     structs = "\n\n".join(stages["train"][1] + stages["inference"][1])
     save, restore = _save_bodies(storages)
     trainable = trainable_bytes(storages)
+    model_id = model_identity(storages, symbols.constants)
     ctype, bits = ACCUMULATE[accumulate]
     return {
         "title": title, "summary": _summary(program, storages),
@@ -267,9 +268,10 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, ac
         "image_bytes": channels * height * width, "num_classes": classes,
         "arena_bytes": max(train.plan.arena_bytes, infer.plan.arena_bytes),
         "train_arena_bytes": train.plan.arena_bytes, "inference_arena_bytes": infer.plan.arena_bytes,
-        "trainable_bytes": trainable, "save_bytes": SAVE_HEADER_BYTES + trainable,
-        "layout_id": f"0x{layout_id(storages):08x}u", "save_magic": f"0x{SAVE_MAGIC:08x}u",
-        "save_header": SAVE_HEADER_BYTES,
+        "trainable_bytes": trainable, "save_bytes": save_bytes(storages),
+        "model_id": model_id.hex(), "model_id_bytes": MODEL_ID_BYTES,
+        "model_id_bytes_c": ", ".join(f"0x{b:02x}u" for b in model_id),
+        "save_version": SAVE_VERSION, "save_header_bytes": SAVE_HEADER_BYTES,
         "flash": _flash_arrays(storages, symbols), "sram": _sram_arrays(storages), "structs": structs,
         "train_ops": len(train.graph.ops), "inference_ops": len(infer.graph.ops),
         "train_body": stages["train"][0], "inference_body": stages["inference"][0],
@@ -296,7 +298,8 @@ def _manifest(program, storages, values: Mapping[str, object]) -> str:
         "format": "mcutrain-codegen/1",
         "title": values["title"],
         **{k: values[k] for k in keys},
-        "layout_id": layout_id(storages),
+        "model_id": values["model_id"],
+        "save": {"format": SAVE_VERSION, "header_bytes": SAVE_HEADER_BYTES, "crc_bytes": SAVE_CRC_BYTES},
         "accumulate": values["accumulate"],
         "lr": program.options.lr, "seed": program.options.seed,
         "sources": list(SOURCES),

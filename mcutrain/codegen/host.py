@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.storage import RESTORE_CODES
 
-__all__ = ["CFLAGS", "HostEngine", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
+__all__ = ["CFLAGS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
@@ -98,6 +99,15 @@ def read_manifest(folder) -> dict:
 def accumulate_of(manifest: dict) -> str:
     """The backward accumulator mode a folder was generated with (folders from before the option: float64)."""
     return manifest.get("accumulate", "float64")
+
+
+class RestoreError(CodegenError):
+    """``mct_restore`` refused a snapshot; ``code`` says why (``storage.RESTORE_CODES``)."""
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"mct_restore refused the snapshot (code {code}: {RESTORE_CODES.get(code, 'unknown')}); "
+                         f"nothing was changed")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +184,7 @@ class HostEngine:
         return int(self._lib.mct_steps())
 
     def save(self) -> bytes:
-        """``mct_save``: header + the trained parameter copies."""
+        """``mct_save``: a snapshot (header, the trained parameter copies, CRC-32; docs/firmware.md)."""
         self._check()
         buf = (ctypes.c_uint8 * self.manifest["save_bytes"])()
         n = self._lib.mct_save(buf, len(buf))
@@ -183,16 +193,22 @@ class HostEngine:
         return bytes(buf)
 
     def restore(self, data: bytes) -> None:
+        """``mct_restore``; a refused snapshot raises ``RestoreError`` (its ``code``: model.h's
+        MCT_RESTORE_E*) and leaves the parameters and the step counter as they were."""
         self._check()
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        code = self._lib.mct_restore(buf, len(data))
+        code = self.restore_code(data)
         if code != 0:
-            raise CodegenError(f"mct_restore refused the buffer (code {code}: "
-                               f"{'wrong length' if code == -1 else 'another program'})")
+            raise RestoreError(code)
+
+    def restore_code(self, data: bytes) -> int:
+        """``mct_restore``'s return code for ``data`` (0: restored)."""
+        self._check()
+        buf = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(bytes(data) or b"\0")
+        return int(self._lib.mct_restore(buf, len(data)))
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Every parameter (copies): Flash values with the trained slices from ``mct_save`` over them."""
-        payload = self.save()[16:]
+        payload = self.save()[self.manifest.get("save", {}).get("header_bytes", 16):]
         out = {}
         for index, p in enumerate(self.manifest["params"]):
             dtype, ctype = DTYPES[p["dtype"]]

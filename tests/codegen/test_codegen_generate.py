@@ -98,7 +98,7 @@ def test_frozen_data_is_const_and_trained_slices_are_sram():
     assert f"#define MCT_TRAINABLE_BYTES {program.report['trainable_bytes']} " in h
     manifest = json.loads(_files()["manifest.json"])
     assert [p["name"] for p in manifest["params"]] == [s.name for s in storages]
-    assert manifest["save_bytes"] == 16 + program.report["trainable_bytes"]
+    assert manifest["save_bytes"] == 32 + program.report["trainable_bytes"] + 4  # header, copies, CRC-32
 
 
 def test_the_header_documents_the_api():
