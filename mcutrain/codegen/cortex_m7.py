@@ -187,14 +187,16 @@ def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
 
 
 def _compile(folder: Path, sources: list[str], extra: list[str], build: str = "build-m7") -> list[Path]:
-    build = folder / build
-    build.mkdir(exist_ok=True)
+    # Run in the folder with relative names: the objects (their file symbols) and the linker map do not
+    # depend on where the folder is, so a folder built beside its destination and renamed into place
+    # (codegen.staging) is the one built in place, byte for byte.
+    (folder / build).mkdir(exist_ok=True)
     objects = []
     for source in sources:
-        obj = build / (Path(source).stem + ".o")
-        _run(["arm-none-eabi-gcc", *M7_CFLAGS, *extra, f"-I{folder}", "-c", str(folder / source), "-o", str(obj)],
-             f"cross-compiling {source}")
-        objects.append(obj)
+        obj = f"{build}/{Path(source).stem}.o"
+        _run(["arm-none-eabi-gcc", *M7_CFLAGS, *extra, "-I.", "-c", source, "-o", obj],
+             f"cross-compiling {source}", cwd=folder)
+        objects.append(folder / obj)
     return objects
 
 
@@ -242,9 +244,10 @@ def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: 
     script = folder / f"board-{memory.name}.ld"
     script.write_text(Template((BOARD / "board.ld.in").read_text()).substitute(
         flash_bytes=memory.flash_bytes, ram_bytes=memory.ram_bytes, stack_bytes=memory.stack_bytes))
-    cmd = ["arm-none-eabi-gcc", *ARCH_FLAGS, *LINK_FLAGS, "-T", str(script), *map(str, objects), *LIBS,
-           "-Wl,-Map=" + str(elf.with_suffix(".map")), "-o", str(elf)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["arm-none-eabi-gcc", *ARCH_FLAGS, *LINK_FLAGS, "-T", script.name,
+           *(str(o.relative_to(folder)) for o in objects), *LIBS, "-Wl,-Map=" + elf.with_suffix(".map").name,
+           "-o", elf.name]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)  # relative names: see _compile
     if result.returncode != 0:
         overflows = {region: int(n) for region, n in OVERFLOW.findall(result.stderr)}
         if overflows:  # the libraries tipped it over: the same error as before linking

@@ -49,6 +49,7 @@ from mcutrain.codegen.literals import array_definition, comment, identifier
 from mcutrain.codegen.storage import (MODEL_ID_BYTES, SAVE_CRC_BYTES, SAVE_HEADER_BYTES, SAVE_VERSION, ParamStorage,
                                       model_identity, parameter_storage, save_bytes, trainable_bytes)
 from mcutrain.engine.compile import compile_training
+from mcutrain.io.atomic import atomic_write_text
 from mcutrain.engine.passes import PIPELINE
 from mcutrain.train.learning_rate import check_learning_rate
 
@@ -151,9 +152,9 @@ def generate(program, folder, title: str = "mcutrain training program", *, accum
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in FILES:
+    for name in FILES:  # each file whole (a folder whole: ``staging.staged_folder``, as build_target does)
         path = folder / name
-        path.write_text(files[name])
+        atomic_write_text(path, files[name])
         paths.append(path)
     return paths
 

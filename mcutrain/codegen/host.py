@@ -60,7 +60,6 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
     manifest = read_manifest(folder)
     flags = list(CFLAGS) + list(HOST_FLAGS) + (["-DMCT_TRACE"] if trace else []) + (
         list(SANITIZE_FLAGS) if sanitize else [])
-    sources = [folder / s for s in manifest["sources"]]
     stem = "libmodel" + ("-asan" if sanitize else "") + ("-trace" if trace else "")
     out = folder / f"{stem}-{_digest(folder, flags)}.so"
     if out.is_file():
@@ -69,11 +68,12 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
         old.unlink()
     fd, tmp = tempfile.mkstemp(prefix=".libmodel", suffix=".so", dir=folder)
     os.close(fd)
-    cmd = [compiler(), *flags, f"-I{folder}", *map(str, sources), "-o", tmp, "-lm"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # Relative names, run in the folder: the library does not record where the folder was built.
+    cmd = [compiler(), *flags, "-I.", *manifest["sources"], "-o", tmp, "-lm"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
     if result.returncode != 0:
         os.unlink(tmp)
-        raise CodegenError(f"host build failed ({' '.join(cmd)}):\n{result.stderr}")
+        raise CodegenError(f"host build failed in {folder} ({' '.join(cmd)}):\n{result.stderr}")
     os.replace(tmp, out)
     return out
 

@@ -8,6 +8,8 @@ accumulator mode the folder was generated with (``accumulate``: "float64" or "fl
 ``generate``; the C sources carry it, ``target.json`` says it). A cortex-m7 folder built with
 ``profile=True`` also has ``firmware-profile.elf`` and, under ``profile``, the program's ops in
 schedule order (name, kind, phase): the generated C does not name them, a profile run needs them.
+The folder is built beside ``out`` and renamed into place only when complete (``staging``): a failed
+or killed compile leaves the previous folder as it was.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import generate
 from mcutrain.codegen.host import accumulate_of, build_host, read_manifest
+from mcutrain.codegen.staging import staged_folder
+from mcutrain.io.atomic import atomic_write_text
 
 __all__ = ["TARGET_FILE", "build_target", "read_target"]
 
@@ -37,21 +41,23 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
         raise CodegenError(f"profile=True is for the cortex-m7 target (it times ops on the firmware), not {target!r}")
     out = Path(out)
     title = f"{qmodel.spec.name} @{qmodel.resolution}, {plan.scheme}"
-    generate(program, out, title=title, accumulate=accumulate)
     info = {"format": FORMAT, "target": target, "out": str(out), "model": qmodel.spec.name,
             "resolution": qmodel.resolution, "scheme": plan.scheme, "num_classes": qmodel.num_classes,
             "classes": list(qmodel.classes), "preprocessing": dict(qmodel.preprocessing),
             "input": {"scale": float(qmodel.input.scale), "zero": int(qmodel.input.zero)},
             "lr": program.options.lr, "seed": program.options.seed, "accumulate": accumulate}
-    if target == "host":
-        log(f"building the host library in {out} ...")
-        info["library"] = build_host(out).name
-    else:
-        log(f"cross-compiling for the Cortex-M7 ({memory.name}) in {out} ...")
-        info.update(build_cortex_m7(out, memory=memory, strict=UNDER_256KB, profile=profile))
-        if profile:
-            info["profile"]["ops"] = schedule_ops(program)
-    (out / TARGET_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    # Built whole beside ``out``, then swapped in: a failed or killed build leaves the old folder.
+    with staged_folder(out) as folder:
+        generate(program, folder, title=title, accumulate=accumulate)
+        if target == "host":
+            log(f"building the host library for {out} ...")
+            info["library"] = build_host(folder).name
+        else:
+            log(f"cross-compiling for the Cortex-M7 ({memory.name}) for {out} ...")
+            info.update(build_cortex_m7(folder, memory=memory, strict=UNDER_256KB, profile=profile))
+            if profile:
+                info["profile"]["ops"] = schedule_ops(program)
+        atomic_write_text(folder / TARGET_FILE, json.dumps(info, indent=1) + "\n")
     return info
 
 

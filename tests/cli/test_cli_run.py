@@ -140,3 +140,31 @@ def test_profile_goes_through_compile_and_run(tmp_path, digits_model, capsys):
     assert main(["compile", digits_model, "--scheme", "last-layer", "--target", "host", "--out",
                  str(tmp_path / "host"), "--profile"]) == 2
     assert "--profile times the ops of the firmware: it needs --target cortex-m7" in capsys.readouterr().err
+
+
+def test_a_compile_killed_half_way_leaves_the_previous_folder_runnable(tmp_path, digits_model, monkeypatch, capsys):
+    """Issue 11: a killed `compile --out DIR` used to leave a new model.h, half a model.c and the old
+    target.json, and `run` then failed in gcc. The new folder is built beside DIR and swapped in whole."""
+    out = tmp_path / "host"
+    _compile(digits_model, "host", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def killed(folder, **kw):
+        (folder / "model.c").write_text("/* half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mcutrain.codegen.targets.build_host", killed)
+    code = main(["compile", digits_model, "--scheme", "full", "--lr", "0.01", "--target", "host", "--out", str(out)])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host"]  # nothing left beside it
+    monkeypatch.undo()
+    assert len(_run(out)["losses"]) == 30
+
+
+def test_compile_refuses_to_replace_a_folder_it_did_not_make(tmp_path, digits_model, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code = main(["compile", digits_model, "--scheme", "last-layer", "--target", "host", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "other files in it" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
