@@ -36,6 +36,7 @@ stream source, the row pipeline copies its rows into the ring the plan reserves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from string import Template
@@ -130,10 +131,10 @@ def render(program, title: str = "mcutrain training program", *, accumulate: str
     stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
     values = _values(program, storages, symbols, stages, title, accumulate)
     files = {"model.h": _template("model.h.in").substitute(values),
-             "model.c": _template("model.c.in").substitute(values),
-             "manifest.json": _manifest(program, storages, values)}
+             "model.c": _template("model.c.in").substitute(values)}
     files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
     files["mct_kernels.h"] = _with_accumulator(files["mct_kernels.h"], accumulate)
+    files["manifest.json"] = _manifest(program, storages, values, files)
     return files
 
 
@@ -292,7 +293,24 @@ def _image_copy(stage) -> str:
     return f"memcpy(A8({stage.offset('image')}), image, MCT_IMAGE_BYTES);"
 
 
-def _manifest(program, storages, values: Mapping[str, object]) -> str:
+def check_sources(folder) -> None:
+    """Every generated file of ``folder`` as generated (``manifest.json``'s ``sha256``), or a
+    ``CodegenError`` naming the first that is missing or differs: a folder edited, half-copied or
+    mixed with another program's files is refused by name instead of failing in the C compiler.
+    Folders generated before the hashes were recorded pass unchecked."""
+    folder = Path(folder)
+    from mcutrain.codegen.host import read_manifest
+
+    for name, digest in sorted(read_manifest(folder).get("sha256", {}).items()):
+        path = folder / name
+        if not path.is_file():
+            raise CodegenError(f"{folder}: {name} is missing; generate the folder again (mcutrain compile ... --out)")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise CodegenError(f"{folder}: {name} is not the file that was generated with this manifest.json "
+                               f"(edited, or half-written?); generate the folder again (mcutrain compile ... --out)")
+
+
+def _manifest(program, storages, values: Mapping[str, object], files: Mapping[str, str]) -> str:
     keys = ("image_channels", "image_height", "image_width", "num_classes", "arena_bytes", "train_arena_bytes",
             "inference_arena_bytes", "trainable_bytes", "save_bytes")
     manifest = {
@@ -304,6 +322,7 @@ def _manifest(program, storages, values: Mapping[str, object]) -> str:
         "accumulate": values["accumulate"],
         "lr": program.options.lr, "seed": program.options.seed,
         "sources": list(SOURCES),
+        "sha256": {name: hashlib.sha256(text.encode()).hexdigest() for name, text in sorted(files.items())},
         "params": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),
                     "kept_shape": list(s.kept_shape) if s.trained else None, "save_offset": s.save_offset}
                    for s in storages],

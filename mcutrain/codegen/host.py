@@ -93,7 +93,13 @@ def read_manifest(folder) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise CodegenError(f"{folder}: no manifest.json (not a folder made by mcutrain.codegen.generate)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CodegenError(f"{path} is not valid JSON ({err}); generate the folder again") from None
+    if not isinstance(manifest, dict):
+        raise CodegenError(f"{path} holds a JSON {type(manifest).__name__}, not an object; generate the folder again")
+    return manifest
 
 
 def accumulate_of(manifest: dict) -> str:

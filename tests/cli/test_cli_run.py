@@ -168,3 +168,29 @@ def test_compile_refuses_to_replace_a_folder_it_did_not_make(tmp_path, digits_mo
     err = capsys.readouterr().err
     assert code == 2 and "other files in it" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("damage", ["half model.c", "model.h of another compile", "no model.c", "target.json torn",
+                                    "manifest.json torn"])
+def test_run_refuses_a_damaged_folder_by_name_not_in_gcc(tmp_path, digits_model, capsys, damage):
+    out = tmp_path / "host"
+    _compile(digits_model, "host", out)
+    for lib in out.glob("libmodel-*.so"):
+        lib.unlink()  # run rebuilds: the damaged sources would reach the compiler
+    if damage == "half model.c":
+        text = (out / "model.c").read_text()
+        (out / "model.c").write_text(text[:len(text) // 2])
+    elif damage == "model.h of another compile":
+        _compile(digits_model, "host", tmp_path / "other", "--lr", "0.5")
+        (out / "model.h").write_text((tmp_path / "other" / "model.h").read_text().replace("0.5", "0.25"))
+    elif damage == "no model.c":
+        (out / "model.c").unlink()
+    else:
+        name = damage.split()[0]
+        (out / name).write_text((out / name).read_text()[:40])
+    capsys.readouterr()  # what compile printed
+    code = main(["run", str(out), "--data", "digits", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "gcc" not in err and "error:" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert ("generate the folder again" in err) or ("not valid JSON" in err)
