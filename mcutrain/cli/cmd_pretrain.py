@@ -15,7 +15,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help=HELP["pretrain"],
         description="Float pretraining with SGD + momentum and a cosine schedule. Writes CKPT, "
-                    "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl after every epoch.")
+                    "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl (losses, accuracies, "
+                    "seconds and images/s per epoch) after every epoch; identical runs write identical CKPT and "
+                    "state files (no timings in them). A loss or weight that becomes NaN or infinite stops the "
+                    "run (exit 2) before anything of that epoch is written.")
     p.add_argument("--model", required=True,
                    help="zoo name (see `mcutrain zoo`) or an architecture .json file (docs/own-model.md)")
     p.add_argument("--data", required=True, help="dataset name, folder:PATH or npz:PATH (see `mcutrain data list`)")

@@ -263,8 +263,26 @@ def run_steps(engine: HostEngine, images: np.ndarray, labels: np.ndarray, probe:
     logits = np.concatenate([engine.predict(x) for x in probe]) if len(probe) else np.zeros((0, engine.classes))
     saved = engine.save()
     engine.restore(saved)
-    return {"losses": losses, "logits": logits, "saved": np.frombuffer(saved, np.uint8),
+    refused = np.array([engine.restore_code(bad) for bad in damaged_snapshots(saved)], np.int32)
+    if engine.save() != saved:
+        raise CodegenError("a refused snapshot changed the live parameters")
+    return {"losses": losses, "logits": logits, "saved": np.frombuffer(saved, np.uint8), "refused": refused,
             **{f"param:{k}": v for k, v in engine.parameters().items()}}
+
+
+def damaged_snapshots(saved: bytes) -> list[bytes]:
+    """Snapshots ``mct_restore`` must refuse (run under the sanitizers by ``run_sanitized``): truncated
+    at every 1/8, padded, one bit flipped in each region, the second half erased, all erased, and a
+    header claiming a payload of 4 GB."""
+    n = len(saved)
+    cases = [saved[:n * k // 8] for k in range(8)] + [saved + b"\0", saved + b"\xff" * 64]
+    for at in (0, 5, 9, 25, 30, 32, n // 2, n - 5, n - 1):
+        flipped = bytearray(saved)
+        flipped[at] ^= 0x10
+        cases.append(bytes(flipped))
+    huge = bytearray(saved)
+    huge[24:28] = b"\xf0\xff\xff\xff"
+    return cases + [saved[:n // 2] + b"\xff" * (n - n // 2), b"\xff" * n, bytes(huge)]
 
 
 def run_sanitized(folder, images: np.ndarray, labels: np.ndarray, probe: np.ndarray | None = None,
