@@ -46,12 +46,13 @@ import numpy as np
 
 from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
 from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.literals import array_definition, comment, identifier
 from mcutrain.codegen.storage import (MODEL_ID_BYTES, SAVE_CRC_BYTES, SAVE_HEADER_BYTES, SAVE_VERSION, ParamStorage,
                                       model_identity, parameter_storage, save_bytes, trainable_bytes)
 from mcutrain.engine.compile import compile_training
-from mcutrain.io.atomic import atomic_write_text
 from mcutrain.engine.passes import PIPELINE
+from mcutrain.io.atomic import atomic_write_text
 from mcutrain.train.learning_rate import check_learning_rate
 
 __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
@@ -299,8 +300,6 @@ def check_sources(folder) -> None:
     mixed with another program's files is refused by name instead of failing in the C compiler.
     Folders generated before the hashes were recorded pass unchecked."""
     folder = Path(folder)
-    from mcutrain.codegen.host import read_manifest
-
     for name, digest in sorted(read_manifest(folder).get("sha256", {}).items()):
         path = folder / name
         if not path.is_file():
