@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from mcutrain.cli.argtypes import learning_rate
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.pretrain import PretrainConfig, pretrain
@@ -14,14 +15,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help=HELP["pretrain"],
         description="Float pretraining with SGD + momentum and a cosine schedule. Writes CKPT, "
-                    "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl after every epoch.")
+                    "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl (losses, accuracies, "
+                    "seconds and images/s per epoch) after every epoch; identical runs write identical CKPT and "
+                    "state files (no timings in them). A loss or weight that becomes NaN or infinite stops the "
+                    "run (exit 2) before anything of that epoch is written.")
     p.add_argument("--model", required=True,
                    help="zoo name (see `mcutrain zoo`) or an architecture .json file (docs/own-model.md)")
     p.add_argument("--data", required=True, help="dataset name, folder:PATH or npz:PATH (see `mcutrain data list`)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--lr", type=learning_rate, default=d.lr, help="peak learning rate")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)

@@ -53,6 +53,7 @@ import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.host import CFLAGS, accumulate_of, read_manifest
+from mcutrain.io.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["BOARD_FILES", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746", "ToolMissingError",
            "UNDER_256KB", "build_cortex_m7", "elf_footprint", "object_footprint", "op_profile", "run_qemu",
@@ -152,7 +153,7 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
     folder = Path(folder)
     manifest = read_manifest(folder)
     for name in BOARD_FILES:
-        shutil.copyfile(BOARD / name, folder / name)
+        atomic_write_bytes(folder / name, (BOARD / name).read_bytes())
     sources = list(manifest["sources"]) + list(BOARD_SOURCES)
     objects = _compile(folder, sources, [])
     needed = object_footprint(objects, memory.stack_bytes)
@@ -187,14 +188,16 @@ def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
 
 
 def _compile(folder: Path, sources: list[str], extra: list[str], build: str = "build-m7") -> list[Path]:
-    build = folder / build
-    build.mkdir(exist_ok=True)
+    # Run in the folder with relative names: the objects (their file symbols) and the linker map do not
+    # depend on where the folder is, so a folder built beside its destination and renamed into place
+    # (codegen.staging) is the one built in place, byte for byte.
+    (folder / build).mkdir(exist_ok=True)
     objects = []
     for source in sources:
-        obj = build / (Path(source).stem + ".o")
-        _run(["arm-none-eabi-gcc", *M7_CFLAGS, *extra, f"-I{folder}", "-c", str(folder / source), "-o", str(obj)],
-             f"cross-compiling {source}")
-        objects.append(obj)
+        obj = f"{build}/{Path(source).stem}.o"
+        _run(["arm-none-eabi-gcc", *M7_CFLAGS, *extra, "-I.", "-c", source, "-o", obj],
+             f"cross-compiling {source}", cwd=folder)
+        objects.append(folder / obj)
     return objects
 
 
@@ -240,11 +243,12 @@ def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: 
     if needed["Flash"] > memory.flash_bytes or needed["SRAM"] > memory.ram_bytes:
         raise MemoryOverflowError(memory, needed, "object files before linking")
     script = folder / f"board-{memory.name}.ld"
-    script.write_text(Template((BOARD / "board.ld.in").read_text()).substitute(
+    atomic_write_text(script, Template((BOARD / "board.ld.in").read_text()).substitute(
         flash_bytes=memory.flash_bytes, ram_bytes=memory.ram_bytes, stack_bytes=memory.stack_bytes))
-    cmd = ["arm-none-eabi-gcc", *ARCH_FLAGS, *LINK_FLAGS, "-T", str(script), *map(str, objects), *LIBS,
-           "-Wl,-Map=" + str(elf.with_suffix(".map")), "-o", str(elf)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["arm-none-eabi-gcc", *ARCH_FLAGS, *LINK_FLAGS, "-T", script.name,
+           *(str(o.relative_to(folder)) for o in objects), *LIBS, "-Wl,-Map=" + elf.with_suffix(".map").name,
+           "-o", elf.name]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)  # relative names: see _compile
     if result.returncode != 0:
         overflows = {region: int(n) for region, n in OVERFLOW.findall(result.stderr)}
         if overflows:  # the libraries tipped it over: the same error as before linking

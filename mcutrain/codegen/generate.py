@@ -36,6 +36,7 @@ stream source, the row pipeline copies its rows into the ring the plan reserves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from string import Template
@@ -45,11 +46,14 @@ import numpy as np
 
 from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
 from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.literals import array_definition, comment, identifier
-from mcutrain.codegen.storage import (SAVE_HEADER_BYTES, SAVE_MAGIC, ParamStorage, layout_id, parameter_storage,
-                                      trainable_bytes)
+from mcutrain.codegen.storage import (MODEL_ID_BYTES, SAVE_CRC_BYTES, SAVE_HEADER_BYTES, SAVE_VERSION, ParamStorage,
+                                      model_identity, parameter_storage, save_bytes, trainable_bytes)
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import PIPELINE
+from mcutrain.io.atomic import atomic_write_text
+from mcutrain.train.learning_rate import check_learning_rate
 
 __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
 
@@ -73,6 +77,7 @@ def compile_for_codegen(qmodel, plan, *, lr: float, seed: int, stream_input: boo
     """``compile_training`` with the passes the C target supports: the same program (and memory plan)
     that ``mcutrain compile`` reports, streamed input and row pipelines included (the C program's
     arena is the reported arena). ``stream_input`` / ``row_fusion`` as in ``compile_training``."""
+    check_learning_rate(lr, "lr")  # compiled into the C as a float32 literal: NaN/inf would train NaN weights
     return compile_training(qmodel, plan, lr=lr, seed=seed, passes=CODEGEN_PASSES, stream_input=stream_input,
                             row_fusion=row_fusion)
 
@@ -127,10 +132,10 @@ def render(program, title: str = "mcutrain training program", *, accumulate: str
     stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
     values = _values(program, storages, symbols, stages, title, accumulate)
     files = {"model.h": _template("model.h.in").substitute(values),
-             "model.c": _template("model.c.in").substitute(values),
-             "manifest.json": _manifest(program, storages, values)}
+             "model.c": _template("model.c.in").substitute(values)}
     files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
     files["mct_kernels.h"] = _with_accumulator(files["mct_kernels.h"], accumulate)
+    files["manifest.json"] = _manifest(program, storages, values, files)
     return files
 
 
@@ -149,9 +154,9 @@ def generate(program, folder, title: str = "mcutrain training program", *, accum
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in FILES:
+    for name in FILES:  # each file whole (a folder whole: ``staging.staged_folder``, as build_target does)
         path = folder / name
-        path.write_text(files[name])
+        atomic_write_text(path, files[name])
         paths.append(path)
     return paths
 
@@ -256,6 +261,7 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, ac
     structs = "\n\n".join(stages["train"][1] + stages["inference"][1])
     save, restore = _save_bodies(storages)
     trainable = trainable_bytes(storages)
+    model_id = model_identity(storages, symbols.constants)
     ctype, bits = ACCUMULATE[accumulate]
     return {
         "title": title, "summary": _summary(program, storages),
@@ -265,9 +271,10 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, ac
         "image_bytes": channels * height * width, "num_classes": classes,
         "arena_bytes": max(train.plan.arena_bytes, infer.plan.arena_bytes),
         "train_arena_bytes": train.plan.arena_bytes, "inference_arena_bytes": infer.plan.arena_bytes,
-        "trainable_bytes": trainable, "save_bytes": SAVE_HEADER_BYTES + trainable,
-        "layout_id": f"0x{layout_id(storages):08x}u", "save_magic": f"0x{SAVE_MAGIC:08x}u",
-        "save_header": SAVE_HEADER_BYTES,
+        "trainable_bytes": trainable, "save_bytes": save_bytes(storages),
+        "model_id": model_id.hex(), "model_id_bytes": MODEL_ID_BYTES,
+        "model_id_bytes_c": ", ".join(f"0x{b:02x}u" for b in model_id),
+        "save_version": SAVE_VERSION, "save_header_bytes": SAVE_HEADER_BYTES,
         "flash": _flash_arrays(storages, symbols), "sram": _sram_arrays(storages), "structs": structs,
         "train_ops": len(train.graph.ops), "inference_ops": len(infer.graph.ops),
         "train_body": stages["train"][0], "inference_body": stages["inference"][0],
@@ -287,17 +294,34 @@ def _image_copy(stage) -> str:
     return f"memcpy(A8({stage.offset('image')}), image, MCT_IMAGE_BYTES);"
 
 
-def _manifest(program, storages, values: Mapping[str, object]) -> str:
+def check_sources(folder) -> None:
+    """Every generated file of ``folder`` as generated (``manifest.json``'s ``sha256``), or a
+    ``CodegenError`` naming the first that is missing or differs: a folder edited, half-copied or
+    mixed with another program's files is refused by name instead of failing in the C compiler.
+    Folders generated before the hashes were recorded pass unchecked."""
+    folder = Path(folder)
+    for name, digest in sorted(read_manifest(folder).get("sha256", {}).items()):
+        path = folder / name
+        if not path.is_file():
+            raise CodegenError(f"{folder}: {name} is missing; generate the folder again (mcutrain compile ... --out)")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise CodegenError(f"{folder}: {name} is not the file that was generated with this manifest.json "
+                               f"(edited, or half-written?); generate the folder again (mcutrain compile ... --out)")
+
+
+def _manifest(program, storages, values: Mapping[str, object], files: Mapping[str, str]) -> str:
     keys = ("image_channels", "image_height", "image_width", "num_classes", "arena_bytes", "train_arena_bytes",
             "inference_arena_bytes", "trainable_bytes", "save_bytes")
     manifest = {
         "format": "mcutrain-codegen/1",
         "title": values["title"],
         **{k: values[k] for k in keys},
-        "layout_id": layout_id(storages),
+        "model_id": values["model_id"],
+        "save": {"format": SAVE_VERSION, "header_bytes": SAVE_HEADER_BYTES, "crc_bytes": SAVE_CRC_BYTES},
         "accumulate": values["accumulate"],
         "lr": program.options.lr, "seed": program.options.seed,
         "sources": list(SOURCES),
+        "sha256": {name: hashlib.sha256(text.encode()).hexdigest() for name, text in sorted(files.items())},
         "params": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),
                     "kept_shape": list(s.kept_shape) if s.trained else None, "save_offset": s.save_offset}
                    for s in storages],

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.storage import RESTORE_CODES
 
-__all__ = ["CFLAGS", "HostEngine", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
+__all__ = ["CFLAGS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
@@ -59,7 +60,6 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
     manifest = read_manifest(folder)
     flags = list(CFLAGS) + list(HOST_FLAGS) + (["-DMCT_TRACE"] if trace else []) + (
         list(SANITIZE_FLAGS) if sanitize else [])
-    sources = [folder / s for s in manifest["sources"]]
     stem = "libmodel" + ("-asan" if sanitize else "") + ("-trace" if trace else "")
     out = folder / f"{stem}-{_digest(folder, flags)}.so"
     if out.is_file():
@@ -68,11 +68,12 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
         old.unlink()
     fd, tmp = tempfile.mkstemp(prefix=".libmodel", suffix=".so", dir=folder)
     os.close(fd)
-    cmd = [compiler(), *flags, f"-I{folder}", *map(str, sources), "-o", tmp, "-lm"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # Relative names, run in the folder: the library does not record where the folder was built.
+    cmd = [compiler(), *flags, "-I.", *manifest["sources"], "-o", tmp, "-lm"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
     if result.returncode != 0:
         os.unlink(tmp)
-        raise CodegenError(f"host build failed ({' '.join(cmd)}):\n{result.stderr}")
+        raise CodegenError(f"host build failed in {folder} ({' '.join(cmd)}):\n{result.stderr}")
     os.replace(tmp, out)
     return out
 
@@ -92,12 +93,27 @@ def read_manifest(folder) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise CodegenError(f"{folder}: no manifest.json (not a folder made by mcutrain.codegen.generate)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CodegenError(f"{path} is not valid JSON ({err}); generate the folder again") from None
+    if not isinstance(manifest, dict):
+        raise CodegenError(f"{path} holds a JSON {type(manifest).__name__}, not an object; generate the folder again")
+    return manifest
 
 
 def accumulate_of(manifest: dict) -> str:
     """The backward accumulator mode a folder was generated with (folders from before the option: float64)."""
     return manifest.get("accumulate", "float64")
+
+
+class RestoreError(CodegenError):
+    """``mct_restore`` refused a snapshot; ``code`` says why (``storage.RESTORE_CODES``)."""
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"mct_restore refused the snapshot (code {code}: {RESTORE_CODES.get(code, 'unknown')}); "
+                         f"nothing was changed")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +190,7 @@ class HostEngine:
         return int(self._lib.mct_steps())
 
     def save(self) -> bytes:
-        """``mct_save``: header + the trained parameter copies."""
+        """``mct_save``: a snapshot (header, the trained parameter copies, CRC-32; docs/firmware.md)."""
         self._check()
         buf = (ctypes.c_uint8 * self.manifest["save_bytes"])()
         n = self._lib.mct_save(buf, len(buf))
@@ -183,16 +199,22 @@ class HostEngine:
         return bytes(buf)
 
     def restore(self, data: bytes) -> None:
+        """``mct_restore``; a refused snapshot raises ``RestoreError`` (its ``code``: model.h's
+        MCT_RESTORE_E*) and leaves the parameters and the step counter as they were."""
         self._check()
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        code = self._lib.mct_restore(buf, len(data))
+        code = self.restore_code(data)
         if code != 0:
-            raise CodegenError(f"mct_restore refused the buffer (code {code}: "
-                               f"{'wrong length' if code == -1 else 'another program'})")
+            raise RestoreError(code)
+
+    def restore_code(self, data: bytes) -> int:
+        """``mct_restore``'s return code for ``data`` (0: restored)."""
+        self._check()
+        buf = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(bytes(data) or b"\0")
+        return int(self._lib.mct_restore(buf, len(data)))
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Every parameter (copies): Flash values with the trained slices from ``mct_save`` over them."""
-        payload = self.save()[16:]
+        payload = self.save()[self.manifest.get("save", {}).get("header_bytes", 16):]
         out = {}
         for index, p in enumerate(self.manifest["params"]):
             dtype, ctype = DTYPES[p["dtype"]]
@@ -241,8 +263,26 @@ def run_steps(engine: HostEngine, images: np.ndarray, labels: np.ndarray, probe:
     logits = np.concatenate([engine.predict(x) for x in probe]) if len(probe) else np.zeros((0, engine.classes))
     saved = engine.save()
     engine.restore(saved)
-    return {"losses": losses, "logits": logits, "saved": np.frombuffer(saved, np.uint8),
+    refused = np.array([engine.restore_code(bad) for bad in damaged_snapshots(saved)], np.int32)
+    if engine.save() != saved:
+        raise CodegenError("a refused snapshot changed the live parameters")
+    return {"losses": losses, "logits": logits, "saved": np.frombuffer(saved, np.uint8), "refused": refused,
             **{f"param:{k}": v for k, v in engine.parameters().items()}}
+
+
+def damaged_snapshots(saved: bytes) -> list[bytes]:
+    """Snapshots ``mct_restore`` must refuse (run under the sanitizers by ``run_sanitized``): truncated
+    at every 1/8, padded, one bit flipped in each region, the second half erased, all erased, and a
+    header claiming a payload of 4 GB."""
+    n = len(saved)
+    cases = [saved[:n * k // 8] for k in range(8)] + [saved + b"\0", saved + b"\xff" * 64]
+    for at in (0, 5, 9, 25, 30, 32, n // 2, n - 5, n - 1):
+        flipped = bytearray(saved)
+        flipped[at] ^= 0x10
+        cases.append(bytes(flipped))
+    huge = bytearray(saved)
+    huge[24:28] = b"\xf0\xff\xff\xff"
+    return cases + [saved[:n // 2] + b"\xff" * (n - n // 2), b"\xff" * n, bytes(huge)]
 
 
 def run_sanitized(folder, images: np.ndarray, labels: np.ndarray, probe: np.ndarray | None = None,

@@ -7,14 +7,30 @@ trained slice ``p[:s0, :s1, ...]`` (``s`` = the update op's ``kept_shape``: the 
 ``mct_weight`` (rows, cols, inner = product of the remaining axes; the slice may cut rows and cols
 only); biases are trained whole.
 
-``mct_save`` writes a 16-byte header (magic "MCT1", layout id, step counter, payload bytes; uint32
-little-endian) and then the SRAM copies in parameter order, each in native byte order (little-endian
-on Cortex-M and x86). The layout id is FNV-1a over the names, dtypes and kept shapes, so a buffer from
-another program is refused by ``mct_restore``.
+``mct_save`` writes format 2 (docs/firmware.md has it byte by byte): a 32-byte header (magic "MCTS",
+format version, the model identity, payload bytes, step counter), the SRAM copies in parameter order
+(each in native byte order: little-endian on Cortex-M and x86), and a CRC-32 of everything before it.
+``mct_restore`` checks the length, the magic and version, the CRC and the identity, in that order, and
+changes nothing unless all pass.
+
+The model identity (``model_identity``) is 16 bytes of SHA-256 over every parameter's name, dtype,
+shape, trained slice and save offset and its Flash value (the exact bytes compiled into the
+firmware): a snapshot restores only into a program of the same model with the same trained slices,
+whatever else differs (learning rate, seed, accumulator mode), because only then do its bytes mean
+the same parameters. It is computed from the integer parameters the C holds, at generate time.
+
+Why CRC-32 for the checksum: a snapshot sits in Flash or EEPROM, where what goes wrong is a torn
+write (the tail still erased, 0xFF), a flipped bit, or stale data: CRC-32 detects every error of one
+or two bits and every burst of up to 32 bits, and other damage with probability 1 - 2^-32. It needs
+no library (a dozen lines of C with a 64-byte table), costs a few instructions a byte (nothing next
+to a training step), and is the CRC zlib and every tool computes, so a host can check a snapshot too. It is not a signature: the identity and the
+CRC protect against accidents, not against someone who forges a buffer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +39,16 @@ from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.literals import identifier
 from mcutrain.engine.passes.fuse_backward import update_ops
 
-SAVE_HEADER_BYTES = 16
-SAVE_MAGIC = 0x3154434D  # b"MCT1" read as a little-endian uint32
+SAVE_MAGIC = b"MCTS"  # format 1 had b"MCT1" here and no version field: refused as another format
+SAVE_VERSION = 2
+MODEL_ID_BYTES = 16
+SAVE_HEADER_BYTES = 32  # magic 4, version 4, model identity 16, payload bytes 4, step counter 4
+SAVE_CRC_BYTES = 4  # CRC-32 (zlib's / IEEE 802.3) of every byte before it, little-endian
+# Where each header field starts (docs/firmware.md).
+SAVE_AT = {"magic": 0, "version": 4, "model_id": 8, "payload_bytes": 24, "step": 28}
+# mct_restore's return codes (model.h), checked in this order.
+RESTORE_CODES = {0: "ok", -1: "wrong length", -2: "not a snapshot of this format (magic or version)",
+                 -4: "checksum mismatch (torn, erased or corrupted)", -3: "a snapshot of another model"}
 
 
 @dataclass(frozen=True)
@@ -111,10 +135,27 @@ def trainable_bytes(storages) -> int:
     return sum(s.sram_bytes for s in storages)
 
 
-def layout_id(storages) -> int:
-    """FNV-1a (32 bit) over ``name:dtype:kept_shape;`` of every trained parameter, in order."""
-    text = "".join(f"{s.name}:{s.dtype}:{','.join(map(str, s.kept_shape))};" for s in storages if s.trained)
-    h = 0x811C9DC5
-    for byte in text.encode():
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
+def save_bytes(storages) -> int:
+    """MCT_SAVE_BYTES: header, the trained copies, the CRC."""
+    return SAVE_HEADER_BYTES + trainable_bytes(storages) + SAVE_CRC_BYTES
+
+
+def model_identity(storages, values) -> bytes:
+    """16 bytes of SHA-256 over the parameter layout and the Flash values (``values``: name -> array)."""
+    h = hashlib.sha256(b"mcutrain-save-identity/1\n")
+    for s in storages:
+        kept = ",".join(map(str, s.kept_shape)) if s.trained else "-"
+        offset = "-" if s.save_offset is None else str(s.save_offset)
+        shape = ",".join(map(str, s.shape))
+        h.update(f"{len(s.name)}:{s.name} {s.dtype} [{shape}] [{kept}] {offset}\n".encode())
+        value = np.ascontiguousarray(values[s.name], dtype=np.dtype(s.dtype).newbyteorder("<"))
+        if value.shape != s.shape:
+            raise CodegenError(f"{s.name}: value of shape {value.shape}, the program says {s.shape}")
+        h.update(value.tobytes())
+    return h.digest()[:MODEL_ID_BYTES]
+
+
+def save_crc(data: bytes) -> int:
+    """The checksum mct_save appends: CRC-32 as zlib computes it (reflected 0xEDB88320, init and final
+    xor 0xFFFFFFFF)."""
+    return zlib.crc32(data) & 0xFFFFFFFF

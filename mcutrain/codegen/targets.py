@@ -8,6 +8,8 @@ accumulator mode the folder was generated with (``accumulate``: "float64" or "fl
 ``generate``; the C sources carry it, ``target.json`` says it). A cortex-m7 folder built with
 ``profile=True`` also has ``firmware-profile.elf`` and, under ``profile``, the program's ops in
 schedule order (name, kind, phase): the generated C does not name them, a profile run needs them.
+The folder is built beside ``out`` and renamed into place only when complete (``staging``): a failed
+or killed compile leaves the previous folder as it was.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.generate import generate
+from mcutrain.codegen.generate import check_sources, generate
 from mcutrain.codegen.host import accumulate_of, build_host, read_manifest
+from mcutrain.codegen.staging import staged_folder
+from mcutrain.io.atomic import atomic_write_text
 
 __all__ = ["TARGET_FILE", "build_target", "read_target"]
 
@@ -37,21 +41,23 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
         raise CodegenError(f"profile=True is for the cortex-m7 target (it times ops on the firmware), not {target!r}")
     out = Path(out)
     title = f"{qmodel.spec.name} @{qmodel.resolution}, {plan.scheme}"
-    generate(program, out, title=title, accumulate=accumulate)
     info = {"format": FORMAT, "target": target, "out": str(out), "model": qmodel.spec.name,
             "resolution": qmodel.resolution, "scheme": plan.scheme, "num_classes": qmodel.num_classes,
             "classes": list(qmodel.classes), "preprocessing": dict(qmodel.preprocessing),
             "input": {"scale": float(qmodel.input.scale), "zero": int(qmodel.input.zero)},
             "lr": program.options.lr, "seed": program.options.seed, "accumulate": accumulate}
-    if target == "host":
-        log(f"building the host library in {out} ...")
-        info["library"] = build_host(out).name
-    else:
-        log(f"cross-compiling for the Cortex-M7 ({memory.name}) in {out} ...")
-        info.update(build_cortex_m7(out, memory=memory, strict=UNDER_256KB, profile=profile))
-        if profile:
-            info["profile"]["ops"] = schedule_ops(program)
-    (out / TARGET_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    # Built whole beside ``out``, then swapped in: a failed or killed build leaves the old folder.
+    with staged_folder(out) as folder:
+        generate(program, folder, title=title, accumulate=accumulate)
+        if target == "host":
+            log(f"building the host library for {out} ...")
+            info["library"] = build_host(folder).name
+        else:
+            log(f"cross-compiling for the Cortex-M7 ({memory.name}) for {out} ...")
+            info.update(build_cortex_m7(folder, memory=memory, strict=UNDER_256KB, profile=profile))
+            if profile:
+                info["profile"]["ops"] = schedule_ops(program)
+        atomic_write_text(folder / TARGET_FILE, json.dumps(info, indent=1) + "\n")
     return info
 
 
@@ -60,13 +66,24 @@ def read_target(folder) -> dict:
     if not path.is_file():
         raise CodegenError(f"{folder}: no {TARGET_FILE}; make the folder with "
                            f"`mcutrain compile MODEL --scheme S --target host|cortex-m7 --out {folder}`")
-    info = json.loads(path.read_text())
+    info = _json_object(path)
     if info.get("format") != FORMAT:
         raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
     info.setdefault("accumulate", "float64")  # folders built before the option
+    check_sources(folder)
     generated = accumulate_of(read_manifest(folder))
     if generated != info["accumulate"]:
         raise CodegenError(f"{folder}: {TARGET_FILE} says accumulate={info['accumulate']!r} but its C was generated "
                            f"with {generated!r} (regenerated since it was built?); rebuild it with `mcutrain compile "
                            f"... --target {info['target']} --accumulate ... --out {folder}`")
+    return info
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CodegenError(f"{path} is not valid JSON ({err}); generate the folder again") from None
+    if not isinstance(info, dict):
+        raise CodegenError(f"{path} holds a JSON {type(info).__name__}, not an object; generate the folder again")
     return info

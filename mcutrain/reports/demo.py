@@ -54,7 +54,9 @@ def plot_training(result: dict, path: Path) -> None:
     lines = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
     ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="center left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from mcutrain.io.figure import save_figure  # written whole (a killed run leaves no half plot)
+
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -252,7 +252,9 @@ def plot_progress(results: list[SearchResult], path: str, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from mcutrain.io.figure import save_figure  # written whole (a killed run leaves no half plot)
+
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

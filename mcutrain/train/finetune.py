@@ -28,6 +28,7 @@ from mcutrain.sparse.permute import prepare_model
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
+from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
@@ -91,13 +92,15 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             seen += len(y)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
         history.append(sum(losses) / max(len(losses), 1))
-        if not math.isfinite(history[-1]):
+        if not math.isfinite(history[-1]) or _non_finite_parameters(net):
             diverged = True  # no point in more epochs; the caller learns why from "diverged"
             break
     seconds = time.perf_counter() - t0
     if diverged and cfg.out:
-        raise McutrainError(f"training diverged (the loss became {history[-1]} in epoch {len(history)}); "
-                            f"nothing was written to {cfg.out}: lower --lr")
+        bad = _non_finite_parameters(net)
+        what = f"{len(bad)} parameters are not finite, first {bad[0]}" if bad else f"the loss became {history[-1]}"
+        raise McutrainError(f"training diverged in epoch {len(history)} ({what}); "
+                            f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
     trained = None if diverged else net.to_qmodel()
     if cfg.out:
         save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": asdict(cfg)}))
@@ -169,6 +172,12 @@ def _make_step(net, model_fn, cfg: FinetuneConfig):
     return step
 
 
+def _non_finite_parameters(net: torch.nn.Module) -> list[str]:
+    """Names of parameters holding a NaN or an infinity (the fp32 twin's last update can make one
+    after the last loss was seen finite; int8 weights cannot, float latents and biases can)."""
+    return [name for name, p in net.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+
+
 def _fit_task(qmodel: QModel, dataset: SplitDataset, cfg: FinetuneConfig) -> QModel:
     """A dataset with other classes than the model's gets a new head (transfer to a new task)."""
     if tuple(dataset.classes) == tuple(qmodel.classes):
@@ -194,5 +203,6 @@ def _check(cfg: FinetuneConfig) -> None:
         raise McutrainError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.update_rule not in UPDATE_RULES:
         raise McutrainError(f"unknown update rule {cfg.update_rule!r}; choose {', '.join(UPDATE_RULES)}")
-    if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise McutrainError("--epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+    if cfg.epochs < 0 or cfg.batch_size < 1:
+        raise McutrainError("--epochs must be >= 0 and --batch-size >= 1")
+    check_learning_rate(cfg.lr)

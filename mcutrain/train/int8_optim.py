@@ -26,6 +26,7 @@ import torch
 from mcutrain.errors import McutrainError
 from mcutrain.quant.rng import stochastic_round_torch
 from mcutrain.quant.sim_model import Int8Conv, Int8Net
+from mcutrain.train.learning_rate import check_learning_rate
 
 OPTIMIZERS = ("sgd", "adam")
 UPDATE_RULES = ("sr", "latent")
@@ -51,6 +52,7 @@ class Int8Optimizer:
             raise McutrainError(f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
         if rule not in UPDATE_RULES:
             raise McutrainError(f"unknown update rule {rule!r}; choose one of {', '.join(UPDATE_RULES)}")
+        lr = check_learning_rate(lr, "lr")
         self.kind, self.lr, self.momentum, self.rule, self.seed = kind, lr, momentum, rule, seed
         self.betas, self.eps, self.use_qas = betas, eps, qas
         self.step_count = 0

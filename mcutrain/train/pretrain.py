@@ -4,10 +4,17 @@ Reads top to bottom like nanoGPT's train.py: config -> data -> model -> optimize
 epoch one state file (weights + momentum + epoch + config) and the checkpoint are written atomically,
 so a killed run resumed with ``--resume`` loses at most the epoch in progress. Every epoch's shuffle
 and augmentation depend only on (seed, epoch), so a resumed run reproduces the uninterrupted one.
+
+The checkpoint and the state hold only what the run computed, never timings: two identical runs
+write byte-identical files (models are recognised by their file's hash). Epoch seconds and images/s
+go to the log and to the metrics file (``<stem>.metrics.jsonl``, one line per epoch, rewritten
+atomically). A loss or weight that becomes NaN or infinite stops the run with ``TrainingDiverged``
+before anything of that epoch is written: a non-finite checkpoint is never written.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -20,11 +27,12 @@ from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset, mirror_safe
 from mcutrain.errors import McutrainError
-from mcutrain.io.atomic import append_jsonl
+from mcutrain.io.atomic import atomic_write_text
 from mcutrain.io.container import read_container, write_container
 from mcutrain.models import MobileNetLike, NetSpec, build_model, resolve_spec, spec_to_json
 from mcutrain.train.checkpoint import CheckpointInfo, load_numpy_state, save_checkpoint, state_to_numpy
 from mcutrain.train.evaluate import evaluate
+from mcutrain.train.learning_rate import check_learning_rate
 
 STATE_KIND = "train-state"
 STATE_VERSION = 1
@@ -78,16 +86,23 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_stats = _train_one_epoch(model, optimizer, loader, epoch, total_steps, cfg, progress)
+        _check_finite_weights(model, epoch, cfg)
         val = evaluate(model, dataset.val, resolution, prep)
-        seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, **train_stats, "val_accuracy": val["accuracy"],
-                  "val_loss": val["loss"], "seconds": round(seconds, 2)}
-        append_jsonl(paths["metrics"], record)
-        _save_state(paths["state"], cfg, model, optimizer, epoch + 1)
+        # The checkpoint and the state hold only what the run computed: identical runs give identical
+        # files (a model is recognised by its file's hash). Timings go to the log and the metrics file.
+        record = {"epoch": epoch + 1, "train_loss": train_stats["train_loss"],
+                  "train_accuracy": train_stats["train_accuracy"], "lr": train_stats["lr"],
+                  "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
+        timing = {"images_per_s": round(train_stats["images_per_s"], 1),
+                  "seconds": round(time.perf_counter() - t0, 2)}
+        # Checkpoint first, then the state: a run killed between the two resumes from the state's
+        # epoch and rewrites the same checkpoint (the epoch is reproduced exactly).
         save_checkpoint(paths["checkpoint"], model, _info(cfg, spec.name, dataset, resolution, prep, record))
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f} "
-            f"acc {train_stats['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
-            f"{train_stats['images_per_s']:.0f} img/s")
+        _save_state(paths["state"], cfg, model, optimizer, epoch + 1)
+        _write_metrics(paths["metrics"], {**record, **timing}, epoch + 1)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
+            f"{timing['images_per_s']:.0f} img/s, {timing['seconds']:.1f} s")
 
     test = evaluate(model, dataset.test, resolution, prep)
     summary = {"checkpoint": str(paths["checkpoint"]), "model": spec.name, "data": cfg.data,
@@ -111,6 +126,8 @@ def _train_one_epoch(model: MobileNetLike, optimizer: torch.optim.Optimizer, loa
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(_diverged(cfg, epoch, f"the loss became {loss.item()} at step {i + 1}"))
         loss.backward()
         optimizer.step()
         loss_sum += loss.item() * len(y)
@@ -120,6 +137,41 @@ def _train_one_epoch(model: MobileNetLike, optimizer: torch.optim.Optimizer, loa
     elapsed = time.perf_counter() - t0
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "lr": lr if seen else cfg.lr, "images_per_s": seen / max(elapsed, 1e-9)}
+
+
+class TrainingDiverged(McutrainError):
+    """The loss or the weights became NaN or infinite: nothing of that epoch is written."""
+
+
+def _diverged(cfg: PretrainConfig, epoch: int, what: str) -> str:
+    return (f"training diverged in epoch {epoch + 1}/{cfg.epochs} ({what}); nothing of this epoch was "
+            f"written to {cfg.out}: lower --lr (now {cfg.lr:g})")
+
+
+def _check_finite_weights(model: torch.nn.Module, epoch: int, cfg: PretrainConfig) -> None:
+    """Refuse to write a checkpoint with a NaN or infinite parameter or BatchNorm statistic (a last
+    step can blow the weights up after the last loss was seen finite)."""
+    tensors = state_to_numpy(model)
+    bad = sorted(k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
+    if bad:
+        raise TrainingDiverged(_diverged(cfg, epoch, f"{len(bad)} of {len(tensors)} tensors are not finite, "
+                                                     f"first {bad[0]}"))
+
+
+def _write_metrics(path: Path, record: dict, epochs_done: int) -> None:
+    """Rewrite the metrics file atomically with one JSON line per finished epoch: the lines of earlier
+    epochs kept (a resumed run's too), any line of this or a later epoch replaced (a run killed after
+    writing them and resumed redoes those epochs)."""
+    kept = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                earlier = json.loads(line)["epoch"] < epochs_done
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line of an older version's append: dropped
+            if earlier:
+                kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept + [json.dumps(record, sort_keys=True)]))
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float) -> float:
@@ -145,8 +197,7 @@ def _check_config(cfg: PretrainConfig) -> NetSpec:
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise McutrainError(f"--{name.replace('_', '-')} must be at least 1")
-    if cfg.lr <= 0:
-        raise McutrainError("--lr must be positive")
+    check_learning_rate(cfg.lr)
     if cfg.resolution < 0 or (cfg.resolution and cfg.resolution < 8):
         raise McutrainError("--resolution must be at least 8")
     return spec

@@ -140,3 +140,57 @@ def test_profile_goes_through_compile_and_run(tmp_path, digits_model, capsys):
     assert main(["compile", digits_model, "--scheme", "last-layer", "--target", "host", "--out",
                  str(tmp_path / "host"), "--profile"]) == 2
     assert "--profile times the ops of the firmware: it needs --target cortex-m7" in capsys.readouterr().err
+
+
+def test_a_compile_killed_half_way_leaves_the_previous_folder_runnable(tmp_path, digits_model, monkeypatch, capsys):
+    """Issue 11: a killed `compile --out DIR` used to leave a new model.h, half a model.c and the old
+    target.json, and `run` then failed in gcc. The new folder is built beside DIR and swapped in whole."""
+    out = tmp_path / "host"
+    _compile(digits_model, "host", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def killed(folder, **kw):
+        (folder / "model.c").write_text("/* half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mcutrain.codegen.targets.build_host", killed)
+    code = main(["compile", digits_model, "--scheme", "full", "--lr", "0.01", "--target", "host", "--out", str(out)])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host"]  # nothing left beside it
+    monkeypatch.undo()
+    assert len(_run(out)["losses"]) == 30
+
+
+def test_compile_refuses_to_replace_a_folder_it_did_not_make(tmp_path, digits_model, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code = main(["compile", digits_model, "--scheme", "last-layer", "--target", "host", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "other files in it" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("damage", ["half model.c", "model.h of another compile", "no model.c", "target.json torn",
+                                    "manifest.json torn"])
+def test_run_refuses_a_damaged_folder_by_name_not_in_gcc(tmp_path, digits_model, capsys, damage):
+    out = tmp_path / "host"
+    _compile(digits_model, "host", out)
+    for lib in out.glob("libmodel-*.so"):
+        lib.unlink()  # run rebuilds: the damaged sources would reach the compiler
+    if damage == "half model.c":
+        text = (out / "model.c").read_text()
+        (out / "model.c").write_text(text[:len(text) // 2])
+    elif damage == "model.h of another compile":
+        _compile(digits_model, "host", tmp_path / "other", "--lr", "0.5")
+        (out / "model.h").write_text((tmp_path / "other" / "model.h").read_text().replace("0.5", "0.25"))
+    elif damage == "no model.c":
+        (out / "model.c").unlink()
+    else:
+        name = damage.split()[0]
+        (out / name).write_text((out / name).read_text()[:40])
+    capsys.readouterr()  # what compile printed
+    code = main(["run", str(out), "--data", "digits", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "gcc" not in err and "error:" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert ("generate the folder again" in err) or ("not valid JSON" in err)

@@ -98,7 +98,7 @@ def test_frozen_data_is_const_and_trained_slices_are_sram():
     assert f"#define MCT_TRAINABLE_BYTES {program.report['trainable_bytes']} " in h
     manifest = json.loads(_files()["manifest.json"])
     assert [p["name"] for p in manifest["params"]] == [s.name for s in storages]
-    assert manifest["save_bytes"] == 16 + program.report["trainable_bytes"]
+    assert manifest["save_bytes"] == 32 + program.report["trainable_bytes"] + 4  # header, copies, CRC-32
 
 
 def test_the_header_documents_the_api():
@@ -182,3 +182,15 @@ def _function(c: str, name: str) -> str:
 
 def _ctype(dtype: str) -> str:
     return {"int8": "int8_t", "int32": "int32_t"}[dtype]
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), 0.0, -0.1, 1e39])
+def test_a_learning_rate_that_is_not_a_finite_positive_float32_is_refused(lr):
+    """It is compiled into the C as a float32 literal: NaN, inf or 1e39 (inf as float32) would train NaN."""
+    from mcutrain.quant.random_model import random_qmodel
+    from mcutrain.sparse import get_builtin, resolve
+    from mcutrain.train.learning_rate import LearningRateError
+
+    q = random_qmodel("tiny", 32, 4, seed=1)[0]
+    with pytest.raises(LearningRateError, match="lr must be a finite number > 0"):
+        compile_for_codegen(q, resolve(get_builtin("full", "tiny"), q.spec), lr=lr, seed=0)

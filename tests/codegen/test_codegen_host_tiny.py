@@ -74,7 +74,7 @@ def test_save_and_restore_round_trip(tmp_path):
     images, labels = _data(4)
     engine.train_step(images[0], int(labels[0]))
     saved, params = engine.save(), engine.parameters()
-    assert saved[:4] == b"MCT1" and len(saved) == engine.manifest["save_bytes"]
+    assert saved[:4] == b"MCTS" and len(saved) == engine.manifest["save_bytes"]
     for x, y in zip(images[1:], labels[1:]):
         engine.train_step(x, int(y))
     assert engine.step == 4
@@ -84,7 +84,7 @@ def test_save_and_restore_round_trip(tmp_path):
     assert all(np.array_equal(params[k], v) for k, v in engine.parameters().items())
     with pytest.raises(CodegenError, match="wrong length"):
         engine.restore(saved[:-1])
-    with pytest.raises(CodegenError, match="another program"):
+    with pytest.raises(CodegenError, match="not a snapshot of this format"):
         engine.restore(b"XXXX" + saved[4:])
 
 

@@ -56,6 +56,7 @@ def test_sanitized_run_has_no_findings_and_the_same_numbers(tmp_path, name, res,
     for key, value in plain.items():
         assert np.array_equal(value, sanitized[key]), key
     assert np.all(np.isfinite(plain["losses"]))
+    assert len(plain["refused"]) >= 20 and np.all(plain["refused"] < 0)  # damaged snapshots, sanitized too
 
 
 BUGS = {  # code slipped into mct_train_step after the program ran -> what must be reported

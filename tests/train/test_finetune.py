@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mcutrain.cli import cmd_finetune, cmd_quantize
 from mcutrain.errors import CheckpointError, McutrainError
@@ -109,4 +110,35 @@ def test_divergence_is_reported_and_writes_nothing(models, tmp_path):
     assert r["diverged"] and len(r["train_loss_per_epoch"]) == 1
     with pytest.raises(McutrainError, match="training diverged"):
         finetune(_cfg(models, tmp_path, float=True, lr=1e6, out=str(out)), progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), 0.0, -1.0, 1e39])
+def test_learning_rate_must_be_finite_and_positive(models, tmp_path, lr):
+    out = tmp_path / "never.safetensors"
+    with pytest.raises(McutrainError, match="--lr must be a finite number > 0"):
+        finetune(_cfg(models, tmp_path, lr=lr, out=str(out)), progress=False)
+    assert not out.exists()
+
+
+def test_parameters_blown_up_after_the_last_finite_loss_are_not_written(models, tmp_path, monkeypatch):
+    import mcutrain.train.finetune as finetune_mod
+
+    real = finetune_mod._make_step
+
+    def poisoning_step(net, model_fn, cfg):
+        step = real(net, model_fn, cfg)
+
+        def wrapped(x, y):
+            loss = step(x, y)
+            with torch.no_grad():
+                next(p for p in net.parameters() if p.requires_grad).view(-1)[0] = float("nan")
+            return loss
+
+        return wrapped
+
+    monkeypatch.setattr(finetune_mod, "_make_step", poisoning_step)
+    out = tmp_path / "never.safetensors"
+    with pytest.raises(McutrainError, match=r"training diverged in epoch 1 \(\d+ parameters are not finite, first "):
+        finetune(_cfg(models, tmp_path, float=True, epochs=1, out=str(out)), progress=False)
     assert not out.exists()

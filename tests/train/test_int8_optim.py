@@ -114,3 +114,9 @@ def test_unknown_optimizer_or_rule():
         Int8Optimizer(_net(), kind="lars")
     with pytest.raises(McutrainError, match="unknown update rule 'float'"):
         Int8Optimizer(_net(), rule="float")
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), 0.0, -0.5, 1e39, None])
+def test_learning_rate_must_be_a_finite_positive_float32(lr):
+    with pytest.raises(McutrainError, match=r"lr must be (a finite number > 0|a number)"):
+        Int8Optimizer(_net(), lr=lr)

@@ -224,5 +224,7 @@ def plot_live_memory(plan: Plan, path, n_ops: int | None = None,
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from mcutrain.io.figure import save_figure  # written whole (a killed run leaves no half plot)
+
+    save_figure(fig, path, dpi=110)
     return Path(path)

@@ -1,0 +1,27 @@
+"""Argument types shared by the subcommands: one parser per kind of value, so a rule (such as what a
+learning rate may be) is checked the same way by every command that takes one.
+
+Each type raises ``argparse.ArgumentTypeError``: argparse then prints the usage and one line naming
+the option and the problem, and exits with status 2, before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mcutrain.train.learning_rate import learning_rate_problem
+
+
+def learning_rate(text: str) -> float:
+    """``--lr``: a finite number > 0 within float32's range (``mcutrain.train.learning_rate``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    problem = learning_rate_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+learning_rate.__name__ = "learning rate"  # argparse names the type in "invalid <name> value" messages
