@@ -47,7 +47,7 @@ import numpy as np
 from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.host import read_manifest
-from mcutrain.codegen.literals import array_definition, comment, identifier
+from mcutrain.codegen.literals import array_definition, comment, comment_text, identifier
 from mcutrain.codegen.storage import (MODEL_ID_BYTES, SAVE_CRC_BYTES, SAVE_HEADER_BYTES, SAVE_VERSION, ParamStorage,
                                       model_identity, parameter_storage, save_bytes, trainable_bytes)
 from mcutrain.engine.compile import compile_training
@@ -264,7 +264,7 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, ac
     model_id = model_identity(storages, symbols.constants)
     ctype, bits = ACCUMULATE[accumulate]
     return {
-        "title": title, "summary": _summary(program, storages),
+        "title": comment_text(title), "summary": _summary(program, storages),
         "accumulate": accumulate, "acc_bits": bits, "acc_type": ctype,
         "image_streamed": int("image" in train.graph.streams and "image" in infer.graph.streams),
         "image_channels": channels, "image_height": height, "image_width": width,

@@ -31,6 +31,16 @@ def comment(text: str) -> str:
     return "/* " + text.replace("*/", "* /") + " */"
 
 
+def comment_text(text: str, limit: int = 200) -> str:
+    """``text`` made safe to stand inside a C comment: printable ASCII on one line, no ``*/``, at most
+    ``limit`` characters. User strings (scheme and architecture names) reach the generated files' title
+    lines; a name holding ``*/`` would otherwise end the comment and put its own code in the program."""
+    safe = re.sub(r"[^\x20-\x7e]", "?", text)[:limit]
+    while "*/" in safe:
+        safe = safe.replace("*/", "* /")
+    return safe
+
+
 def int_literal(value: int) -> str:
     value = int(value)
     if not INT32_MIN <= value < 2**31:

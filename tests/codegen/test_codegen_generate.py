@@ -194,3 +194,15 @@ def test_a_learning_rate_that_is_not_a_finite_positive_float32_is_refused(lr):
     q = random_qmodel("tiny", 32, 4, seed=1)[0]
     with pytest.raises(LearningRateError, match="lr must be a finite number > 0"):
         compile_for_codegen(q, resolve(get_builtin("full", "tiny"), q.spec), lr=lr, seed=0)
+
+
+def test_a_hostile_title_stays_inside_its_comment():
+    """A scheme or architecture name reaches the files' title line: one holding ``*/`` and code
+    (found by the fuzz suite) must not end the comment and put its code into the program."""
+    hostile = 'x */ __attribute__((constructor)) static void own(void) { } /*\nline two\x00'
+    files = render(_program(), title=hostile)
+    for name in ("model.c", "model.h"):
+        first_line = files[name].split("\n", 1)[0]
+        first_comment = files[name].split("*/", 1)[0]
+        assert "__attribute__" in first_comment  # kept as text, inside the comment
+        assert "line two" in first_line  # the newline did not start a line of code
