@@ -62,7 +62,8 @@ def run(args) -> int:
                             f"{args.generations}")
     t0 = time.perf_counter()
     contrib = load_contrib(args.contrib)
-    qmodel = search_model(args.model, args.resolution or int(contrib.doc["model"]["resolution"]), contrib)
+    qmodel = search_model(args.model, args.resolution or int(contrib.doc["model"]["resolution"]), contrib,
+                          args.contrib)
     cfg = SearchConfig(sram_budget=parse_bytes(args.budget, "--budget"),
                        flash_budget=None if args.flash_budget is None else parse_bytes(args.flash_budget, "--flash-budget"),
                        population=args.population, generations=args.generations, seed=args.seed,
@@ -91,17 +92,17 @@ def run(args) -> int:
     return 0
 
 
-def search_model(model: str, resolution: int, contrib: Contrib):
+def search_model(model: str, resolution: int, contrib: Contrib, contrib_path: str = "the contribution analysis"):
     """The model the scheme will train: MODEL at ``resolution``, with the analysis' new head if it had one
     (the head's size is part of the memory). An analysis of another model is refused
     (``check_analysis_model``: by the int8 model's content identity, as loaded, before any change)."""
     if _is_model_file(model):
         qmodel = load_qmodel(model)
-        check_analysis_model(contrib, qmodel, model)
+        check_analysis_model(contrib, qmodel, model, source=contrib_path)
         qmodel = replace(qmodel, resolution=resolution) if resolution else qmodel
     else:  # random weights: the architecture is all that the memory depends on
         qmodel = load_model(model, resolution)
-        check_analysis_model(contrib, qmodel, model, weights=False)
+        check_analysis_model(contrib, qmodel, model, weights=False, source=contrib_path)
     data = contrib.doc.get("data", {})
     if data.get("new_head") or int(data.get("num_classes", qmodel.num_classes)) != qmodel.num_classes:
         qmodel = new_head(qmodel, [str(c) for c in range(int(data["num_classes"]))])

@@ -343,7 +343,8 @@ def _delta(v, where: str) -> float:
 # ---------------------------------------------------------------------------------------------- identity
 
 
-def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, weights: bool = True) -> None:
+def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, weights: bool = True,
+                         source: str = "the contribution analysis") -> None:
     """Refuse an analysis made for another model, naming both (one line).
 
     The identity compared is the int8 model's CONTENT identity (``io.identity.qmodel_identity``:
@@ -353,12 +354,12 @@ def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, wei
     any changed weight, scale or zero point is another model. Documents from before identities
     (``model.sha256`` only) are compared by the file's bytes when ``model_label`` is a file.
     ``weights=False`` (a zoo name or architecture: random weights, only memory matters) compares
-    the architecture alone."""
+    the architecture alone. ``source`` names the analysis in the message (its file)."""
     made_for = contrib.doc.get("model") if isinstance(contrib.doc.get("model"), dict) else {}
     where = f" ({made_for['path']})" if isinstance(made_for.get("path"), str) else ""
     if qmodel.spec.name != contrib.arch:
-        raise McutrainError(f"the contribution analysis was made for a {contrib.arch} model{where}, not for "
-                            f"{model_label} ({qmodel.spec.name}): run `mcutrain analyze {model_label}` first")
+        raise McutrainError(f"{source} was made for a {contrib.arch} model{where}, not for {model_label} "
+                            f"({qmodel.spec.name}): analyse a {qmodel.spec.name} int8 model with `mcutrain analyze`")
     if not weights:
         return
     recorded = made_for.get("identity")
@@ -371,8 +372,8 @@ def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, wei
     else:  # a hand-made document naming no model: only the architecture could be checked
         return
     if mine != recorded:
-        raise McutrainError(f"the contribution analysis was made for another model: {theirs}{where}, "
-                            f"not {model_label} ({ours}); run `mcutrain analyze {model_label}` for this model")
+        raise McutrainError(f"{source} was made for another model: {theirs}{where}, not {model_label} ({ours}); "
+                            f"run `mcutrain analyze {model_label}` for this model")
 
 
 # ---------------------------------------------------------------------------------------------- using
