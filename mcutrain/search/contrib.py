@@ -52,6 +52,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -297,6 +298,7 @@ def contrib_from_doc(doc: dict) -> Contrib:
         raise McutrainError(f"contrib format version {doc.get('version')!r} is not supported "
                             f"(this mcutrain reads version {VERSION})")
     try:
+        _check_model_identity(doc["model"])
         arch, n = str(doc["model"]["arch"]), int(doc["model"]["n_convs"])
         baseline = _accuracy(doc["baseline"], "baseline")
         bias = {_key(k, 1, n, "bias"): _delta(v, f"bias[{k}]") for k, v in doc["bias"].items()}
@@ -307,6 +309,18 @@ def contrib_from_doc(doc: dict) -> Contrib:
     if missing:
         raise McutrainError(f"weight runs need the bias runs k = {missing}, which are missing from 'bias'")
     return Contrib(arch, n, baseline, bias, weight, doc)
+
+
+def _check_model_identity(model: dict) -> None:
+    """The identity fields search relies on, when present, must have their form (a forged or damaged
+    field must not switch the model check off)."""
+    identity, sha256 = model.get("identity"), model.get("sha256")
+    if identity is not None and not (isinstance(identity, str) and re.fullmatch(r"[^:]+:[0-9a-f]{64}", identity)):
+        raise McutrainError(f"'model.identity' must be '<arch>:<64 hex digits>' (io.identity), got {identity!r:.80}")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+        raise McutrainError(f"'model.sha256' must be 64 hex digits, got {sha256!r:.80}")
+    if not isinstance(model.get("recipe"), (dict, type(None))):
+        raise McutrainError(f"'model.recipe' must be an object or null, got {type(model['recipe']).__name__}")
 
 
 def _key(text: str, lo: int, hi: int, where: str) -> int:

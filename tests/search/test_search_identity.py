@@ -162,3 +162,19 @@ def test_an_analysis_from_before_identities_is_checked_by_file_hash(analysed, tm
     with pytest.raises(McutrainError, match="file sha256"):
         check_analysis_model(legacy, load_qmodel(copy), str(copy))
     assert np.array_equal(load_qmodel(copy).classifier.bias, q.classifier.bias)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("identity", 5, "'model.identity' must be"),
+    ("identity", "tiny:abc", "'model.identity' must be"),
+    ("sha256", "not-a-hash", "'model.sha256' must be 64 hex digits"),
+    ("recipe", [1], "'model.recipe' must be an object or null"),
+])
+def test_malformed_identity_fields_are_refused(analysed, tmp_path, capsys, field, value, message):
+    model, contrib, _ = analysed
+    doc = json.loads(contrib.read_text())
+    doc["model"][field] = value
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(doc))
+    code, err = _search(model, forged, tmp_path, capsys)
+    assert code == 2 and message in err and str(forged) in err and len(err.strip().splitlines()) == 1
