@@ -147,7 +147,8 @@ def _quantize(model, info, own, cfg: DemoConfig, progress: Progress, result: dic
     from mcutrain.train.evaluate import evaluate
 
     progress.stage("quantize", "quantizing to int8 (BatchNorm folded, calibrated, fixed-point requantization)")
-    qmodel = quantize_model(model, info, own.train, seed=_split_seed(info), calibration_data=result["backbone"]["data"])
+    qmodel = quantize_model(model, info, own.train, seed=_split_seed(info),
+                            calibration_data=result["backbone"]["data"])
     path = out / "model-int8.safetensors"
     save_qmodel(path, qmodel)
     acc = evaluate(Int8Net(qmodel), own.test, info.resolution, Preprocessing.from_dict(info.preprocessing))
@@ -172,11 +173,14 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
     """The bundled analysis if it was made for this model (by recipe) and task; else a quick one."""
     from mcutrain.io.identity import qmodel_identity
     from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
+    from mcutrain.search.contrib import check_analysis_model
 
     if cfg.contrib not in ("auto", "quick"):
         progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
         result["contrib"] = {"source": cfg.contrib}
-        return load_contrib(cfg.contrib)
+        given = load_contrib(cfg.contrib)
+        check_analysis_model(given, int8, str(model_path), source=cfg.contrib)  # as `mcutrain search` does
+        return given
     if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file():
         cached = load_contrib(DEFAULT_CONTRIB)
         if bundled_analysis_matches(cached.doc, int8.provenance, cfg.task):
