@@ -7,8 +7,12 @@ The stages, in pipeline order (each a function below, each printed as it starts)
   1. backbone   load the float checkpoint, its accuracy on its own task;
   2. quantize   int8 (post-training, calibrated), its accuracy on its own task;
   3. new task   a new zero int8 head for a task the backbone never saw;
-  4. contrib    the contribution analysis: the bundled cache when it is for this very model file and
-                task (recognised by the int8 file's sha256), else a quick one (few layers, short runs);
+  4. contrib    the contribution analysis: the bundled one when it was made for this model and task,
+                else a quick one (few layers, short runs). "This model" is recognised by its recipe
+                (``io.identity.quantization_recipe``: the float checkpoint's tensor identity and the
+                quantizer's version and calibration settings), which a fresh machine reproduces
+                whatever its CPU or the checkpoint's header; the int8 model's content identity is
+                compared too and reported (equal wherever quantization is CPU-independent);
   5. search     evolutionary search for the scheme with the best predicted gain whose TOTAL SRAM
                 (arena + trained parameter copies, ``mcutrain compile``'s figure) fits the SRAM budget
                 less a stack reserve, and whose Flash constants fit the Flash budget less a code reserve;
@@ -92,9 +96,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     progress = Progress(total=8)
     result: dict = {"config": asdict(cfg)}
     model, info, prep, own = _backbone(cfg, progress, result)
-    qmodel = _quantize(model, info, own, cfg, progress, result, out)
-    task, qmodel = _new_task(qmodel, cfg, progress, result)
-    contrib = _contribution(out / "model-int8.safetensors", len(qmodel.convs()), cfg, progress, result)
+    int8 = _quantize(model, info, own, cfg, progress, result, out)
+    task, qmodel = _new_task(int8, cfg, progress, result)
+    contrib = _contribution(out / "model-int8.safetensors", int8, cfg, progress, result)
     plan = _search(qmodel, contrib, cfg, progress, result, out)
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
     samples = _samples(task, prepared, cfg)
@@ -136,17 +140,20 @@ def _split_seed(info) -> int:
 def _quantize(model, info, own, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
     from mcutrain.data import Preprocessing
     from mcutrain.io.atomic import file_sha256
+    from mcutrain.io.identity import qmodel_identity
     from mcutrain.quant.model_file import save_qmodel
     from mcutrain.quant.quantize import quantize_model
     from mcutrain.quant.sim_model import Int8Net
     from mcutrain.train.evaluate import evaluate
 
     progress.stage("quantize", "quantizing to int8 (BatchNorm folded, calibrated, fixed-point requantization)")
-    qmodel = quantize_model(model, info, own.train, seed=_split_seed(info))
+    qmodel = quantize_model(model, info, own.train, seed=_split_seed(info),
+                            calibration_data=result["backbone"]["data"])
     path = out / "model-int8.safetensors"
     save_qmodel(path, qmodel)
     acc = evaluate(Int8Net(qmodel), own.test, info.resolution, Preprocessing.from_dict(info.preprocessing))
-    result["backbone"].update(int8_accuracy=acc["accuracy"], int8_model=str(path), int8_sha256=file_sha256(path))
+    result["backbone"].update(int8_accuracy=acc["accuracy"], int8_model=str(path), int8_sha256=file_sha256(path),
+                              int8_identity=qmodel_identity(qmodel), int8_provenance=qmodel.provenance)
     return qmodel
 
 
@@ -162,23 +169,29 @@ def _new_task(qmodel, cfg: DemoConfig, progress: Progress, result: dict):
     return task, new_head(qmodel, task.classes)
 
 
-def _contribution(model_path: Path, n_convs: int, cfg: DemoConfig, progress: Progress, result: dict):
-    """The bundled analysis if it was made from this very file and task; else a quick one."""
-    from mcutrain.io.atomic import file_sha256
+def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, result: dict):
+    """The bundled analysis if it was made for this model (by recipe) and task; else a quick one."""
+    from mcutrain.io.identity import qmodel_identity
     from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
+    from mcutrain.search.contrib import check_analysis_model
 
     if cfg.contrib not in ("auto", "quick"):
         progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
         result["contrib"] = {"source": cfg.contrib}
-        return load_contrib(cfg.contrib)
+        given = load_contrib(cfg.contrib)
+        check_analysis_model(given, int8, str(model_path), source=cfg.contrib)  # as `mcutrain search` does
+        return given
     if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file():
         cached = load_contrib(DEFAULT_CONTRIB)
-        doc = cached.doc
-        if doc["model"]["sha256"] == file_sha256(model_path) and doc["data"]["name"] == cfg.task:
+        if bundled_analysis_matches(cached.doc, int8.provenance, cfg.task):
+            doc = cached.doc
+            same = doc["model"].get("identity") == qmodel_identity(int8)
             progress.stage("contrib", f"contribution analysis: bundled ({DEFAULT_CONTRIB.name}, "
-                                      f"{doc.get('runs', '?')} runs; same model file and task)")
-            result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB)}
+                                      f"{doc.get('runs', '?')} runs; same checkpoint, quantizer settings and task"
+                                      f"{'' if same else '; the int8 model differs in its last bits here'})")
+            result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB), "same_int8_model": same}
             return cached
+    n_convs = len(int8.convs())
     layers = min(12, n_convs)  # small networks: every conv
     progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
                               f"1 epoch per run)")
@@ -189,6 +202,19 @@ def _contribution(model_path: Path, n_convs: int, cfg: DemoConfig, progress: Pro
     doc = analyze(acfg, progress=True)
     result["contrib"] = {"source": "quick", "path": acfg.out}
     return contrib_from_doc(doc)
+
+
+def bundled_analysis_matches(doc: dict, provenance: dict, task: str) -> bool:
+    """Whether an analysis document was made for the int8 model that ``provenance`` describes, on
+    ``task``: the same quantization recipe (checkpoint tensors, quantizer version, calibration data,
+    batches, batch size, seed; ``io.identity.RECIPE_KEYS``) and the same task name. Not the int8
+    file's sha256: a container change or a last-bit difference elsewhere would orphan the analysis."""
+    from mcutrain.io.identity import quantization_recipe
+
+    recipe = quantization_recipe(provenance)
+    model, data = doc.get("model"), doc.get("data")
+    return (recipe is not None and isinstance(model, dict) and isinstance(data, dict)
+            and model.get("recipe") == recipe and data.get("name") == task)
 
 
 def _search(qmodel, contrib, cfg: DemoConfig, progress: Progress, result: dict, out: Path):

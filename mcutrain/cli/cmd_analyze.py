@@ -19,7 +19,8 @@ def register(subparsers) -> None:
                     "(baseline), the biases of the last k convs (dAcc_bias[k]) and each candidate conv's "
                     "weight at ratios 1/8..1 (dAcc_W[i, r], over bias-only with the same depth). Accuracy "
                     "is on the validation split, never test. Finished runs are kept in OUT.runs.jsonl: "
-                    "rerun the same command to resume. Use the training settings (--lr ...) you will "
+                    "rerun the same command to resume (a cached run whose record is not a valid result, "
+                    "e.g. an accuracy outside [0, 1], is trained again). Use the training settings (--lr ...) you will "
                     "fine-tune the chosen scheme with.")
     p.add_argument("model", metavar="MODEL", help="int8 model file")
     p.add_argument("--data", required=True)

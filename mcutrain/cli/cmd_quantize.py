@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--data", required=True, help="calibration and test data (the checkpoint's task)")
     p.add_argument("--out", required=True, metavar="MODEL", help="int8 model file to write")
-    p.add_argument("--calibration-batches", type=int, default=16)
+    p.add_argument("--calibration-batches", type=int, default=16,
+                   help="training batches of 64 images whose activation ranges set the scales (default 16)")
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -37,7 +38,8 @@ def run(args) -> int:
     if dataset.num_classes != info.num_classes:
         raise DataError(f"{args.data} has {dataset.num_classes} classes, {args.checkpoint} has {info.num_classes}")
     print(f"calibrating on {args.calibration_batches} batches of {args.data} ...", file=sys.stderr)
-    qmodel = quantize_model(model, info, dataset.train, batches=args.calibration_batches, seed=seed)
+    qmodel = quantize_model(model, info, dataset.train, batches=args.calibration_batches, seed=seed,
+                            calibration_data=args.data)
     save_qmodel(args.out, qmodel)
     prep = Preprocessing.from_dict(info.preprocessing)
     print(f"evaluating float and int8 on {len(dataset.test):,} test images ...", file=sys.stderr)

@@ -8,12 +8,14 @@ from pathlib import Path
 from dataclasses import replace
 
 from mcutrain.cli.cmd_compile import load_model
+from mcutrain.models import model_names
+from mcutrain.quant.model_file import load_qmodel
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.errors import McutrainError
 from mcutrain.quant.head import new_head
 from mcutrain.search.budget import kb, parse_bytes
-from mcutrain.search.contrib import Contrib, load_contrib
+from mcutrain.search.contrib import Contrib, check_analysis_model, load_contrib
 from mcutrain.search.cost import SramCost
 from mcutrain.search.evolve import SearchConfig, SearchOutcome, plot_progress, search
 from mcutrain.sparse import Scheme, save_scheme, scheme_to_json
@@ -32,7 +34,9 @@ def register(subparsers) -> None:
                     "1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of finetune / "
                     "compile) and a plot of best-so-far vs evaluations for both methods.")
     p.add_argument("model", metavar="MODEL", help="int8 model file or zoo name (memory does not depend on weights)")
-    p.add_argument("--contrib", required=True, metavar="CONTRIB_JSON", help="output of `mcutrain analyze`")
+    p.add_argument("--contrib", required=True, metavar="CONTRIB_JSON",
+                   help="output of `mcutrain analyze` for MODEL: an analysis of another model is refused (a "
+                        "zoo name or architecture file is checked by architecture only)")
     p.add_argument("--budget", required=True, help="total SRAM budget, e.g. 200KB (KB = 1024 bytes)")
     p.add_argument("--flash-budget", default=None, help="Flash budget, e.g. 1MB (default: none)")
     p.add_argument("--resolution", type=int, default=0, help="input side (default: the analysis')")
@@ -58,7 +62,8 @@ def run(args) -> int:
                             f"{args.generations}")
     t0 = time.perf_counter()
     contrib = load_contrib(args.contrib)
-    qmodel = search_model(args.model, args.resolution or int(contrib.doc["model"]["resolution"]), contrib)
+    qmodel = search_model(args.model, args.resolution or int(contrib.doc["model"]["resolution"]), contrib,
+                          args.contrib)
     cfg = SearchConfig(sram_budget=parse_bytes(args.budget, "--budget"),
                        flash_budget=None if args.flash_budget is None else parse_bytes(args.flash_budget, "--flash-budget"),
                        population=args.population, generations=args.generations, seed=args.seed,
@@ -87,14 +92,26 @@ def run(args) -> int:
     return 0
 
 
-def search_model(model: str, resolution: int, contrib: Contrib):
+def search_model(model: str, resolution: int, contrib: Contrib, contrib_path: str = "the contribution analysis"):
     """The model the scheme will train: MODEL at ``resolution``, with the analysis' new head if it had one
-    (the head's size is part of the memory)."""
-    qmodel = load_model(model, resolution)
+    (the head's size is part of the memory). An analysis of another model is refused
+    (``check_analysis_model``: by the int8 model's content identity, as loaded, before any change)."""
+    if _is_model_file(model):
+        qmodel = load_qmodel(model)
+        check_analysis_model(contrib, qmodel, model, source=contrib_path)
+        qmodel = replace(qmodel, resolution=resolution) if resolution else qmodel
+    else:  # random weights: the architecture is all that the memory depends on
+        qmodel = load_model(model, resolution)
+        check_analysis_model(contrib, qmodel, model, weights=False, source=contrib_path)
     data = contrib.doc.get("data", {})
     if data.get("new_head") or int(data.get("num_classes", qmodel.num_classes)) != qmodel.num_classes:
         qmodel = new_head(qmodel, [str(c) for c in range(int(data["num_classes"]))])
     return qmodel
+
+
+def _is_model_file(model: str) -> bool:
+    """What ``cmd_compile.load_model`` reads as an int8 model file (not a zoo name or architecture JSON)."""
+    return not ((model in model_names() and not Path(model).exists()) or model.lower().endswith(".json"))
 
 
 def _described(out: SearchOutcome, cfg: SearchConfig) -> Scheme:

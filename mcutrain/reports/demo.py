@@ -64,6 +64,16 @@ def _kb(n) -> str:
     return f"{n / 1024:.1f} KB"
 
 
+def _contrib_text(c: dict) -> str:
+    """Which analysis the search used; for the bundled one, whether the int8 model is the very one it measured."""
+    if c["source"] != "bundled":
+        return c["source"]
+    same = c.get("same_int8_model")
+    return ("bundled (same checkpoint, quantizer settings and task" +
+            ("; the int8 model is bit-identical to the analysed one)" if same else
+             "; the int8 model differs from the analysed one in its last bits)" if same is False else ")"))
+
+
 def human_summary(r: dict) -> list[tuple[str, str]]:
     """(label, text) rows: the terminal summary and the Markdown table say the same."""
     b, s, c, h, d = r["backbone"], r["search"], r["compiled"], r["host"], r.get("device", {})
@@ -71,7 +81,7 @@ def human_summary(r: dict) -> list[tuple[str, str]]:
         ("backbone", f"{b['model']} @ {b['resolution']}x{b['resolution']} on {b['data']}: float "
                      f"{100 * b['float_accuracy']:.2f}% -> int8 {100 * b['int8_accuracy']:.2f}% "
                      f"({b['test_n']:,} test images)"),
-        ("contribution", f"{r['contrib']['source']}"),
+        ("contribution", _contrib_text(r["contrib"])),
         ("scheme", f"searched ({s['evaluations']} candidates): biases of {s['bias_layers']} convs, weights of "
                    f"{len(s['weight_layers'])} convs, classifier; predicted gain {100 * s['predicted_gain']:+.1f} "
                    f"points (random search {100 * s['random_predicted_gain']:+.1f})"),

@@ -28,7 +28,10 @@ and with neither, z > 0 is an error.
 contrib.json, format ``mcutrain-contrib`` version 1::
 
     {"format": "mcutrain-contrib", "version": 1,
-     "model": {"path", "sha256", "arch", "n_convs", "resolution", "conv_names"},
+     "model": {"path", "sha256",                     # the file analysed and its bytes' hash (information)
+               "identity",                            # its content identity (io.identity): search checks it
+               "recipe",                              # how it was quantized, from which checkpoint (or null)
+               "arch", "n_convs", "resolution", "conv_names"},
      "data": {"name", "sha256", "split_seed", "num_classes", "new_head", "train_used", "val_used"},
      "settings": {epochs, batch_size, lr, momentum, optimizer, qas, update_rule, seed, resolution,
                   train_subset, eval_subset},
@@ -49,6 +52,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +75,7 @@ from mcutrain.sparse.scheme import ALLOWED_RATIOS, Scheme, backbone_convs
 from mcutrain.train.finetune import FinetuneConfig
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 from mcutrain.io.atomic import file_sha256
+from mcutrain.io.identity import qmodel_identity, quantization_recipe, short
 
 FORMAT = "mcutrain-contrib"
 VERSION = 1
@@ -148,9 +154,12 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
     model = load_qmodel(cfg.model)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     plan = plan_runs(cfg, model.spec)
-    identity = {"model_sha256": file_sha256(cfg.model), "data": cfg.data,
+    identity = {"model_identity": qmodel_identity(model), "data": cfg.data,
                 "data_sha256": _data_sha256(dataset), **cfg.settings}
     cache = RunCache(runs_path(cfg.out), identity)
+    if cache.rejected:
+        _warn(f"mcutrain analyze: {len(cache.rejected)} cached run(s) in {cache.path} are not valid runs and are "
+              f"recomputed ({'; '.join(cache.rejected[:3])}{'; ...' if len(cache.rejected) > 3 else ''})")
     todo = [run for run in plan.runs if cache.get(run) is None]
     bar = tqdm(total=len(plan.runs), initial=len(plan.runs) - len(todo), desc="analyze", unit="run",
                disable=not progress, dynamic_ncols=True)
@@ -169,6 +178,10 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
     doc = contrib_doc(cfg, plan, model, dataset, identity, results, len(todo), time.perf_counter() - t0)
     atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
     return doc
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _groups(runs: list[RunSpec], model: QModel) -> list[Group]:
@@ -222,8 +235,9 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
                 or not rec["train_loss_per_epoch"][-1] < limit]
     return {
         "format": FORMAT, "version": VERSION,
-        "model": {"path": os.fspath(cfg.model), "sha256": identity["model_sha256"], "arch": model.spec.name,
-                  "n_convs": plan.n_convs, "resolution": cfg.resolution or model.resolution,
+        "model": {"path": os.fspath(cfg.model), "sha256": file_sha256(cfg.model),
+                  "identity": identity["model_identity"], "recipe": quantization_recipe(model.provenance),
+                  "arch": model.spec.name, "n_convs": plan.n_convs, "resolution": cfg.resolution or model.resolution,
                   "conv_names": [c.name for c in model.convs()]},
         "data": {"name": cfg.data, "sha256": identity["data_sha256"], "split_seed": cfg.seed,
                  "num_classes": dataset.num_classes, "new_head": tuple(dataset.classes) != tuple(model.classes),
@@ -284,6 +298,7 @@ def contrib_from_doc(doc: dict) -> Contrib:
         raise McutrainError(f"contrib format version {doc.get('version')!r} is not supported "
                             f"(this mcutrain reads version {VERSION})")
     try:
+        _check_model_identity(doc["model"])
         arch, n = str(doc["model"]["arch"]), int(doc["model"]["n_convs"])
         baseline = _accuracy(doc["baseline"], "baseline")
         bias = {_key(k, 1, n, "bias"): _delta(v, f"bias[{k}]") for k, v in doc["bias"].items()}
@@ -294,6 +309,18 @@ def contrib_from_doc(doc: dict) -> Contrib:
     if missing:
         raise McutrainError(f"weight runs need the bias runs k = {missing}, which are missing from 'bias'")
     return Contrib(arch, n, baseline, bias, weight, doc)
+
+
+def _check_model_identity(model: dict) -> None:
+    """The identity fields search relies on, when present, must have their form (a forged or damaged
+    field must not switch the model check off)."""
+    identity, sha256 = model.get("identity"), model.get("sha256")
+    if identity is not None and not (isinstance(identity, str) and re.fullmatch(r"[^:]+:[0-9a-f]{64}", identity)):
+        raise McutrainError(f"'model.identity' must be '<arch>:<64 hex digits>' (io.identity), got {identity!r:.80}")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+        raise McutrainError(f"'model.sha256' must be 64 hex digits, got {sha256!r:.80}")
+    if not isinstance(model.get("recipe"), (dict, type(None))):
+        raise McutrainError(f"'model.recipe' must be an object or null, got {type(model['recipe']).__name__}")
 
 
 def _key(text: str, lo: int, hi: int, where: str) -> int:
@@ -325,6 +352,42 @@ def _delta(v, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
         raise McutrainError(f"{where} must be an accuracy difference in [-1, 1], got {v!r}")
     return float(v)
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+
+def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, weights: bool = True,
+                         source: str = "the contribution analysis") -> None:
+    """Refuse an analysis made for another model, naming both (one line).
+
+    The identity compared is the int8 model's CONTENT identity (``io.identity.qmodel_identity``:
+    architecture name + every tensor + every quantization parameter), recorded by ``analyze`` as
+    ``model.identity``. Decision: not the file's sha256, because a file rewritten with another
+    header (container format, provenance notes) holds the same model and its analysis stays valid;
+    any changed weight, scale or zero point is another model. Documents from before identities
+    (``model.sha256`` only) are compared by the file's bytes when ``model_label`` is a file.
+    ``weights=False`` (a zoo name or architecture: random weights, only memory matters) compares
+    the architecture alone. ``source`` names the analysis in the message (its file)."""
+    made_for = contrib.doc.get("model") if isinstance(contrib.doc.get("model"), dict) else {}
+    where = f" ({made_for['path']})" if isinstance(made_for.get("path"), str) else ""
+    if qmodel.spec.name != contrib.arch:
+        raise McutrainError(f"{source} was made for a {contrib.arch} model{where}, not for {model_label} "
+                            f"({qmodel.spec.name}): analyse a {qmodel.spec.name} int8 model with `mcutrain analyze`")
+    if not weights:
+        return
+    recorded = made_for.get("identity")
+    if isinstance(recorded, str):
+        mine = qmodel_identity(qmodel)
+        theirs, ours = short(recorded), short(mine)
+    elif isinstance(made_for.get("sha256"), str) and Path(model_label).is_file():
+        recorded, mine = made_for["sha256"], file_sha256(model_label)
+        theirs, ours = f"file sha256 {recorded[:12]}", f"file sha256 {mine[:12]}"
+    else:  # a hand-made document naming no model: only the architecture could be checked
+        return
+    if mine != recorded:
+        raise McutrainError(f"{source} was made for another model: {theirs}{where}, not {model_label} ({ours}); "
+                            f"run `mcutrain analyze {model_label}` for this model")
 
 
 # ---------------------------------------------------------------------------------------------- using
@@ -424,6 +487,7 @@ def summary(doc: dict, top: int = 10) -> dict:
             "seconds": doc["wall_seconds"]}
 
 
-__all__ = ["AnalysisConfig", "Contrib", "Plan", "analyze", "bias_gain", "contrib_doc", "contrib_from_doc",
+__all__ = ["AnalysisConfig", "Contrib", "Plan", "analyze", "bias_gain", "check_analysis_model", "contrib_doc",
+           "contrib_from_doc",
            "delta_se", "load_contrib", "plan_runs", "predicted_gain", "runs_path", "shrink", "shrunk", "summary",
            "validation_size"]

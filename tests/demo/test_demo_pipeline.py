@@ -1,6 +1,8 @@
 """The main job end to end on the bundled backbone, cut small: every stage runs for real (quantize, the
-bundled contribution analysis recognised by the int8 file's sha256, exact-memory search, compile, C
-training on the host, the same firmware under QEMU), and the report folder is written."""
+bundled contribution analysis recognised by its quantization recipe and task, exact-memory search,
+compile, C training on the host, the same firmware under QEMU), and the report folder is written.
+Run it under ATEN_CPU_CAPABILITY=default as well as natively: the bundled analysis must be found, and
+its int8 model reproduced bit for bit, whatever the vector unit."""
 
 import json
 
@@ -31,6 +33,9 @@ def test_stages_give_the_numbers_they_promise(demo):
     cfg, r, _ = demo
     assert r["backbone"]["float_accuracy"] > 0.8 and r["backbone"]["int8_accuracy"] > 0.8
     assert r["contrib"]["source"] == ("bundled" if DEFAULT_CONTRIB.is_file() else "quick")
+    if DEFAULT_CONTRIB.is_file():  # quantization is CPU-independent: the very model the analysis measured
+        assert r["contrib"]["same_int8_model"] is True
+        assert r["backbone"]["int8_identity"] == json.loads(DEFAULT_CONTRIB.read_text())["model"]["identity"]
     budget = r["search"]["sram_budget_bytes"] - STACK_RESERVE_BYTES
     assert r["search"]["search_sram_budget_bytes"] == budget
     assert r["compiled"]["total_sram_bytes"] <= budget

@@ -86,3 +86,78 @@ def test_degenerate_channels_are_frozen():
     q = quantize_model(model, info, random_images(32, 32), batches=1, batch_size=32)
     assert q.blocks[1].pointwise1.frozen_channels == (3,)
     assert sum(len(c.frozen_channels) for c in q.convs()) == 1
+
+
+# ------------------------------------------------------------------ CPU-independent ranges and provenance
+
+
+def test_snap_keeps_range_bits_and_absorbs_last_bit_differences():
+    from mcutrain.quant.quantize import RANGE_BITS, snap
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-8, 8, 1000)
+    snapped = np.array([snap(v) for v in values])
+    # at most half a unit in the RANGE_BITS-th significant bit away
+    assert np.all(np.abs(snapped - values) <= np.abs(values) * 2.0 ** -RANGE_BITS)
+    # every snapped value has at most RANGE_BITS significant bits
+    for v in snapped:
+        m, _ = np.frexp(v)
+        assert float(m * 2**RANGE_BITS).is_integer()
+    # a float64 difference of a few ULPs (what another summation order gives) lands on the same value
+    # unless a grid midpoint lies between; with 1000 random values none does
+    moved = [np.nextafter(np.nextafter(v, np.inf), np.inf) for v in values]
+    assert np.array_equal(snapped, [snap(v) for v in moved])
+    assert snap(0.0) == 0.0 and snap(-1.5) == -1.5 and snap(1.0 + 2.0 ** -20) == 1.0
+
+
+def test_mean_of_batch_ranges_is_order_free():
+    from mcutrain.quant.quantize import exact_mean
+
+    values = [1e16, 1.0, -1e16, 3.0, 0.1, 0.2]
+    means = {exact_mean(values[i:] + values[:i]) for i in range(len(values))}
+    assert means == {4.3 / 6}  # fsum is exact: every rotation gives the correctly rounded mean
+
+
+def test_provenance_records_the_recipe_and_survives_a_header_rewrite(tmp_path):
+    """The source checkpoint is identified by its tensors: a file whose header changes (another note in
+    its metadata) is the same source, while one changed weight is another."""
+    from mcutrain.io.container import read_container, write_container
+    from mcutrain.io.identity import RECIPE_KEYS, quantization_recipe, tensors_sha256
+    from mcutrain.quant.quantize import QUANTIZER, quantize_model
+    from mcutrain.train.checkpoint import KIND, CheckpointInfo, load_checkpoint, save_checkpoint
+    from tests.helpers.models import random_images
+
+    torch.manual_seed(0)
+    info = CheckpointInfo("tiny", 3, 32, ("a", "b", "c"), {"offset": 128.0, "scale": 1 / 128})
+    path, rewritten = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_checkpoint(path, build_model("tiny", 3).eval(), info)
+    meta, tensors = read_container(path, KIND, (1, 2))
+    write_container(rewritten, KIND, 1, {**meta, "training": {"note": "header rewritten"}}, tensors)
+    assert path.read_bytes() != rewritten.read_bytes()
+
+    def recipe(p):
+        model, inf = load_checkpoint(p)
+        q = quantize_model(model, inf, random_images(32, 32), batches=1, batch_size=16, seed=3,
+                           calibration_data="random")
+        return quantization_recipe(q.provenance)
+
+    r = recipe(path)
+    assert set(r) == set(RECIPE_KEYS)
+    assert r["quantizer"] == QUANTIZER and r["source_tensors_sha256"] == tensors_sha256(tensors)
+    assert (r["calibration_data"], r["calibration_batches"], r["calibration_batch_size"], r["seed"]) == \
+        ("random", 1, 16, 3)
+    assert recipe(rewritten) == r
+    tensors["classifier.bias"] = tensors["classifier.bias"] + np.float32(1e-3)
+    write_container(rewritten, KIND, 1, meta, tensors)
+    assert recipe(rewritten)["source_tensors_sha256"] != r["source_tensors_sha256"]
+
+
+def test_calibration_needs_a_batch():
+    from mcutrain.errors import McutrainError
+    from mcutrain.quant.quantize import quantize_model
+    from mcutrain.train.checkpoint import CheckpointInfo
+    from tests.helpers.models import random_images
+
+    info = CheckpointInfo("tiny", 3, 32, ("a", "b", "c"), {"offset": 128.0, "scale": 1 / 128})
+    with pytest.raises(McutrainError, match="at least 1 batch"):
+        quantize_model(build_model("tiny", 3), info, random_images(8, 32), batches=0)
