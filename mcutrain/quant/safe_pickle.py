@@ -247,7 +247,8 @@ def read_torch_zip_data_pkl(path: str | Path) -> bytes:
             return zf.read(info)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError,
+            RuntimeError) as e:  # zipfile raises RuntimeError for an encrypted member
         raise CheckpointError(
             f"{p}: not a readable zip archive (expected a torch.save file; {type(e).__name__}: {e})"
         ) from None

@@ -24,7 +24,8 @@ range and its consistency with the tensors and the other fields, and a bad one i
   ``model``, ``dataset`` strings, ``training`` an object (its ``config.seed``, read by quantize, an
   integer >= 0), ``spec`` (version 2 only) a valid architecture; no other keys.
 Tensors: exactly the architecture's, each with its shape and dtype (float32), every value finite and
-BatchNorm running variances >= 0, so a diverged (NaN) checkpoint is refused by eval, quantize and demo.
+of magnitude at most MAX_ABS_VALUE = 1e12 (trained weights and BatchNorm statistics are many orders
+below; 1e38 would overflow float32 in the first convolution), BatchNorm running variances >= 0, so a diverged (NaN) checkpoint is refused by eval, quantize and demo.
 The field checks (``meta_int`` ...) are shared with the int8 model file (``quant.model_file``).
 """
 
@@ -52,6 +53,7 @@ MIN_CLASSES, MAX_CLASSES = 2, 10_000
 MAX_CLASS_NAME = 256
 PIXEL_OFFSET_RANGE = (0.0, 255.0)
 PREPROCESSING_SCALE_RANGE = (1e-6, 1.0)
+MAX_ABS_VALUE = 1e12  # largest magnitude of a stored float (module docstring)
 _META_KEYS = ("model", "num_classes", "resolution", "classes", "preprocessing", "dataset", "training", "spec")
 
 
@@ -243,5 +245,8 @@ def _check_values(t: np.ndarray, name: str, ref: torch.Tensor, source: str) -> N
         if bad:
             raise CheckpointError(f"{source}: {name} has {bad} non-finite values (NaN or infinity): the "
                                   f"training that wrote it diverged; use an earlier checkpoint or a lower --lr")
+        if t.size and float(np.abs(t).max()) > MAX_ABS_VALUE:
+            raise CheckpointError(f"{source}: {name} has values of magnitude {float(np.abs(t).max()):.3g}, "
+                                  f"over the limit of {MAX_ABS_VALUE:g} (a damaged or diverged checkpoint)")
         if name.endswith("running_var") and (t < 0).any():
             raise CheckpointError(f"{source}: {name} has negative variances (must be >= 0)")

@@ -156,6 +156,8 @@ FORGED = {
     "negative variance": (lambda m, t: t.__setitem__("first_conv.bn.running_var",
                                                      -t["first_conv.bn.running_var"]),
                           r"first_conv\.bn\.running_var has negative variances"),
+    "huge weight": (lambda m, t: t.__setitem__("classifier.weight", np.full_like(t["classifier.weight"], 1e38)),
+                    r"classifier\.weight has values of magnitude 1e\+38, over the limit of 1e\+12"),
     "float64 tensor": (lambda m, t: t.__setitem__("classifier.bias", t["classifier.bias"].astype(np.float64)),
                        r"classifier\.bias is float64, the architecture needs float32"),
 }
