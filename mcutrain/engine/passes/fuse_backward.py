@@ -218,21 +218,27 @@ def _trim_updates(ops: tuple[Op, ...], parts: list[int]) -> list[int]:
 
 
 def _fused(graph: Graph, parts: list[int], channels: int,
-           lazy: tuple[list[int], list[int], list[int]] | None = None) -> tuple[Op, set[str], dict[int, Op]]:
-    """The fused op, the tensors that leave the graph, and forward ops to replace (index -> op)."""
+           lazy: tuple[list[int], list[int], list[int]] | None = None,
+           readers: dict[str, list[int]] | None = None,
+           producers: dict[str, int] | None = None) -> tuple[Op, set[str], dict[int, Op]]:
+    """The fused op, the tensors that leave the graph, and forward ops to replace (index -> op).
+    ``readers`` (tensor -> indices of the ops reading it, ``_readers``) and ``producers`` (tensor ->
+    index of the op making it), when the caller has them: a fusion then costs its own ops."""
     ops = graph.ops
+    readers = _readers(graph) if readers is None else readers
+    producers = {o: i for i, op in enumerate(ops) for o in op.outputs} if producers is None else producers
     members = [ops[p] for p in sorted(parts)]
     source, pre, post = ([ops[k] for k in group] for group in (lazy or ([], [], [])))
     made = [o for op in source + pre + members + post for o in op.outputs]
     inside = set(parts) | {k for group in (lazy or ()) for k in group}
-    outside_readers = ({o for o in made for r in _readers_of(graph, o) if r not in inside}
+    outside_readers = ({o for o in made for r in readers.get(o, []) if r not in inside}
                        | (set(made) & set(graph.outputs)))
     tail = next((op for op in members if op.kind == "conv2d_grad_x" and op.inputs[0] in made
                  and op.attr("groups") == 1), None)
     first = [tail.outputs[0]] if tail is not None and tail.outputs[0] in outside_readers else []
     outputs = tuple(first + [o for o in made if o in outside_readers and o not in first])
     internal = [graph.tensor(o) for o in made if o not in outside_readers]
-    recompute, edits, masks = _recompute(graph, members, inside)
+    recompute, edits, masks = _recompute(graph, members, inside, readers)
     for r in recompute:
         internal += [TensorInfo(r.outputs[0], graph.tensor(r.outputs[0].removesuffix(".recomputed")).shape, "int8",
                                 "activation"), graph.tensor(r.outputs[1])]
@@ -263,8 +269,8 @@ def _fused(graph: Graph, parts: list[int], channels: int,
     extra = dict(extra_attrs)
     if first and len(tail.inputs) == 3:  # the tail adds into ``init``: write over it if it dies here
         init = tail.inputs[2]
-        made_by_op = any(init in op.outputs for op in ops)
-        if made_by_op and init not in graph.outputs and set(_readers_of(graph, init)) <= inside:
+        made_by_op = init in producers
+        if made_by_op and init not in graph.outputs and set(readers.get(init, [])) <= inside:
             extra["inplace"] = inputs.index(init)
     attrs = make_attrs(parts=tuple(members), internal=tuple(internal), channels=channels, writes=writes,
                        group=group, scratch=scratch, recompute=recompute, **extra)
@@ -272,25 +278,31 @@ def _fused(graph: Graph, parts: list[int], channels: int,
     return op, {t.name for t in internal}, edits
 
 
-def _recompute(graph: Graph, members: list[Op], inside: set[int]) -> tuple[tuple[Op, ...], dict[int, Op], set[str]]:
+def _recompute(graph: Graph, members: list[Op], inside: set[int],
+               readers: dict[str, list[int]]) -> tuple[tuple[Op, ...], dict[int, Op], set[str]]:
     """Masks of the block's expand and depthwise convs recomputed per channel from the block input,
     when that input is whole in the arena anyway (the expand conv's weight gradient reads all of it):
-    the forward then keeps neither mask. Returns (recompute ops, forward ops to replace, masks)."""
+    the forward then keeps neither mask. Returns (recompute ops, forward ops to replace, masks).
+    The forward convs are looked for among the readers of the tensors they read (the first in graph
+    order, as a scan of the whole graph finds), so a block costs its own ops, not the graph's."""
     weight = next((p for p in members if p.kind in ("conv2d_grad_w", "conv2d_grad_w_update")
                    and is_pointwise(graph, p)), None)
     if weight is None:
         return (), {}, set()
     x = weight.inputs[1] if weight.kind == "conv2d_grad_w_update" else weight.inputs[0]
     chain_masks = {p.inputs[1] for p in members if p.kind == "requant_grad"}
-    index = {op.name: i for i, op in enumerate(graph.ops)}
-    expand = next((op for op in graph.ops if op.phase == "forward" and op.kind == "conv2d" and op.inputs[0] == x
-                   and len(op.outputs) == 2 and op.outputs[1] in chain_masks and op.attr("groups") == 1), None)
+    ops = graph.ops
+    index: dict[str, int] = {}
+    expand = _first_reader(ops, readers, x, lambda op: (
+        op.phase == "forward" and op.kind == "conv2d" and op.inputs[0] == x and len(op.outputs) == 2
+        and op.outputs[1] in chain_masks and op.attr("groups") == 1), index)
     if expand is None:
         return (), {}, set()
-    depthwise = next((op for op in graph.ops if op.phase == "forward" and op.kind == "conv2d" and len(op.outputs) == 2
-                      and op.inputs[0] == expand.outputs[0] and op.outputs[1] in chain_masks), None)
+    depthwise = _first_reader(ops, readers, expand.outputs[0], lambda op: (
+        op.phase == "forward" and op.kind == "conv2d" and len(op.outputs) == 2
+        and op.inputs[0] == expand.outputs[0] and op.outputs[1] in chain_masks), index)
     forward = [expand] + ([depthwise] if depthwise is not None else [])
-    if any(set(_readers_of(graph, f.outputs[1])) - inside for f in forward):
+    if any(set(readers.get(f.outputs[1], [])) - inside for f in forward):
         return (), {}, set()
     y = f"{expand.outputs[0]}.recomputed"
     clean = lambda op: tuple((k, v) for k, v in op.attrs if k != "inplace")  # noqa: E731
@@ -302,28 +314,48 @@ def _recompute(graph: Graph, members: list[Op], inside: set[int]) -> tuple[tuple
     return tuple(recompute), edits, {f.outputs[1] for f in forward}
 
 
-def _readers_of(graph: Graph, name: str) -> list[int]:
-    return [i for i, op in enumerate(graph.ops) if name in op.inputs]
+def _first_reader(ops, readers: dict[str, list[int]], name: str, test, index: dict[str, int]) -> Op | None:
+    """The first op in graph order reading ``name`` that passes ``test``; its index goes to ``index``."""
+    for i in sorted(set(readers.get(name, []))):
+        if test(ops[i]):
+            index[ops[i].name] = i
+            return ops[i]
+    return None
+
+
+def _readers(graph: Graph) -> dict[str, list[int]]:
+    """Tensor -> indices of the ops reading it, ascending (an op reading it twice: listed twice)."""
+    readers: dict[str, list[int]] = {}
+    for i, op in enumerate(graph.ops):
+        for n in op.inputs:
+            readers.setdefault(n, []).append(i)
+    return readers
 
 
 def fuse_backward(graph: Graph, options=None) -> Graph:
-    """Replace each channel-separable backward chain (see the module doc) by one ``mbconv_grad`` op."""
+    """Replace each channel-separable backward chain (see the module doc) by one ``mbconv_grad`` op.
+
+    Chains are fused one at a time, first head first. After a fusion the search goes on from the
+    start of the replaced ops, not from the top: a head before them was tried on the graph before
+    the fusion and failed, and a fusion changes only its own block's ops and tensors (and drops its
+    own forward convs' mask outputs), which no earlier head's chain reads. Restarting from the top
+    made the pass quadratic in the number of blocks."""
+    start = 0
     while True:
-        fused = _fuse_one(graph)
+        fused = _fuse_one(graph, start)
         if fused is None:
             return graph
-        graph = fused
+        graph, start = fused
 
 
-def _fuse_one(graph: Graph) -> Graph | None:
+def _fuse_one(graph: Graph, start: int = 0) -> tuple[Graph, int] | None:
+    """The graph with the first fusable chain whose head is at or after ``start`` fused, and the
+    index where the replaced ops began; None when no chain there can be fused."""
     ops = graph.ops
-    readers: dict[str, list[int]] = {}
-    for i, op in enumerate(ops):
-        for n in op.inputs:
-            readers.setdefault(n, []).append(i)
+    readers = _readers(graph)
     producers = {o: i for i, op in enumerate(ops) for o in op.outputs}
     chains = _Chain(graph, readers, producers)
-    for h, op in enumerate(ops):
+    for h in range(start, len(ops)):
         found = chains.find(h)
         if found is None:
             continue
@@ -341,11 +373,11 @@ def _fuse_one(graph: Graph) -> Graph | None:
             if split is None:
                 continue
             before, after = split
-            op_new, gone, edits = _fused(graph, candidate, channels, lazy)
+            op_new, gone, edits = _fused(graph, candidate, channels, lazy, readers, producers)
             lo, hi = min(candidate + extra), max(candidate + extra)
             ops = tuple(edits.get(i, op) for i, op in enumerate(ops))
             new_ops = (list(ops[:lo]) + [ops[k] for k in before] + [op_new] + [ops[k] for k in after]
                        + list(ops[hi + 1:]))
             tensors = {n: t for n, t in graph.tensors.items() if n not in gone}
-            return graph.with_ops(new_ops, tensors=tensors)
+            return graph.with_ops(new_ops, tensors=tensors), lo
     return None
