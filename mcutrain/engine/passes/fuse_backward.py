@@ -47,6 +47,8 @@ gradient is summed in float32 over the channels in ascending order in both, see 
 
 from __future__ import annotations
 
+from bisect import insort
+
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 
 KIND = "mbconv_grad"
@@ -332,6 +334,90 @@ def _readers(graph: Graph) -> dict[str, list[int]]:
     return readers
 
 
+class _Index:
+    """Readers and producers of the ops of a graph being fused, kept up to date across fusions.
+
+    ``readers.get(t)`` / ``producers.get(t)`` answer as ``_readers`` / a producer map of the current
+    graph would (absolute op indices, ascending, an op reading twice listed twice). A fusion replaces
+    ops ``lo..hi`` with a different number of ops, which shifts every later index; rebuilding the
+    maps after each fusion made the pass quadratic. So ops before ``start`` (never moved again: later
+    fusions lie after it) are keyed by their index, and the others by their distance from the end of
+    the graph (``index - len``), which a fusion before them does not change. Each fusion then costs
+    the ops it replaces plus the ops the search passed over since the last one."""
+
+    def __init__(self, ops):
+        self.n, self.start = len(ops), 0
+        self.front_r: dict[str, list[int]] = {}
+        self.front_p: dict[str, int] = {}
+        self.back_r: dict[str, list[int]] = {}
+        self.back_p: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            self._add(op, i)
+        self.readers, self.producers = _View(self, "r"), _View(self, "p")
+
+    def _maps(self, i: int):
+        return (self.front_r, self.front_p, i) if i < self.start else (self.back_r, self.back_p, i - self.n)
+
+    def _add(self, op: Op, i: int) -> None:
+        readers, producers, key = self._maps(i)
+        for name in op.inputs:
+            insort(readers.setdefault(name, []), key)
+        for name in op.outputs:
+            producers[name] = key
+
+    def _remove(self, op: Op, i: int) -> None:
+        readers, producers, key = self._maps(i)
+        for name in op.inputs:
+            readers[name].remove(key)
+        for name in op.outputs:
+            if producers.get(name) == key:
+                del producers[name]
+
+    def fused(self, old: tuple[Op, ...], new: list[Op], lo: int, hi: int, edits: dict[int, Op]) -> None:
+        """``old`` became ``new``: ops ``lo..hi`` replaced (``new[lo:len(new) - (len(old) - hi - 1)]``)
+        and forward ops ``edits`` changed in place."""
+        if lo < self.start:  # a fusion before the settled ops: start over (does not happen in practice)
+            self.__init__(new)
+            return
+        settling = range(self.start, lo)  # the ops the search passed over: from now on keyed by index
+        for i in settling:
+            self._remove(old[i], i)
+        self.start = lo
+        for i in settling:
+            self._add(old[i], i)
+        current = list(old)
+        for i, op in edits.items():
+            self._remove(current[i], i)
+            self._add(op, i)
+            current[i] = op
+        for i in range(lo, hi + 1):
+            self._remove(current[i], i)
+        self.n = len(new)  # the ops after the replaced ones keep their keys: index - len is unchanged
+        for i in range(lo, len(new) - (len(old) - hi - 1)):
+            self._add(new[i], i)
+
+
+class _View:
+    """``readers`` or ``producers`` of an ``_Index`` as the dict-like ``_Chain`` and ``_fused`` read."""
+
+    def __init__(self, index: _Index, what: str):
+        self.index, self.what = index, what
+
+    def get(self, name: str, default=None):
+        x = self.index
+        if self.what == "r":
+            front, back = x.front_r.get(name, ()), x.back_r.get(name, ())
+            if not front and not back:
+                return default
+            return list(front) + [x.n + k for k in back]
+        if name in x.front_p:
+            return x.front_p[name]
+        return x.n + x.back_p[name] if name in x.back_p else default
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
+
+
 def fuse_backward(graph: Graph, options=None) -> Graph:
     """Replace each channel-separable backward chain (see the module doc) by one ``mbconv_grad`` op.
 
@@ -340,20 +426,32 @@ def fuse_backward(graph: Graph, options=None) -> Graph:
     the fusion and failed, and a fusion changes only its own block's ops and tensors (and drops its
     own forward convs' mask outputs), which no earlier head's chain reads. Restarting from the top
     made the pass quadratic in the number of blocks."""
-    start = 0
+    draft = _Draft(graph.ops, dict(graph.tensors), graph.outputs)
+    start, index, fused_any = 0, _Index(graph.ops), False
     while True:
-        fused = _fuse_one(graph, start)
-        if fused is None:
-            return graph
-        graph, start = fused
+        start = _fuse_one(draft, start, index)
+        if start is None:
+            return graph.with_ops(draft.ops, tensors=draft.tensors) if fused_any else graph
+        fused_any = True
 
 
-def _fuse_one(graph: Graph, start: int = 0) -> tuple[Graph, int] | None:
-    """The graph with the first fusable chain whose head is at or after ``start`` fused, and the
-    index where the replaced ops began; None when no chain there can be fused."""
+class _Draft:
+    """The graph while chains are fused into it: ops and tensors change in place, and the ``Graph``
+    (whose construction copies every table) is built once at the end, not once per fusion."""
+
+    def __init__(self, ops: tuple[Op, ...], tensors: dict[str, TensorInfo], outputs: tuple[str, ...]):
+        self.ops, self.tensors, self.outputs = ops, tensors, outputs
+
+    def tensor(self, name: str) -> TensorInfo:
+        return self.tensors[name]
+
+
+def _fuse_one(graph: _Draft, start: int, index: _Index) -> int | None:
+    """Fuse the first fusable chain whose head is at or after ``start`` into ``graph`` (and bring
+    ``index``, its readers and producers, up to date); return the index where the replaced ops
+    began, or None when no chain there can be fused."""
     ops = graph.ops
-    readers = _readers(graph)
-    producers = {o: i for i, op in enumerate(ops) for o in op.outputs}
+    readers, producers = index.readers, index.producers
     chains = _Chain(graph, readers, producers)
     for h in range(start, len(ops)):
         found = chains.find(h)
@@ -375,9 +473,14 @@ def _fuse_one(graph: Graph, start: int = 0) -> tuple[Graph, int] | None:
             before, after = split
             op_new, gone, edits = _fused(graph, candidate, channels, lazy, readers, producers)
             lo, hi = min(candidate + extra), max(candidate + extra)
-            ops = tuple(edits.get(i, op) for i, op in enumerate(ops))
-            new_ops = (list(ops[:lo]) + [ops[k] for k in before] + [op_new] + [ops[k] for k in after]
-                       + list(ops[hi + 1:]))
-            tensors = {n: t for n, t in graph.tensors.items() if n not in gone}
-            return graph.with_ops(new_ops, tensors=tensors), lo
+            edited = list(ops)
+            for i, op in edits.items():
+                edited[i] = op
+            new_ops = (edited[:lo] + [edited[k] for k in before] + [op_new] + [edited[k] for k in after]
+                       + edited[hi + 1:])
+            for name in gone:
+                graph.tensors.pop(name, None)
+            index.fused(ops, new_ops, lo, hi, edits)
+            graph.ops = tuple(new_ops)
+            return lo
     return None
