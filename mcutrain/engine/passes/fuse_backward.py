@@ -385,13 +385,11 @@ class _Index:
         self.start = lo
         for i in settling:
             self._add(old[i], i)
-        current = list(old)
         for i, op in edits.items():
-            self._remove(current[i], i)
+            self._remove(old[i], i)
             self._add(op, i)
-            current[i] = op
         for i in range(lo, hi + 1):
-            self._remove(current[i], i)
+            self._remove(edits.get(i, old[i]), i)
         self.n = len(new)  # the ops after the replaced ones keep their keys: index - len is unchanged
         for i in range(lo, len(new) - (len(old) - hi - 1)):
             self._add(new[i], i)
