@@ -23,6 +23,7 @@ from mcutrain.engine.compile import compile_training, format_report
 from mcutrain.errors import McutrainError
 from mcutrain.engine.reports import write_reports
 from mcutrain.models import model_names, resolve_spec
+from mcutrain.models.spec_file import check_resolution, check_size
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import load_scheme, resolve
@@ -73,12 +74,18 @@ def register(subparsers) -> None:
 
 def load_model(model: str, resolution: int):
     """An int8 model file, or a zoo name / architecture .json file (random weights) at ``resolution``
-    (0: the architecture's default)."""
+    (0: the architecture's default). The network's size at the resolution it will be compiled at is
+    checked (``spec_file.check_size``) before anything is allocated for it."""
+    if resolution:
+        check_resolution(resolution, "--resolution")
     if (model in model_names() and not Path(model).exists()) or model.lower().endswith(".json"):
         spec = resolve_spec(model)
+        check_size(spec, resolution or spec.default_resolution)
         return random_qmodel(spec, resolution or spec.default_resolution, num_classes=10)[0]
     qmodel = load_qmodel(model)
-    return replace(qmodel, resolution=resolution) if resolution else qmodel
+    qmodel = replace(qmodel, resolution=resolution) if resolution else qmodel
+    check_size(qmodel.spec, qmodel.resolution)
+    return qmodel
 
 
 def run(args) -> int:

@@ -77,6 +77,10 @@ class BatchLoader:
                  preprocessing: Preprocessing = Preprocessing(), hflip: bool = True):
         if batch_size < 1 or resolution < 1:
             raise DataError(f"batch size and resolution must be positive, got {batch_size} and {resolution}")
+        from mcutrain.models.spec_file import MAX_RESOLUTION  # the architectures' limit (imports models lazily)
+
+        if resolution > MAX_RESOLUTION:
+            raise DataError(f"resolution {resolution} is over the limit of {MAX_RESOLUTION}")
         if len(data) == 0:
             raise DataError("cannot load batches from an empty split")
         if drop_last and len(data) < batch_size:  # would silently yield no batch at all

@@ -14,6 +14,9 @@ from typing import Any
 
 from mcutrain.errors import DataError
 
+MAX_OFFSET = 255.0
+MAX_SCALE = 1.0
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -23,8 +26,13 @@ class Preprocessing:
     scale: float = 1.0 / 128.0
 
     def __post_init__(self) -> None:
+        # Pixels are 0..255: an offset outside that range, or a scale above 1 (inputs beyond +-255),
+        # is no preprocessing anyone meant; from a file it is a forged or corrupt record.
         if not (math.isfinite(self.offset) and math.isfinite(self.scale) and self.scale > 0):
             raise DataError(f"preprocessing needs a finite offset and a positive scale, "
+                            f"got offset={self.offset} scale={self.scale}")
+        if not (0.0 <= self.offset <= MAX_OFFSET and self.scale <= MAX_SCALE):
+            raise DataError(f"preprocessing offset must be 0 to {MAX_OFFSET:g} and scale at most {MAX_SCALE:g}, "
                             f"got offset={self.offset} scale={self.scale}")
 
     def to_dict(self) -> dict[str, float]:

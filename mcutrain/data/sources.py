@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from mcutrain.data import limits, npzfile
 from mcutrain.errors import DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -91,6 +93,26 @@ def _package_files(package: str, *relative: str) -> list[Path] | None:
     return None if root is None else [root.joinpath(r) for r in relative]
 
 
+def check_image_shape(hw: tuple[int, int], where: str) -> None:
+    """An image side of 0 (nothing to resize) or over ``limits.MAX_IMAGE_SIDE`` is refused."""
+    h, w = (int(s) for s in hw)
+    if not (1 <= h <= limits.MAX_IMAGE_SIDE and 1 <= w <= limits.MAX_IMAGE_SIDE):
+        raise DataError(f"{where}: images of {h}x{w} pixels (HxW); each side must be 1 to "
+                        f"{limits.MAX_IMAGE_SIDE} pixels")
+
+
+def check_sample_count(n: int, where: str) -> None:
+    if n > limits.MAX_SAMPLES:
+        raise DataError(f"{where}: {n} samples, over the limit of {limits.MAX_SAMPLES:,}")
+
+
+def check_class_count(k: int, where: str) -> None:
+    if k < 2:
+        raise DataError(f"{where}: a classification dataset needs at least 2 classes, found {k}")
+    if k > limits.MAX_CLASSES:
+        raise DataError(f"{where}: {k} classes, over the limit of {limits.MAX_CLASSES:,}")
+
+
 def check_arrays(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], where: str) -> None:
     """Validate what every source must deliver, so splits and the loader can trust it."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
@@ -100,9 +122,10 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...
         raise DataError(f"{where}: labels must be int64 [N], got {labels.dtype} {list(labels.shape)}")
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+    check_image_shape(images.shape[1:3], where)
+    check_sample_count(len(labels), where)
     k = len(classes)
-    if k < 2:
-        raise DataError(f"{where}: a classification dataset needs at least 2 classes, found {k}")
+    check_class_count(k, where)
     if len(labels) < k:
         raise DataError(f"{where}: fewer samples ({len(labels)}) than classes ({k})")
     bad = labels[(labels < 0) | (labels >= k)]
@@ -263,6 +286,9 @@ def load_folder(root: str | Path) -> RawData:
                             f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         files += found
         labels += [label] * len(found)
+    check_sample_count(len(files), str(root))
+    check_class_count(len(class_dirs), str(root))
+    _check_decoded_size([_image_header(f) for f in files], root)
     pictures = [_read_rgb(f) for f in files]
     images = _stack(pictures)
     classes = tuple(d.name for d in class_dirs)
@@ -271,18 +297,57 @@ def load_folder(root: str | Path) -> RawData:
     return RawData(images, labels_arr, classes)
 
 
+def _is_grey(mode: str) -> bool:
+    """Pillow modes that load as one grey channel (``_read_rgb``)."""
+    return mode in ("1", "L", "LA", "F") or mode.startswith("I")
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], int]:
+    """(width, height) and channels of one image, from its header only (no pixels are decoded)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # the bomb warning is ours to turn into an error, one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size, mode = img.size, img.mode
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: unreadable or corrupt image ({npzfile.one_line(err)})") from None
+    check_image_shape((size[1], size[0]), str(path))
+    return size, 1 if _is_grey(mode) else 3
+
+
+def _check_decoded_size(headers: list[tuple[tuple[int, int], int]], root: Path) -> None:
+    """The decoded images, and the stacked array they become, must fit ``limits.MAX_DATASET_BYTES``.
+
+    Both are counted from the headers: the images one by one at their own size, then all of them at
+    the most common size (what ``_stack`` resizes to), with 3 channels if any image is in colour.
+    """
+    decoded = sum(w * h * c for (w, h), c in headers)
+    (w, h), _ = Counter(size for size, _ in headers).most_common(1)[0]
+    stacked = len(headers) * w * h * max(c for _, c in headers)
+    need = max(decoded, stacked)
+    if need > limits.MAX_DATASET_BYTES:
+        raise DataError(f"{root}: the images decode to {limits.gib(need)} ({len(headers)} images, most of "
+                        f"them {w}x{h}), over the limit of {limits.gib(limits.MAX_DATASET_BYTES)}; "
+                        f"use fewer or smaller images")
+
+
 def _read_rgb(path: Path):
     """Open one image as Pillow "L" (any greyscale mode) or "RGB"; DataError naming the file if it is bad."""
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit or float grey: rescale, don't clip
-                return Image.fromarray(_to_uint8(np.asarray(img), img.mode), "L")
-            return img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_image_shape((img.size[1], img.size[0]), str(path))  # the file may have changed
+                img.load()
+                if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit or float grey: rescale, don't clip
+                    return Image.fromarray(_to_uint8(np.asarray(img), img.mode), "L")
+                return img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+        raise DataError(f"{path}: unreadable or corrupt image ({npzfile.one_line(err)})") from None
 
 
 def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
@@ -316,55 +381,74 @@ def load_npz(path: str | Path) -> RawData:
     """An .npz with ``x`` uint8 [N,H,W] or [N,H,W,C] (C in 1, 3) and integer ``y`` [N] in 0..K-1.
 
     K = max(y) + 1 and every class must have a sample. An optional ``classes`` string array of
-    length K names the classes; otherwise they are "0".."K-1".
+    length K names the classes; otherwise they are "0".."K-1". Shapes, dtypes and sizes are checked
+    from the headers (``npzfile``) against ``limits`` before any array is decompressed, and the
+    labels (small) before the images (large).
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a file (npz: expects an .npz archive with x and y)")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz archive ({err})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: not an .npz archive (a single .npy array?); "
-                        f"save with np.savez(path, x=..., y=...)")
-    with archive:
-        missing = [k for k in ("x", "y") if k not in archive.files]
+    with npzfile.open_archive(path) as archive:
+        x_info, y_info, names_info = (npzfile.describe(archive, k, path) for k in ("x", "y", "classes"))
+        missing = [k for k, info in (("x", x_info), ("y", y_info)) if info is None]
         if missing:
-            found = ", ".join(archive.files) or "none"
+            found = ", ".join(npzfile.array_names(archive)) or "none"
             raise DataError(f"{path}: missing array(s) {', '.join(missing)} (found: {found})")
-        try:
-            x, y = archive["x"], archive["y"]
-            names = archive["classes"] if "classes" in archive.files else None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: cannot read x/y ({err})") from None
-    return _npz_arrays(path, x, y, names)
-
-
-def _npz_arrays(path: Path, x: np.ndarray, y: np.ndarray, names: np.ndarray | None) -> RawData:
-    if x.dtype != np.uint8:
-        raise DataError(f"{path}: x must be uint8 pixels 0..255, got {x.dtype}")
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[3] not in (1, 3):
-        raise DataError(f"{path}: x must be [N,H,W] or [N,H,W,C] with C in (1, 3), got {list(x.shape)}")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: y must be a 1-D integer array, got {y.dtype} {list(y.shape)}")
-    if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
-    if len(y) == 0:
-        raise DataError(f"{path}: the dataset is empty")
-    if y.min() < 0:
-        raise DataError(f"{path}: label {int(y.min())} is negative; labels must be 0..K-1")
-    y = y.astype(np.int64)
-    k = int(y.max()) + 1
-    classes = tuple(str(c) for c in range(k))
-    if names is not None:
-        if names.ndim != 1 or len(names) != k or names.dtype.kind not in "US" \
-                or len(set(names.astype(str))) != k:
-            raise DataError(f"{path}: classes must be {k} distinct strings (one per label 0..{k - 1})")
-        classes = tuple(str(n) for n in names.astype(str))
+        _check_npz_headers(path, x_info, y_info, names_info)
+        y = _npz_labels(path, npzfile.read(archive, y_info, path))
+        k = int(y.max()) + 1
+        classes = _npz_classes(path, archive, names_info, k)
+        x = npzfile.read(archive, x_info, path)
+    x = x[..., None] if x.ndim == 3 else x
     check_arrays(np.ascontiguousarray(x), y, classes, str(path))
     return RawData(np.ascontiguousarray(x), y, classes)
+
+
+def _check_npz_headers(path: Path, x: npzfile.ArrayInfo, y: npzfile.ArrayInfo,
+                       names: npzfile.ArrayInfo | None) -> None:
+    """Everything the headers tell, checked before any array is decompressed."""
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: x must be uint8 pixels 0..255, got {x.dtype}")
+    if len(x.shape) not in (3, 4) or (len(x.shape) == 4 and x.shape[3] not in (1, 3)):
+        raise DataError(f"{path}: x must be [N,H,W] or [N,H,W,C] with C in (1, 3), got {list(x.shape)}")
+    if len(y.shape) != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"{path}: y must be a 1-D integer array, got {y.dtype} {list(y.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{path}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise DataError(f"{path}: the dataset is empty")
+    check_image_shape(x.shape[1:3], f"{path}: x")
+    check_sample_count(x.shape[0], str(path))
+    if names is not None and (len(names.shape) != 1 or names.dtype.kind not in "US"):
+        raise DataError(f"{path}: classes must be a 1-D string array, got {names.dtype} {list(names.shape)}")
+    arrays = [a for a in (x, y, names) if a is not None]
+    claimed = max(sum(a.nbytes for a in arrays), sum(a.declared_bytes for a in arrays))
+    if claimed > limits.MAX_DATASET_BYTES:
+        sizes = ", ".join(f"{a.name} {limits.gib(max(a.nbytes, a.declared_bytes))}" for a in arrays)
+        raise DataError(f"{path}: the arrays decompress to {limits.gib(claimed)} ({sizes}), over the limit "
+                        f"of {limits.gib(limits.MAX_DATASET_BYTES)}; subsample or store smaller images")
+
+
+def _npz_labels(path: Path, y: np.ndarray) -> np.ndarray:
+    """Labels range-checked in their own dtype (a uint64 >= 2**63 must not wrap to a negative int64)."""
+    low, high = y.min(), y.max()
+    if low < 0:
+        raise DataError(f"{path}: label {int(low)} is negative; labels must be 0..K-1")
+    if high >= limits.MAX_CLASSES:
+        raise DataError(f"{path}: label {int(high)} is out of range: labels must be 0..K-1 with at most "
+                        f"{limits.MAX_CLASSES} classes (label < {limits.MAX_CLASSES})")
+    return y.astype(np.int64)
+
+
+def _npz_classes(path: Path, archive, names: npzfile.ArrayInfo | None, k: int) -> tuple[str, ...]:
+    if names is None:
+        return tuple(str(c) for c in range(k))
+    if names.shape != (k,):
+        raise DataError(f"{path}: classes must be {k} distinct strings (one per label 0..{k - 1}), "
+                        f"got {names.shape[0]}")
+    values = npzfile.read(archive, names, path).astype(str)
+    if len(set(values)) != k:
+        raise DataError(f"{path}: classes must be {k} distinct strings (one per label 0..{k - 1})")
+    return tuple(str(n) for n in values)

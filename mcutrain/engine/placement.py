@@ -19,7 +19,7 @@ import random
 from typing import Callable
 
 from mcutrain.engine.memory import DEFAULT_ALIGNMENT, Buffer, Plan, align_up, check_plan, lower_bound, plan_greedy
-from mcutrain.engine.memory.records import canonical
+from mcutrain.engine.memory.records import canonical, conflicts
 
 __all__ = ["ORDERS", "TRIALS", "plan_best", "plan_in_order"]
 
@@ -42,8 +42,7 @@ class _Placer:
 
     def __init__(self, buffers: tuple[Buffer, ...], alignment: int):
         self.buffers, self.alignment = buffers, alignment
-        self.conflicts = [[j for j, c in enumerate(buffers) if j != i and b.lives_with(c)]
-                          for i, b in enumerate(buffers)]
+        self.conflicts = conflicts(buffers)  # [j for j, c in enumerate(buffers) if j != i and b.lives_with(c)]
         self.sizes = [b.size for b in buffers]
         self.holding = [[j for j in js if self.sizes[j]] for js in self.conflicts]  # zero-size blocks nothing
 

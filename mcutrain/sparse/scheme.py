@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 from mcutrain.io.atomic import atomic_write_text
-from mcutrain.io.jsonfile import check_header, read_json_file
+from mcutrain.io.jsonfile import brief, check_header, read_json_file
 from mcutrain.models.specs import NetSpec
 from mcutrain.models.zoo import ConvShape, conv_shapes, get_spec
 from mcutrain.sparse.errors import SchemeError
@@ -56,6 +56,11 @@ FORMAT = "mcutrain-scheme"
 VERSION = 1
 ALLOWED_RATIOS = (0.125, 0.25, 0.5, 1.0)
 _TOP_KEYS = ("format", "version", "model", "name", "bias", "weights", "description")
+# A scheme's name is shown by the CLI, in reports and plot titles, and its description by the CLI:
+# both free text, of bounded length. (Sizes and nesting of the whole file are
+# bounded by ``mcutrain.io.jsonfile``; layer lists by the model's conv count, duplicates refused.)
+MAX_NAME_CHARS = 128
+MAX_DESCRIPTION_CHARS = 4096
 
 LayerRef = int | str
 
@@ -147,9 +152,9 @@ def layer_index(ref: Any, spec: NetSpec, where: str) -> int:
         if ref in names:
             return names.index(ref)
         close = difflib.get_close_matches(ref, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SchemeError(f"{where}: {spec.name} has no conv named {ref!r}{hint}; use {layer_forms(spec)}")
-    raise SchemeError(f"{where}: a layer must be a conv index or name, got {ref!r}; use {layer_forms(spec)}")
+        hint = f" (did you mean {brief(close[0])}?)" if close else ""
+        raise SchemeError(f"{where}: {spec.name} has no conv named {brief(ref)}{hint}; use {layer_forms(spec)}")
+    raise SchemeError(f"{where}: a layer must be a conv index or name, got {brief(ref)}; use {layer_forms(spec)}")
 
 
 def last_k_layers(spec: NetSpec, k: Any, where: str = "bias.last") -> tuple[int, ...]:
@@ -157,7 +162,7 @@ def last_k_layers(spec: NetSpec, k: Any, where: str = "bias.last") -> tuple[int,
     n = len(backbone_convs(spec))
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
         raise SchemeError(f"{where}: must be an integer from 0 to {n} (the number of backbone convs "
-                          f"of {spec.name}), got {k!r}")
+                          f"of {spec.name}), got {brief(k)}")
     return tuple(range(n - k, n))
 
 
@@ -172,11 +177,11 @@ def validate(scheme: Scheme, spec: NetSpec, resolution: int | None = None) -> No
     their channel counts do not depend on it.
     """
     if scheme.model != spec.name:
-        raise SchemeError(f"scheme {scheme.name!r} is for model {scheme.model!r}; it cannot be used "
+        raise SchemeError(f"scheme {brief(scheme.name)} is for model {brief(scheme.model)}; it cannot be used "
                           f"with model {spec.name!r} (conv indices differ between models)")
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)
                                    or resolution < 1):
-        raise SchemeError(f"resolution must be a positive integer, got {resolution!r}")
+        raise SchemeError(f"resolution must be a positive integer, got {brief(resolution)}")
     _check_layers(scheme.bias_layers, spec, "bias layers")
     _check_layers(scheme.weight_layers, spec, "weights")
     _check_ratios(scheme, spec)
@@ -186,7 +191,7 @@ def validate(scheme: Scheme, spec: NetSpec, resolution: int | None = None) -> No
 def _check_layers(indices: tuple[int, ...], spec: NetSpec, where: str) -> None:
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, int):
-            raise SchemeError(f"{where}: layer {i!r} is not a conv index; use {layer_forms(spec)}")
+            raise SchemeError(f"{where}: layer {brief(i)} is not a conv index; use {layer_forms(spec)}")
         layer_index(i, spec, where)
     names = conv_names(spec)
     for i, count in sorted(Counter(indices).items()):
@@ -198,7 +203,7 @@ def _check_ratios(scheme: Scheme, spec: NetSpec) -> None:
     names = conv_names(spec)
     for i, r in scheme.weight_ratios:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or r not in ALLOWED_RATIOS:
-            raise SchemeError(f"weights: layer {i} ({names[i]}) has ratio {r!r}; a ratio must be one of "
+            raise SchemeError(f"weights: layer {i} ({names[i]}) has ratio {brief(r)}; a ratio must be one of "
                               f"1/8, 1/4, 1/2, 1 (0.125, 0.25, 0.5, 1.0); to freeze a weight, leave "
                               f"the layer out of the weights")
 
@@ -244,12 +249,15 @@ def scheme_from_json(doc: Any, spec: NetSpec) -> Scheme:
     _check_header(doc)
     model = _string(doc, "model")
     if model != spec.name:
-        raise SchemeError(f"scheme {doc.get('name')!r} is for model {model!r}; it cannot be used with "
+        raise SchemeError(f"scheme {brief(doc.get('name'))} is for model {brief(model)}; it cannot be used with "
                           f"model {spec.name!r} (conv indices differ between models)")
-    scheme = Scheme(model=model, name=_string(doc, "name"),
+    scheme = Scheme(model=model, name=_name(doc),
                     bias_layers=_parse_bias(doc.get("bias"), spec),
                     weight_ratios=_parse_weights(doc.get("weights", []), spec),
                     description=_string(doc, "description", default=""))
+    if len(scheme.description) > MAX_DESCRIPTION_CHARS:
+        raise SchemeError(f"'description' has {len(scheme.description)} characters, over the limit of "
+                          f"{MAX_DESCRIPTION_CHARS}")
     validate(scheme, spec)
     return scheme
 
@@ -261,34 +269,52 @@ def _check_header(doc: dict) -> None:
 def _string(doc: dict, key: str, default: str | None = None) -> str:
     value = doc.get(key, default)
     if not isinstance(value, str):
-        raise SchemeError(f"'{key}' must be a string, got {value!r}")
+        raise SchemeError(f"'{key}' must be a string, got {brief(value)}")
     return value
+
+
+def _name(doc: dict) -> str:
+    name = _string(doc, "name")
+    if len(name) > MAX_NAME_CHARS:
+        raise SchemeError(f"'name' has {len(name)} characters, over the limit of {MAX_NAME_CHARS}: "
+                          f"{brief(name)}")
+    return name
 
 
 def _parse_bias(bias: Any, spec: NetSpec) -> tuple[int, ...]:
     if not isinstance(bias, dict) or len(bias) != 1 or not set(bias) <= {"last", "layers"}:
-        raise SchemeError(f"'bias' must be {{\"last\": k}} or {{\"layers\": [...]}}, got {bias!r}")
+        raise SchemeError(f"'bias' must be {{\"last\": k}} or {{\"layers\": [...]}}, got {brief(bias)}")
     if "last" in bias:
         return last_k_layers(spec, bias["last"])
     layers = bias["layers"]
     if not isinstance(layers, list):
-        raise SchemeError(f"bias.layers must be a list of conv indices or names, got {layers!r}")
+        raise SchemeError(f"bias.layers must be a list of conv indices or names, got {brief(layers)}")
+    _check_length(layers, spec, "bias.layers")
     return tuple(layer_index(ref, spec, "bias.layers") for ref in layers)
 
 
 def _parse_weights(weights: Any, spec: NetSpec) -> tuple[tuple[int, float], ...]:
     if not isinstance(weights, list):
-        raise SchemeError(f"'weights' must be a list of {{\"layer\": ..., \"ratio\": ...}}, got {weights!r}")
+        raise SchemeError(f"'weights' must be a list of {{\"layer\": ..., \"ratio\": ...}}, got {brief(weights)}")
+    _check_length(weights, spec, "weights")
     return tuple(_parse_weight(entry, spec) for entry in weights)
+
+
+def _check_length(entries: list, spec: NetSpec, where: str) -> None:
+    """A list longer than the model's conv count must repeat a layer: say so before resolving it."""
+    n = len(backbone_convs(spec))
+    if len(entries) > n:
+        raise SchemeError(f"{where}: {len(entries)} entries, but {spec.name} has only {n} convs "
+                          f"(each may be listed once)")
 
 
 def _parse_weight(entry: Any, spec: NetSpec) -> tuple[int, float]:
     if not isinstance(entry, dict) or set(entry) != {"layer", "ratio"}:
-        raise SchemeError(f"each weights entry must be {{\"layer\": ..., \"ratio\": ...}}, got {entry!r}")
+        raise SchemeError(f"each weights entry must be {{\"layer\": ..., \"ratio\": ...}}, got {brief(entry)}")
     index = layer_index(entry["layer"], spec, "weights")
     ratio = entry["ratio"]
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-        raise SchemeError(f"weights: layer {index} ({conv_names(spec)[index]}) has ratio {ratio!r}; "
+        raise SchemeError(f"weights: layer {index} ({conv_names(spec)[index]}) has ratio {brief(ratio)}; "
                           f"a ratio must be one of 1/8, 1/4, 1/2, 1 (0.125, 0.25, 0.5, 1.0)")
     return index, float(ratio)
 

@@ -56,3 +56,14 @@ def test_show_npz(tmp_path, capsys):
 def test_show_bad_name_raises_data_error():
     with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
         run(["data", "show", "imagenet"])
+
+
+def test_show_refuses_hostile_npz_with_exit_2_and_one_line(tmp_path, capsys):
+    from mcutrain.cli.main import main
+
+    path = tmp_path / "zero.npz"
+    np.savez(path, x=np.zeros((60, 0, 0), np.uint8), y=np.arange(60) % 2)
+    assert main(["data", "show", f"npz:{path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mcutrain data: error: ") and "\n" not in err
+    assert str(path) in err and "images of 0x0 pixels" in err and "Traceback" not in err

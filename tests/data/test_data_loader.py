@@ -150,3 +150,13 @@ def test_bad_arguments():
         ImageSet(np.zeros((2, 4, 4, 1), np.float32), np.zeros(2, np.int64))
     with pytest.raises(DataError, match="int64"):
         ImageSet(np.zeros((2, 4, 4, 1), np.uint8), np.zeros(3, np.int64))
+
+
+def test_resolution_and_preprocessing_limits():
+    data = ImageSet(np.zeros((4, 8, 8, 1), np.uint8), np.arange(4, dtype=np.int64) % 2)
+    with pytest.raises(DataError, match="resolution 100000 is over the limit of 1024"):
+        BatchLoader(data, 2, 100_000, shuffle=False)
+    for offset, scale in ((1e30, 1 / 128), (-1.0, 1 / 128), (128.0, 2.0)):
+        with pytest.raises(DataError, match="offset must be 0 to 255 and scale at most 1"):
+            Preprocessing(offset=offset, scale=scale)
+    assert Preprocessing(offset=255.0, scale=1.0).scale == 1.0

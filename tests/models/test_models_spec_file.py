@@ -157,3 +157,81 @@ def test_a_model_file_names_its_architecture(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"\x05")
     with pytest.raises(CheckpointError, match=r"x\.safetensors: not an mcutrain file"):
         resolve_spec(str(tmp_path / "x.safetensors"))
+
+
+# --- limits ---------------------------------------------------------------------------------------
+
+from mcutrain.models import spec_file  # noqa: E402
+
+
+def chain_doc(n_blocks: int, channels: int = 8, mid: int = 16, resolution: int = 32) -> dict:
+    """A legal architecture of ``n_blocks`` residual blocks (what bench/compile_scaling.py writes)."""
+    blocks = [{"in_ch": channels, "mid_ch": None, "out_ch": channels, "kernel": 3, "stride": 1}]
+    blocks += [{"in_ch": channels, "mid_ch": mid, "out_ch": channels, "kernel": 3, "stride": 1}] * (n_blocks - 1)
+    return {"format": "mcutrain-arch", "version": 1, "name": f"chain-{n_blocks}", "stem_ch": channels,
+            "default_resolution": resolution, "blocks": blocks}
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set("stem_ch", 10 ** 7), r"stem_ch: 10000000 is over the limit of 4096"),
+    (_set("stem_ch", 10 ** 12), r"stem_ch: 1000000000000 is over the limit of 4096"),
+    (_set("blocks.1.mid_ch", 4097), r"blocks\[1\]\.mid_ch: 4097 is over the limit of 4096"),
+    (_set("blocks.1.mid_ch", 129), r"blocks\[1\]\.mid_ch: 129 is more than 16 x in_ch \(8\), the limit of the "
+                                   r"expand ratio \(at most 128 here\)"),
+    (_set("blocks.3.out_ch", 10 ** 7), r"blocks\[3\]\.out_ch: 10000000 is over the limit of 4096"),
+    (_set("default_resolution", 10 ** 9), r"default_resolution: 1000000000 is over the limit of 1024"),
+    (_set("default_resolution", 1025), r"default_resolution: 1025 is over the limit of 1024"),
+])
+def test_limits_are_stated_in_the_message(change, message):
+    doc = custom_doc()
+    change(doc)
+    with pytest.raises(ModelError, match=message):
+        spec_from_json(doc)
+
+
+def test_the_limits_themselves_are_legal():
+    doc = custom_doc()
+    doc["blocks"][1]["mid_ch"] = 128  # expand ratio exactly 16
+    doc["default_resolution"] = 1024
+    assert spec_from_json(doc).default_resolution == 1024
+    assert len(spec_from_json(chain_doc(spec_file.MAX_BLOCKS)).blocks) == 1024
+
+
+def test_too_many_blocks():
+    with pytest.raises(ModelError, match=r"blocks: 1025 blocks, over the limit of 1024"):
+        spec_from_json(chain_doc(1025))
+
+
+def test_weights_and_feature_maps_are_bounded_by_the_whole_network():
+    # every field within its own limit, the whole too big: 40 blocks of 4096 -> 4096 channels
+    wide = chain_doc(40, channels=4096, mid=4096, resolution=8)
+    with pytest.raises(ModelError, match=r"chain-40: 1,326,985,216 backbone weights, over the limit of 33,554,432"):
+        spec_from_json(wide)
+    big_map = chain_doc(2, channels=512, mid=1024, resolution=1024)
+    with pytest.raises(ModelError, match=r"at resolution 1024: blocks\[1\]\.mid_ch makes a feature map of "
+                                         r"1024x512x512 = 268,435,456 values, over the limit of 33,554,432"):
+        spec_from_json(big_map)
+
+
+def test_network_size_matches_conv_shapes():
+    from mcutrain.models.zoo import conv_shapes
+
+    for spec in (zoo_spec("mcunet-5fps"), zoo_spec("tiny"), spec_from_json(custom_doc())):
+        for res in (16, 33, 128):
+            weights, (values, _, _) = spec_file.network_size(spec, res)
+            convs = conv_shapes(spec, res)
+            assert weights == sum(c.weights for c in convs)
+            assert values == max(c.out_ch * c.out_side ** 2 for c in convs)  # every map is some conv's output
+
+
+def test_hostile_files_are_refused_in_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"format": "mcutrain-arch", "blocks": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ModelError, match=r"deep\.json: JSON nested 100001 levels deep, over the limit of 64"):
+        read_spec_file(deep)
+    huge_name = custom_doc()
+    huge_name["name"] = "n" * 1_000_000
+    path = write_doc(tmp_path / "name.json", huge_name)
+    with pytest.raises(ModelError) as err:
+        read_spec_file(path)
+    assert "is not a valid name" in str(err.value) and len(str(err.value)) < 400

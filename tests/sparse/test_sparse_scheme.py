@@ -230,3 +230,28 @@ def test_resolve_validates_first():
 def test_layer_index_accepts_index_and_name_equally():
     assert layer_index("blocks.4.depthwise", TINY, "w") == layer_index(13, TINY, "w") == 13
     assert layer_index("first_conv", TINY, "w") == 0
+
+
+# --- limits ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"name": "x" * 129}, "'name' has 129 characters, over the limit of 128: 'xxx"),
+    ({"description": "d" * 4097}, "'description' has 4097 characters, over the limit of 4096"),
+    ({"bias": {"layers": list(range(42)) * 2}}, "bias.layers: 84 entries, but mcunet-5fps has only 42 convs"),
+    ({"weights": [{"layer": 41, "ratio": 1}] * 43}, "weights: 43 entries, but mcunet-5fps has only 42 convs"),
+])
+def test_limits_are_stated(changes, needle):
+    assert needle in error_of(doc(**changes))
+
+
+def test_huge_values_give_a_bounded_message():
+    message = error_of(doc(bias={"layers": ["x" * 1_000_000]}))
+    assert "has no conv named 'xxx" in message and len(message) < 1000
+
+
+def test_a_deeply_nested_scheme_file_is_refused_without_recursion_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"format": "mcutrain-scheme", "weights": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(SchemeError) as err:
+        load_scheme(str(path), "tiny")
+    assert str(err.value) == f"{path}: JSON nested 200001 levels deep, over the limit of 64 levels"

@@ -18,6 +18,7 @@ from mcutrain.engine.memory.records import (
     align_up,
     canonical,
     check_alignment,
+    conflicts,
     live_bytes_per_op,
 )
 
@@ -49,15 +50,18 @@ def plan_greedy(buffers, alignment: int = DEFAULT_ALIGNMENT) -> Plan:
     """
     alignment = check_alignment(alignment)
     ordered = canonical(buffers)
+    index = {b.name: i for i, b in enumerate(ordered)}
+    others = conflicts(ordered)  # computed once: the blocked ranges are the placed buffers among them
+    placed = [False] * len(ordered)
     offsets: dict[str, int] = {}
-    placed: list[Buffer] = []
     for b in placement_order(ordered):
         if b.size == 0:
             offsets[b.name] = 0
             continue
-        blocked = [(offsets[p.name], offsets[p.name] + p.size) for p in placed if p.lives_with(b)]
+        i = index[b.name]
+        blocked = [(offsets[ordered[j].name], offsets[ordered[j].name] + ordered[j].size) for j in others[i] if placed[j]]
         offsets[b.name] = first_fit(b.size, blocked, alignment)
-        placed.append(b)
+        placed[i] = True
     arena = max((offsets[b.name] + b.size for b in ordered), default=0)
     return Plan(offsets, align_up(arena, alignment), ordered, alignment)
 

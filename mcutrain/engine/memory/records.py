@@ -7,6 +7,8 @@ together and must not share bytes; a buffer read last at op t and one defined at
 an op reads its inputs while it writes its output.
 """
 
+import heapq
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 DEFAULT_ALIGNMENT = 4  # C reads int32 and float through aligned pointers; 4 bytes is the Cortex-M need.
@@ -147,3 +149,31 @@ def live_bytes_per_op(buffers, n_ops: int | None = None) -> list[int]:
         running += d
         live.append(running)
     return live
+
+
+def conflicts(buffers) -> tuple[tuple[int, ...], ...]:
+    """For each buffer (by index), the indices of the others whose lifetime shares an op, ascending.
+
+    The same relation as ``Buffer.lives_with`` over all pairs, found by one sweep in order of first
+    use that keeps the buffers still live: O(n log n + pairs), not O(n^2). A long program has few
+    pairs per buffer (most buffers live for a few ops), so this is what keeps planning near-linear.
+    The planners of one stage ask for the same buffers several times (``plan_best`` and its
+    ``plan_greedy``, the report's reference plans): the last few answers are kept (as tuples, which
+    no caller can disturb).
+    """
+    return _conflicts(tuple(buffers))
+
+
+@lru_cache(maxsize=4)
+def _conflicts(buffers: tuple) -> tuple[tuple[int, ...], ...]:
+    found: list[list[int]] = [[] for _ in buffers]
+    live: list[tuple[int, int]] = []  # heap of (last, index) of the buffers met so far that may still live
+    for i in sorted(range(len(buffers)), key=lambda k: buffers[k].first):
+        b = buffers[i]
+        while live and live[0][0] < b.first:  # died before b is defined: lives with no later buffer
+            heapq.heappop(live)
+        for _, j in live:  # defined no later than b, still live at b.first
+            found[i].append(j)
+            found[j].append(i)
+        heapq.heappush(live, (b.last, i))
+    return tuple(tuple(sorted(row)) for row in found)

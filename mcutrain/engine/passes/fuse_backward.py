@@ -47,6 +47,8 @@ gradient is summed in float32 over the channels in ascending order in both, see 
 
 from __future__ import annotations
 
+from bisect import insort
+
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 
 KIND = "mbconv_grad"
@@ -218,21 +220,27 @@ def _trim_updates(ops: tuple[Op, ...], parts: list[int]) -> list[int]:
 
 
 def _fused(graph: Graph, parts: list[int], channels: int,
-           lazy: tuple[list[int], list[int], list[int]] | None = None) -> tuple[Op, set[str], dict[int, Op]]:
-    """The fused op, the tensors that leave the graph, and forward ops to replace (index -> op)."""
+           lazy: tuple[list[int], list[int], list[int]] | None = None,
+           readers: dict[str, list[int]] | None = None,
+           producers: dict[str, int] | None = None) -> tuple[Op, set[str], dict[int, Op]]:
+    """The fused op, the tensors that leave the graph, and forward ops to replace (index -> op).
+    ``readers`` (tensor -> indices of the ops reading it, ``_readers``) and ``producers`` (tensor ->
+    index of the op making it), when the caller has them: a fusion then costs its own ops."""
     ops = graph.ops
+    readers = _readers(graph) if readers is None else readers
+    producers = {o: i for i, op in enumerate(ops) for o in op.outputs} if producers is None else producers
     members = [ops[p] for p in sorted(parts)]
     source, pre, post = ([ops[k] for k in group] for group in (lazy or ([], [], [])))
     made = [o for op in source + pre + members + post for o in op.outputs]
     inside = set(parts) | {k for group in (lazy or ()) for k in group}
-    outside_readers = ({o for o in made for r in _readers_of(graph, o) if r not in inside}
+    outside_readers = ({o for o in made for r in readers.get(o, []) if r not in inside}
                        | (set(made) & set(graph.outputs)))
     tail = next((op for op in members if op.kind == "conv2d_grad_x" and op.inputs[0] in made
                  and op.attr("groups") == 1), None)
     first = [tail.outputs[0]] if tail is not None and tail.outputs[0] in outside_readers else []
     outputs = tuple(first + [o for o in made if o in outside_readers and o not in first])
     internal = [graph.tensor(o) for o in made if o not in outside_readers]
-    recompute, edits, masks = _recompute(graph, members, inside)
+    recompute, edits, masks = _recompute(graph, members, inside, readers)
     for r in recompute:
         internal += [TensorInfo(r.outputs[0], graph.tensor(r.outputs[0].removesuffix(".recomputed")).shape, "int8",
                                 "activation"), graph.tensor(r.outputs[1])]
@@ -263,8 +271,8 @@ def _fused(graph: Graph, parts: list[int], channels: int,
     extra = dict(extra_attrs)
     if first and len(tail.inputs) == 3:  # the tail adds into ``init``: write over it if it dies here
         init = tail.inputs[2]
-        made_by_op = any(init in op.outputs for op in ops)
-        if made_by_op and init not in graph.outputs and set(_readers_of(graph, init)) <= inside:
+        made_by_op = init in producers
+        if made_by_op and init not in graph.outputs and set(readers.get(init, [])) <= inside:
             extra["inplace"] = inputs.index(init)
     attrs = make_attrs(parts=tuple(members), internal=tuple(internal), channels=channels, writes=writes,
                        group=group, scratch=scratch, recompute=recompute, **extra)
@@ -272,25 +280,31 @@ def _fused(graph: Graph, parts: list[int], channels: int,
     return op, {t.name for t in internal}, edits
 
 
-def _recompute(graph: Graph, members: list[Op], inside: set[int]) -> tuple[tuple[Op, ...], dict[int, Op], set[str]]:
+def _recompute(graph: Graph, members: list[Op], inside: set[int],
+               readers: dict[str, list[int]]) -> tuple[tuple[Op, ...], dict[int, Op], set[str]]:
     """Masks of the block's expand and depthwise convs recomputed per channel from the block input,
     when that input is whole in the arena anyway (the expand conv's weight gradient reads all of it):
-    the forward then keeps neither mask. Returns (recompute ops, forward ops to replace, masks)."""
+    the forward then keeps neither mask. Returns (recompute ops, forward ops to replace, masks).
+    The forward convs are looked for among the readers of the tensors they read (the first in graph
+    order, as a scan of the whole graph finds), so a block costs its own ops, not the graph's."""
     weight = next((p for p in members if p.kind in ("conv2d_grad_w", "conv2d_grad_w_update")
                    and is_pointwise(graph, p)), None)
     if weight is None:
         return (), {}, set()
     x = weight.inputs[1] if weight.kind == "conv2d_grad_w_update" else weight.inputs[0]
     chain_masks = {p.inputs[1] for p in members if p.kind == "requant_grad"}
-    index = {op.name: i for i, op in enumerate(graph.ops)}
-    expand = next((op for op in graph.ops if op.phase == "forward" and op.kind == "conv2d" and op.inputs[0] == x
-                   and len(op.outputs) == 2 and op.outputs[1] in chain_masks and op.attr("groups") == 1), None)
+    ops = graph.ops
+    index: dict[str, int] = {}
+    expand = _first_reader(ops, readers, x, lambda op: (
+        op.phase == "forward" and op.kind == "conv2d" and op.inputs[0] == x and len(op.outputs) == 2
+        and op.outputs[1] in chain_masks and op.attr("groups") == 1), index)
     if expand is None:
         return (), {}, set()
-    depthwise = next((op for op in graph.ops if op.phase == "forward" and op.kind == "conv2d" and len(op.outputs) == 2
-                      and op.inputs[0] == expand.outputs[0] and op.outputs[1] in chain_masks), None)
+    depthwise = _first_reader(ops, readers, expand.outputs[0], lambda op: (
+        op.phase == "forward" and op.kind == "conv2d" and len(op.outputs) == 2
+        and op.inputs[0] == expand.outputs[0] and op.outputs[1] in chain_masks), index)
     forward = [expand] + ([depthwise] if depthwise is not None else [])
-    if any(set(_readers_of(graph, f.outputs[1])) - inside for f in forward):
+    if any(set(readers.get(f.outputs[1], [])) - inside for f in forward):
         return (), {}, set()
     y = f"{expand.outputs[0]}.recomputed"
     clean = lambda op: tuple((k, v) for k, v in op.attrs if k != "inplace")  # noqa: E731
@@ -302,28 +316,142 @@ def _recompute(graph: Graph, members: list[Op], inside: set[int]) -> tuple[tuple
     return tuple(recompute), edits, {f.outputs[1] for f in forward}
 
 
-def _readers_of(graph: Graph, name: str) -> list[int]:
-    return [i for i, op in enumerate(graph.ops) if name in op.inputs]
+def _first_reader(ops, readers: dict[str, list[int]], name: str, test, index: dict[str, int]) -> Op | None:
+    """The first op in graph order reading ``name`` that passes ``test``; its index goes to ``index``."""
+    for i in sorted(set(readers.get(name, []))):
+        if test(ops[i]):
+            index[ops[i].name] = i
+            return ops[i]
+    return None
+
+
+def _readers(graph: Graph) -> dict[str, list[int]]:
+    """Tensor -> indices of the ops reading it, ascending (an op reading it twice: listed twice)."""
+    readers: dict[str, list[int]] = {}
+    for i, op in enumerate(graph.ops):
+        for n in op.inputs:
+            readers.setdefault(n, []).append(i)
+    return readers
+
+
+class _Index:
+    """Readers and producers of the ops of a graph being fused, kept up to date across fusions.
+
+    ``readers.get(t)`` / ``producers.get(t)`` answer as ``_readers`` / a producer map of the current
+    graph would (absolute op indices, ascending, an op reading twice listed twice). A fusion replaces
+    ops ``lo..hi`` with a different number of ops, which shifts every later index; rebuilding the
+    maps after each fusion made the pass quadratic. So ops before ``start`` (never moved again: later
+    fusions lie after it) are keyed by their index, and the others by their distance from the end of
+    the graph (``index - len``), which a fusion before them does not change. Each fusion then costs
+    the ops it replaces plus the ops the search passed over since the last one."""
+
+    def __init__(self, ops):
+        self.n, self.start = len(ops), 0
+        self.front_r: dict[str, list[int]] = {}
+        self.front_p: dict[str, int] = {}
+        self.back_r: dict[str, list[int]] = {}
+        self.back_p: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            self._add(op, i)
+        self.readers, self.producers = _View(self, "r"), _View(self, "p")
+
+    def _maps(self, i: int):
+        return (self.front_r, self.front_p, i) if i < self.start else (self.back_r, self.back_p, i - self.n)
+
+    def _add(self, op: Op, i: int) -> None:
+        readers, producers, key = self._maps(i)
+        for name in op.inputs:
+            insort(readers.setdefault(name, []), key)
+        for name in op.outputs:
+            producers[name] = key
+
+    def _remove(self, op: Op, i: int) -> None:
+        readers, producers, key = self._maps(i)
+        for name in op.inputs:
+            readers[name].remove(key)
+        for name in op.outputs:
+            if producers.get(name) == key:
+                del producers[name]
+
+    def fused(self, old: tuple[Op, ...], new: list[Op], lo: int, hi: int, edits: dict[int, Op]) -> None:
+        """``old`` became ``new``: ops ``lo..hi`` replaced (``new[lo:len(new) - (len(old) - hi - 1)]``)
+        and forward ops ``edits`` changed in place."""
+        if lo < self.start:  # a fusion before the settled ops: start over (does not happen in practice)
+            self.__init__(new)
+            return
+        settling = range(self.start, lo)  # the ops the search passed over: from now on keyed by index
+        for i in settling:
+            self._remove(old[i], i)
+        self.start = lo
+        for i in settling:
+            self._add(old[i], i)
+        for i, op in edits.items():
+            self._remove(old[i], i)
+            self._add(op, i)
+        for i in range(lo, hi + 1):
+            self._remove(edits.get(i, old[i]), i)
+        self.n = len(new)  # the ops after the replaced ones keep their keys: index - len is unchanged
+        for i in range(lo, len(new) - (len(old) - hi - 1)):
+            self._add(new[i], i)
+
+
+class _View:
+    """``readers`` or ``producers`` of an ``_Index`` as the dict-like ``_Chain`` and ``_fused`` read."""
+
+    def __init__(self, index: _Index, what: str):
+        self.index, self.what = index, what
+
+    def get(self, name: str, default=None):
+        x = self.index
+        if self.what == "r":
+            front, back = x.front_r.get(name, ()), x.back_r.get(name, ())
+            if not front and not back:
+                return default
+            return list(front) + [x.n + k for k in back]
+        if name in x.front_p:
+            return x.front_p[name]
+        return x.n + x.back_p[name] if name in x.back_p else default
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
 
 
 def fuse_backward(graph: Graph, options=None) -> Graph:
-    """Replace each channel-separable backward chain (see the module doc) by one ``mbconv_grad`` op."""
+    """Replace each channel-separable backward chain (see the module doc) by one ``mbconv_grad`` op.
+
+    Chains are fused one at a time, first head first. After a fusion the search goes on from the
+    start of the replaced ops, not from the top: a head before them was tried on the graph before
+    the fusion and failed, and a fusion changes only its own block's ops and tensors (and drops its
+    own forward convs' mask outputs), which no earlier head's chain reads. Restarting from the top
+    made the pass quadratic in the number of blocks."""
+    draft = _Draft(graph.ops, dict(graph.tensors), graph.outputs)
+    start, index, fused_any = 0, _Index(graph.ops), False
     while True:
-        fused = _fuse_one(graph)
-        if fused is None:
-            return graph
-        graph = fused
+        start = _fuse_one(draft, start, index)
+        if start is None:
+            return graph.with_ops(draft.ops, tensors=draft.tensors) if fused_any else graph
+        fused_any = True
 
 
-def _fuse_one(graph: Graph) -> Graph | None:
+class _Draft:
+    """The graph while chains are fused into it: ops and tensors change in place, and the ``Graph``
+    (whose construction copies every table) is built once at the end, not once per fusion."""
+
+    def __init__(self, ops: tuple[Op, ...], tensors: dict[str, TensorInfo], outputs: tuple[str, ...]):
+        self.ops, self.tensors, self.outputs = ops, tensors, outputs
+
+    def tensor(self, name: str) -> TensorInfo:
+        return self.tensors[name]
+
+
+def _fuse_one(graph: _Draft, start: int, index: _Index) -> int | None:
+    """Fuse the first fusable chain whose head is at or after ``start`` into ``graph`` (and bring
+    ``index``, its readers and producers, up to date); return the index where the replaced ops
+    began, or None when no chain there can be fused."""
     ops = graph.ops
-    readers: dict[str, list[int]] = {}
-    for i, op in enumerate(ops):
-        for n in op.inputs:
-            readers.setdefault(n, []).append(i)
-    producers = {o: i for i, op in enumerate(ops) for o in op.outputs}
+    readers, producers = index.readers, index.producers
     chains = _Chain(graph, readers, producers)
-    for h, op in enumerate(ops):
+    for h in range(start, len(ops)):
         found = chains.find(h)
         if found is None:
             continue
@@ -341,11 +469,16 @@ def _fuse_one(graph: Graph) -> Graph | None:
             if split is None:
                 continue
             before, after = split
-            op_new, gone, edits = _fused(graph, candidate, channels, lazy)
+            op_new, gone, edits = _fused(graph, candidate, channels, lazy, readers, producers)
             lo, hi = min(candidate + extra), max(candidate + extra)
-            ops = tuple(edits.get(i, op) for i, op in enumerate(ops))
-            new_ops = (list(ops[:lo]) + [ops[k] for k in before] + [op_new] + [ops[k] for k in after]
-                       + list(ops[hi + 1:]))
-            tensors = {n: t for n, t in graph.tensors.items() if n not in gone}
-            return graph.with_ops(new_ops, tensors=tensors)
+            edited = list(ops)
+            for i, op in edits.items():
+                edited[i] = op
+            new_ops = (edited[:lo] + [edited[k] for k in before] + [op_new] + [edited[k] for k in after]
+                       + edited[hi + 1:])
+            for name in gone:
+                graph.tensors.pop(name, None)
+            index.fused(ops, new_ops, lo, hi, edits)
+            graph.ops = tuple(new_ops)
+            return lo
     return None

@@ -57,7 +57,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
-from mcutrain.engine.memory import live_bytes_per_op
+from mcutrain.engine.memory import Buffer, live_bytes_per_op
 from mcutrain.engine.ops import OUTPUT_TYPES
 from mcutrain.engine.passes.fuse_expand import split as split_expand
 
@@ -336,6 +336,18 @@ class _Prefix:
         for t, root in roots.items():
             self.members.setdefault(root, []).append(t)
         self.bufs = [b for b in bufs if b.kind != "scratch"]
+        self.roots = roots
+        self.by_name = {b.name: b for b in self.bufs}
+        # Bytes of the buffers live somewhere in ops i..j = (defined before op j + 1) - (dead before op i):
+        # two prefix sums, so that costing a segment does not walk every buffer of the program.
+        self.defined_before = [0] * (len(ops) + 1)
+        self.dead_before = [0] * (len(ops) + 1)
+        for b in self.bufs:
+            self.defined_before[b.first + 1] += b.size
+            self.dead_before[b.last + 1] += b.size
+        for k in range(len(ops)):
+            self.defined_before[k + 1] += self.defined_before[k]
+            self.dead_before[k + 1] += self.dead_before[k]
         self.floor = max(self.live[n:], default=0)
         self._cache: dict[tuple[int, int], tuple[int, bool, bool] | None] = {}
 
@@ -381,16 +393,31 @@ class _Prefix:
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
                    and max(self.readers.get(x, [])) <= j)
         inside = {o for op in seg[:-1] for o in op.outputs}
-        total = plan.scratch_bytes
-        for b in self.bufs:
-            if b.first <= j and b.last >= i:
-                members = self.members.get(b.name, [b.name])
-                if all(m in inside for m in members) or (streamed and b.name == x):
-                    continue
-                total += b.size
+        total = plan.scratch_bytes + self.live_in(i, j)
+        for b in self._not_counted(i, j, inside, x if streamed else None):
+            total -= b.size
         if inplace:
             total -= g.tensor(seg[-1].outputs[0]).nbytes
         return total, streamed, inplace
+
+    def live_in(self, i: int, j: int) -> int:
+        """Bytes of the buffers (scratch aside) live at some op of i..j."""
+        return self.defined_before[j + 1] - self.dead_before[i]
+
+    def _not_counted(self, i: int, j: int, inside: set[str], streamed: str | None) -> list[Buffer]:
+        """The buffers live in i..j that the fused op does not hold: those all of whose tensors are
+        made inside it (never whole), and the streamed input. Only buffers of names made inside or
+        the input can qualify, so only those are looked at (a few, not every buffer)."""
+        names = set(inside) | {self.roots.get(m, m) for m in inside} | ({streamed} if streamed else set())
+        found = []
+        for name in sorted(names):
+            b = self.by_name.get(name)
+            if b is None or not (b.first <= j and b.last >= i):
+                continue
+            members = self.members.get(b.name, [b.name])
+            if all(m in inside for m in members) or b.name == streamed:
+                found.append(b)
+        return found
 
     def cost(self, i: int, j: int, how: str) -> int | None:
         """Live bytes of ops i..j run as ``how``: "op" (one unfused op), "rows", "rows+fold"."""

@@ -26,8 +26,9 @@ def insert_updates(graph: Graph, options: PassOptions) -> Graph:
     grads = param_gradients(graph)
     tensors, constants, updates = dict(graph.tensors), dict(graph.constants), []
     n_convs = sum(op.kind == "conv2d" for op in graph.ops)
+    readers = _forward_readers(graph)
     for param, grad in grads.items():
-        reader = _forward_reader(graph, param)
+        reader = _forward_reader(readers, param)
         qas = _qas_constant(graph, reader, param, grad, options)
         constants[f"{param}.qas"] = qas
         tensors[f"{param}.qas"] = TensorInfo(f"{param}.qas", qas.shape, "float32", "const")
@@ -40,9 +41,19 @@ def insert_updates(graph: Graph, options: PassOptions) -> Graph:
     return graph.with_ops(graph.ops + tuple(updates), tensors=tensors, constants=constants, outputs=outputs)
 
 
-def _forward_reader(graph: Graph, param: str) -> Op:
+def _forward_readers(graph: Graph) -> dict[str, list[Op]]:
+    """Tensor -> the forward ops reading it, in one pass (not one scan of the graph per parameter)."""
+    readers: dict[str, list[Op]] = {}
+    for op in graph.ops:
+        if op.phase == "forward":
+            for name in dict.fromkeys(op.inputs):  # an op reading a tensor twice is one reader
+                readers.setdefault(name, []).append(op)
+    return readers
+
+
+def _forward_reader(all_readers: dict[str, list[Op]], param: str) -> Op:
     """The one forward op that reads ``param`` (a conv or the classifier)."""
-    readers = [op for op in graph.ops if op.phase == "forward" and param in op.inputs]
+    readers = all_readers.get(param, [])
     if len(readers) != 1 or readers[0].kind not in ("conv2d", "linear"):
         raise ValueError(f"parameter {param!r} must be read by exactly one forward conv2d/linear op")
     return readers[0]
