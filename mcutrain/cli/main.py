@@ -15,7 +15,7 @@ import sys
 
 from mcutrain import __version__
 from mcutrain.cli.commands import HELP
-from mcutrain.errors import McutrainError
+from mcutrain.errors import McutrainError, one_line
 
 COMMANDS = list(HELP)
 
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except McutrainError as err:
-        print(f"mcutrain {args.command}: error: {err}", file=sys.stderr)
+        if getattr(err, "log", ""):
+            print(err.log.rstrip("\n"), file=sys.stderr)
+        print(f"mcutrain {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mcutrain {args.command}: interrupted", file=sys.stderr)

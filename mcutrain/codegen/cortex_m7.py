@@ -133,7 +133,7 @@ def _require(*names: str) -> None:
 def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if result.returncode != 0:
-        raise CodegenError(f"{what} failed ({' '.join(map(str, cmd))}):\n{result.stderr[-4000:]}")
+        raise CodegenError(f"{what} failed ({' '.join(map(str, cmd))}); its output is above", log=result.stderr[-4000:])
     return result
 
 
@@ -258,7 +258,7 @@ def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: 
             if "RAM" in overflows:
                 linked["SRAM"] = memory.ram_bytes + overflows["RAM"]
             raise MemoryOverflowError(memory, linked, "after linking the C library")
-        raise CodegenError(f"linking {elf.name} failed ({' '.join(cmd)}):\n{result.stderr[-4000:]}")
+        raise CodegenError(f"linking {elf.name} failed ({' '.join(cmd)}); its output is above", log=result.stderr[-4000:])
     return elf
 
 
@@ -329,7 +329,7 @@ def run_qemu(elf, images, labels, eval_images=None, eval_labels=None, *, classes
         seconds = time.perf_counter() - t0
     errors = [e for e in events if e.get("event") in ("error", "fault")]
     if code != 0 or errors or not events or events[-1].get("event") != "done":
-        raise CodegenError(f"the firmware run failed (exit {code}; {errors or 'no done line'}):\n{stderr[-2000:]}")
+        raise CodegenError(f"the firmware run failed (exit {code}; {errors or 'no done line'}); its output is above", log=stderr[-2000:])
     return _decode(events, seconds)
 
 

@@ -73,7 +73,7 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
     if result.returncode != 0:
         os.unlink(tmp)
-        raise CodegenError(f"host build failed in {folder} ({' '.join(cmd)}):\n{result.stderr}")
+        raise CodegenError(f"host build failed in {folder} ({' '.join(cmd)}); its output is above", log=result.stderr)
     os.replace(tmp, out)
     return out
 
@@ -301,7 +301,7 @@ def run_sanitized(folder, images: np.ndarray, labels: np.ndarray, probe: np.ndar
         findings = [line for line in result.stderr.splitlines()
                     if "runtime error" in line or "Sanitizer" in line]
         if result.returncode != 0 or findings:
-            raise CodegenError(f"sanitized run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+            raise CodegenError(f"sanitized run failed (exit {result.returncode}); its output is above", log=result.stderr[-4000:])
         with np.load(outputs) as data:
             out = {k: data[k] for k in data.files}
     out["stderr"] = result.stderr

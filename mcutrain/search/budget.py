@@ -21,6 +21,9 @@ class BudgetError(McutrainError):
     """A budget that cannot be read, or one no scheme fits."""
 
 
+MAX_BUDGET_BYTES = 2**40  # far above any microcontroller; keeps byte counts exact integers
+
+
 def parse_bytes(text: str | int, what: str = "budget") -> int:
     """Bytes of "200KB" / "256KiB" / "1MB" / "204800" (KB = KiB = 1024 bytes)."""
     if isinstance(text, int) and not isinstance(text, bool):
@@ -31,9 +34,13 @@ def parse_bytes(text: str | int, what: str = "budget") -> int:
         if m is None or unit not in UNITS:
             raise BudgetError(f"{what}: cannot read {text!r}; write bytes (204800) or a number with a unit: "
                               f"B, KB or KiB (1024 B), MB or MiB (1024 KB), e.g. 200KB")
-        value = int(float(m.group(1)) * UNITS[unit])
-    if value <= 0:
-        raise BudgetError(f"{what} must be positive, got {text!r}")
+        scaled = float(m.group(1)) * UNITS[unit]
+        if not scaled <= MAX_BUDGET_BYTES:  # also inf and NaN
+            raise BudgetError(f"{what}: {text!r:.40} is over the limit of {MAX_BUDGET_BYTES} bytes (1 TiB)")
+        value = int(scaled)
+    if value <= 0 or value > MAX_BUDGET_BYTES:
+        raise BudgetError(f"{what} must be a positive number of bytes up to {MAX_BUDGET_BYTES} (1 TiB), "
+                          f"got {text!r:.40}")
     return value
 
 

@@ -64,7 +64,8 @@ from tqdm import tqdm
 from mcutrain.data import SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import atomic_write_text
-from mcutrain.io.jsonfile import read_json_file
+from mcutrain.io.jsonfile import brief, check_keys, read_json_file
+from mcutrain.models.spec_file import MAX_BLOCKS, MAX_RESOLUTION, MIN_RESOLUTION
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.search.cache import RunCache
@@ -290,13 +291,24 @@ def load_contrib(path: str | os.PathLike) -> Contrib:
     return read_json_file(path, contrib_from_doc, McutrainError, "no such file (make it with `mcutrain analyze`)")
 
 
+_TOP_KEYS = ("format", "version", "model", "data", "settings", "metric", "note", "grid", "baseline", "bias",
+             "weight", "accuracy", "unstable", "runs", "runs_new", "wall_seconds", "run_seconds", "workers")
+MAX_CONVS = 3 * MAX_BLOCKS + 1  # an architecture's limit: a stem and three convs per block
+MAX_CLASSES = 10_000  # as a model file's head (train.checkpoint)
+MAX_SAMPLES = 10**9
+
+
 def contrib_from_doc(doc: dict) -> Contrib:
-    """Validate a contrib document (format, version, tables) and parse its keys."""
+    """Validate a contrib document (format, version, known keys, the fields search reads, tables)
+    and parse its keys. Fields search reads are checked for type and range before use: a forged
+    resolution or class count would otherwise size the search's model."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise McutrainError(f"not a contribution analysis: 'format' must be {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        raise McutrainError(f"contrib format version {doc.get('version')!r} is not supported "
+    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
+        raise McutrainError(f"contrib format version {brief(doc.get('version'))} is not supported "
                             f"(this mcutrain reads version {VERSION})")
+    check_keys(doc, _TOP_KEYS, "a contribution analysis", McutrainError)
+    _check_sections(doc)
     try:
         _check_model_identity(doc["model"])
         arch, n = str(doc["model"]["arch"]), int(doc["model"]["n_convs"])
@@ -307,8 +319,37 @@ def contrib_from_doc(doc: dict) -> Contrib:
         raise McutrainError(f"malformed contrib document ({type(err).__name__}: {err})") from None
     missing = sorted(n - i for i in weight if n - i not in bias)
     if missing:
-        raise McutrainError(f"weight runs need the bias runs k = {missing}, which are missing from 'bias'")
+        raise McutrainError(f"weight runs need the bias runs k = model.n_convs - layer = {missing[:8]} "
+                            f"(model.n_convs is {n}), which are missing from 'bias'")
     return Contrib(arch, n, baseline, bias, weight, doc)
+
+
+def _check_sections(doc: dict) -> None:
+    """The sections' types and the numbers search uses (n_convs, resolution, class count, sample counts)."""
+    for section, required in (("model", True), ("data", False), ("settings", False), ("bias", True),
+                              ("weight", True)):
+        if (required or section in doc) and not isinstance(doc.get(section), dict):
+            raise McutrainError(f"'{section}' must be an object, got {brief(doc.get(section))}")
+    model, data, settings = doc["model"], doc.get("data", {}), doc.get("settings", {})
+    _int_field(model, "model", "n_convs", 1, MAX_CONVS, required=True)
+    _int_field(model, "model", "resolution", MIN_RESOLUTION, MAX_RESOLUTION)
+    _int_field(data, "data", "num_classes", 2, MAX_CLASSES)
+    _int_field(data, "data", "train_used", 1, MAX_SAMPLES)
+    _int_field(data, "data", "val_used", 1, MAX_SAMPLES)
+    _int_field(settings, "settings", "eval_subset", 0, MAX_SAMPLES)
+    if "new_head" in data and not isinstance(data["new_head"], bool):
+        raise McutrainError(f"'data.new_head' must be true or false, got {brief(data['new_head'])}")
+    for i, row in doc["weight"].items():
+        if not isinstance(row, dict):
+            raise McutrainError(f"'weight[{brief(i)}]' must be an object of ratio -> gain, got {brief(row)}")
+
+
+def _int_field(section: dict, where: str, key: str, lo: int, hi: int, required: bool = False) -> None:
+    if key not in section and not required:
+        return
+    value = section.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise McutrainError(f"'{where}.{key}' must be an integer in [{lo}, {hi}], got {brief(value)}")
 
 
 def _check_model_identity(model: dict) -> None:

@@ -1,5 +1,6 @@
 """The `mcutrain` entry point: every command registers, JSON output parses, errors exit 2 with a message."""
 
+import argparse
 import json
 
 import pytest
@@ -60,3 +61,22 @@ def test_user_errors_exit_2_with_the_message(capsys, tmp_path):
 def test_no_command_prints_help(capsys):
     assert main([]) == 1
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_an_error_is_one_line_and_a_tool_log_comes_before_it(capsys, monkeypatch):
+    """A user's folder name with a newline must not split the error line; a compiler's output
+    (``McutrainError.log``) is printed above the one-line message, which stays last."""
+    from mcutrain.cli import main as cli_main
+    from mcutrain.errors import McutrainError
+
+    cases = [("class folder 'bad\nname' holds no images", "", "class folder 'bad\\nname' holds no images"),
+             ("build failed", "gcc: line 1\nline 2\n", "build failed")]
+    for message, log, shown in cases:
+        def func(args, message=message, log=log):
+            raise McutrainError(message, log=log)
+
+        parsed = type("Args", (), {"func": staticmethod(func), "command": "zoo"})()
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda self, argv=None, p=parsed: p)
+        assert cli_main.main(["zoo"]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines == log.splitlines() + [f"mcutrain zoo: error: {shown}"]

@@ -76,5 +76,6 @@ def test_a_planted_bug_is_reported(tmp_path, bug):
     anchor = "    run_train(step_count, image);\n"
     assert anchor in source
     (tmp_path / "model.c").write_text(source.replace(anchor, anchor + f"    {code}\n"))
-    with pytest.raises(CodegenError, match=report):
+    with pytest.raises(CodegenError, match="sanitized run failed") as err:
         run_sanitized(tmp_path, np.zeros((1, 3, 32, 32), np.int8), np.array([1]))
+    assert report in err.value.log  # the sanitizer's report travels beside the one-line message

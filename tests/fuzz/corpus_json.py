@@ -41,6 +41,15 @@ def _write(path: Path, content: Any) -> None:
         path.write_text(json.dumps(content))
 
 
+def _literal_names(content: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+    """A document holding NaN or Infinity is not standard JSON: refusing it while parsing ("NaN is not
+    a number JSON allows") names the problem as well as naming the field would."""
+    if isinstance(content, (bytes, str)):
+        return names
+    text = json.dumps(content)
+    return names + ("JSON allows",) if ("NaN" in text or "Infinity" in text) else names
+
+
 def _with(doc: dict, *path, value) -> dict:
     doc = copy.deepcopy(doc)
     node = doc
@@ -152,7 +161,8 @@ def scheme_cases(assets: Assets, root: Path) -> list[Case]:
                               "--out", str(out / "m.safetensors"), "--epochs", "1", "--quiet"]}
         for command in ("scheme check", ("compile", "finetune")[i % 2]):
             argv = argvs[command]
-            cases.append(Case("scheme-json", f"{name} [{command}]", argv, out_dir=out, names=names))
+            cases.append(Case("scheme-json", f"{name} [{command}]", argv, out_dir=out,
+                              names=_literal_names(content, names)))
     return cases
 
 
@@ -224,7 +234,8 @@ def arch_cases(assets: Assets, root: Path) -> list[Case]:
                               str(out / "f.safetensors"), "--epochs", "1", "--batch-size", "8", "--quiet"]}
         for command in ("compile", ("zoo", "pretrain")[i % 2]):
             argv = argvs[command]
-            cases.append(Case("arch-json", f"{name} [{command}]", argv, out_dir=out, names=names))
+            cases.append(Case("arch-json", f"{name} [{command}]", argv, out_dir=out,
+                              names=_literal_names(content, names)))
     return cases
 
 
@@ -284,7 +295,7 @@ def contrib_cases(assets: Assets, root: Path) -> list[Case]:
         out = d / "out"
         out.mkdir()
         cases.append(Case("contrib-json", f"{name} [search]", _search_argv(assets, path, out), out_dir=out,
-                          names=names, timeout=SEARCH_SECONDS))
+                          names=_literal_names(content, names), timeout=SEARCH_SECONDS))
     return cases
 
 

@@ -104,8 +104,9 @@ def _shared(levels: int, make) -> dict:
 
 
 def _memo_list(n: int) -> bytes:
-    """A list of ``n`` references to one memoised object (2 bytes each, compresses ~1000:1)."""
-    return b"\x80\x02]q\x00X\x01\x00\x00\x00xq\x01" + b"(" + b"h\x01" * n + b"e" + b"."
+    """A list of ``n`` references to one memoised object (2 bytes each, compresses ~1000:1): the list,
+    a MARK, the string (memoised), n - 1 more references to it, APPENDS into the list."""
+    return b"\x80\x02]q\x00(X\x01\x00\x00\x00xq\x01" + b"h\x01" * (n - 1) + b"e" + b"."
 
 
 def _valid_raw(assets: Assets) -> dict:
@@ -182,10 +183,11 @@ def pickle_cases(assets: Assets, root: Path) -> list[Case]:
     add("dict containing itself", lambda p: _zip_pickle(p, b"\x80\x02}q\x00X\x01\x00\x00\x00kh\x00s."),
         ("deep", "nest", "recurs", "cycle"))
     add("shared children, 40 levels of lists",
-        lambda p: _zip_pickle(p, pickle.dumps(_shared(40, lambda n: [n, n]), 2)), ("node", "size", "large", "limit"))
+        lambda p: _zip_pickle(p, pickle.dumps(_shared(40, lambda n: [n, n]), 2)),
+        ("node", "size", "large", "limit", "deeper"))
     add("shared children, 30 levels of dicts",
         lambda p: _zip_pickle(p, pickle.dumps(_shared(30, lambda n: {"a": n, "b": n, "c": n}), 2)),
-        ("node", "size", "large", "limit"))
+        ("node", "size", "large", "limit", "first_conv"))  # within the depth limit: refused by its content
     add("flat list of 20M references (compressed)", lambda p: _zip_pickle(p, _memo_list(20_000_000), compress=True),
         ("node", "size", "large", "limit"))
     add("int of 20 MB (LONG4)", lambda p: _zip_pickle(p, b"\x80\x02\x8b" + struct.pack("<i", 20 << 20) + b"\x01" * (20 << 20) + b"."),

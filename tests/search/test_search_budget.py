@@ -19,6 +19,12 @@ def test_parse_bytes_refuses_with_the_units_it_knows(text):
         parse_bytes(text, "--budget")
 
 
+@pytest.mark.parametrize("text", ["9" * 400, "2000000MB", 2**41])
+def test_parse_bytes_refuses_budgets_over_one_tib(text):
+    with pytest.raises(BudgetError, match=r"1 TiB"):
+        parse_bytes(text, "--budget")
+
+
 def test_below_minimum_names_both_numbers_in_bytes_and_kb():
     with pytest.raises(BudgetError) as err:
         check_minimum("SRAM budget", 10240, 26348, "mcunet-5fps")

@@ -60,10 +60,15 @@ def test_gain_refuses_what_was_not_measured():
     ({"version": 2}, "version 2"),
     ({"bias": {"16": 0.1, "1": 0.0, "2": 0.0, "4": 0.0}}, "integer 1..15"),
     ({"weight": {"14": {"0.3": 0.1}}}, "ratio '0.3'"),
-    ({"weight": {"10": {"1.0": 0.1}}}, r"bias runs k = \[5\]"),
+    ({"weight": {"10": {"1.0": 0.1}}}, r"bias runs k = model.n_convs - layer = \[5\] \(model.n_convs is 15\)"),
     ({"baseline": 1.5}, "baseline"),
     ({"bias": {"1": "x"}}, r"bias\[1\]"),
-    ({"model": {}}, "malformed"),
+    ({"model": {}}, r"'model.n_convs' must be an integer in \[1, 3073\], got None"),
+    ({"model": []}, "'model' must be an object"),
+    ({"data": {"num_classes": 10**9}}, r"'data.num_classes' must be an integer in \[2, 10000\]"),
+    ({"data": {"val_used": 0}}, r"'data.val_used' must be an integer in \[1, "),
+    ({"version": True}, "version True is not supported"),
+    ({"extra": 1}, "unknown key"),
 ])
 def test_bad_documents_are_refused(changes, message):
     with pytest.raises(McutrainError, match=message):

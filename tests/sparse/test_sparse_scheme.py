@@ -102,6 +102,15 @@ def test_json_document_is_read_with_last_k_and_names():
     assert (scheme.model, scheme.name, scheme.description) == ("mcunet-5fps", "t", "d")
 
 
+@pytest.mark.parametrize("name", ["a\nb", "", "  ", "tab\there", "nul\x00"])
+def test_a_name_is_printable_text_on_one_line(name):
+    """It is a title line (the CLI, reports, the generated C's first comment)."""
+    document = doc()
+    document["name"] = name
+    with pytest.raises(McutrainError, match="'name' must be printable text on one line"):
+        scheme_from_json(document, MCUNET)
+
+
 def test_json_round_trip_uses_last_k_for_a_suffix_and_layers_otherwise():
     suffix = scheme_from_json(doc(), MCUNET)
     assert scheme_to_json(suffix)["bias"] == {"last": 22}
