@@ -183,7 +183,8 @@ def _enter(node: Any, where: str, depth: int, on_path: set[int], budget: list[in
         raise CheckpointError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     budget[0] -= 1 + len(node)
     if budget[0] < 0:
-        raise CheckpointError(f"{where}: more than {MAX_NODES} objects and references in the file")
+        raise CheckpointError(f"{where}: more than {MAX_NODES:,} objects and references in the file (the limit; "
+                              f"a real model file holds a few thousand)")
     if type(node) not in (dict, list, tuple):
         raise CheckpointError(f"{where}: value of type {type(node).__name__} is not allowed")
     on_path.add(id(node))

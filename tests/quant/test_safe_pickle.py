@@ -274,7 +274,7 @@ def test_node_count_limit_and_cycles(monkeypatch):
     from mcutrain.quant import safe_pickle
 
     monkeypatch.setattr(safe_pickle, "MAX_NODES", 1000)
-    with pytest.raises(CheckpointError, match=r"more than 1000 objects and references"):
+    with pytest.raises(CheckpointError, match=r"more than 1,000 objects and references"):
         restricted_loads(pickle.dumps([list(range(10)) for _ in range(100)], protocol=2))
     restricted_loads(pickle.dumps([list(range(10)) for _ in range(80)], protocol=2))  # 1 + 80 + 80 * 11 = 961
     loop: list = []
