@@ -25,3 +25,18 @@ def learning_rate(text: str) -> float:
 
 
 learning_rate.__name__ = "learning rate"  # argparse names the type in "invalid <name> value" messages
+
+
+def resolution(text: str) -> int:
+    """``--resolution``: an input side in the architectures' range (``models.spec_file``), or 0 for
+    the model's own; checked before anything is built, so a side of 100000 never sizes a tensor."""
+    from mcutrain.models.spec_file import MAX_RESOLUTION, MIN_RESOLUTION
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r:.40}") from None
+    if value != 0 and not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"must be {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels "
+                                         f"(or 0: the model's own), got {value}")
+    return value

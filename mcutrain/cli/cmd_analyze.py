@@ -9,6 +9,7 @@ from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.search.contrib import AnalysisConfig, analyze, runs_path, summary
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+from mcutrain.cli import argtypes
 
 
 def register(subparsers) -> None:
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     qas.add_argument("--qas", dest="qas", action="store_true", default=True, help="(default)")
     qas.add_argument("--no-qas", dest="qas", action="store_false")
     p.add_argument("--update-rule", choices=UPDATE_RULES, default=d.update_rule)
-    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
+    p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(p)
     p.set_defaults(func=run)

@@ -28,6 +28,7 @@ from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import load_scheme, resolve
 from mcutrain.sparse.permute import prepare_model
+from mcutrain.cli import argtypes
 
 TARGETS = ("host", "cortex-m7")
 
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
                     "--report DIR writes the printed graph, memory timelines (text) and a memory plot (PNG).")
     p.add_argument("model", metavar="MODEL", help="int8 model file, zoo name, or architecture .json file")
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
-    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
+    p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--lr", type=learning_rate, default=0.01, help="learning rate compiled into the update ops")
     p.add_argument("--seed", type=int, default=0, help="stochastic-rounding seed")
     p.add_argument("--whole-image", action="store_true",

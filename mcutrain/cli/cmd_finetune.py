@@ -7,6 +7,7 @@ from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.finetune import FinetuneConfig, finetune
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+from mcutrain.cli import argtypes
 
 
 def register(subparsers) -> None:
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=learning_rate, default=d.lr)
-    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's)")
+    p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-subset", type=int, default=0, help="use N random training samples (0: all)")
     p.add_argument("--eval-subset", type=int, default=0, help="evaluate on N random val/test samples (0: all)")

@@ -8,6 +8,7 @@ from mcutrain.cli.argtypes import learning_rate
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.pretrain import PretrainConfig, pretrain
+from mcutrain.cli import argtypes
 
 
 def register(subparsers) -> None:
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--resolution", type=int, default=0, help="input side (default: the model's, 128 for paper nets)")
+    p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's, 128 for paper nets)")
     p.add_argument("--no-augment", action="store_true", help="disable random flip and translation")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")

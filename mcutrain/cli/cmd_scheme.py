@@ -14,6 +14,7 @@ from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.models import model_names, resolve_spec
 from mcutrain.sparse import analytic_extra_bytes, builtin_names, load_scheme, resolve
 from mcutrain.sparse.scheme import Scheme, compact_ranges, read_scheme_file
+from mcutrain.cli import argtypes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,14 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p_list = sub.add_parser("list", help="built-in schemes of a model with their analytic extra memory")
     _add_model(p_list)
-    p_list.add_argument("--resolution", type=int, default=None, help="input side (default: the model's)")
+    p_list.add_argument("--resolution", type=argtypes.resolution, default=None, help="input side (default: the model's)")
     add_json_flag(p_list)
     p_list.set_defaults(func=run_list)
 
     p_show = sub.add_parser("show", help="the resolved per-conv plan of one scheme")
     p_show.add_argument("scheme", help="a built-in name (see 'scheme list') or a path to a .json file")
     _add_model(p_show)
-    p_show.add_argument("--resolution", type=int, default=None, help="input side (default: the model's)")
+    p_show.add_argument("--resolution", type=argtypes.resolution, default=None, help="input side (default: the model's)")
     add_json_flag(p_show)
     p_show.set_defaults(func=run_show)
 

@@ -19,6 +19,7 @@ from mcutrain.search.contrib import Contrib, check_analysis_model, load_contrib
 from mcutrain.search.cost import SramCost
 from mcutrain.search.evolve import SearchConfig, SearchOutcome, plot_progress, search
 from mcutrain.sparse import Scheme, save_scheme, scheme_to_json
+from mcutrain.cli import argtypes
 
 DEFAULTS = SearchConfig(sram_budget=1)
 
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
                         "zoo name or architecture file is checked by architecture only)")
     p.add_argument("--budget", required=True, help="total SRAM budget, e.g. 200KB (KB = 1024 bytes)")
     p.add_argument("--flash-budget", default=None, help="Flash budget, e.g. 1MB (default: none)")
-    p.add_argument("--resolution", type=int, default=0, help="input side (default: the analysis')")
+    p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the analysis')")
     p.add_argument("--population", type=int, default=DEFAULTS.population)
     p.add_argument("--generations", type=int, default=DEFAULTS.generations,
                    help="each method evaluates population x generations distinct candidates")

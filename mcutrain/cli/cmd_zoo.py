@@ -5,6 +5,7 @@ from __future__ import annotations
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.models import model_names, model_summary, resolve_spec
+from mcutrain.cli import argtypes
 
 
 def register(subparsers) -> None:
@@ -12,7 +13,7 @@ def register(subparsers) -> None:
                               description="List the built-in networks. Counts exclude the classifier: "
                                           "convs, conv weight elements, per-channel biases, and MACs "
                                           "at the given (or default) input resolution.")
-    p.add_argument("--resolution", type=int, default=None, help="input side for MACs (default: each model's)")
+    p.add_argument("--resolution", type=argtypes.resolution, default=None, help="input side for MACs (default: each model's)")
     p.add_argument("--model", action="append", default=None, metavar="NAME_OR_JSON",
                    help="show only this model: a zoo name or an architecture .json file (checked; repeatable)")
     add_json_flag(p)

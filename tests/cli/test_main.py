@@ -80,3 +80,16 @@ def test_an_error_is_one_line_and_a_tool_log_comes_before_it(capsys, monkeypatch
         assert cli_main.main(["zoo"]) == 2
         lines = capsys.readouterr().err.splitlines()
         assert lines == log.splitlines() + [f"mcutrain zoo: error: {shown}"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["zoo"], ["scheme", "list", "--model", "tiny"], ["compile", "tiny"], ["finetune", "m", "--data", "digits"],
+    ["pretrain", "--model", "tiny", "--data", "digits", "--out", "x"], ["analyze", "m", "--data", "digits"],
+    ["search", "m", "--contrib", "c.json", "--budget", "1MB"]])
+@pytest.mark.parametrize("side", ["100000", "-1", "7", "1e9", "x"])
+def test_every_resolution_option_is_checked_before_any_work(capsys, argv, side):
+    """A side of 100000 once sized a tensor of 120 GB (finetune) or hung (compile)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--resolution", side])
+    assert exit_.value.code == 2
+    assert "argument --resolution: must be" in capsys.readouterr().err.splitlines()[-1]
