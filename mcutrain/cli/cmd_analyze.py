@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from mcutrain.cli.argtypes import learning_rate
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.search.contrib import AnalysisConfig, analyze, runs_path, summary
@@ -40,7 +39,7 @@ def register(subparsers) -> None:
                         "convs); the k the weight runs need are always added")
     p.add_argument("--workers", type=int, default=d.workers, help="worker processes (default 1)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=learning_rate, default=d.lr)
+    p.add_argument("--lr", type=argtypes.learning_rate, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)

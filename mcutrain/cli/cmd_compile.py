@@ -14,7 +14,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from mcutrain.cli.argtypes import learning_rate
 from mcutrain.cli.commands import HELP
 from mcutrain.codegen.cortex_m7 import STM32F746
 from mcutrain.codegen.generate import ACCUMULATE
@@ -44,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="int8 model file, zoo name, or architecture .json file")
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
-    p.add_argument("--lr", type=learning_rate, default=0.01, help="learning rate compiled into the update ops")
+    p.add_argument("--lr", type=argtypes.learning_rate, default=0.01, help="learning rate compiled into the update ops")
     p.add_argument("--seed", type=int, default=0, help="stochastic-rounding seed")
     p.add_argument("--whole-image", action="store_true",
                    help="keep the input image whole in SRAM (default: stream it row by row from its source, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mcutrain.cli.argtypes import learning_rate
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.finetune import FinetuneConfig, finetune
@@ -31,7 +30,7 @@ def register(subparsers) -> None:
                    help="sr: int8 weights, stochastic rounding (default, as on the device); latent: fp32 copies")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=learning_rate, default=d.lr)
+    p.add_argument("--lr", type=argtypes.learning_rate, default=d.lr)
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-subset", type=int, default=0, help="use N random training samples (0: all)")

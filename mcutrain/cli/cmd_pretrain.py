@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from mcutrain.cli.argtypes import learning_rate
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.train.pretrain import PretrainConfig, pretrain
@@ -26,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=learning_rate, default=d.lr, help="peak learning rate")
+    p.add_argument("--lr", type=argtypes.learning_rate, default=d.lr, help="peak learning rate")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)

@@ -64,8 +64,8 @@ def forget_loaded_specs() -> None:
 
 def spec_to_embed(spec: NetSpec) -> dict | None:
     """What a model file stores of its architecture: nothing for a zoo network exactly as in the zoo
-    (the zoo is frozen code; leaving it out keeps such files byte-identical to the files written
-    before specs travelled, whose sha256 keys the bundled contribution analysis and search caches),
+    (the zoo is frozen code; leaving it out keeps such files' metadata what it was before specs
+    travelled),
     the whole spec (JSON) otherwise."""
     return None if _BY_NAME.get(spec.name) == spec else spec_to_json(spec)
 

@@ -278,7 +278,7 @@ def _name(doc: dict) -> str:
     if len(name) > MAX_NAME_CHARS:
         raise SchemeError(f"'name' has {len(name)} characters, over the limit of {MAX_NAME_CHARS}: "
                           f"{brief(name)}")
-    if not name.strip() or not name.isprintable():  # it is a title line: no newline or control character
+    if not name.isprintable():  # it is a title line: no newline or control character
         raise SchemeError(f"'name' must be printable text on one line, got {brief(name)}")
     return name
 

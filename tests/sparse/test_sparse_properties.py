@@ -23,7 +23,9 @@ def valid_schemes(draw):
     weighted = draw(st.lists(st.sampled_from(bias), unique=True)) if bias else []
     ratios = [(i, draw(st.sampled_from(ALLOWED_RATIOS))) for i in weighted]
     text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
-    return spec, Scheme(spec.name, draw(text), tuple(bias), tuple(ratios), draw(text))
+    name = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Cf", "Zl", "Zp", "Co", "Cn"]),
+                   max_size=20).filter(str.isprintable)  # a name is a title line (scheme._name)
+    return spec, Scheme(spec.name, draw(name), tuple(bias), tuple(ratios), draw(text))
 
 
 @settings(max_examples=150, deadline=None)

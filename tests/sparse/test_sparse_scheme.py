@@ -102,7 +102,7 @@ def test_json_document_is_read_with_last_k_and_names():
     assert (scheme.model, scheme.name, scheme.description) == ("mcunet-5fps", "t", "d")
 
 
-@pytest.mark.parametrize("name", ["a\nb", "", "  ", "tab\there", "nul\x00"])
+@pytest.mark.parametrize("name", ["a\nb", "tab\there", "nul\x00", "esc\x1b[2J"])
 def test_a_name_is_printable_text_on_one_line(name):
     """It is a title line (the CLI, reports, the generated C's first comment)."""
     document = doc()
