@@ -26,6 +26,7 @@ STEPS = [  # (name, module, argv)
     ("m7_footprint", "bench.m7_footprint", []),
     ("m7_profile", "bench.m7_profile", []),
     ("search_speed", "bench.search_speed", []),
+    ("compile_scaling", "bench.compile_scaling", []),
     ("int8_experiments", "experiments.int8_training", ["all"]),
     ("search_validation", "experiments.search_validation", []),
 ]
