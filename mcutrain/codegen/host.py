@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
+from mcutrain.io.jsonfile import read_json_file
 from mcutrain.codegen.storage import RESTORE_CODES
 
 __all__ = ["CFLAGS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
@@ -93,13 +93,18 @@ def read_manifest(folder) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise CodegenError(f"{folder}: no manifest.json (not a folder made by mcutrain.codegen.generate)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CodegenError(f"{path} is not valid JSON ({err}); generate the folder again") from None
-    if not isinstance(manifest, dict):
-        raise CodegenError(f"{path} holds a JSON {type(manifest).__name__}, not an object; generate the folder again")
-    return manifest
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object that mcutrain wrote into a generated folder (manifest.json, target.json), read
+    with the limits of every user JSON file: the folder may have been edited or torn since."""
+    def an_object(doc):
+        if not isinstance(doc, dict):
+            raise CodegenError(f"holds a JSON {type(doc).__name__}, not an object; generate the folder again")
+        return doc
+
+    return read_json_file(path, an_object, CodegenError, "no such file; generate the folder again")
 
 
 def accumulate_of(manifest: dict) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import check_sources, generate
-from mcutrain.codegen.host import accumulate_of, build_host, read_manifest
+from mcutrain.codegen.host import accumulate_of, build_host, read_json_object, read_manifest
 from mcutrain.codegen.staging import staged_folder
 from mcutrain.io.atomic import atomic_write_text
 
@@ -66,7 +66,7 @@ def read_target(folder) -> dict:
     if not path.is_file():
         raise CodegenError(f"{folder}: no {TARGET_FILE}; make the folder with "
                            f"`mcutrain compile MODEL --scheme S --target host|cortex-m7 --out {folder}`")
-    info = _json_object(path)
+    info = read_json_object(path)
     if info.get("format") != FORMAT:
         raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
     info.setdefault("accumulate", "float64")  # folders built before the option
@@ -76,14 +76,4 @@ def read_target(folder) -> dict:
         raise CodegenError(f"{folder}: {TARGET_FILE} says accumulate={info['accumulate']!r} but its C was generated "
                            f"with {generated!r} (regenerated since it was built?); rebuild it with `mcutrain compile "
                            f"... --target {info['target']} --accumulate ... --out {folder}`")
-    return info
-
-
-def _json_object(path: Path) -> dict:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CodegenError(f"{path} is not valid JSON ({err}); generate the folder again") from None
-    if not isinstance(info, dict):
-        raise CodegenError(f"{path} holds a JSON {type(info).__name__}, not an object; generate the folder again")
     return info

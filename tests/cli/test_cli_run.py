@@ -193,4 +193,4 @@ def test_run_refuses_a_damaged_folder_by_name_not_in_gcc(tmp_path, digits_model,
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "gcc" not in err and "error:" in err
     assert len(err.strip().splitlines()) == 1, err
-    assert ("generate the folder again" in err) or ("not valid JSON" in err)
+    assert ("generate the folder again" in err) or ("not a JSON file" in err)
