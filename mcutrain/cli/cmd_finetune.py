@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
+from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
-from mcutrain.train.finetune import FinetuneConfig, finetune
+from mcutrain.quant.model_file import load_qmodel
+from mcutrain.train.finetune import FinetuneConfig, finetune, no_qas_warning
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
-from mcutrain.cli import argtypes
 
 
 def register(subparsers) -> None:
@@ -49,7 +52,11 @@ def run(args) -> int:
                          lr=args.lr, resolution=args.resolution, seed=args.seed, augment=args.augment,
                          float=args.float, train_subset=args.train_subset,
                          eval_subset=args.eval_subset)
-    result = finetune(cfg, progress=not args.quiet)
+    model = None
+    if not cfg.float and not cfg.qas:  # the user chose the int8 step without QAS: say what it costs
+        model = load_qmodel(cfg.model)
+        print(f"mcutrain finetune: warning: {no_qas_warning(model, cfg)}", file=sys.stderr)
+    result = finetune(cfg, progress=not args.quiet, model=model)
     emit(args, result, lambda r: f"accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
                                  f"(n={r['n']}), final train loss {r['train_loss']:.4f}, "
                                  f"{r['images_per_s']:.0f} images/s; wrote {r['out']}")

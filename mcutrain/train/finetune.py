@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -103,12 +104,34 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
                             f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
     trained = None if diverged else net.to_qmodel()
     if cfg.out:
-        save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": asdict(cfg)}))
+        save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": recorded_config(cfg)}))
     return {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": task.accuracy("val"),
             "n": len(dataset.test), "train_loss": history[-1] if history else None,
             "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
             "seconds": round(seconds, 2), "diverged": diverged, "prefix_cached_blocks": task.split or 0,
-            "trainable": trainable_summary(plan), "config": asdict(cfg), "out": cfg.out or None}
+            "trainable": trainable_summary(plan), "config": recorded_config(cfg), "out": cfg.out or None}
+
+
+def recorded_config(cfg: FinetuneConfig) -> dict:
+    """The settings a run records. A ``--float`` run trains the fp32 twin, where QAS does not apply:
+    it records no QAS flag rather than the (ignored) default ``qas: true``."""
+    config = asdict(cfg)
+    if cfg.float:
+        config.pop("qas")
+    return config
+
+
+def no_qas_warning(qmodel: QModel, cfg: FinetuneConfig) -> str | None:
+    """What a user of ``--no-qas`` must know (DESIGN.md section 4): without QAS the int8 step on a
+    weight is s_W^2 times the fp32 step, so the QAS learning rate learns next to nothing. Names the
+    factor for this model (median s_W^2 over its conv channels) and the rate that gives QAS-sized steps."""
+    if cfg.float or cfg.qas:
+        return None
+    scales = np.concatenate([c.w_scale[c.w_scale > 0] for c in qmodel.convs()]).astype(np.float64)
+    factor = float(np.median(scales ** 2))
+    return (f"--no-qas: without QAS an int8 weight step is s_W^2 times the fp32 step (median s_W^2 of this "
+            f"model: {factor:.1e}), so --lr {cfg.lr:g} moves weights like an fp32 rate of {cfg.lr * factor:.1e}; "
+            f"rates near {cfg.lr / factor:.0e} give steps of the QAS size (DESIGN.md section 4)")
 
 
 class _Task:

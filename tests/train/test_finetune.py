@@ -142,3 +142,28 @@ def test_parameters_blown_up_after_the_last_finite_loss_are_not_written(models, 
     with pytest.raises(McutrainError, match=r"training diverged in epoch 1 \(\d+ parameters are not finite, first "):
         finetune(_cfg(models, tmp_path, float=True, epochs=1, out=str(out)), progress=False)
     assert not out.exists()
+
+
+def test_float_runs_record_no_qas_flag(models, tmp_path):
+    """QAS does not apply to the fp32 twin: its run must not claim ``qas: true``."""
+    r = finetune(_cfg(models, tmp_path, float=True, lr=0.01, epochs=1, scheme="last-layer"), progress=False)
+    assert "qas" not in r["config"]
+    provenance = load_qmodel(tmp_path / "out.safetensors").provenance["finetune"]
+    assert "qas" not in provenance and provenance["float"] is True
+    r = finetune(_cfg(models, tmp_path, epochs=1, scheme="last-layer", out=""), progress=False)
+    assert r["config"]["qas"] is True
+
+
+def test_no_qas_warns_with_the_factor_and_the_rate_that_works(models, tmp_path, capsys):
+    from mcutrain.train.finetune import no_qas_warning
+
+    q = load_qmodel(models[1])
+    scales = np.concatenate([c.w_scale[c.w_scale > 0] for c in q.convs()]).astype(np.float64)
+    factor = float(np.median(scales ** 2))
+    text = no_qas_warning(q, _cfg(models, tmp_path, qas=False, lr=0.02))
+    assert f"{factor:.1e}" in text and f"{0.02 / factor:.0e}" in text and factor < 1e-3
+    assert no_qas_warning(q, _cfg(models, tmp_path)) is None  # QAS on: nothing to say
+    code, _ = run_command(cmd_finetune, ["finetune", str(models[1]), "--data", "digits", "--scheme", "bias-only",
+                                         "--epochs", "1", "--quiet", "--no-qas", "--lr", "0.02", "--out", str(tmp_path / "n.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 0 and err.startswith("mcutrain finetune: warning: --no-qas: without QAS") and text in err
