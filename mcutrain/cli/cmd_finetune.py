@@ -57,7 +57,8 @@ def run(args) -> int:
         model = load_qmodel(cfg.model)
         print(f"mcutrain finetune: warning: {no_qas_warning(model, cfg)}", file=sys.stderr)
     result = finetune(cfg, progress=not args.quiet, model=model)
-    emit(args, result, lambda r: f"accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
-                                 f"(n={r['n']}), final train loss {r['train_loss']:.4f}, "
+    emit(args, result, lambda r: f"test accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
+                                 f"(n={r['n']}), validation accuracy {r['val_accuracy'] * 100:.2f}%, "
+                                 f"final train loss {r['train_loss']:.4f}, "
                                  f"{r['images_per_s']:.0f} images/s; wrote {r['out']}")
     return 0

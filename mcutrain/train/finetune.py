@@ -10,6 +10,7 @@ test split before and after, write the trained int8 model atomically.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -83,7 +84,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
                  {} if prefix_memo is None else prefix_memo, identity)
     before = task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
-    history, seen, t0, diverged = [], 0, time.perf_counter(), False
+    history, val_per_epoch, seen, t0, diverged = [], [], 0, time.perf_counter(), False
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
         losses = []
@@ -96,6 +97,10 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
         if not math.isfinite(history[-1]) or _non_finite_parameters(net):
             diverged = True  # no point in more epochs; the caller learns why from "diverged"
             break
+        if progress:  # a person watching tunes on validation, never on test (evaluation changes nothing)
+            val_per_epoch.append(task.accuracy("val"))
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4f} | "
+                       f"val acc {val_per_epoch[-1] * 100:.2f}% (n={len(dataset.val)})", file=sys.stderr)
     seconds = time.perf_counter() - t0
     if diverged and cfg.out:
         bad = _non_finite_parameters(net)
@@ -109,7 +114,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             "n": len(dataset.test), "train_loss": history[-1] if history else None,
             "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
             "seconds": round(seconds, 2), "diverged": diverged, "prefix_cached_blocks": task.split or 0,
-            "trainable": trainable_summary(plan), "config": recorded_config(cfg), "out": cfg.out or None}
+            "trainable": trainable_summary(plan), "config": recorded_config(cfg), "out": cfg.out or None,
+            "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
 
 
 def recorded_config(cfg: FinetuneConfig) -> dict:

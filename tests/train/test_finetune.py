@@ -167,3 +167,17 @@ def test_no_qas_warns_with_the_factor_and_the_rate_that_works(models, tmp_path, 
                                          "--epochs", "1", "--quiet", "--no-qas", "--lr", "0.02", "--out", str(tmp_path / "n.safetensors")])
     err = capsys.readouterr().err
     assert code == 0 and err.startswith("mcutrain finetune: warning: --no-qas: without QAS") and text in err
+
+
+def test_a_watched_run_prints_validation_accuracy_per_epoch_and_at_the_end(models, tmp_path, capsys):
+    """A person tunes on validation: each epoch's line and the summary show it; test only at the end."""
+    code, out = run_command(cmd_finetune, ["finetune", str(models[1]), "--data", "digits", "--scheme", "last-layer",
+                                           "--epochs", "2", "--lr", "0.02", "--out", str(tmp_path / "w.safetensors")])
+    epochs = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert code == 0 and [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val acc" in line and "test" not in line for line in epochs)
+    assert "validation accuracy" in out and out.startswith("test accuracy")
+    quiet = finetune(_cfg(models, tmp_path, scheme="last-layer", epochs=2, out=""), progress=False)
+    watched = finetune(_cfg(models, tmp_path, scheme="last-layer", epochs=2, out=""), progress=True)
+    assert quiet["train_loss_per_epoch"] == watched["train_loss_per_epoch"]  # watching changes nothing
+    assert len(watched["val_accuracy_per_epoch"]) == 2 and quiet["val_accuracy_per_epoch"] == []
