@@ -1,6 +1,7 @@
 """Choosing a sparse-update scheme: contribution analysis, exact memory cost, evolutionary search (DESIGN.md 5).
 
-``contrib``  the analysis (``analyze``), its contrib.json (``load_contrib``) and the additive model of
+``contrib``  the analysis (``analyze``), its contrib.json (written here, read by ``contrib_file``:
+             ``load_contrib``, every field checked) and the additive model of
              a scheme's accuracy gain the search maximises (``predicted_gain``);
 ``runs``     one analysis fine-tune (``RunSpec``) and running many, here or in worker processes;
 ``cache``    the resumable per-run cache ``<out>.runs.jsonl``;

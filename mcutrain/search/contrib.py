@@ -52,7 +52,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -64,22 +63,20 @@ from tqdm import tqdm
 from mcutrain.data import SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import atomic_write_text
-from mcutrain.io.jsonfile import brief, check_keys, read_json_file
-from mcutrain.models.spec_file import MAX_BLOCKS, MAX_RESOLUTION, MIN_RESOLUTION
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.search.cache import RunCache
 from mcutrain.search.grid import Selection, select_bias_grid, select_layers, select_ratios
 from mcutrain.search.runs import Group, RunSpec, RunState, prefix_name, run_groups, without_test
 from mcutrain.models.specs import NetSpec
-from mcutrain.sparse.scheme import ALLOWED_RATIOS, Scheme, backbone_convs
+from mcutrain.sparse.scheme import Scheme, backbone_convs
 from mcutrain.train.finetune import FinetuneConfig
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 from mcutrain.io.atomic import file_sha256
-from mcutrain.io.identity import qmodel_identity, quantization_recipe, short
+from mcutrain.io.identity import qmodel_identity, quantization_recipe
+from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, check_analysis_model, contrib_from_doc,
+                                          load_contrib)
 
-FORMAT = "mcutrain-contrib"
-VERSION = 1
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "optimizer", "qas", "update_rule", "seed",
                      "resolution", "train_subset", "eval_subset")
 UNSTABLE_LOSS = 2.0  # x ln(classes): a final training loss this far above chance means a broken run
@@ -265,170 +262,6 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
 
 def _used(available: int, subset: int) -> int:
     return min(available, subset) if subset else available
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class Contrib:
-    """A validated contrib.json: dAcc tables with int layer keys and float ratio keys."""
-
-    arch: str
-    n_convs: int
-    baseline: float
-    bias: dict[int, float]
-    weight: dict[int, dict[float, float]]
-    doc: dict
-
-    def weight_options(self) -> list[tuple[int, float]]:
-        """Every analysed (layer, ratio): the search's weight choices."""
-        return [(i, r) for i in sorted(self.weight) for r in sorted(self.weight[i])]
-
-
-def load_contrib(path: str | os.PathLike) -> Contrib:
-    """Read and validate contrib.json; every error names the file."""
-    return read_json_file(path, contrib_from_doc, McutrainError, "no such file (make it with `mcutrain analyze`)")
-
-
-_TOP_KEYS = ("format", "version", "model", "data", "settings", "metric", "note", "grid", "baseline", "bias",
-             "weight", "accuracy", "unstable", "runs", "runs_new", "wall_seconds", "run_seconds", "workers")
-MAX_CONVS = 3 * MAX_BLOCKS + 1  # an architecture's limit: a stem and three convs per block
-MAX_CLASSES = 10_000  # as a model file's head (train.checkpoint)
-MAX_SAMPLES = 10**9
-
-
-def contrib_from_doc(doc: dict) -> Contrib:
-    """Validate a contrib document (format, version, known keys, the fields search reads, tables)
-    and parse its keys. Fields search reads are checked for type and range before use: a forged
-    resolution or class count would otherwise size the search's model."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise McutrainError(f"not a contribution analysis: 'format' must be {FORMAT!r}")
-    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
-        raise McutrainError(f"contrib format version {brief(doc.get('version'))} is not supported "
-                            f"(this mcutrain reads version {VERSION})")
-    check_keys(doc, _TOP_KEYS, "a contribution analysis", McutrainError)
-    _check_sections(doc)
-    try:
-        _check_model_identity(doc["model"])
-        arch, n = str(doc["model"]["arch"]), int(doc["model"]["n_convs"])
-        baseline = _accuracy(doc["baseline"], "baseline")
-        bias = {_key(k, 1, n, "bias"): _delta(v, f"bias[{k}]") for k, v in doc["bias"].items()}
-        weight = {_key(i, 0, n - 1, "weight"): _ratios(row, f"weight[{i}]") for i, row in doc["weight"].items()}
-    except (KeyError, TypeError, AttributeError) as err:
-        raise McutrainError(f"malformed contrib document ({type(err).__name__}: {err})") from None
-    missing = sorted(n - i for i in weight if n - i not in bias)
-    if missing:
-        raise McutrainError(f"weight runs need the bias runs k = model.n_convs - layer = {missing[:8]} "
-                            f"(model.n_convs is {n}), which are missing from 'bias'")
-    return Contrib(arch, n, baseline, bias, weight, doc)
-
-
-def _check_sections(doc: dict) -> None:
-    """The sections' types and the numbers search uses (n_convs, resolution, class count, sample counts)."""
-    for section, required in (("model", True), ("data", False), ("settings", False), ("bias", True),
-                              ("weight", True)):
-        if (required or section in doc) and not isinstance(doc.get(section), dict):
-            raise McutrainError(f"'{section}' must be an object, got {brief(doc.get(section))}")
-    model, data, settings = doc["model"], doc.get("data", {}), doc.get("settings", {})
-    _int_field(model, "model", "n_convs", 1, MAX_CONVS, required=True)
-    _int_field(model, "model", "resolution", MIN_RESOLUTION, MAX_RESOLUTION)
-    _int_field(data, "data", "num_classes", 2, MAX_CLASSES)
-    _int_field(data, "data", "train_used", 1, MAX_SAMPLES)
-    _int_field(data, "data", "val_used", 1, MAX_SAMPLES)
-    _int_field(settings, "settings", "eval_subset", 0, MAX_SAMPLES)
-    if "new_head" in data and not isinstance(data["new_head"], bool):
-        raise McutrainError(f"'data.new_head' must be true or false, got {brief(data['new_head'])}")
-    for i, row in doc["weight"].items():
-        if not isinstance(row, dict):
-            raise McutrainError(f"'weight[{brief(i)}]' must be an object of ratio -> gain, got {brief(row)}")
-
-
-def _int_field(section: dict, where: str, key: str, lo: int, hi: int, required: bool = False) -> None:
-    if key not in section and not required:
-        return
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise McutrainError(f"'{where}.{key}' must be an integer in [{lo}, {hi}], got {brief(value)}")
-
-
-def _check_model_identity(model: dict) -> None:
-    """The identity fields search relies on, when present, must have their form (a forged or damaged
-    field must not switch the model check off)."""
-    identity, sha256 = model.get("identity"), model.get("sha256")
-    if identity is not None and not (isinstance(identity, str) and re.fullmatch(r"[^:]+:[0-9a-f]{64}", identity)):
-        raise McutrainError(f"'model.identity' must be '<arch>:<64 hex digits>' (io.identity), got {identity!r:.80}")
-    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
-        raise McutrainError(f"'model.sha256' must be 64 hex digits, got {sha256!r:.80}")
-    if not isinstance(model.get("recipe"), (dict, type(None))):
-        raise McutrainError(f"'model.recipe' must be an object or null, got {type(model['recipe']).__name__}")
-
-
-def _key(text: str, lo: int, hi: int, where: str) -> int:
-    if not str(text).isdigit() or not lo <= int(text) <= hi:
-        raise McutrainError(f"'{where}' key {text!r} must be an integer {lo}..{hi}")
-    return int(text)
-
-
-def _ratios(row: dict, where: str) -> dict[float, float]:
-    out = {}
-    for r, v in row.items():
-        try:
-            ratio = float(r)
-        except ValueError:
-            ratio = None
-        if ratio not in ALLOWED_RATIOS:
-            raise McutrainError(f"{where}: ratio {r!r} is not one of {ALLOWED_RATIOS}")
-        out[ratio] = _delta(v, f"{where}[{r}]")
-    return out
-
-
-def _accuracy(v, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise McutrainError(f"{where} must be an accuracy in [0, 1], got {v!r}")
-    return float(v)
-
-
-def _delta(v, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
-        raise McutrainError(f"{where} must be an accuracy difference in [-1, 1], got {v!r}")
-    return float(v)
-
-
-# ---------------------------------------------------------------------------------------------- identity
-
-
-def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, weights: bool = True,
-                         source: str = "the contribution analysis") -> None:
-    """Refuse an analysis made for another model, naming both (one line).
-
-    The identity compared is the int8 model's CONTENT identity (``io.identity.qmodel_identity``:
-    architecture name + every tensor + every quantization parameter), recorded by ``analyze`` as
-    ``model.identity``. Decision: not the file's sha256, because a file rewritten with another
-    header (container format, provenance notes) holds the same model and its analysis stays valid;
-    any changed weight, scale or zero point is another model. Documents from before identities
-    (``model.sha256`` only) are compared by the file's bytes when ``model_label`` is a file.
-    ``weights=False`` (a zoo name or architecture: random weights, only memory matters) compares
-    the architecture alone. ``source`` names the analysis in the message (its file)."""
-    made_for = contrib.doc.get("model") if isinstance(contrib.doc.get("model"), dict) else {}
-    where = f" ({made_for['path']})" if isinstance(made_for.get("path"), str) else ""
-    if qmodel.spec.name != contrib.arch:
-        raise McutrainError(f"{source} was made for a {contrib.arch} model{where}, not for {model_label} "
-                            f"({qmodel.spec.name}): analyse a {qmodel.spec.name} int8 model with `mcutrain analyze`")
-    if not weights:
-        return
-    recorded = made_for.get("identity")
-    if isinstance(recorded, str):
-        mine = qmodel_identity(qmodel)
-        theirs, ours = short(recorded), short(mine)
-    elif isinstance(made_for.get("sha256"), str) and Path(model_label).is_file():
-        recorded, mine = made_for["sha256"], file_sha256(model_label)
-        theirs, ours = f"file sha256 {recorded[:12]}", f"file sha256 {mine[:12]}"
-    else:  # a hand-made document naming no model: only the architecture could be checked
-        return
-    if mine != recorded:
-        raise McutrainError(f"{source} was made for another model: {theirs}{where}, not {model_label} ({ours}); "
-                            f"run `mcutrain analyze {model_label}` for this model")
 
 
 # ---------------------------------------------------------------------------------------------- using

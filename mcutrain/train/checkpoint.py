@@ -42,14 +42,15 @@ import torch
 from mcutrain.errors import CheckpointError, McutrainError
 from mcutrain.io.container import read_versioned_container, write_container
 from mcutrain.models import MobileNetLike, build_model
+from mcutrain.data.limits import MAX_CLASSES
+from mcutrain.models.spec_file import MAX_RESOLUTION, MIN_RESOLUTION
 from mcutrain.models.zoo import spec_of_file, spec_to_embed
 
 KIND = "float-checkpoint"
 VERSION = 2  # the newest; see the module docstring
 READS = (1, 2)
 
-MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
-MIN_CLASSES, MAX_CLASSES = 2, 10_000
+MIN_CLASSES = 2
 MAX_CLASS_NAME = 256
 PIXEL_OFFSET_RANGE = (0.0, 255.0)
 PREPROCESSING_SCALE_RANGE = (1e-6, 1.0)
