@@ -57,7 +57,7 @@ class DemoConfig:
     flash_budget: str = "1MB"
     contrib: str = "auto"  # a contrib.json, "auto" (bundled cache if it matches, else quick) or "quick"
     steps: int = 3000  # batch-1 training steps on the host C engine
-    lr: float = 0.005  # batch-1 SGD + QAS; measured best of 0.005/0.01/0.02/0.05 for the default searched scheme
+    lr: float | str = "auto"  # batch-1 SGD + QAS; auto: derived from the new task's head curvature (train/lr_auto.py)
     eval_samples: int = 500  # held-out samples of the new task
     eval_every: int = 500
     device_steps: int = 20  # steps of the firmware under QEMU (0: skip)
@@ -98,6 +98,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     model, info, prep, own = _backbone(cfg, progress, result)
     int8 = _quantize(model, info, own, cfg, progress, result, out)
     task, qmodel = _new_task(int8, cfg, progress, result)
+    cfg = replace(cfg, lr=_device_lr(qmodel, task, cfg, result))
     contrib = _contribution(out / "model-int8.safetensors", int8, cfg, progress, result)
     plan = _search(qmodel, contrib, cfg, progress, result, out)
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
@@ -169,6 +170,21 @@ def _new_task(qmodel, cfg: DemoConfig, progress: Progress, result: dict):
     return task, new_head(qmodel, task.classes)
 
 
+def _device_lr(qmodel, task, cfg: DemoConfig, result: dict) -> float:
+    """The rate compiled into the C: ``--lr``, or for ``auto`` the batch-1 rate derived from the new
+    task's features (train/lr_auto.py); recorded in the result."""
+    from mcutrain.train import lr_auto
+
+    if not lr_auto.is_auto(cfg.lr):
+        result["lr"] = {"lr": cfg.lr, "source": "--lr"}
+        return cfg.lr
+    curvature = lr_auto.model_head_curvature(qmodel, task.train, cfg.seed)
+    lr = lr_auto.device_lr(curvature)
+    result["lr"] = {"lr": lr, "source": "auto", "head_lambda_max": curvature.lambda_max,
+                    "head_samples": curvature.samples}
+    return lr
+
+
 def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, result: dict):
     """The bundled analysis if it was made for this model (by recipe) and task; else a quick one."""
     from mcutrain.io.identity import qmodel_identity
@@ -196,7 +212,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
     progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
                               f"1 epoch per run)")
     acfg = AnalysisConfig(model=str(model_path), data=cfg.task, out=str(Path(cfg.out) / "contrib.json"),
-                          epochs=1, train_subset=300, eval_subset=300, lr=0.01, seed=cfg.seed,
+                          epochs=1, train_subset=300, eval_subset=300, lr="auto", seed=cfg.seed,
                           layers=f"last:{layers}", ratios="1/4,1",
                           bias_grid=[k for k in (1, 2, 4, 8, 16) if k <= n_convs])
     doc = analyze(acfg, progress=True)

@@ -27,6 +27,16 @@ def learning_rate(text: str) -> float:
 learning_rate.__name__ = "learning rate"  # argparse names the type in "invalid <name> value" messages
 
 
+def learning_rate_or_auto(text: str) -> float | str:
+    """``--lr`` where ``auto`` is allowed: the rate chosen from the model and data (train/lr_auto.py)."""
+    from mcutrain.train.lr_auto import AUTO
+
+    return AUTO if text.strip().lower() == AUTO else learning_rate(text)
+
+
+learning_rate_or_auto.__name__ = "learning rate"
+
+
 def resolution(text: str) -> int:
     """``--resolution``: an input side in the architectures' range (``models.spec_file``), or 0 for
     the model's own; checked before anything is built, so a side of 100000 never sizes a tensor."""

@@ -39,7 +39,9 @@ def register(subparsers) -> None:
                         "convs); the k the weight runs need are always added")
     p.add_argument("--workers", type=int, default=d.workers, help="worker processes (default 1)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=argtypes.learning_rate, default=d.lr)
+    p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d.lr,
+                   help="learning rate, or auto (default): chosen once by short runs of the analysis's "
+                        "largest run on the validation split, recorded in the document's settings")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)

@@ -43,7 +43,12 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="int8 model file, zoo name, or architecture .json file")
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
-    p.add_argument("--lr", type=argtypes.learning_rate, default=0.01, help="learning rate compiled into the update ops")
+    p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default="auto",
+                   help="learning rate compiled into the update ops, or auto (default): derived from the head's "
+                        "curvature (docs/learning-rate.md) on --data, else the one `finetune --lr auto` "
+                        "recorded in MODEL, else 0.01 (the on-device guard halves a rate that is too large)")
+    p.add_argument("--data", default=None,
+                   help="training data whose features set --lr auto (a dataset name, folder:PATH or npz:PATH)")
     p.add_argument("--seed", type=int, default=0, help="stochastic-rounding seed")
     p.add_argument("--whole-image", action="store_true",
                    help="keep the input image whole in SRAM (default: stream it row by row from its source, "
@@ -99,6 +104,7 @@ def run(args) -> int:
                             f"(got --target {args.target})")
     qmodel = load_model(args.model, args.resolution)
     plan = resolve(load_scheme(args.scheme, qmodel.spec), qmodel.spec)
+    args.lr = _compiled_lr(args, qmodel)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
           file=sys.stderr)
     if args.target:
@@ -110,7 +116,7 @@ def run(args) -> int:
                                    stream_input=not args.whole_image)
     r = program.report
     summary = {
-        "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme,
+        "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme, "lr": args.lr,
         "peak_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
         "trainable_sram_bytes": r["trainable_bytes"], "mask_bytes": r["mask_bytes"],
         "flash_bytes": r["flash_bytes"], "inference_peak_bytes": r["inference_arena_bytes"],
@@ -132,6 +138,31 @@ def run(args) -> int:
                                          log=lambda m: print(m, file=sys.stderr))
     emit(args, summary, _human)
     return 0
+
+
+def _compiled_lr(args, qmodel) -> float:
+    """``--lr``, resolving ``auto`` to the batch-1 rate of train/lr_auto.py (printed with its source)."""
+    from mcutrain.train import lr_auto
+
+    if not lr_auto.is_auto(args.lr):
+        return args.lr
+    if args.data:
+        from mcutrain.data import load_dataset
+
+        curvature, source = lr_auto.model_head_curvature(qmodel, load_dataset(args.data, seed=args.seed).train,
+                                                         args.seed), f"--data {args.data}"
+    else:
+        curvature, source = lr_auto.recorded_curvature(qmodel), "recorded by finetune --lr auto"
+    if curvature is None:
+        if args.target:
+            print(f"mcutrain compile: warning: --lr auto has no data to derive the rate from (pass --data); "
+                  f"compiling lr {lr_auto.FALLBACK_DEVICE_LR:g}, which the on-device guard halves if it is "
+                  f"too large", file=sys.stderr)
+        return lr_auto.FALLBACK_DEVICE_LR
+    lr = lr_auto.device_lr(curvature)
+    print(f"mcutrain compile: --lr auto: {lr:.3g} (batch-1 rate from the head's curvature "
+          f"{curvature.lambda_max:.3g}, {source})", file=sys.stderr)
+    return lr
 
 
 def _human(s: dict) -> str:

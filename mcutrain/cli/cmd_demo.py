@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mcutrain.cli.argtypes import learning_rate
+from mcutrain.cli.argtypes import learning_rate_or_auto
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 
@@ -37,7 +37,9 @@ def register(subparsers) -> None:
                    help="contrib.json of `mcutrain analyze`, 'auto' (bundled if it is for this model and task, "
                         "else quick) or 'quick' (default auto)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"on-device training steps (default {d.steps})")
-    p.add_argument("--lr", type=learning_rate, default=d.lr, help=f"learning rate compiled into the C (default {d.lr})")
+    p.add_argument("--lr", type=learning_rate_or_auto, default=d.lr,
+                   help="learning rate compiled into the C, or auto (default): the batch-1 rate derived from the "
+                        "new task's features (docs/learning-rate.md)")
     p.add_argument("--eval", type=int, default=d.eval_samples, dest="eval_samples",
                    help=f"held-out samples (default {d.eval_samples})")
     p.add_argument("--device-steps", type=int, default=d.device_steps,

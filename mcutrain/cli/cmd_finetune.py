@@ -33,7 +33,10 @@ def register(subparsers) -> None:
                    help="sr: int8 weights, stochastic rounding (default, as on the device); latent: fp32 copies")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=argtypes.learning_rate, default=d.lr)
+    p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d.lr,
+                   help="learning rate, or auto (default): derived from the new head's curvature on the "
+                        "training data and refined by 4 short seeded runs on the validation split "
+                        "(docs/learning-rate.md); the choice is printed and recorded in MODEL2")
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-subset", type=int, default=0, help="use N random training samples (0: all)")
@@ -59,6 +62,6 @@ def run(args) -> int:
     result = finetune(cfg, progress=not args.quiet, model=model)
     emit(args, result, lambda r: f"test accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
                                  f"(n={r['n']}), validation accuracy {r['val_accuracy'] * 100:.2f}%, "
-                                 f"final train loss {r['train_loss']:.4f}, "
+                                 f"final train loss {r['train_loss']:.4f}, lr {r['config']['lr']:.3g}, "
                                  f"{r['images_per_s']:.0f} images/s; wrote {r['out']}")
     return 0

@@ -54,7 +54,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +67,14 @@ from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.search.cache import RunCache
 from mcutrain.search.grid import Selection, select_bias_grid, select_layers, select_ratios
-from mcutrain.search.runs import Group, RunSpec, RunState, prefix_name, run_groups, without_test
+from mcutrain.search.runs import (Group, RunSpec, RunState, choose_run_lr, prefix_name, run_groups,
+                                  without_test)
 from mcutrain.models.specs import NetSpec
 from mcutrain.sparse.scheme import Scheme, backbone_convs
 from mcutrain.train.finetune import FinetuneConfig
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+from mcutrain.train.learning_rate import check_learning_rate
+from mcutrain.train.lr_auto import AUTO, is_auto
 from mcutrain.io.atomic import file_sha256
 from mcutrain.io.identity import qmodel_identity, quantization_recipe
 from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, check_analysis_model, contrib_from_doc,
@@ -94,7 +97,7 @@ class AnalysisConfig:
     train_subset: int = 1000  # 0: all training samples
     eval_subset: int = 1000  # 0: the whole validation split
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float | str = AUTO  # "auto": chosen once, on the largest run of the plan (train/lr_auto.py)
     momentum: float = 0.9
     optimizer: str = "sgd"
     qas: bool = True
@@ -133,6 +136,15 @@ class Plan:
         weights = [RunSpec(self.n_convs - i, i, r) for i in self.layers for r in self.ratios]
         return [RunSpec(0)] + [RunSpec(k) for k in self.bias_k] + weights
 
+    @property
+    def largest_run(self) -> RunSpec:
+        """The run that trains most: the deepest analysed layer at the largest ratio (with the biases
+        it needs), else the most biases. ``--lr auto`` picks the analysis's rate on it."""
+        if self.layers:
+            i = min(self.layers)
+            return RunSpec(self.n_convs - i, i, max(self.ratios))
+        return RunSpec(max(self.bias_k, default=0))
+
 
 def plan_runs(cfg: AnalysisConfig, spec: NetSpec) -> Plan:
     """Resolve the selections of ``cfg`` against the convs of ``spec``."""
@@ -152,6 +164,12 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
     model = load_qmodel(cfg.model)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     plan = plan_runs(cfg, model.spec)
+    choice = None
+    if is_auto(cfg.lr):
+        choice = choose_run_lr(plan.largest_run, RunState(cfg.finetune_config(), model, without_test(dataset)))
+        cfg = replace(cfg, lr=choice.lr)
+        if progress:
+            _warn(f"mcutrain analyze: {choice.summary()}")
     identity = {"model_identity": qmodel_identity(model), "data": cfg.data,
                 "data_sha256": _data_sha256(dataset), **cfg.settings}
     cache = RunCache(runs_path(cfg.out), identity)
@@ -174,6 +192,8 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
         bar.close()
     results = {run: cache.get(run) for run in plan.runs}
     doc = contrib_doc(cfg, plan, model, dataset, identity, results, len(todo), time.perf_counter() - t0)
+    if choice is not None:
+        doc["settings"]["lr_auto"] = choice.as_dict()
     atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
     return doc
 
@@ -197,8 +217,10 @@ def _check(cfg: AnalysisConfig) -> None:
         raise McutrainError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.update_rule not in UPDATE_RULES:
         raise McutrainError(f"unknown update rule {cfg.update_rule!r}; choose {', '.join(UPDATE_RULES)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
-        raise McutrainError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise McutrainError("--epochs and --batch-size must be >= 1")
+    if not is_auto(cfg.lr):
+        check_learning_rate(cfg.lr)
     if cfg.train_subset < 0 or cfg.eval_subset < 0 or cfg.seed < 0 or cfg.resolution < 0:
         raise McutrainError("--subset, --eval-subset, --seed and --resolution must be >= 0")
     if cfg.workers < 1:

@@ -43,7 +43,8 @@ from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse.permute import permute_for_plan
 from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, resolve, save_scheme
-from mcutrain.train.finetune import FinetuneConfig, finetune
+from mcutrain.train.finetune import FinetuneConfig, auto_lr, finetune
+from mcutrain.train.lr_auto import LrChoice
 
 DRAIN_SECONDS = 2.0  # how long to collect finished runs from the queue after a worker failed
 PARENT_POLL_SECONDS = 1.0  # how often a worker checks that the analysis that started it still runs
@@ -131,22 +132,33 @@ def without_test(dataset: SplitDataset) -> SplitDataset:
     return replace(dataset, test=ImageSet(dataset.val.images[:1], dataset.val.labels[:1]))
 
 
-def run_one(run: RunSpec, name: str, state: RunState) -> dict:
-    """Fine-tune ``run`` and return its record: validation accuracy (never test) and timings."""
-    spec = state.model.spec
-    scheme = run.scheme(spec.name, len(backbone_convs(spec)), name)
+@contextlib.contextmanager
+def scheme_file(run: RunSpec, name: str, spec) -> Iterator[str]:
+    """``run`` as a temporary scheme file (finetune takes a scheme by name or file), removed after."""
     fd, path = tempfile.mkstemp(prefix="mcutrain-analyze-", suffix=".json")
     os.close(fd)
-    t0 = time.perf_counter()
     try:
-        save_scheme(path, scheme, spec)  # finetune takes a scheme by name or file
-        result = finetune(replace(state.cfg, scheme=path), progress=False, model=state.model,
-                          dataset=state.dataset, prefix_memo=state.memo)
+        save_scheme(path, run.scheme(spec.name, len(backbone_convs(spec)), name), spec)
+        yield path
     finally:
         os.unlink(path)
+
+
+def run_one(run: RunSpec, name: str, state: RunState) -> dict:
+    """Fine-tune ``run`` and return its record: validation accuracy (never test) and timings."""
+    t0 = time.perf_counter()
+    with scheme_file(run, name, state.model.spec) as path:
+        result = finetune(replace(state.cfg, scheme=path), progress=False, model=state.model,
+                          dataset=state.dataset, prefix_memo=state.memo)
     return {"val_accuracy": result["val_accuracy"], "train_loss_per_epoch": result["train_loss_per_epoch"],
             "diverged": result["diverged"], "train_seconds": result["seconds"],
             "seconds": round(time.perf_counter() - t0, 3), "prefix_cached_blocks": result["prefix_cached_blocks"]}
+
+
+def choose_run_lr(run: RunSpec, state: RunState) -> LrChoice:
+    """``--lr auto`` for an analysis: chosen once, on ``run`` (the analysis's largest), for all runs."""
+    with scheme_file(run, "lr-auto", state.model.spec) as path, _one_thread():
+        return auto_lr(replace(state.cfg, scheme=path), state.model, state.dataset, state.memo)
 
 
 Group = list[tuple[RunSpec, str]]

@@ -31,6 +31,7 @@ from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
 from mcutrain.train.learning_rate import check_learning_rate
+from mcutrain.train.lr_auto import AUTO, LrChoice, choose_lr, derived_lr, head_curvature, is_auto, probe_steps, snap
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
@@ -52,23 +53,32 @@ class FinetuneConfig:
     update_rule: str = "sr"
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float | str = AUTO  # a rate, or "auto": chosen on the validation split (train/lr_auto.py)
     resolution: int = 0  # 0: the model's own
     seed: int = 0
     augment: bool = False
     float: bool = False
     train_subset: int = 0  # 0: all training samples; else a seeded random subset of that size
     eval_subset: int = 0  # 0: all val/test samples; else a seeded random subset of each
+    max_steps: int = 0  # 0: every step of every epoch; else stop after this many (``--lr auto``'s probes)
 
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None = None,
-             dataset: SplitDataset | None = None, prefix_memo: dict | None = None) -> dict:
+             dataset: SplitDataset | None = None, prefix_memo: dict | None = None, probe: bool = False) -> dict:
     """Fine-tune and evaluate. ``prefix_memo`` (a dict the caller keeps) lets sweeps over optimizers
-    and learning rates reuse cached frozen-prefix activations of the same model, data and split."""
+    and learning rates reuse cached frozen-prefix activations of the same model, data and split.
+    ``probe``: a short run for ``--lr auto`` that measures validation accuracy only (no test split)."""
     _check(cfg)
-    qmodel = model if model is not None else load_qmodel(cfg.model)
+    original = model if model is not None else load_qmodel(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
-    qmodel = _fit_task(qmodel, dataset, cfg)
+    memo = {} if prefix_memo is None else prefix_memo
+    choice = None
+    if is_auto(cfg.lr):
+        choice = auto_lr(cfg, original, dataset, memo)
+        cfg = replace(cfg, lr=choice.lr)
+        if progress:
+            print(f"mcutrain finetune: {choice.summary()}", file=sys.stderr, flush=True)
+    qmodel = _fit_task(original, dataset, cfg)
     plan = resolve(load_scheme(cfg.scheme, qmodel.spec), qmodel.spec)
     # The channels worth updating become the first k, which every executor then updates. The
     # permutation is a function of (model, plan): the pair identifies the cached prefix too.
@@ -81,10 +91,10 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     net.set_trainable(plan)
     dataset = _subsampled(dataset, cfg)
     task = _Task(net, plan, dataset, dataset.train, resolution, Preprocessing.from_dict(qmodel.preprocessing), cfg,
-                 {} if prefix_memo is None else prefix_memo, identity)
-    before = task.accuracy("test")
+                 memo, identity)
+    before = None if probe else task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
-    history, val_per_epoch, seen, t0, diverged = [], [], 0, time.perf_counter(), False
+    history, val_per_epoch, seen, steps, t0, diverged = [], [], 0, 0, time.perf_counter(), False
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
         losses = []
@@ -93,6 +103,9 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             losses.append(step(x, y))
             seen += len(y)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
+            steps += 1
+            if steps == cfg.max_steps:
+                break
         history.append(sum(losses) / max(len(losses), 1))
         if not math.isfinite(history[-1]) or _non_finite_parameters(net):
             diverged = True  # no point in more epochs; the caller learns why from "diverged"
@@ -101,30 +114,58 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             val_per_epoch.append(task.accuracy("val"))
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4f} | "
                        f"val acc {val_per_epoch[-1] * 100:.2f}% (n={len(dataset.val)})", file=sys.stderr)
+        if steps == cfg.max_steps:
+            break
     seconds = time.perf_counter() - t0
     if diverged and cfg.out:
         bad = _non_finite_parameters(net)
         what = f"{len(bad)} parameters are not finite, first {bad[0]}" if bad else f"the loss became {history[-1]}"
         raise McutrainError(f"training diverged in epoch {len(history)} ({what}); "
                             f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
+    if probe:
+        return {"val_accuracy": 0.0 if diverged else task.accuracy("val"), "diverged": diverged}
     trained = None if diverged else net.to_qmodel()
     if cfg.out:
-        save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": recorded_config(cfg)}))
+        save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance,
+                                                          "finetune": recorded_config(cfg, choice)}))
     return {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": task.accuracy("val"),
             "n": len(dataset.test), "train_loss": history[-1] if history else None,
             "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
             "seconds": round(seconds, 2), "diverged": diverged, "prefix_cached_blocks": task.split or 0,
-            "trainable": trainable_summary(plan), "config": recorded_config(cfg), "out": cfg.out or None,
+            "trainable": trainable_summary(plan), "config": recorded_config(cfg, choice), "out": cfg.out or None,
             "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
 
 
-def recorded_config(cfg: FinetuneConfig) -> dict:
+def recorded_config(cfg: FinetuneConfig, choice: LrChoice | None = None) -> dict:
     """The settings a run records. A ``--float`` run trains the fp32 twin, where QAS does not apply:
-    it records no QAS flag rather than the (ignored) default ``qas: true``."""
+    it records no QAS flag rather than the (ignored) default ``qas: true``. A rate chosen by
+    ``--lr auto`` is recorded with what was tried (``lr_auto``)."""
     config = asdict(cfg)
     if cfg.float:
         config.pop("qas")
+    if choice is not None:
+        config["lr_auto"] = choice.as_dict()
     return config
+
+
+def auto_lr(cfg: FinetuneConfig, qmodel: QModel, dataset: SplitDataset, memo: dict) -> LrChoice:
+    """``--lr auto``: the rate derived from the head's curvature (train/lr_auto.py), refined by short
+    seeded runs on the validation split that share the run's frozen-prefix cache."""
+    prep = Preprocessing.from_dict(qmodel.preprocessing)
+    train = _subsampled(dataset, cfg).train
+    curvature = head_curvature(qmodel, train, cfg.resolution or qmodel.resolution, prep, cfg.seed)
+    per_epoch = -(-len(train) // cfg.batch_size)
+
+    def probe(lr: float, steps: int) -> float:
+        short = replace(cfg, lr=lr, out="", max_steps=steps, epochs=-(-steps // per_epoch))
+        return finetune(short, progress=False, model=qmodel, dataset=dataset, prefix_memo=memo,
+                        probe=True)["val_accuracy"]
+
+    derived = derived_lr(curvature, optimizer=cfg.optimizer, momentum=cfg.momentum)
+    if not (cfg.qas or cfg.float):  # the same fp32-sized step needs a rate 1/s_W^2 larger without QAS
+        derived = snap(derived / weight_step_factor(qmodel))
+    return choose_lr(derived,
+                     probe_steps(cfg.epochs * per_epoch), probe, curvature=curvature, clock=time.perf_counter)
 
 
 def no_qas_warning(qmodel: QModel, cfg: FinetuneConfig) -> str | None:
@@ -133,11 +174,19 @@ def no_qas_warning(qmodel: QModel, cfg: FinetuneConfig) -> str | None:
     factor for this model (median s_W^2 over its conv channels) and the rate that gives QAS-sized steps."""
     if cfg.float or cfg.qas:
         return None
-    scales = np.concatenate([c.w_scale[c.w_scale > 0] for c in qmodel.convs()]).astype(np.float64)
-    factor = float(np.median(scales ** 2))
+    factor = weight_step_factor(qmodel)
+    if is_auto(cfg.lr):
+        return (f"--no-qas: without QAS an int8 weight step is s_W^2 times the fp32 step (median s_W^2 of this "
+                f"model: {factor:.1e}); --lr auto divides its rates by that factor (DESIGN.md section 4)")
     return (f"--no-qas: without QAS an int8 weight step is s_W^2 times the fp32 step (median s_W^2 of this "
             f"model: {factor:.1e}), so --lr {cfg.lr:g} moves weights like an fp32 rate of {cfg.lr * factor:.1e}; "
             f"rates near {cfg.lr / factor:.0e} give steps of the QAS size (DESIGN.md section 4)")
+
+
+def weight_step_factor(qmodel: QModel) -> float:
+    """Median s_W^2 over the conv channels: an int8 step without QAS is this times the fp32 step."""
+    scales = np.concatenate([c.w_scale[c.w_scale > 0] for c in qmodel.convs()]).astype(np.float64)
+    return float(np.median(scales ** 2))
 
 
 class _Task:
@@ -234,4 +283,5 @@ def _check(cfg: FinetuneConfig) -> None:
         raise McutrainError(f"unknown update rule {cfg.update_rule!r}; choose {', '.join(UPDATE_RULES)}")
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise McutrainError("--epochs must be >= 0 and --batch-size >= 1")
-    check_learning_rate(cfg.lr)
+    if not is_auto(cfg.lr):
+        check_learning_rate(cfg.lr)

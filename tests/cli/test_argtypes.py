@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mcutrain.cli.argtypes import learning_rate
+from mcutrain.cli.argtypes import learning_rate, learning_rate_or_auto
 from mcutrain.cli.main import COMMANDS, build_parser, main
 
 LR_COMMANDS = {  # each command with an --lr and the arguments it requires besides
@@ -42,7 +42,7 @@ def test_every_lr_option_in_the_cli_uses_the_shared_type():
     for command in COMMANDS:
         for action in _options(command):
             if "--lr" in action.option_strings:
-                assert action.type is learning_rate, command
+                assert action.type in (learning_rate, learning_rate_or_auto), command
                 with_lr.add(command)
     assert with_lr == set(LR_COMMANDS)
 

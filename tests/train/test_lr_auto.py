@@ -1,0 +1,139 @@
+"""Learning rates nobody tunes (train/lr_auto.py): the derived rate, its grid, and ``--lr auto``."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mcutrain.data import Preprocessing, load_dataset
+from mcutrain.quant.model_file import load_qmodel
+from mcutrain.quant.sim_model import Int8Net
+from mcutrain.train import lr_auto
+from mcutrain.train.finetune import FinetuneConfig, finetune
+from mcutrain.train.lr_auto import HeadCurvature
+from mcutrain.cli.main import main
+from tests.helpers.digits_model import make_digits_models
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return make_digits_models(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.mark.parametrize("lr", [1e-6, 3.3e-4, 0.01, 0.07, 1.0, 5.0])
+def test_snap_is_a_quarter_octave_grid_point_within_a_ninth(lr):
+    s = lr_auto.snap(lr)
+    assert abs(4 * math.log2(s) - round(4 * math.log2(s))) < 1e-9  # on the grid
+    assert abs(math.log2(s / lr)) <= 0.125 + 1e-12  # the nearest grid point: within half a step
+    assert lr_auto.snap(s) == s
+    assert lr_auto.snap(lr * (1 + 1e-12)) == s or abs(4 * math.log2(lr) % 1 - 0.5) < 1e-9  # last bits do not matter
+
+
+def test_derived_rate_is_inverse_to_the_curvature_and_grows_with_momentum():
+    a = lr_auto.derived_lr(HeadCurvature(100.0, 256), momentum=0.9)
+    assert lr_auto.derived_lr(HeadCurvature(400.0, 256), momentum=0.9) == a / 4  # 2 octaves: exact on the grid
+    assert lr_auto.derived_lr(HeadCurvature(100.0, 256), momentum=0.0) < a
+    assert lr_auto.device_lr(HeadCurvature(100.0, 256)) == lr_auto.device_lr(HeadCurvature(200.0, 256)) * 2
+    assert lr_auto.derived_lr(HeadCurvature(100.0, 256), optimizer="adam") == lr_auto.ADAM_RATE
+
+
+def test_head_curvature_is_the_largest_eigenvalue_of_the_feature_moment(models):
+    q = load_qmodel(models[1])
+    train = load_dataset("digits", seed=0).train
+    prep = Preprocessing.from_dict(q.preprocessing)
+    got = lr_auto.head_curvature(q, train, q.resolution, prep, seed=3)
+    # Independently: the float features through the whole simulation, dequantized at the head.
+    net = Int8Net(q).eval()
+    subset = train.subset(lr_auto.HEAD_SAMPLES, 3 + 7)
+    from mcutrain.data.loader import BatchLoader
+    x = torch.cat([net.features(net.quantize_input(b)) for b, _ in
+                   BatchLoader(subset, 32, q.resolution, shuffle=False, preprocessing=prep)]).double()
+    feats = (x.numpy() - q.classifier.x.zero) * q.classifier.x.scale
+    want = np.linalg.eigvalsh(feats.T @ feats / len(feats))[-1]
+    assert got.samples == len(subset) == lr_auto.HEAD_SAMPLES
+    assert got.lambda_max == pytest.approx(want, rel=1e-9)
+    assert got.lambda_max > 0
+
+
+def test_choose_lr_keeps_the_best_and_prefers_the_lower_rate_on_ties():
+    seen = []
+
+    def probe(lr, steps):
+        seen.append((lr, steps))
+        return {0.25: 0.5, 0.5: 0.7, 1.0: 0.7, 2.0: 0.1}[lr]
+
+    choice = lr_auto.choose_lr(1.0, 12, probe, curvature=HeadCurvature(1.0, 9), clock=lambda: 0.0)
+    assert seen == [(0.25, 12), (0.5, 12), (1.0, 12), (2.0, 12)]
+    assert choice.lr == 0.5  # 0.5 and 1.0 tie: the safer one
+    assert choice.as_dict()["candidates"][3] == {"lr": 2.0, "val_accuracy": 0.1}
+
+
+@pytest.mark.parametrize("run_steps, want", [(0, 10), (50, 10), (200, 20), (10_000, 30)])
+def test_probes_are_a_tenth_of_the_run_within_bounds(run_steps, want):
+    assert lr_auto.probe_steps(run_steps) == want
+
+
+def _auto_cfg(models, tmp_path, **kw):
+    base = dict(model=str(models[1]), data="faces", scheme="last-k:4", out=str(tmp_path / "o.safetensors"),
+                epochs=2, batch_size=32, lr="auto", seed=0, train_subset=400)
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def test_finetune_lr_auto_chooses_a_candidate_records_it_and_learns(models, tmp_path):
+    r = finetune(_auto_cfg(models, tmp_path), progress=False)
+    auto = r["config"]["lr_auto"]
+    assert r["config"]["lr"] == auto["lr"] in [c["lr"] for c in auto["candidates"]]
+    assert len(auto["candidates"]) == len(lr_auto.AUTO_FACTORS) and auto["probe_steps"] == 10
+    best = max(c["val_accuracy"] for c in auto["candidates"])
+    assert [c["val_accuracy"] for c in auto["candidates"] if c["lr"] == auto["lr"]] == [best]
+    recorded = load_qmodel(r["out"]).provenance["finetune"]
+    assert recorded["lr_auto"] == json.loads(json.dumps(auto))  # the model file says how its rate was chosen
+    assert lr_auto.recorded_curvature(load_qmodel(r["out"])).lambda_max == auto["head_lambda_max"]
+    assert r["accuracy"] > r["accuracy_before"] + 0.1  # a new 2-class head, from chance
+
+
+def test_finetune_lr_auto_is_reproducible(models, tmp_path):
+    a = finetune(_auto_cfg(models, tmp_path, out=""), progress=False)
+    b = finetune(_auto_cfg(models, tmp_path, out=""), progress=False)
+    assert a["config"]["lr_auto"]["candidates"] == b["config"]["lr_auto"]["candidates"]
+    assert a["accuracy"] == b["accuracy"]
+
+
+def _cli(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_takes_auto_and_refuses_other_words(models, tmp_path, capsys):
+    code, out, err = _cli(capsys, ["finetune", str(models[1]), "--data", "faces", "--scheme", "last-layer",
+                                   "--epochs", "1", "--lr", "auto", "--quiet", "--json",
+                                   "--out", str(tmp_path / "m.safetensors")])
+    assert code == 0, err
+    assert json.loads(out)["config"]["lr_auto"]["lr"] == json.loads(out)["config"]["lr"]
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", str(models[1]), "--data", "digits", "--scheme", "last-layer", "--lr", "automatic",
+              "--out", str(tmp_path / "n.safetensors")])
+    assert exc.value.code == 2 and "argument --lr: must be a number" in capsys.readouterr().err
+    assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_compile_lr_auto_uses_data_then_the_record_then_the_fallback(models, tmp_path, capsys):
+    trained = tmp_path / "t.safetensors"
+    r = finetune(_auto_cfg(models, tmp_path, out=str(trained), epochs=1, data="digits"), progress=False)
+    q = load_qmodel(models[1])
+    want = lr_auto.device_lr(lr_auto.model_head_curvature(q, load_dataset("digits", seed=0).train, 0))
+    base = ["compile", "--scheme", "last-layer", "--json"]
+    code, out, err = _cli(capsys, base + [str(models[1]), "--data", "digits"])
+    assert code == 0, err
+    assert json.loads(out)["lr"] == want and "--lr auto" in err
+    code, out, err = _cli(capsys, base + [str(trained)])
+    assert code == 0, err
+    assert json.loads(out)["lr"] == lr_auto.device_lr(HeadCurvature(r["config"]["lr_auto"]["head_lambda_max"], 0))
+    code, out, err = _cli(capsys, base + [str(models[1])])
+    assert code == 0 and json.loads(out)["lr"] == lr_auto.FALLBACK_DEVICE_LR
+    code, out, err = _cli(capsys, base + [str(models[1]), "--lr", "0.125"])
+    assert code == 0 and json.loads(out)["lr"] == 0.125
