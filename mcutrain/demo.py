@@ -98,9 +98,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     model, info, prep, own = _backbone(cfg, progress, result)
     int8 = _quantize(model, info, own, cfg, progress, result, out)
     task, qmodel = _new_task(int8, cfg, progress, result)
-    cfg = replace(cfg, lr=_device_lr(qmodel, task, cfg, result))
     contrib = _contribution(out / "model-int8.safetensors", int8, cfg, progress, result)
     plan = _search(qmodel, contrib, cfg, progress, result, out)
+    cfg = replace(cfg, lr=_device_lr(qmodel, task, cfg, result, out / "scheme.json"))
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
     samples = _samples(task, prepared, cfg)
     host = _train_on_host(program, prepared, plan, samples, cfg, progress, result, out)
@@ -170,18 +170,18 @@ def _new_task(qmodel, cfg: DemoConfig, progress: Progress, result: dict):
     return task, new_head(qmodel, task.classes)
 
 
-def _device_lr(qmodel, task, cfg: DemoConfig, result: dict) -> float:
-    """The rate compiled into the C: ``--lr``, or for ``auto`` the batch-1 rate derived from the new
-    task's features (train/lr_auto.py); recorded in the result."""
+def _device_lr(qmodel, task, cfg: DemoConfig, result: dict, scheme: Path) -> float:
+    """The rate compiled into the C: ``--lr``, or for ``auto`` the simulation's ``--lr auto`` under the
+    searched scheme scaled to batch 1 (``finetune.device_auto_lr``); recorded in the result."""
     from mcutrain.train import lr_auto
+    from mcutrain.train.finetune import device_auto_lr
 
     if not lr_auto.is_auto(cfg.lr):
         result["lr"] = {"lr": cfg.lr, "source": "--lr"}
         return cfg.lr
-    curvature = lr_auto.model_head_curvature(qmodel, task.train, cfg.seed)
-    lr = lr_auto.device_lr(curvature)
-    result["lr"] = {"lr": lr, "source": "auto", "head_lambda_max": curvature.lambda_max,
-                    "head_samples": curvature.samples}
+    lr, choice = device_auto_lr(qmodel, cfg.task, str(scheme), seed=cfg.seed, dataset=task)
+    result["lr"] = {"lr": lr, "source": "auto", "batch32": choice.as_dict()}
+    print(f"  {choice.summary()}; batch 1: {lr:.3g}", file=sys.stderr, flush=True)
     return lr
 
 

@@ -117,6 +117,7 @@ def run(args) -> int:
     r = program.report
     summary = {
         "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme, "lr": args.lr,
+        "lr_auto": getattr(args, "lr_auto", None),
         "peak_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
         "trainable_sram_bytes": r["trainable_bytes"], "mask_bytes": r["mask_bytes"],
         "flash_bytes": r["flash_bytes"], "inference_peak_bytes": r["inference_arena_bytes"],
@@ -141,27 +142,30 @@ def run(args) -> int:
 
 
 def _compiled_lr(args, qmodel) -> float:
-    """``--lr``, resolving ``auto`` to the batch-1 rate of train/lr_auto.py (printed with its source)."""
+    """``--lr``, resolving ``auto`` (printed with its source; docs/learning-rate.md): with ``--data``
+    ``finetune --lr auto`` in the simulation, scaled to batch 1 (``finetune.device_auto_lr``); else the
+    rate derived from the head curvature that ``finetune --lr auto`` recorded in the model."""
     from mcutrain.train import lr_auto
 
     if not lr_auto.is_auto(args.lr):
         return args.lr
     if args.data:
-        from mcutrain.data import load_dataset
+        from mcutrain.train.finetune import device_auto_lr
 
-        curvature, source = lr_auto.model_head_curvature(qmodel, load_dataset(args.data, seed=args.seed).train,
-                                                         args.seed), f"--data {args.data}"
-    else:
-        curvature, source = lr_auto.recorded_curvature(qmodel), "recorded by finetune --lr auto"
+        lr, choice = device_auto_lr(qmodel, args.data, args.scheme, seed=args.seed)
+        print(f"mcutrain compile: {choice.summary()}; scaled to batch 1: {lr:.3g}", file=sys.stderr)
+        args.lr_auto = {"lr": lr, "batch32": choice.as_dict()}
+        return lr
+    curvature = lr_auto.recorded_curvature(qmodel)
     if curvature is None:
         if args.target:
-            print(f"mcutrain compile: warning: --lr auto has no data to derive the rate from (pass --data); "
+            print(f"mcutrain compile: warning: --lr auto has no data to choose the rate with (pass --data); "
                   f"compiling lr {lr_auto.FALLBACK_DEVICE_LR:g}, which the on-device guard halves if it is "
                   f"too large", file=sys.stderr)
         return lr_auto.FALLBACK_DEVICE_LR
     lr = lr_auto.device_lr(curvature)
-    print(f"mcutrain compile: --lr auto: {lr:.3g} (batch-1 rate from the head's curvature "
-          f"{curvature.lambda_max:.3g}, {source})", file=sys.stderr)
+    print(f"mcutrain compile: --lr auto: {lr:.3g} (batch-1 rate derived from the head's curvature "
+          f"{curvature.lambda_max:.3g} recorded by finetune --lr auto)", file=sys.stderr)
     return lr
 
 

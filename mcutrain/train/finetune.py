@@ -31,7 +31,8 @@ from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
 from mcutrain.train.learning_rate import check_learning_rate
-from mcutrain.train.lr_auto import AUTO, LrChoice, choose_lr, derived_lr, head_curvature, is_auto, probe_steps, snap
+from mcutrain.train.lr_auto import (AUTO, DEVICE_PROBE_EVAL, DEVICE_PROBE_TRAIN, LrChoice, per_sample_lr, choose_lr, derived_lr, head_curvature, is_auto,
+                                    probe_steps, snap)
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
@@ -123,7 +124,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
         raise McutrainError(f"training diverged in epoch {len(history)} ({what}); "
                             f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
     if probe:
-        return {"val_accuracy": 0.0 if diverged else task.accuracy("val"), "diverged": diverged}
+        val = {"accuracy": 0.0, "loss": math.inf} if diverged else task.metrics("val")
+        return {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "diverged": diverged}
     trained = None if diverged else net.to_qmodel()
     if cfg.out:
         save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance,
@@ -152,7 +154,8 @@ def auto_lr(cfg: FinetuneConfig, qmodel: QModel, dataset: SplitDataset, memo: di
     """``--lr auto``: the rate derived from the head's curvature (train/lr_auto.py), refined by short
     seeded runs on the validation split that share the run's frozen-prefix cache."""
     prep = Preprocessing.from_dict(qmodel.preprocessing)
-    train = _subsampled(dataset, cfg).train
+    subsampled = _subsampled(dataset, cfg)
+    train = subsampled.train
     curvature = head_curvature(qmodel, train, cfg.resolution or qmodel.resolution, prep, cfg.seed)
     per_epoch = -(-len(train) // cfg.batch_size)
 
@@ -164,8 +167,9 @@ def auto_lr(cfg: FinetuneConfig, qmodel: QModel, dataset: SplitDataset, memo: di
     derived = derived_lr(curvature, optimizer=cfg.optimizer, momentum=cfg.momentum)
     if not (cfg.qas or cfg.float):  # the same fp32-sized step needs a rate 1/s_W^2 larger without QAS
         derived = snap(derived / weight_step_factor(qmodel))
-    return choose_lr(derived,
-                     probe_steps(cfg.epochs * per_epoch), probe, curvature=curvature, clock=time.perf_counter)
+    steps = probe_steps(cfg.epochs * per_epoch, cfg.batch_size)
+    return choose_lr(derived, steps, probe, curvature=curvature, clock=time.perf_counter,
+                     classes=len(dataset.classes), val_n=len(subsampled.val))
 
 
 def no_qas_warning(qmodel: QModel, cfg: FinetuneConfig) -> str | None:
@@ -216,18 +220,37 @@ class _Task:
         self.model_fn = lambda t: net.suffix(t, split)
         self.batches = CachedBatches(self.features["train"], torch.from_numpy(train.labels), cfg.batch_size, cfg.seed)
 
-    @torch.no_grad()
     def accuracy(self, split: str) -> float:
+        return self.metrics(split)["accuracy"]
+
+    @torch.no_grad()
+    def metrics(self, split: str) -> dict:
+        """{"accuracy", "loss"} on ``split`` (evaluation changes nothing)."""
         data = self.splits[split]
         if self.split is None:
-            return evaluate(self.net, data, self.resolution, self.prep)["accuracy"]
+            return evaluate(self.net, data, self.resolution, self.prep)
         was = self.net.training
         self.net.eval()
         feats, labels = self.features[split], torch.from_numpy(data.labels)
-        correct = sum((self.model_fn(feats[i:i + 256].float()).argmax(1) == labels[i:i + 256]).sum().item()
-                      for i in range(0, len(labels), 256))
+        correct, loss_sum = 0, 0.0
+        for i in range(0, len(labels), 256):
+            logits = self.model_fn(feats[i:i + 256].float())
+            correct += (logits.argmax(1) == labels[i:i + 256]).sum().item()
+            loss_sum += F.cross_entropy(logits, labels[i:i + 256], reduction="sum").item()
         self.net.train(was)
-        return correct / len(labels)
+        return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+
+
+def device_auto_lr(qmodel: QModel, data: str, scheme: str, seed: int = 0,
+                   dataset: SplitDataset | None = None) -> tuple[float, LrChoice]:
+    """``--lr auto`` for the C engine (batch 1, plain SGD): the simulation's ``--lr auto`` for ``scheme``
+    at ``finetune``'s defaults (batch 32, momentum 0.9; fast, through the frozen-prefix cache), scaled
+    to batch 1 by the linear scaling rule (train/lr_auto.py ``per_sample_lr``). Returns (rate, choice)."""
+    dataset = dataset if dataset is not None else load_dataset(data, seed=seed)
+    cfg = FinetuneConfig(model="", data=data, scheme=scheme, lr=AUTO, seed=seed,
+                         train_subset=DEVICE_PROBE_TRAIN, eval_subset=DEVICE_PROBE_EVAL)
+    choice = auto_lr(cfg, qmodel, dataset, {})
+    return per_sample_lr(choice.lr, batch_size=cfg.batch_size, momentum=cfg.momentum), choice
 
 
 def _make_step(net, model_fn, cfg: FinetuneConfig):

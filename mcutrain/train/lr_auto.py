@@ -10,19 +10,25 @@ fixed rate serves every backbone: at 64x64 lambda_max is 450 (mbv2-w0.35 from Im
 0.05 diverged on all three ImageNet models while 1e-3 crawls on the bundled one. The derived rate is a
 fixed fraction of that limit (the constants are calibrated by the sweep in docs/results/lr_sweep.md):
 
-    lr = DERIVED_FRACTION * (1 + mu) / lambda_max        (mini-batch SGD, the simulation)
-    lr = DEVICE_FRACTION / lambda_max                    (batch 1, plain SGD: the C engine)
+    lr = DERIVED_FRACTION * (1 + mu) / lambda_max     (SGD with heavy-ball momentum mu)
+
+The C engine trains at batch 1 without momentum; its rate is the mini-batch rate scaled by the
+linear scaling rule (``per_sample_lr``: the same distance per sample; lr / ((1 - mu) * batch)).
 
 snapped to a quarter-octave grid (2^(k/4)) so that the last bits of lambda_max, which depend on the
 CPU's float kernels, cannot reach the rate (README: the same results on every machine). lambda_max is
 measured on HEAD_SAMPLES seeded training samples in float64 from the int8 features (exact integers).
 Adam normalises its steps, so its rate does not scale with the features: ADAM_RATE (fp32 convention).
 
-``--lr auto`` refines the derived rate on the validation split: a few short seeded runs at
-``AUTO_FACTORS`` times the derived rate, each ``probe_steps`` optimizer steps long, keep the best
-validation accuracy (ties: the lower rate). It costs ``len(AUTO_FACTORS) * probe_steps`` steps on top
-of the run (about a third of a default 10-epoch run; less for longer runs) and reuses the run's
-frozen-prefix cache.
+``--lr auto`` refines the derived rate on the validation split by a line search over octaves
+(``choose_lr``): short seeded runs of PROBE_STEPS optimizer steps at 1x and 2x the derived rate, then
+on upwards (to 4x) or downwards (to 1/64x) while the validation accuracy improves. The best rate at
+64x64 spans lr * lambda_max = 1.2 (mbv2-w0.35) to 15 (mcunet-5fps on digits): the curvature of the
+head is not the only one that matters (the bundled backbone's deep layers want 1/40 of its head's
+rate), and only a run can tell. 30-step probes ranked the rates as
+the full runs did where 10-step probes preferred rates that diverged later. It costs 3 or 4 probes
+(90-120 steps and as many validation passes) on top of the run when the derived rate is near right,
+up to 8 when it is far too large; the probes share the run's frozen-prefix cache.
 """
 
 from __future__ import annotations
@@ -41,10 +47,11 @@ from mcutrain.quant.sim_model import Int8Net
 AUTO = "auto"
 HEAD_SAMPLES = 256
 DERIVED_FRACTION = 1.3  # calibrated: docs/results/lr_sweep.md
-DEVICE_FRACTION = 0.25  # calibrated: docs/results/lr_sweep.md
 ADAM_RATE = 1e-3
-AUTO_FACTORS = (0.25, 0.5, 1.0, 2.0)
-PROBE_STEPS = (10, 30)  # each candidate trains for a tenth of the run, within these bounds
+AUTO_UP, AUTO_DOWN = 2, -6  # --lr auto searches 1/64 .. 4 times the derived rate (octaves)
+PROBE_STEPS = 30  # optimizer steps of each --lr auto probe (10 steps misjudged; docs/learning-rate.md)
+PROBE_SAMPLES = 300  # ... and at least this many samples (batch 1: 300 steps)
+DEVICE_PROBE_TRAIN, DEVICE_PROBE_EVAL = 1000, 500  # samples the device rate's search trains / is judged on
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,16 @@ def derived_lr(curvature: HeadCurvature, *, optimizer: str = "sgd", momentum: fl
 
 
 def device_lr(curvature: HeadCurvature) -> float:
-    """The batch-1 plain-SGD rate for the C engine (``compile``, ``demo``)."""
-    return snap(DEVICE_FRACTION / max(curvature.lambda_max, 1e-12))
+    """The C engine's rate (batch 1, plain SGD) where no data is at hand: the derived mini-batch
+    rate at finetune's defaults, scaled to batch 1 (``per_sample_lr``)."""
+    return per_sample_lr(derived_lr(curvature, momentum=0.9), batch_size=32, momentum=0.9)
+
+
+def per_sample_lr(lr: float, *, batch_size: int, momentum: float) -> float:
+    """The batch-1 plain-SGD rate that moves the weights as far per sample as SGD at ``lr`` with
+    ``batch_size`` and heavy-ball ``momentum`` (the linear scaling rule): momentum multiplies the
+    steady-state step by 1 / (1 - mu), a batch averages ``batch_size`` per-sample gradients."""
+    return snap(lr / ((1.0 - momentum) * batch_size))
 
 
 def snap(lr: float) -> float:
@@ -97,10 +112,10 @@ def snap(lr: float) -> float:
     return float(2.0 ** (k / 4))
 
 
-def probe_steps(run_steps: int) -> int:
-    """Optimizer steps of each ``--lr auto`` candidate: a tenth of the run, within PROBE_STEPS."""
-    low, high = PROBE_STEPS
-    return max(low, min(high, run_steps // 10))
+def probe_steps(run_steps: int, batch_size: int = 32) -> int:
+    """Optimizer steps of each ``--lr auto`` probe: PROBE_STEPS, at least PROBE_SAMPLES samples (a
+    batch-1 probe of 30 samples says nothing), and never more than the run itself."""
+    return max(1, min(max(PROBE_STEPS, PROBE_SAMPLES // batch_size), run_steps))
 
 
 @dataclass(frozen=True)
@@ -127,13 +142,42 @@ class LrChoice:
                 f"{self.seconds:.1f} s)")
 
 
-def choose_lr(derived: float, steps: int, probe, *, curvature: HeadCurvature, clock) -> LrChoice:
-    """Run ``probe(lr, steps) -> validation accuracy`` at each factor of ``derived``; keep the best
-    (ties: the lower rate, the safer one for a run longer than the probe)."""
+def choose_lr(derived: float, steps: int, probe, *, curvature: HeadCurvature, clock, classes: int = 0,
+              val_n: int = 0) -> LrChoice:
+    """A line search over octaves of ``derived`` with ``probe(lr, steps) -> validation accuracy``.
+
+    Probes 1x and 2x; climbs (to ``AUTO_UP`` octaves) while a larger rate does better, else descends
+    (to ``AUTO_DOWN``) while a smaller one does better or the current one failed. Better means by more
+    than one validation sample (a tie keeps the rate it has: the lower one when climbing); a probe
+    whose accuracy is within chance's 2-sigma band (``classes``, ``val_n``) failed, whatever its
+    value: noise between two failed rates must not steer the search. 3 to 4 probes when the derived
+    rate is near right, up to 8 when it is far too large."""
     t0 = clock()
-    candidates = tuple((snap(derived * f), float(probe(snap(derived * f), steps))) for f in AUTO_FACTORS)
-    best = max(candidates, key=lambda c: (c[1], -c[0]))
-    return LrChoice(best[0], derived, curvature, steps, candidates, clock() - t0)
+    margin = 1.0 / val_n if val_n else 0.0
+    floor = _chance_band(classes, val_n)
+    tried: dict[float, float] = {}
+
+    def score(octave: int) -> float:
+        lr = snap(derived * 2.0 ** octave)
+        if lr not in tried:
+            tried[lr] = float(probe(lr, steps))
+        return tried[lr] if tried[lr] > floor else -1.0
+
+    best = 1 if score(1) > score(0) + margin else 0
+    step = 1 if best == 1 else -1
+    while AUTO_DOWN <= best + step <= AUTO_UP and (score(best + step) > score(best) + margin
+                                                   or (step < 0 and score(best) < 0)):
+        best += step
+    return LrChoice(snap(derived * 2.0 ** best), derived, curvature, steps, tuple(sorted(tried.items())),
+                    clock() - t0)
+
+
+def _chance_band(classes: int, n: int) -> float:
+    """Accuracy at or below which a probe is indistinguishable from guessing (2 sigma above 1/K)."""
+    if classes < 2 or n < 1:
+        return -1.0
+    p = 1.0 / classes
+    return p + 2.0 * math.sqrt(p * (1 - p) / n)
 
 
 # The C engine's rate when nothing tells us the features' scale (no --data, nothing recorded): the
