@@ -163,7 +163,8 @@ def choose_lr(derived: float, steps: int, probe, *, curvature: HeadCurvature, cl
             tried[lr] = float(probe(lr, steps))
         return tried[lr] if tried[lr] > floor else -1.0
 
-    best = 1 if score(1) > score(0) + margin else 0
+    at_derived = score(0)
+    best = 1 if score(1) > at_derived + margin else 0
     step = 1 if best == 1 else -1
     while AUTO_DOWN <= best + step <= AUTO_UP and (score(best + step) > score(best) + margin
                                                    or (step < 0 and score(best) < 0)):

@@ -31,6 +31,11 @@ def test_snap_is_a_quarter_octave_grid_point_within_a_ninth(lr):
     assert lr_auto.snap(lr * (1 + 1e-12)) == s or abs(4 * math.log2(lr) % 1 - 0.5) < 1e-9  # last bits do not matter
 
 
+def test_per_sample_rate_follows_the_linear_scaling_rule():
+    assert lr_auto.per_sample_lr(0.32, batch_size=32, momentum=0.9) == lr_auto.snap(0.1)  # 0.32 * 10 / 32
+    assert lr_auto.per_sample_lr(0.5, batch_size=1, momentum=0.0) == 0.5
+
+
 def test_derived_rate_is_inverse_to_the_curvature_and_grows_with_momentum():
     a = lr_auto.derived_lr(HeadCurvature(100.0, 256), momentum=0.9)
     assert lr_auto.derived_lr(HeadCurvature(400.0, 256), momentum=0.9) == a / 4  # 2 octaves: exact on the grid
@@ -57,14 +62,14 @@ def test_head_curvature_is_the_largest_eigenvalue_of_the_feature_moment(models):
     assert got.lambda_max > 0
 
 
-def _search(scores: dict) -> tuple[float, list]:
+def _search(scores: dict, **chance) -> tuple[float, list]:
     seen = []
 
     def probe(lr, steps):
         seen.append(lr)
         return scores[lr]
 
-    choice = lr_auto.choose_lr(1.0, 30, probe, curvature=HeadCurvature(1.0, 9), clock=lambda: 0.0)
+    choice = lr_auto.choose_lr(1.0, 30, probe, curvature=HeadCurvature(1.0, 9), clock=lambda: 0.0, **chance)
     assert choice.as_dict()["candidates"] == [{"lr": lr, "val_accuracy": scores[lr]} for lr in sorted(seen)]
     return choice.lr, seen
 
@@ -80,9 +85,23 @@ def test_auto_descends_when_twice_the_rate_is_worse():
     assert _search({1.0: 0.5, 2.0: 0.5, 0.5: 0.4}) == (1.0, [1.0, 2.0, 0.5])  # a tie keeps the lower rate
 
 
+def test_auto_treats_probes_at_chance_as_failed_and_keeps_descending():
+    # 10 classes, 500 validation samples: chance's band reaches 12.7%; 11% > 9.8% is noise, not a gain
+    scores = {1.0: 0.098, 2.0: 0.11, 0.5: 0.096, 0.25: 0.60, 0.125: 0.65, 0.0625: 0.62}
+    assert _search(scores, classes=10, val_n=500) == (0.125, [1.0, 2.0, 0.5, 0.25, 0.125, 0.0625])
+    assert _search({1.0: 0.098, 2.0: 0.11, 4.0: 0.2}) == (4.0, [1.0, 2.0, 4.0])  # without the band it climbs
+
+
+def test_auto_stops_at_the_bottom_of_its_range_when_everything_fails():
+    scores = {2.0 ** k: 0.1 for k in range(-6, 2)}
+    lr, seen = _search(scores, classes=10, val_n=500)
+    assert lr == 2.0 ** lr_auto.AUTO_DOWN and len(seen) == 8
+
+
 @pytest.mark.parametrize("run_steps, want", [(0, 1), (7, 7), (30, 30), (10_000, 30)])
 def test_probes_are_thirty_steps_or_the_whole_run(run_steps, want):
     assert lr_auto.probe_steps(run_steps) == want
+    assert lr_auto.probe_steps(10_000, batch_size=1) == lr_auto.PROBE_SAMPLES  # batch 1: 300 samples
 
 
 def _auto_cfg(models, tmp_path, **kw):
