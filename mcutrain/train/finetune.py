@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, ImageSet, Preprocessing, SplitDataset, load_dataset, mirror_safe
-from mcutrain.errors import McutrainError
+from mcutrain.errors import McutrainError, TrainingFailed
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from mcutrain.quant.qmodel import QModel
@@ -29,6 +29,7 @@ from mcutrain.sparse import UpdatePlan, load_scheme, resolve
 from mcutrain.sparse.permute import prepare_model
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
+from mcutrain.train.health import judge
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
 from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.prefix_cache import (
@@ -62,9 +63,15 @@ class FinetuneConfig:
 
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None = None,
-             dataset: SplitDataset | None = None, prefix_memo: dict | None = None) -> dict:
+             dataset: SplitDataset | None = None, prefix_memo: dict | None = None,
+             keep_failed: bool = False) -> dict:
     """Fine-tune and evaluate. ``prefix_memo`` (a dict the caller keeps) lets sweeps over optimizers
-    and learning rates reuse cached frozen-prefix activations of the same model, data and split."""
+    and learning rates reuse cached frozen-prefix activations of the same model, data and split.
+
+    A run that did not learn (``train.health``: result ``failed``, ``health``) writes no model and,
+    when ``cfg.out`` asked for one, raises ``TrainingFailed`` carrying the result; ``keep_failed``
+    writes the model first (never a non-finite one) and still raises. Without ``cfg.out`` (the
+    analysis' runs) the failed result is returned."""
     _check(cfg)
     qmodel = model if model is not None else load_qmodel(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
@@ -102,20 +109,35 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4f} | "
                        f"val acc {val_per_epoch[-1] * 100:.2f}% (n={len(dataset.val)})", file=sys.stderr)
     seconds = time.perf_counter() - t0
-    if diverged and cfg.out:
-        bad = _non_finite_parameters(net)
-        what = f"{len(bad)} parameters are not finite, first {bad[0]}" if bad else f"the loss became {history[-1]}"
-        raise McutrainError(f"training diverged in epoch {len(history)} ({what}); "
-                            f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
-    trained = None if diverged else net.to_qmodel()
-    if cfg.out:
+    bad = _non_finite_parameters(net)
+    val_accuracy = task.accuracy("val")
+    health = judge(history, qmodel.num_classes, val_accuracy=val_accuracy, val_n=len(dataset.val),
+                   parameters_finite=not bad)
+    written = bool(cfg.out) and (health.ok or (keep_failed and not diverged))
+    if written:
+        trained = net.to_qmodel()
         save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance, "finetune": recorded_config(cfg)}))
-    return {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": task.accuracy("val"),
-            "n": len(dataset.test), "train_loss": history[-1] if history else None,
-            "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
-            "seconds": round(seconds, 2), "diverged": diverged, "prefix_cached_blocks": task.split or 0,
-            "trainable": trainable_summary(plan), "config": recorded_config(cfg), "out": cfg.out or None,
-            "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
+    result = {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": val_accuracy,
+              "n": len(dataset.test), "train_loss": history[-1] if history else None,
+              "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
+              "seconds": round(seconds, 2), "diverged": diverged, "failed": not health.ok,
+              "health": health.to_dict(), "prefix_cached_blocks": task.split or 0,
+              "trainable": trainable_summary(plan), "config": recorded_config(cfg), "out": cfg.out if written else None,
+              "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
+    if cfg.out and not health.ok:
+        raise TrainingFailed(_failure_message(cfg, health, history, bad, diverged, written), result=result)
+    return result
+
+
+def _failure_message(cfg: FinetuneConfig, health, history: list, bad: list, diverged: bool, written) -> str:
+    """One line: why the run failed, what happened to the model, what to do."""
+    if diverged:  # non-finite: never written, not even with --keep-failed
+        what = f"{len(bad)} parameters are not finite, first {bad[0]}" if bad else f"the loss became {history[-1]}"
+        return (f"training diverged in epoch {len(history)} ({what}); "
+                f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
+    fate = (f"the model was written to {cfg.out} anyway (--keep-failed)" if written else
+            f"nothing was written to {cfg.out} (--keep-failed writes it)")
+    return f"training failed to learn: {health.reason}; {fate}: lower --lr (now {cfg.lr:g}) or use --lr auto"
 
 
 def recorded_config(cfg: FinetuneConfig) -> dict:
