@@ -59,7 +59,9 @@ class Health:
     val_bound: float | None  # accuracy at or below which the run is at chance (None: not judged)
 
     def to_dict(self) -> dict:
-        return {"failed": not self.ok, **asdict(self)}
+        """For JSON: a non-finite number becomes null (strict JSON has no NaN; ``reason`` names it)."""
+        return {"failed": not self.ok, **{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                          for k, v in asdict(self).items()}}
 
 
 def judge(losses: Sequence[float], classes: int, *, val_accuracy: float | None = None, val_n: int | None = None,
