@@ -83,8 +83,11 @@ def run(args) -> int:
     result.update(failed=not health.ok, health=health.to_dict())
     emit(args, result, _human)
     if not health.ok:
-        raise TrainingFailed(f"training on the C engine failed to learn: {health.reason}; recompile with a lower "
-                             f"--lr (now {_number(target.get('lr'))})" + _rollbacks_note(result))
+        lr = target.get("lr")
+        advice = (f"{health.lr_advice(lr)} in `mcutrain compile` and recompile" if isinstance(lr, (int, float))
+                  else "recompile with another --lr")
+        raise TrainingFailed(f"training on the C engine failed to learn: {health.reason}{_rollbacks_note(result)}; "
+                             f"{advice}")
     return 0
 
 
@@ -101,10 +104,6 @@ def guard_rollbacks(result: dict) -> int:
     """How often the engine's guard rolled back (0 when the program has no guard)."""
     guard = result.get("guard") or {}
     return int(guard.get("rollbacks") or 0)
-
-
-def _number(value) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) else "unknown"
 
 
 def _rollbacks_note(result: dict) -> str:

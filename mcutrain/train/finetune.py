@@ -137,7 +137,7 @@ def _failure_message(cfg: FinetuneConfig, health, history: list, bad: list, dive
                 f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
     fate = (f"the model was written to {cfg.out} anyway (--keep-failed)" if written else
             f"nothing was written to {cfg.out} (--keep-failed writes it)")
-    return f"training failed to learn: {health.reason}; {fate}: lower --lr (now {cfg.lr:g}) or use --lr auto"
+    return f"training failed to learn: {health.reason}; {fate}: {health.lr_advice(cfg.lr)} or use --lr auto"
 
 
 def recorded_config(cfg: FinetuneConfig) -> dict:

@@ -26,6 +26,10 @@ It FAILED when, in this order (the first rule that fires names the reason):
    a 2-class run fails below 65% (19/30 fails, 20/30 passes). The bound assumes balanced classes;
    a model that predicts the majority class of a skewed validation set can pass it.
 
+What to do (``Health.lr_advice``): a loss that became non-finite, rose, or ended above 2 log K
+blew up, so the rate was too high; a run left at chance (loss near log K, or accuracy) had a rate
+too low or too high, so the advice is another rate, not a lower one.
+
 Head and tail are the first and last fifth of the history (at least one entry each), so one
 epoch's or one step's noise does not decide and a 2-epoch run compares epoch 1 with epoch 2. A run
 with no losses (zero epochs or steps) trained nothing: it is not judged and is ok.
@@ -41,6 +45,7 @@ RISE_FACTOR = 3.0  # tail / head loss ratio that counts as "rose far above its s
 RISE_FLOOR = 0.5  # ... and only when the tail is above this fraction of log K
 Z = 1.645  # one-sided 5% normal quantile of the chance-accuracy bound
 PART = 5  # head and tail are the first and last 1/PART of the history
+BLOWN_UP = 2.0  # x log K: a final loss above this blew up (the advice is a lower rate, not another one)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Health:
 
     ok: bool
     reason: str  # one line; "learned" when ok
+    cause: str  # "learned", "parameters", "non-finite", "rise", "chance-loss" or "chance-accuracy"
     classes: int
     chance_loss: float  # log K
     steps: int  # entries in the loss history
@@ -57,6 +63,16 @@ class Health:
     val_accuracy: float | None
     val_n: int | None
     val_bound: float | None  # accuracy at or below which the run is at chance (None: not judged)
+
+    def lr_advice(self, lr: float, flag: str = "--lr") -> str:
+        """What to do about the learning rate. A loss that blew up (non-finite, risen, far above
+        chance) means a rate too high; a loss or accuracy left at chance can be either (too low a
+        rate never moves it, too high a one can pin it there)."""
+        blew_up = self.cause in ("parameters", "non-finite", "rise") or (
+            self.cause == "chance-loss" and self.final_loss > BLOWN_UP * self.chance_loss)
+        if blew_up:
+            return f"lower {flag} (now {lr:g})"
+        return f"try another {flag} (now {lr:g}: too low a rate leaves a run at chance, so can too high a one)"
 
     def to_dict(self) -> dict:
         """For JSON: a non-finite number becomes null (strict JSON has no NaN; ``reason`` names it)."""
@@ -75,8 +91,8 @@ def judge(losses: Sequence[float], classes: int, *, val_accuracy: float | None =
     bound = chance_bound(classes, val_n) if val_accuracy is not None and losses else None
     numbers = dict(classes=classes, chance_loss=chance, steps=len(losses), first_loss=head, final_loss=tail,
                    val_accuracy=val_accuracy, val_n=val_n, val_bound=bound)
-    reason = _failure(losses, head, tail, classes, val_accuracy, val_n, bound, parameters_finite, unit)
-    return Health(ok=reason is None, reason=reason or "learned", **numbers)
+    cause, reason = _failure(losses, head, tail, classes, val_accuracy, val_n, bound, parameters_finite, unit)
+    return Health(ok=cause == "learned", reason=reason, cause=cause, **numbers)
 
 
 def chance_bound(classes: int, n: int | None) -> float | None:
@@ -102,21 +118,24 @@ def _mean(values: list[float]) -> float:
 
 
 def _failure(losses: list[float], head, tail, classes: int, val_accuracy, val_n, bound, parameters_finite: bool,
-             unit: str) -> str | None:
+             unit: str) -> tuple[str, str]:
+    """(cause, reason) of the first rule that fires, or ("learned", "learned")."""
     chance = math.log(classes)
     if not parameters_finite:
-        return "parameters are not finite (NaN or infinity)"
+        return "parameters", "parameters are not finite (NaN or infinity)"
     if not losses:
-        return None  # nothing was trained: nothing to judge
+        return "learned", "learned"  # nothing was trained: nothing to judge
     if not math.isfinite(tail):
         where = next(i for i in range(len(losses) - 1, -1, -1) if not math.isfinite(losses[i]))
-        return f"the training loss became {losses[where]} ({unit} {where + 1} of {len(losses)})"
+        return "non-finite", f"the training loss became {losses[where]} ({unit} {where + 1} of {len(losses)})"
     if tail > RISE_FACTOR * head and tail > RISE_FLOOR * chance:
-        return (f"the training loss rose from {head:.4g} to {tail:.4g} (over {RISE_FACTOR:g}x its start; "
-                f"chance level log {classes} = {chance:.3f})")
+        return "rise", (f"the training loss rose from {head:.4g} to {tail:.4g} (over {RISE_FACTOR:g}x its start; "
+                        f"chance level log {classes} = {chance:.3f})")
     if tail >= chance:
-        return f"the training loss ended at {tail:.4g}, not below chance level log {classes} = {chance:.3f}"
+        return "chance-loss", (f"the training loss ended at {tail:.4g}, not below chance level "
+                               f"log {classes} = {chance:.3f}")
     if bound is not None and val_accuracy <= bound:
-        return (f"validation accuracy {val_accuracy * 100:.2f}% is at chance: not above {bound * 100:.2f}%, "
-                f"what guessing 1 of {classes} classes reaches on {val_n} samples 5% of the time")
-    return None
+        return "chance-accuracy", (f"validation accuracy {val_accuracy * 100:.2f}% is at chance: not above "
+                                   f"{bound * 100:.2f}%, what guessing 1 of {classes} classes reaches on "
+                                   f"{val_n} samples 5% of the time")
+    return "learned", "learned"

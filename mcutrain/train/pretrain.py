@@ -110,7 +110,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
     if not health.ok:
         fate = _settle_failure(paths, keep_failed)
         summary["checkpoint"] = str(paths["checkpoint"]) if keep_failed else None
-        raise TrainingFailed(f"training failed to learn: {health.reason}; {fate}: lower --lr (now {cfg.lr:g})",
+        raise TrainingFailed(f"training failed to learn: {health.reason}; {fate}: {health.lr_advice(cfg.lr)}",
                              result=summary)
     return summary
 
