@@ -32,7 +32,13 @@ too low or too high, so the advice is another rate, not a lower one.
 
 Head and tail are the first and last fifth of the history (at least one entry each), so one
 epoch's or one step's noise does not decide and a 2-epoch run compares epoch 1 with epoch 2. A run
-with no losses (zero epochs or steps) trained nothing: it is not judged and is ok.
+with no losses (zero epochs or steps) trained nothing: it is not judged and is ok. An epoch's loss
+is a mean over the whole epoch's training, so one epoch is judged; a step's loss (the C engine,
+batch 1) is ONE sample's, measured before that step's update. With fewer than ``MIN_STEPS`` (10)
+steps the tail is two samples or fewer (a 1-step run's only loss is the starting model's: log K
+exactly for a new zero head), and so few samples cannot be expected to lift the accuracy off chance
+(a 1-step run of a new 10-class head has seen one class): only rules 1 and 2 apply (a smoke test
+such as ``mcutrain run --steps 1`` is judged on finiteness alone).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ RISE_FACTOR = 3.0  # tail / head loss ratio that counts as "rose far above its s
 RISE_FLOOR = 0.5  # ... and only when the tail is above this fraction of log K
 Z = 1.645  # one-sided 5% normal quantile of the chance-accuracy bound
 PART = 5  # head and tail are the first and last 1/PART of the history
+MIN_STEPS = 10  # per-step histories shorter than this are judged on finiteness only
 BLOWN_UP = 2.0  # x log K: a final loss above this blew up (the advice is a lower rate, not another one)
 
 
@@ -69,7 +76,7 @@ class Health:
         chance) means a rate too high; a loss or accuracy left at chance can be either (too low a
         rate never moves it, too high a one can pin it there)."""
         blew_up = self.cause in ("parameters", "non-finite", "rise") or (
-            self.cause == "chance-loss" and self.final_loss > BLOWN_UP * self.chance_loss)
+            self.final_loss is not None and self.final_loss > BLOWN_UP * self.chance_loss)
         if blew_up:
             return f"lower {flag} (now {lr:g})"
         return f"try another {flag} (now {lr:g}: too low a rate leaves a run at chance, so can too high a one)"
@@ -120,7 +127,6 @@ def _mean(values: list[float]) -> float:
 def _failure(losses: list[float], head, tail, classes: int, val_accuracy, val_n, bound, parameters_finite: bool,
              unit: str) -> tuple[str, str]:
     """(cause, reason) of the first rule that fires, or ("learned", "learned")."""
-    chance = math.log(classes)
     if not parameters_finite:
         return "parameters", "parameters are not finite (NaN or infinity)"
     if not losses:
@@ -128,14 +134,25 @@ def _failure(losses: list[float], head, tail, classes: int, val_accuracy, val_n,
     if not math.isfinite(tail):
         where = next(i for i in range(len(losses) - 1, -1, -1) if not math.isfinite(losses[i]))
         return "non-finite", f"the training loss became {losses[where]} ({unit} {where + 1} of {len(losses)})"
+    if unit == "step" and len(losses) < MIN_STEPS:
+        return "learned", "learned"  # too few single samples to expect learning (module docstring)
+    level = _loss_level(head, tail, classes)
+    if level is not None:
+        return level
+    if bound is not None and val_accuracy <= bound:
+        return "chance-accuracy", (f"validation accuracy {val_accuracy * 100:.2f}% is at chance: not above "
+                                   f"{bound * 100:.2f}%, what guessing 1 of {classes} classes reaches on "
+                                   f"{val_n} samples 5% of the time")
+    return "learned", "learned"
+
+
+def _loss_level(head: float, tail: float, classes: int) -> tuple[str, str] | None:
+    """Rules 3 and 4: the loss rose far above its start, or ended at or above chance level."""
+    chance = math.log(classes)
     if tail > RISE_FACTOR * head and tail > RISE_FLOOR * chance:
         return "rise", (f"the training loss rose from {head:.4g} to {tail:.4g} (over {RISE_FACTOR:g}x its start; "
                         f"chance level log {classes} = {chance:.3f})")
     if tail >= chance:
         return "chance-loss", (f"the training loss ended at {tail:.4g}, not below chance level "
                                f"log {classes} = {chance:.3f}")
-    if bound is not None and val_accuracy <= bound:
-        return "chance-accuracy", (f"validation accuracy {val_accuracy * 100:.2f}% is at chance: not above "
-                                   f"{bound * 100:.2f}%, what guessing 1 of {classes} classes reaches on "
-                                   f"{val_n} samples 5% of the time")
-    return "learned", "learned"
+    return None

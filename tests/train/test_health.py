@@ -113,3 +113,23 @@ def test_fewer_than_two_classes_is_a_bug():
 
 def test_the_step_unit_names_where_the_loss_went_wrong():
     assert judge([1.0, NAN], 2, unit="step").reason == "the training loss became nan (step 2 of 2)"
+
+
+def test_a_short_per_step_history_is_judged_on_finiteness_only():
+    """A step's loss is one sample's, measured before its update: 1 step of a zero head is log K,
+    and one sample of one class cannot lift a 10-class accuracy off chance."""
+    assert judge([LOG10], 10, val_accuracy=0.1, val_n=100, unit="step").ok
+    assert judge([LOG10] * 9, 10, val_accuracy=0.1, val_n=100, unit="step").ok
+    assert not judge([LOG10] * 10, 10, unit="step").ok  # from MIN_STEPS on, the level counts
+    assert not judge([1.0] * 10, 10, val_accuracy=0.1, val_n=100, unit="step").ok  # and the accuracy
+    assert not judge([1.0, NAN], 10, unit="step").ok  # finiteness always
+    assert not judge([LOG10], 10).ok  # one EPOCH's loss is a mean over its training: judged
+
+
+def test_the_advice_says_lower_only_when_the_loss_blew_up():
+    assert judge([0.5, 47443.0], 10).lr_advice(1e6) == "lower --lr (now 1e+06)"
+    assert judge([1.0, NAN], 10).lr_advice(0.1, "compile --lr").startswith("lower compile --lr (now 0.1)")
+    assert judge([2.0, 5.0], 10).lr_advice(0.1).startswith("lower --lr")  # above 2 log K: blew up
+    at_chance = judge([2.31, 2.31], 10)
+    assert at_chance.cause == "chance-loss" and at_chance.lr_advice(1e-6).startswith("try another --lr (now 1e-06")
+    assert judge([2.0, 1.0], 10, val_accuracy=0.1, val_n=500).lr_advice(0.05).startswith("try another --lr")
