@@ -4,7 +4,8 @@ Top to bottom: load the int8 model and the data (a new task gets a new zero-init
 resolve the scheme to an UpdatePlan, permute channels so the ones worth updating are the first k
 (a bit-identical model), build the int8 simulation (or its fp32 twin with ``float=True``),
 train with the int8 optimizer (QAS, update rule) or plain fp32 SGD/Adam for the twin, evaluate the
-test split before and after, write the trained int8 model atomically.
+test split before and after, judge the run (``train.health``), write the trained int8 model
+atomically if it learned (or ``keep_failed``).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ def model(tmp_path_factory):
 
 
 def _finetune(model, out, *extra):
-    return main(["finetune", model, "--data", "digits", "--scheme", "full", "--epochs", "1", "--quiet", "--train-subset", "400",
-                 "--out", str(out), "--json", *extra])
+    return main(["finetune", model, "--data", "digits", "--scheme", "full", "--epochs", "1", "--quiet",
+                 "--train-subset", "400", "--out", str(out), "--json", *extra])
 
 
 def test_a_huge_learning_rate_fails_with_exit_3_and_writes_nothing(model, tmp_path, capsys):
