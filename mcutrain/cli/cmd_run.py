@@ -126,7 +126,7 @@ def _human(r: dict) -> str:
         lr = f", learning rate now {g['lr_final']:g}" if isinstance(g.get("lr_final"), (int, float)) else ""
         lines.append(f"  guard           rolled back to good parameters {guard_rollbacks(r)} time(s){lr}")
     if "health" in r:
-        lines.append(f"  health          {'FAILED: ' + r['health']['reason'] if r['failed'] else 'learned'}")
+        lines.append(f"  health          {'FAILED: ' if r['failed'] else ''}{r['health']['reason']}")
     if r["target"] == "cortex-m7":
         s = r["sram"]
         lines += [f"  SRAM            {r['sram_bytes']:,} bytes (static {s['static']:,} + stack high-water "

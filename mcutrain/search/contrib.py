@@ -235,7 +235,8 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
     base = acc[RunSpec(0)]
     bias_acc = {k: acc[RunSpec(k)] for k in plan.bias_k}
     weight_acc = {i: {r: acc[RunSpec(plan.n_convs - i, i, r)] for r in plan.ratios} for i in plan.layers}
-    failed = run_failures(results, dataset.num_classes, _used(len(dataset.val), cfg.eval_subset))
+    updates = cfg.epochs * math.ceil(_used(len(dataset.train), cfg.train_subset) / cfg.batch_size)
+    failed = run_failures(results, dataset.num_classes, _used(len(dataset.val), cfg.eval_subset), updates)
     return {
         "format": FORMAT, "version": VERSION,
         "model": {"path": os.fspath(cfg.model), "sha256": file_sha256(cfg.model),
@@ -265,15 +266,16 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
     }
 
 
-def run_failures(results: dict[RunSpec, dict], classes: int, val_n: int) -> dict[str, str]:
+def run_failures(results: dict[RunSpec, dict], classes: int, val_n: int, updates: int | None = None) -> dict[str, str]:
     """Label -> reason of each run that did not learn (``train.health``), in run order. A run marked
-    diverged failed even where its recorded losses are finite (its parameters were not)."""
+    diverged failed even where its recorded losses are finite (its parameters were not). ``updates``:
+    the optimizer steps of one run (epochs x batches), as finetune counts them."""
     failed = {}
     for run, rec in results.items():
         losses = rec["train_loss_per_epoch"]
         finite_losses = all(math.isfinite(v) for v in losses)
         health = judge(losses, classes, val_accuracy=rec["val_accuracy"], val_n=val_n,
-                       parameters_finite=not (rec["diverged"] and finite_losses))
+                       parameters_finite=not (rec["diverged"] and finite_losses), updates=updates)
         if not health.ok:
             failed[run.label] = health.reason
     return failed

@@ -92,6 +92,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
                  {} if prefix_memo is None else prefix_memo, identity)
     before = task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
+    updates = 0  # optimizer steps: a run of a few cannot be judged (train.health)
     history, val_per_epoch, seen, t0, diverged = [], [], 0, time.perf_counter(), False
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
@@ -99,6 +100,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
         bar = tqdm(task.batches, desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for x, y in bar:
             losses.append(step(x, y))
+            updates += 1
             seen += len(y)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
         history.append(sum(losses) / max(len(losses), 1))
@@ -113,7 +115,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     bad = _non_finite_parameters(net)
     val_accuracy = task.accuracy("val")
     health = judge(history, qmodel.num_classes, val_accuracy=val_accuracy, val_n=len(dataset.val),
-                   parameters_finite=not bad)
+                   parameters_finite=not bad, updates=updates)
     written = bool(cfg.out) and (health.ok or (keep_failed and not diverged))
     if written:
         trained = net.to_qmodel()

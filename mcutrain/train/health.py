@@ -32,13 +32,16 @@ too low or too high, so the advice is another rate, not a lower one.
 
 Head and tail are the first and last fifth of the history (at least one entry each), so one
 epoch's or one step's noise does not decide and a 2-epoch run compares epoch 1 with epoch 2. A run
-with no losses (zero epochs or steps) trained nothing: it is not judged and is ok. An epoch's loss
-is a mean over the whole epoch's training, so one epoch is judged; a step's loss (the C engine,
-batch 1) is ONE sample's, measured before that step's update. With fewer than ``MIN_STEPS`` (10)
-steps the tail is two samples or fewer (a 1-step run's only loss is the starting model's: log K
-exactly for a new zero head), and so few samples cannot be expected to lift the accuracy off chance
-(a 1-step run of a new 10-class head has seen one class): only rules 1 and 2 apply (a smoke test
-such as ``mcutrain run --steps 1`` is judged on finiteness alone).
+with no losses (zero epochs or steps) trained nothing: it is not judged and is ok.
+
+Too short to judge: every loss is measured BEFORE its step's update, so a run of one update has
+only the starting model's loss (log K exactly for a new zero head), and a handful of updates cannot
+be expected to lift the loss or the accuracy off chance (one batch-1 step of a new 10-class head has
+seen one class). A run of fewer than ``MIN_UPDATES`` (10) optimizer updates is judged on rules 1
+and 2 only and is ok otherwise (cause ``too-short``): a smoke test such as ``mcutrain run --steps 1``
+or one epoch of a tiny dataset. ``updates`` defaults to the number of losses for a per-step
+history (the C engine, one update each) and to "unknown, judge" for per-epoch ones, whose callers
+pass it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ RISE_FACTOR = 3.0  # tail / head loss ratio that counts as "rose far above its s
 RISE_FLOOR = 0.5  # ... and only when the tail is above this fraction of log K
 Z = 1.645  # one-sided 5% normal quantile of the chance-accuracy bound
 PART = 5  # head and tail are the first and last 1/PART of the history
-MIN_STEPS = 10  # per-step histories shorter than this are judged on finiteness only
+MIN_UPDATES = 10  # runs of fewer optimizer updates are judged on finiteness only
 BLOWN_UP = 2.0  # x log K: a final loss above this blew up (the advice is a lower rate, not another one)
 
 
@@ -60,11 +63,12 @@ class Health:
     """The verdict and the numbers behind it (``asdict`` is the ``health`` object of ``--json``)."""
 
     ok: bool
-    reason: str  # one line; "learned" when ok
-    cause: str  # "learned", "parameters", "non-finite", "rise", "chance-loss" or "chance-accuracy"
+    reason: str  # one line; when ok "learned" or "not judged: ..." (too short to tell)
+    cause: str  # "learned", "too-short" (ok), "parameters", "non-finite", "rise", "chance-loss", "chance-accuracy"
     classes: int
     chance_loss: float  # log K
     steps: int  # entries in the loss history
+    updates: int | None  # optimizer updates behind them (None: not known)
     first_loss: float | None  # head mean
     final_loss: float | None  # tail mean
     val_accuracy: float | None
@@ -88,18 +92,22 @@ class Health:
 
 
 def judge(losses: Sequence[float], classes: int, *, val_accuracy: float | None = None, val_n: int | None = None,
-          parameters_finite: bool = True, unit: str = "epoch") -> Health:
-    """Judge a run (module docstring). ``unit`` names a loss entry in the reason ("epoch", "step")."""
+          parameters_finite: bool = True, unit: str = "epoch", updates: int | None = None) -> Health:
+    """Judge a run (module docstring). ``unit`` names a loss entry in the reason ("epoch", "step");
+    ``updates``: the optimizer updates the run made (default: one per loss for "step", else unknown)."""
     if classes < 2:
         raise ValueError(f"a classifier has at least 2 classes, got {classes}")
     losses = [float(v) for v in losses]
     chance = math.log(classes)
     head, tail = _head_tail(losses)
     bound = chance_bound(classes, val_n) if val_accuracy is not None and losses else None
-    numbers = dict(classes=classes, chance_loss=chance, steps=len(losses), first_loss=head, final_loss=tail,
-                   val_accuracy=val_accuracy, val_n=val_n, val_bound=bound)
-    cause, reason = _failure(losses, head, tail, classes, val_accuracy, val_n, bound, parameters_finite, unit)
-    return Health(ok=cause == "learned", reason=reason, cause=cause, **numbers)
+    if updates is None and unit == "step":
+        updates = len(losses)
+    numbers = dict(classes=classes, chance_loss=chance, steps=len(losses), updates=updates, first_loss=head,
+                   final_loss=tail, val_accuracy=val_accuracy, val_n=val_n, val_bound=bound)
+    cause, reason = _failure(losses, head, tail, classes, val_accuracy, val_n, bound, parameters_finite, unit,
+                             updates)
+    return Health(ok=cause in ("learned", "too-short"), reason=reason, cause=cause, **numbers)
 
 
 def chance_bound(classes: int, n: int | None) -> float | None:
@@ -125,17 +133,17 @@ def _mean(values: list[float]) -> float:
 
 
 def _failure(losses: list[float], head, tail, classes: int, val_accuracy, val_n, bound, parameters_finite: bool,
-             unit: str) -> tuple[str, str]:
+             unit: str, updates: int | None) -> tuple[str, str]:
     """(cause, reason) of the first rule that fires, or ("learned", "learned")."""
     if not parameters_finite:
         return "parameters", "parameters are not finite (NaN or infinity)"
     if not losses:
-        return "learned", "learned"  # nothing was trained: nothing to judge
+        return "too-short", "not judged: nothing was trained"
     if not math.isfinite(tail):
         where = next(i for i in range(len(losses) - 1, -1, -1) if not math.isfinite(losses[i]))
         return "non-finite", f"the training loss became {losses[where]} ({unit} {where + 1} of {len(losses)})"
-    if unit == "step" and len(losses) < MIN_STEPS:
-        return "learned", "learned"  # too few single samples to expect learning (module docstring)
+    if updates is not None and updates < MIN_UPDATES:
+        return "too-short", f"not judged: {updates} update(s) are too few to expect learning (under {MIN_UPDATES})"
     level = _loss_level(head, tail, classes)
     if level is not None:
         return level

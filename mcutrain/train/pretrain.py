@@ -103,7 +103,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
     test = evaluate(model, dataset.test, resolution, prep)
     epochs = _read_metrics(paths["metrics"])
     health = judge([r["train_loss"] for r in epochs], dataset.num_classes,
-                   val_accuracy=epochs[-1]["val_accuracy"] if epochs else None, val_n=len(dataset.val))
+                   val_accuracy=epochs[-1]["val_accuracy"] if epochs else None, val_n=len(dataset.val),
+                   updates=len(epochs) * len(loader))
     summary = {"checkpoint": str(paths["checkpoint"]), "model": spec.name, "data": cfg.data,
                "resolution": resolution, "epochs": cfg.epochs, "test_accuracy": test["accuracy"],
                "test_n": test["n"], "diverged": False, "failed": not health.ok, "health": health.to_dict()}

@@ -27,3 +27,10 @@ def test_each_failed_run_is_named_with_its_reason_in_run_order():
 
 def test_a_tiny_validation_set_does_not_fail_a_run_on_its_accuracy():
     assert run_failures({RunSpec(0): _record([0.6, 0.4], 0.5)}, 2, 8) == {}
+
+
+def test_runs_of_too_few_updates_are_not_failed():
+    """One epoch of one batch (a tiny training subset) cannot be expected to learn: not judged."""
+    at_chance = {RunSpec(0): _record([math.log(10)], 0.1)}
+    assert run_failures(at_chance, 10, 269, updates=1) == {}
+    assert list(run_failures(at_chance, 10, 269, updates=10)) == ["last-layer"]

@@ -80,6 +80,7 @@ def test_no_training_is_not_judged(losses):
     """epochs=0 / steps=0: nothing was trained, so nothing failed (even at chance accuracy)."""
     h = judge(losses, 10, val_accuracy=0.1, val_n=1000)
     assert h.ok and h.steps == 0 and h.first_loss is None and h.final_loss is None and h.val_bound is None
+    assert h.cause == "too-short" and h.reason == "not judged: nothing was trained"
 
 
 def test_validation_accuracy_at_chance_fails():
@@ -115,15 +116,25 @@ def test_the_step_unit_names_where_the_loss_went_wrong():
     assert judge([1.0, NAN], 2, unit="step").reason == "the training loss became nan (step 2 of 2)"
 
 
-def test_a_short_per_step_history_is_judged_on_finiteness_only():
-    """A step's loss is one sample's, measured before its update: 1 step of a zero head is log K,
-    and one sample of one class cannot lift a 10-class accuracy off chance."""
-    assert judge([LOG10], 10, val_accuracy=0.1, val_n=100, unit="step").ok
+def test_a_run_of_few_updates_is_judged_on_finiteness_only():
+    """Each loss is measured before its update: 1 batch-1 step of a zero head is log K, and one
+    sample of one class cannot lift a 10-class accuracy off chance."""
+    short = judge([LOG10], 10, val_accuracy=0.1, val_n=100, unit="step")
+    assert short.ok and short.cause == "too-short" and short.updates == 1
+    assert short.reason == "not judged: 1 update(s) are too few to expect learning (under 10)"
     assert judge([LOG10] * 9, 10, val_accuracy=0.1, val_n=100, unit="step").ok
-    assert not judge([LOG10] * 10, 10, unit="step").ok  # from MIN_STEPS on, the level counts
+    assert not judge([LOG10] * 10, 10, unit="step").ok  # from MIN_UPDATES on, the level counts
     assert not judge([1.0] * 10, 10, val_accuracy=0.1, val_n=100, unit="step").ok  # and the accuracy
     assert not judge([1.0, NAN], 10, unit="step").ok  # finiteness always
-    assert not judge([LOG10], 10).ok  # one EPOCH's loss is a mean over its training: judged
+    assert not judge([1.0], 10, unit="step", parameters_finite=False).ok
+
+
+def test_an_epoch_history_is_judged_by_the_updates_behind_it():
+    """One epoch of one batch (a tiny dataset) is one update; one epoch of many is a judged run."""
+    assert judge([math.log(3)], 3, val_accuracy=1 / 3, val_n=6, updates=1).cause == "too-short"
+    assert not judge([LOG10], 10, updates=40).ok
+    assert not judge([LOG10], 10).ok  # updates unknown: judged
+    assert judge([LOG10], 10).updates is None
 
 
 def test_the_advice_says_lower_only_when_the_loss_blew_up():
