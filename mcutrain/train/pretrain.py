@@ -149,9 +149,9 @@ def _settle_failure(paths: dict[str, Path], keep_failed: bool) -> str:
     metrics file stays: it is the record of what the run did (and resuming a failed run with the
     same settings, the only resume allowed, would fail again)."""
     if keep_failed:
-        kept = paths["checkpoint"].exists()
-        return (f"the last finite epoch stays in {paths['checkpoint']} (--keep-failed)" if kept else
-                f"no epoch finished, nothing was written to {paths['checkpoint']}")
+        if not paths["checkpoint"].exists():
+            return f"no epoch finished, nothing was written to {paths['checkpoint']}"
+        return f"the checkpoint of the last finished epoch stays in {paths['checkpoint']} (--keep-failed)"
     for kind in ("checkpoint", "state"):
         paths[kind].unlink(missing_ok=True)
     return f"no checkpoint was kept at {paths['checkpoint']} (--keep-failed keeps it)"

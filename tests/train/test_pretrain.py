@@ -141,7 +141,7 @@ def test_a_later_epoch_that_diverges_keeps_the_last_finite_epoch_only_when_asked
     cfg = _cfg(tmp_path, epochs=2)
     monkeypatch.setattr(pretrain_mod, "_train_one_epoch", nan_in_epoch_2)
     # --keep-failed: the last finite epoch stays
-    with pytest.raises(pretrain_mod.TrainingDiverged, match="epoch 2/2 .*last finite epoch stays in"):
+    with pytest.raises(pretrain_mod.TrainingDiverged, match="epoch 2/2 .*last finished epoch stays in"):
         pretrain(cfg, progress=False, log=_quiet, keep_failed=True)
     weights = _weights(cfg.out)
     assert all(np.isfinite(v).all() for v in weights.values())
