@@ -6,6 +6,7 @@ import sys
 
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
+from mcutrain.errors import TrainingFailed
 from mcutrain.search.contrib import AnalysisConfig, analyze, runs_path, summary
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 from mcutrain.cli import argtypes
@@ -21,7 +22,8 @@ def register(subparsers) -> None:
                     "is on the validation split, never test. Finished runs are kept in OUT.runs.jsonl: "
                     "rerun the same command to resume (a cached run whose record is not a valid result, "
                     "e.g. an accuracy outside [0, 1], is trained again). Use the training settings (--lr ...) you will "
-                    "fine-tune the chosen scheme with.")
+                    "fine-tune the chosen scheme with. A run that fails to learn is recorded as failed and the "
+                    "analysis goes on; when every run failed, it exits with status 3.")
     p.add_argument("model", metavar="MODEL", help="int8 model file")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, metavar="CONTRIB_JSON")
@@ -64,11 +66,17 @@ def run(args) -> int:
                          bias_grid=args.bias_grid, workers=args.workers)
     doc = analyze(cfg, progress=not args.quiet)
     result = {"out": args.out, "runs_cache": str(runs_path(args.out)), **summary(doc)}
-    if result["unstable"]:
-        print(f"mcutrain analyze: warning: {len(result['unstable'])} run(s) ended with a training loss far "
-              f"above chance ({', '.join(result['unstable'][:5])}...): their contributions are noise; "
-              f"consider a lower --lr", file=sys.stderr)
+    failed = result["failed_runs"]
+    if failed:
+        first = next(iter(result["failed"].items()), None)
+        example = f"; {first[0]}: {first[1]}" if first else ""
+        print(f"mcutrain analyze: warning: {failed} of {result['runs']} run(s) failed to learn "
+              f"({', '.join(result['unstable'][:5])}{', ...' if failed > 5 else ''}{example}): their "
+              f"contributions measure a broken run; check --lr (now {cfg.lr:g}) or use --lr auto", file=sys.stderr)
     emit(args, result, _human)
+    if failed and failed == result["runs"]:
+        raise TrainingFailed(f"every one of the {failed} runs failed to learn, so the contributions in {args.out} "
+                             f"are noise: try another --lr (now {cfg.lr:g}) or --lr auto, with another --out")
     return 0
 
 
@@ -80,6 +88,7 @@ def _human(r: dict) -> str:
              "top weight contributions (over bias-only with the same depth):",
              table([[w["layer"], w["name"], w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
                    ["layer", "name", "ratio", "dAcc (points)"]),
-             f"{r['runs']} runs ({r['runs_new']} new) in {r['seconds']:.1f} s; wrote {r['out']} "
+             f"{r['runs']} runs ({r['runs_new']} new, {r['failed_runs']} failed to learn) in {r['seconds']:.1f} s; "
+             f"wrote {r['out']} "
              f"(run cache {r['runs_cache']})"]
     return "\n".join(lines)

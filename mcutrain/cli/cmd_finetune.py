@@ -7,6 +7,7 @@ import sys
 from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
+from mcutrain.errors import TrainingFailed
 from mcutrain.quant.model_file import load_qmodel
 from mcutrain.train.finetune import FinetuneConfig, finetune, no_qas_warning
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
@@ -19,7 +20,9 @@ def register(subparsers) -> None:
         description="Fine-tune MODEL (an int8 model file) on --data with the parameters --scheme selects "
                     "(a built-in name, see `mcutrain scheme list`, or a scheme JSON file). A dataset with "
                     "other classes than the model gets a new int8 head. --float trains the fp32 twin "
-                    "(same folded graph, dequantized) as the baseline.")
+                    "(same folded graph, dequantized) as the baseline. A run that fails to learn (the loss becomes "
+                    "non-finite, rises far above its start or stays at chance level log K, or the validation "
+                    "accuracy ends at chance) exits with status 3 and writes nothing unless --keep-failed.")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--data", required=True)
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
@@ -43,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-subset", type=int, default=0, help="evaluate on N random val/test samples (0: all)")
     p.add_argument("--augment", action="store_true", help="random flip and translation")
     p.add_argument("--float", action="store_true", help="fp32 baseline: train the dequantized twin")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="write MODEL2 even when the run failed to learn (the exit status is still 3)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -59,9 +64,18 @@ def run(args) -> int:
     if not cfg.float and not cfg.qas:  # the user chose the int8 step without QAS: say what it costs
         model = load_qmodel(cfg.model)
         print(f"mcutrain finetune: warning: {no_qas_warning(model, cfg)}", file=sys.stderr)
-    result = finetune(cfg, progress=not args.quiet, model=model)
-    emit(args, result, lambda r: f"test accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% "
-                                 f"(n={r['n']}), validation accuracy {r['val_accuracy'] * 100:.2f}%, "
-                                 f"final train loss {r['train_loss']:.4f}, lr {r['config']['lr']:.3g}, "
-                                 f"{r['images_per_s']:.0f} images/s; wrote {r['out']}")
+    try:
+        result = finetune(cfg, progress=not args.quiet, model=model, keep_failed=args.keep_failed)
+    except TrainingFailed as failed:  # the result (with "health") still goes out; main exits 3
+        emit(args, failed.result, _human)
+        raise
+    emit(args, result, _human)
     return 0
+
+
+def _human(r: dict) -> str:
+    loss = "none" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+    fate = f"wrote {r['out']}" if r["out"] else "wrote nothing"
+    return (f"test accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% (n={r['n']}), "
+            f"validation accuracy {r['val_accuracy'] * 100:.2f}%, final train loss {loss}, lr {r['config']['lr']:.3g}, "
+            f"{r['images_per_s']:.0f} images/s; {'FAILED, ' if r['failed'] else ''}{fate}")

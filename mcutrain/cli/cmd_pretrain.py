@@ -6,6 +6,7 @@ import sys
 
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
+from mcutrain.errors import TrainingFailed
 from mcutrain.train.pretrain import PretrainConfig, pretrain
 from mcutrain.cli import argtypes
 
@@ -18,7 +19,10 @@ def register(subparsers) -> None:
                     "CKPT-stem.state.safetensors (for --resume) and CKPT-stem.metrics.jsonl (losses, accuracies, "
                     "seconds and images/s per epoch) after every epoch; identical runs write identical CKPT and "
                     "state files (no timings in them). A loss or weight that becomes NaN or infinite stops the "
-                    "run (exit 2) before anything of that epoch is written.")
+                    "run before anything of that epoch is written; a run that ends without learning (loss at "
+                    "or above chance level log K or risen far above its start, validation accuracy at "
+                    "chance) fails too. A failed run exits with status 3 and removes CKPT and its state "
+                    "(the metrics file stays) unless --keep-failed.")
     p.add_argument("--model", required=True,
                    help="zoo name (see `mcutrain zoo`) or an architecture .json file (docs/own-model.md)")
     p.add_argument("--data", required=True, help="dataset name, folder:PATH or npz:PATH (see `mcutrain data list`)")
@@ -34,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")
     p.add_argument("--force", action="store_true", help="overwrite an existing run at CKPT")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="keep CKPT (the last finite epoch) and its state when the run fails (still exit 3)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -45,8 +51,13 @@ def run(args) -> int:
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          resolution=args.resolution, augment=not args.no_augment, seed=args.seed)
     # Epoch lines go to stderr like the progress bar: stdout carries only the result (text or JSON).
-    summary = pretrain(cfg, resume=args.resume, force=args.force, progress=not args.quiet,
-                       log=lambda msg: print(msg, file=sys.stderr))
+    try:
+        summary = pretrain(cfg, resume=args.resume, force=args.force, progress=not args.quiet,
+                           log=lambda msg: print(msg, file=sys.stderr), keep_failed=args.keep_failed)
+    except TrainingFailed as failed:  # --json still gets the result with its "health"; main exits 3
+        if args.json and failed.result is not None:
+            emit(args, failed.result, str)
+        raise
     emit(args, summary, lambda s: f"{s['model']} on {s['data']} @ {s['resolution']}px: "
                                   f"test accuracy {s['test_accuracy']:.4f} (n={s['test_n']}) -> {s['checkpoint']}")
     return 0

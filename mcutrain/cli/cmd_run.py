@@ -9,6 +9,13 @@ step and per inference counted by QEMU (-icount): instructions, not cycles. The 
 backward's accumulator mode the folder was generated with (``accumulate``, from ``target.json``).
 ``--profile`` (folders compiled with ``--profile``) adds the instructions of every op of the first
 training step and the first held-out inference (``codegen.runner.profile_cortex_m7``).
+
+Every run is judged by ``train.health`` from its per-step losses and its held-out accuracy after
+training (``health`` in the result, ``failed`` with it): a run that did not learn (the loss ended
+non-finite, rose far above its start or stayed at chance level log K, or the held-out accuracy is at
+chance) prints why and exits with status 3. Nothing is written either way. When the generated C
+guards itself (``guard`` in the runner's result: rollbacks to good parameters with a halved rate),
+the rollbacks are printed; a run that rolled back and ended healthy has not failed.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import numpy as np
 
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
-from mcutrain.errors import DataError
+from mcutrain.errors import DataError, TrainingFailed
+from mcutrain.train.health import judge
 
 
 def register(subparsers) -> None:
@@ -71,8 +79,36 @@ def run(args) -> int:
               **runner(Path(args.folder), target, train, held_out)}
     if args.profile:
         result["profile"] = profile_cortex_m7(Path(args.folder), target, train, held_out, result)
+    health = run_health(result, target["num_classes"])
+    result.update(failed=not health.ok, health=health.to_dict())
     emit(args, result, _human)
+    if not health.ok:
+        lr = target.get("lr")
+        advice = (f"{health.lr_advice(lr)} in `mcutrain compile` and recompile" if isinstance(lr, (int, float))
+                  else "recompile with another --lr")
+        raise TrainingFailed(f"training on the C engine failed to learn: {health.reason}{_rollbacks_note(result)}; "
+                             f"{advice}")
     return 0
+
+
+def run_health(result: dict, classes: int):
+    """The health of a run of the engine: its per-step losses and held-out accuracy after training
+    (none when --eval 0). Rollbacks of the engine's guard are no failure in themselves: the judgement
+    looks at where the run ends."""
+    accuracy = result["accuracy"]
+    after = accuracy.get("after") if accuracy.get("n") else None
+    return judge(result["losses"], classes, val_accuracy=after, val_n=accuracy.get("n") or None, unit="step")
+
+
+def guard_rollbacks(result: dict) -> int:
+    """How often the engine's guard rolled back (0 when the program has no guard)."""
+    guard = result.get("guard") or {}
+    return int(guard.get("rollbacks") or 0)
+
+
+def _rollbacks_note(result: dict) -> str:
+    n = guard_rollbacks(result)
+    return f" (its guard rolled back {n} time(s) and could not recover)" if n else ""
 
 
 def _human(r: dict) -> str:
@@ -85,6 +121,12 @@ def _human(r: dict) -> str:
     a = r["accuracy"]
     if a["n"]:
         lines.append(f"  accuracy        {a['before']:.3f} -> {a['after']:.3f} on {a['n']} held-out samples")
+    if guard_rollbacks(r):
+        g = r["guard"]
+        lr = f", learning rate now {g['lr_final']:g}" if isinstance(g.get("lr_final"), (int, float)) else ""
+        lines.append(f"  guard           rolled back to good parameters {guard_rollbacks(r)} time(s){lr}")
+    if "health" in r:
+        lines.append(f"  health          {'FAILED: ' if r['failed'] else ''}{r['health']['reason']}")
     if r["target"] == "cortex-m7":
         s = r["sram"]
         lines += [f"  SRAM            {r['sram_bytes']:,} bytes (static {s['static']:,} + stack high-water "

@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module ``cmd_<name>.py`` exposing ``register(subparsers)``, which
 adds its parser and sets ``func`` (``args -> exit code``). ``commands.HELP`` lists them in pipeline
-order so ``mcutrain --help`` reads like the pipeline. Only the chosen command's module is imported
+order so ``mcutrain --help`` reads like the pipeline. Exit status: 0 success, 1 no command, 2 bad
+input (a ``McutrainError``), 3 training ran but failed to learn (``TrainingFailed``: see
+``mcutrain.errors`` and ``mcutrain.train.health``), 130 interrupted. Only the chosen command's module is imported
 (the others would pull in torch and the engine for nothing): the rest get help-only parsers.
 """
 
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(err, "log", ""):
             print(err.log.rstrip("\n"), file=sys.stderr)
         print(f"mcutrain {args.command}: error: {one_line(str(err))}", file=sys.stderr)
-        return 2
+        return err.exit_code  # 2: bad input; 3: training ran but failed to learn (mcutrain.errors)
     except KeyboardInterrupt:
         print(f"mcutrain {args.command}: interrupted", file=sys.stderr)
         return 130

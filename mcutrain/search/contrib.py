@@ -25,6 +25,13 @@ no per-image record to pair them). z = 0 returns the analysis unchanged (the pap
 ``settings.eval_subset`` (an upper bound on n: the shrinkage is then too small, never too large),
 and with neither, z > 0 is an error.
 
+Failed runs: every run is judged by ``train.health`` (its per-epoch losses, the number of classes,
+its validation accuracy on ``val_used`` images), the judgement ``finetune`` and the other trainers
+use. A run that did not learn is recorded in ``failed`` (run -> reason) and ``unstable`` (its label,
+the key older readers know; it used to mean "loss above 2 ln K"), and the analysis goes on: its
+accuracy is still a measurement (a weight update that wrecks training is worth that little at these
+settings), but a document whose runs mostly failed measured the learning rate, not the layers.
+
 contrib.json, format ``mcutrain-contrib`` version 1::
 
     {"format": "mcutrain-contrib", "version": 1,
@@ -41,7 +48,8 @@ contrib.json, format ``mcutrain-contrib`` version 1::
      "bias": {"3": 0.012, ...},                         # k -> dAcc_bias (every bias run made)
      "weight": {"39": {"0.125": 0.004, ..., "1.0": 0.02}, ...},   # i -> r -> dAcc_W
      "accuracy": {"bias": {k: acc}, "weight": {i: {r: acc}}},    # the raw accuracies
-     "unstable": ["w39@1+b3", ...],                     # runs whose loss ended above 2 ln(classes)
+     "unstable": ["w39@1+b3", ...],                     # the runs judged failed (the keys of "failed")
+     "failed": {"w39@1+b3": "the training loss ended at ...", ...},   # run -> why it did not learn
      "runs": 58, "runs_new": 20, "wall_seconds": 312.4, "run_seconds": 590.1, "workers": 2}
 """
 
@@ -72,6 +80,7 @@ from mcutrain.search.runs import (Group, RunSpec, RunState, choose_run_lr, prefi
 from mcutrain.models.specs import NetSpec
 from mcutrain.sparse.scheme import Scheme, backbone_convs
 from mcutrain.train.finetune import FinetuneConfig
+from mcutrain.train.health import judge
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.lr_auto import AUTO, is_auto
@@ -82,7 +91,6 @@ from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, check_analys
 
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "optimizer", "qas", "update_rule", "seed",
                      "resolution", "train_subset", "eval_subset")
-UNSTABLE_LOSS = 2.0  # x ln(classes): a final training loss this far above chance means a broken run
 
 
 @dataclass(frozen=True)
@@ -249,10 +257,8 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
     base = acc[RunSpec(0)]
     bias_acc = {k: acc[RunSpec(k)] for k in plan.bias_k}
     weight_acc = {i: {r: acc[RunSpec(plan.n_convs - i, i, r)] for r in plan.ratios} for i in plan.layers}
-    limit = UNSTABLE_LOSS * math.log(max(dataset.num_classes, 2))
-    unstable = [run.label for run, rec in results.items()
-                if rec["diverged"] or not rec["train_loss_per_epoch"]
-                or not rec["train_loss_per_epoch"][-1] < limit]
+    updates = cfg.epochs * math.ceil(_used(len(dataset.train), cfg.train_subset) / cfg.batch_size)
+    failed = run_failures(results, dataset.num_classes, _used(len(dataset.val), cfg.eval_subset), updates)
     return {
         "format": FORMAT, "version": VERSION,
         "model": {"path": os.fspath(cfg.model), "sha256": file_sha256(cfg.model),
@@ -276,10 +282,25 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
                    for i, row in weight_acc.items()},
         "accuracy": {"bias": {str(k): a for k, a in bias_acc.items()},
                      "weight": {str(i): {str(r): a for r, a in row.items()} for i, row in weight_acc.items()}},
-        "unstable": unstable,
+        "unstable": list(failed), "failed": failed,
         "runs": len(results), "runs_new": runs_new, "wall_seconds": round(wall, 2),
         "run_seconds": round(sum(rec["seconds"] for rec in results.values()), 2), "workers": cfg.workers,
     }
+
+
+def run_failures(results: dict[RunSpec, dict], classes: int, val_n: int, updates: int | None = None) -> dict[str, str]:
+    """Label -> reason of each run that did not learn (``train.health``), in run order. A run marked
+    diverged failed even where its recorded losses are finite (its parameters were not). ``updates``:
+    the optimizer steps of one run (epochs x batches), as finetune counts them."""
+    failed = {}
+    for run, rec in results.items():
+        losses = rec["train_loss_per_epoch"]
+        finite_losses = all(math.isfinite(v) for v in losses)
+        health = judge(losses, classes, val_accuracy=rec["val_accuracy"], val_n=val_n,
+                       parameters_finite=not (rec["diverged"] and finite_losses), updates=updates)
+        if not health.ok:
+            failed[run.label] = health.reason
+    return failed
 
 
 def _used(available: int, subset: int) -> int:
@@ -379,7 +400,8 @@ def summary(doc: dict, top: int = 10) -> dict:
             "baseline": doc["baseline"],
             "best_bias": None if best_k is None else {"k": int(best_k), "dacc": doc["bias"][best_k]},
             "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d} for i, r, d in rows[:top]],
-            "unstable": doc["unstable"], "runs": doc["runs"], "runs_new": doc["runs_new"],
+            "unstable": doc["unstable"], "failed": doc.get("failed", {}), "failed_runs": len(doc["unstable"]),
+            "runs": doc["runs"], "runs_new": doc["runs_new"],
             "seconds": doc["wall_seconds"]}
 
 

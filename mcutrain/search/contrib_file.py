@@ -46,7 +46,8 @@ def load_contrib(path: str | os.PathLike) -> Contrib:
 
 
 _TOP_KEYS = ("format", "version", "model", "data", "settings", "metric", "note", "grid", "baseline", "bias",
-             "weight", "accuracy", "unstable", "runs", "runs_new", "wall_seconds", "run_seconds", "workers")
+             "weight", "accuracy", "unstable", "failed", "runs", "runs_new", "wall_seconds", "run_seconds",
+             "workers")
 MAX_CONVS = 3 * MAX_BLOCKS + 1  # an architecture's limit: a stem and three convs per block
 MAX_SAMPLES = 10**9
 

@@ -4,7 +4,8 @@ Top to bottom: load the int8 model and the data (a new task gets a new zero-init
 resolve the scheme to an UpdatePlan, permute channels so the ones worth updating are the first k
 (a bit-identical model), build the int8 simulation (or its fp32 twin with ``float=True``),
 train with the int8 optimizer (QAS, update rule) or plain fp32 SGD/Adam for the twin, evaluate the
-test split before and after, write the trained int8 model atomically.
+test split before and after, judge the run (``train.health``), write the trained int8 model
+atomically if it learned (or ``keep_failed``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, ImageSet, Preprocessing, SplitDataset, load_dataset, mirror_safe
-from mcutrain.errors import McutrainError
+from mcutrain.errors import McutrainError, TrainingFailed
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from mcutrain.quant.qmodel import QModel
@@ -29,10 +30,11 @@ from mcutrain.sparse import UpdatePlan, load_scheme, resolve
 from mcutrain.sparse.permute import prepare_model
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.float_twin import FloatTwin
+from mcutrain.train.health import judge
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
 from mcutrain.train.learning_rate import check_learning_rate
-from mcutrain.train.lr_auto import (AUTO, DEVICE_PROBE_EVAL, DEVICE_PROBE_TRAIN, LrChoice, per_sample_lr, choose_lr, derived_lr, head_curvature, is_auto,
-                                    probe_steps, snap)
+from mcutrain.train.lr_auto import (AUTO, DEVICE_PROBE_EVAL, DEVICE_PROBE_TRAIN, LrChoice, choose_lr, derived_lr,
+                                    head_curvature, is_auto, per_sample_lr, probe_steps, snap)
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
@@ -65,10 +67,16 @@ class FinetuneConfig:
 
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None = None,
-             dataset: SplitDataset | None = None, prefix_memo: dict | None = None, probe: bool = False) -> dict:
+             dataset: SplitDataset | None = None, prefix_memo: dict | None = None,
+             keep_failed: bool = False, probe: bool = False) -> dict:
     """Fine-tune and evaluate. ``prefix_memo`` (a dict the caller keeps) lets sweeps over optimizers
     and learning rates reuse cached frozen-prefix activations of the same model, data and split.
-    ``probe``: a short run for ``--lr auto`` that measures validation accuracy only (no test split)."""
+
+    A run that did not learn (``train.health``: result ``failed``, ``health``) writes no model and,
+    when ``cfg.out`` asked for one, raises ``TrainingFailed`` carrying the result; ``keep_failed``
+    writes the model first (never a non-finite one) and still raises. Without ``cfg.out`` (the
+    analysis' runs) the failed result is returned. ``probe``: a short run for ``--lr auto`` that
+    measures validation accuracy and loss only (no test split, no judgement)."""
     _check(cfg)
     original = model if model is not None else load_qmodel(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
@@ -95,17 +103,18 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
                  memo, identity)
     before = None if probe else task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
-    history, val_per_epoch, seen, steps, t0, diverged = [], [], 0, 0, time.perf_counter(), False
+    updates = 0  # optimizer steps: a run of a few cannot be judged (train.health)
+    history, val_per_epoch, seen, t0, diverged = [], [], 0, time.perf_counter(), False
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
         losses = []
         bar = tqdm(task.batches, desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for x, y in bar:
             losses.append(step(x, y))
+            updates += 1
             seen += len(y)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
-            steps += 1
-            if steps == cfg.max_steps:
+            if updates == cfg.max_steps:
                 break
         history.append(sum(losses) / max(len(losses), 1))
         if not math.isfinite(history[-1]) or _non_finite_parameters(net):
@@ -115,27 +124,45 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             val_per_epoch.append(task.accuracy("val"))
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4f} | "
                        f"val acc {val_per_epoch[-1] * 100:.2f}% (n={len(dataset.val)})", file=sys.stderr)
-        if steps == cfg.max_steps:
+        if updates == cfg.max_steps:
             break
     seconds = time.perf_counter() - t0
-    if diverged and cfg.out:
-        bad = _non_finite_parameters(net)
-        what = f"{len(bad)} parameters are not finite, first {bad[0]}" if bad else f"the loss became {history[-1]}"
-        raise McutrainError(f"training diverged in epoch {len(history)} ({what}); "
-                            f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
     if probe:
         val = {"accuracy": 0.0, "loss": math.inf} if diverged else task.metrics("val")
         return {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "diverged": diverged}
-    trained = None if diverged else net.to_qmodel()
-    if cfg.out:
+    bad = _non_finite_parameters(net)
+    val_accuracy = task.accuracy("val")
+    health = judge(history, qmodel.num_classes, val_accuracy=val_accuracy, val_n=len(dataset.val),
+                   parameters_finite=not bad, updates=updates)
+    written = bool(cfg.out) and (health.ok or (keep_failed and not diverged))
+    if written:
+        trained = net.to_qmodel()
         save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance,
                                                           "finetune": recorded_config(cfg, choice)}))
-    return {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": task.accuracy("val"),
-            "n": len(dataset.test), "train_loss": history[-1] if history else None,
-            "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
-            "seconds": round(seconds, 2), "diverged": diverged, "prefix_cached_blocks": task.split or 0,
-            "trainable": trainable_summary(plan), "config": recorded_config(cfg, choice), "out": cfg.out or None,
-            "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
+    result = {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": val_accuracy,
+              "n": len(dataset.test), "train_loss": history[-1] if history else None,
+              "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
+              "seconds": round(seconds, 2), "diverged": diverged, "failed": not health.ok,
+              "health": health.to_dict(), "prefix_cached_blocks": task.split or 0,
+              "trainable": trainable_summary(plan), "config": recorded_config(cfg, choice),
+              "out": cfg.out if written else None,
+              "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
+    if cfg.out and not health.ok:
+        raise TrainingFailed(_failure_message(cfg, health, history, bad, diverged, written, choice), result=result)
+    return result
+
+
+def _failure_message(cfg: FinetuneConfig, health, history: list, bad: list, diverged: bool, written,
+                     choice: LrChoice | None) -> str:
+    """One line: why the run failed, what happened to the model, what to do."""
+    if diverged:  # non-finite: never written, not even with --keep-failed
+        what = f"{len(bad)} parameters are not finite, first {bad[0]}" if bad else f"the loss became {history[-1]}"
+        return (f"training diverged in epoch {len(history)} ({what}); "
+                f"nothing was written to {cfg.out}: lower --lr (now {cfg.lr:g})")
+    fate = (f"the model was written to {cfg.out} anyway (--keep-failed)" if written else
+            f"nothing was written to {cfg.out} (--keep-failed writes it)")
+    how = f" (--lr auto chose {cfg.lr:.3g})" if choice else " or use --lr auto"
+    return f"training failed to learn: {health.reason}; {fate}: {health.lr_advice(cfg.lr)}{how}"
 
 
 def recorded_config(cfg: FinetuneConfig, choice: LrChoice | None = None) -> dict:

@@ -10,6 +10,12 @@ write byte-identical files (models are recognised by their file's hash). Epoch s
 go to the log and to the metrics file (``<stem>.metrics.jsonl``, one line per epoch, rewritten
 atomically). A loss or weight that becomes NaN or infinite stops the run with ``TrainingDiverged``
 before anything of that epoch is written: a non-finite checkpoint is never written.
+
+A run that ends without having learned (``train.health``, judged from the metrics file's per-epoch
+training losses and the last validation accuracy: loss at or above chance level log K, risen far
+above its start, or validation accuracy at chance) raises ``TrainingFailed`` (exit 3), as does a
+diverged one. Either way the checkpoint and the state are removed (the metrics file stays: it is
+the record of why), unless ``keep_failed``: then the last finite epoch's files stay.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, Preprocessing, SplitDataset, load_dataset, mirror_safe
-from mcutrain.errors import McutrainError
+from mcutrain.errors import McutrainError, TrainingFailed
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.io.container import read_container, write_container
 from mcutrain.models import MobileNetLike, NetSpec, build_model, resolve_spec, spec_to_json
 from mcutrain.train.checkpoint import CheckpointInfo, load_numpy_state, save_checkpoint, state_to_numpy
 from mcutrain.train.evaluate import evaluate
+from mcutrain.train.health import judge
 from mcutrain.train.learning_rate import check_learning_rate
 
 STATE_KIND = "train-state"
@@ -66,8 +73,9 @@ def run_paths(out: str) -> dict[str, Path]:
 
 
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
-             progress: bool = True, log=print) -> dict:
-    """Train ``cfg.model`` on ``cfg.data``; returns a summary with test accuracy."""
+             progress: bool = True, log=print, keep_failed: bool = False) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; returns a summary with test accuracy and ``health``.
+    A run that failed to learn raises ``TrainingFailed`` (module docstring)."""
     spec = _check_config(cfg)
     paths = run_paths(cfg.out)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
@@ -83,6 +91,37 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
                          augment=cfg.augment, drop_last=True, preprocessing=prep,
                          hflip=mirror_safe(cfg.data))
     total_steps = cfg.epochs * len(loader)
+    try:
+        _train(cfg, spec, paths, dataset, model, optimizer, loader, start_epoch, total_steps, progress, log)
+    except TrainingDiverged as err:
+        health = judge([r["train_loss"] for r in _read_metrics(paths["metrics"])] + [math.nan],
+                       dataset.num_classes, parameters_finite=not _non_finite_tensors(model))
+        raise TrainingDiverged(f"{err}; {_settle_failure(paths, keep_failed)}: lower --lr (now {cfg.lr:g})",
+                               result={"checkpoint": None, "diverged": True, "failed": True,
+                                       "health": health.to_dict()}) from None
+
+    test = evaluate(model, dataset.test, resolution, prep)
+    epochs = _read_metrics(paths["metrics"])
+    health = judge([r["train_loss"] for r in epochs], dataset.num_classes,
+                   val_accuracy=epochs[-1]["val_accuracy"] if epochs else None, val_n=len(dataset.val),
+                   updates=len(epochs) * len(loader))
+    summary = {"checkpoint": str(paths["checkpoint"]), "model": spec.name, "data": cfg.data,
+               "resolution": resolution, "epochs": cfg.epochs, "test_accuracy": test["accuracy"],
+               "test_n": test["n"], "diverged": False, "failed": not health.ok, "health": health.to_dict()}
+    if not health.ok:
+        fate = _settle_failure(paths, keep_failed)
+        summary["checkpoint"] = str(paths["checkpoint"]) if keep_failed else None
+        raise TrainingFailed(f"training failed to learn: {health.reason}; {fate}: {health.lr_advice(cfg.lr)}",
+                             result=summary)
+    return summary
+
+
+def _train(cfg: PretrainConfig, spec: NetSpec, paths: dict[str, Path], dataset: SplitDataset,
+           model: MobileNetLike, optimizer: torch.optim.SGD, loader: BatchLoader, start_epoch: int,
+           total_steps: int, progress: bool, log) -> None:
+    """The epochs from ``start_epoch``: train, check, validate, write checkpoint, state and metrics."""
+    resolution = cfg.resolution or spec.default_resolution
+    prep = Preprocessing()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_stats = _train_one_epoch(model, optimizer, loader, epoch, total_steps, cfg, progress)
@@ -104,11 +143,31 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, force: bool = False,
             f"acc {record['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
             f"{timing['images_per_s']:.0f} img/s, {timing['seconds']:.1f} s")
 
-    test = evaluate(model, dataset.test, resolution, prep)
-    summary = {"checkpoint": str(paths["checkpoint"]), "model": spec.name, "data": cfg.data,
-               "resolution": resolution, "epochs": cfg.epochs, "test_accuracy": test["accuracy"],
-               "test_n": test["n"]}
-    return summary
+
+def _settle_failure(paths: dict[str, Path], keep_failed: bool) -> str:
+    """Remove a failed run's checkpoint and state unless ``keep_failed``; says which it did. The
+    metrics file stays: it is the record of what the run did (and resuming a failed run with the
+    same settings, the only resume allowed, would fail again)."""
+    if keep_failed:
+        if not paths["checkpoint"].exists():
+            return f"no epoch finished, nothing was written to {paths['checkpoint']}"
+        return f"the checkpoint of the last finished epoch stays in {paths['checkpoint']} (--keep-failed)"
+    for kind in ("checkpoint", "state"):
+        paths[kind].unlink(missing_ok=True)
+    return f"no checkpoint was kept at {paths['checkpoint']} (--keep-failed keeps it)"
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """The per-epoch records of the metrics file, in epoch order (lines that are not records skipped)."""
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                records.append((int(record["epoch"]), float(record["train_loss"]), record))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return [r for _, _, r in sorted(records, key=lambda t: t[0])]
 
 
 def _train_one_epoch(model: MobileNetLike, optimizer: torch.optim.Optimizer, loader: BatchLoader,
@@ -139,23 +198,26 @@ def _train_one_epoch(model: MobileNetLike, optimizer: torch.optim.Optimizer, loa
             "lr": lr if seen else cfg.lr, "images_per_s": seen / max(elapsed, 1e-9)}
 
 
-class TrainingDiverged(McutrainError):
-    """The loss or the weights became NaN or infinite: nothing of that epoch is written."""
+class TrainingDiverged(TrainingFailed):
+    """The loss or the weights became NaN or infinite: nothing of that epoch is written (exit 3)."""
 
 
 def _diverged(cfg: PretrainConfig, epoch: int, what: str) -> str:
-    return (f"training diverged in epoch {epoch + 1}/{cfg.epochs} ({what}); nothing of this epoch was "
-            f"written to {cfg.out}: lower --lr (now {cfg.lr:g})")
+    return f"training diverged in epoch {epoch + 1}/{cfg.epochs} ({what})"
 
 
 def _check_finite_weights(model: torch.nn.Module, epoch: int, cfg: PretrainConfig) -> None:
     """Refuse to write a checkpoint with a NaN or infinite parameter or BatchNorm statistic (a last
     step can blow the weights up after the last loss was seen finite)."""
-    tensors = state_to_numpy(model)
-    bad = sorted(k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
+    bad = _non_finite_tensors(model)
     if bad:
-        raise TrainingDiverged(_diverged(cfg, epoch, f"{len(bad)} of {len(tensors)} tensors are not finite, "
-                                                     f"first {bad[0]}"))
+        raise TrainingDiverged(_diverged(cfg, epoch, f"{len(bad)} of {len(state_to_numpy(model))} tensors are "
+                                                     f"not finite, first {bad[0]}"))
+
+
+def _non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and BatchNorm statistics holding a NaN or an infinity, sorted."""
+    return sorted(k for k, v in state_to_numpy(model).items() if v.dtype.kind == "f" and not np.isfinite(v).all())
 
 
 def _write_metrics(path: Path, record: dict, epochs_done: int) -> None:

@@ -128,7 +128,7 @@ def test_weights_blown_up_in_the_last_step_are_not_written(tmp_path, monkeypatch
     assert not any(p.exists() for p in _files(cfg).values())
 
 
-def test_a_later_epoch_that_diverges_keeps_the_last_finite_epoch(tmp_path, monkeypatch):
+def test_a_later_epoch_that_diverges_keeps_the_last_finite_epoch_only_when_asked(tmp_path, monkeypatch):
     real = pretrain_mod._train_one_epoch
 
     def nan_in_epoch_2(model, optimizer, loader, epoch, *args):
@@ -140,11 +140,19 @@ def test_a_later_epoch_that_diverges_keeps_the_last_finite_epoch(tmp_path, monke
 
     cfg = _cfg(tmp_path, epochs=2)
     monkeypatch.setattr(pretrain_mod, "_train_one_epoch", nan_in_epoch_2)
-    with pytest.raises(pretrain_mod.TrainingDiverged, match="epoch 2/2"):
-        pretrain(cfg, progress=False, log=_quiet)
+    # --keep-failed: the last finite epoch stays
+    with pytest.raises(pretrain_mod.TrainingDiverged, match="epoch 2/2 .*last finished epoch stays in"):
+        pretrain(cfg, progress=False, log=_quiet, keep_failed=True)
     weights = _weights(cfg.out)
     assert all(np.isfinite(v).all() for v in weights.values())
     assert len(run_paths(cfg.out)["metrics"].read_text().splitlines()) == 1
+    # without it a failed run keeps no checkpoint and no state; the metrics file says what happened
+    with pytest.raises(pretrain_mod.TrainingDiverged, match="epoch 2/2 .*no checkpoint was kept") as failed:
+        pretrain(cfg, force=True, progress=False, log=_quiet)
+    files = _files(cfg)
+    assert not files["checkpoint"].exists() and not files["state"].exists()
+    assert len(files["metrics"].read_text().splitlines()) == 1
+    assert failed.value.exit_code == 3 and failed.value.result["health"]["failed"] is True
 
 
 @pytest.mark.parametrize("lr", [float("nan"), float("inf"), -float("inf"), -0.1, 0.0, 1e39, 1e-50, True, "0.1"])
