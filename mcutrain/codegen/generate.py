@@ -260,8 +260,11 @@ def _summary(program, storages) -> str:
 GUARD_WINDOW = 32  # losses in the running estimate: single losses at batch 1 are heavy-tailed, 32 average them
 GUARD_PRIOR = 4  # losses of log K the estimate starts with: the first real losses do not stand alone
 GUARD_PROBATION_STEPS = 64  # steps after a rollback under the halved rise limit: the new rate proves itself
-GUARD_SNAPSHOT_EVERY = 64  # healthy steps between snapshots: a CRC'd copy costs ~1% of one step, so 1/64 is noise
-GUARD_TRUST_STEPS = 64  # two windows: a drift the estimate finds late is found by then
+# Healthy steps between snapshots: long against the trust delay (the newest snapshot is pending a
+# quarter of the time: a rollback then goes to Flash), short against a run (a rollback loses at most
+# this much); a CRC'd copy costs about one step's update pass, nothing at 1 in 256.
+GUARD_SNAPSHOT_EVERY = 256
+GUARD_TRUST_STEPS = 64  # two windows of the estimate: a drift it finds late is found by then
 
 
 def guard_thresholds(classes: int) -> dict[str, np.float32]:
