@@ -157,6 +157,8 @@ def test_the_guard_state_is_counted_in_the_compile_report_and_model_h(tmp_path, 
     r = program.report
     assert r["engine_state_bytes"] == ENGINE_STATE_BYTES > 0
     assert r["total_sram_bytes"] == r["arena_bytes"] + r["trainable_bytes"] + ENGINE_STATE_BYTES
+    guard = read_target(tmp_path)["guard"]  # what compile --json shows under "target"
+    assert guard["state_bytes"] == ENGINE_STATE_BYTES and guard["window"] == 32
     header = (tmp_path / "model.h").read_text()
     assert re.search(rf"#define MCT_STATE_BYTES {ENGINE_STATE_BYTES}\b", header)
     # model.c refuses to build on a 32-bit device when the struct is not that size (the host is 64-bit:
