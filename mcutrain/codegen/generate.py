@@ -28,6 +28,14 @@ conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Wer
 mode's files differ from before only by the mode's own lines (manifest key, ``MCT_ACC_BITS`` and its
 check); its kernel header is the library's, byte for byte.
 
+The learning rate is a runtime float in ``model.c`` (``mct_init`` sets it to the compiled lr, every
+update's Flash struct points at it) so that the engine's guard can halve it: after every step
+``mct_train_step`` checks a running loss estimate and, on a blow-up, restores good parameters (Flash,
+or a trusted snapshot in a buffer the caller lent) and halves the rate (model.h's API comment; the
+settings are ``GUARD_*`` and ``guard_thresholds`` here, in ``manifest.json``'s ``guard``). A step at an
+unchanged rate computes what it computed before the guard, bit for bit. The guard's state and the step
+counter are ``MCT_STATE_BYTES`` of SRAM, counted by the compile report (``engine/memory/engine_state``).
+
 Only programs made of op kinds with a C kernel can be generated (``unsupported_kinds``): since the
 fused kernels of ``c/mct_fused.{h,c}`` that is every kind of the default pipeline (``CODEGEN_PASSES``,
 ``compile_for_codegen``), with the image streamed: the caller's image pointer (RAM or Flash) is the
