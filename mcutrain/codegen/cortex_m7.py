@@ -294,6 +294,10 @@ class QemuRun:
     seconds: float
     profiles: list | None = None  # profile builds: [{"stage": "train" | "inference", "ops", "ticks": op ends}]
     hook_cost: dict | None = None  # profile builds: the probe's ticks with and without the hook
+    statuses: np.ndarray | None = None  # [n_train] the guard's MCT_STEP_* flags after each step
+    learning_rates: np.ndarray | None = None  # [n_train] float32, the learning rate after each step
+    rollbacks: int = 0  # the guard's rollbacks over the run
+    lr_final: float | None = None  # the learning rate at the end
 
 
 def qemu_command(elf) -> list[str]:
@@ -386,7 +390,10 @@ def _decode(events: list[dict], seconds: float) -> QemuRun:
         save_fnv1a=int(done["save_fnv1a"], 16), steps=done["steps"], calibration=calibration, seconds=seconds,
         profiles=[{"stage": e["stage"], "ticks": e["ticks"], "ops": e["ops"]} for e in events
                   if e["event"] == "profile"],
-        hook_cost=next((e for e in events if e["event"] == "hook_cost"), None))
+        hook_cost=next((e for e in events if e["event"] == "hook_cost"), None),
+        statuses=np.array([e.get("status", 0) for e in train], np.int64),
+        learning_rates=_bits([e["lr"] for e in train]) if all("lr" in e for e in train) else None,
+        rollbacks=done.get("rollbacks", 0), lr_final=float(_bits([done["lr"]])[0]) if "lr" in done else None)
 
 
 def op_profile(run: QemuRun, ops: list[dict], index: int = 0, stage: str = "train") -> dict:

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.literals import comment, float_literal, identifier, int_literal, struct_initializer, uint_literal
+from mcutrain.codegen.literals import comment, identifier, int_literal, struct_initializer, uint_literal
 from mcutrain.codegen.storage import ParamStorage
 from mcutrain.engine.ir import Op, TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes
@@ -34,11 +34,19 @@ class Emitted:
     code: str
 
 
-class Symbols:
-    """The file-scope data emitted code refers to; records which constants are used."""
+# The program's learning rate in model.c: one runtime float (mct_init sets it to the compiled lr, the
+# guard halves it on a rollback) that every update reads through its struct's ``lr`` pointer.
+LR_SYMBOL = "&engine.lr"
 
-    def __init__(self, constants: Mapping[str, np.ndarray], params: Mapping[str, ParamStorage]):
+
+class Symbols:
+    """The file-scope data emitted code refers to; records which constants are used. ``lr``: the
+    program's compiled learning rate (float32), the one every update op must carry."""
+
+    def __init__(self, constants: Mapping[str, np.ndarray], params: Mapping[str, ParamStorage],
+                 lr: float | None = None):
         self.constants, self.params = constants, params
+        self.lr = None if lr is None else np.float32(lr)
         self.used: dict[str, None] = {}
 
     def array(self, name: str) -> str:
@@ -166,7 +174,7 @@ def linear_fields(ctx: OpContext, in_features: int, out_features: int, weight: s
 
 def update_struct(ctx: OpContext, name: str, param: str, qas: str, op: Op | None = None) -> str:
     """``mct_update`` of the parameter an update op (``op``, default the context's) writes: its SRAM
-    slice, QAS factors, lr, RNG stream, slice shape."""
+    slice, QAS factors, the runtime learning rate (``LR_SYMBOL``), RNG stream, slice shape."""
     op = op if op is not None else ctx.op
     attrs = dict(op.attrs)
     if attrs.get("rule") != "sr":
@@ -181,7 +189,10 @@ def update_struct(ctx: OpContext, name: str, param: str, qas: str, op: Op | None
     inner = numel(kept[2:])
     sram = ctx.symbols.sram(param)
     w, b = (sram, "NULL") if storage.dtype == "int8" else ("NULL", sram)
-    fields = [("w", w), ("b", b), ("qas", ctx.symbols.array(qas)), ("lr", float_literal(np.float32(attrs["lr"]))),
+    if ctx.symbols.lr is None or np.float32(attrs["lr"]) != ctx.symbols.lr:
+        raise CodegenError(f"op {op.name}: learning rate {attrs['lr']!r} differs from the program's {ctx.symbols.lr!r}; "
+                           f"the C holds one runtime learning rate for all updates")
+    fields = [("w", w), ("b", b), ("qas", ctx.symbols.array(qas)), ("lr", LR_SYMBOL),
               ("seed", uint_literal(attrs["seed"])), ("tensor_id", uint_literal(attrs["tensor_id"])),
               ("rows", str(rows)), ("cols", str(cols)), ("inner", str(inner))]
     return declare("mct_update", name, op, fields)

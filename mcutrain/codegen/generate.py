@@ -28,6 +28,14 @@ conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Wer
 mode's files differ from before only by the mode's own lines (manifest key, ``MCT_ACC_BITS`` and its
 check); its kernel header is the library's, byte for byte.
 
+The learning rate is a runtime float in ``model.c`` (``mct_init`` sets it to the compiled lr, every
+update's Flash struct points at it) so that the engine's guard can halve it: after every step
+``mct_train_step`` checks a running loss estimate and, on a blow-up, restores good parameters (Flash,
+or a trusted snapshot in a buffer the caller lent) and halves the rate (model.h's API comment; the
+settings are ``GUARD_*`` and ``guard_thresholds`` here, in ``manifest.json``'s ``guard``). A step at an
+unchanged rate computes what it computed before the guard, bit for bit. The guard's state and the step
+counter are ``MCT_STATE_BYTES`` of SRAM, counted by the compile report (``engine/memory/engine_state``).
+
 Only programs made of op kinds with a C kernel can be generated (``unsupported_kinds``): since the
 fused kernels of ``c/mct_fused.{h,c}`` that is every kind of the default pipeline (``CODEGEN_PASSES``,
 ``compile_for_codegen``), with the image streamed: the caller's image pointer (RAM or Flash) is the
@@ -47,10 +55,11 @@ import numpy as np
 from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.host import read_manifest
-from mcutrain.codegen.literals import array_definition, comment, comment_text, identifier
+from mcutrain.codegen.literals import array_definition, comment, comment_text, float_literal, identifier
 from mcutrain.codegen.storage import (MODEL_ID_BYTES, SAVE_CRC_BYTES, SAVE_HEADER_BYTES, SAVE_VERSION, ParamStorage,
                                       model_identity, parameter_storage, save_bytes, trainable_bytes)
 from mcutrain.engine.compile import compile_training
+from mcutrain.engine.memory.engine_state import ENGINE_STATE_BYTES
 from mcutrain.engine.passes import PIPELINE
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.train.learning_rate import check_learning_rate
@@ -128,7 +137,7 @@ def render(program, title: str = "mcutrain training program", *, accumulate: str
     check_supported(program)
     storages = parameter_storage(program)
     params = {s.name: s for s in storages}
-    symbols = Symbols(_all_constants(program), params)
+    symbols = Symbols(_all_constants(program), params, lr=program.options.lr)
     stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
     values = _values(program, storages, symbols, stages, title, accumulate)
     files = {"model.h": _template("model.h.in").substitute(values),
@@ -246,12 +255,43 @@ def _summary(program, storages) -> str:
     trained = [s for s in storages if s.trained]
     lines = [f"arena {max(program.train.plan.arena_bytes, program.inference.plan.arena_bytes)} bytes "
              f"(training {program.train.plan.arena_bytes}, inference {program.inference.plan.arena_bytes}); "
-             f"trained parameter copies {trainable_bytes(storages)} bytes ({len(trained)} parameters)",
+             f"trained parameter copies {trainable_bytes(storages)} bytes ({len(trained)} parameters); engine "
+             f"state (step counter, guard) {ENGINE_STATE_BYTES} bytes",
              f"Flash (parameters and constants, incl. initial values of trained ones): "
              f"{r.get('flash_with_initial_trainables_bytes', 'n/a')} bytes",
              f"SGD at batch 1: lr {program.options.lr}, seed {program.options.seed}, update rule "
              f"{program.options.rule}, QAS {program.options.qas}"]
     return "\n".join(f" * {line}" for line in lines)
+
+
+# The guard's fixed settings (model.h's API comment says why each is what it is).
+GUARD_WINDOW = 32  # losses in the running estimate: single losses at batch 1 are heavy-tailed, 32 average them
+GUARD_PRIOR = 4  # losses of log K the estimate starts with: the first real losses do not stand alone
+GUARD_PROBATION_STEPS = 64  # steps after a rollback under the halved rise limit: the new rate proves itself
+# Healthy steps between snapshots: long against the trust delay (the newest snapshot is pending a
+# quarter of the time: a rollback then goes to Flash), short against a run (a rollback loses at most
+# this much); a CRC'd copy costs about one step's update pass, nothing at 1 in 256.
+GUARD_SNAPSHOT_EVERY = 256
+GUARD_TRUST_STEPS = 64  # two windows of the estimate: a drift it finds late is found by then
+
+
+def guard_thresholds(classes: int) -> dict[str, np.float32]:
+    """The guard's loss thresholds for ``classes`` = K classes, as the C compares them (float32), with
+    M = max(log K, 1): log K (where the running estimate starts), the estimate's allowed rise above its
+    lowest value M (M / 2 on probation after a rollback), the clip of each loss in the estimate 3 M,
+    and the per-sample ceiling max(50, 10 log K). Why these: model.h's API comment."""
+    log_k = float(np.log(classes))
+    m = max(log_k, 1.0)
+    return {"log_classes": np.float32(log_k), "rise_limit": np.float32(m), "probation_rise_limit": np.float32(0.5 * m),
+            "loss_clip": np.float32(3.0 * m),
+            "loss_ceiling": np.float32(max(50.0, 10.0 * log_k))}
+
+
+def _guard_values(program, classes: int) -> dict[str, object]:
+    values = {name: float_literal(v) for name, v in guard_thresholds(classes).items()}
+    return {**values, "lr": float_literal(np.float32(program.options.lr)), "state_bytes": ENGINE_STATE_BYTES,
+            "snapshot_every": f"{GUARD_SNAPSHOT_EVERY}u", "trust_steps": f"{GUARD_TRUST_STEPS}u",
+            "window": f"{GUARD_WINDOW}u", "prior": f"{GUARD_PRIOR}u", "probation_steps": f"{GUARD_PROBATION_STEPS}u"}
 
 
 def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, accumulate: str) -> dict[str, object]:
@@ -283,6 +323,7 @@ def _values(program, storages, symbols: Symbols, stages: Mapping, title: str, ac
         "train_image": _image_copy(train), "train_label": train.offset("label"),
         "train_loss": train.offset(train.graph.outputs[0]),
         "inference_image": _image_copy(infer), "inference_logits": infer.offset(infer.graph.outputs[0]),
+        **_guard_values(program, classes),
     }
 
 
@@ -311,7 +352,7 @@ def check_sources(folder) -> None:
 
 def _manifest(program, storages, values: Mapping[str, object], files: Mapping[str, str]) -> str:
     keys = ("image_channels", "image_height", "image_width", "num_classes", "arena_bytes", "train_arena_bytes",
-            "inference_arena_bytes", "trainable_bytes", "save_bytes")
+            "inference_arena_bytes", "trainable_bytes", "save_bytes", "state_bytes")
     manifest = {
         "format": "mcutrain-codegen/1",
         "title": values["title"],
@@ -320,6 +361,9 @@ def _manifest(program, storages, values: Mapping[str, object], files: Mapping[st
         "save": {"format": SAVE_VERSION, "header_bytes": SAVE_HEADER_BYTES, "crc_bytes": SAVE_CRC_BYTES},
         "accumulate": values["accumulate"],
         "lr": program.options.lr, "seed": program.options.seed,
+        "guard": {"window": GUARD_WINDOW, "prior": GUARD_PRIOR, "probation_steps": GUARD_PROBATION_STEPS,
+                  "snapshot_every": GUARD_SNAPSHOT_EVERY, "trust_steps": GUARD_TRUST_STEPS,
+                  **{k: float(v) for k, v in guard_thresholds(values["num_classes"]).items()}},
         "sources": list(SOURCES),
         "sha256": {name: hashlib.sha256(text.encode()).hexdigest() for name, text in sorted(files.items())},
         "params": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),

@@ -143,7 +143,10 @@ class HostEngine:
         self._lib = ctypes.CDLL(str(self.path))
         self._declare()
         self._hook = None
+        self._guard_buf = None
         _OWNER[str(self.path)] = self
+        if self.has_guard:  # an older engine's buffer must not stay lent to the library it shares
+            self._lib.mct_guard_buffer(None, 0)
         self._lib.mct_init()
 
     def _declare(self) -> None:
@@ -158,7 +161,16 @@ class HostEngine:
             "mct_host_arena": (ctypes.c_void_p, []),
             "mct_host_param": (ctypes.c_void_p, [ctypes.c_int32]),
         }
-        for name, (restype, argtypes) in signatures.items():
+        guard = {  # the guard's API (folders generated before it have none: ``has_guard``)
+            "mct_last_step_status": (ctypes.c_int, []),
+            "mct_learning_rate": (ctypes.c_float, []),
+            "mct_rollbacks": (ctypes.c_uint32, []),
+            "mct_loss_average": (ctypes.c_float, []),
+            "mct_guard_buffer": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t]),
+            "mct_host_set_learning_rate": (None, [ctypes.c_float]),
+        }
+        self.has_guard = all(hasattr(lib, name) for name in guard)
+        for name, (restype, argtypes) in {**signatures, **(guard if self.has_guard else {})}.items():
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = restype, argtypes
 
@@ -193,6 +205,44 @@ class HostEngine:
     @property
     def step(self) -> int:
         return int(self._lib.mct_steps())
+
+    # -- the guard (model.h): rollbacks of a blown-up run, the runtime learning rate
+    @property
+    def status(self) -> int:
+        """``mct_last_step_status``: the MCT_STEP_* flags of the last step (``storage.STEP_FLAGS``)."""
+        return int(self._lib.mct_last_step_status())
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self._lib.mct_learning_rate())
+
+    @learning_rate.setter
+    def learning_rate(self, lr: float) -> None:
+        """Set by hand (host builds only): tests plant a blow-up with it."""
+        self._check()
+        self._lib.mct_host_set_learning_rate(lr)
+
+    @property
+    def rollbacks(self) -> int:
+        return int(self._lib.mct_rollbacks())
+
+    @property
+    def loss_average(self) -> float:
+        return float(self._lib.mct_loss_average())
+
+    def lend_guard_buffer(self, size: int | None = None) -> int:
+        """``mct_guard_buffer`` with a buffer of ``size`` bytes (default MCT_SAVE_BYTES) that this
+        engine keeps alive; returns its code (0, or -1 when too small: then nothing is lent)."""
+        self._check()
+        buf = (ctypes.c_uint8 * (self.manifest["save_bytes"] if size is None else size))()
+        code = int(self._lib.mct_guard_buffer(buf, len(buf)))
+        if code == 0:
+            self._guard_buf = buf
+        return code
+
+    def guard_snapshot(self) -> bytes:
+        """The bytes of the lent buffer (what the guard last wrote there)."""
+        return bytes(self._guard_buf)
 
     def save(self) -> bytes:
         """``mct_save``: a snapshot (header, the trained parameter copies, CRC-32; docs/firmware.md)."""

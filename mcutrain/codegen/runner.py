@@ -5,6 +5,9 @@
 dict shape: losses, accuracy before/after, seconds; the firmware run adds what it costs (SRAM, Flash,
 instructions per step and per inference). ``mcutrain run`` and ``mcutrain demo`` both call them.
 ``run_host`` can also measure held-out accuracy every ``eval_every`` steps (the demo's curve).
+Both report what the engine's guard did (``guard``: rollbacks, the final learning rate, and one event
+per rollback: step, the loss that triggered it, the learning rate after it, where the parameters came
+from); model.h's API comment says when it rolls back.
 ``profile_cortex_m7`` adds the per-op instruction profile of one step and one inference (``--profile``).
 """
 
@@ -16,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from mcutrain.codegen.errors import CodegenError
+from mcutrain.codegen.storage import STEP_FLAGS
 
 __all__ = ["profile_cortex_m7", "run_cortex_m7", "run_host"]
 
@@ -34,10 +40,12 @@ def run_host(folder: Path, target: dict, train, held_out, *, eval_every: int = 0
 
     t0 = time.perf_counter()
     before = classes()
-    losses, curve = [], [(0, _accuracy(before, held_out[1]))]
+    losses, curve, events = [], [(0, _accuracy(before, held_out[1]))], []
     for step, (x, y) in enumerate(tqdm(list(zip(*train)), desc="train steps (host C engine)", file=sys.stderr,
                                        leave=leave), start=1):
         losses.append(engine.train_step(x, int(y)))
+        if engine.has_guard and engine.status & STEP_FLAGS["rolled_back"]:
+            events.append(guard_event(engine.step, losses[-1], engine.learning_rate, engine.status))
         if eval_every and step % eval_every == 0 and step < len(train[1]):
             curve.append((step, _accuracy(classes(), held_out[1])))
     after = classes()
@@ -45,6 +53,8 @@ def run_host(folder: Path, target: dict, train, held_out, *, eval_every: int = 0
     result = {"losses": losses, "accuracy": {"before": _accuracy(before, held_out[1]),
                                              "after": _accuracy(after, held_out[1]), "n": len(held_out[1])},
               "seconds": round(time.perf_counter() - t0, 3)}
+    if engine.has_guard:
+        result["guard"] = guard_summary(engine.rollbacks, engine.learning_rate, events)
     if eval_every:
         result["accuracy_curve"] = curve
     return result
@@ -78,7 +88,30 @@ def run_cortex_m7(folder: Path, target: dict, train, held_out) -> dict:
         "instructions_note": "QEMU -icount instruction counts (CMSDK timer, 40 instructions per tick, calibrated "
                              "each run), not Cortex-M7 cycles",
         "save_fnv1a": f"{run.save_fnv1a:08x}",
+        "guard": _qemu_guard(run),
     }
+
+
+def _qemu_guard(run) -> dict:
+    """The guard's summary from the firmware's lines (the same shape as ``run_host``'s)."""
+    rolled = np.flatnonzero(run.statuses & STEP_FLAGS["rolled_back"])
+    events = [guard_event(i + 1, float(run.losses[i]), float(run.learning_rates[i]), int(run.statuses[i]))
+              for i in rolled]
+    return guard_summary(run.rollbacks, run.lr_final, events)
+
+
+def guard_event(step: int, loss: float, lr_after: float, status: int) -> dict:
+    """One rollback: the step, its loss (what blew up), the learning rate after, where the parameters
+    came from ("snapshot": the caller's buffer, "flash": the initial ones)."""
+    return {"step": int(step), "loss": float(loss), "lr_after": float(lr_after),
+            "restored": "snapshot" if status & STEP_FLAGS["from_snapshot"] else "flash"}
+
+
+def guard_summary(rollbacks: int, lr_final: float, events: list[dict]) -> dict:
+    """``result["guard"]``: {"rollbacks", "lr_final", "events"} (``mcutrain run`` shows it)."""
+    if rollbacks != len(events):
+        raise CodegenError(f"the engine counted {rollbacks} rollbacks but the run saw {len(events)}")
+    return {"rollbacks": int(rollbacks), "lr_final": float(lr_final), "events": events}
 
 
 def _first(values: np.ndarray) -> int | None:
@@ -98,7 +131,6 @@ def profile_cortex_m7(folder: Path, target: dict, train, held_out, default: dict
     (subtracted), and what the default build's step has beyond the ops' sum (``unattributed``: the
     step's exit minus what the hook sites cost beyond the probed hook: 8-24 instructions per op)."""
     from mcutrain.codegen.cortex_m7 import op_profile, run_qemu
-    from mcutrain.codegen.errors import CodegenError
 
     info = target.get("profile")
     if not info:

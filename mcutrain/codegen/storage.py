@@ -47,6 +47,9 @@ SAVE_CRC_BYTES = 4  # CRC-32 (zlib's / IEEE 802.3) of every byte before it, litt
 # Where each header field starts (docs/firmware.md).
 SAVE_AT = {"magic": 0, "version": 4, "model_id": 8, "payload_bytes": 24, "step": 28}
 # mct_restore's return codes (model.h), checked in this order.
+# mct_last_step_status's flags (model.h's MCT_STEP_*): what the guard did in the last step.
+STEP_FLAGS = {"rolled_back": 1, "from_snapshot": 2, "lr_at_floor": 4, "snapshot_saved": 8, "snapshot_trusted": 16,
+              "refused": 32}
 RESTORE_CODES = {0: "ok", -1: "wrong length", -2: "not a snapshot of this format (magic or version)",
                  -4: "checksum mismatch (torn, erased or corrupted)", -3: "a snapshot of another model"}
 

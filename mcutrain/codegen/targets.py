@@ -2,7 +2,8 @@
 
 ``mcutrain compile --target T --out DIR`` calls ``build_target``; ``mcutrain run DIR`` calls
 ``read_target``. The generated C says nothing about where its input comes from; ``target.json``
-records it (resolution, preprocessing, the int8 input quantization, the class names) beside the build
+records it (resolution, preprocessing, the int8 input quantization, the class names, the guard's
+settings and SRAM: ``guard``) beside the build
 (the host library's name, or the firmware's memory maps and section sizes) and the backward's
 accumulator mode the folder was generated with (``accumulate``: "float64" or "float32", see
 ``generate``; the C sources carry it, ``target.json`` says it). A cortex-m7 folder built with
@@ -49,6 +50,9 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
     # Built whole beside ``out``, then swapped in: a failed or killed build leaves the old folder.
     with staged_folder(out) as folder:
         generate(program, folder, title=title, accumulate=accumulate)
+        manifest = read_manifest(folder)
+        # The guard's fixed settings and its SRAM (counted in compile's total: engine_state_bytes).
+        info["guard"] = {**manifest["guard"], "state_bytes": manifest["state_bytes"]}
         if target == "host":
             log(f"building the host library for {out} ...")
             info["library"] = build_host(folder).name

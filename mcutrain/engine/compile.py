@@ -25,7 +25,7 @@ from mcutrain.engine.ir import Graph
 from mcutrain.engine.lifetimes import buffers as arena_buffers
 from mcutrain.engine.lifetimes import lifetimes, storage_roots
 from mcutrain.engine.loss import append_loss
-from mcutrain.engine.memory import Buffer, Plan, lower_bound, plan_bump, plan_greedy, summary
+from mcutrain.engine.memory import ENGINE_STATE_BYTES, Buffer, Plan, lower_bound, plan_bump, plan_greedy, summary
 from mcutrain.engine.passes import INFERENCE_PIPELINE, PIPELINE, Pass, PassOptions, run_passes
 from mcutrain.engine.passes.fuse_backward import update_ops
 from mcutrain.engine.passes.fuse_rows import KIND as ROWS
@@ -129,7 +129,8 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
     with the bump planner's, plain greedy-by-size's and the lower bound for reference;
     trainable: the SRAM copies of trained parameters (kept channels of weights, whole int32 biases,
     the classifier); masks: the packed clamp masks (they are in the arena, listed for the paper's
-    comparison); total SRAM = arena + trainable copies (no optimizer state: SGD without momentum);
+    comparison); engine state: the step counter and the guard's few words (``memory.engine_state``);
+    total SRAM = arena + trainable copies + engine state (no optimizer state: SGD without momentum);
     Flash: frozen weights, frozen parts of trained weights, and constants (the initial values of the
     trainable copies ship in Flash as well: ``flash_with_initial_trainables_bytes``);
     inference: the forward alone, planned the same way (``inference_peak_bytes`` is the same number:
@@ -155,7 +156,8 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
         "peak_bytes_by_kind": stats["peak_bytes_by_kind"],
         "trainable_bytes": trainable,
         "mask_bytes": sum(b.size for b in train.buffers if b.kind == "mask"),
-        "total_sram_bytes": train.plan.arena_bytes + trainable,
+        "total_sram_bytes": train.plan.arena_bytes + trainable + ENGINE_STATE_BYTES,
+        "engine_state_bytes": ENGINE_STATE_BYTES,
         "flash_bytes": constants - trainable,
         "flash_with_initial_trainables_bytes": constants,
         "inference_arena_bytes": inference.plan.arena_bytes,
@@ -193,7 +195,8 @@ def format_report(report: Mapping[str, object]) -> str:
     kb = lambda b: f"{b / 1024:.1f} KB"  # noqa: E731
     r = report
     lines = [f"total SRAM: {kb(r['total_sram_bytes'])} = arena {kb(r['arena_bytes'])} "
-             f"+ trainable parameter copies {kb(r['trainable_bytes'])}",
+             f"+ trainable parameter copies {kb(r['trainable_bytes'])} + engine state (step counter, guard) "
+             f"{r.get('engine_state_bytes', 0)} bytes",
              f"  arena peak at {r['peak_op']} (masks {kb(r['mask_bytes'])} in the arena)"]
     if r["input_streamed"]:
         lines += [f"  image: STREAMED row by row from its source (camera / DMA / host buffer), not in the arena; "

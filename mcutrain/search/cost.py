@@ -2,7 +2,7 @@
 
 Why: the search must respect the budget in the number ``mcutrain compile`` prints (``peak_sram_bytes``
 = ``report["total_sram_bytes"]`` of ``compile_training`` with its default options: arena + SRAM copies
-of trained parameters), not the paper's analytic estimate. A full ``compile_training`` takes 0.1-0.5 s
+of trained parameters + the engine's fixed state, ``ENGINE_STATE_BYTES``), not the paper's analytic estimate. A full ``compile_training`` takes 0.1-0.5 s
 (bench/search_speed.py), mostly in work that number does not need or that a search repeats:
 
   * the inference stages (two of the three planned stages) do not enter ``total_sram_bytes``: only the
@@ -30,7 +30,7 @@ from mcutrain.engine.frontend import graph_from_qmodel
 from mcutrain.engine.ir import Graph
 from mcutrain.engine.lifetimes import buffers as arena_buffers
 from mcutrain.engine.loss import append_loss
-from mcutrain.engine.memory import DEFAULT_ALIGNMENT, align_up, lower_bound
+from mcutrain.engine.memory import DEFAULT_ALIGNMENT, ENGINE_STATE_BYTES, align_up, lower_bound
 from mcutrain.engine.passes import PIPELINE, PassOptions
 from mcutrain.engine.placement import plan_best
 from mcutrain.quant.qmodel import QModel
@@ -47,7 +47,7 @@ COMPILE_SEED = 0
 class Cost:
     """Exact figures of one candidate (bytes), as ``mcutrain compile`` reports them."""
 
-    total_sram_bytes: int  # compile's peak_sram_bytes: arena + trainable copies
+    total_sram_bytes: int  # compile's peak_sram_bytes: arena + trainable copies + engine state
     arena_bytes: int
     trainable_bytes: int
     flash_bytes: int
@@ -93,7 +93,7 @@ class SramCost:
         if key not in self._exact:
             t = self._trained(scheme)
             arena = plan_best(t.buffers).arena_bytes
-            self._exact[key] = Cost(arena + t.trainable, arena, t.trainable, t.flash)
+            self._exact[key] = Cost(arena + t.trainable + ENGINE_STATE_BYTES, arena, t.trainable, t.flash)
         return self._exact[key]
 
     # -- the exact decision
@@ -105,11 +105,12 @@ class SramCost:
             return Check(_within(c.total_sram_bytes, c.flash_bytes, sram_budget, flash_budget),
                          c.total_sram_bytes, c.flash_bytes, True)
         t = self._trained(scheme)
-        floor = align_up(lower_bound(t.buffers), DEFAULT_ALIGNMENT) + t.trainable
+        fixed = t.trainable + ENGINE_STATE_BYTES  # what the arena shares the budget with
+        floor = align_up(lower_bound(t.buffers), DEFAULT_ALIGNMENT) + fixed
         if floor > sram_budget or (flash_budget is not None and t.flash > flash_budget):
             return Check(False, floor, t.flash, False)
-        plan = plan_best(t.buffers, enough=sram_budget - t.trainable)
-        total = plan.arena_bytes + t.trainable
+        plan = plan_best(t.buffers, enough=sram_budget - fixed)
+        total = plan.arena_bytes + fixed
         if total > sram_budget:  # every order was tried: this is the full run's arena
             self._exact[key] = Cost(total, plan.arena_bytes, t.trainable, t.flash)
             return Check(False, total, t.flash, True)

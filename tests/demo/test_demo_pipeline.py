@@ -12,6 +12,7 @@ import pytest
 from mcutrain.assets import DEFAULT_CONTRIB
 from mcutrain.codegen.cortex_m7 import tools_available
 from mcutrain.demo import STACK_RESERVE_BYTES, DemoConfig, run_demo
+from mcutrain.engine.memory import ENGINE_STATE_BYTES
 from mcutrain.reports.demo import write_demo_report
 
 pytestmark = pytest.mark.xdist_group("demo")
@@ -39,7 +40,8 @@ def test_stages_give_the_numbers_they_promise(demo):
     budget = r["search"]["sram_budget_bytes"] - STACK_RESERVE_BYTES
     assert r["search"]["search_sram_budget_bytes"] == budget
     assert r["compiled"]["total_sram_bytes"] <= budget
-    assert r["compiled"]["total_sram_bytes"] == r["compiled"]["arena_bytes"] + r["compiled"]["trainable_bytes"]
+    assert r["compiled"]["total_sram_bytes"] == (r["compiled"]["arena_bytes"] + r["compiled"]["trainable_bytes"]
+                                                 + ENGINE_STATE_BYTES)
     losses = np.asarray(r["losses"])
     assert len(losses) == cfg.steps and np.all(np.isfinite(losses))
     assert losses[-15:].mean() < losses[:15].mean()  # it learns on the C engine

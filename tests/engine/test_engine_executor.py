@@ -10,7 +10,7 @@ import torch
 from mcutrain.engine.compile import compile_training, plan_stage
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.ir import format_graph
-from mcutrain.engine.memory import Plan, PlanError, check_plan, lower_bound, plan_bump, timeline_text
+from mcutrain.engine.memory import ENGINE_STATE_BYTES, Plan, PlanError, check_plan, lower_bound, plan_bump, timeline_text
 from mcutrain.engine.passes.fuse_backward import update_ops
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
@@ -103,7 +103,8 @@ def test_the_memory_report_adds_up():
     assert r["arena_bytes"] == program.train.plan.arena_bytes >= r["arena_lower_bound_bytes"]
     assert r["arena_lower_bound_bytes"] == lower_bound(program.train.buffers)
     assert r["arena_bump_bytes"] > r["arena_bytes"]
-    assert r["total_sram_bytes"] == r["arena_bytes"] + r["trainable_bytes"]
+    assert r["total_sram_bytes"] == r["arena_bytes"] + r["trainable_bytes"] + r["engine_state_bytes"]
+    assert r["engine_state_bytes"] == ENGINE_STATE_BYTES
     assert r["mask_bytes"] == sum(t.nbytes for t in program.graph.tensors.values() if t.role == "mask")
     assert r["flash_bytes"] + r["trainable_bytes"] == sum(a.nbytes for a in program.graph.constants.values())
     q_kept = {op.inputs[0]: op.attr("kept_shape") for op in update_ops(program.graph)}

@@ -3,7 +3,9 @@
  * Reads its samples from the host through semihosting (the file mcutrain run writes: see
  * mcutrain/codegen/cortex_m7.py, INPUT_FORMAT), evaluates the held-out samples, runs the training
  * steps, evaluates again, and prints one JSON object per line on the host's stdout. Floats are
- * printed as the hex of their IEEE bits (exact, and no printf float formatting on the device).
+ * printed as the hex of their IEEE bits (exact, and no printf float formatting on the device). Each
+ * training line carries the guard's status flags and learning rate after the step; the last line its
+ * rollback count and final learning rate.
  *
  * Time is counted in ticks of the CMSDK timer 0; under QEMU with -icount shift=0 one instruction
  * advances virtual time by 1 ns and the timer counts at 25 MHz, so one tick is 40 instructions
@@ -227,6 +229,10 @@ static void train(int32_t file, uint32_t n) {
         put(",\"loss\":");
         put_hex(bits(loss));
         key("ticks", ticks);
+        /* What the guard did in this step (model.h: MCT_STEP_*) and the learning rate it left. */
+        key("status", (uint32_t)mct_last_step_status());
+        put(",\"lr\":");
+        put_hex(bits(mct_learning_rate()));
         end_line();
     }
 }
@@ -270,6 +276,9 @@ int main(void) {
     const uint32_t n_saved = (uint32_t)mct_save(saved, sizeof saved);
     put("{\"event\":\"done\"");
     key("steps", mct_steps());
+    key("rollbacks", mct_rollbacks());
+    put(",\"lr\":");
+    put_hex(bits(mct_learning_rate()));
     key("save_bytes", n_saved);
     put(",\"save_fnv1a\":");
     put_hex(fnv1a(saved, n_saved));

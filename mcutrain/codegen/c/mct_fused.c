@@ -347,20 +347,22 @@ void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8
                               const mct_lazy_grad *lazy, int32_t r, uint32_t step) {
     if (r >= u->rows) return;
     const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr;
     for (int32_t c = 0; c < u->cols; ++c)
         for (int32_t t = 0; t < u->inner; ++t) {
             const int32_t i = (r * u->cols + c) * u->inner + t;
-            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, lazy, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, lazy, r, c, t), u->qas[r], lr, key, (uint32_t)i);
         }
 }
 
 void mct_fg_update_weight_row(const mct_update *u, int32_t r, const float *g_r, uint32_t step) {
     if (r >= u->rows) return;
     const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr;
     const int32_t per_row = u->cols * u->inner;
     for (int32_t j = 0; j < per_row; ++j) {
         const int32_t i = r * per_row + j;
-        u->w[i] = mct_sgd_int8(u->w[i], g_r[j], u->qas[r], u->lr, key, (uint32_t)i);
+        u->w[i] = mct_sgd_int8(u->w[i], g_r[j], u->qas[r], lr, key, (uint32_t)i);
     }
 }
 

@@ -601,18 +601,20 @@ int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32
 
 void mct_update_weight(const mct_update *u, const float *g, uint32_t step) {
     const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr;
     const int32_t per_row = u->cols * u->inner;
     for (int32_t r = 0; r < u->rows; ++r)
         for (int32_t j = 0; j < per_row; ++j) {
             const int32_t i = r * per_row + j;
-            u->w[i] = mct_sgd_int8(u->w[i], g[i], u->qas[r], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], g[i], u->qas[r], lr, key, (uint32_t)i);
         }
 }
 
 /* b <- sat32(b + floor(0.5 - lr * (g * qas))) (float32 delta, float64 sum as the reference). */
 void mct_update_bias(const mct_update *u, const float *g) {
+    const float lr = *u->lr;
     for (int32_t r = 0; r < u->rows; ++r) {
-        const float delta = floorf(0.5f - u->lr * (g[r] * u->qas[r]));
+        const float delta = floorf(0.5f - lr * (g[r] * u->qas[r]));
         const double v = (double)u->b[r] + (double)delta;
         if (v != v)
             u->b[r] = INT32_MIN; /* what NumPy's float -> int32 cast gives for NaN on x86 */
@@ -625,20 +627,22 @@ void mct_update_bias(const mct_update *u, const float *g) {
 void mct_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g,
                               uint32_t step) {
     const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr;
     for (int32_t r = 0; r < u->rows; ++r)
         for (int32_t c = 0; c < u->cols; ++c)
             for (int32_t t = 0; t < u->inner; ++t) {
                 const int32_t i = (r * u->cols + c) * u->inner + t;
-                u->w[i] = mct_sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], u->lr, key, (uint32_t)i);
+                u->w[i] = mct_sgd_int8(u->w[i], conv_grad_w_at(p, x, g, r, c, t), u->qas[r], lr, key, (uint32_t)i);
             }
 }
 
 void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const float *g, const int8_t *x,
                               uint32_t step) {
     const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr;
     for (int32_t k = 0; k < u->rows; ++k)
         for (int32_t c = 0; c < u->cols; ++c) {
             const int32_t i = k * u->cols + c;
-            u->w[i] = mct_sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], u->lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], linear_grad_w_at(p, g, x, k, c), u->qas[k], lr, key, (uint32_t)i);
         }
 }

@@ -84,12 +84,14 @@ typedef struct {
 } mct_linear;
 
 /* One parameter's in-place SGD step over its trained slice [rows][cols][inner] (w: int8 weights, or
- * b: int32 biases, cols = inner = 1); qas: one QAS factor per row; RNG stream (seed, step, tensor_id). */
+ * b: int32 biases, cols = inner = 1); qas: one QAS factor per row; RNG stream (seed, step, tensor_id).
+ * lr points at the program's learning rate, a runtime value (model.c's guard halves it on a rollback;
+ * the struct itself stays in Flash): each update reads it once, when it starts. */
 typedef struct {
     int8_t *w;
     int32_t *b;
     const float *qas;
-    float lr;
+    const float *lr;
     uint32_t seed, tensor_id;
     int32_t rows, cols, inner;
 } mct_update;

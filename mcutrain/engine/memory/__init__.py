@@ -7,10 +7,12 @@ Works on plain records, not on the IR: whoever schedules the program describes e
 ``planners`` plan_greedy (TFLite Micro's greedy-by-size first fit), plan_bump (no reuse, the
              baseline) and lower_bound (the most bytes ever live at once);
 ``check``    check_plan, an independent O(n^2) overlap/alignment/arena checker (the tests' oracle);
-``report``   timeline_text (ASCII arena timeline), plot_live_memory (PNG), summary (dict).
+``report``   timeline_text (ASCII arena timeline), plot_live_memory (PNG), summary (dict);
+``engine_state`` ENGINE_STATE_BYTES: the generated C's step counter and guard, counted in total SRAM.
 """
 
 from mcutrain.engine.memory.check import PlanError, check_plan
+from mcutrain.engine.memory.engine_state import ENGINE_STATE_BYTES
 from mcutrain.engine.memory.planners import lower_bound, plan_bump, plan_greedy
 from mcutrain.engine.memory.records import (
     DEFAULT_ALIGNMENT,
@@ -22,7 +24,7 @@ from mcutrain.engine.memory.records import (
 from mcutrain.engine.memory.report import plot_live_memory, summary, timeline_text
 
 __all__ = [
-    "DEFAULT_ALIGNMENT", "Buffer", "Plan", "PlanError", "align_up", "check_plan",
+    "DEFAULT_ALIGNMENT", "ENGINE_STATE_BYTES", "Buffer", "Plan", "PlanError", "align_up", "check_plan",
     "live_bytes_per_op", "lower_bound", "plan_bump", "plan_greedy", "plot_live_memory", "summary",
     "timeline_text",
 ]
