@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                     "sparse-update scheme that maximises the contribution analysis' predicted gain "
                     "(dAcc_bias[k] + sum dAcc_W[i, r], `mcutrain analyze`) while the compiled training step "
                     "fits --budget: total SRAM exactly as `mcutrain compile` reports it (arena + trainable "
-                    "copies, image streamed). Budgets: bytes, or with a unit: KB = KiB = 1024 B, MB = MiB = "
+                    "copies + engine state, image streamed). Budgets: bytes, or with a unit: KB = KiB = 1024 B, MB = MiB = "
                     "1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of finetune / "
                     "compile) and a plot of best-so-far vs evaluations for both methods.")
     p.add_argument("model", metavar="MODEL", help="int8 model file or zoo name (memory does not depend on weights)")

@@ -86,7 +86,7 @@ def human_summary(r: dict) -> list[tuple[str, str]]:
                    f"{len(s['weight_layers'])} convs, classifier; predicted gain {100 * s['predicted_gain']:+.1f} "
                    f"points (random search {100 * s['random_predicted_gain']:+.1f})"),
         ("memory (computed)", f"SRAM {_kb(c['total_sram_bytes'])} (arena {_kb(c['arena_bytes'])} + trained "
-                              f"parameters {_kb(c['trainable_bytes'])}) of a {_kb(s['search_sram_budget_bytes'])} "
+                              f"parameters {_kb(c['trainable_bytes'])} + engine state) of a {_kb(s['search_sram_budget_bytes'])} "
                               f"budget; Flash constants {_kb(c['flash_bytes'])}"),
         ("new task", f"{r['task']['name']}: {100 * h['accuracy']['before']:.1f}% before -> "
                      f"{100 * h['accuracy']['after']:.1f}% after {h['steps']} on-device steps "
