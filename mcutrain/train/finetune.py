@@ -34,7 +34,7 @@ from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
-    cache_prefix,
+    cache_splits,
     cached_bytes,
     first_trained_block,
 )
@@ -81,18 +81,22 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     net.set_trainable(plan)
     dataset = _subsampled(dataset, cfg)
     task = _Task(net, plan, dataset, dataset.train, resolution, Preprocessing.from_dict(qmodel.preprocessing), cfg,
-                 {} if prefix_memo is None else prefix_memo, identity)
+                 {} if prefix_memo is None else prefix_memo, identity, progress=progress)
     before = task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
     history, val_per_epoch, seen, t0, diverged = [], [], 0, time.perf_counter(), False
+    # One bar over every epoch's steps, advanced by update() (the iterator form shows a stale count
+    # when refreshed by set_postfix), kept at the end: it moves even when an epoch takes 0.1 s.
+    bar = tqdm(total=cfg.epochs * len(task.batches), desc="finetune", unit="step", disable=not progress)
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
         losses = []
-        bar = tqdm(task.batches, desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for x, y in bar:
+        bar.set_description(f"finetune epoch {epoch + 1}/{cfg.epochs}", refresh=False)
+        for x, y in task.batches:
             losses.append(step(x, y))
             seen += len(y)
-            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
+            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+            bar.update()
         history.append(sum(losses) / max(len(losses), 1))
         if not math.isfinite(history[-1]) or _non_finite_parameters(net):
             diverged = True  # no point in more epochs; the caller learns why from "diverged"
@@ -101,6 +105,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
             val_per_epoch.append(task.accuracy("val"))
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4f} | "
                        f"val acc {val_per_epoch[-1] * 100:.2f}% (n={len(dataset.val)})", file=sys.stderr)
+    bar.close()
     seconds = time.perf_counter() - t0
     if diverged and cfg.out:
         bad = _non_finite_parameters(net)
@@ -144,7 +149,7 @@ class _Task:
     """Training batches and evaluation, through the frozen-prefix cache when that is exact and fits."""
 
     def __init__(self, net, plan: UpdatePlan, dataset: SplitDataset, train: ImageSet, resolution: int,
-                 prep: Preprocessing, cfg: FinetuneConfig, memo: dict, identity: tuple):
+                 prep: Preprocessing, cfg: FinetuneConfig, memo: dict, identity: tuple, progress: bool = False):
         self.net, self.resolution, self.prep = net, resolution, prep
         self.splits = {"train": train, "val": dataset.val, "test": dataset.test}
         self.split = None if cfg.augment else first_trained_block(net, plan)
@@ -161,8 +166,7 @@ class _Task:
         key = (id(identity[0]), identity[1], type(net).__name__, split, resolution, dataset.name, cfg.seed,
                cfg.train_subset, cfg.eval_subset)
         if key not in memo:  # the entry keeps the model's first conv alive, so its id stays unique
-            memo[key] = (identity[0],
-                         {k: cache_prefix(net, d, resolution, prep, split) for k, d in self.splits.items()})
+            memo[key] = (identity[0], cache_splits(net, self.splits, resolution, prep, split, progress=progress))
         self.features = memo[key][1]
         self.model_fn = lambda t: net.suffix(t, split)
         self.batches = CachedBatches(self.features["train"], torch.from_numpy(train.labels), cfg.batch_size, cfg.seed)
