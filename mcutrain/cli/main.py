@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     threads.prepare_environment()  # before any command module imports torch
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    threads.apply_threads(args.threads)
+    threads.apply_threads(getattr(args, "threads", None))
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
