@@ -148,7 +148,8 @@ def markdown(rows: list[dict], meta: dict, args) -> str:
         f"images at 64x64, {args.epochs} epoch(s), batch 32, scheme `{args.scheme}` (frozen prefix cached). "
         f"Competitor: a Python busy loop in a second process; \"no competitor\" means none started by the "
         f"bench (other work on the machine went on). The default here is "
-        f"{threads.default_threads()} threads with sleeping waiters (`mcutrain/cli/threads.py`).", "",
+        f"{threads.default_threads()} threads with sleeping waiters (`mcutrain/cli/threads.py`). Order within "
+        f"a repetition: the rows from top to bottom, first without, then with the competitor.", "",
         "| contestant | no competitor: s (train s) | ratio | a busy competitor: s (train s) | ratio |",
         "|---|---:|---:|---:|---:|"]
     for label in labels:
