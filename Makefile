@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mcutrain-installed
 BACKBONE := mcutrain/assets/mbv2-w0.35-fmnist64.safetensors
 
-.PHONY: demo test bench setup system venv ort-venv backbone clean
+.PHONY: demo test bench bench-threads setup system venv ort-venv backbone clean
 
 demo: setup
 	$(VENV)/bin/mcutrain demo
@@ -18,6 +18,10 @@ test: setup
 
 bench: setup ort-venv
 	$(PY) bench/run_all.py
+
+# The thread benchmark alone (about 10 minutes here; not part of `bench`: it loads the machine on purpose).
+bench-threads: setup
+	$(PY) -m bench.threads
 
 setup: venv system
 

@@ -38,7 +38,7 @@ from mcutrain.train.lr_auto import (AUTO, DEVICE_PROBE_EVAL, DEVICE_PROBE_TRAIN,
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
-    cache_prefix,
+    cache_splits,
     cached_bytes,
     first_trained_block,
 )
@@ -100,20 +100,24 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     net.set_trainable(plan)
     dataset = _subsampled(dataset, cfg)
     task = _Task(net, plan, dataset, dataset.train, resolution, Preprocessing.from_dict(qmodel.preprocessing), cfg,
-                 memo, identity)
+                 memo, identity, progress=progress)
     before = None if probe else task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
     updates = 0  # optimizer steps: a run of a few cannot be judged (train.health)
     history, val_per_epoch, seen, t0, diverged = [], [], 0, time.perf_counter(), False
+    # One bar over every epoch's steps, advanced by update() (the iterator form shows a stale count
+    # when refreshed by set_postfix), kept at the end: it moves even when an epoch takes 0.1 s.
+    bar = tqdm(total=cfg.epochs * len(task.batches), desc="finetune", unit="step", disable=not progress)
     for epoch in range(cfg.epochs):
         task.batches.set_epoch(epoch)
         losses = []
-        bar = tqdm(task.batches, desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for x, y in bar:
+        bar.set_description(f"finetune epoch {epoch + 1}/{cfg.epochs}", refresh=False)
+        for x, y in task.batches:
             losses.append(step(x, y))
             updates += 1
             seen += len(y)
-            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
+            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+            bar.update()
             if updates == cfg.max_steps:
                 break
         history.append(sum(losses) / max(len(losses), 1))
@@ -126,6 +130,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
                        f"val acc {val_per_epoch[-1] * 100:.2f}% (n={len(dataset.val)})", file=sys.stderr)
         if updates == cfg.max_steps:
             break
+    bar.close()
     seconds = time.perf_counter() - t0
     if probe:
         val = {"accuracy": 0.0, "loss": math.inf} if diverged else task.metrics("val")
@@ -224,7 +229,7 @@ class _Task:
     """Training batches and evaluation, through the frozen-prefix cache when that is exact and fits."""
 
     def __init__(self, net, plan: UpdatePlan, dataset: SplitDataset, train: ImageSet, resolution: int,
-                 prep: Preprocessing, cfg: FinetuneConfig, memo: dict, identity: tuple):
+                 prep: Preprocessing, cfg: FinetuneConfig, memo: dict, identity: tuple, progress: bool = False):
         self.net, self.resolution, self.prep = net, resolution, prep
         self.splits = {"train": train, "val": dataset.val, "test": dataset.test}
         self.split = None if cfg.augment else first_trained_block(net, plan)
@@ -241,8 +246,7 @@ class _Task:
         key = (id(identity[0]), identity[1], type(net).__name__, split, resolution, dataset.name, cfg.seed,
                cfg.train_subset, cfg.eval_subset)
         if key not in memo:  # the entry keeps the model's first conv alive, so its id stays unique
-            memo[key] = (identity[0],
-                         {k: cache_prefix(net, d, resolution, prep, split) for k, d in self.splits.items()})
+            memo[key] = (identity[0], cache_splits(net, self.splits, resolution, prep, split, progress=progress))
         self.features = memo[key][1]
         self.model_fn = lambda t: net.suffix(t, split)
         self.batches = CachedBatches(self.features["train"], torch.from_numpy(train.labels), cfg.batch_size, cfg.seed)

@@ -9,7 +9,10 @@ makes the paper-scale sweeps (ImageNet models at 128x128, many schemes) affordab
 
 from __future__ import annotations
 
+import sys
+
 import torch
+from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, ImageSet, Preprocessing
 from mcutrain.data.loader import epoch_generator
@@ -36,10 +39,27 @@ def first_trained_block(net: Int8Net | FloatTwin, plan: UpdatePlan) -> int | Non
 
 @torch.no_grad()
 def cache_prefix(net: Int8Net, data: ImageSet, resolution: int, prep: Preprocessing, stop_block: int,
-                 batch_size: int = 128) -> torch.Tensor:
-    """int8 inputs of block ``stop_block`` for every image of ``data``, in order."""
+                 batch_size: int = 128, bar: tqdm | None = None) -> torch.Tensor:
+    """int8 inputs of block ``stop_block`` for every image of ``data``, in order; ``bar`` (if any)
+    advances by the images done."""
     loader = BatchLoader(data, batch_size, resolution, shuffle=False, preprocessing=prep)
-    return torch.cat([net.prefix(x, stop_block).to(net.cache_dtype) for x, _ in loader])
+    parts = []
+    for x, _ in loader:
+        parts.append(net.prefix(x, stop_block).to(net.cache_dtype))
+        if bar is not None:
+            bar.update(len(x))
+    return torch.cat(parts)
+
+
+def cache_splits(net: Int8Net, splits: dict[str, ImageSet], resolution: int, prep: Preprocessing, stop_block: int,
+                 progress: bool = False) -> dict[str, torch.Tensor]:
+    """``cache_prefix`` of every split, under one progress bar (on stderr) over all their images:
+    the preparation before the first training step takes seconds to minutes and should not look
+    like a hang."""
+    total = sum(len(d) for d in splits.values())
+    with tqdm(total=total, desc=f"caching frozen prefix ({stop_block} blocks)", unit="img", disable=not progress,
+              file=sys.stderr) as bar:
+        return {name: cache_prefix(net, data, resolution, prep, stop_block, bar=bar) for name, data in splits.items()}
 
 
 def cached_bytes(net: Int8Net, n: int, resolution: int, stop_block: int) -> int:
