@@ -15,7 +15,7 @@ from mcutrain.codegen.cortex_m7 import tools_available
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from tests.helpers.cli import run_command
-from tests.helpers.digits_model import make_digits_models
+from tests.helpers.digits_model import make_fresh_head_digits_model
 
 M7_TOOLS = tools_available("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
 RUN_KEYS = {"losses", "accuracy", "seconds"}
@@ -25,11 +25,7 @@ M7_KEYS = {"sram_bytes", "flash_bytes", "instructions_per_step", "instructions_p
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """The digits int8 model (16x16, 10 classes) with a fresh head, as a file."""
-    folder = tmp_path_factory.mktemp("digits")
-    model = load_qmodel(make_digits_models(folder)[1])
-    path = folder / "fresh-head.safetensors"
-    save_qmodel(path, new_head(model, model.classes))
-    return str(path)
+    return str(make_fresh_head_digits_model(tmp_path_factory.mktemp("digits")))
 
 
 def _compile(model: str, target: str, out, *extra: str) -> dict:

@@ -12,19 +12,15 @@ import mcutrain.codegen.runner as runner
 from mcutrain.cli import cmd_compile
 from mcutrain.cli.cmd_run import _human, run_health
 from mcutrain.cli.main import main
-from mcutrain.quant.head import new_head
-from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from tests.helpers.cli import run_command
-from tests.helpers.digits_model import make_digits_models
+from tests.helpers.digits_model import make_fresh_head_digits_model
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """Host builds of the digits model (fresh head) at a sane and at a huge learning rate."""
     root = tmp_path_factory.mktemp("digits")
-    model = load_qmodel(make_digits_models(root)[1])
-    path = root / "fresh-head.safetensors"
-    save_qmodel(path, new_head(model, model.classes))
+    path = make_fresh_head_digits_model(root)
     built = {}
     for name, lr in (("good", "0.05"), ("huge", "1e6")):
         code, _ = run_command(cmd_compile, ["compile", str(path), "--scheme", "last-layer", "--lr", lr,

@@ -20,3 +20,14 @@ def make_digits_models(folder: Path) -> tuple[Path, Path]:
     qmodel = quantize_model(model, info, load_dataset("digits", seed=0).train, batches=8, batch_size=32)
     save_qmodel(folder / "int8.safetensors", qmodel)
     return Path(cfg.out), folder / "int8.safetensors"
+
+
+def make_fresh_head_digits_model(folder: Path) -> Path:
+    """The digits int8 model with a new zero head (a task to learn from chance), as a file."""
+    from mcutrain.quant.head import new_head
+    from mcutrain.quant.model_file import load_qmodel
+
+    model = load_qmodel(make_digits_models(folder)[1])
+    path = folder / "fresh-head.safetensors"
+    save_qmodel(path, new_head(model, model.classes))
+    return path
