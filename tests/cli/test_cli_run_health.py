@@ -49,7 +49,7 @@ def test_a_huge_learning_rate_on_the_engine_fails_with_exit_3(folders, capsys):
 def test_a_sane_learning_rate_on_the_engine_passes(folders, capsys):
     code, r, _ = _run(folders["good"], capsys)
     assert code == 0 and r["failed"] is False and r["health"]["reason"] == "learned"
-    assert "guard" not in r  # no guard on this branch's C, or one that never fired: nothing about it
+    assert r["guard"]["rollbacks"] == 0  # a sane rate never trips the on-device guard
 
 
 def _result(losses, after, guard=None) -> dict:
