@@ -1,6 +1,6 @@
 """The learning-rate sweep behind the defaults: docs/results/lr_sweep.md.
 
-    .venv/bin/python -m experiments.lr_sweep [sim] [device]   # resumes from docs/results/lr_sweep.jsonl
+    .venv/bin/python -m experiments.lr_sweep [sim] [device] [NET ...]   # resumes from docs/results/lr_sweep.jsonl
 
 For each imported network (the paper's int8 mcunet-5fps and mbv2-w0.35, ../shared/upstream) and each
 task (the offline sets and an npz of synthetic shapes this script writes), a new 10-class (or K-class)
@@ -118,10 +118,10 @@ def points(task: str, regimes: tuple[str, ...]) -> list[tuple[str, object]]:
     return sim + (device if task in DEVICE_TASKS else [])
 
 
-def run_sweep(records_path: Path, work: Path, regimes: tuple[str, ...]) -> list[dict]:
+def run_sweep(records_path: Path, work: Path, regimes: tuple[str, ...], nets: tuple[str, ...]) -> list[dict]:
     done = [json.loads(line) for line in records_path.read_text().splitlines()] if records_path.exists() else []
     keys = {(r["regime"], r["net"], r["task"], str(r["point"])) for r in done}
-    for net in NETS:
+    for net in nets:
         model = imported(net, work)
         for task in TASKS:
             data = data_arg(task, work)
@@ -218,7 +218,9 @@ def main() -> int:
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mcutrain-lr-sweep-") as tmp:
-        records = run_sweep(RESULTS / "lr_sweep.jsonl", Path(tmp), tuple(sys.argv[1:]) or ("sim", "device"))
+        regimes = tuple(a for a in sys.argv[1:] if a in ("sim", "device")) or ("sim", "device")
+        nets = tuple(a for a in sys.argv[1:] if a in NETS) or NETS
+        records = run_sweep(RESULTS / "lr_sweep.jsonl", Path(tmp), regimes, nets)
     plot(records, RESULTS / "lr_sweep.png")
     atomic_write_text(RESULTS / "lr_sweep.md", HEADER + table(records) + "\n![accuracy against lr x lambda_max]"
                       "(lr_sweep.png)\n\n## Every point\n\n" + grid(records))
