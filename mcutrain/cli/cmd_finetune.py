@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d.lr,
                    help="learning rate, or auto (default): derived from the new head's curvature on the "
-                        "training data and refined by 4 short seeded runs on the validation split "
+                        "training data, then a line search of short seeded runs on the validation split "
                         "(docs/learning-rate.md); the choice is printed and recorded in MODEL2")
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--seed", type=int, default=d.seed)

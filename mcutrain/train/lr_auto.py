@@ -8,12 +8,10 @@ the logits), and SGD with heavy-ball momentum mu diverges once lr > 2 (1 + mu) /
 fixed rate serves every backbone: at 64x64 lambda_max is 450 (mbv2-w0.35 from ImageNet), 1,300
 (proxyless-w0.3), 3,200 (mcunet-5fps) and 13 (the bundled fashion-MNIST backbone), so the old default
 0.05 diverged on all three ImageNet models while 1e-3 crawls on the bundled one. The derived rate is a
-fixed fraction of that limit (the constants are calibrated by the sweep in docs/results/lr_sweep.md):
+fixed fraction of that limit, the middle of the best rates measured on imported networks
+(docs/results/lr_sweep.md; h ~ 1/K at a new head makes the limit about 13 / lambda_max at mu = 0.9):
 
     lr = DERIVED_FRACTION * (1 + mu) / lambda_max     (SGD with heavy-ball momentum mu)
-
-The C engine trains at batch 1 without momentum; its rate is the mini-batch rate scaled by the
-linear scaling rule (``per_sample_lr``: the same distance per sample; lr / ((1 - mu) * batch)).
 
 snapped to a quarter-octave grid (2^(k/4)) so that the last bits of lambda_max, which depend on the
 CPU's float kernels, cannot reach the rate (README: the same results on every machine). lambda_max is
@@ -25,8 +23,11 @@ Adam normalises its steps, so its rate does not scale with the features: ADAM_RA
 on upwards (to 4x) or downwards (to 1/64x) while the validation accuracy improves. The best rate at
 64x64 spans lr * lambda_max = 1.2 (mbv2-w0.35) to 15 (mcunet-5fps on digits): the curvature of the
 head is not the only one that matters (the bundled backbone's deep layers want 1/40 of its head's
-rate), and only a run can tell. 30-step probes ranked the rates as
-the full runs did where 10-step probes preferred rates that diverged later. It costs 3 or 4 probes
+rate), and only a run can tell. 30-step probes ranked the rates as the full runs did where 10-step
+probes preferred rates that diverged later.
+
+The C engine trains at batch 1 without momentum; its rate is the mini-batch choice scaled by the
+linear scaling rule (``per_sample_lr``: the same distance per sample; lr / ((1 - mu) * batch)). It costs 3 or 4 probes
 (90-120 steps and as many validation passes) on top of the run when the derived rate is near right,
 up to 8 when it is far too large; the probes share the run's frozen-prefix cache.
 """
@@ -46,7 +47,7 @@ from mcutrain.quant.sim_model import Int8Net
 
 AUTO = "auto"
 HEAD_SAMPLES = 256
-DERIVED_FRACTION = 1.3  # calibrated: docs/results/lr_sweep.md
+DERIVED_FRACTION = 1.3  # lr * lambda_max = 2.5 at mu = 0.9: a fifth of the limit (docs/learning-rate.md)
 ADAM_RATE = 1e-3
 AUTO_UP, AUTO_DOWN = 2, -6  # --lr auto searches 1/64 .. 4 times the derived rate (octaves)
 PROBE_STEPS = 30  # optimizer steps of each --lr auto probe (10 steps misjudged; docs/learning-rate.md)
