@@ -67,16 +67,19 @@ def run(args) -> int:
     doc = analyze(cfg, progress=not args.quiet)
     result = {"out": args.out, "runs_cache": str(runs_path(args.out)), **summary(doc)}
     failed = result["failed_runs"]
+    settings = doc.get("settings", {})  # the rate the runs used: --lr auto's choice where it chose
+    rate = (f"--lr auto chose {settings['lr']:.3g}: try a number" if "lr_auto" in settings
+            else f"now {settings.get('lr', cfg.lr):g}")
     if failed:
         first = next(iter(result["failed"].items()), None)
         example = f"; {first[0]}: {first[1]}" if first else ""
         print(f"mcutrain analyze: warning: {failed} of {result['runs']} run(s) failed to learn "
               f"({', '.join(result['unstable'][:5])}{', ...' if failed > 5 else ''}{example}): their "
-              f"contributions measure a broken run; check --lr (now {cfg.lr:g}) or use --lr auto", file=sys.stderr)
+              f"contributions measure a broken run; check --lr ({rate})", file=sys.stderr)
     emit(args, result, _human)
     if failed and failed == result["runs"]:
         raise TrainingFailed(f"every one of the {failed} runs failed to learn, so the contributions in {args.out} "
-                             f"are noise: try another --lr (now {cfg.lr:g}) or --lr auto, with another --out")
+                             f"are noise: try another --lr ({rate}), with another --out")
     return 0
 
 
