@@ -37,8 +37,8 @@ def register(subparsers) -> None:
         "compile", help=HELP["compile"],
         description="Compile one batch-1 training step of MODEL (an int8 model file, or a zoo name or an "
                     "architecture .json file for a random-weight model: memory does not depend on the "
-                    "weights) under --scheme, and report "
-                    "SRAM (arena + SRAM copies of trained parameters + the engine's state: step counter, guard), Flash and the inference-only peak. "
+                    "weights) under --scheme, and report SRAM (arena + SRAM copies of trained parameters + "
+                    "the engine's state: step counter, guard), Flash and the inference-only peak. "
                     "--report DIR writes the printed graph, memory timelines (text) and a memory plot (PNG).")
     p.add_argument("model", metavar="MODEL", help="int8 model file, zoo name, or architecture .json file")
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")

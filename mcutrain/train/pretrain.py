@@ -192,7 +192,8 @@ def _train_one_epoch(model: MobileNetLike, optimizer: torch.optim.Optimizer, loa
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.3g}", refresh=False)  # a refresh here would print a stale count
+        # refresh=False: a refresh from here would print the iterator's stale count (0/N on fast epochs)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.3g}", refresh=False)
     elapsed = time.perf_counter() - t0
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "lr": lr if seen else cfg.lr, "images_per_s": seen / max(elapsed, 1e-9)}
