@@ -104,7 +104,7 @@ def run(args) -> int:
                             f"(got --target {args.target})")
     qmodel = load_model(args.model, args.resolution)
     plan = resolve(load_scheme(args.scheme, qmodel.spec), qmodel.spec)
-    args.lr = _compiled_lr(args, qmodel)
+    args.lr, lr_choice = _compiled_lr(args, qmodel)
     print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
           file=sys.stderr)
     if args.target:
@@ -117,7 +117,7 @@ def run(args) -> int:
     r = program.report
     summary = {
         "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme, "lr": args.lr,
-        "lr_auto": getattr(args, "lr_auto", None),
+        "lr_auto": lr_choice,
         "peak_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
         "trainable_sram_bytes": r["trainable_bytes"], "mask_bytes": r["mask_bytes"],
         "flash_bytes": r["flash_bytes"], "inference_peak_bytes": r["inference_arena_bytes"],
@@ -141,32 +141,31 @@ def run(args) -> int:
     return 0
 
 
-def _compiled_lr(args, qmodel) -> float:
+def _compiled_lr(args, qmodel) -> tuple[float, dict | None]:
     """``--lr``, resolving ``auto`` (printed with its source; docs/learning-rate.md): with ``--data``
     ``finetune --lr auto`` in the simulation, scaled to batch 1 (``finetune.device_auto_lr``); else the
     rate derived from the head curvature that ``finetune --lr auto`` recorded in the model."""
     from mcutrain.train import lr_auto
 
     if not lr_auto.is_auto(args.lr):
-        return args.lr
+        return args.lr, None
     if args.data:
         from mcutrain.train.finetune import device_auto_lr
 
         lr, choice = device_auto_lr(qmodel, args.data, args.scheme, seed=args.seed)
         print(f"mcutrain compile: {choice.summary()}; scaled to batch 1: {lr:.3g}", file=sys.stderr)
-        args.lr_auto = {"lr": lr, "batch32": choice.as_dict()}
-        return lr
+        return lr, {"lr": lr, "batch32": choice.as_dict()}
     curvature = lr_auto.recorded_curvature(qmodel)
     if curvature is None:
         if args.target:
             print(f"mcutrain compile: warning: --lr auto has no data to choose the rate with (pass --data); "
                   f"compiling lr {lr_auto.FALLBACK_DEVICE_LR:g}, which the on-device guard halves if it is "
                   f"too large", file=sys.stderr)
-        return lr_auto.FALLBACK_DEVICE_LR
+        return lr_auto.FALLBACK_DEVICE_LR, None
     lr = lr_auto.device_lr(curvature)
     print(f"mcutrain compile: --lr auto: {lr:.3g} (batch-1 rate derived from the head's curvature "
           f"{curvature.lambda_max:.3g} recorded by finetune --lr auto)", file=sys.stderr)
-    return lr
+    return lr, None
 
 
 def _human(s: dict) -> str:
