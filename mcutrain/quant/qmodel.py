@@ -56,6 +56,32 @@ class QConv:
     qmin: int = -128
     qmax: int = 127
     frozen_channels: tuple[int, ...] = ()
+    # General geometry (imported graphs, issue 13). ``stride`` is the stride along the height; the
+    # defaults describe the zoo's convs: square stride, ``kernel // 2`` zero-point rows/columns on
+    # every side (PyTorch's padding). TFLite's SAME puts an odd extra row/column at the bottom/right.
+    stride_w: int | None = None  # stride along the width; None: ``stride``
+    pad: tuple[int, int, int, int] | None = None  # (top, bottom, left, right); None: kernel // 2 each
+
+    @property
+    def kernel_hw(self) -> tuple[int, int]:
+        return int(self.weight.shape[2]), int(self.weight.shape[3])
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.stride, self.stride if self.stride_w is None else self.stride_w
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right): rows/columns of the input zero point around the input."""
+        if self.pad is not None:
+            return self.pad
+        kh, kw = self.kernel_hw
+        return kh // 2, kh // 2, kw // 2, kw // 2
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        """Output height and width for an h x w input."""
+        (kh, kw), (sh, sw), (top, bottom, left, right) = self.kernel_hw, self.strides, self.padding
+        return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
 
     @property
     def in_ch(self) -> int:
