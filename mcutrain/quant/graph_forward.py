@@ -1,0 +1,178 @@
+"""The NumPy integer reference forward of a QGraph: TensorFlow Lite's int8 arithmetic, op by op.
+
+Why: an imported model must compute what TFLite computes, bit for bit, before mcutrain trains it.
+This is the reference every other executor of a QGraph is checked against, and it is itself checked
+against the LiteRT interpreter's reference kernels layer by layer (tests/quant/test_graph_litert.py).
+It returns every tensor so that a difference is found at the layer where it starts.
+
+Arithmetic per kind (the facts of TFLite's reference int8 kernels; see docs/tflite.md):
+- conv2d: ``acc = bias[c] + sum (x - z_x) * w`` over the window, the padding counting as ``x = z_x``;
+  ``y = clamp(MBQM(acc, m[c], s[c]) + z_y, qmin, qmax)`` (``fixedpoint.requantize``).
+- add: ``int8_ops.quantized_add`` (TFLite's int8 ADD with 20 bits of headroom).
+- avgpool: the window clipped to the input; ``acc = sum x`` (raw int8 values), ``n`` = positions
+  inside; ``y = clamp(round_half_away(acc / n), qmin, qmax)`` (``int8_ops.rounded_divide``).
+- maxpool: the maximum over the clipped window, clamped.
+- mean: as TFLite's MEAN picks its kernel: keep_dims -> ``MBQM(sum (x - z_x), s_x/s_y)`` then the
+  rounded division by H*W; same quantization in and out -> ``trunc(sum x / (H*W))``; otherwise the
+  float32 formula of TFLite's ``QuantizedMeanOrSum``.
+- fully_connected: ``acc = bias + sum (x - z_x) w``; LiteRT's reference kernel rescales it in double
+  precision, ``round_half_away(acc * s_x * s_w / s_y)`` (``fixed_point=True``: the MBQM form of TFLM).
+- reshape: a copy (flattened in H, W, C order when ``channels_last``).
+- softmax: the float softmax of the dequantized logits, quantized to the output (a marker: it is
+  dropped for training; this value is within one step of TFLite's fixed-point kernel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from mcutrain.quant.fixedpoint import requantize
+from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
+from mcutrain.quant.int8_ops import add_params, quantized_add, rounded_divide
+from mcutrain.quant.qmodel import QConv
+
+_EXACT_SUM_TERMS = 2**20
+"""Convolutions are summed in float64 (BLAS) and converted back: exact while every partial sum stays
+below 2**53; with |x - z| <= 255 and |w| <= 128 each term is < 2**15, so up to 2**20 terms are exact."""
+
+
+def graph_forward(graph: QGraph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run ``graph`` on int8 ``x`` (the input's shape, batch first); every tensor by name."""
+    x = np.asarray(x)
+    shape = graph.tensor[graph.input].shape
+    if x.dtype != np.int8 or x.shape[1:] != tuple(shape[1:]):
+        raise ValueError(f"input must be int8 of shape [N, {', '.join(map(str, shape[1:]))}], "
+                         f"got {x.dtype} {x.shape}")
+    values = {graph.input: x}
+    for node in graph.nodes:
+        values[node.output] = run_node(node, [values[n] for n in node.inputs])
+    return values
+
+
+def run_node(node: Node, inputs: list[np.ndarray]) -> np.ndarray:
+    p = node.params
+    if node.kind == "conv2d":
+        return conv2d(inputs[0], p)
+    if node.kind == "add":
+        a, b, y = p.a, p.b, p.y
+        return quantized_add(inputs[0], inputs[1], add_params(a.scale, a.zero, b.scale, b.zero, y.scale, y.zero,
+                                                               p.qmin, p.qmax))
+    if node.kind == "avgpool":
+        return avgpool(inputs[0], p)
+    if node.kind == "maxpool":
+        return maxpool(inputs[0], p)
+    if node.kind == "mean":
+        return mean(inputs[0], p)
+    if node.kind == "fully_connected":
+        return fully_connected(inputs[0], p)
+    if node.kind == "reshape":
+        x = inputs[0]
+        if p.channels_last and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    if node.kind == "softmax":
+        return softmax(inputs[0], p)
+    raise ValueError(f"unknown node kind {node.kind!r}")
+
+
+def _windows(x: np.ndarray, kernel, strides, pad, fill) -> np.ndarray:
+    """[N, C, OH, OW, kh, kw] views of the padded input."""
+    (kh, kw), (sh, sw), (t, b, left, r) = kernel, strides, pad
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=fill)
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+
+
+def conv2d(x: np.ndarray, p: QConv) -> np.ndarray:
+    """int8 [N, C, H, W] -> int8 [N, O, OH, OW] (regular or depthwise)."""
+    kh, kw = p.kernel_hw
+    if p.weight.shape[1] * kh * kw > _EXACT_SUM_TERMS:
+        raise ValueError(f"convolution '{p.name}': {p.weight.shape[1] * kh * kw} terms per output, over {_EXACT_SUM_TERMS}")
+    centered = x.astype(np.float64) - p.x.zero  # padding with the zero point contributes 0, as TFLite skips it
+    win = _windows(centered, (kh, kw), p.strides, p.padding, 0.0)
+    w = p.weight.astype(np.float64)
+    if p.depthwise:
+        acc = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
+    else:
+        acc = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    acc = np.rint(acc).astype(np.int64) + p.bias.astype(np.int64)[None, :, None, None]
+    mult, shift = p.requant
+    return requantize(acc, mult, shift, p.y.zero, p.qmin, p.qmax)
+
+
+def fully_connected(x: np.ndarray, p: FullyConnected, fixed_point: bool = False) -> np.ndarray:
+    """int8 [N, C] -> int8 [N, K].
+
+    LiteRT's reference kernel rescales the int32 accumulator in double precision,
+    ``round_half_away(acc * (double(s_x) * double(s_w[k]) / double(s_y)))``; ``fixed_point=True`` gives
+    the multiplier/shift form of TFLite Micro and the optimized kernels (``MBQM``), which differs by
+    one step on a few outputs (about 2**-right_shift of them).
+    """
+    acc = (x.astype(np.int64) - p.x.zero) @ p.weight.astype(np.int64).T
+    if p.bias is not None:
+        acc = acc + p.bias.astype(np.int64)
+    acc = np.clip(acc, -(2**31), 2**31 - 1)
+    if fixed_point:
+        mult, shift = p.requant
+        return requantize(acc, mult, shift, p.y.zero, p.qmin, p.qmax)
+    scale = np.float64(p.x.scale) * p.w_scale.astype(np.float64) / np.float64(p.y.scale)
+    v = round_half_away(acc.astype(np.float64) * scale) + p.y.zero
+    return np.clip(v, p.qmin, p.qmax).astype(np.int8)
+
+
+def round_half_away(v: np.ndarray) -> np.ndarray:
+    """C's ``round``: to nearest, ties away from zero (exact: ``v - trunc(v)`` has no rounding error)."""
+    t = np.trunc(v)
+    return (t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)).astype(np.int64)
+
+
+def _valid_counts(shape_hw, p: Pool2d) -> np.ndarray:
+    """Number of input positions inside each (clipped) window: [OH, OW]."""
+    ones = np.ones((1, 1) + tuple(shape_hw), np.int64)
+    return _windows(ones, p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))[0, 0]
+
+
+def avgpool(x: np.ndarray, p: Pool2d) -> np.ndarray:
+    sums = _windows(x.astype(np.int64), p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))
+    counts = _valid_counts(x.shape[2:], p)
+    return np.clip(rounded_divide(sums, counts), p.qmin, p.qmax).astype(np.int8)
+
+
+def maxpool(x: np.ndarray, p: Pool2d) -> np.ndarray:
+    # Padding is filled with a value below every int8, so it never wins: the window is clipped.
+    win = _windows(x.astype(np.int64), p.kernel, p.strides, p.pad, -(2**40))
+    return np.clip(win.max(axis=(4, 5)), p.qmin, p.qmax).astype(np.int8)
+
+
+def mean(x: np.ndarray, p: Mean) -> np.ndarray:
+    """TFLite MEAN over H, W; the kernel (and so the rounding) depends on keep_dims and the scales."""
+    count = x.shape[2] * x.shape[3]
+    if p.keep_dims:
+        from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+
+        sums = (x.astype(np.int64) - p.x.zero).sum(axis=(2, 3))
+        mult, shift = quantize_multiplier(p.x.scale / p.y.scale)
+        scaled = multiply_by_quantized_multiplier(sums, mult, shift).astype(np.int64)
+        out = np.clip(rounded_divide(scaled, count) + p.y.zero, -128, 127)
+        return out.astype(np.int8)[:, :, None, None]
+    sums = x.astype(np.int64).sum(axis=(2, 3))
+    if p.x == p.y:
+        return np.clip(np.trunc(sums / count), -128, 127).astype(np.int8)  # C integer division
+    return _mean_float32(sums, count, p)
+
+
+def _mean_float32(sums: np.ndarray, count: int, p: Mean) -> np.ndarray:
+    """TFLite's ``QuantizedMeanOrSum`` (mean): float32 throughout, with its extra 0.5 before rounding."""
+    f = np.float32
+    scale = f(p.x.scale) / f(p.y.scale)
+    bias = f(-p.x.zero) * scale + f(0.5)
+    value = sums.astype(np.float32) / f(count) * scale + bias
+    return np.clip(round_half_away(value) + p.y.zero, -128, 127).astype(np.int8)
+
+
+def softmax(x: np.ndarray, p) -> np.ndarray:
+    logits = p.beta * p.x.scale * (x.astype(np.float64) - p.x.zero)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    prob = e / e.sum(axis=-1, keepdims=True)
+    return np.clip(np.floor(prob / p.y.scale + 0.5) + p.y.zero, -128, 127).astype(np.int8)
