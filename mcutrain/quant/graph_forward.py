@@ -12,9 +12,9 @@ Arithmetic per kind (the facts of TFLite's reference int8 kernels; see docs/tfli
 - avgpool: the window clipped to the input; ``acc = sum x`` (raw int8 values), ``n`` = positions
   inside; ``y = clamp(round_half_away(acc / n), qmin, qmax)`` (``int8_ops.rounded_divide``).
 - maxpool: the maximum over the clipped window, clamped.
-- mean: as TFLite's MEAN picks its kernel: keep_dims -> ``MBQM(sum (x - z_x), s_x/s_y)`` then the
-  rounded division by H*W; same quantization in and out -> ``trunc(sum x / (H*W))``; otherwise the
-  float32 formula of TFLite's ``QuantizedMeanOrSum``.
+- mean: LiteRT's integer ``QuantizedMeanOrSum``: ``MBQM(sum x - z_x * H*W, m', s')`` with 1/(H*W) folded
+  into the multiplier of s_x/s_y (see ``_mean_rescaled``). (Older TFLite versions and TFLM pick other
+  kernels by keep_dims and the scales; those round differently.)
 - fully_connected: ``acc = bias + sum (x - z_x) w``; LiteRT's reference kernel rescales it in double
   precision, ``round_half_away(acc * s_x * s_w / s_y)`` (``fixed_point=True``: the MBQM form of TFLM).
 - reshape: a copy (flattened in H, W, C order when ``channels_last``).
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mcutrain.quant.fixedpoint import requantize
+from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, requantize
 from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
 from mcutrain.quant.int8_ops import add_params, quantized_add, rounded_divide
 from mcutrain.quant.qmodel import QConv
@@ -146,29 +146,23 @@ def maxpool(x: np.ndarray, p: Pool2d) -> np.ndarray:
 
 
 def mean(x: np.ndarray, p: Mean) -> np.ndarray:
-    """TFLite MEAN over H, W; the kernel (and so the rounding) depends on keep_dims and the scales."""
-    count = x.shape[2] * x.shape[3]
-    if p.keep_dims:
-        from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
-
-        sums = (x.astype(np.int64) - p.x.zero).sum(axis=(2, 3))
-        mult, shift = quantize_multiplier(p.x.scale / p.y.scale)
-        scaled = multiply_by_quantized_multiplier(sums, mult, shift).astype(np.int64)
-        out = np.clip(rounded_divide(scaled, count) + p.y.zero, -128, 127)
-        return out.astype(np.int8)[:, :, None, None]
+    """TFLite MEAN over H, W (LiteRT's reference kernel for int8, whatever keep_dims and the scales)."""
     sums = x.astype(np.int64).sum(axis=(2, 3))
-    if p.x == p.y:
-        return np.clip(np.trunc(sums / count), -128, 127).astype(np.int8)  # C integer division
-    return _mean_float32(sums, count, p)
+    y = _mean_rescaled(sums, x.shape[2] * x.shape[3], p)
+    return y[:, :, None, None] if p.keep_dims else y
 
 
-def _mean_float32(sums: np.ndarray, count: int, p: Mean) -> np.ndarray:
-    """TFLite's ``QuantizedMeanOrSum`` (mean): float32 throughout, with its extra 0.5 before rounding."""
-    f = np.float32
-    scale = f(p.x.scale) / f(p.y.scale)
-    bias = f(-p.x.zero) * scale + f(0.5)
-    value = sums.astype(np.float32) / f(count) * scale + bias
-    return np.clip(round_half_away(value) + p.y.zero, -128, 127).astype(np.int8)
+def _mean_rescaled(sums: np.ndarray, count: int, p: Mean) -> np.ndarray:
+    """TFLite's integer ``QuantizedMeanOrSum`` (mean): 1/count folded into the multiplier of s_x/s_y.
+
+    ``shift = min(floor(log2(count)), 32, 31 + s)``, ``m' = trunc(m * 2**shift / count)``,
+    ``y = clamp(MBQM(sum - z_x * count, m', s - shift) + z_y)``.
+    """
+    mult, shift = quantize_multiplier(p.x.scale / p.y.scale)
+    fold = min(count.bit_length() - 1, 32, 31 + shift)
+    mult, shift = (mult << fold) // count, shift - fold
+    scaled = multiply_by_quantized_multiplier(sums - p.x.zero * count, mult, shift).astype(np.int64)
+    return np.clip(scaled + p.y.zero, -128, 127).astype(np.int8)
 
 
 def softmax(x: np.ndarray, p) -> np.ndarray:
