@@ -41,6 +41,8 @@ def graph_from_tflite(model: TfliteModel, source: str = "model") -> QGraph:
         raise TfliteError(f"input '{inp.name}' has shape {inp.shape}; expected NHWC [N, H, W, C]")
     mapper.activation(inp.index)
     nodes = tuple(mapper.node(op) for op in model.operators)
+    if model.outputs[0] not in mapper.tensors or not nodes:
+        raise TfliteError(f"output tensor {model.outputs[0]} is not computed by any operator")
     graph = QGraph(tuple(mapper.tensors.values()), nodes, mapper.name(inp.index),
                    mapper.name(model.outputs[0]), {"source": one_line(source), "format": "tflite"})
     try:
@@ -71,6 +73,22 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
+def _check_arithmetic(kind: str, p, where: str) -> None:
+    """Derive the fixed-point constants now, so absurd scales are refused here and not in a forward."""
+    from mcutrain.quant.fixedpoint import quantize_multiplier
+    from mcutrain.quant.int8_ops import add_params
+
+    try:
+        if kind in ("conv2d", "fully_connected"):
+            p.requant  # noqa: B018 - the property derives (and range-checks) the multipliers
+        elif kind == "add":
+            add_params(p.a.scale, p.a.zero, p.b.scale, p.b.zero, p.y.scale, p.y.zero, p.qmin, p.qmax)
+        elif kind == "mean":
+            quantize_multiplier(p.x.scale / p.y.scale)
+    except (ValueError, OverflowError, ZeroDivisionError) as e:
+        raise UnsupportedOp(f"{where}: scales outside what int8 arithmetic can rescale ({one_line(str(e))[:100]})") from None
+
+
 class _Mapper:
     def __init__(self, model: TfliteModel) -> None:
         self.model = model
@@ -90,7 +108,7 @@ class _Mapper:
         if t.dtype != "int8" or t.data is not None:
             raise UnsupportedOp(f"{where}: tensor {index} '{t.name}' is {t.dtype}"
                                 f"{' constant' if t.data is not None else ''}; expected an int8 activation")
-        if len(t.scales) != 1 or len(t.zero_points) != 1 or not t.scales[0] > 0:
+        if len(t.scales) != 1 or len(t.zero_points) != 1 or not 1e-30 < t.scales[0] < 1e30:
             raise UnsupportedOp(f"{where}: tensor {index} '{t.name}' is not quantized per tensor")
         if not -128 <= t.zero_points[0] <= 127:
             raise TfliteError(f"{where}: tensor {index} '{t.name}' zero point {t.zero_points[0]} outside int8")
@@ -127,6 +145,7 @@ class _Mapper:
         kind, params, extra = getattr(self, "_" + op.op.lower())(op, x, where)
         y = self.activation(op.outputs[0], where)
         params = params(y)
+        _check_arithmetic(kind, params, where)
         return Node(kind, y.name, (x.name,) + extra, y.name, params)
 
     def _conv_2d(self, op, x, where):
