@@ -86,7 +86,7 @@ def _two_scales(m):
     (lambda m: setattr(_op(m).builtinOptions, "fusedActivationFunction", 4), "fused activation 4"),
     (lambda m: setattr(_op(m).builtinOptions, "padding", 7), "padding mode 7"),
     (lambda m: setattr(m.subgraphs[0].tensors[0], "type", 0), "float32; expected an int8 activation"),
-    (lambda m: _two_scales, "not quantized per tensor"),
+    (_two_scales, "not quantized per tensor"),
 ])
 def test_unsupported_content_is_named(mutate, words):
     with pytest.raises(TfliteError, match=words) as info:
