@@ -59,7 +59,7 @@ def _residual(seed: int):
 
 def _pools(seed: int):
     g = GraphBuilder(seed, (1, 1, 17, 14))
-    x = g.conv(g.input, 5, (3, 3), (1, 1), "same", "none")
+    x = g.conv(g.input, 24, (3, 3), (1, 1), "same", "none")
     a = g.pool(x, "avgpool", (2, 2), (2, 2), "valid")
     a = g.pool(a, "avgpool", (3, 3), (2, 2), "same", "relu")
     a = g.pool(a, "maxpool", (3, 2), (1, 2), "same", "relu6")
@@ -84,6 +84,14 @@ def _head(seed: int):
     return g.build(g.softmax(x))
 
 
+def _wide_fc(seed: int):
+    """Enough fully connected outputs to see the rescale's rounding (per channel and per tensor)."""
+    g = GraphBuilder(seed, (1, 16, 3, 3))
+    x = g.fc(g.flatten(g.input), 256, "relu6")
+    x = g.fc(x, 128, "none", per_channel=False)
+    return g.build(g.fc(x, 100, "relu", bias=False))
+
+
 def _global_head(seed: int):
     g = GraphBuilder(seed, (1, 3, 8, 8), scale=1.0)
     x = g.conv(g.input, 16, (3, 3), (1, 1), "same", "relu")
@@ -103,6 +111,7 @@ CASES.update({
     "mean_flat_rescale": lambda: _mean(6, False, False),
     "head_fc_softmax": lambda: _head(7),
     "global_pool_head": lambda: _global_head(8),
+    "wide_fc": lambda: _wide_fc(9),
 })
 
 
@@ -138,3 +147,17 @@ def test_shared_model_matches_litert(name):
     graph = graph_from_tflite(model, source=str(path))
     for seed in SEEDS:
         _check_rows(compare(path, model, graph, random_input(graph, seed)))
+
+
+def test_softmax_matches_litert_over_input_scales(tmp_path):
+    """The softmax marker's value over logits from 0.002 to 2 per step and 2..120 classes."""
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        scale = float(np.exp(rng.uniform(np.log(0.002), np.log(2.0))))
+        g = GraphBuilder(seed, (1, int(rng.integers(2, 120)), 1, 1), scale=scale, zero=int(rng.integers(-128, 128)))
+        graph = g.build(g.softmax(g.flatten(g.input)))
+        path = tmp_path / f"softmax{seed}.tflite"
+        write_tflite(graph, path)
+        model = read_tflite(path)
+        for s in SEEDS:
+            _check_rows(compare(path, model, graph, random_input(graph, s)))
