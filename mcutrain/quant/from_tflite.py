@@ -86,7 +86,8 @@ def _check_arithmetic(kind: str, p, where: str) -> None:
         elif kind == "mean":
             quantize_multiplier(p.x.scale / p.y.scale)
     except (ValueError, OverflowError, ZeroDivisionError) as e:
-        raise UnsupportedOp(f"{where}: scales outside what int8 arithmetic can rescale ({one_line(str(e))[:100]})") from None
+        why = one_line(str(e))[:100]
+        raise UnsupportedOp(f"{where}: scales outside what int8 arithmetic can rescale ({why})") from None
 
 
 class _Mapper:

@@ -26,7 +26,7 @@ from functools import cached_property
 import numpy as np
 
 from mcutrain.errors import ModelError
-from mcutrain.quant.qmodel import QAdd, QConv, QTensor
+from mcutrain.quant.qmodel import QConv, QTensor
 
 KINDS = ("conv2d", "add", "avgpool", "maxpool", "mean", "fully_connected", "reshape", "softmax")
 

@@ -18,8 +18,9 @@ Arithmetic per kind (the facts of TFLite's reference int8 kernels; see docs/tfli
 - fully_connected: ``acc = bias + sum (x - z_x) w``; LiteRT's reference kernel rescales it in double
   precision, ``round_half_away(acc * s_x * s_w / s_y)`` (``fixed_point=True``: the MBQM form of TFLM).
 - reshape: a copy (flattened in H, W, C order when ``channels_last``).
-- softmax: the float softmax of the dequantized logits, quantized to the output (a marker: it is
-  dropped for training; this value is within one step of TFLite's fixed-point kernel).
+- softmax: the float softmax of the dequantized logits, rounded to the output quantization. A marker:
+  training drops it and keeps the logits. This equals LiteRT 2.3.0's int8 softmax on every output
+  tried (tests); TFLite Micro's gemmlowp fixed-point kernel may differ from it by a step.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def conv2d(x: np.ndarray, p: QConv) -> np.ndarray:
     """int8 [N, C, H, W] -> int8 [N, O, OH, OW] (regular or depthwise)."""
     kh, kw = p.kernel_hw
     if p.weight.shape[1] * kh * kw > _EXACT_SUM_TERMS:
-        raise ValueError(f"convolution '{p.name}': {p.weight.shape[1] * kh * kw} terms per output, over {_EXACT_SUM_TERMS}")
+        raise ValueError(f"convolution '{p.name}': {p.weight.shape[1] * kh * kw} terms per output, "
+                         f"over {_EXACT_SUM_TERMS}")
     centered = x.astype(np.float64) - p.x.zero  # padding with the zero point contributes 0, as TFLite skips it
     win = _windows(centered, (kh, kw), p.strides, p.padding, 0.0)
     w = p.weight.astype(np.float64)
@@ -119,6 +121,14 @@ def fully_connected(x: np.ndarray, p: FullyConnected, fixed_point: bool = False)
     scale = np.float64(p.x.scale) * p.w_scale.astype(np.float64) / np.float64(p.y.scale)
     v = round_half_away(acc.astype(np.float64) * scale) + p.y.zero
     return np.clip(v, p.qmin, p.qmax).astype(np.int8)
+
+
+def fully_connected_logits(x: np.ndarray, p: FullyConnected) -> np.ndarray:
+    """The float logits training uses: the int32 accumulators times ``s_x * s_w[k]`` ([N, K] float64)."""
+    acc = (x.astype(np.int64) - p.x.zero) @ p.weight.astype(np.int64).T
+    if p.bias is not None:
+        acc = acc + p.bias.astype(np.int64)
+    return acc * (np.float64(p.x.scale) * p.w_scale.astype(np.float64))
 
 
 def round_half_away(v: np.ndarray) -> np.ndarray:

@@ -47,7 +47,8 @@ class GraphBuilder:
         out_ch = c if depthwise else out_ch
         per_in = 1 if depthwise else c
         weight = self.rng.integers(-127, 128, size=(out_ch, per_in) + tuple(kernel)).astype(np.int8)
-        w_scale = (self.rng.uniform(0.5, 1.5, out_ch) / (127 * np.sqrt(per_in * kernel[0] * kernel[1]))).astype(np.float32)
+        fan_in = per_in * kernel[0] * kernel[1]
+        w_scale = (self.rng.uniform(0.5, 1.5, out_ch) / (127 * np.sqrt(fan_in))).astype(np.float32)
         xq = self.q(x)
         acc_std = 74 * 73 * np.sqrt(per_in * kernel[0] * kernel[1])
         bias = self.rng.integers(-int(acc_std), int(acc_std) + 1, out_ch).astype(np.int32)

@@ -35,7 +35,8 @@ def test_describe_one_line_per_node():
     text = g.describe()
     lines = text.splitlines()
     assert len(lines) == len(g.nodes) + 2
-    assert "conv2d" in lines[1] and "k3x3 s2x2 pad(1, 1, 0, 1)" in lines[1] and "[1, 3, 9, 8] -> [1, 6, 5, 4]" in lines[1]
+    assert "conv2d" in lines[1] and "k3x3 s2x2 pad(1, 1, 0, 1)" in lines[1]
+    assert "[1, 3, 9, 8] -> [1, 6, 5, 4]" in lines[1]
     assert "k5x3" in lines[2] and " dw" in lines[2]
     assert "macs=" in lines[1] and f"macs={5 * 4 * 6 * 27}" in lines[1]
     assert lines[-1].startswith(f"output {g.output}: {len(g.nodes)} nodes")
@@ -104,7 +105,8 @@ def test_avgpool_clips_border_windows_and_rounds_raw_values():
 
 def test_fully_connected_fixed_point_differs_by_at_most_one_step():
     rng = np.random.default_rng(0)
-    p = FullyConnected(rng.integers(-127, 128, (50, 300)).astype(np.int8), rng.integers(-5000, 5000, 50).astype(np.int32),
+    p = FullyConnected(rng.integers(-127, 128, (50, 300)).astype(np.int8),
+                       rng.integers(-5000, 5000, 50).astype(np.int32),
                        np.full(50, 0.0013, np.float32), QTensor(0.05, -3), QTensor(0.9, 4))
     xs = rng.integers(-128, 128, (40, 300)).astype(np.int8)
     a = fully_connected(xs, p).astype(int)
@@ -115,3 +117,14 @@ def test_fully_connected_fixed_point_differs_by_at_most_one_step():
 def test_node_is_plain_data():
     node = _graph().nodes[0]
     assert isinstance(node, Node) and node.kind == "conv2d" and node.inputs == (_graph().input,)
+
+
+def test_fully_connected_logits_are_the_rescaled_accumulators():
+    from mcutrain.quant.graph_forward import fully_connected_logits
+
+    p = FullyConnected(np.array([[1, -2], [3, 4]], np.int8), np.array([10, -7], np.int32),
+                       np.array([0.5, 0.25], np.float32), QTensor(0.1, 2), QTensor(0.2, 0))
+    x = np.array([[5, -1]], np.int8)  # x - z = [3, -3]
+    acc = np.array([[3 * 1 + -3 * -2 + 10, 3 * 3 + -3 * 4 - 7]])
+    assert np.allclose(fully_connected_logits(x, p), acc * 0.1 * np.array([0.5, 0.25]))
+    assert fully_connected(x, p).tolist() == [[5, -1]]  # 19 * 0.25 = 4.75 -> 5; -10 * 0.125 = -1.25 -> -1

@@ -81,7 +81,8 @@ def _two_scales(m):
 
 
 @pytest.mark.parametrize("mutate, words", [
-    (lambda m: _set_opcode(m, 2), r"operator 0 \(CONCATENATION; inputs \[0 'input_0', .*\], outputs .*unsupported operator"),
+    (lambda m: _set_opcode(m, 2),
+     r"operator 0 \(CONCATENATION; inputs \[0 'input_0', .*\], outputs .*unsupported operator"),
     (lambda m: setattr(_op(m).builtinOptions, "dilationHFactor", 2), r"operator 0 \(CONV_2D.*dilation 2x1"),
     (lambda m: setattr(_op(m).builtinOptions, "fusedActivationFunction", 4), "fused activation 4"),
     (lambda m: setattr(_op(m).builtinOptions, "padding", 7), "padding mode 7"),

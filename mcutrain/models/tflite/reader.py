@@ -241,7 +241,7 @@ def _options(op, index: int, name: str) -> dict:
     opts.Init(table.Bytes, table.Pos)
     out = {}
     for field in dir(cls):
-        if field.startswith("_") or field in ("Init",) or field.startswith("GetRootAs") or field.endswith(_SKIP_SUFFIXES):
+        if field.startswith(("_", "GetRootAs", "Init")) or field.endswith(_SKIP_SUFFIXES):
             continue
         if hasattr(cls, field + "AsNumpy"):
             arr = getattr(opts, field + "AsNumpy")()

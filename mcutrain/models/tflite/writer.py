@@ -118,7 +118,8 @@ class _Writer:
     def constant(self, name: str, values: np.ndarray, scales=None, qdim: int = 0) -> int:
         ttype = _INT8 if values.dtype == np.int8 else _INT32
         quant = None if scales is None else self._quant(scales, [0] * len(scales), qdim)
-        return self._tensor(name, values.shape, ttype, quant, np.ascontiguousarray(values).astype("<" + values.dtype.str[1:]).tobytes())
+        little_endian = np.ascontiguousarray(values).astype("<" + values.dtype.str[1:])
+        return self._tensor(name, values.shape, ttype, quant, little_endian.tobytes())
 
     # -- operators ------------------------------------------------------------------------------
 
@@ -167,11 +168,13 @@ class _Writer:
         if node.kind in ("avgpool", "maxpool"):
             fields = {"Padding": padding_code(p.pad, x.shape[2:], p.kernel, p.strides, where),
                       "StrideH": p.strides[0], "StrideW": p.strides[1], "FilterHeight": p.kernel[0],
-                      "FilterWidth": p.kernel[1], "FusedActivationFunction": activation_code(p.qmin, p.qmax, p.y, where)}
+                      "FilterWidth": p.kernel[1],
+                      "FusedActivationFunction": activation_code(p.qmin, p.qmax, p.y, where)}
             return _OPS[node.kind], ins, (kinds.Pool2DOptions, self._options("Pool2DOptions", fields))
         if node.kind == "mean":
             axis = self.constant(f"{node.name}/axis", np.array([1, 2], np.int32))
-            return "MEAN", ins + [axis], (kinds.ReducerOptions, self._options("ReducerOptions", {"KeepDims": p.keep_dims}))
+            options = self._options("ReducerOptions", {"KeepDims": p.keep_dims})
+            return "MEAN", ins + [axis], (kinds.ReducerOptions, options)
         if node.kind == "fully_connected":
             return self._fully_connected(node, p, ins, where)
         if node.kind == "reshape":
@@ -182,9 +185,11 @@ class _Writer:
         import tflite
 
         if p.depthwise:
-            weight, qdim, op, cls = p.weight[:, 0].transpose(1, 2, 0)[None], 3, "DEPTHWISE_CONV_2D", "DepthwiseConv2DOptions"
+            weight, qdim = p.weight[:, 0].transpose(1, 2, 0)[None], 3  # O1HW -> 1HWO
+            op, cls = "DEPTHWISE_CONV_2D", "DepthwiseConv2DOptions"
         else:
-            weight, qdim, op, cls = p.weight.transpose(0, 2, 3, 1), 0, "CONV_2D", "Conv2DOptions"
+            weight, qdim = p.weight.transpose(0, 2, 3, 1), 0  # OIHW -> OHWI
+            op, cls = "CONV_2D", "Conv2DOptions"
         w = self.constant(f"{node.name}/weight", np.ascontiguousarray(weight), p.w_scale, qdim)
         bias_scales = (np.float64(p.x.scale) * p.w_scale.astype(np.float64)).astype(np.float32)
         bias = self.constant(f"{node.name}/bias", np.asarray(p.bias, np.int32), bias_scales, 0)
