@@ -171,6 +171,8 @@ def _tensor(model, t, index: int, n_buffers: int) -> TfliteTensor:
     shape = tuple(int(d) for d in (shape_arr if not isinstance(shape_arr, int) else []))
     if len(shape) > MAX_RANK or any(d < 0 for d in shape):
         raise TfliteError(f"tensor {index} '{name}' has shape {shape}: corrupt or dynamic")
+    if t.Sparsity() is not None:
+        raise TfliteError(f"tensor {index} '{name}' is stored sparse; only dense tensors are supported")
     ttype = int(t.Type())
     dtype = _DTYPES.get(ttype, f"type{ttype}")
     scales, zeros, qdim = _quantization(t.Quantization(), index, name)
