@@ -242,3 +242,27 @@ def avgpool_sum_rescale_torch(pool_sum: torch.Tensor, params: AvgPoolParams) -> 
     sh = torch.tensor(p.shift, dtype=torch.int64, device=s.device)
     v = _mul_round1_torch_(s, m, sh).add_(p.y_zero)
     return _clamp_and_mask_torch(v, p.qmin, p.qmax)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rounded integer division (TFLite's int8 AVERAGE_POOL_2D and MEAN)
+# ----------------------------------------------------------------------------------------------
+
+
+def rounded_divide(total, count) -> np.ndarray:
+    """``round_half_away(total / count)`` in integers, as TFLite's int8 average pool and MEAN round.
+
+    ``count >= 1`` (broadcast against ``total``). C99, with C's truncating division::
+
+        int32_t q = total > 0 ? (total + count / 2) / count : (total - count / 2) / count;
+
+    For an even ``count`` a remainder of exactly half rounds away from zero; for an odd one
+    ``count / 2`` is below half, so this is the nearest integer in every case.
+    """
+    t = np.asarray(total, dtype=np.int64)
+    n = np.asarray(count, dtype=np.int64)
+    if n.size and n.min() < 1:
+        raise ValueError("rounded_divide: count must be >= 1")
+    half = n // 2
+    # NumPy's // floors; dividing magnitudes and restoring the sign gives C's truncation.
+    return np.where(t > 0, (t + half) // n, -((-t + half) // n))
