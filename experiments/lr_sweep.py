@@ -45,7 +45,7 @@ TASKS = ("mnist-5k", "fashion-mnist", "digits", "faces", "shapes")
 SIM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 SIM = dict(scheme="paper-99kb", resolution=64, epochs=3, batch_size=32, momentum=0.9, train_subset=1000,
            eval_subset=500, seed=0)
-DEVICE_FACTORS = (0.25, 0.5, 2.0, 4.0)
+DEVICE_FACTORS = (0.125, 0.25, 0.5, 2.0, 4.0)
 DEVICE_TASKS = TASKS[:4]
 # The engine sees as many sample gradients as the simulation (3 epochs x 1,000): the linear scaling
 # rule that carries the rate from batch 32 to batch 1 holds at an equal number of samples, not steps.
@@ -242,7 +242,7 @@ default is `--lr auto` (`mcutrain/train/lr_auto.py`, [docs/learning-rate.md](../
   validation split;
 - C engine (`compile --lr auto --data` + `run`, batch 1, plain SGD, 3,000 steps: as many sample
   gradients as the simulation's 3 epochs): the simulation's choice scaled to batch 1 by the linear
-  scaling rule; its grid is 1/4, 1/2, 2 and 4 times it.
+  scaling rule, times 2 (`lr_auto.ENGINE_HEADROOM`); its grid is 1/8 to 4 times it.
 
 "Best" is the best test accuracy of the sweep's grid (test: 500 samples, 30 for faces). The standard error of
 one accuracy is 1-2 points at 500 samples: a single gap of 2 points is within noise.

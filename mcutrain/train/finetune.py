@@ -34,7 +34,7 @@ from mcutrain.train.health import judge
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
 from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.lr_auto import (AUTO, DEVICE_PROBE_EVAL, DEVICE_PROBE_TRAIN, LrChoice, choose_lr, derived_lr,
-                                    head_curvature, is_auto, per_sample_lr, probe_steps, snap)
+                                    head_curvature, is_auto, engine_lr, probe_steps, snap)
 from mcutrain.train.prefix_cache import (
     CACHE_LIMIT_BYTES,
     CachedBatches,
@@ -276,12 +276,13 @@ def device_auto_lr(qmodel: QModel, data: str, scheme: str, seed: int = 0,
                    dataset: SplitDataset | None = None) -> tuple[float, LrChoice]:
     """``--lr auto`` for the C engine (batch 1, plain SGD): the simulation's ``--lr auto`` for ``scheme``
     at ``finetune``'s defaults (batch 32, momentum 0.9; fast, through the frozen-prefix cache), scaled
-    to batch 1 by the linear scaling rule (train/lr_auto.py ``per_sample_lr``). Returns (rate, choice)."""
+    to batch 1 (train/lr_auto.py ``engine_lr``: the linear scaling rule, times ENGINE_HEADROOM). Returns
+    (rate, choice)."""
     dataset = dataset if dataset is not None else load_dataset(data, seed=seed)
     cfg = FinetuneConfig(model="", data=data, scheme=scheme, lr=AUTO, seed=seed,
                          train_subset=DEVICE_PROBE_TRAIN, eval_subset=DEVICE_PROBE_EVAL)
     choice = auto_lr(cfg, qmodel, dataset, {})
-    return per_sample_lr(choice.lr, batch_size=cfg.batch_size, momentum=cfg.momentum), choice
+    return engine_lr(choice.lr, batch_size=cfg.batch_size, momentum=cfg.momentum), choice
 
 
 def _make_step(net, model_fn, cfg: FinetuneConfig):

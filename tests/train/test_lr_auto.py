@@ -36,6 +36,12 @@ def test_per_sample_rate_follows_the_linear_scaling_rule():
     assert lr_auto.per_sample_lr(0.5, batch_size=1, momentum=0.0) == 0.5
 
 
+def test_engine_rate_is_one_octave_above_the_linear_scaling_rate():
+    linear = lr_auto.per_sample_lr(0.32, batch_size=32, momentum=0.9)
+    assert lr_auto.engine_lr(0.32, batch_size=32, momentum=0.9) == 2 * linear
+    assert lr_auto.snap(lr_auto.engine_lr(0.32, batch_size=32, momentum=0.9)) == 2 * linear  # still on the grid
+
+
 def test_derived_rate_is_inverse_to_the_curvature_and_grows_with_momentum():
     a = lr_auto.derived_lr(HeadCurvature(100.0, 256), momentum=0.9)
     assert lr_auto.derived_lr(HeadCurvature(400.0, 256), momentum=0.9) == a / 4  # 2 octaves: exact on the grid
