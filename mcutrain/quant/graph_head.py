@@ -109,3 +109,34 @@ def _check_rescale(head: FullyConnected) -> None:
     except (ValueError, OverflowError, ZeroDivisionError) as err:
         raise NoClassifier(f"the classifier's input scale {head.x.scale:.6g} cannot be rescaled to the new "
                            f"head's logits ({one_line(str(err))[:100]})") from None
+
+
+def head_for_task(graph: QGraph, num_classes: int | None = None, classes: tuple[str, ...] | None = None,
+                  force_new: bool = False) -> tuple[QGraph, tuple[str, ...]]:
+    """(graph, class names) for a task of ``num_classes`` or ``classes`` (neither: the model's own task).
+
+    The model's own head is kept when the count matches (named ``classes``, or 0..K-1) unless
+    ``force_new``; otherwise it is replaced by ``new_graph_head``. Provenance ``head`` says which.
+    """
+    from mcutrain.data.limits import MAX_CLASSES
+
+    wanted = len(classes) if classes is not None else num_classes
+    if wanted is not None and not 2 <= wanted <= MAX_CLASSES:
+        raise ModelError(f"{wanted} classes: a classifier needs 2 to {MAX_CLASSES}")
+    shape = graph.tensor[graph.output].shape
+    own = int(shape[1]) if len(shape) == 2 else None
+    if not force_new and (wanted is None or wanted == own):
+        names = classes if classes is not None else tuple(str(i) for i in range(_own_classes(graph)))
+        return QGraph(graph.tensors, graph.nodes, graph.input, graph.output,
+                      dict(graph.provenance, head="kept")), tuple(names)
+    names = classes if classes is not None else tuple(str(i) for i in range(wanted or _own_classes(graph)))
+    return new_graph_head(graph, names), tuple(names)
+
+
+def _own_classes(graph: QGraph) -> int:
+    """K of the graph's [N, K] output: the classes of the model as it is."""
+    shape = graph.tensor[graph.output].shape
+    if len(shape) != 2 or shape[1] < 2:
+        raise NoClassifier(f"the model's output '{one_line(graph.output)[:80]}' has shape {list(shape)}; "
+                           f"mcutrain trains classifiers, whose output is [N, K] with K >= 2 classes")
+    return int(shape[1])
