@@ -108,9 +108,9 @@ def _both(*edits):
 
 def _requantized(scale):
     """Edits giving plain_cnn's conv_1 (read by the max pool, then the depthwise conv) another scale."""
-    return [_set("tensors", 1, "scale", value=scale), _set("tensors", 2, "scale", value=scale),
-            _set("nodes", 0, "params", "y", "scale", value=scale), _set("nodes", 1, "params", "x", "scale", value=scale),
-            _set("nodes", 1, "params", "y", "scale", value=scale), _set("nodes", 2, "params", "x", "scale", value=scale)]
+    where = [("tensors", 1), ("tensors", 2), ("nodes", 0, "params", "y"), ("nodes", 1, "params", "x"),
+             ("nodes", 1, "params", "y"), ("nodes", 2, "params", "x")]
+    return [_set(*path, "scale", value=scale) for path in where]
 
 
 # plain_cnn: nodes 0 conv, 1 maxpool, 2 depthwise conv, 3 mean, 4 fc, 5 softmax
