@@ -8,9 +8,12 @@ quantization. Not yet: the zoo's int8 models, and a device's trained parameters 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
-from mcutrain.errors import CheckpointError, one_line
+from mcutrain.errors import CheckpointError, McutrainError, one_line
 
 FORMATS = ("tflite",)
 _NOT_YET = {
@@ -40,9 +43,11 @@ def run(args) -> int:
     from mcutrain.io.atomic import file_sha256
     from mcutrain.models.tflite.writer import write_tflite
 
+    check_out_path(args.out)
     model = load_exportable(args.model)
     source = model.provenance.get("source", "")
-    write_tflite(model.graph, args.out, description=f"mcutrain export of {source or args.model}")
+    with os_errors_as_one_line(args.out):
+        write_tflite(model.graph, args.out, description=f"mcutrain export of {source or args.model}")
     g = model.graph
     payload = {"out": str(args.out), "model": str(args.model), "format": args.format,
                "sha256": file_sha256(args.out), "source": source, "head": model.provenance.get("head", "kept"),
@@ -50,6 +55,21 @@ def run(args) -> int:
                "input": model.preprocessing, "softmax": any(n.kind == "softmax" for n in g.nodes)}
     emit(args, payload, _human)
     return 0
+
+
+def check_out_path(path) -> None:
+    """An output path must name a file: refused before any work (the atomic rename would fail last)."""
+    if Path(path).is_dir():
+        raise McutrainError(f"--out {one_line(str(path))}: is a folder; give the file to write")
+
+
+@contextmanager
+def os_errors_as_one_line(path):
+    """A failed write (no space, no permission) is the user's to fix: one line, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise McutrainError(f"cannot write {one_line(str(path))}: {one_line(err.strerror or str(err))}") from None
 
 
 def load_exportable(path):

@@ -116,11 +116,14 @@ def _human(r: dict) -> str:
 
 
 def _run_tflite(args) -> int:
+    from mcutrain.cli.cmd_export import check_out_path, os_errors_as_one_line
     from mcutrain.quant.graph_file import save_graph_model
     from mcutrain.quant.import_tflite import import_tflite
 
+    check_out_path(args.out)
     model = import_tflite(args.path, args.num_classes, parse_classes(args.classes), args.new_head)
-    save_graph_model(args.out, model)
+    with os_errors_as_one_line(args.out):
+        save_graph_model(args.out, model)
     emit(args, graph_report(model, args.out), _human_tflite)
     return 0
 

@@ -190,3 +190,17 @@ def test_training_commands_refuse_a_graph_file_saying_what_works(tmp_path, capsy
                                  "(mcutrain export M --format tflite); training them is not supported yet")
     assert not out.exists()
 
+
+
+def test_an_output_that_is_a_folder_or_unwritable_is_one_line(tmp_path, capsys):
+    model_file = _graph_file(tmp_path, "mlp_head")
+    capsys.readouterr()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for argv in (["export", str(model_file), "--out", str(folder)],
+                 ["import", str(tmp_path / "mlp_head.tflite"), "--out", str(folder)]):
+        code, _, err = _run(capsys, argv)
+        assert code == 2 and err.count("\n") == 1 and f"--out {folder}: is a folder" in err
+    assert list(folder.iterdir()) == []
+    code, _, err = _run(capsys, ["export", str(model_file), "--out", "/proc/no/such/m.tflite"])
+    assert code == 2 and err.count("\n") == 1 and "cannot write /proc/no/such/m.tflite" in err
