@@ -142,14 +142,23 @@ def graph_report(model, out: str) -> dict:
         layers.append({"index": i, "kind": node.kind, "name": node.name,
                        "inputs": [list(g.tensor[n].shape) for n in node.inputs],
                        "output": list(g.tensor[node.output].shape), "weights": weights, "macs": macs})
-    prov = model.provenance
+    from mcutrain.quant.import_tflite import frozen_per_layer
+
+    prov, frozen = model.provenance, frozen_per_layer(g)
     return {"out": str(out), "source": prov.get("source", ""), "format": prov.get("format", "tflite"),
             "sha256": prov.get("sha256", ""), "input": model.preprocessing, "nodes": len(g.nodes),
             "weights": sum(r["weights"] for r in layers), "macs": sum(r["macs"] for r in layers),
             "op_counts": counts, "head": prov.get("head", "kept"), "num_classes": len(model.classes),
             "classes": list(model.classes), "softmax": any(n.kind == "softmax" for n in g.nodes),
             "head_logit_scale": HEAD_LOGIT_SCALE if prov.get("head") == "replaced" else None,
+            "degenerate_channels": sum(frozen.values()), "frozen_per_layer": frozen,
             "describe": g.describe().splitlines(), "layers": layers}
+
+
+def _frozen_by_index(r: dict) -> dict[int, int]:
+    """Frozen channel counts keyed by node index (the names of TFLite tensors run to 200 characters)."""
+    return {layer["index"]: r["frozen_per_layer"][layer["name"]] for layer in r["layers"]
+            if layer["name"] in r["frozen_per_layer"]}
 
 
 def _human_tflite(r: dict) -> str:
@@ -160,6 +169,11 @@ def _human_tflite(r: dict) -> str:
              f"{'+' if pre['zero'] >= 0 else '-'} {abs(pre['zero'])}",
              *r["describe"],
              "ops: " + ", ".join(f"{kind} {n}" for kind, n in r["op_counts"].items())]
+    if r["frozen_per_layer"]:
+        layers = ", ".join(f"%{i} {n}" for i, n in _frozen_by_index(r).items())
+        lines.append(f"{r['degenerate_channels']} degenerate channels (w_scale < 1e-8) frozen: {layers}")
+    else:
+        lines.append("no degenerate channels")
     shown = ", ".join(r["classes"][:10]) + (", ..." if r["num_classes"] > 10 else "")
     if r["head"] == "replaced":
         lines.append(f"head replaced: new zero-initialised int8 classifier, {r['num_classes']} classes ({shown}); "

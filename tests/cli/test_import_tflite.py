@@ -18,7 +18,9 @@ from mcutrain.models.tflite import writer  # noqa: E402
 from mcutrain.models.tflite.writer import write_tflite  # noqa: E402
 from mcutrain.quant.from_tflite import load_tflite_graph  # noqa: E402
 from mcutrain.quant.graph_file import load_graph_model  # noqa: E402
+from mcutrain.quant.graph import QGraph  # noqa: E402
 from mcutrain.quant.graph_head import HEAD_LOGIT_SCALE, classifier_node  # noqa: E402
+from mcutrain.quant.import_tflite import freeze_degenerate  # noqa: E402
 
 
 def _run(capsys, argv):
@@ -139,14 +141,42 @@ def test_resnet_with_a_per_tensor_head_imports(tmp_path, capsys):
     assert load_graph_model(tmp_path / "m.safetensors").graph == resnet()
 
 
-@pytest.mark.parametrize("name,classes", [("vww_96_int8", 2), ("pretrainedResnet_quant", 10)])
-def test_shared_models_import(tmp_path, capsys, name, classes):
+@pytest.mark.parametrize("name,classes,frozen", [("vww_96_int8", 2, 793), ("pretrainedResnet_quant", 10, 0)])
+def test_shared_models_import(tmp_path, capsys, name, classes, frozen):
     path = shared_model(name)
     out = tmp_path / "m.safetensors"
     code, text, _ = _run(capsys, ["import", str(path), "--out", str(out)])
     model = load_graph_model(out)
-    assert code == 0 and model.graph == load_tflite_graph(path) and len(model.classes) == classes
-    assert f"head kept: the model's {classes}-class classifier" in text
+    assert code == 0 and model.graph == freeze_degenerate_graph(load_tflite_graph(path))
+    assert len(model.classes) == classes and f"head kept: the model's {classes}-class classifier" in text
+    counted = sum(len(n.params.frozen_channels) for n in model.graph.nodes if n.kind == "conv2d")
+    assert counted == frozen and (f"{frozen} degenerate channels (w_scale < 1e-8) frozen: %" in text
+                                  if frozen else "no degenerate channels" in text)
     code, text, _ = _run(capsys, ["import", str(path), "--classes", "a,b,c", "--out", str(out)])
     assert code == 0 and load_graph_model(out).classes == ("a", "b", "c") and "head replaced" in text
 
+
+
+def freeze_degenerate_graph(graph: QGraph) -> QGraph:
+    return QGraph(graph.tensors, freeze_degenerate(graph.nodes), graph.input, graph.output)
+
+
+def test_degenerate_channels_are_frozen_and_nothing_else_changes(tmp_path, capsys):
+    from dataclasses import replace
+
+    graph = plain_cnn()
+    conv = graph.nodes[2]  # the depthwise conv: channels 1 and 4 pruned to a scale of 1e-11
+    w_scale = conv.params.w_scale.copy()
+    w_scale[[1, 4]] = 1e-11
+    nodes = list(graph.nodes)
+    nodes[2] = replace(conv, params=replace(conv.params, w_scale=w_scale))
+    path = tmp_path / "pruned.tflite"
+    write_tflite(QGraph(graph.tensors, tuple(nodes), graph.input, graph.output), path)
+    out = tmp_path / "m.safetensors"
+    code, text, _ = _run(capsys, ["import", str(path), "--out", str(out)])
+    model = load_graph_model(out)
+    assert code == 0 and "2 degenerate channels (w_scale < 1e-8) frozen: %2 2" in text
+    assert [n.params.frozen_channels for n in model.graph.nodes if n.kind == "conv2d"] == [(), (1, 4)]
+    unfrozen = tuple(replace(n, params=replace(n.params, frozen_channels=())) if n.kind == "conv2d" else n
+                     for n in model.graph.nodes)
+    assert QGraph(model.graph.tensors, unfrozen, model.graph.input, model.graph.output) == load_tflite_graph(path)
