@@ -56,6 +56,13 @@ _CHECKSUM_FIELD = re.compile(rb'"mcutrain\.checksum":"sha256:([0-9a-f]{64})"')
 MIGRATE_HINT = "python -m mcutrain.io.container OLD NEW"
 # safetensors.numpy raises KeyError for dtypes numpy lacks (F8_E4M3, ...), SafetensorError for the rest
 _DECODE_ERRORS = (SafetensorError, ValueError, KeyError, TypeError)
+KIND_HINTS = {
+    "int8-graph": "an imported TFLite graph; imported TFLite graphs can be exported "
+                  "(mcutrain export M --format tflite); training them is not supported yet",
+}
+"""What a command that cannot use a file of this kind says instead of "expected another kind": the one
+place every loader (int8 model, float checkpoint) and the architecture sniffer (``models.zoo``) ask."""
+_TFLITE_ID = b"TFL3"  # a flatbuffer's file identifier, bytes 4..8 of every .tflite
 
 
 def write_container(path: str | os.PathLike, kind: str, version: int, meta: dict,
@@ -126,6 +133,8 @@ def read_versioned_container(path: str | os.PathLike, kind: str,
     blob = _read_file(path)
     found_kind, version, meta = _checked_header(path, blob)
     if found_kind != kind:
+        if found_kind in KIND_HINTS:
+            raise CheckpointError(f"{path}: {KIND_HINTS[found_kind]}")
         raise CheckpointError(f"{path}: is a {found_kind!r} file, expected {kind!r}")
     if version not in versions:
         raise CheckpointError(f"{path}: {kind} format version {version} is not supported "
@@ -176,6 +185,9 @@ def _checked_header(path: Path, blob: bytes) -> tuple[str, int, dict]:
 def _parse_header(path: Path, blob: bytes) -> dict:
     """The header's ``__metadata__`` of an mcutrain container (canonical, if of the current format)."""
     foreign = CheckpointError(f"{path}: not an mcutrain file (expected a safetensors container)")
+    if blob[4:8] == _TFLITE_ID:
+        raise CheckpointError(f"{path}: a TFLite model, not an mcutrain file; import it first "
+                              f"(mcutrain import MODEL.tflite --out M)")
     if len(blob) < 8:
         raise foreign
     (n,) = struct.unpack("<Q", blob[:8])

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from mcutrain.errors import ModelError
-from mcutrain.io.container import peek_container
+from mcutrain.io.container import KIND_HINTS, peek_container
 from mcutrain.models.mobilenet import MobileNetLike
 from mcutrain.models.spec_file import read_spec_file, spec_from_json, spec_to_json
 from mcutrain.models.specs import ALL_SPECS, NetSpec
@@ -114,6 +114,8 @@ def spec_of_model_file(path: str | os.PathLike) -> NetSpec:
     """The architecture of a float checkpoint or int8 model file, from its header alone."""
     kind, version, meta = peek_container(path)
     name_key = {"float-checkpoint": "model", "int8-model": "arch"}.get(kind)
+    if name_key is None and kind in KIND_HINTS:
+        raise ModelError(f"{path}: {KIND_HINTS[kind]}")
     if name_key is None:
         raise ModelError(f"{path}: a {kind!r} file has no architecture (give a float checkpoint, "
                          f"an int8 model, a zoo name or an architecture .json file)")

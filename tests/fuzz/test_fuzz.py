@@ -13,6 +13,8 @@ What it tries (issue 11, item 8), every case from a fixed list or a fixed seed, 
   0/-1/nan/inf/1e30, zero points outside int8, clamp ranges outside int8, frozen_channels 99999,
   stride 3, groups 0, NaN weights...; through ``compile`` + ``finetune`` (int8) and ``eval`` +
   ``quantize`` (float).
+- ``int8-graph``: an imported TFLite graph file with flipped bits, truncations and forged fields
+  (``corpus_graphs``), through ``export`` and ``finetune``.
 - ``dataset-npz`` / ``dataset-folder``: bad labels, shapes, dtypes, counts, object arrays, declared
   zip bombs, non-zip bytes; empty classes, 0-byte and non-image files, huge declared image sizes;
   through ``data show`` and ``pretrain`` or ``finetune``.
@@ -50,7 +52,7 @@ import os
 
 import pytest
 
-from tests.fuzz import corpus_data, corpus_json, corpus_models, corpus_restore
+from tests.fuzz import corpus_data, corpus_graphs, corpus_json, corpus_models, corpus_restore
 from tests.fuzz.assets import make_assets
 from tests.fuzz.harness import Case, WorkerPool, format_failures, format_table, judge, run_category, summary_row
 
@@ -58,6 +60,7 @@ CATEGORIES = {
     "model-pickle": corpus_models.pickle_cases,
     "int8-model": corpus_models.int8_cases,
     "float-checkpoint": corpus_models.float_cases,
+    "int8-graph": corpus_graphs.graph_cases,
     "dataset-npz": corpus_data.npz_cases,
     "dataset-folder": corpus_data.folder_cases,
     "scheme-json": corpus_json.scheme_cases,
@@ -124,6 +127,7 @@ def test_valid_inputs_are_accepted(assets, pool, fuzz_root):
     # a generous limit: these run to the end (training, a search), on a machine that may be busy
     cases = [Case("valid", " ".join(a[:2]), a, timeout=VALID_SECONDS) for a in argvs]
     cases += corpus_restore.valid_restore_cases(assets, fuzz_root)
+    cases += corpus_graphs.valid_graph_cases(assets, fuzz_root)
     results = pool.run(cases)
     bad = [(c.command, r.get("code"), judge(c, r).last_line) for c, r in zip(cases, results) if r.get("code") != 0]
     assert bad == []
