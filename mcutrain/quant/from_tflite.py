@@ -73,7 +73,7 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-def _check_arithmetic(kind: str, p, where: str) -> None:
+def check_arithmetic(kind: str, p, where: str) -> None:
     """Derive the fixed-point constants now, so absurd scales are refused here and not in a forward."""
     from mcutrain.quant.fixedpoint import quantize_multiplier
     from mcutrain.quant.int8_ops import add_params
@@ -146,7 +146,7 @@ class _Mapper:
         kind, params, extra = getattr(self, "_" + op.op.lower())(op, x, where)
         y = self.activation(op.outputs[0], where)
         params = params(y)
-        _check_arithmetic(kind, params, where)
+        check_arithmetic(kind, params, where)
         return Node(kind, y.name, (x.name,) + extra, y.name, params)
 
     def _conv_2d(self, op, x, where):

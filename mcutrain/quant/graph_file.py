@@ -376,7 +376,7 @@ _PARSERS = {"conv2d": _conv, "fully_connected": _fully_connected, "add": _add, "
 
 def _check_arithmetic(node: Node, i: int) -> None:
     """The node's fixed-point constants derive (``from_tflite`` refuses the same on import)."""
-    from mcutrain.quant.from_tflite import _check_arithmetic as derive
+    from mcutrain.quant.from_tflite import check_arithmetic as derive
 
     try:
         derive(node.kind, node.params, f"node {i} ({node.kind} '{one_line(node.name)[:80]}')")
