@@ -26,10 +26,14 @@ def _program(variant: str, scheme: str):
     return compile_for_codegen(q, resolve(get_builtin(scheme, "tiny"), q.spec), lr=LR, seed=SEED)
 
 
-@pytest.mark.parametrize("variant, scheme", [("mixed", "full"), ("wide", "full"), ("mixed", "last-k:6")])
+@pytest.mark.parametrize("variant, scheme", [("mixed", "full"), ("wide", "full"), ("mixed", "last-k:6"),
+                                             ("zoo_hw", "last-k:6")])
 def test_training_steps_match_the_numpy_executor(tmp_path, variant, scheme):
+    """zoo_hw: the fused C kernels (row pipelines, block backwards) on a non-square 1-channel input."""
     program = _program(variant, scheme)
-    assert any(op.kind == "conv2d" and has_general_geometry(op) for op in program.train.graph.ops)
+    general = any(op.kind == "conv2d" and has_general_geometry(op) for op in program.train.graph.ops)
+    fused = any(op.kind in ("mbconv_rows", "mbconv_grad") for op in program.train.graph.ops)
+    assert general if variant != "zoo_hw" else fused
     generate(program, tmp_path)
     q = general_qmodel(variant)
     images, labels = int8_images(q, STEPS), np.arange(STEPS) % 4
@@ -41,9 +45,9 @@ def test_training_steps_match_the_numpy_executor(tmp_path, variant, scheme):
     assert d["moved"] >= 50
 
 
-@pytest.mark.parametrize("variant", ["mixed", "wide"])
-def test_every_op_output_matches_the_numpy_executor(tmp_path, variant):
-    program = _program(variant, "full")
+@pytest.mark.parametrize("variant, scheme", [("mixed", "full"), ("wide", "full"), ("zoo_hw", "last-k:6")])
+def test_every_op_output_matches_the_numpy_executor(tmp_path, variant, scheme):
+    program = _program(variant, scheme)
     generate(program, tmp_path)
     image = int8_images(general_qmodel(variant), 1, seed=9)[0]
     assert op_by_op(program, build(tmp_path, trace=True), image, 2) == {}

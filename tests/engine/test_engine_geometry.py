@@ -188,3 +188,26 @@ def test_backward_kernels_are_the_simulations_vjps_for_any_geometry(geometry):
     ref_w = partial_weight_grad(torch.from_numpy(x.astype(np.float64)) - 3, wt, gt, strides, groups, 3, pads)
     np.testing.assert_allclose(gx, ref_x.numpy(), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(gw, ref_w.numpy(), rtol=1e-5, atol=1e-2)
+
+
+@pytest.mark.parametrize("row_fusion", ["auto", "max"])
+def test_zoo_geometry_on_a_non_square_one_channel_input_fuses_and_stays_exact(row_fusion):
+    """The fused paths (streamed image, row pipelines, pointwise-depthwise, block backwards) with
+    height != width: bit-exact forward, training as the simulation."""
+    q = _model("zoo_hw")
+    assert not any(c.general_geometry for c in q.convs()) and q.input_size == (18, 30)
+    plan = resolve(get_builtin("last-k:6", "tiny"), q.spec)
+    program = compile_training(q, plan, lr=LR, seed=SEED, row_fusion=row_fusion)
+    kinds = {op.kind for op in program.inference.graph.ops}
+    assert "mbconv_rows" in kinds and "image" in program.inference.graph.streams
+    assert any(op.kind == "mbconv_grad" for op in program.train.graph.ops)
+    image = int8_images(q, 1)[0]
+    ref, predicted = _simulated(q, image), {}
+    Executor(program).predict(image, record=predicted)
+    for tensor in set(ref) & set(predicted):
+        assert np.array_equal(predicted[tensor], ref[tensor]), tensor
+    images, labels = int8_images(q, STEPS), np.arange(STEPS) % 4
+    d = differences(run_engine(Executor(program), images, labels),
+                    simulate(q, plan, images, labels, lr=LR, seed=SEED), qmodel_params(q))
+    assert d["max_lsb"] <= 1 and d["bias_error"] <= 1 and d["differing_fraction"] <= 1e-3
+    assert d["loss_rel_error"] <= 1e-5 and d["moved"] >= 50

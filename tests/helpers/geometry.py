@@ -51,6 +51,11 @@ VARIANTS = {
         "blocks.3.pointwise1": ((1, 1), (2, 1), "valid"),
         "blocks.3.depthwise": ((3, 3), (1, 2), "valid"),
     }),
+    # the zoo's geometry everywhere ("zoo": k // 2 padding, no geometry fields) on a 1-channel
+    # non-square input: every fused path (streamed image, row pipelines, block backwards) applies.
+    "zoo_hw": (1, (18, 30), {
+        "first_conv": ((3, 3), (2, 2), "zoo"),
+    }),
 }
 
 
@@ -66,12 +71,13 @@ def general_qmodel(variant: str = "mixed", seed: int = 1) -> QModel:
             continue
         kernel, strides, padding = swaps[conv.name]
         size = _input_size(q, i)
-        pad = same_padding(size, kernel, strides) if padding == "same" else (0, 0, 0, 0)
+        pad = {"same": same_padding(size, kernel, strides), "valid": (0, 0, 0, 0), "zoo": None}[padding]
         cin = in_ch if i == 0 else conv.in_ch
         shape = (conv.out_ch, 1 if conv.groups > 1 else cin) + kernel
         weight = rng.integers(-127, 128, shape).astype(np.int8)
         bias = rng.integers(-500, 500, conv.out_ch).astype(np.int32)
-        new = replace(conv, stride=strides[0], stride_w=strides[1], pad=pad, weight=weight, bias=bias)
+        stride_w = None if padding == "zoo" else strides[1]
+        new = replace(conv, stride=strides[0], stride_w=stride_w, pad=pad, weight=weight, bias=bias)
         convs[i] = _calibrated(q, i, new)
         q = q.with_convs(convs, q.classifier)
     return q

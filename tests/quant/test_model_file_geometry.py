@@ -14,7 +14,7 @@ def mixed():
     return general_qmodel("mixed")
 
 
-@pytest.mark.parametrize("variant", ["mixed", "wide"])
+@pytest.mark.parametrize("variant", ["mixed", "wide", "zoo_hw"])
 def test_general_geometry_round_trips(tmp_path, variant):
     q = general_qmodel(variant)
     save_qmodel(tmp_path / "m.safetensors", q)
