@@ -12,8 +12,8 @@ computes with:
     scales) and every quantization parameter that changes what it computes (per-tensor scales and
     zero points, clamp ranges, frozen channels, strides, groups, input side, classes,
     preprocessing; a general conv's per-axis strides and padding and an H x W input, only where
-    present, so that zoo models keep the identities they had). NOT its provenance (how it was made): a model with an extra note in its
-    header is the same model.
+    present, so that zoo models keep the identities they had). NOT its provenance (how it was
+    made): a model with an extra note in its header is the same model.
 ``quantization_recipe(provenance)``
     what made an int8 model from a float checkpoint (source checkpoint identity + quantizer
     settings), from the int8 model's provenance: the identity a fresh machine reproduces WITHOUT

@@ -112,8 +112,9 @@ def test_general_c_kernels_equal_the_numpy_kernels(lib, case):
     lib.grad_x(_ptr(geometry), _ptr(weight), _ptr(g), _ptr(gx))
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
     kept = c
-    (gw_ref,) = KERNELS["conv2d_grad_w"](Op("gw", "conv2d_grad_w", ("x", "g"), ("gw",),
-                                            make_attrs(kept=kept, weight_shape=weight.shape, x_zero=5, **geo)), [x, g], 0)
+    gw_op = Op("gw", "conv2d_grad_w", ("x", "g"), ("gw",),
+               make_attrs(kept=kept, weight_shape=weight.shape, x_zero=5, **geo))
+    (gw_ref,) = KERNELS["conv2d_grad_w"](gw_op, [x, g], 0)
     gw = np.zeros(gw_ref.shape, np.float32)
     lib.grad_w(_ptr(geometry), _ptr(x), _ptr(g), _ptr(gw))
     np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-4)

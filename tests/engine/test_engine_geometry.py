@@ -38,7 +38,8 @@ def _simulated(q, image: np.ndarray) -> dict:
     for path, module in net.named_modules():
         if isinstance(module, (Int8Conv, Int8Add, Int8Pool)):
             name = module.q.name if isinstance(module, Int8Conv) else ("pool" if path == "pool" else f"{path}_out")
-            module.register_forward_hook(lambda m, a, out, name=name: acts.__setitem__(name, out.numpy().astype(np.int8)))
+            module.register_forward_hook(
+                lambda m, a, out, name=name: acts.__setitem__(name, out.numpy().astype(np.int8)))
     with torch.no_grad():
         net.classifier(net.features(torch.from_numpy(image[None].astype(np.float32))))
     return acts
@@ -211,3 +212,17 @@ def test_zoo_geometry_on_a_non_square_one_channel_input_fuses_and_stays_exact(ro
                     simulate(q, plan, images, labels, lr=LR, seed=SEED), qmodel_params(q))
     assert d["max_lsb"] <= 1 and d["bias_error"] <= 1 and d["differing_fraction"] <= 1e-3
     assert d["loss_rel_error"] <= 1e-5 and d["moved"] >= 50
+
+
+@pytest.mark.parametrize("variant", ["mixed", "wide"])
+def test_both_learn_a_repeated_sample_alike(variant):
+    """The same training outcome: on one repeated sample the engine's and the simulation's losses fall
+    together, step by step."""
+    q = _model(variant)
+    plan = resolve(get_builtin("full", "tiny"), q.spec)
+    images = np.repeat(int8_images(q, 1, seed=7), 8, axis=0)
+    labels = np.ones(8, np.int64)
+    engine = run_engine(Executor(compile_training(q, plan, lr=LR, seed=SEED)), images, labels)
+    reference = simulate(q, plan, images, labels, lr=LR, seed=SEED)
+    assert engine.losses[-1] < 0.75 * engine.losses[0]
+    np.testing.assert_allclose(engine.losses, reference.losses, rtol=1e-5)

@@ -224,7 +224,8 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
     } else {
         const mct_rq q = mct_rq_of(p, c);
         for (int32_t ox = lo; ox < hi; ++ox)
-            mct_rq_out(&q, window_inside(rows, ox * s - pad, w, kh, kw) - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            mct_rq_out(&q, window_inside(rows, ox * s - pad, w, kh, kw) - zsum, y != NULL ? y + ox : NULL, mask,
+                       bit0 + ox);
     }
     for (int32_t ox = hi; ox < p->out_w; ++ox)
         mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);

@@ -323,7 +323,8 @@ class _Prefix:
     def _must_stream(self, i: int) -> bool:
         """The image reader is a pipeline when its input can be streamed."""
         op = self.graph.ops[i]
-        return row_fusable(op) and any(x in self.graph.inputs and self.streamable(x, i, i) for x in _activation_inputs(op))
+        return row_fusable(op) and any(x in self.graph.inputs and self.streamable(x, i, i)
+                                       for x in _activation_inputs(op))
 
 
 def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, str]]:
