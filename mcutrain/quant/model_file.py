@@ -26,12 +26,18 @@ resolution [8, 1024], num_classes [2, 10000] = len(classes), distinct class name
   * clamp ranges (convs, adds): integers with -128 <= qmin < qmax <= 127;
   * tensors: exactly the architecture's, each with its dtype and shape; int8 weights in [-127, 127];
     weight scales finite, conv ones in [0, 1e4], classifier ones in (0, 1e4];
+  * general geometry (issue 13, optional, written only where a conv has it): ``kernel_hw`` [kh, kw]
+    in [1, MAX_KERNEL = 11], ``stride_w`` 1 or 2 and ``pad`` [top, bottom, left, right], all three or
+    none (a conv with them is checked against them, not against the architecture's kernel and
+    stride); ``in_ch`` (first conv only) 1 or 3; meta ``input_hw`` [H, W] in [8, 1024] for a
+    non-square input. Every padding is below its kernel, every output at least 1 x 1, and every
+    residual add joins equal heights and widths;
   * ``frozen_channels``: strictly increasing channel indices in [0, out_channels), including every
     channel whose weight scale is below DEGENERATE_W_SCALE (1e-8; QAS divides by its square);
   * fixed-point constants: every conv multiplier x.scale * w_scale / y.scale must be below 2**30
     (``fixedpoint.quantize_multiplier``: shift <= 30), every add's max(a.scale, b.scale) / y.scale
     below 2**49 (its output multiplier, after the 2**20 headroom shift, below 2**30), the pool's
-    x.scale / (y.scale * side**2) below 2**30 with side**2 <= 2**16 positions
+    x.scale / (y.scale * H * W) below 2**30 with H * W <= 2**16 positions (H x W: the last output)
     (``int8_ops.avgpool_params``).
 """
 
