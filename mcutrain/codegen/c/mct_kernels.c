@@ -257,11 +257,12 @@ static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t 
                     for (int32_t a = a0; a < a1; ++a) {
                         const int8_t *row = x + i * in_n + (iy + a) * p->in_w;
                         for (int32_t b = 0; b < kw; ++b) {
-                            const int32_t wv = w[a * kw + b];
-                            for (int32_t j = 0; j < m; ++j) {
-                                const int32_t ix = (ox0 + j) * p->stride_w - p->pad_left + b;
-                                if (ix >= 0 && ix < p->in_w) sum[j] += ((int32_t)row[ix] - p->x_zero) * wv;
-                            }
+                            /* the positions j whose column base + j * sw is inside the input: [j0, j1) */
+                            const int32_t wv = w[a * kw + b], sw = p->stride_w, base = ox0 * sw - p->pad_left + b;
+                            const int32_t j0 = base >= 0 ? 0 : (sw - 1 - base) / sw;
+                            const int32_t j1 = base < p->in_w ? mct_imin(m, (p->in_w - 1 - base) / sw + 1) : 0;
+                            for (int32_t j = j0, ix = base + j0 * sw; j < j1; ++j, ix += sw)
+                                sum[j] += ((int32_t)row[ix] - p->x_zero) * wv;
                         }
                     }
                 }
