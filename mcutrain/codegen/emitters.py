@@ -21,6 +21,7 @@ from mcutrain.codegen.literals import comment, identifier, int_literal, struct_i
 from mcutrain.codegen.storage import ParamStorage
 from mcutrain.engine.ir import Op, TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes
+from mcutrain.engine.ops import conv_geometry, conv_out_hw, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
 from mcutrain.quant.int8_ops import AddParams, avgpool_params
@@ -136,9 +137,14 @@ def conv_fields(ctx: OpContext, attrs: dict, x_shape, y_shape, weight: str | Non
     bias, multiplier and shift arrays."""
     _, c, h, w = x_shape
     _, o, ho, wo = y_shape
-    k, stride, groups = int(weight_shape[-1]), int(attrs["stride"]), int(attrs["groups"])
-    if (ho, wo) != (-(-h // stride), -(-w // stride)) or weight_shape[-2] != k or attrs["pad"] != k // 2:
-        raise CodegenError(f"op {ctx.op.name}: not a 'same' conv ({x_shape} -> {y_shape}, k={k}, stride={stride})")
+    kernel, groups = tuple(int(v) for v in weight_shape[2:]), int(attrs["groups"])
+    (sh, sw), (top, bottom, left, right) = conv_geometry(_Attrs(attrs), kernel)
+    if (ho, wo) != conv_out_hw(h, w, kernel, (sh, sw), (top, bottom, left, right)):
+        raise CodegenError(f"op {ctx.op.name}: output {y_shape} is not what a {kernel} conv with strides {(sh, sw)} "
+                           f"and padding {(top, bottom, left, right)} makes of {x_shape}")
+    if max(kernel) > MAX_KERNEL or max(top, bottom) >= kernel[0] or max(left, right) >= kernel[1]:
+        raise CodegenError(f"op {ctx.op.name}: kernel {kernel} with padding {(top, bottom, left, right)} (kernel "
+                           f"sides up to {MAX_KERNEL}, padding below the kernel)")
     if groups > 1 and not (groups == o == weight_shape[0] and weight_shape[1] == 1 and c <= groups):
         raise CodegenError(f"op {ctx.op.name}: grouped convs must be depthwise (groups == channels)")
     if groups == 1 and c > weight_shape[1]:
@@ -147,11 +153,24 @@ def conv_fields(ctx: OpContext, attrs: dict, x_shape, y_shape, weight: str | Non
     if not (-128 <= qmin <= qmax <= 127 and abs(y_zero) <= 255):  # what mct_requantize_fast relies on
         raise CodegenError(f"op {ctx.op.name}: output range [{qmin}, {qmax}] / zero point {y_zero} is not int8")
     bias, mult, shift = (ctx.symbols.array(n) for n in operands) if operands else ("NULL",) * 3
-    geometry = dict(in_c=c, in_h=h, in_w=w, out_c=o, out_h=ho, out_w=wo, k=k, stride=stride, pad=attrs["pad"],
-                    groups=groups, x_zero=attrs.get("x_zero", 0), y_zero=attrs.get("y_zero", 0),
-                    qmin=attrs.get("qmin", 0), qmax=attrs.get("qmax", 0))
+    geometry = dict(in_c=c, in_h=h, in_w=w, out_c=o, out_h=ho, out_w=wo, k=kernel[0], stride=sh, pad=top,
+                    groups=groups, kw=kernel[1], stride_w=sw, pad_left=left, x_zero=attrs.get("x_zero", 0),
+                    y_zero=attrs.get("y_zero", 0), qmin=attrs.get("qmin", 0), qmax=attrs.get("qmax", 0))
     return ([(key, int_literal(v)) for key, v in geometry.items()]
             + [("w", ctx.symbols.weight(weight)), ("bias", bias), ("multiplier", mult), ("shift", shift)])
+
+
+MAX_KERNEL = 11  # the largest kernel side the general kernels are tested with (issue 13)
+
+
+class _Attrs:
+    """An op-like view of an attribute dict (conv_geometry reads ``attr``)."""
+
+    def __init__(self, attrs: dict):
+        self.attrs = attrs
+
+    def attr(self, key: str, default=None):
+        return self.attrs.get(key, default)
 
 
 def forward_conv_struct(ctx: OpContext, name: str, op: Op, x_shape, y_shape) -> str:
@@ -318,7 +337,7 @@ def emit_conv2d_grad_x(ctx: OpContext) -> Emitted:
     g, w = op.inputs[:2]
     init = ctx.ptr(op.inputs[2]) if len(op.inputs) == 3 else "NULL"
     a = ctx.attrs()
-    pointwise = a["groups"] == 1 and a["stride"] == 1 and ctx.info(w).shape[2:] == (1, 1)
+    pointwise = is_pointwise_conv(op, ctx.info(w).shape)
     if init != "NULL" and not pointwise:
         raise CodegenError(f"op {op.name}: an accumulated input gradient needs a 1x1 conv")
     name = ctx.struct()

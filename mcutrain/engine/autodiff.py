@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.ops import geometry_attrs, is_pointwise_conv
 from mcutrain.engine.loss import grad_name
 from mcutrain.engine.verify import verify
 from mcutrain.errors import McutrainError
@@ -164,7 +165,9 @@ class _Backward:
         kept = self.plan.convs[op.attr("index")].kept_channels
         if kept <= 0:
             raise AutodiffError(f"{op.name}: weight is marked trainable but the plan keeps no channels")
-        return kept
+        # At most the weight's channels (a 1-channel input under a plan made for 3), as the simulation.
+        shape = self.info(op.inputs[1]).shape
+        return min(kept, shape[0] if op.attr("groups") > 1 else shape[1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,14 +180,14 @@ def _conv2d_vjp(bw: _Backward, op: Op, g_y: str) -> None:
                  real_multiplier(bw.graph.constants[mult], bw.graph.constants[shift]))
     g_acc = bw.declare(f"{op.name}.g_acc", bw.info(g_y).shape)
     bw.emit(op, "requant_grad", (g_y, bw.mask(op), m), (g_acc,))
-    geometry = dict(stride=op.attr("stride"), groups=op.attr("groups"), pad=op.attr("pad"))
+    geometry = dict(groups=op.attr("groups"), **geometry_attrs(op))
     # Order: the bias gradient first (its update can run at once); then the input gradient, which
     # reads the OLD weight, so the weight's update can follow its gradient; a frozen weight leaves
     # the input gradient as g_acc's last reader (so it may overwrite g_acc, see passes/inplace).
     if bw.needs(b):
         bw.emit(op, "conv2d_grad_b", (g_acc,), (bw.grad_slot(b),))
     if bw.needs(x):
-        pointwise = op.attr("groups") == 1 and op.attr("stride") == 1 and bw.info(w).shape[2:] == (1, 1)
+        pointwise = is_pointwise_conv(op, bw.info(w).shape)
         acc = bw.accumulate_slot(x) if pointwise else None
         if acc is not None:  # g_x = earlier contribution + conv_transpose(w, g_acc), summed in place
             bw.emit(op, "conv2d_grad_x", (g_acc, w, acc[0]), (acc[1],), input_shape=bw.info(x).shape, **geometry)

@@ -86,8 +86,9 @@ class _Builder:
         return Graph(self.tensors, tuple(self.ops), ("image",), self.outputs, self.constants, tuple(self.params))
 
     def input_image(self) -> str:
-        r = self.q.resolution
-        self.tensors["image"] = TensorInfo("image", (1, 3, r, r), "int8", "input", self.q.input.scale, self.q.input.zero)
+        h, w = self.q.input_size
+        self.tensors["image"] = TensorInfo("image", (1, self.q.input_channels, h, w), "int8", "input",
+                                           self.q.input.scale, self.q.input.zero)
         return "image"
 
     def const(self, name: str, array: np.ndarray, role: str = "const", trainable: bool = False) -> str:
@@ -124,12 +125,13 @@ class _Builder:
         b = self.const(f"{q.name}.bias", q.bias, "bias", trainable=bias_trains)
         ins = (x, w, b, self.const(f"{q.name}.multiplier", mult), self.const(f"{q.name}.shift", shift))
         self.const(f"{q.name}.w_scale", np.asarray(q.w_scale, np.float32))
-        n, _, h, _ = self.tensors[x].shape
-        side = -(-h // q.stride)
-        y = self.activation(q.name, (n, q.out_ch, side, side), "int8", q.y.scale, q.y.zero)
-        attrs = make_attrs(index=m.index, stride=q.stride, groups=q.groups, pad=q.kernel // 2, x_zero=q.x.zero,
-                           y_zero=q.y.zero, qmin=q.qmin, qmax=q.qmax, frozen=tuple(q.frozen_channels),
-                           x_scale=float(q.x.scale))
+        n, _, h, w = self.tensors[x].shape
+        y = self.activation(q.name, (n, q.out_ch) + q.out_hw(h, w), "int8", q.y.scale, q.y.zero)
+        # The zoo's geometry keeps its two attributes; any other carries it whole (engine/ops.py).
+        geometry = (dict(strides=q.strides, pads=q.padding) if q.general_geometry
+                    else dict(stride=q.stride, pad=q.kernel // 2))
+        attrs = make_attrs(index=m.index, groups=q.groups, x_zero=q.x.zero, y_zero=q.y.zero, qmin=q.qmin,
+                           qmax=q.qmax, frozen=tuple(q.frozen_channels), x_scale=float(q.x.scale), **geometry)
         self.ops.append(Op(q.name, "conv2d", ins, (y,), attrs))
         return y
 

@@ -17,6 +17,7 @@ Fused (backward): mbconv_grad   (a block's backward through its expanded channel
 
 Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain values; DESIGN.md s. 3):
   conv2d(x, w, b, multiplier, shift) -> y [, mask]     mask = qmin < v < qmax (bit, v before the clamp)
+                                                       geometry: {stride, pad} or {strides, pads} (below)
   add(a, b) -> y [, mask]                              avgpool(x) -> y [, mask]
   linear(x, w, b, logit_scale) -> logits (fp32)        slice_channels(x){channels} -> x[:, :channels]
   pointwise_depthwise(x, w1, b1, m1, s1, w2, b2, m2, s2){depthwise attrs, expand_* attrs} -> y [, mask]
@@ -72,15 +73,52 @@ from mcutrain.engine.ir import Graph, Op
 Shape = tuple[int, ...]
 
 
-def _out_side(side: int, stride: int) -> int:
-    return -(-side // stride)
+# ----------------------------------------------------------------------------------------------
+# Conv geometry. A conv op of the zoo's geometry (square odd kernel k, "same" padding k // 2 on every
+# side) has the attributes ``stride`` and ``pad``; any other conv (issue 13: kh x kw, per-axis
+# strides, explicit asymmetric padding) has ``strides`` = (sh, sw) and ``pads`` = (top, bottom, left,
+# right) instead, and NOT ``stride``/``pad``: code that knows only the zoo's geometry then fails
+# loudly instead of computing something else. The fused fast paths take only zoo-geometry ops
+# (``has_general_geometry`` is the predicate each of those passes checks).
+
+
+def has_general_geometry(op: Op) -> bool:
+    """True for a conv-like op (conv2d and its gradient ops) whose geometry is not the zoo's."""
+    return op.attr("pads") is not None
+
+
+def geometry_attrs(op: Op) -> dict:
+    """The geometry attributes of a conv op, to copy onto the ops derived from it."""
+    if has_general_geometry(op):
+        return dict(strides=tuple(op.attr("strides")), pads=tuple(op.attr("pads")))
+    return dict(stride=op.attr("stride"), pad=op.attr("pad"))
+
+
+def conv_geometry(op: Op, kernel_hw) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """((sh, sw), (top, bottom, left, right)) of a conv-like op with a kernel of ``kernel_hw``."""
+    if has_general_geometry(op):
+        return tuple(op.attr("strides")), tuple(op.attr("pads"))
+    s, (kh, kw) = op.attr("stride"), kernel_hw
+    return (s, s), (kh // 2, kh // 2, kw // 2, kw // 2)
+
+
+def conv_out_hw(h: int, w: int, kernel_hw, strides, pads) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel_hw, strides, pads
+    return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+
+
+def is_pointwise_conv(op: Op, weight_shape) -> bool:
+    """A 1x1, stride-1, groups-1 conv with no padding: the kernels' pointwise fast paths."""
+    strides, pads = conv_geometry(op, tuple(weight_shape[2:]))
+    return (op.attr("groups") == 1 and tuple(weight_shape[2:]) == (1, 1) and strides == (1, 1)
+            and pads == (0, 0, 0, 0))
 
 
 def _conv2d(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     n, _, h, w = g.tensor(op.inputs[0]).shape
-    o = g.tensor(op.inputs[1]).shape[0]
-    s = op.attr("stride")
-    y = ((n, o, _out_side(h, s), _out_side(w, s)), "int8")
+    o, _, kh, kw = g.tensor(op.inputs[1]).shape
+    strides, pads = conv_geometry(op, (kh, kw))
+    y = ((n, o) + conv_out_hw(h, w, (kh, kw), strides, pads), "int8")
     return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
 
 
@@ -92,7 +130,7 @@ def _same_as_first_int8(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 def _pointwise_depthwise(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     n, _, h, w = g.tensor(op.inputs[0]).shape
     s = op.attr("stride")
-    y = ((n, g.tensor(op.inputs[5]).shape[0], _out_side(h, s), _out_side(w, s)), "int8")
+    y = ((n, g.tensor(op.inputs[5]).shape[0], -(-h // s), -(-w // s)), "int8")
     return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
 
 

@@ -11,8 +11,9 @@ computes with:
     an int8 model: its architecture name, every tensor (int8 weights, int32 biases, float32 weight
     scales) and every quantization parameter that changes what it computes (per-tensor scales and
     zero points, clamp ranges, frozen channels, strides, groups, input side, classes,
-    preprocessing). NOT its provenance (how it was made): a model with an extra note in its
-    header is the same model.
+    preprocessing; a general conv's per-axis strides and padding and an H x W input, only where
+    present, so that zoo models keep the identities they had). NOT its provenance (how it was
+    made): a model with an extra note in its header is the same model.
 ``quantization_recipe(provenance)``
     what made an int8 model from a float checkpoint (source checkpoint identity + quantizer
     settings), from the int8 model's provenance: the identity a fresh machine reproduces WITHOUT
@@ -68,14 +69,21 @@ def qmodel_parameters(qmodel) -> dict:
     def q(t) -> list:
         return [float(t.scale), int(t.zero)]
 
-    convs = [[c.name, c.stride, c.groups, q(c.x), q(c.y), c.qmin, c.qmax, list(c.frozen_channels)]
+    def geometry(c) -> list:
+        # General geometry (issue 13) only where a conv has it: zoo models keep their identities.
+        return [list(c.strides), list(c.padding)] if getattr(c, "general_geometry", False) else []
+
+    convs = [[c.name, c.stride, c.groups, q(c.x), q(c.y), c.qmin, c.qmax, list(c.frozen_channels)] + geometry(c)
              for c in qmodel.convs()]
     adds = [None if b.add is None else [q(b.add.a), q(b.add.b), q(b.add.y), b.add.qmin, b.add.qmax]
             for b in qmodel.blocks]
-    return {"arch": qmodel.spec.name, "num_classes": int(qmodel.num_classes), "resolution": int(qmodel.resolution),
-            "classes": list(qmodel.classes), "preprocessing": qmodel.preprocessing, "input": q(qmodel.input),
-            "convs": convs, "adds": adds, "pool": [q(qmodel.pool.x), q(qmodel.pool.y)],
-            "classifier_x": q(qmodel.classifier.x)}
+    params = {"arch": qmodel.spec.name, "num_classes": int(qmodel.num_classes), "resolution": int(qmodel.resolution),
+              "classes": list(qmodel.classes), "preprocessing": qmodel.preprocessing, "input": q(qmodel.input),
+              "convs": convs, "adds": adds, "pool": [q(qmodel.pool.x), q(qmodel.pool.y)],
+              "classifier_x": q(qmodel.classifier.x)}
+    if getattr(qmodel, "input_hw", None) is not None:
+        params["input_hw"] = [int(v) for v in qmodel.input_hw]
+    return params
 
 
 def qmodel_identity(qmodel) -> str:

@@ -26,12 +26,18 @@ resolution [8, 1024], num_classes [2, 10000] = len(classes), distinct class name
   * clamp ranges (convs, adds): integers with -128 <= qmin < qmax <= 127;
   * tensors: exactly the architecture's, each with its dtype and shape; int8 weights in [-127, 127];
     weight scales finite, conv ones in [0, 1e4], classifier ones in (0, 1e4];
+  * general geometry (issue 13, optional, written only where a conv has it): ``kernel_hw`` [kh, kw]
+    in [1, MAX_KERNEL = 11], ``stride_w`` 1 or 2 and ``pad`` [top, bottom, left, right], all three or
+    none (a conv with them is checked against them, not against the architecture's kernel and
+    stride); ``in_ch`` (first conv only) 1 or 3; meta ``input_hw`` [H, W] in [8, 1024] for a
+    non-square input. Every padding is below its kernel, every output at least 1 x 1, and every
+    residual add joins equal heights and widths;
   * ``frozen_channels``: strictly increasing channel indices in [0, out_channels), including every
     channel whose weight scale is below DEGENERATE_W_SCALE (1e-8; QAS divides by its square);
   * fixed-point constants: every conv multiplier x.scale * w_scale / y.scale must be below 2**30
     (``fixedpoint.quantize_multiplier``: shift <= 30), every add's max(a.scale, b.scale) / y.scale
     below 2**49 (its output multiplier, after the 2**20 headroom shift, below 2**30), the pool's
-    x.scale / (y.scale * side**2) below 2**30 with side**2 <= 2**16 positions
+    x.scale / (y.scale * H * W) below 2**30 with H * W <= 2**16 positions (H x W: the last output)
     (``int8_ops.avgpool_params``).
 """
 
@@ -45,6 +51,8 @@ import numpy as np
 from mcutrain.errors import CheckpointError, McutrainError
 from mcutrain.io.container import read_versioned_container, write_container
 from mcutrain.models import conv_shapes
+from mcutrain.models.spec_file import MAX_RESOLUTION as MAX_SIDE
+from mcutrain.models.spec_file import MIN_RESOLUTION as MIN_SIDE
 from mcutrain.models.zoo import spec_of_file, spec_to_embed
 from mcutrain.quant.fixedpoint import ADD_LEFT_SHIFT, MAX_SHIFT, quantize_multiplier
 from mcutrain.quant.int8_ops import MAX_POOL_COUNT, add_params, avgpool_params
@@ -72,8 +80,14 @@ INPUT_OFFSET = 128.0
 MAX_MULTIPLIER = 2.0 ** MAX_SHIFT  # quantize_multiplier refuses reals from about here on
 _META_KEYS = ("arch", "num_classes", "resolution", "classes", "preprocessing", "input", "convs", "adds",
               "pool", "classifier")
-_OPTIONAL_META_KEYS = ("provenance",)
+_OPTIONAL_META_KEYS = ("provenance", "input_hw")
 _CONV_KEYS = ("name", "stride", "groups", "x", "y", "qmin", "qmax", "frozen_channels")
+# General geometry (issue 13), written only for convs that have it, so zoo files stay as they were:
+# the kernel (kh, kw), the width stride, the padding (top, bottom, left, right); the first conv may
+# also read a 1-channel input. A conv with them is checked against them, not the architecture's.
+_GEOMETRY_KEYS = ("kernel_hw", "stride_w", "pad", "in_ch")
+MAX_KERNEL = 11
+INPUT_CHANNELS = (1, 3)
 
 
 def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
@@ -90,7 +104,7 @@ def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
         tensors[f"{conv.name}.w_scale"] = conv.w_scale
         convs.append({"name": conv.name, "stride": conv.stride, "groups": conv.groups,
                       "x": conv.x.to_dict(), "y": conv.y.to_dict(), "qmin": conv.qmin, "qmax": conv.qmax,
-                      "frozen_channels": list(conv.frozen_channels)})
+                      "frozen_channels": list(conv.frozen_channels)} | _geometry_to_dict(conv, model))
     tensors["classifier.weight"] = model.classifier.weight
     tensors["classifier.bias"] = model.classifier.bias
     tensors["classifier.w_scale"] = model.classifier.w_scale
@@ -102,10 +116,22 @@ def save_qmodel(path: str | os.PathLike, model: QModel) -> None:
         "pool": {"x": model.pool.x.to_dict(), "y": model.pool.y.to_dict()},
         "classifier": {"x": model.classifier.x.to_dict()}, "provenance": model.provenance,
     }
+    if model.input_hw is not None:
+        meta["input_hw"] = [int(v) for v in model.input_hw]
     spec = spec_to_embed(model.spec)
     if spec is not None:
         meta["spec"] = spec
     write_container(path, KIND, VERSION if spec is not None else 1, meta, tensors)
+
+
+def _geometry_to_dict(conv: QConv, model: QModel) -> dict:
+    """The general-geometry keys of a conv entry: none for the zoo's geometry."""
+    out = {}
+    if conv.general_geometry:
+        out = {"kernel_hw": list(conv.kernel_hw), "stride_w": conv.strides[1], "pad": list(conv.padding)}
+    if conv is model.first_conv and conv.in_ch != model.spec.in_ch:
+        out["in_ch"] = conv.in_ch
+    return out
 
 
 def load_qmodel(path: str | os.PathLike) -> QModel:
@@ -131,6 +157,10 @@ def _build(meta: dict, tensors: dict[str, np.ndarray], version: int) -> QModel:
     num_classes, classes = check_classes(meta["num_classes"], meta["classes"])
     shapes = conv_shapes(spec, resolution)
     entries = meta_list(meta["convs"], "convs", len(shapes))
+    input_hw = None
+    if "input_hw" in meta:
+        hw = meta_list(meta["input_hw"], "input_hw", 2)
+        input_hw = tuple(meta_int(v, f"input_hw[{i}]", MIN_SIDE, MAX_SIDE) for i, v in enumerate(hw))
     convs = [_conv(entry, i, shape, tensors) for i, (entry, shape) in enumerate(zip(entries, shapes))]
     classifier = QLinear(
         weight=_tensor(tensors, "classifier.weight", np.int8, (num_classes, spec.feature_ch)),
@@ -151,7 +181,7 @@ def _build(meta: dict, tensors: dict[str, np.ndarray], version: int) -> QModel:
                   input=_qtensor(meta["input"], "input"), first_conv=convs[0],
                   blocks=_blocks(spec, convs[1:], meta_list(meta["adds"], "adds", len(spec.blocks))),
                   pool=QPool(_qtensor(pool["x"], "pool.x"), _qtensor(pool["y"], "pool.y")),
-                  classifier=classifier, provenance=dict(provenance))
+                  classifier=classifier, provenance=dict(provenance), input_hw=input_hw)
 
 
 def _blocks(spec, convs: list[QConv], adds: list) -> tuple[QBlock, ...]:
@@ -167,19 +197,24 @@ def _blocks(spec, convs: list[QConv], adds: list) -> tuple[QBlock, ...]:
 
 
 def _conv(entry: Any, index: int, shape, tensors) -> QConv:
-    m = meta_dict(entry, f"convs[{index}]", _CONV_KEYS, ())
+    m = meta_dict(entry, f"convs[{index}]", _CONV_KEYS, _GEOMETRY_KEYS if index == 0 else _GEOMETRY_KEYS[:3])
     if m["name"] != shape.name:
         raise CheckpointError(f"convs[{index}].name: conv {shown(m['name'])} found where the architecture "
                               f"has {shape.name!r}")
     name = shape.name
     stride = meta_int(m["stride"], f"{name}.stride", 1, 2)
     groups = meta_int(m["groups"], f"{name}.groups", 1, shape.out_ch)
-    if (stride, groups) != (shape.stride, shape.groups):
+    general = "kernel_hw" in m
+    if groups != shape.groups or (stride != shape.stride and not general):
         raise CheckpointError(f"{name}: stride/groups {stride}/{groups}, "
                               f"architecture has {shape.stride}/{shape.groups}")
-    wshape = (shape.out_ch, shape.in_ch // shape.groups, shape.kernel, shape.kernel)
+    in_ch = meta_int(m["in_ch"], f"{name}.in_ch", 1, 3) if "in_ch" in m else shape.in_ch
+    if "in_ch" in m and in_ch not in INPUT_CHANNELS:
+        raise CheckpointError(f"{name}.in_ch: {in_ch}, the input has 1 or 3 channels")
+    kh, kw, stride_w, pad = _geometry(m, name, shape.kernel, stride)
+    wshape = (shape.out_ch, in_ch // shape.groups, kh, kw)
     frozen = meta_list(m["frozen_channels"], f"{name}.frozen_channels")
-    return QConv(name=name, stride=stride, groups=groups,
+    return QConv(name=name, stride=stride, groups=groups, stride_w=stride_w, pad=pad,
                  weight=_tensor(tensors, f"{name}.weight", np.int8, wshape),
                  bias=_tensor(tensors, f"{name}.bias", np.int32, (shape.out_ch,)),
                  w_scale=_tensor(tensors, f"{name}.w_scale", np.float32, (shape.out_ch,)),
@@ -188,6 +223,22 @@ def _conv(entry: Any, index: int, shape, tensors) -> QConv:
                  qmax=meta_int(m["qmax"], f"{name}.qmax", -128, 127),
                  frozen_channels=tuple(meta_int(c, f"{name}.frozen_channels[{j}]", 0, shape.out_ch - 1)
                                        for j, c in enumerate(frozen)))
+
+
+def _geometry(m: dict, name: str, kernel: int, stride: int):
+    """(kh, kw, stride_w, pad) of a conv entry: the architecture's square kernel (stride_w, pad None)
+    unless the entry has the general-geometry keys, which must then all be there."""
+    present = [k for k in _GEOMETRY_KEYS[:3] if k in m]
+    if not present:
+        return kernel, kernel, None, None
+    if len(present) != 3:
+        raise CheckpointError(f"{name}: general geometry needs kernel_hw, stride_w and pad together")
+    kh, kw = (meta_int(v, f"{name}.kernel_hw[{i}]", 1, MAX_KERNEL)
+              for i, v in enumerate(meta_list(m["kernel_hw"], f"{name}.kernel_hw", 2)))
+    stride_w = meta_int(m["stride_w"], f"{name}.stride_w", 1, 2)
+    pad = tuple(meta_int(v, f"{name}.pad[{i}]", 0, MAX_KERNEL - 1)
+                for i, v in enumerate(meta_list(m["pad"], f"{name}.pad", 4)))
+    return kh, kw, stride_w, pad
 
 
 def _tensor(tensors: dict, name: str, dtype, shape: tuple) -> np.ndarray:
@@ -234,6 +285,7 @@ def check_qmodel(model: QModel) -> QModel:
         if block.add is not None:
             _check_add(block.add, f"blocks.{i}.add")
     _check_chain(model)
+    _check_shapes(model)
     _check_pool(model)
     _check_classifier(model.classifier)
     return model
@@ -341,6 +393,37 @@ def _check_chain(model: QModel) -> None:
     _same(model.classifier.x, model.pool.y, "classifier.x", "pool.y")
 
 
+def _check_shapes(model: QModel) -> None:
+    """Every conv's output is at least 1 x 1, its padding smaller than its kernel, and every residual
+    add joins tensors of one height x width (general geometry can break both)."""
+    if model.input_hw is not None:
+        for i, v in enumerate(model.input_hw):
+            meta_int(v, f"input_hw[{i}]", MIN_SIDE, MAX_SIDE)
+    if model.input_channels not in INPUT_CHANNELS:
+        raise CheckpointError(f"first_conv: {model.input_channels} input channels, the input has 1 or 3")
+    h, w = model.input_size
+    for conv in model.convs():
+        kh, kw = conv.kernel_hw
+        top, bottom, left, right = conv.padding
+        if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL) or max(top, bottom) >= kh or max(left, right) >= kw:
+            raise CheckpointError(f"{conv.name}: kernel {kh}x{kw} with padding {conv.padding} (kernel 1 to "
+                                  f"{MAX_KERNEL}, padding below the kernel)")
+        if conv.strides[1] not in (1, 2):
+            raise CheckpointError(f"{conv.name}.stride_w: {conv.strides[1]}, allowed 1 or 2")
+        h_in, w_in = h, w
+        h, w = conv.out_hw(h, w)
+        if h < 1 or w < 1:
+            raise CheckpointError(f"{conv.name}: a {h_in}x{w_in} input leaves no output for kernel {kh}x{kw}")
+    sizes = iter(model.activation_sizes()[1:])
+    size = model.activation_sizes()[0]
+    for i, block in enumerate(model.blocks):
+        block_in = size
+        for _ in block.convs():
+            size = next(sizes)
+        if block.add is not None and size != block_in:
+            raise CheckpointError(f"blocks.{i}.add: joins {block_in[0]}x{block_in[1]} and {size[0]}x{size[1]}")
+
+
 def _same(reader: QTensor, writer: QTensor, reader_name: str, writer_name: str) -> None:
     if reader != writer:
         raise CheckpointError(f"{reader_name}: (scale {reader.scale!r}, zero {reader.zero}) must equal "
@@ -350,14 +433,14 @@ def _same(reader: QTensor, writer: QTensor, reader_name: str, writer_name: str) 
 def _check_pool(model: QModel) -> None:
     _check_qtensor(model.pool.x, "pool.x")
     _check_qtensor(model.pool.y, "pool.y")
-    side = conv_shapes(model.spec, model.resolution)[-1].out_side
-    if side * side > MAX_POOL_COUNT:
-        raise CheckpointError(f"resolution: {model.resolution} leaves {side}x{side} positions to pool, more "
+    h, w = model.activation_sizes()[-1]
+    if h * w > MAX_POOL_COUNT:
+        raise CheckpointError(f"resolution: {model.resolution} leaves {h}x{w} positions to pool, more "
                               f"than the {MAX_POOL_COUNT} the int8 average pool sums")
-    _check_multiplier(model.pool.x.scale / (model.pool.y.scale * side * side),
+    _check_multiplier(model.pool.x.scale / (model.pool.y.scale * h * w),
                       "pool: multiplier x.scale / (y.scale * positions)")
     try:
-        avgpool_params(model.pool.x.scale, model.pool.x.zero, model.pool.y.scale, model.pool.y.zero, side * side)
+        avgpool_params(model.pool.x.scale, model.pool.x.zero, model.pool.y.scale, model.pool.y.zero, h * w)
     except ValueError as err:
         raise CheckpointError(f"pool: {err}") from None
 

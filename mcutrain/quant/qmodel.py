@@ -78,6 +78,12 @@ class QConv:
         kh, kw = self.kernel_hw
         return kh // 2, kh // 2, kw // 2, kw // 2
 
+    @property
+    def general_geometry(self) -> bool:
+        """True unless this conv has the zoo's geometry: an odd square kernel, one stride for both
+        axes and ``kernel // 2`` rows/columns of padding on every side (what the fused paths support)."""
+        return is_general_geometry(self.kernel_hw, self.strides, self.padding)
+
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         """Output height and width for an h x w input."""
         (kh, kw), (sh, sw), (top, bottom, left, right) = self.kernel_hw, self.strides, self.padding
@@ -111,6 +117,13 @@ class QConv:
 
         mult, shift = quantize_multiplier(self.real_multiplier)
         return np.asarray(mult, np.int32), np.asarray(shift, np.int32)
+
+
+def is_general_geometry(kernel_hw: tuple[int, int], strides: tuple[int, int],
+                        padding: tuple[int, int, int, int]) -> bool:
+    """Whether a conv's geometry differs from the zoo's (square odd kernel, square stride, k // 2 pads)."""
+    kh, kw = kernel_hw
+    return kh != kw or kh % 2 == 0 or strides[0] != strides[1] or tuple(padding) != (kh // 2,) * 4
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,27 @@ class QModel:
     pool: QPool
     classifier: QLinear
     provenance: dict = field(default_factory=dict)  # how it was made (quantizer settings, import source)
+    # An H x W input (imported graphs, issue 13); None: ``resolution`` x ``resolution`` (the zoo's).
+    input_hw: tuple[int, int] | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the input image."""
+        return tuple(self.input_hw) if self.input_hw is not None else (self.resolution, self.resolution)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input image (1 or 3): the first conv's input channels."""
+        return self.first_conv.in_ch
+
+    def activation_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every conv's output, forward order (``convs()``)."""
+        h, w = self.input_size
+        sizes = []
+        for conv in self.convs():
+            h, w = conv.out_hw(h, w)
+            sizes.append((h, w))
+        return sizes
 
     def convs(self) -> list[QConv]:
         """Backbone convs in forward order; index i is the paper's conv index i."""

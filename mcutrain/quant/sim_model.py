@@ -33,7 +33,10 @@ class Int8Conv(nn.Module):
             (mult.astype(np.float64) * np.exp2(shift.astype(np.float64) - 31)).astype(np.float32)), persistent=False)
         self.register_buffer("w_scale", torch.from_numpy(q.w_scale.copy()), persistent=False)
         self.x_zero, self.y_zero, self.x_scale = q.x.zero, q.y.zero, q.x.scale
-        self.qmin, self.qmax, self.stride, self.groups = q.qmin, q.qmax, q.stride, q.groups
+        self.qmin, self.qmax, self.groups = q.qmin, q.qmax, q.groups
+        # Zoo geometry keeps the plain (int stride, symmetric k // 2) path; general convs pass both.
+        self.stride = q.strides if q.general_geometry else q.stride
+        self.padding = q.padding if q.general_geometry else None
         self.kept = 0  # weight channels trained (0: frozen weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,20 +24,47 @@ from mcutrain.quant.int8_ops import avgpool_int8_with_mask_torch, quantized_add_
 EXACT_FLOAT32 = 2.0**24
 
 
-def exact_conv(xz: torch.Tensor, w: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
-    """Integer convolution of zero-point-shifted input, exact, returned as int64."""
+def exact_conv(xz: torch.Tensor, w: torch.Tensor, stride, groups: int, padding=None) -> torch.Tensor:
+    """Integer convolution of zero-point-shifted input, exact, returned as int64.
+
+    ``stride``: one int or (height, width); ``padding``: (top, bottom, left, right) or None for
+    ``kernel // 2`` on every side. Padding the shifted input with zeros is padding the input with its
+    zero point."""
     bound = w.abs().flatten(1).sum(1).max().item() * 255.0
     dtype = torch.float32 if bound < EXACT_FLOAT32 else torch.float64
-    pad = w.shape[-1] // 2
-    acc = torch.nn.functional.conv2d(xz.to(dtype), w.to(dtype), None, stride, pad, 1, groups)
+    xz, pad = _padded(xz.to(dtype), w, padding)
+    acc = torch.nn.functional.conv2d(xz, w.to(dtype), None, stride, pad, 1, groups)
     return acc.to(torch.int64)
+
+
+def _padded(xz: torch.Tensor, w: torch.Tensor, padding) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(input, conv2d's symmetric padding): asymmetric padding is applied here with F.pad (zeros)."""
+    kh, kw = w.shape[-2:]
+    if padding is None:
+        return xz, (kh // 2, kw // 2)
+    top, bottom, left, right = padding
+    if top == bottom and left == right:
+        return xz, (top, left)
+    return torch.nn.functional.pad(xz, (left, right, top, bottom)), (0, 0)
+
+
+def input_grad(x_shape, weight: torch.Tensor, g_acc: torch.Tensor, stride, groups: int, padding=None) -> torch.Tensor:
+    """Gradient w.r.t. the conv input (the transposed conv), cropped where the padding was asymmetric."""
+    kh, kw = weight.shape[-2:]
+    top, bottom, left, right = padding if padding is not None else (kh // 2, kh // 2, kw // 2, kw // 2)
+    if top == bottom and left == right:
+        return conv2d_input(x_shape, weight, g_acc, stride, (top, left), 1, groups)
+    n, c, h, w = x_shape
+    padded = (n, c, h + top + bottom, w + left + right)
+    g = conv2d_input(padded, weight, g_acc, stride, 0, 1, groups)
+    return g[:, :, top:top + h, left:left + w].contiguous()
 
 
 class Int8ConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, layer):
         xz = x - layer.x_zero
-        acc = exact_conv(xz, weight, layer.stride, layer.groups)
+        acc = exact_conv(xz, weight, layer.stride, layer.groups, layer.padding)
         acc += bias.to(torch.int64)[None, :, None, None]
         y, mask = requantize_with_mask_torch(acc, layer.multiplier, layer.shift, layer.y_zero,
                                              layer.qmin, layer.qmax, out_dtype=x.dtype)
@@ -51,21 +78,20 @@ class Int8ConvFn(torch.autograd.Function):
         layer = ctx.layer
         xz, weight, mask = ctx.saved_tensors
         g_acc = g_y * mask * layer.real_multiplier[None, :, None, None]
-        pad = weight.shape[-1] // 2
         g_x = g_w = g_b = None
         if ctx.needs_input_grad[0]:
-            g_x = conv2d_input(ctx.x_shape, weight, g_acc, layer.stride, pad, 1, layer.groups)
+            g_x = input_grad(ctx.x_shape, weight, g_acc, layer.stride, layer.groups, layer.padding)
         if ctx.needs_input_grad[1]:
-            g_w = partial_weight_grad(xz, weight, g_acc, layer.stride, layer.groups, layer.kept)
+            g_w = partial_weight_grad(xz, weight, g_acc, layer.stride, layer.groups, layer.kept, layer.padding)
         if ctx.needs_input_grad[2]:
             g_b = g_acc.sum(dim=(0, 2, 3)).to(torch.float64)
         return g_x, g_w, g_b, None
 
 
-def partial_weight_grad(xz: torch.Tensor, weight: torch.Tensor, g_acc: torch.Tensor, stride: int,
-                        groups: int, kept: int) -> torch.Tensor:
+def partial_weight_grad(xz: torch.Tensor, weight: torch.Tensor, g_acc: torch.Tensor, stride,
+                        groups: int, kept: int, padding=None) -> torch.Tensor:
     """Weight gradient of the first ``kept`` channels only; the rest is zero and never computed."""
-    pad = weight.shape[-1] // 2
+    xz, pad = _padded(xz, weight, padding)
     g_w = torch.zeros_like(weight)
     if groups == 1:
         k = min(kept, weight.shape[1])

@@ -216,7 +216,10 @@ def _check_plan(model: QModel, convs: list[QConv], plan: UpdatePlan) -> None:
     if len(plan.convs) != len(convs):
         raise SchemeError(f"plan {plan.scheme!r} has {len(plan.convs)} convs, the model {len(convs)}")
     for u, c in zip(plan.convs, convs):
-        if u.name != c.name or u.channels != c.in_ch:
+        # A plan made for 3 input channels also trains a model of 1-channel images (its first conv
+        # keeps at most what it has); the input's channels are never permuted.
+        fewer_input_channels = c is model.first_conv and c.in_ch < u.channels
+        if u.name != c.name or (u.channels != c.in_ch and not fewer_input_channels):
             raise SchemeError(f"plan {plan.scheme!r}: conv {u.index} is {u.name} with {u.channels} channels, "
                               f"the model's is {c.name} with {c.in_ch}")
 

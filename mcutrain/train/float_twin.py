@@ -35,7 +35,12 @@ class FloatConv(nn.Module):
         self.kept = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias, self.q.stride, self.q.kernel // 2, 1, self.q.groups)
+        q = self.q
+        if q.general_geometry:  # real 0 is the int8 zero point: the same padding as the int8 conv
+            top, bottom, left, right = q.padding
+            y = F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, q.strides, 0, 1, q.groups)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, q.stride, q.kernel // 2, 1, q.groups)
         return y.clamp(0.0, self.hi) if self.relu else y
 
     def to_qconv(self) -> QConv:

@@ -275,7 +275,7 @@ void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, flo
         float *out_y = out + y * in_w;
         for (int32_t x = 0; x < in_w; ++x) {
             const mct_tap_range rb = mct_tap_range_of(x + p->pad, s, out_w, k);
-            out_y[x] = (float)mct_tap_range_sum(w, k, s, g_c, out_w, &ra, &rb);
+            out_y[x] = (float)mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb);
         }
     }
 }

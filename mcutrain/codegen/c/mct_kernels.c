@@ -163,22 +163,22 @@ void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t
 }
 
 
-/* The window at column ix of the tap rows inside the input (rows[a] NULL: a padding row, skipped). */
-static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t k) {
+/* The window at column ix of the kh tap rows inside the input (rows[a] NULL: a padding row, skipped). */
+static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t kh, int32_t kw) {
     int32_t sum = 0;
-    for (int32_t a = 0; a < k; ++a)
-        if (rows[a] != NULL) sum += mct_taps(rows[a] + ix, w + a * k, k);
+    for (int32_t a = 0; a < kh; ++a)
+        if (rows[a] != NULL) sum += mct_taps(rows[a] + ix, w + a * kw, kw);
     return sum;
 }
 
 /* Output column ox of a depthwise row whose window crosses the input's edge: bounded taps. */
 static int32_t depthwise_edge(const mct_conv *p, const int8_t *const *rows, const int8_t *w, int32_t ox) {
-    const int32_t k = p->k, ix = ox * p->stride - p->pad;
-    const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
+    const int32_t kw = p->kw, ix = ox * p->stride_w - p->pad_left;
+    const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(kw, p->in_w - ix);
     int32_t sum = 0;
-    for (int32_t a = 0; a < k; ++a) {
+    for (int32_t a = 0; a < p->k; ++a) {
         if (rows[a] == NULL) continue;
-        for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)rows[a][ix + b] - p->x_zero) * w[a * k + b];
+        for (int32_t b = b0; b < b1; ++b) sum += ((int32_t)rows[a][ix + b] - p->x_zero) * w[a * kw + b];
     }
     return sum;
 }
@@ -190,7 +190,7 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
     const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
     const mct_rq q = mct_rq_of(p, c);
     for (int32_t ox = lo; ox < hi; ++ox) {
-        const int32_t ix = ox * p->stride - p->pad;
+        const int32_t ix = ox * p->stride_w - p->pad_left;
         const int8_t *r0 = rows[0] + ix, *r1 = rows[1] + ix, *r2 = rows[2] + ix;
         const int32_t sum = r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 + r2[0] * w6
                             + r2[1] * w7 + r2[2] * w8;
@@ -204,27 +204,28 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
 void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                        int32_t bit0) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
-    const int32_t k = p->k, s = p->stride, pad = p->pad;
+    const int32_t kh = p->k, kw = p->kw, s = p->stride_w, pad = p->pad_left;
     int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
-    for (int32_t a = 0; a < k; ++a) {
+    for (int32_t a = 0; a < kh; ++a) {
         full &= rows[a] != NULL;
         if (rows[a] != NULL)
-            for (int32_t b = 0; b < k; ++b) wsum += w[a * k + b];
+            for (int32_t b = 0; b < kw; ++b) wsum += w[a * kw + b];
     }
     const int32_t zsum = p->x_zero * wsum;
     int32_t lo = p->out_w, hi = p->out_w; /* columns whose window is inside the input in x: [lo, hi) */
-    if (p->in_w >= k) {
+    if (p->in_w >= kw) {
         lo = mct_imin((pad + s - 1) / s, p->out_w);
-        hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
+        hi = mct_imax(lo, mct_imin((p->in_w - kw + pad) / s + 1, p->out_w));
     }
     for (int32_t ox = 0; ox < lo; ++ox)
         mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
-    if (k == 3 && full) {
+    if (kh == 3 && kw == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {
         const mct_rq q = mct_rq_of(p, c);
         for (int32_t ox = lo; ox < hi; ++ox)
-            mct_rq_out(&q, window_inside(rows, ox * s - pad, w, k) - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            mct_rq_out(&q, window_inside(rows, ox * s - pad, w, kh, kw) - zsum, y != NULL ? y + ox : NULL, mask,
+                       bit0 + ox);
     }
     for (int32_t ox = hi; ox < p->out_w; ++ox)
         mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
@@ -241,9 +242,9 @@ void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8
     }
 }
 
-/* Any groups == 1 conv (k x k, stride s), MCT_BLOCK output positions of a row at a time. */
+/* Any groups == 1 conv (kh x kw, strides (sh, sw)), MCT_BLOCK output positions of a row at a time. */
 static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask) {
-    const int32_t k = p->k, in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    const int32_t k = p->k, kw = p->kw, in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
     for (int32_t o = 0; o < p->out_c; ++o) {
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             const int32_t iy = oy * p->stride - p->pad;
@@ -255,12 +256,13 @@ static void conv_general(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t 
                     const int8_t *w = mct_weight_at(&p->w, o, i);
                     for (int32_t a = a0; a < a1; ++a) {
                         const int8_t *row = x + i * in_n + (iy + a) * p->in_w;
-                        for (int32_t b = 0; b < k; ++b) {
-                            const int32_t wv = w[a * k + b];
-                            for (int32_t j = 0; j < m; ++j) {
-                                const int32_t ix = (ox0 + j) * p->stride - p->pad + b;
-                                if (ix >= 0 && ix < p->in_w) sum[j] += ((int32_t)row[ix] - p->x_zero) * wv;
-                            }
+                        for (int32_t b = 0; b < kw; ++b) {
+                            /* the positions j whose column base + j * sw is inside the input: [j0, j1) */
+                            const int32_t wv = w[a * kw + b], sw = p->stride_w, base = ox0 * sw - p->pad_left + b;
+                            const int32_t j0 = base >= 0 ? 0 : (sw - 1 - base) / sw;
+                            const int32_t j1 = base < p->in_w ? mct_imin(m, (p->in_w - 1 - base) / sw + 1) : 0;
+                            for (int32_t j = j0, ix = base + j0 * sw; j < j1; ++j, ix += sw)
+                                sum[j] += ((int32_t)row[ix] - p->x_zero) * wv;
                         }
                     }
                 }
@@ -287,7 +289,7 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
                 memcpy(y + c * out_n, scratch, (size_t)out_n);
             }
         }
-    } else if (p->k == 1 && p->stride == 1) {
+    } else if (mct_is_pointwise(p)) {
         mct_pointwise(p, 0, p->out_c, x, in_n, in_n, y, out_n, mask, 0, out_n);
     } else {
         conv_general(p, x, y, mask);
@@ -488,10 +490,10 @@ static void pointwise_grad_x(const mct_conv *p, const float *g, const float *ini
 mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x) {
     /* The taps whose source (y + pad - a) / stride is an output position, as ranges: the same taps in the
      * same ascending order (the same sum), no test per tap. */
-    const int32_t k = p->k, s = p->stride, ow = p->out_w;
-    const mct_tap_range ra = mct_tap_range_of(y + p->pad, s, p->out_h, k);
-    const mct_tap_range rb = mct_tap_range_of(x + p->pad, s, ow, k);
-    return mct_tap_range_sum(w, k, s, g_o, ow, &ra, &rb);
+    const int32_t ow = p->out_w;
+    const mct_tap_range ra = mct_tap_range_of(y + p->pad, p->stride, p->out_h, p->k);
+    const mct_tap_range rb = mct_tap_range_of(x + p->pad_left, p->stride_w, ow, p->kw);
+    return mct_tap_range_sum(w, p->kw, p->stride, p->stride_w, g_o, ow, &ra, &rb);
 }
 
 /* Depthwise: channel c of the input gradient from channel c of g (into the scratch when in place). */
@@ -522,7 +524,7 @@ static void general_grad_x(const mct_conv *p, const float *g, float *out) {
 void mct_conv2d_grad_x(const mct_conv *p, const float *g, const float *init, float *out, float *scratch) {
     if (p->groups > 1)
         depthwise_grad_x(p, g, out, scratch);
-    else if (p->k == 1 && p->stride == 1)
+    else if (mct_is_pointwise(p))
         pointwise_grad_x(p, g, init, out);
     else
         general_grad_x(p, g, out);
@@ -539,14 +541,16 @@ void mct_conv2d_grad_b(const float *g, int32_t channels, int32_t plane, float *o
 float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b) {
     /* The output positions whose input (oy * s - pad + a, ox * s - pad + b) is inside, as ranges (same
      * positions, ascending: same sum). */
-    const int32_t s = p->stride, in_w = p->in_w, out_w = p->out_w, x_zero = p->x_zero;
-    const int32_t oy0 = mct_first_inside(p->pad - a, s), oy1 = mct_imin(p->out_h, mct_end_inside(p->in_h, p->pad - a, s));
-    const int32_t ox0 = mct_first_inside(p->pad - b, s), ox1 = mct_imin(out_w, mct_end_inside(in_w, p->pad - b, s));
+    const int32_t sh = p->stride, sw = p->stride_w, in_w = p->in_w, out_w = p->out_w, x_zero = p->x_zero;
+    const int32_t oy0 = mct_first_inside(p->pad - a, sh);
+    const int32_t oy1 = mct_imin(p->out_h, mct_end_inside(p->in_h, p->pad - a, sh));
+    const int32_t ox0 = mct_first_inside(p->pad_left - b, sw);
+    const int32_t ox1 = mct_imin(out_w, mct_end_inside(in_w, p->pad_left - b, sw));
     mct_acc_t acc = 0;
     for (int32_t oy = oy0; oy < oy1; ++oy) {
         const float *g_row = g_o + oy * out_w;
-        const int8_t *x_row = x_i + (oy * s - p->pad + a) * in_w;
-        for (int32_t ox = ox0, ix = ox0 * s - p->pad + b; ox < ox1; ++ox, ix += s)
+        const int8_t *x_row = x_i + (oy * sh - p->pad + a) * in_w;
+        for (int32_t ox = ox0, ix = ox0 * sw - p->pad_left + b; ox < ox1; ++ox, ix += sw)
             acc = mct_mac_exact(acc, g_row[ox], (int32_t)x_row[ix] - x_zero);
     }
     return (float)acc;
@@ -557,11 +561,11 @@ float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o,
 static float conv_grad_w_at(const mct_conv *p, const int8_t *x, const float *g, int32_t r, int32_t c, int32_t t) {
     const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
     const int32_t channel = p->groups > 1 ? r : c;
-    return mct_grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->k, t % p->k);
+    return mct_grad_w_element(p, x + channel * in_n, g + r * out_n, t / p->kw, t % p->kw);
 }
 
 void mct_conv2d_grad_w(const mct_conv *p, const int8_t *x, const float *g, int32_t rows, int32_t cols, float *out) {
-    const int32_t taps = p->k * p->k;
+    const int32_t taps = p->k * p->kw;
     for (int32_t r = 0; r < rows; ++r)
         for (int32_t c = 0; c < cols; ++c)
             for (int32_t t = 0; t < taps; ++t) out[(r * cols + c) * taps + t] = conv_grad_w_at(p, x, g, r, c, t);

@@ -57,12 +57,16 @@ typedef struct {
     int32_t kept_rows, kept_cols;
 } mct_weight;
 
-/* Conv geometry and operands ("same" padding: out = ceil(in / stride)); groups > 1 is depthwise
- * (groups == in_c == out_c). Backward ops use the geometry and the weight only. */
+/* Conv geometry and operands; groups > 1 is depthwise (groups == in_c == out_c). Backward ops use the
+ * geometry and the weight only. A kh x kw kernel (k = kh), strides (stride, stride_w), padding rows
+ * ``pad`` at the top and columns ``pad_left`` at the left with the input zero point (the bottom/right
+ * padding follows from out_h/out_w). The zoo's "same" convs have k == kw, stride == stride_w and
+ * pad == pad_left == k / 2 (out = ceil(in / stride)): the fused kernels (mct_fused.c) take only those. */
 typedef struct {
     int32_t in_c, in_h, in_w;
     int32_t out_c, out_h, out_w;
     int32_t k, stride, pad, groups;
+    int32_t kw, stride_w, pad_left;
     int32_t x_zero, y_zero, qmin, qmax;
     mct_weight w;
     const int32_t *bias;       /* [out_c]: the SRAM copy when trained */
@@ -211,6 +215,12 @@ static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_
 
 #define MCT_MAX_K 16 /* largest kernel side of a depthwise conv */
 
+/* A 1x1 stride-1 conv without padding: the pointwise fast paths. */
+static inline int mct_is_pointwise(const mct_conv *p) {
+    return p->groups == 1 && p->k == 1 && p->kw == 1 && p->stride == 1 && p->stride_w == 1 && p->pad == 0
+           && p->pad_left == 0 && p->out_h == p->in_h && p->out_w == p->in_w;
+}
+
 /* One row of a window without bounds (every tap inside the input), raw inputs (the zero point is
  * folded into a weight sum by the caller). */
 static inline int32_t mct_taps3(const int8_t *r, const int8_t *w) { return r[0] * w[0] + r[1] * w[1] + r[2] * w[2]; }
@@ -317,14 +327,15 @@ static inline mct_tap_range mct_tap_range_of(int32_t yp, int32_t s, int32_t out_
     return r;
 }
 
-/* sum over the taps (a, b) of ranges ra x rb, a then b ascending, of w[a][b] * g_o[oy][ox] (mct_acc_t). */
-static inline mct_acc_t mct_tap_range_sum(const int8_t *w, int32_t k, int32_t s, const float *g_o, int32_t out_w,
-                                          const mct_tap_range *ra, const mct_tap_range *rb) {
+/* sum over the taps (a, b) of ranges ra x rb, a then b ascending, of w[a][b] * g_o[oy][ox] (mct_acc_t);
+ * kw: the weight's row length, sh/sw: the strides. */
+static inline mct_acc_t mct_tap_range_sum(const int8_t *w, int32_t kw, int32_t sh, int32_t sw, const float *g_o,
+                                          int32_t out_w, const mct_tap_range *ra, const mct_tap_range *rb) {
     mct_acc_t acc = 0;
-    for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
-        const int8_t *wa = w + a * k;
+    for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += sh, --oy) {
+        const int8_t *wa = w + a * kw;
         const float *g_row = g_o + oy * out_w;
-        for (int32_t b = rb->lo, ox = rb->first; b <= rb->hi; b += s, --ox)
+        for (int32_t b = rb->lo, ox = rb->first; b <= rb->hi; b += sw, --ox)
             acc = mct_mac_exact(acc, g_row[ox], wa[b]);
     }
     return acc;

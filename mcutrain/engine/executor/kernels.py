@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mcutrain.engine.ir import Op
+from mcutrain.engine.ops import conv_geometry, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.quant.fixedpoint import requantize_with_mask
 from mcutrain.quant.int8_ops import AddParams, avgpool_int8_with_mask, quantized_add_with_mask
@@ -38,66 +39,85 @@ Kernel = Callable[[Op, list, int], tuple]
 
 
 # ----------------------------------------------------------------------------------------------
-# Convolution geometry ("same" padding k // 2, output side ceil(H / stride))
+# Convolution geometry: a kh x kw kernel, strides (sh, sw), padding (top, bottom, left, right) with
+# zeros (the zero-point-shifted input); the zoo's "same" convs: one stride, k // 2 on every side.
 
 
-def _windows(xpad: np.ndarray, k: int, stride: int, out_hw: tuple[int, int]) -> np.ndarray:
-    """[C, Ho, Wo, k, k] view of the k x k windows of a padded [C, Hp, Wp] array."""
+def _geometry(kernel, stride, pads) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    """(kernel (kh, kw), strides (sh, sw), pads): ints mean square; pads None means k // 2 per side."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    sh, sw = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    pads = (kh // 2, kh // 2, kw // 2, kw // 2) if pads is None else tuple(pads)
+    return (kh, kw), (sh, sw), pads
+
+
+def _windows(xpad: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+             out_hw: tuple[int, int]) -> np.ndarray:
+    """[C, Ho, Wo, kh, kw] view of the kh x kw windows of a padded [C, Hp, Wp] array."""
     ho, wo = out_hw
-    return sliding_window_view(xpad, (k, k), axis=(1, 2))[:, ::stride, ::stride][:, :ho, :wo]
+    return sliding_window_view(xpad, kernel, axis=(1, 2))[:, ::strides[0], ::strides[1]][:, :ho, :wo]
 
 
-def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
-    return -(-h // stride), -(-w // stride)
+def out_hw(h: int, w: int, kernel, stride, pads=None) -> tuple[int, int]:
+    """Output height and width of a conv (ceil(H / stride) for the zoo's "same" convs)."""
+    (kh, kw), (sh, sw), (top, bottom, left, right) = _geometry(kernel, stride, pads)
+    return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
 
 
-def correlate(x: np.ndarray, w: np.ndarray, stride: int, groups: int) -> np.ndarray:
-    """Zero-padded correlation of x [C, H, W] (float64) with w [O, C/groups, k, k] -> [O, Ho, Wo]."""
-    k, pad = w.shape[-1], w.shape[-1] // 2
-    ho, wo = _out_hw(x.shape[1], x.shape[2], stride)
-    xpad = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+def _pad(x: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
+    top, bottom, left, right = pads
+    return np.pad(x, ((0, 0), (top, bottom), (left, right)))
+
+
+def correlate(x: np.ndarray, w: np.ndarray, stride, groups: int, pads=None) -> np.ndarray:
+    """Zero-padded correlation of x [C, H, W] (float64) with w [O, C/groups, kh, kw] -> [O, Ho, Wo]."""
+    (kh, kw), (sh, sw), pads = _geometry(w.shape[2:], stride, pads)
+    ho, wo = out_hw(x.shape[1], x.shape[2], (kh, kw), (sh, sw), pads)
+    xpad = _pad(x, pads)
     if groups == 1:
-        cols = _windows(xpad, k, stride, (ho, wo)).transpose(1, 2, 0, 3, 4).reshape(ho * wo, -1)
+        cols = _windows(xpad, (kh, kw), (sh, sw), (ho, wo)).transpose(1, 2, 0, 3, 4).reshape(ho * wo, -1)
         return (w.reshape(w.shape[0], -1) @ cols.T).reshape(w.shape[0], ho, wo)
     out = np.zeros((x.shape[0], ho, wo))
-    for i in range(k):
-        for j in range(k):
-            out += xpad[:, i:i + stride * ho:stride, j:j + stride * wo:stride][:, :ho, :wo] * w[:, 0, i, j, None, None]
+    for i in range(kh):
+        for j in range(kw):
+            out += xpad[:, i:i + sh * ho:sh, j:j + sw * wo:sw][:, :ho, :wo] * w[:, 0, i, j, None, None]
     return out
 
 
-def correlate_transpose(g: np.ndarray, w: np.ndarray, stride: int, groups: int, hw: tuple[int, int]) -> np.ndarray:
+def correlate_transpose(g: np.ndarray, w: np.ndarray, stride, groups: int, hw: tuple[int, int],
+                        pads=None) -> np.ndarray:
     """The adjoint of ``correlate`` w.r.t. x: g [O, Ho, Wo] -> [C, H, W] (float64)."""
-    k, pad = w.shape[-1], w.shape[-1] // 2
+    (kh, kw), (sh, sw), (top, bottom, left, right) = _geometry(w.shape[2:], stride, pads)
     ho, wo = g.shape[1:]
     if groups == 1:
-        cols = (w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], -1)).reshape(w.shape[1], k, k, ho, wo)
+        cols = (w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], -1)).reshape(w.shape[1], kh, kw, ho, wo)
     else:
         cols = w[:, 0, :, :, None, None] * g[:, None, None]
-    out = np.zeros((cols.shape[0], hw[0] + 2 * pad + stride, hw[1] + 2 * pad + stride))
-    for i in range(k):
-        for j in range(k):
-            out[:, i:i + stride * ho:stride, j:j + stride * wo:stride] += cols[:, i, j]
-    return out[:, pad:pad + hw[0], pad:pad + hw[1]]
+    # Padded coordinates: tap i of output row r lands on row i + sh * r (rows past the input are cropped).
+    out = np.zeros((cols.shape[0], hw[0] + top + bottom + kh + sh, hw[1] + left + right + kw + sw))
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i:i + sh * ho:sh, j:j + sw * wo:sw] += cols[:, i, j]
+    return out[:, top:top + hw[0], left:left + hw[1]]
 
 
-def correlate_weight(x: np.ndarray, g: np.ndarray, k: int, stride: int, groups: int) -> np.ndarray:
-    """The adjoint of ``correlate`` w.r.t. w, for the channels of x [Ck, H, W]: -> weight gradient.
+def correlate_weight(x: np.ndarray, g: np.ndarray, k, stride, groups: int, pads=None) -> np.ndarray:
+    """The adjoint of ``correlate`` w.r.t. w, for the channels of x [Ck, H, W]: -> weight gradient
+    (``k``: the kernel, an int for square ones or (kh, kw)).
 
     Depthwise and 1x1 convs: every gradient element is a float64 sum over the output positions in
     ascending (C) order, one term after the other (``position_sum``), the same whichever channels
     are computed together: the channel-by-channel backward (``mbconv_grad``) gets the same numbers."""
-    pad = k // 2
+    (kh, kw), strides, pads = _geometry(k, stride, pads)
     ho, wo = g.shape[1:]
-    if groups == 1 and k == 1 and stride == 1:
+    if groups == 1 and (kh, kw) == (1, 1) and strides == (1, 1) and pads == (0, 0, 0, 0):
         return pointwise_weight_grad(x, g)[:, :, None, None]
-    xpad = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
-    win = _windows(xpad, k, stride, (ho, wo))  # [Ck, Ho, Wo, k, k]
+    win = _windows(_pad(x, pads), (kh, kw), strides, (ho, wo))  # [Ck, Ho, Wo, kh, kw]
     if groups == 1:
-        return np.tensordot(g, win, axes=([1, 2], [1, 2]))  # [O, Ck, k, k]
+        return np.tensordot(g, win, axes=([1, 2], [1, 2]))  # [O, Ck, kh, kw]
     n = x.shape[0]
-    cols = win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, n, k, k)  # [P, Ck, k, k]
-    return position_sum(cols * g[:n].reshape(n, ho * wo).T[:, :, None, None])[:, None]  # [Ck, 1, k, k]
+    cols = win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, n, kh, kw)  # [P, Ck, kh, kw]
+    return position_sum(cols * g[:n].reshape(n, ho * wo).T[:, :, None, None])[:, None]  # [Ck, 1, kh, kw]
 
 
 def position_sum(terms: np.ndarray) -> np.ndarray:
@@ -140,7 +160,8 @@ def channel_sums(a: np.ndarray) -> np.ndarray:
 def conv2d(op: Op, args: list, step: int) -> tuple:
     x, w, b, mult, shift = args
     xz = x[0].astype(np.float64) - op.attr("x_zero")
-    acc = np.rint(correlate(xz, w.astype(np.float64), op.attr("stride"), op.attr("groups"))).astype(np.int64)
+    strides, pads = conv_geometry(op, w.shape[2:])
+    acc = np.rint(correlate(xz, w.astype(np.float64), strides, op.attr("groups"), pads)).astype(np.int64)
     acc = acc[None] + b.astype(np.int64)[None, :, None, None]
     y, mask = requantize_with_mask(acc, mult, shift, op.attr("y_zero"), op.attr("qmin"), op.attr("qmax"))
     return (y, mask)[: len(op.outputs)]
@@ -220,20 +241,22 @@ def avgpool_grad(op: Op, args: list, step: int) -> tuple:
 def conv2d_grad_x(op: Op, args: list, step: int) -> tuple:
     g, w = args[:2]
     shape = op.attr("input_shape")
-    if op.attr("groups") == 1 and w.shape[2:] == (1, 1) and op.attr("stride") == 1:
+    if is_pointwise_conv(op, w.shape):
         init = args[2][0].reshape(shape[1], -1) if len(args) == 3 else None
         gx = pointwise_input_grad(g[0].reshape(g.shape[1], -1), w[:, :, 0, 0], init)
         return (gx.reshape(shape),)
-    gx = correlate_transpose(g[0].astype(np.float64), w.astype(np.float64), op.attr("stride"), op.attr("groups"),
-                             tuple(shape[2:]))
+    strides, pads = conv_geometry(op, w.shape[2:])
+    gx = correlate_transpose(g[0].astype(np.float64), w.astype(np.float64), strides, op.attr("groups"),
+                             tuple(shape[2:]), pads)
     return (gx[None].astype(np.float32),)
 
 
 def conv2d_grad_w(op: Op, args: list, step: int) -> tuple:
     x, g = args
     xz = x[0].astype(np.float64) - op.attr("x_zero")
-    k = op.attr("weight_shape")[-1]
-    gw = correlate_weight(xz, g[0].astype(np.float64), k, op.attr("stride"), op.attr("groups"))
+    kernel = tuple(op.attr("weight_shape")[2:])
+    strides, pads = conv_geometry(op, kernel)
+    gw = correlate_weight(xz, g[0].astype(np.float64), kernel, strides, op.attr("groups"), pads)
     return (gw.astype(np.float32),)
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 from bisect import insort
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.ops import has_general_geometry, is_pointwise_conv
 
 KIND = "mbconv_grad"
 GROUP_BYTES = 512  # scratch for the channels run together (the NumPy kernel's batch; C may run one)
@@ -91,7 +92,13 @@ def is_pointwise(graph: Graph, op: Op) -> bool:
         shape = op.attr("weight_shape")
     else:
         shape = graph.tensor(op.inputs[1]).shape
-    return op.attr("groups") == 1 and op.attr("stride") == 1 and tuple(shape[2:]) == (1, 1)
+    return not has_general_geometry(op) and is_pointwise_conv(op, shape)
+
+
+def block_fusable(graph: Graph, parts) -> bool:
+    """Whether a block's backward parts may run channel by channel: only convs of the zoo's geometry
+    (the fused kernels' tap loops assume it); a chain with any other conv stays unfused."""
+    return not any(has_general_geometry(graph.ops[i]) for i in parts)
 
 
 def _grad_input(op: Op) -> str:
@@ -142,6 +149,8 @@ class _Chain:
                 post += [k] + (self._updates(op.outputs[0], "update_weight") if op.kind == "conv2d_grad_w" else [])
             else:
                 return None
+        if not block_fusable(g, pre + post):
+            return None
         return [p, r], pre, post
 
     def find(self, h: int) -> tuple[list[int], int] | None:
@@ -183,6 +192,8 @@ class _Chain:
                         return None
                 else:
                     return None
+        if not block_fusable(g, parts):
+            return None
         return parts, channels
 
     def _updates(self, grad: str, kind: str) -> list[int]:

@@ -17,6 +17,7 @@ conv's attributes prefixed ``expand_``; the numbers are exactly the two convs'.
 from __future__ import annotations
 
 from mcutrain.engine.ir import Graph, Op, make_attrs
+from mcutrain.engine.ops import has_general_geometry
 
 PREFIX = "expand_"
 
@@ -54,14 +55,17 @@ def split(op: Op) -> tuple[Op, Op]:
 
 
 def _is_plain_expand(op: Op, graph: Graph, written: set[str]) -> bool:
-    if op.kind != "conv2d" or op.attr("groups") != 1 or op.attr("stride") != 1 or len(op.outputs) != 1:
+    """A 1x1 stride-1 conv of the zoo's geometry (general-geometry convs are never fused)."""
+    if (op.kind != "conv2d" or has_general_geometry(op) or op.attr("groups") != 1 or op.attr("stride") != 1
+            or len(op.outputs) != 1):
         return False
     return (graph.tensor(op.inputs[1]).shape[2:] == (1, 1) and op.outputs[0] not in graph.outputs
             and not written.intersection(op.inputs[1:3]))
 
 
 def _is_depthwise_of(op: Op, tensor: str) -> bool:
-    return op.kind == "conv2d" and op.attr("groups") > 1 and op.inputs[0] == tensor
+    """A depthwise conv of the zoo's geometry reading ``tensor`` (its row loop assumes that geometry)."""
+    return op.kind == "conv2d" and not has_general_geometry(op) and op.attr("groups") > 1 and op.inputs[0] == tensor
 
 
 def _fused(expand: Op, depthwise: Op) -> Op:

@@ -58,7 +58,7 @@ from dataclasses import replace
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
-from mcutrain.engine.ops import OUTPUT_TYPES
+from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
 from mcutrain.engine.row_schedule import STREAM, RowPlan, foldable, plan_rows, window  # noqa: F401 (re-exported)
 
@@ -116,6 +116,12 @@ class _Types:
 
 # ----------------------------------------------------------------------------------------------
 # Building the fused op
+
+
+def row_fusable(op: Op) -> bool:
+    """Ops a row pipeline can run: its row windows assume the zoo's geometry (square odd kernel, one
+    stride, k // 2 padding), so a conv of any other geometry stays a whole op (general kernels)."""
+    return op.kind in FUSABLE and not has_general_geometry(op)
 
 
 def _activation_inputs(op: Op) -> tuple[str, ...]:
@@ -263,6 +269,8 @@ class _Prefix:
         return self._cache[key]
 
     def _segment(self, i: int, j: int, fold: bool):
+        if not all(row_fusable(op) for op in self.graph.ops[i:j + 1]):
+            return None
         x = self.external_input(i, j)
         if x is None:
             return None
@@ -315,7 +323,8 @@ class _Prefix:
     def _must_stream(self, i: int) -> bool:
         """The image reader is a pipeline when its input can be streamed."""
         op = self.graph.ops[i]
-        return any(x in self.graph.inputs and self.streamable(x, i, i) for x in _activation_inputs(op))
+        return row_fusable(op) and any(x in self.graph.inputs and self.streamable(x, i, i)
+                                       for x in _activation_inputs(op))
 
 
 def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, str]]:
