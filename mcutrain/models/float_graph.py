@@ -56,7 +56,7 @@ class FloatGraphError(ModelError):
     """A FloatGraph whose structure, shapes or values do not hold together."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InputPreprocessing:
     """How uint8 pixels become the network input: per-channel ``mean``/``std`` (on pixel / 255, both
     given) or else one ``offset``/``scale`` (on pixels)."""
