@@ -222,6 +222,9 @@ def _node_shape(node: Node, ins: list[tuple[int, ...]], where: str) -> tuple[int
         return s
     if node.kind in ("avgpool", "maxpool"):
         _check_geometry(where, p.kernel, p.stride, p.padding)
+        (kh, kw), (t, b, left, r) = p.kernel, p.padding
+        if max(t, b) >= kh or max(left, r) >= kw:  # else a window could hold padding only
+            raise FloatGraphError(f"{where}: padding {tuple(p.padding)} must be smaller than the window {kh}x{kw}")
         return (s[0],) + _out_hw(s, p.kernel, p.stride, p.padding, where)
     if node.kind == "global_avgpool":
         return (s[0], 1, 1) if p.keep_dims else (s[0],)
