@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import operator
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -411,7 +412,9 @@ def load_weights(module: nn.Module, path) -> None:
     if not path.is_file():
         raise McutrainError(f"{path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a pickle protocol it then refuses or reads anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- a foreign, corrupt or hostile file
         raise McutrainError(f"{path}: not a PyTorch state dict that loads with weights_only=True "
                             f"({type(err).__name__}: {one_line(str(err))[:200]})") from None
