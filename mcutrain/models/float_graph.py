@@ -425,7 +425,8 @@ def _name(value, where: str) -> str:
 
 
 def _ints(d: dict, key: str, where: str, n: int, lo: int, hi: int) -> tuple[int, ...]:
-    return tuple(meta_int(v, f"{where}.{key}[{i}]", lo, hi) for i, v in enumerate(meta_list(d[key], f"{where}.{key}", n)))
+    values = meta_list(d[key], f"{where}.{key}", n)
+    return tuple(meta_int(v, f"{where}.{key}[{i}]", lo, hi) for i, v in enumerate(values))
 
 
 _FIELDS = {"conv2d": ("stride", "padding", "groups"), "batchnorm": ("eps",),
@@ -455,7 +456,8 @@ def _node_from_meta(d, i: int, tensors: dict[str, np.ndarray], used: set[str]) -
     p: object = None
     if kind == "conv2d":
         p = Conv2d(array("weight"), array("bias", True), _ints(d, "stride", where, 2, 1, MAX_KERNEL),
-                   _ints(d, "padding", where, 4, 0, MAX_KERNEL), meta_int(d["groups"], f"{where}.groups", 1, MAX_CHANNELS))
+                   _ints(d, "padding", where, 4, 0, MAX_KERNEL),
+                   meta_int(d["groups"], f"{where}.groups", 1, MAX_CHANNELS))
     elif kind == "batchnorm":
         p = BatchNorm(array("weight"), array("bias"), array("running_mean"), array("running_var"),
                       meta_number(d["eps"], f"{where}.eps", 1e-12, 1.0))

@@ -23,6 +23,7 @@ maps it onto the module by module path (``features.0.0.weight``), listing mismat
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import operator
 import sys
@@ -383,7 +384,7 @@ def load_user_module(spec: str) -> nn.Module:
         raise McutrainError(f"{spec!r}: expected FILE.py:FUNCTION, e.g. my_model.py:build")
     if not path.is_file():
         raise McutrainError(f"{path}: no such file")
-    name = f"mcutrain_user_model_{abs(hash(str(path.resolve())))}"
+    name = "mcutrain_user_model_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     try:
         loader_spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(loader_spec)

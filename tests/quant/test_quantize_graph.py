@@ -18,7 +18,6 @@ from torch import nn
 from mcutrain.data import ImageSet, sources
 from mcutrain.models.float_graph import InputPreprocessing, run_float
 from mcutrain.models.torch_import import import_module
-from mcutrain.quant.graph import deep_equal
 from mcutrain.quant.graph_forward import graph_forward
 from mcutrain.quant.quantize_graph import (GraphQuantizeError, clamp_of, fold_graph, image_pixels,
                                            quantize_float_graph)
@@ -56,10 +55,11 @@ def test_int8_graph_agrees_with_the_float_model(name):
     fl, deq = _compare(graph, qgraph, test.images, side)
     agreement = float((fl.argmax(1) == deq.argmax(1)).mean())
     float_acc = float((fl.argmax(1) == test.labels).mean())
-    print(f"{name}: float {float_acc:.4f} int8 {(deq.argmax(1) == test.labels).mean():.4f} agreement {agreement:.4f}")
+    spread = fl.max() - fl.min()
+    print(f"{name}: float {float_acc:.4f} int8 {(deq.argmax(1) == test.labels).mean():.4f} agreement {agreement:.4f}"
+          f" mean|diff|/spread {np.abs(deq - fl).mean() / spread:.4f} max {np.abs(deq - fl).max() / spread:.4f}")
     assert float_acc > 0.5  # trained: a meaningful agreement
     assert agreement >= 0.95
-    spread = fl.max() - fl.min()
     assert np.abs(deq - fl).mean() < 0.05 * spread  # close on average
     assert np.abs(deq - fl).max() < 0.3 * spread  # and nowhere far off
     kinds = {n.kind for n in qgraph.nodes}
@@ -109,7 +109,8 @@ def test_exact_preprocessing_folds_nothing_and_batchnorm_folds_exactly():
 
 
 def test_integer_offset_sets_the_input_zero_point():
-    graph = import_module(_bn_cnn(), torch.zeros(1, 3, 12, 12), preprocessing=InputPreprocessing(offset=100.0, scale=0.01))
+    prep = InputPreprocessing(offset=100.0, scale=0.01)
+    graph = import_module(_bn_cnn(), torch.zeros(1, 3, 12, 12), preprocessing=prep)
     folded, q_in = fold_graph(graph)
     assert q_in == QTensor(0.01, -28)  # padding with z_in is padding with pixel 100, i.e. x = 0: exact
     p = _pixels()
