@@ -60,6 +60,19 @@ def test_torchvision_layout_and_node_names():
     assert not any(n.name.startswith("classifier.0") for n in graph.nodes)  # dropout dropped
 
 
+def test_imagenet_size_mobilenet_v2():
+    """The full torchvision configuration (1000 classes, the 320 -> 1280 conv included) at 224 x 224."""
+    torch.manual_seed(2)
+    model = randomized(mobilenet_v2.MobileNetV2(1000))
+    x = torch.randn(1, 3, 224, 224)
+    graph = import_module(model, x)
+    with torch.no_grad():
+        assert torch.allclose(run_float(graph, x), model(x), rtol=1e-5, atol=1e-6)
+    convs = [n for n in graph.nodes if n.kind == "conv2d"]
+    assert len(convs) == 52 and convs[-1].name == "features.18.0" and convs[-1].params.weight.shape[:2] == (1280, 320)
+    assert [n.kind for n in graph.nodes].count("add") == 10 and graph.shapes[graph.output] == (1000,)
+
+
 def test_user_file_and_saved_state_dict(tmp_path):
     """A user's file with a builder and torch.save(model.state_dict()) import to the trained model."""
     user_file = tmp_path / "my_model.py"

@@ -78,10 +78,12 @@ def test_quantization_is_deterministic():
     assert first != other  # the check can fail: other calibration images give other ranges
 
 
-def _bn_cnn(pad: int = 1) -> nn.Module:
+def _bn_cnn(pad: int = 1, depthwise_first: bool = False) -> nn.Module:
     torch.manual_seed(3)
-    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=pad), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8,
-                      padding=1), nn.BatchNorm2d(8), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    first = nn.Conv2d(3, 3, 3, padding=pad, groups=3) if depthwise_first else nn.Conv2d(3, 8, 3, padding=pad)
+    c = first.out_channels
+    m = nn.Sequential(first, nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, 8, 3, padding=1), nn.BatchNorm2d(8),
+                      nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
     for b in m.modules():
         if isinstance(b, nn.BatchNorm2d):
             b.running_mean.uniform_(-1, 1)
@@ -119,10 +121,11 @@ def test_integer_offset_sets_the_input_zero_point():
                                    run_float(graph, graph.preprocessing.normalize(p)), rtol=1e-5, atol=1e-5)
 
 
-def test_per_channel_normalisation_differs_exactly_as_documented_at_the_border():
+@pytest.mark.parametrize("depthwise_first", [False, True])
+def test_per_channel_normalisation_differs_exactly_as_documented_at_the_border(depthwise_first):
     """Folded graph == the user's model on the image padded with pixel z_in + 128 (instead of x = 0)."""
     prep = InputPreprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    graph = import_module(_bn_cnn(), torch.zeros(1, 3, 12, 12), preprocessing=prep)
+    graph = import_module(_bn_cnn(1, depthwise_first), torch.zeros(1, 3, 12, 12), preprocessing=prep)
     folded, q_in = fold_graph(graph)
     assert q_in.zero == round(255 * np.mean(prep.mean)) - 128
     p = _pixels()
@@ -136,6 +139,18 @@ def test_per_channel_normalisation_differs_exactly_as_documented_at_the_border()
         torch_zero_padding = run_float(graph, prep.normalize(p))
     torch.testing.assert_close(got, documented, rtol=1e-5, atol=1e-5)
     assert (got - torch_zero_padding).abs().max() > 1e-3  # the effect exists (this check can fail)
+
+
+@pytest.mark.parametrize("depthwise_first", [False, True])
+def test_per_channel_normalisation_without_padding_folds_exactly(depthwise_first):
+    prep = InputPreprocessing(mean=(0.5, 0.45, 0.4), std=(0.25, 0.2, 0.3))
+    graph = import_module(_bn_cnn(0, depthwise_first), torch.zeros(1, 3, 12, 12), preprocessing=prep)
+    folded, q_in = fold_graph(graph)
+    assert q_in == QTensor(1 / (255 * 0.2), round(255 * 0.45) - 128)
+    p = _pixels()
+    with torch.no_grad():
+        torch.testing.assert_close(run_float(folded, (p - 128.0 - q_in.zero) * q_in.scale),
+                                   run_float(graph, prep.normalize(p)), rtol=1e-5, atol=1e-5)
 
 
 def test_per_channel_normalisation_needs_convolutions_at_the_input():
