@@ -60,8 +60,8 @@ def test_int8_graph_agrees_with_the_float_model(name):
           f" mean|diff|/spread {np.abs(deq - fl).mean() / spread:.4f} max {np.abs(deq - fl).max() / spread:.4f}")
     assert float_acc > 0.5  # trained: a meaningful agreement
     assert agreement >= 0.95
-    assert np.abs(deq - fl).mean() < 0.05 * spread  # close on average
-    assert np.abs(deq - fl).max() < 0.3 * spread  # and nowhere far off
+    assert np.abs(deq - fl).mean() < 0.02 * spread  # close on average (measured: 0.003)
+    assert np.abs(deq - fl).max() < 0.2 * spread  # and nowhere far off (measured: <= 0.09)
     kinds = {n.kind for n in qgraph.nodes}
     assert "fully_connected" in kinds and graph.nodes[-1].kind == "linear"
     assert qgraph.nodes[-1].kind == "fully_connected" and qgraph.nodes[-1].output == qgraph.output
