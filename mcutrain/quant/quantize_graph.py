@@ -23,11 +23,11 @@ s_in = max_c scale_c, z_in = round(mean_c offset_c) - 128 and every convolution 
 ``d_c = (z_in + 128 - offset_c) * scale_c`` (float64): the same outputs wherever the window lies
 inside the image. At the border the int8 convolution pads with z_in, i.e. with the pixel value
 z_in + 128, which the model sees as x_c = d_c, whereas PyTorch pads x with 0 (the pixel offset_c):
-the first convolution's border outputs differ by ``-sum over padded taps of w[o, c, i, j] * d_c``.
-For ImageNet's mean and std (z_in + 128 = 114: d = -0.166, -0.040, +0.182) that is the model with
-its zero padding replaced by a mid grey, the image mean's neighbour; ``fold_graph``'s output is
-exactly that model (tests/quant/test_quantize_graph.py checks it), and calibration sees it too. Where the input is read by anything but convolutions,
-only the exact case is possible.
+the first convolution's border outputs exceed PyTorch's by ``sum over padded taps of w[o, c, i, j] * d_c``.
+For ImageNet's mean and std (z_in + 128 = 114: d = -0.166, -0.040, +0.182) that is the model with its
+zero padding replaced by a mid grey, the image mean's neighbour; ``fold_graph``'s output is exactly
+that model (tests/quant/test_quantize_graph.py checks it), and calibration sees it too. Where the
+input is read by anything but convolutions, only the exact case is possible.
 """
 
 from __future__ import annotations
