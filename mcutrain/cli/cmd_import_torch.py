@@ -41,7 +41,8 @@ HEAD_SEED = 0
 
 def add_torch_import_arguments(parser: argparse.ArgumentParser, *, shared: bool = True) -> None:
     """The PyTorch import's arguments. ``shared=False`` leaves out those the ``import`` command already
-    declares for its other formats (the positional PATH, ``--num-classes``, ``--out``, ``--json``)."""
+    declares for its other formats (the positional PATH, ``--num-classes``/``--classes``, ``--out``,
+    ``--json``) and leaves ``--input-shape`` optional for the parser (``import_torch`` then requires it)."""
     if shared:
         parser.add_argument("path", metavar="FILE.py:FUNCTION",
                             help="a Python file and the function in it that returns the nn.Module; the file is "
@@ -53,7 +54,7 @@ def add_torch_import_arguments(parser: argparse.ArgumentParser, *, shared: bool 
     parser.add_argument("--weights", metavar="STATE.pt",
                         help="state dict saved with torch.save(model.state_dict()), read with "
                              "torch.load(weights_only=True), mapped by module path (default: the builder's weights)")
-    parser.add_argument("--input-shape", required=True, metavar="C,H,W", type=_shape,
+    parser.add_argument("--input-shape", required=shared, metavar="C,H,W", type=_shape,
                         help="the model's input: channels (1 or 3), height, width, e.g. 3,224,224")
     parser.add_argument("--mean", metavar="M1,M2,M3", type=_floats,
                         help="per-channel mean of pixel/255 (ImageNet: 0.485,0.456,0.406); needs --std")
@@ -120,14 +121,20 @@ def run_torch_import(args) -> int:
 
 def import_torch(args) -> TorchImport:
     """Build, load, trace, write the float graph; with ``--data`` also quantize and evaluate."""
+    if args.input_shape is None:
+        raise McutrainError("--input-shape C,H,W is required for a PyTorch model (e.g. 3,224,224)")
     c, h, w = args.input_shape
     prep = preprocessing_of(args, c)
+    classes = _class_names(getattr(args, "classes", None))
     module = load_user_module(args.path)
     if args.weights:
         load_weights(module, args.weights)
     graph = import_module(module, torch.zeros(1, c, h, w), preprocessing=prep, source=args.path)
     dataset = load_dataset(args.data, seed=args.seed) if args.data else None
-    graph, head = _fit_head(graph, args.num_classes, dataset.classes if dataset else None)
+    if classes is not None and dataset is not None:
+        raise McutrainError("--classes names the classes of a new head; with --data they are the data's")
+    num_classes = len(classes) if classes is not None else args.num_classes
+    graph, head = _fit_head(graph, num_classes, dataset.classes if dataset else classes)
     save_float_graph(args.out, graph)
     payload = {"out": args.out, "source": args.path, "weights": args.weights or "", "nodes": len(graph.nodes),
                "kinds": _kind_counts(graph), "input_shape": [c, h, w], "preprocessing": prep.to_dict(),
@@ -139,6 +146,15 @@ def import_torch(args) -> TorchImport:
                                                 args.seed, args.data)
         payload.update(metrics)
     return TorchImport(graph, qgraph, payload)
+
+
+def _class_names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(","))
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise McutrainError(f"--classes {text!r}: class names must be distinct and non-empty, separated by commas")
+    return names
 
 
 def _fit_head(graph: FloatGraph, num_classes: int | None, classes) -> tuple[FloatGraph, str]:

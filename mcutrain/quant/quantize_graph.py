@@ -204,8 +204,7 @@ def quantize_float_graph(g: FloatGraph, calib: ImageSet, *, batches: int = 16, b
         quantizer=QUANTIZER, source_tensors_sha256=tensors_sha256(graph_tensors(g)),
         calibration_data=str(calibration_data), calibration_batches=int(batches),
         calibration_batch_size=int(batch_size), seed=int(seed), range_bits=RANGE_BITS,
-        classes=list(g.classes), source_preprocessing=g.preprocessing.to_dict(),
-        input="int8 q = pixel - 128", source=g.provenance.get("source", ""))
+        source=str(g.provenance.get("source", "")), format="pytorch")
     return graph
 
 
@@ -220,6 +219,19 @@ def build_qgraph(folded: FloatGraph, q_in: QTensor, obs: dict[str, RangeObserver
         nodes.append(QNode(kind, node.name, node.inputs, node.output, params))
     tensors = tuple(GraphTensor(name, (1,) + tuple(shapes[name]), q) for name, q in quant.items())
     return QGraph(tensors, tuple(nodes), folded.input, folded.output, {}).validate()
+
+
+def quantize_channel_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int8 weights, float32 scales, which channels are all zero): ``quantize.quantize_weights``, except
+    that an all-zero channel (a BatchNorm gamma of 0, a pruned filter) gets the layer's largest scale
+    instead of 0: its weights stay 0, but its bias (then the channel's whole output) stays representable
+    at the precision of the other channels, and the scale stays a valid one (> 0) for the int8 graph file.
+    Such channels are frozen (they were 0 in the float model)."""
+    w_q, w_scale = quantize_weights(w)
+    zero = w_scale == 0
+    if zero.any():
+        w_scale = np.where(zero, w_scale.max() if not zero.all() else np.float32(1 / 127), w_scale).astype(np.float32)
+    return w_q, w_scale, zero
 
 
 def _quantize_node(node: Node, act, xs: list[QTensor], obs, shapes):
@@ -242,11 +254,11 @@ def _quantize_node(node: Node, act, xs: list[QTensor], obs, shapes):
         return "add", QAdd(x, xs[1], y, qmin, qmax), y
     if kind == "global_avgpool":
         return "mean", Mean(x, y, p.keep_dims), y
-    w_q, w_scale = quantize_weights(p.weight)
+    w_q, w_scale, zero = quantize_channel_weights(p.weight)
     bias = quantize_bias(p.bias if p.bias is not None else np.zeros(len(w_scale)), x.scale, w_scale)
     if kind == "linear":
         return "fully_connected", FullyConnected(w_q, bias, w_scale, x, y, qmin, qmax), y
-    frozen = tuple(int(c) for c in np.flatnonzero(w_scale < DEGENERATE_W_SCALE))
+    frozen = tuple(int(c) for c in np.flatnonzero(zero | (w_scale < DEGENERATE_W_SCALE)))
     sh, sw = p.stride
     return "conv2d", QConv(node.name, sh, p.groups, w_q, bias, w_scale, x, y, qmin=qmin, qmax=qmax,
                            frozen_channels=frozen, stride_w=sw, pad=tuple(p.padding)), y

@@ -88,3 +88,20 @@ def test_bad_arguments_are_one_line_errors(tmp_path, user_model, extra, needle):
 def test_input_shape_is_checked_by_the_parser():
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         parse(["m.py:build", "--input-shape", "2,8,8", "--out", "x"])
+
+
+def test_arguments_beside_the_import_commands_own(tmp_path, user_model):
+    """shared=False: the import command declares PATH, --classes, --out; --input-shape is checked at run time."""
+    parser = argparse.ArgumentParser(prog="mcutrain import")
+    parser.add_argument("path")
+    parser.add_argument("--classes")
+    parser.add_argument("--num-classes", type=int)
+    parser.add_argument("--out")
+    add_torch_import_arguments(parser, shared=False)
+    spec, _ = user_model
+    with pytest.raises(McutrainError, match="--input-shape C,H,W is required"):
+        import_torch(parser.parse_args([spec, "--out", str(tmp_path / "m.mcf")]))
+    result = import_torch(parser.parse_args([spec, "--input-shape", "3,32,32", "--classes", "cat,dog,fish",
+                                             "--out", str(tmp_path / "m.mcf")]))
+    assert result.payload["head"] == "replaced"
+    assert load_float_graph(tmp_path / "m.mcf").classes == ("cat", "dog", "fish")

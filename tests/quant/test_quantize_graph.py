@@ -252,3 +252,22 @@ def test_same_integers_under_the_scalar_cpu_path(tmp_path):
     got, capability = done.stdout.split()
     assert capability == "DEFAULT"
     assert got == native
+
+
+def test_an_all_zero_channel_keeps_its_bias():
+    """BatchNorm gamma = 0 makes a channel's weights 0 and its output the constant beta: the int8 graph
+    keeps that constant (a zero weight scale would have turned it into 0) and freezes the channel."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(4, 3)).eval()
+    m[1].weight.data[0] = 0.0
+    m[1].bias.data[0] = 0.7
+    graph = import_module(m, torch.zeros(1, 3, 8, 8))
+    images = np.random.default_rng(2).integers(0, 256, (32, 8, 8, 3), dtype=np.uint8)
+    qgraph = quantize_float_graph(graph, ImageSet(images, np.zeros(32, np.int64)), batches=1, batch_size=32)
+    conv = qgraph.nodes[0].params
+    assert not conv.weight[0].any() and conv.w_scale[0] == conv.w_scale.max() > 0
+    assert 0 in conv.frozen_channels
+    values = graph_forward(qgraph, (image_pixels(images[:2], 3, 8, 8).numpy() - 128).astype(np.int8))
+    out = conv.y.scale * (values[qgraph.nodes[0].output][:, 0].astype(np.float64) - conv.y.zero)
+    np.testing.assert_allclose(out, 0.7, atol=conv.y.scale)
