@@ -65,7 +65,8 @@ def import_module(module: nn.Module, example_input: torch.Tensor,
         raise TorchImportError(f"torch.fx cannot trace {type(module).__name__}: {type(err).__name__}: "
                                f"{one_line(str(err))[:300]}") from None
     values = _record_values(traced, example_input.float())
-    graph = _Builder(traced, values, tuple(example_input.shape[1:]), preprocessing, classes, source).build()
+    graph = _Builder(traced, values, tuple(example_input.shape[1:]), preprocessing, classes,
+                     source or type(module).__name__).build()
     _check_forward(graph, values, example_input.float())
     return graph
 

@@ -10,7 +10,8 @@ same rules hold (``quant.quantize``'s docstring: the same int8 file on every CPU
   4. quantize weights per output channel (symmetric int8) and biases to int32 at s_x * s_w[c]; fuse a
      ReLU/ReLU6 into the clamp of the conv, add, pool or fully connected layer before it (qmin/qmax as
      QConv does); a ReLU that cannot be fused (its input is read elsewhere too) becomes a 1x1 max pool
-     with that clamp. Pools and flattens keep their input's quantization; global average pools become
+     with that clamp. Pools and flattens keep their input's quantization (a flatten of H x W > 1 read by
+     linear layers flattens in TFLite's H, W, C order, their columns permuted); global average pools become
      ``mean`` nodes with their own range; linear layers become ``fully_connected`` nodes (int8 out).
 
 The input. The int8 input is ``q = p - 128`` for a uint8 pixel p (``quant.qmodel``'s convention); its
@@ -203,18 +204,27 @@ def quantize_float_graph(g: FloatGraph, calib: ImageSet, *, batches: int = 16, b
     graph.provenance.update(
         quantizer=QUANTIZER, source_tensors_sha256=tensors_sha256(graph_tensors(g)),
         calibration_data=str(calibration_data), calibration_batches=int(batches),
-        calibration_batch_size=int(batch_size), seed=int(seed), range_bits=RANGE_BITS,
-        source=str(g.provenance.get("source", "")), format="pytorch")
+        calibration_batch_size=int(batch_size), seed=int(seed), range_bits=RANGE_BITS, format="pytorch")
+    if g.provenance.get("source"):
+        graph.provenance["source"] = str(g.provenance["source"])
     return graph
 
 
 def build_qgraph(folded: FloatGraph, q_in: QTensor, obs: dict[str, RangeObserver]) -> QGraph:
     """The int8 graph of a folded FloatGraph with calibrated ranges."""
     shapes = folded.shapes
+    hwc = _channels_last_flattens(folded)
     quant: dict[str, QTensor] = {folded.input: q_in}
     nodes: list[QNode] = []
     for node, act in fuse_activations(folded):
+        if node.kind == "linear" and node.inputs[0] in hwc:
+            c, h, w = hwc[node.inputs[0]]
+            k = node.params.weight.shape[0]
+            weight = node.params.weight.reshape(k, c, h, w).transpose(0, 2, 3, 1).reshape(k, -1)
+            node = replace(node, params=replace(node.params, weight=np.ascontiguousarray(weight)))
         kind, params, y = _quantize_node(node, act, [quant[t] for t in node.inputs], obs, shapes)
+        if node.output in hwc:
+            params = Reshape(channels_last=True)
         quant[node.output] = y
         nodes.append(QNode(kind, node.name, node.inputs, node.output, params))
     tensors = tuple(GraphTensor(name, (1,) + tuple(shapes[name]), q) for name, q in quant.items())
@@ -232,6 +242,20 @@ def quantize_channel_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     if zero.any():
         w_scale = np.where(zero, w_scale.max() if not zero.all() else np.float32(1 / 127), w_scale).astype(np.float32)
     return w_q, w_scale, zero
+
+
+def _channels_last_flattens(g: FloatGraph) -> dict[str, tuple[int, int, int]]:
+    """Flattens of [C, H, W] (H * W > 1) read only by linear layers, by output: they flatten in TFLite's
+    (H, W, C) order and those layers' weight columns are permuted to match (the same sums, and a graph
+    that exports to .tflite, whose RESHAPE flattens NHWC)."""
+    out = {}
+    for n in g.nodes:
+        if n.kind == "flatten":
+            c, h, w = g.shapes[n.inputs[0]]
+            readers = g.consumers(n.output)
+            if h * w > 1 and readers and all(r.kind == "linear" for r in readers):
+                out[n.output] = (c, h, w)
+    return out
 
 
 def _quantize_node(node: Node, act, xs: list[QTensor], obs, shapes):

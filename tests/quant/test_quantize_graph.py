@@ -65,6 +65,9 @@ def test_int8_graph_agrees_with_the_float_model(name):
     kinds = {n.kind for n in qgraph.nodes}
     assert "fully_connected" in kinds and graph.nodes[-1].kind == "linear"
     assert qgraph.nodes[-1].kind == "fully_connected" and qgraph.nodes[-1].output == qgraph.output
+    reshapes = [n.params for n in qgraph.nodes if n.kind == "reshape"]
+    # the plain CNN flattens a 2x2 map: in (H, W, C) order, its first linear layer's columns permuted
+    assert [r.channels_last for r in reshapes] == ([True] if name == "plain_cnn" else [False])
 
 
 @needs_digits
