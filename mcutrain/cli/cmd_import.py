@@ -7,11 +7,12 @@ or, for TFLite, by the ``.tflite`` suffix or the flatbuffer's ``TFL3`` identifie
 
 from __future__ import annotations
 
+from mcutrain.cli.cmd_import_torch import add_torch_import_arguments, run_torch_import
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.errors import McutrainError
 
-FORMATS = ("tiny-training", "tflite")
+FORMATS = ("tiny-training", "tflite", "pytorch")
 _TFLITE_ID = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
 
 
@@ -25,8 +26,10 @@ def register(subparsers) -> None:
                     "(integers, scales, padding, activations) onto an int8 graph file, which `mcutrain export` "
                     "writes back as .tflite; training imported graphs is not supported yet. With --num-classes or "
                     "--classes the classifier is replaced by a zero-initialised int8 head for the new task, unless "
-                    "the class count matches the model's (then its own head is kept; --new-head replaces it anyway).")
-    p.add_argument("path", metavar="PATH", help="the model file to import")
+                    "the class count matches the model's (then its own head is kept; --new-head replaces it anyway). "
+                    "pytorch: FILE.py:FUNCTION returns an nn.Module (this RUNS the file's code); it is traced with "
+                    "torch.fx into a float graph file, which `mcutrain quantize` makes int8 (docs/tflite.md).")
+    p.add_argument("path", metavar="PATH", help="the model file to import, or FILE.py:FUNCTION for PyTorch")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="format of PATH (default: tflite for a .tflite file or a TFL3 flatbuffer; "
                         "otherwise required)")
@@ -37,6 +40,8 @@ def register(subparsers) -> None:
                    help="tflite: replace the classifier even when the class count matches the model's")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
     add_json_flag(p)
+    torch_args = p.add_argument_group("pytorch (PATH is FILE.py:FUNCTION)")
+    add_torch_import_arguments(torch_args, shared=False)
     p.set_defaults(func=run, parser=p)
 
 
@@ -50,7 +55,10 @@ def parse_classes(text: str | None) -> tuple[str, ...] | None:
 
 
 def detect_format(path: str) -> str | None:
-    """``tflite`` for a .tflite name or a TFL3 flatbuffer; None when the file does not say."""
+    """``pytorch`` for FILE.py:FUNCTION, ``tflite`` for a .tflite name or a TFL3 flatbuffer; None when
+    the file does not say."""
+    if ".py:" in str(path):
+        return "pytorch"
     if str(path).lower().endswith(".tflite"):
         return "tflite"
     try:
@@ -68,6 +76,8 @@ def run(args) -> int:
                           f"(choose from {', '.join(FORMATS)})")
     if fmt == "tflite":
         return _run_tflite(args)
+    if fmt == "pytorch":
+        return run_torch_import(args)
     if args.new_head:
         raise McutrainError("--new-head applies to --format tflite (a tiny-training head is replaced whenever "
                             "--num-classes or --classes is given)")

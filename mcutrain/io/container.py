@@ -57,8 +57,10 @@ MIGRATE_HINT = "python -m mcutrain.io.container OLD NEW"
 # safetensors.numpy raises KeyError for dtypes numpy lacks (F8_E4M3, ...), SafetensorError for the rest
 _DECODE_ERRORS = (SafetensorError, ValueError, KeyError, TypeError)
 KIND_HINTS = {
-    "int8-graph": "an imported TFLite graph; imported TFLite graphs can be exported "
-                  "(mcutrain export M --format tflite); training them is not supported yet",
+    "int8-graph": "an imported int8 graph (TFLite or a quantized PyTorch import); imported graphs can be "
+                  "exported (mcutrain export M --format tflite); training them is not supported yet",
+    "mcutrain-float-graph": "an imported PyTorch float graph; make its int8 graph with "
+                            "mcutrain quantize M --data D --out Q",
 }
 """What a command that cannot use a file of this kind says instead of "expected another kind": the one
 place every loader (int8 model, float checkpoint) and the architecture sniffer (``models.zoo``) ask."""

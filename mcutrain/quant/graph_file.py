@@ -15,7 +15,10 @@ meta (JSON)
   ``nodes``          ``[{kind, name, inputs, output, params}]`` in topological order; ``params`` holds
                      the per-kind integers and quantizations (see ``_PARAM_KEYS``);
   ``provenance``     optional ``source`` (the imported file's name), ``format``, ``sha256`` (of the
-                     imported file's bytes), ``head`` (``kept`` or ``replaced``).
+                     imported file's bytes), ``head`` (``kept`` or ``replaced``); for a quantized PyTorch
+                     import also its recipe: ``quantizer``, ``source_tensors_sha256``, ``calibration_data``
+                     and the integers ``calibration_batches``, ``calibration_batch_size``, ``seed``,
+                     ``range_bits``.
 tensors (safetensors)
   ``nodes.<i>.weight`` int8, ``nodes.<i>.bias`` int32, ``nodes.<i>.w_scale`` float32 for convolutions
   and fully connected nodes (a fully connected node may have no bias, and one per-tensor w_scale).
@@ -69,7 +72,10 @@ MAX_BETA = 1e4
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _META_KEYS = ("classes", "preprocessing", "input", "output", "tensors", "nodes")
-_PROVENANCE_KEYS = ("source", "format", "sha256", "head")
+_PROVENANCE_KEYS = ("source", "format", "sha256", "head", "quantizer", "source_tensors_sha256", "calibration_data")
+# What ``quant.quantize_graph`` records of its recipe (a PyTorch import), as integers.
+_PROVENANCE_INTS = {"calibration_batches": (1, 1 << 20), "calibration_batch_size": (1, 1 << 20),
+                    "seed": (0, 2**63 - 1), "range_bits": (1, 52)}
 _HEADS = ("kept", "replaced")
 _PARAM_KEYS = {
     "conv2d": ("name", "stride", "stride_w", "groups", "pad", "x", "y", "qmin", "qmax", "frozen_channels"),
@@ -385,13 +391,17 @@ def _check_arithmetic(node: Node, i: int) -> None:
 
 
 def _provenance(value: Any) -> dict:
-    d = meta_dict(value, "provenance", (), _PROVENANCE_KEYS)
+    d = meta_dict(value, "provenance", (), _PROVENANCE_KEYS + tuple(_PROVENANCE_INTS))
     out = {}
     for key in _PROVENANCE_KEYS:
         if key in d:
             out[key] = _name(d[key], f"provenance.{key}")
-    if "sha256" in out and not _SHA256.fullmatch(out["sha256"]):
-        raise CheckpointError(f"provenance.sha256: {shown(out['sha256'])} is not 64 lowercase hex digits")
+    for key, (lo, hi) in _PROVENANCE_INTS.items():
+        if key in d:
+            out[key] = meta_int(d[key], f"provenance.{key}", lo, hi)
+    for key in ("sha256", "source_tensors_sha256"):
+        if key in out and not _SHA256.fullmatch(out[key]):
+            raise CheckpointError(f"provenance.{key}: {shown(out[key])} is not 64 lowercase hex digits")
     if "head" in out and out["head"] not in _HEADS:
         raise CheckpointError(f"provenance.head: {shown(out['head'])} is not one of {', '.join(_HEADS)}")
     return out
