@@ -28,7 +28,7 @@ probes preferred rates that diverged later.
 
 The C engine trains at batch 1 without momentum; its rate is the mini-batch choice scaled by the
 linear scaling rule (``per_sample_lr``: the same distance per sample; lr / ((1 - mu) * batch)), times
-ENGINE_HEADROOM = 2 (``engine_lr``, measured). ``--lr auto`` costs 3 or 4 probes
+ENGINE_HEADROOM = 2 where the probe at twice the choice still learned (``engine_lr``, measured). ``--lr auto`` costs 3 or 4 probes
 (90-120 steps and as many validation passes) on top of the run when the derived rate is near right,
 up to 8 when it is far too large; the probes share the run's frozen-prefix cache.
 """
@@ -96,22 +96,33 @@ def derived_lr(curvature: HeadCurvature, *, optimizer: str = "sgd", momentum: fl
 
 def device_lr(curvature: HeadCurvature) -> float:
     """The C engine's rate (batch 1, plain SGD) where no data is at hand: the derived mini-batch
-    rate at finetune's defaults, carried to the engine by ``engine_lr``."""
-    return engine_lr(derived_lr(curvature, momentum=0.9), batch_size=32, momentum=0.9)
+    rate at finetune's defaults scaled to batch 1 (``per_sample_lr``); no probe says that twice it
+    still learns, so no ENGINE_HEADROOM (``engine_lr``)."""
+    return per_sample_lr(derived_lr(curvature, momentum=0.9), batch_size=32, momentum=0.9)
 
 
-# The engine's rate is ENGINE_HEADROOM times the linear-scaling rate. Measured (docs/results/lr_sweep.md,
-# 2 imported networks x 4 tasks, 3,000 batch-1 steps = the samples of the simulation's 3 epochs): the
-# best engine rate sat at 1x to 4x the linear-scaling rate, at 2x in most rows, never below 1x; and
-# accuracy falls faster below the best rate than above it, where the engine's guard also halves a rate
-# that blows up (docs/firmware.md). So the engine errs to the high side, by one octave.
+# The engine's rate is ENGINE_HEADROOM times the linear-scaling rate where the simulation's probe at
+# twice the chosen rate still learned (above the chance band), else the linear-scaling rate itself.
+# Measured (docs/results/lr_sweep.md, 2 imported networks x 4 tasks, 3,000 batch-1 steps = the samples
+# of the simulation's 3 epochs): the best engine rate sat at 1x to 4x the linear-scaling rate, at 2x in
+# most rows, never below 1x. But where the next octave failed in the simulation, the choice sits at the
+# cliff and batch-1 noise pushes twice it over: the demo's searched 71-layer scheme (0.105 chosen, 0.21
+# at chance) fell from 93.6% to 57.2% at twice the rate.
 ENGINE_HEADROOM = 2.0
 
 
-def engine_lr(lr: float, *, batch_size: int, momentum: float) -> float:
-    """The C engine's batch-1 plain-SGD rate for a mini-batch choice ``lr`` (ENGINE_HEADROOM x
-    ``per_sample_lr``; both on the 2^(k/4) grid, so the product is exact)."""
-    return ENGINE_HEADROOM * per_sample_lr(lr, batch_size=batch_size, momentum=momentum)
+def next_octave_learned(choice: "LrChoice") -> bool:
+    """Whether the line search probed twice the chosen rate and that probe learned (above chance)."""
+    acc = dict(choice.candidates).get(snap(2.0 * choice.lr))
+    return acc is not None and acc > choice.chance
+
+
+def engine_lr(choice: "LrChoice", *, batch_size: int, momentum: float) -> float:
+    """The C engine's batch-1 plain-SGD rate for a mini-batch ``choice`` made at ``batch_size`` and
+    ``momentum``: ``per_sample_lr``, times ENGINE_HEADROOM where ``next_octave_learned`` (both on the
+    2^(k/4) grid, so the product is exact)."""
+    headroom = ENGINE_HEADROOM if next_octave_learned(choice) else 1.0
+    return headroom * per_sample_lr(choice.lr, batch_size=batch_size, momentum=momentum)
 
 
 def per_sample_lr(lr: float, *, batch_size: int, momentum: float) -> float:
@@ -144,11 +155,12 @@ class LrChoice:
     probe_steps: int
     candidates: tuple[tuple[float, float], ...]  # (lr, validation accuracy after the probe)
     seconds: float
+    chance: float = -1.0  # a probe at or below this accuracy failed (chance's 2-sigma band)
 
     def as_dict(self) -> dict:
         return {"lr": self.lr, "derived_lr": self.derived, "head_lambda_max": self.curvature.lambda_max,
                 "head_samples": self.curvature.samples,
-                "probe_steps": self.probe_steps, "seconds": round(self.seconds, 2),
+                "probe_steps": self.probe_steps, "seconds": round(self.seconds, 2), "chance_band": self.chance,
                 "candidates": [{"lr": lr, "val_accuracy": acc} for lr, acc in self.candidates]}
 
     def summary(self) -> str:
@@ -186,7 +198,7 @@ def choose_lr(derived: float, steps: int, probe, *, curvature: HeadCurvature, cl
                                                    or (step < 0 and score(best) < 0)):
         best += step
     return LrChoice(snap(derived * 2.0 ** best), derived, curvature, steps, tuple(sorted(tried.items())),
-                    clock() - t0)
+                    clock() - t0, floor)
 
 
 def _chance_band(classes: int, n: int) -> float:

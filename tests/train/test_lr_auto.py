@@ -36,10 +36,19 @@ def test_per_sample_rate_follows_the_linear_scaling_rule():
     assert lr_auto.per_sample_lr(0.5, batch_size=1, momentum=0.0) == 0.5
 
 
-def test_engine_rate_is_one_octave_above_the_linear_scaling_rate():
-    linear = lr_auto.per_sample_lr(0.32, batch_size=32, momentum=0.9)
-    assert lr_auto.engine_lr(0.32, batch_size=32, momentum=0.9) == 2 * linear
-    assert lr_auto.snap(lr_auto.engine_lr(0.32, batch_size=32, momentum=0.9)) == 2 * linear  # still on the grid
+def _choice(lr: float, candidates: dict[float, float], chance: float = 0.2) -> lr_auto.LrChoice:
+    return lr_auto.LrChoice(lr, lr, HeadCurvature(1.0, 9), 30, tuple(sorted(candidates.items())), 0.0, chance)
+
+
+def test_engine_rate_is_one_octave_above_linear_scaling_only_where_twice_the_choice_learned():
+    linear = lr_auto.per_sample_lr(0.25, batch_size=32, momentum=0.9)
+    learned = _choice(0.25, {0.25: 0.8, 0.5: 0.6})  # twice the choice was worse, but learned
+    assert lr_auto.engine_lr(learned, batch_size=32, momentum=0.9) == 2 * linear
+    assert lr_auto.snap(2 * linear) == 2 * linear  # still on the grid
+    at_the_cliff = _choice(0.25, {0.125: 0.7, 0.25: 0.8, 0.5: 0.19})  # twice the choice failed
+    assert lr_auto.engine_lr(at_the_cliff, batch_size=32, momentum=0.9) == linear
+    top_of_the_search = _choice(0.25, {0.125: 0.7, 0.25: 0.8})  # never probed: no evidence
+    assert lr_auto.engine_lr(top_of_the_search, batch_size=32, momentum=0.9) == linear
 
 
 def test_derived_rate_is_inverse_to_the_curvature_and_grows_with_momentum():
@@ -160,11 +169,14 @@ def test_compile_lr_auto_uses_data_then_the_record_then_the_fallback(models, tmp
     trained = tmp_path / "t.safetensors"
     r = finetune(_auto_cfg(models, tmp_path, out=str(trained), epochs=1, data="digits"), progress=False)
     q = load_qmodel(models[1])
-    want = lr_auto.device_lr(lr_auto.model_head_curvature(q, load_dataset("digits", seed=0).train, 0))
     base = ["compile", "--scheme", "last-layer", "--json"]
     code, out, err = _cli(capsys, base + [str(models[1]), "--data", "digits"])
     assert code == 0, err
-    assert json.loads(out)["lr"] == want and "--lr auto" in err
+    record = json.loads(out)["lr_auto"]["batch32"]
+    choice = _choice(record["lr"], {c["lr"]: c["val_accuracy"] for c in record["candidates"]}, record["chance_band"])
+    assert json.loads(out)["lr"] == lr_auto.engine_lr(choice, batch_size=32, momentum=0.9) and "--lr auto" in err
+    assert record["derived_lr"] == lr_auto.derived_lr(lr_auto.model_head_curvature(q, load_dataset("digits",
+                                                                                                    seed=0).train, 0))
     code, out, err = _cli(capsys, base + [str(trained)])
     assert code == 0, err
     assert json.loads(out)["lr"] == lr_auto.device_lr(HeadCurvature(r["config"]["lr_auto"]["head_lambda_max"], 0))
