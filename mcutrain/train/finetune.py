@@ -276,8 +276,8 @@ def device_auto_lr(qmodel: QModel, data: str, scheme: str, seed: int = 0,
                    dataset: SplitDataset | None = None) -> tuple[float, LrChoice]:
     """``--lr auto`` for the C engine (batch 1, plain SGD): the simulation's ``--lr auto`` for ``scheme``
     at ``finetune``'s defaults (batch 32, momentum 0.9; fast, through the frozen-prefix cache), scaled
-    to batch 1 (train/lr_auto.py ``engine_lr``: the linear scaling rule, times ENGINE_HEADROOM where the
-    probe at twice the choice learned). Returns (rate, choice)."""
+    to batch 1 (train/lr_auto.py ``engine_lr``: the linear scaling rule, times ENGINE_HEADROOM unless the
+    probe at twice the choice failed). Returns (rate, choice)."""
     dataset = dataset if dataset is not None else load_dataset(data, seed=seed)
     cfg = FinetuneConfig(model="", data=data, scheme=scheme, lr=AUTO, seed=seed,
                          train_subset=DEVICE_PROBE_TRAIN, eval_subset=DEVICE_PROBE_EVAL)
