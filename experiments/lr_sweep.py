@@ -242,8 +242,11 @@ default is `--lr auto` (`mcutrain/train/lr_auto.py`, [docs/learning-rate.md](../
   validation split;
 - C engine (`compile --lr auto --data` + `run`, batch 1, plain SGD, 3,000 steps: as many sample
   gradients as the simulation's 3 epochs): the simulation's choice scaled to batch 1 by the linear
-  scaling rule, times 2 (`lr_auto.ENGINE_HEADROOM`); its grid is 1/8 to 4 times it.
+  scaling rule, times 2 unless the probe at twice the choice failed (`lr_auto.engine_lr`); its grid
+  is 1/8 to 4 times it.
 
+The engine's points were measured before its default was doubled and relabelled after (the new default
+is exactly the old 2x point; a fresh `--lr auto` run reproduced that point's rate and accuracy).
 "Best" is the best test accuracy of the sweep's grid (test: 500 samples, 30 for faces). The standard error of
 one accuracy is 1-2 points at 500 samples: a single gap of 2 points is within noise.
 
