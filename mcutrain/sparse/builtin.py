@@ -10,6 +10,11 @@ Baselines (any model, ``tiny`` included):
   ``last-layer``  the classifier only;
   ``bias-only``   every backbone bias and the classifier;
   ``last-k:N``    bias and weight (ratio 1) of the last N backbone convs, and the classifier.
+
+Imported graphs (``QGraph``): the baselines only (``graph_plan``), on the graph's convs in node order;
+the paper's schemes name convs of the zoo networks and are refused there. Channels a graph froze at
+import (degenerate weight scales, ``QConv.frozen_channels``) stay frozen whatever the scheme: the
+optimizer's QAS factor is 0 on them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import re
 from mcutrain.models.specs import NetSpec
 from mcutrain.models.zoo import get_spec, spec_to_embed
 from mcutrain.sparse.errors import SchemeError
-from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, validate
+from mcutrain.sparse.scheme import (ConvUpdate, Scheme, UpdatePlan, backbone_convs, kept_channels, last_k_layers,
+                                    validate)
 
 _EVERY_THIRD = (36, 39, 42, 45, 48, 51, 54, 57)  # proxyless "36,39,...,57 (step 3)"
 _MBV2_SAME = (27, 30, 33, 36, 39, 42, 45, 48)  # mbv2 99kb layers, reused by 123kb and 138kb
@@ -120,3 +126,42 @@ def _baseline(spec: NetSpec, name: str) -> Scheme:
 def _last_k(spec: NetSpec, name: str, k: int, description: str) -> Scheme:
     layers = last_k_layers(spec, k, f"{name}: N")
     return Scheme(spec.name, name, layers, tuple((i, 1.0) for i in layers), description)
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+
+
+def graph_plan(graph, name: str) -> UpdatePlan:
+    """The UpdatePlan of baseline scheme ``name`` on an imported graph's convs (conv i = i-th conv node)."""
+    convs = graph.convs()
+    n = len(convs)
+    allowed = f"{', '.join(BASELINES)} or {LAST_K} (N = 0..{n})"
+    if name in BASELINES:
+        k = {"full": n, "bias-only": n, "last-layer": 0}[name]
+        weights = name == "full"
+    elif (m := _LAST_K_RE.fullmatch(name)) is not None:
+        k, weights = int(m.group(1)), True
+        if not 0 <= k <= n:
+            raise SchemeError(f"{name}: N must be from 0 to {n} (the number of convolutions of this graph)")
+    elif name.startswith("paper-"):
+        raise SchemeError(f"scheme {name!r} addresses convs of the paper's zoo networks; for an imported graph "
+                          f"use {allowed}")
+    else:
+        raise SchemeError(f"no built-in scheme {name!r} for an imported graph; use {allowed} "
+                          f"(scheme files address zoo models only)")
+    first = n - k
+    updates = tuple(_graph_conv_update(i, c, i >= first, weights and i >= first) for i, c in enumerate(convs))
+    return UpdatePlan(model=_graph_label(graph), scheme=name, convs=updates)
+
+
+def _graph_conv_update(index: int, conv, bias: bool, weight: bool) -> ConvUpdate:
+    depthwise = conv.groups > 1
+    kind = "depthwise" if depthwise else ("pointwise" if conv.kernel_hw == (1, 1) else "normal")
+    channels = conv.in_ch
+    ratio = 1.0 if weight else 0.0
+    return ConvUpdate(index=index, name=conv.name, kind=kind, channels=channels, bias=bias,
+                      weight_ratio=ratio, kept_channels=kept_channels(channels, ratio))
+
+
+def _graph_label(graph) -> str:
+    return f"graph:{graph.provenance.get('source', 'imported')}"
