@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     d = FinetuneConfig("", "", "")
     p = subparsers.add_parser(
         "finetune", help=HELP["finetune"],
-        description="Fine-tune MODEL (an int8 model file, or an imported int8 graph from mcutrain import) on --data with the parameters --scheme selects "
+        description="Fine-tune MODEL (an int8 model file, or an int8 graph of `mcutrain import`) on --data "
+                    "with the parameters --scheme selects "
                     "(a built-in name, see `mcutrain scheme list`, or a scheme JSON file). A dataset with "
                     "other classes than the model gets a new int8 head. --float trains the fp32 twin "
                     "(same folded graph, dequantized) as the baseline. A run that fails to learn (the loss becomes "
