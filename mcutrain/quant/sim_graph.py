@@ -284,14 +284,12 @@ class GraphNet(nn.Module):
         low = plan.lowest_trained_conv
         limit = len(self.body)
         if low is not None:
-            limit = next(i for i, n in enumerate(self.body) if n is self._conv_nodes()[low])
+            lowest = [n for n in self.body if n.kind == "conv2d"][low]
+            limit = next(i for i, n in enumerate(self.body) if n is lowest)
         for cut in range(limit, 0, -1):
             if len(self.live_after(cut)) == 1:
                 return cut
         return None
-
-    def _conv_nodes(self) -> list[Node]:
-        return [n for n in self.body if n.kind == "conv2d"]
 
     def prefix(self, x: torch.Tensor, cut: int) -> torch.Tensor:
         """Loader floats -> the one live int8 tensor after the first ``cut`` nodes."""
