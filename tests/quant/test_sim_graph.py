@@ -144,3 +144,41 @@ def test_gradients_reach_every_trained_conv_through_adds_and_pools():
     with torch.no_grad():
         net.classifier.weight -= torch.round(g / g.abs().max() * 8)
         assert torch.nn.functional.cross_entropy(net(x), y) < loss
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_every_single_tensor_cut_splits_the_forward_exactly(data):
+    graph = random_classifier(lambda lo, hi: data.draw(st.integers(lo, hi)), lambda: data.draw(st.booleans()),
+                              seed=data.draw(st.integers(0, 1000)))
+    net = GraphNet(graph)
+    h, w = net.input_chw[1:]
+    x = (torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, h, w))).float() - 128) / 128
+    with torch.no_grad():
+        whole = net(x)
+        for cut in range(1, len(net.body) + 1):
+            if len(net.live_after(cut)) == 1:
+                assert torch.equal(net.suffix(net.prefix(x, cut), cut), whole)
+
+
+def test_to_graph_writes_changed_integers_back():
+    graph = CLASSIFIERS["resnet"]()
+    net = GraphNet(graph)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for conv in net.convs():
+            conv.weight.copy_(torch.randint(-127, 128, conv.weight.shape, generator=gen).float())
+            conv.bias.add_(torch.randint(-50, 51, conv.bias.shape, generator=gen).double())
+        net.classifier.bias.add_(7)
+    trained = net.to_graph()
+    assert trained != graph and trained.convs()[0].weight.dtype == np.int8
+    head = trained.nodes[net.head_index].params
+    assert head.bias is not None and (head.bias == 7).all()  # the head had no bias: training gave it one
+    x = np.concatenate([random_input(graph, seed=s) for s in range(2)])
+    ref = graph_forward(trained, x)
+    with torch.no_grad():
+        got = GraphNet(trained).int8_values(torch.from_numpy(x.astype(np.float32)))
+        ours = net.int8_values(torch.from_numpy(x.astype(np.float32)))
+    for name in got:
+        np.testing.assert_array_equal(ours[name].numpy(), ref[name].astype(np.float32), err_msg=name)
+        np.testing.assert_array_equal(got[name].numpy(), ours[name].numpy(), err_msg=name)
