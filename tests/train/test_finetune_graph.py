@@ -153,3 +153,41 @@ def test_shared_vww_new_head_learns_faces(tmp_path):
     r = finetune(FinetuneConfig(model="", data="faces", scheme="last-layer", epochs=3,
                                 out=str(tmp_path / "t.safetensors")), progress=False, model=model, dataset=faces)
     assert r["accuracy"] > r["accuracy_before"] and r["accuracy"] > 0.6
+
+
+def test_a_graph_scheme_file_with_ratios(models, tmp_path):
+    graph = load_graph_model(models["resnet_like"]).graph
+    names = [c.name for c in graph.convs()]
+    doc = {"format": "mcutrain-scheme", "version": 1, "model": "graph", "name": "mine",
+           "bias": {"layers": [3, names[5]]}, "weights": [{"layer": names[5], "ratio": 0.25}]}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(doc))
+    plan = graph_plan(graph, str(path))
+    assert plan.scheme == "mine" and [c.index for c in plan.trained_convs] == [3, 5]
+    assert plan.convs[5].kept_channels == max(1, graph.convs()[5].in_ch // 4) and not plan.convs[3].updates_weight
+    for edit, says in (({"model": "mcunet-5fps"}, '"model": "graph"'), ({"bias": {"last": 99}}, "0 to"),
+                       ({"weights": [{"layer": 1, "ratio": 0.3}]}, "ratio"),
+                       ({"weights": [{"layer": 0, "ratio": 1}]}, "not its bias"),
+                       ({"bias": {"layers": ["nope"]}}, "not a conv")):
+        path.write_text(json.dumps({**doc, **edit}))
+        with pytest.raises(SchemeError, match=says) as err:
+            graph_plan(graph, str(path))
+        assert "\n" not in str(err.value)
+
+
+def test_a_ratio_trains_only_the_first_input_channels(models, digits, tmp_path):
+    model = load_graph_model(models["resnet_like"])
+    doc = {"format": "mcutrain-scheme", "version": 1, "model": "graph", "name": "quarter",
+           "bias": {"last": 2}, "weights": [{"layer": 5, "ratio": 0.25}]}
+    scheme = tmp_path / "quarter.json"
+    scheme.write_text(json.dumps(doc))
+    out = tmp_path / "t.safetensors"
+    try:
+        finetune(FinetuneConfig(model="", data="digits", scheme=str(scheme), epochs=1, lr=0.1, out=str(out)),
+                 progress=False, model=model, dataset=digits, keep_failed=True)
+    except TrainingFailed:
+        pass
+    before, after = model.graph.convs()[5], load_graph_model(out).graph.convs()[5]
+    kept = max(1, before.in_ch // 4)
+    assert not np.array_equal(after.weight[:, :kept], before.weight[:, :kept])
+    np.testing.assert_array_equal(after.weight[:, kept:], before.weight[:, kept:])
