@@ -8,16 +8,17 @@ from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.errors import TrainingFailed
-from mcutrain.quant.model_file import load_qmodel
 from mcutrain.train.finetune import FinetuneConfig, finetune, no_qas_warning
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+from mcutrain.train.model_kind import load_trainable
 
 
 def register(subparsers) -> None:
     d = FinetuneConfig("", "", "")
     p = subparsers.add_parser(
         "finetune", help=HELP["finetune"],
-        description="Fine-tune MODEL (an int8 model file) on --data with the parameters --scheme selects "
+        description="Fine-tune MODEL (an int8 model file, or an int8 graph of `mcutrain import`) on --data "
+                    "with the parameters --scheme selects "
                     "(a built-in name, see `mcutrain scheme list`, or a scheme JSON file). A dataset with "
                     "other classes than the model gets a new int8 head. --float trains the fp32 twin "
                     "(same folded graph, dequantized) as the baseline. A run that fails to learn (the loss becomes "
@@ -62,7 +63,7 @@ def run(args) -> int:
                          eval_subset=args.eval_subset)
     model = None
     if not cfg.float and not cfg.qas:  # the user chose the int8 step without QAS: say what it costs
-        model = load_qmodel(cfg.model)
+        model = load_trainable(cfg.model)
         print(f"mcutrain finetune: warning: {no_qas_warning(model, cfg)}", file=sys.stderr)
     try:
         result = finetune(cfg, progress=not args.quiet, model=model, keep_failed=args.keep_failed)

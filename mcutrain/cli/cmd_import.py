@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                     "conv shapes, degenerate channels (w_scale < 1e-8) frozen, and an mcutrain int8 model file "
                     "written. tflite: a full-int8 .tflite (what TensorFlow Lite Micro runs), mapped exactly "
                     "(integers, scales, padding, activations) onto an int8 graph file, which `mcutrain export` "
-                    "writes back as .tflite; training imported graphs is not supported yet. With --num-classes or "
+                    "writes back as .tflite; `mcutrain finetune` trains it. With --num-classes or "
                     "--classes the classifier is replaced by a zero-initialised int8 head for the new task, unless "
                     "the class count matches the model's (then its own head is kept; --new-head replaces it anyway). "
                     "pytorch: FILE.py:FUNCTION returns an nn.Module (this RUNS the file's code); it is traced with "

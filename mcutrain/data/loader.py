@@ -8,6 +8,8 @@ affine map.
 Pixels are resized to R x R and then rounded back to the 0..255 integer grid: the network sees what
 a device camera would deliver (uint8 pixels at R x R), which keeps the int8 input (``p - 128``)
 exact. Greyscale becomes 3 channels by repetition so that every model takes 3-channel input.
+The side may be one int (R x R, the zoo's) or a (height, width) pair: an imported graph's input may
+be non-square (``mcutrain.quant.sim_graph`` turns the 3 channels into the graph's 1 or 3).
 
 Determinism: the shuffle order and the augmentation of epoch e depend only on (seed, e), via a
 ``torch.Generator`` seeded from both. The loader does not advance the epoch by itself: call
@@ -34,13 +36,21 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def resize_pixels(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Float pixels [B,C,H,W] -> [B,C,R,R] on the integer 0..255 grid (bilinear; antialiased when shrinking)."""
-    if x.shape[-2:] == (resolution, resolution):
+def side_hw(resolution: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a resolution given as one side or as a pair."""
+    if isinstance(resolution, (tuple, list)):
+        return int(resolution[0]), int(resolution[1])
+    return int(resolution), int(resolution)
+
+
+def resize_pixels(x: torch.Tensor, resolution: int | tuple[int, int]) -> torch.Tensor:
+    """Float pixels [B,C,H,W] -> [B,C,R,R] (or [B,C,H',W'] for a pair) on the integer 0..255 grid
+    (bilinear; antialiased when shrinking)."""
+    h, w = side_hw(resolution)
+    if x.shape[-2:] == (h, w):
         return x
-    shrink = resolution < x.shape[-2] or resolution < x.shape[-1]
-    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                      antialias=shrink)
+    shrink = h < x.shape[-2] or w < x.shape[-1]
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
     return x.round_().clamp_(0.0, 255.0)
 
 
@@ -72,14 +82,15 @@ class BatchLoader:
     it for digits, where a mirror image is a different or no symbol.
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, resolution: int, *, shuffle: bool, seed: int = 0,
+    def __init__(self, data: ImageSet, batch_size: int, resolution: int | tuple[int, int], *, shuffle: bool,
+                 seed: int = 0,
                  augment: bool = False, drop_last: bool = False,
                  preprocessing: Preprocessing = Preprocessing(), hflip: bool = True):
-        if batch_size < 1 or resolution < 1:
+        if batch_size < 1 or min(side_hw(resolution)) < 1:
             raise DataError(f"batch size and resolution must be positive, got {batch_size} and {resolution}")
         from mcutrain.models.spec_file import MAX_RESOLUTION  # the architectures' limit (imports models lazily)
 
-        if resolution > MAX_RESOLUTION:
+        if max(side_hw(resolution)) > MAX_RESOLUTION:
             raise DataError(f"resolution {resolution} is over the limit of {MAX_RESOLUTION}")
         if len(data) == 0:
             raise DataError("cannot load batches from an empty split")
@@ -89,7 +100,8 @@ class BatchLoader:
         # np.require copies only when needed: cached dataset arrays are read-only, torch wants writable
         self.images = torch.from_numpy(np.require(data.images.transpose(0, 3, 1, 2), requirements=["C", "W"]))
         self.labels = torch.from_numpy(np.ascontiguousarray(data.labels))
-        self.batch_size, self.resolution = int(batch_size), int(resolution)
+        self.batch_size = int(batch_size)
+        self.resolution = resolution if isinstance(resolution, (tuple, list)) else int(resolution)
         self.shuffle, self.seed, self.augment, self.drop_last = shuffle, int(seed), augment, drop_last
         self.preprocessing, self.hflip = preprocessing, hflip
         self.epoch = 0

@@ -18,7 +18,7 @@ meta (JSON)
                      imported file's bytes), ``head`` (``kept`` or ``replaced``); for a quantized PyTorch
                      import also its recipe: ``quantizer``, ``source_tensors_sha256``, ``calibration_data``
                      and the integers ``calibration_batches``, ``calibration_batch_size``, ``seed``,
-                     ``range_bits``.
+                     ``range_bits``; after ``mcutrain finetune``, ``finetune``: its recipe as one line.
 tensors (safetensors)
   ``nodes.<i>.weight`` int8, ``nodes.<i>.bias`` int32, ``nodes.<i>.w_scale`` float32 for convolutions
   and fully connected nodes (a fully connected node may have no bias, and one per-tensor w_scale).
@@ -72,7 +72,8 @@ MAX_BETA = 1e4
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _META_KEYS = ("classes", "preprocessing", "input", "output", "tensors", "nodes")
-_PROVENANCE_KEYS = ("source", "format", "sha256", "head", "quantizer", "source_tensors_sha256", "calibration_data")
+_PROVENANCE_KEYS = ("source", "format", "sha256", "head", "quantizer", "source_tensors_sha256", "calibration_data",
+                    "finetune")
 # What ``quant.quantize_graph`` records of its recipe (a PyTorch import), as integers.
 _PROVENANCE_INTS = {"calibration_batches": (1, 1 << 20), "calibration_batch_size": (1, 1 << 20),
                     "seed": (0, 2**63 - 1), "range_bits": (1, 52)}

@@ -10,6 +10,12 @@ Baselines (any model, ``tiny`` included):
   ``last-layer``  the classifier only;
   ``bias-only``   every backbone bias and the classifier;
   ``last-k:N``    bias and weight (ratio 1) of the last N backbone convs, and the classifier.
+
+Imported graphs (``QGraph``): the baselines (``graph_plan``) on the graph's convs in node order, or a
+scheme file with ``"model": "graph"`` (any bias layers, weight ratios; the kept channels are the
+first ones, a graph is not permuted); the paper's schemes name zoo convs and are refused there.
+Channels a graph froze at import (degenerate weight scales, ``QConv.frozen_channels``) stay frozen
+whatever the scheme: the optimizer's QAS factor is 0 on them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import re
 from mcutrain.models.specs import NetSpec
 from mcutrain.models.zoo import get_spec, spec_to_embed
 from mcutrain.sparse.errors import SchemeError
-from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, validate
+from mcutrain.io.jsonfile import brief, check_header, read_json_file
+from mcutrain.sparse.scheme import (ALLOWED_RATIOS, FORMAT, MAX_NAME_CHARS, TOP_KEYS, VERSION, ConvUpdate, Scheme,
+                                    UpdatePlan, backbone_convs, kept_channels, last_k_layers, looks_like_path,
+                                    validate)
 
 _EVERY_THIRD = (36, 39, 42, 45, 48, 51, 54, 57)  # proxyless "36,39,...,57 (step 3)"
 _MBV2_SAME = (27, 30, 33, 36, 39, 42, 45, 48)  # mbv2 99kb layers, reused by 123kb and 138kb
@@ -51,6 +60,7 @@ PAPER_ROWS: dict[str, tuple[tuple[str, int, tuple[int, ...], tuple[float, ...]],
 # Another name for a scheme, so that every model answers to "paper-99kb".
 ALIASES: dict[str, dict[str, str]] = {"proxyless-w0.3": {"paper-99kb": "paper-98kb"}}
 BASELINES = ("full", "last-layer", "bias-only")
+GRAPH_MODEL = "graph"  # the "model" of a scheme file for an imported graph
 LAST_K = "last-k:N"
 _LAST_K_RE = re.compile(r"last-k:(-?\d+)")
 
@@ -120,3 +130,115 @@ def _baseline(spec: NetSpec, name: str) -> Scheme:
 def _last_k(spec: NetSpec, name: str, k: int, description: str) -> Scheme:
     layers = last_k_layers(spec, k, f"{name}: N")
     return Scheme(spec.name, name, layers, tuple((i, 1.0) for i in layers), description)
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+
+
+def graph_plan(graph, name: str) -> UpdatePlan:
+    """The UpdatePlan of baseline scheme ``name`` on an imported graph's convs (conv i = i-th conv node)."""
+    convs = graph.convs()
+    n = len(convs)
+    allowed = f"{', '.join(BASELINES)} or {LAST_K} (N = 0..{n})"
+    if name in BASELINES:
+        k = {"full": n, "bias-only": n, "last-layer": 0}[name]
+        weights = name == "full"
+    elif (m := _LAST_K_RE.fullmatch(name)) is not None:
+        k, weights = int(m.group(1)), True
+        if not 0 <= k <= n:
+            raise SchemeError(f"{name}: N must be from 0 to {n} (the number of convolutions of this graph)")
+    elif looks_like_path(name):
+        return _graph_scheme_file(graph, name)
+    elif name.startswith("paper-"):
+        raise SchemeError(f"scheme {name!r} addresses convs of the paper's zoo networks; for an imported graph "
+                          f"use {allowed}, or a scheme file with \"model\": \"{GRAPH_MODEL}\"")
+    else:
+        raise SchemeError(f"no built-in scheme {name!r} for an imported graph; use {allowed}, or a scheme file "
+                          f"with \"model\": \"{GRAPH_MODEL}\"")
+    bias = set(range(n - k, n))
+    return _graph_resolved(graph, name, bias, {i: 1.0 for i in bias} if weights else {})
+
+
+def _graph_resolved(graph, name: str, bias: set[int], ratios: dict[int, float]) -> UpdatePlan:
+    updates = tuple(_graph_conv_update(i, c, i in bias, ratios.get(i, 0.0)) for i, c in enumerate(graph.convs()))
+    return UpdatePlan(model=_graph_label(graph), scheme=name, convs=updates)
+
+
+def _graph_conv_update(index: int, conv, bias: bool, ratio: float) -> ConvUpdate:
+    """Kept channels are the first ones (a graph is not permuted): ratio r keeps floor(C * r), at least 1."""
+    depthwise = conv.groups > 1
+    kind = "depthwise" if depthwise else ("pointwise" if conv.kernel_hw == (1, 1) else "normal")
+    channels = conv.in_ch
+    return ConvUpdate(index=index, name=conv.name, kind=kind, channels=channels, bias=bias,
+                      weight_ratio=float(ratio), kept_channels=kept_channels(channels, ratio))
+
+
+def _graph_scheme_file(graph, path: str) -> UpdatePlan:
+    """A scheme file for an imported graph: ``"model": "graph"``, layers as conv indices (node order) or
+    conv names, bias ``{"last": k}`` or ``{"layers": [...]}``, weights with ratios as for zoo models."""
+    return read_json_file(path, lambda doc: _graph_scheme_doc(graph, doc), SchemeError, "no such scheme file")
+
+
+def _graph_scheme_doc(graph, doc) -> UpdatePlan:
+    check_header(doc, format=FORMAT, version=VERSION, keys=TOP_KEYS, what="scheme", error=SchemeError)
+    if doc.get("model") != GRAPH_MODEL:
+        raise SchemeError(f"scheme for model {brief(doc.get('model'))}; a scheme for an imported graph has "
+                          f"\"model\": \"{GRAPH_MODEL}\" (conv indices in the graph's node order)")
+    names = [c.name for c in graph.convs()]
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= MAX_NAME_CHARS:
+        raise SchemeError(f"'name' must be printable text of 1 to {MAX_NAME_CHARS} characters, got {brief(name)}")
+    bias = _graph_bias(doc.get("bias"), names)
+    ratios = _graph_weights(doc.get("weights", []), names)
+    missing = sorted(set(ratios) - bias)
+    if missing:
+        raise SchemeError(f"layer {missing[0]} updates its weight but not its bias; every weight-updated conv "
+                          f"must also be bias-updated")
+    return _graph_resolved(graph, name, bias, ratios)
+
+
+def _graph_layer(ref, names: list[str], where: str) -> int:
+    if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(names):
+        return ref
+    if isinstance(ref, str) and ref in names:
+        return names.index(ref)
+    raise SchemeError(f"{where}: {brief(ref)} is not a conv of this graph; use an index 0..{len(names) - 1} "
+                      f"or a conv name (mcutrain import --json lists them)")
+
+
+def _graph_bias(bias, names: list[str]) -> set[int]:
+    if not isinstance(bias, dict) or len(bias) != 1 or not set(bias) <= {"last", "layers"}:
+        raise SchemeError(f"'bias' must be {{\"last\": k}} or {{\"layers\": [...]}}, got {brief(bias)}")
+    if "last" in bias:
+        k = bias["last"]
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(names):
+            raise SchemeError(f"bias.last: must be an integer from 0 to {len(names)} (the graph's convs), "
+                              f"got {brief(k)}")
+        return set(range(len(names) - k, len(names)))
+    layers = bias["layers"]
+    if not isinstance(layers, list) or len(layers) > len(names):
+        raise SchemeError(f"bias.layers must be a list of at most {len(names)} conv indices or names")
+    found = [_graph_layer(ref, names, "bias.layers") for ref in layers]
+    if len(set(found)) != len(found):
+        raise SchemeError("bias.layers: a layer is listed twice")
+    return set(found)
+
+
+def _graph_weights(weights, names: list[str]) -> dict[int, float]:
+    if not isinstance(weights, list) or len(weights) > len(names):
+        raise SchemeError(f"'weights' must be a list of at most {len(names)} {{\"layer\": ..., \"ratio\": ...}}")
+    ratios: dict[int, float] = {}
+    for entry in weights:
+        if not isinstance(entry, dict) or set(entry) != {"layer", "ratio"}:
+            raise SchemeError(f"each weights entry must be {{\"layer\": ..., \"ratio\": ...}}, got {brief(entry)}")
+        i = _graph_layer(entry["layer"], names, "weights")
+        r = entry["ratio"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or r not in ALLOWED_RATIOS or i in ratios:
+            raise SchemeError(f"weights: layer {i} has ratio {brief(r)} or is listed twice; a ratio is one of "
+                              f"1/8, 1/4, 1/2, 1 (0.125, 0.25, 0.5, 1.0)")
+        ratios[i] = float(r)
+    return ratios
+
+
+def _graph_label(graph) -> str:
+    return f"graph:{graph.provenance.get('source', 'imported')}"

@@ -55,7 +55,7 @@ from mcutrain.sparse.errors import SchemeError
 FORMAT = "mcutrain-scheme"
 VERSION = 1
 ALLOWED_RATIOS = (0.125, 0.25, 0.5, 1.0)
-_TOP_KEYS = ("format", "version", "model", "name", "bias", "weights", "description")
+TOP_KEYS = ("format", "version", "model", "name", "bias", "weights", "description")
 # A scheme's name is shown by the CLI, in reports and plot titles, and its description by the CLI:
 # both free text, of bounded length. (Sizes and nesting of the whole file are
 # bounded by ``mcutrain.io.jsonfile``; layer lists by the model's conv count, duplicates refused.)
@@ -263,7 +263,7 @@ def scheme_from_json(doc: Any, spec: NetSpec) -> Scheme:
 
 
 def _check_header(doc: dict) -> None:
-    check_header(doc, format=FORMAT, version=VERSION, keys=_TOP_KEYS, what="scheme", error=SchemeError)
+    check_header(doc, format=FORMAT, version=VERSION, keys=TOP_KEYS, what="scheme", error=SchemeError)
 
 
 def _string(doc: dict, key: str, default: str | None = None) -> str:
@@ -330,7 +330,7 @@ def load_scheme(path_or_name: str | os.PathLike, model: str | NetSpec) -> Scheme
     """
     spec = model if isinstance(model, NetSpec) else get_spec(model)
     text = os.fspath(path_or_name)
-    if _looks_like_path(text):
+    if looks_like_path(text):
         return read_scheme_file(text, spec)
     from mcutrain.sparse.builtin import get_builtin  # builtin imports this module
 
@@ -342,7 +342,7 @@ def read_scheme_file(path: str | os.PathLike, spec: NetSpec) -> Scheme:
     return read_json_file(path, lambda doc: scheme_from_json(doc, spec), SchemeError, "no such scheme file")
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     return text.lower().endswith(".json") or os.sep in text or "/" in text
 
 

@@ -1,6 +1,7 @@
 """Fine-tuning an int8 model with a sparse-update scheme: the simulation of on-device training.
 
-Top to bottom: load the int8 model and the data (a new task gets a new zero-initialised int8 head),
+Top to bottom: load the int8 model (a zoo model or an imported graph: ``train.model_kind`` answers what
+differs) and the data (a new task gets a new zero-initialised int8 head),
 resolve the scheme to an UpdatePlan, permute channels so the ones worth updating are the first k
 (a bit-identical model), build the int8 simulation (or its fp32 twin with ``float=True``),
 train with the int8 optimizer (QAS, update rule) or plain fp32 SGD/Adam for the twin, evaluate the
@@ -22,14 +23,9 @@ from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, ImageSet, Preprocessing, SplitDataset, load_dataset, mirror_safe
 from mcutrain.errors import McutrainError, TrainingFailed
-from mcutrain.quant.head import new_head
-from mcutrain.quant.model_file import load_qmodel, save_qmodel
-from mcutrain.quant.qmodel import QModel
-from mcutrain.quant.sim_model import Int8Net
-from mcutrain.sparse import UpdatePlan, load_scheme, resolve
-from mcutrain.sparse.permute import prepare_model
+from mcutrain.sparse import UpdatePlan
+from mcutrain.train import model_kind as mk
 from mcutrain.train.evaluate import evaluate
-from mcutrain.train.float_twin import FloatTwin
 from mcutrain.train.health import judge
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
 from mcutrain.train.learning_rate import check_learning_rate
@@ -66,7 +62,7 @@ class FinetuneConfig:
     max_steps: int = 0  # 0: every step of every epoch; else stop after this many (``--lr auto``'s probes)
 
 
-def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None = None,
+def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableModel | None = None,
              dataset: SplitDataset | None = None, prefix_memo: dict | None = None,
              keep_failed: bool = False, probe: bool = False) -> dict:
     """Fine-tune and evaluate. ``prefix_memo`` (a dict the caller keeps) lets sweeps over optimizers
@@ -78,7 +74,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
     analysis' runs) the failed result is returned. ``probe``: a short run for ``--lr auto`` that
     measures validation accuracy and loss only (no test split, no judgement)."""
     _check(cfg)
-    original = model if model is not None else load_qmodel(cfg.model)
+    original = model if model is not None else mk.load_trainable(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     memo = {} if prefix_memo is None else prefix_memo
     choice = None
@@ -87,19 +83,19 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
         cfg = replace(cfg, lr=choice.lr)
         if progress:
             print(f"mcutrain finetune: {choice.summary()}", file=sys.stderr, flush=True)
-    qmodel = _fit_task(original, dataset, cfg)
-    plan = resolve(load_scheme(cfg.scheme, qmodel.spec), qmodel.spec)
+    qmodel = mk.fit_task(original, tuple(dataset.classes))
+    plan = mk.update_plan(qmodel, cfg.scheme)
     # The channels worth updating become the first k, which every executor then updates. The
     # permutation is a function of (model, plan): the pair identifies the cached prefix too.
-    identity = (qmodel.first_conv, plan.scheme)
-    qmodel = prepare_model(qmodel, plan)
-    resolution = cfg.resolution or qmodel.resolution
+    identity = mk.identity(qmodel, plan)
+    qmodel = mk.prepared(qmodel, plan)
+    resolution = mk.input_size(qmodel, cfg.resolution)
 
     torch.manual_seed(cfg.seed)
-    net = FloatTwin(qmodel) if cfg.float else Int8Net(qmodel)
+    net = mk.simulation(qmodel, float_twin=cfg.float)
     net.set_trainable(plan)
     dataset = _subsampled(dataset, cfg)
-    task = _Task(net, plan, dataset, dataset.train, resolution, Preprocessing.from_dict(qmodel.preprocessing), cfg,
+    task = _Task(net, plan, dataset, dataset.train, resolution, mk.preprocessing(qmodel), cfg,
                  memo, identity, progress=progress)
     before = None if probe else task.accuracy("test")
     step = _make_step(net, task.model_fn, cfg)
@@ -137,13 +133,12 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: QModel | None
         return {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "diverged": diverged}
     bad = _non_finite_parameters(net)
     val_accuracy = task.accuracy("val")
-    health = judge(history, qmodel.num_classes, val_accuracy=val_accuracy, val_n=len(dataset.val),
+    health = judge(history, len(mk.classes_of(qmodel)), val_accuracy=val_accuracy, val_n=len(dataset.val),
                    parameters_finite=not bad, updates=updates)
     written = bool(cfg.out) and (health.ok or (keep_failed and not diverged))
     if written:
-        trained = net.to_qmodel()
-        save_qmodel(cfg.out, replace(trained, provenance={**trained.provenance,
-                                                          "finetune": recorded_config(cfg, choice)}))
+        record = recorded_config(cfg, choice)
+        mk.save_trained(cfg.out, qmodel, net, mk.finetune_record(record), record)
     result = {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": val_accuracy,
               "n": len(dataset.test), "train_loss": history[-1] if history else None,
               "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
@@ -182,13 +177,13 @@ def recorded_config(cfg: FinetuneConfig, choice: LrChoice | None = None) -> dict
     return config
 
 
-def auto_lr(cfg: FinetuneConfig, qmodel: QModel, dataset: SplitDataset, memo: dict) -> LrChoice:
+def auto_lr(cfg: FinetuneConfig, qmodel: mk.TrainableModel, dataset: SplitDataset, memo: dict) -> LrChoice:
     """``--lr auto``: the rate derived from the head's curvature (train/lr_auto.py), refined by short
     seeded runs on the validation split that share the run's frozen-prefix cache."""
-    prep = Preprocessing.from_dict(qmodel.preprocessing)
+    prep = mk.preprocessing(qmodel)
     subsampled = _subsampled(dataset, cfg)
     train = subsampled.train
-    curvature = head_curvature(qmodel, train, cfg.resolution or qmodel.resolution, prep, cfg.seed)
+    curvature = head_curvature(qmodel, train, mk.input_size(qmodel, cfg.resolution), prep, cfg.seed)
     per_epoch = -(-len(train) // cfg.batch_size)
 
     def probe(lr: float, steps: int) -> float:
@@ -204,7 +199,7 @@ def auto_lr(cfg: FinetuneConfig, qmodel: QModel, dataset: SplitDataset, memo: di
                      classes=len(dataset.classes), val_n=len(subsampled.val))
 
 
-def no_qas_warning(qmodel: QModel, cfg: FinetuneConfig) -> str | None:
+def no_qas_warning(qmodel: mk.TrainableModel, cfg: FinetuneConfig) -> str | None:
     """What a user of ``--no-qas`` must know (DESIGN.md section 4): without QAS the int8 step on a
     weight is s_W^2 times the fp32 step, so the QAS learning rate learns next to nothing. Names the
     factor for this model (median s_W^2 over its conv channels) and the rate that gives QAS-sized steps."""
@@ -219,16 +214,16 @@ def no_qas_warning(qmodel: QModel, cfg: FinetuneConfig) -> str | None:
             f"rates near {cfg.lr / factor:.0e} give steps of the QAS size (DESIGN.md section 4)")
 
 
-def weight_step_factor(qmodel: QModel) -> float:
+def weight_step_factor(qmodel: mk.TrainableModel) -> float:
     """Median s_W^2 over the conv channels: an int8 step without QAS is this times the fp32 step."""
-    scales = np.concatenate([c.w_scale[c.w_scale > 0] for c in qmodel.convs()]).astype(np.float64)
+    scales = np.concatenate([c.w_scale[c.w_scale > 0] for c in mk.convs(qmodel)]).astype(np.float64)
     return float(np.median(scales ** 2))
 
 
 class _Task:
     """Training batches and evaluation, through the frozen-prefix cache when that is exact and fits."""
 
-    def __init__(self, net, plan: UpdatePlan, dataset: SplitDataset, train: ImageSet, resolution: int,
+    def __init__(self, net, plan: UpdatePlan, dataset: SplitDataset, train: ImageSet, resolution,
                  prep: Preprocessing, cfg: FinetuneConfig, memo: dict, identity: tuple, progress: bool = False):
         self.net, self.resolution, self.prep = net, resolution, prep
         self.splits = {"train": train, "val": dataset.val, "test": dataset.test}
@@ -272,7 +267,7 @@ class _Task:
         return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
 
 
-def device_auto_lr(qmodel: QModel, data: str, scheme: str, seed: int = 0,
+def device_auto_lr(qmodel: mk.TrainableModel, data: str, scheme: str, seed: int = 0,
                    dataset: SplitDataset | None = None) -> tuple[float, LrChoice]:
     """``--lr auto`` for the C engine (batch 1, plain SGD): the simulation's ``--lr auto`` for ``scheme``
     at ``finetune``'s defaults (batch 32, momentum 0.9; fast, through the frozen-prefix cache), scaled
@@ -309,13 +304,6 @@ def _non_finite_parameters(net: torch.nn.Module) -> list[str]:
     """Names of parameters holding a NaN or an infinity (the fp32 twin's last update can make one
     after the last loss was seen finite; int8 weights cannot, float latents and biases can)."""
     return [name for name, p in net.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
-
-
-def _fit_task(qmodel: QModel, dataset: SplitDataset, cfg: FinetuneConfig) -> QModel:
-    """A dataset with other classes than the model's gets a new head (transfer to a new task)."""
-    if tuple(dataset.classes) == tuple(qmodel.classes):
-        return qmodel
-    return new_head(qmodel, dataset.classes)
 
 
 def _subsampled(dataset: SplitDataset, cfg: FinetuneConfig) -> SplitDataset:

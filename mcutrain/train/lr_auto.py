@@ -44,7 +44,6 @@ import torch
 from mcutrain.data import ImageSet, Preprocessing
 from mcutrain.data.loader import BatchLoader
 from mcutrain.quant.qmodel import QModel
-from mcutrain.quant.sim_model import Int8Net
 
 AUTO = "auto"
 HEAD_SAMPLES = 256
@@ -71,10 +70,12 @@ def is_auto(lr) -> bool:
 @torch.no_grad()
 def head_curvature(qmodel: QModel, train: ImageSet, resolution: int, prep: Preprocessing, seed: int) -> HeadCurvature:
     """The head-input second moment's largest eigenvalue, on a seeded subset of the training split."""
-    net = Int8Net(qmodel).eval()
+    from mcutrain.train.model_kind import simulation  # a zoo model or an imported graph
+
+    net = simulation(qmodel).eval()
     subset = train.subset(HEAD_SAMPLES, seed + 7)
     loader = BatchLoader(subset, 64, resolution, shuffle=False, preprocessing=prep)
-    zero, scale = qmodel.classifier.x.zero, qmodel.classifier.x.scale
+    zero, scale = net.classifier.x_zero, net.classifier.x_scale
     # The pooled features are int8 integers: their sums of products are exact in float64, so the
     # moment matrix is the same on every CPU; only the eigen-solver's last bits may differ.
     sums = sum(_gram(net.features(net.quantize_input(x)).double() - zero) for x, _ in loader)

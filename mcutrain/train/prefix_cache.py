@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from mcutrain.data import BatchLoader, ImageSet, Preprocessing
-from mcutrain.data.loader import epoch_generator
+from mcutrain.data.loader import epoch_generator, side_hw
 from mcutrain.quant.sim_model import Int8Net
 from mcutrain.sparse import UpdatePlan
 from mcutrain.train.float_twin import FloatTwin
@@ -24,7 +24,10 @@ CACHE_LIMIT_BYTES = 1 << 30
 
 
 def first_trained_block(net: Int8Net | FloatTwin, plan: UpdatePlan) -> int | None:
-    """Index of the first block with a trained conv (len(blocks) for classifier-only); None: no split."""
+    """Index of the first block with a trained conv (len(blocks) for classifier-only); None: no split.
+    A graph net (``GraphNet``) answers in nodes: its longest frozen prefix ending at a cut point."""
+    if hasattr(net, "frozen_split"):
+        return net.frozen_split(plan)
     low = plan.lowest_trained_conv
     if low is None:
         return len(net.blocks)
@@ -57,14 +60,15 @@ def cache_splits(net: Int8Net, splits: dict[str, ImageSet], resolution: int, pre
     the preparation before the first training step takes seconds to minutes and should not look
     like a hang."""
     total = sum(len(d) for d in splits.values())
-    with tqdm(total=total, desc=f"caching frozen prefix ({stop_block} blocks)", unit="img", disable=not progress,
+    unit = "nodes" if hasattr(net, "frozen_split") else "blocks"
+    with tqdm(total=total, desc=f"caching frozen prefix ({stop_block} {unit})", unit="img", disable=not progress,
               file=sys.stderr) as bar:
         return {name: cache_prefix(net, data, resolution, prep, stop_block, bar=bar) for name, data in splits.items()}
 
 
 def cached_bytes(net: Int8Net, n: int, resolution: int, stop_block: int) -> int:
     with torch.no_grad():
-        probe = net.prefix(torch.zeros(1, 3, resolution, resolution), stop_block)
+        probe = net.prefix(torch.zeros((1, 3) + side_hw(resolution)), stop_block)
     return probe.numel() * n * probe.new_empty((), dtype=net.cache_dtype).element_size()
 
 

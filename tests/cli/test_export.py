@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcutrain.io.container import KIND_HINTS
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
 
 from graph_models import CLASSIFIERS, SHARED_MODELS, random_input, shared_model  # noqa: E402
@@ -170,11 +172,9 @@ def test_help_says_params_is_not_supported_yet(capsys):
     assert "--params saved.bin, the mct_save format" in text and "Not supported yet" in text
 
 
-@pytest.mark.parametrize("argv", [
-    ["finetune", "{m}", "--data", "npz:{d}", "--scheme", "full", "--out", "{o}"],
+@pytest.mark.parametrize("argv", [  # finetune and eval take graph files (tests/train/test_finetune_graph.py)
     ["compile", "{m}", "--scheme", "full"],
     ["analyze", "{m}", "--data", "npz:{d}", "--out", "{o}"],
-    ["eval", "{m}", "--data", "npz:{d}"],
     ["quantize", "{m}", "--data", "npz:{d}", "--out", "{o}"],
     ["demo", "--checkpoint", "{m}"],
     ["zoo", "--model", "{m}"],
@@ -188,8 +188,7 @@ def test_training_commands_refuse_a_graph_file_saying_what_works(tmp_path, capsy
     argv = [a.format(m=model_file, d=data, o=out) for a in argv]
     code, _, err = _run(capsys, argv)
     assert code == 2 and err.count("\n") == 1, err
-    assert err.rstrip().endswith("an imported TFLite graph; imported TFLite graphs can be exported "
-                                 "(mcutrain export M --format tflite); training them is not supported yet")
+    assert err.rstrip().endswith(KIND_HINTS["int8-graph"])
     assert not out.exists()
 
 

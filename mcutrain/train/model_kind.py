@@ -1,0 +1,130 @@
+"""What fine-tuning needs to know about the model it trains: a zoo int8 model or an imported int8 graph.
+
+Why: ``finetune`` was written for ``QModel`` (the zoo's blocks, ``Int8Net``); imported models are
+``GraphModel`` files (a general QGraph and its classes, ``GraphNet``). Everything that differs
+between the two kinds is answered here, once, so the trainer, the frozen-prefix cache, ``--lr auto``
+and ``eval`` stay one code path over "a net with convs(), set_trainable, prefix/suffix".
+
+For a graph:
+- the task: a dataset with other classes gets a new zero int8 head (``graph_head.new_graph_head``);
+- schemes: the baselines on the graph's convs (``sparse.builtin.graph_plan``); no channel permutation
+  (every baseline trains whole convs or none);
+- the input: the graph's own H x W (``--resolution`` cannot change it); the loader's default
+  preprocessing, ``(p - 128) / 128``, which ``GraphNet.quantize_input`` turns into the int8 input
+  ``p - 128`` and into one grey channel (the rounded mean of R, G, B) where the graph has one;
+- the trained file: a graph model file whose provenance ``finetune`` says what trained it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from mcutrain.data import Preprocessing
+from mcutrain.errors import McutrainError
+from mcutrain.io.container import peek_container
+from mcutrain.quant.graph import QGraph
+from mcutrain.quant.graph_file import KIND as GRAPH_KIND
+from mcutrain.quant.graph_file import GraphModel, load_graph_model, save_graph_model
+from mcutrain.quant.graph_head import new_graph_head
+from mcutrain.quant.head import new_head
+from mcutrain.quant.model_file import load_qmodel, save_qmodel
+from mcutrain.quant.qmodel import QModel
+from mcutrain.quant.sim_graph import GraphNet
+from mcutrain.sparse import UpdatePlan, load_scheme, resolve
+from mcutrain.sparse.builtin import graph_plan
+from mcutrain.sparse.permute import prepare_model
+
+TrainableModel = QModel | GraphModel
+
+
+def load_trainable(path: str | os.PathLike) -> TrainableModel:
+    """The int8 model of ``path``: a zoo int8 model file or an imported graph model file."""
+    if peek_container(path)[0] == GRAPH_KIND:
+        return load_graph_model(path)
+    return load_qmodel(path)
+
+
+def is_graph(model: TrainableModel) -> bool:
+    return isinstance(model, GraphModel)
+
+
+def classes_of(model: TrainableModel) -> tuple[str, ...]:
+    return tuple(model.classes)
+
+
+def fit_task(model: TrainableModel, classes: tuple[str, ...]) -> TrainableModel:
+    """A task with other classes than the model's gets a new zero-initialised int8 head."""
+    if tuple(classes) == classes_of(model):
+        return model
+    if is_graph(model):
+        return GraphModel(new_graph_head(model.graph, classes), tuple(classes))
+    return new_head(model, classes)
+
+
+def update_plan(model: TrainableModel, scheme: str) -> UpdatePlan:
+    if is_graph(model):
+        return graph_plan(model.graph, scheme)
+    return resolve(load_scheme(scheme, model.spec), model.spec)
+
+
+def prepared(model: TrainableModel, plan: UpdatePlan) -> TrainableModel:
+    """The zoo model with the channels worth updating first; a graph as it is (whole convs train)."""
+    return model if is_graph(model) else prepare_model(model, plan)
+
+
+def identity(model: TrainableModel, plan: UpdatePlan) -> tuple:
+    """(an object kept alive while a cached prefix is in use, the scheme): what identifies the cache."""
+    return (model.graph if is_graph(model) else model.first_conv, plan.scheme)
+
+
+def simulation(model: TrainableModel, *, float_twin: bool = False):
+    """The int8 simulation (or, for zoo models, the fp32 twin) of ``model``."""
+    if is_graph(model):
+        if float_twin:
+            raise McutrainError("--float trains the fp32 twin of a zoo model; an imported graph trains in int8 only")
+        return GraphNet(model.graph)
+    from mcutrain.quant.sim_model import Int8Net
+    from mcutrain.train.float_twin import FloatTwin
+
+    return FloatTwin(model) if float_twin else Int8Net(model)
+
+
+def input_size(model: TrainableModel, resolution: int = 0) -> int | tuple[int, int]:
+    """The loader's side (an int) for a zoo model, (height, width) for a graph (``resolution`` 0: the model's)."""
+    if not is_graph(model):
+        return resolution or model.resolution
+    p = model.preprocessing
+    hw = (p["height"], p["width"])
+    if resolution and (resolution, resolution) != hw:
+        raise McutrainError(f"--resolution {resolution}: an imported graph takes its own input size, "
+                            f"{hw[0]}x{hw[1]} (leave --resolution out)")
+    return hw
+
+
+def preprocessing(model: TrainableModel) -> Preprocessing:
+    """How loader pixels become the net's float input (graphs: the default, ``(p - 128) / 128``)."""
+    return Preprocessing() if is_graph(model) else Preprocessing.from_dict(model.preprocessing)
+
+
+def convs(model: TrainableModel) -> list:
+    """The model's QConvs in scheme order."""
+    return model.graph.convs() if is_graph(model) else model.convs()
+
+
+def save_trained(path: str, model: TrainableModel, net, record: str, config: dict) -> None:
+    """Write the trained integers of ``net``; the provenance says what trained them."""
+    if is_graph(model):
+        graph: QGraph = net.to_graph()
+        graph = replace(graph, provenance={**graph.provenance, "finetune": record})
+        save_graph_model(path, GraphModel(graph, classes_of(model)))
+        return
+    trained = net.to_qmodel()
+    save_qmodel(path, replace(trained, provenance={**trained.provenance, "finetune": config}))
+
+
+def finetune_record(config: dict) -> str:
+    """The training recipe as one line (a graph file's provenance holds text)."""
+    keys = ("data", "scheme", "epochs", "batch_size", "lr", "optimizer", "momentum", "qas", "update_rule", "seed",
+            "train_subset", "augment")
+    return "mcutrain finetune " + " ".join(f"{k}={config[k]}" for k in keys if k in config)
