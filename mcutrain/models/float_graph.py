@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from mcutrain.errors import CheckpointError, ModelError, one_line
 from mcutrain.io.container import read_container, write_container
+from mcutrain.quant.graph import Node  # the same node record as the int8 graph
 from mcutrain.train.checkpoint import MAX_ABS_VALUE, meta_dict, meta_int, meta_list, meta_number, meta_str, shown
 
 KIND = "mcutrain-float-graph"
@@ -138,15 +139,6 @@ class GlobalAvgPool:
 class Linear:
     weight: np.ndarray  # float32 [K, C]
     bias: np.ndarray | None  # float32 [K]
-
-
-@dataclass(frozen=True, eq=False)
-class Node:
-    kind: str
-    name: str
-    inputs: tuple[str, ...]
-    output: str
-    params: object = None
 
 
 @dataclass(frozen=True, eq=False)

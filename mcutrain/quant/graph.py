@@ -104,11 +104,13 @@ class GraphTensor:
 
 @dataclass(frozen=True, eq=False)
 class Node:
+    """One node of a graph (int8 here, float in ``models.float_graph``): ``params`` per ``kind``."""
+
     kind: str
     name: str
     inputs: tuple[str, ...]
     output: str
-    params: object
+    params: object = None  # None for kinds without parameters (a float relu)
 
 
 @dataclass(frozen=True, eq=False)

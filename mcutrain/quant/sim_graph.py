@@ -38,8 +38,8 @@ from mcutrain.quant import graph_forward as gf
 from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
 from mcutrain.quant.graph_head import classifier_node
 from mcutrain.quant.int8_ops import rounded_divide
-from mcutrain.quant.sim_model import Int8Add, Int8Conv
-from mcutrain.quant.sim_ops import Int8LinearFn
+from mcutrain.quant.qmodel import QLinear
+from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear
 from mcutrain.sparse import UpdatePlan
 
 LOADER_SCALE = 128.0  # the loader's default preprocessing: x = (p - 128) / 128
@@ -153,28 +153,20 @@ class Int8FullyConnected(nn.Module):
         return g.to(torch.float32) @ self.weight_real
 
 
-class GraphHead(nn.Module):
-    """The classifier: trainable int8 weights and int32 biases, fp32 logits (``Int8LinearFn``)."""
+class GraphHead(Int8Linear):
+    """The classifier: the zoo's ``Int8Linear`` (trainable int8 weights and int32 biases, fp32 logits)
+    on the graph's last fully connected node, whose int8 output quantization it keeps for export."""
 
     def __init__(self, p: FullyConnected):
-        super().__init__()
-        self.q = p
         bias = p.bias if p.bias is not None else np.zeros(p.weight.shape[0], np.int32)
-        self.weight = nn.Parameter(torch.from_numpy(p.weight.astype(np.float32)))
-        self.bias = nn.Parameter(torch.from_numpy(bias.astype(np.float64)))
-        self.register_buffer("w_scale", torch.from_numpy(p.w_scale.copy()), persistent=False)
-        self.register_buffer("logit_scale", torch.from_numpy((p.x.scale * p.w_scale.astype(np.float64))
-                                                             .astype(np.float32)), persistent=False)
-        self.x_zero, self.x_scale = p.x.zero, p.x.scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return Int8LinearFn.apply(x, self.weight, self.bias, self)
+        super().__init__(QLinear(p.weight, bias, p.w_scale, p.x))
+        self.fc = p
 
     def to_fully_connected(self) -> FullyConnected:
         """The trained integers; a head without a bias gets one only when training moved it."""
         bias = self.bias.detach().numpy().astype(np.int32)
-        keep_none = self.q.bias is None and not bias.any()
-        return replace(self.q, weight=self.weight.detach().numpy().astype(np.int8), bias=None if keep_none else bias)
+        keep_none = self.fc.bias is None and not bias.any()
+        return replace(self.fc, weight=self.weight.detach().numpy().astype(np.int8), bias=None if keep_none else bias)
 
 
 class Reshape(nn.Module):
