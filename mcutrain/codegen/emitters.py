@@ -460,6 +460,10 @@ from mcutrain.codegen.emitters_fused import FUSED_EMITTERS  # noqa: E402  (built
 
 EMITTERS.update(FUSED_EMITTERS)
 
+from mcutrain.codegen.emitters_graph import GRAPH_EMITTERS  # noqa: E402  (the TFLite ops of imported graphs)
+
+EMITTERS.update(GRAPH_EMITTERS)
+
 
 def emit(ctx: OpContext) -> Emitted:
     """The C of one op: its kind's emitter, after the in-place check."""

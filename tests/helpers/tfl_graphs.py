@@ -55,7 +55,7 @@ def forward_graph(variant: str, hw=(9, 7), channels=4, seed=0) -> Graph:
         strides=(1, 1), pads=(1, 1, 1, 1))))
     x = _pool(variant, t, ops, "conv", (h, w), channels)
     k = t[x].shape[1]
-    fc_w_scale = np.full(CLASSES, 0.02, np.float32)
+    fc_w_scale = np.full(CLASSES, 0.5 / k, np.float32)  # logits of a few units
     s_x = t[x].scale
     ins = (x, _const(t, c, params, "fc.weight", rng.integers(-60, 61, (CLASSES, k)).astype(np.int8), "weight", True),
            _const(t, c, params, "fc.bias", rng.integers(-50, 50, CLASSES).astype(np.int32), "bias", True),
@@ -95,7 +95,7 @@ def update_plan(channels=4) -> UpdatePlan:
     return UpdatePlan("tfl-graph", "full", (ConvUpdate(0, "conv", "normal", 2, True, 1.0, 2),))
 
 
-def program(variant: str, lr=0.05, seed=3, passes=PIPELINE, **kw):
+def program(variant: str, lr=0.01, seed=3, passes=PIPELINE, **kw):
     forward = forward_graph(variant, **kw)
     joint = differentiate(append_loss(forward), update_plan())
     return build_program(joint, forward, PassOptions(lr=lr, seed=seed, stream_input=False), passes)

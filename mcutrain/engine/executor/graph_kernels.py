@@ -17,6 +17,7 @@ import numpy as np
 from mcutrain.engine.ir import Op
 from mcutrain.engine.ops import reshape_permutes
 from mcutrain.quant import graph_forward
+from mcutrain.quant.fixedpoint import quantize_multiplier
 from mcutrain.quant.graph import Mean, Pool2d
 from mcutrain.quant.qmodel import QTensor
 
@@ -45,6 +46,14 @@ def tfl_mean(op: Op, args: list, step: int) -> tuple:
     p = Mean(QTensor(op.attr("x_scale"), op.attr("x_zero")), QTensor(op.attr("y_scale"), op.attr("y_zero")),
              bool(op.attr("keep_dims")))
     return _with_mask(op, graph_forward.mean(args[0], p), -128, 127)
+
+
+def mean_multiplier(x_scale: float, y_scale: float, count: int) -> tuple[int, int]:
+    """(multiplier, shift) of ``graph_forward._mean_rescaled`` with 1 / count folded in: the constants
+    of the C kernel (``mct_tfl_mean``), tested equal to the NumPy kernel on every op the tests make."""
+    mult, shift = quantize_multiplier(x_scale / y_scale)
+    fold = min(int(count).bit_length() - 1, 32, 31 + int(shift))
+    return (int(mult) << fold) // int(count), int(shift) - fold
 
 
 def reshape(op: Op, args: list, step: int) -> tuple:
