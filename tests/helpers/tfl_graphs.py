@@ -103,3 +103,29 @@ def program(variant: str, lr=0.01, seed=3, passes=PIPELINE, **kw):
 
 def images(n: int, hw=(9, 7), seed=5) -> np.ndarray:
     return np.random.default_rng(seed).integers(-128, 128, (n, 2) + tuple(hw)).astype(np.int8)
+
+
+def backward_of(kind: str, attrs: dict, x: np.ndarray, g: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The input gradient autodiff's rule for a one-op forward ``kind`` gives for output gradient ``g``:
+    the rule's backward ops (``VJP_RULES``) run by the executor's kernels, the mask from the forward."""
+    from mcutrain.engine.autodiff import VJP_RULES, _Backward  # noqa: PLC0415  (the rule itself, no graph)
+    from mcutrain.engine.executor.kernels import KERNELS  # noqa: PLC0415
+    from mcutrain.engine.ops import OUTPUT_TYPES  # noqa: PLC0415
+
+    t = {}
+    _tensor(t, "x", x.shape, "int8", "activation", attrs.get("x_scale"), attrs.get("x_zero"))
+    op = Op("op", kind, ("x",), ("y",), make_attrs(**attrs))
+    graph = Graph(t, (), ("x",), ())
+    (shape, dtype), *_ = OUTPUT_TYPES[kind](graph, op)
+    _tensor(t, "y", shape, dtype, "activation")
+    graph = Graph(t, (op,), ("x",), ("y",))
+    values = {"x": x, "y.grad": g}
+    forward = KERNELS[kind](Op("op", kind, ("x",), ("y", "y.mask"), op.attrs), [x], 0)
+    if len(forward) == 2:
+        values["y.mask"] = forward[1] if mask is None else mask
+    bw = _Backward(graph, None, {"x"}, {"x": 1})
+    VJP_RULES[kind].rule(bw, op, "y.grad")
+    values.update(bw.constants)
+    for back in bw.ops:
+        values.update(zip(back.outputs, KERNELS[back.kind](back, [values[n] for n in back.inputs], 0)))
+    return values["x.grad"]
