@@ -16,7 +16,8 @@ simulation (``mcutrain.quant.sim_ops``) exactly, gradients taken w.r.t. integer-
   avgpool  g_x = avgpool_grad(g_y, mask, s_x/(s_y*H*W))
   linear   g_x, g_w, g_b = linear_grad_{x,w,b}(g_logits, ..., logit_scale)
   tfl_avgpool  g_x = tfl_avgpool_grad(g_y, mask){ratio = s_x/s_y}: the real-valued average's gradient,
-           each output's share spread over its window's valid positions
+           each output's share spread over its window's valid positions (a global pool: avgpool_grad
+           with factor ratio/(H*W), the same numbers, which the fused block backward computes lazily)
   tfl_maxpool  g_x = tfl_maxpool_grad(g_y, mask, x): to the window's first maximum (x is kept)
   tfl_mean g_x = avgpool_grad(g_y, mask, s_x/(s_y*H*W))      reshape  g_x = reshape_grad(g_y)
 Only what can reach a trainable parameter is differentiated: a tensor needs a gradient iff it is a
@@ -230,6 +231,11 @@ def _avgpool_vjp(bw: _Backward, op: Op, g_y: str) -> None:
 def _tfl_avgpool_vjp(bw: _Backward, op: Op, g_y: str) -> None:
     (x,) = op.inputs
     ratio = float(op.attr("x_scale")) / float(op.attr("y_scale"))  # 1 for TFLite's pools (one quantization)
+    shape = bw.info(x).shape
+    if tuple(op.attr("kernel")) == tuple(shape[2:]) and not any(op.attr("pads")):  # global: the zoo pool's rule,
+        f = bw.const(f"{op.name}.grad_factor", np.array([ratio / (shape[2] * shape[3])], dtype=np.float32))
+        bw.emit(op, "avgpool_grad", (g_y, bw.mask(op), f), (bw.grad_slot(x),), input_shape=shape)  # so it fuses
+        return
     bw.emit(op, "tfl_avgpool_grad", (g_y, bw.mask(op)), (bw.grad_slot(x),), input_shape=bw.info(x).shape,
             ratio=ratio, **_window_attrs(op))
 

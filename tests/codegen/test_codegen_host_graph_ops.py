@@ -49,7 +49,7 @@ def test_a_view_reshape_emits_no_copy(tmp_path):
     generate(_program("global_avgpool"), tmp_path)
     model = (tmp_path / "model.c").read_text()
     assert "a view: the output is the input's bytes" in model
-    assert "mct_tfl_avgpool(" in model and "mct_tfl_avgpool_grad(" in model
+    assert "mct_tfl_avgpool(" in model and "mct_avgpool_grad(" in model  # a global pool: the zoo rule
     generate(_program("maxpool"), tmp_path / "m")
     model = (tmp_path / "m" / "model.c").read_text()
     assert "mct_nchw_to_nhwc_i8(" in model and "mct_nhwc_to_nchw_f32(" in model
@@ -80,3 +80,24 @@ def test_cortex_m7_firmware_equals_the_host_build_bit_for_bit(tmp_path):
     assert run.logits["before"].tobytes() == before.tobytes()
     assert run.logits["after"].tobytes() == after.tobytes()
     assert run.save_fnv1a == fnv1a(engine.save()) and run.steps == 3
+
+
+def test_a_fused_block_backward_after_a_global_tfl_avgpool_matches_the_numpy_executor(tmp_path):
+    from mcutrain.engine.autodiff import differentiate
+    from mcutrain.engine.compile import build_program
+    from mcutrain.engine.loss import append_loss
+    from mcutrain.engine.passes import PassOptions
+    from mcutrain.quant.random_model import random_qmodel
+    from mcutrain.sparse import get_builtin, resolve
+
+    q = random_qmodel("mbv2-w0.35", 48, 4, seed=4)[0]
+    plan = resolve(get_builtin("paper-99kb", q.spec), q.spec)
+    forward = tfl_graphs.zoo_with_tfl_pool(q, plan)
+    program = build_program(differentiate(append_loss(forward), plan), forward, PassOptions(lr=0.1, seed=11))
+    assert any(op.attr("lazy") for op in program.train.graph.ops)
+    generate(program, tmp_path)
+    images = np.random.default_rng(3).integers(-128, 128, (3, 3, 48, 48)).astype(np.int8)
+    r = side_by_side(program, build_host(tmp_path), images, np.arange(3) % 4, images[:1])
+    d = r.differences
+    assert r.logits_equal_before and r.logits_equal_after
+    assert d["max_lsb"] <= 1 and d["bias_error"] <= 1 and d["differing_fraction"] <= 1e-3 and d["moved"] >= 20

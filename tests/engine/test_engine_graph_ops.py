@@ -176,7 +176,7 @@ def test_mean_and_reshape_vjps_equal_torch_autograd(h, w, keep_dims, seed):
 def test_hand_made_graphs_train_on_a_repeated_sample(variant):
     program = tfl_graphs.program(variant, lr=0.01)
     kinds = {op.kind for op in program.train.graph.ops}
-    expected = {"avgpool": "tfl_avgpool_grad", "global_avgpool": "tfl_avgpool_grad", "maxpool": "tfl_maxpool_grad",
+    expected = {"avgpool": "tfl_avgpool_grad", "global_avgpool": "avgpool_grad", "maxpool": "tfl_maxpool_grad",
                 "mean": "avgpool_grad"}[variant]
     assert expected in kinds
     executor = Executor(program)
@@ -206,3 +206,33 @@ def test_the_memory_plan_accounts_for_the_new_tensors(variant):
         assert flatten.attr("inplace") is None
     inference = program.inference.graph
     assert all(len(op.outputs) == 1 for op in inference.ops if op.kind.startswith("tfl_"))  # masks pruned
+
+
+def test_a_global_tfl_avgpool_keeps_the_fused_block_backward():
+    """An imported model's global pool + flatten in place of the zoo's pool: the last block's backward is
+    still fused with its input computed lazily from the pooled gradient, and equals the unfused program."""
+    from mcutrain.engine.autodiff import differentiate
+    from mcutrain.engine.compile import build_program
+    from mcutrain.engine.loss import append_loss
+    from mcutrain.engine.passes import PIPELINE, PassOptions
+    from mcutrain.engine.passes.fuse_backward import fuse_backward
+    from mcutrain.quant.random_model import random_qmodel
+    from mcutrain.sparse import get_builtin, resolve
+
+    q = random_qmodel("mbv2-w0.35", 48, 4, seed=4)[0]
+    plan = resolve(get_builtin("paper-99kb", q.spec), q.spec)
+    forward = tfl_graphs.zoo_with_tfl_pool(q, plan)
+    joint = differentiate(append_loss(forward), plan)
+    options = PassOptions(lr=0.1, seed=11)
+    fused = build_program(joint, forward, options)
+    plain = build_program(joint, forward, options, tuple(p for p in PIPELINE if p is not fuse_backward))
+    lazy = [op for op in fused.train.graph.ops if op.attr("lazy")]
+    assert [[p.kind for p in op.attr("lazy")] for op in lazy] == [["avgpool_grad", "requant_grad"]]
+    assert fused.report["arena_bytes"] < plain.report["arena_bytes"]
+    a, b = Executor(fused), Executor(plain)
+    rng = np.random.default_rng(0)
+    for step in range(2):
+        x = rng.integers(-128, 128, (3, 48, 48)).astype(np.int8)
+        assert a.train_step(x, step) == b.train_step(x, step)
+    pa, pb = a.parameters(), b.parameters()
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)

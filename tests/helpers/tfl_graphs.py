@@ -129,3 +129,28 @@ def backward_of(kind: str, attrs: dict, x: np.ndarray, g: np.ndarray, mask: np.n
     for back in bw.ops:
         values.update(zip(back.outputs, KERNELS[back.kind](back, [values[n] for n in back.inputs], 0)))
     return values["x.grad"]
+
+
+def zoo_with_tfl_pool(qmodel, plan: UpdatePlan) -> Graph:
+    """The zoo model's traced forward with its global pool replaced by what an imported model has: a global
+    ``tfl_avgpool`` ([1, C, 1, 1], the input's quantization) and a ``reshape`` to [1, C] (a view)."""
+    from mcutrain.engine.frontend import graph_from_qmodel  # noqa: PLC0415
+    return _replace_zoo_pool(graph_from_qmodel(qmodel, plan))
+
+
+def _replace_zoo_pool(graph: Graph) -> Graph:
+    ops, t = [], dict(graph.tensors)
+    for op in graph.ops:
+        if op.kind != "avgpool":
+            ops.append(op)
+            continue
+        (x,) = op.inputs
+        info = t[x]
+        n, c, h, w = info.shape
+        _tensor(t, "pool4", (n, c, 1, 1), "int8", "activation", info.scale, info.zero)
+        _tensor(t, op.outputs[0], (n, c), "int8", "activation", info.scale, info.zero)
+        ops.append(Op("pool", "tfl_avgpool", (x,), ("pool4",), make_attrs(
+            kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0), qmin=-128, qmax=127, x_scale=info.scale,
+            y_scale=info.scale)))
+        ops.append(Op("flatten", "reshape", ("pool4",), op.outputs, make_attrs(channels_last=True)))
+    return verify(graph.with_ops(ops, tensors=t))

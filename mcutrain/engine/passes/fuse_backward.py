@@ -136,8 +136,6 @@ class _Chain:
         p = self.producers.get(spread)
         if p is None or ops[p].kind != "avgpool_grad" or self.readers.get(spread) != [r] or spread in g.outputs:
             return None
-        if len(g.tensor(ops[p].inputs[0]).shape) != 2:  # a MEAN with keep_dims: [N, C, 1, 1] (general kernel)
-            return None
         channels = g.tensor(src).shape[1]
         pre, post = [], []
         for k in self.readers.get(src, []):
