@@ -20,7 +20,7 @@ from mcutrain.sparse.scheme import ConvUpdate, UpdatePlan
 
 CLASSES = 3
 S_IMAGE, S_CONV = 0.02, 0.05  # activation scales (the conv's output scale is the pool's too)
-VARIANTS = ("avgpool", "mean", "maxpool", "global_avgpool")
+VARIANTS = ("avgpool", "mean", "maxpool", "global_avgpool", "mean_keep_dims")
 
 
 def _tensor(t: dict, name: str, shape, dtype: str, role: str, scale=None, zero=None, trainable=False) -> str:
@@ -69,11 +69,16 @@ def forward_graph(variant: str, hw=(9, 7), channels=4, seed=0) -> Graph:
 def _pool(variant: str, t: dict, ops: list, x: str, hw, channels: int) -> str:
     """The variant's pooling ops after ``x``; returns the [1, K] int8 tensor the classifier reads."""
     h, w = hw
-    if variant == "mean":
-        _tensor(t, "pool", (1, channels), "int8", "activation", S_CONV * 0.5, -20)
+    if variant in ("mean", "mean_keep_dims"):
+        keep = variant == "mean_keep_dims"
+        _tensor(t, "pool", (1, channels) + (1, 1) * keep, "int8", "activation", S_CONV * 0.5, -20)
         ops.append(Op("pool", "tfl_mean", (x,), ("pool",), make_attrs(
-            x_scale=S_CONV, x_zero=-128, y_scale=S_CONV * 0.5, y_zero=-20, keep_dims=False)))
-        return "pool"
+            x_scale=S_CONV, x_zero=-128, y_scale=S_CONV * 0.5, y_zero=-20, keep_dims=keep)))
+        if not keep:
+            return "pool"
+        _tensor(t, "flat", (1, channels), "int8", "activation", S_CONV * 0.5, -20)
+        ops.append(Op("flatten", "reshape", ("pool",), ("flat",), make_attrs(channels_last=True)))
+        return "flat"
     kind = "tfl_maxpool" if variant == "maxpool" else "tfl_avgpool"
     if variant == "global_avgpool":
         geometry = dict(kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0))
