@@ -4,7 +4,8 @@
 operand structs: geometry, zero points, pointers to its parameters and constants), ``code`` is the
 statement in the stage function, with arena pointers at the planned offsets. Emitters only build
 strings; ``generate`` assembles them. What the kernels compute is in ``c/mct_kernels.h`` (the emitters
-of the fused kinds, row pipelines and block backwards, are in ``emitters_fused``: ``c/mct_fused.h``).
+of the fused kinds, row pipelines and block backwards, are in ``emitters_fused``: ``c/mct_fused.h``; those
+of the TFLite ops of imported graphs, pools, MEAN and reshape, in ``emitters_graph``).
 Parameters and constants are referenced through ``Symbols``, which records what is used so that
 only referenced Flash arrays are defined.
 """
@@ -459,6 +460,10 @@ EMITTERS: dict[str, Callable[[OpContext], Emitted]] = {
 from mcutrain.codegen.emitters_fused import FUSED_EMITTERS  # noqa: E402  (built on the helpers above)
 
 EMITTERS.update(FUSED_EMITTERS)
+
+from mcutrain.codegen.emitters_graph import GRAPH_EMITTERS  # noqa: E402  (the TFLite ops of imported graphs)
+
+EMITTERS.update(GRAPH_EMITTERS)
 
 
 def emit(ctx: OpContext) -> Emitted:

@@ -15,6 +15,11 @@ simulation (``mcutrain.quant.sim_ops``) exactly, gradients taken w.r.t. integer-
   add      (g_a, g_b) = add_grad(g_y, mask, (s_a/s_y, s_b/s_y))   (one side only: requant_grad)
   avgpool  g_x = avgpool_grad(g_y, mask, s_x/(s_y*H*W))
   linear   g_x, g_w, g_b = linear_grad_{x,w,b}(g_logits, ..., logit_scale)
+  tfl_avgpool  g_x = tfl_avgpool_grad(g_y, mask){ratio = s_x/s_y}: the real-valued average's gradient,
+           each output's share spread over its window's valid positions (a global pool: avgpool_grad
+           with factor ratio/(H*W), the same numbers, which the fused block backward computes lazily)
+  tfl_maxpool  g_x = tfl_maxpool_grad(g_y, mask, x): to the window's first maximum (x is kept)
+  tfl_mean g_x = avgpool_grad(g_y, mask, s_x/(s_y*H*W))      reshape  g_x = reshape_grad(g_y)
 Only what can reach a trainable parameter is differentiated: a tensor needs a gradient iff it is a
 trainable parameter or computed from one (requires-grad propagation), so nothing below the lowest
 trained layer gets an input gradient. A tensor read by several ops (a residual's fan-out) receives one
@@ -223,6 +228,42 @@ def _avgpool_vjp(bw: _Backward, op: Op, g_y: str) -> None:
     bw.emit(op, "avgpool_grad", (g_y, bw.mask(op), f), (bw.grad_slot(x),), input_shape=shape)
 
 
+def _tfl_avgpool_vjp(bw: _Backward, op: Op, g_y: str) -> None:
+    (x,) = op.inputs
+    ratio = float(op.attr("x_scale")) / float(op.attr("y_scale"))  # 1 for TFLite's pools (one quantization)
+    shape = bw.info(x).shape
+    if tuple(op.attr("kernel")) == tuple(shape[2:]) and not any(op.attr("pads")):  # global: the zoo pool's rule,
+        f = bw.const(f"{op.name}.grad_factor", np.array([ratio / (shape[2] * shape[3])], dtype=np.float32))
+        bw.emit(op, "avgpool_grad", (g_y, bw.mask(op), f), (bw.grad_slot(x),), input_shape=shape)  # so it fuses
+        return
+    bw.emit(op, "tfl_avgpool_grad", (g_y, bw.mask(op)), (bw.grad_slot(x),), input_shape=bw.info(x).shape,
+            ratio=ratio, **_window_attrs(op))
+
+
+def _tfl_maxpool_vjp(bw: _Backward, op: Op, g_y: str) -> None:
+    (x,) = op.inputs
+    bw.emit(op, "tfl_maxpool_grad", (g_y, bw.mask(op), x), (bw.grad_slot(x),), input_shape=bw.info(x).shape,
+            **_window_attrs(op))
+
+
+def _window_attrs(op: Op) -> dict:
+    return dict(kernel=tuple(op.attr("kernel")), strides=tuple(op.attr("strides")), pads=tuple(op.attr("pads")))
+
+
+def _tfl_mean_vjp(bw: _Backward, op: Op, g_y: str) -> None:
+    (x,) = op.inputs
+    shape = bw.info(x).shape
+    factor = op.attr("x_scale") / (op.attr("y_scale") * shape[2] * shape[3])  # float64, rounded once
+    f = bw.const(f"{op.name}.grad_factor", np.array([factor], dtype=np.float32))
+    bw.emit(op, "avgpool_grad", (g_y, bw.mask(op), f), (bw.grad_slot(x),), input_shape=shape)
+
+
+def _reshape_vjp(bw: _Backward, op: Op, g_y: str) -> None:
+    (x,) = op.inputs
+    bw.emit(op, "reshape_grad", (g_y,), (bw.grad_slot(x),), input_shape=bw.info(x).shape,
+            channels_last=bool(op.attr("channels_last")))
+
+
 def _linear_vjp(bw: _Backward, op: Op, g_logits: str) -> None:
     x, w, b, scale = op.inputs
     if bw.needs(x):  # first: it reads the OLD weight
@@ -246,6 +287,10 @@ VJP_RULES: dict[str, VJP] = {
     "add": VJP((0, 1), _add_vjp),
     "avgpool": VJP((0,), _avgpool_vjp),
     "linear": VJP((0, 1, 2), _linear_vjp),
+    "tfl_avgpool": VJP((0,), _tfl_avgpool_vjp),
+    "tfl_maxpool": VJP((0,), _tfl_maxpool_vjp),
+    "tfl_mean": VJP((0,), _tfl_mean_vjp),
+    "reshape": VJP((0,), _reshape_vjp),
 }
 
 

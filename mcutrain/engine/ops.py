@@ -6,11 +6,13 @@ to the pass that built it. Semantics of each kind (DESIGN.md section 3) live in 
 names here are the contract between the frontend, autodiff, passes, the NumPy executor and codegen.
 
 Forward (int8):   conv2d, add, avgpool, linear, slice_channels
+Forward (TFLite): tfl_avgpool, tfl_maxpool, tfl_mean, reshape   (an imported graph's ops, issue 13)
 Fused (forward):  pointwise_depthwise   (1x1 expand conv + depthwise conv, the expanded tensor never whole)
                   mbconv_rows           (a chain of frozen convs / adds run row by row through ring buffers)
 Loss:             softmax_ce            (fp32 loss and the logits' gradient, fused)
 Backward (fp32):  linear_grad_x, linear_grad_w, linear_grad_b, avgpool_grad, add_grad,
-                  requant_grad, conv2d_grad_x, conv2d_grad_w, conv2d_grad_b, grad_sum
+                  requant_grad, conv2d_grad_x, conv2d_grad_w, conv2d_grad_b, grad_sum,
+                  tfl_avgpool_grad, tfl_maxpool_grad, reshape_grad
 Update:           update_weight, update_bias   (no outputs: they write a trainable parameter)
 Fused (update):   conv2d_grad_w_update, linear_grad_w_update   (weight gradient + update, no buffer)
 Fused (backward): mbconv_grad   (a block's backward through its expanded channels, channel by channel)
@@ -55,6 +57,29 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
                                                        updates) of one block, run for each expanded
                                                        channel in turn; writes the parameters in
                                                        ``writes`` in place; see passes/fuse_backward
+The TFLite ops (arithmetic: ``mcutrain.quant.graph_forward``, which the NumPy kernels call; a mask is
+``qmin < v < qmax`` for v before the clamp, which for these ops is ``qmin < y < qmax``):
+  tfl_avgpool(x){kernel, strides, pads, qmin, qmax, x_scale, y_scale} -> y [, mask]
+                                                       windows (kh, kw), strides (sh, sw), pads (t, b, l, r),
+                                                       clipped at the border: round_half_away(sum x / n)
+                                                       over the n valid positions (TFLite: in == out
+                                                       quantization); global when the window is the input
+  tfl_maxpool(x){kernel, strides, pads, qmin, qmax} -> y [, mask]   max over the clipped window
+  tfl_mean(x){x_scale, x_zero, y_scale, y_zero, keep_dims} -> y [, mask]
+                                                       TFLite MEAN over H, W: y [N, C] (or [N, C, 1, 1]
+                                                       with keep_dims); mask over [-128, 127]
+  reshape(x){channels_last} -> [N, numel / N]          a flatten; channels_last (TFLite's NHWC order) on a
+                                                       [N, C, H, W] input with H*W > 1 permutes (a copy),
+                                                       otherwise the same bytes (a view: in place)
+  tfl_avgpool_grad(g_y, mask){kernel, strides, pads, input_shape, ratio}
+                                                       -> g_x: each output's fl32(g*mask) * fl32(ratio / n)
+                                                       added to its window's n valid positions
+                                                       (ratio = s_x / s_y; float64 sum, rounded once)
+  tfl_maxpool_grad(g_y, mask, x){kernel, strides, pads, input_shape} -> g_x: g*mask added (float32, outputs in C
+                                                       order) at the window's first maximum of x in
+                                                       window order (row by row): TFLite's argmax
+  reshape_grad(g_y){channels_last, input_shape}        -> g_y in the input's layout (inverse permutation)
+  tfl_mean's backward is avgpool_grad (factor s_x / (s_y H W)).
 Every update-phase op writes its first input ``p`` in place, the leading slice
 ``kept = p[:s0, :s1, ...]`` with ``s = attr kept_shape`` (the kept channels; the gradient has that
 shape; ``qas`` has ``s0`` entries, broadcast along axis 0). Stochastic rounding draws word ``i`` of the
@@ -161,6 +186,30 @@ def _avgpool(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     return [((n, c), "int8"), ((n, c), "bit")] if len(op.outputs) == 2 else [((n, c), "int8")]
 
 
+def _pool_out(g: Graph, op: Op) -> list[tuple[Shape, str]]:
+    n, c, h, w = g.tensor(op.inputs[0]).shape
+    y = ((n, c) + conv_out_hw(h, w, tuple(op.attr("kernel")), tuple(op.attr("strides")), tuple(op.attr("pads"))),
+         "int8")
+    return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
+
+
+def _tfl_mean(g: Graph, op: Op) -> list[tuple[Shape, str]]:
+    n, c = g.tensor(op.inputs[0]).shape[:2]
+    y = ((n, c, 1, 1) if op.attr("keep_dims") else (n, c), "int8")
+    return [y, (y[0], "bit")] if len(op.outputs) == 2 else [y]
+
+
+def _reshape(g: Graph, op: Op) -> list[tuple[Shape, str]]:
+    x = g.tensor(op.inputs[0])
+    return [((x.shape[0], x.numel // x.shape[0]), x.dtype)]
+
+
+def reshape_permutes(op: Op, input_shape) -> bool:
+    """True when a reshape (or its gradient) reorders elements: channels-last flatten of a 4-D tensor
+    with more than one position; otherwise it only renames the same bytes (a view)."""
+    return bool(op.attr("channels_last")) and len(input_shape) == 4 and input_shape[2] * input_shape[3] > 1
+
+
 def _linear(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     return [((g.tensor(op.inputs[0]).shape[0], g.tensor(op.inputs[1]).shape[0]), "float32")]
 
@@ -242,4 +291,11 @@ OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "conv2d_grad_w_update": _no_outputs,
     "mbconv_grad": _mbconv_grad,
     "linear_grad_w_update": _no_outputs,
+    "tfl_avgpool": _pool_out,
+    "tfl_maxpool": _pool_out,
+    "tfl_mean": _tfl_mean,
+    "reshape": _reshape,
+    "tfl_avgpool_grad": _avgpool_grad,
+    "tfl_maxpool_grad": _avgpool_grad,
+    "reshape_grad": _avgpool_grad,
 }

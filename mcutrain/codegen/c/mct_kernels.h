@@ -87,6 +87,23 @@ typedef struct {
     const float *scale; /* [out_features]: s_x * s_w[k] */
 } mct_linear;
 
+/* A TFLite pool over [channels][in_h][in_w] (mcutrain.quant.graph_forward.avgpool / maxpool): kh x kw
+ * windows, strides (sh, sw), ``pad_top`` / ``pad_left`` rows / columns before the input; every window is
+ * clipped to the input (padding is never averaged nor a maximum). ``ratio`` = s_x / s_y, used by the
+ * average pool's backward only. */
+typedef struct {
+    int32_t channels, in_h, in_w, out_h, out_w;
+    int32_t kh, kw, sh, sw, pad_top, pad_left;
+    int32_t qmin, qmax;
+    double ratio;
+} mct_tfl_pool;
+
+/* TFLite MEAN over H, W of [channels][count] (graph_forward.mean): y = clamp(MBQM(sum x - x_zero * count,
+ * multiplier, shift) + y_zero, -128, 127), 1 / count folded into (multiplier, shift) by the generator. */
+typedef struct {
+    int32_t channels, count, x_zero, multiplier, shift, y_zero;
+} mct_tfl_mean_params;
+
 /* One parameter's in-place SGD step over its trained slice [rows][cols][inner] (w: int8 weights, or
  * b: int32 biases, cols = inner = 1); qas: one QAS factor per row; RNG stream (seed, step, tensor_id).
  * lr points at the program's learning rate, a runtime value (model.c's guard halves it on a rollback;
@@ -121,6 +138,14 @@ void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *
 void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits);
 int32_t mct_argmax(const float *v, int32_t n);
 
+/* TFLite ops of imported graphs (issue 13); masks: qmin < v < qmax (v before the clamp) */
+void mct_tfl_avgpool(const mct_tfl_pool *p, const int8_t *x, int8_t *y, uint8_t *mask);
+void mct_tfl_maxpool(const mct_tfl_pool *p, const int8_t *x, int8_t *y, uint8_t *mask);
+void mct_tfl_mean(const mct_tfl_mean_params *p, const int8_t *x, int8_t *y, uint8_t *mask);
+/* [c][plane] -> [plane][c] (TFLite's channels-last flatten) and back for gradients */
+void mct_nchw_to_nhwc_i8(const int8_t *x, int32_t channels, int32_t plane, int8_t *y);
+void mct_nhwc_to_nchw_f32(const float *g, int32_t channels, int32_t plane, float *out);
+
 /* ---- loss ---- */
 void mct_softmax_ce(const float *logits, int32_t k, int32_t label, float *loss, float *grad);
 double mct_exp(double x);
@@ -139,6 +164,11 @@ void mct_conv2d_grad_w(const mct_conv *p, const int8_t *x, const float *g, int32
 void mct_linear_grad_x(const mct_linear *p, const float *g, float *out);
 void mct_linear_grad_w(const mct_linear *p, const float *g, const int8_t *x, float *out);
 void mct_linear_grad_b(const mct_linear *p, const float *g, float *out);
+/* Average pool: each output's (g * mask) * (float)(ratio / n) added to its n valid input positions,
+ * summed per input position in mct_acc_t (windows in ascending order). Max pool: g * mask added in
+ * float32, outputs in C order, at its window's first maximum of x in row-major window order. */
+void mct_tfl_avgpool_grad(const mct_tfl_pool *p, const float *g, const uint8_t *mask, float *out);
+void mct_tfl_maxpool_grad(const mct_tfl_pool *p, const float *g, const uint8_t *mask, const int8_t *x, float *out);
 
 /* ---- updates (write the SRAM copies in place) ---- */
 void mct_update_weight(const mct_update *u, const float *g, uint32_t step);

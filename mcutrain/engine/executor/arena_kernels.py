@@ -192,8 +192,8 @@ class _LazySource:
         op = self.lazy[name]
         g_name, mask, scale = op.inputs
         mask = self.values[mask][0, rows].astype(np.float32)
-        if op.kind == "avgpool_grad":
-            spread = (self.values[g_name][0, rows] * mask) * self.values[scale][0]
+        if op.kind == "avgpool_grad":  # g: [1, C] or [1, C, 1, 1] (a global TFLite pool or MEAN)
+            spread = (self.values[g_name][0, rows].reshape(-1) * mask.reshape(-1)) * self.values[scale][0]
             return np.broadcast_to(spread[:, None, None], (spread.shape[0],) + tuple(op.attr("input_shape")[2:]))
         m = self.values[scale]
         factor = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(-1, 1, 1)

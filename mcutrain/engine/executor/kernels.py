@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mcutrain.engine.executor.graph_kernels import GRAPH_KERNELS
 from mcutrain.engine.ir import Op
 from mcutrain.engine.ops import conv_geometry, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
@@ -234,7 +235,7 @@ def add_grad(op: Op, args: list, step: int) -> tuple:
 def avgpool_grad(op: Op, args: list, step: int) -> tuple:
     g, mask, factor = args
     n, c, h, w = op.attr("input_shape")
-    spread = (g * mask.astype(np.float32)) * factor[0]
+    spread = (g.reshape(n, c) * mask.reshape(n, c).astype(np.float32)) * factor[0]  # g: [N, C] or [N, C, 1, 1]
     return (np.broadcast_to(spread[:, :, None, None], (n, c, h, w)).copy(),)
 
 
@@ -375,3 +376,4 @@ KERNELS: dict[str, Kernel] = {
     "conv2d_grad_w_update": conv2d_grad_w_update,
     "linear_grad_w_update": linear_grad_w_update,
 }
+KERNELS.update(GRAPH_KERNELS)  # the TFLite ops of imported graphs (their own module)

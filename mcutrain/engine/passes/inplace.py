@@ -12,6 +12,8 @@ live instead of two. Two kinds of op allow it:
     high-resolution prefix this removes one of the two big tensors of every depthwise step; in the
     backward the same holds for the depthwise input gradient (``conv2d_grad_x`` with groups > 1,
     stride 1: g_x over g_acc, when g_acc dies there, i.e. the weight is frozen);
+  * a reshape (and its gradient) that keeps the element order is a view: its output takes its input's
+    bytes and no kernel runs (a channels-last flatten of H*W > 1 positions permutes: a copy);
   * accumulating ops add their terms into an input one after the other: a 1x1 ``conv2d_grad_x``
     with ``init`` (a residual fan-out's total over the skip branch's gradient).
 Legal only when the input is made by an op of this graph (not a caller's input, constant or
@@ -25,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.ops import reshape_permutes
 
 # op kind -> alternatives (input positions its first output may overwrite, None: any; how the bytes must fit)
 INPLACE_RULES: dict[str, tuple[tuple[tuple[int, ...] | None, str], ...]] = {
@@ -34,6 +37,8 @@ INPLACE_RULES: dict[str, tuple[tuple[tuple[int, ...] | None, str], ...]] = {
     "add": (((1, 0), "elementwise"),),
     "conv2d": (((0,), "depthwise"),),
     "conv2d_grad_x": (((2,), "elementwise"), ((0,), "depthwise")),
+    "reshape": (((0,), "view"),),
+    "reshape_grad": (((0,), "view"),),
 }
 
 
@@ -55,6 +60,8 @@ def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:
         return False
     if how == "elementwise":
         return src.shape == out.shape
+    if how == "view":
+        return src.nbytes == out.nbytes and not reshape_permutes(op, op.attr("input_shape") or src.shape)
     return op.attr("groups", 1) > 1 and out.nbytes <= src.nbytes
 
 

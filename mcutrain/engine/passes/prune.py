@@ -15,7 +15,7 @@ from dataclasses import replace
 from mcutrain.engine.ir import Graph, Op
 
 # op kinds whose outputs after the first (the mask) may be dropped
-OPTIONAL_OUTPUTS = ("conv2d", "pointwise_depthwise", "add", "avgpool")
+OPTIONAL_OUTPUTS = ("conv2d", "pointwise_depthwise", "add", "avgpool", "tfl_avgpool", "tfl_maxpool", "tfl_mean")
 
 
 def prune(graph: Graph, options=None) -> Graph:
