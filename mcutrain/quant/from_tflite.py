@@ -19,7 +19,8 @@ from mcutrain.quant.qmodel import QAdd, QConv, QTensor
 
 _ACTIVATIONS = {0: "none", 1: "RELU", 3: "RELU6"}
 _SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN",
-              "FULLY_CONNECTED", "RESHAPE", "SOFTMAX")
+              "FULLY_CONNECTED", "RESHAPE", "SOFTMAX", "PAD")
+_PAD_READERS = ("CONV_2D", "DEPTHWISE_CONV_2D")  # a PAD is folded into the convolution it feeds
 
 
 class UnsupportedOp(TfliteError):
@@ -40,7 +41,7 @@ def graph_from_tflite(model: TfliteModel, source: str = "model") -> QGraph:
     if len(inp.shape) != 4:
         raise TfliteError(f"input '{inp.name}' has shape {inp.shape}; expected NHWC [N, H, W, C]")
     mapper.activation(inp.index)
-    nodes = tuple(mapper.node(op) for op in model.operators)
+    nodes = tuple(node for op in model.operators if (node := mapper.node(op)) is not None)
     if model.outputs[0] not in mapper.tensors or not nodes:
         raise TfliteError(f"output tensor {model.outputs[0]} is not computed by any operator")
     graph = QGraph(tuple(mapper.tensors.values()), nodes, mapper.name(inp.index),
@@ -95,6 +96,7 @@ class _Mapper:
         self.model = model
         self.tensors: dict[int, GraphTensor] = {}
         self._names: set[str] = set()
+        self.pads: dict[int, tuple[int, tuple[int, int, int, int]]] = {}  # PAD output -> (its input, padding)
 
     # -- tensors --------------------------------------------------------------------------------
 
@@ -134,28 +136,49 @@ class _Mapper:
         names = lambda idx: ", ".join(f"{i} '{self.model.tensors[i].name}'" if i >= 0 else "-" for i in idx)  # noqa
         return f"operator {op.index} ({op.op}; inputs [{names(op.inputs)}], outputs [{names(op.outputs)}])"
 
-    def node(self, op: TfliteOperator) -> Node:
+    def node(self, op: TfliteOperator) -> Node | None:
+        """The graph node of ``op``; None for a PAD, which the convolution it feeds absorbs."""
         where = self.where(op)
         if op.op not in _SUPPORTED:
             raise UnsupportedOp(f"{where}: unsupported operator; supported: {', '.join(_SUPPORTED)}")
         if len(op.outputs) != 1 or not op.inputs:
             raise UnsupportedOp(f"{where}: expected inputs and exactly one output")
-        x = self.activation(op.inputs[0], where) if op.inputs[0] in self.tensors else None
+        if any(i in self.pads for i in op.inputs) and op.op not in _PAD_READERS:
+            raise UnsupportedOp(f"{where}: reads a PAD's output; a PAD may only feed a convolution")
+        padded = self.pads.get(op.inputs[0])
+        first = padded[0] if padded else op.inputs[0]
+        x = self.activation(first, where) if first in self.tensors else None
         if x is None:
             raise TfliteError(f"{where}: input tensor {op.inputs[0]} is not computed by an earlier operator")
-        kind, params, extra = getattr(self, "_" + op.op.lower())(op, x, where)
+        if op.op == "PAD":
+            self.pads[op.outputs[0]] = self._pad(op, x, where)
+            return None
+        reader = getattr(self, "_" + op.op.lower())
+        kind, params, extra = reader(op, x, where, padded[1]) if padded else reader(op, x, where)
         y = self.activation(op.outputs[0], where)
         params = params(y)
         check_arithmetic(kind, params, where)
         return Node(kind, y.name, (x.name,) + extra, y.name, params)
 
-    def _conv_2d(self, op, x, where):
-        return self._conv(op, x, where, depthwise=False)
+    def _pad(self, op, x: GraphTensor, where: str) -> tuple[int, tuple[int, int, int, int]]:
+        """PAD (with the zero point) of H and W only, output quantized as its input: (input, padding)."""
+        paddings = self.constant(op.inputs[1] if len(op.inputs) == 2 else -1, "int32", where, "the paddings")
+        p = np.asarray(paddings.data).reshape(-1)
+        out = self.model.tensors[op.outputs[0]]
+        if p.size != 8 or len(x.shape) != 4 or p[0] or p[1] or p[6] or p[7] or (p < 0).any() or p.max() > 4096:
+            raise UnsupportedOp(f"{where}: PAD of {p.tolist()}; only non-negative padding of H and W (at most 4096)")
+        if list(out.scales) != [x.q.scale] or list(out.zero_points) != [x.q.zero]:
+            raise UnsupportedOp(f"{where}: PAD changes the quantization")
+        return op.inputs[0], (int(p[2]), int(p[3]), int(p[4]), int(p[5]))
 
-    def _depthwise_conv_2d(self, op, x, where):
-        return self._conv(op, x, where, depthwise=True)
+    def _conv_2d(self, op, x, where, padded=None):
+        return self._conv(op, x, where, depthwise=False, padded=padded)
 
-    def _conv(self, op, x: GraphTensor, where: str, depthwise: bool):
+    def _depthwise_conv_2d(self, op, x, where, padded=None):
+        return self._conv(op, x, where, depthwise=True, padded=padded)
+
+    def _conv(self, op, x: GraphTensor, where: str, depthwise: bool, padded=None):
+        """``padded``: the (top, bottom, left, right) of a PAD in front, added to the conv's own."""
         o = op.options
         if o.get("DilationHFactor", 1) != 1 or o.get("DilationWFactor", 1) != 1:
             raise UnsupportedOp(f"{where}: dilation {o.get('DilationHFactor')}x{o.get('DilationWFactor')}; only 1")
@@ -177,7 +200,10 @@ class _Mapper:
         w_scale = self._weight_scales(w, out_ch, qdim, where)
         bias = self._bias(op, out_ch, where)
         (sh, sw), (kh, kw) = self._strides(o, where), weight.shape[2:]
-        pad = self._padding(o["Padding"] if "Padding" in o else 0, x.shape[2:], (kh, kw), (sh, sw), where)
+        extra = padded or (0, 0, 0, 0)
+        hw = (x.shape[2] + extra[0] + extra[1], x.shape[3] + extra[2] + extra[3])
+        own = self._padding(o["Padding"] if "Padding" in o else 0, hw, (kh, kw), (sh, sw), where)
+        pad = tuple(a + b for a, b in zip(own, extra))
         act = int(o.get("FusedActivationFunction", 0))
 
         def make(y: GraphTensor) -> QConv:

@@ -18,8 +18,8 @@ The input. The int8 input is ``q = p - 128`` for a uint8 pixel p (``quant.qmodel
 QTensor (s_in, z_in) says what it means: ``u = s_in * (q - z_in) = s_in * (p - 128 - z_in)``. The
 model's own input is ``x_c = (p - offset_c) * scale_c`` (ImageNet's ``(p/255 - mean_c)/std_c`` is
 offset_c = 255 mean_c, scale_c = 1 / (255 std_c)). With one scale and one integer offset for all
-channels, z_in = offset - 128 and s_in = scale: u = x exactly, and nothing is folded. Otherwise
-s_in = max_c scale_c, z_in = round(mean_c offset_c) - 128 and every convolution reading the input gets
+channels, z_in = offset - 128 and s_in = scale: u = x (up to s_in's rounding to float32, see below),
+and nothing is folded. Otherwise s_in = max_c scale_c, z_in = round(mean_c offset_c) - 128 and every convolution reading the input gets
 ``w'[o, c] = w[o, c] * scale_c / s_in`` and ``b'[o] = b[o] + sum_{c, i, j} w[o, c, i, j] * d_c`` with
 ``d_c = (z_in + 128 - offset_c) * scale_c`` (float64): the same outputs wherever the window lies
 inside the image. At the border the int8 convolution pads with z_in, i.e. with the pixel value
@@ -29,6 +29,10 @@ For ImageNet's mean and std (z_in + 128 = 114: d = -0.166, -0.040, +0.182) that 
 zero padding replaced by a mid grey, the image mean's neighbour; ``fold_graph``'s output is exactly
 that model (tests/quant/test_quantize_graph.py checks it), and calibration sees it too. Where the
 input is read by anything but convolutions, only the exact case is possible.
+
+Every activation scale (the input's too) is rounded to float32 (``float32_scale``), the precision a
+.tflite stores: the graph is then exactly what its export says (export -> import is the identity) and
+LiteRT derives the same fixed-point multipliers from it. The rounding moves a scale by < 6e-8 of itself.
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ class GraphQuantizeError(McutrainError):
     """A FloatGraph that cannot be quantized (a BatchNorm with no convolution before it, say)."""
 
 
+def float32_scale(scale: float) -> float:
+    """``scale`` rounded to float32, as a .tflite stores it: the graph then is exactly what its export
+    says (export -> import is the identity) and LiteRT derives the multipliers we derive."""
+    return float(np.float32(scale))
+
+
 # ---------------------------------------------------------------------------------------------- folding
 
 
@@ -66,7 +76,7 @@ def fold_graph(g: FloatGraph) -> tuple[FloatGraph, QTensor]:
     nodes = _fold_batchnorm(g)
     offsets, scales = g.preprocessing.pixel_affine(g.input_shape[0])
     exact = np.all(offsets == offsets[0]) and np.all(scales == scales[0]) and offsets[0] == np.round(offsets[0])
-    s_in = float(np.max(scales))
+    s_in = float32_scale(float(np.max(scales)))
     z_in = int(np.clip(np.round(offsets.mean()) - 128, -128, 127))
     if not exact:
         readers = [n for n in nodes if g.input in n.inputs]
@@ -273,6 +283,7 @@ def _quantize_node(node: Node, act, xs: list[QTensor], obs, shapes):
     if kind == "flatten":
         return "reshape", Reshape(channels_last=False), x
     y = obs[node.output].qtensor()
+    y = QTensor(float32_scale(y.scale), y.zero)
     qmin, qmax = clamp_of(act, y)
     if kind == "add":
         return "add", QAdd(x, xs[1], y, qmin, qmax), y

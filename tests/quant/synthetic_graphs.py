@@ -52,7 +52,7 @@ class GraphBuilder:
         xq = self.q(x)
         acc_std = 74 * 73 * np.sqrt(per_in * kernel[0] * kernel[1])
         bias = self.rng.integers(-int(acc_std), int(acc_std) + 1, out_ch).astype(np.int32)
-        pad = (0, 0, 0, 0)
+        pad = tuple(padding) if isinstance(padding, tuple) else (0, 0, 0, 0)  # a tuple: explicit (PyTorch's)
         if padding == "same":
             (_, t, b), (_, left, r) = (same_padding(s, k, st) for s, k, st in zip((h, w), kernel, strides))
             pad = (t, b, left, r)

@@ -19,7 +19,7 @@ from mcutrain.data import ImageSet, sources
 from mcutrain.models.float_graph import InputPreprocessing, run_float
 from mcutrain.models.torch_import import import_module
 from mcutrain.quant.graph_forward import graph_forward
-from mcutrain.quant.quantize_graph import (GraphQuantizeError, clamp_of, fold_graph, image_pixels,
+from mcutrain.quant.quantize_graph import (GraphQuantizeError, clamp_of, float32_scale, fold_graph, image_pixels,
                                            quantize_float_graph)
 from mcutrain.quant.qmodel import QTensor
 
@@ -117,7 +117,8 @@ def test_integer_offset_sets_the_input_zero_point():
     prep = InputPreprocessing(offset=100.0, scale=0.01)
     graph = import_module(_bn_cnn(), torch.zeros(1, 3, 12, 12), preprocessing=prep)
     folded, q_in = fold_graph(graph)
-    assert q_in == QTensor(0.01, -28)  # padding with z_in is padding with pixel 100, i.e. x = 0: exact
+    # padding with z_in is padding with pixel 100, i.e. x = 0: exact; the scale is float32, as a .tflite says
+    assert q_in == QTensor(float32_scale(0.01), -28)
     p = _pixels()
     with torch.no_grad():
         torch.testing.assert_close(run_float(folded, (p - 128.0 + 28) * 0.01),
@@ -149,7 +150,7 @@ def test_per_channel_normalisation_without_padding_folds_exactly(depthwise_first
     prep = InputPreprocessing(mean=(0.5, 0.45, 0.4), std=(0.25, 0.2, 0.3))
     graph = import_module(_bn_cnn(0, depthwise_first), torch.zeros(1, 3, 12, 12), preprocessing=prep)
     folded, q_in = fold_graph(graph)
-    assert q_in == QTensor(1 / (255 * 0.2), round(255 * 0.45) - 128)
+    assert q_in == QTensor(float32_scale(1 / (255 * 0.2)), round(255 * 0.45) - 128)
     p = _pixels()
     with torch.no_grad():
         torch.testing.assert_close(run_float(folded, (p - 128.0 - q_in.zero) * q_in.scale),

@@ -4,12 +4,15 @@ Why: the tests need synthetic TFLite models covering every operator and option (
 installed, and a converter would choose the quantization itself), and export (issue 13 item 3) needs
 the same writer. The mapping is the inverse of ``mcutrain.quant.from_tflite``: NCHW -> NHWC, conv
 weights OIHW -> OHWI, depthwise O1HW -> 1HWO, explicit padding -> SAME or VALID (whichever gives it;
-anything else cannot be expressed in TFLite and is refused), the clamp range -> a fused activation.
-So ``graph_from_tflite(parse_tflite(graph_to_tflite(g))) == g`` for every graph TFLite can express.
+any other padding, PyTorch's symmetric padding at stride 2 say, -> a PAD operator (it pads with the
+zero point, as the graph does) and a VALID conv), the clamp range -> a fused activation.
+So ``graph_from_tflite(parse_tflite(graph_to_tflite(g))) == g`` for every graph TFLite can express
+(``from_tflite`` folds a PAD back into the conv it feeds).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,15 @@ def activation_code(qmin: int, qmax: int, y: QTensor, where: str) -> int:
     raise TfliteExportError(f"{where}: clamp range [{qmin}, {qmax}] is none of no activation, RELU, RELU6")
 
 
+def _says_padding(p, x: GraphTensor) -> bool:
+    """Whether SAME or VALID gives the conv's padding."""
+    try:
+        padding_code(p.padding, x.shape[2:], p.kernel_hw, p.strides, "")
+    except TfliteExportError:
+        return False
+    return True
+
+
 def padding_code(pad, hw, kernel, strides, where: str) -> int:
     """0 (SAME) or 1 (VALID): the TFLite padding mode that gives exactly ``pad``."""
     from mcutrain.quant.from_tflite import same_padding
@@ -76,6 +88,7 @@ class _Writer:
         self.tensors: list[int] = []  # offsets of Tensor tables
         self.index: dict[str, int] = {}
         self.opcodes: list[str] = []
+        self.g_extra: dict[str, GraphTensor] = {}  # tensors the writer adds (a PAD's output)
 
     # -- tensors --------------------------------------------------------------------------------
 
@@ -135,11 +148,37 @@ class _Writer:
             getattr(tflite, f"{cls}Add{key}")(b, off)
         return getattr(tflite, cls + "End")(b)
 
-    def operator(self, i: int, node: Node) -> int:
+    def operators(self, i: int, node: Node) -> list[int]:
+        """The operator(s) of one node: a conv whose padding is neither SAME nor VALID (PyTorch's
+        symmetric padding at stride 2, say) becomes PAD (which pads with the zero point, as the graph
+        does) then a VALID conv."""
+        where = f"node {i} ({node.kind} '{node.name}')"
+        if node.kind == "conv2d" and not _says_padding(node.params, self.g.tensor[node.inputs[0]]):
+            padded, pad_op = self._pad(node)
+            node = Node(node.kind, node.name, (padded,) + node.inputs[1:], node.output,
+                        replace(node.params, pad=(0, 0, 0, 0)))
+            return [pad_op, self._operator(node, *self._op_inputs(node, where))]
+        return [self._operator(node, *self._op_inputs(node, where))]
+
+    def _pad(self, node: Node) -> tuple[str, int]:
+        """A PAD operator from the conv's input to a new tensor of the padded shape: (its name, the op)."""
         import tflite
 
-        where = f"node {i} ({node.kind} '{node.name}')"
-        op, inputs, (otype, options) = self._op_inputs(node, where)
+        x, (top, bottom, left, right) = self.g.tensor[node.inputs[0]], node.params.padding
+        n, c, h, w = x.shape
+        padded = GraphTensor(f"{node.name}/padded", (n, c, h + top + bottom, w + left + right), x.q)
+        self.activation(padded)
+        self.g_extra[padded.name] = padded
+        paddings = self.constant(f"{node.name}/paddings", np.array([[0, 0], [top, bottom], [left, right], [0, 0]],
+                                                                    np.int32))
+        options = (tflite.BuiltinOptions.PadOptions, self._options("PadOptions", {}))
+        return padded.name, self._operator(Node("pad", padded.name, (x.name,), padded.name),
+                                           "PAD", [self.index[x.name], paddings], options)
+
+    def _operator(self, node: Node, op: str, inputs: list[int], opts) -> int:
+        import tflite
+
+        otype, options = opts
         if op not in self.opcodes:
             self.opcodes.append(op)
         b = self.b
@@ -158,7 +197,7 @@ class _Writer:
         import tflite
 
         p, ins = node.params, [self.index[n] for n in node.inputs]
-        x = self.g.tensor[node.inputs[0]]
+        x = self.g_extra.get(node.inputs[0]) or self.g.tensor[node.inputs[0]]
         kinds = tflite.BuiltinOptions
         if node.kind == "conv2d":
             return self._conv(node, p, ins, x, where)
@@ -241,7 +280,7 @@ class _Writer:
         b, g = self.b, self.g
         for t in g.tensors:
             self.activation(t)
-        ops = [self.operator(i, n) for i, n in enumerate(g.nodes)]
+        ops = [op for i, n in enumerate(g.nodes) for op in self.operators(i, n)]
         codes_by_name = {v: k for k, v in _BUILTIN_NAMES().items()}
         opcode_offs = []
         for name in self.opcodes:
