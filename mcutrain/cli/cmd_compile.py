@@ -138,7 +138,8 @@ def run(args) -> int:
         memory = replace(STM32F746, flash_bytes=args.flash_kb * 1024, ram_bytes=args.sram_kb * 1024)
         if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
             memory = replace(memory, name=f"{args.flash_kb}kb-flash-{args.sram_kb}kb-sram")
-        summary["target"] = build_target(program, mk.target_facts(qmodel, args.model), plan, args.target, args.out, memory=memory,
+        facts = mk.target_facts(qmodel, args.model)
+        summary["target"] = build_target(program, facts, plan, args.target, args.out, memory=memory,
                                          accumulate=args.accumulate or "float64", profile=args.profile,
                                          log=lambda m: print(m, file=sys.stderr))
     emit(args, summary, _human)
