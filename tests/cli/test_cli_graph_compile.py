@@ -3,8 +3,8 @@
 A small VWW-like graph (grey non-square input, depthwise-separable blocks, avgpool, flatten) made the
 way a user makes it, with a fresh zero head for digits: compiled for the host it trains (held-out
 accuracy up) and its losses equal the NumPy reference executor's bit for bit (float64 accumulators);
-the samples `run` feeds are the simulation's int8 inputs; the Cortex-M7 firmware under QEMU gives the
-host's losses bit for bit.
+the Cortex-M7 firmware under QEMU gives the host's losses bit for bit. (The samples `run` feeds:
+tests/codegen/test_codegen_samples_graph.py.)
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from mcutrain.cli import cmd_compile, cmd_run
 from mcutrain.codegen.cortex_m7 import tools_available
 from mcutrain.codegen.samples import int8_samples
 from mcutrain.codegen.targets import read_target
-from mcutrain.data import BatchLoader, load_dataset
+from mcutrain.data import load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.quant.graph_file import GraphModel, save_graph_model
 from mcutrain.quant.graph_head import new_graph_head
-from mcutrain.quant.sim_graph import GraphNet
 from tests.helpers.cli import run_command
 from tests.helpers.trainable_graphs import VwwLike, trainable_graph
 
@@ -79,22 +77,6 @@ def test_host_build_trains_and_equals_the_numpy_executor(tmp_path, graph_file, d
     executor = Executor(compile_for_codegen(graph, graph_plan(graph, "last-k:2"), lr=LR, seed=0))
     losses = np.array([executor.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
     assert losses.tobytes() == np.array(r["losses"][:20], np.float32).tobytes()
-
-
-def test_samples_are_the_simulations_int8_input(digits):
-    preprocessing = {"kind": "int8-graph", "height": 13, "width": 9, "channels": 1}
-    images, labels = int8_samples(digits.test, 40, seed=3, resolution=[13, 9], preprocessing=preprocessing,
-                                  input_scale=1.0, input_zero=0)
-    assert images.shape == (40, 1, 13, 9) and images.dtype == np.int8
-    net = GraphNet(trainable_graph(VwwLike, digits))
-    rng = np.random.default_rng(3)
-    order = rng.permutation(len(digits.test))[:40]
-    from mcutrain.data import ImageSet
-
-    chosen = ImageSet(digits.test.images[order], digits.test.labels[order])
-    (x, _), = list(BatchLoader(chosen, 40, (13, 9), shuffle=False))
-    assert np.array_equal(images, net.quantize_input(x).to(torch.int8).numpy())
-    assert np.array_equal(labels, chosen.labels) and len(np.unique(images)) > 50
 
 
 def test_a_graph_takes_its_own_resolution(graph_file):
