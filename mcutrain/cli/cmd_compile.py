@@ -6,6 +6,8 @@ linked against a strict 256 KB SRAM map; ``mcutrain run`` drives it under QEMU).
 ``target.json``: what ``run`` needs to feed the program (resolution, input quantization, classes).
 ``--accumulate float32`` generates the C with float32 backward accumulators (the folder's sources
 carry the mode, ``target.json`` and ``manifest.json`` say it; see ``mcutrain.codegen.generate``).
+MODEL may be an imported int8 graph file (``mcutrain import``): ``train.model_kind`` answers what differs
+(its schemes, its input size and quantization, what ``target.json`` says about its input).
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from mcutrain.errors import McutrainError
 from mcutrain.engine.reports import write_reports
 from mcutrain.models import model_names, resolve_spec
 from mcutrain.models.spec_file import check_resolution, check_size
-from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
-from mcutrain.sparse import load_scheme, resolve
-from mcutrain.sparse.permute import prepare_model
 from mcutrain.cli import argtypes
+from mcutrain.train import model_kind as mk
 
 TARGETS = ("host", "cortex-m7")
 
@@ -40,7 +40,8 @@ def register(subparsers) -> None:
                     "weights) under --scheme, and report SRAM (arena + SRAM copies of trained parameters + "
                     "the engine's state: step counter, guard), Flash and the inference-only peak. "
                     "--report DIR writes the printed graph, memory timelines (text) and a memory plot (PNG).")
-    p.add_argument("model", metavar="MODEL", help="int8 model file, zoo name, or architecture .json file")
+    p.add_argument("model", metavar="MODEL",
+                   help="int8 model file, imported int8 graph file, zoo name, or architecture .json file")
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default="auto",
@@ -87,7 +88,10 @@ def load_model(model: str, resolution: int):
         spec = resolve_spec(model)
         check_size(spec, resolution or spec.default_resolution)
         return random_qmodel(spec, resolution or spec.default_resolution, num_classes=10)[0]
-    qmodel = load_qmodel(model)
+    qmodel = mk.load_trainable(model)
+    if mk.is_graph(qmodel):
+        mk.input_size(qmodel, resolution)  # a graph takes its own input size: another --resolution is refused
+        return qmodel
     qmodel = replace(qmodel, resolution=resolution) if resolution else qmodel
     check_size(qmodel.spec, qmodel.resolution)
     return qmodel
@@ -103,20 +107,20 @@ def run(args) -> int:
         raise McutrainError(f"--profile times the ops of the firmware: it needs --target cortex-m7 --out DIR "
                             f"(got --target {args.target})")
     qmodel = load_model(args.model, args.resolution)
-    plan = resolve(load_scheme(args.scheme, qmodel.spec), qmodel.spec)
+    plan = mk.update_plan(qmodel, args.scheme)
     args.lr, lr_choice = _compiled_lr(args, qmodel)
-    print(f"compiling {qmodel.spec.name} @ {qmodel.resolution}x{qmodel.resolution} with {plan.scheme} ...",
-          file=sys.stderr)
+    name, resolution = mk.label(qmodel, args.model), mk.resolution_of(qmodel)
+    print(f"compiling {name} @ {_side(resolution)} with {plan.scheme} ...", file=sys.stderr)
+    engine_model = mk.engine_model(mk.prepared(qmodel, plan))
     if args.target:
         from mcutrain.codegen import compile_for_codegen
 
-        program = compile_for_codegen(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed)
+        program = compile_for_codegen(engine_model, plan, lr=args.lr, seed=args.seed)
     else:
-        program = compile_training(prepare_model(qmodel, plan), plan, lr=args.lr, seed=args.seed,
-                                   stream_input=not args.whole_image)
+        program = compile_training(engine_model, plan, lr=args.lr, seed=args.seed, stream_input=not args.whole_image)
     r = program.report
     summary = {
-        "model": qmodel.spec.name, "resolution": qmodel.resolution, "scheme": plan.scheme, "lr": args.lr,
+        "model": name, "resolution": resolution, "scheme": plan.scheme, "lr": args.lr,
         "lr_auto": lr_choice,
         "peak_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
         "trainable_sram_bytes": r["trainable_bytes"], "mask_bytes": r["mask_bytes"],
@@ -134,7 +138,8 @@ def run(args) -> int:
         memory = replace(STM32F746, flash_bytes=args.flash_kb * 1024, ram_bytes=args.sram_kb * 1024)
         if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
             memory = replace(memory, name=f"{args.flash_kb}kb-flash-{args.sram_kb}kb-sram")
-        summary["target"] = build_target(program, qmodel, plan, args.target, args.out, memory=memory,
+        facts = mk.target_facts(qmodel, args.model)
+        summary["target"] = build_target(program, facts, plan, args.target, args.out, memory=memory,
                                          accumulate=args.accumulate or "float64", profile=args.profile,
                                          log=lambda m: print(m, file=sys.stderr))
     emit(args, summary, _human)
@@ -155,7 +160,7 @@ def _compiled_lr(args, qmodel) -> tuple[float, dict | None]:
         lr, choice = device_auto_lr(qmodel, args.data, args.scheme, seed=args.seed)
         print(f"mcutrain compile: {choice.summary()}; scaled to batch 1: {lr:.3g}", file=sys.stderr)
         return lr, {"lr": lr, "batch32": choice.as_dict()}
-    curvature = lr_auto.recorded_curvature(qmodel)
+    curvature = mk.recorded_curvature(qmodel)
     if curvature is None:
         if args.target:
             print(f"mcutrain compile: warning: --lr auto has no data to choose the rate with (pass --data); "
@@ -168,8 +173,14 @@ def _compiled_lr(args, qmodel) -> tuple[float, dict | None]:
     return lr, None
 
 
+def _side(resolution) -> str:
+    """``RxR`` for a zoo model's side, ``HxW`` for a graph's [H, W]."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    return f"{h}x{w}"
+
+
 def _human(s: dict) -> str:
-    lines = [f"{s['model']} @ {s['resolution']}x{s['resolution']}, scheme {s['scheme']}: {s['ops']} ops", s["text"]]
+    lines = [f"{s['model']} @ {_side(s['resolution'])}, scheme {s['scheme']}: {s['ops']} ops", s["text"]]
     if s.get("target"):
         lines.append(_target_line(s["target"]))
     if s.get("report_files"):

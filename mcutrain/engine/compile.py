@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from mcutrain.engine.autodiff import differentiate
-from mcutrain.engine.frontend import graph_from_qmodel
+from mcutrain.engine.frontend import graph_from_qgraph, graph_from_qmodel
 from mcutrain.engine.ir import Graph
 from mcutrain.engine.lifetimes import buffers as arena_buffers
 from mcutrain.engine.lifetimes import lifetimes, storage_roots
@@ -31,6 +31,7 @@ from mcutrain.engine.passes.fuse_backward import update_ops
 from mcutrain.engine.passes.fuse_rows import KIND as ROWS
 from mcutrain.engine.passes.fuse_rows import rings_of, row_segments, scratch_size
 from mcutrain.engine.placement import plan_best
+from mcutrain.quant.graph import QGraph
 from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse import UpdatePlan
 
@@ -88,7 +89,7 @@ def plan_stage(graph: Graph, planner: Callable[..., Plan] = plan_best) -> Stage:
     return Stage(graph, lifetimes(graph), storage_roots(graph), bufs, planner(bufs))
 
 
-def compile_training(qmodel: QModel, plan: UpdatePlan, *, lr: float, seed: int,
+def compile_training(qmodel: QModel | QGraph, plan: UpdatePlan, *, lr: float, seed: int,
                      passes: Sequence[Pass] = PIPELINE, stream_input: bool = True,
                      row_fusion: str = "auto") -> Program:
     """Compile one SGD step at batch 1 (Int8Optimizer sgd, momentum 0, QAS, rule sr) for ``plan``.
@@ -96,9 +97,10 @@ def compile_training(qmodel: QModel, plan: UpdatePlan, *, lr: float, seed: int,
     ``stream_input``: read the image row by row from its source (camera, DMA, host) instead of holding
     it whole in the arena (possible when only frozen layers read it); ``row_fusion``: how far the frozen
     forward prefix is run as row pipelines ("auto", "max", "off"; ``PassOptions``). ``passes`` exists
-    for tests that compare the pipeline with and without a pass.
+    for tests that compare the pipeline with and without a pass. ``qmodel`` may be an imported
+    graph (``QGraph``): its frontend is ``graph_from_qgraph``, the rest is the same.
     """
-    forward = graph_from_qmodel(qmodel, plan)
+    forward = graph_from_qgraph(qmodel, plan) if isinstance(qmodel, QGraph) else graph_from_qmodel(qmodel, plan)
     joint = differentiate(append_loss(forward), plan)
     options = PassOptions(lr=lr, seed=seed, stream_input=stream_input, row_fusion=row_fusion)
     return build_program(joint, forward, options, passes)

@@ -9,6 +9,15 @@ The engine trains at batch 1, as the device does.
 Besides the forward's own operands, each conv and the classifier get a constant ``{op name}.w_scale``
 (float32 per output channel) and an attribute ``x_scale``: no forward op reads them, the update pass
 derives the QAS factors from them (DESIGN.md section 4); pruning drops the ones nobody needs.
+
+Imported graphs (``QGraph``, simulated by ``GraphNet``): ``graph_from_qgraph`` walks the simulation's
+leaves in the graph's topological order (``GraphNet`` runs its nodes in a Python loop over a dict of
+values, which fx cannot trace as a graph of modules; the walk records the same producer -> consumer
+edges). Each node becomes the op the engine has for it: conv2d (general geometry), add, tfl_avgpool,
+tfl_maxpool, tfl_mean, reshape; the classifier node becomes ``linear`` (fp32 logits, softmax dropped).
+A fully connected layer before the classifier has no engine op: it is refused by name.
+Engine names come from the node's position, not its TFLite tensor name (long, with ``/`` and ``;``):
+``engine_names`` maps the graph's tensors to them (conv parameters are ``{engine name}.weight``).
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import torch.fx
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.verify import verify
 from mcutrain.errors import McutrainError
+from mcutrain.quant.graph import QGraph
 from mcutrain.quant.qmodel import QModel
+from mcutrain.quant.sim_graph import GraphNet, Int8Mean, Int8Pool2d, Reshape
 from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, Int8Net, Int8Pool
 from mcutrain.sparse import UpdatePlan
 
@@ -71,6 +82,31 @@ def graph_from_qmodel(qmodel: QModel, plan: UpdatePlan | None = None) -> Graph:
     return verify(builder.graph())
 
 
+def engine_names(qgraph: QGraph) -> dict[str, str]:
+    """The graph's input and every node output before the classifier -> the engine's tensor (and op) name."""
+    names = {qgraph.input: "image"}
+    for position, node in enumerate(qgraph.nodes[:GraphNet(qgraph).head_index]):
+        names[node.output] = f"{node.kind}_{position}"
+    return names
+
+
+def graph_from_qgraph(qgraph: QGraph, plan: UpdatePlan | None = None) -> Graph:
+    """The imported graph's ``GraphNet`` as a verified forward graph (batch 1); ``plan`` marks trainables."""
+    net = GraphNet(qgraph)
+    builder = _Builder(None, plan)
+    t = qgraph.tensor[qgraph.input]
+    env = {qgraph.input: builder.input_image((1,) + net.input_chw, t.q.scale, t.q.zero)}
+    names = engine_names(qgraph)
+    for position, (node, leaf) in enumerate(zip(net.body, net.leaves)):
+        if node.kind == "fully_connected":
+            raise UnsupportedError(f"node {position} {node.name!r} (fully_connected, inputs {list(node.inputs)}): "
+                                   f"the engine trains one fully connected layer, the classifier; this one comes "
+                                   f"before it")
+        env[node.output] = builder.add_graph_node(names[node.output], node, leaf, [env[n] for n in node.inputs])
+    builder.outputs = (builder._linear("classifier", net.classifier, env[net.head_input]),)
+    return verify(builder.graph())
+
+
 class _Builder:
     """Accumulates tensors, constants and ops while walking the traced graph."""
 
@@ -85,10 +121,12 @@ class _Builder:
     def graph(self) -> Graph:
         return Graph(self.tensors, tuple(self.ops), ("image",), self.outputs, self.constants, tuple(self.params))
 
-    def input_image(self) -> str:
-        h, w = self.q.input_size
-        self.tensors["image"] = TensorInfo("image", (1, self.q.input_channels, h, w), "int8", "input",
-                                           self.q.input.scale, self.q.input.zero)
+    def input_image(self, shape: tuple[int, ...] | None = None, scale=None, zero=None) -> str:
+        """The int8 image: the zoo model's input, or ``shape``/``scale``/``zero`` (an imported graph's)."""
+        if shape is None:
+            h, w = self.q.input_size
+            shape, scale, zero = (1, self.q.input_channels, h, w), self.q.input.scale, self.q.input.zero
+        self.tensors["image"] = TensorInfo("image", tuple(shape), "int8", "input", scale, zero)
         return "image"
 
     def const(self, name: str, array: np.ndarray, role: str = "const", trainable: bool = False) -> str:
@@ -111,28 +149,78 @@ class _Builder:
             return self._pool(path, module, args[0])
         return self._linear(path, module, args[0])
 
+    def add_graph_node(self, name: str, node, leaf: torch.nn.Module, args: list[str]) -> str:
+        """One node of an imported graph (its ``GraphNet`` leaf) -> op ``name``; returns its output tensor."""
+        if isinstance(leaf, Int8Conv):
+            return self._conv(name, leaf, args[0], name=name)
+        if isinstance(leaf, Int8Add):
+            return self._graph_add(name, leaf, args)
+        if isinstance(leaf, Int8Pool2d):
+            return self._pool2d(name, leaf, args[0])
+        if isinstance(leaf, Int8Mean):
+            return self._mean(name, leaf, args[0])
+        if isinstance(leaf, Reshape):
+            return self._reshape(name, leaf, args[0])
+        raise UnsupportedError(f"node {node.name!r} ({node.kind}, inputs {list(node.inputs)}) has no engine op")
+
+    def _graph_add(self, name: str, m: Int8Add, args: list[str]) -> str:
+        y = self.activation(name, self.tensors[args[0]].shape, "int8", m.q.y.scale, m.q.y.zero)
+        attrs = make_attrs(params=tuple(m.params.__dict__.items()), a_ratio=m.a_ratio, b_ratio=m.b_ratio)
+        self.ops.append(Op(name, "add", tuple(args), (y,), attrs))
+        return y
+
+    def _pool2d(self, name: str, m: Int8Pool2d, x: str) -> str:
+        p = m.p
+        n, c, h, w = self.tensors[x].shape
+        y = self.activation(name, (n, c) + p.out_hw(h, w), "int8", p.y.scale, p.y.zero)
+        geometry = dict(kernel=tuple(p.kernel), strides=tuple(p.strides), pads=tuple(p.pad), qmin=p.qmin, qmax=p.qmax)
+        if m.kind == "avgpool":
+            self.ops.append(Op(name, "tfl_avgpool", (x,), (y,), make_attrs(
+                x_scale=float(p.x.scale), y_scale=float(p.y.scale), **geometry)))
+        else:
+            self.ops.append(Op(name, "tfl_maxpool", (x,), (y,), make_attrs(**geometry)))
+        return y
+
+    def _mean(self, name: str, m: Int8Mean, x: str) -> str:
+        p = m.p
+        n, c = self.tensors[x].shape[:2]
+        y = self.activation(name, (n, c, 1, 1) if p.keep_dims else (n, c), "int8", p.y.scale, p.y.zero)
+        self.ops.append(Op(name, "tfl_mean", (x,), (y,), make_attrs(
+            x_scale=float(p.x.scale), x_zero=p.x.zero, y_scale=float(p.y.scale), y_zero=p.y.zero,
+            keep_dims=bool(p.keep_dims))))
+        return y
+
+    def _reshape(self, name: str, m: Reshape, x: str) -> str:
+        info = self.tensors[x]
+        n = info.shape[0]
+        y = self.activation(name, (n, int(np.prod(info.shape)) // n), "int8", info.scale, info.zero)
+        self.ops.append(Op(name, "reshape", (x,), (y,), make_attrs(channels_last=bool(m.channels_last))))
+        return y
+
     def _trainable(self, index: int) -> tuple[bool, int]:
         if self.plan is None:
             return False, 0
         u = self.plan.convs[index]
         return u.bias, u.kept_channels
 
-    def _conv(self, path: str, m: Int8Conv, x: str) -> str:
+    def _conv(self, path: str, m: Int8Conv, x: str, name: str | None = None) -> str:
+        """``name``: the op's (and its tensors') name, by default the QConv's."""
         q = m.q
+        name = name or q.name
         bias_trains, kept = self._trainable(m.index)
         mult, shift = q.requant
-        w = self.const(f"{q.name}.weight", q.weight, "weight", trainable=kept > 0)
-        b = self.const(f"{q.name}.bias", q.bias, "bias", trainable=bias_trains)
-        ins = (x, w, b, self.const(f"{q.name}.multiplier", mult), self.const(f"{q.name}.shift", shift))
-        self.const(f"{q.name}.w_scale", np.asarray(q.w_scale, np.float32))
+        w = self.const(f"{name}.weight", q.weight, "weight", trainable=kept > 0)
+        b = self.const(f"{name}.bias", q.bias, "bias", trainable=bias_trains)
+        ins = (x, w, b, self.const(f"{name}.multiplier", mult), self.const(f"{name}.shift", shift))
+        self.const(f"{name}.w_scale", np.asarray(q.w_scale, np.float32))
         n, _, h, w = self.tensors[x].shape
-        y = self.activation(q.name, (n, q.out_ch) + q.out_hw(h, w), "int8", q.y.scale, q.y.zero)
+        y = self.activation(name, (n, q.out_ch) + q.out_hw(h, w), "int8", q.y.scale, q.y.zero)
         # The zoo's geometry keeps its two attributes; any other carries it whole (engine/ops.py).
         geometry = (dict(strides=q.strides, pads=q.padding) if q.general_geometry
                     else dict(stride=q.stride, pad=q.kernel // 2))
         attrs = make_attrs(index=m.index, groups=q.groups, x_zero=q.x.zero, y_zero=q.y.zero, qmin=q.qmin,
                            qmax=q.qmax, frozen=tuple(q.frozen_channels), x_scale=float(q.x.scale), **geometry)
-        self.ops.append(Op(q.name, "conv2d", ins, (y,), attrs))
+        self.ops.append(Op(name, "conv2d", ins, (y,), attrs))
         return y
 
     def _add(self, path: str, m: Int8Add, args: list[str]) -> str:
@@ -153,10 +241,14 @@ class _Builder:
 
     def _linear(self, path: str, m: Int8Linear, x: str) -> str:
         q = m.q
+        k = q.weight.shape[0]
+        # An imported head may be quantized per tensor: its one scale serves every class.
+        w_scale = np.broadcast_to(np.asarray(q.w_scale, np.float32), (k,)).copy()
+        bias = np.zeros(k, np.int32) if q.bias is None else q.bias
         w = self.const("classifier.weight", q.weight, "weight", trainable=self.plan is not None)
-        b = self.const("classifier.bias", q.bias, "bias", trainable=self.plan is not None)
-        scale = self.const("classifier.logit_scale", (q.x.scale * q.w_scale.astype(np.float64)).astype(np.float32))
-        self.const("classifier.w_scale", np.asarray(q.w_scale, np.float32))
+        b = self.const("classifier.bias", np.asarray(bias, np.int32), "bias", trainable=self.plan is not None)
+        scale = self.const("classifier.logit_scale", (q.x.scale * w_scale.astype(np.float64)).astype(np.float32))
+        self.const("classifier.w_scale", w_scale)
         y = self.activation("logits", (self.tensors[x].shape[0], q.weight.shape[0]), "float32")
         attrs = make_attrs(x_zero=q.x.zero, x_scale=float(q.x.scale))
         self.ops.append(Op("classifier", "linear", (x, w, b, scale), (y,), attrs))

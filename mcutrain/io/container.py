@@ -58,8 +58,9 @@ MIGRATE_HINT = "python -m mcutrain.io.container OLD NEW"
 _DECODE_ERRORS = (SafetensorError, ValueError, KeyError, TypeError)
 KIND_HINTS = {
     "int8-graph": "an imported int8 graph (TFLite or a quantized PyTorch import); imported graphs can be "
-                  "trained (mcutrain finetune), evaluated (mcutrain eval) and exported (mcutrain export M "
-                  "--format tflite); this command does not take them yet",
+                  "trained (mcutrain finetune), evaluated (mcutrain eval), compiled for the C engine and run "
+                  "(mcutrain compile, mcutrain run) and exported (mcutrain export M --format tflite); this "
+                  "command does not take them yet",
     "mcutrain-float-graph": "an imported PyTorch float graph; make its int8 graph with "
                             "mcutrain quantize M --data D --out Q",
 }

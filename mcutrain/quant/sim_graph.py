@@ -65,8 +65,9 @@ class _ExactFn(torch.autograd.Function):
 
 
 def _clamped(v: np.ndarray, qmin: int, qmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """(clamped int8 values, inside-the-clamp mask) of unclamped integers."""
-    return np.clip(v, qmin, qmax).astype(np.float32), ((v >= qmin) & (v <= qmax)).astype(np.float32)
+    """(clamped int8 values, inside-the-clamp mask) of unclamped integers; a value at a bound counts as
+    clamped (``qmin < v < qmax``), the convention of the zoo's ops and of the engine's kernels."""
+    return np.clip(v, qmin, qmax).astype(np.float32), ((v > qmin) & (v < qmax)).astype(np.float32)
 
 
 class Int8Pool2d(nn.Module):

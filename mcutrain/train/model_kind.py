@@ -12,13 +12,18 @@ For a graph:
 - the input: the graph's own H x W (``--resolution`` cannot change it); the loader's default
   preprocessing, ``(p - 128) / 128``, which ``GraphNet.quantize_input`` turns into the int8 input
   ``p - 128`` and into one grey channel (the rounded mean of R, G, B) where the graph has one;
-- the trained file: a graph model file whose provenance ``finetune`` says what trained it.
+- the trained file: a graph model file whose provenance ``finetune`` says what trained it;
+- the C engine (``compile``/``run``): the engine's frontend takes the QGraph (``engine_model``);
+  ``target.json`` describes the graph's input (``target_facts``: preprocessing ``{"kind":
+  "int8-graph", height, width, channels}``), from which ``codegen.samples`` makes the int8 images as
+  ``GraphNet.quantize_input`` does; a graph records no head curvature for ``--lr auto``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
+from types import SimpleNamespace
 
 from mcutrain.data import Preprocessing
 from mcutrain.errors import McutrainError
@@ -128,3 +133,43 @@ def finetune_record(config: dict) -> str:
     keys = ("data", "scheme", "epochs", "batch_size", "lr", "optimizer", "momentum", "qas", "update_rule", "seed",
             "train_subset", "augment")
     return "mcutrain finetune " + " ".join(f"{k}={config[k]}" for k in keys if k in config)
+
+
+# ---------------------------------------------------------------------------------------------- the C engine
+
+GRAPH_INPUT = "int8-graph"  # target.json's preprocessing kind for an imported graph's input
+
+
+def engine_model(model: TrainableModel):
+    """What the engine's frontend compiles (``engine.compile.compile_training``): the QModel or the QGraph."""
+    return model.graph if is_graph(model) else model
+
+
+def label(model: TrainableModel, path: str = "") -> str:
+    """A model's name in reports: the zoo architecture, or the graph file's name."""
+    return (os.path.basename(path) or "imported graph") if is_graph(model) else model.spec.name
+
+
+def resolution_of(model: TrainableModel):
+    """The input side (zoo) or [height, width] (graph), as reports and target.json carry it."""
+    return list(input_size(model)) if is_graph(model) else model.resolution
+
+
+def target_facts(model: TrainableModel, path: str = ""):
+    """What ``codegen.targets.build_target`` reads of a model (name, resolution, classes, input), for either kind."""
+    if not is_graph(model):
+        return model
+    p = model.preprocessing
+    facts = {"kind": GRAPH_INPUT, "height": p["height"], "width": p["width"], "channels": p["channels"]}
+    return SimpleNamespace(spec=SimpleNamespace(name=label(model, path)), resolution=resolution_of(model),
+                           num_classes=len(model.classes), classes=classes_of(model), preprocessing=facts,
+                           input=model.graph.tensor[model.graph.input].q)
+
+
+def recorded_curvature(model: TrainableModel):
+    """The head curvature ``finetune --lr auto`` recorded in a zoo model; a graph's provenance holds text: none."""
+    if is_graph(model):
+        return None
+    from mcutrain.train import lr_auto
+
+    return lr_auto.recorded_curvature(model)

@@ -172,8 +172,8 @@ def test_help_says_params_is_not_supported_yet(capsys):
     assert "--params saved.bin, the mct_save format" in text and "Not supported yet" in text
 
 
-@pytest.mark.parametrize("argv", [  # finetune and eval take graph files (tests/train/test_finetune_graph.py)
-    ["compile", "{m}", "--scheme", "full"],
+@pytest.mark.parametrize("argv", [  # finetune, eval (tests/train/test_finetune_graph.py), compile and run
+    # (tests/cli/test_cli_graph_compile.py) take graph files
     ["analyze", "{m}", "--data", "npz:{d}", "--out", "{o}"],
     ["quantize", "{m}", "--data", "npz:{d}", "--out", "{o}"],
     ["demo", "--checkpoint", "{m}"],
