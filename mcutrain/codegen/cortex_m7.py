@@ -236,7 +236,7 @@ def object_footprint(objects: list[Path], stack_bytes: int) -> dict[str, int]:
             "data": totals["data"], "bss": totals["bss"], "stack_reserve": stack_bytes}
 
 
-OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes?")  # ld says "1 byte"
 
 
 def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: dict, elf: Path) -> Path:
