@@ -39,7 +39,7 @@ from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
 from mcutrain.quant.graph_head import classifier_node
 from mcutrain.quant.int8_ops import rounded_divide
 from mcutrain.quant.qmodel import QLinear
-from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear
+from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, set_trainable
 from mcutrain.sparse import UpdatePlan
 
 LOADER_SCALE = 128.0  # the loader's default preprocessing: x = (p - 128) / 128
@@ -229,13 +229,7 @@ class GraphNet(nn.Module):
         return list(self._convs)
 
     def set_trainable(self, plan: UpdatePlan) -> None:
-        """Which conv biases and how many weight channels train; the classifier always trains."""
-        for conv, update in zip(self.convs(), plan.convs, strict=True):
-            conv.bias.requires_grad_(update.bias)
-            conv.kept = update.kept_channels
-            conv.weight.requires_grad_(conv.kept > 0)
-        self.classifier.weight.requires_grad_(True)
-        self.classifier.bias.requires_grad_(True)
+        set_trainable(self, plan)
 
     # -- running
 

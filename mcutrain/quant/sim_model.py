@@ -20,6 +20,17 @@ from mcutrain.sparse import UpdatePlan
 from mcutrain.quant.sim_ops import Int8AddFn, Int8AvgPoolFn, Int8ConvFn, Int8LinearFn
 
 
+def set_trainable(net: nn.Module, plan: UpdatePlan) -> None:
+    """Which conv biases and how many weight channels of ``net.convs()`` train (an int8 simulation,
+    zoo or graph); the classifier always trains."""
+    for conv, update in zip(net.convs(), plan.convs, strict=True):
+        conv.bias.requires_grad_(update.bias)
+        conv.kept = update.kept_channels
+        conv.weight.requires_grad_(conv.kept > 0)
+    net.classifier.weight.requires_grad_(True)
+    net.classifier.bias.requires_grad_(True)
+
+
 class Int8Conv(nn.Module):
     def __init__(self, q: QConv, index: int):
         super().__init__()
@@ -153,13 +164,7 @@ class Int8Net(BlockwiseNet):
         return self.classifier(self.features(self.quantize_input(x)))
 
     def set_trainable(self, plan: UpdatePlan) -> None:
-        """Which conv biases and how many weight channels train; the classifier always trains."""
-        for conv, update in zip(self.convs(), plan.convs, strict=True):
-            conv.bias.requires_grad_(update.bias)
-            conv.kept = update.kept_channels
-            conv.weight.requires_grad_(conv.kept > 0)
-        self.classifier.weight.requires_grad_(True)
-        self.classifier.bias.requires_grad_(True)
+        set_trainable(self, plan)
 
     def to_qmodel(self) -> QModel:
         return self.q.with_convs([c.to_qconv() for c in self.convs()], self.classifier.to_qlinear())

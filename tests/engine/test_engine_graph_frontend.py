@@ -15,20 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
 import graph_models as gm  # noqa: E402
 
 from mcutrain.engine.compile import compile_training  # noqa: E402
 from mcutrain.engine.executor import Executor  # noqa: E402
-from mcutrain.engine.executor.compare import Trace, differences, run_engine  # noqa: E402
+from mcutrain.engine.executor.compare import Trace, differences, run_engine, train_one_by_one  # noqa: E402
 from mcutrain.engine.frontend import UnsupportedError, engine_names, graph_from_qgraph  # noqa: E402
 from mcutrain.engine.passes.fuse_backward import update_ops  # noqa: E402
 from mcutrain.quant.graph_head import classifier_node  # noqa: E402
 from mcutrain.quant.sim_graph import GraphNet  # noqa: E402
 from mcutrain.sparse.builtin import graph_plan  # noqa: E402
-from mcutrain.train.int8_optim import Int8Optimizer  # noqa: E402
 
 torch.set_num_threads(1)
 LR, SEED, STEPS = 0.1, 11, 5
@@ -73,17 +71,8 @@ def _materialised(graph) -> set[str]:
 
 def simulate_graph(g, plan, images, labels) -> Trace:
     net = GraphNet(g)
-    net.set_trainable(plan)
-    opt = Int8Optimizer(net, kind="sgd", lr=LR, momentum=0.0, qas=True, rule="sr", seed=SEED)
-    losses = []
-    for image, label in zip(images, labels):
-        opt.zero_grad()
-        logits = net.classifier(net.features(torch.from_numpy(image[None].astype(np.float32))))
-        loss = F.cross_entropy(logits, torch.tensor([int(label)]))
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return Trace(tuple(losses), graph_params(net.to_graph()))
+    losses = train_one_by_one(net, plan, images, labels, lr=LR, seed=SEED)
+    return Trace(losses, graph_params(net.to_graph()))
 
 
 @pytest.mark.parametrize("name", GRAPHS)

@@ -42,6 +42,13 @@ def simulate(qmodel: QModel, plan: UpdatePlan, images: np.ndarray, labels: np.nd
              seed: int) -> Trace:
     """Train the simulation one image at a time (int8 images [N, 3, R, R]); the reference trace."""
     net = Int8Net(qmodel)
+    losses = train_one_by_one(net, plan, images, labels, lr=lr, seed=seed)
+    return Trace(losses, qmodel_params(net.to_qmodel()))
+
+
+def train_one_by_one(net, plan: UpdatePlan, images: np.ndarray, labels: np.ndarray, *, lr: float,
+                     seed: int) -> tuple[float, ...]:
+    """Plain SGD with QAS at batch 1 on a simulation (``Int8Net`` or ``GraphNet``), in place: the losses."""
     net.set_trainable(plan)
     opt = Int8Optimizer(net, kind="sgd", lr=lr, momentum=0.0, qas=True, rule="sr", seed=seed)
     losses = []
@@ -52,7 +59,7 @@ def simulate(qmodel: QModel, plan: UpdatePlan, images: np.ndarray, labels: np.nd
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    return Trace(tuple(losses), qmodel_params(net.to_qmodel()))
+    return tuple(losses)
 
 
 def run_engine(executor: Executor, images: np.ndarray, labels: np.ndarray) -> Trace:
