@@ -24,7 +24,12 @@ DTYPES = ("int8", "int32")
 
 
 class SnapshotError(McutrainError):
-    """A snapshot ``mct_restore`` would refuse, or a compiled folder whose layout cannot be read."""
+    """A snapshot ``mct_restore`` would refuse (``code``: its return code), or a compiled folder whose
+    layout cannot be read (``code`` None)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ def _u32(data: bytes, field: str) -> tuple[int]:
 
 
 def _refused(code: int, detail: str) -> SnapshotError:
-    return SnapshotError(f"snapshot refused: {RESTORE_CODES[code]}: {detail}; nothing was written")
+    return SnapshotError(f"snapshot refused: {RESTORE_CODES[code]}: {detail}; nothing was written", code)
 
 
 def _slices(payload: bytes, storages) -> dict[str, np.ndarray]:

@@ -13,11 +13,13 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mcutrain.cli.main import main
-from mcutrain.codegen.host import HostEngine, build
+from mcutrain.codegen.host import HostEngine, build, damaged_snapshots, read_manifest
 from mcutrain.codegen.samples import int8_samples
-from mcutrain.codegen.snapshot import graph_parameters
+from mcutrain.codegen.snapshot import SnapshotError, graph_parameters, layout_of, read_snapshot
 from mcutrain.codegen.targets import read_target
 from mcutrain.data import load_dataset
 from mcutrain.models.tflite.reader import read_tflite
@@ -162,3 +164,30 @@ def test_a_zoo_model_with_params_gets_the_zoo_refusal(tmp_path, capsys, device):
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "export of mcutrain zoo models is not supported yet" in err and not out.exists()
+
+
+def _code_of(data: bytes, program) -> int:
+    manifest = read_manifest(program)
+    try:
+        read_snapshot(data, layout_of(manifest, str(program)), manifest["model_id"])
+    except SnapshotError as err:
+        return err.code
+    return 0
+
+
+def test_the_checks_give_mct_restores_codes(device):
+    """The host's checks and the C library's mct_restore agree on every damage host.py plants."""
+    saved = device["saved"].read_bytes()
+    engine = HostEngine(build(device["program"]))
+    cases = [saved] + damaged_snapshots(saved)
+    codes = [_code_of(bad, device["program"]) for bad in cases]
+    assert codes == [engine.restore_code(bad) for bad in cases]
+    assert codes[0] == 0 and set(codes[1:]) == {-1, -2, -4}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(at=st.integers(0, 10**6), mask=st.integers(1, 255))
+def test_any_flipped_byte_is_refused(device, at, mask):
+    damaged = bytearray(device["saved"].read_bytes())
+    damaged[at % len(damaged)] ^= mask
+    assert _code_of(bytes(damaged), device["program"]) in (-1, -2, -3, -4)
