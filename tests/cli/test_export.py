@@ -165,11 +165,11 @@ def test_other_model_files_are_refused_with_what_works(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_help_says_params_is_not_supported_yet(capsys):
+def test_help_says_params_needs_the_program(capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--params saved.bin, the mct_save format" in text and "Not supported yet" in text
+    assert "With --params saved.bin --program DIR" in text and "--program is required with --params" in text
 
 
 @pytest.mark.parametrize("argv", [  # finetune, eval (tests/train/test_finetune_graph.py), compile and run
