@@ -130,7 +130,8 @@ def test_pool_vjps_equal_torch_autograd(case, seed):
     x_int = (distinct - distinct.size // 2).astype(np.int8)  # at most 3 * 9 * 9 values: distinct in int8
     got = _vjp("tfl_maxpool", a, x_int, g)
     g_masked = g * _mask("tfl_maxpool", a, x_int)
-    np.testing.assert_allclose(got, _torch_grad(maximum, x_int, g_masked), rtol=1e-6, atol=1e-7)
+    # overlapping windows sum several float32 gradients in another order than torch: a few ulps of |g| ~ 1
+    np.testing.assert_allclose(got, _torch_grad(maximum, x_int, g_masked), rtol=1e-6, atol=1e-6)
 
 
 def test_maxpool_vjp_picks_the_first_maximum_in_window_order():
