@@ -5,18 +5,15 @@ tolerance (the C accumulates exact products in another order)."""
 
 from __future__ import annotations
 
-import ctypes
-import subprocess
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcutrain.codegen.generate import HERE, KERNEL_FILES
-from mcutrain.codegen.host import CFLAGS, compiler
 from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.ir import Op, make_attrs
+from tests.helpers.c_kernels import kernel_library, ptr
 
 WRAPPER = r"""
 #include "mct_kernels.h"
@@ -56,18 +53,7 @@ void grad_w(const int32_t *g, const int8_t *x, const float *g_out, float *out) {
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("geometry_kernels")
-    (folder / "wrapper.c").write_text(WRAPPER)
-    headers = sorted({str(path.parent) for path in KERNEL_FILES.values()})
-    out = folder / "libgeometry.so"
-    cmd = [compiler(), *CFLAGS, "-shared", "-fPIC", *(f"-I{h}" for h in headers), str(folder / "wrapper.c"),
-           str(HERE / "c" / "mct_kernels.c"), "-o", str(out), "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return ctypes.CDLL(str(out))
-
-
-def _ptr(a: np.ndarray):
-    return a.ctypes.data_as(ctypes.c_void_p)
+    return kernel_library(tmp_path_factory.mktemp("geometry_kernels"), WRAPPER, "geometry")
 
 
 @st.composite
@@ -100,7 +86,7 @@ def test_general_c_kernels_equal_the_numpy_kernels(lib, case):
     geometry = np.array([c, h, w, o, ho, wo, kh, sh, pads[0], groups, kw, sw, pads[2], 5, -3, -100, 120], np.int32)
     y = np.zeros((1, o, ho, wo), np.int8)
     mask = np.zeros(-(-y.size // 8), np.uint8)
-    lib.forward(_ptr(geometry), _ptr(weight), _ptr(bias), _ptr(mult), _ptr(shift), _ptr(x), _ptr(y), _ptr(mask))
+    lib.forward(ptr(geometry), ptr(weight), ptr(bias), ptr(mult), ptr(shift), ptr(x), ptr(y), ptr(mask))
     assert y_ref.shape == y.shape and np.array_equal(y, y_ref)
     assert np.array_equal(np.unpackbits(mask, bitorder="little")[:y.size].astype(bool), mask_ref.reshape(-1) != 0)
 
@@ -109,12 +95,12 @@ def test_general_c_kernels_equal_the_numpy_kernels(lib, case):
     (gx_ref,) = KERNELS["conv2d_grad_x"](Op("gx", "conv2d_grad_x", ("g", "w"), ("gx",),
                                             make_attrs(input_shape=x.shape, **geo)), [g, weight], 0)
     gx = np.zeros(x.shape, np.float32)
-    lib.grad_x(_ptr(geometry), _ptr(weight), _ptr(g), _ptr(gx))
+    lib.grad_x(ptr(geometry), ptr(weight), ptr(g), ptr(gx))
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
     kept = c
     gw_op = Op("gw", "conv2d_grad_w", ("x", "g"), ("gw",),
                make_attrs(kept=kept, weight_shape=weight.shape, x_zero=5, **geo))
     (gw_ref,) = KERNELS["conv2d_grad_w"](gw_op, [x, g], 0)
     gw = np.zeros(gw_ref.shape, np.float32)
-    lib.grad_w(_ptr(geometry), _ptr(x), _ptr(g), _ptr(gw))
+    lib.grad_w(ptr(geometry), ptr(x), ptr(g), ptr(gw))
     np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-4)

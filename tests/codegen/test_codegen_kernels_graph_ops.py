@@ -7,18 +7,16 @@ float tolerance (the C sums each input position's terms in another order)."""
 from __future__ import annotations
 
 import ctypes
-import subprocess
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcutrain.codegen.generate import HERE, KERNEL_FILES
-from mcutrain.codegen.host import CFLAGS, compiler
 from mcutrain.engine.executor.graph_kernels import mean_multiplier
 from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.ir import Op, make_attrs
+from tests.helpers.c_kernels import kernel_library, ptr
 
 WRAPPER = r"""
 #include "mct_kernels.h"
@@ -60,20 +58,9 @@ void mean(const int32_t *m, const int8_t *x, int8_t *y, uint8_t *mask) {
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("graph_kernels")
-    (folder / "wrapper.c").write_text(WRAPPER)
-    headers = sorted({str(path.parent) for path in KERNEL_FILES.values()})
-    out = folder / "libgraphops.so"
-    cmd = [compiler(), *CFLAGS, "-shared", "-fPIC", *(f"-I{h}" for h in headers), str(folder / "wrapper.c"),
-           str(HERE / "c" / "mct_kernels.c"), "-o", str(out), "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    library = ctypes.CDLL(str(out))
+    library = kernel_library(tmp_path_factory.mktemp("graph_kernels"), WRAPPER, "graphops")
     library.avgpool_grad.argtypes = [ctypes.c_void_p, ctypes.c_double] + [ctypes.c_void_p] * 3
     return library
-
-
-def _ptr(a: np.ndarray):
-    return a.ctypes.data_as(ctypes.c_void_p)
 
 
 def _packed(mask: np.ndarray) -> np.ndarray:
@@ -111,7 +98,7 @@ def test_c_pools_equal_the_numpy_kernels(lib, case, ratio):
         y_ref, mask_ref = KERNELS[kind](op, [x], 0)
         y = np.zeros((1, c, oh, ow), np.int8)
         mask = np.full(-(-y.size // 8), 0xFF, np.uint8)  # the kernel must clear the bits it does not set
-        getattr(lib, kind[4:])(_ptr(geometry), _ptr(x), _ptr(y), _ptr(mask))
+        getattr(lib, kind[4:])(ptr(geometry), ptr(x), ptr(y), ptr(mask))
         assert np.array_equal(y, y_ref) and np.array_equal(_unpacked(mask, y.size), mask_ref.reshape(-1))
         grad_op = Op("gp", f"{kind}_grad", ("g", "mask") + (("x",) if kind == "tfl_maxpool" else ()), ("gx",),
                      make_attrs(kernel=a["kernel"], strides=a["strides"], pads=a["pads"], input_shape=x.shape,
@@ -121,10 +108,10 @@ def test_c_pools_equal_the_numpy_kernels(lib, case, ratio):
         gx = np.full(x.shape, np.nan, np.float32)
         bits = _packed(mask_ref)
         if kind == "tfl_avgpool":
-            lib.avgpool_grad(_ptr(geometry), ratio, _ptr(g), _ptr(bits), _ptr(gx))
+            lib.avgpool_grad(ptr(geometry), ratio, ptr(g), ptr(bits), ptr(gx))
             np.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-7)
         else:
-            lib.maxpool_grad(_ptr(geometry), _ptr(g), _ptr(bits), _ptr(x), _ptr(gx))
+            lib.maxpool_grad(ptr(geometry), ptr(g), ptr(bits), ptr(x), ptr(gx))
             assert gx.tobytes() == gx_ref.tobytes()
 
 
@@ -140,7 +127,7 @@ def test_c_mean_equals_the_numpy_kernel(lib, h, w, ratio, x_zero, y_zero, seed):
     params = np.array([c, h * w, x_zero, mult, shift, y_zero], np.int32)
     y = np.zeros(c, np.int8)
     mask = np.full(1, 0xFF, np.uint8)
-    lib.mean(_ptr(params), _ptr(x), _ptr(y), _ptr(mask))
+    lib.mean(ptr(params), ptr(x), ptr(y), ptr(mask))
     assert np.array_equal(y, y_ref.reshape(-1)) and np.array_equal(_unpacked(mask, c), mask_ref.reshape(-1))
 
 
@@ -152,11 +139,11 @@ def test_c_channels_last_flatten_and_its_gradient_equal_the_numpy_kernels(lib, c
     op = Op("r", "reshape", ("x",), ("y",), make_attrs(channels_last=True))
     (y_ref,) = KERNELS["reshape"](op, [x], 0)
     y = np.zeros(x.size, np.int8)
-    lib.mct_nchw_to_nhwc_i8(_ptr(x), c, h * w, _ptr(y))
+    lib.mct_nchw_to_nhwc_i8(ptr(x), c, h * w, ptr(y))
     assert np.array_equal(y, y_ref.reshape(-1))
     g = rng.standard_normal((1, x.size)).astype(np.float32)
     back = Op("rg", "reshape_grad", ("g",), ("gx",), make_attrs(channels_last=True, input_shape=x.shape))
     (gx_ref,) = KERNELS["reshape_grad"](back, [g], 0)
     gx = np.zeros(x.shape, np.float32)
-    lib.mct_nhwc_to_nchw_f32(_ptr(g), c, h * w, _ptr(gx))
+    lib.mct_nhwc_to_nchw_f32(ptr(g), c, h * w, ptr(gx))
     assert gx.tobytes() == gx_ref.tobytes()
