@@ -77,7 +77,7 @@ def run_node(node: Node, inputs: list[np.ndarray]) -> np.ndarray:
     raise ValueError(f"unknown node kind {node.kind!r}")
 
 
-def _windows(x: np.ndarray, kernel, strides, pad, fill) -> np.ndarray:
+def windows(x: np.ndarray, kernel, strides, pad, fill) -> np.ndarray:
     """[N, C, OH, OW, kh, kw] views of the padded input."""
     (kh, kw), (sh, sw), (t, b, left, r) = kernel, strides, pad
     xp = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=fill)
@@ -92,7 +92,7 @@ def conv2d(x: np.ndarray, p: QConv) -> np.ndarray:
         raise ValueError(f"convolution '{p.name}': {p.weight.shape[1] * kh * kw} terms per output, "
                          f"over {_EXACT_SUM_TERMS}")
     centered = x.astype(np.float64) - p.x.zero  # padding with the zero point contributes 0, as TFLite skips it
-    win = _windows(centered, (kh, kw), p.strides, p.padding, 0.0)
+    win = windows(centered, (kh, kw), p.strides, p.padding, 0.0)
     w = p.weight.astype(np.float64)
     if p.depthwise:
         acc = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
@@ -137,22 +137,28 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
     return (t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)).astype(np.int64)
 
 
-def _valid_counts(shape_hw, p: Pool2d) -> np.ndarray:
+def valid_counts(shape_hw, p: Pool2d) -> np.ndarray:
     """Number of input positions inside each (clipped) window: [OH, OW]."""
     ones = np.ones((1, 1) + tuple(shape_hw), np.int64)
-    return _windows(ones, p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))[0, 0]
+    return windows(ones, p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))[0, 0]
+
+
+def pool_values(x: np.ndarray, p: Pool2d, kind: str) -> np.ndarray:
+    """The integers of an ``avgpool`` or ``maxpool`` before the clamp (int64): what the clamp and the
+    backward's mask ``qmin < v < qmax`` both read."""
+    if kind == "avgpool":
+        sums = windows(x.astype(np.int64), p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))
+        return rounded_divide(sums, valid_counts(x.shape[2:], p))
+    # Padding is filled with a value below every int8, so it never wins: the window is clipped.
+    return windows(x.astype(np.int64), p.kernel, p.strides, p.pad, -(2**40)).max(axis=(4, 5))
 
 
 def avgpool(x: np.ndarray, p: Pool2d) -> np.ndarray:
-    sums = _windows(x.astype(np.int64), p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))
-    counts = _valid_counts(x.shape[2:], p)
-    return np.clip(rounded_divide(sums, counts), p.qmin, p.qmax).astype(np.int8)
+    return np.clip(pool_values(x, p, "avgpool"), p.qmin, p.qmax).astype(np.int8)
 
 
 def maxpool(x: np.ndarray, p: Pool2d) -> np.ndarray:
-    # Padding is filled with a value below every int8, so it never wins: the window is clipped.
-    win = _windows(x.astype(np.int64), p.kernel, p.strides, p.pad, -(2**40))
-    return np.clip(win.max(axis=(4, 5)), p.qmin, p.qmax).astype(np.int8)
+    return np.clip(pool_values(x, p, "maxpool"), p.qmin, p.qmax).astype(np.int8)
 
 
 def mean(x: np.ndarray, p: Mean) -> np.ndarray:

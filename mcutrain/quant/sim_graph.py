@@ -37,7 +37,6 @@ from torch import nn
 from mcutrain.quant import graph_forward as gf
 from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
 from mcutrain.quant.graph_head import classifier_node
-from mcutrain.quant.int8_ops import rounded_divide
 from mcutrain.quant.qmodel import QLinear
 from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, set_trainable
 from mcutrain.sparse import UpdatePlan
@@ -82,13 +81,7 @@ class Int8Pool2d(nn.Module):
         return _ExactFn.apply(x, self)
 
     def exact(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = self.p
-        if self.kind == "avgpool":
-            sums = gf._windows(x, p.kernel, p.strides, p.pad, 0).sum(axis=(4, 5))
-            v = rounded_divide(sums, gf._valid_counts(x.shape[2:], p))
-        else:
-            v = gf._windows(x, p.kernel, p.strides, p.pad, -(2**40)).max(axis=(4, 5))
-        return _clamped(v, p.qmin, p.qmax)
+        return _clamped(gf.pool_values(x, self.p, self.kind), self.p.qmin, self.p.qmax)
 
     def grad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Gradient of the real-valued clipped-window average (or maximum) at ``x``."""

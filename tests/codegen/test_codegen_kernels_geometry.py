@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.ir import Op, make_attrs
 from tests.helpers.c_kernels import kernel_library, ptr
+from tests.helpers.windows import draw_window
 
 WRAPPER = r"""
 #include "mct_kernels.h"
@@ -58,11 +59,7 @@ def lib(tmp_path_factory):
 
 @st.composite
 def _cases(draw):
-    kh, kw = draw(st.integers(1, 11)), draw(st.integers(1, 11))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), 14))
-    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), 14))
+    (kh, kw), (sh, sw), pads, (h, w) = draw_window(draw, 11, 2, 14)
     depthwise = draw(st.booleans())
     return (kh, kw), (sh, sw), pads, (h, w), depthwise, draw(st.integers(0, 2**16))
 

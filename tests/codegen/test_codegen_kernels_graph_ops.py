@@ -17,6 +17,7 @@ from mcutrain.engine.executor.graph_kernels import mean_multiplier
 from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.ir import Op, make_attrs
 from tests.helpers.c_kernels import kernel_library, ptr
+from tests.helpers.windows import draw_window
 
 WRAPPER = r"""
 #include "mct_kernels.h"
@@ -73,11 +74,7 @@ def _unpacked(bits: np.ndarray, n: int) -> np.ndarray:
 
 @st.composite
 def _pools(draw):
-    kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), 13))
-    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), 13))
+    (kh, kw), (sh, sw), pads, (h, w) = draw_window(draw, 6, 3, 13)
     qmin, qmax = draw(st.sampled_from([(-128, 127), (-5, 127), (-128, 30)]))
     return dict(kernel=(kh, kw), strides=(sh, sw), pads=pads, qmin=qmin, qmax=qmax), (h, w), draw(st.integers(0, 2**16))
 

@@ -24,6 +24,7 @@ from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Net, Int8Pool
 from mcutrain.quant.sim_ops import exact_conv, input_grad, partial_weight_grad
 from mcutrain.sparse import get_builtin, resolve
 from tests.helpers.geometry import general_qmodel, int8_images
+from tests.helpers.windows import draw_window
 
 LR, SEED, STEPS = 0.1, 11, 4
 
@@ -126,11 +127,7 @@ def test_each_fusing_pass_refuses_a_general_conv():
 # Shape rules: ops.py's output type == the NumPy kernel's output == the simulation's, any geometry.
 @st.composite
 def _geometries(draw):
-    kh, kw = draw(st.integers(1, 11)), draw(st.integers(1, 11))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), 16))
-    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), 16))
+    (kh, kw), (sh, sw), pads, (h, w) = draw_window(draw, 11, 2, 16)
     groups = draw(st.sampled_from([1, 3]))
     return (kh, kw), (sh, sw), pads, (h, w), groups
 

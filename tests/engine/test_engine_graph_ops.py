@@ -21,16 +21,13 @@ from mcutrain.quant.graph import Mean, Pool2d
 from mcutrain.quant.int8_ops import rounded_divide
 from mcutrain.quant.qmodel import QTensor
 from tests.helpers import tfl_graphs
+from tests.helpers.windows import draw_window
 
 
 @st.composite
 def pools(draw):
     """A random pool geometry (padding below the window, as TFLite SAME makes) and an int8 input."""
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), 9))
-    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), 9))
+    (kh, kw), (sh, sw), pads, (h, w) = draw_window(draw, 5, 3, 9)
     qmin, qmax = draw(st.sampled_from([(-128, 127), (-20, 127), (-128, 40)]))
     x = np.random.default_rng(draw(st.integers(0, 2**16))).integers(-128, 128, (1, 3, h, w)).astype(np.int8)
     return dict(kernel=(kh, kw), strides=(sh, sw), pads=pads, qmin=qmin, qmax=qmax), x

@@ -73,7 +73,7 @@ def reshape_grad(op: Op, args: list, step: int) -> tuple:
 
 def valid_counts(op: Op, hw) -> np.ndarray:
     """Input positions inside each clipped window, [OH, OW] (graph_forward's count)."""
-    return graph_forward._valid_counts(tuple(hw), pool_params(op))
+    return graph_forward.valid_counts(tuple(hw), pool_params(op))
 
 
 def _window_origins(op: Op, out_hw) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def maxpool_argmax(op: Op, x: np.ndarray) -> np.ndarray:
     """Flat index (into one [H, W] plane) of each window's first maximum in window order, [N, C, OH, OW]."""
     (kh, kw), (top, bottom, left, right) = op.attr("kernel"), op.attr("pads")
     h, w = x.shape[2:]
-    win = graph_forward._windows(x.astype(np.int64), (kh, kw), tuple(op.attr("strides")), (top, bottom, left, right),
+    win = graph_forward.windows(x.astype(np.int64), (kh, kw), tuple(op.attr("strides")), (top, bottom, left, right),
                                  -(2**40))
     first = win.reshape(win.shape[:4] + (kh * kw,)).argmax(axis=4)  # argmax: the first maximum
     rows, cols = _window_origins(op, win.shape[2:4])

@@ -88,7 +88,6 @@ class _Writer:
         self.tensors: list[int] = []  # offsets of Tensor tables
         self.index: dict[str, int] = {}
         self.opcodes: list[str] = []
-        self.g_extra: dict[str, GraphTensor] = {}  # tensors the writer adds (a PAD's output)
 
     # -- tensors --------------------------------------------------------------------------------
 
@@ -152,27 +151,26 @@ class _Writer:
         """The operator(s) of one node: a conv whose padding is neither SAME nor VALID (PyTorch's
         symmetric padding at stride 2, say) becomes PAD (which pads with the zero point, as the graph
         does) then a VALID conv."""
-        where = f"node {i} ({node.kind} '{node.name}')"
-        if node.kind == "conv2d" and not _says_padding(node.params, self.g.tensor[node.inputs[0]]):
-            padded, pad_op = self._pad(node)
-            node = Node(node.kind, node.name, (padded,) + node.inputs[1:], node.output,
+        where, x = f"node {i} ({node.kind} '{node.name}')", self.g.tensor[node.inputs[0]]
+        if node.kind == "conv2d" and not _says_padding(node.params, x):
+            x, pad_op = self._pad(node)
+            node = Node(node.kind, node.name, (x.name,) + node.inputs[1:], node.output,
                         replace(node.params, pad=(0, 0, 0, 0)))
-            return [pad_op, self._operator(node, *self._op_inputs(node, where))]
-        return [self._operator(node, *self._op_inputs(node, where))]
+            return [pad_op, self._operator(node, *self._op_inputs(node, x, where))]
+        return [self._operator(node, *self._op_inputs(node, x, where))]
 
-    def _pad(self, node: Node) -> tuple[str, int]:
-        """A PAD operator from the conv's input to a new tensor of the padded shape: (its name, the op)."""
+    def _pad(self, node: Node) -> tuple[GraphTensor, int]:
+        """A PAD operator from the conv's input to a new tensor of the padded shape: (that tensor, the op)."""
         import tflite
 
         x, (top, bottom, left, right) = self.g.tensor[node.inputs[0]], node.params.padding
         n, c, h, w = x.shape
         padded = GraphTensor(f"{node.name}/padded", (n, c, h + top + bottom, w + left + right), x.q)
         self.activation(padded)
-        self.g_extra[padded.name] = padded
         paddings = self.constant(f"{node.name}/paddings", np.array([[0, 0], [top, bottom], [left, right], [0, 0]],
                                                                     np.int32))
         options = (tflite.BuiltinOptions.PadOptions, self._options("PadOptions", {}))
-        return padded.name, self._operator(Node("pad", padded.name, (x.name,), padded.name),
+        return padded, self._operator(Node("pad", padded.name, (x.name,), padded.name),
                                            "PAD", [self.index[x.name], paddings], options)
 
     def _operator(self, node: Node, op: str, inputs: list[int], opts) -> int:
@@ -193,11 +191,11 @@ class _Writer:
             tflite.OperatorAddBuiltinOptions(b, options)
         return tflite.OperatorEnd(b)
 
-    def _op_inputs(self, node: Node, where: str):
+    def _op_inputs(self, node: Node, x: GraphTensor, where: str):
+        """(TFLite op name, input tensor indices, options) of ``node``, whose first input is ``x``."""
         import tflite
 
         p, ins = node.params, [self.index[n] for n in node.inputs]
-        x = self.g_extra.get(node.inputs[0]) or self.g.tensor[node.inputs[0]]
         kinds = tflite.BuiltinOptions
         if node.kind == "conv2d":
             return self._conv(node, p, ins, x, where)
