@@ -68,9 +68,18 @@ The TFLite ops (arithmetic: ``mcutrain.quant.graph_forward``, which the NumPy ke
   tfl_mean(x){x_scale, x_zero, y_scale, y_zero, keep_dims} -> y [, mask]
                                                        TFLite MEAN over H, W: y [N, C] (or [N, C, 1, 1]
                                                        with keep_dims); mask over [-128, 127]
-  reshape(x){channels_last} -> [N, numel / N]          a flatten; channels_last (TFLite's NHWC order) on a
+  reshape(x){channels_last[, shape]} -> [N, numel / N]  a flatten; channels_last (TFLite's NHWC order) on a
                                                        [N, C, H, W] input with H*W > 1 permutes (a copy),
-                                                       otherwise the same bytes (a view: in place)
+                                                       otherwise the same bytes (a view: in place);
+                                                       ``shape``: that output shape instead (never permutes:
+                                                       a hidden FC's [N, C] -> [N, C, 1, 1])
+  conv2d(...){rescale}                                 a hidden fully connected layer as its 1x1 conv
+                                                       (``quant.graph.FcConv``): y = clamp(round_half_away(
+                                                       sat32(acc) * rescale[c]) + y_zero) with ``rescale``
+                                                       float64 per output channel (LiteRT's double
+                                                       rescale, ``graph_forward.fc_values``); multiplier
+                                                       and shift give the backward's M only. Always with
+                                                       general-geometry attributes (no fused path)
   tfl_avgpool_grad(g_y, mask){kernel, strides, pads, input_shape, ratio}
                                                        -> g_x: each output's fl32(g*mask) * fl32(ratio / n)
                                                        added to its window's n valid positions
@@ -92,6 +101,8 @@ set by the in-place pass only where that input dies at the op, so executors may 
 from __future__ import annotations
 
 from typing import Callable
+
+import numpy as np
 
 from mcutrain.engine.ir import Graph, Op
 
@@ -201,6 +212,9 @@ def _tfl_mean(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 
 def _reshape(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     x = g.tensor(op.inputs[0])
+    shape = op.attr("shape")
+    if shape is not None and int(np.prod(shape)) == x.numel:
+        return [(tuple(shape), x.dtype)]
     return [((x.shape[0], x.numel // x.shape[0]), x.dtype)]
 
 
