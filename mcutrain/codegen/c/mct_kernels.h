@@ -130,6 +130,9 @@ void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inn
 
 /* ---- forward (int8) ---- */
 void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, int8_t *scratch);
+/* A hidden fully connected layer (a 1x1 conv over [in_c][1][1]) with LiteRT's double rescale, one per
+ * output channel: y = clamp(round_half_away(sat32(acc) * rescale[o]) + y_zero); mask may be NULL. */
+void mct_fc_forward(const mct_conv *p, const double *rescale, const int8_t *x, int8_t *y, uint8_t *mask);
 void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
                              uint8_t *mask, int8_t *scratch);
 void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
