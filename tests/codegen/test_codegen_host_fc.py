@@ -22,6 +22,7 @@ from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_availabl
 from mcutrain.codegen.host import build  # noqa: E402
 from mcutrain.engine.compile import compile_training  # noqa: E402
 from mcutrain.engine.frontend import engine_names  # noqa: E402
+from mcutrain.quant.graph import hidden_fully_connected  # noqa: E402
 from mcutrain.quant.graph_forward import graph_forward  # noqa: E402
 from mcutrain.quant.graph_head import classifier_node  # noqa: E402
 from mcutrain.sparse.builtin import graph_plan  # noqa: E402
@@ -106,3 +107,32 @@ def test_cortex_m7_firmware_equals_the_host_build_bit_for_bit(tmp_path):
     assert run.losses.tobytes() == losses.tobytes()
     assert run.logits["before"].tobytes() == before.tobytes()
     assert run.logits["after"].tobytes() == after.tobytes()
+
+
+def test_a_device_snapshot_exports_the_hidden_layers_as_fully_connected(tmp_path):
+    from types import SimpleNamespace
+
+    from mcutrain.cli.cmd_export import device_trained_graph
+    from mcutrain.codegen.snapshot import graph_parameters
+
+    g, program = _graph("fc_stack"), _program("fc_stack")
+    generate(program, tmp_path / "host")
+    engine = HostEngine(build_host(tmp_path / "host"))
+    images, labels = _data("fc_stack", STEPS)
+    for x, y in zip(images, labels):
+        engine.train_step(x, int(y))
+    (tmp_path / "saved.bin").write_bytes(engine.save())
+    args = SimpleNamespace(program=tmp_path / "host", params=tmp_path / "saved.bin", model=tmp_path / "m")
+    trained, applied = device_trained_graph(g, args)
+    names, device = engine_names(g), engine.parameters()
+    assert applied["step"] == STEPS
+    for i in sorted(hidden_fully_connected(g)):
+        node, before = trained.nodes[i], g.nodes[i]
+        assert node.kind == "fully_connected" and node.params.weight.shape == before.params.weight.shape
+        weight = device[f"{names[node.output]}.weight"]
+        assert np.array_equal(node.params.weight, weight[:, :, 0, 0])
+        assert not np.array_equal(node.params.weight, before.params.weight)  # it trained
+        assert node.params.bias is not None or not device[f"{names[node.output]}.bias"].any()
+    again = {n: v for n, (_, _, v) in graph_parameters(trained).items()}
+    assert all(np.array_equal(again[n], device[n]) for n in again)
+
