@@ -290,7 +290,8 @@ def test_a_pytorch_mlp_head_quantizes_to_hidden_fully_connected_layers_the_engin
     torch.manual_seed(5)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 16), nn.ReLU(),
                           nn.Linear(16, 12), nn.ReLU6(), nn.Linear(12, 3)).eval()
-    graph = import_module(model, torch.zeros(1, 3, 12, 12), preprocessing=InputPreprocessing(offset=128.0, scale=1 / 128))
+    prep = InputPreprocessing(offset=128.0, scale=1 / 128)
+    graph = import_module(model, torch.zeros(1, 3, 12, 12), preprocessing=prep)
     rng = np.random.default_rng(0)
     calib = ImageSet(rng.integers(0, 256, (64, 12, 12, 3)).astype(np.uint8), rng.integers(0, 3, 64))
     q = quantize_float_graph(graph, calib, batches=1, batch_size=64, seed=0)
