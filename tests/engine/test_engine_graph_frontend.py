@@ -143,6 +143,9 @@ def test_hidden_fully_connected_layers_are_rescaled_1x1_convs_between_views(name
     program = compile_training(g, graph_plan(g, "full"), lr=LR, seed=SEED)
     forward, names = graph_from_qgraph(g, graph_plan(g, "full")), engine_names(g)
     ops = {op.name: op for op in forward.ops}
+    constants = sum(a.nbytes for a in program.train.graph.constants.values())
+    tables = 8 * sum(g.nodes[i].params.weight.shape[0] for i in hidden)  # one float64 per output
+    assert program.report["flash_with_initial_trainables_bytes"] == constants + tables
     for i in hidden:
         node, name = g.nodes[i], names[g.nodes[i].output]
         conv = ops[name]
