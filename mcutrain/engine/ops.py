@@ -143,6 +143,36 @@ def conv_out_hw(h: int, w: int, kernel_hw, strides, pads) -> tuple[int, int]:
     return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
 
 
+def stride_and_top_pad(op: Op) -> tuple[int, int]:
+    """(stride, rows of padding at the top) of a conv a row pipeline runs (``row_geometry``)."""
+    if has_general_geometry(op):
+        return int(op.attr("strides")[0]), int(op.attr("pads")[0])
+    return op.attr("stride"), op.attr("pad")
+
+
+def row_geometry(g: Graph, op: Op) -> tuple[int, int] | None:
+    """(stride, top padding) when a row pipeline can run conv ``op``, else None.
+
+    The row kernels (``passes/fuse_rows``, ``c/mct_fused.c``, ``executor/arena_kernels``) read output
+    row r from input rows ``s*r - top ...`` and column c from columns ``s*c - left ...``, clipped to the
+    input (what lies outside is the zero point), for ``ceil(in / s)`` outputs per axis. That is the
+    zoo's "same" conv (k // 2 on every side) and also TFLite's SAME convolution of any input, e.g. a
+    stride-2 one on an even input, whose one row/column of padding is at the bottom/right only (top =
+    left = k // 2 - 1): a square odd kernel, one stride, top == left, bottom == right, outputs
+    ceil(in / s). A hidden fully connected layer's conv (``rescale``) never is one."""
+    if op.kind != "conv2d" or op.attr("rescale") is not None:
+        return None
+    if not has_general_geometry(op):
+        return op.attr("stride"), op.attr("pad")
+    n, c, h, w = g.tensor(op.inputs[0]).shape
+    kh, kw = g.tensor(op.inputs[1]).shape[2:]
+    (sh, sw), (top, bottom, left, right) = op.attr("strides"), op.attr("pads")
+    same = conv_out_hw(h, w, (kh, kw), (sh, sw), (top, bottom, left, right)) == (-(-h // sh), -(-w // sw))
+    if kh != kw or kh % 2 == 0 or sh != sw or top != left or bottom != right or not same:
+        return None
+    return int(sh), int(top)
+
+
 def is_pointwise_conv(op: Op, weight_shape) -> bool:
     """A 1x1, stride-1, groups-1 conv with no padding: the kernels' pointwise fast paths."""
     strides, pads = conv_geometry(op, tuple(weight_shape[2:]))

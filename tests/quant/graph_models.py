@@ -72,6 +72,18 @@ def fc_stack(seed: int = 4):
     return g.build(g.softmax(g.fc(x, 4, "none")))
 
 
+def same_stride2_even(seed: int = 5):
+    """TFLite SAME stride-2 convolutions on even inputs (the padding row/column at the bottom/right only,
+    as VWW's MobileNetV1 has them): conv 3x3 s2 on 12x12, depthwise 3x3 s2 on 6x6, pointwise, depthwise
+    5x5 s1, then a mean and the head."""
+    g = GraphBuilder(seed, (1, 3, 12, 12))
+    x = g.conv(g.input, 6, (3, 3), (2, 2), "same", "relu6")
+    x = g.conv(x, None, (3, 3), (2, 2), "same", "relu", depthwise=True)
+    x = g.conv(x, 8, (1, 1), (1, 1), "same", "relu")
+    x = g.conv(x, None, (5, 5), (1, 1), "same", "relu", depthwise=True)
+    return g.build(g.fc(g.mean(x, keep_dims=False, same_quant=False), 3, "none"))
+
+
 def conv_only(seed: int = 3):
     """Ends in a convolution and a mean: no fully connected classifier to replace."""
     g = GraphBuilder(seed, (1, 3, 8, 8))

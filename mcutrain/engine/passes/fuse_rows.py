@@ -58,7 +58,7 @@ from dataclasses import replace
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
-from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry
+from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
 from mcutrain.engine.row_schedule import STREAM, RowPlan, foldable, plan_rows, window  # noqa: F401 (re-exported)
 
@@ -118,9 +118,12 @@ class _Types:
 # Building the fused op
 
 
-def row_fusable(op: Op) -> bool:
-    """Ops a row pipeline can run: its row windows assume the zoo's geometry (square odd kernel, one
-    stride, k // 2 padding), so a conv of any other geometry stays a whole op (general kernels)."""
+def row_fusable(op: Op, graph: Graph) -> bool:
+    """Ops a row pipeline can run: adds, the zoo's "same" convs and any conv of the same row geometry
+    (``ops.row_geometry``: TFLite's SAME convs, stride 2 on even inputs included); a conv of any other
+    geometry stays a whole op (general kernels), and so does a fused expand (zoo geometry only)."""
+    if op.kind == "conv2d":
+        return row_geometry(graph, op) is not None
     return op.kind in FUSABLE and not has_general_geometry(op)
 
 
@@ -269,7 +272,7 @@ class _Prefix:
         return self._cache[key]
 
     def _segment(self, i: int, j: int, fold: bool):
-        if not all(row_fusable(op) for op in self.graph.ops[i:j + 1]):
+        if not all(row_fusable(op, self.graph) for op in self.graph.ops[i:j + 1]):
             return None
         x = self.external_input(i, j)
         if x is None:
@@ -323,7 +326,7 @@ class _Prefix:
     def _must_stream(self, i: int) -> bool:
         """The image reader is a pipeline when its input can be streamed."""
         op = self.graph.ops[i]
-        return row_fusable(op) and any(x in self.graph.inputs and self.streamable(x, i, i)
+        return row_fusable(op, self.graph) and any(x in self.graph.inputs and self.streamable(x, i, i)
                                        for x in _activation_inputs(op))
 
 
