@@ -61,7 +61,10 @@ typedef struct {
  * geometry and the weight only. A kh x kw kernel (k = kh), strides (stride, stride_w), padding rows
  * ``pad`` at the top and columns ``pad_left`` at the left with the input zero point (the bottom/right
  * padding follows from out_h/out_w). The zoo's "same" convs have k == kw, stride == stride_w and
- * pad == pad_left == k / 2 (out = ceil(in / stride)): the fused kernels (mct_fused.c) take only those. */
+ * pad == pad_left == k / 2 (out = ceil(in / stride)); the row pipelines (mct_fused.c) also take TFLite's SAME
+ * convs with the extra row/column at the bottom/right (pad == pad_left == k / 2 - 1 for stride 2 on an
+ * even input): a square kernel, one stride, pad == pad_left, out = ceil(in / stride), windows clipped to
+ * the input (mcutrain.engine.ops.row_geometry). */
 typedef struct {
     int32_t in_c, in_h, in_w;
     int32_t out_c, out_h, out_w;

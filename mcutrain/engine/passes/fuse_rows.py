@@ -40,6 +40,9 @@ depthwise stage makes the k expanded rows of a few channels at a time from the i
 own row of those channels. The expand conv is then recomputed k/stride times per row (the price of
 MCUNetV2's patch overlap); "auto" folds only when the peak needs it, "max" whenever it lowers it.
 
+Which convs: those of the row geometry (``ops.row_geometry``): the zoo's "same" convs and TFLite's
+SAME ones, stride 2 on an even input included (its padding row/column at the bottom/right only: the
+windows start at ``s*r - top``, clipped to the input); not VALID convs, not a hidden FC layer's.
 Which chains: a segment of the leading forward ops (kinds conv2d, add, pointwise_depthwise) whose
 intermediate outputs have one output each (no mask: nothing trained reads them) read only inside the
 segment, with exactly one outside activation input. The segmentation is a small dynamic program over
