@@ -347,8 +347,9 @@ void mct_fc_forward(const mct_conv *p, const double *rescale, const int8_t *x, i
         int64_t acc = p->bias[o];
         for (int32_t c = 0; c < p->in_c; ++c) acc += (int64_t)((int32_t)x[c] - p->x_zero) * row_at(&w, c);
         acc = acc < INT32_MIN ? INT32_MIN : (acc > INT32_MAX ? INT32_MAX : acc);
-        const double v = (double)acc * rescale[o];
-        const double t = (double)(int64_t)v; /* |v| < 2^31 * rescale: far inside int64 */
+        double v = (double)acc * rescale[o];
+        v = v > 1e15 ? 1e15 : (v < -1e15 ? -1e15 : v); /* beyond the clamp either way; keeps the cast defined */
+        const double t = (double)(int64_t)v;
         const int64_t r = (int64_t)t + (v - t >= 0.5 ? 1 : (v - t <= -0.5 ? -1 : 0)) + p->y_zero;
         y[o] = (int8_t)(r < p->qmin ? p->qmin : (r > p->qmax ? p->qmax : r));
         mct_put_bit(mask, o, (uint8_t)(r > p->qmin && r < p->qmax));
