@@ -101,7 +101,7 @@ def graph_from_qgraph(qgraph: QGraph, plan: UpdatePlan | None = None) -> Graph:
     t = qgraph.tensor[qgraph.input]
     env = {qgraph.input: builder.input_image((1,) + net.input_chw, t.q.scale, t.q.zero)}
     names = engine_names(qgraph)
-    for position, (node, leaf) in enumerate(zip(net.body, net.leaves)):
+    for node, leaf in zip(net.body, net.leaves):
         env[node.output] = builder.add_graph_node(names[node.output], node, leaf, [env[n] for n in node.inputs])
     builder.outputs = (builder._linear("classifier", net.classifier, env[net.head_input]),)
     return verify(builder.graph())
