@@ -234,6 +234,8 @@ def emit_conv2d(ctx: OpContext) -> Emitted:
     x, y = op.inputs[0], op.outputs[0]
     name = ctx.struct()
     decl = forward_conv_struct(ctx, name, op, ctx.info(x).shape, ctx.info(y).shape)
+    if op.attr("rescale") is not None:
+        return emit_fc_conv(ctx, decl)
     scratch = ctx.scratch("A8") if is_inplace_depthwise(op) else "NULL"
     if op.attr("inplace") not in (None, 0) or (op.attr("inplace") == 0 and scratch == "NULL"):
         raise CodegenError(f"op {op.name}: only depthwise convs run in place")
@@ -461,7 +463,7 @@ from mcutrain.codegen.emitters_fused import FUSED_EMITTERS  # noqa: E402  (built
 
 EMITTERS.update(FUSED_EMITTERS)
 
-from mcutrain.codegen.emitters_graph import GRAPH_EMITTERS  # noqa: E402  (the TFLite ops of imported graphs)
+from mcutrain.codegen.emitters_graph import GRAPH_EMITTERS, emit_fc_conv  # noqa: E402  (imported graphs' ops)
 
 EMITTERS.update(GRAPH_EMITTERS)
 

@@ -1,5 +1,6 @@
 """Emitters of the TFLite op kinds an imported graph adds (issue 13): pools clipped at the border,
-MEAN, the channels-last flatten, and their backward ops (kernels in ``c/mct_kernels.h``).
+MEAN, the channels-last flatten, their backward ops, and the forward of a hidden fully connected
+layer (a ``conv2d`` with ``rescale``; ``emit_conv2d`` hands it here) (kernels in ``c/mct_kernels.h``).
 
 Why a module of its own: ``emitters`` holds the zoo's kinds and is near its size limit; these build on
 its helpers the same way ``emitters_fused`` does. A reshape that keeps the element order and was
@@ -21,6 +22,22 @@ def _double_literal(value: float) -> str:
     if not math.isfinite(value):
         raise CodegenError(f"non-finite constant {value!r} cannot be emitted")
     return repr(float(value))  # the shortest decimal that reads back to the same double
+
+
+def emit_fc_conv(ctx: OpContext, decl: str) -> Emitted:
+    """A hidden fully connected layer (a 1x1 conv over [C, 1, 1] with LiteRT's double ``rescale``)."""
+    op, name = ctx.op, ctx.struct()
+    x, y = op.inputs[0], op.outputs[0]
+    rescale = op.attr("rescale")
+    n, c, h, w = ctx.info(x).shape
+    if (h, w) != (1, 1) or ctx.info(y).shape != (n, len(rescale), 1, 1) or op.attr("groups") != 1:
+        raise CodegenError(f"op {op.name}: a rescaled conv must be a fully connected layer over [N, C, 1, 1]")
+    if op.attr("inplace") is not None:
+        raise CodegenError(f"op {op.name}: a fully connected layer cannot run in place")
+    values = ", ".join(_double_literal(v) for v in rescale)
+    table = f"static const double {name}_rescale[{len(rescale)}] = {{{values}}};"
+    return Emitted((decl, table), f"mct_fc_forward(&{name}, {name}_rescale, {ctx.ptr(x)}, {ctx.ptr(y)}, "
+                                  f"{ctx.output(1)});")
 
 
 def _pool_struct(ctx: OpContext, x_shape, y_shape) -> str:

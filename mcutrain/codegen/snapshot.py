@@ -119,18 +119,21 @@ def _slices(payload: bytes, storages) -> dict[str, np.ndarray]:
 
 def graph_parameters(graph) -> dict[str, tuple[int, str, np.ndarray]]:
     """Engine parameter name (``{engine op}.weight`` / ``.bias``, ``engine.frontend``'s) -> (node index,
-    field, value) for every convolution before the classifier and the classifier itself."""
+    field, value) for every convolution (and hidden fully connected layer, as its 1x1 conv) before the
+    classifier and the classifier itself."""
     from mcutrain.engine.frontend import engine_names
     from mcutrain.quant.graph_head import classifier_node
+
+    from mcutrain.quant.graph import fc_as_conv
 
     names = engine_names(graph)
     head_index, head, _ = classifier_node(graph)
     out = {}
     for index, node in enumerate(graph.nodes[:head_index]):
-        if node.kind == "conv2d":
-            op = names[node.output]
-            out[f"{op}.weight"] = (index, "weight", node.params.weight)
-            out[f"{op}.bias"] = (index, "bias", node.params.bias)
+        if node.kind in ("conv2d", "fully_connected"):  # a hidden FC: its 1x1 conv's [K, C, 1, 1] weight
+            op, conv = names[node.output], node.params if node.kind == "conv2d" else fc_as_conv(node)
+            out[f"{op}.weight"] = (index, "weight", conv.weight)
+            out[f"{op}.bias"] = (index, "bias", conv.bias)
     k = head.params.weight.shape[0]
     bias = np.zeros(k, np.int32) if head.params.bias is None else head.params.bias  # as the frontend does
     out["classifier.weight"] = (head_index, "weight", head.params.weight)
@@ -152,5 +155,9 @@ def with_trained_slices(graph, slices: dict[str, np.ndarray]):
         index, field, old = params[name]
         new = np.array(old, copy=True)
         new[tuple(slice(0, k) for k in value.shape)] = value
+        if nodes[index].kind == "fully_connected" and new.ndim == 4:  # a hidden FC's conv weight
+            new = new[:, :, 0, 0].copy()
+        if field == "bias" and getattr(nodes[index].params, "bias", 0) is None and not new.any():
+            new = None  # a fully connected layer without a bias keeps none while training left it 0
         nodes[index] = replace(nodes[index], params=replace(nodes[index].params, **{field: new}))
     return replace(graph, nodes=tuple(nodes))

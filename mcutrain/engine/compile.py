@@ -133,7 +133,7 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
     the classifier); masks: the packed clamp masks (they are in the arena, listed for the paper's
     comparison); engine state: the step counter and the guard's few words (``memory.engine_state``);
     total SRAM = arena + trainable copies + engine state (no optimizer state: SGD without momentum);
-    Flash: frozen weights, frozen parts of trained weights, and constants (the initial values of the
+    Flash: frozen weights, frozen parts of trained weights, constants and rescale tables (the initial values of the
     trainable copies ship in Flash as well: ``flash_with_initial_trainables_bytes``);
     inference: the forward alone, planned the same way (``inference_peak_bytes`` is the same number:
     the key the CLI shows), with the training program's row pipelines; ``inference_min_arena_bytes``:
@@ -143,7 +143,9 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
     """
     graph = train.graph
     trainable = trainable_bytes(graph)
-    constants = sum(a.nbytes for a in graph.constants.values())
+    # + the float64 rescale tables of hidden fully connected layers (attributes, emitted as const arrays)
+    constants = sum(a.nbytes for a in graph.constants.values()) + sum(
+        8 * len(op.attr("rescale")) for op in graph.ops if op.attr("rescale") is not None)
     stats = summary(train.plan)
     image = graph.tensor(graph.inputs[0])
     streamed = image.name in graph.streams

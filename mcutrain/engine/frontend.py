@@ -15,7 +15,11 @@ leaves in the graph's topological order (``GraphNet`` runs its nodes in a Python
 values, which fx cannot trace as a graph of modules; the walk records the same producer -> consumer
 edges). Each node becomes the op the engine has for it: conv2d (general geometry), add, tfl_avgpool,
 tfl_maxpool, tfl_mean, reshape; the classifier node becomes ``linear`` (fp32 logits, softmax dropped).
-A fully connected layer before the classifier has no engine op: it is refused by name.
+A fully connected layer before the classifier (conv i of a scheme: ``quant.graph.FcConv`` says why)
+becomes three ops: ``reshape`` [N, C] -> [N, C, 1, 1] (a view), the 1x1 ``conv2d`` (attribute
+``rescale``: LiteRT's double-precision rescale, one float64 per output channel, instead of the
+fixed-point multiplier in the forward; general-geometry attributes, so no fused fast path takes it)
+and ``reshape`` back to [N, K] (a view), the node's tensor.
 Engine names come from the node's position, not its TFLite tensor name (long, with ``/`` and ``;``):
 ``engine_names`` maps the graph's tensors to them (conv parameters are ``{engine name}.weight``).
 """
@@ -31,7 +35,7 @@ from mcutrain.engine.verify import verify
 from mcutrain.errors import McutrainError
 from mcutrain.quant.graph import QGraph
 from mcutrain.quant.qmodel import QModel
-from mcutrain.quant.sim_graph import GraphNet, Int8Mean, Int8Pool2d, Reshape
+from mcutrain.quant.sim_graph import GraphNet, Int8FcConv, Int8Mean, Int8Pool2d, Reshape
 from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, Int8Net, Int8Pool
 from mcutrain.sparse import UpdatePlan
 
@@ -97,11 +101,7 @@ def graph_from_qgraph(qgraph: QGraph, plan: UpdatePlan | None = None) -> Graph:
     t = qgraph.tensor[qgraph.input]
     env = {qgraph.input: builder.input_image((1,) + net.input_chw, t.q.scale, t.q.zero)}
     names = engine_names(qgraph)
-    for position, (node, leaf) in enumerate(zip(net.body, net.leaves)):
-        if node.kind == "fully_connected":
-            raise UnsupportedError(f"node {position} {node.name!r} (fully_connected, inputs {list(node.inputs)}): "
-                                   f"the engine trains one fully connected layer, the classifier; this one comes "
-                                   f"before it")
+    for node, leaf in zip(net.body, net.leaves):
         env[node.output] = builder.add_graph_node(names[node.output], node, leaf, [env[n] for n in node.inputs])
     builder.outputs = (builder._linear("classifier", net.classifier, env[net.head_input]),)
     return verify(builder.graph())
@@ -151,6 +151,8 @@ class _Builder:
 
     def add_graph_node(self, name: str, node, leaf: torch.nn.Module, args: list[str]) -> str:
         """One node of an imported graph (its ``GraphNet`` leaf) -> op ``name``; returns its output tensor."""
+        if isinstance(leaf, Int8FcConv):
+            return self._fc_conv(name, leaf, args[0])
         if isinstance(leaf, Int8Conv):
             return self._conv(name, leaf, args[0], name=name)
         if isinstance(leaf, Int8Add):
@@ -197,14 +199,29 @@ class _Builder:
         self.ops.append(Op(name, "reshape", (x,), (y,), make_attrs(channels_last=bool(m.channels_last))))
         return y
 
+    def _fc_conv(self, name: str, m: Int8FcConv, x: str) -> str:
+        """A hidden fully connected layer: reshape (view) -> 1x1 conv2d with ``rescale`` -> reshape (view)."""
+        info = self.tensors[x]
+        n, c = info.shape
+        x4 = self.activation(f"{name}_in", (n, c, 1, 1), "int8", info.scale, info.zero)
+        self.ops.append(Op(f"{name}_in", "reshape", (x,), (x4,), make_attrs(channels_last=False, shape=(n, c, 1, 1))))
+        y4 = self._conv(name, m, x4, name=name, out=f"{name}_out",
+                        extra=dict(rescale=tuple(float(v) for v in m.q.rescale), strides=(1, 1), pads=(0, 0, 0, 0)))
+        k = self.tensors[y4].shape[1]
+        y = self.activation(name, (n, k), "int8", self.tensors[y4].scale, self.tensors[y4].zero)
+        self.ops.append(Op(f"{name}_out", "reshape", (y4,), (y,), make_attrs(channels_last=False)))
+        return y
+
     def _trainable(self, index: int) -> tuple[bool, int]:
         if self.plan is None:
             return False, 0
         u = self.plan.convs[index]
         return u.bias, u.kept_channels
 
-    def _conv(self, path: str, m: Int8Conv, x: str, name: str | None = None) -> str:
-        """``name``: the op's (and its tensors') name, by default the QConv's."""
+    def _conv(self, path: str, m: Int8Conv, x: str, name: str | None = None, out: str | None = None,
+              extra: dict | None = None) -> str:
+        """``name``: the op's (and its tensors') name, by default the QConv's; ``out``: the output tensor's
+        name (default ``name``); ``extra``: attributes over the conv's own (a hidden FC's geometry, rescale)."""
         q = m.q
         name = name or q.name
         bias_trains, kept = self._trainable(m.index)
@@ -214,10 +231,11 @@ class _Builder:
         ins = (x, w, b, self.const(f"{name}.multiplier", mult), self.const(f"{name}.shift", shift))
         self.const(f"{name}.w_scale", np.asarray(q.w_scale, np.float32))
         n, _, h, w = self.tensors[x].shape
-        y = self.activation(name, (n, q.out_ch) + q.out_hw(h, w), "int8", q.y.scale, q.y.zero)
+        y = self.activation(out or name, (n, q.out_ch) + q.out_hw(h, w), "int8", q.y.scale, q.y.zero)
         # The zoo's geometry keeps its two attributes; any other carries it whole (engine/ops.py).
         geometry = (dict(strides=q.strides, pads=q.padding) if q.general_geometry
                     else dict(stride=q.stride, pad=q.kernel // 2))
+        geometry.update(extra or {})
         attrs = make_attrs(index=m.index, groups=q.groups, x_zero=q.x.zero, y_zero=q.y.zero, qmin=q.qmin,
                            qmax=q.qmax, frozen=tuple(q.frozen_channels), x_scale=float(q.x.scale), **geometry)
         self.ops.append(Op(name, "conv2d", ins, (y,), attrs))

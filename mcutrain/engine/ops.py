@@ -68,9 +68,18 @@ The TFLite ops (arithmetic: ``mcutrain.quant.graph_forward``, which the NumPy ke
   tfl_mean(x){x_scale, x_zero, y_scale, y_zero, keep_dims} -> y [, mask]
                                                        TFLite MEAN over H, W: y [N, C] (or [N, C, 1, 1]
                                                        with keep_dims); mask over [-128, 127]
-  reshape(x){channels_last} -> [N, numel / N]          a flatten; channels_last (TFLite's NHWC order) on a
+  reshape(x){channels_last[, shape]} -> [N, numel / N]  a flatten; channels_last (TFLite's NHWC order) on a
                                                        [N, C, H, W] input with H*W > 1 permutes (a copy),
-                                                       otherwise the same bytes (a view: in place)
+                                                       otherwise the same bytes (a view: in place);
+                                                       ``shape``: that output shape instead (never permutes:
+                                                       a hidden FC's [N, C] -> [N, C, 1, 1])
+  conv2d(...){rescale}                                 a hidden fully connected layer as its 1x1 conv
+                                                       (``quant.graph.FcConv``): y = clamp(round_half_away(
+                                                       sat32(acc) * rescale[c]) + y_zero) with ``rescale``
+                                                       float64 per output channel (LiteRT's double
+                                                       rescale, ``graph_forward.fc_values``); multiplier
+                                                       and shift give the backward's M only. Always with
+                                                       general-geometry attributes (no fused path)
   tfl_avgpool_grad(g_y, mask){kernel, strides, pads, input_shape, ratio}
                                                        -> g_x: each output's fl32(g*mask) * fl32(ratio / n)
                                                        added to its window's n valid positions
@@ -92,6 +101,8 @@ set by the in-place pass only where that input dies at the op, so executors may 
 from __future__ import annotations
 
 from typing import Callable
+
+import numpy as np
 
 from mcutrain.engine.ir import Graph, Op
 
@@ -130,6 +141,36 @@ def conv_geometry(op: Op, kernel_hw) -> tuple[tuple[int, int], tuple[int, int, i
 def conv_out_hw(h: int, w: int, kernel_hw, strides, pads) -> tuple[int, int]:
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel_hw, strides, pads
     return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+
+
+def stride_and_top_pad(op: Op) -> tuple[int, int]:
+    """(stride, rows of padding at the top) of a conv a row pipeline runs (``row_geometry``)."""
+    if has_general_geometry(op):
+        return int(op.attr("strides")[0]), int(op.attr("pads")[0])
+    return op.attr("stride"), op.attr("pad")
+
+
+def row_geometry(g: Graph, op: Op) -> tuple[int, int] | None:
+    """(stride, top padding) when a row pipeline can run conv ``op``, else None.
+
+    The row kernels (``passes/fuse_rows``, ``c/mct_fused.c``, ``executor/arena_kernels``) read output
+    row r from input rows ``s*r - top ...`` and column c from columns ``s*c - left ...``, clipped to the
+    input (what lies outside is the zero point), for ``ceil(in / s)`` outputs per axis. That is the
+    zoo's "same" conv (k // 2 on every side) and also TFLite's SAME convolution of any input, e.g. a
+    stride-2 one on an even input, whose one row/column of padding is at the bottom/right only (top =
+    left = k // 2 - 1): a square odd kernel, one stride, top == left, bottom == right, outputs
+    ceil(in / s). A hidden fully connected layer's conv (``rescale``) never is one."""
+    if op.kind != "conv2d" or op.attr("rescale") is not None:
+        return None
+    if not has_general_geometry(op):
+        return op.attr("stride"), op.attr("pad")
+    n, c, h, w = g.tensor(op.inputs[0]).shape
+    kh, kw = g.tensor(op.inputs[1]).shape[2:]
+    (sh, sw), (top, bottom, left, right) = op.attr("strides"), op.attr("pads")
+    same = conv_out_hw(h, w, (kh, kw), (sh, sw), (top, bottom, left, right)) == (-(-h // sh), -(-w // sw))
+    if kh != kw or kh % 2 == 0 or sh != sw or top != left or bottom != right or not same:
+        return None
+    return int(sh), int(top)
 
 
 def is_pointwise_conv(op: Op, weight_shape) -> bool:
@@ -201,6 +242,9 @@ def _tfl_mean(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 
 def _reshape(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     x = g.tensor(op.inputs[0])
+    shape = op.attr("shape")
+    if shape is not None and int(np.prod(shape)) == x.numel:
+        return [(tuple(shape), x.dtype)]
     return [((x.shape[0], x.numel // x.shape[0]), x.dtype)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcutrain.engine.ir import Op
+from mcutrain.engine.ops import stride_and_top_pad
 
 STREAM = -1  # schedule event: fetch the next row of the streamed input into its ring
 ALIGN = 4
@@ -31,7 +32,8 @@ def window(stage: Op, row: int, types) -> tuple[str, int, int]:
     x = stage.inputs[0]
     height = types.tensor(x).shape[2]
     k = types.tensor(stage.inputs[1]).shape[-1]
-    lo = stage.attr("stride") * row - stage.attr("pad")
+    stride, top = stride_and_top_pad(stage)
+    lo = stride * row - top
     return x, max(lo, 0), min(lo + k - 1, height - 1)
 
 
@@ -49,9 +51,9 @@ def foldable(stages: tuple[Op, ...]) -> list[str]:
     found = []
     for i, st in enumerate(stages[:-1]):
         nxt = stages[i + 1]
-        if (st.kind == "conv2d" and st.attr("groups") == 1 and st.attr("stride") == 1 and st.attr("pad") == 0
+        if (st.kind == "conv2d" and st.attr("groups") == 1 and stride_and_top_pad(st) == (1, 0)
                 and nxt.kind == "conv2d" and nxt.attr("groups") > 1 and nxt.inputs[0] == st.outputs[0]
-                and nxt.attr("pad") > 0 and not any(st.outputs[0] in o.inputs for o in stages[i + 2:])):
+                and stride_and_top_pad(nxt)[1] > 0 and not any(st.outputs[0] in o.inputs for o in stages[i + 2:])):
             found.append(st.outputs[0])
     return found
 

@@ -16,11 +16,14 @@ Node kinds and their parameters:
   fully_connected FullyConnected (int8 in, int32 accumulators requantized to int8 out)
   reshape         Reshape (``channels_last``: elements flattened in TFLite's H, W, C order)
   softmax         Softmax (a marker: training drops it and keeps the logits; export restores it)
+
+Training sees a fully connected layer before the classifier (a "hidden" one) as a convolution
+(``FcConv``, ``fc_as_conv``): see ``convs``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -83,6 +86,71 @@ class FullyConnected:
         return np.asarray(mult, np.int32), np.asarray(shift, np.int32)
 
 
+def fc_rescale(p: FullyConnected) -> np.ndarray:
+    """float64 [K]: LiteRT's FULLY_CONNECTED rescale ``double(s_x) * double(s_w[k]) / double(s_y)``, the
+    factor of ``round_half_away(acc * rescale) + z_y`` (``graph_forward.fully_connected``)."""
+    k = p.weight.shape[0]
+    return np.broadcast_to(np.float64(p.x.scale) * p.w_scale.astype(np.float64) / np.float64(p.y.scale), (k,)).copy()
+
+
+@dataclass(frozen=True, eq=False)
+class FcConv(QConv):
+    """A fully connected layer before the classifier, as the convolution training sees (``fc_as_conv``).
+
+    Decision (issue 13): a hidden FC layer IS a 1x1 convolution over its [N, C] input seen as [N, C, 1, 1]
+    (C input channels, K output channels): the same sums, the same per-output-channel bias, clamp and
+    straight-through backward. So it is conv i of a scheme (bias, weight ratio of input channels: kept
+    channels are the first input features), the QAS factors, the optimizer, the engine's conv VJP,
+    passes, planner and C backward kernels, and the memory cost models all apply unchanged. One thing
+    differs: LiteRT rescales a FULLY_CONNECTED accumulator in double precision (``fc_rescale``), not with
+    the conv's fixed-point multiplier, so ``rescale`` travels with it and every forward of it (the
+    simulation's, the engine's ``conv2d`` with attribute ``rescale``, the C ``mct_fc_forward``) uses
+    it; the fixed-point pair of ``requant`` encodes the same real factor and gives the backward's
+    multiplier, as for any conv. A flatten before the layer stays a reshape op (a copy in H, W, C order,
+    or a view): folding it into an H x W kernel would save that small copy but make the scheme's
+    channels depend on the graph around the layer.
+    """
+
+    fc: FullyConnected | None = None
+
+    @property
+    def rescale(self) -> np.ndarray:
+        return fc_rescale(self.fc)
+
+    def to_fully_connected(self) -> FullyConnected:
+        """The (trained) integers as the graph's FullyConnected; a missing bias stays missing while it is 0."""
+        bias = None if self.fc.bias is None and not self.bias.any() else np.asarray(self.bias, np.int32)
+        return replace(self.fc, weight=np.asarray(self.weight[:, :, 0, 0], np.int8), bias=bias)
+
+
+def fc_as_conv(node: Node) -> FcConv:
+    """The hidden fully connected ``node`` as the 1x1 convolution training sees (``FcConv``).
+
+    A per-tensor weight scale serves every output channel; a missing bias is 0; channels whose weight
+    scale is degenerate are frozen (QAS divides by it), as an imported convolution's."""
+    from mcutrain.quant.quantize import DEGENERATE_W_SCALE
+
+    p: FullyConnected = node.params
+    k = p.weight.shape[0]
+    w_scale = np.broadcast_to(np.asarray(p.w_scale, np.float32), (k,)).copy()
+    bias = np.zeros(k, np.int32) if p.bias is None else np.asarray(p.bias, np.int32)
+    frozen = tuple(int(c) for c in np.flatnonzero(w_scale < DEGENERATE_W_SCALE))
+    return FcConv(node.name, 1, 1, p.weight[:, :, None, None].copy(), bias, w_scale, p.x, p.y, p.qmin, p.qmax,
+                  frozen, None, (0, 0, 0, 0), fc=p)
+
+
+def hidden_fully_connected(g: "QGraph") -> set[int]:
+    """Indices of the fully connected nodes that are not the classifier (``graph_head.classifier_node``;
+    a graph without one: every fully connected node)."""
+    from mcutrain.quant.graph_head import NoClassifier, classifier_node
+
+    try:
+        head = classifier_node(g)[0]
+    except NoClassifier:
+        head = None
+    return {i for i, n in enumerate(g.nodes) if n.kind == "fully_connected" and i != head}
+
+
 @dataclass(frozen=True)
 class Reshape:
     channels_last: bool = False  # flatten [N, C, H, W] in (H, W, C) order, as TFLite's NHWC does
@@ -133,8 +201,14 @@ class QGraph:
     __hash__ = None  # type: ignore[assignment]
 
     def convs(self) -> list[QConv]:
-        """The convolutions in forward order (index i is conv i, as schemes address them)."""
-        return [n.params for n in self.nodes if n.kind == "conv2d"]
+        """The convolutions in forward order (index i is conv i, as schemes address them).
+
+        A fully connected layer before the classifier counts as a convolution (``fc_as_conv``: the 1x1
+        conv over [N, C, 1, 1] that computes it), in node order with the others; the classifier does not
+        (it is always trained, as the zoo's)."""
+        hidden = hidden_fully_connected(self)
+        return [n.params if n.kind == "conv2d" else fc_as_conv(n) for i, n in enumerate(self.nodes)
+                if n.kind == "conv2d" or i in hidden]
 
     def validate(self) -> "QGraph":
         """Raise GraphError unless every node's shapes and quantization chain; returns self."""

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, requantize
-from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
+from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph, fc_rescale
 from mcutrain.quant.int8_ops import add_params, quantized_add, rounded_divide
 from mcutrain.quant.qmodel import QConv
 
@@ -114,13 +114,22 @@ def fully_connected(x: np.ndarray, p: FullyConnected, fixed_point: bool = False)
     acc = (x.astype(np.int64) - p.x.zero) @ p.weight.astype(np.int64).T
     if p.bias is not None:
         acc = acc + p.bias.astype(np.int64)
-    acc = np.clip(acc, -(2**31), 2**31 - 1)
     if fixed_point:
+        acc = np.clip(acc, -(2**31), 2**31 - 1)
         mult, shift = p.requant
         return requantize(acc, mult, shift, p.y.zero, p.qmin, p.qmax)
-    scale = np.float64(p.x.scale) * p.w_scale.astype(np.float64) / np.float64(p.y.scale)
-    v = round_half_away(acc.astype(np.float64) * scale) + p.y.zero
-    return np.clip(v, p.qmin, p.qmax).astype(np.int8)
+    return np.clip(fc_values(acc, fc_rescale(p), p.y.zero), p.qmin, p.qmax).astype(np.int8)
+
+
+def fc_values(acc: np.ndarray, rescale: np.ndarray, y_zero: int, channel_axis: int = -1) -> np.ndarray:
+    """LiteRT's FULLY_CONNECTED output before the clamp (int64): ``round_half_away(acc * rescale) + z_y``
+    with ``acc`` saturated to int32 and ``rescale`` (float64, one per output channel along
+    ``channel_axis``) from ``graph.fc_rescale``. The engine's ``conv2d`` with a ``rescale`` (a hidden
+    fully connected layer) calls this too."""
+    acc = np.clip(np.asarray(acc, np.int64), -(2**31), 2**31 - 1).astype(np.float64)
+    shape = [1] * acc.ndim
+    shape[channel_axis] = -1
+    return round_half_away(acc * np.asarray(rescale, np.float64).reshape(shape)) + y_zero
 
 
 def fully_connected_logits(x: np.ndarray, p: FullyConnected) -> np.ndarray:

@@ -6,12 +6,13 @@ graph's nodes in their topological order with the same exact int8 arithmetic as
 ``graph_forward`` (the reference, itself equal to LiteRT) and a straight-through fp32 backward:
 
 - conv2d: ``Int8Conv`` leaves (shared with the zoo: QAS factors, kept channels, frozen channels);
-  the i-th conv node is conv i of a scheme.
+  the i-th conv node (counting hidden fully connected nodes, ``QGraph.convs``) is conv i of a scheme.
 - add: ``Int8Add`` (TFLite's ADD; gradient ``s_in / s_y`` inside the clamp).
-- avgpool / maxpool / mean, and fully connected layers before the head: forward by the reference
-  functions (exact integers), backward the gradient of the real-valued op times the clamp mask
-  (a clipped-window average, the window maximum, the spatial mean, ``s_x s_w / s_y`` times the
-  weights): the straight-through rule of the zoo's ``Int8AvgPoolFn``.
+- fully connected layers before the head: ``Int8FcConv``, the 1x1 conv they are (``graph.FcConv``):
+  conv i of a scheme in node order with the conv2d nodes, trainable, LiteRT's double rescale forward.
+- avgpool / maxpool / mean: forward by the reference functions (exact integers), backward the
+  gradient of the real-valued op times the clamp mask (a clipped-window average, the window maximum,
+  the spatial mean): the straight-through rule of the zoo's ``Int8AvgPoolFn``.
 - reshape: a view, flattened in TFLite's H, W, C order where the node says so.
 - the classifier (the fully connected node producing the output, ``graph_head.classifier_node``):
   trainable, fp32 logits ``acc * s_x * s_w`` (``Int8LinearFn``, as the zoo's classifier); a final
@@ -35,12 +36,14 @@ import torch
 from torch import nn
 
 from mcutrain.quant import graph_forward as gf
-from mcutrain.quant.graph import FullyConnected, Mean, Node, Pool2d, QGraph
+from mcutrain.quant.graph import FcConv, FullyConnected, Mean, Node, Pool2d, QGraph, fc_as_conv
 from mcutrain.quant.graph_head import classifier_node
 from mcutrain.quant.qmodel import QLinear
 from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, set_trainable
+from mcutrain.quant.sim_ops import Int8ConvFn, exact_conv
 from mcutrain.sparse import UpdatePlan
 
+CONV_KINDS = ("conv2d", "fully_connected")  # the nodes before the classifier a scheme addresses as convs
 LOADER_SCALE = 128.0  # the loader's default preprocessing: x = (p - 128) / 128
 
 
@@ -121,30 +124,37 @@ class Int8Mean(nn.Module):
         return g.expand(-1, -1, h, w).to(torch.float32).contiguous()
 
 
-class Int8FullyConnected(nn.Module):
-    """A frozen fully connected layer before the classifier (int8 out, LiteRT's double rescale)."""
+class _FcConvFn(torch.autograd.Function):
+    """A hidden fully connected layer as its 1x1 conv: exact integer sums, LiteRT's double rescale
+    (``graph_forward.fc_values``, here in torch float64: the same IEEE products and rounding), and the
+    conv's straight-through backward (``Int8ConvFn.backward``: ``g_acc = g_y * mask * M``)."""
 
-    def __init__(self, p: FullyConnected):
-        super().__init__()
-        self.p = p
-        real = p.x.scale * np.broadcast_to(p.w_scale.astype(np.float64), (p.weight.shape[0],)) / p.y.scale
-        self.register_buffer("weight_real", torch.from_numpy((p.weight * real[:, None]).astype(np.float32)),
-                             persistent=False)
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer):
+        xz = x - layer.x_zero
+        acc = exact_conv(xz, weight, 1, 1) + bias.to(torch.int64)[None, :, None, None]
+        v = acc.clamp(-(2**31), 2**31 - 1).to(torch.float64) * layer.rescale[None, :, None, None]
+        t = torch.trunc(v)
+        v = (t + torch.where((v - t).abs() >= 0.5, torch.sign(v), torch.zeros_like(v))) + layer.y_zero
+        mask = (v > layer.qmin) & (v < layer.qmax)
+        ctx.layer, ctx.x_shape = layer, x.shape
+        ctx.save_for_backward(xz if weight.requires_grad else None, weight, mask)
+        return v.clamp(layer.qmin, layer.qmax).to(x.dtype)
+
+    backward = Int8ConvFn.backward
+
+
+class Int8FcConv(Int8Conv):
+    """A fully connected layer before the classifier: conv i of a scheme (``graph.FcConv``), trainable
+    like any conv; takes and returns [N, C] / [N, K] as the graph's node does."""
+
+    def __init__(self, q: FcConv, index: int):
+        super().__init__(q, index)
+        self.register_buffer("rescale", torch.from_numpy(q.rescale), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ExactFn.apply(x, self)
-
-    def exact(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = self.p
-        acc = (x - p.x.zero) @ p.weight.astype(np.int64).T
-        if p.bias is not None:
-            acc = acc + p.bias.astype(np.int64)
-        scale = np.float64(p.x.scale) * p.w_scale.astype(np.float64) / np.float64(p.y.scale)
-        v = gf.round_half_away(np.clip(acc, -(2**31), 2**31 - 1).astype(np.float64) * scale) + p.y.zero
-        return _clamped(v, p.qmin, p.qmax)
-
-    def grad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return g.to(torch.float32) @ self.weight_real
+        y = _FcConvFn.apply(x.reshape(x.shape[0], -1, 1, 1), self.weight, self.bias, self)
+        return y.reshape(y.shape[0], -1)
 
 
 class GraphHead(Int8Linear):
@@ -178,6 +188,7 @@ class Reshape(nn.Module):
 
 
 def _leaf(node: Node, conv_index: int) -> nn.Module:
+    """The simulation of one node before the classifier (every fully connected one there is hidden)."""
     k, p = node.kind, node.params
     if k == "conv2d":
         return Int8Conv(p, conv_index)
@@ -188,7 +199,7 @@ def _leaf(node: Node, conv_index: int) -> nn.Module:
     if k == "mean":
         return Int8Mean(p)
     if k == "fully_connected":
-        return Int8FullyConnected(p)
+        return Int8FcConv(fc_as_conv(node), conv_index)
     if k == "reshape":
         return Reshape(p.channels_last)
     raise ValueError(f"node kind {k!r} has no simulation leaf")
@@ -207,7 +218,7 @@ class GraphNet(nn.Module):
         leaves, index = [], 0
         for node in self.body:
             leaves.append(_leaf(node, index))
-            index += node.kind == "conv2d"
+            index += node.kind in CONV_KINDS
         self.leaves = nn.ModuleList(leaves)
         self.classifier = GraphHead(head.params)
         self.head_input = head.inputs[0]
@@ -264,7 +275,7 @@ class GraphNet(nn.Module):
         low = plan.lowest_trained_conv
         limit = len(self.body)
         if low is not None:
-            lowest = [n for n in self.body if n.kind == "conv2d"][low]
+            lowest = [n for n in self.body if n.kind in CONV_KINDS][low]
             limit = next(i for i, n in enumerate(self.body) if n is lowest)
         for cut in range(limit, 0, -1):
             if len(self.live_after(cut)) == 1:
@@ -285,10 +296,16 @@ class GraphNet(nn.Module):
 
     def to_graph(self) -> QGraph:
         """The (trained) integers back in the graph: convs and classifier replaced, all else unchanged."""
-        trained = {id(n): replace(n, params=leaf.to_qconv())
+        trained = {id(n): replace(n, params=_trained_params(leaf))
                    for n, leaf in zip(self.body, self.leaves) if isinstance(leaf, Int8Conv)}
         head = self.graph.nodes[self.head_index]
         trained[id(head)] = replace(head, params=self.classifier.to_fully_connected())
         nodes = tuple(trained.get(id(n), n) for n in self.graph.nodes)
         g = self.graph
         return QGraph(g.tensors, nodes, g.input, g.output, dict(g.provenance)).validate()
+
+
+def _trained_params(leaf: Int8Conv):
+    """A conv leaf's integers as its node's parameters (a hidden fully connected layer's back as one)."""
+    q = leaf.to_qconv()
+    return q.to_fully_connected() if isinstance(q, FcConv) else q

@@ -106,7 +106,15 @@ def _conv_op(kernel=(3, 3), geometry=None, groups=1) -> Op:
 def test_each_fusing_pass_refuses_a_general_conv():
     zoo = _conv_op()
     general = _conv_op(geometry=dict(strides=(1, 1), pads=(0, 1, 0, 1)))
-    assert row_fusable(zoo) and not row_fusable(general)
+    same_s2 = _conv_op(geometry=dict(strides=(2, 2), pads=(0, 1, 0, 1)))  # TFLite SAME, stride 2, even input
+
+    class _Shapes:  # the graph view row_fusable reads: x [1, 4, 8, 8], w [4, 4, 3, 3]
+        @staticmethod
+        def tensor(name):
+            return type("T", (), {"shape": {"x": (1, 4, 8, 8), "w": (4, 4, 3, 3)}[name]})
+
+    assert row_fusable(zoo, _Shapes) and not row_fusable(general, _Shapes)
+    assert row_fusable(same_s2, _Shapes)  # the row geometry (ops.row_geometry): windows clipped at the bottom
     dw_zoo = _conv_op(groups=4)
     dw_general = _conv_op(geometry=dict(strides=(1, 2), pads=(1, 1, 1, 1)), groups=4)
     assert _is_depthwise_of(dw_zoo, "x") and not _is_depthwise_of(dw_general, "x")

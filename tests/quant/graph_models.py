@@ -61,6 +61,29 @@ def mlp_head(seed: int = 2):
     return g.build(g.fc(x, 5, "none"))
 
 
+def fc_stack(seed: int = 4):
+    """Hidden fully connected layers after a channels-last flatten (MLPerf Tiny DS-CNN / small CNN style):
+    conv -> flatten (H, W, C order) -> fc RELU6 per-tensor without bias -> fc RELU per channel -> fc
+    head -> softmax."""
+    g = GraphBuilder(seed, (1, 3, 7, 6))
+    x = g.conv(g.input, 5, (3, 3), (2, 2), "same", "relu")
+    x = g.fc(g.flatten(x), 10, "relu6", per_channel=False, bias=False)
+    x = g.fc(x, 7, "relu")
+    return g.build(g.softmax(g.fc(x, 4, "none")))
+
+
+def same_stride2_even(seed: int = 5):
+    """TFLite SAME stride-2 convolutions on even inputs (the padding row/column at the bottom/right only,
+    as VWW's MobileNetV1 has them): conv 3x3 s2 on 12x12, depthwise 3x3 s2 on 6x6, pointwise, depthwise
+    5x5 s1, then a mean and the head."""
+    g = GraphBuilder(seed, (1, 3, 12, 12))
+    x = g.conv(g.input, 6, (3, 3), (2, 2), "same", "relu6")
+    x = g.conv(x, None, (3, 3), (2, 2), "same", "relu", depthwise=True)
+    x = g.conv(x, 8, (1, 1), (1, 1), "same", "relu")
+    x = g.conv(x, None, (5, 5), (1, 1), "same", "relu", depthwise=True)
+    return g.build(g.fc(g.mean(x, keep_dims=False, same_quant=False), 3, "none"))
+
+
 def conv_only(seed: int = 3):
     """Ends in a convolution and a mean: no fully connected classifier to replace."""
     g = GraphBuilder(seed, (1, 3, 8, 8))
@@ -68,7 +91,7 @@ def conv_only(seed: int = 3):
     return g.build(g.mean(x, keep_dims=False, same_quant=False))
 
 
-CLASSIFIERS = {"plain_cnn": plain_cnn, "resnet": resnet, "mlp_head": mlp_head}
+CLASSIFIERS = {"plain_cnn": plain_cnn, "resnet": resnet, "mlp_head": mlp_head, "fc_stack": fc_stack}
 
 
 def classes_of(graph) -> tuple[str, ...]:
@@ -96,5 +119,8 @@ def random_classifier(draw_int, draw_bool, seed: int):
         else:
             x = g.add(x, g.conv(x, c, (kh, kw), (1, 1), "same", "none"), act)
     x = g.mean(x, keep_dims=False, same_quant=draw_bool()) if draw_bool() else g.flatten(x)
+    if draw_bool():  # a hidden fully connected layer
+        x = g.fc(x, draw_int(2, 8), ("none", "relu", "relu6")[draw_int(0, 2)], per_channel=draw_bool(),
+                 bias=draw_bool())
     x = g.fc(x, draw_int(2, 6), "none", per_channel=draw_bool(), bias=draw_bool())
     return g.build(g.softmax(x) if draw_bool() else x)

@@ -275,3 +275,36 @@ def test_an_all_zero_channel_keeps_its_bias():
     values = graph_forward(qgraph, (image_pixels(images[:2], 3, 8, 8).numpy() - 128).astype(np.int8))
     out = conv.y.scale * (values[qgraph.nodes[0].output][:, 0].astype(np.float64) - conv.y.zero)
     np.testing.assert_allclose(out, 0.7, atol=conv.y.scale)
+
+
+def test_a_pytorch_mlp_head_quantizes_to_hidden_fully_connected_layers_the_engine_trains():
+    """conv -> flatten -> Linear -> ReLU -> Linear -> ReLU6 -> Linear (a DS-CNN / KWS-style head): the
+    hidden Linear layers become fully connected nodes with their activation fused (RELU and RELU6 clamp
+    at the output zero point, RELU6 at 6 at most), convs 1 and 2 of a scheme; simulation and NumPy engine run them as
+    the reference does."""
+    from mcutrain.engine.compile import compile_training
+    from mcutrain.engine.executor import Executor
+    from mcutrain.quant.sim_graph import GraphNet
+    from mcutrain.sparse.builtin import graph_plan
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 16), nn.ReLU(),
+                          nn.Linear(16, 12), nn.ReLU6(), nn.Linear(12, 3)).eval()
+    prep = InputPreprocessing(offset=128.0, scale=1 / 128)
+    graph = import_module(model, torch.zeros(1, 3, 12, 12), preprocessing=prep)
+    rng = np.random.default_rng(0)
+    calib = ImageSet(rng.integers(0, 256, (64, 12, 12, 3)).astype(np.uint8), rng.integers(0, 3, 64))
+    q = quantize_float_graph(graph, calib, batches=1, batch_size=64, seed=0)
+    fcs = [n.params for n in q.nodes if n.kind == "fully_connected"]
+    assert len(fcs) == 3 and len(q.convs()) == 3
+    assert fcs[0].qmin == fcs[0].y.zero and fcs[0].qmax == 127  # RELU
+    top = fcs[1].y.scale * (fcs[1].qmax - fcs[1].y.zero)
+    assert fcs[1].qmin == fcs[1].y.zero and top <= 6 + 1e-6  # RELU6 (here the calibrated range ends below 6)
+    x = (image_pixels(calib.images[:4], 3, 12, 12).numpy() - 128).astype(np.int8)
+    ref = graph_forward(q, x)
+    with torch.no_grad():
+        got = GraphNet(q).int8_values(torch.from_numpy(x.astype(np.float32)))
+    for name, value in got.items():
+        np.testing.assert_array_equal(value.numpy(), ref[name].astype(np.float32), err_msg=name)
+    executor = Executor(compile_training(q, graph_plan(q, "full"), lr=0.05, seed=1))
+    assert np.isfinite(executor.train_step(x[0], 1))

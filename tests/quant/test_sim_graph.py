@@ -182,3 +182,36 @@ def test_to_graph_writes_changed_integers_back():
     for name in got:
         np.testing.assert_array_equal(ours[name].numpy(), ref[name].astype(np.float32), err_msg=name)
         np.testing.assert_array_equal(got[name].numpy(), ours[name].numpy(), err_msg=name)
+
+
+def test_hidden_fully_connected_layers_train_as_convs_of_a_scheme():
+    """fc_stack: conv -> flatten -> fc (no bias) -> fc -> head. The hidden layers are convs 1 and 2
+    (``Int8FcConv``): a scheme trains them, the frozen prefix ends before the first trained one, and
+    ``to_graph`` writes them back as fully connected nodes (a missing bias only once training moved it)."""
+    graph = CLASSIFIERS["fc_stack"]()
+    net = GraphNet(graph)
+    assert [type(c).__name__ for c in net.convs()] == ["Int8Conv", "Int8FcConv", "Int8FcConv"]
+    assert [c.index for c in net.convs()] == [0, 1, 2] and len(graph.convs()) == 3
+    plan = graph_plan(graph, "last-k:1")
+    net.set_trainable(plan)
+    first, last = net.convs()[1:]
+    assert last.weight.requires_grad and not first.weight.requires_grad and not first.bias.requires_grad
+    cut = net.frozen_split(plan)
+    assert cut == 3 and graph.nodes[cut].kind == "fully_connected"  # the prefix ends before the trained fc
+    h, w = net.input_chw[1:]
+    x = (torch.from_numpy(np.random.default_rng(2).integers(0, 256, (8, 3, h, w))).float() - 128) / 128
+    loss = torch.nn.functional.cross_entropy(net.suffix(net.prefix(x, cut), cut), torch.arange(8) % 4)
+    loss.backward()
+    assert last.weight.grad.abs().sum() > 0 and last.bias.grad.abs().sum() > 0
+    with torch.no_grad():
+        last.weight.copy_(torch.randint(-127, 128, last.weight.shape, generator=torch.Generator().manual_seed(1)))
+        first.bias.zero_()
+    trained = net.to_graph()
+    assert trained.nodes[2].params.bias is None  # the first hidden fc had none and training left it 0
+    np.testing.assert_array_equal(trained.nodes[3].params.weight, last.weight.detach().numpy()[:, :, 0, 0])
+    xq = np.concatenate([random_input(graph, seed=s) for s in range(2)])
+    with torch.no_grad():
+        ours = net.int8_values(torch.from_numpy(xq.astype(np.float32)))
+    ref = graph_forward(trained, xq)
+    for name in ours:
+        np.testing.assert_array_equal(ours[name].numpy(), ref[name].astype(np.float32), err_msg=name)

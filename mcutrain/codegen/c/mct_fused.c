@@ -23,7 +23,7 @@ typedef struct {
 /* Column ox of a groups-1 conv row whose window crosses the input's left or right edge: bounded taps. */
 static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
                             int32_t ox) {
-    const int32_t k = p->k, ix = ox * p->stride - p->pad;
+    const int32_t k = p->k, ix = ox * p->stride - p->pad_left;
     const int32_t b0 = mct_imax(0, -ix), b1 = mct_imin(k, p->in_w - ix);
     int32_t sum = 0;
     for (int32_t i = 0; i < p->in_c; ++i) {
@@ -51,7 +51,7 @@ static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_
             const int8_t *w = mct_weight_at(&p->w, o, i);
             for (int32_t a = 0; a < k; ++a) {
                 if (off[a] < 0) continue;
-                const int8_t *row = x + i * x_cs + off[a] + c0 * s - p->pad;
+                const int8_t *row = x + i * x_cs + off[a] + c0 * s - p->pad_left;
                 const int8_t *wa = w + a * k;
                 if (k == 3) {
                     const int32_t w0 = wa[0], w1 = wa[1], w2 = wa[2];
@@ -70,7 +70,7 @@ static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_
 /* One output row of a groups-1 k x k conv (the first conv): interior columns by ``general_inside``,
  * the edge columns bounded. */
 static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, const row_target *t) {
-    const int32_t k = p->k, s = p->stride, pad = p->pad;
+    const int32_t k = p->k, s = p->stride, pad = p->pad_left;
     int32_t lo = p->out_w, hi = p->out_w; /* interior columns [lo, hi) */
     if (p->in_w >= k) {
         lo = mct_imin((pad + s - 1) / s, p->out_w);

@@ -337,6 +337,25 @@ void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits) {
     }
 }
 
+/* A hidden fully connected layer as its 1x1 conv over [in_c][1][1] (mcutrain.quant.graph.FcConv):
+ * LiteRT's FULLY_CONNECTED rescale in double, v = round_half_away(sat32(bias + sum (x - z) w) * rescale[o])
+ * + y_zero (graph_forward.fc_values: the same IEEE product; the rounding reads v - trunc(v), exact). */
+void mct_fc_forward(const mct_conv *p, const double *rescale, const int8_t *x, int8_t *y, uint8_t *mask) {
+    clear_bits(mask, p->out_c);
+    for (int32_t o = 0; o < p->out_c; ++o) {
+        const mct_weight_row w = mct_row_of(&p->w, o);
+        int64_t acc = p->bias[o];
+        for (int32_t c = 0; c < p->in_c; ++c) acc += (int64_t)((int32_t)x[c] - p->x_zero) * row_at(&w, c);
+        acc = acc < INT32_MIN ? INT32_MIN : (acc > INT32_MAX ? INT32_MAX : acc);
+        double v = (double)acc * rescale[o];
+        v = v > 1e15 ? 1e15 : (v < -1e15 ? -1e15 : v); /* beyond the clamp either way; keeps the cast defined */
+        const double t = (double)(int64_t)v;
+        const int64_t r = (int64_t)t + (v - t >= 0.5 ? 1 : (v - t <= -0.5 ? -1 : 0)) + p->y_zero;
+        y[o] = (int8_t)(r < p->qmin ? p->qmin : (r > p->qmax ? p->qmax : r));
+        mct_put_bit(mask, o, (uint8_t)(r > p->qmin && r < p->qmax));
+    }
+}
+
 int32_t mct_argmax(const float *v, int32_t n) {
     int32_t best = 0;
     for (int32_t i = 1; i < n; ++i)

@@ -61,7 +61,10 @@ typedef struct {
  * geometry and the weight only. A kh x kw kernel (k = kh), strides (stride, stride_w), padding rows
  * ``pad`` at the top and columns ``pad_left`` at the left with the input zero point (the bottom/right
  * padding follows from out_h/out_w). The zoo's "same" convs have k == kw, stride == stride_w and
- * pad == pad_left == k / 2 (out = ceil(in / stride)): the fused kernels (mct_fused.c) take only those. */
+ * pad == pad_left == k / 2 (out = ceil(in / stride)); the row pipelines (mct_fused.c) also take TFLite's SAME
+ * convs with the extra row/column at the bottom/right (pad == pad_left == k / 2 - 1 for stride 2 on an
+ * even input): a square kernel, one stride, pad == pad_left, out = ceil(in / stride), windows clipped to
+ * the input (mcutrain.engine.ops.row_geometry). */
 typedef struct {
     int32_t in_c, in_h, in_w;
     int32_t out_c, out_h, out_w;
@@ -130,6 +133,9 @@ void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inn
 
 /* ---- forward (int8) ---- */
 void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, int8_t *scratch);
+/* A hidden fully connected layer (a 1x1 conv over [in_c][1][1]) with LiteRT's double rescale, one per
+ * output channel: y = clamp(round_half_away(sat32(acc) * rescale[o]) + y_zero); mask may be NULL. */
+void mct_fc_forward(const mct_conv *p, const double *rescale, const int8_t *x, int8_t *y, uint8_t *mask);
 void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
                              uint8_t *mask, int8_t *scratch);
 void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,

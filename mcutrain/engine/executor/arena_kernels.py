@@ -17,6 +17,7 @@ import numpy as np
 
 from numpy.lib.stride_tricks import sliding_window_view
 from mcutrain.engine.ir import Op
+from mcutrain.engine.ops import stride_and_top_pad
 from mcutrain.engine.passes.fuse_backward import internal_of as internal_of_grad
 from mcutrain.engine.passes.fuse_backward import parts_of as parts_of_grad
 from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of, window
@@ -43,10 +44,10 @@ def conv2d_row(op: Op, window: np.ndarray, first: int, height: int, row: int, w:
     """Output row ``row`` of ``conv2d`` (int8 [O, Wo] and its mask) from input rows ``first..`` of an
     input of ``height`` rows (``window``: int8 [C, n, W]). The integers are exactly ``conv2d``'s: the
     accumulator of every output element is the same sum of the same integer products."""
-    k, stride, pad = w.shape[-1], op.attr("stride"), op.attr("pad")
+    k, (stride, pad) = w.shape[-1], stride_and_top_pad(op)  # pad: the top rows and left columns
     c, _, width = window.shape
     wo = -(-width // stride)
-    xz = np.zeros((c, k, width + 2 * pad))
+    xz = np.zeros((c, k, width + pad + k))  # zero-point columns to the right: at least what any window needs
     for i in range(k):
         rho = stride * row - pad + i
         if 0 <= rho < height:

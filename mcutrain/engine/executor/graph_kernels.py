@@ -60,7 +60,8 @@ def reshape(op: Op, args: list, step: int) -> tuple:
     x = args[0]
     if reshape_permutes(op, x.shape):
         x = x.transpose(0, 2, 3, 1)
-    return (np.ascontiguousarray(x).reshape(x.shape[0], -1),)
+    shape = op.attr("shape")
+    return (np.ascontiguousarray(x).reshape(tuple(shape) if shape is not None else (x.shape[0], -1)),)
 
 
 def reshape_grad(op: Op, args: list, step: int) -> tuple:

@@ -32,6 +32,7 @@ from mcutrain.engine.ir import Op
 from mcutrain.engine.ops import conv_geometry, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.quant.fixedpoint import requantize_with_mask
+from mcutrain.quant.graph_forward import fc_values
 from mcutrain.quant.int8_ops import AddParams, avgpool_int8_with_mask, quantized_add_with_mask
 from mcutrain.quant.rng import INDEX_STRIDE, hash32, stochastic_round_from_bits, stream_key
 
@@ -164,6 +165,11 @@ def conv2d(op: Op, args: list, step: int) -> tuple:
     strides, pads = conv_geometry(op, w.shape[2:])
     acc = np.rint(correlate(xz, w.astype(np.float64), strides, op.attr("groups"), pads)).astype(np.int64)
     acc = acc[None] + b.astype(np.int64)[None, :, None, None]
+    if op.attr("rescale") is not None:  # a hidden fully connected layer: LiteRT's double rescale
+        v = fc_values(acc, np.asarray(op.attr("rescale"), np.float64), op.attr("y_zero"), channel_axis=1)
+        y, mask = np.clip(v, op.attr("qmin"), op.attr("qmax")).astype(np.int8), (v > op.attr("qmin")) & (
+            v < op.attr("qmax"))
+        return (y, mask)[: len(op.outputs)]
     y, mask = requantize_with_mask(acc, mult, shift, op.attr("y_zero"), op.attr("qmin"), op.attr("qmax"))
     return (y, mask)[: len(op.outputs)]
 

@@ -40,6 +40,9 @@ depthwise stage makes the k expanded rows of a few channels at a time from the i
 own row of those channels. The expand conv is then recomputed k/stride times per row (the price of
 MCUNetV2's patch overlap); "auto" folds only when the peak needs it, "max" whenever it lowers it.
 
+Which convs: those of the row geometry (``ops.row_geometry``): the zoo's "same" convs and TFLite's
+SAME ones, stride 2 on an even input included (its padding row/column at the bottom/right only: the
+windows start at ``s*r - top``, clipped to the input); not VALID convs, not a hidden FC layer's.
 Which chains: a segment of the leading forward ops (kinds conv2d, add, pointwise_depthwise) whose
 intermediate outputs have one output each (no mask: nothing trained reads them) read only inside the
 segment, with exactly one outside activation input. The segmentation is a small dynamic program over
@@ -58,7 +61,7 @@ from dataclasses import replace
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
-from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry
+from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
 from mcutrain.engine.row_schedule import STREAM, RowPlan, foldable, plan_rows, window  # noqa: F401 (re-exported)
 
@@ -118,9 +121,12 @@ class _Types:
 # Building the fused op
 
 
-def row_fusable(op: Op) -> bool:
-    """Ops a row pipeline can run: its row windows assume the zoo's geometry (square odd kernel, one
-    stride, k // 2 padding), so a conv of any other geometry stays a whole op (general kernels)."""
+def row_fusable(op: Op, graph: Graph) -> bool:
+    """Ops a row pipeline can run: adds, the zoo's "same" convs and any conv of the same row geometry
+    (``ops.row_geometry``: TFLite's SAME convs, stride 2 on even inputs included); a conv of any other
+    geometry stays a whole op (general kernels), and so does a fused expand (zoo geometry only)."""
+    if op.kind == "conv2d":
+        return row_geometry(graph, op) is not None
     return op.kind in FUSABLE and not has_general_geometry(op)
 
 
@@ -269,7 +275,7 @@ class _Prefix:
         return self._cache[key]
 
     def _segment(self, i: int, j: int, fold: bool):
-        if not all(row_fusable(op) for op in self.graph.ops[i:j + 1]):
+        if not all(row_fusable(op, self.graph) for op in self.graph.ops[i:j + 1]):
             return None
         x = self.external_input(i, j)
         if x is None:
@@ -323,7 +329,7 @@ class _Prefix:
     def _must_stream(self, i: int) -> bool:
         """The image reader is a pipeline when its input can be streamed."""
         op = self.graph.ops[i]
-        return row_fusable(op) and any(x in self.graph.inputs and self.streamable(x, i, i)
+        return row_fusable(op, self.graph) and any(x in self.graph.inputs and self.streamable(x, i, i)
                                        for x in _activation_inputs(op))
 
 
