@@ -220,10 +220,18 @@ def _calibrate(cfg: FastConfig, raw: dict, grid, model, dataset: SplitDataset, b
     n_val = len(dataset.val.subset(cfg.eval_subset, cfg.seed + 1))
     gain = run["val_accuracy"] - baseline
     scale = max(gain, 1.0 / n_val) / predicted if predicted > 0 else 0.0
-    return {"method": "run", "scale": scale, "run": {"bias": k, "layer": layer, "ratio": ratio if layer is not None
-                                                      else 0.0},
-            "val_accuracy": run["val_accuracy"], "measured_gain": gain, "predicted_score": predicted,
-            "val_n": n_val, "failed": run["failed"], "seconds": run["seconds"]}
+    out = {"method": "run", "scale": scale, "run": {"bias": k, "layer": layer, "ratio": ratio if layer is not None
+                                                     else 0.0},
+           "val_accuracy": run["val_accuracy"], "measured_gain": gain, "predicted_score": predicted,
+           "val_n": n_val, "failed": run["failed"], "seconds": run["seconds"]}
+    if gain <= 0:
+        # A first-order estimate assumes a step small enough for the loss to be locally linear; the
+        # top candidate losing accuracy when trained says the rate is too large for the backbone
+        # (the bundled backbone at its head-derived rate 0.21: conv 50 scored first, measured -14 points).
+        out["warning"] = (f"the top-scored candidate lost {-gain * 100:.1f} points when fine-tuned at lr {lr:.3g}: "
+                          f"the rate is probably too large for the backbone's layers, so the first-order scores "
+                          f"over-rate large-gradient layers; estimate again with a smaller --lr")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- document

@@ -46,6 +46,8 @@ def fast_path(out: str) -> str:
 def run_fast(args, run_finetune) -> int:
     if args.method == "fast":
         doc = estimate(fast_config(args, args.out), progress=not args.quiet)
+        if "warning" in doc["settings"]["calibration"]:
+            print(f"mcutrain analyze: warning: {doc['settings']['calibration']['warning']}", file=sys.stderr)
         emit(args, {"out": args.out, "method": "fast", **summary(doc), "estimate_seconds": doc["settings"]["seconds"]},
              _human)
         return 0

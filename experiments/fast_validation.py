@@ -1,0 +1,237 @@
+"""How well does the fast contribution estimate rank the candidates? (issue 14, item 1)
+
+For each network and new task: a multi-seed fine-tune contribution analysis (``search.contrib.analyze``,
+longer than the demo's quick one, averaged over seeds) is the reference; the fast estimate
+(``search.fast``, seed 0, its defaults, the reference's learning rate) is compared with it by Spearman's
+rank correlation over the weight candidates (layer x ratio), over the bias depths, and over all
+deltas. As a ceiling, the same correlation between two single-seed fine-tune analyses (what one
+fine-tune analysis agrees with another). Also the fast estimate's wall time.
+
+Networks (``--nets``): ``demo`` = the bundled mbv2-w0.35 backbone (fashion-MNIST, 64x64) quantized as
+the demo quantizes it; ``tiny`` = the zoo's ``tiny`` pretrained on digits at 16x16 (seconds);
+``mbv2-w0.35`` / ``mcunet-5fps`` / ``proxyless-w0.3`` = the paper's .pkl imported (needs
+../shared/upstream) at ``--resolution``. Tasks (``--tasks``): mnist-5k, fashion-mnist, digits, faces
+(a network is never given its own pretraining task).
+
+  python -m experiments.fast_validation                       # full scale (hours on one core)
+  python -m experiments.fast_validation --scale reduced       # what docs/results/fast_analysis.md ran
+
+Writes docs/results/fast_analysis.md, docs/results/fast_analysis.jsonl (one line per network x task)
+and docs/results/fast_analysis.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcutrain.io.atomic import atomic_write_text
+from mcutrain.search.contrib import AnalysisConfig, analyze
+from mcutrain.search.fast import FastConfig, estimate
+from mcutrain.search.fast_cli import rank_agreement
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "results"
+WORK = ROOT / "bench" / "results" / "fast_validation_work"
+UPSTREAM = Path(os.environ.get("MCUTRAIN_UPSTREAM_MODELS", ROOT.parents[0] / "shared" / "upstream" / "mcu_models"))
+OWN_TASK = {"demo": "fashion-mnist", "tiny": "digits"}
+LR = {"demo": 0.01, "tiny": 0.05}  # the bundled analysis's rate; tiny: its tests' order of magnitude
+PKL_LR = 0.003  # the paper networks (search_validation.py's analysis rate)
+
+SCALES = {
+    # the reference analysis per seed, the seeds, the candidates
+    "full": dict(reference=dict(epochs=4, train_subset=1000, eval_subset=1000), seeds=(0, 1, 2),
+                 layers=None, ratios=None, bias_grid=None,
+                 nets=("demo", "tiny", "mbv2-w0.35", "mcunet-5fps"), tasks=("mnist-5k", "fashion-mnist", "digits",
+                                                                           "faces")),
+    "reduced": dict(reference=dict(epochs=2, train_subset=300, eval_subset=400), seeds=(0, 1),
+                    layers={"demo": "29,35,38,44,47,50", "tiny": None}, ratios="1/4,1",
+                    bias_grid={"demo": "1,4,12", "tiny": None},
+                    nets=("demo", "tiny"), tasks=("mnist-5k", "fashion-mnist", "digits", "faces")),
+}
+
+
+def model_file(net: str, resolution: int) -> Path:
+    """The int8 model file of ``net`` (made once, in WORK)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"{net}.safetensors"
+    if path.exists():
+        return path
+    from mcutrain.quant.model_file import save_qmodel
+
+    if net == "demo":
+        from mcutrain.assets import DEFAULT_BACKBONE
+        from mcutrain.data import load_dataset
+        from mcutrain.quant.quantize import quantize_model
+        from mcutrain.train.checkpoint import load_checkpoint
+
+        model, info = load_checkpoint(DEFAULT_BACKBONE)
+        seed = int(info.training.get("config", {}).get("seed", 0))
+        own = load_dataset(OWN_TASK["demo"], seed=seed)  # as demo._quantize does
+        save_qmodel(path, quantize_model(model, info, own.train, seed=seed, calibration_data=OWN_TASK["demo"]))
+    elif net == "tiny":
+        from tests.helpers.digits_model import make_digits_models
+
+        made = make_digits_models(WORK)[1]
+        made.rename(path)
+    else:
+        from mcutrain.quant.import_tiny_training import import_tiny_training
+
+        save_qmodel(path, replace(import_tiny_training(UPSTREAM / f"{net}.pkl"), resolution=resolution))
+    return path
+
+
+def reference(net: str, task: str, path: Path, scale: dict, seed: int, lr: float) -> dict:
+    out = WORK / f"ref-{net}-{task}-s{seed}-{_tag(scale)}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    cfg = AnalysisConfig(model=str(path), data=task, out=str(out), lr=lr, seed=seed, **scale["reference"],
+                         layers=_pick(scale["layers"], net), ratios=scale["ratios"],
+                         bias_grid=_pick(scale["bias_grid"], net))
+    return analyze(cfg, progress=False)
+
+
+def _pick(value, net: str):
+    return value.get(net) if isinstance(value, dict) else value
+
+
+def _tag(scale: dict) -> str:
+    r = scale["reference"]
+    return f"e{r['epochs']}-n{r['train_subset']}"
+
+
+def fast(net: str, task: str, path: Path, scale: dict, lr: float, seed: int = 0) -> dict:
+    cfg = FastConfig(model=str(path), data=task, out=str(WORK / f"fast-{net}-{task}-s{seed}.json"), lr=lr, seed=seed,
+                     layers=_pick(scale["layers"], net), ratios=scale["ratios"], bias_grid=_pick(scale["bias_grid"], net))
+    return estimate(cfg)
+
+
+def mean_doc(docs: list[dict]) -> dict:
+    """The seeds' mean deltas (keys common to all)."""
+    bias = {k: float(np.mean([d["bias"][k] for d in docs])) for k in docs[0]["bias"]}
+    weight = {i: {r: float(np.mean([d["weight"][i][r] for d in docs])) for r in row} for i, row in docs[0]["weight"].items()}
+    return {"bias": bias, "weight": weight}
+
+
+def one(net: str, task: str, scale: dict, resolution: int) -> dict:
+    path = model_file(net, resolution)
+    lr = LR.get(net, PKL_LR)
+    t0 = time.perf_counter()
+    refs = [reference(net, task, path, scale, s, lr) for s in scale["seeds"]]
+    t_ref = time.perf_counter() - t0
+    torch.set_num_threads(1)
+    f = fast(net, task, path, scale, lr)
+    row = {"net": net, "task": task, "lr": lr, "seeds": list(scale["seeds"]),
+           "fast_vs_mean": rank_agreement(f, mean_doc(refs)),
+           "seed_vs_seed": rank_agreement(refs[0], refs[1]),
+           "fast_seconds_1thread": f["settings"]["seconds"], "reference_seconds": round(t_ref, 1),
+           "baseline_fast": f["baseline"], "baselines_ref": [r["baseline"] for r in refs],
+           "calibration": f["settings"]["calibration"],
+           "fast": {"bias": f["bias"], "weight": f["weight"]}, "reference_mean": mean_doc(refs)}
+    print(json.dumps({k: row[k] for k in ("net", "task", "fast_vs_mean", "seed_vs_seed", "fast_seconds_1thread")}),
+          flush=True)
+    return row
+
+
+def markdown(rows: list[dict], scale_name: str, scale: dict, timing: dict | None) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:+.2f}"
+
+    lines = ["# Fast contribution estimate vs fine-tune analyses", "",
+             f"Scale: **{scale_name}** (`python -m experiments.fast_validation --scale {scale_name}`). Reference = "
+             f"the fine-tune analysis (`contrib.analyze`) with {scale['reference']['epochs']} epochs on "
+             f"{scale['reference']['train_subset']} training samples, validation on {scale['reference']['eval_subset']}, "
+             f"averaged over seeds {list(scale['seeds'])} (each seed also re-draws the data split); candidates: "
+             f"layers {scale['layers']}, ratios {scale['ratios']}, bias grid {scale['bias_grid']} (None: the "
+             f"analysis's defaults). Fast = `analyze --method fast` defaults (256 training samples, gradients of 256, "
+             f"signal statistic, one calibration run), seed 0, the reference's learning rate.", "",
+             "Spearman rank correlation (weights: layer x ratio candidates; bias: bias depths; all: both together). "
+             "'seed vs seed' is one single-seed fine-tune analysis against another: what a fine-tune analysis "
+             "itself agrees with.", "",
+             "| network | task | fast vs ref: weights | bias | all | seed vs seed: weights | bias | all | fast s (1 thread) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        a, b = r["fast_vs_mean"], r["seed_vs_seed"]
+        lines.append(f"| {r['net']} | {r['task']} | {f(a['weight'])} | {f(a['bias'])} | {f(a['all'])} | "
+                     f"{f(b['weight'])} | {f(b['bias'])} | {f(b['all'])} | {r['fast_seconds_1thread']['total']:.1f} |")
+    for key in ("weight", "all"):
+        fa = [r["fast_vs_mean"][key] for r in rows if r["fast_vs_mean"][key] is not None]
+        sb = [r["seed_vs_seed"][key] for r in rows if r["seed_vs_seed"][key] is not None]
+        if fa:
+            lines.append(f"\nMean over rows ({key}): fast vs reference {np.mean(fa):+.2f}, seed vs seed "
+                         f"{np.mean(sb):+.2f}.")
+    if timing:
+        lines += ["", "## Time on the demo network", "", timing["text"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mcutrain.io.figure import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = [f"{r['net']}\n{r['task']}" for r in rows]
+    x = np.arange(len(rows))
+    for off, key, name in ((-0.2, "fast_vs_mean", "fast vs reference"), (0.2, "seed_vs_seed", "seed vs seed")):
+        ax.bar(x + off, [r[key]["all"] or 0 for r in rows], 0.4, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("Spearman (all deltas)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, str(path), dpi=110)
+    plt.close(fig)
+
+
+def demo_timing(threads: int) -> dict:
+    """The fast estimate on the demo network and task with its defaults (analysis's default grid)."""
+    torch.set_num_threads(threads)
+    path = model_file("demo", 64)
+    t0 = time.perf_counter()
+    doc = estimate(FastConfig(model=str(path), data="mnist-5k", out=str(WORK / "demo-timing.json"), lr=LR["demo"]))
+    wall = time.perf_counter() - t0
+    s = doc["settings"]["seconds"]
+    return {"wall": wall, "seconds": s, "threads": threads,
+            "text": (f"`FastConfig` defaults on the demo network (mbv2-w0.35 @64, mnist-5k, the analysis's default "
+                     f"grid: {len(doc['grid']['layers'])} layers x {len(doc['grid']['ratios'])} ratios, "
+                     f"{len(doc['grid']['bias_k'])} bias depths), {threads} torch thread(s) on this shared 2-core "
+                     f"machine: {wall:.1f} s in all (head warm-up incl. features {s['head']:.1f} s, gradients "
+                     f"{s['gradients']:.1f} s, calibration run {s['calibration']:.1f} s).")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", choices=sorted(SCALES), default="full")
+    p.add_argument("--nets", nargs="*")
+    p.add_argument("--tasks", nargs="*")
+    p.add_argument("--resolution", type=int, default=64, help="input side of the imported paper networks")
+    p.add_argument("--timing-threads", type=int, default=2, help="torch threads of the demo timing (0: skip it)")
+    args = p.parse_args()
+    scale = SCALES[args.scale]
+    torch.set_num_threads(1)
+    rows = []
+    for net in args.nets or scale["nets"]:
+        for task in args.tasks or scale["tasks"]:
+            if task != OWN_TASK.get(net):
+                rows.append(one(net, task, scale, args.resolution))
+    timing = demo_timing(args.timing_threads) if args.timing_threads else None
+    DOCS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(DOCS / "fast_analysis.jsonl", "".join(json.dumps(r) + "\n" for r in rows +
+                                                           ([{"timing": timing}] if timing else [])))
+    atomic_write_text(DOCS / "fast_analysis.md", markdown(rows, args.scale, scale, timing))
+    plot(rows, DOCS / "fast_analysis.png")
+
+
+if __name__ == "__main__":
+    main()
