@@ -43,19 +43,21 @@ WORK = ROOT / "bench" / "results" / "fast_validation_work"
 UPSTREAM = Path(os.environ.get("MCUTRAIN_UPSTREAM_MODELS", ROOT.parents[0] / "shared" / "upstream" / "mcu_models"))
 OWN_TASK = {"demo": "fashion-mnist", "tiny": "digits"}
 LR = {"demo": 0.01, "tiny": 0.05}  # the bundled analysis's rate; tiny: its tests' order of magnitude
-PKL_LR = 0.003  # the paper networks (search_validation.py's analysis rate)
+PKL_LR = 0.005  # the paper networks: about their derived rate at 64x64 (lr_auto: lambda_max 450 for mbv2)
 
 SCALES = {
-    # the reference analysis per seed, the seeds, the candidates
+    # the reference analysis per seed, the seeds, the candidates, the networks and tasks
     "full": dict(reference=dict(epochs=4, train_subset=1000, eval_subset=1000), seeds=(0, 1, 2),
-                 layers=None, ratios=None, bias_grid=None,
+                 layers=None, ratios=None, bias_grid=None, resolution=64,
                  nets=("demo", "tiny", "mbv2-w0.35", "mcunet-5fps"), tasks=("mnist-5k", "fashion-mnist", "digits",
                                                                            "faces")),
-    "reduced": dict(reference=dict(epochs=2, train_subset=300, eval_subset=400), seeds=(0, 1),
-                    layers={"demo": "29,35,38,44,47,50", "tiny": None}, ratios="1/4,1",
-                    bias_grid={"demo": "1,4,12", "tiny": None},
-                    nets=("demo", "tiny"), tasks=("mnist-5k", "fashion-mnist", "digits", "faces")),
+    "reduced": dict(reference=dict(epochs=3, train_subset=400, eval_subset=300), seeds=(0, 1),
+                    layers={"mbv2-w0.35": "last:6", "tiny": None}, ratios="1/4,1",
+                    bias_grid={"mbv2-w0.35": "1..6", "tiny": None}, resolution=32,
+                    nets=("tiny", "mbv2-w0.35"), tasks=("mnist-5k", "fashion-mnist", "digits", "faces")),
 }
+SKIP = {"reduced": {("mbv2-w0.35", "fashion-mnist")}}  # reduced scale: three tasks per network
+BUNDLED = ROOT / "mcutrain" / "assets" / "mbv2-w0.35-fmnist64.mnist-5k.contrib.json"
 
 
 def model_file(net: str, resolution: int) -> Path:
@@ -109,14 +111,16 @@ def _tag(scale: dict) -> str:
 
 def fast(net: str, task: str, path: Path, scale: dict, lr: float, seed: int = 0) -> dict:
     cfg = FastConfig(model=str(path), data=task, out=str(WORK / f"fast-{net}-{task}-s{seed}.json"), lr=lr, seed=seed,
-                     layers=_pick(scale["layers"], net), ratios=scale["ratios"], bias_grid=_pick(scale["bias_grid"], net))
+                     layers=_pick(scale["layers"], net), ratios=scale["ratios"],
+                     bias_grid=_pick(scale["bias_grid"], net))
     return estimate(cfg)
 
 
 def mean_doc(docs: list[dict]) -> dict:
     """The seeds' mean deltas (keys common to all)."""
     bias = {k: float(np.mean([d["bias"][k] for d in docs])) for k in docs[0]["bias"]}
-    weight = {i: {r: float(np.mean([d["weight"][i][r] for d in docs])) for r in row} for i, row in docs[0]["weight"].items()}
+    weight = {i: {r: float(np.mean([d["weight"][i][r] for d in docs])) for r in row}
+              for i, row in docs[0]["weight"].items()}
     return {"bias": bias, "weight": weight}
 
 
@@ -147,7 +151,8 @@ def markdown(rows: list[dict], scale_name: str, scale: dict, timing: dict | None
     lines = ["# Fast contribution estimate vs fine-tune analyses", "",
              f"Scale: **{scale_name}** (`python -m experiments.fast_validation --scale {scale_name}`). Reference = "
              f"the fine-tune analysis (`contrib.analyze`) with {scale['reference']['epochs']} epochs on "
-             f"{scale['reference']['train_subset']} training samples, validation on {scale['reference']['eval_subset']}, "
+             f"{scale['reference']['train_subset']} training samples, validation on "
+             f"{scale['reference']['eval_subset']}, "
              f"averaged over seeds {list(scale['seeds'])} (each seed also re-draws the data split); candidates: "
              f"layers {scale['layers']}, ratios {scale['ratios']}, bias grid {scale['bias_grid']} (None: the "
              f"analysis's defaults). Fast = `analyze --method fast` defaults (256 training samples, gradients of 256, "
@@ -155,7 +160,8 @@ def markdown(rows: list[dict], scale_name: str, scale: dict, timing: dict | None
              "Spearman rank correlation (weights: layer x ratio candidates; bias: bias depths; all: both together). "
              "'seed vs seed' is one single-seed fine-tune analysis against another: what a fine-tune analysis "
              "itself agrees with.", "",
-             "| network | task | fast vs ref: weights | bias | all | seed vs seed: weights | bias | all | fast s (1 thread) |",
+             "| network | task | fast vs ref: weights | bias | all | seed vs seed: weights | bias | all "
+             "| fast s (1 thread) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         a, b = r["fast_vs_mean"], r["seed_vs_seed"]
@@ -194,6 +200,25 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def bundled_row() -> dict:
+    """The demo network against its bundled analysis (one seed, 2 epochs on 1000 samples, lr 0.01): the
+    longest fine-tune analysis of it there is, made for the demo."""
+    torch.set_num_threads(1)
+    ref = json.loads(BUNDLED.read_text())
+    path = model_file("demo", 64)
+    f = estimate(FastConfig(model=str(path), data="mnist-5k", out=str(WORK / "fast-demo-bundled.json"),
+                            lr=ref["settings"]["lr"], layers=ref["grid"]["layers"], ratios=ref["grid"]["ratios"],
+                            bias_grid=ref["grid"]["bias_k"]))
+    row = {"net": "demo", "task": "mnist-5k (bundled analysis)", "lr": ref["settings"]["lr"], "seeds": [0],
+           "fast_vs_mean": rank_agreement(f, ref), "seed_vs_seed": {"weight": None, "bias": None, "all": None},
+           "fast_seconds_1thread": f["settings"]["seconds"], "reference_seconds": ref["wall_seconds"],
+           "baseline_fast": f["baseline"], "baselines_ref": [ref["baseline"]],
+           "calibration": f["settings"]["calibration"], "fast": {"bias": f["bias"], "weight": f["weight"]},
+           "reference_mean": {"bias": ref["bias"], "weight": ref["weight"]}}
+    print(json.dumps({k: row[k] for k in ("net", "task", "fast_vs_mean", "fast_seconds_1thread")}), flush=True)
+    return row
+
+
 def demo_timing(threads: int) -> dict:
     """The fast estimate on the demo network and task with its defaults (analysis's default grid)."""
     torch.set_num_threads(threads)
@@ -215,7 +240,8 @@ def main() -> None:
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
     p.add_argument("--nets", nargs="*")
     p.add_argument("--tasks", nargs="*")
-    p.add_argument("--resolution", type=int, default=64, help="input side of the imported paper networks")
+    p.add_argument("--resolution", type=int, default=0, help="input side of the imported paper networks "
+                   "(default: the scale's, 64 full, 32 reduced)")
     p.add_argument("--timing-threads", type=int, default=2, help="torch threads of the demo timing (0: skip it)")
     args = p.parse_args()
     scale = SCALES[args.scale]
@@ -223,8 +249,10 @@ def main() -> None:
     rows = []
     for net in args.nets or scale["nets"]:
         for task in args.tasks or scale["tasks"]:
-            if task != OWN_TASK.get(net):
-                rows.append(one(net, task, scale, args.resolution))
+            if task != OWN_TASK.get(net) and (net, task) not in SKIP.get(args.scale, ()):
+                rows.append(one(net, task, scale, args.resolution or scale["resolution"]))
+    if "demo" not in [r["net"] for r in rows]:
+        rows.append(bundled_row())
     timing = demo_timing(args.timing_threads) if args.timing_threads else None
     DOCS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(DOCS / "fast_analysis.jsonl", "".join(json.dumps(r) + "\n" for r in rows +

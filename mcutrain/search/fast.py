@@ -41,6 +41,13 @@ them in accuracy units:
                      validation image), so predicted gains read as accuracy points;
   ``none``           no run: scores divided by the sum of every candidate's largest option
                      (unitless; every entry in [0, 1]).
+Learning rate: the estimate should use the rate the candidates will be fine-tuned with (``both`` takes
+the fine-tune analysis's). ``--lr auto`` here is the rate derived from the head's curvature
+(``lr_auto.derived_lr``, no probe runs, which would cost more than the estimate): right for the head,
+but it can be far too large for a backbone's layers (the bundled backbone: 0.21, where its deep layers
+want about 0.01); then a first-order score over-rates the layers with the largest gradients, and the
+calibration run, which trains the top candidate, says so (``settings.calibration.warning``).
+
 The document records no ``data.val_used`` / ``settings.eval_subset``: its deltas are estimates, not
 binomial measurements, so ``search --noise-z > 0`` (which shrinks by binomial standard errors)
 refuses it rather than inventing a noise level.
@@ -49,10 +56,8 @@ refuses it rather than inventing a noise level.
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -80,8 +85,8 @@ class FastConfig:
     model: str
     data: str
     out: str
-    epochs: int = 2  # of the head warm-up (= the baseline run) and of the calibration run
-    train_subset: int = 256  # training samples of the warm-up and the calibration run (0: all)
+    epochs: int = 8  # of the head warm-up (= the baseline run) and of the calibration run: 64 steps, as
+    train_subset: int = 256  # the analysis's 2 epochs of 1000; training samples of both (0: all)
     grad_samples: int = 256  # training samples whose gradients are measured (a subset of those)
     eval_subset: int = 256  # validation samples of the baseline and the calibration run (0: all)
     batch_size: int = 32
@@ -141,6 +146,16 @@ def estimate(cfg: FastConfig, *, progress: bool = False, write: bool = True) -> 
     if write:
         atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
     return doc
+
+
+def estimate_contrib(model: str, data: str, out: str, *, lr: float | str = AUTO, seed: int = 0,
+                     progress: bool = True):
+    """(Contrib, seconds): the fast estimate with its defaults, for a pipeline that has no matching
+    analysis (the demo): written to ``out`` and read back through the validating reader."""
+    from mcutrain.search.contrib_file import contrib_from_doc
+
+    doc = estimate(FastConfig(model=model, data=data, out=out, lr=lr, seed=seed), progress=progress)
+    return contrib_from_doc(doc), doc["wall_seconds"]
 
 
 def _say(progress: bool, text: str) -> None:
@@ -330,5 +345,5 @@ def _check(cfg: FastConfig) -> None:
         raise McutrainError("--out is required: the estimate is written there as contrib.json")
 
 
-__all__ = ["CALIBRATIONS", "FastConfig", "candidate_scores", "channel_orders", "estimate", "fast_doc",
-           "top_candidate"]
+__all__ = ["CALIBRATIONS", "FastConfig", "candidate_scores", "channel_orders", "estimate", "estimate_contrib",
+           "fast_doc", "top_candidate"]

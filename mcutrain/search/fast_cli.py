@@ -3,7 +3,7 @@ agreement with a fine-tune analysis.
 
 Why here and not in ``cli/cmd_analyze.py``: that command's options belong to the fine-tune analysis;
 this module maps them onto ``FastConfig`` (the training settings and selections mean the same; the
-sample counts keep the fast defaults unless set to other values than the fine-tune defaults) and
+epochs and sample counts keep the fast defaults unless set to other values than the fine-tune defaults) and
 keeps the CLI edit to one option and one dispatch.
 
 ``both``: the fine-tune analysis writes OUT as usual (its output unchanged), then the fast estimate
@@ -29,7 +29,8 @@ from mcutrain.search.fast import FastConfig, estimate
 
 def fast_config(args, out: str) -> FastConfig:
     d, f = AnalysisConfig("", "", ""), FastConfig("", "", "")
-    return FastConfig(model=args.model, data=args.data, out=out, epochs=args.epochs,
+    return FastConfig(model=args.model, data=args.data, out=out,
+                      epochs=f.epochs if args.epochs == d.epochs else args.epochs,
                       train_subset=f.train_subset if args.train_subset == d.train_subset else args.train_subset,
                       eval_subset=f.eval_subset if args.eval_subset == d.eval_subset else args.eval_subset,
                       batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, optimizer=args.optimizer,
@@ -75,7 +76,8 @@ def _human(r: dict) -> str:
     best = r["best_bias"]
     s = r["estimate_seconds"]
     return "\n".join([
-        f"{r['model']} on {r['data']}: FAST estimate; baseline (classifier only) val accuracy {r['baseline'] * 100:.2f}%",
+        f"{r['model']} on {r['data']}: FAST estimate; baseline (classifier only) val accuracy "
+        f"{r['baseline'] * 100:.2f}%",
         f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points (estimated)" if best else
         "no bias candidates",
         "top weight contributions (estimated, over bias-only with the same depth):",
