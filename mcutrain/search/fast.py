@@ -149,12 +149,12 @@ def estimate(cfg: FastConfig, *, progress: bool = False, write: bool = True) -> 
 
 
 def estimate_contrib(model: str, data: str, out: str, *, lr: float | str = AUTO, seed: int = 0,
-                     progress: bool = True):
-    """(Contrib, seconds): the fast estimate with its defaults, for a pipeline that has no matching
-    analysis (the demo): written to ``out`` and read back through the validating reader."""
+                     progress: bool = True, **settings):
+    """(Contrib, seconds): the fast estimate (its defaults, or ``settings`` of ``FastConfig``) for a
+    pipeline that has no matching analysis (the demo): written to ``out``, read back validated."""
     from mcutrain.search.contrib_file import contrib_from_doc
 
-    doc = estimate(FastConfig(model=model, data=data, out=out, lr=lr, seed=seed), progress=progress)
+    doc = estimate(FastConfig(model=model, data=data, out=out, lr=lr, seed=seed, **settings), progress=progress)
     return contrib_from_doc(doc), doc["wall_seconds"]
 
 

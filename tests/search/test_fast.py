@@ -60,6 +60,27 @@ def test_document_is_what_search_takes(model, doc):
     assert sorted(orders["order"]) == sorted(orders["gradient_rank"]) == list(range(len(orders["order"])))
 
 
+def test_search_takes_it_unchanged(model, doc):
+    from mcutrain.quant.head import new_head
+    from mcutrain.search.cost import SramCost
+    from mcutrain.search.evolve import SearchConfig, search
+
+    qmodel = new_head(load_qmodel(model), load_dataset("digits", seed=0).classes)
+    outcome = search(SramCost(qmodel), load_contrib(doc[0]), SearchConfig(sram_budget=10**6, population=6,
+                                                                          generations=3), progress=False)
+    assert outcome.gain > 0 and outcome.exact.total_sram_bytes <= 10**6
+    assert outcome.scheme.weight_ratios  # with positive scores and no binding budget, some weight is updated
+
+
+def test_estimate_contrib_for_the_demo(model, tmp_path):
+    from mcutrain.search.fast import estimate_contrib
+
+    contrib, seconds = estimate_contrib(model, "digits", str(tmp_path / "c.json"), lr=0.05, progress=False,
+                                        train_subset=128, grad_samples=64, calibration="none")
+    assert contrib.arch == "tiny" and contrib.doc["settings"]["method"] == "fast" and seconds >= 0
+    assert sorted(contrib.weight) == list(range(7, 15))  # the analysis's default grid: the last half
+
+
 def test_deterministic_for_a_seed(model, doc):
     again = estimate(FastConfig(model=model, out="unused", **SMALL), write=False)
     first = doc[1]
