@@ -57,6 +57,7 @@ SCALES = {
                     nets=("tiny", "mbv2-w0.35"), tasks=("mnist-5k", "fashion-mnist", "digits", "faces")),
 }
 SKIP = {"reduced": {("mbv2-w0.35", "fashion-mnist")}}  # reduced scale: three tasks per network
+STATISTICS = ("signal", "fisher")
 BUNDLED = ROOT / "mcutrain" / "assets" / "mbv2-w0.35-fmnist64.mnist-5k.contrib.json"
 
 
@@ -109,11 +110,22 @@ def _tag(scale: dict) -> str:
     return f"e{r['epochs']}-n{r['train_subset']}"
 
 
-def fast(net: str, task: str, path: Path, scale: dict, lr: float, seed: int = 0) -> dict:
-    cfg = FastConfig(model=str(path), data=task, out=str(WORK / f"fast-{net}-{task}-s{seed}.json"), lr=lr, seed=seed,
-                     layers=_pick(scale["layers"], net), ratios=scale["ratios"],
-                     bias_grid=_pick(scale["bias_grid"], net))
-    return estimate(cfg)
+def fast(net: str, task: str, path: Path, scale: dict, lr: float, statistic: str, seed: int = 0) -> dict:
+    cfg = FastConfig(model=str(path), data=task, out=str(WORK / f"fast-{net}-{task}-{statistic}-s{seed}.json"), lr=lr,
+                     seed=seed, layers=_pick(scale["layers"], net), ratios=scale["ratios"],
+                     bias_grid=_pick(scale["bias_grid"], net), statistic=statistic)
+    return _cached_estimate(cfg)
+
+
+def _cached_estimate(cfg: FastConfig) -> dict:
+    """The estimate in ``cfg.out`` when it was made already (a rerun only redoes what is missing)."""
+    out = Path(cfg.out)
+    return json.loads(out.read_text()) if out.exists() else estimate(cfg)
+
+
+def scored(doc: dict) -> dict:
+    """The fast estimate's raw scores as deltas: its ranking (the calibration is one positive scale)."""
+    return doc["settings"]["raw_scores"]
 
 
 def mean_doc(docs: list[dict]) -> dict:
@@ -131,9 +143,10 @@ def one(net: str, task: str, scale: dict, resolution: int) -> dict:
     refs = [reference(net, task, path, scale, s, lr) for s in scale["seeds"]]
     t_ref = time.perf_counter() - t0
     torch.set_num_threads(1)
-    f = fast(net, task, path, scale, lr)
+    f, fisher = (fast(net, task, path, scale, lr, statistic) for statistic in STATISTICS)
     row = {"net": net, "task": task, "lr": lr, "seeds": list(scale["seeds"]),
-           "fast_vs_mean": rank_agreement(f, mean_doc(refs)),
+           "fast_vs_mean": rank_agreement(scored(f), mean_doc(refs)),
+           "fisher_vs_mean": rank_agreement(scored(fisher), mean_doc(refs)),
            "seed_vs_seed": rank_agreement(refs[0], refs[1]),
            "fast_seconds_1thread": f["settings"]["seconds"], "reference_seconds": round(t_ref, 1),
            "baseline_fast": f["baseline"], "baselines_ref": [r["baseline"] for r in refs],
@@ -160,22 +173,31 @@ def markdown(rows: list[dict], scale_name: str, scale: dict, timing: dict | None
              "Spearman rank correlation (weights: layer x ratio candidates; bias: bias depths; all: both together). "
              "'seed vs seed' is one single-seed fine-tune analysis against another: what a fine-tune analysis "
              "itself agrees with.", "",
-             "| network | task | fast vs ref: weights | bias | all | seed vs seed: weights | bias | all "
-             "| fast s (1 thread) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| network | task | fast (signal) vs ref: weights | bias | all | fast (fisher) vs ref: weights | bias "
+             "| all | seed vs seed: weights | bias | all | fast s (1 thread) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        a, b = r["fast_vs_mean"], r["seed_vs_seed"]
+        a, c, b = r["fast_vs_mean"], r["fisher_vs_mean"], r["seed_vs_seed"]
         lines.append(f"| {r['net']} | {r['task']} | {f(a['weight'])} | {f(a['bias'])} | {f(a['all'])} | "
+                     f"{f(c['weight'])} | {f(c['bias'])} | {f(c['all'])} | "
                      f"{f(b['weight'])} | {f(b['bias'])} | {f(b['all'])} | {r['fast_seconds_1thread']['total']:.1f} |")
-    for key in ("weight", "all"):
-        fa = [r["fast_vs_mean"][key] for r in rows if r["fast_vs_mean"][key] is not None]
-        sb = [r["seed_vs_seed"][key] for r in rows if r["seed_vs_seed"][key] is not None]
-        if fa:
-            lines.append(f"\nMean over rows ({key}): fast vs reference {np.mean(fa):+.2f}, seed vs seed "
-                         f"{np.mean(sb):+.2f}.")
+    lines.append("")
+    for key in ("weight", "bias", "all"):
+        means = [_mean([r[col][key] for r in rows]) for col in ("fast_vs_mean", "fisher_vs_mean", "seed_vs_seed")]
+        lines.append(f"Mean over rows ({key}): signal {f(means[0])}, fisher {f(means[1])}, seed vs seed "
+                     f"{f(means[2])}.  ")
+    lines += ["", READING]
     if timing:
         lines += ["", "## Time on the demo network", "", timing["text"]]
     return "\n".join(lines) + "\n"
+
+
+def _mean(values: list) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+READING = "(reading: see the report)"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -189,10 +211,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = [f"{r['net']}\n{r['task']}" for r in rows]
     x = np.arange(len(rows))
-    for off, key, name in ((-0.2, "fast_vs_mean", "fast vs reference"), (0.2, "seed_vs_seed", "seed vs seed")):
-        ax.bar(x + off, [r[key]["all"] or 0 for r in rows], 0.4, label=name)
+    for off, key, name in ((-0.27, "fast_vs_mean", "fast (signal) vs reference"),
+                           (0, "fisher_vs_mean", "fast (fisher) vs reference"), (0.27, "seed_vs_seed", "seed vs seed")):
+        ax.bar(x + off, [r[key]["weight"] or 0 for r in rows], 0.27, label=name)
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("Spearman (all deltas)")
+    ax.set_ylabel("Spearman (weight candidates)")
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -206,11 +229,15 @@ def bundled_row() -> dict:
     torch.set_num_threads(1)
     ref = json.loads(BUNDLED.read_text())
     path = model_file("demo", 64)
-    f = estimate(FastConfig(model=str(path), data="mnist-5k", out=str(WORK / "fast-demo-bundled.json"),
-                            lr=ref["settings"]["lr"], layers=ref["grid"]["layers"], ratios=ref["grid"]["ratios"],
-                            bias_grid=ref["grid"]["bias_k"]))
+    f, fisher = (_cached_estimate(FastConfig(model=str(path), data="mnist-5k",
+                                             out=str(WORK / f"fast-demo-bundled-{st}.json"),
+                                             lr=ref["settings"]["lr"], layers=ref["grid"]["layers"],
+                                             ratios=ref["grid"]["ratios"], bias_grid=ref["grid"]["bias_k"],
+                                             statistic=st))
+                 for st in STATISTICS)
     row = {"net": "demo", "task": "mnist-5k (bundled analysis)", "lr": ref["settings"]["lr"], "seeds": [0],
-           "fast_vs_mean": rank_agreement(f, ref), "seed_vs_seed": {"weight": None, "bias": None, "all": None},
+           "fast_vs_mean": rank_agreement(scored(f), ref), "fisher_vs_mean": rank_agreement(scored(fisher), ref),
+           "seed_vs_seed": {"weight": None, "bias": None, "all": None},
            "fast_seconds_1thread": f["settings"]["seconds"], "reference_seconds": ref["wall_seconds"],
            "baseline_fast": f["baseline"], "baselines_ref": [ref["baseline"]],
            "calibration": f["settings"]["calibration"], "fast": {"bias": f["bias"], "weight": f["weight"]},

@@ -11,8 +11,10 @@ classifier-only run trains it (same optimizer, QAS, rule, seeds, batches: its va
 the baseline), then mini-batch gradients of the int8 simulation (QAS-scaled, straight-through, the
 ones the int8 training sees) on a few hundred training samples give per channel
 
-  s_e = q_e * gbar_e^2    (``signal``, default; unbiased over the mini-batches)  or
-  s_e = q_e * E[g_e^2]    (``fisher``, the diagonal empirical Fisher at batch level),
+  s_e = q_e * E[g_e^2]    (``fisher``, default: the diagonal empirical Fisher at batch level)  or
+  s_e = q_e * gbar_e^2    (``signal``: unbiased over the mini-batches; it fails where the warmed head
+                           fits its samples so well that the mean gradient sinks below its noise:
+                           every score is then noise around 0 - docs/results/fast_analysis.md),
 
 with q_e the optimizer's QAS factor. A candidate's score is the sum over what it trains:
   bias[k]      sum of the bias scores of the last k convs;
@@ -20,16 +22,18 @@ with q_e the optimizer's QAS factor. A candidate's score is the sum over what it
                WOULD TRAIN: for zoo models the order ``sparse.permute`` gives a single partial update
                (real-valued L2 norm of the channel's weights, descending; conv 0 reads the image and
                keeps its order), for imported graphs the first channels (graphs are not permuted).
-``lr * sum_e s_e`` (signal) is the first-order (Taylor) loss decrease of one full-batch int8 SGD step
-on that group: the loss-change criterion of pruning/selection (Molchanov et al., "Pruning
-Convolutional Neural Networks for Resource Efficient Inference", ICLR 2017; "Importance Estimation for
-Neural Network Pruning", CVPR 2019) and of trainable-tensor selection on devices (Huang et al.,
-"ElasticTrainer", MobiSys 2023); the Fisher variant is the squared-gradient importance of Fisher
-pruning (Theis et al. 2018) and of FISH masks, which choose the parameters to fine-tune by their
-empirical Fisher on the new task (Sung et al., "Training Neural Networks with Fixed Sparse Masks",
-NeurIPS 2021). Warming the head first follows linear-probe-then-fine-tune (Kumar et al., ICLR 2022):
-through a zero head every backbone gradient is zero. The per-channel ranking (``settings.channels``)
-is the gradient's own ranking, reported next to the order the permutation uses.
+``lr * sum_e q_e g_e^2`` is the first-order (Taylor) loss decrease of one int8 SGD step (with QAS)
+on that group, on the batch whose gradient g is (fisher: averaged over the mini-batches; signal: of
+the full batch, the mini-batch noise removed): the loss-change criterion of pruning and selection
+(Molchanov et al., "Pruning Convolutional Neural Networks for Resource Efficient Inference", ICLR 2017;
+"Importance Estimation for Neural Network Pruning", CVPR 2019) and of trainable-tensor selection on
+devices (Huang et al., "ElasticTrainer", MobiSys 2023); the Fisher variant is the squared-gradient
+importance of Fisher pruning (Theis et al. 2018) and of FISH masks, which choose the parameters to
+fine-tune by their empirical Fisher on the new task (Sung et al., "Training Neural Networks with
+Fixed Sparse Masks", NeurIPS 2021). Warming the head first follows linear-probe-then-fine-tune
+(Kumar et al., ICLR 2022): through a zero head every backbone gradient is zero. The per-channel
+ranking (``settings.channels``) is the gradient's own ranking, reported next to the order the
+permutation uses.
 
 Calibration (``settings.calibration``): the scores are loss decreases in arbitrary units, the search
 sums them (``evolve.Space.gain`` / ``contrib.predicted_gain``, additive like the paper's objective)
@@ -39,8 +43,9 @@ them in accuracy units:
                      scored candidate (its weight at ratio 1 with the biases it needs): the scale
                      maps its predicted score onto its measured gain over the baseline (at least one
                      validation image), so predicted gains read as accuracy points;
-  ``none``           no run: scores divided by the sum of every candidate's largest option
-                     (unitless; every entry in [0, 1]).
+  ``none``           no run: scores divided by the sum of every candidate's largest |score|
+                     (unitless; every entry in [-1, 1]); also what ``run`` falls back to when no
+                     candidate scores above 0 (nothing to calibrate on).
 Learning rate: the estimate should use the rate the candidates will be fine-tuned with (``both`` takes
 the fine-tune analysis's). ``--lr auto`` here is the rate derived from the head's curvature
 (``lr_auto.derived_lr``, no probe runs, which would cost more than the estimate): right for the head,
@@ -100,7 +105,7 @@ class FastConfig:
     layers: object = None  # as the fine-tune analysis (search.grid); None: the last half of the convs
     ratios: object = None
     bias_grid: object = None
-    statistic: str = "signal"
+    statistic: str = "fisher"
     calibration: str = "run"
 
     @property
@@ -221,20 +226,28 @@ def top_candidate(raw: dict, grid) -> tuple[int, int | None]:
     return best
 
 
+def _unit_scale(raw: dict) -> float:
+    """1 / the sum of every candidate's largest |score|: unitless scores, every entry in [-1, 1]."""
+    total = (max((abs(v) for v in raw["bias"].values()), default=0.0)
+             + sum(max(abs(v) for v in row.values()) for row in raw["weight"].values()))
+    return 1.0 / total if total > 0 else 0.0
+
+
 def _calibrate(cfg: FastConfig, raw: dict, grid, model, dataset: SplitDataset, baseline: float, lr: float,
                progress: bool) -> dict:
     if cfg.calibration == "none":
-        total = max(raw["bias"].values(), default=0.0) + sum(max(row.values()) for row in raw["weight"].values())
-        return {"method": "none", "scale": 1.0 / total if total > 0 else 0.0}
+        return {"method": "none", "scale": _unit_scale(raw)}
     k, layer = top_candidate(raw, grid)
     ratio = max(grid.ratios)
     predicted = raw["bias"][k] + (raw["weight"][layer][ratio] if layer is not None else 0.0)
+    if predicted <= 0:  # nothing is predicted to help (the signal statistic can be all below its noise)
+        return {"method": "none", "scale": _unit_scale(raw), "note": "no candidate has a positive score: no run"}
     _say(progress, f"fast estimate: calibration run (biases of the last {k} convs"
                    f"{'' if layer is None else f', conv {layer} at {ratio:g}'})")
     run = calibration_run(cfg, model, dataset, k, layer, ratio, lr)
     n_val = len(dataset.val.subset(cfg.eval_subset, cfg.seed + 1))
     gain = run["val_accuracy"] - baseline
-    scale = max(gain, 1.0 / n_val) / predicted if predicted > 0 else 0.0
+    scale = max(gain, 1.0 / n_val) / predicted
     out = {"method": "run", "scale": scale, "run": {"bias": k, "layer": layer, "ratio": ratio if layer is not None
                                                      else 0.0},
            "val_accuracy": run["val_accuracy"], "measured_gain": gain, "predicted_score": predicted,
