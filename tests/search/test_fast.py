@@ -140,3 +140,17 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 2], [5, 5, 5]) is None and spearman([1, 2], [1, 2]) is None
     assert np.isclose(spearman([1, 2, 2, 3], [1, 3, 2, 4]), 0.9486832980505138)
+
+
+def test_calibration_run_stays_shallow():
+    """The calibration run trains at most the last quarter of the convs, whatever scores higher deeper."""
+    from mcutrain.search.fast import top_candidate
+    from mcutrain.search.fast_run import Grid
+
+    grid = Grid(12, tuple(range(1, 13)), tuple(range(6, 12)), (0.25, 1.0))
+    deep = {6: 50.0, 7: 50.0, 8: 50.0, 9: 0.5, 10: 3.0, 11: 1.0}  # the deep weights score highest
+    raw = {"bias": {k: float(k) for k in grid.bias_k},  # and deeper bias runs score higher
+           "weight": {i: {0.25: 0.0, 1.0: deep[i]} for i in grid.layers}}
+    assert top_candidate(raw, grid) == (2, 10)  # conv 10 at ratio 1 + 2 biases: 2 + 3 beats 3 + 0.5 and 3
+    raw["weight"][10][1.0] = -5.0
+    assert top_candidate(raw, grid) == (3, 9)  # 3 + 0.5 beats 3 biases alone and 1 + 1
