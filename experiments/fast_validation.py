@@ -219,7 +219,7 @@ READING = """## Reading (reduced scale, 2026-12-06)
   can be told from another, so those rows measure nothing but are kept for honesty.
 - **The demo network against its bundled analysis** (104 weight candidates, 29 bias depths; one seed,
   2 epochs on 1,000 samples): Spearman +0.69 (fisher) / +0.77 (signal) on the weights, +0.85 on the bias
-  depths; the bundled analysis took 1,786 s, the estimate about 30-40 s on one thread.
+  depths; the bundled analysis took 1,786 s, the estimate about 20 s on one thread.
 - **Time**: on the demo network with the analysis's full default grid (26 layers x 4 ratios, 29 bias
   depths) the estimate takes about 20 s on one thread of this 2-core machine (section below); the
   fine-tune analysis of the same grid took 1,786 s (the bundled one).
