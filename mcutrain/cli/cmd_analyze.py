@@ -53,11 +53,23 @@ def register(subparsers) -> None:
     p.add_argument("--update-rule", choices=UPDATE_RULES, default=d.update_rule)
     p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--method", choices=("finetune", "fast", "both"), default="finetune",
+                   help="finetune (default): the short fine-tunes above; fast: a gradient estimate in about a "
+                        "minute (search/fast.py), written to OUT in the same format; both: the fine-tunes to OUT "
+                        "and the fast estimate to OUT with .fast.json, and their rank correlation")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.method != "finetune":
+        from mcutrain.search.fast_cli import run_fast  # the fast estimate's dispatch (and "both")
+
+        return run_fast(args, run_finetune)
+    return run_finetune(args)
+
+
+def run_finetune(args) -> int:
     cfg = AnalysisConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
                          train_subset=args.train_subset, eval_subset=args.eval_subset,
                          batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
