@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads the name)
 if TYPE_CHECKING:  # the names, for type checkers; at run time they load on first use (``__getattr__``)
-    from mcutrain.api import (TARGETS, Analysis, CompiledProgram, DatasetInfo, Datasets, DemoResult, EvalResult,
+    from mcutrain.api import (Analysis, CompiledProgram, DatasetInfo, Datasets, DemoResult, EvalResult,
                               ExportResult, FinetuneResult, ImportResult, Model, PretrainResult, QuantizeResult,
                               Result, RunResult, SchemePlan, Schemes, SearchResult, Table, Zoo, analyze,
                               check_scheme, compile, dataset, datasets, evaluate, export, finetune, generate_c,
@@ -39,7 +39,7 @@ __all__ = [
     # schemes, analysis, search
     "schemes", "scheme", "check_scheme", "analyze", "load_analysis", "search_scheme",
     # the C engine
-    "compile", "generate_c", "run", "export", "TARGETS",
+    "compile", "generate_c", "run", "export",
     # everything at once
     "run_demo",
     # results

@@ -27,7 +27,7 @@ Importing ``mcutrain`` is cheap: torch, the trainer and the compiler load when a
 """
 
 from mcutrain.api.analysis import Analysis, SearchResult, analyze, load_analysis, search_scheme
-from mcutrain.api.compiling import TARGETS, CompiledProgram, compile, generate_c
+from mcutrain.api.compiling import CompiledProgram, compile, generate_c
 from mcutrain.api.data import DatasetInfo, Datasets, dataset, datasets
 from mcutrain.api.demo import DemoResult, run_demo
 from mcutrain.api.exporting import ExportResult, export
@@ -35,7 +35,7 @@ from mcutrain.api.imports import ImportResult, import_model
 from mcutrain.api.models import Model, Zoo, load_model, zoo
 from mcutrain.api.results import Result, Table
 from mcutrain.api.running import RunResult, run
-from mcutrain.api.schemes import SchemePlan, Schemes, check_scheme, scheme, schemes
+from mcutrain.api.scheme_plans import SchemePlan, Schemes, check_scheme, scheme, schemes
 from mcutrain.api.training import (EvalResult, FinetuneResult, PretrainResult, QuantizeResult, evaluate, finetune,
                                    pretrain, quantize)
 
@@ -49,7 +49,7 @@ __all__ = [
     # schemes, analysis, search
     "schemes", "scheme", "check_scheme", "analyze", "load_analysis", "search_scheme",
     # the C engine
-    "compile", "generate_c", "run", "export", "TARGETS",
+    "compile", "generate_c", "run", "export",
     # everything at once
     "run_demo",
     # results

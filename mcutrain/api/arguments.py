@@ -25,7 +25,7 @@ def path_of(value: Any) -> str:
     if path is None:
         raise McutrainError(f"{getattr(value, 'name', 'the model')} is held in memory only: save it first "
                             f"(model = model.save(PATH))")
-    return os.fspath(path)
+    return str(os.fspath(path))
 
 
 def optional_path(value: Any) -> str | None:

@@ -157,7 +157,7 @@ def _build(engine_model: Any, plan: Any, lr: float, seed: int, target: str | Non
     return compile_training(engine_model, plan, lr=lr, seed=seed, stream_input=not whole_image)
 
 
-def _summary(program: Any, name: str, side: Any, scheme: str, lr: float, lr_choice: dict | None) -> dict[str, Any]:
+def _summary(program: Any, name: str, side: Any, scheme: str, lr: float, lr_choice: dict[str, Any] | None) -> dict[str, Any]:
     from mcutrain.engine.compile import format_report
 
     r = program.report
@@ -188,7 +188,7 @@ def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str,
 
 
 def _compiled_lr(lr: float | str, qmodel: Any, data: str | None, scheme: str, seed: int,
-                 target: str | None) -> tuple[float, dict | None]:
+                 target: str | None) -> tuple[float, dict[str, Any] | None]:
     """``lr``, resolving ``auto`` (printed with its source; docs/learning-rate.md): with ``data``
     ``finetune --lr auto`` in the simulation, scaled to batch 1 (``finetune.device_auto_lr``); else the
     rate derived from the head curvature that ``finetune --lr auto`` recorded in the model."""

@@ -26,7 +26,7 @@ class Datasets(Table):
             body.append([r["name"], "yes" if r["available"] else "NO", sizes.get("train", "-"),
                          sizes.get("val", "-"), sizes.get("test", "-"), r["num_classes"], shape, note])
         text = table(body, ["dataset", "available", "train", "val", "test", "classes", "HxWxC", "source / install"])
-        return text + "\nAlso usable: folder:PATH (one sub-folder of images per class) and npz:PATH (x uint8, y int)."
+        return str(text) + "\nAlso usable: folder:PATH (one sub-folder of images per class) and npz:PATH (x uint8, y int)."
 
 
 def datasets() -> Datasets:
@@ -49,7 +49,7 @@ class DatasetInfo(Result):
         rows: list[list[Any]] = [[i, c] + [p["per_class"][s][i] for s in ("train", "val", "test")]
                                  for i, c in enumerate(p["classes"])]
         rows.append(["", "total"] + [p["sizes"][s] for s in ("train", "val", "test")])
-        return head + "\n" + table(rows, ["label", "class", "train", "val", "test"])
+        return head + "\n" + str(table(rows, ["label", "class", "train", "val", "test"]))
 
 
 def dataset(name: str, *, seed: int = 0) -> DatasetInfo:

@@ -19,7 +19,7 @@ class ExportResult(Result):
     def text(self) -> str:
         from mcutrain.cli.cmd_export import _human
 
-        return _human(dict(self.payload))
+        return str(_human(dict(self.payload)))
 
     @property
     def out(self) -> str:

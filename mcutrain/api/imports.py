@@ -32,7 +32,7 @@ class ImportResult(Result):
         if "kinds" in r:
             from mcutrain.cli.cmd_import_torch import _human as torch_text
 
-            return torch_text(r)
+            return str(torch_text(r))
         return tflite_text(r) if "layers" in r else tiny_training_text(r)
 
     @property
@@ -111,7 +111,8 @@ def _checked_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     from mcutrain.cli.cmd_import_torch import _shape
 
     try:
-        return _shape(",".join(str(v) for v in shape))
+        c, h, w = _shape(",".join(str(v) for v in shape))
+        return int(c), int(h), int(w)
     except argparse.ArgumentTypeError as err:
         raise McutrainError(f"input_shape {err}") from None
 
@@ -153,7 +154,8 @@ def graph_report(model: Any, out: str) -> dict[str, Any]:
     from mcutrain.quant.import_tflite import frozen_per_layer
 
     g = model.graph
-    layers, counts = [], {}
+    layers: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
     for i, node in enumerate(g.nodes):
         weights, macs = node_cost(node, g.tensor[node.output].shape)
         kind = "depthwise_conv2d" if node.kind == "conv2d" and node.params.depthwise else node.kind

@@ -17,14 +17,14 @@ from mcutrain.api.arguments import PathLike, path_of
 from mcutrain.api.results import Table
 from mcutrain.errors import McutrainError
 
-__all__ = ["Model", "Zoo", "load_model", "zoo"]
+__all__ = ["KINDS", "Model", "Zoo", "load_model", "zoo"]
 
 KINDS = ("architecture", "float-checkpoint", "int8-model", "int8-graph", "float-graph")
 """What a `Model` can hold: a bare architecture (no weights), a float checkpoint (``pretrain``), an
 int8 model of the zoo's family (``quantize``, ``.pkl`` import), an int8 graph (``.tflite`` import,
 PyTorch import quantized), a float graph (PyTorch import, before ``quantize``)."""
 
-ZOO_COLUMNS = ["name", "convs", "backbone_weights", "biases", "macs", "resolution"]
+_ZOO_COLUMNS = ["name", "convs", "backbone_weights", "biases", "macs", "resolution"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +61,7 @@ class Model:
                 f"{s['weights']:,} weights, {s['macs']:,} MACs")
         body = [[r["index"], r["name"], r["kind"], "x".join(map(str, r["output"])), r["weights"], r["macs"]]
                 for r in rows]
-        return head + "\n" + table(body, ["#", "layer", "kind", "output", "weights", "macs"])
+        return head + "\n" + str(table(body, ["#", "layer", "kind", "output", "weights", "macs"]))
 
     def save(self, path: PathLike) -> Model:
         """Write the model to ``path`` (its own file format) and return it with that path."""
@@ -122,7 +122,7 @@ class Zoo(Table):
     def text(self) -> str:
         from mcutrain.cli.output import table
 
-        return table([[r[h] for h in ZOO_COLUMNS] for r in self.rows], ZOO_COLUMNS)
+        return str(table([[r[h] for h in _ZOO_COLUMNS] for r in self.rows], _ZOO_COLUMNS))
 
 
 def zoo(*, resolution: int | None = None, model: Sequence[PathLike] | None = None) -> Zoo:

@@ -6,7 +6,6 @@ read the same keys, and ``str(result)`` is the text the command prints without `
 properties on each subclass name the fields a script usually wants.
 """
 
-from __future__ import annotations
 
 import copy
 import json

@@ -29,7 +29,7 @@ def _stderr(message: str) -> None:
 # ---------------------------------------------------------------------------------------------- pretrain
 
 
-def _pretrain_text(s: dict) -> str:
+def _pretrain_text(s: dict[str, Any]) -> str:
     return (f"{s['model']} on {s['data']} @ {s['resolution']}px: test accuracy {s['test_accuracy']:.4f} "
             f"(n={s['test_n']}) -> {s['checkpoint']}")
 
@@ -72,7 +72,7 @@ def pretrain(model: PathLike, data: str, out: PathLike, *, epochs: int = 12, bat
 # ---------------------------------------------------------------------------------------------- evaluate
 
 
-def _eval_text(r: dict) -> str:
+def _eval_text(r: dict[str, Any]) -> str:
     return f"{r['model']} on {r['data']} ({r['split']}): accuracy {r['accuracy']:.4f} over {r['n']} samples"
 
 
@@ -128,7 +128,7 @@ def _evaluable(path: str) -> tuple[Any, str, int, Any, Any]:
 # ---------------------------------------------------------------------------------------------- quantize
 
 
-def _quantize_text(r: dict) -> str:
+def _quantize_text(r: dict[str, Any]) -> str:
     head = f"{r['model']}: float {r['float_accuracy'] * 100:.2f}% -> int8 {r['int8_accuracy'] * 100:.2f}% on "
     if "agreement" in r:
         return (head + f"{r['n']:,} test images (same class: {r['agreement'] * 100:.1f}%); int8 graph of "
@@ -221,7 +221,7 @@ def _quantize_float_graph(path: str, data: str, out: str, batches: int, seed: in
 # ---------------------------------------------------------------------------------------------- finetune
 
 
-def _finetune_text(r: dict) -> str:
+def _finetune_text(r: dict[str, Any]) -> str:
     loss = "none" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
     fate = f"wrote {r['out']}" if r["out"] else "wrote nothing"
     return (f"test accuracy {r['accuracy_before'] * 100:.2f}% -> {r['accuracy'] * 100:.2f}% (n={r['n']}), "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from mcutrain.api.defaults import defaults
-from mcutrain.api.schemes import check_scheme, scheme, schemes
+from mcutrain.api.scheme_plans import check_scheme, scheme, schemes
 from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit

@@ -31,7 +31,7 @@ class Schemes(Table):
         body = [[r["name"], r["n_bias"], compact_ranges(r["weight_layers"]) or "-", _ratios(r["ratios"]),
                  f"{r['analytic_kb']:.2f}"] for r in rows]
         head = table(body, ["scheme", "n_bias", "weight layers", "ratios", "analytic KB"])
-        return head + f"\nAlso: last-k:N, or a .json file. Analytic KB at {rows[0]['resolution']}x" \
+        return str(head) + f"\nAlso: last-k:N, or a .json file. Analytic KB at {rows[0]['resolution']}x" \
                       f"{rows[0]['resolution']} (1 KB = 1024 bytes; see 'scheme show' for the breakdown)."
 
 
