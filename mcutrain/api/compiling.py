@@ -157,7 +157,8 @@ def _build(engine_model: Any, plan: Any, lr: float, seed: int, target: str | Non
     return compile_training(engine_model, plan, lr=lr, seed=seed, stream_input=not whole_image)
 
 
-def _summary(program: Any, name: str, side: Any, scheme: str, lr: float, lr_choice: dict[str, Any] | None) -> dict[str, Any]:
+def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
+             lr_choice: dict[str, Any] | None) -> dict[str, Any]:
     from mcutrain.engine.compile import format_report
 
     r = program.report

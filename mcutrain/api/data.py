@@ -26,7 +26,8 @@ class Datasets(Table):
             body.append([r["name"], "yes" if r["available"] else "NO", sizes.get("train", "-"),
                          sizes.get("val", "-"), sizes.get("test", "-"), r["num_classes"], shape, note])
         text = table(body, ["dataset", "available", "train", "val", "test", "classes", "HxWxC", "source / install"])
-        return str(text) + "\nAlso usable: folder:PATH (one sub-folder of images per class) and npz:PATH (x uint8, y int)."
+        return str(text) + ("\nAlso usable: folder:PATH (one sub-folder of images per class) and npz:PATH "
+                            "(x uint8, y int).")
 
 
 def datasets() -> Datasets:

@@ -27,9 +27,11 @@ def register(subparsers) -> None:
     p.add_argument("--scheme", required=True, help="built-in scheme name or JSON path")
     p.add_argument("--out", required=True, metavar="MODEL2", help="trained int8 model to write")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"])
-    p.add_argument("--momentum", type=float, default=d["momentum"], help="SGD momentum (0: plain SGD, as on the device)")
+    p.add_argument("--momentum", type=float, default=d["momentum"],
+                   help="SGD momentum (0: plain SGD, as on the device)")
     qas = p.add_mutually_exclusive_group()
-    qas.add_argument("--qas", dest="qas", action="store_true", default=d["qas"], help="quantization-aware scaling (default)")
+    qas.add_argument("--qas", dest="qas", action="store_true", default=d["qas"],
+                     help="quantization-aware scaling (default)")
     qas.add_argument("--no-qas", dest="qas", action="store_false")
     p.add_argument("--update-rule", choices=UPDATE_RULES, default=d["update_rule"],
                    help="sr: int8 weights, stochastic rounding (default, as on the device); latent: fp32 copies")
@@ -43,7 +45,8 @@ def register(subparsers) -> None:
                    help="input side (default: the model's)")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--train-subset", type=int, default=d["train_subset"], help="use N random training samples (0: all)")
-    p.add_argument("--eval-subset", type=int, default=d["eval_subset"], help="evaluate on N random val/test samples (0: all)")
+    p.add_argument("--eval-subset", type=int, default=d["eval_subset"],
+                   help="evaluate on N random val/test samples (0: all)")
     p.add_argument("--augment", action="store_true", default=d["augment"], help="random flip and translation")
     p.add_argument("--float", action="store_true", default=d["float"], help="fp32 baseline: train the dequantized twin")
     p.add_argument("--keep-failed", action="store_true", default=d["keep_failed"],

@@ -34,9 +34,11 @@ def register(subparsers) -> None:
     p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
     p.add_argument("--resolution", type=argtypes.resolution, default=d["resolution"],
                    help="input side (default: the model's, 128 for paper nets)")
-    p.add_argument("--no-augment", action="store_true", default=d["no_augment"], help="disable random flip and translation")
+    p.add_argument("--no-augment", action="store_true", default=d["no_augment"],
+                   help="disable random flip and translation")
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--resume", action="store_true", default=d["resume"], help="continue a killed run from its last finished epoch")
+    p.add_argument("--resume", action="store_true", default=d["resume"],
+                   help="continue a killed run from its last finished epoch")
     p.add_argument("--force", action="store_true", default=d["force"], help="overwrite an existing run at CKPT")
     p.add_argument("--keep-failed", action="store_true", default=d["keep_failed"],
                    help="keep CKPT (the last finite epoch) and its state when the run fails (still exit 3)")

@@ -20,7 +20,7 @@ the rollbacks are printed; a run that rolled back and ended healthy has not fail
 
 from __future__ import annotations
 
-from mcutrain.api._run_text import run_text as _human
+from mcutrain.api._run_text import run_text as _human  # noqa: F401 (the run text, by its old name)
 from mcutrain.api.defaults import defaults
 from mcutrain.api.running import RunResult, guard_rollbacks, run_health
 from mcutrain.api.running import run as run_program
@@ -42,13 +42,15 @@ def register(subparsers) -> None:
     p.add_argument("folder", metavar="DIR", help="folder made by `mcutrain compile --target ... --out DIR`")
     p.add_argument("--data", required=True, help="dataset name (see `mcutrain data`), folder:PATH or npz:PATH")
     p.add_argument("--steps", type=int, required=True, help="training steps (one sample each)")
-    p.add_argument("--eval", type=int, default=d["eval"], help="held-out samples for the accuracy before/after (0: none)")
+    p.add_argument("--eval", type=int, default=d["eval"],
+                   help="held-out samples for the accuracy before/after (0: none)")
     p.add_argument("--seed", type=int, default=d["seed"], help="dataset split and sample order")
     p.add_argument("--profile", action="store_true", default=d["profile"],
                    help="cortex-m7 folders compiled with --profile: also time every op of the first training step "
                         "and the first held-out inference (firmware-profile.elf) and report instructions per op, "
                         "by kind and by phase")
-    p.add_argument("--timeout", type=float, default=d["timeout"], help="seconds a QEMU run may take before it is killed")
+    p.add_argument("--timeout", type=float, default=d["timeout"],
+                   help="seconds a QEMU run may take before it is killed")
     add_json_flag(p)
     p.set_defaults(func=run)
 
