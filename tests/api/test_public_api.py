@@ -13,7 +13,7 @@ import pytest
 
 import mcutrain
 from mcutrain.cli import cmd_compile, cmd_scheme, cmd_zoo
-from tests.helpers.cli import run_command
+from helpers.cli import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
