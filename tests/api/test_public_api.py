@@ -104,3 +104,17 @@ def test_user_errors_are_mcutrain_errors(tmp_path):
         mcutrain.load_model(42)
     with pytest.raises(mcutrain.McutrainError, match="neither a .tflite"):
         mcutrain.import_model(tmp_path / "missing.bin", tmp_path / "out.safetensors")
+
+
+def test_an_analysis_prints_the_contribution_of_every_candidate():
+    from mcutrain.assets import DEFAULT_CONTRIB
+
+    analysis = mcutrain.load_analysis(DEFAULT_CONTRIB)
+    document = json.loads(Path(DEFAULT_CONTRIB).read_text())
+    assert analysis.baseline == document["baseline"] and analysis["runs"] == document["runs"]
+    assert analysis.bias_gains() == {int(k): v for k, v in document["bias"].items()}
+    text = str(analysis).splitlines()
+    names = document["model"]["conv_names"]
+    for layer in document["weight"]:  # one row per candidate conv, with its name
+        assert any(line.split()[:2] == [layer, names[int(layer)]] for line in text)
+    assert len(analysis.weight_gains()) == sum(len(row) for row in document["weight"].values())
