@@ -1,4 +1,4 @@
-# Two commands for a fresh machine: `make demo` and `make test`. Each sets up what it needs:
+# Two commands for a fresh machine: `make demo` and `make test` (and `make docs` for the API reference). Each sets up what it needs:
 # a virtual environment in .venv with the pinned packages (requirements.lock), and the Debian
 # packages of scripts/setup_system.sh (installed when run as root, else the command is printed).
 
@@ -8,13 +8,25 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mcutrain-installed
 BACKBONE := mcutrain/assets/mbv2-w0.35-fmnist64.safetensors
 
-.PHONY: demo test bench bench-threads setup system venv ort-venv backbone clean
+.PHONY: demo test docs typecheck tutorial bench bench-threads setup system venv ort-venv backbone clean
 
 demo: setup
 	$(VENV)/bin/mcutrain demo
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+# Reference docs of the Python API (pdoc, from the docstrings) into build/docs; open build/docs/mcutrain.html.
+docs: venv
+	$(PY) scripts/build_docs.py build/docs
+
+# The public surface (mcutrain/__init__.py, mcutrain/api/) under the pinned mypy ([tool.mypy] in pyproject.toml).
+typecheck: venv
+	$(PY) -m mypy
+
+# The tutorial on CI's small settings (examples/tutorial.py; without --small: the full story).
+tutorial: setup
+	$(PY) examples/tutorial.py --small --out runs/tutorial
 
 bench: setup ort-venv
 	$(PY) bench/run_all.py

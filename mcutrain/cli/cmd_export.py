@@ -30,6 +30,9 @@ _NOT_YET = {
 
 
 def register(subparsers) -> None:
+    from mcutrain.api import defaults, exporting
+
+    d = defaults.defaults(exporting.export)
     p = subparsers.add_parser(
         "export", help=HELP["export"],
         description="Write MODEL, an int8 graph file of `mcutrain import MODEL.tflite`, as a full-int8 .tflite "
@@ -42,7 +45,7 @@ def register(subparsers) -> None:
                     "is required with --params: a snapshot holds only a hash of its program, while which "
                     "parameters were trained and their slices come from the compile (DIR/manifest.json).")
     p.add_argument("model", metavar="MODEL", help="int8 graph file (from `mcutrain import MODEL.tflite`)")
-    p.add_argument("--format", choices=FORMATS, default="tflite", help="output format (default: tflite)")
+    p.add_argument("--format", choices=FORMATS, default=d["format"], help="output format (default: tflite)")
     p.add_argument("--out", required=True, metavar="FILE", help="the .tflite file to write (atomically)")
     p.add_argument("--params", metavar="SAVED", help="a device's mct_save snapshot of the program in --program")
     p.add_argument("--program", metavar="DIR", help="the folder `mcutrain compile MODEL` wrote, which the "
@@ -52,6 +55,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from mcutrain.api.exporting import export
+
+    result = export(args.model, args.out, format=args.format, params=args.params, program=args.program)
+    emit(args, result.to_dict(), _human)
+    return 0
+
+
+def export_payload(args) -> dict:
+    """What ``run`` prints (``--json``), after writing the file: the work of ``mcutrain.api.export``."""
     from mcutrain.io.atomic import file_sha256
     from mcutrain.models.tflite.writer import write_tflite
 
@@ -71,8 +83,7 @@ def run(args) -> int:
                "input": model.preprocessing, "softmax": any(n.kind == "softmax" for n in g.nodes)}
     if trained:
         payload.update(params=str(args.params), program=str(args.program), **trained)
-    emit(args, payload, _human)
-    return 0
+    return payload
 
 
 def check_out_path(path) -> None:
