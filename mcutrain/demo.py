@@ -24,6 +24,10 @@ The stages, in pipeline order (each a function below, each printed as it starts)
                 a few steps on the same samples, which must give the host's losses bit for bit, and
                 what it costs: SRAM (static + measured stack), Flash, instructions per step.
 Defaults (the bundled backbone, mnist-5k, 256 KB / 1 MB) finish in a few minutes on 2 cores.
+
+``DemoConfig(model=PATH.tflite)`` (``mcutrain demo --model``) runs the same job on a full-int8 TFLite
+model instead of a float backbone: ``mcutrain.demo_graph`` (import with a new head, analysis, search,
+compile, train on the C engine, the firmware, export back to .tflite checked with LiteRT).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ CODE_RESERVE_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class DemoConfig:
     checkpoint: str = str(DEFAULT_BACKBONE)
+    model: str | None = None  # a full-int8 .tflite: the imported-graph job (mcutrain.demo_graph) instead
     data: str | None = None  # the backbone's own task (default: recorded in the checkpoint)
     own_eval_samples: int = 0  # test images of the backbone's own task (0: the whole test split)
     task: str = "mnist-5k"
@@ -90,6 +95,10 @@ class Progress:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage; returns the result document (what the report folder is written from)."""
+    if cfg.model is not None:
+        from mcutrain.demo_graph import run_graph_demo
+
+        return run_graph_demo(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +305,8 @@ def _samples(task, prepared, cfg: DemoConfig):
     return train, held_out
 
 
-def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: Progress, result: dict, out: Path,
+                   save_to: Path | None = None):
     from mcutrain.codegen.runner import run_host
     from mcutrain.codegen.targets import build_target
 
@@ -304,7 +314,7 @@ def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: 
     progress.stage("train", f"training ON the generated C engine (host build): {cfg.steps} steps at batch 1, "
                             f"lr {cfg.lr}, held-out accuracy on {len(held_out[1])} samples every {cfg.eval_every}")
     target = build_target(program, prepared, plan, "host", out / "host", log=_quiet)
-    host = run_host(out / "host", target, train, held_out, eval_every=cfg.eval_every, leave=True)
+    host = run_host(out / "host", target, train, held_out, eval_every=cfg.eval_every, leave=True, save_to=save_to)
     result["host"] = {**{k: v for k, v in host.items() if k != "losses"}, "steps": len(host["losses"]),
                       "ms_per_step": round(1000 * host["seconds"] / max(1, len(host["losses"])), 2)}
     result["losses"] = host["losses"]
