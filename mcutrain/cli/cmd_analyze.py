@@ -89,9 +89,17 @@ def _human(r: dict) -> str:
              f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points" if best else
              "no bias runs",
              "top weight contributions (over bias-only with the same depth):",
-             table([[w["layer"], w["name"], w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
+             table([[w["layer"], _short(w["name"]), w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
                    ["layer", "name", "ratio", "dAcc (points)"]),
              f"{r['runs']} runs ({r['runs_new']} new, {r['failed_runs']} failed to learn) in {r['seconds']:.1f} s; "
              f"wrote {r['out']} "
              f"(run cache {r['runs_cache']})"]
     return "\n".join(lines)
+
+
+NAME_CHARS = 48  # imported TFLite convs are named by their fused tensor names, hundreds of characters long
+
+
+def _short(name: str) -> str:
+    """A conv name cut for the table (the full names are in contrib.json's model.conv_names)."""
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 3] + "..."

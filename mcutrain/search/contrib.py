@@ -404,7 +404,10 @@ def summary(doc: dict, top: int = 10) -> dict:
     best_k = max(doc["bias"], key=lambda k: (doc["bias"][k], -int(k)), default=None)
     rows = sorted(((int(i), float(r), d) for i, row in doc["weight"].items() for r, d in row.items()),
                   key=lambda t: (-t[2], t[0], t[1]))
-    return {"model": doc["model"]["arch"], "data": doc["data"]["name"],
+    arch = doc["model"]["arch"]
+    if arch == mk.GRAPH_ARCH and isinstance(doc["model"].get("path"), str):  # an imported graph: its file's name
+        arch = f"{os.path.basename(doc['model']['path'])} (imported graph)"
+    return {"model": arch, "data": doc["data"]["name"],
             "baseline": doc["baseline"],
             "best_bias": None if best_k is None else {"k": int(best_k), "dacc": doc["bias"][best_k]},
             "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d} for i, r, d in rows[:top]],
