@@ -64,8 +64,10 @@ def run(args) -> int:
     if args.model is not None and not args.model.lower().endswith(".tflite"):
         from mcutrain.errors import McutrainError
 
-        raise McutrainError(f"--model {args.model!r}: give a full-int8 .tflite file (mcutrain demo --model PATH.tflite)")
-    cfg = DemoConfig(checkpoint=args.checkpoint, model=args.model, data=args.data, task=args.task, sram_budget=args.sram,
+        raise McutrainError(f"--model {args.model!r}: give a full-int8 .tflite file "
+                            f"(mcutrain demo --model PATH.tflite)")
+    cfg = DemoConfig(checkpoint=args.checkpoint, model=args.model, data=args.data, task=args.task,
+                     sram_budget=args.sram,
                      flash_budget=args.flash, contrib=args.contrib, steps=args.steps, lr=args.lr,
                      eval_samples=args.eval_samples, device_steps=args.device_steps, seed=args.seed, out=args.out)
     result = run_demo(cfg)
