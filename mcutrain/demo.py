@@ -42,7 +42,7 @@ import numpy as np
 from mcutrain.assets import DEFAULT_BACKBONE, DEFAULT_BACKBONE_DATA, DEFAULT_CONTRIB
 from mcutrain.errors import McutrainError
 
-__all__ = ["DemoConfig", "run_demo", "STACK_RESERVE_BYTES", "CODE_RESERVE_BYTES"]
+__all__ = ["DemoConfig", "choose_analysis", "run_demo", "STACK_RESERVE_BYTES", "CODE_RESERVE_BYTES"]
 
 # What the searched program may not use of the chip: the C stack (the firmware's measured high-water
 # mark is about 0.6 KB; cortex_m7 reserves 4 KB) and, in Flash, the code (about 40 KB of kernels,
@@ -107,7 +107,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     model, info, prep, own = _backbone(cfg, progress, result)
     int8 = _quantize(model, info, own, cfg, progress, result, out)
     task, qmodel = _new_task(int8, cfg, progress, result)
-    contrib = _contribution(out / "model-int8.safetensors", int8, cfg, progress, result)
+    contrib = choose_analysis(out / "model-int8.safetensors", int8, cfg, progress, result)
     plan = _search(qmodel, contrib, cfg, progress, result, out)
     cfg = replace(cfg, lr=_device_lr(qmodel, task, cfg, result, out / "scheme.json"))
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
@@ -194,11 +194,18 @@ def _device_lr(qmodel, task, cfg: DemoConfig, result: dict, scheme: Path) -> flo
     return lr
 
 
-def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, result: dict):
-    """The bundled analysis if it was made for this model (by recipe) and task; else a quick one."""
+def choose_analysis(model_path: Path, int8, cfg: DemoConfig, progress: Progress, result: dict):
+    """The contribution analysis the search uses: THE one place that chooses it, for a zoo int8 model
+    and for an imported graph (``mcutrain.demo_graph``) alike.
+
+    ``cfg.contrib`` a contrib.json: that analysis (refused if made for another model, as ``mcutrain
+    search`` refuses it); "auto": the bundled analysis when it was made for this model (by recipe) and
+    task, else the quick one; "quick": a quick fine-tune analysis (the last 12 convs at most, ratios 1/4
+    and 1, 300 samples, 1 epoch per run). A faster estimator (gradient-based) would be chosen here."""
     from mcutrain.io.identity import qmodel_identity
     from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
     from mcutrain.search.contrib import check_analysis_model
+    from mcutrain.train import model_kind as mk
 
     if cfg.contrib not in ("auto", "quick"):
         progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
@@ -206,7 +213,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
         given = load_contrib(cfg.contrib)
         check_analysis_model(given, int8, str(model_path), source=cfg.contrib)  # as `mcutrain search` does
         return given
-    if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file():
+    if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file() and not mk.is_graph(int8):
         cached = load_contrib(DEFAULT_CONTRIB)
         if bundled_analysis_matches(cached.doc, int8.provenance, cfg.task):
             doc = cached.doc
@@ -216,7 +223,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
                                       f"{'' if same else '; the int8 model differs in its last bits here'})")
             result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB), "same_int8_model": same}
             return cached
-    n_convs = len(int8.convs())
+    n_convs = len(mk.convs(int8))
     layers = min(12, n_convs)  # small networks: every conv
     progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
                               f"1 epoch per run)")
@@ -225,7 +232,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
                           layers=f"last:{layers}", ratios="1/4,1",
                           bias_grid=[k for k in (1, 2, 4, 8, 16) if k <= n_convs])
     doc = analyze(acfg, progress=True)
-    result["contrib"] = {"source": "quick", "path": acfg.out}
+    result["contrib"] = {"source": "quick", "path": acfg.out, "runs": doc["runs"], "failed_runs": len(doc["unstable"])}
     return contrib_from_doc(doc)
 
 

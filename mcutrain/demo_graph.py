@@ -5,8 +5,8 @@ imported graph starts int8, keeps its own input (H x W x channels: the loader re
 images) and ends where it came from, as a .tflite. The stages (each printed as it starts):
   1. task      the new task's data;
   2. import    the .tflite -> an int8 graph model file with a new zero head for ``--task``;
-  3. contrib   the contribution analysis, chosen by ONE function (``choose_analysis``): a given
-               contrib.json, else a quick fine-tune analysis (a faster estimator can be wired there);
+  3. contrib   the contribution analysis, chosen by ``mcutrain.demo.choose_analysis`` (the one function
+               that chooses it for both demos): a given contrib.json, else a quick fine-tune analysis;
   4. search    evolution under the SRAM / Flash budgets (less the stack and code reserves), each
                candidate priced by the exact compiled memory of the graph's training program;
   5. compile   the training program for C (``compile_for_codegen``, what ``mcutrain compile`` reports);
@@ -30,7 +30,7 @@ import numpy as np
 
 from mcutrain.errors import McutrainError
 
-__all__ = ["choose_analysis", "run_graph_demo"]
+__all__ = ["litert_check", "run_graph_demo"]
 
 MODEL_FILE = "model-int8.mct"
 TRAINED_TFLITE = "trained.tflite"
@@ -40,7 +40,7 @@ LITERT_CHECK_SAMPLES = 64  # held-out samples run through LiteRT (its reference 
 def run_graph_demo(cfg) -> dict:
     """Every stage for ``cfg.model`` (a .tflite); the result document has the zoo demo's sections plus
     ``import`` and ``export``, and ``backbone`` describes the imported model."""
-    from mcutrain.demo import Progress, _device, _device_lr, _samples, _train_on_host
+    from mcutrain.demo import Progress, _device, _device_lr, _samples, _train_on_host, choose_analysis
     from mcutrain.train import model_kind as mk
 
     t0 = time.perf_counter()
@@ -95,35 +95,6 @@ def _import(cfg, task, progress, result: dict, out: Path):
     result["task"] = {"name": cfg.task, "classes": task.num_classes, "train_n": len(task.train),
                       "test_n": len(task.test)}
     return model
-
-
-def choose_analysis(model_path: Path, model, cfg, progress, result: dict):
-    """The contribution analysis the search uses: THE place that chooses it.
-
-    ``cfg.contrib`` a contrib.json: that analysis (refused if made for another model, as ``mcutrain
-    search`` refuses it); "auto" / "quick": a quick fine-tune analysis (the last 12 convs at most,
-    ratios 1/4 and 1, 300 samples, 1 epoch per run). A faster estimator (gradient-based) belongs here."""
-    from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
-    from mcutrain.search.contrib import check_analysis_model
-
-    if cfg.contrib not in ("auto", "quick"):
-        progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
-        given = load_contrib(cfg.contrib)
-        check_analysis_model(given, model, str(model_path), source=cfg.contrib)
-        result["contrib"] = {"source": cfg.contrib}
-        return given
-    n_convs = len(model.graph.convs())
-    layers = min(12, n_convs)
-    progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
-                              f"1 epoch per run)")
-    acfg = AnalysisConfig(model=str(model_path), data=cfg.task, out=str(Path(cfg.out) / "contrib.json"),
-                          epochs=1, train_subset=300, eval_subset=300, lr="auto", seed=cfg.seed,
-                          layers=f"last:{layers}", ratios="1/4,1",
-                          bias_grid=[k for k in (1, 2, 4, 8, 16) if k <= n_convs])
-    doc = analyze(acfg, progress=True)
-    result["contrib"] = {"source": "quick", "path": acfg.out, "runs": doc["runs"],
-                         "failed_runs": len(doc["unstable"]), "baseline_val_accuracy": doc["baseline"]}
-    return contrib_from_doc(doc)
 
 
 def _search(model, contrib, cfg, progress, result: dict, out: Path):
