@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                     "e.g. an accuracy outside [0, 1], is trained again). Use the training settings (--lr ...) you will "
                     "fine-tune the chosen scheme with. A run that fails to learn is recorded as failed and the "
                     "analysis goes on; when every run failed, it exits with status 3.")
-    p.add_argument("model", metavar="MODEL", help="int8 model file")
+    p.add_argument("model", metavar="MODEL", help="int8 model file or imported int8 graph file (mcutrain import)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, metavar="CONTRIB_JSON")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per run (default {d.epochs})")
