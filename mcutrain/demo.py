@@ -24,6 +24,10 @@ The stages, in pipeline order (each a function below, each printed as it starts)
                 a few steps on the same samples, which must give the host's losses bit for bit, and
                 what it costs: SRAM (static + measured stack), Flash, instructions per step.
 Defaults (the bundled backbone, mnist-5k, 256 KB / 1 MB) finish in a few minutes on 2 cores.
+
+``DemoConfig(model=PATH.tflite)`` (``mcutrain demo --model``) runs the same job on a full-int8 TFLite
+model instead of a float backbone: ``mcutrain.demo_graph`` (import with a new head, analysis, search,
+compile, train on the C engine, the firmware, export back to .tflite checked with LiteRT).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import numpy as np
 from mcutrain.assets import DEFAULT_BACKBONE, DEFAULT_BACKBONE_DATA, DEFAULT_CONTRIB
 from mcutrain.errors import McutrainError
 
-__all__ = ["DemoConfig", "run_demo", "STACK_RESERVE_BYTES", "CODE_RESERVE_BYTES"]
+__all__ = ["DemoConfig", "choose_analysis", "run_demo", "STACK_RESERVE_BYTES", "CODE_RESERVE_BYTES"]
 
 # What the searched program may not use of the chip: the C stack (the firmware's measured high-water
 # mark is about 0.6 KB; cortex_m7 reserves 4 KB) and, in Flash, the code (about 40 KB of kernels,
@@ -50,6 +54,7 @@ CODE_RESERVE_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class DemoConfig:
     checkpoint: str = str(DEFAULT_BACKBONE)
+    model: str | None = None  # a full-int8 .tflite: the imported-graph job (mcutrain.demo_graph) instead
     data: str | None = None  # the backbone's own task (default: recorded in the checkpoint)
     own_eval_samples: int = 0  # test images of the backbone's own task (0: the whole test split)
     task: str = "mnist-5k"
@@ -90,6 +95,10 @@ class Progress:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage; returns the result document (what the report folder is written from)."""
+    if cfg.model is not None:
+        from mcutrain.demo_graph import run_graph_demo
+
+        return run_graph_demo(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +107,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     model, info, prep, own = _backbone(cfg, progress, result)
     int8 = _quantize(model, info, own, cfg, progress, result, out)
     task, qmodel = _new_task(int8, cfg, progress, result)
-    contrib = _contribution(out / "model-int8.safetensors", int8, cfg, progress, result)
+    contrib = choose_analysis(out / "model-int8.safetensors", int8, cfg, progress, result)
     plan = _search(qmodel, contrib, cfg, progress, result, out)
     cfg = replace(cfg, lr=_device_lr(qmodel, task, cfg, result, out / "scheme.json"))
     program, prepared = _compile(qmodel, plan, cfg, progress, result, out)
@@ -185,11 +194,18 @@ def _device_lr(qmodel, task, cfg: DemoConfig, result: dict, scheme: Path) -> flo
     return lr
 
 
-def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, result: dict):
-    """The bundled analysis if it was made for this model (by recipe) and task; else a quick one."""
+def choose_analysis(model_path: Path, int8, cfg: DemoConfig, progress: Progress, result: dict):
+    """The contribution analysis the search uses: THE one place that chooses it, for a zoo int8 model
+    and for an imported graph (``mcutrain.demo_graph``) alike.
+
+    ``cfg.contrib`` a contrib.json: that analysis (refused if made for another model, as ``mcutrain
+    search`` refuses it); "auto": the bundled analysis when it was made for this model (by recipe) and
+    task, else the quick one; "quick": a quick fine-tune analysis (the last 12 convs at most, ratios 1/4
+    and 1, 300 samples, 1 epoch per run). A faster estimator (gradient-based) would be chosen here."""
     from mcutrain.io.identity import qmodel_identity
     from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
     from mcutrain.search.contrib import check_analysis_model
+    from mcutrain.train import model_kind as mk
 
     if cfg.contrib not in ("auto", "quick"):
         progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
@@ -197,7 +213,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
         given = load_contrib(cfg.contrib)
         check_analysis_model(given, int8, str(model_path), source=cfg.contrib)  # as `mcutrain search` does
         return given
-    if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file():
+    if cfg.contrib == "auto" and DEFAULT_CONTRIB.is_file() and not mk.is_graph(int8):
         cached = load_contrib(DEFAULT_CONTRIB)
         if bundled_analysis_matches(cached.doc, int8.provenance, cfg.task):
             doc = cached.doc
@@ -207,7 +223,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
                                       f"{'' if same else '; the int8 model differs in its last bits here'})")
             result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB), "same_int8_model": same}
             return cached
-    n_convs = len(int8.convs())
+    n_convs = len(mk.convs(int8))
     layers = min(12, n_convs)  # small networks: every conv
     progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
                               f"1 epoch per run)")
@@ -216,7 +232,7 @@ def _contribution(model_path: Path, int8, cfg: DemoConfig, progress: Progress, r
                           layers=f"last:{layers}", ratios="1/4,1",
                           bias_grid=[k for k in (1, 2, 4, 8, 16) if k <= n_convs])
     doc = analyze(acfg, progress=True)
-    result["contrib"] = {"source": "quick", "path": acfg.out}
+    result["contrib"] = {"source": "quick", "path": acfg.out, "runs": doc["runs"], "failed_runs": len(doc["unstable"])}
     return contrib_from_doc(doc)
 
 
@@ -296,7 +312,8 @@ def _samples(task, prepared, cfg: DemoConfig):
     return train, held_out
 
 
-def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: Progress, result: dict, out: Path,
+                   save_to: Path | None = None):
     from mcutrain.codegen.runner import run_host
     from mcutrain.codegen.targets import build_target
 
@@ -304,7 +321,7 @@ def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: 
     progress.stage("train", f"training ON the generated C engine (host build): {cfg.steps} steps at batch 1, "
                             f"lr {cfg.lr}, held-out accuracy on {len(held_out[1])} samples every {cfg.eval_every}")
     target = build_target(program, prepared, plan, "host", out / "host", log=_quiet)
-    host = run_host(out / "host", target, train, held_out, eval_every=cfg.eval_every, leave=True)
+    host = run_host(out / "host", target, train, held_out, eval_every=cfg.eval_every, leave=True, save_to=save_to)
     result["host"] = {**{k: v for k, v in host.items() if k != "losses"}, "steps": len(host["losses"]),
                       "ms_per_step": round(1000 * host["seconds"] / max(1, len(host["losses"])), 2)}
     result["losses"] = host["losses"]

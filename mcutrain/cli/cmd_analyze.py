@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                     "e.g. an accuracy outside [0, 1], is trained again). Use the training settings (--lr ...) you will "
                     "fine-tune the chosen scheme with. A run that fails to learn is recorded as failed and the "
                     "analysis goes on; when every run failed, it exits with status 3.")
-    p.add_argument("model", metavar="MODEL", help="int8 model file")
+    p.add_argument("model", metavar="MODEL", help="int8 model file or imported int8 graph file (mcutrain import)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, metavar="CONTRIB_JSON")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per run (default {d.epochs})")
@@ -101,9 +101,17 @@ def _human(r: dict) -> str:
              f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points" if best else
              "no bias runs",
              "top weight contributions (over bias-only with the same depth):",
-             table([[w["layer"], w["name"], w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
+             table([[w["layer"], _short(w["name"]), w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
                    ["layer", "name", "ratio", "dAcc (points)"]),
              f"{r['runs']} runs ({r['runs_new']} new, {r['failed_runs']} failed to learn) in {r['seconds']:.1f} s; "
              f"wrote {r['out']} "
              f"(run cache {r['runs_cache']})"]
     return "\n".join(lines)
+
+
+NAME_CHARS = 48  # imported TFLite convs are named by their fused tensor names, hundreds of characters long
+
+
+def _short(name: str) -> str:
+    """A conv name cut for the table (the full names are in contrib.json's model.conv_names)."""
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 3] + "..."

@@ -19,7 +19,12 @@ Cortex-M7 (QEMU) and measure its SRAM, Flash and instructions. Writes a report f
 Defaults: the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, 256KB SRAM,
 1MB Flash. Your own: --checkpoint CKPT (a float checkpoint from `mcutrain pretrain`; supported layers: see
 docs/own-model.md), --data its task, --task folder:PATH or npz:PATH (your samples), --sram/--flash your
-chip, --contrib a contrib.json from `mcutrain analyze` (else a quick analysis runs)."""
+chip, --contrib a contrib.json from `mcutrain analyze` (else a quick analysis runs).
+
+--model PATH.tflite: the same job on a full-int8 TFLite model you deploy (docs/bring-your-model.md):
+import with a new head for --task (the task's images resized to the model's input), analysis, search,
+compile, train on the C engine, the Cortex-M7 firmware, then the trained model exported to .tflite and
+checked with LiteRT (OUT/trained.tflite)."""
 
 
 def register(subparsers) -> None:
@@ -29,6 +34,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help=HELP["demo"], description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=d.checkpoint, help="float checkpoint (default: the bundled backbone)")
+    p.add_argument("--model", default=None, metavar="PATH.tflite",
+                   help="a full-int8 .tflite model instead of the float backbone (--checkpoint, --data unused)")
     p.add_argument("--data", default=None, help="the checkpoint's own task (default: recorded in it)")
     p.add_argument("--task", default=d.task, help=f"the new task (default {d.task}; folder:PATH, npz:PATH)")
     p.add_argument("--sram", default=d.sram_budget, help=f"SRAM of the chip (default {d.sram_budget}; KB = 1024 B)")
@@ -54,7 +61,13 @@ def run(args) -> int:
     from mcutrain.demo import DemoConfig, run_demo
     from mcutrain.reports.demo import write_demo_report
 
-    cfg = DemoConfig(checkpoint=args.checkpoint, data=args.data, task=args.task, sram_budget=args.sram,
+    if args.model is not None and not args.model.lower().endswith(".tflite"):
+        from mcutrain.errors import McutrainError
+
+        raise McutrainError(f"--model {args.model!r}: give a full-int8 .tflite file "
+                            f"(mcutrain demo --model PATH.tflite)")
+    cfg = DemoConfig(checkpoint=args.checkpoint, model=args.model, data=args.data, task=args.task,
+                     sram_budget=args.sram,
                      flash_budget=args.flash, contrib=args.contrib, steps=args.steps, lr=args.lr,
                      eval_samples=args.eval_samples, device_steps=args.device_steps, seed=args.seed, out=args.out)
     result = run_demo(cfg)

@@ -30,7 +30,9 @@ def _accuracy(classes: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(classes == labels)) if len(labels) else None
 
 
-def run_host(folder: Path, target: dict, train, held_out, *, eval_every: int = 0, leave: bool = False) -> dict:
+def run_host(folder: Path, target: dict, train, held_out, *, eval_every: int = 0, leave: bool = False,
+             save_to: Path | None = None) -> dict:
+    """``save_to``: also write the trained parameters there (``mct_save``'s snapshot, as a device saves them)."""
     from mcutrain.codegen import HostEngine, build_host
 
     engine = HostEngine(build_host(folder))
@@ -50,6 +52,10 @@ def run_host(folder: Path, target: dict, train, held_out, *, eval_every: int = 0
             curve.append((step, _accuracy(classes(), held_out[1])))
     after = classes()
     curve.append((len(losses), _accuracy(after, held_out[1])))
+    if save_to is not None:
+        from mcutrain.io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(save_to, engine.save())
     result = {"losses": losses, "accuracy": {"before": _accuracy(before, held_out[1]),
                                              "after": _accuracy(after, held_out[1]), "n": len(held_out[1])},
               "seconds": round(time.perf_counter() - t0, 3)}

@@ -58,9 +58,10 @@ MIGRATE_HINT = "python -m mcutrain.io.container OLD NEW"
 _DECODE_ERRORS = (SafetensorError, ValueError, KeyError, TypeError)
 KIND_HINTS = {
     "int8-graph": "an imported int8 graph (TFLite or a quantized PyTorch import); imported graphs can be "
-                  "trained (mcutrain finetune), evaluated (mcutrain eval), compiled for the C engine and run "
-                  "(mcutrain compile, mcutrain run) and exported (mcutrain export M --format tflite); this "
-                  "command does not take them yet",
+                  "analysed and searched (mcutrain analyze, mcutrain search), trained (mcutrain finetune), "
+                  "evaluated (mcutrain eval), compiled for the C engine and run (mcutrain compile, mcutrain run), "
+                  "exported (mcutrain export M --format tflite) and taken by mcutrain demo --model; this command "
+                  "does not take them",
     "mcutrain-float-graph": "an imported PyTorch float graph; make its int8 graph with "
                             "mcutrain quantize M --data D --out Q",
 }

@@ -78,9 +78,7 @@ def human_summary(r: dict) -> list[tuple[str, str]]:
     """(label, text) rows: the terminal summary and the Markdown table say the same."""
     b, s, c, h, d = r["backbone"], r["search"], r["compiled"], r["host"], r.get("device", {})
     rows = [
-        ("backbone", f"{b['model']} @ {b['resolution']}x{b['resolution']} on {b['data']}: float "
-                     f"{100 * b['float_accuracy']:.2f}% -> int8 {100 * b['int8_accuracy']:.2f}% "
-                     f"({b['test_n']:,} test images)"),
+        ("backbone", _backbone_text(b)),
         ("contribution", _contrib_text(r["contrib"])),
         ("scheme", f"searched ({s['evaluations']} candidates): biases of {s['bias_layers']} convs, weights of "
                    f"{len(s['weight_layers'])} convs, classifier; predicted gain {100 * s['predicted_gain']:+.1f} "
@@ -105,9 +103,23 @@ def human_summary(r: dict) -> list[tuple[str, str]]:
             ("instructions", f"{d['instructions_per_step']:,} per training step, {d['instructions_per_inference']:,} "
                              f"per inference (QEMU counts, not cycles)"),
         ]
+    if "export" in r:  # an imported .tflite (mcutrain.demo_graph): the trained model back in TFLite
+        e = r["export"]
+        check = (f"LiteRT reference kernels on {e['litert_samples']} held-out samples: outputs bit-identical to "
+                 f"mcutrain's on {e['litert_equal_samples']}, accuracy {100 * e['litert_accuracy']:.1f}%"
+                 if e.get("litert") == "checked" else e.get("litert", ""))
+        rows.append(("export", f"{e['tflite']} ({e['step']} steps of trained parameters); {check}"))
     rows.append(("time", f"{r['seconds']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in
                                                             r["stage_seconds"].items()) + ")"))
     return rows
+
+
+def _backbone_text(b: dict) -> str:
+    if b.get("imported"):
+        return (f"{b['model']} (imported full-int8 TFLite) @ {b['resolution']}x{b['channels']}: {b['convs']} convs, "
+                f"new zero head")
+    return (f"{b['model']} @ {b['resolution']}x{b['resolution']} on {b['data']}: float "
+            f"{100 * b['float_accuracy']:.2f}% -> int8 {100 * b['int8_accuracy']:.2f}% ({b['test_n']:,} test images)")
 
 
 def markdown(r: dict) -> str:

@@ -71,21 +71,20 @@ from tqdm import tqdm
 from mcutrain.data import SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import atomic_write_text
-from mcutrain.quant.model_file import load_qmodel
-from mcutrain.quant.qmodel import QModel
 from mcutrain.search.cache import RunCache
 from mcutrain.search.grid import Selection, select_bias_grid, select_layers, select_ratios
-from mcutrain.search.runs import (Group, RunSpec, RunState, choose_run_lr, prefix_name, run_groups,
-                                  without_test)
+from mcutrain.search.runs import Group, RunSpec, choose_run_lr, prefix_name, run_groups, run_state
 from mcutrain.models.specs import NetSpec
-from mcutrain.sparse.scheme import Scheme, backbone_convs
+from mcutrain.sparse.scheme import Scheme
+from mcutrain.sparse.table import ConvTable, as_table
+from mcutrain.train import model_kind as mk
 from mcutrain.train.finetune import FinetuneConfig
 from mcutrain.train.health import judge
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
 from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.lr_auto import AUTO, is_auto
 from mcutrain.io.atomic import file_sha256
-from mcutrain.io.identity import qmodel_identity, quantization_recipe
+from mcutrain.io.identity import quantization_recipe
 from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, check_analysis_model, contrib_from_doc,
                                           load_contrib)
 
@@ -154,10 +153,11 @@ class Plan:
         return RunSpec(max(self.bias_k, default=0))
 
 
-def plan_runs(cfg: AnalysisConfig, spec: NetSpec) -> Plan:
-    """Resolve the selections of ``cfg`` against the convs of ``spec``."""
-    n = len(backbone_convs(spec))
-    layers = select_layers(cfg.layers, spec)
+def plan_runs(cfg: AnalysisConfig, convs: ConvTable | NetSpec) -> Plan:
+    """Resolve the selections of ``cfg`` against ``convs`` (a model's ``ConvTable``, or a zoo ``NetSpec``)."""
+    table = as_table(convs)
+    n = len(table.names)
+    layers = select_layers(cfg.layers, table)
     grid = set(select_bias_grid(cfg.bias_grid, n)) | {n - i for i in layers}
     return Plan(n, tuple(sorted(grid)), layers, select_ratios(cfg.ratios))
 
@@ -169,16 +169,17 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
     """Run (or resume) the analysis and write ``cfg.out`` atomically; returns the contrib document."""
     t0 = time.perf_counter()
     _check(cfg)
-    model = load_qmodel(cfg.model)
+    model = mk.load_trainable(cfg.model)
+    _check_resolution(cfg, model)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
-    plan = plan_runs(cfg, model.spec)
+    plan = plan_runs(cfg, mk.conv_table(model))
     choice = None
     if is_auto(cfg.lr):
-        choice = choose_run_lr(plan.largest_run, RunState(cfg.finetune_config(), model, without_test(dataset)))
+        choice = choose_run_lr(plan.largest_run, run_state(cfg.finetune_config(), model, dataset))
         cfg = replace(cfg, lr=choice.lr)
         if progress:
             _warn(f"mcutrain analyze: {choice.summary()}")
-    identity = {"model_identity": qmodel_identity(model), "data": cfg.data,
+    identity = {"model_identity": mk.content_identity(model), "data": cfg.data,
                 "data_sha256": _data_sha256(dataset), **cfg.settings}
     cache = RunCache(runs_path(cfg.out), identity)
     if cache.rejected:
@@ -194,7 +195,7 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
         bar.update(1)
 
     try:
-        state = RunState(cfg.finetune_config(), model, without_test(dataset))
+        state = run_state(cfg.finetune_config(), model, dataset)
         run_groups(_groups(todo, model), state, cfg.workers, finished)
     finally:
         bar.close()
@@ -210,7 +211,7 @@ def _warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _groups(runs: list[RunSpec], model: QModel) -> list[Group]:
+def _groups(runs: list[RunSpec], model: mk.TrainableModel) -> list[Group]:
     """Runs sharing a frozen prefix, grouped (one process runs a group back to back); the groups
     with the deepest trained layer first, as they take longest and so balance the workers."""
     groups: dict[str, Group] = {}
@@ -238,6 +239,12 @@ def _check(cfg: AnalysisConfig) -> None:
 
 
 
+def _check_resolution(cfg: AnalysisConfig, model: mk.TrainableModel) -> None:
+    """An imported graph takes its own input size only (``--resolution`` is refused, naming it)."""
+    if mk.is_graph(model):
+        mk.input_size(model, cfg.resolution)
+
+
 def _data_sha256(dataset: SplitDataset) -> str:
     """Identity of the data the analysis sees: classes, train and validation splits (not test)."""
     h = hashlib.sha256(json.dumps(list(dataset.classes)).encode())
@@ -250,7 +257,7 @@ def _data_sha256(dataset: SplitDataset) -> str:
 # ---------------------------------------------------------------------------------------------- document
 
 
-def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDataset, identity: dict,
+def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: mk.TrainableModel, dataset: SplitDataset, identity: dict,
                 results: dict[RunSpec, dict], runs_new: int, wall: float) -> dict:
     """The contrib.json document from the finished runs (see the module docstring)."""
     acc = {run: rec["val_accuracy"] for run, rec in results.items()}
@@ -263,8 +270,9 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: QModel, dataset: SplitDa
         "format": FORMAT, "version": VERSION,
         "model": {"path": os.fspath(cfg.model), "sha256": file_sha256(cfg.model),
                   "identity": identity["model_identity"], "recipe": quantization_recipe(model.provenance),
-                  "arch": model.spec.name, "n_convs": plan.n_convs, "resolution": cfg.resolution or model.resolution,
-                  "conv_names": [c.name for c in model.convs()]},
+                  "arch": mk.arch(model), "n_convs": plan.n_convs,
+                  "resolution": cfg.resolution or mk.resolution_of(model),
+                  "conv_names": [c.name for c in mk.convs(model)]},
         "data": {"name": cfg.data, "sha256": identity["data_sha256"], "split_seed": cfg.seed,
                  "num_classes": dataset.num_classes, "new_head": tuple(dataset.classes) != tuple(model.classes),
                  "train_used": _used(len(dataset.train), cfg.train_subset),
@@ -396,7 +404,10 @@ def summary(doc: dict, top: int = 10) -> dict:
     best_k = max(doc["bias"], key=lambda k: (doc["bias"][k], -int(k)), default=None)
     rows = sorted(((int(i), float(r), d) for i, row in doc["weight"].items() for r, d in row.items()),
                   key=lambda t: (-t[2], t[0], t[1]))
-    return {"model": doc["model"]["arch"], "data": doc["data"]["name"],
+    arch = doc["model"]["arch"]
+    if arch == mk.GRAPH_ARCH and isinstance(doc["model"].get("path"), str):  # an imported graph: its file's name
+        arch = f"{os.path.basename(doc['model']['path'])} (imported graph)"
+    return {"model": arch, "data": doc["data"]["name"],
             "baseline": doc["baseline"],
             "best_bias": None if best_k is None else {"k": int(best_k), "dacc": doc["bias"][best_k]},
             "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d} for i, r, d in rows[:top]],

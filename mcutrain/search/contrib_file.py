@@ -14,10 +14,9 @@ from pathlib import Path
 from mcutrain.data.limits import MAX_CLASSES
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import file_sha256
-from mcutrain.io.identity import qmodel_identity, short
+from mcutrain.io.identity import short
 from mcutrain.io.jsonfile import brief, check_keys, read_json_file
 from mcutrain.models.spec_file import MAX_BLOCKS, MAX_RESOLUTION, MIN_RESOLUTION
-from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse.scheme import ALLOWED_RATIOS
 
 FORMAT = "mcutrain-contrib"
@@ -86,7 +85,7 @@ def _check_sections(doc: dict) -> None:
             raise McutrainError(f"'{section}' must be an object, got {brief(doc.get(section))}")
     model, data, settings = doc["model"], doc.get("data", {}), doc.get("settings", {})
     _int_field(model, "model", "n_convs", 1, MAX_CONVS, required=True)
-    _int_field(model, "model", "resolution", MIN_RESOLUTION, MAX_RESOLUTION)
+    _resolution_field(model)
     _int_field(data, "data", "num_classes", 2, MAX_CLASSES)
     _int_field(data, "data", "train_used", 1, MAX_SAMPLES)
     _int_field(data, "data", "val_used", 1, MAX_SAMPLES)
@@ -104,6 +103,16 @@ def _int_field(section: dict, where: str, key: str, lo: int, hi: int, required: 
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise McutrainError(f"'{where}.{key}' must be an integer in [{lo}, {hi}], got {brief(value)}")
+
+
+def _resolution_field(model: dict) -> None:
+    """An input side (a zoo model), or [height, width] (an imported graph's input, arch ``graph``)."""
+    value = model.get("resolution")
+    if isinstance(value, list) and len(value) == 2:
+        for side in value:
+            _int_field({"resolution": side}, "model", "resolution", 1, MAX_RESOLUTION)
+        return
+    _int_field(model, "model", "resolution", MIN_RESOLUTION, MAX_RESOLUTION)
 
 
 def _check_model_identity(model: dict) -> None:
@@ -152,28 +161,34 @@ def _delta(v, where: str) -> float:
 # ---------------------------------------------------------------------------------------------- identity
 
 
-def check_analysis_model(contrib: Contrib, qmodel: QModel, model_label: str, weights: bool = True,
+def check_analysis_model(contrib: Contrib, qmodel, model_label: str, weights: bool = True,
                          source: str = "the contribution analysis") -> None:
     """Refuse an analysis made for another model, naming both (one line).
 
-    The identity compared is the int8 model's CONTENT identity (``io.identity.qmodel_identity``:
-    architecture name + every tensor + every quantization parameter), recorded by ``analyze`` as
+    ``qmodel`` is a zoo int8 model or an imported graph model (``train.model_kind``). The identity
+    compared is the model's CONTENT identity (``model_kind.content_identity``: for a zoo model
+    ``io.identity.qmodel_identity``, architecture name + every tensor + every quantization parameter;
+    for a graph the same of its file's contents), recorded by ``analyze`` as
     ``model.identity``. Decision: not the file's sha256, because a file rewritten with another
     header (container format, provenance notes) holds the same model and its analysis stays valid;
     any changed weight, scale or zero point is another model. Documents from before identities
     (``model.sha256`` only) are compared by the file's bytes when ``model_label`` is a file.
     ``weights=False`` (a zoo name or architecture: random weights, only memory matters) compares
     the architecture alone. ``source`` names the analysis in the message (its file)."""
+    from mcutrain.train import model_kind as mk  # the search package loads before the trainer
+
     made_for = contrib.doc.get("model") if isinstance(contrib.doc.get("model"), dict) else {}
     where = f" ({made_for['path']})" if isinstance(made_for.get("path"), str) else ""
-    if qmodel.spec.name != contrib.arch:
+    arch = mk.arch(qmodel)
+    if arch != contrib.arch:
+        kind = "an imported graph" if mk.is_graph(qmodel) else f"a {arch} int8 model"
         raise McutrainError(f"{source} was made for a {contrib.arch} model{where}, not for {model_label} "
-                            f"({qmodel.spec.name}): analyse a {qmodel.spec.name} int8 model with `mcutrain analyze`")
+                            f"({arch}): analyse {kind} with `mcutrain analyze`")
     if not weights:
         return
     recorded = made_for.get("identity")
     if isinstance(recorded, str):
-        mine = qmodel_identity(qmodel)
+        mine = mk.content_identity(qmodel)
         theirs, ours = short(recorded), short(mine)
     elif isinstance(made_for.get("sha256"), str) and Path(model_label).is_file():
         recorded, mine = made_for["sha256"], file_sha256(model_label)

@@ -18,6 +18,10 @@ of trained parameters + the engine's fixed state, ``ENGINE_STATE_BYTES``), not t
 ``SramCost.exact`` gives the full, exact figures; ``SramCost.check`` the exact yes/no against budgets
 (with the exact figures whenever they come for free). tests/search/test_search_cost.py checks both
 against ``compile_training`` on random candidates.
+
+The model is a zoo int8 model (``QModel``) or an imported graph (``GraphModel``): ``train.model_kind``
+answers the differences (the convs a scheme addresses, the channel permutation, the frontend), the
+rest is one code path (tests/search/test_search_graph.py checks a graph's figure against ``compile``).
 """
 
 from __future__ import annotations
@@ -26,16 +30,14 @@ from dataclasses import dataclass
 
 from mcutrain.engine.autodiff import differentiate
 from mcutrain.engine.compile import trainable_bytes
-from mcutrain.engine.frontend import graph_from_qmodel
 from mcutrain.engine.ir import Graph
 from mcutrain.engine.lifetimes import buffers as arena_buffers
 from mcutrain.engine.loss import append_loss
 from mcutrain.engine.memory import DEFAULT_ALIGNMENT, ENGINE_STATE_BYTES, align_up, lower_bound
 from mcutrain.engine.passes import PIPELINE, PassOptions
 from mcutrain.engine.placement import plan_best
-from mcutrain.quant.qmodel import QModel
-from mcutrain.sparse.permute import prepare_model
-from mcutrain.sparse.scheme import Scheme, resolve
+from mcutrain.sparse.scheme import Scheme
+from mcutrain.train import model_kind as mk
 
 # ``mcutrain compile``'s defaults (cli/cmd_compile.py); memory does not depend on lr or seed, but the
 # program compiled here is then literally the one ``compile`` builds.
@@ -78,10 +80,12 @@ def scheme_key(scheme: Scheme) -> tuple:
 
 
 class SramCost:
-    """Exact SRAM / Flash of schemes on one int8 model (its resolution and head), memoised per plan."""
+    """Exact SRAM / Flash of schemes on one int8 model or graph (its input and head), memoised per plan."""
 
-    def __init__(self, qmodel: QModel, *, lr: float = COMPILE_LR, seed: int = COMPILE_SEED):
+    def __init__(self, qmodel: mk.TrainableModel, *, lr: float = COMPILE_LR, seed: int = COMPILE_SEED):
         self.qmodel = qmodel
+        self.table = mk.conv_table(qmodel)
+        self.label = mk.label(qmodel)
         self.options = PassOptions(lr=lr, seed=seed, stream_input=True, row_fusion="auto")
         self._exact: dict[tuple, Cost] = {}
         self._graphs: dict[tuple, _Trained] = {}
@@ -128,8 +132,8 @@ class SramCost:
 
     def _train_graph(self, scheme: Scheme) -> Graph:
         """``compile_training``'s training stage graph: trace, loss, autodiff, the training passes."""
-        plan = resolve(scheme, self.qmodel.spec)
-        forward = graph_from_qmodel(prepare_model(self.qmodel, plan), plan)
+        plan = self.table.resolve(scheme)
+        forward = mk.forward_graph(mk.prepared(self.qmodel, plan), plan)
         graph = differentiate(append_loss(forward), plan)
         for p in PIPELINE:
             graph = p(graph, self.options)

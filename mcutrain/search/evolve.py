@@ -277,14 +277,17 @@ def search(cost: SramCost, contrib: Contrib, cfg: SearchConfig, progress: bool =
     """Evolution and, as the baseline, random search with as many evaluations; the evolution's best
     (never over budget) is the answer. A budget below the classifier-only scheme is an error. Gains are
     of the noise-shrunk analysis (``cfg.noise_z``); ``unshrunk_gain`` is the chosen scheme's plain sum."""
-    model = cost.qmodel.spec.name
+    model = cost.table.model  # the schemes' "model": a zoo architecture, or "graph"
     if contrib.arch != model:
         raise McutrainError(f"the contribution analysis is for {contrib.arch!r}, the model is {model!r}")
+    if contrib.n_convs != len(cost.table.names):
+        raise McutrainError(f"the contribution analysis counts {contrib.n_convs} convs, {cost.label} has "
+                            f"{len(cost.table.names)}: analyse this model with `mcutrain analyze`")
     space = Space(shrunk(contrib, cfg.noise_z))
     minimum = cost.exact(Genome(0, ()).scheme(model, space.n))
-    check_minimum("SRAM budget", cfg.sram_budget, minimum.total_sram_bytes, model)
+    check_minimum("SRAM budget", cfg.sram_budget, minimum.total_sram_bytes, cost.label)
     if cfg.flash_budget is not None:
-        check_minimum("Flash budget", cfg.flash_budget, minimum.flash_bytes, model)
+        check_minimum("Flash budget", cfg.flash_budget, minimum.flash_bytes, cost.label)
     evo = evolve(space, cost, cfg, model, progress)
     rnd = random_search(space, cost, cfg, model, progress)
     best = evo.best.genome

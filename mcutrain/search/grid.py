@@ -13,6 +13,8 @@ model's convs so every error names the model's valid range:
              (all convs). Fine where contributions change fast (few layers), coarse where a deep
              bias run costs a full-network fine-tune; ``predicted_gain`` interpolates in between.
 The bias runs the weight runs need (k = n - i for each candidate i) are always added to the grid.
+Layers resolve against a ``sparse.table.ConvTable`` (a zoo architecture's convs or an imported
+graph's); a ``NetSpec`` is taken as its table.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from fractions import Fraction
 from mcutrain.errors import McutrainError
 from mcutrain.models.specs import NetSpec
 from mcutrain.sparse.errors import SchemeError
-from mcutrain.sparse.scheme import ALLOWED_RATIOS, backbone_convs, layer_index
+from mcutrain.sparse.scheme import ALLOWED_RATIOS
+from mcutrain.sparse.table import ConvTable, as_table
 
 Selection = str | Sequence[int | str | float] | None
 
@@ -43,36 +46,39 @@ def default_bias_grid(n_convs: int) -> tuple[int, ...]:
     return tuple(sorted(grid))
 
 
-def select_layers(selection: Selection, spec: NetSpec) -> tuple[int, ...]:
+def select_layers(selection: Selection, convs: ConvTable | NetSpec) -> tuple[int, ...]:
     """Candidate conv indices for weight runs, sorted and unique."""
-    n = len(backbone_convs(spec))
+    table = as_table(convs)
+    n = len(table.names)
     if selection is None or selection == "" or selection == ():
         return default_layers(n)
     out: set[int] = set()
     for item in _items(selection):
-        out.update(_layer_item(item, spec, n))
+        out.update(_layer_item(item, table, n))
     return tuple(sorted(out))
 
 
-def _layer_item(item: int | str, spec: NetSpec, n: int) -> tuple[int, ...]:
+def _layer_item(item: int | str, table: ConvTable, n: int) -> tuple[int, ...]:
+    if isinstance(item, str) and item in table.names:  # an imported conv's name may hold "-" or ".."
+        return (table.names.index(item),)
     if isinstance(item, str) and item.startswith("last:"):
         count = _int(item[5:], "--layers last:N")
         if not 1 <= count <= n:
-            raise McutrainError(f"--layers {item}: N must be 1..{n} ({spec.name} has {n} convs)")
+            raise McutrainError(f"--layers {item}: N must be 1..{n} ({table.label} has {n} convs)")
         return tuple(range(n - count, n))
     bounds = _range(item) if isinstance(item, str) else None
     if bounds is not None:
-        lo, hi = (_layer(b, spec) for b in bounds)
+        lo, hi = (_layer(b, table) for b in bounds)
         if lo > hi:
             raise McutrainError(f"--layers {item}: the range is empty (write low..high)")
         return tuple(range(lo, hi + 1))
-    return (_layer(item, spec),)
+    return (_layer(item, table),)
 
 
-def _layer(item: int | str, spec: NetSpec) -> int:
+def _layer(item: int | str, table: ConvTable) -> int:
     ref = int(item) if isinstance(item, str) and item.lstrip("-").isdigit() else item
     try:
-        return layer_index(ref, spec, "--layers")
+        return table.index(ref, "--layers")
     except SchemeError as err:
         raise McutrainError(str(err)) from None
 

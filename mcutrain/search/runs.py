@@ -39,10 +39,11 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from mcutrain.data import ImageSet, SplitDataset, load_dataset
-from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.qmodel import QModel
 from mcutrain.sparse.permute import permute_for_plan
-from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, resolve, save_scheme
+from mcutrain.sparse.scheme import Scheme, backbone_convs, last_k_layers, resolve
+from mcutrain.sparse.table import ConvTable, save_table_scheme
+from mcutrain.train import model_kind as mk
 from mcutrain.train.finetune import FinetuneConfig, auto_lr, finetune
 from mcutrain.train.lr_auto import LrChoice
 
@@ -78,8 +79,10 @@ class RunSpec:
                       description=f"contribution analysis run {self.label}")
 
 
-def prefix_name(model: QModel, run: RunSpec) -> str:
+def prefix_name(model: mk.TrainableModel, run: RunSpec) -> str:
     """The scheme name of ``run``: a hash of what its cached prefix activations depend on."""
+    if mk.is_graph(model):
+        return f"contrib-g{run.bias}"  # not permuted: the trained convs (the last ``bias``) decide
     spec = model.spec
     scheme = run.scheme(spec.name, len(backbone_convs(spec)), "probe")
     last_k_layers(spec, run.bias, "bias")
@@ -116,13 +119,24 @@ class RunState:
     """What every run of one process shares: the settings, the model, the data and the memo."""
 
     cfg: FinetuneConfig
-    model: QModel
+    model: mk.TrainableModel
     dataset: SplitDataset
     memo: dict = field(default_factory=dict)
 
+    @property
+    def table(self) -> ConvTable:
+        return mk.conv_table(self.model)
+
 
 def load_state(cfg: FinetuneConfig) -> RunState:
-    return RunState(cfg, load_qmodel(cfg.model), without_test(load_dataset(cfg.data, seed=cfg.seed)))
+    return run_state(cfg, mk.load_trainable(cfg.model), load_dataset(cfg.data, seed=cfg.seed))
+
+
+def run_state(cfg: FinetuneConfig, model: mk.TrainableModel, dataset: SplitDataset) -> RunState:
+    """The state runs share: the model already fitted to the task's classes (a new head, made once),
+    so every run starts from the same model object and the frozen-prefix cache, keyed by it, is shared
+    (``finetune`` fits a model only when the classes differ)."""
+    return RunState(cfg, mk.fit_task(model, tuple(dataset.classes)), without_test(dataset))
 
 
 def without_test(dataset: SplitDataset) -> SplitDataset:
@@ -133,12 +147,12 @@ def without_test(dataset: SplitDataset) -> SplitDataset:
 
 
 @contextlib.contextmanager
-def scheme_file(run: RunSpec, name: str, spec) -> Iterator[str]:
+def scheme_file(run: RunSpec, name: str, table: ConvTable) -> Iterator[str]:
     """``run`` as a temporary scheme file (finetune takes a scheme by name or file), removed after."""
     fd, path = tempfile.mkstemp(prefix="mcutrain-analyze-", suffix=".json")
     os.close(fd)
     try:
-        save_scheme(path, run.scheme(spec.name, len(backbone_convs(spec)), name), spec)
+        save_table_scheme(path, run.scheme(table.model, len(table.names), name), table)
         yield path
     finally:
         os.unlink(path)
@@ -147,7 +161,7 @@ def scheme_file(run: RunSpec, name: str, spec) -> Iterator[str]:
 def run_one(run: RunSpec, name: str, state: RunState) -> dict:
     """Fine-tune ``run`` and return its record: validation accuracy (never test) and timings."""
     t0 = time.perf_counter()
-    with scheme_file(run, name, state.model.spec) as path:
+    with scheme_file(run, name, state.table) as path:
         result = finetune(replace(state.cfg, scheme=path), progress=False, model=state.model,
                           dataset=state.dataset, prefix_memo=state.memo)
     return {"val_accuracy": result["val_accuracy"], "train_loss_per_epoch": result["train_loss_per_epoch"],
@@ -157,7 +171,7 @@ def run_one(run: RunSpec, name: str, state: RunState) -> dict:
 
 def choose_run_lr(run: RunSpec, state: RunState) -> LrChoice:
     """``--lr auto`` for an analysis: chosen once, on ``run`` (the analysis's largest), for all runs."""
-    with scheme_file(run, "lr-auto", state.model.spec) as path, _one_thread():
+    with scheme_file(run, "lr-auto", state.table) as path, _one_thread():
         return auto_lr(replace(state.cfg, scheme=path), state.model, state.dataset, state.memo)
 
 

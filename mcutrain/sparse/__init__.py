@@ -2,7 +2,9 @@
 
 ``scheme``   the Scheme data type, its JSON format, validation, and the resolved UpdatePlan;
 ``builtin``  the paper's 15 schemes and the baselines (full, last-layer, bias-only, last-k:N);
-``analytic`` the paper's analytic extra-memory model that names the paper's schemes ("99kb").
+``analytic`` the paper's analytic extra-memory model that names the paper's schemes ("99kb"), for zoo
+             networks and imported graphs;
+``table``    the convs a scheme addresses (``ConvTable``): a zoo network's or an imported graph's.
 """
 
 from mcutrain.sparse.analytic import analytic_extra_bytes

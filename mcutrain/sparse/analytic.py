@@ -8,7 +8,9 @@ The model (DESIGN.md section 5, and the reference's ``nelem_saved_for_backward``
     and the kept weights at 1 byte each: ``kept * kh * kw`` for a depthwise conv, ``C_out * kept * kh * kw``
     otherwise (``C_out * kept`` for a 1x1 conv); ``kept`` at most the conv's channels.
 Sizes come from the architecture at a square resolution, or (``qmodel=``) from an int8 model's own
-convs: any kernel, strides, padding and H x W input (issue 13).
+convs: any kernel, strides, padding and H x W input (issue 13); for an imported graph
+(``graph_extra_bytes``) from the shapes of each conv's own input and output tensors (a graph is not a
+chain: a shortcut conv reads a block's input), and the classifier input is its fully connected head's.
 The classifier's own weights and bias are NOT counted (the reference sets their bits to 0): they are
 the same for every scheme. KB means 1024 bytes.
 
@@ -76,11 +78,39 @@ def analytic_extra_bytes(plan: UpdatePlan, spec: NetSpec, resolution: int = 128,
         shapes, resolution = qmodel_conv_sizes(qmodel), qmodel.resolution
     else:
         shapes = [ConvSizes.of_shape(s) for s in conv_shapes(spec, resolution)]
+    return extra_bytes(plan, shapes, spec.feature_ch, spec.name, resolution)
+
+
+def graph_conv_sizes(graph) -> list[ConvSizes]:
+    """The sizes of an imported graph's convs (``QGraph``, node order), from their tensors' NCHW shapes."""
+    sizes = []
+    for node in graph.nodes:
+        if node.kind == "conv2d":
+            x, y = graph.tensor[node.inputs[0]].shape, graph.tensor[node.output].shape
+            conv = node.params
+            sizes.append(ConvSizes(conv.name, int(x[1]), int(y[1]), tuple(conv.kernel_hw), (int(x[2]), int(x[3])),
+                                   (int(y[2]), int(y[3]))))
+    return sizes
+
+
+def graph_extra_bytes(plan: UpdatePlan, graph) -> dict:
+    """``analytic_extra_bytes`` of a plan on an imported graph (``sparse.builtin.graph_plan``); the
+    resolution reported is the graph's input [height, width]."""
+    from mcutrain.quant.graph_head import classifier_node  # sparse does not import quant at load time
+
+    _, head, _ = classifier_node(graph)
+    shape = graph.tensor[graph.input].shape
+    return extra_bytes(plan, graph_conv_sizes(graph), int(head.params.weight.shape[1]), "graph",
+                       [int(shape[2]), int(shape[3])])
+
+
+def extra_bytes(plan: UpdatePlan, shapes: list[ConvSizes], classifier_in: int, model: str, resolution) -> dict:
+    """The analytic model of ``plan`` on convs of ``shapes`` (one per plan conv) and a classifier input."""
     per_conv = [_conv_bytes(c, s) for c, s in zip(plan.convs, shapes, strict=True) if c.trained]
     parts = {part: sum(row[part] for row in per_conv) for part in PARTS[1:]}
-    parts = {"classifier_input": spec.feature_ch, **parts}
+    parts = {"classifier_input": classifier_in, **parts}
     total = sum(parts.values())
-    return {"model": spec.name, "scheme": plan.scheme, "resolution": resolution, "total_bytes": total,
+    return {"model": model, "scheme": plan.scheme, "resolution": resolution, "total_bytes": total,
             "total_kb": total / KB, "parts": parts, "per_conv": per_conv}
 
 

@@ -176,10 +176,10 @@ def _graph_conv_update(index: int, conv, bias: bool, ratio: float) -> ConvUpdate
 def _graph_scheme_file(graph, path: str) -> UpdatePlan:
     """A scheme file for an imported graph: ``"model": "graph"``, layers as conv indices (node order) or
     conv names, bias ``{"last": k}`` or ``{"layers": [...]}``, weights with ratios as for zoo models."""
-    return read_json_file(path, lambda doc: _graph_scheme_doc(graph, doc), SchemeError, "no such scheme file")
+    return read_json_file(path, lambda doc: graph_scheme_doc(graph, doc), SchemeError, "no such scheme file")
 
 
-def _graph_scheme_doc(graph, doc) -> UpdatePlan:
+def graph_scheme_doc(graph, doc) -> UpdatePlan:
     check_header(doc, format=FORMAT, version=VERSION, keys=TOP_KEYS, what="scheme", error=SchemeError)
     if doc.get("model") != GRAPH_MODEL:
         raise SchemeError(f"scheme for model {brief(doc.get('model'))}; a scheme for an imported graph has "
@@ -197,7 +197,7 @@ def _graph_scheme_doc(graph, doc) -> UpdatePlan:
     return _graph_resolved(graph, name, bias, ratios)
 
 
-def _graph_layer(ref, names: list[str], where: str) -> int:
+def graph_layer(ref, names: list[str], where: str) -> int:
     if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(names):
         return ref
     if isinstance(ref, str) and ref in names:
@@ -218,7 +218,7 @@ def _graph_bias(bias, names: list[str]) -> set[int]:
     layers = bias["layers"]
     if not isinstance(layers, list) or len(layers) > len(names):
         raise SchemeError(f"bias.layers must be a list of at most {len(names)} conv indices or names")
-    found = [_graph_layer(ref, names, "bias.layers") for ref in layers]
+    found = [graph_layer(ref, names, "bias.layers") for ref in layers]
     if len(set(found)) != len(found):
         raise SchemeError("bias.layers: a layer is listed twice")
     return set(found)
@@ -231,7 +231,7 @@ def _graph_weights(weights, names: list[str]) -> dict[int, float]:
     for entry in weights:
         if not isinstance(entry, dict) or set(entry) != {"layer", "ratio"}:
             raise SchemeError(f"each weights entry must be {{\"layer\": ..., \"ratio\": ...}}, got {brief(entry)}")
-        i = _graph_layer(entry["layer"], names, "weights")
+        i = graph_layer(entry["layer"], names, "weights")
         r = entry["ratio"]
         if isinstance(r, bool) or not isinstance(r, (int, float)) or r not in ALLOWED_RATIOS or i in ratios:
             raise SchemeError(f"weights: layer {i} has ratio {brief(r)} or is listed twice; a ratio is one of "

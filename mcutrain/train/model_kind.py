@@ -16,11 +16,17 @@ For a graph:
 - the C engine (``compile``/``run``): the engine's frontend takes the QGraph (``engine_model``);
   ``target.json`` describes the graph's input (``target_facts``: preprocessing ``{"kind":
   "int8-graph", height, width, channels}``), from which ``codegen.samples`` makes the int8 images as
-  ``GraphNet.quantize_input`` does; a graph records no head curvature for ``--lr auto``.
+  ``GraphNet.quantize_input`` does; a graph records no head curvature for ``--lr auto``;
+- the analysis and the search (``analyze``/``search``): the convs schemes address (``conv_table``, a
+  ``sparse.table.ConvTable``: ``"model": "graph"``), the content identity contrib.json records
+  (``content_identity``: ``graph:<sha256>`` of the file's tensors and structure, not its provenance), the
+  engine's forward graph of a plan (``forward_graph``) and the analytic model (``analytic_bytes``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import replace
 from types import SimpleNamespace
@@ -39,6 +45,7 @@ from mcutrain.quant.sim_graph import GraphNet
 from mcutrain.sparse import UpdatePlan, load_scheme, resolve
 from mcutrain.sparse.builtin import graph_plan
 from mcutrain.sparse.permute import prepare_model
+from mcutrain.sparse.table import ConvTable, GraphConvs, ZooConvs
 
 TrainableModel = QModel | GraphModel
 
@@ -173,3 +180,52 @@ def recorded_curvature(model: TrainableModel):
     from mcutrain.train import lr_auto
 
     return lr_auto.recorded_curvature(model)
+
+
+# ---------------------------------------------------------------------------------------------- analysis, search
+
+GRAPH_ARCH = GraphConvs.model  # contrib.json's model.arch and a graph scheme's "model"
+
+
+def conv_table(model: TrainableModel) -> ConvTable:
+    """The convs schemes address: the zoo architecture's, or the graph's in node order."""
+    return GraphConvs(model.graph) if is_graph(model) else ZooConvs(model.spec)
+
+
+def arch(model: TrainableModel) -> str:
+    """The architecture a contrib.json names: the zoo name, or ``graph``."""
+    return conv_table(model).model
+
+
+def content_identity(model: TrainableModel) -> str:
+    """``<arch>:<sha256>`` of what the model computes (``io.identity``), not of how it was made.
+
+    A graph: the tensors and the structure its file holds (nodes, tensor shapes and quantization,
+    classes, input), without the provenance, so a graph rewritten with another note is the same model."""
+    from mcutrain.io.identity import qmodel_identity, tensors_sha256
+
+    if not is_graph(model):
+        return qmodel_identity(model)
+    from mcutrain.quant.graph_file import _serialise  # the file's own contents, exactly
+
+    meta, tensors = _serialise(model)
+    meta = {k: v for k, v in meta.items() if k != "provenance"}
+    h = hashlib.sha256(tensors_sha256(tensors).encode())
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return f"{GRAPH_ARCH}:{h.hexdigest()}"
+
+
+def forward_graph(model: TrainableModel, plan: UpdatePlan):
+    """The engine's forward IR of ``plan`` on ``model`` (as ``compile_training`` traces it)."""
+    from mcutrain.engine.frontend import graph_from_qgraph, graph_from_qmodel
+
+    return graph_from_qgraph(model.graph, plan) if is_graph(model) else graph_from_qmodel(model, plan)
+
+
+def analytic_bytes(model: TrainableModel, plan: UpdatePlan) -> dict:
+    """The paper's analytic extra memory of ``plan`` with the model's own conv sizes (``sparse.analytic``)."""
+    from mcutrain.sparse.analytic import analytic_extra_bytes, graph_extra_bytes
+
+    if is_graph(model):
+        return graph_extra_bytes(plan, model.graph)
+    return analytic_extra_bytes(plan, model.spec, qmodel=model)

@@ -173,8 +173,7 @@ def test_help_says_params_needs_the_program(capsys):
 
 
 @pytest.mark.parametrize("argv", [  # finetune, eval (tests/train/test_finetune_graph.py), compile and run
-    # (tests/cli/test_cli_graph_compile.py) take graph files
-    ["analyze", "{m}", "--data", "npz:{d}", "--out", "{o}"],
+    # (tests/cli/test_cli_graph_compile.py), analyze and search (tests/search/test_search_graph.py) take graph files
     ["quantize", "{m}", "--data", "npz:{d}", "--out", "{o}"],
     ["demo", "--checkpoint", "{m}"],
     ["zoo", "--model", "{m}"],

@@ -57,7 +57,7 @@ def test_another_task_or_an_unknown_recipe_is_not_the_bundled_analysis(bundled, 
 
 def test_a_given_analysis_of_another_model_is_refused(tmp_path, demo_int8):
     """`--contrib FILE` is checked as `mcutrain search` checks it: by the int8 model's content identity."""
-    from mcutrain.demo import _contribution, Progress
+    from mcutrain.demo import choose_analysis, Progress
     from mcutrain.errors import McutrainError
 
     doc = json.loads(DEFAULT_CONTRIB.read_text()) if DEFAULT_CONTRIB.is_file() else pytest.skip("no bundled analysis")
@@ -66,6 +66,6 @@ def test_a_given_analysis_of_another_model_is_refused(tmp_path, demo_int8):
     other.write_text(json.dumps(doc))
     cfg = DemoConfig(contrib=str(other), out=str(tmp_path))
     with pytest.raises(McutrainError, match=r"other\.contrib\.json was made for another model: mbv2-w0\.35:000000000000"):
-        _contribution(tmp_path / "model-int8.safetensors", demo_int8, cfg, Progress(total=1), {})
+        choose_analysis(tmp_path / "model-int8.safetensors", demo_int8, cfg, Progress(total=1), {})
     cfg = DemoConfig(contrib=str(DEFAULT_CONTRIB), out=str(tmp_path))  # the very model: accepted
-    assert _contribution(tmp_path / "model-int8.safetensors", demo_int8, cfg, Progress(total=1), {}).arch == "mbv2-w0.35"
+    assert choose_analysis(tmp_path / "model-int8.safetensors", demo_int8, cfg, Progress(total=1), {}).arch == "mbv2-w0.35"

@@ -1,0 +1,207 @@
+"""`mcutrain demo --model PATH.tflite`: the main job on a full-int8 TFLite model a user already deploys.
+
+Why a module of its own: the default demo starts from a float backbone (pretrain, quantize); an
+imported graph starts int8, keeps its own input (H x W x channels: the loader resizes the task's
+images) and ends where it came from, as a .tflite. The stages (each printed as it starts):
+  1. task      the new task's data;
+  2. import    the .tflite -> an int8 graph model file with a new zero head for ``--task``;
+  3. contrib   the contribution analysis, chosen by ``mcutrain.demo.choose_analysis`` (the one function
+               that chooses it for both demos): a given contrib.json, else a quick fine-tune analysis;
+  4. search    evolution under the SRAM / Flash budgets (less the stack and code reserves), each
+               candidate priced by the exact compiled memory of the graph's training program;
+  5. compile   the training program for C (``compile_for_codegen``, what ``mcutrain compile`` reports);
+  6. train     batch-1 SGD on the host build of the generated C; the trained parameters are saved as a
+               device saves them (``mct_save``);
+  7. device    the same firmware on an emulated Cortex-M7 (QEMU): losses equal to the host's, SRAM, Flash,
+               instructions per step (skipped when the toolchain is missing or ``--device-steps 0``);
+  8. export    the saved parameters written into the graph (as ``mcutrain export --params --program``)
+               and exported to .tflite; LiteRT's reference kernels run it on the held-out samples and
+               must give mcutrain's int8 outputs bit for bit.
+Stages 6-7 and the samples are the zoo demo's own functions (``mcutrain.demo``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from mcutrain.errors import McutrainError
+
+__all__ = ["litert_check", "run_graph_demo"]
+
+MODEL_FILE = "model-int8.mct"
+TRAINED_TFLITE = "trained.tflite"
+LITERT_CHECK_SAMPLES = 64  # held-out samples run through LiteRT (its reference kernels are slow)
+
+
+def run_graph_demo(cfg) -> dict:
+    """Every stage for ``cfg.model`` (a .tflite); the result document has the zoo demo's sections plus
+    ``import`` and ``export``, and ``backbone`` describes the imported model."""
+    from mcutrain.demo import Progress, _device, _device_lr, _samples, _train_on_host, choose_analysis
+    from mcutrain.train import model_kind as mk
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(total=8)
+    result: dict = {"config": asdict(cfg)}
+    task = _task(cfg, progress)
+    model = _import(cfg, task, progress, result, out)
+    contrib = choose_analysis(out / MODEL_FILE, model, cfg, progress, result)
+    plan, scheme_path = _search(model, contrib, cfg, progress, result, out)
+    cfg = replace(cfg, lr=_device_lr(model, task, cfg, result, scheme_path))
+    program = _compile(model, plan, cfg, progress, result, out)
+    facts = mk.target_facts(model, MODEL_FILE)
+    samples = _samples(task, facts, cfg)
+    saved = out / "host" / "saved.bin"
+    host = _train_on_host(program, facts, plan, samples, cfg, progress, result, out, save_to=saved)
+    _device(program, facts, plan, samples, host, cfg, progress, result, out)
+    _export(model, saved, samples, progress, result, out)
+    progress.close()
+    result["stage_seconds"] = progress.times
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _task(cfg, progress):
+    from mcutrain.data import load_dataset
+
+    progress.stage("task", f"new task {cfg.task} (its images are resized to the model's input)")
+    return load_dataset(cfg.task, seed=cfg.seed)
+
+
+def _import(cfg, task, progress, result: dict, out: Path):
+    """The .tflite as an int8 graph with a new zero head for the task, written as a graph model file."""
+    from mcutrain.quant.graph_file import save_graph_model
+    from mcutrain.quant.import_tflite import frozen_per_layer, import_tflite
+    from mcutrain.train import model_kind as mk
+
+    progress.stage("import", f"importing {Path(cfg.model).name} (full-int8 TFLite) with a new zero int8 head for "
+                             f"{cfg.task}")
+    model = import_tflite(cfg.model, classes=tuple(task.classes), new_head=True)
+    save_graph_model(out / MODEL_FILE, model)
+    p = model.preprocessing
+    kinds: dict[str, int] = {}
+    for node in model.graph.nodes:
+        kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    result["backbone"] = {"model": Path(cfg.model).name, "imported": True, "source": str(cfg.model),
+                          "resolution": f"{p['height']}x{p['width']}", "channels": p["channels"],
+                          "convs": len(model.graph.convs()), "nodes": kinds,
+                          "frozen_channels": sum(frozen_per_layer(model.graph).values()),
+                          "int8_model": str(out / MODEL_FILE), "int8_identity": mk.content_identity(model)}
+    result["task"] = {"name": cfg.task, "classes": task.num_classes, "train_n": len(task.train),
+                      "test_n": len(task.test)}
+    return model
+
+
+def _search(model, contrib, cfg, progress, result: dict, out: Path):
+    from mcutrain.demo import CODE_RESERVE_BYTES, STACK_RESERVE_BYTES
+    from mcutrain.search import SearchConfig, SramCost, parse_bytes, search
+    from mcutrain.search.evolve import plot_progress
+    from mcutrain.sparse.table import save_table_scheme
+    from mcutrain.train import model_kind as mk
+
+    sram, flash = parse_bytes(cfg.sram_budget, "SRAM budget"), parse_bytes(cfg.flash_budget, "Flash budget")
+    scfg = SearchConfig(sram_budget=sram - STACK_RESERVE_BYTES, flash_budget=flash - CODE_RESERVE_BYTES,
+                        population=cfg.population, generations=cfg.generations, seed=cfg.seed)
+    progress.stage("search", f"evolutionary search under {sram // 1024} KB SRAM (less {STACK_RESERVE_BYTES // 1024} "
+                             f"KB stack) and {flash // 1024} KB Flash (less {CODE_RESERVE_BYTES // 1024} KB code); "
+                             f"exact compiled memory of the graph's training program per candidate")
+    cost = SramCost(model)
+    outcome = search(cost, contrib, scfg, progress=True, name=f"demo-{cfg.sram_budget}")
+    path = out / "scheme.json"
+    save_table_scheme(path, outcome.scheme, cost.table)
+    plot_progress([outcome.evolution, outcome.random], str(out / "search.png"),
+                  f"{result['backbone']['model']} @{result['backbone']['resolution']}: best predicted gain "
+                  f"under {cfg.sram_budget}")
+    plan = cost.table.resolve(outcome.scheme)
+    result["search"] = {
+        "sram_budget_bytes": sram, "flash_budget_bytes": flash, "search_sram_budget_bytes": scfg.sram_budget,
+        "search_flash_budget_bytes": scfg.flash_budget, "predicted_gain": outcome.gain,
+        "random_predicted_gain": outcome.random.best.gain, "evaluations": outcome.evolution.evaluations,
+        "minimum_sram_bytes": outcome.minimum.total_sram_bytes, "scheme": outcome.scheme.name,
+        "scheme_file": str(path), "bias_layers": sum(c.bias for c in plan.convs),
+        "weight_layers": [{"layer": c.index, "ratio": c.weight_ratio} for c in plan.convs if c.updates_weight],
+        "analytic_extra_bytes": mk.analytic_bytes(model, plan)["total_bytes"],
+    }
+    return plan, path
+
+
+def _compile(model, plan, cfg, progress, result: dict, out: Path):
+    from mcutrain.codegen import compile_for_codegen
+    from mcutrain.engine.reports import write_reports
+
+    progress.stage("compile", "compiling the graph's training step (autodiff, prune, reorder, fuse, plan memory) "
+                              "and generating C")
+    program = compile_for_codegen(model.graph, plan, lr=cfg.lr, seed=cfg.seed)
+    r = program.report
+    if r["total_sram_bytes"] > result["search"]["search_sram_budget_bytes"]:  # the search priced another program
+        raise McutrainError(f"the compiled C program needs {r['total_sram_bytes']} bytes of SRAM, over the search "
+                            f"budget of {result['search']['search_sram_budget_bytes']}: the search's cost model and "
+                            f"the C target disagree (mcutrain.codegen.compile_for_codegen vs mcutrain.search.cost)")
+    result["compiled"] = {"total_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
+                          "trainable_bytes": r["trainable_bytes"], "flash_bytes": r["flash_bytes"],
+                          "inference_arena_bytes": r["inference_arena_bytes"], "ops": r["n_ops"],
+                          "peak_op": r["peak_op"]}
+    title = f"{result['backbone']['model']} @{result['backbone']['resolution']}, searched scheme: live memory per op"
+    result["compiled"]["report_files"] = [str(f) for f in write_reports(program, out / "memory", result["compiled"],
+                                                                        title)]
+    return program
+
+
+def _export(model, saved: Path, samples, progress, result: dict, out: Path) -> None:
+    """The host's saved parameters into the graph (checked as ``mct_restore`` checks them), then .tflite,
+    then LiteRT on held-out samples: its outputs must be mcutrain's int8 outputs bit for bit."""
+    from mcutrain.codegen.host import read_manifest
+    from mcutrain.codegen.snapshot import (check_identity, graph_parameters, layout_of, read_snapshot,
+                                           with_trained_slices)
+    from mcutrain.io.atomic import file_sha256
+    from mcutrain.models.tflite.writer import write_tflite
+
+    progress.stage("export", f"exporting the trained parameters ({saved.name}) to {TRAINED_TFLITE}, checked with "
+                             f"LiteRT's reference kernels")
+    manifest = read_manifest(out / "host")
+    storages = layout_of(manifest, str(out / "host"))
+    values = {name: value for name, (_, _, value) in graph_parameters(model.graph).items()}
+    if not check_identity(storages, values, str(manifest.get("model_id", ""))):
+        raise McutrainError(f"{out / 'host'} was not compiled from {MODEL_FILE}: cannot place its parameters")
+    snapshot = read_snapshot(saved.read_bytes(), storages, manifest["model_id"])
+    trained = with_trained_slices(model.graph, snapshot.slices).validate()
+    path = out / TRAINED_TFLITE
+    write_tflite(trained, path, description=f"mcutrain demo: {model.provenance.get('source', 'model')} trained "
+                                            f"on the C engine ({snapshot.step} steps)")
+    result["export"] = {"tflite": str(path), "sha256": file_sha256(path), "step": snapshot.step,
+                        "trained": list(snapshot.slices), **litert_check(path, samples[1])}
+
+
+def litert_check(path: Path, held_out) -> dict:
+    """LiteRT (reference kernels) on up to ``LITERT_CHECK_SAMPLES`` held-out samples of the exported model:
+    whether its outputs equal mcutrain's int8 forward of the same file bit for bit, and its accuracy."""
+    from mcutrain.models.tflite.reader import read_tflite
+    from mcutrain.quant.from_tflite import graph_from_tflite
+    from mcutrain.quant.graph_forward import graph_forward
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        return {"litert": "skipped: ai-edge-litert is not installed (pip install ai-edge-litert)"}
+    images, labels = held_out[0][:LITERT_CHECK_SAMPLES], held_out[1][:LITERT_CHECK_SAMPLES]
+    graph = graph_from_tflite(read_tflite(path))
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    equal, predictions = 0, []
+    for x in images:
+        interp.set_tensor(inp, np.ascontiguousarray(x[None].transpose(0, 2, 3, 1)))
+        interp.invoke()
+        theirs = np.array(interp.get_tensor(outp))
+        ours = graph_forward(graph, x[None])[graph.output]
+        equal += int(np.array_equal(theirs, ours))
+        predictions.append(int(theirs.reshape(-1).argmax()))
+    n = len(labels)
+    return {"litert": "checked", "litert_samples": n, "litert_equal_samples": equal,
+            "litert_bit_exact": equal == n,
+            "litert_accuracy": float(np.mean(np.asarray(predictions) == labels)) if n else None}
