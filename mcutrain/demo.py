@@ -8,7 +8,7 @@ The stages, in pipeline order (each a function below, each printed as it starts)
   2. quantize   int8 (post-training, calibrated), its accuracy on its own task;
   3. new task   a new zero int8 head for a task the backbone never saw;
   4. contrib    the contribution analysis: the bundled one when it was made for this model and task,
-                else a quick one (few layers, short runs). "This model" is recognised by its recipe
+                else the fast gradient estimate (``search.fast``). "This model" is recognised by its recipe
                 (``io.identity.quantization_recipe``: the float checkpoint's tensor identity and the
                 quantizer's version and calibration settings), which a fresh machine reproduces
                 whatever its CPU or the checkpoint's header; the int8 model's content identity is
@@ -49,6 +49,8 @@ __all__ = ["DemoConfig", "choose_analysis", "run_demo", "STACK_RESERVE_BYTES", "
 # board and harness; 64 KB kept).
 STACK_RESERVE_BYTES = 4 * 1024
 CODE_RESERVE_BYTES = 64 * 1024
+ANALYSES = ("auto", "fast", "quick")
+"""What ``--contrib`` takes besides a contrib.json path (``choose_analysis`` says what each means)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class DemoConfig:
     task: str = "mnist-5k"
     sram_budget: str = "256KB"
     flash_budget: str = "1MB"
-    contrib: str = "auto"  # a contrib.json, "auto" (bundled cache if it matches, else quick) or "quick"
+    contrib: str = "auto"  # a contrib.json, or one of ANALYSES (see choose_analysis)
     steps: int = 3000  # batch-1 training steps on the host C engine
     lr: float | str = "auto"  # batch-1 SGD + QAS; auto: derived from the new task's head curvature (train/lr_auto.py)
     eval_samples: int = 500  # held-out samples of the new task
@@ -200,14 +202,18 @@ def choose_analysis(model_path: Path, int8, cfg: DemoConfig, progress: Progress,
 
     ``cfg.contrib`` a contrib.json: that analysis (refused if made for another model, as ``mcutrain
     search`` refuses it); "auto": the bundled analysis when it was made for this model (by recipe) and
-    task, else the quick one; "quick": a quick fine-tune analysis (the last 12 convs at most, ratios 1/4
-    and 1, 300 samples, 1 epoch per run). A faster estimator (gradient-based) would be chosen here."""
+    task, else the fast estimate; "fast": the gradient-based estimate (``search.fast``, seconds; its
+    scores calibrated by one short fine-tune); "quick": a quick fine-tune analysis (the last 12 convs at
+    most, ratios 1/4 and 1, 300 samples, 1 epoch per run). Why fast before quick: one epoch on 300
+    samples leaves most runs at the zero head's accuracy, so the quick analysis mostly measures noise
+    (issue 14), while the estimate ranks candidates about as well as two long fine-tune analyses agree
+    with each other (docs/results/fast_analysis.md)."""
     from mcutrain.io.identity import qmodel_identity
     from mcutrain.search import AnalysisConfig, analyze, contrib_from_doc, load_contrib
     from mcutrain.search.contrib import check_analysis_model
     from mcutrain.train import model_kind as mk
 
-    if cfg.contrib not in ("auto", "quick"):
+    if cfg.contrib not in ANALYSES:
         progress.stage("contrib", f"contribution analysis: {cfg.contrib}")
         result["contrib"] = {"source": cfg.contrib}
         given = load_contrib(cfg.contrib)
@@ -223,6 +229,8 @@ def choose_analysis(model_path: Path, int8, cfg: DemoConfig, progress: Progress,
                                       f"{'' if same else '; the int8 model differs in its last bits here'})")
             result["contrib"] = {"source": "bundled", "path": str(DEFAULT_CONTRIB), "same_int8_model": same}
             return cached
+    if cfg.contrib in ("auto", "fast"):
+        return _fast_analysis(model_path, cfg, progress, result)
     n_convs = len(mk.convs(int8))
     layers = min(12, n_convs)  # small networks: every conv
     progress.stage("contrib", f"contribution analysis: quick (last {layers} convs, ratios 1/4 and 1, 300 samples, "
@@ -234,6 +242,19 @@ def choose_analysis(model_path: Path, int8, cfg: DemoConfig, progress: Progress,
     doc = analyze(acfg, progress=True)
     result["contrib"] = {"source": "quick", "path": acfg.out, "runs": doc["runs"], "failed_runs": len(doc["unstable"])}
     return contrib_from_doc(doc)
+
+
+def _fast_analysis(model_path: Path, cfg: DemoConfig, progress: Progress, result: dict):
+    """The fast estimate at the demo's learning rate (its own derived rate under ``--lr auto``)."""
+    from mcutrain.search.fast import estimate_contrib
+
+    progress.stage("contrib", "contribution analysis: fast (gradients of the int8 simulation, every conv)")
+    out = str(Path(cfg.out) / "contrib.json")
+    contrib, seconds = estimate_contrib(str(model_path), cfg.task, out, lr=cfg.lr, seed=cfg.seed)
+    calibration = contrib.doc["settings"].get("calibration", {})
+    result["contrib"] = {"source": "fast", "path": out, "seconds": round(seconds, 1),
+                         **({"warning": calibration["warning"]} if "warning" in calibration else {})}
+    return contrib
 
 
 def bundled_analysis_matches(doc: dict, provenance: dict, task: str) -> bool:

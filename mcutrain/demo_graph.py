@@ -6,7 +6,7 @@ images) and ends where it came from, as a .tflite. The stages (each printed as i
   1. task      the new task's data;
   2. import    the .tflite -> an int8 graph model file with a new zero head for ``--task``;
   3. contrib   the contribution analysis, chosen by ``mcutrain.demo.choose_analysis`` (the one function
-               that chooses it for both demos): a given contrib.json, else a quick fine-tune analysis;
+               that chooses it for both demos): a given contrib.json, else the fast gradient estimate;
   4. search    evolution under the SRAM / Flash budgets (less the stack and code reserves), each
                candidate priced by the exact compiled memory of the graph's training program;
   5. compile   the training program for C (``compile_for_codegen``, what ``mcutrain compile`` reports);

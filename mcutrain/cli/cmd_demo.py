@@ -12,14 +12,14 @@ from mcutrain.cli.output import add_json_flag, emit
 DESCRIPTION = """\
 From a pretrained float backbone to training ON the compiled C engine: quantize to int8, give it a new
 head for a new task, pick a sparse-update scheme by evolutionary search under an SRAM/Flash budget
-(exact compiled memory, contribution analysis bundled or quick), compile the training step to C, train
+(exact compiled memory, contribution analysis bundled or a fast gradient estimate), compile the training step to C, train
 it at batch 1 on the host build streaming the task's samples, then run the same firmware on an emulated
 Cortex-M7 (QEMU) and measure its SRAM, Flash and instructions. Writes a report folder (--out).
 
 Defaults: the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, 256KB SRAM,
 1MB Flash. Your own: --checkpoint CKPT (a float checkpoint from `mcutrain pretrain`; supported layers: see
 docs/own-model.md), --data its task, --task folder:PATH or npz:PATH (your samples), --sram/--flash your
-chip, --contrib a contrib.json from `mcutrain analyze` (else a quick analysis runs).
+chip, --contrib a contrib.json from `mcutrain analyze` (else the fast estimate runs).
 
 --model PATH.tflite: the same job on a full-int8 TFLite model you deploy (docs/bring-your-model.md):
 import with a new head for --task (the task's images resized to the model's input), analysis, search,
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--flash", default=d.flash_budget, help=f"Flash of the chip (default {d.flash_budget})")
     p.add_argument("--contrib", default=d.contrib,
                    help="contrib.json of `mcutrain analyze`, 'auto' (bundled if it is for this model and task, "
-                        "else quick) or 'quick' (default auto)")
+                        "else fast), 'fast' (a gradient estimate, seconds) or 'quick' (short fine-tunes; default auto)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"on-device training steps (default {d.steps})")
     p.add_argument("--lr", type=learning_rate_or_auto, default=d.lr,
                    help="learning rate compiled into the C, or auto (default): the batch-1 rate derived from the "

@@ -66,6 +66,8 @@ def _kb(n) -> str:
 
 def _contrib_text(c: dict) -> str:
     """Which analysis the search used; for the bundled one, whether the int8 model is the very one it measured."""
+    if c["source"] == "fast":
+        return f"fast estimate ({c['seconds']:.0f} s)" + (f"; warning: {c['warning']}" if "warning" in c else "")
     if c["source"] != "bundled":
         return c["source"]
     same = c.get("same_int8_model")

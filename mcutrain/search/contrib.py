@@ -268,11 +268,7 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: mk.TrainableModel, datas
     failed = run_failures(results, dataset.num_classes, _used(len(dataset.val), cfg.eval_subset), updates)
     return {
         "format": FORMAT, "version": VERSION,
-        "model": {"path": os.fspath(cfg.model), "sha256": file_sha256(cfg.model),
-                  "identity": identity["model_identity"], "recipe": quantization_recipe(model.provenance),
-                  "arch": mk.arch(model), "n_convs": plan.n_convs,
-                  "resolution": cfg.resolution or mk.resolution_of(model),
-                  "conv_names": [c.name for c in mk.convs(model)]},
+        "model": model_section(model, cfg.model, cfg.resolution),
         "data": {"name": cfg.data, "sha256": identity["data_sha256"], "split_seed": cfg.seed,
                  "num_classes": dataset.num_classes, "new_head": tuple(dataset.classes) != tuple(model.classes),
                  "train_used": _used(len(dataset.train), cfg.train_subset),
@@ -294,6 +290,15 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: mk.TrainableModel, datas
         "runs": len(results), "runs_new": runs_new, "wall_seconds": round(wall, 2),
         "run_seconds": round(sum(rec["seconds"] for rec in results.values()), 2), "workers": cfg.workers,
     }
+
+
+def model_section(model: mk.TrainableModel, path: str | os.PathLike, resolution: int = 0) -> dict:
+    """contrib.json's ``model``: the file, its content identity (what ``search`` checks), how it was made,
+    and its convs. One writer for every analysis (fine-tune and fast) so ``search`` reads one shape."""
+    convs = mk.convs(model)
+    return {"path": os.fspath(path), "sha256": file_sha256(path), "identity": mk.content_identity(model),
+            "recipe": quantization_recipe(model.provenance), "arch": mk.arch(model), "n_convs": len(convs),
+            "resolution": resolution or mk.resolution_of(model), "conv_names": [c.name for c in convs]}
 
 
 def run_failures(results: dict[RunSpec, dict], classes: int, val_n: int, updates: int | None = None) -> dict[str, str]:

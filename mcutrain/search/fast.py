@@ -70,9 +70,10 @@ import torch
 
 from mcutrain.data import SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
-from mcutrain.io.atomic import atomic_write_text, file_sha256
+from mcutrain.io.atomic import atomic_write_text
 from mcutrain.search import fast_grad as fg
-from mcutrain.search.fast_run import calibration_run, model_section, resolve_grid
+from mcutrain.search.fast_run import calibration_run, resolve_grid
+from mcutrain.search.contrib import model_section
 from mcutrain.search.contrib_file import FORMAT, VERSION
 from mcutrain.train import model_kind as mk
 from mcutrain.train.learning_rate import check_learning_rate
@@ -304,7 +305,7 @@ def fast_doc(cfg: FastConfig, original, dataset: SplitDataset, grid, raw: dict, 
         settings["lr_auto"] = "derived from the head's curvature on the training subset (no probe runs)"
     return {
         "format": FORMAT, "version": VERSION,
-        "model": model_section(original, cfg.model, file_sha256(cfg.model), cfg.resolution),
+        "model": model_section(original, cfg.model, cfg.resolution),
         "data": {"name": cfg.data, "sha256": _data_sha256(dataset), "split_seed": cfg.seed,
                  "num_classes": dataset.num_classes, "new_head": new_head,
                  "train_used": len(dataset.train.subset(cfg.train_subset, cfg.seed))},

@@ -67,21 +67,6 @@ def _graph_layers(selection, n: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def model_section(model: mk.TrainableModel, path: str, sha256: str, resolution: int) -> dict:
-    """contrib.json's ``model``: what ``analyze`` records for a zoo model; for a graph its plan's model
-    name as ``arch`` (what its schemes name) and no content identity (none is defined for graphs here)."""
-    convs = mk.convs(model)
-    section = {"path": os.fspath(path), "sha256": sha256, "n_convs": len(convs), "conv_names": [c.name for c in convs],
-               "arch": mk.update_plan(model, "last-layer").model}
-    if mk.is_graph(model):
-        h, w = mk.input_size(model)
-        return {**section, "identity": None, "recipe": None, "input_hw": [h, w]}
-    from mcutrain.io.identity import qmodel_identity, quantization_recipe
-
-    return {**section, "identity": qmodel_identity(model), "recipe": quantization_recipe(model.provenance),
-            "resolution": resolution or model.resolution}
-
-
 @contextlib.contextmanager
 def _scheme_file(model: mk.TrainableModel, bias: int, layer: int | None, ratio: float):
     """The run as a temporary scheme file (``finetune`` takes a scheme by name or file), removed after."""

@@ -33,7 +33,7 @@ def demo(tmp_path_factory):
 def test_stages_give_the_numbers_they_promise(demo):
     cfg, r, _ = demo
     assert r["backbone"]["float_accuracy"] > 0.8 and r["backbone"]["int8_accuracy"] > 0.8
-    assert r["contrib"]["source"] == ("bundled" if DEFAULT_CONTRIB.is_file() else "quick")
+    assert r["contrib"]["source"] == ("bundled" if DEFAULT_CONTRIB.is_file() else "fast")
     if DEFAULT_CONTRIB.is_file():  # quantization is CPU-independent: the very model the analysis measured
         assert r["contrib"]["same_int8_model"] is True
         assert r["backbone"]["int8_identity"] == json.loads(DEFAULT_CONTRIB.read_text())["model"]["identity"]
