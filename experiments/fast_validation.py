@@ -35,7 +35,7 @@ import torch
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.search.contrib import AnalysisConfig, analyze
 from mcutrain.search.fast import FastConfig, estimate
-from mcutrain.search.fast_cli import rank_agreement
+from mcutrain.search.fast_compare import rank_agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"

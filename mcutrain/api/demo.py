@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mcutrain.api.arguments import PathLike, path_of
+from mcutrain.api.arguments import PathLike, optional_path, path_of
 from mcutrain.api.results import Result
 from mcutrain.assets import DEFAULT_BACKBONE
 
@@ -25,21 +25,28 @@ class DemoResult(Result):
                          + [f"  {'report':<{width}}{r['config']['out']}/summary.md"])
 
 
-def run_demo(*, checkpoint: PathLike = str(DEFAULT_BACKBONE), data: str | None = None,
+def run_demo(*, checkpoint: PathLike = str(DEFAULT_BACKBONE), model: PathLike | None = None, data: str | None = None,
              task: str = "mnist-5k", sram: str = "256KB", flash: str = "1MB", contrib: str = "auto",
              steps: int = 3000, lr: float | str = "auto", eval_samples: int = 500, device_steps: int = 20,
-             seed: int = 0, out: PathLike = "runs/demo") -> DemoResult:
-    """From the float ``checkpoint`` to training on the compiled C engine: quantize, a new head for
-    ``task``, search a scheme under ``sram``/``flash``, compile to C, train ``steps`` on the host build,
-    then ``device_steps`` on the Cortex-M7 under QEMU; writes a report folder ``out``."""
+             seed: int = 0, out: PathLike = "runs/demo", command: str = "mcutrain demo") -> DemoResult:
+    """From the float ``checkpoint`` (or a full-int8 ``.tflite`` ``model``, imported) to training on the
+    compiled C engine: quantize, a new head for ``task``, a contribution analysis (``contrib``: a
+    contrib.json, "auto", "fast" or "quick"), search a scheme under ``sram``/``flash``, compile to C, train
+    ``steps`` on the host build, then ``device_steps`` on the Cortex-M7 under QEMU (a .tflite model is
+    exported back, trained, and checked with LiteRT); writes a report folder ``out`` whose summary
+    records ``command`` as the command that made it."""
     from mcutrain.demo import DemoConfig
     from mcutrain.demo import run_demo as run_stages
+    from mcutrain.errors import McutrainError
     from mcutrain.reports.demo import write_demo_report
 
-    cfg = DemoConfig(checkpoint=path_of(checkpoint), data=data, task=task, sram_budget=sram, flash_budget=flash,
-                     contrib=contrib, steps=steps, lr=lr, eval_samples=eval_samples, device_steps=device_steps,
-                     seed=seed, out=path_of(out))
+    tflite = optional_path(model)
+    if tflite is not None and not tflite.lower().endswith(".tflite"):
+        raise McutrainError(f"--model {tflite!r}: give a full-int8 .tflite file (mcutrain demo --model PATH.tflite)")
+    cfg = DemoConfig(checkpoint=path_of(checkpoint), model=tflite, data=data, task=task, sram_budget=sram,
+                     flash_budget=flash, contrib=contrib, steps=steps, lr=lr, eval_samples=eval_samples,
+                     device_steps=device_steps, seed=seed, out=path_of(out))
     result = run_stages(cfg)
-    result["command"] = "mcutrain demo"
+    result["command"] = command
     result["report_files"] = [str(f) for f in write_demo_report(result, cfg.out)]
     return DemoResult(result)

@@ -1,19 +1,22 @@
-"""`mcutrain analyze`: contribution analysis of a model's biases and weights (input to the search)."""
+"""`mcutrain analyze`: contribution analysis of a model's biases and weights (input to the search).
+
+The work is ``mcutrain.api.analyze``; this declares its flags (defaults from its signature) and prints."""
 
 from __future__ import annotations
 
-import sys
-
+from mcutrain.api.analysis import METHODS, analyze
+from mcutrain.api.defaults import defaults
+from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit, table
 from mcutrain.errors import TrainingFailed
-from mcutrain.search.contrib import AnalysisConfig, analyze, runs_path, summary
+from mcutrain.search.contrib import AnalysisConfig
+from mcutrain.search.fast import FastConfig
 from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
-from mcutrain.cli import argtypes
 
 
 def register(subparsers) -> None:
-    d = AnalysisConfig("", "", "")
+    d, tune, fast = defaults(analyze), AnalysisConfig("", "", ""), FastConfig("", "", "")
     p = subparsers.add_parser(
         "analyze", help=HELP["analyze"],
         description="Short int8 fine-tunes of MODEL on --data from the same start: the classifier only "
@@ -27,33 +30,36 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="int8 model file or imported int8 graph file (mcutrain import)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, metavar="CONTRIB_JSON")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per run (default {d.epochs})")
-    p.add_argument("--subset", type=int, default=d.train_subset, dest="train_subset",
-                   help=f"training samples per run, a seeded subset (default {d.train_subset}; 0: all)")
-    p.add_argument("--eval-subset", type=int, default=d.eval_subset,
-                   help=f"validation samples (default {d.eval_subset}; 0: the whole split)")
-    p.add_argument("--layers", default=None,
+    p.add_argument("--epochs", type=int, default=d["epochs"],
+                   help=f"epochs per run (default {tune.epochs}; fast: {fast.epochs} of the head warm-up)")
+    p.add_argument("--subset", type=int, default=d["train_subset"], dest="train_subset",
+                   help=f"training samples per run, a seeded subset (default {tune.train_subset}, fast "
+                        f"{fast.train_subset}; 0: all)")
+    p.add_argument("--eval-subset", type=int, default=d["eval_subset"],
+                   help=f"validation samples (default {tune.eval_subset}, fast {fast.eval_subset}; 0: the whole split)")
+    p.add_argument("--layers", default=d["layers"],
                    help="candidate convs for weight runs: indices, ranges A..B, names, last:N "
                         "(default: the last half of the convs)")
-    p.add_argument("--ratios", default=None, help="weight ratios (default: 1/8,1/4,1/2,1)")
-    p.add_argument("--bias-grid", default=None,
+    p.add_argument("--ratios", default=d["ratios"], help="weight ratios (default: 1/8,1/4,1/2,1)")
+    p.add_argument("--bias-grid", default=d["bias_grid"],
                    help="k values of the bias runs, e.g. 1..6,9,12 (default: 1,2,3,4,6,8,12,... and all "
                         "convs); the k the weight runs need are always added")
-    p.add_argument("--workers", type=int, default=d.workers, help="worker processes (default 1)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d.lr,
+    p.add_argument("--workers", type=int, default=d["workers"], help="worker processes (default 1)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d["lr"],
                    help="learning rate, or auto (default): chosen once by short runs of the analysis's "
                         "largest run on the validation split, recorded in the document's settings")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--momentum", type=float, default=d["momentum"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"])
     qas = p.add_mutually_exclusive_group()
-    qas.add_argument("--qas", dest="qas", action="store_true", default=True, help="(default)")
+    qas.add_argument("--qas", dest="qas", action="store_true", default=d["qas"], help="(default)")
     qas.add_argument("--no-qas", dest="qas", action="store_false")
-    p.add_argument("--update-rule", choices=UPDATE_RULES, default=d.update_rule)
-    p.add_argument("--resolution", type=argtypes.resolution, default=0, help="input side (default: the model's)")
+    p.add_argument("--update-rule", choices=UPDATE_RULES, default=d["update_rule"])
+    p.add_argument("--resolution", type=argtypes.resolution, default=d["resolution"],
+                   help="input side (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--method", choices=("finetune", "fast", "both"), default="finetune",
+    p.add_argument("--method", choices=METHODS, default=d["method"],
                    help="finetune (default): the short fine-tunes above; fast: a gradient estimate in about a "
                         "minute (search/fast.py), written to OUT in the same format; both: the fine-tunes to OUT "
                         "and the fast estimate to OUT with .fast.json, and their rank correlation")
@@ -62,36 +68,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.method != "finetune":
-        from mcutrain.search.fast_cli import run_fast  # the fast estimate's dispatch (and "both")
-
-        return run_fast(args, run_finetune)
-    return run_finetune(args)
-
-
-def run_finetune(args) -> int:
-    cfg = AnalysisConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
-                         train_subset=args.train_subset, eval_subset=args.eval_subset,
-                         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                         optimizer=args.optimizer, qas=args.qas, update_rule=args.update_rule, seed=args.seed,
-                         resolution=args.resolution, layers=args.layers, ratios=args.ratios,
-                         bias_grid=args.bias_grid, workers=args.workers)
-    doc = analyze(cfg, progress=not args.quiet)
-    result = {"out": args.out, "runs_cache": str(runs_path(args.out)), **summary(doc)}
-    failed = result["failed_runs"]
-    settings = doc.get("settings", {})  # the rate the runs used: --lr auto's choice where it chose
-    rate = (f"--lr auto chose {settings['lr']:.3g}: try a number" if "lr_auto" in settings
-            else f"now {settings.get('lr', cfg.lr):g}")
-    if failed:
-        first = next(iter(result["failed"].items()), None)
-        example = f"; {first[0]}: {first[1]}" if first else ""
-        print(f"mcutrain analyze: warning: {failed} of {result['runs']} run(s) failed to learn "
-              f"({', '.join(result['unstable'][:5])}{', ...' if failed > 5 else ''}{example}): their "
-              f"contributions measure a broken run; check --lr ({rate})", file=sys.stderr)
-    emit(args, result, _human)
-    if failed and failed == result["runs"]:
-        raise TrainingFailed(f"every one of the {failed} runs failed to learn, so the contributions in {args.out} "
-                             f"are noise: try another --lr ({rate}), with another --out")
+    human = _human_fast if args.method == "fast" else _human
+    try:
+        result = analyze(args.model, args.data, args.out, method=args.method, epochs=args.epochs,
+                         train_subset=args.train_subset, eval_subset=args.eval_subset, layers=args.layers,
+                         ratios=args.ratios, bias_grid=args.bias_grid, workers=args.workers, seed=args.seed,
+                         lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, optimizer=args.optimizer,
+                         qas=args.qas, update_rule=args.update_rule, resolution=args.resolution, quiet=args.quiet)
+    except TrainingFailed as e:  # the document is written: show what it measured, then the error
+        if e.result is not None:
+            emit(args, e.result, human)
+        raise
+    emit(args, result.to_dict(), human)
     return 0
 
 
@@ -115,3 +103,18 @@ NAME_CHARS = 48  # imported TFLite convs are named by their fused tensor names, 
 def _short(name: str) -> str:
     """A conv name cut for the table (the full names are in contrib.json's model.conv_names)."""
     return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 3] + "..."
+
+
+def _human_fast(r: dict) -> str:
+    best = r["best_bias"]
+    s = r["estimate_seconds"]
+    return "\n".join([
+        f"{r['model']} on {r['data']}: FAST estimate; baseline (classifier only) val accuracy "
+        f"{r['baseline'] * 100:.2f}%",
+        f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points (estimated)" if best else
+        "no bias candidates",
+        "top weight contributions (estimated, over bias-only with the same depth):",
+        table([[w["layer"], w["name"], w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
+              ["layer", "name", "ratio", "dAcc (points)"]),
+        f"{s['total']:.1f} s (head {s['head']:.1f}, gradients {s['gradients']:.1f}, calibration run "
+        f"{s['calibration']:.1f}); wrote {r['out']}"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mcutrain.api.defaults import defaults
+from mcutrain.api.demo import run_demo
 from mcutrain.cli.argtypes import learning_rate_or_auto
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
@@ -28,60 +30,38 @@ checked with LiteRT (OUT/trained.tflite)."""
 
 
 def register(subparsers) -> None:
-    from mcutrain.demo import DemoConfig
-
-    d = DemoConfig()
+    d = defaults(run_demo)
     p = subparsers.add_parser("demo", help=HELP["demo"], description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=d.checkpoint, help="float checkpoint (default: the bundled backbone)")
-    p.add_argument("--model", default=None, metavar="PATH.tflite",
+    p.add_argument("--checkpoint", default=d["checkpoint"], help="float checkpoint (default: the bundled backbone)")
+    p.add_argument("--model", default=d["model"], metavar="PATH.tflite",
                    help="a full-int8 .tflite model instead of the float backbone (--checkpoint, --data unused)")
-    p.add_argument("--data", default=None, help="the checkpoint's own task (default: recorded in it)")
-    p.add_argument("--task", default=d.task, help=f"the new task (default {d.task}; folder:PATH, npz:PATH)")
-    p.add_argument("--sram", default=d.sram_budget, help=f"SRAM of the chip (default {d.sram_budget}; KB = 1024 B)")
-    p.add_argument("--flash", default=d.flash_budget, help=f"Flash of the chip (default {d.flash_budget})")
-    p.add_argument("--contrib", default=d.contrib,
+    p.add_argument("--data", default=d["data"], help="the checkpoint's own task (default: recorded in it)")
+    p.add_argument("--task", default=d["task"], help=f"the new task (default {d['task']}; folder:PATH, npz:PATH)")
+    p.add_argument("--sram", default=d["sram"], help=f"SRAM of the chip (default {d['sram']}; KB = 1024 B)")
+    p.add_argument("--flash", default=d["flash"], help=f"Flash of the chip (default {d['flash']})")
+    p.add_argument("--contrib", default=d["contrib"],
                    help="contrib.json of `mcutrain analyze`, 'auto' (bundled if it is for this model and task, "
                         "else fast), 'fast' (a gradient estimate, seconds) or 'quick' (short fine-tunes; default auto)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"on-device training steps (default {d.steps})")
-    p.add_argument("--lr", type=learning_rate_or_auto, default=d.lr,
+    p.add_argument("--steps", type=int, default=d["steps"], help=f"on-device training steps (default {d['steps']})")
+    p.add_argument("--lr", type=learning_rate_or_auto, default=d["lr"],
                    help="learning rate compiled into the C, or auto (default): the batch-1 rate derived from the "
                         "new task's features (docs/learning-rate.md)")
-    p.add_argument("--eval", type=int, default=d.eval_samples, dest="eval_samples",
-                   help=f"held-out samples (default {d.eval_samples})")
-    p.add_argument("--device-steps", type=int, default=d.device_steps,
-                   help=f"steps of the Cortex-M7 firmware under QEMU (default {d.device_steps}; 0: skip)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=d.out, help=f"report folder (default {d.out})")
+    p.add_argument("--eval", type=int, default=d["eval_samples"], dest="eval_samples",
+                   help=f"held-out samples (default {d['eval_samples']})")
+    p.add_argument("--device-steps", type=int, default=d["device_steps"],
+                   help=f"steps of the Cortex-M7 firmware under QEMU (default {d['device_steps']}; 0: skip)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--out", default=d["out"], help=f"report folder (default {d['out']})")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from mcutrain.demo import DemoConfig, run_demo
-    from mcutrain.reports.demo import write_demo_report
-
-    if args.model is not None and not args.model.lower().endswith(".tflite"):
-        from mcutrain.errors import McutrainError
-
-        raise McutrainError(f"--model {args.model!r}: give a full-int8 .tflite file "
-                            f"(mcutrain demo --model PATH.tflite)")
-    cfg = DemoConfig(checkpoint=args.checkpoint, model=args.model, data=args.data, task=args.task,
-                     sram_budget=args.sram,
-                     flash_budget=args.flash, contrib=args.contrib, steps=args.steps, lr=args.lr,
-                     eval_samples=args.eval_samples, device_steps=args.device_steps, seed=args.seed, out=args.out)
-    result = run_demo(cfg)
-    result["command"] = "mcutrain " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else "mcutrain demo"
-    files = write_demo_report(result, cfg.out)
-    result["report_files"] = [str(f) for f in files]
-    emit(args, result, _human)
+    command = "mcutrain " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else "mcutrain demo"
+    result = run_demo(checkpoint=args.checkpoint, model=args.model, data=args.data, task=args.task, sram=args.sram,
+                      flash=args.flash, contrib=args.contrib, steps=args.steps, lr=args.lr,
+                      eval_samples=args.eval_samples, device_steps=args.device_steps, seed=args.seed, out=args.out,
+                      command=command)
+    emit(args, result.to_dict(), lambda _: result.text())
     return 0
-
-
-def _human(r: dict) -> str:
-    from mcutrain.reports.demo import human_summary
-
-    rows = human_summary(r)
-    width = max(len(label) for label, _ in rows) + 2
-    return "\n".join(["mcutrain demo"] + [f"  {label:<{width}}{text}" for label, text in rows]
-                     + [f"  {'report':<{width}}{r['config']['out']}/summary.md"])

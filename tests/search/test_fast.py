@@ -18,7 +18,7 @@ from mcutrain.search import load_contrib
 from mcutrain.search.contrib import check_analysis_model, predicted_gain
 from mcutrain.search.contrib_file import contrib_from_doc
 from mcutrain.search.fast import FastConfig, estimate
-from mcutrain.search.fast_cli import fast_path, spearman
+from mcutrain.search.fast_compare import fast_path, spearman
 from mcutrain.sparse.scheme import Scheme
 from tests.helpers.cli import run_command
 from tests.helpers.digits_model import make_digits_models
