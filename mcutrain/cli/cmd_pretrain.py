@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# Loaded with the command, before main applies --threads: torch takes a count above the cores only from
-# torch.set_num_threads, which cli/threads.py calls when torch is already imported (the API imports it later).
-import mcutrain.train.pretrain  # noqa: F401
-
 from mcutrain.api.defaults import defaults
 from mcutrain.api.training import pretrain
 from mcutrain.cli import argtypes

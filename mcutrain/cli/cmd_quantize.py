@@ -5,10 +5,6 @@ A zoo float checkpoint becomes an int8 model (``quant.quantize``); an imported P
 
 from __future__ import annotations
 
-# Loaded with the command, before main applies --threads: torch takes a count above the cores only from
-# torch.set_num_threads, which cli/threads.py calls when torch is already imported (the API imports it later).
-import mcutrain.quant.quantize  # noqa: F401
-
 from mcutrain.api.defaults import defaults
 from mcutrain.api.training import quantize
 from mcutrain.cli.commands import HELP

@@ -69,12 +69,16 @@ def prepare_environment(environ: MutableMapping[str, str] = os.environ) -> None:
 def apply_threads(requested: int | None, environ: MutableMapping[str, str] = os.environ) -> int | None:
     """Set the thread count: ``requested`` (``--threads``), else the user's ``OMP_NUM_THREADS``
     (left to torch, which reads it), else ``default_threads()``. Returns the count set, None when
-    the environment decides. Torch not imported yet (a command that imports it later, or never)
-    gets the count through ``OMP_NUM_THREADS``, which it reads when it loads."""
+    the environment decides. A default count (at most the cores) reaches a torch not imported yet
+    through ``OMP_NUM_THREADS``, which it reads when it loads; an explicit ``--threads`` imports torch
+    now, because torch caps ``OMP_NUM_THREADS`` at the cores and only ``set_num_threads`` goes above
+    (the API behind each command imports torch only when its work starts, after this)."""
     if requested is None and "OMP_NUM_THREADS" in environ:
         return None
     count = requested if requested is not None else default_threads()
     torch = sys.modules.get("torch")
+    if torch is None and requested is not None:
+        import torch
     if torch is not None:
         torch.set_num_threads(count)
     else:
