@@ -89,8 +89,7 @@ def _human(r: dict) -> str:
              f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points" if best else
              "no bias runs",
              "top weight contributions (over bias-only with the same depth):",
-             table([[w["layer"], _short(w["name"]), w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
-                   ["layer", "name", "ratio", "dAcc (points)"]),
+             _weights_table(r),
              f"{r['runs']} runs ({r['runs_new']} new, {r['failed_runs']} failed to learn) in {r['seconds']:.1f} s; "
              f"wrote {r['out']} "
              f"(run cache {r['runs_cache']})"]
@@ -98,6 +97,11 @@ def _human(r: dict) -> str:
 
 
 NAME_CHARS = 48  # imported TFLite convs are named by their fused tensor names, hundreds of characters long
+
+
+def _weights_table(r: dict) -> str:
+    return table([[w["layer"], _short(w["name"]), w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
+                 ["layer", "name", "ratio", "dAcc (points)"])
 
 
 def _short(name: str) -> str:
@@ -114,7 +118,6 @@ def _human_fast(r: dict) -> str:
         f"best bias depth: last {best['k']} convs, {best['dacc'] * 100:+.2f} points (estimated)" if best else
         "no bias candidates",
         "top weight contributions (estimated, over bias-only with the same depth):",
-        table([[w["layer"], w["name"], w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
-              ["layer", "name", "ratio", "dAcc (points)"]),
+        _weights_table(r),
         f"{s['total']:.1f} s (head {s['head']:.1f}, gradients {s['gradients']:.1f}, calibration run "
         f"{s['calibration']:.1f}); wrote {r['out']}"])
