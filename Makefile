@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test` (and `make docs` for the API reference).
 # Each sets up what it needs: a virtual environment in .venv with the pinned packages
-# (requirements.lock), and the Debian packages of scripts/setup_system.sh (installed when run as root, else the command is printed).
+# (requirements.lock), and the Debian packages of scripts/setup_system.sh (installed when run as root,
+# else the command is printed).
 
 PYTHON ?= python3
 VENV   := .venv
