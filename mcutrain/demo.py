@@ -299,15 +299,23 @@ def _search(qmodel, contrib, cfg: DemoConfig, progress: Progress, result: dict, 
 
 def _compile(qmodel, plan, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
     from mcutrain.codegen import compile_for_codegen
-    from mcutrain.engine.reports import write_reports
     from mcutrain.sparse.permute import prepare_model
 
     progress.stage("compile", "compiling the training step (autodiff, prune, reorder, fuse, plan memory) and "
                               "generating C")
     prepared = prepare_model(qmodel, plan)
     program = compile_for_codegen(prepared, plan, lr=cfg.lr, seed=cfg.seed)
+    record_compiled(program, result, out, f"{qmodel.spec.name} @{qmodel.resolution}")
+    return program, prepared
+
+
+def record_compiled(program, result: dict, out: Path, model_label: str) -> None:
+    """The compiled program's memory in ``result["compiled"]`` and its memory report under ``out/memory``,
+    for both demos; a program over the search's budget is an error (the search priced another one)."""
+    from mcutrain.engine.reports import write_reports
+
     r = program.report
-    if r["total_sram_bytes"] > result["search"]["search_sram_budget_bytes"]:  # the search priced another program
+    if r["total_sram_bytes"] > result["search"]["search_sram_budget_bytes"]:
         raise McutrainError(f"the compiled C program needs {r['total_sram_bytes']} bytes of SRAM, over the search "
                             f"budget of {result['search']['search_sram_budget_bytes']}: the search's cost model and "
                             f"the C target disagree (mcutrain.codegen.compile_for_codegen vs mcutrain.search.cost)")
@@ -316,10 +324,9 @@ def _compile(qmodel, plan, cfg: DemoConfig, progress: Progress, result: dict, ou
                           "inference_arena_bytes": r["inference_arena_bytes"], "ops": r["n_ops"],
                           "peak_op": r["peak_op"]}
     # The memory report is the compiled program's; written here, the result stays plain JSON.
-    title = f"{qmodel.spec.name} @{qmodel.resolution}, searched scheme: live memory per op"
+    title = f"{model_label}, searched scheme: live memory per op"
     result["compiled"]["report_files"] = [str(f) for f in write_reports(program, out / "memory", result["compiled"],
                                                                         title)]
-    return program, prepared
 
 
 def _samples(task, prepared, cfg: DemoConfig):

@@ -132,23 +132,12 @@ def _search(model, contrib, cfg, progress, result: dict, out: Path):
 
 def _compile(model, plan, cfg, progress, result: dict, out: Path):
     from mcutrain.codegen import compile_for_codegen
-    from mcutrain.engine.reports import write_reports
+    from mcutrain.demo import record_compiled
 
     progress.stage("compile", "compiling the graph's training step (autodiff, prune, reorder, fuse, plan memory) "
                               "and generating C")
     program = compile_for_codegen(model.graph, plan, lr=cfg.lr, seed=cfg.seed)
-    r = program.report
-    if r["total_sram_bytes"] > result["search"]["search_sram_budget_bytes"]:  # the search priced another program
-        raise McutrainError(f"the compiled C program needs {r['total_sram_bytes']} bytes of SRAM, over the search "
-                            f"budget of {result['search']['search_sram_budget_bytes']}: the search's cost model and "
-                            f"the C target disagree (mcutrain.codegen.compile_for_codegen vs mcutrain.search.cost)")
-    result["compiled"] = {"total_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
-                          "trainable_bytes": r["trainable_bytes"], "flash_bytes": r["flash_bytes"],
-                          "inference_arena_bytes": r["inference_arena_bytes"], "ops": r["n_ops"],
-                          "peak_op": r["peak_op"]}
-    title = f"{result['backbone']['model']} @{result['backbone']['resolution']}, searched scheme: live memory per op"
-    result["compiled"]["report_files"] = [str(f) for f in write_reports(program, out / "memory", result["compiled"],
-                                                                        title)]
+    record_compiled(program, result, out, f"{result['backbone']['model']} @{result['backbone']['resolution']}")
     return program
 
 

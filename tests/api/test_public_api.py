@@ -30,6 +30,15 @@ def test_every_public_name_resolves_and_is_documented():
         mcutrain.no_such_name  # noqa: B018
 
 
+def test_the_two_lists_of_public_names_agree():
+    """``mcutrain.__all__`` is written out (so ``import mcutrain`` need not load the API to know its
+    names, and mypy and pdoc read it statically); it must be the API's list plus the version and errors."""
+    from mcutrain import api
+
+    assert set(mcutrain.__all__) == set(api.__all__) | {"__version__", "McutrainError", "TrainingFailed"}
+    assert len(mcutrain.__all__) == len(set(mcutrain.__all__))
+
+
 def test_import_mcutrain_loads_no_heavy_module():
     code = ("import sys, mcutrain; heavy = [m for m in ('torch', 'numpy', 'matplotlib', 'mcutrain.api', "
             "'dataclasses') if m in sys.modules]; print(heavy)")
