@@ -83,7 +83,8 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
             train_subset: int | None = None, eval_subset: int | None = None, layers: str | None = None,
             ratios: str | None = None, bias_grid: str | None = None, workers: int = 1, seed: int = 0,
             lr: float | str = "auto", momentum: float = 0.9, batch_size: int = 32, optimizer: str = "sgd",
-            qas: bool = True, update_rule: str = "sr", resolution: int = 0, quiet: bool = False) -> Analysis:
+            qas: bool = True, update_rule: str = "sr", resolution: int = 0, ray: str | None = None,
+            quiet: bool = False) -> Analysis:
     """The contribution of each candidate update of ``model`` on ``data``, written to the contrib.json
     ``out`` (what `search_scheme` reads).
 
@@ -93,7 +94,9 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
     format. "both": the fine-tunes to ``out``, the estimate to ``out`` with ``.fast.json``, and their rank
     correlation. ``epochs``, ``train_subset``, ``eval_subset``: None takes the method's own default
     (fine-tune 2 / 1000 / 1000; fast 8 / 256 / 256). ``layers``, ``ratios``, ``bias_grid``: the CLI's
-    selections (e.g. ``"last:6"``, ``"1/8,1/4"``, ``"1..6,9"``). Warnings (runs that failed to learn, a
+    selections (e.g. ``"last:6"``, ``"1/8,1/4"``, ``"1..6,9"``). ``ray``: run the fine-tunes as Ray tasks,
+    ``"auto"`` on a local Ray instance (``workers`` CPUs when > 1, else all) or ``"HOST:PORT"`` on a running
+    cluster (docs/cluster.md); the results are the same as without it. Warnings (runs that failed to learn, a
     calibration that lost accuracy) are printed on stderr and kept in `Analysis.warnings`; when every
     fine-tune failed, ``TrainingFailed`` (its ``result`` is the summary) after the document is written."""
     from mcutrain.errors import McutrainError
@@ -106,21 +109,27 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
     sizes = {k: v for k, v in dict(epochs=epochs, train_subset=train_subset, eval_subset=eval_subset).items()
              if v is not None}
     if method == "fast":
+        if ray is not None:
+            raise McutrainError("--ray runs fine-tunes; --method fast runs none (use finetune or both)")
         return _fast_analysis(common, sizes, path_of(out), quiet)
-    result = _finetune_analysis(common, sizes, path_of(out), workers, quiet)
+    result = _finetune_analysis(common, sizes, path_of(out), workers, ray, quiet)
     if method == "both":
         note = _compare_with_fast(common, sizes, result, quiet)
         result = replace(result, warnings=result.warnings + (note,))
     return result
 
 
-def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, workers: int,
+def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, workers: int, ray: str | None,
                        quiet: bool) -> Analysis:
     from mcutrain.errors import TrainingFailed
     from mcutrain.search.contrib import AnalysisConfig, runs_path, summary
     from mcutrain.search.contrib import analyze as run_analysis
 
-    cfg = AnalysisConfig(out=out, workers=workers, **common, **sizes)
+    if ray is not None:  # a bad or unreachable address fails now, not after loading and --lr auto
+        from mcutrain.search.ray_backend import check_reachable
+
+        check_reachable(ray)
+    cfg = AnalysisConfig(out=out, workers=workers, ray=ray, **common, **sizes)
     doc = run_analysis(cfg, progress=not quiet)
     payload = {"out": out, "runs_cache": str(runs_path(out)), **summary(doc)}
     failed = payload["failed_runs"]

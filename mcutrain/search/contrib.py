@@ -115,6 +115,7 @@ class AnalysisConfig:
     ratios: Selection = None  # None: 1/8, 1/4, 1/2, 1
     bias_grid: Selection = None  # None: geometric 1, 2, 3, 4, 6, 8, 12, ... and n
     workers: int = 1
+    ray: str | None = None  # "auto" or a cluster's HOST:PORT: runs as Ray tasks (runs.run_groups); not identity
 
     @property
     def settings(self) -> dict:
@@ -196,13 +197,15 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
 
     try:
         state = run_state(cfg.finetune_config(), model, dataset)
-        run_groups(_groups(todo, model), state, cfg.workers, finished)
+        run_groups(_groups(todo, model), state, cfg.workers, finished, ray=cfg.ray)
     finally:
         bar.close()
     results = {run: cache.get(run) for run in plan.runs}
     doc = contrib_doc(cfg, plan, model, dataset, identity, results, len(todo), time.perf_counter() - t0)
     if choice is not None:
         doc["settings"]["lr_auto"] = choice.as_dict()
+    if cfg.ray is not None:  # information only: where the runs ran does not change their results
+        doc["settings"]["ray"] = cfg.ray
     atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
     return doc
 
