@@ -21,7 +21,8 @@ Streaming and failures
     Tasks are Ray streaming generators: each finished run comes back as soon as it is done and goes to
     ``on_item`` in THIS process (the run cache keeps one writer; a killed analysis loses only the runs in
     progress). A task that raises re-raises its original exception here, as a failed pool worker does;
-    the other tasks are cancelled.
+    a lost worker or node is a RuntimeError, as a broken pool is; the other tasks are cancelled. Tasks
+    are not retried (a retried generator would send its finished runs twice): rerun to resume.
 
 Ray is imported only here, and only when asked for: ``import mcutrain`` and every run without ``--ray``
 never import it.
@@ -151,7 +152,9 @@ def stream(work: Callable[[Any, Any], Iterable[Any]], items: list[Any], shared: 
     """Run ``work(shared, item)`` (a generator) as one Ray task per item, calling ``on_item`` here with
     each value it yields, as it arrives. ``shared`` is stored once; needs an open ``session``."""
     ray = import_ray()
-    task = ray.remote(num_cpus=1)(_task).options(num_returns="streaming")
+    # No retries: a retried generator would send its finished runs again; a lost worker fails the
+    # analysis as a lost pool worker does (rerun to resume: the finished runs are cached).
+    task = ray.remote(num_cpus=1, max_retries=0)(_task).options(num_returns="streaming")
     box = [ray.put(shared)]  # in a list, so Ray passes the ref and the worker resolves (and keeps) it once
     pending = [task.remote(work, box, item) for item in items]
     try:
@@ -193,6 +196,8 @@ def _get(ray: Any, ref: Any) -> Any:
         if isinstance(cause, BaseException):
             raise cause from None
         raise
+    except ray.exceptions.RayError as e:  # a worker or node lost: like a broken process pool
+        raise RuntimeError(f"a Ray task was lost: {_reason(e)}") from e
 
 
 # ------------------------------------------------------------------------------------ analysis runs

@@ -83,6 +83,17 @@ def test_failed_task_raises_its_own_error_after_the_finished_runs(model, local_r
     assert ray.is_initialized()  # the module's session stays open: run_groups reused it
 
 
+def test_lost_worker_is_a_runtime_error(local_ray):
+    def dies(_shared, item):  # nested: Ray ships it by value, the worker needs no test module
+        import os
+
+        os._exit(1)
+        yield item
+
+    with pytest.raises(RuntimeError, match="a Ray task was lost"):
+        ray_backend.stream(dies, [1], None, lambda _item: None)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
