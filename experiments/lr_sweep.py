@@ -177,7 +177,8 @@ def sim_on_ray(done: list[dict], records_path: Path, work: Path, nets: tuple[str
         models[str(model)] = mk.load_trainable(str(model))  # as finetune loads it
         for task in TASKS:
             data = data_arg(task, work)
-            datasets[data] = datasets.get(data) or load_dataset(data, seed=0)
+            if data not in datasets:
+                datasets[data] = load_dataset(data, seed=0)
             at_64 = replace(models[str(model)], resolution=SIM["resolution"])
             lam = lr_auto.model_head_curvature(at_64, datasets[data].train, 0).lambda_max
             labels = dict(regime="sim", net=net, task=task, head_lambda_max=lam)
