@@ -20,6 +20,7 @@ than ``MAX_LSB_PER_STEP`` per sample: a caller (the demo) can drop those weights
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from mcutrain.data import BatchLoader, SplitDataset
 from mcutrain.sparse import UpdatePlan
+from mcutrain.sparse.scheme import Scheme
 from mcutrain.train import model_kind as mk
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.int8_optim import Int8Optimizer
@@ -111,7 +113,7 @@ def _saturated(w: torch.Tensor) -> float:
     return float((w.abs() >= WEIGHT_LIMIT).to(torch.float32).mean())
 
 
-def without_weights(plan: UpdatePlan, convs) -> UpdatePlan:
+def without_weights(plan: UpdatePlan, convs: Iterable[int]) -> UpdatePlan:
     """``plan`` with the weights of ``convs`` frozen (their biases, and everything else, as they were)."""
     drop = set(convs)
     updates = tuple(replace(c, weight_ratio=0.0, kept_channels=0) if c.index in drop else c for c in plan.convs)
@@ -119,4 +121,15 @@ def without_weights(plan: UpdatePlan, convs) -> UpdatePlan:
                    if drop else plan.scheme, convs=updates)
 
 
-__all__ = ["Batch1Check", "MAX_LSB_PER_STEP", "WeightSteps", "batch1_check", "without_weights"]
+def scheme_without_weights(scheme: Scheme, convs: Iterable[int]) -> Scheme:
+    """The scheme document's form of ``without_weights`` (what the demo saves and compiles)."""
+    drop = set(convs)
+    if not drop:
+        return scheme
+    kept = tuple((i, r) for i, r in scheme.weight_ratios if i not in drop)
+    note = f"weights of conv {', '.join(map(str, sorted(drop)))} dropped: they move > {MAX_LSB_PER_STEP} LSB per step"
+    return replace(scheme, weight_ratios=kept, description=f"{scheme.description}; {note}".lstrip("; "))
+
+
+__all__ = ["Batch1Check", "MAX_LSB_PER_STEP", "WeightSteps", "batch1_check", "scheme_without_weights",
+           "without_weights"]

@@ -9,7 +9,9 @@ import torch
 
 from mcutrain.data import load_dataset
 from mcutrain.sparse.builtin import graph_plan
-from mcutrain.train.batch1_check import MAX_LSB_PER_STEP, batch1_check, without_weights
+from mcutrain.sparse.scheme import Scheme
+from mcutrain.train.batch1_check import (MAX_LSB_PER_STEP, batch1_check, scheme_without_weights,
+                                          without_weights)
 
 torch.set_num_threads(1)
 
@@ -60,6 +62,14 @@ def test_without_weights_freezes_only_those_weights():
     assert [c.bias for c in kept.convs] == [c.bias for c in plan.convs]
     assert kept.convs[0].kept_channels == 0 and "without weights of conv 0, 2" in kept.scheme
     assert without_weights(plan, []) == plan
+
+
+def test_scheme_without_weights_keeps_the_biases_and_says_why():
+    scheme = Scheme("graph", "searched", (0, 1, 2), ((0, 1.0), (2, 0.25)), "searched (evolution)")
+    kept = scheme_without_weights(scheme, [0])
+    assert kept.weight_ratios == ((2, 0.25),) and kept.bias_layers == (0, 1, 2)
+    assert kept.description.startswith("searched (evolution); weights of conv 0 dropped")
+    assert scheme_without_weights(scheme, ()) is scheme
 
 
 def test_resnet8_first_conv_weights_are_the_unstable_ones():
