@@ -88,7 +88,7 @@ def scratch_bytes(graph: Graph, op) -> int:
         n, _, h, w = graph.tensor(op.inputs[0]).shape
         return n * h * w
     if op.kind == "mbconv_grad":
-        return op.attr("scratch")
+        return op.attr("program").scratch.total
     if op.kind == "mbconv_rows":  # rings, then folded windows
         return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings") + op.attr("folds", ())), default=0)
     return 0

@@ -217,7 +217,7 @@ def _mbconv_rows(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 
 def _mbconv_grad(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     view, types = _WithInternal(g, op), {}
-    for part in op.attr("lazy", ()) + op.attr("pre", ()) + op.attr("parts") + op.attr("post", ()):
+    for part in op.attr("program").all_ops:
         types.update(zip(part.outputs, OUTPUT_TYPES[part.kind](view, part)))
     return [types[o] for o in op.outputs]
 
