@@ -154,8 +154,10 @@ def lower_grad(tensor, channels: int, parts: list[Op], lazy: list[Op], pre: list
     layout = _layout(tensor, channels, parts, rec, outs, source)
     resolver = _Resolver(layout, outs, source, rec)
     steps = tuple(resolver.step(p) for p in parts)
-    source_steps = [tuple(_Resolver(layout, outs, source, rec, phase=True).step(p) for p in phase)
-                    for phase in (pre, post)]
+    source_steps = []
+    for phase in (pre, post):
+        phase_resolver = _Resolver(layout, outs, source, rec, phase=True)
+        source_steps.append(tuple(phase_resolver.step(p) for p in phase))
     return GradProgram(channels, tuple(lazy), source, steps, source_steps[0], source_steps[1], rec, layout)
 
 
