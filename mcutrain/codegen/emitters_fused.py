@@ -25,6 +25,7 @@ from mcutrain.engine.ir import Op
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.passes.fuse_backward import internal_of as grad_internal
 from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of
+from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
 from mcutrain.quant.int8_ops import AddParams
 
 MAX_K = 16  # MCT_ROWS_MAX_K
@@ -126,7 +127,7 @@ def emit_mbconv_rows(ctx: OpContext) -> Emitted:
         d, fields = _rows_stage(ctx, views, st, s, folded, scratch, folds)
         decls += d
         rows.append(fields)
-    schedule = np.array([(s, r) for s, r in op.attr("schedule")], np.int64).reshape(-1)
+    schedule = np.array([(s, r) for s, r in rows_program_of(op).schedule], np.int64).reshape(-1)
     if schedule.size and (schedule.max() > 32767 or schedule.min() < STREAM):
         raise CodegenError(f"op {op.name}: row schedule does not fit int16")
     name = ctx.struct()

@@ -139,7 +139,9 @@ class GradProgram:
                 f"scratch {self.scratch.total} B)")
 
 
-def program_of(op: Op) -> GradProgram:
+def program_of(op: Op):
+    """The program a fused op carries (``GradProgram`` of an ``mbconv_grad``, ``RowsProgram`` of an
+    ``mbconv_rows``)."""
     return op.attr("program")
 
 
@@ -265,3 +267,44 @@ class _Resolver:
         if kind == "update_weight":
             return Step(UPDATE_WEIGHT, op, self.read(op.inputs[1]))
         raise ValueError(f"a {kind} op cannot run channel by channel")
+
+
+# ----------------------------------------------------------------------------------------------
+# Row pipelines (``mbconv_rows``)
+
+
+@dataclass(frozen=True)
+class RowBuffer:
+    """A ring (rows of a tensor, row r in slot r % rows) or a folded window (``rows`` rows of
+    ``channels`` channels at a time) in the op's scratch: ``channels x rows x width`` int8 at ``offset``."""
+    tensor: str
+    channels: int
+    rows: int
+    width: int
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.channels * self.rows * self.width
+
+
+@dataclass(frozen=True, repr=False)
+class RowsProgram:
+    """The resolved program of a row pipeline: its static row schedule ((stage, row) events, stage
+    ``row_schedule.STREAM``: fetch the next streamed row), its rings and folded windows at their
+    scratch offsets, and the scratch bytes the planner reserves (the end of the last buffer)."""
+    schedule: tuple[tuple[int, int], ...]
+    rings: tuple[RowBuffer, ...]
+    folds: tuple[RowBuffer, ...]
+    total: int
+
+    def __repr__(self) -> str:
+        return f"RowsProgram({len(self.schedule)} events, {len(self.rings)} rings, {len(self.folds)} folds, " \
+               f"scratch {self.total} B)"
+
+
+def lower_rows(plan) -> RowsProgram:
+    """The program of a row pipeline from its ``row_schedule.RowPlan`` (computed once by ``fuse_rows``)."""
+    rings = tuple(RowBuffer(*entry) for entry in plan.rings)
+    folds = tuple(RowBuffer(*entry) for entry in plan.folds)
+    return RowsProgram(tuple(plan.schedule), rings, folds, max((b.offset + b.nbytes for b in rings + folds), default=0))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcutrain.engine.fused_program import GradProgram
+from mcutrain.engine.fused_program import GradProgram, RowsProgram
 from mcutrain.engine.ir import DTYPES, ROLES, Graph
 from mcutrain.engine.ops import OUTPUT_TYPES, _WithInternal
 
@@ -59,6 +59,7 @@ def _check_rows(graph: Graph, op, where: str) -> None:
     streamed = bool(op.attr("stream"))
     if streamed != (op.inputs[0] in graph.streams) or set(op.inputs[1:]) & set(graph.streams):
         raise VerifyError(f"{where}: a streamed input must be its input 0, flagged stream")
+    _check_row_buffers(op, internal, where)
     available = {op.inputs[0]} | set(op.inputs)
     for k, st in enumerate(stages):
         if st.kind not in ("conv2d", "add"):
@@ -78,6 +79,21 @@ def _check_rows(graph: Graph, op, where: str) -> None:
                 raise VerifyError(f"{where}: intermediate {t.name!r} declared {t.type_str()}, the stage gives "
                                   f"{dtype}{list(shape)} (and it must not be a graph tensor)")
             available.add(st.outputs[0])
+
+
+def _check_row_buffers(op, internal: dict, where: str) -> None:
+    """The program's rings and folded windows: aligned, one after another, inside its total."""
+    program = op.attr("program")
+    if not isinstance(program, RowsProgram):
+        raise VerifyError(f"{where}: no lowered program")
+    end = 0
+    for b in program.rings + program.folds:
+        if b.offset % 4 or b.offset < end or b.tensor not in set(internal) | {op.inputs[0]}:
+            raise VerifyError(f"{where}: buffer of {b.tensor!r} at {b.offset} (aligned to 4, after {end}, "
+                              f"of the input or an intermediate tensor)")
+        end = b.offset + b.nbytes
+    if end != program.total:
+        raise VerifyError(f"{where}: buffers end at {end}, the program reserves {program.total}")
 
 
 GRAD_PARTS = ("avgpool_grad", "requant_grad", "conv2d_grad_x", "conv2d_grad_b", "conv2d_grad_w",

@@ -1,10 +1,10 @@
-"""The typed program of a channel-by-channel block backward (``fused_program.lower_grad``).
+"""The typed programs of the fused ops: block backwards (``lower_grad``) and row pipelines (``lower_rows``).
 
 Checked on compiled zoo programs (every ``mbconv_grad`` op carries one; its roles, operand places and
 scratch layout are consistent; the planner charges exactly the layout's total) and, as a hypothesis
 property, on synthetic chains of every shape the pass makes (head or lazy head, depthwise or not,
 bias gradients, recomputed masks, a head gradient that leaves the op): the slots never overlap, in
-either layout, and sum to the total.
+either layout, and sum to the total. Row pipelines: rings and windows disjoint, the total charged.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.fused_program import (BIAS_GRAD, DEFERRED, DEPTHWISE_X, FLOAT_PLANE, GROUP_BYTES, HEAD, INPUT,
                                            INT8_PLANE, LAZY, LAZY_HEAD, MASK_BITS, OUTPUT, REQUANT, SCRATCH, TAIL,
-                                           UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD, GradProgram, lower_grad, program_of)
+                                           UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD, GradProgram, RowsProgram,
+                                           lower_grad, program_of)
 from mcutrain.engine.ir import Op, TensorInfo, make_attrs
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.memory import check_plan
 from mcutrain.engine.passes import PIPELINE, fuse_updates, reorder
-from mcutrain.engine.verify import VerifyError, _check_scratch
+from mcutrain.engine.verify import VerifyError, _check_scratch, verify
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 
@@ -207,3 +208,42 @@ def test_synthetic_chains_lower_to_disjoint_slots_that_sum_to_the_total(e, cin, 
         assert program.scratch.source_group == max(1, min(cout, GROUP_BYTES // (4 * h * w)))
     else:
         assert program.scratch.source_group == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# row pipelines
+
+
+def _rows(stage):
+    return [(i, op, program_of(op)) for i, op in enumerate(stage.graph.ops) if op.kind == "mbconv_rows"]
+
+
+@pytest.mark.parametrize("name,res,scheme,passes", [("tiny", 32, "last-k:6", PIPELINE), CASES[2]])
+def test_every_row_pipeline_carries_its_program_and_the_planner_charges_its_total(name, res, scheme, passes):
+    stage = _compiled(name, res, scheme, passes).train
+    pipelines = _rows(stage)
+    assert pipelines
+    for i, op, program in pipelines:
+        assert isinstance(program, RowsProgram)
+        buffers = program.rings + program.folds
+        ends = [b.offset + b.nbytes for b in buffers]
+        assert all(b.offset % 4 == 0 for b in buffers)
+        assert all(end <= nxt.offset for end, nxt in zip(ends, buffers[1:]))  # no two share a byte
+        assert program.total == max(ends, default=0) == scratch_bytes(stage.graph, op)
+        if program.total:
+            buffer = next(b for b in stage.buffers if b.name == f"{op.name}.scratch")
+            assert (buffer.size, buffer.first, buffer.last) == (program.total, i, i)
+        assert {s for s, _ in program.schedule} <= set(range(-1, len(op.attr("stages"))))
+    check_plan(stage.plan)
+
+
+def test_the_verifier_rejects_overlapping_row_buffers():
+    stage = _compiled(*CASES[2]).train
+    op = next(op for _, op, p in _rows(stage) if len(p.rings + p.folds) >= 2)
+    program = program_of(op)
+    first, second = (program.rings + program.folds)[:2]
+    moved = replace(program, rings=(first, replace(second, offset=first.offset)) + program.rings[2:]) \
+        if len(program.rings) >= 2 else replace(program, folds=(replace(second, offset=first.offset),) + program.folds[1:])
+    broken = replace(op, attrs=tuple((k, moved if k == "program" else v) for k, v in op.attrs))
+    with pytest.raises(VerifyError, match="buffer of"):
+        verify(stage.graph.with_ops(broken if o is op else o for o in stage.graph.ops))

@@ -100,7 +100,7 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
              for t, (c, n, w, off) in folds_of(op).items()}
     producer = {st.outputs[0]: st for st in stages}
     shapes = _Shapes(internal, values)
-    for s, r in op.attr("schedule"):
+    for s, r in program_of(op).schedule:
         if s == STREAM:
             ring, n = rings[x]
             ring[:, r % n] = values[x].row(r)
