@@ -8,6 +8,8 @@ touches as row views, its stages, the static row schedule) for the kernel ``mct_
 one channel at a time instead of a few: per channel the numbers are the same). Both keep their
 intermediate data in the op's planned scratch bytes: the rings and folded windows of the pipeline at
 the offsets the pass chose, one channel of each gradient (and of the recomputed forward) of the block.
+Both read the program their pass lowered (``engine.fused_program``: the row schedule and buffers; the
+typed steps, resolved operands and scratch layout of a block backward) and derive none of it again.
 """
 
 from __future__ import annotations

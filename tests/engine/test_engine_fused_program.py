@@ -242,8 +242,11 @@ def test_the_verifier_rejects_overlapping_row_buffers():
     op = next(op for _, op, p in _rows(stage) if len(p.rings + p.folds) >= 2)
     program = program_of(op)
     first, second = (program.rings + program.folds)[:2]
-    moved = replace(program, rings=(first, replace(second, offset=first.offset)) + program.rings[2:]) \
-        if len(program.rings) >= 2 else replace(program, folds=(replace(second, offset=first.offset),) + program.folds[1:])
+    overlapping = replace(second, offset=first.offset)
+    if len(program.rings) >= 2:
+        moved = replace(program, rings=(first, overlapping) + program.rings[2:])
+    else:
+        moved = replace(program, folds=(overlapping,) + program.folds[1:])
     broken = replace(op, attrs=tuple((k, moved if k == "program" else v) for k, v in op.attrs))
     with pytest.raises(VerifyError, match="buffer of"):
         verify(stage.graph.with_ops(broken if o is op else o for o in stage.graph.ops))

@@ -6,7 +6,8 @@ row at a time (``args[0].row(r)``): the row pipeline ``mbconv_rows`` (its rings 
 folded windows are what the kernel really uses, so the plan's claim is true) and the channel-by-
 channel block backward ``mbconv_grad`` (a few channels of each gradient live in the scratch; NumPy
 temporaries stand for a C loop's registers). Every per-channel sum uses the same primitives as the
-whole-tensor kernels in ``kernels``, so fusing changes no bit.
+whole-tensor kernels in ``kernels``, so fusing changes no bit. Both run the program their pass
+lowered (``engine.fused_program``): its schedule and buffers, its typed steps and scratch layout.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def _gradient_slots(program, scratch: np.ndarray) -> dict[str, np.ndarray]:
     for slot in layout.slots:
         if slot.kind == FLOAT_PLANE:
             size = layout.group * slot.per_channel
-            slots[slot.tensor] = scratch[slot.offset:slot.offset + size].view(np.float32).reshape((layout.group,) + slot.shape)
+            view = scratch[slot.offset:slot.offset + size].view(np.float32)
+            slots[slot.tensor] = view.reshape((layout.group,) + slot.shape)
     return slots
 
 

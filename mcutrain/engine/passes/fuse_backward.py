@@ -48,7 +48,7 @@ from __future__ import annotations
 from bisect import insort
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
-from mcutrain.engine.fused_program import GROUP_BYTES, lower_grad, program_of
+from mcutrain.engine.fused_program import lower_grad, program_of
 from mcutrain.engine.ops import has_general_geometry, is_pointwise_conv
 
 KIND = "mbconv_grad"
