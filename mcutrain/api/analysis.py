@@ -83,7 +83,7 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
             train_subset: int | None = None, eval_subset: int | None = None, layers: str | None = None,
             ratios: str | None = None, bias_grid: str | None = None, workers: int = 1, seed: int = 0,
             lr: float | str = "auto", momentum: float = 0.9, batch_size: int = 32, optimizer: str = "sgd",
-            qas: bool = True, update_rule: str = "sr", resolution: int = 0, seeds: int = 1, head_epochs: int = 0,
+            qas: bool = True, update_rule: str = "sr", resolution: int = 0, seeds: int = 1, head_epochs: int = 20,
             quiet: bool = False) -> Analysis:
     """The contribution of each candidate update of ``model`` on ``data``, written to the contrib.json
     ``out`` (what `search_scheme` reads).
@@ -99,8 +99,8 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
     fine-tune failed, ``TrainingFailed`` (its ``result`` is the summary) after the document is written.
     ``seeds`` (fine-tune only): every run repeated with that many seeds, the document records the
     per-seed accuracies and, from 2, each delta's standard error (the search's ``noise_z`` then uses it).
-    ``head_epochs`` (fine-tune only): > 0 starts every run from a head trained alone that long
-    (``search.contrib_seeds``)."""
+    ``head_epochs`` (fine-tune only): every run starts from a head trained alone that long (0: from a
+    zero head, the analyses before issue 14; ``search.contrib_seeds``)."""
     from mcutrain.errors import McutrainError
 
     if method not in METHODS:
@@ -141,6 +141,11 @@ def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, 
                     f"{', ...' if failed > 5 else ''}{example}): their contributions measure a broken run; check "
                     f"--lr ({rate})",)
         _warn(warnings[0])
+    head = doc.get("head") or {}
+    if head.get("failed"):
+        warnings += (f"the classifier trained alone ({head['epochs']} epochs) failed to learn, so every run started "
+                     f"from the model's own head: {head['failed']}",)
+        _warn(warnings[-1])
     if failed and failed == payload["runs"]:
         raise TrainingFailed(f"every one of the {failed} runs failed to learn, so the contributions in {out} are "
                              f"noise: try another --lr ({rate}), with another --out", result=payload)

@@ -101,6 +101,7 @@ from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, SeedErrors, 
                                           contrib_from_doc, load_contrib)
 
 MAX_SEEDS = 100
+DEFAULT_HEAD_EPOCHS = 20  # contrib_seeds: the warmed head; docs/results/search_seeds.md measured it
 MAX_HEAD_EPOCHS = 1000
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "optimizer", "qas", "update_rule", "seed",
                      "resolution", "train_subset", "eval_subset")
@@ -130,7 +131,7 @@ class AnalysisConfig:
     bias_grid: Selection = None  # None: geometric 1, 2, 3, 4, 6, 8, 12, ... and n
     workers: int = 1
     seeds: int = 1  # repeats of every run (contrib_seeds); 1: today's cost, no seed standard errors
-    head_epochs: int = 0  # > 0: every run starts from a head trained alone this long (contrib_seeds); 0: zero head
+    head_epochs: int = DEFAULT_HEAD_EPOCHS  # every run starts from a head trained alone this long; 0: a zero head
 
     @property
     def settings(self) -> dict:
@@ -209,8 +210,11 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
     if cfg.head_epochs:  # rebuilt on a resume too (deterministic), so the document always records it
         state = run_state(run_cfg, model, dataset)
         trained, head = warm_head(run_cfg, state, cfg.head_epochs, head_path(cfg.out, cfg.model))
-        run_cfg = replace(run_cfg, model=head["path"])  # workers load their model from the file
-        if progress and not head["converged"]:
+        if trained is None:  # the runs start from the model's own head; the document says why (api warns)
+            trained = model
+        else:
+            run_cfg = replace(run_cfg, model=head["path"])  # workers load their model from the file
+        if progress and trained is not model and not head["converged"]:
             _warn(f"mcutrain analyze: the head's training loss still fell {head['last_epoch_gain']:.1%} in its last "
                   f"epoch of {cfg.head_epochs}: raise --head-epochs")
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="analyze", unit="run",
@@ -469,13 +473,16 @@ def summary(doc: dict, top: int = 10) -> dict:
     best_k = max(doc["bias"], key=lambda k: (doc["bias"][k], -int(k)), default=None)
     rows = sorted(((int(i), float(r), d) for i, row in doc["weight"].items() for r, d in row.items()),
                   key=lambda t: (-t[2], t[0], t[1]))
+    se = (doc.get("se") or {}).get("weight", {})
     arch = doc["model"]["arch"]
     if arch == mk.GRAPH_ARCH and isinstance(doc["model"].get("path"), str):  # an imported graph: its file's name
         arch = f"{os.path.basename(doc['model']['path'])} (imported graph)"
     return {"model": arch, "data": doc["data"]["name"],
             "baseline": doc["baseline"],
             "best_bias": None if best_k is None else {"k": int(best_k), "dacc": doc["bias"][best_k]},
-            "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d} for i, r, d in rows[:top]],
+            "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d,
+                             "se": se.get(str(i), {}).get(str(r))} for i, r, d in rows[:top]],
+            "seeds": (doc.get("settings") or {}).get("seeds", 1),
             "unstable": doc["unstable"], "failed": doc.get("failed", {}), "failed_runs": len(doc["unstable"]),
             "runs": doc["runs"], "runs_new": doc["runs_new"],
             "seconds": doc["wall_seconds"]}

@@ -28,8 +28,9 @@ The converged head (``--head-epochs H``)
     estimator warms its head the same way). The head's losses per epoch are recorded (``head``) with
     ``converged``: the last epoch improved the training loss by less than 2 % (else a warning: raise H).
     The warmed model is written beside the output (``<out>.head.<ext>``) because worker processes load
-    their model from a file. H = 0 (default) keeps today's zero-head analysis; docs/results/search_seeds.md
-    measures both.
+    their model from a file. H = 20 (default; 0: the zero-head analysis of before); docs/results/search_seeds.md
+    measures both. A head that fails to learn (a diverging rate) leaves the zero head, recorded as
+    ``head.failed``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcutrain.errors import TrainingFailed
 from mcutrain.search.runs import RunSpec, RunState, _one_thread, scheme_file
 from mcutrain.train import model_kind as mk
 from mcutrain.train.finetune import FinetuneConfig, finetune
@@ -99,13 +101,18 @@ def head_path(out: str | os.PathLike, model_path: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(out)}.head{Path(os.fspath(model_path)).suffix}")
 
 
-def warm_head(cfg: FinetuneConfig, state: RunState, epochs: int, path: Path) -> tuple[mk.TrainableModel, dict]:
+def warm_head(cfg: FinetuneConfig, state: RunState, epochs: int, path: Path) -> tuple[mk.TrainableModel | None, dict]:
     """Train the classifier alone for ``epochs`` from ``state``'s model (one torch thread, the analysis's
-    seed: deterministic), write the model to ``path`` and return it with the ``head`` record."""
+    seed: deterministic), write the model to ``path`` and return it with the ``head`` record. A head that
+    failed to learn (``train.health``; e.g. a learning rate that diverges) returns None and the reason:
+    the analysis then runs from the zero head and records why, as it records failed runs."""
     run = RunSpec(0)
-    with scheme_file(run, "contrib-head", state.table) as scheme, _one_thread():
-        result = finetune(replace(cfg, scheme=scheme, epochs=epochs, out=os.fspath(path)), progress=False,
-                          model=state.model, dataset=state.dataset, prefix_memo=state.memo)
+    try:
+        with scheme_file(run, "contrib-head", state.table) as scheme, _one_thread():
+            result = finetune(replace(cfg, scheme=scheme, epochs=epochs, out=os.fspath(path)), progress=False,
+                              model=state.model, dataset=state.dataset, prefix_memo=state.memo)
+    except TrainingFailed as failure:
+        return None, {"epochs": epochs, "failed": str(failure), "converged": False}
     losses = result["train_loss_per_epoch"]
     gain = (losses[-2] - losses[-1]) / abs(losses[-2]) if len(losses) >= 2 and losses[-2] else 0.0
     record = {"epochs": epochs, "train_loss_per_epoch": losses, "val_accuracy": result["val_accuracy"],

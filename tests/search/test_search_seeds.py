@@ -24,8 +24,9 @@ from mcutrain.train import model_kind as mk
 from tests.helpers.digits_model import make_digits_models
 
 # 5 runs per seed: baseline, bias k = 1, 2, conv 13 at ratios 1/8 and 1 (each ~0.1 s on digits at 16x16).
+# The model's own (trained) head: warmed further, every run would land on the same validation accuracy.
 SETTINGS = dict(data="digits", epochs=1, train_subset=200, eval_subset=0, lr=0.1, layers="13", ratios="1/8,1",
-                bias_grid="1,2")
+                bias_grid="1,2", head_epochs=0)
 PER_SEED = 5
 
 
@@ -58,6 +59,12 @@ def test_two_seeds_record_per_seed_accuracies_and_paired_se(two_seeds):
     # the seeds are different draws: not every run gives the same accuracy twice
     all_runs = [s["baseline"]] + list(s["bias"].values()) + [v for row in s["weight"].values() for v in row.values()]
     assert any(a != b for a, b in all_runs)
+    losses = {}
+    for line in runs_path(out).read_text().splitlines()[1:]:
+        entry = json.loads(line)
+        losses[RunSpec.from_json(entry["run"])] = entry["record"]["train_loss_per_epoch"]
+    assert len(losses) == 2 * PER_SEED
+    assert all(losses[run] != losses[RunSpec(run.bias, run.layer, run.ratio, 1)] for run in losses if not run.seed)
     c = load_contrib(out)
     assert c.se is not None and c.se.seeds == 2 and c.se.bias[2] == pytest.approx(doc["se"]["bias"]["2"])
 
@@ -152,8 +159,8 @@ def test_malformed_se_is_refused(change, message):
 
 def test_head_epochs_warm_start_every_run(model, tmp_path):
     out = tmp_path / "contrib.json"
-    settings = dict(SETTINGS, layers="14", ratios="1", bias_grid="1")
-    doc = analyze(AnalysisConfig(model=model, out=str(out), head_epochs=3, **settings), progress=False)
+    settings = dict(SETTINGS, layers="14", ratios="1", bias_grid="1", head_epochs=3)
+    doc = analyze(AnalysisConfig(model=model, out=str(out), **settings), progress=False)
     head = doc["head"]
     assert head["epochs"] == 3 and len(head["train_loss_per_epoch"]) == 3 and isinstance(head["converged"], bool)
     assert doc["settings"]["head_epochs"] == 3
@@ -163,7 +170,7 @@ def test_head_epochs_warm_start_every_run(model, tmp_path):
     assert mk.content_identity(warmed) != doc["model"]["identity"]  # the head was trained
     # the cache identity names the warm start, so a zero-head rerun on the same output is refused
     with pytest.raises(McutrainError, match="head_epochs"):
-        analyze(AnalysisConfig(model=model, out=str(out), **settings), progress=False)
+        analyze(AnalysisConfig(model=model, out=str(out), **dict(settings, head_epochs=0)), progress=False)
     shutil.rmtree(tmp_path)
 
 
@@ -171,3 +178,10 @@ def test_cli_refuses_bad_seeds(model, tmp_path, capsys):
     code = main(["analyze", model, "--data", "digits", "--out", str(tmp_path / "c.json"), "--seeds", "0", "--quiet"])
     assert code == 2 and "--seeds must be in [1, 100]" in capsys.readouterr().err
     assert not runs_path(tmp_path / "c.json").exists()
+
+
+def test_a_head_that_fails_to_learn_leaves_the_zero_head_and_says_so(model, tmp_path):
+    settings = dict(SETTINGS, layers="14", ratios="1", bias_grid="1", head_epochs=2, lr=1e6)
+    doc = analyze(AnalysisConfig(model=model, out=str(tmp_path / "c.json"), **settings), progress=False)
+    assert "failed to learn" in doc["head"]["failed"] and doc["head"]["converged"] is False
+    assert load_contrib(tmp_path / "c.json").baseline == doc["baseline"]  # the analysis still ran and wrote
