@@ -488,7 +488,6 @@ def summary(doc: dict, top: int = 10) -> dict:
             "seconds": doc["wall_seconds"]}
 
 
-__all__ = ["AnalysisConfig", "Contrib", "Plan", "analyze", "bias_gain", "check_analysis_model", "contrib_doc",
-           "contrib_from_doc",
-           "delta_se", "load_contrib", "noise_source", "SeedErrors", "plan_runs", "predicted_gain", "runs_path", "shrink", "shrunk", "summary",
-           "validation_size"]
+__all__ = ["AnalysisConfig", "Contrib", "Plan", "SeedErrors", "analyze", "bias_gain", "check_analysis_model",
+           "contrib_doc", "contrib_from_doc", "delta_se", "load_contrib", "noise_source", "plan_runs", "predicted_gain",
+           "runs_path", "shrink", "shrunk", "summary", "validation_size"]

@@ -137,7 +137,7 @@ def _check_seed_accuracies(section) -> None:
 def _check_sections(doc: dict) -> None:
     """The sections' types and the numbers search uses (n_convs, resolution, class count, sample counts)."""
     for section, required in (("model", True), ("data", False), ("settings", False), ("bias", True),
-                              ("weight", True)):
+                              ("weight", True), ("head", False)):
         if (required or section in doc) and not isinstance(doc.get(section), dict):
             raise McutrainError(f"'{section}' must be an object, got {brief(doc.get(section))}")
     model, data, settings = doc["model"], doc.get("data", {}), doc.get("settings", {})

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def warm_head(cfg: FinetuneConfig, state: RunState, epochs: int, path: Path) -> 
     seed: deterministic), write the model to ``path`` and return it with the ``head`` record. A head that
     failed to learn (``train.health``; e.g. a learning rate that diverges) returns None and the reason:
     the analysis then runs from the zero head and records why, as it records failed runs."""
-    run = RunSpec(0)
+    run, t0 = RunSpec(0), time.perf_counter()
     try:
         with scheme_file(run, "contrib-head", state.table) as scheme, _one_thread():
             result = finetune(replace(cfg, scheme=scheme, epochs=epochs, out=os.fspath(path)), progress=False,
@@ -117,5 +118,5 @@ def warm_head(cfg: FinetuneConfig, state: RunState, epochs: int, path: Path) -> 
     gain = (losses[-2] - losses[-1]) / abs(losses[-2]) if len(losses) >= 2 and losses[-2] else 0.0
     record = {"epochs": epochs, "train_loss_per_epoch": losses, "val_accuracy": result["val_accuracy"],
               "converged": bool(len(losses) >= 2 and gain < CONVERGED_GAIN), "last_epoch_gain": round(gain, 4),
-              "path": os.fspath(path)}
+              "path": os.fspath(path), "seconds": round(time.perf_counter() - t0, 2)}
     return mk.load_trainable(path), record
