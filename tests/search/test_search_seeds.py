@@ -185,3 +185,11 @@ def test_a_head_that_fails_to_learn_leaves_the_zero_head_and_says_so(model, tmp_
     doc = analyze(AnalysisConfig(model=model, out=str(tmp_path / "c.json"), **settings), progress=False)
     assert "failed to learn" in doc["head"]["failed"] and doc["head"]["converged"] is False
     assert load_contrib(tmp_path / "c.json").baseline == doc["baseline"]  # the analysis still ran and wrote
+
+
+def test_search_summary_names_the_standard_errors_it_used(model, two_seeds, tmp_path):
+    from mcutrain.api.analysis import search_scheme
+
+    result = search_scheme(model, two_seeds[0], "1MB", tmp_path / "s.json", population=4, generations=2,
+                           noise_z=1.0, quiet=True)
+    assert result.payload["noise_se"].startswith("seeds") and "standard errors: seeds" in result.text()
