@@ -36,8 +36,9 @@ def register(subparsers) -> None:
                    help="each method evaluates population x generations distinct candidates")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--noise-z", type=float, default=d["noise_z"], metavar="Z",
-                   help="shrink each measured delta towards 0 by Z binomial standard errors of its validation "
-                        f"accuracies before summing, so that noise does not add up to a gain; 0: the plain sum "
+                   help="shrink each measured delta towards 0 by Z standard errors before summing (its spread over "
+                        "the analysis' seeds where it ran --seeds >= 2, else binomial errors of its validation "
+                        f"accuracies), so that noise does not add up to a gain; 0: the plain sum "
                         f"(default {d['noise_z']:g}, from docs/results/search_validation.md)")
     p.add_argument("--out", required=True, metavar="SCHEME_JSON")
     p.add_argument("--plot", default=d["plot"], help="PNG path (default: OUT with .png)")
