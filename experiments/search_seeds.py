@@ -86,7 +86,8 @@ def correlations(doc: dict) -> dict:
             "n1_pairs_all": [o[0] for o in one], "n3_all": three[0], "n3_weight": three[1],
             "median_se6": float(np.median(ses)), "clear_2se": int(sum(abs(d) > 2 * e for d, e in zip(ds, ses))),
             "deltas": len(ds), "baseline": doc["baseline"], "lr": doc["settings"]["lr"],
-            "head_val": (doc.get("head") or {}).get("val_accuracy"), "seconds": doc["wall_seconds"], "run_seconds": doc["run_seconds"],
+            "head_val": (doc.get("head") or {}).get("val_accuracy"), "seconds": doc["wall_seconds"],
+            "run_seconds": doc["run_seconds"],
             "head_seconds": (doc.get("head") or {}).get("seconds"),
             "runs": doc["runs"]}
 

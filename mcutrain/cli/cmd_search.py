@@ -20,8 +20,8 @@ def register(subparsers) -> None:
                     "(dAcc_bias[k] + sum dAcc_W[i, r], `mcutrain analyze`) while the compiled training step "
                     "fits --budget: total SRAM exactly as `mcutrain compile` reports it (arena + trainable "
                     "copies + engine state, image streamed). Budgets: bytes, or with a unit: KB = KiB = 1024 B, "
-                    "MB = MiB = 1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of finetune / "
-                    "compile) and a plot of best-so-far vs evaluations for both methods.")
+                    "MB = MiB = 1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of "
+                    "finetune / compile) and a plot of best-so-far vs evaluations for both methods.")
     p.add_argument("model", metavar="MODEL", help="int8 model file, imported graph model file, or zoo name (memory "
                                                   "does not depend on weights)")
     p.add_argument("--contrib", required=True, metavar="CONTRIB_JSON",
