@@ -8,7 +8,8 @@ images) and ends where it came from, as a .tflite. The stages (each printed as i
   3. contrib   the contribution analysis, chosen by ``mcutrain.demo.choose_analysis`` (the one function
                that chooses it for both demos): a given contrib.json, else the fast gradient estimate;
   4. search    evolution under the SRAM / Flash budgets (less the stack and code reserves), each
-               candidate priced by the exact compiled memory of the graph's training program;
+               candidate priced by the exact compiled memory of the graph's training program; then the
+               device rate, and a short batch-1 check that drops weights that would run away at it;
   5. compile   the training program for C (``compile_for_codegen``, what ``mcutrain compile`` reports);
   6. train     batch-1 SGD on the host build of the generated C; the trained parameters are saved as a
                device saves them (``mct_save``);
@@ -22,6 +23,7 @@ Stages 6-7 and the samples are the zoo demo's own functions (``mcutrain.demo``).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,12 +37,13 @@ __all__ = ["litert_check", "run_graph_demo"]
 MODEL_FILE = "model-int8.mct"
 TRAINED_TFLITE = "trained.tflite"
 LITERT_CHECK_SAMPLES = 64  # held-out samples run through LiteRT (its reference kernels are slow)
+BATCH1_CHECK_STEPS = 100  # batch-1 steps of the runaway-weight check (about 7 s on ResNet-8)
 
 
 def run_graph_demo(cfg) -> dict:
     """Every stage for ``cfg.model`` (a .tflite); the result document has the zoo demo's sections plus
     ``import`` and ``export``, and ``backbone`` describes the imported model."""
-    from mcutrain.demo import Progress, _device, _device_lr, _samples, _train_on_host, choose_analysis
+    from mcutrain.demo import Progress, _device, _samples, _train_on_host, choose_analysis
     from mcutrain.train import model_kind as mk
 
     t0 = time.perf_counter()
@@ -51,8 +54,9 @@ def run_graph_demo(cfg) -> dict:
     task = _task(cfg, progress)
     model = _import(cfg, task, progress, result, out)
     contrib = choose_analysis(out / MODEL_FILE, model, cfg, progress, result)
-    plan, scheme_path = _search(model, contrib, cfg, progress, result, out)
-    cfg = replace(cfg, lr=_device_lr(model, task, cfg, result, scheme_path))
+    scheme, table, scheme_path = _search(model, contrib, cfg, progress, result, out)
+    plan, rate = _steady_scheme(model, task, scheme, table, scheme_path, cfg, result)
+    cfg = replace(cfg, lr=rate)
     program = _compile(model, plan, cfg, progress, result, out)
     facts = mk.target_facts(model, MODEL_FILE)
     samples = _samples(task, facts, cfg)
@@ -117,17 +121,50 @@ def _search(model, contrib, cfg, progress, result: dict, out: Path):
     plot_progress([outcome.evolution, outcome.random], str(out / "search.png"),
                   f"{result['backbone']['model']} @{result['backbone']['resolution']}: best predicted gain "
                   f"under {cfg.sram_budget}")
-    plan = cost.table.resolve(outcome.scheme)
     result["search"] = {
         "sram_budget_bytes": sram, "flash_budget_bytes": flash, "search_sram_budget_bytes": scfg.sram_budget,
         "search_flash_budget_bytes": scfg.flash_budget, "predicted_gain": outcome.gain,
         "random_predicted_gain": outcome.random.best.gain, "evaluations": outcome.evolution.evaluations,
         "minimum_sram_bytes": outcome.minimum.total_sram_bytes, "scheme": outcome.scheme.name,
-        "scheme_file": str(path), "bias_layers": sum(c.bias for c in plan.convs),
-        "weight_layers": [{"layer": c.index, "ratio": c.weight_ratio} for c in plan.convs if c.updates_weight],
-        "analytic_extra_bytes": mk.analytic_bytes(model, plan)["total_bytes"],
+        "scheme_file": str(path), **_scheme_facts(model, cost.table.resolve(outcome.scheme)),
     }
-    return plan, path
+    return outcome.scheme, cost.table, path
+
+
+def _scheme_facts(model, plan) -> dict:
+    from mcutrain.train import model_kind as mk
+
+    return {"bias_layers": sum(c.bias for c in plan.convs),
+            "weight_layers": [{"layer": c.index, "ratio": c.weight_ratio} for c in plan.convs if c.updates_weight],
+            "analytic_extra_bytes": mk.analytic_bytes(model, plan)["total_bytes"]}
+
+
+def _steady_scheme(model, task, scheme, table, path: Path, cfg, result: dict):
+    """(plan, device rate): the searched scheme, less the weights that would run away at batch 1.
+
+    Why: on a model fed raw pixels (the MLPerf Tiny ResNet-8: input scale 1.0), QAS makes the first
+    conv's weights move several LSB per sample at the device's rate and pile up at the clamp; the
+    analysis (batch 32, short) cannot see it (``train.batch1_check``, docs/bring-your-model.md).
+    A short batch-1 run of the engine's step in the simulation, at the rate that will be compiled,
+    names such convs; their weights are dropped (biases kept), the scheme file rewritten, the rate
+    chosen again for the new scheme (a runaway conv also drags ``--lr auto`` down)."""
+    from mcutrain.demo import _device_lr
+    from mcutrain.sparse.table import save_table_scheme
+    from mcutrain.train.batch1_check import batch1_check, scheme_without_weights
+
+    rate = _device_lr(model, task, cfg, result, path)
+    plan = table.resolve(scheme)
+    check = batch1_check(model, plan, task, lr=rate, steps=BATCH1_CHECK_STEPS, seed=cfg.seed, eval_n=100)
+    runaway = check.unstable()
+    print(f"  {check.summary()}", file=sys.stderr, flush=True)
+    result["batch1_check"] = {"lr": rate, "steps": check.steps, "unstable_weights": list(runaway)}
+    if not runaway:
+        return plan, rate
+    scheme = scheme_without_weights(scheme, runaway)
+    save_table_scheme(path, scheme, table)
+    plan = table.resolve(scheme)
+    result["search"].update(_scheme_facts(model, plan), dropped_weights=list(runaway))
+    return plan, _device_lr(model, task, cfg, result, path)
 
 
 def _compile(model, plan, cfg, progress, result: dict, out: Path):

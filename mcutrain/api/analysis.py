@@ -83,7 +83,8 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
             train_subset: int | None = None, eval_subset: int | None = None, layers: str | None = None,
             ratios: str | None = None, bias_grid: str | None = None, workers: int = 1, seed: int = 0,
             lr: float | str = "auto", momentum: float = 0.9, batch_size: int = 32, optimizer: str = "sgd",
-            qas: bool = True, update_rule: str = "sr", resolution: int = 0, ray: str | None = None,
+            qas: bool = True, update_rule: str = "sr", resolution: int = 0, seeds: int = 1, head_epochs: int = 20,
+            ray: str | None = None,
             quiet: bool = False) -> Analysis:
     """The contribution of each candidate update of ``model`` on ``data``, written to the contrib.json
     ``out`` (what `search_scheme` reads).
@@ -98,7 +99,11 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
     ``"auto"`` on a local Ray instance (``workers`` CPUs when > 1, else all) or ``"HOST:PORT"`` on a running
     cluster (docs/cluster.md); the results are the same as without it. Warnings (runs that failed to learn, a
     calibration that lost accuracy) are printed on stderr and kept in `Analysis.warnings`; when every
-    fine-tune failed, ``TrainingFailed`` (its ``result`` is the summary) after the document is written."""
+    fine-tune failed, ``TrainingFailed`` (its ``result`` is the summary) after the document is written.
+    ``seeds`` (fine-tune only): every run repeated with that many seeds, the document records the
+    per-seed accuracies and, from 2, each delta's standard error (the search's ``noise_z`` then uses it).
+    ``head_epochs`` (fine-tune only): every run starts from a head trained alone that long (0: from a
+    zero head, the analyses before issue 14; ``search.contrib_seeds``)."""
     from mcutrain.errors import McutrainError
 
     if method not in METHODS:
@@ -112,15 +117,16 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
         if ray is not None:
             raise McutrainError("--ray runs fine-tunes; --method fast runs none (use finetune or both)")
         return _fast_analysis(common, sizes, path_of(out), quiet)
-    result = _finetune_analysis(common, sizes, path_of(out), workers, ray, quiet)
+    repeats = dict(workers=workers, seeds=seeds, head_epochs=head_epochs)
+    result = _finetune_analysis(common, sizes, path_of(out), repeats, ray, quiet)
     if method == "both":
         note = _compare_with_fast(common, sizes, result, quiet)
         result = replace(result, warnings=result.warnings + (note,))
     return result
 
 
-def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, workers: int, ray: str | None,
-                       quiet: bool) -> Analysis:
+def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, repeats: dict[str, int],
+                       ray: str | None, quiet: bool) -> Analysis:
     from mcutrain.errors import TrainingFailed
     from mcutrain.search.contrib import AnalysisConfig, runs_path, summary
     from mcutrain.search.contrib import analyze as run_analysis
@@ -129,7 +135,7 @@ def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, 
         from mcutrain.search.ray_backend import check_reachable
 
         check_reachable(ray)
-    cfg = AnalysisConfig(out=out, workers=workers, ray=ray, **common, **sizes)
+    cfg = AnalysisConfig(out=out, ray=ray, **repeats, **common, **sizes)
     doc = run_analysis(cfg, progress=not quiet)
     payload = {"out": out, "runs_cache": str(runs_path(out)), **summary(doc)}
     failed = payload["failed_runs"]
@@ -144,6 +150,11 @@ def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, 
                     f"{', ...' if failed > 5 else ''}{example}): their contributions measure a broken run; check "
                     f"--lr ({rate})",)
         _warn(warnings[0])
+    head = doc.get("head") or {}
+    if head.get("failed"):
+        warnings += (f"the classifier trained alone ({head['epochs']} epochs) failed to learn, so every run started "
+                     f"from the model's own head: {head['failed']}",)
+        _warn(warnings[-1])
     if failed and failed == payload["runs"]:
         raise TrainingFailed(f"every one of the {failed} runs failed to learn, so the contributions in {out} are "
                              f"noise: try another --lr ({rate}), with another --out", result=payload)
@@ -209,6 +220,7 @@ class SearchResult(Result):
             f"predicted gain {r['predicted_gain'] * 100:+.2f} points at noise z {r['noise_z']:g} "
             f"({r['unshrunk_predicted_gain'] * 100:+.2f} unshrunk; random search, same "
             f"{r['random_evaluations']} evaluations: {r['random_predicted_gain'] * 100:+.2f})",
+            f"standard errors: {r['noise_se']}",
             f"total SRAM {r['peak_sram_bytes']} bytes ({kb(r['peak_sram_bytes'])}) = arena {kb(r['arena_bytes'])} + "
             f"trainable {kb(r['trainable_sram_bytes'])}; Flash {kb(r['flash_bytes'])} "
             f"(the paper's analytic extra memory: {kb(r['analytic_extra_bytes'])})",
@@ -269,6 +281,7 @@ def search_scheme(model: PathLike, contrib: PathLike, budget: str, out: PathLike
                   f"{label} @{_side(side)}, budget {kb(cfg.sram_budget)} SRAM")
     return SearchResult({
         "predicted_gain": found.gain, "noise_z": cfg.noise_z, "unshrunk_predicted_gain": found.unshrunk_gain,
+        "noise_se": found.noise,
         "peak_sram_bytes": found.exact.total_sram_bytes, "budget_bytes": cfg.sram_budget,
         "flash_bytes": found.exact.flash_bytes, "flash_budget_bytes": cfg.flash_budget,
         "arena_bytes": found.exact.arena_bytes, "trainable_sram_bytes": found.exact.trainable_bytes,

@@ -50,6 +50,12 @@ def register(subparsers) -> None:
                         "> 1, else all), HOST:PORT joins a running cluster (docs/cluster.md); same results as "
                         "without it (default: local processes, --workers)")
     p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--seeds", type=int, default=d["seeds"],
+                   help="repeat every fine-tune with this many seeds (default 1): the document records per-seed "
+                        "accuracies and, from 2, each delta's standard error, which search --noise-z then uses")
+    p.add_argument("--head-epochs", type=int, default=d["head_epochs"],
+                   help=f"train the classifier alone this many epochs first and start every run from it (default "
+                        f"{d['head_epochs']}; 0: every run starts from the model's head, a zero one for a new task)")
     p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d["lr"],
                    help="learning rate, or auto (default): chosen once by short runs of the analysis's "
                         "largest run on the validation split, recorded in the document's settings")
@@ -78,8 +84,8 @@ def run(args) -> int:
                          train_subset=args.train_subset, eval_subset=args.eval_subset, layers=args.layers,
                          ratios=args.ratios, bias_grid=args.bias_grid, workers=args.workers, seed=args.seed,
                          lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, optimizer=args.optimizer,
-                         qas=args.qas, update_rule=args.update_rule, resolution=args.resolution, ray=args.ray,
-                         quiet=args.quiet)
+                         qas=args.qas, update_rule=args.update_rule, resolution=args.resolution, seeds=args.seeds,
+                         head_epochs=args.head_epochs, ray=args.ray, quiet=args.quiet)
     except TrainingFailed as e:  # the document is written: show what it measured, then the error
         if e.result is not None:
             emit(args, e.result, human)
@@ -95,7 +101,8 @@ def _human(r: dict) -> str:
              "no bias runs",
              "top weight contributions (over bias-only with the same depth):",
              _weights_table(r),
-             f"{r['runs']} runs ({r['runs_new']} new, {r['failed_runs']} failed to learn) in {r['seconds']:.1f} s; "
+             f"{r['runs']} runs ({r['runs_new']} new, {r['failed_runs']} failed to learn"
+             f"{_seeds(r)}) in {r['seconds']:.1f} s; "
              f"wrote {r['out']} "
              f"(run cache {r['runs_cache']})"]
     return "\n".join(lines)
@@ -104,7 +111,16 @@ def _human(r: dict) -> str:
 NAME_CHARS = 48  # imported TFLite convs are named by their fused tensor names, hundreds of characters long
 
 
+def _seeds(r: dict) -> str:
+    n = r.get("seeds", 1)
+    return f"; {n} seeds per run, dAcc the mean paired delta, se its standard error" if n > 1 else ""
+
+
 def _weights_table(r: dict) -> str:
+    if any(w.get("se") is not None for w in r["top_weights"]):
+        return table([[w["layer"], _short(w["name"]), w["ratio"], round(w["dacc"] * 100, 2),
+                       round(w["se"] * 100, 2)] for w in r["top_weights"]],
+                     ["layer", "name", "ratio", "dAcc (points)", "se (points)"])
     return table([[w["layer"], _short(w["name"]), w["ratio"], round(w["dacc"] * 100, 2)] for w in r["top_weights"]],
                  ["layer", "name", "ratio", "dAcc (points)"])
 

@@ -14,9 +14,10 @@ from mcutrain.cli.output import add_json_flag, emit
 DESCRIPTION = """\
 From a pretrained float backbone to training ON the compiled C engine: quantize to int8, give it a new
 head for a new task, pick a sparse-update scheme by evolutionary search under an SRAM/Flash budget
-(exact compiled memory, contribution analysis bundled or a fast gradient estimate), compile the training step to C, train
-it at batch 1 on the host build streaming the task's samples, then run the same firmware on an emulated
-Cortex-M7 (QEMU) and measure its SRAM, Flash and instructions. Writes a report folder (--out).
+(exact compiled memory, contribution analysis bundled or a fast gradient estimate), compile the training
+step to C, train it at batch 1 on the host build streaming the task's samples, then run the same
+firmware on an emulated Cortex-M7 (QEMU) and measure its SRAM, Flash and instructions. Writes a report
+folder (--out).
 
 Defaults: the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, 256KB SRAM,
 1MB Flash. Your own: --checkpoint CKPT (a float checkpoint from `mcutrain pretrain`; supported layers: see

@@ -20,8 +20,8 @@ def register(subparsers) -> None:
                     "(dAcc_bias[k] + sum dAcc_W[i, r], `mcutrain analyze`) while the compiled training step "
                     "fits --budget: total SRAM exactly as `mcutrain compile` reports it (arena + trainable "
                     "copies + engine state, image streamed). Budgets: bytes, or with a unit: KB = KiB = 1024 B, "
-                    "MB = MiB = 1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of finetune / "
-                    "compile) and a plot of best-so-far vs evaluations for both methods.")
+                    "MB = MiB = 1024 KB (e.g. 200KB, 256KiB, 1MB). Writes the scheme (--out, for --scheme of "
+                    "finetune / compile) and a plot of best-so-far vs evaluations for both methods.")
     p.add_argument("model", metavar="MODEL", help="int8 model file, imported graph model file, or zoo name (memory "
                                                   "does not depend on weights)")
     p.add_argument("--contrib", required=True, metavar="CONTRIB_JSON",
@@ -36,8 +36,9 @@ def register(subparsers) -> None:
                    help="each method evaluates population x generations distinct candidates")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--noise-z", type=float, default=d["noise_z"], metavar="Z",
-                   help="shrink each measured delta towards 0 by Z binomial standard errors of its validation "
-                        f"accuracies before summing, so that noise does not add up to a gain; 0: the plain sum "
+                   help="shrink each measured delta towards 0 by Z standard errors before summing (its spread over "
+                        "the analysis' seeds where it ran --seeds >= 2, else binomial errors of its validation "
+                        f"accuracies), so that noise does not add up to a gain; 0: the plain sum "
                         f"(default {d['noise_z']:g}, from docs/results/search_validation.md)")
     p.add_argument("--out", required=True, metavar="SCHEME_JSON")
     p.add_argument("--plot", default=d["plot"], help="PNG path (default: OUT with .png)")

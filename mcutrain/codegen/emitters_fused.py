@@ -8,6 +8,8 @@ touches as row views, its stages, the static row schedule) for the kernel ``mct_
 one channel at a time instead of a few: per channel the numbers are the same). Both keep their
 intermediate data in the op's planned scratch bytes: the rings and folded windows of the pipeline at
 the offsets the pass chose, one channel of each gradient (and of the recomputed forward) of the block.
+Both read the program their pass lowered (``engine.fused_program``: the row schedule and buffers; the
+typed steps, resolved operands and scratch layout of a block backward) and derive none of it again.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from mcutrain.codegen.emitters import (Emitted, OpContext, conv_fields, declare,
                                        update_struct)
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.literals import array_definition, comment, int_literal, struct_initializer
+from mcutrain.engine.fused_program import (BIAS_GRAD, DEFERRED, DEPTHWISE_X, FLOAT_PLANE, HEAD, INT8_PLANE, LAZY_HEAD,
+                                           OUTPUT, REQUANT, SCRATCH, TAIL, UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD,
+                                           WEIGHT_GRAD_UPDATE, Step, program_of)
 from mcutrain.engine.ir import Op
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.passes.fuse_backward import internal_of as grad_internal
 from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of
+from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
 from mcutrain.quant.int8_ops import AddParams
 
 MAX_K = 16  # MCT_ROWS_MAX_K
@@ -123,7 +129,7 @@ def emit_mbconv_rows(ctx: OpContext) -> Emitted:
         d, fields = _rows_stage(ctx, views, st, s, folded, scratch, folds)
         decls += d
         rows.append(fields)
-    schedule = np.array([(s, r) for s, r in op.attr("schedule")], np.int64).reshape(-1)
+    schedule = np.array([(s, r) for s, r in rows_program_of(op).schedule], np.int64).reshape(-1)
     if schedule.size and (schedule.max() > 32767 or schedule.min() < STREAM):
         raise CodegenError(f"op {op.name}: row schedule does not fit int16")
     name = ctx.struct()
@@ -157,10 +163,8 @@ class _Chain:
         self.decls: list[str] = []
         self.count = 0
         self.deferred: dict[str, tuple] = {}  # weight gradient -> how its update computes it
-        self.lazy_name = None
-        lazy = ctx.op.attr("lazy", ())
-        if lazy:
-            self.lazy_name = lazy[-1].outputs[0]
+        self.program = program_of(ctx.op)
+        self.lazy_name = self.program.source
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.internal[name].shape if name in self.internal else self.ctx.info(name).shape)
@@ -198,7 +202,7 @@ class _Chain:
 def _lazy_init(chain: _Chain) -> str:
     """The ``mct_lazy_grad`` of the op's lazily computed head input (a local of the emitted block)."""
     ctx = chain.ctx
-    pool, requant = ctx.op.attr("lazy")
+    pool, requant = chain.program.lazy
     if pool.kind != "avgpool_grad" or requant.kind != "requant_grad" or requant.inputs[0] != pool.outputs[0]:
         raise CodegenError(f"op {ctx.op.name}: lazily computed source {[pool.kind, requant.kind]} has no C kernel")
     g, pool_mask, factor = pool.inputs
@@ -222,14 +226,15 @@ def _source(chain: _Chain, where: dict, name: str) -> tuple[str, str]:
     return where[name], "NULL"
 
 
-def _part(chain: _Chain, part: Op, chan: str, where: dict, slots: dict, masks: dict) -> list[str]:
-    """C statements of one part of the chain for channel ``chan`` (``where``: chain tensor -> C
-    expression of its current channel, updated here)."""
-    ctx, kind = chain.ctx, part.kind
+def _step(chain: _Chain, s: Step, chan: str, where: dict, slots: dict, masks: dict) -> list[str]:
+    """C statements of one typed step of the program for channel ``chan`` (``where``: chain tensor ->
+    C expression of its current channel, updated here)."""
+    ctx, part, role = chain.ctx, s.op, s.role
     outputs = set(chain.op.outputs)
     out = part.outputs[0] if part.outputs else None
-    if out is not None and out in outputs and kind not in ("conv2d_grad_x", "conv2d_grad_b", "conv2d_grad_w"):
-        raise CodegenError(f"op {chain.op.name}: a {kind} output read outside the chain has no C kernel")
+    if s.out is not None and s.out.place == OUTPUT and role not in (HEAD, LAZY_HEAD, DEPTHWISE_X, TAIL, BIAS_GRAD,
+                                                                    WEIGHT_GRAD):
+        raise CodegenError(f"op {chain.op.name}: a {part.kind} output read outside the chain has no C kernel")
 
     def dest(name: str) -> str:
         if name in outputs:
@@ -237,121 +242,126 @@ def _part(chain: _Chain, part: Op, chan: str, where: dict, slots: dict, masks: d
         where[name] = slots[name]
         return slots[name]
 
-    if kind == "conv2d_grad_x":
+    if role == DEPTHWISE_X:
         g, w = part.inputs[:2]
-        a = dict(part.attrs)
+        src, _ = _source(chain, where, g)
+        conv = chain.conv(part, tuple(part.attr("input_shape")), chain.shape(g), w, ctx.info(w).shape)
+        return [f"mct_fg_depthwise_grad_x({conv}, {chan}, {src}, {dest(out)});"]
+    if role in (HEAD, LAZY_HEAD, TAIL):
+        g, w = part.inputs[:2]
         w_shape = ctx.info(w).shape
-        if a["groups"] > 1:
-            src, _ = _source(chain, where, g)
-            conv = chain.conv(part, tuple(a["input_shape"]), chain.shape(g), w, w_shape)
-            target = dest(out)
-            return [f"mct_fg_depthwise_grad_x({conv}, {chan}, {src}, {target});"]
-        if not (a["stride"] == 1 and tuple(w_shape[2:]) == (1, 1)):
+        if not (part.attr("stride") == 1 and tuple(w_shape[2:]) == (1, 1)):
             raise CodegenError(f"op {chain.op.name}: a {w_shape} conv's input gradient in a block backward")
-        if g not in where:  # the head: a whole gradient of the arena, or the lazily computed source
-            src = "NULL, &lazy" if g == chain.lazy_name else f"{ctx.ptr(g)}, NULL"
+        if role != TAIL:  # a whole gradient of the arena, or the lazily computed source
+            src = "NULL, &lazy" if role == LAZY_HEAD else f"{ctx.ptr(g)}, NULL"
             target = dest(out)
-            plane = chain.plane(out)
-            return [f"mct_fg_head({chain.weight(w)}, {chan}, {w_shape[0]}, {src}, {plane}, {target});"]
+            return [f"mct_fg_head({chain.weight(w)}, {chan}, {w_shape[0]}, {src}, {chain.plane(out)}, {target});"]
         if out not in outputs:
             raise CodegenError(f"op {chain.op.name}: the tail's input gradient is not an output")
         init = ctx.ptr(part.inputs[2]) if len(part.inputs) == 3 else "NULL"
         return [f"mct_fg_tail({chain.weight(w)}, {chan}, {where[g]}, {init}, {w_shape[1]}, {chain.plane(out)}, "
                 f"{ctx.ptr(out)});"]
-    if kind == "requant_grad":
+    if role == REQUANT:
         g, mask, m = part.inputs
         src, _ = _source(chain, where, g)
         plane = chain.plane(g)
-        bits, bit0 = masks[mask] if mask in masks else (ctx.ptr(mask), f"{chan} * {plane}")
+        bits, bit0 = masks[mask] if s.mask.place == SCRATCH else (ctx.ptr(mask), f"{chan} * {plane}")
         where[out] = src  # in place, element by element
         return [f"mct_fg_requant({src}, {bits}, {bit0}, {chain.factor(m, chain.shape(g)[1], chan)}, {plane}, {src});"]
-    if kind == "conv2d_grad_b":
+    if role == BIAS_GRAD:
         (g,) = part.inputs
         src, lazy = _source(chain, where, g)
         var = chain.tag("gb")  # a local of the loop body
         where[out] = var
         value = f"mct_fg_lazy_sum(&lazy, {chan})" if lazy != "NULL" else f"mct_fg_sum({src}, {chain.plane(g)})"
         code = [f"const float {var} = {value};"]
-        if out in outputs:
+        if s.out.place == OUTPUT:
             code.append(f"{ctx.ptr(out)}[{chan}] = {var};")
         return code
-    if kind == "update_bias":
+    if role == UPDATE_BIAS:
         b, g, qas = part.inputs
         return [f"mct_fg_update_bias_row({chain.update(part, b, qas)}, {chan}, {where[g]});"]
-    if kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
-        update = kind == "conv2d_grad_w_update"
-        x, g = part.inputs[1:3] if update else part.inputs[:2]
-        a = dict(part.attrs)
-        src, lazy = _source(chain, where, g)
-        shape = tuple(a["weight_shape"])
-        if lazy != "NULL" and (a["groups"] > 1 or shape[2:] != (1, 1) or a["stride"] != 1):
-            raise CodegenError(f"op {chain.op.name}: a lazily computed gradient feeds a {shape} weight gradient")
-        conv = chain.conv(part, ctx.info(x).shape, chain.shape(g), None, shape)
-        rows, cols = (a["kept"], 1) if a["groups"] > 1 else (shape[0], a["kept"])
-        if update:
-            u = chain.update(part, part.inputs[0], part.inputs[3])
-            if (rows, cols) != ctx.symbols.params[part.inputs[0]].kept_matrix():
-                raise CodegenError(f"op {chain.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
-            return [f"mct_fg_grad_w_update_row({conv}, {u}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, step);"]
-        if out not in outputs:  # read by its update only: computed there, element by element, no buffer
-            chain.deferred[out] = (conv, ctx.ptr(x), src, lazy, (rows, cols))
-            return [comment(f"{part.name}: row {chan} computed by its update")]
-        per_row = cols * shape[2] * shape[3]
-        where[out] = f"({ctx.ptr(out)} + (size_t){chan} * {per_row})"
-        return [f"if ({chan} < {rows}) mct_fg_grad_w_row({conv}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, {cols}, "
-                f"{where[out]});"]
-    if kind == "update_weight":
+    if role in (WEIGHT_GRAD, WEIGHT_GRAD_UPDATE):
+        return _weight_step(chain, s, chan, where)
+    if role == UPDATE_WEIGHT:
         w, g, qas = part.inputs
         u = chain.update(part, w, qas)
-        if g in chain.deferred:  # the same row, its elements applied as they are computed (same numbers)
+        if s.grad.place == DEFERRED:  # the same row, its elements applied as they are computed (same numbers)
             conv, x, src, lazy, matrix = chain.deferred[g]
             if matrix != ctx.symbols.params[w].kept_matrix():
                 raise CodegenError(f"op {chain.op.name}: gradient slice {matrix} differs from the SRAM copy")
             return [f"mct_fg_grad_w_update_row({conv}, {u}, {x}, {src}, {lazy}, {chan}, step);"]
         return [f"mct_fg_update_weight_row({u}, {chan}, {where[g]}, step);"]
-    raise CodegenError(f"op {chain.op.name}: a {kind} part of a block backward has no C kernel")
+    raise CodegenError(f"op {chain.op.name}: a {part.kind} part of a block backward has no C kernel")
+
+
+def _weight_step(chain: _Chain, s: Step, chan: str, where: dict) -> list[str]:
+    """A weight gradient's row ``chan``: applied at once (fused update), stored in its output, or
+    left to its update (``DEFERRED``: computed there element by element, no buffer)."""
+    ctx, part = chain.ctx, s.op
+    update = s.role == WEIGHT_GRAD_UPDATE
+    x, g = part.inputs[1:3] if update else part.inputs[:2]
+    a = dict(part.attrs)
+    src, lazy = _source(chain, where, g)
+    shape = tuple(a["weight_shape"])
+    if lazy != "NULL" and (a["groups"] > 1 or shape[2:] != (1, 1) or a["stride"] != 1):
+        raise CodegenError(f"op {chain.op.name}: a lazily computed gradient feeds a {shape} weight gradient")
+    conv = chain.conv(part, ctx.info(x).shape, chain.shape(g), None, shape)
+    rows, cols = (a["kept"], 1) if a["groups"] > 1 else (shape[0], a["kept"])
+    if update:
+        u = chain.update(part, part.inputs[0], part.inputs[3])
+        if (rows, cols) != ctx.symbols.params[part.inputs[0]].kept_matrix():
+            raise CodegenError(f"op {chain.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
+        return [f"mct_fg_grad_w_update_row({conv}, {u}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, step);"]
+    out = part.outputs[0]
+    if s.out.place == DEFERRED:
+        chain.deferred[out] = (conv, ctx.ptr(x), src, lazy, (rows, cols))
+        return [comment(f"{part.name}: row {chan} computed by its update")]
+    per_row = cols * shape[2] * shape[3]
+    where[out] = f"({ctx.ptr(out)} + (size_t){chan} * {per_row})"
+    return [f"if ({chan} < {rows}) mct_fg_grad_w_row({conv}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, {cols}, "
+            f"{where[out]});"]
 
 
 def _layout(chain: _Chain, scratch: int | None) -> tuple[dict, dict, list[str], list[str]]:
-    """One channel of each gradient plane the chain keeps (float, first), then the recomputed
-    forward (the expand conv's int8 plane, each recomputed mask's bits). Returns (slots, masks,
-    recompute statements, declarations of the scratch pointers)."""
-    ctx, op = chain.ctx, chain.op
+    """Pointers to one channel of each slot of the program's scratch layout (its one-channel offsets:
+    the gradient planes, float, first; then the recomputed expand plane, int8, and each recomputed
+    mask's bits) and the recompute statements. Returns (slots, masks, recompute statements,
+    declarations of the scratch pointers)."""
+    ctx, op, program = chain.ctx, chain.op, chain.program
     slots, masks, pointers, code = {}, {}, [], []
-    offset = 0
-    for part in op.attr("parts"):
-        if part.kind == "conv2d_grad_x" and part.outputs[0] not in op.outputs:
+    for slot in program.scratch.slots:
+        at = scratch + slot.channel_offset
+        if slot.kind == FLOAT_PLANE:
             name = f"g{len(slots)}"
-            pointers.append(f"float *const {name} = AF({scratch + offset});")
-            slots[part.outputs[0]] = name
-            offset += 4 * chain.plane(part.outputs[0])
-    recompute = op.attr("recompute", ())
-    if recompute:
-        expand = recompute[0]
-        y_plane = chain.plane(expand.outputs[0])
-        pointers.append(f"int8_t *const y0 = A8({scratch + offset});")
-        offset += y_plane
-        for i, fwd in enumerate(recompute):
-            y, mask = fwd.outputs
-            x_shape = chain.shape(fwd.inputs[0]) if fwd.inputs[0] in chain.internal else ctx.info(fwd.inputs[0]).shape
-            tag = chain.tag("r")
-            chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
-            n = chain.plane(mask)
-            pointers.append(f"uint8_t *const m{i} = AB({scratch + offset});")
-            masks[mask] = (f"m{i}", "0")
-            offset += (n + 7) // 8
-            code.append(f"memset(m{i}, 0, {(n + 7) // 8});")
-            if fwd.attr("groups") > 1:
-                if fwd.inputs[0] != expand.outputs[0]:
-                    raise CodegenError(f"op {op.name}: recomputed depthwise conv does not read the expand conv")
-                code.append(f"mct_depthwise_channel(&{tag}, c, y0, NULL, m{i}, 0);")
-            else:
-                if i != 0:
-                    raise CodegenError(f"op {op.name}: recomputed convs are (expand, depthwise)")
-                code.append(f"mct_pointwise_channel(&{tag}, c, {ctx.ptr(fwd.inputs[0])}, y0, m{i}, 0);")
+            pointers.append(f"float *const {name} = AF({at});")
+            slots[slot.tensor] = name
+        elif slot.kind == INT8_PLANE:
+            pointers.append(f"int8_t *const y0 = A8({at});")
+        else:
+            i = len(masks)
+            pointers.append(f"uint8_t *const m{i} = AB({at});")
+            masks[slot.tensor] = (f"m{i}", "0")
+    rec = program.recompute
+    for i, fwd in enumerate(rec.convs if rec is not None else ()):
+        y, mask = fwd.outputs
+        x_shape = chain.shape(fwd.inputs[0]) if fwd.inputs[0] in chain.internal else ctx.info(fwd.inputs[0]).shape
+        tag = chain.tag("r")
+        chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
+        size = program.scratch.slot(mask).per_channel
+        code.append(f"memset(m{i}, 0, {size});")
+        if fwd.attr("groups") > 1:
+            if fwd.inputs[0] != rec.plane:
+                raise CodegenError(f"op {op.name}: recomputed depthwise conv does not read the expand conv")
+            code.append(f"mct_depthwise_channel(&{tag}, c, y0, NULL, m{i}, 0);")
+        else:
+            if i != 0:
+                raise CodegenError(f"op {op.name}: recomputed convs are (expand, depthwise)")
+            code.append(f"mct_pointwise_channel(&{tag}, c, {ctx.ptr(fwd.inputs[0])}, y0, m{i}, 0);")
     size = scratch_bytes(ctx.stage.graph, op)
-    if offset > size:
-        raise CodegenError(f"op {op.name}: one channel needs {offset} scratch bytes, the plan reserves {size}")
+    if program.scratch.per_channel > size:
+        raise CodegenError(f"op {op.name}: one channel needs {program.scratch.per_channel} scratch bytes, "
+                           f"the plan reserves {size}")
     return slots, masks, code, pointers
 
 
@@ -365,25 +375,25 @@ def emit_mbconv_grad(ctx: OpContext) -> Emitted:
     lines = list(pointers)
     if chain.lazy_name is not None:
         lines.append(_lazy_init(chain))
-    lines += _output_channel_loop(chain, op.attr("pre", ()), "pre", slots, masks)
+    lines += _output_channel_loop(chain, chain.program.pre, "pre", slots, masks)
     where: dict[str, str] = {}
     body = list(recompute)
-    for part in op.attr("parts"):
-        body += _part(chain, part, "c", where, slots, masks)
+    for step in chain.program.steps:
+        body += _step(chain, step, "c", where, slots, masks)
     lines.append(f"for (int32_t c = 0; c < {op.attr('channels')}; ++c) {{")
     lines += ["    " + s for s in body] + ["}"]
-    lines += _output_channel_loop(chain, op.attr("post", ()), "post", slots, masks)
+    lines += _output_channel_loop(chain, chain.program.post, "post", slots, masks)
     code = "{\n" + "\n".join("        " + line for line in lines) + "\n    }"
     return Emitted(tuple(chain.decls), code)
 
 
-def _output_channel_loop(chain, parts, phase: str, slots, masks) -> list[str]:
-    """The pre / post phase: a loop over the block's output channels (o) running ``parts``."""
-    if not parts:
+def _output_channel_loop(chain, steps, phase: str, slots, masks) -> list[str]:
+    """The pre / post phase: a loop over the block's output channels (o) running ``steps``."""
+    if not steps:
         return []
     channels = chain.shape(chain.lazy_name)[1]
     where: dict[str, str] = {}
-    body = [s for p in parts for s in _part(chain, p, "o", where, slots, masks)]
+    body = [line for s in steps for line in _step(chain, s, "o", where, slots, masks)]
     return [f"for (int32_t o = 0; o < {channels}; ++o) {{ {comment(phase)}"] + ["    " + s for s in body] + ["}"]
 
 

@@ -29,6 +29,7 @@ from mcutrain.engine.memory import ENGINE_STATE_BYTES, Buffer, Plan, lower_bound
 from mcutrain.engine.passes import INFERENCE_PIPELINE, PIPELINE, Pass, PassOptions, run_passes
 from mcutrain.engine.passes.fuse_backward import update_ops
 from mcutrain.engine.passes.fuse_rows import KIND as ROWS
+from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
 from mcutrain.engine.passes.fuse_rows import rings_of, row_segments, scratch_size
 from mcutrain.engine.placement import plan_best
 from mcutrain.quant.graph import QGraph
@@ -178,7 +179,7 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
         "input_in_arena_bytes": 0 if streamed else image.nbytes,
         "input_ring_bytes": ring,
         "row_pipelines": [list(op.attr("fused")) for op in pipelines],
-        "row_pipeline_folds": sum(len(op.attr("folds", ())) for op in pipelines),
+        "row_pipeline_folds": sum(len(rows_program_of(op).folds) for op in pipelines),
         "row_pipeline_scratch_bytes": max((scratch_size(op) for op in pipelines), default=0),
         "block_backwards": sum(op.kind == "mbconv_grad" for op in graph.ops),
         "notes": _input_notes(streamed, image.nbytes, ring),

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from mcutrain.engine.ir import Graph
 from mcutrain.engine.memory import Buffer
+from mcutrain.engine.passes.fuse_rows import scratch_size
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
 
-__all__ = ["arena_tensors", "buffers", "lifetimes", "scratch_buffers", "scratch_bytes", "storage_roots"]
+__all__ = ["SCRATCH_RULES", "arena_tensors", "buffers", "lifetimes", "scratch_buffers", "scratch_bytes",
+           "storage_roots"]
 
 
 def arena_tensors(graph: Graph) -> list[str]:
@@ -77,21 +79,39 @@ def scratch_buffers(graph: Graph) -> tuple[Buffer, ...]:
 
 
 def scratch_bytes(graph: Graph, op) -> int:
-    """One channel: of the output for an in-place depthwise conv (computed aside, then copied over
-    its input channel), of the expanded tensor for a fused pointwise-depthwise op; the rings of a
-    row pipeline (``rings``: (tensor, channels, rows, width, offset), int8, laid out one after another);
-    a group of channels of each gradient a channel-by-channel block backward makes (``scratch``)."""
-    if is_inplace_depthwise(op):
-        out = graph.tensor(op.outputs[0])
-        return out.nbytes // out.shape[1]
-    if op.kind == "pointwise_depthwise":
-        n, _, h, w = graph.tensor(op.inputs[0]).shape
-        return n * h * w
-    if op.kind == "mbconv_grad":
-        return op.attr("scratch")
-    if op.kind == "mbconv_rows":  # rings, then folded windows
-        return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings") + op.attr("folds", ())), default=0)
-    return 0
+    """The scratch bytes ``op`` needs besides its tensors (``SCRATCH_RULES``, one rule per kind that has one)."""
+    rule = SCRATCH_RULES.get(op.kind)
+    return rule(graph, op) if rule is not None else 0
+
+
+def _depthwise_channel(graph: Graph, op) -> int:
+    """An in-place depthwise conv (or its input gradient): one channel of the output, computed aside,
+    then copied over its input channel."""
+    if not is_inplace_depthwise(op):
+        return 0
+    out = graph.tensor(op.outputs[0])
+    return out.nbytes // out.shape[1]
+
+
+def _expanded_channel(graph: Graph, op) -> int:
+    """A fused pointwise-depthwise op: one channel of the expanded tensor."""
+    n, _, h, w = graph.tensor(op.inputs[0]).shape
+    return n * h * w
+
+
+def _row_pipeline(graph: Graph, op) -> int:
+    """A row pipeline: its rings, then its folded windows, at the offsets the pass chose."""
+    return scratch_size(op)
+
+
+def _block_backward(graph: Graph, op) -> int:
+    """A channel-by-channel block backward: its program's scratch layout (``fused_program``)."""
+    return op.attr("program").scratch.total
+
+
+SCRATCH_RULES = {"conv2d": _depthwise_channel, "conv2d_grad_x": _depthwise_channel,
+                 "pointwise_depthwise": _expanded_channel, "mbconv_rows": _row_pipeline,
+                 "mbconv_grad": _block_backward}
 
 
 def _kinds(graph: Graph) -> dict[str, str]:

@@ -25,11 +25,12 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   pointwise_depthwise(x, w1, b1, m1, s1, w2, b2, m2, s2){depthwise attrs, expand_* attrs} -> y [, mask]
                                                        = conv2d(conv2d(x, w1, ...){expand_*}, w2, ...),
                                                        one expanded channel at a time (H*W scratch)
-  mbconv_rows(x, params...){stages, internal, schedule, rings, folds, stream, fused} -> y [, mask]
+  mbconv_rows(x, params...){stages, internal, program, stream, fused} -> y [, mask]
                                                        = the stages (conv2d / add ops) in a row, each
                                                        intermediate tensor a ring of a few rows in the
                                                        op's scratch; x read row by row (streamed: never
-                                                       whole); see passes/fuse_rows
+                                                       whole); program: schedule, rings, folds
+                                                       (fused_program.RowsProgram); see passes/fuse_rows
   softmax_ce(logits, label) -> loss, g_logits          (softmax - onehot, mean over the batch of 1)
   requant_grad(g_y, mask, m) -> g_y * mask * m         m: float32 per channel [C] or one value [1]
   conv2d_grad_x(g_acc, w [, init]){stride, groups, pad, input_shape} -> [init +] conv_transpose(w, g_acc)
@@ -52,11 +53,13 @@ Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain valu
   linear_grad_w_update(w, g, x, logit_scale, qas){x_zero and update_weight's attributes}
                                                        the weight gradient, applied as update_weight
                                                        applies it, element by element: never stored
-  mbconv_grad(inputs...){parts, internal, channels, writes, group, scratch} -> the chain's outputs
+  mbconv_grad(inputs...){program, internal, channels, writes} -> the chain's outputs
                                                        = the parts (requant_grad, conv2d_grad_{x,b,w},
                                                        updates) of one block, run for each expanded
                                                        channel in turn; writes the parameters in
-                                                       ``writes`` in place; see passes/fuse_backward
+                                                       ``writes`` in place; program: typed steps,
+                                                       scratch layout, recomputed forward
+                                                       (fused_program.GradProgram); see passes/fuse_backward
 The TFLite ops (arithmetic: ``mcutrain.quant.graph_forward``, which the NumPy kernels call; a mask is
 ``qmin < v < qmax`` for v before the clamp, which for these ops is ``qmin < y < qmax``):
   tfl_avgpool(x){kernel, strides, pads, qmin, qmax, x_scale, y_scale} -> y [, mask]
@@ -217,7 +220,7 @@ def _mbconv_rows(g: Graph, op: Op) -> list[tuple[Shape, str]]:
 
 def _mbconv_grad(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     view, types = _WithInternal(g, op), {}
-    for part in op.attr("lazy", ()) + op.attr("pre", ()) + op.attr("parts") + op.attr("post", ()):
+    for part in op.attr("program").all_ops:
         types.update(zip(part.outputs, OUTPUT_TYPES[part.kind](view, part)))
     return [types[o] for o in op.outputs]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcutrain.engine.fused_program import GradProgram, RowsProgram
 from mcutrain.engine.ir import DTYPES, ROLES, Graph
 from mcutrain.engine.ops import OUTPUT_TYPES, _WithInternal
 
@@ -58,6 +59,7 @@ def _check_rows(graph: Graph, op, where: str) -> None:
     streamed = bool(op.attr("stream"))
     if streamed != (op.inputs[0] in graph.streams) or set(op.inputs[1:]) & set(graph.streams):
         raise VerifyError(f"{where}: a streamed input must be its input 0, flagged stream")
+    _check_row_buffers(op, internal, where)
     available = {op.inputs[0]} | set(op.inputs)
     for k, st in enumerate(stages):
         if st.kind not in ("conv2d", "add"):
@@ -79,23 +81,63 @@ def _check_rows(graph: Graph, op, where: str) -> None:
             available.add(st.outputs[0])
 
 
+def _check_row_buffers(op, internal: dict, where: str) -> None:
+    """The program's rings and folded windows: aligned, one after another, inside its total."""
+    program = op.attr("program")
+    if not isinstance(program, RowsProgram):
+        raise VerifyError(f"{where}: no lowered program")
+    end = 0
+    for b in program.rings + program.folds:
+        if b.offset % 4 or b.offset < end or b.tensor not in set(internal) | {op.inputs[0]}:
+            raise VerifyError(f"{where}: buffer of {b.tensor!r} at {b.offset} (aligned to 4, after {end}, "
+                              f"of the input or an intermediate tensor)")
+        end = b.offset + b.nbytes
+    if end != program.total:
+        raise VerifyError(f"{where}: buffers end at {end}, the program reserves {program.total}")
+
+
 GRAD_PARTS = ("avgpool_grad", "requant_grad", "conv2d_grad_x", "conv2d_grad_b", "conv2d_grad_w",
               "conv2d_grad_w_update", "update_bias", "update_weight")
 
 
 def _check_grad(graph: Graph, op, where: str) -> None:
-    parts = op.attr("lazy", ()) + op.attr("pre", ()) + op.attr("parts") + op.attr("post", ())
+    program = op.attr("program")
+    if not isinstance(program, GradProgram):
+        raise VerifyError(f"{where}: no lowered program")
+    parts = program.all_ops
     bad = [p.name for p in parts if p.kind not in GRAD_PARTS]
     if bad:
         raise VerifyError(f"{where}: parts {bad} cannot run channel by channel")
     stray = set(op.attr("writes")) - set(graph.params)
     if stray or not set(op.attr("writes")) <= set(op.inputs):
         raise VerifyError(f"{where}: writes {sorted(stray) or op.attr('writes')}: not parameters it reads")
-    made = {o for p in parts + op.attr("recompute", ()) for o in p.outputs}
-    for p in parts + op.attr("recompute", ()):
-        missing = [n for n in p.inputs if n not in made and n not in op.inputs and not n.endswith(".recomputed")]
+    recompute = program.recompute.convs if program.recompute is not None else ()
+    made = {o for p in parts + recompute for o in p.outputs}
+    for p in parts + recompute:
+        missing = [n for n in p.inputs if n not in made and n not in op.inputs]
         if missing:
             raise VerifyError(f"{where}: part {p.name!r} reads {missing}, neither an input nor made by a part")
+    _check_scratch(program, where)
+
+
+def _check_scratch(program: GradProgram, where: str) -> None:
+    """Slots one after another, inside the total; steps reading the scratch name a slot of it."""
+    layout = program.scratch
+    offset = channel_offset = 0
+    for s in layout.slots:
+        if s.offset != offset or s.channel_offset != channel_offset:
+            raise VerifyError(f"{where}: scratch slot {s.tensor!r} at {s.offset}/{s.channel_offset}, "
+                              f"expected {offset}/{channel_offset}")
+        offset += layout.group * s.per_channel
+        channel_offset += s.per_channel
+    if offset + layout.source_group * layout.source_row != layout.total:
+        raise VerifyError(f"{where}: scratch slots and source rows take {offset} + "
+                          f"{layout.source_group * layout.source_row} bytes, the layout says {layout.total}")
+    slots = {s.tensor for s in layout.slots}
+    for step in program.pre + program.steps + program.post:
+        for operand in (step.grad, step.out, step.mask):
+            if operand is not None and operand.place == "scratch" and operand.slot not in slots:
+                raise VerifyError(f"{where}: step {step.op.name!r} puts {operand.name!r} in no scratch slot")
 
 
 def _check_tensors(graph: Graph) -> None:

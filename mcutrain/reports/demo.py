@@ -76,6 +76,12 @@ def _contrib_text(c: dict) -> str:
              "; the int8 model differs from the analysed one in its last bits)" if same is False else ")"))
 
 
+def _dropped_text(s: dict) -> str:
+    """The weights the batch-1 check took out of the searched scheme (``demo_graph._steady_scheme``)."""
+    dropped = s.get("dropped_weights")
+    return f"; weights of conv {', '.join(map(str, dropped))} dropped (they ran away at batch 1)" if dropped else ""
+
+
 def human_summary(r: dict) -> list[tuple[str, str]]:
     """(label, text) rows: the terminal summary and the Markdown table say the same."""
     b, s, c, h, d = r["backbone"], r["search"], r["compiled"], r["host"], r.get("device", {})
@@ -84,7 +90,7 @@ def human_summary(r: dict) -> list[tuple[str, str]]:
         ("contribution", _contrib_text(r["contrib"])),
         ("scheme", f"searched ({s['evaluations']} candidates): biases of {s['bias_layers']} convs, weights of "
                    f"{len(s['weight_layers'])} convs, classifier; predicted gain {100 * s['predicted_gain']:+.1f} "
-                   f"points (random search {100 * s['random_predicted_gain']:+.1f})"),
+                   f"points (random search {100 * s['random_predicted_gain']:+.1f})" + _dropped_text(s)),
         ("memory (computed)", f"SRAM {_kb(c['total_sram_bytes'])} (arena {_kb(c['arena_bytes'])} + trained "
                               f"parameters {_kb(c['trainable_bytes'])} + engine state) of a {_kb(s['search_sram_budget_bytes'])} "
                               f"budget; Flash constants {_kb(c['flash_bytes'])}"),

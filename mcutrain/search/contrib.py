@@ -13,7 +13,10 @@ Accuracy is VALIDATION accuracy (the search must never see the test split), on s
 adds the contributions up as the paper's search does. Runs go through a resumable cache
 (``cache.RunCache``) and optionally through worker processes (``runs.run_groups``).
 
-Noise (``shrunk``): every delta is ONE short fine-tune scored on n validation images, so it carries a
+Noise (``shrunk``): where the document has ``se`` (``--seeds N`` >= 2, ``contrib_seeds``), each delta is
+soft-thresholded by z of ITS measured standard error over the paired seeds: sign(d) max(0, |d| - z se).
+Without it (one seed, version 1 documents) the binomial approximation below stands in:
+every delta is ONE short fine-tune scored on n validation images, so it carries a
 binomial error of about sqrt(p(1-p)/n) per accuracy (~2 points at n = 500, more on the 269 images of
 `digits`' validation split). Summed over many layers, small noisy positive deltas look like real gains
 and the search piles up layers (and memory) whose gain is noise (docs/results/search_validation.md).
@@ -32,22 +35,30 @@ the key older readers know; it used to mean "loss above 2 ln K"), and the analys
 accuracy is still a measurement (a weight update that wrecks training is worth that little at these
 settings), but a document whose runs mostly failed measured the learning rate, not the layers.
 
-contrib.json, format ``mcutrain-contrib`` version 1::
+Seeds and the warmed head (``--seeds``, ``--head-epochs``): ``contrib_seeds``'s docstring (why, how,
+what the deltas then mean).
 
-    {"format": "mcutrain-contrib", "version": 1,
+contrib.json, format ``mcutrain-contrib`` version 2 (version 1: the same without ``seeds``, ``se`` and
+``head``, still read)::
+
+    {"format": "mcutrain-contrib", "version": 2,
      "model": {"path", "sha256",                     # the file analysed and its bytes' hash (information)
                "identity",                            # its content identity (io.identity): search checks it
                "recipe",                              # how it was quantized, from which checkpoint (or null)
                "arch", "n_convs", "resolution", "conv_names"},
      "data": {"name", "sha256", "split_seed", "num_classes", "new_head", "train_used", "val_used"},
      "settings": {epochs, batch_size, lr, momentum, optimizer, qas, update_rule, seed, resolution,
-                  train_subset, eval_subset},
+                  train_subset, eval_subset, seeds, head_epochs},
      "metric": "val_accuracy", "note": "...",
      "grid": {"bias_k": [...], "layers": [...], "ratios": [...]},
      "baseline": 0.81,                                  # validation accuracy, classifier only
      "bias": {"3": 0.012, ...},                         # k -> dAcc_bias (every bias run made)
      "weight": {"39": {"0.125": 0.004, ..., "1.0": 0.02}, ...},   # i -> r -> dAcc_W
-     "accuracy": {"bias": {k: acc}, "weight": {i: {r: acc}}},    # the raw accuracies
+     "accuracy": {"bias": {k: acc}, "weight": {i: {r: acc}}},    # the accuracies (means over the seeds)
+     "seeds": {"n": 3, "finetune_seeds": [0, 1000, 2000], "baseline": [acc, ...],   # per-seed accuracies
+               "bias": {k: [acc, ...]}, "weight": {i: {r: [acc, ...]}}},
+     "se": {"seeds": 3, "baseline": 0.004, "bias": {k: se}, "weight": {i: {r: se}}},  # only with >= 2 seeds
+     "head": {"epochs", "train_loss_per_epoch", "val_accuracy", "converged", ...},   # only with head_epochs
      "unstable": ["w39@1+b3", ...],                     # the runs judged failed (the keys of "failed")
      "failed": {"w39@1+b3": "the training loss ended at ...", ...},   # run -> why it did not learn
      "runs": 58, "runs_new": 20, "wall_seconds": 312.4, "run_seconds": 590.1, "workers": 2}
@@ -72,6 +83,7 @@ from mcutrain.data import SplitDataset, load_dataset
 from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.search.cache import RunCache
+from mcutrain.search.contrib_seeds import head_path, seed_tables, seeded, warm_head
 from mcutrain.search.grid import Selection, select_bias_grid, select_layers, select_ratios
 from mcutrain.search.runs import Group, RunSpec, choose_run_lr, prefix_name, run_groups, run_state
 from mcutrain.models.specs import NetSpec
@@ -85,9 +97,12 @@ from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.lr_auto import AUTO, is_auto
 from mcutrain.io.atomic import file_sha256
 from mcutrain.io.identity import quantization_recipe
-from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, check_analysis_model, contrib_from_doc,
-                                          load_contrib)
+from mcutrain.search.contrib_file import (FORMAT, VERSION, Contrib, SeedErrors, check_analysis_model,
+                                          contrib_from_doc, load_contrib)
 
+MAX_SEEDS = 100
+DEFAULT_HEAD_EPOCHS = 20  # contrib_seeds: the warmed head; docs/results/search_seeds.md measured it
+MAX_HEAD_EPOCHS = 1000
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "optimizer", "qas", "update_rule", "seed",
                      "resolution", "train_subset", "eval_subset")
 
@@ -115,6 +130,8 @@ class AnalysisConfig:
     ratios: Selection = None  # None: 1/8, 1/4, 1/2, 1
     bias_grid: Selection = None  # None: geometric 1, 2, 3, 4, 6, 8, 12, ... and n
     workers: int = 1
+    seeds: int = 1  # repeats of every run (contrib_seeds); 1: today's cost, no seed standard errors
+    head_epochs: int = DEFAULT_HEAD_EPOCHS  # every run starts from a head trained alone this long; 0: a zero head
     ray: str | None = None  # "auto" or a cluster's HOST:PORT: runs as Ray tasks (runs.run_groups); not identity
 
     @property
@@ -182,12 +199,26 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
             _warn(f"mcutrain analyze: {choice.summary()}")
     identity = {"model_identity": mk.content_identity(model), "data": cfg.data,
                 "data_sha256": _data_sha256(dataset), **cfg.settings}
+    if cfg.head_epochs:  # only when used, so a zero-head analysis keeps its cache identity
+        identity["head_epochs"] = cfg.head_epochs
     cache = RunCache(runs_path(cfg.out), identity)
     if cache.rejected:
         _warn(f"mcutrain analyze: {len(cache.rejected)} cached run(s) in {cache.path} are not valid runs and are "
               f"recomputed ({'; '.join(cache.rejected[:3])}{'; ...' if len(cache.rejected) > 3 else ''})")
-    todo = [run for run in plan.runs if cache.get(run) is None]
-    bar = tqdm(total=len(plan.runs), initial=len(plan.runs) - len(todo), desc="analyze", unit="run",
+    runs = seeded(plan.runs, cfg.seeds)
+    todo = [run for run in runs if cache.get(run) is None]
+    run_cfg, head, trained = cfg.finetune_config(), None, model
+    if cfg.head_epochs:  # rebuilt on a resume too (deterministic), so the document always records it
+        state = run_state(run_cfg, model, dataset)
+        trained, head = warm_head(run_cfg, state, cfg.head_epochs, head_path(cfg.out, cfg.model))
+        if trained is None:  # the runs start from the model's own head; the document says why (api warns)
+            trained = model
+        else:
+            run_cfg = replace(run_cfg, model=head["path"])  # workers load their model from the file
+        if progress and trained is not model and not head["converged"]:
+            _warn(f"mcutrain analyze: the head's training loss still fell {head['last_epoch_gain']:.1%} in its last "
+                  f"epoch of {cfg.head_epochs}: raise --head-epochs")
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="analyze", unit="run",
                disable=not progress, dynamic_ncols=True)
 
     def finished(run: RunSpec, record: dict) -> None:
@@ -196,14 +227,16 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
         bar.update(1)
 
     try:
-        state = run_state(cfg.finetune_config(), model, dataset)
-        run_groups(_groups(todo, model), state, cfg.workers, finished, ray=cfg.ray)
+        state = run_state(run_cfg, trained, dataset)
+        run_groups(_groups(todo, trained), state, cfg.workers, finished, ray=cfg.ray)
     finally:
         bar.close()
-    results = {run: cache.get(run) for run in plan.runs}
+    results = {run: cache.get(run) for run in runs}
     doc = contrib_doc(cfg, plan, model, dataset, identity, results, len(todo), time.perf_counter() - t0)
     if choice is not None:
         doc["settings"]["lr_auto"] = choice.as_dict()
+    if head is not None:
+        doc["head"] = head
     if cfg.ray is not None:  # information only: where the runs ran does not change their results
         doc["settings"]["ray"] = cfg.ray
     atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
@@ -237,6 +270,10 @@ def _check(cfg: AnalysisConfig) -> None:
         raise McutrainError("--subset, --eval-subset, --seed and --resolution must be >= 0")
     if cfg.workers < 1:
         raise McutrainError(f"--workers must be >= 1, got {cfg.workers}")
+    if not 1 <= cfg.seeds <= MAX_SEEDS:
+        raise McutrainError(f"--seeds must be in [1, {MAX_SEEDS}], got {cfg.seeds}")
+    if not 0 <= cfg.head_epochs <= MAX_HEAD_EPOCHS:
+        raise McutrainError(f"--head-epochs must be in [0, {MAX_HEAD_EPOCHS}], got {cfg.head_epochs}")
     if not cfg.out:
         raise McutrainError("--out is required: the analysis writes contrib.json and its run cache there")
 
@@ -264,9 +301,11 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: mk.TrainableModel, datas
                 results: dict[RunSpec, dict], runs_new: int, wall: float) -> dict:
     """The contrib.json document from the finished runs (see the module docstring)."""
     acc = {run: rec["val_accuracy"] for run, rec in results.items()}
-    base = acc[RunSpec(0)]
-    bias_acc = {k: acc[RunSpec(k)] for k in plan.bias_k}
-    weight_acc = {i: {r: acc[RunSpec(plan.n_convs - i, i, r)] for r in plan.ratios} for i in plan.layers}
+    tables = seed_tables(plan, acc, cfg.seeds, cfg.seed)
+    per_seed = tables["seeds"]
+    mean = lambda values: float(np.mean(values))  # noqa: E731 - the accuracy over the seeds
+    bias_acc = {k: mean(per_seed["bias"][str(k)]) for k in plan.bias_k}
+    weight_acc = {i: {r: mean(per_seed["weight"][str(i)][str(r)]) for r in plan.ratios} for i in plan.layers}
     updates = cfg.epochs * math.ceil(_used(len(dataset.train), cfg.train_subset) / cfg.batch_size)
     failed = run_failures(results, dataset.num_classes, _used(len(dataset.val), cfg.eval_subset), updates)
     return {
@@ -276,23 +315,33 @@ def contrib_doc(cfg: AnalysisConfig, plan: Plan, model: mk.TrainableModel, datas
                  "num_classes": dataset.num_classes, "new_head": tuple(dataset.classes) != tuple(model.classes),
                  "train_used": _used(len(dataset.train), cfg.train_subset),
                  "val_used": _used(len(dataset.val), cfg.eval_subset)},
-        "settings": cfg.settings,
+        "settings": {**cfg.settings, "seeds": cfg.seeds, "head_epochs": cfg.head_epochs},
         "metric": "val_accuracy",
         "note": (f"accuracies are on the validation split (the test split is never used), after "
                  f"{cfg.epochs} epoch(s) on {_used(len(dataset.train), cfg.train_subset)} training samples "
                  f"(a seeded subset when train_subset > 0) and evaluated on "
-                 f"{_used(len(dataset.val), cfg.eval_subset)} validation samples"),
+                 f"{_used(len(dataset.val), cfg.eval_subset)} validation samples"
+                 f"{_seeds_note(cfg)}"),
         "grid": {"bias_k": list(plan.bias_k), "layers": list(plan.layers), "ratios": list(plan.ratios)},
-        "baseline": base,
-        "bias": {str(k): a - base for k, a in bias_acc.items()},
-        "weight": {str(i): {str(r): a - bias_acc[plan.n_convs - i] for r, a in row.items()}
-                   for i, row in weight_acc.items()},
+        "baseline": tables["baseline"],
+        "bias": tables["bias"],
+        "weight": tables["weight"],
         "accuracy": {"bias": {str(k): a for k, a in bias_acc.items()},
                      "weight": {str(i): {str(r): a for r, a in row.items()} for i, row in weight_acc.items()}},
+        "seeds": per_seed,
+        **({"se": tables["se"]} if "se" in tables else {}),
         "unstable": list(failed), "failed": failed,
         "runs": len(results), "runs_new": runs_new, "wall_seconds": round(wall, 2),
         "run_seconds": round(sum(rec["seconds"] for rec in results.values()), 2), "workers": cfg.workers,
     }
+
+
+def _seeds_note(cfg: AnalysisConfig) -> str:
+    seeds = (f"; every run repeated with {cfg.seeds} seeds, the tables hold the means of the deltas paired by "
+             f"seed and 'se' their standard errors" if cfg.seeds > 1 else "")
+    head = (f"; every run starts from a head trained alone for {cfg.head_epochs} epochs ('head')"
+            if cfg.head_epochs else "")
+    return seeds + head
 
 
 def model_section(model: mk.TrainableModel, path: str | os.PathLike, resolution: int = 0) -> dict:
@@ -387,6 +436,11 @@ def shrunk(contrib: Contrib, z: float) -> Contrib:
         raise McutrainError(f"--noise-z must be a finite number >= 0, got {z!r}")
     if z == 0:
         return contrib
+    if contrib.se is not None:  # measured: the spread of the deltas over their paired seeds
+        se = contrib.se
+        bias = {k: shrink(d, se.bias[k], z) for k, d in contrib.bias.items()}
+        weight = {i: {r: shrink(d, se.weight[i][r], z) for r, d in row.items()} for i, row in contrib.weight.items()}
+        return replace(contrib, bias=bias, weight=weight)
     n = validation_size(contrib)
     if n is None:
         raise McutrainError("the contribution analysis records no validation-set size (data.val_used or "
@@ -402,6 +456,16 @@ def shrunk(contrib: Contrib, z: float) -> Contrib:
     return Contrib(contrib.arch, contrib.n_convs, base, bias, weight, contrib.doc)
 
 
+def noise_source(contrib: Contrib, z: float) -> str:
+    """Which standard errors ``shrunk(contrib, z)`` uses, in words (the search's summary states it)."""
+    if not z:
+        return "none (noise z 0: the plain sum)"
+    if contrib.se is not None:
+        return f"seeds: the spread of each delta over its {contrib.se.seeds} paired seeds"
+    n = validation_size(contrib)
+    return f"binomial: sqrt(p(1-p)/n) of each accuracy, n = {n} validation images (one seed: no measured spread)"
+
+
 def _clip(acc: float) -> float:
     return min(1.0, max(0.0, acc))
 
@@ -412,19 +476,21 @@ def summary(doc: dict, top: int = 10) -> dict:
     best_k = max(doc["bias"], key=lambda k: (doc["bias"][k], -int(k)), default=None)
     rows = sorted(((int(i), float(r), d) for i, row in doc["weight"].items() for r, d in row.items()),
                   key=lambda t: (-t[2], t[0], t[1]))
+    se = (doc.get("se") or {}).get("weight", {})
     arch = doc["model"]["arch"]
     if arch == mk.GRAPH_ARCH and isinstance(doc["model"].get("path"), str):  # an imported graph: its file's name
         arch = f"{os.path.basename(doc['model']['path'])} (imported graph)"
     return {"model": arch, "data": doc["data"]["name"],
             "baseline": doc["baseline"],
             "best_bias": None if best_k is None else {"k": int(best_k), "dacc": doc["bias"][best_k]},
-            "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d} for i, r, d in rows[:top]],
+            "top_weights": [{"layer": i, "name": names[i], "ratio": r, "dacc": d,
+                             "se": se.get(str(i), {}).get(str(r))} for i, r, d in rows[:top]],
+            "seeds": (doc.get("settings") or {}).get("seeds", 1),
             "unstable": doc["unstable"], "failed": doc.get("failed", {}), "failed_runs": len(doc["unstable"]),
             "runs": doc["runs"], "runs_new": doc["runs_new"],
             "seconds": doc["wall_seconds"]}
 
 
-__all__ = ["AnalysisConfig", "Contrib", "Plan", "analyze", "bias_gain", "check_analysis_model", "contrib_doc",
-           "contrib_from_doc",
-           "delta_se", "load_contrib", "plan_runs", "predicted_gain", "runs_path", "shrink", "shrunk", "summary",
-           "validation_size"]
+__all__ = ["AnalysisConfig", "Contrib", "Plan", "SeedErrors", "analyze", "bias_gain", "check_analysis_model",
+           "contrib_doc", "contrib_from_doc", "delta_se", "load_contrib", "noise_source", "plan_runs", "predicted_gain",
+           "runs_path", "shrink", "shrunk", "summary", "validation_size"]

@@ -20,7 +20,8 @@ from mcutrain.models.spec_file import MAX_BLOCKS, MAX_RESOLUTION, MIN_RESOLUTION
 from mcutrain.sparse.scheme import ALLOWED_RATIOS
 
 FORMAT = "mcutrain-contrib"
-VERSION = 1
+VERSION = 2  # 2: optional "seeds" (per-seed accuracies), "se" (seed standard errors), "head" (warm-started head)
+READABLE_VERSIONS = (1, 2)  # a version 1 document is a version 2 one without the optional sections
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,21 @@ class Contrib:
     bias: dict[int, float]
     weight: dict[int, dict[float, float]]
     doc: dict
+    se: "SeedErrors | None" = None  # standard errors of the deltas from paired seeds (``--seeds`` >= 2)
 
     def weight_options(self) -> list[tuple[int, float]]:
         """Every analysed (layer, ratio): the search's weight choices."""
         return [(i, r) for i in sorted(self.weight) for r in sorted(self.weight[i])]
+
+
+@dataclass(frozen=True)
+class SeedErrors:
+    """The document's ``se`` section: the standard error of each delta over its paired seeds."""
+
+    seeds: int
+    baseline: float
+    bias: dict[int, float]
+    weight: dict[int, dict[float, float]]
 
 
 def load_contrib(path: str | os.PathLike) -> Contrib:
@@ -46,7 +58,7 @@ def load_contrib(path: str | os.PathLike) -> Contrib:
 
 _TOP_KEYS = ("format", "version", "model", "data", "settings", "metric", "note", "grid", "baseline", "bias",
              "weight", "accuracy", "unstable", "failed", "runs", "runs_new", "wall_seconds", "run_seconds",
-             "workers")
+             "workers", "seeds", "se", "head")
 MAX_CONVS = 3 * MAX_BLOCKS + 1  # an architecture's limit: a stem and three convs per block
 MAX_SAMPLES = 10**9
 
@@ -57,9 +69,9 @@ def contrib_from_doc(doc: dict) -> Contrib:
     resolution or class count would otherwise size the search's model."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise McutrainError(f"not a contribution analysis: 'format' must be {FORMAT!r}")
-    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
+    if doc.get("version") not in READABLE_VERSIONS or isinstance(doc.get("version"), bool):
         raise McutrainError(f"contrib format version {brief(doc.get('version'))} is not supported "
-                            f"(this mcutrain reads version {VERSION})")
+                            f"(this mcutrain reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     check_keys(doc, _TOP_KEYS, "a contribution analysis", McutrainError)
     _check_sections(doc)
     try:
@@ -68,19 +80,64 @@ def contrib_from_doc(doc: dict) -> Contrib:
         baseline = _accuracy(doc["baseline"], "baseline")
         bias = {_key(k, 1, n, "bias"): _delta(v, f"bias[{k}]") for k, v in doc["bias"].items()}
         weight = {_key(i, 0, n - 1, "weight"): _ratios(row, f"weight[{i}]") for i, row in doc["weight"].items()}
+        se = _seed_errors(doc.get("se"), bias, weight, n)
+        _check_seed_accuracies(doc.get("seeds"))
     except (KeyError, TypeError, AttributeError) as err:
         raise McutrainError(f"malformed contrib document ({type(err).__name__}: {err})") from None
     missing = sorted(n - i for i in weight if n - i not in bias)
     if missing:
         raise McutrainError(f"weight runs need the bias runs k = model.n_convs - layer = {missing[:8]} "
                             f"(model.n_convs is {n}), which are missing from 'bias'")
-    return Contrib(arch, n, baseline, bias, weight, doc)
+    return Contrib(arch, n, baseline, bias, weight, doc, se)
+
+
+MAX_SEEDS = 1000
+
+
+def _seed_errors(section, bias: dict[int, float], weight: dict[int, dict[float, float]], n: int) -> SeedErrors | None:
+    """``se``: a standard error in [0, 1] for EVERY delta of the tables (a partial table would let the
+    search shrink some deltas by their seeds and others by nothing), from >= 2 seeds."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise McutrainError(f"'se' must be an object, got {brief(section)}")
+    _int_field(section, "se", "seeds", 2, MAX_SEEDS, required=True)
+    if not isinstance(section.get("bias"), dict) or not isinstance(section.get("weight"), dict):
+        raise McutrainError("'se' must hold 'bias' and 'weight' tables like the document's")
+    se_bias = {_key(k, 1, n, "se.bias"): _error(v, f"se.bias[{k}]") for k, v in section["bias"].items()}
+    se_weight = {}
+    for i, row in section["weight"].items():
+        if not isinstance(row, dict):
+            raise McutrainError(f"'se.weight[{brief(i)}]' must be an object of ratio -> standard error")
+        se_weight[_key(i, 0, n - 1, "se.weight")] = {_ratio(r, f"se.weight[{i}]"): _error(v, f"se.weight[{i}][{r}]")
+                                                     for r, v in row.items()}
+    if set(se_bias) != set(bias) or {i: set(r) for i, r in se_weight.items()} != {i: set(r) for i, r in weight.items()}:
+        raise McutrainError("'se' must give a standard error for exactly the deltas in 'bias' and 'weight'")
+    return SeedErrors(section["seeds"], _error(section.get("baseline"), "se.baseline"), se_bias, se_weight)
+
+
+def _check_seed_accuracies(section) -> None:
+    """``seeds``: the per-seed accuracies (information: the search reads the means and ``se``); checked
+    for shape and range so a reader can trust them."""
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise McutrainError(f"'seeds' must be an object, got {brief(section)}")
+    _int_field(section, "seeds", "n", 1, MAX_SEEDS, required=True)
+    lists = [section.get("baseline")] + list((section.get("bias") or {}).values())
+    lists += [v for row in (section.get("weight") or {}).values() for v in (row.values() if isinstance(row, dict)
+                                                                               else [None])]
+    for values in lists:
+        if not isinstance(values, list) or len(values) != section["n"]:
+            raise McutrainError(f"'seeds' must hold a list of {section['n']} accuracies per run, got {brief(values)}")
+        for v in values:
+            _accuracy(v, "a per-seed accuracy")
 
 
 def _check_sections(doc: dict) -> None:
     """The sections' types and the numbers search uses (n_convs, resolution, class count, sample counts)."""
     for section, required in (("model", True), ("data", False), ("settings", False), ("bias", True),
-                              ("weight", True)):
+                              ("weight", True), ("head", False)):
         if (required or section in doc) and not isinstance(doc.get(section), dict):
             raise McutrainError(f"'{section}' must be an object, got {brief(doc.get(section))}")
     model, data, settings = doc["model"], doc.get("data", {}), doc.get("settings", {})
@@ -134,16 +191,23 @@ def _key(text: str, lo: int, hi: int, where: str) -> int:
 
 
 def _ratios(row: dict, where: str) -> dict[float, float]:
-    out = {}
-    for r, v in row.items():
-        try:
-            ratio = float(r)
-        except ValueError:
-            ratio = None
-        if ratio not in ALLOWED_RATIOS:
-            raise McutrainError(f"{where}: ratio {r!r} is not one of {ALLOWED_RATIOS}")
-        out[ratio] = _delta(v, f"{where}[{r}]")
-    return out
+    return {_ratio(r, where): _delta(v, f"{where}[{r}]") for r, v in row.items()}
+
+
+def _ratio(text: str, where: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = None
+    if ratio not in ALLOWED_RATIOS:
+        raise McutrainError(f"{where}: ratio {text!r} is not one of {ALLOWED_RATIOS}")
+    return ratio
+
+
+def _error(v, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        raise McutrainError(f"{where} must be a standard error in [0, 1], got {brief(v)}")
+    return float(v)
 
 
 def _accuracy(v, where: str) -> float:

@@ -16,9 +16,10 @@ infeasible; feasible by predicted gain (ties: less SRAM); infeasible by SRAM (cl
 Random search draws from the same sampler as the initial population, for the same number of distinct
 evaluations. Everything is drawn from ``random.Random(seed)``: the same inputs give the same scheme.
 
-Noise: ``SearchConfig.noise_z`` (``--noise-z``) first shrinks every measured delta by z of its binomial
-standard errors (``contrib.shrunk``), so that the sum is not inflated by many small deltas that are
-measurement noise; z = 0 is the paper's plain sum. The default stays z = 0: in
+Noise: ``SearchConfig.noise_z`` (``--noise-z``) first shrinks every measured delta by z of its standard
+error (``contrib.shrunk``: the spread over paired seeds where the analysis ran ``--seeds`` >= 2, else a
+binomial approximation; ``SearchOutcome.noise`` says which), so that the sum is not inflated by many
+small deltas that are measurement noise; z = 0 is the paper's plain sum. The default stays z = 0: in
 experiments/search_validation.py (docs/results/search_validation.md) z = 0.5, 1 and 2 gave smaller schemes
 but no better verdicts than the plain sum (the fine-tunes that judge them are as noisy as the analysis).
 """
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from mcutrain.errors import McutrainError
 from mcutrain.search.budget import check_minimum
-from mcutrain.search.contrib import Contrib, bias_gain, predicted_gain, shrunk
+from mcutrain.search.contrib import Contrib, bias_gain, noise_source, predicted_gain, shrunk
 from mcutrain.search.cost import Cost, SramCost
 from mcutrain.sparse.scheme import Scheme
 
@@ -270,6 +271,7 @@ class SearchOutcome:
     evolution: SearchResult
     random: SearchResult
     unshrunk_gain: float | None = None  # the plain sum (``predicted_gain``) of the chosen scheme
+    noise: str = ""  # which standard errors the objective shrank by (``contrib.noise_source``)
 
 
 def search(cost: SramCost, contrib: Contrib, cfg: SearchConfig, progress: bool = True,
@@ -296,4 +298,5 @@ def search(cost: SramCost, contrib: Contrib, cfg: SearchConfig, progress: bool =
     if exact.total_sram_bytes > cfg.sram_budget:  # cannot happen: ``check`` is exact; a bug if it does
         raise RuntimeError(f"internal error: the searched scheme needs {exact.total_sram_bytes} bytes, over the "
                            f"budget of {cfg.sram_budget}")
-    return SearchOutcome(scheme, space.gain(best), exact, minimum, evo, rnd, predicted_gain(contrib, scheme))
+    return SearchOutcome(scheme, space.gain(best), exact, minimum, evo, rnd, predicted_gain(contrib, scheme),
+                         noise_source(contrib, cfg.noise_z))

@@ -6,9 +6,10 @@ fresh machine the demo could only afford 1-epoch runs on 300 samples whose delta
 scored from the gradients of ONE fitted model in well under a minute, and written as a contrib.json
 that ``mcutrain search`` takes unchanged (``settings.method = "fast"``).
 
-What is measured (``fast_grad``): the new task's zero head is trained alone exactly as the analysis's
-classifier-only run trains it (same optimizer, QAS, rule, seeds, batches: its validation accuracy IS
-the baseline), then mini-batch gradients of the int8 simulation (QAS-scaled, straight-through, the
+What is measured (``fast_grad``): the new task's zero head is trained alone as a fine-tune analysis
+with ``head_epochs = 0`` trains its classifier-only run (same optimizer, QAS, rule, seeds, batches:
+its validation accuracy IS the baseline; the fine-tune analysis now warms its head longer by
+default, ``contrib_seeds``), then mini-batch gradients of the int8 simulation (QAS-scaled, straight-through, the
 ones the int8 training sees) on a few hundred training samples give per channel
 
   s_e = q_e * E[g_e^2]    (``fisher``, default: the diagonal empirical Fisher at batch level)  or

@@ -50,6 +50,7 @@ from mcutrain.train.lr_auto import LrChoice
 
 DRAIN_SECONDS = 2.0  # how long to collect finished runs from the queue after a worker failed
 PARENT_POLL_SECONDS = 1.0  # how often a worker checks that the analysis that started it still runs
+SEED_STRIDE = 1000  # repeat s of a run fine-tunes with seed + SEED_STRIDE * s (``RunSpec.finetune_seed``)
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,33 @@ class RunSpec:
     bias: int
     layer: int | None = None
     ratio: float = 0.0
+    seed: int = 0  # the repeat (``--seeds``): 0 is the analysis's own seed, s > 0 another draw of the same run
 
     @property
     def label(self) -> str:
         if self.layer is not None:
-            return f"w{self.layer}@{self.ratio:g}+b{self.bias}"
-        return f"b{self.bias}" if self.bias else "last-layer"
+            name = f"w{self.layer}@{self.ratio:g}+b{self.bias}"
+        else:
+            name = f"b{self.bias}" if self.bias else "last-layer"
+        return f"{name}#s{self.seed}" if self.seed else name
 
     def to_json(self) -> dict:
-        return {"bias": self.bias, "layer": self.layer, "ratio": self.ratio}
+        """Seed 0 writes no seed key, so single-seed caches keep their keys (``cache.run_key``)."""
+        d = {"bias": self.bias, "layer": self.layer, "ratio": self.ratio}
+        return {**d, "seed": self.seed} if self.seed else d
 
     @classmethod
     def from_json(cls, d: dict) -> "RunSpec":
-        return cls(int(d["bias"]), None if d["layer"] is None else int(d["layer"]), float(d["ratio"]))
+        seed = int(d.get("seed", 0))
+        if seed < 0:
+            raise ValueError(f"seed {seed} < 0")
+        return cls(int(d["bias"]), None if d["layer"] is None else int(d["layer"]), float(d["ratio"]), seed)
+
+    def finetune_seed(self, base: int) -> int:
+        """The fine-tune seed of this repeat: data order, subset draws and stochastic rounding change
+        with it; the model, the split and the run do not. Strided so repeats never reuse the
+        ``seed + 1`` / ``seed + 2`` streams ``finetune`` draws its evaluation subsets from."""
+        return base + SEED_STRIDE * self.seed
 
     def scheme(self, model: str, n_convs: int, name: str) -> Scheme:
         """The run as a Scheme (validated by ``finetune`` through ``resolve``)."""
@@ -163,8 +178,8 @@ def run_one(run: RunSpec, name: str, state: RunState) -> dict:
     """Fine-tune ``run`` and return its record: validation accuracy (never test) and timings."""
     t0 = time.perf_counter()
     with scheme_file(run, name, state.table) as path:
-        result = finetune(replace(state.cfg, scheme=path), progress=False, model=state.model,
-                          dataset=state.dataset, prefix_memo=state.memo)
+        cfg = replace(state.cfg, scheme=path, seed=run.finetune_seed(state.cfg.seed))
+        result = finetune(cfg, progress=False, model=state.model, dataset=state.dataset, prefix_memo=state.memo)
     return {"val_accuracy": result["val_accuracy"], "train_loss_per_epoch": result["train_loss_per_epoch"],
             "diverged": result["diverged"], "train_seconds": result["seconds"],
             "seconds": round(time.perf_counter() - t0, 3), "prefix_cached_blocks": result["prefix_cached_blocks"]}

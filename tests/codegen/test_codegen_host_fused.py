@@ -26,6 +26,7 @@ from mcutrain.codegen.check import op_by_op, side_by_side
 from mcutrain.codegen.host import build
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import fuse_updates, reorder
+from mcutrain.engine.fused_program import program_of
 from mcutrain.engine.passes.fuse_backward import all_parts
 from mcutrain.engine.passes.fuse_rows import folds_of, stages_of
 from mcutrain.models.specs import BlockSpec, NetSpec
@@ -106,7 +107,8 @@ def _row_features(graph, op) -> set[str]:
 
 
 def _grad_features(graph, op) -> set[str]:
-    found = {"grad"} | {name for name in ("lazy", "pre", "post", "recompute") if op.attr(name)}
+    grad = program_of(op)
+    found = {"grad"} | {name for name in ("lazy", "pre", "post", "recompute") if getattr(grad, name)}
     found |= {"grad inplace"} if op.attr("inplace") is not None else set()
     for part in all_parts(op):
         if part.kind in ("conv2d_grad_b", "conv2d_grad_w") and part.outputs[0] in op.outputs:

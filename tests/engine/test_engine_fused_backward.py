@@ -15,6 +15,7 @@ import torch
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import run_engine
+from mcutrain.engine.fused_program import program_of
 from mcutrain.engine.executor.kernels import channel_sums, pointwise_input_grad, pointwise_weight_grad
 from mcutrain.engine.memory import check_plan
 from mcutrain.engine.passes import PIPELINE, fuse_backward, fuse_updates, reorder
@@ -95,27 +96,28 @@ def test_at_128x128_no_expanded_gradient_reaches_the_arena(name):
 
 def test_masks_recomputed_from_a_kept_input_leave_the_forward():
     program, plain = _program("mcunet-5fps", 48, "paper-99kb"), _program("mcunet-5fps", 48, "paper-99kb", WITHOUT)
-    recomputed = [fwd for _, op in _fused(program.train) for fwd in op.attr("recompute")]
-    assert len(recomputed) >= 4
+    recomputed = [program_of(op).recompute for _, op in _fused(program.train) if program_of(op).recompute]
+    assert sum(len(r.convs) for r in recomputed) >= 4
     forward = {op.name: op for op in program.graph.ops if op.phase == "forward"}
-    for fwd in recomputed:
-        mask = fwd.outputs[1]
-        assert mask not in program.graph.tensors and mask in plain.graph.tensors
-        name = fwd.name.removesuffix(".recompute")
-        assert name not in forward or len(forward[name].outputs) == 1  # (or fused into pointwise_depthwise)
+    for rec in recomputed:
+        assert len(rec.forward) == len(rec.convs)
+        for fwd, name in zip(rec.convs, rec.forward):
+            mask = fwd.outputs[1]
+            assert mask not in program.graph.tensors and mask in plain.graph.tensors
+            assert name not in forward or len(forward[name].outputs) == 1  # (or fused into pointwise_depthwise)
     assert program.report["mask_bytes"] < plain.report["mask_bytes"]
 
 
 @pytest.mark.parametrize("name", PAPER)
 def test_the_last_blocks_head_input_is_computed_from_the_pooled_gradient(name):
     program = _program(name, 48, "paper-99kb")
-    lazy = [op for _, op in _fused(program.train) if op.attr("lazy")]
+    lazy = [program_of(op) for _, op in _fused(program.train) if program_of(op).lazy]
     assert len(lazy) == 1
-    (op,) = lazy
-    assert [p.kind for p in op.attr("lazy")] == ["avgpool_grad", "requant_grad"]
-    spread = op.attr("lazy")[0].outputs[0]
-    assert spread not in program.train.lifetimes and op.attr("lazy")[1].outputs[0] not in program.train.lifetimes
-    assert [p.kind for p in op.attr("pre")][:1] == ["conv2d_grad_b"]
+    (grad,) = lazy
+    assert [p.kind for p in grad.lazy] == ["avgpool_grad", "requant_grad"]
+    spread = grad.lazy[0].outputs[0]
+    assert spread not in program.train.lifetimes and grad.lazy[1].outputs[0] not in program.train.lifetimes
+    assert [s.op.kind for s in grad.pre][:1] == ["conv2d_grad_b"]
 
 
 def test_the_shared_primitives_give_every_channel_the_same_bits_alone_or_together():

@@ -15,7 +15,7 @@ from mcutrain.engine.compile import compile_training
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import differences, qmodel_params, run_engine, simulate
 from mcutrain.engine.memory import check_plan
-from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of
+from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, program_of, rings_of, stages_of
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from tests.engine.test_engine_equivalence import _fused_away, _simulated_activations
@@ -121,7 +121,7 @@ def _check_schedule(op, types) -> None:
     slots = {t: [None] * rows for t, (_, rows, _, _) in rings.items()}
     done = {st.outputs[0]: 0 for st in stages if st.outputs[0] not in folded}
     fetched = 0
-    for s, r in op.attr("schedule"):
+    for s, r in program_of(op).schedule:
         if s == STREAM:
             assert r == fetched
             slots[x][r % len(slots[x])] = r

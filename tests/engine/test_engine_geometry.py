@@ -15,6 +15,7 @@ from mcutrain.engine.compile import compile_training
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import differences, qmodel_params, run_engine, simulate
 from mcutrain.engine.executor.kernels import KERNELS
+from mcutrain.engine.fused_program import program_of
 from mcutrain.engine.ir import Op, make_attrs
 from mcutrain.engine.ops import OUTPUT_TYPES, conv_geometry, has_general_geometry
 from mcutrain.engine.passes.fuse_backward import block_fusable, update_ops
@@ -95,7 +96,7 @@ def test_fused_ops_hold_no_general_conv_and_zoo_ops_still_fuse():
     assert not inside & general
     for op in program.train.graph.ops:
         if op.kind == "mbconv_grad":
-            assert not any(has_general_geometry(p) for p in op.attr("parts"))
+            assert not any(has_general_geometry(p) for p in program_of(op).parts)
 
 
 def _conv_op(kernel=(3, 3), geometry=None, groups=1) -> Op:

@@ -15,7 +15,7 @@ from mcutrain.engine.compile import compile_training, format_report
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import run_engine
 from mcutrain.engine.memory import check_plan
-from mcutrain.engine.passes.fuse_rows import STREAM, rings_of
+from mcutrain.engine.passes.fuse_rows import STREAM, program_of, rings_of
 from mcutrain.engine.verify import VerifyError, verify
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
@@ -50,7 +50,7 @@ def test_a_streamed_image_is_not_in_the_arena_and_each_row_is_fetched_once():
         assert "image" not in stage.lifetimes and "image" not in {b.name for b in stage.buffers}
         (reader,) = [op for op in g.ops if "image" in op.inputs]
         assert reader.kind == "mbconv_rows" and reader.attr("stream") and reader.inputs[0] == "image"
-        fetched = [r for s, r in reader.attr("schedule") if s == STREAM]
+        fetched = [r for s, r in program_of(reader).schedule if s == STREAM]
         assert fetched == list(range(32))  # every row once, in order
         c, rows, w, _ = rings_of(reader)["image"]
         assert (c, w) == (3, 32) and rows == 3  # a 3x3 stride-2 first conv needs 3 rows

@@ -57,7 +57,7 @@ def test_gain_refuses_what_was_not_measured():
 
 @pytest.mark.parametrize("changes, message", [
     ({"format": "mcutrain-scheme"}, "not a contribution analysis"),
-    ({"version": 2}, "version 2"),
+    ({"version": 3}, "version 3"),  # versions 1 and 2 are read
     ({"bias": {"16": 0.1, "1": 0.0, "2": 0.0, "4": 0.0}}, "integer 1..15"),
     ({"weight": {"14": {"0.3": 0.1}}}, "ratio '0.3'"),
     ({"weight": {"10": {"1.0": 0.1}}}, r"bias runs k = model.n_convs - layer = \[5\] \(model.n_convs is 15\)"),

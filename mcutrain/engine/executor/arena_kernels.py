@@ -6,7 +6,8 @@ row at a time (``args[0].row(r)``): the row pipeline ``mbconv_rows`` (its rings 
 folded windows are what the kernel really uses, so the plan's claim is true) and the channel-by-
 channel block backward ``mbconv_grad`` (a few channels of each gradient live in the scratch; NumPy
 temporaries stand for a C loop's registers). Every per-channel sum uses the same primitives as the
-whole-tensor kernels in ``kernels``, so fusing changes no bit.
+whole-tensor kernels in ``kernels``, so fusing changes no bit. Both run the program their pass
+lowered (``engine.fused_program``): its schedule and buffers, its typed steps and scratch layout.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from mcutrain.engine.ir import Op
 from mcutrain.engine.ops import stride_and_top_pad
-from mcutrain.engine.passes.fuse_backward import internal_of as internal_of_grad
-from mcutrain.engine.passes.fuse_backward import parts_of as parts_of_grad
+from mcutrain.engine.fused_program import (BIAS_GRAD, DEPTHWISE_X, FLOAT_PLANE, HEAD, LAZY_HEAD, OUTPUT, REQUANT,
+                                           SCRATCH, TAIL, UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD,
+                                           WEIGHT_GRAD_UPDATE, Step, program_of)
 from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of, window
 from mcutrain.quant.fixedpoint import requantize_with_mask
 from mcutrain.quant.int8_ops import AddParams, quantized_add_with_mask
@@ -99,7 +101,7 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
              for t, (c, n, w, off) in folds_of(op).items()}
     producer = {st.outputs[0]: st for st in stages}
     shapes = _Shapes(internal, values)
-    for s, r in op.attr("schedule"):
+    for s, r in program_of(op).schedule:
         if s == STREAM:
             ring, n = rings[x]
             ring[:, r % n] = values[x].row(r)
@@ -132,19 +134,20 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
 
 
 def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
-    """Run the chain's parts for ``group`` expanded channels at a time (``io.scratch`` holds one group
-    of each gradient it materialises). Per channel every part computes exactly what its unfused kernel
-    computes for that channel; the tail's input gradient is accumulated in its float32 output in
-    ascending channel order (``pointwise_input_grad``'s order); updates apply to their rows at once.
-    Chain tensors also read outside the chain (outputs) get their rows stored as they are made."""
+    """Run the op's program (``fused_program.GradProgram``) for ``group`` expanded channels at a time
+    (``io.scratch`` holds one group of each gradient it materialises, at the layout's offsets). Per
+    channel every step computes exactly what its unfused kernel computes for that channel; the tail's
+    input gradient is accumulated in its float32 output in ascending channel order
+    (``pointwise_input_grad``'s order); updates apply to their rows at once. Chain tensors also read
+    outside the chain (outputs) get their rows stored as they are made."""
+    program = program_of(op)
     values = dict(zip(op.inputs, args))
     outs = dict(zip(op.outputs, io.outputs))
-    parts, channels, group = parts_of_grad(op), op.attr("channels"), op.attr("group")
-    chained = {o for part in parts for o in part.outputs}
-    slots = _gradient_slots(op, io.scratch, outs)
-    recompute = op.attr("recompute", ())
-    source = _LazySource({fwd.outputs[0]: fwd for fwd in op.attr("lazy", ())}, values, op.attr("source_group", 1))
-    _source_phase(op.attr("pre", ()), source, values, outs, chained, step)
+    channels, group = program.channels, program.scratch.group
+    slots = _gradient_slots(program, io.scratch)
+    recompute = program.recompute.convs if program.recompute is not None else ()
+    source = _LazySource({fwd.outputs[0]: fwd for fwd in program.lazy}, values, program.scratch.source_group or 1)
+    _source_phase(program.pre, program.source, source, values, outs, step)
     for c0 in range(0, channels, group):
         rows = slice(c0, min(c0 + group, channels))
         local: dict[str, np.ndarray | None] = {}
@@ -152,26 +155,21 @@ def mbconv_grad(op: Op, args: list, step: int, io) -> tuple:
             x = local[fwd.inputs[0]][None] if fwd.inputs[0] in local else values[fwd.inputs[0]]
             y, mask = conv2d(fwd, [x] + [values[n][rows] for n in fwd.inputs[1:]], step)
             local[fwd.outputs[0]], local[fwd.outputs[1]] = y[0], mask[0]
-        for part in parts:
-            _grad_part(part, rows, values, local, outs, chained, step, source, slots)
-    _source_phase(op.attr("post", ()), source, values, outs, chained, step)
+        for s in program.steps:
+            _grad_step(s, rows, values, local, outs, step, source, slots)
+    _source_phase(program.post, program.source, source, values, outs, step)
     return ()
 
 
-def _gradient_slots(op: Op, scratch: np.ndarray, outs: dict) -> dict[str, np.ndarray]:
-    """The gradients a chain materialises per group (the head's and each depthwise input gradient, and
-    the requant_grad written over each), as float32 views of the op's scratch bytes (from offset 0)."""
-    internal = internal_of_grad(op)
-    slots, offset, group = {}, 0, op.attr("group")
-    for part in parts_of_grad(op):
-        name = part.outputs[0] if part.outputs else None
-        if part.kind == "conv2d_grad_x" and name not in outs:
-            shape = (group,) + internal[name].shape[2:]
-            size = 4 * int(np.prod(shape))
-            slots[name] = scratch[offset:offset + size].view(np.float32).reshape(shape)
-            offset += size
-        elif part.kind == "requant_grad" and part.inputs[0] in slots:
-            slots[name] = slots[part.inputs[0]]  # in place, element by element
+def _gradient_slots(program, scratch: np.ndarray) -> dict[str, np.ndarray]:
+    """The float planes of the layout (the head's and each depthwise input gradient; each requant_grad
+    writes over its input's), as float32 views of ``group`` channels of the op's scratch bytes."""
+    layout, slots = program.scratch, {}
+    for slot in layout.slots:
+        if slot.kind == FLOAT_PLANE:
+            size = layout.group * slot.per_channel
+            view = scratch[slot.offset:slot.offset + size].view(np.float32)
+            slots[slot.tensor] = view.reshape((layout.group,) + slot.shape)
     return slots
 
 
@@ -201,110 +199,127 @@ class _LazySource:
         return (self.rows(g_name, rows) * mask) * factor
 
 
-def _source_phase(phase: tuple, source: _LazySource, values: dict, outs: dict, chained: set, step: int) -> None:
-    """Ops over the channels of the lazily computed tensor (its bias gradient, its weight gradient)."""
+def _source_phase(phase: tuple, name: str | None, source: _LazySource, values: dict, outs: dict,
+                  step: int) -> None:
+    """Steps over the channels of the lazily computed tensor ``name`` (its bias and weight gradients)."""
     if not phase:
         return
-    name = next(n for n in phase[0].inputs if n in source)
     for c0 in range(0, source.channels(name), source.step):
         rows = slice(c0, min(c0 + source.step, source.channels(name)))
         local = {name: source.rows(name, rows)}
-        for part in phase:
-            _grad_part(part, rows, values, local, outs, chained | {name}, step, source)
+        for s in phase:
+            _grad_step(s, rows, values, local, outs, step, source)
 
 
 # where a chain tensor's channel axis is: gradients of activations [1, E, ...] on axis 1, of parameters on 0
 _CHANNEL_AXIS = {"conv2d_grad_x": 1, "requant_grad": 1, "conv2d_grad_b": 0, "conv2d_grad_w": 0}
 
 
-def _put(part: Op, value: np.ndarray | None, rows: slice, local: dict, outs: dict,
+def _put(step: Step, value: np.ndarray | None, rows: slice, local: dict, outs: dict,
          slots: dict | None = None) -> None:
-    name = part.outputs[0]
-    if slots and name in slots and value is not None:  # kept in the op's scratch until the next group
-        slot = slots[name][:value.shape[0]]
+    out = step.out
+    if out.place == SCRATCH and value is not None:  # kept in the op's scratch until the next group
+        slot = slots[out.slot][:value.shape[0]]
         slot[...] = value
         value = slot
-    local[name] = value
-    if name in outs and value is not None:
-        view = outs[name]
+    local[out.name] = value
+    if out.place == OUTPUT and value is not None:
+        view = outs[out.name]
         sel = slice(rows.start, rows.start + value.shape[0])
-        if _CHANNEL_AXIS[part.kind] == 1:
+        if _CHANNEL_AXIS[step.op.kind] == 1:
             view[0, sel] = value
         else:
             view[sel] = value
 
 
-def _grad_part(part: Op, rows: slice, values: dict, local: dict, outs: dict, chained: set, step: int,
-               source: _LazySource | None = None, slots: dict | None = None) -> None:
+def _lazy_head(part: Op, w: np.ndarray, rows: slice, source: _LazySource) -> np.ndarray:
+    """Channels ``rows`` of a 1x1 conv's input gradient from the lazily computed source: summed over
+    the source's channels in ascending order, a few at a time."""
+    g_name, acc, count = part.inputs[0], None, source.channels(part.inputs[0])
+    for o0 in range(0, count, source.step):
+        orows = slice(o0, min(o0 + source.step, count))
+        g = source.rows(g_name, orows)
+        terms = w[orows, rows, 0, 0].astype(np.float32)[:, :, None] * g.reshape(g.shape[0], 1, -1)
+        if acc is not None:
+            terms = np.concatenate([acc[None], terms])
+        acc = np.add.reduce(terms, axis=0)
+    return acc.reshape((rows.stop - rows.start,) + g.shape[1:])
+
+
+def _tail(part: Op, w: np.ndarray, g: np.ndarray, rows: slice, values: dict, outs: dict) -> None:
+    """The tail: summed over the expanded channels, in ascending order, into its output (over
+    ``init`` when in place: then it starts as init)."""
     n = rows.stop - rows.start
-    kind = part.kind
-    if kind == "conv2d_grad_x":
-        g_name, w = part.inputs[0], values[part.inputs[1]]
-        if source is not None and g_name in source and g_name not in local:  # the head, from a lazy input
-            acc = None  # sum over the input's channels in ascending order, a few at a time
-            count = source.channels(g_name)
-            for o0 in range(0, count, source.step):
-                orows = slice(o0, min(o0 + source.step, count))
-                g = source.rows(g_name, orows)
-                terms = w[orows, rows, 0, 0].astype(np.float32)[:, :, None] * g.reshape(g.shape[0], 1, -1)
-                if acc is not None:
-                    terms = np.concatenate([acc[None], terms])
-                acc = np.add.reduce(terms, axis=0)
-            _put(part, acc.reshape((n,) + g.shape[1:]), rows, local, outs, slots)
-        elif g_name not in chained:  # the head: channels ``rows`` of the expanded gradient
-            g = values[g_name][0]
-            y = pointwise_input_grad(g.reshape(g.shape[0], -1), w[:, rows, 0, 0]).reshape((n,) + g.shape[1:])
-            _put(part, y, rows, local, outs, slots)
-        elif part.attr("groups") > 1:  # depthwise, channel by channel
-            shape = part.attr("input_shape")
-            y = correlate_transpose(local[g_name].astype(np.float64), w[rows].astype(np.float64), part.attr("stride"),
-                                    part.attr("groups"), tuple(shape[2:]))
-            _put(part, y.astype(np.float32), rows, local, outs, slots)
-        else:  # the tail: summed over the expanded channels, in ascending order, into its output
-            g = local[g_name]
-            acc = outs[part.outputs[0]][0]  # (over ``init`` when in place: then it starts as init)
-            terms = w[rows, :, 0, 0].astype(np.float32)[:, :, None] * g.reshape(n, 1, -1).astype(np.float32)
-            if rows.start or len(part.inputs) == 3:
-                start = acc if rows.start else values[part.inputs[2]][0]
-                terms = np.concatenate([start.reshape(1, acc.shape[0], -1), terms])
-            acc[...] = np.add.reduce(terms, axis=0).reshape(acc.shape)
-    elif kind == "requant_grad":
-        g, m = local[part.inputs[0]], values[part.inputs[2]]
-        mask = local[part.inputs[1]] if part.inputs[1] in local else values[part.inputs[1]][0, rows]
+    acc = outs[part.outputs[0]][0]
+    terms = w[rows, :, 0, 0].astype(np.float32)[:, :, None] * g.reshape(n, 1, -1).astype(np.float32)
+    if rows.start or len(part.inputs) == 3:
+        start = acc if rows.start else values[part.inputs[2]][0]
+        terms = np.concatenate([start.reshape(1, acc.shape[0], -1), terms])
+    acc[...] = np.add.reduce(terms, axis=0).reshape(acc.shape)
+
+
+def _grad_step(s: Step, rows: slice, values: dict, local: dict, outs: dict, step: int,
+               source: _LazySource | None = None, slots: dict | None = None) -> None:
+    """One typed step of the program for channels ``rows`` (its role and operands' places were
+    resolved by ``lower_grad``: nothing is told apart here by testing names)."""
+    n, part, role = rows.stop - rows.start, s.op, s.role
+    if role == LAZY_HEAD:
+        _put(s, _lazy_head(part, values[part.inputs[1]], rows, source), rows, local, outs, slots)
+    elif role == HEAD:  # channels ``rows`` of the expanded gradient, a whole tensor of the arena
+        g, w = values[s.grad.name][0], values[part.inputs[1]]
+        y = pointwise_input_grad(g.reshape(g.shape[0], -1), w[:, rows, 0, 0]).reshape((n,) + g.shape[1:])
+        _put(s, y, rows, local, outs, slots)
+    elif role == DEPTHWISE_X:  # channel by channel
+        shape, w = part.attr("input_shape"), values[part.inputs[1]]
+        y = correlate_transpose(local[s.grad.name].astype(np.float64), w[rows].astype(np.float64), part.attr("stride"),
+                                part.attr("groups"), tuple(shape[2:]))
+        _put(s, y.astype(np.float32), rows, local, outs, slots)
+    elif role == TAIL:
+        _tail(part, values[part.inputs[1]], local[s.grad.name], rows, values, outs)
+    elif role == REQUANT:
+        g, m = local[s.grad.name], values[part.inputs[2]]
+        mask = local[s.mask.name] if s.mask.place == SCRATCH else values[s.mask.name][0, rows]
         scale = m.astype(np.float32).reshape(()) if m.size == 1 else m[rows].astype(np.float32).reshape(n, 1, 1)
-        _put(part, (g * mask.astype(np.float32)) * scale, rows, local, outs, slots)
-    elif kind == "conv2d_grad_b":
-        _put(part, channel_sums(local[part.inputs[0]]), rows, local, outs)
-    elif kind == "update_bias":
-        b, g, qas = values[part.inputs[0]], local[part.inputs[1]], values[part.inputs[2]]
+        _put(s, (g * mask.astype(np.float32)) * scale, rows, local, outs, slots)
+    elif role == BIAS_GRAD:
+        _put(s, channel_sums(local[s.grad.name]), rows, local, outs)
+    elif role == UPDATE_BIAS:
+        b, g, qas = values[part.inputs[0]], local[s.grad.name], values[part.inputs[2]]
         update_bias_rows(part, b, g, qas[rows], rows)
-    elif kind in ("conv2d_grad_w", "conv2d_grad_w_update"):
-        update = kind == "conv2d_grad_w_update"
-        x_name, g_name = part.inputs[1:3] if update else part.inputs[:2]
-        x, g = values[x_name], local[g_name]
-        xz = x[0].astype(np.float64) - part.attr("x_zero")
-        if part.attr("groups") > 1:  # depthwise: channels below ``kept`` train
-            kept = min(rows.stop, xz.shape[0])
-            gw = None
-            if kept > rows.start:
-                gw = correlate_weight(xz[rows.start:kept], g[:kept - rows.start].astype(np.float64),
-                                      part.attr("weight_shape")[-1], part.attr("stride"),
-                                      part.attr("groups")).astype(np.float32)
-        else:  # 1x1: row c
-            gw = pointwise_weight_grad(xz, g.astype(np.float64).reshape(n, -1))[:, :, None, None].astype(np.float32)
-        if not update:
-            _put(part, gw, rows, local, outs)
-        elif gw is not None:
-            w, qas = values[part.inputs[0]], values[part.inputs[3]]
-            sel = slice(rows.start, rows.start + gw.shape[0])
-            update_weight_rows(part, w, gw, qas[sel], step, sel)
-    elif kind == "update_weight":
-        w, g, qas = values[part.inputs[0]], local[part.inputs[1]], values[part.inputs[2]]
+    elif role in (WEIGHT_GRAD, WEIGHT_GRAD_UPDATE):
+        _weight_rows(s, rows, values, local, outs, step)
+    elif role == UPDATE_WEIGHT:
+        w, g, qas = values[part.inputs[0]], local[s.grad.name], values[part.inputs[2]]
         if g is not None:
             sel = slice(rows.start, rows.start + g.shape[0])
             update_weight_rows(part, w, g, qas[sel], step, sel)
     else:
-        raise ValueError(f"mbconv_grad cannot run a {kind} part")
+        raise ValueError(f"mbconv_grad cannot run a {role} step")
+
+
+def _weight_rows(s: Step, rows: slice, values: dict, local: dict, outs: dict, step: int) -> None:
+    """Rows ``rows`` of a weight gradient (depthwise: channels below ``kept``; 1x1: rows), stored, or
+    applied at once by a fused update."""
+    part, n = s.op, rows.stop - rows.start
+    update = s.role == WEIGHT_GRAD_UPDATE
+    x_name = part.inputs[1] if update else part.inputs[0]
+    x, g = values[x_name], local[s.grad.name]
+    xz = x[0].astype(np.float64) - part.attr("x_zero")
+    if part.attr("groups") > 1:  # depthwise: channels below ``kept`` train
+        kept = min(rows.stop, xz.shape[0])
+        gw = None
+        if kept > rows.start:
+            gw = correlate_weight(xz[rows.start:kept], g[:kept - rows.start].astype(np.float64),
+                                  part.attr("weight_shape")[-1], part.attr("stride"),
+                                  part.attr("groups")).astype(np.float32)
+    else:  # 1x1: row c
+        gw = pointwise_weight_grad(xz, g.astype(np.float64).reshape(n, -1))[:, :, None, None].astype(np.float32)
+    if not update:
+        _put(s, gw, rows, local, outs)
+    elif gw is not None:
+        w, qas = values[part.inputs[0]], values[part.inputs[3]]
+        sel = slice(rows.start, rows.start + gw.shape[0])
+        update_weight_rows(part, w, gw, qas[sel], step, sel)
 
 
 class _Shapes:

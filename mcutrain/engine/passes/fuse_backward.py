@@ -27,20 +27,18 @@ The fused op ``mbconv_grad`` takes the place of the chain's last op:
   outputs  chain tensors read outside it (the tail's input gradient first; bias / weight gradients
            when their updates are elsewhere), written channel by channel (the tail's: accumulated,
            over its ``init`` operand, the skip branch's gradient, when that dies here: ``inplace``)
-  attrs    parts    the chain's ops, in their order (a C generator runs them per channel)
-           lazy / pre / post   (the last block: the head's input is the average pool's gradient,
-                    spread over the positions and requantized: computed as needed from the pooled
-                    vector, ``lazy``; the project conv's bias gradient + update run first over its
-                    output channels, ``pre``; its weight gradient + update last, ``post``, after
-                    the head read the old weight; ``source_group`` rows at a time)
-           recompute  the forward convs (expand, depthwise) whose masks are recomputed per channel
-                    from the block input when the expand conv's weight gradient keeps it whole
-                    anyway: the forward then outputs neither mask (1 bit per expanded element each)
+  attrs    program  the chain lowered once (``fused_program.GradProgram``): typed steps with their
+                    operands resolved (the chain per expanded channel; ``pre`` / ``post`` over the
+                    channels of a lazily computed head input: the last block's, the average pool's
+                    gradient spread over the positions and requantized, computed as needed from the
+                    pooled vector, ``lazy``; the project conv's bias gradient + update run first,
+                    its weight gradient + update last, after the head read the old weight), the
+                    recomputed forward (the expand / depthwise convs whose masks are recomputed per
+                    channel from the block input when the expand conv's weight gradient keeps it
+                    whole anyway: the forward then outputs neither mask), and the scratch layout
+                    (``group`` channels of each gradient it materialises, rows of the lazy source)
            internal TensorInfo of each chain tensor that is never whole
            channels E;  writes the parameters the fused updates write
-           group    channels run together (one channel of each materialised gradient is
-                    ``scratch / group`` bytes; the NumPy kernel runs ``group`` at a time, C may run 1)
-           scratch  bytes of ``group`` channels of each gradient it materialises (``lifetimes``)
 Numbers: exactly the unfused kernels' (per channel they are the same operations; the 1x1 input
 gradient is summed in float32 over the channels in ascending order in both, see ``kernels``).
 """
@@ -50,10 +48,10 @@ from __future__ import annotations
 from bisect import insort
 
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.fused_program import lower_grad, program_of
 from mcutrain.engine.ops import has_general_geometry, is_pointwise_conv
 
 KIND = "mbconv_grad"
-GROUP_BYTES = 512  # scratch for the channels run together (the NumPy kernel's batch; C may run one)
 
 __all__ = ["KIND", "all_parts", "fuse_backward", "internal_of", "parts_of", "update_ops"]
 
@@ -62,7 +60,7 @@ UPDATE_KINDS = ("update_weight", "update_bias", "conv2d_grad_w_update", "linear_
 
 def parts_of(op: Op) -> tuple[Op, ...]:
     """The backward / update ops an ``mbconv_grad`` op runs for each channel, in order."""
-    return op.attr("parts")
+    return program_of(op).parts
 
 
 def update_ops(graph: Graph) -> list[Op]:
@@ -79,7 +77,7 @@ def update_ops(graph: Graph) -> list[Op]:
 
 def all_parts(op: Op) -> tuple[Op, ...]:
     """Every op an ``mbconv_grad`` op stands for: lazily computed source, pre phase, chain, post phase."""
-    return op.attr("lazy", ()) + op.attr("pre", ()) + op.attr("parts") + op.attr("post", ())
+    return program_of(op).all_ops
 
 
 def internal_of(op: Op) -> dict[str, TensorInfo]:
@@ -252,41 +250,28 @@ def _fused(graph: Graph, parts: list[int], channels: int,
     outputs = tuple(first + [o for o in made if o in outside_readers and o not in first])
     internal = [graph.tensor(o) for o in made if o not in outside_readers]
     recompute, edits, masks = _recompute(graph, members, inside, readers)
-    for r in recompute:
-        internal += [TensorInfo(r.outputs[0], graph.tensor(r.outputs[0].removesuffix(".recomputed")).shape, "int8",
-                                "activation"), graph.tensor(r.outputs[1])]
+    forward = tuple(f.name for f in edits.values())  # (expand, depthwise): ``_recompute`` makes them in order
+    recomputed = {o for r in recompute for o in r.outputs}
+    for r in recompute:  # the recomputed output (int8, the forward output's shape: its mask's) and the mask
+        mask = graph.tensor(r.outputs[1])
+        internal += [TensorInfo(r.outputs[0], mask.shape, "int8", "activation"), mask]
     inputs: list[str] = []
     for op in source + pre + list(recompute) + members + post:
         for n in op.inputs:
-            if n not in made and n not in masks and not n.endswith(".recomputed") and n not in inputs:
+            if n not in made and n not in masks and n not in recomputed and n not in inputs:
                 inputs.append(n)
     writes = tuple(sorted({w for op in pre + members + post for w in _writes(op)}))
-    per_channel = 0
-    for op in members:  # one channel of each gradient the chain materialises (requant_grad: in place)
-        if op.kind == "conv2d_grad_x" and op.outputs[0] not in outputs:
-            t = graph.tensor(op.outputs[0])
-            per_channel += 4 * t.numel // t.shape[1]
-    for r in recompute:  # one channel of the recomputed int8 output and of its mask bits
-        t = graph.tensor(r.outputs[1])
-        per_channel += (t.numel // t.shape[1]) * (1 if r is recompute[0] else 0) + -(-(t.numel // t.shape[1]) // 8)
-    group = max(1, min(channels, GROUP_BYTES // max(per_channel, 1)))
-    scratch = group * per_channel
-    extra_attrs: dict = {}
-    if source:  # rows of the lazily computed head input, a few at a time (pre / post phases, the head)
-        t = graph.tensor(source[-1].outputs[0])
-        row = 4 * t.numel // t.shape[1]
-        extra_attrs = dict(lazy=tuple(source), pre=tuple(pre), post=tuple(post),
-                           source_group=max(1, min(t.shape[1], GROUP_BYTES // row)))
-        scratch += extra_attrs["source_group"] * row
+    shapes = {t.name: t for t in internal}
+    program = lower_grad(lambda n: shapes[n] if n in shapes else graph.tensor(n), channels, members, source, pre,
+                         post, recompute, forward, outputs)
     name = f"{(source + members)[0].name}..{(members + post)[-1].name}"
-    extra = dict(extra_attrs)
+    extra = {}
     if first and len(tail.inputs) == 3:  # the tail adds into ``init``: write over it if it dies here
         init = tail.inputs[2]
         made_by_op = init in producers
         if made_by_op and init not in graph.outputs and set(readers.get(init, [])) <= inside:
             extra["inplace"] = inputs.index(init)
-    attrs = make_attrs(parts=tuple(members), internal=tuple(internal), channels=channels, writes=writes,
-                       group=group, scratch=scratch, recompute=recompute, **extra)
+    attrs = make_attrs(internal=tuple(internal), channels=channels, writes=writes, program=program, **extra)
     op = Op(name, KIND, tuple(inputs), outputs, attrs, "backward" if outputs else "update")
     return op, {t.name for t in internal}, edits
 

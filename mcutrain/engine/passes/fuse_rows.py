@@ -16,14 +16,14 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                     into its two convs), with their original names, operands and attributes;
                     intermediate tensors keep their names but leave the graph;
            internal the TensorInfo of every intermediate tensor (shape and quantization);
-           schedule the static row schedule: ((stage, row), ...) in execution order; stage -1
-                    fetches the next row of the streamed input into its ring;
-           rings    ((tensor, channels, rows, width, offset), ...): each ring is ``channels x rows x
-                    width`` int8 (row r of the tensor in slot r % rows) at ``offset`` of the op's
-                    scratch buffer (aligned to 4; ``lifetimes`` reserves the scratch);
-           folds    ((tensor, channels, rows, width, offset), ...): expanded tensors that get no ring
-                    (below); each has a window of ``rows`` (the depthwise kernel's k) rows of
-                    ``channels`` of its channels in the scratch;
+           program  the resolved program (``fused_program.RowsProgram``, lowered once from the row plan):
+                    schedule  the static row schedule: ((stage, row), ...) in execution order; stage
+                              -1 fetches the next row of the streamed input into its ring;
+                    rings     each ring is ``channels x rows x width`` int8 (row r of the tensor in
+                              slot r % rows) at ``offset`` of the op's scratch buffer (aligned to 4;
+                              ``lifetimes`` reserves ``total``);
+                    folds     expanded tensors that get no ring (below); each has a window of ``rows``
+                              (the depthwise kernel's k) rows of ``channels`` of its channels;
            stream   whether x is streamed (then x is never read whole);
            fused    the names of the graph ops the pipeline replaced;
            inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
@@ -59,6 +59,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mcutrain.engine.fused_program import RowsProgram, lower_rows
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
 from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
@@ -87,24 +88,30 @@ def internal_of(op: Op) -> dict[str, TensorInfo]:
     return {t.name: t for t in op.attr("internal")}
 
 
+def program_of(op: Op) -> RowsProgram:
+    """The op's resolved program: schedule, rings and folded windows at their offsets, scratch bytes."""
+    return op.attr("program")
+
+
 def rings_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
     """Ring tensor -> (channels, rows, width, byte offset in the op's scratch)."""
-    return {name: (c, rows, w, off) for name, c, rows, w, off in op.attr("rings")}
+    return {b.tensor: (b.channels, b.rows, b.width, b.offset) for b in program_of(op).rings}
 
 
 def scratch_size(op: Op) -> int:
-    return max((off + c * rows * w for _, c, rows, w, off in op.attr("rings") + op.attr("folds", ())), default=0)
+    """The scratch bytes the planner reserves for the op (its program's total)."""
+    return program_of(op).total
 
 
 def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], bool], ...]:
     """The segmentation a graph's row pipelines use ((graph op names), folded), e.g. to give the
     inference program the same kernels."""
-    return tuple((op.attr("fused"), bool(op.attr("folds"))) for op in graph.ops if op.kind == KIND)
+    return tuple((op.attr("fused"), bool(program_of(op).folds)) for op in graph.ops if op.kind == KIND)
 
 
 def folds_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
     """Folded tensor -> (channels at a time, window rows, width, byte offset in the op's scratch)."""
-    return {name: (c, rows, w, off) for name, c, rows, w, off in op.attr("folds", ())}
+    return {b.tensor: (b.channels, b.rows, b.width, b.offset) for b in program_of(op).folds}
 
 
 class _Types:
@@ -200,8 +207,8 @@ def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool
             if name != x and name not in internal and name not in inputs:
                 inputs.append(name)
     name = seg[0].name if len(seg) == 1 else f"{seg[0].name}..{seg[-1].name}"
-    attrs = dict(stages=stages, internal=tuple(internal.values()), schedule=plan.schedule, rings=plan.rings,
-                 folds=plan.folds, stream=streamed, fused=tuple(op.name for op in seg))
+    attrs = dict(stages=stages, internal=tuple(internal.values()), program=lower_rows(plan), stream=streamed,
+                 fused=tuple(op.name for op in seg))
     if inplace:
         attrs["inplace"] = 0
     return Op(name, KIND, tuple(inputs), seg[-1].outputs, make_attrs(**attrs), "forward")
