@@ -1,6 +1,7 @@
 """The learning-rate sweep behind the defaults: docs/results/lr_sweep.md.
 
-    .venv/bin/python -m experiments.lr_sweep [sim] [device] [NET ...]   # resumes from docs/results/lr_sweep.jsonl
+    .venv/bin/python -m experiments.lr_sweep [sim] [device] [NET ...] [--ray auto|HOST:PORT]
+                                                    # resumes from docs/results/lr_sweep.jsonl
 
 For each imported network (the paper's int8 mcunet-5fps and mbv2-w0.35, ../shared/upstream) and each
 task (the offline sets and an npz of synthetic shapes this script writes), a new 10-class (or K-class)
@@ -11,6 +12,11 @@ head is trained under the paper-99kb scheme at 64x64, two ways:
 - C engine: ``compile --target host`` + ``run``, batch 1, plain SGD, DEVICE_STEPS steps, at the default
   (``compile --lr auto --data TASK``) and at DEVICE_FACTORS times it (the engine's rate has no
   mini-batch probes to lean on, so its grid is centred on what the default chose).
+
+With ``--ray`` the simulation's points are independent fine-tunes submitted as Ray tasks
+(``mcutrain.search.ray_backend``; docs/cluster.md): the models and data are loaded here and shipped once,
+each task computes with one torch thread (a local run uses the process's threads, so the last digits
+may differ). The C engine's points stay local (they compile and run a C program here).
 
 Accuracies are on held-out test samples (500 in the simulation, DEVICE_EVAL on the engine). Each
 finished point is appended to the .jsonl, so a killed run resumes; the table is rewritten from it.
@@ -35,6 +41,7 @@ from mcutrain.io.atomic import atomic_write_text
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from mcutrain.train import lr_auto
+from mcutrain.train import model_kind as mk
 from mcutrain.train.finetune import FinetuneConfig, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +96,11 @@ def imported(net: str, work: Path) -> Path:
     return path
 
 
-def sim_point(model: Path, data: str, lr) -> dict:
-    r = finetune(FinetuneConfig(model=str(model), data=data, lr=lr, **SIM), progress=False)
+def sim_point(model: Path, data: str, lr, loaded: dict | None = None, settings: dict | None = None) -> dict:
+    """One simulation fine-tune (``SIM`` unless ``settings``); ``loaded``: the model and dataset already
+    in memory (shipped to a Ray task: the worker needs neither file)."""
+    cfg = FinetuneConfig(model=str(model), data=data, lr=lr, **(settings or SIM))
+    r = finetune(cfg, progress=False, **(loaded or {}))
     return {"lr": r["config"]["lr"], "test": r["accuracy"], "val": r["val_accuracy"],
             "loss": r["train_loss_per_epoch"], "lr_auto": r["config"].get("lr_auto")}
 
@@ -120,8 +130,11 @@ def points(task: str, regimes: tuple[str, ...]) -> list[tuple[str, object]]:
     return sim + (device if task in DEVICE_TASKS else [])
 
 
-def run_sweep(records_path: Path, work: Path, regimes: tuple[str, ...], nets: tuple[str, ...]) -> list[dict]:
+def run_sweep(records_path: Path, work: Path, regimes: tuple[str, ...], nets: tuple[str, ...],
+              ray: str | None = None) -> list[dict]:
     done = [json.loads(line) for line in records_path.read_text().splitlines()] if records_path.exists() else []
+    if ray is not None and "sim" in regimes:
+        sim_on_ray(done, records_path, work, nets, ray)
     keys = {(r["regime"], r["net"], r["task"], str(r["point"])) for r in done}
     for net in nets:
         model = imported(net, work)
@@ -141,12 +154,47 @@ def run_sweep(records_path: Path, work: Path, regimes: tuple[str, ...], nets: tu
                                     == ("device", net, task, "auto")), None)
                     rec = device_point(headed, data, "auto" if point == "auto" else default * point, work)
                 rec.update(regime=regime, net=net, task=task, point=point, head_lambda_max=lam)
-                done.append(rec)
-                with records_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                print(f"{regime:6} {net:12} {task:14} {str(point):8} lr {rec['lr']:.3g}: test {rec['test']:.3f}",
-                      file=sys.stderr, flush=True)
+                record(done, records_path, rec)
     return done
+
+
+def record(done: list[dict], records_path: Path, rec: dict) -> None:
+    done.append(rec)
+    with records_path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"{rec['regime']:6} {rec['net']:12} {rec['task']:14} {str(rec['point']):8} lr {rec['lr']:.3g}: "
+          f"test {rec['test']:.3f}", file=sys.stderr, flush=True)
+
+
+def sim_on_ray(done: list[dict], records_path: Path, work: Path, nets: tuple[str, ...], ray: str) -> None:
+    """Every missing simulation point as a Ray task; each is recorded here as it finishes (resumable)."""
+    from mcutrain.search.ray_backend import session, stream
+
+    keys = {(r["regime"], r["net"], r["task"], str(r["point"])) for r in done}
+    models, datasets, jobs = {}, {}, []
+    for net in nets:
+        model = imported(net, work)
+        models[str(model)] = mk.load_trainable(str(model))  # as finetune loads it
+        for task in TASKS:
+            data = data_arg(task, work)
+            if data not in datasets:
+                datasets[data] = load_dataset(data, seed=0)
+            at_64 = replace(models[str(model)], resolution=SIM["resolution"])
+            lam = lr_auto.model_head_curvature(at_64, datasets[data].train, 0).lambda_max
+            labels = dict(regime="sim", net=net, task=task, head_lambda_max=lam)
+            jobs += [(str(model), data, point, {**labels, "point": point}, SIM)
+                     for _, point in points(task, ("sim",)) if ("sim", net, task, str(point)) not in keys]
+    if jobs:
+        with session(ray):
+            stream(sim_job, jobs, {"models": models, "datasets": datasets},
+                   lambda rec: record(done, records_path, rec))
+
+
+def sim_job(shared: dict, job: tuple):
+    """A Ray task: one simulation point on the shipped model and data, at the driver's settings."""
+    model, data, point, labels, settings = job
+    loaded = {"model": shared["models"][model], "dataset": shared["datasets"][data]}
+    yield {**sim_point(Path(model), data, point, loaded, settings), **labels}
 
 
 def table(records: list[dict]) -> str:
@@ -224,7 +272,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mcutrain-lr-sweep-") as tmp:
         regimes = tuple(a for a in sys.argv[1:] if a in ("sim", "device")) or ("sim", "device")
         nets = tuple(a for a in sys.argv[1:] if a in NETS) or NETS
-        records = run_sweep(RESULTS / "lr_sweep.jsonl", Path(tmp), regimes, nets)
+        ray = sys.argv[sys.argv.index("--ray") + 1] if "--ray" in sys.argv[1:-1] else None
+        records = run_sweep(RESULTS / "lr_sweep.jsonl", Path(tmp), regimes, nets, ray)
     plot(records, RESULTS / "lr_sweep.png")
     atomic_write_text(RESULTS / "lr_sweep.md", HEADER + table(records) + "\n![accuracy against lr x lambda_max]"
                       "(lr_sweep.png)\n\n## Every point\n\n" + grid(records))

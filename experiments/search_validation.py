@@ -18,6 +18,10 @@ fine-tuned (a scheme identical to one already measured reuses its accuracies), t
 z = 0 searched schemes are reused. The page then gives both objectives' verdicts side by side:
 
   python -m experiments.search_validation --noise-z 1 2
+
+``--ray auto|HOST:PORT`` (docs/cluster.md) runs the analyses' fine-tunes and each scheme's fine-tunes (its
+``LRS``) as Ray tasks: the model, data and scheme files are shipped from here; one torch thread per task,
+as here, so the results are those of a local run. The noise-aware additions stay local (a few schemes).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import torch
 
 from bench.common import DOCS, RESULTS, stamp, write_results
+from experiments.scheme_finetunes import finetuned
 from mcutrain.data import load_dataset
 from mcutrain.quant.head import new_head
 from mcutrain.quant.import_tiny_training import import_tiny_training
@@ -136,12 +141,13 @@ def best_over_lrs(model, dataset, scheme: str, memo: dict) -> dict:
     return {"test": best["test"], "val": best["val"], "lr": best["lr"], "runs": runs}
 
 
-def run_pair(net: str, data: str, model_path: Path, model, cost: SramCost, budgets: list[int]) -> dict:
+def run_pair(net: str, data: str, model_path: Path, model, cost: SramCost, budgets: list[int],
+             ray: str | None = None) -> dict:
     dataset = load_dataset(data, seed=0)
     contrib_path = WORK / f"contrib-{net}-{data}-{TAG}.json"
     t0 = time.perf_counter()
     analyze(AnalysisConfig(model=str(model_path), data=data, out=str(contrib_path), resolution=RESOLUTION,
-                           layers=candidate_layers(net), bias_grid="1,2,4,8", **ANALYSIS), progress=False)
+                           layers=candidate_layers(net), bias_grid="1,2,4,8", ray=ray, **ANALYSIS), progress=False)
     contrib = load_contrib(contrib_path)
     analysis_s = time.perf_counter() - t0
     schemes: dict[str, dict] = {}
@@ -163,10 +169,9 @@ def run_pair(net: str, data: str, model_path: Path, model, cost: SramCost, budge
         lk = largest_last_k(cost, net, budget)
         if lk:
             schemes.setdefault(lk[0], {"kind": "baseline", "scheme": lk[0]})
-    memo: dict = {}
-    for name, row in schemes.items():
-        from mcutrain.sparse import load_scheme
+    from mcutrain.sparse import load_scheme
 
+    for name, row in schemes.items():
         scheme = load_scheme(row["scheme"], net)
         c = cost.exact(scheme)
         row.update(sram_bytes=c.total_sram_bytes, flash_bytes=c.flash_bytes,
@@ -177,8 +182,10 @@ def run_pair(net: str, data: str, model_path: Path, model, cost: SramCost, budge
                 row["predicted_gain"] = predicted_gain(contrib, scheme)
             except Exception:  # a weight the analysis did not measure: no prediction
                 row["predicted_gain"] = None
-        row.update(best_over_lrs(model, dataset, row["scheme"], memo))
-        print(f"  {net} {data} {name:14s} sram {c.total_sram_bytes / KB:6.1f} KB  test {row['test']:.3f} "
+    for name, result in finetuned(best_over_lrs, model, dataset, {n: r["scheme"] for n, r in schemes.items()}, ray):
+        row = schemes[name]
+        row.update(result)
+        print(f"  {net} {data} {name:14s} sram {row['sram_bytes'] / KB:6.1f} KB  test {row['test']:.3f} "
               f"(lr {row['lr']})", flush=True)
     return {"schemes": schemes, "searched": searched, "analysis_seconds": round(analysis_s, 1),
             "analysis_runs": contrib.doc["runs"]}
@@ -280,6 +287,8 @@ def best_within(pair: dict, budget: int) -> tuple[str, dict]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--replot", action="store_true", help="re-draw the plot and page from the JSON")
+    ap.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
+                    help="run the fine-tunes as Ray tasks (a local instance, or a cluster's head: docs/cluster.md)")
     ap.add_argument("--noise-z", type=float, nargs="+", default=None, metavar="Z",
                     help="add noise-aware searches at these z to the existing results (module doc)")
     args = ap.parse_args(argv)
@@ -304,7 +313,7 @@ def main(argv=None) -> None:
         budgets = [minimum + off for off in BUDGET_OFFSETS] + [256 * KB]
         for data in DATASETS:
             print(f"== {net} on {data}: budgets {[round(b / KB, 1) for b in budgets]} KB", flush=True)
-            pair = run_pair(net, data, model_path, model, cost, budgets)
+            pair = run_pair(net, data, model_path, model, cost, budgets, args.ray)
             pair.update(minimum_bytes=minimum, budgets=budgets)
             results[f"{net}/{data}"] = pair
             payload = {"experiment": NAME, "settings": settings(), "results": results, **meta,

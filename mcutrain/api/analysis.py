@@ -84,6 +84,7 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
             ratios: str | None = None, bias_grid: str | None = None, workers: int = 1, seed: int = 0,
             lr: float | str = "auto", momentum: float = 0.9, batch_size: int = 32, optimizer: str = "sgd",
             qas: bool = True, update_rule: str = "sr", resolution: int = 0, seeds: int = 1, head_epochs: int = 20,
+            ray: str | None = None,
             quiet: bool = False) -> Analysis:
     """The contribution of each candidate update of ``model`` on ``data``, written to the contrib.json
     ``out`` (what `search_scheme` reads).
@@ -94,7 +95,9 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
     format. "both": the fine-tunes to ``out``, the estimate to ``out`` with ``.fast.json``, and their rank
     correlation. ``epochs``, ``train_subset``, ``eval_subset``: None takes the method's own default
     (fine-tune 2 / 1000 / 1000; fast 8 / 256 / 256). ``layers``, ``ratios``, ``bias_grid``: the CLI's
-    selections (e.g. ``"last:6"``, ``"1/8,1/4"``, ``"1..6,9"``). Warnings (runs that failed to learn, a
+    selections (e.g. ``"last:6"``, ``"1/8,1/4"``, ``"1..6,9"``). ``ray``: run the fine-tunes as Ray tasks,
+    ``"auto"`` on a local Ray instance (``workers`` CPUs when > 1, else all) or ``"HOST:PORT"`` on a running
+    cluster (docs/cluster.md); the results are the same as without it. Warnings (runs that failed to learn, a
     calibration that lost accuracy) are printed on stderr and kept in `Analysis.warnings`; when every
     fine-tune failed, ``TrainingFailed`` (its ``result`` is the summary) after the document is written.
     ``seeds`` (fine-tune only): every run repeated with that many seeds, the document records the
@@ -111,9 +114,11 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
     sizes = {k: v for k, v in dict(epochs=epochs, train_subset=train_subset, eval_subset=eval_subset).items()
              if v is not None}
     if method == "fast":
+        if ray is not None:
+            raise McutrainError("--ray runs fine-tunes; --method fast runs none (use finetune or both)")
         return _fast_analysis(common, sizes, path_of(out), quiet)
     repeats = dict(workers=workers, seeds=seeds, head_epochs=head_epochs)
-    result = _finetune_analysis(common, sizes, path_of(out), repeats, quiet)
+    result = _finetune_analysis(common, sizes, path_of(out), repeats, ray, quiet)
     if method == "both":
         note = _compare_with_fast(common, sizes, result, quiet)
         result = replace(result, warnings=result.warnings + (note,))
@@ -121,12 +126,16 @@ def analyze(model: PathLike, data: str, out: PathLike, *, method: str = "finetun
 
 
 def _finetune_analysis(common: dict[str, Any], sizes: dict[str, int], out: str, repeats: dict[str, int],
-                       quiet: bool) -> Analysis:
+                       ray: str | None, quiet: bool) -> Analysis:
     from mcutrain.errors import TrainingFailed
     from mcutrain.search.contrib import AnalysisConfig, runs_path, summary
     from mcutrain.search.contrib import analyze as run_analysis
 
-    cfg = AnalysisConfig(out=out, **repeats, **common, **sizes)
+    if ray is not None:  # a bad or unreachable address fails now, not after loading and --lr auto
+        from mcutrain.search.ray_backend import check_reachable
+
+        check_reachable(ray)
+    cfg = AnalysisConfig(out=out, ray=ray, **repeats, **common, **sizes)
     doc = run_analysis(cfg, progress=not quiet)
     payload = {"out": out, "runs_cache": str(runs_path(out)), **summary(doc)}
     failed = payload["failed_runs"]

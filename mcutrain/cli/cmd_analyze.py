@@ -45,6 +45,10 @@ def register(subparsers) -> None:
                    help="k values of the bias runs, e.g. 1..6,9,12 (default: 1,2,3,4,6,8,12,... and all "
                         "convs); the k the weight runs need are always added")
     p.add_argument("--workers", type=int, default=d["workers"], help="worker processes (default 1)")
+    p.add_argument("--ray", default=d["ray"], metavar="auto|HOST:PORT",
+                   help="run the fine-tunes as Ray tasks: auto starts a local Ray instance (--workers CPUs when "
+                        "> 1, else all), HOST:PORT joins a running cluster (docs/cluster.md); same results as "
+                        "without it (default: local processes, --workers)")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--seeds", type=int, default=d["seeds"],
                    help="repeat every fine-tune with this many seeds (default 1): the document records per-seed "
@@ -81,7 +85,7 @@ def run(args) -> int:
                          ratios=args.ratios, bias_grid=args.bias_grid, workers=args.workers, seed=args.seed,
                          lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, optimizer=args.optimizer,
                          qas=args.qas, update_rule=args.update_rule, resolution=args.resolution, seeds=args.seeds,
-                         head_epochs=args.head_epochs, quiet=args.quiet)
+                         head_epochs=args.head_epochs, ray=args.ray, quiet=args.quiet)
     except TrainingFailed as e:  # the document is written: show what it measured, then the error
         if e.result is not None:
             emit(args, e.result, human)

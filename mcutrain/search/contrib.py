@@ -132,6 +132,7 @@ class AnalysisConfig:
     workers: int = 1
     seeds: int = 1  # repeats of every run (contrib_seeds); 1: today's cost, no seed standard errors
     head_epochs: int = DEFAULT_HEAD_EPOCHS  # every run starts from a head trained alone this long; 0: a zero head
+    ray: str | None = None  # "auto" or a cluster's HOST:PORT: runs as Ray tasks (runs.run_groups); not identity
 
     @property
     def settings(self) -> dict:
@@ -227,7 +228,7 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
 
     try:
         state = run_state(run_cfg, trained, dataset)
-        run_groups(_groups(todo, trained), state, cfg.workers, finished)
+        run_groups(_groups(todo, trained), state, cfg.workers, finished, ray=cfg.ray)
     finally:
         bar.close()
     results = {run: cache.get(run) for run in runs}
@@ -236,6 +237,8 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
         doc["settings"]["lr_auto"] = choice.as_dict()
     if head is not None:
         doc["head"] = head
+    if cfg.ray is not None:  # information only: where the runs ran does not change their results
+        doc["settings"]["ray"] = cfg.ray
     atomic_write_text(cfg.out, json.dumps(doc, indent=1) + "\n")
     return doc
 

@@ -14,8 +14,9 @@ Sharing the frozen prefix
     a group; a group runs in one process, back to back, so the prefix is computed once per group.
 
 Determinism
-    Every run computes with one torch thread, in the parent (``workers=1``) as in a worker, so the
-    results do not depend on ``--workers``: each run is seeded by the settings alone.
+    Every run computes with one torch thread, in the parent (``workers=1``) as in a worker or a Ray
+    task (``ray_backend``), so the results do not depend on ``--workers`` or ``--ray``: each run is
+    seeded by the settings alone.
 
 Never the test split
     The runs see a dataset whose test split is one validation image (``without_test``): the
@@ -194,9 +195,16 @@ Group = list[tuple[RunSpec, str]]
 OnResult = Callable[[RunSpec, dict], None]
 
 
-def run_groups(groups: list[Group], state: RunState, workers: int, on_result: OnResult) -> None:
-    """Run every group, calling ``on_result`` in this process as each run finishes (one writer)."""
-    if workers <= 1 or len(groups) <= 1:
+def run_groups(groups: list[Group], state: RunState, workers: int, on_result: OnResult,
+               ray: str | None = None) -> None:
+    """Run every group, calling ``on_result`` in this process as each run finishes (one writer): on Ray
+    when ``ray`` names where (``auto`` or HOST:PORT, ``ray_backend``), else here or in ``workers``
+    local processes. Nothing to run starts nothing (a resumed analysis does not wait for Ray)."""
+    if ray is not None and groups:
+        from mcutrain.search import ray_backend  # imports ray: only when asked for
+
+        ray_backend.run_groups(groups, state, on_result, ray, cpus=workers if workers > 1 else None)
+    elif workers <= 1 or len(groups) <= 1:
         _run_here(groups, state, on_result)
     else:
         _run_in_workers(groups, state.cfg, min(workers, len(groups)), on_result)
