@@ -30,8 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mcutrain.errors import McutrainError
-
 __all__ = ["litert_check", "run_graph_demo"]
 
 MODEL_FILE = "model-int8.mct"
@@ -181,26 +179,18 @@ def _compile(model, plan, cfg, progress, result: dict, out: Path):
 def _export(model, saved: Path, samples, progress, result: dict, out: Path) -> None:
     """The host's saved parameters into the graph (checked as ``mct_restore`` checks them), then .tflite,
     then LiteRT on held-out samples: its outputs must be mcutrain's int8 outputs bit for bit."""
-    from mcutrain.codegen.host import read_manifest
-    from mcutrain.codegen.snapshot import (check_identity, graph_parameters, layout_of, read_snapshot,
-                                           with_trained_slices)
+    from mcutrain.codegen.snapshot import device_trained_graph
     from mcutrain.io.atomic import file_sha256
     from mcutrain.models.tflite.writer import write_tflite
 
     progress.stage("export", f"exporting the trained parameters ({saved.name}) to {TRAINED_TFLITE}, checked with "
                              f"LiteRT's reference kernels")
-    manifest = read_manifest(out / "host")
-    storages = layout_of(manifest, str(out / "host"))
-    values = {name: value for name, (_, _, value) in graph_parameters(model.graph).items()}
-    if not check_identity(storages, values, str(manifest.get("model_id", ""))):
-        raise McutrainError(f"{out / 'host'} was not compiled from {MODEL_FILE}: cannot place its parameters")
-    snapshot = read_snapshot(saved.read_bytes(), storages, manifest["model_id"])
-    trained = with_trained_slices(model.graph, snapshot.slices).validate()
+    trained, applied = device_trained_graph(model.graph, saved.read_bytes(), out / "host", MODEL_FILE)
     path = out / TRAINED_TFLITE
     write_tflite(trained, path, description=f"mcutrain demo: {model.provenance.get('source', 'model')} trained "
-                                            f"on the C engine ({snapshot.step} steps)")
-    result["export"] = {"tflite": str(path), "sha256": file_sha256(path), "step": snapshot.step,
-                        "trained": list(snapshot.slices), **litert_check(path, samples[1])}
+                                            f"on the C engine ({applied['step']} steps)")
+    result["export"] = {"tflite": str(path), "sha256": file_sha256(path), **applied,
+                        **litert_check(path, samples[1])}
 
 
 def litert_check(path: Path, held_out) -> dict:

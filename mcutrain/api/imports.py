@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from mcutrain.api.arguments import PathLike, comma_text, path_of
@@ -30,7 +29,7 @@ class ImportResult(Result):
     def text(self) -> str:
         r = dict(self.payload)
         if "kinds" in r:
-            from mcutrain.cli.cmd_import_torch import _human as torch_text
+            from mcutrain.api.torch_file import torch_import_text as torch_text
 
             return str(torch_text(r))
         return tflite_text(r) if "layers" in r else tiny_training_text(r)
@@ -88,33 +87,19 @@ def import_model(path: PathLike, out: PathLike, *, format: str | None = None, nu
     if fmt == "tflite":
         return _tflite(source, target, num_classes, parse_classes(names), new_head)
     if fmt == "pytorch":
-        from mcutrain.cli.cmd_import_torch import import_torch
+        from mcutrain.api.torch_file import check_shape, import_torch
 
-        input_shape = None if input_shape is None else _checked_shape(input_shape)
-        args = SimpleNamespace(path=source, out=target, num_classes=num_classes, classes=names,
-                               weights=None if weights is None else path_of(weights),
-                               input_shape=input_shape,
-                               mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                               offset=offset, scale=scale, data=data, calibration_batches=calibration_batches,
-                               seed=seed)
-        return ImportResult(import_torch(args).payload)
+        torch_import = import_torch(source, target, num_classes=num_classes, classes=names,
+                                    weights=None if weights is None else path_of(weights),
+                                    input_shape=None if input_shape is None else check_shape(tuple(input_shape)),
+                                    mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
+                                    offset=offset, scale=scale, data=data, calibration_batches=calibration_batches,
+                                    seed=seed)
+        return ImportResult(torch_import.payload)
     if new_head:
         raise McutrainError("--new-head applies to --format tflite (a tiny-training head is replaced whenever "
                             "--num-classes or --classes is given)")
     return _tiny_training(source, target, num_classes, parse_classes(names))
-
-
-def _checked_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    """(C, H, W) checked as ``--input-shape`` is (channels 1 or 3, sides 1..1024)."""
-    import argparse
-
-    from mcutrain.cli.cmd_import_torch import _shape
-
-    try:
-        c, h, w = _shape(",".join(str(v) for v in shape))
-        return int(c), int(h), int(w)
-    except argparse.ArgumentTypeError as err:
-        raise McutrainError(f"input_shape {err}") from None
 
 
 def _tiny_training(path: str, out: str, num_classes: int | None, classes: tuple[str, ...] | None) -> ImportResult:
@@ -136,7 +121,7 @@ def _tiny_training(path: str, out: str, num_classes: int | None, classes: tuple[
 
 def _tflite(path: str, out: str, num_classes: int | None, classes: tuple[str, ...] | None,
             new_head: bool) -> ImportResult:
-    from mcutrain.cli.cmd_export import check_out_path, os_errors_as_one_line
+    from mcutrain.io.atomic import check_out_path, os_errors_as_one_line
     from mcutrain.quant.graph_file import save_graph_model
     from mcutrain.quant.import_tflite import import_tflite
 

@@ -201,7 +201,7 @@ def _quantize_checkpoint(path: str, data: str, out: str, batches: int, seed: int
 
 def _quantize_float_graph(path: str, data: str, out: str, batches: int, seed: int | None) -> QuantizeResult:
     """An imported PyTorch float graph -> an int8 graph file, with float and int8 test accuracy."""
-    from mcutrain.cli.cmd_import_torch import quantize_and_evaluate
+    from mcutrain.api.torch_file import quantize_and_evaluate
     from mcutrain.data import load_dataset
     from mcutrain.models.float_graph import load_float_graph
     from mcutrain.quant.graph_file import GraphModel, save_graph_model

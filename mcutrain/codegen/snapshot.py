@@ -161,3 +161,22 @@ def with_trained_slices(graph, slices: dict[str, np.ndarray]):
             new = None  # a fully connected layer without a bias keeps none while training left it 0
         nodes[index] = replace(nodes[index], params=replace(nodes[index].params, **{field: new}))
     return replace(graph, nodes=tuple(nodes))
+
+
+def device_trained_graph(graph, snapshot: bytes, program_dir, model_label: str):
+    """(``graph`` with the trained slices of ``snapshot``, what was applied): the snapshot a device saved
+    with ``mct_save`` while running the program compiled into ``program_dir``. A folder not compiled
+    from this graph, or a snapshot ``mct_restore`` would refuse, is refused in one line (before anything
+    is written). Used by ``mcutrain export --params`` and by the demo's export."""
+    from mcutrain.codegen.host import read_manifest
+    from mcutrain.errors import one_line
+
+    manifest = read_manifest(program_dir)
+    storages = layout_of(manifest, one_line(str(program_dir)))
+    values = {name: value for name, (_, _, value) in graph_parameters(graph).items()}
+    if not check_identity(storages, values, str(manifest.get("model_id", ""))):
+        raise McutrainError(f"--program {one_line(str(program_dir))} was not compiled from {one_line(model_label)} "
+                            f"(its model identity differs); give the folder the device's program was compiled into")
+    saved = read_snapshot(snapshot, storages, manifest["model_id"])
+    trained = with_trained_slices(graph, saved.slices)
+    return trained.validate(), {"step": saved.step, "trained": list(saved.slices)}

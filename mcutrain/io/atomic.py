@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -54,3 +56,22 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_out_path(path: str | os.PathLike) -> None:
+    """An output path must name a file: refused before any work (the atomic rename would fail last)."""
+    from mcutrain.errors import McutrainError, one_line
+
+    if Path(path).is_dir():
+        raise McutrainError(f"--out {one_line(str(path))}: is a folder; give the file to write")
+
+
+@contextmanager
+def os_errors_as_one_line(path: str | os.PathLike, verb: str = "write") -> Iterator[None]:
+    """A failed write or read (no space, no permission, no file) is the user's to fix: one line."""
+    from mcutrain.errors import McutrainError, one_line
+
+    try:
+        yield
+    except OSError as err:
+        raise McutrainError(f"cannot {verb} {one_line(str(path))}: {one_line(err.strerror or str(err))}") from None

@@ -110,10 +110,7 @@ def test_cortex_m7_firmware_equals_the_host_build_bit_for_bit(tmp_path):
 
 
 def test_a_device_snapshot_exports_the_hidden_layers_as_fully_connected(tmp_path):
-    from types import SimpleNamespace
-
-    from mcutrain.cli.cmd_export import device_trained_graph
-    from mcutrain.codegen.snapshot import graph_parameters
+    from mcutrain.codegen.snapshot import device_trained_graph, graph_parameters
 
     g, program = _graph("fc_stack"), _program("fc_stack")
     generate(program, tmp_path / "host")
@@ -122,8 +119,7 @@ def test_a_device_snapshot_exports_the_hidden_layers_as_fully_connected(tmp_path
     for x, y in zip(images, labels):
         engine.train_step(x, int(y))
     (tmp_path / "saved.bin").write_bytes(engine.save())
-    args = SimpleNamespace(program=tmp_path / "host", params=tmp_path / "saved.bin", model=tmp_path / "m")
-    trained, applied = device_trained_graph(g, args)
+    trained, applied = device_trained_graph(g, (tmp_path / "saved.bin").read_bytes(), tmp_path / "host", "m")
     names, device = engine_names(g), engine.parameters()
     assert applied["step"] == STEPS
     for i in sorted(hidden_fully_connected(g)):
