@@ -39,8 +39,10 @@ except ImportError:  # pragma: no cover - numpy 1.x
 
 from mcutrain.errors import CheckpointError
 
-MAX_DATA_PKL_BYTES = 64 * 2**20
-"""data.pkl files larger than this are refused before reading (the real ones are < 1 MB)."""
+MAX_DATA_PKL_BYTES = 32 * 2**20
+"""data.pkl files larger than this are refused before reading (the real ones are < 1 MB). Why not more:
+unpickling is bounded work per byte but not free; 32 MB of 2-byte memo references (a list of 16M
+items, a few hundred KB compressed) takes about 2 s to unpickle before the object check refuses it."""
 MAX_NODES = 1_000_000
 """Most containers + references (each shared one counted once) in an accepted object graph."""
 MAX_DEPTH = 32
