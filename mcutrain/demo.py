@@ -270,17 +270,26 @@ def bundled_analysis_matches(doc: dict, provenance: dict, task: str) -> bool:
             and model.get("recipe") == recipe and data.get("name") == task)
 
 
-def _search(qmodel, contrib, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
-    from mcutrain.search import SearchConfig, SramCost, parse_bytes, search
-    from mcutrain.search.evolve import plot_progress
-    from mcutrain.sparse import resolve, save_scheme
+def search_budgets(cfg: DemoConfig, progress: Progress, priced: str):
+    """(SRAM, Flash, the search's config): the chip's budgets, and the search's, which are those less
+    the stack and code reserves; announces the search stage (both demos)."""
+    from mcutrain.search import SearchConfig, parse_bytes
 
     sram, flash = parse_bytes(cfg.sram_budget, "SRAM budget"), parse_bytes(cfg.flash_budget, "Flash budget")
     scfg = SearchConfig(sram_budget=sram - STACK_RESERVE_BYTES, flash_budget=flash - CODE_RESERVE_BYTES,
                         population=cfg.population, generations=cfg.generations, seed=cfg.seed)
     progress.stage("search", f"evolutionary search under {sram // 1024} KB SRAM (less {STACK_RESERVE_BYTES // 1024} "
                              f"KB stack) and {flash // 1024} KB Flash (less {CODE_RESERVE_BYTES // 1024} KB code); "
-                             f"exact compiled memory per candidate")
+                             f"{priced}")
+    return sram, flash, scfg
+
+
+def _search(qmodel, contrib, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
+    from mcutrain.search import SramCost, search
+    from mcutrain.search.evolve import plot_progress
+    from mcutrain.sparse import resolve, save_scheme
+
+    sram, flash, scfg = search_budgets(cfg, progress, "exact compiled memory per candidate")
     outcome = search(SramCost(qmodel), contrib, scfg, progress=True, name=f"demo-{cfg.sram_budget}")
     save_scheme(out / "scheme.json", outcome.scheme)
     plot_progress([outcome.evolution, outcome.random], str(out / "search.png"),

@@ -100,18 +100,13 @@ def _import(cfg, task, progress, result: dict, out: Path):
 
 
 def _search(model, contrib, cfg, progress, result: dict, out: Path):
-    from mcutrain.demo import CODE_RESERVE_BYTES, STACK_RESERVE_BYTES
-    from mcutrain.search import SearchConfig, SramCost, parse_bytes, search
+    from mcutrain.demo import search_budgets
+    from mcutrain.search import SramCost, search
     from mcutrain.search.evolve import plot_progress
     from mcutrain.sparse.table import save_table_scheme
-    from mcutrain.train import model_kind as mk
 
-    sram, flash = parse_bytes(cfg.sram_budget, "SRAM budget"), parse_bytes(cfg.flash_budget, "Flash budget")
-    scfg = SearchConfig(sram_budget=sram - STACK_RESERVE_BYTES, flash_budget=flash - CODE_RESERVE_BYTES,
-                        population=cfg.population, generations=cfg.generations, seed=cfg.seed)
-    progress.stage("search", f"evolutionary search under {sram // 1024} KB SRAM (less {STACK_RESERVE_BYTES // 1024} "
-                             f"KB stack) and {flash // 1024} KB Flash (less {CODE_RESERVE_BYTES // 1024} KB code); "
-                             f"exact compiled memory of the graph's training program per candidate")
+    sram, flash, scfg = search_budgets(cfg, progress, "exact compiled memory of the graph's training program per "
+                                                      "candidate")
     cost = SramCost(model)
     outcome = search(cost, contrib, scfg, progress=True, name=f"demo-{cfg.sram_budget}")
     path = out / "scheme.json"
