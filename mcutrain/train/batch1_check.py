@@ -32,7 +32,7 @@ from mcutrain.sparse.scheme import Scheme
 from mcutrain.train import model_kind as mk
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.int8_optim import Int8Optimizer
-from mcutrain.train.lr_auto import _chance_band
+from mcutrain.train.lr_auto import chance_band
 
 # A weight that moves 1 LSB or more per sample on average random-walks across its 255 levels within a
 # few thousand steps. Measured on ResNet-8 / digits at lr 0.01 (docs/bring-your-model.md): conv 0
@@ -106,7 +106,7 @@ def batch1_check(model: mk.TrainableModel, plan: UpdatePlan, data: SplitDataset,
     accuracy = evaluate(net, test, size, prep)["accuracy"]
     weights = tuple(WeightSteps(s.tensor_id, moved[i] / max(steps, 1), _saturated(start[i]),
                                 _saturated(s.param.detach()[s.kept_slice])) for i, s in enumerate(slots))
-    return Batch1Check(lr, steps, accuracy, _chance_band(len(data.classes), len(test)), weights)
+    return Batch1Check(lr, steps, accuracy, chance_band(len(data.classes), len(test)), weights)
 
 
 def _saturated(w: torch.Tensor) -> float:

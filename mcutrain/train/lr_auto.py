@@ -184,7 +184,7 @@ def choose_lr(derived: float, steps: int, probe, *, curvature: HeadCurvature, cl
     rate is near right, up to 8 when it is far too large."""
     t0 = clock()
     margin = 1.0 / val_n if val_n else 0.0
-    floor = _chance_band(classes, val_n)
+    floor = chance_band(classes, val_n)
     tried: dict[float, float] = {}
 
     def score(octave: int) -> float:
@@ -203,7 +203,7 @@ def choose_lr(derived: float, steps: int, probe, *, curvature: HeadCurvature, cl
                     clock() - t0, floor)
 
 
-def _chance_band(classes: int, n: int) -> float:
+def chance_band(classes: int, n: int) -> float:
     """Accuracy at or below which a probe is indistinguishable from guessing (2 sigma above 1/K)."""
     if classes < 2 or n < 1:
         return -1.0
