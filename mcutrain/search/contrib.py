@@ -198,7 +198,7 @@ def analyze(cfg: AnalysisConfig, *, progress: bool = True) -> dict:
         if progress:
             _warn(f"mcutrain analyze: {choice.summary()}")
     identity = {"model_identity": mk.content_identity(model), "data": cfg.data,
-                "data_sha256": _data_sha256(dataset), **cfg.settings}
+                "data_sha256": data_sha256(dataset), **cfg.settings}
     if cfg.head_epochs:  # only when used, so a zero-head analysis keeps its cache identity
         identity["head_epochs"] = cfg.head_epochs
     cache = RunCache(runs_path(cfg.out), identity)
@@ -285,7 +285,7 @@ def _check_resolution(cfg: AnalysisConfig, model: mk.TrainableModel) -> None:
         mk.input_size(model, cfg.resolution)
 
 
-def _data_sha256(dataset: SplitDataset) -> str:
+def data_sha256(dataset: SplitDataset) -> str:
     """Identity of the data the analysis sees: classes, train and validation splits (not test)."""
     h = hashlib.sha256(json.dumps(list(dataset.classes)).encode())
     for part in (dataset.train, dataset.val):

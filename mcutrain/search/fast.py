@@ -74,7 +74,7 @@ from mcutrain.errors import McutrainError
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.search import fast_grad as fg
 from mcutrain.search.fast_run import calibration_run, resolve_grid
-from mcutrain.search.contrib import model_section
+from mcutrain.search.contrib import data_sha256, model_section  # one identity for both analyses
 from mcutrain.search.contrib_file import FORMAT, VERSION
 from mcutrain.train import model_kind as mk
 from mcutrain.train.learning_rate import check_learning_rate
@@ -307,7 +307,7 @@ def fast_doc(cfg: FastConfig, original, dataset: SplitDataset, grid, raw: dict, 
     return {
         "format": FORMAT, "version": VERSION,
         "model": model_section(original, cfg.model, cfg.resolution),
-        "data": {"name": cfg.data, "sha256": _data_sha256(dataset), "split_seed": cfg.seed,
+        "data": {"name": cfg.data, "sha256": data_sha256(dataset), "split_seed": cfg.seed,
                  "num_classes": dataset.num_classes, "new_head": new_head,
                  "train_used": len(dataset.train.subset(cfg.train_subset, cfg.seed))},
         "settings": settings,
@@ -342,10 +342,6 @@ def _run_label(run: dict) -> str:
     return f"w{run['layer']}@{run['ratio']:g}+b{run['bias']}" if run["layer"] is not None else f"b{run['bias']}"
 
 
-def _data_sha256(dataset: SplitDataset) -> str:
-    from mcutrain.search.contrib import _data_sha256 as data_sha256  # the analysis's data identity
-
-    return data_sha256(dataset)
 
 
 def _check(cfg: FastConfig) -> None:
