@@ -24,8 +24,10 @@ def demo(tmp_path_factory):
     if missing:
         pytest.skip(f"{missing}; `make system` (scripts/setup_system.sh) installs it")
     out = tmp_path_factory.mktemp("demo")
+    # A fixed rate: the demo's --lr auto (4 probes of 1,000 simulated samples, ~60 s) is the compile
+    # command's, tested in tests/train/test_lr_auto.py; here it would be half the fixture's time.
     cfg = DemoConfig(own_eval_samples=200, steps=60, eval_samples=60, eval_every=30, device_steps=3,
-                     population=6, generations=2, out=str(out))
+                     population=6, generations=2, lr=0.05, out=str(out))
     result = run_demo(cfg)
     return cfg, result, write_demo_report(result, out)
 
@@ -42,6 +44,7 @@ def test_stages_give_the_numbers_they_promise(demo):
     assert r["compiled"]["total_sram_bytes"] <= budget
     assert r["compiled"]["total_sram_bytes"] == (r["compiled"]["arena_bytes"] + r["compiled"]["trainable_bytes"]
                                                  + ENGINE_STATE_BYTES)
+    assert r["lr"] == {"lr": 0.05, "source": "--lr"}
     losses = np.asarray(r["losses"])
     assert len(losses) == cfg.steps and np.all(np.isfinite(losses))
     assert losses[-15:].mean() < losses[:15].mean()  # it learns on the C engine

@@ -16,7 +16,7 @@ from tests.models.torch_models import mobilenet_v2, plain_cnn, small_resnet
 
 IMAGENET = InputPreprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 MODELS = {"mobilenet_v2": (mobilenet_v2, 32), "plain_cnn": (plain_cnn, 32), "small_resnet": (small_resnet, 16)}
-STEPS = 150
+STEPS, BATCH = 100, 32  # ~90% test accuracy on all three (150 x 64 gave 97%, 3x the time)
 
 
 @functools.cache
@@ -35,7 +35,7 @@ def trained(name: str, steps: int = STEPS):
     rng = np.random.default_rng(0)
     model.train()
     for _ in range(steps):
-        idx = rng.integers(0, len(data), 64)
+        idx = rng.integers(0, len(data), BATCH)
         x = IMAGENET.normalize(image_pixels(data.images[idx], 3, side, side).float())
         loss = F.cross_entropy(model(x), torch.from_numpy(data.labels[idx]))
         opt.zero_grad()
