@@ -250,8 +250,8 @@ def findings(rows: list[dict]) -> str:
               f"updates are negligible (under {100 * small:.1f}% of a float32 step). So closing the gap takes, in "
               "order: float32 (the default now; or cheaper) backward accumulation, faster backward contractions, "
               "and SIMD int8 forward kernels (the row pipelines first). Caveat: these are QEMU instruction counts, "
-              "not cycles; an M7 dual-issues some instructions and stalls on Flash, so the multiples against the paper's "
-              "cycles are indicative, not a cycle-accurate comparison."]
+              "not cycles; an M7 dual-issues some instructions and stalls on Flash, so the multiples against the "
+              "paper's cycles are indicative, not a cycle-accurate comparison."]
     return "\n".join(lines)
 
 
