@@ -6,9 +6,9 @@ tiny's full update covers every kernel the paper network does not (a 3x3 first c
 fan-out gradients), mbv2-w0.35's 99 KB scheme partly trained weights (Flash + SRAM slices), and with
 proxyless-w0.3 fused as far as it goes the fused kernels' variants (the streamed image, row pipelines
 with folded expand convs, residual adds and in place, block backwards with the lazy pool gradient and
-recomputed masks). The float32 accumulator mode (``generate(..., accumulate="float32")``) runs under
-the sanitizers too: on tiny's full update and on the fused proxyless program, the two that reach every
-kernel with an accumulator."""
+recomputed masks), all three in the float64 audit mode (``generate(..., accumulate="float64")``). The
+float32 accumulators (the default) run under the sanitizers too: on tiny's full update and on the fused
+proxyless program, the two that reach every kernel with an accumulator."""
 
 from __future__ import annotations
 
