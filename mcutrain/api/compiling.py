@@ -187,8 +187,9 @@ def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str,
     if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
         memory = replace(memory, name=f"{flash_kb}kb-flash-{sram_kb}kb-sram")
     facts = mk.target_facts(qmodel, model)
-    return dict(build_target(program, facts, plan, target, out, memory=memory, accumulate=accumulate or DEFAULT_ACCUMULATE,
-                             profile=profile, log=lambda m: print(m, file=sys.stderr)))
+    return dict(build_target(program, facts, plan, target, out, memory=memory,
+                             accumulate=accumulate or DEFAULT_ACCUMULATE, profile=profile,
+                             log=lambda m: print(m, file=sys.stderr)))
 
 
 def _compiled_lr(lr: float | str, qmodel: Any, data: str | None, scheme: str, seed: int,

@@ -55,12 +55,12 @@ def register(subparsers) -> None:
                    help="folder for the generated C and the build (with --target)")
     p.add_argument("--accumulate", choices=tuple(ACCUMULATE), default=d["accumulate"],
                    help="the C backward's accumulators (with --target): float32 (default) sums its "
-                        "contractions in float on the FPU: about half the instructions per training step on the "
-                        "Cortex-M7 (its FPU is single-precision, double is soft-float), forward bit-exact, "
-                        "backward within float32 rounding of the NumPy reference with the same training "
-                        "outcome; float64 (audit mode) sums them in double, bit-equal to the NumPy reference "
-                        "executor. Written into the generated C (no build flag needed), manifest.json and "
-                        "target.json")
+                        "contractions in float on the FPU: a third fewer instructions per training step on the "
+                        "Cortex-M7 than float64 (its FPU is single-precision, double is soft-float), forward "
+                        "bit-exact, backward within a stated tolerance of the NumPy reference "
+                        "(docs/firmware.md); float64 (audit mode) sums them in double, "
+                        "bit-equal to the NumPy reference executor. Written into the generated C (no build flag "
+                        "needed), manifest.json and target.json")
     p.add_argument("--profile", action="store_true", default=d["profile"],
                    help="with --target cortex-m7: also build firmware-profile.elf, which times every op (for "
                         "`mcutrain run DIR --profile`); firmware.elf is built as without it")

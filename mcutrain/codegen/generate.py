@@ -15,11 +15,12 @@ fills from Flash. ``manifest.json`` describes the result for tools (shapes, size
 
 The backward's accumulators (``accumulate``): "float32" (the default) sums the backward's
 contractions in ``float``, on the FPU of a single-precision core (the Cortex-M7, where ``double`` is
-soft-float and was about half of every training step); the host build and the firmware stay equal bit
-for bit, the NumPy reference executor (which sums in float64) within float32 rounding: forward still
-bit-exact, losses and trained parameters within the tolerance and with the training outcome that
-``tests/codegen/test_codegen_accumulate.py`` and ``tests/codegen/test_codegen_accumulate_outcome.py``
-state (DESIGN.md section 3, decision of 2026-12). "float64" is the audit mode: it sums them in
+soft-float: a third of every training step); the host build and the firmware stay equal bit for bit,
+the NumPy reference executor (which sums in float64) within float32 rounding: forward still
+bit-exact, losses and trained parameters within the tolerance that ``tests/codegen/test_codegen_accumulate.py``
+states, the training outcome of 1000 steps as ``tests/codegen/test_codegen_accumulate_outcome.py``
+measures it (its docstring: when a run drifts onto another stochastic-rounding trajectory) (DESIGN.md
+section 3, decision of 2026-12). "float64" is the audit mode: it sums them in
 ``double`` like the reference's float64 sums, so the host build equals the NumPy reference executor
 to its float rounding, bit for bit. Decision: a GENERATE-TIME option, not
 a build define. The generated folder is what goes into a firmware project, so it must carry its
