@@ -1,7 +1,8 @@
 """Where a Cortex-M7 training step's instructions go: the three paper networks, op by op.
 
-m7_footprint measures 608-766 M instructions per training step for the paper networks at 128x128 with
-`paper-99kb`, 6.5-7.5x the paper's cycles. This benchmark says which ops that goes to. Each network
+m7_footprint measured 608-766 M instructions per training step for the paper networks at 128x128 with
+`paper-99kb` when float64 accumulators were the default, 6.5-7.5x the paper's cycles. This benchmark
+says which ops that goes to. Each network
 (random int8 weights: instruction counts do not depend on the weights' values, only a little on the
 sample through the loss and the stochastic rounding) is compiled for C and built twice by
 ``build_target(..., profile=True)``: the default ``firmware.elf`` and ``firmware-profile.elf``
@@ -22,8 +23,9 @@ Groups (from the program's schedule: each op's kind and phase):
 - forward, trained part: the forward ops after it
 - loss: ``softmax_ce``; backward: the other backward-phase ops; updates: update-phase ops (bias updates
   and the fused weight-gradient + update kernels)
-Both backward accumulator modes are profiled: float64 (the default, bit-equal to the reference,
-soft-float on the M7's single-precision FPU) and float32 (``--accumulate float32``).
+Both backward accumulator modes are profiled: float32 (the default, on the M7's single-precision FPU)
+and float64 (the audit mode ``--accumulate float64``, bit-equal to the NumPy reference, soft-float on
+the M7); the per-kind, top-op and inference sections are the default mode's.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from mcutrain.codegen.targets import build_target
 from mcutrain.models.specs import PAPER_SPECS
 
 GROUPS = ("forward, row pipelines", "forward, frozen prefix", "forward, trained part", "loss", "backward", "updates")
-MODES = ("float64", "float32")
+MODES = ("float64", "float32")  # both, side by side (the audit mode first, as the plot shows them)
+DEFAULT_MODE = "float32"  # the default build's accumulators (mcutrain.codegen.generate.DEFAULT_ACCUMULATE)
 TOP = 8
 
 
@@ -154,7 +157,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
           "(`-icount shift=0`) on the same digits sample: one prediction, one training step. The profile's loss "
           "equals the default build's bit for bit. **Instructions, not cycles.** Per op: timer ticks x 40 "
           "between consecutive ops (resolution 40 instructions) minus the hook's cost measured in the same run "
-          f"({rows[0]['modes']['float64']['hook_instructions_per_op']} instructions); 'unattributed' is the "
+          f"({rows[0]['modes'][DEFAULT_MODE]['hook_instructions_per_op']} instructions); 'unattributed' is the "
           "default build's step minus the ops' sum: negative, because what each hook site costs beyond the "
           "probed hook (the NULL test, the arguments, registers the compiler keeps around the call) stays in "
           f"the ops' counts: {site_range(rows)} instructions per op, under 0.001% of a step.", "",
@@ -174,23 +177,23 @@ def markdown(rows: list[dict], meta: dict) -> str:
             cells = [f"{m['by_group'][g] / 1e6:.1f} ({pct(m['by_group'][g], m['step_instructions'])})" for g in GROUPS]
             md.append(f"| {r['model']} | {mode} | {m['step_instructions'] / 1e6:.1f} M | " + " | ".join(cells)
                       + f" | {m['unattributed']:,} | {r['paper_cycles_per_step'] / 1e6:.1f} M |")
-    md += ["", "## By op kind (float64 default; M instructions per step)", ""]
+    md += ["", f"## By op kind ({DEFAULT_MODE} accumulators, the default; M instructions per step)", ""]
     for r in rows:
-        m = r["modes"]["float64"]
+        m = r["modes"][DEFAULT_MODE]
         kinds = ", ".join(f"{k} {v / 1e6:.1f} ({pct(v, m['step_instructions'])})" for k, v in m["by_kind"].items()
                           if v >= 0.005 * m["step_instructions"])
         md.append(f"- **{r['model']}** ({r['train_ops']} ops): {kinds}")
-    md += ["", f"## Top {TOP} ops per network (float64 default)", ""]
+    md += ["", f"## Top {TOP} ops per network ({DEFAULT_MODE} accumulators, the default)", ""]
     for r in rows:
-        m = r["modes"]["float64"]
+        m = r["modes"][DEFAULT_MODE]
         md += [f"**{r['model']}**", "", "| op | kind | group | M instructions | share |", "|---|---|---|---:|---:|"]
         for op in sorted(m["train_ops"], key=lambda o: -o["instructions"])[:TOP]:
             md.append(f"| `{op['op']}` | {op['kind']} | {op['group']} | {op['instructions'] / 1e6:.1f} | "
                       f"{pct(op['instructions'], m['step_instructions'])} |")
         md.append("")
-    md += ["## Inference (one prediction, M instructions by kind, float64 build)", ""]
+    md += [f"## Inference (one prediction, M instructions by kind, {DEFAULT_MODE} build)", ""]
     for r in rows:
-        m = r["modes"]["float64"]
+        m = r["modes"][DEFAULT_MODE]
         md.append(f"- **{r['model']}**: {m['inference_instructions'] / 1e6:.1f} M: " + ", ".join(
             f"{k} {v / 1e6:.1f}" for k, v in m["inference_by_kind"].items()))
     md += ["", "![instructions per step by group](m7_profile.png)", "", "## What this says", "", findings(rows)]
@@ -228,12 +231,12 @@ def findings(rows: list[dict]) -> str:
     whole64 = [d[m]["step_instructions"] / r["paper_cycles_per_step"] for m, r in zip(d, rows)]
     rows_share = [d[m]["by_group"][GROUPS[0]] / sum(d[m]["by_group"][g] for g in GROUPS[:3]) for m in d]
     small = max((f[m]["by_group"]["loss"] + f[m]["by_group"]["updates"]) / f[m]["step_instructions"] for m in f)
-    lines += ["", "Reading: the gap to the paper is mostly the backward. In the default (float64 accumulators) build "
+    lines += ["", "Reading: the gap to the paper is mostly the backward. In the float64 (audit) build "
               "the block backwards (`mbconv_grad`, weight gradients and updates included) are "
               f"{min(pct(d[m]['by_group']['backward'], d[m]['step_instructions']) for m in d)}-"
               f"{max(pct(d[m]['by_group']['backward'], d[m]['step_instructions']) for m in d)} of a step, and most "
-              "of that is the soft-float double of the accumulators: float32 accumulators (`--accumulate "
-              f"float32`) cut the backward {min(cut):.1f}-{max(cut):.1f}x, which alone brings the step from "
+              "of that is the soft-float double of the accumulators: float32 accumulators (the default "
+              f"since 2026-12) cut the backward {min(cut):.1f}-{max(cut):.1f}x, which alone brings the step from "
               f"{min(whole64):.1f}-{max(whole64):.1f}x to {min(whole32):.1f}-{max(whole32):.1f}x the paper's cycles. "
               f"What remains is split between a backward that is still {min(back32):.1f}-{max(back32):.1f}x the "
               "paper's WHOLE step (scalar float32 loops over each expanded channel: vectorised / unrolled "
@@ -245,10 +248,10 @@ def findings(rows: list[dict]) -> str:
               + f": plain-C int8 kernels, {100 * min(rows_share):.0f}-{100 * max(rows_share):.0f}% of it in the "
               "row pipelines of the frozen prefix, which every inference runs too. The loss and the separate "
               f"updates are negligible (under {100 * small:.1f}% of a float32 step). So closing the gap takes, in "
-              "order: float32 (or cheaper) backward accumulation, faster backward contractions, and SIMD int8 "
-              "forward kernels (the row pipelines first). Caveat: these are QEMU instruction counts, not cycles; "
-              "an M7 dual-issues some instructions and stalls on Flash, so the multiples against the paper's "
-              "cycles are indicative, not a cycle-accurate comparison."]
+              "order: float32 (the default now; or cheaper) backward accumulation, faster backward contractions, "
+              "and SIMD int8 forward kernels (the row pipelines first). Caveat: these are QEMU instruction counts, "
+              "not cycles; an M7 dual-issues some instructions and stalls on Flash, so the multiples against the "
+              "paper's cycles are indicative, not a cycle-accurate comparison."]
     return "\n".join(lines)
 
 

@@ -108,7 +108,9 @@ def tell(work: Path, s: Settings) -> None:
 
     section("4. Compile the searched scheme to C and train on it")
     # The C engine trains at batch 1 with its learning rate compiled in (lr="auto" with data=TASK derives
-    # it from the task's features, in about two minutes: docs/learning-rate.md).
+    # it from the task's features, in about two minutes: docs/learning-rate.md). Its backward accumulates
+    # in float32, the default (the microcontroller's FPU); accumulate="float64" is the audit mode whose C
+    # equals the NumPy reference executor bit for bit (docs/firmware.md).
     program = mcutrain.generate_c(int8.out, searched.out, "host", work / "c-host", lr=DEVICE_LR)
     print(program)
     run = mcutrain.run(program.folder or "", TASK, s.steps, eval=s.held_out)

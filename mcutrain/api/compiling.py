@@ -105,7 +105,9 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
     Flash and the inference-only peak (``mcutrain compile``). ``lr``: the rate compiled into the update
     ops, or ``"auto"`` (from ``data``'s features, else recorded in the model, else 0.01). ``report``: a
     folder for the graph, the timelines and the memory plot. ``target`` with ``out``: also generate the
-    C program and build it (see `generate_c`; ``sram_kb``/``flash_kb``: the Cortex-M7 memory map)."""
+    C program and build it (see `generate_c`; ``sram_kb``/``flash_kb``: the Cortex-M7 memory map;
+    ``accumulate``: the C backward's accumulators, None for the default "float32" on the FPU, or
+    "float64", the audit mode bit-equal to the NumPy reference executor)."""
     from mcutrain.train import model_kind as mk
 
     name_arg, out_arg = path_of(model), optional_path(out)
@@ -177,6 +179,7 @@ def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
 def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str, out: str, accumulate: str | None,
                   profile: bool, sram_kb: int, flash_kb: int) -> dict[str, Any]:
     from mcutrain.codegen.cortex_m7 import STM32F746
+    from mcutrain.codegen.generate import DEFAULT_ACCUMULATE
     from mcutrain.codegen.targets import build_target
     from mcutrain.train import model_kind as mk
 
@@ -184,8 +187,9 @@ def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str,
     if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
         memory = replace(memory, name=f"{flash_kb}kb-flash-{sram_kb}kb-sram")
     facts = mk.target_facts(qmodel, model)
-    return dict(build_target(program, facts, plan, target, out, memory=memory, accumulate=accumulate or "float64",
-                             profile=profile, log=lambda m: print(m, file=sys.stderr)))
+    return dict(build_target(program, facts, plan, target, out, memory=memory,
+                             accumulate=accumulate or DEFAULT_ACCUMULATE, profile=profile,
+                             log=lambda m: print(m, file=sys.stderr)))
 
 
 def _compiled_lr(lr: float | str, qmodel: Any, data: str | None, scheme: str, seed: int,

@@ -4,8 +4,9 @@ With ``--target host|cortex-m7 --out DIR`` it also generates the C program into 
 host library (``mcutrain run`` drives it through ctypes) or a Cortex-M7 firmware (STM32F746 map, also
 linked against a strict 256 KB SRAM map; ``mcutrain run`` drives it under QEMU). DIR gets
 ``target.json``: what ``run`` needs to feed the program (resolution, input quantization, classes).
-``--accumulate float32`` generates the C with float32 backward accumulators (the folder's sources
-carry the mode, ``target.json`` and ``manifest.json`` say it; see ``mcutrain.codegen.generate``).
+The generated C accumulates the backward in float32 (the Cortex-M7's FPU); ``--accumulate float64`` is
+the audit mode, bit-equal to the NumPy reference executor (the folder's sources carry the mode,
+``target.json`` and ``manifest.json`` say it; see ``mcutrain.codegen.generate``).
 MODEL may be an imported int8 graph file (``mcutrain import``): ``train.model_kind`` answers what differs
 (its schemes, its input size and quantization, what ``target.json`` says about its input).
 """
@@ -53,11 +54,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", default=d["out"],
                    help="folder for the generated C and the build (with --target)")
     p.add_argument("--accumulate", choices=tuple(ACCUMULATE), default=d["accumulate"],
-                   help="the C backward's accumulators (with --target): float64 (default) sums its "
-                        "contractions in double, bit-equal to the NumPy reference executor; float32 sums them "
-                        "in float: about half the instructions per training step on the Cortex-M7 (its FPU is "
-                        "single-precision, double is soft-float), forward still bit-exact, backward within "
-                        "float32 rounding of the reference. Written into the generated C (no build flag "
+                   help="the C backward's accumulators (with --target): float32 (default) sums its "
+                        "contractions in float on the FPU: a third fewer instructions per training step on the "
+                        "Cortex-M7 than float64 (its FPU is single-precision, double is soft-float), forward "
+                        "bit-exact, backward within a stated tolerance of the NumPy reference "
+                        "(docs/firmware.md); float64 (audit mode) sums them in double, "
+                        "bit-equal to the NumPy reference executor. Written into the generated C (no build flag "
                         "needed), manifest.json and target.json")
     p.add_argument("--profile", action="store_true", default=d["profile"],
                    help="with --target cortex-m7: also build firmware-profile.elf, which times every op (for "

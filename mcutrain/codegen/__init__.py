@@ -2,7 +2,8 @@
 
     program = compile_for_codegen(qmodel, plan, lr=0.1, seed=0)   # the program `mcutrain compile` reports
     generate(program, "out/")  # model.h, model.c, mct_kernels.{h,c}, mct_fused.{h,c}, mct_int8.h, manifest.json
-    generate(program, "out/", accumulate="float32")  # float32 backward accumulators (default "float64")
+    generate(program, "out/", accumulate="float64")  # audit mode: backward bit-equal to the NumPy reference
+                                                     # (default "float32": the FPU's accumulators)
     engine = HostEngine(build_host("out/"))                         # cc -> libmodel.so, via ctypes
     engine.train_step(image, label); engine.predict(image); engine.parameters()
 
@@ -20,9 +21,9 @@ from the caller's buffer).
 """
 
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.generate import (ACCUMULATE, CODEGEN_PASSES, compile_for_codegen, generate, render,
-                                      unsupported_kinds)
+from mcutrain.codegen.generate import (ACCUMULATE, CODEGEN_PASSES, DEFAULT_ACCUMULATE, compile_for_codegen, generate,
+                                      render, unsupported_kinds)
 from mcutrain.codegen.host import HostEngine, build_host, run_sanitized
 
-__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "CodegenError", "HostEngine", "build_host", "compile_for_codegen",
-           "generate", "render", "run_sanitized", "unsupported_kinds"]
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "CodegenError", "HostEngine", "build_host",
+           "compile_for_codegen", "generate", "render", "run_sanitized", "unsupported_kinds"]

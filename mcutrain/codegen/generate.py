@@ -13,20 +13,24 @@ training and inference plans) holds every tensor at its planned offset (``Stage.
 buffers included; the trained slices of parameters are ``static`` arrays (SRAM) that ``mct_init``
 fills from Flash. ``manifest.json`` describes the result for tools (shapes, sizes, the save layout).
 
-The backward's accumulators (``accumulate``): "float64" (the default) sums the backward's
-contractions in ``double`` like the reference's float64 sums, so the host build equals the NumPy
-reference executor to its float rounding; "float32" sums them in ``float``: on a single-precision FPU
-(the Cortex-M7) the soft-float double is about half of a training step, and float32 halves it, at the
-price of parity with the reference (forward still bit-exact; losses and trained parameters within the
-tolerance ``tests/codegen/test_codegen_accumulate.py`` states). Decision: a GENERATE-TIME option, not
+The backward's accumulators (``accumulate``): "float32" (the default) sums the backward's
+contractions in ``float``, on the FPU of a single-precision core (the Cortex-M7, where ``double`` is
+soft-float: a third of every training step); the host build and the firmware stay equal bit for bit,
+the NumPy reference executor (which sums in float64) within float32 rounding: forward still
+bit-exact, losses and trained parameters within the tolerance that ``tests/codegen/test_codegen_accumulate.py``
+states, the training outcome of 1000 steps as ``tests/codegen/test_codegen_accumulate_outcome.py``
+measures it (its docstring: when a run drifts onto another stochastic-rounding trajectory) (DESIGN.md
+section 3, decision of 2026-12). "float64" is the audit mode: it sums them in
+``double`` like the reference's float64 sums, so the host build equals the NumPy reference executor
+to its float rounding, bit for bit. Decision: a GENERATE-TIME option, not
 a build define. The generated folder is what goes into a firmware project, so it must carry its
 arithmetic: the mode is written into the folder's ``mct_kernels.h`` (``#define MCT_ACC_T float``),
 ``model.h`` (``MCT_ACC_BITS``, checked by ``model.c`` at compile time against the kernel header it is
 built with) and ``manifest.json`` (``"accumulate"``); the host build, the Cortex-M7 build,
 ``target.json`` and ``mcutrain run`` all read it from there, and no one has to remember a -D flag (a
-conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Werror). The default
-mode's files differ from before only by the mode's own lines (manifest key, ``MCT_ACC_BITS`` and its
-check); its kernel header is the library's, byte for byte.
+conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Werror). The float64
+mode's kernel header is the library's, byte for byte (``c/mct_kernels.h`` says ``double``: folders
+generated before the option, whose manifest has no ``accumulate``, are float64).
 
 The learning rate is a runtime float in ``model.c`` (``mct_init`` sets it to the compiled lr, every
 update's Flash struct points at it) so that the engine's guard can halve it: after every step
@@ -64,7 +68,8 @@ from mcutrain.engine.passes import PIPELINE
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.train.learning_rate import check_learning_rate
 
-__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "compile_for_codegen", "generate", "render",
+           "unsupported_kinds"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
@@ -73,8 +78,10 @@ KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": 
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
 SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
-# Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default.
-ACCUMULATE = {"float64": ("double", 64), "float32": ("float", 32)}
+# Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default (the
+# FPU's float32), float64 the audit mode (bit-equal to the NumPy reference executor).
+ACCUMULATE = {"float32": ("float", 32), "float64": ("double", 64)}
+DEFAULT_ACCUMULATE = next(iter(ACCUMULATE))
 ACC_LINE = "#define MCT_ACC_T double\n"  # the line of c/mct_kernels.h that fixes the accumulator
 
 # The passes whose op kinds have C kernels: all of the default pipeline (the fused row pipelines and
@@ -126,13 +133,15 @@ def check_accumulate(accumulate: str) -> tuple[str, int]:
     """(C type, bits) of an accumulator mode; a clear error for any other name."""
     if accumulate not in ACCUMULATE:
         raise CodegenError(f"accumulate={accumulate!r} is not a mode; modes: {', '.join(ACCUMULATE)} "
-                           f"(float64: bit-equal to the reference, float32: faster on a single-precision FPU)")
+                           f"(float32, the default: faster on a single-precision FPU; float64: bit-equal to the "
+                           f"reference)")
     return ACCUMULATE[accumulate]
 
 
-def render(program, title: str = "mcutrain training program", *, accumulate: str = "float64") -> dict[str, str]:
+def render(program, title: str = "mcutrain training program", *,
+           accumulate: str = DEFAULT_ACCUMULATE) -> dict[str, str]:
     """Every file of the generated folder, as text (pure: no file is written); ``accumulate``: the
-    backward's accumulators, "float64" or "float32" (module docstring)."""
+    backward's accumulators, "float32" (default) or "float64" (audit mode; module docstring)."""
     check_accumulate(accumulate)
     check_supported(program)
     storages = parameter_storage(program)
@@ -156,9 +165,11 @@ def _with_accumulator(header: str, accumulate: str) -> str:
     return header.replace(ACC_LINE, f"#define MCT_ACC_T {ctype}\n")
 
 
-def generate(program, folder, title: str = "mcutrain training program", *, accumulate: str = "float64") -> list[Path]:
+def generate(program, folder, title: str = "mcutrain training program", *,
+             accumulate: str = DEFAULT_ACCUMULATE) -> list[Path]:
     """Render the program and write its files into ``folder`` (created); returns their paths.
-    ``accumulate``: the backward's accumulators, "float64" (default) or "float32" (module docstring)."""
+    ``accumulate``: the backward's accumulators, "float32" (default) or "float64" (audit mode, bit-equal
+    to the NumPy reference executor; module docstring)."""
     files = render(program, title, accumulate=accumulate)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,9 @@
 records it (resolution, preprocessing, the int8 input quantization, the class names, the guard's
 settings and SRAM: ``guard``) beside the build
 (the host library's name, or the firmware's memory maps and section sizes) and the backward's
-accumulator mode the folder was generated with (``accumulate``: "float64" or "float32", see
-``generate``; the C sources carry it, ``target.json`` says it). A cortex-m7 folder built with
+accumulator mode the folder was generated with (``accumulate``: "float32", the default, or "float64",
+the audit mode, see ``generate``; the C sources carry it, ``target.json`` says it; a ``target.json``
+from before the option has no ``accumulate``: its folder is float64). A cortex-m7 folder built with
 ``profile=True`` also has ``firmware-profile.elf`` and, under ``profile``, the program's ops in
 schedule order (name, kind, phase): the generated C does not name them, a profile run needs them.
 The folder is built beside ``out`` and renamed into place only when complete (``staging``): a failed
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.generate import check_sources, generate
+from mcutrain.codegen.generate import DEFAULT_ACCUMULATE, check_sources, generate
 from mcutrain.codegen.host import accumulate_of, build_host, read_json_object, read_manifest
 from mcutrain.codegen.staging import staged_folder
 from mcutrain.io.atomic import atomic_write_text
@@ -32,10 +33,10 @@ FORMAT = "mcutrain-target/1"
 
 
 def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746,
-                 accumulate: str = "float64", profile: bool = False, log=print) -> dict:
-    """Generate ``program`` into ``out`` with the backward's ``accumulate`` mode ("float64": bit-equal
-    to the reference, "float32": faster on the Cortex-M7), build it for ``target`` and write
-    ``target.json``; returns it. ``profile`` (cortex-m7 only): also the per-op profile firmware."""
+                 accumulate: str = DEFAULT_ACCUMULATE, profile: bool = False, log=print) -> dict:
+    """Generate ``program`` into ``out`` with the backward's ``accumulate`` mode ("float32", the default:
+    on the Cortex-M7's FPU; "float64": the audit mode, bit-equal to the NumPy reference), build it for
+    ``target`` and write ``target.json``; returns it. ``profile`` (cortex-m7 only): also the per-op profile firmware."""
     if target not in ("host", "cortex-m7"):
         raise CodegenError(f"unknown target {target!r}; targets: host, cortex-m7")
     if profile and target != "cortex-m7":
@@ -73,7 +74,7 @@ def read_target(folder) -> dict:
     info = read_json_object(path)
     if info.get("format") != FORMAT:
         raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
-    info.setdefault("accumulate", "float64")  # folders built before the option
+    info.setdefault("accumulate", "float64")  # folders built before the option (float64 was their only mode)
     check_sources(folder)
     generated = accumulate_of(read_manifest(folder))
     if generated != info["accumulate"]:

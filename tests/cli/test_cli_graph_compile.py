@@ -2,7 +2,7 @@
 
 A small VWW-like graph (grey non-square input, depthwise-separable blocks, avgpool, flatten) made the
 way a user makes it, with a fresh zero head for digits: compiled for the host it trains (held-out
-accuracy up) and its losses equal the NumPy reference executor's bit for bit (float64 accumulators);
+accuracy up) and its losses equal the NumPy reference executor's bit for bit (``--accumulate float64``);
 the Cortex-M7 firmware under QEMU gives the host's losses bit for bit. (The samples `run` feeds:
 tests/codegen/test_codegen_samples_graph.py.)
 """
@@ -43,9 +43,9 @@ def graph_file(digits, tmp_path_factory):
     return str(path)
 
 
-def _compile(model: str, target: str, out, scheme: str = "last-k:2") -> dict:
+def _compile(model: str, target: str, out, scheme: str = "last-k:2", *extra: str) -> dict:
     code, text = run_command(cmd_compile, ["compile", model, "--scheme", scheme, "--lr", str(LR),
-                                           "--target", target, "--out", str(out), "--json"])
+                                           "--target", target, "--out", str(out), "--json", *extra])
     assert code == 0
     return json.loads(text)
 
@@ -58,7 +58,9 @@ def _run(folder, steps: int, evaluate: int) -> dict:
 
 
 def test_host_build_trains_and_equals_the_numpy_executor(tmp_path, graph_file, digits):
-    compiled = _compile(graph_file, "host", tmp_path / "host")
+    # float64 (audit) accumulators: the losses are compared with the NumPy executor's bit for bit below
+    # (the default float32 mode is held to a tolerance: tests/codegen/test_codegen_accumulate*.py).
+    compiled = _compile(graph_file, "host", tmp_path / "host", "last-k:2", "--accumulate", "float64")
     assert compiled["model"] == "vww_like.mct" and compiled["resolution"] == [13, 9]
     assert compiled["peak_sram_bytes"] > 0 and compiled["flash_bytes"] > 0
     r = _run(tmp_path / "host", 600, 200)

@@ -1,7 +1,7 @@
 """`mcutrain compile --target ... --out DIR` then `mcutrain run DIR`: the JSON users script against, and
 clear errors (flags that go together, a folder not made by compile, a dataset with other classes).
-``--accumulate float32`` goes through compile (the folder's C, manifest.json, target.json) and run
-(host and QEMU, bit-equal to each other)."""
+Both accumulator modes (float32, the default, and ``--accumulate float64``, the audit mode) go through
+compile (the folder's C, manifest.json, target.json) and run (host and QEMU, bit-equal to each other)."""
 
 from __future__ import annotations
 
@@ -75,22 +75,24 @@ def test_a_model_over_the_memory_map_is_a_clear_cli_error(tmp_path, digits_model
     assert "region" not in err and not (tmp_path / "firmware.elf").exists()
 
 
-def test_float32_accumulators_go_through_compile_and_run(tmp_path, digits_model):
-    compiled = _compile(digits_model, "host", tmp_path / "host", "--accumulate", "float32")
-    assert compiled["target"]["accumulate"] == "float32"
-    assert json.loads((tmp_path / "host" / "target.json").read_text())["accumulate"] == "float32"
-    assert json.loads((tmp_path / "host" / "manifest.json").read_text())["accumulate"] == "float32"
-    assert "#define MCT_ACC_T float\n" in (tmp_path / "host" / "mct_kernels.h").read_text()
+def test_both_accumulator_modes_go_through_compile_and_run(tmp_path, digits_model):
+    """float32 is the default; ``--accumulate float64`` (the audit mode) goes through compile and run too."""
+    compiled = _compile(digits_model, "host", tmp_path / "host", "--accumulate", "float64")
+    assert compiled["target"]["accumulate"] == "float64"
+    assert json.loads((tmp_path / "host" / "target.json").read_text())["accumulate"] == "float64"
+    assert json.loads((tmp_path / "host" / "manifest.json").read_text())["accumulate"] == "float64"
+    assert "#define MCT_ACC_T double\n" in (tmp_path / "host" / "mct_kernels.h").read_text()
     host = _run(tmp_path / "host")
-    assert host["accumulate"] == "float32" and sum(host["losses"][-10:]) < sum(host["losses"][:10])
-    assert _run(tmp_path / "host", "--steps", "1")["accumulate"] == "float32"
+    assert host["accumulate"] == "float64" and sum(host["losses"][-10:]) < sum(host["losses"][:10])
+    assert _run(tmp_path / "host", "--steps", "1")["accumulate"] == "float64"
     if M7_TOOLS is None:
-        target = _compile(digits_model, "cortex-m7", tmp_path / "m7", "--accumulate", "float32")["target"]
-        assert target["accumulate"] == "float32"
+        target = _compile(digits_model, "cortex-m7", tmp_path / "m7", "--accumulate", "float64")["target"]
+        assert target["accumulate"] == "float64"
         m7 = _run(tmp_path / "m7")
-        assert m7["accumulate"] == "float32" and m7["losses"] == host["losses"]  # bit-equal, same mode
+        assert m7["accumulate"] == "float64" and m7["losses"] == host["losses"]  # bit-equal, same mode
     default = _compile(digits_model, "host", tmp_path / "default")
-    assert default["target"]["accumulate"] == "float64" and _run(tmp_path / "default")["accumulate"] == "float64"
+    assert default["target"]["accumulate"] == "float32" and _run(tmp_path / "default")["accumulate"] == "float32"
+    assert "#define MCT_ACC_T float\n" in (tmp_path / "default" / "mct_kernels.h").read_text()
 
 
 def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
@@ -108,9 +110,9 @@ def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
     assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "-1"]) == 2
     assert "--steps and --eval must be >= 0" in capsys.readouterr().err
     manifest = tmp_path / "host" / "manifest.json"  # regenerated in the other mode after the build
-    manifest.write_text(manifest.read_text().replace('"accumulate": "float64"', '"accumulate": "float32"'))
+    manifest.write_text(manifest.read_text().replace('"accumulate": "float32"', '"accumulate": "float64"'))
     assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "1"]) == 2
-    assert "target.json says accumulate='float64' but its C was generated with 'float32'" in capsys.readouterr().err
+    assert "target.json says accumulate='float32' but its C was generated with 'float64'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")

@@ -1,9 +1,10 @@
-"""Float32 backward accumulators (``generate(..., accumulate="float32")``): in the folder, and what they promise.
+"""Float32 backward accumulators (the default; ``accumulate="float64"`` is the audit mode): in the folder,
+and what they promise.
 
 The mode is the folder's (generate-time, not a build flag): only ``mct_kernels.h``'s ``MCT_ACC_T``
-line, ``model.h``'s ``MCT_ACC_BITS`` and ``manifest.json``'s ``accumulate`` differ from the default
-folder, and a build cannot change it unseen (a conflicting ``-DMCT_ACC_T`` or the library's header in a
-float32 folder fails to compile).
+line, ``model.h``'s ``MCT_ACC_BITS`` and ``manifest.json``'s ``accumulate`` differ between the two
+modes' folders (the float64 one has the library's kernel header), and a build cannot change it unseen
+(a conflicting ``-DMCT_ACC_T`` or the library's header in a float32 folder fails to compile).
 
 Against the NumPy reference executor (which sums in float64):
   * forward: bit-exact (logits before training; every int8 activation and packed mask of a traced
@@ -20,11 +21,13 @@ Against the NumPy reference executor (which sums in float64):
     max_lsb 0, bias_error 1.0 (a few int32 biases 1 LSB off), differing_fraction 4.3e-6
     (mcunet-5fps, last-k:6), loss_rel_error 0.0 (the losses stayed bit-equal over 16 steps).
 The firmware equals the host build of the same mode bit for bit (test_codegen_cortex_m7.py); the
-float32 mode under sanitizers: test_codegen_sanitize.py.
+float32 mode under sanitizers: test_codegen_sanitize.py; 1000 steps of a real task, float32 against the
+float64 audit build: test_codegen_accumulate_outcome.py.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from functools import lru_cache
@@ -32,7 +35,8 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from mcutrain.codegen import ACCUMULATE, CodegenError, HostEngine, build_host, compile_for_codegen, generate, render
+from mcutrain.codegen import (ACCUMULATE, DEFAULT_ACCUMULATE, CodegenError, HostEngine, build_host, compile_for_codegen,
+                              generate, render)
 from mcutrain.codegen.check import float_outputs, op_by_op, side_by_side
 from mcutrain.codegen.generate import FILES, KERNEL_FILES
 from mcutrain.codegen.host import CFLAGS, build, compiler
@@ -56,7 +60,7 @@ def _data(res: int, n: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
 def test_the_mode_is_written_into_the_folder():
     program = _program("tiny", 32, "last-k:6")
     default, f64, f32 = render(program), render(program, accumulate="float64"), render(program, accumulate="float32")
-    assert default == f64 and set(f32) == set(FILES)
+    assert DEFAULT_ACCUMULATE == "float32" and default == f32 and set(f32) == set(FILES)
     assert {n for n in FILES if f32[n] != f64[n]} == {"mct_kernels.h", "model.h", "manifest.json"}
     assert f64["mct_kernels.h"] == KERNEL_FILES["mct_kernels.h"].read_text()  # the library's, byte for byte
     for files, ctype, bits, mode in ((f64, "double", 64, "float64"), (f32, "float", 32, "float32")):
@@ -64,11 +68,11 @@ def test_the_mode_is_written_into_the_folder():
         assert defines == [f"#define MCT_ACC_T {ctype}"]
         assert f"#define MCT_ACC_BITS {bits}\n" in files["model.h"]
         assert f'"accumulate": "{mode}"' in files["manifest.json"]
-    assert set(ACCUMULATE) == {"float64", "float32"}
+    assert list(ACCUMULATE) == ["float32", "float64"]  # the first is the default
 
 
 def test_an_unknown_mode_is_refused():
-    with pytest.raises(CodegenError, match=r"accumulate='float16' is not a mode; modes: float64, float32"):
+    with pytest.raises(CodegenError, match=r"accumulate='float16' is not a mode; modes: float32, float64"):
         render(_program("tiny", 32, "last-k:6"), accumulate="float16")
 
 
@@ -133,3 +137,18 @@ def test_a_snapshot_restores_across_modes(tmp_path):
     trained, restored = engines["float32"].parameters(), engines["float64"].parameters()
     assert all(np.array_equal(trained[k], restored[k]) for k in trained)
     assert not np.array_equal(trained["classifier.bias"], program.train.graph.constants["classifier.bias"])
+
+
+def test_a_folder_from_before_the_option_reads_as_float64(tmp_path):
+    """Folders generated before the option (no ``accumulate`` in manifest.json nor target.json) were
+    float64, the only mode then: they still read so, though float32 is now the default."""
+    from mcutrain.codegen.host import accumulate_of, read_manifest
+    from mcutrain.codegen.targets import FORMAT, TARGET_FILE, read_target
+
+    generate(_program("tiny", 32, "last-k:6"), tmp_path, accumulate="float64")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["accumulate"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / TARGET_FILE).write_text(json.dumps({"format": FORMAT, "target": "host"}))
+    assert accumulate_of(read_manifest(tmp_path)) == "float64"
+    assert read_target(tmp_path)["accumulate"] == "float64"

@@ -29,7 +29,9 @@ def _program(variant: str):
 @pytest.mark.parametrize("variant", tfl_graphs.VARIANTS)
 def test_training_steps_match_the_numpy_executor(tmp_path, variant):
     program = _program(variant)
-    generate(program, tmp_path)
+    # float64 (audit) accumulators: this test holds the C to the NumPy executor bit for bit (max_lsb 0,
+    # bias_error 0); the default float32 mode is held to a tolerance (test_codegen_accumulate*.py).
+    generate(program, tmp_path, accumulate="float64")
     images, labels = tfl_graphs.images(STEPS), np.arange(STEPS) % tfl_graphs.CLASSES
     r = side_by_side(program, build_host(tmp_path), images, labels, images[:2])
     d = r.differences

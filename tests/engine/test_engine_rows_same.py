@@ -77,7 +77,8 @@ def test_host_build_of_the_fused_program_equals_the_executor(tmp_path):
     from mcutrain.codegen.check import side_by_side
 
     program = _program(True)
-    generate(program, tmp_path)
+    # float64 (audit) accumulators: max_lsb 0 below holds the C to the NumPy executor bit for bit.
+    generate(program, tmp_path, accumulate="float64")
     assert "mct_mbconv_rows(" in (tmp_path / "model.c").read_text()
     images, labels = _data(3)
     r = side_by_side(program, build_host(tmp_path), images, labels, images[:2])
