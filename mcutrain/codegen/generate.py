@@ -64,11 +64,12 @@ from mcutrain.engine.passes import PIPELINE
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.train.learning_rate import check_learning_rate
 
-__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "KERNELS", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
+                "mct_dsp.h": HERE / "c" / "mct_dsp.h",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
 SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c")  # what a build compiles
@@ -76,6 +77,9 @@ STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struc
 # Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default.
 ACCUMULATE = {"float64": ("double", 64), "float32": ("float", 32)}
 ACC_LINE = "#define MCT_ACC_T double\n"  # the line of c/mct_kernels.h that fixes the accumulator
+# Forward kernel sets: name -> the value of MCT_DSP (c/mct_kernels.h); the first is the library's text.
+KERNELS = {"portable": 0, "dsp": 1}
+DSP_LINE = "#define MCT_DSP 0\n"  # the line of c/mct_kernels.h that picks the forward's kernels
 
 # The passes whose op kinds have C kernels: all of the default pipeline (the fused row pipelines and
 # channel-by-channel block backwards included, ``c/mct_fused.h``).
@@ -130,20 +134,32 @@ def check_accumulate(accumulate: str) -> tuple[str, int]:
     return ACCUMULATE[accumulate]
 
 
-def render(program, title: str = "mcutrain training program", *, accumulate: str = "float64") -> dict[str, str]:
+def check_kernels(kernels: str) -> int:
+    """The MCT_DSP value of a forward kernel set; a clear error for any other name."""
+    if kernels not in KERNELS:
+        raise CodegenError(f"kernels={kernels!r} is not a kernel set; sets: {', '.join(KERNELS)} "
+                           f"(portable: plain C for any core, dsp: the Cortex-M DSP extension's SMLAD)")
+    return KERNELS[kernels]
+
+
+def render(program, title: str = "mcutrain training program", *, accumulate: str = "float64",
+           kernels: str = "portable") -> dict[str, str]:
     """Every file of the generated folder, as text (pure: no file is written); ``accumulate``: the
-    backward's accumulators, "float64" or "float32" (module docstring)."""
+    backward's accumulators, "float64" or "float32"; ``kernels``: the forward's, "portable" or "dsp"
+    (module docstring)."""
     check_accumulate(accumulate)
+    check_kernels(kernels)
     check_supported(program)
     storages = parameter_storage(program)
     params = {s.name: s for s in storages}
     symbols = Symbols(_all_constants(program), params, lr=program.options.lr)
     stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
     values = _values(program, storages, symbols, stages, title, accumulate)
+    values["kernels"] = kernels
     files = {"model.h": _template("model.h.in").substitute(values),
              "model.c": _template("model.c.in").substitute(values)}
     files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
-    files["mct_kernels.h"] = _with_accumulator(files["mct_kernels.h"], accumulate)
+    files["mct_kernels.h"] = _with_kernels(_with_accumulator(files["mct_kernels.h"], accumulate), kernels)
     files["manifest.json"] = _manifest(program, storages, values, files)
     return files
 
@@ -156,10 +172,19 @@ def _with_accumulator(header: str, accumulate: str) -> str:
     return header.replace(ACC_LINE, f"#define MCT_ACC_T {ctype}\n")
 
 
-def generate(program, folder, title: str = "mcutrain training program", *, accumulate: str = "float64") -> list[Path]:
+def _with_kernels(header: str, kernels: str) -> str:
+    """The kernel header with ``MCT_DSP`` set for the kernel set (the library's text for portable)."""
+    if header.count(DSP_LINE) != 1:
+        raise CodegenError(f"c/mct_kernels.h must pick the kernels on exactly one line {DSP_LINE.strip()!r}")
+    return header.replace(DSP_LINE, f"#define MCT_DSP {KERNELS[kernels]}\n")
+
+
+def generate(program, folder, title: str = "mcutrain training program", *, accumulate: str = "float64",
+             kernels: str = "portable") -> list[Path]:
     """Render the program and write its files into ``folder`` (created); returns their paths.
-    ``accumulate``: the backward's accumulators, "float64" (default) or "float32" (module docstring)."""
-    files = render(program, title, accumulate=accumulate)
+    ``accumulate``: the backward's accumulators, "float64" (default) or "float32"; ``kernels``: the
+    forward's, "portable" (default) or "dsp" (module docstring)."""
+    files = render(program, title, accumulate=accumulate, kernels=kernels)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -359,7 +384,7 @@ def _manifest(program, storages, values: Mapping[str, object], files: Mapping[st
         **{k: values[k] for k in keys},
         "model_id": values["model_id"],
         "save": {"format": SAVE_VERSION, "header_bytes": SAVE_HEADER_BYTES, "crc_bytes": SAVE_CRC_BYTES},
-        "accumulate": values["accumulate"],
+        "accumulate": values["accumulate"], "kernels": values["kernels"],
         "lr": program.options.lr, "seed": program.options.seed,
         "guard": {"window": GUARD_WINDOW, "prior": GUARD_PRIOR, "probation_steps": GUARD_PROBATION_STEPS,
                   "snapshot_every": GUARD_SNAPSHOT_EVERY, "trust_steps": GUARD_TRUST_STEPS,

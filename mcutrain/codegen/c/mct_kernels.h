@@ -47,6 +47,13 @@
 #define MCT_ACC_T double
 typedef MCT_ACC_T mct_acc_t;
 
+/* The forward's inner loops, fixed when the folder is generated (mcutrain compile --kernels,
+ * mcutrain.codegen.generate(..., kernels=)): 0 the portable C of this file and mct_fused.c, 1 the
+ * Cortex-M DSP extension's (SMLAD on int16 pairs, mct_dsp.h; the same int32 sums). The generator writes
+ * the line below; a folder generated with 1 does not build for a core without the extension. */
+#define MCT_DSP 0
+#include "mct_dsp.h"
+
 /* An int8 weight [rows][cols][inner] whose leading slice [kept_rows][kept_cols][inner] may be trained:
  * that slice lives in SRAM (``sram``), the rest is read from Flash (``flash``, the whole initial
  * weight). Frozen weights: sram == NULL. */
@@ -227,22 +234,55 @@ static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_
  * struct once: the compiler would reload them after every int8 store it cannot tell apart from them). */
 typedef struct {
     int32_t bias, multiplier, shift, y_zero, qmin, qmax;
+#if MCT_DSP
+    int32_t fast, right, rmask, half; /* mct_dsp_scale's: fast when the shift is in [-31, 0] */
+#endif
 } mct_rq;
 
 static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
+#if MCT_DSP
+    const int32_t shift = p->shift[o], fast = shift <= 0 && shift >= -31 && p->multiplier[o] != INT32_MIN;
+    const int32_t rmask = fast ? (int32_t)(((int64_t)1 << -shift) - 1) : 0;
+    const mct_rq q = {p->bias[o], p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, -shift, rmask,
+                      rmask >> 1};
+#else
     const mct_rq q = {p->bias[o], p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax};
+#endif
     return q;
 }
 
 /* A conv output from its int32 sum: + bias (saturated), requantize, clamp; stored at dst (unless NULL:
  * a recomputation that wants the mask bit only) and mask bit ``bit``. */
-static inline void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+static inline void mct_rq_out_portable(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
     uint8_t inside;
     const int32_t acc = mct_add_sat(sum, q->bias);
     const int8_t v = mct_requantize_fast(acc, q->multiplier, q->shift, q->y_zero, q->qmin, q->qmax, &inside);
     if (dst != NULL) *dst = v;
     mct_put_bit(mask, bit, inside);
 }
+
+#if MCT_DSP
+static __attribute__((noinline, unused)) void mct_rq_out_general(const mct_rq *q, int32_t sum, int8_t *dst,
+                                                                uint8_t *mask, int32_t bit) {
+    mct_rq_out_portable(q, sum, dst, mask, bit);
+}
+
+/* The same integers in about 15 instructions, inlined (QADD is mct_add_sat; mct_dsp_scale). */
+static inline __attribute__((always_inline)) void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst,
+                                                             uint8_t *mask, int32_t bit) {
+    if (!q->fast) {
+        mct_rq_out_general(q, sum, dst, mask, bit);
+        return;
+    }
+    const int32_t v = mct_dsp_scale(__qadd(sum, q->bias), q->multiplier, q->right, q->rmask, q->half) + q->y_zero;
+    if (dst != NULL) *dst = (int8_t)(v < q->qmin ? q->qmin : (v > q->qmax ? q->qmax : v));
+    if (mask != NULL) mct_put_bit(mask, bit, (uint8_t)((v > q->qmin) & (v < q->qmax)));
+}
+#else
+static inline void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+    mct_rq_out_portable(q, sum, dst, mask, bit);
+}
+#endif
 
 static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
     const mct_rq q = mct_rq_of(p, o);

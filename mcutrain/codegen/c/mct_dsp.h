@@ -1,0 +1,150 @@
+/* mct_dsp.h: the int8 forward's inner loops on the Cortex-M DSP extension (SMLAD, SXTB16, PKHBT/PKHTB).
+ *
+ * Why: the portable kernels (mct_kernels.c, mct_fused.c) do one multiply-accumulate per instruction
+ * plus a byte load per operand; SMLAD does two per instruction on 16-bit pairs. The functions here
+ * compute the SAME int32 sums (integer sums are exact in any order) for the shapes that pay (1x1
+ * convs, depthwise rows with a window inside the input, the groups-1 convs' rows); everything else
+ * (channel and position tails, edges, padding) stays on the portable code, which calls these first and
+ * finishes what they leave. Chosen when the folder is generated (``MCT_DSP`` in mct_kernels.h,
+ * mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header is empty.
+ *
+ * Layout: activations stay NCHW (a channel's positions contiguous). Pairs along the reduction come
+ * from 4-byte loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); PKHBT /
+ * PKHTB then pair the same position of two channels. No buffer: operands are packed in registers.
+ * Loads never reach past the bytes the portable code reads (unaligned 4-byte loads: allowed on ARMv7-M
+ * with the reset value of CCR.UNALIGN_TRP).
+ */
+#ifndef MCT_DSP_H
+#define MCT_DSP_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if MCT_DSP
+#if !defined(__ARM_FEATURE_DSP)
+#error "generated with kernels=dsp: build for a core with the DSP extension (-mcpu=cortex-m7), or generate portable"
+#endif
+#include <arm_acle.h>
+
+/* ---- requantization ---- */
+
+/* mct_requantize_fast's MBQM for a shift in [-31, 0] and a multiplier other than INT32_MIN (every conv
+ * of the zoo's and imported models; the others take the portable path): the rounding doubling high
+ * multiply as one 64-bit multiply-accumulate (a * b + 2^30) >> 31, then the rounding divide by 2^right
+ * with its remainder mask and half precomputed per channel, then the clamp to +-2^15 (SSAT). */
+static inline int32_t mct_dsp_scale(int32_t acc, int32_t multiplier, int32_t right, int32_t rmask, int32_t half) {
+    const int32_t x = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
+    return __ssat((x >> right) + ((x & rmask) > half - (x >> 31)), 16);
+}
+
+static inline int32_t mct_ld32(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* (b1, b3) of bytes b0..b3, sign-extended to halfwords: SXTB16 with its rotation (GCC does not fold a
+ * rotate into __sxtb16). */
+static inline int32_t mct_sxtb16_ror8(int32_t x) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* The low halfwords of a and b as (a.lo, b.lo), and the high ones as (a.hi, b.hi). */
+static inline int32_t mct_pair_lo(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t mct_pair_hi(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* ---- 1x1 convs ---- */
+
+/* Input channels [0, count) of two output channels (weights u[i], v[i] = u[i + d]) at the 2 positions
+ * x[i * x_cs + 0..1]; returns the sums (a0, a1) of u and (b0, b1) of v in s[0..3], added. Four input
+ * channels per step: a halfword of each channel's row, rows (i, i+2) and (i+1, i+3) joined in one word,
+ * whose SXTB16 gives the channel pair of position 0 and, rotated, of position 1; SXTB16 of 4 weight
+ * bytes gives the pairs (i, i+2) and (i+1, i+3): 8 SMLAD for 16 MACs (2 output channels x 2 positions,
+ * few enough live registers that nothing spills). */
+static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u, int32_t d, int32_t count,
+                                  int32_t *s) {
+    int32_t a0 = s[0], a1 = s[1], b0 = s[2], b1 = s[3];
+    const int8_t *const end = u + (count & ~3);
+    for (; u < end; u += 4) {
+        uint16_t h0, h1, h2, h3;
+        memcpy(&h0, x, 2);
+        memcpy(&h1, x + x_cs, 2);
+        memcpy(&h2, x + 2 * x_cs, 2);
+        memcpy(&h3, x + 3 * x_cs, 2);
+        x += 4 * x_cs;
+        const int32_t t02 = (int32_t)((uint32_t)h0 | ((uint32_t)h2 << 16));
+        const int32_t t13 = (int32_t)((uint32_t)h1 | ((uint32_t)h3 << 16));
+        const int32_t wu = mct_ld32(u), wv = mct_ld32(u + d);
+        const int32_t p0 = __sxtb16(t02), p1 = mct_sxtb16_ror8(t02), q0 = __sxtb16(t13), q1 = mct_sxtb16_ror8(t13);
+        const int32_t ue = __sxtb16(wu), uo = mct_sxtb16_ror8(wu), ve = __sxtb16(wv), vo = mct_sxtb16_ror8(wv);
+        a0 = __smlad(p0, ue, a0);
+        a1 = __smlad(p1, ue, a1);
+        b0 = __smlad(p0, ve, b0);
+        b1 = __smlad(p1, ve, b1);
+        a0 = __smlad(q0, uo, a0);
+        a1 = __smlad(q1, uo, a1);
+        b0 = __smlad(q0, vo, b0);
+        b1 = __smlad(q1, vo, b1);
+    }
+    for (int32_t i = count & ~3; i < count; ++i, x += x_cs, ++u) { /* 1 to 3 channels left */
+        const int32_t uw = u[0], vw = u[d], x0 = x[0], x1 = x[1];
+        a0 += x0 * uw;
+        a1 += x1 * uw;
+        b0 += x0 * vw;
+        b1 += x1 * vw;
+    }
+    s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+}
+
+/* ---- depthwise rows ---- */
+
+/* A 3x3 depthwise kernel as SMLAD operands: per tap row a, (w[a][0], w[a][2]) as an int16 pair and
+ * w[a][1]. */
+typedef struct {
+    int32_t w02[3], w1[3];
+} mct_dsp_dw3;
+
+static inline mct_dsp_dw3 mct_dsp_dw3_of(const int8_t *w) {
+    mct_dsp_dw3 k;
+    for (int32_t a = 0; a < 3; ++a) {
+        k.w02[a] = (int32_t)((uint32_t)(uint16_t)(int16_t)w[3 * a] | ((uint32_t)(int32_t)w[3 * a + 2] << 16));
+        k.w1[a] = w[3 * a + 1];
+    }
+    return k;
+}
+
+/* One tap row of two neighbouring stride-1 outputs: r[0..2] for the first, r[1..3] for the second, from
+ * one 4-byte load (both windows inside the row: no byte past them is read). */
+#define MCT_DSP_DW3_ROW(r_, a_)                             \
+    {                                                       \
+        const int32_t v = mct_ld32(r_), e = __sxtb16(v), o = mct_sxtb16_ror8(v); \
+        s0 = __smlad(e, k->w02[a_], s0);                    \
+        s0 = __smlabb(o, k->w1[a_], s0);                    \
+        s1 = __smlad(o, k->w02[a_], s1);                    \
+        s1 = __smlatb(e, k->w1[a_], s1);                    \
+    }
+
+/* The raw sums of the 3x3 windows at columns ix and ix + 1 of rows r0, r1, r2 (added to *out0, *out1). */
+static inline void mct_dsp_dw3_two(const int8_t *r0, const int8_t *r1, const int8_t *r2, const mct_dsp_dw3 *k,
+                                   int32_t *out0, int32_t *out1) {
+    int32_t s0 = *out0, s1 = *out1;
+    MCT_DSP_DW3_ROW(r0, 0)
+    MCT_DSP_DW3_ROW(r1, 1)
+    MCT_DSP_DW3_ROW(r2, 2)
+    *out0 = s0, *out1 = s1;
+}
+#undef MCT_DSP_DW3_ROW
+
+#endif /* MCT_DSP */
+#endif /* MCT_DSP_H */
