@@ -28,6 +28,13 @@ conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Wer
 mode's files differ from before only by the mode's own lines (manifest key, ``MCT_ACC_BITS`` and its
 check); its kernel header is the library's, byte for byte.
 
+The forward's int8 kernels (``kernels``), chosen the same way (a generate-time option, written into
+the folder's ``mct_kernels.h`` as ``#define MCT_DSP 0|1`` and into ``manifest.json``): "portable" (the
+default here; plain C99, any core, the only set the host builds) or "dsp" (``c/mct_dsp.h``: Arm ACLE
+intrinsics of the Cortex-M DSP extension, SMLAD on int16 pairs; the default of the cortex-m7 target,
+``targets.TARGET_KERNELS``). Both compute the same int32 sums and roundings: the forward is bit-exact
+either way (tests/codegen/test_codegen_dsp.py).
+
 The learning rate is a runtime float in ``model.c`` (``mct_init`` sets it to the compiled lr, every
 update's Flash struct points at it) so that the engine's guard can halve it: after every step
 ``mct_train_step`` checks a running loss estimate and, on a blow-up, restores good parameters (Flash,
@@ -64,7 +71,8 @@ from mcutrain.engine.passes import PIPELINE
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.train.learning_rate import check_learning_rate
 
-__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "KERNELS", "compile_for_codegen", "generate", "render", "unsupported_kinds"]
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "KERNELS", "compile_for_codegen", "generate", "render",
+           "unsupported_kinds"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
