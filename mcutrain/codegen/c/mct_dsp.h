@@ -64,6 +64,20 @@ static inline int32_t mct_pair_hi(int32_t a, int32_t b) {
     return r;
 }
 
+/* ---- weight sums (the zero point's term) ---- */
+
+/* w[0] + ... + w[n - 1]: four weights per load, summed as int16 pairs by SMLAD against (1, 1). */
+static inline int32_t mct_dsp_sum_i8(const int8_t *w, int32_t n) {
+    int32_t total = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const int32_t v = mct_ld32(w + i);
+        total = __smlad(__sxtb16(v), 0x00010001, total);
+        total = __smlad(mct_sxtb16_ror8(v), 0x00010001, total);
+    }
+    for (; i < n; ++i) total += w[i];
+    return total;
+}
+
 /* ---- 1x1 convs ---- */
 
 /* Input channels [0, count) of two output channels (weights u[i], v[i] = u[i + d]) at the 2 positions

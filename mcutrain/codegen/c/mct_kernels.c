@@ -46,9 +46,14 @@ static void clear_bits(uint8_t *mask, int32_t n) {
  * sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31), so the inner
  * loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
 static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
+#if MCT_DSP
+    const int32_t split = mct_imin(w->split, p->in_c);
+    return p->x_zero * (mct_dsp_sum_i8(w->lo, split) + mct_dsp_sum_i8(w->hi + split, p->in_c - split));
+#else
     int32_t total = 0;
     for (int32_t i = 0; i < p->in_c; ++i) total += row_at(w, i);
     return p->x_zero * total;
+#endif
 }
 
 /* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
