@@ -17,12 +17,15 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_codegen, generate
 from mcutrain.codegen.cortex_m7 import build_cortex_m7, fnv1a, run_qemu, tools_available
 from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.targets import check_target_kernels
 from mcutrain.models.specs import NetSpec, _chain
+from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from tests.helpers.geometry import general_qmodel, int8_images
@@ -143,3 +146,27 @@ def test_each_target_has_its_default_kernels_and_refuses_what_it_cannot_run():
     assert check_target_kernels("host", None) == "portable"
     with pytest.raises(CodegenError, match="does not run on the host target"):
         check_target_kernels("host", "dsp")
+
+
+INT32 = st.integers(-2**31, 2**31 - 1)
+
+
+def _dsp_scale(acc: int, multiplier: int, right: int) -> int:
+    """mct_dsp.h's mct_dsp_scale, instruction by instruction, in Python integers."""
+    x = (acc * multiplier + 2**30) >> 31                      # SMLAL, then the high word's 31 bits
+    q = min(x + 2 ** (right - 1), 2**31 - 1)                  # QADD (x + nudge >= -2^31 always)
+    return max(-2**15, min(2**15 - 1, (q + (x >> 31)) >> right))  # ASR by register, SSAT #16
+
+
+@settings(max_examples=1000, deadline=None)
+@given(acc=INT32, multiplier=st.integers(1, 2**31 - 1), right=st.integers(1, 16))
+@example(acc=2**31 - 1, multiplier=2**31 - 1, right=16)  # x + nudge saturates
+@example(acc=-2**31, multiplier=2**31 - 1, right=16)
+@example(acc=-2**31, multiplier=2**31 - 1, right=1)
+@example(acc=3 * 2**7, multiplier=2**30, right=8)  # a tie: x = 3 * 2^6, rounded away from zero
+@example(acc=-3 * 2**7, multiplier=2**30, right=8)
+def test_the_dsp_requantization_is_the_reference_mbqm_clamped(acc, multiplier, right):
+    """The fast requantization of the DSP kernels (the fast path: shift in [-16, -1]) equals the reference
+    MBQM (mcutrain.quant.fixedpoint) clamped to int16 as mct_requantize_fast clamps it: every acc."""
+    reference = int(multiply_by_quantized_multiplier(np.int32(acc), np.int32(multiplier), -right))
+    assert _dsp_scale(acc, multiplier, right) == max(-2**15, min(2**15 - 1, reference))

@@ -9,8 +9,9 @@
  * mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header is empty.
  *
  * Layout: activations stay NCHW (a channel's positions contiguous). Pairs along the reduction come
- * from 4-byte loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); PKHBT /
- * PKHTB then pair the same position of two channels. No buffer: operands are packed in registers.
+ * from loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); two channels'
+ * halfwords joined in one word pair the same position of both. No buffer: operands are packed in
+ * registers.
  * Loads never reach past the bytes the portable code reads (unaligned 4-byte loads: allowed on ARMv7-M
  * with the reset value of CCR.UNALIGN_TRP).
  */
@@ -28,14 +29,21 @@
 
 /* ---- requantization ---- */
 
-/* mct_requantize_fast's MBQM for a shift in [-31, 0] and a multiplier other than INT32_MIN (every conv
- * of the zoo's and imported models; the others take the portable path): the rounding doubling high
- * multiply as one 64-bit multiply-accumulate (a * b + 2^30) >> 31, then the rounding divide by 2^right
- * with its remainder mask and half precomputed per channel, then the clamp to +-2^15 (SSAT). */
-static inline int32_t mct_dsp_scale(int32_t acc, int32_t multiplier, int32_t right, int32_t rmask, int32_t half) {
+/* mct_requantize_fast's MBQM for a shift in [-16, -1] and a multiplier other than INT32_MIN (the convs of
+ * the zoo's models have shifts near -8; the others take the portable path), the same integers:
+ * - the rounding doubling high multiply as one 64-bit multiply-accumulate, (a * b + 2^30) >> 31;
+ * - the rounding divide by 2^right (ties away from zero, mct_rdbpot): x / 2^right rounded up at half for
+ *   x >= 0, and (x + 2^(right-1) - 1) >> right for x < 0, i.e. (x + nudge + (x >> 31)) >> right with
+ *   nudge = 2^(right-1). The add saturates (QADD) where x + nudge would pass INT32_MAX: the exact
+ *   quotient is then >= 2^(31-right) >= 2^15, the saturated one 2^(31-right) - 1 >= 2^15 - 1, and both
+ *   clamp to 32767 below (that is why right <= 16);
+ * - the clamp to [-2^15, 2^15 - 1] (SSAT). */
+static inline int32_t mct_dsp_scale(int32_t acc, int32_t multiplier, int32_t right, int32_t nudge) {
     const int32_t x = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
-    return __ssat((x >> right) + ((x & rmask) > half - (x >> 31)), 16);
+    return __ssat((__qadd(x, nudge) + (x >> 31)) >> right, 16);
 }
+
+/* ---- loads and unpacking ---- */
 
 static inline int32_t mct_ld32(const int8_t *p) {
     int32_t v;
@@ -48,19 +56,6 @@ static inline int32_t mct_ld32(const int8_t *p) {
 static inline int32_t mct_sxtb16_ror8(int32_t x) {
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
-    return r;
-}
-
-/* The low halfwords of a and b as (a.lo, b.lo), and the high ones as (a.hi, b.hi). */
-static inline int32_t mct_pair_lo(int32_t a, int32_t b) {
-    int32_t r;
-    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-
-static inline int32_t mct_pair_hi(int32_t a, int32_t b) {
-    int32_t r;
-    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
     return r;
 }
 

@@ -235,16 +235,15 @@ static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_
 typedef struct {
     int32_t bias, multiplier, shift, y_zero, qmin, qmax;
 #if MCT_DSP
-    int32_t fast, right, rmask, half; /* mct_dsp_scale's: fast when the shift is in [-31, 0] */
+    int32_t fast, right, nudge; /* mct_dsp_scale's: fast when the shift is in [-16, -1] */
 #endif
 } mct_rq;
 
 static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
 #if MCT_DSP
-    const int32_t shift = p->shift[o], fast = shift <= 0 && shift >= -31 && p->multiplier[o] != INT32_MIN;
-    const int32_t rmask = fast ? (int32_t)(((int64_t)1 << -shift) - 1) : 0;
-    const mct_rq q = {p->bias[o], p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, -shift, rmask,
-                      rmask >> 1};
+    const int32_t shift = p->shift[o], fast = shift <= -1 && shift >= -16 && p->multiplier[o] != INT32_MIN;
+    const mct_rq q = {p->bias[o], p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, -shift,
+                      fast ? (int32_t)1 << (-shift - 1) : 0};
 #else
     const mct_rq q = {p->bias[o], p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax};
 #endif
@@ -274,7 +273,7 @@ static inline __attribute__((always_inline)) void mct_rq_out(const mct_rq *q, in
         mct_rq_out_general(q, sum, dst, mask, bit);
         return;
     }
-    const int32_t v = mct_dsp_scale(__qadd(sum, q->bias), q->multiplier, q->right, q->rmask, q->half) + q->y_zero;
+    const int32_t v = mct_dsp_scale(__qadd(sum, q->bias), q->multiplier, q->right, q->nudge) + q->y_zero;
     if (dst != NULL) *dst = (int8_t)(v < q->qmin ? q->qmin : (v > q->qmax ? q->qmax : v));
     if (mask != NULL) mct_put_bit(mask, bit, (uint8_t)((v > q->qmin) & (v < q->qmax)));
 }
