@@ -23,7 +23,8 @@
  * x_zero times the sum of the weights of the taps inside the input (exact in int32), so inner loops are
  * one multiply-accumulate per MAC; 1x1 convs run two output channels x four positions per input load,
  * depthwise 3x3 rows keep their weights in locals; requantization with a shift <= 0 skips the 64-bit
- * saturation paths (mct_requantize_fast, tested equal to mct_int8.h's mct_requantize).
+ * saturation paths (mct_requantize_fast, tested equal to mct_int8.h's mct_requantize). With MCT_DSP 1
+ * (below) the same sums and roundings run through the Cortex-M DSP extension (mct_dsp.h).
  * Build with IEEE float32 semantics: no -ffast-math, and -ffp-contract=off (a fused multiply-add
  * rounds once where the reference rounds twice). The arena is reached through int8/int32/float
  * pointers into one byte array: build with -fno-strict-aliasing.
@@ -46,13 +47,6 @@
  * model.c checks that it was generated for this accumulator (MCT_ACC_BITS in model.h). */
 #define MCT_ACC_T double
 typedef MCT_ACC_T mct_acc_t;
-
-/* The forward's inner loops, fixed when the folder is generated (mcutrain compile --kernels,
- * mcutrain.codegen.generate(..., kernels=)): 0 the portable C of this file and mct_fused.c, 1 the
- * Cortex-M DSP extension's (SMLAD on int16 pairs, mct_dsp.h; the same int32 sums). The generator writes
- * the line below; a folder generated with 1 does not build for a core without the extension. */
-#define MCT_DSP 0
-#include "mct_dsp.h"
 
 /* An int8 weight [rows][cols][inner] whose leading slice [kept_rows][kept_cols][inner] may be trained:
  * that slice lives in SRAM (``sram``), the rest is read from Flash (``flash``, the whole initial
@@ -192,6 +186,13 @@ void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const fl
                               uint32_t step);
 
 /* ---- building blocks (shared with the fused kernels of mct_fused.c) ---- */
+/* The forward's inner loops, fixed when the folder is generated (mcutrain compile --kernels,
+ * mcutrain.codegen.generate(..., kernels=)): 0 the portable C of this file and mct_fused.c, 1 the
+ * Cortex-M DSP extension's (SMLAD on int16 pairs, mct_dsp.h; the same int32 sums). The generator writes
+ * the line below; a folder generated with 1 does not build for a core without the extension. */
+#define MCT_DSP 0
+#include "mct_dsp.h"
+
 #define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
 
 static inline int32_t mct_imax(int32_t a, int32_t b) { return a > b ? a : b; }
