@@ -114,6 +114,10 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
     _check_target_flags(target, out_arg, accumulate, profile)
     if kernels is not None and target is None:
         raise McutrainError(f"--kernels {kernels} applies to the generated C: add --target host|cortex-m7 --out DIR")
+    if kernels is not None and target in TARGETS:
+        from mcutrain.codegen.targets import check_target_kernels
+
+        check_target_kernels(target, kernels)  # before the compile: a host folder cannot run dsp kernels
     qmodel = load_model(name_arg, resolution)
     plan = mk.update_plan(qmodel, path_of(scheme))
     lr, lr_choice = _compiled_lr(lr, qmodel, data, path_of(scheme), seed, target)
