@@ -1,12 +1,16 @@
-/* mct_dsp.h: the int8 forward's inner loops on the Cortex-M DSP extension (SMLAD, SXTB16, PKHBT/PKHTB).
+/* mct_dsp.h: the int8 forward on the Cortex-M DSP extension (SMLAD, SMLAxy, SXTB16, QADD, SSAT).
  *
  * Why: the portable kernels (mct_kernels.c, mct_fused.c) do one multiply-accumulate per instruction
- * plus a byte load per operand; SMLAD does two per instruction on 16-bit pairs. The functions here
- * compute the SAME int32 sums (integer sums are exact in any order) for the shapes that pay (1x1
- * convs, depthwise rows with a window inside the input, the groups-1 convs' rows); everything else
- * (channel and position tails, edges, padding) stays on the portable code, which calls these first and
- * finishes what they leave. Chosen when the folder is generated (``MCT_DSP`` in mct_kernels.h,
- * mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header is empty.
+ * plus a byte load per operand, and requantize each output through a call with 64-bit paths; SMLAD
+ * does two multiply-accumulates per instruction on 16-bit pairs, QADD / SSAT saturate in one. The
+ * functions here compute the SAME int32 sums (integer sums are exact in any order) and the same
+ * roundings (mct_dsp_scale) where that measured faster on the Cortex-M7: the requantization of every
+ * conv output (mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3
+ * stride-1 depthwise rows, the 1x1 convs' weight sums. Everything else (channel and position tails,
+ * one-output-channel 1x1 convs, edges, padding, other kernels) stays on the portable code, which calls
+ * these first and finishes what they leave. Chosen when the folder is generated (``MCT_DSP`` in
+ * mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header defines
+ * nothing.
  *
  * Layout: activations stay NCHW (a channel's positions contiguous). Pairs along the reduction come
  * from loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); two channels'
@@ -80,7 +84,7 @@ static inline int32_t mct_dsp_sum_i8(const int8_t *w, int32_t n) {
  * channels per step: a halfword of each channel's row, rows (i, i+2) and (i+1, i+3) joined in one word,
  * whose SXTB16 gives the channel pair of position 0 and, rotated, of position 1; SXTB16 of 4 weight
  * bytes gives the pairs (i, i+2) and (i+1, i+3): 8 SMLAD for 16 MACs (2 output channels x 2 positions,
- * few enough live registers that nothing spills). */
+ * four sums: few live registers; 2 x 4 sums spilled and ran slower). */
 static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u, int32_t d, int32_t count,
                                   int32_t *s) {
     int32_t a0 = s[0], a1 = s[1], b0 = s[2], b1 = s[3];
