@@ -26,6 +26,8 @@ Groups (from the program's schedule: each op's kind and phase):
 Both backward accumulator modes are profiled: float32 (the default, on the M7's single-precision FPU)
 and float64 (the audit mode ``--accumulate float64``, bit-equal to the NumPy reference, soft-float on
 the M7); the per-kind, top-op and inference sections are the default mode's.
+The forward runs the cortex-m7 target's default kernels (dsp: the Cortex-M DSP extension's,
+``codegen/c/mct_dsp.h``), or ``--kernels portable`` (the plain C); each row records which.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ def sums(rows: list[dict], key: str) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def profile_mode(program, qmodel, plan, folder: Path, samples, accumulate: str) -> dict:
+def profile_mode(program, qmodel, plan, folder: Path, samples, accumulate: str, kernels: str | None = None) -> dict:
     log = lambda m: print("  " + m, flush=True)  # noqa: E731
-    target = build_target(program, qmodel, plan, "cortex-m7", folder, accumulate=accumulate, profile=True, log=log)
+    target = build_target(program, qmodel, plan, "cortex-m7", folder, accumulate=accumulate, kernels=kernels,
+                          profile=True, log=log)
     default = run_qemu(folder / target["elf"], *samples, classes=10, after=False)
     profiled = run_qemu(folder / target["profile"]["elf"], *samples, classes=10, after=False)
     if profiled.losses.tobytes() != default.losses.tobytes():
@@ -91,7 +94,7 @@ def profile_mode(program, qmodel, plan, folder: Path, samples, accumulate: str) 
     step, inference = int(default.train_instructions[0]), int(default.predict_instructions[0])
     attributed = sum(r["instructions"] for r in train["ops"])
     return {
-        "accumulate": accumulate, "loss": float(default.losses[0]),
+        "accumulate": accumulate, "kernels": target["kernels"], "loss": float(default.losses[0]),
         "step_instructions": step, "inference_instructions": inference,
         "attributed_instructions": attributed, "unattributed": step - attributed,
         "inference_unattributed": inference - sum(r["instructions"] for r in infer["ops"]),
@@ -103,10 +106,10 @@ def profile_mode(program, qmodel, plan, folder: Path, samples, accumulate: str) 
     }
 
 
-def measure(name: str, resolution: int, folder: Path) -> dict:
+def measure(name: str, resolution: int, folder: Path, kernels: str | None = None) -> dict:
     program, qmodel, plan = codegen_program(name, resolution)
     samples = digits_samples(qmodel, 1, 1)
-    modes = {m: profile_mode(program, qmodel, plan, folder / m, samples, m) for m in MODES}
+    modes = {m: profile_mode(program, qmodel, plan, folder / m, samples, m, kernels) for m in MODES}
     return {"model": name, "resolution": resolution, "scheme": plan.scheme,
             "train_ops": len(program.train.graph.ops), "inference_ops": len(program.inference.graph.ops),
             "paper_ms_per_step": PAPER_MS_PER_STEP[name],
@@ -258,13 +261,16 @@ def findings(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--kernels", choices=("dsp", "portable"), default=None,
+                    help="the forward's kernels (default: the cortex-m7 target's, dsp)")
     args = ap.parse_args(argv)
-    meta = stamp(f"make bench  (python -m bench.m7_profile --resolution {args.resolution})")
+    kernels = f" --kernels {args.kernels}" if args.kernels else ""
+    meta = stamp(f"make bench  (python -m bench.m7_profile --resolution {args.resolution}{kernels})")
     rows = []
     with tempfile.TemporaryDirectory(prefix="m7-profile-") as tmp:
         for spec in PAPER_SPECS:
             print(f"{spec.name}:", flush=True)
-            rows.append(measure(spec.name, args.resolution, Path(tmp) / spec.name))
+            rows.append(measure(spec.name, args.resolution, Path(tmp) / spec.name, args.kernels))
             for mode, m in rows[-1]["modes"].items():
                 print(f"  {mode}: {m['step_instructions'] / 1e6:.1f} M / step: " + ", ".join(
                     f"{g} {v / 1e6:.1f}" for g, v in m["by_group"].items()), flush=True)

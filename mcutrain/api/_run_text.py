@@ -12,7 +12,8 @@ from mcutrain.api.running import guard_rollbacks
 def run_text(r: dict[str, Any]) -> str:
     losses = r["losses"]
     lines = [f"{r['model']} @ {r['resolution']}, {r['scheme']} on {r['target']} ({r['accumulate']} backward "
-             f"accumulators): {len(losses)} steps on {r['data']} in {r['seconds']:.2f} s"]
+             f"accumulators, {r.get('kernels', 'portable')} forward kernels): {len(losses)} steps on {r['data']} "
+             f"in {r['seconds']:.2f} s"]
     if losses:
         k = max(1, len(losses) // 5)
         lines.append(f"  loss            first {k}: {np.mean(losses[:k]):.4f}, last {k}: {np.mean(losses[-k:]):.4f}")

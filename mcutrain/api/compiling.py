@@ -99,7 +99,8 @@ def load_model(model: str, resolution: int) -> Any:
 def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float | str = "auto",
             data: str | None = None, seed: int = 0, whole_image: bool = False, report: PathLike | None = None,
             target: str | None = None, out: PathLike | None = None, accumulate: str | None = None,
-            profile: bool = False, sram_kb: int = 320, flash_kb: int = 1024) -> CompiledProgram:
+            kernels: str | None = None, profile: bool = False, sram_kb: int = 320,
+            flash_kb: int = 1024) -> CompiledProgram:
     """Compile one batch-1 training step of ``model`` (an int8 model file, or a zoo name / architecture
     .json file with random weights: memory does not depend on them) under ``scheme``, and report SRAM,
     Flash and the inference-only peak (``mcutrain compile``). ``lr``: the rate compiled into the update
@@ -107,11 +108,18 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
     folder for the graph, the timelines and the memory plot. ``target`` with ``out``: also generate the
     C program and build it (see `generate_c`; ``sram_kb``/``flash_kb``: the Cortex-M7 memory map;
     ``accumulate``: the C backward's accumulators, None for the default "float32" on the FPU, or
-    "float64", the audit mode bit-equal to the NumPy reference executor)."""
+    "float64", the audit mode bit-equal to the NumPy reference executor;
+    ``kernels``: the forward's, "dsp" or "portable", None: the target's default, dsp on cortex-m7)."""
     from mcutrain.train import model_kind as mk
 
     name_arg, out_arg = path_of(model), optional_path(out)
     _check_target_flags(target, out_arg, accumulate, profile)
+    if kernels is not None and target is None:
+        raise McutrainError(f"--kernels {kernels} applies to the generated C: add --target host|cortex-m7 --out DIR")
+    if kernels is not None and target in TARGETS:
+        from mcutrain.codegen.targets import check_target_kernels
+
+        check_target_kernels(target, kernels)  # before the compile: a host folder cannot run dsp kernels
     qmodel = load_model(name_arg, resolution)
     plan = mk.update_plan(qmodel, path_of(scheme))
     lr, lr_choice = _compiled_lr(lr, qmodel, data, path_of(scheme), seed, target)
@@ -126,7 +134,7 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
         summary["report_files"] = [str(p) for p in write_reports(program, path_of(report), summary, title)]
     if target:
         summary["target"] = _build_target(program, qmodel, name_arg, plan, target, str(out_arg), accumulate,
-                                          profile, sram_kb, flash_kb)
+                                          profile, sram_kb, flash_kb, kernels)
     return CompiledProgram(summary, program)
 
 
@@ -177,7 +185,7 @@ def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
 
 
 def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str, out: str, accumulate: str | None,
-                  profile: bool, sram_kb: int, flash_kb: int) -> dict[str, Any]:
+                  profile: bool, sram_kb: int, flash_kb: int, kernels: str | None = None) -> dict[str, Any]:
     from mcutrain.codegen.cortex_m7 import STM32F746
     from mcutrain.codegen.generate import DEFAULT_ACCUMULATE
     from mcutrain.codegen.targets import build_target
@@ -188,7 +196,7 @@ def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str,
         memory = replace(memory, name=f"{flash_kb}kb-flash-{sram_kb}kb-sram")
     facts = mk.target_facts(qmodel, model)
     return dict(build_target(program, facts, plan, target, out, memory=memory,
-                             accumulate=accumulate or DEFAULT_ACCUMULATE, profile=profile,
+                             accumulate=accumulate or DEFAULT_ACCUMULATE, kernels=kernels, profile=profile,
                              log=lambda m: print(m, file=sys.stderr)))
 
 
@@ -240,7 +248,7 @@ def compile_text(s: dict[str, Any]) -> str:
 
 
 def _target_line(t: dict[str, Any]) -> str:
-    accumulators = f"{t['accumulate']} backward accumulators"
+    accumulators = f"{t['accumulate']} backward accumulators, {t.get('kernels', 'portable')} forward kernels"
     if t["target"] == "host":
         return f"  host build      {t['out']}/{t['library']} ({accumulators})"
     f, strict = t["footprint"], t["strict"]

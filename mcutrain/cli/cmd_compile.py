@@ -7,6 +7,7 @@ linked against a strict 256 KB SRAM map; ``mcutrain run`` drives it under QEMU).
 The generated C accumulates the backward in float32 (the Cortex-M7's FPU); ``--accumulate float64`` is
 the audit mode, bit-equal to the NumPy reference executor (the folder's sources carry the mode,
 ``target.json`` and ``manifest.json`` say it; see ``mcutrain.codegen.generate``).
+``--kernels portable|dsp`` picks the int8 forward kernels the same way (default: dsp on cortex-m7).
 MODEL may be an imported int8 graph file (``mcutrain import``): ``train.model_kind`` answers what differs
 (its schemes, its input size and quantization, what ``target.json`` says about its input).
 """
@@ -18,7 +19,7 @@ from mcutrain.api.defaults import defaults
 from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
-from mcutrain.codegen.generate import ACCUMULATE
+from mcutrain.codegen.generate import ACCUMULATE, KERNELS
 
 __all__ = ["TARGETS", "load_model", "register", "run"]
 
@@ -61,6 +62,11 @@ def register(subparsers) -> None:
                         "(docs/firmware.md); float64 (audit mode) sums them in double, "
                         "bit-equal to the NumPy reference executor. Written into the generated C (no build flag "
                         "needed), manifest.json and target.json")
+    p.add_argument("--kernels", choices=tuple(KERNELS), default=d["kernels"],
+                   help="the C forward's int8 kernels (with --target): dsp (default on cortex-m7) uses the "
+                        "Cortex-M DSP extension (SMLAD on int16 pairs), portable (the host's only set) is plain "
+                        "C; the same integers either way. Written into the generated C, manifest.json and "
+                        "target.json")
     p.add_argument("--profile", action="store_true", default=d["profile"],
                    help="with --target cortex-m7: also build firmware-profile.elf, which times every op (for "
                         "`mcutrain run DIR --profile`); firmware.elf is built as without it")
@@ -75,6 +81,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     result = compile(args.model, args.scheme, resolution=args.resolution, lr=args.lr, data=args.data, seed=args.seed,
                      whole_image=args.whole_image, report=args.report, target=args.target, out=args.out,
-                     accumulate=args.accumulate, profile=args.profile, sram_kb=args.sram_kb, flash_kb=args.flash_kb)
+                     accumulate=args.accumulate, kernels=args.kernels, profile=args.profile, sram_kb=args.sram_kb,
+                     flash_kb=args.flash_kb)
     emit(args, result.to_dict(), lambda _: result.text())
     return 0

@@ -52,7 +52,7 @@ from string import Template
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.host import CFLAGS, accumulate_of, read_manifest
+from mcutrain.codegen.host import CFLAGS, accumulate_of, kernels_of, read_manifest
 from mcutrain.io.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["BOARD_FILES", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746", "ToolMissingError",
@@ -159,6 +159,7 @@ def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | N
     needed = object_footprint(objects, memory.stack_bytes)
     elf = _link_checked(folder, objects, memory, needed, folder / "firmware.elf")
     report = {"memory_map": asdict(memory), "elf": elf.name, "accumulate": accumulate_of(manifest),
+              "kernels": kernels_of(manifest),
               "objects_footprint": needed,
               "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS)}
     if strict is not None:

@@ -32,6 +32,13 @@ conflicting -DMCT_ACC_T is a macro redefinition, an error under the builds' -Wer
 mode's kernel header is the library's, byte for byte (``c/mct_kernels.h`` says ``double``: folders
 generated before the option, whose manifest has no ``accumulate``, are float64).
 
+The forward's int8 kernels (``kernels``), chosen the same way (a generate-time option, written into
+the folder's ``mct_kernels.h`` as ``#define MCT_DSP 0|1`` and into ``manifest.json``): "portable" (the
+default here; plain C99, any core, the only set the host builds) or "dsp" (``c/mct_dsp.h``: Arm ACLE
+intrinsics of the Cortex-M DSP extension, SMLAD on int16 pairs; the default of the cortex-m7 target,
+``targets.TARGET_KERNELS``). Both compute the same int32 sums and roundings: the forward is bit-exact
+either way (tests/codegen/test_codegen_dsp.py).
+
 The learning rate is a runtime float in ``model.c`` (``mct_init`` sets it to the compiled lr, every
 update's Flash struct points at it) so that the engine's guard can halve it: after every step
 ``mct_train_step`` checks a running loss estimate and, on a blow-up, restores good parameters (Flash,
@@ -68,12 +75,14 @@ from mcutrain.engine.passes import PIPELINE
 from mcutrain.io.atomic import atomic_write_text
 from mcutrain.train.learning_rate import check_learning_rate
 
-__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "compile_for_codegen", "generate", "render",
+__all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "KERNELS", "compile_for_codegen", "generate",
+           "render",
            "unsupported_kinds"]
 
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
+                "mct_dsp.h": HERE / "c" / "mct_dsp.h",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
 SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c")  # what a build compiles
@@ -83,6 +92,9 @@ STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struc
 ACCUMULATE = {"float32": ("float", 32), "float64": ("double", 64)}
 DEFAULT_ACCUMULATE = next(iter(ACCUMULATE))
 ACC_LINE = "#define MCT_ACC_T double\n"  # the line of c/mct_kernels.h that fixes the accumulator
+# Forward kernel sets: name -> the value of MCT_DSP (c/mct_kernels.h); the first is the library's text.
+KERNELS = {"portable": 0, "dsp": 1}
+DSP_LINE = "#define MCT_DSP 0\n"  # the line of c/mct_kernels.h that picks the forward's kernels
 
 # The passes whose op kinds have C kernels: all of the default pipeline (the fused row pipelines and
 # channel-by-channel block backwards included, ``c/mct_fused.h``).
@@ -138,21 +150,32 @@ def check_accumulate(accumulate: str) -> tuple[str, int]:
     return ACCUMULATE[accumulate]
 
 
+def check_kernels(kernels: str) -> int:
+    """The MCT_DSP value of a forward kernel set; a clear error for any other name."""
+    if kernels not in KERNELS:
+        raise CodegenError(f"kernels={kernels!r} is not a kernel set; sets: {', '.join(KERNELS)} "
+                           f"(portable: plain C for any core, dsp: the Cortex-M DSP extension's SMLAD)")
+    return KERNELS[kernels]
+
+
 def render(program, title: str = "mcutrain training program", *,
-           accumulate: str = DEFAULT_ACCUMULATE) -> dict[str, str]:
+           accumulate: str = DEFAULT_ACCUMULATE, kernels: str = "portable") -> dict[str, str]:
     """Every file of the generated folder, as text (pure: no file is written); ``accumulate``: the
-    backward's accumulators, "float32" (default) or "float64" (audit mode; module docstring)."""
+    backward's accumulators, "float32" (default) or "float64" (audit mode); ``kernels``: the forward's,
+    "portable" or "dsp" (module docstring)."""
     check_accumulate(accumulate)
+    check_kernels(kernels)
     check_supported(program)
     storages = parameter_storage(program)
     params = {s.name: s for s in storages}
     symbols = Symbols(_all_constants(program), params, lr=program.options.lr)
     stages = {attr: _stage_code(getattr(program, attr), tag, trace, symbols) for attr, tag, trace in STAGES}
     values = _values(program, storages, symbols, stages, title, accumulate)
+    values["kernels"] = kernels
     files = {"model.h": _template("model.h.in").substitute(values),
              "model.c": _template("model.c.in").substitute(values)}
     files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
-    files["mct_kernels.h"] = _with_accumulator(files["mct_kernels.h"], accumulate)
+    files["mct_kernels.h"] = _with_kernels(_with_accumulator(files["mct_kernels.h"], accumulate), kernels)
     files["manifest.json"] = _manifest(program, storages, values, files)
     return files
 
@@ -165,12 +188,20 @@ def _with_accumulator(header: str, accumulate: str) -> str:
     return header.replace(ACC_LINE, f"#define MCT_ACC_T {ctype}\n")
 
 
+def _with_kernels(header: str, kernels: str) -> str:
+    """The kernel header with ``MCT_DSP`` set for the kernel set (the library's text for portable)."""
+    if header.count(DSP_LINE) != 1:
+        raise CodegenError(f"c/mct_kernels.h must pick the kernels on exactly one line {DSP_LINE.strip()!r}")
+    return header.replace(DSP_LINE, f"#define MCT_DSP {KERNELS[kernels]}\n")
+
+
 def generate(program, folder, title: str = "mcutrain training program", *,
-             accumulate: str = DEFAULT_ACCUMULATE) -> list[Path]:
+             accumulate: str = DEFAULT_ACCUMULATE, kernels: str = "portable") -> list[Path]:
     """Render the program and write its files into ``folder`` (created); returns their paths.
     ``accumulate``: the backward's accumulators, "float32" (default) or "float64" (audit mode, bit-equal
-    to the NumPy reference executor; module docstring)."""
-    files = render(program, title, accumulate=accumulate)
+    to the NumPy reference executor); ``kernels``: the forward's, "portable" (default) or "dsp" (module
+    docstring)."""
+    files = render(program, title, accumulate=accumulate, kernels=kernels)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -370,7 +401,7 @@ def _manifest(program, storages, values: Mapping[str, object], files: Mapping[st
         **{k: values[k] for k in keys},
         "model_id": values["model_id"],
         "save": {"format": SAVE_VERSION, "header_bytes": SAVE_HEADER_BYTES, "crc_bytes": SAVE_CRC_BYTES},
-        "accumulate": values["accumulate"],
+        "accumulate": values["accumulate"], "kernels": values["kernels"],
         "lr": program.options.lr, "seed": program.options.seed,
         "guard": {"window": GUARD_WINDOW, "prior": GUARD_PRIOR, "probation_steps": GUARD_PROBATION_STEPS,
                   "snapshot_every": GUARD_SNAPSHOT_EVERY, "trust_steps": GUARD_TRUST_STEPS,

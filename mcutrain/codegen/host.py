@@ -33,7 +33,8 @@ from mcutrain.codegen.errors import CodegenError
 from mcutrain.io.jsonfile import read_json_file
 from mcutrain.codegen.storage import RESTORE_CODES
 
-__all__ = ["CFLAGS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
+__all__ = ["CFLAGS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host",
+           "kernels_of", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
@@ -58,6 +59,9 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
     temporary name and then renamed, so a loaded library is never overwritten in place."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    if kernels_of(manifest) != "portable":
+        raise CodegenError(f"{folder}: generated with kernels={kernels_of(manifest)!r} (Arm ACLE intrinsics of the "
+                           f"Cortex-M DSP extension), which the host cannot run; generate it with kernels=\"portable\"")
     flags = list(CFLAGS) + list(HOST_FLAGS) + (["-DMCT_TRACE"] if trace else []) + (
         list(SANITIZE_FLAGS) if sanitize else [])
     stem = "libmodel" + ("-asan" if sanitize else "") + ("-trace" if trace else "")
@@ -110,6 +114,11 @@ def read_json_object(path: Path) -> dict:
 def accumulate_of(manifest: dict) -> str:
     """The backward accumulator mode a folder was generated with (folders from before the option: float64)."""
     return manifest.get("accumulate", "float64")
+
+
+def kernels_of(manifest: dict) -> str:
+    """The forward kernel set a folder was generated with (folders from before the option: portable)."""
+    return manifest.get("kernels", "portable")
 
 
 class RestoreError(CodegenError):

@@ -7,7 +7,9 @@ settings and SRAM: ``guard``) beside the build
 (the host library's name, or the firmware's memory maps and section sizes) and the backward's
 accumulator mode the folder was generated with (``accumulate``: "float32", the default, or "float64",
 the audit mode, see ``generate``; the C sources carry it, ``target.json`` says it; a ``target.json``
-from before the option has no ``accumulate``: its folder is float64). A cortex-m7 folder built with
+from before the option has no ``accumulate``: its folder is float64), and likewise the forward's kernels
+(``kernels``: "dsp", the Cortex-M DSP extension's, by default on cortex-m7; "portable", the only set the
+host runs, by default there: ``TARGET_KERNELS``). A cortex-m7 folder built with
 ``profile=True`` also has ``firmware-profile.elf`` and, under ``profile``, the program's ops in
 schedule order (name, kind, phase): the generated C does not name them, a profile run needs them.
 The folder is built beside ``out`` and renamed into place only when complete (``staging``): a failed
@@ -22,23 +24,29 @@ from pathlib import Path
 from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import DEFAULT_ACCUMULATE, check_sources, generate
-from mcutrain.codegen.host import accumulate_of, build_host, read_json_object, read_manifest
+from mcutrain.codegen.host import accumulate_of, build_host, kernels_of, read_json_object, read_manifest
 from mcutrain.codegen.staging import staged_folder
 from mcutrain.io.atomic import atomic_write_text
 
-__all__ = ["TARGET_FILE", "build_target", "read_target"]
+__all__ = ["TARGET_FILE", "TARGET_KERNELS", "build_target", "read_target"]
 
 TARGET_FILE = "target.json"
 FORMAT = "mcutrain-target/1"
+# target -> (its default forward kernels, the kernel sets it runs)
+TARGET_KERNELS = {"host": ("portable", ("portable",)), "cortex-m7": ("dsp", ("dsp", "portable"))}
 
 
 def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746,
-                 accumulate: str = DEFAULT_ACCUMULATE, profile: bool = False, log=print) -> dict:
+                 accumulate: str = DEFAULT_ACCUMULATE, kernels: str | None = None, profile: bool = False,
+                 log=print) -> dict:
     """Generate ``program`` into ``out`` with the backward's ``accumulate`` mode ("float32", the default:
     on the Cortex-M7's FPU; "float64": the audit mode, bit-equal to the NumPy reference), build it for
-    ``target`` and write ``target.json``; returns it. ``profile`` (cortex-m7 only): also the per-op profile firmware."""
-    if target not in ("host", "cortex-m7"):
-        raise CodegenError(f"unknown target {target!r}; targets: host, cortex-m7")
+    ``target`` and write ``target.json``; returns it. ``kernels``: the forward's ("dsp" or "portable";
+    None: the target's default, ``TARGET_KERNELS``). ``profile`` (cortex-m7 only): also the per-op profile
+    firmware."""
+    if target not in TARGET_KERNELS:
+        raise CodegenError(f"unknown target {target!r}; targets: {', '.join(TARGET_KERNELS)}")
+    kernels = check_target_kernels(target, kernels)
     if profile and target != "cortex-m7":
         raise CodegenError(f"profile=True is for the cortex-m7 target (it times ops on the firmware), not {target!r}")
     out = Path(out)
@@ -47,10 +55,11 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
             "resolution": qmodel.resolution, "scheme": plan.scheme, "num_classes": qmodel.num_classes,
             "classes": list(qmodel.classes), "preprocessing": dict(qmodel.preprocessing),
             "input": {"scale": float(qmodel.input.scale), "zero": int(qmodel.input.zero)},
-            "lr": program.options.lr, "seed": program.options.seed, "accumulate": accumulate}
+            "lr": program.options.lr, "seed": program.options.seed, "accumulate": accumulate,
+            "kernels": kernels}
     # Built whole beside ``out``, then swapped in: a failed or killed build leaves the old folder.
     with staged_folder(out) as folder:
-        generate(program, folder, title=title, accumulate=accumulate)
+        generate(program, folder, title=title, accumulate=accumulate, kernels=kernels)
         manifest = read_manifest(folder)
         # The guard's fixed settings and its SRAM (counted in compile's total: engine_state_bytes).
         info["guard"] = {**manifest["guard"], "state_bytes": manifest["state_bytes"]}
@@ -66,6 +75,17 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
     return info
 
 
+def check_target_kernels(target: str, kernels: str | None) -> str:
+    """The kernel set a ``target`` folder is generated with: ``kernels``, or the target's default."""
+    default, runs = TARGET_KERNELS[target]
+    if kernels is None:
+        return default
+    if kernels not in runs:
+        raise CodegenError(f"kernels={kernels!r} does not run on the {target} target (it runs: {', '.join(runs)}); "
+                           f"dsp is Arm ACLE code for the Cortex-M DSP extension")
+    return kernels
+
+
 def read_target(folder) -> dict:
     path = Path(folder) / TARGET_FILE
     if not path.is_file():
@@ -74,11 +94,16 @@ def read_target(folder) -> dict:
     info = read_json_object(path)
     if info.get("format") != FORMAT:
         raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
-    info.setdefault("accumulate", "float64")  # folders built before the option (float64 was their only mode)
+    info.setdefault("accumulate", "float64")  # folders built before the options (float64 was their only mode)
+    info.setdefault("kernels", "portable")
     check_sources(folder)
     generated = accumulate_of(read_manifest(folder))
     if generated != info["accumulate"]:
         raise CodegenError(f"{folder}: {TARGET_FILE} says accumulate={info['accumulate']!r} but its C was generated "
                            f"with {generated!r} (regenerated since it was built?); rebuild it with `mcutrain compile "
                            f"... --target {info['target']} --accumulate ... --out {folder}`")
+    if kernels_of(read_manifest(folder)) != info["kernels"]:
+        raise CodegenError(f"{folder}: {TARGET_FILE} says kernels={info['kernels']!r} but its C was generated with "
+                           f"{kernels_of(read_manifest(folder))!r}; rebuild it with `mcutrain compile ... --target "
+                           f"{info['target']} --kernels ... --out {folder}`")
     return info

@@ -46,9 +46,14 @@ static void clear_bits(uint8_t *mask, int32_t n) {
  * sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31), so the inner
  * loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
 static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
+#if MCT_DSP
+    const int32_t split = mct_imin(w->split, p->in_c);
+    return p->x_zero * (mct_dsp_sum_i8(w->lo, split) + mct_dsp_sum_i8(w->hi + split, p->in_c - split));
+#else
     int32_t total = 0;
     for (int32_t i = 0; i < p->in_c; ++i) total += row_at(w, i);
     return p->x_zero * total;
+#endif
 }
 
 /* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
@@ -76,10 +81,20 @@ static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0
     const mct_rq q0 = mct_rq_of(p, o), q1 = mct_rq_of(p, o + 1);
     int32_t q = 0;
     for (; q + 4 <= n; q += 4) {
+#if MCT_DSP
+        int32_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* a0 a1 b0 b1, then a2 a3 b2 b3 */
+        mct_dsp_pw_two(x + q, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s);
+        mct_dsp_pw_two(x + q + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split, s);
+        mct_dsp_pw_two(x + q + 2, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s + 4);
+        mct_dsp_pw_two(x + q + 2 + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split,
+                       s + 4);
+        const int32_t a0 = s[0], a1 = s[1], a2 = s[4], a3 = s[5], b0 = s[2], b1 = s[3], b2 = s[6], b3 = s[7];
+#else
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         const int8_t *xi = x + q;
         MCT_PW_TWO(r0->lo, r1->lo, 0, split)
         MCT_PW_TWO(r0->hi, r1->hi, split, in_c)
+#endif
         mct_rq_out(&q0, a0 - z0, y0 + q, mask, bit0 + q);
         mct_rq_out(&q0, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
         mct_rq_out(&q0, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
@@ -189,7 +204,20 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
                               int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
     const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
     const mct_rq q = mct_rq_of(p, c);
-    for (int32_t ox = lo; ox < hi; ++ox) {
+    int32_t ox = lo;
+#if MCT_DSP
+    if (p->stride_w == 1) { /* two outputs per step */
+        const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
+        for (; ox + 2 <= hi; ox += 2) {
+            const int32_t ix = ox - p->pad_left;
+            int32_t s0 = -zsum, s1 = -zsum;
+            mct_dsp_dw3_two(rows[0] + ix, rows[1] + ix, rows[2] + ix, &k, &s0, &s1);
+            mct_rq_out(&q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            mct_rq_out(&q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+        }
+    }
+#endif
+    for (; ox < hi; ++ox) {
         const int32_t ix = ox * p->stride_w - p->pad_left;
         const int8_t *r0 = rows[0] + ix, *r1 = rows[1] + ix, *r2 = rows[2] + ix;
         const int32_t sum = r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 + r2[0] * w6

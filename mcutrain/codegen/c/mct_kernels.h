@@ -23,7 +23,8 @@
  * x_zero times the sum of the weights of the taps inside the input (exact in int32), so inner loops are
  * one multiply-accumulate per MAC; 1x1 convs run two output channels x four positions per input load,
  * depthwise 3x3 rows keep their weights in locals; requantization with a shift <= 0 skips the 64-bit
- * saturation paths (mct_requantize_fast, tested equal to mct_int8.h's mct_requantize).
+ * saturation paths (mct_requantize_fast, tested equal to mct_int8.h's mct_requantize). With MCT_DSP 1
+ * (below) the same sums and roundings run through the Cortex-M DSP extension (mct_dsp.h).
  * Build with IEEE float32 semantics: no -ffast-math, and -ffp-contract=off (a fused multiply-add
  * rounds once where the reference rounds twice). The arena is reached through int8/int32/float
  * pointers into one byte array: build with -fno-strict-aliasing.
@@ -185,6 +186,13 @@ void mct_linear_grad_w_update(const mct_linear *p, const mct_update *u, const fl
                               uint32_t step);
 
 /* ---- building blocks (shared with the fused kernels of mct_fused.c) ---- */
+/* The forward's inner loops, fixed when the folder is generated (mcutrain compile --kernels,
+ * mcutrain.codegen.generate(..., kernels=)): 0 the portable C of this file and mct_fused.c, 1 the
+ * Cortex-M DSP extension's (SMLAD on int16 pairs, mct_dsp.h; the same int32 sums). The generator writes
+ * the line below; a folder generated with 1 does not build for a core without the extension. */
+#define MCT_DSP 0
+#include "mct_dsp.h"
+
 #define MCT_BLOCK 8 /* output positions computed together (their int32 sums live on the stack) */
 
 static inline int32_t mct_imax(int32_t a, int32_t b) { return a > b ? a : b; }
@@ -227,22 +235,54 @@ static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_
  * struct once: the compiler would reload them after every int8 store it cannot tell apart from them). */
 typedef struct {
     int32_t bias, multiplier, shift, y_zero, qmin, qmax;
+#if MCT_DSP
+    int32_t fast, right, nudge; /* mct_dsp_scale's: fast when the shift is in [-16, -1] */
+#endif
 } mct_rq;
 
 static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
+#if MCT_DSP
+    const int32_t shift = p->shift[o], fast = shift <= -1 && shift >= -16 && p->multiplier[o] != INT32_MIN;
+    const mct_rq q = {p->bias[o], p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, -shift,
+                      fast ? (int32_t)1 << (-shift - 1) : 0};
+#else
     const mct_rq q = {p->bias[o], p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax};
+#endif
     return q;
 }
 
 /* A conv output from its int32 sum: + bias (saturated), requantize, clamp; stored at dst (unless NULL:
  * a recomputation that wants the mask bit only) and mask bit ``bit``. */
-static inline void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+static inline void mct_rq_out_portable(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
     uint8_t inside;
     const int32_t acc = mct_add_sat(sum, q->bias);
     const int8_t v = mct_requantize_fast(acc, q->multiplier, q->shift, q->y_zero, q->qmin, q->qmax, &inside);
     if (dst != NULL) *dst = v;
     mct_put_bit(mask, bit, inside);
 }
+
+#if MCT_DSP
+static __attribute__((noinline, unused)) void mct_rq_out_general(const mct_rq *q, int32_t sum, int8_t *dst,
+                                                                uint8_t *mask, int32_t bit) {
+    mct_rq_out_portable(q, sum, dst, mask, bit);
+}
+
+/* The same integers in about 15 instructions, inlined (QADD is mct_add_sat; mct_dsp_scale). */
+static inline __attribute__((always_inline)) void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst,
+                                                             uint8_t *mask, int32_t bit) {
+    if (!q->fast) {
+        mct_rq_out_general(q, sum, dst, mask, bit);
+        return;
+    }
+    const int32_t v = mct_dsp_scale(__qadd(sum, q->bias), q->multiplier, q->right, q->nudge) + q->y_zero;
+    if (dst != NULL) *dst = (int8_t)(v < q->qmin ? q->qmin : (v > q->qmax ? q->qmax : v));
+    if (mask != NULL) mct_put_bit(mask, bit, (uint8_t)((v > q->qmin) & (v < q->qmax)));
+}
+#else
+static inline void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
+    mct_rq_out_portable(q, sum, dst, mask, bit);
+}
+#endif
 
 static inline void mct_conv_out(const mct_conv *p, int32_t o, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
     const mct_rq q = mct_rq_of(p, o);

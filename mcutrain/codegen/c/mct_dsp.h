@@ -1,0 +1,163 @@
+/* mct_dsp.h: the int8 forward on the Cortex-M DSP extension (SMLAD, SMLAxy, SXTB16, QADD, SSAT).
+ *
+ * Why: the portable kernels (mct_kernels.c, mct_fused.c) do one multiply-accumulate per instruction
+ * plus a byte load per operand, and requantize each output through a call with 64-bit paths; SMLAD
+ * does two multiply-accumulates per instruction on 16-bit pairs, QADD / SSAT saturate in one. The
+ * functions here compute the SAME int32 sums (integer sums are exact in any order) and the same
+ * roundings (mct_dsp_scale) where that measured faster on the Cortex-M7: the requantization of every
+ * conv output (mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3
+ * stride-1 depthwise rows, the 1x1 convs' weight sums. Everything else (channel and position tails,
+ * one-output-channel 1x1 convs, edges, padding, other kernels) stays on the portable code, which calls
+ * these first and finishes what they leave. Chosen when the folder is generated (``MCT_DSP`` in
+ * mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header defines
+ * nothing.
+ *
+ * Layout: activations stay NCHW (a channel's positions contiguous). Pairs along the reduction come
+ * from loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); two channels'
+ * halfwords joined in one word pair the same position of both. No buffer: operands are packed in
+ * registers.
+ * Loads never reach past the bytes the portable code reads (unaligned 4-byte loads: allowed on ARMv7-M
+ * with the reset value of CCR.UNALIGN_TRP).
+ */
+#ifndef MCT_DSP_H
+#define MCT_DSP_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if MCT_DSP
+#if !defined(__ARM_FEATURE_DSP)
+#error "generated with kernels=dsp: build for a core with the DSP extension (-mcpu=cortex-m7), or generate portable"
+#endif
+#include <arm_acle.h>
+
+/* ---- requantization ---- */
+
+/* mct_requantize_fast's MBQM for a shift in [-16, -1] and a multiplier other than INT32_MIN (the convs of
+ * the zoo's models have shifts near -8; the others take the portable path), the same integers:
+ * - the rounding doubling high multiply as one 64-bit multiply-accumulate, (a * b + 2^30) >> 31;
+ * - the rounding divide by 2^right (ties away from zero, mct_rdbpot): x / 2^right rounded up at half for
+ *   x >= 0, and (x + 2^(right-1) - 1) >> right for x < 0, i.e. (x + nudge + (x >> 31)) >> right with
+ *   nudge = 2^(right-1). The add saturates (QADD) where x + nudge would pass INT32_MAX: the exact
+ *   quotient is then >= 2^(31-right) >= 2^15, the saturated one 2^(31-right) - 1 >= 2^15 - 1, and both
+ *   clamp to 32767 below (that is why right <= 16);
+ * - the clamp to [-2^15, 2^15 - 1] (SSAT). */
+static inline int32_t mct_dsp_scale(int32_t acc, int32_t multiplier, int32_t right, int32_t nudge) {
+    const int32_t x = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
+    return __ssat((__qadd(x, nudge) + (x >> 31)) >> right, 16);
+}
+
+/* ---- loads and unpacking ---- */
+
+static inline int32_t mct_ld32(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* (b1, b3) of bytes b0..b3, sign-extended to halfwords: SXTB16 with its rotation (GCC does not fold a
+ * rotate into __sxtb16). */
+static inline int32_t mct_sxtb16_ror8(int32_t x) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* ---- weight sums (the zero point's term) ---- */
+
+/* w[0] + ... + w[n - 1]: four weights per load, summed as int16 pairs by SMLAD against (1, 1). */
+static inline int32_t mct_dsp_sum_i8(const int8_t *w, int32_t n) {
+    int32_t total = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const int32_t v = mct_ld32(w + i);
+        total = __smlad(__sxtb16(v), 0x00010001, total);
+        total = __smlad(mct_sxtb16_ror8(v), 0x00010001, total);
+    }
+    for (; i < n; ++i) total += w[i];
+    return total;
+}
+
+/* ---- 1x1 convs ---- */
+
+/* Input channels [0, count) of two output channels (weights u[i], v[i] = u[i + d]) at the 2 positions
+ * x[i * x_cs + 0..1]; returns the sums (a0, a1) of u and (b0, b1) of v in s[0..3], added. Four input
+ * channels per step: a halfword of each channel's row, rows (i, i+2) and (i+1, i+3) joined in one word,
+ * whose SXTB16 gives the channel pair of position 0 and, rotated, of position 1; SXTB16 of 4 weight
+ * bytes gives the pairs (i, i+2) and (i+1, i+3): 8 SMLAD for 16 MACs (2 output channels x 2 positions,
+ * four sums: few live registers; 2 x 4 sums spilled and ran slower). */
+static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u, int32_t d, int32_t count,
+                                  int32_t *s) {
+    int32_t a0 = s[0], a1 = s[1], b0 = s[2], b1 = s[3];
+    const int8_t *const end = u + (count & ~3);
+    for (; u < end; u += 4) {
+        uint16_t h0, h1, h2, h3;
+        memcpy(&h0, x, 2);
+        memcpy(&h1, x + x_cs, 2);
+        memcpy(&h2, x + 2 * x_cs, 2);
+        memcpy(&h3, x + 3 * x_cs, 2);
+        x += 4 * x_cs;
+        const int32_t t02 = (int32_t)((uint32_t)h0 | ((uint32_t)h2 << 16));
+        const int32_t t13 = (int32_t)((uint32_t)h1 | ((uint32_t)h3 << 16));
+        const int32_t wu = mct_ld32(u), wv = mct_ld32(u + d);
+        const int32_t p0 = __sxtb16(t02), p1 = mct_sxtb16_ror8(t02), q0 = __sxtb16(t13), q1 = mct_sxtb16_ror8(t13);
+        const int32_t ue = __sxtb16(wu), uo = mct_sxtb16_ror8(wu), ve = __sxtb16(wv), vo = mct_sxtb16_ror8(wv);
+        a0 = __smlad(p0, ue, a0);
+        a1 = __smlad(p1, ue, a1);
+        b0 = __smlad(p0, ve, b0);
+        b1 = __smlad(p1, ve, b1);
+        a0 = __smlad(q0, uo, a0);
+        a1 = __smlad(q1, uo, a1);
+        b0 = __smlad(q0, vo, b0);
+        b1 = __smlad(q1, vo, b1);
+    }
+    for (int32_t i = count & ~3; i < count; ++i, x += x_cs, ++u) { /* 1 to 3 channels left */
+        const int32_t uw = u[0], vw = u[d], x0 = x[0], x1 = x[1];
+        a0 += x0 * uw;
+        a1 += x1 * uw;
+        b0 += x0 * vw;
+        b1 += x1 * vw;
+    }
+    s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+}
+
+/* ---- depthwise rows ---- */
+
+/* A 3x3 depthwise kernel as SMLAD operands: per tap row a, (w[a][0], w[a][2]) as an int16 pair and
+ * w[a][1]. */
+typedef struct {
+    int32_t w02[3], w1[3];
+} mct_dsp_dw3;
+
+static inline mct_dsp_dw3 mct_dsp_dw3_of(const int8_t *w) {
+    mct_dsp_dw3 k;
+    for (int32_t a = 0; a < 3; ++a) {
+        k.w02[a] = (int32_t)((uint32_t)(uint16_t)(int16_t)w[3 * a] | ((uint32_t)(int32_t)w[3 * a + 2] << 16));
+        k.w1[a] = w[3 * a + 1];
+    }
+    return k;
+}
+
+/* One tap row of two neighbouring stride-1 outputs: r[0..2] for the first, r[1..3] for the second, from
+ * one 4-byte load (both windows inside the row: no byte past them is read). */
+#define MCT_DSP_DW3_ROW(r_, a_)                             \
+    {                                                       \
+        const int32_t v = mct_ld32(r_), e = __sxtb16(v), o = mct_sxtb16_ror8(v); \
+        s0 = __smlad(e, k->w02[a_], s0);                    \
+        s0 = __smlabb(o, k->w1[a_], s0);                    \
+        s1 = __smlad(o, k->w02[a_], s1);                    \
+        s1 = __smlatb(e, k->w1[a_], s1);                    \
+    }
+
+/* The raw sums of the 3x3 windows at columns ix and ix + 1 of rows r0, r1, r2 (added to *out0, *out1). */
+static inline void mct_dsp_dw3_two(const int8_t *r0, const int8_t *r1, const int8_t *r2, const mct_dsp_dw3 *k,
+                                   int32_t *out0, int32_t *out1) {
+    int32_t s0 = *out0, s1 = *out1;
+    MCT_DSP_DW3_ROW(r0, 0)
+    MCT_DSP_DW3_ROW(r1, 1)
+    MCT_DSP_DW3_ROW(r2, 2)
+    *out0 = s0, *out1 = s1;
+}
+#undef MCT_DSP_DW3_ROW
+
+#endif /* MCT_DSP */
+#endif /* MCT_DSP_H */

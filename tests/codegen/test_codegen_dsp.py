@@ -1,0 +1,172 @@
+"""The DSP forward kernels (``generate(..., kernels="dsp")``, c/mct_dsp.h) compute what the portable C computes.
+
+Equality rule (test_codegen_cortex_m7's): the Cortex-M7 firmware of a dsp folder under QEMU equals the
+host build of the same program (portable kernels) bit for bit: losses, logits before and after training,
+the trained parameters (checksum of mct_save). The integers of the forward are the same sums and
+roundings, so nothing may differ. The models exercise every tail of the DSP loops: channel counts 1, 2,
+3, 5, 8, 13 (not multiples of 2 or 4), odd and even widths (27 -> 14 -> 7 -> 4), strides 1 and 2,
+depthwise 3x3, 5x5 and 7x7, the first conv on 3 channels, and the general geometry of imported models
+(non-square kernels, SAME/VALID padding, a 1-channel input). Also: the portable firmware stays
+selectable and equal, the dsp build really uses SMLAD, and the host refuses a dsp folder.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_codegen, generate
+from mcutrain.codegen.cortex_m7 import build_cortex_m7, fnv1a, run_qemu, tools_available
+from mcutrain.codegen.host import read_manifest
+from mcutrain.codegen.targets import check_target_kernels
+from mcutrain.models.specs import NetSpec, _chain
+from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier
+from mcutrain.quant.random_model import random_qmodel
+from mcutrain.sparse import get_builtin, resolve
+from tests.helpers.geometry import general_qmodel, int8_images
+
+MISSING = tools_available("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-objdump", "qemu-system-arm")
+if MISSING:
+    print(f"skipping the DSP kernel tests: {MISSING}")
+needs_tools = pytest.mark.skipif(MISSING is not None, reason=f"the DSP kernels need the cross tools: {MISSING}")
+
+CLASSES = 3
+# Odd channel counts everywhere (first conv 3 -> 5; expansions to 1, 8, 13), kernels 3/5/7, strides 1/2.
+TAILS = NetSpec("dsp-tails", 5, _chain(5, [
+    (None, 3, 3, 1), (8, 3, 5, 1), (1, 2, 3, 2), (13, 6, 7, 1), (9, 5, 3, 2),
+]), default_resolution=27)
+
+
+@lru_cache(maxsize=None)
+def _model(name: str):
+    if name == "tails":
+        return random_qmodel(TAILS, 27, CLASSES, seed=2)[0]
+    return general_qmodel(name)
+
+
+@lru_cache(maxsize=None)
+def _program(name: str, scheme: str):
+    q = _model(name)
+    return compile_for_codegen(q, resolve(get_builtin(scheme, q.spec), q.spec), lr=0.1, seed=7)
+
+
+def _host_run(folder, images, labels, probe):
+    engine = HostEngine(build_host(folder))
+    before = np.concatenate([engine.predict(x) for x in probe])
+    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
+    after = np.concatenate([engine.predict(x) for x in probe])
+    return losses, before, after, fnv1a(engine.save())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(name, scheme, kernels) -> (its firmware run, its folder), each built and checked once."""
+    done = {}
+
+    def run(name: str, scheme: str, kernels: str):
+        if (name, scheme, kernels) not in done:
+            folder = tmp_path_factory.mktemp(f"{name}-{kernels}")
+            done[name, scheme, kernels] = (_firmware_equals_host(folder, name, scheme, kernels), folder / kernels)
+        return done[name, scheme, kernels]
+
+    return run
+
+
+def _firmware_equals_host(tmp_path, name: str, scheme: str, kernels: str):
+    program = _program(name, scheme)
+    generate(program, tmp_path / "host")
+    generate(program, tmp_path / kernels, kernels=kernels)
+    report = build_cortex_m7(tmp_path / kernels, strict=None)
+    assert report["kernels"] == kernels
+    classes = _model(name).num_classes
+    images, labels = int8_images(_model(name), 5), np.arange(5) % classes
+    run = run_qemu(tmp_path / kernels / report["elf"], images[:3], labels[:3], images[3:], labels[3:], classes=classes)
+    losses, before, after, checksum = _host_run(tmp_path / "host", images[:3], labels[:3], images[3:])
+    assert run.losses.tobytes() == losses.tobytes()
+    assert run.logits["before"].tobytes() == before.tobytes()
+    assert run.logits["after"].tobytes() == after.tobytes()
+    assert not np.array_equal(before, after)  # training changed something the comparison saw
+    assert run.save_fnv1a == checksum and run.steps == 3
+    return run
+
+
+def _instructions(folder) -> dict[str, int]:
+    """Instruction mnemonics of the folder's cross-compiled kernels -> how often they occur."""
+    text = subprocess.run(["arm-none-eabi-objdump", "-d", str(folder / "build-m7" / "mct_kernels.o")],
+                          capture_output=True, text=True, check=True).stdout
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            counts[parts[2].strip()] = counts.get(parts[2].strip(), 0) + 1
+    return counts
+
+
+# last-k:2: frozen blocks in row pipelines (weights in Flash) and trained ones (weights in SRAM, the
+# 1x1 convs' SRAM/Flash split); "mixed": the general geometry of imported graphs.
+@needs_tools
+@pytest.mark.parametrize("name, scheme", [("tails", "last-k:2"), ("mixed", "full")])
+def test_dsp_firmware_equals_the_host_build_bit_for_bit(runs, name, scheme):
+    run, folder = runs(name, scheme, "dsp")
+    print(f"{name} {scheme} (dsp): {run.predict_instructions.mean():.0f} instructions per inference")
+    used = _instructions(folder)
+    assert used.get("smlad", 0) > 0 and used.get("sxtb16", 0) > 0 and used.get("qadd", 0) > 0
+
+
+@needs_tools
+def test_portable_firmware_stays_selectable_equal_and_slower(runs):
+    portable, folder = runs("tails", "last-k:2", "portable")
+    assert _instructions(folder).get("smlad", 0) == 0
+    dsp, _ = runs("tails", "last-k:2", "dsp")
+    assert dsp.predict_instructions[0] < portable.predict_instructions[0]
+
+
+def test_the_folder_says_its_kernels_and_the_host_refuses_dsp(tmp_path):
+    program = _program("tails", "full")
+    generate(program, tmp_path / "p")
+    generate(program, tmp_path / "d", kernels="dsp")
+    assert read_manifest(tmp_path / "p")["kernels"] == "portable"
+    assert read_manifest(tmp_path / "d")["kernels"] == "dsp"
+    assert "#define MCT_DSP 0\n" in (tmp_path / "p" / "mct_kernels.h").read_text()
+    assert "#define MCT_DSP 1\n" in (tmp_path / "d" / "mct_kernels.h").read_text()
+    with pytest.raises(CodegenError, match="host cannot run"):
+        build_host(tmp_path / "d")
+    with pytest.raises(CodegenError, match="not a kernel set"):
+        generate(program, tmp_path / "x", kernels="neon")
+
+
+def test_each_target_has_its_default_kernels_and_refuses_what_it_cannot_run():
+    assert check_target_kernels("cortex-m7", None) == "dsp"
+    assert check_target_kernels("cortex-m7", "portable") == "portable"
+    assert check_target_kernels("host", None) == "portable"
+    with pytest.raises(CodegenError, match="does not run on the host target"):
+        check_target_kernels("host", "dsp")
+
+
+INT32 = st.integers(-2**31, 2**31 - 1)
+
+
+def _dsp_scale(acc: int, multiplier: int, right: int) -> int:
+    """mct_dsp.h's mct_dsp_scale, instruction by instruction, in Python integers."""
+    x = (acc * multiplier + 2**30) >> 31                      # SMLAL, then the high word's 31 bits
+    q = min(x + 2 ** (right - 1), 2**31 - 1)                  # QADD (x + nudge >= -2^31 always)
+    return max(-2**15, min(2**15 - 1, (q + (x >> 31)) >> right))  # ASR by register, SSAT #16
+
+
+@settings(max_examples=1000, deadline=None)
+@given(acc=INT32, multiplier=st.integers(1, 2**31 - 1), right=st.integers(1, 16))
+@example(acc=2**31 - 1, multiplier=2**31 - 1, right=16)  # x + nudge saturates
+@example(acc=-2**31, multiplier=2**31 - 1, right=16)
+@example(acc=-2**31, multiplier=2**31 - 1, right=1)
+@example(acc=3 * 2**7, multiplier=2**30, right=8)  # a tie: x = 3 * 2^6, rounded away from zero
+@example(acc=-3 * 2**7, multiplier=2**30, right=8)
+def test_the_dsp_requantization_is_the_reference_mbqm_clamped(acc, multiplier, right):
+    """The fast requantization of the DSP kernels (the fast path: shift in [-16, -1]) equals the reference
+    MBQM (mcutrain.quant.fixedpoint) clamped to int16 as mct_requantize_fast clamps it: every acc."""
+    reference = int(multiply_by_quantized_multiplier(np.int32(acc), np.int32(multiplier), -right))
+    assert _dsp_scale(acc, multiplier, right) == max(-2**15, min(2**15 - 1, reference))
