@@ -32,12 +32,17 @@ Scales: ``smoke`` = mcunet-5fps, digits, one budget (+75 KB), 48x48, 96 training
 images, 2 epochs, 2 rates, 2 seeds, the fast search only (a few minutes on one core; checks the
 machinery, its numbers mean nothing). ``full`` = the protocol above (SCALES).
 
-Cost of the full scale (measured per fine-tune at smoke scale and multiplied out, ``cost_estimate``;
-the smoke run of 2026-12-06 on this shared 2-core machine): see docs/results/search_validation_scale_smoke.md,
-"Cost of the full scale": about 1,260 fine-tunes, on the order of 100-150 CPU hours, i.e. a cluster
-(``--ray``) or several days of one machine. Command:
+Cost of the full scale (``validation_scale_page.cost_estimate``: the smoke run's CPU seconds per
+fine-tune, scaled by pixels and images; docs/results/search_validation_scale_smoke.md): the smoke run
+of 2026-12-06 measured 2.3 CPU s per fine-tune (one thread); the full scale is about 1,190 fine-tunes
+(about 22 schemes x 3 rates x 3 seeds x 6 pairs), each about 120 times that work, plus about 360
+fine-tune-analysis runs: about 100 CPU hours, the order of magnitude (2 seeds instead of 3: about
+two thirds). Not for this shared 2-core machine: a cluster (``--ray HOST:PORT``) or one many-core
+machine (``--ray auto`` uses every core; without ``--ray`` the fine-tunes run one after another).
+Results on Ray are those of a local run (checked on the smoke scale: the 6 fine-tunes redone on
+``--ray auto`` gave identical validation / test accuracies and per-image correctness). Command:
 
-  PYTHONPATH=. OMP_NUM_THREADS=1 python -m experiments.search_validation_scale --scale full [--ray HOST:PORT]
+  PYTHONPATH=. OMP_NUM_THREADS=1 python -m experiments.search_validation_scale --scale full --ray auto
 
 writes bench/results/search_validation_scale.json, docs/results/search_validation_scale.md and .png.
 The smoke run: ``--scale smoke`` (writes ..._smoke by default).

@@ -103,11 +103,26 @@ def markdown(name: str, payload: dict) -> str:
            "| search from | not significantly worse | of | significantly better |", "|---|---|---|---|"]
     for method, (wins, n, _, better) in tally(payload, "within").items():
         md.append(f"| {method} | {wins} | {n} | {better} |")
-    md += ["", *cost_lines(payload["cost_estimate"]), ""]
+    md += ["", *listed(payload, "better", "Cases where the searched scheme is significantly better"),
+           *listed(payload, "worse", "Cases where it is significantly worse (the failures)"),
+           *cost_lines(payload["cost_estimate"]), ""]
     for key, pair in payload["results"].items():
         md += _pair_section(key, pair)
     md.append(f"![{TITLE}]({name}.png)")
     return "\n".join(md)
+
+
+def listed(payload: dict, verdict: str, title: str) -> list[str]:
+    """One line per case with ``verdict``, every pair together."""
+    lines = [f"**{title}:**", ""]
+    for key, pair in payload["results"].items():
+        for c in pair["cases"]:
+            v = c["comparison"]
+            if v["verdict"] == verdict:
+                lines.append(f"- {key}, budget {pair['budgets'][c['budget_index']] / KB:.1f} KB: {c['searched']} vs "
+                              f"{c['baseline']} {v['difference'] * 100:+.1f} points [{v['low'] * 100:+.1f}, "
+                              f"{v['high'] * 100:+.1f}]")
+    return lines + (["- none"] if len(lines) == 2 else []) + [""]
 
 
 def _pair_section(key: str, pair: dict) -> list[str]:
@@ -209,6 +224,9 @@ def plot(payload: dict, path: Path) -> None:
                 ax.annotate(n.replace("searched-", "s-").replace("paper-", "p"),
                             (r["sram_bytes"] / KB, r["test"] * 100),
                             fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = _front(pair)
+        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="k", lw=0.8, ls="--", alpha=0.6,
+                label="baselines' Pareto front", zorder=1)
         for b in pair["budgets"]:
             ax.axvline(b / KB, color="tab:red", alpha=0.25, lw=1)
         ax.set_xlabel("total SRAM (KB, exact compile figure; red lines: budgets)")
@@ -221,6 +239,18 @@ def plot(payload: dict, path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, str(path), dpi=110)
     plt.close(fig)
+
+
+def _front(pair: dict) -> list[tuple[float, float]]:
+    """(SRAM KB, accuracy %) of the baselines no other baseline beats with as little SRAM."""
+    best, out = -1.0, []
+    for r in sorted((r for r in pair["schemes"].values() if r["kind"] != "searched"), key=lambda r: r["sram_bytes"]):
+        if r["test"] > best:
+            best = r["test"]
+            out.append((r["sram_bytes"] / KB, best * 100))
+    if out:
+        out.append((max(r["sram_bytes"] for r in pair["schemes"].values()) / KB, best * 100))
+    return out
 
 
 def _series(pair: dict) -> list:
