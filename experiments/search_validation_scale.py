@@ -295,8 +295,17 @@ def main(argv=None) -> int:
     if args.replot:
         import json
 
-        publish(name, json.loads((RESULTS / f"{name}.json").read_text()))
+        from mcutrain.errors import McutrainError
+
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            raise McutrainError(f"{path} is missing: run the experiment at --scale {args.scale} first")
+        publish(name, json.loads(path.read_text()))
         return 0
+    if args.ray:  # a typo in the address fails now, not after the analyses
+        from mcutrain.search.ray_backend import check_reachable
+
+        check_reachable(args.ray)
     missing = [n for n in scale["nets"] if not (UPSTREAM / f"{n}.pkl").exists()]
     if missing:
         print(f"skipped: the paper's models {missing} are not in {UPSTREAM} (set MCUTRAIN_UPSTREAM_MODELS)")
@@ -319,5 +328,16 @@ def _settings(scale: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in scale.items()} | {"data_seed": DATA_SEED}
 
 
+def cli(argv=None) -> int:
+    """``main`` with a user error as one line and exit status 2 (the house rule), never a traceback."""
+    from mcutrain.errors import McutrainError
+
+    try:
+        return main(argv)
+    except McutrainError as e:
+        print(f"search_validation_scale: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
