@@ -37,7 +37,10 @@ fine-tune, scaled by pixels and images; docs/results/search_validation_scale_smo
 of 2026-12-06 measured 2.3 CPU s per fine-tune (one thread); the full scale is about 1,190 fine-tunes
 (about 22 schemes x 3 rates x 3 seeds x 6 pairs), each about 120 times that work, plus about 360
 fine-tune-analysis runs: about 100 CPU hours, the order of magnitude (2 seeds instead of 3: about
-two thirds). Not for this shared 2-core machine: a cluster (``--ray HOST:PORT``) or one many-core
+two thirds). Checked once: one fine-tune at the full settings (paper-99kb, mcunet-5fps, fashion-mnist,
+1,000 images x 8 epochs, 1,000 validation and 10,000 test images) took 254 CPU s (test 81.2%), where the
+scaling says 336 s for that test split; schemes that backpropagate further (bias-only, deep last-k) and
+mbv2-w0.35 cost more per fine-tune. Not for this shared 2-core machine: a cluster (``--ray HOST:PORT``) or one many-core
 machine (``--ray auto`` uses every core; without ``--ray`` the fine-tunes run one after another).
 Results on Ray are those of a local run (checked on the smoke scale: the 6 fine-tunes redone on
 ``--ray auto`` gave identical validation / test accuracies and per-image correctness). Command:
