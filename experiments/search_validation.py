@@ -104,11 +104,11 @@ def import_spec(net: str):
     return get_spec(net)
 
 
-def prepare_net(net: str) -> tuple[Path, object]:
-    """The imported model at RESOLUTION, saved where ``analyze`` can read it."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / f"{net}-{RESOLUTION}.mct"
-    model = replace(import_tiny_training(UPSTREAM / f"{net}.pkl"), resolution=RESOLUTION)
+def prepare_net(net: str, resolution: int = RESOLUTION, work: Path = WORK) -> tuple[Path, object]:
+    """The imported model at ``resolution``, saved in ``work`` where ``analyze`` can read it."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{net}-{resolution}.mct"
+    model = replace(import_tiny_training(UPSTREAM / f"{net}.pkl"), resolution=resolution)
     if not path.exists():
         save_qmodel(path, model)
     return path, model

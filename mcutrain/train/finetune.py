@@ -64,7 +64,7 @@ class FinetuneConfig:
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableModel | None = None,
              dataset: SplitDataset | None = None, prefix_memo: dict | None = None,
-             keep_failed: bool = False, probe: bool = False) -> dict:
+             keep_failed: bool = False, probe: bool = False, per_image: bool = False) -> dict:
     """Fine-tune and evaluate. ``prefix_memo`` (a dict the caller keeps) lets sweeps over optimizers
     and learning rates reuse cached frozen-prefix activations of the same model, data and split.
 
@@ -72,7 +72,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableM
     when ``cfg.out`` asked for one, raises ``TrainingFailed`` carrying the result; ``keep_failed``
     writes the model first (never a non-finite one) and still raises. Without ``cfg.out`` (the
     analysis' runs) the failed result is returned. ``probe``: a short run for ``--lr auto`` that
-    measures validation accuracy and loss only (no test split, no judgement)."""
+    measures validation accuracy and loss only (no test split, no judgement). ``per_image``: the result
+    also has "test_correct", one "1"/"0" per test image in the split's order (paired tests between schemes)."""
     _check(cfg)
     original = model if model is not None else mk.load_trainable(cfg.model)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
@@ -139,7 +140,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableM
     if written:
         record = recorded_config(cfg, choice)
         mk.save_trained(cfg.out, qmodel, net, mk.finetune_record(record), record)
-    result = {"accuracy": task.accuracy("test"), "accuracy_before": before, "val_accuracy": val_accuracy,
+    test = task.metrics("test", per_image)
+    result = {"accuracy": test["accuracy"], "accuracy_before": before, "val_accuracy": val_accuracy,
               "n": len(dataset.test), "train_loss": history[-1] if history else None,
               "train_loss_per_epoch": history, "images_per_s": seen / max(seconds, 1e-9),
               "seconds": round(seconds, 2), "diverged": diverged, "failed": not health.ok,
@@ -147,6 +149,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableM
               "trainable": trainable_summary(plan), "config": recorded_config(cfg, choice),
               "out": cfg.out if written else None,
               "val_accuracy_per_epoch": val_per_epoch}  # measured only with progress on (a person watching)
+    if per_image:
+        result["test_correct"] = "".join("1" if c else "0" for c in test["correct"])
     if cfg.out and not health.ok:
         raise TrainingFailed(_failure_message(cfg, health, history, bad, diverged, written, choice), result=result)
     return result
@@ -250,21 +254,26 @@ class _Task:
         return self.metrics(split)["accuracy"]
 
     @torch.no_grad()
-    def metrics(self, split: str) -> dict:
-        """{"accuracy", "loss"} on ``split`` (evaluation changes nothing)."""
+    def metrics(self, split: str, per_image: bool = False) -> dict:
+        """{"accuracy", "loss"} on ``split`` (evaluation changes nothing); ``per_image`` adds "correct"."""
         data = self.splits[split]
         if self.split is None:
-            return evaluate(self.net, data, self.resolution, self.prep)
+            return evaluate(self.net, data, self.resolution, self.prep, per_image=per_image)
         was = self.net.training
         self.net.eval()
         feats, labels = self.features[split], torch.from_numpy(data.labels)
-        correct, loss_sum = 0, 0.0
+        correct, loss_sum, hits = 0, 0.0, []
         for i in range(0, len(labels), 256):
             logits = self.model_fn(feats[i:i + 256].float())
-            correct += (logits.argmax(1) == labels[i:i + 256]).sum().item()
+            hit = logits.argmax(1) == labels[i:i + 256]
+            correct += hit.sum().item()
+            hits.append(hit.numpy())
             loss_sum += F.cross_entropy(logits, labels[i:i + 256], reduction="sum").item()
         self.net.train(was)
-        return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+        out = {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+        if per_image:
+            out["correct"] = np.concatenate(hits) if hits else np.zeros(0, bool)
+        return out
 
 
 def device_auto_lr(qmodel: mk.TrainableModel, data: str, scheme: str, seed: int = 0,
