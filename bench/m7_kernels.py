@@ -8,7 +8,7 @@ cycles) on one digits sample: one prediction, one training step. The two builds 
 logits and loss bit for bit (the kernels compute the same integers); per MAC: the inference's
 instructions over the network's multiply-accumulates (``mcutrain zoo``'s count, the classifier excluded).
 
-    python -m bench.m7_kernels [--resolution 128]   # prints a markdown table
+    python -m bench.m7_kernels [--resolution 128]   # writes docs/results/m7_kernels.md
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from bench.common import stamp, write_results
 from bench.paper import codegen_program, digits_samples
 from mcutrain.codegen import generate
 from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu
@@ -61,9 +62,16 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolution", type=int, default=128)
     args = ap.parse_args(argv)
+    meta = stamp(f"python -m bench.m7_kernels --resolution {args.resolution}")
     with tempfile.TemporaryDirectory(prefix="m7-kernels-") as tmp:
         rows = [measure(spec.name, args.resolution, Path(tmp) / spec.name) for spec in PAPER_SPECS]
     print(table(rows))
+    page = (f"# Cortex-M7 forward kernels: portable C against the DSP extension's\n\nMeasured {meta['date']}. "
+            f"Command: `{meta['command']}`. " + " ".join(__doc__.split("\n\n")[1].split()) + "\n\n" + table(rows)
+            + "\n\nThe logits and the loss of the two builds are bit-identical on every network (checked by the "
+              "benchmark itself).\n")
+    write_results("m7_kernels", {"benchmark": "m7_kernels", "resolution": args.resolution, "rows": rows, **meta},
+                  page)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ STEPS = [  # (name, module, argv)
     ("host_training", "bench.host_training", []),
     ("m7_footprint", "bench.m7_footprint", []),
     ("m7_profile", "bench.m7_profile", []),
+    ("m7_kernels", "bench.m7_kernels", []),
     ("accumulate_outcome", "bench.accumulate_outcome", []),
     ("search_speed", "bench.search_speed", []),
     ("compile_scaling", "bench.compile_scaling", []),
