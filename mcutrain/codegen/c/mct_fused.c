@@ -209,44 +209,96 @@ static inline float lazy_at(const lazy_channel *l, int32_t q) {
     return mct_get_bit(l->mask, l->bit0 + q) ? l->v1 : l->v0;
 }
 
+/* w[o][c] as a float (mct_weight_at's element, without its call: the head reads a column). */
+static inline float weight_f(const mct_weight *w, int32_t o, int32_t c) {
+    if (w->sram != NULL && o < w->kept_rows && c < w->kept_cols)
+        return (float)w->sram[((size_t)o * (size_t)w->kept_cols + (size_t)c) * (size_t)w->inner];
+    return (float)w->flash[((size_t)o * (size_t)w->cols + (size_t)c) * (size_t)w->inner];
+}
+
+/* The head's terms fl32(w[o][c] * g[o][q]) of channels o0 + j, j < n (1, 4 or 8) in one pass over out:
+ * the float32 additions of channel after channel, in order, out[q] held in a register. ``first``
+ * (o0 == 0): out starts from the first product. */
+#define MCT_HEAD_T(j) (wv[j] * g[j][q])
+#define MCT_HEAD_L(j) (wv[j] * lazy_at(&l[j], q))
+#define MCT_HEAD_PASS(T)                                                                                      \
+    do {                                                                                                      \
+        if (n == 8 && first)                                                                                  \
+            for (int32_t q = 0; q < plane; ++q)                                                               \
+                out[q] = ((((((T(0) + T(1)) + T(2)) + T(3)) + T(4)) + T(5)) + T(6)) + T(7);                   \
+        else if (n == 8)                                                                                      \
+            for (int32_t q = 0; q < plane; ++q)                                                               \
+                out[q] = (((((((out[q] + T(0)) + T(1)) + T(2)) + T(3)) + T(4)) + T(5)) + T(6)) + T(7);        \
+        else if (n == 4 && first)                                                                             \
+            for (int32_t q = 0; q < plane; ++q) out[q] = ((T(0) + T(1)) + T(2)) + T(3);                       \
+        else if (n == 4)                                                                                      \
+            for (int32_t q = 0; q < plane; ++q) out[q] = (((out[q] + T(0)) + T(1)) + T(2)) + T(3);            \
+        else if (first)                                                                                       \
+            for (int32_t q = 0; q < plane; ++q) out[q] = T(0);                                                \
+        else                                                                                                  \
+            for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + T(0);                                       \
+    } while (0)
+
+/* Eight lazy channels whose mask bits start on byte boundaries (plane % 8 == 0), eight positions at a
+ * time: each channel's mask byte is loaded once for the eight (lazy_at's value, bit by bit). */
+#define MCT_LAZY8_T(j, k) (wv[j] * ((bits[j] >> (k)) & 1u ? l[j].v1 : l[j].v0))
+#define MCT_LAZY8_SUM(k)                                                                                      \
+    ((((((MCT_LAZY8_T(0, k) + MCT_LAZY8_T(1, k)) + MCT_LAZY8_T(2, k)) + MCT_LAZY8_T(3, k)) + MCT_LAZY8_T(4, k)) \
+      + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
+#define MCT_LAZY8_ADD(k)                                                                                      \
+    (((((((out[q0 + (k)] + MCT_LAZY8_T(0, k)) + MCT_LAZY8_T(1, k)) + MCT_LAZY8_T(2, k)) + MCT_LAZY8_T(3, k))   \
+       + MCT_LAZY8_T(4, k)) + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
+#define MCT_LAZY8_AT(k) out[q0 + (k)] = first ? MCT_LAZY8_SUM(k) : MCT_LAZY8_ADD(k)
+
+static void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
+    const uint8_t *m[8];
+    for (int32_t j = 0; j < 8; ++j) m[j] = l[j].mask + (l[j].bit0 >> 3);
+    for (int32_t q0 = 0; q0 < plane; q0 += 8) {
+        const uint32_t bits[8] = {m[0][q0 >> 3], m[1][q0 >> 3], m[2][q0 >> 3], m[3][q0 >> 3],
+                                  m[4][q0 >> 3], m[5][q0 >> 3], m[6][q0 >> 3], m[7][q0 >> 3]};
+        MCT_LAZY8_AT(0);
+        MCT_LAZY8_AT(1);
+        MCT_LAZY8_AT(2);
+        MCT_LAZY8_AT(3);
+        MCT_LAZY8_AT(4);
+        MCT_LAZY8_AT(5);
+        MCT_LAZY8_AT(6);
+        MCT_LAZY8_AT(7);
+    }
+}
+#undef MCT_LAZY8_AT
+#undef MCT_LAZY8_ADD
+#undef MCT_LAZY8_SUM
+#undef MCT_LAZY8_T
+
+static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, const float *g_all,
+                      const mct_lazy_grad *lazy, int32_t plane, float *out) {
+    float wv[8];
+    const float *g[8];
+    lazy_channel l[8];
+    const int first = o0 == 0;
+    for (int32_t j = 0; j < n; ++j) wv[j] = weight_f(w, o0 + j, c);
+    if (lazy == NULL) {
+        for (int32_t j = 0; j < n; ++j) g[j] = g_all + (size_t)(o0 + j) * (size_t)plane;
+        MCT_HEAD_PASS(MCT_HEAD_T);
+        return;
+    }
+    for (int32_t j = 0; j < n; ++j) l[j] = lazy_channel_of(lazy, o0 + j);
+    if (n == 8 && plane % 8 == 0)
+        head_lazy8(wv, l, first, plane, out);
+    else
+        MCT_HEAD_PASS(MCT_HEAD_L);
+}
+#undef MCT_HEAD_PASS
+#undef MCT_HEAD_L
+#undef MCT_HEAD_T
+
 void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
                  int32_t plane, float *out) {
-    for (int32_t o = 0; o < out_c; ++o) {
-        const float wo = (float)*mct_weight_at(w, o, c);
-        if (lazy != NULL) {
-            const lazy_channel l = lazy_channel_of(lazy, o);
-            if (o > 0 && o + 4 <= out_c) { /* four channels per pass over out, as below */
-                const float w1 = (float)*mct_weight_at(w, o + 1, c), w2 = (float)*mct_weight_at(w, o + 2, c);
-                const float w3 = (float)*mct_weight_at(w, o + 3, c);
-                const lazy_channel l1 = lazy_channel_of(lazy, o + 1), l2 = lazy_channel_of(lazy, o + 2);
-                const lazy_channel l3 = lazy_channel_of(lazy, o + 3);
-                for (int32_t q = 0; q < plane; ++q)
-                    out[q] = (((out[q] + wo * lazy_at(&l, q)) + w1 * lazy_at(&l1, q)) + w2 * lazy_at(&l2, q)) +
-                             w3 * lazy_at(&l3, q);
-                o += 3;
-            } else if (o == 0)
-                for (int32_t q = 0; q < plane; ++q) out[q] = wo * lazy_at(&l, q);
-            else
-                for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * lazy_at(&l, q);
-        } else {
-            const float *g_o = g + (size_t)o * (size_t)plane;
-            if (o + 4 <= out_c) { /* four channels per pass over out: the same additions in order */
-                const float w1 = (float)*mct_weight_at(w, o + 1, c), w2 = (float)*mct_weight_at(w, o + 2, c);
-                const float w3 = (float)*mct_weight_at(w, o + 3, c);
-                const float *g1 = g_o + plane, *g2 = g1 + plane, *g3 = g2 + plane;
-                if (o == 0)
-                    for (int32_t q = 0; q < plane; ++q)
-                        out[q] = ((wo * g_o[q] + w1 * g1[q]) + w2 * g2[q]) + w3 * g3[q];
-                else
-                    for (int32_t q = 0; q < plane; ++q)
-                        out[q] = (((out[q] + wo * g_o[q]) + w1 * g1[q]) + w2 * g2[q]) + w3 * g3[q];
-                o += 3;
-            } else if (o == 0) {
-                for (int32_t q = 0; q < plane; ++q) out[q] = wo * g_o[q];
-            } else {
-                for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + wo * g_o[q];
-            }
-        }
+    for (int32_t o = 0; o < out_c;) {
+        const int32_t n = out_c - o >= 8 ? 8 : (out_c - o >= 4 ? 4 : 1);
+        head_pass(w, c, o, n, g, lazy, plane, out);
+        o += n;
     }
 }
 
@@ -313,45 +365,95 @@ void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *
     }
 }
 
-/* Element (r, col, tap) of a weight gradient: depthwise channel r's tap, or the 1x1 conv's (r, col). */
-static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
-                       int32_t col, int32_t tap) {
+/* Element (r, col, tap) of a weight gradient whose row is not the 1x1 one of ``grad_w_1x1``: depthwise
+ * channel r's tap, or a general conv's (r, col, tap). */
+static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, int32_t r, int32_t col, int32_t tap) {
     const int32_t in_n = p->in_h * p->in_w;
-    if (lazy != NULL) { /* 1x1, stride 1: positions are the plane's */
-        const int8_t *x_i = x + (size_t)col * (size_t)in_n;
-        const lazy_channel l = lazy_channel_of(lazy, r);
-        const int32_t x_zero = p->x_zero;
-        mct_acc_t acc = 0;
-        for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
-        return (float)acc;
-    }
     const int32_t channel = p->groups > 1 ? r : col;
-    if (p->k == 1 && p->stride == 1 && p->pad == 0 && p->groups == 1) { /* 1x1: the plane, in order */
-        const int8_t *x_i = x + (size_t)channel * (size_t)in_n;
-        const int32_t x_zero = p->x_zero;
-        mct_acc_t acc = 0;
-        for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, g_r[q], (int32_t)x_i[q] - x_zero);
-        return (float)acc;
-    }
     return mct_grad_w_element(p, x + (size_t)channel * (size_t)in_n, g_r, tap / p->k, tap % p->k);
 }
 
+/* A 1x1 stride-1 weight gradient (a lazily computed gradient is always one): positions are the plane's. */
+static int grad_w_is_1x1(const mct_conv *p, const mct_lazy_grad *lazy) {
+    return lazy != NULL || (p->k == 1 && p->stride == 1 && p->pad == 0 && p->groups == 1);
+}
+
+#define MCT_GW_COLS 8 /* 1x1 weight-gradient columns computed together */
+
+/* One position q of the eight columns: gq (the gradient at q) times each column's centred input. */
+#define MCT_GW_MAC8(gq)                                                         \
+    do {                                                                        \
+        a0 = mct_mac_exact(a0, (gq), (int32_t)xs[0][q] - x_zero);               \
+        a1 = mct_mac_exact(a1, (gq), (int32_t)xs[1][q] - x_zero);               \
+        a2 = mct_mac_exact(a2, (gq), (int32_t)xs[2][q] - x_zero);               \
+        a3 = mct_mac_exact(a3, (gq), (int32_t)xs[3][q] - x_zero);               \
+        a4 = mct_mac_exact(a4, (gq), (int32_t)xs[4][q] - x_zero);               \
+        a5 = mct_mac_exact(a5, (gq), (int32_t)xs[5][q] - x_zero);               \
+        a6 = mct_mac_exact(a6, (gq), (int32_t)xs[6][q] - x_zero);               \
+        a7 = mct_mac_exact(a7, (gq), (int32_t)xs[7][q] - x_zero);               \
+    } while (0)
+
+/* Columns [col, col + n) (n <= MCT_GW_COLS) of row r of a 1x1 weight gradient into out[0, n): each
+ * column's sum over the plane in its own accumulator, positions ascending (the sum of one column alone),
+ * so each gradient value (g_r[q], or the lazy value) is read once per position for all of them. Missing
+ * columns (n < MCT_GW_COLS) repeat column col and are dropped. */
+static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
+                       int32_t col, int32_t n, float *out) {
+    const int32_t in_n = p->in_h * p->in_w, x_zero = p->x_zero;
+    const int8_t *xs[MCT_GW_COLS];
+    for (int32_t j = 0; j < MCT_GW_COLS; ++j) xs[j] = x + (size_t)(col + (j < n ? j : 0)) * (size_t)in_n;
+    mct_acc_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    if (lazy != NULL) {
+        const lazy_channel l = lazy_channel_of(lazy, r);
+        for (int32_t q = 0; q < in_n; ++q) {
+            const float gq = lazy_at(&l, q);
+            MCT_GW_MAC8(gq);
+        }
+    } else {
+        for (int32_t q = 0; q < in_n; ++q) {
+            const float gq = g_r[q];
+            MCT_GW_MAC8(gq);
+        }
+    }
+    const float sums[MCT_GW_COLS] = {(float)a0, (float)a1, (float)a2, (float)a3,
+                                     (float)a4, (float)a5, (float)a6, (float)a7};
+    for (int32_t j = 0; j < n; ++j) out[j] = sums[j];
+}
+#undef MCT_GW_MAC8
+
 void mct_fg_grad_w_row(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
                        int32_t cols, float *out) {
+    if (grad_w_is_1x1(p, lazy)) {
+        for (int32_t c = 0; c < cols; c += MCT_GW_COLS)
+            grad_w_1x1(p, x, g_r, lazy, r, c, mct_imin(MCT_GW_COLS, cols - c), out + c);
+        return;
+    }
     const int32_t taps = p->k * p->k;
     for (int32_t c = 0; c < cols; ++c)
-        for (int32_t t = 0; t < taps; ++t) out[c * taps + t] = grad_w_at(p, x, g_r, lazy, r, c, t);
+        for (int32_t t = 0; t < taps; ++t) out[c * taps + t] = grad_w_at(p, x, g_r, r, c, t);
 }
 
 void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g_r,
                               const mct_lazy_grad *lazy, int32_t r, uint32_t step) {
     if (r >= u->rows) return;
     const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
-    const float lr = *u->lr;
+    const float lr = *u->lr, qas = u->qas[r];
+    if (grad_w_is_1x1(p, lazy) && u->inner == 1) { /* element (r, c) is i = r * cols + c */
+        float g[MCT_GW_COLS];
+        for (int32_t c = 0; c < u->cols; c += MCT_GW_COLS) {
+            const int32_t n = mct_imin(MCT_GW_COLS, u->cols - c);
+            grad_w_1x1(p, x, g_r, lazy, r, c, n, g);
+            for (int32_t j = 0; j < n; ++j) {
+                const int32_t i = r * u->cols + c + j;
+                u->w[i] = mct_sgd_int8(u->w[i], g[j], qas, lr, key, (uint32_t)i);
+            }
+        }
+        return;
+    }
     for (int32_t c = 0; c < u->cols; ++c)
         for (int32_t t = 0; t < u->inner; ++t) {
             const int32_t i = (r * u->cols + c) * u->inner + t;
-            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, lazy, r, c, t), u->qas[r], lr, key, (uint32_t)i);
+            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, r, c, t), qas, lr, key, (uint32_t)i);
         }
 }
 
