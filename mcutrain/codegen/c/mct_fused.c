@@ -319,24 +319,106 @@ float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
     return (float)acc;
 }
 
+#define MCT_FG_DW_K 7 /* depthwise kernels up to 7x7 take the fast paths below (float weights on the stack) */
+
+/* acc + g * w[i], mct_mac_exact's value: float32 accumulators take the weight converted once (wf[i]). */
+#define MCT_DW_MAC(acc, gv, i) \
+    (sizeof(mct_acc_t) == sizeof(float) ? (acc) + (gv) * wf[i] : mct_mac_exact((acc), (gv), w[i]))
+
+/* Interior columns [x0, x1) of input row y of a 3x3 stride-1 depthwise transpose whose three tap rows
+ * are all inside (g0: the output row of tap row 0, g1 and g2 the rows above it): the nine taps of
+ * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. */
+static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, int32_t out_w, int32_t pad,
+                           int32_t x0, int32_t x1, float *out_y) {
+    const float *g1 = g0 - out_w, *g2 = g1 - out_w;
+    for (int32_t x = x0; x < x1; ++x) {
+        const int32_t ox = x + pad;
+        mct_acc_t acc = 0;
+        acc = MCT_DW_MAC(acc, g0[ox], 0);
+        acc = MCT_DW_MAC(acc, g0[ox - 1], 1);
+        acc = MCT_DW_MAC(acc, g0[ox - 2], 2);
+        acc = MCT_DW_MAC(acc, g1[ox], 3);
+        acc = MCT_DW_MAC(acc, g1[ox - 1], 4);
+        acc = MCT_DW_MAC(acc, g1[ox - 2], 5);
+        acc = MCT_DW_MAC(acc, g2[ox], 6);
+        acc = MCT_DW_MAC(acc, g2[ox - 1], 7);
+        acc = MCT_DW_MAC(acc, g2[ox - 2], 8);
+        out_y[x] = (float)acc;
+    }
+}
+
+/* Interior columns [x0, x1) of input row y (tap rows ra): each column's taps b in [xp % s, k), all
+ * inside the output row, in mct_tap_range_sum's order, its tap phase and first output column tracked
+ * from column to column instead of divided out. */
+static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p, const float *g_c,
+                             const mct_tap_range *ra, int32_t x0, int32_t x1, float *out_y) {
+    const int32_t k = p->k, s = p->stride, out_w = p->out_w;
+    int32_t lo = (x0 + p->pad) % s, first = (x0 + p->pad) / s;
+    for (int32_t x = x0; x < x1; ++x) {
+        mct_acc_t acc = 0;
+        for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
+            const float *g_row = g_c + oy * out_w;
+            for (int32_t b = lo, ox = first; b < k; b += s, --ox) acc = MCT_DW_MAC(acc, g_row[ox], a * k + b);
+        }
+        out_y[x] = (float)acc;
+        if (++lo == s) {
+            lo = 0;
+            ++first;
+        }
+    }
+}
+
 void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
-    const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w;
+    const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w, pad = p->pad;
+    float wf[MCT_FG_DW_K * MCT_FG_DW_K];
+    const int fast = k <= MCT_FG_DW_K;
+    /* interior columns [x0, x1): x + pad >= k - 1 and (x + pad) / s < out_w */
+    const int32_t x0 = fast ? mct_imin(mct_imax(0, k - 1 - pad), in_w) : in_w;
+    const int32_t x1 = fast ? mct_imax(x0, mct_imin(in_w, s * out_w - pad)) : in_w;
+    for (int32_t i = 0; fast && i < k * k; ++i) wf[i] = (float)w[i];
     for (int32_t y = 0; y < p->in_h; ++y) {
-        const mct_tap_range ra = mct_tap_range_of(y + p->pad, s, p->out_h, k); /* once per row */
+        const mct_tap_range ra = mct_tap_range_of(y + pad, s, p->out_h, k); /* once per row */
         float *out_y = out + y * in_w;
         for (int32_t x = 0; x < in_w; ++x) {
-            const mct_tap_range rb = mct_tap_range_of(x + p->pad, s, out_w, k);
+            if (x == x0) {
+                if (k == 3 && s == 1 && ra.lo == 0 && ra.hi == 2)
+                    dw_grad_x_row3(w, wf, g_c + ra.first * out_w, out_w, pad, x0, x1, out_y);
+                else
+                    dw_grad_x_inside(w, wf, p, g_c, &ra, x0, x1, out_y);
+                x = x1;
+                if (x >= in_w) break;
+            }
+            const mct_tap_range rb = mct_tap_range_of(x + pad, s, out_w, k);
             out_y[x] = (float)mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb);
         }
     }
 }
+#undef MCT_DW_MAC
 
 void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *init, int32_t in_c, int32_t plane,
                  float *out) {
     const mct_weight_row row = mct_row_of(w, c);
     int32_t i = 0;
-    if (c > 0) /* four input channels per pass over g_c: each element's addition as below */
+    if (c > 0) /* eight input channels per pass over g_c: each element's addition as below */
+        for (; i + 8 <= in_c; i += 8) {
+            float wv[8];
+            for (int32_t j = 0; j < 8; ++j) wv[j] = (float)(i + j < row.split ? row.lo[i + j] : row.hi[i + j]);
+            float *o0 = out + (size_t)i * (size_t)plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
+            float *o4 = o3 + plane, *o5 = o4 + plane, *o6 = o5 + plane, *o7 = o6 + plane;
+            for (int32_t q = 0; q < plane; ++q) {
+                const float gq = g_c[q];
+                o0[q] = o0[q] + wv[0] * gq;
+                o1[q] = o1[q] + wv[1] * gq;
+                o2[q] = o2[q] + wv[2] * gq;
+                o3[q] = o3[q] + wv[3] * gq;
+                o4[q] = o4[q] + wv[4] * gq;
+                o5[q] = o5[q] + wv[5] * gq;
+                o6[q] = o6[q] + wv[6] * gq;
+                o7[q] = o7[q] + wv[7] * gq;
+            }
+        }
+    if (c > 0) /* four at a time for the rest */
         for (; i + 4 <= in_c; i += 4) {
             const float w0 = (float)(i < row.split ? row.lo[i] : row.hi[i]);
             const float w1 = (float)(i + 1 < row.split ? row.lo[i + 1] : row.hi[i + 1]);
