@@ -302,9 +302,26 @@ void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, 
     }
 }
 
+/* Element q0 + k of a requantization whose mask byte is ``bits``: (float)bit as a select, not a conversion. */
+#define MCT_RQ_AT(k) out[q0 + (k)] = (g[q0 + (k)] * ((bits >> (k)) & 1u ? 1.0f : 0.0f)) * m
+
 void mct_fg_requant(const float *g, const uint8_t *mask, int32_t bit0, float m, int32_t plane, float *out) {
-    for (int32_t q = 0; q < plane; ++q) out[q] = (g[q] * (float)mct_get_bit(mask, bit0 + q)) * m;
+    int32_t q0 = 0;
+    if ((bit0 & 7) == 0) /* mask bits on byte boundaries: one byte load per eight elements */
+        for (const uint8_t *bytes = mask + (bit0 >> 3); q0 + 8 <= plane; q0 += 8) {
+            const uint32_t bits = bytes[q0 >> 3];
+            MCT_RQ_AT(0);
+            MCT_RQ_AT(1);
+            MCT_RQ_AT(2);
+            MCT_RQ_AT(3);
+            MCT_RQ_AT(4);
+            MCT_RQ_AT(5);
+            MCT_RQ_AT(6);
+            MCT_RQ_AT(7);
+        }
+    for (int32_t q = q0; q < plane; ++q) out[q] = (g[q] * (float)mct_get_bit(mask, bit0 + q)) * m;
 }
+#undef MCT_RQ_AT
 
 float mct_fg_sum(const float *g, int32_t plane) {
     mct_acc_t acc = 0;
@@ -376,7 +393,12 @@ void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, flo
     /* interior columns [x0, x1): x + pad >= k - 1 and (x + pad) / s < out_w */
     const int32_t x0 = fast ? mct_imin(mct_imax(0, k - 1 - pad), in_w) : in_w;
     const int32_t x1 = fast ? mct_imax(x0, mct_imin(in_w, s * out_w - pad)) : in_w;
+    mct_tap_range edge[2 * MCT_FG_DW_K]; /* the edge columns' tap ranges, the same for every row */
+    const int32_t right = in_w - x1;
+    const int edges_cached = fast && x0 + right <= 2 * MCT_FG_DW_K;
     for (int32_t i = 0; fast && i < k * k; ++i) wf[i] = (float)w[i];
+    for (int32_t x = 0; edges_cached && x < x0; ++x) edge[x] = mct_tap_range_of(x + pad, s, out_w, k);
+    for (int32_t x = x1; edges_cached && x < in_w; ++x) edge[x0 + x - x1] = mct_tap_range_of(x + pad, s, out_w, k);
     for (int32_t y = 0; y < p->in_h; ++y) {
         const mct_tap_range ra = mct_tap_range_of(y + pad, s, p->out_h, k); /* once per row */
         float *out_y = out + y * in_w;
@@ -389,7 +411,8 @@ void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, flo
                 x = x1;
                 if (x >= in_w) break;
             }
-            const mct_tap_range rb = mct_tap_range_of(x + pad, s, out_w, k);
+            const mct_tap_range rb = edges_cached ? edge[x < x0 ? x : x0 + x - x1]
+                                                  : mct_tap_range_of(x + pad, s, out_w, k);
             out_y[x] = (float)mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb);
         }
     }
