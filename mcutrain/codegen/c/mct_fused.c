@@ -505,6 +505,18 @@ static int grad_w_is_1x1(const mct_conv *p, const mct_lazy_grad *lazy) {
 static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
                        int32_t col, int32_t n, float *out) {
     const int32_t in_n = p->in_h * p->in_w, x_zero = p->x_zero;
+    if (sizeof(mct_acc_t) != sizeof(float)) { /* one column (gw_cols) */
+        const int8_t *x_i = x + (size_t)col * (size_t)in_n;
+        mct_acc_t acc = 0;
+        if (lazy != NULL) {
+            const lazy_channel l = lazy_channel_of(lazy, r);
+            for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
+        } else {
+            for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, g_r[q], (int32_t)x_i[q] - x_zero);
+        }
+        out[0] = (float)acc;
+        return;
+    }
     const int8_t *xs[MCT_GW_COLS];
     for (int32_t j = 0; j < MCT_GW_COLS; ++j) xs[j] = x + (size_t)(col + (j < n ? j : 0)) * (size_t)in_n;
     mct_acc_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
@@ -526,11 +538,15 @@ static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, con
 }
 #undef MCT_GW_MAC8
 
+/* Columns per grad_w_1x1 call: eight with float32 accumulators; one with double ones, whose soft-float
+ * adds dominate and whose eight accumulators would not fit the registers. */
+static inline int32_t gw_cols(void) { return sizeof(mct_acc_t) == sizeof(float) ? MCT_GW_COLS : 1; }
+
 void mct_fg_grad_w_row(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
                        int32_t cols, float *out) {
     if (grad_w_is_1x1(p, lazy)) {
-        for (int32_t c = 0; c < cols; c += MCT_GW_COLS)
-            grad_w_1x1(p, x, g_r, lazy, r, c, mct_imin(MCT_GW_COLS, cols - c), out + c);
+        for (int32_t c = 0; c < cols; c += gw_cols())
+            grad_w_1x1(p, x, g_r, lazy, r, c, mct_imin(gw_cols(), cols - c), out + c);
         return;
     }
     const int32_t taps = p->k * p->k;
@@ -545,8 +561,8 @@ void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8
     const float lr = *u->lr, qas = u->qas[r];
     if (grad_w_is_1x1(p, lazy) && u->inner == 1) { /* element (r, c) is i = r * cols + c */
         float g[MCT_GW_COLS];
-        for (int32_t c = 0; c < u->cols; c += MCT_GW_COLS) {
-            const int32_t n = mct_imin(MCT_GW_COLS, u->cols - c);
+        for (int32_t c = 0; c < u->cols; c += gw_cols()) {
+            const int32_t n = mct_imin(gw_cols(), u->cols - c);
             grad_w_1x1(p, x, g_r, lazy, r, c, n, g);
             for (int32_t j = 0; j < n; ++j) {
                 const int32_t i = r * u->cols + c + j;
