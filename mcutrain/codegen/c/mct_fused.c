@@ -198,7 +198,7 @@ typedef struct {
     int32_t bit0;
 } lazy_channel;
 
-static lazy_channel lazy_channel_of(const mct_lazy_grad *s, int32_t o) {
+static inline MCT_ALWAYS_INLINE lazy_channel lazy_channel_of(const mct_lazy_grad *s, int32_t o) {
     const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
     const float m = s->m[s->per_channel ? o : 0];
     const lazy_channel l = {(spread * 0.0f) * m, (spread * 1.0f) * m, s->mask, o * s->plane};
