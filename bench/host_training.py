@@ -239,7 +239,8 @@ def main(argv=None) -> None:
             print(f"{name}: ONNX Runtime ...", file=sys.stderr, flush=True)
             row["ort"] = run_ort(name, args.resolution, warmup, args.steps, Path(tmp))
             rows.append(row)
-            print(f"  C native {_fmt_ms(row['c']['native'])} ms, portable {_fmt_ms(row['c']['portable'])} ms, PyTorch {_fmt_ms(row['torch'])} ms, ORT "
+            print(f"  C native {_fmt_ms(row['c']['native'])} ms, portable {_fmt_ms(row['c']['portable'])} ms, "
+                  f"PyTorch {_fmt_ms(row['torch'])} ms, ORT "
                   f"{_fmt_ms(row['ort']) if 'skipped' not in row['ort'] else 'skipped'} ms", file=sys.stderr)
     if models == NETWORKS:
         write_results("host_training", {**meta, "scheme": SCHEME, "resolution": args.resolution, "rows": rows},

@@ -69,9 +69,10 @@ __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "FILES", "compile_for_codegen", "gene
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
+                "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
-SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c")  # what a build compiles
+SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c", "mct_fused_grad.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
 # Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default.
 ACCUMULATE = {"float64": ("double", 64), "float32": ("float", 32)}

@@ -45,7 +45,8 @@ from mcutrain.codegen.errors import CodegenError
 from mcutrain.io.jsonfile import read_json_file
 from mcutrain.codegen.storage import RESTORE_CODES
 
-__all__ = ["CFLAGS", "FLAG_SETS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host", "run_sanitized"]
+__all__ = ["CFLAGS", "FLAG_SETS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host",
+           "host_cflags", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 FLAG_SETS = ("native", "portable")  # build flavours of the host target; the first is the default
