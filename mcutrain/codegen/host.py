@@ -1,7 +1,7 @@
 """The host target: build a generated folder with the system C compiler and drive it from Python.
 
-``build(folder, sanitize=False, trace=False) -> path`` compiles the manifest's sources into a
-shared library (``-std=c99 -O2 -Wall -Wextra -Werror``, plus ``-ffp-contract=off`` for the float32
+``build(folder, sanitize=False, trace=False, flags="native") -> path`` compiles the manifest's sources into
+a shared library (``-std=c99 -O2 -Wall -Wextra -Werror``, plus ``-ffp-contract=off`` for the float32
 rounding the reference does, and ``-fno-strict-aliasing`` for the typed views of the byte arena), with
 the host-only API (``MCT_HOST_API``: the arena, the Flash parameters) and, with ``trace``, a hook
 after every op. ``sanitize`` adds AddressSanitizer + UndefinedBehaviorSanitizer (no recovery).
@@ -9,6 +9,17 @@ after every op. ``sanitize`` adds AddressSanitizer + UndefinedBehaviorSanitizer 
 ``train_step``, ``parameters`` (and ``save`` / ``restore`` of the C API). The backward's accumulator
 type is the folder's (fixed when generated, ``manifest.json``'s ``accumulate``; ``HostEngine.accumulate``):
 the build adds no flag for it.
+
+Two builds of the same sources (``flags``, ``FLAG_SETS``): ``"portable"`` is the flags above alone, the
+reference build (and the firmware's, cortex_m7.M7_CFLAGS); ``"native"`` (the default: ``mcutrain run
+--target host``, the demo, the benches) adds ``-O3 -march=native``: vectorised for this machine's
+instruction set with the same float results, bit for bit, because what could change them stays off:
+no contraction into fused multiply-adds (``-ffp-contract=off``), no ``-ffast-math`` and hence no
+``-fassociative-math``, without which GCC and Clang never reorder a float sum to vectorise it (they
+vectorise across independent outputs only). tests/codegen/test_codegen_host_flags.py trains both builds
+side by side and compares losses, logits and parameters bit for bit. The library's file name hashes the
+flags and, for ``native``, the instruction-set macros the compiler defines for this machine, so a folder
+built on another CPU is rebuilt, never loaded with instructions this one lacks.
 
 A sanitized library needs the ASan runtime loaded first in the process: ``run_sanitized`` builds one,
 runs the steps in a fresh Python (``python -m mcutrain.codegen.host``) with ``LD_PRELOAD`` set, and
@@ -18,6 +29,7 @@ fails on any finding.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -33,10 +45,12 @@ from mcutrain.codegen.errors import CodegenError
 from mcutrain.io.jsonfile import read_json_file
 from mcutrain.codegen.storage import RESTORE_CODES
 
-__all__ = ["CFLAGS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build", "build_host",
-           "kernels_of", "run_sanitized"]
+__all__ = ["CFLAGS", "FLAG_SETS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build",
+           "build_host", "host_cflags", "kernels_of", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
+FLAG_SETS = ("native", "portable")  # build flavours of the host target; the first is the default
+NATIVE_EXTRA = ("-O3", "-march=native")  # after CFLAGS: -O3 overrides -O2
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
 HOST_FLAGS = ("-fPIC", "-shared", "-DMCT_HOST_API")
 DTYPES = {"int8": (np.int8, ctypes.c_int8), "int32": (np.int32, ctypes.c_int32)}
@@ -50,22 +64,53 @@ def compiler() -> str:
     return cc
 
 
-def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
+@functools.lru_cache(maxsize=None)
+def _native_supported(cc: str) -> bool:
+    """Whether ``cc`` takes -march=native (GCC and Clang on x86 and recent Arm do; others get -O3 alone)."""
+    probe = subprocess.run([cc, "-march=native", "-E", "-x", "c", "-", "-o", os.devnull], input="",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+@functools.lru_cache(maxsize=None)
+def _native_identity(cc: str) -> str:
+    """The macros ``cc -march=native`` predefines (__AVX2__, __ARM_NEON, ...): what the native build's
+    instructions depend on, hashed into its file name."""
+    out = subprocess.run([cc, *host_cflags("native"), "-dM", "-E", "-x", "c", "-", "-o", "-"], input="",
+                         capture_output=True, text=True)
+    return out.stdout
+
+
+def host_cflags(flags: str = "native") -> tuple[str, ...]:
+    """The compiler flags of a host build: ``"portable"`` (CFLAGS, the reference) or ``"native"``
+    (CFLAGS + -O3 -march=native, where the compiler takes -march=native)."""
+    if flags not in FLAG_SETS:
+        raise CodegenError(f"unknown host build flags {flags!r}; use one of {', '.join(FLAG_SETS)}")
+    if flags == "portable":
+        return CFLAGS
+    return CFLAGS + (NATIVE_EXTRA if _native_supported(compiler()) else NATIVE_EXTRA[:1])
+
+
+def build(folder, *, sanitize: bool = False, trace: bool = False, flags: str = "native") -> Path:
     """Compile the generated ``folder`` into a shared library next to its sources; returns its path.
 
-    The file name carries a hash of the sources and flags (``libmodel[-asan][-trace]-<hash>.so``): a
-    process can load a rebuilt program beside an older one (the dynamic loader reuses a library by
-    its path), and an up-to-date library is reused instead of rebuilt. It is written under a
-    temporary name and then renamed, so a loaded library is never overwritten in place."""
+    ``flags``: ``"native"`` (default, vectorised for this machine) or ``"portable"`` (the reference
+    flags); both give the same bits (module docstring). The file name carries a hash of the sources and
+    flags (``libmodel[-portable][-asan][-trace]-<hash>.so``): a process can load a rebuilt program beside
+    an older one (the dynamic loader reuses a library by its path), and an up-to-date library is reused
+    instead of rebuilt. It is written under a temporary name and then renamed, so a loaded library is
+    never overwritten in place."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     if kernels_of(manifest) != "portable":
         raise CodegenError(f"{folder}: generated with kernels={kernels_of(manifest)!r} (Arm ACLE intrinsics of the "
                            f"Cortex-M DSP extension), which the host cannot run; generate it with kernels=\"portable\"")
-    flags = list(CFLAGS) + list(HOST_FLAGS) + (["-DMCT_TRACE"] if trace else []) + (
+    cflags = list(host_cflags(flags)) + list(HOST_FLAGS) + (["-DMCT_TRACE"] if trace else []) + (
         list(SANITIZE_FLAGS) if sanitize else [])
-    stem = "libmodel" + ("-asan" if sanitize else "") + ("-trace" if trace else "")
-    out = folder / f"{stem}-{_digest(folder, flags)}.so"
+    stem = "libmodel" + ("-portable" if flags == "portable" else "") + ("-asan" if sanitize else "") + (
+        "-trace" if trace else "")
+    identity = _native_identity(compiler()) if flags == "native" else ""
+    out = folder / f"{stem}-{_digest(folder, cflags, identity)}.so"
     if out.is_file():
         return out
     for old in folder.glob(f"{stem}-{'?' * 12}.so"):
@@ -73,7 +118,7 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".libmodel", suffix=".so", dir=folder)
     os.close(fd)
     # Relative names, run in the folder: the library does not record where the folder was built.
-    cmd = [compiler(), *flags, "-I.", *manifest["sources"], "-o", tmp, "-lm"]
+    cmd = [compiler(), *cflags, "-I.", *manifest["sources"], "-o", tmp, "-lm"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
     if result.returncode != 0:
         os.unlink(tmp)
@@ -82,9 +127,10 @@ def build(folder, *, sanitize: bool = False, trace: bool = False) -> Path:
     return out
 
 
-def _digest(folder: Path, flags: list[str]) -> str:
-    """Hash of every source and header of the folder and the compiler flags."""
-    h = hashlib.sha256(" ".join([compiler()] + flags).encode())
+def _digest(folder: Path, flags: list[str], identity: str = "") -> str:
+    """Hash of every source and header of the folder, the compiler flags and what the native flags
+    resolve to on this machine (``identity``)."""
+    h = hashlib.sha256(" ".join([compiler()] + flags).encode() + b"\0" + identity.encode())
     for path in sorted(folder.glob("*.[ch]")):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]

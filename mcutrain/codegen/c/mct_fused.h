@@ -65,7 +65,13 @@ typedef struct {
  * [c][h][w] int8 (read one row at a time; NULL when nothing is streamed). */
 void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source);
 
-/* ---- channel-by-channel block backward (mbconv_grad): helpers for channel c ---- */
+/* ---- channel-by-channel block backward (mbconv_grad): helpers for channel c ----
+ * Fast paths, every output's float sum in the order stated below (so float64 folders stay bit-equal to
+ * the NumPy executor, and float32 ones unchanged too): register blocking over independent outputs (the
+ * head adds eight channels per pass over out, the tail eight input channels per pass over g_c, a 1x1
+ * weight gradient eight columns per pass over the plane with float32 accumulators), weights converted to
+ * float once per call, clamp masks read a byte per eight positions where their bits start on a byte,
+ * depthwise transposes walking their interior columns without divisions. */
 
 /* The lazily computed input of the block's head (the average pool's gradient spread over the
  * positions, times the project conv's clamp mask and requantization factor), never whole:

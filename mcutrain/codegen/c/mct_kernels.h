@@ -336,7 +336,16 @@ void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8
  * is built from g's bits with one integer multiply: the same double as the conversions and the
  * soft-float multiply (several times the instructions on a single-precision FPU). Zero, subnormal,
  * infinite and NaN operands take the plain expression. */
-static inline mct_acc_t mct_mul_exact(float g, int32_t v) {
+/* The exact-product helpers below are inlined at every call site, as the compiler does for one call in
+ * a loop but may stop doing for the several of a register-blocked loop: an out-of-line call per MAC
+ * would cost more than the soft-float double add it sits beside. */
+#if defined(__GNUC__) || defined(__clang__)
+#define MCT_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define MCT_ALWAYS_INLINE
+#endif
+
+static inline MCT_ALWAYS_INLINE mct_acc_t mct_mul_exact(float g, int32_t v) {
     if (sizeof(mct_acc_t) != sizeof(double)) return (mct_acc_t)g * (mct_acc_t)v;
     uint32_t bits;
     memcpy(&bits, &g, sizeof bits);
@@ -361,7 +370,7 @@ static inline mct_acc_t mct_mul_exact(float g, int32_t v) {
 /* acc + mct_mul_exact(g, v), the same double; with double accumulators a zero product (g = +-0, or
  * v = 0 and g finite: about half of a masked gradient or a ReLU input) costs no soft-float add:
  * x + (-0) is x, x + (+0) is x except -0 + +0 = +0 (round to nearest). A NaN acc takes the plain add. */
-static inline mct_acc_t mct_mac_exact(mct_acc_t acc, float g, int32_t v) {
+static inline MCT_ALWAYS_INLINE mct_acc_t mct_mac_exact(mct_acc_t acc, float g, int32_t v) {
     if (sizeof(mct_acc_t) != sizeof(double)) return acc + (mct_acc_t)g * (mct_acc_t)v;
     uint32_t bits;
     memcpy(&bits, &g, sizeof bits);
@@ -375,7 +384,7 @@ static inline mct_acc_t mct_mac_exact(mct_acc_t acc, float g, int32_t v) {
 }
 
 /* acc + (mct_acc_t)g, the same value; a zero g costs no soft-float add (see mct_mac_exact). */
-static inline mct_acc_t mct_add_exact(mct_acc_t acc, float g) {
+static inline MCT_ALWAYS_INLINE mct_acc_t mct_add_exact(mct_acc_t acc, float g) {
     if (sizeof(mct_acc_t) != sizeof(double)) return acc + (mct_acc_t)g;
     uint32_t bits;
     memcpy(&bits, &g, sizeof bits);

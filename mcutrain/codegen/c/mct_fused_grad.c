@@ -1,0 +1,418 @@
+/* mct_fused_grad.c: see mct_fused.h (the channel-by-channel block backward of mbconv_grad; the row
+ * pipelines are in mct_fused.c). */
+#include "mct_fused.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Channel-by-channel block backward */
+
+float mct_lazy_value(const mct_lazy_grad *s, int32_t o, int32_t q) {
+    const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
+    return (spread * (float)mct_get_bit(s->mask, o * s->plane + q)) * s->m[s->per_channel ? o : 0];
+}
+
+/* Lazy channel o's two possible values: mct_lazy_value with mask bit 1 and with bit 0, computed with
+ * the same float32 operations once per channel (per position only the bit picks one). */
+typedef struct {
+    float v0, v1;
+    const uint8_t *mask;
+    int32_t bit0;
+} lazy_channel;
+
+static inline MCT_ALWAYS_INLINE lazy_channel lazy_channel_of(const mct_lazy_grad *s, int32_t o) {
+    const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
+    const float m = s->m[s->per_channel ? o : 0];
+    const lazy_channel l = {(spread * 0.0f) * m, (spread * 1.0f) * m, s->mask, o * s->plane};
+    return l;
+}
+
+static inline float lazy_at(const lazy_channel *l, int32_t q) {
+    return mct_get_bit(l->mask, l->bit0 + q) ? l->v1 : l->v0;
+}
+
+/* w[o][c] as a float (mct_weight_at's element, without its call: the head reads a column). */
+static inline float weight_f(const mct_weight *w, int32_t o, int32_t c) {
+    if (w->sram != NULL && o < w->kept_rows && c < w->kept_cols)
+        return (float)w->sram[((size_t)o * (size_t)w->kept_cols + (size_t)c) * (size_t)w->inner];
+    return (float)w->flash[((size_t)o * (size_t)w->cols + (size_t)c) * (size_t)w->inner];
+}
+
+/* The head's terms fl32(w[o][c] * g[o][q]) of channels o0 + j, j < n (1, 4 or 8) in one pass over out:
+ * the float32 additions of channel after channel, in order, out[q] held in a register. ``first``
+ * (o0 == 0): out starts from the first product. */
+#define MCT_HEAD_T(j) (wv[j] * g[j][q])
+#define MCT_HEAD_L(j) (wv[j] * lazy_at(&l[j], q))
+#define MCT_HEAD_PASS(T)                                                                                      \
+    do {                                                                                                      \
+        if (n == 8 && first)                                                                                  \
+            for (int32_t q = 0; q < plane; ++q)                                                               \
+                out[q] = ((((((T(0) + T(1)) + T(2)) + T(3)) + T(4)) + T(5)) + T(6)) + T(7);                   \
+        else if (n == 8)                                                                                      \
+            for (int32_t q = 0; q < plane; ++q)                                                               \
+                out[q] = (((((((out[q] + T(0)) + T(1)) + T(2)) + T(3)) + T(4)) + T(5)) + T(6)) + T(7);        \
+        else if (n == 4 && first)                                                                             \
+            for (int32_t q = 0; q < plane; ++q) out[q] = ((T(0) + T(1)) + T(2)) + T(3);                       \
+        else if (n == 4)                                                                                      \
+            for (int32_t q = 0; q < plane; ++q) out[q] = (((out[q] + T(0)) + T(1)) + T(2)) + T(3);            \
+        else if (first)                                                                                       \
+            for (int32_t q = 0; q < plane; ++q) out[q] = T(0);                                                \
+        else                                                                                                  \
+            for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + T(0);                                       \
+    } while (0)
+
+/* Eight lazy channels whose mask bits start on byte boundaries (plane % 8 == 0), eight positions at a
+ * time: each channel's mask byte is loaded once for the eight (lazy_at's value, bit by bit). */
+#define MCT_LAZY8_T(j, k) (wv[j] * ((bits[j] >> (k)) & 1u ? l[j].v1 : l[j].v0))
+#define MCT_LAZY8_SUM(k)                                                                                      \
+    ((((((MCT_LAZY8_T(0, k) + MCT_LAZY8_T(1, k)) + MCT_LAZY8_T(2, k)) + MCT_LAZY8_T(3, k)) + MCT_LAZY8_T(4, k)) \
+      + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
+#define MCT_LAZY8_ADD(k)                                                                                      \
+    (((((((out[q0 + (k)] + MCT_LAZY8_T(0, k)) + MCT_LAZY8_T(1, k)) + MCT_LAZY8_T(2, k)) + MCT_LAZY8_T(3, k))   \
+       + MCT_LAZY8_T(4, k)) + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
+#define MCT_LAZY8_AT(k) out[q0 + (k)] = first ? MCT_LAZY8_SUM(k) : MCT_LAZY8_ADD(k)
+
+static void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
+    const uint8_t *m[8];
+    for (int32_t j = 0; j < 8; ++j) m[j] = l[j].mask + (l[j].bit0 >> 3);
+    for (int32_t q0 = 0; q0 < plane; q0 += 8) {
+        const uint32_t bits[8] = {m[0][q0 >> 3], m[1][q0 >> 3], m[2][q0 >> 3], m[3][q0 >> 3],
+                                  m[4][q0 >> 3], m[5][q0 >> 3], m[6][q0 >> 3], m[7][q0 >> 3]};
+        MCT_LAZY8_AT(0);
+        MCT_LAZY8_AT(1);
+        MCT_LAZY8_AT(2);
+        MCT_LAZY8_AT(3);
+        MCT_LAZY8_AT(4);
+        MCT_LAZY8_AT(5);
+        MCT_LAZY8_AT(6);
+        MCT_LAZY8_AT(7);
+    }
+}
+#undef MCT_LAZY8_AT
+#undef MCT_LAZY8_ADD
+#undef MCT_LAZY8_SUM
+#undef MCT_LAZY8_T
+
+static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, const float *g_all,
+                      const mct_lazy_grad *lazy, int32_t plane, float *out) {
+    float wv[8];
+    const float *g[8];
+    lazy_channel l[8];
+    const int first = o0 == 0;
+    for (int32_t j = 0; j < n; ++j) wv[j] = weight_f(w, o0 + j, c);
+    if (lazy == NULL) {
+        for (int32_t j = 0; j < n; ++j) g[j] = g_all + (size_t)(o0 + j) * (size_t)plane;
+        MCT_HEAD_PASS(MCT_HEAD_T);
+        return;
+    }
+    for (int32_t j = 0; j < n; ++j) l[j] = lazy_channel_of(lazy, o0 + j);
+    if (n == 8 && plane % 8 == 0)
+        head_lazy8(wv, l, first, plane, out);
+    else
+        MCT_HEAD_PASS(MCT_HEAD_L);
+}
+#undef MCT_HEAD_PASS
+#undef MCT_HEAD_L
+#undef MCT_HEAD_T
+
+void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
+                 int32_t plane, float *out) {
+    for (int32_t o = 0; o < out_c;) {
+        const int32_t n = out_c - o >= 8 ? 8 : (out_c - o >= 4 ? 4 : 1);
+        head_pass(w, c, o, n, g, lazy, plane, out);
+        o += n;
+    }
+}
+
+/* Element q0 + k of a requantization whose mask byte is ``bits``: (float)bit as a select, not a conversion. */
+#define MCT_RQ_AT(k) out[q0 + (k)] = (g[q0 + (k)] * ((bits >> (k)) & 1u ? 1.0f : 0.0f)) * m
+
+void mct_fg_requant(const float *g, const uint8_t *mask, int32_t bit0, float m, int32_t plane, float *out) {
+    int32_t q0 = 0;
+    if ((bit0 & 7) == 0) /* mask bits on byte boundaries: one byte load per eight elements */
+        for (const uint8_t *bytes = mask + (bit0 >> 3); q0 + 8 <= plane; q0 += 8) {
+            const uint32_t bits = bytes[q0 >> 3];
+            MCT_RQ_AT(0);
+            MCT_RQ_AT(1);
+            MCT_RQ_AT(2);
+            MCT_RQ_AT(3);
+            MCT_RQ_AT(4);
+            MCT_RQ_AT(5);
+            MCT_RQ_AT(6);
+            MCT_RQ_AT(7);
+        }
+    for (int32_t q = q0; q < plane; ++q) out[q] = (g[q] * (float)mct_get_bit(mask, bit0 + q)) * m;
+}
+#undef MCT_RQ_AT
+
+float mct_fg_sum(const float *g, int32_t plane) {
+    mct_acc_t acc = 0;
+    for (int32_t q = 0; q < plane; ++q) acc = mct_add_exact(acc, g[q]);
+    return (float)acc;
+}
+
+float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
+    const lazy_channel l = lazy_channel_of(s, o);
+    mct_acc_t acc = 0;
+    for (int32_t q = 0; q < s->plane; ++q) acc = mct_add_exact(acc, lazy_at(&l, q));
+    return (float)acc;
+}
+
+#define MCT_FG_DW_K 7 /* depthwise kernels up to 7x7 take the fast paths below (float weights on the stack) */
+
+/* acc + g * w[i], mct_mac_exact's value: float32 accumulators take the weight converted once (wf[i]). */
+#define MCT_DW_MAC(acc, gv, i) \
+    (sizeof(mct_acc_t) == sizeof(float) ? (acc) + (gv) * wf[i] : mct_mac_exact((acc), (gv), w[i]))
+
+/* Interior columns [x0, x1) of input row y of a 3x3 stride-1 depthwise transpose whose three tap rows
+ * are all inside (g0: the output row of tap row 0, g1 and g2 the rows above it): the nine taps of
+ * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. */
+static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, int32_t out_w, int32_t pad,
+                           int32_t x0, int32_t x1, float *out_y) {
+    const float *g1 = g0 - out_w, *g2 = g1 - out_w;
+    for (int32_t x = x0; x < x1; ++x) {
+        const int32_t ox = x + pad;
+        mct_acc_t acc = 0;
+        acc = MCT_DW_MAC(acc, g0[ox], 0);
+        acc = MCT_DW_MAC(acc, g0[ox - 1], 1);
+        acc = MCT_DW_MAC(acc, g0[ox - 2], 2);
+        acc = MCT_DW_MAC(acc, g1[ox], 3);
+        acc = MCT_DW_MAC(acc, g1[ox - 1], 4);
+        acc = MCT_DW_MAC(acc, g1[ox - 2], 5);
+        acc = MCT_DW_MAC(acc, g2[ox], 6);
+        acc = MCT_DW_MAC(acc, g2[ox - 1], 7);
+        acc = MCT_DW_MAC(acc, g2[ox - 2], 8);
+        out_y[x] = (float)acc;
+    }
+}
+
+/* Interior columns [x0, x1) of input row y (tap rows ra): each column's taps b in [xp % s, k), all
+ * inside the output row, in mct_tap_range_sum's order, its tap phase and first output column tracked
+ * from column to column instead of divided out. */
+static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p, const float *g_c,
+                             const mct_tap_range *ra, int32_t x0, int32_t x1, float *out_y) {
+    const int32_t k = p->k, s = p->stride, out_w = p->out_w;
+    int32_t lo = (x0 + p->pad) % s, first = (x0 + p->pad) / s;
+    for (int32_t x = x0; x < x1; ++x) {
+        mct_acc_t acc = 0;
+        for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
+            const float *g_row = g_c + oy * out_w;
+            for (int32_t b = lo, ox = first; b < k; b += s, --ox) acc = MCT_DW_MAC(acc, g_row[ox], a * k + b);
+        }
+        out_y[x] = (float)acc;
+        if (++lo == s) {
+            lo = 0;
+            ++first;
+        }
+    }
+}
+
+void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
+    const int8_t *w = mct_weight_at(&p->w, c, 0);
+    const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w, pad = p->pad;
+    float wf[MCT_FG_DW_K * MCT_FG_DW_K];
+    const int fast = k <= MCT_FG_DW_K;
+    /* interior columns [x0, x1): x + pad >= k - 1 and (x + pad) / s < out_w */
+    const int32_t x0 = fast ? mct_imin(mct_imax(0, k - 1 - pad), in_w) : in_w;
+    const int32_t x1 = fast ? mct_imax(x0, mct_imin(in_w, s * out_w - pad)) : in_w;
+    mct_tap_range edge[2 * MCT_FG_DW_K]; /* the edge columns' tap ranges, the same for every row */
+    const int32_t right = in_w - x1;
+    const int edges_cached = fast && x0 + right <= 2 * MCT_FG_DW_K;
+    for (int32_t i = 0; fast && i < k * k; ++i) wf[i] = (float)w[i];
+    for (int32_t x = 0; edges_cached && x < x0; ++x) edge[x] = mct_tap_range_of(x + pad, s, out_w, k);
+    for (int32_t x = x1; edges_cached && x < in_w; ++x) edge[x0 + x - x1] = mct_tap_range_of(x + pad, s, out_w, k);
+    for (int32_t y = 0; y < p->in_h; ++y) {
+        const mct_tap_range ra = mct_tap_range_of(y + pad, s, p->out_h, k); /* once per row */
+        float *out_y = out + y * in_w;
+        for (int32_t x = 0; x < in_w; ++x) {
+            if (x == x0) {
+                if (k == 3 && s == 1 && ra.lo == 0 && ra.hi == 2)
+                    dw_grad_x_row3(w, wf, g_c + ra.first * out_w, out_w, pad, x0, x1, out_y);
+                else
+                    dw_grad_x_inside(w, wf, p, g_c, &ra, x0, x1, out_y);
+                x = x1;
+                if (x >= in_w) break;
+            }
+            const mct_tap_range rb = edges_cached ? edge[x < x0 ? x : x0 + x - x1]
+                                                  : mct_tap_range_of(x + pad, s, out_w, k);
+            out_y[x] = (float)mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb);
+        }
+    }
+}
+#undef MCT_DW_MAC
+
+void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *init, int32_t in_c, int32_t plane,
+                 float *out) {
+    const mct_weight_row row = mct_row_of(w, c);
+    int32_t i = 0;
+    if (c > 0) /* eight input channels per pass over g_c: each element's addition as below */
+        for (; i + 8 <= in_c; i += 8) {
+            float wv[8];
+            for (int32_t j = 0; j < 8; ++j) wv[j] = (float)(i + j < row.split ? row.lo[i + j] : row.hi[i + j]);
+            float *o0 = out + (size_t)i * (size_t)plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
+            float *o4 = o3 + plane, *o5 = o4 + plane, *o6 = o5 + plane, *o7 = o6 + plane;
+            for (int32_t q = 0; q < plane; ++q) {
+                const float gq = g_c[q];
+                o0[q] = o0[q] + wv[0] * gq;
+                o1[q] = o1[q] + wv[1] * gq;
+                o2[q] = o2[q] + wv[2] * gq;
+                o3[q] = o3[q] + wv[3] * gq;
+                o4[q] = o4[q] + wv[4] * gq;
+                o5[q] = o5[q] + wv[5] * gq;
+                o6[q] = o6[q] + wv[6] * gq;
+                o7[q] = o7[q] + wv[7] * gq;
+            }
+        }
+    if (c > 0) /* four at a time for the rest */
+        for (; i + 4 <= in_c; i += 4) {
+            const float w0 = (float)(i < row.split ? row.lo[i] : row.hi[i]);
+            const float w1 = (float)(i + 1 < row.split ? row.lo[i + 1] : row.hi[i + 1]);
+            const float w2 = (float)(i + 2 < row.split ? row.lo[i + 2] : row.hi[i + 2]);
+            const float w3 = (float)(i + 3 < row.split ? row.lo[i + 3] : row.hi[i + 3]);
+            float *o0 = out + (size_t)i * (size_t)plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
+            for (int32_t q = 0; q < plane; ++q) {
+                const float gq = g_c[q];
+                o0[q] = o0[q] + w0 * gq;
+                o1[q] = o1[q] + w1 * gq;
+                o2[q] = o2[q] + w2 * gq;
+                o3[q] = o3[q] + w3 * gq;
+            }
+        }
+    for (; i < in_c; ++i) {
+        const float wi = (float)(i < row.split ? row.lo[i] : row.hi[i]);
+        float *out_i = out + (size_t)i * (size_t)plane;
+        if (c > 0) {
+            for (int32_t q = 0; q < plane; ++q) out_i[q] = out_i[q] + wi * g_c[q];
+        } else if (init != NULL) {
+            const float *init_i = init + (size_t)i * (size_t)plane;
+            for (int32_t q = 0; q < plane; ++q) out_i[q] = init_i[q] + wi * g_c[q];
+        } else {
+            for (int32_t q = 0; q < plane; ++q) out_i[q] = wi * g_c[q];
+        }
+    }
+}
+
+/* Element (r, col, tap) of a weight gradient whose row is not the 1x1 one of ``grad_w_1x1``: depthwise
+ * channel r's tap, or a general conv's (r, col, tap). */
+static float grad_w_at(const mct_conv *p, const int8_t *x, const float *g_r, int32_t r, int32_t col, int32_t tap) {
+    const int32_t in_n = p->in_h * p->in_w;
+    const int32_t channel = p->groups > 1 ? r : col;
+    return mct_grad_w_element(p, x + (size_t)channel * (size_t)in_n, g_r, tap / p->k, tap % p->k);
+}
+
+/* A 1x1 stride-1 weight gradient (a lazily computed gradient is always one): positions are the plane's. */
+static int grad_w_is_1x1(const mct_conv *p, const mct_lazy_grad *lazy) {
+    return lazy != NULL || (p->k == 1 && p->stride == 1 && p->pad == 0 && p->groups == 1);
+}
+
+#define MCT_GW_COLS 8 /* 1x1 weight-gradient columns computed together */
+
+/* One position q of the eight columns: gq (the gradient at q) times each column's centred input. */
+#define MCT_GW_MAC8(gq)                                                         \
+    do {                                                                        \
+        a0 = mct_mac_exact(a0, (gq), (int32_t)xs[0][q] - x_zero);               \
+        a1 = mct_mac_exact(a1, (gq), (int32_t)xs[1][q] - x_zero);               \
+        a2 = mct_mac_exact(a2, (gq), (int32_t)xs[2][q] - x_zero);               \
+        a3 = mct_mac_exact(a3, (gq), (int32_t)xs[3][q] - x_zero);               \
+        a4 = mct_mac_exact(a4, (gq), (int32_t)xs[4][q] - x_zero);               \
+        a5 = mct_mac_exact(a5, (gq), (int32_t)xs[5][q] - x_zero);               \
+        a6 = mct_mac_exact(a6, (gq), (int32_t)xs[6][q] - x_zero);               \
+        a7 = mct_mac_exact(a7, (gq), (int32_t)xs[7][q] - x_zero);               \
+    } while (0)
+
+/* Columns [col, col + n) (n <= MCT_GW_COLS) of row r of a 1x1 weight gradient into out[0, n): each
+ * column's sum over the plane in its own accumulator, positions ascending (the sum of one column alone),
+ * so each gradient value (g_r[q], or the lazy value) is read once per position for all of them. Missing
+ * columns (n < MCT_GW_COLS) repeat column col and are dropped. */
+static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
+                       int32_t col, int32_t n, float *out) {
+    const int32_t in_n = p->in_h * p->in_w, x_zero = p->x_zero;
+    if (sizeof(mct_acc_t) != sizeof(float)) { /* one column (gw_cols) */
+        const int8_t *x_i = x + (size_t)col * (size_t)in_n;
+        mct_acc_t acc = 0;
+        if (lazy != NULL) {
+            const lazy_channel l = lazy_channel_of(lazy, r);
+            for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
+        } else {
+            for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, g_r[q], (int32_t)x_i[q] - x_zero);
+        }
+        out[0] = (float)acc;
+        return;
+    }
+    const int8_t *xs[MCT_GW_COLS];
+    for (int32_t j = 0; j < MCT_GW_COLS; ++j) xs[j] = x + (size_t)(col + (j < n ? j : 0)) * (size_t)in_n;
+    mct_acc_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    if (lazy != NULL) {
+        const lazy_channel l = lazy_channel_of(lazy, r);
+        for (int32_t q = 0; q < in_n; ++q) {
+            const float gq = lazy_at(&l, q);
+            MCT_GW_MAC8(gq);
+        }
+    } else {
+        for (int32_t q = 0; q < in_n; ++q) {
+            const float gq = g_r[q];
+            MCT_GW_MAC8(gq);
+        }
+    }
+    const float sums[MCT_GW_COLS] = {(float)a0, (float)a1, (float)a2, (float)a3,
+                                     (float)a4, (float)a5, (float)a6, (float)a7};
+    for (int32_t j = 0; j < n; ++j) out[j] = sums[j];
+}
+#undef MCT_GW_MAC8
+
+/* Columns per grad_w_1x1 call: eight with float32 accumulators; one with double ones, whose soft-float
+ * adds dominate and whose eight accumulators would not fit the registers. */
+static inline int32_t gw_cols(void) { return sizeof(mct_acc_t) == sizeof(float) ? MCT_GW_COLS : 1; }
+
+void mct_fg_grad_w_row(const mct_conv *p, const int8_t *x, const float *g_r, const mct_lazy_grad *lazy, int32_t r,
+                       int32_t cols, float *out) {
+    if (grad_w_is_1x1(p, lazy)) {
+        for (int32_t c = 0; c < cols; c += gw_cols())
+            grad_w_1x1(p, x, g_r, lazy, r, c, mct_imin(gw_cols(), cols - c), out + c);
+        return;
+    }
+    const int32_t taps = p->k * p->k;
+    for (int32_t c = 0; c < cols; ++c)
+        for (int32_t t = 0; t < taps; ++t) out[c * taps + t] = grad_w_at(p, x, g_r, r, c, t);
+}
+
+void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g_r,
+                              const mct_lazy_grad *lazy, int32_t r, uint32_t step) {
+    if (r >= u->rows) return;
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr, qas = u->qas[r];
+    if (grad_w_is_1x1(p, lazy) && u->inner == 1) { /* element (r, c) is i = r * cols + c */
+        float g[MCT_GW_COLS];
+        for (int32_t c = 0; c < u->cols; c += gw_cols()) {
+            const int32_t n = mct_imin(gw_cols(), u->cols - c);
+            grad_w_1x1(p, x, g_r, lazy, r, c, n, g);
+            for (int32_t j = 0; j < n; ++j) {
+                const int32_t i = r * u->cols + c + j;
+                u->w[i] = mct_sgd_int8(u->w[i], g[j], qas, lr, key, (uint32_t)i);
+            }
+        }
+        return;
+    }
+    for (int32_t c = 0; c < u->cols; ++c)
+        for (int32_t t = 0; t < u->inner; ++t) {
+            const int32_t i = (r * u->cols + c) * u->inner + t;
+            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, r, c, t), qas, lr, key, (uint32_t)i);
+        }
+}
+
+void mct_fg_update_weight_row(const mct_update *u, int32_t r, const float *g_r, uint32_t step) {
+    if (r >= u->rows) return;
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const float lr = *u->lr;
+    const int32_t per_row = u->cols * u->inner;
+    for (int32_t j = 0; j < per_row; ++j) {
+        const int32_t i = r * per_row + j;
+        u->w[i] = mct_sgd_int8(u->w[i], g_r[j], u->qas[r], lr, key, (uint32_t)i);
+    }
+}
+
+void mct_fg_update_bias_row(const mct_update *u, int32_t r, float g) {
+    mct_update row = *u;
+    row.b = u->b + r;
+    row.qas = u->qas + r;
+    row.rows = 1;
+    mct_update_bias(&row, &g);
+}
