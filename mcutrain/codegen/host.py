@@ -91,17 +91,28 @@ def host_cflags(flags: str = "native") -> tuple[str, ...]:
     return CFLAGS + (NATIVE_EXTRA if _native_supported(compiler()) else NATIVE_EXTRA[:1])
 
 
-def build(folder, *, sanitize: bool = False, trace: bool = False, flags: str = "native") -> Path:
+def default_flags() -> str:
+    """The host build's flags when none are asked for: ``MCUTRAIN_HOST_FLAGS`` if set, else "native".
+    The test suite sets it to "portable" (tests/conftest.py): -O3 -march=native compiles about 1.5x
+    slower, and the two builds' bit-equality is a test of its own (test_codegen_host_flags.py)."""
+    flags = os.environ.get("MCUTRAIN_HOST_FLAGS", FLAG_SETS[0])
+    if flags not in FLAG_SETS:
+        raise CodegenError(f"MCUTRAIN_HOST_FLAGS={flags!r} is not a host build; use one of {', '.join(FLAG_SETS)}")
+    return flags
+
+
+def build(folder, *, sanitize: bool = False, trace: bool = False, flags: str | None = None) -> Path:
     """Compile the generated ``folder`` into a shared library next to its sources; returns its path.
 
-    ``flags``: ``"native"`` (default, vectorised for this machine) or ``"portable"`` (the reference
-    flags); both give the same bits (module docstring). The file name carries a hash of the sources and
+    ``flags``: ``"native"`` (vectorised for this machine) or ``"portable"`` (the reference flags); both
+    give the same bits (module docstring); None: ``default_flags()`` (native unless MCUTRAIN_HOST_FLAGS). The file name carries a hash of the sources and
     flags (``libmodel[-portable][-asan][-trace]-<hash>.so``): a process can load a rebuilt program beside
     an older one (the dynamic loader reuses a library by its path), and an up-to-date library is reused
     instead of rebuilt. It is written under a temporary name and then renamed, so a loaded library is
     never overwritten in place."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    flags = flags or default_flags()
     if kernels_of(manifest) != "portable":
         raise CodegenError(f"{folder}: generated with kernels={kernels_of(manifest)!r} (Arm ACLE intrinsics of the "
                            f"Cortex-M DSP extension), which the host cannot run; generate it with kernels=\"portable\"")

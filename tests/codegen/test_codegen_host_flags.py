@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_codegen, generate
-from mcutrain.codegen.host import CFLAGS, FLAG_SETS, host_cflags
+from mcutrain.codegen.host import CFLAGS, FLAG_SETS, default_flags, host_cflags
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 
@@ -32,9 +32,9 @@ def test_native_build_trains_bit_for_bit_like_the_portable_one(tmp_path, accumul
     rng = np.random.default_rng(7)
     images = rng.integers(-128, 128, (STEPS, 3, RES, RES)).astype(np.int8)
     labels = rng.integers(0, CLASSES, STEPS)
-    native, portable = build_host(tmp_path), build_host(tmp_path, flags="portable")
+    native, portable = build_host(tmp_path, flags="native"), build_host(tmp_path, flags="portable")
     assert native != portable and native.is_file() and portable.is_file()
-    assert build_host(tmp_path, flags="native") == native  # the default is the native build, reused
+    assert build_host(tmp_path, flags="native") == native  # reused, not rebuilt
     a, b = _train(native, images, labels), _train(portable, images, labels)
     assert a.keys() == b.keys()
     for key in a:
@@ -58,3 +58,13 @@ def test_flag_sets():
     assert "-ffp-contract=off" in native and not any("fast-math" in f or "associative" in f for f in native)
     with pytest.raises(CodegenError, match="unknown host build flags 'fast'"):
         host_cflags("fast")
+
+
+def test_the_default_build_is_native_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv("MCUTRAIN_HOST_FLAGS", raising=False)
+    assert default_flags() == "native"
+    monkeypatch.setenv("MCUTRAIN_HOST_FLAGS", "portable")  # what tests/conftest.py sets for the suite
+    assert default_flags() == "portable"
+    monkeypatch.setenv("MCUTRAIN_HOST_FLAGS", "fast")
+    with pytest.raises(CodegenError, match="MCUTRAIN_HOST_FLAGS='fast' is not a host build; use one of native"):
+        default_flags()
