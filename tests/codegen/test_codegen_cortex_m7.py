@@ -21,9 +21,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_codegen, generate
+from mcutrain.codegen import CodegenError, compile_for_codegen, generate
 from mcutrain.codegen.cortex_m7 import (STACK_RESERVE, STM32F746, MemoryMap, MemoryOverflowError, build_cortex_m7,
-                                        _link_checked, fnv1a, object_footprint, run_qemu, tools_available)
+                                        _link_checked, object_footprint, run_qemu, tools_available)
 from mcutrain.codegen.samples import int8_samples
 from mcutrain.data import load_dataset
 from mcutrain.quant.head import new_head
@@ -31,6 +31,7 @@ from mcutrain.quant.model_file import load_qmodel
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from tests.helpers.digits_model import make_digits_models
+from tests.helpers.host_run import host_run
 
 MISSING = tools_available("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
 if MISSING:
@@ -51,13 +52,6 @@ def _data(n: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(-128, 128, (n, 3, RES, RES)).astype(np.int8), rng.integers(0, CLASSES, n)
 
 
-def _host_run(folder, images, labels, probe):
-    engine = HostEngine(build_host(folder))
-    before = np.concatenate([engine.predict(x) for x in probe])
-    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
-    after = np.concatenate([engine.predict(x) for x in probe])
-    return losses, before, after, fnv1a(engine.save())
-
 
 @pytest.mark.parametrize("accumulate", ["float64", "float32"])
 @pytest.mark.parametrize("scheme", ["full", "last-k:6"])
@@ -67,7 +61,7 @@ def test_firmware_under_qemu_equals_the_host_build_bit_for_bit(tmp_path, scheme,
     assert report["accumulate"] == accumulate
     images, labels = _data(6)
     run = run_qemu(tmp_path / report["elf"], images[:4], labels[:4], images[4:], labels[4:], classes=CLASSES)
-    losses, before, after, checksum = _host_run(tmp_path, images[:4], labels[:4], images[4:])
+    losses, before, after, checksum = host_run(tmp_path, images[:4], labels[:4], images[4:])
     print(f"tiny {scheme} ({accumulate}): losses {run.losses}, {run.train_instructions.mean():.0f} instructions "
           f"per step")
     assert run.losses.tobytes() == losses.tobytes()

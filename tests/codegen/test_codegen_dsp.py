@@ -20,8 +20,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_codegen, generate
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, fnv1a, run_qemu, tools_available
+from mcutrain.codegen import CodegenError, build_host, compile_for_codegen, generate
+from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_available
 from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.targets import check_target_kernels
 from mcutrain.models.specs import NetSpec, _chain
@@ -29,6 +29,7 @@ from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from tests.helpers.geometry import general_qmodel, int8_images
+from tests.helpers.host_run import host_run
 
 MISSING = tools_available("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-objdump", "qemu-system-arm")
 if MISSING:
@@ -55,13 +56,6 @@ def _program(name: str, scheme: str):
     return compile_for_codegen(q, resolve(get_builtin(scheme, q.spec), q.spec), lr=0.1, seed=7)
 
 
-def _host_run(folder, images, labels, probe):
-    engine = HostEngine(build_host(folder))
-    before = np.concatenate([engine.predict(x) for x in probe])
-    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
-    after = np.concatenate([engine.predict(x) for x in probe])
-    return losses, before, after, fnv1a(engine.save())
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -86,7 +80,7 @@ def _firmware_equals_host(tmp_path, name: str, scheme: str, kernels: str):
     classes = _model(name).num_classes
     images, labels = int8_images(_model(name), 5), np.arange(5) % classes
     run = run_qemu(tmp_path / kernels / report["elf"], images[:3], labels[:3], images[3:], labels[3:], classes=classes)
-    losses, before, after, checksum = _host_run(tmp_path / "host", images[:3], labels[:3], images[3:])
+    losses, before, after, checksum = host_run(tmp_path / "host", images[:3], labels[:3], images[3:])
     assert run.losses.tobytes() == losses.tobytes()
     assert run.logits["before"].tobytes() == before.tobytes()
     assert run.logits["after"].tobytes() == after.tobytes()
