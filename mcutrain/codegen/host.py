@@ -105,11 +105,11 @@ def build(folder, *, sanitize: bool = False, trace: bool = False, flags: str | N
     """Compile the generated ``folder`` into a shared library next to its sources; returns its path.
 
     ``flags``: ``"native"`` (vectorised for this machine) or ``"portable"`` (the reference flags); both
-    give the same bits (module docstring); None: ``default_flags()`` (native unless MCUTRAIN_HOST_FLAGS). The file name carries a hash of the sources and
-    flags (``libmodel[-portable][-asan][-trace]-<hash>.so``): a process can load a rebuilt program beside
-    an older one (the dynamic loader reuses a library by its path), and an up-to-date library is reused
-    instead of rebuilt. It is written under a temporary name and then renamed, so a loaded library is
-    never overwritten in place."""
+    give the same bits (module docstring); None: ``default_flags()`` (native unless MCUTRAIN_HOST_FLAGS).
+    The file name carries a hash of the sources and flags (``libmodel[-portable][-asan][-trace]-<hash>.so``):
+    a process can load a rebuilt program beside an older one (the dynamic loader reuses a library by its
+    path), and an up-to-date library is reused instead of rebuilt. It is written under a temporary name
+    and then renamed, so a loaded library is never overwritten in place."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     flags = flags or default_flags()
