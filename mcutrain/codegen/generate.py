@@ -175,24 +175,23 @@ def render(program, title: str = "mcutrain training program", *,
     files = {"model.h": _template("model.h.in").substitute(values),
              "model.c": _template("model.c.in").substitute(values)}
     files.update({name: path.read_text() for name, path in KERNEL_FILES.items()})
-    files["mct_kernels.h"] = _with_kernels(_with_accumulator(files["mct_kernels.h"], accumulate), kernels)
+    files["mct_kernels.h"] = _with_options(files["mct_kernels.h"], accumulate, kernels)
     files["manifest.json"] = _manifest(program, storages, values, files)
     return files
 
 
-def _with_accumulator(header: str, accumulate: str) -> str:
-    """The kernel header with ``MCT_ACC_T`` defined as the mode's C type (the library's text for float64)."""
-    if header.count(ACC_LINE) != 1:
-        raise CodegenError(f"c/mct_kernels.h must define the accumulator on exactly one line {ACC_LINE.strip()!r}")
-    ctype, _ = ACCUMULATE[accumulate]
-    return header.replace(ACC_LINE, f"#define MCT_ACC_T {ctype}\n")
+def _with_line(header: str, library_line: str, line: str, what: str) -> str:
+    """The kernel header with its one ``library_line`` replaced by ``line`` (a generate-time option)."""
+    if header.count(library_line) != 1:
+        raise CodegenError(f"c/mct_kernels.h must {what} on exactly one line {library_line.strip()!r}")
+    return header.replace(library_line, line)
 
 
-def _with_kernels(header: str, kernels: str) -> str:
-    """The kernel header with ``MCT_DSP`` set for the kernel set (the library's text for portable)."""
-    if header.count(DSP_LINE) != 1:
-        raise CodegenError(f"c/mct_kernels.h must pick the kernels on exactly one line {DSP_LINE.strip()!r}")
-    return header.replace(DSP_LINE, f"#define MCT_DSP {KERNELS[kernels]}\n")
+def _with_options(header: str, accumulate: str, kernels: str) -> str:
+    """The kernel header with ``MCT_ACC_T`` the mode's C type and ``MCT_DSP`` the kernel set's value (the
+    library's text for float64 and portable)."""
+    header = _with_line(header, ACC_LINE, f"#define MCT_ACC_T {ACCUMULATE[accumulate][0]}\n", "define the accumulator")
+    return _with_line(header, DSP_LINE, f"#define MCT_DSP {KERNELS[kernels]}\n", "pick the kernels")
 
 
 def generate(program, folder, title: str = "mcutrain training program", *,

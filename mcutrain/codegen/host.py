@@ -45,8 +45,8 @@ from mcutrain.codegen.errors import CodegenError
 from mcutrain.io.jsonfile import read_json_file
 from mcutrain.codegen.storage import RESTORE_CODES
 
-__all__ = ["CFLAGS", "FLAG_SETS", "HostEngine", "RestoreError", "SANITIZE_FLAGS", "accumulate_of", "build",
-           "build_host", "host_cflags", "kernels_of", "run_sanitized"]
+__all__ = ["CFLAGS", "FLAG_SETS", "HostEngine", "OPTIONS_BEFORE", "RestoreError", "SANITIZE_FLAGS", "accumulate_of",
+           "build", "build_host", "folder_option", "host_cflags", "kernels_of", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 FLAG_SETS = ("native", "portable")  # build flavours of the host target; the first is the default
@@ -168,14 +168,24 @@ def read_json_object(path: Path) -> dict:
     return read_json_file(path, an_object, CodegenError, "no such file; generate the folder again")
 
 
+# The generate-time options a folder records (manifest.json, target.json), each with what a folder
+# generated before the option existed was built with.
+OPTIONS_BEFORE = {"accumulate": "float64", "kernels": "portable"}
+
+
+def folder_option(manifest: dict, name: str) -> str:
+    """The value of generate-time option ``name`` (``OPTIONS_BEFORE``) a folder was generated with."""
+    return manifest.get(name, OPTIONS_BEFORE[name])
+
+
 def accumulate_of(manifest: dict) -> str:
-    """The backward accumulator mode a folder was generated with (folders from before the option: float64)."""
-    return manifest.get("accumulate", "float64")
+    """The backward accumulator mode a folder was generated with."""
+    return folder_option(manifest, "accumulate")
 
 
 def kernels_of(manifest: dict) -> str:
-    """The forward kernel set a folder was generated with (folders from before the option: portable)."""
-    return manifest.get("kernels", "portable")
+    """The forward kernel set a folder was generated with."""
+    return folder_option(manifest, "kernels")
 
 
 class RestoreError(CodegenError):

@@ -24,7 +24,7 @@ from pathlib import Path
 from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import DEFAULT_ACCUMULATE, check_sources, generate
-from mcutrain.codegen.host import accumulate_of, build_host, kernels_of, read_json_object, read_manifest
+from mcutrain.codegen.host import OPTIONS_BEFORE, build_host, folder_option, read_json_object, read_manifest
 from mcutrain.codegen.staging import staged_folder
 from mcutrain.io.atomic import atomic_write_text
 
@@ -94,16 +94,13 @@ def read_target(folder) -> dict:
     info = read_json_object(path)
     if info.get("format") != FORMAT:
         raise CodegenError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r} (regenerate the folder)")
-    info.setdefault("accumulate", "float64")  # folders built before the options (float64 was their only mode)
-    info.setdefault("kernels", "portable")
     check_sources(folder)
-    generated = accumulate_of(read_manifest(folder))
-    if generated != info["accumulate"]:
-        raise CodegenError(f"{folder}: {TARGET_FILE} says accumulate={info['accumulate']!r} but its C was generated "
-                           f"with {generated!r} (regenerated since it was built?); rebuild it with `mcutrain compile "
-                           f"... --target {info['target']} --accumulate ... --out {folder}`")
-    if kernels_of(read_manifest(folder)) != info["kernels"]:
-        raise CodegenError(f"{folder}: {TARGET_FILE} says kernels={info['kernels']!r} but its C was generated with "
-                           f"{kernels_of(read_manifest(folder))!r}; rebuild it with `mcutrain compile ... --target "
-                           f"{info['target']} --kernels ... --out {folder}`")
+    manifest = read_manifest(folder)
+    for name, before in OPTIONS_BEFORE.items():
+        info.setdefault(name, before)  # a target.json from before the option
+        generated = folder_option(manifest, name)
+        if generated != info[name]:
+            raise CodegenError(f"{folder}: {TARGET_FILE} says {name}={info[name]!r} but its C was generated with "
+                               f"{generated!r} (regenerated since it was built?); rebuild it with `mcutrain compile "
+                               f"... --target {info['target']} --{name} ... --out {folder}`")
     return info

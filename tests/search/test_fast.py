@@ -21,16 +21,10 @@ from mcutrain.search.fast import FastConfig, estimate
 from mcutrain.search.fast_compare import fast_path, spearman
 from mcutrain.sparse.scheme import Scheme
 from tests.helpers.cli import run_command
-from tests.helpers.digits_model import make_digits_models
 from tests.helpers.trainable_graphs import VwwLike, trainable_graph
 
 SMALL = dict(data="digits", epochs=1, train_subset=128, grad_samples=64, eval_subset=128, lr=0.05, layers="12,13,14",
              ratios="1/8,1", bias_grid="1,2")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(make_digits_models(tmp_path_factory.mktemp("digits"))[1])
 
 
 @pytest.fixture(scope="module")

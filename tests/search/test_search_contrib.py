@@ -10,18 +10,12 @@ from mcutrain.errors import McutrainError
 from mcutrain.search import AnalysisConfig, analyze, load_contrib, runs_path
 from mcutrain.search import runs as runs_module
 from tests.helpers.cli import run_command
-from tests.helpers.digits_model import make_digits_models
 
 # 7 runs: baseline, bias k = 1, 2, and conv 13 / 14 at ratios 1/8 and 1 (each ~0.1 s).
 SETTINGS = dict(data="digits", epochs=1, train_subset=300, eval_subset=0, lr=0.1, layers="13,14",
                 ratios="1/8,1", bias_grid="1,2")
 N_RUNS = 7
 TABLES = ("baseline", "bias", "weight", "accuracy")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(make_digits_models(tmp_path_factory.mktemp("digits"))[1])
 
 
 @pytest.fixture(scope="module")

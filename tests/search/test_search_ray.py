@@ -14,7 +14,6 @@ from mcutrain.errors import McutrainError
 from mcutrain.search import AnalysisConfig, analyze, runs_path
 from mcutrain.search import ray_backend
 from mcutrain.search.runs import RunSpec, load_state
-from tests.helpers.digits_model import make_digits_models
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pinned in requirements.lock)")
 
@@ -24,11 +23,6 @@ SETTINGS = dict(data="digits", epochs=1, train_subset=300, eval_subset=0, lr=0.1
 N_RUNS = 7
 TABLES = ("baseline", "bias", "weight", "accuracy", "failed")
 TIMINGS = ("seconds", "train_seconds")  # wall times differ between runs; everything else must not
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(make_digits_models(tmp_path_factory.mktemp("digits"))[1])
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,12 @@ from mcutrain.search.cost import SramCost
 from mcutrain.search.evolve import SearchConfig, search
 from mcutrain.search.runs import RunSpec
 from mcutrain.train import model_kind as mk
-from tests.helpers.digits_model import make_digits_models
 
 # 5 runs per seed: baseline, bias k = 1, 2, conv 13 at ratios 1/8 and 1 (each ~0.1 s on digits at 16x16).
 # The model's own (trained) head: warmed further, every run would land on the same validation accuracy.
 SETTINGS = dict(data="digits", epochs=1, train_subset=200, eval_subset=0, lr=0.1, layers="13", ratios="1/8,1",
                 bias_grid="1,2", head_epochs=0)
 PER_SEED = 5
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(make_digits_models(tmp_path_factory.mktemp("digits"))[1])
 
 
 @pytest.fixture(scope="module")
