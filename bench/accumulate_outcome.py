@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 from bench.common import stamp, write_results
 from mcutrain.codegen import HostEngine, build_host, compile_for_codegen, generate
@@ -34,8 +35,6 @@ from mcutrain.quant.head import new_head
 from mcutrain.sparse import get_builtin, resolve
 
 STEPS = 1000
-T95 = {5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160,
-       14: 2.145, 15: 2.131}  # Student's t, 97.5% quantile, by sample size n (df = n - 1)
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def summary(rows: list[dict]) -> dict:
     d = np.array([r["float32"] - r["float64"] for r in rows])
     n = len(d)
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    t = T95.get(n, 1.96)
+    t = float(scipy.stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")  # two-sided 95%, df = n - 1
     return {"n": n, "identical": sum(r["first_step_apart"] is None for r in rows),
             "mean_float32": float(np.mean([r["float32"] for r in rows])),
             "mean_float64": float(np.mean([r["float64"] for r in rows])),
