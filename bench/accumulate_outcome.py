@@ -81,7 +81,7 @@ def backbone_mnist() -> Setup:
 
 def _accuracy(engine: HostEngine, held_out) -> float:
     images, labels = held_out
-    return float(np.mean([int(engine.predict(x).argmax()) == int(y) for x, y in zip(images, labels)]))
+    return float(np.mean(engine.predict_classes(images) == labels))
 
 
 def run_seed(setup: Setup, seed: int, folder: Path) -> dict:

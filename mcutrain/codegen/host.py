@@ -270,6 +270,10 @@ class HostEngine:
         self._lib.mct_predict(x.ctypes.data, logits.ctypes.data)
         return logits
 
+    def predict_classes(self, images) -> np.ndarray:
+        """int8 images [N, 3, R, R] -> the predicted class of each (int64 [N])."""
+        return np.array([int(self.predict(x).argmax()) for x in images], np.int64)
+
     def train_step(self, image, label: int) -> float:
         """One SGD step (forward, backward, in-place updates); returns the loss."""
         self._check()

@@ -99,7 +99,7 @@ def _engine(program, folder, accumulate: str) -> HostEngine:
 
 def _accuracy(engine: HostEngine, held_out) -> float:
     images, labels = held_out
-    return float(np.mean([int(engine.predict(x).argmax()) == int(y) for x, y in zip(images, labels)]))
+    return float(np.mean(engine.predict_classes(images) == labels))
 
 
 def _weights_apart(a: dict, b: dict) -> tuple[int, int, int]:
