@@ -82,7 +82,8 @@ __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "KERNE
 HERE = Path(__file__).parent
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
-                "mct_dsp.h": HERE / "c" / "mct_dsp.h", "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
+                "mct_dsp.h": HERE / "c" / "mct_dsp.h", "mct_simd.h": HERE / "c" / "mct_simd.h",
+                "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
 SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c", "mct_fused_grad.c")  # what a build compiles

@@ -46,7 +46,7 @@ from mcutrain.io.jsonfile import read_json_file
 from mcutrain.codegen.storage import RESTORE_CODES
 
 __all__ = ["CFLAGS", "FLAG_SETS", "HostEngine", "OPTIONS_BEFORE", "RestoreError", "SANITIZE_FLAGS", "accumulate_of",
-           "build", "build_host", "folder_option", "host_cflags", "kernels_of", "run_sanitized"]
+           "build", "build_host", "folder_option", "host_cflags", "kernels_of", "native_simd", "run_sanitized"]
 
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing")
 FLAG_SETS = ("native", "portable")  # build flavours of the host target; the first is the default
@@ -79,6 +79,12 @@ def _native_identity(cc: str) -> str:
     out = subprocess.run([cc, *host_cflags("native"), "-dM", "-E", "-x", "c", "-", "-o", "-"], input="",
                          capture_output=True, text=True)
     return out.stdout
+
+
+def native_simd() -> str | None:
+    """The vector paths the native build compiles: "avx2" (c/mct_simd.h, where ``cc -march=native``
+    defines __AVX2__), or None (the native build is the portable C at -O3 for this CPU)."""
+    return "avx2" if "#define __AVX2__ 1" in _native_identity(compiler()) else None
 
 
 def host_cflags(flags: str = "native") -> tuple[str, ...]:

@@ -67,6 +67,29 @@ static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_
     }
 }
 
+#if MCT_SIMD
+/* Interior columns from lo, 8 at a time while a block's reads stay inside the input rows (stride 1 or 2,
+ * mct_simd.h); returns the first column not done (general_inside takes the rest). */
+static int32_t general_inside_simd(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                                   int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
+    const int32_t k = p->k, s = p->stride, reach = mct_simd_reach(k, s);
+    if (s > 2) return lo;
+    const mct_rq q = mct_rq_of(p, o);
+    const mct_simd_rq r = mct_simd_rq_of(&q);
+    int32_t ox = lo;
+    for (; ox + 8 <= hi && ox * s - p->pad_left + reach <= p->in_w; ox += 8) {
+        __m256i acc = _mm256_set1_epi32(-zsum);
+        for (int32_t i = 0; i < p->in_c; ++i) {
+            const int8_t *w = mct_weight_at(&p->w, o, i), *row = x + i * x_cs + ox * s - p->pad_left;
+            for (int32_t a = 0; a < k; ++a)
+                if (off[a] >= 0) acc = mct_simd_taps8(row + off[a], w + a * k, k, s, acc);
+        }
+        mct_simd_out8(&r, &q, acc, t->y + o * t->y_cs + ox, t->mask, t->bit0 + o * t->bit_cs + ox);
+    }
+    return ox;
+}
+#endif
+
 /* One output row of a groups-1 k x k conv (the first conv): interior columns by ``general_inside``,
  * the edge columns bounded. */
 static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, const row_target *t) {
@@ -87,7 +110,11 @@ static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const 
         for (int32_t ox = 0; ox < lo; ++ox)
             mct_conv_out(p, o, general_edge(p, o, x, x_cs, off, ox), t->y + o * t->y_cs + ox, t->mask,
                          t->bit0 + o * t->bit_cs + ox);
-        general_inside(p, o, x, x_cs, off, p->x_zero * wsum, lo, hi, t);
+        int32_t mid = lo;
+#if MCT_SIMD
+        mid = general_inside_simd(p, o, x, x_cs, off, p->x_zero * wsum, lo, hi, t);
+#endif
+        general_inside(p, o, x, x_cs, off, p->x_zero * wsum, mid, hi, t);
         for (int32_t ox = hi; ox < p->out_w; ++ox)
             mct_conv_out(p, o, general_edge(p, o, x, x_cs, off, ox), t->y + o * t->y_cs + ox, t->mask,
                          t->bit0 + o * t->bit_cs + ox);

@@ -154,6 +154,14 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
 
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+#if MCT_SIMD
+    const int32_t done = mct_simd_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
+    x += done; /* the positions left over (fewer than 16) by the scalar loops below */
+    y += done;
+    bit0 += done;
+    n -= done;
+    if (n == 0) return;
+#endif
     int32_t o = o0;
     while (o < o1) {
         const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
@@ -232,6 +240,9 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
 void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                        int32_t bit0) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
+#if MCT_SIMD
+    if (mct_simd_depthwise_row(p, c, rows, w, y, mask, bit0)) return;
+#endif
     const int32_t kh = p->k, kw = p->kw, s = p->stride_w, pad = p->pad_left;
     int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
     for (int32_t a = 0; a < kh; ++a) {

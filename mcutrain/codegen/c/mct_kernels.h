@@ -441,4 +441,7 @@ float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o,
 /* One SGD step of an int8 weight element (float32, stochastic rounding with word ``index``). */
 int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index);
 
+/* x86 AVX2 paths of the forward for the native host build (mct_simd.h); MCT_SIMD 0 elsewhere. */
+#include "mct_simd.h"
+
 #endif /* MCT_KERNELS_H */

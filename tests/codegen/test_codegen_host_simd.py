@@ -1,0 +1,91 @@
+"""The host's AVX2 forward paths (c/mct_simd.h, compiled by the native build on an AVX2 CPU) compute the
+integers of the portable C.
+
+Two levels: (1) tests/codegen/simd_harness.c runs mct_pointwise and mct_depthwise_row on thousands of
+random convs (odd channel counts, widths off the 8/16 blocks, strides 1-3, non-square kernels, padding
+rows, mask-only rows, mask bits off byte boundaries, SRAM/Flash split weight rows, shifts > 0) against
+the definition written out in plain loops, also under AddressSanitizer (every input malloc'ed at its
+exact size, so a vector load past a row fails); (2) whole programs built native and portable train bit
+for bit alike: losses, logits, every parameter. The nets reach the row pipelines' first conv (stride 2,
+3 channels), depthwise 3x3/5x5/7x7 at strides 1 and 2, trained 1x1 convs with split rows (last-k:2), and
+the general geometry of imported graphs ("mixed"). A mutation of the kernels (the sign extension of the
+weight pairs, the high multiply's shift, the padding value) makes (1) fail: checked when this test was
+written, see the commit that added it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcutrain.codegen import HostEngine, build_host, compile_for_codegen, generate
+from mcutrain.codegen.host import CFLAGS, SANITIZE_FLAGS, compiler, native_simd
+from mcutrain.models.specs import NetSpec, _chain
+from mcutrain.quant.random_model import random_qmodel
+from mcutrain.sparse import get_builtin, resolve
+from tests.helpers.geometry import general_qmodel, int8_images
+
+C_DIR = Path(__file__).parents[2] / "mcutrain" / "codegen" / "c"
+INT8_H = Path(__file__).parents[2] / "mcutrain" / "quant" / "mct_int8.h"
+HARNESS = Path(__file__).with_name("simd_harness.c")
+
+SIMD = native_simd()
+if SIMD is None:
+    print("skipping the host SIMD tests: this machine's compiler does not target AVX2 with -march=native")
+needs_avx2 = pytest.mark.skipif(SIMD is None, reason="the native build has no AVX2 paths on this CPU")
+
+# Odd channel counts (5, 13, 9), maps 40 -> 20 -> 10 -> 5 (8/16 blocks and their tails), k 3/5/7, strides 1/2.
+SIMD_NET = NetSpec("simd-tails", 5, _chain(5, [
+    (None, 3, 3, 1), (8, 3, 5, 1), (13, 6, 7, 2), (9, 5, 3, 2), (7, 6, 5, 1),
+]), default_resolution=40)
+
+
+@lru_cache(maxsize=None)
+def _model(name: str):
+    return random_qmodel(SIMD_NET, 40, 3, seed=4)[0] if name == "tails" else general_qmodel(name)
+
+
+def _harness(tmp_path, extra: tuple[str, ...]) -> Path:
+    for source in [*C_DIR.glob("*.[ch]"), INT8_H, HARNESS]:
+        shutil.copy(source, tmp_path / source.name)
+    exe = tmp_path / "simd_harness"
+    subprocess.run([compiler(), *CFLAGS, "-mavx2", *extra, "-I", str(tmp_path), str(tmp_path / HARNESS.name),
+                    str(tmp_path / "mct_kernels.c"), "-o", str(exe), "-lm"], check=True, capture_output=True)
+    return exe
+
+
+@needs_avx2
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan"])
+def test_simd_kernels_equal_their_definition_on_random_geometry(tmp_path, sanitize):
+    exe = _harness(tmp_path, SANITIZE_FLAGS if sanitize else ())
+    for seed in (1, 2) if sanitize else (1, 2, 3, 4):
+        out = subprocess.run([str(exe), str(seed), "1500"], capture_output=True, text=True)
+        assert out.returncode == 0 and "mismatches 0" in out.stdout, out.stdout + out.stderr
+
+
+def _train(lib, images, labels) -> dict:
+    engine = HostEngine(lib)
+    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
+    logits = np.concatenate([engine.predict(x) for x in images[:2]])
+    return {"losses": losses, "logits": logits, **{f"param:{k}": v for k, v in engine.parameters().items()}}
+
+
+@needs_avx2
+@pytest.mark.parametrize("name, scheme", [("tails", "last-k:2"), ("mixed", "full")])
+def test_native_simd_build_trains_bit_for_bit_like_the_portable_one(tmp_path, name, scheme):
+    q = _model(name)
+    program = compile_for_codegen(q, resolve(get_builtin(scheme, q.spec), q.spec), lr=0.1, seed=5)
+    generate(program, tmp_path)
+    images, labels = int8_images(q, 4), np.arange(4) % q.num_classes
+    native = _train(build_host(tmp_path, flags="native"), images, labels)
+    portable = _train(build_host(tmp_path, flags="portable"), images, labels)
+    assert native.keys() == portable.keys()
+    for key in native:
+        assert native[key].tobytes() == portable[key].tobytes(), key
+    start = HostEngine(build_host(tmp_path, flags="portable")).parameters()
+    assert any(native[f"param:{k}"].tobytes() != v.tobytes() for k, v in start.items())  # it trained
