@@ -70,7 +70,7 @@ static inline float weight_f(const mct_weight *w, int32_t o, int32_t c) {
        + MCT_LAZY8_T(4, k)) + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
 #define MCT_LAZY8_AT(k) out[q0 + (k)] = first ? MCT_LAZY8_SUM(k) : MCT_LAZY8_ADD(k)
 
-static void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
+static inline void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
     const uint8_t *m[8];
     for (int32_t j = 0; j < 8; ++j) m[j] = l[j].mask + (l[j].bit0 >> 3);
     for (int32_t q0 = 0; q0 < plane; q0 += 8) {
@@ -91,6 +91,31 @@ static void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_
 #undef MCT_LAZY8_SUM
 #undef MCT_LAZY8_T
 
+#if MCT_SIMD
+/* head_lazy8 on the host's AVX2 (mct_simd.h), eight positions per vector: each lane does the float32
+ * operations of the scalar loop for its position, in their order (no fused multiply-add), so the sums
+ * are the same bits. A mask byte becomes eight lane masks that pick v1 or v0. */
+#define MCT_LAZY8_V(j)                                                                                            _mm256_mul_ps(w[j], _mm256_blendv_ps(v0[j], v1[j], _mm256_castsi256_ps(_mm256_cmpeq_epi32(                                                                         _mm256_and_si256(_mm256_set1_epi32(m[j][q0 >> 3]), bit), bit))))
+
+static void head_lazy8_simd(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const uint8_t *m[8];
+    __m256 w[8], v0[8], v1[8];
+    for (int32_t j = 0; j < 8; ++j) {
+        m[j] = l[j].mask + (l[j].bit0 >> 3);
+        w[j] = _mm256_set1_ps(wv[j]);
+        v0[j] = _mm256_set1_ps(l[j].v0);
+        v1[j] = _mm256_set1_ps(l[j].v1);
+    }
+    for (int32_t q0 = 0; q0 < plane; q0 += 8) {
+        __m256 acc = first ? MCT_LAZY8_V(0) : _mm256_add_ps(_mm256_loadu_ps(out + q0), MCT_LAZY8_V(0));
+        for (int32_t j = 1; j < 8; ++j) acc = _mm256_add_ps(acc, MCT_LAZY8_V(j));
+        _mm256_storeu_ps(out + q0, acc);
+    }
+}
+#undef MCT_LAZY8_V
+#endif
+
 static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, const float *g_all,
                       const mct_lazy_grad *lazy, int32_t plane, float *out) {
     float wv[8];
@@ -105,7 +130,11 @@ static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, con
     }
     for (int32_t j = 0; j < n; ++j) l[j] = lazy_channel_of(lazy, o0 + j);
     if (n == 8 && plane % 8 == 0)
+#if MCT_SIMD
+        head_lazy8_simd(wv, l, first, plane, out);
+#else
         head_lazy8(wv, l, first, plane, out);
+#endif
     else
         MCT_HEAD_PASS(MCT_HEAD_L);
 }
