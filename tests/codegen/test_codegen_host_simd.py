@@ -7,7 +7,7 @@ rows, mask-only rows, mask bits off byte boundaries, SRAM/Flash split weight row
 the definition written out in plain loops, also under AddressSanitizer (every input malloc'ed at its
 exact size, so a vector load past a row fails); (2) whole programs built native and portable train bit
 for bit alike: losses, logits, every parameter. The nets reach the row pipelines' first conv (stride 2,
-3 channels), depthwise 3x3/5x5/7x7 at strides 1 and 2, trained 1x1 convs with split rows (last-k:2), the
+3 channels), depthwise 3x3/5x5/7x7 at strides 1 and 2, trained 1x1 convs with split rows (last-k:6), the
 backward head's lazy pass (its float32 sums lane by lane), and the general geometry of imported graphs
 ("mixed"). A mutation of the kernels (the sign extension of the
 weight pairs, the high multiply's shift, the padding value) makes (1) fail: checked when this test was
@@ -40,11 +40,12 @@ if SIMD is None:
     print("skipping the host SIMD tests: this machine's compiler does not target AVX2 with -march=native")
 needs_avx2 = pytest.mark.skipif(SIMD is None, reason="the native build has no AVX2 paths on this CPU")
 
-# Odd channel counts (5, 13, 9), k 3/5/7, strides 1/2. At 40x40 the maps are 20 -> 10 -> 5 (8/16 blocks and
-# their tails); at 32x32 the last block's plane is 4x4 with 9 output channels: the backward head's lazy
-# eight-channel pass (head_lazy8_simd: plane % 8 == 0).
+# Odd channel counts (5, 13, 9, 11), k 3/5/7, strides 1/2. At 40x40 the maps are 20 -> 10 -> 5 (8/16 blocks
+# and their tails); at 32x32 the last block's plane is 4x4 with 9 output channels: the backward head's lazy
+# eight-channel pass (head_lazy8_simd: plane % 8 == 0). The two trained blocks (last-k:6) have >= 8 input and
+# output channels on planes of >= 8 positions: the head's and the tail's eight-channel vector passes.
 SIMD_NET = NetSpec("simd-tails", 5, _chain(5, [
-    (None, 3, 3, 1), (8, 3, 5, 1), (13, 6, 7, 2), (9, 5, 3, 2), (7, 9, 5, 1),
+    (None, 3, 3, 1), (8, 9, 5, 1), (13, 10, 7, 2), (9, 11, 3, 2), (7, 9, 5, 1),
 ]), default_resolution=40)
 
 
@@ -81,7 +82,7 @@ def _train(lib, images, labels) -> dict:
 
 
 @needs_avx2
-@pytest.mark.parametrize("name, scheme", [("tails@40", "last-k:2"), ("tails@32", "last-k:2"), ("mixed", "full")])
+@pytest.mark.parametrize("name, scheme", [("tails@40", "last-k:6"), ("tails@32", "last-k:6"), ("mixed", "full")])
 def test_native_simd_build_trains_bit_for_bit_like_the_portable_one(tmp_path, name, scheme):
     q = _model(name)
     program = compile_for_codegen(q, resolve(get_builtin(scheme, q.spec), q.spec), lr=0.1, seed=5)

@@ -116,6 +116,27 @@ static void head_lazy8_simd(const float *wv, const lazy_channel *l, int first, i
 #undef MCT_LAZY8_V
 #endif
 
+#if MCT_SIMD
+/* MCT_HEAD_PASS(MCT_HEAD_T) for n == 8 on the host's AVX2: eight positions per vector, each lane the
+ * scalar loop's float32 operations in their order; the positions past the last multiple of 8 as there. */
+static void head8_simd(const float *wv, const float *const *g, int first, int32_t plane, float *out) {
+    __m256 w[8];
+    for (int32_t j = 0; j < 8; ++j) w[j] = _mm256_set1_ps(wv[j]);
+    int32_t q = 0;
+    for (; q + 8 <= plane; q += 8) {
+        __m256 acc = _mm256_mul_ps(w[0], _mm256_loadu_ps(g[0] + q));
+        if (!first) acc = _mm256_add_ps(_mm256_loadu_ps(out + q), acc);
+        for (int32_t j = 1; j < 8; ++j) acc = _mm256_add_ps(acc, _mm256_mul_ps(w[j], _mm256_loadu_ps(g[j] + q)));
+        _mm256_storeu_ps(out + q, acc);
+    }
+    for (; q < plane; ++q) {
+        float acc = first ? wv[0] * g[0][q] : out[q] + wv[0] * g[0][q];
+        for (int32_t j = 1; j < 8; ++j) acc = acc + wv[j] * g[j][q];
+        out[q] = acc;
+    }
+}
+#endif
+
 static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, const float *g_all,
                       const mct_lazy_grad *lazy, int32_t plane, float *out) {
     float wv[8];
@@ -125,6 +146,12 @@ static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, con
     for (int32_t j = 0; j < n; ++j) wv[j] = weight_f(w, o0 + j, c);
     if (lazy == NULL) {
         for (int32_t j = 0; j < n; ++j) g[j] = g_all + (size_t)(o0 + j) * (size_t)plane;
+#if MCT_SIMD
+        if (n == 8) {
+            head8_simd(wv, g, first, plane, out);
+            return;
+        }
+#endif
         MCT_HEAD_PASS(MCT_HEAD_T);
         return;
     }
@@ -278,7 +305,17 @@ void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *
             for (int32_t j = 0; j < 8; ++j) wv[j] = (float)(i + j < row.split ? row.lo[i + j] : row.hi[i + j]);
             float *o0 = out + (size_t)i * (size_t)plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
             float *o4 = o3 + plane, *o5 = o4 + plane, *o6 = o5 + plane, *o7 = o6 + plane;
-            for (int32_t q = 0; q < plane; ++q) {
+            int32_t q = 0;
+#if MCT_SIMD /* eight positions per vector, each element's multiply and add as below */
+            for (; q + 8 <= plane; q += 8) {
+                const __m256 gq = _mm256_loadu_ps(g_c + q);
+                for (int32_t j = 0; j < 8; ++j) {
+                    float *oj = o0 + (size_t)j * (size_t)plane + q;
+                    _mm256_storeu_ps(oj, _mm256_add_ps(_mm256_loadu_ps(oj), _mm256_mul_ps(_mm256_set1_ps(wv[j]), gq)));
+                }
+            }
+#endif
+            for (; q < plane; ++q) {
                 const float gq = g_c[q];
                 o0[q] = o0[q] + wv[0] * gq;
                 o1[q] = o1[q] + wv[1] * gq;
