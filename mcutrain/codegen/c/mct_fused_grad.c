@@ -39,36 +39,40 @@ static inline float weight_f(const mct_weight *w, int32_t o, int32_t c) {
 /* The head's terms fl32(w[o][c] * g[o][q]) of channels o0 + j, j < n (1, 4 or 8) in one pass over out:
  * the float32 additions of channel after channel, in order, out[q] held in a register. ``first``
  * (o0 == 0): out starts from the first product. */
-#define MCT_HEAD_T(j) (wv[j] * g[j][q])
-#define MCT_HEAD_L(j) (wv[j] * lazy_at(&l[j], q))
-#define MCT_HEAD_PASS(T)                                                                                      \
+#define MCT_HEAD_T(j) (g[j][q])
+#define MCT_HEAD_L(j) (lazy_at(&l[j], q))
+#define MCT_HEAD_ADD(acc, V, j) mct_fmac((acc), wv[j], V(j)) /* (acc) + wv[j] * value, one VMLA on the M7 */
+#define MCT_HEAD_FROM(acc, V)                                                                      \
+    MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(                                                       \
+        MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(acc, V, 1), V, 2), V, 3), V, 4), V, 5), V, 6), V, 7)
+#define MCT_HEAD_PASS(V)                                                                                      \
     do {                                                                                                      \
         if (n == 8 && first)                                                                                  \
-            for (int32_t q = 0; q < plane; ++q)                                                               \
-                out[q] = ((((((T(0) + T(1)) + T(2)) + T(3)) + T(4)) + T(5)) + T(6)) + T(7);                   \
+            for (int32_t q = 0; q < plane; ++q) out[q] = MCT_HEAD_FROM(wv[0] * V(0), V);                      \
         else if (n == 8)                                                                                      \
-            for (int32_t q = 0; q < plane; ++q)                                                               \
-                out[q] = (((((((out[q] + T(0)) + T(1)) + T(2)) + T(3)) + T(4)) + T(5)) + T(6)) + T(7);        \
+            for (int32_t q = 0; q < plane; ++q) out[q] = MCT_HEAD_FROM(MCT_HEAD_ADD(out[q], V, 0), V);        \
         else if (n == 4 && first)                                                                             \
-            for (int32_t q = 0; q < plane; ++q) out[q] = ((T(0) + T(1)) + T(2)) + T(3);                       \
+            for (int32_t q = 0; q < plane; ++q)                                                               \
+                out[q] = MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(wv[0] * V(0), V, 1), V, 2), V, 3);            \
         else if (n == 4)                                                                                      \
-            for (int32_t q = 0; q < plane; ++q) out[q] = (((out[q] + T(0)) + T(1)) + T(2)) + T(3);            \
+            for (int32_t q = 0; q < plane; ++q)                                                               \
+                out[q] = MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(out[q], V, 0), V, 1), V, 2), V, 3);  \
         else if (first)                                                                                       \
-            for (int32_t q = 0; q < plane; ++q) out[q] = T(0);                                                \
+            for (int32_t q = 0; q < plane; ++q) out[q] = wv[0] * V(0);                                        \
         else                                                                                                  \
-            for (int32_t q = 0; q < plane; ++q) out[q] = out[q] + T(0);                                       \
+            for (int32_t q = 0; q < plane; ++q) out[q] = MCT_HEAD_ADD(out[q], V, 0);                          \
     } while (0)
 
 /* Eight lazy channels whose mask bits start on byte boundaries (plane % 8 == 0), eight positions at a
  * time: each channel's mask byte is loaded once for the eight (lazy_at's value, bit by bit). */
-#define MCT_LAZY8_T(j, k) (wv[j] * ((bits[j] >> (k)) & 1u ? l[j].v1 : l[j].v0))
-#define MCT_LAZY8_SUM(k)                                                                                      \
-    ((((((MCT_LAZY8_T(0, k) + MCT_LAZY8_T(1, k)) + MCT_LAZY8_T(2, k)) + MCT_LAZY8_T(3, k)) + MCT_LAZY8_T(4, k)) \
-      + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
-#define MCT_LAZY8_ADD(k)                                                                                      \
-    (((((((out[q0 + (k)] + MCT_LAZY8_T(0, k)) + MCT_LAZY8_T(1, k)) + MCT_LAZY8_T(2, k)) + MCT_LAZY8_T(3, k))   \
-       + MCT_LAZY8_T(4, k)) + MCT_LAZY8_T(5, k)) + MCT_LAZY8_T(6, k)) + MCT_LAZY8_T(7, k)
-#define MCT_LAZY8_AT(k) out[q0 + (k)] = first ? MCT_LAZY8_SUM(k) : MCT_LAZY8_ADD(k)
+#define MCT_LAZY8_V(j, k) ((bits[j] >> (k)) & 1u ? l[j].v1 : l[j].v0)
+#define MCT_LAZY8_A(acc, j, k) mct_fmac((acc), wv[j], MCT_LAZY8_V(j, k))
+#define MCT_LAZY8_FROM(acc, k)                                                                     \
+    MCT_LAZY8_A(MCT_LAZY8_A(MCT_LAZY8_A(MCT_LAZY8_A(                                                           \
+        MCT_LAZY8_A(MCT_LAZY8_A(MCT_LAZY8_A(acc, 1, k), 2, k), 3, k), 4, k), 5, k), 6, k), 7, k)
+#define MCT_LAZY8_AT(k)                                                                                      \
+    out[q0 + (k)] = first ? MCT_LAZY8_FROM(wv[0] * MCT_LAZY8_V(0, k), k)                                   \
+                          : MCT_LAZY8_FROM(MCT_LAZY8_A(out[q0 + (k)], 0, k), k)
 
 static inline void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
     const uint8_t *m[8];
@@ -87,15 +91,17 @@ static inline void head_lazy8(const float *wv, const lazy_channel *l, int first,
     }
 }
 #undef MCT_LAZY8_AT
-#undef MCT_LAZY8_ADD
-#undef MCT_LAZY8_SUM
-#undef MCT_LAZY8_T
+#undef MCT_LAZY8_FROM
+#undef MCT_LAZY8_A
+#undef MCT_LAZY8_V
 
 #if MCT_SIMD
 /* head_lazy8 on the host's AVX2 (mct_simd.h), eight positions per vector: each lane does the float32
  * operations of the scalar loop for its position, in their order (no fused multiply-add), so the sums
  * are the same bits. A mask byte becomes eight lane masks that pick v1 or v0. */
-#define MCT_LAZY8_V(j)                                                                                            _mm256_mul_ps(w[j], _mm256_blendv_ps(v0[j], v1[j], _mm256_castsi256_ps(_mm256_cmpeq_epi32(                                                                         _mm256_and_si256(_mm256_set1_epi32(m[j][q0 >> 3]), bit), bit))))
+#define MCT_LAZY8_VEC(j)                                                                                 \
+    _mm256_mul_ps(w[j], _mm256_blendv_ps(v0[j], v1[j], _mm256_castsi256_ps(_mm256_cmpeq_epi32(            \
+                                           _mm256_and_si256(_mm256_set1_epi32(m[j][q0 >> 3]), bit), bit))))
 
 static void head_lazy8_simd(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
     const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -108,12 +114,12 @@ static void head_lazy8_simd(const float *wv, const lazy_channel *l, int first, i
         v1[j] = _mm256_set1_ps(l[j].v1);
     }
     for (int32_t q0 = 0; q0 < plane; q0 += 8) {
-        __m256 acc = first ? MCT_LAZY8_V(0) : _mm256_add_ps(_mm256_loadu_ps(out + q0), MCT_LAZY8_V(0));
-        for (int32_t j = 1; j < 8; ++j) acc = _mm256_add_ps(acc, MCT_LAZY8_V(j));
+        __m256 acc = first ? MCT_LAZY8_VEC(0) : _mm256_add_ps(_mm256_loadu_ps(out + q0), MCT_LAZY8_VEC(0));
+        for (int32_t j = 1; j < 8; ++j) acc = _mm256_add_ps(acc, MCT_LAZY8_VEC(j));
         _mm256_storeu_ps(out + q0, acc);
     }
 }
-#undef MCT_LAZY8_V
+#undef MCT_LAZY8_VEC
 #endif
 
 #if MCT_SIMD
@@ -166,6 +172,8 @@ static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, con
         MCT_HEAD_PASS(MCT_HEAD_L);
 }
 #undef MCT_HEAD_PASS
+#undef MCT_HEAD_FROM
+#undef MCT_HEAD_ADD
 #undef MCT_HEAD_L
 #undef MCT_HEAD_T
 
@@ -216,7 +224,8 @@ float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
 
 /* acc + g * w[i], mct_mac_exact's value: float32 accumulators take the weight converted once (wf[i]). */
 #define MCT_DW_MAC(acc, gv, i) \
-    (sizeof(mct_acc_t) == sizeof(float) ? (acc) + (gv) * wf[i] : mct_mac_exact((acc), (gv), w[i]))
+    (sizeof(mct_acc_t) == sizeof(float) ? (mct_acc_t)mct_fmac((float)(acc), (gv), wf[i])     \
+                                        : mct_mac_exact((acc), (gv), w[i]))
 
 /* Interior columns [x0, x1) of input row y of a 3x3 stride-1 depthwise transpose whose three tap rows
  * are all inside (g0: the output row of tap row 0, g1 and g2 the rows above it): the nine taps of
@@ -317,14 +326,14 @@ void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *
 #endif
             for (; q < plane; ++q) {
                 const float gq = g_c[q];
-                o0[q] = o0[q] + wv[0] * gq;
-                o1[q] = o1[q] + wv[1] * gq;
-                o2[q] = o2[q] + wv[2] * gq;
-                o3[q] = o3[q] + wv[3] * gq;
-                o4[q] = o4[q] + wv[4] * gq;
-                o5[q] = o5[q] + wv[5] * gq;
-                o6[q] = o6[q] + wv[6] * gq;
-                o7[q] = o7[q] + wv[7] * gq;
+                o0[q] = mct_fmac(o0[q], wv[0], gq);
+                o1[q] = mct_fmac(o1[q], wv[1], gq);
+                o2[q] = mct_fmac(o2[q], wv[2], gq);
+                o3[q] = mct_fmac(o3[q], wv[3], gq);
+                o4[q] = mct_fmac(o4[q], wv[4], gq);
+                o5[q] = mct_fmac(o5[q], wv[5], gq);
+                o6[q] = mct_fmac(o6[q], wv[6], gq);
+                o7[q] = mct_fmac(o7[q], wv[7], gq);
             }
         }
     if (c > 0) /* four at a time for the rest */
@@ -336,10 +345,10 @@ void mct_fg_tail(const mct_weight *w, int32_t c, const float *g_c, const float *
             float *o0 = out + (size_t)i * (size_t)plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
             for (int32_t q = 0; q < plane; ++q) {
                 const float gq = g_c[q];
-                o0[q] = o0[q] + w0 * gq;
-                o1[q] = o1[q] + w1 * gq;
-                o2[q] = o2[q] + w2 * gq;
-                o3[q] = o3[q] + w3 * gq;
+                o0[q] = mct_fmac(o0[q], w0, gq);
+                o1[q] = mct_fmac(o1[q], w1, gq);
+                o2[q] = mct_fmac(o2[q], w2, gq);
+                o3[q] = mct_fmac(o3[q], w3, gq);
             }
         }
     for (; i < in_c; ++i) {

@@ -367,11 +367,25 @@ static inline MCT_ALWAYS_INLINE mct_acc_t mct_mul_exact(float g, int32_t v) {
     return (mct_acc_t)d;
 }
 
+/* acc + a * b in float32 with the product rounded before the add: the C expression under
+ * -ffp-contract=off. On a Cortex-M with a single-precision FPU, one VMLA.F32 (the CHAINED multiply-add,
+ * which rounds its product, not VFMA, which does not) instead of VMUL + VADD: the same bits, one
+ * instruction per multiply-accumulate less in every float32 backward contraction. GCC does not emit VMLA
+ * itself under -ffp-contract=off, hence the asm. Elsewhere (the host, soft-float cores) the expression. */
+#if defined(__arm__) && defined(__ARM_FP) && (__ARM_FP & 4) && defined(__thumb2__) && !defined(MCT_NO_VMLA)
+static inline MCT_ALWAYS_INLINE float mct_fmac(float acc, float a, float b) {
+    __asm__("vmla.f32 %0, %1, %2" : "+t"(acc) : "t"(a), "t"(b));
+    return acc;
+}
+#else
+static inline MCT_ALWAYS_INLINE float mct_fmac(float acc, float a, float b) { return acc + a * b; }
+#endif
+
 /* acc + mct_mul_exact(g, v), the same double; with double accumulators a zero product (g = +-0, or
  * v = 0 and g finite: about half of a masked gradient or a ReLU input) costs no soft-float add:
  * x + (-0) is x, x + (+0) is x except -0 + +0 = +0 (round to nearest). A NaN acc takes the plain add. */
 static inline MCT_ALWAYS_INLINE mct_acc_t mct_mac_exact(mct_acc_t acc, float g, int32_t v) {
-    if (sizeof(mct_acc_t) != sizeof(double)) return acc + (mct_acc_t)g * (mct_acc_t)v;
+    if (sizeof(mct_acc_t) != sizeof(double)) return (mct_acc_t)mct_fmac((float)acc, g, (float)v);
     uint32_t bits;
     memcpy(&bits, &g, sizeof bits);
     const int zero = (bits << 1) == 0 || (v == 0 && ((bits >> 23) & 0xffu) != 0xffu);
