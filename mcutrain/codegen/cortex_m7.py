@@ -298,6 +298,7 @@ class QemuRun:
     statuses: np.ndarray | None = None  # [n_train] the guard's MCT_STEP_* flags after each step
     learning_rates: np.ndarray | None = None  # [n_train] float32, the learning rate after each step
     rollbacks: int = 0  # the guard's rollbacks over the run
+    arena_fnv1a: int | None = None  # FNV-1a of the arena right after training (mct_arena_view)
     lr_final: float | None = None  # the learning rate at the end
 
 
@@ -388,7 +389,8 @@ def _decode(events: list[dict], seconds: float) -> QemuRun:
         classes={p: np.array([e["class"] for e in predicts if e["phase"] == p]) for p in phases},
         predict_instructions=np.array([e["ticks"] * INSTRUCTIONS_PER_TICK for e in predicts], np.int64),
         stack_high_water=done["stack_high_water"], stack_space=done["stack_space"],
-        save_fnv1a=int(done["save_fnv1a"], 16), steps=done["steps"], calibration=calibration, seconds=seconds,
+        save_fnv1a=int(done["save_fnv1a"], 16), arena_fnv1a=int(done["arena_fnv1a"], 16), steps=done["steps"],
+        calibration=calibration, seconds=seconds,
         profiles=[{"stage": e["stage"], "ticks": e["ticks"], "ops": e["ops"]} for e in events
                   if e["event"] == "profile"],
         hook_cost=next((e for e in events if e["event"] == "hook_cost"), None),

@@ -269,6 +269,9 @@ int main(void) {
     }
     seek_record(file, 0);
     train(file, h.n_train);
+    size_t arena_bytes;
+    const uint8_t *trained_arena = mct_arena_view(&arena_bytes);
+    const uint32_t arena_hash = fnv1a(trained_arena, (uint32_t)arena_bytes); /* before "after" overwrites it */
     if (h.flags & FLAG_EVAL_AFTER) {
         seek_record(file, h.n_train);
         evaluate(file, h.n_eval, "after");
@@ -282,6 +285,8 @@ int main(void) {
     key("save_bytes", n_saved);
     put(",\"save_fnv1a\":");
     put_hex(fnv1a(saved, n_saved));
+    put(",\"arena_fnv1a\":");
+    put_hex(arena_hash);
     key("stack_high_water", mct_board_stack_high_water());
     key("stack_space", mct_board_stack_space());
     end_line();
