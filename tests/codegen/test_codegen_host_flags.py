@@ -1,8 +1,9 @@
 """The host target's two builds (mcutrain.codegen.host ``flags``): ``native`` (-O3 -march=native, the
 default) trains bit for bit like ``portable`` (the reference flags, the firmware's), in both accumulator
 modes, on a paper network (mbv2-w0.35, random int8 weights, res 32, ``paper-99kb``): the losses of
-several steps, the logits after them and every parameter, byte for byte; the two libraries are kept
-apart by their file names; an unknown flag set is refused in one line."""
+several steps, the logits after them, every parameter and the arena after training (its float scratch),
+byte for byte; the two libraries are kept apart by their file names; an unknown flag set is refused in
+one line."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ NAME, RES, CLASSES, STEPS, LR, SEED = "mbv2-w0.35", 32, 4, 5, 0.1, 3
 def _train(lib, images, labels) -> dict:
     engine = HostEngine(lib)
     losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
+    arena = engine.arena().copy()  # the float scratch of the last step: a last-bit difference shows here
     logits = np.concatenate([engine.predict(x) for x in images[:2]])
-    return {"losses": losses, "logits": logits, **{f"param:{k}": v for k, v in engine.parameters().items()}}
+    return {"losses": losses, "arena": arena, "logits": logits,
+            **{f"param:{k}": v for k, v in engine.parameters().items()}}
 
 
 @pytest.mark.parametrize("accumulate", ["float32", "float64"])

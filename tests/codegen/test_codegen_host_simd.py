@@ -1,17 +1,20 @@
-"""The host's AVX2 forward paths (c/mct_simd.h, compiled by the native build on an AVX2 CPU) compute the
-integers of the portable C.
+"""The host's AVX2 paths (c/mct_simd.h and the #if MCT_SIMD blocks, compiled by the native build on an AVX2
+CPU) compute what the portable C computes: the same integers in the forward, the same float32 bits in the
+backward.
 
 Two levels: (1) tests/codegen/simd_harness.c runs mct_pointwise and mct_depthwise_row on thousands of
 random convs (odd channel counts, widths off the 8/16 blocks, strides 1-3, non-square kernels, padding
 rows, mask-only rows, mask bits off byte boundaries, SRAM/Flash split weight rows, shifts > 0) against
 the definition written out in plain loops, also under AddressSanitizer (every input malloc'ed at its
 exact size, so a vector load past a row fails); (2) whole programs built native and portable train bit
-for bit alike: losses, logits, every parameter. The nets reach the row pipelines' first conv (stride 2,
-3 channels), depthwise 3x3/5x5/7x7 at strides 1 and 2, trained 1x1 convs with split rows (last-k:6), the
-backward head's lazy pass (its float32 sums lane by lane), and the general geometry of imported graphs
-("mixed"). A mutation of the kernels (the sign extension of the
-weight pairs, the high multiply's shift, the padding value) makes (1) fail: checked when this test was
-written, see the commit that added it.
+for bit alike: losses, logits, every parameter, and the arena after training, whose float scratch shows
+a last-bit difference in the backward that rounds away before any parameter. The nets reach the row
+pipelines' first conv (stride 2, 3 channels), depthwise 3x3/5x5/7x7 at strides 1 and 2, trained 1x1
+convs with split rows and the backward's eight-channel head and tail passes (last-k:6), the head's lazy
+pass, and the general geometry of imported graphs ("mixed"). Mutations checked when the tests were
+written: the sign extension of the weight pairs, the high multiply's shift and the padding value fail
+(1); a dropped channel term in the head, a doubled tail weight and a fused multiply-add in the tail fail
+(2).
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ def test_simd_kernels_equal_their_definition_on_random_geometry(tmp_path, saniti
 def _train(lib, images, labels) -> dict:
     engine = HostEngine(lib)
     losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
+    arena = engine.arena().copy()  # the float scratch of the last step: a last-bit difference shows here
     logits = np.concatenate([engine.predict(x) for x in images[:2]])
-    return {"losses": losses, "logits": logits, **{f"param:{k}": v for k, v in engine.parameters().items()}}
+    return {"losses": losses, "arena": arena, "logits": logits,
+            **{f"param:{k}": v for k, v in engine.parameters().items()}}
 
 
 @needs_avx2
