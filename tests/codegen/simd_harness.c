@@ -8,7 +8,8 @@
  * to 3, non-square kernels, padding rows (NULL), mask-only rows (y NULL), mask bits that do not start on a
  * byte, weight rows split between SRAM and Flash, multipliers of every size, channels whose shift is > 0
  * (the scalar fallback). Inputs are malloc'ed at their exact sizes, so a build with
- * -fsanitize=address catches any vector load that reads past them. Prints "mismatches N" (and the first few cases); exit status 0 when N is 0. */
+ * -fsanitize=address catches any vector load that reads past them. Prints "mismatches N" (and the first
+ * few cases); exit status 0 when N is 0. */
 #include <stdio.h>
 #include <stdlib.h>
 
