@@ -31,6 +31,7 @@ import numpy as np
 from bench.common import ROOT, stamp, throughput_args, write_results
 from bench.paper import SCHEME, paper_model
 from bench.timing import peak_rss_bytes, timed_steps
+from mcutrain.codegen.host import native_simd
 
 NETWORKS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 ORT_PYTHON = ROOT / ".venv-ort" / "bin" / "python"
@@ -167,8 +168,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"fresh process; {meta['warmup']} warm-up + {meta['steps']} timed steps (mean). Peak RSS = the "
         "process's VmHWM (for PyTorch and ORT it includes the interpreter and the libraries, which is what "
         "those processes cost; the C engine is a 3 MiB program of its own).", "",
-        "C native = -O3 -march=native (the host target's default), C portable = the reference -O2 flags; "
-        "both train bit for bit alike (same losses, checked by the bench). Speed-ups are C native's.", "",
+        "C native = -O3 -march=native (the host target's default) with the AVX2 paths of mct_simd.h where "
+        f"the CPU has AVX2 (here: {meta.get('native_simd') or 'none'}), C portable = the reference -O2 flags, "
+        "scalar; both train bit for bit alike (same losses, checked by the bench; the tests also compare "
+        "the arena after training). Speed-ups are C native's.", "",
         "| network | C native ms/step | C portable ms/step | native speed-up | PyTorch ms/step | ORT ms/step "
         "| C speed-up vs PyTorch | vs ORT | C peak RSS | PyTorch peak RSS | ORT peak RSS | RSS ratio PyTorch/C "
         "| ORT/C |",
@@ -228,7 +231,8 @@ def main(argv=None) -> None:
                            steps=20, windows=1)
     args.models = models
     warmup = 3
-    meta = {**stamp("python -m bench.host_training " + " ".join(argv)), "warmup": warmup, "steps": args.steps}
+    meta = {**stamp("python -m bench.host_training " + " ".join(argv)), "warmup": warmup, "steps": args.steps,
+            "native_simd": native_simd()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="mct-host-bench-") as tmp:
         for name in args.models:
