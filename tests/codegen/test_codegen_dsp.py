@@ -109,7 +109,7 @@ def test_dsp_firmware_equals_the_host_build_bit_for_bit(runs, name, scheme):
     run, folder = runs(name, scheme, "dsp")
     print(f"{name} {scheme} (dsp): {run.predict_instructions.mean():.0f} instructions per inference")
     used = _instructions(folder)
-    assert used.get("smlad", 0) > 0 and used.get("sxtb16", 0) > 0 and used.get("qadd", 0) > 0
+    assert used.get("smlad", 0) > 0 and used.get("sxtb16", 0) > 0 and used.get("smmulr", 0) > 0
 
 
 @needs_tools
@@ -142,25 +142,34 @@ def test_each_target_has_its_default_kernels_and_refuses_what_it_cannot_run():
         check_target_kernels("host", "dsp")
 
 
-INT32 = st.integers(-2**31, 2**31 - 1)
 
 
-def _dsp_scale(acc: int, multiplier: int, right: int) -> int:
-    """mct_dsp.h's mct_dsp_scale, instruction by instruction, in Python integers."""
-    x = (acc * multiplier + 2**30) >> 31                      # SMLAL, then the high word's 31 bits
-    q = min(x + 2 ** (right - 1), 2**31 - 1)                  # QADD (x + nudge >= -2^31 always)
-    return max(-2**15, min(2**15 - 1, (q + (x >> 31)) >> right))  # ASR by register, SSAT #16
+def _dsp_requantize(total: int, multiplier: int, right: int, y_zero: int) -> int:
+    """mct_dsp.h's mct_dsp_requantize (sum + bias = ``total``), instruction by instruction, in Python integers,
+    checking that no step leaves int32."""
+    doubled = 2 * total                                        # ADD with LSL #1: bias2 + 2 * sum
+    x = (doubled * multiplier + 2**31) >> 32                   # SMMULR
+    nudge = 2 ** (right - 1) + y_zero * 2**right
+    s = x + nudge + (x >> 31)                                  # ADD, ADD with ASR #31
+    assert all(-2**31 <= v < 2**31 for v in (doubled, x, nudge, x + nudge, s))
+    return s >> right                                          # ASR by register
 
 
 @settings(max_examples=1000, deadline=None)
-@given(acc=INT32, multiplier=st.integers(1, 2**31 - 1), right=st.integers(1, 16))
-@example(acc=2**31 - 1, multiplier=2**31 - 1, right=16)  # x + nudge saturates
-@example(acc=-2**31, multiplier=2**31 - 1, right=16)
-@example(acc=-2**31, multiplier=2**31 - 1, right=1)
-@example(acc=3 * 2**7, multiplier=2**30, right=8)  # a tie: x = 3 * 2^6, rounded away from zero
-@example(acc=-3 * 2**7, multiplier=2**30, right=8)
-def test_the_dsp_requantization_is_the_reference_mbqm_clamped(acc, multiplier, right):
-    """The fast requantization of the DSP kernels (the fast path: shift in [-16, -1]) equals the reference
-    MBQM (mcutrain.quant.fixedpoint) clamped to int16 as mct_requantize_fast clamps it: every acc."""
-    reference = int(multiply_by_quantized_multiplier(np.int32(acc), np.int32(multiplier), -right))
-    assert _dsp_scale(acc, multiplier, right) == max(-2**15, min(2**15 - 1, reference))
+@given(total=st.integers(-2**30 + 1, 2**30 - 1), multiplier=st.integers(-2**31 + 1, 2**31 - 1),
+       right=st.integers(1, 22), y_zero=st.integers(-128, 127))
+@example(total=2**30 - 1, multiplier=2**31 - 1, right=1, y_zero=127)
+@example(total=-2**30 + 1, multiplier=2**31 - 1, right=22, y_zero=-128)
+@example(total=-2**30 + 1, multiplier=-2**31 + 1, right=22, y_zero=127)
+@example(total=3 * 2**7, multiplier=2**30, right=8, y_zero=0)  # a tie: x = 3 * 2^6, rounded away from zero
+@example(total=-3 * 2**7, multiplier=2**30, right=8, y_zero=0)
+def test_the_dsp_requantization_is_the_reference_mbqm_clamped(total, multiplier, right, y_zero):
+    """The DSP requantization (mct_rq_of's fast conditions: |sum + bias| < 2^30, shift in [-22, -1], the int8
+    range) gives the reference's int8 output and inside bit: MBQM (mcutrain.quant.fixedpoint), clamped to
+    int16 as mct_requantize_fast clamps it, plus y_zero, clamped to [-128, 127]; its value skips the int16
+    clamp, which changes nothing in int8."""
+    reference = max(-2**15, min(2**15 - 1, int(multiply_by_quantized_multiplier(
+        np.int32(total), np.int32(multiplier), -right)))) + y_zero
+    v = _dsp_requantize(total, multiplier, right, y_zero)
+    assert max(-128, min(127, v)) == max(-128, min(127, reference))
+    assert (-128 < v < 127) == (-128 < reference < 127)

@@ -33,18 +33,22 @@
 
 /* ---- requantization ---- */
 
-/* mct_requantize_fast's MBQM for a shift in [-16, -1] and a multiplier other than INT32_MIN (the convs of
- * the zoo's models have shifts near -8; the others take the portable path), the same integers:
- * - the rounding doubling high multiply as one 64-bit multiply-accumulate, (a * b + 2^30) >> 31;
- * - the rounding divide by 2^right (ties away from zero, mct_rdbpot): x / 2^right rounded up at half for
- *   x >= 0, and (x + 2^(right-1) - 1) >> right for x < 0, i.e. (x + nudge + (x >> 31)) >> right with
- *   nudge = 2^(right-1). The add saturates (QADD) where x + nudge would pass INT32_MAX: the exact
- *   quotient is then >= 2^(31-right) >= 2^15, the saturated one 2^(31-right) - 1 >= 2^15 - 1, and both
- *   clamp to 32767 below (that is why right <= 16);
- * - the clamp to [-2^15, 2^15 - 1] (SSAT). */
-static inline int32_t mct_dsp_scale(int32_t acc, int32_t multiplier, int32_t right, int32_t nudge) {
-    const int32_t x = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
-    return __ssat((__qadd(x, nudge) + (x >> 31)) >> right, 16);
+/* mct_rq_out's value before the clamp, v = MBQM(sum + bias) + y_zero, for the conditions mct_rq_of checks:
+ * |sum| < 2^29 and |bias| <= 2^29 (so a = sum + bias and 2a fit in int32), a shift -right in [-22, -1], a
+ * multiplier m other than INT32_MIN, y_zero and the clamp [qmin, qmax] = [-128, 127] (int8); the same
+ * integers as the portable mct_requantize_fast, in 6 instructions:
+ * - the rounding doubling high multiply, floor((a * m + 2^30) / 2^31), is SMMULR's floor((2a * m + 2^31) /
+ *   2^32); ``bias2`` = 2 * bias, so 2a is one add with a shifted operand;
+ * - the rounding divide by 2^right (ties away from zero, mct_rdbpot) is (x + 2^(right-1) + (x >> 31)) >>
+ *   right; the zero point rides in the same shift: ``nudge`` = 2^(right-1) + y_zero * 2^right (adding a
+ *   multiple of 2^right before a floor shift adds its quotient after). No overflow: |x| <= 2^30,
+ *   |nudge| <= 2^21 + 2^29;
+ * - the portable clamp to [-2^15, 2^15 - 1] before adding y_zero is left out: a value it would change
+ *   lies beyond [-128, 127] with or without it, so the int8 clamp and the inside bit are the same. */
+static inline int32_t mct_dsp_requantize(int32_t sum, int32_t bias2, int32_t m, int32_t nudge, int32_t right) {
+    int32_t x;
+    __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(bias2 + sum * 2), "r"(m));
+    return (x + nudge + (x >> 31)) >> right;
 }
 
 /* ---- loads and unpacking ---- */
