@@ -67,6 +67,13 @@ static inline int32_t mct_sxtb16_ror8(int32_t x) {
     return r;
 }
 
+/* PKHBT with no shift: the low halfword of lo, the high halfword of hi. */
+static inline int32_t mct_pkhbt(int32_t lo, int32_t hi) {
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+
 /* ---- weight sums (the zero point's term) ---- */
 
 /* w[0] + ... + w[n - 1]: four weights per load, summed as int16 pairs by SMLAD against (1, 1). */
@@ -126,6 +133,11 @@ static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u
 
 /* ---- depthwise rows ---- */
 
+/* (w[0], w[2]) of a 3-tap row as an int16 pair. */
+static inline int32_t mct_dsp_w02(const int8_t *w) {
+    return (int32_t)((uint32_t)(uint16_t)(int16_t)w[0] | ((uint32_t)(int32_t)w[2] << 16));
+}
+
 /* A 3x3 depthwise kernel as SMLAD operands: per tap row a, (w[a][0], w[a][2]) as an int16 pair and
  * w[a][1]. */
 typedef struct {
@@ -135,7 +147,7 @@ typedef struct {
 static inline mct_dsp_dw3 mct_dsp_dw3_of(const int8_t *w) {
     mct_dsp_dw3 k;
     for (int32_t a = 0; a < 3; ++a) {
-        k.w02[a] = (int32_t)((uint32_t)(uint16_t)(int16_t)w[3 * a] | ((uint32_t)(int32_t)w[3 * a + 2] << 16));
+        k.w02[a] = mct_dsp_w02(w + 3 * a);
         k.w1[a] = w[3 * a + 1];
     }
     return k;
@@ -162,6 +174,21 @@ static inline void mct_dsp_dw3_two(const int8_t *r0, const int8_t *r1, const int
     *out0 = s0, *out1 = s1;
 }
 #undef MCT_DSP_DW3_ROW
+
+/* One tap row (3 taps, stride 2) of 4 neighbouring outputs, added to s[0..3]: the windows r[0..2],
+ * r[2..4], r[4..6], r[6..8] (two 4-byte loads and one byte: nothing outside the windows). SXTB16 of a
+ * word gives its even bytes (b0, b2), rotated its odd ones (b1, b3): exactly the stride-2 taps. w02 =
+ * (w0, w2) as an int16 pair, w1 the middle tap. Outputs 1 and 3 pair (b4, b2) / (b8, b6) by PKHBT and
+ * SMLADX (the pair swapped against w02): 4 SMLAD(X) + 4 SMLAxB for 12 MACs. */
+static inline void mct_dsp_s2_row4(const int8_t *r, int32_t w02, int32_t w1, int32_t *s) {
+    const int32_t v0 = mct_ld32(r), v1 = mct_ld32(r + 4), b8 = r[8];
+    const int32_t e0 = __sxtb16(v0), o0 = mct_sxtb16_ror8(v0), e1 = __sxtb16(v1), o1 = mct_sxtb16_ror8(v1);
+    s[0] = __smlabb(o0, w1, __smlad(e0, w02, s[0]));
+    s[1] = __smlatb(o0, w1, __smladx(mct_pkhbt(e1, e0), w02, s[1]));
+    s[2] = __smlabb(o1, w1, __smlad(e1, w02, s[2]));
+    s[3] = __smlatb(o1, w1, __smladx(mct_pkhbt(b8, e1), w02, s[3]));
+}
+
 
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

@@ -37,12 +37,48 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
     return sum;
 }
 
+#if MCT_DSP
+#define MCT_DSP_S2_ROWS 12 /* (input channel, tap row) pairs of a 3x3 stride-2 conv on the DSP path */
+
+/* Interior columns of output channel o of a 3x3 stride-2 conv with in_c <= 4 (the first conv), four at a
+ * time from lo on (mct_dsp_s2_row4 per input channel and tap row); returns the first column left to the
+ * portable loop. */
+static int32_t general_inside_dsp(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                                  int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
+    if (p->k != 3 || p->kw != 3 || p->stride != 2 || p->stride_w != 2 || p->in_c * 3 > MCT_DSP_S2_ROWS) return lo;
+    const int8_t *rows[MCT_DSP_S2_ROWS];
+    int32_t w02[MCT_DSP_S2_ROWS], w1[MCT_DSP_S2_ROWS], n = 0;
+    for (int32_t i = 0; i < p->in_c; ++i) {
+        const int8_t *w = mct_weight_at(&p->w, o, i);
+        for (int32_t a = 0; a < 3; ++a)
+            if (off[a] >= 0) {
+                rows[n] = x + i * x_cs + off[a] - p->pad_left;
+                w02[n] = mct_dsp_w02(w + 3 * a);
+                w1[n++] = w[3 * a + 1];
+            }
+    }
+    const mct_rq q = mct_rq_of(p, o);
+    int8_t *y = t->y + o * t->y_cs;
+    const int32_t bit = t->bit0 + o * t->bit_cs;
+    int32_t ox = lo;
+    for (; ox + 4 <= hi; ox += 4) {
+        int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
+        for (int32_t j = 0; j < n; ++j) mct_dsp_s2_row4(rows[j] + 2 * ox, w02[j], w1[j], s);
+        for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y + ox + j, t->mask, bit + ox + j);
+    }
+    return ox;
+}
+#endif
+
 /* Interior columns [lo, hi) of output channel o, MCT_ROW_CHUNK at a time: for each (input channel,
  * tap row) its k weights are loaded once for the whole chunk; raw inputs, the zero point folded into
  * ``zsum`` (the weights of the tap rows inside the input). */
 static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
                            int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
     const int32_t k = p->k, s = p->stride;
+#if MCT_DSP
+    lo = general_inside_dsp(p, o, x, x_cs, off, zsum, lo, hi, t);
+#endif
     for (int32_t c0 = lo; c0 < hi; c0 += MCT_ROW_CHUNK) {
         const int32_t m = mct_imin(MCT_ROW_CHUNK, hi - c0);
         int32_t sum[MCT_ROW_CHUNK];

@@ -215,6 +215,16 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
             mct_rq_out(&q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
             mct_rq_out(&q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
         }
+    } else if (p->stride_w == 2) { /* four outputs per step */
+        const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
+        for (; ox + 4 <= hi; ox += 4) {
+            const int32_t ix = 2 * ox - p->pad_left;
+            int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
+            mct_dsp_s2_row4(rows[0] + ix, k.w02[0], k.w1[0], s);
+            mct_dsp_s2_row4(rows[1] + ix, k.w02[1], k.w1[1], s);
+            mct_dsp_s2_row4(rows[2] + ix, k.w02[2], k.w1[2], s);
+            for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y != NULL ? y + ox + j : NULL, mask, bit0 + ox + j);
+        }
     }
 #endif
     for (; ox < hi; ++ox) {
