@@ -156,25 +156,30 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
     }
 }
 
-/* A depthwise row whose input (a 1x1 expand conv's output) has no ring: for each channel, the expand
- * conv's rows of the window go into ``window`` (k rows), then the depthwise row reads them there. */
+/* A depthwise row whose input (a 1x1 expand conv's output) has no ring: for each group of ``group``
+ * channels, the expand conv's rows of the window go into ``window`` ([channel][k][w]: the 1x1 conv makes
+ * the channels of a row together, its output channels in pairs), then the depthwise rows read them there. */
 static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_rows_view *in, uint8_t *arena,
-                         int8_t *window, int32_t r, const row_target *t) {
+                         int8_t *window, int32_t group, int32_t r, const row_target *t) {
     const int8_t *rows[MCT_ROWS_MAX_K];
     int32_t src[MCT_ROWS_MAX_K];
     const int8_t *x = view_data(in, arena);
-    const int32_t x_cs = in->ring * in->w;
+    const int32_t x_cs = in->ring * in->w, plane = dw->k * dw->in_w; /* one channel of the window */
     for (int32_t a = 0; a < dw->k; ++a) { /* tap a: expanded row rho, made in window row a */
         const int32_t rho = r * dw->stride - dw->pad + a;
-        const int inside = rho >= 0 && rho < dw->in_h;
-        src[a] = inside ? view_row(in, rho) : -1;
-        rows[a] = inside ? window + a * dw->in_w : NULL;
+        src[a] = rho >= 0 && rho < dw->in_h ? view_row(in, rho) : -1;
     }
-    for (int32_t c = 0; c < dw->out_c; ++c) {
+    group = mct_imax(group, 1);
+    for (int32_t c0 = 0; c0 < dw->out_c; c0 += group) {
+        const int32_t c1 = mct_imin(c0 + group, dw->out_c);
         for (int32_t a = 0; a < dw->k; ++a)
             if (src[a] >= 0)
-                mct_pointwise(expand, c, c + 1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, 0, NULL, 0, 0);
-        mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+                mct_pointwise(expand, c0, c1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, plane, NULL, 0, 0);
+        for (int32_t c = c0; c < c1; ++c) {
+            for (int32_t a = 0; a < dw->k; ++a)
+                rows[a] = src[a] >= 0 ? window + (c - c0) * plane + a * dw->in_w : NULL;
+            mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+        }
     }
 }
 
@@ -211,8 +216,8 @@ void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source) {
         if (st->add != NULL)
             add_stage(st->add, &p->views[st->in], &p->views[st->in2], arena, r, &t);
         else if (st->expand != NULL)
-            folded_stage(st->conv, st->expand, &p->views[st->in], arena, (int8_t *)(void *)(arena + st->window), r,
-                         &t);
+            folded_stage(st->conv, st->expand, &p->views[st->in], arena, (int8_t *)(void *)(arena + st->window),
+                         st->window_channels, r, &t);
         else
             conv_stage(st->conv, &p->views[st->in], arena, r, &t);
     }
