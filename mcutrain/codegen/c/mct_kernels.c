@@ -255,18 +255,18 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         lo = mct_imin((pad + s - 1) / s, p->out_w);
         hi = mct_imax(lo, mct_imin((p->in_w - kw + pad) / s + 1, p->out_w));
     }
+    const mct_rq q = mct_rq_of(p, c); /* once a row: the edges too */
     for (int32_t ox = 0; ox < lo; ++ox)
-        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
     if (kh == 3 && kw == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {
-        const mct_rq q = mct_rq_of(p, c);
         for (int32_t ox = lo; ox < hi; ++ox)
             mct_rq_out(&q, window_inside(rows, ox * s - pad, w, kh, kw) - zsum, y != NULL ? y + ox : NULL, mask,
                        bit0 + ox);
     }
     for (int32_t ox = hi; ox < p->out_w; ++ox)
-        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
