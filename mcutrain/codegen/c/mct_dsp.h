@@ -190,5 +190,41 @@ static inline void mct_dsp_s2_row4(const int8_t *r, int32_t w02, int32_t w1, int
 }
 
 
+/* A 5- or 7-tap row as SMLAD operands: (w0, w2), (w1, w3), (w4, w6) int16 pairs and w5 (k = 5: w4, w6 = 0,
+ * w5 = 0). */
+typedef struct {
+    int32_t w02, w13, w46, w5;
+} mct_dsp_row57;
+
+static inline mct_dsp_row57 mct_dsp_row57_of(const int8_t *w, int32_t k) {
+    mct_dsp_row57 r;
+    r.w02 = mct_dsp_w02(w);
+    r.w13 = mct_dsp_w02(w + 1);
+    r.w46 = k == 7 ? mct_dsp_w02(w + 4) : w[4];
+    r.w5 = k == 7 ? w[5] : 0;
+    return r;
+}
+
+/* One tap row of two neighbouring stride-1 outputs of a 7-tap kernel: r[0..6] and r[1..7], exactly the
+ * two words at r (b0..b3, b4..b7). Even/odd halves of each word: (b0, b2) (b1, b3) (b4, b6) (b5, b7);
+ * the second output's (b2, b4) pair by PKHBT against (w1, w3) swapped (SMLADX). 7 SMLAD(X) + 1 SMLAxB for
+ * 14 MACs. */
+static inline void mct_dsp_row7_two(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4);
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(ob, k->w5, __smlad(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0))));
+    *s1 = __smlatb(eb, k->w5, __smlad(ob, k->w46, __smladx(mct_pkhbt(eb, ea), k->w13, __smlad(oa, k->w02, *s1))));
+}
+
+/* The same for a 5-tap kernel: r[0..4] and r[1..5] (a word and a halfword: nothing past the windows). */
+static inline void mct_dsp_row5_two(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    uint16_t h;
+    memcpy(&h, r + 4, 2);
+    const int32_t va = mct_ld32(r), vb = (int32_t)h;
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0)));
+    *s1 = __smlabb(ob, k->w46, __smladx(mct_pkhbt(eb, ea), k->w13, __smlad(oa, k->w02, *s1)));
+}
+
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

@@ -236,6 +236,35 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
     }
 }
 
+#if MCT_DSP
+/* Interior columns of a stride-1 5x5 or 7x7 (k rows of 5 or 7 taps, k <= 7) depthwise row, two at a time
+ * from lo on (mct_dsp_row5_two / row7_two per tap row inside the input); returns the first column left. */
+static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8_t *const *rows, const int8_t *w,
+                                  int32_t zsum, int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
+    const int32_t kh = p->k, kw = p->kw;
+    if (p->stride_w != 1 || (kw != 5 && kw != 7) || kh > 7) return lo;
+    mct_dsp_row57 k[7];
+    const int8_t *r[7];
+    int32_t n = 0;
+    for (int32_t a = 0; a < kh; ++a)
+        if (rows[a] != NULL) {
+            k[n] = mct_dsp_row57_of(w + a * kw, kw);
+            r[n++] = rows[a] - p->pad_left;
+        }
+    int32_t ox = lo;
+    for (; ox + 2 <= hi; ox += 2) {
+        int32_t s0 = -zsum, s1 = -zsum;
+        if (kw == 7)
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + ox, &k[j], &s0, &s1);
+        else
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + ox, &k[j], &s0, &s1);
+        mct_rq_out(q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+    }
+    return ox;
+}
+#endif
+
 /* Output row of depthwise channel c from its k tap rows (rows[a] = input row of tap a, NULL: padding).
  * Columns whose window lies inside the input take the unrolled path with raw inputs (the zero point
  * folded into the weight sum), the edges the bounded one. */
@@ -261,7 +290,11 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
     if (kh == 3 && kw == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {
-        for (int32_t ox = lo; ox < hi; ++ox)
+        int32_t ox = lo;
+#if MCT_DSP
+        ox = depthwise_wide_dsp(p, &q, rows, w, zsum, lo, hi, y, mask, bit0);
+#endif
+        for (; ox < hi; ++ox)
             mct_rq_out(&q, window_inside(rows, ox * s - pad, w, kh, kw) - zsum, y != NULL ? y + ox : NULL, mask,
                        bit0 + ox);
     }
