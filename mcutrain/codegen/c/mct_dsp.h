@@ -1,16 +1,19 @@
-/* mct_dsp.h: the int8 forward on the Cortex-M DSP extension (SMLAD, SMLAxy, SXTB16, QADD, SSAT).
+/* mct_dsp.h: the int8 forward on the Cortex-M DSP extension (SMLAD(X), SMLAxy, SXTB16, PKHBT, SMMULR, SSAT).
  *
  * Why: the portable kernels (mct_kernels.c, mct_fused.c) do one multiply-accumulate per instruction
  * plus a byte load per operand, and requantize each output through a call with 64-bit paths; SMLAD
- * does two multiply-accumulates per instruction on 16-bit pairs, QADD / SSAT saturate in one. The
- * functions here compute the SAME int32 sums (integer sums are exact in any order) and the same
- * roundings (mct_dsp_scale) where that measured faster on the Cortex-M7: the requantization of every
- * conv output (mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3
- * stride-1 depthwise rows, the 1x1 convs' weight sums. Everything else (channel and position tails,
- * one-output-channel 1x1 convs, edges, padding, other kernels) stays on the portable code, which calls
- * these first and finishes what they leave. Chosen when the folder is generated (``MCT_DSP`` in
- * mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header defines
- * nothing.
+ * does two multiply-accumulates per instruction on 16-bit pairs, SMMULR / SSAT round and saturate in
+ * one. The functions here compute the SAME int32 sums (integer sums are exact in any order) and the
+ * same roundings where that measured faster on the Cortex-M7 (bench/m7_hotspots.py: instructions per
+ * function and source line under QEMU): the requantization of every conv output (mct_dsp_requantize,
+ * used by mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3 stride-1
+ * depthwise rows two outputs per step, stride-2 3-tap rows four outputs per step (the first conv and the
+ * stride-2 depthwise rows), interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
+ * convs' weight sums. Everything else (channel and position tails, one-output-channel 1x1 convs: tried
+ * with SMLAxy, no faster than the portable loop; edges, padding, other kernels) stays on the portable
+ * code, which calls these first and finishes what they leave. Chosen when the folder is generated
+ * (``MCT_DSP`` in mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this
+ * header defines nothing.
  *
  * Layout: activations stay NCHW (a channel's positions contiguous). Pairs along the reduction come
  * from loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); two channels'
