@@ -229,5 +229,26 @@ static inline void mct_dsp_row5_two(const int8_t *r, const mct_dsp_row57 *k, int
     *s1 = __smlabb(ob, k->w46, __smladx(mct_pkhbt(eb, ea), k->w13, __smlad(oa, k->w02, *s1)));
 }
 
+/* Stride 2: one tap row of two neighbouring outputs, r[0..6] and r[2..8] (7 taps: two words and a byte),
+ * r[0..4] and r[2..6] (5 taps: a word, a halfword and a byte; nothing past the windows). The first output
+ * pairs as at stride 1; the second's pairs (b2, b4) (b3, b5) (b6, b8) straddle the unpacked halves: PKHBT
+ * joins them, SMLADX against the swapped weight pair. */
+static inline void mct_dsp_row7_two_s2(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4), b8 = r[8];
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(ob, k->w5, __smlad(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0))));
+    *s1 = __smlatb(ob, k->w5, __smladx(mct_pkhbt(b8, eb), k->w46,
+                                       __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, *s1))));
+}
+
+static inline void mct_dsp_row5_two_s2(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    uint16_t h;
+    memcpy(&h, r + 4, 2);
+    const int32_t va = mct_ld32(r), vb = (int32_t)h, b6 = r[6];
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0)));
+    *s1 = __smlabb(b6, k->w46, __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, *s1)));
+}
+
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

@@ -241,12 +241,13 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
 }
 
 #if MCT_DSP
-/* Interior columns of a stride-1 5x5 or 7x7 (k rows of 5 or 7 taps, k <= 7) depthwise row, two at a time
- * from lo on (mct_dsp_row5_two / row7_two per tap row inside the input); returns the first column left. */
+/* Interior columns of a stride-1 or stride-2 5x5 or 7x7 (k rows of 5 or 7 taps, k <= 7) depthwise row, two
+ * at a time from lo on (mct_dsp_row5_two / row7_two, or their _s2, per tap row inside the input); returns
+ * the first column left. */
 static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8_t *const *rows, const int8_t *w,
                                   int32_t zsum, int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
-    const int32_t kh = p->k, kw = p->kw;
-    if (p->stride_w != 1 || (kw != 5 && kw != 7) || kh > 7) return lo;
+    const int32_t kh = p->k, kw = p->kw, s = p->stride_w;
+    if ((s != 1 && s != 2) || (kw != 5 && kw != 7) || kh > 7) return lo;
     mct_dsp_row57 k[7];
     const int8_t *r[7];
     int32_t n = 0;
@@ -258,7 +259,11 @@ static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8
     int32_t ox = lo;
     for (; ox + 2 <= hi; ox += 2) {
         int32_t s0 = -zsum, s1 = -zsum;
-        if (kw == 7)
+        if (s == 2 && kw == 7)
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
+        else if (s == 2)
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
+        else if (kw == 7)
             for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + ox, &k[j], &s0, &s1);
         else
             for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + ox, &k[j], &s0, &s1);
