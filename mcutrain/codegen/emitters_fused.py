@@ -84,7 +84,8 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
             raise CodegenError(f"op {ctx.op.name}: add parameters {sorted(params)} differ from {fields}")
         decl = declare("mct_add_params", tag, st, [(f, int_literal(params[f])) for f in fields])
         return [decl], [("conv", "NULL"), ("add", f"&{tag}"), ("expand", "NULL"), ("in", str(views(st.inputs[0]))),
-                        ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1")]
+                        ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1"),
+                        ("window_channels", "0")]
     if st.kind != "conv2d":
         raise CodegenError(f"op {ctx.op.name}: a row pipeline stage of kind {st.kind!r} has no C kernel")
     x, y = st.inputs[0], st.outputs[0]
@@ -96,17 +97,17 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
         expand = folded[x]
         e_tag = ctx.struct(f"s{s}e")
         decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x)))
-        _, _, rows, width, off = folds[x]
+        _, channels, rows, width, off = folds[x]
         if rows < k or width != views.shape(x)[3]:
             raise CodegenError(f"op {ctx.op.name}: window of {x} ({rows} rows) smaller than its kernel {k}")
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", f"&{e_tag}"),
                        ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", str(views(y))),
-                       ("window", str(scratch + off))]
+                       ("window", str(scratch + off)), ("window_channels", str(channels))]
     if y in folds:  # a folded expand conv: never scheduled (its depthwise stage makes its rows)
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", "-1"), ("in2", "-1"),
-                       ("out", "-1"), ("window", "-1")]
+                       ("out", "-1"), ("window", "-1"), ("window_channels", "0")]
     return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", str(views(x))), ("in2", "-1"),
-                   ("out", str(views(y))), ("window", "-1")]
+                   ("out", str(views(y))), ("window", "-1"), ("window_channels", "0")]
 
 
 def emit_mbconv_rows(ctx: OpContext) -> Emitted:

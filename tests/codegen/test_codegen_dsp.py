@@ -4,7 +4,7 @@ Equality rule (test_codegen_cortex_m7's): the Cortex-M7 firmware of a dsp folder
 host build of the same program (portable kernels) bit for bit: losses, logits before and after training,
 the trained parameters (checksum of mct_save). The integers of the forward are the same sums and
 roundings, so nothing may differ. The models exercise every tail of the DSP loops: channel counts 1, 2,
-3, 5, 8, 13 (not multiples of 2 or 4), odd and even widths (27 -> 14 -> 7 -> 4), strides 1 and 2,
+3, 5, 8, 13 (not multiples of 2 or 4), odd and even widths (55 -> 28 -> 14 -> 7 -> 4), strides 1 and 2,
 depthwise 3x3, 5x5 and 7x7, the first conv on 3 channels, and the general geometry of imported models
 (non-square kernels, SAME/VALID padding, a 1-channel input). Also: the portable firmware stays
 selectable and equal, the dsp build really uses SMLAD, and the host refuses a dsp folder.
@@ -37,16 +37,22 @@ if MISSING:
 needs_tools = pytest.mark.skipif(MISSING is not None, reason=f"the DSP kernels need the cross tools: {MISSING}")
 
 CLASSES = 3
-# Odd channel counts everywhere (first conv 3 -> 5; expansions to 1, 8, 13), kernels 3/5/7, strides 1/2.
+# Odd channel counts everywhere (first conv 3 -> 5; expansions to 1, 3, 8, 13), kernels 3/5/7, strides 1/2.
+# The DSP loops' groups and tails are all reached (55 -> 28 -> 14 -> 7 -> 4 columns): the first conv's 26
+# interior columns (groups of 4 and 2 left), a 7x7 on 28 (pairs), a stride-2 3x3 depthwise on 28 (13
+# interior: groups of 4 and 1 left), a stride-2 7x7 on 14 (2 pairs), a 5x5 on 7 (a pair and 1 left), a
+# stride-2 5x5 on 7 (a pair). Seed 6: the eval images' logits differ, so every layer reaches them (a
+# 1-channel expansion saturated whole hides everything before it: a broken kernel there would pass).
 TAILS = NetSpec("dsp-tails", 5, _chain(5, [
-    (None, 3, 3, 1), (8, 3, 5, 1), (1, 2, 3, 2), (13, 6, 7, 1), (9, 5, 3, 2),
-]), default_resolution=27)
+    (None, 3, 3, 1), (8, 3, 7, 1), (13, 6, 3, 2), (10, 4, 7, 2), (3, 2, 5, 1), (9, 5, 5, 2), (1, 3, 3, 1),
+]), default_resolution=55)
+TAILS_SEED = 6
 
 
 @lru_cache(maxsize=None)
 def _model(name: str):
     if name == "tails":
-        return random_qmodel(TAILS, 27, CLASSES, seed=2)[0]
+        return random_qmodel(TAILS, 55, CLASSES, seed=TAILS_SEED)[0]
     return general_qmodel(name)
 
 
@@ -104,7 +110,7 @@ def test_dsp_firmware_equals_the_host_build_bit_for_bit(runs, name, scheme):
     run, folder = runs(name, scheme, "dsp")
     print(f"{name} {scheme} (dsp): {run.predict_instructions.mean():.0f} instructions per inference")
     used = _instructions(folder)
-    assert used.get("smlad", 0) > 0 and used.get("sxtb16", 0) > 0 and used.get("qadd", 0) > 0
+    assert used.get("smlad", 0) > 0 and used.get("sxtb16", 0) > 0 and used.get("smmulr", 0) > 0
 
 
 @needs_tools
@@ -137,25 +143,34 @@ def test_each_target_has_its_default_kernels_and_refuses_what_it_cannot_run():
         check_target_kernels("host", "dsp")
 
 
-INT32 = st.integers(-2**31, 2**31 - 1)
 
 
-def _dsp_scale(acc: int, multiplier: int, right: int) -> int:
-    """mct_dsp.h's mct_dsp_scale, instruction by instruction, in Python integers."""
-    x = (acc * multiplier + 2**30) >> 31                      # SMLAL, then the high word's 31 bits
-    q = min(x + 2 ** (right - 1), 2**31 - 1)                  # QADD (x + nudge >= -2^31 always)
-    return max(-2**15, min(2**15 - 1, (q + (x >> 31)) >> right))  # ASR by register, SSAT #16
+def _dsp_requantize(total: int, multiplier: int, right: int, y_zero: int) -> int:
+    """mct_dsp.h's mct_dsp_requantize (sum + bias = ``total``), instruction by instruction, in Python integers,
+    checking that no step leaves int32."""
+    doubled = 2 * total                                        # ADD with LSL #1: bias2 + 2 * sum
+    x = (doubled * multiplier + 2**31) >> 32                   # SMMULR
+    nudge = 2 ** (right - 1) + y_zero * 2**right
+    s = x + nudge + (x >> 31)                                  # ADD, ADD with ASR #31
+    assert all(-2**31 <= v < 2**31 for v in (doubled, x, nudge, x + nudge, s))
+    return s >> right                                          # ASR by register
 
 
 @settings(max_examples=1000, deadline=None)
-@given(acc=INT32, multiplier=st.integers(1, 2**31 - 1), right=st.integers(1, 16))
-@example(acc=2**31 - 1, multiplier=2**31 - 1, right=16)  # x + nudge saturates
-@example(acc=-2**31, multiplier=2**31 - 1, right=16)
-@example(acc=-2**31, multiplier=2**31 - 1, right=1)
-@example(acc=3 * 2**7, multiplier=2**30, right=8)  # a tie: x = 3 * 2^6, rounded away from zero
-@example(acc=-3 * 2**7, multiplier=2**30, right=8)
-def test_the_dsp_requantization_is_the_reference_mbqm_clamped(acc, multiplier, right):
-    """The fast requantization of the DSP kernels (the fast path: shift in [-16, -1]) equals the reference
-    MBQM (mcutrain.quant.fixedpoint) clamped to int16 as mct_requantize_fast clamps it: every acc."""
-    reference = int(multiply_by_quantized_multiplier(np.int32(acc), np.int32(multiplier), -right))
-    assert _dsp_scale(acc, multiplier, right) == max(-2**15, min(2**15 - 1, reference))
+@given(total=st.integers(-2**30 + 1, 2**30 - 1), multiplier=st.integers(-2**31 + 1, 2**31 - 1),
+       right=st.integers(1, 22), y_zero=st.integers(-128, 127))
+@example(total=2**30 - 1, multiplier=2**31 - 1, right=1, y_zero=127)
+@example(total=-2**30 + 1, multiplier=2**31 - 1, right=22, y_zero=-128)
+@example(total=-2**30 + 1, multiplier=-2**31 + 1, right=22, y_zero=127)
+@example(total=3 * 2**7, multiplier=2**30, right=8, y_zero=0)  # a tie: x = 3 * 2^6, rounded away from zero
+@example(total=-3 * 2**7, multiplier=2**30, right=8, y_zero=0)
+def test_the_dsp_requantization_is_the_reference_mbqm_clamped(total, multiplier, right, y_zero):
+    """The DSP requantization (mct_rq_of's fast conditions: |sum + bias| < 2^30, shift in [-22, -1], the int8
+    range) gives the reference's int8 output and inside bit: MBQM (mcutrain.quant.fixedpoint), clamped to
+    int16 as mct_requantize_fast clamps it, plus y_zero, clamped to [-128, 127]; its value skips the int16
+    clamp, which changes nothing in int8."""
+    reference = max(-2**15, min(2**15 - 1, int(multiply_by_quantized_multiplier(
+        np.int32(total), np.int32(multiplier), -right)))) + y_zero
+    v = _dsp_requantize(total, multiplier, right, y_zero)
+    assert max(-128, min(127, v)) == max(-128, min(127, reference))
+    assert (-128 < v < 127) == (-128 < reference < 127)

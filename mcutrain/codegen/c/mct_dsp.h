@@ -1,16 +1,19 @@
-/* mct_dsp.h: the int8 forward on the Cortex-M DSP extension (SMLAD, SMLAxy, SXTB16, QADD, SSAT).
+/* mct_dsp.h: the int8 forward on the Cortex-M DSP extension (SMLAD(X), SMLAxy, SXTB16, PKHBT, SMMULR, SSAT).
  *
  * Why: the portable kernels (mct_kernels.c, mct_fused.c) do one multiply-accumulate per instruction
  * plus a byte load per operand, and requantize each output through a call with 64-bit paths; SMLAD
- * does two multiply-accumulates per instruction on 16-bit pairs, QADD / SSAT saturate in one. The
- * functions here compute the SAME int32 sums (integer sums are exact in any order) and the same
- * roundings (mct_dsp_scale) where that measured faster on the Cortex-M7: the requantization of every
- * conv output (mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3
- * stride-1 depthwise rows, the 1x1 convs' weight sums. Everything else (channel and position tails,
- * one-output-channel 1x1 convs, edges, padding, other kernels) stays on the portable code, which calls
- * these first and finishes what they leave. Chosen when the folder is generated (``MCT_DSP`` in
- * mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this header defines
- * nothing.
+ * does two multiply-accumulates per instruction on 16-bit pairs, SMMULR / SSAT round and saturate in
+ * one. The functions here compute the SAME int32 sums (integer sums are exact in any order) and the
+ * same roundings where that measured faster on the Cortex-M7 (bench/m7_hotspots.py: instructions per
+ * function and source line under QEMU): the requantization of every conv output (mct_dsp_requantize,
+ * used by mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3 stride-1
+ * depthwise rows two outputs per step, stride-2 3-tap rows four outputs per step (the first conv and the
+ * stride-2 depthwise rows), interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
+ * convs' weight sums. Everything else (channel and position tails, one-output-channel 1x1 convs: tried
+ * with SMLAxy, no faster than the portable loop; edges, padding, other kernels) stays on the portable
+ * code, which calls these first and finishes what they leave. Chosen when the folder is generated
+ * (``MCT_DSP`` in mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this
+ * header defines nothing.
  *
  * Layout: activations stay NCHW (a channel's positions contiguous). Pairs along the reduction come
  * from loads: SXTB16 of bytes b0..b3 gives the halfwords (b0, b2), with ROR #8 (b1, b3); two channels'
@@ -33,18 +36,22 @@
 
 /* ---- requantization ---- */
 
-/* mct_requantize_fast's MBQM for a shift in [-16, -1] and a multiplier other than INT32_MIN (the convs of
- * the zoo's models have shifts near -8; the others take the portable path), the same integers:
- * - the rounding doubling high multiply as one 64-bit multiply-accumulate, (a * b + 2^30) >> 31;
- * - the rounding divide by 2^right (ties away from zero, mct_rdbpot): x / 2^right rounded up at half for
- *   x >= 0, and (x + 2^(right-1) - 1) >> right for x < 0, i.e. (x + nudge + (x >> 31)) >> right with
- *   nudge = 2^(right-1). The add saturates (QADD) where x + nudge would pass INT32_MAX: the exact
- *   quotient is then >= 2^(31-right) >= 2^15, the saturated one 2^(31-right) - 1 >= 2^15 - 1, and both
- *   clamp to 32767 below (that is why right <= 16);
- * - the clamp to [-2^15, 2^15 - 1] (SSAT). */
-static inline int32_t mct_dsp_scale(int32_t acc, int32_t multiplier, int32_t right, int32_t nudge) {
-    const int32_t x = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
-    return __ssat((__qadd(x, nudge) + (x >> 31)) >> right, 16);
+/* mct_rq_out's value before the clamp, v = MBQM(sum + bias) + y_zero, for the conditions mct_rq_of checks:
+ * |sum| < 2^29 and |bias| <= 2^29 (so a = sum + bias and 2a fit in int32), a shift -right in [-22, -1], a
+ * multiplier m other than INT32_MIN, y_zero and the clamp [qmin, qmax] = [-128, 127] (int8); the same
+ * integers as the portable mct_requantize_fast, in 6 instructions:
+ * - the rounding doubling high multiply, floor((a * m + 2^30) / 2^31), is SMMULR's floor((2a * m + 2^31) /
+ *   2^32); ``bias2`` = 2 * bias, so 2a is one add with a shifted operand;
+ * - the rounding divide by 2^right (ties away from zero, mct_rdbpot) is (x + 2^(right-1) + (x >> 31)) >>
+ *   right; the zero point rides in the same shift: ``nudge`` = 2^(right-1) + y_zero * 2^right (adding a
+ *   multiple of 2^right before a floor shift adds its quotient after). No overflow: |x| <= 2^30,
+ *   |nudge| <= 2^21 + 2^29;
+ * - the portable clamp to [-2^15, 2^15 - 1] before adding y_zero is left out: a value it would change
+ *   lies beyond [-128, 127] with or without it, so the int8 clamp and the inside bit are the same. */
+static inline int32_t mct_dsp_requantize(int32_t sum, int32_t bias2, int32_t m, int32_t nudge, int32_t right) {
+    int32_t x;
+    __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(bias2 + sum * 2), "r"(m));
+    return (x + nudge + (x >> 31)) >> right;
 }
 
 /* ---- loads and unpacking ---- */
@@ -60,6 +67,13 @@ static inline int32_t mct_ld32(const int8_t *p) {
 static inline int32_t mct_sxtb16_ror8(int32_t x) {
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* PKHBT with no shift: the low halfword of lo, the high halfword of hi. */
+static inline int32_t mct_pkhbt(int32_t lo, int32_t hi) {
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2" : "=r"(r) : "r"(lo), "r"(hi));
     return r;
 }
 
@@ -122,6 +136,11 @@ static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u
 
 /* ---- depthwise rows ---- */
 
+/* (w[0], w[2]) of a 3-tap row as an int16 pair. */
+static inline int32_t mct_dsp_w02(const int8_t *w) {
+    return (int32_t)((uint32_t)(uint16_t)(int16_t)w[0] | ((uint32_t)(int32_t)w[2] << 16));
+}
+
 /* A 3x3 depthwise kernel as SMLAD operands: per tap row a, (w[a][0], w[a][2]) as an int16 pair and
  * w[a][1]. */
 typedef struct {
@@ -131,7 +150,7 @@ typedef struct {
 static inline mct_dsp_dw3 mct_dsp_dw3_of(const int8_t *w) {
     mct_dsp_dw3 k;
     for (int32_t a = 0; a < 3; ++a) {
-        k.w02[a] = (int32_t)((uint32_t)(uint16_t)(int16_t)w[3 * a] | ((uint32_t)(int32_t)w[3 * a + 2] << 16));
+        k.w02[a] = mct_dsp_w02(w + 3 * a);
         k.w1[a] = w[3 * a + 1];
     }
     return k;
@@ -158,6 +177,78 @@ static inline void mct_dsp_dw3_two(const int8_t *r0, const int8_t *r1, const int
     *out0 = s0, *out1 = s1;
 }
 #undef MCT_DSP_DW3_ROW
+
+/* One tap row (3 taps, stride 2) of 4 neighbouring outputs, added to s[0..3]: the windows r[0..2],
+ * r[2..4], r[4..6], r[6..8] (two 4-byte loads and one byte: nothing outside the windows). SXTB16 of a
+ * word gives its even bytes (b0, b2), rotated its odd ones (b1, b3): exactly the stride-2 taps. w02 =
+ * (w0, w2) as an int16 pair, w1 the middle tap. Outputs 1 and 3 pair (b4, b2) / (b8, b6) by PKHBT and
+ * SMLADX (the pair swapped against w02): 4 SMLAD(X) + 4 SMLAxB for 12 MACs. */
+static inline void mct_dsp_s2_row4(const int8_t *r, int32_t w02, int32_t w1, int32_t *s) {
+    const int32_t v0 = mct_ld32(r), v1 = mct_ld32(r + 4), b8 = r[8];
+    const int32_t e0 = __sxtb16(v0), o0 = mct_sxtb16_ror8(v0), e1 = __sxtb16(v1), o1 = mct_sxtb16_ror8(v1);
+    s[0] = __smlabb(o0, w1, __smlad(e0, w02, s[0]));
+    s[1] = __smlatb(o0, w1, __smladx(mct_pkhbt(e1, e0), w02, s[1]));
+    s[2] = __smlabb(o1, w1, __smlad(e1, w02, s[2]));
+    s[3] = __smlatb(o1, w1, __smladx(mct_pkhbt(b8, e1), w02, s[3]));
+}
+
+
+/* A 5- or 7-tap row as SMLAD operands: (w0, w2), (w1, w3), (w4, w6) int16 pairs and w5 (k = 5: w4, w6 = 0,
+ * w5 = 0). */
+typedef struct {
+    int32_t w02, w13, w46, w5;
+} mct_dsp_row57;
+
+static inline mct_dsp_row57 mct_dsp_row57_of(const int8_t *w, int32_t k) {
+    mct_dsp_row57 r;
+    r.w02 = mct_dsp_w02(w);
+    r.w13 = mct_dsp_w02(w + 1);
+    r.w46 = k == 7 ? mct_dsp_w02(w + 4) : w[4];
+    r.w5 = k == 7 ? w[5] : 0;
+    return r;
+}
+
+/* One tap row of two neighbouring stride-1 outputs of a 7-tap kernel: r[0..6] and r[1..7], exactly the
+ * two words at r (b0..b3, b4..b7). Even/odd halves of each word: (b0, b2) (b1, b3) (b4, b6) (b5, b7);
+ * the second output's (b2, b4) pair by PKHBT against (w1, w3) swapped (SMLADX). 7 SMLAD(X) + 1 SMLAxB for
+ * 14 MACs. */
+static inline void mct_dsp_row7_two(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4);
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(ob, k->w5, __smlad(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0))));
+    *s1 = __smlatb(eb, k->w5, __smlad(ob, k->w46, __smladx(mct_pkhbt(eb, ea), k->w13, __smlad(oa, k->w02, *s1))));
+}
+
+/* The same for a 5-tap kernel: r[0..4] and r[1..5] (a word and a halfword: nothing past the windows). */
+static inline void mct_dsp_row5_two(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    uint16_t h;
+    memcpy(&h, r + 4, 2);
+    const int32_t va = mct_ld32(r), vb = (int32_t)h;
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0)));
+    *s1 = __smlabb(ob, k->w46, __smladx(mct_pkhbt(eb, ea), k->w13, __smlad(oa, k->w02, *s1)));
+}
+
+/* Stride 2: one tap row of two neighbouring outputs, r[0..6] and r[2..8] (7 taps: two words and a byte),
+ * r[0..4] and r[2..6] (5 taps: a word, a halfword and a byte; nothing past the windows). The first output
+ * pairs as at stride 1; the second's pairs (b2, b4) (b3, b5) (b6, b8) straddle the unpacked halves: PKHBT
+ * joins them, SMLADX against the swapped weight pair. */
+static inline void mct_dsp_row7_two_s2(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4), b8 = r[8];
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(ob, k->w5, __smlad(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0))));
+    *s1 = __smlatb(ob, k->w5, __smladx(mct_pkhbt(b8, eb), k->w46,
+                                       __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, *s1))));
+}
+
+static inline void mct_dsp_row5_two_s2(const int8_t *r, const mct_dsp_row57 *k, int32_t *s0, int32_t *s1) {
+    uint16_t h;
+    memcpy(&h, r + 4, 2);
+    const int32_t va = mct_ld32(r), vb = (int32_t)h, b6 = r[6];
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    *s0 = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0)));
+    *s1 = __smlabb(b6, k->w46, __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, *s1)));
+}
 
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

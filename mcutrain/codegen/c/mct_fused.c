@@ -37,12 +37,48 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
     return sum;
 }
 
+#if MCT_DSP
+#define MCT_DSP_S2_ROWS 12 /* (input channel, tap row) pairs of a 3x3 stride-2 conv on the DSP path */
+
+/* Interior columns of output channel o of a 3x3 stride-2 conv with in_c <= 4 (the first conv), four at a
+ * time from lo on (mct_dsp_s2_row4 per input channel and tap row); returns the first column left to the
+ * portable loop. */
+static int32_t general_inside_dsp(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
+                                  int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
+    if (p->k != 3 || p->kw != 3 || p->stride != 2 || p->stride_w != 2 || p->in_c * 3 > MCT_DSP_S2_ROWS) return lo;
+    const int8_t *rows[MCT_DSP_S2_ROWS];
+    int32_t w02[MCT_DSP_S2_ROWS], w1[MCT_DSP_S2_ROWS], n = 0;
+    for (int32_t i = 0; i < p->in_c; ++i) {
+        const int8_t *w = mct_weight_at(&p->w, o, i);
+        for (int32_t a = 0; a < 3; ++a)
+            if (off[a] >= 0) {
+                rows[n] = x + i * x_cs + off[a] - p->pad_left;
+                w02[n] = mct_dsp_w02(w + 3 * a);
+                w1[n++] = w[3 * a + 1];
+            }
+    }
+    const mct_rq q = mct_rq_of(p, o);
+    int8_t *y = t->y + o * t->y_cs;
+    const int32_t bit = t->bit0 + o * t->bit_cs;
+    int32_t ox = lo;
+    for (; ox + 4 <= hi; ox += 4) {
+        int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
+        for (int32_t j = 0; j < n; ++j) mct_dsp_s2_row4(rows[j] + 2 * ox, w02[j], w1[j], s);
+        for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y + ox + j, t->mask, bit + ox + j);
+    }
+    return ox;
+}
+#endif
+
 /* Interior columns [lo, hi) of output channel o, MCT_ROW_CHUNK at a time: for each (input channel,
  * tap row) its k weights are loaded once for the whole chunk; raw inputs, the zero point folded into
  * ``zsum`` (the weights of the tap rows inside the input). */
 static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
                            int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
     const int32_t k = p->k, s = p->stride;
+#if MCT_DSP
+    lo = general_inside_dsp(p, o, x, x_cs, off, zsum, lo, hi, t);
+#endif
     for (int32_t c0 = lo; c0 < hi; c0 += MCT_ROW_CHUNK) {
         const int32_t m = mct_imin(MCT_ROW_CHUNK, hi - c0);
         int32_t sum[MCT_ROW_CHUNK];
@@ -147,25 +183,30 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
     }
 }
 
-/* A depthwise row whose input (a 1x1 expand conv's output) has no ring: for each channel, the expand
- * conv's rows of the window go into ``window`` (k rows), then the depthwise row reads them there. */
+/* A depthwise row whose input (a 1x1 expand conv's output) has no ring: for each group of ``group``
+ * channels, the expand conv's rows of the window go into ``window`` ([channel][k][w]: the 1x1 conv makes
+ * the channels of a row together, its output channels in pairs), then the depthwise rows read them there. */
 static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_rows_view *in, uint8_t *arena,
-                         int8_t *window, int32_t r, const row_target *t) {
+                         int8_t *window, int32_t group, int32_t r, const row_target *t) {
     const int8_t *rows[MCT_ROWS_MAX_K];
     int32_t src[MCT_ROWS_MAX_K];
     const int8_t *x = view_data(in, arena);
-    const int32_t x_cs = in->ring * in->w;
+    const int32_t x_cs = in->ring * in->w, plane = dw->k * dw->in_w; /* one channel of the window */
     for (int32_t a = 0; a < dw->k; ++a) { /* tap a: expanded row rho, made in window row a */
         const int32_t rho = r * dw->stride - dw->pad + a;
-        const int inside = rho >= 0 && rho < dw->in_h;
-        src[a] = inside ? view_row(in, rho) : -1;
-        rows[a] = inside ? window + a * dw->in_w : NULL;
+        src[a] = rho >= 0 && rho < dw->in_h ? view_row(in, rho) : -1;
     }
-    for (int32_t c = 0; c < dw->out_c; ++c) {
+    group = mct_imax(group, 1);
+    for (int32_t c0 = 0; c0 < dw->out_c; c0 += group) {
+        const int32_t c1 = mct_imin(c0 + group, dw->out_c);
         for (int32_t a = 0; a < dw->k; ++a)
             if (src[a] >= 0)
-                mct_pointwise(expand, c, c + 1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, 0, NULL, 0, 0);
-        mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+                mct_pointwise(expand, c0, c1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, plane, NULL, 0, 0);
+        for (int32_t c = c0; c < c1; ++c) {
+            for (int32_t a = 0; a < dw->k; ++a)
+                rows[a] = src[a] >= 0 ? window + (c - c0) * plane + a * dw->in_w : NULL;
+            mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
+        }
     }
 }
 
@@ -202,8 +243,8 @@ void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source) {
         if (st->add != NULL)
             add_stage(st->add, &p->views[st->in], &p->views[st->in2], arena, r, &t);
         else if (st->expand != NULL)
-            folded_stage(st->conv, st->expand, &p->views[st->in], arena, (int8_t *)(void *)(arena + st->window), r,
-                         &t);
+            folded_stage(st->conv, st->expand, &p->views[st->in], arena, (int8_t *)(void *)(arena + st->window),
+                         st->window_channels, r, &t);
         else
             conv_stage(st->conv, &p->views[st->in], arena, r, &t);
     }

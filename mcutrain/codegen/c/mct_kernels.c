@@ -83,11 +83,15 @@ static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0
     for (; q + 4 <= n; q += 4) {
 #if MCT_DSP
         int32_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* a0 a1 b0 b1, then a2 a3 b2 b3 */
-        mct_dsp_pw_two(x + q, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s);
-        mct_dsp_pw_two(x + q + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split, s);
-        mct_dsp_pw_two(x + q + 2, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s + 4);
-        mct_dsp_pw_two(x + q + 2 + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split,
-                       s + 4);
+        if (split > 0) { /* a trained slice in SRAM (frozen weights: all in Flash, split 0) */
+            mct_dsp_pw_two(x + q, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s);
+            mct_dsp_pw_two(x + q + 2, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s + 4);
+        }
+        if (split < in_c) {
+            mct_dsp_pw_two(x + q + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split, s);
+            mct_dsp_pw_two(x + q + 2 + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split,
+                           s + 4);
+        }
         const int32_t a0 = s[0], a1 = s[1], a2 = s[4], a3 = s[5], b0 = s[2], b1 = s[3], b2 = s[6], b3 = s[7];
 #else
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
@@ -223,6 +227,16 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
             mct_rq_out(&q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
             mct_rq_out(&q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
         }
+    } else if (p->stride_w == 2) { /* four outputs per step */
+        const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
+        for (; ox + 4 <= hi; ox += 4) {
+            const int32_t ix = 2 * ox - p->pad_left;
+            int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
+            mct_dsp_s2_row4(rows[0] + ix, k.w02[0], k.w1[0], s);
+            mct_dsp_s2_row4(rows[1] + ix, k.w02[1], k.w1[1], s);
+            mct_dsp_s2_row4(rows[2] + ix, k.w02[2], k.w1[2], s);
+            for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y != NULL ? y + ox + j : NULL, mask, bit0 + ox + j);
+        }
     }
 #endif
     for (; ox < hi; ++ox) {
@@ -233,6 +247,40 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
         mct_rq_out(&q, sum - zsum, y != NULL ? y + ox : NULL, mask, bit0 + ox);
     }
 }
+
+#if MCT_DSP
+/* Interior columns of a stride-1 or stride-2 5x5 or 7x7 (k rows of 5 or 7 taps, k <= 7) depthwise row, two
+ * at a time from lo on (mct_dsp_row5_two / row7_two, or their _s2, per tap row inside the input); returns
+ * the first column left. */
+static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8_t *const *rows, const int8_t *w,
+                                  int32_t zsum, int32_t lo, int32_t hi, int8_t *y, uint8_t *mask, int32_t bit0) {
+    const int32_t kh = p->k, kw = p->kw, s = p->stride_w;
+    if ((s != 1 && s != 2) || (kw != 5 && kw != 7) || kh > 7) return lo;
+    mct_dsp_row57 k[7];
+    const int8_t *r[7];
+    int32_t n = 0;
+    for (int32_t a = 0; a < kh; ++a)
+        if (rows[a] != NULL) {
+            k[n] = mct_dsp_row57_of(w + a * kw, kw);
+            r[n++] = rows[a] - p->pad_left;
+        }
+    int32_t ox = lo;
+    for (; ox + 2 <= hi; ox += 2) {
+        int32_t s0 = -zsum, s1 = -zsum;
+        if (s == 2 && kw == 7)
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
+        else if (s == 2)
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
+        else if (kw == 7)
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + ox, &k[j], &s0, &s1);
+        else
+            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + ox, &k[j], &s0, &s1);
+        mct_rq_out(q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+    }
+    return ox;
+}
+#endif
 
 /* Output row of depthwise channel c from its k tap rows (rows[a] = input row of tap a, NULL: padding).
  * Columns whose window lies inside the input take the unrolled path with raw inputs (the zero point
@@ -256,18 +304,22 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         lo = mct_imin((pad + s - 1) / s, p->out_w);
         hi = mct_imax(lo, mct_imin((p->in_w - kw + pad) / s + 1, p->out_w));
     }
+    const mct_rq q = mct_rq_of(p, c); /* once a row: the edges too */
     for (int32_t ox = 0; ox < lo; ++ox)
-        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
     if (kh == 3 && kw == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {
-        const mct_rq q = mct_rq_of(p, c);
-        for (int32_t ox = lo; ox < hi; ++ox)
+        int32_t ox = lo;
+#if MCT_DSP
+        ox = depthwise_wide_dsp(p, &q, rows, w, zsum, lo, hi, y, mask, bit0);
+#endif
+        for (; ox < hi; ++ox)
             mct_rq_out(&q, window_inside(rows, ox * s - pad, w, kh, kw) - zsum, y != NULL ? y + ox : NULL, mask,
                        bit0 + ox);
     }
     for (int32_t ox = hi; ox < p->out_w; ++ox)
-        mct_conv_out(p, c, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,

@@ -236,15 +236,20 @@ static inline int8_t mct_requantize_fast(int32_t acc, int32_t multiplier, int32_
 typedef struct {
     int32_t bias, multiplier, shift, y_zero, qmin, qmax;
 #if MCT_DSP
-    int32_t fast, right, nudge; /* mct_dsp_scale's: fast when the shift is in [-16, -1] */
+    int32_t fast, bias2, right, nudge; /* mct_dsp_requantize's (fast: its conditions hold, mct_rq_of) */
 #endif
 } mct_rq;
 
 static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
 #if MCT_DSP
-    const int32_t shift = p->shift[o], fast = shift <= -1 && shift >= -16 && p->multiplier[o] != INT32_MIN;
-    const mct_rq q = {p->bias[o], p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, -shift,
-                      fast ? (int32_t)1 << (-shift - 1) : 0};
+    /* mct_dsp_requantize's conditions: |sum| <= taps * 255 * 128 < 2^29 and |bias| <= 2^29 (so 2 * (sum +
+     * bias) fits in int32), a shift in [-22, -1] and a multiplier other than INT32_MIN, the int8 range. */
+    const int32_t shift = p->shift[o], bias = p->bias[o], taps = (p->groups > 1 ? 1 : p->in_c) * p->k * p->kw;
+    const int32_t fast = shift <= -1 && shift >= -22 && p->multiplier[o] != INT32_MIN && bias <= (1 << 29)
+                         && bias >= -(1 << 29) && taps <= 16384 && p->qmin == -128 && p->qmax == 127
+                         && p->y_zero >= -128 && p->y_zero <= 127;
+    const mct_rq q = {bias, p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, 2 * (fast ? bias : 0),
+                      -shift, fast ? ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift) : 0};
 #else
     const mct_rq q = {p->bias[o], p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax};
 #endif
@@ -262,21 +267,23 @@ static inline void mct_rq_out_portable(const mct_rq *q, int32_t sum, int8_t *dst
 }
 
 #if MCT_DSP
-static __attribute__((noinline, unused)) void mct_rq_out_general(const mct_rq *q, int32_t sum, int8_t *dst,
+/* q by value: the caller's constants never escape, so it can keep them in registers across its stores. */
+static __attribute__((noinline, unused)) void mct_rq_out_general(mct_rq q, int32_t sum, int8_t *dst,
                                                                 uint8_t *mask, int32_t bit) {
-    mct_rq_out_portable(q, sum, dst, mask, bit);
+    mct_rq_out_portable(&q, sum, dst, mask, bit);
 }
 
-/* The same integers in about 15 instructions, inlined (QADD is mct_add_sat; mct_dsp_scale). */
+/* The same integers in about 8 instructions, inlined (mct_dsp_requantize; the clamp to [-128, 127] is
+ * SSAT #8, inside it is -128 < v < 127). */
 static inline __attribute__((always_inline)) void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst,
                                                              uint8_t *mask, int32_t bit) {
-    if (!q->fast) {
-        mct_rq_out_general(q, sum, dst, mask, bit);
+    if (__builtin_expect(!q->fast, 0)) {
+        mct_rq_out_general(*q, sum, dst, mask, bit);
         return;
     }
-    const int32_t v = mct_dsp_scale(__qadd(sum, q->bias), q->multiplier, q->right, q->nudge) + q->y_zero;
-    if (dst != NULL) *dst = (int8_t)(v < q->qmin ? q->qmin : (v > q->qmax ? q->qmax : v));
-    if (mask != NULL) mct_put_bit(mask, bit, (uint8_t)((v > q->qmin) & (v < q->qmax)));
+    const int32_t v = mct_dsp_requantize(sum, q->bias2, q->multiplier, q->nudge, q->right);
+    if (dst != NULL) *dst = (int8_t)__ssat(v, 8);
+    if (mask != NULL) mct_put_bit(mask, bit, (uint8_t)((uint32_t)(v + 127) < 254u));
 }
 #else
 static inline void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst, uint8_t *mask, int32_t bit) {
