@@ -14,17 +14,9 @@ from mcutrain.codegen import CodegenError, HostEngine, build_host, compile_for_c
 from mcutrain.codegen.host import CFLAGS, FLAG_SETS, default_flags, host_cflags
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
+from tests.helpers.host_run import trained_state
 
 NAME, RES, CLASSES, STEPS, LR, SEED = "mbv2-w0.35", 32, 4, 5, 0.1, 3
-
-
-def _train(lib, images, labels) -> dict:
-    engine = HostEngine(lib)
-    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
-    arena = engine.arena().copy()  # the float scratch of the last step: a last-bit difference shows here
-    logits = np.concatenate([engine.predict(x) for x in images[:2]])
-    return {"losses": losses, "arena": arena, "logits": logits,
-            **{f"param:{k}": v for k, v in engine.parameters().items()}}
 
 
 @pytest.mark.parametrize("accumulate", ["float32", "float64"])
@@ -38,7 +30,7 @@ def test_native_build_trains_bit_for_bit_like_the_portable_one(tmp_path, accumul
     native, portable = build_host(tmp_path, flags="native"), build_host(tmp_path, flags="portable")
     assert native != portable and native.is_file() and portable.is_file()
     assert build_host(tmp_path, flags="native") == native  # reused, not rebuilt
-    a, b = _train(native, images, labels), _train(portable, images, labels)
+    a, b = trained_state(native, images, labels), trained_state(portable, images, labels)
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key

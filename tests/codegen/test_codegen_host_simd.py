@@ -33,6 +33,7 @@ from mcutrain.models.specs import NetSpec, _chain
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from tests.helpers.geometry import general_qmodel, int8_images
+from tests.helpers.host_run import trained_state
 
 C_DIR = Path(__file__).parents[2] / "mcutrain" / "codegen" / "c"
 INT8_H = Path(__file__).parents[2] / "mcutrain" / "quant" / "mct_int8.h"
@@ -77,15 +78,6 @@ def test_simd_kernels_equal_their_definition_on_random_geometry(tmp_path, saniti
         assert out.returncode == 0 and "mismatches 0" in out.stdout, out.stdout + out.stderr
 
 
-def _train(lib, images, labels) -> dict:
-    engine = HostEngine(lib)
-    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
-    arena = engine.arena().copy()  # the float scratch of the last step: a last-bit difference shows here
-    logits = np.concatenate([engine.predict(x) for x in images[:2]])
-    return {"losses": losses, "arena": arena, "logits": logits,
-            **{f"param:{k}": v for k, v in engine.parameters().items()}}
-
-
 @needs_avx2
 @pytest.mark.parametrize("name, scheme", [("tails@40", "last-k:6"), ("tails@32", "last-k:6"), ("mixed", "full")])
 def test_native_simd_build_trains_bit_for_bit_like_the_portable_one(tmp_path, name, scheme):
@@ -93,8 +85,8 @@ def test_native_simd_build_trains_bit_for_bit_like_the_portable_one(tmp_path, na
     program = compile_for_codegen(q, resolve(get_builtin(scheme, q.spec), q.spec), lr=0.1, seed=5)
     generate(program, tmp_path)
     images, labels = int8_images(q, 4), np.arange(4) % q.num_classes
-    native = _train(build_host(tmp_path, flags="native"), images, labels)
-    portable = _train(build_host(tmp_path, flags="portable"), images, labels)
+    native = trained_state(build_host(tmp_path, flags="native"), images, labels)
+    portable = trained_state(build_host(tmp_path, flags="portable"), images, labels)
     assert native.keys() == portable.keys()
     for key in native:
         assert native[key].tobytes() == portable[key].tobytes(), key

@@ -31,3 +31,15 @@ def assert_firmware_equals_host(run, folder, images, labels, probe) -> None:
     assert len(probe) < 2 or not np.array_equal(before[0], before[1])  # the input reaches the logits
     assert run.save_fnv1a == checksum and run.steps == len(images)
     assert run.arena_fnv1a == arena, "the arenas after training differ (the backward's floats)"
+
+
+def trained_state(lib, images, labels) -> dict:
+    """A host library after training on (images, labels): the losses, the arena right after the last step
+    (its float scratch shows a last-bit difference in the backward), the logits of the first two images
+    and every parameter: what two builds of one folder must share byte for byte."""
+    engine = HostEngine(lib)
+    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images, labels)], np.float32)
+    arena = engine.arena().copy()
+    logits = np.concatenate([engine.predict(x) for x in images[:2]])
+    return {"losses": losses, "arena": arena, "logits": logits,
+            **{f"param:{k}": v for k, v in engine.parameters().items()}}
