@@ -80,13 +80,14 @@ __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "KERNE
            "unsupported_kinds"]
 
 HERE = Path(__file__).parent
-KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", "mct_kernels.c": HERE / "c" / "mct_kernels.c",
+KERNEL_SOURCES = ("mct_kernels.c", "mct_backward.c", "mct_graph_ops.c")  # the single-op kernels, by part
+KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", **{name: HERE / "c" / name for name in KERNEL_SOURCES},
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
                 "mct_dsp.h": HERE / "c" / "mct_dsp.h", "mct_simd.h": HERE / "c" / "mct_simd.h",
                 "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
-SOURCES = ("model.c", "mct_kernels.c", "mct_fused.c", "mct_fused_grad.c")  # what a build compiles
+SOURCES = ("model.c", *KERNEL_SOURCES, "mct_fused.c", "mct_fused_grad.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
 # Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default (the
 # FPU's float32), float64 the audit mode (bit-equal to the NumPy reference executor).

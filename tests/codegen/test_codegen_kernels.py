@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mcutrain.codegen.generate import HERE, KERNEL_FILES
+from mcutrain.codegen.generate import HERE, KERNEL_FILES, KERNEL_SOURCES
 from mcutrain.codegen.host import CFLAGS, compiler
 
 PROGRAM = r"""
@@ -63,8 +63,8 @@ def test_the_fast_requantization_equals_the_reference(tmp_path):
     source.write_text(PROGRAM)
     binary = tmp_path / "check"
     headers = {path.parent for path in KERNEL_FILES.values()} | {HERE / "c"}
-    cmd = [compiler(), *CFLAGS, *(f"-I{h}" for h in sorted(headers)), str(source), str(HERE / "c" / "mct_kernels.c"),
-           "-o", str(binary), "-lm"]
+    cmd = [compiler(), *CFLAGS, *(f"-I{h}" for h in sorted(headers)), str(source),
+           *(str(HERE / "c" / name) for name in KERNEL_SOURCES), "-o", str(binary), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     result = subprocess.run([str(binary)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

@@ -129,6 +129,12 @@ typedef struct {
     int32_t split;
 } mct_weight_row;
 mct_weight_row mct_row_of(const mct_weight *w, int32_t row);
+/* Column col of a weight row (mct_row_of): from the SRAM run or the Flash one. */
+static inline int8_t mct_row_at(const mct_weight_row *r, int32_t col) { return col < r->split ? r->lo[col] : r->hi[col]; }
+/* Clears the n bits of a clamp mask (a kernel that writes one clears it first); NULL: nothing. */
+static inline void mct_clear_bits(uint8_t *mask, int32_t n) {
+    if (mask != NULL) memset(mask, 0, ((size_t)n + 7) / 8);
+}
 void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inner, int32_t kept_rows,
                        int32_t kept_cols);
 
