@@ -11,11 +11,12 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from mcutrain.codegen import HostEngine, build_host, generate
+from mcutrain.codegen import build_host, generate
 from mcutrain.codegen.check import op_by_op, side_by_side
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, fnv1a, run_qemu, tools_available
+from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_available
 from mcutrain.codegen.host import build
 from tests.helpers import tfl_graphs
+from tests.helpers.host_run import assert_firmware_equals_host
 
 STEPS = 4
 MISSING = tools_available("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
@@ -73,15 +74,8 @@ def test_cortex_m7_firmware_equals_the_host_build_bit_for_bit(tmp_path):
     images, labels = tfl_graphs.images(4), np.arange(4) % tfl_graphs.CLASSES
     run = run_qemu(tmp_path / report["elf"], images[:3], labels[:3], images[3:], labels[3:],
                    classes=tfl_graphs.CLASSES)
-    engine = HostEngine(build_host(tmp_path))
-    before = np.concatenate([engine.predict(x) for x in images[3:]])
-    losses = np.array([engine.train_step(x, int(y)) for x, y in zip(images[:3], labels[:3])], np.float32)
-    after = np.concatenate([engine.predict(x) for x in images[3:]])
     print(f"TFLite ops (maxpool graph): {run.train_instructions.mean():.0f} instructions per step")
-    assert run.losses.tobytes() == losses.tobytes()
-    assert run.logits["before"].tobytes() == before.tobytes()
-    assert run.logits["after"].tobytes() == after.tobytes()
-    assert run.save_fnv1a == fnv1a(engine.save()) and run.steps == 3
+    assert_firmware_equals_host(run, tmp_path, images[:3], labels[:3], images[3:])
 
 
 def test_a_fused_block_backward_after_a_global_tfl_avgpool_matches_the_numpy_executor(tmp_path):

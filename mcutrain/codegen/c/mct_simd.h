@@ -99,9 +99,12 @@ static inline void mct_simd_out8(const mct_simd_rq *r, const mct_rq *q, __m256i 
 /* Bytes a row block of 8 outputs reads from its first column (mct_simd_taps8), stride 1 or 2. */
 static inline int32_t mct_simd_reach(int32_t kw, int32_t stride) { return stride == 1 ? kw + 7 : ((kw - 1) & ~1) + 16; }
 
-static inline __m256i mct_simd_pair(int8_t a, int8_t b) {
-    return _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)(int16_t)b << 16) | (uint32_t)(uint16_t)(int16_t)a));
+/* (a, b) as one int32 of two int16 halves, a low: a VPMADDWD operand pairing two taps or two channels. */
+static inline int32_t mct_simd_pack(int8_t a, int8_t b) {
+    return (int32_t)(((uint32_t)(uint16_t)(int16_t)b << 16) | (uint32_t)(uint16_t)(int16_t)a);
 }
+
+static inline __m256i mct_simd_pair(int8_t a, int8_t b) { return _mm256_set1_epi32(mct_simd_pack(a, b)); }
 
 /* acc[j] += sum_b w[b] * row[stride * j + b] for 8 outputs j, stride 1 (VPMULLD per tap) or 2 (VPMADDWD on
  * the even/odd byte pairs: taps b and b + 1 at once). Reads mct_simd_reach(kw, stride) bytes from row. */
@@ -176,7 +179,7 @@ static inline int32_t mct_simd_pairs(const mct_weight *w, int32_t o, int32_t in_
     for (int32_t i = 0; i < in_c; i += 2) {
         const int8_t a = i < r.split ? r.lo[i] : r.hi[i];
         const int8_t b = i + 1 >= in_c ? 0 : (i + 1 < r.split ? r.lo[i + 1] : r.hi[i + 1]);
-        pairs[i / 2] = (int32_t)(((uint32_t)(uint16_t)(int16_t)b << 16) | (uint32_t)(uint16_t)(int16_t)a);
+        pairs[i / 2] = mct_simd_pack(a, b);
         total += a + b;
     }
     return total;
