@@ -2,13 +2,13 @@
 
 Why: the per-op profile (bench/m7_profile.py) says which op costs what, not which loop inside it; the
 kernels of one op (``mbconv_rows``) are many static functions inlined into a few. This runs one
-network's firmware for ONE inference (no training step) under QEMU with ``-d in_asm,exec,nochain``: every
+network's firmware for ONE inference (``--train``: one training step instead) under QEMU with ``-d in_asm,exec,nochain``: every
 translation block is logged once with its instructions and every execution of it once, so the guest's
 executed instructions per address are exact (TCG blocks end at branches; with ``nochain`` none is
 skipped). Addresses are mapped to functions (``arm-none-eabi-nm``) and lines (``addr2line``, innermost
 inlined frame). The log goes through a FIFO, never to disk (it is gigabytes).
 
-    python -m bench.m7_hotspots mcunet-5fps [--resolution 128] [--kernels dsp] [--lines 40]
+    python -m bench.m7_hotspots mcunet-5fps [--resolution 128] [--kernels dsp] [--lines 40] [--train]
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main(argv=None) -> None:
     ap.add_argument("--kernels", default="dsp")
     ap.add_argument("--lines", type=int, default=40)
     ap.add_argument("--folder", help="keep the generated folder here")
+    ap.add_argument("--train", action="store_true", help="profile one training step, not an inference")
     args = ap.parse_args(argv)
     program, qmodel, plan = codegen_program(args.model, args.resolution)
     _, _, images, labels = digits_samples(qmodel, 1, 1)
@@ -113,12 +114,16 @@ def main(argv=None) -> None:
         elf = folder / build_cortex_m7(folder, strict=None)["elf"]
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
-        write_input(run_dir / INPUT_NAME, images[:0], labels[:0], images, labels, qmodel.num_classes, 1)
+        if args.train:  # the sample as one training record, nothing evaluated
+            write_input(run_dir / INPUT_NAME, images, labels, images[:0], labels[:0], qmodel.num_classes, 0)
+        else:
+            write_input(run_dir / INPUT_NAME, images[:0], labels[:0], images, labels, qmodel.num_classes, 1)
         counts = executed(elf, run_dir)
         total = sum(counts.values())
         macs = sum(c.macs for c in conv_shapes(qmodel.spec, args.resolution))
-        print(f"{args.model} @{args.resolution} ({args.kernels}): {total / 1e6:.1f} M instructions, "
-              f"{total / macs:.2f} per MAC")
+        what = "one training step" if args.train else f"one inference, {total / macs:.2f} per MAC"
+        print(f"{args.model} @{args.resolution} ({args.kernels}): {total / 1e6:.1f} M instructions "
+              f"({what}; start-up included)")
         table = symbols(elf)
         per_function: Counter = Counter()
         for address, n in counts.items():
