@@ -4,7 +4,7 @@ Why on the host: ``valgrind --tool=callgrind`` counts executed instructions exac
 timing noise on a shared machine), inside one function only (``--toggle-collect``). These are x86-64
 instructions of a ``gcc -O2`` build (the host build's flags), NOT Cortex-M7 instructions or cycles:
 use them to compare kernel versions; the Cortex-M7 figures come from the firmware under QEMU
-(``mcutrain.codegen.cortex_m7``). For each paper network at 128x128 with the paper-99kb scheme
+(``mcutrain.codegen.firmware``). For each paper network at 128x128 with the paper-99kb scheme
 (random int8 weights; one step on a fixed pseudo-random image): instructions of ``mct_train_step``
 and of ``mct_predict``, and the instructions of the paper's training latency at 216 MHz (one
 instruction per cycle at best) as the yardstick.

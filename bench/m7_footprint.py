@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.common import stamp, write_results
 from bench.paper import PAPER_MS_PER_STEP, codegen_program, digits_samples, paper_cycles_per_step
-from mcutrain.codegen.cortex_m7 import run_qemu
+from mcutrain.codegen.firmware import run_qemu
 from mcutrain.codegen.targets import build_target
 from mcutrain.models.specs import PAPER_SPECS
 

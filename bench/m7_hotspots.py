@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench.paper import codegen_program, digits_samples
-from mcutrain.codegen import cortex_m7, generate
-from mcutrain.codegen.cortex_m7 import INPUT_NAME, build_cortex_m7, qemu_command, write_input
+from mcutrain.codegen import firmware, generate
+from mcutrain.codegen.firmware import INPUT_NAME, build_firmware, qemu_command, write_input
 from mcutrain.models import conv_shapes
 
 BLOCK_HEAD = re.compile(r"^0x([0-9a-f]{8}):\s")
@@ -110,8 +110,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="m7-hot-") as tmp:
         folder = Path(args.folder or tmp) / "fw"
         generate(program, folder, accumulate="float32", kernels=args.kernels)
-        cortex_m7.M7_CFLAGS = tuple(cortex_m7.M7_CFLAGS) + ("-g",)  # line tables only: the same code
-        elf = folder / build_cortex_m7(folder, strict=None)["elf"]
+        firmware.M7_CFLAGS = tuple(firmware.M7_CFLAGS) + ("-g",)  # line tables only: the same code
+        elf = folder / build_firmware(folder, strict=None)["elf"]
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         if args.train:  # the sample as one training record, nothing evaluated

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.common import stamp, write_results
 from bench.paper import codegen_program, digits_samples
 from mcutrain.codegen import generate
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu
+from mcutrain.codegen.firmware import build_firmware, run_qemu
 from mcutrain.models import conv_shapes
 from mcutrain.models.specs import PAPER_SPECS
 
@@ -35,7 +35,7 @@ def measure(name: str, resolution: int, folder: Path) -> dict:
     for kernels in KERNELS:
         out = folder / kernels
         generate(program, out, accumulate="float32", kernels=kernels)
-        report = build_cortex_m7(out, strict=None)
+        report = build_firmware(out, strict=None)
         runs[kernels] = run_qemu(out / report["elf"], *samples, classes=qmodel.num_classes, after=False)
     portable, dsp = runs["portable"], runs["dsp"]
     if portable.logits["before"].tobytes() != dsp.logits["before"].tobytes() or \

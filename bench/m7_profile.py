@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bench.common import DOCS, stamp, write_results
 from bench.paper import PAPER_MS_PER_STEP, codegen_program, digits_samples, paper_cycles_per_step
-from mcutrain.codegen.cortex_m7 import op_profile, run_qemu
+from mcutrain.codegen.firmware import op_profile, run_qemu
 from mcutrain.codegen.targets import build_target
 from mcutrain.models.specs import PAPER_SPECS
 

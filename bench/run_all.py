@@ -26,6 +26,7 @@ STEPS = [  # (name, module, argv)
     ("m7_footprint", "bench.m7_footprint", []),
     ("m7_profile", "bench.m7_profile", []),
     ("m7_kernels", "bench.m7_kernels", []),
+    ("cores", "bench.cores", []),
     ("accumulate_outcome", "bench.accumulate_outcome", []),
     ("search_speed", "bench.search_speed", []),
     ("compile_scaling", "bench.compile_scaling", []),

@@ -45,7 +45,7 @@ from mcutrain.errors import McutrainError
 __all__ = ["DemoConfig", "choose_analysis", "run_demo", "STACK_RESERVE_BYTES", "CODE_RESERVE_BYTES"]
 
 # What the searched program may not use of the chip: the C stack (the firmware's measured high-water
-# mark is about 0.6 KB; cortex_m7 reserves 4 KB) and, in Flash, the code (about 40 KB of kernels,
+# mark is about 0.6 KB; the firmware build reserves 4 KB) and, in Flash, the code (about 40 KB of kernels,
 # board and harness; 64 KB kept).
 STACK_RESERVE_BYTES = 4 * 1024
 CODE_RESERVE_BYTES = 64 * 1024
@@ -366,8 +366,8 @@ def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: 
 
 
 def _device(program, prepared, plan, samples, host, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
-    from mcutrain.codegen.cortex_m7 import tools_available
-    from mcutrain.codegen.runner import run_cortex_m7
+    from mcutrain.codegen.firmware import tools_available
+    from mcutrain.codegen.runner import run_firmware
     from mcutrain.codegen.targets import build_target
 
     missing = tools_available("arm-none-eabi-gcc", "qemu-system-arm")
@@ -381,7 +381,7 @@ def _device(program, prepared, plan, samples, host, cfg: DemoConfig, progress: P
     target = build_target(program, prepared, plan, "cortex-m7", out / "cortex-m7", log=_quiet)
     train = (samples[0][0][:n], samples[0][1][:n])
     held_out = (samples[1][0][:8], samples[1][1][:8])
-    run = run_cortex_m7(out / "cortex-m7", target, train, held_out)
+    run = run_firmware(out / "cortex-m7", target, train, held_out)
     equal = bool(np.array_equal(np.asarray(run["losses"], np.float32), np.asarray(host["losses"][:n], np.float32)))
     if not equal:
         raise McutrainError("the firmware under QEMU gave other losses than the host build of the same program "

@@ -26,7 +26,7 @@ def run_text(r: dict[str, Any]) -> str:
         lines.append(f"  guard           rolled back to good parameters {guard_rollbacks(r)} time(s){lr}")
     if "health" in r:
         lines.append(f"  health          {'FAILED: ' if r['failed'] else ''}{r['health']['reason']}")
-    if r["target"] == "cortex-m7":
+    if r["target"] != "host":
         s = r["sram"]
         lines += [f"  SRAM            {r['sram_bytes']:,} bytes (static {s['static']:,} + stack high-water "
                   f"{s['stack_high_water']:,}); fits 256 KB: {'yes' if r['fits_256kb'] else 'no'}",

@@ -18,7 +18,10 @@ from mcutrain.errors import McutrainError
 
 __all__ = ["TARGETS", "CompiledProgram", "compile", "generate_c", "load_model"]
 
-TARGETS = ("host", "cortex-m7")
+# Written out, not read from codegen.cores (importing it loads torch): tests/codegen/test_codegen_cores.py
+# checks that the cores here are codegen.cores.CORES, in its order.
+TARGETS = ("host", "cortex-m7", "cortex-m4", "cortex-m33", "cortex-m55", "cortex-m3")
+CORE_TARGETS = "|".join(TARGETS[1:])
 """What `generate_c` builds for: a host library (``mcutrain run`` drives it) or Cortex-M7 firmware."""
 
 
@@ -99,23 +102,26 @@ def load_model(model: str, resolution: int) -> Any:
 def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float | str = "auto",
             data: str | None = None, seed: int = 0, whole_image: bool = False, report: PathLike | None = None,
             target: str | None = None, out: PathLike | None = None, accumulate: str | None = None,
-            kernels: str | None = None, profile: bool = False, sram_kb: int = 320,
-            flash_kb: int = 1024) -> CompiledProgram:
+            kernels: str | None = None, profile: bool = False, sram_kb: int | None = None,
+            flash_kb: int | None = None) -> CompiledProgram:
     """Compile one batch-1 training step of ``model`` (an int8 model file, or a zoo name / architecture
     .json file with random weights: memory does not depend on them) under ``scheme``, and report SRAM,
     Flash and the inference-only peak (``mcutrain compile``). ``lr``: the rate compiled into the update
     ops, or ``"auto"`` (from ``data``'s features, else recorded in the model, else 0.01). ``report``: a
     folder for the graph, the timelines and the memory plot. ``target`` with ``out``: also generate the
-    C program and build it (see `generate_c`; ``sram_kb``/``flash_kb``: the Cortex-M7 memory map;
+    C program and build it (see `generate_c`; ``sram_kb``/``flash_kb``: a core's memory map,
+    None: its typical part's, the STM32F746's 320 / 1024 KiB for cortex-m7;
     ``accumulate``: the C backward's accumulators, None for the default "float32" on the FPU, or
     "float64", the audit mode bit-equal to the NumPy reference executor;
-    ``kernels``: the forward's, "dsp" or "portable", None: the target's default, dsp on cortex-m7)."""
+    ``kernels``: the forward's, "dsp" or "portable", None: the target's default, dsp on the cores with the DSP
+    extension)."""
     from mcutrain.train import model_kind as mk
 
     name_arg, out_arg = path_of(model), optional_path(out)
     _check_target_flags(target, out_arg, accumulate, profile)
     if kernels is not None and target is None:
-        raise McutrainError(f"--kernels {kernels} applies to the generated C: add --target host|cortex-m7 --out DIR")
+        raise McutrainError(f"--kernels {kernels} applies to the generated C: add --target host|{CORE_TARGETS} "
+                            f"--out DIR")
     if kernels is not None and target in TARGETS:
         from mcutrain.codegen.targets import check_target_kernels
 
@@ -148,12 +154,12 @@ def _check_target_flags(target: str | None, out: str | None, accumulate: str | N
     if target is not None and target not in TARGETS:
         raise McutrainError(f"--target {target}: choose from {', '.join(TARGETS)}")
     if (target is None) != (out is None):
-        raise McutrainError("--target and --out go together: --target host|cortex-m7 --out DIR")
+        raise McutrainError(f"--target and --out go together: --target host|{CORE_TARGETS} --out DIR")
     if accumulate is not None and target is None:
         raise McutrainError(f"--accumulate {accumulate} applies to the generated C: add --target "
-                            f"host|cortex-m7 --out DIR")
-    if profile and target != "cortex-m7":
-        raise McutrainError(f"--profile times the ops of the firmware: it needs --target cortex-m7 --out DIR "
+                            f"host|{CORE_TARGETS} --out DIR")
+    if profile and target in (None, "host"):
+        raise McutrainError(f"--profile times the ops of the firmware: it needs --target {CORE_TARGETS} --out DIR "
                             f"(got --target {target})")
 
 
@@ -186,18 +192,28 @@ def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
 
 def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str, out: str, accumulate: str | None,
                   profile: bool, sram_kb: int, flash_kb: int, kernels: str | None = None) -> dict[str, Any]:
-    from mcutrain.codegen.cortex_m7 import STM32F746
     from mcutrain.codegen.generate import DEFAULT_ACCUMULATE
     from mcutrain.codegen.targets import build_target
     from mcutrain.train import model_kind as mk
 
-    memory = replace(STM32F746, flash_bytes=flash_kb * 1024, ram_bytes=sram_kb * 1024)
-    if (memory.flash_bytes, memory.ram_bytes) != (STM32F746.flash_bytes, STM32F746.ram_bytes):
-        memory = replace(memory, name=f"{flash_kb}kb-flash-{sram_kb}kb-sram")
     facts = mk.target_facts(qmodel, model)
-    return dict(build_target(program, facts, plan, target, out, memory=memory,
+    return dict(build_target(program, facts, plan, target, out, memory=_memory_map(target, sram_kb, flash_kb),
                              accumulate=accumulate or DEFAULT_ACCUMULATE, kernels=kernels, profile=profile,
                              log=lambda m: print(m, file=sys.stderr)))
+
+
+def _memory_map(target: str, sram_kb: int | None, flash_kb: int | None) -> Any:
+    """The core's part with ``sram_kb`` / ``flash_kb`` where given (renamed when they differ); None for the host."""
+    from mcutrain.codegen.cores import core_of
+
+    if target == "host":
+        return None
+    part = core_of(target).part
+    memory = replace(part, flash_bytes=(flash_kb or part.flash_bytes // 1024) * 1024,
+                     ram_bytes=(sram_kb or part.ram_bytes // 1024) * 1024)
+    if (memory.flash_bytes, memory.ram_bytes) != (part.flash_bytes, part.ram_bytes):
+        memory = replace(memory, name=f"{memory.flash_bytes // 1024}kb-flash-{memory.ram_bytes // 1024}kb-sram")
+    return memory
 
 
 def _compiled_lr(lr: float | str, qmodel: Any, data: str | None, scheme: str, seed: int,
@@ -251,8 +267,9 @@ def _target_line(t: dict[str, Any]) -> str:
     accumulators = f"{t['accumulate']} backward accumulators, {t.get('kernels', 'portable')} forward kernels"
     if t["target"] == "host":
         return f"  host build      {t['out']}/{t['library']} ({accumulators})"
-    f, strict = t["footprint"], t["strict"]
-    fits = "fits" if strict["fits"] else "does NOT fit (" + strict["why"] + ")"
-    return (f"  cortex-m7       {t['out']}/{t['elf']}: Flash {f['flash_bytes']:,} bytes, static SRAM "
-            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run), {accumulators}; "
-            f"{strict['memory_map']['name']}: {fits}")
+    f, strict = t["footprint"], t.get("strict")
+    fits = "" if strict is None else f"; {strict['memory_map']['name']}: " + (
+        "fits" if strict["fits"] else "does NOT fit (" + strict["why"] + ")")
+    return (f"  {t['target']:<15} {t['out']}/{t['elf']}: Flash {f['flash_bytes']:,} bytes, static SRAM "
+            f"{f['static_sram_bytes']:,} bytes (+ stack, measured by mcutrain run) of {t['memory_map']['name']}'s "
+            f"{t['memory_map']['ram_bytes'] // 1024} KB, {accumulators}{fits}")

@@ -20,7 +20,7 @@ __all__ = ["RunResult", "run"]
 @dataclass(frozen=True, eq=False)
 class RunResult(Result):
     """A run of a compiled program: ``losses`` per step, ``accuracy`` before/after, ``health``, and
-    for ``cortex-m7`` the measured SRAM, Flash and instruction counts."""
+    for a Cortex-M core (``cortex-m7`` ...) the measured SRAM, Flash and instruction counts."""
 
     def text(self) -> str:
         from mcutrain.api._run_text import run_text
@@ -51,7 +51,7 @@ def run(folder: PathLike, data: str, steps: int, *, eval: int = 20, seed: int = 
     on samples of ``data``, with accuracy on ``eval`` held-out samples before and after. ``profile``:
     Cortex-M7 folders compiled with ``profile``: instructions per op too. ``timeout``: the CLI's
     ``--timeout``, accepted but not applied yet (the QEMU runner keeps its own limit)."""
-    from mcutrain.codegen.runner import profile_cortex_m7, run_cortex_m7, run_host
+    from mcutrain.codegen.runner import profile_firmware, run_firmware, run_host
     from mcutrain.codegen.samples import int8_samples
     from mcutrain.codegen.targets import read_target
     from mcutrain.data import load_dataset
@@ -60,9 +60,9 @@ def run(folder: PathLike, data: str, steps: int, *, eval: int = 20, seed: int = 
     if steps < 0 or eval < 0:
         raise DataError(f"--steps and --eval must be >= 0, got {steps} and {eval}")
     target = read_target(where)
-    if profile and target["target"] != "cortex-m7":
-        raise DataError(f"--profile times the firmware's ops; {where} is a {target['target']} folder "
-                        f"(compile with --target cortex-m7 --profile)")
+    if profile and target["target"] == "host":
+        raise DataError(f"--profile times the firmware's ops; {where} is a host folder "
+                        f"(compile with --target cortex-m7 --profile, or another core)")
     dataset = load_dataset(data, seed=seed)
     if dataset.num_classes != target["num_classes"]:
         raise DataError(f"{where} holds a {target['num_classes']}-class model, {data} has "
@@ -71,12 +71,12 @@ def run(folder: PathLike, data: str, steps: int, *, eval: int = 20, seed: int = 
                 input_scale=target["input"]["scale"], input_zero=target["input"]["zero"])
     train = int8_samples(dataset.train, steps, seed=seed, **draw)
     held_out = int8_samples(dataset.test, min(eval, len(dataset.test)), seed=seed + 1, **draw)
-    runner = run_host if target["target"] == "host" else run_cortex_m7
+    runner = run_host if target["target"] == "host" else run_firmware
     result = {"folder": where, "target": target["target"], "model": target["model"],
               "resolution": target["resolution"], "scheme": target["scheme"], "accumulate": target["accumulate"],
               "kernels": target["kernels"], "data": data, **runner(Path(where), target, train, held_out)}
     if profile:
-        result["profile"] = profile_cortex_m7(Path(where), target, train, held_out, result)
+        result["profile"] = profile_firmware(Path(where), target, train, held_out, result)
     health = run_health(result, target["num_classes"])
     result.update(failed=not health.ok, health=health.to_dict())
     if not health.ok:

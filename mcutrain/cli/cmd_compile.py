@@ -1,13 +1,15 @@
 """`mcutrain compile`: compile one on-device training step and report where every byte lives.
 
-With ``--target host|cortex-m7 --out DIR`` it also generates the C program into DIR and builds it: a
+With ``--target host|cortex-m7|cortex-m4|cortex-m33|cortex-m55|cortex-m3 --out DIR`` it also generates the C
+program into DIR and builds it: a
 host library (``mcutrain run`` drives it through ctypes) or a Cortex-M7 firmware (STM32F746 map, also
 linked against a strict 256 KB SRAM map; ``mcutrain run`` drives it under QEMU). DIR gets
 ``target.json``: what ``run`` needs to feed the program (resolution, input quantization, classes).
 The generated C accumulates the backward in float32 (the Cortex-M7's FPU); ``--accumulate float64`` is
 the audit mode, bit-equal to the NumPy reference executor (the folder's sources carry the mode,
 ``target.json`` and ``manifest.json`` say it; see ``mcutrain.codegen.generate``).
-``--kernels portable|dsp`` picks the int8 forward kernels the same way (default: dsp on cortex-m7).
+``--kernels portable|dsp`` picks the int8 forward kernels the same way (default: dsp on the cores
+that have the DSP extension, all but cortex-m3).
 MODEL may be an imported int8 graph file (``mcutrain import``): ``train.model_kind`` answers what differs
 (its schemes, its input size and quantization, what ``target.json`` says about its input).
 """
@@ -63,17 +65,19 @@ def register(subparsers) -> None:
                         "bit-equal to the NumPy reference executor. Written into the generated C (no build flag "
                         "needed), manifest.json and target.json")
     p.add_argument("--kernels", choices=tuple(KERNELS), default=d["kernels"],
-                   help="the C forward's int8 kernels (with --target): dsp (default on cortex-m7) uses the "
+                   help="the C forward's int8 kernels (with --target): dsp (default on every core but cortex-m3) "
+                        "uses the "
                         "Cortex-M DSP extension (SMLAD on int16 pairs), portable (the host's only set) is plain "
                         "C; the same integers either way. Written into the generated C, manifest.json and "
                         "target.json")
     p.add_argument("--profile", action="store_true", default=d["profile"],
-                   help="with --target cortex-m7: also build firmware-profile.elf, which times every op (for "
+                   help="with a Cortex-M --target: also build firmware-profile.elf, which times every op (for "
                         "`mcutrain run DIR --profile`); firmware.elf is built as without it")
     p.add_argument("--sram-kb", type=int, default=d["sram_kb"],
-                   help="SRAM of the cortex-m7 memory map in KiB (default: the STM32F746's 320)")
+                   help="SRAM of the core's memory map in KiB (default: its typical part's, e.g. the STM32F746's 320 "
+                        "for cortex-m7; docs/firmware.md lists them)")
     p.add_argument("--flash-kb", type=int, default=d["flash_kb"],
-                   help="Flash of the cortex-m7 memory map in KiB (default: the STM32F746's 1024)")
+                   help="Flash of the core's memory map in KiB (default: its typical part's, e.g. 1024 for cortex-m7)")
     add_json_flag(p)
     p.set_defaults(func=run)
 

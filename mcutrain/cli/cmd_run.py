@@ -1,6 +1,6 @@
 """`mcutrain run`: train a compiled program on real samples, on the host or on the Cortex-M7 under QEMU.
 
-The folder comes from ``mcutrain compile --target host|cortex-m7 --out DIR``. The samples are drawn
+The folder comes from ``mcutrain compile --target host|cortex-m7|... --out DIR``. The samples are drawn
 from the dataset's train split (training) and test split (held-out accuracy before and after), and
 turned into the model's int8 input the way training in simulation does (``mcutrain.codegen.samples``).
 For the Cortex-M7 the result adds what the firmware costs: SRAM (.data + .bss + the stack's measured
@@ -8,7 +8,7 @@ high-water mark), Flash (.isr_vector + .text + .rodata + .ARM.exidx + .data), an
 step and per inference counted by QEMU (-icount): instructions, not cycles. The result names the
 backward's accumulator mode the folder was generated with (``accumulate``, from ``target.json``).
 ``--profile`` (folders compiled with ``--profile``) adds the instructions of every op of the first
-training step and the first held-out inference (``codegen.runner.profile_cortex_m7``).
+training step and the first held-out inference (``codegen.runner.profile_firmware``).
 
 Every run is judged by ``train.health`` from its per-step losses and its held-out accuracy after
 training (``health`` in the result, ``failed`` with it): a run that did not learn (the loss ended
@@ -37,7 +37,8 @@ def register(subparsers) -> None:
         "run", help=HELP["run"],
         description="Run --steps SGD steps (batch 1) of the program compiled into DIR on samples of --data, "
                     "and measure accuracy on --eval held-out samples before and after. Host folders run the "
-                    "host library; cortex-m7 folders run the firmware under qemu-system-arm (mps2-an500, "
+                    "host library; Cortex-M folders (cortex-m7, -m4, -m33, -m55, -m3) run the firmware under "
+                    "qemu-system-arm on the core's board (mps2-an500, -an386, -an505, mps3-an547, mps2-an385; "
                     "semihosting), which also reports SRAM, Flash and instructions per step and per inference.")
     p.add_argument("folder", metavar="DIR", help="folder made by `mcutrain compile --target ... --out DIR`")
     p.add_argument("--data", required=True, help="dataset name (see `mcutrain data`), folder:PATH or npz:PATH")
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
                    help="held-out samples for the accuracy before/after (0: none)")
     p.add_argument("--seed", type=int, default=d["seed"], help="dataset split and sample order")
     p.add_argument("--profile", action="store_true", default=d["profile"],
-                   help="cortex-m7 folders compiled with --profile: also time every op of the first training step "
+                   help="Cortex-M folders compiled with --profile: also time every op of the first training step "
                         "and the first held-out inference (firmware-profile.elf) and report instructions per op, "
                         "by kind and by phase")
     p.add_argument("--timeout", type=float, default=d["timeout"],

@@ -9,7 +9,8 @@
 
 ``generate`` (module ``generate``): templates + one emitter per op kind (``emitters.EMITTERS``) over the
 schedule and memory plan; ``host``: the host build (optionally with ASan + UBSan) and its runner;
-``cortex_m7``: the firmware build (``board/``: start-up, semihosting harness, linker script), the
+``firmware``: the firmware build for a Cortex-M core (``cores``; ``board/``: start-up, semihosting harness,
+linker script), the
 memory check before linking and the runner under QEMU; ``targets``: a folder for either target plus
 ``target.json`` (``mcutrain compile --target``, ``mcutrain run``); ``samples``: dataset -> int8 inputs;
 ``runner``: run a built folder on samples (host or QEMU).

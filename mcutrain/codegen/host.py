@@ -11,7 +11,7 @@ type is the folder's (fixed when generated, ``manifest.json``'s ``accumulate``; 
 the build adds no flag for it.
 
 Two builds of the same sources (``flags``, ``FLAG_SETS``): ``"portable"`` is the flags above alone, the
-reference build (and the firmware's, cortex_m7.M7_CFLAGS); ``"native"`` (the default: ``mcutrain run
+reference build (and the firmware's, firmware.M7_CFLAGS); ``"native"`` (the default: ``mcutrain run
 --target host``, the demo, the benches) adds ``-O3 -march=native``: vectorised for this machine's
 instruction set with the same float results, bit for bit, because what could change them stays off:
 no contraction into fused multiply-adds (``-ffp-contract=off``), no ``-ffast-math`` and hence no

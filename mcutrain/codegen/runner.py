@@ -1,6 +1,6 @@
 """Running a built target on int8 samples: the host library in-process, the firmware under QEMU.
 
-``run_host`` and ``run_cortex_m7`` take a folder made by ``build_target`` (its ``target.json`` as
+``run_host`` and ``run_firmware`` take a folder made by ``build_target`` (its ``target.json`` as
 ``target``), training samples and held-out samples (``samples.int8_samples``), and return the same
 dict shape: losses, accuracy before/after, seconds; the firmware run adds what it costs (SRAM, Flash,
 instructions per step and per inference). ``mcutrain run`` and ``mcutrain demo`` both call them.
@@ -8,7 +8,7 @@ instructions per step and per inference). ``mcutrain run`` and ``mcutrain demo``
 Both report what the engine's guard did (``guard``: rollbacks, the final learning rate, and one event
 per rollback: step, the loss that triggered it, the learning rate after it, where the parameters came
 from); model.h's API comment says when it rolls back.
-``profile_cortex_m7`` adds the per-op instruction profile of one step and one inference (``--profile``).
+``profile_firmware`` adds the per-op instruction profile of one step and one inference (``--profile``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mcutrain.codegen.cores import core_of
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.storage import STEP_FLAGS
 
-__all__ = ["profile_cortex_m7", "run_cortex_m7", "run_host"]
+__all__ = ["profile_firmware", "run_firmware", "run_host"]
 
 
 def _accuracy(classes: np.ndarray, labels: np.ndarray) -> float | None:
@@ -66,14 +67,14 @@ def run_host(folder: Path, target: dict, train, held_out, *, eval_every: int = 0
     return result
 
 
-def run_cortex_m7(folder: Path, target: dict, train, held_out) -> dict:
-    from mcutrain.codegen.cortex_m7 import run_qemu
+def run_firmware(folder: Path, target: dict, train, held_out) -> dict:
+    from mcutrain.codegen.firmware import run_qemu
 
     total = 2 * len(held_out[1]) + len(train[1])
     with tqdm(total=total, desc="firmware under QEMU (evaluate, train, evaluate)", file=sys.stderr,
               leave=False) as bar:
         run = run_qemu(folder / target["elf"], *train, *held_out, classes=target["num_classes"],
-                       progress=lambda e: bar.update(e["event"] in ("train", "predict")))
+                       progress=lambda e: bar.update(e["event"] in ("train", "predict")), core=target["target"])
     footprint = target["footprint"]
     accuracy = {p: _accuracy(run.classes[p], held_out[1]) if p in run.classes else None for p in ("before", "after")}
     return {
@@ -89,10 +90,11 @@ def run_cortex_m7(folder: Path, target: dict, train, held_out) -> dict:
         "sram": {"static": footprint["static_sram_bytes"], "stack_high_water": run.stack_high_water,
                  "stack_reserve": footprint["stack_reserve"],
                  "stack_within_reserve": run.stack_high_water <= footprint["stack_reserve"]},
-        "fits_256kb": target["strict"]["fits"],
+        "fits_256kb": target["strict"]["fits"] if "strict" in target else True,
         "memory_map": target["memory_map"]["name"],
-        "instructions_note": "QEMU -icount instruction counts (CMSDK timer, 40 instructions per tick, calibrated "
-                             "each run), not Cortex-M7 cycles",
+        "instructions_note": f"QEMU -icount instruction counts on {target['target']} "
+                             f"({core_of(target['target']).machine}'s timer, "
+                             f"{run.instructions_per_tick:g} instructions per tick, calibrated each run), not cycles",
         "save_fnv1a": f"{run.save_fnv1a:08x}",
         "guard": _qemu_guard(run),
     }
@@ -128,25 +130,26 @@ def _mean(values: np.ndarray) -> int | None:
     return int(round(float(np.mean(values)))) if len(values) else None
 
 
-def profile_cortex_m7(folder: Path, target: dict, train, held_out, default: dict) -> dict:
+def profile_firmware(folder: Path, target: dict, train, held_out, default: dict) -> dict:
     """Per-op instructions of one training step and one inference: ``firmware-profile.elf`` (built by
-    ``mcutrain compile --target cortex-m7 --profile``) on the first training sample and the first
-    held-out one, from a fresh ``mct_init`` as in the ``default`` run (``run_cortex_m7``'s result), whose
+    ``mcutrain compile --target cortex-m7 --profile``, or another core) on the first training sample and the first
+    held-out one, from a fresh ``mct_init`` as in the ``default`` run (``run_firmware``'s result), whose
     first loss it must reproduce bit for bit (the hook only reads the timer). Each stage: its ops
     ({op, kind, phase, instructions}), totals by kind and by phase, the hook's measured cost per op
     (subtracted), and what the default build's step has beyond the ops' sum (``unattributed``: the
     step's exit minus what the hook sites cost beyond the probed hook: 8-24 instructions per op)."""
-    from mcutrain.codegen.cortex_m7 import op_profile, run_qemu
+    from mcutrain.codegen.firmware import op_profile, run_qemu
 
     info = target.get("profile")
     if not info:
-        raise CodegenError(f"{folder} has no profile firmware; build it with `mcutrain compile ... --target cortex-m7 "
+        raise CodegenError(f"{folder} has no profile firmware; build it with `mcutrain compile ... "
+                           f"--target {target['target']} "
                            f"--profile --out {folder}`")
     if not len(train[1]) or not len(held_out[1]):
         raise CodegenError(f"a profile needs one training and one held-out sample (got {len(train[1])} and "
                            f"{len(held_out[1])}): use --steps >= 1 and --eval >= 1")
     run = run_qemu(folder / info["elf"], train[0][:1], train[1][:1], held_out[0][:1], held_out[1][:1],
-                   classes=target["num_classes"], after=False)
+                   classes=target["num_classes"], after=False, core=target["target"])
     if float(run.losses[0]) != default["losses"][0]:
         raise CodegenError(f"the profile firmware's first loss {float(run.losses[0])!r} differs from the default "
                            f"firmware's {default['losses'][0]!r}: the trace hook changed the arithmetic")

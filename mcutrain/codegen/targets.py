@@ -1,4 +1,5 @@
-"""A generated folder for one target (host or cortex-m7), and ``target.json``: what a run needs.
+"""A generated folder for one target (host, or a Cortex-M core: cortex-m7, -m4, -m33, -m55, -m3), and
+``target.json``: what a run needs.
 
 ``mcutrain compile --target T --out DIR`` calls ``build_target``; ``mcutrain run DIR`` calls
 ``read_target``. The generated C says nothing about where its input comes from; ``target.json``
@@ -8,8 +9,8 @@ settings and SRAM: ``guard``) beside the build
 accumulator mode the folder was generated with (``accumulate``: "float32", the default, or "float64",
 the audit mode, see ``generate``; the C sources carry it, ``target.json`` says it; a ``target.json``
 from before the option has no ``accumulate``: its folder is float64), and likewise the forward's kernels
-(``kernels``: "dsp", the Cortex-M DSP extension's, by default on cortex-m7; "portable", the only set the
-host runs, by default there: ``TARGET_KERNELS``). A cortex-m7 folder built with
+(``kernels``: "dsp", the Cortex-M DSP extension's, by default on the cores that have it; "portable", the
+only set the host and the Cortex-M3 run: ``TARGET_KERNELS``). A core's folder built with
 ``profile=True`` also has ``firmware-profile.elf`` and, under ``profile``, the program's ops in
 schedule order (name, kind, phase): the generated C does not name them, a profile run needs them.
 The folder is built beside ``out`` and renamed into place only when complete (``staging``): a failed
@@ -21,7 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mcutrain.codegen.cortex_m7 import STM32F746, UNDER_256KB, MemoryMap, build_cortex_m7, schedule_ops
+from mcutrain.codegen.cores import CORES, MemoryMap, core_of
+from mcutrain.codegen.firmware import build_firmware, schedule_ops
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.generate import DEFAULT_ACCUMULATE, check_sources, generate
 from mcutrain.codegen.host import OPTIONS_BEFORE, build_host, folder_option, read_json_object, read_manifest
@@ -33,22 +35,23 @@ __all__ = ["TARGET_FILE", "TARGET_KERNELS", "build_target", "read_target"]
 TARGET_FILE = "target.json"
 FORMAT = "mcutrain-target/1"
 # target -> (its default forward kernels, the kernel sets it runs)
-TARGET_KERNELS = {"host": ("portable", ("portable",)), "cortex-m7": ("dsp", ("dsp", "portable"))}
+TARGET_KERNELS = {"host": ("portable", ("portable",)),
+                  **{name: (core.kernels[0], core.kernels) for name, core in CORES.items()}}
 
 
-def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap = STM32F746,
+def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap | None = None,
                  accumulate: str = DEFAULT_ACCUMULATE, kernels: str | None = None, profile: bool = False,
                  log=print) -> dict:
     """Generate ``program`` into ``out`` with the backward's ``accumulate`` mode ("float32", the default:
     on the Cortex-M7's FPU; "float64": the audit mode, bit-equal to the NumPy reference), build it for
     ``target`` and write ``target.json``; returns it. ``kernels``: the forward's ("dsp" or "portable";
-    None: the target's default, ``TARGET_KERNELS``). ``profile`` (cortex-m7 only): also the per-op profile
-    firmware."""
+    None: the target's default, ``TARGET_KERNELS``). ``memory``: a core's Flash and SRAM (None: its
+    typical part's, ``cores.CORES``). ``profile`` (core targets only): also the per-op profile firmware."""
     if target not in TARGET_KERNELS:
         raise CodegenError(f"unknown target {target!r}; targets: {', '.join(TARGET_KERNELS)}")
     kernels = check_target_kernels(target, kernels)
-    if profile and target != "cortex-m7":
-        raise CodegenError(f"profile=True is for the cortex-m7 target (it times ops on the firmware), not {target!r}")
+    if profile and target == "host":
+        raise CodegenError("profile=True is for the Cortex-M targets (it times ops on the firmware), not the host")
     out = Path(out)
     title = f"{qmodel.spec.name} @{qmodel.resolution}, {plan.scheme}"
     info = {"format": FORMAT, "target": target, "out": str(out), "model": qmodel.spec.name,
@@ -67,8 +70,9 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap =
             log(f"building the host library for {out} ...")
             info["library"] = build_host(folder).name
         else:
-            log(f"cross-compiling for the Cortex-M7 ({memory.name}) for {out} ...")
-            info.update(build_cortex_m7(folder, memory=memory, strict=UNDER_256KB, profile=profile))
+            part = (memory or core_of(target).part).name
+            log(f"cross-compiling for the {target} ({part}, run on QEMU {core_of(target).machine}) for {out} ...")
+            info.update(build_firmware(folder, memory=memory, profile=profile, core=target))
             if profile:
                 info["profile"]["ops"] = schedule_ops(program)
         atomic_write_text(folder / TARGET_FILE, json.dumps(info, indent=1) + "\n")

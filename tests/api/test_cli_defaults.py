@@ -101,7 +101,7 @@ def test_api_defaults_equal_the_internal_configs():
     """Where the internals keep a config dataclass, its defaults are the API's too."""
     from dataclasses import fields
 
-    from mcutrain.codegen.cortex_m7 import STM32F746
+    from mcutrain.codegen.firmware import STM32F746
     from mcutrain.demo import DemoConfig
     from mcutrain.search.contrib import AnalysisConfig
     from mcutrain.search.evolve import SearchConfig
@@ -125,6 +125,10 @@ def test_api_defaults_equal_the_internal_configs():
     for name in ("workers", "seed", "lr", "momentum", "batch_size", "optimizer", "qas", "update_rule"):
         assert analysis[name] == getattr(config, name), f"AnalysisConfig.{name}"
     assert not defaults(api.pretrain)["no_augment"] and PretrainConfig("", "", "").augment
-    assert defaults(api.compile)["sram_kb"] == STM32F746.ram_bytes // 1024
-    assert defaults(api.compile)["flash_kb"] == STM32F746.flash_bytes // 1024
+    # None: the target core's typical part (codegen.cores); the M7's is the STM32F746
+    assert defaults(api.compile)["sram_kb"] is None and defaults(api.compile)["flash_kb"] is None
+    from mcutrain.api.compiling import _memory_map
+
+    assert _memory_map("cortex-m7", None, None) == STM32F746
+    assert _memory_map("cortex-m4", 200, None).ram_bytes == 200 * 1024
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mcutrain.cli import cmd_compile, cmd_run
-from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.codegen.firmware import tools_available
 from mcutrain.codegen.samples import int8_samples
 from mcutrain.codegen.targets import read_target
 from mcutrain.data import load_dataset

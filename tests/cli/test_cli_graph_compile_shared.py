@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mcutrain.cli import cmd_compile, cmd_run
-from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.codegen.firmware import tools_available
 from mcutrain.quant.graph_file import save_graph_model
 from mcutrain.quant.import_tflite import import_tflite
 from tests.helpers.cli import run_command

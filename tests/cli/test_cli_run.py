@@ -11,7 +11,7 @@ import pytest
 
 from mcutrain.cli import cmd_compile, cmd_run
 from mcutrain.cli.main import main
-from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.codegen.firmware import tools_available
 from mcutrain.quant.head import new_head
 from mcutrain.quant.model_file import load_qmodel, save_qmodel
 from tests.helpers.cli import run_command

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from mcutrain.codegen import CodegenError, compile_for_codegen, generate
-from mcutrain.codegen.cortex_m7 import (STACK_RESERVE, STM32F746, MemoryMap, MemoryOverflowError, build_cortex_m7,
+from mcutrain.codegen.cores import CORES
+from mcutrain.codegen.firmware import (STACK_RESERVE, STM32F746, MemoryMap, MemoryOverflowError, build_firmware,
                                         _link_checked, object_footprint, run_qemu, tools_available)
 from mcutrain.codegen.samples import int8_samples
 from mcutrain.data import load_dataset
@@ -57,7 +58,7 @@ def _data(n: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("scheme", ["full", "last-k:6"])
 def test_firmware_under_qemu_equals_the_host_build_bit_for_bit(tmp_path, scheme, accumulate):
     generate(_program(scheme), tmp_path, accumulate=accumulate)
-    report = build_cortex_m7(tmp_path)
+    report = build_firmware(tmp_path)
     assert report["accumulate"] == accumulate
     images, labels = _data(6)
     run = run_qemu(tmp_path / report["elf"], images[:4], labels[:4], images[4:], labels[4:], classes=CLASSES)
@@ -71,7 +72,7 @@ def test_float32_accumulators_take_fewer_instructions_per_step(tmp_path):
     per_step = {}
     for mode in ("float64", "float32"):
         generate(_program("full"), tmp_path / mode, accumulate=mode)
-        report = build_cortex_m7(tmp_path / mode, strict=None)
+        report = build_firmware(tmp_path / mode, strict=None)
         run = run_qemu(tmp_path / mode / report["elf"], images, labels, classes=CLASSES, before=False, after=False)
         per_step[mode] = int(run.train_instructions[0])
     print(f"tiny full, instructions per step: {per_step}")
@@ -80,7 +81,7 @@ def test_float32_accumulators_take_fewer_instructions_per_step(tmp_path):
 
 def test_costs_are_measured_and_repeat_exactly(tmp_path):
     generate(_program("last-k:6"), tmp_path)
-    report = build_cortex_m7(tmp_path)
+    report = build_firmware(tmp_path)
     images, labels = _data(3)
     runs = [run_qemu(tmp_path / report["elf"], images[:2], labels[:2], images[2:], labels[2:], classes=CLASSES)
             for _ in range(2)]
@@ -103,7 +104,7 @@ def test_a_program_too_large_fails_before_linking_with_the_numbers(tmp_path):
     tiny_ram = MemoryMap("tiny-ram", STM32F746.flash_bytes, 16 * 1024)
     with pytest.raises(MemoryOverflowError, match=r"before linking\): SRAM: needs [\d,]+ bytes, 16,384 available "
                                                   r"\(over by [\d,]+\)") as err:
-        build_cortex_m7(tmp_path, memory=tiny_ram)
+        build_firmware(tmp_path, memory=tiny_ram)
     needed, available = err.value.over["SRAM"]
     assert available == 16384 and needed > _program("full").train.plan.arena_bytes
     assert "Flash" not in err.value.over
@@ -116,12 +117,12 @@ def test_the_c_library_tipping_flash_over_gives_the_same_error(tmp_path):
     estimate is given as fitting, since kernels the program never calls (dropped by --gc-sections) can
     make the objects larger than the linked image."""
     generate(_program("full"), tmp_path)
-    linked = build_cortex_m7(tmp_path, strict=None)["footprint"]["flash_bytes"]
-    objects = sorted((tmp_path / "build-m7").glob("*.o"))
+    linked = build_firmware(tmp_path, strict=None)["footprint"]["flash_bytes"]
+    objects = sorted((tmp_path / "build").glob("*.o"))
     budget = MemoryMap("exact-flash", linked - 1, STM32F746.ram_bytes)
     fits = {"Flash": 0, "SRAM": 0, "data": 0, "bss": 0, "stack_reserve": STACK_RESERVE}
     with pytest.raises(MemoryOverflowError, match=r"after linking the C library\): Flash: needs") as err:
-        _link_checked(tmp_path, objects, budget, fits, tmp_path / "tipped.elf")
+        _link_checked(tmp_path, CORES["cortex-m7"], objects, budget, fits, tmp_path / "tipped.elf")
     needed, available = err.value.over["Flash"]
     assert available == linked - 1 and needed == linked  # the linker says by how much: "1 byte"
 
@@ -129,7 +130,7 @@ def test_the_c_library_tipping_flash_over_gives_the_same_error(tmp_path):
 def test_the_strict_map_reports_rather_than_fails(tmp_path):
     generate(_program("full"), tmp_path)
     strict = MemoryMap("strict-16k", STM32F746.flash_bytes, 16 * 1024)
-    report = build_cortex_m7(tmp_path, strict=strict)
+    report = build_firmware(tmp_path, strict=strict)
     assert report["strict"]["fits"] is False and report["strict"]["over"]["SRAM"]["available"] == 16384
     assert (tmp_path / "firmware.elf").is_file()
 
@@ -145,7 +146,7 @@ def test_the_loss_falls_on_digits_under_qemu(tmp_path, digits_new_head):
     q = digits_new_head
     plan = resolve(get_builtin("last-layer", "tiny"), q.spec)
     generate(compile_for_codegen(q, plan, lr=0.05, seed=0), tmp_path)
-    report = build_cortex_m7(tmp_path, strict=None)
+    report = build_firmware(tmp_path, strict=None)
     data = load_dataset("digits", seed=0)
     draw = dict(resolution=q.resolution, preprocessing=q.preprocessing, input_scale=q.input.scale,
                 input_zero=q.input.zero)
@@ -162,7 +163,7 @@ def test_the_loss_falls_on_digits_under_qemu(tmp_path, digits_new_head):
 
 def test_the_firmware_refuses_foreign_input_and_a_hung_run_is_killed(tmp_path):
     generate(_program("last-k:6"), tmp_path)
-    elf = tmp_path / build_cortex_m7(tmp_path, strict=None)["elf"]
+    elf = tmp_path / build_firmware(tmp_path, strict=None)["elf"]
     images, labels = _data(1)
     with pytest.raises(CodegenError, match="input file made for another model"):
         run_qemu(elf, images, labels, classes=CLASSES + 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mcutrain.codegen import compile_for_codegen, generate
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_available
+from mcutrain.codegen.firmware import build_firmware, run_qemu, tools_available
 from mcutrain.sparse import get_builtin, resolve
 from tests.helpers.geometry import CLASSES, general_qmodel, int8_images
 from tests.helpers.host_run import assert_firmware_equals_host
@@ -23,7 +23,7 @@ def test_general_geometry_firmware_equals_the_host_build_bit_for_bit(tmp_path):
     q = general_qmodel("mixed")
     program = compile_for_codegen(q, resolve(get_builtin("full", "tiny"), q.spec), lr=0.1, seed=11)
     generate(program, tmp_path)
-    report = build_cortex_m7(tmp_path)
+    report = build_firmware(tmp_path)
     images, labels = int8_images(q, 4), np.arange(4) % CLASSES
     run = run_qemu(tmp_path / report["elf"], images[:3], labels[:3], images[3:], labels[3:], classes=CLASSES)
     print(f"general geometry (mixed, full): {run.train_instructions.mean():.0f} instructions per step")

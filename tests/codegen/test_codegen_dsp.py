@@ -21,7 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mcutrain.codegen import CodegenError, build_host, compile_for_codegen, generate
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_available
+from mcutrain.codegen.firmware import build_firmware, run_qemu, tools_available
 from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.targets import check_target_kernels
 from mcutrain.models.specs import NetSpec, _chain
@@ -81,7 +81,7 @@ def _firmware_equals_host(tmp_path, name: str, scheme: str, kernels: str):
     program = _program(name, scheme)
     generate(program, tmp_path / "host")
     generate(program, tmp_path / kernels, kernels=kernels)
-    report = build_cortex_m7(tmp_path / kernels, strict=None)
+    report = build_firmware(tmp_path / kernels, strict=None)
     assert report["kernels"] == kernels
     classes = _model(name).num_classes
     images, labels = int8_images(_model(name), 5), np.arange(5) % classes
@@ -92,7 +92,7 @@ def _firmware_equals_host(tmp_path, name: str, scheme: str, kernels: str):
 
 def _instructions(folder) -> dict[str, int]:
     """Instruction mnemonics of the folder's cross-compiled kernels -> how often they occur."""
-    text = subprocess.run(["arm-none-eabi-objdump", "-d", str(folder / "build-m7" / "mct_kernels.o")],
+    text = subprocess.run(["arm-none-eabi-objdump", "-d", str(folder / "build" / "mct_kernels.o")],
                           capture_output=True, text=True, check=True).stdout
     counts: dict[str, int] = {}
     for line in text.splitlines():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mcutrain.codegen import HostEngine, build_host
-from mcutrain.codegen.cortex_m7 import STM32F746, build_cortex_m7, fnv1a, object_footprint, tools_available
-from mcutrain.codegen.runner import run_cortex_m7, run_host
+from mcutrain.codegen.firmware import STM32F746, build_firmware, fnv1a, object_footprint, tools_available
+from mcutrain.codegen.runner import run_firmware, run_host
 from mcutrain.codegen.storage import STEP_FLAGS
 from mcutrain.codegen.targets import build_target, read_target
 from mcutrain.engine.memory import ENGINE_STATE_BYTES
@@ -41,7 +41,7 @@ def test_a_planted_huge_learning_rate_recovers_under_qemu_as_on_the_host(tmp_pat
     program = compile_for_codegen(prepare_model(q, plan), plan, lr=HUGE_LR, seed=0)
     build_target(program, q, plan, "cortex-m7", tmp_path / "m7", memory=STM32F746, log=lambda _m: None)
     train, held_out = samples(q)
-    m7 = run_cortex_m7(tmp_path / "m7", read_target(tmp_path / "m7"), train, held_out)
+    m7 = run_firmware(tmp_path / "m7", read_target(tmp_path / "m7"), train, held_out)
     host_folder(q, HUGE_LR, tmp_path / "host")
     host = run_host(tmp_path / "host", read_target(tmp_path / "host"), train, held_out)
     g, acc = m7["guard"], m7["accuracy"]
@@ -58,10 +58,10 @@ def test_a_planted_huge_learning_rate_recovers_under_qemu_as_on_the_host(tmp_pat
 
 
 def test_the_firmware_reports_each_steps_status_and_rate(tmp_path, digits_model):
-    from mcutrain.codegen.cortex_m7 import run_qemu
+    from mcutrain.codegen.firmware import run_qemu
 
     host_folder(digits_model, HUGE_LR, tmp_path)  # host folder: generate; then the firmware beside it
-    report = build_cortex_m7(tmp_path, strict=None)
+    report = build_firmware(tmp_path, strict=None)
     (images, labels), _ = samples(digits_model, steps=8, held_out=0)
     run = run_qemu(tmp_path / report["elf"], images, labels, classes=10, before=False, after=False)
     engine = HostEngine(build_host(tmp_path))
@@ -79,8 +79,8 @@ def test_the_guard_state_is_the_sram_compile_counts(tmp_path, digits_model):
     """model.o's .data + .bss = arena + trained copies + engine state, to the byte: what the compile
     report adds up (and model.c's static check ties the struct to MCT_STATE_BYTES on the device)."""
     program = host_folder(digits_model, 0.01, tmp_path)
-    build_cortex_m7(tmp_path, strict=None)
+    build_firmware(tmp_path, strict=None)
     r = program.report
-    model_o = object_footprint([tmp_path / "build-m7" / "model.o"], 0)
+    model_o = object_footprint([tmp_path / "build" / "model.o"], 0)
     assert model_o["data"] + model_o["bss"] == r["arena_bytes"] + r["trainable_bytes"] + ENGINE_STATE_BYTES
     assert model_o["data"] + model_o["bss"] == r["total_sram_bytes"]

@@ -18,7 +18,7 @@ import graph_models as gm  # noqa: E402
 
 from mcutrain.codegen import HostEngine, build_host, generate  # noqa: E402
 from mcutrain.codegen.check import op_by_op, side_by_side  # noqa: E402
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_available  # noqa: E402
+from mcutrain.codegen.firmware import build_firmware, run_qemu, tools_available  # noqa: E402
 from mcutrain.codegen.host import build  # noqa: E402
 from mcutrain.engine.compile import compile_training  # noqa: E402
 from mcutrain.engine.frontend import engine_names  # noqa: E402
@@ -96,7 +96,7 @@ def test_every_op_output_matches_the_executor_and_hidden_layers_the_litert_refer
 def test_cortex_m7_firmware_equals_the_host_build_bit_for_bit(tmp_path):
     program = _program("fc_stack")
     generate(program, tmp_path)
-    report = build_cortex_m7(tmp_path)
+    report = build_firmware(tmp_path)
     images, labels = _data("fc_stack", 4)
     classes = int(labels.max()) + 1
     run = run_qemu(tmp_path / report["elf"], images[:3], labels[:3], images[3:], labels[3:],

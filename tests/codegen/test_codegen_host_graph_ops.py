@@ -13,7 +13,7 @@ import pytest
 
 from mcutrain.codegen import build_host, generate
 from mcutrain.codegen.check import op_by_op, side_by_side
-from mcutrain.codegen.cortex_m7 import build_cortex_m7, run_qemu, tools_available
+from mcutrain.codegen.firmware import build_firmware, run_qemu, tools_available
 from mcutrain.codegen.host import build
 from tests.helpers import tfl_graphs
 from tests.helpers.host_run import assert_firmware_equals_host
@@ -62,7 +62,7 @@ def test_a_view_reshape_emits_no_copy(tmp_path):
 @pytest.mark.parametrize("variant", tfl_graphs.VARIANTS)
 def test_cortex_m7_build_compiles(tmp_path, variant):
     generate(_program(variant), tmp_path)
-    report = build_cortex_m7(tmp_path)
+    report = build_firmware(tmp_path)
     assert (tmp_path / report["elf"]).is_file()
 
 
@@ -70,7 +70,7 @@ def test_cortex_m7_build_compiles(tmp_path, variant):
 def test_cortex_m7_firmware_equals_the_host_build_bit_for_bit(tmp_path):
     program = _program("maxpool")
     generate(program, tmp_path)
-    report = build_cortex_m7(tmp_path)
+    report = build_firmware(tmp_path)
     images, labels = tfl_graphs.images(4), np.arange(4) % tfl_graphs.CLASSES
     run = run_qemu(tmp_path / report["elf"], images[:3], labels[:3], images[3:], labels[3:],
                    classes=tfl_graphs.CLASSES)

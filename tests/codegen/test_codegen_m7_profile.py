@@ -1,4 +1,4 @@
-"""The Cortex-M7 per-op profile build (``build_cortex_m7(..., profile=True)``) times every op without
+"""The Cortex-M7 per-op profile build (``build_firmware(..., profile=True)``) times every op without
 changing what the firmware computes or what the default firmware costs.
 
 What must hold: the profile firmware's losses, logits and trained parameters equal the default
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mcutrain.codegen import CodegenError, compile_for_codegen, generate
-from mcutrain.codegen.cortex_m7 import (INSTRUCTIONS_PER_TICK, build_cortex_m7, op_profile, run_qemu, schedule_ops,
+from mcutrain.codegen.firmware import (INSTRUCTIONS_PER_TICK, build_firmware, op_profile, run_qemu, schedule_ops,
                                         tools_available)
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
     """(default run, profile run, build report) on 3 training and 2 held-out samples."""
     folder = tmp_path_factory.mktemp("profile")
     generate(_program(), folder)
-    report = build_cortex_m7(folder, strict=None, profile=True)
+    report = build_firmware(folder, strict=None, profile=True)
     images, labels = _data(5)
     samples = (images[:3], labels[:3], images[3:], labels[3:])
     default = run_qemu(folder / report["elf"], *samples, classes=CLASSES)
@@ -99,7 +99,7 @@ def test_every_op_of_the_schedule_is_timed_in_order(runs):
 def test_the_default_firmware_costs_the_same_with_or_without_a_profile_build(runs, tmp_path):
     default, _, _ = runs
     generate(_program(), tmp_path)
-    report = build_cortex_m7(tmp_path, strict=None)
+    report = build_firmware(tmp_path, strict=None)
     assert "profile" not in report and not (tmp_path / "firmware-profile.elf").exists()
     images, labels = _data(5)
     plain = run_qemu(tmp_path / report["elf"], images[:3], labels[:3], images[3:], labels[3:], classes=CLASSES)

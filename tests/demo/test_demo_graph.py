@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.codegen.firmware import tools_available
 from mcutrain.data import load_dataset
 from mcutrain.demo import DemoConfig, run_demo
 from mcutrain.models.tflite.writer import write_tflite

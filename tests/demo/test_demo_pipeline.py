@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mcutrain.assets import DEFAULT_CONTRIB
-from mcutrain.codegen.cortex_m7 import tools_available
+from mcutrain.codegen.firmware import tools_available
 from mcutrain.demo import STACK_RESERVE_BYTES, DemoConfig, run_demo
 from mcutrain.engine.memory import ENGINE_STATE_BYTES
 from mcutrain.reports.demo import write_demo_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcutrain.codegen import HostEngine, build_host
-from mcutrain.codegen.cortex_m7 import fnv1a
+from mcutrain.codegen.firmware import fnv1a
 
 
 def host_run(folder, images, labels, probe):

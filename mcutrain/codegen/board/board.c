@@ -37,8 +37,10 @@ void mct_board_exit(int code) {
     }
 }
 
+/* The clock, per board (mcutrain/codegen/cores.py: the -D flags come from the core's row). */
+#if defined(MCT_TIMER_CMSDK)
 /* CMSDK APB timer 0: CTRL +0 (bit 0 enables), VALUE +4 (counts down), RELOAD +8. */
-#define TIMER0 ((volatile uint32_t *)0x40000000u)
+#define TIMER0 ((volatile uint32_t *)MCT_TIMER_BASE)
 
 void mct_board_clock_start(void) {
     TIMER0[0] = 0u;
@@ -48,6 +50,21 @@ void mct_board_clock_start(void) {
 }
 
 uint32_t mct_board_ticks(void) { return 0xFFFFFFFFu - TIMER0[1]; }
+#elif defined(MCT_TIMER_SSE)
+/* The SSE-300 system counter: enabled by CNTCR bit 0 in its control frame, read (low 32 bits of the
+ * 64-bit count, counting up) through a timer frame's CNTPCT at +0. Differences of the low word are
+ * exact for intervals under 2^32 ticks. */
+static uint32_t clock_zero;
+
+void mct_board_clock_start(void) {
+    *(volatile uint32_t *)MCT_COUNTER_CONTROL |= 1u;
+    clock_zero = *(volatile uint32_t *)MCT_TIMER_BASE;
+}
+
+uint32_t mct_board_ticks(void) { return *(volatile uint32_t *)MCT_TIMER_BASE - clock_zero; }
+#else
+#error "no board timer: build through mcutrain.codegen.firmware (it passes the core's -DMCT_TIMER_* flags)"
+#endif
 
 extern uint32_t _stack_limit, _estack;
 

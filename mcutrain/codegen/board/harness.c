@@ -1,18 +1,19 @@
 /* harness.c: the test firmware around a generated model (mcutrain run drives it under QEMU).
  *
  * Reads its samples from the host through semihosting (the file mcutrain run writes: see
- * mcutrain/codegen/cortex_m7.py, INPUT_FORMAT), evaluates the held-out samples, runs the training
+ * mcutrain/codegen/firmware.py, INPUT_FORMAT), evaluates the held-out samples, runs the training
  * steps, evaluates again, and prints one JSON object per line on the host's stdout. Floats are
  * printed as the hex of their IEEE bits (exact, and no printf float formatting on the device). Each
  * training line carries the guard's status flags and learning rate after the step; the last line its
  * rollback count and final learning rate.
  *
- * Time is counted in ticks of the CMSDK timer 0; under QEMU with -icount shift=0 one instruction
- * advances virtual time by 1 ns and the timer counts at 25 MHz, so one tick is 40 instructions
- * (MCT_INSTRUCTIONS_PER_TICK). The "calibration" line reports the ticks of a loop of known length
- * (2 instructions per iteration: subs + bne) so that the runner can check that scale on every run.
- * These are instructions, not cycles: a Cortex-M7 issues up to two per cycle and waits on memory.
- * The timer is 32 bits: one measured interval may span up to 2^32 ticks (171 G instructions).
+ * Time is counted in ticks of the board's timer (board.c); under QEMU with -icount shift=0 one
+ * instruction advances virtual time by 1 ns, so one tick is 1e9 / the timer's clock instructions: 40
+ * on the mps2 boards' 25 MHz timer (the core's row in mcutrain/codegen/cores.py says). The
+ * "calibration" line reports the ticks of a loop of known length (2 instructions per iteration: subs
+ * + bne) so that the runner can check that scale on every run. These are instructions, not cycles: a
+ * Cortex-M7 issues up to two per cycle and waits on memory. Ticks are 32 bits: one measured interval
+ * may span up to 2^32 ticks (134 G instructions at the fastest clock, 32 MHz).
  *
  * The sample and save buffers live in the .hostio section, outside the SRAM being measured: on a
  * device the camera would write into the model's own input buffer (the arena) instead.
@@ -20,7 +21,7 @@
  * Profile builds (-DMCT_TRACE, `mcutrain compile --target cortex-m7 --profile`): model.c calls a hook
  * after every op; the hook here stores the timer (ticks since the step or prediction began) per op
  * index, and after each step / prediction a "profile" line lists them, so per-op instructions are the
- * differences (resolution: one tick, 40 instructions, per op; the sum over ops telescopes, so it is
+ * differences (resolution: one tick, 40 instructions on the mps2 boards, per op; the sum over ops telescopes, so it is
  * exact to one tick). The hook's own cost is measured once at start ("hook_cost": mct_trace_probe's
  * n back-to-back hook sites with the hook set, and again with it cleared) for the runner to subtract.
  */
@@ -29,7 +30,6 @@
 #include "mct_board.h"
 #include "model.h"
 
-#define MCT_INSTRUCTIONS_PER_TICK 40u /* written down from the calibration loop: 2^21 instr = 52429 ticks */
 #define CALIBRATION_ITERATIONS (1u << 20)
 #define INPUT_MAGIC 0x4954434Du /* "MCTI" */
 #define INPUT_VERSION 1u
@@ -177,7 +177,6 @@ static void calibrate(void) {
     put("{\"event\":\"calibration\"");
     key("loop_instructions", 2u * CALIBRATION_ITERATIONS);
     key("ticks", ticks);
-    key("instructions_per_tick", MCT_INSTRUCTIONS_PER_TICK);
     end_line();
 }
 

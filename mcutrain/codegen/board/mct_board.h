@@ -17,7 +17,7 @@ int32_t mct_board_seek(int32_t handle, uint32_t position); /* from the file's st
 void mct_board_puts(const char *text);                     /* to the host's stdout */
 __attribute__((noreturn)) void mct_board_exit(int code);  /* 0: success, else failure */
 
-/* The clock: the CMSDK APB timer 0 (mps2-an500, at 0x40000000) running down from 0xFFFFFFFF. */
+/* The clock: the board's timer (board.c), in ticks whose length in instructions the runner knows per core. */
 void mct_board_clock_start(void);
 uint32_t mct_board_ticks(void); /* ticks since mct_board_clock_start */
 

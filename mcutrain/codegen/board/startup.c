@@ -1,7 +1,8 @@
-/* startup.c: reset for the Cortex-M7 target (STM32F746 memory map; also runs on QEMU mps2-an500).
+/* startup.c: reset for every Cortex-M target (mcutrain/codegen/cores.py; each runs on its QEMU board).
  *
- * The vector table, then at reset: copy .data from Flash, zero .bss, enable the single-precision FPU
- * (the build uses -mfloat-abi=hard, so the first float instruction would fault without it), paint the
+ * The vector table, then at reset: copy .data from Flash, zero .bss, enable the FPU where the core has
+ * one (the build uses -mfloat-abi=hard there, so the first float instruction would fault without it;
+ * on the M55 the same bits enable Helium), paint the
  * free stack with a pattern (so the harness can measure the stack's high-water mark at the end), run
  * main() and leave through semihosting. No C library start-up code: nothing here allocates.
  */
@@ -42,8 +43,10 @@ __attribute__((noreturn)) void Reset_Handler(void) {
     const uint32_t *src = &_sidata;
     for (uint32_t *dst = &_sdata; dst < &_edata;) *dst++ = *src++;
     for (uint32_t *dst = &_sbss; dst < &_ebss;) *dst++ = 0u;
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
     *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20; /* CPACR: full access to CP10 and CP11 (the FPU) */
     __asm volatile("dsb\n\tisb" ::: "memory");
+#endif
     paint_stack();
     mct_board_exit(main());
 }

@@ -1,15 +1,20 @@
-"""The Cortex-M7 target: a generated folder -> firmware ELF for an STM32F746, and its runs under QEMU.
+"""The Cortex-M targets: a generated folder -> firmware ELF for one core's typical part, and its runs under QEMU.
 
-    report = build_cortex_m7("out/")                 # board files + arm-none-eabi-gcc -> out/firmware.elf
-    result = run_qemu("out/firmware.elf", images, labels, eval_images, eval_labels)
+    report = build_firmware("out/", core="cortex-m7")  # board files + arm-none-eabi-gcc -> out/firmware.elf
+    result = run_qemu("out/firmware.elf", images, labels, eval_images, eval_labels, core="cortex-m7")
+
+The cores (Cortex-M7, M4, M33, M55, M3), their parts' memory and their QEMU boards are rows of
+``mcutrain.codegen.cores.CORES``; everything below is the same for all of them. What follows says
+"the M7" where the numbers are the M7's: the paper's core and the default target.
 
 Why a target of its own: the host build proves the arithmetic, but only a real cross build says what
 the program costs on the microcontroller (Flash and SRAM from the ELF, the stack the kernels really
 use, instructions per step). The build (DESIGN.md section 7) uses the host's C flags (IEEE float32,
-no contraction, no strict aliasing) plus -mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-sp-d16,
-and links against the STM32F746 map (1 MB Flash at 0x0, 320 KB SRAM at 0x20000000: addresses QEMU's
-mps2-an500 also runs) and, separately, against a strict 256 KB SRAM map to say whether the paper's
-"under 256 KB" holds.
+no contraction, no strict aliasing) plus the core's (-mcpu=cortex-m7 -mthumb -mfloat-abi=hard
+-mfpu=fpv5-sp-d16 for the M7; -mfloat-abi=soft on the M3, which has no FPU: its float32 is libgcc's,
+IEEE-rounded like the FPU's), and links against the part's map (the M7: STM32F746, 1 MB Flash, 320 KB
+SRAM) placed at the addresses the core's QEMU board runs, and, for a part with more than 256 KB of
+SRAM, separately against a strict 256 KB SRAM map to say whether the paper's "under 256 KB" holds.
 
 Memory is checked before linking: the object files' section sizes plus the stack reserve against each
 region, with an error that names the region and the numbers (``MemoryOverflowError``); a linker that
@@ -18,17 +23,18 @@ still overflows (the C library's few KB) is turned into the same error, never sh
 The harness (``board/harness.c``) reads samples from the host through semihosting and prints JSON
 lines; the runner here writes the input file (``INPUT_FORMAT``), starts QEMU with
 ``-icount shift=0,align=off,sleep=off`` (one instruction = 1 ns of virtual time, so timer ticks count
-instructions: 40 per tick, checked on every run against a loop of known length) and parses the lines.
+instructions: 40 per tick on the mps2 boards' 25 MHz timer, the core's ``instructions_per_tick``; checked
+on every run against a loop of known length) and parses the lines.
 A run equals the host build of the same folder bit for bit (losses, logits, trained parameters), in
 either accumulator mode (``generate(..., accumulate=)``): the forward is integer, the loss uses the
 kernels' own exp/log (not newlib's or glibc's libm), float32 is IEEE with no contraction on both, and
 float64 accumulators are soft-float here, rounded as IEEE requires. The mode is in the folder's
 sources (``mct_kernels.h``); the build reports it (``accumulate``) and needs no flag for it.
 
-Profiles (opt-in, ``build_cortex_m7(..., profile=True)``): a second ELF, ``firmware-profile.elf``,
+Profiles (opt-in, ``build_firmware(..., profile=True)``): a second ELF, ``firmware-profile.elf``,
 built with -DMCT_TRACE, whose harness reads the timer after every op (``board/harness.c``); the
 default ``firmware.elf`` and its numbers are untouched (its objects are compiled without the flag).
-``op_profile`` turns a profile run into per-op instructions: ticks x 40 between consecutive ops, minus
+``op_profile`` turns a profile run into per-op instructions: ticks x 40 (the M7) between consecutive ops, minus
 the hook's own cost measured in the same run (``hook_cost``). Per op the resolution is one tick (40
 instructions); the sum over a step telescopes, so it is exact to a tick plus what each hook site costs
 beyond the probed hook (the NULL test, the arguments, registers kept around the call), which stays in
@@ -51,30 +57,35 @@ from string import Template
 
 import numpy as np
 
+from mcutrain.codegen.cores import CORES, STACK_RESERVE, Core, MemoryMap, core_of
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.host import CFLAGS, accumulate_of, kernels_of, read_manifest
 from mcutrain.io.atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["BOARD_FILES", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746", "ToolMissingError",
-           "UNDER_256KB", "build_cortex_m7", "elf_footprint", "object_footprint", "op_profile", "run_qemu",
+__all__ = ["BOARD_FILES", "DEFAULT_CORE", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746",
+           "ToolMissingError", "UNDER_256KB", "build_firmware", "cflags_of", "elf_footprint", "object_footprint",
+           "op_profile", "run_qemu",
            "schedule_ops", "tools_available"]
 
 BOARD = Path(__file__).parent / "board"
 BOARD_FILES = ("startup.c", "board.c", "harness.c", "mct_board.h")
 BOARD_SOURCES = ("startup.c", "board.c", "harness.c")
-ARCH_FLAGS = ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16")
-M7_CFLAGS = CFLAGS + ARCH_FLAGS + ("-ffunction-sections", "-fdata-sections")
+DEFAULT_CORE = "cortex-m7"
+
+
+def cflags_of(core: Core) -> tuple[str, ...]:
+    """The C flags of a firmware for ``core``: the host's (IEEE float32, no contraction) plus its own."""
+    return CFLAGS + core.arch_flags + ("-ffunction-sections", "-fdata-sections")
+
+
+M7_CFLAGS = cflags_of(CORES[DEFAULT_CORE])
 # No C start-up files and no semihosting library: the harness calls semihosting itself (no heap, no
 # stdio buffers). libc: memcpy/memset; libm: floorf; libgcc: the soft double of the fp32-only FPU.
 LINK_FLAGS = ("--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
 LIBS = ("-lm", "-lc", "-lgcc")
 SETUP_HINT = "install them with `make system` (scripts/setup_system.sh)"
 
-# The stack the linker keeps free above .bss. The kernels do not recurse and keep no large locals
-# (every tensor is in the arena): the deepest path measured is 540-572 bytes (tiny and the three paper
-# networks, the harness's logits included), so 4 KB leaves room; every run checks it (stack_high_water).
-STACK_RESERVE = 4096
-INSTRUCTIONS_PER_TICK = 40  # mps2 timer at 25 MHz, 1 ns per instruction (-icount shift=0); see harness.c
+INSTRUCTIONS_PER_TICK = 40  # the M7's board (mps2-an500): timer at 25 MHz, 1 ns per instruction; see cores.py
 INPUT_NAME = "mct_input.bin"
 INPUT_MAGIC, INPUT_VERSION = 0x4954434D, 1  # "MCTI"
 FLAG_EVAL_BEFORE, FLAG_EVAL_AFTER = 1, 2
@@ -86,18 +97,14 @@ FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
 SRAM_SECTIONS = (".data", ".bss")
 
 
-@dataclass(frozen=True)
-class MemoryMap:
-    """The memory a firmware is linked for: Flash and SRAM sizes, and the stack kept free in SRAM."""
-
-    name: str
-    flash_bytes: int
-    ram_bytes: int
-    stack_bytes: int = STACK_RESERVE
-
-
-STM32F746 = MemoryMap("stm32f746", 1024 * 1024, 320 * 1024)
+STM32F746 = CORES[DEFAULT_CORE].part
 UNDER_256KB = MemoryMap("256kb-sram", 1024 * 1024, 256 * 1024)
+
+
+def strict_map(core: Core) -> MemoryMap | None:
+    """The paper's budget, 256 KB of SRAM with the part's Flash, for a part that has more; else None."""
+    part = core.part
+    return MemoryMap("256kb-sram", part.flash_bytes, 256 * 1024) if part.ram_bytes > 256 * 1024 else None
 
 
 class ToolMissingError(CodegenError):
@@ -141,46 +148,58 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.Compl
 # Build
 
 
-def build_cortex_m7(folder, memory: MemoryMap = STM32F746, strict: MemoryMap | None = UNDER_256KB,
-                    profile: bool = False) -> dict:
-    """Copy the board files into the generated ``folder``, compile, check and link ``firmware.elf``
-    for ``memory`` (raises ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the
-    strict map too (``firmware-<name>.elf``; reported, never raised). The accumulator is the folder's,
+def build_firmware(folder, memory: MemoryMap | None = None, strict: MemoryMap | None | str = "auto",
+                   profile: bool = False, core: str = DEFAULT_CORE) -> dict:
+    """Copy the board files into the generated ``folder``, compile for ``core`` (a row of
+    ``cores.CORES``), check and link ``firmware.elf`` for ``memory`` (None: the core's part; raises
+    ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the strict map too
+    (``firmware-<name>.elf``; reported, never raised; "auto": 256 KB of SRAM when the part has more). The
+    accumulator is the folder's,
     fixed when it was generated (``generate(..., accumulate="float32")``; a -DMCT_ACC_T fails the build).
     ``profile`` also builds ``firmware-profile.elf`` (-DMCT_TRACE: the timer after every op; module
     docstring), reported as ``profile``. Returns the build report (``accumulate``: the folder's mode)."""
     _require("arm-none-eabi-gcc", "arm-none-eabi-size")
-    folder = Path(folder)
+    folder, row = Path(folder), core_of(core)
+    memory = row.part if memory is None else memory
+    strict = strict_map(row) if strict == "auto" else strict
     manifest = read_manifest(folder)
+    check_kernels_run(row, kernels_of(manifest))
     for name in BOARD_FILES:
         atomic_write_bytes(folder / name, (BOARD / name).read_bytes())
     sources = list(manifest["sources"]) + list(BOARD_SOURCES)
-    objects = _compile(folder, sources, [])
+    objects = _compile(folder, row, sources, [])
     needed = object_footprint(objects, memory.stack_bytes)
-    elf = _link_checked(folder, objects, memory, needed, folder / "firmware.elf")
-    report = {"memory_map": asdict(memory), "elf": elf.name, "accumulate": accumulate_of(manifest),
-              "kernels": kernels_of(manifest),
-              "objects_footprint": needed,
-              "footprint": elf_footprint(elf), "cflags": list(M7_CFLAGS)}
+    elf = _link_checked(folder, row, objects, memory, needed, folder / "firmware.elf")
+    report = {"core": row.name, "machine": row.machine, "memory_map": asdict(memory), "elf": elf.name,
+              "accumulate": accumulate_of(manifest), "kernels": kernels_of(manifest), "objects_footprint": needed,
+              "footprint": elf_footprint(elf), "cflags": list(cflags_of(row))}
     if strict is not None:
-        report["strict"] = _strict(folder, objects, strict)
+        report["strict"] = _strict(folder, row, objects, strict)
     if profile:
-        report["profile"] = _profile_build(folder, sources, memory)
+        report["profile"] = _profile_build(folder, row, sources, memory)
     return report
 
 
-def _profile_build(folder: Path, sources: list[str], memory: MemoryMap) -> dict:
+def check_kernels_run(core: Core, kernels: str) -> None:
+    """A folder generated with kernels the core cannot run (the DSP set on a Cortex-M3) is refused
+    before the compiler's own #error."""
+    if kernels not in core.kernels:
+        raise CodegenError(f"this folder was generated with kernels={kernels!r}, which {core.name} cannot run "
+                           f"(it runs: {', '.join(core.kernels)}); generate it with kernels='portable'")
+
+
+def _profile_build(folder: Path, core: Core, sources: list[str], memory: MemoryMap) -> dict:
     """``firmware-profile.elf``: every source again with -DMCT_TRACE, in a build folder of its own."""
-    objects = _compile(folder, sources, ["-DMCT_TRACE"], build="build-m7-profile")
-    elf = _link_checked(folder, objects, memory, object_footprint(objects, memory.stack_bytes),
+    objects = _compile(folder, core, sources, ["-DMCT_TRACE"], build="build-profile")
+    elf = _link_checked(folder, core, objects, memory, object_footprint(objects, memory.stack_bytes),
                         folder / "firmware-profile.elf")
-    return {"elf": elf.name, "cflags": list(M7_CFLAGS) + ["-DMCT_TRACE"], "footprint": elf_footprint(elf)}
+    return {"elf": elf.name, "cflags": list(cflags_of(core)) + ["-DMCT_TRACE"], "footprint": elf_footprint(elf)}
 
 
-def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
+def _strict(folder: Path, core: Core, objects: list[Path], memory: MemoryMap) -> dict:
     out = {"memory_map": asdict(memory)}
     try:
-        elf = _link_checked(folder, objects, memory, object_footprint(objects, memory.stack_bytes),
+        elf = _link_checked(folder, core, objects, memory, object_footprint(objects, memory.stack_bytes),
                             folder / f"firmware-{memory.name}.elf")
     except MemoryOverflowError as err:
         return {**out, "fits": False, "elf": None, "why": str(err),
@@ -188,7 +207,7 @@ def _strict(folder: Path, objects: list[Path], memory: MemoryMap) -> dict:
     return {**out, "fits": True, "elf": elf.name}
 
 
-def _compile(folder: Path, sources: list[str], extra: list[str], build: str = "build-m7") -> list[Path]:
+def _compile(folder: Path, core: Core, sources: list[str], extra: list[str], build: str = "build") -> list[Path]:
     # Run in the folder with relative names: the objects (their file symbols) and the linker map do not
     # depend on where the folder is, so a folder built beside its destination and renamed into place
     # (codegen.staging) is the one built in place, byte for byte.
@@ -196,7 +215,7 @@ def _compile(folder: Path, sources: list[str], extra: list[str], build: str = "b
     objects = []
     for source in sources:
         obj = f"{build}/{Path(source).stem}.o"
-        _run(["arm-none-eabi-gcc", *M7_CFLAGS, *extra, "-I.", "-c", source, "-o", obj],
+        _run(["arm-none-eabi-gcc", *cflags_of(core), *core.board_defines(), *extra, "-I.", "-c", source, "-o", obj],
              f"cross-compiling {source}", cwd=folder)
         objects.append(folder / obj)
     return objects
@@ -240,13 +259,13 @@ def object_footprint(objects: list[Path], stack_bytes: int) -> dict[str, int]:
 OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes?")  # ld says "1 byte"
 
 
-def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: dict, elf: Path) -> Path:
+def _link_checked(folder: Path, core: Core, objects: list[Path], memory: MemoryMap, needed: dict,
+                  elf: Path) -> Path:
     if needed["Flash"] > memory.flash_bytes or needed["SRAM"] > memory.ram_bytes:
         raise MemoryOverflowError(memory, needed, "object files before linking")
     script = folder / f"board-{memory.name}.ld"
-    atomic_write_text(script, Template((BOARD / "board.ld.in").read_text()).substitute(
-        flash_bytes=memory.flash_bytes, ram_bytes=memory.ram_bytes, stack_bytes=memory.stack_bytes))
-    cmd = ["arm-none-eabi-gcc", *ARCH_FLAGS, *LINK_FLAGS, "-T", script.name,
+    atomic_write_text(script, linker_script(core, memory))
+    cmd = ["arm-none-eabi-gcc", *core.arch_flags, *LINK_FLAGS, "-T", script.name,
            *(str(o.relative_to(folder)) for o in objects), *LIBS, "-Wl,-Map=" + elf.with_suffix(".map").name,
            "-o", elf.name]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)  # relative names: see _compile
@@ -261,6 +280,23 @@ def _link_checked(folder: Path, objects: list[Path], memory: MemoryMap, needed: 
             raise MemoryOverflowError(memory, linked, "after linking the C library")
         raise CodegenError(f"linking {elf.name} failed ({' '.join(cmd)}); its output is above", log=result.stderr[-4000:])
     return elf
+
+
+VECTOR_BYTES = 0x400  # a board that reads the vector table outside code memory gets a region this big for it
+
+
+def linker_script(core: Core, memory: MemoryMap) -> str:
+    """board.ld for ``memory`` at ``core``'s board addresses. Where the board reads its vector table
+    outside code memory (the M55's ITCM), the table gets a region of its own, counted in Flash."""
+    apart = core.vector_origin != core.flash_origin
+    region = f"    VECTORS (rx) : ORIGIN = 0x{core.vector_origin:08X}, LENGTH = 0x{VECTOR_BYTES:X}\n" if apart else ""
+    return Template((BOARD / "board.ld.in").read_text()).substitute(
+        part=memory.name, machine=core.machine, flash_bytes=memory.flash_bytes, ram_bytes=memory.ram_bytes,
+        stack_bytes=memory.stack_bytes, flash_origin=f"0x{core.flash_origin:08X}",
+        ram_origin=f"0x{core.ram_origin:08X}",
+        vector_origin=f"0x{core.vector_origin:08X}", hostio_origin=f"0x{core.hostio_origin:08X}",
+        vector_region=region, vector_memory="VECTORS" if apart else "FLASH",
+        flash_left=memory.flash_bytes - (VECTOR_BYTES if apart else 0))
 
 
 def elf_footprint(elf) -> dict[str, int]:
@@ -300,10 +336,11 @@ class QemuRun:
     rollbacks: int = 0  # the guard's rollbacks over the run
     arena_fnv1a: int | None = None  # FNV-1a of the arena right after training (mct_arena_view)
     lr_final: float | None = None  # the learning rate at the end
+    instructions_per_tick: float = INSTRUCTIONS_PER_TICK  # the core's board timer (cores.Core)
 
 
-def qemu_command(elf) -> list[str]:
-    return ["qemu-system-arm", "-M", "mps2-an500", "-nographic", "-monitor", "none", "-serial", "none",
+def qemu_command(elf, core: str = DEFAULT_CORE) -> list[str]:
+    return ["qemu-system-arm", "-M", core_of(core).machine, "-nographic", "-monitor", "none", "-serial", "none",
             "-semihosting-config", "enable=on,target=native", "-icount", "shift=0,align=off,sleep=off",
             "-kernel", str(Path(elf).resolve())]
 
@@ -321,9 +358,10 @@ def write_input(path, images: np.ndarray, labels, eval_images: np.ndarray, eval_
 
 
 def run_qemu(elf, images, labels, eval_images=None, eval_labels=None, *, classes: int, before: bool = True,
-             after: bool = True, timeout: float = 600, progress=None) -> QemuRun:
-    """Train on (images, labels) under QEMU, evaluating (eval_images, eval_labels) before and/or after;
-    ``progress(event)`` is called with each decoded line as it arrives."""
+             after: bool = True, timeout: float = 600, progress=None, core: str = DEFAULT_CORE) -> QemuRun:
+    """Train on (images, labels) under QEMU on ``core``'s board (the core the ELF was built for),
+    evaluating (eval_images, eval_labels) before and/or after; ``progress(event)`` is called with each
+    decoded line as it arrives."""
     _require("qemu-system-arm")
     eval_images = np.zeros((0,) + np.shape(images)[1:], np.int8) if eval_images is None else eval_images
     eval_labels = np.zeros(0, np.int64) if eval_labels is None else eval_labels
@@ -331,12 +369,12 @@ def run_qemu(elf, images, labels, eval_images=None, eval_labels=None, *, classes
     with tempfile.TemporaryDirectory(prefix="mct-qemu-") as tmp:
         write_input(Path(tmp) / INPUT_NAME, images, labels, eval_images, eval_labels, classes, flags)
         t0 = time.perf_counter()
-        events, stderr, code = _stream(qemu_command(elf), Path(tmp), timeout, progress)
+        events, stderr, code = _stream(qemu_command(elf, core), Path(tmp), timeout, progress)
         seconds = time.perf_counter() - t0
     errors = [e for e in events if e.get("event") in ("error", "fault")]
     if code != 0 or errors or not events or events[-1].get("event") != "done":
         raise CodegenError(f"the firmware run failed (exit {code}; {errors or 'no done line'}); its output is above", log=stderr[-2000:])
-    return _decode(events, seconds)
+    return _decode(events, seconds, core_of(core).instructions_per_tick)
 
 
 def _stream(cmd: list[str], cwd: Path, timeout: float, progress) -> tuple[list[dict], str, int]:
@@ -372,22 +410,26 @@ def _bits(hex_words) -> np.ndarray:
     return np.array([int(h, 16) for h in hex_words], np.uint32).view(np.float32)
 
 
-def _decode(events: list[dict], seconds: float) -> QemuRun:
+def _decode(events: list[dict], seconds: float, per_tick_expected: float) -> QemuRun:
     calibration = next(e for e in events if e["event"] == "calibration")
     per_tick = calibration["loop_instructions"] / calibration["ticks"]
-    if abs(per_tick - INSTRUCTIONS_PER_TICK) > 0.01 * INSTRUCTIONS_PER_TICK:
+    if abs(per_tick - per_tick_expected) > 0.01 * per_tick_expected:
         raise CodegenError(f"timer calibration: {per_tick:.3f} instructions per tick, expected "
-                           f"{INSTRUCTIONS_PER_TICK} (is QEMU running with -icount shift=0?)")
+                           f"{per_tick_expected:g} (is QEMU running with -icount shift=0, on the core's board?)")
+
+    def instructions(ticks) -> np.ndarray:  # exact on 40 and 50; to the nearest on the M55's 31.25
+        return np.round(np.asarray(ticks, np.float64) * per_tick_expected).astype(np.int64)
+
     train = [e for e in events if e["event"] == "train"]
     predicts = [e for e in events if e["event"] == "predict"]
     done = events[-1]
     phases = sorted({e["phase"] for e in predicts})
     return QemuRun(
         losses=_bits([e["loss"] for e in train]),
-        train_instructions=np.array([e["ticks"] * INSTRUCTIONS_PER_TICK for e in train], np.int64),
+        train_instructions=instructions([e["ticks"] for e in train]),
         logits={p: np.stack([_bits(e["logits"]) for e in predicts if e["phase"] == p]) for p in phases},
         classes={p: np.array([e["class"] for e in predicts if e["phase"] == p]) for p in phases},
-        predict_instructions=np.array([e["ticks"] * INSTRUCTIONS_PER_TICK for e in predicts], np.int64),
+        predict_instructions=instructions([e["ticks"] for e in predicts]),
         stack_high_water=done["stack_high_water"], stack_space=done["stack_space"],
         save_fnv1a=int(done["save_fnv1a"], 16), arena_fnv1a=int(done["arena_fnv1a"], 16), steps=done["steps"],
         calibration=calibration, seconds=seconds,
@@ -396,7 +438,8 @@ def _decode(events: list[dict], seconds: float) -> QemuRun:
         hook_cost=next((e for e in events if e["event"] == "hook_cost"), None),
         statuses=np.array([e.get("status", 0) for e in train], np.int64),
         learning_rates=_bits([e["lr"] for e in train]) if all("lr" in e for e in train) else None,
-        rollbacks=done.get("rollbacks", 0), lr_final=float(_bits([done["lr"]])[0]) if "lr" in done else None)
+        rollbacks=done.get("rollbacks", 0), lr_final=float(_bits([done["lr"]])[0]) if "lr" in done else None,
+        instructions_per_tick=per_tick_expected)
 
 
 def op_profile(run: QemuRun, ops: list[dict], index: int = 0, stage: str = "train") -> dict:
@@ -408,7 +451,7 @@ def op_profile(run: QemuRun, ops: list[dict], index: int = 0, stage: str = "trai
     image copy, the label). ``total_instructions``: the step as the harness timed it, hooks included;
     ``hook_instructions``: the hooks' share of it, which a default build does not spend."""
     if run.hook_cost is None:
-        raise CodegenError("this run has no per-op profile: run firmware-profile.elf (build_cortex_m7(profile=True))")
+        raise CodegenError("this run has no per-op profile: run firmware-profile.elf (build_firmware(profile=True))")
     runs = [p for p in run.profiles if p["stage"] == stage]
     if index >= len(runs):
         raise CodegenError(f"the profile run has {len(runs)} {stage} profile(s), asked for number {index + 1}")
@@ -416,19 +459,19 @@ def op_profile(run: QemuRun, ops: list[dict], index: int = 0, stage: str = "trai
     if runs[index]["ops"] != len(ops) or len(ticks) != len(ops):
         raise CodegenError(f"the firmware traced {runs[index]['ops']} {stage} ops, the schedule has {len(ops)} "
                            f"(is the folder regenerated since it was built?)")
-    per_call = hook_instructions_per_call(run.hook_cost)
-    ends = np.array([0] + list(ticks), np.int64) * INSTRUCTIONS_PER_TICK
+    per_call = hook_instructions_per_call(run.hook_cost, run.instructions_per_tick)
+    ends = np.round(np.array([0] + list(ticks), np.float64) * run.instructions_per_tick).astype(np.int64)
     rows = [{**op, "instructions": int(round(d - per_call))} for op, d in zip(ops, np.diff(ends))]
     total = int((run.train_instructions if stage == "train" else run.predict_instructions)[index])
     return {"stage": stage, "ops": rows, "total_instructions": total,
             "hook_instructions_per_op": round(per_call, 2), "hook_instructions": int(round(per_call * len(ops))),
-            "after_last_op": int(total - ends[-1]), "instructions_per_tick": INSTRUCTIONS_PER_TICK}
+            "after_last_op": int(total - ends[-1]), "instructions_per_tick": run.instructions_per_tick}
 
 
-def hook_instructions_per_call(cost: dict) -> float:
+def hook_instructions_per_call(cost: dict, per_tick: float = INSTRUCTIONS_PER_TICK) -> float:
     """The hook's instructions per op: the probe's n hook sites with the hook set minus with it cleared
     (the call, the timer read and the store; not the site's NULL test), per site."""
-    return (cost["ticks_with_hook"] - cost["ticks_without_hook"]) * INSTRUCTIONS_PER_TICK / cost["calls"]
+    return (cost["ticks_with_hook"] - cost["ticks_without_hook"]) * per_tick / cost["calls"]
 
 
 def schedule_ops(program) -> dict[str, list[dict]]:

@@ -1,0 +1,108 @@
+"""The three paper networks on every Cortex-M core of ``codegen.cores``: instructions per training step
+and per inference, SRAM and Flash, beside the paper's Cortex-M7 cycles.
+
+For each core and paper network at 128x128 with ``paper-99kb`` (random int8 weights: memory and
+instruction counts do not depend on their values), the program is generated with the core's default
+kernels (the DSP extension's where the core has it, portable C on the Cortex-M3) and the default
+float32 backward, cross-built for the core's typical part (``mcutrain compile --target <core>``) and
+run under the core's QEMU board (``-icount shift=0``) on digits samples resized to 128x128 (``mcutrain
+run``). A network that does not fit a part's memory is reported as such (the build's own error), never
+skipped silently.
+
+Instructions are QEMU's instruction counts (the board's timer ticks x its instructions per tick,
+calibrated each run), NOT cycles: the cores differ in issue width and memory waits, so the counts
+compare code, not chips. On the Cortex-M3, which has no FPU, the float32 backward is libgcc's
+soft-float: that column is what a core without an FPU pays for a float backward.
+
+    python -m bench.cores [--resolution 128] [--steps 2] [--cores cortex-m4,cortex-m3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import stamp, write_results
+from bench.paper import codegen_program, digits_samples, paper_cycles_per_step
+from mcutrain.codegen.cores import CORES
+from mcutrain.codegen.firmware import MemoryOverflowError, run_qemu
+from mcutrain.codegen.targets import build_target
+from mcutrain.models import conv_shapes
+from mcutrain.models.specs import PAPER_SPECS
+
+KB = 1024
+
+
+def measure(core: str, name: str, resolution: int, steps: int, folder: Path) -> dict:
+    program, qmodel, plan = codegen_program(name, resolution)
+    row = {"core": core, "part": CORES[core].part.name, "model": name, "resolution": resolution,
+           "scheme": plan.scheme, "macs": sum(c.macs for c in conv_shapes(qmodel.spec, resolution))}
+    try:
+        target = build_target(program, qmodel, plan, core, folder, log=lambda m: print("  " + m, flush=True))
+    except MemoryOverflowError as err:
+        return {**row, "fits": False, "why": str(err)}
+    run = run_qemu(folder / target["elf"], *digits_samples(qmodel, steps, 1), classes=10, core=core, after=False)
+    f = target["footprint"]
+    per_step, per_inference = float(np.mean(run.train_instructions)), float(np.mean(run.predict_instructions))
+    return {**row, "fits": True, "kernels": target["kernels"], "accumulate": target["accumulate"],
+            "sram_bytes": f["static_sram_bytes"] + run.stack_high_water, "flash_bytes": f["flash_bytes"],
+            "stack_high_water": run.stack_high_water, "instructions_per_step": per_step,
+            "instructions_per_inference": per_inference, "instructions_per_mac": per_inference / row["macs"],
+            "paper_m7_cycles_per_step": paper_cycles_per_step(name), "steps": steps,
+            "qemu_seconds": round(run.seconds, 2), "losses": [float(v) for v in run.losses]}
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    md = ["# The paper networks on every Cortex-M core (128x128, paper-99kb, batch 1, float32 backward)", "",
+          f"Measured {meta['date']}. Command: `{meta['command']}`. Each network (random int8 weights) is "
+          "generated with the core's default forward kernels, cross-built with arm-none-eabi-gcc -O2 for the "
+          "core's typical part and run under the core's QEMU board (`-icount shift=0`). **Instructions are "
+          "QEMU instruction counts, not cycles**; the paper's column is its measured STM32F746 (Cortex-M7, "
+          "216 MHz) latency per step as cycles, for scale. SRAM = .data + .bss + the stack's measured "
+          "high-water mark; Flash = code + constants + .data's initial values.", "",
+          "| core (QEMU board) | part: Flash / SRAM | kernels | model | SRAM | Flash | instructions / step | "
+          "instructions / inference (per MAC) | paper M7 cycles / step |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        c = CORES[r["core"]]
+        part = f"{c.part.name}: {c.part.flash_bytes // KB} KB / {c.part.ram_bytes // KB} KB"
+        head = f"| {r['core']} ({c.machine}) | {part} |"
+        if not r["fits"]:
+            md.append(f"{head} | {r['model']} | does not fit: {r['why']} | | | | |")
+            continue
+        md.append(f"{head} {r['kernels']} | {r['model']} | {r['sram_bytes'] / KB:.1f} KB | "
+                  f"{r['flash_bytes'] / KB:.1f} KB | {r['instructions_per_step'] / 1e6:.1f} M | "
+                  f"{r['instructions_per_inference'] / 1e6:.1f} M ({r['instructions_per_mac']:.2f}) | "
+                  f"{r['paper_m7_cycles_per_step'] / 1e6:.0f} M |")
+    md += ["", "The parts (mcutrain/codegen/cores.py says why each): STM32F746 (the paper's board), nRF52840 "
+           "(Cortex-M4F), nRF5340 application core (Cortex-M33), Corstone-300 held to 256 KB of DTCM "
+           "(Cortex-M55; its Helium vector unit is not used by these kernels yet), STM32F207 (Cortex-M3: no "
+           "FPU, no DSP extension, so portable kernels and a soft-float float32 backward).",
+           "", "Every core's firmware equals the host build bit for bit (losses, logits, saved parameters, the "
+           "arena after training): tests/codegen/test_codegen_cores.py."]
+    return "\n".join(md)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=2, help="training steps per network under QEMU")
+    ap.add_argument("--cores", default=",".join(CORES), help="comma-separated cores (default: all)")
+    args = ap.parse_args(argv)
+    cores = [c for c in args.cores.split(",") if c]
+    command = f"python -m bench.cores --resolution {args.resolution} --steps {args.steps} --cores {','.join(cores)}"
+    meta = stamp(command)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cores-") as tmp:
+        for core in cores:
+            for spec in PAPER_SPECS:
+                print(f"{core} / {spec.name}:", flush=True)
+                rows.append(measure(core, spec.name, args.resolution, args.steps, Path(tmp) / f"{core}-{spec.name}"))
+    write_results("cores", {"meta": meta, "rows": rows}, markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
