@@ -79,7 +79,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
                   f"{r['paper_m7_cycles_per_step'] / 1e6:.0f} M |")
     md += ["", "The parts (mcutrain/codegen/cores.py says why each): STM32F746 (the paper's board), nRF52840 "
            "(Cortex-M4F), nRF5340 application core (Cortex-M33), Corstone-300 held to 256 KB of DTCM "
-           "(Cortex-M55; its Helium vector unit is not used by these kernels yet), STM32F207 (Cortex-M3: no "
+           "(Cortex-M55; its dsp kernels use Helium for the 1x1 convs and the depthwise interiors, c/mct_mve.h), STM32F207 (Cortex-M3: no "
            "FPU, no DSP extension, so portable kernels and a soft-float float32 backward).",
            "", "Every core's firmware equals the host build bit for bit (losses, logits, saved parameters, the "
            "arena after training): tests/codegen/test_codegen_cores.py."]

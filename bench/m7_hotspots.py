@@ -8,7 +8,7 @@ executed instructions per address are exact (TCG blocks end at branches; with ``
 skipped). Addresses are mapped to functions (``arm-none-eabi-nm``) and lines (``addr2line``, innermost
 inlined frame). The log goes through a FIFO, never to disk (it is gigabytes).
 
-    python -m bench.m7_hotspots mcunet-5fps [--resolution 128] [--kernels dsp] [--lines 40] [--train]
+    python -m bench.m7_hotspots mcunet-5fps [--resolution 128] [--kernels dsp] [--lines 40] [--train] [--core C]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.paper import codegen_program, digits_samples
-from mcutrain.codegen import firmware, generate
+from mcutrain.codegen import generate
 from mcutrain.codegen.firmware import INPUT_NAME, build_firmware, qemu_command, write_input
 from mcutrain.models import conv_shapes
 
@@ -52,7 +52,7 @@ def _read_log(fifo: Path, sizes: dict[int, list[int]], runs: Counter) -> None:
                     current = None
 
 
-def executed(elf: Path, input_dir: Path) -> Counter:
+def executed(elf: Path, input_dir: Path, core: str) -> Counter:
     """{instruction address: times executed} over the run."""
     fifo = input_dir / "qemu.log"
     os.mkfifo(fifo)
@@ -60,7 +60,7 @@ def executed(elf: Path, input_dir: Path) -> Counter:
     runs: Counter = Counter()
     reader = threading.Thread(target=_read_log, args=(fifo, sizes, runs))
     reader.start()
-    cmd = qemu_command(elf) + ["-d", "in_asm,exec,nochain", "-D", str(fifo)]
+    cmd = qemu_command(elf, core) + ["-d", "in_asm,exec,nochain", "-D", str(fifo)]
     subprocess.run(cmd, cwd=input_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3000)
     reader.join()
     per_address: Counter = Counter()
@@ -104,25 +104,26 @@ def main(argv=None) -> None:
     ap.add_argument("--lines", type=int, default=40)
     ap.add_argument("--folder", help="keep the generated folder here")
     ap.add_argument("--train", action="store_true", help="profile one training step, not an inference")
+    ap.add_argument("--core", default="cortex-m7", help="the core to build for and run (mcutrain.codegen.cores)")
     args = ap.parse_args(argv)
     program, qmodel, plan = codegen_program(args.model, args.resolution)
     _, _, images, labels = digits_samples(qmodel, 1, 1)
     with tempfile.TemporaryDirectory(prefix="m7-hot-") as tmp:
         folder = Path(args.folder or tmp) / "fw"
         generate(program, folder, accumulate="float32", kernels=args.kernels)
-        firmware.M7_CFLAGS = tuple(firmware.M7_CFLAGS) + ("-g",)  # line tables only: the same code
-        elf = folder / build_firmware(folder, strict=None)["elf"]
+        # -g: line tables only, the same code
+        elf = folder / build_firmware(folder, strict=None, core=args.core, extra_cflags=("-g",))["elf"]
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         if args.train:  # the sample as one training record, nothing evaluated
             write_input(run_dir / INPUT_NAME, images, labels, images[:0], labels[:0], qmodel.num_classes, 0)
         else:
             write_input(run_dir / INPUT_NAME, images[:0], labels[:0], images, labels, qmodel.num_classes, 1)
-        counts = executed(elf, run_dir)
+        counts = executed(elf, run_dir, args.core)
         total = sum(counts.values())
         macs = sum(c.macs for c in conv_shapes(qmodel.spec, args.resolution))
         what = "one training step" if args.train else f"one inference, {total / macs:.2f} per MAC"
-        print(f"{args.model} @{args.resolution} ({args.kernels}): {total / 1e6:.1f} M instructions "
+        print(f"{args.model} @{args.resolution} ({args.core}, {args.kernels}): {total / 1e6:.1f} M instructions "
               f"({what}; start-up included)")
         table = symbols(elf)
         per_function: Counter = Counter()

@@ -149,7 +149,7 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.Compl
 
 
 def build_firmware(folder, memory: MemoryMap | None = None, strict: MemoryMap | None | str = "auto",
-                   profile: bool = False, core: str = DEFAULT_CORE) -> dict:
+                   profile: bool = False, core: str = DEFAULT_CORE, extra_cflags: tuple[str, ...] = ()) -> dict:
     """Copy the board files into the generated ``folder``, compile for ``core`` (a row of
     ``cores.CORES``), check and link ``firmware.elf`` for ``memory`` (None: the core's part; raises
     ``MemoryOverflowError`` when it does not fit) and, with ``strict``, try the strict map too
@@ -157,7 +157,8 @@ def build_firmware(folder, memory: MemoryMap | None = None, strict: MemoryMap | 
     accumulator is the folder's,
     fixed when it was generated (``generate(..., accumulate="float32")``; a -DMCT_ACC_T fails the build).
     ``profile`` also builds ``firmware-profile.elf`` (-DMCT_TRACE: the timer after every op; module
-    docstring), reported as ``profile``. Returns the build report (``accumulate``: the folder's mode)."""
+    docstring), reported as ``profile``. ``extra_cflags``: added to the default build's (a bench's -g for
+    line tables; the report's ``cflags`` lists them). Returns the build report (``accumulate``: the folder's mode)."""
     _require("arm-none-eabi-gcc", "arm-none-eabi-size")
     folder, row = Path(folder), core_of(core)
     memory = row.part if memory is None else memory
@@ -167,12 +168,12 @@ def build_firmware(folder, memory: MemoryMap | None = None, strict: MemoryMap | 
     for name in BOARD_FILES:
         atomic_write_bytes(folder / name, (BOARD / name).read_bytes())
     sources = list(manifest["sources"]) + list(BOARD_SOURCES)
-    objects = _compile(folder, row, sources, [])
+    objects = _compile(folder, row, sources, list(extra_cflags))
     needed = object_footprint(objects, memory.stack_bytes)
     elf = _link_checked(folder, row, objects, memory, needed, folder / "firmware.elf")
     report = {"core": row.name, "machine": row.machine, "memory_map": asdict(memory), "elf": elf.name,
               "accumulate": accumulate_of(manifest), "kernels": kernels_of(manifest), "objects_footprint": needed,
-              "footprint": elf_footprint(elf), "cflags": list(cflags_of(row))}
+              "footprint": elf_footprint(elf), "cflags": list(cflags_of(row)) + list(extra_cflags)}
     if strict is not None:
         report["strict"] = _strict(folder, row, objects, strict)
     if profile:

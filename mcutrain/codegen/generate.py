@@ -84,6 +84,7 @@ KERNEL_SOURCES = ("mct_kernels.c", "mct_backward.c", "mct_graph_ops.c")  # the s
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", **{name: HERE / "c" / name for name in KERNEL_SOURCES},
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
                 "mct_dsp.h": HERE / "c" / "mct_dsp.h", "mct_simd.h": HERE / "c" / "mct_simd.h",
+                "mct_mve.h": HERE / "c" / "mct_mve.h",
                 "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)

@@ -5,6 +5,11 @@ why): losses, logits, the saved parameters and the whole arena after training. T
 FPU, so its float32 is libgcc's soft-float; IEEE rounds it the same way, so the bits are the same.
 The DSP cores run the "dsp" forward kernels against the host's portable ones: the same integers.
 
+The Cortex-M55's Helium paths (c/mct_mve.h: 1x1 convs and depthwise interiors, in its dsp kernels) get
+their own case: the DSP tests' model whose channel counts, widths, strides and kernels reach every tail,
+with frozen and trained blocks (weight rows split between SRAM and Flash), against the host's portable
+build, bit for bit; and the build really contains Helium multiply-accumulates.
+
 Also: the linker script puts each section where the core's board needs it (the vector table where
 the board reads it, SRAM at the board's SRAM), a part's own memory is what the build checks against,
 a folder with kernels the core cannot run is refused with one clear line, and the API's target list
@@ -70,6 +75,26 @@ def test_firmware_on_each_core_equals_the_host_build_bit_for_bit(tmp_path, host_
     assert 0 < run.stack_high_water <= run.stack_space
     assert_firmware_equals_host(run, host_folder, images[:4], labels[:4], images[4:])
     _assert_sections_placed(tmp_path / report["elf"], row)
+
+
+def test_helium_kernels_on_the_m55_equal_the_host_build_bit_for_bit(tmp_path):
+    from tests.codegen.test_codegen_dsp import CLASSES as TAILS_CLASSES, TAILS, TAILS_SEED
+
+    q = random_qmodel(TAILS, 55, TAILS_CLASSES, seed=TAILS_SEED)[0]
+    program = compile_for_codegen(q, resolve(get_builtin("last-k:2", q.spec), q.spec), lr=0.1, seed=7)
+    generate(program, tmp_path / "host", kernels="portable")
+    generate(program, tmp_path / "m55", kernels="dsp")
+    report = build_firmware(tmp_path / "m55", core="cortex-m55")
+    images = np.random.default_rng(3).integers(-128, 128, (5, 3, 55, 55)).astype(np.int8)
+    labels = np.arange(5) % TAILS_CLASSES
+    run = run_qemu(tmp_path / "m55" / report["elf"], images[:3], labels[:3], images[3:], labels[3:],
+                   classes=TAILS_CLASSES, core="cortex-m55")
+    assert not np.array_equal(run.logits["before"][0], run.logits["before"][1])  # every layer reaches them
+    assert_firmware_equals_host(run, tmp_path / "host", images[:3], labels[:3], images[3:])
+    disassembly = subprocess.run(["arm-none-eabi-objdump", "-d", "-m", "armv8.1-m.main",
+                                  str(tmp_path / "m55" / "build" / "mct_kernels.o")],
+                                 capture_output=True, text=True, check=True).stdout
+    assert disassembly.count("vmla.s32") >= 8 and "vldrb.s32" in disassembly and "vrmulh.s32" in disassembly
 
 
 def _assert_sections_placed(elf, row) -> None:

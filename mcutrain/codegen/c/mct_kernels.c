@@ -155,9 +155,13 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
 
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+#if MCT_SIMD || MCT_MVE
 #if MCT_SIMD
     const int32_t done = mct_simd_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
-    x += done; /* the positions left over (fewer than 16) by the scalar loops below */
+#else
+    const int32_t done = mct_mve_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
+#endif
+    x += done; /* the positions left over (fewer than 16, or 8) by the scalar loops below */
     y += done;
     bit0 += done;
     n -= done;
@@ -304,6 +308,9 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
     const mct_rq q = mct_rq_of(p, c); /* once a row: the edges too */
     for (int32_t ox = 0; ox < lo; ++ox)
         mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+#if MCT_MVE
+    lo = mct_mve_depthwise_inside(p, &q, rows, w, zsum, lo, hi, y, mask, bit0); /* the columns left: below */
+#endif
     if (kh == 3 && kw == 3 && full) {
         depthwise3_inside(p, c, rows, w, zsum, lo, hi, y, mask, bit0);
     } else {

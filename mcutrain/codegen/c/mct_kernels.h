@@ -470,5 +470,7 @@ int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32
 
 /* x86 AVX2 paths of the forward for the native host build (mct_simd.h); MCT_SIMD 0 elsewhere. */
 #include "mct_simd.h"
+/* Helium (MVE) paths of the dsp kernels on a Cortex-M55 (mct_mve.h); MCT_MVE 0 elsewhere. */
+#include "mct_mve.h"
 
 #endif /* MCT_KERNELS_H */
