@@ -67,6 +67,25 @@ def test_cortex_m7_target_compiles_and_runs_like_the_host(tmp_path, digits_model
 
 
 @pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")
+def test_another_core_goes_through_compile_and_run_with_its_part_and_board(tmp_path, digits_model, capsys):
+    """The Cortex-M3 (no FPU, no DSP): portable kernels by default, its part's memory, its QEMU board, the
+    host's losses; --kernels dsp for it is one clear line and exit 2."""
+    target = _compile(digits_model, "cortex-m3", tmp_path / "m3")["target"]
+    assert (target["kernels"], target["machine"], target["memory_map"]["name"]) == ("portable", "mps2-an385",
+                                                                                     "stm32f207")
+    assert "strict" not in target  # 128 KB of SRAM: under the paper's 256 KB by construction
+    r = _run(tmp_path / "m3")
+    assert r["memory_map"] == "stm32f207" and "mps2-an385" in r["instructions_note"]
+    _compile(digits_model, "host", tmp_path / "host")
+    assert r["losses"] == _run(tmp_path / "host")["losses"]
+    capsys.readouterr()
+    code = main(["compile", digits_model, "--scheme", "full", "--target", "cortex-m3", "--kernels", "dsp", "--out",
+                 str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cortex-m3" in err[0] and "portable" in err[0]
+
+
+@pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")
 def test_a_model_over_the_memory_map_is_a_clear_cli_error(tmp_path, digits_model, capsys):
     code = main(["compile", digits_model, "--scheme", "full", "--target", "cortex-m7", "--out", str(tmp_path),
                  "--sram-kb", "8"])
