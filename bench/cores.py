@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import stamp, write_results
+from bench.common import DOCS, stamp, write_results
 from bench.paper import codegen_program, digits_samples, paper_cycles_per_step
 from mcutrain.codegen.cores import CORES
 from mcutrain.codegen.firmware import MemoryOverflowError, run_qemu
@@ -55,8 +55,44 @@ def measure(core: str, name: str, resolution: int, steps: int, folder: Path) -> 
             "qemu_seconds": round(run.seconds, 2), "losses": [float(v) for v in run.losses]}
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Instructions per training step, one group of bars per network, one bar per core; the paper's M7
+    cycles as a line over each group."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    cores = list(dict.fromkeys(r["core"] for r in rows))
+    width = 0.8 / len(cores)
+    colors = ("#1b3f66", "#3b6ea5", "#8fb3d9", "#7a9a3a", "#c0504d", "#e0a040")
+    for i, core in enumerate(cores):
+        for m, model in enumerate(models):
+            r = next((r for r in rows if r["core"] == core and r["model"] == model and r["fits"]), None)
+            if r is not None:
+                ax.bar(m + (i - (len(cores) - 1) / 2) * width, r["instructions_per_step"] / 1e6, width,
+                       color=colors[i % len(colors)], label=core if m == 0 else None)
+    for m, model in enumerate(models):
+        paper = next(r["paper_m7_cycles_per_step"] for r in rows if r["model"] == model) / 1e6
+        ax.plot([m - 0.45, m + 0.45], [paper, paper], color="black", lw=2,
+                label="paper: M7 cycles / step (STM32F746, 216 MHz)" if m == 0 else None)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_yscale("log")
+    top = max(r["instructions_per_step"] for r in rows if r["fits"]) / 1e6
+    ax.set_ylim(top=top * 4)  # room for the legend above the bars
+    ax.set_ylabel("instructions per training step (M, log scale)")
+    ax.set_title("The paper networks on each Cortex-M core (QEMU -icount), 128x128, paper-99kb, float32 backward",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     md = ["# The paper networks on every Cortex-M core (128x128, paper-99kb, batch 1, float32 backward)", "",
+          "![instructions per training step per core](cores.png)", "",
           f"Measured {meta['date']}. Command: `{meta['command']}`. Each network (random int8 weights) is "
           "generated with the core's default forward kernels, cross-built with arm-none-eabi-gcc -O2 for the "
           "core's typical part and run under the core's QEMU board (`-icount shift=0`). **Instructions are "
@@ -79,7 +115,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
                   f"{r['paper_m7_cycles_per_step'] / 1e6:.0f} M |")
     md += ["", "The parts (mcutrain/codegen/cores.py says why each): STM32F746 (the paper's board), nRF52840 "
            "(Cortex-M4F), nRF5340 application core (Cortex-M33), Corstone-300 held to 256 KB of DTCM "
-           "(Cortex-M55; its dsp kernels use Helium for the 1x1 convs and the depthwise interiors, c/mct_mve.h), STM32F207 (Cortex-M3: no "
+           "(Cortex-M55; its dsp kernels use Helium for the 1x1 convs and the depthwise interiors, c/mct_mve.h), "
+           "STM32F207 (Cortex-M3: no "
            "FPU, no DSP extension, so portable kernels and a soft-float float32 backward).",
            "", "Every core's firmware equals the host build bit for bit (losses, logits, saved parameters, the "
            "arena after training): tests/codegen/test_codegen_cores.py."]
@@ -102,6 +139,7 @@ def main(argv=None) -> None:
                 print(f"{core} / {spec.name}:", flush=True)
                 rows.append(measure(core, spec.name, args.resolution, args.steps, Path(tmp) / f"{core}-{spec.name}"))
     write_results("cores", {"meta": meta, "rows": rows}, markdown(rows, meta))
+    plot(rows, DOCS / "cores.png")
 
 
 if __name__ == "__main__":
