@@ -11,7 +11,8 @@ skipped silently.
 
 Instructions are QEMU's instruction counts (the board's timer ticks x its instructions per tick,
 calibrated each run), NOT cycles: the cores differ in issue width and memory waits, so the counts
-compare code, not chips. On the Cortex-M3, which has no FPU, the float32 backward is libgcc's
+compare code, not chips. Each program is built twice: the default float32 backward and the float64
+audit mode (``--accumulate float64``). On the Cortex-M3, which has no FPU, the float32 backward is libgcc's
 soft-float: that column is what a core without an FPU pays for a float backward.
 
     python -m bench.cores [--resolution 128] [--steps 2] [--cores cortex-m4,cortex-m3]
@@ -36,18 +37,20 @@ from mcutrain.models.specs import PAPER_SPECS
 KB = 1024
 
 
-def measure(core: str, name: str, resolution: int, steps: int, folder: Path) -> dict:
+def measure(core: str, name: str, accumulate: str, resolution: int, steps: int, folder: Path) -> dict:
     program, qmodel, plan = codegen_program(name, resolution)
     row = {"core": core, "part": CORES[core].part.name, "model": name, "resolution": resolution,
-           "scheme": plan.scheme, "macs": sum(c.macs for c in conv_shapes(qmodel.spec, resolution))}
+           "scheme": plan.scheme, "accumulate": accumulate,
+           "macs": sum(c.macs for c in conv_shapes(qmodel.spec, resolution))}
     try:
-        target = build_target(program, qmodel, plan, core, folder, log=lambda m: print("  " + m, flush=True))
+        target = build_target(program, qmodel, plan, core, folder, accumulate=accumulate,
+                              log=lambda m: print("  " + m, flush=True))
     except MemoryOverflowError as err:
         return {**row, "fits": False, "why": str(err)}
     run = run_qemu(folder / target["elf"], *digits_samples(qmodel, steps, 1), classes=10, core=core, after=False)
     f = target["footprint"]
     per_step, per_inference = float(np.mean(run.train_instructions)), float(np.mean(run.predict_instructions))
-    return {**row, "fits": True, "kernels": target["kernels"], "accumulate": target["accumulate"],
+    return {**row, "fits": True, "kernels": target["kernels"],
             "sram_bytes": f["static_sram_bytes"] + run.stack_high_water, "flash_bytes": f["flash_bytes"],
             "stack_high_water": run.stack_high_water, "instructions_per_step": per_step,
             "instructions_per_inference": per_inference, "instructions_per_mac": per_inference / row["macs"],
@@ -70,7 +73,8 @@ def plot(rows: list[dict], path: Path) -> None:
     colors = ("#1b3f66", "#3b6ea5", "#8fb3d9", "#7a9a3a", "#c0504d", "#e0a040")
     for i, core in enumerate(cores):
         for m, model in enumerate(models):
-            r = next((r for r in rows if r["core"] == core and r["model"] == model and r["fits"]), None)
+            r = next((r for r in rows if r["core"] == core and r["model"] == model and r["fits"]
+                      and r["accumulate"] == "float32"), None)
             if r is not None:
                 ax.bar(m + (i - (len(cores) - 1) / 2) * width, r["instructions_per_step"] / 1e6, width,
                        color=colors[i % len(colors)], label=core if m == 0 else None)
@@ -80,7 +84,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 label="paper: M7 cycles / step (STM32F746, 216 MHz)" if m == 0 else None)
     ax.set_xticks(range(len(models)), models)
     ax.set_yscale("log")
-    top = max(r["instructions_per_step"] for r in rows if r["fits"]) / 1e6
+    top = max(r["instructions_per_step"] for r in rows if r["fits"] and r["accumulate"] == "float32") / 1e6
     ax.set_ylim(top=top * 4)  # room for the legend above the bars
     ax.set_ylabel("instructions per training step (M, log scale)")
     ax.set_title("The paper networks on each Cortex-M core (QEMU -icount), 128x128, paper-99kb, float32 backward",
@@ -100,17 +104,20 @@ def markdown(rows: list[dict], meta: dict) -> str:
           "216 MHz) latency per step as cycles, for scale. SRAM = .data + .bss + the stack's measured "
           "high-water mark; Flash = code + constants + .data's initial values.", "",
           "| core (QEMU board) | part: Flash / SRAM | kernels | model | SRAM | Flash | instructions / step | "
-          "instructions / inference (per MAC) | paper M7 cycles / step |",
-          "|---|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
+          "same, float64 backward (audit) | instructions / inference (per MAC) | paper M7 cycles / step |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    audit = {(r["core"], r["model"]): r for r in rows if r["accumulate"] == "float64" and r["fits"]}
+    for r in (r for r in rows if r["accumulate"] == "float32"):
         c = CORES[r["core"]]
         part = f"{c.part.name}: {c.part.flash_bytes // KB} KB / {c.part.ram_bytes // KB} KB"
         head = f"| {r['core']} ({c.machine}) | {part} |"
         if not r["fits"]:
-            md.append(f"{head} | {r['model']} | does not fit: {r['why']} | | | | |")
+            md.append(f"{head} | {r['model']} | does not fit: {r['why']} | | | | | |")
             continue
+        a = audit.get((r["core"], r["model"]))
         md.append(f"{head} {r['kernels']} | {r['model']} | {r['sram_bytes'] / KB:.1f} KB | "
                   f"{r['flash_bytes'] / KB:.1f} KB | {r['instructions_per_step'] / 1e6:.1f} M | "
+                  f"{'-' if a is None else format(a['instructions_per_step'] / 1e6, '.1f') + ' M'} | "
                   f"{r['instructions_per_inference'] / 1e6:.1f} M ({r['instructions_per_mac']:.2f}) | "
                   f"{r['paper_m7_cycles_per_step'] / 1e6:.0f} M |")
     md += ["", "The parts (mcutrain/codegen/cores.py says why each): STM32F746 (the paper's board), nRF52840 "
@@ -118,6 +125,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
            "(Cortex-M55; its dsp kernels use Helium for the 1x1 convs and the depthwise interiors, c/mct_mve.h), "
            "STM32F207 (Cortex-M3: no "
            "FPU, no DSP extension, so portable kernels and a soft-float float32 backward).",
+           "", "'float64 backward (audit)': the same program generated with `--accumulate float64` (the backward's "
+           "contractions summed in double, bit-equal to the NumPy reference executor): soft-float on the cores "
+           "whose FPU is single-precision (M4, M7, M33) or absent (M3), hardware double on the M55.",
            "", "Every core's firmware equals the host build bit for bit (losses, logits, saved parameters, the "
            "arena after training): tests/codegen/test_codegen_cores.py."]
     return "\n".join(md)
@@ -136,8 +146,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="cores-") as tmp:
         for core in cores:
             for spec in PAPER_SPECS:
-                print(f"{core} / {spec.name}:", flush=True)
-                rows.append(measure(core, spec.name, args.resolution, args.steps, Path(tmp) / f"{core}-{spec.name}"))
+                for mode in ("float32", "float64"):
+                    print(f"{core} / {spec.name} / {mode}:", flush=True)
+                    rows.append(measure(core, spec.name, mode, args.resolution, args.steps,
+                                        Path(tmp) / f"{core}-{spec.name}-{mode}"))
     write_results("cores", {"meta": meta, "rows": rows}, markdown(rows, meta))
     plot(rows, DOCS / "cores.png")
 
