@@ -20,7 +20,8 @@ The stages, in pipeline order (each a function below, each printed as it starts)
                 and built for the host;
   7. train      batch-1 SGD steps ON the host build of the generated C, streaming the new task's
                 samples one at a time, held-out accuracy measured along the way;
-  8. device     the same program as Cortex-M7 firmware under QEMU (when the toolchain is installed):
+  8. device     the same program as firmware for --core (Cortex-M7 by default) under QEMU (when the
+                toolchain is installed):
                 a few steps on the same samples, which must give the host's losses bit for bit, and
                 what it costs: SRAM (static + measured stack), Flash, instructions per step.
 Defaults (the bundled backbone, mnist-5k, 256 KB / 1 MB) finish in a few minutes on 2 cores.
@@ -68,6 +69,7 @@ class DemoConfig:
     eval_samples: int = 500  # held-out samples of the new task
     eval_every: int = 500
     device_steps: int = 20  # steps of the firmware under QEMU (0: skip)
+    core: str = "cortex-m7"  # the core the firmware is built for and run on (mcutrain.codegen.cores)
     population: int = 24
     generations: int = 15
     seed: int = 0
@@ -366,27 +368,34 @@ def _train_on_host(program, prepared, plan, samples, cfg: DemoConfig, progress: 
 
 
 def _device(program, prepared, plan, samples, host, cfg: DemoConfig, progress: Progress, result: dict, out: Path):
-    from mcutrain.codegen.firmware import tools_available
+    from mcutrain.codegen.cores import core_of
+    from mcutrain.codegen.firmware import MemoryOverflowError, tools_available
     from mcutrain.codegen.runner import run_firmware
     from mcutrain.codegen.targets import build_target
 
+    core = core_of(cfg.core)
     missing = tools_available("arm-none-eabi-gcc", "qemu-system-arm")
     if cfg.device_steps <= 0 or missing:
         why = "skipped (--device-steps 0)" if cfg.device_steps <= 0 else f"skipped: {missing}"
-        progress.stage("device", f"Cortex-M7 under QEMU: {why}")
-        result["device"] = {"skipped": why}
+        progress.stage("device", f"{core.name} under QEMU: {why}")
+        result["device"] = {"core": core.name, "skipped": why}
         return
     n = min(cfg.device_steps, len(samples[0][1]))
-    progress.stage("device", f"the same program as Cortex-M7 firmware (STM32F746 map) under QEMU: {n} steps")
-    target = build_target(program, prepared, plan, "cortex-m7", out / "cortex-m7", log=_quiet)
+    progress.stage("device", f"the same program as {core.name} firmware ({core.part.name} map) under QEMU "
+                             f"{core.machine}: {n} steps")
+    try:
+        target = build_target(program, prepared, plan, core.name, out / core.name, log=_quiet)
+    except MemoryOverflowError as err:  # the search's budget was larger than this part: said, not fatal
+        result["device"] = {"core": core.name, "skipped": f"skipped: {err}"}
+        return
     train = (samples[0][0][:n], samples[0][1][:n])
     held_out = (samples[1][0][:8], samples[1][1][:8])
-    run = run_firmware(out / "cortex-m7", target, train, held_out)
+    run = run_firmware(out / core.name, target, train, held_out)
     equal = bool(np.array_equal(np.asarray(run["losses"], np.float32), np.asarray(host["losses"][:n], np.float32)))
     if not equal:
         raise McutrainError("the firmware under QEMU gave other losses than the host build of the same program "
                             "(they must be bit-identical); please report this with the report folder")
-    result["device"] = {**{k: v for k, v in run.items() if k != "losses"}, "steps": n,
+    result["device"] = {**{k: v for k, v in run.items() if k != "losses"}, "core": core.name, "steps": n,
                         "losses_equal_host": equal}
 
 

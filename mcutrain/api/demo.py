@@ -28,11 +28,13 @@ class DemoResult(Result):
 def run_demo(*, checkpoint: PathLike = str(DEFAULT_BACKBONE), model: PathLike | None = None, data: str | None = None,
              task: str = "mnist-5k", sram: str = "256KB", flash: str = "1MB", contrib: str = "auto",
              steps: int = 3000, lr: float | str = "auto", eval_samples: int = 500, device_steps: int = 20,
-             seed: int = 0, out: PathLike = "runs/demo", command: str = "mcutrain demo") -> DemoResult:
+             seed: int = 0, out: PathLike = "runs/demo", command: str = "mcutrain demo",
+             core: str = "cortex-m7") -> DemoResult:
     """From the float ``checkpoint`` (or a full-int8 ``.tflite`` ``model``, imported) to training on the
     compiled C engine: quantize, a new head for ``task``, a contribution analysis (``contrib``: a
     contrib.json, "auto", "fast" or "quick"), search a scheme under ``sram``/``flash``, compile to C, train
-    ``steps`` on the host build, then ``device_steps`` on the Cortex-M7 under QEMU (a .tflite model is
+    ``steps`` on the host build, then ``device_steps`` on ``core`` (a Cortex-M of
+    ``mcutrain.codegen.cores``, the M7 by default) under QEMU (a .tflite model is
     exported back, trained, and checked with LiteRT); writes a report folder ``out`` whose summary
     records ``command`` as the command that made it."""
     from mcutrain.demo import DemoConfig
@@ -45,7 +47,7 @@ def run_demo(*, checkpoint: PathLike = str(DEFAULT_BACKBONE), model: PathLike | 
         raise McutrainError(f"--model {tflite!r}: give a full-int8 .tflite file (mcutrain demo --model PATH.tflite)")
     cfg = DemoConfig(checkpoint=path_of(checkpoint), model=tflite, data=data, task=task, sram_budget=sram,
                      flash_budget=flash, contrib=contrib, steps=steps, lr=lr, eval_samples=eval_samples,
-                     device_steps=device_steps, seed=seed, out=path_of(out))
+                     device_steps=device_steps, seed=seed, out=path_of(out), core=core)
     result = run_stages(cfg)
     result["command"] = command
     result["report_files"] = [str(f) for f in write_demo_report(result, cfg.out)]

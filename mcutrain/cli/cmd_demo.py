@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mcutrain.api.compiling import TARGETS
 from mcutrain.api.defaults import defaults
 from mcutrain.api.demo import run_demo
 from mcutrain.cli.argtypes import learning_rate_or_auto
@@ -16,8 +17,8 @@ From a pretrained float backbone to training ON the compiled C engine: quantize 
 head for a new task, pick a sparse-update scheme by evolutionary search under an SRAM/Flash budget
 (exact compiled memory, contribution analysis bundled or a fast gradient estimate), compile the training
 step to C, train it at batch 1 on the host build streaming the task's samples, then run the same
-firmware on an emulated Cortex-M7 (QEMU) and measure its SRAM, Flash and instructions. Writes a report
-folder (--out).
+firmware on an emulated Cortex-M (QEMU; --core, the M7 by default) and measure its SRAM, Flash and
+instructions. Writes a report folder (--out).
 
 Defaults: the bundled mbv2-w0.35 pretrained on Fashion-MNIST at 64x64, new task mnist-5k, 256KB SRAM,
 1MB Flash. Your own: --checkpoint CKPT (a float checkpoint from `mcutrain pretrain`; supported layers: see
@@ -51,7 +52,10 @@ def register(subparsers) -> None:
     p.add_argument("--eval", type=int, default=d["eval_samples"], dest="eval_samples",
                    help=f"held-out samples (default {d['eval_samples']})")
     p.add_argument("--device-steps", type=int, default=d["device_steps"],
-                   help=f"steps of the Cortex-M7 firmware under QEMU (default {d['device_steps']}; 0: skip)")
+                   help=f"steps of the firmware under QEMU (default {d['device_steps']}; 0: skip)")
+    p.add_argument("--core", choices=TARGETS[1:], default=d["core"],
+                   help=f"the Cortex-M core the firmware is built for and run on (default {d['core']}; "
+                        "docs/firmware.md lists each core's part and QEMU board)")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--out", default=d["out"], help=f"report folder (default {d['out']})")
     add_json_flag(p)
@@ -63,6 +67,6 @@ def run(args) -> int:
     result = run_demo(checkpoint=args.checkpoint, model=args.model, data=args.data, task=args.task, sram=args.sram,
                       flash=args.flash, contrib=args.contrib, steps=args.steps, lr=args.lr,
                       eval_samples=args.eval_samples, device_steps=args.device_steps, seed=args.seed, out=args.out,
-                      command=command)
+                      command=command, core=args.core)
     emit(args, result.to_dict(), lambda _: result.text())
     return 0

@@ -99,11 +99,12 @@ def human_summary(r: dict) -> list[tuple[str, str]]:
                      f"({h['accuracy']['n']} held-out samples)"),
         ("host C engine", f"{h['ms_per_step']:.2f} ms per training step (incl. Python driving it)"),
     ]
+    core = d.get("core", "cortex-m7")  # a summary from before --core
     if "skipped" in d:
-        rows.append(("Cortex-M7", d["skipped"]))
+        rows.append((core, d["skipped"]))
     elif d:
         rows += [
-            ("Cortex-M7 (QEMU)", f"{d['steps']} steps, losses bit-identical to the host: "
+            (f"{core} (QEMU)", f"{d['steps']} steps, losses bit-identical to the host: "
                                  f"{'yes' if d['losses_equal_host'] else 'NO'}"),
             ("memory (measured)", f"SRAM {_kb(d['sram_bytes'])} (static {_kb(d['sram']['static'])} + stack "
                                   f"high-water {d['sram']['stack_high_water']} B), Flash {_kb(d['flash_bytes'])}; "
@@ -138,6 +139,6 @@ def markdown(r: dict) -> str:
     lines += ["", "![training](training.png)", "", "![search](search.png)", "",
               "![memory](memory/memory.png)", "",
               "Files: `summary.json` (every number), `scheme.json` (the searched scheme, usable with "
-              "`mcutrain compile --scheme`), `model-int8.safetensors`, `host/` and `cortex-m7/` (the generated "
+              "`mcutrain compile --scheme`), `model-int8.safetensors`, `host/` and the core's folder, e.g. `cortex-m7/` (the generated "
               "C and its builds), `memory/` (graph, timelines, plot)."]
     return "\n".join(lines)
