@@ -21,8 +21,9 @@ __all__ = ["TARGETS", "CompiledProgram", "compile", "generate_c", "load_model"]
 # Written out, not read from codegen.cores (importing it loads torch): tests/codegen/test_codegen_cores.py
 # checks that the cores here are codegen.cores.CORES, in its order.
 TARGETS = ("host", "cortex-m7", "cortex-m4", "cortex-m33", "cortex-m55", "cortex-m3")
+"""What `generate_c` builds for: a host library (``mcutrain run`` drives it) or firmware for a Cortex-M core
+(run under its QEMU board; docs/firmware.md lists each core's typical part)."""
 CORE_TARGETS = "|".join(TARGETS[1:])
-"""What `generate_c` builds for: a host library (``mcutrain run`` drives it) or Cortex-M7 firmware."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +192,8 @@ def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
 
 
 def _build_target(program: Any, qmodel: Any, model: str, plan: Any, target: str, out: str, accumulate: str | None,
-                  profile: bool, sram_kb: int, flash_kb: int, kernels: str | None = None) -> dict[str, Any]:
+                  profile: bool, sram_kb: int | None, flash_kb: int | None,
+                  kernels: str | None = None) -> dict[str, Any]:
     from mcutrain.codegen.generate import DEFAULT_ACCUMULATE
     from mcutrain.codegen.targets import build_target
     from mcutrain.train import model_kind as mk
