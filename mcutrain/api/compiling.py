@@ -24,6 +24,7 @@ TARGETS = ("host", "cortex-m7", "cortex-m4", "cortex-m33", "cortex-m55", "cortex
 """What `generate_c` builds for: a host library (``mcutrain run`` drives it) or firmware for a Cortex-M core
 (run under its QEMU board; docs/firmware.md lists each core's typical part)."""
 CORE_TARGETS = "|".join(TARGETS[1:])
+MAX_MEMORY_KB = 1 << 22  # 4 GiB: a Cortex-M's whole address space
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +121,9 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
 
     name_arg, out_arg = path_of(model), optional_path(out)
     _check_target_flags(target, out_arg, accumulate, profile)
+    for flag, kb in (("--sram-kb", sram_kb), ("--flash-kb", flash_kb)):
+        if kb is not None and not 1 <= kb <= MAX_MEMORY_KB:
+            raise McutrainError(f"{flag} {kb}: give 1 to {MAX_MEMORY_KB} KiB")
     if kernels is not None and target is None:
         raise McutrainError(f"--kernels {kernels} applies to the generated C: add --target host|{CORE_TARGETS} "
                             f"--out DIR")
@@ -211,8 +215,8 @@ def _memory_map(target: str, sram_kb: int | None, flash_kb: int | None) -> Any:
     if target == "host":
         return None
     part = core_of(target).part
-    memory = replace(part, flash_bytes=(flash_kb or part.flash_bytes // 1024) * 1024,
-                     ram_bytes=(sram_kb or part.ram_bytes // 1024) * 1024)
+    memory = replace(part, flash_bytes=(part.flash_bytes // 1024 if flash_kb is None else flash_kb) * 1024,
+                     ram_bytes=(part.ram_bytes // 1024 if sram_kb is None else sram_kb) * 1024)
     if (memory.flash_bytes, memory.ram_bytes) != (part.flash_bytes, part.ram_bytes):
         memory = replace(memory, name=f"{memory.flash_bytes // 1024}kb-flash-{memory.ram_bytes // 1024}kb-sram")
     return memory

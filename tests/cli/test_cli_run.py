@@ -132,6 +132,12 @@ def test_bad_invocations_are_clear_errors(tmp_path, digits_model, capsys):
     manifest.write_text(manifest.read_text().replace('"accumulate": "float32"', '"accumulate": "float64"'))
     assert main(["run", str(tmp_path / "host"), "--data", "digits", "--steps", "1"]) == 2
     assert "target.json says accumulate='float32' but its C was generated with 'float64'" in capsys.readouterr().err
+    for flag in ("--sram-kb", "--flash-kb"):
+        capsys.readouterr()
+        assert main(["compile", digits_model, "--scheme", "last-layer", "--target", "cortex-m4", "--out",
+                     str(tmp_path / "kb"), flag, "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and "1 to" in err[0] and not (tmp_path / "kb").exists()
 
 
 @pytest.mark.skipif(M7_TOOLS is not None, reason=f"needs the cross tools: {M7_TOOLS}")
