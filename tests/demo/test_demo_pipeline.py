@@ -90,5 +90,5 @@ def test_own_checkpoint_runs_the_quick_analysis(tmp_path):
         forget_loaded_specs()
     assert r["contrib"]["source"] == "quick"
     assert r["compiled"]["total_sram_bytes"] <= 64 * 1024 - STACK_RESERVE_BYTES
-    assert r["device"] == {"skipped": "skipped (--device-steps 0)"}
+    assert r["device"] == {"core": "cortex-m7", "skipped": "skipped (--device-steps 0)"}
     assert len(r["losses"]) == 40 and np.all(np.isfinite(r["losses"]))
