@@ -153,6 +153,128 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
 }
 #undef MCT_PW_ONE
 
+#if MCT_DSP
+/* The widened input (mct_dsp_widen) lives in a fixed stack buffer of MCT_PW_WIDE_WORDS words, not in the
+ * arena: its size is bounded whatever the model (a 1x1 conv with more input channels than it holds for one
+ * position pair takes the unbuffered path), so the firmware's measured stack high-water mark counts it
+ * and the 4 KB stack reserve (cortex_m7.STACK_RESERVE) covers it without the memory planner knowing of it.
+ * 2 KB: one position pair of up to 512 input channels, or a whole 64-wide row of 16. */
+#define MCT_PW_WIDE_WORDS 512
+/* Fewer output channels than this per call: the input is read as many times as there are output pairs, not
+ * enough to pay for widening it (mct_dsp_pw_two instead). */
+#define MCT_PW_WIDE_MIN_OUT 4
+
+/* A pair of weight rows (same SRAM/Flash split) over the widened groups: groups [0, lo_groups) from the
+ * SRAM slice, [hi_g0, hi_g0 + hi_groups) from Flash, and at most two groups gathered byte by byte (the one
+ * straddling the split, the last one of an in_c not a multiple of 4). */
+typedef struct {
+    const int8_t *lo, *hi;
+    int32_t lo_d, hi_d, lo_groups, hi_g0, hi_groups, n_gather, gather_g[2], gather_u[2], gather_v[2];
+} pw_runs;
+
+static void pw_gather(pw_runs *w, const mct_weight_row *r0, const mct_weight_row *r1, int32_t in_c, int32_t g) {
+    int8_t u[4], v[4];
+    for (int32_t k = 0; k < 4; ++k) {
+        const int32_t c = 4 * g + k;
+        u[k] = c < in_c ? mct_row_at(r0, c) : 0;
+        v[k] = c < in_c ? mct_row_at(r1, c) : 0;
+    }
+    w->gather_g[w->n_gather] = g;
+    w->gather_u[w->n_gather] = mct_dsp_gather_w(u);
+    w->gather_v[w->n_gather++] = mct_dsp_gather_w(v);
+}
+
+static pw_runs pw_runs_of(const mct_weight_row *r0, const mct_weight_row *r1, int32_t in_c) {
+    pw_runs w;
+    const int32_t split = mct_imin(r0->split, in_c), full = in_c >> 2;
+    w.lo = r0->lo;
+    w.lo_d = (int32_t)(r1->lo - r0->lo);
+    w.lo_groups = split >> 2;
+    w.hi_g0 = (split + 3) >> 2;
+    w.hi = r0->hi + 4 * w.hi_g0;
+    w.hi_d = (int32_t)(r1->hi - r0->hi);
+    w.hi_groups = mct_imax(0, full - w.hi_g0);
+    w.n_gather = 0;
+    if (split & 3) pw_gather(&w, r0, r1, in_c, split >> 2);
+    if ((in_c & 3) && (full != split >> 2 || !(split & 3))) pw_gather(&w, r0, r1, in_c, full);
+    return w;
+}
+
+/* The sums of the pair's two rows at ``pairs`` position pairs of a widened block (pair j's words at
+ * xb + j * pair_words) into s[4j..4j+3] = (a(q), a(q+1), b(q), b(q+1)): kept apart from the requantization,
+ * so that neither loop runs out of registers. */
+static void pw_sums(const int32_t *xb, int32_t pair_words, int32_t pairs, const pw_runs *w, int32_t *s) {
+    if (w->n_gather == 0 && w->lo_groups == 0) { /* one run: the weights all in Flash (or SRAM, below) */
+        for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) {
+            s[0] = s[1] = s[2] = s[3] = 0;
+            mct_dsp_pw_wide(xb + MCT_DSP_GROUP_WORDS * w->hi_g0, w->hi, w->hi_d, w->hi_groups, s);
+        }
+        return;
+    }
+    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) {
+        s[0] = s[1] = s[2] = s[3] = 0;
+        if (w->lo_groups > 0) mct_dsp_pw_wide(xb, w->lo, w->lo_d, w->lo_groups, s);
+        for (int32_t k = 0; k < w->n_gather; ++k)
+            mct_dsp_pw_group(xb + MCT_DSP_GROUP_WORDS * w->gather_g[k], w->gather_u[k], w->gather_v[k], s);
+        if (w->hi_groups > 0) mct_dsp_pw_wide(xb + MCT_DSP_GROUP_WORDS * w->hi_g0, w->hi, w->hi_d, w->hi_groups, s);
+    }
+}
+
+/* One output channel's 2 * pairs outputs from s[4j], s[4j + 1] (pw_sums' layout, s offset by 2: the second
+ * row's): the constants in registers, no mask (else mct_rq_out, which also takes the rare slow case). */
+static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t *y, uint8_t *mask, int32_t bit) {
+    if (mask != NULL || !q->fast) {
+        for (int32_t j = 0; j < pairs; ++j) {
+            mct_rq_out(q, s[4 * j], y + 2 * j, mask, bit + 2 * j);
+            mct_rq_out(q, s[4 * j + 1], y + 2 * j + 1, mask, bit + 2 * j + 1);
+        }
+        return;
+    }
+    const int32_t bias2 = q->bias2, m = q->multiplier, nudge = q->nudge, right = q->right;
+    for (int32_t j = 0; j < pairs; ++j, s += 4, y += 2) {
+        y[0] = (int8_t)__ssat(mct_dsp_requantize(s[0], bias2, m, nudge, right), 8);
+        y[1] = (int8_t)__ssat(mct_dsp_requantize(s[1], bias2, m, nudge, right), 8);
+    }
+}
+
+/* Position pairs whose sums are held at once (pw_sums, pw_requant): 256 bytes of stack. */
+#define MCT_PW_SUM_PAIRS 16
+
+/* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) (mct_pointwise's arguments): per block of
+ * position pairs, the input is widened once (zero point subtracted) and read by every output pair. Returns
+ * the positions done (0: not taken, too few output channels or too many input channels). */
+static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x,
+                                                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_cs,
+                                                        uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+    const int32_t in_c = p->in_c, pair_words = ((in_c + 3) >> 2) * MCT_DSP_GROUP_WORDS, all = n >> 1;
+    if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || pair_words > MCT_PW_WIDE_WORDS) return 0;
+    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
+    const int32_t most = MCT_PW_WIDE_WORDS / pair_words; /* position pairs a block */
+    for (int32_t j0 = 0; j0 < all; j0 += most) {
+        const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0;
+        mct_dsp_widen(x, x_cs, q0, pairs, in_c, p->x_zero, buf);
+        for (int32_t o = o0; o < o1;) {
+            const mct_weight_row r0 = mct_row_of(&p->w, o);
+            mct_weight_row r1 = r0;
+            if (o + 1 < o1) r1 = mct_row_of(&p->w, o + 1);
+            const int32_t two = o + 1 < o1 && r1.split == r0.split; /* else one row, paired with itself */
+            const pw_runs w = pw_runs_of(&r0, two ? &r1 : &r0, in_c);
+            const mct_rq qa = mct_rq_of(p, o), qb = mct_rq_of(p, o + two);
+            int8_t *ya = y + (o - o0) * y_cs + q0;
+            const int32_t ba = bit0 + (o - o0) * bit_cs + q0;
+            for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS) {
+                const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
+                pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
+                pw_requant(&qa, sums, m, ya + 2 * j, mask, ba + 2 * j);
+                if (two) pw_requant(&qb, sums + 2, m, ya + y_cs + 2 * j, mask, ba + bit_cs + 2 * j);
+            }
+            o += 1 + two;
+        }
+    }
+    return 2 * all;
+}
+#endif
+
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
 #if MCT_SIMD
@@ -161,6 +283,14 @@ void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, i
     y += done;
     bit0 += done;
     n -= done;
+    if (n == 0) return;
+#endif
+#if MCT_DSP
+    const int32_t wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
+    x += wide; /* the last position of an odd n (or all: not taken) by the loops below */
+    y += wide;
+    bit0 += wide;
+    n -= wide;
     if (n == 0) return;
 #endif
     int32_t o = o0;
@@ -384,15 +514,29 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
     }
 }
 
-/* Expanded channel c into the scratch (H*W bytes), then depthwise channel c from it: the expanded
- * tensor is never whole. */
+/* Expanded channels into memory no one reads yet, then the depthwise channels from them: the expanded
+ * tensor is never whole beyond the op's own bytes. A pass takes channels c .. c + g - 1: the last one's
+ * plane (H*W bytes) goes into the scratch, the other g - 1 into the output past channel c (y + (c + 1) *
+ * out_n on), as many as fit there. Depthwise channel c + j then reads plane j and writes output channel c + j,
+ * whose bytes end at (c + j + 1) * out_n <= (c + 1) * out_n + j * H * W (out_n <= H * W): no plane it or a
+ * later channel still reads. So the expand conv makes g channels in one call (the 1x1 conv's paths for many
+ * output channels instead of one at a time: the input is read once per pass, not once per channel) with no
+ * byte beyond the op's scratch (H*W, lifetimes._expanded_channel) and output. */
 void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
                              uint8_t *mask, int8_t *scratch) {
-    const int32_t out_n = dw->out_h * dw->out_w;
-    mct_clear_bits(mask, dw->out_c * out_n);
-    for (int32_t c = 0; c < dw->out_c; ++c) {
-        mct_pointwise_channel(expand, c, x, scratch, NULL, 0);
-        mct_depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
+    const int32_t in_n = dw->in_h * dw->in_w, out_n = dw->out_h * dw->out_w, out_c = dw->out_c;
+    mct_clear_bits(mask, out_c * out_n);
+    for (int32_t c = 0; c < out_c;) {
+        int32_t g = 1;
+        if (out_n <= in_n) /* planes in the output: (out_c - c - 1) * out_n bytes past channel c */
+            g = mct_imin(out_c - c, 1 + (int32_t)((int64_t)(out_c - c - 1) * out_n / in_n));
+        int8_t *planes = y + (size_t)(c + 1) * (size_t)out_n;
+        if (g > 1) mct_pointwise(expand, c, c + g - 1, x, in_n, in_n, planes, in_n, NULL, 0, 0);
+        mct_pointwise_channel(expand, c + g - 1, x, scratch, NULL, 0);
+        for (int32_t j = 0; j < g; ++j)
+            mct_depthwise_channel(dw, c + j, j < g - 1 ? planes + (size_t)j * (size_t)in_n : scratch,
+                                  y + (size_t)(c + j) * (size_t)out_n, mask, (c + j) * out_n);
+        c += g;
     }
 }
 
