@@ -449,8 +449,40 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
+#if MCT_DSP
+/* A depthwise channel whose plane, padded with x_zero on every side its windows reach past, fits this many
+ * bytes is copied so padded (a stack array: its frame is never nested in pointwise_wide's larger one, so
+ * the stack high-water mark does not grow) and run as all interior columns of full rows: the padding's
+ * terms (x_zero - x_zero) * w are 0, so the sums are the bounded ones exactly, on the DSP row paths
+ * instead of depthwise_edge's bounded loop (a 7x7 on 8 columns has 6 edge columns of 8). */
+#define MCT_DW_PADDED 2048
+
+static int32_t depthwise_channel_padded(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c,
+                                        uint8_t *mask, int32_t bit0) {
+    const int32_t top = p->pad, left = p->pad_left;
+    const int32_t h = mct_imax(p->in_h + top, (p->out_h - 1) * p->stride + p->k);
+    const int32_t w = mct_imax(p->in_w + left, (p->out_w - 1) * p->stride_w + p->kw);
+    if (top < 0 || left < 0 || p->k > MCT_MAX_K || h * w > MCT_DW_PADDED) return 0;
+    int8_t plane[MCT_DW_PADDED];
+    memset(plane, p->x_zero, (size_t)(h * w));
+    for (int32_t r = 0; r < p->in_h; ++r)
+        memcpy(plane + (top + r) * w + left, x_c + r * p->in_w, (size_t)p->in_w);
+    mct_conv q = *p; /* the same conv on the padded plane: no padding, every window inside */
+    q.in_h = h, q.in_w = w, q.pad = 0, q.pad_left = 0;
+    const int8_t *rows[MCT_MAX_K];
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        for (int32_t a = 0; a < p->k; ++a) rows[a] = plane + (oy * p->stride + a) * w;
+        mct_depthwise_row(&q, c, rows, y_c != NULL ? y_c + oy * p->out_w : NULL, mask, bit0 + oy * p->out_w);
+    }
+    return 1;
+}
+#endif
+
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
                            int32_t bit0) {
+#if MCT_DSP
+    if (depthwise_channel_padded(p, c, x_c, y_c, mask, bit0)) return;
+#endif
     const int8_t *rows[MCT_MAX_K];
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad;
