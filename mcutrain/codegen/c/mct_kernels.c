@@ -572,9 +572,61 @@ void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const i
     }
 }
 
+/* A residual add's rescaled operands depend on one int8 each (mct_add: MBQM((a - a_zero) << left_shift)):
+ * over a tensor of at least MCT_ADD_TABLE elements their 256 values each are made once, in two stack tables
+ * (2 KB; mct_add_tensors is an op of its own, never nested in pointwise_wide's larger frame, so the stack
+ * high-water mark does not grow), and each element costs one MBQM instead of three. */
+#define MCT_ADD_TABLE 1024
+
+/* mct_add's last steps from its two rescaled operands (the same integers). */
+static inline int8_t add_of_scaled(int32_t sa, int32_t sb, const mct_add_params *p, uint8_t *inside) {
+    const int64_t v = (int64_t)mct_mbqm(sa + sb, p->out_multiplier, p->out_shift) + p->out_zero;
+    *inside = (uint8_t)((v > p->qmin) && (v < p->qmax));
+    return mct_clamp_i8(v, p->qmin, p->qmax);
+}
+
+#if MCT_DSP
+/* The tables' elements through mct_dsp_requantize (sum = sa + sb, no bias) when its conditions hold: |sa|,
+ * |sb| < 2^28 (so |sa + sb| < 2^29), the output shift in [-22, -1], a multiplier other than INT32_MIN, an
+ * int8 zero point. v is then MBQM(sa + sb) + out_zero exactly (mct_add has no int16 clamp to leave out).
+ * Returns 0 (nothing done) otherwise. */
+static int32_t add_dsp(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a,
+                       const int8_t *b, int8_t *y, uint8_t *mask, int32_t n) {
+    int32_t ok = p->out_shift <= -1 && p->out_shift >= -22 && p->out_multiplier != INT32_MIN && p->out_zero >= -128
+                 && p->out_zero <= 127;
+    for (int32_t v = 0; v < 256 && ok; ++v)
+        ok = ta[v] < (1 << 28) && ta[v] > -(1 << 28) && tb[v] < (1 << 28) && tb[v] > -(1 << 28);
+    if (!ok) return 0;
+    const int32_t right = -p->out_shift, m = p->out_multiplier, qmin = p->qmin, qmax = p->qmax;
+    const int32_t nudge = ((int32_t)1 << (right - 1)) + p->out_zero * ((int32_t)1 << right);
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t v = mct_dsp_requantize(ta[a[i] + 128] + tb[b[i] + 128], 0, m, nudge, right);
+        y[i] = (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
+        if (mask != NULL) mct_put_bit(mask, i, (uint8_t)((v > qmin) & (v < qmax)));
+    }
+    return 1;
+}
+#endif
+
 void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
                      int32_t n) {
     mct_clear_bits(mask, n);
+    if (n >= MCT_ADD_TABLE) {
+        int32_t ta[256], tb[256]; /* index: the int8 value + 128 */
+        for (int32_t v = -128; v < 128; ++v) {
+            ta[v + 128] = mct_mbqm((v - p->a_zero) * (1 << p->left_shift), p->a_multiplier, p->a_shift);
+            tb[v + 128] = mct_mbqm((v - p->b_zero) * (1 << p->left_shift), p->b_multiplier, p->b_shift);
+        }
+#if MCT_DSP
+        if (add_dsp(p, ta, tb, a, b, y, mask, n)) return;
+#endif
+        for (int32_t i = 0; i < n; ++i) {
+            uint8_t inside;
+            y[i] = add_of_scaled(ta[a[i] + 128], tb[b[i] + 128], p, &inside);
+            mct_put_bit(mask, i, inside);
+        }
+        return;
+    }
     for (int32_t i = 0; i < n; ++i) {
         uint8_t inside;
         y[i] = mct_add(a[i], b[i], p, &inside);
