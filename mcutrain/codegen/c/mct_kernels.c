@@ -420,11 +420,15 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
 #endif
     const int32_t kh = p->k, kw = p->kw, s = p->stride_w, pad = p->pad_left;
     int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
-    for (int32_t a = 0; a < kh; ++a) {
-        full &= rows[a] != NULL;
-        if (rows[a] != NULL)
-            for (int32_t b = 0; b < kw; ++b) wsum += w[a * kw + b];
-    }
+    for (int32_t a = 0; a < kh; ++a) full &= rows[a] != NULL;
+#if MCT_DSP
+    if (full) /* every row: the kernel's kh * kw weights in one run, four a load (a byte loop cost ~2 M of MCUNet) */
+        wsum = mct_dsp_sum_i8(w, kh * kw);
+    else
+#endif
+        for (int32_t a = 0; a < kh; ++a)
+            if (rows[a] != NULL)
+                for (int32_t b = 0; b < kw; ++b) wsum += w[a * kw + b];
     const int32_t zsum = p->x_zero * wsum;
     int32_t lo = p->out_w, hi = p->out_w; /* columns whose window is inside the input in x: [lo, hi) */
     if (p->in_w >= kw) {
