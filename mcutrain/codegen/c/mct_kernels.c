@@ -337,6 +337,25 @@ static int32_t depthwise_edge(const mct_conv *p, const int8_t *const *rows, cons
     return sum;
 }
 
+#if MCT_DSP
+/* Depthwise outputs whose sums are held at once: the multiply-accumulate loops store the sums of up to this
+ * many columns, requant_run requantizes them in a loop of its own (the two together ran out of registers:
+ * the weights and the requantization constants were reloaded from the stack for every output pair).
+ * 64 bytes of stack (16: the 26 interior columns of a 28-wide row, in the tests, take two runs). */
+#define MCT_DW_SUMS 16
+
+/* count outputs from their sums s[0..count): the constants in registers when y is given, no mask and the
+ * fast conditions hold; else mct_rq_out (y NULL: mask bits only). */
+static void requant_run(const mct_rq *q, const int32_t *s, int32_t count, int8_t *y, uint8_t *mask, int32_t bit) {
+    if (y == NULL || mask != NULL || !q->fast) {
+        for (int32_t j = 0; j < count; ++j) mct_rq_out(q, s[j], y != NULL ? y + j : NULL, mask, bit + j);
+        return;
+    }
+    const int32_t bias2 = q->bias2, m = q->multiplier, nudge = q->nudge, right = q->right;
+    for (int32_t j = 0; j < count; ++j) y[j] = (int8_t)__ssat(mct_dsp_requantize(s[j], bias2, m, nudge, right), 8);
+}
+#endif
+
 /* Interior columns [lo, hi) of a 3x3 depthwise row: the 9 weights held in locals (the compiler cannot
  * keep them in registers itself: the int8 stores to y may alias them as far as it knows). */
 static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const *rows, const int8_t *w, int32_t zsum,
@@ -345,24 +364,34 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
     const mct_rq q = mct_rq_of(p, c);
     int32_t ox = lo;
 #if MCT_DSP
+    int32_t sums[MCT_DW_SUMS];
     if (p->stride_w == 1) { /* two outputs per step */
         const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
-        for (; ox + 2 <= hi; ox += 2) {
-            const int32_t ix = ox - p->pad_left;
-            int32_t s0 = -zsum, s1 = -zsum;
-            mct_dsp_dw3_two(rows[0] + ix, rows[1] + ix, rows[2] + ix, &k, &s0, &s1);
-            mct_rq_out(&q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
-            mct_rq_out(&q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+        const int8_t *r0 = rows[0] - p->pad_left, *r1 = rows[1] - p->pad_left, *r2 = rows[2] - p->pad_left;
+        while (ox + 2 <= hi) {
+            const int32_t m = mct_imin(MCT_DW_SUMS, (hi - ox) & ~1);
+            for (int32_t j = 0; j < m; j += 2) {
+                int32_t s0 = -zsum, s1 = -zsum;
+                mct_dsp_dw3_two(r0 + ox + j, r1 + ox + j, r2 + ox + j, &k, &s0, &s1);
+                sums[j] = s0, sums[j + 1] = s1;
+            }
+            requant_run(&q, sums, m, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            ox += m;
         }
     } else if (p->stride_w == 2) { /* four outputs per step */
         const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
-        for (; ox + 4 <= hi; ox += 4) {
-            const int32_t ix = 2 * ox - p->pad_left;
-            int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
-            mct_dsp_s2_row4(rows[0] + ix, k.w02[0], k.w1[0], s);
-            mct_dsp_s2_row4(rows[1] + ix, k.w02[1], k.w1[1], s);
-            mct_dsp_s2_row4(rows[2] + ix, k.w02[2], k.w1[2], s);
-            for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y != NULL ? y + ox + j : NULL, mask, bit0 + ox + j);
+        const int8_t *r0 = rows[0] - p->pad_left, *r1 = rows[1] - p->pad_left, *r2 = rows[2] - p->pad_left;
+        while (ox + 4 <= hi) {
+            const int32_t m = mct_imin(MCT_DW_SUMS / 2, (hi - ox) & ~3); /* the input span of s1's runs */
+            for (int32_t j = 0; j < m; j += 4) {
+                int32_t *s4 = sums + j;
+                s4[0] = s4[1] = s4[2] = s4[3] = -zsum;
+                mct_dsp_s2_row4(r0 + 2 * (ox + j), k.w02[0], k.w1[0], s4);
+                mct_dsp_s2_row4(r1 + 2 * (ox + j), k.w02[1], k.w1[1], s4);
+                mct_dsp_s2_row4(r2 + 2 * (ox + j), k.w02[2], k.w1[2], s4);
+            }
+            requant_run(&q, sums, m, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            ox += m;
         }
     }
 #endif
@@ -392,18 +421,24 @@ static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8
             r[n++] = rows[a] - p->pad_left;
         }
     int32_t ox = lo;
-    for (; ox + 2 <= hi; ox += 2) {
-        int32_t s0 = -zsum, s1 = -zsum;
-        if (s == 2 && kw == 7)
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
-        else if (s == 2)
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
-        else if (kw == 7)
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + ox, &k[j], &s0, &s1);
-        else
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + ox, &k[j], &s0, &s1);
-        mct_rq_out(q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
-        mct_rq_out(q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+    int32_t sums[MCT_DW_SUMS];
+    while (ox + 2 <= hi) {
+        const int32_t m = mct_imin(MCT_DW_SUMS, (hi - ox) & ~1);
+        for (int32_t i = 0; i < m; i += 2) {
+            const int32_t at = ox + i;
+            int32_t s0 = -zsum, s1 = -zsum;
+            if (s == 2 && kw == 7)
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two_s2(r[j] + 2 * at, &k[j], &s0, &s1);
+            else if (s == 2)
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two_s2(r[j] + 2 * at, &k[j], &s0, &s1);
+            else if (kw == 7)
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + at, &k[j], &s0, &s1);
+            else
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + at, &k[j], &s0, &s1);
+            sums[i] = s0, sums[i + 1] = s1;
+        }
+        requant_run(q, sums, m, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        ox += m;
     }
     return ox;
 }
