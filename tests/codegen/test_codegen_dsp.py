@@ -28,6 +28,7 @@ from mcutrain.models.specs import NetSpec, _chain
 from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
+from mcutrain.sparse.scheme import Scheme
 from tests.helpers.geometry import general_qmodel, int8_images
 from tests.helpers.host_run import assert_firmware_equals_host
 
@@ -56,10 +57,21 @@ def _model(name: str):
     return general_qmodel(name)
 
 
+# Half the input channels of two 1x1 convs trained (weights in SRAM up to a split, Flash after it): 13 -> 6
+# keeps 6 columns (a group of 4 from SRAM, one group straddling the split, one from Flash, the 13th channel
+# alone), 6 -> 10 keeps 3 (the split inside the first group, the last group half full). The widened 1x1
+# conv (mct_kernels.c pointwise_wide) reads every kind of group there, before and after the update.
+SPLIT_1X1 = ((8, 0.5), (9, 0.5))
+
+
 @lru_cache(maxsize=None)
 def _program(name: str, scheme: str):
     q = _model(name)
-    return compile_for_codegen(q, resolve(get_builtin(scheme, q.spec), q.spec), lr=0.1, seed=7)
+    if scheme == "split-1x1":
+        chosen = Scheme(q.spec.name, scheme, tuple(i for i, _ in SPLIT_1X1), SPLIT_1X1)
+    else:
+        chosen = get_builtin(scheme, q.spec)
+    return compile_for_codegen(q, resolve(chosen, q.spec), lr=0.1, seed=7)
 
 
 
@@ -103,9 +115,10 @@ def _instructions(folder) -> dict[str, int]:
 
 
 # last-k:2: frozen blocks in row pipelines (weights in Flash) and trained ones (weights in SRAM, the
-# 1x1 convs' SRAM/Flash split); "mixed": the general geometry of imported graphs.
+# 1x1 convs' SRAM/Flash split); split-1x1: splits inside the widened 1x1 convs' channel groups (SPLIT_1X1);
+# "mixed": the general geometry of imported graphs.
 @needs_tools
-@pytest.mark.parametrize("name, scheme", [("tails", "last-k:2"), ("mixed", "full")])
+@pytest.mark.parametrize("name, scheme", [("tails", "last-k:2"), ("tails", "split-1x1"), ("mixed", "full")])
 def test_dsp_firmware_equals_the_host_build_bit_for_bit(runs, name, scheme):
     run, folder = runs(name, scheme, "dsp")
     print(f"{name} {scheme} (dsp): {run.predict_instructions.mean():.0f} instructions per inference")

@@ -65,7 +65,8 @@ def _harness(tmp_path, extra: tuple[str, ...]) -> Path:
         shutil.copy(source, tmp_path / source.name)
     exe = tmp_path / "simd_harness"
     subprocess.run([compiler(), *CFLAGS, "-mavx2", *extra, "-I", str(tmp_path), str(tmp_path / HARNESS.name),
-                    str(tmp_path / "mct_kernels.c"), "-o", str(exe), "-lm"], check=True, capture_output=True)
+                    str(tmp_path / "mct_kernels.c"), str(tmp_path / "mct_pointwise.c"), "-o", str(exe), "-lm"],
+                   check=True, capture_output=True)
     return exe
 
 

@@ -70,6 +70,26 @@ static inline int32_t mct_sxtb16_ror8(int32_t x) {
     return r;
 }
 
+/* a + (b1, b3) of bytes b0..b3 sign-extended, per halfword: SXTAB16 with its rotation. */
+static inline int32_t mct_sxtab16_ror8(int32_t a, int32_t x) {
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+
+/* *lo, *hi = (*p)[0], (*p)[1], and *p += 2: one LDRD with post-increment (GCC splits a 64-bit load of two
+ * words it uses apart into two LDR and a pointer add). */
+static inline void mct_ldrd_post(const int32_t **p, int32_t *lo, int32_t *hi) {
+    __asm__("ldrd %0, %1, [%2], #8" : "=r"(*lo), "=r"(*hi), "+r"(*p) : "m"(*(const int32_t(*)[2]) * p));
+}
+
+/* The 4 bytes at *p (any alignment: LDR allows it, LDRD does not), and *p += 4: one LDR with post-increment. */
+static inline int32_t mct_ldr_post(const int8_t **p) {
+    int32_t v;
+    __asm__("ldr %0, [%1], #4" : "=r"(v), "+r"(*p) : "m"(*(const int8_t(*)[4]) * p));
+    return v;
+}
+
 /* PKHBT with no shift: the low halfword of lo, the high halfword of hi. */
 static inline int32_t mct_pkhbt(int32_t lo, int32_t hi) {
     int32_t r;
@@ -130,6 +150,89 @@ static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u
         a1 += x1 * uw;
         b0 += x0 * vw;
         b1 += x1 * vw;
+    }
+    s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+}
+
+/* ---- 1x1 convs on a widened input (mct_kernels.c pointwise_wide) ---- */
+
+/* The widened input of 2 positions (q, q + 1) and 4 input channels i..i+3 ("a group"), as the 4 words
+ * SMLAD pairs with SXTB16 of 4 weight bytes (pairs (i, i+2), (i+1, i+3)): [E(q), O(q), E(q+1), O(q+1)],
+ * E(p) = (x_i[p] - z, x_i+2[p] - z), O(p) = (x_i+1[p] - z, x_i+3[p] - z) as int16 pairs. The zero point is
+ * subtracted once here (SXTAB16 adds (-z, -z) while widening: |x - z| <= 255 fits a halfword), so no
+ * weight sums are needed: sum (x - z) w is the same integer as sum x w - z sum w. */
+#define MCT_DSP_GROUP_WORDS 4
+
+/* The widened words of ``pairs`` position pairs from q on, channels [0, in_c) (in_c rounded up to 4:
+ * the missing channels read as 0 bytes; their weights are 0, mct_dsp_gather_w), into buf, laid out
+ * [pair][group][4 words]. Per group and pair: 4 halfword loads, 2 ORR, 4 SXTAB16, 4 stores. */
+static inline void mct_dsp_widen(const int8_t *x, int32_t x_cs, int32_t q, int32_t pairs, int32_t in_c, int32_t zero,
+                                 int32_t *buf) {
+    const int32_t groups = (in_c + 3) >> 2, full = in_c >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
+    const int32_t zz = (int32_t)(((uint32_t)(uint16_t)(int16_t)-zero) * 0x00010001u);
+    for (int32_t g = 0; g < groups; ++g) {
+        const int8_t *c0 = x + (4 * g) * x_cs + q;
+        int32_t *out = buf + g * MCT_DSP_GROUP_WORDS;
+        const int32_t have = g < full ? 4 : in_c - 4 * g; /* channels of this group inside the input */
+        for (int32_t j = 0; j < pairs; ++j, c0 += 2, out += pair_words) {
+            uint16_t h0, h1 = 0, h2 = 0, h3 = 0;
+            memcpy(&h0, c0, 2);
+            if (have == 4) {
+                memcpy(&h1, c0 + x_cs, 2);
+                memcpy(&h2, c0 + 2 * x_cs, 2);
+                memcpy(&h3, c0 + 3 * x_cs, 2);
+            } else { /* the last group of an in_c not a multiple of 4 */
+                if (have > 1) memcpy(&h1, c0 + x_cs, 2);
+                if (have > 2) memcpy(&h2, c0 + 2 * x_cs, 2);
+            }
+            const int32_t t02 = (int32_t)((uint32_t)h0 | ((uint32_t)h2 << 16));
+            const int32_t t13 = (int32_t)((uint32_t)h1 | ((uint32_t)h3 << 16));
+            out[0] = __sxtab16(zz, t02);
+            out[1] = __sxtab16(zz, t13);
+            out[2] = mct_sxtab16_ror8(zz, t02);
+            out[3] = mct_sxtab16_ror8(zz, t13);
+        }
+    }
+}
+
+/* 4 weight bytes of channels 4g..4g+3 gathered one by one (a group that straddles the SRAM/Flash split of
+ * a row, or the last group of an in_c not a multiple of 4: 0 for the channels past in_c), as one word. */
+static inline int32_t mct_dsp_gather_w(const int8_t *b) {
+    return (int32_t)((uint32_t)(uint8_t)b[0] | ((uint32_t)(uint8_t)b[1] << 8) | ((uint32_t)(uint8_t)b[2] << 16)
+                     | ((uint32_t)(uint8_t)b[3] << 24));
+}
+
+/* One group of two output channels (weight words wu, wv) at the position pair of xb, added to s[0..3] =
+ * (a0, a1, b0, b1). */
+static inline void mct_dsp_pw_group(const int32_t *xb, int32_t wu, int32_t wv, int32_t *s) {
+    const int32_t ue = __sxtb16(wu), uo = mct_sxtb16_ror8(wu), ve = __sxtb16(wv), vo = mct_sxtb16_ror8(wv);
+    s[0] = __smlad(xb[1], uo, __smlad(xb[0], ue, s[0]));
+    s[1] = __smlad(xb[3], uo, __smlad(xb[2], ue, s[1]));
+    s[2] = __smlad(xb[1], vo, __smlad(xb[0], ve, s[2]));
+    s[3] = __smlad(xb[3], vo, __smlad(xb[2], ve, s[3]));
+}
+
+/* ``groups`` groups of two output channels (weights u[i], v[i] = u[i + d], 4 bytes a group) at the
+ * position pair whose words start at xb, added to s[0..3]: per group 4 input words (two LDRD), 2 weight
+ * words, 4 SXTB16, 8 SMLAD for 16 MACs (mct_dsp_pw_two unpacks the input again for every output pair:
+ * 26 instructions). */
+static inline void mct_dsp_pw_wide(const int32_t *xb, const int8_t *u, int32_t d, int32_t groups, int32_t *s) {
+    int32_t a0 = s[0], a1 = s[1], b0 = s[2], b1 = s[3];
+    const int8_t *const end = u + 4 * groups;
+    while (u < end) {
+        int32_t e0, o0, e1, o1;
+        mct_ldrd_post(&xb, &e0, &o0);
+        mct_ldrd_post(&xb, &e1, &o1);
+        const int32_t wv = mct_ld32(u + d), wu = mct_ldr_post(&u);
+        const int32_t ue = __sxtb16(wu), uo = mct_sxtb16_ror8(wu), ve = __sxtb16(wv), vo = mct_sxtb16_ror8(wv);
+        a0 = __smlad(e0, ue, a0);
+        a1 = __smlad(e1, ue, a1);
+        b0 = __smlad(e0, ve, b0);
+        b1 = __smlad(e1, ve, b1);
+        a0 = __smlad(o0, uo, a0);
+        a1 = __smlad(o1, uo, a1);
+        b0 = __smlad(o0, vo, b0);
+        b1 = __smlad(o1, vo, b1);
     }
     s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
 }

@@ -1,5 +1,6 @@
 /* mct_kernels.c: see mct_kernels.h (what, in which order, with which rounding): the parameters and the
- * forward; the loss, backward and updates are in mct_backward.c, the TFLite graph ops in mct_graph_ops.c. */
+ * forward; the 1x1 convs are in mct_pointwise.c, the loss, backward and updates in mct_backward.c, the
+ * TFLite graph ops in mct_graph_ops.c. */
 #include "mct_kernels.h"
 
 #include <math.h>
@@ -37,160 +38,6 @@ void mct_copy_slice_i8(int8_t *dst, const int8_t *src, int32_t cols, int32_t inn
 /* ------------------------------------------------------------------------------------------------
  * Forward */
 
-
-
-/* The sum of row o's weights over the input channels, times the input zero point:
- * sum_i (x_i - z) w_i = sum_i x_i w_i - z sum_i w_i exactly in int32 (|terms| < 2^31), so the inner
- * loops multiply raw int8 inputs (one multiply-accumulate per MAC). */
-static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
-#if MCT_DSP
-    const int32_t split = mct_imin(w->split, p->in_c);
-    return p->x_zero * (mct_dsp_sum_i8(w->lo, split) + mct_dsp_sum_i8(w->hi + split, p->in_c - split));
-#else
-    int32_t total = 0;
-    for (int32_t i = 0; i < p->in_c; ++i) total += mct_row_at(w, i);
-    return p->x_zero * total;
-#endif
-}
-
-/* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
-#define MCT_PW_TWO(u_, v_, i0, i1)                                              \
-    for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
-        const int32_t u = (u_)[i], v = (v_)[i];                                 \
-        const int32_t x0 = xi[0], x1 = xi[1], x2 = xi[2], x3 = xi[3];           \
-        a0 += x0 * u;                                                           \
-        a1 += x1 * u;                                                           \
-        a2 += x2 * u;                                                           \
-        a3 += x3 * u;                                                           \
-        b0 += x0 * v;                                                           \
-        b1 += x1 * v;                                                           \
-        b2 += x2 * v;                                                           \
-        b3 += x3 * v;                                                           \
-    }
-
-/* Two output channels (weight rows r0, r1 with the same SRAM/Flash split) of a 1x1 conv, 4 positions at
- * a time: each input value loaded once feeds 2 accumulators, each weight 4. */
-static void pointwise_two(const mct_conv *p, int32_t o, const mct_weight_row *r0, const mct_weight_row *r1,
-                          const int8_t *x, int32_t x_cs, int32_t n, int8_t *y0, int8_t *y1, uint8_t *mask,
-                          int32_t bit0, int32_t bit1) {
-    const int32_t in_c = p->in_c, split = mct_imin(r0->split, in_c);
-    const int32_t z0 = zero_sum(p, r0), z1 = zero_sum(p, r1);
-    const mct_rq q0 = mct_rq_of(p, o), q1 = mct_rq_of(p, o + 1);
-    int32_t q = 0;
-    for (; q + 4 <= n; q += 4) {
-#if MCT_DSP
-        int32_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* a0 a1 b0 b1, then a2 a3 b2 b3 */
-        if (split > 0) { /* a trained slice in SRAM (frozen weights: all in Flash, split 0) */
-            mct_dsp_pw_two(x + q, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s);
-            mct_dsp_pw_two(x + q + 2, x_cs, r0->lo, (int32_t)(r1->lo - r0->lo), split, s + 4);
-        }
-        if (split < in_c) {
-            mct_dsp_pw_two(x + q + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split, s);
-            mct_dsp_pw_two(x + q + 2 + split * x_cs, x_cs, r0->hi + split, (int32_t)(r1->hi - r0->hi), in_c - split,
-                           s + 4);
-        }
-        const int32_t a0 = s[0], a1 = s[1], a2 = s[4], a3 = s[5], b0 = s[2], b1 = s[3], b2 = s[6], b3 = s[7];
-#else
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-        const int8_t *xi = x + q;
-        MCT_PW_TWO(r0->lo, r1->lo, 0, split)
-        MCT_PW_TWO(r0->hi, r1->hi, split, in_c)
-#endif
-        mct_rq_out(&q0, a0 - z0, y0 + q, mask, bit0 + q);
-        mct_rq_out(&q0, a1 - z0, y0 + q + 1, mask, bit0 + q + 1);
-        mct_rq_out(&q0, a2 - z0, y0 + q + 2, mask, bit0 + q + 2);
-        mct_rq_out(&q0, a3 - z0, y0 + q + 3, mask, bit0 + q + 3);
-        mct_rq_out(&q1, b0 - z1, y1 + q, mask, bit1 + q);
-        mct_rq_out(&q1, b1 - z1, y1 + q + 1, mask, bit1 + q + 1);
-        mct_rq_out(&q1, b2 - z1, y1 + q + 2, mask, bit1 + q + 2);
-        mct_rq_out(&q1, b3 - z1, y1 + q + 3, mask, bit1 + q + 3);
-    }
-    for (; q < n; ++q) {
-        int32_t a = 0, b = 0;
-        for (int32_t i = 0; i < in_c; ++i) {
-            const int32_t xv = x[i * x_cs + q];
-            a += xv * mct_row_at(r0, i);
-            b += xv * mct_row_at(r1, i);
-        }
-        mct_rq_out(&q0, a - z0, y0 + q, mask, bit0 + q);
-        mct_rq_out(&q1, b - z1, y1 + q, mask, bit1 + q);
-    }
-}
-#undef MCT_PW_TWO
-
-#define MCT_PW_ONE(w_, i0, i1)                                                  \
-    for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
-        const int32_t u = (w_)[i];                                              \
-        a0 += xi[0] * u;                                                        \
-        a1 += xi[1] * u;                                                        \
-        a2 += xi[2] * u;                                                        \
-        a3 += xi[3] * u;                                                        \
-        a4 += xi[4] * u;                                                        \
-        a5 += xi[5] * u;                                                        \
-        a6 += xi[6] * u;                                                        \
-        a7 += xi[7] * u;                                                        \
-    }
-
-/* One output channel, 8 positions at a time. */
-static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r, const int8_t *x, int32_t x_cs,
-                          int32_t n, int8_t *y, uint8_t *mask, int32_t bit0) {
-    const int32_t in_c = p->in_c, split = mct_imin(r->split, in_c), z = zero_sum(p, r);
-    const mct_rq rq = mct_rq_of(p, o);
-    int32_t q = 0;
-    for (; q + 8 <= n; q += 8) {
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        const int8_t *xi = x + q;
-        MCT_PW_ONE(r->lo, 0, split)
-        MCT_PW_ONE(r->hi, split, in_c)
-        const int32_t sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        for (int32_t j = 0; j < 8; ++j) mct_rq_out(&rq, sums[j] - z, y + q + j, mask, bit0 + q + j);
-    }
-    for (; q < n; ++q) {
-        int32_t a = 0;
-        for (int32_t i = 0; i < in_c; ++i) a += x[i * x_cs + q] * mct_row_at(r, i);
-        mct_rq_out(&rq, a - z, y + q, mask, bit0 + q);
-    }
-}
-#undef MCT_PW_ONE
-
-void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
-                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
-#if MCT_SIMD || MCT_MVE
-#if MCT_SIMD
-    const int32_t done = mct_simd_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
-#else
-    const int32_t done = mct_mve_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
-#endif
-    x += done; /* the positions left over (fewer than 16, or 8) by the scalar loops below */
-    y += done;
-    bit0 += done;
-    n -= done;
-    if (n == 0) return;
-#endif
-    int32_t o = o0;
-    while (o < o1) {
-        const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
-        const mct_weight_row r0 = mct_row_of(&p->w, o);
-        if (o + 1 < o1) {
-            const mct_weight_row r1 = mct_row_of(&p->w, o + 1);
-            if (r1.split == r0.split) {
-                pointwise_two(p, o, &r0, &r1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
-                o += 2;
-                continue;
-            }
-        }
-        pointwise_one(p, o, &r0, x, x_cs, n, y + at, mask, bit);
-        o += 1;
-    }
-}
-
-void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
-                           int32_t bit0) {
-    const int32_t n = p->in_h * p->in_w;
-    mct_pointwise(p, o, o + 1, x, n, n, y_o, 0, mask, bit0, 0);
-}
-
-
 /* The window at column ix of the kh tap rows inside the input (rows[a] NULL: a padding row, skipped). */
 static int32_t window_inside(const int8_t *const *rows, int32_t ix, const int8_t *w, int32_t kh, int32_t kw) {
     int32_t sum = 0;
@@ -211,6 +58,25 @@ static int32_t depthwise_edge(const mct_conv *p, const int8_t *const *rows, cons
     return sum;
 }
 
+#if MCT_DSP
+/* Depthwise outputs whose sums are held at once: the multiply-accumulate loops store the sums of up to this
+ * many columns, requant_run requantizes them in a loop of its own (the two together ran out of registers:
+ * the weights and the requantization constants were reloaded from the stack for every output pair).
+ * 64 bytes of stack (16: the 26 interior columns of a 28-wide row, in the tests, take two runs). */
+#define MCT_DW_SUMS 16
+
+/* count outputs from their sums s[0..count): the constants in registers when y is given, no mask and the
+ * fast conditions hold; else mct_rq_out (y NULL: mask bits only). */
+static void requant_run(const mct_rq *q, const int32_t *s, int32_t count, int8_t *y, uint8_t *mask, int32_t bit) {
+    if (y == NULL || mask != NULL || !q->fast) {
+        for (int32_t j = 0; j < count; ++j) mct_rq_out(q, s[j], y != NULL ? y + j : NULL, mask, bit + j);
+        return;
+    }
+    const int32_t bias2 = q->bias2, m = q->multiplier, nudge = q->nudge, right = q->right;
+    for (int32_t j = 0; j < count; ++j) y[j] = (int8_t)__ssat(mct_dsp_requantize(s[j], bias2, m, nudge, right), 8);
+}
+#endif
+
 /* Interior columns [lo, hi) of a 3x3 depthwise row: the 9 weights held in locals (the compiler cannot
  * keep them in registers itself: the int8 stores to y may alias them as far as it knows). */
 static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const *rows, const int8_t *w, int32_t zsum,
@@ -219,24 +85,34 @@ static void depthwise3_inside(const mct_conv *p, int32_t c, const int8_t *const 
     const mct_rq q = mct_rq_of(p, c);
     int32_t ox = lo;
 #if MCT_DSP
+    int32_t sums[MCT_DW_SUMS];
     if (p->stride_w == 1) { /* two outputs per step */
         const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
-        for (; ox + 2 <= hi; ox += 2) {
-            const int32_t ix = ox - p->pad_left;
-            int32_t s0 = -zsum, s1 = -zsum;
-            mct_dsp_dw3_two(rows[0] + ix, rows[1] + ix, rows[2] + ix, &k, &s0, &s1);
-            mct_rq_out(&q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
-            mct_rq_out(&q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+        const int8_t *r0 = rows[0] - p->pad_left, *r1 = rows[1] - p->pad_left, *r2 = rows[2] - p->pad_left;
+        while (ox + 2 <= hi) {
+            const int32_t m = mct_imin(MCT_DW_SUMS, (hi - ox) & ~1);
+            for (int32_t j = 0; j < m; j += 2) {
+                int32_t s0 = -zsum, s1 = -zsum;
+                mct_dsp_dw3_two(r0 + ox + j, r1 + ox + j, r2 + ox + j, &k, &s0, &s1);
+                sums[j] = s0, sums[j + 1] = s1;
+            }
+            requant_run(&q, sums, m, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            ox += m;
         }
     } else if (p->stride_w == 2) { /* four outputs per step */
         const mct_dsp_dw3 k = mct_dsp_dw3_of(w);
-        for (; ox + 4 <= hi; ox += 4) {
-            const int32_t ix = 2 * ox - p->pad_left;
-            int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
-            mct_dsp_s2_row4(rows[0] + ix, k.w02[0], k.w1[0], s);
-            mct_dsp_s2_row4(rows[1] + ix, k.w02[1], k.w1[1], s);
-            mct_dsp_s2_row4(rows[2] + ix, k.w02[2], k.w1[2], s);
-            for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y != NULL ? y + ox + j : NULL, mask, bit0 + ox + j);
+        const int8_t *r0 = rows[0] - p->pad_left, *r1 = rows[1] - p->pad_left, *r2 = rows[2] - p->pad_left;
+        while (ox + 4 <= hi) {
+            const int32_t m = mct_imin(MCT_DW_SUMS / 2, (hi - ox) & ~3); /* the input span of s1's runs */
+            for (int32_t j = 0; j < m; j += 4) {
+                int32_t *s4 = sums + j;
+                s4[0] = s4[1] = s4[2] = s4[3] = -zsum;
+                mct_dsp_s2_row4(r0 + 2 * (ox + j), k.w02[0], k.w1[0], s4);
+                mct_dsp_s2_row4(r1 + 2 * (ox + j), k.w02[1], k.w1[1], s4);
+                mct_dsp_s2_row4(r2 + 2 * (ox + j), k.w02[2], k.w1[2], s4);
+            }
+            requant_run(&q, sums, m, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+            ox += m;
         }
     }
 #endif
@@ -266,18 +142,24 @@ static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8
             r[n++] = rows[a] - p->pad_left;
         }
     int32_t ox = lo;
-    for (; ox + 2 <= hi; ox += 2) {
-        int32_t s0 = -zsum, s1 = -zsum;
-        if (s == 2 && kw == 7)
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
-        else if (s == 2)
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two_s2(r[j] + 2 * ox, &k[j], &s0, &s1);
-        else if (kw == 7)
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + ox, &k[j], &s0, &s1);
-        else
-            for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + ox, &k[j], &s0, &s1);
-        mct_rq_out(q, s0, y != NULL ? y + ox : NULL, mask, bit0 + ox);
-        mct_rq_out(q, s1, y != NULL ? y + ox + 1 : NULL, mask, bit0 + ox + 1);
+    int32_t sums[MCT_DW_SUMS];
+    while (ox + 2 <= hi) {
+        const int32_t m = mct_imin(MCT_DW_SUMS, (hi - ox) & ~1);
+        for (int32_t i = 0; i < m; i += 2) {
+            const int32_t at = ox + i;
+            int32_t s0 = -zsum, s1 = -zsum;
+            if (s == 2 && kw == 7)
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two_s2(r[j] + 2 * at, &k[j], &s0, &s1);
+            else if (s == 2)
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two_s2(r[j] + 2 * at, &k[j], &s0, &s1);
+            else if (kw == 7)
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row7_two(r[j] + at, &k[j], &s0, &s1);
+            else
+                for (int32_t j = 0; j < n; ++j) mct_dsp_row5_two(r[j] + at, &k[j], &s0, &s1);
+            sums[i] = s0, sums[i + 1] = s1;
+        }
+        requant_run(q, sums, m, y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        ox += m;
     }
     return ox;
 }
@@ -294,11 +176,15 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
 #endif
     const int32_t kh = p->k, kw = p->kw, s = p->stride_w, pad = p->pad_left;
     int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
-    for (int32_t a = 0; a < kh; ++a) {
-        full &= rows[a] != NULL;
-        if (rows[a] != NULL)
-            for (int32_t b = 0; b < kw; ++b) wsum += w[a * kw + b];
-    }
+    for (int32_t a = 0; a < kh; ++a) full &= rows[a] != NULL;
+#if MCT_DSP
+    if (full) /* every row: the kernel's kh * kw weights in one run, four a load (a byte loop cost ~2 M of MCUNet) */
+        wsum = mct_dsp_sum_i8(w, kh * kw);
+    else
+#endif
+        for (int32_t a = 0; a < kh; ++a)
+            if (rows[a] != NULL)
+                for (int32_t b = 0; b < kw; ++b) wsum += w[a * kw + b];
     const int32_t zsum = p->x_zero * wsum;
     int32_t lo = p->out_w, hi = p->out_w; /* columns whose window is inside the input in x: [lo, hi) */
     if (p->in_w >= kw) {
@@ -326,8 +212,40 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
+#if MCT_DSP
+/* A depthwise channel whose plane, padded with x_zero on every side its windows reach past, fits this many
+ * bytes is copied so padded (a stack array: its frame is never nested in pointwise_wide's larger one, so
+ * the stack high-water mark does not grow) and run as all interior columns of full rows: the padding's
+ * terms (x_zero - x_zero) * w are 0, so the sums are the bounded ones exactly, on the DSP row paths
+ * instead of depthwise_edge's bounded loop (a 7x7 on 8 columns has 6 edge columns of 8). */
+#define MCT_DW_PADDED 2048
+
+static int32_t depthwise_channel_padded(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c,
+                                        uint8_t *mask, int32_t bit0) {
+    const int32_t top = p->pad, left = p->pad_left;
+    const int32_t h = mct_imax(p->in_h + top, (p->out_h - 1) * p->stride + p->k);
+    const int32_t w = mct_imax(p->in_w + left, (p->out_w - 1) * p->stride_w + p->kw);
+    if (top < 0 || left < 0 || p->k > MCT_MAX_K || h * w > MCT_DW_PADDED) return 0;
+    int8_t plane[MCT_DW_PADDED];
+    memset(plane, p->x_zero, (size_t)(h * w));
+    for (int32_t r = 0; r < p->in_h; ++r)
+        memcpy(plane + (top + r) * w + left, x_c + r * p->in_w, (size_t)p->in_w);
+    mct_conv q = *p; /* the same conv on the padded plane: no padding, every window inside */
+    q.in_h = h, q.in_w = w, q.pad = 0, q.pad_left = 0;
+    const int8_t *rows[MCT_MAX_K];
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        for (int32_t a = 0; a < p->k; ++a) rows[a] = plane + (oy * p->stride + a) * w;
+        mct_depthwise_row(&q, c, rows, y_c != NULL ? y_c + oy * p->out_w : NULL, mask, bit0 + oy * p->out_w);
+    }
+    return 1;
+}
+#endif
+
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
                            int32_t bit0) {
+#if MCT_DSP
+    if (depthwise_channel_padded(p, c, x_c, y_c, mask, bit0)) return;
+#endif
     const int8_t *rows[MCT_MAX_K];
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad;
@@ -391,21 +309,61 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
     }
 }
 
-/* Expanded channel c into the scratch (H*W bytes), then depthwise channel c from it: the expanded
- * tensor is never whole. */
-void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
-                             uint8_t *mask, int8_t *scratch) {
-    const int32_t out_n = dw->out_h * dw->out_w;
-    mct_clear_bits(mask, dw->out_c * out_n);
-    for (int32_t c = 0; c < dw->out_c; ++c) {
-        mct_pointwise_channel(expand, c, x, scratch, NULL, 0);
-        mct_depthwise_channel(dw, c, scratch, y + c * out_n, mask, c * out_n);
-    }
+/* A residual add's rescaled operands depend on one int8 each (mct_add: MBQM((a - a_zero) << left_shift)):
+ * over a tensor of at least MCT_ADD_TABLE elements their 256 values each are made once, in two stack tables
+ * (2 KB; mct_add_tensors is an op of its own, never nested in pointwise_wide's larger frame, so the stack
+ * high-water mark does not grow), and each element costs one MBQM instead of three. */
+#define MCT_ADD_TABLE 1024
+
+/* mct_add's last steps from its two rescaled operands (the same integers). */
+static inline int8_t add_of_scaled(int32_t sa, int32_t sb, const mct_add_params *p, uint8_t *inside) {
+    const int64_t v = (int64_t)mct_mbqm(sa + sb, p->out_multiplier, p->out_shift) + p->out_zero;
+    *inside = (uint8_t)((v > p->qmin) && (v < p->qmax));
+    return mct_clamp_i8(v, p->qmin, p->qmax);
 }
+
+#if MCT_DSP
+/* The tables' elements through mct_dsp_requantize (sum = sa + sb, no bias) when its conditions hold: |sa|,
+ * |sb| < 2^28 (so |sa + sb| < 2^29), the output shift in [-22, -1], a multiplier other than INT32_MIN, an
+ * int8 zero point. v is then MBQM(sa + sb) + out_zero exactly (mct_add has no int16 clamp to leave out).
+ * Returns 0 (nothing done) otherwise. */
+static int32_t add_dsp(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a,
+                       const int8_t *b, int8_t *y, uint8_t *mask, int32_t n) {
+    int32_t ok = p->out_shift <= -1 && p->out_shift >= -22 && p->out_multiplier != INT32_MIN && p->out_zero >= -128
+                 && p->out_zero <= 127;
+    for (int32_t v = 0; v < 256 && ok; ++v)
+        ok = ta[v] < (1 << 28) && ta[v] > -(1 << 28) && tb[v] < (1 << 28) && tb[v] > -(1 << 28);
+    if (!ok) return 0;
+    const int32_t right = -p->out_shift, m = p->out_multiplier, qmin = p->qmin, qmax = p->qmax;
+    const int32_t nudge = ((int32_t)1 << (right - 1)) + p->out_zero * ((int32_t)1 << right);
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t v = mct_dsp_requantize(ta[a[i] + 128] + tb[b[i] + 128], 0, m, nudge, right);
+        y[i] = (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
+        if (mask != NULL) mct_put_bit(mask, i, (uint8_t)((v > qmin) & (v < qmax)));
+    }
+    return 1;
+}
+#endif
 
 void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
                      int32_t n) {
     mct_clear_bits(mask, n);
+    if (n >= MCT_ADD_TABLE) {
+        int32_t ta[256], tb[256]; /* index: the int8 value + 128 */
+        for (int32_t v = -128; v < 128; ++v) {
+            ta[v + 128] = mct_mbqm((v - p->a_zero) * (1 << p->left_shift), p->a_multiplier, p->a_shift);
+            tb[v + 128] = mct_mbqm((v - p->b_zero) * (1 << p->left_shift), p->b_multiplier, p->b_shift);
+        }
+#if MCT_DSP
+        if (add_dsp(p, ta, tb, a, b, y, mask, n)) return;
+#endif
+        for (int32_t i = 0; i < n; ++i) {
+            uint8_t inside;
+            y[i] = add_of_scaled(ta[a[i] + 128], tb[b[i] + 128], p, &inside);
+            mct_put_bit(mask, i, inside);
+        }
+        return;
+    }
     for (int32_t i = 0; i < n; ++i) {
         uint8_t inside;
         y[i] = mct_add(a[i], b[i], p, &inside);
