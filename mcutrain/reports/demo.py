@@ -139,6 +139,6 @@ def markdown(r: dict) -> str:
     lines += ["", "![training](training.png)", "", "![search](search.png)", "",
               "![memory](memory/memory.png)", "",
               "Files: `summary.json` (every number), `scheme.json` (the searched scheme, usable with "
-              "`mcutrain compile --scheme`), `model-int8.safetensors`, `host/` and the core's folder, e.g. `cortex-m7/` (the generated "
-              "C and its builds), `memory/` (graph, timelines, plot)."]
+              "`mcutrain compile --scheme`), `model-int8.safetensors`, `host/` and the core's folder, e.g. "
+              "`cortex-m7/` (the generated C and its builds), `memory/` (graph, timelines, plot)."]
     return "\n".join(lines)
