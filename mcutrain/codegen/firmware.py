@@ -63,7 +63,7 @@ from mcutrain.codegen.host import CFLAGS, accumulate_of, kernels_of, read_manife
 from mcutrain.io.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["BOARD_FILES", "DEFAULT_CORE", "M7_CFLAGS", "MemoryMap", "MemoryOverflowError", "QemuRun", "STM32F746",
-           "ToolMissingError", "UNDER_256KB", "build_firmware", "cflags_of", "elf_footprint", "object_footprint",
+           "ToolMissingError", "build_firmware", "cflags_of", "elf_footprint", "object_footprint",
            "op_profile", "run_qemu",
            "schedule_ops", "tools_available"]
 
@@ -85,7 +85,7 @@ LINK_FLAGS = ("--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
 LIBS = ("-lm", "-lc", "-lgcc")
 SETUP_HINT = "install them with `make system` (scripts/setup_system.sh)"
 
-INSTRUCTIONS_PER_TICK = 40  # the M7's board (mps2-an500): timer at 25 MHz, 1 ns per instruction; see cores.py
+INSTRUCTIONS_PER_TICK = CORES[DEFAULT_CORE].instructions_per_tick  # the M7's board: 40 (25 MHz timer, cores.py)
 INPUT_NAME = "mct_input.bin"
 INPUT_MAGIC, INPUT_VERSION = 0x4954434D, 1  # "MCTI"
 FLAG_EVAL_BEFORE, FLAG_EVAL_AFTER = 1, 2
@@ -98,7 +98,6 @@ SRAM_SECTIONS = (".data", ".bss")
 
 
 STM32F746 = CORES[DEFAULT_CORE].part
-UNDER_256KB = MemoryMap("256kb-sram", 1024 * 1024, 256 * 1024)
 
 
 def strict_map(core: Core) -> MemoryMap | None:
