@@ -197,7 +197,7 @@ def update_factor(lr: float, qas) -> tuple[np.ndarray, np.ndarray]:
     """``c = fl32(lr * qas[k])`` as exact ``(m_c, x_c)`` int64, ``c = m_c * 2**x_c``, ``|m_c| < 2**24``."""
     c = np.float32(lr) * np.asarray(qas, dtype=np.float32)  # one IEEE float32 multiply per channel
     q, e = np.frexp(c.astype(np.float64))
-    return (q * 2.0**FRACTION_BITS).astype(np.int64), e.astype(np.int64) - FRACTION_BITS
+    return (q * 2.0**FRACTION_BITS).astype(np.int64), np.where(c == 0, 0, e.astype(np.int64) - FRACTION_BITS)
 
 
 def shift_round(p, s, r=None) -> np.ndarray:

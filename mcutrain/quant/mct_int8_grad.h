@@ -1,0 +1,205 @@
+/* mct_int8_grad.h: the C99 side of mcutrain/quant/int8_grad.py (the integer backward, --backward int8).
+ *
+ * A gradient tensor is int8 g[] with an int32 exponent e: its values are g * 2^e. Every function here
+ * computes exactly what its Python namesake defines (see that module's docstring), so the generated C
+ * equals the NumPy reference and the PyTorch simulation bit for bit. tests/quant/test_c_parity_int8_grad.py
+ * compiles this header with gcc (undefined-behaviour sanitizer on) and checks it against the Python.
+ *
+ * Integer only: no float anywhere except mct_g8_update_factor (one float32 multiply per trained
+ * channel, soft-float on a core without FPU) and mct_g8_from_double (the K loss-gradient values).
+ * Requires what mct_int8.h requires (two's complement, arithmetic >> of negative integers).
+ */
+#ifndef MCT_INT8_GRAD_H
+#define MCT_INT8_GRAD_H
+
+#include <math.h>
+#include <stdint.h>
+
+#define MCT_G8_MAX 127
+#define MCT_G8_ZERO_EXPONENT 0
+#define MCT_G8_ALIGN_LIMIT 40
+#define MCT_G8_STEP_LIMIT_BITS 33
+#define MCT_G8_FRACTION_BITS 24
+
+/* p * 2^n for n >= 0 without shifting a negative number (undefined in C99); the caller keeps it in range. */
+static inline int64_t mct_g8_lift(int64_t p, int32_t n) { return p * ((int64_t)1 << n); }
+
+/* floor(p * 2^-s + 1/2), s >= 0, |p| < 2^62. */
+static inline int64_t mct_g8_round_half_up(int64_t p, int32_t s) {
+    return s == 0 ? p : (p + ((int64_t)1 << (s - 1))) >> s;
+}
+
+/* The smallest s (any sign) with peak <= 127 * 2^s; peak > 0. */
+static inline int32_t mct_g8_shift_for(uint64_t peak) {
+    int32_t s = 0;
+    while (peak > ((uint64_t)MCT_G8_MAX << s)) ++s;
+    if (s > 0) return s;
+    while ((peak << 1) <= MCT_G8_MAX) {
+        peak <<= 1;
+        --s;
+    }
+    return s;
+}
+
+static inline uint64_t mct_g8_abs64(int64_t v) { return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; }
+
+/* Round acc[i] * 2^-shift to int8 (shift of any sign; the result fits by construction). */
+static inline int8_t mct_g8_shifted(int64_t acc, int32_t shift) {
+    if (shift <= 0) return (int8_t)mct_g8_lift(acc, -shift);
+    return (int8_t)mct_g8_round_half_up(acc, shift > 62 ? 62 : shift);
+}
+
+/* normalize(acc * 2^e): out may be (int8_t *)acc (each byte is written after its word was read).
+ * Returns the exponent E. */
+static inline int32_t mct_g8_normalize32(const int32_t *acc, int32_t n, int32_t e, int8_t *out) {
+    uint64_t peak = 0;
+    for (int32_t i = 0; i < n; ++i) {
+        const uint64_t a = mct_g8_abs64(acc[i]);
+        if (a > peak) peak = a;
+    }
+    if (peak == 0) {
+        for (int32_t i = 0; i < n; ++i) out[i] = 0;
+        return MCT_G8_ZERO_EXPONENT;
+    }
+    const int32_t shift = mct_g8_shift_for(peak);
+    for (int32_t i = 0; i < n; ++i) out[i] = mct_g8_shifted(acc[i], shift);
+    return e + shift;
+}
+
+/* normalize(g * mask * m[c] * 2^(e + sh[c])) over channels x plane elements (channel-major); one
+ * factor for all channels when per_channel is 0. mask: one bit per element (NULL: all set). out may be g. */
+static inline int32_t mct_g8_scale(const int8_t *g, int32_t e, const uint8_t *mask, const int32_t *m,
+                                   const int32_t *sh, int32_t per_channel, int32_t channels, int32_t plane,
+                                   int8_t *out) {
+    int32_t top = 0, live = 0;
+    for (int32_t c = 0; c < channels; ++c) { /* pass 1: the exponent the largest value needs */
+        const int32_t k = per_channel ? c : 0;
+        uint64_t peak = 0;
+        for (int32_t q = 0; q < plane; ++q) {
+            const int32_t i = c * plane + q;
+            const int32_t v = (mask == 0 || ((mask[i >> 3] >> (i & 7)) & 1)) ? g[i] : 0;
+            const uint64_t a = mct_g8_abs64((int64_t)v * m[k]);
+            if (a > peak) peak = a;
+        }
+        if (peak == 0) continue;
+        const int32_t need = e + sh[k] + mct_g8_shift_for(peak);
+        if (!live || need > top) top = need;
+        live = 1;
+    }
+    for (int32_t c = 0; c < channels; ++c) { /* pass 2: each channel shifted by its own amount */
+        const int32_t k = per_channel ? c : 0;
+        const int32_t shift = top - e - sh[k];
+        for (int32_t q = 0; q < plane; ++q) {
+            const int32_t i = c * plane + q;
+            const int32_t v = (mask == 0 || ((mask[i >> 3] >> (i & 7)) & 1)) ? g[i] : 0;
+            out[i] = live ? mct_g8_shifted((int64_t)v * m[k], shift) : 0;
+        }
+    }
+    return live ? top : MCT_G8_ZERO_EXPONENT;
+}
+
+/* add_grads: normalize(a + b) of two canonical gradient tensors; out may be a or b. Returns E. */
+static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, int32_t eb, int32_t n, int8_t *out) {
+    int any_a = 0, any_b = 0;
+    for (int32_t i = 0; i < n; ++i) {
+        any_a |= a[i] != 0;
+        any_b |= b[i] != 0;
+    }
+    if (!any_a || !any_b) { /* the other one, already canonical (an all-zero tensor has exponent 0) */
+        const int8_t *src = any_a ? a : b;
+        for (int32_t i = 0; i < n; ++i) out[i] = src[i];
+        return any_a ? ea : (any_b ? eb : MCT_G8_ZERO_EXPONENT);
+    }
+    if (ea < eb) { /* a is the one with the larger exponent */
+        const int8_t *t = a;
+        const int32_t te = ea;
+        a = b, ea = eb, b = t, eb = te;
+    }
+    const int sticky = ea - eb > MCT_G8_ALIGN_LIMIT;
+    const int32_t lo = sticky ? ea - MCT_G8_ALIGN_LIMIT : eb, lift = ea - lo;
+    uint64_t peak = 0;
+    for (int32_t pass = 0; pass < 2; ++pass) {
+        const int32_t shift = pass ? mct_g8_shift_for(peak) : 0;
+        for (int32_t i = 0; i < n; ++i) {
+            const int64_t bv = sticky ? (b[i] > 0) - (b[i] < 0) : b[i];
+            const int64_t v = mct_g8_lift(a[i], lift) + bv;
+            if (!pass) {
+                const uint64_t av = mct_g8_abs64(v);
+                if (av > peak) peak = av;
+            } else {
+                out[i] = mct_g8_shifted(v, shift);
+            }
+        }
+        if (!pass && peak == 0) { /* a + b == 0 everywhere */
+            for (int32_t i = 0; i < n; ++i) out[i] = 0;
+            return MCT_G8_ZERO_EXPONENT;
+        }
+    }
+    return lo + mct_g8_shift_for(peak);
+}
+
+/* The K loss-gradient values (exact dyadic doubles) normalized: frexp finds the exponent, the scaling
+ * by a power of two and the +0.5 are exact. Returns E. */
+static inline int32_t mct_g8_from_double(const double *v, int32_t n, int8_t *out) {
+    double peak = 0.0;
+    for (int32_t i = 0; i < n; ++i) {
+        const double a = fabs(v[i]);
+        if (a > peak) peak = a;
+    }
+    if (peak == 0.0) {
+        for (int32_t i = 0; i < n; ++i) out[i] = 0;
+        return MCT_G8_ZERO_EXPONENT;
+    }
+    int e;
+    (void)frexp(peak / MCT_G8_MAX, &e);
+    if (peak <= MCT_G8_MAX * ldexp(1.0, e - 1)) --e;
+    if (peak > MCT_G8_MAX * ldexp(1.0, e)) ++e;
+    for (int32_t i = 0; i < n; ++i) out[i] = (int8_t)floor(ldexp(v[i], -e) + 0.5);
+    return e;
+}
+
+/* c = fl32(lr * qas) as m * 2^x exactly (|m| < 2^24). */
+static inline void mct_g8_update_factor(float lr, float qas, int32_t *m, int32_t *x) {
+    const float c = lr * qas;
+    int e;
+    const double q = frexp((double)c, &e);
+    *m = (int32_t)(q * 16777216.0); /* exact: a float32 mantissa has 24 bits */
+    *x = c == 0.0f ? 0 : e - MCT_G8_FRACTION_BITS;
+}
+
+/* floor(p * 2^-s + u), u = (r >> 8) * 2^-24 (stochastic) or 1/2 (stochastic == 0), exactly; |p| < 2^62.
+ * s < 0 saturates at +-2^33; s > 62 first floors p by s - 62. */
+static inline int64_t mct_g8_shift_round(int64_t p, int32_t s, uint32_t r, int stochastic) {
+    if (s < 0) {
+        const int64_t limit = (int64_t)1 << MCT_G8_STEP_LIMIT_BITS;
+        const int32_t n = -s > MCT_G8_STEP_LIMIT_BITS + 1 ? MCT_G8_STEP_LIMIT_BITS + 1 : -s;
+        if (mct_g8_abs64(p) >= (uint64_t)(limit >> n)) return p > 0 ? limit : (p < 0 ? -limit : 0);
+        return mct_g8_lift(p, n);
+    }
+    if (s > 62) {
+        p >>= (s - 62 > 63 ? 63 : s - 62);
+        s = 62;
+    }
+    if (s == 0) return p;
+    const int64_t q = p >> s;
+    const uint64_t rem = (uint64_t)(p - mct_g8_lift(q, s)); /* in [0, 2^s) */
+    if (!stochastic) return q + (rem >= ((uint64_t)1 << (s - 1)));
+    const uint64_t need = ((uint64_t)1 << MCT_G8_FRACTION_BITS) - (r >> 8);
+    const int carry = s <= MCT_G8_FRACTION_BITS ? (rem << (MCT_G8_FRACTION_BITS - s)) >= need
+                                                : rem >= (need << (s - MCT_G8_FRACTION_BITS));
+    return q + carry;
+}
+
+/* One weight: clamp(w + sround(-m * grad, -(x + e), r), -127, 127). */
+static inline int8_t mct_g8_update_weight(int8_t w, int32_t grad, int32_t e, int32_t m, int32_t x, uint32_t r) {
+    const int64_t v = (int64_t)w + mct_g8_shift_round(-(int64_t)m * grad, -(x + e), r, 1);
+    return (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
+}
+
+/* One bias: sat32(b + floor(-m * grad * 2^(x + e) + 1/2)). */
+static inline int32_t mct_g8_update_bias(int32_t b, int32_t grad, int32_t e, int32_t m, int32_t x) {
+    const int64_t v = (int64_t)b + mct_g8_shift_round(-(int64_t)m * grad, -(x + e), 0, 0);
+    return v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
+}
+
+#endif
