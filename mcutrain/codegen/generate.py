@@ -80,13 +80,16 @@ __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "KERNE
            "unsupported_kinds"]
 
 HERE = Path(__file__).parent
-KERNEL_SOURCES = ("mct_kernels.c", "mct_pointwise.c", "mct_backward.c", "mct_graph_ops.c")  # single-op kernels
+KERNEL_SOURCES = ("mct_kernels.c", "mct_pointwise.c", "mct_backward.c", "mct_backward8.c",
+                  "mct_graph_ops.c")  # single-op kernels
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", **{name: HERE / "c" / name for name in KERNEL_SOURCES},
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
                 "mct_dsp.h": HERE / "c" / "mct_dsp.h", "mct_simd.h": HERE / "c" / "mct_simd.h",
                 "mct_mve.h": HERE / "c" / "mct_mve.h",
                 "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
-                "mct_int8.h": HERE.parent / "quant" / "mct_int8.h"}
+                "mct_backward8.h": HERE / "c" / "mct_backward8.h",
+                "mct_int8.h": HERE.parent / "quant" / "mct_int8.h",
+                "mct_int8_grad.h": HERE.parent / "quant" / "mct_int8_grad.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
 SOURCES = ("model.c", *KERNEL_SOURCES, "mct_fused.c", "mct_fused_grad.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)

@@ -6,7 +6,7 @@
  * compiles this header with gcc (undefined-behaviour sanitizer on) and checks it against the Python.
  *
  * Integer only: no float anywhere except mct_g8_update_factor (one float32 multiply per trained
- * channel, soft-float on a core without FPU) and mct_g8_from_double (the K loss-gradient values).
+ * channel, soft-float on a core without FPU) and mct_g8_from_products (the K loss-gradient values).
  * Requires what mct_int8.h requires (two's complement, arithmetic >> of negative integers).
  */
 #ifndef MCT_INT8_GRAD_H
@@ -138,13 +138,13 @@ static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, i
     return lo + mct_g8_shift_for(peak);
 }
 
-/* The K loss-gradient values (exact dyadic doubles) normalized: frexp finds the exponent, the scaling
- * by a power of two and the +0.5 are exact. Returns E. */
-static inline int32_t mct_g8_from_double(const double *v, int32_t n, int8_t *out) {
+/* The K loss-gradient values a[i] * b[i] (two float32 arrays: the product is exact in float64)
+ * normalized: frexp finds the exponent; the scaling by a power of two and the +0.5 are exact. Returns E. */
+static inline int32_t mct_g8_from_products(const float *a, const float *b, int32_t n, int8_t *out) {
     double peak = 0.0;
     for (int32_t i = 0; i < n; ++i) {
-        const double a = fabs(v[i]);
-        if (a > peak) peak = a;
+        const double v = fabs((double)a[i] * (double)b[i]);
+        if (v > peak) peak = v;
     }
     if (peak == 0.0) {
         for (int32_t i = 0; i < n; ++i) out[i] = 0;
@@ -154,7 +154,7 @@ static inline int32_t mct_g8_from_double(const double *v, int32_t n, int8_t *out
     (void)frexp(peak / MCT_G8_MAX, &e);
     if (peak <= MCT_G8_MAX * ldexp(1.0, e - 1)) --e;
     if (peak > MCT_G8_MAX * ldexp(1.0, e)) ++e;
-    for (int32_t i = 0; i < n; ++i) out[i] = (int8_t)floor(ldexp(v[i], -e) + 0.5);
+    for (int32_t i = 0; i < n; ++i) out[i] = (int8_t)floor(ldexp((double)a[i] * (double)b[i], -e) + 0.5);
     return e;
 }
 
@@ -191,13 +191,13 @@ static inline int64_t mct_g8_shift_round(int64_t p, int32_t s, uint32_t r, int s
 }
 
 /* One weight: clamp(w + sround(-m * grad, -(x + e), r), -127, 127). */
-static inline int8_t mct_g8_update_weight(int8_t w, int32_t grad, int32_t e, int32_t m, int32_t x, uint32_t r) {
+static inline int8_t mct_g8_update_weight_element(int8_t w, int32_t grad, int32_t e, int32_t m, int32_t x, uint32_t r) {
     const int64_t v = (int64_t)w + mct_g8_shift_round(-(int64_t)m * grad, -(x + e), r, 1);
     return (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
 }
 
 /* One bias: sat32(b + floor(-m * grad * 2^(x + e) + 1/2)). */
-static inline int32_t mct_g8_update_bias(int32_t b, int32_t grad, int32_t e, int32_t m, int32_t x) {
+static inline int32_t mct_g8_update_bias_element(int32_t b, int32_t grad, int32_t e, int32_t m, int32_t x) {
     const int64_t v = (int64_t)b + mct_g8_shift_round(-(int64_t)m * grad, -(x + e), 0, 0);
     return v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
 }

@@ -33,7 +33,6 @@ int main(void) {
     static int32_t acc[MAX_N], m[MAX_N], sh[MAX_N];
     static int8_t g[MAX_N], h[MAX_N], out[MAX_N];
     static uint8_t mask[MAX_N / 8];
-    static double d[MAX_N];
     char op[16];
     while (scanf("%15s", op) == 1) {
         int32_t n, e, f;
@@ -56,14 +55,15 @@ int main(void) {
             if (scanf("%" SCNd32 " %" SCNd32 " %" SCNd32, &n, &e, &eb) != 3 || n > MAX_N || !read_i8s(g, n) ||
                 !read_i8s(h, n)) return 2;
             print_g8(mct_g8_add(g, e, h, eb, n, out), out, n);
-        } else if (!strcmp(op, "dbl")) { /* doubles as uint64 bit patterns */
+        } else if (!strcmp(op, "prod")) { /* two float32 arrays as uint32 bit patterns */
+            static float fa[MAX_N], fb[MAX_N];
             if (scanf("%" SCNd32, &n) != 1 || n > MAX_N) return 2;
-            for (int32_t i = 0; i < n; ++i) {
-                uint64_t bits;
-                if (scanf("%" SCNu64, &bits) != 1) return 2;
-                memcpy(&d[i], &bits, sizeof bits);
+            for (int32_t i = 0; i < 2 * n; ++i) {
+                uint32_t bits;
+                if (scanf("%" SCNu32, &bits) != 1) return 2;
+                memcpy(i < n ? &fa[i] : &fb[i - n], &bits, sizeof bits);
             }
-            print_g8(mct_g8_from_double(d, n, out), out, n);
+            print_g8(mct_g8_from_products(fa, fb, n, out), out, n);
         } else if (!strcmp(op, "sround")) {
             int64_t p;
             int32_t s, stochastic;
@@ -84,11 +84,11 @@ int main(void) {
             uint32_t r;
             if (scanf("%" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNu32, &w, &grad, &e, &fm, &fx,
                       &r) != 6) return 2;
-            printf("%d\n", (int)mct_g8_update_weight((int8_t)w, grad, e, fm, fx, r));
+            printf("%d\n", (int)mct_g8_update_weight_element((int8_t)w, grad, e, fm, fx, r));
         } else if (!strcmp(op, "ub")) {
             int32_t b, grad, fm, fx;
             if (scanf("%" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNd32, &b, &grad, &e, &fm, &fx) != 5) return 2;
-            printf("%" PRId32 "\n", mct_g8_update_bias(b, grad, e, fm, fx));
+            printf("%" PRId32 "\n", mct_g8_update_bias_element(b, grad, e, fm, fx));
         } else {
             return 3;
         }
