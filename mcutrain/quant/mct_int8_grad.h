@@ -98,31 +98,37 @@ static inline int32_t mct_g8_scale(const int8_t *g, int32_t e, const uint8_t *ma
     return live ? top : MCT_G8_ZERO_EXPONENT;
 }
 
-/* add_grads: normalize(a + b) of two canonical gradient tensors; out may be a or b. Returns E. */
-static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, int32_t eb, int32_t n, int8_t *out) {
+/* Element k of a gradient operand: an array, or values computed on demand (a kernel's rounded result that
+ * has no buffer of its own, recomputed in each pass). */
+typedef int8_t (*mct_g8_at)(const void *src, int32_t k);
+
+static inline int8_t mct_g8_array_at(const void *src, int32_t k) { return ((const int8_t *)src)[k]; }
+
+/* add_grads on two operands given as accessors: normalize(a + b) of canonical gradient tensors. Three passes
+ * (which are live, the peak, the values); out may be either operand's array (element k is written after
+ * both operands' element k were read, and never read again). Returns E. */
+static inline int32_t mct_g8_add_by(mct_g8_at a_at, const void *a, int32_t ea, mct_g8_at b_at, const void *b,
+                                    int32_t eb, int32_t n, int8_t *out) {
     int any_a = 0, any_b = 0;
     for (int32_t i = 0; i < n; ++i) {
-        any_a |= a[i] != 0;
-        any_b |= b[i] != 0;
+        any_a |= a_at(a, i) != 0;
+        any_b |= b_at(b, i) != 0;
     }
     if (!any_a || !any_b) { /* the other one, already canonical (an all-zero tensor has exponent 0) */
-        const int8_t *src = any_a ? a : b;
-        for (int32_t i = 0; i < n; ++i) out[i] = src[i];
+        for (int32_t i = 0; i < n; ++i) out[i] = any_a ? a_at(a, i) : b_at(b, i);
         return any_a ? ea : (any_b ? eb : MCT_G8_ZERO_EXPONENT);
     }
-    if (ea < eb) { /* a is the one with the larger exponent */
-        const int8_t *t = a;
-        const int32_t te = ea;
-        a = b, ea = eb, b = t, eb = te;
-    }
-    const int sticky = ea - eb > MCT_G8_ALIGN_LIMIT;
-    const int32_t lo = sticky ? ea - MCT_G8_ALIGN_LIMIT : eb, lift = ea - lo;
+    const int a_big = ea >= eb; /* the operand with the larger exponent is lifted, the other may be sticky */
+    const int32_t big = a_big ? ea : eb, small = a_big ? eb : ea;
+    const int sticky = big - small > MCT_G8_ALIGN_LIMIT;
+    const int32_t lo = sticky ? big - MCT_G8_ALIGN_LIMIT : small, lift = big - lo;
     uint64_t peak = 0;
     for (int32_t pass = 0; pass < 2; ++pass) {
         const int32_t shift = pass ? mct_g8_shift_for(peak) : 0;
         for (int32_t i = 0; i < n; ++i) {
-            const int64_t bv = sticky ? (b[i] > 0) - (b[i] < 0) : b[i];
-            const int64_t v = mct_g8_lift(a[i], lift) + bv;
+            const int64_t va = a_at(a, i), vb = b_at(b, i);
+            const int64_t hi = a_big ? va : vb, low = a_big ? vb : va;
+            const int64_t v = mct_g8_lift(hi, lift) + (sticky ? (low > 0) - (low < 0) : low);
             if (!pass) {
                 const uint64_t av = mct_g8_abs64(v);
                 if (av > peak) peak = av;
@@ -136,6 +142,11 @@ static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, i
         }
     }
     return lo + mct_g8_shift_for(peak);
+}
+
+/* add_grads: normalize(a + b) of two canonical gradient tensors; out may be a or b. Returns E. */
+static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, int32_t eb, int32_t n, int8_t *out) {
+    return mct_g8_add_by(mct_g8_array_at, a, ea, mct_g8_array_at, b, eb, n, out);
 }
 
 /* The K loss-gradient values a[i] * b[i] (two float32 arrays: the product is exact in float64)

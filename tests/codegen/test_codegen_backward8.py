@@ -36,9 +36,10 @@ static mct_conv conv_of(const int32_t *g, const int8_t *w) {
     return p;
 }
 
-int32_t grad_x(const int32_t *g, const int8_t *w, const int8_t *g_out, int32_t e, int32_t *acc, int8_t *out) {
+int32_t grad_x(const int32_t *g, const int8_t *w, const int8_t *g_out, int32_t e, const int8_t *init,
+               int32_t e_init, int8_t *out, int8_t *scratch) {
     const mct_conv p = conv_of(g, w);
-    return mct_g8_conv2d_grad_x(&p, g_out, e, acc, out);
+    return mct_g8_conv2d_grad_x(&p, g_out, e, init, e_init, out, scratch);
 }
 
 void grad_w(const int32_t *g, const int8_t *x, const int8_t *g_out, int32_t *out) {
@@ -56,9 +57,9 @@ static mct_linear linear_of(int32_t in_f, int32_t out_f, int32_t x_zero, const i
     return p;
 }
 
-int32_t linear_x(int32_t in_f, int32_t out_f, const int8_t *w, const int8_t *g, int32_t e, int32_t *acc, int8_t *out) {
+int32_t linear_x(int32_t in_f, int32_t out_f, const int8_t *w, const int8_t *g, int32_t e, int8_t *out) {
     const mct_linear p = linear_of(in_f, out_f, 0, w);
-    return mct_g8_linear_grad_x(&p, g, e, acc, out);
+    return mct_g8_linear_grad_x(&p, g, e, out);
 }
 
 void linear_w(int32_t in_f, int32_t out_f, int32_t x_zero, const int8_t *g, const int8_t *x, int32_t *out) {
@@ -109,10 +110,19 @@ def test_conv_gradients_equal_the_spec(lib, case):
     exact = input_grad(x.shape, torch.from_numpy(weight.astype(np.float64)), torch.from_numpy(g.astype(np.float64)),
                        (sh, sw), groups, pads).numpy()
     want_g, want_e = ig.normalize_int(exact.astype(np.int64), e)
-    acc, gx = np.zeros(x.size, np.int32), np.zeros(x.shape, np.int8)
-    got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(g), e, ptr(acc), ptr(gx))
+    gx = np.zeros(x.shape, np.int8)
+    got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(g), e, None, 0, ptr(gx), None)
     assert (got_e, gx.tolist()) == (want_e, want_g.tolist())
-    assert np.array_equal(acc, exact.reshape(-1).astype(np.int64))  # the exact sums, before rounding hides them
+    if kind == "pointwise":  # accumulated into a fan-out's gradient, in place: add_grads(init, that)
+        init, e_init = ig.normalize_int(rng.integers(-(2**12), 2**12, x.shape), int(rng.integers(-60, 0)))
+        want_sum = ig.add_grads(init, e_init, want_g, want_e)
+        got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(g), e, ptr(init), e_init, ptr(init), None)
+        assert (got_e, init.tolist()) == (want_sum[1], want_sum[0].tolist())
+    if kind == "depthwise" and (h, w) == (ho, wo):  # in place over its gradient, through one channel
+        g_copy = g.copy()
+        got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(g_copy), e, None, 0, ptr(g_copy),
+                           ptr(np.zeros(h * w, np.int8)))
+        assert (got_e, g_copy.tolist()) == (want_e, want_g.tolist())
 
     xz = torch.from_numpy(x.astype(np.float64) - 5)
     want_w = partial_weight_grad(xz, torch.from_numpy(weight.astype(np.float64)), torch.from_numpy(g.astype(np.float64)),
@@ -128,8 +138,8 @@ def test_classifier_gradients_equal_the_spec(lib):
     w = rng.integers(-127, 128, (k, features)).astype(np.int8)
     x = rng.integers(-128, 128, features).astype(np.int8)
     g, e = ig.normalize_int(rng.integers(-1000, 1000, k), -20)
-    acc, out = np.zeros(features, np.int32), np.zeros(features, np.int8)
-    got_e = lib.linear_x(features, k, ptr(w), ptr(g), e, ptr(acc), ptr(out))
+    out = np.zeros(features, np.int8)
+    got_e = lib.linear_x(features, k, ptr(w), ptr(g), e, ptr(out))
     want_g, want_e = ig.normalize_int(g.astype(np.int64) @ w.astype(np.int64), e)
     assert (got_e, out.tolist()) == (want_e, want_g.tolist())
     gw = np.zeros((k, features), np.int32)

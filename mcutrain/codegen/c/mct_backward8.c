@@ -2,12 +2,6 @@
  * the DSP forms can come later without changing a bit, since every sum is exact. */
 #include "mct_backward8.h"
 
-int32_t mct_g8_softmax_ce(const float *logits, const float *scale, int32_t k, int32_t label, float *loss,
-                          float *grad, int8_t *out) {
-    mct_softmax_ce(logits, k, label, loss, grad);
-    return mct_g8_from_products(grad, scale, k, out);
-}
-
 /* sum over the taps of ranges ra x rb of w[a][b] * g_o[oy][ox], int32 (mct_tap_range_sum's order; exact). */
 static int32_t tap_range_sum8(const int8_t *w, int32_t kw, int32_t sh, int32_t sw, const int8_t *g_o, int32_t out_w,
                               const mct_tap_range *ra, const mct_tap_range *rb) {
@@ -26,41 +20,60 @@ static int32_t transpose_tap_sum8(const mct_conv *p, const int8_t *w, const int8
     return tap_range_sum8(w, p->kw, p->stride, p->stride_w, g_o, p->out_w, &ra, &rb);
 }
 
-static void pointwise_grad_x8(const mct_conv *p, const int8_t *g, int32_t *acc) {
-    const int32_t n = p->in_h * p->in_w;
-    memset(acc, 0, (size_t)p->in_c * (size_t)n * sizeof *acc);
-    for (int32_t o = 0; o < p->out_c; ++o) {
-        const mct_weight_row w = mct_row_of(&p->w, o);
-        const int8_t *g_o = g + o * n;
-        for (int32_t i = 0; i < p->in_c; ++i) {
-            const int32_t wi = mct_row_at(&w, i);
-            int32_t *acc_i = acc + i * n;
-            for (int32_t q = 0; q < n; ++q) acc_i[q] += wi * g_o[q];
-        }
+/* Input-gradient element (i, q) of a conv: the exact int32 sum of the transposed conv at input channel i,
+ * position q (1x1 convs: over the output channels; others: over their taps, mct_transpose_tap_sum's). */
+static int32_t grad_x_element8(const mct_conv *p, const int8_t *g, int32_t i, int32_t q) {
+    const int32_t out_n = p->out_h * p->out_w;
+    if (mct_is_pointwise(p)) {
+        int32_t sum = 0;
+        for (int32_t o = 0; o < p->out_c; ++o) sum += (int32_t)*mct_weight_at(&p->w, o, i) * g[o * out_n + q];
+        return sum;
+    }
+    const int32_t y = q / p->in_w, x = q % p->in_w;
+    if (p->groups > 1) return transpose_tap_sum8(p, mct_weight_at(&p->w, i, 0), g + i * out_n, y, x);
+    int32_t sum = 0;
+    for (int32_t o = 0; o < p->out_c; ++o) sum += transpose_tap_sum8(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
+    return sum;
+}
+
+/* The rounded input gradient as an operand with no buffer: element k recomputed and shifted on demand. */
+typedef struct {
+    const mct_conv *p;
+    const int8_t *g;
+    int32_t shift;
+} rounded_grad_x;
+
+static int8_t rounded_grad_x_at(const void *src, int32_t k) {
+    const rounded_grad_x *r = (const rounded_grad_x *)src;
+    const int32_t in_n = r->p->in_h * r->p->in_w;
+    return mct_g8_shifted(grad_x_element8(r->p, r->g, k / in_n, k % in_n), r->shift);
+}
+
+/* Pass 2 of an input gradient: each channel into scratch (one channel) first when out is g (an in-place
+ * depthwise conv reads only its own channel, so a channel may be written once it is computed whole). */
+static void write_grad_x(const rounded_grad_x *r, int8_t *out, int8_t *scratch) {
+    const int32_t in_n = r->p->in_h * r->p->in_w;
+    for (int32_t c = 0; c < r->p->in_c; ++c) {
+        int8_t *dst = scratch != NULL ? scratch : out + c * in_n;
+        for (int32_t q = 0; q < in_n; ++q) dst[q] = rounded_grad_x_at(r, c * in_n + q);
+        if (scratch != NULL) memcpy(out + c * in_n, scratch, (size_t)in_n);
     }
 }
 
-static void spatial_grad_x8(const mct_conv *p, const int8_t *g, int32_t *acc) {
-    const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
-    for (int32_t i = 0; i < p->in_c; ++i)
-        for (int32_t y = 0; y < p->in_h; ++y)
-            for (int32_t x = 0; x < p->in_w; ++x) {
-                int32_t sum = 0;
-                if (p->groups > 1)
-                    sum = transpose_tap_sum8(p, mct_weight_at(&p->w, i, 0), g + i * out_n, y, x);
-                else
-                    for (int32_t o = 0; o < p->out_c; ++o)
-                        sum += transpose_tap_sum8(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
-                acc[i * in_n + y * p->in_w + x] = sum;
-            }
-}
-
-int32_t mct_g8_conv2d_grad_x(const mct_conv *p, const int8_t *g, int32_t e, int32_t *acc, int8_t *out) {
-    if (mct_is_pointwise(p))
-        pointwise_grad_x8(p, g, acc);
-    else
-        spatial_grad_x8(p, g, acc);
-    return mct_g8_normalize32(acc, p->in_c * p->in_h * p->in_w, e, out);
+int32_t mct_g8_conv2d_grad_x(const mct_conv *p, const int8_t *g, int32_t e, const int8_t *init, int32_t e_init,
+                             int8_t *out, int8_t *scratch) {
+    const int32_t in_n = p->in_h * p->in_w, n = p->in_c * in_n;
+    uint64_t peak = 0;
+    for (int32_t k = 0; k < n; ++k) { /* pass 1: the peak of the exact sums */
+        const uint64_t a = mct_g8_abs64(grad_x_element8(p, g, k / in_n, k % in_n));
+        if (a > peak) peak = a;
+    }
+    const rounded_grad_x r = {p, g, peak ? mct_g8_shift_for(peak) : 0};
+    const int32_t e_r = peak ? e + r.shift : MCT_G8_ZERO_EXPONENT;
+    if (init != NULL) /* add_grads(init, the rounded gradient): out may be init */
+        return mct_g8_add_by(mct_g8_array_at, init, e_init, rounded_grad_x_at, &r, e_r, n, out);
+    write_grad_x(&r, out, scratch);
+    return e_r;
 }
 
 /* sum over the output positions whose input (oy * s - pad + a, ox * s - pad + b) is inside of
@@ -101,13 +114,25 @@ void mct_g8_conv2d_grad_b(const int8_t *g, int32_t channels, int32_t plane, int3
     }
 }
 
-int32_t mct_g8_linear_grad_x(const mct_linear *p, const int8_t *g, int32_t e, int32_t *acc, int8_t *out) {
+static int32_t linear_grad_x_element8(const mct_linear *p, const int8_t *g, int32_t c) {
+    int32_t sum = 0;
+    for (int32_t k = 0; k < p->out_features; ++k) sum += (int32_t)g[k] * *mct_weight_at(&p->w, k, c);
+    return sum;
+}
+
+int32_t mct_g8_linear_grad_x(const mct_linear *p, const int8_t *g, int32_t e, int8_t *out) {
+    uint64_t peak = 0;
     for (int32_t c = 0; c < p->in_features; ++c) {
-        int32_t sum = 0;
-        for (int32_t k = 0; k < p->out_features; ++k) sum += (int32_t)g[k] * *mct_weight_at(&p->w, k, c);
-        acc[c] = sum;
+        const uint64_t a = mct_g8_abs64(linear_grad_x_element8(p, g, c));
+        if (a > peak) peak = a;
     }
-    return mct_g8_normalize32(acc, p->in_features, e, out);
+    if (peak == 0) {
+        memset(out, 0, (size_t)p->in_features);
+        return MCT_G8_ZERO_EXPONENT;
+    }
+    const int32_t shift = mct_g8_shift_for(peak);
+    for (int32_t c = 0; c < p->in_features; ++c) out[c] = mct_g8_shifted(linear_grad_x_element8(p, g, c), shift);
+    return e + shift;
 }
 
 void mct_g8_linear_grad_w(const mct_linear *p, const int8_t *g, const int8_t *x, int32_t *out) {

@@ -13,14 +13,12 @@
 #include "mct_int8_grad.h"
 #include "mct_kernels.h"
 
-/* Loss: softmax - onehot (float32 into grad [k], mct_softmax_ce), times the float32 logit scale in
- * float64 (exact), normalized into out [k]. Returns E. */
-int32_t mct_g8_softmax_ce(const float *logits, const float *scale, int32_t k, int32_t label, float *loss,
-                          float *grad, int8_t *out);
-
-/* The input gradient of a conv: acc (int32 scratch, in_c * in_h * in_w; may be out's storage viewed as
- * int32 when it is that large) = conv_transpose(w, g), normalized into out. Returns E. */
-int32_t mct_g8_conv2d_grad_x(const mct_conv *p, const int8_t *g, int32_t e, int32_t *acc, int8_t *out);
+/* The input gradient of a conv: normalize(conv_transpose(w, g)) into out, in two passes over the exact
+ * int32 sums (the peak, then the values): no buffer beyond out. With init (1x1 convs, accumulated):
+ * add_grads(init, that), out may be init. scratch (one input channel, int8) when out is g: an in-place
+ * depthwise conv. Returns E. */
+int32_t mct_g8_conv2d_grad_x(const mct_conv *p, const int8_t *g, int32_t e, const int8_t *init, int32_t e_init,
+                             int8_t *out, int8_t *scratch);
 /* The weight gradient of the kept slice [rows][cols][taps] (depthwise: [rows][1][taps]); x holds the
  * kept input channels (or all). */
 void mct_g8_conv2d_grad_w(const mct_conv *p, const int8_t *x, const int8_t *g, int32_t rows, int32_t cols,
@@ -28,7 +26,7 @@ void mct_g8_conv2d_grad_w(const mct_conv *p, const int8_t *x, const int8_t *g, i
 void mct_g8_conv2d_grad_b(const int8_t *g, int32_t channels, int32_t plane, int32_t *out);
 
 /* The classifier: g is the gradient of its int32 accumulator (the logit scale already in it). */
-int32_t mct_g8_linear_grad_x(const mct_linear *p, const int8_t *g, int32_t e, int32_t *acc, int8_t *out);
+int32_t mct_g8_linear_grad_x(const mct_linear *p, const int8_t *g, int32_t e, int8_t *out);
 void mct_g8_linear_grad_w(const mct_linear *p, const int8_t *g, const int8_t *x, int32_t *out);
 void mct_g8_linear_grad_b(const mct_linear *p, const int8_t *g, int32_t *out);
 
