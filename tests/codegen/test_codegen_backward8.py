@@ -165,3 +165,18 @@ def test_updates_equal_the_spec(lib):
     lib.update(ptr(w), ptr(b), ptr(qas), ctypes.c_float(lr), rows, cols, ptr(g), ptr(gb), e, step)
     assert np.array_equal(w, want_w) and np.array_equal(b, want_b)
     assert np.array_equal(w[2], w0[2]) and not np.array_equal(w, w0)  # the frozen row alone stays
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_in_place_depthwise_input_gradient_goes_through_one_channel(lib, k):
+    """A stride-1 'same' depthwise conv written over its own gradient: the result must equal the out-of-place one."""
+    rng = np.random.default_rng(k)
+    c, h, w = 4, 6, 7
+    weight = rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8)
+    g, e = ig.normalize_int(rng.integers(-(2**15), 2**15, (1, c, h, w)), -9)
+    geometry = np.array([c, h, w, c, h, w, k, 1, k // 2, c, k, 1, k // 2, 0], np.int32)
+    want = np.zeros(g.shape, np.int8)
+    want_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(g), e, None, 0, ptr(want), None)
+    inplace = g.copy()
+    got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(inplace), e, None, 0, ptr(inplace), ptr(np.zeros(h * w, np.int8)))
+    assert got_e == want_e and np.array_equal(inplace, want)
