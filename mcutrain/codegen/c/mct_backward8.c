@@ -189,3 +189,33 @@ void mct_g8_update_bias(const mct_update *u, const int32_t *g, int32_t e) {
         u->b[r] = mct_g8_update_bias_element(u->b[r], g[r], e, m, x);
     }
 }
+
+/* Each weight-gradient element is applied as soon as it is computed (final on its own): no buffer. */
+void mct_g8_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8_t *x, const int8_t *g, int32_t e,
+                                 uint32_t step) {
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    const int32_t in_n = p->in_h * p->in_w, out_n = p->out_h * p->out_w;
+    for (int32_t r = 0; r < u->rows; ++r) {
+        int32_t m, xf;
+        mct_g8_update_factor(*u->lr, u->qas[r], &m, &xf);
+        for (int32_t c = 0; c < u->cols; ++c)
+            for (int32_t t = 0; t < u->inner; ++t) {
+                const int32_t i = (r * u->cols + c) * u->inner + t, channel = p->groups > 1 ? r : c;
+                const int32_t grad = grad_w_element8(p, x + channel * in_n, g + r * out_n, t / p->kw, t % p->kw);
+                u->w[i] = mct_g8_update_weight_element(u->w[i], grad, e, m, xf, mct_stream_word(key, (uint32_t)i));
+            }
+    }
+}
+
+void mct_g8_linear_grad_w_update(const mct_linear *p, const mct_update *u, const int8_t *g, const int8_t *x, int32_t e,
+                                 uint32_t step) {
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
+    for (int32_t k = 0; k < u->rows; ++k) {
+        int32_t m, xf;
+        mct_g8_update_factor(*u->lr, u->qas[k], &m, &xf);
+        for (int32_t c = 0; c < u->cols; ++c) {
+            const int32_t i = k * u->cols + c, grad = (int32_t)g[k] * ((int32_t)x[c] - p->x_zero);
+            u->w[i] = mct_g8_update_weight_element(u->w[i], grad, e, m, xf, mct_stream_word(key, (uint32_t)i));
+        }
+    }
+}

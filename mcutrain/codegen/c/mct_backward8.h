@@ -40,5 +40,10 @@ int32_t mct_g8_grad_sum(const int8_t *const *terms, const int32_t *exponents, in
 /* The updates of one parameter's trained slice (mct_update's layout), from its int32 gradient at e. */
 void mct_g8_update_weight(const mct_update *u, const int32_t *g, int32_t e, uint32_t step);
 void mct_g8_update_bias(const mct_update *u, const int32_t *g, int32_t e);
+/* The weight gradient applied element by element as mct_g8_update_weight applies it: never stored. */
+void mct_g8_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const int8_t *x, const int8_t *g, int32_t e,
+                                 uint32_t step);
+void mct_g8_linear_grad_w_update(const mct_linear *p, const mct_update *u, const int8_t *g, const int8_t *x, int32_t e,
+                                 uint32_t step);
 
 #endif
