@@ -105,7 +105,7 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
             data: str | None = None, seed: int = 0, whole_image: bool = False, report: PathLike | None = None,
             target: str | None = None, out: PathLike | None = None, accumulate: str | None = None,
             kernels: str | None = None, profile: bool = False, sram_kb: int | None = None,
-            flash_kb: int | None = None) -> CompiledProgram:
+            flash_kb: int | None = None, backward: str = "float32") -> CompiledProgram:
     """Compile one batch-1 training step of ``model`` (an int8 model file, or a zoo name / architecture
     .json file with random weights: memory does not depend on them) under ``scheme``, and report SRAM,
     Flash and the inference-only peak (``mcutrain compile``). ``lr``: the rate compiled into the update
@@ -116,11 +116,13 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
     ``accumulate``: the C backward's accumulators, None for the default "float32" on the FPU, or
     "float64", the audit mode bit-equal to the NumPy reference executor;
     ``kernels``: the forward's, "dsp" or "portable", None: the target's default, dsp on the cores with the DSP
-    extension)."""
+    extension); ``backward``: "float32" (default) or "int8", the integer backward (issue 16: int8 gradients
+    with a power-of-two exponent, fixed-point updates; the NumPy reference runs it, the C does not yet))."""
     from mcutrain.train import model_kind as mk
 
     name_arg, out_arg = path_of(model), optional_path(out)
     _check_target_flags(target, out_arg, accumulate, profile)
+    _check_backward(backward, target)
     for flag, kb in (("--sram-kb", sram_kb), ("--flash-kb", flash_kb)):
         if kb is not None and not 1 <= kb <= MAX_MEMORY_KB:
             raise McutrainError(f"{flag} {kb}: give 1 to {MAX_MEMORY_KB} KiB")
@@ -136,7 +138,7 @@ def compile(model: PathLike, scheme: PathLike, *, resolution: int = 0, lr: float
     lr, lr_choice = _compiled_lr(lr, qmodel, data, path_of(scheme), seed, target)
     name, side = mk.label(qmodel, name_arg), mk.resolution_of(qmodel)
     print(f"compiling {name} @ {side_text(side)} with {plan.scheme} ...", file=sys.stderr)
-    program = _build(mk.engine_model(mk.prepared(qmodel, plan)), plan, lr, seed, target, whole_image)
+    program = _build(mk.engine_model(mk.prepared(qmodel, plan)), plan, lr, seed, target, whole_image, backward)
     summary = _summary(program, name, side, plan.scheme, lr, lr_choice)
     if report is not None:
         from mcutrain.engine.reports import write_reports
@@ -168,14 +170,27 @@ def _check_target_flags(target: str | None, out: str | None, accumulate: str | N
                             f"(got --target {target})")
 
 
-def _build(engine_model: Any, plan: Any, lr: float, seed: int, target: str | None, whole_image: bool) -> Any:
+def _check_backward(backward: str, target: str | None) -> None:
+    """Before any work: a known mode, and one the C target generates when a target is asked for."""
+    from mcutrain.engine.passes.options import BACKWARDS
+
+    if backward not in BACKWARDS:
+        raise McutrainError(f"--backward {backward}: choose from {', '.join(BACKWARDS)}")
+    if target is not None:
+        from mcutrain.codegen.generate import check_backward
+
+        check_backward(backward)
+
+
+def _build(engine_model: Any, plan: Any, lr: float, seed: int, target: str | None, whole_image: bool,
+           backward: str = "float32") -> Any:
     if target:
         from mcutrain.codegen import compile_for_codegen
 
-        return compile_for_codegen(engine_model, plan, lr=lr, seed=seed)
+        return compile_for_codegen(engine_model, plan, lr=lr, seed=seed, backward=backward)
     from mcutrain.engine.compile import compile_training
 
-    return compile_training(engine_model, plan, lr=lr, seed=seed, stream_input=not whole_image)
+    return compile_training(engine_model, plan, lr=lr, seed=seed, stream_input=not whole_image, backward=backward)
 
 
 def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
@@ -185,7 +200,7 @@ def _summary(program: Any, name: str, side: Any, scheme: str, lr: float,
     r = program.report
     return {
         "model": name, "resolution": side, "scheme": scheme, "lr": lr,
-        "lr_auto": lr_choice,
+        "lr_auto": lr_choice, "backward": program.options.backward,
         "peak_sram_bytes": r["total_sram_bytes"], "arena_bytes": r["arena_bytes"],
         "trainable_sram_bytes": r["trainable_bytes"], "mask_bytes": r["mask_bytes"],
         "flash_bytes": r["flash_bytes"], "inference_peak_bytes": r["inference_arena_bytes"],

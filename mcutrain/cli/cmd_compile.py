@@ -78,6 +78,10 @@ def register(subparsers) -> None:
                         "for cortex-m7; docs/firmware.md lists them)")
     p.add_argument("--flash-kb", type=int, default=d["flash_kb"],
                    help="Flash of the core's memory map in KiB (default: its typical part's, e.g. 1024 for cortex-m7)")
+    p.add_argument("--backward", choices=("float32", "int8"), default=d["backward"],
+                   help="the backward's arithmetic: float32 (default) or int8 (integer gradients with a per-tensor "
+                        "power-of-two exponent, int32 parameter gradients, fixed-point updates: no FPU needed; "
+                        "the NumPy reference runs it, --target cannot generate its C yet)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -86,6 +90,6 @@ def run(args) -> int:
     result = compile(args.model, args.scheme, resolution=args.resolution, lr=args.lr, data=args.data, seed=args.seed,
                      whole_image=args.whole_image, report=args.report, target=args.target, out=args.out,
                      accumulate=args.accumulate, kernels=args.kernels, profile=args.profile, sram_kb=args.sram_kb,
-                     flash_kb=args.flash_kb)
+                     flash_kb=args.flash_kb, backward=args.backward)
     emit(args, result.to_dict(), lambda _: result.text())
     return 0

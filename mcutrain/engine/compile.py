@@ -92,18 +92,19 @@ def plan_stage(graph: Graph, planner: Callable[..., Plan] = plan_best) -> Stage:
 
 def compile_training(qmodel: QModel | QGraph, plan: UpdatePlan, *, lr: float, seed: int,
                      passes: Sequence[Pass] = PIPELINE, stream_input: bool = True,
-                     row_fusion: str = "auto") -> Program:
+                     row_fusion: str = "auto", backward: str = "float32") -> Program:
     """Compile one SGD step at batch 1 (Int8Optimizer sgd, momentum 0, QAS, rule sr) for ``plan``.
 
     ``stream_input``: read the image row by row from its source (camera, DMA, host) instead of holding
     it whole in the arena (possible when only frozen layers read it); ``row_fusion``: how far the frozen
     forward prefix is run as row pipelines ("auto", "max", "off"; ``PassOptions``). ``passes`` exists
     for tests that compare the pipeline with and without a pass. ``qmodel`` may be an imported
-    graph (``QGraph``): its frontend is ``graph_from_qgraph``, the rest is the same.
+    graph (``QGraph``): its frontend is ``graph_from_qgraph``, the rest is the same. ``backward``:
+    "float32" or "int8" (the integer backward, ``PassOptions.backward``).
     """
     forward = graph_from_qgraph(qmodel, plan) if isinstance(qmodel, QGraph) else graph_from_qmodel(qmodel, plan)
     joint = differentiate(append_loss(forward), plan)
-    options = PassOptions(lr=lr, seed=seed, stream_input=stream_input, row_fusion=row_fusion)
+    options = PassOptions(lr=lr, seed=seed, stream_input=stream_input, row_fusion=row_fusion, backward=backward)
     return build_program(joint, forward, options, passes)
 
 

@@ -23,7 +23,13 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 ROLES = ("input", "label", "activation", "weight", "bias", "gradient", "mask", "state", "loss", "const")
-DTYPES = {"int8": 1, "uint8": 1, "int32": 4, "float32": 4, "int64": 8, "bit": 0}  # bytes per element; bit: packed
+DTYPES = {"int8": 1, "uint8": 1, "int32": 4, "float32": 4, "int64": 8, "bit": 0,  # bytes per element; bit: packed
+          "grad8": 1, "grad32": 4}  # integer gradients (``--backward int8``): + a GRAD_HEADER_BYTES header
+# An integer gradient tensor (quant.int8_grad) is its exponent E (int32, little endian) followed by the
+# payload: numel int8 (grad8: the value is g * 2**E) or int32 (grad32: a parameter gradient, unrounded);
+# the header first keeps an int32 payload 4-byte aligned at any 4-aligned offset.
+GRAD_DTYPES = {"grad8": "int8", "grad32": "int32"}  # payload element type
+GRAD_HEADER_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class TensorInfo:
     def nbytes(self) -> int:
         if self.dtype == "bit":
             return (self.numel + 7) // 8
-        return self.numel * DTYPES[self.dtype]
+        header = GRAD_HEADER_BYTES if self.dtype in GRAD_DTYPES else 0
+        return header + self.numel * DTYPES[self.dtype]
 
     def type_str(self) -> str:
         q = f" q(s={self.scale:.4g},z={self.zero})" if self.scale is not None else ""

@@ -25,7 +25,7 @@ from mcutrain.engine.autodiff import VJP, VJP_RULES
 from mcutrain.engine.executor.arena_kernels import ARENA_KERNELS
 from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.lifetimes import SCRATCH_RULES
-from mcutrain.engine.ops import OUTPUT_TYPES
+from mcutrain.engine.ops import INT8_BACKWARD_TYPES, OUTPUT_TYPES
 from mcutrain.engine.passes.inplace import INPLACE_RULES
 
 __all__ = ["NO_VJP", "OpKind", "incomplete", "registry"]
@@ -40,6 +40,7 @@ NO_VJP: dict[str, str] = {
                               "requant_grad", "conv2d_grad_x", "conv2d_grad_w", "conv2d_grad_b", "grad_sum",
                               "update_weight", "update_bias", "conv2d_grad_w_update", "linear_grad_w_update",
                               "tfl_avgpool_grad", "tfl_maxpool_grad", "reshape_grad")},
+    **{k: _BACKWARD for k in INT8_BACKWARD_TYPES},
 }
 
 

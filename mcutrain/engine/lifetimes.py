@@ -110,6 +110,7 @@ def _block_backward(graph: Graph, op) -> int:
 
 
 SCRATCH_RULES = {"conv2d": _depthwise_channel, "conv2d_grad_x": _depthwise_channel,
+                 "conv2d_grad_x8": _depthwise_channel,
                  "pointwise_depthwise": _expanded_channel, "mbconv_rows": _row_pipeline,
                  "mbconv_grad": _block_backward}
 

@@ -16,6 +16,10 @@ Backward (fp32):  linear_grad_x, linear_grad_w, linear_grad_b, avgpool_grad, add
 Update:           update_weight, update_bias   (no outputs: they write a trainable parameter)
 Fused (update):   conv2d_grad_w_update, linear_grad_w_update   (weight gradient + update, no buffer)
 Fused (backward): mbconv_grad   (a block's backward through its expanded channels, channel by channel)
+Backward (int8):  loss_grad8, requant_grad8, add_grad8, avgpool_grad8, conv2d_grad_x8, conv2d_grad_w8,
+                  conv2d_grad_b8, grad_sum8, linear_grad_x8, linear_grad_w8, linear_grad_b8, reshape_grad8,
+                  tfl_maxpool_grad8, tfl_avgpool_grad8; update_weight8, update_bias8, conv2d_grad_w_update8,
+                  linear_grad_w_update8   (``--backward int8``: see "The integer backward" below)
 
 Operands and meaning (batch 1; ``g`` = fp32 gradients w.r.t. integer-domain values; DESIGN.md s. 3):
   conv2d(x, w, b, multiplier, shift) -> y [, mask]     mask = qmin < v < qmax (bit, v before the clamp)
@@ -99,6 +103,47 @@ stream (seed, step, tensor_id) for element ``i`` of the slice in C order. Produc
 order written (the simulation's).
 An op with the attribute ``inplace=i`` writes its first output over its input ``i`` (same bytes):
 set by the in-place pass only where that input dies at the op, so executors may rely on it.
+
+The integer backward (``PassOptions.backward == "int8"``, issue 16; arithmetic: ``mcutrain.quant.int8_grad``,
+the NumPy kernels in ``executor/int8_kernels`` call it; made from the float ops by ``passes/int8_backward``).
+Gradient dtypes (``ir.GRAD_DTYPES``), at any 4-aligned arena offset, little endian:
+  grad8   [int32 E][numel x int8 g]   value g * 2**E, canonical (normalize: |g| <= 127, max|g| >= 64 unless
+                                      all zero, then E = 0); nbytes = 4 + numel
+  grad32  [int32 E][numel x int32 G]  a parameter gradient, unrounded (E: its g_acc's); nbytes = 4 + 4 numel
+Factor operands ``F`` are int32 [2, n] constants: F[0] = m, F[1] = sh (``grad_multiplier`` of the float
+path's float32 factor widened to float64: real ~= m * 2**sh); n = 1 is one factor for every element.
+Step operands ``S`` are int32 [2, k] constants: S[0] = m_c, S[1] = x_c (``update_factor(lr, qas)`` per kept row).
+  loss_grad8(g_logits fp32 [1, K], logit_scale fp32 [K]) -> grad8 [1, K]
+                                              = normalize(float64(g) * float64(scale)) (exact product)
+  requant_grad8(g_y, mask, F[2, C or 1]) -> g_acc = scale_grad(g, E, F[0], F[1], mask, channel axis 1)
+  add_grad8(g_y, mask, F[2, 2]) -> (scale_grad(g, E, F[0,0], F[1,0], mask), scale_grad(.., F[0,1], F[1,1], mask))
+  avgpool_grad8(g_y [N, C](,1,1), mask, F[2, 1]){input_shape} -> scale_grad(g, E, F, mask) [N, C] spread
+                                              unchanged (same E) over H x W
+  conv2d_grad_x8(g_acc, w [, init]){conv2d_grad_x's} -> normalize_int(conv_transpose(w, g_acc), E) (int32 sums,
+                                              exact); with init: add_grads(init, that)
+  conv2d_grad_w8(x_kept, g_acc){conv2d_grad_w's} -> grad32: correlate(x_kept - x_zero, g_acc) at E
+  conv2d_grad_b8(g_acc) -> grad32 [C]: sum over positions at E
+  grad_sum8(g_1, ..., g_n) -> add_grads(...add_grads(add_grads(g_1, g_2), g_3)..., g_n)  (left fold, reading order)
+  linear_grad_x8(g8, w) -> normalize_int(g @ w, E);  linear_grad_w8(g8, x){x_zero} -> grad32 g^T (x - x_zero)
+  linear_grad_b8(g8) -> grad32 sum over the batch of g          (g8: loss_grad8's output, E its exponent)
+  reshape_grad8(g_y){reshape_grad's} -> the payload permuted as reshape_grad, same E (a view when it keeps order)
+  tfl_maxpool_grad8(g_y, mask, x){tfl_maxpool_grad's} -> normalize_int(g*mask summed at each window's first max, E)
+  tfl_avgpool_grad8(g_y, mask, F[2, OH*OW]){tfl_avgpool_grad's} -> normalize_int(sum over windows of
+                                              g*mask*(F[0,p] << (F[1,p] - min F[1])), E + min F[1])
+                                              (F per output position p: fl32(ratio / n_p))
+  update_weight8(w, G grad32, S){seed, tensor_id, rule, kept_shape, lr}
+                                              w[kept] <- update_weight(w[kept], G, E, S[0], S[1], r): r = word i
+                                              of the stream (seed, step, tensor_id) for element i of the kept
+                                              slice in C order (the float rule's words)
+  update_bias8(b, G grad32, S){..., kept_shape}   b[:k] <- update_bias(b[:k], G, E, S[0], S[1])
+  conv2d_grad_w_update8(w, x_kept, g_acc, S), linear_grad_w_update8(w, g8, x, S)
+                                              the grad32 weight gradient applied as update_weight8, element
+                                              by element (each G element is final on its own): never stored
+Every int8 kernel that normalizes needs the peak of its whole result before it writes an element: on
+the device it computes the result twice (peak, then values) or holds it; no scratch is planned for it.
+In place as the float kinds (requant_grad8, add_grad8, grad_sum8, conv2d_grad_x8 over init or, depthwise,
+over g_acc with a one-channel scratch; reshape_grad8 a view). The block backward (mbconv_grad) is not
+made in int8 mode (v1).
 """
 
 from __future__ import annotations
@@ -314,6 +359,33 @@ def _no_outputs(g: Graph, op: Op) -> list[tuple[Shape, str]]:
     return []
 
 
+def _as_dtype(rule: Callable[[Graph, Op], list[tuple[Shape, str]]], dtype: str) -> Callable:
+    """The float rule's shapes with another dtype: an int8-backward kind's outputs (``grad8``/``grad32``)."""
+    return lambda g, op: [(shape, dtype) for shape, _ in rule(g, op)]
+
+
+INT8_BACKWARD_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
+    "loss_grad8": _as_dtype(_float_like(0), "grad8"),
+    "requant_grad8": _as_dtype(_float_like(0), "grad8"),
+    "add_grad8": _as_dtype(_add_grad, "grad8"),
+    "avgpool_grad8": _as_dtype(_avgpool_grad, "grad8"),
+    "conv2d_grad_x8": _as_dtype(_conv2d_grad_x, "grad8"),
+    "conv2d_grad_w8": _as_dtype(_conv2d_grad_w, "grad32"),
+    "conv2d_grad_b8": _as_dtype(_conv2d_grad_b, "grad32"),
+    "grad_sum8": _as_dtype(_float_like(0), "grad8"),
+    "linear_grad_x8": _as_dtype(_linear_grad_x, "grad8"),
+    "linear_grad_w8": _as_dtype(_linear_grad_w, "grad32"),
+    "linear_grad_b8": _as_dtype(_linear_grad_b, "grad32"),
+    "tfl_avgpool_grad8": _as_dtype(_avgpool_grad, "grad8"),
+    "tfl_maxpool_grad8": _as_dtype(_avgpool_grad, "grad8"),
+    "reshape_grad8": _as_dtype(_avgpool_grad, "grad8"),
+    "update_weight8": _no_outputs,
+    "update_bias8": _no_outputs,
+    "conv2d_grad_w_update8": _no_outputs,
+    "linear_grad_w_update8": _no_outputs,
+}
+
+
 OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "conv2d": _conv2d,
     "pointwise_depthwise": _pointwise_depthwise,
@@ -345,4 +417,5 @@ OUTPUT_TYPES: dict[str, Callable[[Graph, Op], list[tuple[Shape, str]]]] = {
     "tfl_avgpool_grad": _avgpool_grad,
     "tfl_maxpool_grad": _avgpool_grad,
     "reshape_grad": _avgpool_grad,
+    **INT8_BACKWARD_TYPES,
 }

@@ -27,8 +27,9 @@ from typing import Mapping
 import numpy as np
 
 from mcutrain.engine.executor.arena_kernels import ARENA_KERNELS
+from mcutrain.engine.executor.int8_kernels import GradTensor
 from mcutrain.engine.executor.kernels import KERNELS
-from mcutrain.engine.ir import TensorInfo
+from mcutrain.engine.ir import GRAD_DTYPES, GRAD_HEADER_BYTES, TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes, storage_roots
 from mcutrain.engine.memory import check_plan
 from mcutrain.engine.passes.fuse_backward import update_ops
@@ -59,7 +60,12 @@ class Arena:
                 offset = stage.plan.offsets[f"{op.name}.scratch"]
                 self.scratch[op.name] = np.frombuffer(self.memory, np.uint8, size, offset)
 
-    def _view(self, info: TensorInfo, offset: int) -> np.ndarray:
+    def _view(self, info: TensorInfo, offset: int):
+        if info.dtype in GRAD_DTYPES:  # the exponent (int32), then the payload: ir.GRAD_HEADER_BYTES
+            header = np.frombuffer(self.memory, np.int32, 1, offset)
+            payload = np.frombuffer(self.memory, np.dtype(GRAD_DTYPES[info.dtype]), info.numel,
+                                    offset + GRAD_HEADER_BYTES)
+            return header, payload.reshape(info.shape)
         if info.dtype == "bit":
             return np.frombuffer(self.memory, np.uint8, info.nbytes, offset)
         return np.frombuffer(self.memory, np.dtype(info.dtype), info.numel, offset).reshape(info.shape)
@@ -70,12 +76,17 @@ class Arena:
     def read(self, name: str) -> np.ndarray:
         """The tensor's current value (a view; bit masks unpacked to a new bool array)."""
         info, view = self.infos[name], self.views[name]
+        if info.dtype in GRAD_DTYPES:
+            return GradTensor(view[1], int(view[0][0]))
         if info.dtype == "bit":
             return np.unpackbits(view, count=info.numel, bitorder="little").reshape(info.shape).astype(bool)
         return view
 
     def write(self, name: str, value: np.ndarray) -> None:
         info, view = self.infos[name], self.views[name]
+        if info.dtype in GRAD_DTYPES:
+            self._write_grad(name, info, value)
+            return
         value = np.asarray(value)
         if value.shape != info.shape:
             raise ValueError(f"{name}: value of shape {value.shape} for a tensor {info.type_str()}")
@@ -83,6 +94,14 @@ class Arena:
             view[...] = np.packbits(value.astype(bool).ravel(), bitorder="little")
         else:
             view[...] = value
+
+
+    def _write_grad(self, name: str, info: TensorInfo, value) -> None:
+        header, payload = self.views[name]
+        if not isinstance(value, GradTensor) or value.shape != info.shape:
+            raise ValueError(f"{name}: {type(value).__name__} {getattr(value, 'shape', '')} for {info.type_str()}")
+        payload[...] = value.g
+        header[0] = value.e
 
 
 class RowSource:

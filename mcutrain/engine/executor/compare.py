@@ -68,6 +68,21 @@ def run_engine(executor: Executor, images: np.ndarray, labels: np.ndarray) -> Tr
     return Trace(losses, executor.parameters())
 
 
+def engine_steps(qmodel, plan: UpdatePlan, images: np.ndarray, labels: np.ndarray, *, lr: float, seed: int,
+                 backward: str = "int8") -> list[dict[str, np.ndarray]]:
+    """Every parameter after each step of the NumPy executor (batch 1, one image per step), compiled
+    from ``qmodel`` (a QModel or QGraph) and ``plan`` with ``backward``: the hook a cross-check with
+    the simulation's int8 mode compares step by step (``qmodel_params`` names the same parameters)."""
+    from mcutrain.engine.compile import compile_training
+
+    executor = Executor(compile_training(qmodel, plan, lr=lr, seed=seed, backward=backward))
+    after = []
+    for image, label in zip(images, labels):
+        executor.train_step(image, int(label))
+        after.append(executor.parameters())
+    return after
+
+
 def differences(engine: Trace, reference: Trace, initial: dict[str, np.ndarray]) -> dict:
     """How far the engine's run is from the reference, and how much training moved the parameters.
 

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mcutrain.engine.executor.graph_kernels import GRAPH_KERNELS
+from mcutrain.engine.executor.int8_kernels import INT8_KERNELS
 from mcutrain.engine.ir import Op
 from mcutrain.engine.ops import conv_geometry, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
@@ -383,3 +384,4 @@ KERNELS: dict[str, Kernel] = {
     "linear_grad_w_update": linear_grad_w_update,
 }
 KERNELS.update(GRAPH_KERNELS)  # the TFLite ops of imported graphs (their own module)
+KERNELS.update(INT8_KERNELS)  # the integer backward (``--backward int8``: their own module)

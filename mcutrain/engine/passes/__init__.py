@@ -1,7 +1,11 @@
 """The compile pipeline: the passes, in order, in ONE place; the verifier runs after each.
 
 Training (after ``differentiate``):
-    insert_updates -> prune -> reorder -> fuse_updates -> fuse_backward -> fuse_expand -> inplace -> fuse_rows
+    insert_updates -> int8_backward -> prune -> reorder -> fuse_updates -> fuse_backward -> fuse_expand -> inplace
+    -> fuse_rows
+``int8_backward`` lowers the float backward to the integer one (``--backward int8``; identity in float32
+mode), before anything fuses; ``fuse_backward`` (the channel-by-channel block backward, float only)
+leaves an int8 graph alone.
 Inference (the forward alone, for predict and the inference-only memory figure):
     prune -> fuse_expand -> inplace -> fuse_rows
 ``fuse_backward`` runs before ``fuse_expand`` because it may drop the masks of a block's expand and
@@ -24,6 +28,7 @@ from mcutrain.engine.passes.fuse_rows import fuse_rows
 from mcutrain.engine.passes.fuse_updates import fuse_updates
 from mcutrain.engine.passes.inplace import inplace
 from mcutrain.engine.passes.insert_updates import insert_updates
+from mcutrain.engine.passes.int8_backward import int8_backward
 from mcutrain.engine.passes.options import PassOptions
 from mcutrain.engine.passes.prune import prune
 from mcutrain.engine.passes.reorder import reorder
@@ -31,12 +36,12 @@ from mcutrain.engine.verify import verify
 
 Pass = Callable[[Graph, PassOptions], Graph]
 
-PIPELINE: tuple[Pass, ...] = (insert_updates, prune, reorder, fuse_updates, fuse_backward, fuse_expand, inplace,
-                              fuse_rows)
+PIPELINE: tuple[Pass, ...] = (insert_updates, int8_backward, prune, reorder, fuse_updates, fuse_backward, fuse_expand,
+                              inplace, fuse_rows)
 INFERENCE_PIPELINE: tuple[Pass, ...] = (prune, fuse_expand, inplace, fuse_rows)
 
 __all__ = ["INFERENCE_PIPELINE", "PIPELINE", "PassOptions", "fuse_backward", "fuse_expand", "fuse_rows", "fuse_updates",
-           "inplace",
+           "inplace", "int8_backward",
            "insert_updates", "prune", "reorder", "run_passes"]
 
 

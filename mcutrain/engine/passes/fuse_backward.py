@@ -420,6 +420,8 @@ def fuse_backward(graph: Graph, options=None) -> Graph:
     the fusion and failed, and a fusion changes only its own block's ops and tensors (and drops its
     own forward convs' mask outputs), which no earlier head's chain reads. Restarting from the top
     made the pass quadratic in the number of blocks."""
+    if options is not None and getattr(options, "backward", "float32") == "int8":
+        return graph  # v1 of the integer backward: not fused (a block's normalize needs every channel first)
     draft = _Draft(graph.ops, dict(graph.tensors), graph.outputs)
     start, index, fused_any = 0, _Index(graph.ops), False
     while True:

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from mcutrain.engine.ir import Graph, Op, make_attrs
 
-FUSED_KINDS = {"conv2d_grad_w": "conv2d_grad_w_update", "linear_grad_w": "linear_grad_w_update"}
+FUSED_KINDS = {"conv2d_grad_w": "conv2d_grad_w_update", "linear_grad_w": "linear_grad_w_update",
+               # the integer backward (each element of an int32 parameter gradient is final on its own too)
+               "conv2d_grad_w8": "conv2d_grad_w_update8", "linear_grad_w8": "linear_grad_w_update8"}
+UPDATE_OF = {"conv2d_grad_w": "update_weight", "linear_grad_w": "update_weight",
+             "conv2d_grad_w8": "update_weight8", "linear_grad_w8": "update_weight8"}
 
 
 def fuse_updates(graph: Graph, options=None) -> Graph:
@@ -29,7 +33,7 @@ def fuse_updates(graph: Graph, options=None) -> Graph:
     dropped: set[int] = set()
     gone: set[str] = set()
     for i, update in enumerate(ops):
-        j = producer.get(update.inputs[1]) if update.kind == "update_weight" else None
+        j = producer.get(update.inputs[1]) if update.kind in ("update_weight", "update_weight8") else None
         if j is None or not _fusable(ops, j, i, readers):
             continue
         ops[j] = _fused(ops[j], update)
@@ -42,7 +46,7 @@ def fuse_updates(graph: Graph, options=None) -> Graph:
 def _fusable(ops: list[Op], j: int, i: int, readers: dict[str, list[int]]) -> bool:
     grad_op, update = ops[j], ops[i]
     param = update.inputs[0]
-    return (grad_op.kind in FUSED_KINDS and readers[update.inputs[1]] == [i]
+    return (grad_op.kind in FUSED_KINDS and UPDATE_OF[grad_op.kind] == update.kind and readers[update.inputs[1]] == [i]
             and not any(param in ops[k].inputs for k in range(j + 1, i)))
 
 

@@ -39,6 +39,12 @@ INPLACE_RULES: dict[str, tuple[tuple[tuple[int, ...] | None, str], ...]] = {
     "conv2d_grad_x": (((2,), "elementwise"), ((0,), "depthwise")),
     "reshape": (((0,), "view"),),
     "reshape_grad": (((0,), "view"),),
+    # the integer backward: the same rules (a kernel that normalizes finds the peak before it writes)
+    "requant_grad8": (((0,), "elementwise"),),
+    "grad_sum8": ((None, "elementwise"),),
+    "add_grad8": (((0,), "elementwise"),),
+    "conv2d_grad_x8": (((2,), "elementwise"), ((0,), "depthwise")),
+    "reshape_grad8": (((0,), "view"),),
 }
 
 
@@ -52,7 +58,7 @@ def inplace(graph: Graph, options=None) -> Graph:
 
 def is_inplace_depthwise(op: Op) -> bool:
     """A depthwise conv (or its input gradient) marked in place: it needs a one-channel scratch."""
-    return op.kind in ("conv2d", "conv2d_grad_x") and op.attr("inplace") == 0 and op.attr("groups", 1) > 1
+    return op.kind in ("conv2d", "conv2d_grad_x", "conv2d_grad_x8") and op.attr("inplace") == 0 and op.attr("groups", 1) > 1
 
 
 def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:

@@ -8,6 +8,7 @@ from mcutrain.errors import McutrainError
 
 RULES = ("sr",)
 ROW_FUSION = ("auto", "max", "off")
+BACKWARDS = ("float32", "int8")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class PassOptions:
     stream_input: bool = True
     row_fusion: str = "auto"
     row_segments: tuple[tuple[tuple[str, ...], bool], ...] | None = None
+    # The backward's arithmetic: "float32" (the simulation's float gradients) or "int8" (issue 16: int8
+    # gradients with a per-tensor power-of-two exponent, int32 parameter gradients, fixed-point updates;
+    # ``quant.int8_grad``, lowered by ``passes/int8_backward``). Here, beside lr and seed, because the
+    # passes are what it changes and the Program keeps its options (codegen reads it from there).
+    backward: str = "float32"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -38,5 +44,7 @@ class PassOptions:
             raise McutrainError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.row_fusion not in ROW_FUSION:
             raise McutrainError(f"row_fusion must be one of {ROW_FUSION}, got {self.row_fusion!r}")
+        if self.backward not in BACKWARDS:
+            raise McutrainError(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
         if not self.lr > 0:
             raise McutrainError(f"learning rate must be > 0, got {self.lr!r}")
