@@ -81,7 +81,7 @@ def register(subparsers) -> None:
     p.add_argument("--backward", choices=("float32", "int8"), default=d["backward"],
                    help="the backward's arithmetic: float32 (default) or int8 (integer gradients with a per-tensor "
                         "power-of-two exponent, int32 parameter gradients, fixed-point updates: no FPU needed; "
-                        "the NumPy reference runs it, --target cannot generate its C yet)")
+                        "the NumPy reference and the generated C run it bit for bit)")
     add_json_flag(p)
     p.set_defaults(func=run)
 

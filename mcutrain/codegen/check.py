@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcutrain.engine.ir import GRAD_DTYPES, GRAD_HEADER_BYTES
+
 from mcutrain.codegen.host import HostEngine
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import Trace, differences
@@ -132,7 +134,13 @@ def float_outputs(program, trace_lib_path, image: np.ndarray, label: int) -> dic
     return out
 
 
-def _compare(dtype: str, got: np.ndarray, value: np.ndarray) -> str:
+def _compare(dtype: str, got: np.ndarray, value) -> str:
+    if dtype in GRAD_DTYPES:  # [int32 exponent][payload] against the reference's GradTensor: bit for bit
+        exponent = int(got[:GRAD_HEADER_BYTES].view(np.int32)[0])
+        payload = got[GRAD_HEADER_BYTES:].view(np.dtype(GRAD_DTYPES[dtype])).reshape(value.g.shape)
+        if exponent != value.e:
+            return f"exponent {exponent}, the reference's {value.e}"
+        return "" if np.array_equal(payload, value.g) else f"{np.count_nonzero(payload != value.g)} elements differ"
     if dtype == "bit":
         expected = np.packbits(np.asarray(value, bool).ravel(), bitorder="little")
         return "" if np.array_equal(got, expected) else "mask bytes differ"

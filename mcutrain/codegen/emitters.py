@@ -467,18 +467,9 @@ from mcutrain.codegen.emitters_graph import GRAPH_EMITTERS, emit_fc_conv  # noqa
 
 EMITTERS.update(GRAPH_EMITTERS)
 
-INT8_BACKWARD_NOT_YET = "int8 backward: C kernels not generated yet"
+from mcutrain.codegen.emitters_int8 import INT8_EMITTERS  # noqa: E402  (the integer backward's kinds)
 
-
-def emit_int8_backward(ctx: OpContext) -> Emitted:
-    """The integer backward's kinds (``--backward int8``): registered so the kind registry is complete;
-    their C kernels (against ``quant.int8_grad``'s functions) are not written yet."""
-    raise CodegenError(f"{INT8_BACKWARD_NOT_YET} (op {ctx.op.name}: {ctx.op.kind})")
-
-
-from mcutrain.engine.ops import INT8_BACKWARD_TYPES  # noqa: E402
-
-EMITTERS.update({kind: emit_int8_backward for kind in INT8_BACKWARD_TYPES})
+EMITTERS.update(INT8_EMITTERS)
 
 
 def emit(ctx: OpContext) -> Emitted:

@@ -94,7 +94,7 @@ def emit_avgpool_grad8(ctx: OpContext) -> Emitted:
     m, sh, n = _factor(ctx, factor, 1)
     c, plane = channels_plane(ctx.op.attr("input_shape"))
     (out,) = ctx.op.outputs
-    call = (f"mct_g8_avgpool_grad({payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, {m}[0], {sh}[0], {c}, "
+    call = (f"mct_g8_avgpool_grad({payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, ({m})[0], ({sh})[0], {c}, "
             f"{plane}, {payload(ctx, out)})")
     return Emitted((), _store(ctx, out, call))
 

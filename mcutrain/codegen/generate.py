@@ -63,7 +63,7 @@ from typing import Mapping
 
 import numpy as np
 
-from mcutrain.codegen.emitters import EMITTERS, INT8_BACKWARD_NOT_YET, OpContext, Symbols, emit
+from mcutrain.codegen.emitters import EMITTERS, OpContext, Symbols, emit
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.literals import array_definition, comment, comment_text, float_literal, identifier
@@ -113,9 +113,8 @@ def compile_for_codegen(qmodel, plan, *, lr: float, seed: int, stream_input: boo
     that ``mcutrain compile`` reports, streamed input and row pipelines included (the C program's
     arena is the reported arena). ``stream_input`` / ``row_fusion`` as in ``compile_training``."""
     check_learning_rate(lr, "lr")  # compiled into the C as a float32 literal: NaN/inf would train NaN weights
-    check_backward(backward)
     return compile_training(qmodel, plan, lr=lr, seed=seed, passes=CODEGEN_PASSES, stream_input=stream_input,
-                            row_fusion=row_fusion)
+                            row_fusion=row_fusion, backward=backward)
 
 
 def unsupported_kinds(program) -> dict[str, int]:
@@ -128,14 +127,7 @@ def unsupported_kinds(program) -> dict[str, int]:
     return dict(sorted(missing.items()))
 
 
-def check_backward(backward: str) -> None:
-    """The backward modes the C target generates: float32 only until the int8 kernels land (issue 16)."""
-    if backward == "int8":
-        raise CodegenError(INT8_BACKWARD_NOT_YET)
-
-
 def check_supported(program) -> None:
-    check_backward(getattr(program.options, "backward", "float32"))
     missing = unsupported_kinds(program)
     if missing:
         kinds = ", ".join(f"{k} ({n} ops)" for k, n in missing.items())

@@ -112,7 +112,8 @@ Gradient dtypes (``ir.GRAD_DTYPES``), at any 4-aligned arena offset, little endi
   grad32  [int32 E][numel x int32 G]  a parameter gradient, unrounded (E: its g_acc's); nbytes = 4 + 4 numel
 Factor operands ``F`` are int32 [2, n] constants: F[0] = m, F[1] = sh (``grad_multiplier`` of the float
 path's float32 factor widened to float64: real ~= m * 2**sh); n = 1 is one factor for every element.
-Step operands ``S`` are int32 [2, k] constants: S[0] = m_c, S[1] = x_c (``update_factor(lr, qas)`` per kept row).
+The updates keep the float path's QAS operand ``qas`` (float32, one per kept row) and take
+``(m_c, x_c) = update_factor(lr, qas)`` when they run (the C's learning rate is a runtime value).
   loss_grad8(g_logits fp32 [1, K], logit_scale fp32 [K]) -> grad8 [1, K]
                                               = normalize(float64(g) * float64(scale)) (exact product)
   requant_grad8(g_y, mask, F[2, C or 1]) -> g_acc = scale_grad(g, E, F[0], F[1], mask, channel axis 1)
@@ -131,12 +132,12 @@ Step operands ``S`` are int32 [2, k] constants: S[0] = m_c, S[1] = x_c (``update
   tfl_avgpool_grad8(g_y, mask, F[2, OH*OW]){tfl_avgpool_grad's} -> normalize_int(sum over windows of
                                               g*mask*(F[0,p] << (F[1,p] - min F[1])), E + min F[1])
                                               (F per output position p: fl32(ratio / n_p))
-  update_weight8(w, G grad32, S){seed, tensor_id, rule, kept_shape, lr}
-                                              w[kept] <- update_weight(w[kept], G, E, S[0], S[1], r): r = word i
+  update_weight8(w, G grad32, qas){seed, tensor_id, rule, kept_shape, lr}
+                                              w[kept] <- update_weight(w[kept], G, E, m_c, x_c, r): r = word i
                                               of the stream (seed, step, tensor_id) for element i of the kept
                                               slice in C order (the float rule's words)
-  update_bias8(b, G grad32, S){..., kept_shape}   b[:k] <- update_bias(b[:k], G, E, S[0], S[1])
-  conv2d_grad_w_update8(w, x_kept, g_acc, S), linear_grad_w_update8(w, g8, x, S)
+  update_bias8(b, G grad32, qas){..., kept_shape} b[:k] <- update_bias(b[:k], G, E, m_c, x_c)
+  conv2d_grad_w_update8(w, x_kept, g_acc, qas), linear_grad_w_update8(w, g8, x, qas)
                                               the grad32 weight gradient applied as update_weight8, element
                                               by element (each G element is final on its own): never stored
 Every int8 kernel that normalizes needs the peak of its whole result before it writes an element: on

@@ -189,7 +189,7 @@ def tfl_avgpool_grad8(op: Op, args: list, step: int) -> tuple:
 
 
 # ----------------------------------------------------------------------------------------------
-# Updates (fixed point: the factor constant holds update_factor's (m_c, x_c) per kept row)
+# Updates (fixed point: update_factor(lr, qas) per kept row, from the float32 QAS constant)
 
 
 def _words(op: Op, step: int, shape) -> np.ndarray:
@@ -199,37 +199,40 @@ def _words(op: Op, step: int, shape) -> np.ndarray:
     return random_words(op.attr("seed"), step, op.attr("tensor_id"), 0, int(np.prod(shape))).reshape(shape)
 
 
-def _rows(factor: np.ndarray, ndim: int):
+def _rows(op: Op, qas: np.ndarray, ndim: int):
+    """(m_c, x_c) of each kept row, shaped to broadcast over the slice."""
+    m_c, x_c = ig.update_factor(op.attr("lr"), qas)
     shape = (-1,) + (1,) * (ndim - 1)
-    return factor[0].astype(np.int64).reshape(shape), factor[1].astype(np.int64).reshape(shape)
+    return m_c.reshape(shape), x_c.reshape(shape)
 
 
 def update_weight8(op: Op, args: list, step: int) -> tuple:
-    w, grad, factor = args
+    w, grad, qas = args
     kept = tuple(slice(0, k) for k in op.attr("kept_shape"))
-    m_c, x_c = _rows(factor, w.ndim)
+    m_c, x_c = _rows(op, qas, w.ndim)
     w[kept] = ig.update_weight(w[kept], grad.g, grad.e, m_c, x_c, _words(op, step, grad.shape))
     return ()
 
 
 def update_bias8(op: Op, args: list, step: int) -> tuple:
-    b, grad, factor = args
+    b, grad, qas = args
     k = op.attr("kept_shape")[0]
-    b[:k] = ig.update_bias(b[:k], grad.g, grad.e, factor[0].astype(np.int64), factor[1].astype(np.int64))
+    m_c, x_c = _rows(op, qas, 1)
+    b[:k] = ig.update_bias(b[:k], grad.g, grad.e, m_c, x_c)
     return ()
 
 
 def conv2d_grad_w_update8(op: Op, args: list, step: int) -> tuple:
     """conv2d_grad_w8 + update_weight8 (each element's gradient is final on its own: no buffer on the device)."""
-    w, x, g, factor = args
+    w, x, g, qas = args
     (grad,) = conv2d_grad_w8(op, [x, g], step)
-    return update_weight8(op, [w, grad, factor], step)
+    return update_weight8(op, [w, grad, qas], step)
 
 
 def linear_grad_w_update8(op: Op, args: list, step: int) -> tuple:
-    w, g, x, factor = args
+    w, g, x, qas = args
     (grad,) = linear_grad_w8(op, [g, x], step)
-    return update_weight8(op, [w, grad, factor], step)
+    return update_weight8(op, [w, grad, qas], step)
 
 
 INT8_KERNELS = {

@@ -7,7 +7,9 @@ autodiff, and turns every real factor into integers once, here, at compile time:
   * a float32 factor constant (a conv's ``real_multiplier``, an add's ratios, a pool's factor) becomes
     ``{name}.grad8`` int32 [2, n]: row 0 ``m``, row 1 ``sh`` of ``grad_multiplier`` of the float32
     value widened to float64 (the same reals the float path multiplies by);
-  * a QAS constant ``{param}.qas`` becomes ``{param}.step8`` int32 [2, k]: ``update_factor(lr, qas)``;
+  * the updates keep their float32 QAS constant: their kernels take ``update_factor(lr, qas)`` per kept
+    row when they run, from the learning rate the program runs with (the C's is a runtime value: a
+    rollback halves it, a host may set it), one float32 multiply per row;
   * the loss gradient (float32, K values) is normalized once by a ``loss_grad8`` op with the logit scale,
     and the classifier's three gradient ops read its grad8 output;
   * gradient tensors become ``grad8`` (int8 payload + int32 exponent), parameter gradients ``grad32``.
@@ -57,13 +59,6 @@ class _Lowering:
         self.replaced.add(name)
         return self.const(f"{name}.grad8", np.stack([m, sh]))
 
-    def step_factor(self, op: Op) -> str:
-        """``update_factor(lr, qas)`` of an update's QAS constant, per kept row."""
-        qas = op.inputs[2]
-        m, x = ig.update_factor(self.options.lr, self.graph.constants[qas])
-        self.replaced.add(qas)
-        return self.const(f"{op.inputs[0]}.step8", np.stack([m, x]))
-
     def loss_grad(self, op: Op) -> str:
         """The grad8 loss gradient: one ``loss_grad8`` op before the classifier's first gradient op."""
         g, scale = op.inputs[0], op.inputs[-1]
@@ -84,8 +79,6 @@ class _Lowering:
             inputs[FACTOR_OPERAND[op.kind]] = self.factor(inputs[FACTOR_OPERAND[op.kind]])
         elif op.kind in _LINEAR:
             inputs = [self.loss_grad(op)] + inputs[1:-1]  # the logit scale is in the grad8 loss gradient
-        elif op.kind in ("update_weight", "update_bias"):
-            inputs[2] = self.step_factor(op)
         elif op.kind == "tfl_avgpool_grad":
             inputs.append(self._pool_factor(op))
         for name in op.outputs:
