@@ -11,9 +11,11 @@ skipped silently.
 
 Instructions are QEMU's instruction counts (the board's timer ticks x its instructions per tick,
 calibrated each run), NOT cycles: the cores differ in issue width and memory waits, so the counts
-compare code, not chips. Each program is built twice: the default float32 backward and the float64
-audit mode (``--accumulate float64``). On the Cortex-M3, which has no FPU, the float32 backward is libgcc's
-soft-float: that column is what a core without an FPU pays for a float backward.
+compare code, not chips. Each program is built three times: the default float32 backward, the float64
+audit mode (``--accumulate float64``) and the integer backward (``--backward int8``: int8 gradients, int32
+sums, fixed-point updates; no FPU needed). On the Cortex-M3, which has no FPU, the float32 backward is
+libgcc's soft-float: that column is what a core without an FPU pays for a float backward, the int8
+column what it pays without one.
 
     python -m bench.cores [--resolution 128] [--steps 2] [--cores cortex-m4,cortex-m3]
 """
@@ -37,10 +39,15 @@ from mcutrain.models.specs import PAPER_SPECS
 KB = 1024
 
 
-def measure(core: str, name: str, accumulate: str, resolution: int, steps: int, folder: Path) -> dict:
-    program, qmodel, plan = codegen_program(name, resolution)
+MODES = {"float32": ("float32", "float32"), "float64": ("float32", "float64"), "int8": ("int8", "float32")}
+# the backward mode -> (the program's --backward, the C's --accumulate)
+
+
+def measure(core: str, name: str, mode: str, resolution: int, steps: int, folder: Path) -> dict:
+    backward, accumulate = MODES[mode]
+    program, qmodel, plan = codegen_program(name, resolution, backward)
     row = {"core": core, "part": CORES[core].part.name, "model": name, "resolution": resolution,
-           "scheme": plan.scheme, "accumulate": accumulate,
+           "scheme": plan.scheme, "mode": mode, "accumulate": accumulate,
            "macs": sum(c.macs for c in conv_shapes(qmodel.spec, resolution))}
     try:
         target = build_target(program, qmodel, plan, core, folder, accumulate=accumulate,
@@ -74,7 +81,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, core in enumerate(cores):
         for m, model in enumerate(models):
             r = next((r for r in rows if r["core"] == core and r["model"] == model and r["fits"]
-                      and r["accumulate"] == "float32"), None)
+                      and r["mode"] == "float32"), None)
             if r is not None:
                 ax.bar(m + (i - (len(cores) - 1) / 2) * width, r["instructions_per_step"] / 1e6, width,
                        color=colors[i % len(colors)], label=core if m == 0 else None)
@@ -84,7 +91,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 label="paper: M7 cycles / step (STM32F746, 216 MHz)" if m == 0 else None)
     ax.set_xticks(range(len(models)), models)
     ax.set_yscale("log")
-    top = max(r["instructions_per_step"] for r in rows if r["fits"] and r["accumulate"] == "float32") / 1e6
+    top = max(r["instructions_per_step"] for r in rows if r["fits"] and r["mode"] == "float32") / 1e6
     ax.set_ylim(top=top * 4)  # room for the legend above the bars
     ax.set_ylabel("instructions per training step (M, log scale)")
     ax.set_title("The paper networks on each Cortex-M core (QEMU -icount), 128x128, paper-99kb, float32 backward",
@@ -104,20 +111,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
           "216 MHz) latency per step as cycles, for scale. SRAM = .data + .bss + the stack's measured "
           "high-water mark; Flash = code + constants + .data's initial values.", "",
           "| core (QEMU board) | part: Flash / SRAM | kernels | model | SRAM | Flash | instructions / step | "
-          "same, float64 backward (audit) | instructions / inference (per MAC) | paper M7 cycles / step |",
-          "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    audit = {(r["core"], r["model"]): r for r in rows if r["accumulate"] == "float64" and r["fits"]}
-    for r in (r for r in rows if r["accumulate"] == "float32"):
+          "same, float64 backward (audit) | same, int8 backward (SRAM) | instructions / inference (per MAC) | "
+          "paper M7 cycles / step |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    other = {(r["core"], r["model"], r["mode"]): r for r in rows if r["mode"] != "float32"}
+    for r in (r for r in rows if r["mode"] == "float32"):
         c = CORES[r["core"]]
         part = f"{c.part.name}: {c.part.flash_bytes // KB} KB / {c.part.ram_bytes // KB} KB"
         head = f"| {r['core']} ({c.machine}) | {part} |"
         if not r["fits"]:
-            md.append(f"{head} | {r['model']} | does not fit: {r['why']} | | | | | |")
+            md.append(f"{head} | {r['model']} | does not fit: {r['why']} | | | | | | |")
             continue
-        a = audit.get((r["core"], r["model"]))
+        a, i8 = (other.get((r["core"], r["model"], mode)) for mode in ("float64", "int8"))
         md.append(f"{head} {r['kernels']} | {r['model']} | {r['sram_bytes'] / KB:.1f} KB | "
                   f"{r['flash_bytes'] / KB:.1f} KB | {r['instructions_per_step'] / 1e6:.1f} M | "
-                  f"{'-' if a is None else format(a['instructions_per_step'] / 1e6, '.1f') + ' M'} | "
+                  f"{_step(a)} | {_step(i8, sram=True)} | "
                   f"{r['instructions_per_inference'] / 1e6:.1f} M ({r['instructions_per_mac']:.2f}) | "
                   f"{r['paper_m7_cycles_per_step'] / 1e6:.0f} M |")
     md += ["", "The parts (mcutrain/codegen/cores.py says why each): STM32F746 (the paper's board), nRF52840 "
@@ -129,8 +137,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
            "contractions summed in double, bit-equal to the NumPy reference executor): soft-float on the cores "
            "whose FPU is single-precision (M4, M7, M33) or absent (M3), hardware double on the M55.",
            "", "Every core's firmware equals the host build bit for bit (losses, logits, saved parameters, the "
-           "arena after training): tests/codegen/test_codegen_cores.py."]
+           "arena after training): tests/codegen/test_codegen_cores.py.",
+           "", "'int8 backward': the same network and scheme compiled with `--backward int8` (quant/int8_grad.py: "
+           "int8 gradients with a power-of-two exponent, int32 sums, QAS in fixed point; plain-C integer loops, "
+           "the block backward not fused yet, so its SRAM differs): it needs no FPU and equals the NumPy "
+           "reference bit for bit (tests/codegen/test_codegen_int8_backward.py)."]
     return "\n".join(md)
+
+
+def _step(r: dict | None, sram: bool = False) -> str:
+    """A mode's instructions per step (and SRAM), or why there is none."""
+    if r is None:
+        return "-"
+    if not r["fits"]:
+        return "does not fit"
+    return f"{r['instructions_per_step'] / 1e6:.1f} M" + (f" ({r['sram_bytes'] / KB:.1f} KB)" if sram else "")
 
 
 def main(argv=None) -> None:
@@ -146,7 +167,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="cores-") as tmp:
         for core in cores:
             for spec in PAPER_SPECS:
-                for mode in ("float32", "float64"):
+                for mode in MODES:
                     print(f"{core} / {spec.name} / {mode}:", flush=True)
                     rows.append(measure(core, spec.name, mode, args.resolution, args.steps,
                                         Path(tmp) / f"{core}-{spec.name}-{mode}"))

@@ -9,6 +9,7 @@ skipped). Addresses are mapped to functions (``arm-none-eabi-nm``) and lines (``
 inlined frame). The log goes through a FIFO, never to disk (it is gigabytes).
 
     python -m bench.m7_hotspots mcunet-5fps [--resolution 128] [--kernels dsp] [--lines 40] [--train] [--core C]
+                                [--backward int8]
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def main(argv=None) -> None:
     ap.add_argument("--folder", help="keep the generated folder here")
     ap.add_argument("--train", action="store_true", help="profile one training step, not an inference")
     ap.add_argument("--core", default="cortex-m7", help="the core to build for and run (mcutrain.codegen.cores)")
+    ap.add_argument("--backward", default="float32", choices=("float32", "int8"), help="the backward's arithmetic")
     args = ap.parse_args(argv)
-    program, qmodel, plan = codegen_program(args.model, args.resolution)
+    program, qmodel, plan = codegen_program(args.model, args.resolution, args.backward)
     _, _, images, labels = digits_samples(qmodel, 1, 1)
     with tempfile.TemporaryDirectory(prefix="m7-hot-") as tmp:
         folder = Path(args.folder or tmp) / "fw"

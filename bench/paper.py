@@ -29,12 +29,12 @@ def paper_model(name: str, resolution: int):
     return prepare_model(qmodel, plan), plan
 
 
-def codegen_program(name: str, resolution: int):
-    """(the program the C target runs, its model, its plan)."""
+def codegen_program(name: str, resolution: int, backward: str = "float32"):
+    """(the program the C target runs, its model, its plan); ``backward``: "float32" or "int8"."""
     from mcutrain.codegen import compile_for_codegen
 
     qmodel, plan = paper_model(name, resolution)
-    return compile_for_codegen(qmodel, plan, lr=0.01, seed=0), qmodel, plan
+    return compile_for_codegen(qmodel, plan, lr=0.01, seed=0, backward=backward), qmodel, plan
 
 
 def digits_samples(qmodel, n_train: int, n_eval: int):

@@ -104,6 +104,29 @@ typedef int8_t (*mct_g8_at)(const void *src, int32_t k);
 
 static inline int8_t mct_g8_array_at(const void *src, int32_t k) { return ((const int8_t *)src)[k]; }
 
+/* How add_grads lines two live canonical operands up: the one with the larger exponent is lifted to the
+ * smaller's grid, or, more than ALIGN_LIMIT orders apart, the smaller enters as its sign (the sticky bit)
+ * at 2^(E_big - ALIGN_LIMIT). Values of the sum are in units of 2^lo. */
+typedef struct {
+    int a_big, sticky;
+    int32_t lo, lift;
+} mct_g8_align;
+
+static inline mct_g8_align mct_g8_align_of(int32_t ea, int32_t eb) {
+    mct_g8_align al;
+    al.a_big = ea >= eb;
+    const int32_t big = al.a_big ? ea : eb, small = al.a_big ? eb : ea;
+    al.sticky = big - small > MCT_G8_ALIGN_LIMIT;
+    al.lo = al.sticky ? big - MCT_G8_ALIGN_LIMIT : small;
+    al.lift = big - al.lo;
+    return al;
+}
+
+static inline int64_t mct_g8_aligned(const mct_g8_align *al, int64_t va, int64_t vb) {
+    const int64_t hi = al->a_big ? va : vb, low = al->a_big ? vb : va;
+    return mct_g8_lift(hi, al->lift) + (al->sticky ? (low > 0) - (low < 0) : low);
+}
+
 /* add_grads on two operands given as accessors: normalize(a + b) of canonical gradient tensors. Three passes
  * (which are live, the peak, the values); out may be either operand's array (element k is written after
  * both operands' element k were read, and never read again). Returns E. */
@@ -118,30 +141,19 @@ static inline int32_t mct_g8_add_by(mct_g8_at a_at, const void *a, int32_t ea, m
         for (int32_t i = 0; i < n; ++i) out[i] = any_a ? a_at(a, i) : b_at(b, i);
         return any_a ? ea : (any_b ? eb : MCT_G8_ZERO_EXPONENT);
     }
-    const int a_big = ea >= eb; /* the operand with the larger exponent is lifted, the other may be sticky */
-    const int32_t big = a_big ? ea : eb, small = a_big ? eb : ea;
-    const int sticky = big - small > MCT_G8_ALIGN_LIMIT;
-    const int32_t lo = sticky ? big - MCT_G8_ALIGN_LIMIT : small, lift = big - lo;
+    const mct_g8_align al = mct_g8_align_of(ea, eb);
     uint64_t peak = 0;
-    for (int32_t pass = 0; pass < 2; ++pass) {
-        const int32_t shift = pass ? mct_g8_shift_for(peak) : 0;
-        for (int32_t i = 0; i < n; ++i) {
-            const int64_t va = a_at(a, i), vb = b_at(b, i);
-            const int64_t hi = a_big ? va : vb, low = a_big ? vb : va;
-            const int64_t v = mct_g8_lift(hi, lift) + (sticky ? (low > 0) - (low < 0) : low);
-            if (!pass) {
-                const uint64_t av = mct_g8_abs64(v);
-                if (av > peak) peak = av;
-            } else {
-                out[i] = mct_g8_shifted(v, shift);
-            }
-        }
-        if (!pass && peak == 0) { /* a + b == 0 everywhere */
-            for (int32_t i = 0; i < n; ++i) out[i] = 0;
-            return MCT_G8_ZERO_EXPONENT;
-        }
+    for (int32_t i = 0; i < n; ++i) {
+        const uint64_t v = mct_g8_abs64(mct_g8_aligned(&al, a_at(a, i), b_at(b, i)));
+        if (v > peak) peak = v;
     }
-    return lo + mct_g8_shift_for(peak);
+    if (peak == 0) { /* a + b == 0 everywhere */
+        for (int32_t i = 0; i < n; ++i) out[i] = 0;
+        return MCT_G8_ZERO_EXPONENT;
+    }
+    const int32_t shift = mct_g8_shift_for(peak);
+    for (int32_t i = 0; i < n; ++i) out[i] = mct_g8_shifted(mct_g8_aligned(&al, a_at(a, i), b_at(b, i)), shift);
+    return al.lo + shift;
 }
 
 /* add_grads: normalize(a + b) of two canonical gradient tensors; out may be a or b. Returns E. */

@@ -20,60 +20,109 @@ static int32_t transpose_tap_sum8(const mct_conv *p, const int8_t *w, const int8
     return tap_range_sum8(w, p->kw, p->stride, p->stride_w, g_o, p->out_w, &ra, &rb);
 }
 
-/* Input-gradient element (i, q) of a conv: the exact int32 sum of the transposed conv at input channel i,
- * position q (1x1 convs: over the output channels; others: over their taps, mct_transpose_tap_sum's). */
-static int32_t grad_x_element8(const mct_conv *p, const int8_t *g, int32_t i, int32_t q) {
+#define MCT_G8_BLOCK 64 /* input-gradient positions summed together: an int32 block on the stack */
+
+/* The exact int32 sums of the transposed conv for input channel i, positions q0 .. q0 + len - 1 (within
+ * the channel). 1x1 convs: over the output channels, one weight load per channel and block; others:
+ * over their taps (mct_transpose_tap_sum's ranges). */
+static void grad_x_block8(const mct_conv *p, const int8_t *g, int32_t i, int32_t q0, int32_t len, int32_t *acc) {
     const int32_t out_n = p->out_h * p->out_w;
     if (mct_is_pointwise(p)) {
-        int32_t sum = 0;
-        for (int32_t o = 0; o < p->out_c; ++o) sum += (int32_t)*mct_weight_at(&p->w, o, i) * g[o * out_n + q];
-        return sum;
+        for (int32_t j = 0; j < len; ++j) acc[j] = 0;
+        for (int32_t o = 0; o < p->out_c; ++o) {
+            const int32_t w = *mct_weight_at(&p->w, o, i);
+            const int8_t *g_o = g + o * out_n + q0;
+            for (int32_t j = 0; j < len; ++j) acc[j] += w * g_o[j];
+        }
+        return;
     }
-    const int32_t y = q / p->in_w, x = q % p->in_w;
-    if (p->groups > 1) return transpose_tap_sum8(p, mct_weight_at(&p->w, i, 0), g + i * out_n, y, x);
-    int32_t sum = 0;
-    for (int32_t o = 0; o < p->out_c; ++o) sum += transpose_tap_sum8(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
-    return sum;
+    for (int32_t j = 0; j < len; ++j) {
+        const int32_t y = (q0 + j) / p->in_w, x = (q0 + j) % p->in_w;
+        int32_t sum = 0;
+        if (p->groups > 1)
+            sum = transpose_tap_sum8(p, mct_weight_at(&p->w, i, 0), g + i * out_n, y, x);
+        else
+            for (int32_t o = 0; o < p->out_c; ++o)
+                sum += transpose_tap_sum8(p, mct_weight_at(&p->w, o, i), g + o * out_n, y, x);
+        acc[j] = sum;
+    }
 }
 
-/* The rounded input gradient as an operand with no buffer: element k recomputed and shifted on demand. */
+/* One pass over the input gradient, block by block: PEAK finds max |value|, WRITE stores each value
+ * shifted by ``shift`` (into scratch first, channel by channel, when out is g: an in-place depthwise conv
+ * reads only its own channel). A value is the exact sum, or with ``al`` its add_grads alignment with
+ * init after rounding the sum by ``round_shift`` (the accumulated 1x1 form). */
 typedef struct {
     const mct_conv *p;
-    const int8_t *g;
-    int32_t shift;
-} rounded_grad_x;
+    const int8_t *g, *init;
+    const mct_g8_align *al;
+    int32_t round_shift;
+} grad_x_pass;
 
-static int8_t rounded_grad_x_at(const void *src, int32_t k) {
-    const rounded_grad_x *r = (const rounded_grad_x *)src;
-    const int32_t in_n = r->p->in_h * r->p->in_w;
-    return mct_g8_shifted(grad_x_element8(r->p, r->g, k / in_n, k % in_n), r->shift);
+static int64_t grad_x_value(const grad_x_pass *s, int32_t k, int32_t acc) {
+    if (s->al == NULL) return acc;
+    return mct_g8_aligned(s->al, s->init[k], mct_g8_shifted(acc, s->round_shift));
 }
 
-/* Pass 2 of an input gradient: each channel into scratch (one channel) first when out is g (an in-place
- * depthwise conv reads only its own channel, so a channel may be written once it is computed whole). */
-static void write_grad_x(const rounded_grad_x *r, int8_t *out, int8_t *scratch) {
-    const int32_t in_n = r->p->in_h * r->p->in_w;
-    for (int32_t c = 0; c < r->p->in_c; ++c) {
-        int8_t *dst = scratch != NULL ? scratch : out + c * in_n;
-        for (int32_t q = 0; q < in_n; ++q) dst[q] = rounded_grad_x_at(r, c * in_n + q);
-        if (scratch != NULL) memcpy(out + c * in_n, scratch, (size_t)in_n);
+static uint64_t grad_x_sweep(const grad_x_pass *s, int write, int32_t shift, int8_t *out, int8_t *scratch) {
+    const int32_t in_n = s->p->in_h * s->p->in_w;
+    int32_t acc[MCT_G8_BLOCK];
+    uint64_t peak = 0;
+    for (int32_t i = 0; i < s->p->in_c; ++i) {
+        int8_t *dst = scratch != NULL ? scratch : out + i * in_n;
+        for (int32_t q0 = 0; q0 < in_n; q0 += MCT_G8_BLOCK) {
+            const int32_t len = in_n - q0 < MCT_G8_BLOCK ? in_n - q0 : MCT_G8_BLOCK;
+            grad_x_block8(s->p, s->g, i, q0, len, acc);
+            for (int32_t j = 0; j < len; ++j) {
+                const int64_t v = grad_x_value(s, i * in_n + q0 + j, acc[j]);
+                if (write) {
+                    dst[q0 + j] = mct_g8_shifted(v, shift);
+                } else {
+                    const uint64_t a = mct_g8_abs64(v);
+                    if (a > peak) peak = a;
+                }
+            }
+        }
+        if (write && scratch != NULL) memcpy(out + i * in_n, scratch, (size_t)in_n);
     }
+    return peak;
+}
+
+static int any_nonzero(const int8_t *v, int32_t n) {
+    for (int32_t k = 0; k < n; ++k)
+        if (v[k] != 0) return 1;
+    return 0;
 }
 
 int32_t mct_g8_conv2d_grad_x(const mct_conv *p, const int8_t *g, int32_t e, const int8_t *init, int32_t e_init,
                              int8_t *out, int8_t *scratch) {
-    const int32_t in_n = p->in_h * p->in_w, n = p->in_c * in_n;
-    uint64_t peak = 0;
-    for (int32_t k = 0; k < n; ++k) { /* pass 1: the peak of the exact sums */
-        const uint64_t a = mct_g8_abs64(grad_x_element8(p, g, k / in_n, k % in_n));
-        if (a > peak) peak = a;
+    const int32_t n = p->in_c * p->in_h * p->in_w;
+    grad_x_pass s = {p, g, NULL, NULL, 0};
+    const uint64_t peak = grad_x_sweep(&s, 0, 0, out, NULL); /* the exact sums' peak */
+    const int32_t round_shift = peak ? mct_g8_shift_for(peak) : 0, e_that = peak ? e + round_shift : 0;
+    if (init != NULL && any_nonzero(init, n)) {
+        if (peak == 0) { /* add_grads(init, 0) = init */
+            if (out != init) memcpy(out, init, (size_t)n);
+            return e_init;
+        }
+        /* add_grads(init, that): both live (a canonical tensor with a nonzero peak keeps it nonzero) */
+        const mct_g8_align al = mct_g8_align_of(e_init, e_that);
+        s = (grad_x_pass){p, g, init, &al, round_shift};
+        const uint64_t sum_peak = grad_x_sweep(&s, 0, 0, out, NULL);
+        if (sum_peak == 0) {
+            memset(out, 0, (size_t)n);
+            return MCT_G8_ZERO_EXPONENT;
+        }
+        const int32_t shift = mct_g8_shift_for(sum_peak);
+        grad_x_sweep(&s, 1, shift, out, NULL); /* out may be init: element k is read before it is written */
+        return al.lo + shift;
     }
-    const rounded_grad_x r = {p, g, peak ? mct_g8_shift_for(peak) : 0};
-    const int32_t e_r = peak ? e + r.shift : MCT_G8_ZERO_EXPONENT;
-    if (init != NULL) /* add_grads(init, the rounded gradient): out may be init */
-        return mct_g8_add_by(mct_g8_array_at, init, e_init, rounded_grad_x_at, &r, e_r, n, out);
-    write_grad_x(&r, out, scratch);
-    return e_r;
+    if (peak == 0) {
+        memset(out, 0, (size_t)n);
+        return MCT_G8_ZERO_EXPONENT;
+    }
+    grad_x_sweep(&s, 1, round_shift, out, scratch);
+    return e_that;
 }
 
 /* sum over the output positions whose input (oy * s - pad + a, ox * s - pad + b) is inside of
