@@ -20,12 +20,18 @@ from bench.paper import PAPER_MS_PER_STEP, SCHEME, paper_model
 KEYS = ("arena_bytes", "total_sram_bytes", "trainable_bytes", "mask_bytes", "peak_op", "block_backwards")
 
 
-def measure(name: str, resolution: int, backward: str) -> dict:
+MODES = ("float32", "float32-unfused", "int8")  # float32-unfused: without the block backward fusion (int8's v1)
+
+
+def measure(name: str, resolution: int, mode: str) -> dict:
     from mcutrain.engine.compile import compile_training
+    from mcutrain.engine.passes import PIPELINE, fuse_backward
 
     qmodel, plan = paper_model(name, resolution)
-    report = compile_training(qmodel, plan, lr=0.01, seed=0, backward=backward).report
-    return {"model": name, "resolution": resolution, "scheme": SCHEME, "backward": backward,
+    passes = tuple(p for p in PIPELINE if p is not fuse_backward) if mode.endswith("unfused") else PIPELINE
+    backward = mode.split("-")[0]
+    report = compile_training(qmodel, plan, lr=0.01, seed=0, backward=backward, passes=passes).report
+    return {"model": name, "resolution": resolution, "scheme": SCHEME, "backward": mode,
             **{k: report[k] for k in KEYS}, "gradient_bytes_at_peak": report["peak_bytes_by_kind"].get("gradient", 0)}
 
 
@@ -33,7 +39,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=128)
     args = parser.parse_args(argv)
-    rows = [measure(n, args.resolution, b) for n in PAPER_MS_PER_STEP for b in ("float32", "int8")]
+    rows = [measure(n, args.resolution, b) for n in PAPER_MS_PER_STEP for b in MODES]
     print("| model | backward | arena KB | total SRAM KB | gradients at peak KB | peak op | block backwards |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

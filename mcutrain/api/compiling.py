@@ -273,6 +273,8 @@ def side_text(resolution: Any) -> str:
 def compile_text(s: dict[str, Any]) -> str:
     """The text ``mcutrain compile`` prints: the memory summary, the build, the report files."""
     lines = [f"{s['model']} @ {side_text(s['resolution'])}, scheme {s['scheme']}: {s['ops']} ops", s["text"]]
+    if s.get("backward", "float32") != "float32":
+        lines.append(f"  backward        {s['backward']} (integer gradients, fixed-point updates; C not generated yet)")
     if s.get("target"):
         lines.append(_target_line(s["target"]))
     if s.get("report_files"):

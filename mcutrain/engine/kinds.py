@@ -13,7 +13,9 @@ A kind with no VJP must say why (``NO_VJP``): backward and update ops are never 
 fused kinds are made after autodiff, the loss seeds the backward. In-place rules and scratch are
 optional by nature (most kinds write a fresh buffer and need no scratch): ``None`` / ``()`` there is a
 definition, not a gap. The emitters are looked up when the registry is built (``codegen`` builds on
-the engine, so this module imports it lazily, not at import time).
+the engine, so this module imports it lazily, not at import time). The integer backward's kinds
+(``ops.INT8_BACKWARD_TYPES``, ``--backward int8``) are complete here too; their emitter, for now, is
+one that raises "int8 backward: C kernels not generated yet" (``codegen.emitters.emit_int8_backward``).
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def _same_results(a, b) -> bool:
 
 
 def test_the_pipeline_is_one_visible_ordered_list():
-    assert PIPELINE == (insert_updates, int8_backward, prune, reorder, fuse_updates, fuse_backward, fuse_expand, inplace,
-                        fuse_rows)
+    assert PIPELINE == (insert_updates, int8_backward, prune, reorder, fuse_updates, fuse_backward, fuse_expand,
+                        inplace, fuse_rows)
     assert INFERENCE_PIPELINE == (prune, fuse_expand, inplace, fuse_rows)
 
 

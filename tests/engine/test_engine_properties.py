@@ -3,7 +3,8 @@
 For any architecture (2-4 inverted-residual blocks, random channels, kernels, strides, residuals where
 legal) and any plan (random bias layers, random weight layers and ratios among them): the memory plan
 never lets two live tensors share a byte, the passes (pruning, reordering, fusion, in-place) do not
-change a single number, and the engine stays equal to the simulation.
+change a single number, and the engine stays equal to the simulation. In int8 mode (``--backward int8``)
+the passes change no bit either and the engine equals an independent re-implementation exactly.
 """
 
 import numpy as np
@@ -15,12 +16,13 @@ from mcutrain.engine.compile import compile_training
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import differences, qmodel_params, run_engine, simulate
 from mcutrain.engine.memory import check_plan
-from mcutrain.engine.passes import insert_updates
+from mcutrain.engine.passes import insert_updates, int8_backward
 from mcutrain.models.specs import BlockSpec, NetSpec
 from mcutrain.models.zoo import conv_shapes
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import ALLOWED_RATIOS, ConvUpdate, UpdatePlan
 from mcutrain.sparse.scheme import conv_kind, kept_channels
+from tests.engine.int8_reference import Int8Reference
 
 torch.set_num_threads(1)
 
@@ -108,3 +110,36 @@ def test_passes_do_not_change_results_and_the_engine_matches_the_simulation(case
     d = differences(full, simulate(q, plan, images, labels, lr=LR, seed=seed), qmodel_params(q))
     assert d["max_lsb"] <= 1 and d["loss_rel_error"] <= 1e-5
     assert d["bias_error"] <= 1  # each int32 bias within 1 LSB or 1e-5 of its update
+
+
+# ----------------------------------------------------------------------------------------------
+# The integer backward (--backward int8): the same properties, and exactness instead of tolerances
+
+INT8_SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@INT8_SETTINGS
+@given(cases())
+def test_int8_memory_plan_never_overlaps_live_tensors(case):
+    spec, plan, seed = case
+    q = random_qmodel(spec, RES, CLASSES, seed=seed % 7)[0]
+    program = compile_training(q, plan, lr=LR, seed=seed, backward="int8")
+    check_plan(program.train.plan)
+    _disjoint_while_live(program.train)
+
+
+@INT8_SETTINGS
+@given(cases())
+def test_int8_passes_change_no_bit_and_equal_the_reimplementation(case):
+    spec, plan, seed = case
+    q = random_qmodel(spec, RES, CLASSES, seed=seed % 7)[0]
+    images, labels = _data(seed)
+    full = run_engine(Executor(compile_training(q, plan, lr=LR, seed=seed, backward="int8")), images, labels)
+    bare = run_engine(Executor(compile_training(q, plan, lr=LR, seed=seed, backward="int8",
+                                                passes=(insert_updates, int8_backward))), images, labels)
+    assert full.losses == bare.losses
+    assert all(np.array_equal(full.params[k], bare.params[k]) for k in full.params)
+    reference = Int8Reference(q, plan, lr=LR, seed=seed)
+    for image, label in zip(images, labels):
+        want = reference.train_step(image, int(label))
+    assert all(np.array_equal(full.params[k], want[k]) for k in want)

@@ -141,6 +141,11 @@ def test_loss_and_classifier_gradients():
     (g8,) = INT8_KERNELS["loss_grad8"](_op("loss_grad8"), [g, scale], 1)
     want = ig.normalize(g.astype(np.float64) * scale.astype(np.float64))
     assert (g8.g.tolist(), g8.e) == (want[0].tolist(), want[1])
+    # The product is exact in float64, not rounded to float32: (1 + 2**-23)(1 - 2**-23) = 1 - 2**-46 lies just
+    # below the half-way point 1 = 0.5 * 2**1 (the peak 200 sets E = 1), where its float32 rounding lies.
+    g2, scale2 = np.float32([[0.5, 1 + 2**-23]]), np.float32([400, 1 - 2**-23])
+    (tie,) = INT8_KERNELS["loss_grad8"](_op("loss_grad8"), [g2, scale2], 1)
+    assert tie.e == 1 and tie.g.tolist() == [[100, 0]]
     w = rng.integers(-127, 128, (5, 7)).astype(np.int8)
     x = rng.integers(-128, 128, (1, 7)).astype(np.int8)
     (gx,) = INT8_KERNELS["linear_grad_x8"](_op("linear_grad_x8"), [g8, w], 1)
@@ -297,3 +302,54 @@ def test_cli_compiles_the_int8_backward_and_codegen_refuses_its_program(tmp_path
     program = compile_training(_model(), _plan(), lr=LR, seed=SEED, backward="int8")
     with pytest.raises(McutrainError, match="^int8 backward: C kernels not generated yet$"):
         render(program)
+
+
+# ----------------------------------------------------------------------------------------------
+# Imported graphs' ops (TFLite pools, MEAN, reshape) in int8 mode
+
+
+@pytest.mark.parametrize("variant", ["mean", "mean_keep_dims", "maxpool", "avgpool", "global_avgpool"])
+def test_imported_graph_ops_train_in_int8_mode_and_the_passes_change_no_bit(variant):
+    from mcutrain.engine.autodiff import differentiate
+    from mcutrain.engine.compile import build_program
+    from mcutrain.engine.loss import append_loss
+    from mcutrain.engine.passes import PIPELINE, insert_updates, int8_backward
+    from tests.helpers import tfl_graphs
+
+    forward = tfl_graphs.forward_graph(variant)
+    joint = differentiate(append_loss(forward), tfl_graphs.update_plan())
+    options = PassOptions(lr=0.5, seed=3, stream_input=False, backward="int8")
+    runs = []
+    for passes in (PIPELINE, (insert_updates, int8_backward)):
+        ex = Executor(build_program(joint, forward, options, passes))
+        for image, label in zip(tfl_graphs.images(3), (0, 1, 2)):
+            ex.train_step(image, label)
+        runs.append(ex.parameters())
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not np.array_equal(runs[0]["conv.weight"], forward.constants["conv.weight"])
+
+
+def test_tfl_avgpool_grad8_is_normalize_of_the_exact_window_sums():
+    rng = np.random.default_rng(6)
+    attrs = dict(kernel=(3, 2), strides=(2, 2), pads=(1, 1, 0, 1), input_shape=(1, 2, 9, 7), ratio=0.8)
+    g = _grad(rng, (1, 2, 5, 4))
+    mask = rng.random(g.shape) < 0.8
+    counts = np.zeros((5, 4))
+    for r in range(5):
+        for c in range(4):
+            rows = [i for i in range(2 * r - 1, 2 * r + 2) if 0 <= i < 9]
+            cols = [j for j in range(2 * c, 2 * c + 2) if 0 <= j < 7]
+            counts[r, c] = len(rows) * len(cols)
+    m, sh = ig.grad_multiplier((0.8 / counts).astype(np.float32).astype(np.float64).ravel())
+    factor = np.stack([m, sh]).astype(np.int32)
+    (gx,) = INT8_KERNELS["tfl_avgpool_grad8"](_op("tfl_avgpool_grad8", **attrs), [g, mask, factor], 1)
+    exact = np.zeros((1, 2, 9, 7))
+    f = np.ldexp(m.astype(np.float64), sh).reshape(5, 4)
+    for r in range(5):
+        for c in range(4):
+            for i in range(2 * r - 1, 2 * r + 2):
+                for j in range(2 * c, 2 * c + 2):
+                    if 0 <= i < 9 and 0 <= j < 7:
+                        exact[:, :, i, j] += g.value()[:, :, r, c] * mask[:, :, r, c] * f[r, c]
+    want = ig.normalize(exact)
+    assert (gx.g.tolist(), gx.e) == (want[0].tolist(), want[1])

@@ -66,6 +66,15 @@ def _exact(acc: np.ndarray) -> np.ndarray:
     return np.rint(acc).astype(np.int64)
 
 
+def _int32(acc: np.ndarray) -> np.ndarray:
+    """A parameter gradient's int32 payload; a sum beyond int32 (more than ~2**16 positions of extreme
+    values) would be a different number in C, so it is an error, not a wrap."""
+    acc = np.asarray(acc, np.int64)
+    if acc.size and np.abs(acc).max() >= 2**31:
+        raise OverflowError(f"int8 backward: a parameter gradient sum {int(np.abs(acc).max())} exceeds int32")
+    return acc.astype(np.int32)
+
+
 # ----------------------------------------------------------------------------------------------
 # Gradients
 
@@ -119,12 +128,12 @@ def conv2d_grad_w8(op: Op, args: list, step: int) -> tuple:
     strides, pads = conv_geometry(op, kernel)
     xz = x[0].astype(np.float64) - op.attr("x_zero")
     acc = correlate_weight(xz, g.g[0].astype(np.float64), kernel, strides, op.attr("groups"), pads)
-    return (GradTensor(_exact(acc).astype(np.int32), g.e),)
+    return (GradTensor(_int32(_exact(acc)), g.e),)
 
 
 def conv2d_grad_b8(op: Op, args: list, step: int) -> tuple:
     g = args[0]
-    return (GradTensor(g.g[0].astype(np.int64).reshape(g.shape[1], -1).sum(1).astype(np.int32), g.e),)
+    return (GradTensor(_int32(g.g[0].astype(np.int64).reshape(g.shape[1], -1).sum(1)), g.e),)
 
 
 def grad_sum8(op: Op, args: list, step: int) -> tuple:
@@ -143,12 +152,12 @@ def linear_grad_x8(op: Op, args: list, step: int) -> tuple:
 def linear_grad_w8(op: Op, args: list, step: int) -> tuple:
     g, x = args
     xz = x.astype(np.int64) - op.attr("x_zero")
-    return (GradTensor((g.g.astype(np.int64).T @ xz).astype(np.int32), g.e),)
+    return (GradTensor(_int32(g.g.astype(np.int64).T @ xz), g.e),)
 
 
 def linear_grad_b8(op: Op, args: list, step: int) -> tuple:
     g = args[0]
-    return (GradTensor(g.g.astype(np.int64).sum(axis=0).astype(np.int32), g.e),)
+    return (GradTensor(_int32(g.g.astype(np.int64).sum(axis=0)), g.e),)
 
 
 def reshape_grad8(op: Op, args: list, step: int) -> tuple:

@@ -9,6 +9,8 @@ Legal where the gradient (made by ``conv2d_grad_w`` or ``linear_grad_w``) is rea
 ``update_weight`` only, and no op between the two reads the parameter (moving the update up to the
 gradient op must not let any reader of the OLD weight see the new one). The fused op takes the
 update's place in the update phase and both ops' attributes; the numbers are exactly the pair's.
+The integer backward's pairs (``conv2d_grad_w8`` / ``linear_grad_w8`` + ``update_weight8``) fuse the
+same way: an int32 gradient element is final on its own (its exponent is g_acc's, known before).
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ def inplace(graph: Graph, options=None) -> Graph:
 
 def is_inplace_depthwise(op: Op) -> bool:
     """A depthwise conv (or its input gradient) marked in place: it needs a one-channel scratch."""
-    return op.kind in ("conv2d", "conv2d_grad_x", "conv2d_grad_x8") and op.attr("inplace") == 0 and op.attr("groups", 1) > 1
+    return (op.kind in ("conv2d", "conv2d_grad_x", "conv2d_grad_x8") and op.attr("inplace") == 0
+            and op.attr("groups", 1) > 1)
 
 
 def _fits(how: str, op: Op, src: TensorInfo, out: TensorInfo) -> bool:

@@ -23,7 +23,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
+from mcutrain.engine.ir import Graph, Op, TensorInfo
+from mcutrain.engine.ops import OUTPUT_TYPES
 from mcutrain.engine.passes.options import PassOptions
 from mcutrain.errors import McutrainError
 from mcutrain.quant import int8_grad as ig
@@ -46,7 +47,6 @@ class _Lowering:
         self.loss_grads: dict[str, str] = {}  # float g_logits -> its grad8 twin
         self.ops: list[Op] = []
         self.replaced: set[str] = set()  # float constants with an integer twin (dropped if unread)
-        self.param_grads = {op.inputs[1] for op in graph.ops if op.kind in ("update_weight", "update_bias")}
 
     def const(self, name: str, array: np.ndarray) -> str:
         self.constants[name] = np.ascontiguousarray(array, dtype=np.int32)
@@ -81,10 +81,14 @@ class _Lowering:
             inputs = [self.loss_grad(op)] + inputs[1:-1]  # the logit scale is in the grad8 loss gradient
         elif op.kind == "tfl_avgpool_grad":
             inputs.append(self._pool_factor(op))
-        for name in op.outputs:
-            info = self.tensors[name]
-            self.tensors[name] = replace(info, dtype="grad32" if info.name in self.param_grads else "grad8")
-        return replace(op, kind=INT8_KINDS[op.kind], inputs=tuple(inputs))
+        lowered = replace(op, kind=INT8_KINDS[op.kind], inputs=tuple(inputs))
+        for name, (_, dtype) in zip(op.outputs, OUTPUT_TYPES[lowered.kind](self, lowered)):  # the catalogue's
+            self.tensors[name] = replace(self.tensors[name], dtype=dtype)  # dtypes: grad8, or grad32
+        return lowered
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The tensors as lowered so far (ops are lowered in order): what ``OUTPUT_TYPES`` reads."""
+        return self.tensors[name]
 
     def _pool_factor(self, op: Op) -> str:
         """int32 [2, OH*OW]: grad_multiplier of fl32(ratio / n[p]) per output position (n[p]: the valid
