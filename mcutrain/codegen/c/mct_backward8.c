@@ -27,9 +27,16 @@ static int32_t transpose_tap_sum8(const mct_conv *p, const int8_t *w, const int8
  * over their taps (mct_transpose_tap_sum's ranges). */
 static void grad_x_block8(const mct_conv *p, const int8_t *g, int32_t i, int32_t q0, int32_t len, int32_t *acc) {
     const int32_t out_n = p->out_h * p->out_w;
-    if (mct_is_pointwise(p)) {
+    if (mct_is_pointwise(p)) { /* four output channels per pass over the block: one acc load and store each */
+        int32_t o = 0;
         for (int32_t j = 0; j < len; ++j) acc[j] = 0;
-        for (int32_t o = 0; o < p->out_c; ++o) {
+        for (; o + 4 <= p->out_c; o += 4) {
+            const int32_t w0 = *mct_weight_at(&p->w, o, i), w1 = *mct_weight_at(&p->w, o + 1, i);
+            const int32_t w2 = *mct_weight_at(&p->w, o + 2, i), w3 = *mct_weight_at(&p->w, o + 3, i);
+            const int8_t *g0 = g + o * out_n + q0, *g1 = g0 + out_n, *g2 = g1 + out_n, *g3 = g2 + out_n;
+            for (int32_t j = 0; j < len; ++j) acc[j] += w0 * g0[j] + w1 * g1[j] + w2 * g2[j] + w3 * g3[j];
+        }
+        for (; o < p->out_c; ++o) {
             const int32_t w = *mct_weight_at(&p->w, o, i);
             const int8_t *g_o = g + o * out_n + q0;
             for (int32_t j = 0; j < len; ++j) acc[j] += w * g_o[j];
