@@ -12,8 +12,8 @@
 #ifndef MCT_INT8_GRAD_H
 #define MCT_INT8_GRAD_H
 
-#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MCT_G8_MAX 127
 #define MCT_G8_ZERO_EXPONENT 0
@@ -161,33 +161,66 @@ static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, i
     return mct_g8_add_by(mct_g8_array_at, a, ea, mct_g8_array_at, b, eb, n, out);
 }
 
+/* 2^n as a double, from its bits (-1022 <= n <= 1023): no libm (the generated C calls only memcpy, memset
+ * and a few float functions). */
+static inline double mct_g8_pow2(int32_t n) {
+    const uint64_t bits = (uint64_t)(n + 1023) << 52;
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* floor(y) for |y| < 2^31. */
+static inline int32_t mct_g8_floor(double y) {
+    const int32_t t = (int32_t)y; /* toward zero */
+    return (double)t > y ? t - 1 : t;
+}
+
 /* The K loss-gradient values a[i] * b[i] (two float32 arrays: the product is exact in float64)
- * normalized: frexp finds the exponent; the scaling by a power of two and the +0.5 are exact. Returns E. */
+ * normalized: the exponent from the peak's bits, checked exactly against 127 * 2^E; the scaling by a
+ * power of two and the +0.5 are exact. Returns E. */
 static inline int32_t mct_g8_from_products(const float *a, const float *b, int32_t n, int8_t *out) {
     double peak = 0.0;
     for (int32_t i = 0; i < n; ++i) {
-        const double v = fabs((double)a[i] * (double)b[i]);
-        if (v > peak) peak = v;
+        const double v = (double)a[i] * (double)b[i];
+        const double m = v < 0 ? -v : v;
+        if (m > peak) peak = m;
     }
     if (peak == 0.0) {
         for (int32_t i = 0; i < n; ++i) out[i] = 0;
         return MCT_G8_ZERO_EXPONENT;
     }
-    int e;
-    (void)frexp(peak / MCT_G8_MAX, &e);
-    if (peak <= MCT_G8_MAX * ldexp(1.0, e - 1)) --e;
-    if (peak > MCT_G8_MAX * ldexp(1.0, e)) ++e;
-    for (int32_t i = 0; i < n; ++i) out[i] = (int8_t)floor(ldexp((double)a[i] * (double)b[i], -e) + 0.5);
+    uint64_t bits;
+    memcpy(&bits, &peak, sizeof bits);
+    int32_t e = (int32_t)((bits >> 52) & 0x7ff) - 1023 - 7; /* peak >= 2^k > 127 * 2^(k - 7): too small */
+    while (peak > MCT_G8_MAX * mct_g8_pow2(e)) ++e;
+    const double scale = mct_g8_pow2(-e);
+    for (int32_t i = 0; i < n; ++i) out[i] = (int8_t)mct_g8_floor((double)a[i] * (double)b[i] * scale + 0.5);
     return e;
 }
 
-/* c = fl32(lr * qas) as m * 2^x exactly (|m| < 2^24). */
+/* c = fl32(lr * qas) as m * 2^x exactly, m a 24-bit integer (frexp's normalization), from c's bits. */
 static inline void mct_g8_update_factor(float lr, float qas, int32_t *m, int32_t *x) {
     const float c = lr * qas;
-    int e;
-    const double q = frexp((double)c, &e);
-    *m = (int32_t)(q * 16777216.0); /* exact: a float32 mantissa has 24 bits */
-    *x = c == 0.0f ? 0 : e - MCT_G8_FRACTION_BITS;
+    uint32_t bits;
+    memcpy(&bits, &c, sizeof bits);
+    const int32_t field = (int32_t)((bits >> 23) & 0xff);
+    int32_t mant = (int32_t)(bits & 0x7fffff), exp = field - 150;
+    if (field != 0) {
+        mant |= 0x800000;
+    } else if (mant == 0) { /* c == 0: the step is zero whatever x is */
+        *m = 0;
+        *x = 0;
+        return;
+    } else {
+        exp = -149;
+        while (mant < 0x800000) { /* a subnormal, normalized as frexp does */
+            mant <<= 1;
+            --exp;
+        }
+    }
+    *m = (bits >> 31) ? -mant : mant;
+    *x = exp;
 }
 
 /* floor(p * 2^-s + u), u = (r >> 8) * 2^-24 (stochastic) or 1/2 (stochastic == 0), exactly; |p| < 2^62.

@@ -78,3 +78,20 @@ def test_firmware_equals_the_host_build_bit_for_bit(tmp_path_factory, core):
     run = run_qemu(folder / report["elf"], images[:4], labels[:4], images[4:], labels[4:], classes=CLASSES, core=core)
     print(f"{core} int8 backward: {run.train_instructions.mean():.0f} instructions per step")
     assert_firmware_equals_host(run, host, images[:4], labels[:4], images[4:])
+
+
+def test_imported_graph_pools_are_refused_in_one_line_until_their_c_exists():
+    """The TFLite pools' int8 backward has NumPy kernels but no C: generating says which op, not a traceback."""
+    from mcutrain.codegen import CodegenError, render
+    from mcutrain.engine.autodiff import differentiate
+    from mcutrain.engine.compile import build_program
+    from mcutrain.engine.loss import append_loss
+    from mcutrain.engine.passes import PIPELINE, PassOptions
+    from tests.helpers import tfl_graphs
+
+    forward = tfl_graphs.forward_graph("maxpool")
+    joint = differentiate(append_loss(forward), tfl_graphs.update_plan())
+    program = build_program(joint, forward, PassOptions(lr=0.5, seed=3, stream_input=False, backward="int8"), PIPELINE)
+    with pytest.raises(CodegenError, match=r"has no C kernel for '(reshape|tfl_maxpool)_grad8' yet") as err:
+        render(program)
+    assert "\n" not in str(err.value)

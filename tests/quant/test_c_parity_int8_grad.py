@@ -119,7 +119,7 @@ def test_shift_round_and_updates_match(harness):
     assert [line[0] for line in run_c(harness, lines)] == want
 
     lr = np.float32(g.uniform(1e-4, 1.0))
-    qas = np.concatenate([np.exp(g.uniform(-5, 25, 200)), [0.0]]).astype(np.float32)
+    qas = np.concatenate([np.exp(g.uniform(-5, 25, 200)), [0.0, 1e-40, 3e-39, 1e-45]]).astype(np.float32)  # + subnormals
     fm, fx = ig.update_factor(lr, qas)
     got = run_c(harness, [f"factor {lr.view(np.uint32)} {q.view(np.uint32)}" for q in qas])
     assert got == [[int(a), int(b)] for a, b in zip(fm, fx)]
