@@ -102,7 +102,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    md = ["# The paper networks on every Cortex-M core (128x128, paper-99kb, batch 1, float32 backward)", "",
+    md = ["# The paper networks on every Cortex-M core (128x128, paper-99kb, batch 1; float32, float64 and int8 "
+          "backward)", "",
           "![instructions per training step per core](cores.png)", "",
           f"Measured {meta['date']}. Command: `{meta['command']}`. Each network (random int8 weights) is "
           "generated with the core's default forward kernels, cross-built with arm-none-eabi-gcc -O2 for the "

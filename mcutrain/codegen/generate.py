@@ -408,6 +408,7 @@ def _manifest(program, storages, values: Mapping[str, object], files: Mapping[st
         "model_id": values["model_id"],
         "save": {"format": SAVE_VERSION, "header_bytes": SAVE_HEADER_BYTES, "crc_bytes": SAVE_CRC_BYTES},
         "accumulate": values["accumulate"], "kernels": values["kernels"],
+        "backward": program.options.backward,  # "int8": the integer backward (c/mct_backward8.c)
         "lr": program.options.lr, "seed": program.options.seed,
         "guard": {"window": GUARD_WINDOW, "prior": GUARD_PRIOR, "probation_steps": GUARD_PROBATION_STEPS,
                   "snapshot_every": GUARD_SNAPSHOT_EVERY, "trust_steps": GUARD_TRUST_STEPS,

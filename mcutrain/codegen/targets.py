@@ -59,7 +59,7 @@ def build_target(program, qmodel, plan, target: str, out, *, memory: MemoryMap |
             "classes": list(qmodel.classes), "preprocessing": dict(qmodel.preprocessing),
             "input": {"scale": float(qmodel.input.scale), "zero": int(qmodel.input.zero)},
             "lr": program.options.lr, "seed": program.options.seed, "accumulate": accumulate,
-            "kernels": kernels}
+            "kernels": kernels, "backward": program.options.backward}
     # Built whole beside ``out``, then swapped in: a failed or killed build leaves the old folder.
     with staged_folder(out) as folder:
         generate(program, folder, title=title, accumulate=accumulate, kernels=kernels)

@@ -95,3 +95,10 @@ def test_imported_graph_pools_are_refused_in_one_line_until_their_c_exists():
     with pytest.raises(CodegenError, match=r"has no C kernel for '(reshape|tfl_maxpool)_grad8' yet") as err:
         render(program)
     assert "\n" not in str(err.value)
+
+
+def test_the_folder_says_its_backward(tmp_path):
+    from mcutrain.codegen.host import read_manifest
+
+    generate(_program("bias-only"), tmp_path)
+    assert read_manifest(tmp_path)["backward"] == "int8"
