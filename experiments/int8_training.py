@@ -190,6 +190,26 @@ def backward(epochs: int = 2, train_n: int = 500, eval_n: int = 500) -> None:
     methods = {f"{kind} backward, {scheme}": ({**device, "backward": kind}, BACKWARD_LRS)
                for scheme in BACKWARD_SCHEMES for kind in ("float32", "int8")}
     res = run_grid(methods, lambda n: n.split(", ")[1], lambda _n: epochs, lambda _n: train_n, eval_n)
+    publish_backward(res, epochs, train_n, eval_n)
+
+
+def backward_gaps(results: dict) -> dict[str, float]:
+    """Test accuracy points of the int8 backward minus the float32 one, averaged over the datasets, per
+    scheme and over all."""
+    gaps = {}
+    for scheme in BACKWARD_SCHEMES:
+        i8, f32 = results[f"int8 backward, {scheme}"], results[f"float32 backward, {scheme}"]
+        gaps[scheme] = sum(i8[d]["test"] - f32[d]["test"] for d in DATASETS) * 100 / len(DATASETS)
+    gaps["all"] = sum(gaps.values()) / len(BACKWARD_SCHEMES)
+    return gaps
+
+
+def publish_backward(res: dict, epochs: int, train_n: int, eval_n: int) -> None:
+    gaps = backward_gaps(res)
+    per = ", ".join(f"{s}: {gaps[s]:+.1f}" for s in BACKWARD_SCHEMES)
+    verdict = "met" if abs(gaps["all"]) <= 1.0 else "not met"
+    mean = sum(c[d]["test"] for c in res.values() for d in DATASETS) / (len(res) * len(DATASETS))
+    stderr = 100 * (mean * (1 - mean) / eval_n) ** 0.5  # of one cell's test accuracy (binomial)
     publish("int8_backward", TITLES["int8_backward"], res,
             [PROTOCOL[0], f"int8 SGD + QAS at the device's settings: batch 1, no momentum, stochastic rounding; "
              f"{epochs} epochs on {train_n} training images, val/test {eval_n} each (seeded subsets, to fit "
@@ -197,7 +217,12 @@ def backward(epochs: int = 2, train_n: int = 500, eval_n: int = 500) -> None:
              "validation; test accuracy in %.",
              "float32 backward: the simulation's default (fp32 gradients of the integer-domain values). int8 "
              "backward: `--backward int8`, every gradient an int8 tensor with a per-sample power-of-two "
-             "exponent (quant/int8_grad.py), the update in fixed point."],
+             "exponent (quant/int8_grad.py), the update in fixed point.",
+             f"**int8 minus float32 backward, average over the datasets: {per}; over all "
+             f"{gaps['all']:+.1f} points** (goal: within 1 point: {verdict}). With {eval_n} test images one "
+             f"image is {100 / eval_n:.1f} points; one cell's binomial standard error at the mean accuracy "
+             f"({mean * 100:.0f}%) is {stderr:.1f} points, the average of 3 paired differences' about "
+             f"{stderr * (2 / 3) ** 0.5:.1f} (unpaired bound)."],
             "python -m experiments.int8_training backward")
 
 

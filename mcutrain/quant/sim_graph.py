@@ -266,7 +266,8 @@ class GraphNet(nn.Module):
         return q
 
     def run(self, values: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
-        readers = self._readers(start, stop) if self.backward_mode == "int8" else {}
+        int8 = self.backward_mode == "int8" and torch.is_grad_enabled()  # forks only where a backward follows
+        readers = self._readers(start, stop) if int8 else {}
         forks: dict[str, list[torch.Tensor]] = {}
 
         def read(name: str) -> torch.Tensor:

@@ -132,8 +132,8 @@ class Int8Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x
-        if self.add is not None and self.backward_mode == "int8":  # x is read twice: the spec's fan-out sum
-            x, skip = fork(x, 2)
+        if self.add is not None and self.backward_mode == "int8" and torch.is_grad_enabled():
+            x, skip = fork(x, 2)  # x is read twice: its gradients meet in the spec's fan-out sum
         y = self.pointwise1(x) if self.pointwise1 is not None else x
         y = self.pointwise2(self.depthwise(y))
         return self.add(skip, y) if self.add is not None else y
