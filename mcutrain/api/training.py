@@ -256,10 +256,12 @@ def finetune(model: PathLike, data: str, scheme: PathLike, out: PathLike, *, opt
              momentum: float = 0.9, qas: bool = True, update_rule: str = "sr", epochs: int = 10,
              batch_size: int = 32, lr: float | str = "auto", resolution: int = 0, seed: int = 0,
              train_subset: int = 0, eval_subset: int = 0, augment: bool = False, float: bool = False,
-             keep_failed: bool = False, quiet: bool = False) -> FinetuneResult:
+             keep_failed: bool = False, quiet: bool = False, backward: str = "float32") -> FinetuneResult:
     """Train the int8 ``model`` on ``data`` with the parameters ``scheme`` selects (a built-in name or a
     scheme .json file) in the PyTorch simulation; writes ``out`` (``mcutrain finetune``). A dataset
-    with other classes than the model gets a new int8 head; ``float``: train the fp32 twin instead."""
+    with other classes than the model gets a new int8 head; ``float``: train the fp32 twin instead.
+    ``backward``: "float32" (default) or "int8", the integer backward of ``quant/int8_grad.py`` (plain
+    SGD: ``momentum=0``)."""
     from mcutrain.train.finetune import FinetuneConfig, no_qas_warning
     from mcutrain.train.finetune import finetune as run_finetune
     from mcutrain.train.model_kind import load_trainable
@@ -267,7 +269,7 @@ def finetune(model: PathLike, data: str, scheme: PathLike, out: PathLike, *, opt
     cfg = FinetuneConfig(model=path_of(model), data=data, scheme=path_of(scheme), out=path_of(out),
                          optimizer=optimizer, momentum=momentum, qas=qas, update_rule=update_rule, epochs=epochs,
                          batch_size=batch_size, lr=lr, resolution=resolution, seed=seed, augment=augment,
-                         float=float, train_subset=train_subset, eval_subset=eval_subset)
+                         float=float, train_subset=train_subset, eval_subset=eval_subset, backward=backward)
     loaded = None
     if not cfg.float and not cfg.qas:  # the int8 step without QAS: say what it costs
         loaded = load_trainable(cfg.model)

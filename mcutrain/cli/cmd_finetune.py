@@ -8,7 +8,7 @@ from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.errors import TrainingFailed
-from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES
+from mcutrain.train.int8_optim import BACKWARDS, OPTIMIZERS, UPDATE_RULES
 
 
 def register(subparsers) -> None:
@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     qas.add_argument("--no-qas", dest="qas", action="store_false")
     p.add_argument("--update-rule", choices=UPDATE_RULES, default=d["update_rule"],
                    help="sr: int8 weights, stochastic rounding (default, as on the device); latent: fp32 copies")
+    p.add_argument("--backward", choices=BACKWARDS, default=d["backward"],
+                   help="float32: fp32 gradients (default); int8: the integer backward (int8 gradients with a "
+                        "power-of-two scale, as on a core without FPU; needs --momentum 0)")
     p.add_argument("--epochs", type=int, default=d["epochs"])
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--lr", type=argtypes.learning_rate_or_auto, default=d["lr"],
@@ -62,7 +65,8 @@ def run(args) -> int:
                           momentum=args.momentum, qas=args.qas, update_rule=args.update_rule, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, resolution=args.resolution, seed=args.seed,
                           train_subset=args.train_subset, eval_subset=args.eval_subset, augment=args.augment,
-                          float=args.float, keep_failed=args.keep_failed, quiet=args.quiet)
+                          float=args.float, keep_failed=args.keep_failed, quiet=args.quiet,
+                          backward=args.backward)
     except TrainingFailed as failed:  # the result (with "health") still goes out; main exits 3
         emit(args, failed.result, lambda _: FinetuneResult(failed.result).text())
         raise

@@ -39,7 +39,8 @@ from mcutrain.quant import graph_forward as gf
 from mcutrain.quant.graph import FcConv, FullyConnected, Mean, Node, Pool2d, QGraph, fc_as_conv
 from mcutrain.quant.graph_head import classifier_node
 from mcutrain.quant.qmodel import QLinear
-from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, set_trainable
+from mcutrain.quant.sim_int8_backward import as_input_dtype, fork, mean_backward, pool2d_backward
+from mcutrain.quant.sim_model import Int8Add, Int8Conv, Int8Linear, set_backward, set_trainable
 from mcutrain.quant.sim_ops import Int8ConvFn, exact_conv
 from mcutrain.sparse import UpdatePlan
 
@@ -63,6 +64,8 @@ class _ExactFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_y):
         x, mask = ctx.saved_tensors
+        if ctx.leaf.backward_mode == "int8":
+            return as_input_dtype(ctx.leaf.grad_int8(x, g_y, mask), g_y.dtype), None
         return ctx.leaf.grad(x, g_y * mask.to(g_y.dtype)), None
 
 
@@ -74,6 +77,8 @@ def _clamped(v: np.ndarray, qmin: int, qmax: int) -> tuple[np.ndarray, np.ndarra
 
 class Int8Pool2d(nn.Module):
     """TFLite's AVERAGE_POOL_2D / MAX_POOL_2D: windows clipped at the border, no rescale."""
+
+    backward_mode = "float32"  # sim_model.set_backward
 
     def __init__(self, p: Pool2d, kind: str):
         super().__init__()
@@ -102,9 +107,14 @@ class Int8Pool2d(nn.Module):
             (g_x,) = torch.autograd.grad(y, xs, g.to(torch.float32) * self.ratio)
         return g_x
 
+    def grad_int8(self, x: torch.Tensor, g_y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return pool2d_backward(self, x, g_y, mask)
+
 
 class Int8Mean(nn.Module):
     """TFLite's MEAN over H and W (LiteRT's integer kernel, ``graph_forward.mean``)."""
+
+    backward_mode = "float32"  # sim_model.set_backward
 
     def __init__(self, p: Mean):
         super().__init__()
@@ -122,6 +132,10 @@ class Int8Mean(nn.Module):
         h, w = x.shape[2:]
         g = g.reshape(g.shape[0], g.shape[1], 1, 1) * (self.p.x.scale / (self.p.y.scale * h * w))
         return g.expand(-1, -1, h, w).to(torch.float32).contiguous()
+
+    def grad_int8(self, x: torch.Tensor, g_y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        return mean_backward(g_y, mask, self.p.x.scale / (self.p.y.scale * h * w), (h, w))
 
 
 class _FcConvFn(torch.autograd.Function):
@@ -209,6 +223,7 @@ class GraphNet(nn.Module):
     """A QGraph classifier; takes the loader's float input, returns fp32 logits."""
 
     cache_dtype = torch.int8  # a frozen-prefix cache stores the int8 activation at the cut
+    backward_mode = "float32"  # set_backward
 
     def __init__(self, graph: QGraph):
         super().__init__()
@@ -235,6 +250,10 @@ class GraphNet(nn.Module):
     def set_trainable(self, plan: UpdatePlan) -> None:
         set_trainable(self, plan)
 
+    def set_backward(self, mode: str) -> None:
+        """"float32" or "int8" for every leaf; int8 also routes each tensor read twice through a fork."""
+        set_backward(self, mode)
+
     # -- running
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,9 +266,31 @@ class GraphNet(nn.Module):
         return q
 
     def run(self, values: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
+        int8 = self.backward_mode == "int8" and torch.is_grad_enabled()  # forks only where a backward follows
+        readers = self._readers(start, stop) if int8 else {}
+        forks: dict[str, list[torch.Tensor]] = {}
+
+        def read(name: str) -> torch.Tensor:
+            if readers.get(name, 0) < 2:
+                return values[name]
+            copies = forks.setdefault(name, list(fork(values[name], readers[name])))
+            return copies.pop(0) if len(copies) > 1 else copies[0]  # the last copy serves what is left
+
         for node, leaf in zip(self.body[start:stop], self.leaves[start:stop]):
-            values[node.output] = leaf(*[values[n] for n in node.inputs])
+            values[node.output] = leaf(*[read(n) for n in node.inputs])
+        for name in list(forks):  # a fork's last copy is what later readers (the classifier) get
+            values[name] = forks[name][0]
         return values
+
+    def _readers(self, start: int, stop: int) -> dict[str, int]:
+        """How often each tensor is read by nodes ``start:stop`` (and the classifier, when it follows)."""
+        names = [n for node in self.body[start:stop] for n in node.inputs]
+        if stop == len(self.body):
+            names.append(self.head_input)
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def features(self, x_q: torch.Tensor) -> torch.Tensor:
         """The int8 input of the classifier."""

@@ -17,6 +17,7 @@ from torch import nn
 from mcutrain.quant.int8_ops import add_params
 from mcutrain.quant.qmodel import QAdd, QBlock, QConv, QLinear, QModel, QPool
 from mcutrain.sparse import UpdatePlan
+from mcutrain.quant.sim_int8_backward import check_mode, conv_factor, fork, scalar_factor
 from mcutrain.quant.sim_ops import Int8AddFn, Int8AvgPoolFn, Int8ConvFn, Int8LinearFn
 
 
@@ -31,7 +32,18 @@ def set_trainable(net: nn.Module, plan: UpdatePlan) -> None:
     net.classifier.bias.requires_grad_(True)
 
 
+def set_backward(net: nn.Module, mode: str) -> None:
+    """The backward of every layer of ``net``: "float32" (the default) or "int8" (``int8_grad``'s
+    integer backward). An attribute of each layer, set here for all at once: no global state."""
+    check_mode(mode)
+    for module in net.modules():
+        if hasattr(module, "backward_mode"):
+            module.backward_mode = mode
+
+
 class Int8Conv(nn.Module):
+    backward_mode = "float32"  # see set_backward
+
     def __init__(self, q: QConv, index: int):
         super().__init__()
         self.q, self.index, self.name = q, index, q.name
@@ -42,6 +54,7 @@ class Int8Conv(nn.Module):
         self.register_buffer("shift", torch.from_numpy(shift.astype(np.int64)), persistent=False)
         self.register_buffer("real_multiplier", torch.from_numpy(
             (mult.astype(np.float64) * np.exp2(shift.astype(np.float64) - 31)).astype(np.float32)), persistent=False)
+        self.grad_factor = conv_factor(mult, shift)  # the int8 backward's (m, sh) of M[c]
         self.register_buffer("w_scale", torch.from_numpy(q.w_scale.copy()), persistent=False)
         self.x_zero, self.y_zero, self.x_scale = q.x.zero, q.y.zero, q.x.scale
         self.qmin, self.qmax, self.groups = q.qmin, q.qmax, q.groups
@@ -59,17 +72,22 @@ class Int8Conv(nn.Module):
 
 
 class Int8Add(nn.Module):
+    backward_mode = "float32"
+
     def __init__(self, q: QAdd):
         super().__init__()
         self.q = q
         self.params = add_params(q.a.scale, q.a.zero, q.b.scale, q.b.zero, q.y.scale, q.y.zero, q.qmin, q.qmax)
         self.a_ratio, self.b_ratio = q.a.scale / q.y.scale, q.b.scale / q.y.scale
+        self.grad_factor_a, self.grad_factor_b = scalar_factor(self.a_ratio), scalar_factor(self.b_ratio)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return Int8AddFn.apply(a, b, self)
 
 
 class Int8Pool(nn.Module):
+    backward_mode = "float32"
+
     def __init__(self, q: QPool):
         super().__init__()
         self.q, self.x, self.y = q, q.x, q.y
@@ -79,6 +97,8 @@ class Int8Pool(nn.Module):
 
 
 class Int8Linear(nn.Module):
+    backward_mode = "float32"
+
     def __init__(self, q: QLinear):
         super().__init__()
         self.q = q
@@ -98,6 +118,8 @@ class Int8Linear(nn.Module):
 
 
 class Int8Block(nn.Module):
+    backward_mode = "float32"
+
     def __init__(self, q: QBlock, first_index: int):
         super().__init__()
         i = first_index
@@ -109,9 +131,12 @@ class Int8Block(nn.Module):
         self.add = Int8Add(q.add) if q.add is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x
+        if self.add is not None and self.backward_mode == "int8" and torch.is_grad_enabled():
+            x, skip = fork(x, 2)  # x is read twice: its gradients meet in the spec's fan-out sum
         y = self.pointwise1(x) if self.pointwise1 is not None else x
         y = self.pointwise2(self.depthwise(y))
-        return self.add(x, y) if self.add is not None else y
+        return self.add(skip, y) if self.add is not None else y
 
 
 class BlockwiseNet(nn.Module):
@@ -132,6 +157,7 @@ class Int8Net(BlockwiseNet):
     """The whole int8 network; takes the float input of the loader, returns fp32 logits."""
 
     cache_dtype = torch.int8  # what a frozen-prefix cache stores: the int8 activations themselves
+    backward_mode = "float32"  # set_backward
 
     def __init__(self, q: QModel):
         super().__init__()
@@ -165,6 +191,9 @@ class Int8Net(BlockwiseNet):
 
     def set_trainable(self, plan: UpdatePlan) -> None:
         set_trainable(self, plan)
+
+    def set_backward(self, mode: str) -> None:
+        set_backward(self, mode)
 
     def to_qmodel(self) -> QModel:
         return self.q.with_convs([c.to_qconv() for c in self.convs()], self.classifier.to_qlinear())

@@ -6,11 +6,13 @@ Forward accumulators are exact: a conv runs in float32 only when the bound
 bias is added and requantized in int64 with the fixed-point primitives of ``fixedpoint`` (the same
 as the NumPy executor and the C kernels).
 
-Backward is fp32 with respect to the integer-domain values, straight-through through rounding:
+Backward (``layer.backward_mode`` "float32", the default) is fp32 with respect to the integer-domain
+values, straight-through through rounding:
 ``g_acc = g_y * M * mask`` (``M`` the real value the fixed-point multiplier encodes, ``mask`` the
 inside-the-clamp bit), ``g_x = conv_input_grad(w_q, g_acc)``, ``g_w = conv_weight_grad(x_q - z_x,
 g_acc)`` restricted to the first ``kept`` channels (input channels of a 1x1/normal conv, channels of
 a depthwise conv) so a sparse update never computes what it does not apply, ``g_b = sum(g_acc)``.
+Mode "int8" is the integer backward of ``int8_grad`` (``sim_int8_backward``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 from mcutrain.quant.fixedpoint import requantize_with_mask_torch
 from mcutrain.quant.int8_ops import avgpool_int8_with_mask_torch, quantized_add_with_mask_torch
+from mcutrain.quant import sim_int8_backward as int8_bw
 
 EXACT_FLOAT32 = 2.0**24
 
@@ -76,6 +79,8 @@ class Int8ConvFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_y):
         layer = ctx.layer
+        if layer.backward_mode == "int8":
+            return int8_bw.conv_backward(ctx, g_y, input_grad, partial_weight_grad)
         xz, weight, mask = ctx.saved_tensors
         g_acc = g_y * mask * layer.real_multiplier[None, :, None, None]
         g_x = g_w = g_b = None
@@ -114,6 +119,8 @@ class Int8AddFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_y):
+        if ctx.layer.backward_mode == "int8":
+            return int8_bw.add_backward(ctx, g_y)
         (mask,) = ctx.saved_tensors
         g = g_y * mask
         return g * ctx.layer.a_ratio, g * ctx.layer.b_ratio, None
@@ -131,6 +138,9 @@ class Int8AvgPoolFn(torch.autograd.Function):
     def backward(ctx, g_y):
         (mask,) = ctx.saved_tensors
         h, w = ctx.hw
+        if ctx.layer.backward_mode == "int8":
+            real = ctx.layer.x.scale / (ctx.layer.y.scale * h * w)
+            return int8_bw.as_input_dtype(int8_bw.mean_backward(g_y, mask, real, (h, w)), g_y.dtype), None
         g = g_y * mask * (ctx.layer.x.scale / (ctx.layer.y.scale * h * w))
         return g[:, :, None, None].expand(-1, -1, h, w).contiguous(), None
 
@@ -148,6 +158,8 @@ class Int8LinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_logits):
+        if ctx.layer.backward_mode == "int8":
+            return int8_bw.linear_backward(ctx, g_logits)
         xz, weight = ctx.saved_tensors
         g_acc = g_logits * ctx.layer.logit_scale
         g_x = g_acc @ weight if ctx.needs_input_grad[0] else None

@@ -27,7 +27,8 @@ from mcutrain.sparse import UpdatePlan
 from mcutrain.train import model_kind as mk
 from mcutrain.train.evaluate import evaluate
 from mcutrain.train.health import judge
-from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer
+from mcutrain.quant.sim_int8_backward import int8_cross_entropy
+from mcutrain.train.int8_optim import OPTIMIZERS, UPDATE_RULES, Int8Optimizer, check_int8_backward
 from mcutrain.train.learning_rate import check_learning_rate
 from mcutrain.train.lr_auto import (AUTO, DEVICE_PROBE_EVAL, DEVICE_PROBE_TRAIN, LrChoice, choose_lr, derived_lr,
                                     head_curvature, is_auto, engine_lr, probe_steps, snap)
@@ -60,6 +61,7 @@ class FinetuneConfig:
     train_subset: int = 0  # 0: all training samples; else a seeded random subset of that size
     eval_subset: int = 0  # 0: all val/test samples; else a seeded random subset of each
     max_steps: int = 0  # 0: every step of every epoch; else stop after this many (``--lr auto``'s probes)
+    backward: str = "float32"  # "int8": the integer backward of quant/int8_grad.py (plain SGD, no momentum)
 
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableModel | None = None,
@@ -95,6 +97,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True, model: mk.TrainableM
     torch.manual_seed(cfg.seed)
     net = mk.simulation(qmodel, float_twin=cfg.float)
     net.set_trainable(plan)
+    if cfg.backward != "float32":  # the fp32 twin has no int8 backward (refused by _check)
+        net.set_backward(cfg.backward)
     dataset = _subsampled(dataset, cfg)
     task = _Task(net, plan, dataset, dataset.train, resolution, mk.preprocessing(qmodel), cfg,
                  memo, identity, progress=progress)
@@ -297,10 +301,12 @@ def _make_step(net, model_fn, cfg: FinetuneConfig):
                else torch.optim.Adam(params, lr=cfg.lr))
     else:
         opt = Int8Optimizer(net, kind=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, qas=cfg.qas,
-                            rule=cfg.update_rule, seed=cfg.seed)
+                            rule=cfg.update_rule, seed=cfg.seed, backward=cfg.backward)
+    # The int8 backward starts from the engine's own loss gradient, per sample (sim_int8_backward).
+    loss_fn = int8_cross_entropy if cfg.backward == "int8" else F.cross_entropy
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        loss = F.cross_entropy(model_fn(x), y)
+        loss = loss_fn(model_fn(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -333,6 +339,9 @@ def _check(cfg: FinetuneConfig) -> None:
         raise McutrainError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.update_rule not in UPDATE_RULES:
         raise McutrainError(f"unknown update rule {cfg.update_rule!r}; choose {', '.join(UPDATE_RULES)}")
+    check_int8_backward(cfg.backward, cfg.optimizer, cfg.momentum, cfg.update_rule)
+    if cfg.backward == "int8" and cfg.float:
+        raise McutrainError("--backward int8 is the int8 model's integer backward; --float trains the fp32 twin")
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise McutrainError("--epochs must be >= 0 and --batch-size >= 1")
     if not is_auto(cfg.lr):

@@ -14,6 +14,13 @@ repeats):
                             the reference implementation's simulation, for comparison only.
 Only the first ``kept`` channels of a weight are touched (input channels of a 1x1/normal conv,
 channels of a depthwise conv), exactly the slice the simulation computes gradients for.
+
+With ``backward="int8"`` (the net's integer backward, ``quant.sim_int8_backward``) the step is the
+fixed-point update of ``quant.int8_grad`` instead: plain SGD (no momentum, rule "sr"), from the exact
+gradient ``param.int8_grad`` = (G, E, batch B): ``c = fl32(lr / B * qas[k])`` as ``m_c * 2**x_c``,
+weights ``update_weight`` with the random words of the same stream as "sr", biases ``update_bias``.
+The batch mean is the sum of the per-sample integer gradients with the rate ``lr / B``: a batch of one
+is the device's step bit for bit.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import numpy as np
 import torch
 
 from mcutrain.errors import McutrainError
-from mcutrain.quant.rng import stochastic_round_torch
+from mcutrain.quant.int8_grad import update_bias, update_factor, update_weight
+from mcutrain.quant.rng import stochastic_round_torch, uniform_u32
 from mcutrain.quant.sim_model import Int8Conv, Int8Net
 from mcutrain.train.learning_rate import check_learning_rate
 
 OPTIMIZERS = ("sgd", "adam")
 UPDATE_RULES = ("sr", "latent")
+BACKWARDS = ("float32", "int8")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -47,7 +56,10 @@ class Slot:
 
 class Int8Optimizer:
     def __init__(self, net: Int8Net, *, kind: str = "sgd", lr: float = 0.01, momentum: float = 0.0,
-                 qas: bool = True, rule: str = "sr", seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8):
+                 qas: bool = True, rule: str = "sr", seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8,
+                 backward: str = "float32"):
+        check_int8_backward(backward, kind, momentum, rule)
+        self.backward = backward
         if kind not in OPTIMIZERS:
             raise McutrainError(f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
         if rule not in UPDATE_RULES:
@@ -61,10 +73,15 @@ class Int8Optimizer:
     def zero_grad(self) -> None:
         for s in self.slots:
             s.param.grad = None
+            s.param.int8_grad = None
 
     @torch.no_grad()
     def step(self) -> None:
         self.step_count += 1
+        if self.backward == "int8":
+            for s in self.slots:
+                self._int8_update(s)
+            return
         for s in self.slots:
             if s.param.grad is None:
                 continue
@@ -74,6 +91,21 @@ class Int8Optimizer:
                 self._update_weight(s, d)
             else:
                 self._update_bias(s, d)
+
+    def _int8_update(self, s: Slot) -> None:
+        """The fixed-point step of ``int8_grad`` on the kept slice (see the module's docstring)."""
+        grad = getattr(s.param, "int8_grad", None)
+        if grad is None:
+            return
+        m_c, x_c = update_factor(self.lr / grad.batch, s.qas.numpy())
+        G = grad.G[s.kept_slice]
+        if s.is_weight:
+            w = s.param.data[s.kept_slice].numpy().astype(np.int64)
+            r = uniform_u32(self.seed, self.step_count, s.tensor_id, w.size).reshape(w.shape)
+            new = update_weight(w, G, grad.E, m_c, x_c, r)
+        else:
+            new = update_bias(s.param.data.numpy().astype(np.int64), G, grad.E, m_c, x_c)
+        s.param.data[s.kept_slice] = torch.from_numpy(new.astype(np.float64)).to(s.param.dtype)
 
     def _direction(self, s: Slot, g: torch.Tensor) -> torch.Tensor:
         if self.kind == "sgd":
@@ -113,6 +145,23 @@ class Int8Optimizer:
     def state_bytes(self) -> int:
         """Optimizer state that would live in SRAM (momentum / Adam moments / latent copies)."""
         return sum(t.numel() * 4 for s in self.slots for t in s.state.values())
+
+
+def check_int8_backward(backward: str, kind: str, momentum: float, rule: str) -> None:
+    """The integer backward's update is the device's: plain SGD on int8 weights (McutrainError else)."""
+    if backward not in BACKWARDS:
+        raise McutrainError(f"unknown backward {backward!r}; choose one of {', '.join(BACKWARDS)}")
+    if backward != "int8":
+        return
+    if kind != "sgd":
+        raise McutrainError(f"--backward int8 updates with plain SGD (the device's); --optimizer {kind} "
+                            "is not supported")
+    if momentum != 0:
+        raise McutrainError(f"--backward int8 updates with plain SGD (the device's): set --momentum 0 "
+                            f"(got {momentum:g})")
+    if rule != "sr":
+        raise McutrainError(f"--backward int8 updates int8 weights with stochastic rounding: --update-rule {rule} "
+                            "is not supported")
 
 
 def qas_factors(w_scale, x_scale: float, frozen_channels=(), qas: bool = True) -> tuple[np.ndarray, np.ndarray]:
