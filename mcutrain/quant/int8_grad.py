@@ -19,7 +19,9 @@ The definition (gradients are taken w.r.t. the integer-domain values, as DESIGN.
   this canonical form.
 * **A real factor** ``f`` (a requantization multiplier ``M[c] = s_x * s_w[c] / s_y``, an add's
   ``s_in / s_y``, a pool's ``s_x / (s_y * h * w)``) enters as ``m * 2**sh`` with ``m`` a 15-bit
-  integer (``grad_multiplier``), so ``g * m`` fits int32 (``127 * 2**15 < 2**22``).
+  integer (``grad_multiplier``), so ``g * m`` fits int32 (``127 * 2**15 < 2**22``). The real is the
+  float32 value the float backward multiplies by (rounded once from float64), widened: every executor
+  starts from the same float32 constant.
   ``scale_grad``: ``normalize(g * mask * m[c] * 2**(E + sh[c]))``.
 * **Contractions** (a conv's or the classifier's input gradient) sum ``w_q * g`` in int32 at ``E``
   (``|w_q| <= 127``: exact up to 2**17 terms) and normalize. **Parameter gradients** stay int32 at

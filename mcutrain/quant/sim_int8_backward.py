@@ -44,8 +44,10 @@ class Int8Grad:
 
 
 def conv_factor(multiplier, shift) -> tuple[np.ndarray, np.ndarray]:
-    """(m, sh) of a conv's real multipliers ``M[c]``: the exact float64 value its fixed point encodes."""
-    return grad_multiplier(dequantize_multiplier(np.asarray(multiplier), np.asarray(shift)))
+    """(m, sh) of a conv's real multipliers ``M[c]``: the value its fixed point encodes rounded once to
+    float32, the float backward's factor (``Int8Conv.real_multiplier``; the engine's constant)."""
+    real = dequantize_multiplier(np.asarray(multiplier), np.asarray(shift))
+    return grad_multiplier(np.asarray(real, np.float32).astype(np.float64))
 
 
 def scalar_factor(real: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +55,7 @@ def scalar_factor(real: float) -> tuple[np.ndarray, np.ndarray]:
 
     Shape (1,): ``scale_grad_torch`` broadcasts it over the channels (its 0-d path hands a NumPy scalar
     to ``torch.from_numpy`` and fails)."""
-    return grad_multiplier(np.array([real], dtype=np.float64))
+    return grad_multiplier(np.array([real], dtype=np.float32).astype(np.float64))  # the float path's float32
 
 
 def per_sample_exponents(values: torch.Tensor) -> np.ndarray:

@@ -39,26 +39,36 @@ def qmodel_params(q: QModel) -> dict[str, np.ndarray]:
 
 
 def simulate(qmodel: QModel, plan: UpdatePlan, images: np.ndarray, labels: np.ndarray, *, lr: float,
-             seed: int) -> Trace:
+             seed: int, backward: str = "float32") -> Trace:
     """Train the simulation one image at a time (int8 images [N, 3, R, R]); the reference trace."""
     net = Int8Net(qmodel)
-    losses = train_one_by_one(net, plan, images, labels, lr=lr, seed=seed)
+    losses = train_one_by_one(net, plan, images, labels, lr=lr, seed=seed, backward=backward)
     return Trace(losses, qmodel_params(net.to_qmodel()))
 
 
 def train_one_by_one(net, plan: UpdatePlan, images: np.ndarray, labels: np.ndarray, *, lr: float,
-                     seed: int) -> tuple[float, ...]:
-    """Plain SGD with QAS at batch 1 on a simulation (``Int8Net`` or ``GraphNet``), in place: the losses."""
+                     seed: int, backward: str = "float32", after_each=None) -> tuple[float, ...]:
+    """Plain SGD with QAS at batch 1 on a simulation (``Int8Net`` or ``GraphNet``), in place: the losses.
+
+    ``backward``: "float32" or "int8" (the integer backward, from the engine's own loss gradient);
+    ``after_each(net)``: called after every step (a step-by-step comparison's hook)."""
+    from mcutrain.quant.sim_int8_backward import int8_cross_entropy
+
     net.set_trainable(plan)
-    opt = Int8Optimizer(net, kind="sgd", lr=lr, momentum=0.0, qas=True, rule="sr", seed=seed)
+    if backward != "float32":
+        net.set_backward(backward)
+    opt = Int8Optimizer(net, kind="sgd", lr=lr, momentum=0.0, qas=True, rule="sr", seed=seed, backward=backward)
+    loss_fn = int8_cross_entropy if backward == "int8" else F.cross_entropy
     losses = []
     for image, label in zip(images, labels):
         opt.zero_grad()
         logits = net.classifier(net.features(torch.from_numpy(image[None].astype(np.float32))))
-        loss = F.cross_entropy(logits, torch.tensor([int(label)]))
+        loss = loss_fn(logits, torch.tensor([int(label)]))
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if after_each is not None:
+            after_each(net)
     return tuple(losses)
 
 
