@@ -416,13 +416,19 @@ def emit_update_bias(ctx: OpContext) -> Emitted:
     return Emitted((update_struct(ctx, name, b, qas),), f"mct_update_bias(&{name}, {ctx.ptr(g)});")
 
 
-def emit_conv2d_grad_w_update(ctx: OpContext) -> Emitted:
+def grad_w_update_structs(ctx: OpContext) -> tuple[tuple[str, str], str, str]:
+    """The (conv, update) struct definitions of a fused weight gradient + update, and their names."""
     w, x, g, qas = ctx.op.inputs
     fields, rows, cols = grad_w_geometry(ctx, x, g)
     if (rows, cols) != ctx.symbols.params[w].kept_matrix():
         raise CodegenError(f"op {ctx.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
     c, u = ctx.struct("c"), ctx.struct("u")
-    decls = (declare("mct_conv", c, ctx.op, fields), update_struct(ctx, u, w, qas))
+    return (declare("mct_conv", c, ctx.op, fields), update_struct(ctx, u, w, qas)), c, u
+
+
+def emit_conv2d_grad_w_update(ctx: OpContext) -> Emitted:
+    _, x, g, _ = ctx.op.inputs
+    decls, c, u = grad_w_update_structs(ctx)
     return Emitted(decls, f"mct_conv2d_grad_w_update(&{c}, &{u}, {ctx.ptr(x)}, {ctx.ptr(g)}, step);")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mcutrain.codegen.emitters import (Emitted, OpContext, channels_plane, conv_fields, declare, grad_w_geometry,
-                                       numel, update_struct)
+                                       grad_w_update_structs, numel, update_struct)
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.engine.ir import GRAD_HEADER_BYTES
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
@@ -186,12 +186,8 @@ def emit_update_bias8(ctx: OpContext) -> Emitted:
 
 
 def emit_conv2d_grad_w_update8(ctx: OpContext) -> Emitted:
-    w, x, g, qas = ctx.op.inputs
-    fields, rows, cols = grad_w_geometry(ctx, x, g)
-    if (rows, cols) != ctx.symbols.params[w].kept_matrix():
-        raise CodegenError(f"op {ctx.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
-    c, u = ctx.struct("c"), ctx.struct("u")
-    decls = (declare("mct_conv", c, ctx.op, fields), update_struct(ctx, u, w, qas))
+    _, x, g, _ = ctx.op.inputs
+    decls, c, u = grad_w_update_structs(ctx)
     return Emitted(decls, f"mct_g8_conv2d_grad_w_update(&{c}, &{u}, {ctx.ptr(x)}, {payload(ctx, g)}, "
                           f"{exponent(ctx, g)}, step);")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import mcutrain.quant
 from mcutrain.quant import fixedpoint as fp
 from mcutrain.quant import int8_ops
 from mcutrain.quant import rng
+from tests.helpers.c_harness import build_harness, run_lines
 
 HEADER_DIR = Path(mcutrain.quant.__file__).parent
 HARNESS = Path(__file__).with_name("c_parity_harness.c")
@@ -22,25 +21,11 @@ EXTREMES = np.array([I32_MIN, I32_MIN + 1, -(2**30), -12345, -2, -1, 0, 1, 2, 77
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not found: cannot check the C header")
-    exe = tmp_path_factory.mktemp("c_parity") / "harness"
-    base = [gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-pedantic",
-            f"-I{HEADER_DIR}", str(HARNESS), "-o", str(exe), "-lm"]
-    ubsan = ["-fsanitize=undefined", "-fno-sanitize-recover=all"]
-    result = subprocess.run(base[:2] + ubsan + base[2:], capture_output=True, text=True)
-    if result.returncode != 0:  # no libubsan here: compile without the sanitizer
-        result = subprocess.run(base, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return exe
+    return build_harness(tmp_path_factory.mktemp("c_parity"), HARNESS, HEADER_DIR, ("-Wconversion",))
 
 
 def run_c(exe: Path, lines: list[str]) -> list[str]:
-    out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == ""  # the sanitizer reports undefined behaviour on stderr
-    return out.stdout.splitlines()
+    return run_lines(exe, lines, timeout=60)
 
 
 def test_header_exists_next_to_the_python_spec():

@@ -7,8 +7,6 @@ sticky bit), the loss gradient from doubles, the update factor and the exact rou
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 import mcutrain.quant
 from mcutrain.quant import int8_grad as ig
 from mcutrain.quant.rng import uniform_u32
+from tests.helpers.c_harness import build_harness, run_lines
 
 HEADER_DIR = Path(mcutrain.quant.__file__).parent
 HARNESS = Path(__file__).with_name("c_parity_int8_grad.c")
@@ -24,25 +23,11 @@ HARNESS = Path(__file__).with_name("c_parity_int8_grad.c")
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not found: cannot check the C header")
-    exe = tmp_path_factory.mktemp("c_parity_g8") / "harness"
-    base = [gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{HEADER_DIR}", str(HARNESS),
-            "-o", str(exe), "-lm"]
-    ubsan = ["-fsanitize=undefined", "-fno-sanitize-recover=all"]
-    result = subprocess.run(base[:2] + ubsan + base[2:], capture_output=True, text=True)
-    if result.returncode != 0:  # no libubsan here: compile without the sanitizer
-        result = subprocess.run(base, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return exe
+    return build_harness(tmp_path_factory.mktemp("c_parity_g8"), HARNESS, HEADER_DIR, ())
 
 
 def run_c(exe: Path, lines: list[str]) -> list[list[int]]:
-    out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == ""  # the sanitizer reports undefined behaviour on stderr
-    return [[int(t) for t in line.split()] for line in out.stdout.splitlines()]
+    return [[int(t) for t in line.split()] for line in run_lines(exe, lines)]
 
 
 def _ints(values) -> str:

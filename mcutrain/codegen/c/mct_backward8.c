@@ -136,15 +136,12 @@ int32_t mct_g8_conv2d_grad_x(const mct_conv *p, const int8_t *g, int32_t e, cons
  * (x - x_zero) * g (mct_grad_w_element's positions; exact). */
 static int32_t grad_w_element8(const mct_conv *p, const int8_t *x_i, const int8_t *g_o, int32_t a, int32_t b) {
     const int32_t sh = p->stride, sw = p->stride_w, in_w = p->in_w, out_w = p->out_w, x_zero = p->x_zero;
-    const int32_t oy0 = mct_first_inside(p->pad - a, sh);
-    const int32_t oy1 = mct_imin(p->out_h, mct_end_inside(p->in_h, p->pad - a, sh));
-    const int32_t ox0 = mct_first_inside(p->pad_left - b, sw);
-    const int32_t ox1 = mct_imin(out_w, mct_end_inside(in_w, p->pad_left - b, sw));
+    const mct_tap_window t = mct_tap_window_of(p, a, b);
     int32_t acc = 0;
-    for (int32_t oy = oy0; oy < oy1; ++oy) {
+    for (int32_t oy = t.oy0; oy < t.oy1; ++oy) {
         const int8_t *g_row = g_o + oy * out_w;
         const int8_t *x_row = x_i + (oy * sh - p->pad + a) * in_w;
-        for (int32_t ox = ox0, ix = ox0 * sw - p->pad_left + b; ox < ox1; ++ox, ix += sw)
+        for (int32_t ox = t.ox0, ix = t.ox0 * sw - p->pad_left + b; ox < t.ox1; ++ox, ix += sw)
             acc += ((int32_t)x_row[ix] - x_zero) * g_row[ox];
     }
     return acc;

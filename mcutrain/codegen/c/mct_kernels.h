@@ -461,6 +461,21 @@ static inline int32_t mct_end_inside(int32_t n, int32_t d, int32_t s) {
     return t < 0 ? 0 : t / s + 1;
 }
 
+/* A weight-gradient element's output positions: those whose input (oy * s - pad + a, ox * s - pad + b) is
+ * inside, as the ranges [oy0, oy1) x [ox0, ox1) (every kernel visits them in this ascending order). */
+typedef struct {
+    int32_t oy0, oy1, ox0, ox1;
+} mct_tap_window;
+
+static inline mct_tap_window mct_tap_window_of(const mct_conv *p, int32_t a, int32_t b) {
+    mct_tap_window t;
+    t.oy0 = mct_first_inside(p->pad - a, p->stride);
+    t.oy1 = mct_imin(p->out_h, mct_end_inside(p->in_h, p->pad - a, p->stride));
+    t.ox0 = mct_first_inside(p->pad_left - b, p->stride_w);
+    t.ox1 = mct_imin(p->out_w, mct_end_inside(p->in_w, p->pad_left - b, p->stride_w));
+    return t;
+}
+
 /* Input-gradient element (y, x) of one channel of a conv transpose: sum over taps of w * g (mct_acc_t). */
 mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float *g_o, int32_t y, int32_t x);
 /* Weight-gradient element at tap (a, b): sum over output positions (ascending) of g * (x - x_zero). */
