@@ -40,7 +40,7 @@ def emit_fc_conv(ctx: OpContext, decl: str) -> Emitted:
                                   f"{ctx.output(1)});")
 
 
-def _pool_struct(ctx: OpContext, x_shape, y_shape) -> str:
+def pool_struct(ctx: OpContext, x_shape, y_shape) -> str:
     """``mct_tfl_pool`` of the op (forward: its own attributes; backward: the forward's, copied)."""
     a = ctx.attrs()
     _, c, h, w = x_shape
@@ -60,7 +60,7 @@ def _pool_struct(ctx: OpContext, x_shape, y_shape) -> str:
 def _emit_pool(function: str):
     def emit(ctx: OpContext) -> Emitted:
         (x,), y = ctx.op.inputs, ctx.op.outputs[0]
-        decl = _pool_struct(ctx, ctx.info(x).shape, ctx.info(y).shape)
+        decl = pool_struct(ctx, ctx.info(x).shape, ctx.info(y).shape)
         return Emitted((decl,), f"{function}(&{ctx.struct()}, {ctx.ptr(x)}, {ctx.ptr(y)}, {ctx.output(1)});")
     return emit
 
@@ -93,13 +93,13 @@ def _emit_reshape(copy: str, ctype: str):
 
 def emit_tfl_avgpool_grad(ctx: OpContext) -> Emitted:
     g, mask = ctx.op.inputs
-    decl = _pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
+    decl = pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
     return Emitted((decl,), f"mct_tfl_avgpool_grad(&{ctx.struct()}, {ctx.ptr(g)}, {ctx.ptr(mask)}, {ctx.output(0)});")
 
 
 def emit_tfl_maxpool_grad(ctx: OpContext) -> Emitted:
     g, mask, x = ctx.op.inputs
-    decl = _pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
+    decl = pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
     return Emitted((decl,), f"mct_tfl_maxpool_grad(&{ctx.struct()}, {ctx.ptr(g)}, {ctx.ptr(mask)}, {ctx.ptr(x)}, "
                             f"{ctx.output(0)});")
 

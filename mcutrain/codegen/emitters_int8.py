@@ -13,8 +13,10 @@ from typing import Callable
 
 from mcutrain.codegen.emitters import (Emitted, OpContext, channels_plane, conv_fields, declare, grad_w_geometry,
                                        grad_w_update_structs, numel, update_struct)
+from mcutrain.codegen.emitters_graph import pool_struct
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.engine.ir import GRAD_HEADER_BYTES
+from mcutrain.engine.ops import reshape_permutes
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
 
 PAYLOAD_MACROS = {"grad8": "A8", "grad32": "A32"}
@@ -200,9 +202,42 @@ def emit_linear_grad_w_update8(ctx: OpContext) -> Emitted:
                           f"{exponent(ctx, g)}, step);")
 
 
-def _not_generated(ctx: OpContext) -> Emitted:
-    raise CodegenError(f"op {ctx.op.name}: --backward int8 has no C kernel for {ctx.op.kind!r} yet (the imported "
-                       f"graphs' pools and reshapes); the NumPy executor runs it")
+def emit_tfl_avgpool_grad8(ctx: OpContext) -> Emitted:
+    g, mask, factor = ctx.op.inputs
+    oh, ow = ctx.info(g).shape[2:]
+    m, sh, _ = _factor(ctx, factor, oh * ow)
+    if ctx.symbols.constants[factor].shape[1] != oh * ow:
+        raise CodegenError(f"op {ctx.op.name}: one factor per output position expected")
+    decl = pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
+    (out,) = ctx.op.outputs
+    call = (f"mct_g8_tfl_avgpool_grad(&{ctx.struct()}, {payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, {m}, "
+            f"{sh}, {payload(ctx, out)})")
+    return Emitted((decl,), _store(ctx, out, call))
+
+
+def emit_tfl_maxpool_grad8(ctx: OpContext) -> Emitted:
+    g, mask, x = ctx.op.inputs
+    decl = pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
+    (out,) = ctx.op.outputs
+    call = (f"mct_g8_tfl_maxpool_grad(&{ctx.struct()}, {payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, "
+            f"{ctx.ptr(x)}, {payload(ctx, out)})")
+    return Emitted((decl,), _store(ctx, out, call))
+
+
+def emit_reshape_grad8(ctx: OpContext) -> Emitted:
+    """The payload permuted (channels-last back to channels-first) or copied, the exponent kept; a view
+    planned in place (same offset: header and payload are the input's) emits nothing."""
+    (g,), (out,) = ctx.op.inputs, ctx.op.outputs
+    shape = tuple(ctx.op.attr("input_shape") or ctx.info(g).shape)
+    keep = f"{exponent(ctx, out)} = {exponent(ctx, g)};"
+    if reshape_permutes(ctx.op, shape):
+        if ctx.op.attr("inplace") is not None:
+            raise CodegenError(f"op {ctx.op.name}: a permuting reshape cannot run in place")
+        c, plane = channels_plane(shape)
+        return Emitted((), f"mct_nhwc_to_nchw_i8({payload(ctx, g)}, {c}, {plane}, {payload(ctx, out)}); {keep}")
+    if ctx.op.attr("inplace") == 0:
+        return Emitted((), "/* a view: the output is the input's bytes, header included */")
+    return Emitted((), f"memcpy({payload(ctx, out)}, {payload(ctx, g)}, {numel(shape)}); {keep}")
 
 
 INT8_EMITTERS: dict[str, Callable[[OpContext], Emitted]] = {
@@ -221,7 +256,7 @@ INT8_EMITTERS: dict[str, Callable[[OpContext], Emitted]] = {
     "update_bias8": emit_update_bias8,
     "conv2d_grad_w_update8": emit_conv2d_grad_w_update8,
     "linear_grad_w_update8": emit_linear_grad_w_update8,
-    "reshape_grad8": _not_generated,
-    "tfl_maxpool_grad8": _not_generated,
-    "tfl_avgpool_grad8": _not_generated,
+    "reshape_grad8": emit_reshape_grad8,
+    "tfl_maxpool_grad8": emit_tfl_maxpool_grad8,
+    "tfl_avgpool_grad8": emit_tfl_avgpool_grad8,
 }

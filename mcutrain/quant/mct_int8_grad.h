@@ -66,6 +66,25 @@ static inline int32_t mct_g8_normalize32(const int32_t *acc, int32_t n, int32_t 
     return e + shift;
 }
 
+/* Element k of an exact sum that has no buffer: recomputed in each pass. */
+typedef int64_t (*mct_g8_sum_at)(const void *src, int32_t k);
+
+/* normalize(sum(k) * 2^e) for k < n in two passes (the peak, then the values), no buffer. Returns E. */
+static inline int32_t mct_g8_normalize_by(mct_g8_sum_at sum, const void *src, int32_t n, int32_t e, int8_t *out) {
+    uint64_t peak = 0;
+    for (int32_t k = 0; k < n; ++k) {
+        const uint64_t a = mct_g8_abs64(sum(src, k));
+        if (a > peak) peak = a;
+    }
+    if (peak == 0) {
+        for (int32_t k = 0; k < n; ++k) out[k] = 0;
+        return MCT_G8_ZERO_EXPONENT;
+    }
+    const int32_t shift = mct_g8_shift_for(peak);
+    for (int32_t k = 0; k < n; ++k) out[k] = mct_g8_shifted(sum(src, k), shift);
+    return e + shift;
+}
+
 /* normalize(g * mask * m[c] * 2^(e + sh[c])) over channels x plane elements (channel-major); one
  * factor for all channels when per_channel is 0. mask: one bit per element (NULL: all set). out may be g. */
 static inline int32_t mct_g8_scale(const int8_t *g, int32_t e, const uint8_t *mask, const int32_t *m,

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from mcutrain.codegen import build_host, compile_for_codegen, generate
+from mcutrain.codegen import CODEGEN_PASSES, build_host, compile_for_codegen, generate
 from mcutrain.codegen.check import op_by_op, side_by_side
 from mcutrain.codegen.firmware import build_firmware, run_qemu, tools_available
 from mcutrain.codegen.host import build
@@ -80,21 +80,24 @@ def test_firmware_equals_the_host_build_bit_for_bit(tmp_path_factory, core):
     assert_firmware_equals_host(run, host, images[:4], labels[:4], images[4:])
 
 
-def test_imported_graph_pools_are_refused_in_one_line_until_their_c_exists():
-    """The TFLite pools' int8 backward has NumPy kernels but no C: generating says which op, not a traceback."""
-    from mcutrain.codegen import CodegenError, render
+@pytest.mark.parametrize("variant", ["mean", "mean_keep_dims", "maxpool", "avgpool", "global_avgpool"])
+def test_imported_graph_ops_equal_the_numpy_executor_op_by_op(tmp_path, variant):
+    """The TFLite pools, MEAN and the channels-last flatten of imported graphs, in int8 mode: every op output."""
     from mcutrain.engine.autodiff import differentiate
     from mcutrain.engine.compile import build_program
     from mcutrain.engine.loss import append_loss
-    from mcutrain.engine.passes import PIPELINE, PassOptions
+    from mcutrain.engine.passes import PassOptions
     from tests.helpers import tfl_graphs
 
-    forward = tfl_graphs.forward_graph("maxpool")
+    forward = tfl_graphs.forward_graph(variant)
     joint = differentiate(append_loss(forward), tfl_graphs.update_plan())
-    program = build_program(joint, forward, PassOptions(lr=0.5, seed=3, stream_input=False, backward="int8"), PIPELINE)
-    with pytest.raises(CodegenError, match=r"has no C kernel for '(reshape|tfl_maxpool)_grad8' yet") as err:
-        render(program)
-    assert "\n" not in str(err.value)
+    program = build_program(joint, forward, PassOptions(lr=0.5, seed=3, stream_input=False, backward="int8"),
+                            CODEGEN_PASSES)
+    assert {"tfl_maxpool_grad8", "tfl_avgpool_grad8", "avgpool_grad8"} & {op.kind for op in program.train.graph.ops}
+    generate(program, tmp_path)
+    lib = build(tmp_path, trace=True)
+    for label, image in enumerate(tfl_graphs.images(2)):
+        assert op_by_op(program, lib, image, label) == {}
 
 
 def test_the_folder_says_its_backward(tmp_path):

@@ -46,4 +46,14 @@ void mct_g8_conv2d_grad_w_update(const mct_conv *p, const mct_update *u, const i
 void mct_g8_linear_grad_w_update(const mct_linear *p, const mct_update *u, const int8_t *g, const int8_t *x, int32_t e,
                                  uint32_t step);
 
+/* The TFLite pools of imported graphs (mct_graph_ops.c): each input's exact sum over the windows that reach
+ * it, normalized. Average: g * mask * m[p] * 2^sh[p], the factor per output position p (ratio / its
+ * window's valid count), lifted to the smallest sh. Maximum: g * mask at each window's first maximum. */
+int32_t mct_g8_tfl_avgpool_grad(const mct_tfl_pool *p, const int8_t *g, int32_t e, const uint8_t *mask,
+                                const int32_t *m, const int32_t *sh, int8_t *out);
+int32_t mct_g8_tfl_maxpool_grad(const mct_tfl_pool *p, const int8_t *g, int32_t e, const uint8_t *mask,
+                                const int8_t *x, int8_t *out);
+/* [plane][c] -> [c][plane]: the channels-last flatten's gradient payload. */
+void mct_nhwc_to_nchw_i8(const int8_t *g, int32_t channels, int32_t plane, int8_t *out);
+
 #endif

@@ -1,6 +1,6 @@
 /* mct_graph_ops.c: see mct_kernels.h: the TFLite ops of imported graphs, forward and backward (split from
  * mct_kernels.c to keep each file one part). */
-#include "mct_kernels.h"
+#include "mct_backward8.h"
 
 #include <string.h>
 
@@ -124,4 +124,75 @@ void mct_tfl_maxpool_grad(const mct_tfl_pool *p, const float *g, const uint8_t *
                 const int32_t o = (c * p->out_h + oh) * p->out_w + ow;
                 out[c * plane + window_argmax(p, x + c * plane, oh, ow)] += g[o] * (float)mct_get_bit(mask, o);
             }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Their integer backward (--backward int8, mct_backward8.h): each input's exact sum over the windows
+ * that reach it, recomputed in the two passes of mct_g8_normalize_by. */
+
+typedef struct {
+    const mct_tfl_pool *p;
+    const int8_t *g, *x;
+    const uint8_t *mask;
+    const int32_t *m, *sh;
+    int32_t base;
+} pool_grad8;
+
+/* The outputs whose windows cover input k = (c, i, j), as ranges [*oh0, *oh1) x [*ow0, *ow1). */
+static void covering(const mct_tfl_pool *p, int32_t k, int32_t *c, int32_t *oh0, int32_t *oh1, int32_t *ow0,
+                     int32_t *ow1) {
+    const int32_t plane = p->in_h * p->in_w, i = (k % plane) / p->in_w, j = k % p->in_w;
+    *c = k / plane;
+    windows_over(i, p->sh, p->pad_top, p->kh, p->out_h, oh0, oh1);
+    windows_over(j, p->sw, p->pad_left, p->kw, p->out_w, ow0, ow1);
+}
+
+/* sum of g[o] * mask[o] * m[pos] * 2^(sh[pos] - base) over the windows covering input k. */
+static int64_t avgpool_sum8(const void *src, int32_t k) {
+    const pool_grad8 *s = (const pool_grad8 *)src;
+    const mct_tfl_pool *p = s->p;
+    int32_t c, oh0, oh1, ow0, ow1;
+    covering(p, k, &c, &oh0, &oh1, &ow0, &ow1);
+    int64_t acc = 0;
+    for (int32_t oh = oh0; oh < oh1; ++oh)
+        for (int32_t ow = ow0; ow < ow1; ++ow) {
+            const int32_t pos = oh * p->out_w + ow, o = c * p->out_h * p->out_w + pos;
+            if (mct_get_bit(s->mask, o)) acc += (int64_t)s->g[o] * s->m[pos] * ((int64_t)1 << (s->sh[pos] - s->base));
+        }
+    return acc;
+}
+
+int32_t mct_g8_tfl_avgpool_grad(const mct_tfl_pool *p, const int8_t *g, int32_t e, const uint8_t *mask,
+                                const int32_t *m, const int32_t *sh, int8_t *out) {
+    int32_t base = sh[0];
+    for (int32_t pos = 1; pos < p->out_h * p->out_w; ++pos) base = sh[pos] < base ? sh[pos] : base;
+    const pool_grad8 s = {p, g, NULL, mask, m, sh, base};
+    return mct_g8_normalize_by(avgpool_sum8, &s, p->channels * p->in_h * p->in_w, e + base, out);
+}
+
+/* sum of g[o] * mask[o] over the windows covering input k whose first maximum it is. */
+static int64_t maxpool_sum8(const void *src, int32_t k) {
+    const pool_grad8 *s = (const pool_grad8 *)src;
+    const mct_tfl_pool *p = s->p;
+    const int32_t plane = p->in_h * p->in_w;
+    int32_t c, oh0, oh1, ow0, ow1;
+    covering(p, k, &c, &oh0, &oh1, &ow0, &ow1);
+    int64_t acc = 0;
+    for (int32_t oh = oh0; oh < oh1; ++oh)
+        for (int32_t ow = ow0; ow < ow1; ++ow) {
+            const int32_t o = (c * p->out_h + oh) * p->out_w + ow;
+            if (mct_get_bit(s->mask, o) && window_argmax(p, s->x + c * plane, oh, ow) == k % plane) acc += s->g[o];
+        }
+    return acc;
+}
+
+int32_t mct_g8_tfl_maxpool_grad(const mct_tfl_pool *p, const int8_t *g, int32_t e, const uint8_t *mask,
+                                const int8_t *x, int8_t *out) {
+    const pool_grad8 s = {p, g, x, mask, NULL, NULL, 0};
+    return mct_g8_normalize_by(maxpool_sum8, &s, p->channels * p->in_h * p->in_w, e, out);
+}
+
+void mct_nhwc_to_nchw_i8(const int8_t *g, int32_t channels, int32_t plane, int8_t *out) {
+    for (int32_t c = 0; c < channels; ++c)
+        for (int32_t q = 0; q < plane; ++q) out[c * plane + q] = g[q * channels + c];
 }
