@@ -9,10 +9,17 @@ import numpy as np
 from mcutrain.api.running import guard_rollbacks
 
 
+def backward_text(r: dict[str, Any]) -> str:
+    """How a folder's backward computes: the integer backward, or the float one's accumulators."""
+    if r.get("backward") == "int8":
+        return "int8 integer backward"
+    return f"{r['accumulate']} backward accumulators"
+
+
 def run_text(r: dict[str, Any]) -> str:
     losses = r["losses"]
-    lines = [f"{r['model']} @ {r['resolution']}, {r['scheme']} on {r['target']} ({r['accumulate']} backward "
-             f"accumulators, {r.get('kernels', 'portable')} forward kernels): {len(losses)} steps on {r['data']} "
+    lines = [f"{r['model']} @ {r['resolution']}, {r['scheme']} on {r['target']} ({backward_text(r)}, "
+             f"{r.get('kernels', 'portable')} forward kernels): {len(losses)} steps on {r['data']} "
              f"in {r['seconds']:.2f} s"]
     if losses:
         k = max(1, len(losses) // 5)

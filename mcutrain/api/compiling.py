@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mcutrain.api._run_text import backward_text
 from mcutrain.api.arguments import PathLike, optional_path, path_of
 from mcutrain.api.results import Result
 from mcutrain.errors import McutrainError
@@ -274,7 +275,7 @@ def compile_text(s: dict[str, Any]) -> str:
     """The text ``mcutrain compile`` prints: the memory summary, the build, the report files."""
     lines = [f"{s['model']} @ {side_text(s['resolution'])}, scheme {s['scheme']}: {s['ops']} ops", s["text"]]
     if s.get("backward", "float32") != "float32":
-        lines.append(f"  backward        {s['backward']} (integer gradients, fixed-point updates; C not generated yet)")
+        lines.append(f"  backward        {s['backward']} (integer gradients, fixed-point updates)")
     if s.get("target"):
         lines.append(_target_line(s["target"]))
     if s.get("report_files"):
@@ -283,7 +284,7 @@ def compile_text(s: dict[str, Any]) -> str:
 
 
 def _target_line(t: dict[str, Any]) -> str:
-    accumulators = f"{t['accumulate']} backward accumulators, {t.get('kernels', 'portable')} forward kernels"
+    accumulators = f"{backward_text(t)}, {t.get('kernels', 'portable')} forward kernels"
     if t["target"] == "host":
         return f"  host build      {t['out']}/{t['library']} ({accumulators})"
     f, strict = t["footprint"], t.get("strict")
