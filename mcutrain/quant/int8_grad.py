@@ -42,6 +42,13 @@ The definition (gradients are taken w.r.t. the integer-domain values, as DESIGN.
   (``shift_round``); ``s`` below 0 saturates the step at ``2**STEP_LIMIT_BITS``; ``s`` above 62 first
   floors ``P`` to ``s = 62``.
 
+Rounding, decided: gradients round half up, updates stochastically. A gradient tensor is rescaled to
+its own peak at every op, so what rounding to 127 levels loses is noise far below the peak, and a
+deterministic rounding costs no random words in the backward; an update is where a small step must
+still move an int8 weight on average, so it keeps the float rule's stochastic rounding (the float32
+backward's own choice). The accuracy of the whole is measured against the float32 backward in
+docs/results/int8_backward.md.
+
 NumPy functions here take one tensor (the device's batch of one); the ``_torch`` twins take a batch
 and work per sample along dim 0.
 """
