@@ -5,8 +5,9 @@ kernels of one op (``mbconv_rows``) are many static functions inlined into a few
 network's firmware for ONE inference (``--train``: one training step instead) under QEMU with
 ``-d in_asm,exec,nochain``: every translation block is logged once with its instructions and every
 execution of it once, so the guest's executed instructions per address are exact (TCG blocks end at
-branches; with ``nochain`` none is skipped). Addresses are mapped to functions (``arm-none-eabi-nm``) and lines (``addr2line``, innermost
-inlined frame). The log goes through a FIFO, never to disk (it is gigabytes).
+branches; with ``nochain`` none is skipped). Addresses are mapped to functions (``arm-none-eabi-nm``)
+and lines (``addr2line``, innermost inlined frame). The log goes through a FIFO, never to disk (it is
+gigabytes).
 
     python -m bench.m7_hotspots mcunet-5fps [--resolution 128] [--kernels dsp] [--lines 40] [--train] [--core C]
                                 [--backward int8]
