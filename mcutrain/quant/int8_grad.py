@@ -281,7 +281,7 @@ def scale_grad_torch(v: torch.Tensor, m, sh, mask: torch.Tensor | None = None) -
     form lifts to int64, here kept by float64's exponent.
     """
     m, sh = np.asarray(m, np.int64), np.asarray(sh, np.int64)
-    factor = torch.from_numpy(np.ldexp(m.astype(np.float64), sh))  # exact: m has 16 bits
+    factor = torch.as_tensor(np.ldexp(m.astype(np.float64), sh))  # exact: m has 16 bits (0-d for one factor)
     if m.ndim:
         factor = factor.view((1, -1) + (1,) * (v.dim() - 2))
     x = v.to(torch.float64) if mask is None else v.to(torch.float64) * mask

@@ -51,10 +51,8 @@ def conv_factor(multiplier, shift) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scalar_factor(real: float) -> tuple[np.ndarray, np.ndarray]:
-    """(m, sh) of one real factor (an add's ratio, a pool's ``s_x / (s_y * h * w)``), from float64.
-
-    Shape (1,): ``scale_grad_torch`` broadcasts it over the channels (its 0-d path hands a NumPy scalar
-    to ``torch.from_numpy`` and fails)."""
+    """(m, sh) of one real factor (an add's ratio, a pool's ``s_x / (s_y * h * w)``): the float64 value
+    rounded once to float32 (the float backward's factor; the engine's constant), shape (1,)."""
     return grad_multiplier(np.array([real], dtype=np.float32).astype(np.float64))  # the float path's float32
 
 

@@ -152,3 +152,10 @@ def test_add_grads_torch_is_per_sample(ga, ea, gb, eb):
     out = ig.add_grads_torch(va, vb)
     for n, ((g1, e1), (g2, e2)) in enumerate(canon):
         assert torch.equal(out[n], torch.from_numpy(ig.value(*ig.add_grads(g1, e1, g2, e2))))
+
+
+def test_scale_grad_torch_takes_one_scalar_factor():
+    g, e = ig.normalize_int(np.array([[5, -100, 7], [64, 0, -3]]), -4)
+    m, sh = ig.grad_multiplier(0.3)
+    twin = ig.scale_grad_torch(torch.from_numpy(ig.value(g, e))[None], m, sh)
+    assert torch.equal(twin[0], torch.from_numpy(ig.value(*ig.scale_grad(g, e, m, sh))))
