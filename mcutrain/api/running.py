@@ -74,7 +74,8 @@ def run(folder: PathLike, data: str, steps: int, *, eval: int = 20, seed: int = 
     runner = run_host if target["target"] == "host" else run_firmware
     result = {"folder": where, "target": target["target"], "model": target["model"],
               "resolution": target["resolution"], "scheme": target["scheme"], "accumulate": target["accumulate"],
-              "backward": target.get("backward", "float32"), "kernels": target["kernels"], "data": data, **runner(Path(where), target, train, held_out)}
+              "backward": target.get("backward", "float32"), "kernels": target["kernels"], "data": data,
+              **runner(Path(where), target, train, held_out)}
     if profile:
         result["profile"] = profile_firmware(Path(where), target, train, held_out, result)
     health = run_health(result, target["num_classes"])

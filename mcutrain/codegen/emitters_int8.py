@@ -106,10 +106,9 @@ def emit_grad_sum8(ctx: OpContext) -> Emitted:
     exps = ", ".join(exponent(ctx, t) for t in ctx.op.inputs)
     (out,) = ctx.op.outputs
     n = numel(ctx.info(out).shape)
+    call = f"mct_g8_grad_sum(terms, exponents, {len(ctx.op.inputs)}, {n}, {payload(ctx, out)})"
     return Emitted((), f"{{\n        const int8_t *const terms[] = {{{terms}}};\n        "
-                       f"const int32_t exponents[] = {{{exps}}};\n        "
-                       f"{_store(ctx, out, f'mct_g8_grad_sum(terms, exponents, {len(ctx.op.inputs)}, {n}, {payload(ctx, out)})')}"
-                       f"\n    }}")
+                       f"const int32_t exponents[] = {{{exps}}};\n        {_store(ctx, out, call)}\n    }}")
 
 
 def emit_conv2d_grad_x8(ctx: OpContext) -> Emitted:
@@ -134,7 +133,8 @@ def emit_conv2d_grad_w8(ctx: OpContext) -> Emitted:
     fields, rows, cols = grad_w_geometry(ctx, x, g)
     name, (out,) = ctx.struct(), ctx.op.outputs
     return Emitted((declare("mct_conv", name, ctx.op, fields),),
-                   f"mct_g8_conv2d_grad_w(&{name}, {ctx.ptr(x)}, {payload(ctx, g)}, {rows}, {cols}, {payload(ctx, out)}); "
+                   f"mct_g8_conv2d_grad_w(&{name}, {ctx.ptr(x)}, {payload(ctx, g)}, {rows}, {cols}, "
+                   f"{payload(ctx, out)}); "
                    f"{exponent(ctx, out)} = {exponent(ctx, g)};")
 
 

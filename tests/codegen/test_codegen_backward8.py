@@ -125,7 +125,8 @@ def test_conv_gradients_equal_the_spec(lib, case):
         assert (got_e, g_copy.tolist()) == (want_e, want_g.tolist())
 
     xz = torch.from_numpy(x.astype(np.float64) - 5)
-    want_w = partial_weight_grad(xz, torch.from_numpy(weight.astype(np.float64)), torch.from_numpy(g.astype(np.float64)),
+    want_w = partial_weight_grad(xz, torch.from_numpy(weight.astype(np.float64)),
+                                 torch.from_numpy(g.astype(np.float64)),
                                  (sh, sw), groups, c, pads).numpy()
     gw = np.zeros(weight.shape, np.int32)
     lib.grad_w(ptr(geometry), ptr(x), ptr(g), ptr(gw))
@@ -178,5 +179,6 @@ def test_in_place_depthwise_input_gradient_goes_through_one_channel(lib, k):
     want = np.zeros(g.shape, np.int8)
     want_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(g), e, None, 0, ptr(want), None)
     inplace = g.copy()
-    got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(inplace), e, None, 0, ptr(inplace), ptr(np.zeros(h * w, np.int8)))
+    scratch = np.zeros(h * w, np.int8)
+    got_e = lib.grad_x(ptr(geometry), ptr(weight), ptr(inplace), e, None, 0, ptr(inplace), ptr(scratch))
     assert got_e == want_e and np.array_equal(inplace, want)
