@@ -18,7 +18,7 @@ from mcutrain.quant import int8_grad as ig
 from mcutrain.quant.rng import uniform_u32
 from mcutrain.quant.sim_ops import input_grad, partial_weight_grad
 from tests.helpers.c_kernels import kernel_library, ptr
-from tests.helpers.windows import draw_window
+from tests.helpers.windows import draw_window, random_conv
 
 WRAPPER = r"""
 #include "mct_backward8.h"
@@ -97,12 +97,9 @@ def _cases(draw):
 @given(_cases())
 def test_conv_gradients_equal_the_spec(lib, case):
     (kh, kw), (sh, sw), pads, (h, w), kind, seed = case
-    rng = np.random.default_rng(seed)
     c = 3
-    o, groups = (c, c) if kind == "depthwise" else (5, 1)
-    ho, wo = (h + pads[0] + pads[1] - kh) // sh + 1, (w + pads[2] + pads[3] - kw) // sw + 1
-    x = rng.integers(-128, 128, (1, c, h, w)).astype(np.int8)
-    weight = rng.integers(-127, 128, (o, 1 if groups > 1 else c, kh, kw)).astype(np.int8)
+    x, weight, (ho, wo), groups, rng = random_conv(seed, (kh, kw), (sh, sw), pads, (h, w), kind == "depthwise", c, 5)
+    o = weight.shape[0]
     g, e = ig.normalize_int(rng.integers(-(2**20), 2**20, (1, o, ho, wo)) * (rng.random((1, o, ho, wo)) > 0.3),
                             int(rng.integers(-50, 0)))
     geometry = np.array([c, h, w, o, ho, wo, kh, sh, pads[0], groups, kw, sw, pads[2], 5], np.int32)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mcutrain.engine.executor.kernels import KERNELS
 from mcutrain.engine.ir import Op, make_attrs
 from tests.helpers.c_kernels import kernel_library, ptr
-from tests.helpers.windows import draw_window
+from tests.helpers.windows import draw_window, random_conv
 
 WRAPPER = r"""
 #include "mct_kernels.h"
@@ -68,12 +68,9 @@ def _cases(draw):
 @given(_cases())
 def test_general_c_kernels_equal_the_numpy_kernels(lib, case):
     (kh, kw), (sh, sw), pads, (h, w), depthwise, seed = case
-    rng = np.random.default_rng(seed)
     c = 3
-    o, groups = (c, c) if depthwise else (4, 1)
-    ho, wo = (h + pads[0] + pads[1] - kh) // sh + 1, (w + pads[2] + pads[3] - kw) // sw + 1
-    x = rng.integers(-128, 128, (1, c, h, w)).astype(np.int8)
-    weight = rng.integers(-127, 128, (o, 1 if depthwise else c, kh, kw)).astype(np.int8)
+    x, weight, (ho, wo), groups, rng = random_conv(seed, (kh, kw), (sh, sw), pads, (h, w), depthwise, c, 4)
+    o = weight.shape[0]
     bias = rng.integers(-3000, 3000, o).astype(np.int32)
     mult = rng.integers(1 << 30, (1 << 31) - 1, o).astype(np.int32)
     shift = rng.integers(-10, -4, o).astype(np.int32)
