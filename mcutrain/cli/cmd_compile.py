@@ -22,6 +22,7 @@ from mcutrain.cli import argtypes
 from mcutrain.cli.commands import HELP
 from mcutrain.cli.output import add_json_flag, emit
 from mcutrain.codegen.generate import ACCUMULATE, KERNELS
+from mcutrain.quant.int8_grad import BACKWARDS
 
 __all__ = ["TARGETS", "load_model", "register", "run"]
 
@@ -78,7 +79,7 @@ def register(subparsers) -> None:
                         "for cortex-m7; docs/firmware.md lists them)")
     p.add_argument("--flash-kb", type=int, default=d["flash_kb"],
                    help="Flash of the core's memory map in KiB (default: its typical part's, e.g. 1024 for cortex-m7)")
-    p.add_argument("--backward", choices=("float32", "int8"), default=d["backward"],
+    p.add_argument("--backward", choices=BACKWARDS, default=d["backward"],
                    help="the backward's arithmetic: float32 (default) or int8 (integer gradients with a per-tensor "
                         "power-of-two exponent, int32 parameter gradients, fixed-point updates: no FPU needed; "
                         "the NumPy reference and the generated C run it bit for bit)")

@@ -184,12 +184,14 @@ def forward_conv_struct(ctx: OpContext, name: str, op: Op, x_shape, y_shape) -> 
 
 
 def linear_fields(ctx: OpContext, in_features: int, out_features: int, weight: str | None, bias: str | None,
-                  scale: str) -> list[tuple[str, str]]:
-    if ctx.symbols.constants[scale].shape != (out_features,):
+                  scale: str | None) -> list[tuple[str, str]]:
+    """``mct_linear`` fields; ``scale`` None: the integer backward's gradient ops (the scale is in their g)."""
+    if scale is not None and ctx.symbols.constants[scale].shape != (out_features,):
         raise CodegenError(f"op {ctx.op.name}: one logit scale per class expected")
     return [("in_features", str(in_features)), ("out_features", str(out_features)),
             ("x_zero", int_literal(ctx.attrs().get("x_zero", 0))), ("w", ctx.symbols.weight(weight)),
-            ("bias", ctx.symbols.array(bias) if bias else "NULL"), ("scale", ctx.symbols.array(scale))]
+            ("bias", ctx.symbols.array(bias) if bias else "NULL"),
+            ("scale", ctx.symbols.array(scale) if scale else "NULL")]
 
 
 def update_struct(ctx: OpContext, name: str, param: str, qas: str, op: Op | None = None) -> str:

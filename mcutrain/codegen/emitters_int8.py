@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mcutrain.codegen.emitters import (Emitted, OpContext, channels_plane, conv_fields, declare, grad_w_geometry,
-                                       grad_w_update_structs, numel, update_struct)
+                                       grad_w_update_structs, linear_fields, numel, update_struct)
 from mcutrain.codegen.emitters_graph import pool_struct
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.engine.ir import GRAD_HEADER_BYTES
@@ -146,9 +146,7 @@ def emit_conv2d_grad_b8(ctx: OpContext) -> Emitted:
 
 
 def _linear_struct(ctx: OpContext, in_features: int, out_features: int, weight: str | None) -> str:
-    fields = [("in_features", str(in_features)), ("out_features", str(out_features)),
-              ("x_zero", str(int(ctx.attrs().get("x_zero", 0)))), ("w", ctx.symbols.weight(weight)), ("bias", "NULL"),
-              ("scale", "NULL")]
+    fields = linear_fields(ctx, in_features, out_features, weight, None, None)
     return declare("mct_linear", ctx.struct(), ctx.op, fields)
 
 
@@ -202,26 +200,27 @@ def emit_linear_grad_w_update8(ctx: OpContext) -> Emitted:
                           f"{exponent(ctx, g)}, step);")
 
 
-def emit_tfl_avgpool_grad8(ctx: OpContext) -> Emitted:
-    g, mask, factor = ctx.op.inputs
-    oh, ow = ctx.info(g).shape[2:]
-    m, sh, _ = _factor(ctx, factor, oh * ow)
-    if ctx.symbols.constants[factor].shape[1] != oh * ow:
-        raise CodegenError(f"op {ctx.op.name}: one factor per output position expected")
+def _pool_grad8(ctx: OpContext, function: str, operands: str) -> Emitted:
+    """A TFLite pool's integer backward: its window struct, g and its mask, the kind's own operands."""
+    g, mask = ctx.op.inputs[:2]
     decl = pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
     (out,) = ctx.op.outputs
-    call = (f"mct_g8_tfl_avgpool_grad(&{ctx.struct()}, {payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, {m}, "
-            f"{sh}, {payload(ctx, out)})")
+    call = (f"{function}(&{ctx.struct()}, {payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, {operands}, "
+            f"{payload(ctx, out)})")
     return Emitted((decl,), _store(ctx, out, call))
+
+
+def emit_tfl_avgpool_grad8(ctx: OpContext) -> Emitted:
+    g, _, factor = ctx.op.inputs
+    oh, ow = ctx.info(g).shape[2:]
+    if ctx.symbols.constants[factor].shape != (2, oh * ow):
+        raise CodegenError(f"op {ctx.op.name}: one factor per output position expected")
+    m, sh, _ = _factor(ctx, factor)
+    return _pool_grad8(ctx, "mct_g8_tfl_avgpool_grad", f"{m}, {sh}")
 
 
 def emit_tfl_maxpool_grad8(ctx: OpContext) -> Emitted:
-    g, mask, x = ctx.op.inputs
-    decl = pool_struct(ctx, ctx.op.attr("input_shape"), ctx.info(g).shape)
-    (out,) = ctx.op.outputs
-    call = (f"mct_g8_tfl_maxpool_grad(&{ctx.struct()}, {payload(ctx, g)}, {exponent(ctx, g)}, {ctx.ptr(mask)}, "
-            f"{ctx.ptr(x)}, {payload(ctx, out)})")
-    return Emitted((decl,), _store(ctx, out, call))
+    return _pool_grad8(ctx, "mct_g8_tfl_maxpool_grad", ctx.ptr(ctx.op.inputs[2]))
 
 
 def emit_reshape_grad8(ctx: OpContext) -> Emitted:

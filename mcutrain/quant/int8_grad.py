@@ -58,6 +58,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+BACKWARDS = ("float32", "int8")  # the backward's arithmetic: float32 gradients, or this module's integers
 GRAD_MAX = 127  # |g| of a gradient tensor
 MULT_BITS = 15  # a real factor's integer mantissa is below 2**MULT_BITS (inclusive)
 ALIGN_LIMIT = 40  # fan-out sums: an operand this many orders below the other is floored first
@@ -98,20 +99,17 @@ def normalize_int(acc, exponent: int) -> tuple[np.ndarray, int]:
     peak = int(np.abs(acc).max()) if acc.size else 0
     if peak == 0:
         return np.zeros(acc.shape, np.int8), ZERO_EXPONENT
-    shift = _exact_shift(peak, int(grad_exponent(float(peak))))  # the float64 guess, made exact
+    shift = _exact_shift(peak)
     if shift <= 0:
         return (acc << -shift).astype(np.int8), exponent + shift
     return round_half_up_shift(acc, shift).astype(np.int8), exponent + shift
 
 
-def _exact_shift(peak: int, guess: int) -> int:
-    """The smallest ``s`` with ``peak <= 127 * 2**s``, in Python integers (the float64 guess is +-1)."""
-    s = guess + 1
-    while s > -64 and _fits(peak, s - 1):
-        s -= 1
-    while not _fits(peak, s):
-        s += 1
-    return s
+def _exact_shift(peak: int) -> int:
+    """The smallest ``s`` with ``peak <= 127 * 2**s`` (``peak`` > 0), exactly: with ``2**(b-1) <= peak <
+    2**b``, ``127 * 2**(b-8) < peak <= 127 * 2**(b-6)``, so it is ``b - 7`` or ``b - 6``."""
+    s = peak.bit_length() - 7
+    return s if _fits(peak, s) else s + 1
 
 
 def _fits(peak: int, s: int) -> bool:
@@ -171,7 +169,7 @@ def scale_grad(g, exponent: int, m, sh, mask=None, channel_axis: int = 0) -> tup
     live = [c for c in range(len(m)) if peaks[c]]
     if not live:
         return np.zeros(np.moveaxis(g, 0, channel_axis).shape, np.int8), ZERO_EXPONENT
-    top = max(exponent + int(sh[c]) + _exact_shift(int(peaks[c]), 0) for c in live)
+    top = max(exponent + int(sh[c]) + _exact_shift(int(peaks[c])) for c in live)
     out = np.zeros(acc.shape, np.int8)
     for c in live:
         shift = top - exponent - int(sh[c])

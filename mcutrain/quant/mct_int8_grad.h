@@ -49,23 +49,6 @@ static inline int8_t mct_g8_shifted(int64_t acc, int32_t shift) {
     return (int8_t)mct_g8_round_half_up(acc, shift > 62 ? 62 : shift);
 }
 
-/* normalize(acc * 2^e): out may be (int8_t *)acc (each byte is written after its word was read).
- * Returns the exponent E. */
-static inline int32_t mct_g8_normalize32(const int32_t *acc, int32_t n, int32_t e, int8_t *out) {
-    uint64_t peak = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        const uint64_t a = mct_g8_abs64(acc[i]);
-        if (a > peak) peak = a;
-    }
-    if (peak == 0) {
-        for (int32_t i = 0; i < n; ++i) out[i] = 0;
-        return MCT_G8_ZERO_EXPONENT;
-    }
-    const int32_t shift = mct_g8_shift_for(peak);
-    for (int32_t i = 0; i < n; ++i) out[i] = mct_g8_shifted(acc[i], shift);
-    return e + shift;
-}
-
 /* Element k of an exact sum that has no buffer: recomputed in each pass. */
 typedef int64_t (*mct_g8_sum_at)(const void *src, int32_t k);
 
@@ -117,12 +100,6 @@ static inline int32_t mct_g8_scale(const int8_t *g, int32_t e, const uint8_t *ma
     return live ? top : MCT_G8_ZERO_EXPONENT;
 }
 
-/* Element k of a gradient operand: an array, or values computed on demand (a kernel's rounded result that
- * has no buffer of its own, recomputed in each pass). */
-typedef int8_t (*mct_g8_at)(const void *src, int32_t k);
-
-static inline int8_t mct_g8_array_at(const void *src, int32_t k) { return ((const int8_t *)src)[k]; }
-
 /* How add_grads lines two live canonical operands up: the one with the larger exponent is lifted to the
  * smaller's grid, or, more than ALIGN_LIMIT orders apart, the smaller enters as its sign (the sticky bit)
  * at 2^(E_big - ALIGN_LIMIT). Values of the sum are in units of 2^lo. */
@@ -146,38 +123,32 @@ static inline int64_t mct_g8_aligned(const mct_g8_align *al, int64_t va, int64_t
     return mct_g8_lift(hi, al->lift) + (al->sticky ? (low > 0) - (low < 0) : low);
 }
 
-/* add_grads on two operands given as accessors: normalize(a + b) of canonical gradient tensors. Three passes
- * (which are live, the peak, the values); out may be either operand's array (element k is written after
- * both operands' element k were read, and never read again). Returns E. */
-static inline int32_t mct_g8_add_by(mct_g8_at a_at, const void *a, int32_t ea, mct_g8_at b_at, const void *b,
-                                    int32_t eb, int32_t n, int8_t *out) {
-    int any_a = 0, any_b = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        any_a |= a_at(a, i) != 0;
-        any_b |= b_at(b, i) != 0;
-    }
-    if (!any_a || !any_b) { /* the other one, already canonical (an all-zero tensor has exponent 0) */
-        for (int32_t i = 0; i < n; ++i) out[i] = any_a ? a_at(a, i) : b_at(b, i);
-        return any_a ? ea : (any_b ? eb : MCT_G8_ZERO_EXPONENT);
-    }
-    const mct_g8_align al = mct_g8_align_of(ea, eb);
-    uint64_t peak = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        const uint64_t v = mct_g8_abs64(mct_g8_aligned(&al, a_at(a, i), b_at(b, i)));
-        if (v > peak) peak = v;
-    }
-    if (peak == 0) { /* a + b == 0 everywhere */
-        for (int32_t i = 0; i < n; ++i) out[i] = 0;
-        return MCT_G8_ZERO_EXPONENT;
-    }
-    const int32_t shift = mct_g8_shift_for(peak);
-    for (int32_t i = 0; i < n; ++i) out[i] = mct_g8_shifted(mct_g8_aligned(&al, a_at(a, i), b_at(b, i)), shift);
-    return al.lo + shift;
+/* The two operands of a fan-out sum, aligned (the element accessor of mct_g8_add's normalize_by). */
+typedef struct {
+    const int8_t *a, *b;
+    mct_g8_align al;
+} mct_g8_pair;
+
+static inline int64_t mct_g8_pair_sum(const void *src, int32_t k) {
+    const mct_g8_pair *p = (const mct_g8_pair *)src;
+    return mct_g8_aligned(&p->al, p->a[k], p->b[k]);
 }
 
-/* add_grads: normalize(a + b) of two canonical gradient tensors; out may be a or b. Returns E. */
+/* add_grads: normalize(a + b) of two canonical gradient tensors; out may be a or b (element k is written
+ * after both operands' element k were read, and never read again). Returns E. */
 static inline int32_t mct_g8_add(const int8_t *a, int32_t ea, const int8_t *b, int32_t eb, int32_t n, int8_t *out) {
-    return mct_g8_add_by(mct_g8_array_at, a, ea, mct_g8_array_at, b, eb, n, out);
+    int any_a = 0, any_b = 0;
+    for (int32_t i = 0; i < n; ++i) {
+        any_a |= a[i] != 0;
+        any_b |= b[i] != 0;
+    }
+    if (!any_a || !any_b) { /* the other one, already canonical (an all-zero tensor has exponent 0) */
+        const int8_t *src = any_a ? a : b;
+        for (int32_t i = 0; i < n; ++i) out[i] = src[i];
+        return any_a ? ea : (any_b ? eb : MCT_G8_ZERO_EXPONENT);
+    }
+    const mct_g8_pair pair = {a, b, mct_g8_align_of(ea, eb)};
+    return mct_g8_normalize_by(mct_g8_pair_sum, &pair, n, pair.al.lo, out);
 }
 
 /* 2^n as a double, from its bits (-1022 <= n <= 1023): no libm (the generated C calls only memcpy, memset

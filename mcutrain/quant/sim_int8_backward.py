@@ -26,10 +26,9 @@ import torch
 from torch.nn.grad import conv2d_input
 
 from mcutrain.quant.fixedpoint import dequantize_multiplier
-from mcutrain.quant.int8_grad import (add_grads_torch, exponent_torch, grad_multiplier, normalize_torch,
-                                      scale_grad_torch)
+from mcutrain.quant.int8_grad import (BACKWARDS, add_grads_torch, exponent_torch, grad_multiplier,
+                                      normalize_torch, scale_grad_torch)
 
-BACKWARD_MODES = ("float32", "int8")
 BATCH_GRAD_BITS = 37  # |G| <= 2**37 for a batch's parameter gradient: m_c * G stays below 2**61
 GUARD_BITS = 14  # a batch sum keeps 14 bits below its exponent before the one rounding
 
@@ -54,11 +53,6 @@ def scalar_factor(real: float) -> tuple[np.ndarray, np.ndarray]:
     """(m, sh) of one real factor (an add's ratio, a pool's ``s_x / (s_y * h * w)``): the float64 value
     rounded once to float32 (the float backward's factor; the engine's constant), shape (1,)."""
     return grad_multiplier(np.array([real], dtype=np.float32).astype(np.float64))  # the float path's float32
-
-
-def per_sample_exponents(values: torch.Tensor) -> np.ndarray:
-    """Each sample's canonical exponent (exact values at their sample's grid)."""
-    return exponent_torch(values)
 
 
 def as_input_dtype(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -120,7 +114,7 @@ def conv_backward(ctx, g_y: torch.Tensor, input_grad, kept_weight_grad):
     layer = ctx.layer
     xz, weight, mask = ctx.saved_tensors
     g_acc = scale_grad_torch(normalize_torch(g_y), *layer.grad_factor, mask.to(torch.float64))
-    exps = per_sample_exponents(g_acc)
+    exps = exponent_torch(g_acc)
     g_x = g_w = g_b = None
     if ctx.needs_input_grad[0]:
         g_x = normalize_torch(input_grad(ctx.x_shape, weight.to(torch.float64), g_acc, layer.stride,
@@ -160,7 +154,7 @@ def linear_backward(ctx, g_logits: torch.Tensor):
     xz, weight = ctx.saved_tensors
     layer = ctx.layer
     g_acc = normalize_torch(g_logits.to(torch.float64) * layer.logit_scale.to(torch.float64))
-    exps = per_sample_exponents(g_acc)
+    exps = exponent_torch(g_acc)
     ints = integers_at(g_acc, exps)
     g_x = g_w = g_b = None
     if ctx.needs_input_grad[0]:
@@ -267,6 +261,6 @@ def int8_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def check_mode(mode: str) -> str:
-    if mode not in BACKWARD_MODES:
-        raise ValueError(f"backward mode {mode!r}: choose one of {', '.join(BACKWARD_MODES)}")
+    if mode not in BACKWARDS:
+        raise ValueError(f"backward mode {mode!r}: choose one of {', '.join(BACKWARDS)}")
     return mode

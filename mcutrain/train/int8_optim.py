@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mcutrain.errors import McutrainError
+from mcutrain.quant.int8_grad import BACKWARDS
 from mcutrain.quant.int8_grad import update_bias, update_factor, update_weight
 from mcutrain.quant.rng import stochastic_round_torch, uniform_u32
 from mcutrain.quant.sim_model import Int8Conv, Int8Net
@@ -38,7 +39,6 @@ from mcutrain.train.learning_rate import check_learning_rate
 
 OPTIMIZERS = ("sgd", "adam")
 UPDATE_RULES = ("sr", "latent")
-BACKWARDS = ("float32", "int8")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 

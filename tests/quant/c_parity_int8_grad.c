@@ -23,6 +23,8 @@ static int read_i8s(int8_t *v, int32_t n) {
     return 1;
 }
 
+static int64_t int32_at(const void *src, int32_t k) { return ((const int32_t *)src)[k]; }
+
 static void print_g8(int32_t e, const int8_t *g, int32_t n) {
     printf("%" PRId32, e);
     for (int32_t i = 0; i < n; ++i) printf(" %d", (int)g[i]);
@@ -38,7 +40,7 @@ int main(void) {
         int32_t n, e, f;
         if (!strcmp(op, "norm")) {
             if (scanf("%" SCNd32 " %" SCNd32, &n, &e) != 2 || n > MAX_N || !read_i32s(acc, n)) return 2;
-            print_g8(mct_g8_normalize32(acc, n, e, out), out, n);
+            print_g8(mct_g8_normalize_by(int32_at, acc, n, e, out), out, n);
         } else if (!strcmp(op, "scale")) { /* channels plane per_channel e m.. sh.. mask(0/1/-1 none) g.. */
             int32_t channels, plane, per, has_mask;
             if (scanf("%" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNd32 " %" SCNd32, &channels, &plane, &per, &e,

@@ -167,25 +167,23 @@ void mct_g8_conv2d_grad_b(const int8_t *g, int32_t channels, int32_t plane, int3
     }
 }
 
-static int32_t linear_grad_x_element8(const mct_linear *p, const int8_t *g, int32_t c) {
+/* The classifier's input gradient: its exact sums as normalize_by's accessor. */
+typedef struct {
+    const mct_linear *p;
+    const int8_t *g;
+} linear_grad_x8;
+
+static int64_t linear_grad_x_sum8(const void *src, int32_t c) {
+    const mct_linear *p = ((const linear_grad_x8 *)src)->p;
+    const int8_t *g = ((const linear_grad_x8 *)src)->g;
     int32_t sum = 0;
     for (int32_t k = 0; k < p->out_features; ++k) sum += (int32_t)g[k] * *mct_weight_at(&p->w, k, c);
     return sum;
 }
 
 int32_t mct_g8_linear_grad_x(const mct_linear *p, const int8_t *g, int32_t e, int8_t *out) {
-    uint64_t peak = 0;
-    for (int32_t c = 0; c < p->in_features; ++c) {
-        const uint64_t a = mct_g8_abs64(linear_grad_x_element8(p, g, c));
-        if (a > peak) peak = a;
-    }
-    if (peak == 0) {
-        memset(out, 0, (size_t)p->in_features);
-        return MCT_G8_ZERO_EXPONENT;
-    }
-    const int32_t shift = mct_g8_shift_for(peak);
-    for (int32_t c = 0; c < p->in_features; ++c) out[c] = mct_g8_shifted(linear_grad_x_element8(p, g, c), shift);
-    return e + shift;
+    const linear_grad_x8 s = {p, g};
+    return mct_g8_normalize_by(linear_grad_x_sum8, &s, p->in_features, e, out);
 }
 
 void mct_g8_linear_grad_w(const mct_linear *p, const int8_t *g, const int8_t *x, int32_t *out) {

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcutrain.errors import McutrainError
+from mcutrain.quant.int8_grad import BACKWARDS
 
 RULES = ("sr",)
 ROW_FUSION = ("auto", "max", "off")
-BACKWARDS = ("float32", "int8")
 
 
 @dataclass(frozen=True)
