@@ -163,9 +163,15 @@ class _Chain:
         self.internal = grad_internal(ctx.op)
         self.decls: list[str] = []
         self.count = 0
-        self.deferred: dict[str, tuple] = {}  # weight gradient -> how its update computes it
+        self.deferred: dict[tuple, tuple] = {}  # (weight gradient, channel) -> how its update computes it
         self.program = program_of(ctx.op)
         self.lazy_name = self.program.source
+        self.structs: dict[tuple, str] = {}  # one struct per part and operand, however many loop bodies use it
+
+    def once(self, key: tuple, make) -> str:
+        if key not in self.structs:
+            self.structs[key] = make()
+        return self.structs[key]
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.internal[name].shape if name in self.internal else self.ctx.info(name).shape)
@@ -178,20 +184,26 @@ class _Chain:
         return self.ctx.struct(f"{suffix}{self.count}")
 
     def weight(self, name: str) -> str:
-        tag = self.tag("w")
-        self.decls.append(f"static const mct_weight {tag} = {self.ctx.symbols.weight(name)};")
-        return f"&{tag}"
+        def make():
+            tag = self.tag("w")
+            self.decls.append(f"static const mct_weight {tag} = {self.ctx.symbols.weight(name)};")
+            return f"&{tag}"
+        return self.once(("weight", name), make)
 
     def conv(self, part: Op, x_shape, g_shape, weight: str | None, weight_shape) -> str:
-        tag = self.tag("c")
-        self.decls.append(declare("mct_conv", tag, part,
-                                  conv_fields(self.ctx, dict(part.attrs), x_shape, g_shape, weight, weight_shape)))
-        return f"&{tag}"
+        def make():
+            tag = self.tag("c")
+            fields = conv_fields(self.ctx, dict(part.attrs), x_shape, g_shape, weight, weight_shape)
+            self.decls.append(declare("mct_conv", tag, part, fields))
+            return f"&{tag}"
+        return self.once(("conv", part.name), make)
 
     def update(self, part: Op, param: str, qas: str) -> str:
-        tag = self.tag("u")
-        self.decls.append(update_struct(self.ctx, tag, param, qas, part))
-        return f"&{tag}"
+        def make():
+            tag = self.tag("u")
+            self.decls.append(update_struct(self.ctx, tag, param, qas, part))
+            return f"&{tag}"
+        return self.once(("update", part.name, param), make)
 
     def factor(self, m: str, channels: int, chan: str) -> str:
         size = self.ctx.symbols.constants[m].size
@@ -227,6 +239,14 @@ def _source(chain: _Chain, where: dict, name: str) -> tuple[str, str]:
     return where[name], "NULL"
 
 
+def _dest(chain: _Chain, name: str, chan: str, where: dict, slots: dict) -> str:
+    """Where channel ``chan`` of a plane a part makes goes: its row of an output, or its scratch slot."""
+    if name in chain.op.outputs:
+        return f"{chain.ctx.ptr(name)} + (size_t){chan} * {chain.plane(name)}"
+    where[name] = slots[name]
+    return slots[name]
+
+
 def _step(chain: _Chain, s: Step, chan: str, where: dict, slots: dict, masks: dict) -> list[str]:
     """C statements of one typed step of the program for channel ``chan`` (``where``: chain tensor ->
     C expression of its current channel, updated here)."""
@@ -238,10 +258,7 @@ def _step(chain: _Chain, s: Step, chan: str, where: dict, slots: dict, masks: di
         raise CodegenError(f"op {chain.op.name}: a {part.kind} output read outside the chain has no C kernel")
 
     def dest(name: str) -> str:
-        if name in outputs:
-            return f"{ctx.ptr(name)} + (size_t){chan} * {chain.plane(name)}"
-        where[name] = slots[name]
-        return slots[name]
+        return _dest(chain, name, chan, where, slots)
 
     if role == DEPTHWISE_X:
         g, w = part.inputs[:2]
@@ -288,7 +305,7 @@ def _step(chain: _Chain, s: Step, chan: str, where: dict, slots: dict, masks: di
         w, g, qas = part.inputs
         u = chain.update(part, w, qas)
         if s.grad.place == DEFERRED:  # the same row, its elements applied as they are computed (same numbers)
-            conv, x, src, lazy, matrix = chain.deferred[g]
+            conv, x, src, lazy, matrix = chain.deferred[g, chan]
             if matrix != ctx.symbols.params[w].kept_matrix():
                 raise CodegenError(f"op {chain.op.name}: gradient slice {matrix} differs from the SRAM copy")
             return [f"mct_fg_grad_w_update_row({conv}, {u}, {x}, {src}, {lazy}, {chan}, step);"]
@@ -296,9 +313,10 @@ def _step(chain: _Chain, s: Step, chan: str, where: dict, slots: dict, masks: di
     raise CodegenError(f"op {chain.op.name}: a {part.kind} part of a block backward has no C kernel")
 
 
-def _weight_step(chain: _Chain, s: Step, chan: str, where: dict) -> list[str]:
+def _weight_step(chain: _Chain, s: Step, chan: str, where: dict, next_src: str | None = None) -> list[str]:
     """A weight gradient's row ``chan``: applied at once (fused update), stored in its output, or
-    left to its update (``DEFERRED``: computed there element by element, no buffer)."""
+    left to its update (``DEFERRED``: computed there element by element, no buffer). ``next_src``: a
+    fused update of rows chan and chan + 1 (whose gradient plane that is) in one call."""
     ctx, part = chain.ctx, s.op
     update = s.role == WEIGHT_GRAD_UPDATE
     x, g = part.inputs[1:3] if update else part.inputs[:2]
@@ -313,10 +331,12 @@ def _weight_step(chain: _Chain, s: Step, chan: str, where: dict) -> list[str]:
         u = chain.update(part, part.inputs[0], part.inputs[3])
         if (rows, cols) != ctx.symbols.params[part.inputs[0]].kept_matrix():
             raise CodegenError(f"op {chain.op.name}: gradient slice ({rows}, {cols}) differs from the SRAM copy")
+        if next_src is not None and lazy == "NULL":
+            return [f"mct_fg_grad_w_update_row2({conv}, {u}, {ctx.ptr(x)}, {src}, {next_src}, {chan}, step);"]
         return [f"mct_fg_grad_w_update_row({conv}, {u}, {ctx.ptr(x)}, {src}, {lazy}, {chan}, step);"]
     out = part.outputs[0]
     if s.out.place == DEFERRED:
-        chain.deferred[out] = (conv, ctx.ptr(x), src, lazy, (rows, cols))
+        chain.deferred[out, chan] = (conv, ctx.ptr(x), src, lazy, (rows, cols))
         return [comment(f"{part.name}: row {chan} computed by its update")]
     per_row = cols * shape[2] * shape[3]
     where[out] = f"({ctx.ptr(out)} + (size_t){chan} * {per_row})"
@@ -324,44 +344,72 @@ def _weight_step(chain: _Chain, s: Step, chan: str, where: dict) -> list[str]:
             f"{where[out]});"]
 
 
-def _layout(chain: _Chain, scratch: int | None) -> tuple[dict, dict, list[str], list[str]]:
-    """Pointers to one channel of each slot of the program's scratch layout (its one-channel offsets:
-    the gradient planes, float, first; then the recomputed expand plane, int8, and each recomputed
-    mask's bits) and the recompute statements. Returns (slots, masks, recompute statements,
-    declarations of the scratch pointers)."""
+def _pair_step(chain: _Chain, s: Step, lanes: list) -> list[str]:
+    """C statements of one step for the two channels of a pass (``lanes``: (chan, where, slots, masks)
+    of each): the head, the tail and a 1x1 weight gradient's fused update as one call of their pair
+    helper (c/mct_fused_pair.c, the same numbers), any other step for each channel in turn."""
+    ctx, part = chain.ctx, s.op
+    (c0, where0, slots0, _), (c1, where1, slots1, _) = lanes
+    w_shape = ctx.info(part.inputs[1]).shape if s.role in (HEAD, LAZY_HEAD, TAIL) else None
+    is_1x1 = w_shape is not None and part.attr("stride") == 1 and tuple(w_shape[2:]) == (1, 1)
+    out = part.outputs[0] if part.outputs else None
+    if s.role in (HEAD, LAZY_HEAD) and is_1x1:
+        src = "NULL, &lazy" if s.role == LAZY_HEAD else f"{ctx.ptr(part.inputs[0])}, NULL"
+        out0, out1 = _dest(chain, out, c0, where0, slots0), _dest(chain, out, c1, where1, slots1)
+        return [f"mct_fg_head2({chain.weight(part.inputs[1])}, {c0}, {w_shape[0]}, {src}, {chain.plane(out)}, "
+                f"{out0}, {out1});"]
+    if s.role == TAIL and is_1x1 and out in chain.op.outputs:
+        g = part.inputs[0]
+        init = ctx.ptr(part.inputs[2]) if len(part.inputs) == 3 else "NULL"
+        return [f"mct_fg_tail2({chain.weight(part.inputs[1])}, {c0}, {where0[g]}, {where1[g]}, {init}, {w_shape[1]}, "
+                f"{chain.plane(out)}, {ctx.ptr(out)});"]
+    if s.role == WEIGHT_GRAD_UPDATE and part.inputs[2] in where1:  # a plane of the pass, not the lazy source
+        return _weight_step(chain, s, c0, where0, where1[part.inputs[2]])
+    return [line for chan, where, slots, masks in lanes for line in _step(chain, s, chan, where, slots, masks)]
+
+
+def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c"
+            ) -> tuple[dict, dict, list[str], list[str]]:
+    """Pointers to channel ``lane`` of a pass in each slot of the program's scratch layout (the
+    gradient planes, float, first; then the recomputed expand plane, int8, and each recomputed mask's
+    bits) and the statements recomputing channel ``chan``'s forward. Returns (slots, masks, recompute
+    statements, declarations of the scratch pointers)."""
     ctx, op, program = chain.ctx, chain.op, chain.program
     slots, masks, pointers, code = {}, {}, [], []
+    sfx = f"_{lane}" if lane else ""
     for slot in program.scratch.slots:
-        at = scratch + slot.channel_offset
+        at = scratch + program.scratch.pass_offset(slot, lane)
         if slot.kind == FLOAT_PLANE:
-            name = f"g{len(slots)}"
+            name = f"g{len(slots)}{sfx}"
             pointers.append(f"float *const {name} = AF({at});")
             slots[slot.tensor] = name
         elif slot.kind == INT8_PLANE:
-            pointers.append(f"int8_t *const y0 = A8({at});")
+            pointers.append(f"int8_t *const y0{sfx} = A8({at});")
         else:
             i = len(masks)
-            pointers.append(f"uint8_t *const m{i} = AB({at});")
-            masks[slot.tensor] = (f"m{i}", "0")
+            pointers.append(f"uint8_t *const m{i}{sfx} = AB({at});")
+            masks[slot.tensor] = (f"m{i}{sfx}", "0")
     rec = program.recompute
     for i, fwd in enumerate(rec.convs if rec is not None else ()):
         y, mask = fwd.outputs
         x_shape = chain.shape(fwd.inputs[0]) if fwd.inputs[0] in chain.internal else ctx.info(fwd.inputs[0]).shape
-        tag = chain.tag("r")
-        chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
+        tag = chain.once(("recompute", fwd.name), lambda: chain.tag("r"))
+        if ("recompute", fwd.name, "decl") not in chain.structs:
+            chain.structs["recompute", fwd.name, "decl"] = tag
+            chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
         size = program.scratch.slot(mask).per_channel
-        code.append(f"memset(m{i}, 0, {size});")
+        code.append(f"memset(m{i}{sfx}, 0, {size});")
         if fwd.attr("groups") > 1:
             if fwd.inputs[0] != rec.plane:
                 raise CodegenError(f"op {op.name}: recomputed depthwise conv does not read the expand conv")
-            code.append(f"mct_depthwise_channel(&{tag}, c, y0, NULL, m{i}, 0);")
+            code.append(f"mct_depthwise_channel(&{tag}, {chan}, y0{sfx}, NULL, m{i}{sfx}, 0);")
         else:
             if i != 0:
                 raise CodegenError(f"op {op.name}: recomputed convs are (expand, depthwise)")
-            code.append(f"mct_pointwise_channel(&{tag}, c, {ctx.ptr(fwd.inputs[0])}, y0, m{i}, 0);")
+            code.append(f"mct_pointwise_channel(&{tag}, {chan}, {ctx.ptr(fwd.inputs[0])}, y0{sfx}, m{i}{sfx}, 0);")
     size = scratch_bytes(ctx.stage.graph, op)
-    if program.scratch.per_channel > size:
-        raise CodegenError(f"op {op.name}: one channel needs {program.scratch.per_channel} scratch bytes, "
+    if program.scratch.pass_bytes > size:
+        raise CodegenError(f"op {op.name}: a pass needs {program.scratch.pass_bytes} scratch bytes, "
                            f"the plan reserves {size}")
     return slots, masks, code, pointers
 
@@ -372,20 +420,31 @@ def emit_mbconv_grad(ctx: OpContext) -> Emitted:
     scratch = _scratch_offset(ctx)
     if scratch is not None and scratch % 4:
         raise CodegenError(f"op {op.name}: scratch at offset {scratch}, not aligned for float32")
-    slots, masks, recompute, pointers = _layout(chain, scratch)
-    lines = list(pointers)
+    slots, masks, recompute, lines = _layout(chain, scratch)
     if chain.lazy_name is not None:
         lines.append(_lazy_init(chain))
     lines += _output_channel_loop(chain, chain.program.pre, "pre", slots, masks)
-    where: dict[str, str] = {}
-    body = list(recompute)
-    for step in chain.program.steps:
-        body += _step(chain, step, "c", where, slots, masks)
-    lines.append(f"for (int32_t c = 0; c < {op.attr('channels')}; ++c) {{")
-    lines += ["    " + s for s in body] + ["}"]
+    channels, pair = op.attr("channels"), chain.program.scratch.pass_channels == 2
+    if pair:  # two channels per pass (c, c1); an odd last channel alone
+        slots1, masks1, recompute1, pointers1 = _layout(chain, scratch, 1, "c1")
+        lines[:0] = pointers1
+        lanes = [("c", {}, slots, masks), ("c1", {}, slots1, masks1)]
+        body = ["const int32_t c1 = c + 1;"] + recompute + recompute1
+        body += [line for step in chain.program.steps for line in _pair_step(chain, step, lanes)]
+        lines += _loop(f"int32_t c = 0; c + 1 < {channels}; c += 2", body)
+    if not pair or channels % 2:
+        where: dict[str, str] = {}
+        body = list(recompute)
+        for step in chain.program.steps:
+            body += _step(chain, step, "c", where, slots, masks)
+        lines += _loop(f"int32_t c = {channels - 1 if pair else 0}; c < {channels}; ++c", body)
     lines += _output_channel_loop(chain, chain.program.post, "post", slots, masks)
     code = "{\n" + "\n".join("        " + line for line in lines) + "\n    }"
     return Emitted(tuple(chain.decls), code)
+
+
+def _loop(head: str, body: list[str]) -> list[str]:
+    return [f"for ({head}) {{"] + ["    " + s for s in body] + ["}"]
 
 
 def _output_channel_loop(chain, steps, phase: str, slots, masks) -> list[str]:

@@ -17,8 +17,10 @@ A program holds:
   recompute           the forward convs re-run per channel for their masks (``Recompute``: a field,
                       not a tensor-name suffix to parse)
   scratch             the layout (``ScratchLayout``): each slot's bytes per channel, its offset when
-                      ``group`` channels run together (the NumPy kernel, what the planner charges) and
-                      its offset for one channel (the C loop), the lazy source's rows, the total
+                      ``group`` channels run together (the NumPy kernel) and its offset for one channel;
+                      the C loop runs ``pass_channels`` channels per pass, channel k's slots
+                      ``pass_stride`` bytes after channel 0's; the lazy source's rows; the total (what
+                      the planner charges: the larger of the two batches, plus the source rows)
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 
 from mcutrain.engine.ir import Op, TensorInfo
 
-GROUP_BYTES = 512  # scratch for the channels run together (the NumPy kernel's batch; C runs one)
+GROUP_BYTES = 512  # scratch for the channels run together (the NumPy kernel's batch)
+PASS_CHANNELS = 2  # expanded channels per pass of the C loop (c/mct_fused_pair.c shares their loads)
 
 # step roles
 HEAD = "head"  # 1x1 conv input gradient from a whole gradient of the arena (channels of the expansion)
@@ -92,10 +95,21 @@ class ScratchLayout:
     per_channel: int  # bytes of one channel of every slot
     source_group: int  # rows of the lazy source computed together (0: no lazy source)
     source_row: int  # bytes of one row of the lazy source
-    total: int  # what the planner reserves: group * per_channel + source_group * source_row
+    pass_channels: int  # channels per pass of the C loop
+    pass_stride: int  # bytes from one pass channel's slots to the next's (float planes stay 4-aligned)
+    total: int  # what the planner reserves: max(group * per_channel, pass_bytes) + source_group * source_row
 
     def slot(self, tensor: str) -> ScratchSlot:
         return next(s for s in self.slots if s.tensor == tensor)
+
+    @property
+    def pass_bytes(self) -> int:
+        """The C loop's scratch: ``pass_channels`` channels of every slot."""
+        return self.pass_channels * self.pass_stride
+
+    def pass_offset(self, slot: ScratchSlot, k: int) -> int:
+        """Byte offset of channel k (< pass_channels) of a pass of the C loop in ``slot``."""
+        return slot.channel_offset + k * self.pass_stride
 
 
 @dataclass(frozen=True)
@@ -171,7 +185,9 @@ def _layout(tensor, channels: int, parts: list[Op], rec: Recompute | None, outs:
             ) -> ScratchLayout:
     """One channel of each float gradient the chain keeps (the head's and each depthwise input
     gradient not read outside), then the recomputed expand plane (int8) and each recomputed mask's
-    bits; ``group`` channels of all of them fit in ``GROUP_BYTES``; then rows of the lazy source."""
+    bits; ``group`` channels of all of them fit in ``GROUP_BYTES`` (the NumPy kernel's batch), the C
+    loop's ``PASS_CHANNELS`` (fewer when the block has fewer) take what they take; then rows of the lazy
+    source."""
     entries = []  # (tensor, kind, one channel's shape, bytes per channel)
     for op in parts:
         if op.kind == "conv2d_grad_x" and op.outputs[0] not in outs:
@@ -196,8 +212,10 @@ def _layout(tensor, channels: int, parts: list[Op], rec: Recompute | None, outs:
         t = tensor(source)
         source_row = 4 * _plane(t)
         source_group = max(1, min(t.shape[1], GROUP_BYTES // source_row))
-    return ScratchLayout(tuple(slots), group, per_channel, source_group, source_row,
-                         group * per_channel + source_group * source_row)
+    pass_channels, pass_stride = min(PASS_CHANNELS, channels), -(-per_channel // 4) * 4
+    batch = max(group * per_channel, pass_channels * pass_stride)
+    return ScratchLayout(tuple(slots), group, per_channel, source_group, source_row, pass_channels, pass_stride,
+                         batch + source_group * source_row)
 
 
 class _Resolver:

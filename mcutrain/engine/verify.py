@@ -130,6 +130,9 @@ def _check_scratch(program: GradProgram, where: str) -> None:
                               f"expected {offset}/{channel_offset}")
         offset += layout.group * s.per_channel
         channel_offset += s.per_channel
+    if layout.pass_stride < channel_offset or layout.pass_stride % 4:
+        raise VerifyError(f"{where}: pass stride {layout.pass_stride} for {channel_offset} bytes a channel")
+    offset = max(offset, layout.pass_bytes)
     if offset + layout.source_group * layout.source_row != layout.total:
         raise VerifyError(f"{where}: scratch slots and source rows take {offset} + "
                           f"{layout.source_group * layout.source_row} bytes, the layout says {layout.total}")

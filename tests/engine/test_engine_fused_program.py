@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from mcutrain.engine.compile import compile_training
 from mcutrain.engine.fused_program import (BIAS_GRAD, DEFERRED, DEPTHWISE_X, FLOAT_PLANE, GROUP_BYTES, HEAD, INPUT,
-                                           INT8_PLANE, LAZY, LAZY_HEAD, MASK_BITS, OUTPUT, REQUANT, SCRATCH, TAIL,
-                                           UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD, GradProgram, RowsProgram,
-                                           lower_grad, program_of)
+                                           INT8_PLANE, LAZY, LAZY_HEAD, MASK_BITS, OUTPUT, PASS_CHANNELS, REQUANT,
+                                           SCRATCH, TAIL, UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD, GradProgram,
+                                           RowsProgram, lower_grad, program_of)
 from mcutrain.engine.ir import Op, TensorInfo, make_attrs
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.memory import check_plan
@@ -55,7 +55,12 @@ def _check_program(program: GradProgram, outputs: tuple[str, ...]) -> None:
     for intervals in (spans, channel):
         assert all(x[1] <= y[0] for x, y in zip(intervals, intervals[1:]))  # in order, no two slots share a byte
     assert all(s.per_channel > 0 for s in layout.slots)
-    assert layout.total == layout.group * layout.per_channel + layout.source_group * layout.source_row
+    batch = max(layout.group * layout.per_channel, layout.pass_channels * layout.pass_stride)
+    assert layout.total == batch + layout.source_group * layout.source_row
+    assert layout.pass_channels == min(PASS_CHANNELS, program.channels)  # the C loop's pass, in the total
+    assert layout.pass_stride % 4 == 0 and layout.per_channel <= layout.pass_stride < layout.per_channel + 4
+    assert all(layout.pass_offset(s, 1) >= layout.pass_offset(layout.slots[-1], 0) + layout.slots[-1].per_channel
+               for s in layout.slots)  # the second channel of a pass after every slot of the first
     assert layout.per_channel == sum(s.per_channel for s in layout.slots)
     assert layout.group * layout.per_channel <= max(GROUP_BYTES, layout.per_channel)
     assert 1 <= layout.group <= program.channels

@@ -88,6 +88,32 @@ typedef struct {
 
 float mct_lazy_value(const mct_lazy_grad *s, int32_t o, int32_t q);
 
+/* Lazy channel o's two possible values: mct_lazy_value with mask bit 1 and with bit 0, computed with
+ * the same float32 operations once per channel (per position only the bit picks one). */
+typedef struct {
+    float v0, v1;
+    const uint8_t *mask;
+    int32_t bit0;
+} mct_lazy_channel;
+
+static inline MCT_ALWAYS_INLINE mct_lazy_channel mct_lazy_channel_of(const mct_lazy_grad *s, int32_t o) {
+    const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
+    const float m = s->m[s->per_channel ? o : 0];
+    const mct_lazy_channel l = {(spread * 0.0f) * m, (spread * 1.0f) * m, s->mask, o * s->plane};
+    return l;
+}
+
+static inline MCT_ALWAYS_INLINE float mct_lazy_at(const mct_lazy_channel *l, int32_t q) {
+    return mct_get_bit(l->mask, l->bit0 + q) ? l->v1 : l->v0;
+}
+
+/* w[o][c] as a float (mct_weight_at's element, without its call: the head reads a column). */
+static inline MCT_ALWAYS_INLINE float mct_weight_f(const mct_weight *w, int32_t o, int32_t c) {
+    if (w->sram != NULL && o < w->kept_rows && c < w->kept_cols)
+        return (float)w->sram[((size_t)o * (size_t)w->kept_cols + (size_t)c) * (size_t)w->inner];
+    return (float)w->flash[((size_t)o * (size_t)w->cols + (size_t)c) * (size_t)w->inner];
+}
+
 /* Channel c of a 1x1 conv's input gradient (the head): out[q] = sum_o fl32(w[o][c] * g[o][q]), float32,
  * o ascending; g from the arena ([out_c][plane]) or lazily (lazy != NULL). */
 void mct_fg_head(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
@@ -114,5 +140,18 @@ void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8
 /* update_weight of row r from its gradient row g_r; update_bias of row r from its gradient g. */
 void mct_fg_update_weight_row(const mct_update *u, int32_t r, const float *g_r, uint32_t step);
 void mct_fg_update_bias_row(const mct_update *u, int32_t r, float g);
+
+/* ---- the same for TWO expanded channels c and c + 1 per pass (mct_fused_pair.c): every element the
+ * one-channel helpers' value, its operations in their order, the loads of the two shared ---- */
+
+/* mct_fg_head for channels c (into out0) and c + 1 (into out1). */
+void mct_fg_head2(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
+                  int32_t plane, float *out0, float *out1);
+/* mct_fg_tail of channel c (gradient g0), then of channel c + 1 (g1). */
+void mct_fg_tail2(const mct_weight *w, int32_t c, const float *g0, const float *g1, const float *init, int32_t in_c,
+                  int32_t plane, float *out);
+/* mct_fg_grad_w_update_row of rows r (gradient plane g0) and r + 1 (g1). */
+void mct_fg_grad_w_update_row2(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g0,
+                               const float *g1, int32_t r, uint32_t step);
 
 #endif /* MCT_FUSED_H */

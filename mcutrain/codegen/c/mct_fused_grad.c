@@ -10,37 +10,11 @@ float mct_lazy_value(const mct_lazy_grad *s, int32_t o, int32_t q) {
     return (spread * (float)mct_get_bit(s->mask, o * s->plane + q)) * s->m[s->per_channel ? o : 0];
 }
 
-/* Lazy channel o's two possible values: mct_lazy_value with mask bit 1 and with bit 0, computed with
- * the same float32 operations once per channel (per position only the bit picks one). */
-typedef struct {
-    float v0, v1;
-    const uint8_t *mask;
-    int32_t bit0;
-} lazy_channel;
-
-static inline MCT_ALWAYS_INLINE lazy_channel lazy_channel_of(const mct_lazy_grad *s, int32_t o) {
-    const float spread = (s->g[o] * (float)mct_get_bit(s->pool_mask, o)) * s->scale;
-    const float m = s->m[s->per_channel ? o : 0];
-    const lazy_channel l = {(spread * 0.0f) * m, (spread * 1.0f) * m, s->mask, o * s->plane};
-    return l;
-}
-
-static inline float lazy_at(const lazy_channel *l, int32_t q) {
-    return mct_get_bit(l->mask, l->bit0 + q) ? l->v1 : l->v0;
-}
-
-/* w[o][c] as a float (mct_weight_at's element, without its call: the head reads a column). */
-static inline float weight_f(const mct_weight *w, int32_t o, int32_t c) {
-    if (w->sram != NULL && o < w->kept_rows && c < w->kept_cols)
-        return (float)w->sram[((size_t)o * (size_t)w->kept_cols + (size_t)c) * (size_t)w->inner];
-    return (float)w->flash[((size_t)o * (size_t)w->cols + (size_t)c) * (size_t)w->inner];
-}
-
 /* The head's terms fl32(w[o][c] * g[o][q]) of channels o0 + j, j < n (1, 4 or 8) in one pass over out:
  * the float32 additions of channel after channel, in order, out[q] held in a register. ``first``
  * (o0 == 0): out starts from the first product. */
 #define MCT_HEAD_T(j) (g[j][q])
-#define MCT_HEAD_L(j) (lazy_at(&l[j], q))
+#define MCT_HEAD_L(j) (mct_lazy_at(&l[j], q))
 #define MCT_HEAD_ADD(acc, V, j) mct_fmac((acc), wv[j], V(j)) /* (acc) + wv[j] * value, one VMLA on the M7 */
 #define MCT_HEAD_FROM(acc, V)                                                                      \
     MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(MCT_HEAD_ADD(                                                       \
@@ -74,7 +48,7 @@ static inline float weight_f(const mct_weight *w, int32_t o, int32_t c) {
     out[q0 + (k)] = first ? MCT_LAZY8_FROM(wv[0] * MCT_LAZY8_V(0, k), k)                                   \
                           : MCT_LAZY8_FROM(MCT_LAZY8_A(out[q0 + (k)], 0, k), k)
 
-static inline void head_lazy8(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
+static inline void head_lazy8(const float *wv, const mct_lazy_channel *l, int first, int32_t plane, float *out) {
     const uint8_t *m[8];
     for (int32_t j = 0; j < 8; ++j) m[j] = l[j].mask + (l[j].bit0 >> 3);
     for (int32_t q0 = 0; q0 < plane; q0 += 8) {
@@ -103,7 +77,7 @@ static inline void head_lazy8(const float *wv, const lazy_channel *l, int first,
     _mm256_mul_ps(w[j], _mm256_blendv_ps(v0[j], v1[j], _mm256_castsi256_ps(_mm256_cmpeq_epi32(            \
                                            _mm256_and_si256(_mm256_set1_epi32(m[j][q0 >> 3]), bit), bit))))
 
-static void head_lazy8_simd(const float *wv, const lazy_channel *l, int first, int32_t plane, float *out) {
+static void head_lazy8_simd(const float *wv, const mct_lazy_channel *l, int first, int32_t plane, float *out) {
     const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const uint8_t *m[8];
     __m256 w[8], v0[8], v1[8];
@@ -147,9 +121,9 @@ static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, con
                       const mct_lazy_grad *lazy, int32_t plane, float *out) {
     float wv[8];
     const float *g[8];
-    lazy_channel l[8];
+    mct_lazy_channel l[8];
     const int first = o0 == 0;
-    for (int32_t j = 0; j < n; ++j) wv[j] = weight_f(w, o0 + j, c);
+    for (int32_t j = 0; j < n; ++j) wv[j] = mct_weight_f(w, o0 + j, c);
     if (lazy == NULL) {
         for (int32_t j = 0; j < n; ++j) g[j] = g_all + (size_t)(o0 + j) * (size_t)plane;
 #if MCT_SIMD
@@ -161,7 +135,7 @@ static void head_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, con
         MCT_HEAD_PASS(MCT_HEAD_T);
         return;
     }
-    for (int32_t j = 0; j < n; ++j) l[j] = lazy_channel_of(lazy, o0 + j);
+    for (int32_t j = 0; j < n; ++j) l[j] = mct_lazy_channel_of(lazy, o0 + j);
     if (n == 8 && plane % 8 == 0)
 #if MCT_SIMD
         head_lazy8_simd(wv, l, first, plane, out);
@@ -214,9 +188,9 @@ float mct_fg_sum(const float *g, int32_t plane) {
 }
 
 float mct_fg_lazy_sum(const mct_lazy_grad *s, int32_t o) {
-    const lazy_channel l = lazy_channel_of(s, o);
+    const mct_lazy_channel l = mct_lazy_channel_of(s, o);
     mct_acc_t acc = 0;
-    for (int32_t q = 0; q < s->plane; ++q) acc = mct_add_exact(acc, lazy_at(&l, q));
+    for (int32_t q = 0; q < s->plane; ++q) acc = mct_add_exact(acc, mct_lazy_at(&l, q));
     return (float)acc;
 }
 
@@ -404,8 +378,8 @@ static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, con
         const int8_t *x_i = x + (size_t)col * (size_t)in_n;
         mct_acc_t acc = 0;
         if (lazy != NULL) {
-            const lazy_channel l = lazy_channel_of(lazy, r);
-            for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
+            const mct_lazy_channel l = mct_lazy_channel_of(lazy, r);
+            for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, mct_lazy_at(&l, q), (int32_t)x_i[q] - x_zero);
         } else {
             for (int32_t q = 0; q < in_n; ++q) acc = mct_mac_exact(acc, g_r[q], (int32_t)x_i[q] - x_zero);
         }
@@ -416,9 +390,9 @@ static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, con
     for (int32_t j = 0; j < MCT_GW_COLS; ++j) xs[j] = x + (size_t)(col + (j < n ? j : 0)) * (size_t)in_n;
     mct_acc_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     if (lazy != NULL) {
-        const lazy_channel l = lazy_channel_of(lazy, r);
+        const mct_lazy_channel l = mct_lazy_channel_of(lazy, r);
         for (int32_t q = 0; q < in_n; ++q) {
-            const float gq = lazy_at(&l, q);
+            const float gq = mct_lazy_at(&l, q);
             MCT_GW_MAC8(gq);
         }
     } else {
