@@ -244,6 +244,26 @@ static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p
     }
 }
 
+/* mct_tap_range_sum (k x k taps, stride s in both directions) in its order, each term MCT_DW_MAC's: float32
+ * accumulators take the weights converted once (wf), not one conversion per term. */
+static inline mct_acc_t dw_tap_range_sum(const int8_t *w, const float *wf, int32_t k, int32_t s, const float *g_o,
+                                         int32_t out_w, const mct_tap_range *ra, const mct_tap_range *rb) {
+    mct_acc_t acc = 0;
+    if (sizeof(mct_acc_t) == sizeof(float) && s == 1) { /* taps and gradients both contiguous: two pointers */
+        const int32_t taps = rb->hi - rb->lo + 1;
+        for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; ++a, --oy) {
+            const float *g = g_o + oy * out_w + rb->first, *wa = wf + a * k + rb->lo;
+            for (int32_t t = 0; t < taps; ++t) acc = (mct_acc_t)mct_fmac((float)acc, *g--, *wa++);
+        }
+        return acc;
+    }
+    for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
+        const float *g = g_o + oy * out_w + rb->first;
+        for (int32_t b = rb->lo; b <= rb->hi; b += s, --g) acc = MCT_DW_MAC(acc, *g, a * k + b);
+    }
+    return acc;
+}
+
 void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
     const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w, pad = p->pad;
@@ -272,7 +292,8 @@ void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, flo
             }
             const mct_tap_range rb = edges_cached ? edge[x < x0 ? x : x0 + x - x1]
                                                   : mct_tap_range_of(x + pad, s, out_w, k);
-            out_y[x] = (float)mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb);
+            out_y[x] = (float)(fast ? dw_tap_range_sum(w, wf, k, s, g_c, out_w, &ra, &rb)
+                                    : mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb));
         }
     }
 }

@@ -61,6 +61,16 @@ static inline MCT_ALWAYS_INLINE void head2_plane8(const float *wa, const float *
     }
 }
 
+/* Position q0 + k of a lazy pass: each channel's value picked by bit k of its mask byte (k a constant:
+ * one test per channel, shared by both outputs). */
+#define MCT_LAZY2_V(j, k) (bits[j] & (1u << (k)) ? l[j].v1 : l[j].v0)
+#define MCT_LAZY2_AT(k)                                                                                 \
+    do {                                                                                                \
+        const float v[8] = {MCT_LAZY2_V(0, k), MCT_LAZY2_V(1, k), MCT_LAZY2_V(2, k), MCT_LAZY2_V(3, k),  \
+                            MCT_LAZY2_V(4, k), MCT_LAZY2_V(5, k), MCT_LAZY2_V(6, k), MCT_LAZY2_V(7, k)}; \
+        head2_at(wa, wb, v, first, out0 + q0 + (k), out1 + q0 + (k));                                   \
+    } while (0)
+
 /* Lazy channels whose mask bits start on byte boundaries (plane % 8 == 0): one mask byte per channel
  * for eight positions, each value picked once for both outputs. */
 static inline MCT_ALWAYS_INLINE void head2_lazy8(const float *wa, const float *wb, const mct_lazy_channel *l,
@@ -70,15 +80,11 @@ static inline MCT_ALWAYS_INLINE void head2_lazy8(const float *wa, const float *w
     for (int32_t q0 = 0; q0 < plane; q0 += 8) {
         const uint32_t bits[8] = {m[0][q0 >> 3], m[1][q0 >> 3], m[2][q0 >> 3], m[3][q0 >> 3],
                                   m[4][q0 >> 3], m[5][q0 >> 3], m[6][q0 >> 3], m[7][q0 >> 3]};
-        for (int32_t k = 0; k < 8; ++k) {
-#define MCT_LAZY2_V(j) ((bits[j] >> k) & 1u ? l[j].v1 : l[j].v0)
-            const float v[8] = {MCT_LAZY2_V(0), MCT_LAZY2_V(1), MCT_LAZY2_V(2), MCT_LAZY2_V(3),
-                                MCT_LAZY2_V(4), MCT_LAZY2_V(5), MCT_LAZY2_V(6), MCT_LAZY2_V(7)};
-#undef MCT_LAZY2_V
-            head2_at(wa, wb, v, first, out0 + q0 + k, out1 + q0 + k);
-        }
+        MCT_PAIR_8(MCT_LAZY2_AT);
     }
 }
+#undef MCT_LAZY2_AT
+#undef MCT_LAZY2_V
 
 /* Any n output channels (a remainder pass, or lazy mask bits off byte boundaries), position by position. */
 static void head2_any(const float *wa, const float *wb, const float *const *g, const mct_lazy_channel *l, int32_t n,
@@ -95,15 +101,34 @@ static void head2_any(const float *wa, const float *wb, const float *const *g, c
     }
 }
 
+/* w[o][c] and w[o][c + 1] of rows [o0, o0 + n) as floats (mct_weight_f's elements): read down one run,
+ * SRAM or Flash, with one stride when every one of them lies in it, else element by element. */
+static void head2_weights(const mct_weight *w, int32_t c, int32_t o0, int32_t n, float *wa, float *wb) {
+    const int in_sram = w->sram != NULL && c + 1 < w->kept_cols && o0 + n <= w->kept_rows;
+    const int in_flash = w->sram == NULL || c >= w->kept_cols || o0 >= w->kept_rows;
+    if (!in_sram && !in_flash) {
+        for (int32_t j = 0; j < n; ++j) {
+            wa[j] = mct_weight_f(w, o0 + j, c);
+            wb[j] = mct_weight_f(w, o0 + j, c + 1);
+        }
+        return;
+    }
+    const size_t inner = (size_t)w->inner, stride = (size_t)(in_sram ? w->kept_cols : w->cols) * inner;
+    const int8_t *at = (in_sram ? w->sram : w->flash) + (size_t)o0 * stride + (size_t)c * inner;
+    for (int32_t j = 0; j < n; ++j, at += stride) {
+        wa[j] = (float)at[0];
+        wb[j] = (float)at[inner];
+    }
+}
+
 static void head2_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, const float *g_all,
                        const mct_lazy_grad *lazy, int32_t plane, float *out0, float *out1) {
     float wa[8], wb[8];
     const float *g[8];
     mct_lazy_channel l[8];
     const int first = o0 == 0;
+    head2_weights(w, c, o0, n, wa, wb);
     for (int32_t j = 0; j < n; ++j) {
-        wa[j] = mct_weight_f(w, o0 + j, c);
-        wb[j] = mct_weight_f(w, o0 + j, c + 1);
         if (lazy != NULL)
             l[j] = mct_lazy_channel_of(lazy, o0 + j);
         else
@@ -205,20 +230,20 @@ static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga
         MCT_PAIR_8(MCT_GW2_AT);
 #undef MCT_GW2_AT
     }
-    const float sa[MCT_GW2_COLS] = {a0, a1, a2, a3, a4, a5, a6, a7}, sb[MCT_GW2_COLS] = {b0, b1, b2, b3, b4, b5, b6, b7};
+    const float sa[MCT_GW2_COLS] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    const float sb[MCT_GW2_COLS] = {b0, b1, b2, b3, b4, b5, b6, b7};
     for (int32_t j = 0; j < n; ++j) {
         outa[j] = sa[j];
         outb[j] = sb[j];
     }
 }
 
-/* Row r's elements [c, c + n) applied (mct_fg_grad_w_update_row's arithmetic). */
-static void sgd_row_part(const mct_update *u, int32_t r, int32_t c, int32_t n, const float *g, uint32_t step) {
-    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
-    for (int32_t j = 0; j < n; ++j) {
-        const int32_t i = r * u->cols + c + j;
-        u->w[i] = mct_sgd_int8(u->w[i], g[j], u->qas[r], *u->lr, key, (uint32_t)i);
-    }
+/* Row r's elements [c, c + n) applied (mct_fg_grad_w_update_row's arithmetic; key: the step's stream). */
+static inline void sgd_row_part(const mct_update *u, int32_t r, int32_t c, int32_t n, const float *g, uint32_t key) {
+    const float lr = *u->lr, qas = u->qas[r];
+    int8_t *w = u->w + r * u->cols + c;
+    for (int32_t j = 0; j < n; ++j)
+        w[j] = mct_sgd_int8(w[j], g[j], qas, lr, key, (uint32_t)(r * u->cols + c + j));
 }
 
 void mct_fg_grad_w_update_row2(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g0,
@@ -229,11 +254,12 @@ void mct_fg_grad_w_update_row2(const mct_conv *p, const mct_update *u, const int
         mct_fg_grad_w_update_row(p, u, x, g1, NULL, r + 1, step);
         return;
     }
+    const uint32_t key = mct_stream_key(u->seed, step, u->tensor_id);
     float ga[MCT_GW2_COLS], gb[MCT_GW2_COLS];
     for (int32_t c = 0; c < u->cols; c += MCT_GW2_COLS) {
         const int32_t n = mct_imin(MCT_GW2_COLS, u->cols - c);
         grad_w_1x1_rows2(p, x, g0, g1, c, n, ga, gb);
-        sgd_row_part(u, r, c, n, ga, step);
-        sgd_row_part(u, r + 1, c, n, gb, step);
+        sgd_row_part(u, r, c, n, ga, key);
+        sgd_row_part(u, r + 1, c, n, gb, key);
     }
 }
