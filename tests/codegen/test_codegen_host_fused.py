@@ -50,6 +50,7 @@ def _net(name: str, stem: int, rows: list[tuple[int | None, int, int, int]]) -> 
 NETS = {
     "k357": _net("k357", 8, [(None, 8, 3, 1), (24, 8, 5, 1), (24, 16, 7, 2), (48, 16, 3, 1), (48, 24, 5, 1)]),
     "k7s2": _net("k7s2", 8, [(None, 8, 3, 2), (32, 8, 7, 1), (32, 16, 5, 2), (64, 16, 7, 1), (64, 16, 3, 1)]),
+    "odd": _net("odd", 8, [(None, 8, 3, 1), (21, 8, 5, 1), (27, 16, 3, 2), (33, 16, 3, 1)]),
 }
 
 
@@ -76,6 +77,7 @@ CASES = {
     "whole-image": ("k357", 32, {0: 1.0, -1: 1.0}, set(), "max", {"image whole", "post"}),
     "no-reorder-unfused": ("k357", 32, {-1: 1.0, -3: 0.5, -4: 1.0}, {-2}, "auto",
                            {"conv2d_grad_b out", "conv2d_grad_w out"}),
+    "odd-channels": ("odd", 32, {-1: 1.0, -4: 1.0}, {-2, -3, -5}, "auto", {"grad odd"}),
 }
 
 
@@ -109,6 +111,7 @@ def _row_features(graph, op) -> set[str]:
 def _grad_features(graph, op) -> set[str]:
     grad = program_of(op)
     found = {"grad"} | {name for name in ("lazy", "pre", "post", "recompute") if getattr(grad, name)}
+    found |= {"grad odd"} if grad.channels % grad.scratch.pass_channels else set()  # a last channel alone
     found |= {"grad inplace"} if op.attr("inplace") is not None else set()
     for part in all_parts(op):
         if part.kind in ("conv2d_grad_b", "conv2d_grad_w") and part.outputs[0] in op.outputs:
@@ -167,7 +170,7 @@ def test_the_cases_cover_every_fused_variant():
     found = set().union(*(features(_compiled(case)[0]) for case in CASES))
     wanted = {"stream", "image whole", "fold", "rows mask", "rows inplace", "rows add", "rows k3", "rows k5",
               "rows k7", "rows s1", "rows s2", "lazy", "pre", "post", "recompute", "grad inplace", "tail init",
-              "depthwise update", "partial", "conv2d_grad_b out", "conv2d_grad_w out"}
+              "depthwise update", "partial", "conv2d_grad_b out", "conv2d_grad_w out", "grad odd"}
     assert wanted <= found, wanted - found
 
 
