@@ -166,6 +166,15 @@ void mct_fg_head2(const mct_weight *w, int32_t c, int32_t out_c, const float *g,
 /* Input channels [i, i + n) (n <= 8): their weights of rows c and c + 1, as floats. */
 static void tail2_weights(const mct_weight_row *ra, const mct_weight_row *rb, int32_t i, int32_t n, float *wa,
                           float *wb) {
+    const int32_t split = mct_imin(ra->split, rb->split);
+    if (i + n <= split || (i >= ra->split && i >= rb->split)) { /* each row's run from one part: no test per column */
+        const int8_t *a = (i < split ? ra->lo : ra->hi) + i, *b = (i < split ? rb->lo : rb->hi) + i;
+        for (int32_t j = 0; j < n; ++j) {
+            wa[j] = (float)a[j];
+            wb[j] = (float)b[j];
+        }
+        return;
+    }
     for (int32_t j = 0; j < n; ++j) {
         wa[j] = (float)mct_row_at(ra, i + j);
         wb[j] = (float)mct_row_at(rb, i + j);
