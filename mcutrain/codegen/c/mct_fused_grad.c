@@ -249,13 +249,25 @@ static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p
 static inline mct_acc_t dw_tap_range_sum(const int8_t *w, const float *wf, int32_t k, int32_t s, const float *g_o,
                                          int32_t out_w, const mct_tap_range *ra, const mct_tap_range *rb) {
     mct_acc_t acc = 0;
-    if (sizeof(mct_acc_t) == sizeof(float) && s == 1) { /* taps and gradients both contiguous: two pointers */
-        const int32_t taps = rb->hi - rb->lo + 1;
-        for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; ++a, --oy) {
-            const float *g = g_o + oy * out_w + rb->first, *wa = wf + a * k + rb->lo;
-            for (int32_t t = 0; t < taps; ++t) acc = (mct_acc_t)mct_fmac((float)acc, *g--, *wa++);
+    if (sizeof(mct_acc_t) == sizeof(float) && s == 1) { /* a row's taps contiguous: entered at its count */
+        const int32_t taps = rb->hi - rb->lo + 1; /* terms t = 7 - taps .. 6 of a row, at constant offsets */
+        float sum = (float)acc; /* from its lowest gradient read (g) and its highest weight read (wa) */
+        const float *g = g_o + ra->first * out_w + rb->first - (taps - 1), *wa = wf + ra->lo * k + rb->hi;
+        for (int32_t a = ra->lo; a <= ra->hi; ++a, g -= out_w, wa += k) {
+#define MCT_DW_T(t) sum = mct_fmac(sum, g[6 - (t)], wa[(t) - 6])
+            switch (taps) { /* b ascending, the gradient's column descending */
+            case 7: MCT_DW_T(0); /* fall through */
+            case 6: MCT_DW_T(1); /* fall through */
+            case 5: MCT_DW_T(2); /* fall through */
+            case 4: MCT_DW_T(3); /* fall through */
+            case 3: MCT_DW_T(4); /* fall through */
+            case 2: MCT_DW_T(5); /* fall through */
+            case 1: MCT_DW_T(6); /* fall through */
+            default: break;
+            }
+#undef MCT_DW_T
         }
-        return acc;
+        return (mct_acc_t)sum;
     }
     for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
         const float *g = g_o + oy * out_w + rb->first;
