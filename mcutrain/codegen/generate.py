@@ -88,11 +88,13 @@ KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", **{name: HERE / "
                 "mct_mve.h": HERE / "c" / "mct_mve.h",
                 "mct_fused_grad.c": HERE / "c" / "mct_fused_grad.c",
                 "mct_fused_pair.c": HERE / "c" / "mct_fused_pair.c",
+                "mct_fused_depthwise.c": HERE / "c" / "mct_fused_depthwise.c",
                 "mct_backward8.h": HERE / "c" / "mct_backward8.h",
                 "mct_int8.h": HERE.parent / "quant" / "mct_int8.h",
                 "mct_int8_grad.h": HERE.parent / "quant" / "mct_int8_grad.h"}
 FILES = ("model.h", "model.c", "manifest.json") + tuple(KERNEL_FILES)
-SOURCES = ("model.c", *KERNEL_SOURCES, "mct_fused.c", "mct_fused_grad.c", "mct_fused_pair.c")  # what a build compiles
+SOURCES = ("model.c", *KERNEL_SOURCES, "mct_fused.c", "mct_fused_grad.c", "mct_fused_pair.c",
+           "mct_fused_depthwise.c")  # what a build compiles
 STAGES = (("train", "T", 0), ("inference", "I", 1))  # (Program attribute, struct prefix, trace id)
 # Backward accumulator modes: name -> (C type of mct_acc_t, its bits); the first is the default (the
 # FPU's float32), float64 the audit mode (bit-equal to the NumPy reference executor).

@@ -1,0 +1,145 @@
+/* mct_fused_depthwise.c: see mct_fused.h (the block backward's depthwise conv input gradient, channel by
+ * channel: mct_fg_depthwise_grad_x).
+ *
+ * Each input position sums the taps whose output position exists, a (row) then b (column) ascending, as
+ * mct_tap_range_sum. Interior columns of a 3x3 stride-1 kernel hold the nine weights in registers; other
+ * positions (every position of a 4x4 plane under a 5x5 or 7x7 kernel) walk their tap rows, a row of n
+ * taps jumping into an unrolled run of n terms at constant offsets (strides 1 and 2). */
+#include "mct_fused.h"
+
+#define MCT_FG_DW_K 7 /* depthwise kernels up to 7x7 take the fast paths below (float weights on the stack) */
+
+/* acc + g * w[i], mct_mac_exact's value: float32 accumulators take the weight converted once (wf[i]). */
+#define MCT_DW_MAC(acc, gv, i) \
+    (sizeof(mct_acc_t) == sizeof(float) ? (mct_acc_t)mct_fmac((float)(acc), (gv), wf[i])     \
+                                        : mct_mac_exact((acc), (gv), w[i]))
+
+/* Interior columns [x0, x1) of input row y of a 3x3 stride-1 depthwise transpose whose three tap rows
+ * are all inside (g0: the output row of tap row 0, g1 and g2 the rows above it): the nine taps of
+ * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. */
+static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, int32_t out_w, int32_t pad,
+                           int32_t x0, int32_t x1, float *out_y) {
+    const float *g1 = g0 - out_w, *g2 = g1 - out_w;
+    for (int32_t x = x0; x < x1; ++x) {
+        const int32_t ox = x + pad;
+        mct_acc_t acc = 0;
+        acc = MCT_DW_MAC(acc, g0[ox], 0);
+        acc = MCT_DW_MAC(acc, g0[ox - 1], 1);
+        acc = MCT_DW_MAC(acc, g0[ox - 2], 2);
+        acc = MCT_DW_MAC(acc, g1[ox], 3);
+        acc = MCT_DW_MAC(acc, g1[ox - 1], 4);
+        acc = MCT_DW_MAC(acc, g1[ox - 2], 5);
+        acc = MCT_DW_MAC(acc, g2[ox], 6);
+        acc = MCT_DW_MAC(acc, g2[ox - 1], 7);
+        acc = MCT_DW_MAC(acc, g2[ox - 2], 8);
+        out_y[x] = (float)acc;
+    }
+}
+
+/* Tap rows ``rows`` (from the first: weights ``w_step`` apart, gradient rows ``out_w`` apart) of n taps
+ * each (n <= 7), S apart in the weight row, the gradient's column descending: term t = 7 - n .. 6 of a
+ * row reads g[6 - t] (g: the row's lowest gradient read) and wa[(t - 6) * S] (wa: its last weight), at
+ * constant offsets, entered at its count. The float32 accumulator's terms, in mct_tap_range_sum's order. */
+static inline MCT_ALWAYS_INLINE float dw_rows_sum(const float *g, const float *wa, int32_t n, int32_t rows,
+                                                  int32_t out_w, int32_t w_step, const int32_t S) {
+    float sum = 0.0f;
+    for (int32_t r = 0; r < rows; ++r, g -= out_w, wa += w_step) {
+#define MCT_DW_T(t) sum = mct_fmac(sum, g[6 - (t)], wa[((t) - 6) * S])
+        switch (n) {
+        case 7: MCT_DW_T(0); /* fall through */
+        case 6: MCT_DW_T(1); /* fall through */
+        case 5: MCT_DW_T(2); /* fall through */
+        case 4: MCT_DW_T(3); /* fall through */
+        case 3: MCT_DW_T(4); /* fall through */
+        case 2: MCT_DW_T(5); /* fall through */
+        case 1: MCT_DW_T(6); /* fall through */
+        default: break;
+        }
+#undef MCT_DW_T
+    }
+    return sum;
+}
+
+/* The taps from b = lo, n of them, of the tap rows ra, the first one's gradient column ``first``:
+ * dw_rows_sum for strides 1 and 2 (float32 accumulators). */
+static inline float dw_taps_sum(const float *wf, int32_t k, int32_t s, const float *g_o, int32_t out_w,
+                                const mct_tap_range *ra, int32_t lo, int32_t n, int32_t first) {
+    const int32_t rows = ra->lo <= ra->hi ? (ra->hi - ra->lo) / s + 1 : 0;
+    const float *g = g_o + ra->first * out_w + first - (n - 1), *wa = wf + ra->lo * k + lo + (n - 1) * s;
+    return s == 1 ? dw_rows_sum(g, wa, n, rows, out_w, k, 1) : dw_rows_sum(g, wa, n, rows, out_w, 2 * k, 2);
+}
+
+/* mct_tap_range_sum (k x k taps, stride s in both directions) in its order, each term MCT_DW_MAC's: float32
+ * accumulators take the weights converted once (wf), not one conversion per term. */
+static inline mct_acc_t dw_tap_range_sum(const int8_t *w, const float *wf, int32_t k, int32_t s, const float *g_o,
+                                         int32_t out_w, const mct_tap_range *ra, const mct_tap_range *rb) {
+    if (sizeof(mct_acc_t) == sizeof(float) && s <= 2) {
+        const int32_t n = rb->lo <= rb->hi ? (rb->hi - rb->lo) / s + 1 : 0;
+        return (mct_acc_t)dw_taps_sum(wf, k, s, g_o, out_w, ra, rb->lo, n, rb->first);
+    }
+    mct_acc_t acc = 0;
+    for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
+        const float *g = g_o + oy * out_w + rb->first;
+        for (int32_t b = rb->lo; b <= rb->hi; b += s, --g) acc = MCT_DW_MAC(acc, *g, a * k + b);
+    }
+    return acc;
+}
+
+/* Interior columns [x0, x1) of input row y (tap rows ra): each column's taps b in [xp % s, k), all
+ * inside the output row, in mct_tap_range_sum's order, its tap phase and first output column tracked
+ * from column to column instead of divided out. */
+static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p, const float *g_c,
+                             const mct_tap_range *ra, int32_t x0, int32_t x1, float *out_y) {
+    const int32_t k = p->k, s = p->stride, out_w = p->out_w;
+    int32_t lo = (x0 + p->pad) % s, first = (x0 + p->pad) / s;
+    for (int32_t x = x0; x < x1; ++x) {
+        mct_acc_t acc = 0;
+        if (sizeof(mct_acc_t) == sizeof(float) && s <= 2) /* taps b = lo, lo + s, ... < k */
+            acc = (mct_acc_t)dw_taps_sum(wf, k, s, g_c, out_w, ra, lo, (k - 1 - lo) / s + 1, first);
+        else
+            for (int32_t a = ra->lo, oy = ra->first; a <= ra->hi; a += s, --oy) {
+                const float *g_row = g_c + oy * out_w;
+                for (int32_t b = lo, ox = first; b < k; b += s, --ox) acc = MCT_DW_MAC(acc, g_row[ox], a * k + b);
+            }
+        out_y[x] = (float)acc;
+        if (++lo == s) {
+            lo = 0;
+            ++first;
+        }
+    }
+}
+
+void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
+    const int8_t *w = mct_weight_at(&p->w, c, 0);
+    const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w, pad = p->pad;
+    float wf[MCT_FG_DW_K * MCT_FG_DW_K];
+    const int fast = k <= MCT_FG_DW_K;
+    /* interior columns [x0, x1): x + pad >= k - 1 and (x + pad) / s < out_w */
+    const int32_t x0 = fast ? mct_imin(mct_imax(0, k - 1 - pad), in_w) : in_w;
+    const int32_t x1 = fast ? mct_imax(x0, mct_imin(in_w, s * out_w - pad)) : in_w;
+    mct_tap_range edge[2 * MCT_FG_DW_K]; /* the edge columns' tap ranges, the same for every row */
+    const int32_t right = in_w - x1;
+    const int edges_cached = fast && x0 + right <= 2 * MCT_FG_DW_K;
+    for (int32_t i = 0; fast && i < k * k; ++i) wf[i] = (float)w[i];
+    for (int32_t x = 0; edges_cached && x < x0; ++x) edge[x] = mct_tap_range_of(x + pad, s, out_w, k);
+    for (int32_t x = x1; edges_cached && x < in_w; ++x) edge[x0 + x - x1] = mct_tap_range_of(x + pad, s, out_w, k);
+    for (int32_t y = 0; y < p->in_h; ++y) {
+        const mct_tap_range ra = mct_tap_range_of(y + pad, s, p->out_h, k); /* once per row */
+        float *out_y = out + y * in_w;
+        for (int32_t x = 0; x < in_w; ++x) {
+            if (x == x0) {
+                if (k == 3 && s == 1 && ra.lo == 0 && ra.hi == 2)
+                    dw_grad_x_row3(w, wf, g_c + ra.first * out_w, out_w, pad, x0, x1, out_y);
+                else
+                    dw_grad_x_inside(w, wf, p, g_c, &ra, x0, x1, out_y);
+                x = x1;
+                if (x >= in_w) break;
+            }
+            const mct_tap_range rb = edges_cached ? edge[x < x0 ? x : x0 + x - x1]
+                                                  : mct_tap_range_of(x + pad, s, out_w, k);
+            out_y[x] = (float)(fast ? dw_tap_range_sum(w, wf, k, s, g_c, out_w, &ra, &rb)
+                                    : mct_tap_range_sum(w, k, s, s, g_c, out_w, &ra, &rb));
+        }
+    }
+}
+#undef MCT_DW_MAC
