@@ -62,8 +62,9 @@ static inline MCT_ALWAYS_INLINE float dw_rows_sum(const float *g, const float *w
 
 /* The taps from b = lo, n of them, of the tap rows ra, the first one's gradient column ``first``:
  * dw_rows_sum for strides 1 and 2 (float32 accumulators). */
-static inline float dw_taps_sum(const float *wf, int32_t k, int32_t s, const float *g_o, int32_t out_w,
-                                const mct_tap_range *ra, int32_t lo, int32_t n, int32_t first) {
+static inline MCT_ALWAYS_INLINE float dw_taps_sum(const float *wf, int32_t k, int32_t s, const float *g_o,
+                                                  int32_t out_w, const mct_tap_range *ra, int32_t lo, int32_t n,
+                                                  int32_t first) {
     const int32_t rows = ra->lo <= ra->hi ? (ra->hi - ra->lo) / s + 1 : 0;
     const float *g = g_o + ra->first * out_w + first - (n - 1), *wa = wf + ra->lo * k + lo + (n - 1) * s;
     return s == 1 ? dw_rows_sum(g, wa, n, rows, out_w, k, 1) : dw_rows_sum(g, wa, n, rows, out_w, 2 * k, 2);
@@ -109,6 +110,56 @@ static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p
     }
 }
 
+/* An edge column's taps as dw_rows_sum takes them: n, the last one's weight column, the lowest gradient
+ * column read (the same for every row). */
+typedef struct {
+    int32_t n, w, g;
+} dw_column;
+
+static dw_column dw_column_of(int32_t xp, int32_t s, int32_t out_w, int32_t k) {
+    const mct_tap_range rb = mct_tap_range_of(xp, s, out_w, k);
+    const int32_t n = rb.lo <= rb.hi ? (rb.hi - rb.lo) / s + 1 : 0;
+    const dw_column col = {n, rb.lo + (n - 1) * s, rb.first - (n - 1)};
+    return col;
+}
+
+/* Edge columns cols[0, count) of an input row whose tap rows start at gradient row g_row and weight row
+ * w_row (float32 accumulators, stride S): each position's sum, no tap ranges recomputed. */
+static inline MCT_ALWAYS_INLINE void dw_edges(const float *g_row, const float *w_row, int32_t rows,
+                                              const dw_column *cols, int32_t count, int32_t out_w, int32_t k,
+                                              const int32_t S, float *out) {
+    for (int32_t i = 0; i < count; ++i)
+        out[i] = cols[i].n > 0 && rows > 0
+                     ? dw_rows_sum(g_row + cols[i].g, w_row + cols[i].w, cols[i].n, rows, out_w, S * k, S)
+                     : 0.0f;
+}
+
+/* Stride 1 or 2, kernels up to 7x7, float32 accumulators: the edge columns' taps worked out once per call. */
+static void dw_grad_x_f32(const int8_t *w, const float *wf, const mct_conv *p, const float *g_c, int32_t x0,
+                          int32_t x1, float *out) {
+    const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w, pad = p->pad, right = in_w - x1;
+    dw_column cols[2 * MCT_FG_DW_K]; /* left edge columns, then right ones */
+    for (int32_t x = 0; x < x0; ++x) cols[x] = dw_column_of(x + pad, s, out_w, k);
+    for (int32_t x = x1; x < in_w; ++x) cols[x0 + x - x1] = dw_column_of(x + pad, s, out_w, k);
+    for (int32_t y = 0; y < p->in_h; ++y) {
+        const mct_tap_range ra = mct_tap_range_of(y + pad, s, p->out_h, k);
+        const int32_t rows = ra.lo <= ra.hi ? (ra.hi - ra.lo) / s + 1 : 0;
+        const float *g_row = g_c + ra.first * out_w, *w_row = wf + ra.lo * k;
+        float *out_y = out + y * in_w;
+        if (s == 1) {
+            dw_edges(g_row, w_row, rows, cols, x0, out_w, k, 1, out_y);
+            dw_edges(g_row, w_row, rows, cols + x0, right, out_w, k, 1, out_y + x1);
+        } else {
+            dw_edges(g_row, w_row, rows, cols, x0, out_w, k, 2, out_y);
+            dw_edges(g_row, w_row, rows, cols + x0, right, out_w, k, 2, out_y + x1);
+        }
+        if (k == 3 && s == 1 && ra.lo == 0 && ra.hi == 2)
+            dw_grad_x_row3(w, wf, g_row, out_w, pad, x0, x1, out_y);
+        else
+            dw_grad_x_inside(w, wf, p, g_c, &ra, x0, x1, out_y);
+    }
+}
+
 void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, float *out) {
     const int8_t *w = mct_weight_at(&p->w, c, 0);
     const int32_t k = p->k, s = p->stride, in_w = p->in_w, out_w = p->out_w, pad = p->pad;
@@ -121,6 +172,10 @@ void mct_fg_depthwise_grad_x(const mct_conv *p, int32_t c, const float *g_c, flo
     const int32_t right = in_w - x1;
     const int edges_cached = fast && x0 + right <= 2 * MCT_FG_DW_K;
     for (int32_t i = 0; fast && i < k * k; ++i) wf[i] = (float)w[i];
+    if (sizeof(mct_acc_t) == sizeof(float) && edges_cached && s <= 2) {
+        dw_grad_x_f32(w, wf, p, g_c, x0, x1, out);
+        return;
+    }
     for (int32_t x = 0; edges_cached && x < x0; ++x) edge[x] = mct_tap_range_of(x + pad, s, out_w, k);
     for (int32_t x = x1; edges_cached && x < in_w; ++x) edge[x0 + x - x1] = mct_tap_range_of(x + pad, s, out_w, k);
     for (int32_t y = 0; y < p->in_h; ++y) {
