@@ -25,6 +25,7 @@
         F(7);         \
     } while (0)
 
+#if !MCT_SIMD /* the host's AVX2 build calls the one-channel helpers (vectorised there) */
 /* One position of a pass over eight output channels whose values there are v[0..7]: out0 takes the
  * weights wa, out1 wb; ``first`` (the pass of o = 0): the sums start from the first product. */
 #define MCT_HEAD2_TERM(j)               \
@@ -146,6 +147,8 @@ static void head2_pass(const mct_weight *w, int32_t c, int32_t o0, int32_t n, co
         head2_any(wa, wb, g, lazy != NULL ? l : NULL, n, first, plane, out0, out1);
 }
 
+#endif
+
 void mct_fg_head2(const mct_weight *w, int32_t c, int32_t out_c, const float *g, const mct_lazy_grad *lazy,
                   int32_t plane, float *out0, float *out1) {
 #if MCT_SIMD
@@ -163,6 +166,7 @@ void mct_fg_head2(const mct_weight *w, int32_t c, int32_t out_c, const float *g,
 /* ------------------------------------------------------------------------------------------------
  * Tail: out[i][q] = (out[i][q] + w[c][i] * g0[q]) + w[c + 1][i] * g1[q], one load and store per element */
 
+#if !MCT_SIMD
 /* Input channels [i, i + n) (n <= 8): their weights of rows c and c + 1, as floats. */
 static void tail2_weights(const mct_weight_row *ra, const mct_weight_row *rb, int32_t i, int32_t n, float *wa,
                           float *wb) {
@@ -180,6 +184,8 @@ static void tail2_weights(const mct_weight_row *ra, const mct_weight_row *rb, in
         wb[j] = (float)mct_row_at(rb, i + j);
     }
 }
+
+#endif
 
 void mct_fg_tail2(const mct_weight *w, int32_t c, const float *g0, const float *g1, const float *init, int32_t in_c,
                   int32_t plane, float *out) {
