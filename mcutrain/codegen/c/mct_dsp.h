@@ -353,5 +353,14 @@ static inline void mct_dsp_row5_two_s2(const int8_t *r, const mct_dsp_row57 *k, 
     *s1 = __smlabb(b6, k->w46, __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, *s1)));
 }
 
+/* ---- depthwise rows and channels (mct_depthwise.c; a core without Helium) ---- */
+
+/* mct_depthwise_row / mct_depthwise_channel on the DSP kernels; 0 (nothing written) where they do not apply
+ * (mct_conv: mct_kernels.h includes this header after its definition). */
+int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
+                   int32_t bit0);
+int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
+                       int32_t bit0);
+
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

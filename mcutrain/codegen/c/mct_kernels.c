@@ -174,6 +174,9 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
 #if MCT_SIMD
     if (mct_simd_depthwise_row(p, c, rows, w, y, mask, bit0)) return;
 #endif
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_row(p, c, rows, y, mask, bit0)) return; /* mct_depthwise.c */
+#endif
     const int32_t kh = p->k, kw = p->kw, s = p->stride_w, pad = p->pad_left;
     int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
     for (int32_t a = 0; a < kh; ++a) full &= rows[a] != NULL;
@@ -243,6 +246,9 @@ static int32_t depthwise_channel_padded(const mct_conv *p, int32_t c, const int8
 
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
                            int32_t bit0) {
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_channel(p, c, x_c, y_c, mask, bit0)) return; /* mct_depthwise.c */
+#endif
 #if MCT_DSP
     if (depthwise_channel_padded(p, c, x_c, y_c, mask, bit0)) return;
 #endif
