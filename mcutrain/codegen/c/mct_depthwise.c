@@ -17,7 +17,7 @@
 
 #if MCT_DSP && !MCT_MVE
 
-#define MCT_DW_PATCH 1024 /* bytes of a row call's padded copy of its tap rows (stack) */
+#define MCT_DW_PATCH 1024 /* bytes of a row call's padded copy of its k tap rows (stack) */
 #define MCT_DW_ROW 256    /* longest output row of a row call (its stack row when y is NULL) */
 #define MCT_DW_PLANE 2048 /* bytes of a channel's padded plane (stack; mct_depthwise_channel's limit too) */
 
@@ -73,17 +73,21 @@ static mct_dsp_row57 dw_row57(const int8_t *r, int32_t k) {
 }
 
 /* Channel c's plan; 0 where this file does not apply: another kernel or stride, or requantization
- * constants outside mct_dsp_requantize's conditions (mct_rq_of's ``fast``) or a multiplier <= 0. */
+ * constants outside mct_dsp_requantize's conditions (mct_rq_of's ``fast``: a shift in [-22, -1], |bias| <= 2^29,
+ * the int8 clamp and zero point; |sum| < 2^29 holds for k <= 7) or a multiplier <= 0. The conditions are
+ * tested here, not through mct_rq_of: a row call makes a plan, and mct_rq_of's general form cost a third of
+ * it. */
 static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) {
-    const int32_t k = p->k, s = p->stride_w;
+    const int32_t k = p->k, s = p->stride_w, shift = p->shift[c], bias = p->bias[c], z = p->y_zero;
     if (p->kw != k || (k != 3 && k != 5 && k != 7) || (s != 1 && s != 2) || p->stride < 1) return 0;
-    const mct_rq q = mct_rq_of(p, c);
-    if (!q.fast || q.multiplier <= 0) return 0;
+    if (p->qmin != -128 || p->qmax != 127 || z < -128 || z > 127 || shift > -1 || shift < -22) return 0;
+    if (p->multiplier[c] <= 0 || bias > (1 << 29) || bias < -(1 << 29)) return 0;
     const int8_t *w = dw_weights(&p->w, c);
     d->kind = (k == 3 ? DW_3S1 : (k == 5 ? DW_5S1 : DW_7S1)) + (s == 2);
     d->k = k, d->s = s;
-    d->init = 2 * (q.bias - p->x_zero * mct_dsp_sum_i8(w, k * k));
-    d->m = q.multiplier, d->nudge = q.nudge, d->right = q.right;
+    d->init = 2 * (bias - p->x_zero * mct_dsp_sum_i8(w, k * k));
+    d->m = p->multiplier[c], d->right = -shift;
+    d->nudge = ((int32_t)1 << (-shift - 1)) + z * ((int32_t)1 << -shift);
     if (k == 3)
         dw_plan3(w, d);
     else
@@ -101,36 +105,41 @@ static inline __attribute__((always_inline)) int8_t dw_requant(int32_t s2, int32
     return (int8_t)__ssat((x + (s2 >> 31)) >> right, 8);
 }
 
-/* ---- kernels: ``rows`` output rows of n outputs each (n even), from the tap rows r[a] (each at its first
- * window's first byte; every byte read lies in the windows); between output rows the tap rows move on by
- * in_step bytes, y by y_step ---- */
+/* ---- kernels: segments of output rows, two outputs a step ---- */
 
+/* ``rows`` output rows of n outputs each (n even) from the tap rows r[a] (each at its first window's first
+ * byte; every byte read lies in the windows); from one output row to the next the tap rows move on by in_step
+ * bytes, y by y_step. A kernel call runs a few segments (a row call's left edge, interior and right edge; a
+ * plane's rows): its constants are loaded once. */
 typedef struct {
-    const int8_t *const *r;
+    const int8_t *r[7];
+    int8_t *y;
     int32_t n, rows, in_step, y_step;
-} dw_job;
+} dw_seg;
 
 /* 3x3, stride 1: one load per tap row gives both windows (as mct_dsp_dw3_two); SMLAxy picks the middle taps'
  * halfwords. */
-static void dw3_s1(const dw_plan *d, const dw_job *j, int8_t *y) {
+static void dw3_s1(const dw_plan *d, const dw_seg *seg, int32_t count) {
     const int32_t a0 = d->w02[0], a1 = d->w02[1], a2 = d->w02[2], b01 = d->w1[0], b2 = d->w1[1];
     const int32_t init = d->init, m = d->m, nudge = d->nudge, right = d->right;
-    for (int32_t row = 0; row < j->rows; ++row, y += j->y_step - j->n) {
-        const int32_t at = row * j->in_step;
-        const int8_t *r0 = j->r[0] + at, *r1 = j->r[1] + at, *r2 = j->r[2] + at;
-        for (const int8_t *const end = r0 + j->n; r0 < end; r0 += 2, r1 += 2, r2 += 2, y += 2) {
-            int32_t v = mct_ld32(r0), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
-            int32_t s0 = __smlabb(o, b01, __smlad(e, a0, init)), s1 = __smlatb(e, b01, __smlad(o, a0, init));
-            v = mct_ld32(r1), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
-            s0 = __smlabt(o, b01, __smlad(e, a1, s0));
-            s1 = __smlatt(e, b01, __smlad(o, a1, s1));
-            v = mct_ld32(r2), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
-            s0 = __smlabt(o, b2, __smlad(e, a2, s0));
-            s1 = __smlatt(e, b2, __smlad(o, a2, s1));
-            y[0] = dw_requant(s0, m, nudge, right);
-            y[1] = dw_requant(s1, m, nudge, right);
+    for (; count > 0; --count, ++seg)
+        for (int32_t row = 0; row < seg->rows; ++row) {
+            const int32_t at = row * seg->in_step;
+            const int8_t *r0 = seg->r[0] + at, *r1 = seg->r[1] + at, *r2 = seg->r[2] + at;
+            int8_t *y = seg->y + row * seg->y_step;
+            for (const int8_t *const end = r0 + seg->n; r0 < end; r0 += 2, r1 += 2, r2 += 2, y += 2) {
+                int32_t v = mct_ld32(r0), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
+                int32_t s0 = __smlabb(o, b01, __smlad(e, a0, init)), s1 = __smlatb(e, b01, __smlad(o, a0, init));
+                v = mct_ld32(r1), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
+                s0 = __smlabt(o, b01, __smlad(e, a1, s0));
+                s1 = __smlatt(e, b01, __smlad(o, a1, s1));
+                v = mct_ld32(r2), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
+                s0 = __smlabt(o, b2, __smlad(e, a2, s0));
+                s1 = __smlatt(e, b2, __smlad(o, a2, s1));
+                y[0] = dw_requant(s0, m, nudge, right);
+                y[1] = dw_requant(s1, m, nudge, right);
+            }
         }
-    }
 }
 
 /* One 3-tap row of two stride-2 outputs: r[0..2] and r[2..4] (a word and a byte); the second's (r2, r4) pair
@@ -143,112 +152,119 @@ static void dw3_s1(const dw_plan *d, const dw_job *j, int8_t *y) {
                  : __smlatb(o, w1_, __smladx(mct_pkhbt(b4, e), a_, s1));                                 \
     }
 
-static void dw3_s2(const dw_plan *d, const dw_job *j, int8_t *y) {
+static void dw3_s2(const dw_plan *d, const dw_seg *seg, int32_t count) {
     const int32_t a0 = d->w02[0], a1 = d->w02[1], a2 = d->w02[2], b01 = d->w1[0], b2 = d->w1[1];
     const int32_t init = d->init, m = d->m, nudge = d->nudge, right = d->right;
-    for (int32_t row = 0; row < j->rows; ++row, y += j->y_step - j->n) {
-        const int32_t at = row * j->in_step;
-        const int8_t *r0 = j->r[0] + at, *r1 = j->r[1] + at, *r2 = j->r[2] + at;
-        for (const int8_t *const end = r0 + 2 * j->n; r0 < end; r0 += 4, r1 += 4, r2 += 4, y += 2) {
-            int32_t s0 = init, s1 = init;
-            DW3_S2_ROW(r0, a0, b01, 0)
-            DW3_S2_ROW(r1, a1, b01, 1)
-            DW3_S2_ROW(r2, a2, b2, 1)
-            y[0] = dw_requant(s0, m, nudge, right);
-            y[1] = dw_requant(s1, m, nudge, right);
+    for (; count > 0; --count, ++seg)
+        for (int32_t row = 0; row < seg->rows; ++row) {
+            const int32_t at = row * seg->in_step;
+            const int8_t *r0 = seg->r[0] + at, *r1 = seg->r[1] + at, *r2 = seg->r[2] + at;
+            int8_t *y = seg->y + row * seg->y_step;
+            for (const int8_t *const end = r0 + 2 * seg->n; r0 < end; r0 += 4, r1 += 4, r2 += 4, y += 2) {
+                int32_t s0 = init, s1 = init;
+                DW3_S2_ROW(r0, a0, b01, 0)
+                DW3_S2_ROW(r1, a1, b01, 1)
+                DW3_S2_ROW(r2, a2, b2, 1)
+                y[0] = dw_requant(s0, m, nudge, right);
+                y[1] = dw_requant(s1, m, nudge, right);
+            }
         }
-    }
 }
 #undef DW3_S2_ROW
 
-/* k x k (5 or 7), stride s: two outputs a step, one mct_dsp_row{5,7}_two(_s2) per tap row. Inlined with k
- * and s constants. */
-static inline __attribute__((always_inline)) void dw_wide(const dw_plan *d, const dw_job *j, int8_t *y, int32_t k,
-                                                          int32_t s) {
-    for (int32_t row = 0; row < j->rows; ++row, y += j->y_step) {
-        const int32_t at = row * j->in_step;
-        for (int32_t i = 0; i < j->n; i += 2) {
-            int32_t s0 = d->init, s1 = d->init;
-            for (int32_t a = 0; a < k; ++a) {
-                const int8_t *r = j->r[a] + at + i * s;
-                if (k == 7 && s == 1) mct_dsp_row7_two(r, &d->row[a], &s0, &s1);
-                else if (k == 7) mct_dsp_row7_two_s2(r, &d->row[a], &s0, &s1);
-                else if (s == 1) mct_dsp_row5_two(r, &d->row[a], &s0, &s1);
-                else mct_dsp_row5_two_s2(r, &d->row[a], &s0, &s1);
+/* k x k (5 or 7), stride s: one mct_dsp_row{5,7}_two(_s2) per tap row. Inlined with k and s constants. */
+static inline __attribute__((always_inline)) void dw_wide(const dw_plan *d, const dw_seg *seg, int32_t count,
+                                                          int32_t k, int32_t s) {
+    for (; count > 0; --count, ++seg)
+        for (int32_t row = 0; row < seg->rows; ++row) {
+            const int32_t at = row * seg->in_step;
+            int8_t *y = seg->y + row * seg->y_step;
+            for (int32_t i = 0; i < seg->n; i += 2) {
+                int32_t s0 = d->init, s1 = d->init;
+                for (int32_t a = 0; a < k; ++a) {
+                    const int8_t *r = seg->r[a] + at + i * s;
+                    if (k == 7 && s == 1) mct_dsp_row7_two(r, &d->row[a], &s0, &s1);
+                    else if (k == 7) mct_dsp_row7_two_s2(r, &d->row[a], &s0, &s1);
+                    else if (s == 1) mct_dsp_row5_two(r, &d->row[a], &s0, &s1);
+                    else mct_dsp_row5_two_s2(r, &d->row[a], &s0, &s1);
+                }
+                y[i] = dw_requant(s0, d->m, d->nudge, d->right);
+                y[i + 1] = dw_requant(s1, d->m, d->nudge, d->right);
             }
-            y[i] = dw_requant(s0, d->m, d->nudge, d->right);
-            y[i + 1] = dw_requant(s1, d->m, d->nudge, d->right);
         }
+}
+
+static void dw_run(const dw_plan *d, const dw_seg *seg, int32_t count) {
+    switch (d->kind) {
+    case DW_3S1: dw3_s1(d, seg, count); break;
+    case DW_3S2: dw3_s2(d, seg, count); break;
+    case DW_5S1: dw_wide(d, seg, count, 5, 1); break;
+    case DW_5S2: dw_wide(d, seg, count, 5, 2); break;
+    case DW_7S1: dw_wide(d, seg, count, 7, 1); break;
+    default: dw_wide(d, seg, count, 7, 2); break;
     }
 }
 
-static void dw_run(const dw_plan *d, const dw_job *j, int8_t *y) {
-    switch (d->kind) {
-    case DW_3S1: dw3_s1(d, j, y); break;
-    case DW_3S2: dw3_s2(d, j, y); break;
-    case DW_5S1: dw_wide(d, j, y, 5, 1); break;
-    case DW_5S2: dw_wide(d, j, y, 5, 2); break;
-    case DW_7S1: dw_wide(d, j, y, 7, 1); break;
-    default: dw_wide(d, j, y, 7, 2); break;
+/* A one-row segment of n outputs (n even) from the tap rows r, each moved on by ``from`` bytes. */
+static void dw_seg_of(dw_seg *seg, const dw_plan *d, const int8_t *const *r, int32_t from, int32_t n, int8_t *y) {
+    for (int32_t a = 0; a < d->k; ++a) {
+        seg->r[a] = r[a] + from;
+        __asm__("" : "+r"(a)); /* keeps the loop: GCC would make it a memcpy call where from is 0 */
     }
+    seg->y = y, seg->n = n, seg->rows = 1, seg->in_step = 0, seg->y_step = 0;
 }
 
 /* One row of n outputs (any n) from the tap rows r (their bytes readable for whole steps): an odd last one
  * through a step of its own into a stack pair, so nothing past y + n is written. */
 static void dw_run_row(const dw_plan *d, const int8_t *const *r, int32_t n, int8_t *y) {
-    dw_job j = {r, n & ~1, 1, 0, 0};
-    if (j.n > 0) dw_run(d, &j, y);
-    if (n > j.n) {
-        const int8_t *at[7];
-        int8_t last[2];
-        for (int32_t a = 0; a < d->k; ++a) at[a] = r[a] + j.n * d->s;
-        j.r = at, j.n = 2;
-        dw_run(d, &j, last);
-        y[n - 1] = last[0];
-    }
+    dw_seg seg[2];
+    int8_t last[2];
+    const int32_t even = n & ~1;
+    dw_seg_of(&seg[0], d, r, 0, even, y);
+    if (n > even) dw_seg_of(&seg[1], d, r, even * d->s, 2, last);
+    dw_run(d, seg, 1 + (n > even));
+    if (n > even) y[n - 1] = last[0];
 }
 
 /* ---- padded copies ---- */
 
-/* n bytes of the value zero, rounded up to whole words (the buffers are whole words), a word a store
- * (newlib-nano's memset stores a byte at a time). */
+/* n bytes of the value zero; word stores for whole words. The empty asm keeps the loops: GCC would make them
+ * memset calls (newlib-nano's stores a byte at a time, after a call). */
 static void dw_fill(int8_t *dst, int32_t zero, int32_t n) {
     const uint32_t v = (uint32_t)(uint8_t)zero * 0x01010101u;
-    for (int32_t i = 0; i < n; i += 4) {
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
         memcpy(dst + i, &v, 4);
-        __asm__("" : "+r"(i)); /* keeps the loop: GCC would make it a memset call */
+        memcpy(dst + i + 4, &v, 4);
+        __asm__("" : "+r"(i));
+    }
+    for (; i < n; ++i) {
+        dst[i] = (int8_t)zero;
+        __asm__("" : "+r"(i));
     }
 }
 
-/* n bytes copied a word at a time (unaligned loads and stores: allowed on ARMv7-M). The load is mct_ldr_post's
- * asm, so GCC does not turn the loop back into a memcpy call. */
+/* n bytes copied: 16 a step by LDM / STM where both ends are word-aligned (the ring rows of the row pipelines and
+ * the planes are; the padded copies are laid out so), else a word a step (unaligned LDR / STR: allowed on
+ * ARMv7-M; the loads are mct_ldr_post's asm, so GCC does not turn the loop back into a memcpy call). */
 static void dw_copy(int8_t *dst, const int8_t *src, int32_t n) {
-    const int8_t *const end = src + (n & ~3);
-    while (src < end) {
+    const int8_t *const end = src + n;
+    if ((((uintptr_t)dst | (uintptr_t)src) & 3) == 0)
+        while (end - src >= 16)
+            __asm__ volatile("ldmia %1!, {r4, r5, r6, r7}\n\tstmia %0!, {r4, r5, r6, r7}"
+                             : "+r"(dst), "+r"(src)
+                             :
+                             : "r4", "r5", "r6", "r7", "memory");
+    while (end - src >= 4) {
         const int32_t v = mct_ldr_post(&src);
         memcpy(dst, &v, 4);
         dst += 4;
     }
-    for (int32_t i = 0; i < (n & 3); ++i) dst[i] = src[i];
+    while (src < end) *dst++ = *src++;
 }
 
-/* The bytes a row of ``count`` outputs from column c0 reads, whole steps: columns c0 * s .. (padded). */
-static int32_t dw_span(const dw_plan *d, int32_t count) { return (((count + 1) & ~1) - 1) * d->s + d->k; }
-
-/* Output columns [c0, c0 + count) of a row through a padded copy of their windows in ``patch``: the input
- * columns they read, x_zero outside the input and in the NULL rows. */
-static void dw_patched(const mct_conv *p, const dw_plan *d, const int8_t *const *rows, int32_t c0, int32_t count,
-                       int8_t *y, int8_t *patch) {
-    const int32_t width = dw_span(d, count), ix0 = c0 * d->s - p->pad_left;
-    const int32_t from = mct_imax(ix0, 0), to = mct_imin(ix0 + width, p->in_w);
-    const int8_t *r[7];
-    dw_fill(patch, p->x_zero, d->k * width);
-    for (int32_t a = 0; a < d->k; ++a) {
-        r[a] = patch + a * width;
-        if (rows[a] != NULL && to > from) dw_copy(patch + a * width + (from - ix0), rows[a] + from, to - from);
-    }
-    dw_run_row(d, r, count, y);
-}
+/* The bytes a row of n outputs reads, whole steps (padded columns). */
+static int32_t dw_span(const dw_plan *d, int32_t n) { return (((n + 1) & ~1) - 1) * d->s + d->k; }
 
 /* Mask bits of a row of outputs: inside the clamp is y strictly between -128 and 127 (qmin, qmax of the plan's
  * requantization: the clamped v is -128 exactly where v <= -128, 127 where v >= 127). */
@@ -256,49 +272,72 @@ static void dw_mask(const int8_t *y, int32_t n, uint8_t *mask, int32_t bit0) {
     for (int32_t i = 0; i < n; ++i) mct_put_bit(mask, bit0 + i, (uint8_t)((uint32_t)(y[i] + 127) < 254u));
 }
 
+/* An input row of n bytes (NULL: a padding row) as a padded row of w bytes at dst: ``left`` bytes of zero, the
+ * row, zero up to w, the zero in whole words (up to 3 bytes past w: the next row's bytes, written after, or
+ * the buffer's slack). dst + left is word-aligned (dw_base), so an aligned input row copies by LDM / STM. */
+static inline __attribute__((always_inline)) void dw_pad_row(int8_t *dst, const int8_t *src, int32_t n, int32_t left,
+                                                             int32_t w, int32_t zero) {
+    const uint32_t v = (uint32_t)(uint8_t)zero * 0x01010101u;
+    if (src == NULL) {
+        dw_fill(dst, zero, w);
+        return;
+    }
+    for (int32_t i = 0; i < left; i += 4) {
+        memcpy(dst + i, &v, 4);
+        __asm__("" : "+r"(i)); /* keeps the loop: GCC would make it a memset call */
+    }
+    dw_copy(dst + left, src, n);
+    for (int32_t i = left + n; i < w; i += 4) {
+        memcpy(dst + i, &v, 4);
+        __asm__("" : "+r"(i));
+    }
+}
+
+/* Where a padded copy's first row starts in an int32-aligned buffer: its input bytes word-aligned. */
+static int8_t *dw_base(int32_t *buffer, int32_t left) { return (int8_t *)(void *)buffer + ((4 - (left & 3)) & 3); }
+
+/* A row call: its k tap rows copied padded (a few hundred bytes: costs less than taking the edge columns and
+ * the padding rows apart), then one kernel run over the whole row. */
 int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                    int32_t bit0) {
     dw_plan d;
-    const int32_t out_w = p->out_w, pad = p->pad_left;
-    if (out_w > MCT_DW_ROW || pad < 0 || !dw_plan_of(p, c, &d) || d.k * dw_span(&d, out_w) > MCT_DW_PATCH) return 0;
-    int8_t patch[MCT_DW_PATCH], row[MCT_DW_ROW];
-    int8_t *out = y != NULL ? y : row;
-    const int32_t s = d.s, k = d.k;
-    /* direct columns [lo, hi): every window inside the input, from an even offset to the first edge */
-    int32_t lo = mct_imin((pad + s - 1) / s, out_w), hi = lo, full = 1;
-    if (p->in_w >= k) hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, out_w));
-    for (int32_t a = 0; a < k; ++a) full &= rows[a] != NULL;
-    lo = mct_imin((lo + 1) & ~1, hi);
-    hi = lo + ((hi - lo) & ~1);
-    if (!full || hi == lo) {
-        dw_patched(p, &d, rows, 0, out_w, out, patch);
-    } else {
-        const int8_t *at[7];
-        for (int32_t a = 0; a < k; ++a) at[a] = rows[a] + lo * s - pad;
-        const dw_job j = {at, hi - lo, 1, 0, 0};
-        if (lo > 0) dw_patched(p, &d, rows, 0, lo, out, patch);
-        dw_run(&d, &j, out + lo);
-        if (hi < out_w) dw_patched(p, &d, rows, hi, out_w - hi, out + hi, patch);
+    const int32_t out_w = p->out_w, left = p->pad_left;
+    if (out_w > MCT_DW_ROW || left < 0 || !dw_plan_of(p, c, &d)) return 0;
+    const int32_t w = (mct_imax(p->in_w + left, dw_span(&d, out_w)) + 3) & ~3;
+    if (d.k * w + 8 > MCT_DW_PATCH) return 0; /* 3 bytes of dw_base's offset, 3 of dw_pad_row's last word */
+    int32_t padded[MCT_DW_PATCH / 4];
+    int8_t row[MCT_DW_ROW], *base = dw_base(padded, left);
+    const int8_t *at[7];
+    for (int32_t a = 0; a < d.k; ++a) {
+        dw_pad_row(base + a * w, rows[a], p->in_w, left, w, p->x_zero);
+        at[a] = base + a * w;
     }
+    int8_t *out = y != NULL ? y : row;
+    dw_run_row(&d, at, out_w, out);
     if (mask != NULL) dw_mask(out, out_w, mask, bit0);
     return 1;
 }
 
+/* A channel: its plane copied padded, then one kernel run over the plane (its output rows back to back; row
+ * by row where the width is odd or y is NULL). */
 int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0) {
     dw_plan d;
     const int32_t top = p->pad, left = p->pad_left, out_w = p->out_w;
     if (top < 0 || left < 0 || out_w > MCT_DW_ROW || !dw_plan_of(p, c, &d)) return 0;
     const int32_t h = mct_imax(p->in_h + top, (p->out_h - 1) * p->stride + d.k);
-    const int32_t w = mct_imax(p->in_w + left, dw_span(&d, out_w));
-    if (h * w > MCT_DW_PLANE) return 0;
-    int8_t plane[MCT_DW_PLANE], row[MCT_DW_ROW];
-    dw_fill(plane, p->x_zero, h * w);
-    for (int32_t r = 0; r < p->in_h; ++r) dw_copy(plane + (top + r) * w + left, x_c + r * p->in_w, p->in_w);
+    const int32_t w = (mct_imax(p->in_w + left, dw_span(&d, out_w)) + 3) & ~3;
+    if (h * w + 8 > MCT_DW_PLANE) return 0; /* as in mct_dw_dsp_row */
+    int32_t buffer[MCT_DW_PLANE / 4];
+    int8_t row[MCT_DW_ROW], *plane = dw_base(buffer, left);
     const int8_t *at[7];
-    if (y_c != NULL && (out_w & 1) == 0) { /* the plane at once: one call, the constants loaded once */
-        for (int32_t a = 0; a < d.k; ++a) at[a] = plane + a * w;
-        const dw_job j = {at, out_w, p->out_h, p->stride * w, out_w};
-        dw_run(&d, &j, y_c);
+    dw_fill(plane, p->x_zero, h * w); /* a small plane: one run of stores beats padding row by row */
+    for (int32_t r = 0; r < p->in_h; ++r) dw_copy(plane + (top + r) * w + left, x_c + r * p->in_w, p->in_w);
+    for (int32_t a = 0; a < d.k; ++a) at[a] = plane + a * w;
+    if (y_c != NULL && (out_w & 1) == 0) {
+        dw_seg seg;
+        dw_seg_of(&seg, &d, at, 0, out_w, y_c);
+        seg.rows = p->out_h, seg.in_step = p->stride * w, seg.y_step = out_w;
+        dw_run(&d, &seg, 1);
         if (mask != NULL) dw_mask(y_c, out_w * p->out_h, mask, bit0);
         return 1;
     }

@@ -170,12 +170,12 @@ static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8
  * folded into the weight sum), the edges the bounded one. */
 void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                        int32_t bit0) {
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_row(p, c, rows, y, mask, bit0)) return; /* mct_depthwise.c */
+#endif
     const int8_t *w = mct_weight_at(&p->w, c, 0);
 #if MCT_SIMD
     if (mct_simd_depthwise_row(p, c, rows, w, y, mask, bit0)) return;
-#endif
-#if MCT_DSP && !MCT_MVE
-    if (mct_dw_dsp_row(p, c, rows, y, mask, bit0)) return; /* mct_depthwise.c */
 #endif
     const int32_t kh = p->k, kw = p->kw, s = p->stride_w, pad = p->pad_left;
     int32_t full = 1, wsum = 0; /* wsum: the weights of the rows inside the input */
