@@ -172,15 +172,30 @@ static void dw3_s2(const dw_plan *d, const dw_seg *seg, int32_t count) {
 }
 #undef DW3_S2_ROW
 
-/* k x k (5 or 7), stride s: one mct_dsp_row{5,7}_two(_s2) per tap row. Inlined with k and s constants. */
+/* k x k (5 or 7), stride s: four outputs a step, one mct_dsp_row{5,7}_four(_s2) per tap row (the weights read
+ * once for four outputs), a last pair by mct_dsp_row{5,7}_two(_s2). Inlined with k and s constants. */
 static inline __attribute__((always_inline)) void dw_wide(const dw_plan *d, const dw_seg *seg, int32_t count,
                                                           int32_t k, int32_t s) {
     for (; count > 0; --count, ++seg)
         for (int32_t row = 0; row < seg->rows; ++row) {
             const int32_t at = row * seg->in_step;
             int8_t *y = seg->y + row * seg->y_step;
-            for (int32_t i = 0; i < seg->n; i += 2) {
+            int32_t i = 0;
+            for (; i + 4 <= seg->n; i += 4) {
+                int32_t sum[4] = {d->init, d->init, d->init, d->init};
+#pragma GCC unroll 7
+                for (int32_t a = 0; a < k; ++a) {
+                    const int8_t *r = seg->r[a] + at + i * s;
+                    if (k == 7 && s == 1) mct_dsp_row7_four(r, &d->row[a], sum);
+                    else if (k == 7) mct_dsp_row7_four_s2(r, &d->row[a], sum);
+                    else if (s == 1) mct_dsp_row5_four(r, &d->row[a], sum);
+                    else mct_dsp_row5_four_s2(r, &d->row[a], sum);
+                }
+                for (int32_t j = 0; j < 4; ++j) y[i + j] = dw_requant(sum[j], d->m, d->nudge, d->right);
+            }
+            if (i < seg->n) { /* n = 2 mod 4 */
                 int32_t s0 = d->init, s1 = d->init;
+#pragma GCC unroll 7
                 for (int32_t a = 0; a < k; ++a) {
                     const int8_t *r = seg->r[a] + at + i * s;
                     if (k == 7 && s == 1) mct_dsp_row7_two(r, &d->row[a], &s0, &s1);
