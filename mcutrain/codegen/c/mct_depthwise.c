@@ -72,28 +72,36 @@ static mct_dsp_row57 dw_row57(const int8_t *r, int32_t k) {
     return o;
 }
 
-/* Channel c's plan; 0 where this file does not apply: another kernel or stride, or requantization
+/* Whether this file takes a layer, and channel c's plan (dw_plan_of); 0 where it does not apply: another kernel
+ * or stride, or requantization
  * constants outside mct_dsp_requantize's conditions (mct_rq_of's ``fast``: a shift in [-22, -1], |bias| <= 2^29,
  * the int8 clamp and zero point; |sum| < 2^29 holds for k <= 7) or a multiplier <= 0. The conditions are
  * tested here, not through mct_rq_of: a row call makes a plan, and mct_rq_of's general form cost a third of
  * it. */
-static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) {
-    const int32_t k = p->k, s = p->stride_w, shift = p->shift[c], bias = p->bias[c], z = p->y_zero;
-    if (p->kw != k || (k != 3 && k != 5 && k != 7) || (s != 1 && s != 2) || p->stride < 1) return 0;
-    if (p->qmin != -128 || p->qmax != 127 || z < -128 || z > 127 || shift > -1 || shift < -22) return 0;
-    if (p->multiplier[c] <= 0 || bias > (1 << 29) || bias < -(1 << 29)) return 0;
+static int dw_layer_fits(const mct_conv *p) {
+    const int32_t k = p->k, s = p->stride_w;
+    return p->kw == k && (k == 3 || k == 5 || k == 7) && (s == 1 || s == 2) && p->stride >= 1 && p->qmin == -128
+           && p->qmax == 127 && p->y_zero >= -128 && p->y_zero <= 127;
+}
+
+/* Channel c's plan where the layer fits (dw_layer_fits); 0 where its constants do not. */
+static int dw_channel_plan(const mct_conv *p, int32_t c, dw_plan *d) {
+    const int32_t k = p->k, shift = p->shift[c], bias = p->bias[c];
+    if (shift > -1 || shift < -22 || p->multiplier[c] <= 0 || bias > (1 << 29) || bias < -(1 << 29)) return 0;
     const int8_t *w = dw_weights(&p->w, c);
-    d->kind = (k == 3 ? DW_3S1 : (k == 5 ? DW_5S1 : DW_7S1)) + (s == 2);
-    d->k = k, d->s = s;
+    d->kind = (k == 3 ? DW_3S1 : (k == 5 ? DW_5S1 : DW_7S1)) + (p->stride_w == 2);
+    d->k = k, d->s = p->stride_w;
     d->init = 2 * (bias - p->x_zero * mct_dsp_sum_i8(w, k * k));
     d->m = p->multiplier[c], d->right = -shift;
-    d->nudge = ((int32_t)1 << (-shift - 1)) + z * ((int32_t)1 << -shift);
+    d->nudge = ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift);
     if (k == 3)
         dw_plan3(w, d);
     else
         for (int32_t a = 0; a < k; ++a) d->row[a] = dw_row57(w + a * k, k);
     return 1;
 }
+
+static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) { return dw_layer_fits(p) && dw_channel_plan(p, c, d); }
 
 /* The int8 output of a doubled sum s2 = 2 * (acc + bias): mct_dsp_requantize's integers in 5 instructions.
  * SMMLAR adds the nudge to the rounded high product x = SMMULR(s2, m); the sign of s2 stands in for x's
@@ -220,9 +228,9 @@ static void dw_run(const dw_plan *d, const dw_seg *seg, int32_t count) {
     }
 }
 
-/* A one-row segment of n outputs (n even) from the tap rows r, each moved on by ``from`` bytes. */
-static void dw_seg_of(dw_seg *seg, const dw_plan *d, const int8_t *const *r, int32_t from, int32_t n, int8_t *y) {
-    for (int32_t a = 0; a < d->k; ++a) {
+/* A one-row segment of n outputs (n even) from the k tap rows r, each moved on by ``from`` bytes. */
+static void dw_seg_of(dw_seg *seg, int32_t k, const int8_t *const *r, int32_t from, int32_t n, int8_t *y) {
+    for (int32_t a = 0; a < k; ++a) {
         seg->r[a] = r[a] + from;
         __asm__("" : "+r"(a)); /* keeps the loop: GCC would make it a memcpy call where from is 0 */
     }
@@ -235,8 +243,8 @@ static void dw_run_row(const dw_plan *d, const int8_t *const *r, int32_t n, int8
     dw_seg seg[2];
     int8_t last[2];
     const int32_t even = n & ~1;
-    dw_seg_of(&seg[0], d, r, 0, even, y);
-    if (n > even) dw_seg_of(&seg[1], d, r, even * d->s, 2, last);
+    dw_seg_of(&seg[0], d->k, r, 0, even, y);
+    if (n > even) dw_seg_of(&seg[1], d->k, r, even * d->s, 2, last);
     dw_run(d, seg, 1 + (n > even));
     if (n > even) y[n - 1] = last[0];
 }
@@ -262,7 +270,7 @@ static void dw_fill(int8_t *dst, int32_t zero, int32_t n) {
 /* n bytes copied: 16 a step by LDM / STM where both ends are word-aligned (the ring rows of the row pipelines and
  * the planes are; the padded copies are laid out so), else a word a step (unaligned LDR / STR: allowed on
  * ARMv7-M; the loads are mct_ldr_post's asm, so GCC does not turn the loop back into a memcpy call). */
-static void dw_copy(int8_t *dst, const int8_t *src, int32_t n) {
+static inline __attribute__((always_inline)) void dw_copy(int8_t *dst, const int8_t *src, int32_t n) {
     const int8_t *const end = src + n;
     if ((((uintptr_t)dst | (uintptr_t)src) & 3) == 0)
         while (end - src >= 16)
@@ -333,6 +341,43 @@ int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8
     return 1;
 }
 
+/* The rows of channels [c0, c1) of a row pipeline's event: one padded buffer for all of them, its padding (and
+ * its padding rows) written once, each channel's tap rows copied into it; the layer's checks once. */
+int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
+                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+    const int32_t out_w = p->out_w, left = p->pad_left, k = p->k, n = p->in_w;
+    if (out_w > MCT_DW_ROW || left < 0 || !dw_layer_fits(p)) return 0;
+    const int32_t w = (mct_imax(n + left, ((((out_w + 1) & ~1) - 1) * p->stride_w + k)) + 3) & ~3;
+    if (k * w + 8 > MCT_DW_PATCH) return 0;
+    int32_t padded[MCT_DW_PATCH / 4];
+    int8_t *base = dw_base(padded, left);
+    const int8_t *at[7];
+    dw_fill(base, p->x_zero, k * w);
+    for (int32_t a = 0; a < k; ++a) at[a] = base + a * w;
+    dw_seg seg[2]; /* the row's even part, an odd last output into ``last`` (dw_run_row's) */
+    int8_t last[2];
+    const int32_t even = out_w & ~1;
+    dw_seg_of(&seg[0], k, at, 0, even, y);
+    if (out_w > even) dw_seg_of(&seg[1], k, at, even * p->stride_w, 2, last);
+    for (int32_t c = c0; c < c1; ++c) {
+        const int32_t j = c - c0;
+        dw_plan d;
+        if (!dw_channel_plan(p, c, &d)) { /* the portable row */
+            const int8_t *r[7];
+            for (int32_t a = 0; a < k; ++a) r[a] = rows[a] != NULL ? rows[a] + j * x_cs : NULL;
+            mct_depthwise_row(p, c, r, y + j * y_cs, mask, bit0 + j * bit_cs);
+            continue;
+        }
+        for (int32_t a = 0; a < k; ++a)
+            if (rows[a] != NULL) dw_copy(base + a * w + left, rows[a] + j * x_cs, n);
+        seg[0].y = y + j * y_cs;
+        dw_run(&d, seg, 1 + (out_w > even));
+        if (out_w > even) y[j * y_cs + out_w - 1] = last[0];
+        if (mask != NULL) dw_mask(y + j * y_cs, out_w, mask, bit0 + j * bit_cs);
+    }
+    return 1;
+}
+
 /* A channel: its plane copied padded, then one kernel run over the plane (its output rows back to back; row
  * by row where the width is odd or y is NULL). */
 int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0) {
@@ -350,7 +395,7 @@ int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *
     for (int32_t a = 0; a < d.k; ++a) at[a] = plane + a * w;
     if (y_c != NULL && (out_w & 1) == 0) {
         dw_seg seg;
-        dw_seg_of(&seg, &d, at, 0, out_w, y_c);
+        dw_seg_of(&seg, d.k, at, 0, out_w, y_c);
         seg.rows = p->out_h, seg.in_step = p->stride * w, seg.y_step = out_w;
         dw_run(&d, &seg, 1);
         if (mask != NULL) dw_mask(y_c, out_w * p->out_h, mask, bit0);

@@ -410,12 +410,14 @@ static inline void mct_dsp_row5_four_s2(const int8_t *r, const mct_dsp_row57 *k,
 
 /* ---- depthwise rows and channels (mct_depthwise.c; a core without Helium) ---- */
 
-/* mct_depthwise_row / mct_depthwise_channel on the DSP kernels; 0 (nothing written) where they do not apply
+/* mct_depthwise_row / mct_depthwise_channel / mct_depthwise_rows on the DSP kernels; 0 (nothing written) where they do not apply
  * (mct_conv: mct_kernels.h includes this header after its definition). */
 int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                    int32_t bit0);
 int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
                        int32_t bit0);
+int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
+                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs);
 
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

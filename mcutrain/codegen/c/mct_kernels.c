@@ -215,6 +215,18 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
+void mct_depthwise_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
+                        int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_rows(p, c0, c1, rows, x_cs, y, y_cs, mask, bit0, bit_cs)) return; /* mct_depthwise.c */
+#endif
+    const int8_t *r[MCT_MAX_K];
+    for (int32_t c = c0; c < c1; ++c) {
+        for (int32_t a = 0; a < p->k; ++a) r[a] = rows[a] != NULL ? rows[a] + (c - c0) * x_cs : NULL;
+        mct_depthwise_row(p, c, r, y + (c - c0) * y_cs, mask, bit0 + (c - c0) * bit_cs);
+    }
+}
+
 #if MCT_DSP
 /* A depthwise channel whose plane, padded with x_zero on every side its windows reach past, fits this many
  * bytes is copied so padded (a stack array: its frame is never nested in pointwise_wide's larger one, so
