@@ -43,8 +43,9 @@ static inline const int8_t *dw_weights(const mct_weight *w, int32_t c) {
 static inline int32_t dw_twice(int32_t pair) { return (int32_t)__sadd16(pair, pair); }
 
 /* The 3x3 operands from three word loads: SXTB16 of w[0..3] is (w0, w2), of w[3..6] (w3, w5), rotated (w4, w6);
- * of w[5..8] rotated (w6, w8), unrotated (w5, w7) whose high half is row 2's middle tap. */
-static void dw_plan3(const int8_t *w, dw_plan *d) {
+ * of w[5..8] rotated (w6, w8), unrotated (w5, w7) whose high half is row 2's middle tap. Returns the doubled
+ * weights' sum (SMUAD of a pair against (1, 1) adds its halves). */
+static int32_t dw_plan3(const int8_t *w, dw_plan *d) {
     const int32_t v0 = mct_ld32(w), v1 = mct_ld32(w + 3), v2 = mct_ld32(w + 5);
     const int32_t o0 = mct_sxtb16_ror8(v0), o1 = mct_sxtb16_ror8(v1); /* (w1, w3), (w4, w6) */
     d->w02[0] = dw_twice(__sxtb16(v0));
@@ -52,11 +53,13 @@ static void dw_plan3(const int8_t *w, dw_plan *d) {
     d->w02[2] = dw_twice(mct_sxtb16_ror8(v2));
     d->w1[0] = dw_twice((int32_t)((uint32_t)(uint16_t)o0 | ((uint32_t)o1 << 16)));
     d->w1[1] = dw_twice(__sxtb16(v2));
+    const int32_t pairs = __smuad(d->w02[0], 0x00010001) + __smuad(d->w02[1], 0x00010001);
+    return pairs + __smuad(d->w02[2], 0x00010001) + __smuad(d->w1[0], 0x00010001) + (d->w1[1] >> 16);
 }
 
-/* A 5- or 7-tap row r as mct_dsp_row57 operands, doubled: SXTB16 of r[0..3] gives (w0, w2) and (w1, w3), of
- * r[3..6] (7 taps) (w3, w5) and (w4, w6); no load past the row. */
-static mct_dsp_row57 dw_row57(const int8_t *r, int32_t k) {
+/* A 5- or 7-tap row r as mct_dsp_row57 operands at o, doubled: SXTB16 of r[0..3] gives (w0, w2) and (w1, w3), of
+ * r[3..6] (7 taps) (w3, w5) and (w4, w6); no load past the row. Returns the doubled row's sum (as dw_plan3). */
+static int32_t dw_row57(const int8_t *r, int32_t k, mct_dsp_row57 *out) {
     const int32_t v = mct_ld32(r);
     mct_dsp_row57 o;
     o.w02 = dw_twice(__sxtb16(v));
@@ -69,7 +72,8 @@ static mct_dsp_row57 dw_row57(const int8_t *r, int32_t k) {
         o.w46 = (uint16_t)(2 * r[4]);
         o.w5 = 0;
     }
-    return o;
+    *out = o;
+    return __smuad(o.w02, 0x00010001) + __smuad(o.w13, 0x00010001) + __smuad(o.w46, 0x00010001) + o.w5;
 }
 
 /* Whether this file takes a layer, and channel c's plan (dw_plan_of); 0 where it does not apply: another kernel
@@ -91,13 +95,14 @@ static int dw_channel_plan(const mct_conv *p, int32_t c, dw_plan *d) {
     const int8_t *w = dw_weights(&p->w, c);
     d->kind = (k == 3 ? DW_3S1 : (k == 5 ? DW_5S1 : DW_7S1)) + (p->stride_w == 2);
     d->k = k, d->s = p->stride_w;
-    d->init = 2 * (bias - p->x_zero * mct_dsp_sum_i8(w, k * k));
     d->m = p->multiplier[c], d->right = -shift;
     d->nudge = ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift);
+    int32_t wsum2 = 0; /* 2 * sum w */
     if (k == 3)
-        dw_plan3(w, d);
+        wsum2 = dw_plan3(w, d);
     else
-        for (int32_t a = 0; a < k; ++a) d->row[a] = dw_row57(w + a * k, k);
+        for (int32_t a = 0; a < k; ++a) wsum2 += dw_row57(w + a * k, k, &d->row[a]);
+    d->init = 2 * bias - p->x_zero * wsum2;
     return 1;
 }
 
