@@ -272,6 +272,15 @@ static void dw_fill(int8_t *dst, int32_t zero, int32_t n) {
     }
 }
 
+/* The first n bytes (rounded up to 8) of a word-aligned buffer set to zero, two words a store (STRD). */
+static void dw_fill_pairs(int32_t *buffer, int32_t n, int32_t zero) {
+    const int32_t v = (int32_t)((uint32_t)(uint8_t)zero * 0x01010101u);
+    for (int32_t *const end = buffer + (n + 7) / 8 * 2; buffer < end; buffer += 2) {
+        buffer[0] = v, buffer[1] = v;
+        __asm__("" : "+r"(buffer)); /* keeps the loop: GCC would make it a memset call */
+    }
+}
+
 /* n bytes copied: 16 a step by LDM / STM where both ends are word-aligned (the ring rows of the row pipelines and
  * the planes are; the padded copies are laid out so), else a word a step (unaligned LDR / STR: allowed on
  * ARMv7-M; the loads are mct_ldr_post's asm, so GCC does not turn the loop back into a memcpy call). */
@@ -290,6 +299,9 @@ static inline __attribute__((always_inline)) void dw_copy(int8_t *dst, const int
     }
     while (src < end) *dst++ = *src++;
 }
+
+/* 4 bytes stored at p (any alignment: STR). */
+static inline void dw_st32(int8_t *p, int32_t v) { memcpy(p, &v, 4); }
 
 /* The bytes a row of n outputs reads, whole steps (padded columns). */
 static int32_t dw_span(const dw_plan *d, int32_t n) { return (((n + 1) & ~1) - 1) * d->s + d->k; }
@@ -395,8 +407,17 @@ int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *
     int32_t buffer[MCT_DW_PLANE / 4];
     int8_t row[MCT_DW_ROW], *plane = dw_base(buffer, left);
     const int8_t *at[7];
-    dw_fill(plane, p->x_zero, h * w); /* a small plane: one run of stores beats padding row by row */
-    for (int32_t r = 0; r < p->in_h; ++r) dw_copy(plane + (top + r) * w + left, x_c + r * p->in_w, p->in_w);
+    /* a small plane: one run of stores beats padding row by row (from the aligned buffer's start: STRD) */
+    dw_fill_pairs(buffer, (int32_t)(plane - (int8_t *)(void *)buffer) + h * w, p->x_zero);
+    if ((p->in_w & 3) == 0) { /* the 4- to 16-byte rows of the late blocks: a word loop, no per-row set-up */
+        const int8_t *src = x_c;
+        for (int32_t r = 0; r < p->in_h; ++r) {
+            int8_t *dst = plane + (top + r) * w + left;
+            for (const int8_t *const end = src + p->in_w; src < end; dst += 4) dw_st32(dst, mct_ldr_post(&src));
+        }
+    } else {
+        for (int32_t r = 0; r < p->in_h; ++r) dw_copy(plane + (top + r) * w + left, x_c + r * p->in_w, p->in_w);
+    }
     for (int32_t a = 0; a < d.k; ++a) at[a] = plane + a * w;
     if (y_c != NULL && (out_w & 1) == 0) {
         dw_seg seg;
