@@ -9,7 +9,8 @@
  * used by mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3 stride-1
  * depthwise rows two outputs per step, stride-2 3-tap rows four outputs per step (the first conv and the
  * stride-2 depthwise rows), interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
- * convs' weight sums. Everything else (channel and position tails, one-output-channel 1x1 convs: tried
+ * convs' weight sums. On a core without Helium the depthwise convs run in mct_depthwise.c (whole rows and
+ * planes on padded copies, 5x5 / 7x7 four outputs per step: mct_dsp_row{5,7}_four(_s2)). Everything else (channel and position tails, one-output-channel 1x1 convs: tried
  * with SMLAxy, no faster than the portable loop; edges, padding, other kernels) stays on the portable
  * code, which calls these first and finishes what they leave. Chosen when the folder is generated
  * (``MCT_DSP`` in mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this
@@ -410,8 +411,8 @@ static inline void mct_dsp_row5_four_s2(const int8_t *r, const mct_dsp_row57 *k,
 
 /* ---- depthwise rows and channels (mct_depthwise.c; a core without Helium) ---- */
 
-/* mct_depthwise_row / mct_depthwise_channel / mct_depthwise_rows on the DSP kernels; 0 (nothing written) where they do not apply
- * (mct_conv: mct_kernels.h includes this header after its definition). */
+/* mct_depthwise_row / mct_depthwise_channel / mct_depthwise_rows on the DSP kernels; 0 (nothing written) where
+ * they do not apply (mct_conv: mct_kernels.h includes this header after its definition). */
 int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                    int32_t bit0);
 int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,

@@ -1,6 +1,6 @@
 /* mct_kernels.c: see mct_kernels.h (what, in which order, with which rounding): the parameters and the
- * forward; the 1x1 convs are in mct_pointwise.c, the loss, backward and updates in mct_backward.c, the
- * TFLite graph ops in mct_graph_ops.c. */
+ * forward; the 1x1 convs are in mct_pointwise.c, the DSP build's depthwise in mct_depthwise.c, the loss,
+ * backward and updates in mct_backward.c, the TFLite graph ops in mct_graph_ops.c. */
 #include "mct_kernels.h"
 
 #include <math.h>
