@@ -5,11 +5,12 @@
  * weight operands, the zero point's weight sum) for every output row, take the edge columns and the rows
  * next to padding through bounded byte loops, and keep the sums in a stack buffer for a requantization loop
  * of its own; on the 4- to 16-wide rows of the late blocks that cost more than the multiply-accumulates.
- * Here a channel's setup is one ``dw_plan``, made once per row call (mct_dw_dsp_row) or once per channel
- * (mct_dw_dsp_channel, a whole plane); every output column runs the same kernel, the edges and padding rows
- * on a padded copy of the few bytes they read (x_zero outside the input: a padded tap adds (x_zero - x_zero)
- * * w = 0, as the bounded loops leave it out, since the zero point enters through the weight sum); and each
- * kernel step requantizes its outputs in registers, 5 instructions each (dw_requant).
+ * Here a channel's setup is one ``dw_plan``, made once per output row of a row pipeline (mct_dw_dsp_rows: the
+ * layer's checks and the padded buffer once for all channels of the row) or once per channel (mct_dw_dsp_channel,
+ * a whole plane in one kernel call); every output column runs the same kernel on a padded copy of its tap rows
+ * (x_zero outside the input and in padding rows: a padded tap adds (x_zero - x_zero) * w = 0, as the bounded
+ * loops leave it out, since the zero point enters through the weight sum); each kernel step requantizes its
+ * outputs in registers, 5 instructions each (dw_requant); 5x5 / 7x7 take four outputs a step.
  *
  * The sums are doubled: the plan's weights are 2w (|2w| <= 254 still fits SMLAD's halfwords) and every sum
  * starts at 2 * (bias - x_zero * sum w), so a sum is 2 * (acc + bias), SMMLAR's operand, without an add. */
@@ -17,13 +18,13 @@
 
 #if MCT_DSP && !MCT_MVE
 
-#define MCT_DW_PATCH 1024 /* bytes of a row call's padded copy of its k tap rows (stack) */
+#define MCT_DW_PATCH 1024 /* bytes of a row's padded copy of its k tap rows (stack) */
 #define MCT_DW_ROW 256    /* longest output row of a row call (its stack row when y is NULL) */
 #define MCT_DW_PLANE 2048 /* bytes of a channel's padded plane (stack; mct_depthwise_channel's limit too) */
 
 enum { DW_3S1, DW_3S2, DW_5S1, DW_5S2, DW_7S1, DW_7S2 };
 
-/* One channel's operands: kernel side k (k x k taps), stride s both ways (outputs two a step). */
+/* One channel's operands: kernel side k (k x k taps), stride s both ways. */
 typedef struct {
     int32_t kind, k, s;
     int32_t init;            /* 2 * (bias - x_zero * sum w): where every doubled sum starts */
