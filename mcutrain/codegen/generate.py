@@ -80,7 +80,7 @@ __all__ = ["ACCUMULATE", "CODEGEN_PASSES", "DEFAULT_ACCUMULATE", "FILES", "KERNE
            "unsupported_kinds"]
 
 HERE = Path(__file__).parent
-KERNEL_SOURCES = ("mct_kernels.c", "mct_pointwise.c", "mct_backward.c", "mct_backward8.c",
+KERNEL_SOURCES = ("mct_kernels.c", "mct_pointwise.c", "mct_depthwise.c", "mct_backward.c", "mct_backward8.c",
                   "mct_graph_ops.c")  # single-op kernels
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", **{name: HERE / "c" / name for name in KERNEL_SOURCES},
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",

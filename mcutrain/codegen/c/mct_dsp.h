@@ -9,7 +9,8 @@
  * used by mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3 stride-1
  * depthwise rows two outputs per step, stride-2 3-tap rows four outputs per step (the first conv and the
  * stride-2 depthwise rows), interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
- * convs' weight sums. Everything else (channel and position tails, one-output-channel 1x1 convs: tried
+ * convs' weight sums. On a core without Helium the depthwise convs run in mct_depthwise.c (whole rows and
+ * planes on padded copies, 5x5 / 7x7 four outputs per step: mct_dsp_row{5,7}_four(_s2)). Everything else (channel and position tails, one-output-channel 1x1 convs: tried
  * with SMLAxy, no faster than the portable loop; edges, padding, other kernels) stays on the portable
  * code, which calls these first and finishes what they leave. Chosen when the folder is generated
  * (``MCT_DSP`` in mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this
@@ -352,6 +353,72 @@ static inline void mct_dsp_row5_two_s2(const int8_t *r, const mct_dsp_row57 *k, 
     *s0 = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, *s0)));
     *s1 = __smlabb(b6, k->w46, __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, *s1)));
 }
+
+/* Four neighbouring outputs of one 5- or 7-tap row, added to s[0..3] (mct_depthwise.c): the even/odd halves of
+ * the row's words serve the four windows, the pairs that straddle two halves by PKHBT against a weight pair
+ * swapped (SMLADX); each load, SXTB16 and PKHBT serves two or more outputs and the weights are read once for
+ * four. Stride 1, 7 taps: r[0..9] (two words, a halfword), 29 instructions for 28 MACs. */
+static inline void mct_dsp_row7_four(const int8_t *r, const mct_dsp_row57 *k, int32_t *s) {
+    uint16_t h;
+    memcpy(&h, r + 8, 2);
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4), vc = (int32_t)h;
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    const int32_t ec = __sxtb16(vc), oc = mct_sxtb16_ror8(vc);
+    const int32_t p = mct_pkhbt(eb, ea), q = mct_pkhbt(ob, oa); /* (r4, r2), (r5, r3) */
+    s[0] = __smlabb(ob, k->w5, __smlad(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, s[0]))));
+    s[1] = __smlatb(eb, k->w5, __smlad(ob, k->w46, __smladx(p, k->w13, __smlad(oa, k->w02, s[1]))));
+    s[2] = __smlatb(ob, k->w5, __smladx(mct_pkhbt(ec, eb), k->w46, __smladx(q, k->w13, __smladx(p, k->w02, s[2]))));
+    s[3] = __smlabb(ec, k->w5, __smladx(mct_pkhbt(oc, ob), k->w46, __smlad(eb, k->w13, __smladx(q, k->w02, s[3]))));
+}
+
+/* Stride 1, 5 taps (w46 = (w4, 0)): r[0..7] (two words), 20 instructions for 20 MACs. */
+static inline void mct_dsp_row5_four(const int8_t *r, const mct_dsp_row57 *k, int32_t *s) {
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4);
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    const int32_t p = mct_pkhbt(eb, ea), q = mct_pkhbt(ob, oa); /* (r4, r2), (r5, r3) */
+    s[0] = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, s[0])));
+    s[1] = __smlabb(ob, k->w46, __smladx(p, k->w13, __smlad(oa, k->w02, s[1])));
+    s[2] = __smlatb(eb, k->w46, __smladx(q, k->w13, __smladx(p, k->w02, s[2])));
+    s[3] = __smlatb(ob, k->w46, __smlad(eb, k->w13, __smladx(q, k->w02, s[3])));
+}
+
+/* Stride 2, 7 taps: r[0..12] (three words, a byte), 31 instructions for 28 MACs. */
+static inline void mct_dsp_row7_four_s2(const int8_t *r, const mct_dsp_row57 *k, int32_t *s) {
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4), vc = mct_ld32(r + 8), b12 = r[12];
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    const int32_t ec = __sxtb16(vc), oc = mct_sxtb16_ror8(vc);
+    const int32_t rr = mct_pkhbt(ec, eb); /* (r8, r6) */
+    s[0] = __smlabb(ob, k->w5, __smlad(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, s[0]))));
+    s[1] = __smlatb(ob, k->w5, __smladx(rr, k->w46, __smladx(mct_pkhbt(ob, oa), k->w13,
+                                                                __smladx(mct_pkhbt(eb, ea), k->w02, s[1]))));
+    s[2] = __smlabb(oc, k->w5, __smlad(ec, k->w46, __smlad(ob, k->w13, __smlad(eb, k->w02, s[2]))));
+    s[3] = __smlatb(oc, k->w5, __smladx(mct_pkhbt(b12, ec), k->w46, __smladx(mct_pkhbt(oc, ob), k->w13,
+                                                                            __smladx(rr, k->w02, s[3]))));
+}
+
+/* Stride 2, 5 taps: r[0..10] (two words, a halfword, a byte), 28 instructions for 20 MACs. */
+static inline void mct_dsp_row5_four_s2(const int8_t *r, const mct_dsp_row57 *k, int32_t *s) {
+    uint16_t h;
+    memcpy(&h, r + 8, 2);
+    const int32_t va = mct_ld32(r), vb = mct_ld32(r + 4), vc = (int32_t)h, b10 = r[10];
+    const int32_t ea = __sxtb16(va), oa = mct_sxtb16_ror8(va), eb = __sxtb16(vb), ob = mct_sxtb16_ror8(vb);
+    const int32_t ec = __sxtb16(vc), oc = mct_sxtb16_ror8(vc);
+    s[0] = __smlabb(eb, k->w46, __smlad(oa, k->w13, __smlad(ea, k->w02, s[0])));
+    s[1] = __smlatb(eb, k->w46, __smladx(mct_pkhbt(ob, oa), k->w13, __smladx(mct_pkhbt(eb, ea), k->w02, s[1])));
+    s[2] = __smlabb(ec, k->w46, __smlad(ob, k->w13, __smlad(eb, k->w02, s[2])));
+    s[3] = __smlabb(b10, k->w46, __smladx(mct_pkhbt(oc, ob), k->w13, __smladx(mct_pkhbt(ec, eb), k->w02, s[3])));
+}
+
+/* ---- depthwise rows and channels (mct_depthwise.c; a core without Helium) ---- */
+
+/* mct_depthwise_row / mct_depthwise_channel / mct_depthwise_rows on the DSP kernels; 0 (nothing written) where
+ * they do not apply (mct_conv: mct_kernels.h includes this header after its definition). */
+int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
+                   int32_t bit0);
+int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
+                       int32_t bit0);
+int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
+                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs);
 
 #endif /* MCT_DSP */
 #endif /* MCT_DSP_H */

@@ -172,10 +172,8 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
     window_rows(p, r, in, off);
     if (p->groups > 1) {
         const int8_t *rows[MCT_ROWS_MAX_K];
-        for (int32_t c = 0; c < p->out_c; ++c) {
-            for (int32_t a = 0; a < p->k; ++a) rows[a] = off[a] >= 0 ? x + c * x_cs + off[a] : NULL;
-            mct_depthwise_row(p, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
-        }
+        for (int32_t a = 0; a < p->k; ++a) rows[a] = off[a] >= 0 ? x + off[a] : NULL;
+        mct_depthwise_rows(p, 0, p->out_c, rows, x_cs, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
     } else if (p->k == 1 && p->stride == 1) {
         mct_pointwise(p, 0, p->out_c, x + off[0], x_cs, p->out_w, t->y, t->y_cs, t->mask, t->bit0, t->bit_cs);
     } else {
@@ -202,11 +200,9 @@ static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_r
         for (int32_t a = 0; a < dw->k; ++a)
             if (src[a] >= 0)
                 mct_pointwise(expand, c0, c1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, plane, NULL, 0, 0);
-        for (int32_t c = c0; c < c1; ++c) {
-            for (int32_t a = 0; a < dw->k; ++a)
-                rows[a] = src[a] >= 0 ? window + (c - c0) * plane + a * dw->in_w : NULL;
-            mct_depthwise_row(dw, c, rows, t->y + c * t->y_cs, t->mask, t->bit0 + c * t->bit_cs);
-        }
+        for (int32_t a = 0; a < dw->k; ++a) rows[a] = src[a] >= 0 ? window + a * dw->in_w : NULL;
+        mct_depthwise_rows(dw, c0, c1, rows, plane, t->y + c0 * t->y_cs, t->y_cs, t->mask, t->bit0 + c0 * t->bit_cs,
+                           t->bit_cs);
     }
 }
 

@@ -1,6 +1,6 @@
 /* mct_kernels.c: see mct_kernels.h (what, in which order, with which rounding): the parameters and the
- * forward; the 1x1 convs are in mct_pointwise.c, the loss, backward and updates in mct_backward.c, the
- * TFLite graph ops in mct_graph_ops.c. */
+ * forward; the 1x1 convs are in mct_pointwise.c, the DSP build's depthwise in mct_depthwise.c, the loss,
+ * backward and updates in mct_backward.c, the TFLite graph ops in mct_graph_ops.c. */
 #include "mct_kernels.h"
 
 #include <math.h>
@@ -170,6 +170,9 @@ static int32_t depthwise_wide_dsp(const mct_conv *p, const mct_rq *q, const int8
  * folded into the weight sum), the edges the bounded one. */
 void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                        int32_t bit0) {
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_row(p, c, rows, y, mask, bit0)) return; /* mct_depthwise.c */
+#endif
     const int8_t *w = mct_weight_at(&p->w, c, 0);
 #if MCT_SIMD
     if (mct_simd_depthwise_row(p, c, rows, w, y, mask, bit0)) return;
@@ -212,6 +215,18 @@ void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, 
         mct_rq_out(&q, depthwise_edge(p, rows, w, ox), y != NULL ? y + ox : NULL, mask, bit0 + ox);
 }
 
+void mct_depthwise_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
+                        int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_rows(p, c0, c1, rows, x_cs, y, y_cs, mask, bit0, bit_cs)) return; /* mct_depthwise.c */
+#endif
+    const int8_t *r[MCT_MAX_K];
+    for (int32_t c = c0; c < c1; ++c) {
+        for (int32_t a = 0; a < p->k; ++a) r[a] = rows[a] != NULL ? rows[a] + (c - c0) * x_cs : NULL;
+        mct_depthwise_row(p, c, r, y + (c - c0) * y_cs, mask, bit0 + (c - c0) * bit_cs);
+    }
+}
+
 #if MCT_DSP
 /* A depthwise channel whose plane, padded with x_zero on every side its windows reach past, fits this many
  * bytes is copied so padded (a stack array: its frame is never nested in pointwise_wide's larger one, so
@@ -243,6 +258,9 @@ static int32_t depthwise_channel_padded(const mct_conv *p, int32_t c, const int8
 
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask,
                            int32_t bit0) {
+#if MCT_DSP && !MCT_MVE
+    if (mct_dw_dsp_channel(p, c, x_c, y_c, mask, bit0)) return; /* mct_depthwise.c */
+#endif
 #if MCT_DSP
     if (depthwise_channel_padded(p, c, x_c, y_c, mask, bit0)) return;
 #endif

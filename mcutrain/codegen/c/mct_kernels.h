@@ -342,6 +342,11 @@ void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t
  * y NULL: mask bits only. */
 void mct_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8_t *y, uint8_t *mask,
                        int32_t bit0);
+/* The output rows of depthwise channels [c0, c1) (a row pipeline's event): channel c's tap rows at rows[a] +
+ * (c - c0) * x_cs (rows[a] NULL: a padding row), its output row at y + (c - c0) * y_cs, its mask bits from bit0 +
+ * (c - c0) * bit_cs; mct_depthwise_row's results, the DSP build's setup once for all channels. */
+void mct_depthwise_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
+                        int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs);
 /* Channel c of a depthwise conv: input plane x_c -> output plane y_c (NULL: mask bits only). */
 void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c, uint8_t *mask, int32_t bit0);
 /* (mct_acc_t)g * (mct_acc_t)v for a float32 g and a small integer v (|v| <= 255: an int8 weight, or an
