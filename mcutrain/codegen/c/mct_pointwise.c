@@ -104,6 +104,14 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
     const int32_t in_c = p->in_c, split = mct_imin(r->split, in_c), z = zero_sum(p, r);
     const mct_rq rq = mct_rq_of(p, o);
     int32_t q = 0;
+#if MCT_DSP
+    for (; q + 4 <= n; q += 4) { /* the 8-wide loop below took 2.5 instructions a MAC here, this 1.9 */
+        int32_t s[4] = {-z, -z, -z, -z};
+        if (split > 0) mct_dsp_pw_one(x + q, x_cs, r->lo, split, s);
+        if (split < in_c) mct_dsp_pw_one(x + q + split * x_cs, x_cs, r->hi + split, in_c - split, s);
+        for (int32_t j = 0; j < 4; ++j) mct_rq_out(&rq, s[j], y + q + j, mask, bit0 + q + j);
+    }
+#endif
     for (; q + 8 <= n; q += 8) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         const int8_t *xi = x + q;
@@ -187,6 +195,24 @@ static void pw_sums(const int32_t *xb, int32_t pair_words, int32_t pairs, const 
     }
 }
 
+/* A pair's weights over all groups, unpacked (mct_dsp_unpack_group) into out[4g..4g+3]: the runs of pw_runs
+ * and its gathered groups in place. */
+static void pw_unpack(const pw_runs *w, int32_t *out) {
+    mct_dsp_unpack_w(w->lo, w->lo_d, w->lo_groups, out);
+    for (int32_t k = 0; k < w->n_gather; ++k)
+        mct_dsp_unpack_group(w->gather_u[k], w->gather_v[k], out + MCT_DSP_GROUP_WORDS * w->gather_g[k]);
+    mct_dsp_unpack_w(w->hi, w->hi_d, w->hi_groups, out + MCT_DSP_GROUP_WORDS * w->hi_g0);
+}
+
+/* pw_sums on a pair's unpacked weights (``groups`` in all). */
+static void pw_sums_unpacked(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
+                             int32_t *s) {
+    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) {
+        s[0] = s[1] = s[2] = s[3] = 0;
+        mct_dsp_pw_unpacked(xb, wb, groups, s);
+    }
+}
+
 /* One output channel's 2 * pairs outputs from s[4j], s[4j + 1] (pw_sums' layout, s offset by 2: the second
  * row's): the constants in registers, no mask (else mct_rq_out, which also takes the rare slow case). */
 static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t *y, uint8_t *mask, int32_t bit) {
@@ -198,14 +224,25 @@ static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t 
         return;
     }
     const int32_t bias2 = q->bias2, m = q->multiplier, nudge = q->nudge, right = q->right;
-    for (int32_t j = 0; j < pairs; ++j, s += 4, y += 2) {
-        y[0] = (int8_t)__ssat(mct_dsp_requantize(s[0], bias2, m, nudge, right), 8);
-        y[1] = (int8_t)__ssat(mct_dsp_requantize(s[1], bias2, m, nudge, right), 8);
+    int32_t j = 0;
+    for (; j + 2 <= pairs; j += 2, s += 8, y += 4) { /* two pairs a step: the loop's own steps halved */
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_pos(s[0], bias2, m, nudge, right), 8);
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[1], bias2, m, nudge, right), 8);
+        y[2] = (int8_t)__ssat(mct_dsp_requantize_pos(s[4], bias2, m, nudge, right), 8);
+        y[3] = (int8_t)__ssat(mct_dsp_requantize_pos(s[5], bias2, m, nudge, right), 8);
+    }
+    if (j < pairs) {
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_pos(s[0], bias2, m, nudge, right), 8);
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[1], bias2, m, nudge, right), 8);
     }
 }
 
 /* Position pairs whose sums are held at once (pw_sums, pw_requant): 256 bytes of stack. */
 #define MCT_PW_SUM_PAIRS 16
+/* Fewest position pairs a block for which a pair's weights are unpacked once (pw_unpack: about 10 instructions
+ * a group, each pair then saves 4); they share the widened input's buffer (its last pair_words words), so the
+ * stack does not grow. */
+#define MCT_PW_UNPACK_MIN_PAIRS 3
 
 /* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) (mct_pointwise's arguments): per block of
  * position pairs, the input is widened once (zero point subtracted) and read by every output pair. Returns
@@ -216,9 +253,13 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
     const int32_t in_c = p->in_c, pair_words = ((in_c + 3) >> 2) * MCT_DSP_GROUP_WORDS, all = n >> 1;
     if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || pair_words > MCT_PW_WIDE_WORDS) return 0;
     int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    const int32_t most = MCT_PW_WIDE_WORDS / pair_words; /* position pairs a block */
+    const int32_t groups = pair_words / MCT_DSP_GROUP_WORDS, beside = (MCT_PW_WIDE_WORDS - pair_words) / pair_words;
+    const int32_t unpacking = beside >= MCT_PW_UNPACK_MIN_PAIRS && all >= MCT_PW_UNPACK_MIN_PAIRS;
+    const int32_t most = unpacking ? beside : MCT_PW_WIDE_WORDS / pair_words; /* position pairs a block */
+    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - pair_words;
     for (int32_t j0 = 0; j0 < all; j0 += most) {
         const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0;
+        const int32_t unpack = unpacking && pairs >= MCT_PW_UNPACK_MIN_PAIRS;
         mct_dsp_widen(x, x_cs, q0, pairs, in_c, p->x_zero, buf);
         for (int32_t o = o0; o < o1;) {
             const mct_weight_row r0 = mct_row_of(&p->w, o);
@@ -226,12 +267,16 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
             if (o + 1 < o1) r1 = mct_row_of(&p->w, o + 1);
             const int32_t two = o + 1 < o1 && r1.split == r0.split; /* else one row, paired with itself */
             const pw_runs w = pw_runs_of(&r0, two ? &r1 : &r0, in_c);
+            if (unpack) pw_unpack(&w, unpacked);
             const mct_rq qa = mct_rq_of(p, o), qb = mct_rq_of(p, o + two);
             int8_t *ya = y + (o - o0) * y_cs + q0;
             const int32_t ba = bit0 + (o - o0) * bit_cs + q0;
             for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS) {
                 const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
-                pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
+                if (unpack)
+                    pw_sums_unpacked(buf + j * pair_words, pair_words, m, unpacked, groups, sums);
+                else
+                    pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
                 pw_requant(&qa, sums, m, ya + 2 * j, mask, ba + 2 * j);
                 if (two) pw_requant(&qb, sums + 2, m, ya + y_cs + 2 * j, mask, ba + bit_cs + 2 * j);
             }
