@@ -13,6 +13,7 @@ selectable and equal, the dsp build really uses SMLAD, and the host refuses a ds
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -26,6 +27,7 @@ from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.targets import check_target_kernels
 from mcutrain.models.specs import NetSpec, _chain
 from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier
+from mcutrain.quant.qmodel import QTensor
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from mcutrain.sparse.scheme import Scheme
@@ -56,6 +58,7 @@ TAILS_SEED = 6
 # on mct_dsp_pw_one: rows of 15 positions, a tail of 3); "first-5x5" a 5x5 stride-1 conv (75 taps: the
 # natural tap order, 38 words, chunks of 4 columns and groups of 4 channels over 21 columns); "first-7x7"
 # a 7x7 stride-2 conv (147 taps: more than a patch holds, the portable row).
+FIRST_CONV_X_ZERO = 9
 FIRST_CONVS = {
     "first-odd": (NetSpec("dsp-first-odd", 7, _chain(7, [(None, 4, 3, 1), (6, 5, 3, 2), (1, 3, 3, 1)]),
                           default_resolution=29), 29, 6),
@@ -70,9 +73,11 @@ FIRST_CONVS = {
 def _model(name: str):
     if name == "tails":
         return random_qmodel(TAILS, 55, CLASSES, seed=TAILS_SEED)[0]
-    if name in FIRST_CONVS:
+    if name in FIRST_CONVS:  # an input zero point other than 0: the im2col subtracts it
         spec, resolution, seed = FIRST_CONVS[name]
-        return random_qmodel(spec, resolution, CLASSES, seed=seed)[0]
+        q = random_qmodel(spec, resolution, CLASSES, seed=seed)[0]
+        x = QTensor(q.input.scale, FIRST_CONV_X_ZERO)
+        return replace(q, input=x, first_conv=replace(q.first_conv, x=x))
     return general_qmodel(name)
 
 

@@ -58,12 +58,52 @@ static inline int32_t mct_dsp_requantize(int32_t sum, int32_t bias2, int32_t m, 
  * with m > 0, x = SMMULR(2a, m) is < 0 only where a < 0, and where a < 0 and x = 0 adding -1 or 0 before the
  * shift gives y_zero either way (0 <= 2^(right-1) - 1 < 2^right). So the rounding's sign term is a's,
  * known before the multiply: SMMLAR adds the nudge + (2a >> 31) into the product's rounding. */
-static inline int32_t mct_dsp_requantize_pos(int32_t sum, int32_t bias2, int32_t m, int32_t nudge, int32_t right) {
+static inline int32_t mct_dsp_requantize_unshifted(int32_t sum, int32_t bias2, int32_t m, int32_t nudge) {
     const int32_t a2 = bias2 + sum * 2;
     int32_t x;
     __asm__("smmlar %0, %1, %2, %3" : "=r"(x) : "r"(a2), "r"(m), "r"(nudge + (a2 >> 31)));
-    return x >> right;
+    return x;
 }
+
+static inline int32_t mct_dsp_requantize_pos(int32_t sum, int32_t bias2, int32_t m, int32_t nudge, int32_t right) {
+    return mct_dsp_requantize_unshifted(sum, bias2, m, nudge) >> right;
+}
+
+/* Two outputs a pair, y[2j], y[2j + 1] = the int8 of sums s[j * stride], s[j * stride + 1], two pairs a step. */
+#define MCT_DSP_RQ_PAIRS(shift_)                                                                     \
+    for (; j + 2 <= pairs; j += 2, s += 2 * stride, y += 4) {                                      \
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[0], bias2, m, nudge) >> (shift_), 8); \
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[1], bias2, m, nudge) >> (shift_), 8); \
+        y[2] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[stride], bias2, m, nudge) >> (shift_), 8); \
+        y[3] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[stride + 1], bias2, m, nudge) >> (shift_), 8); \
+    }                                                                                                \
+    for (; j < pairs; ++j, s += stride, y += 2) {                                                   \
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[0], bias2, m, nudge) >> (shift_), 8); \
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[1], bias2, m, nudge) >> (shift_), 8); \
+    }
+#define MCT_DSP_RQ_CASE(shift_) \
+    case shift_:                \
+        MCT_DSP_RQ_PAIRS(shift_) \
+        break;
+
+/* mct_dsp_requantize_pos of 2 * pairs sums (pairs of s[j * stride], s[j * stride + 1]) clamped to int8 into y,
+ * no mask: the shift a constant of each case, so SSAT shifts as it saturates (6 instructions an output). */
+static __attribute__((unused)) void mct_dsp_requant_pairs(const int32_t *s, int32_t stride, int32_t pairs,
+                                                          int32_t bias2, int32_t m, int32_t nudge, int32_t right,
+                                                          int8_t *y) {
+    int32_t j = 0;
+    switch (right) {
+        MCT_DSP_RQ_CASE(1) MCT_DSP_RQ_CASE(2) MCT_DSP_RQ_CASE(3) MCT_DSP_RQ_CASE(4) MCT_DSP_RQ_CASE(5)
+        MCT_DSP_RQ_CASE(6) MCT_DSP_RQ_CASE(7) MCT_DSP_RQ_CASE(8) MCT_DSP_RQ_CASE(9) MCT_DSP_RQ_CASE(10)
+        MCT_DSP_RQ_CASE(11) MCT_DSP_RQ_CASE(12) MCT_DSP_RQ_CASE(13) MCT_DSP_RQ_CASE(14) MCT_DSP_RQ_CASE(15)
+        MCT_DSP_RQ_CASE(16) MCT_DSP_RQ_CASE(17) MCT_DSP_RQ_CASE(18) MCT_DSP_RQ_CASE(19) MCT_DSP_RQ_CASE(20)
+        MCT_DSP_RQ_CASE(21) MCT_DSP_RQ_CASE(22)
+    default: /* outside mct_rq_of's fast range: not called there */
+        MCT_DSP_RQ_PAIRS(right)
+    }
+}
+#undef MCT_DSP_RQ_CASE
+#undef MCT_DSP_RQ_PAIRS
 
 /* ---- loads and unpacking ---- */
 
@@ -325,26 +365,6 @@ static inline void mct_dsp_pw_unpacked(const int32_t *xb, const int32_t *wb, int
         b1 = __smlad(o1, vo, __smlad(e1, ve, b1));
     }
     s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
-}
-
-/* ---- the first conv (a groups-1 k x k conv on few input channels, mct_fused.c general_row) ---- */
-
-/* The sums of 2 output channels x 2 output columns over ``words`` words of int16 pairs (an even count):
- * xb [words][2] the two columns' taps (x - z), wb [words][2] the two channels' weights in the same order;
- * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs;
- * a count known when inlined (the 3x3 conv on 3 channels: 14) unrolls whole, no pointer steps. */
-static inline __attribute__((always_inline)) void mct_dsp_patch_2x2(const int32_t *xb, const int32_t *wb,
-                                                                   int32_t words, int32_t *su, int32_t *sv) {
-    int32_t ua = 0, ub = 0, va = 0, vb = 0;
-#pragma GCC unroll 16
-    for (int32_t t = 0; t < words; ++t) {
-        const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
-        ua = __smlad(pa, wu, ua);
-        ub = __smlad(pb, wu, ub);
-        va = __smlad(pa, wv, va);
-        vb = __smlad(pb, wv, vb);
-    }
-    su[0] = ua, su[1] = ub, sv[0] = va, sv[1] = vb;
 }
 
 /* ---- depthwise rows ---- */

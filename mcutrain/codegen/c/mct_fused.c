@@ -46,6 +46,24 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
 #define MCT_PATCH_MAX 40    /* most words of one column's patch: in_c * k * k <= 80 taps (5x5 on 3) */
 #define MCT_PATCH_COLS 32   /* most columns a chunk (their int32 sums of two channels on the stack) */
 
+/* The sums of 2 output channels x 2 output columns over ``words`` words of int16 pairs (an even count):
+ * xb [words][2] the two columns' taps (x - z), wb [words][2] the two channels' weights in the same order;
+ * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs;
+ * a count known when inlined (the 3x3 conv on 3 channels: 14) unrolls whole, no pointer steps. */
+static inline __attribute__((always_inline)) void mct_dsp_patch_2x2(const int32_t *xb, const int32_t *wb,
+                                                                   int32_t words, int32_t *su, int32_t *sv) {
+    int32_t ua = 0, ub = 0, va = 0, vb = 0;
+#pragma GCC unroll 16
+    for (int32_t t = 0; t < words; ++t) {
+        const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
+        ua = __smlad(pa, wu, ua);
+        ub = __smlad(pb, wu, ub);
+        va = __smlad(pa, wv, va);
+        vb = __smlad(pb, wv, vb);
+    }
+    su[0] = ua, su[1] = ub, sv[0] = va, sv[1] = vb;
+}
+
 /* The order of a column's taps in its patch, as SMLAD pairs them: tap[v] = (i * k + a) * k + b (input
  * channel i, tap row a, column b), -1 for a zero past the taps. k = 3: (b = 0, b = 2) of each tap row
  * first (SXTB16 of the row's 4 bytes at the window), then the middle taps of two tap rows a word (the
@@ -129,40 +147,18 @@ static void patch_columns(const mct_conv *p, const int8_t *x, int32_t x_cs, cons
     }
 }
 
-/* ORs the n <= 24 low bits of ``bits`` into the mask from bit ``bit`` on (masks are cleared before a kernel
- * writes them: mct_put_bit only sets). */
-static void or_bits(uint8_t *mask, int32_t bit, uint32_t bits, int32_t n) {
-    uint8_t *b = mask + (bit >> 3);
-    bits <<= bit & 7;
-    for (n += bit & 7; n > 0; n -= 8, bits >>= 8) *b++ |= (uint8_t)bits;
-}
-
-/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): the requantization's
- * constants in registers, 7 instructions an output, the clamp mask's bits gathered 24 at a time (mct_rq_out
- * for the rare constants mct_rq_of does not take fast). */
+/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): without a mask
+ * mct_dsp_requant_pairs (the constants in registers, SSAT shifting), else mct_rq_out's. */
 static void patch_requant(const mct_conv *p, int32_t o, const int32_t *s, int32_t m, int32_t c0, const row_target *t) {
     const mct_rq q = mct_rq_of(p, o);
     int8_t *y = t->y + o * t->y_cs + c0;
-    const int32_t bit = t->bit0 + o * t->bit_cs + c0;
-    if (!q.fast) {
-        for (int32_t j = 0; j < m; ++j) mct_rq_out(&q, s[j], y + j, t->mask, bit + j);
+    if (t->mask != NULL || !q.fast) {
+        for (int32_t j = 0; j < m; ++j) mct_rq_out(&q, s[j], y + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
         return;
     }
-    const int32_t bias2 = q.bias2, mul = q.multiplier, nudge = q.nudge, right = q.right;
-    if (t->mask == NULL) {
-        for (int32_t j = 0; j < m; ++j) y[j] = (int8_t)__ssat(mct_dsp_requantize_pos(s[j], bias2, mul, nudge, right), 8);
-        return;
-    }
-    for (int32_t j0 = 0; j0 < m; j0 += 24) {
-        const int32_t n = mct_imin(24, m - j0);
-        uint32_t bits = 0;
-        for (int32_t j = 0; j < n; ++j) {
-            const int32_t v = mct_dsp_requantize_pos(s[j0 + j], bias2, mul, nudge, right);
-            y[j0 + j] = (int8_t)__ssat(v, 8);
-            bits |= (uint32_t)((uint32_t)(v + 127) < 254u) << j; /* -128 < v < 127: mct_rq_out's inside */
-        }
-        or_bits(t->mask, bit + j0, bits, n);
-    }
+    mct_dsp_requant_pairs(s, 2, m >> 1, q.bias2, q.multiplier, q.nudge, q.right, y);
+    if (m & 1) /* the row's odd last column */
+        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], q.bias2, q.multiplier, q.nudge, q.right), 8);
 }
 
 /* Channels [o0, o1) at the m columns from c0 whose patches are in ``patches``: each channel pair's sums over

@@ -20,6 +20,12 @@ static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
 #endif
 }
 
+/* Where output channel o0 + k of count goes: row k of y (channel stride y_cs), or ``last`` for the last channel
+ * where that is not NULL (mct_pointwise_depthwise: its last expanded channel goes to the scratch). */
+static int8_t *out_row(int8_t *y, int32_t y_cs, int8_t *last, int32_t k, int32_t count) {
+    return last != NULL && k == count - 1 ? last : y + k * y_cs;
+}
+
 /* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
 #define MCT_PW_TWO(u_, v_, i0, i1)                                              \
     for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
@@ -223,18 +229,7 @@ static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t 
         }
         return;
     }
-    const int32_t bias2 = q->bias2, m = q->multiplier, nudge = q->nudge, right = q->right;
-    int32_t j = 0;
-    for (; j + 2 <= pairs; j += 2, s += 8, y += 4) { /* two pairs a step: the loop's own steps halved */
-        y[0] = (int8_t)__ssat(mct_dsp_requantize_pos(s[0], bias2, m, nudge, right), 8);
-        y[1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[1], bias2, m, nudge, right), 8);
-        y[2] = (int8_t)__ssat(mct_dsp_requantize_pos(s[4], bias2, m, nudge, right), 8);
-        y[3] = (int8_t)__ssat(mct_dsp_requantize_pos(s[5], bias2, m, nudge, right), 8);
-    }
-    if (j < pairs) {
-        y[0] = (int8_t)__ssat(mct_dsp_requantize_pos(s[0], bias2, m, nudge, right), 8);
-        y[1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[1], bias2, m, nudge, right), 8);
-    }
+    mct_dsp_requant_pairs(s, 4, pairs, q->bias2, q->multiplier, q->nudge, q->right, y);
 }
 
 /* Position pairs whose sums are held at once (pw_sums, pw_requant): 256 bytes of stack. */
@@ -248,7 +243,7 @@ static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t 
  * position pairs, the input is widened once (zero point subtracted) and read by every output pair. Returns
  * the positions done (0: not taken, too few output channels or too many input channels). */
 static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x,
-                                                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_cs,
+                                                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_cs, int8_t *last,
                                                         uint8_t *mask, int32_t bit0, int32_t bit_cs) {
     const int32_t in_c = p->in_c, pair_words = ((in_c + 3) >> 2) * MCT_DSP_GROUP_WORDS, all = n >> 1;
     if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || pair_words > MCT_PW_WIDE_WORDS) return 0;
@@ -269,7 +264,8 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
             const pw_runs w = pw_runs_of(&r0, two ? &r1 : &r0, in_c);
             if (unpack) pw_unpack(&w, unpacked);
             const mct_rq qa = mct_rq_of(p, o), qb = mct_rq_of(p, o + two);
-            int8_t *ya = y + (o - o0) * y_cs + q0;
+            int8_t *ya = out_row(y, y_cs, last, o - o0, o1 - o0) + q0;
+            int8_t *yb = out_row(y, y_cs, last, o + 1 - o0, o1 - o0) + q0;
             const int32_t ba = bit0 + (o - o0) * bit_cs + q0;
             for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS) {
                 const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
@@ -278,7 +274,7 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
                 else
                     pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
                 pw_requant(&qa, sums, m, ya + 2 * j, mask, ba + 2 * j);
-                if (two) pw_requant(&qb, sums + 2, m, ya + y_cs + 2 * j, mask, ba + bit_cs + 2 * j);
+                if (two) pw_requant(&qb, sums + 2, m, yb + 2 * j, mask, ba + bit_cs + 2 * j);
             }
             o += 1 + two;
         }
@@ -287,9 +283,11 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
 }
 #endif
 
-void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
-                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
-#if MCT_SIMD || MCT_MVE
+/* mct_pointwise, the last channel's row at ``last`` where that is not NULL (out_row). Inlined in its two
+ * callers: no stack frame between theirs and pointwise_wide's. */
+static inline __attribute__((always_inline)) void pointwise_into(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n,
+                           int8_t *y, int32_t y_cs, int8_t *last, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+#if MCT_SIMD || MCT_MVE /* never with a ``last`` (mct_pointwise_depthwise) */
 #if MCT_SIMD
     const int32_t done = mct_simd_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
 #else
@@ -302,28 +300,36 @@ void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, i
     if (n == 0) return;
 #endif
 #if MCT_DSP
-    const int32_t wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
+    const int32_t wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, last, mask, bit0, bit_cs);
     x += wide; /* the last position of an odd n (or all: not taken) by the loops below */
     y += wide;
+    if (last != NULL) last += wide;
     bit0 += wide;
     n -= wide;
     if (n == 0) return;
 #endif
     int32_t o = o0;
     while (o < o1) {
-        const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
+        const int32_t bit = bit0 + (o - o0) * bit_cs;
+        int8_t *ya = out_row(y, y_cs, last, o - o0, o1 - o0);
         const mct_weight_row r0 = mct_row_of(&p->w, o);
         if (o + 1 < o1) {
             const mct_weight_row r1 = mct_row_of(&p->w, o + 1);
             if (r1.split == r0.split) {
-                pointwise_two(p, o, &r0, &r1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
+                int8_t *yb = out_row(y, y_cs, last, o + 1 - o0, o1 - o0);
+                pointwise_two(p, o, &r0, &r1, x, x_cs, n, ya, yb, mask, bit, bit + bit_cs);
                 o += 2;
                 continue;
             }
         }
-        pointwise_one(p, o, &r0, x, x_cs, n, y + at, mask, bit);
+        pointwise_one(p, o, &r0, x, x_cs, n, ya, mask, bit);
         o += 1;
     }
+}
+
+void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+    pointwise_into(p, o0, o1, x, x_cs, n, y, y_cs, NULL, mask, bit0, bit_cs);
 }
 
 void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
@@ -349,8 +355,13 @@ void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const i
         if (out_n <= in_n) /* planes in the output: (out_c - c - 1) * out_n bytes past channel c */
             g = mct_imin(out_c - c, 1 + (int32_t)((int64_t)(out_c - c - 1) * out_n / in_n));
         int8_t *planes = y + (size_t)(c + 1) * (size_t)out_n;
+#if MCT_DSP && !MCT_MVE /* one call for the pass: the widened input is read by its last channel too (the
+                         * Helium path writes rows at y_cs only) */
+        pointwise_into(expand, c, c + g, x, in_n, in_n, planes, in_n, scratch, NULL, 0, 0);
+#else
         if (g > 1) mct_pointwise(expand, c, c + g - 1, x, in_n, in_n, planes, in_n, NULL, 0, 0);
         mct_pointwise_channel(expand, c + g - 1, x, scratch, NULL, 0);
+#endif
         for (int32_t j = 0; j < g; ++j)
             mct_depthwise_channel(dw, c + j, j < g - 1 ? planes + (size_t)j * (size_t)in_n : scratch,
                                   y + (size_t)(c + j) * (size_t)out_n, mask, (c + j) * out_n);
