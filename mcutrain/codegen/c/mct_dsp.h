@@ -5,13 +5,14 @@
  * does two multiply-accumulates per instruction on 16-bit pairs, SMMULR / SSAT round and saturate in
  * one. The functions here compute the SAME int32 sums (integer sums are exact in any order) and the
  * same roundings where that measured faster on the Cortex-M7 (bench/m7_hotspots.py: instructions per
- * function and source line under QEMU): the requantization of every conv output (mct_dsp_requantize,
- * used by mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3 stride-1
- * depthwise rows two outputs per step, stride-2 3-tap rows four outputs per step (the first conv and the
- * stride-2 depthwise rows), interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
- * convs' weight sums. Everything else (channel and position tails, one-output-channel 1x1 convs: tried
- * with SMLAxy, no faster than the portable loop; edges, padding, other kernels) stays on the portable
- * code, which calls these first and finishes what they leave. Chosen when the folder is generated
+ * function and source line under QEMU): the requantization of every conv output (mct_dsp_requantize_pos,
+ * used by mct_rq_out in mct_kernels.h; runs of outputs with SSAT shifting: mct_dsp_requant_pairs), 1x1
+ * convs two output channels at a time (on a widened input, with weights unpacked once) or one (channel
+ * pairs joined by PKH), interior 3x3 stride-1 depthwise rows two outputs per step, stride-2 3-tap depthwise
+ * rows four outputs per step, interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
+ * convs' weight sums (the first conv's im2col: mct_fused.c). Everything else (channel and position tails,
+ * edges, padding, other kernels) stays on the portable code, which calls these first and finishes what
+ * they leave. Chosen when the folder is generated
  * (``MCT_DSP`` in mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this
  * header defines nothing.
  *
@@ -348,10 +349,11 @@ static inline void mct_dsp_unpack_w(const int8_t *u, int32_t d, int32_t groups, 
     for (int32_t g = 0; g < groups; ++g, u += 4, out += 4) mct_dsp_unpack_group(mct_ld32(u), mct_ld32(u + d), out);
 }
 
-/* mct_dsp_pw_wide on weights unpacked once for all position pairs (wb: mct_dsp_unpack_group's words per group):
- * per group 4 LDRD and 8 SMLAD for 16 MACs, no SXTB16 (unpacking the weights for every pair cost 4 more). */
+/* mct_dsp_pw_wide on weights unpacked once for all position pairs (wb: mct_dsp_unpack_group's words per group),
+ * the sums stored (not added) in s[0..3]: per group 4 LDRD and 8 SMLAD for 16 MACs, no SXTB16 (unpacking the
+ * weights for every pair cost 4 more). */
 static inline void mct_dsp_pw_unpacked(const int32_t *xb, const int32_t *wb, int32_t groups, int32_t *s) {
-    int32_t a0 = s[0], a1 = s[1], b0 = s[2], b1 = s[3];
+    int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
     const int32_t *const end = wb + MCT_DSP_GROUP_WORDS * groups;
     while (wb < end) {
         int32_t e0, o0, e1, o1, ue, uo, ve, vo;

@@ -213,10 +213,7 @@ static void pw_unpack(const pw_runs *w, int32_t *out) {
 /* pw_sums on a pair's unpacked weights (``groups`` in all). */
 static void pw_sums_unpacked(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
                              int32_t *s) {
-    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) {
-        s[0] = s[1] = s[2] = s[3] = 0;
-        mct_dsp_pw_unpacked(xb, wb, groups, s);
-    }
+    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) mct_dsp_pw_unpacked(xb, wb, groups, s);
 }
 
 /* One output channel's 2 * pairs outputs from s[4j], s[4j + 1] (pw_sums' layout, s offset by 2: the second
@@ -285,8 +282,10 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
 
 /* mct_pointwise, the last channel's row at ``last`` where that is not NULL (out_row). Inlined in its two
  * callers: no stack frame between theirs and pointwise_wide's. */
-static inline __attribute__((always_inline)) void pointwise_into(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n,
-                           int8_t *y, int32_t y_cs, int8_t *last, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+static inline __attribute__((always_inline)) void pointwise_into(const mct_conv *p, int32_t o0, int32_t o1,
+                                                                 const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                                                                 int32_t y_cs, int8_t *last, uint8_t *mask,
+                                                                 int32_t bit0, int32_t bit_cs) {
 #if MCT_SIMD || MCT_MVE /* never with a ``last`` (mct_pointwise_depthwise) */
 #if MCT_SIMD
     const int32_t done = mct_simd_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
