@@ -70,6 +70,14 @@ static inline int32_t mct_dsp_requantize_pos(int32_t sum, int32_t bias2, int32_t
     return mct_dsp_requantize_unshifted(sum, bias2, m, nudge) >> right;
 }
 
+/* ORs the n <= 24 low bits of ``bits`` into the mask from bit ``bit`` on: one read-modify-write a byte, not
+ * one a bit (masks are cleared before a kernel writes them; mct_put_bit only sets bits too). */
+static inline void mct_dsp_or_bits(uint8_t *mask, int32_t bit, uint32_t bits, int32_t n) {
+    uint8_t *b = mask + (bit >> 3);
+    bits <<= bit & 7;
+    for (n += bit & 7; n > 0; n -= 8, bits >>= 8) *b++ |= (uint8_t)bits;
+}
+
 /* Two outputs a pair, y[2j], y[2j + 1] = the int8 of sums s[j * stride], s[j * stride + 1], two pairs a step. */
 #define MCT_DSP_RQ_PAIRS(shift_)                                                                     \
     for (; j + 2 <= pairs; j += 2, s += 2 * stride, y += 4) {                                      \

@@ -115,7 +115,17 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
         int32_t s[4] = {-z, -z, -z, -z};
         if (split > 0) mct_dsp_pw_one(x + q, x_cs, r->lo, split, s);
         if (split < in_c) mct_dsp_pw_one(x + q + split * x_cs, x_cs, r->hi + split, in_c - split, s);
-        for (int32_t j = 0; j < 4; ++j) mct_rq_out(&rq, s[j], y + q + j, mask, bit0 + q + j);
+        if (mask == NULL || !rq.fast) {
+            for (int32_t j = 0; j < 4; ++j) mct_rq_out(&rq, s[j], y + q + j, mask, bit0 + q + j);
+            continue;
+        }
+        uint32_t inside = 0; /* the 4 mask bits at once (the block backward's recomputations want them) */
+        for (int32_t j = 0; j < 4; ++j) {
+            const int32_t v = mct_dsp_requantize_pos(s[j], rq.bias2, rq.multiplier, rq.nudge, rq.right);
+            y[q + j] = (int8_t)__ssat(v, 8);
+            inside |= (uint32_t)((uint32_t)(v + 127) < 254u) << j; /* -128 < v < 127: mct_rq_out's bit */
+        }
+        mct_dsp_or_bits(mask, bit0 + q, inside, 4);
     }
 #endif
     for (; q + 8 <= n; q += 8) {
@@ -141,9 +151,10 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
  * and the 4 KB stack reserve (cortex_m7.STACK_RESERVE) covers it without the memory planner knowing of it.
  * 2 KB: one position pair of up to 512 input channels, or a whole 64-wide row of 16. */
 #define MCT_PW_WIDE_WORDS 512
-/* Fewer output channels than this per call: the input is read as many times as there are output pairs, not
- * enough to pay for widening it (mct_dsp_pw_two instead). */
-#define MCT_PW_WIDE_MIN_OUT 4
+/* Fewer output channels than this per call: one channel on the widened input would pay for a pair's loop
+ * (mct_dsp_pw_one instead); from two on, widening once beat mct_dsp_pw_two (3 channels: 1.75 instructions a
+ * MAC instead of 2.0, Proxyless' row windows of 2-3 expanded channels: -3.3 M an inference). */
+#define MCT_PW_WIDE_MIN_OUT 2
 
 /* A pair of weight rows (same SRAM/Flash split) over the widened groups: groups [0, lo_groups) from the
  * SRAM slice, [hi_g0, hi_g0 + hi_groups) from Flash, and at most two groups gathered byte by byte (the one
