@@ -40,7 +40,7 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
 #if MCT_DSP
 /* The DSP build's groups-1 conv row (the first conv): im2col. Each output column's taps, (x - z) as int16
  * pairs in a stack table, are read by every output channel; 2 channels x 2 columns a step
- * (mct_dsp_patch_2x2). Padding taps are 0 (x = z), so edge columns take the same loop and no weight sums
+ * (patch_2x2). Padding taps are 0 (x = z), so edge columns take the same loop and no weight sums
  * are needed: sum (x - z) w is the portable code's integer. */
 #define MCT_PATCH_WORDS 224 /* int32 words of each of the two stack tables (patches, weights): 896 bytes */
 #define MCT_PATCH_MAX 40    /* most words of one column's patch: in_c * k * k <= 80 taps (5x5 on 3) */
@@ -48,13 +48,24 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
 
 /* The sums of 2 output channels x 2 output columns over ``words`` words of int16 pairs (an even count):
  * xb [words][2] the two columns' taps (x - z), wb [words][2] the two channels' weights in the same order;
- * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs;
- * a count known when inlined (the 3x3 conv on 3 channels: 14) unrolls whole, no pointer steps. */
-static inline __attribute__((always_inline)) void mct_dsp_patch_2x2(const int32_t *xb, const int32_t *wb,
-                                                                   int32_t words, int32_t *su, int32_t *sv) {
+ * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs. */
+static void patch_2x2(const int32_t *xb, const int32_t *wb, int32_t words, int32_t *su, int32_t *sv) {
     int32_t ua = 0, ub = 0, va = 0, vb = 0;
-#pragma GCC unroll 16
     for (int32_t t = 0; t < words; ++t) {
+        const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
+        ua = __smlad(pa, wu, ua);
+        ub = __smlad(pb, wu, ub);
+        va = __smlad(pa, wv, va);
+        vb = __smlad(pb, wv, vb);
+    }
+    su[0] = ua, su[1] = ub, sv[0] = va, sv[1] = vb;
+}
+
+/* patch_2x2 of the 3x3 conv on 3 channels (14 words), unrolled whole: no pointer steps or loop. */
+static void patch_2x2_14(const int32_t *xb, const int32_t *wb, int32_t *su, int32_t *sv) {
+    int32_t ua = 0, ub = 0, va = 0, vb = 0;
+#pragma GCC unroll 14
+    for (int32_t t = 0; t < 14; ++t) {
         const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
         ua = __smlad(pa, wu, ua);
         ub = __smlad(pb, wu, ub);
@@ -169,10 +180,10 @@ static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32
     for (int32_t o = o0; o < o1; o += 2) {
         const int32_t *w = weights + (o - o0) * words;
         for (int32_t c = 0; c < m; c += 2) {
-            if (words == 14) /* the 3x3 conv on 3 channels, unrolled */
-                mct_dsp_patch_2x2(patches + c * words, w, 14, su + c, sv + c);
+            if (words == 14) /* the 3x3 conv on 3 channels */
+                patch_2x2_14(patches + c * words, w, su + c, sv + c);
             else
-                mct_dsp_patch_2x2(patches + c * words, w, words, su + c, sv + c);
+                patch_2x2(patches + c * words, w, words, su + c, sv + c);
         }
         patch_requant(p, o, su, m, c0, t);
         if (o + 1 < o1) patch_requant(p, o + 1, sv, m, c0, t);
