@@ -13,6 +13,7 @@ selectable and equal, the dsp build really uses SMLAD, and the host refuses a ds
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -26,6 +27,7 @@ from mcutrain.codegen.host import read_manifest
 from mcutrain.codegen.targets import check_target_kernels
 from mcutrain.models.specs import NetSpec, _chain
 from mcutrain.quant.fixedpoint import multiply_by_quantized_multiplier
+from mcutrain.quant.qmodel import QTensor
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from mcutrain.sparse.scheme import Scheme
@@ -50,10 +52,32 @@ TAILS = NetSpec("dsp-tails", 5, _chain(5, [
 TAILS_SEED = 6
 
 
+# First convs of the DSP row path (mct_fused.c general_row_dsp, im2col): "first-odd" a 3x3 stride-2 conv on 3
+# channels (the unrolled 14-word patches) to 7 channels (an odd last channel paired with itself) over 15
+# columns (an odd last column; both edges bounded), then 1x1 convs to 1 and 3 channels (one output channel
+# on mct_dsp_pw_one: rows of 15 positions, a tail of 3); "first-5x5" a 5x5 stride-1 conv (75 taps: the
+# natural tap order, 38 words, chunks of 4 columns and groups of 4 channels over 21 columns); "first-7x7"
+# a 7x7 stride-2 conv (147 taps: more than a patch holds, the portable row).
+FIRST_CONV_X_ZERO = 9
+FIRST_CONVS = {
+    "first-odd": (NetSpec("dsp-first-odd", 7, _chain(7, [(None, 4, 3, 1), (6, 5, 3, 2), (1, 3, 3, 1)]),
+                          default_resolution=29), 29, 6),
+    "first-5x5": (NetSpec("dsp-first-5x5", 6, _chain(6, [(None, 5, 3, 1), (9, 4, 3, 2)]), default_resolution=21,
+                          stem_kernel=5, stem_stride=1), 21, 2),
+    "first-7x7": (NetSpec("dsp-first-7x7", 5, _chain(5, [(None, 6, 3, 1), (7, 4, 3, 1)]), default_resolution=16,
+                          stem_kernel=7), 16, 2),
+}
+
+
 @lru_cache(maxsize=None)
 def _model(name: str):
     if name == "tails":
         return random_qmodel(TAILS, 55, CLASSES, seed=TAILS_SEED)[0]
+    if name in FIRST_CONVS:  # an input zero point other than 0: the im2col subtracts it
+        spec, resolution, seed = FIRST_CONVS[name]
+        q = random_qmodel(spec, resolution, CLASSES, seed=seed)[0]
+        x = QTensor(q.input.scale, FIRST_CONV_X_ZERO)
+        return replace(q, input=x, first_conv=replace(q.first_conv, x=x))
     return general_qmodel(name)
 
 
@@ -127,6 +151,13 @@ def test_dsp_firmware_equals_the_host_build_bit_for_bit(runs, name, scheme):
 
 
 @needs_tools
+@pytest.mark.parametrize("name", sorted(FIRST_CONVS))
+def test_dsp_first_convs_and_one_channel_1x1s_equal_the_host_build(runs, name):
+    run, _ = runs(name, "last-k:2", "dsp")
+    print(f"{name} (dsp): {run.predict_instructions.mean():.0f} instructions per inference")
+
+
+@needs_tools
 def test_portable_firmware_stays_selectable_equal_and_slower(runs):
     portable, folder = runs("tails", "last-k:2", "portable")
     assert _instructions(folder).get("smlad", 0) == 0
@@ -187,3 +218,26 @@ def test_the_dsp_requantization_is_the_reference_mbqm_clamped(total, multiplier,
     v = _dsp_requantize(total, multiplier, right, y_zero)
     assert max(-128, min(127, v)) == max(-128, min(127, reference))
     assert (-128 < v < 127) == (-128 < reference < 127)
+
+
+def _dsp_requantize_pos(total: int, multiplier: int, right: int, y_zero: int) -> int:
+    """mct_dsp.h's mct_dsp_requantize_pos, instruction by instruction: the sign term of the rounding taken
+    from 2a (known before the multiply) and added with the nudge inside SMMLAR's rounding."""
+    doubled = 2 * total                                        # ADD with LSL #1
+    nudge = 2 ** (right - 1) + y_zero * 2**right + (doubled >> 31)  # ADD with ASR #31
+    s = (nudge * 2**32 + doubled * multiplier + 2**31) >> 32   # SMMLAR
+    assert all(-2**31 <= v < 2**31 for v in (doubled, nudge, s))
+    return s >> right                                          # ASR by register
+
+
+@settings(max_examples=1000, deadline=None)
+@given(total=st.integers(-2**30 + 1, 2**30 - 1), multiplier=st.integers(1, 2**31 - 1),
+       right=st.integers(1, 22), y_zero=st.integers(-128, 127))
+@example(total=-1, multiplier=1, right=1, y_zero=0)  # a < 0 but x = 0: the sign term must change nothing
+@example(total=-2**30 + 1, multiplier=2**31 - 1, right=22, y_zero=127)
+@example(total=-3 * 2**7, multiplier=2**30, right=8, y_zero=0)  # a negative tie, rounded away from zero
+@example(total=-2**23, multiplier=2**30, right=1, y_zero=-128)
+def test_the_positive_multiplier_requantization_is_the_general_one(total, multiplier, right, y_zero):
+    """mct_rq_out's requantization (a positive multiplier: mct_rq_of's fast conditions) gives exactly the value
+    of mct_dsp_requantize, so the same int8 output and inside bit as the reference."""
+    assert _dsp_requantize_pos(total, multiplier, right, y_zero) == _dsp_requantize(total, multiplier, right, y_zero)

@@ -5,14 +5,15 @@
  * does two multiply-accumulates per instruction on 16-bit pairs, SMMULR / SSAT round and saturate in
  * one. The functions here compute the SAME int32 sums (integer sums are exact in any order) and the
  * same roundings where that measured faster on the Cortex-M7 (bench/m7_hotspots.py: instructions per
- * function and source line under QEMU): the requantization of every conv output (mct_dsp_requantize,
- * used by mct_rq_out in mct_kernels.h), 1x1 convs two output channels at a time, interior 3x3 stride-1
- * depthwise rows two outputs per step, stride-2 3-tap rows four outputs per step (the first conv and the
- * stride-2 depthwise rows), interior 5x5 / 7x7 stride-1 depthwise rows two outputs per step, the 1x1
- * convs' weight sums. On a core without Helium the depthwise convs run in mct_depthwise.c (whole rows and
- * planes on padded copies, 5x5 / 7x7 four outputs per step: mct_dsp_row{5,7}_four(_s2)). Everything else (channel and position tails, one-output-channel 1x1 convs: tried
- * with SMLAxy, no faster than the portable loop; edges, padding, other kernels) stays on the portable
- * code, which calls these first and finishes what they leave. Chosen when the folder is generated
+ * function and source line under QEMU): the requantization of every conv output (mct_dsp_requantize_pos,
+ * used by mct_rq_out in mct_kernels.h; runs of outputs with SSAT shifting: mct_dsp_requant_pairs), 1x1
+ * convs two output channels at a time (on a widened input, with weights unpacked once) or one (channel
+ * pairs joined by PKH), the 1x1 convs' weight sums (the first conv's im2col: mct_fused.c), and the
+ * depthwise rows' helpers: interior 3x3 stride-1 rows two outputs per step, stride-2 3-tap rows four,
+ * 5x5 / 7x7 rows four (mct_dsp_row{5,7}_four(_s2)). On a core without Helium the depthwise convs run in
+ * mct_depthwise.c (whole rows and planes on padded copies). Everything else (channel and position tails,
+ * edges, padding, other kernels) stays on the portable code, which calls these first and finishes what
+ * they leave. Chosen when the folder is generated
  * (``MCT_DSP`` in mct_kernels.h, mcutrain.codegen.generate(..., kernels="dsp")); with MCT_DSP 0 this
  * header defines nothing.
  *
@@ -54,6 +55,65 @@ static inline int32_t mct_dsp_requantize(int32_t sum, int32_t bias2, int32_t m, 
     __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(bias2 + sum * 2), "r"(m));
     return (x + nudge + (x >> 31)) >> right;
 }
+
+/* The same value for a positive multiplier in 4 instructions (mct_rq_out's, mct_rq_of's fast conditions):
+ * with m > 0, x = SMMULR(2a, m) is < 0 only where a < 0, and where a < 0 and x = 0 adding -1 or 0 before the
+ * shift gives y_zero either way (0 <= 2^(right-1) - 1 < 2^right). So the rounding's sign term is a's,
+ * known before the multiply: SMMLAR adds the nudge + (2a >> 31) into the product's rounding. */
+static inline int32_t mct_dsp_requantize_unshifted(int32_t sum, int32_t bias2, int32_t m, int32_t nudge) {
+    const int32_t a2 = bias2 + sum * 2;
+    int32_t x;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(x) : "r"(a2), "r"(m), "r"(nudge + (a2 >> 31)));
+    return x;
+}
+
+static inline int32_t mct_dsp_requantize_pos(int32_t sum, int32_t bias2, int32_t m, int32_t nudge, int32_t right) {
+    return mct_dsp_requantize_unshifted(sum, bias2, m, nudge) >> right;
+}
+
+/* ORs the n <= 24 low bits of ``bits`` into the mask from bit ``bit`` on: one read-modify-write a byte, not
+ * one a bit (masks are cleared before a kernel writes them; mct_put_bit only sets bits too). */
+static inline void mct_dsp_or_bits(uint8_t *mask, int32_t bit, uint32_t bits, int32_t n) {
+    uint8_t *b = mask + (bit >> 3);
+    bits <<= bit & 7;
+    for (n += bit & 7; n > 0; n -= 8, bits >>= 8) *b++ |= (uint8_t)bits;
+}
+
+/* Two outputs a pair, y[2j], y[2j + 1] = the int8 of sums s[j * stride], s[j * stride + 1], two pairs a step. */
+#define MCT_DSP_RQ_PAIRS(shift_)                                                                     \
+    for (; j + 2 <= pairs; j += 2, s += 2 * stride, y += 4) {                                      \
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[0], bias2, m, nudge) >> (shift_), 8); \
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[1], bias2, m, nudge) >> (shift_), 8); \
+        y[2] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[stride], bias2, m, nudge) >> (shift_), 8); \
+        y[3] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[stride + 1], bias2, m, nudge) >> (shift_), 8); \
+    }                                                                                                \
+    for (; j < pairs; ++j, s += stride, y += 2) {                                                   \
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[0], bias2, m, nudge) >> (shift_), 8); \
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[1], bias2, m, nudge) >> (shift_), 8); \
+    }
+#define MCT_DSP_RQ_CASE(shift_) \
+    case shift_:                \
+        MCT_DSP_RQ_PAIRS(shift_) \
+        break;
+
+/* mct_dsp_requantize_pos of 2 * pairs sums (pairs of s[j * stride], s[j * stride + 1]) clamped to int8 into y,
+ * no mask: the shift a constant of each case, so SSAT shifts as it saturates (6 instructions an output). */
+static __attribute__((unused)) void mct_dsp_requant_pairs(const int32_t *s, int32_t stride, int32_t pairs,
+                                                          int32_t bias2, int32_t m, int32_t nudge, int32_t right,
+                                                          int8_t *y) {
+    int32_t j = 0;
+    switch (right) {
+        MCT_DSP_RQ_CASE(1) MCT_DSP_RQ_CASE(2) MCT_DSP_RQ_CASE(3) MCT_DSP_RQ_CASE(4) MCT_DSP_RQ_CASE(5)
+        MCT_DSP_RQ_CASE(6) MCT_DSP_RQ_CASE(7) MCT_DSP_RQ_CASE(8) MCT_DSP_RQ_CASE(9) MCT_DSP_RQ_CASE(10)
+        MCT_DSP_RQ_CASE(11) MCT_DSP_RQ_CASE(12) MCT_DSP_RQ_CASE(13) MCT_DSP_RQ_CASE(14) MCT_DSP_RQ_CASE(15)
+        MCT_DSP_RQ_CASE(16) MCT_DSP_RQ_CASE(17) MCT_DSP_RQ_CASE(18) MCT_DSP_RQ_CASE(19) MCT_DSP_RQ_CASE(20)
+        MCT_DSP_RQ_CASE(21) MCT_DSP_RQ_CASE(22)
+    default: /* outside mct_rq_of's fast range: not called there */
+        MCT_DSP_RQ_PAIRS(right)
+    }
+}
+#undef MCT_DSP_RQ_CASE
+#undef MCT_DSP_RQ_PAIRS
 
 /* ---- loads and unpacking ---- */
 
@@ -155,6 +215,55 @@ static inline void mct_dsp_pw_two(const int8_t *x, int32_t x_cs, const int8_t *u
     s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
 }
 
+/* PKHBT with LSL #16: the low halfword of lo, the low halfword of hi as the high one. */
+static inline int32_t mct_pkhbt_lsl16(int32_t lo, int32_t hi) {
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+
+/* PKHTB with ASR #16: the high halfword of lo as the low one, the high halfword of hi. */
+static inline int32_t mct_pkhtb_asr16(int32_t hi, int32_t lo) {
+    int32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
+
+/* Input channels [0, count) of ONE output channel (weights u[i]) at the 4 positions x[i * x_cs + 0..3],
+ * added to s[0..3]. SMLAD needs two channels at one position in a word: four channels a step, each a word
+ * of its 4 positions; channels (i, i+2) joined by PKHBT / PKHTB into (a0 a1 c0 c1), (a2 a3 c2 c3), whose
+ * SXTB16 gives the channel pair of positions 0, 2 and, rotated, 1, 3, against SXTB16 of the 4 weight
+ * bytes (pairs (i, i+2), (i+1, i+3)): 5 loads, 4 PKH, 10 SXTB16, 8 SMLAD for 16 MACs (a multiply per
+ * MAC and a byte load per input before). */
+static inline void mct_dsp_pw_one(const int8_t *x, int32_t x_cs, const int8_t *u, int32_t count, int32_t *s) {
+    int32_t s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+    const int8_t *const end = u + (count & ~3);
+    while (u < end) {
+        const int8_t *x2 = x + 2 * x_cs;
+        const int32_t a = mct_ld32(x), b = mct_ld32(x + x_cs), c = mct_ld32(x2), d = mct_ld32(x2 + x_cs);
+        const int32_t w = mct_ldr_post(&u), we = __sxtb16(w), wo = mct_sxtb16_ror8(w);
+        x += 4 * x_cs;
+        const int32_t ac01 = mct_pkhbt_lsl16(a, c), bd01 = mct_pkhbt_lsl16(b, d);
+        s0 = __smlad(__sxtb16(ac01), we, s0);
+        s1 = __smlad(mct_sxtb16_ror8(ac01), we, s1);
+        s0 = __smlad(__sxtb16(bd01), wo, s0);
+        s1 = __smlad(mct_sxtb16_ror8(bd01), wo, s1);
+        const int32_t ac23 = mct_pkhtb_asr16(c, a), bd23 = mct_pkhtb_asr16(d, b);
+        s2 = __smlad(__sxtb16(ac23), we, s2);
+        s3 = __smlad(mct_sxtb16_ror8(ac23), we, s3);
+        s2 = __smlad(__sxtb16(bd23), wo, s2);
+        s3 = __smlad(mct_sxtb16_ror8(bd23), wo, s3);
+    }
+    for (int32_t i = count & ~3; i < count; ++i, x += x_cs, ++u) { /* 1 to 3 channels left */
+        const int32_t w = u[0];
+        s0 += x[0] * w;
+        s1 += x[1] * w;
+        s2 += x[2] * w;
+        s3 += x[3] * w;
+    }
+    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+}
+
 /* ---- 1x1 convs on a widened input (mct_kernels.c pointwise_wide) ---- */
 
 /* The widened input of 2 positions (q, q + 1) and 4 input channels i..i+3 ("a group"), as the 4 words
@@ -234,6 +343,37 @@ static inline void mct_dsp_pw_wide(const int32_t *xb, const int8_t *u, int32_t d
         a1 = __smlad(o1, uo, a1);
         b0 = __smlad(o0, vo, b0);
         b1 = __smlad(o1, vo, b1);
+    }
+    s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+}
+
+/* Two output channels' weight words wu, wv of one group as the 4 words mct_dsp_pw_unpacked reads: (SXTB16(wu),
+ * SXTB16(wu) ror 8, SXTB16(wv), SXTB16(wv) ror 8). */
+static inline void mct_dsp_unpack_group(int32_t wu, int32_t wv, int32_t *out) {
+    out[0] = __sxtb16(wu), out[1] = mct_sxtb16_ror8(wu), out[2] = __sxtb16(wv), out[3] = mct_sxtb16_ror8(wv);
+}
+
+/* ``groups`` groups of two output channels (weights u[i], v[i] = u[i + d]) unpacked into out[4g..4g+3]. */
+static inline void mct_dsp_unpack_w(const int8_t *u, int32_t d, int32_t groups, int32_t *out) {
+    for (int32_t g = 0; g < groups; ++g, u += 4, out += 4) mct_dsp_unpack_group(mct_ld32(u), mct_ld32(u + d), out);
+}
+
+/* mct_dsp_pw_wide on weights unpacked once for all position pairs (wb: mct_dsp_unpack_group's words per group),
+ * the sums stored (not added) in s[0..3]: per group 4 LDRD and 8 SMLAD for 16 MACs, no SXTB16 (unpacking the
+ * weights for every pair cost 4 more). */
+static inline void mct_dsp_pw_unpacked(const int32_t *xb, const int32_t *wb, int32_t groups, int32_t *s) {
+    int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    const int32_t *const end = wb + MCT_DSP_GROUP_WORDS * groups;
+    while (wb < end) {
+        int32_t e0, o0, e1, o1, ue, uo, ve, vo;
+        mct_ldrd_post(&xb, &e0, &o0);
+        mct_ldrd_post(&wb, &ue, &uo);
+        a0 = __smlad(o0, uo, __smlad(e0, ue, a0));
+        mct_ldrd_post(&xb, &e1, &o1);
+        a1 = __smlad(o1, uo, __smlad(e1, ue, a1));
+        mct_ldrd_post(&wb, &ve, &vo);
+        b0 = __smlad(o0, vo, __smlad(e0, ve, b0));
+        b1 = __smlad(o1, vo, __smlad(e1, ve, b1));
     }
     s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
 }

@@ -38,35 +38,182 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
 }
 
 #if MCT_DSP
-#define MCT_DSP_S2_ROWS 12 /* (input channel, tap row) pairs of a 3x3 stride-2 conv on the DSP path */
+/* The DSP build's groups-1 conv row (the first conv): im2col. Each output column's taps, (x - z) as int16
+ * pairs in a stack table, are read by every output channel; 2 channels x 2 columns a step
+ * (patch_2x2). Padding taps are 0 (x = z), so edge columns take the same loop and no weight sums
+ * are needed: sum (x - z) w is the portable code's integer. */
+#define MCT_PATCH_WORDS 224 /* int32 words of each of the two stack tables (patches, weights): 896 bytes */
+#define MCT_PATCH_MAX 40    /* most words of one column's patch: in_c * k * k <= 80 taps (5x5 on 3) */
+#define MCT_PATCH_COLS 32   /* most columns a chunk (their int32 sums of two channels on the stack) */
 
-/* Interior columns of output channel o of a 3x3 stride-2 conv with in_c <= 4 (the first conv), four at a
- * time from lo on (mct_dsp_s2_row4 per input channel and tap row); returns the first column left to the
- * portable loop. */
-static int32_t general_inside_dsp(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
-                                  int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
-    if (p->k != 3 || p->kw != 3 || p->stride != 2 || p->stride_w != 2 || p->in_c * 3 > MCT_DSP_S2_ROWS) return lo;
-    const int8_t *rows[MCT_DSP_S2_ROWS];
-    int32_t w02[MCT_DSP_S2_ROWS], w1[MCT_DSP_S2_ROWS], n = 0;
-    for (int32_t i = 0; i < p->in_c; ++i) {
-        const int8_t *w = mct_weight_at(&p->w, o, i);
-        for (int32_t a = 0; a < 3; ++a)
-            if (off[a] >= 0) {
-                rows[n] = x + i * x_cs + off[a] - p->pad_left;
-                w02[n] = mct_dsp_w02(w + 3 * a);
-                w1[n++] = w[3 * a + 1];
-            }
+/* The sums of 2 output channels x 2 output columns over ``words`` words of int16 pairs (an even count):
+ * xb [words][2] the two columns' taps (x - z), wb [words][2] the two channels' weights in the same order;
+ * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs. */
+static void patch_2x2(const int32_t *xb, const int32_t *wb, int32_t words, int32_t *su, int32_t *sv) {
+    int32_t ua = 0, ub = 0, va = 0, vb = 0;
+    for (int32_t t = 0; t < words; ++t) {
+        const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
+        ua = __smlad(pa, wu, ua);
+        ub = __smlad(pb, wu, ub);
+        va = __smlad(pa, wv, va);
+        vb = __smlad(pb, wv, vb);
     }
+    su[0] = ua, su[1] = ub, sv[0] = va, sv[1] = vb;
+}
+
+/* patch_2x2 of the 3x3 conv on 3 channels (14 words), unrolled whole: no pointer steps or loop. */
+static void patch_2x2_14(const int32_t *xb, const int32_t *wb, int32_t *su, int32_t *sv) {
+    int32_t ua = 0, ub = 0, va = 0, vb = 0;
+#pragma GCC unroll 14
+    for (int32_t t = 0; t < 14; ++t) {
+        const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
+        ua = __smlad(pa, wu, ua);
+        ub = __smlad(pb, wu, ub);
+        va = __smlad(pa, wv, va);
+        vb = __smlad(pb, wv, vb);
+    }
+    su[0] = ua, su[1] = ub, sv[0] = va, sv[1] = vb;
+}
+
+/* The order of a column's taps in its patch, as SMLAD pairs them: tap[v] = (i * k + a) * k + b (input
+ * channel i, tap row a, column b), -1 for a zero past the taps. k = 3: (b = 0, b = 2) of each tap row
+ * first (SXTB16 of the row's 4 bytes at the window), then the middle taps of two tap rows a word (the
+ * rotated SXTB16's low halves, joined); any other k: the natural order. Returns the words (even). */
+static int32_t patch_order(int32_t tap_rows, int32_t k, int16_t *tap) {
+    int32_t n = 0;
+    if (k == 3) {
+        for (int32_t r = 0; r < tap_rows; ++r) tap[n++] = (int16_t)(3 * r), tap[n++] = (int16_t)(3 * r + 2);
+        for (int32_t r = 0; r < tap_rows; ++r) tap[n++] = (int16_t)(3 * r + 1);
+    } else {
+        for (; n < tap_rows * k; ++n) tap[n] = (int16_t)n;
+    }
+    const int32_t words = (((n + 1) >> 1) + 1) & ~1;
+    while (n < 2 * words) tap[n++] = -1;
+    return words;
+}
+
+static int32_t pair16(int32_t lo, int32_t hi) { return (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)hi << 16)); }
+
+/* The weights of channels [o0, o1) in patch order, [channel pair][word][2] (an odd last channel paired
+ * with itself): each channel's kernel gathered once (in_c * k * k <= 2 * MCT_PATCH_MAX bytes), then picked. */
+static void patch_weights(const mct_conv *p, int32_t o0, int32_t o1, const int16_t *tap, int32_t words,
+                          int32_t *table) {
+    const int32_t kk = p->k * p->k;
+    int8_t kernel[2 * MCT_PATCH_MAX + 1];
+    kernel[0] = 0; /* tap -1: the zero past the taps */
+    for (int32_t o = o0; o < o1; ++o) {
+        for (int32_t i = 0; i < p->in_c; ++i) memcpy(kernel + 1 + i * kk, mct_weight_at(&p->w, o, i), (size_t)kk);
+        int32_t *dst = table + ((o - o0) >> 1) * 2 * words + ((o - o0) & 1);
+        for (int32_t t = 0; t < words; ++t) dst[2 * t] = pair16(kernel[1 + tap[2 * t]], kernel[1 + tap[2 * t + 1]]);
+        if (o == o1 - 1 && ((o - o0) & 1) == 0) /* an odd last channel: its pair's second row repeats it */
+            for (int32_t t = 0; t < words; ++t) dst[2 * t + 1] = dst[2 * t];
+    }
+}
+
+/* Column ox's patch, tap by tap, bounded (edges, padding rows, any k): word t at dst[2 * t]. */
+static void patch_column(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, const int16_t *tap,
+                         int32_t words, int32_t ox, int32_t *dst) {
+    const int32_t k = p->k, kk = k * k, ix = ox * p->stride - p->pad_left;
+    for (int32_t t = 0; t < words; ++t) {
+        int32_t h[2];
+        for (int32_t j = 0; j < 2; ++j) {
+            const int32_t v = tap[2 * t + j], i = v / kk, a = v % kk / k, b = v % k;
+            h[j] = v >= 0 && off[a] >= 0 && ix + b >= 0 && ix + b < p->in_w
+                       ? x[i * x_cs + off[a] + ix + b] - p->x_zero : 0;
+        }
+        dst[2 * t] = pair16(h[0], h[1]);
+    }
+}
+
+/* Column ix's patch of a 3x3 conv whose k tap rows all lie inside the input (rows[r]: tap row r) and
+ * whose 4 bytes from ix do too: per tap row one load, SXTAB16 (-z, -z) of it and of it rotated (the
+ * middle tap in the low half), two middles joined by PKHBT. patch_order's k = 3 order. */
+static void patch_column3(const int8_t *const *rows, int32_t tap_rows, int32_t ix, int32_t zz, int32_t words,
+                          int32_t *dst) {
+    int32_t even = 0, t = tap_rows;
+    for (int32_t r = 0; r < tap_rows; ++r) {
+        const int32_t v = mct_ld32(rows[r] + ix), mid = mct_sxtab16_ror8(zz, v);
+        dst[2 * r] = __sxtab16(zz, v);
+        if (r & 1)
+            dst[2 * t++] = pair16(even, mid);
+        else
+            even = mid;
+    }
+    if (tap_rows & 1) dst[2 * t++] = (int32_t)(uint16_t)even;
+    for (; t < words; ++t) dst[2 * t] = 0;
+}
+
+/* The 2 * pairs columns from c0 (m of them inside the row; an odd last one computed twice) into the table
+ * [column pair][word][2]. */
+static void patch_columns(const mct_conv *p, const int8_t *x, int32_t x_cs, const int32_t *off, const int16_t *tap,
+                          int32_t words, const int8_t *const *rows, int32_t c0, int32_t m, int32_t *table) {
+    const int32_t tap_rows = p->in_c * p->k, zz = pair16(-p->x_zero, -p->x_zero);
+    for (int32_t c = 0; c < ((m + 1) & ~1); ++c) {
+        const int32_t ox = c0 + mct_imin(c, m - 1), ix = ox * p->stride - p->pad_left;
+        int32_t *dst = table + (c >> 1) * 2 * words + (c & 1);
+        if (rows != NULL && ix >= 0 && ix + 4 <= p->in_w)
+            patch_column3(rows, tap_rows, ix, zz, words, dst);
+        else
+            patch_column(p, x, x_cs, off, tap, words, ox, dst);
+    }
+}
+
+/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): without a mask
+ * mct_dsp_requant_pairs (the constants in registers, SSAT shifting), else mct_rq_out's. */
+static void patch_requant(const mct_conv *p, int32_t o, const int32_t *s, int32_t m, int32_t c0, const row_target *t) {
     const mct_rq q = mct_rq_of(p, o);
-    int8_t *y = t->y + o * t->y_cs;
-    const int32_t bit = t->bit0 + o * t->bit_cs;
-    int32_t ox = lo;
-    for (; ox + 4 <= hi; ox += 4) {
-        int32_t s[4] = {-zsum, -zsum, -zsum, -zsum};
-        for (int32_t j = 0; j < n; ++j) mct_dsp_s2_row4(rows[j] + 2 * ox, w02[j], w1[j], s);
-        for (int32_t j = 0; j < 4; ++j) mct_rq_out(&q, s[j], y + ox + j, t->mask, bit + ox + j);
+    int8_t *y = t->y + o * t->y_cs + c0;
+    if (t->mask != NULL || !q.fast) {
+        for (int32_t j = 0; j < m; ++j) mct_rq_out(&q, s[j], y + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
+        return;
     }
-    return ox;
+    mct_dsp_requant_pairs(s, 2, m >> 1, q.bias2, q.multiplier, q.nudge, q.right, y);
+    if (m & 1) /* the row's odd last column */
+        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], q.bias2, q.multiplier, q.nudge, q.right), 8);
+}
+
+/* Channels [o0, o1) at the m columns from c0 whose patches are in ``patches``: each channel pair's sums over
+ * the chunk, then each channel's row segment requantized. */
+static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32_t *weights, const int32_t *patches,
+                          int32_t words, int32_t c0, int32_t m, const row_target *t) {
+    int32_t su[MCT_PATCH_COLS], sv[MCT_PATCH_COLS];
+    for (int32_t o = o0; o < o1; o += 2) {
+        const int32_t *w = weights + (o - o0) * words;
+        for (int32_t c = 0; c < m; c += 2) {
+            if (words == 14) /* the 3x3 conv on 3 channels */
+                patch_2x2_14(patches + c * words, w, su + c, sv + c);
+            else
+                patch_2x2(patches + c * words, w, words, su + c, sv + c);
+        }
+        patch_requant(p, o, su, m, c0, t);
+        if (o + 1 < o1) patch_requant(p, o + 1, sv, m, c0, t);
+    }
+}
+
+/* The whole output row on the DSP path; 0: not taken (more taps than MCT_PATCH_MAX words hold). Not inlined:
+ * its tables live on the stack only while it runs. */
+static __attribute__((noinline)) int general_row_dsp(const mct_conv *p, const int8_t *x, int32_t x_cs,
+                                                     const int32_t *off, const row_target *t) {
+    const int32_t k = p->k, tap_rows = p->in_c * k;
+    if (tap_rows * k > 2 * MCT_PATCH_MAX) return 0;
+    int16_t tap[2 * MCT_PATCH_MAX];
+    const int32_t words = patch_order(tap_rows, k, tap);
+    const int32_t pairs = mct_imin(MCT_PATCH_WORDS / (2 * words), MCT_PATCH_COLS / 2); /* columns, channels */
+    const int8_t *rows[2 * MCT_PATCH_MAX / 3]; /* k = 3 with every tap row inside: patch_column3's */
+    int32_t full = k == 3;
+    for (int32_t a = 0; a < k; ++a) full &= off[a] >= 0;
+    for (int32_t r = 0; full && r < tap_rows; ++r) rows[r] = x + (r / 3) * x_cs + off[r % 3];
+    int32_t patches[MCT_PATCH_WORDS], weights[MCT_PATCH_WORDS];
+    for (int32_t o0 = 0; o0 < p->out_c; o0 += 2 * pairs) {
+        const int32_t o1 = mct_imin(p->out_c, o0 + 2 * pairs);
+        patch_weights(p, o0, o1, tap, words, weights);
+        for (int32_t c0 = 0; c0 < p->out_w; c0 += 2 * pairs) {
+            const int32_t m = mct_imin(p->out_w - c0, 2 * pairs);
+            patch_columns(p, x, x_cs, off, tap, words, full ? rows : NULL, c0, m, patches);
+            patch_outputs(p, o0, o1, weights, patches, words, c0, m, t);
+        }
+    }
+    return 1;
 }
 #endif
 
@@ -76,9 +223,6 @@ static int32_t general_inside_dsp(const mct_conv *p, int32_t o, const int8_t *x,
 static void general_inside(const mct_conv *p, int32_t o, const int8_t *x, int32_t x_cs, const int32_t *off,
                            int32_t zsum, int32_t lo, int32_t hi, const row_target *t) {
     const int32_t k = p->k, s = p->stride;
-#if MCT_DSP
-    lo = general_inside_dsp(p, o, x, x_cs, off, zsum, lo, hi, t);
-#endif
     for (int32_t c0 = lo; c0 < hi; c0 += MCT_ROW_CHUNK) {
         const int32_t m = mct_imin(MCT_ROW_CHUNK, hi - c0);
         int32_t sum[MCT_ROW_CHUNK];
@@ -135,6 +279,9 @@ static void general_row(const mct_conv *p, const int8_t *x, int32_t x_cs, const 
         lo = mct_imin((pad + s - 1) / s, p->out_w);
         hi = mct_imax(lo, mct_imin((p->in_w - k + pad) / s + 1, p->out_w));
     }
+#if MCT_DSP
+    if (general_row_dsp(p, x, x_cs, off, t)) return;
+#endif
     for (int32_t o = 0; o < p->out_c; ++o) {
         int32_t wsum = 0;
         for (int32_t i = 0; i < p->in_c; ++i) {

@@ -249,9 +249,9 @@ typedef struct {
 static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
 #if MCT_DSP
     /* mct_dsp_requantize's conditions: |sum| <= taps * 255 * 128 < 2^29 and |bias| <= 2^29 (so 2 * (sum +
-     * bias) fits in int32), a shift in [-22, -1] and a multiplier other than INT32_MIN, the int8 range. */
+     * bias) fits in int32), a shift in [-22, -1], a positive multiplier (mct_dsp_requantize_pos), the int8 range. */
     const int32_t shift = p->shift[o], bias = p->bias[o], taps = (p->groups > 1 ? 1 : p->in_c) * p->k * p->kw;
-    const int32_t fast = shift <= -1 && shift >= -22 && p->multiplier[o] != INT32_MIN && bias <= (1 << 29)
+    const int32_t fast = shift <= -1 && shift >= -22 && p->multiplier[o] > 0 && bias <= (1 << 29)
                          && bias >= -(1 << 29) && taps <= 16384 && p->qmin == -128 && p->qmax == 127
                          && p->y_zero >= -128 && p->y_zero <= 127;
     const mct_rq q = {bias, p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, 2 * (fast ? bias : 0),
@@ -279,7 +279,7 @@ static __attribute__((noinline, unused)) void mct_rq_out_general(mct_rq q, int32
     mct_rq_out_portable(&q, sum, dst, mask, bit);
 }
 
-/* The same integers in about 8 instructions, inlined (mct_dsp_requantize; the clamp to [-128, 127] is
+/* The same integers in about 7 instructions, inlined (mct_dsp_requantize_pos; the clamp to [-128, 127] is
  * SSAT #8, inside it is -128 < v < 127). */
 static inline __attribute__((always_inline)) void mct_rq_out(const mct_rq *q, int32_t sum, int8_t *dst,
                                                              uint8_t *mask, int32_t bit) {
@@ -287,7 +287,7 @@ static inline __attribute__((always_inline)) void mct_rq_out(const mct_rq *q, in
         mct_rq_out_general(*q, sum, dst, mask, bit);
         return;
     }
-    const int32_t v = mct_dsp_requantize(sum, q->bias2, q->multiplier, q->nudge, q->right);
+    const int32_t v = mct_dsp_requantize_pos(sum, q->bias2, q->multiplier, q->nudge, q->right);
     if (dst != NULL) *dst = (int8_t)__ssat(v, 8);
     if (mask != NULL) mct_put_bit(mask, bit, (uint8_t)((uint32_t)(v + 127) < 254u));
 }

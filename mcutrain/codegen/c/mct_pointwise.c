@@ -20,6 +20,12 @@ static int32_t zero_sum(const mct_conv *p, const mct_weight_row *w) {
 #endif
 }
 
+/* Where output channel o0 + k of count goes: row k of y (channel stride y_cs), or ``last`` for the last channel
+ * where that is not NULL (mct_pointwise_depthwise: its last expanded channel goes to the scratch). */
+static int8_t *out_row(int8_t *y, int32_t y_cs, int8_t *last, int32_t k, int32_t count) {
+    return last != NULL && k == count - 1 ? last : y + k * y_cs;
+}
+
 /* Input channels [i0, i1) of two output channels (weights u, v) at 4 positions into 8 accumulators. */
 #define MCT_PW_TWO(u_, v_, i0, i1)                                              \
     for (int32_t i = (i0); i < (i1); ++i, xi += x_cs) {                         \
@@ -104,6 +110,24 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
     const int32_t in_c = p->in_c, split = mct_imin(r->split, in_c), z = zero_sum(p, r);
     const mct_rq rq = mct_rq_of(p, o);
     int32_t q = 0;
+#if MCT_DSP
+    for (; q + 4 <= n; q += 4) { /* the 8-wide loop below took 2.5 instructions a MAC here, this 1.9 */
+        int32_t s[4] = {-z, -z, -z, -z};
+        if (split > 0) mct_dsp_pw_one(x + q, x_cs, r->lo, split, s);
+        if (split < in_c) mct_dsp_pw_one(x + q + split * x_cs, x_cs, r->hi + split, in_c - split, s);
+        if (mask == NULL || !rq.fast) {
+            for (int32_t j = 0; j < 4; ++j) mct_rq_out(&rq, s[j], y + q + j, mask, bit0 + q + j);
+            continue;
+        }
+        uint32_t inside = 0; /* the 4 mask bits at once (the block backward's recomputations want them) */
+        for (int32_t j = 0; j < 4; ++j) {
+            const int32_t v = mct_dsp_requantize_pos(s[j], rq.bias2, rq.multiplier, rq.nudge, rq.right);
+            y[q + j] = (int8_t)__ssat(v, 8);
+            inside |= (uint32_t)((uint32_t)(v + 127) < 254u) << j; /* -128 < v < 127: mct_rq_out's bit */
+        }
+        mct_dsp_or_bits(mask, bit0 + q, inside, 4);
+    }
+#endif
     for (; q + 8 <= n; q += 8) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
         const int8_t *xi = x + q;
@@ -127,9 +151,10 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
  * and the 4 KB stack reserve (cortex_m7.STACK_RESERVE) covers it without the memory planner knowing of it.
  * 2 KB: one position pair of up to 512 input channels, or a whole 64-wide row of 16. */
 #define MCT_PW_WIDE_WORDS 512
-/* Fewer output channels than this per call: the input is read as many times as there are output pairs, not
- * enough to pay for widening it (mct_dsp_pw_two instead). */
-#define MCT_PW_WIDE_MIN_OUT 4
+/* Fewer output channels than this per call: one channel on the widened input would pay for a pair's loop
+ * (mct_dsp_pw_one instead); from two on, widening once beat mct_dsp_pw_two (3 channels: 1.75 instructions a
+ * MAC instead of 2.0, Proxyless' row windows of 2-3 expanded channels: -3.3 M an inference). */
+#define MCT_PW_WIDE_MIN_OUT 2
 
 /* A pair of weight rows (same SRAM/Flash split) over the widened groups: groups [0, lo_groups) from the
  * SRAM slice, [hi_g0, hi_g0 + hi_groups) from Flash, and at most two groups gathered byte by byte (the one
@@ -187,6 +212,21 @@ static void pw_sums(const int32_t *xb, int32_t pair_words, int32_t pairs, const 
     }
 }
 
+/* A pair's weights over all groups, unpacked (mct_dsp_unpack_group) into out[4g..4g+3]: the runs of pw_runs
+ * and its gathered groups in place. */
+static void pw_unpack(const pw_runs *w, int32_t *out) {
+    mct_dsp_unpack_w(w->lo, w->lo_d, w->lo_groups, out);
+    for (int32_t k = 0; k < w->n_gather; ++k)
+        mct_dsp_unpack_group(w->gather_u[k], w->gather_v[k], out + MCT_DSP_GROUP_WORDS * w->gather_g[k]);
+    mct_dsp_unpack_w(w->hi, w->hi_d, w->hi_groups, out + MCT_DSP_GROUP_WORDS * w->hi_g0);
+}
+
+/* pw_sums on a pair's unpacked weights (``groups`` in all). */
+static void pw_sums_unpacked(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
+                             int32_t *s) {
+    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) mct_dsp_pw_unpacked(xb, wb, groups, s);
+}
+
 /* One output channel's 2 * pairs outputs from s[4j], s[4j + 1] (pw_sums' layout, s offset by 2: the second
  * row's): the constants in registers, no mask (else mct_rq_out, which also takes the rare slow case). */
 static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t *y, uint8_t *mask, int32_t bit) {
@@ -197,28 +237,32 @@ static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t 
         }
         return;
     }
-    const int32_t bias2 = q->bias2, m = q->multiplier, nudge = q->nudge, right = q->right;
-    for (int32_t j = 0; j < pairs; ++j, s += 4, y += 2) {
-        y[0] = (int8_t)__ssat(mct_dsp_requantize(s[0], bias2, m, nudge, right), 8);
-        y[1] = (int8_t)__ssat(mct_dsp_requantize(s[1], bias2, m, nudge, right), 8);
-    }
+    mct_dsp_requant_pairs(s, 4, pairs, q->bias2, q->multiplier, q->nudge, q->right, y);
 }
 
 /* Position pairs whose sums are held at once (pw_sums, pw_requant): 256 bytes of stack. */
 #define MCT_PW_SUM_PAIRS 16
+/* Fewest position pairs a block for which a pair's weights are unpacked once (pw_unpack: about 10 instructions
+ * a group, each pair then saves 4); they share the widened input's buffer (its last pair_words words), so the
+ * stack does not grow. */
+#define MCT_PW_UNPACK_MIN_PAIRS 3
 
 /* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) (mct_pointwise's arguments): per block of
  * position pairs, the input is widened once (zero point subtracted) and read by every output pair. Returns
  * the positions done (0: not taken, too few output channels or too many input channels). */
 static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x,
-                                                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_cs,
+                                                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_cs, int8_t *last,
                                                         uint8_t *mask, int32_t bit0, int32_t bit_cs) {
     const int32_t in_c = p->in_c, pair_words = ((in_c + 3) >> 2) * MCT_DSP_GROUP_WORDS, all = n >> 1;
     if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || pair_words > MCT_PW_WIDE_WORDS) return 0;
     int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    const int32_t most = MCT_PW_WIDE_WORDS / pair_words; /* position pairs a block */
+    const int32_t groups = pair_words / MCT_DSP_GROUP_WORDS, beside = (MCT_PW_WIDE_WORDS - pair_words) / pair_words;
+    const int32_t unpacking = beside >= MCT_PW_UNPACK_MIN_PAIRS && all >= MCT_PW_UNPACK_MIN_PAIRS;
+    const int32_t most = unpacking ? beside : MCT_PW_WIDE_WORDS / pair_words; /* position pairs a block */
+    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - pair_words;
     for (int32_t j0 = 0; j0 < all; j0 += most) {
         const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0;
+        const int32_t unpack = unpacking && pairs >= MCT_PW_UNPACK_MIN_PAIRS;
         mct_dsp_widen(x, x_cs, q0, pairs, in_c, p->x_zero, buf);
         for (int32_t o = o0; o < o1;) {
             const mct_weight_row r0 = mct_row_of(&p->w, o);
@@ -226,14 +270,19 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
             if (o + 1 < o1) r1 = mct_row_of(&p->w, o + 1);
             const int32_t two = o + 1 < o1 && r1.split == r0.split; /* else one row, paired with itself */
             const pw_runs w = pw_runs_of(&r0, two ? &r1 : &r0, in_c);
+            if (unpack) pw_unpack(&w, unpacked);
             const mct_rq qa = mct_rq_of(p, o), qb = mct_rq_of(p, o + two);
-            int8_t *ya = y + (o - o0) * y_cs + q0;
+            int8_t *ya = out_row(y, y_cs, last, o - o0, o1 - o0) + q0;
+            int8_t *yb = out_row(y, y_cs, last, o + 1 - o0, o1 - o0) + q0;
             const int32_t ba = bit0 + (o - o0) * bit_cs + q0;
             for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS) {
                 const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
-                pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
+                if (unpack)
+                    pw_sums_unpacked(buf + j * pair_words, pair_words, m, unpacked, groups, sums);
+                else
+                    pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
                 pw_requant(&qa, sums, m, ya + 2 * j, mask, ba + 2 * j);
-                if (two) pw_requant(&qb, sums + 2, m, ya + y_cs + 2 * j, mask, ba + bit_cs + 2 * j);
+                if (two) pw_requant(&qb, sums + 2, m, yb + 2 * j, mask, ba + bit_cs + 2 * j);
             }
             o += 1 + two;
         }
@@ -242,9 +291,13 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
 }
 #endif
 
-void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
-                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
-#if MCT_SIMD || MCT_MVE
+/* mct_pointwise, the last channel's row at ``last`` where that is not NULL (out_row). Inlined in its two
+ * callers: no stack frame between theirs and pointwise_wide's. */
+static inline __attribute__((always_inline)) void pointwise_into(const mct_conv *p, int32_t o0, int32_t o1,
+                                                                 const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                                                                 int32_t y_cs, int8_t *last, uint8_t *mask,
+                                                                 int32_t bit0, int32_t bit_cs) {
+#if MCT_SIMD || MCT_MVE /* never with a ``last`` (mct_pointwise_depthwise) */
 #if MCT_SIMD
     const int32_t done = mct_simd_pointwise(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
 #else
@@ -257,28 +310,36 @@ void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, i
     if (n == 0) return;
 #endif
 #if MCT_DSP
-    const int32_t wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, mask, bit0, bit_cs);
+    const int32_t wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, last, mask, bit0, bit_cs);
     x += wide; /* the last position of an odd n (or all: not taken) by the loops below */
     y += wide;
+    if (last != NULL) last += wide;
     bit0 += wide;
     n -= wide;
     if (n == 0) return;
 #endif
     int32_t o = o0;
     while (o < o1) {
-        const int32_t at = (o - o0) * y_cs, bit = bit0 + (o - o0) * bit_cs;
+        const int32_t bit = bit0 + (o - o0) * bit_cs;
+        int8_t *ya = out_row(y, y_cs, last, o - o0, o1 - o0);
         const mct_weight_row r0 = mct_row_of(&p->w, o);
         if (o + 1 < o1) {
             const mct_weight_row r1 = mct_row_of(&p->w, o + 1);
             if (r1.split == r0.split) {
-                pointwise_two(p, o, &r0, &r1, x, x_cs, n, y + at, y + at + y_cs, mask, bit, bit + bit_cs);
+                int8_t *yb = out_row(y, y_cs, last, o + 1 - o0, o1 - o0);
+                pointwise_two(p, o, &r0, &r1, x, x_cs, n, ya, yb, mask, bit, bit + bit_cs);
                 o += 2;
                 continue;
             }
         }
-        pointwise_one(p, o, &r0, x, x_cs, n, y + at, mask, bit);
+        pointwise_one(p, o, &r0, x, x_cs, n, ya, mask, bit);
         o += 1;
     }
+}
+
+void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
+                   int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
+    pointwise_into(p, o0, o1, x, x_cs, n, y, y_cs, NULL, mask, bit0, bit_cs);
 }
 
 void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
@@ -304,8 +365,13 @@ void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const i
         if (out_n <= in_n) /* planes in the output: (out_c - c - 1) * out_n bytes past channel c */
             g = mct_imin(out_c - c, 1 + (int32_t)((int64_t)(out_c - c - 1) * out_n / in_n));
         int8_t *planes = y + (size_t)(c + 1) * (size_t)out_n;
+#if MCT_DSP && !MCT_MVE /* one call for the pass: the widened input is read by its last channel too (the
+                         * Helium path writes rows at y_cs only) */
+        pointwise_into(expand, c, c + g, x, in_n, in_n, planes, in_n, scratch, NULL, 0, 0);
+#else
         if (g > 1) mct_pointwise(expand, c, c + g - 1, x, in_n, in_n, planes, in_n, NULL, 0, 0);
         mct_pointwise_channel(expand, c + g - 1, x, scratch, NULL, 0);
+#endif
         for (int32_t j = 0; j < g; ++j)
             mct_depthwise_channel(dw, c + j, j < g - 1 ? planes + (size_t)j * (size_t)in_n : scratch,
                                   y + (size_t)(c + j) * (size_t)out_n, mask, (c + j) * out_n);
