@@ -147,3 +147,32 @@ def test_grad_w_update_row2_equals_two_rows(lib, in_c, side, r):
     np.testing.assert_array_equal(pair, one)
     assert (pair[r] != weights[r]).any()  # the step changed row r: the comparison is not vacuous
     np.testing.assert_array_equal(pair[rows], weights[rows])  # nothing written past the trained rows
+
+
+def _in_order(g: np.ndarray, v: np.ndarray, order) -> np.float32:
+    acc = np.float32(0)
+    for q in order:
+        acc = np.float32(acc + np.float32(g[q] * v[q]))
+    return acc
+
+
+@pytest.mark.parametrize("side", [4, 5])  # 16 positions: four words; 25: a position after them
+def test_grad_w_update_row2_keeps_the_order_of_positions(lib, side):
+    """Gradients of +-2^24 next to small ones: a 1x1 weight gradient's sum depends on the order of its
+    positions, and lr * qas = 1 makes an order's difference whole units of the updated weights."""
+    rng = np.random.default_rng(side)
+    in_c, plane, r, rows, cols = 9, side * side, 0, 2, 9
+    x = rng.integers(-100, 100, (in_c, plane)).astype(np.int8)
+    x[:, 2::4] = x[:, 0::4][:, : x[:, 2::4].shape[1]]  # the big terms of a word cancel
+    g0 = np.where(np.arange(plane) % 4 == 0, 2.0**24, np.where(np.arange(plane) % 4 == 2, -(2.0**24), 1.0))
+    g0[plane // 4 * 4 :] = 5.0  # the positions after the words: no big term left alone
+    g0 = g0.astype(np.float32)
+    g1 = (g0 * 3).astype(np.float32)
+    v = x.astype(np.int32) + 3  # x_zero = -3
+    swapped = [q ^ 1 if q % 4 >= 2 and (q ^ 1) < plane else q for q in range(plane)]  # q + 2 and q + 3 swapped
+    assert any(_in_order(g0, v[i], range(plane)) != _in_order(g0, v[i], swapped) for i in range(in_c))
+    weights = np.zeros((rows, cols), np.int8)
+    qas = np.full(rows, 20.0, np.float32)
+    pair, one = weights.copy(), weights.copy()
+    lib.updates(ptr(x), in_c, side, -3, 8, ptr(g0), ptr(g1), r, ptr(pair), ptr(one), rows, cols, ptr(qas))
+    np.testing.assert_array_equal(pair, one)

@@ -256,9 +256,7 @@ void mct_linear_grad_b(const mct_linear *p, const float *g, float *out) {
 
 /* w <- clamp(sr(w - lr * (g * qas)), -127, 127): float32, in this order (the reference's). */
 int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index) {
-    const float x = (float)w - lr * (g * qas);
-    const int32_t q = mct_stochastic_round(x, mct_stream_word(key, index));
-    return (int8_t)(q < -127 ? -127 : (q > 127 ? 127 : q));
+    return mct_sgd_int8_word(w, g, qas, lr, mct_stream_word(key, index));
 }
 
 void mct_update_weight(const mct_update *u, const float *g, uint32_t step) {

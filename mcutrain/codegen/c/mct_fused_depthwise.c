@@ -14,13 +14,46 @@
     (sizeof(mct_acc_t) == sizeof(float) ? (mct_acc_t)mct_fmac((float)(acc), (gv), wf[i])     \
                                         : mct_mac_exact((acc), (gv), w[i]))
 
+/* One interior position of a 3x3 stride-1 transpose from the gradient columns ox (n*), ox - 1 (m*) and
+ * ox - 2 (l*) of its three tap rows, weights k[0..8]: the nine taps of mct_tap_range_sum in its order. */
+#define MCT_ROW3_SUM(out, n0, m0, l0, n1, m1, l1, n2, m2, l2) \
+    do {                                                       \
+        float acc = mct_fmac(0.0f, n0, k0);                    \
+        acc = mct_fmac(acc, m0, k1);                           \
+        acc = mct_fmac(acc, l0, k2);                           \
+        acc = mct_fmac(acc, n1, k3);                           \
+        acc = mct_fmac(acc, m1, k4);                           \
+        acc = mct_fmac(acc, l1, k5);                           \
+        acc = mct_fmac(acc, n2, k6);                           \
+        acc = mct_fmac(acc, m2, k7);                           \
+        (out) = mct_fmac(acc, l2, k8);                         \
+    } while (0)
+
 /* Interior columns [x0, x1) of input row y of a 3x3 stride-1 depthwise transpose whose three tap rows
  * are all inside (g0: the output row of tap row 0, g1 and g2 the rows above it): the nine taps of
- * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. */
+ * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. Float32
+ * accumulators slide a window of three gradient columns along the rows, three positions per turn of
+ * the loop (each column loaded once per row, the registers renamed instead of moved). */
 static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, int32_t out_w, int32_t pad,
                            int32_t x0, int32_t x1, float *out_y) {
     const float *g1 = g0 - out_w, *g2 = g1 - out_w;
-    for (int32_t x = x0; x < x1; ++x) {
+    int32_t x = x0;
+    if (sizeof(mct_acc_t) == sizeof(float) && x1 - x0 >= 3) {
+        const float k0 = wf[0], k1 = wf[1], k2 = wf[2], k3 = wf[3], k4 = wf[4], k5 = wf[5], k6 = wf[6], k7 = wf[7],
+                    k8 = wf[8]; /* in registers: the stores to out_y may alias wf for the compiler */
+        int32_t ox = x0 + pad; /* >= 2: interior */
+        float a0 = g0[ox - 2], a1 = g1[ox - 2], a2 = g2[ox - 2], b0 = g0[ox - 1], b1 = g1[ox - 1], b2 = g2[ox - 1];
+        float c0, c1, c2;
+        for (; x + 3 <= x1; x += 3, ox += 3) {
+            c0 = g0[ox], c1 = g1[ox], c2 = g2[ox];
+            MCT_ROW3_SUM(out_y[x], c0, b0, a0, c1, b1, a1, c2, b2, a2);
+            a0 = g0[ox + 1], a1 = g1[ox + 1], a2 = g2[ox + 1];
+            MCT_ROW3_SUM(out_y[x + 1], a0, c0, b0, a1, c1, b1, a2, c2, b2);
+            b0 = g0[ox + 2], b1 = g1[ox + 2], b2 = g2[ox + 2];
+            MCT_ROW3_SUM(out_y[x + 2], b0, a0, c0, b1, a1, c1, b2, a2, c2);
+        }
+    }
+    for (; x < x1; ++x) {
         const int32_t ox = x + pad;
         mct_acc_t acc = 0;
         acc = MCT_DW_MAC(acc, g0[ox], 0);
@@ -35,6 +68,7 @@ static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, in
         out_y[x] = (float)acc;
     }
 }
+#undef MCT_ROW3_SUM
 
 /* Tap rows ``rows`` (from the first: weights ``w_step`` apart, gradient rows ``out_w`` apart) of n taps
  * each (n <= 7), S apart in the weight row, the gradient's column descending: term t = 7 - n .. 6 of a
@@ -110,6 +144,34 @@ static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p
     }
 }
 
+/* Interior columns [x0, x1) of an input row of a 3x3 stride-2 transpose (float32 accumulators) whose
+ * ROWS (1 or 2, a constant) tap rows start at gradient row h0 and weight row u (the next ones out_w
+ * floats above and 6 weights on): a column of tap phase 0 sums taps b = 0, 2 (gradient columns f, f - 1),
+ * one of phase 1 tap b = 1 (column f), row after row, as dw_rows_sum; the column f - 1 of a phase-0
+ * position is the f of the pair before, kept in a register, and the weights are held in registers. */
+static inline MCT_ALWAYS_INLINE void dw_s2k3_inside(const float *u, const float *h0, const int32_t ROWS, int32_t out_w,
+                                                    int32_t lo, int32_t f, int32_t x0, int32_t x1, float *out_y) {
+    const float *h1 = h0 - out_w;
+    const float u0 = u[0], u1 = u[1], u2 = u[2], v0 = u[6], v1 = u[7], v2 = u[8];
+    int32_t x = x0;
+    if (lo == 1 && x < x1) { /* a phase-1 column first: then phase 0 at f + 1 */
+        const float acc = mct_fmac(0.0f, h0[f], u1);
+        out_y[x++] = ROWS == 2 ? mct_fmac(acc, h1[f], v1) : acc;
+        ++f;
+    }
+    if (x >= x1) return;
+    float p0 = h0[f - 1], p1 = ROWS == 2 ? h1[f - 1] : 0.0f; /* gradient column f - 1 of both rows */
+    for (; x < x1; x += 2, ++f) {
+        const float c0 = h0[f], c1 = ROWS == 2 ? h1[f] : 0.0f;
+        float acc = mct_fmac(mct_fmac(0.0f, c0, u0), p0, u2);
+        out_y[x] = ROWS == 2 ? mct_fmac(mct_fmac(acc, c1, v0), p1, v2) : acc;
+        if (x + 1 == x1) break;
+        acc = mct_fmac(0.0f, c0, u1);
+        out_y[x + 1] = ROWS == 2 ? mct_fmac(acc, c1, v1) : acc;
+        p0 = c0, p1 = c1;
+    }
+}
+
 /* An edge column's taps as dw_rows_sum takes them: n, the last one's weight column, the lowest gradient
  * column read (the same for every row). */
 typedef struct {
@@ -134,6 +196,14 @@ static inline MCT_ALWAYS_INLINE void dw_edges(const float *g_row, const float *w
                      : 0.0f;
 }
 
+static void dw_s2k3_row(const float *u, const float *h0, int32_t rows, int32_t out_w, int32_t lo, int32_t f,
+                        int32_t x0, int32_t x1, float *out_y) {
+    if (rows == 2)
+        dw_s2k3_inside(u, h0, 2, out_w, lo, f, x0, x1, out_y);
+    else
+        dw_s2k3_inside(u, h0, 1, out_w, lo, f, x0, x1, out_y);
+}
+
 /* Stride 1 or 2, kernels up to 7x7, float32 accumulators: the edge columns' taps worked out once per call. */
 static void dw_grad_x_f32(const int8_t *w, const float *wf, const mct_conv *p, const float *g_c, int32_t x0,
                           int32_t x1, float *out) {
@@ -155,6 +225,8 @@ static void dw_grad_x_f32(const int8_t *w, const float *wf, const mct_conv *p, c
         }
         if (k == 3 && s == 1 && ra.lo == 0 && ra.hi == 2)
             dw_grad_x_row3(w, wf, g_row, out_w, pad, x0, x1, out_y);
+        else if (k == 3 && s == 2 && (rows == 1 || rows == 2))
+            dw_s2k3_row(w_row, g_row, rows, out_w, (x0 + pad) % 2, (x0 + pad) / 2, x0, x1, out_y);
         else
             dw_grad_x_inside(w, wf, p, g_c, &ra, x0, x1, out_y);
     }

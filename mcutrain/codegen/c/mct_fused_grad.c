@@ -351,7 +351,7 @@ void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8
             grad_w_1x1(p, x, g_r, lazy, r, c, n, g);
             for (int32_t j = 0; j < n; ++j) {
                 const int32_t i = r * u->cols + c + j;
-                u->w[i] = mct_sgd_int8(u->w[i], g[j], qas, lr, key, (uint32_t)i);
+                u->w[i] = mct_sgd_int8_word(u->w[i], g[j], qas, lr, mct_stream_word(key, (uint32_t)i));
             }
         }
         return;
@@ -359,7 +359,8 @@ void mct_fg_grad_w_update_row(const mct_conv *p, const mct_update *u, const int8
     for (int32_t c = 0; c < u->cols; ++c)
         for (int32_t t = 0; t < u->inner; ++t) {
             const int32_t i = (r * u->cols + c) * u->inner + t;
-            u->w[i] = mct_sgd_int8(u->w[i], grad_w_at(p, x, g_r, r, c, t), qas, lr, key, (uint32_t)i);
+            const float g = grad_w_at(p, x, g_r, r, c, t);
+            u->w[i] = mct_sgd_int8_word(u->w[i], g, qas, lr, mct_stream_word(key, (uint32_t)i));
         }
 }
 
@@ -370,7 +371,7 @@ void mct_fg_update_weight_row(const mct_update *u, int32_t r, const float *g_r, 
     const int32_t per_row = u->cols * u->inner;
     for (int32_t j = 0; j < per_row; ++j) {
         const int32_t i = r * per_row + j;
-        u->w[i] = mct_sgd_int8(u->w[i], g_r[j], u->qas[r], lr, key, (uint32_t)i);
+        u->w[i] = mct_sgd_int8_word(u->w[i], g_r[j], u->qas[r], lr, mct_stream_word(key, (uint32_t)i));
     }
 }
 

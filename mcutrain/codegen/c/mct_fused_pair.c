@@ -222,28 +222,71 @@ void mct_fg_tail2(const mct_weight *w, int32_t c, const float *g0, const float *
 
 #define MCT_GW2_COLS 8
 
+/* nz + byte k of word, sign-extended: one SXTAB on a core with the DSP extension (GCC emits SBFX and
+ * an add for the expression), the expression elsewhere; byte 3 is one ADD with ASR #24 as it is. */
+#if defined(__arm__) && defined(__ARM_FEATURE_DSP)
+#define MCT_GW2_SXTAB(k)                                                                                 \
+    static inline MCT_ALWAYS_INLINE int32_t gw2_byte##k(int32_t nz, uint32_t word) {                     \
+        int32_t v;                                                                                       \
+        __asm__("sxtab %0, %1, %2, ror #" #k "*8" : "=r"(v) : "r"(nz), "r"(word));                       \
+        return v;                                                                                        \
+    }
+#else
+#define MCT_GW2_SXTAB(k)                                                                                 \
+    static inline MCT_ALWAYS_INLINE int32_t gw2_byte##k(int32_t nz, uint32_t word) {                     \
+        return nz + (int32_t)(int8_t)(word >> (8 * (k)));                                                \
+    }
+#endif
+MCT_GW2_SXTAB(0)
+MCT_GW2_SXTAB(1)
+MCT_GW2_SXTAB(2)
+#undef MCT_GW2_SXTAB
+static inline MCT_ALWAYS_INLINE int32_t gw2_byte3(int32_t nz, uint32_t word) { return nz + ((int32_t)word >> 24); }
+
+/* Centred input value k (0..3) of a little-endian word of four int8 positions (nz = -x_zero), as a float
+ * (the word costs one load for four positions). */
+#define MCT_GW2_V(word, k) ((float)gw2_byte##k(nz, word))
+
+/* Four positions q..q+3 of column j: its four values converted once for both rows, each accumulator
+ * adding q, q+1, q+2, q+3 in turn (the order of one position at a time). */
+#define MCT_GW2_AT4(j)                                                                                  \
+    do {                                                                                                \
+        uint32_t word;                                                                                  \
+        memcpy(&word, x##j + q, sizeof word);                                                           \
+        const float v0 = MCT_GW2_V(word, 0), v1 = MCT_GW2_V(word, 1), v2 = MCT_GW2_V(word, 2),           \
+                    v3 = MCT_GW2_V(word, 3);                                                            \
+        a##j = mct_fmac(mct_fmac(mct_fmac(mct_fmac(a##j, g0, v0), g1, v1), g2, v2), g3, v3);             \
+        b##j = mct_fmac(mct_fmac(mct_fmac(mct_fmac(b##j, h0, v0), h1, v1), h2, v2), h3, v3);             \
+    } while (0)
+#define MCT_GW2_AT(j)                                           \
+    do {                                                        \
+        const float v = (float)(nz + (int32_t)x##j[q]);         \
+        a##j = mct_fmac(a##j, g, v);                            \
+        b##j = mct_fmac(b##j, h, v);                            \
+    } while (0)
+
 /* Columns [col, col + n) of rows r (from ga) and r + 1 (from gb) of a 1x1 stride-1 weight gradient with
  * float32 accumulators into outa / outb [0, n): each element's sum over the plane ascending, as
- * grad_w_1x1; each centred input converted once for both rows. Missing columns repeat column col. */
+ * grad_w_1x1; each centred input converted once for both rows, four positions of a column read as one
+ * word. Missing columns repeat column col. */
 static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga, const float *gb, int32_t col,
                              int32_t n, float *outa, float *outb) {
-    const int32_t in_n = p->in_h * p->in_w, x_zero = p->x_zero;
+    const int32_t in_n = p->in_h * p->in_w, nz = -p->x_zero;
     const int8_t *xs[MCT_GW2_COLS];
     for (int32_t j = 0; j < MCT_GW2_COLS; ++j) xs[j] = x + (size_t)(col + (j < n ? j : 0)) * (size_t)in_n;
     const int8_t *x0 = xs[0], *x1 = xs[1], *x2 = xs[2], *x3 = xs[3], *x4 = xs[4], *x5 = xs[5], *x6 = xs[6],
                  *x7 = xs[7];
     float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     float b0 = 0, b1 = 0, b2 = 0, b3 = 0, b4 = 0, b5 = 0, b6 = 0, b7 = 0;
-    for (int32_t q = 0; q < in_n; ++q) {
+    int32_t q = 0;
+    for (; q + 4 <= in_n; q += 4) {
+        const float g0 = ga[q], g1 = ga[q + 1], g2 = ga[q + 2], g3 = ga[q + 3];
+        const float h0 = gb[q], h1 = gb[q + 1], h2 = gb[q + 2], h3 = gb[q + 3];
+        MCT_PAIR_8(MCT_GW2_AT4);
+    }
+    for (; q < in_n; ++q) { /* a plane of 1, 2x2... not a multiple of four: the positions left */
         const float g = ga[q], h = gb[q];
-#define MCT_GW2_AT(j)                                           \
-    do {                                                        \
-        const float v = (float)((int32_t)x##j[q] - x_zero);     \
-        a##j = mct_fmac(a##j, g, v);                            \
-        b##j = mct_fmac(b##j, h, v);                            \
-    } while (0)
         MCT_PAIR_8(MCT_GW2_AT);
-#undef MCT_GW2_AT
     }
     const float sa[MCT_GW2_COLS] = {a0, a1, a2, a3, a4, a5, a6, a7};
     const float sb[MCT_GW2_COLS] = {b0, b1, b2, b3, b4, b5, b6, b7};
@@ -252,13 +295,17 @@ static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga
         outb[j] = sb[j];
     }
 }
+#undef MCT_GW2_AT
+#undef MCT_GW2_AT4
+#undef MCT_GW2_V
 
 /* Row r's elements [c, c + n) applied (mct_fg_grad_w_update_row's arithmetic; key: the step's stream). */
 static inline void sgd_row_part(const mct_update *u, int32_t r, int32_t c, int32_t n, const float *g, uint32_t key) {
     const float lr = *u->lr, qas = u->qas[r];
     int8_t *w = u->w + r * u->cols + c;
-    for (int32_t j = 0; j < n; ++j)
-        w[j] = mct_sgd_int8(w[j], g[j], qas, lr, key, (uint32_t)(r * u->cols + c + j));
+    /* mct_stream_word(key, i) hashes key + i * 0x9E3779B9 (mod 2^32): one add per next element */
+    uint32_t arg = key + (uint32_t)(r * u->cols + c) * 0x9E3779B9U;
+    for (int32_t j = 0; j < n; ++j, arg += 0x9E3779B9U) w[j] = mct_sgd_int8_word(w[j], g[j], qas, lr, mct_hash32(arg));
 }
 
 void mct_fg_grad_w_update_row2(const mct_conv *p, const mct_update *u, const int8_t *x, const float *g0,

@@ -487,6 +487,13 @@ mct_acc_t mct_transpose_tap_sum(const mct_conv *p, const int8_t *w, const float 
 float mct_grad_w_element(const mct_conv *p, const int8_t *x_i, const float *g_o, int32_t a, int32_t b);
 /* One SGD step of an int8 weight element (float32, stochastic rounding with word ``index``). */
 int8_t mct_sgd_int8(int8_t w, float g, float qas, float lr, uint32_t key, uint32_t index);
+/* mct_sgd_int8's arithmetic from its random word r (mct_stream_word(key, index)), inline: the fused
+ * backward's row updates call it per element and step the stream word's argument themselves. */
+static inline MCT_ALWAYS_INLINE int8_t mct_sgd_int8_word(int8_t w, float g, float qas, float lr, uint32_t r) {
+    const float x = (float)w - lr * (g * qas);
+    const int32_t q = mct_stochastic_round(x, r);
+    return (int8_t)(q < -127 ? -127 : (q > 127 ? 127 : q));
+}
 
 /* x86 AVX2 paths of the forward for the native host build (mct_simd.h); MCT_SIMD 0 elsewhere. */
 #include "mct_simd.h"
