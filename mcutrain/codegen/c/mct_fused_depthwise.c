@@ -14,46 +14,13 @@
     (sizeof(mct_acc_t) == sizeof(float) ? (mct_acc_t)mct_fmac((float)(acc), (gv), wf[i])     \
                                         : mct_mac_exact((acc), (gv), w[i]))
 
-/* One interior position of a 3x3 stride-1 transpose from the gradient columns ox (n*), ox - 1 (m*) and
- * ox - 2 (l*) of its three tap rows, weights k[0..8]: the nine taps of mct_tap_range_sum in its order. */
-#define MCT_ROW3_SUM(out, n0, m0, l0, n1, m1, l1, n2, m2, l2) \
-    do {                                                       \
-        float acc = mct_fmac(0.0f, n0, k0);                    \
-        acc = mct_fmac(acc, m0, k1);                           \
-        acc = mct_fmac(acc, l0, k2);                           \
-        acc = mct_fmac(acc, n1, k3);                           \
-        acc = mct_fmac(acc, m1, k4);                           \
-        acc = mct_fmac(acc, l1, k5);                           \
-        acc = mct_fmac(acc, n2, k6);                           \
-        acc = mct_fmac(acc, m2, k7);                           \
-        (out) = mct_fmac(acc, l2, k8);                         \
-    } while (0)
-
 /* Interior columns [x0, x1) of input row y of a 3x3 stride-1 depthwise transpose whose three tap rows
  * are all inside (g0: the output row of tap row 0, g1 and g2 the rows above it): the nine taps of
- * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. Float32
- * accumulators slide a window of three gradient columns along the rows, three positions per turn of
- * the loop (each column loaded once per row, the registers renamed instead of moved). */
+ * mct_tap_range_sum in its order (a, then b ascending), the weights held in registers. */
 static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, int32_t out_w, int32_t pad,
                            int32_t x0, int32_t x1, float *out_y) {
     const float *g1 = g0 - out_w, *g2 = g1 - out_w;
-    int32_t x = x0;
-    if (sizeof(mct_acc_t) == sizeof(float) && x1 - x0 >= 3) {
-        const float k0 = wf[0], k1 = wf[1], k2 = wf[2], k3 = wf[3], k4 = wf[4], k5 = wf[5], k6 = wf[6], k7 = wf[7],
-                    k8 = wf[8]; /* in registers: the stores to out_y may alias wf for the compiler */
-        int32_t ox = x0 + pad; /* >= 2: interior */
-        float a0 = g0[ox - 2], a1 = g1[ox - 2], a2 = g2[ox - 2], b0 = g0[ox - 1], b1 = g1[ox - 1], b2 = g2[ox - 1];
-        float c0, c1, c2;
-        for (; x + 3 <= x1; x += 3, ox += 3) {
-            c0 = g0[ox], c1 = g1[ox], c2 = g2[ox];
-            MCT_ROW3_SUM(out_y[x], c0, b0, a0, c1, b1, a1, c2, b2, a2);
-            a0 = g0[ox + 1], a1 = g1[ox + 1], a2 = g2[ox + 1];
-            MCT_ROW3_SUM(out_y[x + 1], a0, c0, b0, a1, c1, b1, a2, c2, b2);
-            b0 = g0[ox + 2], b1 = g1[ox + 2], b2 = g2[ox + 2];
-            MCT_ROW3_SUM(out_y[x + 2], b0, a0, c0, b1, a1, c1, b2, a2, c2);
-        }
-    }
-    for (; x < x1; ++x) {
+    for (int32_t x = x0; x < x1; ++x) {
         const int32_t ox = x + pad;
         mct_acc_t acc = 0;
         acc = MCT_DW_MAC(acc, g0[ox], 0);
@@ -68,7 +35,6 @@ static void dw_grad_x_row3(const int8_t *w, const float *wf, const float *g0, in
         out_y[x] = (float)acc;
     }
 }
-#undef MCT_ROW3_SUM
 
 /* Tap rows ``rows`` (from the first: weights ``w_step`` apart, gradient rows ``out_w`` apart) of n taps
  * each (n <= 7), S apart in the weight row, the gradient's column descending: term t = 7 - n .. 6 of a
@@ -142,6 +108,104 @@ static void dw_grad_x_inside(const int8_t *w, const float *wf, const mct_conv *p
             ++first;
         }
     }
+}
+
+/* One position of a 3x3 stride-1 transpose with ROWS tap rows (weights u0.. of the first, u3.. and u6.. of
+ * the next): the gradient columns ox (n*), ox - 1 (m*), ox - 2 (l*) of each tap row, in mct_tap_range_sum's
+ * order (a, then b ascending); a ROWS below 3 drops the rows after it. */
+#define MCT_S1K3_SUM(out, n0, m0, l0, n1, m1, l1, n2, m2, l2)                    \
+    do {                                                                          \
+        float acc = mct_fmac(mct_fmac(mct_fmac(0.0f, n0, u0), m0, u1), l0, u2);   \
+        if (ROWS >= 2) acc = mct_fmac(mct_fmac(mct_fmac(acc, n1, u3), m1, u4), l1, u5); \
+        if (ROWS == 3) acc = mct_fmac(mct_fmac(mct_fmac(acc, n2, u6), m2, u7), l2, u8); \
+        (out) = acc;                                                              \
+    } while (0)
+
+/* Interior columns [x0, x1) of an input row of a 3x3 stride-1 transpose (float32 accumulators) whose ROWS
+ * (1 to 3, a constant) tap rows start at gradient row g0 (the next ones out_w floats above) and weight
+ * row u: a window of three gradient columns slides along the rows, three positions per turn of the loop
+ * (each column loaded once, the registers renamed instead of moved), the weights in registers. */
+static inline MCT_ALWAYS_INLINE void dw_s1k3_inside(const float *u, const float *g0, const int32_t ROWS, int32_t out_w,
+                                                    int32_t pad, int32_t x0, int32_t x1, float *out_y) {
+    const float *g1 = ROWS >= 2 ? g0 - out_w : g0, *g2 = ROWS == 3 ? g1 - out_w : g1;
+    const float u0 = u[0], u1 = u[1], u2 = u[2];
+    const float u3 = ROWS >= 2 ? u[3] : 0.0f, u4 = ROWS >= 2 ? u[4] : 0.0f, u5 = ROWS >= 2 ? u[5] : 0.0f;
+    const float u6 = ROWS == 3 ? u[6] : 0.0f, u7 = ROWS == 3 ? u[7] : 0.0f, u8 = ROWS == 3 ? u[8] : 0.0f;
+    if (x0 >= x1) return;
+    int32_t x = x0, ox = x0 + pad; /* >= 2: interior */
+    float a0 = g0[ox - 2], a1 = g1[ox - 2], a2 = g2[ox - 2], b0 = g0[ox - 1], b1 = g1[ox - 1], b2 = g2[ox - 1];
+    float c0, c1, c2;
+    for (; x + 3 <= x1; x += 3, ox += 3) {
+        c0 = g0[ox], c1 = g1[ox], c2 = g2[ox];
+        MCT_S1K3_SUM(out_y[x], c0, b0, a0, c1, b1, a1, c2, b2, a2);
+        a0 = g0[ox + 1], a1 = g1[ox + 1], a2 = g2[ox + 1];
+        MCT_S1K3_SUM(out_y[x + 1], a0, c0, b0, a1, c1, b1, a2, c2, b2);
+        b0 = g0[ox + 2], b1 = g1[ox + 2], b2 = g2[ox + 2];
+        MCT_S1K3_SUM(out_y[x + 2], b0, a0, c0, b1, a1, c1, b2, a2, c2);
+    }
+    for (; x < x1; ++x, ++ox) { /* the last one or two columns */
+        c0 = g0[ox], c1 = g1[ox], c2 = g2[ox];
+        MCT_S1K3_SUM(out_y[x], c0, b0, a0, c1, b1, a1, c2, b2, a2);
+        a0 = b0, a1 = b1, a2 = b2, b0 = c0, b1 = c1, b2 = c2;
+    }
+}
+#undef MCT_S1K3_SUM
+
+static void dw_s1k3_row(const float *u, const float *g0, int32_t rows, int32_t out_w, int32_t pad, int32_t x0,
+                        int32_t x1, float *out_y) {
+    if (rows == 3)
+        dw_s1k3_inside(u, g0, 3, out_w, pad, x0, x1, out_y);
+    else if (rows == 2)
+        dw_s1k3_inside(u, g0, 2, out_w, pad, x0, x1, out_y);
+    else
+        dw_s1k3_inside(u, g0, 1, out_w, pad, x0, x1, out_y);
+}
+
+/* Tap b = i of one tap row for two neighbouring positions: gradient column f - i for the first (acc0),
+ * f + 1 - i (the column the previous tap read, kept in ``prev``) for the second. */
+#define MCT_S1_PAIR_T(i)                       \
+    do {                                       \
+        if ((i) < K) {                         \
+            const float wi = W[i], gi = G[-(i)]; \
+            acc0 = mct_fmac(acc0, gi, wi);     \
+            acc1 = mct_fmac(acc1, prev, wi);   \
+            prev = gi;                         \
+        }                                      \
+    } while (0)
+
+/* Interior columns [x0, x1) of an input row of a KxK (5 or 7, a constant) stride-1 transpose (float32
+ * accumulators) whose ``rows`` tap rows start at gradient row g_row and weight row u: two positions per
+ * pass over the taps, each gradient value loaded once for both (each position's sum in dw_rows_sum's
+ * order: tap rows, then b ascending); an odd last position by dw_rows_sum. ``f``: x0's first column. */
+static inline MCT_ALWAYS_INLINE void dw_s1_inside(const float *u, const float *g_row, int32_t rows, int32_t out_w,
+                                                  const int32_t K, int32_t f, int32_t x0, int32_t x1, float *out_y) {
+    int32_t x = x0;
+    for (; x + 2 <= x1; x += 2, f += 2) {
+        float acc0 = 0.0f, acc1 = 0.0f;
+        const float *G = g_row + f, *W = u;
+        for (int32_t r = 0; r < rows; ++r, G -= out_w, W += K) {
+            float prev = G[1];
+            MCT_S1_PAIR_T(0);
+            MCT_S1_PAIR_T(1);
+            MCT_S1_PAIR_T(2);
+            MCT_S1_PAIR_T(3);
+            MCT_S1_PAIR_T(4);
+            MCT_S1_PAIR_T(5);
+            MCT_S1_PAIR_T(6);
+        }
+        out_y[x] = acc0;
+        out_y[x + 1] = acc1;
+    }
+    if (x < x1) out_y[x] = dw_rows_sum(g_row + f - (K - 1), u + K - 1, K, rows, out_w, K, 1);
+}
+#undef MCT_S1_PAIR_T
+
+static void dw_s1_row(const float *u, const float *g_row, int32_t rows, int32_t out_w, int32_t k, int32_t f,
+                      int32_t x0, int32_t x1, float *out_y) {
+    if (k == 5)
+        dw_s1_inside(u, g_row, rows, out_w, 5, f, x0, x1, out_y);
+    else
+        dw_s1_inside(u, g_row, rows, out_w, 7, f, x0, x1, out_y);
 }
 
 /* Interior columns [x0, x1) of an input row of a 3x3 stride-2 transpose (float32 accumulators) whose
@@ -223,8 +287,10 @@ static void dw_grad_x_f32(const int8_t *w, const float *wf, const mct_conv *p, c
             dw_edges(g_row, w_row, rows, cols, x0, out_w, k, 2, out_y);
             dw_edges(g_row, w_row, rows, cols + x0, right, out_w, k, 2, out_y + x1);
         }
-        if (k == 3 && s == 1 && ra.lo == 0 && ra.hi == 2)
-            dw_grad_x_row3(w, wf, g_row, out_w, pad, x0, x1, out_y);
+        if (k == 3 && s == 1 && rows >= 1 && rows <= 3)
+            dw_s1k3_row(w_row, g_row, rows, out_w, pad, x0, x1, out_y);
+        else if ((k == 5 || k == 7) && s == 1)
+            dw_s1_row(w_row, g_row, rows, out_w, k, x0 + pad, x0, x1, out_y);
         else if (k == 3 && s == 2 && (rows == 1 || rows == 2))
             dw_s2k3_row(w_row, g_row, rows, out_w, (x0 + pad) % 2, (x0 + pad) / 2, x0, x1, out_y);
         else

@@ -317,6 +317,11 @@ static void grad_w_1x1(const mct_conv *p, const int8_t *x, const float *g_r, con
             MCT_GW_MAC8(gq);
         }
     }
+    if (n == MCT_GW_COLS) { /* stored one by one: GCC makes the loop below a memcpy call */
+        out[0] = (float)a0, out[1] = (float)a1, out[2] = (float)a2, out[3] = (float)a3;
+        out[4] = (float)a4, out[5] = (float)a5, out[6] = (float)a6, out[7] = (float)a7;
+        return;
+    }
     const float sums[MCT_GW_COLS] = {(float)a0, (float)a1, (float)a2, (float)a3,
                                      (float)a4, (float)a5, (float)a6, (float)a7};
     for (int32_t j = 0; j < n; ++j) out[j] = sums[j];

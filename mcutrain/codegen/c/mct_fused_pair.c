@@ -266,9 +266,9 @@ static inline MCT_ALWAYS_INLINE int32_t gw2_byte3(int32_t nz, uint32_t word) { r
     } while (0)
 
 /* Columns [col, col + n) of rows r (from ga) and r + 1 (from gb) of a 1x1 stride-1 weight gradient with
- * float32 accumulators into outa / outb [0, n): each element's sum over the plane ascending, as
- * grad_w_1x1; each centred input converted once for both rows, four positions of a column read as one
- * word. Missing columns repeat column col. */
+ * float32 accumulators into outa / outb [0, n) (arrays of MCT_GW2_COLS): each element's sum over the
+ * plane ascending, as grad_w_1x1; each centred input converted once for both rows, four positions of a
+ * column read as one word. Missing columns repeat column col. */
 static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga, const float *gb, int32_t col,
                              int32_t n, float *outa, float *outb) {
     const int32_t in_n = p->in_h * p->in_w, nz = -p->x_zero;
@@ -288,12 +288,10 @@ static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga
         const float g = ga[q], h = gb[q];
         MCT_PAIR_8(MCT_GW2_AT);
     }
-    const float sa[MCT_GW2_COLS] = {a0, a1, a2, a3, a4, a5, a6, a7};
-    const float sb[MCT_GW2_COLS] = {b0, b1, b2, b3, b4, b5, b6, b7};
-    for (int32_t j = 0; j < n; ++j) {
-        outa[j] = sa[j];
-        outb[j] = sb[j];
-    }
+    /* all eight stored (the caller's arrays hold MCT_GW2_COLS): a loop of n would be two memcpy calls */
+#define MCT_GW2_OUT(j) (outa[j] = a##j, outb[j] = b##j)
+    MCT_PAIR_8(MCT_GW2_OUT);
+#undef MCT_GW2_OUT
 }
 #undef MCT_GW2_AT
 #undef MCT_GW2_AT4
