@@ -273,9 +273,42 @@ static inline void mct_dsp_pw_one(const int8_t *x, int32_t x_cs, const int8_t *u
  * weight sums are needed: sum (x - z) w is the same integer as sum x w - z sum w. */
 #define MCT_DSP_GROUP_WORDS 4
 
+/* The 4 widened words of a group at a position pair from t02 = (x_i, x_i+2), t13 = (x_i+1, x_i+3) (the pair's
+ * bytes of each channel as halfwords), the zero point's (-z, -z) in zz. */
+static inline void mct_dsp_widen_group(int32_t zz, int32_t t02, int32_t t13, int32_t *out) {
+    out[0] = __sxtab16(zz, t02);
+    out[1] = __sxtab16(zz, t13);
+    out[2] = mct_sxtab16_ror8(zz, t02);
+    out[3] = mct_sxtab16_ror8(zz, t13);
+}
+
+/* A full group's words of ``pairs`` position pairs from c0 on (channel k's bytes at c0 + k * x_cs), two pairs
+ * a step: a word load per channel, its two pairs joined by PKHBT / PKHTB (4 loads, 4 PKH for 2 pairs instead
+ * of 8 halfword loads, 4 ORR); the last pair of an odd count by halfwords. */
+static inline void mct_dsp_widen_full(const int8_t *c0, int32_t x_cs, int32_t pairs, int32_t zz, int32_t pair_words,
+                                      int32_t *out) {
+    int32_t j = 0;
+    for (; j + 2 <= pairs; j += 2, c0 += 4, out += 2 * pair_words) {
+        const int32_t w0 = mct_ld32(c0), w1 = mct_ld32(c0 + x_cs), w2 = mct_ld32(c0 + 2 * x_cs);
+        const int32_t w3 = mct_ld32(c0 + 3 * x_cs);
+        mct_dsp_widen_group(zz, mct_pkhbt_lsl16(w0, w2), mct_pkhbt_lsl16(w1, w3), out);
+        mct_dsp_widen_group(zz, mct_pkhtb_asr16(w2, w0), mct_pkhtb_asr16(w3, w1), out + pair_words);
+    }
+    if (j < pairs) {
+        uint16_t h0, h1, h2, h3;
+        memcpy(&h0, c0, 2);
+        memcpy(&h1, c0 + x_cs, 2);
+        memcpy(&h2, c0 + 2 * x_cs, 2);
+        memcpy(&h3, c0 + 3 * x_cs, 2);
+        mct_dsp_widen_group(zz, (int32_t)((uint32_t)h0 | ((uint32_t)h2 << 16)),
+                            (int32_t)((uint32_t)h1 | ((uint32_t)h3 << 16)), out);
+    }
+}
+
 /* The widened words of ``pairs`` position pairs from q on, channels [0, in_c) (in_c rounded up to 4:
  * the missing channels read as 0 bytes; their weights are 0, mct_dsp_gather_w), into buf, laid out
- * [pair][group][4 words]. Per group and pair: 4 halfword loads, 2 ORR, 4 SXTAB16, 4 stores. */
+ * [pair][group][4 words]: full groups by mct_dsp_widen_full, the last group of an in_c not a multiple of 4
+ * per pair (its halfwords one by one). */
 static inline void mct_dsp_widen(const int8_t *x, int32_t x_cs, int32_t q, int32_t pairs, int32_t in_c, int32_t zero,
                                  int32_t *buf) {
     const int32_t groups = (in_c + 3) >> 2, full = in_c >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
@@ -283,24 +316,17 @@ static inline void mct_dsp_widen(const int8_t *x, int32_t x_cs, int32_t q, int32
     for (int32_t g = 0; g < groups; ++g) {
         const int8_t *c0 = x + (4 * g) * x_cs + q;
         int32_t *out = buf + g * MCT_DSP_GROUP_WORDS;
-        const int32_t have = g < full ? 4 : in_c - 4 * g; /* channels of this group inside the input */
+        if (g < full) {
+            mct_dsp_widen_full(c0, x_cs, pairs, zz, pair_words, out);
+            continue;
+        }
+        const int32_t have = in_c - 4 * g; /* channels of the last group inside the input: 1 to 3 */
         for (int32_t j = 0; j < pairs; ++j, c0 += 2, out += pair_words) {
-            uint16_t h0, h1 = 0, h2 = 0, h3 = 0;
+            uint16_t h0, h1 = 0, h2 = 0;
             memcpy(&h0, c0, 2);
-            if (have == 4) {
-                memcpy(&h1, c0 + x_cs, 2);
-                memcpy(&h2, c0 + 2 * x_cs, 2);
-                memcpy(&h3, c0 + 3 * x_cs, 2);
-            } else { /* the last group of an in_c not a multiple of 4 */
-                if (have > 1) memcpy(&h1, c0 + x_cs, 2);
-                if (have > 2) memcpy(&h2, c0 + 2 * x_cs, 2);
-            }
-            const int32_t t02 = (int32_t)((uint32_t)h0 | ((uint32_t)h2 << 16));
-            const int32_t t13 = (int32_t)((uint32_t)h1 | ((uint32_t)h3 << 16));
-            out[0] = __sxtab16(zz, t02);
-            out[1] = __sxtab16(zz, t13);
-            out[2] = mct_sxtab16_ror8(zz, t02);
-            out[3] = mct_sxtab16_ror8(zz, t13);
+            if (have > 1) memcpy(&h1, c0 + x_cs, 2);
+            if (have > 2) memcpy(&h2, c0 + 2 * x_cs, 2);
+            mct_dsp_widen_group(zz, (int32_t)((uint32_t)h0 | ((uint32_t)h2 << 16)), (int32_t)h1, out);
         }
     }
 }
@@ -376,6 +402,51 @@ static inline void mct_dsp_pw_unpacked(const int32_t *xb, const int32_t *wb, int
         b1 = __smlad(o1, vo, __smlad(e1, ve, b1));
     }
     s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+}
+
+/* mct_dsp_pw_unpacked for ONE output channel (the first of each group's unpacked words: ue, uo), its two sums
+ * stored in s[0..1]: an odd channel left alone, not paired with itself (half the SMLAD). */
+static inline void mct_dsp_pw_unpacked_one(const int32_t *xb, const int32_t *wb, int32_t groups, int32_t *s) {
+    int32_t a0 = 0, a1 = 0;
+    for (const int32_t *const end = wb + MCT_DSP_GROUP_WORDS * groups; wb < end; wb += MCT_DSP_GROUP_WORDS) {
+        int32_t e0, o0, e1, o1;
+        mct_ldrd_post(&xb, &e0, &o0);
+        mct_ldrd_post(&xb, &e1, &o1);
+        a0 = __smlad(o0, wb[1], __smlad(e0, wb[0], a0));
+        a1 = __smlad(o1, wb[1], __smlad(e1, wb[0], a1));
+    }
+    s[0] = a0, s[1] = a1;
+}
+
+/* mct_dsp_pw_unpacked (``two``; else mct_dsp_pw_unpacked_one) at ``pairs`` position pairs (pair j's words at
+ * xb + j * 4 * groups, its sums in s[4j..]), ``groups`` a constant where inlined: the group loop unrolled (4
+ * LDRD, 8 SMLAD a group; the first SMUAD, no zeroed sums), the weight pointer stepped back after each pair,
+ * so sums, input, weights and pointers fit the registers (the looped form spilled around every pair: 18
+ * instructions a pair beside the groups). */
+static inline __attribute__((always_inline)) void mct_dsp_pw_unpacked_fixed(const int32_t *xb, const int32_t *wb,
+                                                                             int32_t groups, int32_t two,
+                                                                             int32_t pairs, int32_t *s) {
+    for (int32_t j = 0; j < pairs; ++j, s += 4) {
+        int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+#pragma GCC unroll 8
+        for (int32_t g = 0; g < groups; ++g) {
+            int32_t e0, o0, e1, o1, ue, uo, ve, vo;
+            mct_ldrd_post(&xb, &e0, &o0);
+            mct_ldrd_post(&wb, &ue, &uo);
+            a0 = __smlad(o0, uo, g == 0 ? __smuad(e0, ue) : __smlad(e0, ue, a0));
+            mct_ldrd_post(&xb, &e1, &o1);
+            a1 = __smlad(o1, uo, g == 0 ? __smuad(e1, ue) : __smlad(e1, ue, a1));
+            if (two) {
+                mct_ldrd_post(&wb, &ve, &vo);
+                b0 = __smlad(o0, vo, g == 0 ? __smuad(e0, ve) : __smlad(e0, ve, b0));
+                b1 = __smlad(o1, vo, g == 0 ? __smuad(e1, ve) : __smlad(e1, ve, b1));
+            } else {
+                wb += 2;
+            }
+        }
+        wb -= MCT_DSP_GROUP_WORDS * groups;
+        s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+    }
 }
 
 #include "mct_dsp_depthwise.h" /* the depthwise rows' helpers */

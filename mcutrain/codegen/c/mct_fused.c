@@ -344,9 +344,8 @@ static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_r
     group = mct_imax(group, 1);
     for (int32_t c0 = 0; c0 < dw->out_c; c0 += group) {
         const int32_t c1 = mct_imin(c0 + group, dw->out_c);
-        for (int32_t a = 0; a < dw->k; ++a)
-            if (src[a] >= 0)
-                mct_pointwise(expand, c0, c1, x + src[a], x_cs, dw->in_w, window + a * dw->in_w, plane, NULL, 0, 0);
+        for (int32_t a = 0; a < dw->k; ++a) rows[a] = src[a] >= 0 ? x + src[a] : NULL;
+        mct_pointwise_rows(expand, c0, c1, rows, dw->k, x_cs, dw->in_w, window, dw->in_w, plane); /* the k rows */
         for (int32_t a = 0; a < dw->k; ++a) rows[a] = src[a] >= 0 ? window + a * dw->in_w : NULL;
         mct_depthwise_rows(dw, c0, c1, rows, plane, t->y + c0 * t->y_cs, t->y_cs, t->mask, t->bit0 + c0 * t->bit_cs,
                            t->bit_cs);

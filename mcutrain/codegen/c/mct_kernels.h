@@ -336,6 +336,11 @@ static inline int32_t mct_taps(const int8_t *r, const int8_t *w, int32_t k) {
  * x + i * x_cs, output channel o's at y + (o - o0) * y_cs, its mask bits from bit0 + (o - o0) * bit_cs. */
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs);
+/* mct_pointwise on ``rows`` input rows (x_rows[a]; NULL: none), no mask: output row a at y + a * y_row. The
+ * row pipelines' folded convs (mct_fused.c) make a window's k rows at once: the setup of the channels'
+ * weights and requantization is done once for them all, not once a row. */
+void mct_pointwise_rows(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *const *x_rows, int32_t rows,
+                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_row, int32_t y_cs);
 /* Output channel o of a 1x1 stride-1 conv (whole [in_c][H][W] input) into y_o, mask bits from bit0. */
 void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask, int32_t bit0);
 /* One output row of depthwise channel c from the input rows of its k taps (NULL: a padding row);

@@ -247,6 +247,106 @@ static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t 
  * stack does not grow. */
 #define MCT_PW_UNPACK_MIN_PAIRS 3
 
+/* The requantization constants of one output channel in mct_rq_of's fast case (mct_dsp_requant_pairs'). */
+typedef struct {
+    int32_t bias2, multiplier, nudge, right;
+} pw_fast_rq;
+
+/* Most output channels a planned call takes (pointwise_planned): their constants are 256 bytes of stack. */
+#define MCT_PW_PLAN_OUT 16
+
+/* The plan of output channels [o0, o1): each channel's requantization constants and each channel pair's weights
+ * unpacked (pw_unpack; an odd last channel paired with itself), pair k's at unpacked + k * pair_words. 0 (no
+ * plan) where a channel is not in the fast case or the two rows of a pair are split differently. */
+static int32_t pw_plan(const mct_conv *p, int32_t o0, int32_t o1, int32_t pair_words, pw_fast_rq *rq,
+                       int32_t *unpacked) {
+    for (int32_t o = o0; o < o1; ++o) {
+        const mct_rq q = mct_rq_of(p, o);
+        if (!q.fast) return 0;
+        rq[o - o0] = (pw_fast_rq){q.bias2, q.multiplier, q.nudge, q.right};
+    }
+    for (int32_t o = o0; o < o1; o += 2, unpacked += pair_words) {
+        const mct_weight_row r0 = mct_row_of(&p->w, o), r1 = o + 1 < o1 ? mct_row_of(&p->w, o + 1) : r0;
+        if (r1.split != r0.split) return 0;
+        const pw_runs w = pw_runs_of(&r0, &r1, p->in_c);
+        pw_unpack(&w, unpacked);
+    }
+    return 1;
+}
+
+#define MCT_PW_FIXED(g_)                                                          \
+    case g_:                                                                      \
+        if (two)                                                                  \
+            mct_dsp_pw_unpacked_fixed(xb, wb, g_, 1, pairs, sums);                \
+        else                                                                      \
+            mct_dsp_pw_unpacked_fixed(xb, wb, g_, 0, pairs, sums);                \
+        return;
+
+/* The sums of a planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs,
+ * pw_sums' layout: the row pipelines' few input channels (up to 24) on unrolled groups. */
+static __attribute__((noinline)) void pw_planned_sums(const int32_t *xb, const int32_t *wb, int32_t groups,
+                                                      int32_t two, int32_t pairs, int32_t *sums) {
+    switch (groups) {
+        MCT_PW_FIXED(1) MCT_PW_FIXED(2) MCT_PW_FIXED(3) MCT_PW_FIXED(4) MCT_PW_FIXED(5) MCT_PW_FIXED(6)
+    default:
+        break;
+    }
+    const int32_t pair_words = groups * MCT_DSP_GROUP_WORDS;
+    if (two)
+        pw_sums_unpacked(xb, pair_words, pairs, wb, groups, sums);
+    else
+        for (int32_t i = 0; i < pairs; ++i) mct_dsp_pw_unpacked_one(xb + i * pair_words, wb, groups, sums + 4 * i);
+}
+#undef MCT_PW_FIXED
+
+/* One planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs: the sums
+ * (pw_planned_sums) then 2 outputs at a time into ya, yb. */
+static void pw_planned_pair(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
+                            const pw_fast_rq *rq, int32_t two, int8_t *ya, int8_t *yb, int32_t *sums) {
+    for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS, xb += MCT_PW_SUM_PAIRS * pair_words) {
+        const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
+        pw_planned_sums(xb, wb, groups, two, m, sums);
+        mct_dsp_requant_pairs(sums, 4, m, rq[0].bias2, rq[0].multiplier, rq[0].nudge, rq[0].right, ya + 2 * j);
+        if (two)
+            mct_dsp_requant_pairs(sums + 2, 4, m, rq[1].bias2, rq[1].multiplier, rq[1].nudge, rq[1].right, yb + 2 * j);
+    }
+}
+
+/* Output channels [o0, o1) (at most MCT_PW_PLAN_OUT) at the positions [0, 2 * (n / 2)) of ``rows`` input rows
+ * (x_rows[a], NULL: skipped; output row a at y + a * y_row, ``last`` as in out_row: one row only), no mask: the
+ * plan (pw_plan) is made once for all rows, not once per row and block as in pointwise_wide (the row pipelines
+ * call the 1x1 conv once a row with few channels: the setup outweighed the sums). Returns the positions done
+ * per row (0: not taken). */
+static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, int32_t o0, int32_t o1,
+                                                           const int8_t *const *x_rows, int32_t rows, int32_t x_cs,
+                                                           int32_t n, int8_t *y, int32_t y_row, int32_t y_cs,
+                                                           int8_t *last) {
+    const int32_t count = o1 - o0, groups = (p->in_c + 3) >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
+    const int32_t all = n >> 1, plan_words = ((count + 1) >> 1) * pair_words;
+    const int32_t room = plan_words < MCT_PW_WIDE_WORDS ? (MCT_PW_WIDE_WORDS - plan_words) / pair_words : 0;
+    if (count < MCT_PW_WIDE_MIN_OUT || count > MCT_PW_PLAN_OUT || all == 0 || room < mct_imin(all, 4)) return 0;
+    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
+    pw_fast_rq rq[MCT_PW_PLAN_OUT];
+    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - plan_words;
+    if (!pw_plan(p, o0, o1, pair_words, rq, unpacked)) return 0;
+    const int32_t blocks = (all + room - 1) / room, most = (all + blocks - 1) / blocks; /* even blocks */
+    for (int32_t a = 0; a < rows; ++a) {
+        if (x_rows[a] == NULL) continue;
+        for (int32_t j0 = 0; j0 < all; j0 += most) {
+            const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0 + a * y_row;
+            mct_dsp_widen(x_rows[a], x_cs, 2 * j0, pairs, p->in_c, p->x_zero, buf);
+            for (int32_t k = 0; k < count; k += 2) {
+                const int32_t two = k + 1 < count;
+                int8_t *ya = out_row(y, y_cs, last, k, count) + q0;
+                int8_t *yb = two ? out_row(y, y_cs, last, k + 1, count) + q0 : ya;
+                pw_planned_pair(buf, pair_words, pairs, unpacked + (k >> 1) * pair_words, groups, rq + k, two, ya, yb,
+                                sums);
+            }
+        }
+    }
+    return 2 * all;
+}
+
 /* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) (mct_pointwise's arguments): per block of
  * position pairs, the input is widened once (zero point subtracted) and read by every output pair. Returns
  * the positions done (0: not taken, too few output channels or too many input channels). */
@@ -278,7 +378,7 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
             for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS) {
                 const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
                 if (unpack)
-                    pw_sums_unpacked(buf + j * pair_words, pair_words, m, unpacked, groups, sums);
+                    pw_planned_sums(buf + j * pair_words, unpacked, groups, 1, m, sums);
                 else
                     pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
                 pw_requant(&qa, sums, m, ya + 2 * j, mask, ba + 2 * j);
@@ -310,7 +410,9 @@ static inline __attribute__((always_inline)) void pointwise_into(const mct_conv 
     if (n == 0) return;
 #endif
 #if MCT_DSP
-    const int32_t wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, last, mask, bit0, bit_cs);
+    int32_t wide = 0;
+    if (mask == NULL) wide = pointwise_planned(p, o0, o1, &x, 1, x_cs, n, y, 0, y_cs, last);
+    if (wide == 0) wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, last, mask, bit0, bit_cs);
     x += wide; /* the last position of an odd n (or all: not taken) by the loops below */
     y += wide;
     if (last != NULL) last += wide;
@@ -340,6 +442,15 @@ static inline __attribute__((always_inline)) void pointwise_into(const mct_conv 
 void mct_pointwise(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x, int32_t x_cs, int32_t n, int8_t *y,
                    int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
     pointwise_into(p, o0, o1, x, x_cs, n, y, y_cs, NULL, mask, bit0, bit_cs);
+}
+
+void mct_pointwise_rows(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *const *x_rows, int32_t rows,
+                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_row, int32_t y_cs) {
+#if MCT_DSP && !MCT_SIMD && !MCT_MVE
+    if (!(n & 1) && pointwise_planned(p, o0, o1, x_rows, rows, x_cs, n, y, y_row, y_cs, NULL) == n) return;
+#endif
+    for (int32_t a = 0; a < rows; ++a)
+        if (x_rows[a] != NULL) mct_pointwise(p, o0, o1, x_rows[a], x_cs, n, y + a * y_row, y_cs, NULL, 0, 0);
 }
 
 void mct_pointwise_channel(const mct_conv *p, int32_t o, const int8_t *x, int8_t *y_o, uint8_t *mask,
