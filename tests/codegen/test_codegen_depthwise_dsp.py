@@ -8,7 +8,8 @@ padded copy where a tap row is padding or too few columns are inside. The model 
 even widths (49 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1: the last a 3x3 row of one output, whose even part is empty),
 planes above 2048 bytes (49 x 49 and the 51 x 51 padded one), 3x3, 5x5 and 7x7 at strides 1 and 2, a 7x7 on
 4 columns (no interior column), weights split between SRAM and Flash (half the channels of a depthwise conv
-trained) and the clamp masks of the trained blocks. Equality rule: test_codegen_dsp's (the firmware under QEMU equals the host build bit for bit)."""
+trained) and the clamp masks of the trained blocks. Equality rule: test_codegen_dsp's (the firmware under QEMU
+equals the host build bit for bit)."""
 
 from __future__ import annotations
 
