@@ -5,10 +5,11 @@ mct_depthwise.c takes a whole channel through a padded plane (up to 2048 bytes: 
 the output width is even, row by row with an odd last column when it is odd) and a row of the row pipelines
 (or of a plane too large) as direct interior columns plus padded copies of its edges, or whole through a
 padded copy where a tap row is padding or too few columns are inside. The model below reaches each: odd and
-even widths (49 -> 25 -> 13 -> 7 -> 4), planes above 2048 bytes (49 x 49 and the 51 x 51 padded one), 3x3,
-5x5 and 7x7 at strides 1 and 2, a 7x7 on 4 columns (no interior column), weights split between SRAM and Flash
-(half the channels of a depthwise conv trained) and the clamp masks of the trained blocks. Equality rule:
-test_codegen_dsp's (the firmware under QEMU equals the host build bit for bit)."""
+even widths (49 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1: the last a 3x3 row of one output, whose even part is empty),
+planes above 2048 bytes (49 x 49 and the 51 x 51 padded one), 3x3, 5x5 and 7x7 at strides 1 and 2, a 7x7 on
+4 columns (no interior column), weights split between SRAM and Flash (half the channels of a depthwise conv
+trained) and the clamp masks of the trained blocks. Equality rule: test_codegen_dsp's (the firmware under QEMU
+equals the host build bit for bit)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ CLASSES = 3
 # (mid, out, kernel, stride) per block on a 97 x 97 image (49 x 49 after the stem conv).
 DW_GEOMETRY = NetSpec("dw-geometry", 4, _chain(4, [
     (None, 4, 3, 1), (6, 5, 3, 2), (7, 5, 5, 1), (6, 6, 7, 2), (5, 6, 7, 1), (9, 4, 5, 2), (6, 4, 3, 2),
-    (5, 4, 7, 1),
+    (5, 4, 7, 1), (6, 4, 3, 2), (5, 4, 3, 2), (5, 4, 3, 1),
 ]), default_resolution=97)
 # convs: 0 stem; block 0: 1 depthwise, 2 project; block b >= 1: 3b expand, 3b + 1 depthwise, 3b + 2 project
 SPLIT_DW = ((13, 0.5), (16, 0.5), (19, 0.5))  # half the channels of the depthwise 7x7, 5x5 s2 and 3x3 trained

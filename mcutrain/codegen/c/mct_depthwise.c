@@ -131,60 +131,35 @@ typedef struct {
     int32_t n, rows, in_step, y_step;
 } dw_seg;
 
-/* 3x3, stride 1: one load per tap row gives both windows (as mct_dsp_dw3_two); SMLAxy picks the middle taps'
- * halfwords. */
-static void dw3_s1(const dw_plan *d, const dw_seg *seg, int32_t count) {
-    const int32_t a0 = d->w02[0], a1 = d->w02[1], a2 = d->w02[2], b01 = d->w1[0], b2 = d->w1[1];
-    const int32_t init = d->init, m = d->m, nudge = d->nudge, right = d->right;
-    for (; count > 0; --count, ++seg)
-        for (int32_t row = 0; row < seg->rows; ++row) {
-            const int32_t at = row * seg->in_step;
-            const int8_t *r0 = seg->r[0] + at, *r1 = seg->r[1] + at, *r2 = seg->r[2] + at;
-            int8_t *y = seg->y + row * seg->y_step;
-            for (const int8_t *const end = r0 + seg->n; r0 < end; r0 += 2, r1 += 2, r2 += 2, y += 2) {
-                int32_t v = mct_ld32(r0), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
-                int32_t s0 = __smlabb(o, b01, __smlad(e, a0, init)), s1 = __smlatb(e, b01, __smlad(o, a0, init));
-                v = mct_ld32(r1), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
-                s0 = __smlabt(o, b01, __smlad(e, a1, s0));
-                s1 = __smlatt(e, b01, __smlad(o, a1, s1));
-                v = mct_ld32(r2), e = __sxtb16(v), o = mct_sxtb16_ror8(v);
-                s0 = __smlabt(o, b2, __smlad(e, a2, s0));
-                s1 = __smlatt(e, b2, __smlad(o, a2, s1));
-                y[0] = dw_requant(s0, m, nudge, right);
-                y[1] = dw_requant(s1, m, nudge, right);
-            }
-        }
+/* The 3x3 row kernels' constants (mct_dsp_dw3_s1_row's k): the weight pairs, the shift in b2's low halfword. */
+static void dw3_consts(const dw_plan *d, int32_t *k) {
+    k[0] = d->w02[0], k[1] = d->w02[1], k[2] = d->w02[2], k[3] = d->w1[0];
+    k[4] = (int32_t)(((uint32_t)d->w1[1] & 0xffff0000u) | (uint32_t)d->right);
+    k[5] = d->m, k[6] = d->init, k[7] = d->nudge;
 }
 
-/* One 3-tap row of two stride-2 outputs: r[0..2] and r[2..4] (a word and a byte); the second's (r2, r4) pair
- * by PKHBT against (w0, w2) swapped. hi_: the middle tap is the high half of w1_. */
-#define DW3_S2_ROW(r_, a_, w1_, hi_)                                                                     \
-    {                                                                                                    \
-        const int32_t v = mct_ld32(r_), b4 = (r_)[4], e = __sxtb16(v), o = mct_sxtb16_ror8(v);           \
-        s0 = hi_ ? __smlabt(o, w1_, __smlad(e, a_, s0)) : __smlabb(o, w1_, __smlad(e, a_, s0));           \
-        s1 = hi_ ? __smlatt(o, w1_, __smladx(mct_pkhbt(b4, e), a_, s1))                                  \
-                 : __smlatb(o, w1_, __smladx(mct_pkhbt(b4, e), a_, s1));                                 \
-    }
-
-static void dw3_s2(const dw_plan *d, const dw_seg *seg, int32_t count) {
-    const int32_t a0 = d->w02[0], a1 = d->w02[1], a2 = d->w02[2], b01 = d->w1[0], b2 = d->w1[1];
-    const int32_t init = d->init, m = d->m, nudge = d->nudge, right = d->right;
+/* 3x3, stride 1: one load per tap row gives both windows (as mct_dsp_dw3_two); the tap rows lie w bytes apart
+ * (dw_seg_of's rows are a padded buffer's). Not inlined: inside dw_run GCC found no registers for the asm. */
+static __attribute__((noinline)) void dw3_s1(const dw_plan *d, const dw_seg *seg, int32_t count) {
+    int32_t k[8];
+    dw3_consts(d, k);
     for (; count > 0; --count, ++seg)
-        for (int32_t row = 0; row < seg->rows; ++row) {
+        for (int32_t row = 0; row < seg->rows && seg->n > 0; ++row)
+            mct_dsp_dw3_s1_row(seg->r[0] + row * seg->in_step, (int32_t)(seg->r[1] - seg->r[0]),
+                               seg->y + row * seg->y_step, seg->n, k);
+}
+
+/* 3x3, stride 2: a word and a byte per tap row give both windows (mct_dsp_dw3_s2_row). */
+static __attribute__((noinline)) void dw3_s2(const dw_plan *d, const dw_seg *seg, int32_t count) {
+    int32_t k[8];
+    dw3_consts(d, k);
+    for (; count > 0; --count, ++seg)
+        for (int32_t row = 0; row < seg->rows && seg->n > 0; ++row) {
             const int32_t at = row * seg->in_step;
-            const int8_t *r0 = seg->r[0] + at, *r1 = seg->r[1] + at, *r2 = seg->r[2] + at;
-            int8_t *y = seg->y + row * seg->y_step;
-            for (const int8_t *const end = r0 + 2 * seg->n; r0 < end; r0 += 4, r1 += 4, r2 += 4, y += 2) {
-                int32_t s0 = init, s1 = init;
-                DW3_S2_ROW(r0, a0, b01, 0)
-                DW3_S2_ROW(r1, a1, b01, 1)
-                DW3_S2_ROW(r2, a2, b2, 1)
-                y[0] = dw_requant(s0, m, nudge, right);
-                y[1] = dw_requant(s1, m, nudge, right);
-            }
+            const int8_t *const r[3] = {seg->r[0] + at, seg->r[1] + at, seg->r[2] + at};
+            mct_dsp_dw3_s2_row(r, seg->y + row * seg->y_step, seg->n, k);
         }
 }
-#undef DW3_S2_ROW
 
 /* k x k (5 or 7), stride s: four outputs a step, one mct_dsp_row{5,7}_four(_s2) per tap row (the weights read
  * once for four outputs), a last pair by mct_dsp_row{5,7}_two(_s2). Inlined with k and s constants. */

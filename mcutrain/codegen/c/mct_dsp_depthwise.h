@@ -176,6 +176,129 @@ static inline void mct_dsp_row5_four_s2(const int8_t *r, const mct_dsp_row57 *k,
     s[3] = __smlabb(b10, k->w46, __smladx(mct_pkhbt(oc, ob), k->w13, __smladx(mct_pkhbt(ec, eb), k->w02, s[3])));
 }
 
+/* ---- 3x3 output rows in assembly (mct_depthwise.c's dw3_s1 / dw3_s2) ----
+ * Why assembly: the C loops keep 15 to 16 values live (two sums, the unpacked word, five weight registers, the
+ * requantization's constants, the row pointers and the end); the core has 14 and GCC spilled a weight or a
+ * pointer on every step (about 42 instructions for 18 MACs at stride 1, 48 at stride 2). Here the constants
+ * that are read once a step sit on the stack (the start value ``init`` twice: one LDRD starts both sums; the
+ * nudge; the end of y: GCC found no 14th register for an asm inlined into dw_run, 13 did build), the
+ * shift ``right`` rides in the low halfword of b2 (ASR by a register reads its low byte; SMLAxT only the high
+ * halfword) and the requantization adds the rounding's sign to the nudge before SMMLAR (the same integers as
+ * dw_requant: SMMLAR adds its accumulator whole). k: {a0, a1, a2, b01, b2 | right, m, init, nudge} (dw_plan's
+ * doubled operands); n outputs, n even and > 0. Stride 1: the tap rows at r, r + w, r + 2w (LDR's register
+ * offset, LSL #1 for the third), 36 instructions for 18 MACs. */
+static inline __attribute__((always_inline)) void mct_dsp_dw3_s1_row(const int8_t *r, int32_t w, int8_t *y,
+                                                                     int32_t n, const int32_t *k) {
+    int32_t s0 = k[6], s1 = k[7], e = (int32_t)(intptr_t)(y + n), o;
+    __asm__ volatile(
+        "strd %[s0], %[s0], [sp, #-16]!\n\t" /* init, init, nudge, end */
+        "strd %[s1], %[e], [sp, #8]\n"
+        "1:\n\t"
+        "ldrd %[s0], %[s1], [sp]\n\t"
+        "ldr %[e], [%[r], %[w]]\n\t"
+        "sxtb16 %[o], %[e], ror #8\n\t"
+        "sxtb16 %[e], %[e]\n\t"
+        "smlad %[s0], %[e], %[a1], %[s0]\n\t"
+        "smlabt %[s0], %[o], %[b01], %[s0]\n\t"
+        "smlad %[s1], %[o], %[a1], %[s1]\n\t"
+        "smlatt %[s1], %[e], %[b01], %[s1]\n\t"
+        "ldr %[e], [%[r], %[w], lsl #1]\n\t"
+        "sxtb16 %[o], %[e], ror #8\n\t"
+        "sxtb16 %[e], %[e]\n\t"
+        "smlad %[s0], %[e], %[a2], %[s0]\n\t"
+        "smlabt %[s0], %[o], %[b2], %[s0]\n\t"
+        "smlad %[s1], %[o], %[a2], %[s1]\n\t"
+        "smlatt %[s1], %[e], %[b2], %[s1]\n\t"
+        "ldr %[e], [%[r]], #2\n\t"
+        "sxtb16 %[o], %[e], ror #8\n\t"
+        "sxtb16 %[e], %[e]\n\t"
+        "smlad %[s0], %[e], %[a0], %[s0]\n\t"
+        "smlabb %[s0], %[o], %[b01], %[s0]\n\t"
+        "smlad %[s1], %[o], %[a0], %[s1]\n\t"
+        "smlatb %[s1], %[e], %[b01], %[s1]\n\t"
+        "ldr %[e], [sp, #8]\n\t"
+        "add %[o], %[e], %[s0], asr #31\n\t"
+        "smmlar %[s0], %[s0], %[m], %[o]\n\t"
+        "add %[o], %[e], %[s1], asr #31\n\t"
+        "smmlar %[s1], %[s1], %[m], %[o]\n\t"
+        "asr %[s0], %[s0], %[b2]\n\t"
+        "asr %[s1], %[s1], %[b2]\n\t"
+        "ssat %[s0], #8, %[s0]\n\t"
+        "ssat %[s1], #8, %[s1]\n\t"
+        "strb %[s0], [%[y]], #1\n\t"
+        "strb %[s1], [%[y]], #1\n\t"
+        "ldr %[e], [sp, #12]\n\t"
+        "cmp %[y], %[e]\n\t"
+        "bne 1b\n\t"
+        "add sp, sp, #16"
+        : [s0] "+&r"(s0), [s1] "+&r"(s1), [e] "+&r"(e), [o] "=&r"(o), [r] "+&r"(r), [y] "+&r"(y)
+        : [w] "r"(w), [a0] "r"(k[0]), [a1] "r"(k[1]), [a2] "r"(k[2]), [b01] "r"(k[3]),
+          [b2] "r"(k[4]), [m] "r"(k[5])
+        : "cc", "memory");
+}
+
+/* Stride 2: the tap rows at r[0], r[1], r[2] (a word and the byte after it each: the second output's (r4, r2)
+ * pair by PKHBT, SMLADX against (w0, w2)); three row pointers leave no register for m: it is on the stack too.
+ * 43 instructions for 18 MACs. */
+static inline __attribute__((always_inline)) void mct_dsp_dw3_s2_row(const int8_t *const *rows, int8_t *y,
+                                                                     int32_t n, const int32_t *k) {
+    int32_t s0 = k[6], s1 = k[7], e = (int32_t)(intptr_t)(y + n), o = k[5];
+    const int8_t *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+    __asm__ volatile(
+        "strd %[s0], %[s0], [sp, #-24]!\n\t" /* init, init, nudge, m, end */
+        "strd %[s1], %[o], [sp, #8]\n\t"
+        "str %[e], [sp, #16]\n"
+        "1:\n\t"
+        "ldrd %[s0], %[s1], [sp]\n\t"
+        "ldr %[e], [%[r0]], #4\n\t"
+        "sxtb16 %[o], %[e], ror #8\n\t"
+        "sxtb16 %[e], %[e]\n\t"
+        "smlad %[s0], %[e], %[a0], %[s0]\n\t"
+        "smlabb %[s0], %[o], %[b01], %[s0]\n\t"
+        "smlatb %[s1], %[o], %[b01], %[s1]\n\t"
+        "ldrsb %[o], [%[r0]]\n\t"
+        "pkhbt %[e], %[o], %[e]\n\t"
+        "smladx %[s1], %[e], %[a0], %[s1]\n\t"
+        "ldr %[e], [%[r1]], #4\n\t"
+        "sxtb16 %[o], %[e], ror #8\n\t"
+        "sxtb16 %[e], %[e]\n\t"
+        "smlad %[s0], %[e], %[a1], %[s0]\n\t"
+        "smlabt %[s0], %[o], %[b01], %[s0]\n\t"
+        "smlatt %[s1], %[o], %[b01], %[s1]\n\t"
+        "ldrsb %[o], [%[r1]]\n\t"
+        "pkhbt %[e], %[o], %[e]\n\t"
+        "smladx %[s1], %[e], %[a1], %[s1]\n\t"
+        "ldr %[e], [%[r2]], #4\n\t"
+        "sxtb16 %[o], %[e], ror #8\n\t"
+        "sxtb16 %[e], %[e]\n\t"
+        "smlad %[s0], %[e], %[a2], %[s0]\n\t"
+        "smlabt %[s0], %[o], %[b2], %[s0]\n\t"
+        "smlatt %[s1], %[o], %[b2], %[s1]\n\t"
+        "ldrsb %[o], [%[r2]]\n\t"
+        "pkhbt %[e], %[o], %[e]\n\t"
+        "smladx %[s1], %[e], %[a2], %[s1]\n\t"
+        "ldrd %[e], %[o], [sp, #8]\n\t"
+        "add %[e], %[e], %[s0], asr #31\n\t"
+        "smmlar %[s0], %[s0], %[o], %[e]\n\t"
+        "ldr %[e], [sp, #8]\n\t"
+        "add %[e], %[e], %[s1], asr #31\n\t"
+        "smmlar %[s1], %[s1], %[o], %[e]\n\t"
+        "asr %[s0], %[s0], %[b2]\n\t"
+        "asr %[s1], %[s1], %[b2]\n\t"
+        "ssat %[s0], #8, %[s0]\n\t"
+        "ssat %[s1], #8, %[s1]\n\t"
+        "strb %[s0], [%[y]], #1\n\t"
+        "strb %[s1], [%[y]], #1\n\t"
+        "ldr %[e], [sp, #16]\n\t"
+        "cmp %[y], %[e]\n\t"
+        "bne 1b\n\t"
+        "add sp, sp, #24"
+        : [s0] "+&r"(s0), [s1] "+&r"(s1), [e] "+&r"(e), [o] "+&r"(o), [r0] "+&r"(r0), [r1] "+&r"(r1),
+          [r2] "+&r"(r2), [y] "+&r"(y)
+        : [a0] "r"(k[0]), [a1] "r"(k[1]), [a2] "r"(k[2]), [b01] "r"(k[3]), [b2] "r"(k[4])
+        : "cc", "memory");
+}
+
 /* ---- depthwise rows and channels (mct_depthwise.c; a core without Helium) ---- */
 
 /* mct_depthwise_row / mct_depthwise_channel / mct_depthwise_rows on the DSP kernels; 0 (nothing written) where
