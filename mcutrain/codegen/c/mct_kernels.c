@@ -344,9 +344,9 @@ static inline int8_t add_of_scaled(int32_t sa, int32_t sb, const mct_add_params 
 /* The tables' elements through mct_dsp_requantize (sum = sa + sb, no bias) when its conditions hold: |sa|,
  * |sb| < 2^28 (so |sa + sb| < 2^29), the output shift in [-22, -1], a multiplier other than INT32_MIN, an
  * int8 zero point. v is then MBQM(sa + sb) + out_zero exactly (mct_add has no int16 clamp to leave out).
- * Returns 0 (nothing done) otherwise. */
+ * Returns 0 (nothing done) otherwise. Mask bits from bit0 (cleared before). */
 static int32_t add_dsp(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a,
-                       const int8_t *b, int8_t *y, uint8_t *mask, int32_t n) {
+                       const int8_t *b, int8_t *y, uint8_t *mask, int32_t bit0, int32_t n) {
     int32_t ok = p->out_shift <= -1 && p->out_shift >= -22 && p->out_multiplier != INT32_MIN && p->out_zero >= -128
                  && p->out_zero <= 127;
     for (int32_t v = 0; v < 256 && ok; ++v)
@@ -354,32 +354,52 @@ static int32_t add_dsp(const mct_add_params *p, const int32_t *ta, const int32_t
     if (!ok) return 0;
     const int32_t right = -p->out_shift, m = p->out_multiplier, qmin = p->qmin, qmax = p->qmax;
     const int32_t nudge = ((int32_t)1 << (right - 1)) + p->out_zero * ((int32_t)1 << right);
-    for (int32_t i = 0; i < n; ++i) {
+    int32_t i = 0;
+    if (qmin == -128 && qmax == 127 && (bit0 & 7) == 0) /* the clamp is SSAT; eight mask bits, one byte store */
+        for (; i + 8 <= n; i += 8) {
+            uint32_t bits = 0;
+            for (int32_t j = 0; j < 8; ++j) {
+                const int32_t v = mct_dsp_requantize(ta[a[i + j] + 128] + tb[b[i + j] + 128], 0, m, nudge, right);
+                y[i + j] = (int8_t)__ssat(v, 8);
+                bits |= (uint32_t)((uint32_t)(v + 127) < 254u) << j; /* -128 < v < 127 */
+            }
+            if (mask != NULL) mask[(bit0 + i) >> 3] = (uint8_t)bits; /* bits bit0+i.. +7: this call's */
+        }
+    for (; i < n; ++i) {
         const int32_t v = mct_dsp_requantize(ta[a[i] + 128] + tb[b[i] + 128], 0, m, nudge, right);
         y[i] = (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
-        if (mask != NULL) mct_put_bit(mask, i, (uint8_t)((v > qmin) & (v < qmax)));
+        if (mask != NULL) mct_put_bit(mask, bit0 + i, (uint8_t)((v > qmin) & (v < qmax)));
     }
     return 1;
 }
 #endif
+
+void mct_add_tables(const mct_add_params *p, int32_t *ta, int32_t *tb) {
+    for (int32_t v = -128; v < 128; ++v) {
+        ta[v + 128] = mct_mbqm((v - p->a_zero) * (1 << p->left_shift), p->a_multiplier, p->a_shift);
+        tb[v + 128] = mct_mbqm((v - p->b_zero) * (1 << p->left_shift), p->b_multiplier, p->b_shift);
+    }
+}
+
+void mct_add_scaled(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a, const int8_t *b,
+                    int8_t *y, uint8_t *mask, int32_t bit0, int32_t n) {
+#if MCT_DSP
+    if (add_dsp(p, ta, tb, a, b, y, mask, bit0, n)) return;
+#endif
+    for (int32_t i = 0; i < n; ++i) {
+        uint8_t inside;
+        y[i] = add_of_scaled(ta[a[i] + 128], tb[b[i] + 128], p, &inside);
+        mct_put_bit(mask, bit0 + i, inside);
+    }
+}
 
 void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
                      int32_t n) {
     mct_clear_bits(mask, n);
     if (n >= MCT_ADD_TABLE) {
         int32_t ta[256], tb[256]; /* index: the int8 value + 128 */
-        for (int32_t v = -128; v < 128; ++v) {
-            ta[v + 128] = mct_mbqm((v - p->a_zero) * (1 << p->left_shift), p->a_multiplier, p->a_shift);
-            tb[v + 128] = mct_mbqm((v - p->b_zero) * (1 << p->left_shift), p->b_multiplier, p->b_shift);
-        }
-#if MCT_DSP
-        if (add_dsp(p, ta, tb, a, b, y, mask, n)) return;
-#endif
-        for (int32_t i = 0; i < n; ++i) {
-            uint8_t inside;
-            y[i] = add_of_scaled(ta[a[i] + 128], tb[b[i] + 128], p, &inside);
-            mct_put_bit(mask, i, inside);
-        }
+        mct_add_tables(p, ta, tb);
+        mct_add_scaled(p, ta, tb, a, b, y, mask, 0, n);
         return;
     }
     for (int32_t i = 0; i < n; ++i) {
