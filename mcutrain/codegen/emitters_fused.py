@@ -393,10 +393,11 @@ def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c"
     for i, fwd in enumerate(rec.convs if rec is not None else ()):
         y, mask = fwd.outputs
         x_shape = chain.shape(fwd.inputs[0]) if fwd.inputs[0] in chain.internal else ctx.info(fwd.inputs[0]).shape
-        tag = chain.once(("recompute", fwd.name), lambda: chain.tag("r"))
-        if ("recompute", fwd.name, "decl") not in chain.structs:
-            chain.structs["recompute", fwd.name, "decl"] = tag
+        def make(fwd=fwd, y=y, x_shape=x_shape):
+            tag = chain.tag("r")
             chain.decls.append(forward_conv_struct(ctx, tag, fwd, x_shape, chain.shape(y)))
+            return tag
+        tag = chain.once(("recompute", fwd.name), make)
         size = program.scratch.slot(mask).per_channel
         code.append(f"memset(m{i}{sfx}, 0, {size});")
         if fwd.attr("groups") > 1:
