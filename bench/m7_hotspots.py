@@ -98,6 +98,21 @@ def lines_of(elf: Path, addresses: list[int]) -> dict[int, str]:
     return {a: f"{Path(text[2 * i + 1]).name} ({text[2 * i]})" for i, a in enumerate(addresses)}
 
 
+def annotated(elf: Path, function: str, counts: Counter) -> str:
+    """``function``'s disassembly (objdump), each instruction prefixed by how often it ran: where a loop's
+    instructions go, which the per-line figures of inlined helpers blur."""
+    text = subprocess.run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn", f"--disassemble={function}", str(elf)],
+                          capture_output=True, text=True, check=True).stdout
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*([0-9a-f]+):\s+(.*)$", line)
+        if m:
+            out.append(f"{counts.get(int(m.group(1), 16), 0):>10,}  {m.group(1)}  {m.group(2)}")
+        elif line.strip().endswith(">:"):
+            out.append(line.strip())
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -108,6 +123,7 @@ def main(argv=None) -> None:
     ap.add_argument("--train", action="store_true", help="profile one training step, not an inference")
     ap.add_argument("--core", default="cortex-m7", help="the core to build for and run (mcutrain.codegen.cores)")
     ap.add_argument("--backward", default="float32", choices=("float32", "int8"), help="the backward's arithmetic")
+    ap.add_argument("--disasm", default="", help="comma-separated functions: their instructions with execution counts")
     args = ap.parse_args(argv)
     program, qmodel, plan = codegen_program(args.model, args.resolution, args.backward)
     _, _, images, labels = digits_samples(qmodel, 1, 1)
@@ -142,6 +158,8 @@ def main(argv=None) -> None:
         print("source lines (innermost inlined frame):")
         for line, n in per_line.most_common(args.lines):
             print(f"  {n / 1e6:8.2f} M {100 * n / total:5.1f}%  {line}")
+        for name in filter(None, args.disasm.split(",")):
+            print(annotated(elf, name, counts))
 
 
 if __name__ == "__main__":
