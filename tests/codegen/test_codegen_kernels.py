@@ -69,3 +69,62 @@ def test_the_fast_requantization_equals_the_reference(tmp_path):
     result = subprocess.run([str(binary)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
     assert result.stdout.strip().endswith("cases 3000000 mismatches 0"), result.stdout
+
+
+ADD_PROGRAM = r"""
+#include <stdio.h>
+#include "mct_kernels.h"
+
+static uint32_t state = 88172645u;
+static uint32_t next(void) { state ^= state << 13; state ^= state >> 17; state ^= state << 5; return state; }
+
+int main(void) {
+    static int8_t a[3000], b[3000], y[3000];
+    static uint8_t mask[400];
+    long cases = 0, bad = 0;
+    for (int t = 0; t < 400; ++t) {
+        mct_add_params p;
+        p.left_shift = (t % 3 == 0) ? (int32_t)(next() % 23) : 20;
+        p.a_zero = (int32_t)(next() % 256) - 128, p.b_zero = (int32_t)(next() % 256) - 128;
+        p.out_zero = (int32_t)(next() % 256) - 128;
+        p.a_multiplier = (int32_t)(0x40000000u + next() % 0x40000000u);
+        p.b_multiplier = (int32_t)(0x40000000u + next() % 0x40000000u);
+        p.out_multiplier = (int32_t)(0x40000000u + next() % 0x40000000u);
+        /* mostly the rescaling's shifts <= 0 (the tables' fast loop), some > 0 (mct_mbqm's saturation) */
+        p.a_shift = (int32_t)(next() % 12) - (t % 5 == 0 ? 4 : 11);
+        p.b_shift = (int32_t)(next() % 12) - (t % 7 == 0 ? 4 : 11);
+        p.out_shift = -(int32_t)(next() % 30) - 1;
+        p.qmin = -128, p.qmax = 127;
+        if (t % 4 == 1) p.qmin = (int32_t)(next() % 100) - 128, p.qmax = 127 - (int32_t)(next() % 100);
+        const int32_t n = 1024 + (int32_t)(next() % 1976);
+        for (int32_t i = 0; i < n; ++i) a[i] = (int8_t)next(), b[i] = (int8_t)next();
+        mct_add_tensors(&p, a, b, y, (t & 1) ? mask : NULL, n);
+        for (int32_t i = 0; i < n; ++i) {
+            uint8_t inside;
+            const int8_t want = mct_add(a[i], b[i], &p, &inside);
+            cases += 1;
+            if (y[i] != want || ((t & 1) && ((mask[i >> 3] >> (i & 7)) & 1) != inside)) {
+                if (bad < 5) printf("case %d element %ld: %d, want %d\n", t, (long)i, y[i], want);
+                bad += 1;
+            }
+        }
+    }
+    printf("cases %ld mismatches %ld\n", cases, bad);
+    return bad != 0;
+}
+"""
+
+
+def test_the_residual_add_tables_equal_the_reference(tmp_path):
+    """``mct_add_tensors`` (the rescaled operands tabled once, mct_add_tables' fast loop where the rescaling
+    shifts are <= 0) gives ``mct_add``'s outputs and mask bits, element by element."""
+    source = tmp_path / "add.c"
+    source.write_text(ADD_PROGRAM)
+    binary = tmp_path / "add"
+    headers = {path.parent for path in KERNEL_FILES.values()} | {HERE / "c"}
+    cmd = [compiler(), *CFLAGS, *(f"-I{h}" for h in sorted(headers)), str(source),
+           *(str(HERE / "c" / name) for name in KERNEL_SOURCES), "-o", str(binary), "-lm"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result = subprocess.run([str(binary)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert "mismatches 0" in result.stdout and int(result.stdout.split()[1]) > 400 * 1024, result.stdout

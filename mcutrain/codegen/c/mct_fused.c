@@ -362,10 +362,10 @@ static void add_stage(const mct_add_params *p, const mct_rows_view *a, const mct
                       int32_t r, const row_target *t) {
     const int8_t *xa = view_data(a, arena) + view_row(a, r), *xb = view_data(b, arena) + view_row(b, r);
     if (a->c * a->w >= MCT_ROW_ADD_TABLE) {
-        int32_t ta[256], tb[256];
-        mct_add_tables(p, ta, tb);
+        mct_add_table tables;
+        mct_add_tables(p, &tables);
         for (int32_t c = 0; c < a->c; ++c)
-            mct_add_scaled(p, ta, tb, xa + c * a->ring * a->w, xb + c * b->ring * b->w, t->y + c * t->y_cs, t->mask,
+            mct_add_scaled(p, &tables, xa + c * a->ring * a->w, xb + c * b->ring * b->w, t->y + c * t->y_cs, t->mask,
                            t->bit0 + c * t->bit_cs, a->w);
         return;
     }

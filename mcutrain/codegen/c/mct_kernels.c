@@ -340,55 +340,78 @@ static inline int8_t add_of_scaled(int32_t sa, int32_t sb, const mct_add_params 
     return mct_clamp_i8(v, p->qmin, p->qmax);
 }
 
+/* One operand's table: MBQM((v - zero) << left_shift) for the 256 int8 v. With no left shift in the MBQM
+ * (shift <= 0: nothing to saturate), mct_srdhm_fast and mct_rdbpot give mct_mbqm's integers without its
+ * saturation and 64-bit division (half the instructions of a table). */
+static void add_table(int32_t zero, int32_t left_shift, int32_t multiplier, int32_t shift, int32_t *t) {
+    if (shift <= 0) {
+        for (int32_t v = -128; v < 128; ++v)
+            t[v + 128] = mct_rdbpot(mct_srdhm_fast((v - zero) * (1 << left_shift), multiplier), -shift);
+        return;
+    }
+    for (int32_t v = -128; v < 128; ++v) t[v + 128] = mct_mbqm((v - zero) * (1 << left_shift), multiplier, shift);
+}
+
 #if MCT_DSP
-/* The tables' elements through mct_dsp_requantize (sum = sa + sb, no bias) when its conditions hold: |sa|,
- * |sb| < 2^28 (so |sa + sb| < 2^29), the output shift in [-22, -1], a multiplier other than INT32_MIN, an
- * int8 zero point. v is then MBQM(sa + sb) + out_zero exactly (mct_add has no int16 clamp to leave out).
- * Returns 0 (nothing done) otherwise. Mask bits from bit0 (cleared before). */
-static int32_t add_dsp(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a,
-                       const int8_t *b, int8_t *y, uint8_t *mask, int32_t bit0, int32_t n) {
+/* add_dsp's conditions on the tables and the output's constants: |sa|, |sb| < 2^28 (so |sa + sb| < 2^29), the
+ * output shift in [-22, -1], a multiplier other than INT32_MIN, an int8 zero point. */
+static int32_t add_dsp_fits(const mct_add_params *p, const mct_add_table *t) {
     int32_t ok = p->out_shift <= -1 && p->out_shift >= -22 && p->out_multiplier != INT32_MIN && p->out_zero >= -128
                  && p->out_zero <= 127;
     for (int32_t v = 0; v < 256 && ok; ++v)
-        ok = ta[v] < (1 << 28) && ta[v] > -(1 << 28) && tb[v] < (1 << 28) && tb[v] > -(1 << 28);
-    if (!ok) return 0;
+        ok = t->a[v] < (1 << 28) && t->a[v] > -(1 << 28) && t->b[v] < (1 << 28) && t->b[v] > -(1 << 28);
+    return ok;
+}
+
+/* The elements through mct_dsp_requantize (sum = sa + sb, no bias) where add_dsp_fits: v is then MBQM(sa + sb) +
+ * out_zero exactly (mct_add has no int16 clamp to leave out). Mask bits from bit0 (cleared before). */
+static void add_dsp(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
+                    uint8_t *mask, int32_t bit0, int32_t n) {
     const int32_t right = -p->out_shift, m = p->out_multiplier, qmin = p->qmin, qmax = p->qmax;
     const int32_t nudge = ((int32_t)1 << (right - 1)) + p->out_zero * ((int32_t)1 << right);
+    const int32_t *const ta = t->a + 128, *const tb = t->b + 128; /* indexed by the int8 itself */
     int32_t i = 0;
-    if (qmin == -128 && qmax == 127 && (bit0 & 7) == 0) /* the clamp is SSAT; eight mask bits, one byte store */
+    if (qmin == -128 && qmax == 127 && mask == NULL) /* the clamp is SSAT; no bits (an inference, a frozen add) */
+        for (; i < n; ++i) y[i] = (int8_t)__ssat(mct_dsp_requantize(ta[a[i]] + tb[b[i]], 0, m, nudge, right), 8);
+    else if (qmin == -128 && qmax == 127 && (bit0 & 7) == 0) /* eight mask bits, one byte store */
         for (; i + 8 <= n; i += 8) {
             uint32_t bits = 0;
             for (int32_t j = 0; j < 8; ++j) {
-                const int32_t v = mct_dsp_requantize(ta[a[i + j] + 128] + tb[b[i + j] + 128], 0, m, nudge, right);
+                const int32_t v = mct_dsp_requantize(ta[a[i + j]] + tb[b[i + j]], 0, m, nudge, right);
                 y[i + j] = (int8_t)__ssat(v, 8);
                 bits |= (uint32_t)((uint32_t)(v + 127) < 254u) << j; /* -128 < v < 127 */
             }
-            if (mask != NULL) mask[(bit0 + i) >> 3] = (uint8_t)bits; /* bits bit0+i.. +7: this call's */
+            mask[(bit0 + i) >> 3] = (uint8_t)bits; /* bits bit0+i.. +7: this call's */
         }
     for (; i < n; ++i) {
-        const int32_t v = mct_dsp_requantize(ta[a[i] + 128] + tb[b[i] + 128], 0, m, nudge, right);
+        const int32_t v = mct_dsp_requantize(ta[a[i]] + tb[b[i]], 0, m, nudge, right);
         y[i] = (int8_t)(v < qmin ? qmin : (v > qmax ? qmax : v));
         if (mask != NULL) mct_put_bit(mask, bit0 + i, (uint8_t)((v > qmin) & (v < qmax)));
     }
-    return 1;
 }
 #endif
 
-void mct_add_tables(const mct_add_params *p, int32_t *ta, int32_t *tb) {
-    for (int32_t v = -128; v < 128; ++v) {
-        ta[v + 128] = mct_mbqm((v - p->a_zero) * (1 << p->left_shift), p->a_multiplier, p->a_shift);
-        tb[v + 128] = mct_mbqm((v - p->b_zero) * (1 << p->left_shift), p->b_multiplier, p->b_shift);
-    }
+void mct_add_tables(const mct_add_params *p, mct_add_table *t) {
+    add_table(p->a_zero, p->left_shift, p->a_multiplier, p->a_shift, t->a);
+    add_table(p->b_zero, p->left_shift, p->b_multiplier, p->b_shift, t->b);
+#if MCT_DSP
+    t->dsp = add_dsp_fits(p, t);
+#else
+    t->dsp = 0;
+#endif
 }
 
-void mct_add_scaled(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a, const int8_t *b,
-                    int8_t *y, uint8_t *mask, int32_t bit0, int32_t n) {
+void mct_add_scaled(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
+                    uint8_t *mask, int32_t bit0, int32_t n) {
 #if MCT_DSP
-    if (add_dsp(p, ta, tb, a, b, y, mask, bit0, n)) return;
+    if (t->dsp) {
+        add_dsp(p, t, a, b, y, mask, bit0, n);
+        return;
+    }
 #endif
     for (int32_t i = 0; i < n; ++i) {
         uint8_t inside;
-        y[i] = add_of_scaled(ta[a[i] + 128], tb[b[i] + 128], p, &inside);
+        y[i] = add_of_scaled(t->a[a[i] + 128], t->b[b[i] + 128], p, &inside);
         mct_put_bit(mask, bit0 + i, inside);
     }
 }
@@ -397,9 +420,9 @@ void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, 
                      int32_t n) {
     mct_clear_bits(mask, n);
     if (n >= MCT_ADD_TABLE) {
-        int32_t ta[256], tb[256]; /* index: the int8 value + 128 */
-        mct_add_tables(p, ta, tb);
-        mct_add_scaled(p, ta, tb, a, b, y, mask, 0, n);
+        mct_add_table t;
+        mct_add_tables(p, &t);
+        mct_add_scaled(p, &t, a, b, y, mask, 0, n);
         return;
     }
     for (int32_t i = 0; i < n; ++i) {

@@ -145,11 +145,16 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
 void mct_fc_forward(const mct_conv *p, const double *rescale, const int8_t *x, int8_t *y, uint8_t *mask);
 void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
                              uint8_t *mask, int8_t *scratch);
-/* A residual add's rescaled operands, one per int8 value (index: value + 128), then n outputs from them (the
- * same integers as mct_add; mask bits from bit0, cleared before): tables made once serve many rows. */
-void mct_add_tables(const mct_add_params *p, int32_t *ta, int32_t *tb);
-void mct_add_scaled(const mct_add_params *p, const int32_t *ta, const int32_t *tb, const int8_t *a, const int8_t *b,
-                    int8_t *y, uint8_t *mask, int32_t bit0, int32_t n);
+/* A residual add's rescaled operands, one per int8 value (index: value + 128), and whether the DSP build's
+ * add loop may use them (its range conditions, checked once here, not once per row); then n outputs from them
+ * (the same integers as mct_add; mask bits from bit0, cleared before): tables made once serve many rows. */
+typedef struct {
+    int32_t a[256], b[256];
+    int32_t dsp;
+} mct_add_table;
+void mct_add_tables(const mct_add_params *p, mct_add_table *t);
+void mct_add_scaled(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
+                    uint8_t *mask, int32_t bit0, int32_t n);
 void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
                      int32_t n);
 void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *mask);
