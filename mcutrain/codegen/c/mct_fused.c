@@ -94,17 +94,44 @@ static int32_t patch_order(int32_t tap_rows, int32_t k, int16_t *tap) {
 
 static int32_t pair16(int32_t lo, int32_t hi) { return (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)hi << 16)); }
 
+/* Column ix's patch of a 3x3 conv whose k tap rows all lie inside the input (rows[r]: tap row r) and
+ * whose 4 bytes from ix do too: per tap row one load, SXTAB16 (-z, -z) of it and of it rotated (the
+ * middle tap in the low half), two middles joined by PKHBT. patch_order's k = 3 order. */
+static inline __attribute__((always_inline)) void patch_column3(const int8_t *const *rows, int32_t tap_rows, int32_t ix,
+                                                                int32_t zz, int32_t words, int32_t *dst) {
+    int32_t even = 0, t = tap_rows;
+    for (int32_t r = 0; r < tap_rows; ++r) {
+        const int32_t v = mct_ld32(rows[r] + ix), mid = mct_sxtab16_ror8(zz, v);
+        dst[2 * r] = __sxtab16(zz, v);
+        if (r & 1)
+            dst[2 * t++] = pair16(even, mid);
+        else
+            even = mid;
+    }
+    if (tap_rows & 1) dst[2 * t++] = (int32_t)(uint16_t)even;
+    for (; t < words; ++t) dst[2 * t] = 0;
+}
+
 /* The weights of channels [o0, o1) in patch order, [channel pair][word][2] (an odd last channel paired
- * with itself): each channel's kernel gathered once (in_c * k * k <= 2 * MCT_PATCH_MAX bytes), then picked. */
+ * with itself): each channel's kernel gathered once (in_c * k * k <= 2 * MCT_PATCH_MAX bytes), then picked;
+ * for k = 3 by patch_column3 over the kernel's tap rows (its order is patch_order's; a zero point of 0), a
+ * load and two SXTAB16 a tap row instead of two byte picks a tap (the table is made for every output row). */
 static void patch_weights(const mct_conv *p, int32_t o0, int32_t o1, const int16_t *tap, int32_t words,
                           int32_t *table) {
-    const int32_t kk = p->k * p->k;
-    int8_t kernel[2 * MCT_PATCH_MAX + 1];
+    const int32_t kk = p->k * p->k, tap_rows = p->in_c * p->k;
+    int8_t kernel[2 * MCT_PATCH_MAX + 4]; /* + 3: patch_column3's word load of the last tap row */
+    const int8_t *rows[2 * MCT_PATCH_MAX / 3];
     kernel[0] = 0; /* tap -1: the zero past the taps */
+    memset(kernel + 1 + tap_rows * p->k, 0, 3);
+    for (int32_t r = 0; p->k == 3 && r < tap_rows; ++r) rows[r] = kernel + 1 + 3 * r;
     for (int32_t o = o0; o < o1; ++o) {
         for (int32_t i = 0; i < p->in_c; ++i) memcpy(kernel + 1 + i * kk, mct_weight_at(&p->w, o, i), (size_t)kk);
         int32_t *dst = table + ((o - o0) >> 1) * 2 * words + ((o - o0) & 1);
-        for (int32_t t = 0; t < words; ++t) dst[2 * t] = pair16(kernel[1 + tap[2 * t]], kernel[1 + tap[2 * t + 1]]);
+        if (p->k == 3)
+            patch_column3(rows, tap_rows, 0, 0, words, dst);
+        else
+            for (int32_t t = 0; t < words; ++t)
+                dst[2 * t] = pair16(kernel[1 + tap[2 * t]], kernel[1 + tap[2 * t + 1]]);
         if (o == o1 - 1 && ((o - o0) & 1) == 0) /* an odd last channel: its pair's second row repeats it */
             for (int32_t t = 0; t < words; ++t) dst[2 * t + 1] = dst[2 * t];
     }
@@ -123,24 +150,6 @@ static void patch_column(const mct_conv *p, const int8_t *x, int32_t x_cs, const
         }
         dst[2 * t] = pair16(h[0], h[1]);
     }
-}
-
-/* Column ix's patch of a 3x3 conv whose k tap rows all lie inside the input (rows[r]: tap row r) and
- * whose 4 bytes from ix do too: per tap row one load, SXTAB16 (-z, -z) of it and of it rotated (the
- * middle tap in the low half), two middles joined by PKHBT. patch_order's k = 3 order. */
-static void patch_column3(const int8_t *const *rows, int32_t tap_rows, int32_t ix, int32_t zz, int32_t words,
-                          int32_t *dst) {
-    int32_t even = 0, t = tap_rows;
-    for (int32_t r = 0; r < tap_rows; ++r) {
-        const int32_t v = mct_ld32(rows[r] + ix), mid = mct_sxtab16_ror8(zz, v);
-        dst[2 * r] = __sxtab16(zz, v);
-        if (r & 1)
-            dst[2 * t++] = pair16(even, mid);
-        else
-            even = mid;
-    }
-    if (tap_rows & 1) dst[2 * t++] = (int32_t)(uint16_t)even;
-    for (; t < words; ++t) dst[2 * t] = 0;
 }
 
 /* The 2 * pairs columns from c0 (m of them inside the row; an odd last one computed twice) into the table
