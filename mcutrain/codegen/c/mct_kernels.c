@@ -264,6 +264,9 @@ void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8
 #if MCT_DSP
     if (depthwise_channel_padded(p, c, x_c, y_c, mask, bit0)) return;
 #endif
+#if MCT_SIMD
+    if (mct_simd_depthwise_channel(p, c, x_c, y_c, mask, bit0)) return;
+#endif
     const int8_t *rows[MCT_MAX_K];
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy = oy * p->stride - p->pad;

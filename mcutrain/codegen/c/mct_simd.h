@@ -123,6 +123,20 @@ static inline __m256i mct_simd_taps8(const int8_t *row, const int8_t *w, int32_t
     return acc;
 }
 
+/* acc[j] += sum_b w[b] * row[j + b] for 16 outputs j, stride 1: taps b, b + 1 at once by VPMADDWD on the pairs
+ * (row[j + b], row[j + b + 1]) (VPUNPCK of the row from b and from b + 1: lanes hold j = 0-3 | 8-11 in *lo and 4-7 |
+ * 12-15 in *hi), an odd last tap paired with a zero weight. A multiply-add of 16 lanes a tap pair instead of two
+ * VPMULLD of 8 a tap (10 cycles of latency each, on one chain). Reads kw + 16 bytes from row. */
+static inline void mct_simd_taps16(const int8_t *row, const int8_t *w, int32_t kw, __m256i *lo, __m256i *hi) {
+    for (int32_t b = 0; b < kw; b += 2) {
+        const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(row + b)));
+        const __m256i c = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(row + b + 1)));
+        const __m256i wb = mct_simd_pair(w[b], b + 1 < kw ? w[b + 1] : 0);
+        *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, c), wb));
+        *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, c), wb));
+    }
+}
+
 /* The first m < 8 of eight outputs (a row's last block). */
 static inline void mct_simd_outn(const mct_simd_rq *r, const mct_rq *q, __m256i sum, int8_t *dst, uint8_t *mask,
                                  int32_t bit, int32_t m) {
@@ -136,35 +150,102 @@ static inline void mct_simd_outn(const mct_simd_rq *r, const mct_rq *q, __m256i 
 
 #define MCT_SIMD_ROW 1024 /* longest padded tap row (bytes) the vector depthwise takes */
 
-/* A whole output row of depthwise channel c (mct_depthwise_row's arguments), 8 columns at a time, stride 1
- * or 2: each tap row inside the input is copied between columns of the input zero point, so every column
- * takes the unbounded loop (a padding column adds (x_zero - x_zero) * w = 0, as the bounded edge loop
- * leaves it out). Returns 0 where it does not apply (stride > 2, a row too long). */
+/* Bytes a padded tap row must hold for a row of out_w outputs at stride s (mct_simd_taps8 / mct_simd_taps16's
+ * reads; + 1 at stride 1: a 16-output block at ox <= out_w - 16 reads to ox + kw + 16), at least pad + in_w. */
+static inline int32_t mct_simd_dw_length(const mct_conv *p) {
+    const int32_t s = p->stride_w, last = (p->out_w - 1) / 8 * 8;
+    return mct_imax(last * s + mct_simd_reach(p->kw, s) + (s == 1), p->pad_left + p->in_w);
+}
+
+/* One output row of a depthwise channel from padded tap rows (tap[a]: NULL for a padding row, else a row of
+ * mct_simd_dw_length bytes, x_zero outside the input: a padding column adds (x_zero - x_zero) * w = 0, as the
+ * bounded edge loop leaves it out); ``zsum`` = x_zero * the weights of the rows that are not NULL. Stride 1:
+ * 16 columns a block (mct_simd_taps16), the rest and stride 2 8 a block. */
+static inline void mct_simd_dw_padded_row(const mct_conv *p, const mct_rq *q, const mct_simd_rq *r,
+                                          const int8_t *const *tap, const int8_t *w, int32_t zsum, int8_t *y,
+                                          uint8_t *mask, int32_t bit0) {
+    const int32_t s = p->stride_w, kw = p->kw, out_w = p->out_w;
+    int32_t ox = 0;
+    for (; s == 1 && ox + 16 <= out_w; ox += 16) {
+        __m256i lo = _mm256_set1_epi32(-zsum), hi = lo;
+        for (int32_t a = 0; a < p->k; ++a)
+            if (tap[a] != NULL) mct_simd_taps16(tap[a] + ox, w + a * kw, kw, &lo, &hi);
+        mct_simd_out8(r, q, _mm256_permute2x128_si256(lo, hi, 0x20), y != NULL ? y + ox : NULL, mask, bit0 + ox);
+        mct_simd_out8(r, q, _mm256_permute2x128_si256(lo, hi, 0x31), y != NULL ? y + ox + 8 : NULL, mask,
+                      bit0 + ox + 8);
+    }
+    for (; ox < out_w; ox += 8) {
+        __m256i acc = _mm256_set1_epi32(-zsum);
+        for (int32_t a = 0; a < p->k; ++a)
+            if (tap[a] != NULL) acc = mct_simd_taps8(tap[a] + ox * s, w + a * kw, kw, s, acc);
+        int8_t *dst = y != NULL ? y + ox : NULL;
+        if (ox + 8 <= out_w)
+            mct_simd_out8(r, q, acc, dst, mask, bit0 + ox);
+        else
+            mct_simd_outn(r, q, acc, dst, mask, bit0 + ox, out_w - ox);
+    }
+}
+
+/* n input bytes as a padded row of ``length`` at dst: the zero point only where the row is not copied (a
+ * memset of the whole row, rep stos, was a fifth of the depthwise's time on the 8- to 64-byte rows). */
+static inline void mct_simd_pad_row(int8_t *dst, const int8_t *src, int32_t pad, int32_t n, int32_t length,
+                                    int32_t zero) {
+    memset(dst, (uint8_t)(int8_t)zero, (size_t)pad);
+    memcpy(dst + pad, src, (size_t)n);
+    memset(dst + pad + n, (uint8_t)(int8_t)zero, (size_t)(length - pad - n));
+}
+
+/* A whole output row of depthwise channel c (mct_depthwise_row's arguments), stride 1 or 2: each tap row
+ * inside the input copied padded, then mct_simd_dw_padded_row. Returns 0 where it does not apply (stride >
+ * 2, a row too long). */
 static inline int mct_simd_depthwise_row(const mct_conv *p, int32_t c, const int8_t *const *rows, const int8_t *w,
                                          int8_t *y, uint8_t *mask, int32_t bit0) {
-    const int32_t s = p->stride_w, kw = p->kw, out_w = p->out_w, pad = p->pad_left;
-    const int32_t last = (out_w - 1) / 8 * 8, reads = last * s + mct_simd_reach(kw, s);
-    const int32_t length = mct_imax(reads, pad + p->in_w);
-    if (s > 2 || pad < 0 || p->k > MCT_MAX_K || length > MCT_SIMD_ROW) return 0;
+    const int32_t length = mct_simd_dw_length(p);
+    if (p->stride_w > 2 || p->pad_left < 0 || p->k > MCT_MAX_K || length > MCT_SIMD_ROW) return 0;
     int8_t padded[MCT_MAX_K][MCT_SIMD_ROW];
+    const int8_t *tap[MCT_MAX_K];
     int32_t wsum = 0;
     for (int32_t a = 0; a < p->k; ++a) {
+        tap[a] = rows[a] != NULL ? padded[a] : NULL;
         if (rows[a] == NULL) continue;
-        memset(padded[a], (uint8_t)(int8_t)p->x_zero, (size_t)length);
-        memcpy(padded[a] + pad, rows[a], (size_t)p->in_w);
-        for (int32_t b = 0; b < kw; ++b) wsum += w[a * kw + b];
+        mct_simd_pad_row(padded[a], rows[a], p->pad_left, p->in_w, length, p->x_zero);
+        for (int32_t b = 0; b < p->kw; ++b) wsum += w[a * p->kw + b];
     }
     const mct_rq q = mct_rq_of(p, c);
     const mct_simd_rq r = mct_simd_rq_of(&q);
-    for (int32_t ox = 0; ox < out_w; ox += 8) {
-        __m256i acc = _mm256_set1_epi32(-p->x_zero * wsum);
-        for (int32_t a = 0; a < p->k; ++a)
-            if (rows[a] != NULL) acc = mct_simd_taps8(padded[a] + ox * s, w + a * kw, kw, s, acc);
-        int8_t *dst = y != NULL ? y + ox : NULL;
-        if (ox + 8 <= out_w)
-            mct_simd_out8(&r, &q, acc, dst, mask, bit0 + ox);
-        else
-            mct_simd_outn(&r, &q, acc, dst, mask, bit0 + ox, out_w - ox);
+    mct_simd_dw_padded_row(p, &q, &r, tap, w, p->x_zero * wsum, y, mask, bit0);
+    return 1;
+}
+
+#define MCT_SIMD_PLANE 65536 /* bytes of the padded plane of mct_simd_depthwise_channel (the host's stack) */
+
+/* A whole depthwise channel (mct_depthwise_channel's arguments): its plane copied padded once (every row
+ * mct_simd_dw_length bytes, x_zero rows above and below where windows reach them), the requantization's
+ * constants and the weight sum made once, then each output row from the padded plane (mct_depthwise_row
+ * would pad k rows and make the constants again for every output row: most of its time on the 4- to 16-wide
+ * planes of the late blocks). Returns 0 where it does not apply. */
+static inline int mct_simd_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *y_c,
+                                             uint8_t *mask, int32_t bit0) {
+    const int32_t length = mct_simd_dw_length(p), top = p->pad, k = p->k;
+    const int32_t h = mct_imax(p->in_h + top, (p->out_h - 1) * p->stride + k);
+    if (p->stride_w > 2 || p->pad_left < 0 || top < 0 || k > MCT_MAX_K || length > MCT_SIMD_ROW
+        || (int64_t)h * length > MCT_SIMD_PLANE)
+        return 0;
+    int8_t plane[MCT_SIMD_PLANE];
+    memset(plane, (uint8_t)(int8_t)p->x_zero, (size_t)(top * length));
+    for (int32_t r = 0; r < p->in_h; ++r)
+        mct_simd_pad_row(plane + (top + r) * length, x_c + r * p->in_w, p->pad_left, p->in_w, length, p->x_zero);
+    memset(plane + (top + p->in_h) * length, (uint8_t)(int8_t)p->x_zero, (size_t)((h - top - p->in_h) * length));
+    const int8_t *w = mct_weight_at(&p->w, c, 0);
+    int32_t wsum = 0;
+    for (int32_t i = 0; i < k * p->kw; ++i) wsum += w[i];
+    const mct_rq q = mct_rq_of(p, c);
+    const mct_simd_rq r = mct_simd_rq_of(&q);
+    const int8_t *tap[MCT_MAX_K];
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        for (int32_t a = 0; a < k; ++a) tap[a] = plane + (oy * p->stride + a) * length;
+        mct_simd_dw_padded_row(p, &q, &r, tap, w, p->x_zero * wsum, y_c != NULL ? y_c + oy * p->out_w : NULL, mask,
+                               bit0 + oy * p->out_w);
     }
     return 1;
 }
