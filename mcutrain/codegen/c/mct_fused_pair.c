@@ -265,6 +265,45 @@ static inline MCT_ALWAYS_INLINE int32_t gw2_byte3(int32_t nz, uint32_t word) { r
         b##j = mct_fmac(b##j, h, v);                            \
     } while (0)
 
+#if MCT_SIMD
+/* The host's AVX2 grad_w_1x1_rows2 (same arguments): the eight columns are the eight lanes, so each lane is
+ * one element's sum, position after position, a separate multiply and add as mct_fmac (no contraction: the
+ * host flags' -ffp-contract=off): the portable build's floats bit for bit. A lane's four positions come
+ * from one word of its column; byte k by shifts. */
+static inline __m256 gw2_simd_byte(__m256i words, int32_t k, __m256i nz) {
+    const __m256i v = _mm256_srai_epi32(_mm256_slli_epi32(words, 24 - 8 * k), 24);
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(v, nz));
+}
+
+static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga, const float *gb, int32_t col,
+                             int32_t n, float *outa, float *outb) {
+    const int32_t in_n = p->in_h * p->in_w;
+    const __m256i nz = _mm256_set1_epi32(-p->x_zero);
+    const int8_t *xs[MCT_GW2_COLS];
+    for (int32_t j = 0; j < MCT_GW2_COLS; ++j) xs[j] = x + (size_t)(col + (j < n ? j : 0)) * (size_t)in_n;
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    int32_t q = 0;
+    for (; q + 4 <= in_n; q += 4) {
+        int32_t w[MCT_GW2_COLS];
+        for (int32_t j = 0; j < MCT_GW2_COLS; ++j) memcpy(&w[j], xs[j] + q, sizeof w[j]);
+        const __m256i words = _mm256_loadu_si256((const __m256i *)(const void *)w);
+        for (int32_t k = 0; k < 4; ++k) {
+            const __m256 v = gw2_simd_byte(words, k, nz);
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(ga[q + k]), v));
+            b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_set1_ps(gb[q + k]), v));
+        }
+    }
+    for (; q < in_n; ++q) { /* the positions left of a plane not a multiple of four */
+        int32_t w[MCT_GW2_COLS];
+        for (int32_t j = 0; j < MCT_GW2_COLS; ++j) w[j] = xs[j][q] - p->x_zero;
+        const __m256 v = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)w));
+        a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(ga[q]), v));
+        b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_set1_ps(gb[q]), v));
+    }
+    _mm256_storeu_ps(outa, a);
+    _mm256_storeu_ps(outb, b);
+}
+#else
 /* Columns [col, col + n) of rows r (from ga) and r + 1 (from gb) of a 1x1 stride-1 weight gradient with
  * float32 accumulators into outa / outb [0, n) (arrays of MCT_GW2_COLS): each element's sum over the
  * plane ascending, as grad_w_1x1; each centred input converted once for both rows, four positions of a
@@ -293,6 +332,7 @@ static void grad_w_1x1_rows2(const mct_conv *p, const int8_t *x, const float *ga
     MCT_PAIR_8(MCT_GW2_OUT);
 #undef MCT_GW2_OUT
 }
+#endif
 #undef MCT_GW2_AT
 #undef MCT_GW2_AT4
 #undef MCT_GW2_V
