@@ -252,17 +252,33 @@ static inline int mct_simd_depthwise_channel(const mct_conv *p, int32_t c, const
 
 #define MCT_SIMD_MAX_IN 2048 /* input channels of a 1x1 conv the vector path takes (weight pairs on the stack) */
 
-/* Row o's weights as int16 pairs (w[2h], w[2h + 1]) for VPMADDWD (the last pair of an odd count ends in 0);
- * returns the row's sum (the zero point's term). */
+/* Weights [i, end) of a row (src[i]...) sign-extended into the int16 array h, 16 a step; returns their sum. */
+static inline int32_t mct_simd_widen_run(const int8_t *src, int32_t i, int32_t end, int16_t *h) {
+    __m256i acc = _mm256_setzero_si256();
+    for (; i + 16 <= end; i += 16) {
+        const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(src + i)));
+        _mm256_storeu_si256((__m256i *)(void *)(h + i), v);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(v, _mm256_set1_epi16(1)));
+    }
+    const __m128i half = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    const __m128i quad = _mm_add_epi32(half, _mm_shuffle_epi32(half, 0x4E));
+    int32_t total = _mm_cvtsi128_si32(_mm_add_epi32(quad, _mm_shuffle_epi32(quad, 0xB1)));
+    for (; i < end; ++i) {
+        h[i] = src[i];
+        total += src[i];
+    }
+    return total;
+}
+
+/* Row o's weights as int16 pairs (w[2h], w[2h + 1]) for VPMADDWD (the last pair of an odd count ends in 0):
+ * the row's int16 array is exactly that (little-endian), so the weights are widened 16 a step, the SRAM part
+ * then the Flash part (mct_row_of's split); returns the row's sum (the zero point's term). */
 static inline int32_t mct_simd_pairs(const mct_weight *w, int32_t o, int32_t in_c, int32_t *pairs) {
     const mct_weight_row r = mct_row_of(w, o);
-    int32_t total = 0;
-    for (int32_t i = 0; i < in_c; i += 2) {
-        const int8_t a = i < r.split ? r.lo[i] : r.hi[i];
-        const int8_t b = i + 1 >= in_c ? 0 : (i + 1 < r.split ? r.lo[i + 1] : r.hi[i + 1]);
-        pairs[i / 2] = mct_simd_pack(a, b);
-        total += a + b;
-    }
+    const int32_t split = mct_imax(0, mct_imin(r.split, in_c));
+    int16_t *h = (int16_t *)(void *)pairs; /* the typed views of -fno-strict-aliasing (host.CFLAGS) */
+    const int32_t total = mct_simd_widen_run(r.lo, 0, split, h) + mct_simd_widen_run(r.hi, split, in_c, h);
+    if (in_c & 1) h[in_c] = 0;
     return total;
 }
 
