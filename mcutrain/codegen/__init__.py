@@ -14,7 +14,8 @@ linker script), the
 memory check before linking and the runner under QEMU; ``targets``: a folder for either target plus
 ``target.json`` (``mcutrain compile --target``, ``mcutrain run``); ``samples``: dataset -> int8 inputs;
 ``runner``: run a built folder on samples (host or QEMU).
-The kernels (``c/mct_kernels.c``: the forward, its 1x1 convs in ``c/mct_pointwise.c``, its DSP depthwise in
+The kernels (``c/mct_kernels.c``: the forward, its 1x1 convs in ``c/mct_pointwise.c`` (the DSP
+build's widened ones in ``c/mct_dsp_pointwise.h``), its DSP depthwise in
 ``c/mct_depthwise.c``, ``c/mct_backward.c``: loss, backward and updates, ``c/mct_graph_ops.c``: the TFLite graph
 ops; the fused row pipelines and channel-by-channel block backwards in ``c/mct_fused.c`` / ``c/mct_fused_grad.c``,
 code for them from ``emitters_fused``) mirror the NumPy reference executor: forward bit-exact, backward and updates

@@ -85,6 +85,7 @@ KERNEL_SOURCES = ("mct_kernels.c", "mct_pointwise.c", "mct_depthwise.c", "mct_ba
 KERNEL_FILES = {"mct_kernels.h": HERE / "c" / "mct_kernels.h", **{name: HERE / "c" / name for name in KERNEL_SOURCES},
                 "mct_fused.h": HERE / "c" / "mct_fused.h", "mct_fused.c": HERE / "c" / "mct_fused.c",
                 "mct_dsp.h": HERE / "c" / "mct_dsp.h", "mct_dsp_depthwise.h": HERE / "c" / "mct_dsp_depthwise.h",
+                "mct_dsp_pointwise.h": HERE / "c" / "mct_dsp_pointwise.h",
                 "mct_requant.h": HERE / "c" / "mct_requant.h",
                 "mct_simd.h": HERE / "c" / "mct_simd.h",
                 "mct_mve.h": HERE / "c" / "mct_mve.h",

@@ -69,10 +69,26 @@ FIRST_CONVS = {
 }
 
 
+# The widened 1x1 convs of many channels (mct_dsp_pointwise.h), at 4x4 (8 position pairs) as the late blocks
+# of the paper networks: 580 -> 131 has more input channels than the buffer holds for one position pair
+# (pointwise_sliced: 2 slices, the sums of 131 output channels in 2 passes, an odd last channel alone); 131 -> 150
+# and 150 -> 28 have 128 or more input channels, not a multiple of 4 (pointwise_wide's gathered groups, blocks of
+# 3 position pairs); 160 -> 28 a multiple of 4 (the runs from the weight's layout, no unpacking).
+WIDE = NetSpec("dsp-wide-1x1", 8, _chain(8, [
+    (None, 8, 3, 2), (48, 20, 3, 2), (580, 131, 3, 1), (150, 28, 3, 1), (160, 28, 3, 1),
+]), default_resolution=32)
+# Trained 1x1 convs of WIDE (weights in SRAM up to a split): 580 -> 131 keeps 72 input channels (a split at a
+# group boundary inside pointwise_sliced's first slice), 131 -> 150 keeps 65 (inside a group: pw_runs_of),
+# 160 -> 28 keeps 80 (a split from the weight's layout); their training forwards write clamp masks.
+SPLIT_WIDE = ((8, 0.125), (9, 0.5), (14, 0.5))
+
+
 @lru_cache(maxsize=None)
 def _model(name: str):
     if name == "tails":
         return random_qmodel(TAILS, 55, CLASSES, seed=TAILS_SEED)[0]
+    if name == "wide":
+        return random_qmodel(WIDE, 32, CLASSES, seed=1)[0]
     if name in FIRST_CONVS:  # an input zero point other than 0: the im2col subtracts it
         spec, resolution, seed = FIRST_CONVS[name]
         q = random_qmodel(spec, resolution, CLASSES, seed=seed)[0]
@@ -91,8 +107,9 @@ SPLIT_1X1 = ((8, 0.5), (9, 0.5))
 @lru_cache(maxsize=None)
 def _program(name: str, scheme: str):
     q = _model(name)
-    if scheme == "split-1x1":
-        chosen = Scheme(q.spec.name, scheme, tuple(i for i, _ in SPLIT_1X1), SPLIT_1X1)
+    if scheme in ("split-1x1", "split-wide"):
+        ratios = SPLIT_1X1 if scheme == "split-1x1" else SPLIT_WIDE
+        chosen = Scheme(q.spec.name, scheme, tuple(i for i, _ in ratios), ratios)
     else:
         chosen = get_builtin(scheme, q.spec)
     return compile_for_codegen(q, resolve(chosen, q.spec), lr=0.1, seed=7)
@@ -140,9 +157,11 @@ def _instructions(folder) -> dict[str, int]:
 
 # last-k:2: frozen blocks in row pipelines (weights in Flash) and trained ones (weights in SRAM, the
 # 1x1 convs' SRAM/Flash split); split-1x1: splits inside the widened 1x1 convs' channel groups (SPLIT_1X1);
-# "mixed": the general geometry of imported graphs.
+# "mixed": the general geometry of imported graphs; "wide": 1x1 convs of 128 to 580 input channels (WIDE,
+# SPLIT_WIDE).
 @needs_tools
-@pytest.mark.parametrize("name, scheme", [("tails", "last-k:2"), ("tails", "split-1x1"), ("mixed", "full")])
+@pytest.mark.parametrize("name, scheme", [("tails", "last-k:2"), ("tails", "split-1x1"), ("mixed", "full"),
+                                          ("wide", "last-k:2"), ("wide", "split-wide")])
 def test_dsp_firmware_equals_the_host_build_bit_for_bit(runs, name, scheme):
     run, folder = runs(name, scheme, "dsp")
     print(f"{name} {scheme} (dsp): {run.predict_instructions.mean():.0f} instructions per inference")

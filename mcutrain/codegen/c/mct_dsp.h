@@ -264,7 +264,7 @@ static inline void mct_dsp_pw_one(const int8_t *x, int32_t x_cs, const int8_t *u
     s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
 }
 
-/* ---- 1x1 convs on a widened input (mct_kernels.c pointwise_wide) ---- */
+/* ---- 1x1 convs on a widened input (mct_dsp_pointwise.h: pointwise_planned, pointwise_wide, pointwise_sliced) ---- */
 
 /* The widened input of 2 positions (q, q + 1) and 4 input channels i..i+3 ("a group"), as the 4 words
  * SMLAD pairs with SXTB16 of 4 weight bytes (pairs (i, i+2), (i+1, i+3)): [E(q), O(q), E(q+1), O(q+1)],
@@ -282,19 +282,29 @@ static inline void mct_dsp_widen_group(int32_t zz, int32_t t02, int32_t t13, int
     out[3] = mct_sxtab16_ror8(zz, t13);
 }
 
+/* mct_dsp_widen_group's words stored by two STRD (GCC stores them with four STR). */
+static inline void mct_dsp_widen_group_strd(int32_t zz, int32_t t02, int32_t t13, int32_t *out) {
+    __asm__("strd %1, %2, [%3]" : "=m"(*(int32_t(*)[2])out) : "r"(__sxtab16(zz, t02)), "r"(__sxtab16(zz, t13)),
+            "r"(out));
+    __asm__("strd %1, %2, [%3, #8]" : "=m"(*(int32_t(*)[2])(out + 2)) : "r"(mct_sxtab16_ror8(zz, t02)),
+            "r"(mct_sxtab16_ror8(zz, t13)), "r"(out));
+}
+
 /* A full group's words of ``pairs`` position pairs from c0 on (channel k's bytes at c0 + k * x_cs), two pairs
  * a step: a word load per channel, its two pairs joined by PKHBT / PKHTB (4 loads, 4 PKH for 2 pairs instead
  * of 8 halfword loads, 4 ORR); the last pair of an odd count by halfwords. */
 static inline void mct_dsp_widen_full(const int8_t *c0, int32_t x_cs, int32_t pairs, int32_t zz, int32_t pair_words,
                                       int32_t *out) {
-    int32_t j = 0;
-    for (; j + 2 <= pairs; j += 2, c0 += 4, out += 2 * pair_words) {
-        const int32_t w0 = mct_ld32(c0), w1 = mct_ld32(c0 + x_cs), w2 = mct_ld32(c0 + 2 * x_cs);
-        const int32_t w3 = mct_ld32(c0 + 3 * x_cs);
-        mct_dsp_widen_group(zz, mct_pkhbt_lsl16(w0, w2), mct_pkhbt_lsl16(w1, w3), out);
-        mct_dsp_widen_group(zz, mct_pkhtb_asr16(w2, w0), mct_pkhtb_asr16(w3, w1), out + pair_words);
+    const int8_t *c2 = c0 + 2 * x_cs, *const end = c0 + 4 * (pairs >> 1); /* channels 2, 3: a second pointer */
+    while (c0 < end) { /* 24 instructions for 2 pairs (30 with STR and a counter) */
+        const int32_t w1 = mct_ld32(c0 + x_cs), w0 = mct_ldr_post(&c0);
+        const int32_t w3 = mct_ld32(c2 + x_cs), w2 = mct_ldr_post(&c2);
+        mct_dsp_widen_group_strd(zz, mct_pkhbt_lsl16(w0, w2), mct_pkhbt_lsl16(w1, w3), out);
+        out += pair_words;
+        mct_dsp_widen_group_strd(zz, mct_pkhtb_asr16(w2, w0), mct_pkhtb_asr16(w3, w1), out);
+        out += pair_words;
     }
-    if (j < pairs) {
+    if (pairs & 1) {
         uint16_t h0, h1, h2, h3;
         memcpy(&h0, c0, 2);
         memcpy(&h1, c0 + x_cs, 2);
@@ -379,9 +389,19 @@ static inline void mct_dsp_unpack_group(int32_t wu, int32_t wv, int32_t *out) {
     out[0] = __sxtb16(wu), out[1] = mct_sxtb16_ror8(wu), out[2] = __sxtb16(wv), out[3] = mct_sxtb16_ror8(wv);
 }
 
-/* ``groups`` groups of two output channels (weights u[i], v[i] = u[i + d]) unpacked into out[4g..4g+3]. */
+/* *p[0], *p[1] = a, b and *p += 2: one STRD with post-increment. */
+static inline void mct_strd_post(int32_t **p, int32_t a, int32_t b) {
+    __asm__("strd %2, %3, [%1], #8" : "=m"(*(int32_t(*)[2]) * p), "+r"(*p) : "r"(a), "r"(b));
+}
+
+/* ``groups`` groups of two output channels (weights u[i], v[i] = u[i + d]) unpacked into out[4g..4g+3]: 2 LDR,
+ * 4 SXTB16, 2 STRD a group (13 instructions with a counter and STR). */
 static inline void mct_dsp_unpack_w(const int8_t *u, int32_t d, int32_t groups, int32_t *out) {
-    for (int32_t g = 0; g < groups; ++g, u += 4, out += 4) mct_dsp_unpack_group(mct_ld32(u), mct_ld32(u + d), out);
+    for (const int8_t *const end = u + 4 * groups; u < end;) {
+        const int32_t wv = mct_ld32(u + d), wu = mct_ldr_post(&u);
+        mct_strd_post(&out, __sxtb16(wu), mct_sxtb16_ror8(wu));
+        mct_strd_post(&out, __sxtb16(wv), mct_sxtb16_ror8(wv));
+    }
 }
 
 /* mct_dsp_pw_wide on weights unpacked once for all position pairs (wb: mct_dsp_unpack_group's words per group),
@@ -422,13 +442,13 @@ static inline void mct_dsp_pw_unpacked_one(const int32_t *xb, const int32_t *wb,
  * xb + j * 4 * groups, its sums in s[4j..]), ``groups`` a constant where inlined: the group loop unrolled (4
  * LDRD, 8 SMLAD a group; the first SMUAD, no zeroed sums), the weight pointer stepped back after each pair,
  * so sums, input, weights and pointers fit the registers (the looped form spilled around every pair: 18
- * instructions a pair beside the groups). */
+ * instructions a pair beside the groups); up to 32 groups (pw_planned_sums' cases). */
 static inline __attribute__((always_inline)) void mct_dsp_pw_unpacked_fixed(const int32_t *xb, const int32_t *wb,
                                                                              int32_t groups, int32_t two,
                                                                              int32_t pairs, int32_t *s) {
     for (int32_t j = 0; j < pairs; ++j, s += 4) {
         int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
-#pragma GCC unroll 8
+#pragma GCC unroll 32
         for (int32_t g = 0; g < groups; ++g) {
             int32_t e0, o0, e1, o1, ue, uo, ve, vo;
             mct_ldrd_post(&xb, &e0, &o0);

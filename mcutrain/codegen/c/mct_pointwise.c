@@ -1,6 +1,6 @@
 /* mct_pointwise.c: the 1x1 convs of the forward (mct_kernels.h: mct_pointwise, mct_pointwise_channel) and
  * the fused expand + depthwise op (mct_pointwise_depthwise). Why a file of its own: the DSP build's widened
- * 1x1 conv (pointwise_wide, mct_dsp.h) took mct_kernels.c past the 500 lines a file may have; the rest of
+ * 1x1 conv (mct_dsp_pointwise.h) took mct_kernels.c past the 500 lines a file may have; the rest of
  * the forward stays there. */
 #include "mct_kernels.h"
 
@@ -120,6 +120,7 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
             continue;
         }
         uint32_t inside = 0; /* the 4 mask bits at once (the block backward's recomputations want them) */
+#pragma GCC unroll 4
         for (int32_t j = 0; j < 4; ++j) {
             const int32_t v = mct_dsp_requantize_pos(s[j], rq.bias2, rq.multiplier, rq.nudge, rq.right);
             y[q + j] = (int8_t)__ssat(v, 8);
@@ -145,250 +146,7 @@ static void pointwise_one(const mct_conv *p, int32_t o, const mct_weight_row *r,
 #undef MCT_PW_ONE
 
 #if MCT_DSP
-/* The widened input (mct_dsp_widen) lives in a fixed stack buffer of MCT_PW_WIDE_WORDS words, not in the
- * arena: its size is bounded whatever the model (a 1x1 conv with more input channels than it holds for one
- * position pair takes the unbuffered path), so the firmware's measured stack high-water mark counts it
- * and the 4 KB stack reserve (cortex_m7.STACK_RESERVE) covers it without the memory planner knowing of it.
- * 2 KB: one position pair of up to 512 input channels, or a whole 64-wide row of 16. */
-#define MCT_PW_WIDE_WORDS 512
-/* Fewer output channels than this per call: one channel on the widened input would pay for a pair's loop
- * (mct_dsp_pw_one instead); from two on, widening once beat mct_dsp_pw_two (3 channels: 1.75 instructions a
- * MAC instead of 2.0, Proxyless' row windows of 2-3 expanded channels: -3.3 M an inference). */
-#define MCT_PW_WIDE_MIN_OUT 2
-
-/* A pair of weight rows (same SRAM/Flash split) over the widened groups: groups [0, lo_groups) from the
- * SRAM slice, [hi_g0, hi_g0 + hi_groups) from Flash, and at most two groups gathered byte by byte (the one
- * straddling the split, the last one of an in_c not a multiple of 4). */
-typedef struct {
-    const int8_t *lo, *hi;
-    int32_t lo_d, hi_d, lo_groups, hi_g0, hi_groups, n_gather, gather_g[2], gather_u[2], gather_v[2];
-} pw_runs;
-
-static void pw_gather(pw_runs *w, const mct_weight_row *r0, const mct_weight_row *r1, int32_t in_c, int32_t g) {
-    int8_t u[4], v[4];
-    for (int32_t k = 0; k < 4; ++k) {
-        const int32_t c = 4 * g + k;
-        u[k] = c < in_c ? mct_row_at(r0, c) : 0;
-        v[k] = c < in_c ? mct_row_at(r1, c) : 0;
-    }
-    w->gather_g[w->n_gather] = g;
-    w->gather_u[w->n_gather] = mct_dsp_gather_w(u);
-    w->gather_v[w->n_gather++] = mct_dsp_gather_w(v);
-}
-
-static pw_runs pw_runs_of(const mct_weight_row *r0, const mct_weight_row *r1, int32_t in_c) {
-    pw_runs w;
-    const int32_t split = mct_imin(r0->split, in_c), full = in_c >> 2;
-    w.lo = r0->lo;
-    w.lo_d = (int32_t)(r1->lo - r0->lo);
-    w.lo_groups = split >> 2;
-    w.hi_g0 = (split + 3) >> 2;
-    w.hi = r0->hi + 4 * w.hi_g0;
-    w.hi_d = (int32_t)(r1->hi - r0->hi);
-    w.hi_groups = mct_imax(0, full - w.hi_g0);
-    w.n_gather = 0;
-    if (split & 3) pw_gather(&w, r0, r1, in_c, split >> 2);
-    if ((in_c & 3) && (full != split >> 2 || !(split & 3))) pw_gather(&w, r0, r1, in_c, full);
-    return w;
-}
-
-/* The sums of the pair's two rows at ``pairs`` position pairs of a widened block (pair j's words at
- * xb + j * pair_words) into s[4j..4j+3] = (a(q), a(q+1), b(q), b(q+1)): kept apart from the requantization,
- * so that neither loop runs out of registers. */
-static void pw_sums(const int32_t *xb, int32_t pair_words, int32_t pairs, const pw_runs *w, int32_t *s) {
-    if (w->n_gather == 0 && w->lo_groups == 0) { /* one run: the weights all in Flash (or SRAM, below) */
-        for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) {
-            s[0] = s[1] = s[2] = s[3] = 0;
-            mct_dsp_pw_wide(xb + MCT_DSP_GROUP_WORDS * w->hi_g0, w->hi, w->hi_d, w->hi_groups, s);
-        }
-        return;
-    }
-    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) {
-        s[0] = s[1] = s[2] = s[3] = 0;
-        if (w->lo_groups > 0) mct_dsp_pw_wide(xb, w->lo, w->lo_d, w->lo_groups, s);
-        for (int32_t k = 0; k < w->n_gather; ++k)
-            mct_dsp_pw_group(xb + MCT_DSP_GROUP_WORDS * w->gather_g[k], w->gather_u[k], w->gather_v[k], s);
-        if (w->hi_groups > 0) mct_dsp_pw_wide(xb + MCT_DSP_GROUP_WORDS * w->hi_g0, w->hi, w->hi_d, w->hi_groups, s);
-    }
-}
-
-/* A pair's weights over all groups, unpacked (mct_dsp_unpack_group) into out[4g..4g+3]: the runs of pw_runs
- * and its gathered groups in place. */
-static void pw_unpack(const pw_runs *w, int32_t *out) {
-    mct_dsp_unpack_w(w->lo, w->lo_d, w->lo_groups, out);
-    for (int32_t k = 0; k < w->n_gather; ++k)
-        mct_dsp_unpack_group(w->gather_u[k], w->gather_v[k], out + MCT_DSP_GROUP_WORDS * w->gather_g[k]);
-    mct_dsp_unpack_w(w->hi, w->hi_d, w->hi_groups, out + MCT_DSP_GROUP_WORDS * w->hi_g0);
-}
-
-/* pw_sums on a pair's unpacked weights (``groups`` in all). */
-static void pw_sums_unpacked(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
-                             int32_t *s) {
-    for (int32_t j = 0; j < pairs; ++j, xb += pair_words, s += 4) mct_dsp_pw_unpacked(xb, wb, groups, s);
-}
-
-/* One output channel's 2 * pairs outputs from s[4j], s[4j + 1] (pw_sums' layout, s offset by 2: the second
- * row's): the constants in registers, no mask (else mct_rq_out, which also takes the rare slow case). */
-static void pw_requant(const mct_rq *q, const int32_t *s, int32_t pairs, int8_t *y, uint8_t *mask, int32_t bit) {
-    if (mask != NULL || !q->fast) {
-        for (int32_t j = 0; j < pairs; ++j) {
-            mct_rq_out(q, s[4 * j], y + 2 * j, mask, bit + 2 * j);
-            mct_rq_out(q, s[4 * j + 1], y + 2 * j + 1, mask, bit + 2 * j + 1);
-        }
-        return;
-    }
-    mct_dsp_requant_pairs(s, 4, pairs, q->bias2, q->multiplier, q->nudge, q->right, y);
-}
-
-/* Position pairs whose sums are held at once (pw_sums, pw_requant): 256 bytes of stack. */
-#define MCT_PW_SUM_PAIRS 16
-/* Fewest position pairs a block for which a pair's weights are unpacked once (pw_unpack: about 10 instructions
- * a group, each pair then saves 4); they share the widened input's buffer (its last pair_words words), so the
- * stack does not grow. */
-#define MCT_PW_UNPACK_MIN_PAIRS 3
-
-/* The requantization constants of one output channel in mct_rq_of's fast case (mct_dsp_requant_pairs'). */
-typedef struct {
-    int32_t bias2, multiplier, nudge, right;
-} pw_fast_rq;
-
-/* Most output channels a planned call takes (pointwise_planned): their constants are 256 bytes of stack. */
-#define MCT_PW_PLAN_OUT 16
-
-/* The plan of output channels [o0, o1): each channel's requantization constants and each channel pair's weights
- * unpacked (pw_unpack; an odd last channel paired with itself), pair k's at unpacked + k * pair_words. 0 (no
- * plan) where a channel is not in the fast case or the two rows of a pair are split differently. */
-static int32_t pw_plan(const mct_conv *p, int32_t o0, int32_t o1, int32_t pair_words, pw_fast_rq *rq,
-                       int32_t *unpacked) {
-    for (int32_t o = o0; o < o1; ++o) {
-        const mct_rq q = mct_rq_of(p, o);
-        if (!q.fast) return 0;
-        rq[o - o0] = (pw_fast_rq){q.bias2, q.multiplier, q.nudge, q.right};
-    }
-    for (int32_t o = o0; o < o1; o += 2, unpacked += pair_words) {
-        const mct_weight_row r0 = mct_row_of(&p->w, o), r1 = o + 1 < o1 ? mct_row_of(&p->w, o + 1) : r0;
-        if (r1.split != r0.split) return 0;
-        const pw_runs w = pw_runs_of(&r0, &r1, p->in_c);
-        pw_unpack(&w, unpacked);
-    }
-    return 1;
-}
-
-#define MCT_PW_FIXED(g_)                                                          \
-    case g_:                                                                      \
-        if (two)                                                                  \
-            mct_dsp_pw_unpacked_fixed(xb, wb, g_, 1, pairs, sums);                \
-        else                                                                      \
-            mct_dsp_pw_unpacked_fixed(xb, wb, g_, 0, pairs, sums);                \
-        return;
-
-/* The sums of a planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs,
- * pw_sums' layout: the row pipelines' few input channels (up to 24) on unrolled groups. */
-static __attribute__((noinline)) void pw_planned_sums(const int32_t *xb, const int32_t *wb, int32_t groups,
-                                                      int32_t two, int32_t pairs, int32_t *sums) {
-    switch (groups) {
-        MCT_PW_FIXED(1) MCT_PW_FIXED(2) MCT_PW_FIXED(3) MCT_PW_FIXED(4) MCT_PW_FIXED(5) MCT_PW_FIXED(6)
-    default:
-        break;
-    }
-    const int32_t pair_words = groups * MCT_DSP_GROUP_WORDS;
-    if (two)
-        pw_sums_unpacked(xb, pair_words, pairs, wb, groups, sums);
-    else
-        for (int32_t i = 0; i < pairs; ++i) mct_dsp_pw_unpacked_one(xb + i * pair_words, wb, groups, sums + 4 * i);
-}
-#undef MCT_PW_FIXED
-
-/* One planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs: the sums
- * (pw_planned_sums) then 2 outputs at a time into ya, yb. */
-static void pw_planned_pair(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
-                            const pw_fast_rq *rq, int32_t two, int8_t *ya, int8_t *yb, int32_t *sums) {
-    for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS, xb += MCT_PW_SUM_PAIRS * pair_words) {
-        const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
-        pw_planned_sums(xb, wb, groups, two, m, sums);
-        mct_dsp_requant_pairs(sums, 4, m, rq[0].bias2, rq[0].multiplier, rq[0].nudge, rq[0].right, ya + 2 * j);
-        if (two)
-            mct_dsp_requant_pairs(sums + 2, 4, m, rq[1].bias2, rq[1].multiplier, rq[1].nudge, rq[1].right, yb + 2 * j);
-    }
-}
-
-/* Output channels [o0, o1) (at most MCT_PW_PLAN_OUT) at the positions [0, 2 * (n / 2)) of ``rows`` input rows
- * (x_rows[a], NULL: skipped; output row a at y + a * y_row, ``last`` as in out_row: one row only), no mask: the
- * plan (pw_plan) is made once for all rows, not once per row and block as in pointwise_wide (the row pipelines
- * call the 1x1 conv once a row with few channels: the setup outweighed the sums). Returns the positions done
- * per row (0: not taken). */
-static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, int32_t o0, int32_t o1,
-                                                           const int8_t *const *x_rows, int32_t rows, int32_t x_cs,
-                                                           int32_t n, int8_t *y, int32_t y_row, int32_t y_cs,
-                                                           int8_t *last) {
-    const int32_t count = o1 - o0, groups = (p->in_c + 3) >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
-    const int32_t all = n >> 1, plan_words = ((count + 1) >> 1) * pair_words;
-    const int32_t room = plan_words < MCT_PW_WIDE_WORDS ? (MCT_PW_WIDE_WORDS - plan_words) / pair_words : 0;
-    if (count < MCT_PW_WIDE_MIN_OUT || count > MCT_PW_PLAN_OUT || all == 0 || room < mct_imin(all, 4)) return 0;
-    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    pw_fast_rq rq[MCT_PW_PLAN_OUT];
-    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - plan_words;
-    if (!pw_plan(p, o0, o1, pair_words, rq, unpacked)) return 0;
-    const int32_t blocks = (all + room - 1) / room, most = (all + blocks - 1) / blocks; /* even blocks */
-    for (int32_t a = 0; a < rows; ++a) {
-        if (x_rows[a] == NULL) continue;
-        for (int32_t j0 = 0; j0 < all; j0 += most) {
-            const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0 + a * y_row;
-            mct_dsp_widen(x_rows[a], x_cs, 2 * j0, pairs, p->in_c, p->x_zero, buf);
-            for (int32_t k = 0; k < count; k += 2) {
-                const int32_t two = k + 1 < count;
-                int8_t *ya = out_row(y, y_cs, last, k, count) + q0;
-                int8_t *yb = two ? out_row(y, y_cs, last, k + 1, count) + q0 : ya;
-                pw_planned_pair(buf, pair_words, pairs, unpacked + (k >> 1) * pair_words, groups, rq + k, two, ya, yb,
-                                sums);
-            }
-        }
-    }
-    return 2 * all;
-}
-
-/* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) (mct_pointwise's arguments): per block of
- * position pairs, the input is widened once (zero point subtracted) and read by every output pair. Returns
- * the positions done (0: not taken, too few output channels or too many input channels). */
-static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32_t o0, int32_t o1, const int8_t *x,
-                                                        int32_t x_cs, int32_t n, int8_t *y, int32_t y_cs, int8_t *last,
-                                                        uint8_t *mask, int32_t bit0, int32_t bit_cs) {
-    const int32_t in_c = p->in_c, pair_words = ((in_c + 3) >> 2) * MCT_DSP_GROUP_WORDS, all = n >> 1;
-    if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || pair_words > MCT_PW_WIDE_WORDS) return 0;
-    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    const int32_t groups = pair_words / MCT_DSP_GROUP_WORDS, beside = (MCT_PW_WIDE_WORDS - pair_words) / pair_words;
-    const int32_t unpacking = beside >= MCT_PW_UNPACK_MIN_PAIRS && all >= MCT_PW_UNPACK_MIN_PAIRS;
-    const int32_t most = unpacking ? beside : MCT_PW_WIDE_WORDS / pair_words; /* position pairs a block */
-    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - pair_words;
-    for (int32_t j0 = 0; j0 < all; j0 += most) {
-        const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0;
-        const int32_t unpack = unpacking && pairs >= MCT_PW_UNPACK_MIN_PAIRS;
-        mct_dsp_widen(x, x_cs, q0, pairs, in_c, p->x_zero, buf);
-        for (int32_t o = o0; o < o1;) {
-            const mct_weight_row r0 = mct_row_of(&p->w, o);
-            mct_weight_row r1 = r0;
-            if (o + 1 < o1) r1 = mct_row_of(&p->w, o + 1);
-            const int32_t two = o + 1 < o1 && r1.split == r0.split; /* else one row, paired with itself */
-            const pw_runs w = pw_runs_of(&r0, two ? &r1 : &r0, in_c);
-            if (unpack) pw_unpack(&w, unpacked);
-            const mct_rq qa = mct_rq_of(p, o), qb = mct_rq_of(p, o + two);
-            int8_t *ya = out_row(y, y_cs, last, o - o0, o1 - o0) + q0;
-            int8_t *yb = out_row(y, y_cs, last, o + 1 - o0, o1 - o0) + q0;
-            const int32_t ba = bit0 + (o - o0) * bit_cs + q0;
-            for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS) {
-                const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
-                if (unpack)
-                    pw_planned_sums(buf + j * pair_words, unpacked, groups, 1, m, sums);
-                else
-                    pw_sums(buf + j * pair_words, pair_words, m, &w, sums);
-                pw_requant(&qa, sums, m, ya + 2 * j, mask, ba + 2 * j);
-                if (two) pw_requant(&qb, sums + 2, m, yb + 2 * j, mask, ba + bit_cs + 2 * j);
-            }
-            o += 1 + two;
-        }
-    }
-    return 2 * all;
-}
+#include "mct_dsp_pointwise.h" /* the widened 1x1 convs: pointwise_planned, pointwise_wide, pointwise_sliced */
 #endif
 
 /* mct_pointwise, the last channel's row at ``last`` where that is not NULL (out_row). Inlined in its two
@@ -413,6 +171,7 @@ static inline __attribute__((always_inline)) void pointwise_into(const mct_conv 
     int32_t wide = 0;
     if (mask == NULL) wide = pointwise_planned(p, o0, o1, &x, 1, x_cs, n, y, 0, y_cs, last);
     if (wide == 0) wide = pointwise_wide(p, o0, o1, x, x_cs, n, y, y_cs, last, mask, bit0, bit_cs);
+    if (wide == 0) wide = pointwise_sliced(p, o0, o1, x, x_cs, n, y, y_cs, last, mask, bit0, bit_cs);
     x += wide; /* the last position of an odd n (or all: not taken) by the loops below */
     y += wide;
     if (last != NULL) last += wide;
