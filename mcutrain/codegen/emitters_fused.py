@@ -368,12 +368,14 @@ def _pair_step(chain: _Chain, s: Step, lanes: list) -> list[str]:
     return [line for chan, where, slots, masks in lanes for line in _step(chain, s, chan, where, slots, masks)]
 
 
-def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c"
+def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c", pair: bool = False
             ) -> tuple[dict, dict, list[str], list[str]]:
     """Pointers to channel ``lane`` of a pass in each slot of the program's scratch layout (the
     gradient planes, float, first; then the recomputed expand plane, int8, and each recomputed mask's
     bits) and the statements recomputing channel ``chan``'s forward. Returns (slots, masks, recompute
-    statements, declarations of the scratch pointers)."""
+    statements, declarations of the scratch pointers). ``pair``: a two-channel pass, whose expand conv
+    lane 0 recomputes for both lanes in one call (the 1x1 conv's two-channel path reads the input once:
+    lane 1's slots lie ``pass_stride`` bytes after lane 0's), lane 1 only its depthwise."""
     ctx, op, program = chain.ctx, chain.op, chain.program
     slots, masks, pointers, code = {}, {}, [], []
     sfx = f"_{lane}" if lane else ""
@@ -407,7 +409,15 @@ def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c"
         else:
             if i != 0:
                 raise CodegenError(f"op {op.name}: recomputed convs are (expand, depthwise)")
-            code.append(f"mct_pointwise_channel(&{tag}, {chan}, {ctx.ptr(fwd.inputs[0])}, y0{sfx}, m{i}{sfx}, 0);")
+            x = ctx.ptr(fwd.inputs[0])
+            if not pair:
+                code.append(f"mct_pointwise_channel(&{tag}, {chan}, {x}, y0{sfx}, m{i}{sfx}, 0);")
+            elif lane == 0:
+                n, stride = x_shape[2] * x_shape[3], program.scratch.pass_stride
+                code.append(f"memset(m{i}_1, 0, {size});")
+                code.append(f"mct_pointwise(&{tag}, c, c + 2, {x}, {n}, {n}, y0, {stride}, m{i}, 0, {8 * stride});")
+            else:
+                code.pop()  # lane 0 cleared this lane's mask before the shared call
     size = scratch_bytes(ctx.stage.graph, op)
     if program.scratch.pass_bytes > size:
         raise CodegenError(f"op {op.name}: a pass needs {program.scratch.pass_bytes} scratch bytes, "
@@ -421,16 +431,17 @@ def emit_mbconv_grad(ctx: OpContext) -> Emitted:
     scratch = _scratch_offset(ctx)
     if scratch is not None and scratch % 4:
         raise CodegenError(f"op {op.name}: scratch at offset {scratch}, not aligned for float32")
+    channels, pair = op.attr("channels"), chain.program.scratch.pass_channels == 2
     slots, masks, recompute, lines = _layout(chain, scratch)
     if chain.lazy_name is not None:
         lines.append(_lazy_init(chain))
     lines += _output_channel_loop(chain, chain.program.pre, "pre", slots, masks)
-    channels, pair = op.attr("channels"), chain.program.scratch.pass_channels == 2
     if pair:  # two channels per pass (c, c1); an odd last channel alone
-        slots1, masks1, recompute1, pointers1 = _layout(chain, scratch, 1, "c1")
+        _, _, recompute0, _ = _layout(chain, scratch, 0, "c", pair=True)
+        slots1, masks1, recompute1, pointers1 = _layout(chain, scratch, 1, "c1", pair=True)
         lines[:0] = pointers1
         lanes = [("c", {}, slots, masks), ("c1", {}, slots1, masks1)]
-        body = ["const int32_t c1 = c + 1;"] + recompute + recompute1
+        body = ["const int32_t c1 = c + 1;"] + recompute0 + recompute1
         body += [line for step in chain.program.steps for line in _pair_step(chain, step, lanes)]
         lines += _loop(f"int32_t c = 0; c + 1 < {channels}; c += 2", body)
     if not pair or channels % 2:
