@@ -167,24 +167,42 @@ static void patch_columns(const mct_conv *p, const int8_t *x, int32_t x_cs, cons
     }
 }
 
-/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): without a mask
- * mct_dsp_requant_pairs (the constants in registers, SSAT shifting), else mct_rq_out's. */
-static void patch_requant(const mct_conv *p, int32_t o, const int32_t *s, int32_t m, int32_t c0, const row_target *t) {
-    const mct_rq q = mct_rq_of(p, o);
+/* An output channel's requantization constants in mct_rq_of's fast case (mct_dsp_requant_pairs'). */
+typedef struct {
+    int32_t bias2, m, nudge, right;
+} patch_rq;
+
+/* The constants of channels [o0, o1) into rq, made once a row (not once a column chunk: mct_rq_of's checks
+ * were half of the first conv's requantization); 0 where a channel is not in the fast case. */
+static int32_t patch_rqs(const mct_conv *p, int32_t o0, int32_t o1, patch_rq *rq) {
+    for (int32_t o = o0; o < o1; ++o) {
+        const mct_rq q = mct_rq_of(p, o);
+        if (!q.fast) return 0;
+        rq[o - o0] = (patch_rq){q.bias2, q.multiplier, q.nudge, q.right};
+    }
+    return 1;
+}
+
+/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): with its fast
+ * constants (rq, no mask) by mct_dsp_requant_pairs (the constants in registers, SSAT shifting), else
+ * mct_rq_out's. */
+static void patch_requant(const mct_conv *p, int32_t o, const patch_rq *rq, const int32_t *s, int32_t m, int32_t c0,
+                          const row_target *t) {
     int8_t *y = t->y + o * t->y_cs + c0;
-    if (t->mask != NULL || !q.fast) {
+    if (t->mask != NULL || rq == NULL) {
+        const mct_rq q = mct_rq_of(p, o);
         for (int32_t j = 0; j < m; ++j) mct_rq_out(&q, s[j], y + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
         return;
     }
-    mct_dsp_requant_pairs(s, 2, m >> 1, q.bias2, q.multiplier, q.nudge, q.right, y);
+    mct_dsp_requant_pairs(s, 2, m >> 1, rq->bias2, rq->m, rq->nudge, rq->right, y);
     if (m & 1) /* the row's odd last column */
-        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], q.bias2, q.multiplier, q.nudge, q.right), 8);
+        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], rq->bias2, rq->m, rq->nudge, rq->right), 8);
 }
 
 /* Channels [o0, o1) at the m columns from c0 whose patches are in ``patches``: each channel pair's sums over
- * the chunk, then each channel's row segment requantized. */
+ * the chunk, then each channel's row segment requantized (rq: their fast constants from o0, or NULL). */
 static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32_t *weights, const int32_t *patches,
-                          int32_t words, int32_t c0, int32_t m, const row_target *t) {
+                          int32_t words, int32_t c0, int32_t m, const patch_rq *rq, const row_target *t) {
     int32_t su[MCT_PATCH_COLS], sv[MCT_PATCH_COLS];
     for (int32_t o = o0; o < o1; o += 2) {
         const int32_t *w = weights + (o - o0) * words;
@@ -194,8 +212,8 @@ static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32
             else
                 patch_2x2(patches + c * words, w, words, su + c, sv + c);
         }
-        patch_requant(p, o, su, m, c0, t);
-        if (o + 1 < o1) patch_requant(p, o + 1, sv, m, c0, t);
+        patch_requant(p, o, rq != NULL ? rq + (o - o0) : NULL, su, m, c0, t);
+        if (o + 1 < o1) patch_requant(p, o + 1, rq != NULL ? rq + (o + 1 - o0) : NULL, sv, m, c0, t);
     }
 }
 
@@ -213,13 +231,15 @@ static __attribute__((noinline)) int general_row_dsp(const mct_conv *p, const in
     for (int32_t a = 0; a < k; ++a) full &= off[a] >= 0;
     for (int32_t r = 0; full && r < tap_rows; ++r) rows[r] = x + (r / 3) * x_cs + off[r % 3];
     int32_t patches[MCT_PATCH_WORDS], weights[MCT_PATCH_WORDS];
+    patch_rq rq[MCT_PATCH_COLS]; /* 2 * pairs channels at most */
     for (int32_t o0 = 0; o0 < p->out_c; o0 += 2 * pairs) {
         const int32_t o1 = mct_imin(p->out_c, o0 + 2 * pairs);
+        const int32_t fast = t->mask == NULL && patch_rqs(p, o0, o1, rq);
         patch_weights(p, o0, o1, tap, words, weights);
         for (int32_t c0 = 0; c0 < p->out_w; c0 += 2 * pairs) {
             const int32_t m = mct_imin(p->out_w - c0, 2 * pairs);
             patch_columns(p, x, x_cs, off, tap, words, full ? rows : NULL, c0, m, patches);
-            patch_outputs(p, o0, o1, weights, patches, words, c0, m, t);
+            patch_outputs(p, o0, o1, weights, patches, words, c0, m, fast ? rq : NULL, t);
         }
     }
     return 1;
