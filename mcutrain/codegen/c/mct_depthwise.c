@@ -10,11 +10,14 @@
  * a whole plane in one kernel call); every output column runs the same kernel on a padded copy of its tap rows
  * (x_zero outside the input and in padding rows: a padded tap adds (x_zero - x_zero) * w = 0, as the bounded
  * loops leave it out, since the zero point enters through the weight sum); each kernel step requantizes its
- * outputs in registers, 5 instructions each (dw_requant); 5x5 / 7x7 take four outputs a step.
+ * outputs in registers: 5x5 / 7x7 take four outputs a step in C, 5 instructions an output (dw_requant); 3x3
+ * rows run in two asm functions (mct_dsp_depthwise.h: all registers theirs, one loop per shift, 4 an output).
  *
  * The sums are doubled: the plan's weights are 2w (|2w| <= 254 still fits SMLAD's halfwords) and every sum
  * starts at 2 * (bias - x_zero * sum w), so a sum is 2 * (acc + bias), SMMLAR's operand, without an add. */
 #include "mct_kernels.h"
+
+#include <stddef.h>
 
 #if MCT_DSP && !MCT_MVE
 
@@ -27,10 +30,11 @@ enum { DW_3S1, DW_3S2, DW_5S1, DW_5S2, DW_7S1, DW_7S2 };
 /* One channel's operands: kernel side k (k x k taps), stride s both ways. */
 typedef struct {
     int32_t kind, k, s;
-    int32_t init;            /* 2 * (bias - x_zero * sum w): where every doubled sum starts */
-    int32_t m, nudge, right; /* dw_requant's constants */
-    int32_t w02[3], w1[2];   /* 3x3: per tap row (2w0, 2w2); (2w1 of row 0, 2w1 of row 1); (-, 2w1 of row 2) */
-    mct_dsp_row57 row[7];    /* 5x5 / 7x7: per tap row, doubled (mct_dsp_row57's layout) */
+    /* 3x3: the weight operands (mct_dsp_dw3_s1_seg's k) in k3[0..4]; every kernel: the requantization's m, nudge
+     * and right (dw_requant's), and init = 2 * (bias - x_zero * sum w), where every doubled sum starts, in
+     * k3[MCT_DW3_M...] */
+    int32_t k3[MCT_DW3_WORDS];
+    mct_dsp_row57 row[7]; /* 5x5 / 7x7: per tap row, doubled (mct_dsp_row57's layout) */
 } dw_plan;
 
 /* Channel c's k * k weights (mct_weight_at(w, c, 0), inlined: a call per row was a visible cost). */
@@ -43,19 +47,17 @@ static inline const int8_t *dw_weights(const mct_weight *w, int32_t c) {
 /* Both halfwords doubled. */
 static inline int32_t dw_twice(int32_t pair) { return (int32_t)__sadd16(pair, pair); }
 
-/* The 3x3 operands from three word loads: SXTB16 of w[0..3] is (w0, w2), of w[3..6] (w3, w5), rotated (w4, w6);
- * of w[5..8] rotated (w6, w8), unrotated (w5, w7) whose high half is row 2's middle tap. Returns the doubled
- * weights' sum (SMUAD of a pair against (1, 1) adds its halves). */
-static int32_t dw_plan3(const int8_t *w, dw_plan *d) {
+/* The 3x3 operands a0, a1, a2, b01, b2 into k from three word loads: SXTB16 of w[0..3] is (w0, w2), of w[3..6]
+ * (w3, w5), rotated (w4, w6); of w[5..8] rotated (w6, w8), unrotated (w5, w7) whose high half is row 2's middle
+ * tap. Returns the doubled weights' sum (SMUAD of a pair against (1, 1) adds its halves). */
+static int32_t dw_plan3(const int8_t *w, int32_t *k) {
     const int32_t v0 = mct_ld32(w), v1 = mct_ld32(w + 3), v2 = mct_ld32(w + 5);
     const int32_t o0 = mct_sxtb16_ror8(v0), o1 = mct_sxtb16_ror8(v1); /* (w1, w3), (w4, w6) */
-    d->w02[0] = dw_twice(__sxtb16(v0));
-    d->w02[1] = dw_twice(__sxtb16(v1));
-    d->w02[2] = dw_twice(mct_sxtb16_ror8(v2));
-    d->w1[0] = dw_twice((int32_t)((uint32_t)(uint16_t)o0 | ((uint32_t)o1 << 16)));
-    d->w1[1] = dw_twice(__sxtb16(v2));
-    const int32_t pairs = __smuad(d->w02[0], 0x00010001) + __smuad(d->w02[1], 0x00010001);
-    return pairs + __smuad(d->w02[2], 0x00010001) + __smuad(d->w1[0], 0x00010001) + (d->w1[1] >> 16);
+    const int32_t a0 = dw_twice(__sxtb16(v0)), a1 = dw_twice(__sxtb16(v1)), a2 = dw_twice(mct_sxtb16_ror8(v2));
+    const int32_t b01 = dw_twice(mct_pkhbt_lsl16(o0, o1)), b2 = dw_twice(__sxtb16(v2));
+    k[0] = a0, k[1] = a1, k[2] = a2, k[3] = b01, k[4] = b2;
+    const int32_t one = 0x00010001; /* SMLAD's chain: one instruction a pair */
+    return __smlad(b01, one, __smlad(a2, one, __smlad(a1, one, __smuad(a0, one)))) + (b2 >> 16);
 }
 
 /* A 5- or 7-tap row r as mct_dsp_row57 operands at o, doubled: SXTB16 of r[0..3] gives (w0, w2) and (w1, w3), of
@@ -74,7 +76,7 @@ static int32_t dw_row57(const int8_t *r, int32_t k, mct_dsp_row57 *out) {
         o.w5 = 0;
     }
     *out = o;
-    return __smuad(o.w02, 0x00010001) + __smuad(o.w13, 0x00010001) + __smuad(o.w46, 0x00010001) + o.w5;
+    return __smlad(o.w46, 0x00010001, __smlad(o.w13, 0x00010001, __smuad(o.w02, 0x00010001))) + o.w5;
 }
 
 /* Whether this file takes a layer, and channel c's plan (dw_plan_of); 0 where it does not apply: another kernel
@@ -89,25 +91,34 @@ static int dw_layer_fits(const mct_conv *p) {
            && p->qmax == 127 && p->y_zero >= -128 && p->y_zero <= 127;
 }
 
-/* Channel c's plan where the layer fits (dw_layer_fits); 0 where its constants do not. */
-static int dw_channel_plan(const mct_conv *p, int32_t c, dw_plan *d) {
-    const int32_t k = p->k, shift = p->shift[c], bias = p->bias[c];
-    if (shift > -1 || shift < -22 || p->multiplier[c] <= 0 || bias > (1 << 29) || bias < -(1 << 29)) return 0;
-    const int8_t *w = dw_weights(&p->w, c);
+/* The layer's part of a plan (kind, k, s: once a call, not once a channel) where it fits (dw_layer_fits). */
+static int dw_layer_plan(const mct_conv *p, dw_plan *d) {
+    const int32_t k = p->k;
     d->kind = (k == 3 ? DW_3S1 : (k == 5 ? DW_5S1 : DW_7S1)) + (p->stride_w == 2);
     d->k = k, d->s = p->stride_w;
-    d->m = p->multiplier[c], d->right = -shift;
-    d->nudge = ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift);
+    return dw_layer_fits(p);
+}
+
+/* Channel c's part of a plan whose layer part is made (dw_layer_plan); 0 where its constants do not fit (the
+ * ranges tested as unsigned differences: one compare each). */
+static int dw_channel_plan(const mct_conv *p, int32_t c, dw_plan *d) {
+    const int32_t k = d->k, shift = p->shift[c], bias = p->bias[c], m = p->multiplier[c];
+    if ((uint32_t)shift + 22u > 21u || m <= 0 || (uint32_t)bias + (1u << 29) > (1u << 30)) return 0;
+    const int8_t *w = dw_weights(&p->w, c);
+    d->k3[MCT_DW3_M] = m, d->k3[MCT_DW3_RIGHT] = -shift;
+    d->k3[MCT_DW3_NUDGE] = ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift);
     int32_t wsum2 = 0; /* 2 * sum w */
     if (k == 3)
-        wsum2 = dw_plan3(w, d);
+        wsum2 = dw_plan3(w, d->k3);
     else
         for (int32_t a = 0; a < k; ++a) wsum2 += dw_row57(w + a * k, k, &d->row[a]);
-    d->init = 2 * bias - p->x_zero * wsum2;
+    d->k3[MCT_DW3_INIT] = 2 * bias - p->x_zero * wsum2;
     return 1;
 }
 
-static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) { return dw_layer_fits(p) && dw_channel_plan(p, c, d); }
+static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) {
+    return dw_layer_plan(p, d) && dw_channel_plan(p, c, d);
+}
 
 /* The int8 output of a doubled sum s2 = 2 * (acc + bias): mct_dsp_requantize's integers in 5 instructions.
  * SMMLAR adds the nudge to the rounded high product x = SMMULR(s2, m); the sign of s2 stands in for x's
@@ -122,42 +133,33 @@ static inline __attribute__((always_inline)) int8_t dw_requant(int32_t s2, int32
 /* ---- kernels: segments of output rows, two outputs a step ---- */
 
 /* ``rows`` output rows of n outputs each (n even) from the tap rows r[a] (each at its first window's first
- * byte; every byte read lies in the windows); from one output row to the next the tap rows move on by in_step
- * bytes, y by y_step. A kernel call runs a few segments (a row call's left edge, interior and right edge; a
- * plane's rows): its constants are loaded once. */
+ * byte; every byte read lies in the windows; r[a] = r[0] + a * w: rows of a padded buffer, w bytes apart, as the
+ * stride-1 asm reads them); from one output row to the next the tap rows move on by in_step bytes, y by y_step.
+ * A kernel call runs a few segments (a row's even part and an odd last pair; a plane's rows): its constants
+ * are loaded once. */
 typedef struct {
     const int8_t *r[7];
     int8_t *y;
     int32_t n, rows, in_step, y_step;
 } dw_seg;
 
-/* The 3x3 row kernels' constants (mct_dsp_dw3_s1_row's k): the weight pairs, the shift in b2's low halfword. */
-static void dw3_consts(const dw_plan *d, int32_t *k) {
-    k[0] = d->w02[0], k[1] = d->w02[1], k[2] = d->w02[2], k[3] = d->w1[0];
-    k[4] = (int32_t)(((uint32_t)d->w1[1] & 0xffff0000u) | (uint32_t)d->right);
-    k[5] = d->m, k[6] = d->init, k[7] = d->nudge;
-}
+MCT_DW3_S1_DEFINE; /* mct_dsp_dw3_s1_seg and mct_dsp_dw3_s2_seg, which read a dw_seg at these offsets: */
+MCT_DW3_S2_DEFINE;
+_Static_assert(offsetof(dw_seg, r) == MCT_DW3_SEG_R && offsetof(dw_seg, y) == MCT_DW3_SEG_Y
+                   && offsetof(dw_seg, n) == MCT_DW3_SEG_Y + 4 && offsetof(dw_seg, rows) == MCT_DW3_SEG_ROWS
+                   && offsetof(dw_seg, in_step) == MCT_DW3_SEG_ROWS + 4
+                   && offsetof(dw_seg, y_step) == MCT_DW3_SEG_ROWS + 8,
+               "mct_dsp_dw3_s{1,2}_seg's offsets");
 
-/* 3x3, stride 1: one load per tap row gives both windows (as mct_dsp_dw3_two); the tap rows lie w bytes apart
- * (dw_seg_of's rows are a padded buffer's). Not inlined: inside dw_run GCC found no registers for the asm. */
-static __attribute__((noinline)) void dw3_s1(const dw_plan *d, const dw_seg *seg, int32_t count) {
-    int32_t k[8];
-    dw3_consts(d, k);
+/* 3x3: stride 1 (the tap rows w bytes apart: dw_seg_of's rows are a padded buffer's) or 2, the segments' rows
+ * in one call each. */
+static inline void dw3_run(const dw_plan *d, const dw_seg *seg, int32_t count) {
     for (; count > 0; --count, ++seg)
-        for (int32_t row = 0; row < seg->rows && seg->n > 0; ++row)
-            mct_dsp_dw3_s1_row(seg->r[0] + row * seg->in_step, (int32_t)(seg->r[1] - seg->r[0]),
-                               seg->y + row * seg->y_step, seg->n, k);
-}
-
-/* 3x3, stride 2: a word and a byte per tap row give both windows (mct_dsp_dw3_s2_row). */
-static __attribute__((noinline)) void dw3_s2(const dw_plan *d, const dw_seg *seg, int32_t count) {
-    int32_t k[8];
-    dw3_consts(d, k);
-    for (; count > 0; --count, ++seg)
-        for (int32_t row = 0; row < seg->rows && seg->n > 0; ++row) {
-            const int32_t at = row * seg->in_step;
-            const int8_t *const r[3] = {seg->r[0] + at, seg->r[1] + at, seg->r[2] + at};
-            mct_dsp_dw3_s2_row(r, seg->y + row * seg->y_step, seg->n, k);
+        if (seg->n > 0 && seg->rows > 0) {
+            if (d->s == 1)
+                mct_dsp_dw3_s1_seg(seg, d->k3);
+            else
+                mct_dsp_dw3_s2_seg(seg, d->k3);
         }
 }
 
@@ -165,13 +167,16 @@ static __attribute__((noinline)) void dw3_s2(const dw_plan *d, const dw_seg *seg
  * once for four outputs), a last pair by mct_dsp_row{5,7}_two(_s2). Inlined with k and s constants. */
 static inline __attribute__((always_inline)) void dw_wide(const dw_plan *d, const dw_seg *seg, int32_t count,
                                                           int32_t k, int32_t s) {
+    /* locals, not d's fields: y's int8 stores may alias *d, so GCC reloaded m, nudge and right for every output */
+    const int32_t init = d->k3[MCT_DW3_INIT], m = d->k3[MCT_DW3_M], nudge = d->k3[MCT_DW3_NUDGE];
+    const int32_t right = d->k3[MCT_DW3_RIGHT];
     for (; count > 0; --count, ++seg)
         for (int32_t row = 0; row < seg->rows; ++row) {
             const int32_t at = row * seg->in_step;
             int8_t *y = seg->y + row * seg->y_step;
             int32_t i = 0;
             for (; i + 4 <= seg->n; i += 4) {
-                int32_t sum[4] = {d->init, d->init, d->init, d->init};
+                int32_t sum[4] = {init, init, init, init};
 #pragma GCC unroll 7
                 for (int32_t a = 0; a < k; ++a) {
                     const int8_t *r = seg->r[a] + at + i * s;
@@ -180,10 +185,11 @@ static inline __attribute__((always_inline)) void dw_wide(const dw_plan *d, cons
                     else if (s == 1) mct_dsp_row5_four(r, &d->row[a], sum);
                     else mct_dsp_row5_four_s2(r, &d->row[a], sum);
                 }
-                for (int32_t j = 0; j < 4; ++j) y[i + j] = dw_requant(sum[j], d->m, d->nudge, d->right);
+#pragma GCC unroll 4
+                for (int32_t j = 0; j < 4; ++j) y[i + j] = dw_requant(sum[j], m, nudge, right);
             }
             if (i < seg->n) { /* n = 2 mod 4 */
-                int32_t s0 = d->init, s1 = d->init;
+                int32_t s0 = init, s1 = init;
 #pragma GCC unroll 7
                 for (int32_t a = 0; a < k; ++a) {
                     const int8_t *r = seg->r[a] + at + i * s;
@@ -192,21 +198,27 @@ static inline __attribute__((always_inline)) void dw_wide(const dw_plan *d, cons
                     else if (s == 1) mct_dsp_row5_two(r, &d->row[a], &s0, &s1);
                     else mct_dsp_row5_two_s2(r, &d->row[a], &s0, &s1);
                 }
-                y[i] = dw_requant(s0, d->m, d->nudge, d->right);
-                y[i + 1] = dw_requant(s1, d->m, d->nudge, d->right);
+                y[i] = dw_requant(s0, m, nudge, right);
+                y[i + 1] = dw_requant(s1, m, nudge, right);
             }
         }
 }
 
-static void dw_run(const dw_plan *d, const dw_seg *seg, int32_t count) {
+static __attribute__((noinline)) void dw_run_wide(const dw_plan *d, const dw_seg *seg, int32_t count) {
     switch (d->kind) {
-    case DW_3S1: dw3_s1(d, seg, count); break;
-    case DW_3S2: dw3_s2(d, seg, count); break;
     case DW_5S1: dw_wide(d, seg, count, 5, 1); break;
     case DW_5S2: dw_wide(d, seg, count, 5, 2); break;
     case DW_7S1: dw_wide(d, seg, count, 7, 1); break;
     default: dw_wide(d, seg, count, 7, 2); break;
     }
+}
+
+/* The segments on the plan's kernel: 3x3 straight to the asm (no call between: the wide kernels' frame is large). */
+static inline void dw_run(const dw_plan *d, const dw_seg *seg, int32_t count) {
+    if (d->k == 3)
+        dw3_run(d, seg, count);
+    else
+        dw_run_wide(d, seg, count);
 }
 
 /* A one-row segment of n outputs (n even) from the k tap rows r, each moved on by ``from`` bytes. */
@@ -276,8 +288,14 @@ static inline __attribute__((always_inline)) void dw_copy(int8_t *dst, const int
     while (src < end) *dst++ = *src++;
 }
 
-/* 4 bytes stored at p (any alignment: STR). */
-static inline void dw_st32(int8_t *p, int32_t v) { memcpy(p, &v, 4); }
+/* n words of the byte ``zero`` from p on (the empty asm keeps the loop: GCC would make it a memset call). */
+static inline void dw_fill_words(int32_t *p, int32_t n, int32_t zero) {
+    const int32_t v = (int32_t)((uint32_t)(uint8_t)zero * 0x01010101u);
+    for (int32_t *const end = p + n; p < end; ++p) {
+        *p = v;
+        __asm__("" : "+r"(p));
+    }
+}
 
 /* The bytes a row of n outputs reads, whole steps (padded columns). */
 static int32_t dw_span(const dw_plan *d, int32_t n) { return (((n + 1) & ~1) - 1) * d->s + d->k; }
@@ -285,7 +303,15 @@ static int32_t dw_span(const dw_plan *d, int32_t n) { return (((n + 1) & ~1) - 1
 /* Mask bits of a row of outputs: inside the clamp is y strictly between -128 and 127 (qmin, qmax of the plan's
  * requantization: the clamped v is -128 exactly where v <= -128, 127 where v >= 127). */
 static void dw_mask(const int8_t *y, int32_t n, uint8_t *mask, int32_t bit0) {
-    for (int32_t i = 0; i < n; ++i) mct_put_bit(mask, bit0 + i, (uint8_t)((uint32_t)(y[i] + 127) < 254u));
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) { /* 16 bits a read-modify-write of the mask's bytes (mct_put_bit's: one a bit) */
+        uint32_t bits = 0;
+#pragma GCC unroll 4
+        for (int32_t j = 0; j < 16; j += 4) bits |= mct_dsp_inside4(mct_ld32(y + i + j)) << j;
+        mct_dsp_or_bits(mask, bit0 + i, bits, 16);
+    }
+    for (; i + 4 <= n; i += 4) mct_dsp_or_bits(mask, bit0 + i, mct_dsp_inside4(mct_ld32(y + i)), 4);
+    for (; i < n; ++i) mct_put_bit(mask, bit0 + i, (uint8_t)((uint32_t)(y[i] + 127) < 254u));
 }
 
 /* An input row of n bytes (NULL: a padding row) as a padded row of w bytes at dst: ``left`` bytes of zero, the
@@ -339,7 +365,8 @@ int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8
 int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
                     int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
     const int32_t out_w = p->out_w, left = p->pad_left, k = p->k, n = p->in_w;
-    if (out_w > MCT_DW_ROW || left < 0 || !dw_layer_fits(p)) return 0;
+    dw_plan d;
+    if (out_w > MCT_DW_ROW || left < 0 || !dw_layer_plan(p, &d)) return 0;
     const int32_t w = (mct_imax(n + left, ((((out_w + 1) & ~1) - 1) * p->stride_w + k)) + 3) & ~3;
     if (k * w + 8 > MCT_DW_PATCH) return 0;
     int32_t padded[MCT_DW_PATCH / 4];
@@ -350,25 +377,56 @@ int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *con
     dw_seg seg[2]; /* the row's even part, an odd last output into ``last`` (dw_run_row's) */
     int8_t last[2];
     const int32_t even = out_w & ~1;
+    /* the tap rows inside the input: channel j's copies from src[i] + j * x_cs to dst[i] */
+    const int8_t *src[7];
+    int8_t *dst[7];
+    int32_t copies = 0;
+    uintptr_t ends = (uintptr_t)n | (uintptr_t)x_cs; /* every copy word-aligned (the ring's rows are) */
+    for (int32_t a = 0; a < k; ++a)
+        if (rows[a] != NULL) src[copies] = rows[a], dst[copies++] = base + a * w + left, ends |= (uintptr_t)rows[a];
+    const int aligned = (ends & 3) == 0;
     dw_seg_of(&seg[0], k, at, 0, even, y);
     if (out_w > even) dw_seg_of(&seg[1], k, at, even * p->stride_w, 2, last);
     for (int32_t c = c0; c < c1; ++c) {
         const int32_t j = c - c0;
-        dw_plan d;
         if (!dw_channel_plan(p, c, &d)) { /* the portable row */
             const int8_t *r[7];
             for (int32_t a = 0; a < k; ++a) r[a] = rows[a] != NULL ? rows[a] + j * x_cs : NULL;
             mct_depthwise_row(p, c, r, y + j * y_cs, mask, bit0 + j * bit_cs);
             continue;
         }
-        for (int32_t a = 0; a < k; ++a)
-            if (rows[a] != NULL) dw_copy(base + a * w + left, rows[a] + j * x_cs, n);
+        for (int32_t i = 0; i < copies; ++i)
+            if (aligned)
+                mct_dsp_copy_words(dst[i], src[i] + j * x_cs, n);
+            else
+                dw_copy(dst[i], src[i] + j * x_cs, n);
         seg[0].y = y + j * y_cs;
         dw_run(&d, seg, 1 + (out_w > even));
         if (out_w > even) y[j * y_cs + out_w - 1] = last[0];
         if (mask != NULL) dw_mask(y + j * y_cs, out_w, mask, bit0 + j * bit_cs);
     }
     return 1;
+}
+
+/* The padded plane of h rows of w bytes at ``plane`` in ``buffer`` from a channel x_c whose rows are whole words
+ * and word-aligned: only the padding is filled (the rows above, after each row its gap up to the next row's
+ * first byte, the rows below), the rows copied a word a step; filling the whole plane first wrote most bytes
+ * twice. */
+static void dw_plane_words(const mct_conv *p, const int8_t *x_c, int32_t *buffer, int8_t *plane, int32_t h,
+                           int32_t w) {
+    const int32_t n = p->in_w, gap = (w - n) >> 2; /* w - n: a multiple of 4 */
+    const int32_t v = (int32_t)((uint32_t)(uint8_t)p->x_zero * 0x01010101u);
+    int32_t *dst = (int32_t *)(void *)(plane + p->pad * w + p->pad_left); /* word-aligned (dw_base) */
+    dw_fill_words(buffer, (int32_t)(dst - buffer), p->x_zero);
+    for (int32_t r = 0; r < p->in_h; ++r) { /* a row and its gap: w bytes, the next row's first byte after */
+        for (const int8_t *const end = x_c + n; x_c < end;) *dst++ = mct_ldr_post(&x_c);
+        for (int32_t g = 0; g < gap; ++g) {
+            *dst++ = v;
+            __asm__("" : "+r"(dst)); /* keeps the loop: GCC would make it a memset call */
+        }
+    }
+    const int32_t below = (int32_t)(plane + h * w - (int8_t *)(void *)dst); /* bytes left to the plane's end */
+    if (below > 0) dw_fill_words(dst, (below + 3) >> 2, p->x_zero);
 }
 
 /* A channel: its plane copied padded, then one kernel run over the plane (its output rows back to back; row
@@ -383,24 +441,39 @@ int mct_dw_dsp_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8_t *
     int32_t buffer[MCT_DW_PLANE / 4];
     int8_t row[MCT_DW_ROW], *plane = dw_base(buffer, left);
     const int8_t *at[7];
-    /* a small plane: one run of stores beats padding row by row (from the aligned buffer's start: STRD) */
-    dw_fill_pairs(buffer, (int32_t)(plane - (int8_t *)(void *)buffer) + h * w, p->x_zero);
-    if ((p->in_w & 3) == 0) { /* the 4- to 16-byte rows of the late blocks: a word loop, no per-row set-up */
-        const int8_t *src = x_c;
-        for (int32_t r = 0; r < p->in_h; ++r) {
-            int8_t *dst = plane + (top + r) * w + left;
-            for (const int8_t *const end = src + p->in_w; src < end; dst += 4) dw_st32(dst, mct_ldr_post(&src));
-        }
-    } else {
+    if (((p->in_w | (int32_t)(uintptr_t)x_c) & 3) == 0) { /* the planes' rows: word-aligned, whole words */
+        dw_plane_words(p, x_c, buffer, plane, h, w);
+    } else { /* a small plane: one run of stores beats padding row by row (from the aligned start: STRD) */
+        dw_fill_pairs(buffer, (int32_t)(plane - (int8_t *)(void *)buffer) + h * w, p->x_zero);
         for (int32_t r = 0; r < p->in_h; ++r) dw_copy(plane + (top + r) * w + left, x_c + r * p->in_w, p->in_w);
     }
     for (int32_t a = 0; a < d.k; ++a) at[a] = plane + a * w;
-    if (y_c != NULL && (out_w & 1) == 0) {
-        dw_seg seg;
+    dw_seg seg;
+    if (y_c != NULL && (out_w & 1) == 0) { /* one kernel run over the plane */
         dw_seg_of(&seg, d.k, at, 0, out_w, y_c);
         seg.rows = p->out_h, seg.in_step = p->stride * w, seg.y_step = out_w;
         dw_run(&d, &seg, 1);
         if (mask != NULL) dw_mask(y_c, out_w * p->out_h, mask, bit0);
+        return 1;
+    }
+    /* A mask (the training forward; without y: its recomputation) of an odd width or without y: the outputs in
+     * the buffer's end past the plane (and its fill's last word: 8 bytes) where they fit, rows of n (even)
+     * outputs (the windows of an odd width's extra output are padded: dw_span), one kernel run, not one a row;
+     * then each row copied into y, its mask made. (Without a mask, odd rows measured cheaper row by row.) */
+    const int32_t n = (out_w + 1) & ~1;
+    int8_t *spare = plane + h * w + 8;
+    if ((y_c == NULL || mask != NULL) && spare + n * p->out_h <= (int8_t *)(void *)buffer + sizeof buffer) {
+        dw_seg_of(&seg, d.k, at, 0, n, spare);
+        seg.rows = p->out_h, seg.in_step = p->stride * w, seg.y_step = n;
+        dw_run(&d, &seg, 1);
+        if (n == out_w) { /* no y (else the first case): the rows back to back, one mask run */
+            if (mask != NULL) dw_mask(spare, out_w * p->out_h, mask, bit0);
+            return 1;
+        }
+        for (int32_t oy = 0; oy < p->out_h; ++oy) {
+            if (y_c != NULL) dw_copy(y_c + oy * out_w, spare + oy * n, out_w);
+            if (mask != NULL) dw_mask(spare + oy * n, out_w, mask, bit0 + oy * out_w);
+        }
         return 1;
     }
     for (int32_t oy = 0; oy < p->out_h; ++oy) {

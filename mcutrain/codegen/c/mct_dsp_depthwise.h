@@ -176,128 +176,261 @@ static inline void mct_dsp_row5_four_s2(const int8_t *r, const mct_dsp_row57 *k,
     s[3] = __smlabb(b10, k->w46, __smladx(mct_pkhbt(oc, ob), k->w13, __smladx(mct_pkhbt(ec, eb), k->w02, s[3])));
 }
 
+/* ---- copies and masks (mct_depthwise.c) ---- */
+
+/* n bytes (a multiple of 4) copied between word-aligned ends: 16 a step by LDM / STM, then the 8 and 4 bytes
+ * left: the steps counted from n once, no end test a word (mct_depthwise.c's dw_copy). */
+static inline __attribute__((always_inline)) void mct_dsp_copy_words(int8_t *dst, const int8_t *src,
+                                                                      int32_t n) {
+    for (int32_t i = n >> 4; i > 0; --i)
+        __asm__ volatile("ldmia %1!, {r4, r5, r6, r7}\n\tstmia %0!, {r4, r5, r6, r7}"
+                         : "+r"(dst), "+r"(src)
+                         :
+                         : "r4", "r5", "r6", "r7", "memory");
+    if (n & 8) memcpy(dst, src, 8), dst += 8, src += 8;
+    if (n & 4) memcpy(dst, src, 4);
+}
+
+/* The clamp mask's inside bits of the 4 outputs in v (bit i: byte i is neither -128 nor 127): UADD8 of 0x81
+ * maps exactly those two bytes to 0 and 1, USUB8 of 2 sets GE where a byte is >= 2, SEL makes those bytes 1;
+ * the multiply by 2^24 + 2^17 + 2^10 + 2^3 adds byte i's flag at bit 24 + i (the other products land below
+ * bit 20 or past bit 31). 6 instructions for 4 bits (mct_put_bit's way: 15 a bit). */
+static inline uint32_t mct_dsp_inside4(int32_t v) {
+    uint32_t t;
+    __asm__("uadd8 %0, %1, %2\n\tusub8 %0, %0, %3\n\tsel %0, %4, %5"
+            : "=&r"(t)
+            : "r"(v), "r"(0x81818181u), "r"(0x02020202u), "r"(0x01010101u), "r"(0u)
+            : "cc");
+    return (t * 0x01020408u) >> 24;
+}
+
 /* ---- 3x3 output rows in assembly (mct_depthwise.c's dw3_s1 / dw3_s2) ----
  * Why assembly: the C loops keep 15 to 16 values live (two sums, the unpacked word, five weight registers, the
  * requantization's constants, the row pointers and the end); the core has 14 and GCC spilled a weight or a
- * pointer on every step (about 42 instructions for 18 MACs at stride 1, 48 at stride 2). Here the constants
- * that are read once a step sit on the stack (the start value ``init`` twice: one LDRD starts both sums; the
- * nudge; the end of y: GCC found no 14th register for an asm inlined into dw_run, 13 did build), the
- * shift ``right`` rides in the low halfword of b2 (ASR by a register reads its low byte; SMLAxT only the high
- * halfword) and the requantization adds the rounding's sign to the nudge before SMMLAR (the same integers as
- * dw_requant: SMMLAR adds its accumulator whole). k: {a0, a1, a2, b01, b2 | right, m, init, nudge} (dw_plan's
- * doubled operands); n outputs, n even and > 0. Stride 1: the tap rows at r, r + w, r + 2w (LDR's register
- * offset, LSL #1 for the third), 36 instructions for 18 MACs. */
-static inline __attribute__((always_inline)) void mct_dsp_dw3_s1_row(const int8_t *r, int32_t w, int8_t *y,
-                                                                     int32_t n, const int32_t *k) {
-    int32_t s0 = k[6], s1 = k[7], e = (int32_t)(intptr_t)(y + n), o;
-    __asm__ volatile(
-        "strd %[s0], %[s0], [sp, #-16]!\n\t" /* init, init, nudge, end */
-        "strd %[s1], %[e], [sp, #8]\n"
-        "1:\n\t"
-        "ldrd %[s0], %[s1], [sp]\n\t"
-        "ldr %[e], [%[r], %[w]]\n\t"
-        "sxtb16 %[o], %[e], ror #8\n\t"
-        "sxtb16 %[e], %[e]\n\t"
-        "smlad %[s0], %[e], %[a1], %[s0]\n\t"
-        "smlabt %[s0], %[o], %[b01], %[s0]\n\t"
-        "smlad %[s1], %[o], %[a1], %[s1]\n\t"
-        "smlatt %[s1], %[e], %[b01], %[s1]\n\t"
-        "ldr %[e], [%[r], %[w], lsl #1]\n\t"
-        "sxtb16 %[o], %[e], ror #8\n\t"
-        "sxtb16 %[e], %[e]\n\t"
-        "smlad %[s0], %[e], %[a2], %[s0]\n\t"
-        "smlabt %[s0], %[o], %[b2], %[s0]\n\t"
-        "smlad %[s1], %[o], %[a2], %[s1]\n\t"
-        "smlatt %[s1], %[e], %[b2], %[s1]\n\t"
-        "ldr %[e], [%[r]], #2\n\t"
-        "sxtb16 %[o], %[e], ror #8\n\t"
-        "sxtb16 %[e], %[e]\n\t"
-        "smlad %[s0], %[e], %[a0], %[s0]\n\t"
-        "smlabb %[s0], %[o], %[b01], %[s0]\n\t"
-        "smlad %[s1], %[o], %[a0], %[s1]\n\t"
-        "smlatb %[s1], %[e], %[b01], %[s1]\n\t"
-        "ldr %[e], [sp, #8]\n\t"
-        "add %[o], %[e], %[s0], asr #31\n\t"
-        "smmlar %[s0], %[s0], %[m], %[o]\n\t"
-        "add %[o], %[e], %[s1], asr #31\n\t"
-        "smmlar %[s1], %[s1], %[m], %[o]\n\t"
-        "asr %[s0], %[s0], %[b2]\n\t"
-        "asr %[s1], %[s1], %[b2]\n\t"
-        "ssat %[s0], #8, %[s0]\n\t"
-        "ssat %[s1], #8, %[s1]\n\t"
-        "strb %[s0], [%[y]], #1\n\t"
-        "strb %[s1], [%[y]], #1\n\t"
-        "ldr %[e], [sp, #12]\n\t"
-        "cmp %[y], %[e]\n\t"
-        "bne 1b\n\t"
-        "add sp, sp, #16"
-        : [s0] "+&r"(s0), [s1] "+&r"(s1), [e] "+&r"(e), [o] "=&r"(o), [r] "+&r"(r), [y] "+&r"(y)
-        : [w] "r"(w), [a0] "r"(k[0]), [a1] "r"(k[1]), [a2] "r"(k[2]), [b01] "r"(k[3]),
-          [b2] "r"(k[4]), [m] "r"(k[5])
-        : "cc", "memory");
-}
+ * pointer on every step (about 42 instructions for 18 MACs at stride 1, 48 at stride 2). Why functions of their
+ * own, not inline asm: all 14 registers are theirs (the end of y's row is one: no load a step), the constants
+ * come in by one LDM, the rows loop runs inside (8 to 10 instructions a row), and a call costs about 20
+ * instructions, where the C wrapper and the asm's set-up around every row cost 60 to 90. The constants read once a
+ * step sit on the stack (the start value ``init`` twice: one LDRD starts both sums; the nudge), and the
+ * requantization adds the rounding's sign to the nudge before SMMLAR (the same integers as dw_requant: SMMLAR
+ * adds its accumulator whole). One loop per shift ``right`` in [1, 22] (mct_rq_of's fast range, the only one
+ * mct_depthwise.c plans; TBH picks the loop): SSAT shifts as it saturates (mct_dsp_requant_pairs' idea), an ASR
+ * less an output.
+ *
+ * mct_dsp_dw3_s{1,2}_seg(seg, k): ``rows`` output rows of n outputs (n even, > 0; rows > 0; seg: mct_depthwise.c's
+ * dw_seg, its offsets below), from one output row to the next the tap rows move on by in_step bytes and y by
+ * y_step. k: {a0, a1, a2, b01, b2, m, init, nudge, right} (dw_plan's doubled operands: a = (2w0, 2w2) of a tap
+ * row; b01 = (2w1 of row 0, 2w1 of row 1), b2's high half 2w1 of row 2). Stack: 9 registers and 28 / 32 bytes.
+ *
+ * Stride 1: the tap rows at r, r + w, r + 2w (w = seg's r[1] - r[0]; LDR's register offset, LSL #1 for the
+ * third), one load per tap row gives both windows (as mct_dsp_dw3_two): 33 instructions for 18 MACs. Frame:
+ * init, init, nudge, n, rows left, the tap row's step less n, y's step less n. Registers: r0 tap row 0, r1 w, r2
+ * y, r3 the row's end of y, r4 / r5 the sums, r6-r11 a0 a1 a2 b01 b2 m, ip / lr the word and its odd bytes.
+ *
+ * Stride 2: the tap rows at seg's r[0], r[1], r[2], a word and the byte after it each (the second output's
+ * (r4, r2) pair by PKHBT, SMLADX against (w0, w2)); three row pointers leave no register for m: it is on the
+ * stack too. 40 instructions for 18 MACs. Frame: init, init, nudge, m, n, rows left, the tap rows' step less 2n,
+ * y's step less n. Registers: r0-r2 the tap rows, r3 y, r4 the row's end, r5 / r6 the sums, r7-r11 a0 a1 a2 b01
+ * b2, ip / lr as at stride 1. */
+enum { MCT_DW3_M = 5, MCT_DW3_INIT = 6, MCT_DW3_NUDGE = 7, MCT_DW3_RIGHT = 8, MCT_DW3_WORDS = 9 };
+#define MCT_DW3_SEG_R 0     /* const int8_t *r[7] */
+#define MCT_DW3_SEG_Y 28    /* int8_t *y, then int32_t n */
+#define MCT_DW3_SEG_ROWS 36 /* int32_t rows, then in_step, y_step */
+void mct_dsp_dw3_s1_seg(const void *seg, const int32_t *k);
+void mct_dsp_dw3_s2_seg(const void *seg, const int32_t *k);
 
-/* Stride 2: the tap rows at r[0], r[1], r[2] (a word and the byte after it each: the second output's (r4, r2)
- * pair by PKHBT, SMLADX against (w0, w2)); three row pointers leave no register for m: it is on the stack too.
- * 43 instructions for 18 MACs. */
-static inline __attribute__((always_inline)) void mct_dsp_dw3_s2_row(const int8_t *const *rows, int8_t *y,
-                                                                     int32_t n, const int32_t *k) {
-    int32_t s0 = k[6], s1 = k[7], e = (int32_t)(intptr_t)(y + n), o = k[5];
-    const int8_t *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
-    __asm__ volatile(
-        "strd %[s0], %[s0], [sp, #-24]!\n\t" /* init, init, nudge, m, end */
-        "strd %[s1], %[o], [sp, #8]\n\t"
-        "str %[e], [sp, #16]\n"
-        "1:\n\t"
-        "ldrd %[s0], %[s1], [sp]\n\t"
-        "ldr %[e], [%[r0]], #4\n\t"
-        "sxtb16 %[o], %[e], ror #8\n\t"
-        "sxtb16 %[e], %[e]\n\t"
-        "smlad %[s0], %[e], %[a0], %[s0]\n\t"
-        "smlabb %[s0], %[o], %[b01], %[s0]\n\t"
-        "smlatb %[s1], %[o], %[b01], %[s1]\n\t"
-        "ldrsb %[o], [%[r0]]\n\t"
-        "pkhbt %[e], %[o], %[e]\n\t"
-        "smladx %[s1], %[e], %[a0], %[s1]\n\t"
-        "ldr %[e], [%[r1]], #4\n\t"
-        "sxtb16 %[o], %[e], ror #8\n\t"
-        "sxtb16 %[e], %[e]\n\t"
-        "smlad %[s0], %[e], %[a1], %[s0]\n\t"
-        "smlabt %[s0], %[o], %[b01], %[s0]\n\t"
-        "smlatt %[s1], %[o], %[b01], %[s1]\n\t"
-        "ldrsb %[o], [%[r1]]\n\t"
-        "pkhbt %[e], %[o], %[e]\n\t"
-        "smladx %[s1], %[e], %[a1], %[s1]\n\t"
-        "ldr %[e], [%[r2]], #4\n\t"
-        "sxtb16 %[o], %[e], ror #8\n\t"
-        "sxtb16 %[e], %[e]\n\t"
-        "smlad %[s0], %[e], %[a2], %[s0]\n\t"
-        "smlabt %[s0], %[o], %[b2], %[s0]\n\t"
-        "smlatt %[s1], %[o], %[b2], %[s1]\n\t"
-        "ldrsb %[o], [%[r2]]\n\t"
-        "pkhbt %[e], %[o], %[e]\n\t"
-        "smladx %[s1], %[e], %[a2], %[s1]\n\t"
-        "ldrd %[e], %[o], [sp, #8]\n\t"
-        "add %[e], %[e], %[s0], asr #31\n\t"
-        "smmlar %[s0], %[s0], %[o], %[e]\n\t"
-        "ldr %[e], [sp, #8]\n\t"
-        "add %[e], %[e], %[s1], asr #31\n\t"
-        "smmlar %[s1], %[s1], %[o], %[e]\n\t"
-        "asr %[s0], %[s0], %[b2]\n\t"
-        "asr %[s1], %[s1], %[b2]\n\t"
-        "ssat %[s0], #8, %[s0]\n\t"
-        "ssat %[s1], #8, %[s1]\n\t"
-        "strb %[s0], [%[y]], #1\n\t"
-        "strb %[s1], [%[y]], #1\n\t"
-        "ldr %[e], [sp, #16]\n\t"
-        "cmp %[y], %[e]\n\t"
-        "bne 1b\n\t"
-        "add sp, sp, #24"
-        : [s0] "+&r"(s0), [s1] "+&r"(s1), [e] "+&r"(e), [o] "+&r"(o), [r0] "+&r"(r0), [r1] "+&r"(r1),
-          [r2] "+&r"(r2), [y] "+&r"(y)
-        : [a0] "r"(k[0]), [a1] "r"(k[1]), [a2] "r"(k[2]), [b01] "r"(k[3]), [b2] "r"(k[4])
-        : "cc", "memory");
-}
+/* One output row's loop at shift \sh (stride 1), then the next row, then the return. */
+#define MCT_DW3_S1_LOOP \
+    ".macro mct_dw3_s1_loop sh\n"                                                                                    \
+    ".Lmct_dw3_s1_\\sh:\n"                                                                                           \
+    "1:\n"                                                                                                           \
+    "ldrd r4, r5, [sp]\n\t"                                                                                          \
+    "ldr ip, [r0, r1]\n\t"                                                                                           \
+    "sxtb16 lr, ip, ror #8\n\t"                                                                                      \
+    "sxtb16 ip, ip\n\t"                                                                                              \
+    "smlad r4, ip, r7, r4\n\t"                                                                                       \
+    "smlabt r4, lr, r9, r4\n\t"                                                                                      \
+    "smlad r5, lr, r7, r5\n\t"                                                                                       \
+    "smlatt r5, ip, r9, r5\n\t"                                                                                      \
+    "ldr ip, [r0, r1, lsl #1]\n\t"                                                                                   \
+    "sxtb16 lr, ip, ror #8\n\t"                                                                                      \
+    "sxtb16 ip, ip\n\t"                                                                                              \
+    "smlad r4, ip, r8, r4\n\t"                                                                                       \
+    "smlabt r4, lr, r10, r4\n\t"                                                                                     \
+    "smlad r5, lr, r8, r5\n\t"                                                                                       \
+    "smlatt r5, ip, r10, r5\n\t"                                                                                     \
+    "ldr ip, [r0], #2\n\t"                                                                                           \
+    "sxtb16 lr, ip, ror #8\n\t"                                                                                      \
+    "sxtb16 ip, ip\n\t"                                                                                              \
+    "smlad r4, ip, r6, r4\n\t"                                                                                       \
+    "smlabb r4, lr, r9, r4\n\t"                                                                                      \
+    "smlad r5, lr, r6, r5\n\t"                                                                                       \
+    "smlatb r5, ip, r9, r5\n\t"                                                                                      \
+    "ldr ip, [sp, #8]\n\t"                                                                                           \
+    "add lr, ip, r4, asr #31\n\t"                                                                                    \
+    "smmlar r4, r4, r11, lr\n\t"                                                                                     \
+    "add lr, ip, r5, asr #31\n\t"                                                                                    \
+    "smmlar r5, r5, r11, lr\n\t"                                                                                     \
+    "ssat r4, #8, r4, asr #\\sh\n\t"                                                                                 \
+    "ssat r5, #8, r5, asr #\\sh\n\t"                                                                                 \
+    "strb r4, [r2], #1\n\t"                                                                                          \
+    "strb r5, [r2], #1\n\t"                                                                                          \
+    "cmp r2, r3\n\t"                                                                                                 \
+    "bne 1b\n\t"                                                                                                     \
+    "ldrd ip, lr, [sp, #20]\n\t"                                                                                     \
+    "add r0, r0, ip\n\t"                                                                                             \
+    "add r2, r2, lr\n\t"                                                                                             \
+    "ldrd ip, lr, [sp, #12]\n\t"                                                                                     \
+    "add r3, r2, ip\n\t"                                                                                             \
+    "subs lr, lr, #1\n\t"                                                                                            \
+    "str lr, [sp, #16]\n\t"                                                                                          \
+    "bne 1b\n\t"                                                                                                     \
+    "add sp, sp, #28\n\t"                                                                                            \
+    "pop {r4-r11, pc}\n\t"                                                                                           \
+    ".endm\n"                                                                                                        \
+
+/* The same at stride 2. */
+#define MCT_DW3_S2_LOOP \
+    ".macro mct_dw3_s2_loop sh\n"                                                                                    \
+    ".Lmct_dw3_s2_\\sh:\n"                                                                                           \
+    "1:\n"                                                                                                           \
+    "ldrd r5, r6, [sp]\n\t"                                                                                          \
+    "ldr ip, [r0], #4\n\t"                                                                                           \
+    "sxtb16 lr, ip, ror #8\n\t"                                                                                      \
+    "sxtb16 ip, ip\n\t"                                                                                              \
+    "smlad r5, ip, r7, r5\n\t"                                                                                       \
+    "smlabb r5, lr, r10, r5\n\t"                                                                                     \
+    "smlatb r6, lr, r10, r6\n\t"                                                                                     \
+    "ldrsb lr, [r0]\n\t"                                                                                             \
+    "pkhbt ip, lr, ip\n\t"                                                                                           \
+    "smladx r6, ip, r7, r6\n\t"                                                                                      \
+    "ldr ip, [r1], #4\n\t"                                                                                           \
+    "sxtb16 lr, ip, ror #8\n\t"                                                                                      \
+    "sxtb16 ip, ip\n\t"                                                                                              \
+    "smlad r5, ip, r8, r5\n\t"                                                                                       \
+    "smlabt r5, lr, r10, r5\n\t"                                                                                     \
+    "smlatt r6, lr, r10, r6\n\t"                                                                                     \
+    "ldrsb lr, [r1]\n\t"                                                                                             \
+    "pkhbt ip, lr, ip\n\t"                                                                                           \
+    "smladx r6, ip, r8, r6\n\t"                                                                                      \
+    "ldr ip, [r2], #4\n\t"                                                                                           \
+    "sxtb16 lr, ip, ror #8\n\t"                                                                                      \
+    "sxtb16 ip, ip\n\t"                                                                                              \
+    "smlad r5, ip, r9, r5\n\t"                                                                                       \
+    "smlabt r5, lr, r11, r5\n\t"                                                                                     \
+    "smlatt r6, lr, r11, r6\n\t"                                                                                     \
+    "ldrsb lr, [r2]\n\t"                                                                                             \
+    "pkhbt ip, lr, ip\n\t"                                                                                           \
+    "smladx r6, ip, r9, r6\n\t"                                                                                      \
+    "ldrd ip, lr, [sp, #8]\n\t"                                                                                      \
+    "add ip, ip, r5, asr #31\n\t"                                                                                    \
+    "smmlar r5, r5, lr, ip\n\t"                                                                                      \
+    "ldr ip, [sp, #8]\n\t"                                                                                           \
+    "add ip, ip, r6, asr #31\n\t"                                                                                    \
+    "smmlar r6, r6, lr, ip\n\t"                                                                                      \
+    "ssat r5, #8, r5, asr #\\sh\n\t"                                                                                 \
+    "ssat r6, #8, r6, asr #\\sh\n\t"                                                                                 \
+    "strb r5, [r3], #1\n\t"                                                                                          \
+    "strb r6, [r3], #1\n\t"                                                                                          \
+    "cmp r3, r4\n\t"                                                                                                 \
+    "bne 1b\n\t"                                                                                                     \
+    "ldrd ip, lr, [sp, #24]\n\t"                                                                                     \
+    "add r0, r0, ip\n\t"                                                                                             \
+    "add r1, r1, ip\n\t"                                                                                             \
+    "add r2, r2, ip\n\t"                                                                                             \
+    "add r3, r3, lr\n\t"                                                                                             \
+    "ldrd ip, lr, [sp, #16]\n\t"                                                                                     \
+    "add r4, r3, ip\n\t"                                                                                             \
+    "subs lr, lr, #1\n\t"                                                                                            \
+    "str lr, [sp, #20]\n\t"                                                                                          \
+    "bne 1b\n\t"                                                                                                     \
+    "add sp, sp, #32\n\t"                                                                                            \
+    "pop {r4-r11, pc}\n\t"                                                                                           \
+    ".endm\n"                                                                                                        \
+
+/* The functions: the frame, the constants, then TBH to the loop of k's shift. Expanded once (mct_depthwise.c). */
+#define MCT_DW3_S1_DEFINE \
+    __asm__(MCT_DW3_S1_LOOP                                                                                          \
+            ".pushsection .text.mct_dsp_dw3_s1_seg,\"ax\",%progbits\n"                                               \
+            ".syntax unified\n"                                                                                      \
+            ".thumb\n"                                                                                               \
+            ".p2align 2\n"                                                                                           \
+            ".global mct_dsp_dw3_s1_seg\n"                                                                           \
+            ".thumb_func\n"                                                                                          \
+            ".type mct_dsp_dw3_s1_seg, %function\n"                                                                  \
+            "mct_dsp_dw3_s1_seg:\n"                                                                                  \
+            "push {r4-r11, lr}\n\t"                                                                                  \
+            "sub sp, sp, #28\n\t"                                                                                    \
+            "ldrd r4, r5, [r1, #24]\n\t"                                                                             \
+            "strd r4, r4, [sp]\n\t"                                                                                  \
+            "str r5, [sp, #8]\n\t"                                                                                   \
+            "ldr lr, [r1, #32]\n\t"                                                                                  \
+            "ldm r1, {r6-r11}\n\t"                                                                                   \
+            "ldrd r2, r3, [r0, #28]\n\t"                                                                             \
+            "ldr r4, [r0, #36]\n\t"                                                                                  \
+            "ldrd r5, ip, [r0, #40]\n\t"                                                                             \
+            "sub r5, r5, r3\n\t"                                                                                     \
+            "sub ip, ip, r3\n\t"                                                                                     \
+            "strd r3, r4, [sp, #12]\n\t"                                                                             \
+            "strd r5, ip, [sp, #20]\n\t"                                                                             \
+            "ldrd r4, r1, [r0]\n\t"                                                                                  \
+            "sub r1, r1, r4\n\t"                                                                                     \
+            "mov r0, r4\n\t"                                                                                         \
+            "add r3, r2, r3\n\t"                                                                                     \
+            "sub lr, lr, #1\n\t"                                                                                     \
+            "tbh [pc, lr, lsl #1]\n\t"                                                                               \
+            ".Lmct_dw3_s1_table:\n"                                                                                  \
+            ".irp sh, 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22\n"                                    \
+            ".hword (.Lmct_dw3_s1_\\sh - .Lmct_dw3_s1_table) / 2\n"                                                  \
+            ".endr\n"                                                                                                \
+            ".irp sh, 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22\n"                                    \
+            "mct_dw3_s1_loop \\sh\n\t"                                                                               \
+            ".endr\n"                                                                                                \
+            ".size mct_dsp_dw3_s1_seg, . - mct_dsp_dw3_s1_seg\n"                                                     \
+            ".purgem mct_dw3_s1_loop\n"                                                                              \
+            ".popsection\n"                                                                                          \
+            )
+
+#define MCT_DW3_S2_DEFINE \
+    __asm__(MCT_DW3_S2_LOOP                                                                                          \
+            ".pushsection .text.mct_dsp_dw3_s2_seg,\"ax\",%progbits\n"                                               \
+            ".syntax unified\n"                                                                                      \
+            ".thumb\n"                                                                                               \
+            ".p2align 2\n"                                                                                           \
+            ".global mct_dsp_dw3_s2_seg\n"                                                                           \
+            ".thumb_func\n"                                                                                          \
+            ".type mct_dsp_dw3_s2_seg, %function\n"                                                                  \
+            "mct_dsp_dw3_s2_seg:\n"                                                                                  \
+            "push {r4-r11, lr}\n\t"                                                                                  \
+            "sub sp, sp, #32\n\t"                                                                                    \
+            "ldrd r4, r5, [r1, #20]\n\t"                                                                             \
+            "ldr r6, [r1, #28]\n\t"                                                                                  \
+            "strd r5, r5, [sp]\n\t"                                                                                  \
+            "strd r6, r4, [sp, #8]\n\t"                                                                              \
+            "ldr lr, [r1, #32]\n\t"                                                                                  \
+            "ldm r1, {r7-r11}\n\t"                                                                                   \
+            "ldrd r3, r4, [r0, #28]\n\t"                                                                             \
+            "ldr r5, [r0, #36]\n\t"                                                                                  \
+            "ldrd r6, ip, [r0, #40]\n\t"                                                                             \
+            "sub r6, r6, r4, lsl #1\n\t"                                                                             \
+            "sub ip, ip, r4\n\t"                                                                                     \
+            "strd r4, r5, [sp, #16]\n\t"                                                                             \
+            "strd r6, ip, [sp, #24]\n\t"                                                                             \
+            "add r4, r3, r4\n\t"                                                                                     \
+            "ldm r0, {r0-r2}\n\t"                                                                                    \
+            "sub lr, lr, #1\n\t"                                                                                     \
+            "tbh [pc, lr, lsl #1]\n\t"                                                                               \
+            ".Lmct_dw3_s2_table:\n"                                                                                  \
+            ".irp sh, 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22\n"                                    \
+            ".hword (.Lmct_dw3_s2_\\sh - .Lmct_dw3_s2_table) / 2\n"                                                  \
+            ".endr\n"                                                                                                \
+            ".irp sh, 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22\n"                                    \
+            "mct_dw3_s2_loop \\sh\n\t"                                                                               \
+            ".endr\n"                                                                                                \
+            ".size mct_dsp_dw3_s2_seg, . - mct_dsp_dw3_s2_seg\n"                                                     \
+            ".purgem mct_dw3_s2_loop\n"                                                                              \
+            ".popsection\n"                                                                                          \
+            )
 
 /* ---- depthwise rows and channels (mct_depthwise.c; a core without Helium) ---- */
 
