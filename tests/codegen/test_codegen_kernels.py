@@ -58,15 +58,20 @@ int main(void) {
 """
 
 
-def test_the_fast_requantization_equals_the_reference(tmp_path):
+def _run_against_kernels(tmp_path, program: str) -> subprocess.CompletedProcess:
+    """``program`` built with the kernels' sources (host compiler, the reference flags) and run."""
     source = tmp_path / "check.c"
-    source.write_text(PROGRAM)
+    source.write_text(program)
     binary = tmp_path / "check"
     headers = {path.parent for path in KERNEL_FILES.values()} | {HERE / "c"}
     cmd = [compiler(), *CFLAGS, *(f"-I{h}" for h in sorted(headers)), str(source),
            *(str(HERE / "c" / name) for name in KERNEL_SOURCES), "-o", str(binary), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    result = subprocess.run([str(binary)], capture_output=True, text=True)
+    return subprocess.run([str(binary)], capture_output=True, text=True)
+
+
+def test_the_fast_requantization_equals_the_reference(tmp_path):
+    result = _run_against_kernels(tmp_path, PROGRAM)
     assert result.returncode == 0, result.stdout
     assert result.stdout.strip().endswith("cases 3000000 mismatches 0"), result.stdout
 
@@ -118,13 +123,6 @@ int main(void) {
 def test_the_residual_add_tables_equal_the_reference(tmp_path):
     """``mct_add_tensors`` (the rescaled operands tabled once, mct_add_tables' fast loop where the rescaling
     shifts are <= 0) gives ``mct_add``'s outputs and mask bits, element by element."""
-    source = tmp_path / "add.c"
-    source.write_text(ADD_PROGRAM)
-    binary = tmp_path / "add"
-    headers = {path.parent for path in KERNEL_FILES.values()} | {HERE / "c"}
-    cmd = [compiler(), *CFLAGS, *(f"-I{h}" for h in sorted(headers)), str(source),
-           *(str(HERE / "c" / name) for name in KERNEL_SOURCES), "-o", str(binary), "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    result = subprocess.run([str(binary)], capture_output=True, text=True)
+    result = _run_against_kernels(tmp_path, ADD_PROGRAM)
     assert result.returncode == 0, result.stdout
     assert "mismatches 0" in result.stdout and int(result.stdout.split()[1]) > 400 * 1024, result.stdout
