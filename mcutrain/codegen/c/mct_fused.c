@@ -115,9 +115,10 @@ static inline __attribute__((always_inline)) void patch_column3(const int8_t *co
 /* The weights of channels [o0, o1) in patch order, [channel pair][word][2] (an odd last channel paired
  * with itself): each channel's kernel gathered once (in_c * k * k <= 2 * MCT_PATCH_MAX bytes), then picked;
  * for k = 3 by patch_column3 over the kernel's tap rows (its order is patch_order's; a zero point of 0), a
- * load and two SXTAB16 a tap row instead of two byte picks a tap (the table is made for every output row). */
-static void patch_weights(const mct_conv *p, int32_t o0, int32_t o1, const int16_t *tap, int32_t words,
-                          int32_t *table) {
+ * load and two SXTAB16 a tap row instead of two byte picks a tap (the table is made for every output row). Not
+ * inlined: its gathered kernel is off general_row_dsp's frame while the sums and requantization run. */
+static __attribute__((noinline)) void patch_weights(const mct_conv *p, int32_t o0, int32_t o1, const int16_t *tap,
+                                                   int32_t words, int32_t *table) {
     const int32_t kk = p->k * p->k, tap_rows = p->in_c * p->k;
     int8_t kernel[2 * MCT_PATCH_MAX + 4]; /* + 3: patch_column3's word load of the last tap row */
     const int8_t *rows[2 * MCT_PATCH_MAX / 3];
@@ -167,42 +168,37 @@ static void patch_columns(const mct_conv *p, const int8_t *x, int32_t x_cs, cons
     }
 }
 
-/* An output channel's requantization constants in mct_rq_of's fast case (mct_dsp_requant_pairs'). */
-typedef struct {
-    int32_t bias2, m, nudge, right;
-} patch_rq;
-
-/* The constants of channels [o0, o1) into rq, made once a row (not once a column chunk: mct_rq_of's checks
- * were half of the first conv's requantization); 0 where a channel is not in the fast case. */
-static int32_t patch_rqs(const mct_conv *p, int32_t o0, int32_t o1, patch_rq *rq) {
-    for (int32_t o = o0; o < o1; ++o) {
-        const mct_rq q = mct_rq_of(p, o);
-        if (!q.fast) return 0;
-        rq[o - o0] = (patch_rq){q.bias2, q.multiplier, q.nudge, q.right};
-    }
+/* Whether every output channel of the conv is in mct_rq_of's fast case: checked once a row (mct_rq_of's checks
+ * for every channel of every column chunk were half of the first conv's requantization). */
+static int32_t patch_all_fast(const mct_conv *p) {
+    for (int32_t o = 0; o < p->out_c; ++o)
+        if (!mct_rq_of(p, o).fast) return 0;
     return 1;
 }
 
-/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): with its fast
- * constants (rq, no mask) by mct_dsp_requant_pairs (the constants in registers, SSAT shifting), else
- * mct_rq_out's. */
-static void patch_requant(const mct_conv *p, int32_t o, const patch_rq *rq, const int32_t *s, int32_t m, int32_t c0,
+/* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): in the fast case
+ * (``fast``: patch_all_fast, no mask) by mct_dsp_requant_pairs with the constants taken straight from the
+ * conv's arrays (mct_rq_of's, without its checks; no table of them: this frame is on the deepest stack),
+ * else mct_rq_out's. */
+static void patch_requant(const mct_conv *p, int32_t o, int32_t fast, const int32_t *s, int32_t m, int32_t c0,
                           const row_target *t) {
     int8_t *y = t->y + o * t->y_cs + c0;
-    if (t->mask != NULL || rq == NULL) {
+    if (t->mask != NULL || !fast) {
         const mct_rq q = mct_rq_of(p, o);
         for (int32_t j = 0; j < m; ++j) mct_rq_out(&q, s[j], y + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
         return;
     }
-    mct_dsp_requant_pairs(s, 2, m >> 1, rq->bias2, rq->m, rq->nudge, rq->right, y);
+    const int32_t right = -p->shift[o], bias2 = 2 * p->bias[o], mult = p->multiplier[o];
+    const int32_t nudge = ((int32_t)1 << (right - 1)) + p->y_zero * ((int32_t)1 << right);
+    mct_dsp_requant_pairs(s, 2, m >> 1, bias2, mult, nudge, right, y);
     if (m & 1) /* the row's odd last column */
-        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], rq->bias2, rq->m, rq->nudge, rq->right), 8);
+        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], bias2, mult, nudge, right), 8);
 }
 
 /* Channels [o0, o1) at the m columns from c0 whose patches are in ``patches``: each channel pair's sums over
- * the chunk, then each channel's row segment requantized (rq: their fast constants from o0, or NULL). */
+ * the chunk, then each channel's row segment requantized (``fast``: patch_requant's). */
 static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32_t *weights, const int32_t *patches,
-                          int32_t words, int32_t c0, int32_t m, const patch_rq *rq, const row_target *t) {
+                          int32_t words, int32_t c0, int32_t m, int32_t fast, const row_target *t) {
     int32_t su[MCT_PATCH_COLS], sv[MCT_PATCH_COLS];
     for (int32_t o = o0; o < o1; o += 2) {
         const int32_t *w = weights + (o - o0) * words;
@@ -212,8 +208,8 @@ static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32
             else
                 patch_2x2(patches + c * words, w, words, su + c, sv + c);
         }
-        patch_requant(p, o, rq != NULL ? rq + (o - o0) : NULL, su, m, c0, t);
-        if (o + 1 < o1) patch_requant(p, o + 1, rq != NULL ? rq + (o + 1 - o0) : NULL, sv, m, c0, t);
+        patch_requant(p, o, fast, su, m, c0, t);
+        if (o + 1 < o1) patch_requant(p, o + 1, fast, sv, m, c0, t);
     }
 }
 
@@ -231,15 +227,14 @@ static __attribute__((noinline)) int general_row_dsp(const mct_conv *p, const in
     for (int32_t a = 0; a < k; ++a) full &= off[a] >= 0;
     for (int32_t r = 0; full && r < tap_rows; ++r) rows[r] = x + (r / 3) * x_cs + off[r % 3];
     int32_t patches[MCT_PATCH_WORDS], weights[MCT_PATCH_WORDS];
-    patch_rq rq[MCT_PATCH_COLS]; /* 2 * pairs channels at most */
+    const int32_t fast = t->mask == NULL && patch_all_fast(p);
     for (int32_t o0 = 0; o0 < p->out_c; o0 += 2 * pairs) {
         const int32_t o1 = mct_imin(p->out_c, o0 + 2 * pairs);
-        const int32_t fast = t->mask == NULL && patch_rqs(p, o0, o1, rq);
         patch_weights(p, o0, o1, tap, words, weights);
         for (int32_t c0 = 0; c0 < p->out_w; c0 += 2 * pairs) {
             const int32_t m = mct_imin(p->out_w - c0, 2 * pairs);
             patch_columns(p, x, x_cs, off, tap, words, full ? rows : NULL, c0, m, patches);
-            patch_outputs(p, o0, o1, weights, patches, words, c0, m, fast ? rq : NULL, t);
+            patch_outputs(p, o0, o1, weights, patches, words, c0, m, fast, t);
         }
     }
     return 1;
