@@ -227,7 +227,7 @@ void mct_depthwise_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t 
     }
 }
 
-#if MCT_DSP
+#if MCT_DSP && MCT_MVE
 /* A depthwise channel whose plane, padded with x_zero on every side its windows reach past, fits this many
  * bytes is copied so padded (a stack array: its frame is never nested in pointwise_wide's larger one, so
  * the stack high-water mark does not grow) and run as all interior columns of full rows: the padding's
@@ -261,7 +261,9 @@ void mct_depthwise_channel(const mct_conv *p, int32_t c, const int8_t *x_c, int8
 #if MCT_DSP && !MCT_MVE
     if (mct_dw_dsp_channel(p, c, x_c, y_c, mask, bit0)) return; /* mct_depthwise.c */
 #endif
-#if MCT_DSP
+#if MCT_DSP && MCT_MVE /* on a core without Helium mct_dw_dsp_channel pads the plane; where it declines, the
+                       * rows below pad their own rows (mct_dw_dsp_row): a padded plane here would nest that
+                       * row's 1.5 KB frame in this one's 2.3 KB (the demo's stack high-water mark: 4.5 KB) */
     if (depthwise_channel_padded(p, c, x_c, y_c, mask, bit0)) return;
 #endif
 #if MCT_SIMD
