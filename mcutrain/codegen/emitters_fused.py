@@ -368,6 +368,20 @@ def _pair_step(chain: _Chain, s: Step, lanes: list) -> list[str]:
     return [line for chan, where, slots, masks in lanes for line in _step(chain, s, chan, where, slots, masks)]
 
 
+def _expand_recompute(tag: str, x: str, n: int, size: int, chan: str, sfx: str, lane: int | None,
+                      stride: int) -> list[str]:
+    """The statements recomputing a lane's channel of the expand conv (plane y0, mask bits m0): alone
+    (``lane`` None) one mct_pointwise_channel; in a two-channel pass lane 0 makes both lanes' planes and bits
+    in one two-channel call (lane 1's slots lie ``stride`` bytes after lane 0's; the 1x1 conv's widened path
+    reads the input once for both), lane 1 nothing."""
+    if lane is None:
+        return [f"memset(m0{sfx}, 0, {size});", f"mct_pointwise_channel(&{tag}, {chan}, {x}, y0{sfx}, m0{sfx}, 0);"]
+    if lane == 1:
+        return []
+    return [f"memset(m0, 0, {size});", f"memset(m0_1, 0, {size});",
+            f"mct_pointwise(&{tag}, c, c + 2, {x}, {n}, {n}, y0, {stride}, m0, 0, {8 * stride});"]
+
+
 def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c", pair: bool = False
             ) -> tuple[dict, dict, list[str], list[str]]:
     """Pointers to channel ``lane`` of a pass in each slot of the program's scratch layout (the
@@ -401,23 +415,16 @@ def _layout(chain: _Chain, scratch: int | None, lane: int = 0, chan: str = "c", 
             return tag
         tag = chain.once(("recompute", fwd.name), make)
         size = program.scratch.slot(mask).per_channel
-        code.append(f"memset(m{i}{sfx}, 0, {size});")
         if fwd.attr("groups") > 1:
             if fwd.inputs[0] != rec.plane:
                 raise CodegenError(f"op {op.name}: recomputed depthwise conv does not read the expand conv")
+            code.append(f"memset(m{i}{sfx}, 0, {size});")
             code.append(f"mct_depthwise_channel(&{tag}, {chan}, y0{sfx}, NULL, m{i}{sfx}, 0);")
         else:
             if i != 0:
                 raise CodegenError(f"op {op.name}: recomputed convs are (expand, depthwise)")
-            x = ctx.ptr(fwd.inputs[0])
-            if not pair:
-                code.append(f"mct_pointwise_channel(&{tag}, {chan}, {x}, y0{sfx}, m{i}{sfx}, 0);")
-            elif lane == 0:
-                n, stride = x_shape[2] * x_shape[3], program.scratch.pass_stride
-                code.append(f"memset(m{i}_1, 0, {size});")
-                code.append(f"mct_pointwise(&{tag}, c, c + 2, {x}, {n}, {n}, y0, {stride}, m{i}, 0, {8 * stride});")
-            else:
-                code.pop()  # lane 0 cleared this lane's mask before the shared call
+            x, n = ctx.ptr(fwd.inputs[0]), x_shape[2] * x_shape[3]
+            code += _expand_recompute(tag, x, n, size, chan, sfx, lane if pair else None, program.scratch.pass_stride)
     size = scratch_bytes(ctx.stage.graph, op)
     if program.scratch.pass_bytes > size:
         raise CodegenError(f"op {op.name}: a pass needs {program.scratch.pass_bytes} scratch bytes, "

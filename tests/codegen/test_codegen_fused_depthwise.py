@@ -11,15 +11,11 @@ edges, for kernels 3, 5 and 7.
 
 from __future__ import annotations
 
-import ctypes
-import subprocess
 
 import numpy as np
 import pytest
 
-from mcutrain.codegen.generate import ACC_LINE, KERNEL_FILES, KERNEL_SOURCES
-from tests.helpers.c_kernels import ptr
-from mcutrain.codegen.host import CFLAGS, compiler
+from tests.helpers.c_kernels import kernel_library, ptr
 
 WRAPPER = r"""
 #include "mct_fused.h"
@@ -48,16 +44,7 @@ void transposes(const int8_t *w, int c, int ch, int in_h, int in_w, int out_h, i
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     """The kernel library copied into one folder (so every source includes the float32 header), built."""
-    folder = tmp_path_factory.mktemp("dw")
-    for name, path in KERNEL_FILES.items():
-        (folder / name).write_text(path.read_text())
-    header = folder / "mct_kernels.h"  # float32 accumulators, as the generator writes them
-    header.write_text(header.read_text().replace(ACC_LINE, "#define MCT_ACC_T float\n"))
-    (folder / "wrapper.c").write_text(WRAPPER)
-    sources = ["wrapper.c", *KERNEL_SOURCES, "mct_fused_depthwise.c"]
-    cmd = [compiler(), *CFLAGS, "-shared", "-fPIC", "-I.", *sources, "-o", "libdw.so", "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=folder)
-    return ctypes.CDLL(str(folder / "libdw.so"))
+    return kernel_library(tmp_path_factory.mktemp("dw"), WRAPPER, "dw", ("mct_fused_depthwise.c",), float32=True)
 
 
 def _order_sensitive(rng, *shape) -> np.ndarray:

@@ -10,15 +10,11 @@ Flash, and gradients with zeros, signed zeros and both signs.
 
 from __future__ import annotations
 
-import ctypes
-import subprocess
 
 import numpy as np
 import pytest
 
-from mcutrain.codegen.generate import ACC_LINE, KERNEL_FILES, KERNEL_SOURCES
-from mcutrain.codegen.host import CFLAGS, compiler
-from tests.helpers.c_kernels import ptr
+from tests.helpers.c_kernels import kernel_library, ptr
 
 WRAPPER = r"""
 #include "mct_fused.h"
@@ -65,16 +61,8 @@ void updates(const int8_t *x, int in_c, int side, int x_zero, int out_c, const f
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     """The kernel library copied into one folder (so every source includes the float32 header), built."""
-    folder = tmp_path_factory.mktemp("pair")
-    for name, path in KERNEL_FILES.items():
-        (folder / name).write_text(path.read_text())
-    header = folder / "mct_kernels.h"  # float32 accumulators, as the generator writes them
-    header.write_text(header.read_text().replace(ACC_LINE, "#define MCT_ACC_T float\n"))
-    (folder / "wrapper.c").write_text(WRAPPER)
-    sources = ["wrapper.c", *KERNEL_SOURCES, "mct_fused_grad.c", "mct_fused_pair.c"]
-    cmd = [compiler(), *CFLAGS, "-shared", "-fPIC", "-I.", *sources, "-o", "libpair.so", "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=folder)
-    return ctypes.CDLL(str(folder / "libpair.so"))
+    return kernel_library(tmp_path_factory.mktemp("pair"), WRAPPER, "pair", ("mct_fused_grad.c", "mct_fused_pair.c"),
+                          float32=True)
 
 
 def _gradient(rng, *shape) -> np.ndarray:

@@ -103,10 +103,10 @@ static int dw_layer_plan(const mct_conv *p, dw_plan *d) {
  * ranges tested as unsigned differences: one compare each). */
 static int dw_channel_plan(const mct_conv *p, int32_t c, dw_plan *d) {
     const int32_t k = d->k, shift = p->shift[c], bias = p->bias[c], m = p->multiplier[c];
-    if ((uint32_t)shift + 22u > 21u || m <= 0 || (uint32_t)bias + (1u << 29) > (1u << 30)) return 0;
+    if (!mct_rq_channel_fast(p, c)) return 0;
     const int8_t *w = dw_weights(&p->w, c);
     d->k3[MCT_DW3_M] = m, d->k3[MCT_DW3_RIGHT] = -shift;
-    d->k3[MCT_DW3_NUDGE] = ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift);
+    d->k3[MCT_DW3_NUDGE] = mct_rq_nudge(-shift, p->y_zero);
     int32_t wsum2 = 0; /* 2 * sum w */
     if (k == 3)
         wsum2 = dw_plan3(w, d->k3);

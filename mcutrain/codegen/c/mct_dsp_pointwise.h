@@ -95,11 +95,6 @@ static void pw_sums_unpacked(const int32_t *xb, int32_t pair_words, int32_t pair
  * stack does not grow. */
 #define MCT_PW_UNPACK_MIN_PAIRS 3
 
-/* The requantization constants of one output channel in mct_rq_of's fast case (mct_dsp_requant_pairs'). */
-typedef struct {
-    int32_t bias2, multiplier, nudge, right;
-} pw_fast_rq;
-
 /* From this many position pairs on, mct_dsp_requant_pairs' constant shifts repay its call and switch. */
 #define MCT_PW_RQ_CALL_PAIRS 8
 
@@ -107,7 +102,7 @@ typedef struct {
  * few pairs with the shift by register (one instruction an output more than mct_dsp_requant_pairs, but no call
  * and switch: the late 1x1 convs' blocks of 1 to 3 pairs), more by that. (pointwise_planned calls that alone:
  * inlined, this took its frame past the deepest stack.) */
-static inline void pw_requant_fast(const int32_t *s, int32_t pairs, const pw_fast_rq q, int8_t *y) {
+static inline void pw_requant_fast(const int32_t *s, int32_t pairs, const mct_rq_fast q, int8_t *y) {
     if (pairs >= MCT_PW_RQ_CALL_PAIRS) {
         mct_dsp_requant_pairs(s, 4, pairs, q.bias2, q.multiplier, q.nudge, q.right, y);
         return;
@@ -124,13 +119,10 @@ static inline void pw_requant_fast(const int32_t *s, int32_t pairs, const pw_fas
 /* The plan of output channels [o0, o1): each channel's requantization constants and each channel pair's weights
  * unpacked (pw_unpack; an odd last channel paired with itself), pair k's at unpacked + k * pair_words. 0 (no
  * plan) where a channel is not in the fast case or the two rows of a pair are split differently. */
-static int32_t pw_plan(const mct_conv *p, int32_t o0, int32_t o1, int32_t pair_words, pw_fast_rq *rq,
+static int32_t pw_plan(const mct_conv *p, int32_t o0, int32_t o1, int32_t pair_words, mct_rq_fast *rq,
                        int32_t *unpacked) {
-    for (int32_t o = o0; o < o1; ++o) {
-        const mct_rq q = mct_rq_of(p, o);
-        if (!q.fast) return 0;
-        rq[o - o0] = (pw_fast_rq){q.bias2, q.multiplier, q.nudge, q.right};
-    }
+    if (!mct_rq_all_fast(p, o0, o1)) return 0;
+    for (int32_t o = o0; o < o1; ++o) rq[o - o0] = mct_rq_fast_of(p, o);
     for (int32_t o = o0; o < o1; o += 2, unpacked += pair_words) {
         const mct_weight_row r0 = mct_row_of(&p->w, o), r1 = o + 1 < o1 ? mct_row_of(&p->w, o + 1) : r0;
         if (r1.split != r0.split) return 0;
@@ -173,7 +165,7 @@ static __attribute__((noinline)) void pw_planned_sums(const int32_t *xb, const i
 /* One planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs: the sums
  * (pw_planned_sums) then 2 outputs at a time into ya, yb. */
 static void pw_planned_pair(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
-                            const pw_fast_rq *rq, int32_t two, int8_t *ya, int8_t *yb, int32_t *sums) {
+                            const mct_rq_fast *rq, int32_t two, int8_t *ya, int8_t *yb, int32_t *sums) {
     for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS, xb += MCT_PW_SUM_PAIRS * pair_words) {
         const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
         pw_planned_sums(xb, wb, groups, two, m, sums);
@@ -197,7 +189,7 @@ static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, in
     const int32_t room = plan_words < MCT_PW_WIDE_WORDS ? (MCT_PW_WIDE_WORDS - plan_words) / pair_words : 0;
     if (count < MCT_PW_WIDE_MIN_OUT || count > MCT_PW_PLAN_OUT || all == 0 || room < mct_imin(all, 4)) return 0;
     int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    pw_fast_rq rq[MCT_PW_PLAN_OUT];
+    mct_rq_fast rq[MCT_PW_PLAN_OUT];
     int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - plan_words;
     if (!pw_plan(p, o0, o1, pair_words, rq, unpacked)) return 0;
     const int32_t blocks = (all + room - 1) / room, most = (all + blocks - 1) / blocks; /* even blocks */
@@ -220,8 +212,8 @@ static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, in
 
 /* ---- the widened 1x1 conv of any channel count (pointwise_wide, pointwise_sliced) ----
  * What depends on the call only is found once a call: whether every channel is in mct_rq_of's fast case
- * (pw_all_fast) and whether every weight row splits at a multiple of 4 (pw_aligned); an output pair's runs and
- * constants then come from the conv's arrays in a few instructions (pw_pair_runs, pw_fast_of). Each block of
+ * (mct_rq_all_fast) and whether every weight row splits at a multiple of 4 (pw_aligned); an output pair's runs and
+ * constants then come from the conv's arrays in a few instructions (pw_pair_runs, mct_rq_fast_of). Each block of
  * positions and output pair called mct_row_of twice, pw_runs_of and mct_rq_of twice with all their checks before
  * (about 220 instructions, paid again for every block of 1 to 3 position pairs of an input of 128 channels or
  * more: 2 M instructions an MbV2 inference). */
@@ -262,26 +254,8 @@ static inline pw_runs pw_pair_runs(const mct_conv *p, int32_t o, int32_t two, in
     return r;
 }
 
-/* Every output channel of [o0, o1) in mct_rq_of's fast case (then pw_fast_of gives its constants): its
- * conditions on the conv once, those on each channel's shift, multiplier and bias in the loop. */
-static int32_t pw_all_fast(const mct_conv *p, int32_t o0, int32_t o1) {
-    const int32_t taps = (p->groups > 1 ? 1 : p->in_c) * p->k * p->kw;
-    if (taps > 16384 || p->qmin != -128 || p->qmax != 127 || p->y_zero < -128 || p->y_zero > 127) return 0;
-    const int32_t *shift = p->shift, *multiplier = p->multiplier, *bias = p->bias;
-    for (int32_t o = o0; o < o1; ++o)
-        if ((uint32_t)(shift[o] + 22) > 21u || multiplier[o] <= 0 || bias[o] > (1 << 29) || bias[o] < -(1 << 29))
-            return 0;
-    return 1;
-}
-
-/* mct_rq_of's fast constants of channel o, with none of its checks (pw_all_fast made them). */
-static inline pw_fast_rq pw_fast_of(const mct_conv *p, int32_t o) {
-    const int32_t right = -p->shift[o], nudge = ((int32_t)1 << (right - 1)) + p->y_zero * ((int32_t)1 << right);
-    return (pw_fast_rq){2 * p->bias[o], p->multiplier[o], nudge, right};
-}
-
 /* Channel o's 2 * pairs outputs from s[4j], s[4j + 1] (pw_sums' layout) into y, mask bits from ``bit`` on:
- * ``fast`` (pw_all_fast) without a mask in runs (mct_dsp_requant_pairs), with one the bits of 8 pairs ORed at
+ * ``fast`` (mct_rq_all_fast) without a mask in runs (mct_dsp_requant_pairs), with one the bits of 8 pairs ORed at
  * once (mct_dsp_or_bits: the training forward's masked 1x1 convs); else mct_rq_out each. */
 static void pw_out(const mct_conv *p, int32_t o, int32_t fast, const int32_t *s, int32_t pairs, int8_t *y,
                    uint8_t *mask, int32_t bit) {
@@ -290,7 +264,7 @@ static void pw_out(const mct_conv *p, int32_t o, int32_t fast, const int32_t *s,
         for (int32_t i = 0; i < 2 * pairs; ++i) mct_rq_out(&q, s[4 * (i >> 1) + (i & 1)], y + i, mask, bit + i);
         return;
     }
-    const pw_fast_rq q = pw_fast_of(p, o);
+    const mct_rq_fast q = mct_rq_fast_of(p, o);
     if (mask == NULL) {
         mct_dsp_requant_pairs(s, 4, pairs, q.bias2, q.multiplier, q.nudge, q.right, y);
         return;
@@ -310,11 +284,11 @@ static void pw_out(const mct_conv *p, int32_t o, int32_t fast, const int32_t *s,
 }
 
 /* pw_out of an output pair (channel o from s[4j], s[4j + 1] into ya; o + 1 from s[4j + 2], s[4j + 3] into yb
- * where ``two``) in pw_all_fast's case, no mask: the constants of each read once (pw_requant_fast). */
+ * where ``two``) in mct_rq_all_fast's case, no mask: the constants of each read once (pw_requant_fast). */
 static void pw_out_pair(const mct_conv *p, int32_t o, int32_t two, const int32_t *s, int32_t pairs, int8_t *ya,
                         int8_t *yb) {
-    pw_requant_fast(s, pairs, pw_fast_of(p, o), ya);
-    if (two) pw_requant_fast(s + 2, pairs, pw_fast_of(p, o + 1), yb);
+    pw_requant_fast(s, pairs, mct_rq_fast_of(p, o), ya);
+    if (two) pw_requant_fast(s + 2, pairs, mct_rq_fast_of(p, o + 1), yb);
 }
 
 /* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) (mct_pointwise's arguments): per block of
@@ -327,7 +301,7 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
     const int32_t in_c = p->in_c, groups = (in_c + 3) >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS, all = n >> 1;
     if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || pair_words > MCT_PW_WIDE_WORDS) return 0;
     int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    const int32_t fast = pw_all_fast(p, o0, o1), aligned = pw_aligned(p);
+    const int32_t fast = mct_rq_all_fast(p, o0, o1), aligned = pw_aligned(p);
     const int32_t beside = (MCT_PW_WIDE_WORDS - pair_words) / pair_words;
     const int32_t unpacking = beside >= MCT_PW_UNPACK_MIN_PAIRS && all >= MCT_PW_UNPACK_MIN_PAIRS;
     const int32_t room = unpacking ? mct_imin(beside, MCT_PW_SUM_PAIRS) : MCT_PW_WIDE_WORDS / pair_words;
@@ -400,7 +374,7 @@ static __attribute__((noinline)) int32_t pointwise_sliced(const mct_conv *p, int
     if (o1 - o0 < MCT_PW_WIDE_MIN_OUT || all == 0 || !pw_aligned(p)) return 0;
     int32_t buf[MCT_PW_WIDE_WORDS];
     const int32_t slices = (groups * MCT_DSP_GROUP_WORDS + MCT_PW_SLICE_WORDS - 1) / MCT_PW_SLICE_WORDS;
-    const int32_t slice = (groups + slices - 1) / slices, fast = pw_all_fast(p, o0, o1); /* groups a slice */
+    const int32_t slice = (groups + slices - 1) / slices, fast = mct_rq_all_fast(p, o0, o1); /* groups a slice */
     int32_t *const acc = buf + slice * MCT_DSP_GROUP_WORDS;
     const int32_t room = (MCT_PW_WIDE_WORDS - slice * MCT_DSP_GROUP_WORDS) / 4; /* output pairs a pass */
     for (int32_t j = 0; j < all; ++j) {

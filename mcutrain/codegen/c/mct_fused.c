@@ -48,24 +48,14 @@ static int32_t general_edge(const mct_conv *p, int32_t o, const int8_t *x, int32
 
 /* The sums of 2 output channels x 2 output columns over ``words`` words of int16 pairs (an even count):
  * xb [words][2] the two columns' taps (x - z), wb [words][2] the two channels' weights in the same order;
- * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs. */
-static void patch_2x2(const int32_t *xb, const int32_t *wb, int32_t words, int32_t *su, int32_t *sv) {
-    int32_t ua = 0, ub = 0, va = 0, vb = 0;
-    for (int32_t t = 0; t < words; ++t) {
-        const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
-        ua = __smlad(pa, wu, ua);
-        ub = __smlad(pb, wu, ub);
-        va = __smlad(pa, wv, va);
-        vb = __smlad(pb, wv, vb);
-    }
-    su[0] = ua, su[1] = ub, sv[0] = va, sv[1] = vb;
-}
-
-/* patch_2x2 of the 3x3 conv on 3 channels (14 words), unrolled whole: no pointer steps or loop. */
-static void patch_2x2_14(const int32_t *xb, const int32_t *wb, int32_t *su, int32_t *sv) {
+ * su[0..1] = channel u at the two columns, sv[0..1] = channel v. Per word 3 loads and 4 SMLAD for 8 MACs.
+ * Inlined: with ``words`` a constant (the 3x3 conv on 3 channels: 14) the loop unrolls whole, no pointer
+ * steps (GCC does not unroll the general loop at -O2). */
+static inline __attribute__((always_inline)) void patch_2x2(const int32_t *xb, const int32_t *wb, int32_t words,
+                                                             int32_t *su, int32_t *sv) {
     int32_t ua = 0, ub = 0, va = 0, vb = 0;
 #pragma GCC unroll 14
-    for (int32_t t = 0; t < 14; ++t) {
+    for (int32_t t = 0; t < words; ++t) {
         const int32_t pa = xb[2 * t], pb = xb[2 * t + 1], wu = wb[2 * t], wv = wb[2 * t + 1];
         ua = __smlad(pa, wu, ua);
         ub = __smlad(pb, wu, ub);
@@ -168,18 +158,10 @@ static void patch_columns(const mct_conv *p, const int8_t *x, int32_t x_cs, cons
     }
 }
 
-/* Whether every output channel of the conv is in mct_rq_of's fast case: checked once a row (mct_rq_of's checks
- * for every channel of every column chunk were half of the first conv's requantization). */
-static int32_t patch_all_fast(const mct_conv *p) {
-    for (int32_t o = 0; o < p->out_c; ++o)
-        if (!mct_rq_of(p, o).fast) return 0;
-    return 1;
-}
-
 /* Output channel o at m columns from their sums s[0..m) (row target t, columns from c0): in the fast case
- * (``fast``: patch_all_fast, no mask) by mct_dsp_requant_pairs with the constants taken straight from the
- * conv's arrays (mct_rq_of's, without its checks; no table of them: this frame is on the deepest stack),
- * else mct_rq_out's. */
+ * (``fast``: mct_rq_all_fast once a row, no mask: mct_rq_of's checks for every channel of every column chunk
+ * were half of the first conv's requantization) by mct_dsp_requant_pairs with mct_rq_fast_of's constants (no
+ * table of them: this frame is on the deepest stack), else mct_rq_out's. */
 static void patch_requant(const mct_conv *p, int32_t o, int32_t fast, const int32_t *s, int32_t m, int32_t c0,
                           const row_target *t) {
     int8_t *y = t->y + o * t->y_cs + c0;
@@ -188,11 +170,10 @@ static void patch_requant(const mct_conv *p, int32_t o, int32_t fast, const int3
         for (int32_t j = 0; j < m; ++j) mct_rq_out(&q, s[j], y + j, t->mask, t->bit0 + o * t->bit_cs + c0 + j);
         return;
     }
-    const int32_t right = -p->shift[o], bias2 = 2 * p->bias[o], mult = p->multiplier[o];
-    const int32_t nudge = ((int32_t)1 << (right - 1)) + p->y_zero * ((int32_t)1 << right);
-    mct_dsp_requant_pairs(s, 2, m >> 1, bias2, mult, nudge, right, y);
+    const mct_rq_fast q = mct_rq_fast_of(p, o);
+    mct_dsp_requant_pairs(s, 2, m >> 1, q.bias2, q.multiplier, q.nudge, q.right, y);
     if (m & 1) /* the row's odd last column */
-        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], bias2, mult, nudge, right), 8);
+        y[m - 1] = (int8_t)__ssat(mct_dsp_requantize_pos(s[m - 1], q.bias2, q.multiplier, q.nudge, q.right), 8);
 }
 
 /* Channels [o0, o1) at the m columns from c0 whose patches are in ``patches``: each channel pair's sums over
@@ -203,8 +184,8 @@ static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32
     for (int32_t o = o0; o < o1; o += 2) {
         const int32_t *w = weights + (o - o0) * words;
         for (int32_t c = 0; c < m; c += 2) {
-            if (words == 14) /* the 3x3 conv on 3 channels */
-                patch_2x2_14(patches + c * words, w, su + c, sv + c);
+            if (words == 14) /* the 3x3 conv on 3 channels: unrolled whole */
+                patch_2x2(patches + c * 14, w, 14, su + c, sv + c);
             else
                 patch_2x2(patches + c * words, w, words, su + c, sv + c);
         }
@@ -227,7 +208,7 @@ static __attribute__((noinline)) int general_row_dsp(const mct_conv *p, const in
     for (int32_t a = 0; a < k; ++a) full &= off[a] >= 0;
     for (int32_t r = 0; full && r < tap_rows; ++r) rows[r] = x + (r / 3) * x_cs + off[r % 3];
     int32_t patches[MCT_PATCH_WORDS], weights[MCT_PATCH_WORDS];
-    const int32_t fast = t->mask == NULL && patch_all_fast(p);
+    const int32_t fast = t->mask == NULL && mct_rq_all_fast(p, 0, p->out_c);
     for (int32_t o0 = 0; o0 < p->out_c; o0 += 2 * pairs) {
         const int32_t o1 = mct_imin(p->out_c, o0 + 2 * pairs);
         patch_weights(p, o0, o1, tap, words, weights);

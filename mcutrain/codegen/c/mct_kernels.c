@@ -373,7 +373,7 @@ static int32_t add_dsp_fits(const mct_add_params *p, const mct_add_table *t) {
 static void add_dsp(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
                     uint8_t *mask, int32_t bit0, int32_t n) {
     const int32_t right = -p->out_shift, m = p->out_multiplier, qmin = p->qmin, qmax = p->qmax;
-    const int32_t nudge = ((int32_t)1 << (right - 1)) + p->out_zero * ((int32_t)1 << right);
+    const int32_t nudge = mct_rq_nudge(right, p->out_zero);
     const int32_t *const ta = t->a + 128, *const tb = t->b + 128; /* indexed by the int8 itself */
     int32_t i = 0;
     if (qmin == -128 && qmax == 127 && mask == NULL) /* the clamp is SSAT; no bits (an inference, a frozen add) */

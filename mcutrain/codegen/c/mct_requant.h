@@ -41,17 +41,53 @@ typedef struct {
 #endif
 } mct_rq;
 
+#if MCT_DSP
+/* mct_dsp_requantize's nudge for a shift right by ``right``: 2^(right - 1) + zero * 2^right (the rounding's
+ * half and the zero point in one add). */
+static inline int32_t mct_rq_nudge(int32_t right, int32_t zero) {
+    return ((int32_t)1 << (right - 1)) + zero * ((int32_t)1 << right);
+}
+
+/* mct_dsp_requantize's conditions (the fast case), those on the conv as a whole: |sum| <= taps * 255 * 128 <
+ * 2^29, the int8 range and zero point. */
+static inline int32_t mct_rq_conv_fast(const mct_conv *p) {
+    const int32_t taps = (p->groups > 1 ? 1 : p->in_c) * p->k * p->kw;
+    return taps <= 16384 && p->qmin == -128 && p->qmax == 127 && p->y_zero >= -128 && p->y_zero <= 127;
+}
+
+/* Those on output channel o: a shift in [-22, -1], a positive multiplier (mct_dsp_requantize_pos), |bias| <=
+ * 2^29 (so 2 * (sum + bias) fits in int32); the ranges as unsigned differences, one compare each. */
+static inline int32_t mct_rq_channel_fast(const mct_conv *p, int32_t o) {
+    return (uint32_t)p->shift[o] + 22u <= 21u && p->multiplier[o] > 0
+           && (uint32_t)p->bias[o] + (1u << 29) <= (1u << 30);
+}
+
+/* Whether every output channel of [o0, o1) is in the fast case: kernels that make many outputs a channel
+ * check once a call and then take mct_rq_fast_of's constants, with none of mct_rq_of's checks. */
+static inline int32_t mct_rq_all_fast(const mct_conv *p, int32_t o0, int32_t o1) {
+    if (!mct_rq_conv_fast(p)) return 0;
+    for (int32_t o = o0; o < o1; ++o)
+        if (!mct_rq_channel_fast(p, o)) return 0;
+    return 1;
+}
+
+/* One output channel's constants in the fast case (mct_dsp_requant_pairs'). */
+typedef struct {
+    int32_t bias2, multiplier, nudge, right;
+} mct_rq_fast;
+
+static inline mct_rq_fast mct_rq_fast_of(const mct_conv *p, int32_t o) {
+    const int32_t right = -p->shift[o];
+    return (mct_rq_fast){2 * p->bias[o], p->multiplier[o], mct_rq_nudge(right, p->y_zero), right};
+}
+#endif
+
 static inline mct_rq mct_rq_of(const mct_conv *p, int32_t o) {
 #if MCT_DSP
-    /* mct_dsp_requantize's conditions: |sum| <= taps * 255 * 128 < 2^29 and |bias| <= 2^29 (so 2 * (sum +
-     * bias) fits in int32), a shift in [-22, -1], a positive multiplier (mct_dsp_requantize_pos), the
-     * int8 range. */
-    const int32_t shift = p->shift[o], bias = p->bias[o], taps = (p->groups > 1 ? 1 : p->in_c) * p->k * p->kw;
-    const int32_t fast = shift <= -1 && shift >= -22 && p->multiplier[o] > 0 && bias <= (1 << 29)
-                         && bias >= -(1 << 29) && taps <= 16384 && p->qmin == -128 && p->qmax == 127
-                         && p->y_zero >= -128 && p->y_zero <= 127;
+    const int32_t shift = p->shift[o], bias = p->bias[o];
+    const int32_t fast = mct_rq_conv_fast(p) && mct_rq_channel_fast(p, o);
     const mct_rq q = {bias, p->multiplier[o], shift, p->y_zero, p->qmin, p->qmax, fast, 2 * (fast ? bias : 0),
-                      -shift, fast ? ((int32_t)1 << (-shift - 1)) + p->y_zero * ((int32_t)1 << -shift) : 0};
+                      -shift, fast ? mct_rq_nudge(-shift, p->y_zero) : 0};
 #else
     const mct_rq q = {p->bias[o], p->multiplier[o], p->shift[o], p->y_zero, p->qmin, p->qmax};
 #endif
