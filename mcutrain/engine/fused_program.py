@@ -294,12 +294,15 @@ class _Resolver:
 @dataclass(frozen=True)
 class RowBuffer:
     """A ring (rows of a tensor, row r in slot r % rows) or a folded window (``rows`` rows of
-    ``channels`` channels at a time) in the op's scratch: ``channels x rows x width`` int8 at ``offset``."""
+    ``channels`` channels at a time) in the op's scratch: ``channels x rows x width`` int8 at ``offset``.
+    ``live``: the schedule's events (inclusive spans) during which it holds bytes still to be read;
+    buffers whose spans meet never share a byte, the others may (``row_schedule.place_buffers``)."""
     tensor: str
     channels: int
     rows: int
     width: int
     offset: int
+    live: tuple[tuple[int, int], ...] = ()
 
     @property
     def nbytes(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcutrain.engine.ir import Op
+from mcutrain.engine.memory.planners import first_fit
 from mcutrain.engine.ops import stride_and_top_pad
 
 STREAM = -1  # schedule event: fetch the next row of the streamed input into its ring
@@ -21,29 +22,42 @@ FOLD_BYTES = 1024  # a folded expanded tensor's window: this many bytes of its c
 @dataclass(frozen=True)
 class RowPlan:
     schedule: tuple[tuple[int, int], ...]
-    rings: tuple[tuple[str, int, int, int, int], ...]  # (tensor, channels, rows, width, offset)
-    folds: tuple[tuple[str, int, int, int, int], ...]  # (folded tensor, channels, rows, width, offset)
+    rings: tuple[tuple, ...]  # (tensor, channels, rows, width, offset, live event spans)
+    folds: tuple[tuple, ...]  # (folded tensor, channels, rows, width, offset, live event spans)
     scratch_bytes: int
     inplace_ok: bool  # the output may overwrite x row by row
 
 
 def window(stage: Op, row: int, types) -> tuple[str, int, int]:
     """(tensor, first row, last row) of the conv ``stage``'s input that its output row ``row`` reads."""
+    return _clipped(_geometry(stage, types), row)
+
+
+def _geometry(stage: Op, types) -> tuple[str, int, int, int, int]:
+    """(input tensor, its height, k, stride, top padding) of a conv stage."""
     x = stage.inputs[0]
-    height = types.tensor(x).shape[2]
-    k = types.tensor(stage.inputs[1]).shape[-1]
-    stride, top = stride_and_top_pad(stage)
+    return (x, types.tensor(x).shape[2], types.tensor(stage.inputs[1]).shape[-1], *stride_and_top_pad(stage))
+
+
+def _clipped(geometry: tuple[str, int, int, int, int], row: int) -> tuple[str, int, int]:
+    x, height, k, stride, top = geometry
     lo = stride * row - top
     return x, max(lo, 0), min(lo + k - 1, height - 1)
 
 
-def _needs(stage: Op, row: int, types, folded: dict[str, Op]) -> list[tuple[str, int, int]]:
-    """(tensor, first row, last row) that output row ``row`` of ``stage`` reads (a folded tensor's rows
-    are its 1x1 expand conv's input rows: the stage makes them as it goes)."""
-    if stage.kind == "add":
-        return [(stage.inputs[0], row, row), (stage.inputs[1], row, row)]
-    x, lo, hi = window(stage, row, types)
-    return [(folded[x].inputs[0] if x in folded else x, lo, hi)]
+class _Reads:
+    """What output row r of stage s reads, each stage's geometry looked up once (the planner asks for
+    every row of every stage of every segment it costs)."""
+
+    def __init__(self, stages: tuple[Op, ...], types):
+        self.stages = stages
+        self.geometry = [None if st.kind == "add" else _geometry(st, types) for st in stages]
+
+    def __call__(self, s: int, row: int) -> list[tuple[str, int, int]]:
+        """(tensor, first row, last row) per input (two for an add, the window for a conv)."""
+        if self.geometry[s] is None:
+            return [(self.stages[s].inputs[0], row, row), (self.stages[s].inputs[1], row, row)]
+        return [_clipped(self.geometry[s], row)]
 
 
 def foldable(stages: tuple[Op, ...]) -> list[str]:
@@ -58,6 +72,17 @@ def foldable(stages: tuple[Op, ...]) -> list[str]:
     return found
 
 
+def recomputed_macs(stages: tuple[Op, ...], folded: str, types) -> int:
+    """MACs a fold of ``folded`` spends beyond computing each expanded row once: the depthwise stage
+    makes the k rows of its window (clipped at the borders) for every output row it computes."""
+    i = next(i for i, st in enumerate(stages) if st.outputs[0] == folded)
+    expand, depthwise = stages[i], stages[i + 1]
+    _, c_in, height, width = types.tensor(expand.inputs[0]).shape
+    rows = sum(hi - lo + 1 for _, lo, hi in (window(depthwise, r, types)
+                                             for r in range(types.tensor(depthwise.outputs[0]).shape[2])))
+    return max(rows - height, 0) * width * c_in * types.tensor(folded).shape[1]
+
+
 def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple[str, ...] = ()) -> RowPlan:
     """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``.
 
@@ -65,7 +90,8 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
     rows of its window from the expand conv's input rows, ``FOLD_BYTES`` of channels at a time
     (recomputing each expanded row for every output row whose window holds it)."""
     producer = {st.outputs[0]: i for i, st in enumerate(stages)}
-    folded = {t: stages[producer[t]] for t in fold}
+    folded = {t: stages[producer[t]].inputs[0] for t in fold}  # folded tensor -> its expand conv's input
+    reads_of = _Reads(stages, types)
     final = stages[-1].outputs[0]
     produced = {t: 0 for t in producer}
     schedule: list[tuple[int, int]] = []
@@ -86,7 +112,7 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
         s = producer[t]
         while produced[t] <= r:
             row = produced[t]
-            needs = _needs(stages[s], row, types, folded)
+            needs = [(folded.get(u, u), lo, hi) for u, lo, hi in reads_of(s, row)]
             for u, _, hi in needs:
                 if hi >= 0:
                     ensure(u, hi)
@@ -101,21 +127,24 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
 
     for r in range(height(final)):
         ensure(final, r)
-    rings, folds, offset = [], [], 0
+    needs = {t: [(m, max(m, reads[r] if r < len(reads) else -1)) for r, m in enumerate(times)]
+             for t, times in made.items() for reads in [last_read.get(t, [])]}
+    buffers = []  # (tensor, channels, rows, width), rings first
     for t in ([x] if streamed else []) + [st.outputs[0] for st in stages[:-1] if st.outputs[0] not in folded]:
-        rows = _ring_rows(made[t], last_read.get(t, []))
         info = types.tensor(t)
-        rings.append((t, info.shape[1], rows, info.shape[3], offset))
-        offset += -(-info.shape[1] * rows * info.shape[3] // ALIGN) * ALIGN
+        buffers.append((t, info.shape[1], _ring_rows(made[t], last_read.get(t, [])), info.shape[3]))
     for t in fold:  # one window (k rows) of a few channels of the folded tensor
         info = types.tensor(t)
         k = types.tensor(stages[producer[t] + 1].inputs[1]).shape[-1]
-        group = max(1, min(info.shape[1], FOLD_BYTES // (k * info.shape[3])))
-        folds.append((t, group, k, info.shape[3], offset))
-        offset += -(-group * k * info.shape[3] // ALIGN) * ALIGN
+        buffers.append((t, max(1, min(info.shape[1], FOLD_BYTES // (k * info.shape[3]))), k, info.shape[3]))
+        needs[t] = [(e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1]
+    buffers = [(*b, live_spans(needs[b[0]])) for b in buffers]
+    offsets, scratch = place_buffers([(c * rows * w, live) for _, c, rows, w, live in buffers])
+    placed = [(t, c, rows, w, off, live) for (t, c, rows, w, live), off in zip(buffers, offsets)]
+    rings, folds = placed[:len(placed) - len(fold)], placed[len(placed) - len(fold):]
     inplace_ok = (not streamed and types.tensor(x).shape == types.tensor(final).shape
                   and all(lr <= made[final][r] for r, lr in enumerate(last_read.get(x, [])) if r < len(made[final])))
-    return RowPlan(tuple(schedule), tuple(rings), tuple(folds), offset, inplace_ok)
+    return RowPlan(tuple(schedule), tuple(rings), tuple(folds), scratch, inplace_ok)
 
 
 def _ring_rows(made: list[int], last_read: list[int]) -> int:
@@ -125,3 +154,65 @@ def _ring_rows(made: list[int], last_read: list[int]) -> int:
     while any(last[r - rows] >= made[r] for r in range(rows, len(made))):
         rows += 1
     return rows
+
+
+def buffer_needs(stages: tuple[Op, ...], x: str, schedule, folded, types) -> dict[str, list[tuple[int, int]]]:
+    """Tensor -> the (first, last) events between which its bytes must stay as written: for each row, from
+    the event that writes it to the last that reads it; for a folded tensor's window, each event of the
+    depthwise stage that fills and reads it. Derived from the schedule alone, for the verifier to check
+    that each lies inside one of the buffer's live spans (``plan_rows`` makes them as it schedules)."""
+    expand_input = {st.outputs[0]: st.inputs[0] for st in stages}
+    reads_of = _Reads(stages, types)
+    rows: dict[tuple[str, int], list[int]] = {}  # (tensor, row) -> [written at, last read at]
+    needs: dict[str, list[tuple[int, int]]] = {}
+    for event, (s, r) in enumerate(schedule):
+        if s == STREAM:
+            rows[(x, r)] = [event, event]
+            continue
+        for t, lo, hi in reads_of(s, r):
+            if t in folded:
+                needs.setdefault(t, []).append((event, event))
+                t = expand_input[t]
+            for rr in range(lo, hi + 1):
+                if (t, rr) in rows:
+                    rows[(t, rr)][1] = event
+        rows[(stages[s].outputs[0], r)] = [event, event]
+    for (t, _), (first, last) in rows.items():
+        needs.setdefault(t, []).append((first, last))
+    return needs
+
+
+def live_spans(needs: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Overlapping (first, last) event spans merged: when a buffer holds bytes still to be read."""
+    spans: list[list[int]] = []
+    for first, last in sorted(needs):
+        if spans and first <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], last)
+        else:
+            spans.append([first, last])
+    return tuple((a, b) for a, b in spans)
+
+
+def spans_meet(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> bool:
+    """Whether two sets of inclusive event spans share an event."""
+    return any(s0 <= t1 and s1 <= t0 for s0, t0 in a for s1, t1 in b)
+
+
+def place_buffers(buffers: list[tuple[int, tuple]]) -> tuple[list[int], int]:
+    """(offset of each (bytes, live spans) buffer, scratch bytes): greedy by size, first fit
+    (``memory.planners``' rule, TFLite Micro's), two buffers sharing bytes only if no event uses both.
+
+    Why: the planner charges a pipeline its scratch, and ``fuse_rows`` folds expand convs (recomputing
+    them) only when that scratch would set the program's peak. The one-row rings between a depthwise
+    and its project conv and the folded windows are each live for one or two events at a time, so they
+    share bytes with each other instead of adding up: fewer folds for the same peak."""
+    order = sorted(range(len(buffers)), key=lambda i: (-buffers[i][0], buffers[i][1][:1], i))
+    offsets = [0] * len(buffers)
+    placed: list[int] = []
+    for i in order:
+        size, live = buffers[i]
+        blocked = [(offsets[j], offsets[j] + buffers[j][0]) for j in placed if spans_meet(live, buffers[j][1])]
+        offsets[i] = first_fit(size, blocked, ALIGN)
+        placed.append(i)
+    end = max((off + size for off, (size, _) in zip(offsets, buffers)), default=0)
+    return offsets, end

@@ -16,6 +16,7 @@ import numpy as np
 from mcutrain.engine.fused_program import GradProgram, RowsProgram
 from mcutrain.engine.ir import DTYPES, ROLES, Graph
 from mcutrain.engine.ops import OUTPUT_TYPES, _WithInternal
+from mcutrain.engine.row_schedule import buffer_needs, spans_meet
 
 
 class VerifyError(ValueError):
@@ -59,7 +60,7 @@ def _check_rows(graph: Graph, op, where: str) -> None:
     streamed = bool(op.attr("stream"))
     if streamed != (op.inputs[0] in graph.streams) or set(op.inputs[1:]) & set(graph.streams):
         raise VerifyError(f"{where}: a streamed input must be its input 0, flagged stream")
-    _check_row_buffers(op, internal, where)
+    _check_row_buffers(graph, op, internal, where)
     available = {op.inputs[0]} | set(op.inputs)
     for k, st in enumerate(stages):
         if st.kind not in ("conv2d", "add"):
@@ -81,19 +82,31 @@ def _check_rows(graph: Graph, op, where: str) -> None:
             available.add(st.outputs[0])
 
 
-def _check_row_buffers(op, internal: dict, where: str) -> None:
-    """The program's rings and folded windows: aligned, one after another, inside its total."""
+def _check_row_buffers(graph: Graph, op, internal: dict, where: str) -> None:
+    """The program's rings and folded windows: aligned, inside its total, each live at every event that
+    writes or reads it, and no two live at one event sharing a byte."""
     program = op.attr("program")
     if not isinstance(program, RowsProgram):
         raise VerifyError(f"{where}: no lowered program")
-    end = 0
-    for b in program.rings + program.folds:
-        if b.offset % 4 or b.offset < end or b.tensor not in set(internal) | {op.inputs[0]}:
-            raise VerifyError(f"{where}: buffer of {b.tensor!r} at {b.offset} (aligned to 4, after {end}, "
-                              f"of the input or an intermediate tensor)")
-        end = b.offset + b.nbytes
-    if end != program.total:
-        raise VerifyError(f"{where}: buffers end at {end}, the program reserves {program.total}")
+    buffers = program.rings + program.folds
+    folded = tuple(b.tensor for b in program.folds)
+    needs = buffer_needs(op.attr("stages"), op.inputs[0], program.schedule, folded, _WithInternal(graph, op))
+    for b in buffers:
+        if b.offset % 4 or b.offset < 0 or b.tensor not in set(internal) | {op.inputs[0]}:
+            raise VerifyError(f"{where}: buffer of {b.tensor!r} at {b.offset} (aligned to 4, of the input or an "
+                              f"intermediate tensor)")
+        outside = [n for n in needs.get(b.tensor, ()) if not any(a <= n[0] and n[1] <= z for a, z in b.live)]
+        if outside:
+            raise VerifyError(f"{where}: buffer of {b.tensor!r} is needed in events {outside[0]}, outside its live "
+                              f"spans")
+    for i, a in enumerate(buffers):
+        for b in buffers[i + 1:]:
+            if spans_meet(a.live, b.live) and a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes:
+                raise VerifyError(f"{where}: buffer of {b.tensor!r} at {b.offset} shares bytes with {a.tensor!r}'s "
+                                  f"while both are live")
+    if max((b.offset + b.nbytes for b in buffers), default=0) != program.total:
+        raise VerifyError(f"{where}: buffers end at {max(b.offset + b.nbytes for b in buffers)}, the program "
+                          f"reserves {program.total}")
 
 
 GRAD_PARTS = ("avgpool_grad", "requant_grad", "conv2d_grad_x", "conv2d_grad_b", "conv2d_grad_w",

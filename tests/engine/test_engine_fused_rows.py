@@ -161,7 +161,7 @@ def test_the_ring_schedule_never_reads_an_overwritten_row(name, res):
 
 
 def test_a_residual_pipeline_writes_its_output_over_its_input():
-    stage = _program("proxyless-w0.3", 64, "last-k:6", "max").inference
+    stage = _program("mcunet-5fps", 64, "last-k:6", "max").inference
     inplace = [op for _, op in _pipelines(stage) if op.attr("inplace") == 0]
     assert inplace
     for op in inplace:

@@ -21,7 +21,9 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                               -1 fetches the next row of the streamed input into its ring;
                     rings     each ring is ``channels x rows x width`` int8 (row r of the tensor in
                               slot r % rows) at ``offset`` of the op's scratch buffer (aligned to 4;
-                              ``lifetimes`` reserves ``total``);
+                              ``lifetimes`` reserves ``total``); two buffers share bytes when no
+                              event needs both (``live``: the one-row rings between a depthwise and
+                              its project conv, the folded windows; ``row_schedule.place_buffers``);
                     folds     expanded tensors that get no ring (below); each has a window of ``rows``
                               (the depthwise kernel's k) rows of ``channels`` of its channels;
            stream   whether x is streamed (then x is never read whole);
@@ -38,7 +40,9 @@ the biggest ring: MCUNet block 3 has a 7x7 depthwise on 48 channels) is replaced
 input ring (C_in < E channels x k rows) and a window of a few channels: for each output row the
 depthwise stage makes the k expanded rows of a few channels at a time from the input rows, then its
 own row of those channels. The expand conv is then recomputed k/stride times per row (the price of
-MCUNetV2's patch overlap); "auto" folds only when the peak needs it, "max" whenever it lowers it.
+MCUNetV2's patch overlap); "auto" folds only when the peak needs it, and then the set of expanded
+tensors that recomputes the fewest MACs (not every one the segment could fold); "max" whenever it
+lowers the peak.
 
 Which convs: those of the row geometry (``ops.row_geometry``): the zoo's "same" convs and TFLite's
 SAME ones, stride 2 on an even input included (its padding row/column at the bottom/right only: the
@@ -58,17 +62,19 @@ then it stays in the arena).
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import combinations
 
 from mcutrain.engine.fused_program import RowsProgram, lower_rows
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
 from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
-from mcutrain.engine.row_schedule import STREAM, RowPlan, foldable, plan_rows, window  # noqa: F401 (re-exported)
+from mcutrain.engine.row_schedule import STREAM, RowPlan, foldable, plan_rows, recomputed_macs, window  # noqa: F401
 
 KIND = "mbconv_rows"
 FUSABLE = ("conv2d", "add", "pointwise_depthwise")
 MAX_OPS = 12  # longest segment considered (in graph ops): keeps the search small
+MAX_FOLDS = 4  # a segment with more foldable tensors than this folds all or none (2^n choices otherwise)
 
 __all__ = ["KIND", "STREAM", "RowPlan", "foldable", "folds_of", "fuse_rows", "internal_of", "plan_rows", "rings_of",
            "row_segments", "scratch_size", "stages_of", "window"]
@@ -103,10 +109,11 @@ def scratch_size(op: Op) -> int:
     return program_of(op).total
 
 
-def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], bool], ...]:
-    """The segmentation a graph's row pipelines use ((graph op names), folded), e.g. to give the
-    inference program the same kernels."""
-    return tuple((op.attr("fused"), bool(program_of(op).folds)) for op in graph.ops if op.kind == KIND)
+def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    """The segmentation a graph's row pipelines use ((graph op names), (folded tensors)), e.g. to give
+    the inference program the same kernels."""
+    return tuple((op.attr("fused"), tuple(b.tensor for b in program_of(op).folds)) for op in graph.ops
+                 if op.kind == KIND)
 
 
 def folds_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
@@ -198,9 +205,9 @@ def _plan_rows_memo(stages: tuple[Op, ...], x: str, types: _Types, streamed: boo
     return _ROWS_MEMO.get(key) or _remember(_ROWS_MEMO, key, plan_rows(stages, x, types, streamed, folds))
 
 
-def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, fold: bool) -> Op:
+def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, folds: tuple[str, ...]) -> Op:
     stages, internal = _stages(graph, seg)
-    plan = plan_rows(stages, x, _Types(graph, internal), streamed, tuple(foldable(stages)) if fold else ())
+    plan = plan_rows(stages, x, _Types(graph, internal), streamed, folds)
     inputs = [x]
     for st in stages:
         for name in st.inputs:
@@ -254,7 +261,8 @@ class _Prefix:
             self.defined_before[k + 1] += self.defined_before[k]
             self.dead_before[k + 1] += self.dead_before[k]
         self.floor = max(self.live[n:], default=0)
-        self._cache: dict[tuple[int, int], tuple[int, bool, bool] | None] = {}
+        self._cache: dict[tuple, tuple[int, bool, bool] | None] = {}
+        self._foldable: dict[tuple[int, int], tuple[str, ...]] = {}
 
     def external_input(self, i: int, j: int) -> str | None:
         """The one outside activation input of ops i..j if they form a fusable chain, else None."""
@@ -273,15 +281,30 @@ class _Prefix:
         return (self.options.stream_input and x in self.graph.inputs
                 and all(i <= r <= j for r in self.readers.get(x, [])))
 
-    def segment(self, i: int, j: int, fold: bool = False) -> tuple[int, bool, bool] | None:
-        """(live bytes while the fused op runs, streamed, in place), or None if not fusable (or, with
-        ``fold``, if nothing can be folded)."""
-        key = (i, j, fold)
+    def segment(self, i: int, j: int, folds: tuple[str, ...] = ()) -> tuple[int, bool, bool] | None:
+        """(live bytes while the fused op runs, streamed, in place), or None if not fusable (or if
+        ``folds`` are not expanded tensors it can fold)."""
+        key = (i, j, folds)
         if key not in self._cache:
-            self._cache[key] = self._segment(i, j, fold)
+            self._cache[key] = self._segment(i, j, folds)
         return self._cache[key]
 
-    def _segment(self, i: int, j: int, fold: bool):
+    def foldable(self, i: int, j: int) -> tuple[str, ...]:
+        """The expanded tensors a pipeline of ops i..j could fold (none if ops i..j make no pipeline)."""
+        if (i, j) not in self._foldable:
+            fusable = self.segment(i, j) is not None
+            stages = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))[0] if fusable else ()
+            self._foldable[(i, j)] = tuple(foldable(stages))
+        return self._foldable[(i, j)]
+
+    def recompute(self, i: int, j: int, folds: tuple[str, ...]) -> int:
+        """MACs the folded expand convs of ops i..j compute more than once."""
+        if not folds:
+            return 0
+        stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
+        return sum(recomputed_macs(stages, t, _Types(self.graph, internal)) for t in folds)
+
+    def _segment(self, i: int, j: int, folds: tuple[str, ...]):
         if not all(row_fusable(op, self.graph) for op in self.graph.ops[i:j + 1]):
             return None
         x = self.external_input(i, j)
@@ -293,8 +316,7 @@ class _Prefix:
         g = self.graph
         seg = list(g.ops[i:j + 1])
         stages, internal = _stages_memo(g, seg)
-        folds = tuple(foldable(stages)) if fold else ()
-        if fold and not folds:
+        if not set(folds) <= set(foldable(stages)):
             return None
         plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
@@ -326,11 +348,11 @@ class _Prefix:
                 found.append(b)
         return found
 
-    def cost(self, i: int, j: int, how: str) -> int | None:
-        """Live bytes of ops i..j run as ``how``: "op" (one unfused op), "rows", "rows+fold"."""
-        if how == "op":
+    def cost(self, i: int, j: int, folds: tuple[str, ...] | None) -> int | None:
+        """Live bytes of ops i..j run as one unfused op (``folds`` None) or a pipeline folding ``folds``."""
+        if folds is None:
             return None if i != j or self._must_stream(i) else self.live[i]
-        seg = self.segment(i, j, how == "rows+fold")
+        seg = self.segment(i, j, folds)
         return None if seg is None else seg[0]
 
     def _must_stream(self, i: int) -> bool:
@@ -340,30 +362,58 @@ class _Prefix:
                                        for x in _activation_inputs(op))
 
 
-def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, str]]:
-    """Segments (i, j, how) covering ops 0..n-1: the lowest peak ("max"), or, among segmentations whose
-    peak stays under max(lowest peak, the rest of the program's peak), the fewest folds (they recompute
-    an expand conv) and then the fewest fused ops ("auto"). Ties: lower peak, fewer fused ops, folds."""
+def _options(prefix: _Prefix, j: int) -> list[tuple[int, int, tuple[str, ...] | None, int, int]]:
+    """The ways to run a segment ending at op j: (i, j, folds or None for one unfused op, live bytes,
+    recomputed MACs), a pipeline folding nothing or every expanded tensor it can."""
+    found = []
+    for i in range(max(0, j - MAX_OPS + 1), j + 1):
+        every = prefix.foldable(i, j)
+        for folds in [None, ()] + ([every] if every else []):
+            if (c := prefix.cost(i, j, folds)) is not None:
+                found.append((i, j, folds, c, prefix.recompute(i, j, folds or ())))
+    return found
+
+
+def _partial_folds(prefix: _Prefix, j: int, limit: int) -> list[tuple[int, int, tuple[str, ...], int, int]]:
+    """Pipelines ending at op j that fold some of their expanded tensors, where that can matter: folding
+    all keeps under ``limit`` and folding none does not. Then the cheapest set to recompute wins (a 7x7
+    depthwise recomputes its expand conv 3.5 times per row, a 3x3 stride-1 one 3 times), not all."""
+    found = []
+    for i in range(max(0, j - MAX_OPS + 1), j + 1):
+        every = prefix.foldable(i, j)
+        if not 1 < len(every) <= MAX_FOLDS or (prefix.cost(i, j, every) or limit + 1) > limit:
+            continue
+        if (prefix.cost(i, j, ()) or limit + 1) <= limit:
+            continue
+        for folds in (c for n in range(1, len(every)) for c in combinations(every, n)):
+            if (c := prefix.cost(i, j, folds)) is not None and c <= limit:
+                found.append((i, j, folds, c, prefix.recompute(i, j, folds)))
+    return found
+
+
+def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, tuple[str, ...] | None]]:
+    """Segments (i, j, folds) covering ops 0..n-1: the lowest peak ("max"), or, among segmentations whose
+    peak stays under max(lowest peak, the rest of the program's peak), the fewest recomputed MACs (a
+    fold recomputes its expand conv) and then the fewest fused ops ("auto"). Ties: lower peak, fewer fused
+    ops, fewer recomputed MACs."""
     n = prefix.n
     if n == 0:
         return []
-    options = [[(i, j, how, c) for i in range(max(0, j - MAX_OPS + 1), j + 1) for how in ("op", "rows", "rows+fold")
-                if (c := prefix.cost(i, j, how)) is not None] for j in range(n)]
+    options = [_options(prefix, j) for j in range(n)]
 
     def solve(limit: int | None):
-        # state after ops 0..j-1: (peak, fused ops, folds), ordered as ``key`` says
+        # state after ops 0..j-1: (peak, fused ops, recomputed MACs), ordered as ``key`` says
         best: list[tuple[int, int, int] | None] = [(0, 0, 0)] + [None] * n
-        back: list[tuple[int, int, str] | None] = [None] * (n + 1)
+        back: list[tuple | None] = [None] * (n + 1)
+        key = (lambda st: st) if limit is None else (lambda st: (st[2], st[1], st[0]))  # noqa: E731
         for j in range(n):
-            for i, _, how, c in options[j]:
+            for i, _, folds, c, macs in options[j]:
                 if best[i] is None or (limit is not None and c > limit):
                     continue
-                peak, count, folds = best[i]
-                state = (max(peak, c), count + (j - i + 1 if how != "op" else 0), folds + (how == "rows+fold"))
-                key = state if limit is None else (state[2], state[1], state[0])
-                old = best[j + 1]
-                if old is None or key < (old if limit is None else (old[2], old[1], old[0])):
-                    best[j + 1], back[j + 1] = state, (i, j, how)
+                peak, count, recomputed = best[i]
+                state = (max(peak, c), count + (j - i + 1 if folds is not None else 0), recomputed + macs)
+                if best[j + 1] is None or key(state) < key(best[j + 1]):
+                    best[j + 1], back[j + 1] = state, (i, j, folds)
         if best[n] is None:
             return None, None
         segs, j = [], n
@@ -375,24 +425,26 @@ def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, str]]:
     lowest, segs = solve(None)
     if mode == "max" or segs is None:
         return segs or []
-    _, auto = solve(max(lowest[0], prefix.floor))
+    limit = max(lowest[0], prefix.floor)
+    for j in range(n):
+        options[j] += _partial_folds(prefix, j, limit)
+    _, auto = solve(limit)
     return auto if auto is not None else segs
 
 
-def _forced(prefix: _Prefix, given: tuple[tuple[tuple[str, ...], bool], ...]) -> list[tuple[int, int, str]]:
-    """The given segments ((graph op names), folded) where they are contiguous and fusable here."""
+def _forced(prefix: _Prefix, given) -> list[tuple[int, int, tuple[str, ...]]]:
+    """The given segments ((graph op names), (folded tensors)) where they are contiguous and fusable here."""
     index = {op.name: i for i, op in enumerate(prefix.graph.ops)}
     segs = []
-    for names, fold in given:
+    for names, folds in given:
         idx = [index.get(n) for n in names]
         if None in idx or idx != list(range(idx[0], idx[0] + len(idx))) or idx[-1] >= prefix.n:
             continue
-        how = "rows+fold" if fold else "rows"
-        if prefix.cost(idx[0], idx[-1], how) is not None:
-            segs.append((idx[0], idx[-1], how))
+        if prefix.cost(idx[0], idx[-1], tuple(folds)) is not None:
+            segs.append((idx[0], idx[-1], tuple(folds)))
     for i in range(prefix.n):  # the image reader streams even if the given segmentation has no segment there
         if prefix._must_stream(i) and not any(a <= i <= b for a, b, _ in segs) and prefix.segment(i, i):
-            segs.append((i, i, "rows"))
+            segs.append((i, i, ()))
     return sorted(segs)
 
 
@@ -406,26 +458,26 @@ def fuse_rows(graph: Graph, options) -> Graph:
     if forced is not None:
         segs = _forced(prefix, forced)
     elif mode == "off":
-        segs = [(i, i, "rows") for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
+        segs = [(i, i, ()) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
     else:
-        segs = [s for s in _choose(prefix, mode) if s[2] != "op"]
+        segs = [s for s in _choose(prefix, mode) if s[2] is not None]
     if not segs:
         return graph
     ops: list[Op] = []
     gone: set[str] = set()
     streams = list(graph.streams)
-    start = {i: (j, how) for i, j, how in segs}
+    start = {i: (j, folds) for i, j, folds in segs}
     k = 0
     while k < len(graph.ops):
         if k not in start:
             ops.append(graph.ops[k])
             k += 1
             continue
-        j, how = start[k]
-        _, streamed, inplace = prefix.segment(k, j, how == "rows+fold")
+        j, folds = start[k]
+        _, streamed, inplace = prefix.segment(k, j, folds)
         seg = list(graph.ops[k:j + 1])
         x = prefix.external_input(k, j)
-        op = _fused_op(graph, seg, x, streamed, inplace, how == "rows+fold")
+        op = _fused_op(graph, seg, x, streamed, inplace, folds)
         ops.append(op)
         gone.update(internal_of(op))
         if streamed and x not in streams:
