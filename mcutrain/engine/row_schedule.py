@@ -83,11 +83,19 @@ def recomputed_macs(stages: tuple[Op, ...], folded: str, types) -> int:
     return max(rows - height, 0) * width * c_in * types.tensor(folded).shape[1]
 
 
-def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple[str, ...] = ()) -> RowPlan:
+def fold_window_bytes(stages: tuple[Op, ...], folded: str, types) -> int:
+    """Bytes of a window holding every channel of ``folded`` (k rows of the depthwise that reads it)."""
+    i = next(i for i, st in enumerate(stages) if st.outputs[0] == folded)
+    _, channels, _, width = types.tensor(folded).shape
+    return channels * types.tensor(stages[i + 1].inputs[1]).shape[-1] * width
+
+
+def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple[str, ...] = (),
+              window: int = FOLD_BYTES) -> RowPlan:
     """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``.
 
     ``fold``: expanded tensors that get no ring: the depthwise stage reading one makes the expanded
-    rows of its window from the expand conv's input rows, ``FOLD_BYTES`` of channels at a time
+    rows of its window from the expand conv's input rows, ``window`` bytes of channels at a time
     (recomputing each expanded row for every output row whose window holds it)."""
     producer = {st.outputs[0]: i for i, st in enumerate(stages)}
     folded = {t: stages[producer[t]].inputs[0] for t in fold}  # folded tensor -> its expand conv's input
@@ -136,7 +144,7 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
     for t in fold:  # one window (k rows) of a few channels of the folded tensor
         info = types.tensor(t)
         k = types.tensor(stages[producer[t] + 1].inputs[1]).shape[-1]
-        buffers.append((t, max(1, min(info.shape[1], FOLD_BYTES // (k * info.shape[3]))), k, info.shape[3]))
+        buffers.append((t, max(1, min(info.shape[1], window // (k * info.shape[3]))), k, info.shape[3]))
         needs[t] = [(e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1]
     buffers = [(*b, live_spans(needs[b[0]])) for b in buffers]
     offsets, scratch = place_buffers([(c * rows * w, live) for _, c, rows, w, live in buffers])

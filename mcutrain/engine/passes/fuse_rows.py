@@ -27,6 +27,8 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                     folds     expanded tensors that get no ring (below); each has a window of ``rows``
                               (the depthwise kernel's k) rows of ``channels`` of its channels;
            stream   whether x is streamed (then x is never read whole);
+           window   (a folding pipeline) the bytes of each folded tensor's window: ``FOLD_BYTES``, or
+                    more where the pipeline stays under the program's peak (``_widest_window``);
            fused    the names of the graph ops the pipeline replaced;
            inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
                     output row r only after the last read of x's row r).
@@ -69,7 +71,8 @@ from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
 from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
-from mcutrain.engine.row_schedule import STREAM, RowPlan, foldable, plan_rows, recomputed_macs, window  # noqa: F401
+from mcutrain.engine.row_schedule import (FOLD_BYTES, STREAM, RowPlan, fold_window_bytes, foldable,  # noqa: F401
+                                          plan_rows, recomputed_macs, window)
 
 KIND = "mbconv_rows"
 FUSABLE = ("conv2d", "add", "pointwise_depthwise")
@@ -112,8 +115,8 @@ def scratch_size(op: Op) -> int:
 def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
     """The segmentation a graph's row pipelines use ((graph op names), (folded tensors)), e.g. to give
     the inference program the same kernels."""
-    return tuple((op.attr("fused"), tuple(b.tensor for b in program_of(op).folds)) for op in graph.ops
-                 if op.kind == KIND)
+    return tuple((op.attr("fused"), tuple(b.tensor for b in program_of(op).folds), op.attr("window", FOLD_BYTES))
+                 for op in graph.ops if op.kind == KIND)
 
 
 def folds_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
@@ -198,16 +201,18 @@ def _stages_memo(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str,
     return found[0], dict(found[1])
 
 
-def _plan_rows_memo(stages: tuple[Op, ...], x: str, types: _Types, streamed: bool, folds: tuple[str, ...]) -> RowPlan:
+def _plan_rows_memo(stages: tuple[Op, ...], x: str, types: _Types, streamed: bool, folds: tuple[str, ...],
+                    window: int) -> RowPlan:
     """``plan_rows`` remembered by (its arguments, the TensorInfo of every tensor it looks up)."""
     names = [x] + [n for st in stages for n in st.inputs[:2] + st.outputs[:1]]
-    key = (stages, x, streamed, folds, tuple(types.tensor(n) for n in names))
-    return _ROWS_MEMO.get(key) or _remember(_ROWS_MEMO, key, plan_rows(stages, x, types, streamed, folds))
+    key = (stages, x, streamed, folds, window, tuple(types.tensor(n) for n in names))
+    return _ROWS_MEMO.get(key) or _remember(_ROWS_MEMO, key, plan_rows(stages, x, types, streamed, folds, window))
 
 
-def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, folds: tuple[str, ...]) -> Op:
+def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, folds: tuple[str, ...],
+              window: int) -> Op:
     stages, internal = _stages(graph, seg)
-    plan = plan_rows(stages, x, _Types(graph, internal), streamed, folds)
+    plan = plan_rows(stages, x, _Types(graph, internal), streamed, folds, window)
     inputs = [x]
     for st in stages:
         for name in st.inputs:
@@ -216,6 +221,8 @@ def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool
     name = seg[0].name if len(seg) == 1 else f"{seg[0].name}..{seg[-1].name}"
     attrs = dict(stages=stages, internal=tuple(internal.values()), program=lower_rows(plan), stream=streamed,
                  fused=tuple(op.name for op in seg))
+    if folds:
+        attrs["window"] = window
     if inplace:
         attrs["inplace"] = 0
     return Op(name, KIND, tuple(inputs), seg[-1].outputs, make_attrs(**attrs), "forward")
@@ -281,12 +288,12 @@ class _Prefix:
         return (self.options.stream_input and x in self.graph.inputs
                 and all(i <= r <= j for r in self.readers.get(x, [])))
 
-    def segment(self, i: int, j: int, folds: tuple[str, ...] = ()) -> tuple[int, bool, bool] | None:
+    def segment(self, i: int, j: int, folds: tuple[str, ...] = (), window: int = FOLD_BYTES):
         """(live bytes while the fused op runs, streamed, in place), or None if not fusable (or if
-        ``folds`` are not expanded tensors it can fold)."""
-        key = (i, j, folds)
+        ``folds`` are not expanded tensors it can fold); ``window``: bytes of a folded tensor's window."""
+        key = (i, j, folds, window)
         if key not in self._cache:
-            self._cache[key] = self._segment(i, j, folds)
+            self._cache[key] = self._segment(i, j, folds, window)
         return self._cache[key]
 
     def foldable(self, i: int, j: int) -> tuple[str, ...]:
@@ -304,7 +311,7 @@ class _Prefix:
         stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
         return sum(recomputed_macs(stages, t, _Types(self.graph, internal)) for t in folds)
 
-    def _segment(self, i: int, j: int, folds: tuple[str, ...]):
+    def _segment(self, i: int, j: int, folds: tuple[str, ...], window: int):
         if not all(row_fusable(op, self.graph) for op in self.graph.ops[i:j + 1]):
             return None
         x = self.external_input(i, j)
@@ -318,7 +325,7 @@ class _Prefix:
         stages, internal = _stages_memo(g, seg)
         if not set(folds) <= set(foldable(stages)):
             return None
-        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds)
+        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
                    and max(self.readers.get(x, [])) <= j)
         inside = {o for op in seg[:-1] for o in op.outputs}
@@ -348,11 +355,11 @@ class _Prefix:
                 found.append(b)
         return found
 
-    def cost(self, i: int, j: int, folds: tuple[str, ...] | None) -> int | None:
+    def cost(self, i: int, j: int, folds: tuple[str, ...] | None, window: int = FOLD_BYTES) -> int | None:
         """Live bytes of ops i..j run as one unfused op (``folds`` None) or a pipeline folding ``folds``."""
         if folds is None:
             return None if i != j or self._must_stream(i) else self.live[i]
-        seg = self.segment(i, j, folds)
+        seg = self.segment(i, j, folds, window)
         return None if seg is None else seg[0]
 
     def _must_stream(self, i: int) -> bool:
@@ -424,27 +431,44 @@ def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, tuple[str, ...] 
 
     lowest, segs = solve(None)
     if mode == "max" or segs is None:
-        return segs or []
+        return [(*seg, FOLD_BYTES) for seg in segs or []]
     limit = max(lowest[0], prefix.floor)
     for j in range(n):
         options[j] += _partial_folds(prefix, j, limit)
     _, auto = solve(limit)
-    return auto if auto is not None else segs
+    return [_widest_window(prefix, seg, limit) for seg in (auto if auto is not None else segs)]
+
+
+def _widest_window(prefix: _Prefix, seg: tuple, limit: int) -> tuple:
+    """(i, j, folds, window bytes): a folding pipeline's windows grown while it stays under ``limit``.
+
+    Why: a window of a few channels makes the expand conv's input rows be read (and widened) again for
+    every few channels; bytes under the program's peak cost nothing, so the window takes what is there
+    (doubling, up to every channel of the widest folded tensor)."""
+    i, j, folds = seg
+    if not folds:
+        return (i, j, folds, FOLD_BYTES)
+    stages, internal = _stages_memo(prefix.graph, list(prefix.graph.ops[i:j + 1]))
+    whole = max(fold_window_bytes(stages, t, _Types(prefix.graph, internal)) for t in folds)
+    window = FOLD_BYTES
+    while window < whole and (prefix.cost(i, j, folds, 2 * window) or limit + 1) <= limit:
+        window *= 2
+    return (i, j, folds, window)
 
 
 def _forced(prefix: _Prefix, given) -> list[tuple[int, int, tuple[str, ...]]]:
     """The given segments ((graph op names), (folded tensors)) where they are contiguous and fusable here."""
     index = {op.name: i for i, op in enumerate(prefix.graph.ops)}
     segs = []
-    for names, folds in given:
+    for names, folds, window in given:
         idx = [index.get(n) for n in names]
         if None in idx or idx != list(range(idx[0], idx[0] + len(idx))) or idx[-1] >= prefix.n:
             continue
-        if prefix.cost(idx[0], idx[-1], tuple(folds)) is not None:
-            segs.append((idx[0], idx[-1], tuple(folds)))
+        if prefix.cost(idx[0], idx[-1], tuple(folds), window) is not None:
+            segs.append((idx[0], idx[-1], tuple(folds), window))
     for i in range(prefix.n):  # the image reader streams even if the given segmentation has no segment there
-        if prefix._must_stream(i) and not any(a <= i <= b for a, b, _ in segs) and prefix.segment(i, i):
-            segs.append((i, i, ()))
+        if prefix._must_stream(i) and not any(s[0] <= i <= s[1] for s in segs) and prefix.segment(i, i):
+            segs.append((i, i, (), FOLD_BYTES))
     return sorted(segs)
 
 
@@ -458,7 +482,7 @@ def fuse_rows(graph: Graph, options) -> Graph:
     if forced is not None:
         segs = _forced(prefix, forced)
     elif mode == "off":
-        segs = [(i, i, ()) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
+        segs = [(i, i, (), FOLD_BYTES) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
     else:
         segs = [s for s in _choose(prefix, mode) if s[2] is not None]
     if not segs:
@@ -466,18 +490,18 @@ def fuse_rows(graph: Graph, options) -> Graph:
     ops: list[Op] = []
     gone: set[str] = set()
     streams = list(graph.streams)
-    start = {i: (j, folds) for i, j, folds in segs}
+    start = {seg[0]: seg[1:] for seg in segs}
     k = 0
     while k < len(graph.ops):
         if k not in start:
             ops.append(graph.ops[k])
             k += 1
             continue
-        j, folds = start[k]
-        _, streamed, inplace = prefix.segment(k, j, folds)
+        j, folds, window = start[k]
+        _, streamed, inplace = prefix.segment(k, j, folds, window)
         seg = list(graph.ops[k:j + 1])
         x = prefix.external_input(k, j)
-        op = _fused_op(graph, seg, x, streamed, inplace, folds)
+        op = _fused_op(graph, seg, x, streamed, inplace, folds, window)
         ops.append(op)
         gone.update(internal_of(op))
         if streamed and x not in streams:
