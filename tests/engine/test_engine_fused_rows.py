@@ -213,6 +213,7 @@ def test_auto_folds_the_cheapest_expand_convs_and_widens_their_windows_under_the
     live peak stays the one the 1 KB windows give (the windows only take bytes under the peak)."""
     import importlib
 
+    from mcutrain.engine import row_choice
     from mcutrain.engine.row_schedule import FOLD_BYTES, foldable, recomputed_macs
 
     fuse_rows = importlib.import_module("mcutrain.engine.passes.fuse_rows")  # the module, not the pass
@@ -229,7 +230,7 @@ def test_auto_folds_the_cheapest_expand_convs_and_widens_their_windows_under_the
     inference = next(o for _, o in _pipelines(grown.inference) if o.attr("fused") == op.attr("fused"))
     assert folds_of(inference) == folds_of(op)
 
-    monkeypatch.setattr(fuse_rows, "_widest_window", lambda prefix, seg, limit: (*seg, FOLD_BYTES))
+    monkeypatch.setattr(row_choice, "_widest_window", lambda prefix, seg, limit: (*seg, FOLD_BYTES))
     fuse_rows.clear_memos()
     small = _program.__wrapped__("proxyless-w0.3", 128, "paper-99kb", "auto")
     assert small.report["arena_lower_bound_bytes"] == grown.report["arena_lower_bound_bytes"]

@@ -28,7 +28,7 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                               (the depthwise kernel's k) rows of ``channels`` of its channels;
            stream   whether x is streamed (then x is never read whole);
            window   (a folding pipeline) the bytes of each folded tensor's window: ``FOLD_BYTES``, or
-                    more where the pipeline stays under the program's peak (``_widest_window``);
+                    more where the pipeline stays under the program's peak (``row_choice``);
            fused    the names of the graph ops the pipeline replaced;
            inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
                     output row r only after the last read of x's row r).
@@ -64,13 +64,13 @@ then it stays in the arena).
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import combinations
 
 from mcutrain.engine.fused_program import RowsProgram, lower_rows
 from mcutrain.engine.ir import Graph, Op, TensorInfo, make_attrs
 from mcutrain.engine.memory import Buffer, live_bytes_per_op
 from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
+from mcutrain.engine.row_choice import choose
 from mcutrain.engine.row_schedule import (FOLD_BYTES, STREAM, RowPlan, fold_window_bytes, foldable,  # noqa: F401
                                           plan_rows, recomputed_macs, window)
 
@@ -304,6 +304,11 @@ class _Prefix:
             self._foldable[(i, j)] = tuple(foldable(stages))
         return self._foldable[(i, j)]
 
+    def whole_window(self, i: int, j: int, folds: tuple[str, ...]) -> int:
+        """Bytes of a window holding every channel of the widest of ``folds``."""
+        stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
+        return max(fold_window_bytes(stages, t, _Types(self.graph, internal)) for t in folds)
+
     def recompute(self, i: int, j: int, folds: tuple[str, ...]) -> int:
         """MACs the folded expand convs of ops i..j compute more than once."""
         if not folds:
@@ -369,93 +374,6 @@ class _Prefix:
                                        for x in _activation_inputs(op))
 
 
-def _options(prefix: _Prefix, j: int) -> list[tuple[int, int, tuple[str, ...] | None, int, int]]:
-    """The ways to run a segment ending at op j: (i, j, folds or None for one unfused op, live bytes,
-    recomputed MACs), a pipeline folding nothing or every expanded tensor it can."""
-    found = []
-    for i in range(max(0, j - MAX_OPS + 1), j + 1):
-        every = prefix.foldable(i, j)
-        for folds in [None, ()] + ([every] if every else []):
-            if (c := prefix.cost(i, j, folds)) is not None:
-                found.append((i, j, folds, c, prefix.recompute(i, j, folds or ())))
-    return found
-
-
-def _partial_folds(prefix: _Prefix, j: int, limit: int) -> list[tuple[int, int, tuple[str, ...], int, int]]:
-    """Pipelines ending at op j that fold some of their expanded tensors, where that can matter: folding
-    all keeps under ``limit`` and folding none does not. Then the cheapest set to recompute wins (a 7x7
-    depthwise recomputes its expand conv 3.5 times per row, a 3x3 stride-1 one 3 times), not all."""
-    found = []
-    for i in range(max(0, j - MAX_OPS + 1), j + 1):
-        every = prefix.foldable(i, j)
-        if not 1 < len(every) <= MAX_FOLDS or (prefix.cost(i, j, every) or limit + 1) > limit:
-            continue
-        if (prefix.cost(i, j, ()) or limit + 1) <= limit:
-            continue
-        for folds in (c for n in range(1, len(every)) for c in combinations(every, n)):
-            if (c := prefix.cost(i, j, folds)) is not None and c <= limit:
-                found.append((i, j, folds, c, prefix.recompute(i, j, folds)))
-    return found
-
-
-def _choose(prefix: _Prefix, mode: str) -> list[tuple[int, int, tuple[str, ...] | None]]:
-    """Segments (i, j, folds) covering ops 0..n-1: the lowest peak ("max"), or, among segmentations whose
-    peak stays under max(lowest peak, the rest of the program's peak), the fewest recomputed MACs (a
-    fold recomputes its expand conv) and then the fewest fused ops ("auto"). Ties: lower peak, fewer fused
-    ops, fewer recomputed MACs."""
-    n = prefix.n
-    if n == 0:
-        return []
-    options = [_options(prefix, j) for j in range(n)]
-
-    def solve(limit: int | None):
-        # state after ops 0..j-1: (peak, fused ops, recomputed MACs), ordered as ``key`` says
-        best: list[tuple[int, int, int] | None] = [(0, 0, 0)] + [None] * n
-        back: list[tuple | None] = [None] * (n + 1)
-        key = (lambda st: st) if limit is None else (lambda st: (st[2], st[1], st[0]))  # noqa: E731
-        for j in range(n):
-            for i, _, folds, c, macs in options[j]:
-                if best[i] is None or (limit is not None and c > limit):
-                    continue
-                peak, count, recomputed = best[i]
-                state = (max(peak, c), count + (j - i + 1 if folds is not None else 0), recomputed + macs)
-                if best[j + 1] is None or key(state) < key(best[j + 1]):
-                    best[j + 1], back[j + 1] = state, (i, j, folds)
-        if best[n] is None:
-            return None, None
-        segs, j = [], n
-        while j > 0:
-            segs.append(back[j])
-            j = back[j][0]
-        return best[n], segs[::-1]
-
-    lowest, segs = solve(None)
-    if mode == "max" or segs is None:
-        return [(*seg, FOLD_BYTES) for seg in segs or []]
-    limit = max(lowest[0], prefix.floor)
-    for j in range(n):
-        options[j] += _partial_folds(prefix, j, limit)
-    _, auto = solve(limit)
-    return [_widest_window(prefix, seg, limit) for seg in (auto if auto is not None else segs)]
-
-
-def _widest_window(prefix: _Prefix, seg: tuple, limit: int) -> tuple:
-    """(i, j, folds, window bytes): a folding pipeline's windows grown while it stays under ``limit``.
-
-    Why: a window of a few channels makes the expand conv's input rows be read (and widened) again for
-    every few channels; bytes under the program's peak cost nothing, so the window takes what is there
-    (doubling, up to every channel of the widest folded tensor)."""
-    i, j, folds = seg
-    if not folds:
-        return (i, j, folds, FOLD_BYTES)
-    stages, internal = _stages_memo(prefix.graph, list(prefix.graph.ops[i:j + 1]))
-    whole = max(fold_window_bytes(stages, t, _Types(prefix.graph, internal)) for t in folds)
-    window = FOLD_BYTES
-    while window < whole and (prefix.cost(i, j, folds, 2 * window) or limit + 1) <= limit:
-        window *= 2
-    return (i, j, folds, window)
-
-
 def _forced(prefix: _Prefix, given) -> list[tuple[int, int, tuple[str, ...]]]:
     """The given segments ((graph op names), (folded tensors)) where they are contiguous and fusable here."""
     index = {op.name: i for i, op in enumerate(prefix.graph.ops)}
@@ -484,7 +402,7 @@ def fuse_rows(graph: Graph, options) -> Graph:
     elif mode == "off":
         segs = [(i, i, (), FOLD_BYTES) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
     else:
-        segs = [s for s in _choose(prefix, mode) if s[2] is not None]
+        segs = [s for s in choose(prefix, mode, MAX_OPS, MAX_FOLDS) if s[2] is not None]
     if not segs:
         return graph
     ops: list[Op] = []
