@@ -206,6 +206,14 @@ def spans_meet(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -
     return any(s0 <= t1 and s1 <= t0 for s0, t0 in a for s1, t1 in b)
 
 
+def _event_bits(live: tuple[tuple[int, int], ...]) -> int:
+    """The events of inclusive spans as the bits of one integer."""
+    bits = 0
+    for first, last in live:
+        bits |= ((1 << (last - first + 1)) - 1) << first
+    return bits
+
+
 def place_buffers(buffers: list[tuple[int, tuple]]) -> tuple[list[int], int]:
     """(offset of each (bytes, live spans) buffer, scratch bytes): greedy by size, first fit
     (``memory.planners``' rule, TFLite Micro's), two buffers sharing bytes only if no event uses both.
@@ -215,12 +223,12 @@ def place_buffers(buffers: list[tuple[int, tuple]]) -> tuple[list[int], int]:
     and its project conv and the folded windows are each live for one or two events at a time, so they
     share bytes with each other instead of adding up: fewer folds for the same peak."""
     order = sorted(range(len(buffers)), key=lambda i: (-buffers[i][0], buffers[i][1][:1], i))
+    events = [_event_bits(live) for _, live in buffers]  # the test of two lives meeting: one AND
     offsets = [0] * len(buffers)
     placed: list[int] = []
     for i in order:
-        size, live = buffers[i]
-        blocked = [(offsets[j], offsets[j] + buffers[j][0]) for j in placed if spans_meet(live, buffers[j][1])]
-        offsets[i] = first_fit(size, blocked, ALIGN)
+        blocked = [(offsets[j], offsets[j] + buffers[j][0]) for j in placed if events[i] & events[j]]
+        offsets[i] = first_fit(buffers[i][0], blocked, ALIGN)
         placed.append(i)
     end = max((off + size for off, (size, _) in zip(offsets, buffers)), default=0)
     return offsets, end
