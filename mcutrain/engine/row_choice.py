@@ -1,98 +1,148 @@
 """How ``passes.fuse_rows`` chooses its row pipelines: a small dynamic program over the frozen forward
-prefix, each way to run a segment priced by the live bytes it needs and the MACs its folds recompute.
+prefix, each way to run a segment priced by the live bytes it needs and the extra work its folds do.
+
+A fold (``row_schedule.plan_rows``) trades bytes for work twice over: its expand conv is recomputed for
+every output row whose window holds a row (``recomputed_macs``), and its input rows are read again for
+every group of channels its window holds (``reread_inputs``; a narrow window is a small buffer but many
+groups). So a segment's options are its fold sets (none, all, and, where it matters, each subset), each
+with the widest window that keeps the pipeline under the limit, and "auto" takes the least work
+(recomputed MACs + re-read input elements: both one multiply-accumulate's worth on the int8 kernels).
 
 Split from ``passes/fuse_rows.py`` (which builds the fused ops and prices a segment, ``_Prefix``) to keep
 each file one idea. ``prefix`` is that pass's ``_Prefix``: ``n``, ``floor``, ``cost``, ``foldable``,
-``recompute``, ``whole_window``."""
+``fold_shapes`` (``row_schedule.FoldShape``)."""
 
 from __future__ import annotations
 
 from itertools import combinations
 
-from mcutrain.engine.row_schedule import FOLD_BYTES
+NARROWEST = 0  # window bytes that hold one channel of each folded tensor (plan_rows' group is at least 1)
+
+# An option: (i, j, folds or None for one unfused op, live bytes, extra work, window bytes).
 
 
-def _options(prefix, j: int, max_ops: int) -> list[tuple[int, int, tuple[str, ...] | None, int, int]]:
-    """The ways to run a segment ending at op j: (i, j, folds or None for one unfused op, live bytes,
-    recomputed MACs), a pipeline folding nothing or every expanded tensor it can."""
+def _option(prefix, i: int, j: int, folds, window: int = NARROWEST) -> tuple | None:
+    if (c := prefix.cost(i, j, folds, window)) is None:
+        return None
+    return (i, j, folds, c, _work(prefix.fold_shapes(i, j, folds), window) if folds else 0, window)
+
+
+def _work(shapes, window: int) -> int:
+    """Recomputed MACs + re-read input elements of folds with ``window`` bytes."""
+    return sum(f.recomputed_macs + f.reread_inputs(window) for f in shapes)
+
+
+def _window(shapes, groups: int) -> int:
+    """Window bytes that hold every fold in at most ``groups`` groups of channels."""
+    return max(f.window_for(groups) for f in shapes)
+
+
+def _options(prefix, j: int, max_ops: int) -> list[tuple]:
+    """The ways to run a segment ending at op j at their narrowest windows: one unfused op, a pipeline
+    folding nothing, or every expanded tensor it can."""
     found = []
     for i in range(max(0, j - max_ops + 1), j + 1):
         every = prefix.foldable(i, j)
-        for folds in [None, ()] + ([every] if every else []):
-            if (c := prefix.cost(i, j, folds)) is not None:
-                found.append((i, j, folds, c, prefix.recompute(i, j, folds or ())))
+        found += [o for folds in [None, ()] + ([every] if every else []) if (o := _option(prefix, i, j, folds))]
     return found
 
 
-def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> list[tuple[int, int, tuple[str, ...], int, int]]:
+def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> list[tuple]:
     """Pipelines ending at op j that fold some of their expanded tensors, where that can matter: folding
-    all keeps under ``limit`` and folding none does not. Then the cheapest set to recompute wins (a 7x7
-    depthwise recomputes its expand conv 3.5 times per row, a 3x3 stride-1 one 3 times), not all."""
+    all keeps under ``limit`` and folding none does not (a 7x7 stride-2 depthwise recomputes its expand
+    conv 3.5 times per row, a 3x3 stride-1 one 3 times: which to fold is a choice). Larger sets first; a
+    set is skipped when a set one bigger does not fit (folding less takes more bytes) or when its
+    recomputed MACs alone are no less than the work of the cheapest set found (it cannot win)."""
     found = []
     for i in range(max(0, j - max_ops + 1), j + 1):
         every = prefix.foldable(i, j)
-        if not 1 < len(every) <= max_folds or (prefix.cost(i, j, every) or limit + 1) > limit:
+        if not 1 < len(every) <= max_folds or (prefix.cost(i, j, (), NARROWEST) or limit + 1) <= limit:
             continue
-        if (prefix.cost(i, j, ()) or limit + 1) <= limit:
+        if (whole := _option(prefix, i, j, every)) is None or whole[3] > limit:
             continue
-        for folds in (c for n in range(1, len(every)) for c in combinations(every, n)):
-            if (c := prefix.cost(i, j, folds)) is not None and c <= limit:
-                found.append((i, j, folds, c, prefix.recompute(i, j, folds)))
+        best, too_big = _estimated(prefix, whole, limit)[4], set()
+        for n in range(len(every) - 1, 0, -1):
+            for folds in combinations(every, n):
+                if any(set(folds) < big for big in too_big) or \
+                        sum(f.recomputed_macs for f in prefix.fold_shapes(i, j, folds)) >= best:
+                    continue
+                option = _option(prefix, i, j, folds)
+                if option is None or option[3] > limit:
+                    too_big.add(frozenset(folds))
+                    continue
+                found.append(option)
+                best = min(best, _estimated(prefix, option, limit)[4])
     return found
 
 
-def choose(prefix, mode: str, max_ops: int, max_folds: int) -> list[tuple[int, int, tuple[str, ...] | None]]:
-    """Segments (i, j, folds) covering ops 0..n-1: the lowest peak ("max"), or, among segmentations whose
-    peak stays under max(lowest peak, the rest of the program's peak), the fewest recomputed MACs (a
-    fold recomputes its expand conv) and then the fewest fused ops ("auto"). Ties: lower peak, fewer fused
-    ops, fewer recomputed MACs."""
-    n = prefix.n
-    if n == 0:
-        return []
-    options = [_options(prefix, j, max_ops) for j in range(n)]
-
-    def solve(limit: int | None):
-        # state after ops 0..j-1: (peak, fused ops, recomputed MACs), ordered as ``key`` says
-        best: list[tuple[int, int, int] | None] = [(0, 0, 0)] + [None] * n
-        back: list[tuple | None] = [None] * (n + 1)
-        key = (lambda st: st) if limit is None else (lambda st: (st[2], st[1], st[0]))  # noqa: E731
-        for j in range(n):
-            for i, _, folds, c, macs in options[j]:
-                if best[i] is None or (limit is not None and c > limit):
-                    continue
-                peak, count, recomputed = best[i]
-                state = (max(peak, c), count + (j - i + 1 if folds is not None else 0), recomputed + macs)
-                if best[j + 1] is None or key(state) < key(best[j + 1]):
-                    best[j + 1], back[j + 1] = state, (i, j, folds)
-        if best[n] is None:
-            return None, None
-        segs, j = [], n
-        while j > 0:
-            segs.append(back[j])
-            j = back[j][0]
-        return best[n], segs[::-1]
-
-    lowest, segs = solve(None)
-    if mode == "max" or segs is None:
-        return [(*seg, FOLD_BYTES) for seg in segs or []]
-    limit = max(lowest[0], prefix.floor)
-    for j in range(n):
-        options[j] += _partial_folds(prefix, j, limit, max_ops, max_folds)
-    _, auto = solve(limit)
-    return [_widest_window(prefix, seg, limit) for seg in (auto if auto is not None else segs)]
+def _estimated(prefix, option: tuple, limit: int) -> tuple:
+    """The option priced with the widest window its slack under ``limit`` surely pays for: a window of
+    g channels adds at most (g - 1) channels' bytes per fold to the narrowest pipeline (packing only
+    shares bytes). No planning, so every option of the search can be priced; ``_widest`` then plans
+    the chosen ones."""
+    i, j, folds, c, _, _ = option
+    if not folds or c > limit:
+        return option
+    shapes = prefix.fold_shapes(i, j, folds)
+    groups = max(f.channels for f in shapes)
+    while groups > 1 and sum(f.window_for(groups - 1) - f.channel_bytes for f in shapes) <= limit - c:
+        groups -= 1
+    return (i, j, folds, c, _work(shapes, _window(shapes, groups)), _window(shapes, groups))
 
 
-def _widest_window(prefix, seg: tuple, limit: int) -> tuple:
-    """(i, j, folds, window bytes): a folding pipeline's windows grown while it stays under ``limit``.
-
-    Why: a window of a few channels makes the expand conv's input rows be read (and widened) again for
-    every few channels; bytes under the program's peak cost nothing, so the window takes what is there
-    (doubling, up to every channel of the widest folded tensor)."""
-    i, j, folds = seg
+def _widest(prefix, seg: tuple, limit: int) -> tuple:
+    """(i, j, folds, window): the widest window that keeps the pipeline under ``limit`` (bytes under
+    the program's peak cost nothing; fewer, wider groups re-read the expand conv's input less): the
+    fewest groups per folded tensor, by bisection (a window of n groups is never bigger than one of
+    n - 1), never narrower than the estimate the choice was made with."""
+    i, j, folds, window = seg
     if not folds:
-        return (i, j, folds, FOLD_BYTES)
-    whole = prefix.whole_window(i, j, folds)
-    window = FOLD_BYTES
-    while window < whole and (prefix.cost(i, j, folds, 2 * window) or limit + 1) <= limit:
-        window *= 2
-    return (i, j, folds, window)
+        return seg
+    shapes = prefix.fold_shapes(i, j, folds)
+    fits = lambda n: (prefix.cost(i, j, folds, _window(shapes, n)) or limit + 1) <= limit  # noqa: E731
+    lo, hi = 1, max(f.channels for f in shapes)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return (i, j, folds, max(window, _window(shapes, lo)))
+
+
+def _solve(options: list[list[tuple]], limit: int | None):
+    """(peak, fused ops, work) and the segments (i, j, folds, window) of the best cover of ops 0..n-1:
+    the lowest peak (``limit`` None), else under ``limit`` the least work, then the fewest fused ops."""
+    n = len(options)
+    best: list[tuple[int, int, int] | None] = [(0, 0, 0)] + [None] * n
+    back: list[tuple | None] = [None] * (n + 1)
+    key = (lambda st: st) if limit is None else (lambda st: (st[2], st[1], st[0]))  # noqa: E731
+    for j in range(n):
+        for i, _, folds, c, work, window in options[j]:
+            if best[i] is None or (limit is not None and c > limit):
+                continue
+            peak, count, done = best[i]
+            state = (max(peak, c), count + (j - i + 1 if folds is not None else 0), done + work)
+            if best[j + 1] is None or key(state) < key(best[j + 1]):
+                best[j + 1], back[j + 1] = state, (i, j, folds, window)
+    if best[n] is None:
+        return None, None
+    segs, j = [], n
+    while j > 0:
+        segs.append(back[j])
+        j = back[j][0]
+    return best[n], segs[::-1]
+
+
+def choose(prefix, mode: str, max_ops: int, max_folds: int) -> list[tuple]:
+    """Segments (i, j, folds or None, window bytes) covering ops 0..n-1: the lowest peak ("max", windows
+    of one channel), or, among segmentations whose peak stays under max(lowest peak, the rest of the
+    program's peak), the least extra work of folds and then the fewest fused ops ("auto")."""
+    if prefix.n == 0:
+        return []
+    options = [_options(prefix, j, max_ops) for j in range(prefix.n)]
+    lowest, segs = _solve(options, None)
+    if mode == "max" or segs is None:
+        return segs or []
+    limit = max(lowest[0], prefix.floor)
+    priced = [[_estimated(prefix, o, limit) for o in opts + _partial_folds(prefix, j, limit, max_ops, max_folds)]
+              for j, opts in enumerate(options)]
+    _, auto = _solve(priced, limit)
+    return [_widest(prefix, seg, limit) for seg in auto] if auto is not None else segs

@@ -72,22 +72,46 @@ def foldable(stages: tuple[Op, ...]) -> list[str]:
     return found
 
 
-def recomputed_macs(stages: tuple[Op, ...], folded: str, types) -> int:
-    """MACs a fold of ``folded`` spends beyond computing each expanded row once: the depthwise stage
-    makes the k rows of its window (clipped at the borders) for every output row it computes."""
+@dataclass(frozen=True)
+class FoldShape:
+    """What folding one expanded tensor costs, as numbers: its ``channels``, the bytes of one channel of
+    its window (k rows of ``width``), the expanded ``rows`` made over all output rows (each output row's
+    window, clipped), and its expand conv's input (``c_in`` channels, ``height`` rows)."""
+    channels: int
+    channel_bytes: int
+    rows: int
+    height: int
+    width: int
+    c_in: int
+
+    @property
+    def recomputed_macs(self) -> int:
+        """MACs beyond computing each expanded row once."""
+        return max(self.rows - self.height, 0) * self.width * self.c_in * self.channels
+
+    def group(self, window: int) -> int:
+        """Channels a window of ``window`` bytes holds (at least one)."""
+        return max(1, min(self.channels, window // self.channel_bytes))
+
+    def reread_inputs(self, window: int) -> int:
+        """Input elements read beyond reading each once: every window's input rows, once per group."""
+        groups = -(-self.channels // self.group(window))
+        return max(self.rows * groups - self.height, 0) * self.width * self.c_in
+
+    def window_for(self, groups: int) -> int:
+        """Bytes of a window that holds the tensor in ``groups`` groups."""
+        return -(-self.channels // groups) * self.channel_bytes
+
+
+def fold_shape(stages: tuple[Op, ...], folded: str, types) -> FoldShape:
+    """The ``FoldShape`` of expanded tensor ``folded`` (made by stage i, read by depthwise stage i + 1)."""
     i = next(i for i, st in enumerate(stages) if st.outputs[0] == folded)
     expand, depthwise = stages[i], stages[i + 1]
-    _, c_in, height, width = types.tensor(expand.inputs[0]).shape
     rows = sum(hi - lo + 1 for _, lo, hi in (window(depthwise, r, types)
                                              for r in range(types.tensor(depthwise.outputs[0]).shape[2])))
-    return max(rows - height, 0) * width * c_in * types.tensor(folded).shape[1]
-
-
-def fold_window_bytes(stages: tuple[Op, ...], folded: str, types) -> int:
-    """Bytes of a window holding every channel of ``folded`` (k rows of the depthwise that reads it)."""
-    i = next(i for i, st in enumerate(stages) if st.outputs[0] == folded)
-    _, channels, _, width = types.tensor(folded).shape
-    return channels * types.tensor(stages[i + 1].inputs[1]).shape[-1] * width
+    _, c_in, height, width = types.tensor(expand.inputs[0]).shape
+    k = types.tensor(depthwise.inputs[1]).shape[-1]
+    return FoldShape(types.tensor(folded).shape[1], k * width, rows, height, width, c_in)
 
 
 def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple[str, ...] = (),
@@ -144,7 +168,7 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
     for t in fold:  # one window (k rows) of a few channels of the folded tensor
         info = types.tensor(t)
         k = types.tensor(stages[producer[t] + 1].inputs[1]).shape[-1]
-        buffers.append((t, max(1, min(info.shape[1], window // (k * info.shape[3]))), k, info.shape[3]))
+        buffers.append((t, max(1, min(info.shape[1], window // (k * info.shape[3]))), k, info.shape[3]))  # FoldShape.group
         needs[t] = [(e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1]
     buffers = [(*b, live_spans(needs[b[0]])) for b in buffers]
     offsets, scratch = place_buffers([(c * rows * w, live) for _, c, rows, w, live in buffers])

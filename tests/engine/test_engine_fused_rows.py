@@ -209,30 +209,26 @@ def test_the_kernels_keep_their_working_rows_in_the_planned_scratch(monkeypatch,
 
 def test_auto_folds_the_cheapest_expand_convs_and_widens_their_windows_under_the_peak(monkeypatch):
     """Proxyless at 128x128 needs some of its first pipeline's expand convs folded: auto folds a set
-    that recomputes fewer MACs than folding all, grows their windows past FOLD_BYTES, and the program's
-    live peak stays the one the 1 KB windows give (the windows only take bytes under the peak)."""
+    that recomputes fewer MACs than folding all, in windows wider than one channel, and the program's
+    live peak stays the one one-channel windows give (the windows only take bytes under the peak)."""
     import importlib
 
     from mcutrain.engine import row_choice
-    from mcutrain.engine.row_schedule import FOLD_BYTES, foldable, recomputed_macs
+    from mcutrain.engine.row_schedule import fold_shape, foldable
 
     fuse_rows = importlib.import_module("mcutrain.engine.passes.fuse_rows")  # the module, not the pass
-
     grown = _program("proxyless-w0.3", 128, "paper-99kb", "auto")
     op = next(op for _, op in _pipelines(grown.train) if folds_of(op))
-    stages, internal = stages_of(op), internal_of(op)
-    types = fuse_rows._Types(grown.train.graph, internal)
-    every = foldable(stages)
-    chosen = sum(recomputed_macs(stages, t, types) for t in folds_of(op))
-    assert 0 < chosen < sum(recomputed_macs(stages, t, types) for t in every)
-    assert op.attr("window") > FOLD_BYTES
-    assert all(c * k * w <= op.attr("window") for c, k, w, _ in folds_of(op).values())
+    stages, types = stages_of(op), fuse_rows._Types(grown.train.graph, internal_of(op))
+    recomputed = {t: fold_shape(stages, t, types).recomputed_macs for t in foldable(stages)}
+    assert 0 < sum(recomputed[t] for t in folds_of(op)) < sum(recomputed.values())
+    assert all(c > 1 and c * k * w <= op.attr("window") for c, k, w, _ in folds_of(op).values())
     inference = next(o for _, o in _pipelines(grown.inference) if o.attr("fused") == op.attr("fused"))
     assert folds_of(inference) == folds_of(op)
 
-    monkeypatch.setattr(row_choice, "_widest_window", lambda prefix, seg, limit: (*seg, FOLD_BYTES))
+    monkeypatch.setattr(row_choice, "_estimated", lambda prefix, option, limit: option)
+    monkeypatch.setattr(row_choice, "_widest", lambda prefix, seg, limit: (*seg[:3], row_choice.NARROWEST))
     fuse_rows.clear_memos()
-    small = _program.__wrapped__("proxyless-w0.3", 128, "paper-99kb", "auto")
-    assert small.report["arena_lower_bound_bytes"] == grown.report["arena_lower_bound_bytes"]
-    narrow = next(op for _, op in _pipelines(small.train) if folds_of(op))
-    assert all(folds_of(narrow)[t][0] < c for t, (c, *_) in folds_of(op).items())
+    narrow = _program.__wrapped__("proxyless-w0.3", 128, "paper-99kb", "auto")
+    assert narrow.report["arena_lower_bound_bytes"] == grown.report["arena_lower_bound_bytes"]
+    assert all(c == 1 for op in (o for _, o in _pipelines(narrow.train)) for c, *_ in folds_of(op).values())

@@ -71,8 +71,8 @@ from mcutrain.engine.memory import Buffer, live_bytes_per_op
 from mcutrain.engine.ops import OUTPUT_TYPES, has_general_geometry, row_geometry
 from mcutrain.engine.passes.fuse_expand import split as split_expand
 from mcutrain.engine.row_choice import choose
-from mcutrain.engine.row_schedule import (FOLD_BYTES, STREAM, RowPlan, fold_window_bytes, foldable,  # noqa: F401
-                                          plan_rows, recomputed_macs, window)
+from mcutrain.engine.row_schedule import (FOLD_BYTES, STREAM, FoldShape, RowPlan, fold_shape, foldable,  # noqa: F401
+                                          plan_rows, window)
 
 KIND = "mbconv_rows"
 FUSABLE = ("conv2d", "add", "pointwise_depthwise")
@@ -270,6 +270,7 @@ class _Prefix:
         self.floor = max(self.live[n:], default=0)
         self._cache: dict[tuple, tuple[int, bool, bool] | None] = {}
         self._foldable: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._shapes: dict[tuple[int, int, str], FoldShape] = {}
 
     def external_input(self, i: int, j: int) -> str | None:
         """The one outside activation input of ops i..j if they form a fusable chain, else None."""
@@ -291,7 +292,7 @@ class _Prefix:
     def segment(self, i: int, j: int, folds: tuple[str, ...] = (), window: int = FOLD_BYTES):
         """(live bytes while the fused op runs, streamed, in place), or None if not fusable (or if
         ``folds`` are not expanded tensors it can fold); ``window``: bytes of a folded tensor's window."""
-        key = (i, j, folds, window)
+        key = (i, j, folds, window if folds else 0)  # no fold: no window, one plan
         if key not in self._cache:
             self._cache[key] = self._segment(i, j, folds, window)
         return self._cache[key]
@@ -304,17 +305,15 @@ class _Prefix:
             self._foldable[(i, j)] = tuple(foldable(stages))
         return self._foldable[(i, j)]
 
-    def whole_window(self, i: int, j: int, folds: tuple[str, ...]) -> int:
-        """Bytes of a window holding every channel of the widest of ``folds``."""
-        stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
-        return max(fold_window_bytes(stages, t, _Types(self.graph, internal)) for t in folds)
-
-    def recompute(self, i: int, j: int, folds: tuple[str, ...]) -> int:
-        """MACs the folded expand convs of ops i..j compute more than once."""
-        if not folds:
-            return 0
-        stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
-        return sum(recomputed_macs(stages, t, _Types(self.graph, internal)) for t in folds)
+    def fold_shapes(self, i: int, j: int, folds: tuple[str, ...]) -> list[FoldShape]:
+        """The ``FoldShape`` of each of ``folds`` in a pipeline of ops i..j (remembered: the choice asks
+        for them once per window it prices)."""
+        missing = [t for t in folds if (i, j, t) not in self._shapes]
+        if missing:
+            stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
+            for t in missing:
+                self._shapes[(i, j, t)] = fold_shape(stages, t, _Types(self.graph, internal))
+        return [self._shapes[(i, j, t)] for t in folds]
 
     def _segment(self, i: int, j: int, folds: tuple[str, ...], window: int):
         if not all(row_fusable(op, self.graph) for op in self.graph.ops[i:j + 1]):
@@ -330,7 +329,7 @@ class _Prefix:
         stages, internal = _stages_memo(g, seg)
         if not set(folds) <= set(foldable(stages)):
             return None
-        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window)
+        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window if folds else 0)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
                    and max(self.readers.get(x, [])) <= j)
         inside = {o for op in seg[:-1] for o in op.outputs}
