@@ -24,9 +24,10 @@ from mcutrain.engine.fused_program import (BIAS_GRAD, DEFERRED, DEPTHWISE_X, FLO
                                            OUTPUT, REQUANT, SCRATCH, TAIL, UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD,
                                            WEIGHT_GRAD_UPDATE, Step, program_of)
 from mcutrain.engine.ir import Op
+from mcutrain.engine.ops import stride_and_top_pad
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.passes.fuse_backward import internal_of as grad_internal
-from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of
+from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, rings_of, stages_of
 from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
 from mcutrain.quant.int8_ops import AddParams
 
@@ -85,7 +86,7 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
         decl = declare("mct_add_params", tag, st, [(f, int_literal(params[f])) for f in fields])
         return [decl], [("conv", "NULL"), ("add", f"&{tag}"), ("expand", "NULL"), ("in", str(views(st.inputs[0]))),
                         ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1"),
-                        ("window_channels", "0")]
+                        ("window_channels", "0"), ("batch", "1")]
     if st.kind != "conv2d":
         raise CodegenError(f"op {ctx.op.name}: a row pipeline stage of kind {st.kind!r} has no C kernel")
     x, y = st.inputs[0], st.outputs[0]
@@ -97,17 +98,18 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
         expand = folded[x]
         e_tag = ctx.struct(f"s{s}e")
         decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x)))
-        _, channels, rows, width, off = folds[x]
-        if rows < k or width != views.shape(x)[3]:
-            raise CodegenError(f"op {ctx.op.name}: window of {x} ({rows} rows) smaller than its kernel {k}")
+        _, channels, rows, width, off, batch = folds[x]
+        if rows != k + (batch - 1) * stride_and_top_pad(st)[0] or rows > MAX_K or width != views.shape(x)[3]:
+            raise CodegenError(f"op {ctx.op.name}: window of {x} ({rows} rows) is not the {batch} rows' of its "
+                               f"kernel {k} (at most {MAX_K})")
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", f"&{e_tag}"),
                        ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", str(views(y))),
-                       ("window", str(scratch + off)), ("window_channels", str(channels))]
+                       ("window", str(scratch + off)), ("window_channels", str(channels)), ("batch", str(batch))]
     if y in folds:  # a folded expand conv: never scheduled (its depthwise stage makes its rows)
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", "-1"), ("in2", "-1"),
-                       ("out", "-1"), ("window", "-1"), ("window_channels", "0")]
+                       ("out", "-1"), ("window", "-1"), ("window_channels", "0"), ("batch", "1")]
     return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", str(views(x))), ("in2", "-1"),
-                   ("out", str(views(y))), ("window", "-1"), ("window_channels", "0")]
+                   ("out", str(views(y))), ("window", "-1"), ("window_channels", "0"), ("batch", "1")]
 
 
 def emit_mbconv_rows(ctx: OpContext) -> Emitted:
@@ -120,7 +122,7 @@ def emit_mbconv_rows(ctx: OpContext) -> Emitted:
         raise CodegenError(f"op {op.name}: in place with a last conv reading the input it overwrites")
     views = _Views(ctx, scratch)
     producer = {st.outputs[0]: st for st in stages}
-    folds = {name: (name,) + entry for name, entry in folds_of(op).items()}
+    folds = {b.tensor: (b.tensor, b.channels, b.rows, b.width, b.offset, b.batch) for b in rows_program_of(op).folds}
     folded = {name: producer[name] for name in folds}
     stream = views(x) if streamed else -1  # a streamed input's view is its ring
     views(x)

@@ -296,13 +296,16 @@ class RowBuffer:
     """A ring (rows of a tensor, row r in slot r % rows) or a folded window (``rows`` rows of
     ``channels`` channels at a time) in the op's scratch: ``channels x rows x width`` int8 at ``offset``.
     ``live``: the schedule's events (inclusive spans) during which it holds bytes still to be read;
-    buffers whose spans meet never share a byte, the others may (``row_schedule.place_buffers``)."""
+    buffers whose spans meet never share a byte, the others may (``row_schedule.place_buffers``).
+    ``batch`` (a folded window): output rows its depthwise stage makes an event, from ``rows`` =
+    k + (batch - 1) * stride rows of the window."""
     tensor: str
     channels: int
     rows: int
     width: int
     offset: int
     live: tuple[tuple[int, int], ...] = ()
+    batch: int = 1
 
     @property
     def nbytes(self) -> int:

@@ -14,17 +14,22 @@ each file one idea. ``prefix`` is that pass's ``_Prefix``: ``n``, ``floor``, ``c
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, product
+
+from mcutrain.engine.row_schedule import MAX_WINDOW_ROWS
 
 NARROWEST = 0  # window bytes that hold one channel of each folded tensor (plan_rows' group is at least 1)
+BATCHES = (1, 2, 4)  # output rows a folded depthwise stage may make an event (windows of <= MAX_WINDOW_ROWS)
 
-# An option: (i, j, folds or None for one unfused op, live bytes, extra work, window bytes).
+# An option: (i, j, folds or None for one unfused op, live bytes, extra work, window bytes, rows an event
+# per fold: () for one each).
 
 
-def _option(prefix, i: int, j: int, folds, window: int = NARROWEST) -> tuple | None:
-    if (c := prefix.cost(i, j, folds, window)) is None:
+def _option(prefix, i: int, j: int, folds, window: int = NARROWEST, batches: tuple[int, ...] = ()) -> tuple | None:
+    if (c := prefix.cost(i, j, folds, window, batches)) is None:
         return None
-    return (i, j, folds, c, _work(prefix.fold_shapes(i, j, folds), window) if folds else 0, window)
+    work = _work(prefix.fold_shapes(i, j, folds, batches), window) if folds else 0
+    return (i, j, folds, c, work, window, batches)
 
 
 def _work(shapes, window: int) -> int:
@@ -80,48 +85,59 @@ def _estimated(prefix, option: tuple, limit: int) -> tuple:
     g channels adds at most (g - 1) channels' bytes per fold to the narrowest pipeline (packing only
     shares bytes). No planning, so every option of the search can be priced; ``_widest`` then plans
     the chosen ones."""
-    i, j, folds, c, _, _ = option
+    i, j, folds, c, _, _, batches = option
     if not folds or c > limit:
         return option
-    shapes = prefix.fold_shapes(i, j, folds)
+    shapes = prefix.fold_shapes(i, j, folds, batches)
     groups = max(f.channels for f in shapes)
     while groups > 1 and sum(f.window_for(groups - 1) - f.channel_bytes for f in shapes) <= limit - c:
         groups -= 1
-    return (i, j, folds, c, _work(shapes, _window(shapes, groups)), _window(shapes, groups))
+    return (i, j, folds, c, _work(shapes, _window(shapes, groups)), _window(shapes, groups), batches)
 
 
 def _widest(prefix, seg: tuple, limit: int) -> tuple:
-    """(i, j, folds, window): the widest window that keeps the pipeline under ``limit`` (bytes under
-    the program's peak cost nothing; fewer, wider groups re-read the expand conv's input less): the
-    fewest groups per folded tensor, by bisection (a window of n groups is never bigger than one of
-    n - 1), never narrower than the estimate the choice was made with."""
-    i, j, folds, window = seg
+    """(i, j, folds, window, batches): for each way to batch the folds (``BATCHES`` each), the widest
+    window that keeps the pipeline under ``limit`` (bytes under the program's peak cost nothing; fewer,
+    wider groups re-read the expand conv's input less), by bisection over the groups per folded tensor
+    (a window of n groups is never bigger than one of n - 1); then the least work. A batch of b output
+    rows an event makes the k - stride rows its windows share once instead of b times, for b - 1 more
+    rows of the depthwise output's ring and (b - 1) * stride of the expand input's."""
+    i, j, folds, window, batches = seg
     if not folds:
         return seg
-    shapes = prefix.fold_shapes(i, j, folds)
-    fits = lambda n: (prefix.cost(i, j, folds, _window(shapes, n)) or limit + 1) <= limit  # noqa: E731
-    lo, hi = 1, max(f.channels for f in shapes)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
-    return (i, j, folds, max(window, _window(shapes, lo)))
+    best = (_work(prefix.fold_shapes(i, j, folds), NARROWEST), (), NARROWEST)  # what the choice was made at
+    if (prefix.cost(i, j, folds, window, batches) or limit + 1) <= limit:
+        best = min(best, (_work(prefix.fold_shapes(i, j, folds, batches), window), batches, window))
+    for b in product(BATCHES, repeat=len(folds)):
+        shapes = prefix.fold_shapes(i, j, folds, b)
+        if any(f.channel_bytes > MAX_WINDOW_ROWS * f.width for f in shapes):
+            continue
+        fits = lambda n: (prefix.cost(i, j, folds, _window(shapes, n), b) or limit + 1) <= limit  # noqa: E731
+        lo, hi = 1, max(f.channels for f in shapes)
+        if not fits(hi):
+            continue
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        best = min(best, (_work(shapes, _window(shapes, lo)), b, _window(shapes, lo)))
+    return (i, j, folds, best[2], best[1])
 
 
 def _solve(options: list[list[tuple]], limit: int | None):
-    """(peak, fused ops, work) and the segments (i, j, folds, window) of the best cover of ops 0..n-1:
+    """(peak, fused ops, work) and the segments (i, j, folds, window, batches) of the best cover of ops 0..n-1:
     the lowest peak (``limit`` None), else under ``limit`` the least work, then the fewest fused ops."""
     n = len(options)
     best: list[tuple[int, int, int] | None] = [(0, 0, 0)] + [None] * n
     back: list[tuple | None] = [None] * (n + 1)
     key = (lambda st: st) if limit is None else (lambda st: (st[2], st[1], st[0]))  # noqa: E731
     for j in range(n):
-        for i, _, folds, c, work, window in options[j]:
+        for i, _, folds, c, work, window, batches in options[j]:
             if best[i] is None or (limit is not None and c > limit):
                 continue
             peak, count, done = best[i]
             state = (max(peak, c), count + (j - i + 1 if folds is not None else 0), done + work)
             if best[j + 1] is None or key(state) < key(best[j + 1]):
-                best[j + 1], back[j + 1] = state, (i, j, folds, window)
+                best[j + 1], back[j + 1] = state, (i, j, folds, window, batches)
     if best[n] is None:
         return None, None
     segs, j = [], n
@@ -132,7 +148,7 @@ def _solve(options: list[list[tuple]], limit: int | None):
 
 
 def choose(prefix, mode: str, max_ops: int, max_folds: int) -> list[tuple]:
-    """Segments (i, j, folds or None, window bytes) covering ops 0..n-1: the lowest peak ("max", windows
+    """Segments (i, j, folds or None, window bytes, batches) covering ops 0..n-1: the lowest peak ("max", windows
     of one channel), or, among segmentations whose peak stays under max(lowest peak, the rest of the
     program's peak), the least extra work of folds and then the fewest fused ops ("auto")."""
     if prefix.n == 0:

@@ -17,6 +17,7 @@ from mcutrain.engine.ops import stride_and_top_pad
 STREAM = -1  # schedule event: fetch the next row of the streamed input into its ring
 ALIGN = 4
 FOLD_BYTES = 1024  # a folded expanded tensor's window: this many bytes of its channels at a time
+MAX_WINDOW_ROWS = 16  # rows of a folded window at most (the C kernels' row arrays, MCT_ROWS_MAX_K)
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,25 @@ def _clipped(geometry: tuple[str, int, int, int, int], row: int) -> tuple[str, i
 
 
 class _Reads:
-    """What output row r of stage s reads, each stage's geometry looked up once (the planner asks for
-    every row of every stage of every segment it costs)."""
+    """What an event (stage s, row r) reads, each stage's geometry looked up once (the planner asks for
+    every row of every stage of every segment it costs). ``batched``: stage -> rows an event (a folded
+    depthwise stage's batch: rows r .. r + batch - 1, its windows' union)."""
 
-    def __init__(self, stages: tuple[Op, ...], types):
-        self.stages = stages
+    def __init__(self, stages: tuple[Op, ...], types, batched: dict[int, int] | None = None):
+        self.stages, self.batched = stages, batched or {}
         self.geometry = [None if st.kind == "add" else _geometry(st, types) for st in stages]
+        self.height = [types.tensor(st.outputs[0]).shape[2] for st in stages]
+
+    def rows(self, s: int, row: int) -> int:
+        """Output rows event (s, row) makes."""
+        return min(self.batched.get(s, 1), self.height[s] - row)
 
     def __call__(self, s: int, row: int) -> list[tuple[str, int, int]]:
-        """(tensor, first row, last row) per input (two for an add, the window for a conv)."""
+        """(tensor, first row, last row) per input (two for an add, the window(s) for a conv)."""
         if self.geometry[s] is None:
             return [(self.stages[s].inputs[0], row, row), (self.stages[s].inputs[1], row, row)]
-        return [_clipped(self.geometry[s], row)]
+        x, lo, _ = _clipped(self.geometry[s], row)
+        return [(x, lo, _clipped(self.geometry[s], row + self.rows(s, row) - 1)[2])]
 
 
 def foldable(stages: tuple[Op, ...]) -> list[str]:
@@ -103,27 +111,37 @@ class FoldShape:
         return -(-self.channels // groups) * self.channel_bytes
 
 
-def fold_shape(stages: tuple[Op, ...], folded: str, types) -> FoldShape:
-    """The ``FoldShape`` of expanded tensor ``folded`` (made by stage i, read by depthwise stage i + 1)."""
+def fold_shape(stages: tuple[Op, ...], folded: str, types, batch: int = 1) -> FoldShape:
+    """The ``FoldShape`` of expanded tensor ``folded`` (made by stage i, read by depthwise stage i + 1)
+    when the depthwise stage makes ``batch`` output rows an event."""
     i = next(i for i, st in enumerate(stages) if st.outputs[0] == folded)
     expand, depthwise = stages[i], stages[i + 1]
-    rows = sum(hi - lo + 1 for _, lo, hi in (window(depthwise, r, types)
-                                             for r in range(types.tensor(depthwise.outputs[0]).shape[2])))
+    reads = _Reads(stages, types, {i + 1: batch})
+    rows = sum(hi - lo + 1 for r in range(0, reads.height[i + 1], batch) for _, lo, hi in reads(i + 1, r))
     _, c_in, height, width = types.tensor(expand.inputs[0]).shape
-    k = types.tensor(depthwise.inputs[1]).shape[-1]
-    return FoldShape(types.tensor(folded).shape[1], k * width, rows, height, width, c_in)
+    return FoldShape(types.tensor(folded).shape[1], window_rows(depthwise, batch, types) * width, rows, height,
+                     width, c_in)
+
+
+def window_rows(depthwise: Op, batch: int, types) -> int:
+    """Rows of a folded window: the k tap rows of ``batch`` output rows, ``stride`` apart."""
+    return types.tensor(depthwise.inputs[1]).shape[-1] + (batch - 1) * stride_and_top_pad(depthwise)[0]
 
 
 def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple[str, ...] = (),
-              window: int = FOLD_BYTES) -> RowPlan:
+              window: int = FOLD_BYTES, batches: tuple[int, ...] = ()) -> RowPlan:
     """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``.
 
-    ``fold``: expanded tensors that get no ring: the depthwise stage reading one makes the expanded
-    rows of its window from the expand conv's input rows, ``window`` bytes of channels at a time
-    (recomputing each expanded row for every output row whose window holds it)."""
+    ``fold``: expanded tensors that get no ring: the depthwise stage reading one makes ``batches[i]``
+    (default 1) output rows an event from a window of the expanded rows they read (k + (batch - 1) * stride rows), made
+    from the expand conv's input rows ``window`` bytes of channels at a time (recomputing each expanded
+    row for every event whose window holds it: a batch of 2 makes a 7x7 stride-2 window's rows 2.25
+    times each instead of 3.5)."""
     producer = {st.outputs[0]: i for i, st in enumerate(stages)}
     folded = {t: stages[producer[t]].inputs[0] for t in fold}  # folded tensor -> its expand conv's input
-    reads_of = _Reads(stages, types)
+    batch = dict(zip(fold, batches or (1,) * len(fold)))
+    batched = {producer[t] + 1: batch[t] for t in fold}  # the folded depthwise stages: rows an event
+    reads_of = _Reads(stages, types, batched)
     final = stages[-1].outputs[0]
     produced = {t: 0 for t in producer}
     schedule: list[tuple[int, int]] = []
@@ -143,7 +161,7 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
             return
         s = producer[t]
         while produced[t] <= r:
-            row = produced[t]
+            row, count = produced[t], reads_of.rows(s, produced[t])
             needs = [(folded.get(u, u), lo, hi) for u, lo, hi in reads_of(s, row)]
             for u, _, hi in needs:
                 if hi >= 0:
@@ -154,8 +172,8 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
                 for rr in range(lo, hi + 1):
                     reads[rr] = time
             schedule.append((s, row))
-            made.setdefault(t, []).append(time)
-            produced[t] += 1
+            made.setdefault(t, []).extend([time] * count)
+            produced[t] += count
 
     for r in range(height(final)):
         ensure(final, r)
@@ -165,15 +183,15 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
     for t in ([x] if streamed else []) + [st.outputs[0] for st in stages[:-1] if st.outputs[0] not in folded]:
         info = types.tensor(t)
         buffers.append((t, info.shape[1], _ring_rows(made[t], last_read.get(t, [])), info.shape[3]))
-    for t in fold:  # one window (k rows) of a few channels of the folded tensor
+    for t in fold:  # one window (k + (batch - 1) * stride rows) of a few channels of the folded tensor
         info = types.tensor(t)
-        k = types.tensor(stages[producer[t] + 1].inputs[1]).shape[-1]
-        buffers.append((t, max(1, min(info.shape[1], window // (k * info.shape[3]))), k, info.shape[3]))  # FoldShape.group
+        rows = window_rows(stages[producer[t] + 1], batch[t], types)
+        buffers.append((t, max(1, min(info.shape[1], window // (rows * info.shape[3]))), rows, info.shape[3]))
         needs[t] = [(e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1]
     buffers = [(*b, live_spans(needs[b[0]])) for b in buffers]
     offsets, scratch = place_buffers([(c * rows * w, live) for _, c, rows, w, live in buffers])
     placed = [(t, c, rows, w, off, live) for (t, c, rows, w, live), off in zip(buffers, offsets)]
-    rings, folds = placed[:len(placed) - len(fold)], placed[len(placed) - len(fold):]
+    rings, folds = placed[:len(placed) - len(fold)], [(*f, batch[f[0]]) for f in placed[len(placed) - len(fold):]]
     inplace_ok = (not streamed and types.tensor(x).shape == types.tensor(final).shape
                   and all(lr <= made[final][r] for r, lr in enumerate(last_read.get(x, [])) if r < len(made[final])))
     return RowPlan(tuple(schedule), tuple(rings), tuple(folds), scratch, inplace_ok)
@@ -188,13 +206,15 @@ def _ring_rows(made: list[int], last_read: list[int]) -> int:
     return rows
 
 
-def buffer_needs(stages: tuple[Op, ...], x: str, schedule, folded, types) -> dict[str, list[tuple[int, int]]]:
+def buffer_needs(stages: tuple[Op, ...], x: str, schedule, folded: dict[str, int], types) -> dict[str, list]:
     """Tensor -> the (first, last) events between which its bytes must stay as written: for each row, from
     the event that writes it to the last that reads it; for a folded tensor's window, each event of the
-    depthwise stage that fills and reads it. Derived from the schedule alone, for the verifier to check
-    that each lies inside one of the buffer's live spans (``plan_rows`` makes them as it schedules)."""
+    depthwise stage that fills and reads it (``folded``: tensor -> rows an event). Derived from the schedule alone,
+    for the verifier to check that each lies inside one of the buffer's live spans (``plan_rows`` makes
+    them as it schedules)."""
     expand_input = {st.outputs[0]: st.inputs[0] for st in stages}
-    reads_of = _Reads(stages, types)
+    batched = {i + 1: folded[st.outputs[0]] for i, st in enumerate(stages) if st.outputs[0] in folded}
+    reads_of = _Reads(stages, types, batched)
     rows: dict[tuple[str, int], list[int]] = {}  # (tensor, row) -> [written at, last read at]
     needs: dict[str, list[tuple[int, int]]] = {}
     for event, (s, r) in enumerate(schedule):
@@ -208,7 +228,8 @@ def buffer_needs(stages: tuple[Op, ...], x: str, schedule, folded, types) -> dic
             for rr in range(lo, hi + 1):
                 if (t, rr) in rows:
                     rows[(t, rr)][1] = event
-        rows[(stages[s].outputs[0], r)] = [event, event]
+        for i in range(reads_of.rows(s, r)):
+            rows[(stages[s].outputs[0], r + i)] = [event, event]
     for (t, _), (first, last) in rows.items():
         needs.setdefault(t, []).append((first, last))
     return needs

@@ -89,7 +89,7 @@ def _check_row_buffers(graph: Graph, op, internal: dict, where: str) -> None:
     if not isinstance(program, RowsProgram):
         raise VerifyError(f"{where}: no lowered program")
     buffers = program.rings + program.folds
-    folded = tuple(b.tensor for b in program.folds)
+    folded = {b.tensor: b.batch for b in program.folds}
     needs = buffer_needs(op.attr("stages"), op.inputs[0], program.schedule, folded, _WithInternal(graph, op))
     for b in buffers:
         if b.offset % 4 or b.offset < 0 or b.tensor not in set(internal) | {op.inputs[0]}:

@@ -34,6 +34,7 @@ from mcutrain.models.zoo import conv_shapes
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import ALLOWED_RATIOS, ConvUpdate, UpdatePlan
 from mcutrain.sparse.scheme import conv_kind, kept_channels
+from tests.engine.test_engine_fused_rows import batched_folds
 
 LR, SEED, CLASSES, STEPS = 0.1, 3, 4, 3
 
@@ -78,6 +79,7 @@ CASES = {
     "no-reorder-unfused": ("k357", 32, {-1: 1.0, -3: 0.5, -4: 1.0}, {-2}, "auto",
                            {"conv2d_grad_b out", "conv2d_grad_w out"}),
     "odd-channels": ("odd", 32, {-1: 1.0, -4: 1.0}, {-2, -3, -5}, "auto", {"grad odd"}),
+    "batched-folds": ("k7s2", 48, {-1: 1.0}, {-2, -3}, "max", {"fold", "fold batch", "rows k7", "rows s2"}),
 }
 
 
@@ -97,6 +99,7 @@ def features(program) -> set[str]:
 
 def _row_features(graph, op) -> set[str]:
     found = {"rows"} | ({"fold"} if folds_of(op) else set()) | ({"rows mask"} if len(op.outputs) == 2 else set())
+    found |= {"fold batch"} if any(b.batch > 1 for b in op.attr("program").folds) else set()
     found |= {"rows inplace"} if op.attr("inplace") == 0 else set()
     internal = {t.name: t for t in op.attr("internal")}
     for stage in stages_of(op):
@@ -136,6 +139,9 @@ def _compiled(case: str):
     if case == "no-reorder-unfused":  # updates stay after the block backward: its gradients leave it whole
         passes = tuple(p for p in CODEGEN_PASSES if p not in (reorder, fuse_updates))
         return compile_training(q, plan, lr=LR, seed=SEED, passes=passes, row_fusion=fusion), res
+    if case == "batched-folds":
+        with batched_folds():
+            return compile_for_codegen(q, plan, lr=LR, seed=SEED, stream_input=stream, row_fusion=fusion), res
     return compile_for_codegen(q, plan, lr=LR, seed=SEED, stream_input=stream, row_fusion=fusion), res
 
 
@@ -168,7 +174,7 @@ def test_fused_kernels_match_the_numpy_executor(tmp_path, case):
 
 def test_the_cases_cover_every_fused_variant():
     found = set().union(*(features(_compiled(case)[0]) for case in CASES))
-    wanted = {"stream", "image whole", "fold", "rows mask", "rows inplace", "rows add", "rows k3", "rows k5",
+    wanted = {"stream", "image whole", "fold", "fold batch", "rows mask", "rows inplace", "rows add", "rows k3", "rows k5",
               "rows k7", "rows s1", "rows s2", "lazy", "pre", "post", "recompute", "grad inplace", "tail init",
               "depthwise update", "partial", "conv2d_grad_b out", "conv2d_grad_w out", "grad odd"}
     assert wanted <= found, wanted - found

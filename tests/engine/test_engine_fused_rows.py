@@ -5,6 +5,8 @@ few rows where the unfused program held whole tensors (no arena buffer of a pipe
 expanded tensor it runs); the ring schedule is checked independently of the planner that made it.
 """
 
+import importlib
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -227,8 +229,45 @@ def test_auto_folds_the_cheapest_expand_convs_and_widens_their_windows_under_the
     assert folds_of(inference) == folds_of(op)
 
     monkeypatch.setattr(row_choice, "_estimated", lambda prefix, option, limit: option)
-    monkeypatch.setattr(row_choice, "_widest", lambda prefix, seg, limit: (*seg[:3], row_choice.NARROWEST))
+    monkeypatch.setattr(row_choice, "_widest", lambda prefix, seg, limit: (*seg[:3], row_choice.NARROWEST, ()))
     fuse_rows.clear_memos()
     narrow = _program.__wrapped__("proxyless-w0.3", 128, "paper-99kb", "auto")
     assert narrow.report["arena_lower_bound_bytes"] == grown.report["arena_lower_bound_bytes"]
     assert all(c == 1 for op in (o for _, o in _pipelines(narrow.train)) for c, *_ in folds_of(op).values())
+
+
+@contextmanager
+def batched_folds(batches=(2, 4, 1)):
+    """Compiles inside make every folding pipeline's depthwise stages take ``batches`` rows an event in
+    turn, 1 KB windows: the planner batches only where its memory allows; the kernels must take any."""
+    fuse_rows = importlib.import_module("mcutrain.engine.passes.fuse_rows")
+    choose = fuse_rows.choose
+
+    def forced(prefix, mode, *args):
+        return [(i, j, folds, 1024, tuple(batches[n % len(batches)] for n in range(len(folds))) if folds else b)
+                for i, j, folds, _, b in choose(prefix, mode, *args)]
+    fuse_rows.choose = forced
+    fuse_rows.clear_memos()
+    try:
+        yield
+    finally:
+        fuse_rows.choose = choose
+        fuse_rows.clear_memos()
+
+
+@pytest.mark.parametrize("name, res, batches", [("proxyless-w0.3", 64, (2, 4, 1)), ("mcunet-5fps", 64, (4,)),
+                                                ("mbv2-w0.35", 48, (2,))])
+def test_batched_folds_give_the_simulations_integers(name, res, batches):
+    """Folded depthwise stages making 2 or 4 rows an event (windows of k + (b - 1) * stride rows) compute
+    the same integers as the simulation, the last batch of a tensor short or not."""
+    with batched_folds(batches):
+        program = _program.__wrapped__(name, res, "paper-99kb", "max")
+    folds = [b for _, op in _pipelines(program.inference) for b in program_of(op).folds]
+    assert {b.batch for b in folds} >= set(batches) - {1}
+    ex = Executor(program)
+    image = _data(res, 1)[0][0]
+    ref, ref_logits = _simulated_activations(_qmodel(name, res), image)
+    seen = {}
+    assert np.array_equal(ex.predict(image, record=seen), ref_logits)
+    for _, op in _pipelines(program.inference):
+        assert np.array_equal(seen[op.outputs[0]], ref[op.outputs[0]])

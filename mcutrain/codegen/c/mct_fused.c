@@ -333,27 +333,44 @@ static void conv_stage(const mct_conv *p, const mct_rows_view *in, uint8_t *aren
     }
 }
 
-/* A depthwise row whose input (a 1x1 expand conv's output) has no ring: for each group of ``group``
- * channels, the expand conv's rows of the window go into ``window`` ([channel][k][w]: the 1x1 conv makes
- * the channels of a row together, its output channels in pairs), then the depthwise rows read them there. */
-static void folded_stage(const mct_conv *dw, const mct_conv *expand, const mct_rows_view *in, uint8_t *arena,
-                         int8_t *window, int32_t group, int32_t r, const row_target *t) {
+/* Where event (stage, r) writes output row r of view o (mask: the pipeline's, when o is its output). */
+static row_target target_of(const mct_rows_view *o, uint8_t *arena, uint8_t *mask, int32_t r) {
+    const row_target t = {view_data(o, arena) + view_row(o, r), o->ring * o->w, mask, r * o->w, o->h * o->w};
+    return t;
+}
+
+/* A depthwise stage whose input (a 1x1 expand conv's output) has no ring: ``batch`` output rows from r on,
+ * from a window of the expanded rows they read (k + (batch - 1) * stride rows, [channel][row][w]), for each
+ * group of ``window_channels`` channels: the expand conv makes the window's rows (its output channels in
+ * pairs), then each output row reads its k rows there, stride rows apart. A batch makes the rows its
+ * windows share once, not once per output row. */
+static void folded_stage(const mct_rows_stage *st, const mct_rows_view *in, const mct_rows_view *o, uint8_t *arena,
+                         uint8_t *mask, int32_t r) {
+    const mct_conv *dw = st->conv;
     const int8_t *rows[MCT_ROWS_MAX_K];
     int32_t src[MCT_ROWS_MAX_K];
     const int8_t *x = view_data(in, arena);
-    const int32_t x_cs = in->ring * in->w, plane = dw->k * dw->in_w; /* one channel of the window */
-    for (int32_t a = 0; a < dw->k; ++a) { /* tap a: expanded row rho, made in window row a */
+    int8_t *window = (int8_t *)(void *)(arena + st->window);
+    const int32_t x_cs = in->ring * in->w, count = mct_imin(st->batch, o->h - r);
+    const int32_t n = dw->k + (count - 1) * dw->stride, plane = (dw->k + (st->batch - 1) * dw->stride) * dw->in_w;
+    const int32_t group = mct_imax(st->window_channels, 1);
+    for (int32_t a = 0; a < n; ++a) { /* window row a: expanded row rho */
         const int32_t rho = r * dw->stride - dw->pad + a;
         src[a] = rho >= 0 && rho < dw->in_h ? view_row(in, rho) : -1;
     }
-    group = mct_imax(group, 1);
     for (int32_t c0 = 0; c0 < dw->out_c; c0 += group) {
         const int32_t c1 = mct_imin(c0 + group, dw->out_c);
-        for (int32_t a = 0; a < dw->k; ++a) rows[a] = src[a] >= 0 ? x + src[a] : NULL;
-        mct_pointwise_rows(expand, c0, c1, rows, dw->k, x_cs, dw->in_w, window, dw->in_w, plane); /* the k rows */
-        for (int32_t a = 0; a < dw->k; ++a) rows[a] = src[a] >= 0 ? window + a * dw->in_w : NULL;
-        mct_depthwise_rows(dw, c0, c1, rows, plane, t->y + c0 * t->y_cs, t->y_cs, t->mask, t->bit0 + c0 * t->bit_cs,
-                           t->bit_cs);
+        for (int32_t a = 0; a < n; ++a) rows[a] = src[a] >= 0 ? x + src[a] : NULL;
+        mct_pointwise_rows(st->expand, c0, c1, rows, n, x_cs, dw->in_w, window, dw->in_w, plane); /* the rows */
+        for (int32_t i = 0; i < count; ++i) {
+            const row_target t = target_of(o, arena, mask, r + i);
+            for (int32_t a = 0; a < dw->k; ++a) {
+                const int32_t at = i * dw->stride + a;
+                rows[a] = src[at] >= 0 ? window + at * dw->in_w : NULL;
+            }
+            mct_depthwise_rows(dw, c0, c1, rows, plane, t.y + c0 * t.y_cs, t.y_cs, t.mask, t.bit0 + c0 * t.bit_cs,
+                               t.bit_cs);
+        }
     }
 }
 
@@ -398,14 +415,12 @@ void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source) {
         }
         const mct_rows_stage *st = &p->stages[s];
         const mct_rows_view *o = &p->views[st->out];
-        const int last = st->out == p->out;
-        const row_target t = {view_data(o, arena) + view_row(o, r), o->ring * o->w, last ? mask : NULL, r * o->w,
-                              o->h * o->w};
+        uint8_t *out_mask = st->out == p->out ? mask : NULL;
+        const row_target t = target_of(o, arena, out_mask, r);
         if (st->add != NULL)
             add_stage(st->add, &p->views[st->in], &p->views[st->in2], arena, r, &t);
         else if (st->expand != NULL)
-            folded_stage(st->conv, st->expand, &p->views[st->in], arena, (int8_t *)(void *)(arena + st->window),
-                         st->window_channels, r, &t);
+            folded_stage(st, &p->views[st->in], o, arena, out_mask, r);
         else
             conv_stage(st->conv, &p->views[st->in], arena, r, &t);
     }

@@ -89,6 +89,7 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
     height[x] = values[x].shape[2]
     out, mask = io.outputs[0], io.outputs[1] if len(op.outputs) == 2 else None
     out_h, out_w = out.shape[2], out.shape[3]
+    height[op.outputs[0]] = out_h
 
     def rows(t: str, lo: int, hi: int) -> np.ndarray:
         if t in rings:
@@ -101,31 +102,40 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
              for t, (c, n, w, off) in folds_of(op).items()}
     producer = {st.outputs[0]: st for st in stages}
     shapes = _Shapes(internal, values)
+    batch = {b.tensor: b.batch for b in program_of(op).folds}
+
+    def put(target: str, r: int, y: np.ndarray, m: np.ndarray) -> None:
+        if target in rings:
+            ring, n = rings[target]
+            ring[:, r % n] = y
+            return
+        out[0, :, r] = y
+        if mask is not None:
+            for c in range(m.shape[0]):
+                write_bits(mask, (c * out_h + r) * out_w, m[c])
+
     for s, r in program_of(op).schedule:
         if s == STREAM:
             ring, n = rings[x]
             ring[:, r % n] = values[x].row(r)
             continue
         st = stages[s]
-        if st.kind == "conv2d":
-            src, lo, hi = window(st, r, shapes)
-            params = [values[n] for n in st.inputs[1:5]]
-            if src in folds:  # the expanded rows of the window, made a few channels at a time
-                y, m = _folded_row(st, producer[src], rows, lo, hi, r, height, folds[src], params, values)
-            else:
-                y, m = conv2d_row(st, rows(src, lo, hi), lo, height[src], r, *params)
-        else:
+        if st.kind != "conv2d":
             y, m = quantized_add_with_mask(rows(st.inputs[0], r, r)[:, 0], rows(st.inputs[1], r, r)[:, 0],
                                            AddParams(**dict(st.attr("params"))))
-        target = st.outputs[0]
-        if target in rings:
-            ring, n = rings[target]
-            ring[:, r % n] = y
+            put(st.outputs[0], r, y, m)
             continue
-        out[0, :, r] = y
-        if mask is not None:
-            for c in range(m.shape[0]):
-                write_bits(mask, (c * out_h + r) * out_w, m[c])
+        src = st.inputs[0]
+        params = [values[n] for n in st.inputs[1:5]]
+        # a folded stage makes its batch of rows, each from the expanded rows of its window, a few channels
+        # at a time (the window's other rows are the C kernel's business: same integers either way)
+        for rr in range(r, min(r + batch.get(src, 1), height[st.outputs[0]])):
+            _, lo, hi = window(st, rr, shapes)
+            if src in folds:
+                put(st.outputs[0], rr, *_folded_row(st, producer[src], rows, lo, hi, rr, height, folds[src], params,
+                                                    values))
+            else:
+                put(st.outputs[0], rr, *conv2d_row(st, rows(src, lo, hi), lo, height[src], rr, *params))
     return ()
 
 

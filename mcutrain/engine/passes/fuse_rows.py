@@ -27,8 +27,8 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                     folds     expanded tensors that get no ring (below); each has a window of ``rows``
                               (the depthwise kernel's k) rows of ``channels`` of its channels;
            stream   whether x is streamed (then x is never read whole);
-           window   (a folding pipeline) the bytes of each folded tensor's window: ``FOLD_BYTES``, or
-                    more where the pipeline stays under the program's peak (``row_choice``);
+           window   (a folding pipeline) the bytes of each folded tensor's window (``row_choice``);
+           batches  (a folding pipeline) output rows each folded depthwise stage makes an event;
            fused    the names of the graph ops the pipeline replaced;
            inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
                     output row r only after the last read of x's row r).
@@ -115,8 +115,8 @@ def scratch_size(op: Op) -> int:
 def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
     """The segmentation a graph's row pipelines use ((graph op names), (folded tensors)), e.g. to give
     the inference program the same kernels."""
-    return tuple((op.attr("fused"), tuple(b.tensor for b in program_of(op).folds), op.attr("window", FOLD_BYTES))
-                 for op in graph.ops if op.kind == KIND)
+    return tuple((op.attr("fused"), tuple(b.tensor for b in program_of(op).folds), op.attr("window", FOLD_BYTES),
+                  tuple(b.batch for b in program_of(op).folds)) for op in graph.ops if op.kind == KIND)
 
 
 def folds_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
@@ -202,17 +202,18 @@ def _stages_memo(graph: Graph, seg: list[Op]) -> tuple[tuple[Op, ...], dict[str,
 
 
 def _plan_rows_memo(stages: tuple[Op, ...], x: str, types: _Types, streamed: bool, folds: tuple[str, ...],
-                    window: int) -> RowPlan:
+                    window: int, batches: tuple[int, ...]) -> RowPlan:
     """``plan_rows`` remembered by (its arguments, the TensorInfo of every tensor it looks up)."""
     names = [x] + [n for st in stages for n in st.inputs[:2] + st.outputs[:1]]
-    key = (stages, x, streamed, folds, window, tuple(types.tensor(n) for n in names))
-    return _ROWS_MEMO.get(key) or _remember(_ROWS_MEMO, key, plan_rows(stages, x, types, streamed, folds, window))
+    key = (stages, x, streamed, folds, window, batches, tuple(types.tensor(n) for n in names))
+    return _ROWS_MEMO.get(key) or _remember(_ROWS_MEMO, key, plan_rows(stages, x, types, streamed, folds, window,
+                                                                       batches))
 
 
 def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool, folds: tuple[str, ...],
-              window: int) -> Op:
+              window: int, batches: tuple[int, ...]) -> Op:
     stages, internal = _stages(graph, seg)
-    plan = plan_rows(stages, x, _Types(graph, internal), streamed, folds, window)
+    plan = plan_rows(stages, x, _Types(graph, internal), streamed, folds, window, batches)
     inputs = [x]
     for st in stages:
         for name in st.inputs:
@@ -222,7 +223,7 @@ def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool
     attrs = dict(stages=stages, internal=tuple(internal.values()), program=lower_rows(plan), stream=streamed,
                  fused=tuple(op.name for op in seg))
     if folds:
-        attrs["window"] = window
+        attrs["window"], attrs["batches"] = window, batches
     if inplace:
         attrs["inplace"] = 0
     return Op(name, KIND, tuple(inputs), seg[-1].outputs, make_attrs(**attrs), "forward")
@@ -270,7 +271,7 @@ class _Prefix:
         self.floor = max(self.live[n:], default=0)
         self._cache: dict[tuple, tuple[int, bool, bool] | None] = {}
         self._foldable: dict[tuple[int, int], tuple[str, ...]] = {}
-        self._shapes: dict[tuple[int, int, str], FoldShape] = {}
+        self._shapes: dict[tuple[int, int, str, int], FoldShape] = {}
 
     def external_input(self, i: int, j: int) -> str | None:
         """The one outside activation input of ops i..j if they form a fusable chain, else None."""
@@ -289,12 +290,14 @@ class _Prefix:
         return (self.options.stream_input and x in self.graph.inputs
                 and all(i <= r <= j for r in self.readers.get(x, [])))
 
-    def segment(self, i: int, j: int, folds: tuple[str, ...] = (), window: int = FOLD_BYTES):
+    def segment(self, i: int, j: int, folds: tuple[str, ...] = (), window: int = FOLD_BYTES,
+                batches: tuple[int, ...] = ()):
         """(live bytes while the fused op runs, streamed, in place), or None if not fusable (or if
-        ``folds`` are not expanded tensors it can fold); ``window``: bytes of a folded tensor's window."""
-        key = (i, j, folds, window if folds else 0)  # no fold: no window, one plan
+        ``folds`` are not expanded tensors it can fold); ``window``: bytes of a folded tensor's window,
+        ``batches``: output rows each folded depthwise stage makes an event (default 1)."""
+        key = (i, j, folds, window, batches or (1,) * len(folds)) if folds else (i, j, (), 0, ())  # one plan
         if key not in self._cache:
-            self._cache[key] = self._segment(i, j, folds, window)
+            self._cache[key] = self._segment(*key)
         return self._cache[key]
 
     def foldable(self, i: int, j: int) -> tuple[str, ...]:
@@ -305,17 +308,17 @@ class _Prefix:
             self._foldable[(i, j)] = tuple(foldable(stages))
         return self._foldable[(i, j)]
 
-    def fold_shapes(self, i: int, j: int, folds: tuple[str, ...]) -> list[FoldShape]:
-        """The ``FoldShape`` of each of ``folds`` in a pipeline of ops i..j (remembered: the choice asks
-        for them once per window it prices)."""
-        missing = [t for t in folds if (i, j, t) not in self._shapes]
-        if missing:
+    def fold_shapes(self, i: int, j: int, folds: tuple[str, ...], batches: tuple[int, ...] = ()) -> list[FoldShape]:
+        """The ``FoldShape`` of each of ``folds`` (``batches``: rows an event each, default 1) in a pipeline
+        of ops i..j (remembered: the choice asks for them once per window it prices)."""
+        keys = [(i, j, t, b) for t, b in zip(folds, batches or (1,) * len(folds))]
+        if any(key not in self._shapes for key in keys):
             stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
-            for t in missing:
-                self._shapes[(i, j, t)] = fold_shape(stages, t, _Types(self.graph, internal))
-        return [self._shapes[(i, j, t)] for t in folds]
+            for key in keys:
+                self._shapes[key] = fold_shape(stages, key[2], _Types(self.graph, internal), key[3])
+        return [self._shapes[key] for key in keys]
 
-    def _segment(self, i: int, j: int, folds: tuple[str, ...], window: int):
+    def _segment(self, i: int, j: int, folds: tuple[str, ...], window: int, batches: tuple[int, ...]):
         if not all(row_fusable(op, self.graph) for op in self.graph.ops[i:j + 1]):
             return None
         x = self.external_input(i, j)
@@ -329,7 +332,7 @@ class _Prefix:
         stages, internal = _stages_memo(g, seg)
         if not set(folds) <= set(foldable(stages)):
             return None
-        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window if folds else 0)
+        plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window, batches)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
                    and max(self.readers.get(x, [])) <= j)
         inside = {o for op in seg[:-1] for o in op.outputs}
@@ -359,11 +362,12 @@ class _Prefix:
                 found.append(b)
         return found
 
-    def cost(self, i: int, j: int, folds: tuple[str, ...] | None, window: int = FOLD_BYTES) -> int | None:
+    def cost(self, i: int, j: int, folds: tuple[str, ...] | None, window: int = FOLD_BYTES,
+             batches: tuple[int, ...] = ()) -> int | None:
         """Live bytes of ops i..j run as one unfused op (``folds`` None) or a pipeline folding ``folds``."""
         if folds is None:
             return None if i != j or self._must_stream(i) else self.live[i]
-        seg = self.segment(i, j, folds, window)
+        seg = self.segment(i, j, folds, window, batches)
         return None if seg is None else seg[0]
 
     def _must_stream(self, i: int) -> bool:
@@ -377,15 +381,15 @@ def _forced(prefix: _Prefix, given) -> list[tuple[int, int, tuple[str, ...]]]:
     """The given segments ((graph op names), (folded tensors)) where they are contiguous and fusable here."""
     index = {op.name: i for i, op in enumerate(prefix.graph.ops)}
     segs = []
-    for names, folds, window in given:
+    for names, folds, window, batches in given:
         idx = [index.get(n) for n in names]
         if None in idx or idx != list(range(idx[0], idx[0] + len(idx))) or idx[-1] >= prefix.n:
             continue
-        if prefix.cost(idx[0], idx[-1], tuple(folds), window) is not None:
-            segs.append((idx[0], idx[-1], tuple(folds), window))
+        if prefix.cost(idx[0], idx[-1], tuple(folds), window, tuple(batches)) is not None:
+            segs.append((idx[0], idx[-1], tuple(folds), window, tuple(batches)))
     for i in range(prefix.n):  # the image reader streams even if the given segmentation has no segment there
         if prefix._must_stream(i) and not any(s[0] <= i <= s[1] for s in segs) and prefix.segment(i, i):
-            segs.append((i, i, (), FOLD_BYTES))
+            segs.append((i, i, (), FOLD_BYTES, ()))
     return sorted(segs)
 
 
@@ -399,7 +403,7 @@ def fuse_rows(graph: Graph, options) -> Graph:
     if forced is not None:
         segs = _forced(prefix, forced)
     elif mode == "off":
-        segs = [(i, i, (), FOLD_BYTES) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
+        segs = [(i, i, (), FOLD_BYTES, ()) for i in range(prefix.n) if prefix._must_stream(i) and prefix.segment(i, i)]
     else:
         segs = [s for s in choose(prefix, mode, MAX_OPS, MAX_FOLDS) if s[2] is not None]
     if not segs:
@@ -414,11 +418,11 @@ def fuse_rows(graph: Graph, options) -> Graph:
             ops.append(graph.ops[k])
             k += 1
             continue
-        j, folds, window = start[k]
-        _, streamed, inplace = prefix.segment(k, j, folds, window)
+        j, folds, window, batches = start[k]
+        _, streamed, inplace = prefix.segment(k, j, folds, window, batches)
         seg = list(graph.ops[k:j + 1])
         x = prefix.external_input(k, j)
-        op = _fused_op(graph, seg, x, streamed, inplace, folds, window)
+        op = _fused_op(graph, seg, x, streamed, inplace, folds, window, batches)
         ops.append(op)
         gone.update(internal_of(op))
         if streamed and x not in streams:

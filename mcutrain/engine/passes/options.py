@@ -26,11 +26,11 @@ class PassOptions:
     # Memory layout choices (passes/fuse_rows): stream the image row by row instead of holding it in the
     # arena; how far to fuse the frozen forward prefix into row pipelines ("auto": as far as lowers the
     # program's peak, "max": the lowest prefix peak, "off"); an explicit segmentation (graph op names per
-    # pipeline, the expanded tensors it folds, their window bytes) that overrides the search (the inference program
+    # pipeline, the expanded tensors it folds, their window bytes and rows an event each) that overrides the search (the inference program
     # reuses the training program's).
     stream_input: bool = True
     row_fusion: str = "auto"
-    row_segments: tuple[tuple[tuple[str, ...], tuple[str, ...], int], ...] | None = None
+    row_segments: tuple[tuple[tuple[str, ...], tuple[str, ...], int, tuple[int, ...]], ...] | None = None
     # The backward's arithmetic: "float32" (the simulation's float gradients) or "int8" (issue 16: int8
     # gradients with a per-tensor power-of-two exponent, int32 parameter gradients, fixed-point updates;
     # ``quant.int8_grad``, lowered by ``passes/int8_backward``). Here, beside lr and seed, because the
