@@ -39,12 +39,13 @@ generator the parts back.
 
 Folding (a segment variant the search may pick): the ring of an expanded tensor (E channels x k rows,
 the biggest ring: MCUNet block 3 has a 7x7 depthwise on 48 channels) is replaced by the expand conv's
-input ring (C_in < E channels x k rows) and a window of a few channels: for each output row the
-depthwise stage makes the k expanded rows of a few channels at a time from the input rows, then its
-own row of those channels. The expand conv is then recomputed k/stride times per row (the price of
-MCUNetV2's patch overlap); "auto" folds only when the peak needs it, and then the set of expanded
-tensors that recomputes the fewest MACs (not every one the segment could fold); "max" whenever it
-lowers the peak.
+input ring (C_in < E channels x k rows) and a window of a few channels: for each event the depthwise
+stage makes the expanded rows its ``batch`` output rows read (k + (batch - 1) * stride rows), a few
+channels at a time, from the input rows, then its own rows of those channels. The expand conv is then
+recomputed about (k + (batch - 1) * stride) / (batch * stride) times per row (the price of MCUNetV2's
+patch overlap). "auto" folds only when the peak needs it, and then the set of expanded tensors, the
+window and the batches that add the least work under the peak (``row_choice``); "max" whenever it
+lowers the peak, with one-channel windows.
 
 Which convs: those of the row geometry (``ops.row_geometry``): the zoo's "same" convs and TFLite's
 SAME ones, stride 2 on an even input included (its padding row/column at the bottom/right only: the

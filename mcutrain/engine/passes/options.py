@@ -26,8 +26,8 @@ class PassOptions:
     # Memory layout choices (passes/fuse_rows): stream the image row by row instead of holding it in the
     # arena; how far to fuse the frozen forward prefix into row pipelines ("auto": as far as lowers the
     # program's peak, "max": the lowest prefix peak, "off"); an explicit segmentation (graph op names per
-    # pipeline, the expanded tensors it folds, their window bytes and rows an event each) that overrides the search (the inference program
-    # reuses the training program's).
+    # pipeline, the expanded tensors it folds, their window bytes and rows an event each) that overrides
+    # the search (the inference program reuses the training program's).
     stream_input: bool = True
     row_fusion: str = "auto"
     row_segments: tuple[tuple[tuple[str, ...], tuple[str, ...], int, tuple[int, ...]], ...] | None = None
