@@ -26,10 +26,10 @@ BATCHES = (1, 2, 4)  # output rows a folded depthwise stage may make an event (w
 
 
 def _option(prefix, i: int, j: int, folds, window: int = NARROWEST, batches: tuple[int, ...] = ()) -> tuple | None:
+    """An option priced by its bytes only (its work: ``_estimated``, for the options under the limit)."""
     if (c := prefix.cost(i, j, folds, window, batches)) is None:
         return None
-    work = _work(prefix.fold_shapes(i, j, folds, batches), window) if folds else 0
-    return (i, j, folds, c, work, window, batches)
+    return (i, j, folds, c, 0, window, batches)
 
 
 def _work(shapes, window: int) -> int:
@@ -75,8 +75,9 @@ def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> 
                 if option is None or option[3] > limit:
                     too_big.add(frozenset(folds))
                     continue
+                option = _estimated(prefix, option, limit)
                 found.append(option)
-                best = min(best, _estimated(prefix, option, limit)[4])
+                best = min(best, option[4])
     return found
 
 
@@ -148,9 +149,10 @@ def _solve(options: list[list[tuple]], limit: int | None):
 
 
 def choose(prefix, mode: str, max_ops: int, max_folds: int) -> list[tuple]:
-    """Segments (i, j, folds or None, window bytes, batches) covering ops 0..n-1: the lowest peak ("max", windows
-    of one channel), or, among segmentations whose peak stays under max(lowest peak, the rest of the
-    program's peak), the least extra work of folds and then the fewest fused ops ("auto")."""
+    """Segments (i, j, folds or None, window bytes, batches) covering ops 0..n-1: the lowest peak ("max",
+    windows of one channel; ties: fewer fused ops), or, among segmentations whose peak stays under
+    max(lowest peak, the rest of the program's peak), the least extra work of folds and then the fewest
+    fused ops ("auto")."""
     if prefix.n == 0:
         return []
     options = [_options(prefix, j, max_ops) for j in range(prefix.n)]
@@ -158,7 +160,7 @@ def choose(prefix, mode: str, max_ops: int, max_folds: int) -> list[tuple]:
     if mode == "max" or segs is None:
         return segs or []
     limit = max(lowest[0], prefix.floor)
-    priced = [[_estimated(prefix, o, limit) for o in opts + _partial_folds(prefix, j, limit, max_ops, max_folds)]
+    priced = [[_estimated(prefix, o, limit) for o in opts] + _partial_folds(prefix, j, limit, max_ops, max_folds)
               for j, opts in enumerate(options)]
     _, auto = _solve(priced, limit)
     return [_widest(prefix, seg, limit) for seg in auto] if auto is not None else segs

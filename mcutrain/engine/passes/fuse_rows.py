@@ -272,6 +272,7 @@ class _Prefix:
         self.floor = max(self.live[n:], default=0)
         self._cache: dict[tuple, tuple[int, bool, bool] | None] = {}
         self._foldable: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._stage_cache: dict[tuple[int, int], tuple] = {}
         self._shapes: dict[tuple[int, int, str, int], FoldShape] = {}
 
     def external_input(self, i: int, j: int) -> str | None:
@@ -301,11 +302,17 @@ class _Prefix:
             self._cache[key] = self._segment(*key)
         return self._cache[key]
 
+    def stages(self, i: int, j: int) -> tuple[tuple[Op, ...], dict[str, TensorInfo]]:
+        """``_stages`` of ops i..j, remembered for this graph (the module memo's key costs more to make)."""
+        if (i, j) not in self._stage_cache:
+            self._stage_cache[(i, j)] = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
+        return self._stage_cache[(i, j)]
+
     def foldable(self, i: int, j: int) -> tuple[str, ...]:
         """The expanded tensors a pipeline of ops i..j could fold (none if ops i..j make no pipeline)."""
         if (i, j) not in self._foldable:
             fusable = self.segment(i, j) is not None
-            stages = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))[0] if fusable else ()
+            stages = self.stages(i, j)[0] if fusable else ()
             self._foldable[(i, j)] = tuple(foldable(stages))
         return self._foldable[(i, j)]
 
@@ -314,7 +321,7 @@ class _Prefix:
         of ops i..j (remembered: the choice asks for them once per window it prices)."""
         keys = [(i, j, t, b) for t, b in zip(folds, batches or (1,) * len(folds))]
         if any(key not in self._shapes for key in keys):
-            stages, internal = _stages_memo(self.graph, list(self.graph.ops[i:j + 1]))
+            stages, internal = self.stages(i, j)
             for key in keys:
                 self._shapes[key] = fold_shape(stages, key[2], _Types(self.graph, internal), key[3])
         return [self._shapes[key] for key in keys]
@@ -330,7 +337,7 @@ class _Prefix:
             return None  # one op with whole input and output: nothing to gain
         g = self.graph
         seg = list(g.ops[i:j + 1])
-        stages, internal = _stages_memo(g, seg)
+        stages, internal = self.stages(i, j)
         if not set(folds) <= set(foldable(stages)):
             return None
         plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window, batches)
