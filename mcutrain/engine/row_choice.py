@@ -90,10 +90,12 @@ def _estimated(prefix, option: tuple, limit: int) -> tuple:
     if not folds or c > limit:
         return option
     shapes = prefix.fold_shapes(i, j, folds, batches)
-    groups = max(f.channels for f in shapes)
-    while groups > 1 and sum(f.window_for(groups - 1) - f.channel_bytes for f in shapes) <= limit - c:
-        groups -= 1
-    return (i, j, folds, c, _work(shapes, _window(shapes, groups)), _window(shapes, groups), batches)
+    growth = lambda n: sum(f.window_for(n) - f.channel_bytes for f in shapes)  # noqa: E731 (falls as n grows)
+    lo, hi = 1, max(f.channels for f in shapes)
+    while lo < hi:  # the fewest groups whose windows' growth the slack pays for
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if growth(mid) <= limit - c else (mid + 1, hi)
+    return (i, j, folds, c, _work(shapes, _window(shapes, lo)), _window(shapes, lo), batches)
 
 
 def _widest(prefix, seg: tuple, limit: int) -> tuple:
@@ -160,7 +162,10 @@ def choose(prefix, mode: str, max_ops: int, max_folds: int) -> list[tuple]:
     if mode == "max" or segs is None:
         return segs or []
     limit = max(lowest[0], prefix.floor)
-    priced = [[_estimated(prefix, o, limit) for o in opts] + _partial_folds(prefix, j, limit, max_ops, max_folds)
-              for j, opts in enumerate(options)]
-    _, auto = _solve(priced, limit)
+    priced = [[_estimated(prefix, o, limit) for o in opts] for opts in options]
+    best, auto = _solve(priced, limit)
+    if auto is not None and best[2] > 0:  # folds are needed: which ones is a choice (most programs need none)
+        for j in range(prefix.n):
+            priced[j] += _partial_folds(prefix, j, limit, max_ops, max_folds)
+        _, auto = _solve(priced, limit)
     return [_widest(prefix, seg, limit) for seg in auto] if auto is not None else segs

@@ -58,14 +58,18 @@ class _Reads:
 
     def rows(self, s: int, row: int) -> int:
         """Output rows event (s, row) makes."""
-        return min(self.batched.get(s, 1), self.height[s] - row)
+        batch = self.batched.get(s)
+        return 1 if batch is None else min(batch, self.height[s] - row)
 
     def __call__(self, s: int, row: int) -> list[tuple[str, int, int]]:
         """(tensor, first row, last row) per input (two for an add, the window(s) for a conv)."""
-        if self.geometry[s] is None:
+        geometry = self.geometry[s]
+        if geometry is None:
             return [(self.stages[s].inputs[0], row, row), (self.stages[s].inputs[1], row, row)]
-        x, lo, _ = _clipped(self.geometry[s], row)
-        return [(x, lo, _clipped(self.geometry[s], row + self.rows(s, row) - 1)[2])]
+        if s not in self.batched:
+            return [_clipped(geometry, row)]
+        x, lo, _ = _clipped(geometry, row)
+        return [(x, lo, _clipped(geometry, row + self.rows(s, row) - 1)[2])]
 
 
 def foldable(stages: tuple[Op, ...]) -> list[str]:
@@ -133,10 +137,10 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
     """Pull schedule, ring sizes and in-place legality of a chain of stages reading ``x``.
 
     ``fold``: expanded tensors that get no ring: the depthwise stage reading one makes ``batches[i]``
-    (default 1) output rows an event from a window of the expanded rows they read (k + (batch - 1) * stride rows), made
-    from the expand conv's input rows ``window`` bytes of channels at a time (recomputing each expanded
-    row for every event whose window holds it: a batch of 2 makes a 7x7 stride-2 window's rows 2.25
-    times each instead of 3.5)."""
+    (default 1) output rows an event from a window of the expanded rows they read (k + (batch - 1) *
+    stride rows), made from the expand conv's input rows ``window`` bytes of channels at a time
+    (recomputing each expanded row for every event whose window holds it: a batch of 2 makes a 7x7
+    stride-2 window's rows 2.25 times each instead of 3.5)."""
     producer = {st.outputs[0]: i for i, st in enumerate(stages)}
     folded = {t: stages[producer[t]].inputs[0] for t in fold}  # folded tensor -> its expand conv's input
     batch = dict(zip(fold, batches or (1,) * len(fold)))
@@ -149,8 +153,8 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
     last_read: dict[str, list[int]] = {}
     fetched = [0]
 
-    def height(t: str) -> int:
-        return types.tensor(t).shape[2]
+    heights = {t: types.tensor(t).shape[2] for t in [x] + list(producer)}
+    height = heights.__getitem__
 
     def ensure(t: str, r: int) -> None:
         if t == x:
@@ -177,24 +181,34 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
 
     for r in range(height(final)):
         ensure(final, r)
-    needs = {t: [(m, max(m, reads[r] if r < len(reads) else -1)) for r, m in enumerate(times)]
-             for t, times in made.items() for reads in [last_read.get(t, [])]}
-    buffers = []  # (tensor, channels, rows, width), rings first
+    buffers = []  # (tensor, channels, rows, width, live spans), rings first
     for t in ([x] if streamed else []) + [st.outputs[0] for st in stages[:-1] if st.outputs[0] not in folded]:
-        info = types.tensor(t)
-        buffers.append((t, info.shape[1], _ring_rows(made[t], last_read.get(t, [])), info.shape[3]))
+        info, reads = types.tensor(t), last_read.get(t, [])
+        buffers.append((t, info.shape[1], _ring_rows(made[t], reads), info.shape[3], _ring_spans(made[t], reads)))
     for t in fold:  # one window (k + (batch - 1) * stride rows) of a few channels of the folded tensor
         info = types.tensor(t)
         rows = window_rows(stages[producer[t] + 1], batch[t], types)
-        buffers.append((t, max(1, min(info.shape[1], window // (rows * info.shape[3]))), rows, info.shape[3]))
-        needs[t] = [(e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1]
-    buffers = [(*b, live_spans(needs[b[0]])) for b in buffers]
+        events = tuple((e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1)
+        buffers.append((t, max(1, min(info.shape[1], window // (rows * info.shape[3]))), rows, info.shape[3], events))
     offsets, scratch = place_buffers([(c * rows * w, live) for _, c, rows, w, live in buffers])
     placed = [(t, c, rows, w, off, live) for (t, c, rows, w, live), off in zip(buffers, offsets)]
     rings, folds = placed[:len(placed) - len(fold)], [(*f, batch[f[0]]) for f in placed[len(placed) - len(fold):]]
     inplace_ok = (not streamed and types.tensor(x).shape == types.tensor(final).shape
                   and all(lr <= made[final][r] for r, lr in enumerate(last_read.get(x, [])) if r < len(made[final])))
     return RowPlan(tuple(schedule), tuple(rings), tuple(folds), scratch, inplace_ok)
+
+
+def _ring_spans(made: list[int], last_read: list[int]) -> tuple[tuple[int, int], ...]:
+    """When a ring holds bytes still to be read: each row from the event that makes it to the last that
+    reads it, overlapping spans merged (rows are made in order: one pass)."""
+    spans: list[list[int]] = []
+    for r, first in enumerate(made):
+        last = max(first, last_read[r] if r < len(last_read) else -1)
+        if spans and first <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], last)
+        else:
+            spans.append([first, last])
+    return tuple((a, b) for a, b in spans)
 
 
 def _ring_rows(made: list[int], last_read: list[int]) -> int:
@@ -209,7 +223,7 @@ def _ring_rows(made: list[int], last_read: list[int]) -> int:
 def buffer_needs(stages: tuple[Op, ...], x: str, schedule, folded: dict[str, int], types) -> dict[str, list]:
     """Tensor -> the (first, last) events between which its bytes must stay as written: for each row, from
     the event that writes it to the last that reads it; for a folded tensor's window, each event of the
-    depthwise stage that fills and reads it (``folded``: tensor -> rows an event). Derived from the schedule alone,
+    depthwise stage that fills and reads it (``folded``: tensor -> rows an event). From the schedule alone,
     for the verifier to check that each lies inside one of the buffer's live spans (``plan_rows`` makes
     them as it schedules)."""
     expand_input = {st.outputs[0]: st.inputs[0] for st in stages}
@@ -233,17 +247,6 @@ def buffer_needs(stages: tuple[Op, ...], x: str, schedule, folded: dict[str, int
     for (t, _), (first, last) in rows.items():
         needs.setdefault(t, []).append((first, last))
     return needs
-
-
-def live_spans(needs: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    """Overlapping (first, last) event spans merged: when a buffer holds bytes still to be read."""
-    spans: list[list[int]] = []
-    for first, last in sorted(needs):
-        if spans and first <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], last)
-        else:
-            spans.append([first, last])
-    return tuple((a, b) for a, b in spans)
 
 
 def spans_meet(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> bool:

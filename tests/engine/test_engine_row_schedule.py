@@ -25,7 +25,7 @@ def _buffers(draw):
     for _ in range(draw(st.integers(0, 12))):
         starts = sorted(draw(st.sets(st.integers(0, events - 1), min_size=1, max_size=4)))
         spans = tuple((a, min(a + draw(st.integers(0, 3)), events - 1)) for a in starts)
-        merged = []  # disjoint, ordered spans, as live_spans makes them
+        merged = []  # disjoint, ordered spans, as plan_rows makes them
         for a, z in spans:
             if merged and a <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], z))

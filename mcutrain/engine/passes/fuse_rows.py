@@ -338,7 +338,7 @@ class _Prefix:
         g = self.graph
         seg = list(g.ops[i:j + 1])
         stages, internal = self.stages(i, j)
-        if not set(folds) <= set(foldable(stages)):
+        if folds and not set(folds) <= set(self.foldable(i, j)):
             return None
         plan = _plan_rows_memo(stages, x, _Types(g, internal), streamed, folds, window, batches)
         inplace = (plan.inplace_ok and x not in g.inputs and x not in g.outputs
