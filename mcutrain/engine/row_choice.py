@@ -2,11 +2,13 @@
 prefix, each way to run a segment priced by the live bytes it needs and the extra work its folds do.
 
 A fold (``row_schedule.plan_rows``) trades bytes for work twice over: its expand conv is recomputed for
-every output row whose window holds a row (``recomputed_macs``), and its input rows are read again for
-every group of channels its window holds (``reread_inputs``; a narrow window is a small buffer but many
-groups). So a segment's options are its fold sets (none, all, and, where it matters, each subset), each
-with the widest window that keeps the pipeline under the limit, and "auto" takes the least work
-(recomputed MACs + re-read input elements: both one multiply-accumulate's worth on the int8 kernels).
+every event whose window holds a row (``FoldShape.recomputed_macs``), and its input rows are read again
+for every group of channels its window holds (``FoldShape.reread_inputs``; a narrow window is a small
+buffer but many groups). So a segment's options are its fold sets (none, all, and, where it matters,
+each subset), each priced with the widest window its slack under the limit surely pays for, and "auto"
+takes the least work (recomputed MACs + re-read input elements: both about one multiply-accumulate's
+worth on the int8 kernels). The chosen pipelines are then planned for real: the widest window that fits
+and the rows each folded depthwise stage makes an event (``BATCHES``: more rows, fewer recomputed).
 
 Split from ``passes/fuse_rows.py`` (which builds the fused ops and prices a segment, ``_Prefix``) to keep
 each file one idea. ``prefix`` is that pass's ``_Prefix``: ``n``, ``floor``, ``cost``, ``foldable``,
