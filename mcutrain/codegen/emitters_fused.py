@@ -29,9 +29,10 @@ from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.passes.fuse_backward import internal_of as grad_internal
 from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, rings_of, stages_of
 from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
+from mcutrain.engine.row_schedule import MAX_WINDOW_ROWS
 from mcutrain.quant.int8_ops import AddParams
 
-MAX_K = 16  # MCT_ROWS_MAX_K
+MAX_K = MAX_WINDOW_ROWS  # MCT_ROWS_MAX_K: a pipeline's kernels and folded windows, in rows
 
 
 def _scratch_offset(ctx: OpContext) -> int | None:
@@ -98,13 +99,14 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
         expand = folded[x]
         e_tag = ctx.struct(f"s{s}e")
         decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x)))
-        _, channels, rows, width, off, batch = folds[x]
-        if rows != k + (batch - 1) * stride_and_top_pad(st)[0] or rows > MAX_K or width != views.shape(x)[3]:
-            raise CodegenError(f"op {ctx.op.name}: window of {x} ({rows} rows) is not the {batch} rows' of its "
+        b = folds[x]  # folded_stage derives the window's rows from k, stride and batch: they must agree
+        if b.rows != k + (b.batch - 1) * stride_and_top_pad(st)[0] or b.rows > MAX_K or b.width != views.shape(x)[3]:
+            raise CodegenError(f"op {ctx.op.name}: window of {x} ({b.rows} rows) is not the {b.batch} rows' of its "
                                f"kernel {k} (at most {MAX_K})")
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", f"&{e_tag}"),
                        ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", str(views(y))),
-                       ("window", str(scratch + off)), ("window_channels", str(channels)), ("batch", str(batch))]
+                       ("window", str(scratch + b.offset)), ("window_channels", str(b.channels)),
+                       ("batch", str(b.batch))]
     if y in folds:  # a folded expand conv: never scheduled (its depthwise stage makes its rows)
         return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", "-1"), ("in2", "-1"),
                        ("out", "-1"), ("window", "-1"), ("window_channels", "0"), ("batch", "1")]
@@ -122,7 +124,7 @@ def emit_mbconv_rows(ctx: OpContext) -> Emitted:
         raise CodegenError(f"op {op.name}: in place with a last conv reading the input it overwrites")
     views = _Views(ctx, scratch)
     producer = {st.outputs[0]: st for st in stages}
-    folds = {b.tensor: (b.tensor, b.channels, b.rows, b.width, b.offset, b.batch) for b in rows_program_of(op).folds}
+    folds = {b.tensor: b for b in rows_program_of(op).folds}
     folded = {name: producer[name] for name in folds}
     stream = views(x) if streamed else -1  # a streamed input's view is its ring
     views(x)

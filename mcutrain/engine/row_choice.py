@@ -34,6 +34,22 @@ def _option(prefix, i: int, j: int, folds, window: int = NARROWEST, batches: tup
     return (i, j, folds, c, 0, window, batches)
 
 
+def _fits(prefix, i: int, j: int, folds, window: int, batches: tuple[int, ...], limit: int) -> bool:
+    """Whether ops i..j run as that pipeline at all, and under ``limit``."""
+    c = prefix.cost(i, j, folds, window, batches)
+    return c is not None and c <= limit
+
+
+def _fewest(fits, most: int) -> int:
+    """The fewest n in 1..most with fits(n), by bisection (fits(most) holds; fits holds for every n above
+    one it holds for: a window of more groups is never bigger)."""
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
+
+
 def _work(shapes, window: int) -> int:
     """Recomputed MACs + re-read input elements of folds with ``window`` bytes."""
     return sum(f.recomputed_macs + f.reread_inputs(window) for f in shapes)
@@ -63,7 +79,7 @@ def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> 
     found = []
     for i in range(max(0, j - max_ops + 1), j + 1):
         every = prefix.foldable(i, j)
-        if not 1 < len(every) <= max_folds or (prefix.cost(i, j, (), NARROWEST) or limit + 1) <= limit:
+        if not 1 < len(every) <= max_folds or _fits(prefix, i, j, (), NARROWEST, (), limit):
             continue
         if (whole := _option(prefix, i, j, every)) is None or whole[3] > limit:
             continue
@@ -92,12 +108,9 @@ def _estimated(prefix, option: tuple, limit: int) -> tuple:
     if not folds or c > limit:
         return option
     shapes = prefix.fold_shapes(i, j, folds, batches)
-    growth = lambda n: sum(f.window_for(n) - f.channel_bytes for f in shapes)  # noqa: E731 (falls as n grows)
-    lo, hi = 1, max(f.channels for f in shapes)
-    while lo < hi:  # the fewest groups whose windows' growth the slack pays for
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if growth(mid) <= limit - c else (mid + 1, hi)
-    return (i, j, folds, c, _work(shapes, _window(shapes, lo)), _window(shapes, lo), batches)
+    groups = _fewest(lambda n: sum(f.window_for(n) - f.channel_bytes for f in shapes) <= limit - c,
+                     max(f.channels for f in shapes))
+    return (i, j, folds, c, _work(shapes, _window(shapes, groups)), _window(shapes, groups), batches)
 
 
 def _widest(prefix, seg: tuple, limit: int) -> tuple:
@@ -107,24 +120,18 @@ def _widest(prefix, seg: tuple, limit: int) -> tuple:
     (a window of n groups is never bigger than one of n - 1); then the least work. A batch of b output
     rows an event makes the k - stride rows its windows share once instead of b times, for b - 1 more
     rows of the depthwise output's ring and (b - 1) * stride of the expand input's."""
-    i, j, folds, window, batches = seg
+    i, j, folds = seg[:3]
     if not folds:
         return seg
     best = (_work(prefix.fold_shapes(i, j, folds), NARROWEST), (), NARROWEST)  # what the choice was made at
-    if (prefix.cost(i, j, folds, window, batches) or limit + 1) <= limit:
-        best = min(best, (_work(prefix.fold_shapes(i, j, folds, batches), window), batches, window))
     for b in product(BATCHES, repeat=len(folds)):
         shapes = prefix.fold_shapes(i, j, folds, b)
-        if any(f.channel_bytes > MAX_WINDOW_ROWS * f.width for f in shapes):
+        most = max(f.channels for f in shapes)
+        fits = lambda n: _fits(prefix, i, j, folds, _window(shapes, n), b, limit)  # noqa: E731
+        if any(f.channel_bytes > MAX_WINDOW_ROWS * f.width for f in shapes) or not fits(most):
             continue
-        fits = lambda n: (prefix.cost(i, j, folds, _window(shapes, n), b) or limit + 1) <= limit  # noqa: E731
-        lo, hi = 1, max(f.channels for f in shapes)
-        if not fits(hi):
-            continue
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
-        best = min(best, (_work(shapes, _window(shapes, lo)), b, _window(shapes, lo)))
+        window = _window(shapes, _fewest(fits, most))
+        best = min(best, (_work(shapes, window), b, window))
     return (i, j, folds, best[2], best[1])
 
 

@@ -102,8 +102,8 @@ class FoldShape:
         return max(self.rows - self.height, 0) * self.width * self.c_in * self.channels
 
     def group(self, window: int) -> int:
-        """Channels a window of ``window`` bytes holds (at least one)."""
-        return max(1, min(self.channels, window // self.channel_bytes))
+        """Channels a window of ``window`` bytes holds."""
+        return window_group(self.channels, self.channel_bytes, window)
 
     def reread_inputs(self, window: int) -> int:
         """Input elements read beyond reading each once: every window's input rows, once per group."""
@@ -113,6 +113,11 @@ class FoldShape:
     def window_for(self, groups: int) -> int:
         """Bytes of a window that holds the tensor in ``groups`` groups."""
         return -(-self.channels // groups) * self.channel_bytes
+
+
+def window_group(channels: int, channel_bytes: int, window: int) -> int:
+    """Channels of a folded tensor a window of ``window`` bytes holds: at least one, at most all."""
+    return max(1, min(channels, window // channel_bytes))
 
 
 def fold_shape(stages: tuple[Op, ...], folded: str, types, batch: int = 1) -> FoldShape:
@@ -189,7 +194,8 @@ def plan_rows(stages: tuple[Op, ...], x: str, types, streamed: bool, fold: tuple
         info = types.tensor(t)
         rows = window_rows(stages[producer[t] + 1], batch[t], types)
         events = tuple((e, e) for e, (s, _) in enumerate(schedule) if s == producer[t] + 1)
-        buffers.append((t, max(1, min(info.shape[1], window // (rows * info.shape[3]))), rows, info.shape[3], events))
+        group = window_group(info.shape[1], rows * info.shape[3], window)
+        buffers.append((t, group, rows, info.shape[3], events))
     offsets, scratch = place_buffers([(c * rows * w, live) for _, c, rows, w, live in buffers])
     placed = [(t, c, rows, w, off, live) for (t, c, rows, w, live), off in zip(buffers, offsets)]
     rings, folds = placed[:len(placed) - len(fold)], [(*f, batch[f[0]]) for f in placed[len(placed) - len(fold):]]

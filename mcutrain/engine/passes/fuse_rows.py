@@ -25,10 +25,10 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                               event needs both (``live``: the one-row rings between a depthwise and
                               its project conv, the folded windows; ``row_schedule.place_buffers``);
                     folds     expanded tensors that get no ring (below); each has a window of ``rows``
-                              (the depthwise kernel's k) rows of ``channels`` of its channels;
+                              (k + (batch - 1) * stride) rows of ``channels`` of its channels, its
+                              depthwise stage making ``batch`` output rows an event;
            stream   whether x is streamed (then x is never read whole);
            window   (a folding pipeline) the bytes of each folded tensor's window (``row_choice``);
-           batches  (a folding pipeline) output rows each folded depthwise stage makes an event;
            fused    the names of the graph ops the pipeline replaced;
            inplace  0 when the output overwrites x row by row (same shape, and the schedule writes
                     output row r only after the last read of x's row r).
@@ -223,8 +223,8 @@ def _fused_op(graph: Graph, seg: list[Op], x: str, streamed: bool, inplace: bool
     name = seg[0].name if len(seg) == 1 else f"{seg[0].name}..{seg[-1].name}"
     attrs = dict(stages=stages, internal=tuple(internal.values()), program=lower_rows(plan), stream=streamed,
                  fused=tuple(op.name for op in seg))
-    if folds:
-        attrs["window"], attrs["batches"] = window, batches
+    if folds:  # what row_segments gives the inference program (the batches are the folds' own)
+        attrs["window"] = window
     if inplace:
         attrs["inplace"] = 0
     return Op(name, KIND, tuple(inputs), seg[-1].outputs, make_attrs(**attrs), "forward")
