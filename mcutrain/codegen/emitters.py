@@ -18,14 +18,14 @@ from typing import Callable, Mapping
 import numpy as np
 
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.literals import comment, identifier, int_literal, struct_initializer, uint_literal
+from mcutrain.codegen.literals import array_body, comment, identifier, int_literal, struct_initializer, uint_literal
 from mcutrain.codegen.storage import ParamStorage
 from mcutrain.engine.ir import Op, TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.ops import conv_geometry, conv_out_hw, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
-from mcutrain.quant.int8_ops import AddParams, avgpool_params
+from mcutrain.quant.int8_ops import AddParams, add_operand_tables, avgpool_params
 
 ARENA_MACROS = {"int8": "A8", "int32": "A32", "float32": "AF", "bit": "AB"}
 
@@ -256,17 +256,34 @@ def emit_pointwise_depthwise(ctx: OpContext) -> Emitted:
                           f"{ctx.scratch('A8')});")
 
 
-def emit_add(ctx: OpContext) -> Emitted:
-    params = dict(ctx.op.attr("params"))
+def add_table_definition(name: str, p: AddParams, note: str) -> str:
+    """``static const mct_add_table name``: each operand's rescaled value for the 256 int8
+    (``add_operand_tables``, what the NumPy add reads too), constants of the add made here once into Flash rather
+    than by every call (and every row of a row pipeline) on the device; ``dsp``: add_dsp's conditions
+    (mct_kernels.c: the DSP requantization's ranges), tested here once."""
+    tables = add_operand_tables(p)
+    dsp = (np.abs(tables).max() < 2**28 and -22 <= p.out_shift <= -1 and p.out_multiplier != -2**31
+           and -128 <= p.out_zero <= 127)
+    rows = ",\n".join(f"    .{k} = {{\n{array_body(t, 'int32', '        ')}\n    }}" for k, t in zip("ab", tables))
+    return f"{comment(note)}\nstatic const mct_add_table {name} = {{\n{rows},\n    .dsp = {int(dsp)}\n}};"
+
+
+def add_structs(name: str, op: Op) -> tuple[str, str]:
+    """A residual add's ``mct_add_params`` (``name``) and ``mct_add_table`` (``name``_t)."""
+    params = dict(op.attr("params"))
     fields = list(AddParams.__dataclass_fields__)
     if set(params) != set(fields):
-        raise CodegenError(f"op {ctx.op.name}: add parameters {sorted(params)} differ from {fields}")
+        raise CodegenError(f"op {op.name}: add parameters {sorted(params)} differ from {fields}")
+    return (declare("mct_add_params", name, op, [(f, int_literal(params[f])) for f in fields]),
+            add_table_definition(f"{name}_t", AddParams(**params), f"{op.name} ({op.kind}): rescaled operands"))
+
+
+def emit_add(ctx: OpContext) -> Emitted:
     name = ctx.struct()
-    decl = declare("mct_add_params", name, ctx.op, [(f, int_literal(params[f])) for f in fields])
     a, b = ctx.op.inputs
     n = numel(ctx.info(a).shape)
-    return Emitted((decl,), f"mct_add_tensors(&{name}, {ctx.ptr(a)}, {ctx.ptr(b)}, {ctx.output(0)}, "
-                            f"{ctx.output(1)}, {n});")
+    return Emitted(add_structs(name, ctx.op), f"mct_add_tensors(&{name}, &{name}_t, {ctx.ptr(a)}, {ctx.ptr(b)}, "
+                                              f"{ctx.output(0)}, {ctx.output(1)}, {n});")
 
 
 def emit_avgpool(ctx: OpContext) -> Emitted:

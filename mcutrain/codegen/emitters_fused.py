@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcutrain.codegen.emitters import (Emitted, OpContext, conv_fields, declare, forward_conv_struct, numel,
-                                       update_struct)
+from mcutrain.codegen.emitters import (Emitted, OpContext, add_structs, conv_fields, declare, forward_conv_struct,
+                                       numel, update_struct)
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.literals import array_definition, comment, int_literal, struct_initializer
+from mcutrain.codegen.literals import array_definition, comment, struct_initializer
 from mcutrain.engine.fused_program import (BIAS_GRAD, DEFERRED, DEPTHWISE_X, FLOAT_PLANE, HEAD, INT8_PLANE, LAZY_HEAD,
                                            OUTPUT, REQUANT, SCRATCH, TAIL, UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD,
                                            WEIGHT_GRAD_UPDATE, Step, program_of)
@@ -30,7 +30,6 @@ from mcutrain.engine.passes.fuse_backward import internal_of as grad_internal
 from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, rings_of, stages_of
 from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
 from mcutrain.engine.row_schedule import MAX_WINDOW_ROWS
-from mcutrain.quant.int8_ops import AddParams
 
 MAX_K = MAX_WINDOW_ROWS  # MCT_ROWS_MAX_K: a pipeline's kernels and folded windows, in rows
 
@@ -80,12 +79,8 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
     """(decls, fields of the stage's ``mct_rows_stage``)."""
     tag = ctx.struct(f"s{s}")
     if st.kind == "add":
-        params = dict(st.attr("params"))
-        fields = list(AddParams.__dataclass_fields__)
-        if set(params) != set(fields):
-            raise CodegenError(f"op {ctx.op.name}: add parameters {sorted(params)} differ from {fields}")
-        decl = declare("mct_add_params", tag, st, [(f, int_literal(params[f])) for f in fields])
-        return [decl], [("conv", "NULL"), ("add", f"&{tag}"), ("expand", "NULL"), ("in", str(views(st.inputs[0]))),
+        return list(add_structs(tag, st)), [("conv", "NULL"), ("add", f"&{tag}"), ("add_tables", f"&{tag}_t"),
+                                            ("expand", "NULL"), ("in", str(views(st.inputs[0]))),
                         ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1"),
                         ("window_channels", "0"), ("batch", "1")]
     if st.kind != "conv2d":

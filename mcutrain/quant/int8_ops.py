@@ -98,10 +98,23 @@ def quantized_add_with_mask(a_q, b_q, params: AddParams) -> tuple[np.ndarray, np
     a = _int8_values(a_q, "a_q")
     b = _int8_values(b_q, "b_q")
     p = params
-    sa = _mbqm_np((a - p.a_zero) * (1 << p.left_shift), np.int64(p.a_multiplier), np.int64(p.a_shift))
-    sb = _mbqm_np((b - p.b_zero) * (1 << p.left_shift), np.int64(p.b_multiplier), np.int64(p.b_shift))
+    table_a, table_b = add_operand_tables(p)
+    sa, sb = table_a[a + 128], table_b[b + 128]
     v = _mbqm_np(sa + sb, np.int64(p.out_multiplier), np.int64(p.out_shift)) + p.out_zero
     return _clamp_and_mask_np(v, p.qmin, p.qmax)
+
+
+def add_operand_tables(params: AddParams) -> np.ndarray:
+    """[2, 256] int64: the rescaled operands ``sa``, ``sb`` of :func:`quantized_add` for the int8 values -128..127
+    (row 0: a, row 1: b; index v + 128). Each depends on one int8 only, so the generated C takes them from these
+    tables (``mct_add_table``, in Flash) instead of three MBQM an element; the NumPy add reads them too.
+
+    C99 (``mct_add``'s first two lines for each v)."""
+    p = params
+    v = np.arange(-128, 128, dtype=np.int64)
+    sa = _mbqm_np((v - p.a_zero) * (1 << p.left_shift), np.int64(p.a_multiplier), np.int64(p.a_shift))
+    sb = _mbqm_np((v - p.b_zero) * (1 << p.left_shift), np.int64(p.b_multiplier), np.int64(p.b_shift))
+    return np.stack([sa, sb]).astype(np.int64)
 
 
 def quantized_add_torch(a_q: torch.Tensor, b_q: torch.Tensor, params: AddParams) -> torch.Tensor:

@@ -374,29 +374,12 @@ static void folded_stage(const mct_rows_stage *st, const mct_rows_view *in, cons
     }
 }
 
-/* Rows of at least this many elements (all channels) make the add's tables first (mct_add_tables: 512
- * MBQM, ~13 k instructions on the M7) and then pay one MBQM an element instead of three (~55 instructions
- * less): worth it from about 240. The 2 KB of tables sit in add_stage's frame, a sibling of the conv
- * stages' kernels (not nested in them), below the 1x1 path's deepest stack. */
-#define MCT_ROW_ADD_TABLE 256
-
-static void add_stage(const mct_add_params *p, const mct_rows_view *a, const mct_rows_view *b, uint8_t *arena,
-                      int32_t r, const row_target *t) {
+static void add_stage(const mct_add_params *p, const mct_add_table *tables, const mct_rows_view *a,
+                      const mct_rows_view *b, uint8_t *arena, int32_t r, const row_target *t) {
     const int8_t *xa = view_data(a, arena) + view_row(a, r), *xb = view_data(b, arena) + view_row(b, r);
-    if (a->c * a->w >= MCT_ROW_ADD_TABLE) {
-        mct_add_table tables;
-        mct_add_tables(p, &tables);
-        for (int32_t c = 0; c < a->c; ++c)
-            mct_add_scaled(p, &tables, xa + c * a->ring * a->w, xb + c * b->ring * b->w, t->y + c * t->y_cs, t->mask,
-                           t->bit0 + c * t->bit_cs, a->w);
-        return;
-    }
     for (int32_t c = 0; c < a->c; ++c)
-        for (int32_t i = 0; i < a->w; ++i) {
-            uint8_t inside;
-            t->y[c * t->y_cs + i] = mct_add(xa[c * a->ring * a->w + i], xb[c * b->ring * b->w + i], p, &inside);
-            mct_put_bit(t->mask, t->bit0 + c * t->bit_cs + i, inside);
-        }
+        mct_add_scaled(p, tables, xa + c * a->ring * a->w, xb + c * b->ring * b->w, t->y + c * t->y_cs, t->mask,
+                       t->bit0 + c * t->bit_cs, a->w);
 }
 
 void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source) {
@@ -418,7 +401,7 @@ void mct_mbconv_rows(const mct_rows *p, uint8_t *arena, const int8_t *source) {
         uint8_t *out_mask = st->out == p->out ? mask : NULL;
         const row_target t = target_of(o, arena, out_mask, r);
         if (st->add != NULL)
-            add_stage(st->add, &p->views[st->in], &p->views[st->in2], arena, r, &t);
+            add_stage(st->add, st->add_tables, &p->views[st->in], &p->views[st->in2], arena, r, &t);
         else if (st->expand != NULL)
             folded_stage(st, &p->views[st->in], o, arena, out_mask, r);
         else

@@ -332,12 +332,6 @@ void mct_conv2d(const mct_conv *p, const int8_t *x, int8_t *y, uint8_t *mask, in
     }
 }
 
-/* A residual add's rescaled operands depend on one int8 each (mct_add: MBQM((a - a_zero) << left_shift)):
- * over a tensor of at least MCT_ADD_TABLE elements their 256 values each are made once, in two stack tables
- * (2 KB; mct_add_tensors is an op of its own, never nested in pointwise_wide's larger frame, so the stack
- * high-water mark does not grow), and each element costs one MBQM instead of three. */
-#define MCT_ADD_TABLE 1024
-
 /* mct_add's last steps from its two rescaled operands (the same integers). */
 static inline int8_t add_of_scaled(int32_t sa, int32_t sb, const mct_add_params *p, uint8_t *inside) {
     const int64_t v = (int64_t)mct_mbqm(sa + sb, p->out_multiplier, p->out_shift) + p->out_zero;
@@ -345,31 +339,10 @@ static inline int8_t add_of_scaled(int32_t sa, int32_t sb, const mct_add_params 
     return mct_clamp_i8(v, p->qmin, p->qmax);
 }
 
-/* One operand's table: MBQM((v - zero) << left_shift) for the 256 int8 v. With no left shift in the MBQM
- * (shift <= 0: nothing to saturate), mct_srdhm_fast and mct_rdbpot give mct_mbqm's integers without its
- * saturation and 64-bit division (half the instructions of a table). */
-static void add_table(int32_t zero, int32_t left_shift, int32_t multiplier, int32_t shift, int32_t *t) {
-    if (shift <= 0) {
-        for (int32_t v = -128; v < 128; ++v)
-            t[v + 128] = mct_rdbpot(mct_srdhm_fast((v - zero) * (1 << left_shift), multiplier), -shift);
-        return;
-    }
-    for (int32_t v = -128; v < 128; ++v) t[v + 128] = mct_mbqm((v - zero) * (1 << left_shift), multiplier, shift);
-}
-
 #if MCT_DSP
-/* add_dsp's conditions on the tables and the output's constants: |sa|, |sb| < 2^28 (so |sa + sb| < 2^29), the
- * output shift in [-22, -1], a multiplier other than INT32_MIN, an int8 zero point. */
-static int32_t add_dsp_fits(const mct_add_params *p, const mct_add_table *t) {
-    int32_t ok = p->out_shift <= -1 && p->out_shift >= -22 && p->out_multiplier != INT32_MIN && p->out_zero >= -128
-                 && p->out_zero <= 127;
-    for (int32_t v = 0; v < 256 && ok; ++v)
-        ok = t->a[v] < (1 << 28) && t->a[v] > -(1 << 28) && t->b[v] < (1 << 28) && t->b[v] > -(1 << 28);
-    return ok;
-}
-
-/* The elements through mct_dsp_requantize (sum = sa + sb, no bias) where add_dsp_fits: v is then MBQM(sa + sb) +
- * out_zero exactly (mct_add has no int16 clamp to leave out). Mask bits from bit0 (cleared before). */
+/* The elements through mct_dsp_requantize (sum = sa + sb, no bias) where t->dsp (|sa|, |sb| < 2^28, the output
+ * shift in [-22, -1], a multiplier other than INT32_MIN, an int8 zero point: the generator checks): v is then
+ * MBQM(sa + sb) + out_zero exactly (mct_add has no int16 clamp to leave out). Mask bits from bit0 (cleared). */
 static void add_dsp(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
                     uint8_t *mask, int32_t bit0, int32_t n) {
     const int32_t right = -p->out_shift, m = p->out_multiplier, qmin = p->qmin, qmax = p->qmax;
@@ -396,16 +369,6 @@ static void add_dsp(const mct_add_params *p, const mct_add_table *t, const int8_
 }
 #endif
 
-void mct_add_tables(const mct_add_params *p, mct_add_table *t) {
-    add_table(p->a_zero, p->left_shift, p->a_multiplier, p->a_shift, t->a);
-    add_table(p->b_zero, p->left_shift, p->b_multiplier, p->b_shift, t->b);
-#if MCT_DSP
-    t->dsp = add_dsp_fits(p, t);
-#else
-    t->dsp = 0;
-#endif
-}
-
 void mct_add_scaled(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
                     uint8_t *mask, int32_t bit0, int32_t n) {
 #if MCT_DSP
@@ -421,20 +384,10 @@ void mct_add_scaled(const mct_add_params *p, const mct_add_table *t, const int8_
     }
 }
 
-void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
-                     int32_t n) {
+void mct_add_tensors(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
+                     uint8_t *mask, int32_t n) {
     mct_clear_bits(mask, n);
-    if (n >= MCT_ADD_TABLE) {
-        mct_add_table t;
-        mct_add_tables(p, &t);
-        mct_add_scaled(p, &t, a, b, y, mask, 0, n);
-        return;
-    }
-    for (int32_t i = 0; i < n; ++i) {
-        uint8_t inside;
-        y[i] = mct_add(a[i], b[i], p, &inside);
-        mct_put_bit(mask, i, inside);
-    }
+    mct_add_scaled(p, t, a, b, y, mask, 0, n);
 }
 
 void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *mask) {

@@ -146,17 +146,18 @@ void mct_fc_forward(const mct_conv *p, const double *rescale, const int8_t *x, i
 void mct_pointwise_depthwise(const mct_conv *expand, const mct_conv *dw, const int8_t *x, int8_t *y,
                              uint8_t *mask, int8_t *scratch);
 /* A residual add's rescaled operands, one per int8 value (index: value + 128), and whether the DSP build's
- * add loop may use them (its range conditions, checked once here, not once per row); then n outputs from them
- * (the same integers as mct_add; mask bits from bit0, cleared before): tables made once serve many rows. */
+ * add loop may use them (add_dsp's range conditions): constants of the add, made by the generator
+ * (int8_ops.add_operand_tables, emitters.add_structs) into Flash, so no call or row of a row pipeline builds
+ * them (512 MBQM, ~13 k instructions on the M7). mct_add_scaled: n outputs from them (the same integers as
+ * mct_add; mask bits from bit0, cleared before); mct_add_tensors: a whole tensor, its mask cleared first. */
 typedef struct {
     int32_t a[256], b[256];
     int32_t dsp;
 } mct_add_table;
-void mct_add_tables(const mct_add_params *p, mct_add_table *t);
 void mct_add_scaled(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
                     uint8_t *mask, int32_t bit0, int32_t n);
-void mct_add_tensors(const mct_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask,
-                     int32_t n);
+void mct_add_tensors(const mct_add_params *p, const mct_add_table *t, const int8_t *a, const int8_t *b, int8_t *y,
+                     uint8_t *mask, int32_t n);
 void mct_global_avgpool(const mct_pool *p, const int8_t *x, int8_t *y, uint8_t *mask);
 void mct_linear_forward(const mct_linear *p, const int8_t *x, float *logits);
 int32_t mct_argmax(const float *v, int32_t n);
