@@ -17,15 +17,16 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from mcutrain.codegen.add_tables import add_structs
 from mcutrain.codegen.errors import CodegenError
-from mcutrain.codegen.literals import array_body, comment, identifier, int_literal, struct_initializer, uint_literal
+from mcutrain.codegen.literals import declare, identifier, int_literal, uint_literal
 from mcutrain.codegen.storage import ParamStorage
 from mcutrain.engine.ir import Op, TensorInfo
 from mcutrain.engine.lifetimes import scratch_bytes
 from mcutrain.engine.ops import conv_geometry, conv_out_hw, is_pointwise_conv
 from mcutrain.engine.passes.fuse_expand import split
 from mcutrain.engine.passes.inplace import is_inplace_depthwise
-from mcutrain.quant.int8_ops import AddParams, add_operand_tables, avgpool_params
+from mcutrain.quant.int8_ops import avgpool_params
 
 ARENA_MACROS = {"int8": "A8", "int32": "A32", "float32": "AF", "bit": "AB"}
 
@@ -50,6 +51,18 @@ class Symbols:
         self.constants, self.params = constants, params
         self.lr = None if lr is None else np.float32(lr)
         self.used: dict[str, None] = {}
+        self.tables: dict[str, str] = {}  # symbol -> definition (Symbols.table)
+
+    def table(self, symbol: str, define: Callable[[str], str]) -> str:
+        """A table the generator computed (an add's operand tables, a frozen conv's DSP plan), ``define(name)`` its
+        C definition as ``name``: defined once beside the Flash arrays however many ops of the two stages read it
+        (``symbol`` names its op; another table whose op's name makes the same identifier gets a suffix)."""
+        name, n = symbol, 1
+        while name in self.tables and self.tables[name] != define(name):
+            n += 1
+            name = f"{symbol}_{n}"
+        self.tables.setdefault(name, define(name))
+        return name
 
     def array(self, name: str) -> str:
         """A pointer to a constant, or to a parameter's current value (its SRAM copy when trained whole)."""
@@ -115,10 +128,6 @@ class OpContext:
         return dict(self.op.attrs)
 
 
-def declare(ctype: str, name: str, op: Op, fields: list[tuple[str, str]]) -> str:
-    return f"{comment(f'{op.name} ({op.kind})')}\nstatic const {ctype} {name} = {struct_initializer(fields)};"
-
-
 def numel(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
@@ -174,13 +183,14 @@ class _Attrs:
         return self.attrs.get(key, default)
 
 
-def forward_conv_struct(ctx: OpContext, name: str, op: Op, x_shape, y_shape) -> str:
+def forward_conv_struct(ctx: OpContext, name: str, op: Op, x_shape, y_shape, dsp_plan: str = "NULL") -> str:
+    """``dsp_plan``: the value of its field (dsp_plans.plan_definitions)."""
     x, w, b, m, s = op.inputs
     for array, what in ((m, "multiplier"), (s, "shift"), (b, "bias")):
         if ctx.symbols.params.get(array) is None and ctx.symbols.constants[array].shape != (y_shape[1],):
             raise CodegenError(f"op {op.name}: one {what} per output channel expected")
     fields = conv_fields(ctx, dict(op.attrs), x_shape, y_shape, w, ctx.info(w).shape, (b, m, s))
-    return declare("mct_conv", name, op, fields)
+    return declare("mct_conv", name, op, fields + ([("dsp_plan", dsp_plan)] if dsp_plan != "NULL" else []))
 
 
 def linear_fields(ctx: OpContext, in_features: int, out_features: int, weight: str | None, bias: str | None,
@@ -212,8 +222,8 @@ def update_struct(ctx: OpContext, name: str, param: str, qas: str, op: Op | None
     sram = ctx.symbols.sram(param)
     w, b = (sram, "NULL") if storage.dtype == "int8" else ("NULL", sram)
     if ctx.symbols.lr is None or np.float32(attrs["lr"]) != ctx.symbols.lr:
-        raise CodegenError(f"op {op.name}: learning rate {attrs['lr']!r} differs from the program's {ctx.symbols.lr!r}; "
-                           f"the C holds one runtime learning rate for all updates")
+        raise CodegenError(f"op {op.name}: learning rate {attrs['lr']!r} differs from the program's "
+                           f"{ctx.symbols.lr!r}; the C holds one runtime learning rate for all updates")
     fields = [("w", w), ("b", b), ("qas", ctx.symbols.array(qas)), ("lr", LR_SYMBOL),
               ("seed", uint_literal(attrs["seed"])), ("tensor_id", uint_literal(attrs["tensor_id"])),
               ("rows", str(rows)), ("cols", str(cols)), ("inner", str(inner))]
@@ -256,34 +266,12 @@ def emit_pointwise_depthwise(ctx: OpContext) -> Emitted:
                           f"{ctx.scratch('A8')});")
 
 
-def add_table_definition(name: str, p: AddParams, note: str) -> str:
-    """``static const mct_add_table name``: each operand's rescaled value for the 256 int8
-    (``add_operand_tables``, what the NumPy add reads too), constants of the add made here once into Flash rather
-    than by every call (and every row of a row pipeline) on the device; ``dsp``: add_dsp's conditions
-    (mct_kernels.c: the DSP requantization's ranges), tested here once."""
-    tables = add_operand_tables(p)
-    dsp = (np.abs(tables).max() < 2**28 and -22 <= p.out_shift <= -1 and p.out_multiplier != -2**31
-           and -128 <= p.out_zero <= 127)
-    rows = ",\n".join(f"    .{k} = {{\n{array_body(t, 'int32', '        ')}\n    }}" for k, t in zip("ab", tables))
-    return f"{comment(note)}\nstatic const mct_add_table {name} = {{\n{rows},\n    .dsp = {int(dsp)}\n}};"
-
-
-def add_structs(name: str, op: Op) -> tuple[str, str]:
-    """A residual add's ``mct_add_params`` (``name``) and ``mct_add_table`` (``name``_t)."""
-    params = dict(op.attr("params"))
-    fields = list(AddParams.__dataclass_fields__)
-    if set(params) != set(fields):
-        raise CodegenError(f"op {op.name}: add parameters {sorted(params)} differ from {fields}")
-    return (declare("mct_add_params", name, op, [(f, int_literal(params[f])) for f in fields]),
-            add_table_definition(f"{name}_t", AddParams(**params), f"{op.name} ({op.kind}): rescaled operands"))
-
-
 def emit_add(ctx: OpContext) -> Emitted:
     name = ctx.struct()
     a, b = ctx.op.inputs
-    n = numel(ctx.info(a).shape)
-    return Emitted(add_structs(name, ctx.op), f"mct_add_tensors(&{name}, &{name}_t, {ctx.ptr(a)}, {ctx.ptr(b)}, "
-                                              f"{ctx.output(0)}, {ctx.output(1)}, {n});")
+    decl, table = add_structs(ctx.symbols, name, ctx.op)
+    return Emitted((decl,), f"mct_add_tensors(&{name}, &{table}, {ctx.ptr(a)}, {ctx.ptr(b)}, {ctx.output(0)}, "
+                            f"{ctx.output(1)}, {numel(ctx.info(a).shape)});")
 
 
 def emit_avgpool(ctx: OpContext) -> Emitted:

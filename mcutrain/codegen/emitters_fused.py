@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcutrain.codegen.emitters import (Emitted, OpContext, add_structs, conv_fields, declare, forward_conv_struct,
-                                       numel, update_struct)
+from mcutrain.codegen.add_tables import add_structs
+from mcutrain.codegen.dsp_plans import dsp_plan
+from mcutrain.codegen.emitters import (Emitted, OpContext, conv_fields, declare, forward_conv_struct, numel,
+                                       update_struct)
 from mcutrain.codegen.errors import CodegenError
 from mcutrain.codegen.literals import array_definition, comment, struct_initializer
 from mcutrain.engine.fused_program import (BIAS_GRAD, DEFERRED, DEPTHWISE_X, FLOAT_PLANE, HEAD, INT8_PLANE, LAZY_HEAD,
@@ -79,8 +81,9 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
     """(decls, fields of the stage's ``mct_rows_stage``)."""
     tag = ctx.struct(f"s{s}")
     if st.kind == "add":
-        return list(add_structs(tag, st)), [("conv", "NULL"), ("add", f"&{tag}"), ("add_tables", f"&{tag}_t"),
-                                            ("expand", "NULL"), ("in", str(views(st.inputs[0]))),
+        decl, table = add_structs(ctx.symbols, tag, st)
+        return [decl], [("conv", "NULL"), ("add", f"&{tag}"), ("add_tables", f"&{table}"), ("expand", "NULL"),
+                        ("in", str(views(st.inputs[0]))),
                         ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1"),
                         ("window_channels", "0"), ("batch", "1")]
     if st.kind != "conv2d":
@@ -89,11 +92,13 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
     k = ctx.info(st.inputs[1]).shape[-1]
     if k > MAX_K:
         raise CodegenError(f"op {ctx.op.name}: kernel {k} > {MAX_K} in a row pipeline")
-    decls = [forward_conv_struct(ctx, tag, st, views.shape(x), views.shape(y))]
+    plan = dsp_plan(ctx.symbols, st)  # a row pipeline's convs are frozen: their DSP operands are constants
+    decls = [forward_conv_struct(ctx, tag, st, views.shape(x), views.shape(y), plan)]
     if x in folds:  # folded: rows of x are made by its expand conv from the expand's input
         expand = folded[x]
         e_tag = ctx.struct(f"s{s}e")
-        decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x)))
+        plan = dsp_plan(ctx.symbols, expand, max(folds[x].channels, 1))
+        decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x), plan))
         b = folds[x]  # folded_stage derives the window's rows from k, stride and batch: they must agree
         if b.rows != k + (b.batch - 1) * stride_and_top_pad(st)[0] or b.rows > MAX_K or b.width != views.shape(x)[3]:
             raise CodegenError(f"op {ctx.op.name}: window of {x} ({b.rows} rows) is not the {b.batch} rows' of its "

@@ -248,7 +248,8 @@ def _stage_code(stage, tag: str, trace: int, symbols: Symbols) -> tuple[str, tup
 
 
 def _flash_arrays(storages: tuple[ParamStorage, ...], symbols: Symbols) -> str:
-    """Definitions of the Flash arrays emitted code uses: parameters (model order), then constants."""
+    """Definitions of the Flash arrays emitted code uses: parameters (model order), constants, then the tables the
+    generator computed (Symbols.table)."""
     params = {s.name for s in storages}
     defs = []
     for s in storages:
@@ -260,7 +261,7 @@ def _flash_arrays(storages: tuple[ParamStorage, ...], symbols: Symbols) -> str:
             array = symbols.constants[name]
             defs.append(array_definition(identifier(name, "c_"), array, _dtype(name, array), const=True,
                                          note=f"{name} {list(array.shape)}"))
-    return "\n\n".join(defs)
+    return "\n\n".join(defs + list(symbols.tables.values()))
 
 
 def _dtype(name: str, array: np.ndarray) -> str:

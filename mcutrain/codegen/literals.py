@@ -103,5 +103,10 @@ def struct_initializer(fields: Sequence[tuple[str, str]], indent: str = "    ", 
     return "{\n" + "\n".join(indent + text for text in lines) + "\n}"
 
 
+def declare(ctype: str, name: str, op, fields: Sequence[tuple[str, str]]) -> str:
+    """``static const ctype name = {...};`` after a comment naming ``op`` (its name and kind)."""
+    return f"{comment(f'{op.name} ({op.kind})')}\nstatic const {ctype} {name} = {struct_initializer(fields)};"
+
+
 def shape_text(shape: Iterable[int]) -> str:
     return "[" + ",".join(str(int(s)) for s in shape) + "]"

@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 
-from mcutrain.codegen.emitters import add_table_definition
+from mcutrain.codegen.add_tables import add_table_definition
 from mcutrain.codegen.generate import HERE, KERNEL_FILES, KERNEL_SOURCES
 from mcutrain.codegen.host import CFLAGS, compiler
 from mcutrain.quant.int8_ops import AddParams

@@ -120,6 +120,16 @@ static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) {
     return dw_layer_plan(p, d) && dw_channel_plan(p, c, d);
 }
 
+/* Channel c's plan made by the generator for a frozen conv (mct_conv.dsp_plan: dsp_plans.depthwise_plan writes
+ * each channel's dw_plan up to its last tap row, the rest never read: 12 words a 3x3 channel, 12 + 4k else), or
+ * NULL. */
+_Static_assert(sizeof(dw_plan) == 40 * sizeof(int32_t) && offsetof(dw_plan, row) == 12 * sizeof(int32_t),
+               "dsp_plans.dw_plan_words");
+static const dw_plan *dw_generated(const mct_conv *p, int32_t c) {
+    const int32_t words = 12 + (p->k == 3 ? 0 : 4 * p->k);
+    return p->dsp_plan != NULL ? (const dw_plan *)(const void *)(p->dsp_plan + c * words) : NULL;
+}
+
 /* The int8 output of a doubled sum s2 = 2 * (acc + bias): mct_dsp_requantize's integers in 5 instructions.
  * SMMLAR adds the nudge to the rounded high product x = SMMULR(s2, m); the sign of s2 stands in for x's
  * (the rounding's x >> 31): with m > 0 they differ only where x = 0 and s2 < 0, and there (nudge - 1) >> right
@@ -361,7 +371,8 @@ int mct_dw_dsp_row(const mct_conv *p, int32_t c, const int8_t *const *rows, int8
 }
 
 /* The rows of channels [c0, c1) of a row pipeline's event: one padded buffer for all of them, its padding (and
- * its padding rows) written once, each channel's tap rows copied into it; the layer's checks once. */
+ * its padding rows) written once, each channel's tap rows copied into it; the layer's checks once; each
+ * channel's plan the generator's (a frozen conv: no dw_channel_plan a channel a row) or made here. */
 int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *const *rows, int32_t x_cs, int8_t *y,
                     int32_t y_cs, uint8_t *mask, int32_t bit0, int32_t bit_cs) {
     const int32_t out_w = p->out_w, left = p->pad_left, k = p->k, n = p->in_w;
@@ -389,7 +400,8 @@ int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *con
     if (out_w > even) dw_seg_of(&seg[1], k, at, even * p->stride_w, 2, last);
     for (int32_t c = c0; c < c1; ++c) {
         const int32_t j = c - c0;
-        if (!dw_channel_plan(p, c, &d)) { /* the portable row */
+        const dw_plan *plan = p->dsp_plan != NULL ? dw_generated(p, c) : (dw_channel_plan(p, c, &d) ? &d : NULL);
+        if (plan == NULL) { /* the portable row */
             const int8_t *r[7];
             for (int32_t a = 0; a < k; ++a) r[a] = rows[a] != NULL ? rows[a] + j * x_cs : NULL;
             mct_depthwise_row(p, c, r, y + j * y_cs, mask, bit0 + j * bit_cs);
@@ -401,7 +413,7 @@ int mct_dw_dsp_rows(const mct_conv *p, int32_t c0, int32_t c1, const int8_t *con
             else
                 dw_copy(dst[i], src[i] + j * x_cs, n);
         seg[0].y = y + j * y_cs;
-        dw_run(&d, seg, 1 + (out_w > even));
+        dw_run(plan, seg, 1 + (out_w > even));
         if (out_w > even) y[j * y_cs + out_w - 1] = last[0];
         if (mask != NULL) dw_mask(y + j * y_cs, out_w, mask, bit0 + j * bit_cs);
     }

@@ -60,11 +60,14 @@ static inline int32_t mct_dsp_requantize(int32_t sum, int32_t bias2, int32_t m, 
  * with m > 0, x = SMMULR(2a, m) is < 0 only where a < 0, and where a < 0 and x = 0 adding -1 or 0 before the
  * shift gives y_zero either way (0 <= 2^(right-1) - 1 < 2^right). So the rounding's sign term is a's,
  * known before the multiply: SMMLAR adds the nudge + (2a >> 31) into the product's rounding. */
-static inline int32_t mct_dsp_requantize_unshifted(int32_t sum, int32_t bias2, int32_t m, int32_t nudge) {
-    const int32_t a2 = bias2 + sum * 2;
+static inline int32_t mct_dsp_requantize_doubled(int32_t a2, int32_t m, int32_t nudge) {
     int32_t x;
     __asm__("smmlar %0, %1, %2, %3" : "=r"(x) : "r"(a2), "r"(m), "r"(nudge + (a2 >> 31)));
     return x;
+}
+
+static inline int32_t mct_dsp_requantize_unshifted(int32_t sum, int32_t bias2, int32_t m, int32_t nudge) {
+    return mct_dsp_requantize_doubled(bias2 + sum * 2, m, nudge);
 }
 
 static inline int32_t mct_dsp_requantize_pos(int32_t sum, int32_t bias2, int32_t m, int32_t nudge, int32_t right) {
@@ -79,22 +82,36 @@ static inline void mct_dsp_or_bits(uint8_t *mask, int32_t bit, uint32_t bits, in
     for (n += bit & 7; n > 0; n -= 8, bits >>= 8) *b++ |= (uint8_t)bits;
 }
 
-/* Two outputs a pair, y[2j], y[2j + 1] = the int8 of sums s[j * stride], s[j * stride + 1], two pairs a step. */
-#define MCT_DSP_RQ_PAIRS(shift_)                                                                     \
-    for (; j + 2 <= pairs; j += 2, s += 2 * stride, y += 4) {                                      \
-        y[0] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[0], bias2, m, nudge) >> (shift_), 8); \
-        y[1] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[1], bias2, m, nudge) >> (shift_), 8); \
-        y[2] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[stride], bias2, m, nudge) >> (shift_), 8); \
-        y[3] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[stride + 1], bias2, m, nudge) >> (shift_), 8); \
-    }                                                                                                \
-    for (; j < pairs; ++j, s += stride, y += 2) {                                                   \
-        y[0] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[0], bias2, m, nudge) >> (shift_), 8); \
-        y[1] = (int8_t)__ssat(mct_dsp_requantize_unshifted(s[1], bias2, m, nudge) >> (shift_), 8); \
+/* Two outputs a pair, y[2j], y[2j + 1] = the int8 of sums s[j * stride], s[j * stride + 1], two pairs a step; A(s):
+ * the doubled sum 2 * (sum + bias) (mct_dsp_requantize_doubled's operand) of a stored s. */
+#define MCT_DSP_RQ_PAIRS(shift_, A)                                                                   \
+    for (; j + 2 <= pairs; j += 2, s += 2 * stride, y += 4) {                                       \
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_doubled(A(s[0]), m, nudge) >> (shift_), 8);        \
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_doubled(A(s[1]), m, nudge) >> (shift_), 8);        \
+        y[2] = (int8_t)__ssat(mct_dsp_requantize_doubled(A(s[stride]), m, nudge) >> (shift_), 8);   \
+        y[3] = (int8_t)__ssat(mct_dsp_requantize_doubled(A(s[stride + 1]), m, nudge) >> (shift_), 8); \
+    }                                                                                                 \
+    for (; j < pairs; ++j, s += stride, y += 2) {                                                    \
+        y[0] = (int8_t)__ssat(mct_dsp_requantize_doubled(A(s[0]), m, nudge) >> (shift_), 8);        \
+        y[1] = (int8_t)__ssat(mct_dsp_requantize_doubled(A(s[1]), m, nudge) >> (shift_), 8);        \
     }
-#define MCT_DSP_RQ_CASE(shift_) \
-    case shift_:                \
-        MCT_DSP_RQ_PAIRS(shift_) \
+#define MCT_DSP_RQ_SWITCH(A)                                                                                   \
+    switch (right) {                                                                                           \
+        MCT_DSP_RQ_CASE(1, A) MCT_DSP_RQ_CASE(2, A) MCT_DSP_RQ_CASE(3, A) MCT_DSP_RQ_CASE(4, A)                \
+        MCT_DSP_RQ_CASE(5, A) MCT_DSP_RQ_CASE(6, A) MCT_DSP_RQ_CASE(7, A) MCT_DSP_RQ_CASE(8, A)                \
+        MCT_DSP_RQ_CASE(9, A) MCT_DSP_RQ_CASE(10, A) MCT_DSP_RQ_CASE(11, A) MCT_DSP_RQ_CASE(12, A)             \
+        MCT_DSP_RQ_CASE(13, A) MCT_DSP_RQ_CASE(14, A) MCT_DSP_RQ_CASE(15, A) MCT_DSP_RQ_CASE(16, A)            \
+        MCT_DSP_RQ_CASE(17, A) MCT_DSP_RQ_CASE(18, A) MCT_DSP_RQ_CASE(19, A) MCT_DSP_RQ_CASE(20, A)            \
+        MCT_DSP_RQ_CASE(21, A) MCT_DSP_RQ_CASE(22, A)                                                          \
+    default: /* outside mct_rq_of's fast range: not called there */                                           \
+        MCT_DSP_RQ_PAIRS(right, A)                                                                             \
+    }
+#define MCT_DSP_RQ_CASE(shift_, A) \
+    case shift_:                   \
+        MCT_DSP_RQ_PAIRS(shift_, A) \
         break;
+#define MCT_DSP_RQ_BIASED(v) (bias2 + (v) * 2)
+#define MCT_DSP_RQ_AS_IS(v) (v)
 
 /* mct_dsp_requantize_pos of 2 * pairs sums (pairs of s[j * stride], s[j * stride + 1]) clamped to int8 into y,
  * no mask: the shift a constant of each case, so SSAT shifts as it saturates (6 instructions an output). */
@@ -102,18 +119,20 @@ static __attribute__((unused)) void mct_dsp_requant_pairs(const int32_t *s, int3
                                                           int32_t bias2, int32_t m, int32_t nudge, int32_t right,
                                                           int8_t *y) {
     int32_t j = 0;
-    switch (right) {
-        MCT_DSP_RQ_CASE(1) MCT_DSP_RQ_CASE(2) MCT_DSP_RQ_CASE(3) MCT_DSP_RQ_CASE(4) MCT_DSP_RQ_CASE(5)
-        MCT_DSP_RQ_CASE(6) MCT_DSP_RQ_CASE(7) MCT_DSP_RQ_CASE(8) MCT_DSP_RQ_CASE(9) MCT_DSP_RQ_CASE(10)
-        MCT_DSP_RQ_CASE(11) MCT_DSP_RQ_CASE(12) MCT_DSP_RQ_CASE(13) MCT_DSP_RQ_CASE(14) MCT_DSP_RQ_CASE(15)
-        MCT_DSP_RQ_CASE(16) MCT_DSP_RQ_CASE(17) MCT_DSP_RQ_CASE(18) MCT_DSP_RQ_CASE(19) MCT_DSP_RQ_CASE(20)
-        MCT_DSP_RQ_CASE(21) MCT_DSP_RQ_CASE(22)
-    default: /* outside mct_rq_of's fast range: not called there */
-        MCT_DSP_RQ_PAIRS(right)
-    }
+    MCT_DSP_RQ_SWITCH(MCT_DSP_RQ_BIASED)
+}
+
+/* The same of doubled sums s = 2 * (sum + bias) (a generated plan's: dsp_plans.py): 5 instructions an output. */
+static __attribute__((unused)) void mct_dsp_requant_doubled(const int32_t *s, int32_t stride, int32_t pairs,
+                                                            int32_t m, int32_t nudge, int32_t right, int8_t *y) {
+    int32_t j = 0;
+    MCT_DSP_RQ_SWITCH(MCT_DSP_RQ_AS_IS)
 }
 #undef MCT_DSP_RQ_CASE
 #undef MCT_DSP_RQ_PAIRS
+#undef MCT_DSP_RQ_SWITCH
+#undef MCT_DSP_RQ_BIASED
+#undef MCT_DSP_RQ_AS_IS
 
 /* ---- loads and unpacking ---- */
 

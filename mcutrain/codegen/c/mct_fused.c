@@ -195,7 +195,8 @@ static void patch_outputs(const mct_conv *p, int32_t o0, int32_t o1, const int32
 }
 
 /* The whole output row on the DSP path; 0: not taken (more taps than MCT_PATCH_MAX words hold). Not inlined:
- * its tables live on the stack only while it runs. */
+ * its tables live on the stack only while it runs. A frozen conv's weight table is the generator's
+ * (mct_conv.dsp_plan: dsp_plans.patch_plan, patch_weights' layout for all channels), not made every row. */
 static __attribute__((noinline)) int general_row_dsp(const mct_conv *p, const int8_t *x, int32_t x_cs,
                                                      const int32_t *off, const row_target *t) {
     const int32_t k = p->k, tap_rows = p->in_c * k;
@@ -211,11 +212,12 @@ static __attribute__((noinline)) int general_row_dsp(const mct_conv *p, const in
     const int32_t fast = t->mask == NULL && mct_rq_all_fast(p, 0, p->out_c);
     for (int32_t o0 = 0; o0 < p->out_c; o0 += 2 * pairs) {
         const int32_t o1 = mct_imin(p->out_c, o0 + 2 * pairs);
-        patch_weights(p, o0, o1, tap, words, weights);
+        const int32_t *table = p->dsp_plan != NULL ? p->dsp_plan + o0 * words : weights; /* frozen: generated */
+        if (p->dsp_plan == NULL) patch_weights(p, o0, o1, tap, words, weights);
         for (int32_t c0 = 0; c0 < p->out_w; c0 += 2 * pairs) {
             const int32_t m = mct_imin(p->out_w - c0, 2 * pairs);
             patch_columns(p, x, x_cs, off, tap, words, full ? rows : NULL, c0, m, patches);
-            patch_outputs(p, o0, o1, weights, patches, words, c0, m, fast, t);
+            patch_outputs(p, o0, o1, table, patches, words, c0, m, fast, t);
         }
     }
     return 1;

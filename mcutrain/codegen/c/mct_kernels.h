@@ -76,6 +76,11 @@ typedef struct {
     const int32_t *bias;       /* [out_c]: the SRAM copy when trained */
     const int32_t *multiplier; /* [out_c] */
     const int32_t *shift;      /* [out_c] */
+    /* A frozen conv of a row pipeline in a DSP build (MCT_DSP_PLANS): its channels' operands for the DSP
+     * kernels, made by the generator into Flash (mcutrain/codegen/dsp_plans.py has the layouts: a 1x1 conv's
+     * records of 4 + 2 * ceil(in_c / 4) words a channel, read by pointwise_planned; a depthwise conv's dw_plan
+     * a channel, mct_depthwise.c); NULL: the kernels make them at run time. */
+    const int32_t *dsp_plan;
 } mct_conv;
 
 /* Global average pool constants (fixedpoint.avgpool_params). */
@@ -425,5 +430,13 @@ static inline MCT_ALWAYS_INLINE int8_t mct_sgd_int8_word(int8_t w, float g, floa
 #include "mct_simd.h"
 /* Helium (MVE) paths of the dsp kernels on a Cortex-M55 (mct_mve.h); MCT_MVE 0 elsewhere. */
 #include "mct_mve.h"
+
+/* Whether the DSP kernels that read mct_conv.dsp_plan are this build's (model.c defines the plans only then). */
+#define MCT_DSP_PLANS (MCT_DSP && !MCT_MVE && !MCT_SIMD)
+#if MCT_DSP_PLANS
+#define MCT_DSP_PLAN(plan) (plan)
+#else
+#define MCT_DSP_PLAN(plan) NULL
+#endif
 
 #endif /* MCT_KERNELS_H */
