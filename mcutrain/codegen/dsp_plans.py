@@ -9,7 +9,8 @@ conv of a row pipeline is frozen) they are constants: the generator writes them,
 Layouts, int32 words (the C side reads them as documented in ``c/mct_kernels.h`` at ``dsp_plan``):
 
 - **1x1 conv**: the channel window W its calls take (a folded expand conv's window group, else out_c); per
-  output channel the multiplier, the nudge (``2^(right-1) + y_zero * 2^right``) and ``right = -shift``; then one
+  output channel ``2 * bias``, the multiplier, the nudge (``2^(right-1) + y_zero * 2^right``) and ``right =
+  -shift`` (the C ``mct_rq_fast``); then one
   record per channel pair (u, v) of each window (from a multiple of W; a window's odd last channel alone, v's
   words 0): ``2 * bias`` of u and of v, then per group g of input channels 4g..4g+3 the doubled weights as the
   halfword pairs SMLAD reads against the widened input: ``(2 u[4g], 2 u[4g+2])``, ``(2 u[4g+1], 2 u[4g+3])``,
@@ -87,7 +88,7 @@ def pointwise_plan(weight, bias, multiplier, shift, y_zero: int, qmin: int, qmax
     g = padded.reshape(out_c, groups, 4)
     words = np.stack([halfwords(g[..., 0], g[..., 2]), halfwords(g[..., 1], g[..., 3])], axis=-1)  # [o, groups, 2]
     bias2, right = 2 * np.asarray(bias, np.int64), -np.asarray(shift, np.int64)
-    constants = np.stack([np.asarray(multiplier, np.int64), _nudge(right, y_zero), right], axis=-1)
+    constants = np.stack([bias2, np.asarray(multiplier, np.int64), _nudge(right, y_zero), right], axis=-1)
     records = []
     for c0 in range(0, out_c, window):
         for u in range(c0, min(c0 + window, out_c), 2):

@@ -70,11 +70,11 @@ def test_pointwise_plan_pairs_channels_within_windows():
     plan = pointwise_plan(w, bias, m, shift, y_zero, -128, 127, window)
     groups = 2  # ceil(6 / 4): the second group's last 2 channels are zeros
     assert plan[0] == window
-    rq = plan[1:1 + 3 * out_c].reshape(out_c, 3)
-    assert list(rq[:, 0]) == list(m) and list(rq[:, 2]) == list(-shift)
-    assert list(rq[:, 1]) == [(1 << (r - 1)) + y_zero * (1 << r) for r in -shift]
+    rq = plan[1:1 + 4 * out_c].reshape(out_c, 4)  # mct_rq_fast: 2 * bias, multiplier, nudge, right
+    assert list(rq[:, 0]) == list(2 * bias) and list(rq[:, 1]) == list(m) and list(rq[:, 3]) == list(-shift)
+    assert list(rq[:, 2]) == [(1 << (r - 1)) + y_zero * (1 << r) for r in -shift]
     pairs = [(0, 1), (2, None), (3, 4), (5, None), (6, None)]  # windows [0,3) [3,6) [6,7)
-    records = plan[1 + 3 * out_c:].reshape(len(pairs), 2 + 4 * groups)
+    records = plan[1 + 4 * out_c:].reshape(len(pairs), 2 + 4 * groups)
     for (u, v), rec in zip(pairs, records):
         assert rec[0] == 2 * bias[u] and rec[1] == (2 * bias[v] if v is not None else 0)
         for g in range(groups):

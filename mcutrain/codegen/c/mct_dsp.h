@@ -115,7 +115,7 @@ static inline void mct_dsp_or_bits(uint8_t *mask, int32_t bit, uint32_t bits, in
 
 /* mct_dsp_requantize_pos of 2 * pairs sums (pairs of s[j * stride], s[j * stride + 1]) clamped to int8 into y,
  * no mask: the shift a constant of each case, so SSAT shifts as it saturates (6 instructions an output). */
-static __attribute__((unused)) void mct_dsp_requant_pairs(const int32_t *s, int32_t stride, int32_t pairs,
+static __attribute__((unused, noinline)) void mct_dsp_requant_pairs(const int32_t *s, int32_t stride, int32_t pairs,
                                                           int32_t bias2, int32_t m, int32_t nudge, int32_t right,
                                                           int8_t *y) {
     int32_t j = 0;
@@ -123,7 +123,7 @@ static __attribute__((unused)) void mct_dsp_requant_pairs(const int32_t *s, int3
 }
 
 /* The same of doubled sums s = 2 * (sum + bias) (a generated plan's: dsp_plans.py): 5 instructions an output. */
-static __attribute__((unused)) void mct_dsp_requant_doubled(const int32_t *s, int32_t stride, int32_t pairs,
+static __attribute__((unused, noinline)) void mct_dsp_requant_doubled(const int32_t *s, int32_t stride, int32_t pairs,
                                                             int32_t m, int32_t nudge, int32_t right, int8_t *y) {
     int32_t j = 0;
     MCT_DSP_RQ_SWITCH(MCT_DSP_RQ_AS_IS)
@@ -461,30 +461,34 @@ static inline void mct_dsp_pw_unpacked_one(const int32_t *xb, const int32_t *wb,
  * xb + j * 4 * groups, its sums in s[4j..]), ``groups`` a constant where inlined: the group loop unrolled (4
  * LDRD, 8 SMLAD a group; the first SMUAD, no zeroed sums), the weight pointer stepped back after each pair,
  * so sums, input, weights and pointers fit the registers (the looped form spilled around every pair: 18
- * instructions a pair beside the groups); up to 32 groups (pw_planned_sums' cases). */
+ * instructions a pair beside the groups); up to 32 groups (pw_planned_sums' cases). ``biased``: wb starts with
+ * the two channels' first sums (a generated plan's 2 * bias: mct_dsp_pointwise.h), loaded once a pair. */
 static inline __attribute__((always_inline)) void mct_dsp_pw_unpacked_fixed(const int32_t *xb, const int32_t *wb,
                                                                              int32_t groups, int32_t two,
-                                                                             int32_t pairs, int32_t *s) {
-    for (int32_t j = 0; j < pairs; ++j, s += 4) {
-        int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+                                                                             int32_t biased, int32_t pairs,
+                                                                             int32_t *s) {
+    for (int32_t *const end = s + 4 * pairs; s < end;) {
+        int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0, u0 = 0, v0 = 0;
+        if (biased) mct_ldrd_post(&wb, &u0, &v0);
 #pragma GCC unroll 32
         for (int32_t g = 0; g < groups; ++g) {
             int32_t e0, o0, e1, o1, ue, uo, ve, vo;
             mct_ldrd_post(&xb, &e0, &o0);
             mct_ldrd_post(&wb, &ue, &uo);
-            a0 = __smlad(o0, uo, g == 0 ? __smuad(e0, ue) : __smlad(e0, ue, a0));
+            a0 = __smlad(o0, uo, g > 0 ? __smlad(e0, ue, a0) : biased ? __smlad(e0, ue, u0) : __smuad(e0, ue));
             mct_ldrd_post(&xb, &e1, &o1);
-            a1 = __smlad(o1, uo, g == 0 ? __smuad(e1, ue) : __smlad(e1, ue, a1));
+            a1 = __smlad(o1, uo, g > 0 ? __smlad(e1, ue, a1) : biased ? __smlad(e1, ue, u0) : __smuad(e1, ue));
             if (two) {
                 mct_ldrd_post(&wb, &ve, &vo);
-                b0 = __smlad(o0, vo, g == 0 ? __smuad(e0, ve) : __smlad(e0, ve, b0));
-                b1 = __smlad(o1, vo, g == 0 ? __smuad(e1, ve) : __smlad(e1, ve, b1));
+                b0 = __smlad(o0, vo, g > 0 ? __smlad(e0, ve, b0) : biased ? __smlad(e0, ve, v0) : __smuad(e0, ve));
+                b1 = __smlad(o1, vo, g > 0 ? __smlad(e1, ve, b1) : biased ? __smlad(e1, ve, v0) : __smuad(e1, ve));
             } else {
                 wb += 2;
             }
         }
-        wb -= MCT_DSP_GROUP_WORDS * groups;
-        s[0] = a0, s[1] = a1, s[2] = b0, s[3] = b1;
+        wb -= MCT_DSP_GROUP_WORDS * groups + (biased ? 2 : 0);
+        mct_strd_post(&s, a0, a1);
+        mct_strd_post(&s, b0, b1);
     }
 }
 

@@ -132,27 +132,38 @@ static int32_t pw_plan(const mct_conv *p, int32_t o0, int32_t o1, int32_t pair_w
     return 1;
 }
 
-#define MCT_PW_FIXED(g_)                                                          \
-    case g_:                                                                      \
-        if (two)                                                                  \
-            mct_dsp_pw_unpacked_fixed(xb, wb, g_, 1, pairs, sums);                \
-        else                                                                      \
-            mct_dsp_pw_unpacked_fixed(xb, wb, g_, 0, pairs, sums);                \
+#define MCT_PW_FIXED_AS(g_, biased_)                                                        \
+    if (two)                                                                                \
+        mct_dsp_pw_unpacked_fixed(xb, wb, g_, 1, biased_, pairs, sums);                     \
+    else                                                                                    \
+        mct_dsp_pw_unpacked_fixed(xb, wb, g_, 0, biased_, pairs, sums);
+#define MCT_PW_FIXED(g_)                                                                    \
+    case g_:                                                                                \
+        if (biased) {                                                                       \
+            MCT_PW_FIXED_AS(g_, 1)                                                          \
+        } else {                                                                            \
+            MCT_PW_FIXED_AS(g_, 0)                                                          \
+        }                                                                                   \
         return;
 
 /* The sums of a planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs,
  * pw_sums' layout, on unrolled groups: the row pipelines' few input channels (up to 24), and the group counts of
  * the paper networks' unpacked 1x1 convs (32 to 120 input channels: 12 instructions a group, the loop's 15; about
  * 13 KB more Flash for 1.3 to 1.7 M instructions less an inference; the lone channel's variants included, which
- * the row pipelines' odd channel counts take: 0.3 to 0.7 M of it). */
+ * the row pipelines' odd channel counts take: 0.3 to 0.7 M of it). ``biased``: a generated plan's record (its
+ * pair's 2 * bias first: pw_generated_plan; its lone channels too, the pair's second weights 0). */
 static __attribute__((noinline)) void pw_planned_sums(const int32_t *xb, const int32_t *wb, int32_t groups,
-                                                      int32_t two, int32_t pairs, int32_t *sums) {
+                                                      int32_t two, int32_t biased, int32_t pairs, int32_t *sums) {
     switch (groups) {
         MCT_PW_FIXED(1) MCT_PW_FIXED(2) MCT_PW_FIXED(3) MCT_PW_FIXED(4) MCT_PW_FIXED(5) MCT_PW_FIXED(6)
         MCT_PW_FIXED(8) MCT_PW_FIXED(10) MCT_PW_FIXED(12) MCT_PW_FIXED(14) MCT_PW_FIXED(16) MCT_PW_FIXED(18)
         MCT_PW_FIXED(24) MCT_PW_FIXED(30)
     default:
         break;
+    }
+    if (biased) {
+        mct_dsp_pw_unpacked_fixed(xb, wb, groups, two, 1, pairs, sums);
+        return;
     }
     const int32_t pair_words = groups * MCT_DSP_GROUP_WORDS;
     if (two)
@@ -161,140 +172,48 @@ static __attribute__((noinline)) void pw_planned_sums(const int32_t *xb, const i
         for (int32_t i = 0; i < pairs; ++i) mct_dsp_pw_unpacked_one(xb + i * pair_words, wb, groups, sums + 4 * i);
 }
 #undef MCT_PW_FIXED
+#undef MCT_PW_FIXED_AS
 
 /* One planned channel pair (``two``; else its first channel alone) at ``pairs`` widened position pairs: the sums
- * (pw_planned_sums) then 2 outputs at a time into ya, yb. */
-static void pw_planned_pair(const int32_t *xb, int32_t pair_words, int32_t pairs, const int32_t *wb, int32_t groups,
-                            const mct_rq_fast *rq, int32_t two, int8_t *ya, int8_t *yb, int32_t *sums) {
+ * (pw_planned_sums) then 2 outputs at a time into ya, yb; ``biased``: a generated plan's doubled sums. */
+static inline __attribute__((always_inline)) void pw_planned_pair(const int32_t *xb, int32_t pair_words,
+                                                                  int32_t pairs, const int32_t *wb, int32_t groups,
+                                                                  const mct_rq_fast *rq, int32_t two, int32_t biased,
+                                                                  int8_t *ya, int8_t *yb, int32_t *sums) {
     for (int32_t j = 0; j < pairs; j += MCT_PW_SUM_PAIRS, xb += MCT_PW_SUM_PAIRS * pair_words) {
         const int32_t m = mct_imin(MCT_PW_SUM_PAIRS, pairs - j);
-        pw_planned_sums(xb, wb, groups, two, m, sums);
-        mct_dsp_requant_pairs(sums, 4, m, rq[0].bias2, rq[0].multiplier, rq[0].nudge, rq[0].right, ya + 2 * j);
-        if (two)
-            mct_dsp_requant_pairs(sums + 2, 4, m, rq[1].bias2, rq[1].multiplier, rq[1].nudge, rq[1].right, yb + 2 * j);
-    }
-}
-
-/* ---- a frozen 1x1 conv's generated plan (mct_conv.dsp_plan; mcutrain/codegen/dsp_plans.py's layout) ----
- * The channel window W its calls take, each channel's multiplier, nudge and right, then a record per channel
- * pair of each window: the pair's 2 * bias, then per group its doubled weights as mct_dsp_unpack_group's words.
- * The sums start at 2 * bias, so each is 2 * (acc + bias), the requantization's operand, with no add
- * (mct_dsp_requant_doubled: 5 instructions an output, not 6), and weights and constants come from Flash instead
- * of a plan made on every call (pw_plan: once a row and channel window). */
-
-/* mct_dsp_pw_unpacked_fixed on a pair's record (wb; the sums from its 2 * bias): as there, the weight pointer
- * stepped back after each position pair, the sums stored by STRD, the loop ended on s, so that sums, input,
- * weights and pointers fit the registers. */
-static inline __attribute__((always_inline)) void pw_record_sums(const int32_t *xb, const int32_t *wb,
-                                                                  int32_t groups, int32_t two, int32_t pairs,
-                                                                  int32_t *s) {
-    for (int32_t *const end = s + 4 * pairs; s < end;) {
-        int32_t a0, b0;
-        mct_ldrd_post(&wb, &a0, &b0);
-        int32_t a1 = a0, b1 = b0;
-#pragma GCC unroll 32
-        for (int32_t g = 0; g < groups; ++g) {
-            int32_t e0, o0, e1, o1, ue, uo, ve, vo;
-            mct_ldrd_post(&xb, &e0, &o0);
-            mct_ldrd_post(&wb, &ue, &uo);
-            a0 = __smlad(o0, uo, __smlad(e0, ue, a0));
-            mct_ldrd_post(&xb, &e1, &o1);
-            a1 = __smlad(o1, uo, __smlad(e1, ue, a1));
-            if (two) {
-                mct_ldrd_post(&wb, &ve, &vo);
-                b0 = __smlad(o0, vo, __smlad(e0, ve, b0));
-                b1 = __smlad(o1, vo, __smlad(e1, ve, b1));
-            } else {
-                wb += 2;
-            }
-        }
-        wb -= 2 + MCT_DSP_GROUP_WORDS * groups;
-        mct_strd_post(&s, a0, a1);
-        mct_strd_post(&s, b0, b1);
-    }
-}
-
-#define MCT_PW_RECORD_CASE(g_)                                  \
-    case g_:                                                    \
-        if (two)                                                \
-            pw_record_sums(xb, record, g_, 1, pairs, s);        \
-        else                                                    \
-            pw_record_sums(xb, record, g_, 0, pairs, s);        \
-        return;
-
-/* pw_record_sums on unrolled groups (pw_planned_sums' cases). */
-static __attribute__((noinline)) void pw_records(const int32_t *xb, const int32_t *record, int32_t groups,
-                                                 int32_t two, int32_t pairs, int32_t *s) {
-    switch (groups) {
-        MCT_PW_RECORD_CASE(1) MCT_PW_RECORD_CASE(2) MCT_PW_RECORD_CASE(3) MCT_PW_RECORD_CASE(4)
-        MCT_PW_RECORD_CASE(5) MCT_PW_RECORD_CASE(6) MCT_PW_RECORD_CASE(8) MCT_PW_RECORD_CASE(10)
-        MCT_PW_RECORD_CASE(12) MCT_PW_RECORD_CASE(14) MCT_PW_RECORD_CASE(16) MCT_PW_RECORD_CASE(18)
-        MCT_PW_RECORD_CASE(24) MCT_PW_RECORD_CASE(30)
-    default:
-        break;
-    }
-    if (two)
-        pw_record_sums(xb, record, groups, 1, pairs, s);
-    else
-        pw_record_sums(xb, record, groups, 0, pairs, s);
-}
-#undef MCT_PW_RECORD_CASE
-
-/* pointwise_planned's work on the generator's plan: a call of one whole window (the calls of a row pipeline's
- * 1x1 convs; else 0, not taken). */
-static __attribute__((noinline)) int32_t pointwise_generated(const mct_conv *p, int32_t o0, int32_t o1,
-                                                             const int8_t *const *x_rows, int32_t rows, int32_t x_cs,
-                                                             int32_t n, int8_t *y, int32_t y_row, int32_t y_cs,
-                                                             int8_t *last) {
-    const int32_t count = o1 - o0, groups = (p->in_c + 3) >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
-    const int32_t window = p->dsp_plan[0], all = n >> 1, record = 2 + pair_words;
-    const int32_t room = mct_imin(MCT_PW_WIDE_WORDS / pair_words, MCT_PW_SUM_PAIRS);
-    const int32_t whole = o0 % window == 0 && count == mct_imin(window, p->out_c - o0);
-    if (count < MCT_PW_WIDE_MIN_OUT || all == 0 || room == 0 || !whole) return 0;
-    const int32_t *const rq = p->dsp_plan + 1 + 3 * o0; /* the channels' m, nudge, right */
-    const int32_t *const records = p->dsp_plan + 1 + 3 * p->out_c + (o0 / window) * ((window + 1) >> 1) * record;
-    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    const int32_t blocks = (all + room - 1) / room, most = (all + blocks - 1) / blocks; /* even blocks */
-    for (int32_t a = 0; a < rows; ++a) {
-        if (x_rows[a] == NULL) continue;
-        for (int32_t j0 = 0; j0 < all; j0 += most) {
-            const int32_t pairs = mct_imin(most, all - j0), q0 = 2 * j0 + a * y_row;
-            mct_dsp_widen(x_rows[a], x_cs, 2 * j0, pairs, p->in_c, p->x_zero, buf);
-            for (int32_t k = 0; k < count; k += 2) {
-                const int32_t two = k + 1 < count;
-                const int32_t *const u = rq + 3 * k;
-                pw_records(buf, records + (k >> 1) * record, groups, two, pairs, sums);
-                mct_dsp_requant_doubled(sums, 4, pairs, u[0], u[1], u[2], out_row(y, y_cs, last, k, count) + q0);
-                if (two)
-                    mct_dsp_requant_doubled(sums + 2, 4, pairs, u[3], u[4], u[5],
-                                            out_row(y, y_cs, last, k + 1, count) + q0);
-            }
+        pw_planned_sums(xb, wb, groups, two, biased, m, sums);
+        for (int32_t c = 0; c <= two; ++c) {
+            const mct_rq_fast q = rq[c];
+            int8_t *const y = (c ? yb : ya) + 2 * j;
+            if (biased)
+                mct_dsp_requant_doubled(sums + 2 * c, 4, m, q.multiplier, q.nudge, q.right, y);
+            else
+                mct_dsp_requant_pairs(sums + 2 * c, 4, m, q.bias2, q.multiplier, q.nudge, q.right, y);
         }
     }
-    return 2 * all;
 }
 
-/* Output channels [o0, o1) (at most MCT_PW_PLAN_OUT) at the positions [0, 2 * (n / 2)) of ``rows`` input rows
- * (x_rows[a], NULL: skipped; output row a at y + a * y_row, ``last`` as in out_row: one row only), no mask: the
- * plan (pw_plan) is made once for all rows, not once per row and block as in pointwise_wide (the row pipelines
- * call the 1x1 conv once a row with few channels: the setup outweighed the sums). Returns the positions done
- * per row (0: not taken). */
-static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, int32_t o0, int32_t o1,
-                                                           const int8_t *const *x_rows, int32_t rows, int32_t x_cs,
-                                                           int32_t n, int8_t *y, int32_t y_row, int32_t y_cs,
-                                                           int8_t *last) {
-    const int32_t generated =
-        p->dsp_plan != NULL ? pointwise_generated(p, o0, o1, x_rows, rows, x_cs, n, y, y_row, y_cs, last) : 0;
-    if (generated > 0) return generated;
+/* The plan of a call's channels: channel pair k's weights (its record) at wb + k * record, channel c's constants at
+ * rq[c]; ``room``: the position pairs a block of widened input may have (0: no plan). */
+typedef struct {
+    const int32_t *wb;
+    const mct_rq_fast *rq;
+    int32_t record, room;
+} pw_call_plan;
+
+/* The rows of a planned call (pointwise_planned's arguments): per block of positions the input widened once into
+ * buf, then every channel pair's outputs from it; ``biased`` (a constant where inlined): a generated plan (records
+ * led by the pair's 2 * bias, doubled weights). */
+static inline __attribute__((always_inline)) int32_t pw_planned_rows(const mct_conv *p, int32_t o0, int32_t o1,
+                                                                     const int8_t *const *x_rows, int32_t rows,
+                                                                     int32_t x_cs, int32_t n, int8_t *y,
+                                                                     int32_t y_row, int32_t y_cs, int8_t *last,
+                                                                     const pw_call_plan *plan, int32_t biased,
+                                                                     int32_t *buf, int32_t *sums) {
     const int32_t count = o1 - o0, groups = (p->in_c + 3) >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
-    const int32_t all = n >> 1, plan_words = ((count + 1) >> 1) * pair_words;
-    const int32_t room = plan_words < MCT_PW_WIDE_WORDS ? (MCT_PW_WIDE_WORDS - plan_words) / pair_words : 0;
-    if (count < MCT_PW_WIDE_MIN_OUT || count > MCT_PW_PLAN_OUT || all == 0 || room < mct_imin(all, 4)) return 0;
-    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
-    mct_rq_fast rq[MCT_PW_PLAN_OUT];
-    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - plan_words;
-    if (!pw_plan(p, o0, o1, pair_words, rq, unpacked)) return 0;
-    const int32_t blocks = (all + room - 1) / room, most = (all + blocks - 1) / blocks; /* even blocks */
+    const int32_t all = n >> 1, blocks = (all + plan->room - 1) / plan->room;
+    const int32_t most = (all + blocks - 1) / blocks; /* even blocks */
     for (int32_t a = 0; a < rows; ++a) {
         if (x_rows[a] == NULL) continue;
         for (int32_t j0 = 0; j0 < all; j0 += most) {
@@ -304,12 +223,54 @@ static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, in
                 const int32_t two = k + 1 < count;
                 int8_t *ya = out_row(y, y_cs, last, k, count) + q0;
                 int8_t *yb = two ? out_row(y, y_cs, last, k + 1, count) + q0 : ya;
-                pw_planned_pair(buf, pair_words, pairs, unpacked + (k >> 1) * pair_words, groups, rq + k, two, ya, yb,
-                                sums);
+                pw_planned_pair(buf, pair_words, pairs, plan->wb + (k >> 1) * plan->record, groups, plan->rq + k,
+                                two, biased, ya, yb, sums);
             }
         }
     }
     return 2 * all;
+}
+
+/* A frozen 1x1 conv's generated plan (mct_conv.dsp_plan; mcutrain/codegen/dsp_plans.py's layout): the channel
+ * window W its calls take, each channel's constants (mct_rq_fast's four words), then a record per channel pair of
+ * each window: the pair's 2 * bias, then per group its doubled weights as mct_dsp_unpack_group's words. The sums
+ * start at 2 * bias, so each is 2 * (acc + bias), the requantization's operand, with no add
+ * (mct_dsp_requant_doubled: 5 instructions an output, not 6), and weights and constants come from Flash instead
+ * of a plan made on every call (pw_plan: once a row and channel window). Only a call of one whole window takes
+ * it (the calls of a row pipeline's 1x1 convs). */
+static pw_call_plan pw_generated_plan(const mct_conv *p, int32_t o0, int32_t o1) {
+    const int32_t window = p->dsp_plan[0], pair_words = ((p->in_c + 3) >> 2) * MCT_DSP_GROUP_WORDS;
+    const int32_t record = 2 + pair_words, whole = o0 % window == 0 && o1 - o0 == mct_imin(window, p->out_c - o0);
+    const int32_t *const records = p->dsp_plan + 1 + 4 * p->out_c + (o0 / window) * ((window + 1) >> 1) * record;
+    const pw_call_plan plan = {records, (const mct_rq_fast *)(const void *)(p->dsp_plan + 1 + 4 * o0), record,
+                               whole ? MCT_PW_WIDE_WORDS / pair_words : 0};
+    return plan;
+}
+
+/* Output channels [o0, o1) at the positions [0, 2 * (n / 2)) of ``rows`` input rows (x_rows[a], NULL: skipped;
+ * output row a at y + a * y_row, ``last`` as in out_row: one row only), no mask, on a plan of the call: the
+ * generator's (pw_generated_plan) or one made here once for all rows (pw_plan: at most MCT_PW_PLAN_OUT channels),
+ * not once per row and block as in pointwise_wide (the row pipelines call the 1x1 conv once a row with few
+ * channels: the setup outweighed the sums). Returns the positions done per row (0: not taken). */
+static __attribute__((noinline)) int32_t pointwise_planned(const mct_conv *p, int32_t o0, int32_t o1,
+                                                           const int8_t *const *x_rows, int32_t rows, int32_t x_cs,
+                                                           int32_t n, int8_t *y, int32_t y_row, int32_t y_cs,
+                                                           int8_t *last) {
+    const int32_t count = o1 - o0, groups = (p->in_c + 3) >> 2, pair_words = groups * MCT_DSP_GROUP_WORDS;
+    const int32_t all = n >> 1;
+    if (count < MCT_PW_WIDE_MIN_OUT || all == 0) return 0;
+    int32_t buf[MCT_PW_WIDE_WORDS], sums[4 * MCT_PW_SUM_PAIRS];
+    const pw_call_plan generated = p->dsp_plan != NULL ? pw_generated_plan(p, o0, o1) : (pw_call_plan){0};
+    if (generated.room > 0)
+        return pw_planned_rows(p, o0, o1, x_rows, rows, x_cs, n, y, y_row, y_cs, last, &generated, 1, buf, sums);
+    const int32_t plan_words = ((count + 1) >> 1) * pair_words;
+    const int32_t room = plan_words < MCT_PW_WIDE_WORDS ? (MCT_PW_WIDE_WORDS - plan_words) / pair_words : 0;
+    if (count > MCT_PW_PLAN_OUT || room < mct_imin(all, 4)) return 0;
+    mct_rq_fast rq[MCT_PW_PLAN_OUT];
+    int32_t *const unpacked = buf + MCT_PW_WIDE_WORDS - plan_words;
+    if (!pw_plan(p, o0, o1, pair_words, rq, unpacked)) return 0;
+    const pw_call_plan made = {unpacked, rq, pair_words, room};
+    return pw_planned_rows(p, o0, o1, x_rows, rows, x_cs, n, y, y_row, y_cs, last, &made, 0, buf, sums);
 }
 
 /* ---- the widened 1x1 conv of any channel count (pointwise_wide, pointwise_sliced) ----
@@ -424,7 +385,7 @@ static __attribute__((noinline)) int32_t pointwise_wide(const mct_conv *p, int32
                 int8_t *yb = out_row(y, y_cs, last, o + 1 - o0, o1 - o0) + q;
                 if (unpack) {
                     pw_unpack(&w, unpacked);
-                    pw_planned_sums(xb, unpacked, groups, two, m, sums);
+                    pw_planned_sums(xb, unpacked, groups, two, 0, m, sums);
                 } else {
                     pw_sums(xb, pair_words, m, &w, sums);
                 }
