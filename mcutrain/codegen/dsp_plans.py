@@ -9,18 +9,16 @@ conv of a row pipeline is frozen) they are constants: the generator writes them,
 Layouts, int32 words (the C side reads them as documented in ``c/mct_kernels.h`` at ``dsp_plan``):
 
 - **1x1 conv**: the channel window W its calls take (a folded expand conv's window group, else out_c); per
-  output channel ``2 * bias``, the multiplier, the nudge (``2^(right-1) + y_zero * 2^right``) and ``right =
-  -shift`` (the C ``mct_rq_fast``); then one
-  record per channel pair (u, v) of each window (from a multiple of W; a window's odd last channel alone, v's
-  words 0): ``2 * bias`` of u and of v, then per group g of input channels 4g..4g+3 the doubled weights as the
-  halfword pairs SMLAD reads against the widened input: ``(2 u[4g], 2 u[4g+2])``, ``(2 u[4g+1], 2 u[4g+3])``,
-  the same of v (0 past in_c). The sums start at ``2 * bias``, so each is ``2 * (acc + bias)``, the
-  requantization's operand, with no add.
-- **depthwise k x k** (3, 5, 7), the C ``dw_plan`` of each channel up to its last tap row (``dw_plan_words``: 12,
-  32 or 40 words): kind, k, stride, the
-  3x3 operands ``(2w0, 2w2), (2w3, 2w5), (2w6, 2w8), (2w1, 2w4), (2w5, 2w7)``, the multiplier, the sum's start
-  ``2 * bias - x_zero * 2 * sum w``, the nudge, right; then per tap row r of a 5x5 / 7x7 kernel
-  ``(2r0, 2r2), (2r1, 2r3), (2r4, 2r6), 2r5`` (5 taps: ``(2r4, 0), 0``).
+  output channel the C ``mct_rq_fast``: ``2 * bias``, the multiplier, the nudge (``2^(right-1) + y_zero *
+  2^right``), ``right = -shift``; then one record per channel pair (u, v) of each window (from a multiple of W;
+  a window's odd last channel alone, v's words 0): ``2 * bias`` of u and of v, then per group g of input
+  channels 4g..4g+3 the doubled weights as the halfword pairs SMLAD reads against the widened input:
+  ``(2 u[4g], 2 u[4g+2])``, ``(2 u[4g+1], 2 u[4g+3])``, the same of v (0 past in_c). The sums start at
+  ``2 * bias``, so each is ``2 * (acc + bias)``, the requantization's operand, with no add.
+- **depthwise k x k** (3, 5, 7), the C ``dw_plan`` of each channel up to its last tap row (``dw_plan_words``:
+  12, 32 or 40 words): kind, k, stride, the 3x3 operands ``(2w0, 2w2), (2w3, 2w5), (2w6, 2w8), (2w1, 2w4),
+  (2w5, 2w7)``, the multiplier, the sum's start ``2 * bias - x_zero * 2 * sum w``, the nudge, right; then per
+  tap row r of a 5x5 / 7x7 kernel ``(2r0, 2r2), (2r1, 2r3), (2r4, 2r6), 2r5`` (5 taps: ``(2r4, 0), 0``).
 - **other groups-1 convs** (a row pipeline's first conv, im2col in ``general_row_dsp``): the weight table
   ``patch_weights`` makes, for all output channels (``patch_plan``); the requantization is the conv's own.
 
@@ -37,12 +35,14 @@ from mcutrain.codegen.literals import array_definition, identifier
 from mcutrain.engine.ir import Op
 from mcutrain.engine.ops import conv_geometry, is_pointwise_conv
 
+DW_KINDS = {3: 0, 5: 2, 7: 4}  # DW_3S1, DW_5S1, DW_7S1 of mct_depthwise.c; + 1 for stride 2
+
+
 def dw_plan_words(k: int) -> int:
     """The words of a k x k channel's record: dw_plan's head and 3x3 operands (12), a 5x5 / 7x7 kernel's tap rows
     (4 words each) after them; dw_plan's rows past k are never read (mct_depthwise.c's dw_generated, whose
     _Static_assert checks the struct's layout: 40 words, the rows from word 12)."""
     return 12 + (0 if k == 3 else 4 * k)
-DW_KINDS = {3: 0, 5: 2, 7: 4}  # DW_3S1, DW_5S1, DW_7S1; + 1 for stride 2
 
 
 def halfwords(lo, hi) -> np.ndarray:
@@ -109,18 +109,12 @@ def _dw3_operands(w: np.ndarray) -> np.ndarray:
 
 
 def _dw57_rows(w: np.ndarray, k: int) -> np.ndarray:
-    """[c, 28]: per tap row (w02, w13, w46, w5) of doubled weights, rows past k zero (w [c, k * k])."""
-    c = w.shape[0]
-    rows = np.zeros((c, 7, 4), np.int64)
-    r = 2 * w.reshape(c, k, k)
-    rows[:, :k, 0] = halfwords(r[..., 0], r[..., 2])
-    rows[:, :k, 1] = halfwords(r[..., 1], r[..., 3])
-    if k == 7:
-        rows[:, :k, 2] = halfwords(r[..., 4], r[..., 6])
-        rows[:, :k, 3] = r[..., 5]
-    else:
-        rows[:, :k, 2] = halfwords(r[..., 4], 0)
-    return rows.reshape(c, 28)
+    """[c, 4k]: per tap row (w02, w13, w46, w5) of each channel's doubled 5x5 / 7x7 weights (w [c, k * k])."""
+    r = 2 * w.reshape(w.shape[0], k, k)
+    w46 = halfwords(r[..., 4], r[..., 6]) if k == 7 else halfwords(r[..., 4], 0)
+    w5 = r[..., 5] if k == 7 else np.zeros_like(r[..., 0])
+    return np.stack([halfwords(r[..., 0], r[..., 2]), halfwords(r[..., 1], r[..., 3]), w46, w5], axis=-1).reshape(
+        w.shape[0], 4 * k)
 
 
 def depthwise_plan(weight, bias, multiplier, shift, x_zero: int, y_zero: int, qmin: int, qmax: int,
@@ -137,7 +131,7 @@ def depthwise_plan(weight, bias, multiplier, shift, x_zero: int, y_zero: int, qm
     if k == 3:
         plan[:, 3:8] = _dw3_operands(w)
     else:
-        plan[:, 12:] = _dw57_rows(w, k)[:, :4 * k]
+        plan[:, 12:] = _dw57_rows(w, k)
     right = -np.asarray(shift, np.int64)
     plan[:, 8] = multiplier
     plan[:, 9] = 2 * np.asarray(bias, np.int64) - x_zero * 2 * w.sum(axis=1)
@@ -200,6 +194,7 @@ def dsp_plan(symbols, op: Op, window: int | None = None) -> str:
     if made is None:
         return "NULL"
     kind, plan = made
+
     def define(name: str) -> str:
         array = array_definition(name, plan, "int32", const=True, note=f"{op.name}: DSP {kind} plan")
         return f"#if MCT_DSP_PLANS\n{array}\n#endif"
