@@ -30,7 +30,7 @@ from mcutrain.engine.passes import INFERENCE_PIPELINE, PIPELINE, Pass, PassOptio
 from mcutrain.engine.passes.fuse_backward import update_ops
 from mcutrain.engine.passes.fuse_rows import KIND as ROWS
 from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
-from mcutrain.engine.passes.fuse_rows import rings_of, row_segments, scratch_size
+from mcutrain.engine.passes.fuse_rows import rings_of, row_segments, scratch_size, stages_of
 from mcutrain.engine.placement import plan_best
 from mcutrain.quant.graph import QGraph
 from mcutrain.quant.qmodel import QModel
@@ -135,8 +135,9 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
     the classifier); masks: the packed clamp masks (they are in the arena, listed for the paper's
     comparison); engine state: the step counter and the guard's few words (``memory.engine_state``);
     total SRAM = arena + trainable copies + engine state (no optimizer state: SGD without momentum);
-    Flash: frozen weights, frozen parts of trained weights, constants and rescale tables (the initial values of the
-    trainable copies ship in Flash as well: ``flash_with_initial_trainables_bytes``);
+    Flash: frozen weights, frozen parts of trained weights, constants, rescale tables and the residual adds'
+    operand tables (``flash_constant_bytes``; the initial values of the trainable copies ship in Flash as well:
+    ``flash_with_initial_trainables_bytes``);
     inference: the forward alone, planned the same way (``inference_peak_bytes`` is the same number:
     the key the CLI shows), with the training program's row pipelines; ``inference_min_arena_bytes``:
     the forward fused as far as it goes. Input: whether the image is streamed (then it is NOT in the
@@ -145,9 +146,7 @@ def memory_report(train: Stage, inference: Stage, inference_min: int | None = No
     """
     graph = train.graph
     trainable = trainable_bytes(graph)
-    # + the float64 rescale tables of hidden fully connected layers (attributes, emitted as const arrays)
-    constants = sum(a.nbytes for a in graph.constants.values()) + sum(
-        8 * len(op.attr("rescale")) for op in graph.ops if op.attr("rescale") is not None)
+    constants = flash_constant_bytes(graph)
     stats = summary(train.plan)
     image = graph.tensor(graph.inputs[0])
     streamed = image.name in graph.streams
@@ -217,6 +216,21 @@ def format_report(report: Mapping[str, object]) -> str:
               f"{kb(r['inference_min_arena_bytes'])}; training / inference {r['train_over_inference']:.2f}",
               f"Flash: {kb(r['flash_bytes'])}"]
     return "\n".join(lines)
+
+
+ADD_TABLE_BYTES = 4 * (2 * 256 + 1)  # one residual add's mct_add_table (c/mct_kernels.h; codegen/add_tables.py)
+
+
+def flash_constant_bytes(graph: Graph) -> int:
+    """What the generated C keeps in Flash for ``graph`` beside its code: the constants (every parameter's initial
+    value included), the float64 rescale tables of hidden fully connected layers (attributes, emitted as const
+    arrays) and each residual add's operand tables (the generator's, one per add op however many stages run it).
+    Not counted: a DSP build's row-pipeline plans (codegen/dsp_plans.py), which depend on the kernels chosen when
+    the C is generated (docs/firmware.md's memory map gives their sizes)."""
+    adds = {op.name for op in graph.ops if op.kind == "add"}
+    adds |= {st.name for op in graph.ops if op.kind == ROWS for st in stages_of(op) if st.kind == "add"}
+    rescale = sum(8 * len(op.attr("rescale")) for op in graph.ops if op.attr("rescale") is not None)
+    return sum(a.nbytes for a in graph.constants.values()) + rescale + ADD_TABLE_BYTES * len(adds)
 
 
 def trainable_bytes(graph: Graph) -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcutrain.engine.autodiff import differentiate
-from mcutrain.engine.compile import trainable_bytes
+from mcutrain.engine.compile import flash_constant_bytes, trainable_bytes
 from mcutrain.engine.ir import Graph
 from mcutrain.engine.lifetimes import buffers as arena_buffers
 from mcutrain.engine.loss import append_loss
@@ -125,7 +125,7 @@ class SramCost:
         if key not in self._graphs:
             graph = self._train_graph(scheme)
             trainable = trainable_bytes(graph)
-            constants = sum(a.nbytes for a in graph.constants.values())
+            constants = flash_constant_bytes(graph)
             self._graphs[key] = _Trained(arena_buffers(graph), trainable, constants - trainable)
             self.compiles += 1
         return self._graphs[key]

@@ -15,6 +15,7 @@ import pytest
 from mcutrain.codegen import compile_for_codegen, generate
 from mcutrain.codegen.dsp_plans import (conv_plan, depthwise_plan, dw_plan_words, halfwords, patch_order, patch_plan,
                                         pointwise_plan)
+from mcutrain.engine.compile import ADD_TABLE_BYTES, flash_constant_bytes
 from mcutrain.engine.ir import Op, make_attrs
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
@@ -135,3 +136,16 @@ def test_a_folder_defines_each_plan_once_for_its_row_pipelines(tmp_path):
     used = re.findall(r"MCT_DSP_PLAN\((plan_\w+)\)", text)
     assert len(defined) == len(set(defined)) == sum(kinds.values()) and set(used) == set(defined)
     assert len(used) > len(defined)  # the training and the inference pipelines share them
+
+
+def test_compile_counts_one_add_table_per_add_the_generator_emits(tmp_path):
+    """``mcutrain compile``'s Flash figure (``flash_constant_bytes``) holds the residual adds' operand tables: as
+    many as the generated C defines (one per add, shared by the training and inference stages), each the size of
+    ``mct_add_table``."""
+    q = random_qmodel(TAILS, 55, 3, seed=TAILS_SEED)[0]
+    program = compile_for_codegen(q, resolve(get_builtin("last-k:2", q.spec), q.spec), lr=0.1, seed=7)
+    generate(program, tmp_path)
+    defined = (tmp_path / "model.c").read_text().count("static const mct_add_table ")
+    graph = program.train.graph
+    assert defined > 0 and ADD_TABLE_BYTES == 4 * (256 + 256 + 1)  # int32_t a[256], b[256], dsp
+    assert flash_constant_bytes(graph) == sum(a.nbytes for a in graph.constants.values()) + defined * ADD_TABLE_BYTES

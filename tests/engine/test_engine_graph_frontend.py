@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
 import graph_models as gm  # noqa: E402
 
-from mcutrain.engine.compile import compile_training  # noqa: E402
+from mcutrain.engine.compile import ADD_TABLE_BYTES, compile_training  # noqa: E402
+from mcutrain.engine.passes.fuse_rows import stages_of  # noqa: E402
 from mcutrain.engine.executor import Executor  # noqa: E402
 from mcutrain.engine.executor.compare import Trace, differences, run_engine, train_one_by_one  # noqa: E402
 from mcutrain.engine.frontend import engine_names, graph_from_qgraph  # noqa: E402
@@ -143,7 +144,10 @@ def test_hidden_fully_connected_layers_are_rescaled_1x1_convs_between_views(name
     program = compile_training(g, graph_plan(g, "full"), lr=LR, seed=SEED)
     forward, names = graph_from_qgraph(g, graph_plan(g, "full")), engine_names(g)
     ops = {op.name: op for op in forward.ops}
-    constants = sum(a.nbytes for a in program.train.graph.constants.values())
+    train = program.train.graph
+    adds = [op for op in train.ops if op.kind == "add"] + [
+        st for op in train.ops if op.kind == "mbconv_rows" for st in stages_of(op) if st.kind == "add"]
+    constants = sum(a.nbytes for a in train.constants.values()) + ADD_TABLE_BYTES * len(adds)
     tables = 8 * sum(g.nodes[i].params.weight.shape[0] for i in hidden)  # one float64 per output
     assert program.report["flash_with_initial_trainables_bytes"] == constants + tables
     for i in hidden:
