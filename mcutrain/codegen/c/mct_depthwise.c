@@ -120,14 +120,12 @@ static int dw_plan_of(const mct_conv *p, int32_t c, dw_plan *d) {
     return dw_layer_plan(p, d) && dw_channel_plan(p, c, d);
 }
 
-/* Channel c's plan made by the generator for a frozen conv (mct_conv.dsp_plan: dsp_plans.depthwise_plan writes
- * each channel's dw_plan up to its last tap row, the rest never read: 12 words a 3x3 channel, 12 + 4k else), or
- * NULL. */
+/* Channel c's plan made by the generator for a frozen conv (p->dsp_plan: dsp_plans.depthwise_plan writes each
+ * channel's dw_plan up to its last tap row, the rest never read: 12 words a 3x3 channel, 12 + 4k else). */
 _Static_assert(sizeof(dw_plan) == 40 * sizeof(int32_t) && offsetof(dw_plan, row) == 12 * sizeof(int32_t),
                "dsp_plans.dw_plan_words");
 static const dw_plan *dw_generated(const mct_conv *p, int32_t c) {
-    const int32_t words = 12 + (p->k == 3 ? 0 : 4 * p->k);
-    return p->dsp_plan != NULL ? (const dw_plan *)(const void *)(p->dsp_plan + c * words) : NULL;
+    return (const dw_plan *)(const void *)(p->dsp_plan + c * (12 + (p->k == 3 ? 0 : 4 * p->k)));
 }
 
 /* The int8 output of a doubled sum s2 = 2 * (acc + bias): mct_dsp_requantize's integers in 5 instructions.

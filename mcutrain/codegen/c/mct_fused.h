@@ -38,10 +38,11 @@ typedef struct {
 } mct_rows_view;
 
 /* One stage: a conv (conv != NULL) or a residual add (add != NULL, its operand tables add_tables) from view
- * ``in`` (and ``in2``) into view ``out``. A folded conv (expand != NULL) makes ``batch`` output rows an event (its schedule rows step
- * by batch) from a window of the rows they read, made by the 1x1 conv ``expand`` from view ``in`` (the
- * expand conv's input), ``window_channels`` channels at a time (the planner's fold group: the window holds
- * that many channels of k + (batch - 1) * stride rows, [channel][row][w]) at arena offset ``window``. */
+ * ``in`` (and ``in2``) into view ``out``. A folded conv (expand != NULL) makes ``batch`` output rows an event
+ * (its schedule rows step by batch) from a window of the rows they read, made by the 1x1 conv ``expand`` from
+ * view ``in`` (the expand conv's input), ``window_channels`` channels at a time (the planner's fold group: the
+ * window holds that many channels of k + (batch - 1) * stride rows, [channel][row][w]) at arena offset
+ * ``window``. */
 typedef struct {
     const mct_conv *conv;
     const mct_add_params *add;
