@@ -58,10 +58,9 @@ class Symbols:
         C definition as ``name``: defined once beside the Flash arrays however many ops of the two stages read it
         (``symbol`` names its op; another table whose op's name makes the same identifier gets a suffix)."""
         name, n = symbol, 1
-        while name in self.tables and self.tables[name] != define(name):
+        while self.tables.setdefault(name, text := define(name)) != text:
             n += 1
             name = f"{symbol}_{n}"
-        self.tables.setdefault(name, define(name))
         return name
 
     def array(self, name: str) -> str:
@@ -184,7 +183,7 @@ class _Attrs:
 
 
 def forward_conv_struct(ctx: OpContext, name: str, op: Op, x_shape, y_shape, dsp_plan: str = "NULL") -> str:
-    """``dsp_plan``: the value of its field (dsp_plans.plan_definitions)."""
+    """``dsp_plan``: the value of its field (dsp_plans.dsp_plan)."""
     x, w, b, m, s = op.inputs
     for array, what in ((m, "multiplier"), (s, "shift"), (b, "bias")):
         if ctx.symbols.params.get(array) is None and ctx.symbols.constants[array].shape != (y_shape[1],):

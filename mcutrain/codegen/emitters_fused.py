@@ -76,16 +76,24 @@ class _Views:
         return self.index[name]
 
 
+# ``mct_rows_stage``'s fields as a stage that is not scheduled leaves them (a folded expand conv's)
+_STAGE_FIELDS = {"conv": "NULL", "add": "NULL", "add_tables": "NULL", "expand": "NULL", "in": "-1", "in2": "-1",
+                 "out": "-1", "window": "-1", "window_channels": "0", "batch": "1"}
+
+
+def _stage_fields(given: dict[str, str]) -> list[tuple[str, str]]:
+    """``mct_rows_stage``'s fields: ``given`` ones, the others as ``_STAGE_FIELDS`` says."""
+    return [(key, given.get(key, default)) for key, default in _STAGE_FIELDS.items()]
+
+
 def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str, Op], scratch: int | None,
                 folds: dict) -> tuple[list[str], list[tuple[str, str]]]:
     """(decls, fields of the stage's ``mct_rows_stage``)."""
     tag = ctx.struct(f"s{s}")
     if st.kind == "add":
         decl, table = add_structs(ctx.symbols, tag, st)
-        return [decl], [("conv", "NULL"), ("add", f"&{tag}"), ("add_tables", f"&{table}"), ("expand", "NULL"),
-                        ("in", str(views(st.inputs[0]))),
-                        ("in2", str(views(st.inputs[1]))), ("out", str(views(st.outputs[0]))), ("window", "-1"),
-                        ("window_channels", "0"), ("batch", "1")]
+        return [decl], _stage_fields({"add": f"&{tag}", "add_tables": f"&{table}", "in": str(views(st.inputs[0])),
+                                      "in2": str(views(st.inputs[1])), "out": str(views(st.outputs[0]))})
     if st.kind != "conv2d":
         raise CodegenError(f"op {ctx.op.name}: a row pipeline stage of kind {st.kind!r} has no C kernel")
     x, y = st.inputs[0], st.outputs[0]
@@ -95,23 +103,20 @@ def _rows_stage(ctx: OpContext, views: _Views, st: Op, s: int, folded: dict[str,
     plan = dsp_plan(ctx.symbols, st)  # a row pipeline's convs are frozen: their DSP operands are constants
     decls = [forward_conv_struct(ctx, tag, st, views.shape(x), views.shape(y), plan)]
     if x in folds:  # folded: rows of x are made by its expand conv from the expand's input
-        expand = folded[x]
+        expand, b = folded[x], folds[x]
         e_tag = ctx.struct(f"s{s}e")
-        plan = dsp_plan(ctx.symbols, expand, max(folds[x].channels, 1))
+        plan = dsp_plan(ctx.symbols, expand, max(b.channels, 1))
         decls.append(forward_conv_struct(ctx, e_tag, expand, views.shape(expand.inputs[0]), views.shape(x), plan))
-        b = folds[x]  # folded_stage derives the window's rows from k, stride and batch: they must agree
+        # folded_stage derives the window's rows from k, stride and batch: they must agree
         if b.rows != k + (b.batch - 1) * stride_and_top_pad(st)[0] or b.rows > MAX_K or b.width != views.shape(x)[3]:
             raise CodegenError(f"op {ctx.op.name}: window of {x} ({b.rows} rows) is not the {b.batch} rows' of its "
                                f"kernel {k} (at most {MAX_K})")
-        return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", f"&{e_tag}"),
-                       ("in", str(views(expand.inputs[0]))), ("in2", "-1"), ("out", str(views(y))),
-                       ("window", str(scratch + b.offset)), ("window_channels", str(b.channels)),
-                       ("batch", str(b.batch))]
+        return decls, _stage_fields({"conv": f"&{tag}", "expand": f"&{e_tag}", "in": str(views(expand.inputs[0])),
+                                     "out": str(views(y)), "window": str(scratch + b.offset),
+                                     "window_channels": str(b.channels), "batch": str(b.batch)})
     if y in folds:  # a folded expand conv: never scheduled (its depthwise stage makes its rows)
-        return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", "-1"), ("in2", "-1"),
-                       ("out", "-1"), ("window", "-1"), ("window_channels", "0"), ("batch", "1")]
-    return decls, [("conv", f"&{tag}"), ("add", "NULL"), ("expand", "NULL"), ("in", str(views(x))), ("in2", "-1"),
-                   ("out", str(views(y))), ("window", "-1"), ("window_channels", "0"), ("batch", "1")]
+        return decls, _stage_fields({"conv": f"&{tag}"})
+    return decls, _stage_fields({"conv": f"&{tag}", "in": str(views(x)), "out": str(views(y))})
 
 
 def emit_mbconv_rows(ctx: OpContext) -> Emitted:

@@ -17,21 +17,30 @@ each file one idea. ``prefix`` is that pass's ``_Prefix``: ``n``, ``floor``, ``c
 from __future__ import annotations
 
 from itertools import combinations, product
+from typing import NamedTuple
 
 from mcutrain.engine.row_schedule import MAX_WINDOW_ROWS
 
 NARROWEST = 0  # window bytes that hold one channel of each folded tensor (plan_rows' group is at least 1)
 BATCHES = (1, 2, 4)  # output rows a folded depthwise stage may make an event (windows of <= MAX_WINDOW_ROWS)
 
-# An option: (i, j, folds or None for one unfused op, live bytes, extra work, window bytes, rows an event
-# per fold: () for one each).
+class _Option(NamedTuple):
+    """A way to run ops i..j: one unfused op (``folds`` None) or a pipeline folding ``folds``."""
+
+    i: int
+    j: int
+    folds: tuple[str, ...] | None
+    live: int  # bytes while it runs
+    work: int  # extra work of its folds (``_estimated``; 0 until priced)
+    window: int  # bytes of each folded tensor's window
+    batches: tuple[int, ...]  # rows an event per fold: () for one each
 
 
-def _option(prefix, i: int, j: int, folds, window: int = NARROWEST, batches: tuple[int, ...] = ()) -> tuple | None:
+def _option(prefix, i: int, j: int, folds, window: int = NARROWEST, batches: tuple[int, ...] = ()) -> _Option | None:
     """An option priced by its bytes only (its work: ``_estimated``, for the options under the limit)."""
     if (c := prefix.cost(i, j, folds, window, batches)) is None:
         return None
-    return (i, j, folds, c, 0, window, batches)
+    return _Option(i, j, folds, c, 0, window, batches)
 
 
 def _fits(prefix, i: int, j: int, folds, window: int, batches: tuple[int, ...], limit: int) -> bool:
@@ -60,7 +69,7 @@ def _window(shapes, groups: int) -> int:
     return max(f.window_for(groups) for f in shapes)
 
 
-def _options(prefix, j: int, max_ops: int) -> list[tuple]:
+def _options(prefix, j: int, max_ops: int) -> list[_Option]:
     """The ways to run a segment ending at op j at their narrowest windows: one unfused op, a pipeline
     folding nothing, or every expanded tensor it can."""
     found = []
@@ -70,7 +79,7 @@ def _options(prefix, j: int, max_ops: int) -> list[tuple]:
     return found
 
 
-def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> list[tuple]:
+def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> list[_Option]:
     """Pipelines ending at op j that fold some of their expanded tensors, where that can matter: folding
     all keeps under ``limit`` and folding none does not (a 7x7 stride-2 depthwise recomputes its expand
     conv 3.5 times per row, a 3x3 stride-1 one 3 times: which to fold is a choice). Larger sets first; a
@@ -81,36 +90,36 @@ def _partial_folds(prefix, j: int, limit: int, max_ops: int, max_folds: int) -> 
         every = prefix.foldable(i, j)
         if not 1 < len(every) <= max_folds or _fits(prefix, i, j, (), NARROWEST, (), limit):
             continue
-        if (whole := _option(prefix, i, j, every)) is None or whole[3] > limit:
+        if (whole := _option(prefix, i, j, every)) is None or whole.live > limit:
             continue
-        best, too_big = _estimated(prefix, whole, limit)[4], set()
+        best, too_big = _estimated(prefix, whole, limit).work, set()
         for n in range(len(every) - 1, 0, -1):
             for folds in combinations(every, n):
                 if any(set(folds) < big for big in too_big) or \
                         sum(f.recomputed_macs for f in prefix.fold_shapes(i, j, folds)) >= best:
                     continue
                 option = _option(prefix, i, j, folds)
-                if option is None or option[3] > limit:
+                if option is None or option.live > limit:
                     too_big.add(frozenset(folds))
                     continue
                 option = _estimated(prefix, option, limit)
                 found.append(option)
-                best = min(best, option[4])
+                best = min(best, option.work)
     return found
 
 
-def _estimated(prefix, option: tuple, limit: int) -> tuple:
+def _estimated(prefix, option: _Option, limit: int) -> _Option:
     """The option priced with the widest window its slack under ``limit`` surely pays for: a window of
     g channels adds at most (g - 1) channels' bytes per fold to the narrowest pipeline (packing only
     shares bytes). No planning, so every option of the search can be priced; ``_widest`` then plans
     the chosen ones."""
-    i, j, folds, c, _, _, batches = option
-    if not folds or c > limit:
+    if not option.folds or option.live > limit:
         return option
-    shapes = prefix.fold_shapes(i, j, folds, batches)
-    groups = _fewest(lambda n: sum(f.window_for(n) - f.channel_bytes for f in shapes) <= limit - c,
+    shapes = prefix.fold_shapes(option.i, option.j, option.folds, option.batches)
+    groups = _fewest(lambda n: sum(f.window_for(n) - f.channel_bytes for f in shapes) <= limit - option.live,
                      max(f.channels for f in shapes))
-    return (i, j, folds, c, _work(shapes, _window(shapes, groups)), _window(shapes, groups), batches)
+    window = _window(shapes, groups)
+    return option._replace(work=_work(shapes, window), window=window)
 
 
 def _widest(prefix, seg: tuple, limit: int) -> tuple:
@@ -135,7 +144,7 @@ def _widest(prefix, seg: tuple, limit: int) -> tuple:
     return (i, j, folds, best[2], best[1])
 
 
-def _solve(options: list[list[tuple]], limit: int | None):
+def _solve(options: list[list[_Option]], limit: int | None):
     """(peak, fused ops, work) and the segments (i, j, folds, window, batches) of the best cover of ops 0..n-1:
     the lowest peak (``limit`` None), else under ``limit`` the least work, then the fewest fused ops."""
     n = len(options)

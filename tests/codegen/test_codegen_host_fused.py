@@ -28,7 +28,8 @@ from mcutrain.engine.compile import compile_training
 from mcutrain.engine.passes import fuse_updates, reorder
 from mcutrain.engine.fused_program import program_of
 from mcutrain.engine.passes.fuse_backward import all_parts
-from mcutrain.engine.passes.fuse_rows import folds_of, stages_of
+from mcutrain.engine.passes.fuse_rows import program_of as rows_program_of
+from mcutrain.engine.passes.fuse_rows import stages_of
 from mcutrain.models.specs import BlockSpec, NetSpec
 from mcutrain.models.zoo import conv_shapes
 from mcutrain.quant.random_model import random_qmodel
@@ -98,7 +99,8 @@ def features(program) -> set[str]:
 
 
 def _row_features(graph, op) -> set[str]:
-    found = {"rows"} | ({"fold"} if folds_of(op) else set()) | ({"rows mask"} if len(op.outputs) == 2 else set())
+    found = {"rows"} | ({"fold"} if rows_program_of(op).folds else set())
+    found |= {"rows mask"} if len(op.outputs) == 2 else set()
     found |= {"fold batch"} if any(b.batch > 1 for b in op.attr("program").folds) else set()
     found |= {"rows inplace"} if op.attr("inplace") == 0 else set()
     internal = {t.name: t for t in op.attr("internal")}

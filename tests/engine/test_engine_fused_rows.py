@@ -17,7 +17,7 @@ from mcutrain.engine.compile import compile_training
 from mcutrain.engine.executor import Executor
 from mcutrain.engine.executor.compare import differences, qmodel_params, run_engine, simulate
 from mcutrain.engine.memory import check_plan
-from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, program_of, rings_of, stages_of
+from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, program_of, rings_of, stages_of
 from mcutrain.quant.random_model import random_qmodel
 from mcutrain.sparse import get_builtin, resolve
 from tests.engine.test_engine_equivalence import _fused_away, _simulated_activations
@@ -118,7 +118,7 @@ def _check_schedule(op, types) -> None:
     (not overwritten), stages run their rows in order, and the output gets every row once."""
     stages = stages_of(op)
     rings = rings_of(op)
-    folded = {t: next(st for st in stages if st.outputs[0] == t) for t in folds_of(op)}
+    folded = {b.tensor: next(st for st in stages if st.outputs[0] == b.tensor) for b in program_of(op).folds}
     x = op.inputs[0]
     slots = {t: [None] * rows for t, (_, rows, _, _) in rings.items()}
     done = {st.outputs[0]: 0 for st in stages if st.outputs[0] not in folded}
@@ -220,20 +220,22 @@ def test_auto_folds_the_cheapest_expand_convs_and_widens_their_windows_under_the
 
     fuse_rows = importlib.import_module("mcutrain.engine.passes.fuse_rows")  # the module, not the pass
     grown = _program("proxyless-w0.3", 128, "paper-99kb", "auto")
-    op = next(op for _, op in _pipelines(grown.train) if folds_of(op))
+    op = next(op for _, op in _pipelines(grown.train) if program_of(op).folds)
     stages, types = stages_of(op), fuse_rows._Types(grown.train.graph, internal_of(op))
     recomputed = {t: fold_shape(stages, t, types).recomputed_macs for t in foldable(stages)}
-    assert 0 < sum(recomputed[t] for t in folds_of(op)) < sum(recomputed.values())
-    assert all(c > 1 and c * k * w <= op.attr("window") for c, k, w, _ in folds_of(op).values())
+    folds = program_of(op).folds
+    assert 0 < sum(recomputed[b.tensor] for b in folds) < sum(recomputed.values())
+    assert all(b.channels > 1 and b.channels * b.rows * b.width <= op.attr("window") for b in folds)
     inference = next(o for _, o in _pipelines(grown.inference) if o.attr("fused") == op.attr("fused"))
-    assert folds_of(inference) == folds_of(op)
+    layout = lambda o: [(b.tensor, b.channels, b.rows, b.width, b.offset) for b in program_of(o).folds]  # noqa: E731
+    assert layout(inference) == layout(op)
 
     monkeypatch.setattr(row_choice, "_estimated", lambda prefix, option, limit: option)
     monkeypatch.setattr(row_choice, "_widest", lambda prefix, seg, limit: (*seg[:3], row_choice.NARROWEST, ()))
     fuse_rows.clear_memos()
     narrow = _program.__wrapped__("proxyless-w0.3", 128, "paper-99kb", "auto")
     assert narrow.report["arena_lower_bound_bytes"] == grown.report["arena_lower_bound_bytes"]
-    assert all(c == 1 for op in (o for _, o in _pipelines(narrow.train)) for c, *_ in folds_of(op).values())
+    assert all(b.channels == 1 for op in (o for _, o in _pipelines(narrow.train)) for b in program_of(op).folds)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from mcutrain.engine.ops import stride_and_top_pad
 from mcutrain.engine.fused_program import (BIAS_GRAD, DEPTHWISE_X, FLOAT_PLANE, HEAD, LAZY_HEAD, OUTPUT, REQUANT,
                                            SCRATCH, TAIL, UPDATE_BIAS, UPDATE_WEIGHT, WEIGHT_GRAD,
                                            WEIGHT_GRAD_UPDATE, Step, program_of)
-from mcutrain.engine.passes.fuse_rows import STREAM, folds_of, internal_of, rings_of, stages_of, window
+from mcutrain.engine.passes.fuse_rows import STREAM, internal_of, rings_of, stages_of, window
 from mcutrain.quant.fixedpoint import requantize_with_mask
 from mcutrain.quant.int8_ops import AddParams, quantized_add_with_mask
 from mcutrain.engine.executor.kernels import (
@@ -98,11 +98,11 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
         return values[t][0, :, lo:hi + 1]
 
     stages = stages_of(op)
-    folds = {t: (io.scratch[off:off + c * n * w].view(np.int8).reshape(c, n, w))
-             for t, (c, n, w, off) in folds_of(op).items()}
+    buffers = {b.tensor: b for b in program_of(op).folds}
+    folds = {t: io.scratch[b.offset:b.offset + b.channels * b.rows * b.width].view(np.int8).reshape(
+        b.channels, b.rows, b.width) for t, b in buffers.items()}
     producer = {st.outputs[0]: st for st in stages}
     shapes = _Shapes(internal, values)
-    batch = {b.tensor: b.batch for b in program_of(op).folds}
 
     def put(target: str, r: int, y: np.ndarray, m: np.ndarray) -> None:
         if target in rings:
@@ -129,7 +129,7 @@ def mbconv_rows(op: Op, args: list, step: int, io) -> tuple:
         params = [values[n] for n in st.inputs[1:5]]
         # a folded stage makes its batch of rows, each from the expanded rows of its window, a few channels
         # at a time (the window's other rows are the C kernel's business: same integers either way)
-        for rr in range(r, min(r + batch.get(src, 1), height[st.outputs[0]])):
+        for rr in range(r, min(r + (buffers[src].batch if src in buffers else 1), height[st.outputs[0]])):
             _, lo, hi = window(st, rr, shapes)
             if src in folds:
                 put(st.outputs[0], rr, *_folded_row(st, producer[src], rows, lo, hi, rr, height, folds[src], params,

@@ -34,8 +34,8 @@ The fused op ``mbconv_rows`` (catalogue: ``mcutrain.engine.ops``) replaces ops i
                     output row r only after the last read of x's row r).
 The schedule is the pull order: output row r of the last stage is computed once every row it needs is
 there, recursively; ring sizes are the fewest rows for which row r never lands on a row still to be
-read (checked, not assumed). ``stages_of`` / ``internal_of`` / ``rings_of`` / ``folds_of`` give a C
-generator the parts back.
+read (checked, not assumed). ``stages_of`` / ``internal_of`` / ``rings_of`` / ``program_of(op).folds``
+give a C generator the parts back.
 
 Folding (a segment variant the search may pick): the ring of an expanded tensor (E channels x k rows,
 the biggest ring: MCUNet block 3 has a 7x7 depthwise on 48 channels) is replaced by the expand conv's
@@ -80,7 +80,7 @@ FUSABLE = ("conv2d", "add", "pointwise_depthwise")
 MAX_OPS = 12  # longest segment considered (in graph ops): keeps the search small
 MAX_FOLDS = 4  # a segment with more foldable tensors than this folds all or none (2^n choices otherwise)
 
-__all__ = ["KIND", "STREAM", "RowPlan", "foldable", "folds_of", "fuse_rows", "internal_of", "plan_rows", "rings_of",
+__all__ = ["KIND", "STREAM", "RowPlan", "foldable", "fuse_rows", "internal_of", "plan_rows", "rings_of",
            "row_segments", "scratch_size", "stages_of", "window"]
 
 
@@ -114,15 +114,10 @@ def scratch_size(op: Op) -> int:
 
 
 def row_segments(graph: Graph) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
-    """The segmentation a graph's row pipelines use ((graph op names), (folded tensors)), e.g. to give
-    the inference program the same kernels."""
+    """The segmentation a graph's row pipelines use ((graph op names), (folded tensors), window bytes, (rows an
+    event of each fold)), e.g. to give the inference program the same kernels."""
     return tuple((op.attr("fused"), tuple(b.tensor for b in program_of(op).folds), op.attr("window", FOLD_BYTES),
                   tuple(b.batch for b in program_of(op).folds)) for op in graph.ops if op.kind == KIND)
-
-
-def folds_of(op: Op) -> dict[str, tuple[int, int, int, int]]:
-    """Folded tensor -> (channels at a time, window rows, width, byte offset in the op's scratch)."""
-    return {b.tensor: (b.channels, b.rows, b.width, b.offset) for b in program_of(op).folds}
 
 
 class _Types:
